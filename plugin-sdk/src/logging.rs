@@ -1,0 +1,140 @@
+//! Sends the plugin's `tracing` events to the supervisor as structured log
+//! records over the host connection (fd 4), keeping their fields.
+//!
+//! The buffer is bounded and never blocks the plugin: when the supervisor
+//! reads slowly, records are dropped and the count travels with the next one.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use plugin_proto::host::v1::{Level, LogRecord, host_client::HostClient};
+use plugin_proto::transport::H2Channel;
+use tokio::sync::{mpsc, watch};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Records buffered before dropping starts.
+const BUFFER: usize = 4096;
+
+/// Environment variable holding the plugin's log filter (`info` by default).
+pub const FILTER_ENV: &str = "PLUGIN_LOG";
+
+struct HostLayer {
+    tx: mpsc::Sender<LogRecord>,
+    dropped: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    fields: HashMap<String, String>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.fields.insert(field.name().to_owned(), value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            self.fields.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+    }
+}
+
+fn level(l: &tracing::Level) -> Level {
+    match *l {
+        tracing::Level::TRACE => Level::Trace,
+        tracing::Level::DEBUG => Level::Debug,
+        tracing::Level::INFO => Level::Info,
+        tracing::Level::WARN => Level::Warn,
+        tracing::Level::ERROR => Level::Error,
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for HostLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let meta = event.metadata();
+        let unix_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let record = LogRecord {
+            unix_nanos,
+            level: level(meta.level()) as i32,
+            target: meta.target().to_owned(),
+            message: f.message,
+            fields: f.fields,
+            dropped_before: self.dropped.swap(0, Ordering::Relaxed),
+        };
+        if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = self.tx.try_send(record) {
+            self.dropped.fetch_add(1 + r.dropped_before, Ordering::Relaxed);
+        }
+    }
+}
+
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The running log stream; [`LogStream::flush`] ends it once every buffered
+/// record is on its way.
+pub struct LogStream {
+    done: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LogStream {
+    /// Sends what is buffered, ends the stream and waits (bounded) for the
+    /// supervisor to acknowledge it.
+    pub async fn flush(self, limit: Duration) {
+        let _ = self.done.send(true);
+        let _ = tokio::time::timeout(limit, self.task).await;
+    }
+}
+
+/// Installs the global subscriber. With a host connection, events go there;
+/// without one they go to stderr, which the supervisor captures too.
+pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
+    let Some(channel) = host else {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
+        return None;
+    };
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let layer = HostLayer { tx, dropped: Arc::default() };
+    if tracing_subscriber::registry().with(layer.with_filter(filter())).try_init().is_err() {
+        return None;
+    }
+    let (done, done_rx) = watch::channel(false);
+    // The subscriber keeps its sender for the life of the process, so the
+    // stream ends on `done` rather than on the channel closing.
+    let records = futures_util::stream::unfold((rx, done_rx, false), |(mut rx, mut done, flushing)| async move {
+        if !flushing {
+            let next = tokio::select! {
+                r = rx.recv() => Some(r),
+                _ = done.wait_for(|d| *d) => None,
+            };
+            if let Some(r) = next {
+                return r.map(|r| (r, (rx, done, false)));
+            }
+        }
+        rx.try_recv().ok().map(|r| (r, (rx, done, true)))
+    });
+    let task = tokio::spawn(async move {
+        let mut client = HostClient::new(channel);
+        if let Err(status) = client.log(records).await {
+            eprintln!("plugin log stream to the supervisor ended: {status}");
+        }
+    });
+    Some(LogStream { done, task })
+}

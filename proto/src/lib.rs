@@ -1,0 +1,36 @@
+//! The supervisor's gRPC contracts: the plugin lifecycle, the host callbacks
+//! plugins make, and the control API `supervisorctl` speaks.
+
+/// Lifecycle service the plugin serves (handshake, init, shutdown).
+pub mod plugin {
+    pub mod v1 {
+        tonic::include_proto!("plugin.v1");
+    }
+}
+
+/// Host service the supervisor serves to each plugin.
+pub mod host {
+    pub mod v1 {
+        tonic::include_proto!("plugin.host.v1");
+    }
+}
+
+/// Control API of the daemon.
+pub mod control {
+    pub mod v1 {
+        tonic::include_proto!("supervisor.v1");
+    }
+}
+
+pub mod launch;
+pub mod transport;
+
+#[cfg(feature = "build")]
+pub mod build;
+
+/// The protocol versions this release of the contracts defines. A major
+/// version changes only with an incompatible change to the lifecycle.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Encoded `FileDescriptorSet` of the contracts above.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.binpb"));

@@ -1,0 +1,80 @@
+//! The daemon binary: `plugin-supervisor --config FILE [--runtime-dir DIR]`
+//! runs in the foreground; `plugin-supervisor check-config FILE` validates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use plugin_supervisor::config::Config;
+
+#[derive(Parser)]
+#[command(name = "plugin-supervisor", version, about = "Runs plugins as isolated child processes reached over gRPC")]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
+    /// Where control.sock and gateway.sock go (overrides the config).
+    #[arg(long)]
+    runtime_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks a configuration file and exits: 0 when valid.
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLUGIN_SUPERVISOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Command::CheckConfig { file }) = cli.command {
+        return match Config::load(&file) {
+            Ok(c) => {
+                let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+                println!("{}: ok ({} plugins: {})", file.display(), names.len(), names.join(", "));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(path) = cli.config else {
+        eprintln!("plugin-supervisor: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One thread: a gateway call then crosses no thread inside the
+    // supervisor; blocking work goes to the blocking pool and spawns to
+    // their own thread.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plugin-supervisor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(plugin_supervisor::daemon::run(config, cli.runtime_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plugin-supervisor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

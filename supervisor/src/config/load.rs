@@ -1,0 +1,215 @@
+//! Reading a config file and checking it whole: every problem is reported
+//! with the file, line and key, and a config with any problem is rejected.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+use super::Config;
+
+/// One thing wrong with a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, when the place is known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `plugin[1].replicas`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", render(file, problems))]
+    Invalid { file: PathBuf, problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+fn render(file: &Path, problems: &[Problem]) -> String {
+    let mut lines = Vec::with_capacity(problems.len());
+    for p in problems {
+        lines.push(p.to_string_in(file));
+    }
+    lines.join("\n")
+}
+
+impl Problem {
+    fn to_string_in(&self, file: &Path) -> String {
+        match self.line {
+            Some(line) => format!("{}:{line}: {}: {}", file.display(), self.key, self.message),
+            None => format!("{}: {}: {}", file.display(), self.key, self.message),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Finds where keys are in the source text, for problems found after parsing.
+pub(crate) struct Locator<'a> {
+    text: &'a str,
+    doc: Option<toml::Spanned<DeTable<'a>>>,
+}
+
+/// A step in a key path: a table key or an array index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> Locator<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self { text, doc: DeTable::parse(text).ok() }
+    }
+
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
+        self.text.get(..offset).map_or(1, |s| s.matches('\n').count() + 1)
+    }
+
+    /// The span of the last key in `path` (or of the array element).
+    fn span(&self, path: &[Seg<'_>]) -> Option<Range<usize>> {
+        let doc = self.doc.as_ref()?;
+        let mut table: &DeTable<'_> = doc.get_ref();
+        let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
+        let mut span = None;
+        for seg in path {
+            match *seg {
+                Seg::Key(k) => {
+                    if let Some(v) = value {
+                        table = v.get_ref().as_table()?;
+                    }
+                    let (key, v) = table.iter().find(|(key, _)| key.get_ref() == k)?;
+                    span = Some(key.span());
+                    value = Some(v);
+                }
+                Seg::Index(i) => {
+                    let v = value?.get_ref().as_array()?.get(i)?;
+                    span = Some(v.span());
+                    value = Some(v);
+                }
+            }
+        }
+        span
+    }
+
+    pub(crate) fn line(&self, path: &[Seg<'_>]) -> Option<usize> {
+        self.span(path).map(|s| self.line_of(s.start))
+    }
+}
+
+fn key_string(path: &[Seg<'_>]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Collects problems found while checking a parsed config.
+pub(crate) struct Problems<'a> {
+    loc: &'a Locator<'a>,
+    pub(crate) list: Vec<Problem>,
+}
+
+impl<'a> Problems<'a> {
+    pub(crate) fn new(loc: &'a Locator<'a>) -> Self {
+        Self { loc, list: Vec::new() }
+    }
+
+    /// Records a problem at `path`; when the key itself is absent from the
+    /// file (a default), the nearest enclosing key gives the line.
+    pub(crate) fn at(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
+        let line = (1..=path.len()).rev().find_map(|n| self.loc.line(&path[..n]));
+        self.list.push(Problem { line, key: key_string(path), message: message.into() });
+    }
+}
+
+/// Reads and checks the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse(&text, path)
+}
+
+/// Parses and checks config text; `path` names it in errors and anchors
+/// relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let loc = Locator::new(text);
+    let invalid = |problems| ConfigError::Invalid { file: path.to_path_buf(), problems };
+    let de = match toml::de::Deserializer::parse(text) {
+        Ok(de) => de,
+        Err(e) => {
+            let line = e.span().map(|s| loc.line_of(s.start));
+            return Err(invalid(vec![Problem { line, key: "(syntax)".into(), message: e.message().trim().to_owned() }]));
+        }
+    };
+    let mut config: Config = match serde_path_to_error::deserialize(de) {
+        Ok(c) => c,
+        Err(e) => {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| loc.line_of(s.start));
+            return Err(invalid(vec![Problem { line, key, message: inner.message().trim().to_owned() }]));
+        }
+    };
+    config.source = Some(absolute(path));
+    let mut problems = Problems::new(&loc);
+    super::validate::check(&config, &mut problems);
+    if problems.list.is_empty() { Ok(config) } else { Err(invalid(problems.list)) }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Counts how often each item occurs, for duplicate checks.
+pub(crate) fn counts<'a>(items: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut m = HashMap::new();
+    for i in items {
+        *m.entry(i).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Parses a config from a string, for embedders and tests.
+impl std::str::FromStr for Config {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse(s, Path::new("<inline config>"))
+    }
+}
+
+impl Config {
+    /// Reads and checks the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        load(path)
+    }
+}

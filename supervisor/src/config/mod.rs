@@ -1,0 +1,289 @@
+//! The supervisor's configuration: what operators write in TOML, checked
+//! whole before anything runs.
+
+mod load;
+mod validate;
+pub mod units;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, Problem};
+pub use validate::name_problem;
+use units::Mode;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub supervisor: SupervisorSection,
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Where the config was read from; relative paths in it resolve against
+    /// this file's directory.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// The `[supervisor]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSection {
+    /// Holds `control.sock` and `gateway.sock`.
+    #[serde(default = "default_runtime_dir")]
+    pub runtime_dir: PathBuf,
+    /// Mode of `control.sock`; the peer's uid is checked as well.
+    #[serde(default = "default_control_mode")]
+    pub control_socket_mode: Mode,
+    /// Mode of `gateway.sock`, which host applications connect to.
+    #[serde(default = "default_gateway_mode")]
+    pub gateway_socket_mode: Mode,
+    /// Uids allowed on the control socket besides root and the supervisor's own.
+    #[serde(default)]
+    pub control_allowed_uids: Vec<u32>,
+    /// Lines of stdout, stderr and SDK logs kept per plugin for `tail`.
+    #[serde(default = "default_log_lines")]
+    pub log_lines: usize,
+    /// Lifecycle events kept for `events`.
+    #[serde(default = "default_event_history")]
+    pub event_history: usize,
+    #[serde(default)]
+    pub defaults: PluginDefaults,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        Self {
+            runtime_dir: default_runtime_dir(),
+            control_socket_mode: default_control_mode(),
+            gateway_socket_mode: default_gateway_mode(),
+            control_allowed_uids: Vec::new(),
+            log_lines: default_log_lines(),
+            event_history: default_event_history(),
+            defaults: PluginDefaults::default(),
+        }
+    }
+}
+
+/// The standard runtime directory; `supervisorctl` looks here by default.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/plugin-supervisor";
+
+fn default_runtime_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_RUNTIME_DIR)
+}
+fn default_control_mode() -> Mode {
+    Mode(0o600)
+}
+fn default_gateway_mode() -> Mode {
+    Mode(0o660)
+}
+fn default_log_lines() -> usize {
+    2000
+}
+fn default_event_history() -> usize {
+    1000
+}
+
+/// `[supervisor.defaults]`: what a plugin entry gets when it says nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginDefaults {
+    #[serde(default = "default_handshake_timeout", with = "units::duration")]
+    pub handshake_timeout: Duration,
+    #[serde(default = "default_call_timeout", with = "units::duration")]
+    pub call_timeout: Duration,
+    /// How long a stopping plugin may drain before it is killed.
+    #[serde(default = "default_stop_timeout", with = "units::duration")]
+    pub stop_timeout: Duration,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+impl Default for PluginDefaults {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: default_handshake_timeout(),
+            call_timeout: default_call_timeout(),
+            stop_timeout: default_stop_timeout(),
+            restart: RestartPolicy::default(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// When an instance that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Whenever it ends, even cleanly.
+    Always,
+    /// When it crashes, is killed, or exits non-zero.
+    #[default]
+    OnFailure,
+    /// Never; the instance stays stopped or failed.
+    Never,
+}
+
+/// Exponential backoff between restarts, with jitter and a cap.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default = "default_backoff_initial", with = "units::duration")]
+    pub initial: Duration,
+    #[serde(default = "default_backoff_max", with = "units::duration")]
+    pub max: Duration,
+    #[serde(default = "default_backoff_multiplier")]
+    pub multiplier: f64,
+    /// Fraction of the delay randomised either way, 0 to 1.
+    #[serde(default = "default_backoff_jitter")]
+    pub jitter: f64,
+    /// An instance that ran this long resets the backoff to `initial`.
+    #[serde(default = "default_backoff_reset", with = "units::duration")]
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+            multiplier: default_backoff_multiplier(),
+            jitter: default_backoff_jitter(),
+            reset_after: default_backoff_reset(),
+        }
+    }
+}
+
+fn default_backoff_initial() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_backoff_multiplier() -> f64 {
+    2.0
+}
+fn default_backoff_jitter() -> f64 {
+    0.2
+}
+fn default_backoff_reset() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// One `[[plugin]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Must equal the name the plugin declares at handshake.
+    pub name: String,
+    /// Path to the plugin executable, relative to the config file's directory.
+    pub binary: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Names of the supervisor's environment variables passed through; the
+    /// rest of the environment is cleared.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Handed to the plugin at init, as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Start with the supervisor; otherwise wait for `supervisorctl start`.
+    #[serde(default = "default_true")]
+    pub autostart: bool,
+    pub restart: Option<RestartPolicy>,
+    pub backoff: Option<Backoff>,
+    #[serde(default, with = "units::duration::option")]
+    pub handshake_timeout: Option<Duration>,
+    #[serde(default, with = "units::duration::option")]
+    pub call_timeout: Option<Duration>,
+    #[serde(default, with = "units::duration::option")]
+    pub stop_timeout: Option<Duration>,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A plugin entry with the defaults applied and paths resolved.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    pub binary: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub config_json: String,
+    pub replicas: u32,
+    pub autostart: bool,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    pub handshake_timeout: Duration,
+    pub call_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+impl Config {
+    /// The plugin entries with defaults applied and paths resolved.
+    pub fn specs(&self) -> Vec<PluginSpec> {
+        let d = &self.supervisor.defaults;
+        self.plugins
+            .iter()
+            .map(|p| PluginSpec {
+                name: p.name.clone(),
+                binary: self.resolve(&p.binary),
+                args: p.args.clone(),
+                env: p.env.clone(),
+                config_json: serde_json::to_string(&toml_to_json(&p.config)).unwrap_or_else(|_| "{}".into()),
+                replicas: p.replicas,
+                autostart: p.autostart,
+                restart: p.restart.unwrap_or(d.restart),
+                backoff: p.backoff.unwrap_or(d.backoff),
+                handshake_timeout: p.handshake_timeout.unwrap_or(d.handshake_timeout),
+                call_timeout: p.call_timeout.unwrap_or(d.call_timeout),
+                stop_timeout: p.stop_timeout.unwrap_or(d.stop_timeout),
+            })
+            .collect()
+    }
+
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve(&self, p: &std::path::Path) -> PathBuf {
+        match self.source.as_ref().and_then(|s| s.parent()) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+}
+
+fn toml_to_json(t: &toml::Table) -> serde_json::Value {
+    fn value(v: &toml::Value) -> serde_json::Value {
+        match v {
+            toml::Value::String(s) => s.clone().into(),
+            toml::Value::Integer(i) => (*i).into(),
+            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            toml::Value::Boolean(b) => (*b).into(),
+            toml::Value::Datetime(d) => d.to_string().into(),
+            toml::Value::Array(a) => a.iter().map(value).collect(),
+            toml::Value::Table(t) => toml_to_json(t),
+        }
+    }
+    serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), value(v))).collect::<serde_json::Map<_, _>>())
+}

@@ -1,0 +1,182 @@
+//! The units operators write in the config and on the command line:
+//! durations ("250ms", "5s"), sizes ("128M", "1G"), CPU shares ("50%") and
+//! file modes ("0600"), each parsed with an error that says what was expected.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Parses "250ms", "5s", "1m 30s".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"250ms\" or \"5s\""))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Serde adapter for durations written as strings.
+pub mod duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let s = String::deserialize(d)?;
+            parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+/// A size in bytes, written "128M", "1G", "65536", "512Ki".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits_end);
+        let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}; write e.g. \"128M\" or \"1G\""))?;
+        let unit = unit.trim();
+        let unit = unit.strip_suffix(['B', 'b']).unwrap_or(unit);
+        let unit = unit.strip_suffix('i').unwrap_or(unit);
+        let mult: u64 = match unit {
+            "" => 1,
+            "K" | "k" => 1 << 10,
+            "M" | "m" => 1 << 20,
+            "G" | "g" => 1 << 30,
+            "T" | "t" => 1 << 40,
+            other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (use K, M, G or T)")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+            if n >= 1 << shift && n % (1 << shift) == 0 {
+                return write!(f, "{}{unit}", n >> shift);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A CPU quota as a share of one core: "50%" is half a core, "200%" two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CpuShare {
+    /// Hundredths of a percent of one core, so "12.5%" is exact.
+    pub basis_points: u32,
+}
+
+impl CpuShare {
+    pub const PERIOD_US: u64 = 100_000;
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let pct = t.strip_suffix('%').ok_or_else(|| format!("invalid CPU share {s:?}; write a percentage of one core, e.g. \"50%\""))?;
+        let v: f64 = pct.trim().parse().map_err(|_| format!("invalid CPU share {s:?}; write e.g. \"50%\""))?;
+        if !(v > 0.0 && v <= 100_000.0) {
+            return Err(format!("CPU share {s:?} must be above 0% and at most 100000%"));
+        }
+        Ok(CpuShare { basis_points: (v * 100.0).round() as u32 })
+    }
+
+    /// (quota, period) in microseconds for `cpu.max` / CFS.
+    pub fn quota_period_us(self) -> (u64, u64) {
+        let quota = Self::PERIOD_US * u64::from(self.basis_points) / 10_000;
+        (quota.max(1_000), Self::PERIOD_US)
+    }
+}
+
+impl fmt::Display for CpuShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.basis_points % 100 == 0 {
+            write!(f, "{}%", self.basis_points / 100)
+        } else {
+            write!(f, "{}%", f64::from(self.basis_points) / 100.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuShare {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CpuShare::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A file mode written as an octal string, "0600".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let digits = s.trim().trim_start_matches("0o");
+        match u32::from_str_radix(digits, 8) {
+            Ok(m) if m <= 0o777 => Ok(Mode(m)),
+            _ => Err(serde::de::Error::custom(format!("invalid file mode {s:?}; write an octal string such as \"0600\""))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_nonsense() {
+        assert_eq!(ByteSize::parse("128M"), Ok(ByteSize(128 << 20)));
+        assert_eq!(ByteSize::parse("1G"), Ok(ByteSize(1 << 30)));
+        assert_eq!(ByteSize::parse("512Ki"), Ok(ByteSize(512 << 10)));
+        assert_eq!(ByteSize::parse("64MiB"), Ok(ByteSize(64 << 20)));
+        assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
+        assert!(ByteSize::parse("12X").unwrap_err().contains("unknown unit"));
+        assert!(ByteSize::parse("").is_err());
+        assert!(ByteSize::parse("99999999999T").unwrap_err().contains("too large"));
+        assert_eq!(ByteSize(128 << 20).to_string(), "128M");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn cpu_shares_are_percentages_of_one_core() {
+        assert_eq!(CpuShare::parse("50%").unwrap().quota_period_us(), (50_000, 100_000));
+        assert_eq!(CpuShare::parse("200%").unwrap().quota_period_us(), (200_000, 100_000));
+        assert_eq!(CpuShare::parse("12.5%").unwrap().to_string(), "12.5%");
+        assert!(CpuShare::parse("50").is_err());
+        assert!(CpuShare::parse("0%").is_err());
+        assert!(CpuShare::parse("-5%").is_err());
+    }
+
+    #[test]
+    fn durations_name_the_expected_form() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").unwrap_err().contains("\"5s\""));
+    }
+}

@@ -1,0 +1,154 @@
+//! The checks a parsed config must pass before anything runs: names,
+//! binaries, counts and ranges that serde's types cannot express.
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::load::{Problems, Seg, counts};
+use super::{Backoff, Config};
+
+/// Plugin names become parts of paths (cgroups, data directories) and
+/// instance ids, so they are kept to a portable alphabet.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("plugin name must not be empty".into());
+    }
+    if name.len() > 64 {
+        return Some(format!("plugin name {name:?} is longer than 64 characters"));
+    }
+    let ok_first = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !(ok_first && ok_rest) {
+        return Some(format!(
+            "plugin name {name:?} may use only letters, digits, '-', '_' and '.', and must start with a letter or digit"
+        ));
+    }
+    None
+}
+
+pub(super) fn check(config: &Config, p: &mut Problems<'_>) {
+    let names = counts(config.plugins.iter().map(|pl| pl.name.as_str()));
+    let mut seen = std::collections::HashSet::new();
+    check_backoff(&config.supervisor.defaults.backoff, &[Seg::Key("supervisor"), Seg::Key("defaults"), Seg::Key("backoff")], p);
+    for (i, plugin) in config.plugins.iter().enumerate() {
+        let at = |key: &'static str| [Seg::Key("plugin"), Seg::Index(i), Seg::Key(key)];
+        if let Some(msg) = name_problem(&plugin.name) {
+            p.at(&at("name"), msg);
+        }
+        if names.get(plugin.name.as_str()).copied().unwrap_or(0) > 1 && !seen.insert(plugin.name.as_str()) {
+            p.at(&at("name"), format!("duplicate plugin name {:?}: each plugin needs its own name", plugin.name));
+        }
+        let binary = config.resolve(&plugin.binary);
+        match std::fs::metadata(&binary) {
+            Err(e) => p.at(&at("binary"), format!("plugin {:?}: binary {} cannot be used: {e}", plugin.name, binary.display())),
+            Ok(m) if !m.is_file() => {
+                p.at(&at("binary"), format!("plugin {:?}: binary {} is not a regular file", plugin.name, binary.display()))
+            }
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                p.at(&at("binary"), format!("plugin {:?}: binary {} is not executable", plugin.name, binary.display()))
+            }
+            Ok(_) => {}
+        }
+        if plugin.replicas == 0 || plugin.replicas > 64 {
+            p.at(&at("replicas"), format!("replicas must be between 1 and 64, not {}", plugin.replicas));
+        }
+        for (j, var) in plugin.env.iter().enumerate() {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                p.at(&[Seg::Key("plugin"), Seg::Index(i), Seg::Key("env"), Seg::Index(j)], format!("{var:?} is not an environment variable name"));
+            }
+        }
+        for (key, d) in [("handshake_timeout", plugin.handshake_timeout), ("call_timeout", plugin.call_timeout)] {
+            if d.is_some_and(|d| d.is_zero()) {
+                p.at(&at(key), "must be longer than zero");
+            }
+        }
+        if let Some(b) = &plugin.backoff {
+            check_backoff(b, &at("backoff"), p);
+        }
+    }
+}
+
+fn check_backoff(b: &Backoff, at: &[Seg<'_>], p: &mut Problems<'_>) {
+    if b.initial.is_zero() || b.initial > b.max {
+        p.at(at, format!("backoff.initial ({:?}) must be above zero and at most backoff.max ({:?})", b.initial, b.max));
+    }
+    if !(b.multiplier >= 1.0 && b.multiplier <= 100.0) {
+        p.at(at, format!("backoff.multiplier must be between 1 and 100, not {}", b.multiplier));
+    }
+    if !(0.0..=1.0).contains(&b.jitter) {
+        p.at(at, format!("backoff.jitter must be between 0 and 1, not {}", b.jitter));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Config, load};
+
+    fn parse(text: &str) -> Result<Config, super::super::ConfigError> {
+        load::parse(text, Path::new("/etc/ps/test.toml"))
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[supervisor]\nlog_lines = 10\n\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ncolour = \"red\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/ps/test.toml:7: plugin[0]"), "{text}");
+        assert!(text.contains("unknown field `colour`"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_and_key() {
+        let err = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nreplicas = \"two\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/ps/test.toml:4: plugin[0].replicas:"), "{text}");
+        assert!(text.contains("invalid type"), "{text}");
+    }
+
+    #[test]
+    fn bad_unit_is_reported_with_the_expected_form() {
+        let err = parse("[supervisor.defaults]\ncall_timeout = \"soon\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/ps/test.toml:2: supervisor.defaults.call_timeout:"), "{text}");
+        assert!(text.contains("\"5s\""), "{text}");
+    }
+
+    #[test]
+    fn missing_binary_and_duplicate_name_are_all_reported() {
+        let text = "[[plugin]]\nname = \"echo\"\nbinary = \"/nonexistent/echo\"\n\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n";
+        let err = parse(text).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 2, "{err}");
+        assert_eq!(problems[0].line, Some(3));
+        assert_eq!(problems[0].key, "plugin[0].binary");
+        assert!(problems[0].message.contains("/nonexistent/echo"));
+        assert_eq!(problems[1].line, Some(6));
+        assert_eq!(problems[1].key, "plugin[1].name");
+        assert!(problems[1].message.contains("duplicate plugin name \"echo\""));
+    }
+
+    #[test]
+    fn syntax_errors_give_the_line() {
+        let err = parse("[[plugin]\nname = \"x\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("/etc/ps/test.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_and_ranges_are_refused() {
+        let err = parse("[[plugin]]\nname = \"../etc\"\nbinary = \"/bin/true\"\nreplicas = 0\n").unwrap_err();
+        let keys: Vec<_> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["plugin[0].name", "plugin[0].replicas"]);
+    }
+
+    #[test]
+    fn a_valid_config_gets_defaults_and_resolved_paths() {
+        let c = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n[plugin.config]\ngreeting = \"hi\"\nn = 3\n").unwrap();
+        let spec = &c.specs()[0];
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.config_json, r#"{"greeting":"hi","n":3}"#);
+        assert_eq!(spec.handshake_timeout, std::time::Duration::from_secs(5));
+        // Relative binaries resolve against the config file's directory.
+        let rel = load::parse("[[plugin]]\nname = \"t\"\nbinary = \"../bin/true\"\n", Path::new("/etc/test.toml"));
+        assert_eq!(rel.unwrap().specs()[0].binary, Path::new("/etc/../bin/true"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The control API on `control.sock`, which `supervisorctl` speaks: status,
+//! lifecycle commands, log tail, events and JSON calls. Only root, the
+//! supervisor's own uid and configured uids may connect.
+
+pub mod call;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use plugin_proto::control::v1::control_server::{Control, ControlServer};
+use plugin_proto::control::v1::{
+    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, PluginRef, StatusRequest,
+    StatusResponse, TailRequest,
+};
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Status};
+
+use crate::{Supervisor, SupervisorError};
+
+/// How long start/restart wait for the plugin to come up before answering.
+const COMMAND_WAIT: Duration = Duration::from_secs(15);
+
+pub struct ControlService {
+    pub sup: Arc<Supervisor>,
+}
+
+fn to_status(e: SupervisorError) -> Status {
+    match e {
+        SupervisorError::UnknownPlugin(_) => Status::not_found(e.to_string()),
+        SupervisorError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+        SupervisorError::Spawner(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// Status rows, one per instance, for all plugins or one.
+pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, SupervisorError> {
+    let plugins: Vec<_> = if name.is_empty() { sup.plugins().cloned().collect() } else { vec![sup.plugin(name)?.clone()] };
+    let mut rows = Vec::new();
+    for p in plugins {
+        for inst in &p.instances {
+            let s = inst.status();
+            rows.push(InstanceStatus {
+                name: p.name.clone(),
+                instance: inst.id.clone(),
+                state: s.state.to_string(),
+                reason: s.reason.clone(),
+                pid: s.pid.map_or(0, |p| p as u32),
+                restarts: s.restarts,
+                version: s.declared.version.clone(),
+                uptime_s: s.uptime_s(),
+                sdk_version: s.declared.sdk_version.clone(),
+                protocol_version: s.declared.protocol_version,
+                services: s.declared.services.clone(),
+                sha256: s.sha256.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(rows)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The backlog, then (when following) what the broadcast carries; a
+/// follower that falls behind is told how much it missed.
+fn backlog_then_follow<T: Clone + Send + 'static>(
+    backlog: Vec<T>,
+    rx: Option<broadcast::Receiver<T>>,
+    keep: impl Fn(&T) -> bool + Send + Sync + 'static,
+    missed: impl Fn(u64) -> T + Send + Sync + 'static,
+) -> BoxStream<T> {
+    let head = futures_util::stream::iter(backlog.into_iter().map(Ok));
+    let Some(rx) = rx else { return Box::pin(head) };
+    let tail = futures_util::stream::unfold((rx, keep, missed), |(mut rx, keep, missed)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) if keep(&v) => return Some((Ok(v), (rx, keep, missed))),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let m = missed(n);
+                    return Some((Ok(m), (rx, keep, missed)));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Box::pin(futures_util::StreamExt::chain(head, tail))
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let instances = status_rows(&self.sup, &req.get_ref().name).map_err(to_status)?;
+        Ok(Response::new(StatusResponse { instances }))
+    }
+
+    async fn start(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let name = &req.get_ref().name;
+        let state = self.sup.start_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
+    }
+
+    async fn stop(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let name = &req.get_ref().name;
+        let state = self.sup.stop_plugin(name).await.map_err(to_status)?;
+        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
+    }
+
+    async fn restart(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let name = &req.get_ref().name;
+        let state = self.sup.restart_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
+    }
+
+    type TailStream = BoxStream<LogLine>;
+
+    async fn tail(&self, req: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
+        let req = req.into_inner();
+        let p = self.sup.plugin(&req.name).map_err(to_status)?;
+        let n = if req.lines == 0 { 50 } else { req.lines as usize };
+        let (lines, rx) = p.logs.subscribe(n);
+        let missed = |n: u64| LogLine {
+            unix_nanos: crate::observe::unix_nanos(),
+            stream: "supervisor".into(),
+            text: format!("[{n} lines skipped: this reader fell behind]"),
+            ..Default::default()
+        };
+        Ok(Response::new(backlog_then_follow(lines, req.follow.then_some(rx), |_| true, missed)))
+    }
+
+    type EventsStream = BoxStream<Event>;
+
+    async fn events(&self, req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let req = req.into_inner();
+        if !req.name.is_empty() {
+            self.sup.plugin(&req.name).map_err(to_status)?;
+        }
+        let (history, rx) = self.sup.events().subscribe();
+        let name = req.name.clone();
+        let keep = move |e: &Event| name.is_empty() || e.plugin == name;
+        let history: Vec<Event> = history.into_iter().filter(|e| keep(e)).collect();
+        let missed = |n: u64| Event {
+            unix_nanos: crate::observe::unix_nanos(),
+            kind: "missed".into(),
+            message: format!("{n} events skipped: this reader fell behind"),
+            ..Default::default()
+        };
+        Ok(Response::new(backlog_then_follow(history, req.follow.then_some(rx), keep, missed)))
+    }
+
+    async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = if req.timeout_ms == 0 {
+            self.sup.plugin(&req.plugin).map_err(to_status)?.spec.load().call_timeout
+        } else {
+            Duration::from_millis(u64::from(req.timeout_ms))
+        };
+        let json = call::call_json(&self.sup, &req.plugin, &req.method, &req.json, timeout).await?;
+        Ok(Response::new(CallResponse { json }))
+    }
+}
+
+/// Serves the control API on `listener`, refusing peers whose uid is not allowed.
+pub async fn serve(listener: tokio::net::UnixListener, sup: Arc<Supervisor>, allowed_uids: Vec<u32>) {
+    // SAFETY: geteuid has no preconditions.
+    let own = unsafe { libc::geteuid() };
+    let svc = ControlServer::new(ControlService { sup: sup.clone() });
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = match stream.peer_cred() {
+            Ok(c) => c.uid(),
+            Err(e) => {
+                tracing::warn!(error = %e, "control: cannot read the peer's credentials; refusing");
+                continue;
+            }
+        };
+        if uid != 0 && uid != own && !allowed_uids.contains(&uid) {
+            sup.events().emit("", "", "control-refused", format!("refused a control connection from uid {uid}"), &[]);
+            continue;
+        }
+        tokio::spawn(crate::net::serve_h2(stream, svc.clone()));
+    }
+}

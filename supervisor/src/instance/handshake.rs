@@ -1,0 +1,105 @@
+//! Checking what a plugin declared at handshake against what the operator
+//! configured: its name, the protocol and SDK versions, and a contract that
+//! decodes and describes every service it claims to serve.
+
+use plugin_proto::plugin::v1::HandshakeResponse;
+use prost_reflect::DescriptorPool;
+
+use crate::config::PluginSpec;
+
+use super::state::Declared;
+
+/// Protocol versions this supervisor speaks.
+pub const SUPPORTED_PROTOCOLS: &[u32] = &[plugin_proto::PROTOCOL_VERSION];
+
+/// SDK versions this supervisor works with.
+pub const SUPPORTED_SDK: &str = ">=0.1.0, <1.0.0";
+
+/// A handshake that passed every check.
+#[derive(Debug)]
+pub struct Accepted {
+    pub declared: Declared,
+    pub pool: DescriptorPool,
+}
+
+/// Returns why the plugin is refused, naming both sides where there are two.
+pub fn check(spec: &PluginSpec, resp: HandshakeResponse) -> Result<Accepted, String> {
+    if resp.name != spec.name {
+        return Err(format!("plugin answered the handshake as {:?}, but the config names it {:?}", resp.name, spec.name));
+    }
+    if !SUPPORTED_PROTOCOLS.contains(&resp.protocol_version) {
+        return Err(format!(
+            "plugin chose protocol version {}, but this supervisor speaks {SUPPORTED_PROTOCOLS:?}",
+            resp.protocol_version
+        ));
+    }
+    let version = semver::Version::parse(&resp.version)
+        .map_err(|e| format!("plugin version {:?} is not a semver version: {e}", resp.version))?;
+    let sdk = semver::Version::parse(&resp.sdk_version)
+        .map_err(|e| format!("plugin SDK version {:?} is not a semver version: {e}", resp.sdk_version))?;
+    let sdk_req = semver::VersionReq::parse(SUPPORTED_SDK).map_err(|e| e.to_string())?;
+    if !sdk_req.matches(&sdk) {
+        return Err(format!("plugin was built with SDK {sdk}, but this supervisor supports SDK {SUPPORTED_SDK}"));
+    }
+    let pool = DescriptorPool::decode(resp.file_descriptor_set.as_slice())
+        .map_err(|e| format!("plugin declared a contract that does not decode: {e}"))?;
+    for service in &resp.services {
+        if pool.get_service_by_name(service).is_none() {
+            return Err(format!("plugin declares service {service:?} but its descriptors do not describe it"));
+        }
+    }
+    Ok(Accepted {
+        declared: Declared {
+            version: version.to_string(),
+            sdk_version: sdk.to_string(),
+            protocol_version: resp.protocol_version,
+            services: resp.services,
+        },
+        pool,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> PluginSpec {
+        let cfg: crate::config::Config = "[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n".parse().unwrap();
+        cfg.specs().remove(0)
+    }
+
+    fn answer() -> HandshakeResponse {
+        HandshakeResponse {
+            name: "echo".into(),
+            version: "1.2.3".into(),
+            sdk_version: "0.1.0".into(),
+            protocol_version: 1,
+            services: vec!["plugin.v1.PluginLifecycle".into()],
+            file_descriptor_set: plugin_proto::FILE_DESCRIPTOR_SET.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_matching_answer_is_accepted() {
+        let a = check(&spec(), answer()).unwrap();
+        assert_eq!(a.declared.version, "1.2.3");
+    }
+
+    #[test]
+    fn each_mismatch_is_refused_with_both_sides_named() {
+        let cases: Vec<(fn(&mut HandshakeResponse), &str)> = vec![
+            (|r| r.name = "other".into(), "answered the handshake as \"other\", but the config names it \"echo\""),
+            (|r| r.protocol_version = 9, "protocol version 9, but this supervisor speaks [1]"),
+            (|r| r.version = "one".into(), "\"one\" is not a semver"),
+            (|r| r.sdk_version = "7.0.0".into(), "built with SDK 7.0.0, but this supervisor supports SDK"),
+            (|r| r.file_descriptor_set = vec![0xff, 0xff], "contract that does not decode"),
+            (|r| r.services.push("nope.v1.Missing".into()), "\"nope.v1.Missing\" but its descriptors do not describe it"),
+        ];
+        for (mutate, expected) in cases {
+            let mut r = answer();
+            mutate(&mut r);
+            let err = check(&spec(), r).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Plugin instances over their whole life: spawn, handshake, init, serve,
+//! exit, restart, stop — one task per instance, driven by the operator's
+//! desired state.
+
+pub mod backoff;
+pub mod handshake;
+pub mod host;
+mod runner;
+mod start;
+pub mod state;
+mod stop;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use plugin_proto::transport::H2Channel;
+use prost_reflect::DescriptorPool;
+use tokio::sync::watch;
+
+use crate::config::PluginSpec;
+use crate::observe::logs::LogBuffer;
+pub(crate) use runner::run;
+use state::{State, Status};
+
+/// What the operator wants of a plugin. Every command bumps `generation`,
+/// which is how a running instance learns it must act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub run: bool,
+    pub generation: u64,
+}
+
+/// A live instance, ready for calls.
+#[derive(Debug)]
+pub struct Live {
+    pub channel: H2Channel,
+    pub pid: i32,
+}
+
+/// The contract the plugin declared at its last handshake.
+#[derive(Debug)]
+pub struct Contract {
+    pub pool: DescriptorPool,
+    pub services: Vec<String>,
+}
+
+/// One replica slot of a plugin.
+#[derive(Debug)]
+pub struct Instance {
+    pub id: String,
+    pub status: Mutex<Status>,
+    pub live: ArcSwapOption<Live>,
+}
+
+impl Instance {
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+/// A configured plugin and its instances.
+#[derive(Debug)]
+pub struct Plugin {
+    pub name: String,
+    pub spec: ArcSwap<PluginSpec>,
+    pub desired: watch::Sender<Desired>,
+    pub instances: Vec<Arc<Instance>>,
+    pub logs: Arc<LogBuffer>,
+    pub contract: ArcSwapOption<Contract>,
+    next: AtomicUsize,
+}
+
+impl Plugin {
+    pub fn new(spec: PluginSpec, log_lines: usize) -> Self {
+        let instances = (0..spec.replicas)
+            .map(|i| Arc::new(Instance { id: format!("{}-{i}", spec.name), status: Mutex::default(), live: ArcSwapOption::empty() }))
+            .collect();
+        Self {
+            name: spec.name.clone(),
+            desired: watch::channel(Desired { run: spec.autostart, generation: 0 }).0,
+            spec: ArcSwap::from_pointee(spec),
+            instances,
+            logs: Arc::new(LogBuffer::new(log_lines)),
+            contract: ArcSwapOption::empty(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A ready instance, round robin.
+    pub fn pick(&self) -> Option<Arc<Live>> {
+        let n = self.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| self.instances[(start + i) % n].live.load_full())
+    }
+
+    /// "running", or the first instance's state with its reason, for
+    /// messages about why the plugin cannot take a call.
+    pub fn describe_state(&self) -> String {
+        self.instances.first().map(|i| i.status().describe()).unwrap_or_else(|| "without instances".into())
+    }
+
+    pub fn set_desired(&self, run: bool) {
+        self.desired.send_modify(|d| {
+            d.run = run;
+            d.generation += 1;
+        });
+    }
+
+    /// Waits until every instance is in one of `states`, or the timeout.
+    pub async fn wait_for(&self, states: &[State], timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.instances.iter().all(|i| states.contains(&i.status().state)) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! plugin-supervisor: runs plugins as isolated child processes reached over
+//! gRPC on socketpairs, verifies what it launches, restarts what fails, and
+//! routes host calls to them.
+//!
+//! Embedded use (no daemon, no gateway hop):
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = plugin_supervisor::config::Config::load("supervisor.toml".as_ref())?;
+//! let sup = plugin_supervisor::Supervisor::start(config).await?;
+//! sup.wait_running("echo", std::time::Duration::from_secs(10)).await?;
+//! let channel = sup.channel("echo")?; // give it to any tonic-generated client
+//! # drop(channel);
+//! sup.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod instance;
+pub mod net;
+pub mod observe;
+pub mod routing;
+pub mod sandbox;
+mod supervisor;
+
+pub use routing::Channel;
+pub use supervisor::{Supervisor, SupervisorError};

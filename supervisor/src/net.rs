@@ -1,0 +1,59 @@
+//! Serving gRPC on single accepted connections and Unix sockets: binding
+//! with the right mode from the first moment, and the peer's credentials.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
+
+/// Serves HTTP/2 (gRPC) on one connection until it closes.
+pub async fn serve_h2<IO, S, B>(io: IO, svc: S)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let svc = tower::ServiceExt::map_request(svc, |req: http::Request<Incoming>| req.map(tonic::body::Body::new));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Binds a Unix socket at `path` that is never reachable with looser
+/// permissions than `mode`: it is bound in a private directory, chmod-ed,
+/// then renamed into place. A stale socket left by a dead process is
+/// replaced; a live one is an error.
+pub async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{} is in use by a running process", path.display())));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let private: PathBuf = dir.join(format!(".bind-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir(&private)?;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+    let result = (|| {
+        let tmp = private.join("s");
+        let listener = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    result
+}

@@ -1,0 +1,13 @@
+//! What the supervisor tells operators: lifecycle events and each plugin's
+//! captured output, held in bounded buffers that drop rather than wait.
+
+pub mod capture;
+pub mod events;
+pub mod logs;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the Unix epoch, for records operators read.
+pub fn unix_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}

@@ -1,0 +1,11 @@
+//! Getting a call to a plugin: the service-name table, the per-plugin
+//! channel that balances over ready instances, the deadline layer, and the
+//! gateway that host applications connect to. The gateway and the embedded
+//! library use the same stack.
+
+pub mod channel;
+pub mod deadline;
+pub mod gateway;
+pub mod table;
+
+pub use channel::Channel;

@@ -1,0 +1,511 @@
+//! Starting a plugin process: everything is prepared in the parent, and the
+//! child between fork and exec only makes raw, async-signal-safe syscalls
+//! in a fixed order, ending with the seccomp filter and `execveat` of the
+//! descriptor that was verified.
+//!
+//! Spawns run on one long-lived thread: the parent-death signal follows the
+//! thread that forked, so a short-lived blocking-pool thread would take its
+//! plugins with it when it retires.
+
+use std::ffi::{CString, c_char, c_int};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::pidfd;
+
+/// The verified binary sits here at exec time. The plugin's hard
+/// `RLIMIT_NOFILE` is below it, so after start the plugin can never hold
+/// this descriptor number again, which is what lets a seccomp rule allow
+/// exactly one `execveat(EXEC_FD, "", .., AT_EMPTY_PATH)`.
+pub const EXEC_FD: RawFd = 1000;
+/// Reports a failed step (or passes the seccomp listener) to the parent;
+/// close-on-exec, so a successful exec shows up as end-of-file.
+const STATUS_FD: RawFd = 1001;
+/// The Landlock ruleset, kept open until the child restricts itself.
+const LANDLOCK_FD: RawFd = 1002;
+/// Scratch descriptors while moving fds into place.
+const TEMP_FD_MIN: RawFd = 1003;
+/// How long a child may take from fork to exec.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A resource limit for the child: (resource, soft, hard).
+pub type Rlimit = (libc::__rlimit_resource_t, u64, u64);
+
+/// The kernel fences applied between fork and exec; each part is optional
+/// so the same path serves every tier and unsandboxed development runs.
+#[derive(Debug, Default)]
+pub struct ChildSandbox {
+    /// Open `cgroup.procs` files the child writes "0" into, joining every
+    /// hierarchy before it runs a single instruction of the plugin.
+    pub cgroup_procs: Vec<OwnedFd>,
+    /// `CLONE_NEW*` flags for `unshare`.
+    pub unshare: c_int,
+    pub rlimits: Vec<Rlimit>,
+    /// (uid, gid) to switch to; supplementary groups are dropped.
+    pub creds: Option<(libc::uid_t, libc::gid_t)>,
+    pub no_new_privs: bool,
+    /// A Landlock ruleset fd to restrict the child with.
+    pub landlock: Option<OwnedFd>,
+    /// A seccomp program; installed last, with a user-notification listener
+    /// handed back to the parent so violations can be reported by name.
+    pub seccomp: Option<Vec<libc::sock_filter>>,
+}
+
+/// Everything one spawn needs, prepared in the parent.
+#[derive(Debug)]
+pub struct SpawnPlan {
+    pub plugin: String,
+    /// The binary, opened once and verified; executed as is.
+    pub binary: OwnedFd,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    /// The child's fds 0, 1, 2, 3 and 4, in that order.
+    pub fds: [OwnedFd; 5],
+    pub sandbox: ChildSandbox,
+}
+
+/// A started child.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    pub seccomp_listener: Option<OwnedFd>,
+}
+
+/// The steps the child takes, in order; a failure names its step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    Signals = 1,
+    Setsid,
+    ParentDeathSignal,
+    ParentGone,
+    JoinCgroup,
+    ArrangeFds,
+    CloseFds,
+    Unshare,
+    Rlimit,
+    DropGroups,
+    Setgid,
+    Setuid,
+    NoNewPrivs,
+    Landlock,
+    Seccomp,
+    SendListener,
+    Exec,
+}
+
+/// Marks the message that carries the seccomp listener rather than an error.
+const LISTENER_MSG: u32 = 0xffff_ffff;
+
+impl Step {
+    fn from_u32(v: u32) -> Option<Self> {
+        use Step::*;
+        [
+            Signals, Setsid, ParentDeathSignal, ParentGone, JoinCgroup, ArrangeFds, CloseFds, Unshare, Rlimit, DropGroups, Setgid,
+            Setuid, NoNewPrivs, Landlock, Seccomp, SendListener, Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::Signals => "resetting signal dispositions",
+            Step::Setsid => "starting a new session",
+            Step::ParentDeathSignal => "setting the parent-death signal",
+            Step::ParentGone => "checking the supervisor is alive",
+            Step::JoinCgroup => "joining the instance's cgroups",
+            Step::ArrangeFds => "placing descriptors 0-4",
+            Step::CloseFds => "closing inherited descriptors",
+            Step::Unshare => "creating namespaces",
+            Step::Rlimit => "setting resource limits",
+            Step::DropGroups => "dropping supplementary groups",
+            Step::Setgid => "switching group",
+            Step::Setuid => "switching user",
+            Step::NoNewPrivs => "setting no-new-privileges",
+            Step::Landlock => "applying Landlock rules",
+            Step::Seccomp => "installing the seccomp filter",
+            Step::SendListener => "handing over the seccomp listener",
+            Step::Exec => "executing the plugin binary",
+        }
+    }
+}
+
+/// Why a spawn failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("plugin {plugin:?}: {what}: {source}")]
+    Io { plugin: String, what: &'static str, source: io::Error },
+    #[error("plugin {plugin:?}: child failed {}: {}", step.describe(), io::Error::from_raw_os_error(*errno))]
+    Child { plugin: String, step: Step, errno: i32 },
+    #[error("plugin {plugin:?}: child did not exec within {EXEC_TIMEOUT:?}")]
+    Timeout { plugin: String },
+    #[error("the spawner thread is gone")]
+    SpawnerGone,
+}
+
+struct Job {
+    plan: SpawnPlan,
+    reply: tokio::sync::oneshot::Sender<Result<Spawned, SpawnError>>,
+}
+
+/// The long-lived thread every plugin is forked from.
+#[derive(Clone, Debug)]
+pub struct Spawner {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+impl Spawner {
+    pub fn start() -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new().name("plugin-spawner".into()).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                // Nobody waits for this child any more (the start was
+                // abandoned): it must not outlive that.
+                if let Err(Ok(orphan)) = job.reply.send(spawn_now(job.plan)) {
+                    let _ = pidfd::send_signal(&orphan.pidfd, libc::SIGKILL);
+                    kill_and_reap(orphan.pid);
+                }
+            }
+        })?;
+        Ok(Self { tx })
+    }
+
+    pub async fn spawn(&self, plan: SpawnPlan) -> Result<Spawned, SpawnError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Job { plan, reply }).map_err(|_| SpawnError::SpawnerGone)?;
+        rx.await.map_err(|_| SpawnError::SpawnerGone)?
+    }
+}
+
+/// Pointers and numbers only: this is all the child touches.
+struct Raw<'a> {
+    parent: libc::pid_t,
+    fds: [RawFd; 5],
+    binary: RawFd,
+    status: RawFd,
+    landlock: RawFd,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    cgroup_procs: &'a [RawFd],
+    unshare: c_int,
+    rlimits: &'a [Rlimit],
+    creds: Option<(libc::uid_t, libc::gid_t)>,
+    no_new_privs: bool,
+    seccomp: Option<libc::sock_fprog>,
+}
+
+fn io_err<'a>(plugin: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> SpawnError + 'a {
+    move |source| SpawnError::Io { plugin: plugin.to_owned(), what, source }
+}
+
+fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
+    let plugin = plan.plugin.clone();
+    let (status_parent, status_child) = seqpacket_pair().map_err(io_err(&plugin, "creating the status socket"))?;
+    let argv: Vec<*const c_char> = plan.argv.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp: Vec<*const c_char> = plan.env.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
+    let cgroup_procs: Vec<RawFd> = plan.sandbox.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
+    let seccomp = plan.sandbox.seccomp.as_ref().map(|prog| libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    });
+    let raw = Raw {
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        fds: [0, 1, 2, 3, 4].map(|i| plan.fds[i].as_raw_fd()),
+        binary: plan.binary.as_raw_fd(),
+        status: status_child.as_raw_fd(),
+        landlock: plan.sandbox.landlock.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cgroup_procs: &cgroup_procs,
+        unshare: plan.sandbox.unshare,
+        rlimits: &plan.sandbox.rlimits,
+        creds: plan.sandbox.creds,
+        no_new_privs: plan.sandbox.no_new_privs,
+        seccomp,
+    };
+    // SAFETY: fork in a multi-threaded process is sound as long as the
+    // child only makes async-signal-safe calls until exec: `child_main`
+    // touches nothing but the prepared `raw` data and raw syscalls.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io_err(&plugin, "fork")(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; see above.
+        unsafe { child_main(&raw) }
+    }
+    // The child owns its copies now; ours must not keep its sockets alive.
+    drop(status_child);
+    drop(plan);
+    let pidfd = match pidfd::open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            kill_and_reap(pid);
+            return Err(io_err(&plugin, "opening a pidfd")(e));
+        }
+    };
+    match await_exec(&status_parent) {
+        Ok(listener) => Ok(Spawned { pid, pidfd, seccomp_listener: listener }),
+        Err(e) => {
+            let _ = pidfd::send_signal(&pidfd, libc::SIGKILL);
+            kill_and_reap(pid);
+            Err(match e {
+                ExecWait::Failed { step, errno } => SpawnError::Child { plugin, step, errno },
+                ExecWait::Timeout => SpawnError::Timeout { plugin },
+                ExecWait::Io(e) => io_err(&plugin, "reading the child's status")(e),
+            })
+        }
+    }
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: signalling and reaping our own child by pid; it is unreaped,
+    // so the pid still names it.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+enum ExecWait {
+    Failed { step: Step, errno: i32 },
+    Timeout,
+    Io(io::Error),
+}
+
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two new descriptors into the array.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits for end-of-file (exec succeeded), collecting the seccomp listener
+/// if the child sends one, or for a failure report.
+fn await_exec(status: &OwnedFd) -> Result<Option<OwnedFd>, ExecWait> {
+    let deadline = Instant::now() + EXEC_TIMEOUT;
+    let mut listener = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ExecWait::Timeout);
+        }
+        let mut pfd = libc::pollfd { fd: status.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll on one pollfd we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(ExecWait::Io(e));
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut msg = [0u32; 2];
+        let (len, fd) = recv_with_fd(status, &mut msg).map_err(ExecWait::Io)?;
+        if len == 0 {
+            return Ok(listener);
+        }
+        if msg[0] == LISTENER_MSG {
+            listener = fd;
+            continue;
+        }
+        let step = Step::from_u32(msg[0]).unwrap_or(Step::Exec);
+        return Err(ExecWait::Failed { step, errno: msg[1] as i32 });
+    }
+}
+
+fn recv_with_fd(sock: &OwnedFd, msg: &mut [u32; 2]) -> io::Result<(usize, Option<OwnedFd>)> {
+    // Room for one descriptor in the control message.
+    let mut cbuf = [0u64; 4];
+    let mut iov = libc::iovec { iov_base: msg.as_mut_ptr().cast(), iov_len: std::mem::size_of_val(msg) };
+    // SAFETY: msghdr is plain data; zeroed then filled with pointers to
+    // buffers that outlive the call.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = cbuf.as_mut_ptr().cast();
+    hdr.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: recvmsg writes only into the buffers described by `hdr`.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fd = None;
+    // SAFETY: walking the control messages the kernel wrote into `cbuf`,
+    // with the libc macros that bound-check against msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+                fd = Some(OwnedFd::from_raw_fd(raw));
+            }
+            cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+        }
+    }
+    Ok((n as usize, fd))
+}
+
+/// Reports `step`'s errno to the parent and exits.
+///
+/// # Safety
+/// Only called in the forked child.
+unsafe fn fail(status: RawFd, step: Step) -> ! {
+    // SAFETY: errno location, write and _exit are async-signal-safe.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let msg = [step as u32, errno as u32];
+        libc::write(status, msg.as_ptr().cast(), std::mem::size_of_val(&msg));
+        libc::_exit(127)
+    }
+}
+
+/// The child between fork and exec.
+///
+/// # Safety
+/// Only called in the forked child, with `r` prepared by the parent.
+unsafe fn child_main(r: &Raw<'_>) -> ! {
+    let mut status = r.status;
+    // Used only inside the unsafe block below.
+    macro_rules! check {
+        ($step:expr, $call:expr) => {
+            if $call < 0 {
+                fail(status, $step)
+            }
+        };
+    }
+    // SAFETY (whole block): every call is a raw, async-signal-safe syscall
+    // wrapper operating on data prepared before the fork.
+    unsafe {
+        // Signals: an empty mask, and default dispositions (the Rust
+        // runtime ignores SIGPIPE, and exec keeps ignored signals ignored).
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check!(Step::Signals, libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()));
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        check!(Step::Setsid, libc::setsid());
+        check!(Step::ParentDeathSignal, libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0));
+        // The supervisor may have died between fork and prctl.
+        if libc::getppid() != r.parent {
+            *libc::__errno_location() = libc::ESRCH;
+            fail(status, Step::ParentGone);
+        }
+        for &fd in r.cgroup_procs {
+            check!(Step::JoinCgroup, libc::write(fd, b"0".as_ptr().cast(), 1) as c_int);
+        }
+
+        // Move every source above the targets first, so no source is
+        // clobbered by another's dup2.
+        let mut tmp = [0 as RawFd; 8];
+        let srcs = [r.fds[0], r.fds[1], r.fds[2], r.fds[3], r.fds[4], r.binary, r.status, r.landlock];
+        for (i, &src) in srcs.iter().enumerate() {
+            tmp[i] = if src < 0 { -1 } else { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, TEMP_FD_MIN) };
+            check!(Step::ArrangeFds, if src < 0 { 0 } else { tmp[i] });
+        }
+        check!(Step::ArrangeFds, libc::dup3(tmp[6], STATUS_FD, libc::O_CLOEXEC));
+        status = STATUS_FD;
+        for (target, &t) in tmp[..5].iter().enumerate() {
+            // dup2 leaves the target without close-on-exec: inherited.
+            check!(Step::ArrangeFds, libc::dup2(t, target as RawFd));
+        }
+        check!(Step::ArrangeFds, libc::dup3(tmp[5], EXEC_FD, libc::O_CLOEXEC));
+        if tmp[7] >= 0 {
+            check!(Step::ArrangeFds, libc::dup3(tmp[7], LANDLOCK_FD, libc::O_CLOEXEC));
+        }
+        check!(Step::CloseFds, close_range(5, (EXEC_FD - 1) as u32));
+        check!(Step::CloseFds, close_range(TEMP_FD_MIN as u32, u32::MAX));
+
+        if r.unshare != 0 {
+            check!(Step::Unshare, libc::unshare(r.unshare));
+        }
+        for &(res, soft, hard) in r.rlimits {
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            check!(Step::Rlimit, libc::setrlimit(res, &lim));
+        }
+        if let Some((uid, gid)) = r.creds {
+            check!(Step::DropGroups, libc::setgroups(0, std::ptr::null()));
+            check!(Step::Setgid, libc::setresgid(gid, gid, gid));
+            check!(Step::Setuid, libc::setresuid(uid, uid, uid));
+        }
+        if r.no_new_privs {
+            check!(Step::NoNewPrivs, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+        }
+        if r.landlock >= 0 {
+            check!(Step::Landlock, libc::syscall(libc::SYS_landlock_restrict_self, LANDLOCK_FD, 0) as c_int);
+            libc::close(LANDLOCK_FD);
+        }
+        if let Some(prog) = &r.seccomp {
+            const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+            const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
+            let listener = libc::syscall(
+                libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                prog as *const libc::sock_fprog,
+            ) as c_int;
+            check!(Step::Seccomp, listener);
+            check!(Step::SendListener, send_fd(STATUS_FD, listener));
+        }
+        let empty = c"";
+        libc::syscall(libc::SYS_execveat, EXEC_FD, empty.as_ptr(), r.argv, r.envp, libc::AT_EMPTY_PATH);
+        fail(status, Step::Exec)
+    }
+}
+
+/// # Safety
+/// Async-signal-safe; used in the forked child.
+unsafe fn close_range(first: u32, last: u32) -> c_int {
+    // SAFETY: close_range only closes descriptors in the range.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } as c_int;
+    // SAFETY: reading errno in the same thread.
+    if rc < 0 && unsafe { *libc::__errno_location() } == libc::ENOSYS {
+        // Kernels before 5.9: close them one by one.
+        let top = last.min(65535);
+        for fd in first..=top {
+            // SAFETY: closing a descriptor number; EBADF is harmless.
+            unsafe { libc::close(fd as c_int) };
+        }
+        return 0;
+    }
+    rc
+}
+
+/// Sends `fd` over `sock` with the listener marker.
+///
+/// # Safety
+/// Async-signal-safe; used in the forked child.
+unsafe fn send_fd(sock: RawFd, fd: RawFd) -> c_int {
+    let msg = [LISTENER_MSG, 0u32];
+    let mut cbuf = [0u64; 4];
+    // SAFETY: building a msghdr on the stack over stack buffers and calling
+    // sendmsg, which reads only them.
+    unsafe {
+        let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: std::mem::size_of_val(&msg) };
+        let mut hdr: libc::msghdr = std::mem::zeroed();
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = cbuf.as_mut_ptr().cast();
+        hdr.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        libc::sendmsg(sock, &hdr, 0) as c_int
+    }
+}

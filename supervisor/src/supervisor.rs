@@ -1,0 +1,181 @@
+//! The supervisor as a library: start it from a config, get channels to
+//! plugins, drive their lifecycle, shut it down. The daemon is this plus
+//! the control and gateway sockets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::instance::state::State;
+use crate::instance::{self, Plugin};
+use crate::observe::events::EventBus;
+use crate::routing::gateway::Gateway;
+use crate::routing::table::RouteTable;
+use crate::routing::{Channel, channel};
+use crate::sandbox::spawn::Spawner;
+
+/// What every instance task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub events: EventBus,
+    pub spawner: Spawner,
+    pub routes: Arc<RouteTable>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Errors from the library API.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("unknown plugin {0:?}")]
+    UnknownPlugin(String),
+    #[error("cannot start the spawner thread: {0}")]
+    Spawner(std::io::Error),
+    #[error("plugin {plugin:?} did not reach {wanted} within {waited:?}; it is {state}")]
+    Timeout { plugin: String, wanted: &'static str, waited: Duration, state: String },
+}
+
+/// A running supervisor.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    config: Config,
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    gateway: Gateway,
+}
+
+impl Supervisor {
+    /// Starts every plugin the config marks `autostart` (in the background:
+    /// use [`Supervisor::wait_running`] to wait for one).
+    pub async fn start(config: Config) -> Result<Self, SupervisorError> {
+        raise_nofile_limit();
+        let shared = Arc::new(Shared {
+            events: EventBus::new(config.supervisor.event_history),
+            spawner: Spawner::start().map_err(SupervisorError::Spawner)?,
+            routes: Arc::new(RouteTable::default()),
+            shutdown: watch::channel(false).0,
+        });
+        let plugins: Vec<Arc<Plugin>> =
+            config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
+        let mut tasks = Vec::new();
+        for p in &plugins {
+            for inst in &p.instances {
+                tasks.push(tokio::spawn(instance::run(p.clone(), inst.clone(), shared.clone())));
+            }
+        }
+        let gateway = Gateway::new(shared.routes.clone(), &plugins);
+        Ok(Self {
+            shared,
+            config,
+            plugins: plugins.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            tasks: Mutex::new(tasks),
+            gateway,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn plugin(&self, name: &str) -> Result<&Arc<Plugin>, SupervisorError> {
+        self.plugins.get(name).ok_or_else(|| SupervisorError::UnknownPlugin(name.to_owned()))
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+
+    /// A channel to `plugin` in this process: no gateway hop, the same
+    /// routing layers (deadline, balancing over replicas) as the gateway.
+    pub fn channel(&self, plugin: &str) -> Result<Channel, SupervisorError> {
+        Ok(channel::stack(self.plugin(plugin)?.clone()))
+    }
+
+    /// The service the gateway socket serves, routing by gRPC service name.
+    pub fn gateway(&self) -> Gateway {
+        self.gateway.clone()
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    /// Waits until every instance of `plugin` is running.
+    pub async fn wait_running(&self, plugin: &str, timeout: Duration) -> Result<(), SupervisorError> {
+        let p = self.plugin(plugin)?;
+        if p.wait_for(&[State::Running], timeout).await {
+            return Ok(());
+        }
+        Err(SupervisorError::Timeout { plugin: plugin.into(), wanted: "running", waited: timeout, state: p.describe_state() })
+    }
+
+    /// Starts a plugin's instances (again, after a failure) and waits up to
+    /// `timeout` for them to run; returns the state they reached.
+    pub async fn start_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
+        let p = self.plugin(name)?;
+        p.set_desired(true);
+        // Let the instance tasks see the command before judging the outcome.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        p.wait_for(&[State::Running, State::Failed, State::Backoff, State::Stopped], timeout).await;
+        p.wait_for(&[State::Running, State::Failed, State::Backoff], timeout).await;
+        Ok(p.describe_state())
+    }
+
+    /// Stops a plugin's instances, draining them, and waits until they are down.
+    pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
+        let p = self.plugin(name)?;
+        p.set_desired(false);
+        let grace = p.spec.load().stop_timeout + Duration::from_secs(3);
+        if !p.wait_for(&[State::Stopped, State::Failed], grace).await {
+            return Err(SupervisorError::Timeout { plugin: name.into(), wanted: "stopped", waited: grace, state: p.describe_state() });
+        }
+        Ok(p.describe_state())
+    }
+
+    /// Stops and starts a plugin's instances.
+    pub async fn restart_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
+        let p = self.plugin(name)?;
+        p.set_desired(true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        p.wait_for(&[State::Running, State::Failed, State::Backoff], p.spec.load().stop_timeout + timeout).await;
+        Ok(p.describe_state())
+    }
+
+    /// Stops every plugin (draining each) and waits for their tasks.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.shutdown.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Dropped without shutdown(): instance tasks stop, and with them
+        // (Running's drop) their processes.
+        let _ = self.shared.shutdown.send(true);
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// Each plugin costs the supervisor several descriptors; the default soft
+/// limit (1024) would cap how many it can run.
+fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit on our own process with a stack buffer.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
