@@ -16,16 +16,26 @@ use prost::Message;
 /// Compiles `protos` (searched in `includes`) into `$OUT_DIR`, writing the
 /// generated code and `descriptors.binpb`.
 pub fn compile(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> io::Result<()> {
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR is not set: call this from build.rs"))?);
+    let out = PathBuf::from(
+        std::env::var_os("OUT_DIR")
+            .ok_or_else(|| io::Error::other("OUT_DIR is not set: call this from build.rs"))?,
+    );
     compile_into(protos, includes, &out, "descriptors.binpb")
 }
 
 /// Like [`compile`], into `out_dir` and with a chosen descriptor file name.
-pub fn compile_into(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>], out_dir: &Path, descriptor_file: &str) -> io::Result<()> {
+pub fn compile_into(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+    out_dir: &Path,
+    descriptor_file: &str,
+) -> io::Result<()> {
     for p in protos {
         println!("cargo:rerun-if-changed={}", p.as_ref().display());
     }
     let fds = protox::compile(protos, includes).map_err(|e| io::Error::other(format!("{e:?}")))?;
     std::fs::write(out_dir.join(descriptor_file), fds.encode_to_vec())?;
-    tonic_prost_build::configure().out_dir(out_dir).compile_fds(fds)
+    tonic_prost_build::configure()
+        .out_dir(out_dir)
+        .compile_fds(fds)
 }

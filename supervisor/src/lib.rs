@@ -15,9 +15,11 @@
 //! ```
 
 pub mod config;
+pub mod contract;
 pub mod control;
 pub mod daemon;
 pub mod instance;
+pub mod integrity;
 pub mod net;
 pub mod observe;
 pub mod routing;

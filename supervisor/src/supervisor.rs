@@ -35,7 +35,12 @@ pub enum SupervisorError {
     #[error("cannot start the spawner thread: {0}")]
     Spawner(std::io::Error),
     #[error("plugin {plugin:?} did not reach {wanted} within {waited:?}; it is {state}")]
-    Timeout { plugin: String, wanted: &'static str, waited: Duration, state: String },
+    Timeout {
+        plugin: String,
+        wanted: &'static str,
+        waited: Duration,
+        state: String,
+    },
 }
 
 /// A running supervisor.
@@ -58,12 +63,19 @@ impl Supervisor {
             routes: Arc::new(RouteTable::default()),
             shutdown: watch::channel(false).0,
         });
-        let plugins: Vec<Arc<Plugin>> =
-            config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
+        let plugins: Vec<Arc<Plugin>> = config
+            .specs()
+            .into_iter()
+            .map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines)))
+            .collect();
         let mut tasks = Vec::new();
         for p in &plugins {
             for inst in &p.instances {
-                tasks.push(tokio::spawn(instance::run(p.clone(), inst.clone(), shared.clone())));
+                tasks.push(tokio::spawn(instance::run(
+                    p.clone(),
+                    inst.clone(),
+                    shared.clone(),
+                )));
             }
         }
         let gateway = Gateway::new(shared.routes.clone(), &plugins);
@@ -81,7 +93,9 @@ impl Supervisor {
     }
 
     pub fn plugin(&self, name: &str) -> Result<&Arc<Plugin>, SupervisorError> {
-        self.plugins.get(name).ok_or_else(|| SupervisorError::UnknownPlugin(name.to_owned()))
+        self.plugins
+            .get(name)
+            .ok_or_else(|| SupervisorError::UnknownPlugin(name.to_owned()))
     }
 
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
@@ -104,23 +118,46 @@ impl Supervisor {
     }
 
     /// Waits until every instance of `plugin` is running.
-    pub async fn wait_running(&self, plugin: &str, timeout: Duration) -> Result<(), SupervisorError> {
+    pub async fn wait_running(
+        &self,
+        plugin: &str,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
         let p = self.plugin(plugin)?;
         if p.wait_for(&[State::Running], timeout).await {
             return Ok(());
         }
-        Err(SupervisorError::Timeout { plugin: plugin.into(), wanted: "running", waited: timeout, state: p.describe_state() })
+        Err(SupervisorError::Timeout {
+            plugin: plugin.into(),
+            wanted: "running",
+            waited: timeout,
+            state: p.describe_state(),
+        })
     }
 
     /// Starts a plugin's instances (again, after a failure) and waits up to
     /// `timeout` for them to run; returns the state they reached.
-    pub async fn start_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
+    pub async fn start_plugin(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
         p.set_desired(true);
         // Let the instance tasks see the command before judging the outcome.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        p.wait_for(&[State::Running, State::Failed, State::Backoff, State::Stopped], timeout).await;
-        p.wait_for(&[State::Running, State::Failed, State::Backoff], timeout).await;
+        p.wait_for(
+            &[
+                State::Running,
+                State::Failed,
+                State::Backoff,
+                State::Stopped,
+            ],
+            timeout,
+        )
+        .await;
+        p.wait_for(&[State::Running, State::Failed, State::Backoff], timeout)
+            .await;
         Ok(p.describe_state())
     }
 
@@ -130,17 +167,30 @@ impl Supervisor {
         p.set_desired(false);
         let grace = p.spec.load().stop_timeout + Duration::from_secs(3);
         if !p.wait_for(&[State::Stopped, State::Failed], grace).await {
-            return Err(SupervisorError::Timeout { plugin: name.into(), wanted: "stopped", waited: grace, state: p.describe_state() });
+            return Err(SupervisorError::Timeout {
+                plugin: name.into(),
+                wanted: "stopped",
+                waited: grace,
+                state: p.describe_state(),
+            });
         }
         Ok(p.describe_state())
     }
 
     /// Stops and starts a plugin's instances.
-    pub async fn restart_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
+    pub async fn restart_plugin(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
         p.set_desired(true);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        p.wait_for(&[State::Running, State::Failed, State::Backoff], p.spec.load().stop_timeout + timeout).await;
+        p.wait_for(
+            &[State::Running, State::Failed, State::Backoff],
+            p.spec.load().stop_timeout + timeout,
+        )
+        .await;
         Ok(p.describe_state())
     }
 
@@ -172,7 +222,10 @@ impl Drop for Supervisor {
 fn raise_nofile_limit() {
     // SAFETY: getrlimit/setrlimit on our own process with a stack buffer.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);

@@ -2,17 +2,20 @@
 //! whole before anything runs.
 
 mod load;
-mod validate;
 pub mod units;
+mod validate;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
+use crate::integrity::{PublicKey, Sha256Digest};
 pub use load::{ConfigError, Problem};
-pub use validate::name_problem;
 use units::Mode;
+pub use validate::name_problem;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +29,9 @@ pub struct Config {
     /// this file's directory.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Filled by validation.
+    #[serde(skip)]
+    specs: Vec<PluginSpec>,
 }
 
 /// The `[supervisor]` section.
@@ -52,6 +58,12 @@ pub struct SupervisorSection {
     pub event_history: usize,
     #[serde(default)]
     pub defaults: PluginDefaults,
+    /// Public keys (`ed25519:<hex>`) whose signatures are accepted.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// Every plugin must carry a signature by a trusted key.
+    #[serde(default)]
+    pub require_signatures: bool,
 }
 
 impl Default for SupervisorSection {
@@ -64,6 +76,8 @@ impl Default for SupervisorSection {
             log_lines: default_log_lines(),
             event_history: default_event_history(),
             defaults: PluginDefaults::default(),
+            trusted_keys: Vec::new(),
+            require_signatures: false,
         }
     }
 }
@@ -215,6 +229,19 @@ pub struct PluginConfig {
     pub call_timeout: Option<Duration>,
     #[serde(default, with = "units::duration::option")]
     pub stop_timeout: Option<Duration>,
+    /// Pins the binary: its SHA-256 must be this (hex).
+    pub sha256: Option<String>,
+    /// A semver range the plugin's declared version must match, e.g. ">=1.2, <2".
+    pub version: Option<String>,
+    /// Pins the contract: `.proto` files or encoded descriptor sets of the
+    /// services the plugin must serve; a breaking change refuses it.
+    #[serde(default)]
+    pub contract: Vec<PathBuf>,
+    /// Extra import directories for the `.proto` files in `contract`.
+    #[serde(default)]
+    pub contract_includes: Vec<PathBuf>,
+    /// This plugin must carry a signature by a trusted key.
+    pub require_signature: Option<bool>,
 }
 
 fn default_replicas() -> u32 {
@@ -239,29 +266,26 @@ pub struct PluginSpec {
     pub handshake_timeout: Duration,
     pub call_timeout: Duration,
     pub stop_timeout: Duration,
+    /// What must be true of the binary before it runs.
+    pub integrity: IntegritySpec,
+    pub version_req: Option<semver::VersionReq>,
+    /// The pinned contract, compiled when the config was loaded.
+    pub contract: Option<Arc<prost_types::FileDescriptorSet>>,
+}
+
+/// The binary checks for one plugin.
+#[derive(Debug, Clone, Default)]
+pub struct IntegritySpec {
+    pub sha256: Option<Sha256Digest>,
+    pub require_signature: bool,
+    pub trusted_keys: Arc<Vec<PublicKey>>,
 }
 
 impl Config {
-    /// The plugin entries with defaults applied and paths resolved.
+    /// The plugin entries with defaults applied, paths resolved and pins
+    /// parsed (a loaded config has passed validation, so they parse).
     pub fn specs(&self) -> Vec<PluginSpec> {
-        let d = &self.supervisor.defaults;
-        self.plugins
-            .iter()
-            .map(|p| PluginSpec {
-                name: p.name.clone(),
-                binary: self.resolve(&p.binary),
-                args: p.args.clone(),
-                env: p.env.clone(),
-                config_json: serde_json::to_string(&toml_to_json(&p.config)).unwrap_or_else(|_| "{}".into()),
-                replicas: p.replicas,
-                autostart: p.autostart,
-                restart: p.restart.unwrap_or(d.restart),
-                backoff: p.backoff.unwrap_or(d.backoff),
-                handshake_timeout: p.handshake_timeout.unwrap_or(d.handshake_timeout),
-                call_timeout: p.call_timeout.unwrap_or(d.call_timeout),
-                stop_timeout: p.stop_timeout.unwrap_or(d.stop_timeout),
-            })
-            .collect()
+        self.specs.clone()
     }
 
     /// Resolves a path from the config against the config file's directory.
@@ -273,17 +297,29 @@ impl Config {
     }
 }
 
-fn toml_to_json(t: &toml::Table) -> serde_json::Value {
+pub(crate) fn toml_to_json(t: &toml::Table) -> serde_json::Value {
     fn value(v: &toml::Value) -> serde_json::Value {
         match v {
             toml::Value::String(s) => s.clone().into(),
             toml::Value::Integer(i) => (*i).into(),
-            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            toml::Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+            }
             toml::Value::Boolean(b) => (*b).into(),
             toml::Value::Datetime(d) => d.to_string().into(),
             toml::Value::Array(a) => a.iter().map(value).collect(),
             toml::Value::Table(t) => toml_to_json(t),
         }
     }
-    serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), value(v))).collect::<serde_json::Map<_, _>>())
+    serde_json::Value::Object(
+        t.iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect::<serde_json::Map<_, _>>(),
+    )
+}
+
+impl Config {
+    pub(crate) fn set_specs(&mut self, specs: Vec<PluginSpec>) {
+        self.specs = specs;
+    }
 }

@@ -3,8 +3,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use std::sync::Arc;
+
 use super::load::{Problems, Seg, counts};
-use super::{Backoff, Config};
+use super::{Backoff, Config, IntegritySpec, PluginConfig, PluginSpec};
+use crate::contract;
+use crate::integrity::{PublicKey, Sha256Digest};
 
 /// Plugin names become parts of paths (cgroups, data directories) and
 /// instance ids, so they are kept to a portable alphabet.
@@ -16,7 +20,9 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some(format!("plugin name {name:?} is longer than 64 characters"));
     }
     let ok_first = name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !(ok_first && ok_rest) {
         return Some(format!(
             "plugin name {name:?} may use only letters, digits, '-', '_' and '.', and must start with a letter or digit"
@@ -25,57 +31,267 @@ pub fn name_problem(name: &str) -> Option<String> {
     None
 }
 
-pub(super) fn check(config: &Config, p: &mut Problems<'_>) {
+/// Checks everything and builds the plugin specs (meaningful only when no
+/// problem was recorded).
+pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
     let names = counts(config.plugins.iter().map(|pl| pl.name.as_str()));
     let mut seen = std::collections::HashSet::new();
-    check_backoff(&config.supervisor.defaults.backoff, &[Seg::Key("supervisor"), Seg::Key("defaults"), Seg::Key("backoff")], p);
+    check_backoff(
+        &config.supervisor.defaults.backoff,
+        &[
+            Seg::Key("supervisor"),
+            Seg::Key("defaults"),
+            Seg::Key("backoff"),
+        ],
+        p,
+    );
+    let mut keys = Vec::new();
+    for (j, k) in config.supervisor.trusted_keys.iter().enumerate() {
+        match k.parse::<PublicKey>() {
+            Ok(key) => keys.push(key),
+            Err(e) => p.at(
+                &[
+                    Seg::Key("supervisor"),
+                    Seg::Key("trusted_keys"),
+                    Seg::Index(j),
+                ],
+                e.to_string(),
+            ),
+        }
+    }
+    let keys = Arc::new(keys);
+    let mut specs = Vec::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
         let at = |key: &'static str| [Seg::Key("plugin"), Seg::Index(i), Seg::Key(key)];
         if let Some(msg) = name_problem(&plugin.name) {
             p.at(&at("name"), msg);
         }
-        if names.get(plugin.name.as_str()).copied().unwrap_or(0) > 1 && !seen.insert(plugin.name.as_str()) {
-            p.at(&at("name"), format!("duplicate plugin name {:?}: each plugin needs its own name", plugin.name));
+        if names.get(plugin.name.as_str()).copied().unwrap_or(0) > 1
+            && !seen.insert(plugin.name.as_str())
+        {
+            p.at(
+                &at("name"),
+                format!(
+                    "duplicate plugin name {:?}: each plugin needs its own name",
+                    plugin.name
+                ),
+            );
         }
         let binary = config.resolve(&plugin.binary);
         match std::fs::metadata(&binary) {
-            Err(e) => p.at(&at("binary"), format!("plugin {:?}: binary {} cannot be used: {e}", plugin.name, binary.display())),
-            Ok(m) if !m.is_file() => {
-                p.at(&at("binary"), format!("plugin {:?}: binary {} is not a regular file", plugin.name, binary.display()))
-            }
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
-                p.at(&at("binary"), format!("plugin {:?}: binary {} is not executable", plugin.name, binary.display()))
-            }
+            Err(e) => p.at(
+                &at("binary"),
+                format!(
+                    "plugin {:?}: binary {} cannot be used: {e}",
+                    plugin.name,
+                    binary.display()
+                ),
+            ),
+            Ok(m) if !m.is_file() => p.at(
+                &at("binary"),
+                format!(
+                    "plugin {:?}: binary {} is not a regular file",
+                    plugin.name,
+                    binary.display()
+                ),
+            ),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => p.at(
+                &at("binary"),
+                format!(
+                    "plugin {:?}: binary {} is not executable",
+                    plugin.name,
+                    binary.display()
+                ),
+            ),
             Ok(_) => {}
         }
         if plugin.replicas == 0 || plugin.replicas > 64 {
-            p.at(&at("replicas"), format!("replicas must be between 1 and 64, not {}", plugin.replicas));
+            p.at(
+                &at("replicas"),
+                format!("replicas must be between 1 and 64, not {}", plugin.replicas),
+            );
         }
         for (j, var) in plugin.env.iter().enumerate() {
             if var.is_empty() || var.contains(['=', '\0']) {
-                p.at(&[Seg::Key("plugin"), Seg::Index(i), Seg::Key("env"), Seg::Index(j)], format!("{var:?} is not an environment variable name"));
+                p.at(
+                    &[
+                        Seg::Key("plugin"),
+                        Seg::Index(i),
+                        Seg::Key("env"),
+                        Seg::Index(j),
+                    ],
+                    format!("{var:?} is not an environment variable name"),
+                );
             }
         }
-        for (key, d) in [("handshake_timeout", plugin.handshake_timeout), ("call_timeout", plugin.call_timeout)] {
+        for (key, d) in [
+            ("handshake_timeout", plugin.handshake_timeout),
+            ("call_timeout", plugin.call_timeout),
+        ] {
             if d.is_some_and(|d| d.is_zero()) {
                 p.at(&at(key), "must be longer than zero");
+            }
+        }
+        for (j, arg) in plugin.args.iter().enumerate() {
+            if arg.contains('\0') {
+                p.at(
+                    &[
+                        Seg::Key("plugin"),
+                        Seg::Index(i),
+                        Seg::Key("args"),
+                        Seg::Index(j),
+                    ],
+                    "arguments cannot contain NUL characters",
+                );
             }
         }
         if let Some(b) = &plugin.backoff {
             check_backoff(b, &at("backoff"), p);
         }
+        let sha256 = plugin
+            .sha256
+            .as_deref()
+            .and_then(|h| match h.parse::<Sha256Digest>() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    p.at(&at("sha256"), format!("{e}"));
+                    None
+                }
+            });
+        let version_req =
+            plugin
+                .version
+                .as_deref()
+                .and_then(|v| match semver::VersionReq::parse(v) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        p.at(
+                            &at("version"),
+                            format!("{v:?} is not a semver range (e.g. \">=1.2, <2\"): {e}"),
+                        );
+                        None
+                    }
+                });
+        let require_signature = plugin
+            .require_signature
+            .unwrap_or(config.supervisor.require_signatures);
+        if require_signature && keys.is_empty() {
+            p.at(
+                &at("require_signature"),
+                "signatures are required but [supervisor] trusted_keys is empty",
+            );
+        }
+        let contract = load_contract(config, plugin, &at("contract"), p);
+        specs.push(spec(
+            config,
+            plugin,
+            IntegritySpec {
+                sha256,
+                require_signature,
+                trusted_keys: keys.clone(),
+            },
+            version_req,
+            contract,
+        ));
+    }
+    specs
+}
+
+fn load_contract(
+    config: &Config,
+    plugin: &PluginConfig,
+    at: &[Seg<'_>],
+    p: &mut Problems<'_>,
+) -> Option<Arc<prost_types::FileDescriptorSet>> {
+    if plugin.contract.is_empty() {
+        return None;
+    }
+    let includes: Vec<_> = plugin
+        .contract_includes
+        .iter()
+        .map(|d| config.resolve(d))
+        .collect();
+    let mut merged = prost_types::FileDescriptorSet::default();
+    for path in &plugin.contract {
+        let path = config.resolve(path);
+        let set = if path.extension().is_some_and(|e| e == "proto") {
+            let mut inc = includes.clone();
+            if let Some(dir) = path.parent() {
+                inc.push(dir.to_path_buf());
+            }
+            contract::load_protos(&[&path], &inc)
+        } else {
+            contract::load_contract(&path)
+        };
+        match set {
+            Ok(set) => {
+                for f in set.file {
+                    if !merged.file.iter().any(|m| m.name == f.name) {
+                        merged.file.push(f);
+                    }
+                }
+            }
+            Err(e) => p.at(
+                at,
+                format!("plugin {:?}: pinned contract: {e}", plugin.name),
+            ),
+        }
+    }
+    Some(Arc::new(merged))
+}
+
+fn spec(
+    config: &Config,
+    p: &PluginConfig,
+    integrity: IntegritySpec,
+    version_req: Option<semver::VersionReq>,
+    contract: Option<Arc<prost_types::FileDescriptorSet>>,
+) -> PluginSpec {
+    let d = &config.supervisor.defaults;
+    PluginSpec {
+        name: p.name.clone(),
+        binary: config.resolve(&p.binary),
+        args: p.args.clone(),
+        env: p.env.clone(),
+        config_json: serde_json::to_string(&super::toml_to_json(&p.config))
+            .unwrap_or_else(|_| "{}".into()),
+        replicas: p.replicas,
+        autostart: p.autostart,
+        restart: p.restart.unwrap_or(d.restart),
+        backoff: p.backoff.unwrap_or(d.backoff),
+        handshake_timeout: p.handshake_timeout.unwrap_or(d.handshake_timeout),
+        call_timeout: p.call_timeout.unwrap_or(d.call_timeout),
+        stop_timeout: p.stop_timeout.unwrap_or(d.stop_timeout),
+        integrity,
+        version_req,
+        contract,
     }
 }
 
 fn check_backoff(b: &Backoff, at: &[Seg<'_>], p: &mut Problems<'_>) {
     if b.initial.is_zero() || b.initial > b.max {
-        p.at(at, format!("backoff.initial ({:?}) must be above zero and at most backoff.max ({:?})", b.initial, b.max));
+        p.at(
+            at,
+            format!(
+                "backoff.initial ({:?}) must be above zero and at most backoff.max ({:?})",
+                b.initial, b.max
+            ),
+        );
     }
     if !(b.multiplier >= 1.0 && b.multiplier <= 100.0) {
-        p.at(at, format!("backoff.multiplier must be between 1 and 100, not {}", b.multiplier));
+        p.at(
+            at,
+            format!(
+                "backoff.multiplier must be between 1 and 100, not {}",
+                b.multiplier
+            ),
+        );
     }
     if !(0.0..=1.0).contains(&b.jitter) {
-        p.at(at, format!("backoff.jitter must be between 0 and 1, not {}", b.jitter));
+        p.at(
+            at,
+            format!("backoff.jitter must be between 0 and 1, not {}", b.jitter),
+        );
     }
 }
 
@@ -99,9 +315,14 @@ mod tests {
 
     #[test]
     fn wrong_type_names_file_line_and_key() {
-        let err = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nreplicas = \"two\"\n").unwrap_err();
+        let err =
+            parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nreplicas = \"two\"\n")
+                .unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("/etc/ps/test.toml:4: plugin[0].replicas:"), "{text}");
+        assert!(
+            text.starts_with("/etc/ps/test.toml:4: plugin[0].replicas:"),
+            "{text}"
+        );
         assert!(text.contains("invalid type"), "{text}");
     }
 
@@ -109,7 +330,10 @@ mod tests {
     fn bad_unit_is_reported_with_the_expected_form() {
         let err = parse("[supervisor.defaults]\ncall_timeout = \"soon\"\n").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("/etc/ps/test.toml:2: supervisor.defaults.call_timeout:"), "{text}");
+        assert!(
+            text.starts_with("/etc/ps/test.toml:2: supervisor.defaults.call_timeout:"),
+            "{text}"
+        );
         assert!(text.contains("\"5s\""), "{text}");
     }
 
@@ -124,7 +348,11 @@ mod tests {
         assert!(problems[0].message.contains("/nonexistent/echo"));
         assert_eq!(problems[1].line, Some(6));
         assert_eq!(problems[1].key, "plugin[1].name");
-        assert!(problems[1].message.contains("duplicate plugin name \"echo\""));
+        assert!(
+            problems[1]
+                .message
+                .contains("duplicate plugin name \"echo\"")
+        );
     }
 
     #[test]
@@ -135,7 +363,8 @@ mod tests {
 
     #[test]
     fn bad_names_and_ranges_are_refused() {
-        let err = parse("[[plugin]]\nname = \"../etc\"\nbinary = \"/bin/true\"\nreplicas = 0\n").unwrap_err();
+        let err = parse("[[plugin]]\nname = \"../etc\"\nbinary = \"/bin/true\"\nreplicas = 0\n")
+            .unwrap_err();
         let keys: Vec<_> = err.problems().iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["plugin[0].name", "plugin[0].replicas"]);
     }
@@ -148,7 +377,13 @@ mod tests {
         assert_eq!(spec.config_json, r#"{"greeting":"hi","n":3}"#);
         assert_eq!(spec.handshake_timeout, std::time::Duration::from_secs(5));
         // Relative binaries resolve against the config file's directory.
-        let rel = load::parse("[[plugin]]\nname = \"t\"\nbinary = \"../bin/true\"\n", Path::new("/etc/test.toml"));
-        assert_eq!(rel.unwrap().specs()[0].binary, Path::new("/etc/../bin/true"));
+        let rel = load::parse(
+            "[[plugin]]\nname = \"t\"\nbinary = \"../bin/true\"\n",
+            Path::new("/etc/test.toml"),
+        );
+        assert_eq!(
+            rel.unwrap().specs()[0].binary,
+            Path::new("/etc/../bin/true")
+        );
     }
 }

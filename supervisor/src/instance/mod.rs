@@ -81,11 +81,21 @@ pub struct Plugin {
 impl Plugin {
     pub fn new(spec: PluginSpec, log_lines: usize) -> Self {
         let instances = (0..spec.replicas)
-            .map(|i| Arc::new(Instance { id: format!("{}-{i}", spec.name), status: Mutex::default(), live: ArcSwapOption::empty() }))
+            .map(|i| {
+                Arc::new(Instance {
+                    id: format!("{}-{i}", spec.name),
+                    status: Mutex::default(),
+                    live: ArcSwapOption::empty(),
+                })
+            })
             .collect();
         Self {
             name: spec.name.clone(),
-            desired: watch::channel(Desired { run: spec.autostart, generation: 0 }).0,
+            desired: watch::channel(Desired {
+                run: spec.autostart,
+                generation: 0,
+            })
+            .0,
             spec: ArcSwap::from_pointee(spec),
             instances,
             logs: Arc::new(LogBuffer::new(log_lines)),
@@ -104,7 +114,10 @@ impl Plugin {
     /// "running", or the first instance's state with its reason, for
     /// messages about why the plugin cannot take a call.
     pub fn describe_state(&self) -> String {
-        self.instances.first().map(|i| i.status().describe()).unwrap_or_else(|| "without instances".into())
+        self.instances
+            .first()
+            .map(|i| i.status().describe())
+            .unwrap_or_else(|| "without instances".into())
     }
 
     pub fn set_desired(&self, run: bool) {
@@ -118,7 +131,11 @@ impl Plugin {
     pub async fn wait_for(&self, states: &[State], timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.instances.iter().all(|i| states.contains(&i.status().state)) {
+            if self
+                .instances
+                .iter()
+                .all(|i| states.contains(&i.status().state))
+            {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -70,7 +70,9 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         };
         let failure = match started {
             Err(StartError::Refused(reason)) => {
-                shared.events.emit(&plugin.name, &inst.id, "refused", reason.clone(), &[]);
+                shared
+                    .events
+                    .emit(&plugin.name, &inst.id, "refused", reason.clone(), &[]);
                 inst.update(|s| {
                     s.state = State::Failed;
                     s.reason = format!("refused: {reason}");
@@ -80,7 +82,9 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 continue;
             }
             Err(StartError::Failed(reason)) => {
-                shared.events.emit(&plugin.name, &inst.id, "start-failed", reason.clone(), &[]);
+                shared
+                    .events
+                    .emit(&plugin.name, &inst.id, "start-failed", reason.clone(), &[]);
                 reason
             }
             Ok(mut running) => {
@@ -95,13 +99,24 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                     pool: running.accepted.pool.clone(),
                     services: declared.services.clone(),
                 })));
-                inst.live.store(Some(Arc::new(Live { channel: running.channel.clone(), pid: running.pid })));
+                inst.live.store(Some(Arc::new(Live {
+                    channel: running.channel.clone(),
+                    pid: running.pid,
+                })));
                 shared.events.emit(
                     &plugin.name,
                     &inst.id,
                     "ready",
-                    format!("pid {} ready: version {}, services {}", running.pid, declared.version, declared.services.join(", ")),
-                    &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
+                    format!(
+                        "pid {} ready: version {}, services {}",
+                        running.pid,
+                        declared.version,
+                        declared.services.join(", ")
+                    ),
+                    &[
+                        ("pid", running.pid.to_string()),
+                        ("version", declared.version.clone()),
+                    ],
                 );
                 let ended = tokio::select! {
                     status = running.exited() => Ended::Exited(status, running.since.elapsed()),
@@ -117,9 +132,19 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                             s.state = State::Stopping;
                             s.reason = "draining".into();
                         });
-                        let why = if matches!(other, Ended::Shutdown) { "supervisor shutdown" } else { "operator request" };
+                        let why = if matches!(other, Ended::Shutdown) {
+                            "supervisor shutdown"
+                        } else {
+                            "operator request"
+                        };
                         let status = super::stop::stop(&mut running, spec.stop_timeout, why).await;
-                        shared.events.emit(&plugin.name, &inst.id, "stopped", format!("pid {} stopped ({why}): {status}", running.pid), &[]);
+                        shared.events.emit(
+                            &plugin.name,
+                            &inst.id,
+                            "stopped",
+                            format!("pid {} stopped ({why}): {status}", running.pid),
+                            &[],
+                        );
                         running.release();
                         inst.update(|s| {
                             s.state = State::Stopped;
@@ -133,12 +158,20 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                         continue;
                     }
                 };
-                let Ended::Exited(status, ran) = ended else { continue };
+                let Ended::Exited(status, ran) = ended else {
+                    continue;
+                };
                 let pid = running.pid;
                 running.release();
                 restarts.ran_for(ran);
                 let reason = status.to_string();
-                shared.events.emit(&plugin.name, &inst.id, "exited", format!("pid {pid} {reason}"), &[]);
+                shared.events.emit(
+                    &plugin.name,
+                    &inst.id,
+                    "exited",
+                    format!("pid {pid} {reason}"),
+                    &[],
+                );
                 let restart = match spec.restart {
                     RestartPolicy::Always => true,
                     RestartPolicy::OnFailure => !status.success(),
@@ -146,7 +179,11 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 };
                 if !restart {
                     inst.update(|s| {
-                        s.state = if status.success() { State::Stopped } else { State::Failed };
+                        s.state = if status.success() {
+                            State::Stopped
+                        } else {
+                            State::Failed
+                        };
                         s.reason = reason;
                         s.pid = None;
                         s.running_since = None;
@@ -162,8 +199,14 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         let delay = restarts.next_delay(Instant::now(), rand::random::<f64>());
         let looping = restarts.crash_loop();
         let shown = match looping {
-            Some(n) => format!("crash loop: {n} failures in the last 2 minutes; last: {failure}; next attempt in {}", format_duration(round(delay))),
-            None => format!("{failure}; next attempt in {}", format_duration(round(delay))),
+            Some(n) => format!(
+                "crash loop: {n} failures in the last 2 minutes; last: {failure}; next attempt in {}",
+                format_duration(round(delay))
+            ),
+            None => format!(
+                "{failure}; next attempt in {}",
+                format_duration(round(delay))
+            ),
         };
         inst.update(|s| {
             s.state = State::Backoff;
@@ -171,7 +214,17 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
             s.pid = None;
             s.running_since = None;
         });
-        shared.events.emit(&plugin.name, &inst.id, if looping.is_some() { "crash-loop" } else { "backoff" }, shown, &[]);
+        shared.events.emit(
+            &plugin.name,
+            &inst.id,
+            if looping.is_some() {
+                "crash-loop"
+            } else {
+                "backoff"
+            },
+            shown,
+            &[],
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = changed_generation(&mut desired, want.generation) => { restarts.reset(); }

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use super::handshake::{self, Accepted, SUPPORTED_PROTOCOLS};
 use super::{Instance, Plugin};
 use crate::config::PluginSpec;
+use crate::integrity::{Policy, VerifiedBinary};
 use crate::observe::capture;
 use crate::sandbox::pidfd::{self, ExitStatus};
 use crate::sandbox::spawn::{ChildSandbox, SpawnPlan};
@@ -36,7 +37,12 @@ pub struct Running {
 impl Running {
     pub async fn exited(&mut self) -> ExitStatus {
         // A reaper gone without a status counts as killed.
-        exited(&mut self.exit).await.unwrap_or(ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false })
+        exited(&mut self.exit)
+            .await
+            .unwrap_or(ExitStatus::Signaled {
+                signal: libc::SIGKILL,
+                core_dumped: false,
+            })
     }
 
     pub fn kill(&self) {
@@ -81,50 +87,68 @@ pub enum StartError {
     Failed(String),
 }
 
-fn open_binary(spec: &PluginSpec) -> Result<(OwnedFd, String), String> {
-    use sha2::Digest;
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&spec.binary)
-        .map_err(|e| format!("cannot open binary {}: {e}", spec.binary.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| format!("cannot read binary {}: {e}", spec.binary.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let hex = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((file.into(), hex))
+/// Opens, hashes, inspects and (when asked) signature-checks the binary;
+/// the returned descriptor is the one that will be executed.
+fn open_binary(spec: &PluginSpec) -> Result<VerifiedBinary, String> {
+    let policy = Policy {
+        expected_sha256: spec.integrity.sha256,
+        require_signature: spec.integrity.require_signature,
+        trusted_keys: &spec.integrity.trusted_keys,
+        expected_version: None,
+        ..Policy::default()
+    };
+    VerifiedBinary::open(&spec.name, &spec.binary, &policy).map_err(|e| e.to_string())
 }
 
-pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shared>) -> Result<Running, StartError> {
+pub async fn start(
+    plugin: &Arc<Plugin>,
+    inst: &Arc<Instance>,
+    shared: &Arc<Shared>,
+) -> Result<Running, StartError> {
     let spec = plugin.spec.load_full();
-    let (binary, sha256) = {
+    let verified = {
         let spec = spec.clone();
         tokio::task::spawn_blocking(move || open_binary(&spec))
             .await
             .map_err(|e| StartError::Failed(format!("verifying the binary panicked: {e}")))?
             .map_err(StartError::Refused)?
     };
-    inst.update(|s| s.sha256 = sha256);
-    let (io, child_fds) = crate::sandbox::instance_io().map_err(|e| StartError::Failed(format!("creating sockets: {e}")))?;
+    let sha256 = verified.digest().to_hex();
+    inst.update(|s| s.sha256 = sha256.clone());
+    let signed_version = verified.signature().map(|s| s.version.clone());
+    let binary: OwnedFd = verified.into_file().into();
+    let (io, child_fds) = crate::sandbox::instance_io()
+        .map_err(|e| StartError::Failed(format!("creating sockets: {e}")))?;
     let (argv, env) = crate::sandbox::argv_env(&spec, &inst.id);
-    let plan = SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: ChildSandbox::default() };
-    let spawned = shared.spawner.spawn(plan).await.map_err(|e| StartError::Refused(e.to_string()))?;
+    let plan = SpawnPlan {
+        plugin: spec.name.clone(),
+        binary,
+        argv,
+        env,
+        fds: child_fds,
+        sandbox: ChildSandbox::default(),
+    };
+    let spawned = shared
+        .spawner
+        .spawn(plan)
+        .await
+        .map_err(|e| StartError::Refused(e.to_string()))?;
     let pid = spawned.pid;
     inst.update(|s| s.pid = Some(pid));
-    shared.events.emit(&plugin.name, &inst.id, "spawned", format!("spawned pid {pid}"), &[("pid", pid.to_string())]);
+    shared.events.emit(
+        &plugin.name,
+        &inst.id,
+        "spawned",
+        format!("spawned pid {pid}"),
+        &[("pid", pid.to_string())],
+    );
 
     // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and
     // unchanged for its whole life.
-    let registered = unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
-    let pidfd = Arc::new(registered.map_err(|e| StartError::Failed(format!("watching pid {pid}: {e}")))?);
+    let registered =
+        unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
+    let pidfd =
+        Arc::new(registered.map_err(|e| StartError::Failed(format!("watching pid {pid}: {e}")))?);
     let mut guard = KillOnDrop(Some(pidfd.clone()));
     let (exit_tx, exit) = watch::channel(None);
     let mut tasks = vec![tokio::spawn({
@@ -142,16 +166,28 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
                     .map_err(|e| StartError::Failed(format!("capturing {stream}: {e}")))?,
             );
         }
-        let host = to_tokio(io.host).map_err(|e| StartError::Failed(format!("host socket: {e}")))?;
+        let host =
+            to_tokio(io.host).map_err(|e| StartError::Failed(format!("host socket: {e}")))?;
         let host_svc = super::host::server(inst.id.clone(), plugin.logs.clone());
         tasks.push(tokio::spawn(crate::net::serve_h2(host, host_svc)));
 
-        let stream = to_tokio(io.plugin).map_err(|e| StartError::Failed(format!("plugin socket: {e}")))?;
-        let (channel, conn) = H2Channel::handshake(stream).await.map_err(|e| StartError::Failed(format!("HTTP/2 setup: {e}")))?;
+        let stream =
+            to_tokio(io.plugin).map_err(|e| StartError::Failed(format!("plugin socket: {e}")))?;
+        let (channel, conn) = H2Channel::handshake(stream)
+            .await
+            .map_err(|e| StartError::Failed(format!("HTTP/2 setup: {e}")))?;
         tasks.push(tokio::spawn(async move {
             let _ = conn.await;
         }));
-        let accepted = greet(&spec, &inst.id, channel.clone(), exit.clone(), shared).await?;
+        let accepted = greet(
+            &spec,
+            &inst.id,
+            channel.clone(),
+            exit.clone(),
+            shared,
+            signed_version.as_deref(),
+        )
+        .await?;
         running = Some((channel, accepted));
         Ok(())
     }
@@ -159,7 +195,15 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
     match (result, running) {
         (Ok(()), Some((channel, accepted))) => {
             guard.0 = None;
-            Ok(Running { pid, pidfd, channel, exit, tasks, since: Instant::now(), accepted })
+            Ok(Running {
+                pid,
+                pidfd,
+                channel,
+                exit,
+                tasks,
+                since: Instant::now(),
+                accepted,
+            })
         }
         (result, _) => {
             let _ = pidfd::send_signal(pidfd.get_ref(), libc::SIGKILL);
@@ -168,7 +212,9 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
             for t in tasks {
                 t.abort();
             }
-            Err(result.err().unwrap_or_else(|| StartError::Failed("start did not complete".into())))
+            Err(result
+                .err()
+                .unwrap_or_else(|| StartError::Failed("start did not complete".into())))
         }
     }
 }
@@ -191,6 +237,7 @@ async fn greet(
     channel: H2Channel,
     mut exit: watch::Receiver<Option<ExitStatus>>,
     shared: &Shared,
+    signed_version: Option<&str>,
 ) -> Result<Accepted, StartError> {
     let mut client = PluginLifecycleClient::new(channel);
     let timeout = spec.handshake_timeout;
@@ -202,7 +249,9 @@ async fn greet(
     };
     let died = |status: Option<ExitStatus>, phase: &str| {
         let status = status.map_or_else(|| "ended".to_owned(), |s| s.to_string());
-        StartError::Refused(format!("{status} before answering the {phase}: not a plugin, or it crashed at start"))
+        StartError::Refused(format!(
+            "{status} before answering the {phase}: not a plugin, or it crashed at start"
+        ))
     };
     let mut exit_after_error = exit.clone();
     let resp = tokio::select! {
@@ -216,22 +265,28 @@ async fn greet(
                 if let Ok(s) = tokio::time::timeout(Duration::from_millis(200), exited(&mut exit_after_error)).await {
                     return Err(died(s, "handshake"));
                 }
-                return Err(StartError::Refused(format!("handshake failed: {}: {}", status.code(), status.message())));
+                return Err(StartError::Refused(format!("handshake failed: {:?}: {}", status.code(), status.message())));
             }
             Ok(Ok(r)) => r.into_inner(),
         },
         s = exited(&mut exit) => return Err(died(s, "handshake")),
     };
-    let accepted = handshake::check(spec, resp).map_err(StartError::Refused)?;
+    let accepted = handshake::check(spec, resp, signed_version).map_err(StartError::Refused)?;
     if let Err((service, owner)) = shared.routes.claim(&spec.name, &accepted.declared.services) {
-        return Err(StartError::Refused(format!("service {service} is already served by plugin {owner:?}")));
+        return Err(StartError::Refused(format!(
+            "service {service} is already served by plugin {owner:?}"
+        )));
     }
-    let init = InitRequest { config_json: spec.config_json.clone(), data_dir: String::new(), instance: instance.to_owned() };
+    let init = InitRequest {
+        config_json: spec.config_json.clone(),
+        data_dir: String::new(),
+        instance: instance.to_owned(),
+    };
     tokio::select! {
         r = tokio::time::timeout(timeout, client.init(init)) => match r {
             Err(_) => Err(StartError::Failed(format!("init did not finish within {}", crate::config::units::format_duration(timeout)))),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(StartError::Failed(format!("init failed: {}", status.message()))),
-            Ok(Err(status)) => Err(StartError::Refused(format!("init refused: {}: {}", status.code(), status.message()))),
+            Ok(Err(status)) => Err(StartError::Refused(format!("init refused: {:?}: {}", status.code(), status.message()))),
             Ok(Ok(_)) => Ok(accepted),
         },
         s = exited(&mut exit) => Err(died(s, "init")),

@@ -90,6 +90,10 @@ impl Status {
 
     /// "backoff (exited with code 1)", for messages naming the state.
     pub fn describe(&self) -> String {
-        if self.reason.is_empty() { self.state.to_string() } else { format!("{} ({})", self.state, self.reason) }
+        if self.reason.is_empty() {
+            self.state.to_string()
+        } else {
+            format!("{} ({})", self.state, self.reason)
+        }
     }
 }

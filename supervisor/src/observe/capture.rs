@@ -14,7 +14,12 @@ use super::logs::LogBuffer;
 const MAX_LINE: usize = 16 * 1024;
 
 /// Spawns the reader; it ends when every writer of the pipe is gone.
-pub fn spawn(fd: OwnedFd, stream: &'static str, instance: String, buffer: Arc<LogBuffer>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    fd: OwnedFd,
+    stream: &'static str,
+    instance: String,
+    buffer: Arc<LogBuffer>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     Ok(tokio::spawn(async move {
         let mut buf = vec![0u8; 8192];

@@ -17,11 +17,22 @@ pub struct EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self { history: Mutex::new(VecDeque::new()), capacity: capacity.max(1), tx: broadcast::channel(1024).0 }
+        Self {
+            history: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            tx: broadcast::channel(1024).0,
+        }
     }
 
     /// Records an event and logs it.
-    pub fn emit(&self, plugin: &str, instance: &str, kind: &str, message: impl Into<String>, fields: &[(&str, String)]) {
+    pub fn emit(
+        &self,
+        plugin: &str,
+        instance: &str,
+        kind: &str,
+        message: impl Into<String>,
+        fields: &[(&str, String)],
+    ) {
         let message = message.into();
         tracing::info!(plugin, instance, kind, "{message}");
         let ev = Event {
@@ -30,7 +41,12 @@ impl EventBus {
             instance: instance.to_owned(),
             kind: kind.to_owned(),
             message,
-            fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<BTreeMap<_, _>>().into_iter().collect(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
         };
         if let Ok(mut h) = self.history.lock() {
             if h.len() == self.capacity {
@@ -46,10 +62,16 @@ impl EventBus {
         // Subscribe under the lock so nothing falls between the two.
         let h = self.history.lock();
         let rx = self.tx.subscribe();
-        (h.map(|h| h.iter().cloned().collect()).unwrap_or_default(), rx)
+        (
+            h.map(|h| h.iter().cloned().collect()).unwrap_or_default(),
+            rx,
+        )
     }
 
     pub fn history(&self) -> Vec<Event> {
-        self.history.lock().map(|h| h.iter().cloned().collect()).unwrap_or_default()
+        self.history
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }

@@ -14,8 +14,14 @@ impl RouteTable {
     /// Records that `plugin` serves `services`; fails with the first
     /// service another plugin already serves, and its owner.
     pub fn claim(&self, plugin: &str, services: &[String]) -> Result<(), (String, String)> {
-        let Ok(mut map) = self.services.write() else { return Ok(()) };
-        if let Some((s, owner)) = services.iter().find_map(|s| map.get(s).filter(|o| *o != plugin).map(|o| (s.clone(), o.clone()))) {
+        let Ok(mut map) = self.services.write() else {
+            return Ok(());
+        };
+        if let Some((s, owner)) = services.iter().find_map(|s| {
+            map.get(s)
+                .filter(|o| *o != plugin)
+                .map(|o| (s.clone(), o.clone()))
+        }) {
             return Err((s, owner));
         }
         for s in services {
@@ -29,7 +35,11 @@ impl RouteTable {
     }
 
     pub fn services(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.services.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<String> = self
+            .services
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -44,7 +54,10 @@ mod tests {
         let t = RouteTable::default();
         t.claim("echo", &["echo.v1.Echo".into()]).unwrap();
         t.claim("echo", &["echo.v1.Echo".into()]).unwrap();
-        assert_eq!(t.claim("copy", &["echo.v1.Echo".into()]), Err(("echo.v1.Echo".into(), "echo".into())));
+        assert_eq!(
+            t.claim("copy", &["echo.v1.Echo".into()]),
+            Err(("echo.v1.Echo".into(), "echo".into()))
+        );
         assert_eq!(t.lookup("echo.v1.Echo").as_deref(), Some("echo"));
         assert_eq!(t.lookup("nope"), None);
     }

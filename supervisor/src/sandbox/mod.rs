@@ -43,8 +43,19 @@ pub fn instance_io() -> io::Result<(InstanceIo, [OwnedFd; 5])> {
     let (err_r, err_w) = pipe()?;
     let null = std::fs::File::open("/dev/null")?;
     Ok((
-        InstanceIo { plugin, host, stdout: out_r, stderr: err_r },
-        [null.into(), out_w, err_w, plugin_child.into(), host_child.into()],
+        InstanceIo {
+            plugin,
+            host,
+            stdout: out_r,
+            stderr: err_r,
+        },
+        [
+            null.into(),
+            out_w,
+            err_w,
+            plugin_child.into(),
+            host_child.into(),
+        ],
     ))
 }
 
@@ -54,7 +65,10 @@ pub fn argv_env(spec: &PluginSpec, instance: &str) -> (Vec<CString>, Vec<CString
     let cstr = |b: &[u8]| CString::new(b.to_vec()).unwrap_or_default();
     let mut argv = vec![cstr(spec.binary.as_os_str().as_bytes())];
     argv.extend(spec.args.iter().map(|a| cstr(a.as_bytes())));
-    let mut env = vec![cstr(format!("{COOKIE_ENV}={COOKIE_VALUE}").as_bytes()), cstr(format!("{INSTANCE_ENV}={instance}").as_bytes())];
+    let mut env = vec![
+        cstr(format!("{COOKIE_ENV}={COOKIE_VALUE}").as_bytes()),
+        cstr(format!("{INSTANCE_ENV}={instance}").as_bytes()),
+    ];
     for name in &spec.env {
         if let Some(v) = std::env::var_os(name) {
             let mut kv = name.as_bytes().to_vec();

@@ -1,0 +1,261 @@
+//! The zoo plugin: misbehaves on request so tests can show the supervisor
+//! containing each misbehaviour. Flags change how it presents itself:
+//! `--name NAME` (declared name), `--protocol N` (offered protocol),
+//! `--hang` (never answers), `--exit CODE` (dies before serving),
+//! `--init-fail MSG` (refuses its config), `--version V`.
+
+use std::time::Duration;
+
+use plugin_sdk::tonic::{Request, Response, Status};
+
+mod pb {
+    include!(concat!(env!("OUT_DIR"), "/zoo.v1.rs"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/zoo.binpb"));
+}
+
+use pb::zoo_server::{Zoo, ZooServer};
+use pb::*;
+
+struct ZooService;
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Makes the named system call; the point is what the sandbox does to it.
+fn syscall(name: &str) -> Result<(i64, i32), Status> {
+    // SAFETY: each call below is made with arguments that cannot corrupt
+    // this process's memory; what matters is whether the kernel allows it.
+    let r: i64 = unsafe {
+        match name {
+            "getpid" => libc::getpid() as i64,
+            "ptrace" => libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0),
+            "mount" => libc::mount(
+                c"none".as_ptr(),
+                c"/mnt".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) as i64,
+            "socket" => libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64,
+            "socketpair" => {
+                let mut fds = [0; 2];
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) as i64
+            }
+            "execve" => {
+                let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+                let envp = [std::ptr::null()];
+                libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), envp.as_ptr()) as i64
+            }
+            "mmap_wx" => {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED { -1 } else { 0 }
+            }
+            "unshare" => libc::unshare(libc::CLONE_NEWUSER) as i64,
+            "kill_init" => libc::kill(1, 0) as i64,
+            "bpf" => libc::syscall(libc::SYS_bpf, 0, 0, 0),
+            "reboot" => libc::syscall(libc::SYS_reboot, 0, 0, 0, 0),
+            "init_module" => libc::syscall(libc::SYS_init_module, 0, 0, 0),
+            "x32_getpid" => libc::syscall(0x4000_0000 | libc::SYS_getpid),
+            "int80_getpid" => {
+                let mut ret: i64 = 20; // __NR_getpid on i386
+                std::arch::asm!("int 0x80", inout("rax") ret, options(nostack));
+                ret
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "zoo knows no syscall {other:?}"
+                )));
+            }
+        }
+    };
+    Ok((r, if r < 0 { errno() } else { 0 }))
+}
+
+#[plugin_sdk::tonic::async_trait]
+impl Zoo for ZooService {
+    async fn echo(&self, req: Request<Text>) -> Result<Response<Text>, Status> {
+        Ok(Response::new(req.into_inner()))
+    }
+
+    async fn panic(&self, req: Request<Text>) -> Result<Response<Text>, Status> {
+        panic!("zoo was asked to panic: {}", req.into_inner().text);
+    }
+
+    async fn sleep(&self, req: Request<SleepRequest>) -> Result<Response<Text>, Status> {
+        let ms = req.into_inner().ms;
+        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+        Ok(Response::new(Text {
+            text: format!("slept {ms}ms"),
+        }))
+    }
+
+    async fn alloc(&self, req: Request<AllocRequest>) -> Result<Response<Text>, Status> {
+        let mib = req.into_inner().mib as usize;
+        for _ in 0..mib {
+            let mut chunk = vec![0u8; 1 << 20];
+            for i in (0..chunk.len()).step_by(4096) {
+                chunk[i] = 1;
+            }
+            // Kept for the life of the process: this is a memory hog.
+            std::mem::forget(chunk);
+        }
+        Ok(Response::new(Text {
+            text: format!("holding {mib} MiB more"),
+        }))
+    }
+
+    async fn spin(&self, req: Request<SpinRequest>) -> Result<Response<Text>, Status> {
+        let r = req.into_inner();
+        for _ in 0..r.threads.max(1) {
+            let ms = r.ms;
+            std::thread::spawn(move || {
+                let end = std::time::Instant::now() + Duration::from_millis(u64::from(ms));
+                let mut x = 0u64;
+                while std::time::Instant::now() < end {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            });
+        }
+        Ok(Response::new(Text {
+            text: "spinning".into(),
+        }))
+    }
+
+    async fn fork_bomb(
+        &self,
+        req: Request<ForkBombRequest>,
+    ) -> Result<Response<ForkBombResponse>, Status> {
+        let max = req.into_inner().max;
+        let mut forked = 0;
+        let mut err = 0;
+        for _ in 0..max {
+            // SAFETY: the child only calls async-signal-safe functions
+            // (pause, _exit) before it is killed.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                loop {
+                    // SAFETY: async-signal-safe.
+                    unsafe { libc::pause() };
+                }
+            }
+            if pid < 0 {
+                err = errno();
+                break;
+            }
+            forked += 1;
+        }
+        Ok(Response::new(ForkBombResponse { forked, errno: err }))
+    }
+
+    async fn syscall(
+        &self,
+        req: Request<SyscallRequest>,
+    ) -> Result<Response<SyscallResponse>, Status> {
+        let (result, errno) = syscall(&req.into_inner().name)?;
+        Ok(Response::new(SyscallResponse { result, errno }))
+    }
+
+    async fn read_file(
+        &self,
+        req: Request<ReadFileRequest>,
+    ) -> Result<Response<ReadFileResponse>, Status> {
+        let path = req.into_inner().path;
+        Ok(Response::new(match std::fs::read_to_string(&path) {
+            Ok(content) => ReadFileResponse {
+                ok: true,
+                errno: 0,
+                content,
+            },
+            Err(e) => ReadFileResponse {
+                ok: false,
+                errno: e.raw_os_error().unwrap_or(0),
+                content: e.to_string(),
+            },
+        }))
+    }
+
+    async fn escape(&self, _req: Request<Text>) -> Result<Response<EscapeResponse>, Status> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe into a local array; fork children only use
+        // async-signal-safe calls (setsid, fork, write, pause, _exit).
+        let pid = unsafe {
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return Err(Status::internal("pipe failed"));
+            }
+            let child = libc::fork();
+            if child == 0 {
+                libc::setsid();
+                let grandchild = libc::fork();
+                if grandchild == 0 {
+                    let me = libc::getpid();
+                    libc::write(fds[1], (&me as *const i32).cast(), 4);
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::_exit(0);
+            }
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            let mut pid: i32 = 0;
+            libc::read(fds[0], (&mut pid as *mut i32).cast(), 4);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            pid
+        };
+        Ok(Response::new(EscapeResponse { pid: pid as u32 }))
+    }
+
+    async fn print(&self, req: Request<PrintRequest>) -> Result<Response<Text>, Status> {
+        let r = req.into_inner();
+        for i in 0..r.lines {
+            println!("{} {i}", r.text);
+            eprintln!("{} {i} (stderr)", r.text);
+        }
+        plugin_sdk::tracing::info!(lines = r.lines, text = %r.text, "printed");
+        Ok(Response::new(Text {
+            text: format!("printed {}", r.lines),
+        }))
+    }
+}
+
+fn main() {
+    let mut name = "zoo".to_owned();
+    let mut version = "1.0.0".to_owned();
+    let mut protocols = vec![plugin_sdk::plugin_proto::PROTOCOL_VERSION];
+    let mut init_fail: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--name" => name = args.next().unwrap_or_default(),
+            "--version" => version = args.next().unwrap_or_default(),
+            "--protocol" => protocols = vec![args.next().and_then(|v| v.parse().ok()).unwrap_or(0)],
+            "--init-fail" => init_fail = args.next(),
+            "--hang" => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            "--exit" => std::process::exit(args.next().and_then(|v| v.parse().ok()).unwrap_or(3)),
+            other => {
+                eprintln!("zoo: unknown flag {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    println!("zoo {name} starting");
+    plugin_sdk::Plugin::new(name, version)
+        .descriptors(pb::FILE_DESCRIPTOR_SET)
+        .service(ZooServer::new(ZooService))
+        .protocol_versions(&protocols)
+        .on_init(move |_ctx| match &init_fail {
+            Some(msg) => Err(Status::invalid_argument(msg.clone())),
+            None => Ok(()),
+        })
+        .serve()
+}

@@ -1,0 +1,194 @@
+//! A real `plugin-supervisor` process in a scratch directory, driven the way
+//! operators drive it. Dropping it stops the daemon (SIGTERM, then SIGKILL)
+//! so a failing test leaves no process behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::bins;
+
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub runtime: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `config` into a scratch directory and starts the daemon on
+    /// it; returns once the control socket answers.
+    pub fn start(config: &str) -> Self {
+        let d = Self::spawn(config);
+        d.wait_control(Duration::from_secs(20));
+        d
+    }
+
+    /// Starts the daemon without waiting (for tests of refused configs).
+    pub fn spawn(config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ps-test-")
+            .tempdir()
+            .expect("tempdir");
+        let runtime = dir.path().join("run");
+        let config_path = dir.path().join("supervisor.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = dir.path().join("daemon.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(bins::supervisor())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--runtime-dir")
+            .arg(&runtime)
+            .env("PLUGIN_SUPERVISOR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn plugin-supervisor");
+        Self {
+            child: Some(child),
+            dir,
+            runtime,
+            config: config_path,
+            log,
+        }
+    }
+
+    pub fn control(&self) -> PathBuf {
+        self.runtime.join("control.sock")
+    }
+
+    pub fn gateway(&self) -> PathBuf {
+        self.runtime.join("gateway.sock")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_control(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.control().exists() && self.ctl(&["status"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "daemon did not come up within {timeout:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Runs `supervisorctl --socket <control.sock> args...`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bins::supervisorctl())
+            .arg("--socket")
+            .arg(self.control())
+            .args(args)
+            .output()
+            .expect("run supervisorctl")
+    }
+
+    /// `status --json` parsed.
+    pub fn status(&self) -> Vec<Value> {
+        let out = self.ctl(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("status --json is a JSON array")
+    }
+
+    /// The status object of one instance ("echo-0").
+    pub fn instance(&self, id: &str) -> Value {
+        self.status()
+            .into_iter()
+            .find(|v| v["instance"] == id)
+            .unwrap_or_else(|| panic!("no instance {id}"))
+    }
+
+    /// Waits until `pred` holds for the instance, returning its status.
+    pub fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.instance(id);
+            if pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{id} did not become {what} within {timeout:?}: {v}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        self.wait_for(id, timeout, state, |v| v["state"] == state)
+    }
+
+    /// Sends `sig` and waits for the daemon to exit; returns its status.
+    pub fn stop_with(&mut self, sig: i32, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_with(libc::SIGTERM, Duration::from_secs(15));
+    }
+}
+
+/// A config for `plugins` (TOML `[[plugin]]` entries) with test-friendly
+/// defaults: short timeouts and quick restarts.
+pub fn config(plugins: &str) -> String {
+    format!(
+        r#"[supervisor.defaults]
+handshake_timeout = "5s"
+call_timeout = "5s"
+stop_timeout = "2s"
+
+[supervisor.defaults.backoff]
+initial = "100ms"
+max = "1s"
+
+{plugins}"#
+    )
+}
+
+/// A `[[plugin]]` entry for a binary.
+pub fn plugin(name: &str, binary: &Path, extra: &str) -> String {
+    format!(
+        "[[plugin]]\nname = {name:?}\nbinary = {:?}\n{extra}\n",
+        binary.display().to_string()
+    )
+}

@@ -1,0 +1,30 @@
+//! Shared by the end-to-end tests and the benchmarks: where the built
+//! binaries are, a real daemon in a scratch runtime directory that is torn
+//! down even when a test fails, and clients for the example contracts.
+
+pub mod bins;
+pub mod daemon;
+pub mod pb;
+
+pub use daemon::Daemon;
+
+/// Connects a gRPC channel to a Unix socket (the gateway, typically).
+pub async fn connect(path: &std::path::Path) -> anyhow::Result<plugin_proto::transport::H2Channel> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let (channel, conn) = plugin_proto::transport::H2Channel::handshake(stream).await?;
+    tokio::spawn(conn);
+    Ok(channel)
+}
+
+/// True while a process with this pid exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}

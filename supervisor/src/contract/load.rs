@@ -1,0 +1,144 @@
+//! Turning contract files on disk (`.proto` sources, directories of them, or
+//! binary descriptor sets) into a `FileDescriptorSet`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use prost_types::FileDescriptorSet;
+
+use super::error::ContractError;
+
+/// Loads one contract: a `.proto` file (compiled with its own directory as the
+/// include path), a directory (every `.proto` file beneath it, compiled with
+/// the directory as the include path), or anything else as a binary
+/// `FileDescriptorSet` (`.binpb`, `.pb`, `.desc`, ...).
+pub fn load_contract(path: &Path) -> Result<FileDescriptorSet, ContractError> {
+    load_contract_with_includes(path, &[])
+}
+
+/// Like [`load_contract`], with extra include directories for imports that
+/// live outside the contract's own directory.
+pub fn load_contract_with_includes(
+    path: &Path,
+    includes: &[PathBuf],
+) -> Result<FileDescriptorSet, ContractError> {
+    let metadata = fs::metadata(path).map_err(|source| read_error(path, source))?;
+    if metadata.is_dir() {
+        load_proto_dir(path, includes)
+    } else if is_proto_source(path) {
+        load_protos(&[path], includes)
+    } else {
+        decode_file(path)
+    }
+}
+
+/// Compiles several `.proto` files into one set (imports included). Each
+/// file's directory is an include path, after the explicit `includes`, so a
+/// file under an explicit include keeps the name its importers use.
+pub fn load_protos<P: AsRef<Path>>(
+    paths: &[P],
+    includes: &[PathBuf],
+) -> Result<FileDescriptorSet, ContractError> {
+    let mut include_dirs = canonical_all(includes)?;
+    for path in paths {
+        let path = path.as_ref();
+        let canonical = canonical(path)?;
+        if let Some(parent) = canonical.parent() {
+            include_dirs.push(parent.to_path_buf());
+        }
+    }
+    let paths: Vec<&Path> = paths.iter().map(AsRef::as_ref).collect();
+    compile(&paths, &include_dirs)
+}
+
+fn load_proto_dir(dir: &Path, includes: &[PathBuf]) -> Result<FileDescriptorSet, ContractError> {
+    let files = proto_files_under(dir)?;
+    if files.is_empty() {
+        return Err(ContractError::NoProtoFiles {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut include_dirs = vec![canonical(dir)?];
+    include_dirs.extend(canonical_all(includes)?);
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    compile(&files, &include_dirs)
+}
+
+fn compile(paths: &[&Path], include_dirs: &[PathBuf]) -> Result<FileDescriptorSet, ContractError> {
+    let Some(first) = paths.first() else {
+        return Err(ContractError::NoInputs);
+    };
+    let mut compiler =
+        protox::Compiler::new(include_dirs).map_err(|source| compile_error(first, source))?;
+    compiler.include_imports(true).include_source_info(false);
+    for path in paths {
+        // protox maps a path to a file name by stripping an include prefix;
+        // canonical forms on both sides make that work for relative inputs.
+        let canonical = canonical(path)?;
+        compiler
+            .open_file(&canonical)
+            .map_err(|source| compile_error(path, source))?;
+    }
+    Ok(compiler.file_descriptor_set())
+}
+
+fn decode_file(path: &Path) -> Result<FileDescriptorSet, ContractError> {
+    let bytes = fs::read(path).map_err(|source| read_error(path, source))?;
+    FileDescriptorSet::decode(bytes.as_slice()).map_err(|source| ContractError::Decode {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Sorted so that compilation order, and therefore error messages, do not
+/// depend on the file system's directory order.
+fn proto_files_under(dir: &Path) -> Result<Vec<PathBuf>, ContractError> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = fs::read_dir(&current).map_err(|source| read_error(&current, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| read_error(&current, source))?;
+            let path = entry.path();
+            // `file_type` does not follow symlinks, so a link cycle cannot loop us.
+            let file_type = entry
+                .file_type()
+                .map_err(|source| read_error(&path, source))?;
+            if file_type.is_dir() {
+                pending.push(path);
+            } else if is_proto_source(&path) && path.is_file() {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn is_proto_source(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("proto"))
+}
+
+fn canonical(path: &Path) -> Result<PathBuf, ContractError> {
+    fs::canonicalize(path).map_err(|source| read_error(path, source))
+}
+
+fn canonical_all(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ContractError> {
+    paths.iter().map(|path| canonical(path)).collect()
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> ContractError {
+    ContractError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn compile_error(path: &Path, source: protox::Error) -> ContractError {
+    ContractError::Compile {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,479 @@
+//! The files the dynamic loader opens to start a plugin: its program interpreter and its
+//! DT_NEEDED libraries, resolved recursively as glibc's ld.so resolves them. The sandbox
+//! grants Landlock read+execute on exactly this set.
+//!
+//! Search order per needed name (glibc `_dl_map_object`): a name containing `/` is used as
+//! is; otherwise DT_RPATH of the requiring object and then of each object up its loader
+//! chain (only when the requiring object has no DT_RUNPATH), then the requiring object's
+//! DT_RUNPATH, then the ld.so.conf directories (what ld.so.cache indexes), then the default
+//! directories, the last two skipped for objects marked DF_1_NODEFLIB. Every directory is
+//! tried with the host's hwcaps subdirectories first. Files of another ELF class or machine
+//! are skipped, as ld.so skips them. LD_LIBRARY_PATH is not modelled: the supervisor starts
+//! plugins with a clean environment.
+//!
+//! Under Landlock, a candidate the loader may try but that is not granted fails with EACCES,
+//! on which ld.so moves on to the next directory; so granting the files resolved here also
+//! makes the sandboxed loader land on them. Relative search directories (which depend on the
+//! plugin's working directory) are skipped for the same reason.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::dst::expand_dst;
+use super::elf::{self, DEFAULT_MAX_FILE_SIZE, ElfInfo};
+use super::elf_error::ElfError;
+use super::ldconfig;
+pub use super::library_error::LibraryError;
+use super::loader_host;
+use super::machine::Machine;
+use super::subject::Subject;
+
+pub const DEFAULT_LD_SO_CACHE: &str = "/etc/ld.so.cache";
+
+/// Where and how to search; [`SearchConfig::host`] describes this machine's loader.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// ld.so.conf to read for the cache's directories; `None` searches no conf directories.
+    pub ld_so_conf: Option<PathBuf>,
+    /// The cache file ld.so reads first; granted too, so the sandboxed loader can use it.
+    pub ld_so_cache: Option<PathBuf>,
+    pub default_dirs: Vec<PathBuf>,
+    /// Subdirectories tried inside every directory, best first, ending with "" (the dir).
+    pub subdirs: Vec<PathBuf>,
+    /// Expansion of `$LIB`.
+    pub dst_lib: String,
+    /// Expansion of `$PLATFORM`; entries using it are dropped when unknown, as ld.so does.
+    pub dst_platform: Option<String>,
+    pub max_file_size: u64,
+    /// Bounds the work a hostile dependency graph can cause.
+    pub max_objects: usize,
+}
+
+impl SearchConfig {
+    pub fn host() -> Self {
+        Self {
+            ld_so_conf: Some(PathBuf::from(ldconfig::DEFAULT_LD_SO_CONF)),
+            ld_so_cache: Some(PathBuf::from(DEFAULT_LD_SO_CACHE)),
+            default_dirs: loader_host::default_dirs(),
+            subdirs: loader_host::search_subdirs(),
+            dst_lib: loader_host::dst_lib(),
+            dst_platform: loader_host::dst_platform(),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_objects: 4096,
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self::host()
+    }
+}
+
+/// One file the loader maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedObject {
+    /// The DT_NEEDED name (or, for the interpreter, the PT_INTERP path) that asked for it.
+    pub name: OsString,
+    pub required_by: PathBuf,
+    /// The path the loader opens.
+    pub path: PathBuf,
+    /// Symlinks resolved; Landlock rules attach to this inode.
+    pub canonical: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoaderFiles {
+    pub interpreter: Option<LoadedObject>,
+    /// In the loader's breadth-first order.
+    pub libraries: Vec<LoadedObject>,
+    pub ld_so_cache: Option<PathBuf>,
+}
+
+impl LoaderFiles {
+    /// Every canonical path to grant read+execute on. Empty for a static binary.
+    pub fn paths(&self) -> BTreeSet<PathBuf> {
+        self.interpreter
+            .iter()
+            .chain(&self.libraries)
+            .map(|o| o.canonical.clone())
+            .chain(self.ld_so_cache.clone())
+            .collect()
+    }
+}
+
+/// Opens and inspects the binary at `subject.path`, then resolves its loader files.
+///
+/// For command-line use; the supervisor resolves from the `ElfInfo` of the file it verified.
+pub fn resolve_path(subject: &Subject, config: &SearchConfig) -> Result<LoaderFiles, LibraryError> {
+    let file = open_candidate(&subject.path).map_err(|source| LibraryError::Io {
+        subject: subject.clone(),
+        path: subject.path.clone(),
+        source,
+    })?;
+    let info = elf::inspect(subject, &file, config.max_file_size).map_err(|source| {
+        LibraryError::Unusable {
+            name: subject.path.clone().into_os_string(),
+            required_by: subject.path.clone(),
+            source: Box::new(source),
+        }
+    })?;
+    resolve(subject, &info, config)
+}
+
+/// Resolves the loader files of the executable `exe`, found at `subject.path`.
+pub fn resolve(
+    subject: &Subject,
+    exe: &ElfInfo,
+    config: &SearchConfig,
+) -> Result<LoaderFiles, LibraryError> {
+    let Some(interp) = &exe.interpreter else {
+        return Ok(LoaderFiles::default());
+    };
+    let mut resolver = Resolver::new(subject, exe, config)?;
+    let interpreter = resolver.load_interpreter(interp)?;
+    let mut queue = VecDeque::from([0usize]);
+    while let Some(index) = queue.pop_front() {
+        let needed = resolver
+            .objects
+            .get(index)
+            .map(|o| o.info.needed.clone())
+            .unwrap_or_default();
+        for name in needed {
+            if let Some(new_index) = resolver.load_needed(index, &name)? {
+                queue.push_back(new_index);
+            }
+        }
+    }
+    Ok(LoaderFiles {
+        interpreter: Some(interpreter),
+        libraries: resolver.libraries,
+        ld_so_cache: config
+            .ld_so_cache
+            .as_ref()
+            .filter(|p| p.is_file())
+            .and_then(|p| fs::canonicalize(p).ok()),
+    })
+}
+
+/// An object in the loader's link map.
+struct Object {
+    path: PathBuf,
+    info: ElfInfo,
+    loader: Option<usize>,
+    rpath_dirs: Vec<PathBuf>,
+    runpath_dirs: Vec<PathBuf>,
+}
+
+struct Resolver<'a> {
+    subject: &'a Subject,
+    config: &'a SearchConfig,
+    machine: Machine,
+    conf_dirs: Vec<PathBuf>,
+    objects: Vec<Object>,
+    /// Names already satisfied: DT_NEEDED strings used, SONAMEs and paths of loaded objects.
+    names: HashSet<OsString>,
+    canonicals: HashSet<PathBuf>,
+    libraries: Vec<LoadedObject>,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(
+        subject: &'a Subject,
+        exe: &ElfInfo,
+        config: &'a SearchConfig,
+    ) -> Result<Self, LibraryError> {
+        let canonical = canonicalize(subject, &subject.path)?;
+        // ld.so takes the executable's $ORIGIN from /proc/self/exe, which is canonical.
+        let origin = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let conf_dirs = config
+            .ld_so_conf
+            .as_deref()
+            .map(ldconfig::read_dirs)
+            .unwrap_or_default();
+        let mut resolver = Self {
+            subject,
+            config,
+            machine: exe.machine,
+            conf_dirs,
+            objects: Vec::new(),
+            names: HashSet::new(),
+            canonicals: HashSet::new(),
+            libraries: Vec::new(),
+        };
+        let main = resolver.object(subject.path.clone(), &origin, exe.clone(), None);
+        resolver.objects.push(main);
+        Ok(resolver)
+    }
+
+    fn load_interpreter(&mut self, interp: &Path) -> Result<LoadedObject, LibraryError> {
+        if !interp.is_absolute() {
+            return Err(LibraryError::RelativeInterpreter {
+                subject: self.subject.clone(),
+                interpreter: interp.to_path_buf(),
+            });
+        }
+        let missing = |source| LibraryError::InterpreterMissing {
+            subject: self.subject.clone(),
+            interpreter: interp.to_path_buf(),
+            source,
+        };
+        let file = open_candidate(interp).map_err(missing)?;
+        let canonical = fs::canonicalize(interp).map_err(missing)?;
+        let unusable = |source| LibraryError::Unusable {
+            name: interp.as_os_str().to_owned(),
+            required_by: self.subject.path.clone(),
+            source: Box::new(source),
+        };
+        let lib_subject = self.subject.with_path(interp);
+        let header =
+            elf::read_header(&lib_subject, &file, self.config.max_file_size).map_err(unusable)?;
+        if header.machine != self.machine {
+            return Err(unusable(ElfError::MachineMismatch {
+                subject: lib_subject,
+                found: header.machine.name(),
+                host: self.machine.name(),
+            }));
+        }
+        let info = header.read_details(&lib_subject, &file).map_err(unusable)?;
+        self.names.insert(interp.as_os_str().to_owned());
+        self.names.extend(info.soname.clone());
+        self.canonicals.insert(canonical.clone());
+        Ok(LoadedObject {
+            name: interp.as_os_str().to_owned(),
+            required_by: self.subject.path.clone(),
+            path: interp.to_path_buf(),
+            canonical,
+        })
+    }
+
+    /// Loads `name` for object `index`; returns the new object's index if it was not loaded yet.
+    fn load_needed(&mut self, index: usize, name: &OsStr) -> Result<Option<usize>, LibraryError> {
+        if self.names.contains(name) {
+            return Ok(None);
+        }
+        let required_by = self.path_of(index);
+        let (path, info) = if name.as_bytes().contains(&b'/') {
+            self.load_by_path(name, &required_by)?
+        } else {
+            self.search(index, name, &required_by)?
+        };
+        let canonical = canonicalize(self.subject, &path)?;
+        self.names.insert(name.to_owned());
+        self.names.insert(path.as_os_str().to_owned());
+        self.names.extend(info.soname.clone());
+        // The same file under another name is one link-map entry to ld.so (dev/inode match).
+        if !self.canonicals.insert(canonical.clone()) {
+            return Ok(None);
+        }
+        if self.objects.len() >= self.config.max_objects {
+            return Err(LibraryError::TooMany {
+                subject: self.subject.clone(),
+                limit: self.config.max_objects,
+            });
+        }
+        self.libraries.push(LoadedObject {
+            name: name.to_owned(),
+            required_by,
+            path: path.clone(),
+            canonical,
+        });
+        // ld.so computes a library's $ORIGIN from the path it opened, not its real path.
+        let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let object = self.object(path, &origin, info, Some(index));
+        self.objects.push(object);
+        Ok(Some(self.objects.len() - 1))
+    }
+
+    fn load_by_path(
+        &self,
+        name: &OsStr,
+        required_by: &Path,
+    ) -> Result<(PathBuf, ElfInfo), LibraryError> {
+        let path = PathBuf::from(name);
+        if !path.is_absolute() {
+            return Err(LibraryError::RelativeName {
+                subject: self.subject.clone(),
+                name: name.to_owned(),
+                required_by: required_by.to_path_buf(),
+            });
+        }
+        match self.try_candidate(&path, name, required_by)? {
+            Some(info) => Ok((path, info)),
+            None => Err(LibraryError::NotFound {
+                subject: self.subject.clone(),
+                name: name.to_owned(),
+                required_by: required_by.to_path_buf(),
+                searched: Vec::new(),
+            }),
+        }
+    }
+
+    fn search(
+        &self,
+        index: usize,
+        name: &OsStr,
+        required_by: &Path,
+    ) -> Result<(PathBuf, ElfInfo), LibraryError> {
+        let dirs = self.search_dirs(index);
+        for dir in &dirs {
+            for sub in &self.config.subdirs {
+                let candidate = dir.join(sub).join(name);
+                if let Some(info) = self.try_candidate(&candidate, name, required_by)? {
+                    return Ok((candidate, info));
+                }
+            }
+        }
+        Err(LibraryError::NotFound {
+            subject: self.subject.clone(),
+            name: name.to_owned(),
+            required_by: required_by.to_path_buf(),
+            searched: dirs,
+        })
+    }
+
+    fn search_dirs(&self, index: usize) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        let Some(requester) = self.objects.get(index) else {
+            return dirs;
+        };
+        if requester.info.runpath.is_none() {
+            let mut current = Some(requester);
+            while let Some(object) = current {
+                dirs.extend(object.rpath_dirs.iter().cloned());
+                current = object.loader.and_then(|i| self.objects.get(i));
+            }
+        }
+        dirs.extend(requester.runpath_dirs.iter().cloned());
+        let nodeflib = requester.info.nodeflib;
+        let defaults = &self.config.default_dirs;
+        dirs.extend(
+            self.conf_dirs
+                .iter()
+                .filter(|d| !(nodeflib && defaults.contains(d)))
+                .cloned(),
+        );
+        if !nodeflib {
+            dirs.extend(defaults.iter().cloned());
+        }
+        let mut seen = HashSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
+        dirs
+    }
+
+    /// `Ok(None)` where ld.so would move on to the next candidate.
+    fn try_candidate(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        required_by: &Path,
+    ) -> Result<Option<ElfInfo>, LibraryError> {
+        let file = match open_candidate(path) {
+            Ok(file) => file,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(source) => {
+                return Err(LibraryError::Io {
+                    subject: self.subject.clone(),
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Ok(None);
+        }
+        let unusable = |source| LibraryError::Unusable {
+            name: name.to_owned(),
+            required_by: required_by.to_path_buf(),
+            source: Box::new(source),
+        };
+        let lib_subject = self.subject.with_path(path);
+        let header =
+            elf::read_header(&lib_subject, &file, self.config.max_file_size).map_err(unusable)?;
+        let found = header.machine;
+        if found.class != self.machine.class || found.e_machine != self.machine.e_machine {
+            return Ok(None);
+        }
+        if found.endian != self.machine.endian {
+            return Err(unusable(ElfError::EndianMismatch {
+                subject: lib_subject,
+                found: found.endian,
+                host: self.machine.endian,
+            }));
+        }
+        header
+            .read_details(&lib_subject, &file)
+            .map(Some)
+            .map_err(unusable)
+    }
+
+    fn object(&self, path: PathBuf, origin: &Path, info: ElfInfo, loader: Option<usize>) -> Object {
+        // glibc drops DT_RPATH entirely when DT_RUNPATH is present (get-dynamic-info.h).
+        let rpath_dirs = match (&info.rpath, &info.runpath) {
+            (Some(rpath), None) => self.expand_list(rpath, origin),
+            _ => Vec::new(),
+        };
+        let runpath_dirs = info
+            .runpath
+            .as_ref()
+            .map(|r| self.expand_list(r, origin))
+            .unwrap_or_default();
+        Object {
+            path,
+            info,
+            loader,
+            rpath_dirs,
+            runpath_dirs,
+        }
+    }
+
+    fn expand_list(&self, list: &OsStr, origin: &Path) -> Vec<PathBuf> {
+        list.as_bytes()
+            .split(|&b| b == b':')
+            .filter_map(|entry| {
+                expand_dst(
+                    entry,
+                    origin,
+                    &self.config.dst_lib,
+                    self.config.dst_platform.as_deref(),
+                )
+            })
+            .filter(|p| p.is_absolute())
+            .collect()
+    }
+
+    fn path_of(&self, index: usize) -> PathBuf {
+        self.objects
+            .get(index)
+            .map(|o| o.path.clone())
+            .unwrap_or_else(|| self.subject.path.clone())
+    }
+}
+
+/// Opens for reading without blocking on a FIFO and without acquiring a controlling tty.
+fn open_candidate(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied
+    )
+}
+
+fn canonicalize(subject: &Subject, path: &Path) -> Result<PathBuf, LibraryError> {
+    fs::canonicalize(path).map_err(|source| LibraryError::Io {
+        subject: subject.clone(),
+        path: path.to_path_buf(),
+        source,
+    })
+}

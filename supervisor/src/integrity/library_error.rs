@@ -1,0 +1,83 @@
+//! Why the loader files of a plugin could not be determined.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use super::elf_error::ElfError;
+use super::subject::Subject;
+
+#[derive(Debug, Error)]
+pub enum LibraryError {
+    #[error(
+        "{subject}: {} names a relative program interpreter {}, which would depend on the working directory",
+        .subject.path.display(), .interpreter.display()
+    )]
+    RelativeInterpreter {
+        subject: Subject,
+        interpreter: PathBuf,
+    },
+
+    #[error(
+        "{subject}: {} needs the program interpreter {}, which cannot be opened: {source}",
+        .subject.path.display(), .interpreter.display()
+    )]
+    InterpreterMissing {
+        subject: Subject,
+        interpreter: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "{subject}: library {} needed by {} was not found (searched {})",
+        .name.to_string_lossy(), .required_by.display(), display_dirs(.searched)
+    )]
+    NotFound {
+        subject: Subject,
+        name: OsString,
+        required_by: PathBuf,
+        searched: Vec<PathBuf>,
+    },
+
+    #[error(
+        "{subject}: library {} needed by {} is a relative path, which would depend on the working directory",
+        .name.to_string_lossy(), .required_by.display()
+    )]
+    RelativeName {
+        subject: Subject,
+        name: OsString,
+        required_by: PathBuf,
+    },
+
+    #[error("{source} (loading {} for {})", .name.to_string_lossy(), .required_by.display())]
+    Unusable {
+        name: OsString,
+        required_by: PathBuf,
+        #[source]
+        source: Box<ElfError>,
+    },
+
+    #[error("{subject}: cannot resolve {}: {source}", .path.display())]
+    Io {
+        subject: Subject,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{subject}: {} pulls in more than {limit} shared objects", .subject.path.display())]
+    TooMany { subject: Subject, limit: usize },
+}
+
+fn display_dirs(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        return "no directories".to_owned();
+    }
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

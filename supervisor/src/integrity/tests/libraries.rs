@@ -1,0 +1,371 @@
+//! The loader-file set is what ld.so really opens: checked against `ldd` on real binaries,
+//! and against the search rules on fixtures built from copies of real libraries.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::support::{CODE_EXIT_0, host_binary, tiny_elf32, tiny_elf64, write_exe};
+use crate::integrity::dst::expand_dst;
+use crate::integrity::libraries::{self, LibraryError, LoaderFiles, SearchConfig};
+use crate::integrity::{
+    DEFAULT_MAX_FILE_SIZE, ElfError, ElfInfo, Machine, ObjectType, Subject, loader_host,
+};
+
+/// Canonical paths `ldd` reports (it runs the real loader in trace mode).
+fn ldd(binary: &Path) -> BTreeSet<PathBuf> {
+    let out = Command::new("ldd").arg(binary).output().expect("run ldd");
+    assert!(out.status.success(), "ldd failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once(" => ") {
+                Some((_, rest)) => rest,
+                None => line,
+            };
+            let path = path.split(" (").next()?;
+            path.starts_with('/')
+                .then(|| fs::canonicalize(path).expect("ldd path exists"))
+        })
+        .collect()
+}
+
+fn loaded(files: &LoaderFiles) -> BTreeSet<PathBuf> {
+    files
+        .interpreter
+        .iter()
+        .chain(&files.libraries)
+        .map(|o| o.canonical.clone())
+        .collect()
+}
+
+fn resolve_file(name: &str, path: &Path) -> LoaderFiles {
+    libraries::resolve_path(&Subject::new(name, path), &SearchConfig::host()).unwrap()
+}
+
+#[test]
+fn bin_ls_resolves_to_exactly_what_ldd_reports() {
+    let files = resolve_file("ls", Path::new("/bin/ls"));
+    assert_eq!(loaded(&files), ldd(Path::new("/bin/ls")));
+    assert!(files.libraries.iter().any(|l| l.name == "libc.so.6"));
+}
+
+#[test]
+fn the_test_executable_resolves_to_exactly_what_ldd_reports() {
+    let exe = fs::canonicalize("/proc/self/exe").unwrap();
+    let files = resolve_file("self", &exe);
+    assert_eq!(loaded(&files), ldd(&exe));
+}
+
+#[test]
+fn the_grant_set_holds_canonical_paths_and_the_loader_cache() {
+    let files = resolve_file("ls", Path::new("/bin/ls"));
+    let paths = files.paths();
+    for path in &paths {
+        assert_eq!(
+            &fs::canonicalize(path).unwrap(),
+            path,
+            "{path:?} is not canonical"
+        );
+    }
+    if Path::new(libraries::DEFAULT_LD_SO_CACHE).is_file() {
+        assert!(paths.contains(Path::new(libraries::DEFAULT_LD_SO_CACHE)));
+    }
+    let interp = files.interpreter.as_ref().unwrap();
+    assert!(paths.contains(&interp.canonical));
+}
+
+#[test]
+fn a_static_binary_needs_no_loader_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_exe(
+        dir.path(),
+        "static",
+        &tiny_elf64(Machine::host().e_machine, 2, CODE_EXIT_0, false),
+    );
+    let files = resolve_file("static", &path);
+    assert!(files.paths().is_empty(), "{files:?}");
+}
+
+/// A fixture tree: an executable path (whose ElfInfo the test writes by hand) and a
+/// directory of library copies.
+struct Tree {
+    _dir: tempfile::TempDir,
+    exe: PathBuf,
+    libdir: PathBuf,
+}
+
+fn tree() -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("app/bin");
+    let libdir = dir.path().join("app/lib");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&libdir).unwrap();
+    let exe = write_exe(&bin, "app", b"placeholder: only its location matters");
+    Tree {
+        _dir: dir,
+        exe,
+        libdir: fs::canonicalize(libdir).unwrap(),
+    }
+}
+
+fn system_lib(name: &str) -> PathBuf {
+    loader_host::default_dirs()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not in the default directories"))
+}
+
+fn copy_lib(name: &str, into: &Path) -> PathBuf {
+    let to = into.join(name);
+    fs::copy(system_lib(name), &to).unwrap();
+    to
+}
+
+fn exe_info(needed: &[&str], rpath: Option<&str>, runpath: Option<&str>) -> ElfInfo {
+    let host = crate::integrity::elf::inspect(
+        &Subject::new("self", "/proc/self/exe"),
+        host_binary(),
+        DEFAULT_MAX_FILE_SIZE,
+    )
+    .unwrap();
+    ElfInfo {
+        file_size: 0,
+        machine: Machine::host(),
+        object_type: ObjectType::Dynamic,
+        entry: 0x1000,
+        interpreter: host.interpreter,
+        has_dynamic: true,
+        needed: needed.iter().map(OsString::from).collect(),
+        rpath: rpath.map(OsString::from),
+        runpath: runpath.map(OsString::from),
+        soname: None,
+        nodeflib: false,
+    }
+}
+
+fn resolve(tree: &Tree, info: &ElfInfo) -> Result<LoaderFiles, LibraryError> {
+    libraries::resolve(&Subject::new("app", &tree.exe), info, &SearchConfig::host())
+}
+
+fn found(files: &LoaderFiles, name: &str) -> PathBuf {
+    files
+        .libraries
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("{name} not loaded: {files:?}"))
+        .canonical
+        .clone()
+}
+
+#[test]
+fn runpath_with_origin_is_searched_before_the_system() {
+    let t = tree();
+    let local = copy_lib("libc.so.6", &t.libdir);
+    let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some("$ORIGIN/../lib"))).unwrap();
+    assert_eq!(found(&files, "libc.so.6"), local);
+}
+
+#[test]
+fn rpath_reaches_indirect_dependencies_but_runpath_does_not() {
+    let t = tree();
+    let libm = copy_lib("libm.so.6", &t.libdir);
+    let libc = copy_lib("libc.so.6", &t.libdir);
+    let dir = t.libdir.to_str().unwrap();
+
+    let with_rpath = resolve(&t, &exe_info(&["libm.so.6"], Some(dir), None)).unwrap();
+    assert_eq!(found(&with_rpath, "libm.so.6"), libm);
+    assert_eq!(
+        found(&with_rpath, "libc.so.6"),
+        libc,
+        "libm's libc comes via the exe's RPATH"
+    );
+
+    let with_runpath = resolve(&t, &exe_info(&["libm.so.6"], None, Some(dir))).unwrap();
+    assert_eq!(found(&with_runpath, "libm.so.6"), libm);
+    assert_eq!(
+        found(&with_runpath, "libc.so.6"),
+        fs::canonicalize(system_lib("libc.so.6")).unwrap(),
+        "RUNPATH applies to the exe's own needs only"
+    );
+}
+
+#[test]
+fn runpath_disables_rpath_of_the_same_object() {
+    let t = tree();
+    copy_lib("libc.so.6", &t.libdir);
+    let dir = t.libdir.to_str().unwrap();
+    let files = resolve(
+        &t,
+        &exe_info(&["libc.so.6"], Some(dir), Some("/nonexistent")),
+    )
+    .unwrap();
+    assert_eq!(
+        found(&files, "libc.so.6"),
+        fs::canonicalize(system_lib("libc.so.6")).unwrap()
+    );
+}
+
+#[test]
+fn a_library_of_another_class_is_skipped_like_ld_so_skips_it() {
+    let t = tree();
+    fs::write(t.libdir.join("libc.so.6"), tiny_elf32(3)).unwrap();
+    let dir = t.libdir.to_str().unwrap();
+    let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(dir))).unwrap();
+    assert_eq!(
+        found(&files, "libc.so.6"),
+        fs::canonicalize(system_lib("libc.so.6")).unwrap()
+    );
+}
+
+#[test]
+fn a_corrupt_library_on_the_path_is_an_error_naming_it() {
+    let t = tree();
+    fs::write(t.libdir.join("libc.so.6"), b"not a library").unwrap();
+    let dir = t.libdir.to_str().unwrap();
+    let err = resolve(&t, &exe_info(&["libc.so.6"], None, Some(dir))).unwrap_err();
+    match &err {
+        LibraryError::Unusable { name, source, .. } => {
+            assert_eq!(name, "libc.so.6");
+            assert!(matches!(**source, ElfError::NotElf { .. }), "{source:?}");
+        }
+        other => panic!("expected Unusable, got {other:?}"),
+    }
+    assert!(err.to_string().contains("(loading libc.so.6 for"), "{err}");
+}
+
+#[test]
+fn a_missing_library_names_itself_its_requirer_and_the_searched_dirs() {
+    let t = tree();
+    let dir = t.libdir.to_str().unwrap();
+    let err = resolve(&t, &exe_info(&["libnope.so.1"], None, Some(dir))).unwrap_err();
+    assert!(matches!(err, LibraryError::NotFound { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "plugin \"app\": library libnope.so.1 needed by {} was not found (searched {dir}, ",
+            t.exe.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn nodeflib_keeps_the_default_directories_out() {
+    let t = tree();
+    let mut info = exe_info(&["libc.so.6"], None, None);
+    info.nodeflib = true;
+    let err = resolve(&t, &info).unwrap_err();
+    assert!(matches!(err, LibraryError::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn an_absolute_needed_name_is_used_as_is() {
+    let t = tree();
+    let local = copy_lib("libc.so.6", &t.libdir);
+    let name = local.to_str().unwrap();
+    let files = resolve(&t, &exe_info(&[name], None, None)).unwrap();
+    assert_eq!(found(&files, name), local);
+}
+
+#[test]
+fn dynamic_string_tokens_expand_like_ld_so() {
+    let origin = Path::new("/opt/app/bin");
+    let expand =
+        |s: &str, platform| expand_dst(s.as_bytes(), origin, "lib/x86_64-linux-gnu", platform);
+    assert_eq!(
+        expand("$ORIGIN/../lib", None),
+        Some(PathBuf::from("/opt/app/bin/../lib"))
+    );
+    assert_eq!(
+        expand("${ORIGIN}/x", None),
+        Some(PathBuf::from("/opt/app/bin/x"))
+    );
+    assert_eq!(
+        expand("/usr/$LIB", None),
+        Some(PathBuf::from("/usr/lib/x86_64-linux-gnu"))
+    );
+    assert_eq!(
+        expand("/p/$PLATFORM", Some("x86_64")),
+        Some(PathBuf::from("/p/x86_64"))
+    );
+    assert_eq!(
+        expand("/p/$PLATFORM", None),
+        None,
+        "an unknown token drops the entry"
+    );
+    assert_eq!(
+        expand("/a/$ORIGINAL", None),
+        Some(PathBuf::from("/a/$ORIGINAL"))
+    );
+    assert_eq!(expand("/a/$", None), Some(PathBuf::from("/a/$")));
+}
+
+#[test]
+fn legacy_and_hwcaps_subdirectories_are_ordered_like_glibc_2_36() {
+    let dirs = loader_host::subdirs_for(&["x86-64-v3"], Some("x86_64"), &["x86_64"], true);
+    let dirs: Vec<_> = dirs.iter().map(|d| d.to_str().unwrap()).collect();
+    assert_eq!(
+        dirs,
+        [
+            "glibc-hwcaps/x86-64-v3",
+            "tls/x86_64/x86_64",
+            "tls/x86_64",
+            "tls",
+            "x86_64/x86_64",
+            "x86_64",
+            ""
+        ]
+    );
+    let modern = loader_host::subdirs_for(&["x86-64-v2"], Some("x86_64"), &["x86_64"], false);
+    assert_eq!(
+        modern,
+        [PathBuf::from("glibc-hwcaps/x86-64-v2"), PathBuf::new()]
+    );
+}
+
+/// Compares our subdirectory list with the search path the host's ld.so prints for an
+/// LD_LIBRARY_PATH entry, so a glibc upgrade that changes the rules fails here.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn search_subdirectories_match_what_the_host_ld_so_searches() {
+    const PROBE: &str = "/nonexistent-integrity-probe";
+    let out = Command::new("/bin/true")
+        .env("LD_DEBUG", "libs")
+        .env("LD_LIBRARY_PATH", PROBE)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("search path=") && l.contains("(LD_LIBRARY_PATH)"))
+        .unwrap_or_else(|| panic!("no LD_LIBRARY_PATH search line in:\n{stderr}"));
+    let list = line
+        .split("search path=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap();
+    let mut theirs: Vec<PathBuf> = Vec::new();
+    for entry in list.split(':') {
+        let sub = entry.strip_prefix(PROBE).unwrap().trim_start_matches('/');
+        let sub = PathBuf::from(sub);
+        if !theirs.contains(&sub) {
+            theirs.push(sub);
+        }
+    }
+    assert_eq!(loader_host::search_subdirs(), theirs);
+}
+
+#[test]
+fn a_verified_binary_resolves_the_files_its_held_descriptor_needs() {
+    use crate::integrity::{Policy, VerifiedBinary};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_exe(dir.path(), "true", super::support::small_system_binary());
+    let verified = VerifiedBinary::open("true", &path, &Policy::default()).unwrap();
+    let files = verified.loader_files(&SearchConfig::host()).unwrap();
+    assert_eq!(loaded(&files), ldd(&path));
+}

@@ -1,0 +1,9 @@
+//! Specification tests for the integrity module, one file per concern.
+
+mod digest_pin;
+mod elf_refusals;
+mod ldconfig;
+mod libraries;
+mod never_panics;
+mod signatures;
+mod support;

@@ -1,0 +1,371 @@
+//! Signatures bind a plugin's name, version and exact bytes to a trusted key.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::support::{keypair, small_system_binary, write_exe};
+use crate::integrity::message::{DOMAIN, signed_message};
+use crate::integrity::{
+    IntegrityError, KeyError, Policy, PublicKey, SecretKey, Sha256Digest, SignatureError,
+    SignatureFile, VerifiedBinary, generate_keypair, read_public_key_file, sign, sign_binary,
+};
+
+fn policy<'a>(trusted: &'a [PublicKey], version: Option<&'a str>) -> Policy<'a> {
+    Policy {
+        require_signature: true,
+        trusted_keys: trusted,
+        expected_version: version,
+        ..Policy::default()
+    }
+}
+
+fn signature_error(result: Result<VerifiedBinary, IntegrityError>) -> SignatureError {
+    match result {
+        Err(IntegrityError::Signature(e)) => e,
+        other => panic!("expected a signature error, got {other:?}"),
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_secret_key_and_a_pasteable_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+    let key = generate_keypair(&secret, &public).unwrap();
+
+    assert_eq!(
+        fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let line = fs::read_to_string(&public).unwrap();
+    assert_eq!(line, format!("{key}\n"));
+    assert!(line.starts_with("ed25519:") && line.trim().len() == "ed25519:".len() + 64);
+    assert_eq!(read_public_key_file(&public).unwrap(), key);
+    assert_eq!(SecretKey::load(&secret).unwrap().public_key(), key);
+    assert_eq!(key.key_id().to_string().len(), 16);
+
+    let config: toml::Table = toml::from_str(&format!("trusted_keys = [\"{key}\"]")).unwrap();
+    #[derive(serde::Deserialize)]
+    struct Config {
+        trusted_keys: Vec<PublicKey>,
+    }
+    let parsed: Config = config.try_into().unwrap();
+    assert_eq!(parsed.trusted_keys, [key]);
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_either_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+    generate_keypair(&secret, &public).unwrap();
+    let before = fs::read(&secret).unwrap();
+    assert!(matches!(
+        generate_keypair(&secret, &dir.path().join("new.pub")),
+        Err(KeyError::Exists { .. })
+    ));
+    assert!(matches!(
+        generate_keypair(&dir.path().join("new.key"), &public),
+        Err(KeyError::Exists { .. })
+    ));
+    assert_eq!(fs::read(&secret).unwrap(), before);
+    assert!(
+        !dir.path().join("new.key").exists(),
+        "nothing is left behind on refusal"
+    );
+}
+
+#[test]
+fn a_secret_key_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "k");
+    fs::set_permissions(&keys.secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = SecretKey::load(&keys.secret).unwrap_err();
+    assert!(
+        matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_signed_message_is_domain_separated_and_unambiguous() {
+    let digest = Sha256Digest::of_bytes(b"plugin");
+    let message = signed_message("echo", "1.2.0", &digest).unwrap();
+    assert_eq!(
+        String::from_utf8(message).unwrap(),
+        format!("plugin-supervisor signature v1\necho\n1.2.0\n{digest}\n")
+    );
+    assert!(DOMAIN.ends_with('\n'));
+    assert!(
+        signed_message("a\n1", "b", &digest).is_err(),
+        "newlines would make fields ambiguous"
+    );
+    assert!(signed_message("", "1", &digest).is_err());
+}
+
+#[test]
+fn a_signed_binary_verifies_and_reports_what_was_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    let (sig, sig_path) = sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
+    assert_eq!(sig_path, dir.path().join("echo.sig"));
+
+    let trusted = [keys.public.clone()];
+    let verified = VerifiedBinary::open("echo", &binary, &policy(&trusted, Some("1.2.0"))).unwrap();
+    let got = verified.signature().unwrap();
+    assert_eq!(got.name, "echo");
+    assert_eq!(got.version, "1.2.0");
+    assert_eq!(got.key_id, keys.public.key_id());
+    assert_eq!(got.sha256, *verified.digest());
+    assert_eq!(sig.sha256, *verified.digest());
+
+    // Without a pinned version the signed one is reported for the handshake to compare.
+    let verified = VerifiedBinary::open("echo", &binary, &policy(&trusted, None)).unwrap();
+    assert_eq!(verified.signature().unwrap().version, "1.2.0");
+}
+
+#[test]
+fn sign_from_an_open_file_matches_sign_from_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    let file = fs::File::open(&binary).unwrap();
+    let from_file = sign(&file, &keys.secret, "echo", "1.0.0").unwrap();
+    let (from_path, _) = sign_binary(&binary, &keys.secret, "echo", "1.0.0").unwrap();
+    // ed25519 signatures are deterministic.
+    assert_eq!(from_file, from_path);
+}
+
+#[test]
+fn a_tampered_binary_fails_with_both_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    let (sig, _) = sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
+    let mut bytes = small_system_binary().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    fs::write(&binary, &bytes).unwrap();
+
+    let trusted = [keys.public];
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, None),
+    ));
+    let found = Sha256Digest::of_bytes(&bytes);
+    assert!(
+        matches!(err, SignatureError::DigestMismatch { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin \"echo\": binary sha256 {found} does not match the signed sha256 {} in {}",
+            sig.sha256,
+            dir.path().join("echo.sig").display()
+        )
+    );
+}
+
+#[test]
+fn a_signature_for_another_plugin_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "auth", small_system_binary());
+    sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
+    let trusted = [keys.public];
+    let err = signature_error(VerifiedBinary::open(
+        "auth",
+        &binary,
+        &policy(&trusted, None),
+    ));
+    assert!(
+        matches!(&err, SignatureError::NameMismatch { signed, expected, .. } if signed == "echo" && expected == "auth"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_signature_for_another_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
+    let trusted = [keys.public];
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, Some("2.0.0")),
+    ));
+    assert!(
+        matches!(err, SignatureError::VersionMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("is for version \"1.2.0\", the config expects \"2.0.0\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_signature_by_an_untrusted_key_is_refused_with_its_key_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = keypair(dir.path(), "stranger");
+    let trusted_key = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    sign_binary(&binary, &signer.secret, "echo", "1.2.0").unwrap();
+    let trusted = [trusted_key.public];
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, None),
+    ));
+    assert!(
+        matches!(err, SignatureError::UntrustedKey { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&signer.public.key_id().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_edited_signature_file_is_a_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    let (sig, sig_path) = sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
+    let trusted = [keys.public];
+
+    // Flip one bit of the signature itself.
+    let mut forged = sig.clone();
+    forged.signature[10] ^= 0x01;
+    forged.write(&sig_path).unwrap();
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, None),
+    ));
+    assert!(
+        matches!(err, SignatureError::BadSignature { .. }),
+        "{err:?}"
+    );
+
+    // Replay: the same valid signature relabelled for another version.
+    let mut replayed = sig;
+    replayed.version = "9.9.9".to_owned();
+    replayed.write(&sig_path).unwrap();
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, Some("9.9.9")),
+    ));
+    assert!(
+        matches!(err, SignatureError::BadSignature { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_unparsable_signature_file_reports_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    let (_, sig_path) = sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
+    let text = fs::read_to_string(&sig_path).unwrap();
+    let sha_line = text.lines().position(|l| l.starts_with("sha256")).unwrap() + 1;
+    fs::write(&sig_path, text.replace("sha256 = \"", "sha256 = \"zz")).unwrap();
+
+    let trusted = [keys.public];
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, None),
+    ));
+    match &err {
+        SignatureError::Unparsable { line, .. } => assert_eq!(*line, sha_line),
+        other => panic!("expected Unparsable, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains(&format!("is not valid (line {sha_line}): sha256:")),
+        "{err}"
+    );
+
+    fs::write(&sig_path, "format = 1\nthis is not toml\n").unwrap();
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, None),
+    ));
+    assert!(
+        matches!(err, SignatureError::Unparsable { line: 2, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_missing_signature_file_is_refused_when_required_and_ignored_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    let trusted = [keys.public];
+    let err = signature_error(VerifiedBinary::open(
+        "echo",
+        &binary,
+        &policy(&trusted, None),
+    ));
+    assert!(matches!(err, SignatureError::Missing { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin \"echo\": signature file {}.sig is missing",
+            binary.display()
+        )
+    );
+    assert!(VerifiedBinary::open("echo", &binary, &Policy::default()).is_ok());
+}
+
+#[test]
+fn signature_files_round_trip_and_refuse_other_formats_and_fields() {
+    let sig = SignatureFile {
+        name: "we\"ird \\ name".to_owned(),
+        version: "1.0.0-rc.1+build".to_owned(),
+        sha256: Sha256Digest::of_bytes(b"x"),
+        key_id: crate::integrity::KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
+        signature: [0xab; 64],
+    };
+    assert_eq!(SignatureFile::parse(&sig.render()).unwrap(), sig);
+
+    let future = sig.render().replace("format = 1", "format = 2");
+    let err = SignatureFile::parse(&future).unwrap_err();
+    assert!(
+        err.reason.contains("unsupported signature format 2"),
+        "{err}"
+    );
+
+    let extra = format!("{}comment = \"x\"\n", sig.render());
+    let err = SignatureFile::parse(&extra).unwrap_err();
+    assert_eq!(err.line, extra.lines().count(), "{err}");
+}
+
+#[test]
+fn public_key_strings_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "k");
+    let text = keys.public.to_string();
+    assert_eq!(
+        PublicKey::parse(&format!("  {text}\n")).unwrap(),
+        keys.public
+    );
+    assert!(PublicKey::parse(text.trim_start_matches("ed25519:")).is_err());
+    assert!(PublicKey::parse(&text[..text.len() - 2]).is_err());
+    // The identity point is a weak key: it would accept forged signatures.
+    let identity = format!("ed25519:01{}", "00".repeat(31));
+    assert!(PublicKey::parse(&identity).is_err());
+    assert!(read_public_key_file(Path::new("/nonexistent.pub")).is_err());
+}
