@@ -1,20 +1,9 @@
 //! Compiles the example plugins' contracts the same way a plugin author's
 //! build script would, through `plugin_proto::build`.
 fn main() -> std::io::Result<()> {
-    let out = std::path::PathBuf::from(
-        std::env::var_os("OUT_DIR").ok_or_else(|| std::io::Error::other("OUT_DIR unset"))?,
-    );
-    plugin_proto::build::compile_into(
-        &["examples/proto/echo.proto"],
-        &["examples/proto"],
-        &out,
-        "echo.binpb",
-    )?;
-    plugin_proto::build::compile_into(
-        &["examples/proto/token.proto"],
-        &["examples/proto"],
-        &out,
-        "token.binpb",
-    )?;
+    let out =
+        std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| std::io::Error::other("OUT_DIR unset"))?);
+    plugin_proto::build::compile_into(&["examples/proto/echo.proto"], &["examples/proto"], &out, "echo.binpb")?;
+    plugin_proto::build::compile_into(&["examples/proto/token.proto"], &["examples/proto"], &out, "token.binpb")?;
     Ok(())
 }

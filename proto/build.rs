@@ -4,11 +4,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/plugin/v1/plugin.proto",
-        "proto/plugin/v1/host.proto",
-        "proto/supervisor/v1/control.proto",
-    ];
+    let files = ["proto/plugin/v1/plugin.proto", "proto/plugin/v1/host.proto", "proto/supervisor/v1/control.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

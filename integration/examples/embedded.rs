@@ -15,24 +15,16 @@ use plugin_supervisor::config::Config;
 // One thread is enough, and keeps each call on one CPU.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let path = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "supervisor/examples/supervisor.toml".into());
+    let path = std::env::args().nth(1).unwrap_or_else(|| "supervisor/examples/supervisor.toml".into());
     let config = Config::load(path.as_ref())?;
 
     let supervisor = Supervisor::start(config).await?;
-    supervisor
-        .wait_running("echo", Duration::from_secs(10))
-        .await?;
+    supervisor.wait_running("echo", Duration::from_secs(10)).await?;
 
     // Any tonic-generated client takes the channel; the routing layers
     // (deadline, balancing over replicas) are the gateway's.
     let mut echo = EchoClient::new(supervisor.channel("echo")?);
-    let reply = echo
-        .echo(EchoRequest {
-            message: "hello from the host".into(),
-        })
-        .await?;
+    let reply = echo.echo(EchoRequest { message: "hello from the host".into() }).await?;
     println!("echo answered: {}", reply.into_inner().message);
 
     supervisor.shutdown().await;

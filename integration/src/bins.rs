@@ -9,10 +9,7 @@ use std::path::PathBuf;
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("exe has a directory").to_path_buf();
-    if dir
-        .file_name()
-        .is_some_and(|n| n == "deps" || n == "examples")
-    {
+    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
         dir.parent().expect("profile dir").to_path_buf()
     } else {
         dir
@@ -47,8 +44,5 @@ pub fn example(name: &str) -> PathBuf {
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }

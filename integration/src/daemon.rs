@@ -29,10 +29,7 @@ impl Daemon {
 
     /// Starts the daemon without waiting (for tests of refused configs).
     pub fn spawn(config: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ps-test-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("ps-test-").tempdir().expect("tempdir");
         let runtime = dir.path().join("run");
         let config_path = dir.path().join("supervisor.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -48,13 +45,7 @@ impl Daemon {
             .stderr(log_file)
             .spawn()
             .expect("spawn plugin-supervisor");
-        Self {
-            child: Some(child),
-            dir,
-            runtime,
-            config: config_path,
-            log,
-        }
+        Self { child: Some(child), dir, runtime, config: config_path, log }
     }
 
     pub fn control(&self) -> PathBuf {
@@ -81,10 +72,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!(
-            "daemon did not come up within {timeout:?}; log:\n{}",
-            self.log_text()
-        );
+        panic!("daemon did not come up within {timeout:?}; log:\n{}", self.log_text());
     }
 
     /// Runs `supervisorctl --socket <control.sock> args...`.
@@ -100,30 +88,17 @@ impl Daemon {
     /// `status --json` parsed.
     pub fn status(&self) -> Vec<Value> {
         let out = self.ctl(&["status", "--json"]);
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("status --json is a JSON array")
     }
 
     /// The status object of one instance ("echo-0").
     pub fn instance(&self, id: &str) -> Value {
-        self.status()
-            .into_iter()
-            .find(|v| v["instance"] == id)
-            .unwrap_or_else(|| panic!("no instance {id}"))
+        self.status().into_iter().find(|v| v["instance"] == id).unwrap_or_else(|| panic!("no instance {id}"))
     }
 
     /// Waits until `pred` holds for the instance, returning its status.
-    pub fn wait_for(
-        &self,
-        id: &str,
-        timeout: Duration,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+    pub fn wait_for(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.instance(id);
@@ -131,10 +106,7 @@ impl Daemon {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "{id} did not become {what} within {timeout:?}: {v}\nlog:\n{}",
-                    self.log_text()
-                );
+                panic!("{id} did not become {what} within {timeout:?}: {v}\nlog:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -187,8 +159,5 @@ max = "1s"
 
 /// A `[[plugin]]` entry for a binary.
 pub fn plugin(name: &str, binary: &Path, extra: &str) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nbinary = {:?}\n{extra}\n",
-        binary.display().to_string()
-    )
+    format!("[[plugin]]\nname = {name:?}\nbinary = {:?}\n{extra}\n", binary.display().to_string())
 }

@@ -9,11 +9,7 @@ fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bins::supervisor())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(bins::supervisor()).arg("check-config").arg(&path).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
     (out.status.success(), err)
 }
@@ -35,23 +31,15 @@ fn each_kind_of_bad_config_names_file_line_and_key() {
             "FILE:3: plugin[0].binary: plugin \"echo\": binary /no/such/echo cannot be used",
         ),
         (
-            format!(
-                "[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\n[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\n"
-            ),
+            format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\n[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\n"),
             "FILE:5: plugin[1].name: duplicate plugin name \"echo\"",
         ),
-        (
-            "[supervisor]\nlog_lines = -1\n".to_owned(),
-            "FILE:2: supervisor.log_lines: invalid value",
-        ),
+        ("[supervisor]\nlog_lines = -1\n".to_owned(), "FILE:2: supervisor.log_lines: invalid value"),
         (
             "[supervisor.defaults]\ncall_timeout = \"later\"\n".to_owned(),
             "FILE:2: supervisor.defaults.call_timeout: invalid duration \"later\"",
         ),
-        (
-            format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nsha256 = \"abc\"\n"),
-            "FILE:4: plugin[0].sha256",
-        ),
+        (format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nsha256 = \"abc\"\n"), "FILE:4: plugin[0].sha256"),
         (
             format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nversion = \"not a range\"\n"),
             "FILE:4: plugin[0].version: \"not a range\" is not a semver range",
@@ -73,11 +61,7 @@ fn a_good_config_passes_and_the_daemon_refuses_a_bad_one_without_starting_anythi
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nreplicas = 0\n"),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nreplicas = 0\n")).unwrap();
     let out = Command::new(bins::supervisor())
         .arg("--config")
         .arg(&path)
@@ -87,12 +71,6 @@ fn a_good_config_passes_and_the_daemon_refuses_a_bad_one_without_starting_anythi
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(":4: plugin[0].replicas: replicas must be between 1 and 64, not 0"),
-        "{err}"
-    );
-    assert!(
-        !dir.path().join("run").exists(),
-        "nothing was set up for a refused config"
-    );
+    assert!(err.contains(":4: plugin[0].replicas: replicas must be between 1 and 64, not 0"), "{err}");
+    assert!(!dir.path().join("run").exists(), "nothing was set up for a refused config");
 }

@@ -47,8 +47,5 @@ fn an_open_socket_still_refuses_a_uid_that_is_not_allowed() {
     let out = ctl_as_nobody(&d);
     assert!(!out.status.success(), "uid {NOBODY} was let in");
     let events = String::from_utf8_lossy(&d.ctl(&["events"]).stdout).to_string();
-    assert!(
-        events.contains(&format!("refused a control connection from uid {NOBODY}")),
-        "{events}"
-    );
+    assert!(events.contains(&format!("refused a control connection from uid {NOBODY}")), "{events}");
 }

@@ -29,56 +29,33 @@ fn pid_of(d: &Daemon, id: &str) -> i32 {
 
 #[tokio::test]
 async fn the_example_config_starts_and_serves_both_example_plugins() {
-    let shipped =
-        std::fs::read_to_string(bins::repo().join("supervisor/examples/supervisor.toml")).unwrap();
+    let shipped = std::fs::read_to_string(bins::repo().join("supervisor/examples/supervisor.toml")).unwrap();
     let examples = bins::profile_dir().join("examples");
-    let cfg = shipped.replace(
-        "../../target/release/examples",
-        &examples.display().to_string(),
-    );
-    assert_ne!(
-        cfg, shipped,
-        "the example config points at the release examples"
-    );
+    let cfg = shipped.replace("../../target/release/examples", &examples.display().to_string());
+    assert_ne!(cfg, shipped, "the example config points at the release examples");
     let d = Daemon::start(&cfg);
     d.wait_state("echo-0", "running", UP);
     d.wait_state("token-validator-0", "running", UP);
 
     let mut echo = EchoClient::new(connect(&d.gateway()).await.unwrap());
-    let r = echo
-        .echo(EchoRequest {
-            message: "hello".into(),
-        })
-        .await
-        .unwrap();
+    let r = echo.echo(EchoRequest { message: "hello".into() }).await.unwrap();
     assert_eq!(r.into_inner().message, "hello");
 
     let mut tokens = TokenValidatorClient::new(connect(&d.gateway()).await.unwrap());
     let issued = tokens
-        .issue(IssueRequest {
-            subject: "alice".into(),
-            scopes: vec!["read".into()],
-            audience: "api".into(),
-            ttl_s: 60,
-        })
+        .issue(IssueRequest { subject: "alice".into(), scopes: vec!["read".into()], audience: "api".into(), ttl_s: 60 })
         .await
         .unwrap()
         .into_inner();
     let checked = tokens
-        .validate(ValidateRequest {
-            token: issued.token.clone(),
-            audience: "api".into(),
-        })
+        .validate(ValidateRequest { token: issued.token.clone(), audience: "api".into() })
         .await
         .unwrap()
         .into_inner();
     assert!(checked.valid, "{checked:?}");
     assert_eq!(checked.subject, "alice");
     let forged = tokens
-        .validate(ValidateRequest {
-            token: format!("{}x", issued.token),
-            audience: String::new(),
-        })
+        .validate(ValidateRequest { token: format!("{}x", issued.token), audience: String::new() })
         .await
         .unwrap()
         .into_inner();
@@ -90,49 +67,18 @@ async fn the_example_config_starts_and_serves_both_example_plugins() {
 fn supervisorctl_call_round_trips_json_through_the_declared_descriptors() {
     let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));
     d.wait_state("echo-0", "running", UP);
-    let out = d.ctl(&[
-        "call",
-        "echo",
-        "echo.v1.Echo/Echo",
-        "--data",
-        r#"{"message":"hi"}"#,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = d.ctl(&["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"message":"hi"}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v, serde_json::json!({"message": "hi"}));
 
     // Bad input gets a one-line reason and a non-zero exit.
     for (args, reason) in [
-        (
-            vec!["call", "echo", "echo.v1.Echo/Echo", "--data", "{not json"],
-            "--data is not valid JSON",
-        ),
-        (
-            vec![
-                "call",
-                "echo",
-                "echo.v1.Echo/Echo",
-                "--data",
-                r#"{"nope":1}"#,
-            ],
-            "not a valid echo.v1.EchoRequest",
-        ),
-        (
-            vec!["call", "echo", "echo.v1.Echo/Shout", "--data", "{}"],
-            "has no method \"Shout\"",
-        ),
-        (
-            vec!["call", "echo", "nope.v1.X/Y", "--data", "{}"],
-            "does not declare service \"nope.v1.X\"",
-        ),
-        (
-            vec!["call", "ghost", "echo.v1.Echo/Echo"],
-            "unknown plugin \"ghost\"",
-        ),
+        (vec!["call", "echo", "echo.v1.Echo/Echo", "--data", "{not json"], "--data is not valid JSON"),
+        (vec!["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"nope":1}"#], "not a valid echo.v1.EchoRequest"),
+        (vec!["call", "echo", "echo.v1.Echo/Shout", "--data", "{}"], "has no method \"Shout\""),
+        (vec!["call", "echo", "nope.v1.X/Y", "--data", "{}"], "does not declare service \"nope.v1.X\""),
+        (vec!["call", "ghost", "echo.v1.Echo/Echo"], "unknown plugin \"ghost\""),
         (vec!["stop", "ghost"], "unknown plugin \"ghost\""),
     ] {
         let out = d.ctl(&args);
@@ -145,11 +91,7 @@ fn supervisorctl_call_round_trips_json_through_the_declared_descriptors() {
 
 #[tokio::test]
 async fn kill_9_restarts_the_plugin_with_a_new_pid_while_the_other_keeps_serving() {
-    let plugins = format!(
-        "{}{}",
-        plugin("echo", &bins::example("echo"), "restart = \"always\""),
-        token_plugin()
-    );
+    let plugins = format!("{}{}", plugin("echo", &bins::example("echo"), "restart = \"always\""), token_plugin());
     let d = Daemon::start(&config(&plugins));
     let before = d.wait_state("echo-0", "running", UP);
     d.wait_state("token-validator-0", "running", UP);
@@ -163,12 +105,7 @@ async fn kill_9_restarts_the_plugin_with_a_new_pid_while_the_other_keeps_serving
         let mut ok = 0;
         let end = Instant::now() + Duration::from_secs(3);
         while Instant::now() < end {
-            let r = c
-                .validate(ValidateRequest {
-                    token: "x.y".into(),
-                    audience: String::new(),
-                })
-                .await;
+            let r = c.validate(ValidateRequest { token: "x.y".into(), audience: String::new() }).await;
             assert!(r.is_ok(), "sibling call failed: {r:?}");
             ok += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -189,23 +126,10 @@ async fn kill_9_restarts_the_plugin_with_a_new_pid_while_the_other_keeps_serving
     let (d, after) = after;
     assert_eq!(after["restarts"], 1);
     assert!(sibling.await.unwrap() > 10);
-    let events =
-        String::from_utf8_lossy(&d.ctl(&["events", "--plugin", "echo"]).stdout).to_string();
-    assert!(
-        events.contains(&format!("pid {old_pid} killed by signal 9 (SIGKILL)")),
-        "{events}"
-    );
+    let events = String::from_utf8_lossy(&d.ctl(&["events", "--plugin", "echo"]).stdout).to_string();
+    assert!(events.contains(&format!("pid {old_pid} killed by signal 9 (SIGKILL)")), "{events}");
     let mut echo = EchoClient::new(connect(&d.gateway()).await.unwrap());
-    assert_eq!(
-        echo.echo(EchoRequest {
-            message: "back".into()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .message,
-        "back"
-    );
+    assert_eq!(echo.echo(EchoRequest { message: "back".into() }).await.unwrap().into_inner().message, "back");
 }
 
 #[tokio::test]
@@ -214,24 +138,10 @@ async fn a_handler_panic_answers_internal_and_the_next_call_succeeds() {
     d.wait_state("zoo-0", "running", UP);
     let pid = pid_of(&d, "zoo-0");
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
-    let err = zoo
-        .panic(Text {
-            text: "boom".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = zoo.panic(Text { text: "boom".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal);
-    assert!(
-        err.message().contains("zoo was asked to panic: boom"),
-        "{}",
-        err.message()
-    );
-    let ok = zoo
-        .echo(Text {
-            text: "still here".into(),
-        })
-        .await
-        .unwrap();
+    assert!(err.message().contains("zoo was asked to panic: boom"), "{}", err.message());
+    let ok = zoo.echo(Text { text: "still here".into() }).await.unwrap();
     assert_eq!(ok.into_inner().text, "still here");
     assert_eq!(pid_of(&d, "zoo-0"), pid, "the process kept serving");
 }
@@ -244,58 +154,29 @@ fn refused_handshakes_are_reported_with_their_cause_and_affect_nothing_else() {
         plugin("wrong-name", &zoo, "args = [\"--name\", \"impostor\"]"),
         plugin("old-protocol", &zoo, "args = [\"--protocol\", \"99\"]"),
         plugin("not-a-plugin", std::path::Path::new("/bin/true"), ""),
-        plugin(
-            "silent",
-            &zoo,
-            "args = [\"--hang\"]\nhandshake_timeout = \"1s\"",
-        ),
-        plugin(
-            "bad-config",
-            &zoo,
-            "args = [\"--name\", \"bad-config\", \"--init-fail\", \"missing key `secret`\"]",
-        ),
+        plugin("silent", &zoo, "args = [\"--hang\"]\nhandshake_timeout = \"1s\""),
+        plugin("bad-config", &zoo, "args = [\"--name\", \"bad-config\", \"--init-fail\", \"missing key `secret`\"]"),
     ]
     .concat();
     let d = Daemon::start(&config(&plugins));
     d.wait_state("echo-0", "running", UP);
     let expect = [
-        (
-            "wrong-name-0",
-            "plugin answered the handshake as \"impostor\", but the config names it \"wrong-name\"",
-        ),
-        (
-            "old-protocol-0",
-            "no common protocol version: the supervisor offers [1], plugin zoo",
-        ),
-        (
-            "not-a-plugin-0",
-            "exited with code 0 before answering the handshake: not a plugin",
-        ),
+        ("wrong-name-0", "plugin answered the handshake as \"impostor\", but the config names it \"wrong-name\""),
+        ("old-protocol-0", "no common protocol version: the supervisor offers [1], plugin zoo"),
+        ("not-a-plugin-0", "exited with code 0 before answering the handshake: not a plugin"),
         ("silent-0", "no handshake within 1s"),
-        (
-            "bad-config-0",
-            "init refused: InvalidArgument: missing key `secret`",
-        ),
+        ("bad-config-0", "init refused: InvalidArgument: missing key `secret`"),
     ];
     for (id, cause) in expect {
         let v = d.wait_state(id, "failed", UP);
         let reason = v["reason"].as_str().unwrap();
-        assert!(
-            reason.starts_with("refused: ") && reason.contains(cause),
-            "{id}: {reason}"
-        );
+        assert!(reason.starts_with("refused: ") && reason.contains(cause), "{id}: {reason}");
         assert!(v["pid"].is_null());
     }
     // No call ever reached them: the refused services are not routed.
     let out = d.ctl(&["call", "wrong-name", "zoo.v1.Zoo/Echo", "--data", "{}"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("has not declared its contract"));
-    let echo = d.ctl(&[
-        "call",
-        "echo",
-        "echo.v1.Echo/Echo",
-        "--data",
-        r#"{"message":"fine"}"#,
-    ]);
+    let echo = d.ctl(&["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"message":"fine"}"#]);
     assert!(echo.status.success());
     // `start` tries again, and reports the same cause.
     let again = d.ctl(&["start", "wrong-name"]);
@@ -327,59 +208,31 @@ async fn deadlines_unknown_services_and_down_plugins_get_the_right_codes() {
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
     assert!(err.message().contains("call_timeout"), "{}", err.message());
     // Within the deadline all is well.
-    assert_eq!(
-        zoo.sleep(SleepRequest { ms: 10 })
-            .await
-            .unwrap()
-            .into_inner()
-            .text,
-        "slept 10ms"
-    );
+    assert_eq!(zoo.sleep(SleepRequest { ms: 10 }).await.unwrap().into_inner().text, "slept 10ms");
 
     // A service nobody declares.
     let mut grpc = tonic::client::Grpc::new(ch.clone());
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<Text, Text>::default();
     let err = grpc
-        .unary(
-            tonic::Request::new(Text::default()),
-            "/ghost.v1.Ghost/Boo".parse().unwrap(),
-            codec,
-        )
+        .unary(tonic::Request::new(Text::default()), "/ghost.v1.Ghost/Boo".parse().unwrap(), codec)
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(
-        err.message().contains("unknown service ghost.v1.Ghost"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("unknown service ghost.v1.Ghost"), "{}", err.message());
 
     // A plugin that is down: start it once so its service is known, stop it.
     assert!(d.ctl(&["start", "echo"]).status.success());
     assert!(d.ctl(&["stop", "echo"]).status.success());
     let mut echo = EchoClient::new(ch);
-    let err = echo
-        .echo(EchoRequest {
-            message: "x".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = echo.echo(EchoRequest { message: "x".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert!(
-        err.message().contains("plugin \"echo\" is stopped"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("plugin \"echo\" is stopped"), "{}", err.message());
 }
 
 #[tokio::test]
 async fn stopping_a_plugin_drains_calls_in_flight() {
-    let d = Daemon::start(&config(&plugin(
-        "zoo",
-        &bins::zoo(),
-        "stop_timeout = \"5s\"",
-    )));
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "stop_timeout = \"5s\"")));
     d.wait_state("zoo-0", "running", UP);
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
     let call = tokio::spawn(async move { zoo.sleep(SleepRequest { ms: 700 }).await });
@@ -390,34 +243,22 @@ async fn stopping_a_plugin_drains_calls_in_flight() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answered = call
-        .await
-        .unwrap()
-        .expect("the in-flight call finished during the drain");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answered = call.await.unwrap().expect("the in-flight call finished during the drain");
     assert_eq!(answered.into_inner().text, "slept 700ms");
     assert_eq!(d.instance("zoo-0")["state"], "stopped");
 }
 
 fn stop_leaves_nothing_behind(sig: i32) {
-    let plugins = format!(
-        "{}{}",
-        plugin("echo", &bins::example("echo"), "replicas = 2"),
-        plugin("zoo", &bins::zoo(), "")
-    );
+    let plugins =
+        format!("{}{}", plugin("echo", &bins::example("echo"), "replicas = 2"), plugin("zoo", &bins::zoo(), ""));
     let mut d = Daemon::start(&config(&plugins));
     let mut pids = Vec::new();
     for id in ["echo-0", "echo-1", "zoo-0"] {
         pids.push(d.wait_state(id, "running", UP)["pid"].as_i64().unwrap() as i32);
     }
     let control = d.control();
-    let status = d
-        .stop_with(sig, Duration::from_secs(20))
-        .expect("daemon exits");
+    let status = d.stop_with(sig, Duration::from_secs(20)).expect("daemon exits");
     assert!(status.success(), "daemon exit status {status:?}");
     for pid in pids {
         assert!(!alive(pid), "plugin pid {pid} outlived the daemon");
@@ -437,37 +278,22 @@ fn sigint_stops_every_plugin_and_leaves_no_process() {
 
 #[test]
 fn a_plugin_started_by_hand_says_what_it_is_and_exits_non_zero() {
-    let out = std::process::Command::new(bins::example("echo"))
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bins::example("echo")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("echo is a plugin for plugin-supervisor"),
-        "{err}"
-    );
-    assert!(
-        err.contains("started by the supervisor, not by hand"),
-        "{err}"
-    );
+    assert!(err.contains("echo is a plugin for plugin-supervisor"), "{err}");
+    assert!(err.contains("started by the supervisor, not by hand"), "{err}");
 }
 
 #[test]
 fn tail_shows_stdout_stderr_and_sdk_logs_and_events_show_the_lifecycle() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
     d.wait_state("zoo-0", "running", UP);
-    let out = d.ctl(&[
-        "call",
-        "zoo",
-        "zoo.v1.Zoo/Print",
-        "--data",
-        r#"{"lines":2,"text":"marker"}"#,
-    ]);
+    let out = d.ctl(&["call", "zoo", "zoo.v1.Zoo/Print", "--data", r#"{"lines":2,"text":"marker"}"#]);
     assert!(out.status.success());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let tail =
-            String::from_utf8_lossy(&d.ctl(&["tail", "zoo", "-n", "100"]).stdout).to_string();
+        let tail = String::from_utf8_lossy(&d.ctl(&["tail", "zoo", "-n", "100"]).stdout).to_string();
         let seen = [
             "stdout marker 1",
             "stderr marker 1 (stderr)",
@@ -480,21 +306,13 @@ fn tail_shows_stdout_stderr_and_sdk_logs_and_events_show_the_lifecycle() {
         if seen {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "tail lacks expected lines:\n{tail}"
-        );
+        assert!(Instant::now() < deadline, "tail lacks expected lines:\n{tail}");
         std::thread::sleep(Duration::from_millis(50));
     }
     let events = String::from_utf8_lossy(&d.ctl(&["events", "--json"]).stdout).to_string();
     let kinds: Vec<String> = events
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kinds, ["spawned", "ready"]);
 }
@@ -512,8 +330,5 @@ fn status_json_has_the_documented_fields() {
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     let table = String::from_utf8_lossy(&d.ctl(&["status"]).stdout).to_string();
     assert!(table.starts_with("NAME"), "{table}");
-    assert!(
-        table.contains("echo-0") && table.contains("running"),
-        "{table}"
-    );
+    assert!(table.contains("echo-0") && table.contains("running"), "{table}");
 }

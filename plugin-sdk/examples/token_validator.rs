@@ -56,32 +56,22 @@ struct Validator {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl Validator {
     fn config(&self) -> Result<&Config, Status> {
-        self.config
-            .get()
-            .ok_or_else(|| Status::failed_precondition("token validator is not initialised"))
+        self.config.get().ok_or_else(|| Status::failed_precondition("token validator is not initialised"))
     }
 
     fn mac(&self, secret: &str) -> Result<Hmac<Sha256>, Status> {
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-            .map_err(|e| Status::internal(e.to_string()))
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| Status::internal(e.to_string()))
     }
 
     fn check(&self, token: &str, audience: &str) -> Result<Claims, String> {
         let cfg = self.config().map_err(|s| s.message().to_owned())?;
-        let (body, sig) = token
-            .split_once('.')
-            .ok_or("malformed token: expected two dot-separated parts")?;
-        let sig = B64
-            .decode(sig)
-            .map_err(|_| "malformed token: signature is not base64url")?;
+        let (body, sig) = token.split_once('.').ok_or("malformed token: expected two dot-separated parts")?;
+        let sig = B64.decode(sig).map_err(|_| "malformed token: signature is not base64url")?;
         let mut mac = self.mac(&cfg.secret).map_err(|s| s.message().to_owned())?;
         mac.update(body.as_bytes());
         mac.verify_slice(&sig).map_err(|_| "bad signature")?;
@@ -105,10 +95,7 @@ impl Validator {
 
 #[plugin_sdk::tonic::async_trait]
 impl TokenValidator for Validator {
-    async fn validate(
-        &self,
-        req: Request<ValidateRequest>,
-    ) -> Result<Response<ValidateResponse>, Status> {
+    async fn validate(&self, req: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
         let req = req.into_inner();
         let resp = match self.check(&req.token, &req.audience) {
             Ok(c) => ValidateResponse {
@@ -120,11 +107,7 @@ impl TokenValidator for Validator {
             },
             Err(reason) => {
                 plugin_sdk::tracing::info!(%reason, "token refused");
-                ValidateResponse {
-                    valid: false,
-                    reason,
-                    ..Default::default()
-                }
+                ValidateResponse { valid: false, reason, ..Default::default() }
             }
         };
         Ok(Response::new(resp))
@@ -136,11 +119,7 @@ impl TokenValidator for Validator {
             return Err(Status::invalid_argument("subject must not be empty"));
         }
         let cfg = self.config()?;
-        let ttl = if req.ttl_s == 0 {
-            cfg.default_ttl_s
-        } else {
-            req.ttl_s
-        };
+        let ttl = if req.ttl_s == 0 { cfg.default_ttl_s } else { req.ttl_s };
         let claims = Claims {
             iss: cfg.issuer.clone(),
             sub: req.subject,
@@ -148,15 +127,11 @@ impl TokenValidator for Validator {
             scopes: req.scopes,
             exp: now() + i64::from(ttl),
         };
-        let body =
-            B64.encode(serde_json::to_vec(&claims).map_err(|e| Status::internal(e.to_string()))?);
+        let body = B64.encode(serde_json::to_vec(&claims).map_err(|e| Status::internal(e.to_string()))?);
         let mut mac = self.mac(&cfg.secret)?;
         mac.update(body.as_bytes());
         let token = format!("{body}.{}", B64.encode(mac.finalize().into_bytes()));
-        Ok(Response::new(IssueResponse {
-            token,
-            expires_at_unix: claims.exp,
-        }))
+        Ok(Response::new(IssueResponse { token, expires_at_unix: claims.exp }))
     }
 }
 
@@ -170,9 +145,7 @@ fn main() {
             let cfg: Config = serde_json::from_value(ctx.config.clone())
                 .map_err(|e| Status::invalid_argument(format!("token-validator config: {e}")))?;
             if cfg.secret.len() < 16 {
-                return Err(Status::invalid_argument(
-                    "token-validator config: `secret` must be at least 16 bytes",
-                ));
+                return Err(Status::invalid_argument("token-validator config: `secret` must be at least 16 bytes"));
             }
             let _ = slot.set(cfg);
             Ok(())

@@ -46,10 +46,7 @@ impl<S> tower::Layer<S> for CallGuardLayer {
     type Service = CallGuard<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CallGuard {
-            inner,
-            in_flight: self.in_flight.clone(),
-        }
+        CallGuard { inner, in_flight: self.in_flight.clone() }
     }
 }
 
@@ -69,11 +66,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 fn panic_response(method: &str, payload: &(dyn Any + Send)) -> http::Response<Body> {
     let msg = panic_message(payload);
-    tracing::error!(
-        method,
-        panic = msg,
-        "handler panicked; answering INTERNAL and serving on"
-    );
+    tracing::error!(method, panic = msg, "handler panicked; answering INTERNAL and serving on");
     tonic::Status::internal(format!("plugin handler for {method} panicked: {msg}")).into_http()
 }
 

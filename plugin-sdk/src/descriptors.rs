@@ -10,10 +10,7 @@ use prost_types::FileDescriptorSet;
 #[derive(Debug, thiserror::Error)]
 pub enum DescriptorError {
     #[error("descriptor set #{index} given to Plugin::descriptors does not decode: {source}")]
-    Decode {
-        index: usize,
-        source: prost::DecodeError,
-    },
+    Decode { index: usize, source: prost::DecodeError },
     #[error(
         "service {service} is served but not described by any descriptor set given to Plugin::descriptors (described: {described})"
     )]
@@ -26,8 +23,8 @@ pub fn merge(sets: &[Vec<u8>], services: &[String]) -> Result<Vec<u8>, Descripto
     let mut merged = FileDescriptorSet::default();
     let mut seen = BTreeSet::new();
     for (index, raw) in sets.iter().enumerate() {
-        let set = FileDescriptorSet::decode(raw.as_slice())
-            .map_err(|source| DescriptorError::Decode { index, source })?;
+        let set =
+            FileDescriptorSet::decode(raw.as_slice()).map_err(|source| DescriptorError::Decode { index, source })?;
         for file in set.file {
             if seen.insert(file.name().to_owned()) {
                 merged.file.push(file);
@@ -39,13 +36,11 @@ pub fn merge(sets: &[Vec<u8>], services: &[String]) -> Result<Vec<u8>, Descripto
         .iter()
         .flat_map(|f| {
             let pkg = f.package().to_owned();
-            f.service.iter().map(move |s| {
-                if pkg.is_empty() {
-                    s.name().to_owned()
-                } else {
-                    format!("{pkg}.{}", s.name())
-                }
-            })
+            f.service.iter().map(
+                move |s| {
+                    if pkg.is_empty() { s.name().to_owned() } else { format!("{pkg}.{}", s.name()) }
+                },
+            )
         })
         .collect();
     for service in services {

@@ -22,8 +22,7 @@ pub struct Watched {
 impl Drop for Watched {
     fn drop(&mut self) {
         // Without the supervisor nobody can call us or stop us: leave.
-        self.shutdown
-            .trigger(Duration::ZERO, "supervisor connection closed");
+        self.shutdown.trigger(Duration::ZERO, "supervisor connection closed");
     }
 }
 
@@ -34,21 +33,13 @@ impl tonic::transport::server::Connected for Watched {
 }
 
 impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -76,6 +67,5 @@ impl AsyncWrite for Watched {
 /// Yields the one connection, then stays pending: tonic's server returns as
 /// soon as its incoming stream ends, which would end the plugin.
 pub fn incoming(io: UnixStream, shutdown: Shutdown) -> impl Stream<Item = io::Result<Watched>> {
-    futures_util::stream::once(async move { Ok(Watched { io, shutdown }) })
-        .chain(futures_util::stream::pending())
+    futures_util::stream::once(async move { Ok(Watched { io, shutdown }) }).chain(futures_util::stream::pending())
 }

@@ -40,15 +40,10 @@ fn is_socket(fd: RawFd) -> bool {
 /// Takes ownership of fd 3 (and 4) when the supervisor started us.
 pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     if std::env::var(COOKIE_ENV).ok().as_deref() != Some(COOKIE_VALUE) {
-        return Err(NotSupervised::ByHand {
-            name: name.to_owned(),
-        });
+        return Err(NotSupervised::ByHand { name: name.to_owned() });
     }
     if !is_socket(PLUGIN_FD) {
-        return Err(NotSupervised::NoSocket {
-            name: name.to_owned(),
-            fd: PLUGIN_FD,
-        });
+        return Err(NotSupervised::NoSocket { name: name.to_owned(), fd: PLUGIN_FD });
     }
     // SAFETY: fd 3 is an open socket (checked above) that nothing else in
     // this process owns: the supervisor put it there for us before exec.
@@ -56,9 +51,5 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     // SAFETY: as for fd 3, when fd 4 is an open socket.
     let host = is_socket(HOST_FD).then(|| unsafe { UnixStream::from_raw_fd(HOST_FD) });
     let instance = std::env::var(INSTANCE_ENV).unwrap_or_else(|_| name.to_owned());
-    Ok(Inherited {
-        plugin,
-        host,
-        instance,
-    })
+    Ok(Inherited { plugin, host, instance })
 }

@@ -154,10 +154,7 @@ impl Plugin {
         };
         // One thread: a call then crosses no thread inside the plugin, which
         // on these machines saves a cross-CPU wake-up per call.
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("{}: cannot start the runtime: {e}", self.name);
@@ -179,8 +176,7 @@ impl Plugin {
         let host = match inherited.host {
             Some(stream) => {
                 stream.set_nonblocking(true)?;
-                let (channel, conn) =
-                    H2Channel::handshake(tokio::net::UnixStream::from_std(stream)?).await?;
+                let (channel, conn) = H2Channel::handshake(tokio::net::UnixStream::from_std(stream)?).await?;
                 tokio::spawn(conn);
                 Some(channel)
             }
@@ -195,9 +191,7 @@ impl Plugin {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for service in &self.services {
-            health
-                .set_service_status(service, tonic_health::ServingStatus::Serving)
-                .await;
+            health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
         }
         let in_flight = calls::InFlight::default();
         let lifecycle = lifecycle::Lifecycle {
@@ -223,16 +217,12 @@ impl Plugin {
             async move {
                 shutdown.requested().await;
                 for service in &services {
-                    health
-                        .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                        .await;
+                    health.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
                 }
             }
         };
         let serve = tonic::transport::Server::builder()
-            .layer(calls::CallGuardLayer {
-                in_flight: in_flight.clone(),
-            })
+            .layer(calls::CallGuardLayer { in_flight: in_flight.clone() })
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(io::incoming(conn, shutdown.clone()), drain_signal);
         let deadline = async {
@@ -257,10 +247,7 @@ impl Plugin {
 fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         tracing::error!(%location, "panic: {info}");
         default(info);
     }));

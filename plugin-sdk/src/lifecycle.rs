@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use plugin_proto::plugin::v1::plugin_lifecycle_server::PluginLifecycle;
 use plugin_proto::plugin::v1::{
-    HandshakeRequest, HandshakeResponse, InitRequest, InitResponse, ShutdownRequest,
-    ShutdownResponse,
+    HandshakeRequest, HandshakeResponse, InitRequest, InitResponse, ShutdownRequest, ShutdownResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -30,18 +29,9 @@ pub struct Lifecycle {
 
 #[tonic::async_trait]
 impl PluginLifecycle for Lifecycle {
-    async fn handshake(
-        &self,
-        req: Request<HandshakeRequest>,
-    ) -> Result<Response<HandshakeResponse>, Status> {
+    async fn handshake(&self, req: Request<HandshakeRequest>) -> Result<Response<HandshakeResponse>, Status> {
         let offered = &req.get_ref().protocol_versions;
-        let Some(chosen) = self
-            .protocol_versions
-            .iter()
-            .copied()
-            .filter(|v| offered.contains(v))
-            .max()
-        else {
+        let Some(chosen) = self.protocol_versions.iter().copied().filter(|v| offered.contains(v)).max() else {
             return Err(Status::failed_precondition(format!(
                 "no common protocol version: the supervisor offers {offered:?}, plugin {} (sdk {}) speaks {:?}",
                 self.name,
@@ -65,24 +55,15 @@ impl PluginLifecycle for Lifecycle {
         let config = if req.config_json.is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_json::from_str(&req.config_json).map_err(|e| {
-                Status::invalid_argument(format!("plugin config is not valid JSON: {e}"))
-            })?
+            serde_json::from_str(&req.config_json)
+                .map_err(|e| Status::invalid_argument(format!("plugin config is not valid JSON: {e}")))?
         };
         let ctx = InitContext {
             config,
             data_dir: (!req.data_dir.is_empty()).then(|| req.data_dir.into()),
-            instance: if req.instance.is_empty() {
-                self.instance.clone()
-            } else {
-                req.instance
-            },
+            instance: if req.instance.is_empty() { self.instance.clone() } else { req.instance },
         };
-        let hook = self
-            .init
-            .lock()
-            .map_err(|_| Status::internal("init hook poisoned by an earlier panic"))?
-            .take();
+        let hook = self.init.lock().map_err(|_| Status::internal("init hook poisoned by an earlier panic"))?.take();
         if let Some(mut hook) = hook {
             let res = hook(&ctx);
             // Keep the hook: a supervisor may re-run init on a reconnect.
@@ -95,22 +76,12 @@ impl PluginLifecycle for Lifecycle {
         Ok(Response::new(InitResponse {}))
     }
 
-    async fn shutdown(
-        &self,
-        req: Request<ShutdownRequest>,
-    ) -> Result<Response<ShutdownResponse>, Status> {
+    async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         let req = req.into_inner();
         // This call is itself in flight.
         let in_flight = self.in_flight.get().saturating_sub(1);
-        let reason = if req.reason.is_empty() {
-            "supervisor request".to_owned()
-        } else {
-            req.reason
-        };
-        self.shutdown.trigger(
-            Duration::from_millis(u64::from(req.drain_deadline_ms)),
-            &reason,
-        );
+        let reason = if req.reason.is_empty() { "supervisor request".to_owned() } else { req.reason };
+        self.shutdown.trigger(Duration::from_millis(u64::from(req.drain_deadline_ms)), &reason);
         Ok(Response::new(ShutdownResponse { in_flight }))
     }
 }

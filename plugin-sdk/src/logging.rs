@@ -40,8 +40,7 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
-            self.fields
-                .insert(field.name().to_owned(), value.to_owned());
+            self.fields.insert(field.name().to_owned(), value.to_owned());
         }
     }
 
@@ -49,8 +48,7 @@ impl Visit for Fields {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {
-            self.fields
-                .insert(field.name().to_owned(), format!("{value:?}"));
+            self.fields.insert(field.name().to_owned(), format!("{value:?}"));
         }
     }
 }
@@ -70,10 +68,7 @@ impl<S: tracing::Subscriber> Layer<S> for HostLayer {
         let mut f = Fields::default();
         event.record(&mut f);
         let meta = event.metadata();
-        let unix_nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let unix_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let record = LogRecord {
             unix_nanos,
             level: level(meta.level()) as i32,
@@ -82,11 +77,9 @@ impl<S: tracing::Subscriber> Layer<S> for HostLayer {
             fields: f.fields,
             dropped_before: self.dropped.swap(0, Ordering::Relaxed),
         };
-        if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) =
-            self.tx.try_send(record)
+        if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = self.tx.try_send(record)
         {
-            self.dropped
-                .fetch_add(1 + r.dropped_before, Ordering::Relaxed);
+            self.dropped.fetch_add(1 + r.dropped_before, Ordering::Relaxed);
         }
     }
 }
@@ -115,42 +108,29 @@ impl LogStream {
 /// without one they go to stderr, which the supervisor captures too.
 pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
     let Some(channel) = host else {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
         return None;
     };
     let (tx, rx) = mpsc::channel(BUFFER);
-    let layer = HostLayer {
-        tx,
-        dropped: Arc::default(),
-    };
-    if tracing_subscriber::registry()
-        .with(layer.with_filter(filter()))
-        .try_init()
-        .is_err()
-    {
+    let layer = HostLayer { tx, dropped: Arc::default() };
+    if tracing_subscriber::registry().with(layer.with_filter(filter())).try_init().is_err() {
         return None;
     }
     let (done, done_rx) = watch::channel(false);
     // The subscriber keeps its sender for the life of the process, so the
     // stream ends on `done` rather than on the channel closing.
-    let records = futures_util::stream::unfold(
-        (rx, done_rx, false),
-        |(mut rx, mut done, flushing)| async move {
-            if !flushing {
-                let next = tokio::select! {
-                    r = rx.recv() => Some(r),
-                    _ = done.wait_for(|d| *d) => None,
-                };
-                if let Some(r) = next {
-                    return r.map(|r| (r, (rx, done, false)));
-                }
+    let records = futures_util::stream::unfold((rx, done_rx, false), |(mut rx, mut done, flushing)| async move {
+        if !flushing {
+            let next = tokio::select! {
+                r = rx.recv() => Some(r),
+                _ = done.wait_for(|d| *d) => None,
+            };
+            if let Some(r) = next {
+                return r.map(|r| (r, (rx, done, false)));
             }
-            rx.try_recv().ok().map(|r| (r, (rx, done, true)))
-        },
-    );
+        }
+        rx.try_recv().ok().map(|r| (r, (rx, done, true)))
+    });
     let task = tokio::spawn(async move {
         let mut client = HostClient::new(channel);
         if let Err(status) = client.log(records).await {

@@ -19,9 +19,7 @@ pub struct Shutdown {
 
 impl Shutdown {
     pub fn new() -> Self {
-        Self {
-            tx: watch::channel(None).0,
-        }
+        Self { tx: watch::channel(None).0 }
     }
 
     /// Starts the drain; the first request's deadline wins unless a later one is shorter.
@@ -29,11 +27,7 @@ impl Shutdown {
         self.tx.send_if_modified(|cur| match cur {
             Some(d) if *d <= drain => false,
             _ => {
-                tracing::info!(
-                    reason = why,
-                    drain_ms = drain.as_millis() as u64,
-                    "shutting down"
-                );
+                tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
                 *cur = Some(drain);
                 true
             }

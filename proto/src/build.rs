@@ -17,8 +17,7 @@ use prost::Message;
 /// generated code and `descriptors.binpb`.
 pub fn compile(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> io::Result<()> {
     let out = PathBuf::from(
-        std::env::var_os("OUT_DIR")
-            .ok_or_else(|| io::Error::other("OUT_DIR is not set: call this from build.rs"))?,
+        std::env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR is not set: call this from build.rs"))?,
     );
     compile_into(protos, includes, &out, "descriptors.binpb")
 }
@@ -35,7 +34,5 @@ pub fn compile_into(
     }
     let fds = protox::compile(protos, includes).map_err(|e| io::Error::other(format!("{e:?}")))?;
     std::fs::write(out_dir.join(descriptor_file), fds.encode_to_vec())?;
-    tonic_prost_build::configure()
-        .out_dir(out_dir)
-        .compile_fds(fds)
+    tonic_prost_build::configure().out_dir(out_dir).compile_fds(fds)
 }

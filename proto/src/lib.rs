@@ -33,5 +33,4 @@ pub mod build;
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Encoded `FileDescriptorSet` of the contracts above.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.binpb"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.binpb"));

@@ -26,14 +26,10 @@ struct RuntimeDir {
 
 impl RuntimeDir {
     fn claim(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating runtime directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating runtime directory {}", dir.display()))?;
         let meta = std::fs::metadata(dir)?;
         if meta.permissions().mode() & 0o002 != 0 {
-            bail!(
-                "runtime directory {} is world-writable; refusing to put sockets there",
-                dir.display()
-            );
+            bail!("runtime directory {} is world-writable; refusing to put sockets there", dir.display());
         }
         let path = dir.join(LOCK_FILE);
         let mut lock = std::fs::OpenOptions::new()
@@ -46,18 +42,11 @@ impl RuntimeDir {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "another plugin-supervisor (pid {}) is using runtime directory {}",
-                holder.trim(),
-                dir.display()
-            );
+            bail!("another plugin-supervisor (pid {}) is using runtime directory {}", holder.trim(), dir.display());
         }
         lock.set_len(0)?;
         writeln!(lock, "{}", std::process::id())?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-        })
+        Ok(Self { dir: dir.to_path_buf(), _lock: lock })
     }
 }
 

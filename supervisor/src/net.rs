@@ -16,20 +16,15 @@ use tokio::net::UnixListener;
 pub async fn serve_h2<IO, S, B>(io: IO, svc: S)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<B>,
-            Error = Infallible,
-        > + Clone
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let svc = tower::ServiceExt::map_request(svc, |req: http::Request<Incoming>| {
-        req.map(tonic::body::Body::new)
-    });
+    let svc = tower::ServiceExt::map_request(svc, |req: http::Request<Incoming>| req.map(tonic::body::Body::new));
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
     if let Err(e) = conn.await {
@@ -52,11 +47,7 @@ pub async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let private: PathBuf = dir.join(format!(
-        ".bind-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let private: PathBuf = dir.join(format!(".bind-{}-{}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir(&private)?;
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
     let result = (|| {

@@ -35,12 +35,7 @@ pub enum SupervisorError {
     #[error("cannot start the spawner thread: {0}")]
     Spawner(std::io::Error),
     #[error("plugin {plugin:?} did not reach {wanted} within {waited:?}; it is {state}")]
-    Timeout {
-        plugin: String,
-        wanted: &'static str,
-        waited: Duration,
-        state: String,
-    },
+    Timeout { plugin: String, wanted: &'static str, waited: Duration, state: String },
 }
 
 /// A running supervisor.
@@ -63,19 +58,12 @@ impl Supervisor {
             routes: Arc::new(RouteTable::default()),
             shutdown: watch::channel(false).0,
         });
-        let plugins: Vec<Arc<Plugin>> = config
-            .specs()
-            .into_iter()
-            .map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines)))
-            .collect();
+        let plugins: Vec<Arc<Plugin>> =
+            config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
         let mut tasks = Vec::new();
         for p in &plugins {
             for inst in &p.instances {
-                tasks.push(tokio::spawn(instance::run(
-                    p.clone(),
-                    inst.clone(),
-                    shared.clone(),
-                )));
+                tasks.push(tokio::spawn(instance::run(p.clone(), inst.clone(), shared.clone())));
             }
         }
         let gateway = Gateway::new(shared.routes.clone(), &plugins);
@@ -93,9 +81,7 @@ impl Supervisor {
     }
 
     pub fn plugin(&self, name: &str) -> Result<&Arc<Plugin>, SupervisorError> {
-        self.plugins
-            .get(name)
-            .ok_or_else(|| SupervisorError::UnknownPlugin(name.to_owned()))
+        self.plugins.get(name).ok_or_else(|| SupervisorError::UnknownPlugin(name.to_owned()))
     }
 
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
@@ -118,13 +104,9 @@ impl Supervisor {
     }
 
     /// Waits until every instance of `plugin` is running.
-    pub async fn wait_running(
-        &self,
-        plugin: &str,
-        timeout: Duration,
-    ) -> Result<(), SupervisorError> {
+    pub async fn wait_running(&self, plugin: &str, timeout: Duration) -> Result<(), SupervisorError> {
         let p = self.plugin(plugin)?;
-        if p.wait_for(&[State::Running], timeout).await {
+        if p.wait_for(0, &[State::Running], timeout).await {
             return Ok(());
         }
         Err(SupervisorError::Timeout {
@@ -137,36 +119,19 @@ impl Supervisor {
 
     /// Starts a plugin's instances (again, after a failure) and waits up to
     /// `timeout` for them to run; returns the state they reached.
-    pub async fn start_plugin(
-        &self,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<String, SupervisorError> {
+    pub async fn start_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
-        p.set_desired(true);
-        // Let the instance tasks see the command before judging the outcome.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        p.wait_for(
-            &[
-                State::Running,
-                State::Failed,
-                State::Backoff,
-                State::Stopped,
-            ],
-            timeout,
-        )
-        .await;
-        p.wait_for(&[State::Running, State::Failed, State::Backoff], timeout)
-            .await;
+        let g = p.set_desired(true, false);
+        p.wait_for(g, &[State::Running, State::Failed, State::Backoff], timeout).await;
         Ok(p.describe_state())
     }
 
     /// Stops a plugin's instances, draining them, and waits until they are down.
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
-        p.set_desired(false);
+        let g = p.set_desired(false, false);
         let grace = p.spec.load().stop_timeout + Duration::from_secs(3);
-        if !p.wait_for(&[State::Stopped, State::Failed], grace).await {
+        if !p.wait_for(g, &[State::Stopped, State::Failed], grace).await {
             return Err(SupervisorError::Timeout {
                 plugin: name.into(),
                 wanted: "stopped",
@@ -178,19 +143,10 @@ impl Supervisor {
     }
 
     /// Stops and starts a plugin's instances.
-    pub async fn restart_plugin(
-        &self,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<String, SupervisorError> {
+    pub async fn restart_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
-        p.set_desired(true);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        p.wait_for(
-            &[State::Running, State::Failed, State::Backoff],
-            p.spec.load().stop_timeout + timeout,
-        )
-        .await;
+        let g = p.set_desired(true, true);
+        p.wait_for(g, &[State::Running, State::Failed, State::Backoff], p.spec.load().stop_timeout + timeout).await;
         Ok(p.describe_state())
     }
 
@@ -222,10 +178,7 @@ impl Drop for Supervisor {
 fn raise_nofile_limit() {
     // SAFETY: getrlimit/setrlimit on our own process with a stack buffer.
     unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);

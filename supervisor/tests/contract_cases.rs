@@ -28,11 +28,7 @@ fn every_case_gives_its_expected_verdict_and_rules() {
                 continue;
             }
         };
-        let verdict = if report.is_breaking() {
-            Verdict::Breaking
-        } else {
-            Verdict::Compatible
-        };
+        let verdict = if report.is_breaking() { Verdict::Breaking } else { Verdict::Compatible };
         let fired: BTreeSet<String> = report.rule_ids().into_iter().map(str::to_owned).collect();
         if verdict != case.verdict || fired != case.rules {
             failures.push(format!(
@@ -47,29 +43,15 @@ fn every_case_gives_its_expected_verdict_and_rules() {
 #[test]
 fn the_table_is_big_enough_to_be_a_specification() {
     let cases = all_cases();
-    assert!(
-        cases.len() >= MINIMUM_CASES,
-        "only {} cases, want at least {MINIMUM_CASES}",
-        cases.len()
-    );
-    let breaking = cases
-        .iter()
-        .filter(|case| case.verdict == Verdict::Breaking)
-        .count();
+    assert!(cases.len() >= MINIMUM_CASES, "only {} cases, want at least {MINIMUM_CASES}", cases.len());
+    let breaking = cases.iter().filter(|case| case.verdict == Verdict::Breaking).count();
     assert!(breaking > 0 && breaking < cases.len());
 }
 
 #[test]
 fn every_rule_is_specified_by_some_case() {
-    let expected: BTreeSet<String> = all_cases()
-        .into_iter()
-        .flat_map(|case| case.rules)
-        .collect();
-    let missing: Vec<&str> = Rule::ALL
-        .iter()
-        .map(|rule| rule.id())
-        .filter(|id| !expected.contains(*id))
-        .collect();
+    let expected: BTreeSet<String> = all_cases().into_iter().flat_map(|case| case.rules).collect();
+    let missing: Vec<&str> = Rule::ALL.iter().map(|rule| rule.id()).filter(|id| !expected.contains(*id)).collect();
     assert!(missing.is_empty(), "rules without a case: {missing:?}");
 }
 
@@ -82,12 +64,7 @@ fn expectations_are_consistent_with_rule_severities() {
             assert!(rule.is_some(), "{}: unknown rule id {id}", case.name);
             breaking_rule |= rule.is_some_and(|rule| rule.severity() == Severity::Breaking);
         }
-        assert_eq!(
-            breaking_rule,
-            case.verdict == Verdict::Breaking,
-            "{}: verdict disagrees with its rules",
-            case.name
-        );
+        assert_eq!(breaking_rule, case.verdict == Verdict::Breaking, "{}: verdict disagrees with its rules", case.name);
     }
 }
 
@@ -100,24 +77,13 @@ fn each_side_compared_with_itself_reports_nothing() {
         };
         for (side, set) in [("old", &old), ("new", &new)] {
             let everything = diff(set, set, Scope::All);
-            assert!(
-                everything.is_empty(),
-                "{} ({side} vs itself):\n{everything}",
-                case.name
-            );
+            assert!(everything.is_empty(), "{} ({side} vs itself):\n{everything}", case.name);
             // A scope naming a service this side lacks fails closed, even
             // against itself; nothing else may fire.
             let scoped = diff(set, set, case.scope());
-            let unexpected: Vec<&str> = scoped
-                .rule_ids()
-                .into_iter()
-                .filter(|id| *id != Rule::ScopeServiceMissing.id())
-                .collect();
-            assert!(
-                unexpected.is_empty(),
-                "{} ({side} vs itself, scoped):\n{scoped}",
-                case.name
-            );
+            let unexpected: Vec<&str> =
+                scoped.rule_ids().into_iter().filter(|id| *id != Rule::ScopeServiceMissing.id()).collect();
+            assert!(unexpected.is_empty(), "{} ({side} vs itself, scoped):\n{scoped}", case.name);
         }
     }
 }
@@ -131,15 +97,9 @@ fn reports_print_one_line_per_change_breaking_first() {
         let text = report.to_string();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), report.len(), "{}", case.name);
-        let first_compatible = lines
-            .iter()
-            .position(|line| line.starts_with("compatible "))
-            .unwrap_or(lines.len());
+        let first_compatible = lines.iter().position(|line| line.starts_with("compatible ")).unwrap_or(lines.len());
         assert!(
-            lines
-                .iter()
-                .skip(first_compatible)
-                .all(|line| line.starts_with("compatible ")),
+            lines.iter().skip(first_compatible).all(|line| line.starts_with("compatible ")),
             "{}: breaking line after a compatible one:\n{text}",
             case.name
         );

@@ -33,14 +33,8 @@ fn every_rule_has_a_section_and_every_section_a_rule() {
     let implemented: BTreeSet<String> = Rule::ALL.iter().map(|rule| rule.id().to_owned()).collect();
     let undocumented: Vec<_> = implemented.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&implemented).collect();
-    assert!(
-        undocumented.is_empty(),
-        "rules missing from the doc: {undocumented:?}"
-    );
-    assert!(
-        stale.is_empty(),
-        "doc sections for unknown rules: {stale:?}"
-    );
+    assert!(undocumented.is_empty(), "rules missing from the doc: {undocumented:?}");
+    assert!(stale.is_empty(), "doc sections for unknown rules: {stale:?}");
 }
 
 #[test]
@@ -52,11 +46,7 @@ fn each_section_states_the_category_and_shows_an_example() {
         let category = format!("**Category:** {}", rule.category().as_str());
         assert!(body.contains(&category), "{id}: section lacks `{category}`");
         assert!(body.contains("```"), "{id}: section lacks an example");
-        let origin = if rule.is_buf_rule() {
-            "buf rule"
-        } else {
-            "ours"
-        };
+        let origin = if rule.is_buf_rule() { "buf rule" } else { "ours" };
         assert!(body.contains(origin), "{id}: section should say `{origin}`");
     }
 }

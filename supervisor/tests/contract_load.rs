@@ -5,8 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use plugin_supervisor::contract::{
-    ContractError, Scope, Side, diff, diff_bytes, load_contract, load_contract_with_includes,
-    load_protos,
+    ContractError, Scope, Side, diff, diff_bytes, load_contract, load_contract_with_includes, load_protos,
 };
 use prost::Message;
 use tempfile::TempDir;
@@ -90,11 +89,7 @@ fn a_directory_compiles_every_proto_file_with_imports_resolved() {
 fn extra_include_directories_resolve_imports() {
     let dir = tempdir();
     let shared = dir.path().join("shared");
-    write(
-        &shared,
-        "common/meta.proto",
-        b"syntax = \"proto3\";\npackage common;\nmessage Meta { string trace = 1; }\n",
-    );
+    write(&shared, "common/meta.proto", b"syntax = \"proto3\";\npackage common;\nmessage Meta { string trace = 1; }\n");
     let contract = write(
         &dir.path().join("plugin"),
         "plugin.proto",
@@ -102,8 +97,7 @@ fn extra_include_directories_resolve_imports() {
     );
     let without = load_contract(&contract);
     assert!(matches!(without, Err(ContractError::Compile { .. })));
-    let set = load_contract_with_includes(&contract, std::slice::from_ref(&shared))
-        .expect("with include");
+    let set = load_contract_with_includes(&contract, std::slice::from_ref(&shared)).expect("with include");
     let mut names = file_names(&set);
     names.sort_unstable();
     assert_eq!(names, ["common/meta.proto", "plugin.proto"]);
@@ -114,16 +108,8 @@ fn extra_include_directories_resolve_imports() {
 #[test]
 fn several_proto_files_compile_into_one_set() {
     let dir = tempdir();
-    let one = write(
-        &dir.path().join("a"),
-        "one.proto",
-        b"syntax = \"proto3\";\npackage a;\nmessage One {}\n",
-    );
-    let two = write(
-        &dir.path().join("b"),
-        "two.proto",
-        b"syntax = \"proto3\";\npackage b;\nmessage Two {}\n",
-    );
+    let one = write(&dir.path().join("a"), "one.proto", b"syntax = \"proto3\";\npackage a;\nmessage One {}\n");
+    let two = write(&dir.path().join("b"), "two.proto", b"syntax = \"proto3\";\npackage b;\nmessage Two {}\n");
     let set = load_protos(&[one, two], &[]).expect("two files");
     let mut names = file_names(&set);
     names.sort_unstable();
@@ -142,11 +128,7 @@ fn a_missing_file_is_a_read_error_naming_it() {
 #[test]
 fn a_syntax_error_names_the_file_and_protox_cause() {
     let dir = tempdir();
-    let path = write(
-        dir.path(),
-        "broken.proto",
-        b"syntax = \"proto3\";\nmessage {\n",
-    );
+    let path = write(dir.path(), "broken.proto", b"syntax = \"proto3\";\nmessage {\n");
     let error = load_contract(&path).expect_err("broken proto");
     assert!(matches!(error, ContractError::Compile { .. }));
     let text = error.to_string();
@@ -157,11 +139,7 @@ fn a_syntax_error_names_the_file_and_protox_cause() {
 #[test]
 fn an_unresolved_type_is_a_compile_error() {
     let dir = tempdir();
-    let path = write(
-        dir.path(),
-        "dangling.proto",
-        b"syntax = \"proto3\";\nmessage A { Missing m = 1; }\n",
-    );
+    let path = write(dir.path(), "dangling.proto", b"syntax = \"proto3\";\nmessage A { Missing m = 1; }\n");
     let error = load_contract(&path).expect_err("dangling type");
     assert!(error.to_string().contains("Missing"), "{error}");
 }
@@ -181,30 +159,15 @@ fn an_empty_directory_and_an_empty_list_are_refused() {
     let error = load_contract(dir.path()).expect_err("empty directory");
     assert!(matches!(error, ContractError::NoProtoFiles { .. }));
     let none: [&Path; 0] = [];
-    assert!(matches!(
-        load_protos(&none, &[]),
-        Err(ContractError::NoInputs)
-    ));
+    assert!(matches!(load_protos(&none, &[]), Err(ContractError::NoInputs)));
 }
 
 #[test]
 fn diff_bytes_names_the_side_that_failed_to_decode() {
     let valid = prost_types::FileDescriptorSet::default().encode_to_vec();
     let garbage = [0x0a, 0xff];
-    assert!(matches!(
-        diff_bytes(&garbage, &valid),
-        Err(ContractError::DecodeBytes {
-            side: Side::Old,
-            ..
-        })
-    ));
-    assert!(matches!(
-        diff_bytes(&valid, &garbage),
-        Err(ContractError::DecodeBytes {
-            side: Side::New,
-            ..
-        })
-    ));
+    assert!(matches!(diff_bytes(&garbage, &valid), Err(ContractError::DecodeBytes { side: Side::Old, .. })));
+    assert!(matches!(diff_bytes(&valid, &garbage), Err(ContractError::DecodeBytes { side: Side::New, .. })));
     assert!(diff_bytes(&valid, &valid).is_ok_and(|report| report.is_empty()));
 }
 

@@ -10,10 +10,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 512,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 512, ..ProptestConfig::default() }
 }
 
 fn services_of(set: &prost_types::FileDescriptorSet) -> Vec<String> {

@@ -20,10 +20,7 @@ fn set(message: DescriptorProto) -> FileDescriptorSet {
 }
 
 fn range(number: i32) -> ReservedRange {
-    ReservedRange {
-        start: Some(number),
-        end: Some(number + 1),
-    }
+    ReservedRange { start: Some(number), end: Some(number + 1) }
 }
 
 #[test]
@@ -53,10 +50,5 @@ fn deleting_twenty_thousand_reserved_fields_among_many_ranges() {
     let report = diff(&set(old), &set(new), Scope::All);
     assert!(!report.is_breaking());
     assert_eq!(report.len(), usize::try_from(FIELDS).unwrap_or(usize::MAX));
-    assert!(
-        report
-            .changes()
-            .iter()
-            .all(|change| change.rule == Rule::FieldDeletedReserved)
-    );
+    assert!(report.changes().iter().all(|change| change.rule == Rule::FieldDeletedReserved));
 }

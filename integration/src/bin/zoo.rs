@@ -30,13 +30,7 @@ fn syscall(name: &str) -> Result<(i64, i32), Status> {
         match name {
             "getpid" => libc::getpid() as i64,
             "ptrace" => libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0),
-            "mount" => libc::mount(
-                c"none".as_ptr(),
-                c"/mnt".as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            ) as i64,
+            "mount" => libc::mount(c"none".as_ptr(), c"/mnt".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) as i64,
             "socket" => libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64,
             "socketpair" => {
                 let mut fds = [0; 2];
@@ -70,9 +64,7 @@ fn syscall(name: &str) -> Result<(i64, i32), Status> {
                 ret
             }
             other => {
-                return Err(Status::invalid_argument(format!(
-                    "zoo knows no syscall {other:?}"
-                )));
+                return Err(Status::invalid_argument(format!("zoo knows no syscall {other:?}")));
             }
         }
     };
@@ -92,9 +84,7 @@ impl Zoo for ZooService {
     async fn sleep(&self, req: Request<SleepRequest>) -> Result<Response<Text>, Status> {
         let ms = req.into_inner().ms;
         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
-        Ok(Response::new(Text {
-            text: format!("slept {ms}ms"),
-        }))
+        Ok(Response::new(Text { text: format!("slept {ms}ms") }))
     }
 
     async fn alloc(&self, req: Request<AllocRequest>) -> Result<Response<Text>, Status> {
@@ -107,9 +97,7 @@ impl Zoo for ZooService {
             // Kept for the life of the process: this is a memory hog.
             std::mem::forget(chunk);
         }
-        Ok(Response::new(Text {
-            text: format!("holding {mib} MiB more"),
-        }))
+        Ok(Response::new(Text { text: format!("holding {mib} MiB more") }))
     }
 
     async fn spin(&self, req: Request<SpinRequest>) -> Result<Response<Text>, Status> {
@@ -124,15 +112,10 @@ impl Zoo for ZooService {
                 }
             });
         }
-        Ok(Response::new(Text {
-            text: "spinning".into(),
-        }))
+        Ok(Response::new(Text { text: "spinning".into() }))
     }
 
-    async fn fork_bomb(
-        &self,
-        req: Request<ForkBombRequest>,
-    ) -> Result<Response<ForkBombResponse>, Status> {
+    async fn fork_bomb(&self, req: Request<ForkBombRequest>) -> Result<Response<ForkBombResponse>, Status> {
         let max = req.into_inner().max;
         let mut forked = 0;
         let mut err = 0;
@@ -155,30 +138,16 @@ impl Zoo for ZooService {
         Ok(Response::new(ForkBombResponse { forked, errno: err }))
     }
 
-    async fn syscall(
-        &self,
-        req: Request<SyscallRequest>,
-    ) -> Result<Response<SyscallResponse>, Status> {
+    async fn syscall(&self, req: Request<SyscallRequest>) -> Result<Response<SyscallResponse>, Status> {
         let (result, errno) = syscall(&req.into_inner().name)?;
         Ok(Response::new(SyscallResponse { result, errno }))
     }
 
-    async fn read_file(
-        &self,
-        req: Request<ReadFileRequest>,
-    ) -> Result<Response<ReadFileResponse>, Status> {
+    async fn read_file(&self, req: Request<ReadFileRequest>) -> Result<Response<ReadFileResponse>, Status> {
         let path = req.into_inner().path;
         Ok(Response::new(match std::fs::read_to_string(&path) {
-            Ok(content) => ReadFileResponse {
-                ok: true,
-                errno: 0,
-                content,
-            },
-            Err(e) => ReadFileResponse {
-                ok: false,
-                errno: e.raw_os_error().unwrap_or(0),
-                content: e.to_string(),
-            },
+            Ok(content) => ReadFileResponse { ok: true, errno: 0, content },
+            Err(e) => ReadFileResponse { ok: false, errno: e.raw_os_error().unwrap_or(0), content: e.to_string() },
         }))
     }
 
@@ -220,9 +189,7 @@ impl Zoo for ZooService {
             eprintln!("{} {i} (stderr)", r.text);
         }
         plugin_sdk::tracing::info!(lines = r.lines, text = %r.text, "printed");
-        Ok(Response::new(Text {
-            text: format!("printed {}", r.lines),
-        }))
+        Ok(Response::new(Text { text: format!("printed {}", r.lines) }))
     }
 }
 

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use plugin_supervisor::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "plugin-supervisor",
-    version,
-    about = "Runs plugins as isolated child processes reached over gRPC"
-)]
+#[command(name = "plugin-supervisor", version, about = "Runs plugins as isolated child processes reached over gRPC")]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     /// The TOML configuration file.
@@ -44,12 +40,7 @@ fn main() -> ExitCode {
         return match Config::load(&file) {
             Ok(c) => {
                 let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
-                println!(
-                    "{}: ok ({} plugins: {})",
-                    file.display(),
-                    names.len(),
-                    names.join(", ")
-                );
+                println!("{}: ok ({} plugins: {})", file.display(), names.len(), names.join(", "));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -72,10 +63,7 @@ fn main() -> ExitCode {
     // One thread: a gateway call then crosses no thread inside the
     // supervisor; blocking work goes to the blocking pool and spawns to
     // their own thread.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("plugin-supervisor: cannot start the runtime: {e}");

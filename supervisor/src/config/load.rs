@@ -24,15 +24,9 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read config: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render(file, problems))]
-    Invalid {
-        file: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { file: PathBuf, problems: Vec<Problem> },
 }
 
 impl ConfigError {
@@ -85,16 +79,11 @@ pub(crate) enum Seg<'a> {
 
 impl<'a> Locator<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
-        Self {
-            text,
-            doc: DeTable::parse(text).ok(),
-        }
+        Self { text, doc: DeTable::parse(text).ok() }
     }
 
     pub(crate) fn line_of(&self, offset: usize) -> usize {
-        self.text
-            .get(..offset)
-            .map_or(1, |s| s.matches('\n').count() + 1)
+        self.text.get(..offset).map_or(1, |s| s.matches('\n').count() + 1)
     }
 
     /// The span of the last key in `path` (or of the array element).
@@ -152,32 +141,21 @@ pub(crate) struct Problems<'a> {
 
 impl<'a> Problems<'a> {
     pub(crate) fn new(loc: &'a Locator<'a>) -> Self {
-        Self {
-            loc,
-            list: Vec::new(),
-        }
+        Self { loc, list: Vec::new() }
     }
 
     /// Records a problem at `path`; when the key itself is absent from the
     /// file (a default), the nearest enclosing key gives the line.
     pub(crate) fn at(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
-        let line = (1..=path.len())
-            .rev()
-            .find_map(|n| self.loc.line(&path[..n]));
-        self.list.push(Problem {
-            line,
-            key: key_string(path),
-            message: message.into(),
-        });
+        let line = (1..=path.len()).rev().find_map(|n| self.loc.line(&path[..n]));
+        self.list.push(Problem { line, key: key_string(path), message: message.into() });
     }
 }
 
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 
@@ -185,10 +163,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let loc = Locator::new(text);
-    let invalid = |problems| ConfigError::Invalid {
-        file: path.to_path_buf(),
-        problems,
-    };
+    let invalid = |problems| ConfigError::Invalid { file: path.to_path_buf(), problems };
     let de = match toml::de::Deserializer::parse(text) {
         Ok(de) => de,
         Err(e) => {
@@ -206,11 +181,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             let key = e.path().to_string();
             let inner = e.into_inner();
             let line = inner.span().map(|s| loc.line_of(s.start));
-            return Err(invalid(vec![Problem {
-                line,
-                key,
-                message: inner.message().trim().to_owned(),
-            }]));
+            return Err(invalid(vec![Problem { line, key, message: inner.message().trim().to_owned() }]));
         }
     };
     config.source = Some(absolute(path));

@@ -302,20 +302,14 @@ pub(crate) fn toml_to_json(t: &toml::Table) -> serde_json::Value {
         match v {
             toml::Value::String(s) => s.clone().into(),
             toml::Value::Integer(i) => (*i).into(),
-            toml::Value::Float(f) => {
-                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
-            }
+            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
             toml::Value::Boolean(b) => (*b).into(),
             toml::Value::Datetime(d) => d.to_string().into(),
             toml::Value::Array(a) => a.iter().map(value).collect(),
             toml::Value::Table(t) => toml_to_json(t),
         }
     }
-    serde_json::Value::Object(
-        t.iter()
-            .map(|(k, v)| (k.clone(), value(v)))
-            .collect::<serde_json::Map<_, _>>(),
-    )
+    serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), value(v))).collect::<serde_json::Map<_, _>>())
 }
 
 impl Config {

@@ -31,9 +31,7 @@ pub mod duration {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             let s = String::deserialize(d)?;
-            parse_duration(&s)
-                .map(Some)
-                .map_err(serde::de::Error::custom)
+            parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
         }
     }
 }
@@ -47,9 +45,7 @@ impl ByteSize {
         let t = s.trim();
         let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(digits_end);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}; write e.g. \"128M\" or \"1G\""))?;
+        let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}; write e.g. \"128M\" or \"1G\""))?;
         let unit = unit.trim();
         let unit = unit.strip_suffix(['B', 'b']).unwrap_or(unit);
         let unit = unit.strip_suffix('i').unwrap_or(unit);
@@ -60,14 +56,10 @@ impl ByteSize {
             "G" | "g" => 1 << 30,
             "T" | "t" => 1 << 40,
             other => {
-                return Err(format!(
-                    "invalid size {s:?}: unknown unit {other:?} (use K, M, G or T)"
-                ));
+                return Err(format!("invalid size {s:?}: unknown unit {other:?} (use K, M, G or T)"));
             }
         };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size {s:?} is too large"))
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size {s:?} is too large"))
     }
 }
 
@@ -110,21 +102,14 @@ impl CpuShare {
 
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let pct = t.strip_suffix('%').ok_or_else(|| {
-            format!("invalid CPU share {s:?}; write a percentage of one core, e.g. \"50%\"")
-        })?;
-        let v: f64 = pct
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid CPU share {s:?}; write e.g. \"50%\""))?;
+        let pct = t
+            .strip_suffix('%')
+            .ok_or_else(|| format!("invalid CPU share {s:?}; write a percentage of one core, e.g. \"50%\""))?;
+        let v: f64 = pct.trim().parse().map_err(|_| format!("invalid CPU share {s:?}; write e.g. \"50%\""))?;
         if !(v > 0.0 && v <= 100_000.0) {
-            return Err(format!(
-                "CPU share {s:?} must be above 0% and at most 100000%"
-            ));
+            return Err(format!("CPU share {s:?} must be above 0% and at most 100000%"));
         }
-        Ok(CpuShare {
-            basis_points: (v * 100.0).round() as u32,
-        })
+        Ok(CpuShare { basis_points: (v * 100.0).round() as u32 })
     }
 
     /// (quota, period) in microseconds for `cpu.max` / CFS.
@@ -181,25 +166,15 @@ mod tests {
         assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
         assert!(ByteSize::parse("12X").unwrap_err().contains("unknown unit"));
         assert!(ByteSize::parse("").is_err());
-        assert!(
-            ByteSize::parse("99999999999T")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(ByteSize::parse("99999999999T").unwrap_err().contains("too large"));
         assert_eq!(ByteSize(128 << 20).to_string(), "128M");
         assert_eq!(ByteSize(1000).to_string(), "1000");
     }
 
     #[test]
     fn cpu_shares_are_percentages_of_one_core() {
-        assert_eq!(
-            CpuShare::parse("50%").unwrap().quota_period_us(),
-            (50_000, 100_000)
-        );
-        assert_eq!(
-            CpuShare::parse("200%").unwrap().quota_period_us(),
-            (200_000, 100_000)
-        );
+        assert_eq!(CpuShare::parse("50%").unwrap().quota_period_us(), (50_000, 100_000));
+        assert_eq!(CpuShare::parse("200%").unwrap().quota_period_us(), (200_000, 100_000));
         assert_eq!(CpuShare::parse("12.5%").unwrap().to_string(), "12.5%");
         assert!(CpuShare::parse("50").is_err());
         assert!(CpuShare::parse("0%").is_err());

@@ -20,9 +20,7 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some(format!("plugin name {name:?} is longer than 64 characters"));
     }
     let ok_first = name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    let ok_rest = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !(ok_first && ok_rest) {
         return Some(format!(
             "plugin name {name:?} may use only letters, digits, '-', '_' and '.', and must start with a letter or digit"
@@ -38,25 +36,14 @@ pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
     let mut seen = std::collections::HashSet::new();
     check_backoff(
         &config.supervisor.defaults.backoff,
-        &[
-            Seg::Key("supervisor"),
-            Seg::Key("defaults"),
-            Seg::Key("backoff"),
-        ],
+        &[Seg::Key("supervisor"), Seg::Key("defaults"), Seg::Key("backoff")],
         p,
     );
     let mut keys = Vec::new();
     for (j, k) in config.supervisor.trusted_keys.iter().enumerate() {
         match k.parse::<PublicKey>() {
             Ok(key) => keys.push(key),
-            Err(e) => p.at(
-                &[
-                    Seg::Key("supervisor"),
-                    Seg::Key("trusted_keys"),
-                    Seg::Index(j),
-                ],
-                e.to_string(),
-            ),
+            Err(e) => p.at(&[Seg::Key("supervisor"), Seg::Key("trusted_keys"), Seg::Index(j)], e.to_string()),
         }
     }
     let keys = Arc::new(keys);
@@ -66,68 +53,36 @@ pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
         if let Some(msg) = name_problem(&plugin.name) {
             p.at(&at("name"), msg);
         }
-        if names.get(plugin.name.as_str()).copied().unwrap_or(0) > 1
-            && !seen.insert(plugin.name.as_str())
-        {
-            p.at(
-                &at("name"),
-                format!(
-                    "duplicate plugin name {:?}: each plugin needs its own name",
-                    plugin.name
-                ),
-            );
+        if names.get(plugin.name.as_str()).copied().unwrap_or(0) > 1 && !seen.insert(plugin.name.as_str()) {
+            p.at(&at("name"), format!("duplicate plugin name {:?}: each plugin needs its own name", plugin.name));
         }
         let binary = config.resolve(&plugin.binary);
         match std::fs::metadata(&binary) {
             Err(e) => p.at(
                 &at("binary"),
-                format!(
-                    "plugin {:?}: binary {} cannot be used: {e}",
-                    plugin.name,
-                    binary.display()
-                ),
+                format!("plugin {:?}: binary {} cannot be used: {e}", plugin.name, binary.display()),
             ),
             Ok(m) if !m.is_file() => p.at(
                 &at("binary"),
-                format!(
-                    "plugin {:?}: binary {} is not a regular file",
-                    plugin.name,
-                    binary.display()
-                ),
+                format!("plugin {:?}: binary {} is not a regular file", plugin.name, binary.display()),
             ),
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => p.at(
-                &at("binary"),
-                format!(
-                    "plugin {:?}: binary {} is not executable",
-                    plugin.name,
-                    binary.display()
-                ),
-            ),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                p.at(&at("binary"), format!("plugin {:?}: binary {} is not executable", plugin.name, binary.display()))
+            }
             Ok(_) => {}
         }
         if plugin.replicas == 0 || plugin.replicas > 64 {
-            p.at(
-                &at("replicas"),
-                format!("replicas must be between 1 and 64, not {}", plugin.replicas),
-            );
+            p.at(&at("replicas"), format!("replicas must be between 1 and 64, not {}", plugin.replicas));
         }
         for (j, var) in plugin.env.iter().enumerate() {
             if var.is_empty() || var.contains(['=', '\0']) {
                 p.at(
-                    &[
-                        Seg::Key("plugin"),
-                        Seg::Index(i),
-                        Seg::Key("env"),
-                        Seg::Index(j),
-                    ],
+                    &[Seg::Key("plugin"), Seg::Index(i), Seg::Key("env"), Seg::Index(j)],
                     format!("{var:?} is not an environment variable name"),
                 );
             }
         }
-        for (key, d) in [
-            ("handshake_timeout", plugin.handshake_timeout),
-            ("call_timeout", plugin.call_timeout),
-        ] {
+        for (key, d) in [("handshake_timeout", plugin.handshake_timeout), ("call_timeout", plugin.call_timeout)] {
             if d.is_some_and(|d| d.is_zero()) {
                 p.at(&at(key), "must be longer than zero");
             }
@@ -135,12 +90,7 @@ pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
         for (j, arg) in plugin.args.iter().enumerate() {
             if arg.contains('\0') {
                 p.at(
-                    &[
-                        Seg::Key("plugin"),
-                        Seg::Index(i),
-                        Seg::Key("args"),
-                        Seg::Index(j),
-                    ],
+                    &[Seg::Key("plugin"), Seg::Index(i), Seg::Key("args"), Seg::Index(j)],
                     "arguments cannot contain NUL characters",
                 );
             }
@@ -148,48 +98,29 @@ pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
         if let Some(b) = &plugin.backoff {
             check_backoff(b, &at("backoff"), p);
         }
-        let sha256 = plugin
-            .sha256
-            .as_deref()
-            .and_then(|h| match h.parse::<Sha256Digest>() {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    p.at(&at("sha256"), format!("{e}"));
-                    None
-                }
-            });
-        let version_req =
-            plugin
-                .version
-                .as_deref()
-                .and_then(|v| match semver::VersionReq::parse(v) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        p.at(
-                            &at("version"),
-                            format!("{v:?} is not a semver range (e.g. \">=1.2, <2\"): {e}"),
-                        );
-                        None
-                    }
-                });
-        let require_signature = plugin
-            .require_signature
-            .unwrap_or(config.supervisor.require_signatures);
+        let sha256 = plugin.sha256.as_deref().and_then(|h| match h.parse::<Sha256Digest>() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                p.at(&at("sha256"), format!("{e}"));
+                None
+            }
+        });
+        let version_req = plugin.version.as_deref().and_then(|v| match semver::VersionReq::parse(v) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                p.at(&at("version"), format!("{v:?} is not a semver range (e.g. \">=1.2, <2\"): {e}"));
+                None
+            }
+        });
+        let require_signature = plugin.require_signature.unwrap_or(config.supervisor.require_signatures);
         if require_signature && keys.is_empty() {
-            p.at(
-                &at("require_signature"),
-                "signatures are required but [supervisor] trusted_keys is empty",
-            );
+            p.at(&at("require_signature"), "signatures are required but [supervisor] trusted_keys is empty");
         }
         let contract = load_contract(config, plugin, &at("contract"), p);
         specs.push(spec(
             config,
             plugin,
-            IntegritySpec {
-                sha256,
-                require_signature,
-                trusted_keys: keys.clone(),
-            },
+            IntegritySpec { sha256, require_signature, trusted_keys: keys.clone() },
             version_req,
             contract,
         ));
@@ -206,11 +137,7 @@ fn load_contract(
     if plugin.contract.is_empty() {
         return None;
     }
-    let includes: Vec<_> = plugin
-        .contract_includes
-        .iter()
-        .map(|d| config.resolve(d))
-        .collect();
+    let includes: Vec<_> = plugin.contract_includes.iter().map(|d| config.resolve(d)).collect();
     let mut merged = prost_types::FileDescriptorSet::default();
     for path in &plugin.contract {
         let path = config.resolve(path);
@@ -231,10 +158,7 @@ fn load_contract(
                     }
                 }
             }
-            Err(e) => p.at(
-                at,
-                format!("plugin {:?}: pinned contract: {e}", plugin.name),
-            ),
+            Err(e) => p.at(at, format!("plugin {:?}: pinned contract: {e}", plugin.name)),
         }
     }
     Some(Arc::new(merged))
@@ -253,8 +177,7 @@ fn spec(
         binary: config.resolve(&p.binary),
         args: p.args.clone(),
         env: p.env.clone(),
-        config_json: serde_json::to_string(&super::toml_to_json(&p.config))
-            .unwrap_or_else(|_| "{}".into()),
+        config_json: serde_json::to_string(&super::toml_to_json(&p.config)).unwrap_or_else(|_| "{}".into()),
         replicas: p.replicas,
         autostart: p.autostart,
         restart: p.restart.unwrap_or(d.restart),
@@ -270,28 +193,13 @@ fn spec(
 
 fn check_backoff(b: &Backoff, at: &[Seg<'_>], p: &mut Problems<'_>) {
     if b.initial.is_zero() || b.initial > b.max {
-        p.at(
-            at,
-            format!(
-                "backoff.initial ({:?}) must be above zero and at most backoff.max ({:?})",
-                b.initial, b.max
-            ),
-        );
+        p.at(at, format!("backoff.initial ({:?}) must be above zero and at most backoff.max ({:?})", b.initial, b.max));
     }
     if !(b.multiplier >= 1.0 && b.multiplier <= 100.0) {
-        p.at(
-            at,
-            format!(
-                "backoff.multiplier must be between 1 and 100, not {}",
-                b.multiplier
-            ),
-        );
+        p.at(at, format!("backoff.multiplier must be between 1 and 100, not {}", b.multiplier));
     }
     if !(0.0..=1.0).contains(&b.jitter) {
-        p.at(
-            at,
-            format!("backoff.jitter must be between 0 and 1, not {}", b.jitter),
-        );
+        p.at(at, format!("backoff.jitter must be between 0 and 1, not {}", b.jitter));
     }
 }
 
@@ -307,7 +215,10 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let err = parse("[supervisor]\nlog_lines = 10\n\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ncolour = \"red\"\n").unwrap_err();
+        let err = parse(
+            "[supervisor]\nlog_lines = 10\n\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ncolour = \"red\"\n",
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("/etc/ps/test.toml:7: plugin[0]"), "{text}");
         assert!(text.contains("unknown field `colour`"), "{text}");
@@ -315,14 +226,9 @@ mod tests {
 
     #[test]
     fn wrong_type_names_file_line_and_key() {
-        let err =
-            parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nreplicas = \"two\"\n")
-                .unwrap_err();
+        let err = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nreplicas = \"two\"\n").unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("/etc/ps/test.toml:4: plugin[0].replicas:"),
-            "{text}"
-        );
+        assert!(text.starts_with("/etc/ps/test.toml:4: plugin[0].replicas:"), "{text}");
         assert!(text.contains("invalid type"), "{text}");
     }
 
@@ -330,10 +236,7 @@ mod tests {
     fn bad_unit_is_reported_with_the_expected_form() {
         let err = parse("[supervisor.defaults]\ncall_timeout = \"soon\"\n").unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("/etc/ps/test.toml:2: supervisor.defaults.call_timeout:"),
-            "{text}"
-        );
+        assert!(text.starts_with("/etc/ps/test.toml:2: supervisor.defaults.call_timeout:"), "{text}");
         assert!(text.contains("\"5s\""), "{text}");
     }
 
@@ -348,11 +251,7 @@ mod tests {
         assert!(problems[0].message.contains("/nonexistent/echo"));
         assert_eq!(problems[1].line, Some(6));
         assert_eq!(problems[1].key, "plugin[1].name");
-        assert!(
-            problems[1]
-                .message
-                .contains("duplicate plugin name \"echo\"")
-        );
+        assert!(problems[1].message.contains("duplicate plugin name \"echo\""));
     }
 
     #[test]
@@ -363,27 +262,22 @@ mod tests {
 
     #[test]
     fn bad_names_and_ranges_are_refused() {
-        let err = parse("[[plugin]]\nname = \"../etc\"\nbinary = \"/bin/true\"\nreplicas = 0\n")
-            .unwrap_err();
+        let err = parse("[[plugin]]\nname = \"../etc\"\nbinary = \"/bin/true\"\nreplicas = 0\n").unwrap_err();
         let keys: Vec<_> = err.problems().iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["plugin[0].name", "plugin[0].replicas"]);
     }
 
     #[test]
     fn a_valid_config_gets_defaults_and_resolved_paths() {
-        let c = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n[plugin.config]\ngreeting = \"hi\"\nn = 3\n").unwrap();
+        let c =
+            parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n[plugin.config]\ngreeting = \"hi\"\nn = 3\n")
+                .unwrap();
         let spec = &c.specs()[0];
         assert_eq!(spec.replicas, 1);
         assert_eq!(spec.config_json, r#"{"greeting":"hi","n":3}"#);
         assert_eq!(spec.handshake_timeout, std::time::Duration::from_secs(5));
         // Relative binaries resolve against the config file's directory.
-        let rel = load::parse(
-            "[[plugin]]\nname = \"t\"\nbinary = \"../bin/true\"\n",
-            Path::new("/etc/test.toml"),
-        );
-        assert_eq!(
-            rel.unwrap().specs()[0].binary,
-            Path::new("/etc/../bin/true")
-        );
+        let rel = load::parse("[[plugin]]\nname = \"t\"\nbinary = \"../bin/true\"\n", Path::new("/etc/test.toml"));
+        assert_eq!(rel.unwrap().specs()[0].binary, Path::new("/etc/../bin/true"));
     }
 }

@@ -43,9 +43,6 @@ pub fn fuzz_one(data: &[u8]) {
     }
     if let Ok(old) = FileDescriptorSet::decode(old) {
         let report = diff(&old, &old, Scope::All);
-        assert!(
-            !report.is_breaking(),
-            "a contract compared with itself reported a break:\n{report}"
-        );
+        assert!(!report.is_breaking(), "a contract compared with itself reported a break:\n{report}");
     }
 }

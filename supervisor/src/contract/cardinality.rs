@@ -23,18 +23,10 @@ pub(crate) enum Cardinality {
 impl Cardinality {
     /// Editions files carry presence in `features`, which `prost-types` does
     /// not decode; they fall back to explicit presence, the editions default.
-    pub fn of(
-        field: &FieldDescriptorProto,
-        kind: &FieldKind,
-        file: &FileDescriptorProto,
-        index: &Index<'_>,
-    ) -> Self {
+    pub fn of(field: &FieldDescriptorProto, kind: &FieldKind, file: &FileDescriptorProto, index: &Index<'_>) -> Self {
         match field.label.and_then(|label| Label::try_from(label).ok()) {
             Some(Label::Repeated) => {
-                if kind
-                    .message_name()
-                    .is_some_and(|name| index.is_map_entry(name))
-                {
+                if kind.message_name().is_some_and(|name| index.is_map_entry(name)) {
                     Cardinality::Map
                 } else {
                     Cardinality::Repeated
@@ -46,20 +38,13 @@ impl Cardinality {
                     || field.oneof_index.is_some()
                     || kind.has_presence()
                     || file.syntax() != "proto3";
-                if explicit {
-                    Cardinality::ExplicitPresence
-                } else {
-                    Cardinality::ImplicitPresence
-                }
+                if explicit { Cardinality::ExplicitPresence } else { Cardinality::ImplicitPresence }
             }
         }
     }
 
     fn is_singular(self) -> bool {
-        matches!(
-            self,
-            Cardinality::ImplicitPresence | Cardinality::ExplicitPresence
-        )
+        matches!(self, Cardinality::ImplicitPresence | Cardinality::ExplicitPresence)
     }
 
     fn is_many(self) -> bool {
@@ -91,8 +76,7 @@ pub(crate) fn cardinality_rule(
         // Same bytes on the wire; a JSON array versus a JSON object.
         return Some(Rule::FieldWireJsonCompatibleCardinality);
     }
-    let singular_many_swap =
-        (old.is_singular() && new.is_many()) || (old.is_many() && new.is_singular());
+    let singular_many_swap = (old.is_singular() && new.is_many()) || (old.is_many() && new.is_singular());
     if singular_many_swap && old_kind.is_length_delimited() && new_kind.is_length_delimited() {
         // A singular reader keeps the last of several length-delimited
         // records, so only JSON (value versus array) breaks.
@@ -128,10 +112,7 @@ mod tests {
             cardinality_rule(ImplicitPresence, ExplicitPresence, &INT, &INT, false),
             Some(Rule::FieldSameCardinality)
         );
-        assert_eq!(
-            cardinality_rule(ImplicitPresence, ExplicitPresence, &INT, &INT, true),
-            None
-        );
+        assert_eq!(cardinality_rule(ImplicitPresence, ExplicitPresence, &INT, &INT, true), None);
     }
 
     #[test]
@@ -159,9 +140,6 @@ mod tests {
             cardinality_rule(ExplicitPresence, Required, &INT, &INT, false),
             Some(Rule::FieldWireCompatibleCardinality)
         );
-        assert_eq!(
-            cardinality_rule(Repeated, Repeated, &INT, &STRING, false),
-            None
-        );
+        assert_eq!(cardinality_rule(Repeated, Repeated, &INT, &STRING, false), None);
     }
 }

@@ -53,10 +53,7 @@ impl FieldKind {
 
     /// Types whose singular and repeated forms share one wire encoding.
     pub fn is_length_delimited(&self) -> bool {
-        matches!(
-            self,
-            FieldKind::Scalar(Type::String | Type::Bytes) | FieldKind::Message(_)
-        )
+        matches!(self, FieldKind::Scalar(Type::String | Type::Bytes) | FieldKind::Message(_))
     }
 
     /// Message and group fields always track presence.
@@ -80,8 +77,7 @@ pub(crate) fn compare_kinds(old: &FieldKind, new: &FieldKind) -> KindChange {
     match (old, new) {
         (FieldKind::Scalar(old), FieldKind::Scalar(new)) => compare_scalars(*old, *new),
         // Enums are varints on the wire but names in JSON.
-        (FieldKind::Enum(_), FieldKind::Scalar(scalar))
-        | (FieldKind::Scalar(scalar), FieldKind::Enum(_))
+        (FieldKind::Enum(_), FieldKind::Scalar(scalar)) | (FieldKind::Scalar(scalar), FieldKind::Enum(_))
             if is_plain_varint_integer(*scalar) =>
         {
             KindChange::BreaksJson
@@ -98,11 +94,7 @@ fn compare_scalars(old: Type, new: Type) -> KindChange {
     if old == Type::Bytes && new == Type::String {
         return KindChange::BreaksWire;
     }
-    if wire_group(old) == wire_group(new) {
-        KindChange::BreaksJson
-    } else {
-        KindChange::BreaksWire
-    }
+    if wire_group(old) == wire_group(new) { KindChange::BreaksJson } else { KindChange::BreaksWire }
 }
 
 /// Types that decode each other's binary encoding.
@@ -135,10 +127,7 @@ fn json_group(scalar: Type) -> Option<u8> {
 }
 
 fn is_plain_varint_integer(scalar: Type) -> bool {
-    matches!(
-        scalar,
-        Type::Int32 | Type::Uint32 | Type::Int64 | Type::Uint64
-    )
+    matches!(scalar, Type::Int32 | Type::Uint32 | Type::Int64 | Type::Uint64)
 }
 
 fn scalar_name(scalar: Type) -> &'static str {
@@ -194,14 +183,8 @@ mod tests {
             (Type::Fixed32, Type::Sfixed32),
             (Type::Fixed64, Type::Sfixed64),
         ] {
-            assert_eq!(
-                compare_kinds(&scalar(a), &scalar(b)),
-                KindChange::Compatible
-            );
-            assert_eq!(
-                compare_kinds(&scalar(b), &scalar(a)),
-                KindChange::Compatible
-            );
+            assert_eq!(compare_kinds(&scalar(a), &scalar(b)), KindChange::Compatible);
+            assert_eq!(compare_kinds(&scalar(b), &scalar(a)), KindChange::Compatible);
         }
     }
 
@@ -213,23 +196,14 @@ mod tests {
             (Type::Sint32, Type::Sint64),
             (Type::String, Type::Bytes),
         ] {
-            assert_eq!(
-                compare_kinds(&scalar(a), &scalar(b)),
-                KindChange::BreaksJson
-            );
+            assert_eq!(compare_kinds(&scalar(a), &scalar(b)), KindChange::BreaksJson);
         }
     }
 
     #[test]
     fn bytes_to_string_breaks_the_wire_but_string_to_bytes_only_json() {
-        assert_eq!(
-            compare_kinds(&scalar(Type::Bytes), &scalar(Type::String)),
-            KindChange::BreaksWire
-        );
-        assert_eq!(
-            compare_kinds(&scalar(Type::String), &scalar(Type::Bytes)),
-            KindChange::BreaksJson
-        );
+        assert_eq!(compare_kinds(&scalar(Type::Bytes), &scalar(Type::String)), KindChange::BreaksWire);
+        assert_eq!(compare_kinds(&scalar(Type::String), &scalar(Type::Bytes)), KindChange::BreaksJson);
     }
 
     #[test]
@@ -240,10 +214,7 @@ mod tests {
             (Type::Fixed32, Type::Float),
             (Type::Double, Type::Fixed64),
         ] {
-            assert_eq!(
-                compare_kinds(&scalar(a), &scalar(b)),
-                KindChange::BreaksWire
-            );
+            assert_eq!(compare_kinds(&scalar(a), &scalar(b)), KindChange::BreaksWire);
         }
     }
 
@@ -254,17 +225,8 @@ mod tests {
         assert_eq!(compare_kinds(&a, &b), KindChange::BreaksWire);
         assert_eq!(compare_kinds(&a, &a.clone()), KindChange::Same);
         let e = FieldKind::Enum("p.E".into());
-        assert_eq!(
-            compare_kinds(&e, &scalar(Type::Int32)),
-            KindChange::BreaksJson
-        );
-        assert_eq!(
-            compare_kinds(&e, &scalar(Type::Sint32)),
-            KindChange::BreaksWire
-        );
-        assert_eq!(
-            compare_kinds(&scalar(Type::Bytes), &a),
-            KindChange::BreaksWire
-        );
+        assert_eq!(compare_kinds(&e, &scalar(Type::Int32)), KindChange::BreaksJson);
+        assert_eq!(compare_kinds(&e, &scalar(Type::Sint32)), KindChange::BreaksWire);
+        assert_eq!(compare_kinds(&scalar(Type::Bytes), &a), KindChange::BreaksWire);
     }
 }

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use prost_types::{
-    DescriptorProto, EnumDescriptorProto, FileDescriptorProto, FileDescriptorSet,
-    ServiceDescriptorProto,
+    DescriptorProto, EnumDescriptorProto, FileDescriptorProto, FileDescriptorSet, ServiceDescriptorProto,
 };
 
 /// An element together with the file that declares it.
@@ -56,52 +55,30 @@ impl<'a> Index<'a> {
         for service in &file.service {
             let fq = qualify(package, service.name());
             self.note_local(package, &fq);
-            self.services.entry(fq).or_insert(Entry {
-                file,
-                proto: service,
-            });
+            self.services.entry(fq).or_insert(Entry { file, proto: service });
         }
         for r#enum in &file.enum_type {
             self.add_enum(file, package, r#enum);
         }
         // An explicit stack instead of recursion: a hand-built descriptor can
         // nest arbitrarily deep.
-        let mut pending: Vec<(String, &'a DescriptorProto)> = file
-            .message_type
-            .iter()
-            .map(|message| (package.to_owned(), message))
-            .collect();
+        let mut pending: Vec<(String, &'a DescriptorProto)> =
+            file.message_type.iter().map(|message| (package.to_owned(), message)).collect();
         while let Some((scope, message)) = pending.pop() {
             let fq = qualify(&scope, message.name());
             for r#enum in &message.enum_type {
                 self.add_enum(file, &fq, r#enum);
             }
-            pending.extend(
-                message
-                    .nested_type
-                    .iter()
-                    .map(|nested| (fq.clone(), nested)),
-            );
+            pending.extend(message.nested_type.iter().map(|nested| (fq.clone(), nested)));
             self.note_local(package, &fq);
-            self.messages.entry(fq).or_insert(Entry {
-                file,
-                proto: message,
-            });
+            self.messages.entry(fq).or_insert(Entry { file, proto: message });
         }
     }
 
-    fn add_enum(
-        &mut self,
-        file: &'a FileDescriptorProto,
-        scope: &str,
-        r#enum: &'a EnumDescriptorProto,
-    ) {
+    fn add_enum(&mut self, file: &'a FileDescriptorProto, scope: &str, r#enum: &'a EnumDescriptorProto) {
         let fq = qualify(scope, r#enum.name());
         self.note_local(file.package(), &fq);
-        self.enums.entry(fq).or_insert(Entry {
-            file,
-            proto: r#enum,
-        });
+        self.enums.entry(fq).or_insert(Entry { file, proto: r#enum });
     }
 
     fn note_local(&mut self, package: &str, fq: &str) {
@@ -115,18 +92,9 @@ impl<'a> Index<'a> {
     /// An element of this set, accepted by `is_kind`, with the same
     /// package-relative name as `fq` (declared in `package` in the other set)
     /// but living in a different package.
-    pub fn moved_from(
-        &self,
-        package: &str,
-        fq: &str,
-        is_kind: impl Fn(&str) -> bool,
-    ) -> Option<&str> {
+    pub fn moved_from(&self, package: &str, fq: &str, is_kind: impl Fn(&str) -> bool) -> Option<&str> {
         let local = local_name(package, fq);
-        self.local_names
-            .get(local)?
-            .iter()
-            .map(String::as_str)
-            .find(|candidate| *candidate != fq && is_kind(candidate))
+        self.local_names.get(local)?.iter().map(String::as_str).find(|candidate| *candidate != fq && is_kind(candidate))
     }
 
     pub fn message(&self, fq: &str) -> Option<&MessageEntry<'a>> {
@@ -134,35 +102,24 @@ impl<'a> Index<'a> {
     }
 
     pub fn is_map_entry(&self, fq: &str) -> bool {
-        self.message(fq)
-            .is_some_and(|entry| is_map_entry(entry.proto))
+        self.message(fq).is_some_and(|entry| is_map_entry(entry.proto))
     }
 }
 
 /// `package` + `.` + `name`, without a leading dot for the empty package.
 pub(crate) fn qualify(scope: &str, name: &str) -> String {
-    if scope.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{scope}.{name}")
-    }
+    if scope.is_empty() { name.to_owned() } else { format!("{scope}.{name}") }
 }
 
 pub(crate) fn local_name<'n>(package: &str, fq: &'n str) -> &'n str {
     if package.is_empty() {
         return fq;
     }
-    fq.strip_prefix(package)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(fq)
+    fq.strip_prefix(package).and_then(|rest| rest.strip_prefix('.')).unwrap_or(fq)
 }
 
 pub(crate) fn is_map_entry(message: &DescriptorProto) -> bool {
-    message
-        .options
-        .as_ref()
-        .and_then(|options| options.map_entry)
-        .unwrap_or(false)
+    message.options.as_ref().and_then(|options| options.map_entry).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -170,11 +127,7 @@ mod tests {
     use super::*;
 
     fn message(name: &str, nested: Vec<DescriptorProto>) -> DescriptorProto {
-        DescriptorProto {
-            name: Some(name.into()),
-            nested_type: nested,
-            ..Default::default()
-        }
+        DescriptorProto { name: Some(name.into()), nested_type: nested, ..Default::default() }
     }
 
     #[test]
@@ -191,16 +144,11 @@ mod tests {
             message_type: vec![message("Outer", vec![])],
             ..Default::default()
         };
-        let set = FileDescriptorSet {
-            file: vec![first, second],
-        };
+        let set = FileDescriptorSet { file: vec![first, second] };
         let index = Index::build(&set);
         let names: Vec<&str> = index.messages.keys().map(String::as_str).collect();
         assert_eq!(names, ["p.Outer", "p.Outer.Inner"]);
-        assert_eq!(
-            index.message("p.Outer").map(|entry| entry.file_name()),
-            Some("a.proto")
-        );
+        assert_eq!(index.message("p.Outer").map(|entry| entry.file_name()), Some("a.proto"));
     }
 
     #[test]

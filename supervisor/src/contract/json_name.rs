@@ -41,11 +41,8 @@ mod tests {
 
     #[test]
     fn declared_json_name_wins() {
-        let field = FieldDescriptorProto {
-            name: Some("user_id".into()),
-            json_name: Some("uid".into()),
-            ..Default::default()
-        };
+        let field =
+            FieldDescriptorProto { name: Some("user_id".into()), json_name: Some("uid".into()), ..Default::default() };
         assert_eq!(json_name(&field), "uid");
     }
 }

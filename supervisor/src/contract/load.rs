@@ -19,10 +19,7 @@ pub fn load_contract(path: &Path) -> Result<FileDescriptorSet, ContractError> {
 
 /// Like [`load_contract`], with extra include directories for imports that
 /// live outside the contract's own directory.
-pub fn load_contract_with_includes(
-    path: &Path,
-    includes: &[PathBuf],
-) -> Result<FileDescriptorSet, ContractError> {
+pub fn load_contract_with_includes(path: &Path, includes: &[PathBuf]) -> Result<FileDescriptorSet, ContractError> {
     let metadata = fs::metadata(path).map_err(|source| read_error(path, source))?;
     if metadata.is_dir() {
         load_proto_dir(path, includes)
@@ -36,10 +33,7 @@ pub fn load_contract_with_includes(
 /// Compiles several `.proto` files into one set (imports included). Each
 /// file's directory is an include path, after the explicit `includes`, so a
 /// file under an explicit include keeps the name its importers use.
-pub fn load_protos<P: AsRef<Path>>(
-    paths: &[P],
-    includes: &[PathBuf],
-) -> Result<FileDescriptorSet, ContractError> {
+pub fn load_protos<P: AsRef<Path>>(paths: &[P], includes: &[PathBuf]) -> Result<FileDescriptorSet, ContractError> {
     let mut include_dirs = canonical_all(includes)?;
     for path in paths {
         let path = path.as_ref();
@@ -55,9 +49,7 @@ pub fn load_protos<P: AsRef<Path>>(
 fn load_proto_dir(dir: &Path, includes: &[PathBuf]) -> Result<FileDescriptorSet, ContractError> {
     let files = proto_files_under(dir)?;
     if files.is_empty() {
-        return Err(ContractError::NoProtoFiles {
-            path: dir.to_path_buf(),
-        });
+        return Err(ContractError::NoProtoFiles { path: dir.to_path_buf() });
     }
     let mut include_dirs = vec![canonical(dir)?];
     include_dirs.extend(canonical_all(includes)?);
@@ -69,26 +61,21 @@ fn compile(paths: &[&Path], include_dirs: &[PathBuf]) -> Result<FileDescriptorSe
     let Some(first) = paths.first() else {
         return Err(ContractError::NoInputs);
     };
-    let mut compiler =
-        protox::Compiler::new(include_dirs).map_err(|source| compile_error(first, source))?;
+    let mut compiler = protox::Compiler::new(include_dirs).map_err(|source| compile_error(first, source))?;
     compiler.include_imports(true).include_source_info(false);
     for path in paths {
         // protox maps a path to a file name by stripping an include prefix;
         // canonical forms on both sides make that work for relative inputs.
         let canonical = canonical(path)?;
-        compiler
-            .open_file(&canonical)
-            .map_err(|source| compile_error(path, source))?;
+        compiler.open_file(&canonical).map_err(|source| compile_error(path, source))?;
     }
     Ok(compiler.file_descriptor_set())
 }
 
 fn decode_file(path: &Path) -> Result<FileDescriptorSet, ContractError> {
     let bytes = fs::read(path).map_err(|source| read_error(path, source))?;
-    FileDescriptorSet::decode(bytes.as_slice()).map_err(|source| ContractError::Decode {
-        path: path.to_path_buf(),
-        source,
-    })
+    FileDescriptorSet::decode(bytes.as_slice())
+        .map_err(|source| ContractError::Decode { path: path.to_path_buf(), source })
 }
 
 /// Sorted so that compilation order, and therefore error messages, do not
@@ -102,9 +89,7 @@ fn proto_files_under(dir: &Path) -> Result<Vec<PathBuf>, ContractError> {
             let entry = entry.map_err(|source| read_error(&current, source))?;
             let path = entry.path();
             // `file_type` does not follow symlinks, so a link cycle cannot loop us.
-            let file_type = entry
-                .file_type()
-                .map_err(|source| read_error(&path, source))?;
+            let file_type = entry.file_type().map_err(|source| read_error(&path, source))?;
             if file_type.is_dir() {
                 pending.push(path);
             } else if is_proto_source(&path) && path.is_file() {
@@ -117,8 +102,7 @@ fn proto_files_under(dir: &Path) -> Result<Vec<PathBuf>, ContractError> {
 }
 
 fn is_proto_source(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|extension| extension.eq_ignore_ascii_case("proto"))
+    path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("proto"))
 }
 
 fn canonical(path: &Path) -> Result<PathBuf, ContractError> {
@@ -130,15 +114,9 @@ fn canonical_all(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ContractError> {
 }
 
 fn read_error(path: &Path, source: std::io::Error) -> ContractError {
-    ContractError::Read {
-        path: path.to_path_buf(),
-        source,
-    }
+    ContractError::Read { path: path.to_path_buf(), source }
 }
 
 fn compile_error(path: &Path, source: protox::Error) -> ContractError {
-    ContractError::Compile {
-        path: path.to_path_buf(),
-        source,
-    }
+    ContractError::Compile { path: path.to_path_buf(), source }
 }

@@ -62,20 +62,13 @@ pub struct Location {
 
 impl Location {
     pub fn new(file: impl Into<String>, element: Element) -> Self {
-        Location {
-            file: file.into(),
-            element,
-        }
+        Location { file: file.into(), element }
     }
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = if self.file.is_empty() {
-            "<no file>"
-        } else {
-            &self.file
-        };
+        let file = if self.file.is_empty() { "<no file>" } else { &self.file };
         write!(f, "{file}: {}", self.element)
     }
 }
@@ -86,24 +79,14 @@ mod tests {
 
     #[test]
     fn method_uses_grpc_path_form() {
-        let location = Location::new(
-            "echo.proto",
-            Element::Method {
-                service: "echo.v1.Echo".into(),
-                method: "Say".into(),
-            },
-        );
+        let location =
+            Location::new("echo.proto", Element::Method { service: "echo.v1.Echo".into(), method: "Say".into() });
         assert_eq!(location.to_string(), "echo.proto: echo.v1.Echo/Say");
     }
 
     #[test]
     fn missing_file_is_named_explicitly() {
-        let location = Location::new(
-            "",
-            Element::Service {
-                service: "a.B".into(),
-            },
-        );
+        let location = Location::new("", Element::Service { service: "a.B".into() });
         assert_eq!(location.to_string(), "<no file>: a.B");
     }
 }

@@ -16,18 +16,12 @@ pub(crate) struct Span {
 impl Span {
     /// Message reserved ranges: `end` is exclusive.
     pub fn exclusive(start: i32, end: i32) -> Self {
-        Span {
-            start: i64::from(start),
-            end: i64::from(end),
-        }
+        Span { start: i64::from(start), end: i64::from(end) }
     }
 
     /// Enum reserved ranges: `end` is inclusive.
     pub fn inclusive(start: i32, end: i32) -> Self {
-        Span {
-            start: i64::from(start),
-            end: i64::from(end) + 1,
-        }
+        Span { start: i64::from(start), end: i64::from(end) + 1 }
     }
 
     pub fn point(number: i32) -> Self {
@@ -42,11 +36,7 @@ impl Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let last = self.end - 1;
-        if last <= self.start {
-            write!(f, "{}", self.start)
-        } else {
-            write!(f, "{} to {}", self.start, last)
-        }
+        if last <= self.start { write!(f, "{}", self.start) } else { write!(f, "{} to {}", self.start, last) }
     }
 }
 
@@ -80,12 +70,8 @@ impl SpanSet {
         if span.is_empty() {
             return true;
         }
-        let candidate = self
-            .merged
-            .partition_point(|member| member.end <= span.start);
-        self.merged
-            .get(candidate)
-            .is_some_and(|member| member.start <= span.start && span.end <= member.end)
+        let candidate = self.merged.partition_point(|member| member.end <= span.start);
+        self.merged.get(candidate).is_some_and(|member| member.start <= span.start && span.end <= member.end)
     }
 }
 
@@ -95,11 +81,7 @@ mod tests {
 
     #[test]
     fn coverage_by_adjacent_and_overlapping_pieces() {
-        let set = SpanSet::new([
-            Span::exclusive(5, 8),
-            Span::exclusive(1, 5),
-            Span::exclusive(2, 3),
-        ]);
+        let set = SpanSet::new([Span::exclusive(5, 8), Span::exclusive(1, 5), Span::exclusive(2, 3)]);
         assert!(set.covers(Span::exclusive(2, 8)));
         assert!(!set.covers(Span::exclusive(2, 9)));
         assert!(!set.covers(Span::exclusive(0, 3)));

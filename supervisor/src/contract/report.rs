@@ -20,12 +20,7 @@ pub struct Change {
 impl Change {
     /// Severity is derived from the rule so the two can never disagree.
     pub fn new(rule: Rule, location: Location, message: impl Into<String>) -> Self {
-        Change {
-            severity: rule.severity(),
-            rule,
-            location,
-            message: message.into(),
-        }
+        Change { severity: rule.severity(), rule, location, message: message.into() }
     }
 
     pub fn rule_id(&self) -> &'static str {
@@ -51,11 +46,7 @@ impl Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} [{}] {}",
-            self.severity, self.location, self.rule, self.message
-        )
+        write!(f, "{} {} [{}] {}", self.severity, self.location, self.rule, self.message)
     }
 }
 
@@ -118,24 +109,14 @@ mod tests {
     use crate::contract::location::Element;
 
     fn field(message: &str, field: &str) -> Location {
-        Location::new(
-            "a.proto",
-            Element::Field {
-                message: message.into(),
-                field: field.into(),
-            },
-        )
+        Location::new("a.proto", Element::Field { message: message.into(), field: field.into() })
     }
 
     #[test]
     fn breaking_changes_print_first_one_per_line() {
         let report = Report::from_changes(vec![
             Change::new(Rule::FieldAdded, field("a.A", "x"), "field 3 `x` added"),
-            Change::new(
-                Rule::FieldSameName,
-                field("a.B", "y"),
-                "field 1 renamed from `z` to `y`",
-            ),
+            Change::new(Rule::FieldSameName, field("a.B", "y"), "field 1 renamed from `z` to `y`"),
         ]);
         assert!(report.is_breaking());
         let text = report.to_string();

@@ -176,10 +176,7 @@ mod tests {
     fn ids_are_screaming_snake_case() {
         for rule in Rule::ALL {
             let id = rule.id();
-            assert!(
-                id.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
-                "{id} is not SCREAMING_SNAKE_CASE"
-            );
+            assert!(id.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{id} is not SCREAMING_SNAKE_CASE");
         }
     }
 
@@ -187,11 +184,7 @@ mod tests {
     fn only_compatible_rules_are_not_breaking() {
         for rule in Rule::ALL {
             let compatible = rule.category() == Category::Compatible;
-            assert_eq!(
-                rule.severity() == Severity::Compatible,
-                compatible,
-                "{rule}"
-            );
+            assert_eq!(rule.severity() == Severity::Compatible, compatible, "{rule}");
         }
     }
 }

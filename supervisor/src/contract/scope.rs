@@ -20,12 +20,7 @@ impl Scope {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Scope::Services(
-            names
-                .into_iter()
-                .map(|name| strip_dot(name.as_ref()).to_owned())
-                .collect(),
-        )
+        Scope::Services(names.into_iter().map(|name| strip_dot(name.as_ref()).to_owned()).collect())
     }
 }
 

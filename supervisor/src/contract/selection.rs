@@ -30,10 +30,7 @@ impl Selection {
                 enums: index.enums.keys().cloned().collect(),
             },
             Scope::Services(names) => {
-                let services: BTreeSet<String> = names
-                    .iter()
-                    .map(|name| strip_dot(name).to_owned())
-                    .collect();
+                let services: BTreeSet<String> = names.iter().map(|name| strip_dot(name).to_owned()).collect();
                 reachable(index, services)
             }
         }
@@ -54,10 +51,7 @@ fn reachable(index: &Index<'_>, services: BTreeSet<String>) -> Selection {
             pending.push(strip_dot(method.output_type()));
         }
     }
-    let mut selection = Selection {
-        services,
-        ..Selection::default()
-    };
+    let mut selection = Selection { services, ..Selection::default() };
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     while let Some(name) = pending.pop() {
         if !seen.insert(name) {

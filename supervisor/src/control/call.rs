@@ -26,8 +26,7 @@ impl Encoder for DynEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the request: {e}")))
+        item.encode(dst).map_err(|e| Status::internal(format!("encoding the request: {e}")))
     }
 }
 
@@ -39,12 +38,7 @@ impl Decoder for DynDecoder {
         let bytes = src.copy_to_bytes(src.remaining());
         DynamicMessage::decode(self.0.clone(), bytes)
             .map(Some)
-            .map_err(|e| {
-                Status::internal(format!(
-                    "the plugin's response is not a valid {}: {e}",
-                    self.0.full_name()
-                ))
-            })
+            .map_err(|e| Status::internal(format!("the plugin's response is not a valid {}: {e}", self.0.full_name())))
     }
 }
 
@@ -71,9 +65,7 @@ pub async fn call_json(
     json: &str,
     timeout: Duration,
 ) -> Result<String, Status> {
-    let p = sup
-        .plugin(plugin)
-        .map_err(|e| Status::not_found(e.to_string()))?;
+    let p = sup.plugin(plugin).map_err(|e| Status::not_found(e.to_string()))?;
     let contract = p.contract.load_full().ok_or_else(|| {
         Status::unavailable(format!(
             "plugin {plugin:?} has not declared its contract yet: it is {}",
@@ -81,9 +73,7 @@ pub async fn call_json(
         ))
     })?;
     let (service, name) = method.rsplit_once('/').ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "method {method:?} must be written Service/Method, e.g. echo.v1.Echo/Echo"
-        ))
+        Status::invalid_argument(format!("method {method:?} must be written Service/Method, e.g. echo.v1.Echo/Echo"))
     })?;
     let sd = contract.pool.get_service_by_name(service).ok_or_else(|| {
         Status::not_found(format!(
@@ -93,45 +83,23 @@ pub async fn call_json(
     })?;
     let md = sd.methods().find(|m| m.name() == name).ok_or_else(|| {
         let names: Vec<String> = sd.methods().map(|m| m.name().to_owned()).collect();
-        Status::not_found(format!(
-            "service {service} has no method {name:?} (it has: {})",
-            names.join(", ")
-        ))
+        Status::not_found(format!("service {service} has no method {name:?} (it has: {})", names.join(", ")))
     })?;
     if md.is_client_streaming() || md.is_server_streaming() {
-        return Err(Status::unimplemented(format!(
-            "{method} is a streaming method; `call` makes unary calls"
-        )));
+        return Err(Status::unimplemented(format!("{method} is a streaming method; `call` makes unary calls")));
     }
     let mut de = serde_json::Deserializer::from_str(json);
-    let request = DynamicMessage::deserialize(md.input(), &mut de)
-        .and_then(|m| de.end().map(|()| m))
-        .map_err(|e| {
-            Status::invalid_argument(format!(
-                "the request is not a valid {} in JSON: {e}",
-                md.input().full_name()
-            ))
-        })?;
-    let channel = sup
-        .channel(plugin)
-        .map_err(|e| Status::not_found(e.to_string()))?;
+    let request = DynamicMessage::deserialize(md.input(), &mut de).and_then(|m| de.end().map(|()| m)).map_err(|e| {
+        Status::invalid_argument(format!("the request is not a valid {} in JSON: {e}", md.input().full_name()))
+    })?;
+    let channel = sup.channel(plugin).map_err(|e| Status::not_found(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(format!("plugin {plugin:?} is not ready: {e}")))?;
+    grpc.ready().await.map_err(|e| Status::unavailable(format!("plugin {plugin:?} is not ready: {e}")))?;
     let path = http::uri::PathAndQuery::from_str(&format!("/{}/{}", sd.full_name(), md.name()))
         .map_err(|e| Status::invalid_argument(format!("bad method path: {e}")))?;
     let mut req = tonic::Request::new(request);
     req.set_timeout(timeout);
-    let resp = grpc
-        .unary(
-            req,
-            path,
-            DynamicCodec {
-                output: md.output(),
-            },
-        )
-        .await?;
+    let resp = grpc.unary(req, path, DynamicCodec { output: md.output() }).await?;
     serde_json::to_string(&resp.into_inner())
         .map_err(|e| Status::internal(format!("rendering the response as JSON: {e}")))
 }

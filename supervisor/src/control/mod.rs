@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_util::Stream;
 use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine,
-    PluginRef, StatusRequest, StatusResponse, TailRequest,
+    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, PluginRef, StatusRequest,
+    StatusResponse, TailRequest,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
@@ -36,11 +36,8 @@ fn to_status(e: SupervisorError) -> Status {
 
 /// Status rows, one per instance, for all plugins or one.
 pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, SupervisorError> {
-    let plugins: Vec<_> = if name.is_empty() {
-        sup.plugins().cloned().collect()
-    } else {
-        vec![sup.plugin(name)?.clone()]
-    };
+    let plugins: Vec<_> =
+        if name.is_empty() { sup.plugins().cloned().collect() } else { vec![sup.plugin(name)?.clone()] };
     let mut rows = Vec::new();
     for p in plugins {
         for inst in &p.instances {
@@ -77,63 +74,45 @@ fn backlog_then_follow<T: Clone + Send + 'static>(
 ) -> BoxStream<T> {
     let head = futures_util::stream::iter(backlog.into_iter().map(Ok));
     let Some(rx) = rx else { return Box::pin(head) };
-    let tail =
-        futures_util::stream::unfold((rx, keep, missed), |(mut rx, keep, missed)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(v) if keep(&v) => return Some((Ok(v), (rx, keep, missed))),
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let m = missed(n);
-                        return Some((Ok(m), (rx, keep, missed)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+    let tail = futures_util::stream::unfold((rx, keep, missed), |(mut rx, keep, missed)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) if keep(&v) => return Some((Ok(v), (rx, keep, missed))),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let m = missed(n);
+                    return Some((Ok(m), (rx, keep, missed)));
                 }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
-        });
+        }
+    });
     Box::pin(futures_util::StreamExt::chain(head, tail))
 }
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    async fn status(
-        &self,
-        req: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let instances = status_rows(&self.sup, &req.get_ref().name).map_err(to_status)?;
         Ok(Response::new(StatusResponse { instances }))
     }
 
     async fn start(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let name = &req.get_ref().name;
-        let state = self
-            .sup
-            .start_plugin(name, COMMAND_WAIT)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(ActionResponse {
-            message: format!("{name}: {state}"),
-        }))
+        let state = self.sup.start_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
     async fn stop(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let name = &req.get_ref().name;
         let state = self.sup.stop_plugin(name).await.map_err(to_status)?;
-        Ok(Response::new(ActionResponse {
-            message: format!("{name}: {state}"),
-        }))
+        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
     async fn restart(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let name = &req.get_ref().name;
-        let state = self
-            .sup
-            .restart_plugin(name, COMMAND_WAIT)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(ActionResponse {
-            message: format!("{name}: {state}"),
-        }))
+        let state = self.sup.restart_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
     type TailStream = BoxStream<LogLine>;
@@ -141,11 +120,7 @@ impl Control for ControlService {
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
         let req = req.into_inner();
         let p = self.sup.plugin(&req.name).map_err(to_status)?;
-        let n = if req.lines == 0 {
-            50
-        } else {
-            req.lines as usize
-        };
+        let n = if req.lines == 0 { 50 } else { req.lines as usize };
         let (lines, rx) = p.logs.subscribe(n);
         let missed = |n: u64| LogLine {
             unix_nanos: crate::observe::unix_nanos(),
@@ -153,20 +128,12 @@ impl Control for ControlService {
             text: format!("[{n} lines skipped: this reader fell behind]"),
             ..Default::default()
         };
-        Ok(Response::new(backlog_then_follow(
-            lines,
-            req.follow.then_some(rx),
-            |_| true,
-            missed,
-        )))
+        Ok(Response::new(backlog_then_follow(lines, req.follow.then_some(rx), |_| true, missed)))
     }
 
     type EventsStream = BoxStream<Event>;
 
-    async fn events(
-        &self,
-        req: Request<EventsRequest>,
-    ) -> Result<Response<Self::EventsStream>, Status> {
+    async fn events(&self, req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
         let req = req.into_inner();
         if !req.name.is_empty() {
             self.sup.plugin(&req.name).map_err(to_status)?;
@@ -181,23 +148,13 @@ impl Control for ControlService {
             message: format!("{n} events skipped: this reader fell behind"),
             ..Default::default()
         };
-        Ok(Response::new(backlog_then_follow(
-            history,
-            req.follow.then_some(rx),
-            keep,
-            missed,
-        )))
+        Ok(Response::new(backlog_then_follow(history, req.follow.then_some(rx), keep, missed)))
     }
 
     async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
         let req = req.into_inner();
         let timeout = if req.timeout_ms == 0 {
-            self.sup
-                .plugin(&req.plugin)
-                .map_err(to_status)?
-                .spec
-                .load()
-                .call_timeout
+            self.sup.plugin(&req.plugin).map_err(to_status)?.spec.load().call_timeout
         } else {
             Duration::from_millis(u64::from(req.timeout_ms))
         };
@@ -207,11 +164,7 @@ impl Control for ControlService {
 }
 
 /// Serves the control API on `listener`, refusing peers whose uid is not allowed.
-pub async fn serve(
-    listener: tokio::net::UnixListener,
-    sup: Arc<Supervisor>,
-    allowed_uids: Vec<u32>,
-) {
+pub async fn serve(listener: tokio::net::UnixListener, sup: Arc<Supervisor>, allowed_uids: Vec<u32>) {
     // SAFETY: geteuid has no preconditions.
     let own = unsafe { libc::geteuid() };
     let svc = ControlServer::new(ControlService { sup: sup.clone() });
@@ -232,13 +185,7 @@ pub async fn serve(
             }
         };
         if uid != 0 && uid != own && !allowed_uids.contains(&uid) {
-            sup.events().emit(
-                "",
-                "",
-                "control-refused",
-                format!("refused a control connection from uid {uid}"),
-                &[],
-            );
+            sup.events().emit("", "", "control-refused", format!("refused a control connection from uid {uid}"), &[]);
             continue;
         }
         tokio::spawn(crate::net::serve_h2(stream, svc.clone()));

@@ -21,11 +21,7 @@ pub struct Restarts {
 
 impl Restarts {
     pub fn new(cfg: Backoff) -> Self {
-        Self {
-            cfg,
-            consecutive: 0,
-            recent: VecDeque::new(),
-        }
+        Self { cfg, consecutive: 0, recent: VecDeque::new() }
     }
 
     /// Called when an instance that was running ends; a long run forgives
@@ -40,11 +36,7 @@ impl Restarts {
     /// Records a failure at `now` and returns the delay before the next try.
     pub fn next_delay(&mut self, now: Instant, jitter_unit: f64) -> Duration {
         self.recent.push_back(now);
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > LOOP_WINDOW)
-        {
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) > LOOP_WINDOW) {
             self.recent.pop_front();
         }
         let exp = self.cfg.multiplier.powi(self.consecutive.min(64) as i32);

@@ -24,11 +24,7 @@ pub struct Accepted {
 
 /// Returns why the plugin is refused, naming both sides where there are
 /// two. `signed_version` is the version its signature vouches for, if any.
-pub fn check(
-    spec: &PluginSpec,
-    resp: HandshakeResponse,
-    signed_version: Option<&str>,
-) -> Result<Accepted, String> {
+pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<&str>) -> Result<Accepted, String> {
     if resp.name != spec.name {
         return Err(format!(
             "plugin answered the handshake as {:?}, but the config names it {:?}",
@@ -41,46 +37,29 @@ pub fn check(
             resp.protocol_version
         ));
     }
-    let version = semver::Version::parse(&resp.version).map_err(|e| {
-        format!(
-            "plugin version {:?} is not a semver version: {e}",
-            resp.version
-        )
-    })?;
+    let version = semver::Version::parse(&resp.version)
+        .map_err(|e| format!("plugin version {:?} is not a semver version: {e}", resp.version))?;
     if let Some(req) = &spec.version_req
         && !req.matches(&version)
     {
-        return Err(format!(
-            "plugin version {version} is outside the configured range {req}"
-        ));
+        return Err(format!("plugin version {version} is outside the configured range {req}"));
     }
     if let Some(signed) = signed_version
         && signed != resp.version
     {
-        return Err(format!(
-            "plugin declares version {} but its signature is for version {signed}",
-            resp.version
-        ));
+        return Err(format!("plugin declares version {} but its signature is for version {signed}", resp.version));
     }
-    let sdk = semver::Version::parse(&resp.sdk_version).map_err(|e| {
-        format!(
-            "plugin SDK version {:?} is not a semver version: {e}",
-            resp.sdk_version
-        )
-    })?;
+    let sdk = semver::Version::parse(&resp.sdk_version)
+        .map_err(|e| format!("plugin SDK version {:?} is not a semver version: {e}", resp.sdk_version))?;
     let sdk_req = semver::VersionReq::parse(SUPPORTED_SDK).map_err(|e| e.to_string())?;
     if !sdk_req.matches(&sdk) {
-        return Err(format!(
-            "plugin was built with SDK {sdk}, but this supervisor supports SDK {SUPPORTED_SDK}"
-        ));
+        return Err(format!("plugin was built with SDK {sdk}, but this supervisor supports SDK {SUPPORTED_SDK}"));
     }
     let pool = DescriptorPool::decode(resp.file_descriptor_set.as_slice())
         .map_err(|e| format!("plugin declared a contract that does not decode: {e}"))?;
     for service in &resp.services {
         if pool.get_service_by_name(service).is_none() {
-            return Err(format!(
-                "plugin declares service {service:?} but its descriptors do not describe it"
-            ));
+            return Err(format!("plugin declares service {service:?} but its descriptors do not describe it"));
         }
     }
     if let Some(pinned) = &spec.contract {
@@ -99,24 +78,18 @@ pub fn check(
 
 /// Compares the declared contract with the pinned one: every service the
 /// pin describes must be served, without a breaking change.
-fn check_contract(
-    pinned: &prost_types::FileDescriptorSet,
-    declared: &[u8],
-    served: &[String],
-) -> Result<(), String> {
+fn check_contract(pinned: &prost_types::FileDescriptorSet, declared: &[u8], served: &[String]) -> Result<(), String> {
     use crate::contract::{Scope, Side, decode_descriptor_set, diff};
     let required: Vec<String> = pinned
         .file
         .iter()
         .flat_map(|f| {
             let pkg = f.package().to_owned();
-            f.service.iter().map(move |s| {
-                if pkg.is_empty() {
-                    s.name().to_owned()
-                } else {
-                    format!("{pkg}.{}", s.name())
-                }
-            })
+            f.service.iter().map(
+                move |s| {
+                    if pkg.is_empty() { s.name().to_owned() } else { format!("{pkg}.{}", s.name()) }
+                },
+            )
         })
         .collect();
     if let Some(missing) = required.iter().find(|s| !served.contains(s)) {
@@ -129,11 +102,7 @@ fn check_contract(
     let report = diff(pinned, &declared, Scope::services(required.iter().cloned()));
     if report.is_breaking() {
         let breaks: Vec<String> = report.breaking().map(|c| c.to_string()).collect();
-        return Err(format!(
-            "contract breaks the pinned one in {} place(s): {}",
-            breaks.len(),
-            breaks.join("; ")
-        ));
+        return Err(format!("contract breaks the pinned one in {} place(s): {}", breaks.len(), breaks.join("; ")));
     }
     Ok(())
 }
@@ -143,9 +112,7 @@ mod tests {
     use super::*;
 
     fn spec() -> PluginSpec {
-        let cfg: crate::config::Config = "[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n"
-            .parse()
-            .unwrap();
+        let cfg: crate::config::Config = "[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n".parse().unwrap();
         cfg.specs().remove(0)
     }
 
@@ -169,23 +136,11 @@ mod tests {
     #[test]
     fn each_mismatch_is_refused_with_both_sides_named() {
         let cases: Vec<(fn(&mut HandshakeResponse), &str)> = vec![
-            (
-                |r| r.name = "other".into(),
-                "answered the handshake as \"other\", but the config names it \"echo\"",
-            ),
-            (
-                |r| r.protocol_version = 9,
-                "protocol version 9, but this supervisor speaks [1]",
-            ),
+            (|r| r.name = "other".into(), "answered the handshake as \"other\", but the config names it \"echo\""),
+            (|r| r.protocol_version = 9, "protocol version 9, but this supervisor speaks [1]"),
             (|r| r.version = "one".into(), "\"one\" is not a semver"),
-            (
-                |r| r.sdk_version = "7.0.0".into(),
-                "built with SDK 7.0.0, but this supervisor supports SDK",
-            ),
-            (
-                |r| r.file_descriptor_set = vec![0xff, 0xff],
-                "contract that does not decode",
-            ),
+            (|r| r.sdk_version = "7.0.0".into(), "built with SDK 7.0.0, but this supervisor supports SDK"),
+            (|r| r.file_descriptor_set = vec![0xff, 0xff], "contract that does not decode"),
             (
                 |r| r.services.push("nope.v1.Missing".into()),
                 "\"nope.v1.Missing\" but its descriptors do not describe it",
@@ -195,10 +150,7 @@ mod tests {
             let mut r = answer();
             mutate(&mut r);
             let err = check(&spec(), r, None).unwrap_err();
-            assert!(
-                err.contains(expected),
-                "{err:?} should contain {expected:?}"
-            );
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
     }
 }

@@ -45,10 +45,7 @@ fn cut(mut s: String) -> String {
 
 #[tonic::async_trait]
 impl Host for HostService {
-    async fn log(
-        &self,
-        req: Request<Streaming<LogRecord>>,
-    ) -> Result<Response<LogSummary>, Status> {
+    async fn log(&self, req: Request<Streaming<LogRecord>>) -> Result<Response<LogSummary>, Status> {
         let mut stream = req.into_inner();
         let mut received = 0u64;
         while let Some(record) = stream.next().await {
@@ -57,12 +54,8 @@ impl Host for HostService {
             if r.dropped_before > 0 {
                 self.logs.note_plugin_drops(r.dropped_before);
             }
-            let mut fields: std::collections::HashMap<String, String> = r
-                .fields
-                .into_iter()
-                .take(MAX_FIELDS)
-                .map(|(k, v)| (cut(k), cut(v)))
-                .collect();
+            let mut fields: std::collections::HashMap<String, String> =
+                r.fields.into_iter().take(MAX_FIELDS).map(|(k, v)| (cut(k), cut(v))).collect();
             if !r.target.is_empty() {
                 fields.insert("target".into(), cut(r.target));
             }

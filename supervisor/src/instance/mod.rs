@@ -30,6 +30,9 @@ use state::{State, Status};
 pub struct Desired {
     pub run: bool,
     pub generation: u64,
+    /// The command restarts instances that are running (a plain start
+    /// leaves them be).
+    pub restart: bool,
 }
 
 /// A live instance, ready for calls.
@@ -52,6 +55,9 @@ pub struct Instance {
     pub id: String,
     pub status: Mutex<Status>,
     pub live: ArcSwapOption<Live>,
+    /// Bumped on every status change; shared by the plugin's instances so
+    /// waiters wake on any of them instead of polling.
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl Instance {
@@ -63,6 +69,7 @@ impl Instance {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
         }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -76,31 +83,31 @@ pub struct Plugin {
     pub logs: Arc<LogBuffer>,
     pub contract: ArcSwapOption<Contract>,
     next: AtomicUsize,
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl Plugin {
     pub fn new(spec: PluginSpec, log_lines: usize) -> Self {
+        let changed = Arc::new(watch::channel(0).0);
         let instances = (0..spec.replicas)
             .map(|i| {
                 Arc::new(Instance {
                     id: format!("{}-{i}", spec.name),
                     status: Mutex::default(),
                     live: ArcSwapOption::empty(),
+                    changed: changed.clone(),
                 })
             })
             .collect();
         Self {
             name: spec.name.clone(),
-            desired: watch::channel(Desired {
-                run: spec.autostart,
-                generation: 0,
-            })
-            .0,
+            desired: watch::channel(Desired { run: spec.autostart, generation: 0, restart: false }).0,
             spec: ArcSwap::from_pointee(spec),
             instances,
             logs: Arc::new(LogBuffer::new(log_lines)),
             contract: ArcSwapOption::empty(),
             next: AtomicUsize::new(0),
+            changed,
         }
     }
 
@@ -114,34 +121,40 @@ impl Plugin {
     /// "running", or the first instance's state with its reason, for
     /// messages about why the plugin cannot take a call.
     pub fn describe_state(&self) -> String {
-        self.instances
-            .first()
-            .map(|i| i.status().describe())
-            .unwrap_or_else(|| "without instances".into())
+        self.instances.first().map(|i| i.status().describe()).unwrap_or_else(|| "without instances".into())
     }
 
-    pub fn set_desired(&self, run: bool) {
+    /// Records a command; returns its generation.
+    pub fn set_desired(&self, run: bool, restart: bool) -> u64 {
+        let mut generation = 0;
         self.desired.send_modify(|d| {
             d.run = run;
+            d.restart = restart;
             d.generation += 1;
+            generation = d.generation;
         });
+        generation
     }
 
-    /// Waits until every instance is in one of `states`, or the timeout.
-    pub async fn wait_for(&self, states: &[State], timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self
-                .instances
-                .iter()
-                .all(|i| states.contains(&i.status().state))
-            {
-                return true;
+    /// Waits until every instance has acted on command `generation` and is
+    /// in one of `states`, or the timeout; true when reached.
+    pub async fn wait_for(&self, generation: u64, states: &[State], timeout: Duration) -> bool {
+        let mut rx = self.changed.subscribe();
+        let reached = || {
+            self.instances.iter().all(|i| {
+                let s = i.status();
+                s.generation >= generation && states.contains(&s.state)
+            })
+        };
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                rx.borrow_and_update();
+                if reached() || rx.changed().await.is_err() {
+                    return;
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
+        waited.is_ok() && reached()
     }
 }

@@ -39,15 +39,14 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         }
         let want = *desired.borrow_and_update();
         if !want.run || held.is_some_and(|g| g == want.generation) {
-            if !want.run {
-                inst.update(|s| {
-                    if s.state != State::Failed || s.reason.is_empty() {
-                        s.state = State::Stopped;
-                        s.reason = "stopped by request".into();
-                    }
+            inst.update(|s| {
+                if !want.run && (s.state != State::Failed || s.reason.is_empty()) {
+                    s.state = State::Stopped;
+                    s.reason = "stopped by request".into();
                     s.pid = None;
-                });
-            }
+                }
+                s.generation = want.generation;
+            });
             tokio::select! {
                 _ = desired.changed() => { restarts.reset(); held = None; continue; }
                 _ = shutdown.changed() => return,
@@ -62,6 +61,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
             s.state = State::Starting;
             s.reason = String::new();
             s.pid = None;
+            s.generation = want.generation;
         });
 
         let started = tokio::select! {
@@ -70,9 +70,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         };
         let failure = match started {
             Err(StartError::Refused(reason)) => {
-                shared
-                    .events
-                    .emit(&plugin.name, &inst.id, "refused", reason.clone(), &[]);
+                shared.events.emit(&plugin.name, &inst.id, "refused", reason.clone(), &[]);
                 inst.update(|s| {
                     s.state = State::Failed;
                     s.reason = format!("refused: {reason}");
@@ -82,9 +80,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 continue;
             }
             Err(StartError::Failed(reason)) => {
-                shared
-                    .events
-                    .emit(&plugin.name, &inst.id, "start-failed", reason.clone(), &[]);
+                shared.events.emit(&plugin.name, &inst.id, "start-failed", reason.clone(), &[]);
                 reason
             }
             Ok(mut running) => {
@@ -99,10 +95,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                     pool: running.accepted.pool.clone(),
                     services: declared.services.clone(),
                 })));
-                inst.live.store(Some(Arc::new(Live {
-                    channel: running.channel.clone(),
-                    pid: running.pid,
-                })));
+                inst.live.store(Some(Arc::new(Live { channel: running.channel.clone(), pid: running.pid })));
                 shared.events.emit(
                     &plugin.name,
                     &inst.id,
@@ -113,15 +106,24 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                         declared.version,
                         declared.services.join(", ")
                     ),
-                    &[
-                        ("pid", running.pid.to_string()),
-                        ("version", declared.version.clone()),
-                    ],
+                    &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
                 );
-                let ended = tokio::select! {
-                    status = running.exited() => Ended::Exited(status, running.since.elapsed()),
-                    _ = changed_generation(&mut desired, want.generation) => Ended::Commanded,
-                    _ = shutdown.changed() => Ended::Shutdown,
+                let mut acked = want.generation;
+                let ended = loop {
+                    tokio::select! {
+                        status = running.exited() => break Ended::Exited(status, running.since.elapsed()),
+                        _ = changed_generation(&mut desired, acked) => {
+                            let d = *desired.borrow_and_update();
+                            if d.run && !d.restart {
+                                // Already running: a start is acknowledged, not acted on.
+                                acked = d.generation;
+                                inst.update(|s| s.generation = d.generation);
+                                continue;
+                            }
+                            break Ended::Commanded;
+                        }
+                        _ = shutdown.changed() => break Ended::Shutdown,
+                    }
                 };
                 inst.live.store(None);
                 let spec = plugin.spec.load_full();
@@ -132,11 +134,8 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                             s.state = State::Stopping;
                             s.reason = "draining".into();
                         });
-                        let why = if matches!(other, Ended::Shutdown) {
-                            "supervisor shutdown"
-                        } else {
-                            "operator request"
-                        };
+                        let why =
+                            if matches!(other, Ended::Shutdown) { "supervisor shutdown" } else { "operator request" };
                         let status = super::stop::stop(&mut running, spec.stop_timeout, why).await;
                         shared.events.emit(
                             &plugin.name,
@@ -165,13 +164,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 running.release();
                 restarts.ran_for(ran);
                 let reason = status.to_string();
-                shared.events.emit(
-                    &plugin.name,
-                    &inst.id,
-                    "exited",
-                    format!("pid {pid} {reason}"),
-                    &[],
-                );
+                shared.events.emit(&plugin.name, &inst.id, "exited", format!("pid {pid} {reason}"), &[]);
                 let restart = match spec.restart {
                     RestartPolicy::Always => true,
                     RestartPolicy::OnFailure => !status.success(),
@@ -179,11 +172,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 };
                 if !restart {
                     inst.update(|s| {
-                        s.state = if status.success() {
-                            State::Stopped
-                        } else {
-                            State::Failed
-                        };
+                        s.state = if status.success() { State::Stopped } else { State::Failed };
                         s.reason = reason;
                         s.pid = None;
                         s.running_since = None;
@@ -203,10 +192,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 "crash loop: {n} failures in the last 2 minutes; last: {failure}; next attempt in {}",
                 format_duration(round(delay))
             ),
-            None => format!(
-                "{failure}; next attempt in {}",
-                format_duration(round(delay))
-            ),
+            None => format!("{failure}; next attempt in {}", format_duration(round(delay))),
         };
         inst.update(|s| {
             s.state = State::Backoff;
@@ -217,11 +203,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         shared.events.emit(
             &plugin.name,
             &inst.id,
-            if looping.is_some() {
-                "crash-loop"
-            } else {
-                "backoff"
-            },
+            if looping.is_some() { "crash-loop" } else { "backoff" },
             shown,
             &[],
         );

@@ -37,12 +37,7 @@ pub struct Running {
 impl Running {
     pub async fn exited(&mut self) -> ExitStatus {
         // A reaper gone without a status counts as killed.
-        exited(&mut self.exit)
-            .await
-            .unwrap_or(ExitStatus::Signaled {
-                signal: libc::SIGKILL,
-                core_dumped: false,
-            })
+        exited(&mut self.exit).await.unwrap_or(ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false })
     }
 
     pub fn kill(&self) {
@@ -100,11 +95,7 @@ fn open_binary(spec: &PluginSpec) -> Result<VerifiedBinary, String> {
     VerifiedBinary::open(&spec.name, &spec.binary, &policy).map_err(|e| e.to_string())
 }
 
-pub async fn start(
-    plugin: &Arc<Plugin>,
-    inst: &Arc<Instance>,
-    shared: &Arc<Shared>,
-) -> Result<Running, StartError> {
+pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shared>) -> Result<Running, StartError> {
     let spec = plugin.spec.load_full();
     let verified = {
         let spec = spec.clone();
@@ -117,38 +108,20 @@ pub async fn start(
     inst.update(|s| s.sha256 = sha256.clone());
     let signed_version = verified.signature().map(|s| s.version.clone());
     let binary: OwnedFd = verified.into_file().into();
-    let (io, child_fds) = crate::sandbox::instance_io()
-        .map_err(|e| StartError::Failed(format!("creating sockets: {e}")))?;
+    let (io, child_fds) =
+        crate::sandbox::instance_io().map_err(|e| StartError::Failed(format!("creating sockets: {e}")))?;
     let (argv, env) = crate::sandbox::argv_env(&spec, &inst.id);
-    let plan = SpawnPlan {
-        plugin: spec.name.clone(),
-        binary,
-        argv,
-        env,
-        fds: child_fds,
-        sandbox: ChildSandbox::default(),
-    };
-    let spawned = shared
-        .spawner
-        .spawn(plan)
-        .await
-        .map_err(|e| StartError::Refused(e.to_string()))?;
+    let plan =
+        SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: ChildSandbox::default() };
+    let spawned = shared.spawner.spawn(plan).await.map_err(|e| StartError::Refused(e.to_string()))?;
     let pid = spawned.pid;
     inst.update(|s| s.pid = Some(pid));
-    shared.events.emit(
-        &plugin.name,
-        &inst.id,
-        "spawned",
-        format!("spawned pid {pid}"),
-        &[("pid", pid.to_string())],
-    );
+    shared.events.emit(&plugin.name, &inst.id, "spawned", format!("spawned pid {pid}"), &[("pid", pid.to_string())]);
 
     // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and
     // unchanged for its whole life.
-    let registered =
-        unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
-    let pidfd =
-        Arc::new(registered.map_err(|e| StartError::Failed(format!("watching pid {pid}: {e}")))?);
+    let registered = unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
+    let pidfd = Arc::new(registered.map_err(|e| StartError::Failed(format!("watching pid {pid}: {e}")))?);
     let mut guard = KillOnDrop(Some(pidfd.clone()));
     let (exit_tx, exit) = watch::channel(None);
     let mut tasks = vec![tokio::spawn({
@@ -166,28 +139,17 @@ pub async fn start(
                     .map_err(|e| StartError::Failed(format!("capturing {stream}: {e}")))?,
             );
         }
-        let host =
-            to_tokio(io.host).map_err(|e| StartError::Failed(format!("host socket: {e}")))?;
+        let host = to_tokio(io.host).map_err(|e| StartError::Failed(format!("host socket: {e}")))?;
         let host_svc = super::host::server(inst.id.clone(), plugin.logs.clone());
         tasks.push(tokio::spawn(crate::net::serve_h2(host, host_svc)));
 
-        let stream =
-            to_tokio(io.plugin).map_err(|e| StartError::Failed(format!("plugin socket: {e}")))?;
-        let (channel, conn) = H2Channel::handshake(stream)
-            .await
-            .map_err(|e| StartError::Failed(format!("HTTP/2 setup: {e}")))?;
+        let stream = to_tokio(io.plugin).map_err(|e| StartError::Failed(format!("plugin socket: {e}")))?;
+        let (channel, conn) =
+            H2Channel::handshake(stream).await.map_err(|e| StartError::Failed(format!("HTTP/2 setup: {e}")))?;
         tasks.push(tokio::spawn(async move {
             let _ = conn.await;
         }));
-        let accepted = greet(
-            &spec,
-            &inst.id,
-            channel.clone(),
-            exit.clone(),
-            shared,
-            signed_version.as_deref(),
-        )
-        .await?;
+        let accepted = greet(&spec, &inst.id, channel.clone(), exit.clone(), shared, signed_version.as_deref()).await?;
         running = Some((channel, accepted));
         Ok(())
     }
@@ -195,15 +157,7 @@ pub async fn start(
     match (result, running) {
         (Ok(()), Some((channel, accepted))) => {
             guard.0 = None;
-            Ok(Running {
-                pid,
-                pidfd,
-                channel,
-                exit,
-                tasks,
-                since: Instant::now(),
-                accepted,
-            })
+            Ok(Running { pid, pidfd, channel, exit, tasks, since: Instant::now(), accepted })
         }
         (result, _) => {
             let _ = pidfd::send_signal(pidfd.get_ref(), libc::SIGKILL);
@@ -212,9 +166,7 @@ pub async fn start(
             for t in tasks {
                 t.abort();
             }
-            Err(result
-                .err()
-                .unwrap_or_else(|| StartError::Failed("start did not complete".into())))
+            Err(result.err().unwrap_or_else(|| StartError::Failed("start did not complete".into())))
         }
     }
 }
@@ -249,9 +201,7 @@ async fn greet(
     };
     let died = |status: Option<ExitStatus>, phase: &str| {
         let status = status.map_or_else(|| "ended".to_owned(), |s| s.to_string());
-        StartError::Refused(format!(
-            "{status} before answering the {phase}: not a plugin, or it crashed at start"
-        ))
+        StartError::Refused(format!("{status} before answering the {phase}: not a plugin, or it crashed at start"))
     };
     let mut exit_after_error = exit.clone();
     let resp = tokio::select! {
@@ -273,15 +223,10 @@ async fn greet(
     };
     let accepted = handshake::check(spec, resp, signed_version).map_err(StartError::Refused)?;
     if let Err((service, owner)) = shared.routes.claim(&spec.name, &accepted.declared.services) {
-        return Err(StartError::Refused(format!(
-            "service {service} is already served by plugin {owner:?}"
-        )));
+        return Err(StartError::Refused(format!("service {service} is already served by plugin {owner:?}")));
     }
-    let init = InitRequest {
-        config_json: spec.config_json.clone(),
-        data_dir: String::new(),
-        instance: instance.to_owned(),
-    };
+    let init =
+        InitRequest { config_json: spec.config_json.clone(), data_dir: String::new(), instance: instance.to_owned() };
     tokio::select! {
         r = tokio::time::timeout(timeout, client.init(init)) => match r {
             Err(_) => Err(StartError::Failed(format!("init did not finish within {}", crate::config::units::format_duration(timeout)))),

@@ -64,6 +64,8 @@ pub struct Status {
     pub running_since: Option<Instant>,
     pub declared: Declared,
     pub sha256: String,
+    /// The command generation this instance last acted on.
+    pub generation: u64,
 }
 
 impl Default for Status {
@@ -76,6 +78,7 @@ impl Default for Status {
             running_since: None,
             declared: Declared::default(),
             sha256: String::new(),
+            generation: 0,
         }
     }
 }
@@ -90,10 +93,6 @@ impl Status {
 
     /// "backoff (exited with code 1)", for messages naming the state.
     pub fn describe(&self) -> String {
-        if self.reason.is_empty() {
-            self.state.to_string()
-        } else {
-            format!("{} ({})", self.state, self.reason)
-        }
+        if self.reason.is_empty() { self.state.to_string() } else { format!("{} ({})", self.state, self.reason) }
     }
 }

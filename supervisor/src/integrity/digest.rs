@@ -45,9 +45,7 @@ impl Sha256Digest {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let chunk = buf
-                .get(..n)
-                .ok_or_else(|| io::Error::other("read returned more bytes than requested"))?;
+            let chunk = buf.get(..n).ok_or_else(|| io::Error::other("read returned more bytes than requested"))?;
             offset = offset.saturating_add(n as u64);
             if offset > max_len {
                 return Err(io::Error::new(

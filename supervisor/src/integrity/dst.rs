@@ -6,12 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Expands `$ORIGIN`, `$LIB` and `$PLATFORM` (bare or braced) in one search-path entry.
 /// Returns `None` when a token cannot be expanded, which makes ld.so drop the entry.
-pub fn expand_dst(
-    entry: &[u8],
-    origin: &Path,
-    lib: &str,
-    platform: Option<&str>,
-) -> Option<PathBuf> {
+pub fn expand_dst(entry: &[u8], origin: &Path, lib: &str, platform: Option<&str>) -> Option<PathBuf> {
     let mut out: Vec<u8> = Vec::with_capacity(entry.len());
     let mut rest = entry;
     while let Some((&first, tail)) = rest.split_first() {

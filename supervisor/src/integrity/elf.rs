@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::Elf;
 use goblin::elf::header::{
-    EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, ELFMAG,
-    ET_CORE, ET_DYN, ET_EXEC, ET_REL, Header, SIZEOF_IDENT,
+    EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, ELFMAG, ET_CORE, ET_DYN, ET_EXEC,
+    ET_REL, Header, SIZEOF_IDENT,
 };
 use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP, ProgramHeader};
 
@@ -140,11 +140,7 @@ pub fn fuzz_one(data: &[u8]) {
 }
 
 /// Reads and parses everything [`ElfInfo`] holds, without judging whether it runs here.
-pub fn inspect<S: ReadAt + ?Sized>(
-    subject: &Subject,
-    source: &S,
-    max_file_size: u64,
-) -> Result<ElfInfo, ElfError> {
+pub fn inspect<S: ReadAt + ?Sized>(subject: &Subject, source: &S, max_file_size: u64) -> Result<ElfInfo, ElfError> {
     read_header(subject, source, max_file_size)?.read_details(subject, source)
 }
 
@@ -156,16 +152,10 @@ pub fn read_header<S: ReadAt + ?Sized>(
 ) -> Result<ElfHeader, ElfError> {
     let file_size = source.size().map_err(|e| io_error(subject, e))?;
     if file_size == 0 {
-        return Err(ElfError::Empty {
-            subject: subject.clone(),
-        });
+        return Err(ElfError::Empty { subject: subject.clone() });
     }
     if file_size > max_file_size {
-        return Err(ElfError::TooLarge {
-            subject: subject.clone(),
-            size: file_size,
-            limit: max_file_size,
-        });
+        return Err(ElfError::TooLarge { subject: subject.clone(), size: file_size, limit: max_file_size });
     }
     let head_len = usize::try_from(file_size.min(EHDR_LEN_64 as u64)).unwrap_or(EHDR_LEN_64);
     let head = read_vec(source, 0, head_len).map_err(|e| read_error(subject, e, file_size))?;
@@ -181,65 +171,41 @@ pub fn read_header<S: ReadAt + ?Sized>(
     }
     if !head.starts_with(ELFMAG) {
         if ELFMAG.starts_with(&head) {
-            return Err(truncated(
-                subject,
-                "ELF identification",
-                SIZEOF_IDENT,
-                file_size,
-            ));
+            return Err(truncated(subject, "ELF identification", SIZEOF_IDENT, file_size));
         }
         return Err(ElfError::NotElf {
             subject: subject.clone(),
             magic: describe_bytes(head.get(..4).unwrap_or(&head)),
         });
     }
-    let ident = head
-        .get(..SIZEOF_IDENT)
-        .ok_or_else(|| truncated(subject, "ELF identification", SIZEOF_IDENT, file_size))?;
+    let ident =
+        head.get(..SIZEOF_IDENT).ok_or_else(|| truncated(subject, "ELF identification", SIZEOF_IDENT, file_size))?;
     let (class, container, ehdr_len) = match ident.get(EI_CLASS).copied() {
         Some(ELFCLASS32) => (ElfClass::Elf32, Container::Little, EHDR_LEN_32),
         Some(ELFCLASS64) => (ElfClass::Elf64, Container::Big, EHDR_LEN_64),
         other => {
-            return Err(corrupted(
-                subject,
-                format!("invalid class byte {} (EI_CLASS)", other.unwrap_or(0)),
-            ));
+            return Err(corrupted(subject, format!("invalid class byte {} (EI_CLASS)", other.unwrap_or(0))));
         }
     };
     let (endian, le) = match ident.get(EI_DATA).copied() {
         Some(ELFDATA2LSB) => (Endianness::Little, Endian::Little),
         Some(ELFDATA2MSB) => (Endianness::Big, Endian::Big),
         other => {
-            return Err(corrupted(
-                subject,
-                format!("invalid byte-order byte {} (EI_DATA)", other.unwrap_or(0)),
-            ));
+            return Err(corrupted(subject, format!("invalid byte-order byte {} (EI_DATA)", other.unwrap_or(0))));
         }
     };
     match ident.get(EI_VERSION).copied() {
         Some(1) => {}
         other => {
-            return Err(corrupted(
-                subject,
-                format!(
-                    "unsupported ELF version {} (EI_VERSION)",
-                    other.unwrap_or(0)
-                ),
-            ));
+            return Err(corrupted(subject, format!("unsupported ELF version {} (EI_VERSION)", other.unwrap_or(0))));
         }
     }
-    let ehdr = head
-        .get(..ehdr_len)
-        .ok_or_else(|| truncated(subject, "ELF header", ehdr_len, file_size))?;
+    let ehdr = head.get(..ehdr_len).ok_or_else(|| truncated(subject, "ELF header", ehdr_len, file_size))?;
     let header = Elf::parse_header(ehdr).map_err(|e| corrupted(subject, e.to_string()))?;
 
     Ok(ElfHeader {
         file_size,
-        machine: Machine {
-            e_machine: header.e_machine,
-            class,
-            endian,
-        },
+        machine: Machine { e_machine: header.e_machine, class, endian },
         object_type: ObjectType::from_e_type(header.e_type),
         entry: header.e_entry,
         header,
@@ -249,11 +215,7 @@ pub fn read_header<S: ReadAt + ?Sized>(
 
 impl ElfHeader {
     /// Reads the program headers and, through them, PT_INTERP and the dynamic section.
-    pub fn read_details<S: ReadAt + ?Sized>(
-        &self,
-        subject: &Subject,
-        source: &S,
-    ) -> Result<ElfInfo, ElfError> {
+    pub fn read_details<S: ReadAt + ?Sized>(&self, subject: &Subject, source: &S) -> Result<ElfInfo, ElfError> {
         let phdrs = self.read_program_headers(subject, source)?;
         let interpreter = match phdrs.iter().find(|ph| ph.p_type == PT_INTERP) {
             Some(ph) => Some(self.read_interpreter(subject, source, ph)?),
@@ -305,20 +267,10 @@ impl ElfHeader {
         let count = usize::from(h.e_phnum);
         let table_len = count * usize::from(expected);
         if table_len > MAX_PHDR_TABLE {
-            return Err(corrupted(
-                subject,
-                format!("{count} program headers exceed the kernel's 64 KiB table limit"),
-            ));
+            return Err(corrupted(subject, format!("{count} program headers exceed the kernel's 64 KiB table limit")));
         }
-        let bytes = self.read_region(
-            subject,
-            source,
-            "program header table",
-            h.e_phoff,
-            table_len,
-        )?;
-        ProgramHeader::parse(&bytes, 0, count, self.ctx)
-            .map_err(|e| corrupted(subject, e.to_string()))
+        let bytes = self.read_region(subject, source, "program header table", h.e_phoff, table_len)?;
+        ProgramHeader::parse(&bytes, 0, count, self.ctx).map_err(|e| corrupted(subject, e.to_string()))
     }
 
     fn read_interpreter<S: ReadAt + ?Sized>(
@@ -330,25 +282,11 @@ impl ElfHeader {
         let len = usize::try_from(ph.p_filesz)
             .ok()
             .filter(|len| (2..=PATH_MAX).contains(len))
-            .ok_or_else(|| {
-                corrupted(
-                    subject,
-                    format!("PT_INTERP size {} is out of range", ph.p_filesz),
-                )
-            })?;
-        let bytes = self.read_region(
-            subject,
-            source,
-            "interpreter path (PT_INTERP)",
-            ph.p_offset,
-            len,
-        )?;
+            .ok_or_else(|| corrupted(subject, format!("PT_INTERP size {} is out of range", ph.p_filesz)))?;
+        let bytes = self.read_region(subject, source, "interpreter path (PT_INTERP)", ph.p_offset, len)?;
         // The kernel insists on the terminator; a path without one is not what it would run.
         let Some((0, path)) = bytes.split_last() else {
-            return Err(corrupted(
-                subject,
-                "PT_INTERP path is not NUL-terminated".to_owned(),
-            ));
+            return Err(corrupted(subject, "PT_INTERP path is not NUL-terminated".to_owned()));
         };
         let path = path.split(|&b| b == 0).next().unwrap_or_default();
         if path.is_empty() {
@@ -367,57 +305,34 @@ impl ElfHeader {
     ) -> Result<Vec<u8>, ElfError> {
         let end = offset.saturating_add(len as u64);
         if end > self.file_size {
-            return Err(ElfError::Truncated {
-                subject: subject.clone(),
-                what,
-                needed: end,
-                size: self.file_size,
-            });
+            return Err(ElfError::Truncated { subject: subject.clone(), what, needed: end, size: self.file_size });
         }
         read_vec(source, offset, len).map_err(|e| read_error(subject, e, self.file_size))
     }
 }
 
 fn describe_bytes(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
 fn io_error(subject: &Subject, source: io::Error) -> ElfError {
-    ElfError::Io {
-        subject: subject.clone(),
-        source,
-    }
+    ElfError::Io { subject: subject.clone(), source }
 }
 
 /// A short read on a region already checked against the size means the file shrank under
 /// us; call that what it is rather than an I/O failure.
 fn read_error(subject: &Subject, source: io::Error, size: u64) -> ElfError {
     if source.kind() == io::ErrorKind::UnexpectedEof {
-        corrupted(
-            subject,
-            format!("file changed size while being read (was {size} bytes)"),
-        )
+        corrupted(subject, format!("file changed size while being read (was {size} bytes)"))
     } else {
         io_error(subject, source)
     }
 }
 
 fn truncated(subject: &Subject, what: &'static str, needed: usize, size: u64) -> ElfError {
-    ElfError::Truncated {
-        subject: subject.clone(),
-        what,
-        needed: needed as u64,
-        size,
-    }
+    ElfError::Truncated { subject: subject.clone(), what, needed: needed as u64, size }
 }
 
 pub(super) fn corrupted(subject: &Subject, reason: String) -> ElfError {
-    ElfError::Corrupted {
-        subject: subject.clone(),
-        reason,
-    }
+    ElfError::Corrupted { subject: subject.clone(), reason }
 }

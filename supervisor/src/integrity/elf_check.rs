@@ -13,11 +13,7 @@ use super::source::ReadAt;
 use super::subject::Subject;
 
 /// Inspects an open plugin binary and refuses it unless this host can run it as a plugin.
-pub fn inspect_executable(
-    subject: &Subject,
-    file: &File,
-    max_file_size: u64,
-) -> Result<ElfInfo, ElfError> {
+pub fn inspect_executable(subject: &Subject, file: &File, max_file_size: u64) -> Result<ElfInfo, ElfError> {
     inspect_executable_from(subject, file, max_file_size)
 }
 
@@ -48,18 +44,10 @@ pub fn check_machine(subject: &Subject, header: &ElfHeader, host: Machine) -> Re
         });
     }
     if found.name() != host.name() {
-        return Err(ElfError::MachineMismatch {
-            subject: subject.clone(),
-            found: found.name(),
-            host: host.name(),
-        });
+        return Err(ElfError::MachineMismatch { subject: subject.clone(), found: found.name(), host: host.name() });
     }
     if found.endian != host.endian {
-        return Err(ElfError::EndianMismatch {
-            subject: subject.clone(),
-            found: found.endian,
-            host: host.endian,
-        });
+        return Err(ElfError::EndianMismatch { subject: subject.clone(), found: found.endian, host: host.endian });
     }
     Ok(())
 }
@@ -73,10 +61,7 @@ fn check_object_type(subject: &Subject, header: &ElfHeader) -> Result<(), ElfErr
             subject: subject.clone(),
             kind: "shared library (ET_DYN without an entry point)".to_owned(),
         }),
-        other => Err(ElfError::NotExecutable {
-            subject: subject.clone(),
-            kind: other.to_string(),
-        }),
+        other => Err(ElfError::NotExecutable { subject: subject.clone(), kind: other.to_string() }),
     }
 }
 
@@ -84,10 +69,7 @@ fn check_object_type(subject: &Subject, header: &ElfHeader) -> Result<(), ElfErr
 /// DT_NEEDED libraries, so the plugin would crash on its first library call.
 fn check_loadable(subject: &Subject, info: &ElfInfo) -> Result<(), ElfError> {
     if info.interpreter.is_none() && !info.needed.is_empty() {
-        return Err(ElfError::MissingInterpreter {
-            subject: subject.clone(),
-            count: info.needed.len(),
-        });
+        return Err(ElfError::MissingInterpreter { subject: subject.clone(), count: info.needed.len() });
     }
     Ok(())
 }

@@ -5,8 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
 use goblin::elf::dynamic::{
-    DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ, DT_STRTAB,
-    Dynamic,
+    DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ, DT_STRTAB, Dynamic,
 };
 use goblin::elf::program_header::{PT_DYNAMIC, PT_LOAD, ProgramHeader};
 
@@ -40,19 +39,8 @@ impl ElfHeader {
         let len = usize::try_from(ph.p_filesz)
             .ok()
             .filter(|len| *len <= MAX_DYNAMIC)
-            .ok_or_else(|| {
-                corrupted(
-                    subject,
-                    format!("PT_DYNAMIC size {} is implausibly large", ph.p_filesz),
-                )
-            })?;
-        let bytes = self.read_region(
-            subject,
-            source,
-            "dynamic section (PT_DYNAMIC)",
-            ph.p_offset,
-            len,
-        )?;
+            .ok_or_else(|| corrupted(subject, format!("PT_DYNAMIC size {} is implausibly large", ph.p_filesz)))?;
+        let bytes = self.read_region(subject, source, "dynamic section (PT_DYNAMIC)", ph.p_offset, len)?;
         // goblin finds PT_DYNAMIC through the program headers it is given; this one describes
         // exactly the buffer just read, so the rest of the file never has to be in memory.
         let mut local = ProgramHeader::new();
@@ -80,28 +68,16 @@ impl ElfHeader {
         if refs.needed.len() > MAX_NEEDED {
             return Err(corrupted(
                 subject,
-                format!(
-                    "{} DT_NEEDED entries (more than {MAX_NEEDED})",
-                    refs.needed.len()
-                ),
+                format!("{} DT_NEEDED entries (more than {MAX_NEEDED})", refs.needed.len()),
             ));
         }
-        let mut entries = DynamicEntries {
-            nodeflib: refs.flags_1 & DF_1_NODEFLIB != 0,
-            ..DynamicEntries::default()
-        };
-        if refs.needed.is_empty()
-            && refs.rpath.is_none()
-            && refs.runpath.is_none()
-            && refs.soname.is_none()
-        {
+        let mut entries = DynamicEntries { nodeflib: refs.flags_1 & DF_1_NODEFLIB != 0, ..DynamicEntries::default() };
+        if refs.needed.is_empty() && refs.rpath.is_none() && refs.runpath.is_none() && refs.soname.is_none() {
             return Ok(entries);
         }
         let table = self.string_table(subject, phdrs, &refs)?;
         for offset in &refs.needed {
-            entries
-                .needed
-                .push(table.get(self, subject, source, *offset)?);
+            entries.needed.push(table.get(self, subject, source, *offset)?);
         }
         entries.rpath = table.get_opt(self, subject, source, refs.rpath)?;
         entries.runpath = table.get_opt(self, subject, source, refs.runpath)?;
@@ -115,17 +91,11 @@ impl ElfHeader {
         phdrs: &[ProgramHeader],
         refs: &StringRefs,
     ) -> Result<StringTable, ElfError> {
-        let address = refs.strtab.ok_or_else(|| {
-            corrupted(
-                subject,
-                "dynamic section names strings but has no DT_STRTAB".to_owned(),
-            )
-        })?;
+        let address = refs
+            .strtab
+            .ok_or_else(|| corrupted(subject, "dynamic section names strings but has no DT_STRTAB".to_owned()))?;
         let offset = file_offset(phdrs, address).ok_or_else(|| {
-            corrupted(
-                subject,
-                format!("DT_STRTAB address {address:#x} is not inside any loaded segment"),
-            )
+            corrupted(subject, format!("DT_STRTAB address {address:#x} is not inside any loaded segment"))
         })?;
         let end = offset.saturating_add(refs.strsz);
         if end > self.file_size {
@@ -136,10 +106,7 @@ impl ElfHeader {
                 size: self.file_size,
             });
         }
-        Ok(StringTable {
-            offset,
-            size: refs.strsz,
-        })
+        Ok(StringTable { offset, size: refs.strsz })
     }
 }
 
@@ -172,27 +139,17 @@ impl StringTable {
         if index >= self.size {
             return Err(corrupted(
                 subject,
-                format!(
-                    "string offset {index} is outside the {}-byte dynamic string table",
-                    self.size
-                ),
+                format!("string offset {index} is outside the {}-byte dynamic string table", self.size),
             ));
         }
         let available = self.size - index;
         let len = usize::try_from(available.min(PATH_MAX as u64 + 1)).unwrap_or(PATH_MAX + 1);
-        let bytes = header.read_region(
-            subject,
-            source,
-            "dynamic string table",
-            self.offset.saturating_add(index),
-            len,
-        )?;
+        let bytes =
+            header.read_region(subject, source, "dynamic string table", self.offset.saturating_add(index), len)?;
         let Some(nul) = bytes.iter().position(|&b| b == 0) else {
             return Err(corrupted(
                 subject,
-                format!(
-                    "dynamic string at offset {index} has no terminator within {PATH_MAX} bytes"
-                ),
+                format!("dynamic string at offset {index} has no terminator within {PATH_MAX} bytes"),
             ));
         };
         let text = bytes.get(..nul).unwrap_or_default();
@@ -206,24 +163,15 @@ impl StringTable {
         source: &S,
         index: Option<u64>,
     ) -> Result<Option<OsString>, ElfError> {
-        index
-            .map(|i| self.get(header, subject, source, i))
-            .transpose()
+        index.map(|i| self.get(header, subject, source, i)).transpose()
     }
 }
 
 /// Maps a virtual address to its file offset through the PT_LOAD segments, as ld.so sees
 /// the string table only through the mapped image. Only file-backed bytes count.
 fn file_offset(phdrs: &[ProgramHeader], address: u64) -> Option<u64> {
-    phdrs
-        .iter()
-        .filter(|ph| ph.p_type == PT_LOAD)
-        .find_map(|ph| {
-            let delta = address.checked_sub(ph.p_vaddr)?;
-            if delta < ph.p_filesz {
-                ph.p_offset.checked_add(delta)
-            } else {
-                None
-            }
-        })
+    phdrs.iter().filter(|ph| ph.p_type == PT_LOAD).find_map(|ph| {
+        let delta = address.checked_sub(ph.p_vaddr)?;
+        if delta < ph.p_filesz { ph.p_offset.checked_add(delta) } else { None }
+    })
 }

@@ -23,11 +23,7 @@ pub enum ElfError {
         "{subject}: {} is {size} bytes, over the {limit}-byte limit for plugin binaries",
         .subject.path.display()
     )]
-    TooLarge {
-        subject: Subject,
-        size: u64,
-        limit: u64,
-    },
+    TooLarge { subject: Subject, size: u64, limit: u64 },
 
     #[error(
         "{subject}: {} is a script starting with {shebang:?}, not an ELF executable",
@@ -45,12 +41,7 @@ pub enum ElfError {
         "{subject}: {} is a truncated ELF file: its {what} ends at byte {needed} but the file has {size} bytes",
         .subject.path.display()
     )]
-    Truncated {
-        subject: Subject,
-        what: &'static str,
-        needed: u64,
-        size: u64,
-    },
+    Truncated { subject: Subject, what: &'static str, needed: u64, size: u64 },
 
     #[error("{subject}: {} is a corrupted ELF file: {reason}", .subject.path.display())]
     Corrupted { subject: Subject, reason: String },
@@ -59,26 +50,13 @@ pub enum ElfError {
         "{subject}: {} is a {found} ELF file ({}) built for {machine}, this host runs {} {host} binaries",
         .subject.path.display(), .found.constant(), .host.class
     )]
-    ClassMismatch {
-        subject: Subject,
-        found: ElfClass,
-        machine: String,
-        host: Machine,
-    },
+    ClassMismatch { subject: Subject, found: ElfClass, machine: String, host: Machine },
 
     #[error("{subject}: built for {found}, this host is {host}")]
-    MachineMismatch {
-        subject: Subject,
-        found: String,
-        host: String,
-    },
+    MachineMismatch { subject: Subject, found: String, host: String },
 
     #[error("{subject}: {} is {found}, this host is {host}", .subject.path.display())]
-    EndianMismatch {
-        subject: Subject,
-        found: Endianness,
-        host: Endianness,
-    },
+    EndianMismatch { subject: Subject, found: Endianness, host: Endianness },
 
     #[error("{subject}: {} is a {kind}, not an executable", .subject.path.display())]
     NotExecutable { subject: Subject, kind: String },

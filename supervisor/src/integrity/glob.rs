@@ -81,8 +81,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
             (None, None) => return false,
         }
     }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+    p.get(pi..).is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
 /// Matches `c` against the bracket expression starting at `p[open]`; returns the index after

@@ -24,19 +24,13 @@ pub fn encode(bytes: &[u8]) -> String {
 pub fn decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexError> {
     let found = text.chars().count();
     if found != N * 2 {
-        return Err(HexError::Length {
-            expected: N * 2,
-            found,
-        });
+        return Err(HexError::Length { expected: N * 2, found });
     }
     let mut out = [0u8; N];
     let mut chars = text.chars().enumerate();
     for byte in out.iter_mut() {
         let (Some((p_hi, hi)), Some((p_lo, lo))) = (chars.next(), chars.next()) else {
-            return Err(HexError::Length {
-                expected: N * 2,
-                found,
-            });
+            return Err(HexError::Length { expected: N * 2, found });
         };
         *byte = (digit(p_hi, hi)? << 4) | digit(p_lo, lo)?;
     }
@@ -44,8 +38,5 @@ pub fn decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexError> {
 }
 
 fn digit(position: usize, found: char) -> Result<u8, HexError> {
-    found
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-        .ok_or(HexError::Digit { position, found })
+    found.to_digit(16).and_then(|d| u8::try_from(d).ok()).ok_or(HexError::Digit { position, found })
 }

@@ -42,11 +42,7 @@ pub enum KeyError {
         source: io::Error,
     },
     #[error("{}: line {line}: {reason}", .path.display())]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    Parse { path: PathBuf, line: usize, reason: String },
     #[error(
         "{}: secret key file is accessible by group or others (mode {mode:04o}); run chmod 600",
         .path.display()
@@ -64,33 +60,17 @@ pub struct SecretKey(SigningKey);
 impl SecretKey {
     /// Reads a secret key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io_err = |source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| KeyError::Io { path: path.to_path_buf(), source };
         let meta = fs::metadata(path).map_err(io_err)?;
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
-            return Err(KeyError::InsecurePermissions {
-                path: path.to_path_buf(),
-                mode,
-            });
+            return Err(KeyError::InsecurePermissions { path: path.to_path_buf(), mode });
         }
         let text = Zeroizing::new(read_bounded(path)?);
         Self::parse(&text)
-            .map_err(|(line, reason)| KeyError::Parse {
-                path: path.to_path_buf(),
-                line,
-                reason,
-            })
+            .map_err(|(line, reason)| KeyError::Parse { path: path.to_path_buf(), line, reason })
             .and_then(|(key, public)| {
-                if key.public_key() == public {
-                    Ok(key)
-                } else {
-                    Err(KeyError::Mismatch {
-                        path: path.to_path_buf(),
-                    })
-                }
+                if key.public_key() == public { Ok(key) } else { Err(KeyError::Mismatch { path: path.to_path_buf() }) }
             })
     }
 
@@ -127,28 +107,18 @@ impl SecretKey {
             if raw.format != KEY_FILE_FORMAT {
                 return Err((
                     line("format"),
-                    format!(
-                        "unsupported key file format {} (this version reads {KEY_FILE_FORMAT})",
-                        raw.format
-                    ),
+                    format!("unsupported key file format {} (this version reads {KEY_FILE_FORMAT})", raw.format),
                 ));
             }
             if raw.algorithm != "ed25519" {
-                return Err((
-                    line("algorithm"),
-                    format!("unsupported algorithm {:?}", raw.algorithm),
-                ));
+                return Err((line("algorithm"), format!("unsupported algorithm {:?}", raw.algorithm)));
             }
-            let public = PublicKey::parse(&raw.public_key)
-                .map_err(|e| (line("public_key"), e.to_string()))?;
+            let public = PublicKey::parse(&raw.public_key).map_err(|e| (line("public_key"), e.to_string()))?;
             let key_id = KeyId::parse(&raw.key_id).map_err(|e| (line("key_id"), e.to_string()))?;
             if key_id != public.key_id() {
                 return Err((
                     line("key_id"),
-                    format!(
-                        "key_id {key_id} does not match public_key (id {})",
-                        public.key_id()
-                    ),
+                    format!("key_id {key_id} does not match public_key (id {})", public.key_id()),
                 ));
             }
             let seed = Zeroizing::new(
@@ -188,9 +158,7 @@ impl fmt::Debug for SecretKey {
 pub fn generate_keypair(secret_path: &Path, public_path: &Path) -> Result<PublicKey, KeyError> {
     for path in [secret_path, public_path] {
         if fs::symlink_metadata(path).is_ok() {
-            return Err(KeyError::Exists {
-                path: path.to_path_buf(),
-            });
+            return Err(KeyError::Exists { path: path.to_path_buf() });
         }
     }
     let key = SecretKey::generate()?;
@@ -223,22 +191,12 @@ pub fn fuzz_one(data: &[u8]) {
 fn create_new(path: &Path, mode: u32, contents: &[u8]) -> Result<(), KeyError> {
     let io_err = |source: io::Error| {
         if source.kind() == io::ErrorKind::AlreadyExists {
-            KeyError::Exists {
-                path: path.to_path_buf(),
-            }
+            KeyError::Exists { path: path.to_path_buf() }
         } else {
-            KeyError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
+            KeyError::Io { path: path.to_path_buf(), source }
         }
     };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io_err)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io_err)?;
     let written = file.write_all(contents).and_then(|()| file.sync_all());
     if let Err(source) = written {
         let _ = fs::remove_file(path);
@@ -248,10 +206,7 @@ fn create_new(path: &Path, mode: u32, contents: &[u8]) -> Result<(), KeyError> {
 }
 
 fn read_bounded(path: &Path) -> Result<String, KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| KeyError::Io { path: path.to_path_buf(), source };
     let meta = fs::metadata(path).map_err(io_err)?;
     if meta.len() > MAX_KEY_FILE {
         return Err(KeyError::Parse {
@@ -271,19 +226,12 @@ fn read_bounded(path: &Path) -> Result<String, KeyError> {
 /// 1-based line number of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()
-        .get(..end)
-        .map_or(0, |head| head.iter().filter(|&&b| b == b'\n').count())
-        + 1
+    text.as_bytes().get(..end).map_or(0, |head| head.iter().filter(|&&b| b == b'\n').count()) + 1
 }
 
 /// 1-based line of the first `key =` line; 1 if absent.
 pub(crate) fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
-        .position(|l| {
-            l.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
+        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
         .map_or(1, |i| i + 1)
 }

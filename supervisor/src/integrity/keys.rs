@@ -35,9 +35,7 @@ pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
     pub fn parse(text: &str) -> Result<Self, KeyParseError> {
-        hex::decode_array(text)
-            .map(Self)
-            .map_err(KeyParseError::KeyId)
+        hex::decode_array(text).map(Self).map_err(KeyParseError::KeyId)
     }
 }
 
@@ -61,10 +59,7 @@ impl PublicKey {
     /// Parses `ed25519:<64 hex digits>`, surrounding whitespace allowed. Weak keys are
     /// refused: with one, a signature could verify for many messages.
     pub fn parse(text: &str) -> Result<Self, KeyParseError> {
-        let digits = text
-            .trim()
-            .strip_prefix(PUBLIC_KEY_PREFIX)
-            .ok_or(KeyParseError::MissingPrefix)?;
+        let digits = text.trim().strip_prefix(PUBLIC_KEY_PREFIX).ok_or(KeyParseError::MissingPrefix)?;
         let bytes: [u8; 32] = hex::decode_array(digits)?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyParseError::InvalidPoint)?;
         if key.is_weak() {

@@ -63,10 +63,7 @@ pub fn fuzz_one(data: &[u8]) {
         let path = match &line {
             ConfLine::Dir(p) | ConfLine::Include(p) => p,
         };
-        assert!(
-            path.is_absolute(),
-            "parse produced a relative path: {line:?}"
-        );
+        assert!(path.is_absolute(), "parse produced a relative path: {line:?}");
     }
     let _ = glob_match(&text, "ld.so.conf");
 }

@@ -116,22 +116,16 @@ pub fn resolve_path(subject: &Subject, config: &SearchConfig) -> Result<LoaderFi
         path: subject.path.clone(),
         source,
     })?;
-    let info = elf::inspect(subject, &file, config.max_file_size).map_err(|source| {
-        LibraryError::Unusable {
-            name: subject.path.clone().into_os_string(),
-            required_by: subject.path.clone(),
-            source: Box::new(source),
-        }
+    let info = elf::inspect(subject, &file, config.max_file_size).map_err(|source| LibraryError::Unusable {
+        name: subject.path.clone().into_os_string(),
+        required_by: subject.path.clone(),
+        source: Box::new(source),
     })?;
     resolve(subject, &info, config)
 }
 
 /// Resolves the loader files of the executable `exe`, found at `subject.path`.
-pub fn resolve(
-    subject: &Subject,
-    exe: &ElfInfo,
-    config: &SearchConfig,
-) -> Result<LoaderFiles, LibraryError> {
+pub fn resolve(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -> Result<LoaderFiles, LibraryError> {
     let Some(interp) = &exe.interpreter else {
         return Ok(LoaderFiles::default());
     };
@@ -139,11 +133,7 @@ pub fn resolve(
     let interpreter = resolver.load_interpreter(interp)?;
     let mut queue = VecDeque::from([0usize]);
     while let Some(index) = queue.pop_front() {
-        let needed = resolver
-            .objects
-            .get(index)
-            .map(|o| o.info.needed.clone())
-            .unwrap_or_default();
+        let needed = resolver.objects.get(index).map(|o| o.info.needed.clone()).unwrap_or_default();
         for name in needed {
             if let Some(new_index) = resolver.load_needed(index, &name)? {
                 queue.push_back(new_index);
@@ -153,11 +143,7 @@ pub fn resolve(
     Ok(LoaderFiles {
         interpreter: Some(interpreter),
         libraries: resolver.libraries,
-        ld_so_cache: config
-            .ld_so_cache
-            .as_ref()
-            .filter(|p| p.is_file())
-            .and_then(|p| fs::canonicalize(p).ok()),
+        ld_so_cache: config.ld_so_cache.as_ref().filter(|p| p.is_file()).and_then(|p| fs::canonicalize(p).ok()),
     })
 }
 
@@ -183,19 +169,11 @@ struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    fn new(
-        subject: &'a Subject,
-        exe: &ElfInfo,
-        config: &'a SearchConfig,
-    ) -> Result<Self, LibraryError> {
+    fn new(subject: &'a Subject, exe: &ElfInfo, config: &'a SearchConfig) -> Result<Self, LibraryError> {
         let canonical = canonicalize(subject, &subject.path)?;
         // ld.so takes the executable's $ORIGIN from /proc/self/exe, which is canonical.
         let origin = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let conf_dirs = config
-            .ld_so_conf
-            .as_deref()
-            .map(ldconfig::read_dirs)
-            .unwrap_or_default();
+        let conf_dirs = config.ld_so_conf.as_deref().map(ldconfig::read_dirs).unwrap_or_default();
         let mut resolver = Self {
             subject,
             config,
@@ -231,8 +209,7 @@ impl<'a> Resolver<'a> {
             source: Box::new(source),
         };
         let lib_subject = self.subject.with_path(interp);
-        let header =
-            elf::read_header(&lib_subject, &file, self.config.max_file_size).map_err(unusable)?;
+        let header = elf::read_header(&lib_subject, &file, self.config.max_file_size).map_err(unusable)?;
         if header.machine != self.machine {
             return Err(unusable(ElfError::MachineMismatch {
                 subject: lib_subject,
@@ -272,17 +249,9 @@ impl<'a> Resolver<'a> {
             return Ok(None);
         }
         if self.objects.len() >= self.config.max_objects {
-            return Err(LibraryError::TooMany {
-                subject: self.subject.clone(),
-                limit: self.config.max_objects,
-            });
+            return Err(LibraryError::TooMany { subject: self.subject.clone(), limit: self.config.max_objects });
         }
-        self.libraries.push(LoadedObject {
-            name: name.to_owned(),
-            required_by,
-            path: path.clone(),
-            canonical,
-        });
+        self.libraries.push(LoadedObject { name: name.to_owned(), required_by, path: path.clone(), canonical });
         // ld.so computes a library's $ORIGIN from the path it opened, not its real path.
         let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let object = self.object(path, &origin, info, Some(index));
@@ -290,11 +259,7 @@ impl<'a> Resolver<'a> {
         Ok(Some(self.objects.len() - 1))
     }
 
-    fn load_by_path(
-        &self,
-        name: &OsStr,
-        required_by: &Path,
-    ) -> Result<(PathBuf, ElfInfo), LibraryError> {
+    fn load_by_path(&self, name: &OsStr, required_by: &Path) -> Result<(PathBuf, ElfInfo), LibraryError> {
         let path = PathBuf::from(name);
         if !path.is_absolute() {
             return Err(LibraryError::RelativeName {
@@ -314,12 +279,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn search(
-        &self,
-        index: usize,
-        name: &OsStr,
-        required_by: &Path,
-    ) -> Result<(PathBuf, ElfInfo), LibraryError> {
+    fn search(&self, index: usize, name: &OsStr, required_by: &Path) -> Result<(PathBuf, ElfInfo), LibraryError> {
         let dirs = self.search_dirs(index);
         for dir in &dirs {
             for sub in &self.config.subdirs {
@@ -352,12 +312,7 @@ impl<'a> Resolver<'a> {
         dirs.extend(requester.runpath_dirs.iter().cloned());
         let nodeflib = requester.info.nodeflib;
         let defaults = &self.config.default_dirs;
-        dirs.extend(
-            self.conf_dirs
-                .iter()
-                .filter(|d| !(nodeflib && defaults.contains(d)))
-                .cloned(),
-        );
+        dirs.extend(self.conf_dirs.iter().filter(|d| !(nodeflib && defaults.contains(d))).cloned());
         if !nodeflib {
             dirs.extend(defaults.iter().cloned());
         }
@@ -367,21 +322,12 @@ impl<'a> Resolver<'a> {
     }
 
     /// `Ok(None)` where ld.so would move on to the next candidate.
-    fn try_candidate(
-        &self,
-        path: &Path,
-        name: &OsStr,
-        required_by: &Path,
-    ) -> Result<Option<ElfInfo>, LibraryError> {
+    fn try_candidate(&self, path: &Path, name: &OsStr, required_by: &Path) -> Result<Option<ElfInfo>, LibraryError> {
         let file = match open_candidate(path) {
             Ok(file) => file,
             Err(e) if is_absent(&e) => return Ok(None),
             Err(source) => {
-                return Err(LibraryError::Io {
-                    subject: self.subject.clone(),
-                    path: path.to_path_buf(),
-                    source,
-                });
+                return Err(LibraryError::Io { subject: self.subject.clone(), path: path.to_path_buf(), source });
             }
         };
         if !file.metadata().is_ok_and(|m| m.is_file()) {
@@ -393,8 +339,7 @@ impl<'a> Resolver<'a> {
             source: Box::new(source),
         };
         let lib_subject = self.subject.with_path(path);
-        let header =
-            elf::read_header(&lib_subject, &file, self.config.max_file_size).map_err(unusable)?;
+        let header = elf::read_header(&lib_subject, &file, self.config.max_file_size).map_err(unusable)?;
         let found = header.machine;
         if found.class != self.machine.class || found.e_machine != self.machine.e_machine {
             return Ok(None);
@@ -406,10 +351,7 @@ impl<'a> Resolver<'a> {
                 host: self.machine.endian,
             }));
         }
-        header
-            .read_details(&lib_subject, &file)
-            .map(Some)
-            .map_err(unusable)
+        header.read_details(&lib_subject, &file).map(Some).map_err(unusable)
     }
 
     fn object(&self, path: PathBuf, origin: &Path, info: ElfInfo, loader: Option<usize>) -> Object {
@@ -418,56 +360,30 @@ impl<'a> Resolver<'a> {
             (Some(rpath), None) => self.expand_list(rpath, origin),
             _ => Vec::new(),
         };
-        let runpath_dirs = info
-            .runpath
-            .as_ref()
-            .map(|r| self.expand_list(r, origin))
-            .unwrap_or_default();
-        Object {
-            path,
-            info,
-            loader,
-            rpath_dirs,
-            runpath_dirs,
-        }
+        let runpath_dirs = info.runpath.as_ref().map(|r| self.expand_list(r, origin)).unwrap_or_default();
+        Object { path, info, loader, rpath_dirs, runpath_dirs }
     }
 
     fn expand_list(&self, list: &OsStr, origin: &Path) -> Vec<PathBuf> {
         list.as_bytes()
             .split(|&b| b == b':')
-            .filter_map(|entry| {
-                expand_dst(
-                    entry,
-                    origin,
-                    &self.config.dst_lib,
-                    self.config.dst_platform.as_deref(),
-                )
-            })
+            .filter_map(|entry| expand_dst(entry, origin, &self.config.dst_lib, self.config.dst_platform.as_deref()))
             .filter(|p| p.is_absolute())
             .collect()
     }
 
     fn path_of(&self, index: usize) -> PathBuf {
-        self.objects
-            .get(index)
-            .map(|o| o.path.clone())
-            .unwrap_or_else(|| self.subject.path.clone())
+        self.objects.get(index).map(|o| o.path.clone()).unwrap_or_else(|| self.subject.path.clone())
     }
 }
 
 /// Opens for reading without blocking on a FIFO and without acquiring a controlling tty.
 fn open_candidate(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)
 }
 
 fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied
-    )
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied)
 }
 
 fn canonicalize(subject: &Subject, path: &Path) -> Result<PathBuf, LibraryError> {

@@ -15,10 +15,7 @@ pub enum LibraryError {
         "{subject}: {} names a relative program interpreter {}, which would depend on the working directory",
         .subject.path.display(), .interpreter.display()
     )]
-    RelativeInterpreter {
-        subject: Subject,
-        interpreter: PathBuf,
-    },
+    RelativeInterpreter { subject: Subject, interpreter: PathBuf },
 
     #[error(
         "{subject}: {} needs the program interpreter {}, which cannot be opened: {source}",
@@ -35,22 +32,13 @@ pub enum LibraryError {
         "{subject}: library {} needed by {} was not found (searched {})",
         .name.to_string_lossy(), .required_by.display(), display_dirs(.searched)
     )]
-    NotFound {
-        subject: Subject,
-        name: OsString,
-        required_by: PathBuf,
-        searched: Vec<PathBuf>,
-    },
+    NotFound { subject: Subject, name: OsString, required_by: PathBuf, searched: Vec<PathBuf> },
 
     #[error(
         "{subject}: library {} needed by {} is a relative path, which would depend on the working directory",
         .name.to_string_lossy(), .required_by.display()
     )]
-    RelativeName {
-        subject: Subject,
-        name: OsString,
-        required_by: PathBuf,
-    },
+    RelativeName { subject: Subject, name: OsString, required_by: PathBuf },
 
     #[error("{source} (loading {} for {})", .name.to_string_lossy(), .required_by.display())]
     Unusable {
@@ -76,8 +64,5 @@ fn display_dirs(dirs: &[PathBuf]) -> String {
     if dirs.is_empty() {
         return "no directories".to_owned();
     }
-    dirs.iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
 }

@@ -32,26 +32,13 @@ pub fn dst_platform() -> Option<String> {
 /// directory itself (the empty path).
 pub fn search_subdirs() -> Vec<PathBuf> {
     let platform = platform();
-    subdirs_for(
-        &glibc_hwcaps_levels(),
-        platform.as_deref(),
-        legacy_hwcap_names(),
-        glibc_searches_legacy_subdirs(),
-    )
+    subdirs_for(&glibc_hwcaps_levels(), platform.as_deref(), legacy_hwcap_names(), glibc_searches_legacy_subdirs())
 }
 
 /// Pure form of [`search_subdirs`]: glibc-hwcaps levels first, then (before glibc 2.37) the
 /// legacy `tls` × platform × hwcap combinations from most to least specific.
-pub fn subdirs_for(
-    levels: &[&str],
-    platform: Option<&str>,
-    hwcaps: &[&str],
-    legacy: bool,
-) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = levels
-        .iter()
-        .map(|level| PathBuf::from("glibc-hwcaps").join(level))
-        .collect();
+pub fn subdirs_for(levels: &[&str], platform: Option<&str>, hwcaps: &[&str], legacy: bool) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = levels.iter().map(|level| PathBuf::from("glibc-hwcaps").join(level)).collect();
     if legacy {
         let mut combos: Vec<PathBuf> = Vec::new();
         for prefix in ["tls", ""] {
@@ -101,12 +88,7 @@ fn multiarch_triple() -> &'static str {
 #[cfg(target_arch = "x86_64")]
 fn glibc_hwcaps_levels() -> Vec<&'static str> {
     use std::arch::is_x86_feature_detected as has;
-    let v2 = has!("cmpxchg16b")
-        && has!("popcnt")
-        && has!("sse3")
-        && has!("sse4.1")
-        && has!("sse4.2")
-        && has!("ssse3");
+    let v2 = has!("cmpxchg16b") && has!("popcnt") && has!("sse3") && has!("sse4.1") && has!("sse4.2") && has!("ssse3");
     let v3 = v2
         && has!("avx")
         && has!("avx2")
@@ -117,12 +99,7 @@ fn glibc_hwcaps_levels() -> Vec<&'static str> {
         && has!("lzcnt")
         && has!("movbe")
         && has!("xsave");
-    let v4 = v3
-        && has!("avx512f")
-        && has!("avx512bw")
-        && has!("avx512cd")
-        && has!("avx512dq")
-        && has!("avx512vl");
+    let v4 = v3 && has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512dq") && has!("avx512vl");
     [(v4, "x86-64-v4"), (v3, "x86-64-v3"), (v2, "x86-64-v2")]
         .into_iter()
         .filter_map(|(ok, name)| ok.then_some(name))
@@ -138,11 +115,7 @@ fn glibc_hwcaps_levels() -> Vec<&'static str> {
 
 /// glibc 2.26–2.36 on x86_64 treats "x86_64" as an important hwcap name.
 fn legacy_hwcap_names() -> &'static [&'static str] {
-    if cfg!(target_arch = "x86_64") {
-        &["x86_64"]
-    } else {
-        &[]
-    }
+    if cfg!(target_arch = "x86_64") { &["x86_64"] } else { &[] }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -3,8 +3,8 @@
 use std::fmt;
 
 use goblin::elf::header::{
-    EM_68K, EM_386, EM_AARCH64, EM_ARM, EM_IA_64, EM_LOONGARCH, EM_MIPS, EM_PARISC, EM_PPC,
-    EM_PPC64, EM_RISCV, EM_S390, EM_SH, EM_SPARC, EM_SPARCV9, EM_X86_64,
+    EM_68K, EM_386, EM_AARCH64, EM_ARM, EM_IA_64, EM_LOONGARCH, EM_MIPS, EM_PARISC, EM_PPC, EM_PPC64, EM_RISCV,
+    EM_S390, EM_SH, EM_SPARC, EM_SPARCV9, EM_X86_64,
 };
 
 /// Alpha never got an official number; Linux and binutils use this one.
@@ -116,11 +116,7 @@ impl Machine {
     /// The machine this supervisor was compiled for, which is the one its seccomp filters
     /// and syscall numbers are written for.
     pub const fn host() -> Self {
-        Self {
-            e_machine: HOST_E_MACHINE,
-            class: HOST_CLASS,
-            endian: HOST_ENDIAN,
-        }
+        Self { e_machine: HOST_E_MACHINE, class: HOST_CLASS, endian: HOST_ENDIAN }
     }
 
     pub fn name(&self) -> String {

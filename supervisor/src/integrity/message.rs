@@ -34,10 +34,7 @@ pub fn check_field(field: &'static str, value: &str) -> Result<(), FieldError> {
         return Err(FieldError::Empty { field });
     }
     if value.len() > MAX_FIELD_LEN {
-        return Err(FieldError::TooLong {
-            field,
-            len: value.len(),
-        });
+        return Err(FieldError::TooLong { field, len: value.len() });
     }
     if let Some(found) = value.chars().find(|c| c.is_control()) {
         return Err(FieldError::ControlCharacter { field, found });
@@ -45,11 +42,7 @@ pub fn check_field(field: &'static str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-pub fn signed_message(
-    name: &str,
-    version: &str,
-    digest: &Sha256Digest,
-) -> Result<Vec<u8>, FieldError> {
+pub fn signed_message(name: &str, version: &str, digest: &Sha256Digest) -> Result<Vec<u8>, FieldError> {
     check_field("name", name)?;
     check_field("version", version)?;
     Ok(format!("{DOMAIN}{name}\n{version}\n{digest}\n").into_bytes())

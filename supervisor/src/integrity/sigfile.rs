@@ -71,10 +71,7 @@ impl SignatureFile {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Raw {
-            #[allow(
-                dead_code,
-                reason = "checked by check_format; listed so it is not unknown"
-            )]
+            #[allow(dead_code, reason = "checked by check_format; listed so it is not unknown")]
             format: i64,
             algorithm: toml::Spanned<String>,
             name: toml::Spanned<String>,
@@ -89,37 +86,23 @@ impl SignatureFile {
         if raw.algorithm.get_ref() != "ed25519" {
             return Err(error(
                 at(&raw.algorithm),
-                format!(
-                    "unsupported algorithm {:?} (expected \"ed25519\")",
-                    raw.algorithm.get_ref()
-                ),
+                format!("unsupported algorithm {:?} (expected \"ed25519\")", raw.algorithm.get_ref()),
             ));
         }
         check_field("name", raw.name.get_ref()).map_err(|e| error(at(&raw.name), e.to_string()))?;
-        check_field("version", raw.version.get_ref())
-            .map_err(|e| error(at(&raw.version), e.to_string()))?;
-        let sha256 = Sha256Digest::from_hex(raw.sha256.get_ref())
-            .map_err(|e| error(at(&raw.sha256), format!("sha256: {e}")))?;
-        let key_id = KeyId::parse(raw.key_id.get_ref())
-            .map_err(|e| error(at(&raw.key_id), e.to_string()))?;
+        check_field("version", raw.version.get_ref()).map_err(|e| error(at(&raw.version), e.to_string()))?;
+        let sha256 =
+            Sha256Digest::from_hex(raw.sha256.get_ref()).map_err(|e| error(at(&raw.sha256), format!("sha256: {e}")))?;
+        let key_id = KeyId::parse(raw.key_id.get_ref()).map_err(|e| error(at(&raw.key_id), e.to_string()))?;
         let signature = hex::decode_array::<64>(raw.signature.get_ref())
             .map_err(|e| error(at(&raw.signature), format!("signature: {e}")))?;
-        Ok(Self {
-            name: raw.name.into_inner(),
-            version: raw.version.into_inner(),
-            sha256,
-            key_id,
-            signature,
-        })
+        Ok(Self { name: raw.name.into_inner(), version: raw.version.into_inner(), sha256, key_id, signature })
     }
 
     /// Parses bytes, reporting invalid UTF-8 with its line.
     pub fn parse_bytes(data: &[u8]) -> Result<Self, SigFileParseError> {
         let text = std::str::from_utf8(data).map_err(|e| {
-            let line = data
-                .get(..e.valid_up_to())
-                .map_or(0, |head| head.iter().filter(|&&b| b == b'\n').count())
-                + 1;
+            let line = data.get(..e.valid_up_to()).map_or(0, |head| head.iter().filter(|&&b| b == b'\n').count()) + 1;
             error(line, "not UTF-8 text".to_owned())
         })?;
         Self::parse(text)
@@ -148,9 +131,7 @@ impl SignatureFile {
         // Serializing a flat struct of strings and an integer has no failure mode; fall
         // back to an empty body (which parse refuses) rather than panic.
         .unwrap_or_default();
-        format!(
-            "# plugin-supervisor plugin signature. Check it with `supervisorctl plugin verify BINARY`.\n{body}"
-        )
+        format!("# plugin-supervisor plugin signature. Check it with `supervisorctl plugin verify BINARY`.\n{body}")
     }
 
     /// Reads and parses the signature file at `sig_path` for `plugin`.
@@ -168,11 +149,7 @@ impl SignatureFile {
         if let Err(source) = file.take(limit).read_to_end(&mut data) {
             return Err(SignatureError::Unreadable { subject, source });
         }
-        Self::parse_bytes(&data).map_err(|e| SignatureError::Unparsable {
-            subject,
-            line: e.line,
-            reason: e.reason,
-        })
+        Self::parse_bytes(&data).map_err(|e| SignatureError::Unparsable { subject, line: e.line, reason: e.reason })
     }
 
     /// Writes the file atomically (temporary file, fsync, rename), so a verifier never
@@ -182,11 +159,7 @@ impl SignatureFile {
         tmp.push(format!(".tmp.{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&tmp)?;
+            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
             file.write_all(self.render().as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, sig_path)
@@ -203,11 +176,7 @@ impl SignatureFile {
 pub fn fuzz_one(data: &[u8]) {
     if let Ok(sig) = SignatureFile::parse_bytes(data) {
         let again = SignatureFile::parse(&sig.render());
-        assert_eq!(
-            again.as_ref(),
-            Ok(&sig),
-            "signature file did not round-trip"
-        );
+        assert_eq!(again.as_ref(), Ok(&sig), "signature file did not round-trip");
     }
 }
 
@@ -222,10 +191,7 @@ fn check_format(text: &str) -> Result<(), SigFileParseError> {
         Some(f) if *f.get_ref() == SIGNATURE_FORMAT => Ok(()),
         Some(f) => Err(error(
             line_of(text, f.span().start),
-            format!(
-                "unsupported signature format {} (this version reads format {SIGNATURE_FORMAT})",
-                f.get_ref()
-            ),
+            format!("unsupported signature format {} (this version reads format {SIGNATURE_FORMAT})", f.get_ref()),
         )),
     }
 }

@@ -51,12 +51,7 @@ pub enum SignError {
 }
 
 /// Signs the open `binary` as plugin `name` at `version` with the key in `secret_key_path`.
-pub fn sign(
-    binary: &File,
-    secret_key_path: &Path,
-    name: &str,
-    version: &str,
-) -> Result<SignatureFile, SignError> {
+pub fn sign(binary: &File, secret_key_path: &Path, name: &str, version: &str) -> Result<SignatureFile, SignError> {
     let key = SecretKey::load(secret_key_path)?;
     let digest = Sha256Digest::of_file(binary).map_err(|source| SignError::Hash { source })?;
     Ok(sign_digest(&key, name, version, digest)?)
@@ -87,19 +82,13 @@ pub fn sign_binary(
     name: &str,
     version: &str,
 ) -> Result<(SignatureFile, PathBuf), SignError> {
-    let read_err = |source| SignError::Read {
-        path: binary_path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| SignError::Read { path: binary_path.to_path_buf(), source };
     let binary = File::open(binary_path).map_err(read_err)?;
     let key = SecretKey::load(secret_key_path)?;
     let digest = Sha256Digest::of_file(&binary).map_err(read_err)?;
     let sig = sign_digest(&key, name, version, digest)?;
     let sig_path = SignatureFile::path_for(binary_path);
-    sig.write(&sig_path).map_err(|source| SignError::Write {
-        path: sig_path.clone(),
-        source,
-    })?;
+    sig.write(&sig_path).map_err(|source| SignError::Write { path: sig_path.clone(), source })?;
     Ok((sig, sig_path))
 }
 
@@ -139,26 +128,18 @@ pub fn verify(
         });
     }
     let Some(key) = trusted_keys.iter().find(|k| k.key_id() == sig.key_id) else {
-        return Err(SignatureError::UntrustedKey {
-            subject: subject.clone(),
-            key_id: sig.key_id,
-        });
+        return Err(SignatureError::UntrustedKey { subject: subject.clone(), key_id: sig.key_id });
     };
-    let message = signed_message(&sig.name, &sig.version, &sig.sha256).map_err(|e| {
-        SignatureError::Unparsable {
-            subject: subject.clone(),
-            line: 1,
-            reason: e.to_string(),
-        }
+    let message = signed_message(&sig.name, &sig.version, &sig.sha256).map_err(|e| SignatureError::Unparsable {
+        subject: subject.clone(),
+        line: 1,
+        reason: e.to_string(),
     })?;
     // Strict verification refuses non-canonical signatures and small-order components,
     // so one signature has exactly one valid encoding.
     key.verifying_key()
         .verify_strict(&message, &Signature::from_bytes(&sig.signature))
-        .map_err(|_| SignatureError::BadSignature {
-            subject: subject.clone(),
-            key_id: sig.key_id,
-        })?;
+        .map_err(|_| SignatureError::BadSignature { subject: subject.clone(), key_id: sig.key_id })?;
     Ok(VerifiedSignature {
         name: sig.name.clone(),
         version: sig.version.clone(),
@@ -178,12 +159,5 @@ pub fn verify_beside(
     let sig_path = SignatureFile::path_for(binary_path);
     let sig = SignatureFile::load(plugin, &sig_path)?;
     let subject = Subject::new(plugin, sig_path);
-    verify(
-        &subject,
-        digest,
-        &sig,
-        trusted_keys,
-        plugin,
-        expected_version,
-    )
+    verify(&subject, digest, &sig, trusted_keys, plugin, expected_version)
 }

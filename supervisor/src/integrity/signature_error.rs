@@ -24,41 +24,25 @@ pub enum SignatureError {
         "{subject}: signature file {} is not valid (line {line}): {reason}",
         .subject.path.display()
     )]
-    Unparsable {
-        subject: Subject,
-        line: usize,
-        reason: String,
-    },
+    Unparsable { subject: Subject, line: usize, reason: String },
 
     #[error(
         "{subject}: binary sha256 {found} does not match the signed sha256 {signed} in {}",
         .subject.path.display()
     )]
-    DigestMismatch {
-        subject: Subject,
-        signed: String,
-        found: String,
-    },
+    DigestMismatch { subject: Subject, signed: String, found: String },
 
     #[error(
         "{subject}: signature file {} is for plugin {signed:?}, not {expected:?}",
         .subject.path.display()
     )]
-    NameMismatch {
-        subject: Subject,
-        signed: String,
-        expected: String,
-    },
+    NameMismatch { subject: Subject, signed: String, expected: String },
 
     #[error(
         "{subject}: signature file {} is for version {signed:?}, the config expects {expected:?}",
         .subject.path.display()
     )]
-    VersionMismatch {
-        subject: Subject,
-        signed: String,
-        expected: String,
-    },
+    VersionMismatch { subject: Subject, signed: String, expected: String },
 
     #[error(
         "{subject}: signature file {} was made with key {key_id}, which is not among the trusted keys",

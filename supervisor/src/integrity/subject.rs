@@ -15,10 +15,7 @@ pub struct Subject {
 
 impl Subject {
     pub fn new(plugin: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        Self {
-            plugin: plugin.into(),
-            path: path.into(),
-        }
+        Self { plugin: plugin.into(), path: path.into() }
     }
 
     /// The same plugin, about another file (its signature file, one of its libraries).

@@ -55,20 +55,13 @@ pub enum IntegrityError {
     },
 
     #[error("{subject}: {} is a {kind}, not a regular file", .subject.path.display())]
-    NotRegularFile {
-        subject: Subject,
-        kind: &'static str,
-    },
+    NotRegularFile { subject: Subject, kind: &'static str },
 
     #[error(
         "{subject}: binary {} is {size} bytes, over the {limit}-byte limit for plugin binaries",
         .subject.path.display()
     )]
-    TooLarge {
-        subject: Subject,
-        size: u64,
-        limit: u64,
-    },
+    TooLarge { subject: Subject, size: u64, limit: u64 },
 
     #[error("{subject}: cannot read binary {}: {source}", .subject.path.display())]
     Read {
@@ -81,11 +74,7 @@ pub enum IntegrityError {
         "{subject}: binary {} sha256 mismatch: expected {expected}, found {found}",
         .subject.path.display()
     )]
-    DigestMismatch {
-        subject: Subject,
-        expected: Sha256Digest,
-        found: Sha256Digest,
-    },
+    DigestMismatch { subject: Subject, expected: Sha256Digest, found: Sha256Digest },
 
     #[error(transparent)]
     Elf(#[from] ElfError),
@@ -118,10 +107,7 @@ pub struct FileIdentity {
 
 impl FileIdentity {
     pub fn of(meta: &std::fs::Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
+        Self { dev: meta.dev(), ino: meta.ino() }
     }
 }
 
@@ -150,71 +136,33 @@ impl VerifiedBinary {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
-            .map_err(|source| IntegrityError::Open {
-                subject: subject.clone(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| IntegrityError::Read {
-            subject: subject.clone(),
-            source,
-        })?;
+            .map_err(|source| IntegrityError::Open { subject: subject.clone(), source })?;
+        let meta = file.metadata().map_err(|source| IntegrityError::Read { subject: subject.clone(), source })?;
         if !meta.is_file() {
-            return Err(IntegrityError::NotRegularFile {
-                subject,
-                kind: file_kind(&meta),
-            });
+            return Err(IntegrityError::NotRegularFile { subject, kind: file_kind(&meta) });
         }
         if meta.len() > policy.max_file_size {
-            return Err(IntegrityError::TooLarge {
-                subject,
-                size: meta.len(),
-                limit: policy.max_file_size,
-            });
+            return Err(IntegrityError::TooLarge { subject, size: meta.len(), limit: policy.max_file_size });
         }
-        let digest =
-            Sha256Digest::of_file_bounded(&file, policy.max_file_size).map_err(|source| {
-                if source.kind() == io::ErrorKind::FileTooLarge {
-                    IntegrityError::TooLarge {
-                        subject: subject.clone(),
-                        size: meta.len(),
-                        limit: policy.max_file_size,
-                    }
-                } else {
-                    IntegrityError::Read {
-                        subject: subject.clone(),
-                        source,
-                    }
-                }
-            })?;
+        let digest = Sha256Digest::of_file_bounded(&file, policy.max_file_size).map_err(|source| {
+            if source.kind() == io::ErrorKind::FileTooLarge {
+                IntegrityError::TooLarge { subject: subject.clone(), size: meta.len(), limit: policy.max_file_size }
+            } else {
+                IntegrityError::Read { subject: subject.clone(), source }
+            }
+        })?;
         if let Some(expected) = policy.expected_sha256
             && expected != digest
         {
-            return Err(IntegrityError::DigestMismatch {
-                subject,
-                expected,
-                found: digest,
-            });
+            return Err(IntegrityError::DigestMismatch { subject, expected, found: digest });
         }
         let elf = inspect_executable(&subject, &file, policy.max_file_size)?;
         let signature = if policy.require_signature {
-            Some(verify_beside(
-                plugin,
-                path,
-                &digest,
-                policy.trusted_keys,
-                policy.expected_version,
-            )?)
+            Some(verify_beside(plugin, path, &digest, policy.trusted_keys, policy.expected_version)?)
         } else {
             None
         };
-        Ok(Self {
-            identity: FileIdentity::of(&meta),
-            subject,
-            file,
-            digest,
-            elf,
-            signature,
-        })
+        Ok(Self { identity: FileIdentity::of(&meta), subject, file, digest, elf, signature })
     }
 
     /// The checked descriptor; execute it with `execveat(fd, "", AT_EMPTY_PATH)`.

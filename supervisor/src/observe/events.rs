@@ -17,11 +17,7 @@ pub struct EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            history: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
-            tx: broadcast::channel(1024).0,
-        }
+        Self { history: Mutex::new(VecDeque::new()), capacity: capacity.max(1), tx: broadcast::channel(1024).0 }
     }
 
     /// Records an event and logs it.
@@ -62,16 +58,10 @@ impl EventBus {
         // Subscribe under the lock so nothing falls between the two.
         let h = self.history.lock();
         let rx = self.tx.subscribe();
-        (
-            h.map(|h| h.iter().cloned().collect()).unwrap_or_default(),
-            rx,
-        )
+        (h.map(|h| h.iter().cloned().collect()).unwrap_or_default(), rx)
     }
 
     pub fn history(&self) -> Vec<Event> {
-        self.history
-            .lock()
-            .map(|h| h.iter().cloned().collect())
-            .unwrap_or_default()
+        self.history.lock().map(|h| h.iter().cloned().collect()).unwrap_or_default()
     }
 }

@@ -45,9 +45,7 @@ impl LogBuffer {
     pub fn subscribe(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
         let l = self.lines.lock();
         let rx = self.tx.subscribe();
-        let lines = l
-            .map(|l| l.iter().skip(l.len().saturating_sub(n)).cloned().collect())
-            .unwrap_or_default();
+        let lines = l.map(|l| l.iter().skip(l.len().saturating_sub(n)).cloned().collect()).unwrap_or_default();
         (lines, rx)
     }
 }

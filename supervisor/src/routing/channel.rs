@@ -38,11 +38,7 @@ impl Service<http::Request<Body>> for PluginService {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let Some(live) = self.plugin.pick() else {
-            let msg = format!(
-                "plugin {:?} is {}",
-                self.plugin.name,
-                self.plugin.describe_state()
-            );
+            let msg = format!("plugin {:?} is {}", self.plugin.name, self.plugin.describe_state());
             return Box::pin(async move { Ok(tonic::Status::unavailable(msg).into_http()) });
         };
         let mut channel = live.channel.clone();
@@ -63,8 +59,6 @@ impl Service<http::Request<Body>> for PluginService {
 /// The routing stack for one plugin.
 pub fn stack(plugin: Arc<Plugin>) -> Channel {
     let limit = plugin.spec.load().call_timeout;
-    let svc = ServiceBuilder::new()
-        .layer(DeadlineLayer { limit })
-        .service(PluginService { plugin });
+    let svc = ServiceBuilder::new().layer(DeadlineLayer { limit }).service(PluginService { plugin });
     BoxCloneSyncService::new(svc)
 }

@@ -50,10 +50,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline {
-            inner,
-            limit: self.limit,
-        }
+        Deadline { inner, limit: self.limit }
     }
 }
 
@@ -78,11 +75,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let asked = req
-            .headers()
-            .get(GRPC_TIMEOUT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
+        let asked = req.headers().get(GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
         let timeout = asked.map_or(self.limit, |a| a.min(self.limit));
         if let Ok(v) = HeaderValue::from_str(&encode_grpc_timeout(timeout)) {
             req.headers_mut().insert(GRPC_TIMEOUT, v);
@@ -97,10 +90,8 @@ where
                     } else {
                         "the plugin's call_timeout"
                     };
-                    Ok(tonic::Status::deadline_exceeded(format!(
-                        "deadline of {timeout:?} ({who}) exceeded"
-                    ))
-                    .into_http())
+                    Ok(tonic::Status::deadline_exceeded(format!("deadline of {timeout:?} ({who}) exceeded"))
+                        .into_http())
                 }
             }
         })
@@ -119,11 +110,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("x"), None);
         assert_eq!(parse_grpc_timeout("123456789m"), None);
         assert_eq!(parse_grpc_timeout("10q"), None);
-        for d in [
-            Duration::from_micros(7),
-            Duration::from_secs(3),
-            Duration::from_secs(400_000),
-        ] {
+        for d in [Duration::from_micros(7), Duration::from_secs(3), Duration::from_secs(400_000)] {
             assert_eq!(parse_grpc_timeout(&encode_grpc_timeout(d)), Some(d));
         }
     }

@@ -25,14 +25,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(routes: Arc<RouteTable>, plugins: &[Arc<Plugin>]) -> Self {
-        let channels = plugins
-            .iter()
-            .map(|p| (p.name.clone(), stack(p.clone())))
-            .collect();
-        Self {
-            routes,
-            channels: Arc::new(RwLock::new(channels)),
-        }
+        let channels = plugins.iter().map(|p| (p.name.clone(), stack(p.clone()))).collect();
+        Self { routes, channels: Arc::new(RwLock::new(channels)) }
     }
 
     fn channel_for(&self, service: &str) -> Option<Channel> {
@@ -67,8 +61,7 @@ impl Service<http::Request<Body>> for Gateway {
             Some(mut ch) => Box::pin(async move { ch.call(req).await }),
             None => {
                 let known = self.routes.services().join(", ");
-                let msg =
-                    format!("unknown service {service}: no plugin declares it (served: {known})");
+                let msg = format!("unknown service {service}: no plugin declares it (served: {known})");
                 Box::pin(async move { Ok(tonic::Status::unimplemented(msg).into_http()) })
             }
         }

@@ -17,11 +17,9 @@ impl RouteTable {
         let Ok(mut map) = self.services.write() else {
             return Ok(());
         };
-        if let Some((s, owner)) = services.iter().find_map(|s| {
-            map.get(s)
-                .filter(|o| *o != plugin)
-                .map(|o| (s.clone(), o.clone()))
-        }) {
+        if let Some((s, owner)) =
+            services.iter().find_map(|s| map.get(s).filter(|o| *o != plugin).map(|o| (s.clone(), o.clone())))
+        {
             return Err((s, owner));
         }
         for s in services {
@@ -35,11 +33,7 @@ impl RouteTable {
     }
 
     pub fn services(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .services
-            .read()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        let mut v: Vec<String> = self.services.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
         v.sort();
         v
     }
@@ -54,10 +48,7 @@ mod tests {
         let t = RouteTable::default();
         t.claim("echo", &["echo.v1.Echo".into()]).unwrap();
         t.claim("echo", &["echo.v1.Echo".into()]).unwrap();
-        assert_eq!(
-            t.claim("copy", &["echo.v1.Echo".into()]),
-            Err(("echo.v1.Echo".into(), "echo".into()))
-        );
+        assert_eq!(t.claim("copy", &["echo.v1.Echo".into()]), Err(("echo.v1.Echo".into(), "echo".into())));
         assert_eq!(t.lookup("echo.v1.Echo").as_deref(), Some("echo"));
         assert_eq!(t.lookup("nope"), None);
     }

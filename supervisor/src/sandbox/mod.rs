@@ -43,19 +43,8 @@ pub fn instance_io() -> io::Result<(InstanceIo, [OwnedFd; 5])> {
     let (err_r, err_w) = pipe()?;
     let null = std::fs::File::open("/dev/null")?;
     Ok((
-        InstanceIo {
-            plugin,
-            host,
-            stdout: out_r,
-            stderr: err_r,
-        },
-        [
-            null.into(),
-            out_w,
-            err_w,
-            plugin_child.into(),
-            host_child.into(),
-        ],
+        InstanceIo { plugin, host, stdout: out_r, stderr: err_r },
+        [null.into(), out_w, err_w, plugin_child.into(), host_child.into()],
     ))
 }
 

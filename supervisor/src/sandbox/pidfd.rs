@@ -52,10 +52,7 @@ impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ExitStatus::Exited(code) => write!(f, "exited with code {code}"),
-            ExitStatus::Signaled {
-                signal,
-                core_dumped,
-            } => {
+            ExitStatus::Signaled { signal, core_dumped } => {
                 write!(f, "killed by signal {signal} ({})", signal_name(signal))?;
                 if core_dumped {
                     write!(f, ", core dumped")?;
@@ -83,15 +80,7 @@ pub fn open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 pub fn send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no
     // siginfo and no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<u8>(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::ESRCH) {
@@ -108,12 +97,7 @@ pub fn try_wait(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: waitid with P_PIDFD writes only into `info`.
     let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG,
-        )
+        libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG)
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -125,14 +109,8 @@ pub fn try_wait(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
     }
     Ok(Some(match info.si_code {
         libc::CLD_EXITED => ExitStatus::Exited(status),
-        libc::CLD_DUMPED => ExitStatus::Signaled {
-            signal: status,
-            core_dumped: true,
-        },
-        _ => ExitStatus::Signaled {
-            signal: status,
-            core_dumped: false,
-        },
+        libc::CLD_DUMPED => ExitStatus::Signaled { signal: status, core_dumped: true },
+        _ => ExitStatus::Signaled { signal: status, core_dumped: false },
     }))
 }
 

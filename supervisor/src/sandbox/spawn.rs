@@ -152,17 +152,9 @@ impl Step {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("plugin {plugin:?}: {what}: {source}")]
-    Io {
-        plugin: String,
-        what: &'static str,
-        source: io::Error,
-    },
+    Io { plugin: String, what: &'static str, source: io::Error },
     #[error("plugin {plugin:?}: child failed {}: {}", step.describe(), io::Error::from_raw_os_error(*errno))]
-    Child {
-        plugin: String,
-        step: Step,
-        errno: i32,
-    },
+    Child { plugin: String, step: Step, errno: i32 },
     #[error("plugin {plugin:?}: child did not exec within {EXEC_TIMEOUT:?}")]
     Timeout { plugin: String },
     #[error("the spawner thread is gone")]
@@ -183,26 +175,22 @@ pub struct Spawner {
 impl Spawner {
     pub fn start() -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("plugin-spawner".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    // Nobody waits for this child any more (the start was
-                    // abandoned): it must not outlive that.
-                    if let Err(Ok(orphan)) = job.reply.send(spawn_now(job.plan)) {
-                        let _ = pidfd::send_signal(&orphan.pidfd, libc::SIGKILL);
-                        kill_and_reap(orphan.pid);
-                    }
+        std::thread::Builder::new().name("plugin-spawner".into()).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                // Nobody waits for this child any more (the start was
+                // abandoned): it must not outlive that.
+                if let Err(Ok(orphan)) = job.reply.send(spawn_now(job.plan)) {
+                    let _ = pidfd::send_signal(&orphan.pidfd, libc::SIGKILL);
+                    kill_and_reap(orphan.pid);
                 }
-            })?;
+            }
+        })?;
         Ok(Self { tx })
     }
 
     pub async fn spawn(&self, plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job { plan, reply })
-            .map_err(|_| SpawnError::SpawnerGone)?;
+        self.tx.send(Job { plan, reply }).map_err(|_| SpawnError::SpawnerGone)?;
         rx.await.map_err(|_| SpawnError::SpawnerGone)?
     }
 }
@@ -225,50 +213,27 @@ struct Raw<'a> {
 }
 
 fn io_err<'a>(plugin: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> SpawnError + 'a {
-    move |source| SpawnError::Io {
-        plugin: plugin.to_owned(),
-        what,
-        source,
-    }
+    move |source| SpawnError::Io { plugin: plugin.to_owned(), what, source }
 }
 
 fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     let plugin = plan.plugin.clone();
-    let (status_parent, status_child) =
-        seqpacket_pair().map_err(io_err(&plugin, "creating the status socket"))?;
-    let argv: Vec<*const c_char> = plan
-        .argv
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp: Vec<*const c_char> = plan
-        .env
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let cgroup_procs: Vec<RawFd> = plan
+    let (status_parent, status_child) = seqpacket_pair().map_err(io_err(&plugin, "creating the status socket"))?;
+    let argv: Vec<*const c_char> = plan.argv.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp: Vec<*const c_char> = plan.env.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
+    let cgroup_procs: Vec<RawFd> = plan.sandbox.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
+    let seccomp = plan
         .sandbox
-        .cgroup_procs
-        .iter()
-        .map(AsRawFd::as_raw_fd)
-        .collect();
-    let seccomp = plan.sandbox.seccomp.as_ref().map(|prog| libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    });
+        .seccomp
+        .as_ref()
+        .map(|prog| libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter });
     let raw = Raw {
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         fds: [0, 1, 2, 3, 4].map(|i| plan.fds[i].as_raw_fd()),
         binary: plan.binary.as_raw_fd(),
         status: status_child.as_raw_fd(),
-        landlock: plan
-            .sandbox
-            .landlock
-            .as_ref()
-            .map_or(-1, AsRawFd::as_raw_fd),
+        landlock: plan.sandbox.landlock.as_ref().map_or(-1, AsRawFd::as_raw_fd),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cgroup_procs: &cgroup_procs,
@@ -300,20 +265,12 @@ fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         }
     };
     match await_exec(&status_parent) {
-        Ok(listener) => Ok(Spawned {
-            pid,
-            pidfd,
-            seccomp_listener: listener,
-        }),
+        Ok(listener) => Ok(Spawned { pid, pidfd, seccomp_listener: listener }),
         Err(e) => {
             let _ = pidfd::send_signal(&pidfd, libc::SIGKILL);
             kill_and_reap(pid);
             Err(match e {
-                ExecWait::Failed { step, errno } => SpawnError::Child {
-                    plugin,
-                    step,
-                    errno,
-                },
+                ExecWait::Failed { step, errno } => SpawnError::Child { plugin, step, errno },
                 ExecWait::Timeout => SpawnError::Timeout { plugin },
                 ExecWait::Io(e) => io_err(&plugin, "reading the child's status")(e),
             })
@@ -339,14 +296,7 @@ enum ExecWait {
 fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two new descriptors into the array.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -364,11 +314,7 @@ fn await_exec(status: &OwnedFd) -> Result<Option<OwnedFd>, ExecWait> {
         if left.is_zero() {
             return Err(ExecWait::Timeout);
         }
-        let mut pfd = libc::pollfd {
-            fd: status.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: status.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: poll on one pollfd we own.
         let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
         if n < 0 {
@@ -391,20 +337,14 @@ fn await_exec(status: &OwnedFd) -> Result<Option<OwnedFd>, ExecWait> {
             continue;
         }
         let step = Step::from_u32(msg[0]).unwrap_or(Step::Exec);
-        return Err(ExecWait::Failed {
-            step,
-            errno: msg[1] as i32,
-        });
+        return Err(ExecWait::Failed { step, errno: msg[1] as i32 });
     }
 }
 
 fn recv_with_fd(sock: &OwnedFd, msg: &mut [u32; 2]) -> io::Result<(usize, Option<OwnedFd>)> {
     // Room for one descriptor in the control message.
     let mut cbuf = [0u64; 4];
-    let mut iov = libc::iovec {
-        iov_base: msg.as_mut_ptr().cast(),
-        iov_len: std::mem::size_of_val(msg),
-    };
+    let mut iov = libc::iovec { iov_base: msg.as_mut_ptr().cast(), iov_len: std::mem::size_of_val(msg) };
     // SAFETY: msghdr is plain data; zeroed then filled with pointers to
     // buffers that outlive the call.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -468,70 +408,40 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
         // runtime ignores SIGPIPE, and exec keeps ignored signals ignored).
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        check!(
-            Step::Signals,
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
-        );
+        check!(Step::Signals, libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()));
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
         check!(Step::Setsid, libc::setsid());
-        check!(
-            Step::ParentDeathSignal,
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0
-            )
-        );
+        check!(Step::ParentDeathSignal, libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0));
         // The supervisor may have died between fork and prctl.
         if libc::getppid() != r.parent {
             *libc::__errno_location() = libc::ESRCH;
             fail(status, Step::ParentGone);
         }
         for &fd in r.cgroup_procs {
-            check!(
-                Step::JoinCgroup,
-                libc::write(fd, b"0".as_ptr().cast(), 1) as c_int
-            );
+            check!(Step::JoinCgroup, libc::write(fd, b"0".as_ptr().cast(), 1) as c_int);
         }
 
         // Move every source above the targets first, so no source is
         // clobbered by another's dup2.
         let mut tmp = [0 as RawFd; 8];
-        let srcs = [
-            r.fds[0], r.fds[1], r.fds[2], r.fds[3], r.fds[4], r.binary, r.status, r.landlock,
-        ];
+        let srcs = [r.fds[0], r.fds[1], r.fds[2], r.fds[3], r.fds[4], r.binary, r.status, r.landlock];
         for (i, &src) in srcs.iter().enumerate() {
-            tmp[i] = if src < 0 {
-                -1
-            } else {
-                libc::fcntl(src, libc::F_DUPFD_CLOEXEC, TEMP_FD_MIN)
-            };
+            tmp[i] = if src < 0 { -1 } else { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, TEMP_FD_MIN) };
             check!(Step::ArrangeFds, if src < 0 { 0 } else { tmp[i] });
         }
-        check!(
-            Step::ArrangeFds,
-            libc::dup3(tmp[6], STATUS_FD, libc::O_CLOEXEC)
-        );
+        check!(Step::ArrangeFds, libc::dup3(tmp[6], STATUS_FD, libc::O_CLOEXEC));
         status = STATUS_FD;
         for (target, &t) in tmp[..5].iter().enumerate() {
             // dup2 leaves the target without close-on-exec: inherited.
             check!(Step::ArrangeFds, libc::dup2(t, target as RawFd));
         }
-        check!(
-            Step::ArrangeFds,
-            libc::dup3(tmp[5], EXEC_FD, libc::O_CLOEXEC)
-        );
+        check!(Step::ArrangeFds, libc::dup3(tmp[5], EXEC_FD, libc::O_CLOEXEC));
         if tmp[7] >= 0 {
-            check!(
-                Step::ArrangeFds,
-                libc::dup3(tmp[7], LANDLOCK_FD, libc::O_CLOEXEC)
-            );
+            check!(Step::ArrangeFds, libc::dup3(tmp[7], LANDLOCK_FD, libc::O_CLOEXEC));
         }
         check!(Step::CloseFds, close_range(5, (EXEC_FD - 1) as u32));
         check!(Step::CloseFds, close_range(TEMP_FD_MIN as u32, u32::MAX));
@@ -540,10 +450,7 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             check!(Step::Unshare, libc::unshare(r.unshare));
         }
         for &(res, soft, hard) in r.rlimits {
-            let lim = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
             check!(Step::Rlimit, libc::setrlimit(res, &lim));
         }
         if let Some((uid, gid)) = r.creds {
@@ -552,16 +459,10 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             check!(Step::Setuid, libc::setresuid(uid, uid, uid));
         }
         if r.no_new_privs {
-            check!(
-                Step::NoNewPrivs,
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            );
+            check!(Step::NoNewPrivs, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
         }
         if r.landlock >= 0 {
-            check!(
-                Step::Landlock,
-                libc::syscall(libc::SYS_landlock_restrict_self, LANDLOCK_FD, 0) as c_int
-            );
+            check!(Step::Landlock, libc::syscall(libc::SYS_landlock_restrict_self, LANDLOCK_FD, 0) as c_int);
             libc::close(LANDLOCK_FD);
         }
         if let Some(prog) = &r.seccomp {
@@ -577,14 +478,7 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             check!(Step::SendListener, send_fd(STATUS_FD, listener));
         }
         let empty = c"";
-        libc::syscall(
-            libc::SYS_execveat,
-            EXEC_FD,
-            empty.as_ptr(),
-            r.argv,
-            r.envp,
-            libc::AT_EMPTY_PATH,
-        );
+        libc::syscall(libc::SYS_execveat, EXEC_FD, empty.as_ptr(), r.argv, r.envp, libc::AT_EMPTY_PATH);
         fail(status, Step::Exec)
     }
 }
@@ -617,10 +511,7 @@ unsafe fn send_fd(sock: RawFd, fd: RawFd) -> c_int {
     // SAFETY: building a msghdr on the stack over stack buffers and calling
     // sendmsg, which reads only them.
     unsafe {
-        let mut iov = libc::iovec {
-            iov_base: msg.as_ptr() as *mut libc::c_void,
-            iov_len: std::mem::size_of_val(&msg),
-        };
+        let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: std::mem::size_of_val(&msg) };
         let mut hdr: libc::msghdr = std::mem::zeroed();
         hdr.msg_iov = &mut iov;
         hdr.msg_iovlen = 1;

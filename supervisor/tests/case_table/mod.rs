@@ -63,23 +63,15 @@ pub fn load_cases() -> Result<Vec<Case>, String> {
 }
 
 fn load_case(dir: &Path) -> Result<Case, String> {
-    let name = dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let expect_path = dir.join("expect.toml");
-    let text = fs::read_to_string(&expect_path)
-        .map_err(|error| format!("{}: {error}", expect_path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|error| format!("{}: {error}", expect_path.display()))?;
+    let text = fs::read_to_string(&expect_path).map_err(|error| format!("{}: {error}", expect_path.display()))?;
+    let table: toml::Table = text.parse().map_err(|error| format!("{}: {error}", expect_path.display()))?;
     let verdict = match table.get("verdict").and_then(toml::Value::as_str) {
         Some("breaking") => Verdict::Breaking,
         Some("compatible") => Verdict::Compatible,
         other => {
-            return Err(format!(
-                "{name}: verdict must be breaking or compatible, got {other:?}"
-            ));
+            return Err(format!("{name}: verdict must be breaking or compatible, got {other:?}"));
         }
     };
     let rules = strings(&table, "rules", &name)?
@@ -106,10 +98,7 @@ fn side(dir: &Path, side: &str) -> Result<PathBuf, String> {
     } else if directory.is_dir() {
         Ok(directory)
     } else {
-        Err(format!(
-            "{}: has neither {side}.proto nor {side}/",
-            dir.display()
-        ))
+        Err(format!("{}: has neither {side}.proto nor {side}/", dir.display()))
     }
 }
 
@@ -117,16 +106,10 @@ fn strings(table: &toml::Table, key: &str, case: &str) -> Result<Option<Vec<Stri
     let Some(value) = table.get(key) else {
         return Ok(None);
     };
-    let array = value
-        .as_array()
-        .ok_or_else(|| format!("{case}: {key} must be a list of strings"))?;
+    let array = value.as_array().ok_or_else(|| format!("{case}: {key} must be a list of strings"))?;
     array
         .iter()
-        .map(|item| {
-            item.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("{case}: {key} must be a list of strings"))
-        })
+        .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| format!("{case}: {key} must be a list of strings")))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }

@@ -8,9 +8,9 @@ use proptest::prelude::*;
 use prost_types::descriptor_proto::ReservedRange;
 use prost_types::enum_descriptor_proto::EnumReservedRange;
 use prost_types::{
-    DescriptorProto, EnumDescriptorProto, EnumOptions, EnumValueDescriptorProto,
-    FieldDescriptorProto, FieldOptions, FileDescriptorProto, FileDescriptorSet, MessageOptions,
-    MethodDescriptorProto, MethodOptions, OneofDescriptorProto, ServiceDescriptorProto,
+    DescriptorProto, EnumDescriptorProto, EnumOptions, EnumValueDescriptorProto, FieldDescriptorProto, FieldOptions,
+    FileDescriptorProto, FileDescriptorSet, MessageOptions, MethodDescriptorProto, MethodOptions, OneofDescriptorProto,
+    ServiceDescriptorProto,
 };
 
 const NAMES: &[&str] = &["A", "B", "C", "", "a_b", "X.Y"];
@@ -19,20 +19,8 @@ const VALUE_NAMES: &[&str] = &["V0", "V1", "V2", "", "V0"];
 const PACKAGES: &[&str] = &["", "p", "p.q"];
 const FILES: &[&str] = &["a.proto", "b.proto", ""];
 const SYNTAXES: &[&str] = &["proto2", "proto3", "editions", "nonsense"];
-const TYPE_NAMES: &[&str] = &[
-    ".p.A",
-    ".p.B",
-    ".p.A.C",
-    ".A",
-    ".B",
-    "p.B",
-    ".p.E",
-    ".E",
-    ".p.A.E",
-    "",
-    ".missing.X",
-    "A",
-];
+const TYPE_NAMES: &[&str] =
+    &[".p.A", ".p.B", ".p.A.C", ".A", ".B", "p.B", ".p.E", ".E", ".p.A.E", "", ".missing.X", "A"];
 
 fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(pool).prop_map(str::to_owned)
@@ -50,17 +38,8 @@ fn number() -> impl Strategy<Value = i32> {
 
 fn field() -> impl Strategy<Value = FieldDescriptorProto> {
     (
-        (
-            option::of(pick(NAMES)),
-            number(),
-            option::of(0..5i32),
-            option::of(0..20i32),
-        ),
-        (
-            option::of(pick(TYPE_NAMES)),
-            option::of(-1..4i32),
-            option::of(any::<bool>()),
-        ),
+        (option::of(pick(NAMES)), number(), option::of(0..5i32), option::of(0..20i32)),
+        (option::of(pick(TYPE_NAMES)), option::of(-1..4i32), option::of(any::<bool>())),
         (option::of(pick(NAMES)), option::of(pick(&["1", "x", ""]))),
         option::of((option::of(any::<bool>()), option::of(any::<bool>()))),
     )
@@ -100,46 +79,30 @@ fn enum_type() -> impl Strategy<Value = EnumDescriptorProto> {
         vec(pick(VALUE_NAMES), 0..2),
         option::of(any::<bool>()),
     )
-        .prop_map(
-            |(name, values, ranges, reserved_name, allow_alias)| EnumDescriptorProto {
-                name: Some(name),
-                value: values
-                    .into_iter()
-                    .map(|(name, number)| EnumValueDescriptorProto {
-                        name: Some(name),
-                        number: Some(number),
-                        options: None,
-                    })
-                    .collect(),
-                reserved_range: ranges
-                    .into_iter()
-                    .map(|(start, end)| EnumReservedRange {
-                        start: Some(start),
-                        end: Some(end),
-                    })
-                    .collect(),
-                reserved_name,
-                options: allow_alias.map(|allow_alias| EnumOptions {
-                    allow_alias: Some(allow_alias),
-                    ..EnumOptions::default()
-                }),
-            },
-        )
+        .prop_map(|(name, values, ranges, reserved_name, allow_alias)| EnumDescriptorProto {
+            name: Some(name),
+            value: values
+                .into_iter()
+                .map(|(name, number)| EnumValueDescriptorProto {
+                    name: Some(name),
+                    number: Some(number),
+                    options: None,
+                })
+                .collect(),
+            reserved_range: ranges
+                .into_iter()
+                .map(|(start, end)| EnumReservedRange { start: Some(start), end: Some(end) })
+                .collect(),
+            reserved_name,
+            options: allow_alias
+                .map(|allow_alias| EnumOptions { allow_alias: Some(allow_alias), ..EnumOptions::default() }),
+        })
 }
 
 fn message(depth: u32) -> BoxedStrategy<DescriptorProto> {
-    let nested = if depth == 0 {
-        Just(Vec::new()).boxed()
-    } else {
-        vec(message(depth - 1), 0..2).boxed()
-    };
+    let nested = if depth == 0 { Just(Vec::new()).boxed() } else { vec(message(depth - 1), 0..2).boxed() };
     (
-        (
-            pick(NAMES),
-            vec(field(), 0..6),
-            nested,
-            vec(enum_type(), 0..2),
-        ),
+        (pick(NAMES), vec(field(), 0..6), nested, vec(enum_type(), 0..2)),
         (
             vec(option::of(pick(NAMES)), 0..3),
             vec((number(), number()), 0..3),
@@ -147,37 +110,24 @@ fn message(depth: u32) -> BoxedStrategy<DescriptorProto> {
             option::of((option::of(any::<bool>()), option::of(any::<bool>()))),
         ),
     )
-        .prop_map(
-            |((name, field, nested_type, enum_type), (oneofs, ranges, reserved_name, options))| {
-                DescriptorProto {
-                    name: Some(name),
-                    field,
-                    nested_type,
-                    enum_type,
-                    oneof_decl: oneofs
-                        .into_iter()
-                        .map(|name| OneofDescriptorProto {
-                            name,
-                            options: None,
-                        })
-                        .collect(),
-                    reserved_range: ranges
-                        .into_iter()
-                        .map(|(start, end)| ReservedRange {
-                            start: Some(start),
-                            end: Some(end),
-                        })
-                        .collect(),
-                    reserved_name,
-                    options: options.map(|(map_entry, message_set_wire_format)| MessageOptions {
-                        map_entry,
-                        message_set_wire_format,
-                        ..MessageOptions::default()
-                    }),
-                    ..DescriptorProto::default()
-                }
-            },
-        )
+        .prop_map(|((name, field, nested_type, enum_type), (oneofs, ranges, reserved_name, options))| DescriptorProto {
+            name: Some(name),
+            field,
+            nested_type,
+            enum_type,
+            oneof_decl: oneofs.into_iter().map(|name| OneofDescriptorProto { name, options: None }).collect(),
+            reserved_range: ranges
+                .into_iter()
+                .map(|(start, end)| ReservedRange { start: Some(start), end: Some(end) })
+                .collect(),
+            reserved_name,
+            options: options.map(|(map_entry, message_set_wire_format)| MessageOptions {
+                map_entry,
+                message_set_wire_format,
+                ..MessageOptions::default()
+            }),
+            ..DescriptorProto::default()
+        })
         .boxed()
 }
 
@@ -190,21 +140,17 @@ fn method() -> impl Strategy<Value = MethodDescriptorProto> {
         option::of(any::<bool>()),
         option::of(-1..4i32),
     )
-        .prop_map(
-            |(name, input_type, output_type, client_streaming, server_streaming, level)| {
-                MethodDescriptorProto {
-                    name: Some(name),
-                    input_type,
-                    output_type,
-                    client_streaming,
-                    server_streaming,
-                    options: level.map(|level| MethodOptions {
-                        idempotency_level: Some(level),
-                        ..MethodOptions::default()
-                    }),
-                }
-            },
-        )
+        .prop_map(|(name, input_type, output_type, client_streaming, server_streaming, level)| {
+            MethodDescriptorProto {
+                name: Some(name),
+                input_type,
+                output_type,
+                client_streaming,
+                server_streaming,
+                options: level
+                    .map(|level| MethodOptions { idempotency_level: Some(level), ..MethodOptions::default() }),
+            }
+        })
 }
 
 fn service() -> impl Strategy<Value = ServiceDescriptorProto> {
@@ -224,17 +170,15 @@ fn file() -> impl Strategy<Value = FileDescriptorProto> {
         vec(enum_type(), 0..2),
         vec(service(), 0..2),
     )
-        .prop_map(
-            |(name, package, syntax, message_type, enum_type, service)| FileDescriptorProto {
-                name: Some(name),
-                package,
-                syntax,
-                message_type,
-                enum_type,
-                service,
-                ..FileDescriptorProto::default()
-            },
-        )
+        .prop_map(|(name, package, syntax, message_type, enum_type, service)| FileDescriptorProto {
+            name: Some(name),
+            package,
+            syntax,
+            message_type,
+            enum_type,
+            service,
+            ..FileDescriptorProto::default()
+        })
 }
 
 pub fn descriptor_set() -> impl Strategy<Value = FileDescriptorSet> {
@@ -252,20 +196,8 @@ pub struct Mutation {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    (
-        any::<u8>(),
-        any::<usize>(),
-        number(),
-        pick(NAMES),
-        pick(TYPE_NAMES),
-    )
-        .prop_map(|(kind, at, value, name, type_name)| Mutation {
-            kind,
-            at,
-            value,
-            name,
-            type_name,
-        })
+    (any::<u8>(), any::<usize>(), number(), pick(NAMES), pick(TYPE_NAMES))
+        .prop_map(|(kind, at, value, name, type_name)| Mutation { kind, at, value, name, type_name })
 }
 
 /// A set and an edited copy of it: the shape of a real contract change.
@@ -294,17 +226,11 @@ fn apply(set: &mut FileDescriptorSet, m: &Mutation) {
             }
         }
         3 => with_field(set, m.at, |field| field.number = Some(m.value)),
-        4 => with_field(set, m.at, |field| {
-            field.r#type = Some(m.value.rem_euclid(20))
-        }),
+        4 => with_field(set, m.at, |field| field.r#type = Some(m.value.rem_euclid(20))),
         5 => with_field(set, m.at, |field| field.label = Some(m.value.rem_euclid(5))),
-        6 => with_field(set, m.at, |field| {
-            field.oneof_index = Some(m.value.rem_euclid(4) - 1)
-        }),
+        6 => with_field(set, m.at, |field| field.oneof_index = Some(m.value.rem_euclid(4) - 1)),
         7 => with_field(set, m.at, |field| field.name = Some(m.name.clone())),
-        8 => with_field(set, m.at, |field| {
-            field.type_name = Some(m.type_name.clone())
-        }),
+        8 => with_field(set, m.at, |field| field.type_name = Some(m.type_name.clone())),
         9 => with_field(set, m.at, |field| {
             field.proto3_optional = Some(!field.proto3_optional.unwrap_or(false));
         }),
@@ -316,17 +242,11 @@ fn apply(set: &mut FileDescriptorSet, m: &Mutation) {
         }),
         12 => with_message(set, m.at, |message| message.reserved_range.clear()),
         13 => with_message(set, m.at, |message| {
-            message.reserved_range.push(ReservedRange {
-                start: Some(m.value),
-                end: Some(m.value.saturating_add(2)),
-            });
+            message.reserved_range.push(ReservedRange { start: Some(m.value), end: Some(m.value.saturating_add(2)) });
             message.reserved_name.push(m.name.clone());
         }),
         14 => with_message(set, m.at, |message| {
-            message.options = Some(MessageOptions {
-                map_entry: Some(true),
-                ..MessageOptions::default()
-            });
+            message.options = Some(MessageOptions { map_entry: Some(true), ..MessageOptions::default() });
         }),
         15 => with_enum(set, m.at, |r#enum| remove_at(&mut r#enum.value, m.at / 3)),
         16 => with_enum(set, m.at, |r#enum| {
@@ -334,9 +254,7 @@ fn apply(set: &mut FileDescriptorSet, m: &Mutation) {
                 value.number = Some(m.value);
             }
         }),
-        17 => with_method(set, m.at, |method| {
-            method.input_type = Some(m.type_name.clone())
-        }),
+        17 => with_method(set, m.at, |method| method.input_type = Some(m.type_name.clone())),
         18 => with_method(set, m.at, |method| {
             method.server_streaming = Some(!method.server_streaming.unwrap_or(false));
         }),
@@ -364,10 +282,7 @@ fn remove_at<T>(items: &mut Vec<T>, at: usize) {
 }
 
 fn count_messages(messages: &[DescriptorProto]) -> usize {
-    messages
-        .iter()
-        .map(|message| 1 + count_messages(&message.nested_type))
-        .sum()
+    messages.iter().map(|message| 1 + count_messages(&message.nested_type)).sum()
 }
 
 /// Calls `edit` on the `n`-th message in pre-order over all files.
@@ -392,11 +307,7 @@ fn visit_message(
 }
 
 fn with_message(set: &mut FileDescriptorSet, at: usize, edit: impl FnOnce(&mut DescriptorProto)) {
-    let total: usize = set
-        .file
-        .iter()
-        .map(|file| count_messages(&file.message_type))
-        .sum();
+    let total: usize = set.file.iter().map(|file| count_messages(&file.message_type)).sum();
     if total == 0 {
         return;
     }
@@ -410,11 +321,7 @@ fn with_message(set: &mut FileDescriptorSet, at: usize, edit: impl FnOnce(&mut D
     }
 }
 
-fn with_field(
-    set: &mut FileDescriptorSet,
-    at: usize,
-    edit: impl FnOnce(&mut FieldDescriptorProto),
-) {
+fn with_field(set: &mut FileDescriptorSet, at: usize, edit: impl FnOnce(&mut FieldDescriptorProto)) {
     with_message(set, at, |message| {
         if let Some(field) = nth(&mut message.field, at / 11) {
             edit(field);
@@ -423,22 +330,14 @@ fn with_field(
 }
 
 fn with_enum(set: &mut FileDescriptorSet, at: usize, edit: impl FnOnce(&mut EnumDescriptorProto)) {
-    let enums: Vec<&mut EnumDescriptorProto> = set
-        .file
-        .iter_mut()
-        .flat_map(|file| file.enum_type.iter_mut())
-        .collect();
+    let enums: Vec<&mut EnumDescriptorProto> = set.file.iter_mut().flat_map(|file| file.enum_type.iter_mut()).collect();
     let len = enums.len();
     if let Some(r#enum) = at.checked_rem(len).and_then(|i| enums.into_iter().nth(i)) {
         edit(r#enum);
     }
 }
 
-fn with_method(
-    set: &mut FileDescriptorSet,
-    at: usize,
-    edit: impl FnOnce(&mut MethodDescriptorProto),
-) {
+fn with_method(set: &mut FileDescriptorSet, at: usize, edit: impl FnOnce(&mut MethodDescriptorProto)) {
     let methods: Vec<&mut MethodDescriptorProto> = set
         .file
         .iter_mut()

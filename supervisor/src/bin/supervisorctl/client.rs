@@ -15,19 +15,13 @@ pub async fn connect(socket: &Path) -> Result<Client, String> {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 " (is plugin-supervisor running? see --socket)"
             }
-            std::io::ErrorKind::PermissionDenied => {
-                " (the control socket admits root and the supervisor's own user)"
-            }
+            std::io::ErrorKind::PermissionDenied => " (the control socket admits root and the supervisor's own user)",
             _ => "",
         };
-        format!(
-            "cannot reach the supervisor at {}: {e}{hint}",
-            socket.display()
-        )
+        format!("cannot reach the supervisor at {}: {e}{hint}", socket.display())
     })?;
-    let (channel, conn) = H2Channel::handshake(stream)
-        .await
-        .map_err(|e| format!("control connection to {}: {e}", socket.display()))?;
+    let (channel, conn) =
+        H2Channel::handshake(stream).await.map_err(|e| format!("control connection to {}: {e}", socket.display()))?;
     tokio::spawn(conn);
     Ok(ControlClient::new(channel))
 }

@@ -12,11 +12,7 @@ use clap::{Parser, Subcommand};
 use plugin_supervisor::config::DEFAULT_RUNTIME_DIR;
 
 #[derive(Parser)]
-#[command(
-    name = "supervisorctl",
-    version,
-    about = "Drive a running plugin-supervisor"
-)]
+#[command(name = "supervisorctl", version, about = "Drive a running plugin-supervisor")]
 struct Cli {
     /// The supervisor's control socket.
     #[arg(long, global = true, env = "SUPERVISORCTL_SOCKET", default_value_t = default_socket())]
@@ -86,10 +82,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("supervisorctl: cannot start the runtime: {e}");
@@ -109,27 +102,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     let socket = PathBuf::from(&cli.socket);
     let mut c = client::connect(&socket).await?;
     match cli.command {
-        Command::Status { name, json } => {
-            output::status(&mut c, name.unwrap_or_default(), json).await
-        }
+        Command::Status { name, json } => output::status(&mut c, name.unwrap_or_default(), json).await,
         Command::Start { name } => output::action(c.start(client::plugin(name)).await),
         Command::Stop { name } => output::action(c.stop(client::plugin(name)).await),
         Command::Restart { name } => output::action(c.restart(client::plugin(name)).await),
-        Command::Tail {
-            name,
-            follow,
-            lines,
-        } => output::tail(&mut c, name, follow, lines).await,
-        Command::Events {
-            follow,
-            plugin,
-            json,
-        } => output::events(&mut c, plugin.unwrap_or_default(), follow, json).await,
-        Command::Call {
-            name,
-            method,
-            data,
-            timeout,
-        } => output::call(&mut c, name, method, data, timeout).await,
+        Command::Tail { name, follow, lines } => output::tail(&mut c, name, follow, lines).await,
+        Command::Events { follow, plugin, json } => {
+            output::events(&mut c, plugin.unwrap_or_default(), follow, json).await
+        }
+        Command::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
     }
 }

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, Event, EventsRequest, InstanceStatus, LogLine, StatusRequest,
-    TailRequest,
+    ActionResponse, CallRequest, Event, EventsRequest, InstanceStatus, LogLine, StatusRequest, TailRequest,
 };
 use serde_json::json;
 use tokio_stream::StreamExt;
@@ -39,23 +38,13 @@ fn row_json(i: &InstanceStatus) -> serde_json::Value {
 }
 
 pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitCode, String> {
-    let rows = c
-        .status(StatusRequest { name })
-        .await
-        .map_err(|s| reason(&s))?
-        .into_inner()
-        .instances;
+    let rows = c.status(StatusRequest { name }).await.map_err(|s| reason(&s))?.into_inner().instances;
     if as_json {
         let arr: Vec<_> = rows.iter().map(row_json).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?);
         return Ok(ExitCode::SUCCESS);
     }
-    let header = [
-        "NAME", "INSTANCE", "STATE", "PID", "RESTARTS", "VERSION", "UPTIME", "REASON",
-    ];
+    let header = ["NAME", "INSTANCE", "STATE", "PID", "RESTARTS", "VERSION", "UPTIME", "REASON"];
     let table: Vec<[String; 8]> = rows
         .iter()
         .map(|i| {
@@ -63,17 +52,9 @@ pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitC
                 i.name.clone(),
                 i.instance.clone(),
                 i.state.clone(),
-                if i.pid == 0 {
-                    "-".into()
-                } else {
-                    i.pid.to_string()
-                },
+                if i.pid == 0 { "-".into() } else { i.pid.to_string() },
                 i.restarts.to_string(),
-                if i.version.is_empty() {
-                    "-".into()
-                } else {
-                    i.version.clone()
-                },
+                if i.version.is_empty() { "-".into() } else { i.version.clone() },
                 uptime(i.uptime_s),
                 i.reason.clone(),
             ]
@@ -103,18 +84,12 @@ pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn action(
-    r: Result<tonic::Response<ActionResponse>, tonic::Status>,
-) -> Result<ExitCode, String> {
+pub fn action(r: Result<tonic::Response<ActionResponse>, tonic::Status>) -> Result<ExitCode, String> {
     let msg = r.map_err(|s| reason(&s))?.into_inner().message;
     println!("{msg}");
     // "echo: failed (refused: ...)" is an answer, but not a success.
     let failed = msg.contains(": failed") || msg.contains(": backoff");
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn clock(nanos: u64) -> String {
@@ -127,70 +102,28 @@ fn print_line(l: &LogLine) {
     let mut fields: Vec<_> = l.fields.iter().collect();
     fields.sort();
     let extra: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-    let level = if l.level.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", l.level.to_uppercase())
-    };
-    println!(
-        "{} {} {}{level} {}{extra}",
-        clock(l.unix_nanos),
-        l.instance,
-        l.stream,
-        l.text
-    );
+    let level = if l.level.is_empty() { String::new() } else { format!(" {}", l.level.to_uppercase()) };
+    println!("{} {} {}{level} {}{extra}", clock(l.unix_nanos), l.instance, l.stream, l.text);
 }
 
-pub async fn tail(
-    c: &mut Client,
-    name: String,
-    follow: bool,
-    lines: u32,
-) -> Result<ExitCode, String> {
-    let mut stream = c
-        .tail(TailRequest {
-            name,
-            follow,
-            lines,
-        })
-        .await
-        .map_err(|s| reason(&s))?
-        .into_inner();
+pub async fn tail(c: &mut Client, name: String, follow: bool, lines: u32) -> Result<ExitCode, String> {
+    let mut stream = c.tail(TailRequest { name, follow, lines }).await.map_err(|s| reason(&s))?.into_inner();
     while let Some(line) = stream.next().await {
         print_line(&line.map_err(|s| reason(&s))?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn events(
-    c: &mut Client,
-    name: String,
-    follow: bool,
-    as_json: bool,
-) -> Result<ExitCode, String> {
-    let mut stream = c
-        .events(EventsRequest { follow, name })
-        .await
-        .map_err(|s| reason(&s))?
-        .into_inner();
+pub async fn events(c: &mut Client, name: String, follow: bool, as_json: bool) -> Result<ExitCode, String> {
+    let mut stream = c.events(EventsRequest { follow, name }).await.map_err(|s| reason(&s))?.into_inner();
     while let Some(ev) = stream.next().await {
         let ev: Event = ev.map_err(|s| reason(&s))?;
         if as_json {
             let v = json!({"unix_nanos": ev.unix_nanos, "plugin": ev.plugin, "instance": ev.instance, "kind": ev.kind, "message": ev.message, "fields": ev.fields});
             println!("{v}");
         } else {
-            let who = if ev.instance.is_empty() {
-                ev.plugin.clone()
-            } else {
-                ev.instance.clone()
-            };
-            println!(
-                "{} {:<12} {:<14} {}",
-                clock(ev.unix_nanos),
-                who,
-                ev.kind,
-                ev.message
-            );
+            let who = if ev.instance.is_empty() { ev.plugin.clone() } else { ev.instance.clone() };
+            println!("{} {:<12} {:<14} {}", clock(ev.unix_nanos), who, ev.kind, ev.message);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -204,19 +137,9 @@ pub async fn call(
     timeout: Option<Duration>,
 ) -> Result<ExitCode, String> {
     // The request is checked here too, so a typo is reported before any round trip.
-    serde_json::from_str::<serde_json::Value>(&json)
-        .map_err(|e| format!("--data is not valid JSON: {e}"))?;
+    serde_json::from_str::<serde_json::Value>(&json).map_err(|e| format!("--data is not valid JSON: {e}"))?;
     let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
-    let resp = c
-        .call(CallRequest {
-            plugin,
-            method,
-            json,
-            timeout_ms,
-        })
-        .await
-        .map_err(|s| reason(&s))?
-        .into_inner();
+    let resp = c.call(CallRequest { plugin, method, json, timeout_ms }).await.map_err(|s| reason(&s))?.into_inner();
     let pretty = serde_json::from_str::<serde_json::Value>(&resp.json)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or(resp.json);

@@ -25,12 +25,7 @@ impl<'s, 'a> ValueSide<'s, 'a> {
         ValueSide {
             entry,
             reserved_numbers: SpanSet::new(spans.iter().copied()),
-            reserved_names: entry
-                .proto
-                .reserved_name
-                .iter()
-                .map(String::as_str)
-                .collect(),
+            reserved_names: entry.proto.reserved_name.iter().map(String::as_str).collect(),
         }
     }
 
@@ -52,10 +47,7 @@ struct ValueTable<'v> {
 
 impl<'v> ValueTable<'v> {
     fn of(values: &'v [EnumValueDescriptorProto]) -> Self {
-        let mut table = ValueTable {
-            by_number: BTreeMap::new(),
-            by_name: BTreeMap::new(),
-        };
+        let mut table = ValueTable { by_number: BTreeMap::new(), by_name: BTreeMap::new() };
         for value in values {
             let names = table.by_number.entry(value.number()).or_default();
             names.entry(value.name()).or_insert(value);
@@ -65,9 +57,7 @@ impl<'v> ValueTable<'v> {
     }
 
     fn has(&self, number: i32, name: &str) -> bool {
-        self.by_number
-            .get(&number)
-            .is_some_and(|values| values.contains_key(name))
+        self.by_number.get(&number).is_some_and(|values| values.contains_key(name))
     }
 
     /// The number `name` sits under if `other` does not use that number: a
@@ -79,9 +69,7 @@ impl<'v> ValueTable<'v> {
 
     /// True when some name this table gives `number` is gone from it in `new`.
     fn renamed_in(&self, new: &ValueTable<'_>, number: i32) -> bool {
-        self.by_number
-            .get(&number)
-            .is_some_and(|values| values.keys().any(|name| !new.has(number, name)))
+        self.by_number.get(&number).is_some_and(|values| values.keys().any(|name| !new.has(number, name)))
     }
 }
 
@@ -95,10 +83,7 @@ impl ValueReport<'_> {
         sink.push(
             rule,
             self.file,
-            Element::EnumValue {
-                r#enum: self.r#enum.to_owned(),
-                value: value.to_owned(),
-            },
+            Element::EnumValue { r#enum: self.r#enum.to_owned(), value: value.to_owned() },
             text,
         );
     }
@@ -106,18 +91,10 @@ impl ValueReport<'_> {
 
 /// Runs every value check of one enum and returns the values this change
 /// deleted, so their reservations are not reported as news.
-pub(super) fn compare_values(
-    name: &str,
-    old: &ValueSide<'_, '_>,
-    new: &ValueSide<'_, '_>,
-    sink: &mut Sink,
-) -> Deleted {
+pub(super) fn compare_values(name: &str, old: &ValueSide<'_, '_>, new: &ValueSide<'_, '_>, sink: &mut Sink) -> Deleted {
     let old_values = ValueTable::of(&old.entry.proto.value);
     let new_values = ValueTable::of(&new.entry.proto.value);
-    let tables = Tables {
-        old: &old_values,
-        new: &new_values,
-    };
+    let tables = Tables { old: &old_values, new: &new_values };
     let deleted = judge_old_values(name, &tables, old, new, sink);
     judge_new_values(name, &tables, old, new, sink);
     deleted
@@ -135,14 +112,8 @@ fn judge_old_values(
     new: &ValueSide<'_, '_>,
     sink: &mut Sink,
 ) -> Deleted {
-    let old_report = ValueReport {
-        r#enum: name,
-        file: old.entry.file_name(),
-    };
-    let new_report = ValueReport {
-        r#enum: name,
-        file: new.entry.file_name(),
-    };
+    let old_report = ValueReport { r#enum: name, file: old.entry.file_name() };
+    let new_report = ValueReport { r#enum: name, file: new.entry.file_name() };
     let mut deleted = Deleted::default();
     for (number, values) in &tables.old.by_number {
         for value in values.values() {
@@ -177,39 +148,25 @@ fn judge_kept_number(
         None => {
             let now: Vec<&str> = survivors.keys().copied().collect();
             let now = now.join("`, `");
-            let text = format!(
-                "enum value {number} in enum `{name}` changed name from `{value_name}` to `{now}`"
-            );
+            let text = format!("enum value {number} in enum `{name}` changed name from `{value_name}` to `{now}`");
             report.push(sink, Rule::EnumValueSameName, value_name, text);
         }
     }
 }
 
 /// Like fields: breaking unless both the number and the name are reserved.
-fn judge_deletion(
-    report: &ValueReport<'_>,
-    number: i32,
-    value_name: &str,
-    new: &ValueSide<'_, '_>,
-    sink: &mut Sink,
-) {
+fn judge_deletion(report: &ValueReport<'_>, number: i32, value_name: &str, new: &ValueSide<'_, '_>, sink: &mut Sink) {
     let name = report.r#enum;
     let what = format!("enum value {number} `{value_name}` was deleted from enum `{name}`");
     let (rule, text) = if !new.reserves_number(number) {
-        (
-            Rule::EnumValueNoDeleteUnlessNumberReserved,
-            format!("{what} without reserving number {number}"),
-        )
+        (Rule::EnumValueNoDeleteUnlessNumberReserved, format!("{what} without reserving number {number}"))
     } else if !new.reserves_name(value_name) {
         (
             Rule::EnumValueNoDeleteUnlessNameReserved,
             format!("{what}; number {number} is reserved but the name `{value_name}` is not"),
         )
     } else {
-        (
-            Rule::EnumValueDeletedReserved,
-            format!("{what}; its number and name are reserved"),
-        )
+        (Rule::EnumValueDeletedReserved, format!("{what}; its number and name are reserved"))
     };
     report.push(sink, rule, value_name, text);
 }
@@ -221,10 +178,7 @@ fn judge_new_values(
     new: &ValueSide<'_, '_>,
     sink: &mut Sink,
 ) {
-    let report = ValueReport {
-        r#enum: name,
-        file: new.entry.file_name(),
-    };
+    let report = ValueReport { r#enum: name, file: new.entry.file_name() };
     for (number, values) in &tables.new.by_number {
         let number_is_new = !tables.old.by_number.contains_key(number);
         for value_name in values.keys().copied() {
@@ -235,9 +189,7 @@ fn judge_new_values(
                 // A rename was already reported from the old side; otherwise
                 // this is an extra alias of a kept number.
                 if !tables.old.renamed_in(tables.new, *number) {
-                    let text = format!(
-                        "enum value {number} `{value_name}` was added to enum `{name}` as an alias"
-                    );
+                    let text = format!("enum value {number} `{value_name}` was added to enum `{name}` as an alias");
                     report.push(sink, Rule::EnumValueAdded, value_name, text);
                 }
             } else if let Some(old_number) = tables.old.moved_number(value_name, tables.new) {
@@ -264,10 +216,7 @@ fn judge_addition(
     new: &ValueSide<'_, '_>,
     sink: &mut Sink,
 ) {
-    let label = format!(
-        "enum value {number} `{value_name}` in enum `{}`",
-        report.r#enum
-    );
+    let label = format!("enum value {number} `{value_name}` in enum `{}`", report.r#enum);
     let mut reported = false;
     if old.reserves_number(number) || new.reserves_number(number) {
         let text = format!("{label} uses reserved number {number}");

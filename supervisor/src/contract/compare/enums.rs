@@ -39,28 +39,17 @@ pub(super) fn compare_enums(sides: &Sides<'_, '_>, sink: &mut Sink) {
             continue;
         }
         if let Some(new) = sides.new.enums.get(name) {
-            sink.push(
-                Rule::EnumAdded,
-                new.file_name(),
-                enum_element(name),
-                format!("enum `{name}` was added"),
-            );
+            sink.push(Rule::EnumAdded, new.file_name(), enum_element(name), format!("enum `{name}` was added"));
         }
     }
 }
 
 fn enum_element(name: &str) -> Element {
-    Element::Enum {
-        r#enum: name.to_owned(),
-    }
+    Element::Enum { r#enum: name.to_owned() }
 }
 
 fn compare_enum(name: &str, old: &EnumEntry<'_>, new: &EnumEntry<'_>, sink: &mut Sink) {
-    if options_differ(
-        old.proto.options.as_ref(),
-        new.proto.options.as_ref(),
-        keep_all,
-    ) {
+    if options_differ(old.proto.options.as_ref(), new.proto.options.as_ref(), keep_all) {
         sink.push(
             Rule::OptionsChanged,
             new.file_name(),
@@ -86,9 +75,5 @@ fn compare_enum(name: &str, old: &EnumEntry<'_>, new: &EnumEntry<'_>, sink: &mut
 }
 
 fn enum_spans(r#enum: &EnumDescriptorProto) -> Vec<Span> {
-    r#enum
-        .reserved_range
-        .iter()
-        .map(|range| Span::inclusive(range.start(), range.end()))
-        .collect()
+    r#enum.reserved_range.iter().map(|range| Span::inclusive(range.start(), range.end())).collect()
 }

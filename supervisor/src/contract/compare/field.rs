@@ -26,12 +26,7 @@ impl FieldSide<'_, '_, '_> {
     }
 
     fn cardinality(&self, kind: &FieldKind) -> Cardinality {
-        Cardinality::of(
-            self.field,
-            kind,
-            self.message.entry.file,
-            self.message.index,
-        )
+        Cardinality::of(self.field, kind, self.message.entry.file, self.message.index)
     }
 
     fn oneof(&self) -> Option<String> {
@@ -41,15 +36,11 @@ impl FieldSide<'_, '_, '_> {
     /// Key and value kinds, read from the synthetic entry message; a
     /// malformed entry yields `Unknown` rather than an error.
     fn map_kinds(&self, kind: &FieldKind) -> (FieldKind, FieldKind) {
-        let entry = kind
-            .message_name()
-            .and_then(|name| self.message.index.message(name));
+        let entry = kind.message_name().and_then(|name| self.message.index.message(name));
         let part = |number: i32| {
             entry
                 .and_then(|entry| entry.proto.field.iter().find(|f| f.number() == number))
-                .map_or(FieldKind::Unknown(None), |f| {
-                    FieldKind::of(f, self.message.index)
-                })
+                .map_or(FieldKind::Unknown(None), |f| FieldKind::of(f, self.message.index))
         };
         (part(1), part(2))
     }
@@ -69,21 +60,13 @@ impl FieldReport<'_> {
         sink.push(
             rule,
             self.file,
-            Element::Field {
-                message: message.to_owned(),
-                field: name.to_owned(),
-            },
+            Element::Field { message: message.to_owned(), field: name.to_owned() },
             format!("field {number} `{name}` in message `{message}` {what}"),
         );
     }
 }
 
-pub(super) fn compare_field(
-    message: &str,
-    old: FieldSide<'_, '_, '_>,
-    new: FieldSide<'_, '_, '_>,
-    sink: &mut Sink,
-) {
+pub(super) fn compare_field(message: &str, old: FieldSide<'_, '_, '_>, new: FieldSide<'_, '_, '_>, sink: &mut Sink) {
     let report = FieldReport {
         message,
         file: new.message.entry.file_name(),
@@ -93,8 +76,7 @@ pub(super) fn compare_field(
     compare_names(&report, old.field, new.field, sink);
 
     let (old_kind, new_kind) = (old.kind(), new.kind());
-    let (old_cardinality, new_cardinality) =
-        (old.cardinality(&old_kind), new.cardinality(&new_kind));
+    let (old_cardinality, new_cardinality) = (old.cardinality(&old_kind), new.cardinality(&new_kind));
     if old_cardinality == Cardinality::Map && new_cardinality == Cardinality::Map {
         // Entry message names follow the field name, so compare the shape.
         let (old_key, old_value) = old.map_kinds(&old_kind);
@@ -108,77 +90,36 @@ pub(super) fn compare_field(
     let (old_oneof, new_oneof) = (old.oneof(), new.oneof());
     let oneof_moved = old_oneof != new_oneof;
     if oneof_moved {
-        report.push(
-            sink,
-            Rule::FieldSameOneof,
-            describe_move(old_oneof.as_deref(), new_oneof.as_deref()),
-        );
+        report.push(sink, Rule::FieldSameOneof, describe_move(old_oneof.as_deref(), new_oneof.as_deref()));
     }
-    if let Some(rule) = cardinality_rule(
-        old_cardinality,
-        new_cardinality,
-        &old_kind,
-        &new_kind,
-        oneof_moved,
-    ) {
-        report.push(
-            sink,
-            rule,
-            format!("changed cardinality from {old_cardinality} to {new_cardinality}"),
-        );
+    if let Some(rule) = cardinality_rule(old_cardinality, new_cardinality, &old_kind, &new_kind, oneof_moved) {
+        report.push(sink, rule, format!("changed cardinality from {old_cardinality} to {new_cardinality}"));
     }
 
     if old.field.default_value != new.field.default_value {
         report.push(
             sink,
             Rule::FieldSameDefault,
-            format!(
-                "changed its default from {} to {}",
-                describe_default(old.field),
-                describe_default(new.field)
-            ),
+            format!("changed its default from {} to {}", describe_default(old.field), describe_default(new.field)),
         );
     }
-    if options_differ(
-        old.field.options.as_ref(),
-        new.field.options.as_ref(),
-        keep_all,
-    ) {
+    if options_differ(old.field.options.as_ref(), new.field.options.as_ref(), keep_all) {
         report.push(sink, Rule::OptionsChanged, "changed options".to_owned());
     }
 }
 
-fn compare_names(
-    report: &FieldReport<'_>,
-    old: &FieldDescriptorProto,
-    new: &FieldDescriptorProto,
-    sink: &mut Sink,
-) {
+fn compare_names(report: &FieldReport<'_>, old: &FieldDescriptorProto, new: &FieldDescriptorProto, sink: &mut Sink) {
     if old.name() != new.name() {
-        report.push(
-            sink,
-            Rule::FieldSameName,
-            format!("was renamed from `{}`", old.name()),
-        );
+        report.push(sink, Rule::FieldSameName, format!("was renamed from `{}`", old.name()));
         return;
     }
     let (old_json, new_json) = (json_name(old), json_name(new));
     if old_json != new_json {
-        report.push(
-            sink,
-            Rule::FieldSameJsonName,
-            format!("changed its JSON name from `{old_json}` to `{new_json}`"),
-        );
+        report.push(sink, Rule::FieldSameJsonName, format!("changed its JSON name from `{old_json}` to `{new_json}`"));
     }
 }
 
-fn compare_kind(
-    report: &FieldReport<'_>,
-    what: &str,
-    old: &FieldKind,
-    new: &FieldKind,
-    sink: &mut Sink,
-) {
+fn compare_kind(report: &FieldReport<'_>, what: &str, old: &FieldKind, new: &FieldKind, sink: &mut Sink) {
     let rule = match compare_kinds(old, new) {
         KindChange::Same => return,
         KindChange::Compatible => Rule::FieldTypeChangedCompatible,

@@ -22,10 +22,7 @@ struct FieldTable<'f> {
 
 impl<'f> FieldTable<'f> {
     fn of(message: &'f DescriptorProto) -> Self {
-        let mut table = FieldTable {
-            by_number: BTreeMap::new(),
-            by_name: BTreeMap::new(),
-        };
+        let mut table = FieldTable { by_number: BTreeMap::new(), by_name: BTreeMap::new() };
         for field in &message.field {
             table.by_number.entry(field.number()).or_insert(field);
             table.by_name.entry(field.name()).or_insert(field.number());
@@ -38,10 +35,7 @@ impl<'f> FieldTable<'f> {
     fn moved_number(&self, name: &str, other: &FieldTable<'_>) -> Option<i32> {
         let number = *self.by_name.get(name)?;
         let moved = !other.by_number.contains_key(&number)
-            && self
-                .by_number
-                .get(&number)
-                .is_some_and(|field| field.name() == name);
+            && self.by_number.get(&number).is_some_and(|field| field.name() == name);
         moved.then_some(number)
     }
 }
@@ -56,13 +50,7 @@ impl Reservations<'_> {
     fn of<'r>(side: MessageSide<'r, '_>) -> Reservations<'r> {
         Reservations {
             spans: SpanSet::new(message_spans(side)),
-            names: side
-                .entry
-                .proto
-                .reserved_name
-                .iter()
-                .map(String::as_str)
-                .collect(),
+            names: side.entry.proto.reserved_name.iter().map(String::as_str).collect(),
         }
     }
 
@@ -91,19 +79,10 @@ pub(super) fn compare_fields(
 
     for (number, old_field) in &old_fields.by_number {
         if let Some(new_field) = new_fields.by_number.get(number) {
-            let old_side = FieldSide {
-                message: old,
-                field: old_field,
-            };
-            let new_side = FieldSide {
-                message: new,
-                field: new_field,
-            };
+            let old_side = FieldSide { message: old, field: old_field };
+            let new_side = FieldSide { message: new, field: new_field };
             compare_field(message, old_side, new_side, sink);
-        } else if new_fields
-            .moved_number(old_field.name(), &old_fields)
-            .is_none()
-        {
+        } else if new_fields.moved_number(old_field.name(), &old_fields).is_none() {
             report_deletion(message, old, old_field, &new_reserved, sink);
             deleted.numbers.push(*number);
             deleted.names.insert(old_field.name().to_owned());
@@ -117,9 +96,7 @@ pub(super) fn compare_fields(
         }
         let name = new_field.name();
         if let Some(old_number) = old_fields.moved_number(name, &new_fields) {
-            let text = format!(
-                "field `{name}` in message `{message}` changed number from {old_number} to {number}"
-            );
+            let text = format!("field `{name}` in message `{message}` changed number from {old_number} to {number}");
             let file = new.entry.file_name();
             push_field(sink, Rule::FieldSameNumber, file, message, name, text);
         } else {
@@ -146,38 +123,17 @@ fn report_addition(
     let mut reported = false;
     if reserved.iter().any(|side| side.number(number)) {
         let text = format!("{label} uses reserved number {number}");
-        push_field(
-            sink,
-            Rule::FieldNoReuseReservedNumber,
-            file,
-            message,
-            name,
-            text,
-        );
+        push_field(sink, Rule::FieldNoReuseReservedNumber, file, message, name, text);
         reported = true;
     }
     if name_was_free && reserved.iter().any(|side| side.name(name)) {
         let text = format!("{label} uses reserved name `{name}`");
-        push_field(
-            sink,
-            Rule::FieldNoReuseReservedName,
-            file,
-            message,
-            name,
-            text,
-        );
+        push_field(sink, Rule::FieldNoReuseReservedName, file, message, name, text);
         reported = true;
     }
     if is_required(field) {
         let text = format!("required {label} was added; old writers never send it");
-        push_field(
-            sink,
-            Rule::MessageSameRequiredFields,
-            file,
-            message,
-            name,
-            text,
-        );
+        push_field(sink, Rule::MessageSameRequiredFields, file, message, name, text);
         reported = true;
     }
     if !reported {
@@ -240,15 +196,7 @@ fn report_deletion(
 }
 
 fn push_field(sink: &mut Sink, rule: Rule, file: &str, message: &str, field: &str, text: String) {
-    sink.push(
-        rule,
-        file,
-        Element::Field {
-            message: message.to_owned(),
-            field: field.to_owned(),
-        },
-        text,
-    );
+    sink.push(rule, file, Element::Field { message: message.to_owned(), field: field.to_owned() }, text);
 }
 
 fn is_required(field: &FieldDescriptorProto) -> bool {

@@ -27,12 +27,7 @@ pub(super) fn compare_files(sides: &Sides<'_, '_>, sink: &mut Sink) {
             );
         }
         if options_differ(old.options.as_ref(), new.options.as_ref(), keep_all) {
-            sink.push(
-                Rule::OptionsChanged,
-                name,
-                Element::File,
-                format!("options of file `{name}` changed"),
-            );
+            sink.push(Rule::OptionsChanged, name, Element::File, format!("options of file `{name}` changed"));
         }
     }
 }
@@ -40,17 +35,8 @@ pub(super) fn compare_files(sides: &Sides<'_, '_>, sink: &mut Sink) {
 fn files_in_scope<'s>(sides: &'s Sides<'_, '_>) -> BTreeSet<&'s str> {
     let old = sides.old;
     let selection = &sides.old_selection;
-    let services = selection
-        .services
-        .iter()
-        .filter_map(|name| old.services.get(name).map(|entry| entry.file_name()));
-    let messages = selection
-        .messages
-        .iter()
-        .filter_map(|name| old.messages.get(name).map(|entry| entry.file_name()));
-    let enums = selection
-        .enums
-        .iter()
-        .filter_map(|name| old.enums.get(name).map(|entry| entry.file_name()));
+    let services = selection.services.iter().filter_map(|name| old.services.get(name).map(|entry| entry.file_name()));
+    let messages = selection.messages.iter().filter_map(|name| old.messages.get(name).map(|entry| entry.file_name()));
+    let enums = selection.enums.iter().filter_map(|name| old.enums.get(name).map(|entry| entry.file_name()));
     services.chain(messages).chain(enums).collect()
 }

@@ -25,27 +25,17 @@ pub(super) fn compare_messages(sides: &Sides<'_, '_>, sink: &mut Sink) {
         let Some(old) = sides.old.message(name) else {
             continue;
         };
-        let element = Element::Message {
-            message: name.clone(),
-        };
+        let element = Element::Message { message: name.clone() };
         match sides.new.message(name) {
             Some(new) => {
-                let old = MessageSide {
-                    index: sides.old,
-                    entry: old,
-                };
-                let new = MessageSide {
-                    index: sides.new,
-                    entry: new,
-                };
+                let old = MessageSide { index: sides.old, entry: old };
+                let new = MessageSide { index: sides.new, entry: new };
                 compare_message(name, old, new, sink);
             }
             None => {
                 let hint = sides
                     .new
-                    .moved_from(old.package(), name, |fq| {
-                        sides.new.messages.contains_key(fq)
-                    })
+                    .moved_from(old.package(), name, |fq| sides.new.messages.contains_key(fq))
                     .map(|moved| format!(" (a message `{moved}` exists in another package)"))
                     .unwrap_or_default();
                 sink.push(
@@ -65,25 +55,16 @@ pub(super) fn compare_messages(sides: &Sides<'_, '_>, sink: &mut Sink) {
             sink.push(
                 Rule::MessageAdded,
                 new.file_name(),
-                Element::Message {
-                    message: name.clone(),
-                },
+                Element::Message { message: name.clone() },
                 format!("message `{name}` was added"),
             );
         }
     }
 }
 
-fn compare_message(
-    name: &str,
-    old: MessageSide<'_, '_>,
-    new: MessageSide<'_, '_>,
-    sink: &mut Sink,
-) {
+fn compare_message(name: &str, old: MessageSide<'_, '_>, new: MessageSide<'_, '_>, sink: &mut Sink) {
     let file = new.entry.file_name();
-    let element = || Element::Message {
-        message: name.to_owned(),
-    };
+    let element = || Element::Message { message: name.to_owned() };
     let old_options = old.entry.proto.options.as_ref();
     let new_options = new.entry.proto.options.as_ref();
     if message_set(old_options) != message_set(new_options) {
@@ -103,12 +84,7 @@ fn compare_message(
         options.map_entry = None;
     };
     if options_differ(old_options, new_options, ignore_judged) {
-        sink.push(
-            Rule::OptionsChanged,
-            file,
-            element(),
-            format!("options of message `{name}` changed"),
-        );
+        sink.push(Rule::OptionsChanged, file, element(), format!("options of message `{name}` changed"));
     }
     let deleted = compare_fields(name, old, new, sink);
     report_added_oneofs(name, old.entry.proto, new.entry.proto, file, sink);
@@ -126,16 +102,9 @@ fn compare_message(
 }
 
 fn message_set(options: Option<&MessageOptions>) -> bool {
-    options
-        .and_then(|options| options.message_set_wire_format)
-        .unwrap_or(false)
+    options.and_then(|options| options.message_set_wire_format).unwrap_or(false)
 }
 
 pub(super) fn message_spans(side: MessageSide<'_, '_>) -> Vec<Span> {
-    side.entry
-        .proto
-        .reserved_range
-        .iter()
-        .map(|range| Span::exclusive(range.start(), range.end()))
-        .collect()
+    side.entry.proto.reserved_range.iter().map(|range| Span::exclusive(range.start(), range.end())).collect()
 }

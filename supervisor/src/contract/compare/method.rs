@@ -20,12 +20,7 @@ pub(super) struct MethodContext<'c> {
 impl MethodContext<'_> {
     fn push(&self, sink: &mut Sink, rule: Rule, what: String) {
         let (service, method) = (self.service, self.method);
-        sink.push(
-            rule,
-            self.file,
-            self.element.clone(),
-            format!("method `{method}` of service `{service}` {what}"),
-        );
+        sink.push(rule, self.file, self.element.clone(), format!("method `{method}` of service `{service}` {what}"));
     }
 }
 
@@ -52,18 +47,10 @@ pub(super) fn compare_method(
         );
     }
     if old.client_streaming() != new.client_streaming() {
-        context.push(
-            sink,
-            Rule::RpcSameClientStreaming,
-            streaming_change("client", new.client_streaming()),
-        );
+        context.push(sink, Rule::RpcSameClientStreaming, streaming_change("client", new.client_streaming()));
     }
     if old.server_streaming() != new.server_streaming() {
-        context.push(
-            sink,
-            Rule::RpcSameServerStreaming,
-            streaming_change("server", new.server_streaming()),
-        );
+        context.push(sink, Rule::RpcSameServerStreaming, streaming_change("server", new.server_streaming()));
     }
     let old_level = idempotency(old);
     let new_level = idempotency(new);
@@ -71,39 +58,23 @@ pub(super) fn compare_method(
         context.push(
             sink,
             Rule::RpcSameIdempotencyLevel,
-            format!(
-                "changed idempotency level from {} to {}",
-                level_name(old_level),
-                level_name(new_level)
-            ),
+            format!("changed idempotency level from {} to {}", level_name(old_level), level_name(new_level)),
         );
     }
     let ignore_idempotency = |options: &mut prost_types::MethodOptions| {
         options.idempotency_level = None;
     };
-    if options_differ(
-        old.options.as_ref(),
-        new.options.as_ref(),
-        ignore_idempotency,
-    ) {
+    if options_differ(old.options.as_ref(), new.options.as_ref(), ignore_idempotency) {
         context.push(sink, Rule::OptionsChanged, "changed options".to_owned());
     }
 }
 
 fn streaming_change(side: &str, now: bool) -> String {
-    if now {
-        format!("became {side}-streaming")
-    } else {
-        format!("is no longer {side}-streaming")
-    }
+    if now { format!("became {side}-streaming") } else { format!("is no longer {side}-streaming") }
 }
 
 fn idempotency(method: &MethodDescriptorProto) -> i32 {
-    method
-        .options
-        .as_ref()
-        .and_then(|options| options.idempotency_level)
-        .unwrap_or_default()
+    method.options.as_ref().and_then(|options| options.idempotency_level).unwrap_or_default()
 }
 
 fn level_name(level: i32) -> String {

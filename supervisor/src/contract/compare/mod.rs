@@ -60,7 +60,6 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub fn push(&mut self, rule: Rule, file: &str, element: Element, message: String) {
-        self.changes
-            .push(Change::new(rule, Location::new(file, element), message));
+        self.changes.push(Change::new(rule, Location::new(file, element), message));
     }
 }

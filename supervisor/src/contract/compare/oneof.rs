@@ -12,17 +12,12 @@ use crate::contract::rule::Rule;
 /// The name of the real oneof `field` belongs to. A proto3 `optional` field
 /// sits in a synthetic oneof that is an encoding detail of presence, not
 /// membership, so it counts as outside any oneof.
-pub(super) fn membership(
-    field: &FieldDescriptorProto,
-    message: &DescriptorProto,
-) -> Option<String> {
+pub(super) fn membership(field: &FieldDescriptorProto, message: &DescriptorProto) -> Option<String> {
     if field.proto3_optional == Some(true) {
         return None;
     }
     let index = field.oneof_index?;
-    let declared = usize::try_from(index)
-        .ok()
-        .and_then(|position| message.oneof_decl.get(position));
+    let declared = usize::try_from(index).ok().and_then(|position| message.oneof_decl.get(position));
     Some(match declared {
         Some(oneof) => oneof.name().to_owned(),
         None => format!("<undeclared oneof #{index}>"),
@@ -30,11 +25,7 @@ pub(super) fn membership(
 }
 
 fn real_oneofs(message: &DescriptorProto) -> BTreeSet<String> {
-    message
-        .field
-        .iter()
-        .filter_map(|field| membership(field, message))
-        .collect()
+    message.field.iter().filter_map(|field| membership(field, message)).collect()
 }
 
 /// Oneofs are matched by name: a renamed oneof shows up as its fields
@@ -51,10 +42,7 @@ pub(super) fn report_added_oneofs(
         sink.push(
             Rule::OneofAdded,
             file,
-            Element::Oneof {
-                message: message.to_owned(),
-                oneof: oneof.clone(),
-            },
+            Element::Oneof { message: message.to_owned(), oneof: oneof.clone() },
             format!("oneof `{oneof}` was added to message `{message}`"),
         );
     }

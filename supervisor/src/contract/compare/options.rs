@@ -24,26 +24,12 @@ mod tests {
 
     #[test]
     fn absent_equals_default_and_ignored_options_do_not_count() {
-        let deprecated = MethodOptions {
-            deprecated: Some(true),
-            ..Default::default()
-        };
-        let idempotent = MethodOptions {
-            idempotency_level: Some(1),
-            ..Default::default()
-        };
-        assert!(!options_differ(
-            None,
-            Some(&MethodOptions::default()),
-            keep_all
-        ));
+        let deprecated = MethodOptions { deprecated: Some(true), ..Default::default() };
+        let idempotent = MethodOptions { idempotency_level: Some(1), ..Default::default() };
+        assert!(!options_differ(None, Some(&MethodOptions::default()), keep_all));
         assert!(options_differ(None, Some(&deprecated), keep_all));
-        assert!(!options_differ(
-            None,
-            Some(&idempotent),
-            |options: &mut MethodOptions| {
-                options.idempotency_level = None;
-            }
-        ));
+        assert!(!options_differ(None, Some(&idempotent), |options: &mut MethodOptions| {
+            options.idempotency_level = None;
+        }));
     }
 }

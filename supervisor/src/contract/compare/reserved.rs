@@ -29,12 +29,7 @@ pub(super) struct Deleted {
     pub names: BTreeSet<String>,
 }
 
-pub(super) fn compare_reserved(
-    pair: &ReservedPair<'_>,
-    deleted: &Deleted,
-    no_delete_rule: Rule,
-    sink: &mut Sink,
-) {
+pub(super) fn compare_reserved(pair: &ReservedPair<'_>, deleted: &Deleted, no_delete_rule: Rule, sink: &mut Sink) {
     let (kind, owner) = (pair.kind, pair.owner);
     let still_reserved = SpanSet::new(pair.new_spans.iter().copied());
     for span in &pair.old_spans {

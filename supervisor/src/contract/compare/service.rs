@@ -14,15 +14,11 @@ use crate::contract::rule::Rule;
 
 pub(super) fn compare_services(sides: &Sides<'_, '_>, sink: &mut Sink) {
     for name in &sides.old_selection.services {
-        let element = || Element::Service {
-            service: name.clone(),
-        };
+        let element = || Element::Service { service: name.clone() };
         match (sides.old.services.get(name), sides.new.services.get(name)) {
             (Some(old), Some(new)) => compare_service(name, old, new, sink),
             (Some(old), None) => {
-                let moved = sides.new.moved_from(old.package(), name, |fq| {
-                    sides.new.services.contains_key(fq)
-                });
+                let moved = sides.new.moved_from(old.package(), name, |fq| sides.new.services.contains_key(fq));
                 match moved {
                     Some(moved) => sink.push(
                         Rule::ServiceSamePackage,
@@ -67,9 +63,7 @@ pub(super) fn compare_services(sides: &Sides<'_, '_>, sink: &mut Sink) {
             sink.push(
                 Rule::ServiceAdded,
                 new.file_name(),
-                Element::Service {
-                    service: name.clone(),
-                },
+                Element::Service { service: name.clone() },
                 format!("service `{name}` was added"),
             );
         }
@@ -77,35 +71,21 @@ pub(super) fn compare_services(sides: &Sides<'_, '_>, sink: &mut Sink) {
 }
 
 fn compare_service(name: &str, old: &ServiceEntry<'_>, new: &ServiceEntry<'_>, sink: &mut Sink) {
-    if options_differ(
-        old.proto.options.as_ref(),
-        new.proto.options.as_ref(),
-        keep_all,
-    ) {
+    if options_differ(old.proto.options.as_ref(), new.proto.options.as_ref(), keep_all) {
         sink.push(
             Rule::OptionsChanged,
             new.file_name(),
-            Element::Service {
-                service: name.to_owned(),
-            },
+            Element::Service { service: name.to_owned() },
             format!("options of service `{name}` changed"),
         );
     }
     let old_methods = methods_by_name(&old.proto.method);
     let new_methods = methods_by_name(&new.proto.method);
     for (method, old_method) in &old_methods {
-        let element = Element::Method {
-            service: name.to_owned(),
-            method: (*method).to_owned(),
-        };
+        let element = Element::Method { service: name.to_owned(), method: (*method).to_owned() };
         match new_methods.get(method) {
             Some(new_method) => {
-                let context = MethodContext {
-                    service: name,
-                    method,
-                    file: new.file_name(),
-                    element,
-                };
+                let context = MethodContext { service: name, method, file: new.file_name(), element };
                 compare_method(&context, old_method, new_method, sink);
             }
             None => sink.push(
@@ -121,10 +101,7 @@ fn compare_service(name: &str, old: &ServiceEntry<'_>, new: &ServiceEntry<'_>, s
             sink.push(
                 Rule::RpcAdded,
                 new.file_name(),
-                Element::Method {
-                    service: name.to_owned(),
-                    method: (*method).to_owned(),
-                },
+                Element::Method { service: name.to_owned(), method: (*method).to_owned() },
                 format!("method `{method}` was added to service `{name}`"),
             );
         }

@@ -6,9 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use super::support::{
-    CODE_EXIT_0, CODE_PAUSE_LOOP, EM_X86_64, small_system_binary, tiny_elf64, write_exe,
-};
+use super::support::{CODE_EXIT_0, CODE_PAUSE_LOOP, EM_X86_64, small_system_binary, tiny_elf64, write_exe};
 use crate::integrity::{FileIdentity, IntegrityError, Policy, Sha256Digest, VerifiedBinary};
 
 #[test]
@@ -27,11 +25,7 @@ fn hashing_an_open_file_ignores_its_position() {
     file.seek(SeekFrom::Start(1000)).unwrap();
     let digest = Sha256Digest::of_file(&file).unwrap();
     assert_eq!(digest, Sha256Digest::of_bytes(small_system_binary()));
-    assert_eq!(
-        file.stream_position().unwrap(),
-        1000,
-        "pread must not move the position"
-    );
+    assert_eq!(file.stream_position().unwrap(), 1000, "pread must not move the position");
 }
 
 #[test]
@@ -48,10 +42,7 @@ fn bounded_hash_refuses_a_file_that_is_too_long() {
 fn digest_hex_parses_back_and_rejects_malformed_pins() {
     let d = Sha256Digest::of_bytes(b"x");
     assert_eq!(d.to_hex().parse::<Sha256Digest>().unwrap(), d);
-    assert_eq!(
-        d.to_hex().to_uppercase().parse::<Sha256Digest>().unwrap(),
-        d
-    );
+    assert_eq!(d.to_hex().to_uppercase().parse::<Sha256Digest>().unwrap(), d);
     assert!("abcd".parse::<Sha256Digest>().is_err());
     assert!("zz".repeat(32).parse::<Sha256Digest>().is_err());
 }
@@ -61,10 +52,7 @@ fn a_matching_pin_is_accepted_and_the_open_file_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_exe(dir.path(), "echo", small_system_binary());
     let pin = Sha256Digest::of_bytes(small_system_binary());
-    let policy = Policy {
-        expected_sha256: Some(pin),
-        ..Policy::default()
-    };
+    let policy = Policy { expected_sha256: Some(pin), ..Policy::default() };
     let verified = VerifiedBinary::open("echo", &path, &policy).unwrap();
     assert_eq!(*verified.digest(), pin);
     let on_disk = fs::metadata(&path).unwrap();
@@ -84,21 +72,12 @@ fn one_flipped_byte_fails_the_pin_with_both_digests() {
     assert_ne!(pin, found, "a flipped byte changes the digest");
     let path = write_exe(dir.path(), "echo", &tampered);
 
-    let policy = Policy {
-        expected_sha256: Some(pin),
-        ..Policy::default()
-    };
+    let policy = Policy { expected_sha256: Some(pin), ..Policy::default() };
     let err = VerifiedBinary::open("echo", &path, &policy).unwrap_err();
-    assert!(
-        matches!(err, IntegrityError::DigestMismatch { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, IntegrityError::DigestMismatch { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        format!(
-            "plugin \"echo\": binary {} sha256 mismatch: expected {pin}, found {found}",
-            path.display()
-        )
+        format!("plugin \"echo\": binary {} sha256 mismatch: expected {pin}, found {found}", path.display())
     );
 }
 
@@ -106,40 +85,21 @@ fn one_flipped_byte_fails_the_pin_with_both_digests() {
 fn a_directory_or_missing_path_is_refused_before_hashing() {
     let dir = tempfile::tempdir().unwrap();
     let err = VerifiedBinary::open("echo", dir.path(), &Policy::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            IntegrityError::NotRegularFile {
-                kind: "directory",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, IntegrityError::NotRegularFile { kind: "directory", .. }), "{err:?}");
 
     let missing = dir.path().join("nope");
     let err = VerifiedBinary::open("echo", &missing, &Policy::default()).unwrap_err();
     assert!(matches!(err, IntegrityError::Open { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .starts_with("plugin \"echo\": cannot open binary"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("plugin \"echo\": cannot open binary"), "{err}");
 }
 
 #[test]
 fn a_file_over_the_size_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_exe(dir.path(), "big", small_system_binary());
-    let policy = Policy {
-        max_file_size: 1024,
-        ..Policy::default()
-    };
+    let policy = Policy { max_file_size: 1024, ..Policy::default() };
     let err = VerifiedBinary::open("big", &path, &policy).unwrap_err();
-    assert!(
-        matches!(err, IntegrityError::TooLarge { limit: 1024, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, IntegrityError::TooLarge { limit: 1024, .. }), "{err:?}");
 }
 
 /// The binary is replaced at its path after the check; the process started from the held
@@ -150,17 +110,10 @@ fn a_binary_swapped_after_the_check_is_not_what_runs() {
     let dir = tempfile::tempdir().unwrap();
     let approved = tiny_elf64(EM_X86_64, 2, CODE_PAUSE_LOOP, false);
     let path = write_exe(dir.path(), "plugin", &approved);
-    let policy = Policy {
-        expected_sha256: Some(Sha256Digest::of_bytes(&approved)),
-        ..Policy::default()
-    };
+    let policy = Policy { expected_sha256: Some(Sha256Digest::of_bytes(&approved)), ..Policy::default() };
     let verified = VerifiedBinary::open("swap", &path, &policy).unwrap();
 
-    let impostor = write_exe(
-        dir.path(),
-        "impostor",
-        &tiny_elf64(EM_X86_64, 2, CODE_EXIT_0, false),
-    );
+    let impostor = write_exe(dir.path(), "impostor", &tiny_elf64(EM_X86_64, 2, CODE_EXIT_0, false));
     fs::rename(&impostor, &path).unwrap();
     let now_at_path = FileIdentity::of(&fs::metadata(&path).unwrap());
     assert_ne!(now_at_path, verified.identity());
@@ -174,17 +127,11 @@ fn a_binary_swapped_after_the_check_is_not_what_runs() {
     child.wait().unwrap();
     let exe = exe.unwrap();
     assert_eq!(
-        FileIdentity {
-            dev: exe.dev(),
-            ino: exe.ino()
-        },
+        FileIdentity { dev: exe.dev(), ino: exe.ino() },
         verified.identity(),
         "the running process is the file that was hashed"
     );
-    assert_eq!(
-        Sha256Digest::of_file(verified.file()).unwrap(),
-        *verified.digest()
-    );
+    assert_eq!(Sha256Digest::of_file(verified.file()).unwrap(), *verified.digest());
 }
 
 /// A parallel test's fork can briefly hold a copy of a descriptor some other test opened

@@ -4,20 +4,16 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use super::support::{
-    CODE_EXIT_0, EM_386, EM_X86_64, foreign_machine, host_binary, small_system_binary, tiny_elf32,
-    tiny_elf64, write_exe,
+    CODE_EXIT_0, EM_386, EM_X86_64, foreign_machine, host_binary, small_system_binary, tiny_elf32, tiny_elf64,
+    write_exe,
 };
 use crate::integrity::{
-    DEFAULT_MAX_FILE_SIZE, ElfClass, ElfError, IntegrityError, Linkage, Machine, ObjectType,
-    Policy, Subject, VerifiedBinary, elf, inspect_executable_from,
+    DEFAULT_MAX_FILE_SIZE, ElfClass, ElfError, IntegrityError, Linkage, Machine, ObjectType, Policy, Subject,
+    VerifiedBinary, elf, inspect_executable_from,
 };
 
 fn inspect(bytes: &[u8]) -> Result<crate::integrity::ElfInfo, ElfError> {
-    inspect_executable_from(
-        &Subject::new("auth", "/plugins/auth"),
-        bytes,
-        DEFAULT_MAX_FILE_SIZE,
-    )
+    inspect_executable_from(&Subject::new("auth", "/plugins/auth"), bytes, DEFAULT_MAX_FILE_SIZE)
 }
 
 fn refusal(bytes: &[u8]) -> String {
@@ -30,22 +26,12 @@ fn the_host_binary_is_accepted_with_its_loader_requests() {
     assert_eq!(info.machine, Machine::host());
     assert_eq!(info.linkage(), Linkage::Dynamic);
     assert!(info.interpreter.as_deref().is_some_and(Path::is_absolute));
-    assert!(
-        info.needed.iter().any(|n| n == OsStr::new("libc.so.6")),
-        "{:?}",
-        info.needed
-    );
+    assert!(info.needed.iter().any(|n| n == OsStr::new("libc.so.6")), "{:?}", info.needed);
 }
 
 #[test]
 fn a_static_executable_is_accepted_as_static() {
-    let info = inspect(&tiny_elf64(
-        Machine::host().e_machine,
-        2,
-        CODE_EXIT_0,
-        false,
-    ))
-    .unwrap();
+    let info = inspect(&tiny_elf64(Machine::host().e_machine, 2, CODE_EXIT_0, false)).unwrap();
     assert_eq!(info.object_type, ObjectType::Executable);
     assert_eq!(info.linkage(), Linkage::Static);
     assert!(info.needed.is_empty() && info.interpreter.is_none());
@@ -70,10 +56,7 @@ fn a_shell_script_is_refused_as_a_script() {
 
 #[test]
 fn an_empty_file_is_refused_as_empty() {
-    assert_eq!(
-        refusal(b""),
-        "plugin \"auth\": /plugins/auth is empty (0 bytes), not an ELF executable"
-    );
+    assert_eq!(refusal(b""), "plugin \"auth\": /plugins/auth is empty (0 bytes), not an ELF executable");
 }
 
 #[test]
@@ -94,35 +77,19 @@ fn the_first_100_bytes_of_a_real_binary_are_refused_as_truncated() {
         }
         other => panic!("expected Truncated, got {other:?}"),
     }
-    assert!(err.to_string().starts_with(
-        "plugin \"auth\": /plugins/auth is a truncated ELF file: its program header table ends at byte"
-    ));
+    assert!(
+        err.to_string().starts_with(
+            "plugin \"auth\": /plugins/auth is a truncated ELF file: its program header table ends at byte"
+        )
+    );
 }
 
 #[test]
 fn a_file_cut_inside_the_elf_identification_is_truncated_not_foreign() {
     let err = inspect(b"\x7fEL").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ElfError::Truncated {
-                what: "ELF identification",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ElfError::Truncated { what: "ELF identification", .. }), "{err:?}");
     let err = inspect(&small_system_binary()[..40]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ElfError::Truncated {
-                what: "ELF header",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ElfError::Truncated { what: "ELF header", .. }), "{err:?}");
 }
 
 #[test]
@@ -130,28 +97,13 @@ fn an_elf_patched_to_another_machine_names_both_machines() {
     let (machine, name) = foreign_machine();
     let mut bytes = small_system_binary().to_vec();
     bytes[18..20].copy_from_slice(&machine.to_le_bytes());
-    assert_eq!(
-        refusal(&bytes),
-        format!(
-            "plugin \"auth\": built for {name}, this host is {}",
-            Machine::host()
-        )
-    );
+    assert_eq!(refusal(&bytes), format!("plugin \"auth\": built for {name}, this host is {}", Machine::host()));
 }
 
 #[test]
 fn an_elf32_binary_is_refused_for_its_class() {
     let err = inspect(&tiny_elf32(EM_386)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ElfError::ClassMismatch {
-                found: ElfClass::Elf32,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ElfError::ClassMismatch { found: ElfClass::Elf32, .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         format!(
@@ -201,37 +153,21 @@ fn libraries_without_an_interpreter_to_load_them_are_refused() {
         .expect("the host binary has a PT_INTERP");
     bytes[interp..interp + 4].copy_from_slice(&0u32.to_le_bytes()); // PT_NULL
     let err = inspect(&bytes).unwrap_err();
-    assert!(
-        matches!(err, ElfError::MissingInterpreter { .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .ends_with("but names no program interpreter (PT_INTERP) to load them"),
-        "{err}"
-    );
+    assert!(matches!(err, ElfError::MissingInterpreter { .. }), "{err:?}");
+    assert!(err.to_string().ends_with("but names no program interpreter (PT_INTERP) to load them"), "{err}");
 }
 
 #[test]
 fn a_file_over_the_limit_is_refused_before_parsing() {
     let subject = Subject::new("auth", "/plugins/auth");
     let err = inspect_executable_from(&subject, host_binary(), 4096).unwrap_err();
-    assert!(
-        matches!(err, ElfError::TooLarge { limit: 4096, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ElfError::TooLarge { limit: 4096, .. }), "{err:?}");
 }
 
 #[test]
 fn an_unknown_machine_is_named_by_number() {
     let bytes = tiny_elf64(0x1234, 2, CODE_EXIT_0, false);
-    assert_eq!(
-        refusal(&bytes),
-        format!(
-            "plugin \"auth\": built for machine 0x1234, this host is {}",
-            Machine::host()
-        )
-    );
+    assert_eq!(refusal(&bytes), format!("plugin \"auth\": built for machine 0x1234, this host is {}", Machine::host()));
 }
 
 #[test]
@@ -241,11 +177,7 @@ fn dynamic_entries_of_a_library_are_read() {
         .or_else(|_| std::fs::File::open("/lib/x86_64-linux-gnu/libm.so.6"));
     let Ok(libm) = libm else {
         // Only meaningful on the Debian x86_64 hosts this module is built for.
-        assert_ne!(
-            Machine::host().e_machine,
-            EM_X86_64,
-            "libm.so.6 missing on x86_64"
-        );
+        assert_ne!(Machine::host().e_machine, EM_X86_64, "libm.so.6 missing on x86_64");
         return;
     };
     let info = elf::inspect(&subject, &libm, DEFAULT_MAX_FILE_SIZE).unwrap();
@@ -258,10 +190,7 @@ fn verified_binary_reports_elf_refusals_with_plugin_and_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_exe(dir.path(), "auth", b"#!/bin/sh\nexit 0\n");
     let err = VerifiedBinary::open("auth", &path, &Policy::default()).unwrap_err();
-    assert!(
-        matches!(err, IntegrityError::Elf(ElfError::Script { .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, IntegrityError::Elf(ElfError::Script { .. })), "{err:?}");
     assert_eq!(err.subject().plugin, "auth");
     assert_eq!(err.subject().path, path);
 }

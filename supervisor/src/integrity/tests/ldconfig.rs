@@ -36,17 +36,9 @@ fn includes_expand_sorted_relative_to_the_including_file_and_loops_end() {
     let dir = tempfile::tempdir().unwrap();
     let root = fs::canonicalize(dir.path()).unwrap();
     fs::create_dir(root.join("conf.d")).unwrap();
-    fs::write(
-        root.join("ld.so.conf"),
-        "/first\ninclude conf.d/*.conf\n/last\n",
-    )
-    .unwrap();
+    fs::write(root.join("ld.so.conf"), "/first\ninclude conf.d/*.conf\n/last\n").unwrap();
     fs::write(root.join("conf.d/b.conf"), "/from-b\n/first\n").unwrap();
-    fs::write(
-        root.join("conf.d/a.conf"),
-        "/from-a\ninclude ../ld.so.conf\n",
-    )
-    .unwrap();
+    fs::write(root.join("conf.d/a.conf"), "/from-a\ninclude ../ld.so.conf\n").unwrap();
     fs::write(root.join("conf.d/.hidden.conf"), "/hidden\n").unwrap();
     fs::write(root.join("conf.d/c.txt"), "/not-a-conf\n").unwrap();
 
@@ -78,11 +70,7 @@ fn globs_match_like_fnmatch() {
         ("", "x", false),
     ];
     for (pattern, name, expected) in cases {
-        assert_eq!(
-            glob_match(pattern, name),
-            expected,
-            "{pattern:?} vs {name:?}"
-        );
+        assert_eq!(glob_match(pattern, name), expected, "{pattern:?} vs {name:?}");
     }
 }
 

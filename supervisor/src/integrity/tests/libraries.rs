@@ -10,9 +10,7 @@ use std::process::Command;
 use super::support::{CODE_EXIT_0, host_binary, tiny_elf32, tiny_elf64, write_exe};
 use crate::integrity::dst::expand_dst;
 use crate::integrity::libraries::{self, LibraryError, LoaderFiles, SearchConfig};
-use crate::integrity::{
-    DEFAULT_MAX_FILE_SIZE, ElfError, ElfInfo, Machine, ObjectType, Subject, loader_host,
-};
+use crate::integrity::{DEFAULT_MAX_FILE_SIZE, ElfError, ElfInfo, Machine, ObjectType, Subject, loader_host};
 
 /// Canonical paths `ldd` reports (it runs the real loader in trace mode).
 fn ldd(binary: &Path) -> BTreeSet<PathBuf> {
@@ -27,19 +25,13 @@ fn ldd(binary: &Path) -> BTreeSet<PathBuf> {
                 None => line,
             };
             let path = path.split(" (").next()?;
-            path.starts_with('/')
-                .then(|| fs::canonicalize(path).expect("ldd path exists"))
+            path.starts_with('/').then(|| fs::canonicalize(path).expect("ldd path exists"))
         })
         .collect()
 }
 
 fn loaded(files: &LoaderFiles) -> BTreeSet<PathBuf> {
-    files
-        .interpreter
-        .iter()
-        .chain(&files.libraries)
-        .map(|o| o.canonical.clone())
-        .collect()
+    files.interpreter.iter().chain(&files.libraries).map(|o| o.canonical.clone()).collect()
 }
 
 fn resolve_file(name: &str, path: &Path) -> LoaderFiles {
@@ -65,11 +57,7 @@ fn the_grant_set_holds_canonical_paths_and_the_loader_cache() {
     let files = resolve_file("ls", Path::new("/bin/ls"));
     let paths = files.paths();
     for path in &paths {
-        assert_eq!(
-            &fs::canonicalize(path).unwrap(),
-            path,
-            "{path:?} is not canonical"
-        );
+        assert_eq!(&fs::canonicalize(path).unwrap(), path, "{path:?} is not canonical");
     }
     if Path::new(libraries::DEFAULT_LD_SO_CACHE).is_file() {
         assert!(paths.contains(Path::new(libraries::DEFAULT_LD_SO_CACHE)));
@@ -81,11 +69,7 @@ fn the_grant_set_holds_canonical_paths_and_the_loader_cache() {
 #[test]
 fn a_static_binary_needs_no_loader_files() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_exe(
-        dir.path(),
-        "static",
-        &tiny_elf64(Machine::host().e_machine, 2, CODE_EXIT_0, false),
-    );
+    let path = write_exe(dir.path(), "static", &tiny_elf64(Machine::host().e_machine, 2, CODE_EXIT_0, false));
     let files = resolve_file("static", &path);
     assert!(files.paths().is_empty(), "{files:?}");
 }
@@ -105,11 +89,7 @@ fn tree() -> Tree {
     fs::create_dir_all(&bin).unwrap();
     fs::create_dir_all(&libdir).unwrap();
     let exe = write_exe(&bin, "app", b"placeholder: only its location matters");
-    Tree {
-        _dir: dir,
-        exe,
-        libdir: fs::canonicalize(libdir).unwrap(),
-    }
+    Tree { _dir: dir, exe, libdir: fs::canonicalize(libdir).unwrap() }
 }
 
 fn system_lib(name: &str) -> PathBuf {
@@ -127,12 +107,9 @@ fn copy_lib(name: &str, into: &Path) -> PathBuf {
 }
 
 fn exe_info(needed: &[&str], rpath: Option<&str>, runpath: Option<&str>) -> ElfInfo {
-    let host = crate::integrity::elf::inspect(
-        &Subject::new("self", "/proc/self/exe"),
-        host_binary(),
-        DEFAULT_MAX_FILE_SIZE,
-    )
-    .unwrap();
+    let host =
+        crate::integrity::elf::inspect(&Subject::new("self", "/proc/self/exe"), host_binary(), DEFAULT_MAX_FILE_SIZE)
+            .unwrap();
     ElfInfo {
         file_size: 0,
         machine: Machine::host(),
@@ -179,11 +156,7 @@ fn rpath_reaches_indirect_dependencies_but_runpath_does_not() {
 
     let with_rpath = resolve(&t, &exe_info(&["libm.so.6"], Some(dir), None)).unwrap();
     assert_eq!(found(&with_rpath, "libm.so.6"), libm);
-    assert_eq!(
-        found(&with_rpath, "libc.so.6"),
-        libc,
-        "libm's libc comes via the exe's RPATH"
-    );
+    assert_eq!(found(&with_rpath, "libc.so.6"), libc, "libm's libc comes via the exe's RPATH");
 
     let with_runpath = resolve(&t, &exe_info(&["libm.so.6"], None, Some(dir))).unwrap();
     assert_eq!(found(&with_runpath, "libm.so.6"), libm);
@@ -199,15 +172,8 @@ fn runpath_disables_rpath_of_the_same_object() {
     let t = tree();
     copy_lib("libc.so.6", &t.libdir);
     let dir = t.libdir.to_str().unwrap();
-    let files = resolve(
-        &t,
-        &exe_info(&["libc.so.6"], Some(dir), Some("/nonexistent")),
-    )
-    .unwrap();
-    assert_eq!(
-        found(&files, "libc.so.6"),
-        fs::canonicalize(system_lib("libc.so.6")).unwrap()
-    );
+    let files = resolve(&t, &exe_info(&["libc.so.6"], Some(dir), Some("/nonexistent"))).unwrap();
+    assert_eq!(found(&files, "libc.so.6"), fs::canonicalize(system_lib("libc.so.6")).unwrap());
 }
 
 #[test]
@@ -216,10 +182,7 @@ fn a_library_of_another_class_is_skipped_like_ld_so_skips_it() {
     fs::write(t.libdir.join("libc.so.6"), tiny_elf32(3)).unwrap();
     let dir = t.libdir.to_str().unwrap();
     let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(dir))).unwrap();
-    assert_eq!(
-        found(&files, "libc.so.6"),
-        fs::canonicalize(system_lib("libc.so.6")).unwrap()
-    );
+    assert_eq!(found(&files, "libc.so.6"), fs::canonicalize(system_lib("libc.so.6")).unwrap());
 }
 
 #[test]
@@ -275,33 +238,13 @@ fn an_absolute_needed_name_is_used_as_is() {
 #[test]
 fn dynamic_string_tokens_expand_like_ld_so() {
     let origin = Path::new("/opt/app/bin");
-    let expand =
-        |s: &str, platform| expand_dst(s.as_bytes(), origin, "lib/x86_64-linux-gnu", platform);
-    assert_eq!(
-        expand("$ORIGIN/../lib", None),
-        Some(PathBuf::from("/opt/app/bin/../lib"))
-    );
-    assert_eq!(
-        expand("${ORIGIN}/x", None),
-        Some(PathBuf::from("/opt/app/bin/x"))
-    );
-    assert_eq!(
-        expand("/usr/$LIB", None),
-        Some(PathBuf::from("/usr/lib/x86_64-linux-gnu"))
-    );
-    assert_eq!(
-        expand("/p/$PLATFORM", Some("x86_64")),
-        Some(PathBuf::from("/p/x86_64"))
-    );
-    assert_eq!(
-        expand("/p/$PLATFORM", None),
-        None,
-        "an unknown token drops the entry"
-    );
-    assert_eq!(
-        expand("/a/$ORIGINAL", None),
-        Some(PathBuf::from("/a/$ORIGINAL"))
-    );
+    let expand = |s: &str, platform| expand_dst(s.as_bytes(), origin, "lib/x86_64-linux-gnu", platform);
+    assert_eq!(expand("$ORIGIN/../lib", None), Some(PathBuf::from("/opt/app/bin/../lib")));
+    assert_eq!(expand("${ORIGIN}/x", None), Some(PathBuf::from("/opt/app/bin/x")));
+    assert_eq!(expand("/usr/$LIB", None), Some(PathBuf::from("/usr/lib/x86_64-linux-gnu")));
+    assert_eq!(expand("/p/$PLATFORM", Some("x86_64")), Some(PathBuf::from("/p/x86_64")));
+    assert_eq!(expand("/p/$PLATFORM", None), None, "an unknown token drops the entry");
+    assert_eq!(expand("/a/$ORIGINAL", None), Some(PathBuf::from("/a/$ORIGINAL")));
     assert_eq!(expand("/a/$", None), Some(PathBuf::from("/a/$")));
 }
 
@@ -311,21 +254,10 @@ fn legacy_and_hwcaps_subdirectories_are_ordered_like_glibc_2_36() {
     let dirs: Vec<_> = dirs.iter().map(|d| d.to_str().unwrap()).collect();
     assert_eq!(
         dirs,
-        [
-            "glibc-hwcaps/x86-64-v3",
-            "tls/x86_64/x86_64",
-            "tls/x86_64",
-            "tls",
-            "x86_64/x86_64",
-            "x86_64",
-            ""
-        ]
+        ["glibc-hwcaps/x86-64-v3", "tls/x86_64/x86_64", "tls/x86_64", "tls", "x86_64/x86_64", "x86_64", ""]
     );
     let modern = loader_host::subdirs_for(&["x86-64-v2"], Some("x86_64"), &["x86_64"], false);
-    assert_eq!(
-        modern,
-        [PathBuf::from("glibc-hwcaps/x86-64-v2"), PathBuf::new()]
-    );
+    assert_eq!(modern, [PathBuf::from("glibc-hwcaps/x86-64-v2"), PathBuf::new()]);
 }
 
 /// Compares our subdirectory list with the search path the host's ld.so prints for an
@@ -334,21 +266,13 @@ fn legacy_and_hwcaps_subdirectories_are_ordered_like_glibc_2_36() {
 #[test]
 fn search_subdirectories_match_what_the_host_ld_so_searches() {
     const PROBE: &str = "/nonexistent-integrity-probe";
-    let out = Command::new("/bin/true")
-        .env("LD_DEBUG", "libs")
-        .env("LD_LIBRARY_PATH", PROBE)
-        .output()
-        .unwrap();
+    let out = Command::new("/bin/true").env("LD_DEBUG", "libs").env("LD_LIBRARY_PATH", PROBE).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr
         .lines()
         .find(|l| l.contains("search path=") && l.contains("(LD_LIBRARY_PATH)"))
         .unwrap_or_else(|| panic!("no LD_LIBRARY_PATH search line in:\n{stderr}"));
-    let list = line
-        .split("search path=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap();
+    let list = line.split("search path=").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap();
     let mut theirs: Vec<PathBuf> = Vec::new();
     for entry in list.split(':') {
         let sub = entry.strip_prefix(PROBE).unwrap().trim_start_matches('/');

@@ -4,9 +4,7 @@ use proptest::prelude::*;
 
 use super::support::{CODE_EXIT_0, small_system_binary, tiny_elf32, tiny_elf64};
 use crate::integrity::keys::KeyId;
-use crate::integrity::{
-    Machine, Sha256Digest, SignatureFile, elf, glob, hex, keyfile, keys, ldconfig, sigfile,
-};
+use crate::integrity::{Machine, Sha256Digest, SignatureFile, elf, glob, hex, keyfile, keys, ldconfig, sigfile};
 
 fn valid_signature_text() -> String {
     SignatureFile {
@@ -21,10 +19,7 @@ fn valid_signature_text() -> String {
 
 /// 512 by default; `PROPTEST_CASES` raises it for a longer local or CI run.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
 }
 
 const VALID_KEY: &str = "ed25519:3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";

@@ -7,17 +7,12 @@ use std::path::Path;
 use super::support::{keypair, small_system_binary, write_exe};
 use crate::integrity::message::{DOMAIN, signed_message};
 use crate::integrity::{
-    IntegrityError, KeyError, Policy, PublicKey, SecretKey, Sha256Digest, SignatureError,
-    SignatureFile, VerifiedBinary, generate_keypair, read_public_key_file, sign, sign_binary,
+    IntegrityError, KeyError, Policy, PublicKey, SecretKey, Sha256Digest, SignatureError, SignatureFile,
+    VerifiedBinary, generate_keypair, read_public_key_file, sign, sign_binary,
 };
 
 fn policy<'a>(trusted: &'a [PublicKey], version: Option<&'a str>) -> Policy<'a> {
-    Policy {
-        require_signature: true,
-        trusted_keys: trusted,
-        expected_version: version,
-        ..Policy::default()
-    }
+    Policy { require_signature: true, trusted_keys: trusted, expected_version: version, ..Policy::default() }
 }
 
 fn signature_error(result: Result<VerifiedBinary, IntegrityError>) -> SignatureError {
@@ -33,10 +28,7 @@ fn keygen_writes_a_private_secret_key_and_a_pasteable_public_key() {
     let (secret, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
     let key = generate_keypair(&secret, &public).unwrap();
 
-    assert_eq!(
-        fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
     let line = fs::read_to_string(&public).unwrap();
     assert_eq!(line, format!("{key}\n"));
     assert!(line.starts_with("ed25519:") && line.trim().len() == "ed25519:".len() + 64);
@@ -59,19 +51,10 @@ fn keygen_refuses_to_overwrite_either_file() {
     let (secret, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
     generate_keypair(&secret, &public).unwrap();
     let before = fs::read(&secret).unwrap();
-    assert!(matches!(
-        generate_keypair(&secret, &dir.path().join("new.pub")),
-        Err(KeyError::Exists { .. })
-    ));
-    assert!(matches!(
-        generate_keypair(&dir.path().join("new.key"), &public),
-        Err(KeyError::Exists { .. })
-    ));
+    assert!(matches!(generate_keypair(&secret, &dir.path().join("new.pub")), Err(KeyError::Exists { .. })));
+    assert!(matches!(generate_keypair(&dir.path().join("new.key"), &public), Err(KeyError::Exists { .. })));
     assert_eq!(fs::read(&secret).unwrap(), before);
-    assert!(
-        !dir.path().join("new.key").exists(),
-        "nothing is left behind on refusal"
-    );
+    assert!(!dir.path().join("new.key").exists(), "nothing is left behind on refusal");
 }
 
 #[test]
@@ -80,25 +63,16 @@ fn a_secret_key_readable_by_others_is_refused() {
     let keys = keypair(dir.path(), "k");
     fs::set_permissions(&keys.secret, fs::Permissions::from_mode(0o644)).unwrap();
     let err = SecretKey::load(&keys.secret).unwrap_err();
-    assert!(
-        matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }), "{err:?}");
 }
 
 #[test]
 fn the_signed_message_is_domain_separated_and_unambiguous() {
     let digest = Sha256Digest::of_bytes(b"plugin");
     let message = signed_message("echo", "1.2.0", &digest).unwrap();
-    assert_eq!(
-        String::from_utf8(message).unwrap(),
-        format!("plugin-supervisor signature v1\necho\n1.2.0\n{digest}\n")
-    );
+    assert_eq!(String::from_utf8(message).unwrap(), format!("plugin-supervisor signature v1\necho\n1.2.0\n{digest}\n"));
     assert!(DOMAIN.ends_with('\n'));
-    assert!(
-        signed_message("a\n1", "b", &digest).is_err(),
-        "newlines would make fields ambiguous"
-    );
+    assert!(signed_message("a\n1", "b", &digest).is_err(), "newlines would make fields ambiguous");
     assert!(signed_message("", "1", &digest).is_err());
 }
 
@@ -148,16 +122,9 @@ fn a_tampered_binary_fails_with_both_digests() {
     fs::write(&binary, &bytes).unwrap();
 
     let trusted = [keys.public];
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, None),
-    ));
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, None)));
     let found = Sha256Digest::of_bytes(&bytes);
-    assert!(
-        matches!(err, SignatureError::DigestMismatch { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, SignatureError::DigestMismatch { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         format!(
@@ -175,11 +142,7 @@ fn a_signature_for_another_plugin_name_is_refused() {
     let binary = write_exe(dir.path(), "auth", small_system_binary());
     sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
     let trusted = [keys.public];
-    let err = signature_error(VerifiedBinary::open(
-        "auth",
-        &binary,
-        &policy(&trusted, None),
-    ));
+    let err = signature_error(VerifiedBinary::open("auth", &binary, &policy(&trusted, None)));
     assert!(
         matches!(&err, SignatureError::NameMismatch { signed, expected, .. } if signed == "echo" && expected == "auth"),
         "{err:?}"
@@ -193,20 +156,9 @@ fn a_signature_for_another_version_is_refused() {
     let binary = write_exe(dir.path(), "echo", small_system_binary());
     sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
     let trusted = [keys.public];
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, Some("2.0.0")),
-    ));
-    assert!(
-        matches!(err, SignatureError::VersionMismatch { .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .contains("is for version \"1.2.0\", the config expects \"2.0.0\""),
-        "{err}"
-    );
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, Some("2.0.0"))));
+    assert!(matches!(err, SignatureError::VersionMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("is for version \"1.2.0\", the config expects \"2.0.0\""), "{err}");
 }
 
 #[test]
@@ -217,20 +169,9 @@ fn a_signature_by_an_untrusted_key_is_refused_with_its_key_id() {
     let binary = write_exe(dir.path(), "echo", small_system_binary());
     sign_binary(&binary, &signer.secret, "echo", "1.2.0").unwrap();
     let trusted = [trusted_key.public];
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, None),
-    ));
-    assert!(
-        matches!(err, SignatureError::UntrustedKey { .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .contains(&signer.public.key_id().to_string()),
-        "{err}"
-    );
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, None)));
+    assert!(matches!(err, SignatureError::UntrustedKey { .. }), "{err:?}");
+    assert!(err.to_string().contains(&signer.public.key_id().to_string()), "{err}");
 }
 
 #[test]
@@ -245,29 +186,15 @@ fn an_edited_signature_file_is_a_bad_signature() {
     let mut forged = sig.clone();
     forged.signature[10] ^= 0x01;
     forged.write(&sig_path).unwrap();
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, None),
-    ));
-    assert!(
-        matches!(err, SignatureError::BadSignature { .. }),
-        "{err:?}"
-    );
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, None)));
+    assert!(matches!(err, SignatureError::BadSignature { .. }), "{err:?}");
 
     // Replay: the same valid signature relabelled for another version.
     let mut replayed = sig;
     replayed.version = "9.9.9".to_owned();
     replayed.write(&sig_path).unwrap();
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, Some("9.9.9")),
-    ));
-    assert!(
-        matches!(err, SignatureError::BadSignature { .. }),
-        "{err:?}"
-    );
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, Some("9.9.9"))));
+    assert!(matches!(err, SignatureError::BadSignature { .. }), "{err:?}");
 }
 
 #[test]
@@ -281,31 +208,16 @@ fn an_unparsable_signature_file_reports_the_line() {
     fs::write(&sig_path, text.replace("sha256 = \"", "sha256 = \"zz")).unwrap();
 
     let trusted = [keys.public];
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, None),
-    ));
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, None)));
     match &err {
         SignatureError::Unparsable { line, .. } => assert_eq!(*line, sha_line),
         other => panic!("expected Unparsable, got {other:?}"),
     }
-    assert!(
-        err.to_string()
-            .contains(&format!("is not valid (line {sha_line}): sha256:")),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&format!("is not valid (line {sha_line}): sha256:")), "{err}");
 
     fs::write(&sig_path, "format = 1\nthis is not toml\n").unwrap();
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, None),
-    ));
-    assert!(
-        matches!(err, SignatureError::Unparsable { line: 2, .. }),
-        "{err:?}"
-    );
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, None)));
+    assert!(matches!(err, SignatureError::Unparsable { line: 2, .. }), "{err:?}");
 }
 
 #[test]
@@ -314,19 +226,9 @@ fn a_missing_signature_file_is_refused_when_required_and_ignored_otherwise() {
     let keys = keypair(dir.path(), "release");
     let binary = write_exe(dir.path(), "echo", small_system_binary());
     let trusted = [keys.public];
-    let err = signature_error(VerifiedBinary::open(
-        "echo",
-        &binary,
-        &policy(&trusted, None),
-    ));
+    let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, None)));
     assert!(matches!(err, SignatureError::Missing { .. }), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "plugin \"echo\": signature file {}.sig is missing",
-            binary.display()
-        )
-    );
+    assert_eq!(err.to_string(), format!("plugin \"echo\": signature file {}.sig is missing", binary.display()));
     assert!(VerifiedBinary::open("echo", &binary, &Policy::default()).is_ok());
 }
 
@@ -343,10 +245,7 @@ fn signature_files_round_trip_and_refuse_other_formats_and_fields() {
 
     let future = sig.render().replace("format = 1", "format = 2");
     let err = SignatureFile::parse(&future).unwrap_err();
-    assert!(
-        err.reason.contains("unsupported signature format 2"),
-        "{err}"
-    );
+    assert!(err.reason.contains("unsupported signature format 2"), "{err}");
 
     let extra = format!("{}comment = \"x\"\n", sig.render());
     let err = SignatureFile::parse(&extra).unwrap_err();
@@ -358,10 +257,7 @@ fn public_key_strings_are_validated() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keypair(dir.path(), "k");
     let text = keys.public.to_string();
-    assert_eq!(
-        PublicKey::parse(&format!("  {text}\n")).unwrap(),
-        keys.public
-    );
+    assert_eq!(PublicKey::parse(&format!("  {text}\n")).unwrap(), keys.public);
     assert!(PublicKey::parse(text.trim_start_matches("ed25519:")).is_err());
     assert!(PublicKey::parse(&text[..text.len() - 2]).is_err());
     // The identity point is a weak key: it would accept forged signatures.

@@ -116,11 +116,7 @@ pub fn tiny_elf32(machine: u16) -> Vec<u8> {
 
 /// The uname-style name of a machine other than the host, and its e_machine.
 pub fn foreign_machine() -> (u16, &'static str) {
-    if Machine::host().e_machine == EM_AARCH64 {
-        (EM_X86_64, "x86_64")
-    } else {
-        (EM_AARCH64, "aarch64")
-    }
+    if Machine::host().e_machine == EM_AARCH64 { (EM_X86_64, "x86_64") } else { (EM_AARCH64, "aarch64") }
 }
 
 pub struct Keys {
