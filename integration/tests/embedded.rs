@@ -41,8 +41,8 @@ async fn a_host_calls_plugins_in_process_and_shutdown_stops_them() {
     assert_eq!(err.code(), tonic::Code::Internal);
     assert_eq!(zoo.echo(Text { text: "ok".into() }).await.unwrap().into_inner().text, "ok");
 
-    let e = sup.channel("ghost").err().expect("unknown plugin").to_string();
-    assert_eq!(e, "unknown plugin \"ghost\"");
+    let Err(e) = sup.channel("ghost") else { panic!("a channel to an unknown plugin") };
+    assert_eq!(e.to_string(), "unknown plugin \"ghost\"");
 
     let pids: Vec<i32> = sup.plugins().flat_map(|p| p.instances.iter().filter_map(|i| i.status().pid)).collect();
     assert_eq!(pids.len(), 3);

@@ -68,7 +68,7 @@ pub enum SdkError {
     #[error("plugin i/o setup failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("host connection (fd 4) handshake failed: {0}")]
-    Host(#[from] hyper::Error),
+    Host(#[from] h2::Error),
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

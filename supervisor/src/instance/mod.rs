@@ -20,6 +20,7 @@ use prost_reflect::DescriptorPool;
 use tokio::sync::watch;
 
 use crate::config::PluginSpec;
+use crate::integrity::VerifiedImage;
 use crate::observe::logs::LogBuffer;
 pub(crate) use runner::run;
 use state::{State, Status};
@@ -82,6 +83,8 @@ pub struct Plugin {
     pub instances: Vec<Arc<Instance>>,
     pub logs: Arc<LogBuffer>,
     pub contract: ArcSwapOption<Contract>,
+    /// The verified binary every instance executes, shared by replicas.
+    pub image: Mutex<Option<Arc<VerifiedImage>>>,
     next: AtomicUsize,
     changed: Arc<watch::Sender<u64>>,
 }
@@ -106,6 +109,7 @@ impl Plugin {
             instances,
             logs: Arc::new(LogBuffer::new(log_lines)),
             contract: ArcSwapOption::empty(),
+            image: Mutex::new(None),
             next: AtomicUsize::new(0),
             changed,
         }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::handshake::{self, Accepted, SUPPORTED_PROTOCOLS};
 use super::{Instance, Plugin};
 use crate::config::PluginSpec;
-use crate::integrity::{Policy, VerifiedBinary};
+use crate::integrity::{Policy, VerifiedImage};
 use crate::observe::capture;
 use crate::sandbox::pidfd::{self, ExitStatus};
 use crate::sandbox::spawn::{ChildSandbox, SpawnPlan};
@@ -82,32 +82,42 @@ pub enum StartError {
     Failed(String),
 }
 
-/// Opens, hashes, inspects and (when asked) signature-checks the binary;
-/// the returned descriptor is the one that will be executed.
-fn open_binary(spec: &PluginSpec) -> Result<VerifiedBinary, String> {
-    let policy = Policy {
-        expected_sha256: spec.integrity.sha256,
-        require_signature: spec.integrity.require_signature,
-        trusted_keys: &spec.integrity.trusted_keys,
-        expected_version: None,
-        ..Policy::default()
-    };
-    VerifiedBinary::open(&spec.name, &spec.binary, &policy).map_err(|e| e.to_string())
+/// The plugin's verified image, reused while the file on disk is
+/// unchanged, and verified afresh (off the async thread) when it changed.
+async fn image(plugin: &Plugin, spec: &Arc<PluginSpec>) -> Result<Arc<VerifiedImage>, StartError> {
+    if let Some(img) = plugin.image.lock().ok().and_then(|g| g.clone())
+        && img.is_current()
+    {
+        return Ok(img);
+    }
+    let spec = spec.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let policy = Policy {
+            expected_sha256: spec.integrity.sha256,
+            require_signature: spec.integrity.require_signature,
+            trusted_keys: &spec.integrity.trusted_keys,
+            ..Policy::default()
+        };
+        VerifiedImage::load(&spec.name, &spec.binary, &policy)
+    })
+    .await
+    .map_err(|e| StartError::Failed(format!("verifying the binary panicked: {e}")))?
+    .map_err(|e| StartError::Refused(e.to_string()))?;
+    let img = Arc::new(loaded);
+    if let Ok(mut slot) = plugin.image.lock() {
+        *slot = Some(img.clone());
+    }
+    Ok(img)
 }
 
 pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shared>) -> Result<Running, StartError> {
     let spec = plugin.spec.load_full();
-    let verified = {
-        let spec = spec.clone();
-        tokio::task::spawn_blocking(move || open_binary(&spec))
-            .await
-            .map_err(|e| StartError::Failed(format!("verifying the binary panicked: {e}")))?
-            .map_err(StartError::Refused)?
-    };
-    let sha256 = verified.digest().to_hex();
+    let image = image(plugin, &spec).await?;
+    let sha256 = image.binary().digest().to_hex();
     inst.update(|s| s.sha256 = sha256.clone());
-    let signed_version = verified.signature().map(|s| s.version.clone());
-    let binary: OwnedFd = verified.into_file().into();
+    let signed_version = image.binary().signature().map(|s| s.version.clone());
+    let binary: OwnedFd =
+        image.exec_file().map_err(|e| StartError::Failed(format!("duplicating the binary image: {e}")))?.into();
     let (io, child_fds) =
         crate::sandbox::instance_io().map_err(|e| StartError::Failed(format!("creating sockets: {e}")))?;
     let (argv, env) = crate::sandbox::argv_env(&spec, &inst.id);

@@ -130,13 +130,18 @@ impl VerifiedBinary {
     /// digest mismatch (the cause) rather than as whatever is wrong with the replacement.
     pub fn open(plugin: &str, path: &Path, policy: &Policy<'_>) -> Result<Self, IntegrityError> {
         let subject = Subject::new(plugin, path);
-        // O_NONBLOCK: opening a FIFO planted at the path must not hang the supervisor.
-        // It does not affect reads of a regular file or the later execveat.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|source| IntegrityError::Open { subject: subject.clone(), source })?;
+        let file = open_source(&subject)?;
+        Self::check(subject, file, policy)
+    }
+
+    /// Runs every check on an already-open `file` (named `path` in messages
+    /// and used to find the signature file): the digest of exactly these
+    /// bytes, the pin, the ELF headers and, when required, the signature.
+    pub fn check_open(plugin: &str, path: &Path, file: File, policy: &Policy<'_>) -> Result<Self, IntegrityError> {
+        Self::check(Subject::new(plugin, path), file, policy)
+    }
+
+    fn check(subject: Subject, file: File, policy: &Policy<'_>) -> Result<Self, IntegrityError> {
         let meta = file.metadata().map_err(|source| IntegrityError::Read { subject: subject.clone(), source })?;
         if !meta.is_file() {
             return Err(IntegrityError::NotRegularFile { subject, kind: file_kind(&meta) });
@@ -158,7 +163,7 @@ impl VerifiedBinary {
         }
         let elf = inspect_executable(&subject, &file, policy.max_file_size)?;
         let signature = if policy.require_signature {
-            Some(verify_beside(plugin, path, &digest, policy.trusted_keys, policy.expected_version)?)
+            Some(verify_beside(&subject.plugin, &subject.path, &digest, policy.trusted_keys, policy.expected_version)?)
         } else {
             None
         };
@@ -220,7 +225,18 @@ impl VerifiedBinary {
     }
 }
 
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+/// Opens a plugin binary for reading once.
+pub(crate) fn open_source(subject: &Subject) -> Result<File, IntegrityError> {
+    // O_NONBLOCK: opening a FIFO planted at the path must not hang the supervisor.
+    // It does not affect reads of a regular file or the later execveat.
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&subject.path)
+        .map_err(|source| IntegrityError::Open { subject: subject.clone(), source })
+}
+
+pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     if t.is_dir() {

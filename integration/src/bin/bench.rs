@@ -1,0 +1,248 @@
+//! The benchmark: spawn-to-ready, sequential call latency and throughput at
+//! 16 concurrent callers, embedded and through the gateway, measured beside
+//! the yardsticks (go-plugin and a raw socketpair ping-pong) in the same
+//! run, printed with ratios and checked against the targets.
+//!
+//! `cargo run --release -p plugin-integration --bin bench [-- --quick] [--peers DIR]`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use plugin_integration::daemon::{Daemon, config, plugin};
+use plugin_integration::pb::echo::EchoRequest;
+use plugin_integration::pb::echo::echo_client::EchoClient;
+use plugin_integration::{bins, connect};
+use plugin_supervisor::Supervisor;
+use serde_json::{Value, json};
+
+struct Opts {
+    quick: bool,
+    peers: PathBuf,
+    /// Run only this part (spawn, embedded, gateway), without yardsticks:
+    /// for profiling one path.
+    only: Option<String>,
+}
+
+fn opts() -> anyhow::Result<Opts> {
+    let mut o = Opts { quick: false, peers: bins::repo().join("../shared/peers"), only: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--peers" => o.peers = PathBuf::from(args.next().context("--peers needs a directory")?),
+            "--only" => o.only = Some(args.next().context("--only needs spawn, embedded or gateway")?),
+            other => bail!("unknown argument {other:?} (use --quick, --peers DIR, --only PART)"),
+        }
+    }
+    Ok(o)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// Sequential echo calls: p50, p99 (µs) and calls/s.
+async fn latency<T>(client: &mut EchoClient<T>, n: usize) -> anyhow::Result<Value>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    for _ in 0..n / 10 {
+        client.echo(EchoRequest { message: "hello".into() }).await?;
+    }
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        client.echo(EchoRequest { message: "hello".into() }).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    Ok(json!({
+        "p50_us": pct(&mut lat, 0.5),
+        "p90_us": pct(&mut lat, 0.9),
+        "p99_us": pct(&mut lat, 0.99),
+        "p999_us": pct(&mut lat, 0.999),
+        "calls_per_s": rate
+    }))
+}
+
+/// `conc` callers sharing one channel, `total` calls in all: calls/s.
+async fn throughput<T>(client: EchoClient<T>, total: usize, conc: usize) -> anyhow::Result<f64>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let mut c = client.clone();
+        let each = total / conc;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..each {
+                c.echo(EchoRequest { message: "hello".into() }).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((total / conc * conc) as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn write_config(dir: &Path, text: &str) -> anyhow::Result<plugin_supervisor::config::Config> {
+    let p = dir.join("bench.toml");
+    std::fs::write(&p, text)?;
+    Ok(plugin_supervisor::config::Config::load(&p)?)
+}
+
+/// Start → running → first call answered, `n` times (the instance is
+/// stopped between starts); p50/p99 in µs.
+async fn spawn_to_ready(extra: &str, n: usize) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let cfg = write_config(
+        dir.path(),
+        &config(&plugin("echo", &bins::example("echo"), &format!("autostart = false\n{extra}"))),
+    )?;
+    let sup = Supervisor::start(cfg).await?;
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let state = sup.start_plugin("echo", Duration::from_secs(10)).await?;
+        anyhow::ensure!(state == "running", "echo did not start: {state}");
+        EchoClient::new(sup.channel("echo")?).echo(EchoRequest { message: "warm".into() }).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        sup.stop_plugin("echo").await?;
+    }
+    sup.shutdown().await;
+    Ok(json!({"p50_us": pct(&mut lat, 0.5), "p99_us": pct(&mut lat, 0.99)}))
+}
+
+async fn embedded(n: usize, total: usize) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let cfg = write_config(dir.path(), &config(&plugin("echo", &bins::example("echo"), "")))?;
+    let sup = Supervisor::start(cfg).await?;
+    sup.wait_running("echo", Duration::from_secs(20)).await?;
+    let mut c = EchoClient::new(sup.channel("echo")?);
+    let mut out = latency(&mut c, n).await?;
+    out["throughput_16"] = throughput(c, total, 16).await?.into();
+    sup.shutdown().await;
+    Ok(out)
+}
+
+async fn gateway(n: usize, total: usize) -> anyhow::Result<Value> {
+    let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));
+    d.wait_state("echo-0", "running", Duration::from_secs(20));
+    let mut c = EchoClient::new(connect(&d.gateway()).await?);
+    let mut out = latency(&mut c, n).await?;
+    out["throughput_16"] = throughput(c, total, 16).await?.into();
+    Ok(out)
+}
+
+/// Builds the yardsticks into `<target>/peers` once.
+fn yardsticks(peers: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let out = bins::profile_dir().join("peers");
+    std::fs::create_dir_all(&out)?;
+    let go = out.join("go-plugin-echo");
+    if !go.exists() {
+        eprintln!("building go-plugin-echo (installs Debian's go-plugin packages when missing)...");
+        let st = Command::new("bash").arg(peers.join("go-plugin-echo/build.sh")).arg(&out).status()?;
+        anyhow::ensure!(st.success(), "building go-plugin-echo failed");
+    }
+    let pp = out.join("uds-pingpong");
+    if !pp.exists() {
+        let st = Command::new("cc").args(["-O2", "-o"]).arg(&pp).arg(peers.join("uds-pingpong/pingpong.c")).status()?;
+        anyhow::ensure!(st.success(), "building uds-pingpong failed");
+    }
+    Ok((go, pp))
+}
+
+fn run_json(cmd: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let out = Command::new(cmd).args(args).output().with_context(|| format!("running {}", cmd.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} {args:?} failed: {}",
+        cmd.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(line.trim())?)
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let o = opts()?;
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run with --release for meaningful numbers");
+    }
+    let (n, total, starts) = if o.quick { (2000, 8000, 10) } else { (20000, 40000, 30) };
+    if let Some(part) = o.only.as_deref() {
+        let v = match part {
+            "spawn" => spawn_to_ready("", starts).await?,
+            "embedded" => embedded(n, total).await?,
+            "gateway" => gateway(n, total).await?,
+            other => bail!("--only takes spawn, embedded or gateway, not {other:?}"),
+        };
+        println!("{v}");
+        return Ok(());
+    }
+    let (go, pingpong) = yardsticks(&o.peers)?;
+
+    eprintln!("measuring the yardsticks...");
+    let go_start = run_json(&go, &["-mode", "start", "-n", &starts.to_string()])?;
+    let go_lat = run_json(&go, &["-mode", "latency", "-n", &n.to_string()])?;
+    let go_tput = run_json(&go, &["-mode", "throughput", "-n", &total.to_string(), "-c", "16"])?;
+    let raw = run_json(&pingpong, &[&(n * 5).to_string()])?;
+
+    eprintln!("measuring plugin-supervisor...");
+    let spawn = spawn_to_ready("", starts).await?;
+    let emb = embedded(n, total).await?;
+    let gw = gateway(n, total).await?;
+
+    let rows = [
+        ("spawn-to-ready p50 (ms)", f(&spawn, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, Some(1.0)),
+        ("embedded call p50 (µs)", f(&emb, "p50_us"), f(&go_lat, "p50_us"), Some(0.6)),
+        ("embedded call p99 (µs)", f(&emb, "p99_us"), f(&go_lat, "p99_us"), None),
+        ("gateway call p50 (µs)", f(&gw, "p50_us"), f(&go_lat, "p50_us"), Some(1.2)),
+        ("gateway call p99 (µs)", f(&gw, "p99_us"), f(&go_lat, "p99_us"), None),
+        ("embedded calls/s, sequential", f(&emb, "calls_per_s"), f(&go_lat, "calls_per_s"), None),
+        ("embedded calls/s, 16 callers", f(&emb, "throughput_16"), f(&go_tput, "calls_per_s"), None),
+        ("gateway calls/s, 16 callers", f(&gw, "throughput_16"), f(&go_tput, "calls_per_s"), None),
+    ];
+    println!("{:<32} {:>12} {:>12} {:>8} {:>8}", "metric", "ours", "go-plugin", "ratio", "target");
+    let mut missed = Vec::new();
+    for (name, ours, theirs, target) in rows {
+        let ratio = ours / theirs;
+        let verdict = match target {
+            Some(t) if ratio <= t => format!("≤{t} ok"),
+            Some(t) => {
+                missed.push(name);
+                format!("≤{t} MISSED")
+            }
+            None => String::new(),
+        };
+        println!("{name:<32} {ours:>12.1} {theirs:>12.1} {ratio:>8.2} {verdict:>8}");
+    }
+    println!(
+        "raw socketpair ping-pong p50 {:.1} µs, p99 {:.1} µs (the floor: embedded p50 is {:.2}x it)",
+        f(&raw, "p50_us"),
+        f(&raw, "p99_us"),
+        f(&emb, "p50_us") / f(&raw, "p50_us")
+    );
+    let all = json!({"spawn_to_ready": spawn, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
+    println!("{all}");
+    Ok(())
+}
