@@ -2,8 +2,10 @@
 //! parent-death signal, exec of the verified file) and, per tier, the
 //! kernel's limits on it.
 
+pub mod cgroup;
 pub mod pidfd;
 pub mod spawn;
+pub mod tier;
 
 use std::ffi::CString;
 use std::io;

@@ -1,0 +1,128 @@
+//! `RealFs`: the `CgroupFs` that talks to the kernel through cgroupfs and kill(2).
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::fs::CgroupFs;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+impl CgroupFs for RealFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        fs::read_to_string(path)
+    }
+
+    fn write(&self, path: &Path, value: &str) -> io::Result<()> {
+        // No O_CREAT/O_TRUNC: a missing control file must fail, never become a regular file.
+        let mut f = OpenOptions::new().write(true).open(path)?;
+        let n = f.write(value.as_bytes())?;
+        if n == value.len() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write to {}: {n} of {} bytes", path.display(), value.len()),
+            ))
+        }
+    }
+
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        DirBuilder::new().mode(0o755).create(path)
+    }
+
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok()
+    }
+
+    fn child_dirs(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn open_dir(&self, path: &Path) -> io::Result<OwnedFd> {
+        let f = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(path)?;
+        Ok(f.into())
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<OwnedFd> {
+        // std opens with O_CLOEXEC, so the plugin never inherits these fds past exec.
+        let f = OpenOptions::new().write(true).open(path)?;
+        Ok(f.into())
+    }
+
+    fn kill(&self, pid: u32) -> io::Result<()> {
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+        if pid <= 0 {
+            // kill(0) / kill(-1) would hit our own process group or every process.
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "refusing to signal a non-positive pid"));
+        }
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; pid > 0 names
+        // exactly one process.
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) { Ok(()) } else { Err(err) }
+    }
+
+    fn self_pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_never_creates_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("memory.max");
+        assert_eq!(RealFs.write(&p, "1").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert!(!p.exists());
+        fs::write(&p, "").unwrap();
+        RealFs.write(&p, "123").unwrap();
+        assert_eq!(RealFs.read(&p).unwrap(), "123");
+    }
+
+    #[test]
+    fn dirs_and_fds() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a");
+        RealFs.mkdir(&sub).unwrap();
+        assert_eq!(RealFs.mkdir(&sub).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        fs::write(dir.path().join("file"), "").unwrap();
+        assert_eq!(RealFs.child_dirs(dir.path()).unwrap(), vec!["a".to_string()]);
+        assert!(RealFs.open_dir(&sub).is_ok());
+        assert!(RealFs.open_dir(&dir.path().join("file")).is_err());
+        assert!(RealFs.open_write(&dir.path().join("file")).is_ok());
+        RealFs.rmdir(&sub).unwrap();
+        assert!(!RealFs.exists(&sub));
+    }
+
+    #[test]
+    fn kill_refuses_group_wide_pids_and_ignores_gone_ones() {
+        assert!(RealFs.kill(0).is_err());
+        assert!(RealFs.kill(u32::MAX).is_err());
+        // pid_max is at most 2^22, so this pid cannot exist.
+        RealFs.kill(4_194_305).unwrap();
+        assert_eq!(RealFs.self_pid(), std::process::id());
+    }
+}

@@ -1,0 +1,83 @@
+//! Usage and event counters of one cgroup (`Stats`) and whether it still holds processes.
+
+use super::controller::{Controller, Version};
+use super::error::Result;
+use super::fs::{self, CgroupFs};
+use super::layout::Layout;
+use super::parse;
+use super::paths::CgroupSet;
+
+/// Counters for `status` and events. A field is `None` when this host has no source for it
+/// (controller not available, or a kernel too old for the file or key), never a made-up 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes; v2 `memory.current`, v1 `memory.usage_in_bytes`.
+    pub memory_current: Option<u64>,
+    /// Bytes; v2 `memory.peak` (kernel 5.19+), v1 `memory.max_usage_in_bytes`.
+    pub memory_peak: Option<u64>,
+    /// Microseconds; unified `cpu.stat` `usage_usec` (present even without the cpu
+    /// controller), else v1 `cpuacct.usage`.
+    pub cpu_usage_usec: Option<u64>,
+    pub cpu_nr_throttled: Option<u64>,
+    /// Microseconds; v2 `throttled_usec`, v1 `throttled_time` (ns) / 1000.
+    pub cpu_throttled_usec: Option<u64>,
+    pub pids_current: Option<u64>,
+    /// OOM kills inside the cgroup: v2 `memory.events` / v1 `memory.oom_control` `oom_kill`.
+    pub oom_kills: Option<u64>,
+    /// Forks refused by `pids.max` (`pids.events` `max`).
+    pub pids_max_hits: Option<u64>,
+}
+
+pub(crate) fn read(fs: &dyn CgroupFs, layout: &Layout, set: &CgroupSet) -> Result<Stats> {
+    let mut s = Stats::default();
+    match set.for_controller(layout, Controller::Memory) {
+        Some((Version::V2, dir)) => {
+            s.memory_current = Some(fs::parsed(fs, dir, "memory.current", parse::u64_value)?);
+            s.memory_peak = fs::parsed_optional(fs, dir, "memory.peak", parse::u64_value)?;
+            s.oom_kills = fs::parsed(fs, dir, "memory.events", |t| parse::keyed(t, "oom_kill"))?;
+        }
+        Some((Version::V1, dir)) => {
+            s.memory_current = Some(fs::parsed(fs, dir, "memory.usage_in_bytes", parse::u64_value)?);
+            s.memory_peak = fs::parsed_optional(fs, dir, "memory.max_usage_in_bytes", parse::u64_value)?;
+            s.oom_kills = fs::parsed(fs, dir, "memory.oom_control", |t| parse::keyed(t, "oom_kill"))?;
+        }
+        None => {}
+    }
+    if let Some(dir) = set.unified() {
+        s.cpu_usage_usec = fs::parsed(fs, dir, "cpu.stat", |t| parse::keyed(t, "usage_usec"))?;
+    } else if let Some((_, dir)) = set.for_controller(layout, Controller::Cpuacct) {
+        s.cpu_usage_usec = Some(fs::parsed(fs, dir, "cpuacct.usage", parse::u64_value)? / 1000);
+    }
+    match set.for_controller(layout, Controller::Cpu) {
+        Some((Version::V2, dir)) => {
+            let text = fs::read(fs, dir, "cpu.stat")?;
+            s.cpu_nr_throttled = fs::with_context(dir, "cpu.stat", &text, parse::keyed(&text, "nr_throttled"))?;
+            s.cpu_throttled_usec = fs::with_context(dir, "cpu.stat", &text, parse::keyed(&text, "throttled_usec"))?;
+        }
+        Some((Version::V1, dir)) => {
+            let text = fs::read(fs, dir, "cpu.stat")?;
+            s.cpu_nr_throttled = fs::with_context(dir, "cpu.stat", &text, parse::keyed(&text, "nr_throttled"))?;
+            s.cpu_throttled_usec =
+                fs::with_context(dir, "cpu.stat", &text, parse::keyed(&text, "throttled_time"))?.map(|ns| ns / 1000);
+        }
+        None => {}
+    }
+    if let Some((_, dir)) = set.for_controller(layout, Controller::Pids) {
+        s.pids_current = Some(fs::parsed(fs, dir, "pids.current", parse::u64_value)?);
+        s.pids_max_hits = fs::parsed(fs, dir, "pids.events", |t| parse::keyed(t, "max"))?;
+    }
+    Ok(s)
+}
+
+/// Whether any process is left in the cgroup (or, on v2, below it).
+pub(crate) fn populated(fs: &dyn CgroupFs, set: &CgroupSet) -> Result<bool> {
+    if let Some(dir) = set.unified() {
+        return fs::parsed(fs, dir, "cgroup.events", |t| parse::keyed_required(t, "populated")).map(|p| p != 0);
+    }
+    for (_, dir) in set.dirs() {
+        if !fs::procs(fs, dir)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

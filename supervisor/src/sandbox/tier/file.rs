@@ -1,0 +1,74 @@
+//! The tier file (`policies/<TIER>.toml`): its schema and the checks that
+//! need nothing but the file itself.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::error::TierError;
+use super::quota::Quota;
+use super::settings::{Landlock, Limits, Namespaces};
+
+/// A tier file as written. There is deliberately no `on_violation` key: the
+/// seccomp policy's `mismatch_action` is the single place that says what a
+/// violation does, so the two can never disagree.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TierFile {
+    pub name: String,
+    pub description: String,
+    /// The seccompiler JSON policy, relative to the tier file's directory.
+    pub seccomp: PathBuf,
+    /// The tier this one must be strictly tighter than.
+    #[serde(default)]
+    pub tighter_than: Option<String>,
+    pub landlock: Landlock,
+    #[serde(default)]
+    pub namespaces: Namespaces,
+    pub quota: Quota,
+    pub limits: Limits,
+}
+
+impl TierFile {
+    /// Reads and checks the tier file at `path`.
+    pub fn read(path: &Path) -> Result<Self, TierError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TierError::Read { path: path.to_owned(), source })?;
+        let file: Self = toml::from_str(&text)
+            .map_err(|e| TierError::Toml { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        file.check(path)?;
+        Ok(file)
+    }
+
+    /// The seccomp policy's path, resolved against the tier file's
+    /// directory.
+    pub fn seccomp_path(&self, tier_path: &Path) -> PathBuf {
+        tier_path.parent().unwrap_or_else(|| Path::new(".")).join(&self.seccomp)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), TierError> {
+        let setting =
+            |field: &'static str, message: String| TierError::Setting { path: path.to_owned(), field, message };
+        // The name is what configs and reports use; tying it to the file
+        // name lets a reader find the file from a report.
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if self.name != stem {
+            return Err(setting("name", format!("{:?} must match the file name {stem:?}", self.name)));
+        }
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(setting("name", format!("{:?} must be letters, digits, '-' or '_'", self.name)));
+        }
+        // Relative and inside the directory, so a tier directory can be
+        // moved or reviewed as one unit.
+        if !self.seccomp.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(setting(
+                "seccomp",
+                format!("{} must be a relative path inside the tier directory", self.seccomp.display()),
+            ));
+        }
+        self.landlock
+            .check()
+            .and_then(|()| self.quota.check())
+            .and_then(|()| self.limits.check())
+            .map_err(|(field, message)| setting(field, message))
+    }
+}

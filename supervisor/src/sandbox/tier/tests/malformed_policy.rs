@@ -1,0 +1,152 @@
+//! Broken seccomp policies are refused with a message naming the file,
+//! the rule and the syscall.
+
+use super::super::TierError;
+use super::{Fixture, assert_mentions};
+
+#[test]
+fn missing_json_names_the_json_file() {
+    let f = Fixture::new();
+    f.remove("L2.seccomp.json");
+    let (e, message) = f.refused();
+    assert!(matches!(e, TierError::Read { .. }), "{e:?}");
+    assert_mentions(&message, &["L2.seccomp.json"]);
+}
+
+#[test]
+fn invalid_json_names_file_and_position() {
+    let f = Fixture::new();
+    f.edit("L2.seccomp.json", "\"match_action\": \"allow\",", "\"match_action\": \"allow\"");
+    let (e, message) = f.refused();
+    assert!(matches!(e, TierError::Json { .. }), "{e:?}");
+    assert_mentions(&message, &["L2.seccomp.json", "line"]);
+}
+
+#[test]
+fn unknown_syscall_names_file_rule_and_name() {
+    let f = Fixture::new();
+    f.edit("L2.seccomp.json", "{\"syscall\": \"getpid\"}", "{\"syscall\": \"fooo\"}");
+    let (e, message) = f.refused();
+    assert!(matches!(&e, TierError::UnknownSyscall { name, .. } if name == "fooo"), "{e:?}");
+    assert_mentions(&message, &["L2.seccomp.json", "unknown syscall name \"fooo\"", "rule "]);
+}
+
+#[test]
+fn syscall_seccompiler_does_not_know_is_refused_with_its_name() {
+    let f = Fixture::new();
+    // Newer than seccompiler's table, though the kernel has it.
+    f.edit("L2.seccomp.json", "{\"syscall\": \"getpid\"}", "{\"syscall\": \"getpid\"}, {\"syscall\": \"setxattrat\"}");
+    let (e, message) = f.refused();
+    assert!(matches!(e, TierError::Seccompiler { .. }), "{e:?}");
+    assert_mentions(&message, &["L2.seccomp.json", "setxattrat"]);
+}
+
+#[test]
+fn unknown_rule_key_names_the_rule() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "{\"syscall\": \"brk\"}", "{\"syscall\": \"brk\", \"arg\": []}");
+    let (e, message) = f.refused();
+    assert!(matches!(&e, TierError::Rule { syscall, .. } if syscall == "brk"), "{e:?}");
+    assert_mentions(&message, &["L3.seccomp.json", "brk", "unknown field `arg`"]);
+}
+
+#[test]
+fn empty_args_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "{\"syscall\": \"brk\"}", "{\"syscall\": \"brk\", \"args\": []}");
+    let (_, message) = f.refused();
+    assert_mentions(&message, &["L3.seccomp.json", "brk", "\"args\" is empty"]);
+}
+
+#[test]
+fn dword_value_wider_than_32_bits_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "\"op\": \"eq\", \"val\": 1000", "\"op\": \"eq\", \"val\": 4294968296");
+    let (_, message) = f.refused();
+    assert_mentions(&message, &["L3.seccomp.json", "execveat", "does not fit in 32 bits"]);
+}
+
+#[test]
+fn argument_index_beyond_5_is_refused() {
+    let f = Fixture::new();
+    f.edit(
+        "L3.seccomp.json",
+        "{\"index\": 4, \"type\": \"dword\", \"op\": \"eq\", \"val\": 4096",
+        "{\"index\": 6, \"type\": \"dword\", \"op\": \"eq\", \"val\": 4096",
+    );
+    let (_, message) = f.refused();
+    assert_mentions(&message, &["L3.seccomp.json", "execveat", "index 6"]);
+}
+
+#[test]
+fn mixing_any_arguments_and_conditions_for_one_syscall_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "{\"syscall\": \"brk\"}", "{\"syscall\": \"brk\"}, {\"syscall\": \"fcntl\"}");
+    let (e, message) = f.refused();
+    assert!(matches!(&e, TierError::Rule { syscall, .. } if syscall == "fcntl"), "{e:?}");
+    assert_mentions(&message, &["L3.seccomp.json", "fcntl", "seccompiler would drop"]);
+}
+
+#[test]
+fn repeated_rule_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "{\"syscall\": \"brk\"}", "{\"syscall\": \"brk\"}, {\"syscall\": \"brk\"}");
+    let (_, message) = f.refused();
+    assert_mentions(&message, &["L3.seccomp.json", "brk", "already allowed"]);
+}
+
+#[test]
+fn match_action_other_than_allow_is_refused() {
+    let f = Fixture::new();
+    f.edit("L2.seccomp.json", "\"match_action\": \"allow\"", "\"match_action\": \"trap\"");
+    let (_, message) = f.refused();
+    assert_mentions(&message, &["L2.seccomp.json", "match_action must be \"allow\""]);
+}
+
+#[test]
+fn mismatch_action_the_supervisor_cannot_carry_out_is_refused() {
+    for action in ["\"trap\"", "\"log\"", "\"kill_thread\"", "{\"errno\": 0}", "{\"errno\": 5000}"] {
+        let f = Fixture::new();
+        f.edit("L2.seccomp.json", "\"mismatch_action\": \"kill_process\"", &format!("\"mismatch_action\": {action}"));
+        let (_, message) = f.refused();
+        assert_mentions(&message, &["L2.seccomp.json", "mismatch_action must be"]);
+    }
+}
+
+#[test]
+fn two_filters_in_one_policy_are_refused() {
+    let f = Fixture::new();
+    let text = std::fs::read_to_string(f.path("L3.seccomp.json")).expect("read");
+    let body = text.trim().trim_start_matches('{').trim_end_matches('}');
+    for second in ["\"other\"", "\"L3\""] {
+        f.write("L3.seccomp.json", &format!("{{{body}, {}}}", body.replacen("\"L3\"", second, 1)));
+        let (_, message) = f.refused();
+        assert_mentions(&message, &["L3.seccomp.json", "exactly one filter", "holds 2"]);
+    }
+}
+
+#[test]
+fn tier_without_the_exec_rule_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "\"op\": \"eq\", \"val\": 1000", "\"op\": \"eq\", \"val\": 999");
+    let (e, message) = f.refused();
+    assert!(matches!(&e, TierError::MissingRequired { tier, .. } if tier == "L3"), "{e:?}");
+    assert_mentions(&message, &["L3.seccomp.json", "execveat(1000"]);
+}
+
+#[test]
+fn tier_without_sendmsg_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "{\"syscall\": \"sendmsg\"},", "");
+    let (e, message) = f.refused();
+    assert!(matches!(e, TierError::MissingRequired { .. }), "{e:?}");
+    assert_mentions(&message, &["L3.seccomp.json", "tier L3 must allow sendmsg"]);
+}
+
+#[test]
+fn tier_without_exit_group_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.seccomp.json", "{\"syscall\": \"exit_group\"}", "{\"syscall\": \"getppid\"}");
+    let (_, message) = f.refused();
+    assert_mentions(&message, &["L3.seccomp.json", "exit_group"]);
+}
