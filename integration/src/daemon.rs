@@ -140,11 +140,36 @@ impl Drop for Daemon {
     }
 }
 
+/// A cgroup subtree name no other test uses; the `pstest-<pid>-` prefix
+/// lets a later run sweep what a killed run left behind.
+pub fn unique_cgroup_name() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("pstest-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The `[supervisor]` section every test config starts with: the shipped
+/// policies, a private state directory, a cgroup subtree of its own.
+pub fn supervisor_section(extra: &str) -> String {
+    let state = tempfile::Builder::new().prefix("ps-state-").tempdir().expect("state dir").keep();
+    format!(
+        "[supervisor]\npolicies_dir = {:?}\nstate_dir = {:?}\n{extra}\n[supervisor.cgroup]\nname = {:?}\n\n",
+        bins::repo().join("policies").display().to_string(),
+        state.display().to_string(),
+        unique_cgroup_name(),
+    )
+}
+
 /// A config for `plugins` (TOML `[[plugin]]` entries) with test-friendly
 /// defaults: short timeouts and quick restarts.
 pub fn config(plugins: &str) -> String {
+    config_with("", plugins)
+}
+
+/// [`config`] with extra `[supervisor]` keys.
+pub fn config_with(supervisor: &str, plugins: &str) -> String {
+    let head = supervisor_section(supervisor);
     format!(
-        r#"[supervisor.defaults]
+        r#"{head}[supervisor.defaults]
 handshake_timeout = "5s"
 call_timeout = "5s"
 stop_timeout = "2s"
@@ -155,6 +180,26 @@ max = "1s"
 
 {plugins}"#
     )
+}
+
+/// The shipped example config (`supervisor/examples/supervisor.toml`) made
+/// runnable from a test: this build's examples, the repository's policies,
+/// a private state directory and cgroup subtree.
+pub fn example_config() -> String {
+    let shipped =
+        std::fs::read_to_string(bins::repo().join("supervisor/examples/supervisor.toml")).expect("example config");
+    let state = tempfile::Builder::new().prefix("ps-state-").tempdir().expect("state dir").keep();
+    let replaced = shipped
+        .replace("../../target/release/examples", &bins::profile_dir().join("examples").display().to_string())
+        .replace("\"../../policies\"", &format!("{:?}", bins::repo().join("policies").display().to_string()))
+        .replace("\"/var/lib/plugin-supervisor\"", &format!("{:?}", state.display().to_string()))
+        .replace("name = \"plugin-supervisor\"", &format!("name = {:?}", unique_cgroup_name()));
+    for (from, what) in
+        [("../../target", "examples"), ("../../policies", "policies"), ("/var/lib/plugin-supervisor", "state_dir")]
+    {
+        assert!(!replaced.contains(from), "the example config's {what} path was not replaced");
+    }
+    replaced
 }
 
 /// A `[[plugin]]` entry for a binary.

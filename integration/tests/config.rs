@@ -5,10 +5,18 @@ use std::process::Command;
 
 use plugin_integration::bins;
 
+/// The shipped policies, appended so the line numbers stay as written.
+fn with_policies(text: &str) -> String {
+    if text.contains("[supervisor]") {
+        return text.to_owned();
+    }
+    format!("{text}\n[supervisor]\npolicies_dir = {:?}\n", bins::repo().join("policies").display().to_string())
+}
+
 fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, with_policies(text)).unwrap();
     let out = Command::new(bins::supervisor()).arg("check-config").arg(&path).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
     (out.status.success(), err)
@@ -45,6 +53,22 @@ fn each_kind_of_bad_config_names_file_line_and_key() {
             "FILE:4: plugin[0].version: \"not a range\" is not a semver range",
         ),
         ("[[plugin\nname = 1\n".to_owned(), "FILE:1: (syntax)"),
+        (
+            format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\ntier = \"L9\"\n"),
+            "FILE:4: plugin[0].tier: unknown tier \"L9\"",
+        ),
+        (
+            format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\ntier = \"none\"\n"),
+            "FILE:4: plugin[0].tier: plugin \"echo\": tier \"none\" runs it unsandboxed",
+        ),
+        (
+            format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nuid = 0\n"),
+            "FILE:4: plugin[0].uid: plugins never run as root",
+        ),
+        (
+            format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\n[plugin.quota]\nmemory_max = \"12X\"\n"),
+            "FILE:5: plugin[0].quota.memory_max: invalid size \"12X\"",
+        ),
     ];
     for (text, expected) in cases {
         let (ok, err) = check(&text);
@@ -61,7 +85,8 @@ fn a_good_config_passes_and_the_daemon_refuses_a_bad_one_without_starting_anythi
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nreplicas = 0\n")).unwrap();
+    std::fs::write(&path, with_policies(&format!("[[plugin]]\nname = \"echo\"\nbinary = {echo:?}\nreplicas = 0\n")))
+        .unwrap();
     let out = Command::new(bins::supervisor())
         .arg("--config")
         .arg(&path)

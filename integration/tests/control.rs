@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use plugin_integration::daemon::{config, plugin};
+use plugin_integration::daemon::{config, config_with, plugin};
 use plugin_integration::{Daemon, bins};
 
 const NOBODY: u32 = 65534;
@@ -39,10 +39,7 @@ fn the_control_socket_is_private_by_default() {
 
 #[test]
 fn an_open_socket_still_refuses_a_uid_that_is_not_allowed() {
-    let cfg = format!(
-        "[supervisor]\ncontrol_socket_mode = \"0666\"\n{}",
-        config(&plugin("echo", &bins::example("echo"), ""))
-    );
+    let cfg = config_with("control_socket_mode = \"0666\"", &plugin("echo", &bins::example("echo"), ""));
     let d = Daemon::start(&cfg);
     let out = ctl_as_nobody(&d);
     assert!(!out.status.success(), "uid {NOBODY} was let in");

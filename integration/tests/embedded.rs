@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use plugin_integration::daemon::{config, plugin};
+use plugin_integration::daemon::{config, config_with, example_config, plugin};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
 use plugin_integration::pb::zoo::Text;
@@ -26,7 +26,9 @@ fn load(text: &str) -> (tempfile::TempDir, Config) {
 async fn a_host_calls_plugins_in_process_and_shutdown_stops_them() {
     let plugins =
         format!("{}{}", plugin("echo", &bins::example("echo"), "replicas = 2"), plugin("zoo", &bins::zoo(), ""));
-    let (_dir, cfg) = load(&config(&plugins));
+    // In-process: the test process must not move itself into a cgroup.
+    let (_dir, cfg) =
+        load(&config_with("", &plugins).replace("[supervisor.cgroup]\n", "[supervisor.cgroup]\nmove_self = false\n"));
     let sup = Supervisor::start(cfg).await.unwrap();
     sup.wait_running("echo", Duration::from_secs(30)).await.unwrap();
     sup.wait_running("zoo", Duration::from_secs(30)).await.unwrap();
@@ -54,9 +56,7 @@ async fn a_host_calls_plugins_in_process_and_shutdown_stops_them() {
 
 #[test]
 fn the_embedded_example_runs_against_the_example_config() {
-    let shipped = std::fs::read_to_string(bins::repo().join("supervisor/examples/supervisor.toml")).unwrap();
-    let examples = bins::profile_dir().join("examples");
-    let (dir, _) = load(&shipped.replace("../../target/release/examples", &examples.display().to_string()));
+    let (dir, _) = load(&example_config());
     let out = Command::new(bins::example("embedded")).arg(dir.path().join("embedded.toml")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "echo answered: hello from the host");

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use plugin_integration::daemon::{config, plugin};
+use plugin_integration::daemon::{config, example_config, plugin};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
 use plugin_integration::pb::token::token_validator_client::TokenValidatorClient;
@@ -29,11 +29,7 @@ fn pid_of(d: &Daemon, id: &str) -> i32 {
 
 #[tokio::test]
 async fn the_example_config_starts_and_serves_both_example_plugins() {
-    let shipped = std::fs::read_to_string(bins::repo().join("supervisor/examples/supervisor.toml")).unwrap();
-    let examples = bins::profile_dir().join("examples");
-    let cfg = shipped.replace("../../target/release/examples", &examples.display().to_string());
-    assert_ne!(cfg, shipped, "the example config points at the release examples");
-    let d = Daemon::start(&cfg);
+    let d = Daemon::start(&example_config());
     d.wait_state("echo-0", "running", UP);
     d.wait_state("token-validator-0", "running", UP);
 

@@ -2,7 +2,6 @@
 //! SIGTERM, SIGINT, or the supervisor's end of the socket closing), and the
 //! drain deadline that bounds it.
 
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -54,42 +53,14 @@ impl Default for Shutdown {
     }
 }
 
-/// Turns SIGTERM and SIGINT into a shutdown.
-///
-/// tokio's signal driver would create a socketpair, which the hardened
-/// seccomp tiers forbid; a pipe written by an async-signal-safe handler
-/// needs only `pipe2`, `read` and `write`.
+/// Turns SIGTERM and SIGINT into a shutdown (through a pipe: tokio's own
+/// signal support would create a socketpair, which hardened tiers forbid).
 pub fn watch_signals(shutdown: Shutdown) -> std::io::Result<()> {
-    let (rd, wr) = pipe()?;
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::low_level::pipe::register(sig, wr.try_clone()?)?;
-    }
-    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)?;
+    let mut signals = plugin_proto::signals::Signals::new(&[libc::SIGTERM, libc::SIGINT])?;
     tokio::spawn(async move {
-        let mut buf = [0u8; 8];
-        loop {
-            if rx.readable().await.is_err() {
-                return;
-            }
-            match rx.try_read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => shutdown.trigger(SIGNAL_DRAIN, "signal"),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
+        while signals.recv().await.is_ok() {
+            shutdown.trigger(SIGNAL_DRAIN, "signal");
         }
     });
     Ok(())
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array we own.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: pipe2 succeeded, so both are fresh descriptors nobody else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

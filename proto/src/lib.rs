@@ -23,6 +23,7 @@ pub mod control {
 }
 
 pub mod launch;
+pub mod signals;
 pub mod transport;
 
 #[cfg(feature = "build")]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tokio::signal::unix::{SignalKind, signal};
+use plugin_proto::signals::Signals;
 
 use crate::Supervisor;
 use crate::config::Config;
@@ -62,8 +62,7 @@ impl Drop for RuntimeDir {
 pub async fn run(config: Config, runtime_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = runtime_dir.unwrap_or_else(|| config.supervisor.runtime_dir.clone());
     let runtime = RuntimeDir::claim(&dir)?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut signals = Signals::new(&[libc::SIGTERM, libc::SIGINT]).context("catching SIGTERM and SIGINT")?;
 
     let control_path = dir.join(CONTROL_SOCKET);
     let gateway_path = dir.join(GATEWAY_SOCKET);
@@ -80,17 +79,13 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>) -> anyhow::Result
     let gateway_task = tokio::spawn(crate::routing::gateway::serve(gateway, sup.gateway()));
     tracing::info!(control = %control_path.display(), gateway = %gateway_path.display(), "supervisor ready");
 
-    let sig = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = sig, "stopping every plugin");
+    let sig = crate::sandbox::pidfd::signal_name(signals.recv().await?);
+    tracing::info!(signal = %sig, "stopping every plugin");
     control_task.abort();
     gateway_task.abort();
     tokio::select! {
         () = sup.shutdown() => {}
-        _ = term.recv() => tracing::warn!("second signal: killing plugins without waiting"),
-        _ = int.recv() => tracing::warn!("second signal: killing plugins without waiting"),
+        _ = signals.recv() => tracing::warn!("second signal: killing plugins without waiting"),
     }
     drop(sup);
     drop(runtime);

@@ -16,6 +16,7 @@ use crate::observe::events::EventBus;
 use crate::routing::gateway::Gateway;
 use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
+use crate::sandbox::confine::Sandbox;
 use crate::sandbox::spawn::Spawner;
 
 /// What every instance task shares.
@@ -25,6 +26,7 @@ pub(crate) struct Shared {
     pub spawner: Spawner,
     pub routes: Arc<RouteTable>,
     pub shutdown: watch::Sender<bool>,
+    pub sandbox: Sandbox,
 }
 
 /// Errors from the library API.
@@ -52,11 +54,19 @@ impl Supervisor {
     /// use [`Supervisor::wait_running`] to wait for one).
     pub async fn start(config: Config) -> Result<Self, SupervisorError> {
         raise_nofile_limit();
+        // Cleaning up after a crashed run may wait for its processes to die.
+        let sandbox = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || Sandbox::new(&config))
+                .await
+                .map_err(|e| SupervisorError::Spawner(std::io::Error::other(e.to_string())))?
+        };
         let shared = Arc::new(Shared {
             events: EventBus::new(config.supervisor.event_history),
             spawner: Spawner::start().map_err(SupervisorError::Spawner)?,
             routes: Arc::new(RouteTable::default()),
             shutdown: watch::channel(false).0,
+            sandbox,
         });
         let plugins: Vec<Arc<Plugin>> =
             config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
@@ -157,6 +167,7 @@ impl Supervisor {
         for t in tasks {
             let _ = t.await;
         }
+        self.shared.sandbox.teardown().await;
     }
 }
 

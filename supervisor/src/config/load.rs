@@ -168,11 +168,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Ok(de) => de,
         Err(e) => {
             let line = e.span().map(|s| loc.line_of(s.start));
-            return Err(invalid(vec![Problem {
-                line,
-                key: "(syntax)".into(),
-                message: e.message().trim().to_owned(),
-            }]));
+            // When the error points at a key (a duplicate, say), name it.
+            let key = e
+                .span()
+                .and_then(|s| text.get(s))
+                .filter(|k| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                })
+                .unwrap_or("(syntax)");
+            return Err(invalid(vec![Problem { line, key: key.to_owned(), message: e.message().trim().to_owned() }]));
         }
     };
     let mut config: Config = match serde_path_to_error::deserialize(de) {
@@ -186,11 +190,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     config.source = Some(absolute(path));
     let mut problems = Problems::new(&loc);
-    let specs = super::validate::check(&config, &mut problems);
+    let (specs, tiers) = super::validate::check(&config, &mut problems);
     if !problems.list.is_empty() {
         return Err(invalid(problems.list));
     }
-    config.set_specs(specs);
+    config.set_checked(specs, tiers);
     Ok(config)
 }
 

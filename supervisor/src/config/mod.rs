@@ -3,6 +3,7 @@
 
 mod load;
 pub mod units;
+mod users;
 mod validate;
 
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ pub struct Config {
     /// Filled by validation.
     #[serde(skip)]
     specs: Vec<PluginSpec>,
+    /// The tiers, loaded by validation when a plugin is sandboxed.
+    #[serde(skip)]
+    tiers: Option<Arc<crate::sandbox::tier::TierSet>>,
 }
 
 /// The `[supervisor]` section.
@@ -64,6 +68,19 @@ pub struct SupervisorSection {
     /// Every plugin must carry a signature by a trusted key.
     #[serde(default)]
     pub require_signatures: bool,
+    /// Plugins in these tiers must carry a signature by a trusted key.
+    #[serde(default)]
+    pub require_signatures_for_tiers: Vec<String>,
+    /// Where the tier files (`L1.toml`, `L1.seccomp.json`, ...) are.
+    #[serde(default = "default_policies_dir")]
+    pub policies_dir: PathBuf,
+    /// Where desired state changed at run time (quotas) is kept.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub cgroup: CgroupSection,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
 }
 
 impl Default for SupervisorSection {
@@ -78,8 +95,71 @@ impl Default for SupervisorSection {
             defaults: PluginDefaults::default(),
             trusted_keys: Vec::new(),
             require_signatures: false,
+            require_signatures_for_tiers: Vec::new(),
+            policies_dir: default_policies_dir(),
+            state_dir: default_state_dir(),
+            cgroup: CgroupSection::default(),
+            sandbox: SandboxSection::default(),
         }
     }
+}
+
+fn default_policies_dir() -> PathBuf {
+    PathBuf::from("/etc/plugin-supervisor/policies")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/plugin-supervisor")
+}
+
+/// `[supervisor.cgroup]`: where the delegated subtree goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupSection {
+    /// The subtree's directory name beneath the parent.
+    #[serde(default = "default_cgroup_name")]
+    pub name: String,
+    /// The parent cgroup (a path within each hierarchy); default: the cgroup
+    /// the supervisor was started in.
+    pub parent: Option<PathBuf>,
+    /// Move the daemon into the subtree's `supervisor` leaf (needed on pure
+    /// cgroup v2 to enable controllers for the plugins).
+    #[serde(default = "default_true")]
+    pub move_self: bool,
+}
+
+impl Default for CgroupSection {
+    fn default() -> Self {
+        Self { name: default_cgroup_name(), parent: None, move_self: true }
+    }
+}
+
+fn default_cgroup_name() -> String {
+    "plugin-supervisor".into()
+}
+
+/// `[supervisor.sandbox]`: supervisor-wide sandbox settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// Uids (and gids) handed to plugins without a `user`: each plugin gets
+    /// its own, derived from its name, so plugins cannot signal each other.
+    #[serde(default = "default_uid_range")]
+    pub uid_range: [u32; 2],
+    /// Permit `tier = "none"` (no sandbox at all): for development and
+    /// benchmarks only.
+    #[serde(default)]
+    pub allow_unsandboxed: bool,
+}
+
+impl Default for SandboxSection {
+    fn default() -> Self {
+        Self { uid_range: default_uid_range(), allow_unsandboxed: false }
+    }
+}
+
+/// systemd's range for dynamic users: not used by ordinary accounts.
+fn default_uid_range() -> [u32; 2] {
+    [61184, 65519]
 }
 
 /// The standard runtime directory; `supervisorctl` looks here by default.
@@ -116,11 +196,19 @@ pub struct PluginDefaults {
     pub restart: RestartPolicy,
     #[serde(default)]
     pub backoff: Backoff,
+    /// The tier a plugin runs in unless it names one.
+    #[serde(default = "default_tier")]
+    pub tier: String,
+}
+
+fn default_tier() -> String {
+    "L1".into()
 }
 
 impl Default for PluginDefaults {
     fn default() -> Self {
         Self {
+            tier: default_tier(),
             handshake_timeout: default_handshake_timeout(),
             call_timeout: default_call_timeout(),
             stop_timeout: default_stop_timeout(),
@@ -242,6 +330,33 @@ pub struct PluginConfig {
     pub contract_includes: Vec<PathBuf>,
     /// This plugin must carry a signature by a trusted key.
     pub require_signature: Option<bool>,
+    /// The sandbox tier (a tier file in `policies_dir`), or "none".
+    pub tier: Option<String>,
+    /// Quotas overriding the tier's defaults.
+    #[serde(default)]
+    pub quota: QuotaConfig,
+    /// Run as this account (name), instead of a dedicated dynamic uid.
+    pub user: Option<String>,
+    /// Run as this uid (and `gid`), instead of a dedicated dynamic uid.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// A directory the plugin may read and write (created, owned by its uid).
+    pub data_dir: Option<PathBuf>,
+    /// Refuse to start unless Landlock enforces every rule (overrides the tier).
+    pub landlock_required: Option<bool>,
+}
+
+/// `[plugin.quota]`: each value overrides the tier's default.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub memory_max: Option<units::ByteSize>,
+    pub memory_high: Option<units::ByteSize>,
+    pub cpu: Option<units::CpuShare>,
+    pub pids_max: Option<u64>,
+    /// Start even where the host cannot enforce a quota (status says which).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 fn default_replicas() -> u32 {
@@ -271,7 +386,17 @@ pub struct PluginSpec {
     pub version_req: Option<semver::VersionReq>,
     /// The pinned contract, compiled when the config was loaded.
     pub contract: Option<Arc<prost_types::FileDescriptorSet>>,
+    /// The tier name; "none" runs unsandboxed.
+    pub tier: String,
+    pub quota: QuotaConfig,
+    /// (uid, gid) the plugin runs as.
+    pub ids: (u32, u32),
+    pub data_dir: Option<PathBuf>,
+    pub landlock_required: Option<bool>,
 }
+
+/// The tier name that means "no sandbox" (development only).
+pub const UNSANDBOXED: &str = "none";
 
 /// The binary checks for one plugin.
 #[derive(Debug, Clone, Default)]
@@ -313,7 +438,13 @@ pub(crate) fn toml_to_json(t: &toml::Table) -> serde_json::Value {
 }
 
 impl Config {
-    pub(crate) fn set_specs(&mut self, specs: Vec<PluginSpec>) {
+    pub(crate) fn set_checked(&mut self, specs: Vec<PluginSpec>, tiers: Option<Arc<crate::sandbox::tier::TierSet>>) {
         self.specs = specs;
+        self.tiers = tiers;
+    }
+
+    /// The loaded tiers (None when no plugin is sandboxed).
+    pub fn tiers(&self) -> Option<&Arc<crate::sandbox::tier::TierSet>> {
+        self.tiers.as_ref()
     }
 }

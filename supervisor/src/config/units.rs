@@ -63,6 +63,21 @@ impl ByteSize {
     }
 }
 
+impl ByteSize {
+    /// The size in bytes, as `memory.max` and `memory.high` take it.
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
@@ -114,8 +129,20 @@ impl CpuShare {
 
     /// (quota, period) in microseconds for `cpu.max` / CFS.
     pub fn quota_period_us(self) -> (u64, u64) {
-        let quota = Self::PERIOD_US * u64::from(self.basis_points) / 10_000;
-        (quota.max(1_000), Self::PERIOD_US)
+        (self.quota_us(Self::PERIOD_US).max(1_000), Self::PERIOD_US)
+    }
+
+    /// The quota for a scheduling period of `period_us` microseconds.
+    pub fn quota_us(self, period_us: u64) -> u64 {
+        period_us.saturating_mul(u64::from(self.basis_points)) / 10_000
+    }
+}
+
+impl std::str::FromStr for CpuShare {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
     }
 }
 
@@ -126,6 +153,18 @@ impl fmt::Display for CpuShare {
         } else {
             write!(f, "{}%", f64::from(self.basis_points) / 100.0)
         }
+    }
+}
+
+impl serde::Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl serde::Serialize for CpuShare {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

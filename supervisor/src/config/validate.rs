@@ -31,7 +31,10 @@ pub fn name_problem(name: &str) -> Option<String> {
 
 /// Checks everything and builds the plugin specs (meaningful only when no
 /// problem was recorded).
-pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
+pub(super) fn check(
+    config: &Config,
+    p: &mut Problems<'_>,
+) -> (Vec<PluginSpec>, Option<Arc<crate::sandbox::tier::TierSet>>) {
     let names = counts(config.plugins.iter().map(|pl| pl.name.as_str()));
     let mut seen = std::collections::HashSet::new();
     check_backoff(
@@ -47,6 +50,8 @@ pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
         }
     }
     let keys = Arc::new(keys);
+    let tiers = load_tiers(config, p);
+    let ids = super::users::assign(config, p);
     let mut specs = Vec::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
         let at = |key: &'static str| [Seg::Key("plugin"), Seg::Index(i), Seg::Key(key)];
@@ -112,20 +117,76 @@ pub(super) fn check(config: &Config, p: &mut Problems<'_>) -> Vec<PluginSpec> {
                 None
             }
         });
-        let require_signature = plugin.require_signature.unwrap_or(config.supervisor.require_signatures);
+        let tier = plugin.tier.clone().unwrap_or_else(|| config.supervisor.defaults.tier.clone());
+        if tier == super::UNSANDBOXED {
+            if !config.supervisor.sandbox.allow_unsandboxed {
+                p.at(&at("tier"), format!("plugin {:?}: tier \"none\" runs it unsandboxed; set [supervisor.sandbox] allow_unsandboxed = true to permit that", plugin.name));
+            }
+        } else if let Some(set) = &tiers
+            && set.get(&tier).is_none()
+        {
+            let known: Vec<&str> = set.iter().map(|t| t.name.as_str()).collect();
+            p.at(
+                &at("tier"),
+                format!(
+                    "unknown tier {tier:?} (in {}: {})",
+                    config.resolve(&config.supervisor.policies_dir).display(),
+                    known.join(", ")
+                ),
+            );
+        }
+        check_quota(&plugin.quota, &at("quota"), p);
+        let require_signature = plugin.require_signature.unwrap_or(
+            config.supervisor.require_signatures || config.supervisor.require_signatures_for_tiers.contains(&tier),
+        );
         if require_signature && keys.is_empty() {
             p.at(&at("require_signature"), "signatures are required but [supervisor] trusted_keys is empty");
         }
         let contract = load_contract(config, plugin, &at("contract"), p);
-        specs.push(spec(
+        let mut spec = spec(
             config,
             plugin,
             IntegritySpec { sha256, require_signature, trusted_keys: keys.clone() },
             version_req,
             contract,
-        ));
+        );
+        spec.tier = tier;
+        spec.ids = ids.get(&plugin.name).copied().unwrap_or((0, 0));
+        specs.push(spec);
     }
-    specs
+    (specs, tiers)
+}
+
+/// Loads the tier files when any plugin is sandboxed; a broken tier file is
+/// a config problem, reported with the tier file's own message.
+fn load_tiers(config: &Config, p: &mut Problems<'_>) -> Option<Arc<crate::sandbox::tier::TierSet>> {
+    let default_tier = &config.supervisor.defaults.tier;
+    let sandboxed = config.plugins.iter().any(|pl| pl.tier.as_ref().unwrap_or(default_tier) != super::UNSANDBOXED);
+    if !sandboxed {
+        return None;
+    }
+    let dir = config.resolve(&config.supervisor.policies_dir);
+    match crate::sandbox::tier::TierSet::load_dir(&dir) {
+        Ok(set) => Some(Arc::new(set)),
+        Err(e) => {
+            p.at(&[Seg::Key("supervisor"), Seg::Key("policies_dir")], format!("cannot load the tiers: {e}"));
+            None
+        }
+    }
+}
+
+fn check_quota(q: &super::QuotaConfig, at: &[Seg<'_>], p: &mut Problems<'_>) {
+    if q.memory_max.is_some_and(|m| m.bytes() < 1 << 20) {
+        p.at(at, "memory_max below 1M cannot run any plugin");
+    }
+    if let (Some(high), Some(max)) = (q.memory_high, q.memory_max)
+        && high > max
+    {
+        p.at(at, format!("memory_high {high} is above memory_max {max}"));
+    }
+    if q.pids_max == Some(0) {
+        p.at(at, "pids_max 0 leaves no task for the plugin itself");
+    }
 }
 
 fn load_contract(
@@ -188,6 +249,11 @@ fn spec(
         integrity,
         version_req,
         contract,
+        tier: String::new(),
+        quota: p.quota.clone(),
+        ids: (0, 0),
+        data_dir: p.data_dir.as_ref().map(|d| config.resolve(d)),
+        landlock_required: p.landlock_required,
     }
 }
 
@@ -209,8 +275,15 @@ mod tests {
 
     use super::super::{Config, load};
 
+    /// Parses `text` with plugins unsandboxed (the tiers are tested
+    /// elsewhere); the appended tables leave the line numbers as written.
     fn parse(text: &str) -> Result<Config, super::super::ConfigError> {
-        load::parse(text, Path::new("/etc/ps/test.toml"))
+        let mut t = text.to_owned();
+        if !t.contains("[supervisor.defaults]") {
+            t.push_str("\n[supervisor.defaults]\ntier = \"none\"\n");
+        }
+        t.push_str("\n[supervisor.sandbox]\nallow_unsandboxed = true\n");
+        load::parse(&t, Path::new("/etc/ps/test.toml"))
     }
 
     #[test]
@@ -255,6 +328,12 @@ mod tests {
     }
 
     #[test]
+    fn a_duplicate_key_is_named() {
+        let err = parse("[supervisor]\nlog_lines = 1\nlog_lines = 2\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/ps/test.toml:3: log_lines: duplicate key"), "{err}");
+    }
+
+    #[test]
     fn syntax_errors_give_the_line() {
         let err = parse("[[plugin]\nname = \"x\"\n").unwrap_err();
         assert!(err.to_string().starts_with("/etc/ps/test.toml:1:"), "{err}");
@@ -277,7 +356,10 @@ mod tests {
         assert_eq!(spec.config_json, r#"{"greeting":"hi","n":3}"#);
         assert_eq!(spec.handshake_timeout, std::time::Duration::from_secs(5));
         // Relative binaries resolve against the config file's directory.
-        let rel = load::parse("[[plugin]]\nname = \"t\"\nbinary = \"../bin/true\"\n", Path::new("/etc/test.toml"));
+        let rel = load::parse(
+            "[[plugin]]\nname = \"t\"\nbinary = \"../bin/true\"\ntier = \"none\"\n[supervisor.sandbox]\nallow_unsandboxed = true\n",
+            Path::new("/etc/test.toml"),
+        );
         assert_eq!(rel.unwrap().specs()[0].binary, Path::new("/etc/../bin/true"));
     }
 }

@@ -112,7 +112,9 @@ mod tests {
     use super::*;
 
     fn spec() -> PluginSpec {
-        let cfg: crate::config::Config = "[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n".parse().unwrap();
+        let cfg: crate::config::Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\n"
+                .parse()
+                .unwrap();
         cfg.specs().remove(0)
     }
 

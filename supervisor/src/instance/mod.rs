@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod handshake;
 pub mod host;
 mod runner;
+mod running;
 mod start;
 pub mod state;
 mod stop;
@@ -19,8 +20,7 @@ use plugin_proto::transport::H2Channel;
 use prost_reflect::DescriptorPool;
 use tokio::sync::watch;
 
-use crate::config::PluginSpec;
-use crate::integrity::VerifiedImage;
+use crate::config::{PluginSpec, QuotaConfig};
 use crate::observe::logs::LogBuffer;
 pub(crate) use runner::run;
 use state::{State, Status};
@@ -84,7 +84,9 @@ pub struct Plugin {
     pub logs: Arc<LogBuffer>,
     pub contract: ArcSwapOption<Contract>,
     /// The verified binary every instance executes, shared by replicas.
-    pub image: Mutex<Option<Arc<VerifiedImage>>>,
+    pub image: Mutex<Option<Arc<start::PluginImage>>>,
+    /// Quotas the operator set at run time (persisted), over the config's.
+    pub overrides: ArcSwap<QuotaConfig>,
     next: AtomicUsize,
     changed: Arc<watch::Sender<u64>>,
 }
@@ -110,9 +112,15 @@ impl Plugin {
             logs: Arc::new(LogBuffer::new(log_lines)),
             contract: ArcSwapOption::empty(),
             image: Mutex::new(None),
+            overrides: ArcSwap::from_pointee(QuotaConfig::default()),
             next: AtomicUsize::new(0),
             changed,
         }
+    }
+
+    /// The quotas an instance starts with now.
+    pub fn quota(&self, tier: Option<&crate::sandbox::tier::Quota>) -> QuotaConfig {
+        crate::sandbox::quota::effective(tier, &self.spec.load().quota, &self.overrides.load())
     }
 
     /// A ready instance, round robin.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::backoff::Restarts;
+use super::running::Running;
 use super::start::{self, StartError};
 use super::state::State;
 use super::{Contract, Instance, Live, Plugin};
@@ -14,6 +15,14 @@ use crate::config::RestartPolicy;
 use crate::config::units::format_duration;
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
+
+/// How attending a running instance ended.
+enum Outcome {
+    /// Stopped on purpose (by the operator, or for shutdown).
+    Stopped { shutdown: bool },
+    /// The process ended on its own.
+    Exited { success: bool, reason: String, ran: Duration },
+}
 
 /// What ended a running instance.
 enum Ended {
@@ -83,104 +92,31 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 shared.events.emit(&plugin.name, &inst.id, "start-failed", reason.clone(), &[]);
                 reason
             }
-            Ok(mut running) => {
-                let declared = running.accepted.declared.clone();
-                inst.update(|s| {
-                    s.state = State::Running;
-                    s.reason = String::new();
-                    s.running_since = Some(Instant::now());
-                    s.declared = declared.clone();
-                });
-                plugin.contract.store(Some(Arc::new(Contract {
-                    pool: running.accepted.pool.clone(),
-                    services: declared.services.clone(),
-                })));
-                inst.live.store(Some(Arc::new(Live { channel: running.channel.clone(), pid: running.pid })));
-                shared.events.emit(
-                    &plugin.name,
-                    &inst.id,
-                    "ready",
-                    format!(
-                        "pid {} ready: version {}, services {}",
-                        running.pid,
-                        declared.version,
-                        declared.services.join(", ")
-                    ),
-                    &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
-                );
-                let mut acked = want.generation;
-                let ended = loop {
-                    tokio::select! {
-                        status = running.exited() => break Ended::Exited(status, running.since.elapsed()),
-                        _ = changed_generation(&mut desired, acked) => {
-                            let d = *desired.borrow_and_update();
-                            if d.run && !d.restart {
-                                // Already running: a start is acknowledged, not acted on.
-                                acked = d.generation;
-                                inst.update(|s| s.generation = d.generation);
-                                continue;
-                            }
-                            break Ended::Commanded;
+            Ok(running) => {
+                match attend(&plugin, &inst, &shared, running, &mut desired, &mut shutdown, want.generation).await {
+                    Outcome::Stopped { shutdown: true } => return,
+                    Outcome::Stopped { shutdown: false } => continue,
+                    Outcome::Exited { success, reason, ran } => {
+                        restarts.ran_for(ran);
+                        let spec = plugin.spec.load();
+                        let restart = match spec.restart {
+                            RestartPolicy::Always => true,
+                            RestartPolicy::OnFailure => !success,
+                            RestartPolicy::Never => false,
+                        };
+                        if !restart {
+                            inst.update(|s| {
+                                s.state = if success { State::Stopped } else { State::Failed };
+                                s.reason = reason;
+                                s.pid = None;
+                                s.running_since = None;
+                            });
+                            held = Some(want.generation);
+                            continue;
                         }
-                        _ = shutdown.changed() => break Ended::Shutdown,
+                        reason
                     }
-                };
-                inst.live.store(None);
-                let spec = plugin.spec.load_full();
-                let ended = match ended {
-                    Ended::Exited(status, ran) => Ended::Exited(status, ran),
-                    other => {
-                        inst.update(|s| {
-                            s.state = State::Stopping;
-                            s.reason = "draining".into();
-                        });
-                        let why =
-                            if matches!(other, Ended::Shutdown) { "supervisor shutdown" } else { "operator request" };
-                        let status = super::stop::stop(&mut running, spec.stop_timeout, why).await;
-                        shared.events.emit(
-                            &plugin.name,
-                            &inst.id,
-                            "stopped",
-                            format!("pid {} stopped ({why}): {status}", running.pid),
-                            &[],
-                        );
-                        running.release();
-                        inst.update(|s| {
-                            s.state = State::Stopped;
-                            s.reason = format!("stopped: {why}");
-                            s.pid = None;
-                            s.running_since = None;
-                        });
-                        if matches!(other, Ended::Shutdown) {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                let Ended::Exited(status, ran) = ended else {
-                    continue;
-                };
-                let pid = running.pid;
-                running.release();
-                restarts.ran_for(ran);
-                let reason = status.to_string();
-                shared.events.emit(&plugin.name, &inst.id, "exited", format!("pid {pid} {reason}"), &[]);
-                let restart = match spec.restart {
-                    RestartPolicy::Always => true,
-                    RestartPolicy::OnFailure => !status.success(),
-                    RestartPolicy::Never => false,
-                };
-                if !restart {
-                    inst.update(|s| {
-                        s.state = if status.success() { State::Stopped } else { State::Failed };
-                        s.reason = reason;
-                        s.pid = None;
-                        s.running_since = None;
-                    });
-                    held = Some(want.generation);
-                    continue;
                 }
-                reason
             }
         };
 
@@ -222,4 +158,89 @@ fn round(d: Duration) -> Duration {
 /// Resolves when the operator issues a new command.
 async fn changed_generation(rx: &mut watch::Receiver<super::Desired>, current: u64) {
     let _ = rx.wait_for(|d| d.generation != current).await;
+}
+
+/// Publishes a started instance for calls and watches it until it exits or
+/// is stopped; returns with the process gone and its cgroup removed.
+async fn attend(
+    plugin: &Arc<Plugin>,
+    inst: &Arc<Instance>,
+    shared: &Arc<Shared>,
+    mut running: Running,
+    desired: &mut watch::Receiver<super::Desired>,
+    shutdown: &mut watch::Receiver<bool>,
+    generation: u64,
+) -> Outcome {
+    let (Some(accepted), Some(channel)) = (running.accepted.take(), running.channel.clone()) else {
+        running.kill();
+        let status = running.exited().await;
+        running.clean_up().await;
+        return Outcome::Exited {
+            success: false,
+            reason: format!("{status} (start did not complete)"),
+            ran: Duration::ZERO,
+        };
+    };
+    let declared = accepted.declared.clone();
+    inst.update(|s| {
+        s.state = State::Running;
+        s.reason = String::new();
+        s.running_since = Some(Instant::now());
+        s.declared = declared.clone();
+    });
+    plugin.contract.store(Some(Arc::new(Contract { pool: accepted.pool, services: declared.services.clone() })));
+    inst.live.store(Some(Arc::new(Live { channel, pid: running.pid })));
+    shared.events.emit(
+        &plugin.name,
+        &inst.id,
+        "ready",
+        format!("pid {} ready: version {}, services {}", running.pid, declared.version, declared.services.join(", ")),
+        &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
+    );
+    let mut acked = generation;
+    let ended = loop {
+        tokio::select! {
+            status = running.exited() => break Ended::Exited(status, running.since.elapsed()),
+            _ = changed_generation(desired, acked) => {
+                let d = *desired.borrow_and_update();
+                if d.run && !d.restart {
+                    // Already running: a start is acknowledged, not acted on.
+                    acked = d.generation;
+                    inst.update(|s| s.generation = d.generation);
+                    continue;
+                }
+                break Ended::Commanded;
+            }
+            _ = shutdown.changed() => break Ended::Shutdown,
+        }
+    };
+    inst.live.store(None);
+    let pid = running.pid;
+    match ended {
+        Ended::Exited(status, ran) => {
+            let reason = running.reason(status);
+            running.clean_up().await;
+            shared.events.emit(&plugin.name, &inst.id, "exited", format!("pid {pid} {reason}"), &[]);
+            Outcome::Exited { success: status.success(), reason, ran }
+        }
+        other => {
+            let shutdown = matches!(other, Ended::Shutdown);
+            inst.update(|s| {
+                s.state = State::Stopping;
+                s.reason = "draining".into();
+            });
+            let why = if shutdown { "supervisor shutdown" } else { "operator request" };
+            let stop_timeout = plugin.spec.load().stop_timeout;
+            let status = super::stop::stop(&mut running, stop_timeout, why).await;
+            running.clean_up().await;
+            shared.events.emit(&plugin.name, &inst.id, "stopped", format!("pid {pid} stopped ({why}): {status}"), &[]);
+            inst.update(|s| {
+                s.state = State::Stopped;
+                s.reason = format!("stopped: {why}");
+                s.pid = None;
+                s.running_since = None;
+            });
+            Outcome::Stopped { shutdown }
+        }
+    }
 }

@@ -11,67 +11,18 @@ use plugin_proto::plugin::v1::{HandshakeRequest, InitRequest};
 use plugin_proto::transport::H2Channel;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::handshake::{self, Accepted, SUPPORTED_PROTOCOLS};
+use super::running::{Fences, Running, exited};
 use super::{Instance, Plugin};
 use crate::config::PluginSpec;
-use crate::integrity::{Policy, VerifiedImage};
+use crate::integrity::{Policy, SearchConfig, VerifiedImage};
 use crate::observe::capture;
+use crate::sandbox::confine::{ConfineError, ImageGrants};
 use crate::sandbox::pidfd::{self, ExitStatus};
-use crate::sandbox::spawn::{ChildSandbox, SpawnPlan};
+use crate::sandbox::spawn::SpawnPlan;
+use crate::sandbox::tier::{Verdict, ViolationAction};
 use crate::supervisor::Shared;
-
-/// A started instance.
-pub struct Running {
-    pub pid: i32,
-    pub pidfd: Arc<AsyncFd<OwnedFd>>,
-    pub channel: H2Channel,
-    /// Becomes Some once the process has exited and been reaped.
-    pub exit: watch::Receiver<Option<ExitStatus>>,
-    pub tasks: Vec<JoinHandle<()>>,
-    pub since: Instant,
-    pub accepted: Accepted,
-}
-
-impl Running {
-    pub async fn exited(&mut self) -> ExitStatus {
-        // A reaper gone without a status counts as killed.
-        exited(&mut self.exit).await.unwrap_or(ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false })
-    }
-
-    pub fn kill(&self) {
-        let _ = pidfd::send_signal(self.pidfd.get_ref(), libc::SIGKILL);
-    }
-
-    /// Done with the instance: the helper tasks (log capture, host service)
-    /// stop, and the process is killed if it somehow still runs.
-    pub fn release(self) {}
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Whoever drops a Running without stopping it (a cancelled task, a
-        // shutdown) must not leave the process behind.
-        if self.exit.borrow().is_none() {
-            self.kill();
-        }
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// Kills a half-started child if the start is abandoned midway.
-struct KillOnDrop(Option<Arc<AsyncFd<OwnedFd>>>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(fd) = &self.0 {
-            let _ = pidfd::send_signal(fd.get_ref(), libc::SIGKILL);
-        }
-    }
-}
 
 /// Why an instance did not start.
 #[derive(Debug)]
@@ -82,11 +33,19 @@ pub enum StartError {
     Failed(String),
 }
 
+/// A plugin's verified binary and what Landlock grants it, shared by its
+/// instances until the file on disk changes.
+#[derive(Debug)]
+pub struct PluginImage {
+    pub image: VerifiedImage,
+    pub grants: ImageGrants,
+}
+
 /// The plugin's verified image, reused while the file on disk is
 /// unchanged, and verified afresh (off the async thread) when it changed.
-async fn image(plugin: &Plugin, spec: &Arc<PluginSpec>) -> Result<Arc<VerifiedImage>, StartError> {
+async fn image(plugin: &Plugin, spec: &Arc<PluginSpec>) -> Result<Arc<PluginImage>, StartError> {
     if let Some(img) = plugin.image.lock().ok().and_then(|g| g.clone())
-        && img.is_current()
+        && img.image.is_current()
     {
         return Ok(img);
     }
@@ -98,11 +57,18 @@ async fn image(plugin: &Plugin, spec: &Arc<PluginSpec>) -> Result<Arc<VerifiedIm
             trusted_keys: &spec.integrity.trusted_keys,
             ..Policy::default()
         };
-        VerifiedImage::load(&spec.name, &spec.binary, &policy)
+        let image = VerifiedImage::load(&spec.name, &spec.binary, &policy).map_err(|e| e.to_string())?;
+        // The loader's files are granted under Landlock; a library that
+        // cannot be found is reported now rather than as a crash at start.
+        let loader = image
+            .binary()
+            .loader_files(&SearchConfig::host())
+            .map_err(|e| format!("plugin {:?}: resolving the libraries it needs: {e}", spec.name))?;
+        Ok::<_, String>(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect()) })
     })
     .await
     .map_err(|e| StartError::Failed(format!("verifying the binary panicked: {e}")))?
-    .map_err(|e| StartError::Refused(e.to_string()))?;
+    .map_err(StartError::Refused)?;
     let img = Arc::new(loaded);
     if let Ok(mut slot) = plugin.image.lock() {
         *slot = Some(img.clone());
@@ -113,77 +79,152 @@ async fn image(plugin: &Plugin, spec: &Arc<PluginSpec>) -> Result<Arc<VerifiedIm
 pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shared>) -> Result<Running, StartError> {
     let spec = plugin.spec.load_full();
     let image = image(plugin, &spec).await?;
-    let sha256 = image.binary().digest().to_hex();
-    inst.update(|s| s.sha256 = sha256.clone());
-    let signed_version = image.binary().signature().map(|s| s.version.clone());
+    let sha256 = image.image.binary().digest().to_hex();
+    let signed_version = image.image.binary().signature().map(|s| s.version.clone());
+    let quota = plugin.quota(shared.sandbox.tier(&spec.tier).map(|t| &t.quota));
+    let confined = shared.sandbox.confine(&spec, &inst.id, &quota, &image.grants).map_err(|e| match e {
+        ConfineError::Refused(r) => StartError::Refused(r),
+        ConfineError::Failed(r) => StartError::Failed(r),
+    })?;
+    let cgroup = confined.cgroup.map(Arc::new);
+    let fences = Fences {
+        cgroup: cgroup.clone(),
+        violation: Arc::default(),
+        seccomp: confined.seccomp.is_some(),
+        quota,
+        tier: spec.tier.clone(),
+        notes: confined.notes,
+    };
+    inst.update(|s| {
+        s.sha256 = sha256;
+        s.tier = fences.tier.clone();
+        s.quota = fences.quota.clone();
+        s.notes = fences.notes.clone();
+    });
     let binary: OwnedFd =
-        image.exec_file().map_err(|e| StartError::Failed(format!("duplicating the binary image: {e}")))?.into();
+        image.image.exec_file().map_err(|e| StartError::Failed(format!("duplicating the binary image: {e}")))?.into();
     let (io, child_fds) =
         crate::sandbox::instance_io().map_err(|e| StartError::Failed(format!("creating sockets: {e}")))?;
     let (argv, env) = crate::sandbox::argv_env(&spec, &inst.id);
-    let plan =
-        SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: ChildSandbox::default() };
-    let spawned = shared.spawner.spawn(plan).await.map_err(|e| StartError::Refused(e.to_string()))?;
+    let plan = SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: confined.child };
+    let spawned = match shared.spawner.spawn(plan).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(cg) = &cgroup {
+                let _ = cg.kill();
+                let _ = cg.try_remove();
+            }
+            return Err(StartError::Refused(e.to_string()));
+        }
+    };
     let pid = spawned.pid;
     inst.update(|s| s.pid = Some(pid));
-    shared.events.emit(&plugin.name, &inst.id, "spawned", format!("spawned pid {pid}"), &[("pid", pid.to_string())]);
+    shared.events.emit(
+        &plugin.name,
+        &inst.id,
+        "spawned",
+        format!("spawned pid {pid} ({})", fences.tier),
+        &[("pid", pid.to_string())],
+    );
 
     // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and
     // unchanged for its whole life.
     let registered = unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
     let pidfd = Arc::new(registered.map_err(|e| StartError::Failed(format!("watching pid {pid}: {e}")))?);
-    let mut guard = KillOnDrop(Some(pidfd.clone()));
     let (exit_tx, exit) = watch::channel(None);
-    let mut tasks = vec![tokio::spawn({
+    let tasks = vec![tokio::spawn({
         let pidfd = pidfd.clone();
         async move {
             let status = pidfd::wait(&pidfd).await.unwrap_or(ExitStatus::Exited(-1));
             let _ = exit_tx.send(Some(status));
         }
     })];
-    let mut running = None;
-    let result = async {
-        for (fd, stream) in [(io.stdout, "stdout"), (io.stderr, "stderr")] {
-            tasks.push(
-                capture::spawn(fd, stream, inst.id.clone(), plugin.logs.clone())
-                    .map_err(|e| StartError::Failed(format!("capturing {stream}: {e}")))?,
-            );
-        }
-        let host = to_tokio(io.host).map_err(|e| StartError::Failed(format!("host socket: {e}")))?;
-        let host_svc = super::host::server(inst.id.clone(), plugin.logs.clone());
-        tasks.push(tokio::spawn(crate::net::serve_h2(host, host_svc)));
-
-        let stream = to_tokio(io.plugin).map_err(|e| StartError::Failed(format!("plugin socket: {e}")))?;
-        let (channel, conn) =
-            H2Channel::handshake(stream).await.map_err(|e| StartError::Failed(format!("HTTP/2 setup: {e}")))?;
-        tasks.push(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let accepted = greet(&spec, &inst.id, channel.clone(), exit.clone(), shared, signed_version.as_deref()).await?;
-        running = Some((channel, accepted));
-        Ok(())
+    // From here on, dropping `running` (any error below, or a cancelled
+    // start) kills the instance.
+    let mut running = Running { pid, pidfd, channel: None, exit, tasks, since: Instant::now(), accepted: None, fences };
+    if let (Some(listener), Some(action)) = (spawned.seccomp_listener, confined.seccomp) {
+        running.tasks.push(tokio::spawn(watch_seccomp(
+            listener,
+            action,
+            running.fences.clone(),
+            running.pidfd.clone(),
+            plugin.clone(),
+            inst.id.clone(),
+            shared.clone(),
+        )));
     }
-    .await;
-    match (result, running) {
-        (Ok(()), Some((channel, accepted))) => {
-            guard.0 = None;
-            Ok(Running { pid, pidfd, channel, exit, tasks, since: Instant::now(), accepted })
+    for (fd, stream) in [(io.stdout, "stdout"), (io.stderr, "stderr")] {
+        running.tasks.push(
+            capture::spawn(fd, stream, inst.id.clone(), plugin.logs.clone())
+                .map_err(|e| StartError::Failed(format!("capturing {stream}: {e}")))?,
+        );
+    }
+    let host = to_tokio(io.host).map_err(|e| StartError::Failed(format!("host socket: {e}")))?;
+    let host_svc = super::host::server(inst.id.clone(), plugin.logs.clone());
+    running.tasks.push(tokio::spawn(crate::net::serve_h2(host, host_svc)));
+
+    let stream = to_tokio(io.plugin).map_err(|e| StartError::Failed(format!("plugin socket: {e}")))?;
+    let (channel, conn) =
+        H2Channel::handshake(stream).await.map_err(|e| StartError::Failed(format!("HTTP/2 setup: {e}")))?;
+    running.tasks.push(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let greeted =
+        greet(&spec, &inst.id, channel.clone(), running.exit.clone(), shared, signed_version.as_deref()).await;
+    match greeted {
+        Ok(accepted) => {
+            running.channel = Some(channel);
+            running.accepted = Some(accepted);
+            Ok(running)
         }
-        (result, _) => {
-            let _ = pidfd::send_signal(pidfd.get_ref(), libc::SIGKILL);
-            let mut exit = exit;
-            let _ = tokio::time::timeout(Duration::from_secs(5), exited(&mut exit)).await;
-            for t in tasks {
-                t.abort();
-            }
-            Err(result.err().unwrap_or_else(|| StartError::Failed("start did not complete".into())))
+        Err(e) => {
+            // Say why the process died when that is the cause (a seccomp
+            // kill during start, say), then make sure it is gone.
+            running.kill();
+            let status = tokio::time::timeout(Duration::from_secs(5), running.exited()).await.ok();
+            let e = match (e, status) {
+                // A known cause (a seccomp kill, an OOM kill) replaces the guess.
+                (StartError::Refused(r), Some(st))
+                    if r.contains("before answering") && running.reason(st) != st.to_string() =>
+                {
+                    StartError::Refused(format!("{} during start-up", running.reason(st)))
+                }
+                (e, _) => e,
+            };
+            running.clean_up().await;
+            Err(e)
         }
     }
 }
 
-/// The exit status once the process has ended (None if the reaper vanished).
-async fn exited(rx: &mut watch::Receiver<Option<ExitStatus>>) -> Option<ExitStatus> {
-    rx.wait_for(Option::is_some).await.ok().and_then(|r| *r)
+/// Serves the instance's seccomp listener: a forbidden call either ends the
+/// instance (its state then names the call) or fails with the tier's errno
+/// (an event names it).
+async fn watch_seccomp(
+    listener: OwnedFd,
+    action: ViolationAction,
+    fences: Fences,
+    pidfd: Arc<AsyncFd<OwnedFd>>,
+    plugin: Arc<Plugin>,
+    instance: String,
+    shared: Arc<Shared>,
+) {
+    crate::sandbox::notify::serve(listener, action, |v| {
+        let report = v.to_string();
+        match v.verdict {
+            Verdict::Kill => {
+                if let Ok(mut slot) = fences.violation.lock() {
+                    slot.get_or_insert_with(|| report.clone());
+                }
+                fences.kill(pidfd.get_ref());
+                shared.events.emit(&plugin.name, &instance, "seccomp", report, &[("syscall", v.syscall.to_string())]);
+            }
+            Verdict::Deny { .. } => {
+                shared.events.emit(&plugin.name, &instance, "seccomp", report, &[("syscall", v.syscall.to_string())]);
+            }
+        }
+    })
+    .await;
 }
 
 fn to_tokio(s: std::os::unix::net::UnixStream) -> std::io::Result<tokio::net::UnixStream> {

@@ -66,6 +66,12 @@ pub struct Status {
     pub sha256: String,
     /// The command generation this instance last acted on.
     pub generation: u64,
+    pub tier: String,
+    pub quota: crate::config::QuotaConfig,
+    /// Quotas the host could not enforce.
+    pub notes: Vec<String>,
+    /// Resource use at the last sample.
+    pub usage: Option<crate::sandbox::cgroup::Stats>,
 }
 
 impl Default for Status {
@@ -79,6 +85,10 @@ impl Default for Status {
             declared: Declared::default(),
             sha256: String::new(),
             generation: 0,
+            tier: String::new(),
+            quota: crate::config::QuotaConfig::default(),
+            notes: Vec::new(),
+            usage: None,
         }
     }
 }

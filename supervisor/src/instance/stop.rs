@@ -6,14 +6,18 @@ use std::time::Duration;
 use plugin_proto::plugin::v1::ShutdownRequest;
 use plugin_proto::plugin::v1::plugin_lifecycle_client::PluginLifecycleClient;
 
-use super::start::Running;
+use super::running::Running;
 use crate::sandbox::pidfd::{self, ExitStatus};
 
 /// How long SIGTERM gets after the drain deadline, before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn stop(running: &mut Running, drain: Duration, reason: &str) -> ExitStatus {
-    let mut client = PluginLifecycleClient::new(running.channel.clone());
+    let Some(channel) = running.channel.clone() else {
+        running.kill();
+        return running.exited().await;
+    };
+    let mut client = PluginLifecycleClient::new(channel);
     let req = ShutdownRequest {
         drain_deadline_ms: drain.as_millis().min(u128::from(u32::MAX)) as u32,
         reason: reason.to_owned(),

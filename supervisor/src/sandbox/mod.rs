@@ -3,7 +3,12 @@
 //! kernel's limits on it.
 
 pub mod cgroup;
+pub mod confine;
+pub mod host;
+pub mod landlock;
+pub mod notify;
 pub mod pidfd;
+pub mod quota;
 pub mod spawn;
 pub mod tier;
 

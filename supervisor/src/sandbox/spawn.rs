@@ -12,7 +12,14 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use super::cgroup::{self, ForkMode, JoinFds};
 use super::pidfd;
+
+/// Which side of the fork we are on.
+enum Fork {
+    Child(Option<cgroup::ChildJoin>),
+    Parent { pid: libc::pid_t, pidfd: Option<OwnedFd> },
+}
 
 /// The verified binary sits here at exec time. The plugin's hard
 /// `RLIMIT_NOFILE` is below it, so after start the plugin can never hold
@@ -36,11 +43,13 @@ pub type Rlimit = (libc::__rlimit_resource_t, u64, u64);
 /// so the same path serves every tier and unsandboxed development runs.
 #[derive(Debug, Default)]
 pub struct ChildSandbox {
-    /// Open `cgroup.procs` files the child writes "0" into, joining every
-    /// hierarchy before it runs a single instruction of the plugin.
-    pub cgroup_procs: Vec<OwnedFd>,
-    /// `CLONE_NEW*` flags for `unshare`.
-    pub unshare: c_int,
+    /// The instance's cgroup leaves: the child is cloned into the v2 leaf
+    /// and writes itself into the v1 leaves before it runs a single
+    /// instruction of the plugin.
+    pub cgroup: Option<JoinFds>,
+    /// `CLONE_NEW*` flags: given to clone3, or (fork fallback) to `unshare`
+    /// in the child.
+    pub clone_flags: c_int,
     pub rlimits: Vec<Rlimit>,
     /// (uid, gid) to switch to; supplementary groups are dropped.
     pub creds: Option<(libc::uid_t, libc::gid_t)>,
@@ -157,6 +166,8 @@ pub enum SpawnError {
     Child { plugin: String, step: Step, errno: i32 },
     #[error("plugin {plugin:?}: child did not exec within {EXEC_TIMEOUT:?}")]
     Timeout { plugin: String },
+    #[error("plugin {plugin:?}: {source}")]
+    Fork { plugin: String, source: cgroup::CgroupError },
     #[error("the spawner thread is gone")]
     SpawnerGone,
 }
@@ -204,7 +215,6 @@ struct Raw<'a> {
     landlock: RawFd,
     argv: *const *const c_char,
     envp: *const *const c_char,
-    cgroup_procs: &'a [RawFd],
     unshare: c_int,
     rlimits: &'a [Rlimit],
     creds: Option<(libc::uid_t, libc::gid_t)>,
@@ -221,13 +231,12 @@ fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     let (status_parent, status_child) = seqpacket_pair().map_err(io_err(&plugin, "creating the status socket"))?;
     let argv: Vec<*const c_char> = plan.argv.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
     let envp: Vec<*const c_char> = plan.env.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
-    let cgroup_procs: Vec<RawFd> = plan.sandbox.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
     let seccomp = plan
         .sandbox
         .seccomp
         .as_ref()
         .map(|prog| libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter });
-    let raw = Raw {
+    let mut raw = Raw {
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         fds: [0, 1, 2, 3, 4].map(|i| plan.fds[i].as_raw_fd()),
@@ -236,33 +245,60 @@ fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         landlock: plan.sandbox.landlock.as_ref().map_or(-1, AsRawFd::as_raw_fd),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
-        cgroup_procs: &cgroup_procs,
-        unshare: plan.sandbox.unshare,
+        unshare: plan.sandbox.clone_flags,
         rlimits: &plan.sandbox.rlimits,
         creds: plan.sandbox.creds,
         no_new_privs: plan.sandbox.no_new_privs,
         seccomp,
     };
-    // SAFETY: fork in a multi-threaded process is sound as long as the
-    // child only makes async-signal-safe calls until exec: `child_main`
-    // touches nothing but the prepared `raw` data and raw syscalls.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io_err(&plugin, "fork")(io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // SAFETY: we are the freshly forked child; see above.
-        unsafe { child_main(&raw) }
-    }
+    // SAFETY: forking a multi-threaded process is sound as long as the
+    // child only makes async-signal-safe calls until exec: the child branch
+    // below only joins cgroups through pre-opened fds and runs `child_main`,
+    // which touches nothing but the prepared `raw` data and raw syscalls.
+    let forked = unsafe {
+        match &plan.sandbox.cgroup {
+            Some(join) => join.spawn_with(ForkMode::Auto, plan.sandbox.clone_flags as u32 as u64).map(|s| match s {
+                cgroup::Spawned::Child(token) => Fork::Child(Some(token)),
+                cgroup::Spawned::Parent { pid, pidfd, .. } => Fork::Parent { pid, pidfd },
+            }),
+            None => cgroup::fork_with_pidfd()
+                .map(|f| match f {
+                    cgroup::Forked::Child => Fork::Child(None),
+                    cgroup::Forked::Parent { pid, pidfd } => Fork::Parent { pid, pidfd },
+                })
+                .map_err(|source| cgroup::CgroupError::Spawn { call: "fork", source }),
+        }
+    };
+    let (pid, pidfd) = match forked {
+        Err(e) => return Err(SpawnError::Fork { plugin, source: e }),
+        Ok(Fork::Child(token)) => {
+            // clone3 already gave the child its namespaces.
+            if token.is_some_and(|t| t.cloned()) {
+                raw.unshare = 0;
+            }
+            if let (Some(token), Some(join)) = (token, &plan.sandbox.cgroup)
+                && let Err(e) = join.join_in_child(token)
+            {
+                // SAFETY: the forked child reporting a failed step; errno
+                // set from the error first, async-signal-safe throughout.
+                unsafe {
+                    *libc::__errno_location() = e.raw_os_error().unwrap_or(libc::EIO);
+                    fail(raw.status, Step::JoinCgroup)
+                }
+            }
+            // SAFETY: we are the freshly forked child; see above.
+            unsafe { child_main(&raw) }
+        }
+        Ok(Fork::Parent { pid, pidfd }) => (pid, pidfd),
+    };
     // The child owns its copies now; ours must not keep its sockets alive.
     drop(status_child);
     drop(plan);
-    let pidfd = match pidfd::open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            kill_and_reap(pid);
-            return Err(io_err(&plugin, "opening a pidfd")(e));
-        }
+    let Some(pidfd) = pidfd else {
+        kill_and_reap(pid);
+        return Err(io_err(&plugin, "opening a pidfd (Linux 5.3 or later is needed)")(io::Error::from_raw_os_error(
+            libc::ENOSYS,
+        )));
     };
     match await_exec(&status_parent) {
         Ok(listener) => Ok(Spawned { pid, pidfd, seccomp_listener: listener }),
@@ -421,10 +457,6 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             *libc::__errno_location() = libc::ESRCH;
             fail(status, Step::ParentGone);
         }
-        for &fd in r.cgroup_procs {
-            check!(Step::JoinCgroup, libc::write(fd, b"0".as_ptr().cast(), 1) as c_int);
-        }
-
         // Move every source above the targets first, so no source is
         // clobbered by another's dup2.
         let mut tmp = [0 as RawFd; 8];
@@ -446,8 +478,9 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
         check!(Step::CloseFds, close_range(5, (EXEC_FD - 1) as u32));
         check!(Step::CloseFds, close_range(TEMP_FD_MIN as u32, u32::MAX));
 
+        // A PID namespace needs clone3: unshare would only move our children.
         if r.unshare != 0 {
-            check!(Step::Unshare, libc::unshare(r.unshare));
+            check!(Step::Unshare, libc::unshare(r.unshare & !libc::CLONE_NEWPID));
         }
         for &(res, soft, hard) in r.rlimits {
             let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };

@@ -64,10 +64,20 @@ pub fn is_unsupported(e: &io::Error) -> bool {
 /// libc `fork()` in the child (it takes the malloc locks and can deadlock); raw syscalls
 /// are fine.
 pub unsafe fn clone_into_cgroup(cgroup_dir: BorrowedFd<'_>) -> io::Result<Forked> {
+    // SAFETY: forwarded from this function's own contract.
+    unsafe { clone_into_cgroup_with(cgroup_dir, 0) }
+}
+
+/// [`clone_into_cgroup`] with extra `CLONE_NEW*` flags, so the child also
+/// starts in new namespaces (a new PID namespace can only be had this way).
+///
+/// # Safety
+/// As for [`clone_into_cgroup`].
+pub unsafe fn clone_into_cgroup_with(cgroup_dir: BorrowedFd<'_>, namespaces: u64) -> io::Result<Forked> {
     let mut pidfd: libc::c_int = -1;
     let fd = u64::try_from(cgroup_dir.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     let mut args = CloneArgs {
-        flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
+        flags: CLONE_PIDFD | CLONE_INTO_CGROUP | namespaces,
         pidfd: &raw mut pidfd as u64,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: fd,

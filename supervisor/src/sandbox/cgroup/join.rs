@@ -54,6 +54,14 @@ pub struct ChildJoin {
     in_unified: bool,
 }
 
+impl ChildJoin {
+    /// True when the child came from clone3 (so it already is in the v2
+    /// leaf and in any namespaces asked for).
+    pub fn cloned(self) -> bool {
+        self.in_unified
+    }
+}
+
 fn write_zero(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: writes one byte from a static buffer to an fd we own; write(2) is
     // async-signal-safe and allocates nothing, so it is fine between fork and exec.
@@ -93,9 +101,20 @@ impl JoinFds {
     /// async-signal-safe operations (such as `join_in_child`, write, execve, _exit) are
     /// allowed until exec or exit. See [`clone3::clone_into_cgroup`].
     pub unsafe fn spawn(&self, mode: ForkMode) -> Result<Spawned> {
+        // SAFETY: forwarded from this function's own contract.
+        unsafe { self.spawn_with(mode, 0) }
+    }
+
+    /// [`JoinFds::spawn`] that also starts the child in new namespaces
+    /// (`CLONE_NEW*` flags) when it can use clone3; on the fork fallback the
+    /// child gets none, and [`ChildJoin::cloned`] says so.
+    ///
+    /// # Safety
+    /// As for [`JoinFds::spawn`].
+    pub unsafe fn spawn_with(&self, mode: ForkMode, namespaces: u64) -> Result<Spawned> {
         if let (ForkMode::Auto, Some(dir)) = (mode, self.cgroup_dir()) {
             // SAFETY: forwarded from this function's own contract.
-            match unsafe { clone3::clone_into_cgroup(dir) } {
+            match unsafe { clone3::clone_into_cgroup_with(dir, namespaces) } {
                 Ok(Forked::Child) => return Ok(Spawned::Child(ChildJoin { in_unified: true })),
                 Ok(Forked::Parent { pid, pidfd }) => {
                     return Ok(Spawned::Parent { pid, pidfd, path: JoinPath::CloneIntoCgroup });

@@ -203,6 +203,14 @@ impl Subtree {
         remove::try_remove_set(&*self.fs, &self.plugins().child(plugin))
     }
 
+    /// Kills and removes one instance's leaf, e.g. one left by an instance
+    /// whose removal was still pending. Poll until `Removed`.
+    pub fn remove_instance(&self, plugin: &str, instance: &str) -> Result<Removal> {
+        paths::validate_name("plugin", plugin)?;
+        paths::validate_name("instance", instance)?;
+        stale::cleanup_stale(&*self.fs, &self.plugins().child(plugin).child(instance))
+    }
+
     /// Kills every instance left, moves this process back where it started (if it moved),
     /// and removes the subtree. Returns `Pending` while killed processes are still exiting:
     /// call again until `Removed`. Each step is idempotent.

@@ -34,8 +34,8 @@ fn l3_runs_in_new_network_ipc_and_uts_namespaces_with_small_quotas() {
     let l3 = tier("L3");
     assert_eq!(l3.namespaces.clone_flags(), libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
     assert!(l3.landlock.required);
-    assert!(l3.quota.memory_max <= ByteSize::from_bytes(64 << 20));
-    assert!(l3.quota.cpu <= CpuShare::from_percent(50));
+    assert!(l3.quota.memory_max <= ByteSize(64 << 20));
+    assert!(l3.quota.cpu <= CpuShare { basis_points: 5000 });
     assert!(l3.quota.pids_max <= 8);
     assert_eq!(tier("L1").namespaces.clone_flags(), 0);
 }

@@ -35,7 +35,7 @@ fn bad_quota_value_names_the_value() {
     let f = Fixture::new();
     f.edit("L2.toml", "memory_max = \"256M\"", "memory_max = \"256X\"");
     let (_, message) = f.refused();
-    assert_mentions(&message, &["L2.toml", "256X", "suffix"]);
+    assert_mentions(&message, &["L2.toml", "256X", "unknown unit"]);
 }
 
 #[test]

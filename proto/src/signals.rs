@@ -1,0 +1,58 @@
+//! Stop signals (SIGTERM, SIGINT) as an async stream, through a pipe that
+//! an async-signal-safe handler writes to.
+//!
+//! tokio's own signal support creates a socketpair when any runtime starts
+//! (whether or not signals are used), which the hardened seccomp tiers
+//! forbid; with tokio's `signal` feature compiled into the workspace it
+//! would end up in every plugin. This needs only `pipe2`, `read` and
+//! `write`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Delivers the numbers of the signals it was set up for.
+pub struct Signals {
+    rx: tokio::net::unix::pipe::Receiver,
+    _write: OwnedFd,
+}
+
+impl Signals {
+    /// Catches `signals` from now on; their default action no longer runs.
+    pub fn new(signals: &[i32]) -> io::Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new descriptors into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are fresh and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let raw = write.as_raw_fd();
+        for &sig in signals {
+            let byte = sig as u8;
+            // SAFETY: the handler only calls write(2), which is
+            // async-signal-safe, on a descriptor kept open by `_write`
+            // for as long as the handler can run (the process lifetime:
+            // `Signals` lives until exit in both users).
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    libc::write(raw, (&byte as *const u8).cast(), 1);
+                })
+            }?;
+        }
+        Ok(Self { rx: tokio::net::unix::pipe::Receiver::from_owned_fd(read)?, _write: write })
+    }
+
+    /// The next caught signal.
+    pub async fn recv(&mut self) -> io::Result<i32> {
+        let mut b = [0u8; 1];
+        loop {
+            self.rx.readable().await?;
+            match self.rx.try_read(&mut b) {
+                Ok(1) => return Ok(i32::from(b[0])),
+                Ok(_) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Fencing one instance: its cgroup leaf with the effective quotas, its
+//! identity, namespaces, limits, Landlock ruleset and seccomp filter,
+//! assembled in the parent into what the child applies between fork and
+//! exec.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::cgroup::{self, CgroupError, Controller, Layout, RealFs, Removal, Subtree, SubtreeConfig};
+use super::landlock::{self, Grants};
+use super::spawn::ChildSandbox;
+use super::tier::{Tier, TierSet, ViolationAction};
+use crate::config::{Config, PluginSpec, QuotaConfig, UNSANDBOXED};
+
+/// Supervisor-wide sandbox state.
+#[derive(Debug)]
+pub struct Sandbox {
+    tiers: Option<Arc<TierSet>>,
+    /// The delegated cgroup subtree, or why there is none.
+    cgroups: Mutex<Result<Subtree, String>>,
+}
+
+/// An instance's fences, ready for the spawn.
+#[derive(Debug)]
+pub struct Confined {
+    pub child: ChildSandbox,
+    pub cgroup: Option<cgroup::Instance>,
+    /// What to do with seccomp notifications, when a filter is installed.
+    pub seccomp: Option<ViolationAction>,
+    /// Quotas the host could not enforce (the plugin allowed that).
+    pub notes: Vec<String>,
+    pub tier: Option<Tier>,
+}
+
+/// Why an instance cannot be fenced.
+#[derive(Debug)]
+pub enum ConfineError {
+    /// It cannot run as configured on this host.
+    Refused(String),
+    /// Something failed that a retry may fix.
+    Failed(String),
+}
+
+/// What a plugin's image grants under Landlock, built once per image.
+#[derive(Debug)]
+pub struct ImageGrants {
+    /// Files the loader opens (read + execute).
+    pub loader: Vec<PathBuf>,
+    ruleset: Mutex<Option<Arc<landlock::Built>>>,
+}
+
+impl ImageGrants {
+    pub fn new(loader: Vec<PathBuf>) -> Self {
+        Self { loader, ruleset: Mutex::new(None) }
+    }
+}
+
+const STALE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Sandbox {
+    /// Sets up the cgroup subtree (after cleaning what a crashed run left)
+    /// when any plugin is sandboxed.
+    pub fn new(config: &Config) -> Self {
+        let tiers = config.tiers().cloned();
+        let cgroups = if tiers.is_some() { setup_cgroups(config) } else { Err("no sandboxed plugin".into()) };
+        if let Err(e) = &cgroups {
+            tracing::warn!(reason = %e, "no cgroup subtree: quotas cannot be enforced");
+        }
+        Self { tiers, cgroups: Mutex::new(cgroups) }
+    }
+
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.as_ref()?.get(name)
+    }
+
+    /// The cgroup layout in use, for status and doctor.
+    pub fn layout(&self) -> Option<Layout> {
+        self.cgroups.lock().ok()?.as_ref().ok().map(|s| s.layout().clone())
+    }
+
+    /// Takes the subtree down (moving the supervisor back where it started).
+    pub async fn teardown(&self) {
+        let deadline = tokio::time::Instant::now() + STALE_WAIT;
+        loop {
+            let done = match self.cgroups.lock() {
+                Ok(mut guard) => match guard.as_mut() {
+                    Ok(tree) => !matches!(tree.teardown(), Ok(Removal::Pending { .. })),
+                    Err(_) => true,
+                },
+                Err(_) => true,
+            };
+            if done || tokio::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Builds the fences of instance `instance` of `spec`.
+    pub fn confine(
+        &self,
+        spec: &PluginSpec,
+        instance: &str,
+        quota: &QuotaConfig,
+        grants: &ImageGrants,
+    ) -> Result<Confined, ConfineError> {
+        let (uid, gid) = spec.ids;
+        let mut child = ChildSandbox {
+            creds: Some((uid, gid)),
+            no_new_privs: true,
+            rlimits: vec![(libc::RLIMIT_CORE, 0, 0)],
+            ..ChildSandbox::default()
+        };
+        if let Some(dir) = &spec.data_dir {
+            prepare_data_dir(dir, uid, gid)
+                .map_err(|e| ConfineError::Failed(format!("data_dir {}: {e}", dir.display())))?;
+        }
+        if spec.tier == UNSANDBOXED {
+            return Ok(Confined { child, cgroup: None, seccomp: None, notes: Vec::new(), tier: None });
+        }
+        let tier = self
+            .tier(&spec.tier)
+            .ok_or_else(|| ConfineError::Refused(format!("tier {:?} is not loaded", spec.tier)))?
+            .clone();
+        let (cg, notes) = self.cgroup(spec, instance, quota)?;
+        child.cgroup = match &cg {
+            Some(c) => Some(c.join_fds().map_err(|e| ConfineError::Failed(e.to_string()))?),
+            None => None,
+        };
+        child.rlimits.push((libc::RLIMIT_NOFILE, u64::from(tier.limits.nofile), u64::from(tier.limits.nofile)));
+        child.clone_flags = tier.namespaces.clone_flags();
+        child.landlock = self.landlock(spec, &tier, grants)?;
+        child.seccomp = Some(tier.program.instructions().to_vec());
+        Ok(Confined { child, cgroup: cg, seccomp: Some(tier.violation), notes, tier: Some(tier) })
+    }
+
+    /// The instance's cgroup leaf with every quota the host can enforce; a
+    /// quota it cannot is an error unless the plugin made quotas optional.
+    fn cgroup(
+        &self,
+        spec: &PluginSpec,
+        instance: &str,
+        quota: &QuotaConfig,
+    ) -> Result<(Option<cgroup::Instance>, Vec<String>), ConfineError> {
+        let mut limits = super::quota::limits(quota);
+        let mut notes = Vec::new();
+        let guard = self.cgroups.lock().map_err(|_| ConfineError::Failed("cgroup state poisoned".into()))?;
+        let tree = match guard.as_ref() {
+            Ok(tree) => tree,
+            Err(reason) if quota.optional => {
+                notes.push(format!("quotas not enforced: {reason}"));
+                return Ok((None, notes));
+            }
+            Err(reason) => {
+                return Err(ConfineError::Refused(format!(
+                    "cannot enforce quotas: {reason} (set quota.optional = true to run without them)"
+                )));
+            }
+        };
+        for _ in 0..4 {
+            match tree.create_instance(&spec.name, instance, &limits) {
+                Ok(cg) => return Ok((Some(cg), notes)),
+                Err(CgroupError::ControllerUnavailable { controller, quota: which }) if quota.optional => {
+                    notes.push(format!("{which} not enforced: no {controller} controller on this host"));
+                    drop_limit(&mut limits, controller);
+                }
+                Err(CgroupError::ControllerUnavailable { controller, quota: which }) => {
+                    return Err(ConfineError::Refused(format!(
+                        "cannot enforce {which}: no {controller} controller on this host (set quota.optional = true to run without it)"
+                    )));
+                }
+                Err(CgroupError::AlreadyExists { cgroup }) => {
+                    // A leaf left by an instance whose removal is pending.
+                    let _ = tree.remove_instance(&spec.name, instance);
+                    tracing::debug!(cgroup = %cgroup.display(), "reusing a leftover instance cgroup");
+                }
+                Err(e) => return Err(ConfineError::Failed(e.to_string())),
+            }
+        }
+        Err(ConfineError::Failed(format!("cannot create the cgroup of {instance}")))
+    }
+
+    fn landlock(&self, spec: &PluginSpec, tier: &Tier, grants: &ImageGrants) -> Result<Option<OwnedFd>, ConfineError> {
+        let mut slot = grants.ruleset.lock().map_err(|_| ConfineError::Failed("landlock state poisoned".into()))?;
+        let built = match slot.as_ref() {
+            Some(b) => b.clone(),
+            None => {
+                let mut exec = grants.loader.clone();
+                exec.sort();
+                exec.dedup();
+                let mut read = tier.landlock.read_only.clone();
+                if Path::new("/etc/ld.so.cache").exists() {
+                    read.push("/etc/ld.so.cache".into());
+                }
+                let write = spec.data_dir.iter().cloned().collect();
+                let required = spec.landlock_required.unwrap_or(tier.landlock.required);
+                let b = landlock::build(&Grants { exec, read, write }, required).map_err(|e| match e {
+                    landlock::LandlockError::NotFullyEnforced { .. } => ConfineError::Refused(e.to_string()),
+                    other => ConfineError::Failed(other.to_string()),
+                })?;
+                let b = Arc::new(b);
+                *slot = Some(b.clone());
+                b
+            }
+        };
+        match &built.fd {
+            Some(fd) => fd.try_clone().map(Some).map_err(|e| ConfineError::Failed(format!("landlock ruleset: {e}"))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn drop_limit(l: &mut cgroup::Limits, c: Controller) {
+    match c {
+        Controller::Memory => {
+            l.memory_max = None;
+            l.memory_high = None;
+        }
+        Controller::Cpu => l.cpu_max = None,
+        Controller::Pids => l.pids_max = None,
+        _ => {}
+    }
+}
+
+fn setup_cgroups(config: &Config) -> Result<Subtree, String> {
+    let fs: Arc<dyn cgroup::CgroupFs> = Arc::new(RealFs);
+    let c = &config.supervisor.cgroup;
+    let cfg = SubtreeConfig { name: c.name.clone(), parent: c.parent.clone(), move_self: c.move_self };
+    let layout = Arc::new(Layout::detect(fs.as_ref(), cfg.parent.as_deref()).map_err(|e| e.to_string())?);
+    let deadline = std::time::Instant::now() + STALE_WAIT;
+    loop {
+        match Subtree::cleanup_stale(fs.as_ref(), &layout, &cfg) {
+            Ok(Removal::Removed) => break,
+            Ok(Removal::Pending { cgroup }) if std::time::Instant::now() < deadline => {
+                tracing::info!(cgroup = %cgroup.display(), "waiting for a previous run's processes to die");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(Removal::Pending { cgroup }) => {
+                return Err(format!("a previous run's cgroup {} could not be emptied", cgroup.display()));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Subtree::create(fs, layout, &cfg).map_err(|e| e.to_string())
+}
+
+fn prepare_data_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
