@@ -150,11 +150,11 @@ pub fn unique_cgroup_name() -> String {
 /// The `[supervisor]` section every test config starts with: the shipped
 /// policies, a private state directory, a cgroup subtree of its own.
 pub fn supervisor_section(extra: &str) -> String {
-    let state = tempfile::Builder::new().prefix("ps-state-").tempdir().expect("state dir").keep();
+    // Relative paths resolve against the config file's directory, a
+    // scratch directory removed with the test.
     format!(
-        "[supervisor]\npolicies_dir = {:?}\nstate_dir = {:?}\n{extra}\n[supervisor.cgroup]\nname = {:?}\n\n",
+        "[supervisor]\npolicies_dir = {:?}\nstate_dir = \"state\"\n{extra}\n[supervisor.cgroup]\nname = {:?}\n\n",
         bins::repo().join("policies").display().to_string(),
-        state.display().to_string(),
         unique_cgroup_name(),
     )
 }
@@ -188,11 +188,10 @@ max = "1s"
 pub fn example_config() -> String {
     let shipped =
         std::fs::read_to_string(bins::repo().join("supervisor/examples/supervisor.toml")).expect("example config");
-    let state = tempfile::Builder::new().prefix("ps-state-").tempdir().expect("state dir").keep();
     let replaced = shipped
         .replace("../../target/release/examples", &bins::profile_dir().join("examples").display().to_string())
         .replace("\"../../policies\"", &format!("{:?}", bins::repo().join("policies").display().to_string()))
-        .replace("\"/var/lib/plugin-supervisor\"", &format!("{:?}", state.display().to_string()))
+        .replace("\"/var/lib/plugin-supervisor\"", "\"state\"")
         .replace("name = \"plugin-supervisor\"", &format!("name = {:?}", unique_cgroup_name()));
     for (from, what) in
         [("../../target", "examples"), ("../../policies", "policies"), ("/var/lib/plugin-supervisor", "state_dir")]
@@ -205,4 +204,56 @@ pub fn example_config() -> String {
 /// A `[[plugin]]` entry for a binary.
 pub fn plugin(name: &str, binary: &Path, extra: &str) -> String {
     format!("[[plugin]]\nname = {name:?}\nbinary = {:?}\n{extra}\n", binary.display().to_string())
+}
+
+impl Daemon {
+    /// Stops the daemon (SIGTERM) and starts it again on the same config,
+    /// runtime directory and state: a supervisor restart.
+    pub fn restart(&mut self) {
+        let status = self.stop_with(libc::SIGTERM, Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "daemon did not stop cleanly: {status:?}");
+        self.restart_after_crash();
+    }
+
+    /// Starts the daemon again on the same config after it was killed
+    /// (SIGKILL): the new one must clean up what the dead one left.
+    pub fn restart_after_crash(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        let log_file = std::fs::OpenOptions::new().append(true).open(&self.log).expect("log file");
+        let child = Command::new(bins::supervisor())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--runtime-dir")
+            .arg(&self.runtime)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn plugin-supervisor");
+        self.child = Some(child);
+        self.wait_control(Duration::from_secs(30));
+    }
+
+    /// `events --json` parsed.
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.ctl(&["events", "--json"]);
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits until an event of `kind` whose message contains `text` exists.
+    pub fn wait_event(&self, kind: &str, text: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self
+                .events()
+                .into_iter()
+                .find(|e| e["kind"] == kind && e["message"].as_str().is_some_and(|m| m.contains(text)))
+            {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!("no {kind} event containing {text:?} within {timeout:?}: {:#?}", self.events());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -5,6 +5,8 @@
 pub mod bins;
 pub mod daemon;
 pub mod pb;
+pub mod procfs;
+pub mod sibling;
 
 pub use daemon::Daemon;
 

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use plugin_integration::daemon::{config, config_with, example_config, plugin};
+use plugin_integration::daemon::{config_with, example_config, plugin};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
 use plugin_integration::pb::zoo::Text;

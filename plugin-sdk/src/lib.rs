@@ -2,11 +2,12 @@
 //! call one function.
 //!
 //! ```no_run
-//! # mod echo { pub const FILE_DESCRIPTOR_SET: &[u8] = &[]; }
-//! # fn echo_server() -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> { tonic_health::server::health_reporter().1 }
+//! // Your tonic-generated server goes here (`EchoServer::new(MyEcho)` in
+//! // examples/echo.rs); the health service stands in for it.
+//! let (_, my_service) = tonic_health::server::health_reporter();
 //! plugin_sdk::Plugin::new("echo", env!("CARGO_PKG_VERSION"))
-//!     .descriptors(echo::FILE_DESCRIPTOR_SET)
-//!     .service(echo_server())
+//!     .descriptors(tonic_health::pb::FILE_DESCRIPTOR_SET)
+//!     .service(my_service)
 //!     .serve()
 //! ```
 //!

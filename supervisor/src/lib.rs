@@ -18,12 +18,16 @@ pub mod config;
 pub mod contract;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod instance;
 pub mod integrity;
 pub mod net;
 pub mod observe;
+pub mod quotas;
 pub mod routing;
+mod sampler;
 pub mod sandbox;
+pub mod state;
 mod supervisor;
 
 pub use routing::Channel;

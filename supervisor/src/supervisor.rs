@@ -18,6 +18,7 @@ use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
 use crate::sandbox::confine::Sandbox;
 use crate::sandbox::spawn::Spawner;
+use crate::state::StateStore;
 
 /// What every instance task shares.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ pub(crate) struct Shared {
     pub routes: Arc<RouteTable>,
     pub shutdown: watch::Sender<bool>,
     pub sandbox: Sandbox,
+    pub state: StateStore,
 }
 
 /// Errors from the library API.
@@ -36,6 +38,10 @@ pub enum SupervisorError {
     UnknownPlugin(String),
     #[error("cannot start the spawner thread: {0}")]
     Spawner(std::io::Error),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("plugin {plugin:?}: {reason}")]
+    Quota { plugin: String, reason: String },
     #[error("plugin {plugin:?} did not reach {wanted} within {waited:?}; it is {state}")]
     Timeout { plugin: String, wanted: &'static str, waited: Duration, state: String },
 }
@@ -61,21 +67,28 @@ impl Supervisor {
                 .await
                 .map_err(|e| SupervisorError::Spawner(std::io::Error::other(e.to_string())))?
         };
+        let state = StateStore::open(&config.resolve(&config.supervisor.state_dir))?;
         let shared = Arc::new(Shared {
             events: EventBus::new(config.supervisor.event_history),
             spawner: Spawner::start().map_err(SupervisorError::Spawner)?,
             routes: Arc::new(RouteTable::default()),
             shutdown: watch::channel(false).0,
             sandbox,
+            state,
         });
         let plugins: Vec<Arc<Plugin>> =
             config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
+        for p in &plugins {
+            // The operator's earlier quota changes outlive this restart.
+            p.overrides.store(Arc::new(shared.state.quota(&p.name)));
+        }
         let mut tasks = Vec::new();
         for p in &plugins {
             for inst in &p.instances {
                 tasks.push(tokio::spawn(instance::run(p.clone(), inst.clone(), shared.clone())));
             }
         }
+        tasks.push(tokio::spawn(crate::sampler::run(plugins.clone(), shared.clone())));
         let gateway = Gateway::new(shared.routes.clone(), &plugins);
         Ok(Self {
             shared,
@@ -111,6 +124,10 @@ impl Supervisor {
 
     pub fn events(&self) -> &EventBus {
         &self.shared.events
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Waits until every instance of `plugin` is running.

@@ -18,6 +18,16 @@ use pb::*;
 
 struct ZooService;
 
+/// Descriptors open when main() began.
+static INHERITED: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+
+/// Probes every descriptor number up to past the exec descriptor (1000)
+/// with F_GETFD, which needs no /proc (Landlock hides it).
+fn inherited_fds() -> Vec<i32> {
+    // SAFETY: F_GETFD only reads a descriptor's flags; closed ones give EBADF.
+    (0..1100).filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0).collect()
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -182,6 +192,10 @@ impl Zoo for ZooService {
         Ok(Response::new(EscapeResponse { pid: pid as u32 }))
     }
 
+    async fn inherited_fds(&self, _req: Request<Text>) -> Result<Response<Fds>, Status> {
+        Ok(Response::new(Fds { fds: INHERITED.get().cloned().unwrap_or_default() }))
+    }
+
     async fn print(&self, req: Request<PrintRequest>) -> Result<Response<Text>, Status> {
         let r = req.into_inner();
         for i in 0..r.lines {
@@ -194,6 +208,7 @@ impl Zoo for ZooService {
 }
 
 fn main() {
+    let _ = INHERITED.set(inherited_fds());
     let mut name = "zoo".to_owned();
     let mut version = "1.0.0".to_owned();
     let mut protocols = vec![plugin_sdk::plugin_proto::PROTOCOL_VERSION];

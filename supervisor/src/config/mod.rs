@@ -350,12 +350,16 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_max: Option<units::ByteSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_high: Option<units::ByteSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<units::CpuShare>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
     /// Start even where the host cannot enforce a quota (status says which).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
 }
 

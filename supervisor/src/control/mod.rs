@@ -11,12 +11,13 @@ use std::time::Duration;
 use futures_util::Stream;
 use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, PluginRef, StatusRequest,
-    StatusResponse, TailRequest,
+    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, PluginRef, Quota,
+    QuotaRequest, QuotaResponse, ResourceUsage, StatusRequest, StatusResponse, TailRequest,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
+use crate::quotas::QuotaChange;
 use crate::{Supervisor, SupervisorError};
 
 /// How long start/restart wait for the plugin to come up before answering.
@@ -30,7 +31,8 @@ fn to_status(e: SupervisorError) -> Status {
     match e {
         SupervisorError::UnknownPlugin(_) => Status::not_found(e.to_string()),
         SupervisorError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-        SupervisorError::Spawner(_) => Status::internal(e.to_string()),
+        SupervisorError::Quota { .. } => Status::invalid_argument(e.to_string()),
+        SupervisorError::Spawner(_) | SupervisorError::State(_) => Status::internal(e.to_string()),
     }
 }
 
@@ -55,11 +57,37 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                 protocol_version: s.declared.protocol_version,
                 services: s.declared.services.clone(),
                 sha256: s.sha256.clone(),
-                ..Default::default()
+                tier: s.tier.clone(),
+                quota: Some(quota_message(&s.quota)),
+                usage: s.usage.as_ref().map(usage_message),
+                notes: s.notes.clone(),
             });
         }
     }
     Ok(rows)
+}
+
+/// Quotas as operators write them.
+pub fn quota_message(q: &crate::config::QuotaConfig) -> Quota {
+    let s = |v: Option<String>| v.unwrap_or_default();
+    Quota {
+        memory_max: s(q.memory_max.map(|v| v.to_string())),
+        memory_high: s(q.memory_high.map(|v| v.to_string())),
+        cpu: s(q.cpu.map(|v| v.to_string())),
+        pids_max: s(q.pids_max.map(|v| v.to_string())),
+    }
+}
+
+fn usage_message(u: &crate::sandbox::cgroup::Stats) -> ResourceUsage {
+    ResourceUsage {
+        memory_current: u.memory_current.unwrap_or(0),
+        cpu_usage_usec: u.cpu_usage_usec.unwrap_or(0),
+        cpu_nr_throttled: u.cpu_nr_throttled.unwrap_or(0),
+        cpu_throttled_usec: u.cpu_throttled_usec.unwrap_or(0),
+        pids_current: u.pids_current.unwrap_or(0),
+        oom_kills: u.oom_kills.unwrap_or(0),
+        pids_max_hits: u.pids_max_hits.unwrap_or(0),
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -149,6 +177,15 @@ impl Control for ControlService {
             ..Default::default()
         };
         Ok(Response::new(backlog_then_follow(history, req.follow.then_some(rx), keep, missed)))
+    }
+
+    async fn quota(&self, req: Request<QuotaRequest>) -> Result<Response<QuotaResponse>, Status> {
+        let req = req.into_inner();
+        let set = req.set.unwrap_or_default();
+        let change = QuotaChange::parse(&set.memory_max, &set.memory_high, &set.cpu, &set.pids_max)
+            .map_err(|e| Status::invalid_argument(format!("plugin {:?}: {e}", req.name)))?;
+        let (quota, message) = self.sup.change_quota(&req.name, &change).map_err(to_status)?;
+        Ok(Response::new(QuotaResponse { quota: Some(quota_message(&quota)), message }))
     }
 
     async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {

@@ -56,6 +56,9 @@ pub struct Instance {
     pub id: String,
     pub status: Mutex<Status>,
     pub live: ArcSwapOption<Live>,
+    /// The cgroup leaf of the process while it exists, for sampling and
+    /// live quota changes.
+    pub cgroup: ArcSwapOption<crate::sandbox::cgroup::Instance>,
     /// Bumped on every status change; shared by the plugin's instances so
     /// waiters wake on any of them instead of polling.
     changed: Arc<watch::Sender<u64>>,
@@ -100,6 +103,7 @@ impl Plugin {
                     id: format!("{}-{i}", spec.name),
                     status: Mutex::default(),
                     live: ArcSwapOption::empty(),
+                    cgroup: ArcSwapOption::empty(),
                     changed: changed.clone(),
                 })
             })

@@ -77,6 +77,16 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
             r = start::start(&plugin, &inst, &shared) => r,
             _ = shutdown.changed() => return,
         };
+        let started = match started {
+            Ok(running) => {
+                let outcome =
+                    attend(&plugin, &inst, &shared, running, &mut desired, &mut shutdown, want.generation).await;
+                Ok(outcome)
+            }
+            Err(e) => Err(e),
+        };
+        // The process is gone and its cgroup removed (or left for cleanup).
+        inst.cgroup.store(None);
         let failure = match started {
             Err(StartError::Refused(reason)) => {
                 shared.events.emit(&plugin.name, &inst.id, "refused", reason.clone(), &[]);
@@ -92,32 +102,30 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 shared.events.emit(&plugin.name, &inst.id, "start-failed", reason.clone(), &[]);
                 reason
             }
-            Ok(running) => {
-                match attend(&plugin, &inst, &shared, running, &mut desired, &mut shutdown, want.generation).await {
-                    Outcome::Stopped { shutdown: true } => return,
-                    Outcome::Stopped { shutdown: false } => continue,
-                    Outcome::Exited { success, reason, ran } => {
-                        restarts.ran_for(ran);
-                        let spec = plugin.spec.load();
-                        let restart = match spec.restart {
-                            RestartPolicy::Always => true,
-                            RestartPolicy::OnFailure => !success,
-                            RestartPolicy::Never => false,
-                        };
-                        if !restart {
-                            inst.update(|s| {
-                                s.state = if success { State::Stopped } else { State::Failed };
-                                s.reason = reason;
-                                s.pid = None;
-                                s.running_since = None;
-                            });
-                            held = Some(want.generation);
-                            continue;
-                        }
-                        reason
+            Ok(outcome) => match outcome {
+                Outcome::Stopped { shutdown: true } => return,
+                Outcome::Stopped { shutdown: false } => continue,
+                Outcome::Exited { success, reason, ran } => {
+                    restarts.ran_for(ran);
+                    let spec = plugin.spec.load();
+                    let restart = match spec.restart {
+                        RestartPolicy::Always => true,
+                        RestartPolicy::OnFailure => !success,
+                        RestartPolicy::Never => false,
+                    };
+                    if !restart {
+                        inst.update(|s| {
+                            s.state = if success { State::Stopped } else { State::Failed };
+                            s.reason = reason;
+                            s.pid = None;
+                            s.running_since = None;
+                        });
+                        held = Some(want.generation);
+                        continue;
                     }
+                    reason
                 }
-            }
+            },
         };
 
         // Back off, then try again; the operator can cut the wait short.

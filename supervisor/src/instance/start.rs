@@ -87,6 +87,7 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
         ConfineError::Failed(r) => StartError::Failed(r),
     })?;
     let cgroup = confined.cgroup.map(Arc::new);
+    inst.cgroup.store(cgroup.clone());
     let fences = Fences {
         cgroup: cgroup.clone(),
         violation: Arc::default(),

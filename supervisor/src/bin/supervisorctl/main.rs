@@ -2,6 +2,7 @@
 //! plugin-supervisor, over its control socket.
 
 mod client;
+mod doctor;
 mod output;
 
 use std::path::PathBuf;
@@ -63,6 +64,32 @@ enum Command {
         json: bool,
     },
     /// Calls a plugin method with a JSON request and prints the JSON response.
+    /// Shows or changes a plugin's quotas; a change applies to the running
+    /// instances at once and is kept across restarts. "default" undoes one.
+    Quota {
+        name: String,
+        /// memory.max, e.g. 256M.
+        #[arg(long)]
+        memory: Option<String>,
+        /// memory.high, e.g. 200M.
+        #[arg(long)]
+        memory_high: Option<String>,
+        /// CPU as a share of one core, e.g. 50%.
+        #[arg(long)]
+        cpu: Option<String>,
+        /// Task limit (pids.max).
+        #[arg(long)]
+        pids: Option<String>,
+    },
+    /// Checks what this host gives the sandbox and whether the configured
+    /// plugins can run as configured (exit status 1 when not).
+    Doctor {
+        /// The supervisor config whose tiers and plugins to judge.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     Call {
         name: String,
         /// The method, as package.Service/Method.
@@ -99,6 +126,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
+    if let Command::Doctor { config, json } = &cli.command {
+        return doctor::run(config.as_deref(), *json);
+    }
     let socket = PathBuf::from(&cli.socket);
     let mut c = client::connect(&socket).await?;
     match cli.command {
@@ -111,5 +141,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             output::events(&mut c, plugin.unwrap_or_default(), follow, json).await
         }
         Command::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
+        Command::Quota { name, memory, memory_high, cpu, pids } => {
+            output::quota(&mut c, name, [memory, memory_high, cpu, pids]).await
+        }
+        Command::Doctor { .. } => Err("doctor runs without the daemon".into()),
     }
 }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, Event, EventsRequest, InstanceStatus, LogLine, StatusRequest, TailRequest,
+    ActionResponse, CallRequest, Event, EventsRequest, InstanceStatus, LogLine, Quota, QuotaRequest, StatusRequest,
+    TailRequest,
 };
 use serde_json::json;
 use tokio_stream::StreamExt;
@@ -34,7 +35,28 @@ fn row_json(i: &InstanceStatus) -> serde_json::Value {
         "protocol_version": i.protocol_version,
         "services": i.services,
         "sha256": i.sha256,
+        "tier": i.tier,
+        "quota": i.quota.as_ref().map(quota_json),
+        "usage": i.usage.as_ref().map(|u| json!({
+            "memory_current": u.memory_current,
+            "cpu_usage_usec": u.cpu_usage_usec,
+            "cpu_nr_throttled": u.cpu_nr_throttled,
+            "cpu_throttled_usec": u.cpu_throttled_usec,
+            "pids_current": u.pids_current,
+            "oom_kills": u.oom_kills,
+            "pids_max_hits": u.pids_max_hits,
+        })),
+        "notes": i.notes,
     })
+}
+
+fn quota_json(q: &Quota) -> serde_json::Value {
+    let v = |s: &str| if s.is_empty() { serde_json::Value::Null } else { s.into() };
+    json!({"memory_max": v(&q.memory_max), "memory_high": v(&q.memory_high), "cpu": v(&q.cpu), "pids_max": v(&q.pids_max)})
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / f64::from(1 << 20))
 }
 
 pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitCode, String> {
@@ -44,10 +66,30 @@ pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitC
         println!("{}", serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?);
         return Ok(ExitCode::SUCCESS);
     }
-    let header = ["NAME", "INSTANCE", "STATE", "PID", "RESTARTS", "VERSION", "UPTIME", "REASON"];
-    let table: Vec<[String; 8]> = rows
+    let header = [
+        "NAME",
+        "INSTANCE",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "VERSION",
+        "UPTIME",
+        "TIER",
+        "MEMORY",
+        "TASKS",
+        "THROTTLED",
+        "REASON",
+    ];
+    let table: Vec<[String; 12]> = rows
         .iter()
         .map(|i| {
+            let q = i.quota.clone().unwrap_or_default();
+            let used = |v: Option<u64>, limit: &str, f: fn(u64) -> String| match (v, limit) {
+                (Some(v), "") => f(v),
+                (Some(v), l) => format!("{}/{l}", f(v)),
+                (None, _) => "-".into(),
+            };
+            let u = i.usage;
             [
                 i.name.clone(),
                 i.instance.clone(),
@@ -56,7 +98,11 @@ pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitC
                 i.restarts.to_string(),
                 if i.version.is_empty() { "-".into() } else { i.version.clone() },
                 uptime(i.uptime_s),
-                i.reason.clone(),
+                if i.tier.is_empty() { "-".into() } else { i.tier.clone() },
+                used(u.map(|u| u.memory_current), &q.memory_max, mib),
+                used(u.map(|u| u.pids_current), &q.pids_max, |n| n.to_string()),
+                u.map_or("-".into(), |u| u.cpu_nr_throttled.to_string()),
+                if i.notes.is_empty() { i.reason.clone() } else { format!("{} [{}]", i.reason, i.notes.join("; ")) },
             ]
         })
         .collect();
@@ -144,5 +190,24 @@ pub async fn call(
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or(resp.json);
     println!("{pretty}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn quota(c: &mut Client, name: String, values: [Option<String>; 4]) -> Result<ExitCode, String> {
+    let [memory_max, memory_high, cpu, pids_max] = values.map(Option::unwrap_or_default);
+    let set = Quota { memory_max, memory_high, cpu, pids_max };
+    let resp = c.quota(QuotaRequest { name: name.clone(), set: Some(set) }).await.map_err(|s| reason(&s))?.into_inner();
+    let q = resp.quota.unwrap_or_default();
+    let show = |v: &str| if v.is_empty() { "unlimited".to_owned() } else { v.to_owned() };
+    if resp.message != "unchanged" {
+        println!("{}", resp.message);
+    }
+    println!(
+        "{name}: memory {}, memory-high {}, cpu {}, pids {}",
+        show(&q.memory_max),
+        show(&q.memory_high),
+        show(&q.cpu),
+        show(&q.pids_max)
+    );
     Ok(ExitCode::SUCCESS)
 }

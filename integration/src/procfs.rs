@@ -1,0 +1,60 @@
+//! What the kernel says about a process: its `/proc` status lines, open
+//! descriptors, CPU time, and the files of the cgroups it is in.
+
+use std::path::PathBuf;
+
+use plugin_supervisor::sandbox::cgroup::{Controller, Layout, RealFs};
+
+/// A `/proc/<pid>/status` field ("Seccomp", "NoNewPrivs", "Uid", ...).
+pub fn status_field(pid: i32, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+}
+
+/// The descriptor numbers the process has open.
+pub fn open_fds(pid: i32) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds
+}
+
+/// User plus system CPU time of the process (all threads), in seconds.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14, stime 15 (1-based).
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) / hz
+}
+
+/// The directory of the cgroup that gives `controller` to `pid`.
+pub fn cgroup_dir(pid: i32, controller: Controller) -> Option<PathBuf> {
+    let layout = Layout::detect(&RealFs, None).ok()?;
+    let h = layout.hierarchy(layout.source(controller)?)?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let member = plugin_supervisor::sandbox::cgroup::parse_proc_cgroup(&text).ok()?;
+    let v2 = h.version == plugin_supervisor::sandbox::cgroup::Version::V2;
+    let m = member
+        .into_iter()
+        .find(|m| if v2 { m.is_v2() } else { m.controllers.iter().any(|c| c == controller.name()) })?;
+    h.dir_of(&m.path)
+}
+
+/// The memory limit in force for `pid`, in bytes (v1 or v2).
+pub fn memory_limit(pid: i32) -> Option<u64> {
+    let dir = cgroup_dir(pid, Controller::Memory)?;
+    ["memory.max", "memory.limit_in_bytes"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse().ok())
+}
+
+/// The task limit in force for `pid`.
+pub fn pids_limit(pid: i32) -> Option<u64> {
+    let dir = cgroup_dir(pid, Controller::Pids)?;
+    std::fs::read_to_string(dir.join("pids.max")).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,267 @@
+//! Every plugin runs fenced by the kernel, and what a misbehaving plugin
+//! does is contained and reported by cause, while a well-behaved sibling
+//! keeps answering calls. Runs on this hybrid host and, through
+//! integration/vm/run.sh, on pure cgroup v2.
+
+use std::time::{Duration, Instant};
+
+use plugin_integration::daemon::{Daemon, config, plugin};
+use plugin_integration::pb::zoo::zoo_client::ZooClient;
+use plugin_integration::pb::zoo::*;
+use plugin_integration::procfs;
+use plugin_integration::sibling::Sibling;
+use plugin_integration::{alive, bins, connect};
+
+/// Generous: the VM lane runs about 20 times slower.
+const UP: Duration = Duration::from_secs(60);
+
+/// A daemon running the zoo (with `zoo_extra` settings) beside a
+/// well-behaved echo plugin that is called throughout.
+fn zoo_and_sibling(zoo_extra: &str) -> (Daemon, Sibling) {
+    let plugins = format!("{}{}", plugin("echo", &bins::example("echo"), ""), plugin("zoo", &bins::zoo(), zoo_extra));
+    let d = Daemon::start(&config(&plugins));
+    d.wait_state("echo-0", "running", UP);
+    d.wait_state("zoo-0", "running", UP);
+    let s = Sibling::start(d.gateway());
+    (d, s)
+}
+
+fn zoo_pid(d: &Daemon) -> i32 {
+    d.instance("zoo-0")["pid"].as_i64().unwrap_or(0) as i32
+}
+
+async fn zoo(d: &Daemon) -> ZooClient<plugin_proto::transport::H2Channel> {
+    ZooClient::new(connect(&d.gateway()).await.expect("gateway"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_is_oom_killed_at_its_limit_and_reported_as_out_of_memory() {
+    let (d, sibling) = zoo_and_sibling("[plugin.quota]\nmemory_max = \"64M\"\n");
+    let err = zoo(&d).await.alloc(AllocRequest { mib: 512 }).await.expect_err("the hog cannot finish");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let e = d.wait_event("exited", "killed: out of memory (limit 64M)", UP);
+    assert_eq!(e["instance"], "zoo-0");
+    d.wait_for("zoo-0", UP, "restarted", |v| v["state"] == "running" && v["restarts"] == 1);
+    sibling.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_stays_at_pids_max_and_is_reported() {
+    let (d, sibling) = zoo_and_sibling("[plugin.quota]\npids_max = 16\n");
+    let r = zoo(&d).await.fork_bomb(ForkBombRequest { max: 500 }).await.expect("the bomb call returns").into_inner();
+    assert!(r.forked < 16, "forked {} with pids.max 16", r.forked);
+    assert_eq!(r.errno, libc::EAGAIN, "fork failed with {}", r.errno);
+    let pid = zoo_pid(&d);
+    assert_eq!(procfs::pids_limit(pid), Some(16));
+    d.wait_event("pids-limit", "task limit reached: pids.max 16", UP);
+    let usage = d.wait_for("zoo-0", UP, "sampled", |v| v["usage"]["pids_current"].as_u64().is_some_and(|n| n > 1));
+    assert!(usage["usage"]["pids_current"].as_u64().unwrap() <= 16);
+    assert!(usage["usage"]["pids_max_hits"].as_u64().unwrap() >= 1);
+    // Stopping takes the whole bomb down with it.
+    assert!(d.ctl(&["stop", "zoo"]).status.success());
+    sibling.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_spinner_is_held_to_its_quota() {
+    let (d, sibling) = zoo_and_sibling("[plugin.quota]\ncpu = \"20%\"\n");
+    let pid = zoo_pid(&d);
+    // Two spinning threads want 200% of a core; the quota is 20%.
+    zoo(&d).await.spin(SpinRequest { ms: 9000, threads: 2 }).await.expect("spin");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (t0, c0) = (Instant::now(), procfs::cpu_seconds(pid));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (wall, used) = (t0.elapsed().as_secs_f64(), procfs::cpu_seconds(pid) - c0);
+    let share = used / wall;
+    assert!(share <= 0.20 * 1.10, "used {share:.3} of a core over {wall:.1}s with a 20% quota");
+    assert!(share >= 0.05, "the spinner hardly ran ({share:.3}): the test measured nothing");
+    d.wait_event("cpu-throttled", "held to its CPU quota (20%)", UP);
+    sibling.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_syscall_fails_with_eperm_in_l1_and_is_reported_by_name() {
+    let (d, sibling) = zoo_and_sibling("tier = \"L1\"");
+    let pid = zoo_pid(&d);
+    let r = zoo(&d).await.syscall(SyscallRequest { name: "unshare".into() }).await.expect("L1 answers").into_inner();
+    assert_eq!((r.result, r.errno), (-1, libc::EPERM));
+    d.wait_event("seccomp", "seccomp: denied syscall unshare (EPERM)", UP);
+    assert_eq!(zoo_pid(&d), pid, "L1 lets the plugin live on");
+    sibling.finish();
+}
+
+/// Each kill-tier violation ends the instance with the call named.
+async fn killed_for(tier: &str, call: &str, report: &str) {
+    let (d, sibling) = zoo_and_sibling(&format!("tier = \"{tier}\""));
+    let err = zoo(&d).await.syscall(SyscallRequest { name: call.into() }).await.expect_err("the instance dies");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let e = d.wait_event("exited", report, UP);
+    assert_eq!(e["instance"], "zoo-0");
+    sibling.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_kills_a_plugin_that_creates_a_socket() {
+    killed_for("L2", "socket", "killed: seccomp violation (syscall socket)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_kills_a_plugin_that_executes_a_new_program() {
+    killed_for("L2", "execve", "killed: seccomp violation (syscall execve)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_kills_a_plugin_that_maps_writable_executable_memory() {
+    killed_for("L3", "mmap_wx", "killed: seccomp violation (syscall mmap)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x32_and_32_bit_entry_points_are_refused() {
+    killed_for("L2", "x32_getpid", "killed: seccomp violation (x32 syscall 39)").await;
+    killed_for("L2", "int80_getpid", "killed: seccomp violation (32-bit syscall entry)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_outside_the_allowed_paths_fails_with_eacces() {
+    let data = tempfile::Builder::new().prefix("ps-data-").tempdir().unwrap();
+    let secret = data.path().join("other-plugin-data");
+    let (d, sibling) = zoo_and_sibling(&format!("data_dir = {:?}", secret.display().to_string()));
+    for path in ["/etc/hostname", "/proc/1/status", "/root"] {
+        let r = zoo(&d).await.read_file(ReadFileRequest { path: path.into() }).await.unwrap().into_inner();
+        assert!(!r.ok && r.errno == libc::EACCES, "{path}: {r:?}");
+    }
+    // Its own data directory it may read (and it is its own).
+    std::fs::write(secret.join("note"), "mine").unwrap();
+    let r = zoo(&d)
+        .await
+        .read_file(ReadFileRequest { path: secret.join("note").display().to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.ok, "{r:?}");
+    sibling.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plugin_cannot_read_another_plugins_data() {
+    let data = tempfile::Builder::new().prefix("ps-data-").tempdir().unwrap();
+    let theirs = data.path().join("echo");
+    let plugins = format!(
+        "{}{}",
+        plugin("echo", &bins::example("echo"), &format!("data_dir = {:?}", theirs.display().to_string())),
+        plugin("zoo", &bins::zoo(), "")
+    );
+    let d = Daemon::start(&config(&plugins));
+    d.wait_state("zoo-0", "running", UP);
+    d.wait_state("echo-0", "running", UP);
+    std::fs::write(theirs.join("secret"), "echo's").unwrap();
+    let r = zoo(&d)
+        .await
+        .read_file(ReadFileRequest { path: theirs.join("secret").display().to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.ok && r.errno == libc::EACCES, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_forked_setsid_escapee_is_killed_on_stop() {
+    let (d, sibling) = zoo_and_sibling("");
+    let escapee = zoo(&d).await.escape(Text::default()).await.expect("escape").into_inner().pid as i32;
+    assert!(alive(escapee));
+    assert_ne!(
+        procfs::status_field(escapee, "PPid").as_deref(),
+        Some(zoo_pid(&d).to_string().as_str()),
+        "it left its parent"
+    );
+    let cg = procfs::cgroup_dir(escapee, plugin_supervisor::sandbox::cgroup::Controller::Pids).expect("its cgroup");
+    assert!(d.ctl(&["stop", "zoo"]).status.success());
+    let deadline = Instant::now() + UP;
+    while alive(escapee) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(escapee), "the escapee outlived stop");
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+    assert!(procs.trim().is_empty(), "cgroup.procs after stop: {procs:?}");
+    sibling.finish();
+}
+
+#[test]
+fn kill_9_of_the_supervisor_leaves_no_plugin_alive_and_the_next_start_cleans_up() {
+    let plugins =
+        format!("{}{}", plugin("echo", &bins::example("echo"), ""), plugin("zoo", &bins::zoo(), "tier = \"L3\""));
+    let mut d = Daemon::start(&config(&plugins));
+    let pids: Vec<i32> =
+        ["echo-0", "zoo-0"].iter().map(|id| d.wait_state(id, "running", UP)["pid"].as_i64().unwrap() as i32).collect();
+    d.stop_with(libc::SIGKILL, Duration::from_secs(10));
+    let deadline = Instant::now() + UP;
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in &pids {
+        assert!(!alive(*pid), "plugin pid {pid} outlived kill -9 of the supervisor");
+    }
+    // The next start on the same config takes over what was left (cgroups).
+    d.restart_after_crash();
+    d.wait_state("echo-0", "running", UP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_process_shows_its_fences_in_proc() {
+    for tier in ["L1", "L2", "L3"] {
+        let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), &format!("tier = \"{tier}\""))));
+        let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+        assert_eq!(procfs::status_field(pid, "Seccomp").as_deref(), Some("2"), "{tier}");
+        assert_eq!(procfs::status_field(pid, "NoNewPrivs").as_deref(), Some("1"), "{tier}");
+        let uids = procfs::status_field(pid, "Uid").unwrap();
+        assert!(uids.split_whitespace().all(|u| u != "0"), "{tier}: uids {uids}");
+        // What it inherited: fds 0-4 and nothing else (the exec fd 1000 included).
+        let inherited = zoo(&d).await.inherited_fds(Text::default()).await.unwrap().into_inner().fds;
+        assert_eq!(inherited, [0, 1, 2, 3, 4], "{tier}");
+        // What it holds now: those, plus only what its own runtime made.
+        for fd in procfs::open_fds(pid).into_iter().filter(|fd| *fd > 4) {
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap().display().to_string();
+            assert!(target.starts_with("anon_inode:") || target.starts_with("pipe:"), "{tier}: fd {fd} -> {target}");
+        }
+        let name = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(name.contains("/plugins/zoo/zoo-0"), "{tier}: {name}");
+    }
+}
+
+#[test]
+fn a_live_quota_change_takes_effect_at_once_and_survives_a_supervisor_restart() {
+    let plugins = format!(
+        "{}{}",
+        plugin("echo", &bins::example("echo"), ""),
+        plugin("zoo", &bins::zoo(), "[plugin.quota]\nmemory_max = \"256M\"\n")
+    );
+    let mut d = Daemon::start(&config(&plugins));
+    let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+    assert_eq!(procfs::memory_limit(pid), Some(256 << 20));
+    let out = d.ctl(&["quota", "zoo", "--memory", "64M", "--pids", "20"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("zoo: memory 64M"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The running instance, same pid, has the new limits.
+    assert_eq!(zoo_pid(&d), pid);
+    assert_eq!(procfs::memory_limit(pid), Some(64 << 20));
+    assert_eq!(procfs::pids_limit(pid), Some(20));
+    assert_eq!(d.instance("zoo-0")["quota"]["memory_max"], "64M");
+    // Bad values are refused with the reason, and nothing changes.
+    let bad = d.ctl(&["quota", "zoo", "--cpu", "lots"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cpu: invalid CPU share \"lots\""));
+    assert_eq!(procfs::memory_limit(pid), Some(64 << 20));
+
+    d.restart();
+    let pid2 = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+    assert_ne!(pid, pid2);
+    assert_eq!(procfs::memory_limit(pid2), Some(64 << 20), "the change survived the supervisor restart");
+    assert_eq!(procfs::pids_limit(pid2), Some(20));
+    // "default" undoes it.
+    assert!(d.ctl(&["quota", "zoo", "--memory", "default"]).status.success());
+    assert_eq!(procfs::memory_limit(pid2), Some(256 << 20));
+}

@@ -1,0 +1,124 @@
+//! Desired state changed at run time (today: quotas set with
+//! `supervisorctl quota`), kept in one JSON file written atomically, so it
+//! survives restarts and a crash mid-write never leaves half a file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::QuotaConfig;
+
+const FILE: &str = "state.json";
+
+/// What is persisted.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Persisted {
+    /// Quota overrides per plugin name. Entries for plugins no longer in
+    /// the config are kept, not dropped: the config may come back.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, QuotaConfig>,
+}
+
+/// Why the state cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: line {line}: {message} (fix or move the file; it is not overwritten)", path.display())]
+    Corrupt { path: PathBuf, line: usize, message: String },
+}
+
+/// The state file and its contents.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+    data: Mutex<Persisted>,
+}
+
+impl StateStore {
+    /// Opens (or starts) the state in `dir`. A file that does not parse is
+    /// an error, never silently replaced.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(FILE);
+        let data = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+                path: path.clone(),
+                line: e.line(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        Ok(Self { path, data: Mutex::new(data) })
+    }
+
+    pub fn quota(&self, plugin: &str) -> QuotaConfig {
+        self.data.lock().ok().and_then(|d| d.quotas.get(plugin).cloned()).unwrap_or_default()
+    }
+
+    /// Replaces a plugin's overrides and writes the file before returning.
+    pub fn set_quota(&self, plugin: &str, q: QuotaConfig) -> Result<(), StateError> {
+        let mut data = self.data.lock().map_err(|_| StateError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other("state lock poisoned"),
+        })?;
+        let mut next = data.clone();
+        if q == QuotaConfig::default() {
+            next.quotas.remove(plugin);
+        } else {
+            next.quotas.insert(plugin.to_owned(), q);
+        }
+        write_atomically(&self.path, &next)?;
+        *data = next;
+        Ok(())
+    }
+}
+
+/// Temp file, fsync, rename, fsync the directory: after a crash the file is
+/// either the old or the new one.
+fn write_atomically(path: &Path, data: &Persisted) -> Result<(), StateError> {
+    let io = |source| StateError::Io { path: path.to_owned(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
+    let text = serde_json::to_vec_pretty(data).map_err(|e| io(std::io::Error::other(e)))?;
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&text).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::units::ByteSize;
+
+    #[test]
+    fn quotas_survive_reopening_and_defaults_remove_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let q = QuotaConfig { memory_max: Some(ByteSize(256 << 20)), ..Default::default() };
+        s.set_quota("echo", q.clone()).unwrap();
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(again.quota("echo"), q);
+        again.set_quota("echo", QuotaConfig::default()).unwrap();
+        assert_eq!(StateStore::open(dir.path()).unwrap().quota("echo"), QuotaConfig::default());
+        // Nothing but the state file is left in the directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_it_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, "{\n  \"quotas\": [oops\n").unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("state.json: line 2"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"quotas\": [oops\n");
+    }
+}
