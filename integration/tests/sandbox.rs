@@ -265,3 +265,16 @@ fn a_live_quota_change_takes_effect_at_once_and_survives_a_supervisor_restart() 
     assert!(d.ctl(&["quota", "zoo", "--memory", "default"]).status.success());
     assert_eq!(procfs::memory_limit(pid2), Some(256 << 20));
 }
+
+#[test]
+fn a_plugin_that_insists_on_full_landlock_runs_only_where_the_kernel_enforces_all_of_it() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "landlock_required = true")));
+    let abi = plugin_supervisor::sandbox::host::landlock_abi();
+    if abi >= 5 {
+        d.wait_state("zoo-0", "running", UP);
+    } else {
+        let v = d.wait_state("zoo-0", "failed", UP);
+        let reason = v["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(&format!("Landlock cannot be fully enforced here (kernel Landlock ABI {abi}")), "{reason}");
+    }
+}
