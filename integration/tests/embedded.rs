@@ -41,7 +41,7 @@ async fn a_host_calls_plugins_in_process_and_shutdown_stops_them() {
     assert_eq!(err.code(), tonic::Code::Internal);
     assert_eq!(zoo.echo(Text { text: "ok".into() }).await.unwrap().into_inner().text, "ok");
 
-    let e = sup.channel("ghost").err().expect("unknown plugin").to_string();
+    let e = sup.channel("ghost").expect_err("unknown plugin").to_string();
     assert_eq!(e, "unknown plugin \"ghost\"");
 
     let pids: Vec<i32> = sup.plugins().flat_map(|p| p.instances.iter().filter_map(|i| i.status().pid)).collect();

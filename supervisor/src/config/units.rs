@@ -67,7 +67,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-            if n >= 1 << shift && n % (1 << shift) == 0 {
+            if n >= 1 << shift && n.is_multiple_of(1 << shift) {
                 return write!(f, "{}{unit}", n >> shift);
             }
         }
@@ -121,7 +121,7 @@ impl CpuShare {
 
 impl fmt::Display for CpuShare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.basis_points % 100 == 0 {
+        if self.basis_points.is_multiple_of(100) {
             write!(f, "{}%", self.basis_points / 100)
         } else {
             write!(f, "{}%", f64::from(self.basis_points) / 100.0)

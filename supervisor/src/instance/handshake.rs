@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn each_mismatch_is_refused_with_both_sides_named() {
-        let cases: Vec<(fn(&mut HandshakeResponse), &str)> = vec![
+        type Mutation = fn(&mut HandshakeResponse);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|r| r.name = "other".into(), "answered the handshake as \"other\", but the config names it \"echo\""),
             (|r| r.protocol_version = 9, "protocol version 9, but this supervisor speaks [1]"),
             (|r| r.version = "one".into(), "\"one\" is not a semver"),

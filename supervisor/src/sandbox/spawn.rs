@@ -401,7 +401,7 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             }
         };
     }
-    // SAFETY (whole block): every call is a raw, async-signal-safe syscall
+    // SAFETY: (the whole block) every call is a raw, async-signal-safe syscall
     // wrapper operating on data prepared before the fork.
     unsafe {
         // Signals: an empty mask, and default dispositions (the Rust
