@@ -1,8 +1,13 @@
 //! `supervisorctl`: the operator's command line for a running
-//! plugin-supervisor, over its control socket.
+//! plugin-supervisor, over its control socket, plus the local tools a release
+//! pipeline needs (`plugin keygen|sign|verify`, `contract diff`), which never
+//! touch the socket.
 
 mod client;
+mod contract_cmd;
+mod local;
 mod output;
+mod plugin_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +17,7 @@ use clap::{Parser, Subcommand};
 use plugin_supervisor::config::DEFAULT_RUNTIME_DIR;
 
 #[derive(Parser)]
-#[command(name = "supervisorctl", version, about = "Drive a running plugin-supervisor")]
+#[command(name = "supervisorctl", version, about = "Drive a plugin-supervisor, sign plugins, diff contracts")]
 struct Cli {
     /// The supervisor's control socket.
     #[arg(long, global = true, env = "SUPERVISORCTL_SOCKET", default_value_t = default_socket())]
@@ -27,6 +32,19 @@ fn default_socket() -> String {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Remote(Remote),
+    /// Signs and verifies plugin binaries (local; no supervisor needed).
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
+    /// Checks protobuf contracts for breaking changes (local; no supervisor needed).
+    #[command(subcommand)]
+    Contract(contract_cmd::ContractCommand),
+}
+
+/// The commands that talk to a running supervisor.
+#[derive(Subcommand)]
+enum Remote {
     /// Shows every plugin instance (or one plugin's).
     Status {
         name: Option<String>,
@@ -82,6 +100,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Local commands must work where no supervisor runs: no socket for them.
+    let command = match cli.command {
+        Command::Plugin(command) => return local::finish(plugin_cmd::run(command)),
+        Command::Contract(command) => return local::finish(contract_cmd::run(command)),
+        Command::Remote(command) => command,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,7 +113,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(PathBuf::from(&cli.socket), command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("supervisorctl: {e}");
@@ -98,18 +122,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
-    let socket = PathBuf::from(&cli.socket);
+async fn run(socket: PathBuf, command: Remote) -> Result<ExitCode, String> {
     let mut c = client::connect(&socket).await?;
-    match cli.command {
-        Command::Status { name, json } => output::status(&mut c, name.unwrap_or_default(), json).await,
-        Command::Start { name } => output::action(c.start(client::plugin(name)).await),
-        Command::Stop { name } => output::action(c.stop(client::plugin(name)).await),
-        Command::Restart { name } => output::action(c.restart(client::plugin(name)).await),
-        Command::Tail { name, follow, lines } => output::tail(&mut c, name, follow, lines).await,
-        Command::Events { follow, plugin, json } => {
+    match command {
+        Remote::Status { name, json } => output::status(&mut c, name.unwrap_or_default(), json).await,
+        Remote::Start { name } => output::action(c.start(client::plugin(name)).await),
+        Remote::Stop { name } => output::action(c.stop(client::plugin(name)).await),
+        Remote::Restart { name } => output::action(c.restart(client::plugin(name)).await),
+        Remote::Tail { name, follow, lines } => output::tail(&mut c, name, follow, lines).await,
+        Remote::Events { follow, plugin, json } => {
             output::events(&mut c, plugin.unwrap_or_default(), follow, json).await
         }
-        Command::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
+        Remote::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
     }
 }
