@@ -134,6 +134,7 @@ fn a_syntax_error_names_the_file_and_protox_cause() {
     let text = error.to_string();
     assert!(text.contains("broken.proto"), "{text}");
     assert!(text.contains("cannot compile"), "{text}");
+    assert!(text.contains("(at broken.proto:2:9)"), "the line and column of the error: {text}");
 }
 
 #[test]

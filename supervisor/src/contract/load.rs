@@ -143,5 +143,20 @@ fn read_error(path: &Path, source: std::io::Error) -> ContractError {
 }
 
 fn compile_error(path: &Path, source: protox::Error) -> ContractError {
-    ContractError::Compile { path: path.to_path_buf(), source }
+    ContractError::Compile { path: path.to_path_buf(), at: place(&source), source }
+}
+
+/// The file, line and column a compile error points at: the file may be an
+/// import rather than the contract named on the command line or in the config.
+fn place(error: &protox::Error) -> String {
+    use miette::Diagnostic;
+    let position = error.labels().and_then(|mut labels| labels.next()).and_then(|label| {
+        let contents = error.source_code()?.read_span(label.inner(), 0, 0).ok()?;
+        Some((contents.line() + 1, contents.column() + 1))
+    });
+    match (error.file(), position) {
+        (Some(file), Some((line, column))) => format!(" (at {file}:{line}:{column})"),
+        (Some(file), None) => format!(" (in {file})"),
+        (None, _) => String::new(),
+    }
 }
