@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # mod echo { pub const FILE_DESCRIPTOR_SET: &[u8] = &[]; }
-//! # fn echo_server() -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> { tonic_health::server::health_reporter().1 }
+//! # fn echo_server() -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> { tonic_health::server::health_reporter().1 }
 //! plugin_sdk::Plugin::new("echo", env!("CARGO_PKG_VERSION"))
 //!     .descriptors(echo::FILE_DESCRIPTOR_SET)
 //!     .service(echo_server())
