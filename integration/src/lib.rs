@@ -4,6 +4,7 @@
 
 pub mod bins;
 pub mod daemon;
+pub mod files;
 pub mod pb;
 pub mod procfs;
 pub mod sibling;

@@ -275,6 +275,9 @@ fn a_plugin_that_insists_on_full_landlock_runs_only_where_the_kernel_enforces_al
     } else {
         let v = d.wait_state("zoo-0", "failed", UP);
         let reason = v["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains(&format!("Landlock cannot be fully enforced here (kernel Landlock ABI {abi}")), "{reason}");
+        assert!(
+            reason.contains(&format!("Landlock cannot be fully enforced here (kernel Landlock ABI {abi}")),
+            "{reason}"
+        );
     }
 }

@@ -157,7 +157,7 @@ impl Supervisor {
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
         let g = p.set_desired(false, false);
-        let grace = p.spec.load().stop_timeout + Duration::from_secs(3);
+        let grace = p.spec.load().stop_timeout.saturating_add(Duration::from_secs(3));
         if !p.wait_for(g, &[State::Stopped, State::Failed], grace).await {
             return Err(SupervisorError::Timeout {
                 plugin: name.into(),
@@ -173,7 +173,12 @@ impl Supervisor {
     pub async fn restart_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
         let g = p.set_desired(true, true);
-        p.wait_for(g, &[State::Running, State::Failed, State::Backoff], p.spec.load().stop_timeout + timeout).await;
+        p.wait_for(
+            g,
+            &[State::Running, State::Failed, State::Backoff],
+            p.spec.load().stop_timeout.saturating_add(timeout),
+        )
+        .await;
         Ok(p.describe_state())
     }
 

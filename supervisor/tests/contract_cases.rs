@@ -1,5 +1,6 @@
-//! Runs the contract case table in `cases/`: the executable specification of
-//! which changes break. The same directories feed the CLI test later.
+//! Runs the contract case table in `contract-cases/`: the executable
+//! specification of which changes break. `integration/tests/contract.rs`
+//! replays the same directories through `supervisorctl contract diff`.
 
 mod case_table;
 

@@ -134,6 +134,7 @@ fn a_syntax_error_names_the_file_and_protox_cause() {
     let text = error.to_string();
     assert!(text.contains("broken.proto"), "{text}");
     assert!(text.contains("cannot compile"), "{text}");
+    assert!(text.contains("(at broken.proto:2:9)"), "the line and column of the error: {text}");
 }
 
 #[test]
@@ -151,6 +152,22 @@ fn garbage_bytes_are_a_decode_error_naming_the_file() {
     let error = load_contract(&path).expect_err("garbage");
     assert!(matches!(error, ContractError::Decode { .. }));
     assert!(error.to_string().contains("garbage.binpb"), "{error}");
+}
+
+#[test]
+fn a_device_or_fifo_is_refused_instead_of_read_forever() {
+    // `contract = ["/dev/zero"]` once read until memory ran out.
+    let error = load_contract(Path::new("/dev/zero")).expect_err("a character device");
+    assert!(matches!(&error, ContractError::Read { path, .. } if path == Path::new("/dev/zero")));
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+
+    let dir = tempdir();
+    let fifo = dir.path().join("contract.binpb");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("no NUL in a temp path");
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let error = load_contract(&fifo).expect_err("a FIFO with no writer");
+    assert!(error.to_string().contains("not a regular file"), "{error}");
 }
 
 #[test]

@@ -159,9 +159,38 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// How far validation reaches beyond the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Everything, including the binaries and contract files the config names.
+    Files,
+    /// The text alone: no binary is looked at and no contract is compiled, so
+    /// arbitrary input cannot make validation read the file system.
+    TextOnly,
+}
+
 /// Parses and checks config text; `path` names it in errors and anchors
 /// relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, path, Reach::Files)
+}
+
+/// Fuzz entry: arbitrary bytes through the whole TOML → [`Config`] path
+/// (syntax, types, units, every check that needs no file) and the rendering
+/// of every problem found. Whatever the input, no panic.
+pub fn fuzz_one(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match parse_with(&text, Path::new("/fuzz/supervisor.toml"), Reach::TextOnly) {
+        Ok(config) => {
+            let _ = config.specs();
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+}
+
+pub(crate) fn parse_with(text: &str, path: &Path, reach: Reach) -> Result<Config, ConfigError> {
     let loc = Locator::new(text);
     let invalid = |problems| ConfigError::Invalid { file: path.to_path_buf(), problems };
     let de = match toml::de::Deserializer::parse(text) {
@@ -190,7 +219,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     config.source = Some(absolute(path));
     let mut problems = Problems::new(&loc);
-    let (specs, tiers) = super::validate::check(&config, &mut problems);
+    let (specs, tiers) = super::validate::check(&config, &mut problems, reach);
     if !problems.list.is_empty() {
         return Err(invalid(problems.list));
     }
@@ -224,5 +253,50 @@ impl Config {
     /// Reads and checks the config at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         load(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::{Reach, fuzz_one, parse_with};
+
+    const VALID: &str = "[supervisor]\ntrusted_keys = [\"ed25519:3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c\"]\n\n\
+        [supervisor.defaults]\ncall_timeout = \"5s\"\n\n[[plugin]]\nname = \"echo\"\nbinary = \"/nonexistent/echo\"\n\
+        sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nversion = \">=1.2, <2\"\n\
+        contract = [\"/dev/zero\"]\nrequire_signature = true\n[plugin.config]\nn = 3\n";
+
+    #[test]
+    fn text_only_validation_touches_no_file() {
+        // Neither the missing binary nor the device as a contract is looked at.
+        let config = parse_with(VALID, Path::new("/fuzz/supervisor.toml"), Reach::TextOnly).unwrap();
+        let spec = &config.specs()[0];
+        assert!(spec.integrity.require_signature);
+        assert!(spec.contract.is_none());
+        // The full check does look, and says so.
+        let err = parse_with(VALID, Path::new("/fuzz/supervisor.toml"), Reach::Files).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/echo"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
+            fuzz_one(&data);
+        }
+
+        #[test]
+        fn mutated_configs_never_panic(edits in prop::collection::vec((0usize..1024, any::<u8>()), 1..8)) {
+            let mut data = VALID.as_bytes().to_vec();
+            for (at, byte) in edits {
+                let i = at % data.len();
+                data[i] = byte;
+            }
+            fuzz_one(&data);
+        }
     }
 }

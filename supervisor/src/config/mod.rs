@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::integrity::{PublicKey, Sha256Digest};
-pub use load::{ConfigError, Problem};
+pub use load::{ConfigError, Problem, fuzz_one};
 use units::Mode;
 pub use validate::name_problem;
 

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use std::sync::Arc;
 
-use super::load::{Problems, Seg, counts};
+use super::load::{Problems, Reach, Seg, counts};
 use super::{Backoff, Config, IntegritySpec, PluginConfig, PluginSpec};
 use crate::contract;
 use crate::integrity::{PublicKey, Sha256Digest};
@@ -34,6 +34,7 @@ pub fn name_problem(name: &str) -> Option<String> {
 pub(super) fn check(
     config: &Config,
     p: &mut Problems<'_>,
+    reach: Reach,
 ) -> (Vec<PluginSpec>, Option<Arc<crate::sandbox::tier::TierSet>>) {
     let names = counts(config.plugins.iter().map(|pl| pl.name.as_str()));
     let mut seen = std::collections::HashSet::new();
@@ -50,7 +51,10 @@ pub(super) fn check(
         }
     }
     let keys = Arc::new(keys);
-    let tiers = load_tiers(config, p);
+    let tiers = match reach {
+        Reach::Files => load_tiers(config, p),
+        Reach::TextOnly => None,
+    };
     let ids = super::users::assign(config, p);
     let mut specs = Vec::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
@@ -62,19 +66,24 @@ pub(super) fn check(
             p.at(&at("name"), format!("duplicate plugin name {:?}: each plugin needs its own name", plugin.name));
         }
         let binary = config.resolve(&plugin.binary);
-        match std::fs::metadata(&binary) {
-            Err(e) => p.at(
+        let metadata = match reach {
+            Reach::Files => Some(std::fs::metadata(&binary)),
+            Reach::TextOnly => None,
+        };
+        match metadata {
+            None => {}
+            Some(Err(e)) => p.at(
                 &at("binary"),
                 format!("plugin {:?}: binary {} cannot be used: {e}", plugin.name, binary.display()),
             ),
-            Ok(m) if !m.is_file() => p.at(
+            Some(Ok(m)) if !m.is_file() => p.at(
                 &at("binary"),
                 format!("plugin {:?}: binary {} is not a regular file", plugin.name, binary.display()),
             ),
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(Ok(m)) if m.permissions().mode() & 0o111 == 0 => {
                 p.at(&at("binary"), format!("plugin {:?}: binary {} is not executable", plugin.name, binary.display()))
             }
-            Ok(_) => {}
+            Some(Ok(_)) => {}
         }
         if plugin.replicas == 0 || plugin.replicas > 64 {
             p.at(&at("replicas"), format!("replicas must be between 1 and 64, not {}", plugin.replicas));
@@ -142,7 +151,10 @@ pub(super) fn check(
         if require_signature && keys.is_empty() {
             p.at(&at("require_signature"), "signatures are required but [supervisor] trusted_keys is empty");
         }
-        let contract = load_contract(config, plugin, &at("contract"), p);
+        let contract = match reach {
+            Reach::Files => load_contract(config, plugin, &at("contract"), p),
+            Reach::TextOnly => None,
+        };
         let mut spec = spec(
             config,
             plugin,

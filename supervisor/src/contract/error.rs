@@ -28,9 +28,12 @@ pub enum ContractError {
         source: std::io::Error,
     },
 
-    #[error("cannot compile contract {}: {source}", path.display())]
+    #[error("cannot compile contract {}{at}: {source}", path.display())]
     Compile {
         path: PathBuf,
+        /// Where in the sources the compiler stopped, e.g. ` (at echo.proto:3:9)`;
+        /// empty when it does not say.
+        at: String,
         #[source]
         source: protox::Error,
     },

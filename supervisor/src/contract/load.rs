@@ -2,6 +2,8 @@
 //! binary descriptor sets) into a `FileDescriptorSet`.
 
 use std::fs;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -72,8 +74,31 @@ fn compile(paths: &[&Path], include_dirs: &[PathBuf]) -> Result<FileDescriptorSe
     Ok(compiler.file_descriptor_set())
 }
 
+/// Far above any real contract (a large API's descriptor set is a few MiB),
+/// far below memory: `contract = ["/dev/zero"]` must fail, not exhaust it.
+pub const MAX_DESCRIPTOR_SET_FILE: u64 = 64 * 1024 * 1024;
+
 fn decode_file(path: &Path) -> Result<FileDescriptorSet, ContractError> {
-    let bytes = fs::read(path).map_err(|source| read_error(path, source))?;
+    // O_NONBLOCK: opening a FIFO planted at the path must not wait for a writer.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| read_error(path, source))?;
+    let metadata = file.metadata().map_err(|source| read_error(path, source))?;
+    if !metadata.is_file() {
+        let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(read_error(path, source));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_DESCRIPTOR_SET_FILE + 1).read_to_end(&mut bytes).map_err(|source| read_error(path, source))?;
+    if bytes.len() as u64 > MAX_DESCRIPTOR_SET_FILE {
+        let source = std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than the {MAX_DESCRIPTOR_SET_FILE}-byte limit for a descriptor set"),
+        );
+        return Err(read_error(path, source));
+    }
     FileDescriptorSet::decode(bytes.as_slice())
         .map_err(|source| ContractError::Decode { path: path.to_path_buf(), source })
 }
@@ -118,5 +143,20 @@ fn read_error(path: &Path, source: std::io::Error) -> ContractError {
 }
 
 fn compile_error(path: &Path, source: protox::Error) -> ContractError {
-    ContractError::Compile { path: path.to_path_buf(), source }
+    ContractError::Compile { path: path.to_path_buf(), at: place(&source), source }
+}
+
+/// The file, line and column a compile error points at: the file may be an
+/// import rather than the contract named on the command line or in the config.
+fn place(error: &protox::Error) -> String {
+    use miette::Diagnostic;
+    let position = error.labels().and_then(|mut labels| labels.next()).and_then(|label| {
+        let contents = error.source_code()?.read_span(label.inner(), 0, 0).ok()?;
+        Some((contents.line() + 1, contents.column() + 1))
+    });
+    match (error.file(), position) {
+        (Some(file), Some((line, column))) => format!(" (at {file}:{line}:{column})"),
+        (Some(file), None) => format!(" (in {file})"),
+        (None, _) => String::new(),
+    }
 }

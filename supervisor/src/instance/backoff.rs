@@ -45,7 +45,9 @@ impl Restarts {
         let capped = base.min(self.cfg.max.as_secs_f64());
         // jitter_unit in [0, 1) spreads the delay over ±jitter.
         let factor = 1.0 + self.cfg.jitter * (2.0 * jitter_unit - 1.0);
-        Duration::from_secs_f64((capped * factor).clamp(0.0, self.cfg.max.as_secs_f64()))
+        // A max near Duration::MAX is 2^64 s as an f64, one past what a
+        // Duration holds: fall back to the cap instead of panicking.
+        Duration::try_from_secs_f64((capped * factor).clamp(0.0, self.cfg.max.as_secs_f64())).unwrap_or(self.cfg.max)
     }
 
     /// Some(count) when the recent failures make a crash loop.
@@ -108,6 +110,18 @@ mod tests {
         r.ran_for(Duration::from_secs(11));
         assert_eq!(r.crash_loop(), None);
         assert_eq!(r.next_delay(now, 0.5), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_largest_configurable_durations_do_not_panic() {
+        let max = crate::config::units::parse_duration("18446744073709551615s").unwrap();
+        let mut c = cfg();
+        (c.initial, c.max, c.multiplier, c.jitter) = (max, max, 100.0, 1.0);
+        let mut r = Restarts::new(c);
+        let now = Instant::now();
+        for unit in [0.0, 0.5, 0.999_999] {
+            assert!(r.next_delay(now, unit) <= max);
+        }
     }
 
     #[test]

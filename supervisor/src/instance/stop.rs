@@ -26,7 +26,7 @@ pub async fn stop(running: &mut Running, drain: Duration, reason: &str) -> ExitS
     let _ =
         tokio::time::timeout(Duration::from_secs(1).min(drain.max(Duration::from_millis(100))), client.shutdown(req))
             .await;
-    if let Ok(status) = tokio::time::timeout(drain + Duration::from_millis(250), running.exited()).await {
+    if let Ok(status) = tokio::time::timeout(drain.saturating_add(Duration::from_millis(250)), running.exited()).await {
         return status;
     }
     let _ = pidfd::send_signal(running.pidfd.get_ref(), libc::SIGTERM);

@@ -39,7 +39,7 @@ pub enum SignatureError {
     NameMismatch { subject: Subject, signed: String, expected: String },
 
     #[error(
-        "{subject}: signature file {} is for version {signed:?}, the config expects {expected:?}",
+        "{subject}: signature file {} is for version {signed:?}, not {expected:?}",
         .subject.path.display()
     )]
     VersionMismatch { subject: Subject, signed: String, expected: String },

@@ -196,7 +196,9 @@ impl Sandbox {
                 let write = spec.data_dir.iter().cloned().collect();
                 let required = spec.landlock_required.unwrap_or(tier.landlock.required);
                 let b = landlock::build(&Grants { exec, read, write }, required).map_err(|e| match e {
-                    landlock::LandlockError::NotFullyEnforced { .. } => ConfineError::Refused(e.to_string()),
+                    landlock::LandlockError::NotFullyEnforced { .. } | landlock::LandlockError::Rule { .. } => {
+                        ConfineError::Refused(e.to_string())
+                    }
                     other => ConfineError::Failed(other.to_string()),
                 })?;
                 let b = Arc::new(b);

@@ -73,7 +73,9 @@ pub fn build(access: &Grants, required: bool) -> Result<Built, LandlockError> {
     for p in &access.exec {
         rs = rs.add_rule(rule(p, read_exec)?).map_err(err)?;
     }
-    for p in &access.read {
+    // Extra read-only paths a host may not have (certificates, zoneinfo):
+    // what does not exist cannot be read anyway.
+    for p in access.read.iter().filter(|p| p.exists()) {
         rs = rs.add_rule(rule(p, AccessFs::from_read(TARGET_ABI))?).map_err(err)?;
     }
     for p in &access.write {

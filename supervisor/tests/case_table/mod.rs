@@ -1,5 +1,5 @@
-//! Reads the case table in `cases/` (see `cases/README.md` for the layout),
-//! shared by every test that replays it.
+//! Reads the case table in `contract-cases/` (see its `README.md` for the
+//! layout), shared by every test that replays it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -44,8 +44,12 @@ impl Case {
     }
 }
 
+/// The supervisor's tests and the integration tests (another crate, which
+/// replays the table through `supervisorctl`) both include this module, so
+/// the path goes through the workspace root.
 pub fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract-cases")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../supervisor/tests/contract-cases");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 pub fn load_cases() -> Result<Vec<Case>, String> {

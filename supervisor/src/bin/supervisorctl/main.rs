@@ -1,9 +1,14 @@
 //! `supervisorctl`: the operator's command line for a running
-//! plugin-supervisor, over its control socket.
+//! plugin-supervisor, over its control socket, plus the local tools a release
+//! pipeline needs (`plugin keygen|sign|verify`, `contract diff`), which never
+//! touch the socket.
 
 mod client;
+mod contract_cmd;
 mod doctor;
+mod local;
 mod output;
+mod plugin_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +18,7 @@ use clap::{Parser, Subcommand};
 use plugin_supervisor::config::DEFAULT_RUNTIME_DIR;
 
 #[derive(Parser)]
-#[command(name = "supervisorctl", version, about = "Drive a running plugin-supervisor")]
+#[command(name = "supervisorctl", version, about = "Drive a plugin-supervisor, sign plugins, diff contracts")]
 struct Cli {
     /// The supervisor's control socket.
     #[arg(long, global = true, env = "SUPERVISORCTL_SOCKET", default_value_t = default_socket())]
@@ -28,6 +33,28 @@ fn default_socket() -> String {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Remote(Remote),
+    /// Signs and verifies plugin binaries (local; no supervisor needed).
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
+    /// Checks protobuf contracts for breaking changes (local; no supervisor needed).
+    #[command(subcommand)]
+    Contract(contract_cmd::ContractCommand),
+    /// Checks what this host gives the sandbox and whether the configured
+    /// plugins can run as configured (exit status 1 when not; local).
+    Doctor {
+        /// The supervisor config whose tiers and plugins to judge.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The commands that talk to a running supervisor.
+#[derive(Subcommand)]
+enum Remote {
     /// Shows every plugin instance (or one plugin's).
     Status {
         name: Option<String>,
@@ -63,7 +90,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Calls a plugin method with a JSON request and prints the JSON response.
     /// Shows or changes a plugin's quotas; a change applies to the running
     /// instances at once and is kept across restarts. "default" undoes one.
     Quota {
@@ -81,15 +107,7 @@ enum Command {
         #[arg(long)]
         pids: Option<String>,
     },
-    /// Checks what this host gives the sandbox and whether the configured
-    /// plugins can run as configured (exit status 1 when not).
-    Doctor {
-        /// The supervisor config whose tiers and plugins to judge.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Calls a plugin method with a JSON request and prints the JSON response.
     Call {
         name: String,
         /// The method, as package.Service/Method.
@@ -109,6 +127,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Local commands must work where no supervisor runs: no socket for them.
+    let command = match cli.command {
+        Command::Plugin(command) => return local::finish(plugin_cmd::run(command)),
+        Command::Contract(command) => return local::finish(contract_cmd::run(command)),
+        Command::Doctor { config, json } => {
+            return local::finish(doctor::run(config.as_deref(), json).map_err(local::Failure::input));
+        }
+        Command::Remote(command) => command,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -116,7 +143,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(PathBuf::from(&cli.socket), command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("supervisorctl: {e}");
@@ -125,25 +152,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
-    if let Command::Doctor { config, json } = &cli.command {
-        return doctor::run(config.as_deref(), *json);
-    }
-    let socket = PathBuf::from(&cli.socket);
+async fn run(socket: PathBuf, command: Remote) -> Result<ExitCode, String> {
     let mut c = client::connect(&socket).await?;
-    match cli.command {
-        Command::Status { name, json } => output::status(&mut c, name.unwrap_or_default(), json).await,
-        Command::Start { name } => output::action(c.start(client::plugin(name)).await),
-        Command::Stop { name } => output::action(c.stop(client::plugin(name)).await),
-        Command::Restart { name } => output::action(c.restart(client::plugin(name)).await),
-        Command::Tail { name, follow, lines } => output::tail(&mut c, name, follow, lines).await,
-        Command::Events { follow, plugin, json } => {
+    match command {
+        Remote::Status { name, json } => output::status(&mut c, name.unwrap_or_default(), json).await,
+        Remote::Start { name } => output::action(c.start(client::plugin(name)).await),
+        Remote::Stop { name } => output::action(c.stop(client::plugin(name)).await),
+        Remote::Restart { name } => output::action(c.restart(client::plugin(name)).await),
+        Remote::Tail { name, follow, lines } => output::tail(&mut c, name, follow, lines).await,
+        Remote::Events { follow, plugin, json } => {
             output::events(&mut c, plugin.unwrap_or_default(), follow, json).await
         }
-        Command::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
-        Command::Quota { name, memory, memory_high, cpu, pids } => {
+        Remote::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
+        Remote::Quota { name, memory, memory_high, cpu, pids } => {
             output::quota(&mut c, name, [memory, memory_high, cpu, pids]).await
         }
-        Command::Doctor { .. } => Err("doctor runs without the daemon".into()),
     }
 }

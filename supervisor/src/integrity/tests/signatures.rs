@@ -158,7 +158,7 @@ fn a_signature_for_another_version_is_refused() {
     let trusted = [keys.public];
     let err = signature_error(VerifiedBinary::open("echo", &binary, &policy(&trusted, Some("2.0.0"))));
     assert!(matches!(err, SignatureError::VersionMismatch { .. }), "{err:?}");
-    assert!(err.to_string().contains("is for version \"1.2.0\", the config expects \"2.0.0\""), "{err}");
+    assert!(err.to_string().contains("is for version \"1.2.0\", not \"2.0.0\""), "{err}");
 }
 
 #[test]

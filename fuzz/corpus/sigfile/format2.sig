@@ -1,0 +1,2 @@
+format = 2
+algorithm = "ed25519"
