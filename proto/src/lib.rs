@@ -24,6 +24,7 @@ pub mod control {
 
 pub mod launch;
 pub mod signals;
+pub mod spin;
 pub mod transport;
 
 #[cfg(feature = "build")]

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use plugin_integration::daemon::{Daemon, config, plugin};
+use plugin_integration::daemon::{Daemon, config, config_with, plugin};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
 use plugin_integration::{bins, connect};
@@ -107,12 +107,13 @@ fn write_config(dir: &Path, text: &str) -> anyhow::Result<plugin_supervisor::con
 
 /// Start → running → first call answered, `n` times (the instance is
 /// stopped between starts); p50/p99 in µs.
-async fn spawn_to_ready(extra: &str, n: usize) -> anyhow::Result<Value> {
+async fn spawn_to_ready(tier: &str, n: usize) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
-    let cfg = write_config(
-        dir.path(),
-        &config(&plugin("echo", &bins::example("echo"), &format!("autostart = false\n{extra}"))),
-    )?;
+    let entry = format!("autostart = false\ntier = {tier:?}");
+    let text = config_with("sandbox.allow_unsandboxed = true", &plugin("echo", &bins::example("echo"), &entry));
+    // In this process: the benchmark must not move itself into a cgroup.
+    let cfg =
+        write_config(dir.path(), &text.replace("[supervisor.cgroup]\n", "[supervisor.cgroup]\nmove_self = false\n"))?;
     let sup = Supervisor::start(cfg).await?;
     let mut lat = Vec::new();
     for _ in 0..n {
@@ -129,7 +130,9 @@ async fn spawn_to_ready(extra: &str, n: usize) -> anyhow::Result<Value> {
 
 async fn embedded(n: usize, total: usize) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
-    let cfg = write_config(dir.path(), &config(&plugin("echo", &bins::example("echo"), "")))?;
+    let text = config(&plugin("echo", &bins::example("echo"), ""));
+    let cfg =
+        write_config(dir.path(), &text.replace("[supervisor.cgroup]\n", "[supervisor.cgroup]\nmove_self = false\n"))?;
     let sup = Supervisor::start(cfg).await?;
     sup.wait_running("echo", Duration::from_secs(20)).await?;
     let mut c = EchoClient::new(sup.channel("echo")?);
@@ -191,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     let (n, total, starts) = if o.quick { (2000, 8000, 10) } else { (20000, 40000, 30) };
     if let Some(part) = o.only.as_deref() {
         let v = match part {
-            "spawn" => spawn_to_ready("", starts).await?,
+            "spawn" => spawn_to_ready("L1", starts).await?,
             "embedded" => embedded(n, total).await?,
             "gateway" => gateway(n, total).await?,
             other => bail!("--only takes spawn, embedded or gateway, not {other:?}"),
@@ -208,12 +211,16 @@ async fn main() -> anyhow::Result<()> {
     let raw = run_json(&pingpong, &[&(n * 5).to_string()])?;
 
     eprintln!("measuring plugin-supervisor...");
-    let spawn = spawn_to_ready("", starts).await?;
+    let spawn = spawn_to_ready("L1", starts).await?;
+    let spawn_l3 = spawn_to_ready("L3", starts).await?;
+    let unsandboxed = spawn_to_ready("none", starts).await?;
     let emb = embedded(n, total).await?;
     let gw = gateway(n, total).await?;
 
     let rows = [
-        ("spawn-to-ready p50 (ms)", f(&spawn, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, Some(1.0)),
+        ("spawn-to-ready L1 p50 (ms)", f(&spawn, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, Some(1.0)),
+        ("spawn-to-ready L3 p50 (ms)", f(&spawn_l3, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, Some(1.0)),
+        ("unsandboxed spawn p50 (ms)", f(&unsandboxed, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, None),
         ("embedded call p50 (µs)", f(&emb, "p50_us"), f(&go_lat, "p50_us"), Some(0.6)),
         ("embedded call p99 (µs)", f(&emb, "p99_us"), f(&go_lat, "p99_us"), None),
         ("gateway call p50 (µs)", f(&gw, "p50_us"), f(&go_lat, "p50_us"), Some(1.2)),
@@ -236,13 +243,27 @@ async fn main() -> anyhow::Result<()> {
         };
         println!("{name:<32} {ours:>12.1} {theirs:>12.1} {ratio:>8.2} {verdict:>8}");
     }
+    let cost = f(&spawn, "p50_us") / f(&unsandboxed, "p50_us");
+    let cost_l3 = f(&spawn_l3, "p50_us") / f(&unsandboxed, "p50_us");
+    let verdict = |c: f64| if c <= 1.5 { "≤1.5 ok" } else { "≤1.5 MISSED" };
+    if cost > 1.5 {
+        missed.push("sandboxed spawn (L1) vs unsandboxed");
+    }
+    if cost_l3 > 1.5 {
+        missed.push("sandboxed spawn (L3) vs unsandboxed");
+    }
+    println!(
+        "sandboxed spawn / unsandboxed spawn: L1 {cost:.2} ({}), L3 {cost_l3:.2} ({})",
+        verdict(cost),
+        verdict(cost_l3)
+    );
     println!(
         "raw socketpair ping-pong p50 {:.1} µs, p99 {:.1} µs (the floor: embedded p50 is {:.2}x it)",
         f(&raw, "p50_us"),
         f(&raw, "p99_us"),
         f(&emb, "p50_us") / f(&raw, "p50_us")
     );
-    let all = json!({"spawn_to_ready": spawn, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
+    let all = json!({"spawn_to_ready": spawn, "spawn_to_ready_l3": spawn_l3, "unsandboxed_spawn": unsandboxed, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
     println!("{all}");
     Ok(())
 }

@@ -1,0 +1,55 @@
+//! Before a runtime goes to sleep it watches for work a short while: a call
+//! arriving within the window is picked up without the wake-up of an idle
+//! CPU, which costs 20-40 µs on virtual machines. Go's scheduler does the
+//! same before it parks a thread; both ends of a plugin call use this.
+//!
+//! What is watched is the runtime's own epoll descriptor, which is readable
+//! whenever any socket the runtime waits on has an event, so every
+//! connection is covered without a list of them.
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long to watch before sleeping, by default.
+pub const DEFAULT: Duration = Duration::from_micros(50);
+
+/// The epoll instance of this process's runtime: the descriptor whose
+/// /proc/self/fd link reads `anon_inode:[eventpoll]`. Found on first use,
+/// from the runtime's own thread, once the runtime exists. For processes
+/// with a single runtime (the daemon, a plugin).
+fn runtime_epoll() -> Option<RawFd> {
+    static FD: OnceLock<Option<RawFd>> = OnceLock::new();
+    *FD.get_or_init(|| {
+        let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+        dir.flatten()
+            .filter_map(|e| {
+                let fd: RawFd = e.file_name().to_str()?.parse().ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                (target.as_os_str() == "anon_inode:[eventpoll]").then_some(fd)
+            })
+            .min()
+    })
+}
+
+/// The `on_thread_park` hook: returns as soon as `fd` (or, when `None`,
+/// the runtime's epoll) has something, or the window is over. It never
+/// reads; the runtime does, without sleeping.
+pub fn before_park(fd: Option<RawFd>, window: Duration) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let Some(fd) = fd.or_else(runtime_epoll) else { return };
+        if window.is_zero() {
+            return;
+        }
+        let start = Instant::now();
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        loop {
+            // SAFETY: poll with a zero timeout on one pollfd we own.
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            if n != 0 || start.elapsed() >= window {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
