@@ -198,10 +198,16 @@ impl Drop for Supervisor {
         // Dropped without shutdown(): instance tasks stop, and with them
         // (Running's drop) their processes.
         let _ = self.shared.shutdown.send(true);
-        if let Ok(tasks) = self.tasks.lock() {
+        let had_tasks = self.tasks.lock().map(|tasks| {
             for t in tasks.iter() {
                 t.abort();
             }
+            !tasks.is_empty()
+        });
+        // shutdown() empties the task list and tears the subtree down; a
+        // drop without it kills the instances' cgroups and removes them here.
+        if had_tasks.unwrap_or(true) {
+            self.shared.sandbox.teardown_blocking(Duration::from_secs(2));
         }
     }
 }

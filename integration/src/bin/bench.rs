@@ -194,7 +194,10 @@ async fn main() -> anyhow::Result<()> {
     let (n, total, starts) = if o.quick { (2000, 8000, 10) } else { (20000, 40000, 30) };
     if let Some(part) = o.only.as_deref() {
         let v = match part {
-            "spawn" => spawn_to_ready("L1", starts).await?,
+            "spawn" => {
+                let (l1, none) = (spawn_to_ready("L1", starts).await?, spawn_to_ready("none", starts).await?);
+                json!({"L1": l1, "none": none, "sandboxed_over_unsandboxed": f(&l1, "p50_us") / f(&none, "p50_us")})
+            }
             "embedded" => embedded(n, total).await?,
             "gateway" => gateway(n, total).await?,
             other => bail!("--only takes spawn, embedded or gateway, not {other:?}"),

@@ -97,6 +97,26 @@ impl Sandbox {
         }
     }
 
+    /// [`Sandbox::teardown`] for a caller that cannot wait asynchronously
+    /// (a `Supervisor` dropped without `shutdown`): kills what is left and
+    /// removes the subtree, waiting at most `limit`.
+    pub fn teardown_blocking(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let done = match self.cgroups.lock() {
+                Ok(mut guard) => match guard.as_mut() {
+                    Ok(tree) => !matches!(tree.teardown(), Ok(Removal::Pending { .. })),
+                    Err(_) => true,
+                },
+                Err(_) => true,
+            };
+            if done || std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Builds the fences of instance `instance` of `spec`.
     pub fn confine(
         &self,

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs them all, in order:
+#   format and lint, build, unit and end-to-end tests on this host (real
+#   processes, cgroups, seccomp, Landlock), the fuzz targets briefly, the
+#   sandbox tests again in a pure cgroup v2 VM, and a check that nothing
+#   (no cgroup) was left behind. Needs root (cgroups, per-plugin uids).
+# Fails on the first failing step. CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test-all.sh: run as root: the tests create cgroups and run plugins under their own uids" >&2
+    exit 2
+fi
+
+step "toolchain"
+cargo --version
+rustc --version
+# The VM lane installs its own packages (qemu, the kernel image, busybox).
+command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc >/dev/null; }
+
+step "format"
+cargo fmt --all --check
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build (the end-to-end tests run the built daemon, CLI and plugins)"
+cargo build --workspace --bins --examples
+
+step "tests on this host"
+cargo test --workspace
+
+step "fuzz targets (coverage-guided, 15 s each)"
+bash fuzz/run.sh 15
+
+step "sandbox tests in a pure cgroup v2 VM"
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+mapfile -t vm_tests < <(integration/vm/cargo-test-bins.sh -p plugin-integration --test sandbox)
+debug="$target_dir/debug"
+integration/vm/run.sh --timeout 2400 \
+    --add "$debug/plugin-supervisor" \
+    --add "$debug/supervisorctl" \
+    --add "$debug/zoo" \
+    --add "$debug/examples/echo" \
+    --add "$PWD/policies" \
+    --workdir "$PWD/integration" \
+    "${vm_tests[@]}"
+
+step "nothing left behind"
+left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 8 -type d -name 'pstest-*' 2>/dev/null || true)
+if [ -n "$left" ]; then
+    echo "test cgroups were left behind:" >&2
+    echo "$left" >&2
+    exit 1
+fi
+
+printf '\nall tests passed in %d s\n' "$((SECONDS - started))"
