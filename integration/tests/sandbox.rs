@@ -83,7 +83,12 @@ async fn a_cpu_spinner_is_held_to_its_quota() {
 async fn a_forbidden_syscall_fails_with_eperm_in_l1_and_is_reported_by_name() {
     let (d, sibling) = zoo_and_sibling("tier = \"L1\"");
     let pid = zoo_pid(&d);
-    let r = zoo(&d).await.syscall(SyscallRequest { name: "unshare".into() }).await.expect("L1 answers").into_inner();
+    let r = zoo(&d)
+        .await
+        .syscall(SyscallRequest { name: "unshare".into(), ..Default::default() })
+        .await
+        .expect("L1 answers")
+        .into_inner();
     assert_eq!((r.result, r.errno), (-1, libc::EPERM));
     d.wait_event("seccomp", "seccomp: denied syscall unshare (EPERM)", UP);
     assert_eq!(zoo_pid(&d), pid, "L1 lets the plugin live on");
@@ -93,7 +98,11 @@ async fn a_forbidden_syscall_fails_with_eperm_in_l1_and_is_reported_by_name() {
 /// Each kill-tier violation ends the instance with the call named.
 async fn killed_for(tier: &str, call: &str, report: &str) {
     let (d, sibling) = zoo_and_sibling(&format!("tier = \"{tier}\""));
-    let err = zoo(&d).await.syscall(SyscallRequest { name: call.into() }).await.expect_err("the instance dies");
+    let err = zoo(&d)
+        .await
+        .syscall(SyscallRequest { name: call.into(), ..Default::default() })
+        .await
+        .expect_err("the instance dies");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     let e = d.wait_event("exited", report, UP);
     assert_eq!(e["instance"], "zoo-0");
@@ -280,4 +289,60 @@ fn a_plugin_that_insists_on_full_landlock_runs_only_where_the_kernel_enforces_al
             "{reason}"
         );
     }
+}
+
+async fn zoo_syscall(d: &Daemon, name: &str, pid: i32, path: String) -> SyscallResponse {
+    let req = SyscallRequest { name: name.into(), pid, path };
+    zoo(d).await.syscall(req).await.expect("the zoo answers").into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_reach_the_control_socket_nor_signal_or_trace_the_supervisor_or_another_plugin() {
+    let (d, sibling) = zoo_and_sibling("");
+    let echo = d.instance("echo-0")["pid"].as_i64().unwrap() as i32;
+    for (target, pid) in [("the sibling plugin", echo), ("the supervisor", d.pid())] {
+        let r = zoo_syscall(&d, "kill", pid, String::new()).await;
+        assert_eq!((r.result, r.errno), (-1, libc::EPERM), "kill {target}");
+        assert!(alive(pid), "{target} survived");
+        let r = zoo_syscall(&d, "ptrace_attach", pid, String::new()).await;
+        assert_eq!((r.result, r.errno), (-1, libc::EPERM), "ptrace {target}");
+    }
+    let r = zoo_syscall(&d, "connect_unix", 0, d.control().display().to_string()).await;
+    assert_eq!(r.result, -1, "connected to the control socket");
+    assert!([libc::EACCES, libc::EPERM].contains(&r.errno), "connect errno {}", r.errno);
+    sibling.finish();
+}
+
+#[test]
+fn doctor_judges_the_host_and_exits_non_zero_when_a_plugin_cannot_run_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("supervisor.toml");
+    let plugins = format!(
+        "{}{}",
+        plugin("zoo", &bins::zoo(), "tier = \"L3\"\nlandlock_required = true"),
+        plugin("echo", &bins::example("echo"), "")
+    );
+    std::fs::write(&path, config(&plugins)).unwrap();
+    let out = std::process::Command::new(bins::supervisorctl())
+        .args(["doctor", "--json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json prints JSON");
+    let check = |name: &str| report["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap();
+    assert_eq!(check("seccomp")["ok"], true);
+    assert_eq!(check("cgroups")["ok"], true);
+    let tiers: Vec<&str> = report["tiers"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tiers, ["L1", "L2", "L3"]);
+    let verdict =
+        |name: &str| report["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap();
+    assert_eq!(verdict("echo")["runnable"], true);
+    // Full Landlock needs ABI 5: this host has it, the VM lane's kernel not.
+    let full = plugin_supervisor::sandbox::host::landlock_abi() >= 5;
+    assert_eq!(verdict("zoo")["runnable"], full, "{report:#}");
+    assert_eq!(out.status.success(), full, "doctor's exit status follows the verdicts");
+    let text =
+        std::process::Command::new(bins::supervisorctl()).args(["doctor", "--config"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("plugins") && text.contains("zoo") && text.contains("(L3)"), "{text}");
 }
