@@ -328,3 +328,24 @@ fn status_json_has_the_documented_fields() {
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("echo-0") && table.contains("running"), "{table}");
 }
+
+#[test]
+fn a_crash_loop_is_reported_in_the_state_and_retried_at_the_capped_delay() {
+    let entry = "args = [\"--die-after-ms\", \"150\"]\nrestart = \"always\"\n[plugin.backoff]\ninitial = \"50ms\"\nmax = \"300ms\"";
+    let plugins = format!("{}{}", plugin("echo", &bins::example("echo"), ""), plugin("zoo", &bins::zoo(), entry));
+    let d = Daemon::start(&config(&plugins));
+    let v = d.wait_for("zoo-0", UP, "in a crash loop", |v| {
+        v["reason"].as_str().is_some_and(|r| r.starts_with("crash loop: "))
+    });
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("last: exited with code 3"), "{reason}");
+    assert!(reason.contains("next attempt in"), "{reason}");
+    let restarts = v["restarts"].as_u64().unwrap();
+    assert!(restarts >= 4, "{v}");
+    // It keeps being retried, not given up on.
+    d.wait_for("zoo-0", UP, "retried again", |v| v["restarts"].as_u64().is_some_and(|n| n >= restarts + 2));
+    assert!(d.events().iter().any(|e| e["kind"] == "crash-loop"));
+    // The sibling is unaffected.
+    assert_eq!(d.instance("echo-0")["state"], "running");
+    assert_eq!(d.instance("echo-0")["restarts"], 0);
+}

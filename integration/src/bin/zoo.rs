@@ -2,7 +2,8 @@
 //! containing each misbehaviour. Flags change how it presents itself:
 //! `--name NAME` (declared name), `--protocol N` (offered protocol),
 //! `--hang` (never answers), `--exit CODE` (dies before serving),
-//! `--init-fail MSG` (refuses its config), `--version V`.
+//! `--die-after-ms MS` (serves, then exits with 3), `--init-fail MSG`
+//! (refuses its config), `--version V`.
 
 use std::time::Duration;
 
@@ -245,6 +246,14 @@ fn main() {
                 std::thread::sleep(Duration::from_secs(3600));
             },
             "--exit" => std::process::exit(args.next().and_then(|v| v.parse().ok()).unwrap_or(3)),
+            "--die-after-ms" => {
+                // Serves, then crashes: a plugin in a crash loop.
+                let ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(200);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    std::process::exit(3);
+                });
+            }
             other => {
                 eprintln!("zoo: unknown flag {other}");
                 std::process::exit(2);
