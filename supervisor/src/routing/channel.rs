@@ -42,13 +42,13 @@ impl Service<http::Request<Body>> for PluginService {
             return Box::pin(async move { Ok(tonic::Status::unavailable(msg).into_http()) });
         };
         let mut channel = live.channel.clone();
-        let name = self.plugin.name.clone();
+        let plugin = self.plugin.clone();
         Box::pin(async move {
             match channel.call(req).await {
                 Ok(resp) => Ok(resp.map(Body::new)),
                 Err(e) => Ok(tonic::Status::unavailable(format!(
-                    "plugin {name:?} (pid {}): connection failed: {e}",
-                    live.pid
+                    "plugin {:?} (pid {}): connection failed: {e}",
+                    plugin.name, live.pid
                 ))
                 .into_http()),
             }
