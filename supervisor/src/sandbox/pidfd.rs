@@ -66,13 +66,14 @@ impl fmt::Display for ExitStatus {
 /// Opens a pidfd for our own unreaped child (its pid cannot be reused
 /// before we reap it, so there is no race).
 pub fn open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
+    // SAFETY: pidfd_open takes a pid and flags (0) and touches no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel just returned this descriptor to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let fd = libc::c_int::try_from(ret).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: a successful pidfd_open returns a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Sends `sig` to the process behind `pidfd`; a process that already
@@ -122,5 +123,20 @@ pub async fn wait(pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {
             return Ok(status);
         }
         guard.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pidfd_of_self_and_of_nothing() {
+        let me = libc::pid_t::try_from(std::process::id()).unwrap();
+        match open(me) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSYS), "{e}"),
+        }
+        assert!(open(-1).is_err());
     }
 }

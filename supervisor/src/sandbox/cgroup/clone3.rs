@@ -112,19 +112,8 @@ pub unsafe fn fork_with_pidfd() -> io::Result<Forked> {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         // The child is ours and unreaped, so the pid cannot have been reused yet.
-        pid => Ok(Forked::Parent { pid, pidfd: pidfd_open(pid).ok() }),
+        pid => Ok(Forked::Parent { pid, pidfd: crate::sandbox::pidfd::open(pid).ok() }),
     }
-}
-
-pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags (0) and touches no memory of ours.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = libc::c_int::try_from(ret).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: a successful pidfd_open returns a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -143,15 +132,5 @@ mod tests {
         }
         assert!(!is_unsupported(&io::Error::from_raw_os_error(libc::EBUSY)));
         assert!(!is_unsupported(&io::Error::from_raw_os_error(libc::EACCES)));
-    }
-
-    #[test]
-    fn pidfd_of_self_and_of_nothing() {
-        let me = libc::pid_t::try_from(std::process::id()).unwrap();
-        match pidfd_open(me) {
-            Ok(_) => {}
-            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSYS), "{e}"),
-        }
-        assert!(pidfd_open(-1).is_err());
     }
 }

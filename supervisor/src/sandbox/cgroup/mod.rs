@@ -57,7 +57,7 @@ mod tests_instance;
 #[cfg(test)]
 mod tests_subtree;
 
-pub use clone3::{Forked, clone_into_cgroup, fork_with_pidfd, is_unsupported as clone3_unsupported, pidfd_open};
+pub use clone3::{Forked, clone_into_cgroup, fork_with_pidfd, is_unsupported as clone3_unsupported};
 pub use controller::{Controller, Version};
 pub use error::{CgroupError, Result};
 pub use fs::CgroupFs;
