@@ -52,7 +52,15 @@ impl Host for HostService {
             let r = record?;
             received += 1;
             if r.dropped_before > 0 {
-                self.logs.note_plugin_drops(r.dropped_before);
+                // The SDK drops rather than blocks; say so where the gap is.
+                self.logs.push(LogLine {
+                    unix_nanos: r.unix_nanos,
+                    instance: self.instance.clone(),
+                    stream: "sdk".into(),
+                    level: "warn".into(),
+                    text: format!("[{} log records dropped by the plugin: its buffer was full]", r.dropped_before),
+                    fields: Default::default(),
+                });
             }
             let mut fields: std::collections::HashMap<String, String> =
                 r.fields.into_iter().take(MAX_FIELDS).map(|(k, v)| (cut(k), cut(v))).collect();

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod events;
 pub mod logs;
+mod ring;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
