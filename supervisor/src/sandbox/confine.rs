@@ -82,17 +82,7 @@ impl Sandbox {
     /// Takes the subtree down (moving the supervisor back where it started).
     pub async fn teardown(&self) {
         let deadline = tokio::time::Instant::now() + STALE_WAIT;
-        loop {
-            let done = match self.cgroups.lock() {
-                Ok(mut guard) => match guard.as_mut() {
-                    Ok(tree) => !matches!(tree.teardown(), Ok(Removal::Pending { .. })),
-                    Err(_) => true,
-                },
-                Err(_) => true,
-            };
-            if done || tokio::time::Instant::now() > deadline {
-                return;
-            }
+        while !self.teardown_step() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -102,18 +92,19 @@ impl Sandbox {
     /// removes the subtree, waiting at most `limit`.
     pub fn teardown_blocking(&self, limit: std::time::Duration) {
         let deadline = std::time::Instant::now() + limit;
-        loop {
-            let done = match self.cgroups.lock() {
-                Ok(mut guard) => match guard.as_mut() {
-                    Ok(tree) => !matches!(tree.teardown(), Ok(Removal::Pending { .. })),
-                    Err(_) => true,
-                },
-                Err(_) => true,
-            };
-            if done || std::time::Instant::now() > deadline {
-                return;
-            }
+        while !self.teardown_step() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// One pass of the subtree's teardown; true once nothing is pending.
+    fn teardown_step(&self) -> bool {
+        match self.cgroups.lock() {
+            Ok(mut guard) => match guard.as_mut() {
+                Ok(tree) => !matches!(tree.teardown(), Ok(Removal::Pending { .. })),
+                Err(_) => true,
+            },
+            Err(_) => true,
         }
     }
 
