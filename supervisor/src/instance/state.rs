@@ -32,11 +32,6 @@ impl State {
             State::Failed => "failed",
         }
     }
-
-    /// No process of this instance exists in this state.
-    pub fn is_down(self) -> bool {
-        matches!(self, State::Backoff | State::Stopped | State::Failed)
-    }
 }
 
 impl fmt::Display for State {

@@ -74,11 +74,6 @@ impl Sandbox {
         self.tiers.as_ref()?.get(name)
     }
 
-    /// The cgroup layout in use, for status and doctor.
-    pub fn layout(&self) -> Option<Layout> {
-        self.cgroups.lock().ok()?.as_ref().ok().map(|s| s.layout().clone())
-    }
-
     /// Takes the subtree down (moving the supervisor back where it started).
     pub async fn teardown(&self) {
         let deadline = tokio::time::Instant::now() + STALE_WAIT;

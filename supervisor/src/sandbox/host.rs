@@ -26,13 +26,6 @@ pub fn seccomp_available() -> bool {
     unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 }
 }
 
-/// Whether this process runs under a seccomp filter itself (then the
-/// plugins' filters stack on it).
-pub fn under_seccomp() -> bool {
-    // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) == 2 }
-}
-
 /// Whether `pidfd_open` works.
 pub fn pidfd_available() -> bool {
     // SAFETY: getpid has no preconditions.
