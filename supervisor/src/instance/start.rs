@@ -170,8 +170,7 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
     running.tasks.push(tokio::spawn(async move {
         let _ = conn.await;
     }));
-    let greeted =
-        greet(&spec, &inst.id, channel.clone(), running.exit.clone(), shared, signed_version.as_deref()).await;
+    let greeted = greet(&spec, &inst.id, channel.clone(), &running, shared, signed_version.as_deref()).await;
     match greeted {
         Ok(accepted) => {
             running.channel = Some(channel);
@@ -179,19 +178,8 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
             Ok(running)
         }
         Err(e) => {
-            // Say why the process died when that is the cause (a seccomp
-            // kill during start, say), then make sure it is gone.
             running.kill();
-            let status = tokio::time::timeout(Duration::from_secs(5), running.exited()).await.ok();
-            let e = match (e, status) {
-                // A known cause (a seccomp kill, an OOM kill) replaces the guess.
-                (StartError::Refused(r), Some(st))
-                    if r.contains("before answering") && running.reason(st) != st.to_string() =>
-                {
-                    StartError::Refused(format!("{} during start-up", running.reason(st)))
-                }
-                (e, _) => e,
-            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), running.exited()).await;
             running.clean_up().await;
             Err(e)
         }
@@ -239,10 +227,11 @@ async fn greet(
     spec: &PluginSpec,
     instance: &str,
     channel: H2Channel,
-    mut exit: watch::Receiver<Option<ExitStatus>>,
+    running: &Running,
     shared: &Shared,
     signed_version: Option<&str>,
 ) -> Result<Accepted, StartError> {
+    let mut exit = running.exit.clone();
     let mut client = PluginLifecycleClient::new(channel);
     let timeout = spec.handshake_timeout;
     let req = HandshakeRequest {
@@ -251,9 +240,14 @@ async fn greet(
         expected_name: spec.name.clone(),
         instance: instance.to_owned(),
     };
+    // A known cause (a seccomp kill, an OOM kill) is named; otherwise the
+    // likely one is guessed.
     let died = |status: Option<ExitStatus>, phase: &str| {
-        let status = status.map_or_else(|| "ended".to_owned(), |s| s.to_string());
-        StartError::Refused(format!("{status} before answering the {phase}: not a plugin, or it crashed at start"))
+        StartError::Refused(match status {
+            Some(st) if running.reason(st) != st.to_string() => format!("{} during start-up", running.reason(st)),
+            Some(st) => format!("{st} before answering the {phase}: not a plugin, or it crashed at start"),
+            None => format!("ended before answering the {phase}: not a plugin, or it crashed at start"),
+        })
     };
     let mut exit_after_error = exit.clone();
     let resp = tokio::select! {
