@@ -34,18 +34,26 @@ impl Daemon {
         let config_path = dir.path().join("supervisor.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.path().join("daemon.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut d = Self { child: None, dir, runtime, config: config_path, log };
+        d.launch();
+        d
+    }
+
+    /// Runs `plugin-supervisor` on this config and runtime directory,
+    /// appending its log to `daemon.log`.
+    fn launch(&mut self) {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let child = Command::new(bins::supervisor())
             .arg("--config")
-            .arg(&config_path)
+            .arg(&self.config)
             .arg("--runtime-dir")
-            .arg(&runtime)
+            .arg(&self.runtime)
             .env("PLUGIN_SUPERVISOR_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("spawn plugin-supervisor");
-        Self { child: Some(child), dir, runtime, config: config_path, log }
+        self.child = Some(child);
     }
 
     pub fn control(&self) -> PathBuf {
@@ -219,17 +227,7 @@ impl Daemon {
     /// (SIGKILL): the new one must clean up what the dead one left.
     pub fn restart_after_crash(&mut self) {
         assert!(self.child.is_none(), "the daemon is still running");
-        let log_file = std::fs::OpenOptions::new().append(true).open(&self.log).expect("log file");
-        let child = Command::new(bins::supervisor())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--runtime-dir")
-            .arg(&self.runtime)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn plugin-supervisor");
-        self.child = Some(child);
+        self.launch();
         self.wait_control(Duration::from_secs(30));
     }
 

@@ -147,10 +147,7 @@ impl Supervisor {
     /// Starts a plugin's instances (again, after a failure) and waits up to
     /// `timeout` for them to run; returns the state they reached.
     pub async fn start_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
-        let p = self.plugin(name)?;
-        let g = p.set_desired(true, false);
-        p.wait_for(g, &[State::Running, State::Failed, State::Backoff], timeout).await;
-        Ok(p.describe_state())
+        self.run_plugin(name, false, timeout).await
     }
 
     /// Stops a plugin's instances, draining them, and waits until they are down.
@@ -171,14 +168,16 @@ impl Supervisor {
 
     /// Stops and starts a plugin's instances.
     pub async fn restart_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
+        self.run_plugin(name, true, timeout).await
+    }
+
+    /// Starts (or restarts) a plugin's instances and waits for them to run,
+    /// fail or back off; a restart also gets the time to drain.
+    async fn run_plugin(&self, name: &str, restart: bool, timeout: Duration) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
-        let g = p.set_desired(true, true);
-        p.wait_for(
-            g,
-            &[State::Running, State::Failed, State::Backoff],
-            p.spec.load().stop_timeout.saturating_add(timeout),
-        )
-        .await;
+        let g = p.set_desired(true, restart);
+        let wait = if restart { p.spec.load().stop_timeout.saturating_add(timeout) } else { timeout };
+        p.wait_for(g, &[State::Running, State::Failed, State::Backoff], wait).await;
         Ok(p.describe_state())
     }
 
