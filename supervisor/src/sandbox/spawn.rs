@@ -487,9 +487,13 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             check!(Step::Rlimit, libc::setrlimit(res, &lim));
         }
         if let Some((uid, gid)) = r.creds {
-            check!(Step::DropGroups, libc::setgroups(0, std::ptr::null()));
-            check!(Step::Setgid, libc::setresgid(gid, gid, gid));
-            check!(Step::Setuid, libc::setresuid(uid, uid, uid));
+            // Raw syscalls, not glibc's wrappers: those broadcast the change
+            // to every thread glibc believes the process has (the parent's,
+            // gone in this child), under a lock another parent thread may
+            // have held at the clone, which would hang the child forever.
+            check!(Step::DropGroups, libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) as c_int);
+            check!(Step::Setgid, libc::syscall(libc::SYS_setresgid, gid, gid, gid) as c_int);
+            check!(Step::Setuid, libc::syscall(libc::SYS_setresuid, uid, uid, uid) as c_int);
         }
         if r.no_new_privs {
             check!(Step::NoNewPrivs, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));

@@ -2,8 +2,17 @@
 //! parent, so the child between fork and exec allocates nothing and resolves no path.
 //!
 //! The v2 leaf is joined by `clone3(CLONE_INTO_CGROUP)` with the leaf's directory fd; each v1
-//! leaf (and, on the fork fallback, the v2 leaf) by the child writing "0" (itself) into a
-//! pre-opened `cgroup.procs` fd. All fds are close-on-exec: the plugin never sees them.
+//! leaf by the child writing "0" (itself) into a pre-opened `tasks` fd, and on the fork
+//! fallback the v2 leaf through `cgroup.procs`. All fds are close-on-exec: the plugin never
+//! sees them.
+//!
+//! Why `tasks` and not `cgroup.procs` on v1: a `cgroup.procs` write takes the global
+//! `cgroup_threadgroup_rwsem` for writing, a per-cpu rwsem whose write side waits out an RCU
+//! grace period when it has been idle, which measured 0.5–10 ms per spawn on the hybrid host.
+//! Writing "0" to `tasks` moves only the calling thread, which the kernel does without that
+//! lock (`cgroup_procs_write_start`: the lock is taken for `pid || threadgroup`), in about
+//! 14 µs. The child between clone and exec has exactly one thread, so moving that thread
+//! moves the whole process.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -18,7 +27,7 @@ use super::paths::CgroupSet;
 pub struct JoinFds {
     unified_dir: Option<OwnedFd>,
     unified_procs: Option<OwnedFd>,
-    v1_procs: Vec<OwnedFd>,
+    v1_tasks: Vec<OwnedFd>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,14 +84,13 @@ fn write_zero(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 impl JoinFds {
     pub(crate) fn open(fs: &dyn CgroupFs, leaf: &CgroupSet) -> Result<JoinFds> {
-        let mut out = JoinFds { unified_dir: None, unified_procs: None, v1_procs: Vec::new() };
+        let mut out = JoinFds { unified_dir: None, unified_procs: None, v1_tasks: Vec::new() };
         for (id, dir) in leaf.dirs() {
-            let procs = fs::open_write(fs, dir, "cgroup.procs")?;
             if id == HierarchyId::Unified {
+                out.unified_procs = Some(fs::open_write(fs, dir, "cgroup.procs")?);
                 out.unified_dir = Some(fs::open_dir(fs, dir)?);
-                out.unified_procs = Some(procs);
             } else {
-                out.v1_procs.push(procs);
+                out.v1_tasks.push(fs::open_write(fs, dir, "tasks")?);
             }
         }
         Ok(out)
@@ -136,7 +144,7 @@ impl JoinFds {
     /// Writes the calling process into every leaf it is not in yet. Async-signal-safe: only
     /// write(2) on pre-opened fds; errors carry the raw errno and allocate nothing.
     pub fn join_in_child(&self, token: ChildJoin) -> io::Result<()> {
-        for fd in &self.v1_procs {
+        for fd in &self.v1_tasks {
             write_zero(fd.as_fd())?;
         }
         if !token.in_unified
@@ -157,7 +165,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn opens_dir_and_procs_of_every_leaf() {
+    fn opens_the_v2_dir_and_procs_and_each_v1_tasks_file() {
         let (fs, layout) = test_hosts::hybrid();
         fs.add_cgroup("/sys/fs/cgroup/unified/s/plugins/p/i");
         fs.add_cgroup("/sys/fs/cgroup/memory/process_api/h/s/plugins/p/i");
@@ -167,14 +175,14 @@ mod tests {
         let leaf = root.child("plugins").child("p").child("i");
         let j = JoinFds::open(&*fs, &leaf).unwrap();
         assert!(j.cgroup_dir().is_some());
-        assert_eq!(j.v1_procs.len(), 3);
+        assert_eq!(j.v1_tasks.len(), 3);
         let opened: Vec<FakeOp> = fs.ops();
         assert!(opened.contains(&FakeOp::OpenDir("/sys/fs/cgroup/unified/s/plugins/p/i".into())));
         for p in [
             "/sys/fs/cgroup/unified/s/plugins/p/i/cgroup.procs",
-            "/sys/fs/cgroup/memory/process_api/h/s/plugins/p/i/cgroup.procs",
-            "/sys/fs/cgroup/cpu/s/plugins/p/i/cgroup.procs",
-            "/sys/fs/cgroup/pids/s/plugins/p/i/cgroup.procs",
+            "/sys/fs/cgroup/memory/process_api/h/s/plugins/p/i/tasks",
+            "/sys/fs/cgroup/cpu/s/plugins/p/i/tasks",
+            "/sys/fs/cgroup/pids/s/plugins/p/i/tasks",
         ] {
             assert!(opened.contains(&FakeOp::OpenWrite(p.into())), "{p}");
         }
@@ -193,7 +201,7 @@ mod tests {
 
     #[test]
     fn child_join_writes_to_each_fd() {
-        // Real pipes stand in for cgroup.procs so the bytes can be checked.
+        // Real pipes stand in for cgroup.procs and tasks so the bytes can be checked.
         let mut fds = [0; 2];
         let mut pipes = Vec::new();
         for _ in 0..3 {
@@ -210,7 +218,7 @@ mod tests {
         let (r_u, w_u) = pipes.remove(0);
         let (r_a, w_a) = pipes.remove(0);
         let (r_b, w_b) = pipes.remove(0);
-        let j = JoinFds { unified_dir: None, unified_procs: Some(w_u), v1_procs: vec![w_a, w_b] };
+        let j = JoinFds { unified_dir: None, unified_procs: Some(w_u), v1_tasks: vec![w_a, w_b] };
         j.join_in_child(ChildJoin { in_unified: true }).unwrap();
         j.join_in_child(ChildJoin { in_unified: false }).unwrap();
         let read = |fd: &OwnedFd| {

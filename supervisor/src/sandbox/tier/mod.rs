@@ -3,8 +3,9 @@
 //!
 //! A tier is a TOML file (`<TIER>.toml`) naming a seccompiler JSON allowlist
 //! (`<TIER>.seccomp.json`); `policies/README.md` describes both. Loading
-//! compiles each allowlist with seccompiler and rewrites "no rule matched"
-//! into a user notification, so the supervisor can name the call before it
+//! compiles each allowlist with seccompiler, lays the syscalls out as a
+//! search tree over their numbers, and rewrites "no rule matched" into a
+//! user notification, so the supervisor can name the call before it
 //! kills the instance or fails the call, as the policy's `mismatch_action`
 //! says. Tiers that declare `tighter_than` are proven tighter by running
 //! both programs in a BPF simulator on every call that can tell them apart.
@@ -14,6 +15,7 @@
 mod arch;
 mod compile;
 mod definition;
+mod dispatch;
 mod error;
 mod file;
 mod filter;

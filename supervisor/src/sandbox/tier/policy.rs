@@ -152,10 +152,24 @@ impl SeccompPolicy {
     /// The policy as JSON with its mismatch action replaced by `action`
     /// (in seccompiler's spelling), for compiling.
     pub(super) fn json_with_mismatch(&self, action: Value) -> Vec<u8> {
+        self.json_of_rules(|_| true, action)
+    }
+
+    /// The policy as JSON with its mismatch action replaced by `action` and
+    /// only the rules whose numbers `keep` accepts, for compiling one
+    /// syscall's rules.
+    pub(super) fn json_of_rules(&self, keep: impl Fn(usize) -> bool, action: Value) -> Vec<u8> {
         let mut document = self.document.clone();
         if let Some(filter) = document.get_mut(&self.filter_name).and_then(Value::as_object_mut) {
             filter.remove("default_action");
             filter.insert("mismatch_action".to_owned(), action);
+            if let Some(Value::Array(rules)) = filter.get_mut("filter") {
+                let mut number = 0;
+                rules.retain(|_| {
+                    number += 1;
+                    keep(number)
+                });
+            }
         }
         // Serialising a Value that came from JSON cannot fail.
         serde_json::to_vec(&document).unwrap_or_default()

@@ -156,6 +156,12 @@ mod op {
 
 /// Runs `program` on `data` and returns its seccomp return value.
 pub fn run(program: &[libc::sock_filter], data: &SeccompData) -> Result<u32, SimError> {
+    run_counted(program, data).map(|(ret, _)| ret)
+}
+
+/// [`run`], also counting the instructions executed: what the kernel pays
+/// per uncached call, and per number when it builds its cache.
+pub fn run_counted(program: &[libc::sock_filter], data: &SeccompData) -> Result<(u32, usize), SimError> {
     const SCRATCH: usize = 16;
     // What BPF_LEN loads: the size of struct seccomp_data.
     const DATA_LEN: u32 = 64;
@@ -163,9 +169,11 @@ pub fn run(program: &[libc::sock_filter], data: &SeccompData) -> Result<u32, Sim
     let mut x: u32 = 0;
     let mut mem = [0u32; SCRATCH];
     let mut pc = 0usize;
+    let mut executed = 0usize;
 
     loop {
         let insn = program.get(pc).ok_or(SimError::FellOffEnd)?;
+        executed += 1;
         let (code, k) = (insn.code, insn.k);
         let unsupported = SimError::Unsupported { pc, code };
         let slot = || usize::try_from(k).ok().filter(|&s| s < SCRATCH).ok_or(SimError::BadScratch { pc });
@@ -185,15 +193,15 @@ pub fn run(program: &[libc::sock_filter], data: &SeccompData) -> Result<u32, Sim
             op::TXA => a = x,
             op::NEG => a = a.wrapping_neg(),
             op::JA => next = jump(pc, next, k as usize, program.len())?,
-            op::RET_K => return Ok(k),
-            op::RET_A => return Ok(a),
+            op::RET_K => return Ok((k, executed)),
+            op::RET_A => return Ok((a, executed)),
             _ if code & op::CLASS == op::ALU => {
                 a = match code & op::OP {
                     op::ADD => a.wrapping_add(operand),
                     op::SUB => a.wrapping_sub(operand),
                     op::MUL => a.wrapping_mul(operand),
                     // The kernel ends the program with 0 on division by 0.
-                    op::DIV if operand == 0 => return Ok(0),
+                    op::DIV if operand == 0 => return Ok((0, executed)),
                     op::DIV => a / operand,
                     op::OR => a | operand,
                     op::AND => a & operand,
