@@ -73,16 +73,34 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>) -> anyhow::Result
         .await
         .with_context(|| format!("binding {}", gateway_path.display()))?;
 
+    let metrics = match config.supervisor.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics_listen {addr} (the [supervisor] section)"))?,
+        ),
+        None => None,
+    };
+
     let allowed = config.supervisor.control_allowed_uids.clone();
     let sup = Arc::new(Supervisor::start(config).await?);
     let control_task = tokio::spawn(crate::control::serve(control, sup.clone(), allowed));
     let gateway_task = tokio::spawn(crate::routing::gateway::serve(gateway, sup.gateway()));
+    let metrics_task = metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics on /metrics");
+        }
+        tokio::spawn(crate::observe::scrape::serve(listener, sup.clone()))
+    });
     tracing::info!(control = %control_path.display(), gateway = %gateway_path.display(), "supervisor ready");
 
     let sig = crate::sandbox::pidfd::signal_name(signals.recv().await?);
     tracing::info!(signal = %sig, "stopping every plugin");
     control_task.abort();
     gateway_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tokio::select! {
         () = sup.shutdown() => {}
         _ = signals.recv() => tracing::warn!("second signal: killing plugins without waiting"),

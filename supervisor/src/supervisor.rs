@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::instance::state::State;
 use crate::instance::{self, Plugin};
 use crate::observe::events::EventBus;
+use crate::observe::metrics::Metrics;
 use crate::routing::gateway::Gateway;
 use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
@@ -24,6 +25,7 @@ use crate::state::StateStore;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub events: EventBus,
+    pub metrics: Arc<Metrics>,
     pub spawner: Spawner,
     pub routes: Arc<RouteTable>,
     pub shutdown: watch::Sender<bool>,
@@ -68,8 +70,10 @@ impl Supervisor {
                 .map_err(|e| SupervisorError::Spawner(std::io::Error::other(e.to_string())))?
         };
         let state = StateStore::open(&config.resolve(&config.supervisor.state_dir))?;
+        let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
-            events: EventBus::new(config.supervisor.event_history),
+            events: EventBus::new(config.supervisor.event_history, metrics.clone()),
+            metrics,
             spawner: Spawner::start().map_err(SupervisorError::Spawner)?,
             routes: Arc::new(RouteTable::default()),
             shutdown: watch::channel(false).0,
@@ -89,7 +93,7 @@ impl Supervisor {
             }
         }
         tasks.push(tokio::spawn(crate::sampler::run(plugins.clone(), shared.clone())));
-        let gateway = Gateway::new(shared.routes.clone(), &plugins);
+        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics);
         Ok(Self {
             shared,
             config,
@@ -114,7 +118,7 @@ impl Supervisor {
     /// A channel to `plugin` in this process: no gateway hop, the same
     /// routing layers (deadline, balancing over replicas) as the gateway.
     pub fn channel(&self, plugin: &str) -> Result<Channel, SupervisorError> {
-        Ok(channel::stack(self.plugin(plugin)?.clone()))
+        Ok(channel::stack(self.plugin(plugin)?.clone(), self.shared.metrics.clone()))
     }
 
     /// The service the gateway socket serves, routing by gRPC service name.
@@ -124,6 +128,13 @@ impl Supervisor {
 
     pub fn events(&self) -> &EventBus {
         &self.shared.events
+    }
+
+    /// Calls, events and every instance's state and usage, as OpenMetrics
+    /// text for Prometheus.
+    pub fn metrics_text(&self) -> String {
+        let rows = crate::control::status_rows(self, "").unwrap_or_default();
+        self.shared.metrics.render(&rows)
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

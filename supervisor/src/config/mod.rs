@@ -54,6 +54,10 @@ pub struct SupervisorSection {
     /// Uids allowed on the control socket besides root and the supervisor's own.
     #[serde(default)]
     pub control_allowed_uids: Vec<u32>,
+    /// Where Prometheus scrapes `GET /metrics` (e.g. "127.0.0.1:9464");
+    /// unset, metrics are only on the control socket (`supervisorctl metrics`).
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Lines of stdout, stderr and SDK logs kept per plugin for `tail`.
     #[serde(default = "default_log_lines")]
     pub log_lines: usize,
@@ -90,6 +94,7 @@ impl Default for SupervisorSection {
             control_socket_mode: default_control_mode(),
             gateway_socket_mode: default_gateway_mode(),
             control_allowed_uids: Vec::new(),
+            metrics_listen: None,
             log_lines: default_log_lines(),
             event_history: default_event_history(),
             defaults: PluginDefaults::default(),

@@ -318,6 +318,16 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_metrics_address_names_the_key() {
+        let err = parse("[supervisor]\nmetrics_listen = \"localhost\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/ps/test.toml:2: supervisor.metrics_listen:"), "{text}");
+        assert!(text.contains("socket address"), "{text}");
+        let ok = parse("[supervisor]\nmetrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(ok.supervisor.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
     fn bad_unit_is_reported_with_the_expected_form() {
         let err = parse("[supervisor.defaults]\ncall_timeout = \"soon\"\n").unwrap_err();
         let text = err.to_string();

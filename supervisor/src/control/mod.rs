@@ -1,6 +1,6 @@
 //! The control API on `control.sock`, which `supervisorctl` speaks: status,
-//! lifecycle commands, log tail, events and JSON calls. Only root, the
-//! supervisor's own uid and configured uids may connect.
+//! lifecycle commands, log tail, events, JSON calls, quotas and metrics.
+//! Only root, the supervisor's own uid and configured uids may connect.
 
 pub mod call;
 
@@ -11,8 +11,9 @@ use std::time::Duration;
 use futures_util::Stream;
 use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, PluginRef, Quota,
-    QuotaRequest, QuotaResponse, ResourceUsage, StatusRequest, StatusResponse, TailRequest,
+    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, MetricsRequest,
+    MetricsResponse, PluginRef, Quota, QuotaRequest, QuotaResponse, ResourceUsage, StatusRequest, StatusResponse,
+    TailRequest,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
@@ -197,6 +198,10 @@ impl Control for ControlService {
         };
         let json = call::call_json(&self.sup, &req.plugin, &req.method, &req.json, timeout).await?;
         Ok(Response::new(CallResponse { json }))
+    }
+
+    async fn metrics(&self, _req: Request<MetricsRequest>) -> Result<Response<MetricsResponse>, Status> {
+        Ok(Response::new(MetricsResponse { text: self.sup.metrics_text() }))
     }
 }
 

@@ -2,22 +2,26 @@
 //! a bounded history for `supervisorctl events` and a broadcast for
 //! followers; a slow follower misses events instead of slowing anyone.
 
+use std::sync::Arc;
+
 use plugin_proto::control::v1::Event;
 use tokio::sync::broadcast;
 
+use super::metrics::Metrics;
 use super::ring::Ring;
 
 #[derive(Debug)]
 pub struct EventBus {
     ring: Ring<Event>,
+    metrics: Arc<Metrics>,
 }
 
 impl EventBus {
-    pub fn new(capacity: usize) -> Self {
-        Self { ring: Ring::new(capacity) }
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        Self { ring: Ring::new(capacity), metrics }
     }
 
-    /// Records an event and logs it.
+    /// Records an event, counts it and logs it.
     pub fn emit(
         &self,
         plugin: &str,
@@ -28,6 +32,7 @@ impl EventBus {
     ) {
         let message = message.into();
         tracing::info!(plugin, instance, kind, "{message}");
+        self.metrics.record_event(plugin, kind);
         self.ring.push(Event {
             unix_nanos: super::unix_nanos(),
             plugin: plugin.to_owned(),

@@ -1,10 +1,13 @@
 //! What the supervisor tells operators: lifecycle events and each plugin's
-//! captured output, held in bounded buffers that drop rather than wait.
+//! captured output, held in bounded buffers that drop rather than wait, and
+//! metrics for Prometheus.
 
 pub mod capture;
 pub mod events;
 pub mod logs;
+pub mod metrics;
 mod ring;
+pub mod scrape;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -14,7 +14,9 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
 use super::deadline::DeadlineLayer;
+use super::record::RecordLayer;
 use crate::instance::Plugin;
+use crate::observe::metrics::Metrics;
 
 /// A cloneable channel to a plugin, usable with any tonic-generated client:
 /// `EchoClient::new(supervisor.channel("echo")?)`.
@@ -56,9 +58,14 @@ impl Service<http::Request<Body>> for PluginService {
     }
 }
 
-/// The routing stack for one plugin.
-pub fn stack(plugin: Arc<Plugin>) -> Channel {
+/// The routing stack for one plugin, outermost first: record the call's
+/// outcome (as the caller sees it, deadline included), hold it to its
+/// deadline, send it to a ready instance.
+pub fn stack(plugin: Arc<Plugin>, metrics: Arc<Metrics>) -> Channel {
     let limit = plugin.spec.load().call_timeout;
-    let svc = ServiceBuilder::new().layer(DeadlineLayer { limit }).service(PluginService { plugin });
+    let svc = ServiceBuilder::new()
+        .layer(RecordLayer { calls: Arc::new(metrics.plugin_calls(&plugin.name)) })
+        .layer(DeadlineLayer { limit })
+        .service(PluginService { plugin });
     BoxCloneSyncService::new(svc)
 }

@@ -15,6 +15,7 @@ use tower::Service;
 use super::channel::{Channel, stack};
 use super::table::RouteTable;
 use crate::instance::Plugin;
+use crate::observe::metrics::Metrics;
 
 /// Routes a request to the plugin serving its service.
 #[derive(Clone)]
@@ -24,8 +25,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(routes: Arc<RouteTable>, plugins: &[Arc<Plugin>]) -> Self {
-        let channels = plugins.iter().map(|p| (p.name.clone(), stack(p.clone()))).collect();
+    pub fn new(routes: Arc<RouteTable>, plugins: &[Arc<Plugin>], metrics: &Arc<Metrics>) -> Self {
+        let channels = plugins.iter().map(|p| (p.name.clone(), stack(p.clone(), metrics.clone()))).collect();
         Self { routes, channels: Arc::new(RwLock::new(channels)) }
     }
 

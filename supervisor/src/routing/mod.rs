@@ -1,11 +1,12 @@
 //! Getting a call to a plugin: the service-name table, the per-plugin
-//! channel that balances over ready instances, the deadline layer, and the
-//! gateway that host applications connect to. The gateway and the embedded
-//! library use the same stack.
+//! channel that balances over ready instances, the deadline and recording
+//! layers, and the gateway that host applications connect to. The gateway
+//! and the embedded library use the same stack.
 
 pub mod channel;
 pub mod deadline;
 pub mod gateway;
+pub mod record;
 pub mod table;
 
 pub use channel::Channel;

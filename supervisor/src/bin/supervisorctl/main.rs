@@ -107,6 +107,9 @@ enum Remote {
         #[arg(long)]
         pids: Option<String>,
     },
+    /// Prints calls, events and every instance's state and resource use
+    /// as OpenMetrics text (what Prometheus scrapes from metrics_listen).
+    Metrics,
     /// Calls a plugin method with a JSON request and prints the JSON response.
     Call {
         name: String,
@@ -167,5 +170,6 @@ async fn run(socket: PathBuf, command: Remote) -> Result<ExitCode, String> {
         Remote::Quota { name, memory, memory_high, cpu, pids } => {
             output::quota(&mut c, name, [memory, memory_high, cpu, pids]).await
         }
+        Remote::Metrics => output::metrics(&mut c).await,
     }
 }

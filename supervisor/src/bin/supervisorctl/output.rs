@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, Event, EventsRequest, InstanceStatus, LogLine, Quota, QuotaRequest, StatusRequest,
-    TailRequest,
+    ActionResponse, CallRequest, Event, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
+    StatusRequest, TailRequest,
 };
 use serde_json::json;
 use tokio_stream::StreamExt;
@@ -209,5 +209,11 @@ pub async fn quota(c: &mut Client, name: String, values: [Option<String>; 4]) ->
         show(&q.cpu),
         show(&q.pids_max)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn metrics(c: &mut Client) -> Result<ExitCode, String> {
+    let text = c.metrics(MetricsRequest {}).await.map_err(|s| reason(&s))?.into_inner().text;
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,94 @@
+//! Metrics as operators scrape them: calls by plugin and gRPC code with
+//! their latency, lifecycle events, and each instance's state, restarts and
+//! resource use; the same through `supervisorctl metrics` and through
+//! `GET /metrics` on `metrics_listen`.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use plugin_integration::daemon::{config_with, plugin};
+use plugin_integration::pb::echo::EchoRequest;
+use plugin_integration::pb::echo::echo_client::EchoClient;
+use plugin_integration::pb::zoo::SleepRequest;
+use plugin_integration::pb::zoo::zoo_client::ZooClient;
+use plugin_integration::{Daemon, bins, connect};
+
+const UP: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 request, as Prometheus makes it: (status line, headers
+/// and body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the series `name{labels}` in `text`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn calls_events_and_instances_are_scraped_the_same_both_ways() {
+    let port = free_port();
+    let plugins = format!(
+        "{}{}",
+        plugin("zoo", &bins::zoo(), "call_timeout = \"300ms\""),
+        plugin("echo", &bins::example("echo"), ""),
+    );
+    let d = Daemon::start(&config_with(&format!("metrics_listen = \"127.0.0.1:{port}\""), &plugins));
+    d.wait_state("zoo-0", "running", UP);
+    let before = d.wait_state("echo-0", "running", UP);
+
+    let ch = connect(&d.gateway()).await.unwrap();
+    let mut echo = EchoClient::new(ch.clone());
+    for _ in 0..3 {
+        echo.echo(EchoRequest { message: "hi".into() }).await.unwrap();
+    }
+    let err = ZooClient::new(ch).sleep(SleepRequest { ms: 2000 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+    let out = d.ctl(&["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"message":"m"}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // kill -9: one restart and one "exited" event.
+    let old = before["pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) on the pid the supervisor reports for its instance.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    d.wait_for("echo-0", UP, "restarted", |v| {
+        v["state"] == "running" && v["restarts"] == 1 && v["pid"].as_i64() != Some(i64::from(old))
+    });
+    // Usage comes from the 1 s sampler.
+    d.wait_for("zoo-0", UP, "sampled", |v| v["usage"]["memory_current"].as_u64().is_some_and(|m| m > 0));
+
+    let out = d.ctl(&["metrics"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (head, scraped) = http_get(port, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+
+    for text in [String::from_utf8_lossy(&out.stdout).to_string(), scraped] {
+        let v = |series: &str| value(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert_eq!(v(r#"supervisor_calls_total{plugin="echo",code="OK"}"#), 4.0);
+        assert_eq!(v(r#"supervisor_calls_total{plugin="zoo",code="DEADLINE_EXCEEDED"}"#), 1.0);
+        assert_eq!(v(r#"supervisor_call_duration_seconds_count{plugin="echo"}"#), 4.0);
+        assert!(v(r#"supervisor_call_duration_seconds_sum{plugin="zoo"}"#) >= 0.29, "the deadline call took 300 ms");
+        assert_eq!(v(r#"supervisor_events_total{plugin="echo",kind="exited"}"#), 1.0);
+        assert_eq!(v(r#"supervisor_instance_up{plugin="echo",instance="echo-0"}"#), 1.0);
+        assert_eq!(v(r#"supervisor_instance_state{plugin="zoo",instance="zoo-0",state="running"}"#), 1.0);
+        assert_eq!(v(r#"supervisor_instance_restarts_total{plugin="echo",instance="echo-0"}"#), 1.0);
+        assert!(v(r#"supervisor_instance_memory_bytes{plugin="zoo",instance="zoo-0"}"#) > 0.0);
+        assert!(v(r#"supervisor_instance_pids{plugin="zoo",instance="zoo-0"}"#) >= 1.0);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    let (head, _) = http_get(port, "/");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
