@@ -237,6 +237,38 @@ async fn a_plugin_process_shows_its_fences_in_proc() {
     }
 }
 
+/// The namespace `kind` of `pid`, as `/proc/PID/ns/KIND` names it.
+fn namespace(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap().display().to_string()
+}
+
+#[test]
+fn l3_instances_each_get_network_ipc_and_uts_namespaces_of_their_own() {
+    // Restarts too: the second round of instances joins namespaces the
+    // supervisor made ahead of need, which must be as fresh as the first.
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "tier = \"L3\"\nreplicas = 2")));
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            assert!(d.ctl(&["restart", "zoo"]).status.success());
+        }
+        for id in ["zoo-0", "zoo-1"] {
+            let pid = d.wait_for(id, UP, "running anew", |v| {
+                v["state"] == "running" && !seen.iter().any(|(p, _): &(i64, String)| v["pid"].as_i64() == Some(*p))
+            })["pid"]
+                .as_i64()
+                .unwrap();
+            for kind in ["ipc", "uts"] {
+                assert_ne!(namespace(&pid.to_string(), kind), namespace("self", kind), "{id}: {kind}");
+            }
+            let net = namespace(&pid.to_string(), "net");
+            assert_ne!(net, namespace("self", "net"), "{id} shares the supervisor's network namespace");
+            assert!(!seen.iter().any(|(_, n)| *n == net), "{id} (round {round}) shares {net} with another instance");
+            seen.push((pid, net));
+        }
+    }
+}
+
 #[test]
 fn a_live_quota_change_takes_effect_at_once_and_survives_a_supervisor_restart() {
     let plugins = format!(

@@ -195,8 +195,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(part) = o.only.as_deref() {
         let v = match part {
             "spawn" => {
-                let (l1, none) = (spawn_to_ready("L1", starts).await?, spawn_to_ready("none", starts).await?);
-                json!({"L1": l1, "none": none, "sandboxed_over_unsandboxed": f(&l1, "p50_us") / f(&none, "p50_us")})
+                let (l1, l3) = (spawn_to_ready("L1", starts).await?, spawn_to_ready("L3", starts).await?);
+                let none = spawn_to_ready("none", starts).await?;
+                let over = |v: &Value| f(v, "p50_us") / f(&none, "p50_us");
+                json!({"L1": l1, "L3": l3, "none": none, "L1_over_unsandboxed": over(&l1), "L3_over_unsandboxed": over(&l3)})
             }
             "embedded" => embedded(n, total).await?,
             "gateway" => gateway(n, total).await?,

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod confine;
 pub mod host;
 pub mod landlock;
+pub mod netns;
 pub mod notify;
 pub mod pidfd;
 pub mod quota;

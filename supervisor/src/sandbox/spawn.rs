@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::cgroup::{self, ForkMode, JoinFds};
+use super::netns::NetnsPool;
 use super::pidfd;
 
 /// Which side of the fork we are on.
@@ -90,6 +91,7 @@ pub enum Step {
     Setsid,
     ParentDeathSignal,
     ParentGone,
+    JoinNetns,
     JoinCgroup,
     ArrangeFds,
     CloseFds,
@@ -116,6 +118,7 @@ impl Step {
             Setsid,
             ParentDeathSignal,
             ParentGone,
+            JoinNetns,
             JoinCgroup,
             ArrangeFds,
             CloseFds,
@@ -140,6 +143,7 @@ impl Step {
             Step::Setsid => "starting a new session",
             Step::ParentDeathSignal => "setting the parent-death signal",
             Step::ParentGone => "checking the supervisor is alive",
+            Step::JoinNetns => "joining its network namespace",
             Step::JoinCgroup => "joining the instance's cgroups",
             Step::ArrangeFds => "placing descriptors 0-4",
             Step::CloseFds => "closing inherited descriptors",
@@ -187,10 +191,11 @@ impl Spawner {
     pub fn start() -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new().name("plugin-spawner".into()).spawn(move || {
+            let netns = NetnsPool::default();
             while let Ok(job) = rx.recv() {
                 // Nobody waits for this child any more (the start was
                 // abandoned): it must not outlive that.
-                if let Err(Ok(orphan)) = job.reply.send(spawn_now(job.plan)) {
+                if let Err(Ok(orphan)) = job.reply.send(spawn_now(job.plan, &netns)) {
                     let _ = pidfd::send_signal(&orphan.pidfd, libc::SIGKILL);
                     kill_and_reap(orphan.pid);
                 }
@@ -215,6 +220,8 @@ struct Raw<'a> {
     landlock: RawFd,
     argv: *const *const c_char,
     envp: *const *const c_char,
+    /// A network namespace to join (`setns`), or -1.
+    netns: RawFd,
     unshare: c_int,
     rlimits: &'a [Rlimit],
     creds: Option<(libc::uid_t, libc::gid_t)>,
@@ -226,8 +233,14 @@ fn io_err<'a>(plugin: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> 
     move |source| SpawnError::Io { plugin: plugin.to_owned(), what, source }
 }
 
-fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
+fn spawn_now(plan: SpawnPlan, pool: &NetnsPool) -> Result<Spawned, SpawnError> {
     let plugin = plan.plugin.clone();
+    // A network namespace made ahead of time is joined instead of created.
+    let mut namespaces = plan.sandbox.clone_flags;
+    let netns = if namespaces & libc::CLONE_NEWNET != 0 { pool.take() } else { None };
+    if netns.is_some() {
+        namespaces &= !libc::CLONE_NEWNET;
+    }
     let (status_parent, status_child) = seqpacket_pair().map_err(io_err(&plugin, "creating the status socket"))?;
     let argv: Vec<*const c_char> = plan.argv.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
     let envp: Vec<*const c_char> = plan.env.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
@@ -245,7 +258,8 @@ fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         landlock: plan.sandbox.landlock.as_ref().map_or(-1, AsRawFd::as_raw_fd),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
-        unshare: plan.sandbox.clone_flags,
+        netns: netns.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        unshare: namespaces,
         rlimits: &plan.sandbox.rlimits,
         creds: plan.sandbox.creds,
         no_new_privs: plan.sandbox.no_new_privs,
@@ -257,7 +271,7 @@ fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     // which touches nothing but the prepared `raw` data and raw syscalls.
     let forked = unsafe {
         match &plan.sandbox.cgroup {
-            Some(join) => join.spawn_with(ForkMode::Auto, plan.sandbox.clone_flags as u32 as u64).map(|s| match s {
+            Some(join) => join.spawn_with(ForkMode::Auto, namespaces as u32 as u64).map(|s| match s {
                 cgroup::Spawned::Child(token) => Fork::Child(Some(token)),
                 cgroup::Spawned::Parent { pid, pidfd, .. } => Fork::Parent { pid, pidfd },
             }),
@@ -293,6 +307,9 @@ fn spawn_now(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     };
     // The child owns its copies now; ours must not keep its sockets alive.
     drop(status_child);
+    if let Some(fd) = netns {
+        pool.retire(fd);
+    }
     drop(plan);
     let Some(pidfd) = pidfd else {
         kill_and_reap(pid);
@@ -456,6 +473,11 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
         if libc::getppid() != r.parent {
             *libc::__errno_location() = libc::ESRCH;
             fail(status, Step::ParentGone);
+        }
+        // Still root here, as joining needs; the fd is close-on-exec and
+        // closed with the other inherited ones below.
+        if r.netns >= 0 {
+            check!(Step::JoinNetns, libc::setns(r.netns, libc::CLONE_NEWNET));
         }
         // Move every source above the targets first, so no source is
         // clobbered by another's dup2.
