@@ -19,14 +19,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A plain HTTP/1.1 request, as Prometheus makes it: (status line, headers
-/// and body).
+/// A plain HTTP/1.1 request, as Prometheus makes it: (status line and
+/// headers, body); both empty when the server hangs up without answering.
 fn http_get(port: u16, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").is_ok() {
+        // A reset (the request was turned away) leaves what was read.
+        let _ = s.read_to_string(&mut out);
+    }
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     (head.to_owned(), body.to_owned())
 }
@@ -91,4 +93,32 @@ async fn calls_events_and_instances_are_scraped_the_same_both_ways() {
 
     let (head, _) = http_get(port, "/");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[test]
+fn stalled_scrapers_are_limited_and_do_not_block_the_next_ones_for_good() {
+    let port = free_port();
+    let d = Daemon::start(&config_with(
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+        &plugin("echo", &bins::example("echo"), ""),
+    ));
+    d.wait_state("echo-0", "running", UP);
+    // Eight clients connect and send nothing.
+    let stalled: Vec<_> = (0..8).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A ninth is turned away at once rather than queued behind them.
+    let (head, _) = http_get(port, "/metrics");
+    assert!(head.is_empty(), "served beyond the limit: {head}");
+    // Once they go, scrapes are answered again.
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (head, body) = http_get(port, "/metrics");
+        if head.starts_with("HTTP/1.1 200") {
+            assert!(body.contains("supervisor_instance_up{plugin=\"echo\",instance=\"echo-0\"} 1"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "scrapes are still refused: {head:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -3,7 +3,7 @@
 //! happen; and each instance's state and resource use, read from its
 //! status when scraped.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use plugin_proto::control::v1::InstanceStatus;
@@ -32,8 +32,6 @@ pub struct Metrics {
     calls: Family<Labels, Counter>,
     call_seconds: Histograms,
     events: Family<Labels, Counter>,
-    /// Two scrapes at once would interleave their per-scrape families.
-    render: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -42,7 +40,6 @@ impl Default for Metrics {
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(call_buckets),
             events: Family::default(),
-            render: Mutex::new(()),
         }
     }
 }
@@ -93,7 +90,6 @@ impl Metrics {
     /// Everything, as OpenMetrics text, with the instances' gauges taken
     /// from `instances` (the rows `status` shows).
     pub fn render(&self, instances: &[InstanceStatus]) -> String {
-        let _one_at_a_time = self.render.lock().unwrap_or_else(|e| e.into_inner());
         let mut registry = Registry::with_prefix("supervisor");
         registry.register("calls", "Calls to plugins, by plugin and gRPC status code", self.calls.clone());
         registry.register_with_unit(

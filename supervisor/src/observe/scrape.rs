@@ -1,41 +1,72 @@
 //! The Prometheus scrape endpoint: `GET /metrics` over HTTP/1.1 on the
 //! `metrics_listen` address. Nothing else is served there: other paths are
 //! 404 and other methods 405, so the port exposes only what `supervisorctl
-//! metrics` prints.
+//! metrics` prints. Connections are few, short and closed after one answer,
+//! so clients that connect and stall cannot use up the supervisor's
+//! descriptors.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::metrics::CONTENT_TYPE;
 use crate::Supervisor;
 
-/// Answers scrapes on `listener` until the task is dropped.
+/// Scrapers served at once; more are turned away until one finishes.
+const MAX_CONNECTIONS: usize = 8;
+
+/// A scrape must send its request within this, and be answered within
+/// `CONNECTION_LIMIT`; a client that stalls loses its connection.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECTION_LIMIT: Duration = Duration::from_secs(30);
+
+/// Answers scrapes on `listener` until the task is dropped, which also ends
+/// every connection it serves.
 pub async fn serve(listener: tokio::net::TcpListener, sup: Arc<Supervisor>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let sup = sup.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let sup = sup.clone();
-                        async move { Ok::<_, Infallible>(answer(&req, || sup.metrics_text())) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "metrics connection ended with an error");
-                    }
-                });
-            }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics: {MAX_CONNECTIONS} scrapes in progress, turning one away");
+            continue;
+        };
+        let sup = sup.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(move |req| {
+                let sup = sup.clone();
+                async move { Ok::<_, Infallible>(answer(&req, || sup.metrics_text())) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            match tokio::time::timeout(CONNECTION_LIMIT, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection ended with an error"),
+                Err(_) => tracing::debug!("metrics connection closed after {CONNECTION_LIMIT:?}"),
+            }
+        });
     }
 }
 

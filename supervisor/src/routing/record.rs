@@ -1,7 +1,8 @@
 //! The recording layer: each call's plugin, gRPC status code and duration
 //! go to the metrics. The code is read from the response headers of a
 //! trailers-only answer, else from the trailers as they pass; a caller that
-//! goes away first is counted as CANCELLED.
+//! goes away first, before or after the response headers, is counted as
+//! CANCELLED.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,7 +51,9 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let call = Call { calls: self.calls.clone(), start: Instant::now() };
+        // Dropped with this future if the caller hangs up while the plugin
+        // is still working, which records the call as CANCELLED.
+        let mut call = Call { calls: self.calls.clone(), start: Instant::now(), recorded: false };
         let response = self.inner.call(req);
         Box::pin(async move {
             let response = response.await?;
@@ -58,21 +61,32 @@ where
                 call.end(code);
                 return Ok(response);
             }
-            Ok(response.map(|inner| Body::new(RecordedBody { inner, call: Some(call) })))
+            Ok(response.map(|inner| Body::new(RecordedBody { inner, call })))
         })
     }
 }
 
-/// A call not yet recorded.
+/// A call, recorded once: with its code when it ends, as CANCELLED when it
+/// is dropped unfinished.
 #[derive(Debug)]
 struct Call {
     calls: Arc<PluginCalls>,
     start: Instant,
+    recorded: bool,
 }
 
 impl Call {
-    fn end(self, code: tonic::Code) {
-        self.calls.record(code, self.start.elapsed());
+    fn end(&mut self, code: tonic::Code) {
+        if !self.recorded {
+            self.recorded = true;
+            self.calls.record(code, self.start.elapsed());
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.end(tonic::Code::Cancelled);
     }
 }
 
@@ -83,14 +97,12 @@ fn code_in(headers: &HeaderMap) -> Option<tonic::Code> {
 /// The response body, passed through unchanged, watching for the trailers.
 struct RecordedBody {
     inner: Body,
-    call: Option<Call>,
+    call: Call,
 }
 
 impl RecordedBody {
     fn end(&mut self, code: tonic::Code) {
-        if let Some(call) = self.call.take() {
-            call.end(code);
-        }
+        self.call.end(code);
     }
 }
 
@@ -128,11 +140,11 @@ impl http_body::Body for RecordedBody {
 
 impl Drop for RecordedBody {
     fn drop(&mut self) {
-        // Dropped before its trailers: the caller stopped reading, unless
-        // there was nothing more to read (a body that ended without status).
-        let code =
-            if http_body::Body::is_end_stream(&self.inner) { tonic::Code::Unknown } else { tonic::Code::Cancelled };
-        self.end(code);
+        // A body that ended without a status; otherwise `Call`'s own drop
+        // counts the caller that stopped reading as CANCELLED.
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.end(tonic::Code::Unknown);
+        }
     }
 }
 
@@ -200,6 +212,19 @@ mod tests {
         drop(call(&mut svc).await);
         assert!(count(&metrics, "CANCELLED"));
         assert!(!metrics.render(&[]).contains("DEADLINE_EXCEEDED"));
+    }
+
+    #[tokio::test]
+    async fn a_caller_hanging_up_before_the_answer_counts_as_cancelled() {
+        let (layer, metrics) = layer();
+        let never: Inner = BoxCloneSyncService::new(tower::service_fn(|_req: http::Request<Body>| {
+            std::future::pending::<Result<http::Response<Body>, Infallible>>()
+        }));
+        let mut svc = tower::Layer::layer(&layer, never);
+        let pending = svc.ready().await.unwrap().call(http::Request::new(Body::empty()));
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(20), pending).await;
+        assert!(timed_out.is_err(), "the plugin never answers");
+        assert!(count(&metrics, "CANCELLED"));
     }
 
     #[tokio::test]

@@ -114,22 +114,34 @@ const QUIET: Duration = Duration::from_secs(1);
 /// so steady restarts cannot pile them up.
 const MAX_RETIRED: usize = 32;
 
+/// How long the maker waits after a failure it may recover from.
+const RETRY: Duration = Duration::from_secs(5);
+
 fn make_spares(shared: &Shared) {
+    // The thread returns here after making each namespace, so no thread of
+    // the supervisor stays inside one a plugin will be given.
+    let home = match own_netns() {
+        Ok(fd) => fd,
+        Err(e) => return give_up(shared, &e),
+    };
+    let mut failures = 0u32;
     loop {
         let (retired, wanted) = {
             let st = shared.lock();
-            let (mut st, waited) = shared
-                .wake
-                .wait_timeout_while(st, QUIET, |st| !st.closed && st.spare.len() >= SPARES)
-                .unwrap_or_else(|e| e.into_inner());
+            let full = |st: &mut State| !st.closed && st.spare.len() >= SPARES;
+            // Asleep until a spare is taken; with namespaces to let go, at
+            // most until spawning has been quiet for QUIET.
+            let (mut st, quiet) = if st.retired.is_empty() {
+                (shared.wake.wait_while(st, full).unwrap_or_else(|e| e.into_inner()), false)
+            } else {
+                let (st, waited) = shared.wake.wait_timeout_while(st, QUIET, full).unwrap_or_else(|e| e.into_inner());
+                (st, waited.timed_out())
+            };
             if st.closed {
                 return;
             }
-            let retired = if waited.timed_out() || st.retired.len() >= MAX_RETIRED {
-                std::mem::take(&mut st.retired)
-            } else {
-                Vec::new()
-            };
+            let retired =
+                if quiet || st.retired.len() >= MAX_RETIRED { std::mem::take(&mut st.retired) } else { Vec::new() };
             (retired, st.spare.len() < SPARES)
         };
         // Closed without the lock, all at once.
@@ -138,28 +150,55 @@ fn make_spares(shared: &Shared) {
             continue;
         }
         // Made without the lock: a spawn never waits for the kernel here.
-        let made = make_one();
-        let mut st = shared.lock();
-        match made {
-            Ok(fd) => st.spare.push(fd),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot make network namespaces ahead of need; spawns make their own");
-                st.disabled = true;
+        match make_one(&home) {
+            Ok(fd) => {
+                failures = 0;
+                shared.lock().spare.push(fd);
                 shared.wake.notify_all();
-                return;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::EINVAL | libc::ENOSYS)) => {
+                return give_up(shared, &e);
+            }
+            Err(e) => {
+                // Out of namespaces (`user.max_net_namespaces`), memory or
+                // descriptors for now: what the pool holds counts against
+                // those limits, so it goes, and spawns make their own until
+                // a retry succeeds.
+                let held = {
+                    let mut st = shared.lock();
+                    (std::mem::take(&mut st.spare), std::mem::take(&mut st.retired))
+                };
+                drop(held);
+                if failures == 0 {
+                    tracing::warn!(error = %e, retry_in = ?RETRY, "cannot make network namespaces ahead of need");
+                }
+                failures = failures.saturating_add(1);
+                let st = shared.lock();
+                let (st, _) =
+                    shared.wake.wait_timeout_while(st, RETRY, |st| !st.closed).unwrap_or_else(|e| e.into_inner());
+                if st.closed {
+                    return;
+                }
             }
         }
-        shared.wake.notify_all();
     }
 }
 
-/// Moves this thread into a new network namespace and returns a handle to it.
-fn make_one() -> io::Result<OwnedFd> {
-    // SAFETY: unshare affects only the calling thread, the maker, which
-    // holds no other namespace-dependent state.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+/// Stops making namespaces for good (no privilege or no kernel support):
+/// spawns create their own, as they would without the pool.
+fn give_up(shared: &Shared, e: &io::Error) {
+    tracing::warn!(error = %e, "not making network namespaces ahead of need; each spawn makes its own");
+    let held = {
+        let mut st = shared.lock();
+        st.disabled = true;
+        (std::mem::take(&mut st.spare), std::mem::take(&mut st.retired))
+    };
+    drop(held);
+    shared.wake.notify_all();
+}
+
+/// A handle to this thread's network namespace.
+fn own_netns() -> io::Result<OwnedFd> {
     // SAFETY: opening a proc file with a static, NUL-terminated path.
     let fd = unsafe { libc::open(c"/proc/thread-self/ns/net".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -169,32 +208,54 @@ fn make_one() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The namespace's identity (its inode), as `/proc/PID/ns/net` shows it.
-pub fn inode(fd: &OwnedFd) -> io::Result<u64> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes into the buffer we pass for a descriptor we own.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+/// A new network namespace; the calling thread ends where it started, `home`.
+fn make_one(home: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: unshare affects only the calling thread, the maker, which
+    // holds no other namespace-dependent state.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: fstat succeeded, so it filled the structure.
-    Ok(unsafe { st.assume_init() }.st_ino)
+    let made = own_netns();
+    // SAFETY: setns on the calling thread with a namespace fd we own.
+    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    made
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
 
-    fn own_netns() -> u64 {
-        let link = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let text = link.to_string_lossy();
-        text.trim_start_matches("net:[").trim_end_matches(']').parse().unwrap()
+    /// The namespace `fd` names, as `/proc/PID/ns/net` shows it: `net:[INODE]`.
+    fn name_of(fd: &OwnedFd) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap().display().to_string()
+    }
+
+    /// The network namespaces this process's threads are in.
+    fn threads_namespaces() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_link(t.ok()?.path().join("ns/net")).ok())
+            .map(|l| l.display().to_string())
+            .collect()
+    }
+
+    /// How many of this process's descriptors hold namespace `name`.
+    fn holders(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|f| std::fs::read_link(f.ok()?.path()).ok())
+            .filter(|l| l.display().to_string() == name)
+            .count()
     }
 
     #[test]
-    fn every_namespace_is_new_and_handed_out_once() {
+    fn every_namespace_is_new_handed_out_once_and_no_thread_stays_in_it() {
+        let home = std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string();
         let pool = NetnsPool::default();
         let _ = pool.take(); // starts the maker
         assert!(pool.wait_ready(SPARES, Duration::from_secs(10)), "the maker fills the pool (needs root)");
@@ -202,11 +263,11 @@ mod tests {
         for _ in 0..5 {
             assert!(pool.wait_ready(1, Duration::from_secs(10)));
             let fd = pool.take().expect("a spare is ready");
-            let ino = inode(&fd).unwrap();
-            assert_ne!(ino, own_netns(), "not the supervisor's namespace");
-            assert!(seen.insert(ino), "namespace {ino} handed out twice");
+            let name = name_of(&fd);
+            assert_ne!(name, home, "not the supervisor's namespace");
+            assert!(seen.insert(name.clone()), "{name} handed out twice");
+            assert!(!threads_namespaces().contains(&name), "a supervisor thread is inside {name}");
         }
-        assert_eq!(own_netns(), own_netns(), "this thread never moved");
     }
 
     #[test]
@@ -215,17 +276,18 @@ mod tests {
         let _ = pool.take();
         assert!(pool.wait_ready(1, Duration::from_secs(10)));
         let fd = pool.take().expect("a spare is ready");
+        let name = name_of(&fd);
         let probe = fd.try_clone().unwrap();
         pool.retire(fd);
-        assert_eq!(pool.shared.lock().retired.len(), 1, "held while spawns may follow");
-        let deadline = std::time::Instant::now() + QUIET * 5;
-        while !pool.shared.lock().retired.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "still held after a quiet {QUIET:?}");
+        assert_eq!(holders(&name), 2, "the pool holds it while spawns may follow");
+        let deadline = Instant::now() + QUIET * 5;
+        while holders(&name) > 1 {
+            assert!(Instant::now() < deadline, "still held after a quiet {QUIET:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(pool.shared.lock().spare.len() <= SPARES, "quiet time makes no extra spares");
-        // Our own copy still names the namespace: letting go only closed the pool's.
-        assert!(inode(&probe).is_ok());
+        assert!(pool.shared.lock().retired.is_empty());
+        assert_eq!(pool.shared.lock().spare.len(), SPARES, "quiet time makes no extra spares");
+        drop(probe);
     }
 
     #[test]
@@ -235,9 +297,9 @@ mod tests {
         assert!(pool.wait_ready(SPARES, Duration::from_secs(10)));
         let shared = Arc::downgrade(&pool.shared);
         drop(pool);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while shared.upgrade().is_some() {
-            assert!(std::time::Instant::now() < deadline, "the maker thread still holds the pool");
+            assert!(Instant::now() < deadline, "the maker thread still holds the pool");
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -93,7 +93,9 @@ pub fn compile(policy: &SeccompPolicy, delivery: Delivery) -> Result<CompiledFil
     for (nr, rules) in conditional {
         leaves.insert(number(policy, nr)?, Leaf::Chain(chain(policy, nr, &rules, mismatch)?));
     }
-    leaves.entry(CLONE3_NR).or_insert(Leaf::Return(ENOSYS));
+    // The policy cannot list clone3 (the loader refuses it); ENOSYS wins
+    // regardless.
+    leaves.insert(CLONE3_NR, Leaf::Return(ENOSYS));
 
     let mut program = HEAD.to_vec();
     program.extend(dispatch::layout(&leaves, mismatch));

@@ -70,6 +70,14 @@ fn parse_rule(path: &Path, number: usize, value: &Value) -> Result<Rule, TierErr
         rule: number,
         name: raw.syscall.clone(),
     })?;
+    if i64::from(nr) == libc::SYS_clone3 {
+        return Err(rule_error(
+            "clone3 cannot be allowed: its flags are in memory a filter cannot read, so it could create \
+             namespaces unseen. Every tier answers it ENOSYS, and glibc falls back to clone, whose flags \
+             rules can check"
+                .to_owned(),
+        ));
+    }
     let conditions = match raw.args {
         None => Vec::new(),
         // seccompiler refuses an empty list with a message that names

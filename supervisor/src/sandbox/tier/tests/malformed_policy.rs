@@ -42,6 +42,20 @@ fn syscall_seccompiler_does_not_know_is_refused_with_its_name() {
 }
 
 #[test]
+fn allowing_clone3_is_refused_with_the_reason() {
+    for rule in [
+        "{\"syscall\": \"clone3\"}",
+        "{\"syscall\": \"clone3\", \"args\": [{\"index\": 1, \"type\": \"qword\", \"op\": \"eq\", \"val\": 88}]}",
+    ] {
+        let f = Fixture::new();
+        f.edit("L1.seccomp.json", "{\"syscall\": \"getpid\"}", &format!("{{\"syscall\": \"getpid\"}}, {rule}"));
+        let (e, message) = f.refused();
+        assert!(matches!(&e, TierError::Rule { syscall, .. } if syscall == "clone3"), "{e:?}");
+        assert_mentions(&message, &["L1.seccomp.json", "clone3 cannot be allowed", "ENOSYS"]);
+    }
+}
+
+#[test]
 fn unknown_rule_key_names_the_rule() {
     let f = Fixture::new();
     f.edit("L3.seccomp.json", "{\"syscall\": \"brk\"}", "{\"syscall\": \"brk\", \"arg\": []}");
