@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::arch::{self, AUDIT_ARCH_X86_64};
+use super::bpf::{BPF_CLASS_MASK, BPF_JA, BPF_JEQ_K, BPF_LD_W_ABS, BPF_RET_K, insn, same};
 use super::dispatch::{self, Leaf};
 use super::error::TierError;
 use super::filter::CompiledFilter;
@@ -42,11 +43,6 @@ pub enum Delivery {
 const SENTINEL_ERRNO: u32 = 4095;
 const SENTINEL: u32 = libc::SECCOMP_RET_ERRNO | SENTINEL_ERRNO;
 
-const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-const BPF_JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
-const BPF_CLASS_MASK: u16 = 0x07;
 const SECCOMP_DATA_NR_OFFSET: u32 = 0;
 const SECCOMP_DATA_ARCH_OFFSET: u32 = 4;
 
@@ -164,14 +160,6 @@ fn check_contained(code: &[libc::sock_filter]) -> Result<(), String> {
         Some(last) if last.code & BPF_CLASS_MASK == libc::BPF_RET as u16 => Ok(()),
         _ => Err("the rules do not end in a return".to_owned()),
     }
-}
-
-const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
-fn same(a: &libc::sock_filter, b: &libc::sock_filter) -> bool {
-    (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k)
 }
 
 fn unexpected(policy: &SeccompPolicy, message: String) -> TierError {

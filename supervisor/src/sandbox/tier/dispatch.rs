@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 
+use super::bpf::{BPF_JA, BPF_JGE_K, BPF_RET_K, insn};
+
 /// What the program does for one syscall number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Leaf {
@@ -24,10 +26,6 @@ pub(super) enum Leaf {
     /// out of it.
     Chain(Vec<libc::sock_filter>),
 }
-
-const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-const BPF_JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
-const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// A run of numbers from `start` up to the next segment's start.
 #[derive(Debug)]
@@ -109,17 +107,13 @@ fn emit(segments: &[Segment<'_>]) -> Vec<libc::sock_filter> {
     }
 }
 
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::bpf::{BPF_JEQ_K, BPF_LD_W_ABS};
     use super::super::sim::{SeccompData, SimError, run};
     use super::*;
 
-    const LD_NR: libc::sock_filter =
-        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 };
+    const LD_NR: libc::sock_filter = insn(BPF_LD_W_ABS, 0, 0, 0);
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
     const DENY: u32 = libc::SECCOMP_RET_ERRNO | 1;
 
@@ -160,11 +154,7 @@ mod tests {
     #[test]
     fn chains_are_entered_with_the_number_loaded() {
         // A chain that allows only when the number is 5, else returns 77.
-        let chain = vec![
-            insn((libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, 0, 1, 5),
-            insn(BPF_RET_K, 0, 0, ALLOW),
-            insn(BPF_RET_K, 0, 0, 77),
-        ];
+        let chain = vec![insn(BPF_JEQ_K, 0, 1, 5), insn(BPF_RET_K, 0, 0, ALLOW), insn(BPF_RET_K, 0, 0, 77)];
         let p = program(&BTreeMap::from([(5, Leaf::Chain(chain.clone())), (6, Leaf::Chain(chain))]), DENY);
         assert_eq!(answer(&p, 5), Ok(ALLOW));
         assert_eq!(answer(&p, 6), Ok(77));

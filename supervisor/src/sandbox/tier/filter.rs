@@ -60,11 +60,7 @@ impl fmt::Debug for CompiledFilter {
 impl PartialEq for CompiledFilter {
     fn eq(&self, other: &Self) -> bool {
         self.instructions.len() == other.instructions.len()
-            && self
-                .instructions
-                .iter()
-                .zip(other.instructions.iter())
-                .all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k))
+            && self.instructions.iter().zip(other.instructions.iter()).all(|(a, b)| super::bpf::same(a, b))
     }
 }
 

@@ -13,6 +13,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod arch;
+mod bpf;
 mod compile;
 mod definition;
 mod dispatch;

@@ -1,10 +1,7 @@
 //! The simulator itself, on small hand-written programs.
 
+use super::super::bpf::insn;
 use super::super::sim::{SeccompData, SimError, action, allows, run};
-
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
 
 fn data(nr: i32, args: [u64; 6]) -> SeccompData {
     SeccompData::new(0xC000_003E, nr, args)
