@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -54,7 +53,7 @@ pub async fn serve(listener: tokio::net::TcpListener, sup: Arc<Supervisor>) {
             let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let sup = sup.clone();
-                async move { Ok::<_, Infallible>(answer(&req, || sup.metrics_text())) }
+                async move { Ok::<_, Infallible>(respond(req.method(), req.uri().path(), || sup.metrics_text())) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -68,10 +67,6 @@ pub async fn serve(listener: tokio::net::TcpListener, sup: Arc<Supervisor>) {
             }
         });
     }
-}
-
-fn answer(req: &http::Request<Incoming>, text: impl FnOnce() -> String) -> http::Response<Full<Bytes>> {
-    respond(req.method(), req.uri().path(), text)
 }
 
 fn respond(method: &http::Method, path: &str, text: impl FnOnce() -> String) -> http::Response<Full<Bytes>> {

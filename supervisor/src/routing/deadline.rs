@@ -106,7 +106,7 @@ where
 const SLACK: Duration = Duration::from_millis(2);
 
 fn is_cancelled<B>(resp: &http::Response<B>) -> bool {
-    resp.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == b"1")
+    super::grpc_status(resp.headers()) == Some(tonic::Code::Cancelled)
 }
 
 #[cfg(test)]

@@ -10,3 +10,9 @@ pub mod record;
 pub mod table;
 
 pub use channel::Channel;
+
+/// The gRPC status in `headers` (a trailers-only answer's headers, or
+/// trailers), if any.
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers.get("grpc-status").map(|v| tonic::Code::from_bytes(v.as_bytes()))
+}

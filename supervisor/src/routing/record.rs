@@ -12,10 +12,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::Frame;
 use tonic::body::Body;
 
+use super::grpc_status;
 use crate::observe::metrics::PluginCalls;
 
 #[derive(Clone, Debug)]
@@ -57,7 +57,7 @@ where
         let response = self.inner.call(req);
         Box::pin(async move {
             let response = response.await?;
-            if let Some(code) = code_in(response.headers()) {
+            if let Some(code) = grpc_status(response.headers()) {
                 call.end(code);
                 return Ok(response);
             }
@@ -90,20 +90,10 @@ impl Drop for Call {
     }
 }
 
-fn code_in(headers: &HeaderMap) -> Option<tonic::Code> {
-    headers.get("grpc-status").map(|v| tonic::Code::from_bytes(v.as_bytes()))
-}
-
 /// The response body, passed through unchanged, watching for the trailers.
 struct RecordedBody {
     inner: Body,
     call: Call,
-}
-
-impl RecordedBody {
-    fn end(&mut self, code: tonic::Code) {
-        self.call.end(code);
-    }
 }
 
 impl http_body::Body for RecordedBody {
@@ -114,16 +104,16 @@ impl http_body::Body for RecordedBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame.trailers_ref().and_then(code_in) {
-                    self.end(code);
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    self.call.end(code);
                 }
             }
             Poll::Ready(Some(Err(status))) => {
                 let code = status.code();
-                self.end(code);
+                self.call.end(code);
             }
             // A gRPC response must end with its status.
-            Poll::Ready(None) => self.end(tonic::Code::Unknown),
+            Poll::Ready(None) => self.call.end(tonic::Code::Unknown),
             Poll::Pending => {}
         }
         polled
@@ -143,13 +133,14 @@ impl Drop for RecordedBody {
         // A body that ended without a status; otherwise `Call`'s own drop
         // counts the caller that stopped reading as CANCELLED.
         if http_body::Body::is_end_stream(&self.inner) {
-            self.end(tonic::Code::Unknown);
+            self.call.end(tonic::Code::Unknown);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
     use http_body_util::BodyExt;
     use tower::util::BoxCloneSyncService;
     use tower::{Service, ServiceExt};

@@ -83,28 +83,50 @@ pub struct Spawned {
     pub seccomp_listener: Option<OwnedFd>,
 }
 
-/// The steps the child takes, in order; a failure names its step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Step {
-    Signals = 1,
-    Setsid,
-    ParentDeathSignal,
-    ParentGone,
-    JoinCgroup,
-    JoinNetns,
-    ArrangeFds,
-    CloseFds,
-    Unshare,
-    Rlimit,
-    DropGroups,
-    Setgid,
-    Setuid,
-    NoNewPrivs,
-    Landlock,
-    Seccomp,
-    SendListener,
-    Exec,
+/// Declares [`Step`], its wire numbers (from 1, in order) and what each
+/// step does, from one list.
+macro_rules! steps {
+    ($first:ident => $first_what:literal, $($name:ident => $what:literal,)*) => {
+        /// The steps the child takes, in order; a failure names its step.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum Step {
+            $first = 1,
+            $($name,)*
+        }
+
+        impl Step {
+            const ALL: &[Step] = &[Step::$first, $(Step::$name,)*];
+
+            pub fn describe(self) -> &'static str {
+                match self {
+                    Step::$first => $first_what,
+                    $(Step::$name => $what,)*
+                }
+            }
+        }
+    };
+}
+
+steps! {
+    Signals => "resetting signal dispositions",
+    Setsid => "starting a new session",
+    ParentDeathSignal => "setting the parent-death signal",
+    ParentGone => "checking the supervisor is alive",
+    JoinCgroup => "joining the instance's cgroups",
+    JoinNetns => "joining its network namespace",
+    ArrangeFds => "placing descriptors 0-4",
+    CloseFds => "closing inherited descriptors",
+    Unshare => "creating namespaces",
+    Rlimit => "setting resource limits",
+    DropGroups => "dropping supplementary groups",
+    Setgid => "switching group",
+    Setuid => "switching user",
+    NoNewPrivs => "setting no-new-privileges",
+    Landlock => "applying Landlock rules",
+    Seccomp => "installing the seccomp filter",
+    SendListener => "handing over the seccomp listener",
+    Exec => "executing the plugin binary",
 }
 
 /// Marks the message that carries the seccomp listener rather than an error.
@@ -112,52 +134,7 @@ const LISTENER_MSG: u32 = 0xffff_ffff;
 
 impl Step {
     fn from_u32(v: u32) -> Option<Self> {
-        use Step::*;
-        [
-            Signals,
-            Setsid,
-            ParentDeathSignal,
-            ParentGone,
-            JoinCgroup,
-            JoinNetns,
-            ArrangeFds,
-            CloseFds,
-            Unshare,
-            Rlimit,
-            DropGroups,
-            Setgid,
-            Setuid,
-            NoNewPrivs,
-            Landlock,
-            Seccomp,
-            SendListener,
-            Exec,
-        ]
-        .into_iter()
-        .find(|s| *s as u32 == v)
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Step::Signals => "resetting signal dispositions",
-            Step::Setsid => "starting a new session",
-            Step::ParentDeathSignal => "setting the parent-death signal",
-            Step::ParentGone => "checking the supervisor is alive",
-            Step::JoinNetns => "joining its network namespace",
-            Step::JoinCgroup => "joining the instance's cgroups",
-            Step::ArrangeFds => "placing descriptors 0-4",
-            Step::CloseFds => "closing inherited descriptors",
-            Step::Unshare => "creating namespaces",
-            Step::Rlimit => "setting resource limits",
-            Step::DropGroups => "dropping supplementary groups",
-            Step::Setgid => "switching group",
-            Step::Setuid => "switching user",
-            Step::NoNewPrivs => "setting no-new-privileges",
-            Step::Landlock => "applying Landlock rules",
-            Step::Seccomp => "installing the seccomp filter",
-            Step::SendListener => "handing over the seccomp listener",
-            Step::Exec => "executing the plugin binary",
-        }
+        Self::ALL.get(usize::try_from(v).ok()?.checked_sub(1)?).copied()
     }
 }
 
@@ -582,5 +559,22 @@ unsafe fn send_fd(sock: RawFd, fd: RawFd) -> c_int {
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
         libc::sendmsg(sock, &hdr, 0) as c_int
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_step_is_known_by_its_number_from_one() {
+        for (i, &step) in Step::ALL.iter().enumerate() {
+            assert_eq!(step as u32, i as u32 + 1);
+            assert_eq!(Step::from_u32(step as u32), Some(step));
+        }
+        assert_eq!(Step::from_u32(0), None);
+        assert_eq!(Step::from_u32(Step::ALL.len() as u32 + 1), None);
+        assert_eq!(Step::from_u32(LISTENER_MSG), None);
+        assert_eq!(Step::JoinNetns.describe(), "joining its network namespace");
     }
 }
