@@ -29,10 +29,17 @@ impl Daemon {
 
     /// Starts the daemon without waiting (for tests of refused configs).
     pub fn spawn(config: &str) -> Self {
+        Self::spawn_with(config, |_| {})
+    }
+
+    /// [`Daemon::spawn`], after `prepare` has filled the scratch directory
+    /// (the config's directory, against which its relative paths resolve).
+    pub fn spawn_with(config: &str, prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::Builder::new().prefix("ps-test-").tempdir().expect("tempdir");
         let runtime = dir.path().join("run");
         let config_path = dir.path().join("supervisor.toml");
         std::fs::write(&config_path, config).expect("write config");
+        prepare(dir.path());
         let log = dir.path().join("daemon.log");
         let mut d = Self { child: None, dir, runtime, config: config_path, log };
         d.launch();
@@ -72,7 +79,8 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_control(&self, timeout: Duration) {
+    /// Waits until the control socket answers.
+    pub fn wait_control(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.control().exists() && self.ctl(&["status"]).status.success() {
@@ -139,6 +147,49 @@ impl Daemon {
         let _ = child.kill();
         let _ = child.wait();
         None
+    }
+}
+
+impl Daemon {
+    /// Waits up to `timeout` for the daemon to exit on its own; its status,
+    /// or None while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `sig` without waiting.
+    pub fn signal(&self, sig: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+    }
+
+    /// The cgroup subtree name of this daemon's config (`[supervisor.cgroup] name`).
+    pub fn cgroup_name(&self) -> String {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let at = text.find("[supervisor.cgroup]").expect("a [supervisor.cgroup] section");
+        let line = text[at..].lines().find(|l| l.trim_start().starts_with("name")).expect("a name key");
+        line.split('"').nth(1).expect("a quoted name").to_owned()
+    }
+
+    /// The pids the daemon's log says it spawned, in order.
+    pub fn spawned_pids(&self) -> Vec<i32> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| l.split("spawned pid ").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect()
     }
 }
 

@@ -58,3 +58,25 @@ pub fn pids_limit(pid: i32) -> Option<u64> {
     let dir = cgroup_dir(pid, Controller::Pids)?;
     std::fs::read_to_string(dir.join("pids.max")).ok()?.trim().parse().ok()
 }
+
+/// Every cgroup directory called `name`, in every hierarchy (a subtree root
+/// sits at most a few levels down from its mount).
+pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, depth: usize, name: &str, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            if e.file_name() == name {
+                out.push(path);
+            } else if depth < 6 {
+                walk(&path, depth + 1, name, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/sys/fs/cgroup"), 0, name, &mut out);
+    out
+}

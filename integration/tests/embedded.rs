@@ -61,3 +61,18 @@ fn the_embedded_example_runs_against_the_example_config() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "echo answered: hello from the host");
 }
+
+#[tokio::test]
+async fn a_shutdown_right_after_start_starts_nothing_and_returns() {
+    // No instance task has run when shutdown begins: each must still see it,
+    // rather than wait for a change it was not subscribed to see.
+    let plugins = format!("{}{}", plugin("echo", &bins::example("echo"), ""), plugin("zoo", &bins::zoo(), ""));
+    let (_dir, cfg) =
+        load(&config_with("", &plugins).replace("[supervisor.cgroup]\n", "[supervisor.cgroup]\nmove_self = false\n"));
+    let name = cfg.supervisor.cgroup.name.clone();
+    let sup = Supervisor::start(cfg).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), sup.shutdown()).await.expect("shutdown returned");
+    let spawned: Vec<_> = sup.events().subscribe().0.into_iter().filter(|e| e.kind == "spawned").collect();
+    assert!(spawned.is_empty(), "plugins started after shutdown began: {spawned:?}");
+    assert!(plugin_integration::procfs::cgroup_dirs_named(&name).is_empty(), "the subtree was removed");
+}

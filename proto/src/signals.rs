@@ -16,9 +16,23 @@ pub struct Signals {
     _write: OwnedFd,
 }
 
+/// Signals caught from the moment [`Signals::catch`] returned, waiting in
+/// the pipe until a runtime exists to read them.
+pub struct Caught {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
 impl Signals {
     /// Catches `signals` from now on; their default action no longer runs.
+    /// Needs a tokio runtime; [`Signals::catch`] does not.
     pub fn new(signals: &[i32]) -> io::Result<Self> {
+        Self::catch(signals)?.stream()
+    }
+
+    /// Catches `signals` from now on, before any runtime exists: a program
+    /// calls this first thing, so no later moment dies of a default action.
+    pub fn catch(signals: &[i32]) -> io::Result<Caught> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two new descriptors into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
@@ -30,7 +44,7 @@ impl Signals {
         for &sig in signals {
             let byte = sig as u8;
             // SAFETY: the handler only calls write(2), which is
-            // async-signal-safe, on a descriptor kept open by `_write`
+            // async-signal-safe, on a descriptor kept open by `write`
             // for as long as the handler can run (the process lifetime:
             // `Signals` lives until exit in both users).
             unsafe {
@@ -39,9 +53,18 @@ impl Signals {
                 })
             }?;
         }
-        Ok(Self { rx: tokio::net::unix::pipe::Receiver::from_owned_fd(read)?, _write: write })
+        Ok(Caught { read, write })
     }
+}
 
+impl Caught {
+    /// The caught signals as an async stream; within a tokio runtime.
+    pub fn stream(self) -> io::Result<Signals> {
+        Ok(Signals { rx: tokio::net::unix::pipe::Receiver::from_owned_fd(self.read)?, _write: self.write })
+    }
+}
+
+impl Signals {
     /// The next caught signal.
     pub async fn recv(&mut self) -> io::Result<i32> {
         let mut b = [0u8; 1];

@@ -1,6 +1,10 @@
 //! The daemon: the supervisor plus its runtime directory (a lock, the
 //! control and gateway sockets), serving until SIGTERM or SIGINT, then
 //! stopping every plugin and removing what it created.
+//!
+//! Signals are caught from the first moment of start-up (the caller sets
+//! them up before anything else), so a stop signal at any point ends in the
+//! same clean exit: start-up runs to its end, then everything is stopped.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -13,10 +17,15 @@ use plugin_proto::signals::Signals;
 
 use crate::Supervisor;
 use crate::config::Config;
+use crate::sandbox::pidfd::signal_name;
 
 pub const CONTROL_SOCKET: &str = "control.sock";
 pub const GATEWAY_SOCKET: &str = "gateway.sock";
 const LOCK_FILE: &str = "supervisor.lock";
+
+/// The signals the daemon handles: the stop signals, and SIGHUP, which
+/// must never be fatal (its default action would take every plugin down).
+pub const HANDLED_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 /// Holds the runtime directory for this daemon; removes its files on drop.
 struct RuntimeDir {
@@ -58,11 +67,38 @@ impl Drop for RuntimeDir {
     }
 }
 
+/// What a caught signal asks of the daemon.
+enum Asked {
+    Stop(i32),
+    Nothing,
+}
+
+fn asked(sig: i32) -> Asked {
+    if sig == libc::SIGHUP {
+        // Until live config updates exist, a reload request changes nothing;
+        // saying so beats dying, which is SIGHUP's default.
+        tracing::warn!(signal = "SIGHUP", "live configuration updates are not supported yet: SIGHUP ignored");
+        Asked::Nothing
+    } else {
+        Asked::Stop(sig)
+    }
+}
+
+/// The next stop signal; SIGHUP is logged and waited past.
+async fn stop_signal(signals: &mut Signals) -> anyhow::Result<i32> {
+    loop {
+        if let Asked::Stop(sig) = asked(signals.recv().await.context("reading caught signals")?) {
+            return Ok(sig);
+        }
+    }
+}
+
 /// Runs the daemon until a stop signal; returns once everything is stopped.
-pub async fn run(config: Config, runtime_dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// `signals` must catch [`HANDLED_SIGNALS`] and be set up before the config
+/// was read, so that no moment of start-up dies of a signal's default action.
+pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Signals) -> anyhow::Result<()> {
     let dir = runtime_dir.unwrap_or_else(|| config.supervisor.runtime_dir.clone());
     let runtime = RuntimeDir::claim(&dir)?;
-    let mut signals = Signals::new(&[libc::SIGTERM, libc::SIGINT]).context("catching SIGTERM and SIGINT")?;
 
     let control_path = dir.join(CONTROL_SOCKET);
     let gateway_path = dir.join(GATEWAY_SOCKET);
@@ -83,6 +119,9 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>) -> anyhow::Result
     };
 
     let allowed = config.supervisor.control_allowed_uids.clone();
+    // Not raced with the signals: a start abandoned halfway would leave its
+    // cgroups behind. It is bounded (plugins start in the background), and a
+    // signal caught meanwhile waits in the pipe and is acted on right after.
     let sup = Arc::new(Supervisor::start(config).await?);
     let control_task = tokio::spawn(crate::control::serve(control, sup.clone(), allowed));
     let gateway_task = tokio::spawn(crate::routing::gateway::serve(gateway, sup.gateway()));
@@ -94,19 +133,69 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>) -> anyhow::Result
     });
     tracing::info!(control = %control_path.display(), gateway = %gateway_path.display(), "supervisor ready");
 
-    let sig = crate::sandbox::pidfd::signal_name(signals.recv().await?);
-    tracing::info!(signal = %sig, "stopping every plugin");
+    let stopped_by = stop_signal(&mut signals).await;
+    match &stopped_by {
+        Ok(sig) => tracing::info!(signal = %signal_name(*sig), "stopping every plugin"),
+        Err(e) => tracing::error!(error = %e, "stopping every plugin"),
+    }
     control_task.abort();
     gateway_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }
-    tokio::select! {
-        () = sup.shutdown() => {}
-        _ = signals.recv() => tracing::warn!("second signal: killing plugins without waiting"),
+    {
+        let shutdown = sup.shutdown();
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            sig = stop_signal(&mut signals) => {
+                if let Ok(sig) = sig {
+                    tracing::warn!(signal = %signal_name(sig), "second stop signal: killing plugins without waiting for them to drain");
+                }
+                sup.hurry();
+                shutdown.await;
+            }
+        }
     }
     drop(sup);
     drop(runtime);
     tracing::info!("stopped");
-    Ok(())
+    stopped_by.map(drop)
+}
+
+/// An error and its causes on one line, each said once: many errors already
+/// include their cause in their own message, which `{:#}` would repeat.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("/var/lib/x/state.json: {source}")]
+    struct Repeats {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8");
+        let e = anyhow::Error::new(Repeats { source: io }).context("opening the state");
+        assert_eq!(one_line(&e), "opening the state: /var/lib/x/state.json: stream did not contain valid UTF-8");
+        let plain = anyhow::anyhow!("bare");
+        assert_eq!(one_line(&plain.context("outer")), "outer: bare");
+    }
 }

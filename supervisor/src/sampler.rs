@@ -29,7 +29,7 @@ pub(crate) async fn run(plugins: Vec<Arc<Plugin>>, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
         for p in &plugins {
             for inst in &p.instances {

@@ -23,12 +23,16 @@ pub struct Persisted {
     pub quotas: BTreeMap<String, QuotaConfig>,
 }
 
-/// Why the state cannot be read or written.
+/// Why the state cannot be read or written. Each message names the file or
+/// directory and says its cause once (the cause is part of the message,
+/// not a separate `source`, so printing the chain does not repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: line {line}: {message} (fix or move the file; it is not overwritten)", path.display())]
+    #[error("state_dir {}: {cause}", path.display())]
+    Dir { path: PathBuf, cause: std::io::Error },
+    #[error("state file {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
+    #[error("state file {}: line {line}: {message} (fix or move the file; it is not overwritten)", path.display())]
     Corrupt { path: PathBuf, line: usize, message: String },
 }
 
@@ -41,8 +45,13 @@ pub struct StateStore {
 
 impl StateStore {
     /// Opens (or starts) the state in `dir`. A file that does not parse is
-    /// an error, never silently replaced.
+    /// an error, never silently replaced; so is a directory the first
+    /// change could not be saved in, found now rather than at that change.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let unusable = |cause| StateError::Dir { path: dir.to_owned(), cause };
+        std::fs::create_dir_all(dir).map_err(unusable)?;
+        nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .map_err(|errno| unusable(std::io::Error::from(errno)))?;
         let path = dir.join(FILE);
         let data = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
@@ -51,7 +60,7 @@ impl StateStore {
                 message: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
-            Err(source) => return Err(StateError::Io { path, source }),
+            Err(cause) => return Err(StateError::Io { path, cause }),
         };
         Ok(Self { path, data: Mutex::new(data) })
     }
@@ -64,7 +73,7 @@ impl StateStore {
     pub fn set_quota(&self, plugin: &str, q: QuotaConfig) -> Result<(), StateError> {
         let mut data = self.data.lock().map_err(|_| StateError::Io {
             path: self.path.clone(),
-            source: std::io::Error::other("state lock poisoned"),
+            cause: std::io::Error::other("state lock poisoned"),
         })?;
         let mut next = data.clone();
         if q == QuotaConfig::default() {
@@ -81,7 +90,7 @@ impl StateStore {
 /// Temp file, fsync, rename, fsync the directory: after a crash the file is
 /// either the old or the new one.
 fn write_atomically(path: &Path, data: &Persisted) -> Result<(), StateError> {
-    let io = |source| StateError::Io { path: path.to_owned(), source };
+    let io = |cause| StateError::Io { path: path.to_owned(), cause };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
@@ -120,5 +129,27 @@ mod tests {
         let err = StateStore::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("state.json: line 2"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"quotas\": [oops\n");
+    }
+
+    #[test]
+    fn a_file_that_is_not_text_is_named_and_its_cause_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.json"), b"\xff\xfe{}").unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StateError::Io { .. }), "{err:?}");
+        assert!(text.starts_with("state file ") && text.contains("state.json: "), "{text}");
+        assert_eq!(text.matches("valid UTF-8").count(), 1, "{text}");
+        assert!(std::error::Error::source(&err).is_none(), "the cause is in the message, not repeated as a source");
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_file_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let err = StateStore::open(&file).unwrap_err();
+        assert!(matches!(err, StateError::Dir { .. }), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("state_dir {}: ", file.display())), "{err}");
     }
 }

@@ -28,7 +28,10 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     pub spawner: Spawner,
     pub routes: Arc<RouteTable>,
+    /// Set once: every instance stops (and no new one starts).
     pub shutdown: watch::Sender<bool>,
+    /// Set once, during shutdown: stop without waiting for drains.
+    pub hurry: watch::Sender<bool>,
     pub sandbox: Sandbox,
     pub state: StateStore,
 }
@@ -42,6 +45,8 @@ pub enum SupervisorError {
     Spawner(std::io::Error),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::confine::SandboxError),
     #[error("plugin {plugin:?}: {reason}")]
     Quota { plugin: String, reason: String },
     #[error("plugin {plugin:?} did not reach {wanted} within {waited:?}; it is {state}")]
@@ -62,21 +67,25 @@ impl Supervisor {
     /// use [`Supervisor::wait_running`] to wait for one).
     pub async fn start(config: Config) -> Result<Self, SupervisorError> {
         raise_nofile_limit();
+        // Whatever can fail comes before the sandbox, which is built last:
+        // a start that fails leaves no cgroup behind.
+        let state = StateStore::open(&config.resolve(&config.supervisor.state_dir))?;
+        let spawner = Spawner::start().map_err(SupervisorError::Spawner)?;
         // Cleaning up after a crashed run may wait for its processes to die.
         let sandbox = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || Sandbox::new(&config))
                 .await
-                .map_err(|e| SupervisorError::Spawner(std::io::Error::other(e.to_string())))?
+                .map_err(|e| SupervisorError::Spawner(std::io::Error::other(e.to_string())))??
         };
-        let state = StateStore::open(&config.resolve(&config.supervisor.state_dir))?;
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             events: EventBus::new(config.supervisor.event_history, metrics.clone()),
             metrics,
-            spawner: Spawner::start().map_err(SupervisorError::Spawner)?,
+            spawner,
             routes: Arc::new(RouteTable::default()),
             shutdown: watch::channel(false).0,
+            hurry: watch::channel(false).0,
             sandbox,
             state,
         });
@@ -194,7 +203,10 @@ impl Supervisor {
 
     /// Stops every plugin (draining each) and waits for their tasks.
     pub async fn shutdown(&self) {
-        let _ = self.shared.shutdown.send(true);
+        // `send_replace`, not `send`: right after start no instance task may
+        // have run yet to subscribe, and `send` changes nothing without
+        // receivers, so the tasks would then start their plugins anyway.
+        self.shared.shutdown.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             let _ = t.await;
@@ -203,11 +215,20 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// During [`Supervisor::shutdown`]: kill the plugins still draining
+    /// instead of waiting for them (the shutdown still ends cleanly, with
+    /// every cgroup removed). The daemon does this on a second stop signal.
+    pub fn hurry(&self) {
+        self.shared.hurry.send_replace(true);
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         // Dropped without shutdown(): instance tasks stop, and with them
         // (Running's drop) their processes.
-        let _ = self.shared.shutdown.send(true);
+        self.shared.shutdown.send_replace(true);
         let had_tasks = self.tasks.lock().map(|tasks| {
             for t in tasks.iter() {
                 t.abort();

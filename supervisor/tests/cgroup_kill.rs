@@ -5,18 +5,20 @@
 #[path = "cgroup_common/mod.rs"]
 mod common;
 
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use common::{
     Guard, is_dead, pause_forever, pipe, poll_until, raw_fork, read_byte_bounded, spawn_into, wait, write_byte,
 };
-use plugin_supervisor::sandbox::cgroup::{ForkMode, KillStrategy, Limits, RealFs, Subtree};
+use plugin_supervisor::sandbox::cgroup::{ForkMode, KillStrategy, Limits};
 
 /// Spawns a child whose grandchild calls setsid and forks again, then both exit: only the
 /// great-grandchild remains, reparented away from us, found only through the cgroup.
-fn escapee(inst: &plugin_supervisor::sandbox::cgroup::Instance) -> u32 {
+fn escapee(inst: &plugin_supervisor::sandbox::cgroup::Instance, close: Option<RawFd>) -> u32 {
     let (ready_r, ready_w) = pipe();
     let child = spawn_into(inst, ForkMode::Auto, || {
+        close_fd(close);
         if raw_fork() == 0 {
             // SAFETY: setsid(2) takes no arguments; async-signal-safe.
             unsafe { libc::setsid() };
@@ -47,7 +49,7 @@ fn escapee(inst: &plugin_supervisor::sandbox::cgroup::Instance) -> u32 {
 fn kill_escapee(strategy: KillStrategy) {
     let guard = Guard::new(false);
     let inst = guard.subtree().create_instance("escape", "0", &Limits::default()).unwrap();
-    let pid = escapee(&inst);
+    let pid = escapee(&inst, None);
     inst.kill_with(strategy).unwrap();
     poll_until("cgroup empty", Duration::from_secs(5), || !inst.populated().unwrap());
     assert!(inst.procs().unwrap().is_empty());
@@ -65,22 +67,43 @@ fn freeze_and_signal_leaves_nothing_behind() {
     kill_escapee(KillStrategy::FreezeAndSignal);
 }
 
+/// Closes `fd` in a forked child (async-signal-safe).
+fn close_fd(fd: Option<RawFd>) {
+    if let Some(fd) = fd {
+        // SAFETY: closing a descriptor number in a forked child; close is async-signal-safe.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// The descriptor of this process that holds the subtree's lock (open on its locked root).
+fn lock_fd(guard: &Guard) -> RawFd {
+    let locked = guard.roots().into_iter().next().expect("a root");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == locked))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .expect("the lock's descriptor")
+}
+
 #[test]
 fn start_up_sweep_cleans_a_crashed_run() {
     let mut guard = Guard::new(false);
     let inst =
         guard.subtree().create_instance("crash", "0", &Limits { pids_max: Some(8), ..Limits::default() }).unwrap();
-    let escaped = escapee(&inst);
-    let child = spawn_into(&inst, ForkMode::Auto, pause_forever);
+    // Plugins never hold the supervisor's descriptors (they exec with all but 0-4 closed);
+    // these stand-ins, forked without exec, let go of the subtree's lock the same way, so
+    // that the crash below leaves it to the next start.
+    let lock = Some(lock_fd(&guard));
+    let escaped = escapee(&inst, lock);
+    let child = spawn_into(&inst, ForkMode::Auto, || {
+        close_fd(lock);
+        pause_forever()
+    });
     let roots = guard.roots();
     // The crash: the handles vanish without teardown.
     drop(guard.subtree.take());
-    let mut polls = 0;
-    while !Subtree::cleanup_stale(&RealFs, &guard.layout, &guard.config).unwrap().is_removed() {
-        polls += 1;
-        assert!(polls < 1000, "stale subtree not removed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::remove_stale(&guard.layout, &guard.config).expect("the sweep");
     assert_eq!(common::killed_by(wait(child.pid)), Some(libc::SIGKILL));
     poll_until("escapee dead", Duration::from_secs(5), || is_dead(escaped));
     for r in roots {

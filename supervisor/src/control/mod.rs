@@ -33,7 +33,9 @@ fn to_status(e: SupervisorError) -> Status {
         SupervisorError::UnknownPlugin(_) => Status::not_found(e.to_string()),
         SupervisorError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
         SupervisorError::Quota { .. } => Status::invalid_argument(e.to_string()),
-        SupervisorError::Spawner(_) | SupervisorError::State(_) => Status::internal(e.to_string()),
+        SupervisorError::Spawner(_) | SupervisorError::State(_) | SupervisorError::Sandbox(_) => {
+            Status::internal(e.to_string())
+        }
     }
 }
 

@@ -58,7 +58,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
             });
             tokio::select! {
                 _ = desired.changed() => { restarts.reset(); held = None; continue; }
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
         held = None;
@@ -75,7 +75,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
 
         let started = tokio::select! {
             r = start::start(&plugin, &inst, &shared) => r,
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let started = match started {
             Ok(running) => {
@@ -154,7 +154,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = changed_generation(&mut desired, want.generation) => { restarts.reset(); }
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }
@@ -219,7 +219,7 @@ async fn attend(
                 }
                 break Ended::Commanded;
             }
-            _ = shutdown.changed() => break Ended::Shutdown,
+            _ = shutdown.wait_for(|stop| *stop) => break Ended::Shutdown,
         }
     };
     inst.live.store(None);
@@ -239,7 +239,7 @@ async fn attend(
             });
             let why = if shutdown { "supervisor shutdown" } else { "operator request" };
             let stop_timeout = plugin.spec.load().stop_timeout;
-            let status = super::stop::stop(&mut running, stop_timeout, why).await;
+            let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             running.clean_up().await;
             shared.events.emit(&plugin.name, &inst.id, "stopped", format!("pid {pid} stopped ({why}): {status}"), &[]);
             inst.update(|s| {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::cgroup::{self, CgroupError, Controller, Layout, RealFs, Removal, Subtree, SubtreeConfig};
+use super::deadman::Deadman;
 use super::landlock::{self, Grants};
 use super::spawn::ChildSandbox;
 use super::tier::{Tier, TierSet, ViolationAction};
@@ -19,6 +20,19 @@ pub struct Sandbox {
     tiers: Option<Arc<TierSet>>,
     /// The delegated cgroup subtree, or why there is none.
     cgroups: Mutex<Result<Subtree, String>>,
+    /// Kills every plugin process if the supervisor dies; disarmed before the subtree it
+    /// sits in is removed.
+    deadman: Mutex<Option<Deadman>>,
+}
+
+/// Why the sandbox cannot be set up at all (as opposed to quotas being unavailable, which
+/// only refuses the plugins that need them).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Another live supervisor owns the configured cgroup subtree; its plugins are left
+    /// alone.
+    #[error(transparent)]
+    SubtreeInUse(CgroupError),
 }
 
 /// An instance's fences, ready for the spawn.
@@ -59,15 +73,25 @@ impl ImageGrants {
 const STALE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Sandbox {
-    /// Sets up the cgroup subtree (after cleaning what a crashed run left)
-    /// when any plugin is sandboxed.
-    pub fn new(config: &Config) -> Self {
+    /// Sets up the cgroup subtree (after cleaning what a dead supervisor left) when any
+    /// plugin is sandboxed, and arms the dead man's switch over it.
+    pub fn new(config: &Config) -> Result<Self, SandboxError> {
         let tiers = config.tiers().cloned();
-        let cgroups = if tiers.is_some() { setup_cgroups(config) } else { Err("no sandboxed plugin".into()) };
-        if let Err(e) = &cgroups {
-            tracing::warn!(reason = %e, "no cgroup subtree: quotas cannot be enforced");
-        }
-        Self { tiers, cgroups: Mutex::new(cgroups) }
+        let cgroups = match tiers {
+            Some(_) => match setup_cgroups(config) {
+                Err(e @ CgroupError::InUse { .. }) => return Err(SandboxError::SubtreeInUse(e)),
+                other => other.map_err(|e| e.to_string()),
+            },
+            None => Err("no sandboxed plugin".into()),
+        };
+        let deadman = match &cgroups {
+            Ok(tree) => arm_deadman(tree),
+            Err(e) => {
+                tracing::warn!(reason = %e, "no cgroup subtree: quotas cannot be enforced");
+                None
+            }
+        };
+        Ok(Self { tiers, cgroups: Mutex::new(cgroups), deadman: Mutex::new(deadman) })
     }
 
     pub fn tier(&self, name: &str) -> Option<&Tier> {
@@ -94,6 +118,10 @@ impl Sandbox {
 
     /// One pass of the subtree's teardown; true once nothing is pending.
     fn teardown_step(&self) -> bool {
+        // The switch sits in the subtree's supervisor leaf, which it would keep busy.
+        if let Ok(mut slot) = self.deadman.lock() {
+            slot.take();
+        }
         match self.cgroups.lock() {
             Ok(mut guard) => match guard.as_mut() {
                 Ok(tree) => !matches!(tree.teardown(), Ok(Removal::Pending { .. })),
@@ -231,26 +259,43 @@ fn drop_limit(l: &mut cgroup::Limits, c: Controller) {
     }
 }
 
-fn setup_cgroups(config: &Config) -> Result<Subtree, String> {
+/// Locks the subtree (a live owner is an error), cleans what a dead one left, builds it.
+fn setup_cgroups(config: &Config) -> Result<Subtree, CgroupError> {
     let fs: Arc<dyn cgroup::CgroupFs> = Arc::new(RealFs);
     let c = &config.supervisor.cgroup;
     let cfg = SubtreeConfig { name: c.name.clone(), parent: c.parent.clone(), move_self: c.move_self };
-    let layout = Arc::new(Layout::detect(fs.as_ref(), cfg.parent.as_deref()).map_err(|e| e.to_string())?);
+    let layout = Arc::new(Layout::detect(fs.as_ref(), cfg.parent.as_deref())?);
+    let lock = Subtree::lock(fs.as_ref(), &layout, &cfg)?;
     let deadline = std::time::Instant::now() + STALE_WAIT;
     loop {
-        match Subtree::cleanup_stale(fs.as_ref(), &layout, &cfg) {
-            Ok(Removal::Removed) => break,
-            Ok(Removal::Pending { cgroup }) if std::time::Instant::now() < deadline => {
+        match Subtree::cleanup_stale(fs.as_ref(), &layout, &cfg, &lock)? {
+            Removal::Removed => break,
+            Removal::Pending { cgroup } if std::time::Instant::now() < deadline => {
                 tracing::info!(cgroup = %cgroup.display(), "waiting for a previous run's processes to die");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Ok(Removal::Pending { cgroup }) => {
-                return Err(format!("a previous run's cgroup {} could not be emptied", cgroup.display()));
-            }
-            Err(e) => return Err(e.to_string()),
+            Removal::Pending { cgroup } => return Err(CgroupError::StaleNotEmptied { cgroup, waited: STALE_WAIT }),
         }
     }
-    Subtree::create(fs, layout, &cfg).map_err(|e| e.to_string())
+    Subtree::create(fs, layout, &cfg, lock)
+}
+
+/// Arms the dead man's switch over the subtree's plugins, where the kernel can kill a
+/// whole cgroup; without it, what plugins fork outlives a supervisor that is killed.
+fn arm_deadman(tree: &Subtree) -> Option<Deadman> {
+    let Some(file) = tree.plugins_kill_file() else {
+        tracing::warn!(
+            "no cgroup.kill on this host: processes plugins fork outlive a supervisor that is killed, until its next start"
+        );
+        return None;
+    };
+    match Deadman::arm(&file) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, file = %file.display(), "cannot arm the dead man's switch: processes plugins fork outlive a supervisor that is killed");
+            None
+        }
+    }
 }
 
 fn prepare_data_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod confine;
+pub mod deadman;
 pub mod host;
 pub mod landlock;
 pub mod netns;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use plugin_supervisor::sandbox::cgroup::{
-    CgroupFs, ForkMode, Instance, JoinPath, Layout, RealFs, Spawned, Subtree, SubtreeConfig,
+    CgroupError, CgroupFs, ForkMode, Instance, JoinPath, Layout, RealFs, Spawned, Subtree, SubtreeConfig,
 };
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -44,16 +44,8 @@ fn sweep_dead_runs(layout: &Layout) {
                 continue;
             }
             let config = SubtreeConfig { name, parent: None, move_self: false };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                match Subtree::cleanup_stale(&RealFs, layout, &config) {
-                    Ok(r) if !r.is_removed() => std::thread::sleep(Duration::from_millis(10)),
-                    Ok(_) => break,
-                    Err(e) => {
-                        eprintln!("sweep: {}: {e}", config.name);
-                        break;
-                    }
-                }
+            if let Err(e) = remove_stale(layout, &config) {
+                eprintln!("sweep: {}: {e}", config.name);
             }
         }
     }
@@ -72,7 +64,8 @@ impl Guard {
         let layout = layout();
         let config = SubtreeConfig { name: unique_name(), parent: None, move_self };
         let fs: Arc<dyn CgroupFs> = Arc::new(RealFs);
-        let subtree = Subtree::create(fs, layout.clone(), &config).expect("create the subtree");
+        let lock = Subtree::lock(&RealFs, &layout, &config).expect("lock the subtree");
+        let subtree = Subtree::create(fs, layout.clone(), &config, lock).expect("create the subtree");
         Guard { layout, config, subtree: Some(subtree) }
     }
 
@@ -109,18 +102,34 @@ impl Drop for Guard {
                 }
             }
         }
-        while Instant::now() < deadline {
-            match Subtree::cleanup_stale(&RealFs, &self.layout, &self.config) {
-                Ok(r) if r.is_removed() => return,
-                Ok(_) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => {
-                    eprintln!("guard: cleanup of {} failed: {e}", self.config.name);
-                    return;
-                }
-            }
+        if let Err(e) = remove_stale(&self.layout, &self.config) {
+            eprintln!("guard: cleanup of {} failed: {e}", self.config.name);
         }
-        eprintln!("guard: {} still not removed after 10 s", self.config.name);
     }
+}
+
+/// What the start-up sweep does with a subtree left by a dead run (lock it, kill and
+/// remove what is below), then removes the locked root too. Waits at most 10 s.
+pub fn remove_stale(layout: &Layout, config: &SubtreeConfig) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Tests run side by side in this process, and a child another test forks holds copies
+    // of every descriptor, this lock's included, until that test kills it.
+    let lock = loop {
+        match Subtree::lock(&RealFs, layout, config) {
+            Ok(lock) => break lock,
+            Err(e @ CgroupError::InUse { .. }) if Instant::now() > deadline => return Err(e.to_string()),
+            Err(CgroupError::InUse { .. }) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    loop {
+        match Subtree::cleanup_stale(&RealFs, layout, config, &lock).map_err(|e| e.to_string())? {
+            r if r.is_removed() => break,
+            _ if Instant::now() > deadline => return Err("still not removed after 10 s".into()),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    RealFs.rmdir(lock.dir()).map_err(|e| format!("{}: {e}", lock.dir().display()))
 }
 
 pub fn poll_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {

@@ -92,6 +92,23 @@ pub enum CgroupError {
     #[error("cgroup {cgroup} already exists (left by a previous run? clean it with cleanup_stale first)")]
     AlreadyExists { cgroup: PathBuf },
 
+    #[error(
+        "cgroup subtree {cgroup} belongs to a running plugin-supervisor ({}); a second one \
+         needs a subtree of its own ([supervisor.cgroup] name)",
+        pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
+    )]
+    InUse { cgroup: PathBuf, pid: Option<u32> },
+
+    #[error("cgroup {cgroup}, left by a supervisor that died, could not be emptied in {waited:?}")]
+    StaleNotEmptied { cgroup: PathBuf, waited: std::time::Duration },
+
+    #[error("locking cgroup {cgroup}: {source}")]
+    Lock {
+        cgroup: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("parent cgroup {cgroup} does not exist")]
     MissingParent { cgroup: PathBuf },
 
@@ -128,7 +145,8 @@ impl CgroupError {
             | CgroupError::Rmdir { source, .. }
             | CgroupError::List { source, .. }
             | CgroupError::Signal { source, .. }
-            | CgroupError::Spawn { source, .. } => source.raw_os_error(),
+            | CgroupError::Spawn { source, .. }
+            | CgroupError::Lock { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

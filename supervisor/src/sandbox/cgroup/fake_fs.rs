@@ -8,11 +8,11 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::controller::Version;
 use super::fake_kernel::{State, errno, split};
-use super::fs::CgroupFs;
+use super::fs::{CgroupFs, DirLock};
 
 /// A mutating call seen by the fake, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,12 +27,46 @@ pub enum FakeOp {
 
 #[derive(Debug, Default)]
 pub struct FakeFs {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+}
+
+/// A lock the fake handed out: let go when dropped, unless the directory was removed (and
+/// perhaps made and locked again) since.
+struct FakeLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+    token: u64,
+}
+
+impl Drop for FakeLock {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.locks.get(&self.path).is_some_and(|(_, t)| *t == self.token) {
+            st.locks.remove(&self.path);
+        }
+    }
 }
 
 impl FakeFs {
     pub fn new(self_pid: u32) -> FakeFs {
-        FakeFs { state: Mutex::new(State { self_pid, ..State::default() }) }
+        FakeFs { state: Arc::new(Mutex::new(State { self_pid, ..State::default() })) }
+    }
+
+    /// Another live process holds the lock of the cgroup directory `path`.
+    pub fn hold_lock(&self, path: &str, pid: u32) {
+        let mut st = self.lock();
+        st.next_lock += 1;
+        let token = st.next_lock;
+        st.locks.insert(PathBuf::from(path), (pid, token));
+    }
+
+    /// Its holder died: the kernel lets the lock go.
+    pub fn release_lock(&self, path: &str) {
+        self.lock().locks.remove(Path::new(path));
+    }
+
+    pub fn lock_holder_of(&self, path: &str) -> Option<u32> {
+        self.lock().locks.get(Path::new(path)).map(|(pid, _)| *pid)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -207,6 +241,23 @@ impl CgroupFs for FakeFs {
 
     fn self_pid(&self) -> u32 {
         self.lock().self_pid
+    }
+
+    fn lock_dir(&self, path: &Path) -> io::Result<DirLock> {
+        let mut st = self.lock();
+        st.node(path)?;
+        if st.locks.contains_key(path) {
+            return Err(errno(libc::EWOULDBLOCK));
+        }
+        st.next_lock += 1;
+        let token = st.next_lock;
+        let pid = st.self_pid;
+        st.locks.insert(path.to_path_buf(), (pid, token));
+        Ok(DirLock::new(FakeLock { state: self.state.clone(), path: path.to_path_buf(), token }))
+    }
+
+    fn lock_holder(&self, path: &Path) -> Option<u32> {
+        self.lock().locks.get(path).map(|(pid, _)| *pid)
     }
 }
 

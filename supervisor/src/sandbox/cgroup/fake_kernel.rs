@@ -39,6 +39,9 @@ pub(super) struct State {
     pub(super) ops: Vec<FakeOp>,
     pub(super) fork_on_kill: BTreeMap<u32, u32>,
     pub(super) failures: BTreeMap<PathBuf, i32>,
+    /// flock holders of cgroup directories: (pid, token of the lock taken).
+    pub(super) locks: BTreeMap<PathBuf, (u32, u64)>,
+    pub(super) next_lock: u64,
 }
 
 pub(super) fn errno(e: i32) -> io::Error {
@@ -297,6 +300,8 @@ impl State {
             return Err(errno(libc::EBUSY));
         }
         self.nodes.remove(path);
+        // The lock stays with the removed directory; one made again is unlocked.
+        self.locks.remove(path);
         Ok(())
     }
 

@@ -30,6 +30,30 @@ pub trait CgroupFs: fmt::Debug + Send + Sync {
     /// SIGKILL; a pid that is already gone is success.
     fn kill(&self, pid: u32) -> io::Result<()>;
     fn self_pid(&self) -> u32;
+    /// An exclusive lock on a cgroup directory, taken without waiting and held as long as
+    /// the returned guard lives; the kernel drops it when its holder dies. Held by someone
+    /// else: `ErrorKind::WouldBlock`. The lock is on the directory the path names when the
+    /// call returns (one removed in between is never what was locked).
+    fn lock_dir(&self, path: &Path) -> io::Result<DirLock>;
+    /// The pid holding `path`'s lock, when the kernel tells.
+    fn lock_holder(&self, path: &Path) -> Option<u32>;
+}
+
+/// A held directory lock; dropping it lets go.
+pub struct DirLock {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl DirLock {
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self { _held: Box::new(held) }
+    }
+}
+
+impl fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DirLock")
+    }
 }
 
 pub(crate) fn read(fs: &dyn CgroupFs, dir: &Path, file: &str) -> Result<String> {

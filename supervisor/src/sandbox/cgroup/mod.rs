@@ -1,7 +1,8 @@
 //! Cgroups for plugin instances: the delegated subtree, per-instance quotas, joining before
 //! the first instruction, stats, kill and removal, on pure v2, hybrid and v1-only hosts.
 //!
-//! Flow: `Layout::detect` → `Subtree::cleanup_stale` (until `Removed`) → `Subtree::create`
+//! Flow: `Layout::detect` → `Subtree::lock` → `Subtree::cleanup_stale` (until `Removed`) →
+//! `Subtree::create`
 //! → `Subtree::create_instance` → `Instance::join_fds` + `JoinFds::spawn` → `Instance::stats`
 //! / `set_limits` → `Instance::kill` + `Instance::try_remove` (polled) → `Subtree::teardown`.
 //!
@@ -60,7 +61,7 @@ mod tests_subtree;
 pub use clone3::{Forked, clone_into_cgroup, fork_with_pidfd, is_unsupported as clone3_unsupported};
 pub use controller::{Controller, Version};
 pub use error::{CgroupError, Result};
-pub use fs::CgroupFs;
+pub use fs::{CgroupFs, DirLock};
 pub use instance::Instance;
 pub use join::{ChildJoin, ForkMode, JoinFds, JoinPath, Spawned};
 pub use kill::KillStrategy;
@@ -73,4 +74,4 @@ pub use real_fs::RealFs;
 pub use remove::Removal;
 pub use stale::cleanup_stale;
 pub use stats::Stats;
-pub use subtree::{Subtree, SubtreeConfig};
+pub use subtree::{Subtree, SubtreeConfig, SubtreeLock};

@@ -77,10 +77,36 @@ pub(crate) fn names(text: &str) -> Vec<&str> {
     text.split_whitespace().collect()
 }
 
+/// The pid holding a `flock` on the inode `ino` of device `major:minor`, from
+/// `/proc/locks` ("1: FLOCK  ADVISORY  WRITE 1234 00:26:7321 0 EOF"; device numbers in
+/// hex). Lines of waiters ("1: -> FLOCK ...") are not holders.
+pub fn flock_holder(locks: &str, major: u32, minor: u32, ino: u64) -> Option<u32> {
+    let wanted = format!("{major:02x}:{minor:02x}:{ino}");
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, dev, ..] if *dev == wanted => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_flock_holder_of_an_inode() {
+        let locks = "1: POSIX  ADVISORY  WRITE 99 00:26:7321 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4242 00:26:7321 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 5151 00:26:7321 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 77 00:2a:7321 0 EOF\n";
+        assert_eq!(flock_holder(locks, 0, 0x26, 7321), Some(4242));
+        assert_eq!(flock_holder(locks, 0, 42, 7321), Some(77), "minor numbers are hex");
+        assert_eq!(flock_holder(locks, 0, 0x26, 7322), None);
+        assert_eq!(flock_holder("", 0, 0x26, 7321), None);
+    }
 
     #[test]
     fn single_values() {

@@ -2,11 +2,12 @@
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::fs::CgroupFs;
+use super::fs::{CgroupFs, DirLock};
+use super::parse;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
@@ -85,6 +86,31 @@ impl CgroupFs for RealFs {
     fn self_pid(&self) -> u32 {
         std::process::id()
     }
+
+    fn lock_dir(&self, path: &Path) -> io::Result<DirLock> {
+        // A supervisor tearing down removes the directory it held locked; whoever opened
+        // that directory just before then gets its lock once the holder exits, on a
+        // directory no longer in the tree. Only a lock on what the path still names counts.
+        for _ in 0..8 {
+            let fd = self.open_dir(path)?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let held = fs::File::from(fd);
+            let (locked, named) = (held.metadata()?, fs::metadata(path));
+            if named.is_ok_and(|n| n.dev() == locked.dev() && n.ino() == locked.ino()) {
+                return Ok(DirLock::new(held));
+            }
+        }
+        Err(io::Error::other(format!("{} keeps being removed and made again", path.display())))
+    }
+
+    fn lock_holder(&self, path: &Path) -> Option<u32> {
+        let meta = fs::metadata(path).ok()?;
+        let locks = fs::read_to_string("/proc/locks").ok()?;
+        parse::flock_holder(&locks, libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino())
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +150,17 @@ mod tests {
         // pid_max is at most 2^22, so this pid cannot exist.
         RealFs.kill(4_194_305).unwrap();
         assert_eq!(RealFs.self_pid(), std::process::id());
+    }
+
+    #[test]
+    fn a_locked_directory_refuses_a_second_lock_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RealFs.lock_dir(dir.path()).unwrap();
+        let second = RealFs.lock_dir(dir.path()).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock, "{second}");
+        assert_eq!(RealFs.lock_holder(dir.path()), Some(std::process::id()));
+        drop(first);
+        assert!(RealFs.lock_holder(dir.path()).is_none());
+        RealFs.lock_dir(dir.path()).unwrap();
     }
 }

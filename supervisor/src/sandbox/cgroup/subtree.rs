@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::apply;
 use super::controller::Controller;
 use super::error::{CgroupError, Result};
-use super::fs::{self, CgroupFs};
+use super::fs::{self, CgroupFs, DirLock};
 use super::instance::Instance;
 use super::layout::{HierarchyId, Layout};
 use super::limits::Limits;
@@ -38,6 +38,23 @@ impl Default for SubtreeConfig {
     }
 }
 
+/// Ownership of a subtree by one live supervisor: an `flock` on the root's directory in
+/// one hierarchy (the unified one where there is one). The kernel lets it go when the
+/// holder dies, so the lock tells a live owner's subtree, which must never be touched, from
+/// one a dead supervisor left, which the next start cleans.
+#[derive(Debug)]
+pub struct SubtreeLock {
+    dir: PathBuf,
+    _held: DirLock,
+}
+
+impl SubtreeLock {
+    /// The locked directory (the root, in the lock's hierarchy).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
 /// The subtree of one supervisor. It has no `Drop`: removal has to be polled while killed
 /// processes exit, and after a crash no destructor runs anyway; `teardown` is the orderly
 /// way out and `cleanup_stale` at the next start is the backstop.
@@ -52,6 +69,13 @@ pub struct Subtree {
     /// Controllers we enabled in the parent's `cgroup.subtree_control` (and must disable
     /// again before this process can move back there).
     enabled_in_parent: Vec<Controller>,
+    /// Held until the subtree is gone (dropped with it).
+    lock: SubtreeLock,
+}
+
+/// Where the subtree's lock lives: the root's unified directory, else its first.
+fn lock_dir(root: &CgroupSet) -> Option<PathBuf> {
+    root.unified().or_else(|| root.dirs().next().map(|(_, d)| d)).map(std::path::Path::to_path_buf)
 }
 
 fn plus(cs: &[Controller]) -> String {
@@ -63,28 +87,70 @@ fn minus(cs: &[Controller]) -> String {
 }
 
 impl Subtree {
-    /// Kills and removes what a previous (crashed) run left at the subtree root; call before
-    /// `create`, and again while it returns `Pending`.
-    pub fn cleanup_stale(fs: &dyn CgroupFs, layout: &Layout, config: &SubtreeConfig) -> Result<Removal> {
-        let (_, root) = paths::subtree_root(layout, config.parent.as_deref(), &config.name)?;
-        stale::cleanup_stale(fs, &root)
+    /// Becomes the owner of the subtree: makes its root directory in the lock's hierarchy
+    /// when missing, and locks it. A live supervisor holding it is `InUse`, naming its pid,
+    /// and nothing of its subtree is touched.
+    pub fn lock(fs: &dyn CgroupFs, layout: &Layout, config: &SubtreeConfig) -> Result<SubtreeLock> {
+        let (parent, root) = paths::subtree_root(layout, config.parent.as_deref(), &config.name)?;
+        let Some(dir) = lock_dir(&root) else {
+            return Err(CgroupError::MissingParent { cgroup: PathBuf::from(&config.name) });
+        };
+        for (_, p) in parent.dirs() {
+            if !fs.exists(p) {
+                return Err(CgroupError::MissingParent { cgroup: p.to_path_buf() });
+            }
+        }
+        match fs::mkdir(fs, &dir) {
+            Ok(()) | Err(CgroupError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        match fs.lock_dir(&dir) {
+            Ok(held) => Ok(SubtreeLock { dir, _held: held }),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(CgroupError::InUse { pid: fs.lock_holder(&dir), cgroup: dir })
+            }
+            Err(source) => Err(CgroupError::Lock { cgroup: dir, source }),
+        }
     }
 
-    /// Builds the subtree. Fails with `AlreadyExists` if any part of the root is there (run
-    /// `cleanup_stale` first); on any failure, what was built is taken down again.
-    pub fn create(fs: Arc<dyn CgroupFs>, layout: Arc<Layout>, config: &SubtreeConfig) -> Result<Subtree> {
+    /// Kills and removes what a previous (dead) run left at the subtree root; call after
+    /// `lock` and before `create`, and again while it returns `Pending`. The lock is what
+    /// keeps this from ever touching a live supervisor's plugins.
+    pub fn cleanup_stale(
+        fs: &dyn CgroupFs,
+        layout: &Layout,
+        config: &SubtreeConfig,
+        lock: &SubtreeLock,
+    ) -> Result<Removal> {
+        let (_, root) = paths::subtree_root(layout, config.parent.as_deref(), &config.name)?;
+        stale::cleanup_stale_keeping(fs, &root, Some(lock.dir()))
+    }
+
+    /// Builds the subtree under `lock`. Fails with `AlreadyExists` if any part of it is there
+    /// besides the locked directory (run `cleanup_stale` first); on any failure, what was
+    /// built is taken down again.
+    pub fn create(
+        fs: Arc<dyn CgroupFs>,
+        layout: Arc<Layout>,
+        config: &SubtreeConfig,
+        lock: SubtreeLock,
+    ) -> Result<Subtree> {
         let (parent, root) = paths::subtree_root(&layout, config.parent.as_deref(), &config.name)?;
         for (_, dir) in parent.dirs() {
             if !fs.exists(dir) {
                 return Err(CgroupError::MissingParent { cgroup: dir.to_path_buf() });
             }
         }
+        let locked = lock.dir().to_path_buf();
         for (_, dir) in root.dirs() {
-            if fs.exists(dir) {
+            let leftover = if dir == locked { !fs::child_dirs(&*fs, dir)?.is_empty() } else { fs.exists(dir) };
+            if leftover {
+                // The locked directory is ours to take away again when it is empty.
+                let _ = fs.rmdir(&locked);
                 return Err(CgroupError::AlreadyExists { cgroup: dir.to_path_buf() });
             }
         }
-        let mut st = Subtree { fs, layout, parent, root, origin: None, enabled_in_parent: Vec::new() };
+        let mut st = Subtree { fs, layout, parent, root, origin: None, enabled_in_parent: Vec::new(), lock };
         match st.build(config.move_self) {
             Ok(()) => Ok(st),
             Err(e) => {
@@ -99,7 +165,9 @@ impl Subtree {
         let fs = &*self.fs;
         for set in [self.root.clone(), self.supervisor_leaf(), self.plugins()] {
             for (_, dir) in set.dirs() {
-                fs::mkdir(fs, dir)?;
+                if dir != self.lock.dir() {
+                    fs::mkdir(fs, dir)?;
+                }
             }
         }
         if move_self {
@@ -151,6 +219,13 @@ impl Subtree {
 
     fn plugins(&self) -> CgroupSet {
         self.root.child(PLUGINS_DIR)
+    }
+
+    /// `plugins/cgroup.kill` in the unified hierarchy, when this kernel has it: one write
+    /// kills every plugin process, whatever it forked.
+    pub fn plugins_kill_file(&self) -> Option<PathBuf> {
+        let file = self.plugins().unified()?.join("cgroup.kill");
+        self.fs.exists(&file).then_some(file)
     }
 
     /// Creates `plugins/<plugin>/<instance>` and applies `limits` to it. Quotas this host

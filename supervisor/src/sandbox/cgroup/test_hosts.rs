@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::error::Result;
 use super::fake_fs::FakeFs;
 use super::fs::CgroupFs;
 use super::layout::Layout;
+use super::subtree::{Subtree, SubtreeConfig};
 
 pub(crate) const SELF_PID: u32 = 100;
 
@@ -96,4 +98,10 @@ pub(crate) fn v1_only() -> (Arc<FakeFs>, Layout) {
 /// The fake as the trait object the production code takes.
 pub(crate) fn dyn_fs(fs: &Arc<FakeFs>) -> Arc<dyn CgroupFs> {
     fs.clone()
+}
+
+/// Locks and builds a subtree, as a supervisor's start does.
+pub(crate) fn create(fs: &Arc<FakeFs>, layout: Arc<Layout>, config: &SubtreeConfig) -> Result<Subtree> {
+    let lock = Subtree::lock(&**fs, &layout, config)?;
+    Subtree::create(dyn_fs(fs), layout, config, lock)
 }

@@ -14,11 +14,11 @@ use super::limits::Limits;
 use super::remove::Removal;
 use super::stats::Stats;
 use super::subtree::{Subtree, SubtreeConfig};
-use super::test_hosts::{SELF_PID, dyn_fs, hybrid, pure_v2, v1_only};
+use super::test_hosts::{SELF_PID, create, hybrid, pure_v2, v1_only};
 
 fn make(fs: &Arc<FakeFs>, layout: Layout, move_self: bool) -> (Subtree, Instance) {
     let cfg = SubtreeConfig { name: "s".into(), parent: None, move_self };
-    let st = Subtree::create(dyn_fs(fs), Arc::new(layout), &cfg).unwrap();
+    let st = create(fs, Arc::new(layout), &cfg).unwrap();
     let inst = st.create_instance("p", "0", &Limits::default()).unwrap();
     fs.clear_ops();
     (st, inst)

@@ -11,7 +11,7 @@ use super::fs::CgroupFs;
 use super::layout::Layout;
 use super::limits::Limits;
 use super::subtree::{Subtree, SubtreeConfig};
-use super::test_hosts::{SELF_PID, V2_SERVICE, dyn_fs, hybrid, pure_v2, v1_only};
+use super::test_hosts::{SELF_PID, V2_SERVICE, create, hybrid, pure_v2, v1_only};
 
 fn config(move_self: bool) -> SubtreeConfig {
     SubtreeConfig { name: "s".into(), parent: None, move_self }
@@ -52,7 +52,7 @@ fn leftovers(fs: &FakeFs, roots: &[&str]) -> Vec<PathBuf> {
 #[test]
 fn hybrid_builds_only_in_the_hierarchies_it_uses() {
     let (fs, layout) = hybrid();
-    let mut st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(false)).unwrap();
+    let mut st = create(&fs, Arc::new(layout), &config(false)).unwrap();
     for root in HYBRID_ROOTS {
         for sub in ["", "/supervisor", "/plugins"] {
             assert!(fs.is_cgroup(&format!("{root}{sub}")), "{root}{sub}");
@@ -70,7 +70,7 @@ fn hybrid_builds_only_in_the_hierarchies_it_uses() {
 #[test]
 fn hybrid_move_self_and_back() {
     let (fs, layout) = hybrid();
-    let mut st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(true)).unwrap();
+    let mut st = create(&fs, Arc::new(layout), &config(true)).unwrap();
     for root in HYBRID_ROOTS {
         assert_eq!(fs.procs_of(&format!("{root}/supervisor")), vec![SELF_PID], "{root}");
     }
@@ -93,7 +93,7 @@ fn hybrid_move_self_and_back() {
 fn pure_v2_moves_out_enables_controllers_and_restores_parent() {
     let (fs, layout) = pure_v2();
     let root = format!("{V2_SERVICE}/s");
-    let mut st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(true)).unwrap();
+    let mut st = create(&fs, Arc::new(layout), &config(true)).unwrap();
     let parent_ctl = Path::new(V2_SERVICE).join("cgroup.subtree_control");
     assert!(fs.ops().contains(&FakeOp::Write(parent_ctl.clone(), "+memory +cpu +pids".into())));
     for dir in [V2_SERVICE.to_owned(), root.clone(), format!("{root}/plugins")] {
@@ -113,7 +113,7 @@ fn pure_v2_moves_out_enables_controllers_and_restores_parent() {
 #[test]
 fn pure_v2_without_move_self_names_the_busy_parent_and_rolls_back() {
     let (fs, layout) = pure_v2();
-    let e = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(false)).unwrap_err();
+    let e = create(&fs, Arc::new(layout), &config(false)).unwrap_err();
     match &e {
         CgroupError::InternalProcesses { cgroup, pids } => {
             assert_eq!(cgroup, Path::new(V2_SERVICE));
@@ -144,7 +144,7 @@ fn pure_v2_configured_empty_parent_already_delegated() {
     )
     .unwrap();
     let cfg = SubtreeConfig { parent: Some(parent), ..config(false) };
-    let mut st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &cfg).unwrap();
+    let mut st = create(&fs, Arc::new(layout), &cfg).unwrap();
     let root = "/sys/fs/cgroup/system.slice/plugins.slice/s";
     assert!(fs.is_cgroup(&format!("{root}/plugins")));
     assert_confined(&fs, &[root], &[]);
@@ -157,21 +157,21 @@ fn existing_root_and_missing_parent_are_refused() {
     let (fs, layout) = hybrid();
     fs.add_cgroup("/sys/fs/cgroup/cpu/s");
     let layout = Arc::new(layout);
-    let e = Subtree::create(dyn_fs(&fs), layout.clone(), &config(false)).unwrap_err();
+    let e = create(&fs, layout.clone(), &config(false)).unwrap_err();
     assert!(
         matches!(e, CgroupError::AlreadyExists { ref cgroup } if cgroup == Path::new("/sys/fs/cgroup/cpu/s")),
         "{e}"
     );
     assert!(!fs.is_cgroup("/sys/fs/cgroup/unified/s"), "nothing was created");
     let cfg = SubtreeConfig { parent: Some("/nope".into()), ..config(false) };
-    let e = Subtree::create(dyn_fs(&fs), layout, &cfg).unwrap_err();
+    let e = create(&fs, layout, &cfg).unwrap_err();
     assert!(matches!(e, CgroupError::MissingParent { .. }), "{e}");
 }
 
 #[test]
 fn instance_leaf_per_hierarchy_with_v1_limits() {
     let (fs, layout) = hybrid();
-    let st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(false)).unwrap();
+    let st = create(&fs, Arc::new(layout), &config(false)).unwrap();
     let limits = Limits {
         memory_max: Some(64 << 20),
         memory_high: Some(32 << 20),
@@ -206,7 +206,7 @@ fn unavailable_controller_fails_before_creating_anything() {
         None,
     )
     .unwrap();
-    let mut st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(true)).unwrap();
+    let mut st = create(&fs, Arc::new(layout), &config(true)).unwrap();
     let e = st.create_instance("hog", "0", &Limits { memory_max: Some(1 << 20), ..Limits::default() }).unwrap_err();
     match e {
         CgroupError::ControllerUnavailable { controller, quota } => {
@@ -226,35 +226,87 @@ fn cleanup_stale_after_a_crash() {
     let (fs, layout) = hybrid();
     let layout = Arc::new(layout);
     {
-        let st = Subtree::create(dyn_fs(&fs), layout.clone(), &config(false)).unwrap();
+        let st = create(&fs, layout.clone(), &config(false)).unwrap();
         st.create_instance("p", "0", &Limits::default()).unwrap();
         st.create_instance("p", "1", &Limits::default()).unwrap();
-        // A crash: the handles are gone, the cgroups and processes are not.
+        // A crash: the handles are gone (and the kernel lets the lock go with the process),
+        // the cgroups and processes are not.
     }
     let leaf0: Vec<String> = HYBRID_ROOTS.iter().map(|r| format!("{r}/plugins/p/0")).collect();
     fs.spawn(500, &leaf0.iter().map(String::as_str).collect::<Vec<_>>());
     fs.spawn(501, &[&format!("{}/plugins/p/1", HYBRID_ROOTS[1])]);
     fs.fork_on_kill(500, 502);
+    let lock = Subtree::lock(&*fs, &layout, &config(false)).unwrap();
     let mut rounds = 0;
-    while !Subtree::cleanup_stale(&*fs, &layout, &config(false)).unwrap().is_removed() {
+    while !Subtree::cleanup_stale(&*fs, &layout, &config(false), &lock).unwrap().is_removed() {
         rounds += 1;
         assert!(rounds < 5, "stale subtree not removed");
     }
-    assert!(leftovers(&fs, &HYBRID_ROOTS).is_empty());
+    // Everything is gone but the locked root, which the new owner keeps.
+    assert_eq!(leftovers(&fs, &HYBRID_ROOTS), [PathBuf::from(HYBRID_ROOTS[0])]);
     for pid in [500, 501, 502] {
         assert!(!fs.is_alive(pid), "{pid}");
     }
-    assert!(Subtree::cleanup_stale(&*fs, &layout, &config(false)).unwrap().is_removed(), "idempotent");
-    Subtree::create(dyn_fs(&fs), layout, &config(false)).unwrap();
+    assert!(Subtree::cleanup_stale(&*fs, &layout, &config(false), &lock).unwrap().is_removed(), "idempotent");
+    let mut st = Subtree::create(fs.clone(), layout, &config(false), lock).unwrap();
+    assert!(st.teardown().unwrap().is_removed());
+    assert!(leftovers(&fs, &HYBRID_ROOTS).is_empty());
+}
+
+#[test]
+fn a_live_owner_is_named_and_its_subtree_left_alone() {
+    let (fs, layout) = hybrid();
+    let layout = Arc::new(layout);
+    let live = create(&fs, layout.clone(), &config(false)).unwrap();
+    live.create_instance("p", "0", &Limits::default()).unwrap();
+    let leaf: Vec<String> = HYBRID_ROOTS.iter().map(|r| format!("{r}/plugins/p/0")).collect();
+    fs.spawn(600, &leaf.iter().map(String::as_str).collect::<Vec<_>>());
+    // The live owner is another process, as the kernel would say of its flock.
+    fs.release_lock(HYBRID_ROOTS[0]);
+    fs.hold_lock(HYBRID_ROOTS[0], 4242);
+    let before = fs.cgroups();
+    fs.clear_ops();
+    let e = Subtree::lock(&*fs, &layout, &config(false)).unwrap_err();
+    match &e {
+        CgroupError::InUse { cgroup, pid } => {
+            assert_eq!(cgroup, Path::new(HYBRID_ROOTS[0]));
+            assert_eq!(*pid, Some(4242));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    let message = e.to_string();
+    assert!(message.contains("pid 4242") && message.contains(HYBRID_ROOTS[0]), "{message}");
+    assert!(fs.is_alive(600), "the live owner's plugin was not killed");
+    assert!(fs.ops().iter().all(|op| matches!(op, FakeOp::Mkdir(_))), "only the lock's mkdir: {:?}", fs.ops());
+    assert_eq!(fs.cgroups(), before, "nothing made or removed");
+}
+
+#[test]
+fn the_lock_lives_with_the_subtree_and_goes_with_it() {
+    let (fs, layout) = pure_v2();
+    let layout = Arc::new(layout);
+    let mut st = create(&fs, layout.clone(), &config(true)).unwrap();
+    let root = format!("{V2_SERVICE}/s");
+    assert_eq!(fs.lock_holder_of(&root), Some(SELF_PID));
+    assert!(matches!(Subtree::lock(&*fs, &layout, &config(true)), Err(CgroupError::InUse { .. })));
+    assert!(st.teardown().unwrap().is_removed());
+    assert_eq!(fs.lock_holder_of(&root), None, "removing the directory takes its lock along");
+    drop(st);
+    let again = create(&fs, layout, &config(true)).unwrap();
+    assert_eq!(fs.lock_holder_of(&root), Some(SELF_PID));
+    drop(again);
+    assert_eq!(fs.lock_holder_of(&root), None, "dropping the subtree lets go");
 }
 
 #[test]
 fn cleanup_stale_refuses_a_tree_holding_this_process() {
     let (fs, layout) = hybrid();
     let layout = Arc::new(layout);
-    let _crashed = Subtree::create(dyn_fs(&fs), layout.clone(), &config(true)).unwrap();
+    let crashed = create(&fs, layout.clone(), &config(true)).unwrap();
+    drop(crashed);
+    let lock = Subtree::lock(&*fs, &layout, &config(true)).unwrap();
     fs.clear_ops();
-    let e = Subtree::cleanup_stale(&*fs, &layout, &config(true)).unwrap_err();
+    let e = Subtree::cleanup_stale(&*fs, &layout, &config(true), &lock).unwrap_err();
     assert!(matches!(e, CgroupError::ContainsSelf { pid: SELF_PID, .. }), "{e}");
     assert!(fs.ops().is_empty(), "nothing killed or removed: {:?}", fs.ops());
 }
@@ -262,7 +314,7 @@ fn cleanup_stale_refuses_a_tree_holding_this_process() {
 #[test]
 fn teardown_is_pollable() {
     let (fs, layout) = v1_only();
-    let mut st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(false)).unwrap();
+    let mut st = create(&fs, Arc::new(layout), &config(false)).unwrap();
     st.create_instance("p", "0", &Limits { cpu_max: Some((10_000, 100_000)), ..Limits::default() }).unwrap();
     let busy = "/sys/fs/cgroup/memory/user.slice/s/plugins/p/0";
     fs.fail_on(busy, libc::EBUSY);
@@ -284,7 +336,7 @@ fn pure_v2_root_parent_keeps_the_controllers_it_enabled() {
     fs.spawn(SELF_PID, &["/sys/fs/cgroup"]);
     let layout = Layout::from_proc(&fs, "1 0 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/\n", None).unwrap();
     let fs = Arc::new(fs);
-    let mut st = Subtree::create(dyn_fs(&fs), Arc::new(layout), &config(false)).unwrap();
+    let mut st = create(&fs, Arc::new(layout), &config(false)).unwrap();
     let root_ctl = PathBuf::from("/sys/fs/cgroup/cgroup.subtree_control");
     assert!(
         fs.ops().contains(&FakeOp::Write(root_ctl.clone(), "+memory +cpu +pids".into())),
