@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use plugin_integration::daemon::{Daemon, config, plugin};
+use plugin_integration::daemon::{Daemon, config, config_with, plugin};
 use plugin_integration::pb::zoo::zoo_client::ZooClient;
 use plugin_integration::pb::zoo::*;
 use plugin_integration::procfs;
@@ -234,6 +234,24 @@ async fn a_plugin_process_shows_its_fences_in_proc() {
         }
         let name = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         assert!(name.contains("/plugins/zoo/zoo-0"), "{tier}: {name}");
+    }
+}
+
+#[test]
+fn a_plugin_works_in_its_data_dir_or_in_the_root_never_in_the_daemons_directory() {
+    let data = tempfile::Builder::new().prefix("ps-data-").tempdir().unwrap();
+    let dir = data.path().join("zoo");
+    let with_data = format!("data_dir = {:?}", dir.display().to_string());
+    let cwd = |pid: i64| std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    for (extra, data_dir) in [(with_data.as_str(), true), ("tier = \"L3\"", false), ("tier = \"none\"", false)] {
+        let config =
+            config_with("\n[supervisor.sandbox]\nallow_unsandboxed = true\n", &plugin("zoo", &bins::zoo(), extra));
+        let d = Daemon::start(&config);
+        let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap();
+        let daemon = cwd(i64::from(d.pid()));
+        let want = if data_dir { std::fs::canonicalize(&dir).unwrap() } else { "/".into() };
+        assert!(daemon != want, "the daemon runs in {daemon:?} too: the test cannot tell them apart");
+        assert_eq!(cwd(pid), want, "the working directory of a plugin with {extra}");
     }
 }
 

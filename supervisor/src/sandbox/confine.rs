@@ -3,7 +3,9 @@
 //! assembled in the parent into what the child applies between fork and
 //! exec.
 
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -123,6 +125,10 @@ impl Sandbox {
         if let Some(dir) = &spec.data_dir {
             prepare_data_dir(dir, uid, gid)
                 .map_err(|e| ConfineError::Failed(format!("data_dir {}: {e}", dir.display())))?;
+            child.cwd = Some(
+                CString::new(dir.as_os_str().as_bytes())
+                    .map_err(|e| ConfineError::Refused(format!("data_dir {}: {e}", dir.display())))?,
+            );
         }
         if spec.tier == UNSANDBOXED {
             return Ok(Confined { child, cgroup: None, seccomp: None, notes: Vec::new(), tier: None });
