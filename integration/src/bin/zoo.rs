@@ -149,15 +149,9 @@ impl Zoo for ZooService {
     }
 
     async fn alloc(&self, req: Request<AllocRequest>) -> Result<Response<Text>, Status> {
-        let mib = req.into_inner().mib as usize;
-        for _ in 0..mib {
-            let mut chunk = vec![0u8; 1 << 20];
-            for i in (0..chunk.len()).step_by(4096) {
-                chunk[i] = 1;
-            }
-            // Kept for the life of the process: this is a memory hog.
-            std::mem::forget(chunk);
-        }
+        let mib = req.into_inner().mib;
+        // Kept for the life of the process: this is a memory hog.
+        plugin_integration::hog::hold_mib(mib);
         Ok(Response::new(Text { text: format!("holding {mib} MiB more") }))
     }
 
