@@ -5,6 +5,7 @@
 pub mod bins;
 pub mod daemon;
 pub mod files;
+pub mod hog;
 pub mod pb;
 pub mod procfs;
 pub mod sibling;

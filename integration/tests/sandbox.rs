@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use plugin_integration::daemon::{Daemon, config, plugin};
+use plugin_integration::daemon::{Daemon, config, config_with, plugin};
 use plugin_integration::pb::zoo::zoo_client::ZooClient;
 use plugin_integration::pb::zoo::*;
 use plugin_integration::procfs;
@@ -42,6 +42,26 @@ async fn a_memory_hog_is_oom_killed_at_its_limit_and_reported_as_out_of_memory()
     let e = d.wait_event("exited", "killed: out of memory (limit 64M)", UP);
     assert_eq!(e["instance"], "zoo-0");
     d.wait_for("zoo-0", UP, "restarted", |v| v["state"] == "running" && v["restarts"] == 1);
+    sibling.finish();
+}
+
+/// The zoo's resident anonymous memory, from `/proc/PID/status` (its
+/// file-backed pages, the binary's among them, may be reclaimed meanwhile).
+fn resident_anon_kib(pid: i32) -> u64 {
+    let rss = procfs::status_field(pid, "RssAnon").unwrap_or_default();
+    rss.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_hog_really_holds_what_it_reports_in_this_build_profile() {
+    // Faulting in 64 MiB takes seconds in the VM lane.
+    let (d, sibling) = zoo_and_sibling("call_timeout = \"60s\"");
+    let pid = zoo_pid(&d);
+    let before = resident_anon_kib(pid);
+    let r = zoo(&d).await.alloc(AllocRequest { mib: 64 }).await.expect("alloc").into_inner();
+    assert_eq!(r.text, "holding 64 MiB more");
+    let after = resident_anon_kib(pid);
+    assert!(after.saturating_sub(before) >= 64 * 1024, "the zoo grew from {before} to {after} KiB");
     sibling.finish();
 }
 
@@ -246,6 +266,24 @@ async fn a_plugin_process_shows_its_fences_in_proc() {
     }
 }
 
+#[test]
+fn a_plugin_works_in_its_data_dir_or_in_the_root_never_in_the_daemons_directory() {
+    let data = tempfile::Builder::new().prefix("ps-data-").tempdir().unwrap();
+    let dir = data.path().join("zoo");
+    let with_data = format!("data_dir = {:?}", dir.display().to_string());
+    let cwd = |pid: i64| std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    for (extra, data_dir) in [(with_data.as_str(), true), ("tier = \"L3\"", false), ("tier = \"none\"", false)] {
+        let config =
+            config_with("\n[supervisor.sandbox]\nallow_unsandboxed = true\n", &plugin("zoo", &bins::zoo(), extra));
+        let d = Daemon::start(&config);
+        let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap();
+        let daemon = cwd(i64::from(d.pid()));
+        let want = if data_dir { std::fs::canonicalize(&dir).unwrap() } else { "/".into() };
+        assert!(daemon != want, "the daemon runs in {daemon:?} too: the test cannot tell them apart");
+        assert_eq!(cwd(pid), want, "the working directory of a plugin with {extra}");
+    }
+}
+
 /// The namespace `kind` of `pid`, as `/proc/PID/ns/KIND` names it.
 fn namespace(pid: &str, kind: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap().display().to_string()
@@ -354,6 +392,67 @@ async fn a_plugin_cannot_reach_the_control_socket_nor_signal_or_trace_the_superv
     sibling.finish();
 }
 
+/// A host service on an abstract unix socket, in the test's (the host's)
+/// network namespace; the name is gone when the listener is dropped.
+fn abstract_listener() -> (std::os::unix::net::UnixListener, String) {
+    use std::os::linux::net::SocketAddrExt;
+    let name =
+        format!("plugin-supervisor-test-{}-{}", std::process::id(), plugin_integration::daemon::unique_cgroup_name());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind the abstract socket");
+    listener.set_nonblocking(true).unwrap();
+    (listener, name)
+}
+
+/// Whether anything reached `listener` (a refused connect leaves no trace).
+fn was_reached(listener: &std::os::unix::net::UnixListener) -> bool {
+    match listener.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
+/// What `status` says about the instance's reach to host abstract sockets.
+fn notes(d: &Daemon, id: &str) -> String {
+    d.instance(id)["notes"].as_array().map(|n| format!("{n:?}")).unwrap_or_default()
+}
+
+const ABSTRACT_GAP: &str = "abstract unix sockets of the host are reachable";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l1_plugin_cannot_connect_to_a_host_abstract_socket_where_landlock_scopes_them() {
+    let (listener, name) = abstract_listener();
+    let (d, sibling) = zoo_and_sibling("tier = \"L1\"");
+    let r = zoo_syscall(&d, "connect_abstract", 0, name).await;
+    let abi = plugin_supervisor::sandbox::host::landlock_abi();
+    if abi >= 6 {
+        assert_eq!((r.result, r.errno), (-1, libc::EPERM), "Landlock ABI {abi} scopes abstract sockets");
+        assert!(!was_reached(&listener), "the host service saw a connection");
+        assert!(!notes(&d, "zoo-0").contains(ABSTRACT_GAP), "{}", notes(&d, "zoo-0"));
+    } else {
+        // The kernel cannot close it: the connection goes through, and
+        // status says so.
+        assert_eq!((r.result, r.errno), (0, 0), "Landlock ABI {abi}");
+        assert!(was_reached(&listener));
+        assert!(notes(&d, "zoo-0").contains(ABSTRACT_GAP), "{}", notes(&d, "zoo-0"));
+    }
+    sibling.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_in_a_network_namespace_of_its_own_finds_no_host_abstract_socket_on_any_kernel() {
+    let (listener, name) = abstract_listener();
+    let (d, sibling) = zoo_and_sibling("tier = \"L1\"\nnetwork_namespace = true");
+    let pid = zoo_pid(&d).to_string();
+    assert_ne!(namespace(&pid, "net"), namespace("self", "net"), "the zoo shares the host's network namespace");
+    let r = zoo_syscall(&d, "connect_abstract", 0, name).await;
+    assert_eq!((r.result, r.errno), (-1, libc::ECONNREFUSED), "the name does not exist in its namespace");
+    assert!(!was_reached(&listener), "the host service saw a connection");
+    assert!(!notes(&d, "zoo-0").contains(ABSTRACT_GAP), "{}", notes(&d, "zoo-0"));
+    sibling.finish();
+}
+
 #[test]
 fn doctor_judges_the_host_and_exits_non_zero_when_a_plugin_cannot_run_as_configured() {
     let dir = tempfile::tempdir().unwrap();
@@ -378,6 +477,17 @@ fn doctor_judges_the_host_and_exits_non_zero_when_a_plugin_cannot_run_as_configu
     let verdict =
         |name: &str| report["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap();
     assert_eq!(verdict("echo")["runnable"], true);
+    // Abstract unix sockets: Landlock scopes them from ABI 6; L3's network
+    // namespace closes them on any kernel; otherwise doctor names the gap.
+    let abi = plugin_supervisor::sandbox::host::landlock_abi();
+    assert_eq!(check("abstract unix sockets")["ok"], abi >= 6, "{report:#}");
+    let says = |name: &str, text: &str| {
+        verdict(name)["details"].as_array().unwrap().iter().any(|d| d.as_str().unwrap().contains(text))
+    };
+    assert!(says("zoo", "host abstract unix sockets out of reach (own network namespace)"), "{report:#}");
+    let echo =
+        if abi >= 6 { "out of reach (Landlock scope)" } else { "abstract unix sockets of the host are reachable" };
+    assert!(says("echo", echo), "{report:#}");
     // Full Landlock needs ABI 5: this host has it, the VM lane's kernel not.
     let full = plugin_supervisor::sandbox::host::landlock_abi() >= 5;
     assert_eq!(verdict("zoo")["runnable"], full, "{report:#}");

@@ -1,5 +1,6 @@
 //! `supervisorctl doctor`: what this host gives the sandbox (cgroup layout
-//! and controllers, seccomp, Landlock, namespaces, pidfd, clone3), what
+//! and controllers, seccomp, Landlock and its abstract-socket scope,
+//! namespaces, pidfd, clone3), what
 //! that means for each tier, and whether the configured plugins can run as
 //! configured.
 
@@ -8,9 +9,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::{Config, UNSANDBOXED};
+use crate::sandbox::abstract_unix::AbstractUnixReach;
 use crate::sandbox::cgroup::{Controller, Layout, LayoutKind, RealFs};
 use crate::sandbox::host;
-use crate::sandbox::landlock::TARGET_ABI;
+use crate::sandbox::landlock::{ABSTRACT_UNIX_SCOPE_ABI, TARGET_ABI};
 use crate::sandbox::tier::Tier;
 
 /// One finding about the host.
@@ -124,6 +126,19 @@ impl Host {
                 v => format!("ABI {v}: enforced in part (full enforcement needs ABI {})", TARGET_ABI as i32),
             },
         ));
+        let scoped = self.landlock >= ABSTRACT_UNIX_SCOPE_ABI;
+        out.push(check(
+            "abstract unix sockets",
+            scoped,
+            if scoped {
+                "Landlock scopes them: a plugin cannot connect to the host's".to_owned()
+            } else {
+                format!(
+                    "not scoped (Landlock ABI {}, needs {ABSTRACT_UNIX_SCOPE_ABI}): a plugin without a network namespace of its own can connect to the host's",
+                    self.landlock
+                )
+            },
+        ));
         out.push(check(
             "user namespaces",
             true,
@@ -140,7 +155,13 @@ impl Host {
     }
 
     /// What `tier` gets here, for a plugin with these settings.
-    fn judge(&self, tier: &Tier, quota_optional: bool, landlock_required: bool) -> (bool, Vec<String>) {
+    fn judge(
+        &self,
+        tier: &Tier,
+        quota_optional: bool,
+        landlock_required: bool,
+        own_netns: bool,
+    ) -> (bool, Vec<String>) {
         let mut ok = self.seccomp;
         let mut details =
             vec![if self.seccomp { "seccomp filter enforced".to_owned() } else { "seccomp unavailable".to_owned() }];
@@ -165,8 +186,11 @@ impl Host {
             (v, _, false) => details.push(format!("Landlock enforced in part (ABI {v}, best effort)")),
         }
         let ns = tier.namespaces;
+        let network = ns.network || own_netns;
+        details
+            .push(AbstractUnixReach::of(network, self.landlock >= ABSTRACT_UNIX_SCOPE_ABI, self.landlock).describe());
         let names: Vec<&str> =
-            [(ns.network, "network"), (ns.ipc, "IPC"), (ns.uts, "UTS"), (ns.pid, "PID"), (ns.mount, "mount")]
+            [(network, "network"), (ns.ipc, "IPC"), (ns.uts, "UTS"), (ns.pid, "PID"), (ns.mount, "mount")]
                 .into_iter()
                 .filter_map(|(on, n)| on.then_some(n))
                 .collect();
@@ -203,7 +227,7 @@ pub fn examine(config: Option<&Config>) -> Report {
     if let Some(config) = config {
         if let Some(set) = config.tiers() {
             for t in set.iter() {
-                let (runnable, details) = host.judge(t, false, t.landlock.required);
+                let (runnable, details) = host.judge(t, false, t.landlock.required, false);
                 tiers.push(Verdict { name: t.name.clone(), tier: t.name.clone(), runnable, details });
             }
         }
@@ -217,7 +241,7 @@ pub fn examine(config: Option<&Config>) -> Report {
                 }
             } else if let Some(t) = config.tiers().and_then(|s| s.get(&spec.tier)) {
                 let required = spec.landlock_required.unwrap_or(t.landlock.required);
-                let (runnable, details) = host.judge(t, spec.quota.optional, required);
+                let (runnable, details) = host.judge(t, spec.quota.optional, required, spec.network_namespace);
                 Verdict { name: spec.name.clone(), tier: spec.tier.clone(), runnable, details }
             } else {
                 Verdict {

@@ -85,6 +85,7 @@ fn syscall(name: &str, pid: i32, path: &str) -> Result<(i64, i32), Status> {
                     r as i64
                 }
             }
+            "connect_abstract" => connect_abstract(path.as_bytes()),
             "bpf" => libc::syscall(libc::SYS_bpf, 0, 0, 0),
             "reboot" => libc::syscall(libc::SYS_reboot, 0, 0, 0, 0),
             "init_module" => libc::syscall(libc::SYS_init_module, 0, 0, 0),
@@ -100,6 +101,35 @@ fn syscall(name: &str, pid: i32, path: &str) -> Result<(i64, i32), Status> {
         }
     };
     Ok((r, if r < 0 { errno() } else { 0 }))
+}
+
+/// Connects to the abstract unix socket `name` (given without its leading
+/// NUL): such names are no files, so filesystem rules do not see them.
+///
+/// # Safety
+/// Plain syscalls on a socket this function owns.
+unsafe fn connect_abstract(name: &[u8]) -> i64 {
+    // SAFETY: socket/connect/close on a descriptor made here, with an
+    // address built on the stack and its exact length.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return -1;
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let name = &name[..name.len().min(addr.sun_path.len() - 1)];
+        for (d, s) in addr.sun_path[1..].iter_mut().zip(name) {
+            *d = *s as libc::c_char;
+        }
+        // An abstract name is exactly this long: no terminating NUL.
+        let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+        let r = libc::connect(fd, (&raw const addr).cast(), len as libc::socklen_t);
+        let e = *libc::__errno_location();
+        libc::close(fd);
+        *libc::__errno_location() = e;
+        r as i64
+    }
 }
 
 #[plugin_sdk::tonic::async_trait]
@@ -119,15 +149,9 @@ impl Zoo for ZooService {
     }
 
     async fn alloc(&self, req: Request<AllocRequest>) -> Result<Response<Text>, Status> {
-        let mib = req.into_inner().mib as usize;
-        for _ in 0..mib {
-            let mut chunk = vec![0u8; 1 << 20];
-            for i in (0..chunk.len()).step_by(4096) {
-                chunk[i] = 1;
-            }
-            // Kept for the life of the process: this is a memory hog.
-            std::mem::forget(chunk);
-        }
+        let mib = req.into_inner().mib;
+        // Kept for the life of the process: this is a memory hog.
+        plugin_integration::hog::hold_mib(mib);
         Ok(Response::new(Text { text: format!("holding {mib} MiB more") }))
     }
 

@@ -349,6 +349,10 @@ pub struct PluginConfig {
     pub data_dir: Option<PathBuf>,
     /// Refuse to start unless Landlock enforces every rule (overrides the tier).
     pub landlock_required: Option<bool>,
+    /// A network namespace of its own even where the tier gives none: the
+    /// host's abstract unix sockets are then out of its reach on any kernel.
+    #[serde(default)]
+    pub network_namespace: bool,
 }
 
 /// `[plugin.quota]`: each value overrides the tier's default.
@@ -402,6 +406,8 @@ pub struct PluginSpec {
     pub ids: (u32, u32),
     pub data_dir: Option<PathBuf>,
     pub landlock_required: Option<bool>,
+    /// A network namespace of its own, whatever the tier says.
+    pub network_namespace: bool,
 }
 
 /// The tier name that means "no sandbox" (development only).

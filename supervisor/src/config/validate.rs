@@ -131,6 +131,12 @@ pub(super) fn check(
             if !config.supervisor.sandbox.allow_unsandboxed {
                 p.at(&at("tier"), format!("plugin {:?}: tier \"none\" runs it unsandboxed; set [supervisor.sandbox] allow_unsandboxed = true to permit that", plugin.name));
             }
+            if plugin.network_namespace {
+                p.at(
+                    &at("network_namespace"),
+                    format!("plugin {:?}: tier \"none\" has no namespaces; choose a sandbox tier", plugin.name),
+                );
+            }
         } else if let Some(set) = &tiers
             && set.get(&tier).is_none()
         {
@@ -266,6 +272,7 @@ fn spec(
         ids: (0, 0),
         data_dir: p.data_dir.as_ref().map(|d| config.resolve(d)),
         landlock_required: p.landlock_required,
+        network_namespace: p.network_namespace,
     }
 }
 
@@ -383,5 +390,14 @@ mod tests {
             Path::new("/etc/test.toml"),
         );
         assert_eq!(rel.unwrap().specs()[0].binary, Path::new("/etc/../bin/true"));
+    }
+
+    #[test]
+    fn a_network_namespace_needs_a_sandbox_tier() {
+        let err = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nnetwork_namespace = true\n").unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 1, "{err}");
+        assert_eq!(problems[0].key, "plugin[0].network_namespace");
+        assert!(problems[0].message.contains("tier \"none\" has no namespaces"), "{err}");
     }
 }

@@ -29,6 +29,7 @@ use super::elf::{self, DEFAULT_MAX_FILE_SIZE, ElfInfo};
 use super::elf_error::ElfError;
 use super::ldconfig;
 pub use super::library_error::LibraryError;
+use super::loader_caps::LoaderCaps;
 use super::loader_host;
 use super::machine::Machine;
 use super::subject::Subject;
@@ -56,13 +57,19 @@ pub struct SearchConfig {
 
 impl SearchConfig {
     pub fn host() -> Self {
+        Self::for_loader(&LoaderCaps::host())
+    }
+
+    /// This machine's directories and files, searched as a loader on a CPU with `caps`
+    /// searches them.
+    pub fn for_loader(caps: &LoaderCaps) -> Self {
         Self {
             ld_so_conf: Some(PathBuf::from(ldconfig::DEFAULT_LD_SO_CONF)),
             ld_so_cache: Some(PathBuf::from(DEFAULT_LD_SO_CACHE)),
             default_dirs: loader_host::default_dirs(),
-            subdirs: loader_host::search_subdirs(),
+            subdirs: caps.search_subdirs(),
             dst_lib: loader_host::dst_lib(),
-            dst_platform: loader_host::dst_platform(),
+            dst_platform: caps.platform(),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             max_objects: 4096,
         }

@@ -1,10 +1,13 @@
 //! Facts about this host's glibc dynamic loader that decide where it looks for libraries:
-//! default directories, per-directory search subdirectories, `$LIB` and `$PLATFORM`.
+//! default directories, per-directory search subdirectories, `$LIB` and `$PLATFORM`. The
+//! CPU-dependent part comes from [`LoaderCaps`].
 //!
 //! Measured on Debian 12 x86_64 (glibc 2.36) with `ld.so --help` and `LD_DEBUG=libs`; the
 //! tests compare [`search_subdirs`] with what the running ld.so prints.
 
 use std::path::PathBuf;
+
+use super::loader_caps::LoaderCaps;
 
 /// ld.so's built-in search path, as `ld.so --help` lists it on Debian. (`/lib64` holds only
 /// the interpreter's symlink and is not searched.)
@@ -23,36 +26,32 @@ pub fn dst_lib() -> String {
     format!("lib/{}", multiarch_triple())
 }
 
-/// What `$PLATFORM` expands to: the kernel's AT_PLATFORM string.
+/// What `$PLATFORM` expands to: the loader's platform, which on Intel CPUs is not the
+/// kernel's AT_PLATFORM (see [`LoaderCaps::platform`]).
 pub fn dst_platform() -> Option<String> {
-    platform()
+    LoaderCaps::host().platform()
 }
 
-/// Subdirectories ld.so tries inside every search directory, best first, ending with the
-/// directory itself (the empty path).
+/// Subdirectories this host's ld.so tries inside every search directory, best first,
+/// ending with the directory itself (the empty path).
 pub fn search_subdirs() -> Vec<PathBuf> {
-    let platform = platform();
-    subdirs_for(&glibc_hwcaps_levels(), platform.as_deref(), legacy_hwcap_names(), glibc_searches_legacy_subdirs())
+    LoaderCaps::host().search_subdirs()
 }
 
 /// Pure form of [`search_subdirs`]: glibc-hwcaps levels first, then (before glibc 2.37) the
-/// legacy `tls` × platform × hwcap combinations from most to least specific.
+/// legacy subdirectories, built as `_dl_important_hwcaps` builds them: every subset of
+/// {`hwcaps` (given in glibc's bit order, lowest first), `platform`, "tls"}, from the full
+/// set down to the empty one, each written as a path from the highest member ("tls") down.
 pub fn subdirs_for(levels: &[&str], platform: Option<&str>, hwcaps: &[&str], legacy: bool) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = levels.iter().map(|level| PathBuf::from("glibc-hwcaps").join(level)).collect();
     if legacy {
-        let mut combos: Vec<PathBuf> = Vec::new();
-        for prefix in ["tls", ""] {
-            for p in platform.into_iter().map(Some).chain([None]) {
-                for h in hwcaps.iter().copied().map(Some).chain([None]) {
-                    let mut dir = PathBuf::from(prefix);
-                    dir.extend(p);
-                    dir.extend(h);
-                    combos.push(dir);
-                }
-            }
-        }
-        for dir in combos {
-            if !dir.as_os_str().is_empty() && !out.contains(&dir) {
+        // glibc refuses more than this many (it would overflow its size computation); the
+        // x86-64 loader has at most four.
+        const MAX_PARTS: usize = 16;
+        let parts: Vec<&str> = hwcaps.iter().copied().chain(platform).chain(["tls"]).take(MAX_PARTS).collect();
+        for subset in (1u32..(1u32 << parts.len())).rev() {
+            let dir: PathBuf = (0..parts.len()).rev().filter(|i| subset & (1 << i) != 0).map(|i| parts[i]).collect();
+            if !out.contains(&dir) {
                 out.push(dir);
             }
         }
@@ -81,76 +80,4 @@ fn multiarch_triple() -> &'static str {
     } else {
         "unknown-linux-gnu"
     }
-}
-
-/// The x86-64 micro-architecture levels (psABI) this CPU supports, best first, which is the
-/// order glibc searches `glibc-hwcaps/x86-64-vN`.
-#[cfg(target_arch = "x86_64")]
-fn glibc_hwcaps_levels() -> Vec<&'static str> {
-    use std::arch::is_x86_feature_detected as has;
-    let v2 = has!("cmpxchg16b") && has!("popcnt") && has!("sse3") && has!("sse4.1") && has!("sse4.2") && has!("ssse3");
-    let v3 = v2
-        && has!("avx")
-        && has!("avx2")
-        && has!("bmi1")
-        && has!("bmi2")
-        && has!("f16c")
-        && has!("fma")
-        && has!("lzcnt")
-        && has!("movbe")
-        && has!("xsave");
-    let v4 = v3 && has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512dq") && has!("avx512vl");
-    [(v4, "x86-64-v4"), (v3, "x86-64-v3"), (v2, "x86-64-v2")]
-        .into_iter()
-        .filter_map(|(ok, name)| ok.then_some(name))
-        .collect()
-}
-
-/// Other architectures' levels are not modelled: only the directory itself and the legacy
-/// subdirectories are searched. Recorded as a known gap rather than guessed.
-#[cfg(not(target_arch = "x86_64"))]
-fn glibc_hwcaps_levels() -> Vec<&'static str> {
-    Vec::new()
-}
-
-/// glibc 2.26–2.36 on x86_64 treats "x86_64" as an important hwcap name.
-fn legacy_hwcap_names() -> &'static [&'static str] {
-    if cfg!(target_arch = "x86_64") { &["x86_64"] } else { &[] }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn platform() -> Option<String> {
-    // SAFETY: getauxval has no preconditions; it returns 0 when the entry is absent.
-    let ptr = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const libc::c_char;
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: a non-zero AT_PLATFORM is the address of a NUL-terminated string the kernel
-    // placed on the initial stack, which lives, unmodified, for the whole process.
-    let text = unsafe { std::ffi::CStr::from_ptr(ptr) };
-    Some(text.to_string_lossy().into_owned())
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn platform() -> Option<String> {
-    None
-}
-
-/// glibc 2.37 dropped the legacy hwcap subdirectories; the loader that will run the plugin
-/// is the same system glibc this process runs on, so its version decides.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn glibc_searches_legacy_subdirs() -> bool {
-    // SAFETY: gnu_get_libc_version takes no arguments and returns a pointer to a static
-    // NUL-terminated string inside libc.
-    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
-    let version = version.to_string_lossy();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let major = parts.next().unwrap_or(0);
-    let minor = parts.next().unwrap_or(0);
-    (major, minor) < (2, 37)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn glibc_searches_legacy_subdirs() -> bool {
-    false
 }

@@ -7,8 +7,8 @@
 //!
 //! Where things live: `digest` (SHA-256 of an open file), `elf`/`elf_dynamic`/`elf_check`/
 //! `elf_error`/`machine` (ELF inspection and the host check), `libraries`/`ldconfig`/`glob`/
-//! `dst`/`loader_host`/`library_error` (the files ld.so will open, for Landlock), `keys`/
-//! `keyfile` (public key strings, key files, keygen), `message`/`sigfile`/`signature`/
+//! `dst`/`loader_caps`/`loader_host`/`library_error` (the files ld.so will open, for
+//! Landlock), `keys`/`keyfile` (public key strings, key files, keygen), `message`/`sigfile`/`signature`/
 //! `signature_error` (what is signed, the `.sig` file, sign and verify), `verified` (the
 //! entry point and its policy). Each parser has a `fuzz_one(&[u8])` for cargo-fuzz.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -27,6 +27,7 @@ pub mod keys;
 pub mod ldconfig;
 pub mod libraries;
 pub mod library_error;
+pub mod loader_caps;
 pub mod loader_host;
 pub mod machine;
 pub mod message;

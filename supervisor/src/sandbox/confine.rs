@@ -3,12 +3,16 @@
 //! assembled in the parent into what the child applies between fork and
 //! exec.
 
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::abstract_unix::AbstractUnixReach;
 use super::cgroup::{self, CgroupError, Controller, Layout, RealFs, Removal, Subtree, SubtreeConfig};
 use super::deadman::Deadman;
+use super::host;
 use super::landlock::{self, Grants};
 use super::spawn::ChildSandbox;
 use super::tier::{Tier, TierSet, ViolationAction};
@@ -149,6 +153,10 @@ impl Sandbox {
         if let Some(dir) = &spec.data_dir {
             prepare_data_dir(dir, uid, gid)
                 .map_err(|e| ConfineError::Failed(format!("data_dir {}: {e}", dir.display())))?;
+            child.cwd = Some(
+                CString::new(dir.as_os_str().as_bytes())
+                    .map_err(|e| ConfineError::Refused(format!("data_dir {}: {e}", dir.display())))?,
+            );
         }
         if spec.tier == UNSANDBOXED {
             return Ok(Confined { child, cgroup: None, seccomp: None, notes: Vec::new(), tier: None });
@@ -157,14 +165,22 @@ impl Sandbox {
             .tier(&spec.tier)
             .ok_or_else(|| ConfineError::Refused(format!("tier {:?} is not loaded", spec.tier)))?
             .clone();
-        let (cg, notes) = self.cgroup(spec, instance, quota)?;
+        let (cg, mut notes) = self.cgroup(spec, instance, quota)?;
         child.cgroup = match &cg {
             Some(c) => Some(c.join_fds().map_err(|e| ConfineError::Failed(e.to_string()))?),
             None => None,
         };
         child.rlimits.push((libc::RLIMIT_NOFILE, u64::from(tier.limits.nofile), u64::from(tier.limits.nofile)));
         child.clone_flags = tier.namespaces.clone_flags();
-        child.landlock = self.landlock(spec, &tier, grants)?;
+        if spec.network_namespace {
+            child.clone_flags |= libc::CLONE_NEWNET;
+        }
+        let (landlock, scoped) = self.landlock(spec, &tier, grants)?;
+        child.landlock = landlock;
+        let reach = AbstractUnixReach::of(child.clone_flags & libc::CLONE_NEWNET != 0, scoped, host::landlock_abi());
+        if !reach.is_closed() {
+            notes.push(reach.describe());
+        }
         child.seccomp = Some(tier.program.instructions().to_vec());
         Ok(Confined { child, cgroup: cg, seccomp: Some(tier.violation), notes, tier: Some(tier) })
     }
@@ -215,7 +231,13 @@ impl Sandbox {
         Err(ConfineError::Failed(format!("cannot create the cgroup of {instance}")))
     }
 
-    fn landlock(&self, spec: &PluginSpec, tier: &Tier, grants: &ImageGrants) -> Result<Option<OwnedFd>, ConfineError> {
+    /// The ruleset's descriptor, and whether it scopes abstract unix sockets.
+    fn landlock(
+        &self,
+        spec: &PluginSpec,
+        tier: &Tier,
+        grants: &ImageGrants,
+    ) -> Result<(Option<OwnedFd>, bool), ConfineError> {
         let mut slot = grants.ruleset.lock().map_err(|_| ConfineError::Failed("landlock state poisoned".into()))?;
         let built = match slot.as_ref() {
             Some(b) => b.clone(),
@@ -240,10 +262,11 @@ impl Sandbox {
                 b
             }
         };
-        match &built.fd {
-            Some(fd) => fd.try_clone().map(Some).map_err(|e| ConfineError::Failed(format!("landlock ruleset: {e}"))),
-            None => Ok(None),
-        }
+        let fd = match &built.fd {
+            Some(fd) => Some(fd.try_clone().map_err(|e| ConfineError::Failed(format!("landlock ruleset: {e}")))?),
+            None => None,
+        };
+        Ok((fd, built.abstract_unix_scoped))
     }
 }
 

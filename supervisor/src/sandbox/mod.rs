@@ -2,6 +2,7 @@
 //! parent-death signal, exec of the verified file) and, per tier, the
 //! kernel's limits on it.
 
+pub mod abstract_unix;
 pub mod cgroup;
 pub mod confine;
 pub mod deadman;

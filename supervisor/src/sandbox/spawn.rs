@@ -55,6 +55,9 @@ pub struct ChildSandbox {
     /// (uid, gid) to switch to; supplementary groups are dropped.
     pub creds: Option<(libc::uid_t, libc::gid_t)>,
     pub no_new_privs: bool,
+    /// The working directory (the plugin's data directory); `/` when unset,
+    /// so a plugin never works in whatever directory the daemon started in.
+    pub cwd: Option<CString>,
     /// A Landlock ruleset fd to restrict the child with.
     pub landlock: Option<OwnedFd>,
     /// A seccomp program; installed last, with a user-notification listener
@@ -119,6 +122,7 @@ steps! {
     CloseFds => "closing inherited descriptors",
     Unshare => "creating namespaces",
     Rlimit => "setting resource limits",
+    Chdir => "entering its working directory",
     DropGroups => "dropping supplementary groups",
     Setgid => "switching group",
     Setuid => "switching user",
@@ -201,6 +205,7 @@ struct Raw<'a> {
     netns: RawFd,
     unshare: c_int,
     rlimits: &'a [Rlimit],
+    cwd: *const c_char,
     creds: Option<(libc::uid_t, libc::gid_t)>,
     no_new_privs: bool,
     seccomp: Option<libc::sock_fprog>,
@@ -238,6 +243,7 @@ fn spawn_now(plan: SpawnPlan, pool: &NetnsPool) -> Result<Spawned, SpawnError> {
         netns: netns.as_ref().map_or(-1, AsRawFd::as_raw_fd),
         unshare: namespaces,
         rlimits: &plan.sandbox.rlimits,
+        cwd: plan.sandbox.cwd.as_deref().unwrap_or(c"/").as_ptr(),
         creds: plan.sandbox.creds,
         no_new_privs: plan.sandbox.no_new_privs,
         seccomp,
@@ -485,6 +491,9 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
             check!(Step::Rlimit, libc::setrlimit(res, &lim));
         }
+        // Still root: the data directory is the plugin's own, but a parent
+        // directory on its path need not be open to the plugin's uid.
+        check!(Step::Chdir, libc::chdir(r.cwd));
         if let Some((uid, gid)) = r.creds {
             // Raw syscalls, not glibc's wrappers: those broadcast the change
             // to every thread glibc believes the process has (the parent's,

@@ -4,6 +4,7 @@ mod digest_pin;
 mod elf_refusals;
 mod ldconfig;
 mod libraries;
+mod loader_caps;
 mod never_panics;
 mod signatures;
 mod support;
