@@ -33,6 +33,9 @@ fn to_status(e: SupervisorError) -> Status {
         SupervisorError::UnknownPlugin(_) => Status::not_found(e.to_string()),
         SupervisorError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
         SupervisorError::Quota { .. } => Status::invalid_argument(e.to_string()),
+        SupervisorError::QuotaRefused { .. } | SupervisorError::MemoryBelowUsage { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         SupervisorError::Spawner(_) | SupervisorError::State(_) => Status::internal(e.to_string()),
     }
 }
@@ -185,7 +188,7 @@ impl Control for ControlService {
         let set = req.set.unwrap_or_default();
         let change = QuotaChange::parse(&set.memory_max, &set.memory_high, &set.cpu, &set.pids_max)
             .map_err(|e| Status::invalid_argument(format!("plugin {:?}: {e}", req.name)))?;
-        let (quota, message) = self.sup.change_quota(&req.name, &change).map_err(to_status)?;
+        let (quota, message) = self.sup.change_quota(&req.name, &change, req.force).map_err(to_status)?;
         Ok(Response::new(QuotaResponse { quota: Some(quota_message(&quota)), message }))
     }
 

@@ -106,6 +106,10 @@ enum Remote {
         /// Task limit (pids.max).
         #[arg(long)]
         pids: Option<String>,
+        /// Lower memory below what an instance uses now (the kernel
+        /// reclaims, or OOM-kills it); refused without this.
+        #[arg(long)]
+        force: bool,
     },
     /// Prints calls, events and every instance's state and resource use
     /// as OpenMetrics text (what Prometheus scrapes from metrics_listen).
@@ -167,8 +171,8 @@ async fn run(socket: PathBuf, command: Remote) -> Result<ExitCode, String> {
             output::events(&mut c, plugin.unwrap_or_default(), follow, json).await
         }
         Remote::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
-        Remote::Quota { name, memory, memory_high, cpu, pids } => {
-            output::quota(&mut c, name, [memory, memory_high, cpu, pids]).await
+        Remote::Quota { name, memory, memory_high, cpu, pids, force } => {
+            output::quota(&mut c, name, [memory, memory_high, cpu, pids], force).await
         }
         Remote::Metrics => output::metrics(&mut c).await,
     }

@@ -193,10 +193,11 @@ pub async fn call(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn quota(c: &mut Client, name: String, values: [Option<String>; 4]) -> Result<ExitCode, String> {
+pub async fn quota(c: &mut Client, name: String, values: [Option<String>; 4], force: bool) -> Result<ExitCode, String> {
     let [memory_max, memory_high, cpu, pids_max] = values.map(Option::unwrap_or_default);
     let set = Quota { memory_max, memory_high, cpu, pids_max };
-    let resp = c.quota(QuotaRequest { name: name.clone(), set: Some(set) }).await.map_err(|s| reason(&s))?.into_inner();
+    let resp =
+        c.quota(QuotaRequest { name: name.clone(), set: Some(set), force }).await.map_err(|s| reason(&s))?.into_inner();
     let q = resp.quota.unwrap_or_default();
     let show = |v: &str| if v.is_empty() { "unlimited".to_owned() } else { v.to_owned() };
     if resp.message != "unchanged" {

@@ -51,7 +51,7 @@ pub(crate) mod fake_fs;
 #[cfg(test)]
 mod fake_kernel;
 #[cfg(test)]
-mod test_hosts;
+pub(crate) mod test_hosts;
 #[cfg(test)]
 mod tests_instance;
 #[cfg(test)]
