@@ -3,6 +3,7 @@
 //! Only root, the supervisor's own uid and configured uids may connect.
 
 pub mod call;
+mod deadline;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use tonic::{Request, Response, Status};
 
 use crate::quotas::QuotaChange;
 use crate::{Supervisor, SupervisorError};
+
+/// Past lines a tail request without a count gets.
+const DEFAULT_TAIL_LINES: usize = 50;
 
 /// How long start/restart wait for the plugin to come up before answering.
 const COMMAND_WAIT: Duration = Duration::from_secs(15);
@@ -130,20 +134,23 @@ impl Control for ControlService {
     }
 
     async fn start(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = self.sup.start_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        let state = deadline::bounded(&self.sup, name, within, self.sup.start_plugin(name, COMMAND_WAIT)).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
     async fn stop(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = self.sup.stop_plugin(name).await.map_err(to_status)?;
+        let state = deadline::bounded(&self.sup, name, within, self.sup.stop_plugin(name)).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
     async fn restart(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = self.sup.restart_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        let state = deadline::bounded(&self.sup, name, within, self.sup.restart_plugin(name, COMMAND_WAIT)).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
@@ -152,7 +159,7 @@ impl Control for ControlService {
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
         let req = req.into_inner();
         let p = self.sup.plugin(&req.name).map_err(to_status)?;
-        let n = if req.lines == 0 { 50 } else { req.lines as usize };
+        let n = req.lines.map_or(DEFAULT_TAIL_LINES, |n| n as usize);
         let (lines, rx) = p.logs.subscribe(n);
         let missed = |n: u64| LogLine {
             unix_nanos: crate::observe::unix_nanos(),
