@@ -12,6 +12,9 @@ use crate::sandbox::quota;
 use crate::supervisor::Shared;
 use crate::{Supervisor, SupervisorError};
 
+/// The cgroup leaves of a plugin's running instances, by instance id.
+type Leaves = [(String, Arc<cgroup::Instance>)];
+
 /// One requested change: `Some(Some(v))` sets, `Some(None)` returns the
 /// value to its configured default, `None` leaves it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,8 +111,7 @@ impl Supervisor {
         let limits = quota::limits(&effective);
         limits.validate().map_err(|e| bad(e.to_string()))?;
         let previous = quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &before));
-        let cgroups: Vec<(String, Arc<cgroup::Instance>)> =
-            p.instances.iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
+        let cgroups: Vec<_> = p.instances.iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
         if !force && let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
             return Err(SupervisorError::MemoryBelowUsage { plugin: name.into(), instance, limit, usage });
         }
@@ -145,10 +147,7 @@ impl Supervisor {
 
 /// The first instance using more memory than `memory_max` now: its id, the
 /// limit and what it uses.
-fn above_usage(
-    cgroups: &[(String, Arc<cgroup::Instance>)],
-    memory_max: Option<ByteSize>,
-) -> Option<(String, ByteSize, ByteSize)> {
+fn above_usage(cgroups: &Leaves, memory_max: Option<ByteSize>) -> Option<(String, ByteSize, ByteSize)> {
     let max = memory_max?;
     cgroups.iter().find_map(|(id, cg)| {
         let used = cg.stats().ok()?.memory_current?;
@@ -161,22 +160,33 @@ fn above_usage(
 /// already changed get `previous` back; the refused one restored itself.
 fn apply_all(
     plugin: &str,
-    cgroups: &[(String, Arc<cgroup::Instance>)],
+    cgroups: &Leaves,
     limits: &Limits,
     previous: &Limits,
     optional: bool,
 ) -> Result<usize, SupervisorError> {
+    let mut applied = 0;
     for (n, (id, cg)) in cgroups.iter().enumerate() {
         let wanted = if optional { cg.enforceable(limits) } else { *limits };
-        if let Err(source) = cg.set_limits(&wanted) {
-            undo(&cgroups[..n], previous, optional);
-            return Err(SupervisorError::QuotaRefused { plugin: plugin.into(), instance: id.clone(), source });
+        match cg.set_limits(&wanted) {
+            Ok(()) => applied += 1,
+            // The instance ended and its cgroup is being removed: its next
+            // start takes the new quotas.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(source) => {
+                undo(&cgroups[..n], previous, optional);
+                return Err(SupervisorError::QuotaRefused {
+                    plugin: plugin.into(),
+                    instance: id.clone(),
+                    source: Box::new(source),
+                });
+            }
         }
     }
-    Ok(cgroups.len())
+    Ok(applied)
 }
 
-fn undo(cgroups: &[(String, Arc<cgroup::Instance>)], previous: &Limits, optional: bool) {
+fn undo(cgroups: &Leaves, previous: &Limits, optional: bool) {
     for (id, cg) in cgroups {
         let wanted = if optional { cg.enforceable(previous) } else { *previous };
         if let Err(e) = cg.set_limits(&wanted) {
@@ -243,9 +253,7 @@ mod tests {
 
     /// Two running instances on a fake hybrid host (v1 memory), with
     /// `before` in force.
-    fn two_instances(
-        before: &Limits,
-    ) -> (Arc<crate::sandbox::cgroup::fake_fs::FakeFs>, cgroup::Subtree, Vec<(String, Arc<cgroup::Instance>)>) {
+    fn two_instances(before: &Limits) -> (Arc<crate::sandbox::cgroup::fake_fs::FakeFs>, cgroup::Subtree, Box<Leaves>) {
         use crate::sandbox::cgroup::test_hosts::{dyn_fs, hybrid};
         let (fs, layout) = hybrid();
         let cfg = cgroup::SubtreeConfig { name: "s".into(), parent: None, move_self: false };
@@ -283,6 +291,16 @@ mod tests {
         }
         assert_eq!(apply_all("p", &cgroups[..1], &after, &before, false).unwrap(), 1);
         assert_eq!(cgroups[0].1.limits().unwrap(), after);
+    }
+
+    #[test]
+    fn an_instance_whose_cgroup_just_went_away_does_not_refuse_the_change() {
+        let before = Limits { pids_max: Some(64), ..Limits::default() };
+        let (_fs, _tree, cgroups) = two_instances(&before);
+        assert!(cgroups[0].1.try_remove().unwrap().is_removed());
+        let after = Limits { pids_max: Some(8), ..Limits::default() };
+        assert_eq!(apply_all("p", &cgroups, &after, &before, false).unwrap(), 1);
+        assert_eq!(cgroups[1].1.limits().unwrap(), after);
     }
 
     #[test]

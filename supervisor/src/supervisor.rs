@@ -51,7 +51,7 @@ pub enum SupervisorError {
         plugin: String,
         instance: String,
         #[source]
-        source: crate::sandbox::cgroup::CgroupError,
+        source: Box<crate::sandbox::cgroup::CgroupError>,
     },
     #[error(
         "plugin {plugin:?}: memory {limit} is below what {instance} uses now ({used:.1}M): the kernel would reclaim and then OOM-kill it; force the change (supervisorctl quota --force) to lower it anyway",
