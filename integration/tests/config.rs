@@ -2,8 +2,10 @@
 //! `check-config` and by the daemon itself (which then starts nothing).
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use plugin_integration::bins;
+use plugin_integration::daemon::{Daemon, unique_cgroup_name};
 
 /// The shipped policies, appended so the line numbers stay as written.
 fn with_policies(text: &str) -> String {
@@ -98,4 +100,87 @@ fn a_good_config_passes_and_the_daemon_refuses_a_bad_one_without_starting_anythi
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":4: plugin[0].replicas: replicas must be between 1 and 64, not 0"), "{err}");
     assert!(!dir.path().join("run").exists(), "nothing was set up for a refused config");
+}
+
+/// Runs the daemon on `text` and waits (bounded) for it to refuse: its
+/// stderr, or None when it kept running with the config.
+fn daemon_refusal(text: &str) -> (Option<String>, Daemon) {
+    let mut d = Daemon::spawn(text);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(Ok(Some(status))) = d.child.as_mut().map(std::process::Child::try_wait) {
+            assert!(!status.success(), "the daemon exited 0 on a bad config");
+            d.child = None;
+            return (Some(d.log_text()), d);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (None, d)
+}
+
+/// Removes a directory the old daemon could make outside cgroupfs, even when
+/// the test fails.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn check_config_and_the_daemon_refuse_the_same_configs_with_the_same_words() {
+    let echo = bins::example("echo").display().to_string();
+    let policies = bins::repo().join("policies").display().to_string();
+    // A directory that looks enough like a cgroup for the daemon to build in
+    // it, were it ever reached: the old daemon made `sub` here.
+    let escape = unique_cgroup_name();
+    let outside = RemoveDir(std::path::Path::new("/tmp").join(&escape));
+    std::fs::create_dir(&outside.0).unwrap();
+    for f in ["cgroup.controllers", "cgroup.subtree_control"] {
+        std::fs::write(outside.0.join(f), "").unwrap();
+    }
+    let escaping_parent = format!("/../../../../../../tmp/{escape}");
+    let head = |extra: &str| format!("[supervisor]\npolicies_dir = {policies:?}\nstate_dir = \"state\"\n{extra}\n");
+    let plugin = |name: &str, extra: &str| format!("[[plugin]]\nname = {name:?}\nbinary = {echo:?}\n{extra}\n");
+    let subtree = |cgroup: &str| format!("{}[supervisor.cgroup]\n{cgroup}\n{}", head(""), plugin("echo", ""));
+    let cases = [
+        (
+            format!("{}{}", head(""), plugin("cgroup.procs", "")),
+            ":6: plugin[0].name: invalid plugin name \"cgroup.procs\": looks like a control file name",
+        ),
+        (
+            format!("{}{}", head(""), plugin("memory.max", "")),
+            ":6: plugin[0].name: invalid plugin name \"memory.max\": looks like a control file name",
+        ),
+        (
+            format!("{}{}", head(""), plugin("echo", "[plugin.quota]\npids_max = 4194305")),
+            ":8: plugin[0].quota: invalid limit pids_max: 4194305 tasks is above the kernel's maximum of 4194304",
+        ),
+        (subtree("name = \"..\""), ":6: supervisor.cgroup.name: invalid subtree name \"..\": starts with a dot"),
+        (subtree("name = \"a/b\""), ":6: supervisor.cgroup.name: invalid subtree name \"a/b\""),
+        (subtree("name = \"\""), ":6: supervisor.cgroup.name: invalid subtree name \"\": empty"),
+        (
+            subtree(&format!("name = \"sub\"\nparent = {escaping_parent:?}")),
+            ":7: supervisor.cgroup.parent: invalid parent name \"/../../../../../../tmp/pstest-",
+        ),
+        (
+            format!("{}{}", head("log_lines = 1000000000000"), plugin("echo", "")),
+            ":4: supervisor.log_lines: 1000000000000 is more than the 10000 kept at most",
+        ),
+        (format!("{}{}# {}\n", head(""), plugin("echo", ""), "x".repeat(4 << 20)), ": (size): the config is "),
+    ];
+    for (text, expected) in cases {
+        let (daemon, d) = daemon_refusal(&text);
+        let checked = Command::new(bins::supervisor()).arg("check-config").arg(&d.config).output().unwrap();
+        let checked_err = String::from_utf8_lossy(&checked.stderr).into_owned();
+        let shown = &text[..text.len().min(400)];
+        assert!(!checked.status.success(), "check-config accepted:\n{shown}");
+        assert!(checked_err.contains(expected), "expected {expected:?} in:\n{checked_err}");
+        let daemon = daemon.unwrap_or_else(|| panic!("the daemon runs with what check-config refused:\n{shown}"));
+        assert_eq!(daemon, checked_err, "the daemon and check-config say the same");
+        assert!(!d.runtime.exists(), "nothing was set up for a refused config");
+        let made = outside.0.join("sub");
+        assert!(!made.exists(), "{} was created outside the cgroup filesystem", made.display());
+    }
 }

@@ -339,7 +339,7 @@ fn a_crash_loop_is_reported_in_the_state_and_retried_at_the_capped_delay() {
     });
     let reason = v["reason"].as_str().unwrap();
     assert!(reason.contains("last: exited with code 3"), "{reason}");
-    assert!(reason.contains("next attempt in"), "{reason}");
+    assert!(reason.contains("; next attempt "), "{reason}");
     let restarts = v["restarts"].as_u64().unwrap();
     assert!(restarts >= 4, "{v}");
     // It keeps being retried, not given up on.
@@ -348,4 +348,44 @@ fn a_crash_loop_is_reported_in_the_state_and_retried_at_the_capped_delay() {
     // The sibling is unaffected.
     assert_eq!(d.instance("echo-0")["state"], "running");
     assert_eq!(d.instance("echo-0")["restarts"], 0);
+}
+
+/// The seconds in "...; next attempt in 2.4s".
+fn seconds_left(reason: &str) -> f64 {
+    let (_, left) = reason.rsplit_once("next attempt in ").unwrap_or_else(|| panic!("no time left in {reason:?}"));
+    left.trim_end_matches('s').parse().unwrap_or_else(|_| panic!("not seconds: {reason:?}"))
+}
+
+#[test]
+fn status_counts_down_to_the_next_attempt() {
+    let entry = "args = [\"--die-after-ms\", \"300\"]\n[plugin.backoff]\ninitial = \"6s\"\nmax = \"6s\"\njitter = 0.0";
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), entry)));
+    let first = d.wait_state("zoo-0", "backoff", UP)["reason"].as_str().unwrap().to_owned();
+    assert!(first.contains("exited with code 3"), "{first}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = d.instance("zoo-0")["reason"].as_str().unwrap().to_owned();
+    let (a, b) = (seconds_left(&first), seconds_left(&later));
+    assert!(a <= 6.0 && b <= a - 1.0, "the time left did not count down: {first:?} then {later:?}");
+    let text = String::from_utf8_lossy(&d.ctl(&["status", "zoo"]).stdout).into_owned();
+    assert!(text.contains("; next attempt in "), "{text}");
+}
+
+#[test]
+fn an_instance_without_a_process_shows_no_usage() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
+    d.wait_state("zoo-0", "running", UP);
+    d.wait_for("zoo-0", UP, "sampled", |v| v["usage"]["memory_current"].as_u64().is_some_and(|m| m > 0));
+    let out = d.ctl(&["stop", "zoo"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = d.instance("zoo-0");
+    assert_eq!(v["state"], "stopped");
+    assert!(v["usage"].is_null(), "usage of a process that is gone: {v}");
+    // Nor later, once the sampler has been round.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(d.instance("zoo-0")["usage"].is_null());
+    let table = String::from_utf8_lossy(&d.ctl(&["status", "zoo"]).stdout).into_owned();
+    let row = table.lines().find(|l| l.starts_with("zoo ")).unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    // NAME INSTANCE STATE PID RESTARTS VERSION UPTIME TIER MEMORY TASKS ...
+    assert_eq!((cells[8], cells[9]), ("-", "-"), "{table}");
 }

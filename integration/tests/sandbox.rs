@@ -354,6 +354,97 @@ fn a_live_quota_change_takes_effect_at_once_and_survives_a_supervisor_restart() 
     assert_eq!(procfs::memory_limit(pid2), Some(256 << 20));
 }
 
+/// What the daemon has persisted (None: nothing yet).
+fn saved_state(d: &Daemon) -> Option<String> {
+    std::fs::read_to_string(d.dir.path().join("state/state.json")).ok()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_quota_the_kernel_would_refuse_is_reported_not_kept_and_the_plugin_still_starts() {
+    let mut d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "[plugin.quota]\npids_max = 32\n")));
+    let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+    let saved = saved_state(&d);
+    let out = d.ctl(&["quota", "zoo", "--pids", "4194305"]);
+    assert!(!out.status.success(), "accepted: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).contains("4194305 tasks is above the kernel's maximum of 4194304"), "{}", stderr(&out));
+    assert_eq!(saved_state(&d), saved, "nothing was persisted");
+    assert_eq!(procfs::pids_limit(pid), Some(32), "the previous limit stays in force");
+    assert_eq!(d.instance("zoo-0")["quota"]["pids_max"], "32");
+    // The plugin starts again, and so it does after a supervisor restart.
+    let out = d.ctl(&["restart", "zoo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+    assert_eq!(procfs::pids_limit(pid), Some(32));
+    d.restart();
+    let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+    assert_eq!(procfs::pids_limit(pid), Some(32));
+}
+
+#[test]
+fn a_persisted_quota_the_kernel_would_refuse_is_ignored_so_the_plugin_still_starts() {
+    let mut d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "[plugin.quota]\npids_max = 32\n")));
+    d.wait_state("zoo-0", "running", UP);
+    assert!(d.stop_with(libc::SIGTERM, UP).is_some_and(|s| s.success()));
+    // As an earlier version could leave it.
+    let bad = r#"{"quotas": {"zoo": {"pids_max": 4194305}}}"#;
+    std::fs::create_dir_all(d.dir.path().join("state")).unwrap();
+    std::fs::write(d.dir.path().join("state/state.json"), bad).unwrap();
+    d.restart_after_crash();
+    let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+    assert_eq!(procfs::pids_limit(pid), Some(32));
+    d.wait_event("quota-refused", "persisted quota change ignored: invalid limit pids_max", UP);
+    assert_eq!(saved_state(&d).as_deref(), Some(bad), "the file is left for the operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_below_what_a_plugin_uses_is_refused_unless_forced_and_a_kernel_refusal_changes_nothing() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "[plugin.quota]\nmemory_max = \"256M\"\n")));
+    let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
+    zoo(&d).await.alloc(AllocRequest { mib: 64 }).await.expect("64 MiB fit in 256M");
+    let saved = saved_state(&d);
+    let out = d.ctl(&["quota", "zoo", "--memory", "16M"]);
+    assert!(!out.status.success(), "accepted: {}", String::from_utf8_lossy(&out.stdout));
+    let err = stderr(&out);
+    assert!(err.contains("memory 16M is below what zoo-0 uses now"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(procfs::memory_limit(pid), Some(256 << 20));
+    assert_eq!(saved_state(&d), saved);
+
+    let forced = d.ctl(&["quota", "zoo", "--memory", "16M", "--force"]);
+    let v1 = procfs::cgroup_dir(pid, plugin_supervisor::sandbox::cgroup::Controller::Memory)
+        .is_some_and(|dir| dir.join("memory.limit_in_bytes").exists());
+    if v1 {
+        // v1 cannot reclaim anonymous memory without swap: EBUSY.
+        assert!(!forced.status.success(), "accepted: {}", String::from_utf8_lossy(&forced.stdout));
+        let err = stderr(&forced);
+        assert!(err.contains("the kernel refused the change for zoo-0"), "{err}");
+        assert!(err.contains("Device or resource busy"), "{err}");
+        assert_eq!(procfs::memory_limit(pid), Some(256 << 20), "the previous limit stays in force");
+        assert_eq!(saved_state(&d), saved, "nothing was persisted");
+        assert_eq!(zoo_pid(&d), pid);
+        assert_eq!(d.instance("zoo-0")["quota"]["memory_max"], "256M");
+    } else {
+        // v2 takes it, and the OOM killer names the limit now in force.
+        assert!(forced.status.success(), "{}", stderr(&forced));
+        d.wait_event("exited", "killed: out of memory (limit 16M)", UP);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_after_a_live_quota_change_names_the_limit_in_force() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "[plugin.quota]\nmemory_max = \"256M\"\n")));
+    d.wait_state("zoo-0", "running", UP);
+    let out = d.ctl(&["quota", "zoo", "--memory", "48M"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = zoo(&d).await.alloc(AllocRequest { mib: 512 }).await.expect_err("the hog cannot finish");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    d.wait_event("exited", "killed: out of memory (limit 48M)", UP);
+}
+
 #[test]
 fn a_plugin_that_insists_on_full_landlock_runs_only_where_the_kernel_enforces_all_of_it() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "landlock_required = true")));

@@ -1,13 +1,19 @@
-//! Changing a plugin's quotas at run time: the change is checked, written
-//! to the state file first (so it survives restarts), then applied to every
-//! running instance's cgroup at once.
+//! Changing a plugin's quotas at run time: the change is checked, applied to
+//! every running instance's cgroup at once, and persisted in the state file
+//! (so it survives restarts) only once every kernel took it.
 
 use std::sync::Arc;
 
 use crate::config::QuotaConfig;
 use crate::config::units::{ByteSize, CpuShare};
+use crate::instance::Plugin;
+use crate::sandbox::cgroup::{self, Limits};
 use crate::sandbox::quota;
+use crate::supervisor::Shared;
 use crate::{Supervisor, SupervisorError};
+
+/// The cgroup leaves of a plugin's running instances, by instance id.
+type Leaves = [(String, Arc<cgroup::Instance>)];
 
 /// One requested change: `Some(Some(v))` sets, `Some(None)` returns the
 /// value to its configured default, `None` leaves it.
@@ -73,17 +79,30 @@ impl Supervisor {
         Ok(p.quota(tier.as_ref()))
     }
 
-    /// Applies `change` to `name`: persisted, then set on every running
-    /// instance. Returns the quotas in force and what happened.
-    pub fn change_quota(&self, name: &str, change: &QuotaChange) -> Result<(QuotaConfig, String), SupervisorError> {
+    /// Applies `change` to `name`: set on every running instance, then
+    /// persisted. A change the kernel refuses for any instance is undone on
+    /// the others and not persisted: the previous limits stay in force. A
+    /// memory limit below what an instance uses now is refused unless
+    /// `force` (v2 would reclaim and then OOM-kill it). Returns the quotas in
+    /// force and what happened.
+    pub fn change_quota(
+        &self,
+        name: &str,
+        change: &QuotaChange,
+        force: bool,
+    ) -> Result<(QuotaConfig, String), SupervisorError> {
         let p = self.plugin(name)?;
         if change.is_empty() {
             return Ok((self.quota(name)?, "unchanged".into()));
         }
+        // One change at a time: each starts from what the last one left.
+        let _one = p.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
         let bad = |reason: String| SupervisorError::Quota { plugin: name.into(), reason };
-        let overrides = change.apply((**p.overrides.load()).clone());
-        let tier = self.shared().sandbox.tier(&p.spec.load().tier).map(|t| t.quota.clone());
-        let effective = quota::effective(tier.as_ref(), &p.spec.load().quota, &overrides);
+        let spec = p.spec.load();
+        let tier = self.shared().sandbox.tier(&spec.tier).map(|t| t.quota.clone());
+        let before = (**p.overrides.load()).clone();
+        let overrides = change.apply(before.clone());
+        let effective = quota::effective(tier.as_ref(), &spec.quota, &overrides);
         if let (Some(Some(high)), Some(max)) = (change.memory_high, effective.memory_max)
             && high >= max
         {
@@ -91,26 +110,108 @@ impl Supervisor {
         }
         let limits = quota::limits(&effective);
         limits.validate().map_err(|e| bad(e.to_string()))?;
-        self.shared().state.set_quota(name, overrides.clone())?;
-        p.overrides.store(Arc::new(overrides));
-        let mut applied = 0;
-        let mut failures = Vec::new();
+        let previous = quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &before));
+        let cgroups: Vec<_> = p.instances.iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
+        if !force && let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
+            return Err(SupervisorError::MemoryBelowUsage { plugin: name.into(), instance, limit, usage });
+        }
+        // Instances starting meanwhile take the new quotas; undone below if refused.
+        p.overrides.store(Arc::new(overrides.clone()));
+        let applied =
+            apply_all(name, &cgroups, &limits, &previous, effective.optional).and_then(|applied| {
+                match self.shared().state.set_quota(name, overrides.clone()) {
+                    Ok(()) => Ok(applied),
+                    Err(e) => {
+                        undo(&cgroups, &previous, effective.optional);
+                        Err(e.into())
+                    }
+                }
+            });
+        let applied = match applied {
+            Ok(n) => n,
+            Err(e) => {
+                p.overrides.store(Arc::new(before));
+                self.events().emit(name, "", "quota-refused", e.to_string(), &[]);
+                return Err(e);
+            }
+        };
         for inst in &p.instances {
             inst.update(|s| s.quota = effective.clone());
-            if let Some(cg) = inst.cgroup.load_full() {
-                match cg.set_limits(&limits) {
-                    Ok(()) => applied += 1,
-                    Err(e) => failures.push(format!("{}: {e}", inst.id)),
-                }
-            }
         }
         let shown = describe(&effective);
-        let mut message = format!("{name}: {shown} (persisted; applied to {applied} running instance(s))");
-        if !failures.is_empty() {
-            message.push_str(&format!("; not applied: {}", failures.join("; ")));
-        }
+        let message = format!("{name}: {shown} (persisted; applied to {applied} running instance(s))");
         self.events().emit(name, "", "quota", message.clone(), &[]);
         Ok((effective, message))
+    }
+}
+
+/// The first instance using more memory than `memory_max` now: its id, the
+/// limit and what it uses.
+fn above_usage(cgroups: &Leaves, memory_max: Option<ByteSize>) -> Option<(String, ByteSize, ByteSize)> {
+    let max = memory_max?;
+    cgroups.iter().find_map(|(id, cg)| {
+        let used = cg.stats().ok()?.memory_current?;
+        (used > max.bytes()).then(|| (id.clone(), max, ByteSize(used)))
+    })
+}
+
+/// Sets `limits` on every cgroup (without the quotas an instance whose
+/// quotas are optional cannot have here). On the first refusal, the ones
+/// already changed get `previous` back; the refused one restored itself.
+fn apply_all(
+    plugin: &str,
+    cgroups: &Leaves,
+    limits: &Limits,
+    previous: &Limits,
+    optional: bool,
+) -> Result<usize, SupervisorError> {
+    let mut applied = 0;
+    for (n, (id, cg)) in cgroups.iter().enumerate() {
+        let wanted = if optional { cg.enforceable(limits) } else { *limits };
+        match cg.set_limits(&wanted) {
+            Ok(()) => applied += 1,
+            // The instance ended and its cgroup is being removed: its next
+            // start takes the new quotas.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(source) => {
+                undo(&cgroups[..n], previous, optional);
+                return Err(SupervisorError::QuotaRefused {
+                    plugin: plugin.into(),
+                    instance: id.clone(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(applied)
+}
+
+fn undo(cgroups: &Leaves, previous: &Limits, optional: bool) {
+    for (id, cg) in cgroups {
+        let wanted = if optional { cg.enforceable(previous) } else { *previous };
+        if let Err(e) = cg.set_limits(&wanted) {
+            tracing::warn!(instance = %id, error = %e, "cannot put the previous quotas back");
+        }
+    }
+}
+
+/// The overrides persisted for `p`, unless the quotas they make cannot be
+/// set (a state file written before a check existed, or edited by hand):
+/// those are left in the file but not used, so the plugin can still start.
+pub(crate) fn restore(p: &Plugin, shared: &Shared) {
+    let saved = shared.state.quota(&p.name);
+    if saved == QuotaConfig::default() {
+        return;
+    }
+    let spec = p.spec.load();
+    let tier = shared.sandbox.tier(&spec.tier).map(|t| t.quota.clone());
+    match quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &saved)).validate() {
+        Ok(()) => p.overrides.store(Arc::new(saved)),
+        Err(e) => {
+            let message = format!("persisted quota change ignored: {e}; the configured quotas apply");
+            tracing::warn!(plugin = %p.name, reason = %e, "persisted quota change ignored");
+            shared.events.emit(&p.name, "", "quota-refused", message, &[]);
+        }
     }
 }
 
@@ -148,6 +249,78 @@ mod tests {
         assert_eq!(after.cpu, None);
         assert_eq!(after.memory_max, Some(ByteSize(256 << 20)));
         assert!(QuotaChange::parse("", "", "", "").unwrap().is_empty());
+    }
+
+    /// Two running instances on a fake hybrid host (v1 memory), with
+    /// `before` in force.
+    fn two_instances(before: &Limits) -> (Arc<crate::sandbox::cgroup::fake_fs::FakeFs>, cgroup::Subtree, Box<Leaves>) {
+        use crate::sandbox::cgroup::test_hosts::{create, hybrid};
+        let (fs, layout) = hybrid();
+        let cfg = cgroup::SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &cfg).unwrap();
+        let cgroups = ["p-0", "p-1"]
+            .into_iter()
+            .map(|id| (id.to_owned(), Arc::new(tree.create_instance("p", id, before).unwrap())))
+            .collect();
+        (fs, tree, cgroups)
+    }
+
+    fn uses(fs: &crate::sandbox::cgroup::fake_fs::FakeFs, cg: &cgroup::Instance, bytes: u64) {
+        let (_, dir) = cg.cgroups().dirs().find(|(_, d)| d.starts_with("/sys/fs/cgroup/memory")).unwrap();
+        fs.set_file(&format!("{}/memory.usage_in_bytes", dir.display()), &format!("{bytes}\n"));
+    }
+
+    #[test]
+    fn a_refusal_by_one_instance_undoes_the_change_on_the_others() {
+        let before = Limits { memory_max: Some(256 << 20), pids_max: Some(64), ..Limits::default() };
+        let (fs, _tree, cgroups) = two_instances(&before);
+        uses(&fs, &cgroups[1].1, 100 << 20);
+        let after = Limits { memory_max: Some(32 << 20), pids_max: Some(8), ..Limits::default() };
+        let e = apply_all("p", &cgroups, &after, &before, false).unwrap_err();
+        match &e {
+            SupervisorError::QuotaRefused { plugin, instance, source } => {
+                assert_eq!((plugin.as_str(), instance.as_str()), ("p", "p-1"));
+                assert_eq!(source.raw_os_error(), Some(libc::EBUSY), "{source}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        let text = e.to_string();
+        assert!(text.contains("memory.limit_in_bytes") && text.contains("nothing was saved"), "{text}");
+        for (id, cg) in &cgroups {
+            assert_eq!(cg.limits().unwrap(), before, "{id}");
+        }
+        assert_eq!(apply_all("p", &cgroups[..1], &after, &before, false).unwrap(), 1);
+        assert_eq!(cgroups[0].1.limits().unwrap(), after);
+    }
+
+    #[test]
+    fn an_instance_whose_cgroup_just_went_away_does_not_refuse_the_change() {
+        let before = Limits { pids_max: Some(64), ..Limits::default() };
+        let (_fs, _tree, cgroups) = two_instances(&before);
+        assert!(cgroups[0].1.try_remove().unwrap().is_removed());
+        let after = Limits { pids_max: Some(8), ..Limits::default() };
+        assert_eq!(apply_all("p", &cgroups, &after, &before, false).unwrap(), 1);
+        assert_eq!(cgroups[1].1.limits().unwrap(), after);
+    }
+
+    #[test]
+    fn memory_below_what_an_instance_uses_is_found() {
+        let (fs, _tree, cgroups) = two_instances(&Limits::default());
+        uses(&fs, &cgroups[0].1, 10 << 20);
+        uses(&fs, &cgroups[1].1, 40 << 20);
+        assert_eq!(above_usage(&cgroups, None), None);
+        assert_eq!(above_usage(&cgroups, Some(ByteSize(64 << 20))), None);
+        assert_eq!(
+            above_usage(&cgroups, Some(ByteSize(16 << 20))),
+            Some(("p-1".to_owned(), ByteSize(16 << 20), ByteSize(40 << 20)))
+        );
+        let e = SupervisorError::MemoryBelowUsage {
+            plugin: "p".into(),
+            instance: "p-1".into(),
+            limit: ByteSize(16 << 20),
+            usage: ByteSize((40 << 20) + (300 << 10)),
+        };
+        assert!(e.to_string().contains("memory 16M is below what p-1 uses now (40.3M)"), "{e}");
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub(crate) async fn run(plugins: Vec<Arc<Plugin>>, shared: Arc<Shared>) {
             for inst in &p.instances {
                 let Some(cg) = inst.cgroup.load_full() else {
                     seen.remove(&inst.id);
+                    // No process, no usage: what the last one used is not kept.
+                    if inst.status().usage.is_some() {
+                        inst.update(|st| st.usage = None);
+                    }
                     continue;
                 };
                 let Ok(stats) = cg.stats() else { continue };

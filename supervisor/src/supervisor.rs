@@ -49,6 +49,25 @@ pub enum SupervisorError {
     Sandbox(#[from] crate::sandbox::confine::SandboxError),
     #[error("plugin {plugin:?}: {reason}")]
     Quota { plugin: String, reason: String },
+    #[error(
+        "plugin {plugin:?}: the kernel refused the change for {instance}: {source}; the previous quotas stay in force and nothing was saved"
+    )]
+    QuotaRefused {
+        plugin: String,
+        instance: String,
+        #[source]
+        source: Box<crate::sandbox::cgroup::CgroupError>,
+    },
+    #[error(
+        "plugin {plugin:?}: memory {limit} is below what {instance} uses now ({used:.1}M): the kernel would reclaim and then OOM-kill it; force the change (supervisorctl quota --force) to lower it anyway",
+        used = .usage.bytes() as f64 / f64::from(1 << 20)
+    )]
+    MemoryBelowUsage {
+        plugin: String,
+        instance: String,
+        limit: crate::config::units::ByteSize,
+        usage: crate::config::units::ByteSize,
+    },
     #[error("plugin {plugin:?} did not reach {wanted} within {waited:?}; it is {state}")]
     Timeout { plugin: String, wanted: &'static str, waited: Duration, state: String },
 }
@@ -93,7 +112,7 @@ impl Supervisor {
             config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
         for p in &plugins {
             // The operator's earlier quota changes outlive this restart.
-            p.overrides.store(Arc::new(shared.state.quota(&p.name)));
+            crate::quotas::restore(p, &shared);
         }
         let mut tasks = Vec::new();
         for p in &plugins {

@@ -1,6 +1,7 @@
 //! The supervisor's configuration: what operators write in TOML, checked
 //! whole before anything runs.
 
+mod kernel;
 mod load;
 pub mod units;
 mod users;
@@ -14,9 +15,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::integrity::{PublicKey, Sha256Digest};
-pub use load::{ConfigError, Problem, fuzz_one};
+pub use load::{ConfigError, MAX_CONFIG_BYTES, MAX_PLUGINS, Problem, fuzz_one};
 use units::Mode;
-pub use validate::name_problem;
+pub use validate::{MAX_EVENT_HISTORY, MAX_LOG_LINES, name_problem};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -26,7 +26,24 @@ pub fn name_problem(name: &str) -> Option<String> {
             "plugin name {name:?} may use only letters, digits, '-', '_' and '.', and must start with a letter or digit"
         ));
     }
-    None
+    super::kernel::cgroup_name_problem(name)
+}
+
+/// The most lines `tail` keeps per plugin: each line may be 16 KiB, and a
+/// flooding plugin fills its buffer.
+pub const MAX_LOG_LINES: usize = 10_000;
+/// The most lifecycle events `events` keeps.
+pub const MAX_EVENT_HISTORY: usize = 100_000;
+
+fn check_buffers(config: &Config, p: &mut Problems<'_>) {
+    let s = &config.supervisor;
+    for (key, value, max) in
+        [("log_lines", s.log_lines, MAX_LOG_LINES), ("event_history", s.event_history, MAX_EVENT_HISTORY)]
+    {
+        if value > max {
+            p.at(&[Seg::Key("supervisor"), Seg::Key(key)], format!("{value} is more than the {max} kept at most"));
+        }
+    }
 }
 
 /// Checks everything and builds the plugin specs (meaningful only when no
@@ -38,6 +55,8 @@ pub(super) fn check(
 ) -> (Vec<PluginSpec>, Option<Arc<crate::sandbox::tier::TierSet>>) {
     let names = counts(config.plugins.iter().map(|pl| pl.name.as_str()));
     let mut seen = std::collections::HashSet::new();
+    check_buffers(config, p);
+    super::kernel::check_cgroup_section(config, p);
     check_backoff(
         &config.supervisor.defaults.backoff,
         &[Seg::Key("supervisor"), Seg::Key("defaults"), Seg::Key("backoff")],
@@ -150,7 +169,8 @@ pub(super) fn check(
                 ),
             );
         }
-        check_quota(&plugin.quota, &at("quota"), p);
+        let tier_quota = tiers.as_ref().and_then(|set| set.get(&tier)).map(|t| &t.quota);
+        check_quota(&plugin.quota, tier_quota, &at("quota"), p);
         let require_signature = plugin.require_signature.unwrap_or(
             config.supervisor.require_signatures || config.supervisor.require_signatures_for_tiers.contains(&tier),
         );
@@ -193,7 +213,13 @@ fn load_tiers(config: &Config, p: &mut Problems<'_>) -> Option<Arc<crate::sandbo
     }
 }
 
-fn check_quota(q: &super::QuotaConfig, at: &[Seg<'_>], p: &mut Problems<'_>) {
+fn check_quota(
+    q: &super::QuotaConfig,
+    tier: Option<&crate::sandbox::tier::Quota>,
+    at: &[Seg<'_>],
+    p: &mut Problems<'_>,
+) {
+    let before = p.list.len();
     if q.memory_max.is_some_and(|m| m.bytes() < 1 << 20) {
         p.at(at, "memory_max below 1M cannot run any plugin");
     }
@@ -204,6 +230,11 @@ fn check_quota(q: &super::QuotaConfig, at: &[Seg<'_>], p: &mut Problems<'_>) {
     }
     if q.pids_max == Some(0) {
         p.at(at, "pids_max 0 leaves no task for the plugin itself");
+    }
+    if p.list.len() == before
+        && let Some(problem) = super::kernel::quota_problem(tier, q)
+    {
+        p.at(at, problem);
     }
 }
 
@@ -373,6 +404,91 @@ mod tests {
         let err = parse("[[plugin]]\nname = \"../etc\"\nbinary = \"/bin/true\"\nreplicas = 0\n").unwrap_err();
         let keys: Vec<_> = err.problems().iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["plugin[0].name", "plugin[0].replicas"]);
+    }
+
+    /// The (key, message) of each problem in `text`.
+    fn problems(text: &str) -> Vec<(String, String)> {
+        let err = parse(text).unwrap_err();
+        err.problems().iter().map(|p| (p.key.clone(), p.message.clone())).collect()
+    }
+
+    #[test]
+    fn plugin_names_that_would_be_cgroup_control_files_are_refused() {
+        for name in ["cgroup.procs", "memory.max", "pids.max", "cpu.weight"] {
+            let found = problems(&format!("[[plugin]]\nname = {name:?}\nbinary = \"/bin/true\"\n"));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].0, "plugin[0].name");
+            assert!(found[0].1.contains("looks like a control file name"), "{found:?}");
+        }
+    }
+
+    #[test]
+    fn quotas_the_kernel_would_refuse_are_refused() {
+        let found = problems("[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\n[plugin.quota]\npids_max = 4194305\n");
+        assert_eq!(
+            found,
+            [(
+                "plugin[0].quota".to_owned(),
+                "invalid limit pids_max: 4194305 tasks is above the kernel's maximum of 4194304".to_owned()
+            )]
+        );
+        let found =
+            problems("[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\n[plugin.quota]\nmemory_max = \"9000000T\"\n");
+        assert_eq!(found[0].0, "plugin[0].quota");
+        assert!(found[0].1.starts_with("invalid limit memory_max"), "{found:?}");
+        parse("[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\n[plugin.quota]\npids_max = 4194304\n").unwrap();
+    }
+
+    #[test]
+    fn the_subtree_name_must_be_one_directory_and_the_parent_stay_in_the_cgroup_filesystem() {
+        for (name, why) in [("..", "starts with a dot"), ("a/b", "only ASCII letters"), ("", "empty")] {
+            let found = problems(&format!("[supervisor.cgroup]\nname = {name:?}\n"));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].0, "supervisor.cgroup.name");
+            assert!(found[0].1.contains(why), "{name:?}: {found:?}");
+        }
+        for parent in ["/../../../../tmp/x", "relative/x"] {
+            let found = problems(&format!("[supervisor.cgroup]\nparent = {parent:?}\n"));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].0, "supervisor.cgroup.parent");
+            assert!(found[0].1.starts_with(&format!("invalid parent name {parent:?}")), "{found:?}");
+        }
+        parse("[supervisor.cgroup]\nname = \"sup\"\nparent = \"/system.slice/x.service\"\n").unwrap();
+    }
+
+    #[test]
+    fn buffers_are_bounded() {
+        let text = "[supervisor]\nlog_lines = 1000000000000\nevent_history = 1000000000000\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("test.toml:2: supervisor.log_lines: 1000000000000 is more than the 10000 kept at most"),
+            "{err}"
+        );
+        assert!(err.contains("test.toml:3: supervisor.event_history: 1000000000000 is more than the 100000"), "{err}");
+        parse("[supervisor]\nlog_lines = 10000\nevent_history = 100000\n").unwrap();
+    }
+
+    #[test]
+    fn absurd_configs_are_refused_before_the_expensive_checks() {
+        let entry = "[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\n";
+        let many = entry.repeat(super::super::MAX_PLUGINS + 1);
+        let err = parse(&many).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "refused before the duplicate names are looked at: {err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("/etc/ps/test.toml:3073: plugin[1024]: 1025 plugins; a config may have at most 1024"),
+            "{text}"
+        );
+        let huge = format!("# {}\n", "x".repeat(super::super::MAX_CONFIG_BYTES));
+        let text = parse(&huge).unwrap_err().to_string();
+        assert!(text.starts_with("/etc/ps/test.toml: (size): the config is 41943"), "{text}");
+        assert!(text.ends_with(" bytes; at most 4 MiB is read"), "{text}");
+        // A file is refused by its size, before it is read.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        std::fs::write(&path, &huge).unwrap();
+        let text = load::load(&path).unwrap_err().to_string();
+        assert!(text.ends_with("big.toml: (size): the config is 4194307 bytes; at most 4 MiB is read"), "{text}");
     }
 
     #[test]

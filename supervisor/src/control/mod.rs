@@ -3,6 +3,7 @@
 //! Only root, the supervisor's own uid and configured uids may connect.
 
 pub mod call;
+mod deadline;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,9 @@ use tonic::{Request, Response, Status};
 use crate::quotas::QuotaChange;
 use crate::{Supervisor, SupervisorError};
 
+/// Past lines a tail request without a count gets.
+const DEFAULT_TAIL_LINES: usize = 50;
+
 /// How long start/restart wait for the plugin to come up before answering.
 const COMMAND_WAIT: Duration = Duration::from_secs(15);
 
@@ -33,6 +37,9 @@ fn to_status(e: SupervisorError) -> Status {
         SupervisorError::UnknownPlugin(_) => Status::not_found(e.to_string()),
         SupervisorError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
         SupervisorError::Quota { .. } => Status::invalid_argument(e.to_string()),
+        SupervisorError::QuotaRefused { .. } | SupervisorError::MemoryBelowUsage { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         SupervisorError::Spawner(_) | SupervisorError::State(_) | SupervisorError::Sandbox(_) => {
             Status::internal(e.to_string())
         }
@@ -51,7 +58,7 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                 name: p.name.clone(),
                 instance: inst.id.clone(),
                 state: s.state.to_string(),
-                reason: s.reason.clone(),
+                reason: s.reason_now(),
                 pid: s.pid.map_or(0, |p| p as u32),
                 restarts: s.restarts,
                 version: s.declared.version.clone(),
@@ -62,7 +69,7 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                 sha256: s.sha256.clone(),
                 tier: s.tier.clone(),
                 quota: Some(quota_message(&s.quota)),
-                usage: s.usage.as_ref().map(usage_message),
+                usage: s.current_usage().as_ref().map(usage_message),
                 notes: s.notes.clone(),
             });
         }
@@ -129,20 +136,23 @@ impl Control for ControlService {
     }
 
     async fn start(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = self.sup.start_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        let state = deadline::bounded(&self.sup, name, within, self.sup.start_plugin(name, COMMAND_WAIT)).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
     async fn stop(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = self.sup.stop_plugin(name).await.map_err(to_status)?;
+        let state = deadline::bounded(&self.sup, name, within, self.sup.stop_plugin(name)).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
     async fn restart(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
+        let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = self.sup.restart_plugin(name, COMMAND_WAIT).await.map_err(to_status)?;
+        let state = deadline::bounded(&self.sup, name, within, self.sup.restart_plugin(name, COMMAND_WAIT)).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
@@ -151,7 +161,7 @@ impl Control for ControlService {
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
         let req = req.into_inner();
         let p = self.sup.plugin(&req.name).map_err(to_status)?;
-        let n = if req.lines == 0 { 50 } else { req.lines as usize };
+        let n = req.lines.map_or(DEFAULT_TAIL_LINES, |n| n as usize);
         let (lines, rx) = p.logs.subscribe(n);
         let missed = |n: u64| LogLine {
             unix_nanos: crate::observe::unix_nanos(),
@@ -187,7 +197,7 @@ impl Control for ControlService {
         let set = req.set.unwrap_or_default();
         let change = QuotaChange::parse(&set.memory_max, &set.memory_high, &set.cpu, &set.pids_max)
             .map_err(|e| Status::invalid_argument(format!("plugin {:?}: {e}", req.name)))?;
-        let (quota, message) = self.sup.change_quota(&req.name, &change).map_err(to_status)?;
+        let (quota, message) = self.sup.change_quota(&req.name, &change, req.force).map_err(to_status)?;
         Ok(Response::new(QuotaResponse { quota: Some(quota_message(&quota)), message }))
     }
 

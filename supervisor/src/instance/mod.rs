@@ -90,6 +90,8 @@ pub struct Plugin {
     pub image: Mutex<Option<Arc<start::PluginImage>>>,
     /// Quotas the operator set at run time (persisted), over the config's.
     pub overrides: ArcSwap<QuotaConfig>,
+    /// Held while a quota change is applied, so changes do not interleave.
+    pub(crate) quota_lock: Mutex<()>,
     next: AtomicUsize,
     changed: Arc<watch::Sender<u64>>,
 }
@@ -117,6 +119,7 @@ impl Plugin {
             contract: ArcSwapOption::empty(),
             image: Mutex::new(None),
             overrides: ArcSwap::from_pointee(QuotaConfig::default()),
+            quota_lock: Mutex::new(()),
             next: AtomicUsize::new(0),
             changed,
         }

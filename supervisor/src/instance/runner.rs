@@ -69,6 +69,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         inst.update(|s| {
             s.state = State::Starting;
             s.reason = String::new();
+            s.retry_at = None;
             s.pid = None;
             s.generation = want.generation;
         });
@@ -131,16 +132,15 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         // Back off, then try again; the operator can cut the wait short.
         let delay = restarts.next_delay(Instant::now(), rand::random::<f64>());
         let looping = restarts.crash_loop();
-        let shown = match looping {
-            Some(n) => format!(
-                "crash loop: {n} failures in the last 2 minutes; last: {failure}; next attempt in {}",
-                format_duration(round(delay))
-            ),
-            None => format!("{failure}; next attempt in {}", format_duration(round(delay))),
+        let why = match looping {
+            Some(n) => format!("crash loop: {n} failures in the last 2 minutes; last: {failure}"),
+            None => failure,
         };
         inst.update(|s| {
             s.state = State::Backoff;
-            s.reason = shown.clone();
+            // Status renders the time left from retry_at when it is read.
+            s.reason = why.clone();
+            s.retry_at = Some(Instant::now() + delay);
             s.pid = None;
             s.running_since = None;
         });
@@ -148,7 +148,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
             &plugin.name,
             &inst.id,
             if looping.is_some() { "crash-loop" } else { "backoff" },
-            shown,
+            format!("{why}; next attempt in {}", format_duration(round(delay))),
             &[],
         );
         tokio::select! {

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::handshake::Accepted;
 use crate::config::QuotaConfig;
+use crate::config::units::ByteSize;
 use crate::sandbox::cgroup::{self, Removal};
 use crate::sandbox::pidfd::{self, ExitStatus};
 use crate::sandbox::tier::ARCH_KILL_REPORT;
@@ -80,8 +81,7 @@ impl Running {
             && let Some(cg) = &self.fences.cgroup
             && cg.stats().ok().and_then(|s| s.oom_kills).is_some_and(|n| n > 0)
         {
-            let limit = self.fences.quota.memory_max.map_or_else(|| "unknown".to_owned(), |m| m.to_string());
-            return format!("killed: out of memory (limit {limit})");
+            return format!("killed: out of memory (limit {})", oom_limit(cg, &self.fences.quota));
         }
         if self.fences.seccomp && matches!(status, ExitStatus::Signaled { signal: libc::SIGSYS, .. }) {
             return ARCH_KILL_REPORT.to_owned();
@@ -126,7 +126,39 @@ impl Drop for Running {
     }
 }
 
+/// The memory limit in force when the OOM killer struck: read from the
+/// cgroup, since a live `quota` change may have moved it since the spawn;
+/// the spawn-time quota only when the cgroup cannot tell.
+fn oom_limit(cg: &cgroup::Instance, at_spawn: &QuotaConfig) -> String {
+    match cg.limits() {
+        Ok(l) => l.memory_max.map_or_else(|| "none".to_owned(), |b| ByteSize(b).to_string()),
+        Err(_) => at_spawn.memory_max.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
+    }
+}
+
 /// The exit status once the process has ended (None if the reaper vanished).
 pub async fn exited(rx: &mut watch::Receiver<Option<ExitStatus>>) -> Option<ExitStatus> {
     rx.wait_for(Option::is_some).await.ok().and_then(|r| *r)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sandbox::cgroup::test_hosts::{create, hybrid};
+    use crate::sandbox::cgroup::{Limits, SubtreeConfig};
+
+    #[test]
+    fn the_oom_reason_names_the_limit_in_force_not_the_one_at_spawn() {
+        let (fs, layout) = hybrid();
+        let cfg = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &cfg).unwrap();
+        let at_spawn = QuotaConfig { memory_max: Some(ByteSize(64 << 20)), ..Default::default() };
+        let cg = tree.create_instance("p", "p-0", &Limits { memory_max: Some(64 << 20), ..Limits::default() }).unwrap();
+        assert_eq!(oom_limit(&cg, &at_spawn), "64M");
+        // A live quota change lowered it.
+        cg.set_limits(&Limits { memory_max: Some(6 << 20), ..Limits::default() }).unwrap();
+        assert_eq!(oom_limit(&cg, &at_spawn), "6M");
+    }
 }

@@ -67,6 +67,8 @@ pub struct Status {
     pub notes: Vec<String>,
     /// Resource use at the last sample.
     pub usage: Option<crate::sandbox::cgroup::Stats>,
+    /// In backoff: when the next attempt is due.
+    pub retry_at: Option<Instant>,
 }
 
 impl Default for Status {
@@ -84,6 +86,7 @@ impl Default for Status {
             quota: crate::config::QuotaConfig::default(),
             notes: Vec::new(),
             usage: None,
+            retry_at: None,
         }
     }
 }
@@ -96,8 +99,79 @@ impl Status {
         }
     }
 
-    /// "backoff (exited with code 1)", for messages naming the state.
+    /// "backoff (exited with code 1; next attempt in 2.4s)", for messages
+    /// naming the state.
     pub fn describe(&self) -> String {
-        if self.reason.is_empty() { self.state.to_string() } else { format!("{} ({})", self.state, self.reason) }
+        let reason = self.reason_now();
+        if reason.is_empty() { self.state.to_string() } else { format!("{} ({reason})", self.state) }
+    }
+
+    /// Why the instance is in its state, as of now: in backoff, with the time
+    /// left until the next attempt (counting down, not frozen at the start).
+    pub fn reason_now(&self) -> String {
+        self.reason_at(Instant::now())
+    }
+
+    pub fn reason_at(&self, now: Instant) -> String {
+        match (self.state, self.retry_at) {
+            (State::Backoff, Some(at)) => format!("{}; next attempt {}", self.reason, time_left(at, now)),
+            _ => self.reason.clone(),
+        }
+    }
+
+    /// The last sampled usage, while there is a process to use anything.
+    pub fn current_usage(&self) -> Option<crate::sandbox::cgroup::Stats> {
+        self.pid.and(self.usage)
+    }
+}
+
+/// "in 2.4s", "in 1m 5s"; "due now" once the time has come.
+fn time_left(at: Instant, now: Instant) -> String {
+    let left = at.saturating_duration_since(now);
+    if left.is_zero() {
+        return "due now".into();
+    }
+    // Rounded up, so "in 0.0s" never shows.
+    let tenths = left.as_millis().div_ceil(100);
+    if tenths < 600 {
+        return format!("in {}.{}s", tenths / 10, tenths % 10);
+    }
+    let secs = std::time::Duration::from_secs(left.as_millis().div_ceil(1000) as u64);
+    format!("in {}", crate::config::units::format_duration(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_backoff_reason_counts_down_to_the_next_attempt() {
+        let start = Instant::now();
+        let s = Status {
+            state: State::Backoff,
+            reason: "exited with code 1".into(),
+            retry_at: Some(start + Duration::from_millis(3000)),
+            ..Status::default()
+        };
+        assert_eq!(s.reason_at(start), "exited with code 1; next attempt in 3.0s");
+        assert_eq!(s.reason_at(start + Duration::from_millis(1250)), "exited with code 1; next attempt in 1.8s");
+        assert_eq!(s.reason_at(start + Duration::from_millis(2999)), "exited with code 1; next attempt in 0.1s");
+        assert_eq!(s.reason_at(start + Duration::from_secs(4)), "exited with code 1; next attempt due now");
+        let long = Status { retry_at: Some(start + Duration::from_secs(95)), ..s.clone() };
+        assert_eq!(long.reason_at(start), "exited with code 1; next attempt in 1m 35s");
+        // Out of backoff, the reason is just the reason.
+        let running = Status { state: State::Starting, ..s };
+        assert_eq!(running.reason_at(start), "exited with code 1");
+    }
+
+    #[test]
+    fn usage_shows_only_while_there_is_a_process() {
+        let usage = crate::sandbox::cgroup::Stats { memory_current: Some(5 << 20), ..Default::default() };
+        let gone = Status { state: State::Backoff, pid: None, usage: Some(usage), ..Status::default() };
+        assert_eq!(gone.current_usage(), None);
+        let live = Status { state: State::Running, pid: Some(42), ..gone };
+        assert_eq!(live.current_usage(), Some(usage));
     }
 }

@@ -17,6 +17,9 @@ use prometheus_client::registry::{Registry, Unit};
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
+/// The label naming a plugin instance (`echo-0`) on per-instance series.
+pub const INSTANCE_LABEL: &str = "plugin_instance";
+
 /// The content type of [`Metrics::render`]'s text, for HTTP scrapes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -127,7 +130,9 @@ impl InstanceGauges {
     fn from_rows(rows: &[InstanceStatus]) -> Self {
         let g = Self::default();
         for row in rows {
-            let id = vec![("plugin", row.name.clone()), ("instance", row.instance.clone())];
+            // Not `instance`: Prometheus sets that label to the scraped target
+            // and renames a clashing one to `exported_instance`.
+            let id = vec![("plugin", row.name.clone()), (INSTANCE_LABEL, row.instance.clone())];
             g.up.get_or_create(&id).set(i64::from(row.state == "running"));
             let mut with_state = id.clone();
             with_state.push(("state", row.state.clone()));
@@ -238,15 +243,15 @@ mod tests {
         let text = m.render(&[row("echo", "running", Some(usage)), row("auth", "backoff", None)]);
         for line in [
             "supervisor_events_total{plugin=\"auth\",kind=\"exited\"} 1",
-            "supervisor_instance_up{plugin=\"echo\",instance=\"echo-0\"} 1",
-            "supervisor_instance_up{plugin=\"auth\",instance=\"auth-0\"} 0",
-            "supervisor_instance_state{plugin=\"auth\",instance=\"auth-0\",state=\"backoff\"} 1",
-            "supervisor_instance_restarts_total{plugin=\"echo\",instance=\"echo-0\"} 3",
-            "supervisor_instance_uptime_seconds{plugin=\"echo\",instance=\"echo-0\"} 42",
-            "supervisor_instance_memory_bytes{plugin=\"echo\",instance=\"echo-0\"} 5242880",
-            "supervisor_instance_cpu_seconds_total{plugin=\"echo\",instance=\"echo-0\"} 1.5",
-            "supervisor_instance_pids{plugin=\"echo\",instance=\"echo-0\"} 4",
-            "supervisor_instance_oom_kills_total{plugin=\"echo\",instance=\"echo-0\"} 1",
+            "supervisor_instance_up{plugin=\"echo\",plugin_instance=\"echo-0\"} 1",
+            "supervisor_instance_up{plugin=\"auth\",plugin_instance=\"auth-0\"} 0",
+            "supervisor_instance_state{plugin=\"auth\",plugin_instance=\"auth-0\",state=\"backoff\"} 1",
+            "supervisor_instance_restarts_total{plugin=\"echo\",plugin_instance=\"echo-0\"} 3",
+            "supervisor_instance_uptime_seconds{plugin=\"echo\",plugin_instance=\"echo-0\"} 42",
+            "supervisor_instance_memory_bytes{plugin=\"echo\",plugin_instance=\"echo-0\"} 5242880",
+            "supervisor_instance_cpu_seconds_total{plugin=\"echo\",plugin_instance=\"echo-0\"} 1.5",
+            "supervisor_instance_pids{plugin=\"echo\",plugin_instance=\"echo-0\"} 4",
+            "supervisor_instance_oom_kills_total{plugin=\"echo\",plugin_instance=\"echo-0\"} 1",
         ] {
             assert!(text.contains(&format!("{line}\n")), "missing {line:?} in\n{text}");
         }
@@ -256,8 +261,34 @@ mod tests {
     #[test]
     fn a_gone_instance_leaves_no_series() {
         let m = Metrics::default();
-        assert!(m.render(&[row("echo", "running", None)]).contains("instance=\"echo-0\""));
-        assert!(!m.render(&[]).contains("instance=\"echo-0\""));
+        assert!(m.render(&[row("echo", "running", None)]).contains("plugin_instance=\"echo-0\""));
+        assert!(!m.render(&[]).contains("plugin_instance=\"echo-0\""));
+    }
+
+    /// The label names of every series in `text`.
+    fn label_names(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((_, rest)) = line.split_once('{') else { continue };
+            let Some((labels, _)) = rest.rsplit_once('}') else { continue };
+            for pair in labels.split("\",") {
+                names.extend(pair.split_once('=').map(|(k, _)| k.trim_start_matches(',').to_owned()));
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn no_series_has_a_label_prometheus_reserves_for_its_targets() {
+        let m = Metrics::default();
+        m.record_event("echo", "exited");
+        m.plugin_calls("echo").record(tonic::Code::Ok, Duration::from_micros(40));
+        let usage = ResourceUsage { memory_current: 1, ..Default::default() };
+        let names = label_names(&m.render(&[row("echo", "running", Some(usage))]));
+        assert!(names.iter().any(|n| n == "plugin_instance"), "{names:?}");
+        for reserved in ["instance", "job"] {
+            assert!(!names.iter().any(|n| n == reserved), "a {reserved:?} label: {names:?}");
+        }
     }
 
     #[test]

@@ -1,29 +1,88 @@
 //! Connecting to the control socket, with errors that tell the operator
-//! what to check.
+//! what to check, and waiting for the daemon's answers no longer than
+//! `--wait`: a daemon that accepts and never answers ends the command.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use plugin_proto::control::v1::PluginRef;
 use plugin_proto::control::v1::control_client::ControlClient;
 use plugin_proto::transport::H2Channel;
+use plugin_supervisor::config::units::format_duration;
 
 pub type Client = ControlClient<H2Channel>;
 
-pub async fn connect(socket: &Path) -> Result<Client, String> {
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                " (is plugin-supervisor running? see --socket)"
-            }
-            std::io::ErrorKind::PermissionDenied => " (the control socket admits root and the supervisor's own user)",
-            _ => "",
+/// How long to wait for the daemon (`--wait`), and where it is.
+#[derive(Clone, Debug)]
+pub struct Wait {
+    pub socket: PathBuf,
+    pub limit: Duration,
+}
+
+impl Wait {
+    /// Why the command gave up.
+    fn silent(&self) -> String {
+        format!(
+            "no answer from the supervisor at {} within {} (is it stuck? --wait sets how long to wait)",
+            self.socket.display(),
+            format_duration(self.limit)
+        )
+    }
+
+    /// A request that tells the daemon the deadline, so what waits there
+    /// (a start, a drain) answers in time with how far it got.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(self.limit);
+        r
+    }
+
+    /// The daemon's answer, if it comes within the limit.
+    pub async fn answer<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.limit, call).await {
+            Ok(r) => r.map(tonic::Response::into_inner).map_err(|s| reason(&s)),
+            Err(_) => Err(self.silent()),
+        }
+    }
+
+    /// The next item of a stream: within the limit, or (following) whenever
+    /// it comes.
+    pub async fn next<T>(&self, stream: &mut tonic::Streaming<T>, follow: bool) -> Result<Option<T>, String> {
+        let item = if follow {
+            stream.message().await
+        } else {
+            tokio::time::timeout(self.limit, stream.message()).await.map_err(|_| self.silent())?
         };
-        format!("cannot reach the supervisor at {}: {e}{hint}", socket.display())
-    })?;
-    let (channel, conn) =
-        H2Channel::handshake(stream).await.map_err(|e| format!("control connection to {}: {e}", socket.display()))?;
-    tokio::spawn(conn);
-    Ok(ControlClient::new(channel))
+        item.map_err(|s| reason(&s))
+    }
+}
+
+pub async fn connect(w: &Wait) -> Result<Client, String> {
+    let socket = &w.socket;
+    let connected = tokio::time::timeout(w.limit, async {
+        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| unreachable(socket, &e))?;
+        let (channel, conn) = H2Channel::handshake(stream)
+            .await
+            .map_err(|e| format!("control connection to {}: {e}", socket.display()))?;
+        tokio::spawn(conn);
+        Ok(ControlClient::new(channel))
+    });
+    connected.await.unwrap_or_else(|_| Err(w.silent()))
+}
+
+fn unreachable(socket: &Path, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            " (is plugin-supervisor running? see --socket)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (the control socket admits root and the supervisor's own user)",
+        _ => "",
+    };
+    format!("cannot reach the supervisor at {}: {e}{hint}", socket.display())
 }
 
 pub fn plugin(name: String) -> PluginRef {

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use plugin_supervisor::contract::{Report, Scope, diff, load_contract_with_includes};
 
 use crate::local::{Failure, one_line};
+use crate::stdout::{out, outln};
 
 #[derive(Subcommand)]
 pub enum ContractCommand {
@@ -51,8 +52,8 @@ fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, Failure> {
     let new = load(&args.new)?;
     let scope = if args.services.is_empty() { Scope::All } else { Scope::services(&args.services) };
     let report = diff(&old, &new, scope);
-    print!("{report}");
-    println!("{}", summary(&report));
+    out!("{report}");
+    outln!("{}", summary(&report));
     Ok(if report.is_breaking() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

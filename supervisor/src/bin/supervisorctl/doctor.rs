@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::stdout::outln;
 use plugin_supervisor::config::Config;
 use plugin_supervisor::doctor::examine;
 
@@ -14,22 +15,22 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<ExitCode, String> {
     };
     let report = examine(config.as_ref());
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        outln!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {
-        println!("host");
+        outln!("host");
         for c in &report.checks {
-            println!("  {:<4} {:<16} {}", if c.ok { "ok" } else { "NO" }, c.name, c.detail);
+            outln!("  {:<4} {:<16} {}", if c.ok { "ok" } else { "NO" }, c.name, c.detail);
         }
         if !report.tiers.is_empty() {
-            println!("tiers");
+            outln!("tiers");
             for t in &report.tiers {
-                println!("  {:<4} {:<8} {}", if t.runnable { "ok" } else { "NO" }, t.name, t.details.join("; "));
+                outln!("  {:<4} {:<8} {}", if t.runnable { "ok" } else { "NO" }, t.name, t.details.join("; "));
             }
         }
         if !report.plugins.is_empty() {
-            println!("plugins");
+            outln!("plugins");
             for p in &report.plugins {
-                println!(
+                outln!(
                     "  {:<4} {:<16} ({}) {}",
                     if p.runnable { "ok" } else { "NO" },
                     p.name,

@@ -9,6 +9,7 @@ mod doctor;
 mod local;
 mod output;
 mod plugin_cmd;
+mod stdout;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,11 @@ struct Cli {
     /// The supervisor's control socket.
     #[arg(long, global = true, env = "SUPERVISORCTL_SOCKET", default_value_t = default_socket())]
     socket: String,
+    /// How long to wait to reach the supervisor and for each answer, e.g.
+    /// 30s; start, stop and restart wait this long for the plugin. With -f,
+    /// tail and events then follow for as long as they run.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_wait)]
+    wait: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,6 +112,10 @@ enum Remote {
         /// Task limit (pids.max).
         #[arg(long)]
         pids: Option<String>,
+        /// Lower memory below what an instance uses now (the kernel
+        /// reclaims, or OOM-kills it); refused without this.
+        #[arg(long)]
+        force: bool,
     },
     /// Prints calls, events and every instance's state and resource use
     /// as OpenMetrics text (what Prometheus scrapes from metrics_listen).
@@ -128,6 +138,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     plugin_supervisor::config::units::parse_duration(s)
 }
 
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than zero".into()),
+        d => Ok(d),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Local commands must work where no supervisor runs: no socket for them.
@@ -146,7 +163,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(PathBuf::from(&cli.socket), command)) {
+    let wait = client::Wait { socket: PathBuf::from(&cli.socket), limit: cli.wait };
+    match rt.block_on(run(&wait, command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("supervisorctl: {e}");
@@ -155,21 +173,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(socket: PathBuf, command: Remote) -> Result<ExitCode, String> {
-    let mut c = client::connect(&socket).await?;
+async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, String> {
+    let mut c = client::connect(w).await?;
     match command {
-        Remote::Status { name, json } => output::status(&mut c, name.unwrap_or_default(), json).await,
-        Remote::Start { name } => output::action(c.start(client::plugin(name)).await),
-        Remote::Stop { name } => output::action(c.stop(client::plugin(name)).await),
-        Remote::Restart { name } => output::action(c.restart(client::plugin(name)).await),
-        Remote::Tail { name, follow, lines } => output::tail(&mut c, name, follow, lines).await,
+        Remote::Status { name, json } => output::status(&mut c, w, name.unwrap_or_default(), json).await,
+        Remote::Start { name } => output::action(w.answer(c.start(w.request(client::plugin(name)))).await),
+        Remote::Stop { name } => output::action(w.answer(c.stop(w.request(client::plugin(name)))).await),
+        Remote::Restart { name } => output::action(w.answer(c.restart(w.request(client::plugin(name)))).await),
+        Remote::Tail { name, follow, lines } => output::tail(&mut c, w, name, follow, lines).await,
         Remote::Events { follow, plugin, json } => {
-            output::events(&mut c, plugin.unwrap_or_default(), follow, json).await
+            output::events(&mut c, w, plugin.unwrap_or_default(), follow, json).await
         }
-        Remote::Call { name, method, data, timeout } => output::call(&mut c, name, method, data, timeout).await,
-        Remote::Quota { name, memory, memory_high, cpu, pids } => {
-            output::quota(&mut c, name, [memory, memory_high, cpu, pids]).await
+        Remote::Call { name, method, data, timeout } => output::call(&mut c, w, name, method, data, timeout).await,
+        Remote::Quota { name, memory, memory_high, cpu, pids, force } => {
+            output::quota(&mut c, w, name, [memory, memory_high, cpu, pids], force).await
         }
-        Remote::Metrics => output::metrics(&mut c).await,
+        Remote::Metrics => output::metrics(&mut c, w).await,
     }
 }

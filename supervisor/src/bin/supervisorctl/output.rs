@@ -4,13 +4,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, Event, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
+    ActionResponse, CallRequest, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
     StatusRequest, TailRequest,
 };
 use serde_json::json;
-use tokio_stream::StreamExt;
 
-use super::client::{Client, reason};
+use super::client::{Client, Wait};
+use crate::stdout::{out, outln};
 
 fn uptime(s: u64) -> String {
     match s {
@@ -59,11 +59,11 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}M", bytes as f64 / f64::from(1 << 20))
 }
 
-pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitCode, String> {
-    let rows = c.status(StatusRequest { name }).await.map_err(|s| reason(&s))?.into_inner().instances;
+pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool) -> Result<ExitCode, String> {
+    let rows = w.answer(c.status(w.request(StatusRequest { name }))).await?.instances;
     if as_json {
         let arr: Vec<_> = rows.iter().map(row_json).collect();
-        println!("{}", serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?);
+        outln!("{}", serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?);
         return Ok(ExitCode::SUCCESS);
     }
     let header = [
@@ -121,7 +121,7 @@ pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitC
                 s.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(&header.map(String::from));
     for r in &table {
@@ -130,9 +130,9 @@ pub async fn status(c: &mut Client, name: String, as_json: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn action(r: Result<tonic::Response<ActionResponse>, tonic::Status>) -> Result<ExitCode, String> {
-    let msg = r.map_err(|s| reason(&s))?.into_inner().message;
-    println!("{msg}");
+pub fn action(r: Result<ActionResponse, String>) -> Result<ExitCode, String> {
+    let msg = r?.message;
+    outln!("{msg}");
     // "echo: failed (refused: ...)" is an answer, but not a success.
     let failed = msg.contains(": failed") || msg.contains(": backoff");
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -149,27 +149,26 @@ fn print_line(l: &LogLine) {
     fields.sort();
     let extra: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
     let level = if l.level.is_empty() { String::new() } else { format!(" {}", l.level.to_uppercase()) };
-    println!("{} {} {}{level} {}{extra}", clock(l.unix_nanos), l.instance, l.stream, l.text);
+    outln!("{} {} {}{level} {}{extra}", clock(l.unix_nanos), l.instance, l.stream, l.text);
 }
 
-pub async fn tail(c: &mut Client, name: String, follow: bool, lines: u32) -> Result<ExitCode, String> {
-    let mut stream = c.tail(TailRequest { name, follow, lines }).await.map_err(|s| reason(&s))?.into_inner();
-    while let Some(line) = stream.next().await {
-        print_line(&line.map_err(|s| reason(&s))?);
+pub async fn tail(c: &mut Client, w: &Wait, name: String, follow: bool, lines: u32) -> Result<ExitCode, String> {
+    let mut stream = w.answer(c.tail(w.request(TailRequest { name, follow, lines: Some(lines) }))).await?;
+    while let Some(line) = w.next(&mut stream, follow).await? {
+        print_line(&line);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn events(c: &mut Client, name: String, follow: bool, as_json: bool) -> Result<ExitCode, String> {
-    let mut stream = c.events(EventsRequest { follow, name }).await.map_err(|s| reason(&s))?.into_inner();
-    while let Some(ev) = stream.next().await {
-        let ev: Event = ev.map_err(|s| reason(&s))?;
+pub async fn events(c: &mut Client, w: &Wait, name: String, follow: bool, as_json: bool) -> Result<ExitCode, String> {
+    let mut stream = w.answer(c.events(w.request(EventsRequest { follow, name }))).await?;
+    while let Some(ev) = w.next(&mut stream, follow).await? {
         if as_json {
             let v = json!({"unix_nanos": ev.unix_nanos, "plugin": ev.plugin, "instance": ev.instance, "kind": ev.kind, "message": ev.message, "fields": ev.fields});
-            println!("{v}");
+            outln!("{v}");
         } else {
             let who = if ev.instance.is_empty() { ev.plugin.clone() } else { ev.instance.clone() };
-            println!("{} {:<12} {:<14} {}", clock(ev.unix_nanos), who, ev.kind, ev.message);
+            outln!("{} {:<12} {:<14} {}", clock(ev.unix_nanos), who, ev.kind, ev.message);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -177,6 +176,7 @@ pub async fn events(c: &mut Client, name: String, follow: bool, as_json: bool) -
 
 pub async fn call(
     c: &mut Client,
+    w: &Wait,
     plugin: String,
     method: String,
     json: String,
@@ -185,24 +185,43 @@ pub async fn call(
     // The request is checked here too, so a typo is reported before any round trip.
     serde_json::from_str::<serde_json::Value>(&json).map_err(|e| format!("--data is not valid JSON: {e}"))?;
     let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
-    let resp = c.call(CallRequest { plugin, method, json, timeout_ms }).await.map_err(|s| reason(&s))?.into_inner();
+    let request = CallRequest { plugin: plugin.clone(), method, json, timeout_ms };
+    let resp = match timeout {
+        // The call's deadline, and then the usual wait for the answer.
+        Some(t) => {
+            let w = Wait { limit: t.saturating_add(w.limit), ..w.clone() };
+            w.answer(c.call(request)).await?
+        }
+        // The daemon holds the call to the plugin's call_timeout, which only
+        // it knows: hear from it first, then wait for the call.
+        None => {
+            w.answer(c.status(w.request(StatusRequest { name: plugin }))).await?;
+            c.call(request).await.map_err(|s| super::client::reason(&s))?.into_inner()
+        }
+    };
     let pretty = serde_json::from_str::<serde_json::Value>(&resp.json)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or(resp.json);
-    println!("{pretty}");
+    outln!("{pretty}");
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn quota(c: &mut Client, name: String, values: [Option<String>; 4]) -> Result<ExitCode, String> {
+pub async fn quota(
+    c: &mut Client,
+    w: &Wait,
+    name: String,
+    values: [Option<String>; 4],
+    force: bool,
+) -> Result<ExitCode, String> {
     let [memory_max, memory_high, cpu, pids_max] = values.map(Option::unwrap_or_default);
     let set = Quota { memory_max, memory_high, cpu, pids_max };
-    let resp = c.quota(QuotaRequest { name: name.clone(), set: Some(set) }).await.map_err(|s| reason(&s))?.into_inner();
+    let resp = w.answer(c.quota(w.request(QuotaRequest { name: name.clone(), set: Some(set), force }))).await?;
     let q = resp.quota.unwrap_or_default();
     let show = |v: &str| if v.is_empty() { "unlimited".to_owned() } else { v.to_owned() };
     if resp.message != "unchanged" {
-        println!("{}", resp.message);
+        outln!("{}", resp.message);
     }
-    println!(
+    outln!(
         "{name}: memory {}, memory-high {}, cpu {}, pids {}",
         show(&q.memory_max),
         show(&q.memory_high),
@@ -212,8 +231,8 @@ pub async fn quota(c: &mut Client, name: String, values: [Option<String>; 4]) ->
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn metrics(c: &mut Client) -> Result<ExitCode, String> {
-    let text = c.metrics(MetricsRequest {}).await.map_err(|s| reason(&s))?.into_inner().text;
-    print!("{text}");
+pub async fn metrics(c: &mut Client, w: &Wait) -> Result<ExitCode, String> {
+    let text = w.answer(c.metrics(w.request(MetricsRequest {}))).await?.text;
+    out!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ use plugin_supervisor::integrity::{
 };
 
 use crate::local::Failure;
+use crate::stdout::outln;
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -87,7 +88,7 @@ pub fn run(command: PluginCommand) -> Result<ExitCode, Failure> {
 
 fn keygen(args: &KeygenArgs) -> Result<ExitCode, Failure> {
     let public = generate_keypair(&args.secret, &args.public).map_err(|e| Failure::failed(e.to_string()))?;
-    println!("{public}");
+    outln!("{public}");
     eprintln!(
         "wrote secret key {} (mode 0600, keep it private) and public key {} (id {}); \
          trust it with: trusted_keys = [\"{public}\"]",
@@ -108,7 +109,7 @@ fn sign(args: &SignArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::input(format!("--version {:?} is not a semver version: {e}", args.version)))?;
     let (sig, path) = sign_binary(&args.binary, &args.key, &args.name, &args.version)
         .map_err(|e| Failure::failed(format!("cannot sign {}: {e}", args.binary.display())))?;
-    println!(
+    outln!(
         "signed {} as plugin {:?} version {} (sha256 {}, key {}): wrote {}",
         args.binary.display(),
         sig.name,
@@ -174,15 +175,15 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode, Failure> {
         (Linkage::StaticPie, _) => "static PIE".to_owned(),
         _ => "statically linked".to_owned(),
     };
-    println!("valid: plugin {:?} version {}", sig.name, sig.version);
-    println!("  binary:    {}", args.binary.display());
-    println!("  sha256:    {}", verified.digest());
-    println!("  signed by: key {}", sig.key_id);
+    outln!("valid: plugin {:?} version {}", sig.name, sig.version);
+    outln!("  binary:    {}", args.binary.display());
+    outln!("  sha256:    {}", verified.digest());
+    outln!("  signed by: key {}", sig.key_id);
     let kind = match elf.object_type {
         ObjectType::Dynamic => "PIE executable".to_owned(),
         other => other.to_string(),
     };
-    println!("  elf:       {} {kind}, {linkage}", elf.machine);
+    outln!("  elf:       {} {kind}, {linkage}", elf.machine);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -29,10 +29,24 @@ fn run(fs: &dyn CgroupFs, dir: &Path, writes: Vec<FileWrite>) -> Result<()> {
     Ok(())
 }
 
-/// Applies every quota the host can enforce; unset quotas are lifted.
+/// Applies every quota the host can enforce; unset quotas are lifted. A write the kernel
+/// refuses (EBUSY for a v1 memory limit below what the group uses, say) puts back what was
+/// in force before, so a refused change never leaves half of itself behind.
 pub(crate) fn apply(fs: &dyn CgroupFs, layout: &Layout, set: &CgroupSet, limits: &Limits) -> Result<()> {
     limits.validate()?;
     check_available(layout, limits)?;
+    let before = read_back(fs, layout, set);
+    let result = write_all(fs, layout, set, limits);
+    if let (Err(refused), Ok(before)) = (&result, before)
+        && before != *limits
+        && let Err(e) = write_all(fs, layout, set, &before)
+    {
+        tracing::warn!(cgroup = ?set, error = %e, refused = %refused, "cannot put the previous limits back");
+    }
+    result
+}
+
+fn write_all(fs: &dyn CgroupFs, layout: &Layout, set: &CgroupSet, limits: &Limits) -> Result<()> {
     if let Some((version, dir)) = set.for_controller(layout, Controller::Memory) {
         let current = match version {
             Version::V1 => fs::parsed(fs, dir, "memory.limit_in_bytes", parse::v1_limit)?,

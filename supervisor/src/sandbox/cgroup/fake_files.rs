@@ -2,11 +2,15 @@
 //!
 //! Only what the cgroup layer relies on is modelled: which files a cgroup has per version
 //! and controller, the values they start with, and the kernel's checks on writes that would
-//! otherwise hide ordering bugs (v1 memsw >= limit, CFS ranges, values rounded to pages).
+//! otherwise hide ordering bugs (v1 memsw >= limit, CFS ranges, values rounded to pages), and
+//! the refusals an operator's change can meet: `pids.max` above `PID_MAX_LIMIT` (EINVAL) and a
+//! v1 memory limit below what the group uses and cannot reclaim (EBUSY; v2 takes it and
+//! reclaims or OOM-kills instead).
 
 use std::collections::BTreeMap;
 
 use super::controller::Version;
+use super::limits::PID_MAX_LIMIT;
 use super::parse::V1_UNLIMITED;
 
 const PAGE: u64 = 4096;
@@ -103,6 +107,10 @@ pub(super) fn normalise(file: &str, value: &str, files: &BTreeMap<String, String
             if files.contains_key("memory.memsw.limit_in_bytes") && n > current("memory.memsw.limit_in_bytes") {
                 return Err(libc::EINVAL);
             }
+            // The model has no reclaimable memory: what the group uses stays.
+            if n < current("memory.usage_in_bytes") {
+                return Err(libc::EBUSY);
+            }
             Ok(format!("{n}\n"))
         }
         "memory.memsw.limit_in_bytes" => {
@@ -119,7 +127,10 @@ pub(super) fn normalise(file: &str, value: &str, files: &BTreeMap<String, String
         },
         "pids.max" => match v {
             "max" => Ok("max\n".into()),
-            n => n.parse::<u64>().map(|n| format!("{n}\n")).map_err(|_| libc::EINVAL),
+            n => match n.parse::<u64>() {
+                Ok(n) if n <= PID_MAX_LIMIT => Ok(format!("{n}\n")),
+                _ => Err(libc::EINVAL),
+            },
         },
         "cpu.max" => {
             let mut it = v.split_whitespace();

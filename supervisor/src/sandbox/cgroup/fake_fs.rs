@@ -335,6 +335,31 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_refuses_pids_above_its_maximum_and_v1_memory_below_usage() {
+        let fs = FakeFs::new(1);
+        fs.add_v1("/m", &["memory"]);
+        fs.add_v1("/p", &["pids"]);
+        fs.add_v2("/u", &["pids", "memory"]);
+        fs.write(Path::new("/u/cgroup.subtree_control"), "+pids +memory").unwrap();
+        for dir in ["/m/a", "/p/a", "/u/a"] {
+            fs.mkdir(Path::new(dir)).unwrap();
+        }
+        for pids in ["/p/a/pids.max", "/u/a/pids.max"] {
+            let pids = Path::new(pids);
+            fs.write(pids, "4194304").unwrap();
+            assert_eq!(fs.write(pids, "4194305").unwrap_err().raw_os_error(), Some(libc::EINVAL));
+            assert_eq!(fs.read(pids).unwrap(), "4194304\n");
+        }
+        fs.set_file("/m/a/memory.usage_in_bytes", "8388608\n");
+        let lim = Path::new("/m/a/memory.limit_in_bytes");
+        assert_eq!(fs.write(lim, "4194304").unwrap_err().raw_os_error(), Some(libc::EBUSY));
+        fs.write(lim, "8388608").unwrap();
+        // v2 takes a limit below usage (and would reclaim or OOM-kill).
+        fs.set_file("/u/a/memory.current", "8388608\n");
+        fs.write(Path::new("/u/a/memory.max"), "4194304").unwrap();
+    }
+
+    #[test]
     fn v1_frozen_tasks_die_on_thaw() {
         let fs = FakeFs::new(1);
         fs.add_v1("/f", &["freezer"]);

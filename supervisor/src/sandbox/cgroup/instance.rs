@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::apply;
+use super::controller::Controller;
 use super::error::Result;
 use super::fs::{self, CgroupFs};
 use super::join::JoinFds;
@@ -41,6 +42,24 @@ impl Instance {
     /// host lacks fails with `ControllerUnavailable` before anything is written.
     pub fn set_limits(&self, limits: &Limits) -> Result<()> {
         apply::apply(&*self.fs, &self.layout, &self.leaf, limits)
+    }
+
+    /// `limits` without the quotas whose controller this host lacks (what an instance whose
+    /// quotas are optional runs with).
+    pub fn enforceable(&self, limits: &Limits) -> Limits {
+        let has = |c| self.layout.source(c).is_some();
+        let mut l = *limits;
+        if !has(Controller::Memory) {
+            l.memory_max = None;
+            l.memory_high = None;
+        }
+        if !has(Controller::Cpu) {
+            l.cpu_max = None;
+        }
+        if !has(Controller::Pids) {
+            l.pids_max = None;
+        }
+        l
     }
 
     /// The quotas in force, read back from the kernel.

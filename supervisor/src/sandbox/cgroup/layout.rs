@@ -48,6 +48,10 @@ impl Hierarchy {
     /// path is not visible through this mount.
     pub fn dir_of(&self, cgroup: &Path) -> Option<PathBuf> {
         let rel = cgroup.strip_prefix(&self.mount_root).ok()?;
+        // A `..` would lead out of the mount, and out of the cgroup filesystem.
+        if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return None;
+        }
         Some(self.mount_point.join(rel))
     }
 

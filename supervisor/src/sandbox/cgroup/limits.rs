@@ -23,6 +23,9 @@ pub struct Limits {
 }
 
 const PAGE: u64 = 4096;
+/// The kernel's ceiling on pids (`PID_MAX_LIMIT` on 64-bit): `pids.max` refuses anything
+/// above it with EINVAL, on v1 and v2.
+pub const PID_MAX_LIMIT: u64 = 4_194_304;
 const PERIOD_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
 const MIN_QUOTA_US: u64 = 1_000;
 /// cgroupfs parses v1 values as signed 64-bit.
@@ -50,10 +53,12 @@ impl Limits {
                 return bad("cpu_max", format!("quota {quota}us is below 1000us or out of range"));
             }
         }
-        if let Some(p) = self.pids_max
-            && !(1..=MAX_V1_VALUE).contains(&p)
-        {
-            return bad("pids_max", format!("{p} tasks is out of range"));
+        match self.pids_max {
+            Some(0) => return bad("pids_max", "0 tasks leaves none for the plugin itself".into()),
+            Some(p) if p > PID_MAX_LIMIT => {
+                return bad("pids_max", format!("{p} tasks is above the kernel's maximum of {PID_MAX_LIMIT}"));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -154,6 +159,7 @@ mod tests {
         }
         .validate()
         .unwrap();
+        Limits { pids_max: Some(PID_MAX_LIMIT), ..Limits::default() }.validate().unwrap();
         for bad in [
             Limits { memory_max: Some(100), ..Limits::default() },
             Limits { memory_high: Some(u64::MAX), ..Limits::default() },
@@ -161,6 +167,7 @@ mod tests {
             Limits { cpu_max: Some((50_000, 999)), ..Limits::default() },
             Limits { cpu_max: Some((50_000, 2_000_000)), ..Limits::default() },
             Limits { pids_max: Some(0), ..Limits::default() },
+            Limits { pids_max: Some(PID_MAX_LIMIT + 1), ..Limits::default() },
         ] {
             let e = bad.validate().unwrap_err();
             assert!(matches!(e, CgroupError::InvalidLimit { .. }), "{bad:?}: {e}");

@@ -52,7 +52,7 @@ pub(crate) mod fake_fs;
 #[cfg(test)]
 mod fake_kernel;
 #[cfg(test)]
-mod test_hosts;
+pub(crate) mod test_hosts;
 #[cfg(test)]
 mod tests_instance;
 #[cfg(test)]
@@ -66,9 +66,11 @@ pub use instance::Instance;
 pub use join::{ChildJoin, ForkMode, JoinFds, JoinPath, Spawned};
 pub use kill::KillStrategy;
 pub use layout::{Hierarchy, HierarchyId, Layout, LayoutKind};
-pub use limits::Limits;
+pub use limits::{Limits, PID_MAX_LIMIT};
 pub use mountinfo::{CgroupMount, cgroup_mounts};
-pub use paths::{CgroupSet, DEFAULT_NAME, PLUGINS_DIR, SUPERVISOR_LEAF, cgroup_set_at, subtree_root, validate_name};
+pub use paths::{
+    CgroupSet, DEFAULT_NAME, PLUGINS_DIR, SUPERVISOR_LEAF, cgroup_set_at, subtree_root, validate_name, validate_parent,
+};
 pub use proc_cgroup::{Membership, parse as parse_proc_cgroup};
 pub use real_fs::RealFs;
 pub use remove::Removal;

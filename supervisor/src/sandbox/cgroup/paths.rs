@@ -33,6 +33,27 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The configured parent is a cgroup path within each hierarchy (`/system.slice/x.service`):
+/// absolute and made of plain names only, so joined to a mount point it stays beneath it.
+/// `..` or `.` could walk out of the cgroup filesystem (`/../../../../tmp/x`).
+pub fn validate_parent(parent: &Path) -> Result<()> {
+    use std::path::Component;
+    let bad = |reason| Err(CgroupError::InvalidName { what: "parent", name: parent.display().to_string(), reason });
+    if !parent.has_root() {
+        return bad("must be an absolute cgroup path, such as /system.slice/x.service");
+    }
+    if parent.as_os_str().len() > 4096 {
+        return bad("longer than 4096 bytes");
+    }
+    if parent.as_os_str().as_encoded_bytes().contains(&0) {
+        return bad("contains a NUL byte");
+    }
+    if parent.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
+        return bad("must not contain . or .. components");
+    }
+    Ok(())
+}
+
 /// One cgroup, as its directory in each hierarchy the subtree uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupSet {
@@ -80,6 +101,9 @@ pub fn cgroup_set_at(layout: &Layout, cgroup: Option<&Path>) -> Result<CgroupSet
 /// The parent cgroup and the subtree root, in every hierarchy the layout uses.
 pub fn subtree_root(layout: &Layout, parent: Option<&Path>, name: &str) -> Result<(CgroupSet, CgroupSet)> {
     validate_name("subtree", name)?;
+    if let Some(p) = parent {
+        validate_parent(p)?;
+    }
     let parent = cgroup_set_at(layout, parent)?;
     let root = parent.child(name);
     Ok((parent, root))
@@ -136,6 +160,28 @@ mod tests {
         assert_eq!(parent.unified(), Some(Path::new("/u/svc")));
         assert_eq!(root.dir(HierarchyId::V1(0)), Some(Path::new("/m/svc/sup")));
         assert!(subtree_root(&l, None, "../x").is_err());
+    }
+
+    #[test]
+    fn a_parent_cannot_walk_out_of_the_cgroup_filesystem() {
+        let l = hybrid();
+        for ok in ["/", "/svc", "/system.slice/x.service", "/user.slice/user@0.service/app.slice"] {
+            validate_parent(Path::new(ok)).unwrap();
+        }
+        for (bad, why) in [
+            ("/../../../../tmp/x", "must not contain . or .. components"),
+            ("/svc/../../x", "must not contain . or .. components"),
+            ("svc", "must be an absolute cgroup path"),
+            ("", "must be an absolute cgroup path"),
+            ("/a\0b", "contains a NUL byte"),
+        ] {
+            let e = subtree_root(&l, Some(Path::new(bad)), "sup").unwrap_err();
+            assert!(matches!(&e, CgroupError::InvalidName { what: "parent", .. }), "{bad:?}: {e}");
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
+        }
+        // Beneath the check, no hierarchy maps a climbing path to a directory either.
+        let e = cgroup_set_at(&l, Some(Path::new("/../../tmp/x"))).unwrap_err();
+        assert!(matches!(e, CgroupError::MissingParent { .. }), "{e}");
     }
 
     proptest! {

@@ -6,6 +6,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
+
 use super::fs::{CgroupFs, DirLock};
 use super::parse;
 
@@ -32,6 +34,15 @@ impl CgroupFs for RealFs {
     }
 
     fn mkdir(&self, path: &Path) -> io::Result<()> {
+        // Whatever path the logic above computed, no directory is made outside cgroupfs.
+        let parent = path.parent().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let kind = statfs(parent).map_err(io::Error::from)?.filesystem_type();
+        if kind != CGROUP2_SUPER_MAGIC && kind != CGROUP_SUPER_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not on a cgroup filesystem", parent.display()),
+            ));
+        }
         DirBuilder::new().mode(0o755).create(path)
     }
 
@@ -129,11 +140,19 @@ mod tests {
     }
 
     #[test]
+    fn no_directory_is_made_outside_a_cgroup_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a");
+        let e = RealFs.mkdir(&sub).unwrap_err();
+        assert!(e.to_string().contains("is not on a cgroup filesystem"), "{e}");
+        assert!(!sub.exists());
+    }
+
+    #[test]
     fn dirs_and_fds() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a");
-        RealFs.mkdir(&sub).unwrap();
-        assert_eq!(RealFs.mkdir(&sub).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        fs::create_dir(&sub).unwrap();
         fs::write(dir.path().join("file"), "").unwrap();
         assert_eq!(RealFs.child_dirs(dir.path()).unwrap(), vec!["a".to_string()]);
         assert!(RealFs.open_dir(&sub).is_ok());

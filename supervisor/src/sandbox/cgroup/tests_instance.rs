@@ -112,6 +112,37 @@ fn write_errors_name_cgroup_and_file() {
 }
 
 #[test]
+fn a_v1_memory_limit_below_usage_is_refused_and_the_previous_limits_stay() {
+    let (fs, layout) = hybrid();
+    let (_st, inst) = make(&fs, layout, false);
+    let before = Limits { memory_max: Some(256 << 20), pids_max: Some(64), ..Limits::default() };
+    inst.set_limits(&before).unwrap();
+    let (_, mem) = inst.cgroups().dirs().find(|(_, d)| d.starts_with("/sys/fs/cgroup/memory")).unwrap();
+    fs.set_file(&format!("{}/memory.usage_in_bytes", mem.display()), &format!("{}\n", 64 << 20));
+    let lower = Limits { memory_max: Some(16 << 20), pids_max: Some(32), ..Limits::default() };
+    let e = inst.set_limits(&lower).unwrap_err();
+    assert!(matches!(&e, CgroupError::Write { file, .. } if file == "memory.limit_in_bytes"), "{e}");
+    assert_eq!(e.raw_os_error(), Some(libc::EBUSY));
+    assert_eq!(inst.limits().unwrap(), before);
+}
+
+#[test]
+fn a_refusal_part_way_puts_back_what_was_already_written() {
+    let (fs, layout) = pure_v2();
+    let (_st, inst) = make(&fs, layout, true);
+    let before = Limits { memory_max: Some(256 << 20), cpu_max: Some((50_000, 100_000)), ..Limits::default() };
+    inst.set_limits(&before).unwrap();
+    let dir = dirs(&inst)[0].clone();
+    fs.fail_on(&format!("{dir}/pids.max"), libc::EINVAL);
+    let after =
+        Limits { memory_max: Some(64 << 20), cpu_max: Some((20_000, 100_000)), pids_max: Some(9), ..Limits::default() };
+    let e = inst.set_limits(&after).unwrap_err();
+    assert!(matches!(&e, CgroupError::Write { file, .. } if file == "pids.max"), "{e}");
+    fs.clear_failures();
+    assert_eq!(inst.limits().unwrap(), before, "memory and cpu were written, then put back");
+}
+
+#[test]
 fn v2_stats() {
     let (fs, layout) = pure_v2();
     let (_st, inst) = make(&fs, layout, true);
