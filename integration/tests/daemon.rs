@@ -159,7 +159,9 @@ async fn sighup_is_logged_and_ignored_at_any_moment() {
 
 #[test]
 fn a_start_that_fails_leaves_nothing_behind_and_says_its_cause_once() {
-    let cases: [(&str, fn(&std::path::Path), &str); 3] = [
+    /// What is broken, how the scratch directory is broken, the cause the log names.
+    type Case = (&'static str, fn(&std::path::Path), &'static str);
+    let cases: [Case; 3] = [
         (
             "state.json that is not text",
             |dir| {
