@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod files;
 pub mod pb;
 pub mod procfs;
+pub mod raw;
 pub mod sibling;
 
 pub use daemon::Daemon;

@@ -83,9 +83,10 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>) -> anyhow::Result
     };
 
     let allowed = config.supervisor.control_allowed_uids.clone();
+    let gateway_limits = config.supervisor.gateway.clone();
     let sup = Arc::new(Supervisor::start(config).await?);
     let control_task = tokio::spawn(crate::control::serve(control, sup.clone(), allowed));
-    let gateway_task = tokio::spawn(crate::routing::gateway::serve(gateway, sup.gateway()));
+    let gateway_task = tokio::spawn(crate::routing::server::serve(gateway, sup.gateway(), gateway_limits));
     let metrics_task = metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving metrics on /metrics");

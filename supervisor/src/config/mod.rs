@@ -1,6 +1,7 @@
 //! The supervisor's configuration: what operators write in TOML, checked
 //! whole before anything runs.
 
+pub mod gateway;
 mod load;
 pub mod units;
 mod users;
@@ -85,6 +86,8 @@ pub struct SupervisorSection {
     pub cgroup: CgroupSection,
     #[serde(default)]
     pub sandbox: SandboxSection,
+    #[serde(default)]
+    pub gateway: gateway::GatewaySection,
 }
 
 impl Default for SupervisorSection {
@@ -105,6 +108,7 @@ impl Default for SupervisorSection {
             state_dir: default_state_dir(),
             cgroup: CgroupSection::default(),
             sandbox: SandboxSection::default(),
+            gateway: gateway::GatewaySection::default(),
         }
     }
 }

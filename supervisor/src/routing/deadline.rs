@@ -1,13 +1,19 @@
 //! The deadline layer: a call gets the shorter of the caller's
 //! `grpc-timeout` and the plugin's configured call timeout, the plugin is
-//! told the deadline, and a call that overruns ends as DEADLINE_EXCEEDED.
+//! told the deadline, and a call that overruns, answer included, ends as
+//! DEADLINE_EXCEEDED. The response carries its deadline ([`Expires`]) so
+//! the gateway can reset a caller that does not take it in time.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderValue;
+use http_body::Frame;
+use tokio::time::{Instant, Sleep};
+use tonic::body::Body;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -60,13 +66,17 @@ pub struct Deadline<S> {
     limit: Duration,
 }
 
+/// When a call's time is up: set on every response that has a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expires(pub Instant);
+
 impl<S, B> tower::Service<http::Request<B>> for Deadline<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<Body>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -81,23 +91,110 @@ where
             req.headers_mut().insert(GRPC_TIMEOUT, v);
         }
         let fut = self.inner.call(req);
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
+        let expires = Expires(started.checked_add(timeout).unwrap_or_else(|| started + MAX));
         Box::pin(async move {
-            let who = if asked.is_some_and(|a| a <= timeout) {
-                "the caller's grpc-timeout"
-            } else {
-                "the plugin's call_timeout"
-            };
-            let exceeded =
-                || tonic::Status::deadline_exceeded(format!("deadline of {timeout:?} ({who}) exceeded")).into_http();
-            match tokio::time::timeout(timeout, fut).await {
+            let why = Why { timeout, callers: asked.is_some_and(|a| a <= timeout) };
+            match tokio::time::timeout_at(expires.0, fut).await {
                 // The plugin is told the deadline too, and tonic reports its
                 // own expiry as CANCELLED: at the deadline, that is this.
-                Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => Ok(exceeded()),
-                Ok(r) => r,
-                Err(_) => Ok(exceeded()),
+                Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => Ok(why.status().into_http()),
+                Ok(Ok(resp)) => Ok(held_to(resp, expires, why)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(why.status().into_http()),
             }
         })
+    }
+}
+
+/// Far enough for any deadline; tokio's clock takes it without overflow.
+const MAX: Duration = crate::config::units::MAX_DURATION;
+
+/// Which limit a call ran into.
+#[derive(Clone, Copy, Debug)]
+struct Why {
+    timeout: Duration,
+    callers: bool,
+}
+
+impl Why {
+    fn status(self) -> tonic::Status {
+        let who = if self.callers { "the caller's grpc-timeout" } else { "the plugin's call_timeout" };
+        tonic::Status::deadline_exceeded(format!("deadline of {:?} ({who}) exceeded", self.timeout))
+    }
+}
+
+/// A response with a body is held to the deadline too: a plugin that
+/// answers and then stalls, or streams past it, is cut off there.
+fn held_to(resp: http::Response<Body>, expires: Expires, why: Why) -> http::Response<Body> {
+    if super::grpc_status(resp.headers()).is_some() {
+        return resp;
+    }
+    let (mut parts, inner) = resp.into_parts();
+    parts.extensions.insert(expires);
+    let body = DeadlineBody { inner, expires: expires.0, why, sleep: None, ended: false };
+    http::Response::from_parts(parts, Body::new(body))
+}
+
+/// The response body until the deadline; then the plugin's stream is
+/// dropped (which resets it and gives its window back) and the caller gets
+/// DEADLINE_EXCEEDED as trailers.
+struct DeadlineBody {
+    inner: Body,
+    expires: Instant,
+    why: Why,
+    /// Registered only once the body has had to wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    ended: bool,
+}
+
+impl DeadlineBody {
+    fn expire(&mut self) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        self.inner = Body::empty();
+        self.ended = true;
+        let mut trailers = http::HeaderMap::new();
+        match self.why.status().add_header(&mut trailers) {
+            Ok(()) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Err(status) => Poll::Ready(Some(Err(status))),
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if Instant::now() >= this.expires {
+            return this.expire();
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if frame.as_ref().is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers)) {
+                    this.ended = true;
+                }
+                return Poll::Ready(frame);
+            }
+            Poll::Pending => {}
+        }
+        let expires = this.expires;
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(expires)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => this.expire(),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
