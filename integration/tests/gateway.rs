@@ -1,9 +1,11 @@
 //! The gateway under hostile and ordinary callers, over the real
 //! `gateway.sock`: one caller that never reads its responses stalls only its
-//! own calls.
+//! own calls, and stock gRPC C-core clients work unchanged.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use std::path::PathBuf;
 
 use plugin_integration::daemon::{config, plugin};
 use plugin_integration::pb::echo::EchoRequest;
@@ -69,4 +71,62 @@ async fn a_caller_that_never_reads_stalls_only_its_own_calls() {
         assert_eq!(end_of(body, left).await, Ok(h2::Reason::CANCEL));
     }
     assert!(sent.elapsed() >= call_timeout - Duration::from_millis(100), "reset before the deadline");
+}
+
+/// The Python with `grpcio` and `grpcio-tools` that scripts/test-all.sh
+/// installs beside the build (`<target>/py-grpc`), or `PLUGIN_TEST_PYTHON`.
+fn grpc_python() -> PathBuf {
+    let python = std::env::var_os("PLUGIN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bins::profile_dir().parent().expect("target dir").join("py-grpc/bin/python"));
+    let ok = Command::new(&python).args(["-c", "import grpc, grpc_tools"]).output().is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import grpc and grpc_tools: run scripts/test-all.sh, or `python3 -m venv target/py-grpc && \
+         target/py-grpc/bin/pip install -r integration/python/requirements.txt`, or set PLUGIN_TEST_PYTHON",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn a_stock_grpcio_client_calls_unary_and_server_streaming_methods_unchanged() {
+    let python = grpc_python();
+    let plugins = format!("{}{}", plugin("echo", &bins::example("echo"), ""), plugin("zoo", &bins::zoo(), ""));
+    let d = Daemon::start(&config(&plugins));
+    d.wait_state("echo-0", "running", UP);
+    d.wait_state("zoo-0", "running", UP);
+
+    // Stubs generated now, from the contracts the plugins serve.
+    let stubs = tempfile::tempdir().unwrap();
+    let repo = bins::repo();
+    let protoc = Command::new(&python)
+        .args(["-m", "grpc_tools.protoc"])
+        .arg("-I")
+        .arg(repo.join("plugin-sdk/examples/proto"))
+        .arg("-I")
+        .arg(repo.join("integration/proto"))
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .args(["echo.proto", "zoo.proto"])
+        .output()
+        .unwrap();
+    assert!(protoc.status.success(), "{}", String::from_utf8_lossy(&protoc.stderr));
+
+    let out = Command::new(&python)
+        .arg(repo.join("integration/python/grpc_client.py"))
+        .arg(d.gateway())
+        .arg(stubs.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the grpcio client failed:\n{stderr}\ndaemon log:\n{}", d.log_text());
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "unary": "from python",
+            "streamed": ["tick 0", "tick 1", "tick 2", "tick 3", "tick 4"],
+        })
+    );
 }

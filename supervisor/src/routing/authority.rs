@@ -49,12 +49,6 @@ impl<IO> Repair<IO> {
     pub fn new(io: IO) -> Self {
         Self { io, parse: Some(Box::default()) }
     }
-
-    #[cfg(test)]
-    /// True once the layer has stepped aside: the connection needed no repair.
-    pub fn stepped_aside(&self) -> bool {
-        self.parse.is_none()
-    }
 }
 
 #[derive(Default)]
@@ -352,5 +346,135 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Repair<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    const MAGIC: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// What a client writes: the preface, empty SETTINGS, then one HEADERS
+    /// frame per request, from one HPACK encoder (so later requests refer
+    /// to table entries the first one added).
+    fn client_bytes(authorities: &[&str]) -> Vec<u8> {
+        let mut out = BytesMut::from(MAGIC);
+        frame_head(&mut out, 0, 0x4, 0, 0);
+        let mut encoder = loona_hpack::Encoder::new();
+        for (i, authority) in authorities.iter().enumerate() {
+            let fields: [(&[u8], &[u8]); 5] = [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", b"/echo.v1.Echo/Echo"),
+                (b":authority", authority.as_bytes()),
+                (b"content-type", b"application/grpc"),
+            ];
+            let block = encoder.encode(fields);
+            let stream = 1 + 2 * i as u32;
+            let b = Block { stream, end_stream: true, priority: None, fragment: BytesMut::new(), raw: BytesMut::new() };
+            write_block(&mut out, &b, &block);
+        }
+        out.to_vec()
+    }
+
+    /// The authorities h2 accepted the requests with.
+    async fn served(authorities: &[&str]) -> Vec<String> {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(&client_bytes(authorities)).await.unwrap();
+        let mut h2 = h2::server::handshake(Repair::new(server)).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in authorities {
+            let (req, _respond) = h2.accept().await.expect("a request").expect("accepted");
+            assert_eq!(req.uri().path(), "/echo.v1.Echo/Echo");
+            seen.push(req.uri().authority().map(|a| a.to_string()).unwrap_or_default());
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_percent_encoded_socket_path_becomes_localhost_on_every_request() {
+        let path = "%2Frun%2Fplugin-supervisor%2Fgateway.sock";
+        let seen = served(&[path, path, path]).await;
+        assert_eq!(seen, ["localhost", "localhost", "localhost"]);
+    }
+
+    #[tokio::test]
+    async fn a_valid_authority_is_left_alone() {
+        let seen = served(&["gateway:50051", "gateway:50051"]).await;
+        assert_eq!(seen, ["gateway:50051", "gateway:50051"]);
+    }
+
+    #[test]
+    fn the_layer_steps_aside_after_a_valid_first_block_and_not_after_a_repaired_one() {
+        for (authority, aside) in [("localhost", true), ("%2Ftmp%2Fs.sock", false), ("/tmp/s.sock", false)] {
+            let mut p = Parse { input: BytesMut::from(&client_bytes(&[authority])[..]), ..Parse::default() };
+            p.process().unwrap();
+            assert_eq!(p.passing, aside, "{authority}");
+            assert_eq!(p.codec.is_some(), !aside, "{authority}");
+        }
+    }
+
+    #[test]
+    fn a_block_split_over_continuation_frames_is_reassembled() {
+        let long = format!("/{}", "x".repeat(40_000));
+        let mut encoder = loona_hpack::Encoder::new();
+        let encoded = encoder.encode([(&b":authority"[..], &b"%2Fs"[..]), (b":path", long.as_bytes())]);
+        let mut input = BytesMut::from(MAGIC);
+        let b = Block { stream: 1, end_stream: true, priority: None, fragment: BytesMut::new(), raw: BytesMut::new() };
+        write_block(&mut input, &b, &encoded);
+        let mut p = Parse { input, ..Parse::default() };
+        p.process().unwrap();
+        // Re-encoded, and split again within the frame size.
+        let out = p.output.split_off(PREFACE_LEN);
+        let mut decoder = decoder();
+        let mut fragment = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+            assert!(len <= MAX_FRAME);
+            fragment.extend_from_slice(&rest[FRAME_HEAD..FRAME_HEAD + len]);
+            rest = &rest[FRAME_HEAD + len..];
+        }
+        let fields = decode(&mut decoder, &fragment).unwrap();
+        assert_eq!(fields[0], (b":authority".to_vec(), b"localhost".to_vec()));
+        assert_eq!(fields[1].1, long.as_bytes());
+    }
+
+    #[test]
+    fn bombs_and_broken_frames_end_the_connection_with_a_reason() {
+        // One big entry referenced over and over decodes to far more than
+        // the block's bytes.
+        let mut encoder = loona_hpack::Encoder::new();
+        let big = "v".repeat(3000);
+        let mut block = encoder.encode([(&b":authority"[..], &b"%2F"[..]), (b"x-big", big.as_bytes())]);
+        block.extend(std::iter::repeat_n(0x80 | 62, 200));
+        let mut input = BytesMut::from(MAGIC);
+        let b = Block { stream: 1, end_stream: true, priority: None, fragment: BytesMut::new(), raw: BytesMut::new() };
+        write_block(&mut input, &b, &block);
+        let err = Parse { input, ..Parse::default() }.process().unwrap_err();
+        assert!(err.to_string().contains("header list over"), "{err}");
+
+        let mut input = BytesMut::from(MAGIC);
+        frame_head(&mut input, 3, CONTINUATION, END_HEADERS, 1);
+        input.put_slice(b"abc");
+        let err = Parse { input, ..Parse::default() }.process().unwrap_err();
+        assert_eq!(err.to_string(), "CONTINUATION without a header block");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..2048), headers in any::<bool>()) {
+            let mut input = BytesMut::from(MAGIC);
+            if headers {
+                // Steer into the header path: a HEADERS frame of the rest.
+                frame_head(&mut input, data.len(), HEADERS, data.first().copied().unwrap_or(0), 1);
+            }
+            input.extend_from_slice(&data);
+            let _ = Parse { input, ..Parse::default() }.process();
+        }
     }
 }
