@@ -85,3 +85,39 @@ pub async fn end_of(mut body: h2::RecvStream, within: Duration) -> Result<h2::Re
     .await;
     ended.unwrap_or_else(|_| Err(format!("still open after {within:?}")))
 }
+
+/// The client connection preface and an empty SETTINGS frame: after this a
+/// connection is open and idle as far as HTTP/2 goes.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Connects to `gateway`, sends the preface, then nothing.
+pub fn idle_connection(gateway: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(gateway)?;
+    s.write_all(PREFACE)?;
+    Ok(s)
+}
+
+/// True when the gateway closes `s` within `within` (whatever it sent
+/// before, SETTINGS or GOAWAY, is read and dropped).
+pub fn closed_within(s: &std::os::unix::net::UnixStream, within: Duration) -> bool {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    let mut s = s;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = s.set_read_timeout(Some(left));
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}

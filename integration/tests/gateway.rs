@@ -1,17 +1,21 @@
 //! The gateway under hostile and ordinary callers, over the real
 //! `gateway.sock`: one caller that never reads its responses stalls only its
-//! own calls, and stock gRPC C-core clients work unchanged.
+//! own calls, connections are bounded and idle ones closed without locking
+//! real callers (or the control socket, or restarts) out, and stock gRPC
+//! C-core clients work unchanged.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
 
-use plugin_integration::daemon::{config, plugin};
+use plugin_integration::daemon::{config, config_with, plugin};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
-use plugin_integration::raw::{StalledCaller, end_of, grpc_frame};
-use plugin_integration::{Daemon, bins, connect};
+use plugin_integration::pb::zoo::SleepRequest;
+use plugin_integration::pb::zoo::zoo_client::ZooClient;
+use plugin_integration::raw::{StalledCaller, closed_within, end_of, grpc_frame, idle_connection};
+use plugin_integration::{Daemon, bins, connect, procfs};
 
 const UP: Duration = Duration::from_secs(30);
 
@@ -129,4 +133,113 @@ fn a_stock_grpcio_client_calls_unary_and_server_streaming_methods_unchanged() {
             "streamed": ["tick 0", "tick 1", "tick 2", "tick 3", "tick 4"],
         })
     );
+}
+
+fn gateway_section(keys: &str) -> String {
+    format!("[supervisor.gateway]\n{keys}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_prefaceless_connections_are_closed_after_their_timeouts() {
+    let keys = "idle_timeout = \"1s\"\npreface_timeout = \"300ms\"";
+    let text = config_with("", &plugin("zoo", &bins::zoo(), "")).replacen(
+        "[supervisor.defaults]",
+        &format!("{}[supervisor.defaults]", gateway_section(keys)),
+        1,
+    );
+    let d = Daemon::start(&text);
+    d.wait_state("zoo-0", "running", UP);
+
+    // Connected, and never a byte of HTTP/2.
+    let silent = std::os::unix::net::UnixStream::connect(d.gateway()).unwrap();
+    let t = Instant::now();
+    assert!(closed_within(&silent, Duration::from_secs(3)), "a connection without the preface was kept");
+    assert!(t.elapsed() >= Duration::from_millis(250), "closed before preface_timeout: {:?}", t.elapsed());
+
+    // Preface sent, then nothing: idle from the start.
+    let idle = idle_connection(&d.gateway()).unwrap();
+    let t = Instant::now();
+    assert!(closed_within(&idle, Duration::from_secs(4)), "an idle connection was kept");
+    assert!(t.elapsed() >= Duration::from_millis(900), "closed before idle_timeout: {:?}", t.elapsed());
+
+    // A call longer than idle_timeout is not idleness.
+    let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let slept = zoo.sleep(SleepRequest { ms: 1800 }).await.expect("a call in flight was cut by idle_timeout");
+    assert_eq!(slept.into_inner().text, "slept 1800ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_connections_the_connection_idle_longest_makes_room() {
+    let text = config_with("", &plugin("zoo", &bins::zoo(), "")).replacen(
+        "[supervisor.defaults]",
+        &format!("{}[supervisor.defaults]", gateway_section("max_connections = 20")),
+        1,
+    );
+    let d = Daemon::start(&text);
+    d.wait_state("zoo-0", "running", UP);
+
+    // The first connection is busy with a slow call; 19 idle ones fill the rest.
+    let mut busy = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let slow = tokio::spawn(async move { busy.sleep(SleepRequest { ms: 3000 }).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut idle = Vec::new();
+    for _ in 0..19 {
+        idle.push(idle_connection(&d.gateway()).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    // A new caller is served: the connection idle longest made room for it,
+    // and then for each of five more newcomers, in order.
+    let mut echo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let r = echo.echo(plugin_integration::pb::zoo::Text { text: "in".into() }).await.unwrap();
+    assert_eq!(r.into_inner().text, "in");
+    let mut newcomers = Vec::new();
+    for _ in 0..5 {
+        newcomers.push(idle_connection(&d.gateway()).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let closed: Vec<bool> =
+        tokio::task::block_in_place(|| idle.iter().map(|s| closed_within(s, Duration::from_millis(300))).collect());
+    let expected: Vec<bool> = (0..19).map(|i| i < 6).collect();
+    assert_eq!(closed, expected, "the six idle longest, and only they, were closed");
+
+    // The busy connection was never taken, and the control socket answers.
+    let slept = slow.await.unwrap().expect("the busy connection was closed");
+    assert_eq!(slept.into_inner().text, "slept 3000ms");
+    assert!(d.ctl(&["status"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fd_reserve_keeps_the_control_socket_and_restarts_working_under_a_flood() {
+    // Spawning a plugin places the binary's descriptor above 1000.
+    const NOFILE: u64 = 2048;
+    let text = config_with("", &plugin("echo", &bins::example("echo"), "restart = \"always\"")).replacen(
+        "[supervisor.defaults]",
+        &format!("{}[supervisor.defaults]", gateway_section("fd_reserve = 1024")),
+        1,
+    );
+    let d = Daemon::start_with_nofile(&text, NOFILE);
+    let before = d.wait_state("echo-0", "running", UP);
+
+    // More connections than the daemon has descriptors.
+    let flood: Vec<_> = (0..2 * NOFILE).filter_map(|_| idle_connection(&d.gateway()).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = procfs::open_fds(d.pid()).len() as u64;
+    assert!(fds <= NOFILE - 900, "the gateway ate into the reserve: {fds} of {NOFILE} descriptors open");
+
+    // The control socket answers, a killed plugin comes back, callers are served.
+    let out = d.ctl(&["status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let old = before["pid"].as_i64().unwrap() as i32;
+    // SAFETY: killing the plugin process this test started, by pid.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    let after = tokio::task::block_in_place(|| {
+        d.wait_for("echo-0", UP, "restarted", |v| v["state"] == "running" && v["pid"].as_i64() != Some(i64::from(old)))
+    });
+    assert_eq!(after["restarts"], 1);
+    let mut echo = EchoClient::new(connect(&d.gateway()).await.unwrap());
+    assert_eq!(echo.echo(EchoRequest { message: "still".into() }).await.unwrap().into_inner().message, "still");
+    assert!(!d.log_text().contains("Too many open files"), "{}", d.log_text());
+    drop(flood);
 }
