@@ -121,3 +121,117 @@ pub fn closed_within(s: &std::os::unix::net::UnixStream, within: Duration) -> bo
         }
     }
 }
+
+/// Idle connections held by child processes, so that a crowd can be larger
+/// than this process's descriptor limit. Dropping it ends the children,
+/// which closes every connection at once.
+pub struct IdleCrowd {
+    children: Vec<(libc::pid_t, std::os::fd::OwnedFd)>,
+    /// Connections the children opened.
+    pub opened: usize,
+}
+
+/// What one child process holds at most.
+const PER_CHILD: usize = 9000;
+
+impl IdleCrowd {
+    /// Opens `n` idle connections (preface sent, then nothing) to `gateway`.
+    pub fn open(gateway: &Path, n: usize) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+
+        // SAFETY: a zeroed sockaddr_un is a valid (empty) address.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let path = gateway.as_os_str().as_bytes();
+        if path.len() >= addr.sun_path.len() {
+            return Err(std::io::Error::other("socket path too long"));
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(path) {
+            *d = *s as libc::c_char;
+        }
+        let mut crowd = Self { children: Vec::new(), opened: 0 };
+        let mut left = n;
+        while left > 0 {
+            let share = left.min(PER_CHILD);
+            left -= share;
+            let (ready_r, ready_w) = nix_pipe()?;
+            let (hold_r, hold_w) = nix_pipe()?;
+            // SAFETY: the child calls only async-signal-safe functions
+            // (close_range, socket, connect, write, read, _exit) on memory
+            // prepared before the fork.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: as above; the child never returns.
+                unsafe { crowd_child(&addr, share, ready_w.as_raw_fd(), hold_r.as_raw_fd()) }
+            }
+            if pid < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            drop((ready_w, hold_r));
+            let mut count = [0u8; 4];
+            // SAFETY: reading 4 bytes into a local array from our pipe.
+            let got = unsafe { libc::read(ready_r.as_raw_fd(), count.as_mut_ptr().cast(), 4) };
+            crowd.opened += if got == 4 { u32::from_ne_bytes(count) as usize } else { 0 };
+            crowd.children.push((pid, hold_w));
+        }
+        Ok(crowd)
+    }
+}
+
+fn nix_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills a local array with two new descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The child: closes every inherited descriptor but its two pipe ends (so
+/// it holds no other test's pipe open), opens `share` idle connections,
+/// reports how many, and waits for the parent to let go.
+///
+/// # Safety
+/// Only to be called in a freshly forked child.
+unsafe fn crowd_child(addr: &libc::sockaddr_un, share: usize, ready: i32, hold: i32) -> ! {
+    // SAFETY: async-signal-safe system calls on descriptors and memory this
+    // child owns.
+    unsafe {
+        let (lo, hi) = (ready.min(hold) as u32, ready.max(hold) as u32);
+        libc::close_range(3, lo - 1, 0);
+        libc::close_range(lo + 1, hi - 1, 0);
+        libc::close_range(hi + 1, u32::MAX, 0);
+        let mut opened: u32 = 0;
+        for _ in 0..share {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                break;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if libc::connect(fd, (addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                libc::close(fd);
+                break;
+            }
+            libc::write(fd, PREFACE.as_ptr().cast(), PREFACE.len());
+            opened += 1;
+        }
+        libc::write(ready, (&raw const opened).cast(), 4);
+        let mut byte = 0u8;
+        libc::read(hold, (&raw mut byte).cast(), 1);
+        libc::_exit(0)
+    }
+}
+
+impl Drop for IdleCrowd {
+    fn drop(&mut self) {
+        for (pid, hold) in self.children.drain(..) {
+            drop(hold);
+            let mut status = 0;
+            // SAFETY: reaping our own child, which exits once `hold` closes.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+    }
+}

@@ -123,7 +123,7 @@ impl Conns {
 /// Returns freed heap memory to the system. glibc keeps what thousands of
 /// connections' buffers used in its arenas otherwise, and the daemon's RSS
 /// would stay at its peak long after they closed.
-fn trim_heap() {
+pub(super) fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own.
     unsafe {

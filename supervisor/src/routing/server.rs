@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -171,6 +172,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
     }
     let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut queued = 0usize;
+    let mut big = None;
     let mut tail = None;
     let mut expired = false;
     let expiry = tokio::time::sleep_until(expires.unwrap_or_else(far_future));
@@ -217,6 +219,9 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                     Ok(data) => {
                         queued += data.len();
                         queue.push_back(data);
+                        if queued >= CALL_BUFFER / 2 && big.is_none() {
+                            big = Some(BigCall::new());
+                        }
                     }
                     Err(frame) => tail = Some(frame.into_trailers().map_or(Tail::End, Tail::Trailers)),
                 },
@@ -237,6 +242,29 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
             // The deadline: with nothing untaken, the body itself ends as
             // DEADLINE_EXCEEDED on its next poll; otherwise reset, above.
             () = &mut expiry, if !expired => expired = true,
+        }
+    }
+}
+
+/// Calls that have buffered much for a slow caller, in flight. When the
+/// last one ends, the allocator is asked to give back what they used:
+/// glibc keeps large freed buffers in its arenas, and the daemon's RSS
+/// would stay at the peak a stalled caller pushed it to.
+static BIG_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+struct BigCall;
+
+impl BigCall {
+    fn new() -> Self {
+        BIG_CALLS.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for BigCall {
+    fn drop(&mut self) {
+        if BIG_CALLS.fetch_sub(1, Ordering::Relaxed) == 1 {
+            super::conns::trim_heap();
         }
     }
 }
