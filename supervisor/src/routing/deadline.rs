@@ -208,7 +208,79 @@ fn is_cancelled<B>(resp: &http::Response<B>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+
     use super::*;
+
+    /// A plugin's answer: headers and one message at once, then nothing
+    /// more, ever; `dropped` tells when the supervisor let go of it.
+    fn stalls_after_one_message(dropped: Arc<AtomicBool>) -> http::Response<Body> {
+        struct Stream {
+            sent: bool,
+            dropped: Arc<AtomicBool>,
+        }
+        impl http_body::Body for Stream {
+            type Data = Bytes;
+            type Error = tonic::Status;
+            fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+                if std::mem::replace(&mut self.sent, true) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))))
+                }
+            }
+        }
+        impl Drop for Stream {
+            fn drop(&mut self) {
+                self.dropped.store(true, Ordering::SeqCst);
+            }
+        }
+        http::Response::new(Body::new(Stream { sent: false, dropped }))
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_stalls_ends_at_the_deadline_and_lets_the_plugin_stream_go() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let d = dropped.clone();
+        let plugin = tower::service_fn(move |_req: http::Request<Body>| {
+            let d = d.clone();
+            async move { Ok::<_, Infallible>(stalls_after_one_message(d)) }
+        });
+        let limit = Duration::from_millis(300);
+        let mut svc = tower::Layer::layer(&DeadlineLayer { limit }, plugin);
+        let started = Instant::now();
+        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
+        let expires = resp.extensions().get::<Expires>().unwrap().0;
+        assert!(expires >= started + limit && expires <= Instant::now() + limit);
+        let mut body = resp.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        let end = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert!(Instant::now() >= expires, "ended {:?} early", expires - Instant::now());
+        assert_eq!(end.get("grpc-status").unwrap(), "4");
+        assert!(
+            end.get("grpc-message").unwrap().to_str().unwrap().contains("300ms%20(the%20plugin's%20call_timeout)%20exceeded"),
+            "{end:?}"
+        );
+        assert!(dropped.load(Ordering::SeqCst), "the plugin's stream is let go at the deadline");
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_largest_deadlines_neither_overflow_nor_panic() {
+        let plugin = tower::service_fn(|_req: http::Request<Body>| async {
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        });
+        let mut svc = tower::Layer::layer(&DeadlineLayer { limit: Duration::MAX }, plugin);
+        let mut req = http::Request::new(Body::empty());
+        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("99999999H"));
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert!(resp.extensions().get::<Expires>().is_some());
+    }
 
     #[test]
     fn grpc_timeout_round_trips_and_refuses_garbage() {
