@@ -71,15 +71,13 @@ impl Drop for StalledCaller {
 /// reason the gateway sent, or what came instead. Never releases capacity.
 pub async fn end_of(mut body: h2::RecvStream, within: Duration) -> Result<h2::Reason, String> {
     let ended = tokio::time::timeout(within, async {
-        loop {
-            match body.data().await {
-                Some(Ok(d)) => return Err(format!("{} bytes arrived on a window of 0", d.len())),
-                Some(Err(e)) => return e.reason().ok_or_else(|| format!("not a reset: {e}")),
-                None => match body.trailers().await {
-                    Ok(t) => return Err(format!("the stream ended with trailers {t:?}")),
-                    Err(e) => return e.reason().ok_or_else(|| format!("not a reset: {e}")),
-                },
-            }
+        match body.data().await {
+            Some(Ok(d)) => Err(format!("{} bytes arrived on a window of 0", d.len())),
+            Some(Err(e)) => e.reason().ok_or_else(|| format!("not a reset: {e}")),
+            None => match body.trailers().await {
+                Ok(t) => Err(format!("the stream ended with trailers {t:?}")),
+                Err(e) => e.reason().ok_or_else(|| format!("not a reset: {e}")),
+            },
         }
     })
     .await;

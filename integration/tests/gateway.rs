@@ -261,7 +261,7 @@ async fn p99_us(echo: &mut EchoClient<plugin_proto::transport::H2Channel>, n: us
 /// rounds (the machine is shared: one noisy round is not the gateway's doing).
 async fn p99_ratio(
     echo: &mut EchoClient<plugin_proto::transport::H2Channel>,
-    base: &mut Vec<f64>,
+    base: &[f64],
     under: impl Fn() -> bool,
 ) -> (f64, f64) {
     let mut best = (f64::MAX, 0.0);
@@ -280,16 +280,15 @@ async fn p99_ratio(
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    procfs::status_field(pid, "VmRSS")
-        .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    procfs::status_field(pid, "VmRSS").and_then(|v| v.trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_well_behaved_caller_keeps_its_p99_and_the_daemon_its_memory_under_attack() {
     const IDLE: usize = 20_000;
     // The daemon as the issue found it: 20,000 descriptors, default gateway limits.
-    let d = Daemon::start_with_nofile(&config(&plugin("echo", &bins::example("echo"), "call_timeout = \"30s\"")), 20_000);
+    let d =
+        Daemon::start_with_nofile(&config(&plugin("echo", &bins::example("echo"), "call_timeout = \"30s\"")), 20_000);
     d.wait_state("echo-0", "running", UP);
     let pid = d.pid();
     let mut echo = EchoClient::new(connect(&d.gateway()).await.unwrap());
@@ -314,7 +313,7 @@ async fn a_well_behaved_caller_keeps_its_p99_and_the_daemon_its_memory_under_att
     let during_p99 = during[(during.len() - 1) * 99 / 100];
     p99_us(&mut echo, 200).await;
     let (rss1, fds1) = (rss_kib(pid), procfs::open_fds(pid).len());
-    let (idle_ratio, idle_p99) = p99_ratio(&mut echo, &mut base, || true).await;
+    let (idle_ratio, idle_p99) = p99_ratio(&mut echo, &base, || true).await;
     assert!(d.ctl(&["status"]).status.success(), "the control socket stopped answering");
     tokio::task::block_in_place(|| drop(idle));
     let mut settled = (0, 0);
@@ -333,7 +332,8 @@ async fn a_well_behaved_caller_keeps_its_p99_and_the_daemon_its_memory_under_att
     let bodies = stalled.answered().await.unwrap();
     let (rss2, fds2) = (rss_kib(pid), procfs::open_fds(pid).len());
     let stall_started = Instant::now();
-    let (stall_ratio, stall_p99) = p99_ratio(&mut echo, &mut base, || stall_started.elapsed() < Duration::from_secs(29)).await;
+    let (stall_ratio, stall_p99) =
+        p99_ratio(&mut echo, &base, || stall_started.elapsed() < Duration::from_secs(29)).await;
     drop(bodies);
     drop(stalled);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -119,7 +119,10 @@ mod tests {
             ("preface_timeout = \"0s\"\n", "/etc/ps.toml:2: supervisor.gateway.preface_timeout: must be longer than"),
             ("fd_reserve = 3\n", "/etc/ps.toml:2: supervisor.gateway.fd_reserve: must be at least 64"),
             ("idle_timeout = \"2y\"\n", "/etc/ps.toml:2: supervisor.gateway.idle_timeout: duration \"2y\" is too long"),
-            ("max_conections = 5\n", "/etc/ps.toml:2: supervisor.gateway.max_conections: unknown field `max_conections`"),
+            (
+                "max_conections = 5\n",
+                "/etc/ps.toml:2: supervisor.gateway.max_conections: unknown field `max_conections`",
+            ),
         ] {
             let err = parse_gateway(text).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{text}: {err}");

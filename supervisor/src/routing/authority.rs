@@ -124,7 +124,8 @@ impl Parse {
             if self.input.len() < FRAME_HEAD {
                 return Ok(());
             }
-            let len = (usize::from(self.input[0]) << 16) | (usize::from(self.input[1]) << 8) | usize::from(self.input[2]);
+            let len =
+                (usize::from(self.input[0]) << 16) | (usize::from(self.input[1]) << 8) | usize::from(self.input[2]);
             let kind = self.input[3];
             if kind != HEADERS && kind != CONTINUATION {
                 if self.block.is_some() {
@@ -156,7 +157,8 @@ impl Parse {
             }
             if flags & PADDED != 0 {
                 let (&pad, rest) = payload.split_first().ok_or_else(|| invalid("padded HEADERS without padding"))?;
-                let end = rest.len().checked_sub(usize::from(pad)).ok_or_else(|| invalid("padding exceeds the frame"))?;
+                let end =
+                    rest.len().checked_sub(usize::from(pad)).ok_or_else(|| invalid("padding exceeds the frame"))?;
                 payload = &rest[..end];
             }
             let priority = if flags & PRIORITY != 0 {
@@ -309,11 +311,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Repair<IO> {
 }
 
 /// Reads what the socket has into the spare capacity of `dst`.
-fn read_into<IO: AsyncRead + Unpin>(
-    io: &mut IO,
-    cx: &mut Context<'_>,
-    dst: &mut BytesMut,
-) -> Poll<io::Result<()>> {
+fn read_into<IO: AsyncRead + Unpin>(io: &mut IO, cx: &mut Context<'_>, dst: &mut BytesMut) -> Poll<io::Result<()>> {
     let spare = dst.spare_capacity_mut();
     let mut rb = ReadBuf::uninit(spare);
     ready!(Pin::new(io).poll_read(cx, &mut rb))?;

@@ -98,7 +98,9 @@ where
             match tokio::time::timeout_at(expires.0, fut).await {
                 // The plugin is told the deadline too, and tonic reports its
                 // own expiry as CANCELLED: at the deadline, that is this.
-                Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => Ok(why.status().into_http()),
+                Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => {
+                    Ok(why.status().into_http())
+                }
                 Ok(Ok(resp)) => Ok(held_to(resp, expires, why)),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Ok(why.status().into_http()),
@@ -227,7 +229,10 @@ mod tests {
         impl http_body::Body for Stream {
             type Data = Bytes;
             type Error = tonic::Status;
-            fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
                 if std::mem::replace(&mut self.sent, true) {
                     Poll::Pending
                 } else {
@@ -263,7 +268,11 @@ mod tests {
         assert!(Instant::now() >= expires, "ended {:?} early", expires - Instant::now());
         assert_eq!(end.get("grpc-status").unwrap(), "4");
         assert!(
-            end.get("grpc-message").unwrap().to_str().unwrap().contains("300ms%20(the%20plugin's%20call_timeout)%20exceeded"),
+            end.get("grpc-message")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("300ms%20(the%20plugin's%20call_timeout)%20exceeded"),
             "{end:?}"
         );
         assert!(dropped.load(Ordering::SeqCst), "the plugin's stream is let go at the deadline");

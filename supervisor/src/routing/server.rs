@@ -64,8 +64,8 @@ pub async fn serve(listener: UnixListener, gateway: Gateway, limits: GatewaySect
 /// `max_connections`, or fewer when the descriptor limit less the reserve
 /// cannot hold that many.
 fn connection_budget(limits: &GatewaySection) -> usize {
-    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft);
+    let nofile =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     let room = usize::try_from(nofile.saturating_sub(limits.fd_reserve)).unwrap_or(usize::MAX);
     if room < limits.max_connections {
         tracing::warn!(
