@@ -14,10 +14,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::poll_fn;
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use plugin_proto::transport::{CONNECTION_WINDOW, ResponseBody, STREAM_WINDOW};
+use plugin_proto::transport::{ResponseBody, STREAM_WINDOW};
 use tokio::net::UnixListener;
 use tokio::time::Instant;
 use tonic::body::Body;
@@ -33,6 +34,9 @@ use crate::config::gateway::GatewaySection;
 /// left unread: one stream window, so a stalled call holds at most twice
 /// that.
 const CALL_BUFFER: usize = STREAM_WINDOW as usize;
+/// What one caller's connection may have sent and the gateway not yet
+/// forwarded, across its calls: only that caller waits when it is used up.
+const CALLER_CONNECTION_WINDOW: u32 = 16 * STREAM_WINDOW;
 /// How long an idle connection closed by the gateway has to take its GOAWAY.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Decoded header bytes a request may carry (hyper's default too).
@@ -84,7 +88,7 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, li
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW.min(16 * STREAM_WINDOW))
+        .initial_connection_window_size(CALLER_CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST)
         .handshake::<_, Bytes>(Repair::new(io));
     let mut h2 = tokio::select! {
@@ -159,82 +163,107 @@ enum Tail {
     End,
 }
 
+/// What the plugin has answered and the caller not yet taken.
+#[derive(Default)]
+struct Untaken {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+    tail: Option<Tail>,
+    big: Option<BigCall>,
+}
+
+impl Untaken {
+    /// Whether to read more of the answer: not past its end, nor more than
+    /// [`CALL_BUFFER`] ahead of the caller.
+    fn wants_more(&self) -> bool {
+        self.tail.is_none() && self.bytes < CALL_BUFFER
+    }
+
+    fn take(&mut self, frame: Option<Result<http_body::Frame<Bytes>, tonic::Status>>) {
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    self.bytes += data.len();
+                    self.queue.push_back(data);
+                    if self.bytes >= CALL_BUFFER / 2 && self.big.is_none() {
+                        self.big = Some(BigCall::new());
+                    }
+                }
+                Err(frame) => self.tail = Some(frame.into_trailers().map_or(Tail::End, Tail::Trailers)),
+            },
+            Some(Err(status)) => {
+                let mut trailers = http::HeaderMap::new();
+                let _ = status.add_header(&mut trailers);
+                self.tail = Some(Tail::Trailers(trailers));
+            }
+            None => self.tail = Some(Tail::End),
+        }
+    }
+
+    /// Sends what the caller's window takes now; true once all is sent.
+    fn send(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
+        while let Some(front) = self.queue.front_mut() {
+            send.reserve_capacity(self.bytes);
+            let room = send.capacity();
+            if room == 0 {
+                return Ok(false);
+            }
+            let chunk =
+                if front.len() <= room { self.queue.pop_front().unwrap_or_default() } else { front.split_to(room) };
+            self.bytes -= chunk.len();
+            let last = self.queue.is_empty() && matches!(self.tail, Some(Tail::End));
+            send.send_data(chunk, last)?;
+            if last {
+                return Ok(true);
+            }
+        }
+        match self.tail.take() {
+            Some(Tail::Trailers(t)) => send.send_trailers(t).map(|()| true),
+            Some(Tail::End) => send.send_data(Bytes::new(), true).map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
 /// Sends the answer as the caller's window allows, reading ahead of it by
 /// at most [`CALL_BUFFER`]; resets the call when its deadline passes with
 /// data still untaken.
 async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Response<Body>) {
     let (parts, mut body) = response.into_parts();
     let expires = parts.extensions.get::<Expires>().map(|e| e.0);
-    let ended = body.is_end_stream();
+    let mut untaken = Untaken::default();
+    // What the plugin has already sent leaves with the headers, in one
+    // write when the caller's window allows (a unary answer, typically).
+    while untaken.wants_more() && !body.is_end_stream() {
+        match body.frame().now_or_never() {
+            Some(frame) => untaken.take(frame),
+            None => break,
+        }
+    }
+    let ended = body.is_end_stream() && untaken.queue.is_empty() && untaken.tail.is_none();
     let Ok(mut send) = respond.send_response(http::Response::from_parts(parts, ()), ended) else { return };
     if ended {
         return;
     }
-    let mut queue: VecDeque<Bytes> = VecDeque::new();
-    let mut queued = 0usize;
-    let mut big = None;
-    let mut tail = None;
     let mut expired = false;
     let expiry = tokio::time::sleep_until(expires.unwrap_or_else(far_future));
     tokio::pin!(expiry);
     loop {
-        // Hand the caller what its window takes now.
-        while let Some(front) = queue.front_mut() {
-            send.reserve_capacity(queued);
-            let room = send.capacity();
-            if room == 0 {
-                break;
-            }
-            let chunk = if front.len() <= room { queue.pop_front().unwrap_or_default() } else { front.split_to(room) };
-            queued -= chunk.len();
-            let last = queue.is_empty() && matches!(tail, Some(Tail::End));
-            if send.send_data(chunk, last).is_err() {
-                return;
-            }
-            if last {
-                return;
-            }
+        match untaken.send(&mut send) {
+            Ok(true) | Err(_) => return,
+            Ok(false) => {}
         }
-        if queue.is_empty() {
-            match tail.take() {
-                Some(Tail::Trailers(t)) => {
-                    let _ = send.send_trailers(t);
-                    return;
-                }
-                Some(Tail::End) => {
-                    let _ = send.send_data(Bytes::new(), true);
-                    return;
-                }
-                None => {}
-            }
-        } else if expired {
+        if expired && !untaken.queue.is_empty() {
             // Past the deadline with an answer the caller has not taken.
             send.send_reset(h2::Reason::CANCEL);
             return;
         }
-        let read = tail.is_none() && queued < CALL_BUFFER;
+        let read = untaken.wants_more();
         tokio::select! {
-            frame = body.frame(), if read => match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        queued += data.len();
-                        queue.push_back(data);
-                        if queued >= CALL_BUFFER / 2 && big.is_none() {
-                            big = Some(BigCall::new());
-                        }
-                    }
-                    Err(frame) => tail = Some(frame.into_trailers().map_or(Tail::End, Tail::Trailers)),
-                },
-                Some(Err(status)) => {
-                    let mut trailers = http::HeaderMap::new();
-                    let _ = status.add_header(&mut trailers);
-                    tail = Some(Tail::Trailers(trailers));
-                }
-                None => tail = Some(Tail::End),
-            },
+            frame = body.frame(), if read => untaken.take(frame),
             // More window, or the caller reset the stream (then dropping
             // the body resets the plugin's).
-            more = caller(&mut send, !queue.is_empty()) => {
+            more = caller(&mut send, !untaken.queue.is_empty()) => {
                 if !more {
                     return;
                 }
