@@ -44,6 +44,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build (the end-to-end tests run the built daemon, CLI and plugins)"
 cargo build --workspace --bins --examples
 
+step "Python grpcio (the gateway is tested with a stock gRPC C-core client)"
+py_env="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/py-grpc"
+if [ ! -x "$py_env/bin/python" ]; then
+    python3 -m venv "$py_env" 2>/dev/null || {
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        rm -rf "$py_env" && python3 -m venv "$py_env"
+    }
+fi
+"$py_env/bin/pip" install -q --disable-pip-version-check -r integration/python/requirements.txt
+export PLUGIN_TEST_PYTHON="$py_env/bin/python"
+
 step "tests on this host"
 cargo test --workspace
 

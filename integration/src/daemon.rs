@@ -16,6 +16,8 @@ pub struct Daemon {
     pub runtime: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The daemon's descriptor limit (soft and hard), when not inherited.
+    pub nofile: Option<u64>,
 }
 
 impl Daemon {
@@ -32,16 +34,27 @@ impl Daemon {
         Self::spawn_with(config, |_| {})
     }
 
+    /// [`Daemon::start`] with a descriptor limit of `nofile`.
+    pub fn start_with_nofile(config: &str, nofile: u64) -> Self {
+        let d = Self::launched(config, |_| {}, Some(nofile));
+        d.wait_control(Duration::from_secs(20));
+        d
+    }
+
     /// [`Daemon::spawn`], after `prepare` has filled the scratch directory
     /// (the config's directory, against which its relative paths resolve).
     pub fn spawn_with(config: &str, prepare: impl FnOnce(&Path)) -> Self {
+        Self::launched(config, prepare, None)
+    }
+
+    fn launched(config: &str, prepare: impl FnOnce(&Path), nofile: Option<u64>) -> Self {
         let dir = tempfile::Builder::new().prefix("ps-test-").tempdir().expect("tempdir");
         let runtime = dir.path().join("run");
         let config_path = dir.path().join("supervisor.toml");
         std::fs::write(&config_path, config).expect("write config");
         prepare(dir.path());
         let log = dir.path().join("daemon.log");
-        let mut d = Self { child: None, dir, runtime, config: config_path, log };
+        let mut d = Self { child: None, dir, runtime, config: config_path, log, nofile };
         d.launch();
         d
     }
@@ -50,16 +63,29 @@ impl Daemon {
     /// appending its log to `daemon.log`.
     fn launch(&mut self) {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(bins::supervisor())
-            .arg("--config")
+        let mut cmd = Command::new(bins::supervisor());
+        cmd.arg("--config")
             .arg(&self.config)
             .arg("--runtime-dir")
             .arg(&self.runtime)
             .env("PLUGIN_SUPERVISOR_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn plugin-supervisor");
+            .stderr(log_file);
+        if let Some(n) = self.nofile {
+            let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+            // SAFETY: setrlimit is async-signal-safe and only reads `lim`, a
+            // copy owned by the closure.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn plugin-supervisor");
         self.child = Some(child);
     }
 

@@ -8,6 +8,7 @@ pub mod files;
 pub mod hog;
 pub mod pb;
 pub mod procfs;
+pub mod raw;
 pub mod sibling;
 
 pub use daemon::Daemon;

@@ -51,22 +51,40 @@ impl H2Channel {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (tx, conn) = h2::client::Builder::new()
-            // Calls on a local socket are small and frequent: a larger
-            // window avoids WINDOW_UPDATE round trips on bigger payloads.
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake(io)
             .await?;
         Ok((Self { tx }, Box::pin(conn)))
     }
 }
 
-/// The response body: DATA frames (their flow-control window released as
-/// they are read), then trailers.
+/// What one stream may have received and not yet had read: the most a
+/// call whose reader stalls can hold of the connection, and of memory.
+/// Large enough that a call on a local socket rarely waits for a
+/// WINDOW_UPDATE.
+pub const STREAM_WINDOW: u32 = 256 << 10;
+
+/// The connection's window, shared by every stream on it. Every caller of a
+/// plugin instance shares its one connection, so unread responses must not
+/// be able to use this up: it is 4096 stalled streams' worth (the
+/// supervisor resets a stalled call by its deadline). It bounds nothing
+/// else: memory is spent only on data that was sent.
+pub const CONNECTION_WINDOW: u32 = 4096 * STREAM_WINDOW;
+
+/// A body read from an HTTP/2 stream: DATA frames (their flow-control
+/// window released as they are read), then trailers. Responses on a
+/// channel are these, and so are requests the gateway accepts.
 pub struct ResponseBody {
     recv: h2::RecvStream,
     data_done: bool,
     finished: bool,
+}
+
+impl ResponseBody {
+    pub fn new(recv: h2::RecvStream) -> Self {
+        Self { recv, data_done: false, finished: false }
+    }
 }
 
 impl http_body::Body for ResponseBody {
@@ -200,7 +218,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
                 }
             }
             let response = response.await?;
-            Ok(response.map(|recv| ResponseBody { recv, data_done: false, finished: false }))
+            Ok(response.map(ResponseBody::new))
         })
     }
 }

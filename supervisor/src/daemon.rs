@@ -119,12 +119,13 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
     };
 
     let allowed = config.supervisor.control_allowed_uids.clone();
+    let gateway_limits = config.supervisor.gateway.clone();
     // Not raced with the signals: a start abandoned halfway would leave its
     // cgroups behind. It is bounded (plugins start in the background), and a
     // signal caught meanwhile waits in the pipe and is acted on right after.
     let sup = Arc::new(Supervisor::start(config).await?);
     let control_task = tokio::spawn(crate::control::serve(control, sup.clone(), allowed));
-    let gateway_task = tokio::spawn(crate::routing::gateway::serve(gateway, sup.gateway()));
+    let gateway_task = tokio::spawn(crate::routing::server::serve(gateway, sup.gateway(), gateway_limits));
     let metrics_task = metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving metrics on /metrics");

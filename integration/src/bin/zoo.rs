@@ -132,8 +132,30 @@ unsafe fn connect_abstract(name: &[u8]) -> i64 {
     }
 }
 
+type CountStream =
+    std::pin::Pin<Box<dyn plugin_sdk::tonic::codegen::tokio_stream::Stream<Item = Result<Text, Status>> + Send>>;
+
 #[plugin_sdk::tonic::async_trait]
 impl Zoo for ZooService {
+    type CountStream = CountStream;
+
+    async fn count(&self, req: Request<CountRequest>) -> Result<Response<CountStream>, Status> {
+        let r = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for i in 0..r.count {
+                if i > 0 && r.interval_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(u64::from(r.interval_ms))).await;
+                }
+                if tx.send(Ok(Text { text: format!("{} {i}", r.text) })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stream = plugin_sdk::tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn echo(&self, req: Request<Text>) -> Result<Response<Text>, Status> {
         Ok(Response::new(req.into_inner()))
     }

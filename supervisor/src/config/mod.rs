@@ -1,6 +1,7 @@
 //! The supervisor's configuration: what operators write in TOML, checked
 //! whole before anything runs.
 
+pub mod gateway;
 mod kernel;
 mod load;
 pub mod units;
@@ -86,6 +87,8 @@ pub struct SupervisorSection {
     pub cgroup: CgroupSection,
     #[serde(default)]
     pub sandbox: SandboxSection,
+    #[serde(default)]
+    pub gateway: gateway::GatewaySection,
 }
 
 impl Default for SupervisorSection {
@@ -106,6 +109,7 @@ impl Default for SupervisorSection {
             state_dir: default_state_dir(),
             cgroup: CgroupSection::default(),
             sandbox: SandboxSection::default(),
+            gateway: gateway::GatewaySection::default(),
         }
     }
 }

@@ -7,10 +7,24 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// Parses "250ms", "5s", "1m 30s".
+/// Parses "250ms", "5s", "1m 30s", at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"250ms\" or \"5s\""))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"250ms\" or \"5s\""))?;
+    within_bounds(s, d)
+}
+
+/// The longest duration anything accepts. Every timeout, backoff and
+/// deadline is added to clocks and encoded for gRPC (`grpc-timeout` holds
+/// at most 8 digits of hours): a year keeps all of that far from overflow,
+/// and no operator means a longer wait.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+fn within_bounds(s: &str, d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("duration {s:?} is too long: at most 365 days"));
+    }
+    Ok(d)
 }
 
 pub fn format_duration(d: Duration) -> String {
@@ -224,5 +238,32 @@ mod tests {
     fn durations_name_the_expected_form() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").unwrap_err().contains("\"5s\""));
+    }
+
+    #[test]
+    fn durations_longer_than_a_year_are_refused_with_the_bound() {
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("999999999999h"),
+            Err("duration \"999999999999h\" is too long: at most 365 days".into())
+        );
+        assert!(parse_duration("18446744073709551615s").unwrap_err().contains("at most 365 days"));
+    }
+
+    #[test]
+    fn an_overlong_duration_in_the_config_names_file_line_and_key() {
+        for (text, key) in [
+            ("[supervisor.defaults]\ncall_timeout = \"999999999999h\"\n", "supervisor.defaults.call_timeout"),
+            ("[supervisor.defaults.backoff]\nmax = \"400d\"\n", "supervisor.defaults.backoff.max"),
+            (
+                "[[plugin]]\nname = \"e\"\nbinary = \"/bin/true\"\nstop_timeout = \"9999999h\"\n",
+                "plugin[0].stop_timeout",
+            ),
+        ] {
+            let err = super::super::load::parse(text, std::path::Path::new("/etc/ps.toml")).unwrap_err().to_string();
+            let line = text.lines().count();
+            assert!(err.starts_with(&format!("/etc/ps.toml:{line}: {key}: duration ")), "{err}");
+            assert!(err.contains("is too long: at most 365 days"), "{err}");
+        }
     }
 }

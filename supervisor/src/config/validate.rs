@@ -62,6 +62,7 @@ pub(super) fn check(
         &[Seg::Key("supervisor"), Seg::Key("defaults"), Seg::Key("backoff")],
         p,
     );
+    super::gateway::check(&config.supervisor.gateway, p);
     let mut keys = Vec::new();
     for (j, k) in config.supervisor.trusted_keys.iter().enumerate() {
         match k.parse::<PublicKey>() {

@@ -98,7 +98,9 @@ pub async fn call_json(
     let path = http::uri::PathAndQuery::from_str(&format!("/{}/{}", sd.full_name(), md.name()))
         .map_err(|e| Status::invalid_argument(format!("bad method path: {e}")))?;
     let mut req = tonic::Request::new(request);
-    req.set_timeout(timeout);
+    // tonic panics encoding a timeout past 8 digits of hours: the config
+    // bounds durations, and this keeps any other caller's from reaching it.
+    req.set_timeout(timeout.min(crate::config::units::MAX_DURATION));
     let resp = grpc.unary(req, path, DynamicCodec { output: md.output() }).await?;
     serde_json::to_string(&resp.into_inner())
         .map_err(|e| Status::internal(format!("rendering the response as JSON: {e}")))

@@ -1,13 +1,19 @@
 //! The deadline layer: a call gets the shorter of the caller's
 //! `grpc-timeout` and the plugin's configured call timeout, the plugin is
-//! told the deadline, and a call that overruns ends as DEADLINE_EXCEEDED.
+//! told the deadline, and a call that overruns, answer included, ends as
+//! DEADLINE_EXCEEDED. The response carries its deadline ([`Expires`]) so
+//! the gateway can reset a caller that does not take it in time.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderValue;
+use http_body::Frame;
+use tokio::time::{Instant, Sleep};
+use tonic::body::Body;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -60,13 +66,17 @@ pub struct Deadline<S> {
     limit: Duration,
 }
 
+/// When a call's time is up: set on every response that has a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expires(pub Instant);
+
 impl<S, B> tower::Service<http::Request<B>> for Deadline<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<Body>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -81,23 +91,112 @@ where
             req.headers_mut().insert(GRPC_TIMEOUT, v);
         }
         let fut = self.inner.call(req);
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
+        let expires = Expires(started.checked_add(timeout).unwrap_or_else(|| started + MAX));
         Box::pin(async move {
-            let who = if asked.is_some_and(|a| a <= timeout) {
-                "the caller's grpc-timeout"
-            } else {
-                "the plugin's call_timeout"
-            };
-            let exceeded =
-                || tonic::Status::deadline_exceeded(format!("deadline of {timeout:?} ({who}) exceeded")).into_http();
-            match tokio::time::timeout(timeout, fut).await {
+            let why = Why { timeout, callers: asked.is_some_and(|a| a <= timeout) };
+            match tokio::time::timeout_at(expires.0, fut).await {
                 // The plugin is told the deadline too, and tonic reports its
                 // own expiry as CANCELLED: at the deadline, that is this.
-                Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => Ok(exceeded()),
-                Ok(r) => r,
-                Err(_) => Ok(exceeded()),
+                Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => {
+                    Ok(why.status().into_http())
+                }
+                Ok(Ok(resp)) => Ok(held_to(resp, expires, why)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(why.status().into_http()),
             }
         })
+    }
+}
+
+/// Far enough for any deadline; tokio's clock takes it without overflow.
+const MAX: Duration = crate::config::units::MAX_DURATION;
+
+/// Which limit a call ran into.
+#[derive(Clone, Copy, Debug)]
+struct Why {
+    timeout: Duration,
+    callers: bool,
+}
+
+impl Why {
+    fn status(self) -> tonic::Status {
+        let who = if self.callers { "the caller's grpc-timeout" } else { "the plugin's call_timeout" };
+        tonic::Status::deadline_exceeded(format!("deadline of {:?} ({who}) exceeded", self.timeout))
+    }
+}
+
+/// A response with a body is held to the deadline too: a plugin that
+/// answers and then stalls, or streams past it, is cut off there.
+fn held_to(resp: http::Response<Body>, expires: Expires, why: Why) -> http::Response<Body> {
+    if super::grpc_status(resp.headers()).is_some() {
+        return resp;
+    }
+    let (mut parts, inner) = resp.into_parts();
+    parts.extensions.insert(expires);
+    let body = DeadlineBody { inner, expires: expires.0, why, sleep: None, ended: false };
+    http::Response::from_parts(parts, Body::new(body))
+}
+
+/// The response body until the deadline; then the plugin's stream is
+/// dropped (which resets it and gives its window back) and the caller gets
+/// DEADLINE_EXCEEDED as trailers.
+struct DeadlineBody {
+    inner: Body,
+    expires: Instant,
+    why: Why,
+    /// Registered only once the body has had to wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    ended: bool,
+}
+
+impl DeadlineBody {
+    fn expire(&mut self) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        self.inner = Body::empty();
+        self.ended = true;
+        let mut trailers = http::HeaderMap::new();
+        match self.why.status().add_header(&mut trailers) {
+            Ok(()) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Err(status) => Poll::Ready(Some(Err(status))),
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if Instant::now() >= this.expires {
+            return this.expire();
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if frame.as_ref().is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers)) {
+                    this.ended = true;
+                }
+                return Poll::Ready(frame);
+            }
+            Poll::Pending => {}
+        }
+        let expires = this.expires;
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(expires)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => this.expire(),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -111,7 +210,86 @@ fn is_cancelled<B>(resp: &http::Response<B>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+
     use super::*;
+
+    /// A plugin's answer: headers and one message at once, then nothing
+    /// more, ever; `dropped` tells when the supervisor let go of it.
+    fn stalls_after_one_message(dropped: Arc<AtomicBool>) -> http::Response<Body> {
+        struct Stream {
+            sent: bool,
+            dropped: Arc<AtomicBool>,
+        }
+        impl http_body::Body for Stream {
+            type Data = Bytes;
+            type Error = tonic::Status;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+                if std::mem::replace(&mut self.sent, true) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))))
+                }
+            }
+        }
+        impl Drop for Stream {
+            fn drop(&mut self) {
+                self.dropped.store(true, Ordering::SeqCst);
+            }
+        }
+        http::Response::new(Body::new(Stream { sent: false, dropped }))
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_stalls_ends_at_the_deadline_and_lets_the_plugin_stream_go() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let d = dropped.clone();
+        let plugin = tower::service_fn(move |_req: http::Request<Body>| {
+            let d = d.clone();
+            async move { Ok::<_, Infallible>(stalls_after_one_message(d)) }
+        });
+        let limit = Duration::from_millis(300);
+        let mut svc = tower::Layer::layer(&DeadlineLayer { limit }, plugin);
+        let started = Instant::now();
+        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
+        let expires = resp.extensions().get::<Expires>().unwrap().0;
+        assert!(expires >= started + limit && expires <= Instant::now() + limit);
+        let mut body = resp.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        let end = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert!(Instant::now() >= expires, "ended {:?} early", expires - Instant::now());
+        assert_eq!(end.get("grpc-status").unwrap(), "4");
+        assert!(
+            end.get("grpc-message")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("300ms%20(the%20plugin's%20call_timeout)%20exceeded"),
+            "{end:?}"
+        );
+        assert!(dropped.load(Ordering::SeqCst), "the plugin's stream is let go at the deadline");
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_largest_deadlines_neither_overflow_nor_panic() {
+        let plugin = tower::service_fn(|_req: http::Request<Body>| async {
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        });
+        let mut svc = tower::Layer::layer(&DeadlineLayer { limit: Duration::MAX }, plugin);
+        let mut req = http::Request::new(Body::empty());
+        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("99999999H"));
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert!(resp.extensions().get::<Expires>().is_some());
+    }
 
     #[test]
     fn grpc_timeout_round_trips_and_refuses_garbage() {

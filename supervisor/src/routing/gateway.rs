@@ -69,21 +69,6 @@ impl Service<http::Request<Body>> for Gateway {
     }
 }
 
-/// Accepts host applications on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::UnixListener, gateway: Gateway) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(crate::net::serve_h2(stream, gateway.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "gateway accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::service_of;

@@ -3,10 +3,13 @@
 //! layers, and the gateway that host applications connect to. The gateway
 //! and the embedded library use the same stack.
 
+mod authority;
 pub mod channel;
+mod conns;
 pub mod deadline;
 pub mod gateway;
 pub mod record;
+pub mod server;
 pub mod table;
 
 pub use channel::Channel;
