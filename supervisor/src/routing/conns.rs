@@ -72,6 +72,11 @@ impl Conns {
         Ok(Conn { id, conns: self.clone(), close })
     }
 
+    /// Whether the next connection takes an open one's place.
+    pub fn full(&self) -> bool {
+        self.lock().open.len() >= self.limit
+    }
+
     #[cfg(test)]
     pub fn open(&self) -> usize {
         self.lock().open.len()

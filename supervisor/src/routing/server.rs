@@ -52,6 +52,12 @@ pub async fn serve(listener: UnixListener, gateway: Gateway, limits: GatewaySect
             Ok((stream, _)) => match conns.admit() {
                 Ok(conn) => {
                     tokio::spawn(connection(stream, gateway.clone(), conn, limits.clone()));
+                    if conns.full() {
+                        // Let the connection just evicted close its socket before the next
+                        // accept: in a flood, accepts would otherwise run ahead of the
+                        // closes and eat into the descriptor reserve.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Err(refused) => {
                     tracing::debug!(?refused, limit, "gateway connection refused: every connection has a call open");
