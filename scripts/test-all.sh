@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs them all, in order:
 #   format and lint, build, unit and end-to-end tests on this host (real
-#   processes, cgroups, seccomp, Landlock), the fuzz targets briefly, the
+#   processes, cgroups, seccomp, Landlock), the lifecycle's unit tests again
+#   as an unprivileged user, the fuzz targets briefly, the
 #   sandbox tests again in a pure cgroup v2 VM, and a check that nothing
 #   (no cgroup) was left behind. Needs root (cgroups, per-plugin uids).
 # Fails on the first failing step. CARGO_TARGET_DIR is honoured.
@@ -57,6 +58,15 @@ export PLUGIN_TEST_PYTHON="$py_env/bin/python"
 
 step "tests on this host"
 cargo test --workspace
+
+step "the lifecycle's unit tests again, as an unprivileged user (they need no root)"
+lib_tests=$(cargo test -p plugin-supervisor --lib --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
+        print(m["executable"])')
+(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/ "$lib_tests" instance::)
 
 step "fuzz targets (coverage-guided, 15 s each)"
 bash fuzz/run.sh 15

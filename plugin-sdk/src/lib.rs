@@ -200,11 +200,28 @@ impl Plugin {
         };
         let log = logging::install(host);
         install_panic_hook();
-
-        let descriptor_set = descriptors::merge(&self.descriptor_sets, &self.services)?;
         let shutdown = shutdown::Shutdown::new();
         shutdown::watch_signals(shutdown.clone())?;
+        inherited.plugin.set_nonblocking(true)?;
+        let conn = tokio::net::UnixStream::from_std(inherited.plugin)?;
+        let served = self.serve_on(conn, inherited.instance, shutdown).await;
+        if let Some(log) = log {
+            log.flush(Duration::from_millis(500)).await;
+        }
+        served
+    }
 
+    /// Serves the lifecycle, health and the plugin's services on `conn`
+    /// until a shutdown (asked by the supervisor, or through `shutdown`)
+    /// has drained. Touches nothing process-wide: the process's logging,
+    /// panic hook and signals are [`Plugin::serve`]'s business.
+    async fn serve_on(
+        self,
+        conn: tokio::net::UnixStream,
+        instance: String,
+        shutdown: shutdown::Shutdown,
+    ) -> Result<(), SdkError> {
+        let descriptor_set = descriptors::merge(&self.descriptor_sets, &self.services)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         for service in &self.services {
             health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
@@ -217,7 +234,7 @@ impl Plugin {
             services: self.services.clone(),
             descriptor_set,
             init: Mutex::new(self.init),
-            instance: inherited.instance,
+            instance,
             shutdown: shutdown.clone(),
             in_flight: in_flight.clone(),
         };
@@ -225,8 +242,6 @@ impl Plugin {
         routes.add_service(PluginLifecycleServer::new(lifecycle));
         routes.add_service(health_service);
 
-        inherited.plugin.set_nonblocking(true)?;
-        let conn = tokio::net::UnixStream::from_std(inherited.plugin)?;
         let drain_signal = {
             let shutdown = shutdown.clone();
             let services = self.services.clone();
@@ -251,10 +266,25 @@ impl Plugin {
                 tracing::warn!(in_flight = in_flight.get(), "drain deadline passed; exiting with calls in flight");
             }
         }
-        if let Some(log) = log {
-            log.flush(Duration::from_millis(500)).await;
-        }
         Ok(())
+    }
+}
+
+/// Running a plugin inside a test process, with no supervisor and no root.
+pub mod testing {
+    use super::{Plugin, SdkError, shutdown};
+
+    /// Serves `plugin` on `conn`, one end of a connected socket pair whose
+    /// other end speaks to it as the supervisor does (handshake, init,
+    /// calls, shutdown), until a shutdown has drained or the other end is
+    /// gone. Nothing process-wide is touched: no signal handlers, no global
+    /// logger, no panic hook, so many plugins can be served in one process.
+    pub async fn serve_connection(
+        plugin: Plugin,
+        conn: tokio::net::UnixStream,
+        instance: impl Into<String>,
+    ) -> Result<(), SdkError> {
+        plugin.serve_on(conn, instance.into(), shutdown::Shutdown::new()).await
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::QuotaConfig;
 use crate::config::units::{ByteSize, CpuShare};
 use crate::instance::Plugin;
+use crate::observe::events::EventKind;
 use crate::sandbox::cgroup::{self, Limits};
 use crate::sandbox::quota;
 use crate::supervisor::Shared;
@@ -75,7 +76,7 @@ impl Supervisor {
     /// The quotas `name`'s instances start with now.
     pub fn quota(&self, name: &str) -> Result<QuotaConfig, SupervisorError> {
         let p = self.plugin(name)?;
-        let tier = self.shared().sandbox.tier(&p.spec.load().tier).map(|t| t.quota.clone());
+        let tier = self.shared().launcher.tier_quota(&p.spec.load().tier);
         Ok(p.quota(tier.as_ref()))
     }
 
@@ -99,7 +100,7 @@ impl Supervisor {
         let _one = p.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
         let bad = |reason: String| SupervisorError::Quota { plugin: name.into(), reason };
         let spec = p.spec.load();
-        let tier = self.shared().sandbox.tier(&spec.tier).map(|t| t.quota.clone());
+        let tier = self.shared().launcher.tier_quota(&spec.tier);
         let before = (**p.overrides.load()).clone();
         let overrides = change.apply(before.clone());
         let effective = quota::effective(tier.as_ref(), &spec.quota, &overrides);
@@ -131,7 +132,7 @@ impl Supervisor {
             Ok(n) => n,
             Err(e) => {
                 p.overrides.store(Arc::new(before));
-                self.events().emit(name, "", "quota-refused", e.to_string(), &[]);
+                self.events().emit(name, "", EventKind::QuotaRefused, e.to_string(), &[]);
                 return Err(e);
             }
         };
@@ -140,7 +141,7 @@ impl Supervisor {
         }
         let shown = describe(&effective);
         let message = format!("{name}: {shown} (persisted; applied to {applied} running instance(s))");
-        self.events().emit(name, "", "quota", message.clone(), &[]);
+        self.events().emit(name, "", EventKind::Quota, message.clone(), &[]);
         Ok((effective, message))
     }
 }
@@ -204,13 +205,13 @@ pub(crate) fn restore(p: &Plugin, shared: &Shared) {
         return;
     }
     let spec = p.spec.load();
-    let tier = shared.sandbox.tier(&spec.tier).map(|t| t.quota.clone());
+    let tier = shared.launcher.tier_quota(&spec.tier);
     match quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &saved)).validate() {
         Ok(()) => p.overrides.store(Arc::new(saved)),
         Err(e) => {
             let message = format!("persisted quota change ignored: {e}; the configured quotas apply");
             tracing::warn!(plugin = %p.name, reason = %e, "persisted quota change ignored");
-            shared.events.emit(&p.name, "", "quota-refused", message, &[]);
+            shared.events.emit(&p.name, "", EventKind::QuotaRefused, message, &[]);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::instance::Plugin;
+use crate::observe::events::EventKind;
 use crate::supervisor::Shared;
 
 const PERIOD: Duration = Duration::from_secs(1);
@@ -51,7 +52,7 @@ pub(crate) async fn run(plugins: Vec<Arc<Plugin>>, shared: Arc<Shared>) {
                     shared.events.emit(
                         &p.name,
                         &inst.id,
-                        "pids-limit",
+                        EventKind::PidsLimit,
                         format!("task limit reached: pids.max {limit} refused {} fork(s)", hits - s.pids_max_hits),
                         &[("pids_max_hits", hits.to_string())],
                     );
@@ -66,7 +67,7 @@ pub(crate) async fn run(plugins: Vec<Arc<Plugin>>, shared: Arc<Shared>) {
                         shared.events.emit(
                             &p.name,
                             &inst.id,
-                            "cpu-throttled",
+                            EventKind::CpuThrottled,
                             format!("held to its CPU quota ({cpu}): throttled in {} scheduling periods so far", n),
                             &[("nr_throttled", n.to_string())],
                         );

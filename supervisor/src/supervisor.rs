@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::instance::launcher::Launcher;
+use crate::instance::sandboxed::SandboxLauncher;
 use crate::instance::state::State;
 use crate::instance::{self, Plugin};
 use crate::observe::events::EventBus;
@@ -17,22 +19,20 @@ use crate::observe::metrics::Metrics;
 use crate::routing::gateway::Gateway;
 use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
-use crate::sandbox::confine::Sandbox;
-use crate::sandbox::spawn::Spawner;
 use crate::state::StateStore;
 
 /// What every instance task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub events: EventBus,
+    pub events: Arc<EventBus>,
     pub metrics: Arc<Metrics>,
-    pub spawner: Spawner,
+    /// How instances are brought up, and the sandbox taken down.
+    pub launcher: Arc<dyn Launcher>,
     pub routes: Arc<RouteTable>,
     /// Set once: every instance stops (and no new one starts).
     pub shutdown: watch::Sender<bool>,
     /// Set once, during shutdown: stop without waiting for drains.
     pub hurry: watch::Sender<bool>,
-    pub sandbox: Sandbox,
     pub state: StateStore,
 }
 
@@ -41,8 +41,6 @@ pub(crate) struct Shared {
 pub enum SupervisorError {
     #[error("unknown plugin {0:?}")]
     UnknownPlugin(String),
-    #[error("cannot start the spawner thread: {0}")]
-    Spawner(std::io::Error),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
@@ -89,23 +87,21 @@ impl Supervisor {
         // Whatever can fail comes before the sandbox, which is built last:
         // a start that fails leaves no cgroup behind.
         let state = StateStore::open(&config.resolve(&config.supervisor.state_dir))?;
-        let spawner = Spawner::start().map_err(SupervisorError::Spawner)?;
-        // Cleaning up after a crashed run may wait for its processes to die.
-        let sandbox = {
-            let config = config.clone();
-            tokio::task::spawn_blocking(move || Sandbox::new(&config))
-                .await
-                .map_err(|e| SupervisorError::Spawner(std::io::Error::other(e.to_string())))??
-        };
+        let launcher = Arc::new(SandboxLauncher::start(&config).await?);
+        Ok(Self::with_launcher(config, state, launcher))
+    }
+
+    /// A supervisor whose instances `launcher` brings up (the lifecycle's tests give it
+    /// one that runs plugins in-process).
+    pub(crate) fn with_launcher(config: Config, state: StateStore, launcher: Arc<dyn Launcher>) -> Self {
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
-            events: EventBus::new(config.supervisor.event_history, metrics.clone()),
+            events: Arc::new(EventBus::new(config.supervisor.event_history, metrics.clone())),
             metrics,
-            spawner,
+            launcher,
             routes: Arc::new(RouteTable::default()),
             shutdown: watch::channel(false).0,
             hurry: watch::channel(false).0,
-            sandbox,
             state,
         });
         let plugins: Vec<Arc<Plugin>> =
@@ -122,13 +118,13 @@ impl Supervisor {
         }
         tasks.push(tokio::spawn(crate::sampler::run(plugins.clone(), shared.clone())));
         let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics);
-        Ok(Self {
+        Self {
             shared,
             config,
             plugins: plugins.into_iter().map(|p| (p.name.clone(), p)).collect(),
             tasks: Mutex::new(tasks),
             gateway,
-        })
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -230,7 +226,7 @@ impl Supervisor {
         for t in tasks {
             let _ = t.await;
         }
-        self.shared.sandbox.teardown().await;
+        self.shared.launcher.teardown().await;
     }
 }
 
@@ -257,7 +253,7 @@ impl Drop for Supervisor {
         // shutdown() empties the task list and tears the subtree down; a
         // drop without it kills the instances' cgroups and removes them here.
         if had_tasks.unwrap_or(true) {
-            self.shared.sandbox.teardown_blocking(Duration::from_secs(2));
+            self.shared.launcher.teardown_blocking(Duration::from_secs(2));
         }
     }
 }

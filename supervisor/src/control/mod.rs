@@ -19,6 +19,7 @@ use plugin_proto::control::v1::{
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
+use crate::observe::events::EventKind;
 use crate::quotas::QuotaChange;
 use crate::{Supervisor, SupervisorError};
 
@@ -40,9 +41,7 @@ fn to_status(e: SupervisorError) -> Status {
         SupervisorError::QuotaRefused { .. } | SupervisorError::MemoryBelowUsage { .. } => {
             Status::failed_precondition(e.to_string())
         }
-        SupervisorError::Spawner(_) | SupervisorError::State(_) | SupervisorError::Sandbox(_) => {
-            Status::internal(e.to_string())
-        }
+        SupervisorError::State(_) | SupervisorError::Sandbox(_) => Status::internal(e.to_string()),
     }
 }
 
@@ -185,7 +184,7 @@ impl Control for ControlService {
         let history: Vec<Event> = history.into_iter().filter(|e| keep(e)).collect();
         let missed = |n: u64| Event {
             unix_nanos: crate::observe::unix_nanos(),
-            kind: "missed".into(),
+            kind: EventKind::Missed.as_str().into(),
             message: format!("{n} events skipped: this reader fell behind"),
             ..Default::default()
         };
@@ -239,7 +238,13 @@ pub async fn serve(listener: tokio::net::UnixListener, sup: Arc<Supervisor>, all
             }
         };
         if uid != 0 && uid != own && !allowed_uids.contains(&uid) {
-            sup.events().emit("", "", "control-refused", format!("refused a control connection from uid {uid}"), &[]);
+            sup.events().emit(
+                "",
+                "",
+                EventKind::ControlRefused,
+                format!("refused a control connection from uid {uid}"),
+                &[],
+            );
             continue;
         }
         tokio::spawn(crate::net::serve_h2(stream, svc.clone()));

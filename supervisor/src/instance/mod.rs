@@ -3,13 +3,21 @@
 //! desired state.
 
 pub mod backoff;
+pub mod error;
 pub mod handshake;
 pub mod host;
+pub mod launcher;
 mod runner;
 mod running;
+pub mod sandboxed;
 mod start;
 pub mod state;
 mod stop;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,7 +95,7 @@ pub struct Plugin {
     pub logs: Arc<LogBuffer>,
     pub contract: ArcSwapOption<Contract>,
     /// The verified binary every instance executes, shared by replicas.
-    pub image: Mutex<Option<Arc<start::PluginImage>>>,
+    pub image: Mutex<Option<Arc<launcher::Image>>>,
     /// Quotas the operator set at run time (persisted), over the config's.
     pub overrides: ArcSwap<QuotaConfig>,
     /// Held while a quota change is applied, so changes do not interleave.

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::backoff::Restarts;
+use super::error::StartError;
 use super::running::Running;
-use super::start::{self, StartError};
+use super::start;
 use super::state::State;
 use super::{Contract, Instance, Live, Plugin};
 use crate::config::RestartPolicy;
 use crate::config::units::format_duration;
+use crate::observe::events::EventKind;
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
 
@@ -89,8 +91,9 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         // The process is gone and its cgroup removed (or left for cleanup).
         inst.cgroup.store(None);
         let failure = match started {
-            Err(StartError::Refused(reason)) => {
-                shared.events.emit(&plugin.name, &inst.id, "refused", reason.clone(), &[]);
+            Err(e @ StartError::Refused { .. }) => {
+                let reason = e.cause().to_string();
+                shared.events.emit(&plugin.name, &inst.id, EventKind::Refused, reason.clone(), &[]);
                 inst.update(|s| {
                     s.state = State::Failed;
                     s.reason = format!("refused: {reason}");
@@ -99,8 +102,9 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 held = Some(want.generation);
                 continue;
             }
-            Err(StartError::Failed(reason)) => {
-                shared.events.emit(&plugin.name, &inst.id, "start-failed", reason.clone(), &[]);
+            Err(e @ StartError::Failed { .. }) => {
+                let reason = e.cause().to_string();
+                shared.events.emit(&plugin.name, &inst.id, EventKind::StartFailed, reason.clone(), &[]);
                 reason
             }
             Ok(outcome) => match outcome {
@@ -147,7 +151,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         shared.events.emit(
             &plugin.name,
             &inst.id,
-            if looping.is_some() { "crash-loop" } else { "backoff" },
+            if looping.is_some() { EventKind::CrashLoop } else { EventKind::Backoff },
             format!("{why}; next attempt in {}", format_duration(round(delay))),
             &[],
         );
@@ -201,7 +205,7 @@ async fn attend(
     shared.events.emit(
         &plugin.name,
         &inst.id,
-        "ready",
+        EventKind::Ready,
         format!("pid {} ready: version {}, services {}", running.pid, declared.version, declared.services.join(", ")),
         &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
     );
@@ -228,7 +232,7 @@ async fn attend(
         Ended::Exited(status, ran) => {
             let reason = running.reason(status);
             running.clean_up().await;
-            shared.events.emit(&plugin.name, &inst.id, "exited", format!("pid {pid} {reason}"), &[]);
+            shared.events.emit(&plugin.name, &inst.id, EventKind::Exited, format!("pid {pid} {reason}"), &[]);
             Outcome::Exited { success: status.success(), reason, ran }
         }
         other => {
@@ -241,7 +245,13 @@ async fn attend(
             let stop_timeout = plugin.spec.load().stop_timeout;
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             running.clean_up().await;
-            shared.events.emit(&plugin.name, &inst.id, "stopped", format!("pid {pid} stopped ({why}): {status}"), &[]);
+            shared.events.emit(
+                &plugin.name,
+                &inst.id,
+                EventKind::Stopped,
+                format!("pid {pid} stopped ({why}): {status}"),
+                &[],
+            );
             inst.update(|s| {
                 s.state = State::Stopped;
                 s.reason = format!("stopped: {why}");

@@ -9,7 +9,7 @@ use plugin_proto::plugin::v1::plugin_lifecycle_client::PluginLifecycleClient;
 use tokio::sync::watch;
 
 use super::running::Running;
-use crate::sandbox::pidfd::{self, ExitStatus};
+use crate::sandbox::pidfd::ExitStatus;
 
 /// How long SIGTERM gets after the drain deadline, before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
@@ -41,7 +41,7 @@ pub async fn stop(
         {
             return Some(status);
         }
-        let _ = pidfd::send_signal(running.pidfd.get_ref(), libc::SIGTERM);
+        running.terminate();
         tokio::time::timeout(TERM_GRACE, running.exited()).await.ok()
     };
     if let Some(status) = unless_hurried(patient, &mut hurry).await.flatten() {

@@ -10,6 +10,70 @@ use tokio::sync::broadcast;
 use super::metrics::Metrics;
 use super::ring::Ring;
 
+/// What happened, as a kind: the `kind` field of an event, the `kind`
+/// label of `supervisor_events_total`. The names are interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A process was started for an instance.
+    Spawned,
+    /// An instance passed its handshake and init and takes calls.
+    Ready,
+    /// An instance's process ended on its own.
+    Exited,
+    /// An instance was stopped on purpose.
+    Stopped,
+    /// An instance cannot run as configured; it waits for the operator.
+    Refused,
+    /// A start failed in a way a retry may fix.
+    StartFailed,
+    /// An instance waits before its next start.
+    Backoff,
+    /// An instance keeps failing; it is still retried, at the capped delay.
+    CrashLoop,
+    /// A forbidden system call was denied, or killed the instance.
+    Seccomp,
+    /// The task limit refused forks.
+    PidsLimit,
+    /// The CPU quota held an instance back.
+    CpuThrottled,
+    /// A quota change was applied.
+    Quota,
+    /// A quota change (or a persisted one at start) was refused by the kernel.
+    QuotaRefused,
+    /// A peer the control socket does not admit tried to connect.
+    ControlRefused,
+    /// A follower fell behind and missed events (sent to that follower only).
+    Missed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Spawned => "spawned",
+            EventKind::Ready => "ready",
+            EventKind::Exited => "exited",
+            EventKind::Stopped => "stopped",
+            EventKind::Refused => "refused",
+            EventKind::StartFailed => "start-failed",
+            EventKind::Backoff => "backoff",
+            EventKind::CrashLoop => "crash-loop",
+            EventKind::Seccomp => "seccomp",
+            EventKind::PidsLimit => "pids-limit",
+            EventKind::CpuThrottled => "cpu-throttled",
+            EventKind::Quota => "quota",
+            EventKind::QuotaRefused => "quota-refused",
+            EventKind::ControlRefused => "control-refused",
+            EventKind::Missed => "missed",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug)]
 pub struct EventBus {
     ring: Ring<Event>,
@@ -26,18 +90,19 @@ impl EventBus {
         &self,
         plugin: &str,
         instance: &str,
-        kind: &str,
+        kind: EventKind,
         message: impl Into<String>,
         fields: &[(&str, String)],
     ) {
         let message = message.into();
-        tracing::info!(plugin, instance, kind, "{message}");
+        let name = kind.as_str();
+        tracing::info!(plugin, instance, kind = name, "{message}");
         self.metrics.record_event(plugin, kind);
         self.ring.push(Event {
             unix_nanos: super::unix_nanos(),
             plugin: plugin.to_owned(),
             instance: instance.to_owned(),
-            kind: kind.to_owned(),
+            kind: name.to_owned(),
             message,
             fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
         });

@@ -86,8 +86,8 @@ impl Metrics {
     }
 
     /// A lifecycle event of `kind` happened to `plugin`.
-    pub fn record_event(&self, plugin: &str, kind: &str) {
-        self.events.get_or_create(&vec![("plugin", plugin.to_owned()), ("kind", kind.to_owned())]).inc();
+    pub fn record_event(&self, plugin: &str, kind: super::events::EventKind) {
+        self.events.get_or_create(&vec![("plugin", plugin.to_owned()), ("kind", kind.as_str().to_owned())]).inc();
     }
 
     /// Everything, as OpenMetrics text, with the instances' gauges taken
@@ -199,6 +199,7 @@ mod tests {
     use plugin_proto::control::v1::ResourceUsage;
 
     use super::*;
+    use crate::observe::events::EventKind;
 
     fn row(name: &str, state: &str, usage: Option<ResourceUsage>) -> InstanceStatus {
         InstanceStatus {
@@ -232,7 +233,7 @@ mod tests {
     #[test]
     fn instances_show_state_restarts_and_usage() {
         let m = Metrics::default();
-        m.record_event("auth", "exited");
+        m.record_event("auth", EventKind::Exited);
         let usage = ResourceUsage {
             memory_current: 5 << 20,
             cpu_usage_usec: 1_500_000,
@@ -281,7 +282,7 @@ mod tests {
     #[test]
     fn no_series_has_a_label_prometheus_reserves_for_its_targets() {
         let m = Metrics::default();
-        m.record_event("echo", "exited");
+        m.record_event("echo", EventKind::Exited);
         m.plugin_calls("echo").record(tonic::Code::Ok, Duration::from_micros(40));
         let usage = ResourceUsage { memory_current: 1, ..Default::default() };
         let names = label_names(&m.render(&[row("echo", "running", Some(usage))]));
@@ -294,7 +295,7 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::default();
-        m.record_event("we\"ird\nname", "x");
+        m.record_event("we\"ird\nname", EventKind::Exited);
         let text = m.render(&[]);
         assert!(text.contains(r#"plugin="we\"ird\nname""#), "{text}");
     }

@@ -37,6 +37,10 @@ pub enum SandboxError {
     /// alone.
     #[error(transparent)]
     SubtreeInUse(CgroupError),
+    #[error("cannot start the spawner thread: {0}")]
+    Spawner(std::io::Error),
+    #[error("building the sandbox panicked: {0}")]
+    Panicked(String),
 }
 
 /// An instance's fences, ready for the spawn.

@@ -1,0 +1,271 @@
+//! A launcher for the lifecycle's tests: each "process" is an SDK plugin served inside the
+//! test process on one end of a socketpair, so starting, greeting, serving, crashing,
+//! restarting and stopping run for real without root, cgroups or a fork.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tonic::body::Body;
+use tonic::server::NamedService;
+
+use super::error::{Cause, StartError};
+use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Process};
+use crate::config::PluginSpec;
+use crate::sandbox::pidfd::ExitStatus;
+
+/// What the next process of an instance does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Serves `fake.v1.Fake` (an echo), declaring itself as `name`.
+    Serve { name: String },
+    /// Exits with `code` before answering anything.
+    Exit { code: i32 },
+    /// Takes the connection and never answers.
+    Hang,
+}
+
+/// Processes, by fake pid.
+#[derive(Debug, Default)]
+struct Table {
+    exits: HashMap<i32, watch::Sender<Option<ExitStatus>>>,
+}
+
+/// Launches [`Behaviour`]s; by default every process serves under its plugin's name.
+#[derive(Debug, Default)]
+pub struct FakeLauncher {
+    /// What the next launches do, in order, per plugin; then `Serve`.
+    script: Mutex<HashMap<String, Vec<Behaviour>>>,
+    launches: Mutex<Vec<(String, i32)>>,
+    table: Arc<Mutex<Table>>,
+    next_pid: AtomicI32,
+}
+
+impl FakeLauncher {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { next_pid: AtomicI32::new(100_000), ..Self::default() })
+    }
+
+    /// The next processes of `plugin` do these, in order.
+    pub fn script(&self, plugin: &str, behaviours: &[Behaviour]) {
+        self.script.lock().unwrap().entry(plugin.to_owned()).or_default().extend_from_slice(behaviours);
+    }
+
+    /// How many processes `plugin`'s instances have been given.
+    pub fn launches(&self, plugin: &str) -> usize {
+        self.launches.lock().unwrap().iter().filter(|(p, _)| p == plugin).count()
+    }
+
+    /// The process `pid` ends as if it had crashed with exit code `code`.
+    pub fn crash(&self, pid: i32, code: i32) {
+        if let Some(tx) = self.table.lock().unwrap().exits.get(&pid) {
+            tx.send_if_modified(|s| s.is_none() && s.replace(ExitStatus::Exited(code)).is_none());
+        }
+    }
+
+    fn next(&self, spec: &PluginSpec) -> Behaviour {
+        let mut script = self.script.lock().unwrap();
+        match script.get_mut(&spec.name) {
+            Some(queue) if !queue.is_empty() => queue.remove(0),
+            _ => Behaviour::Serve { name: spec.name.clone() },
+        }
+    }
+}
+
+impl Launcher for FakeLauncher {
+    fn image(
+        &self,
+        spec: Arc<PluginSpec>,
+        cached: Option<Arc<Image>>,
+    ) -> BoxFuture<'_, Result<Arc<Image>, StartError>> {
+        Box::pin(async move {
+            Ok(cached.unwrap_or_else(|| {
+                Arc::new(Image { sha256: format!("fake-{}", spec.name), signed_version: None, payload: Arc::new(()) })
+            }))
+        })
+    }
+
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, StartError>> {
+        Box::pin(async move {
+            let behaviour = self.next(&req.spec);
+            let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+            self.launches.lock().unwrap().push((req.spec.name.clone(), pid));
+            let io = |source| StartError::Failed {
+                plugin: req.spec.name.clone(),
+                instance: req.instance.clone(),
+                cause: Cause::Io { what: "creating the socketpair", source },
+            };
+            let (ours, theirs) = tokio::net::UnixStream::pair().map_err(io)?;
+            let (exit_tx, exit) = watch::channel(None);
+            self.table.lock().unwrap().exits.insert(pid, exit_tx.clone());
+            let instance = req.instance.clone();
+            let task = tokio::spawn(async move {
+                let status = match behaviour {
+                    Behaviour::Serve { name } => {
+                        let served = plugin_sdk::testing::serve_connection(plugin(&name), theirs, instance).await;
+                        ExitStatus::Exited(i32::from(served.is_err()))
+                    }
+                    Behaviour::Exit { code } => ExitStatus::Exited(code),
+                    Behaviour::Hang => {
+                        let _held = theirs;
+                        std::future::pending::<ExitStatus>().await
+                    }
+                };
+                exit_tx.send_if_modified(|s| s.is_none() && s.replace(status).is_none());
+            });
+            let process = FakeProcess { pid, exit, task, table: self.table.clone() };
+            Ok(Launched {
+                process: Box::new(process),
+                conn: ours,
+                fencing: Fencing { tier: req.spec.tier.clone(), quota: req.quota, ..Fencing::default() },
+            })
+        })
+    }
+
+    fn tier_quota(&self, _tier: &str) -> Option<crate::sandbox::tier::Quota> {
+        None
+    }
+
+    fn teardown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn teardown_blocking(&self, _limit: Duration) {}
+}
+
+/// A served plugin as a process: it ends when its task does, or is made to.
+struct FakeProcess {
+    pid: i32,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    task: tokio::task::JoinHandle<()>,
+    table: Arc<Mutex<Table>>,
+}
+
+impl FakeProcess {
+    fn end(&self, signal: i32) {
+        self.task.abort();
+        if let Some(tx) = self.table.lock().unwrap().exits.get(&self.pid) {
+            tx.send_if_modified(|s| {
+                s.is_none() && s.replace(ExitStatus::Signaled { signal, core_dumped: false }).is_none()
+            });
+        }
+    }
+}
+
+impl Process for FakeProcess {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
+        self.exit.clone()
+    }
+
+    fn kill(&self) {
+        self.end(libc::SIGKILL);
+    }
+
+    fn terminate(&self) {
+        self.end(libc::SIGTERM);
+    }
+
+    fn reason(&self, status: ExitStatus) -> String {
+        status.to_string()
+    }
+
+    fn clean_up(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl Drop for FakeProcess {
+    fn drop(&mut self) {
+        // A process handle dropped unstopped kills its process, as the real one does.
+        if self.exit.borrow().is_none() {
+            self.end(libc::SIGKILL);
+        }
+        self.task.abort();
+        self.table.lock().unwrap().exits.remove(&self.pid);
+    }
+}
+
+/// The contract the fake plugins serve: one echo method over a one-string message.
+const FAKE_PROTO: &str = r#"syntax = "proto3";
+package fake.v1;
+message Text { string text = 1; }
+service Fake { rpc Echo(Text) returns (Text); }
+"#;
+
+fn descriptors() -> Vec<u8> {
+    static ENCODED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    ENCODED
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("fake.proto"), FAKE_PROTO).expect("write fake.proto");
+            let set = protox::compile(["fake.proto"], [dir.path()]).expect("fake.proto compiles");
+            prost::Message::encode_to_vec(&set)
+        })
+        .clone()
+}
+
+/// An SDK plugin named `name` serving [`FakeService`].
+fn plugin(name: &str) -> plugin_sdk::Plugin {
+    plugin_sdk::Plugin::new(name, "1.0.0").descriptors(&descriptors()).service(FakeService)
+}
+
+/// `fake.v1.Fake`: answers every call with its own request, which for `Echo` is a valid
+/// answer (same message type), without decoding it.
+#[derive(Clone, Debug)]
+pub struct FakeService;
+
+impl NamedService for FakeService {
+    const NAME: &'static str = "fake.v1.Fake";
+}
+
+impl tower::Service<http::Request<Body>> for FakeService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        Box::pin(async move {
+            let data = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames =
+                vec![Ok::<_, tonic::Status>(http_body::Frame::data(data)), Ok(http_body::Frame::trailers(trailers))];
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+            let mut response = http::Response::new(Body::new(body));
+            response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+            Ok(response)
+        })
+    }
+}
+
+/// The message of `fake.v1.Fake/Echo`, for clients in tests.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Text {
+    #[prost(string, tag = "1")]
+    pub text: String,
+}
+
+/// Calls `fake.v1.Fake/Echo` on `channel`.
+pub async fn echo(channel: crate::Channel, text: &str) -> Result<String, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/fake.v1.Fake/Echo");
+    let codec = tonic_prost::ProstCodec::<Text, Text>::default();
+    let answer = grpc.unary(tonic::Request::new(Text { text: text.to_owned() }), path, codec).await?;
+    Ok(answer.into_inner().text)
+}

@@ -1,0 +1,107 @@
+//! The seam under the lifecycle: the one narrow interface through which the instance state
+//! machine and the restart policy (and reload and rollout after them) reach the kernel.
+//! `SandboxLauncher` is the real one: verified images, cgroups, seccomp, Landlock and a
+//! forked process. Tests use one that serves an SDK plugin inside the test process over a
+//! socketpair, so the lifecycle's logic runs without root (in the manner of youki's
+//! `Syscall` trait and containerd's shim trait).
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::error::StartError;
+use crate::config::{PluginSpec, QuotaConfig};
+use crate::observe::events::EventBus;
+use crate::observe::logs::LogBuffer;
+use crate::sandbox::cgroup;
+use crate::sandbox::pidfd::ExitStatus;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A plugin binary verified and ready to run, shared by the instances that run it.
+#[derive(Clone)]
+pub struct Image {
+    /// Hex SHA-256 of what runs.
+    pub sha256: String,
+    /// The version its signature vouches for, when it is signed.
+    pub signed_version: Option<String>,
+    /// What the launcher that made it needs to run it (the real one's sealed copy of the
+    /// file and its Landlock grants); only that launcher looks inside.
+    pub payload: Arc<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Image").field("sha256", &self.sha256).field("signed_version", &self.signed_version).finish()
+    }
+}
+
+/// One instance to bring up.
+pub struct LaunchRequest {
+    pub spec: Arc<PluginSpec>,
+    pub instance: String,
+    pub image: Arc<Image>,
+    /// The quotas it starts with (the tier's, the config's, the operator's overrides).
+    pub quota: QuotaConfig,
+    /// Where its output and log records go.
+    pub logs: Arc<LogBuffer>,
+    /// Where what the launcher alone sees (a seccomp violation) is reported.
+    pub events: Arc<EventBus>,
+}
+
+/// How an instance is fenced, as status shows it.
+#[derive(Clone, Debug, Default)]
+pub struct Fencing {
+    pub tier: String,
+    pub quota: QuotaConfig,
+    /// Quotas the host could not enforce.
+    pub notes: Vec<String>,
+    /// Its cgroup leaf, for sampling and live quota changes.
+    pub cgroup: Option<Arc<cgroup::Instance>>,
+}
+
+/// A process started for an instance, not yet greeted.
+pub struct Launched {
+    pub process: Box<dyn Process>,
+    /// The supervisor's end of the connection the plugin serves on (its fd 3).
+    pub conn: tokio::net::UnixStream,
+    pub fencing: Fencing,
+}
+
+/// A started plugin process as the lifecycle handles it. Dropping it without
+/// [`Process::clean_up`] kills whatever of it is left.
+pub trait Process: Send + Sync {
+    fn pid(&self) -> i32;
+    /// Becomes `Some` once the process has ended.
+    fn exit(&self) -> watch::Receiver<Option<ExitStatus>>;
+    /// Kills it and everything it started, now.
+    fn kill(&self);
+    /// Asks it to stop (SIGTERM).
+    fn terminate(&self);
+    /// Why it ended, in the words operators see: a seccomp violation or an OOM kill is
+    /// named as such, never as a bare signal.
+    fn reason(&self, status: ExitStatus) -> String;
+    /// Once it has ended: kills what it left and releases what was held for it.
+    fn clean_up(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Brings plugin processes up and takes the sandbox down.
+pub trait Launcher: Send + Sync + fmt::Debug {
+    /// The verified image of `spec`'s binary: `cached` again while it is still what the
+    /// binary is, else verified afresh.
+    fn image(&self, spec: Arc<PluginSpec>, cached: Option<Arc<Image>>)
+    -> BoxFuture<'_, Result<Arc<Image>, StartError>>;
+    /// Starts one instance: fenced, connected, not yet greeted.
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, StartError>>;
+    /// The default quotas of `tier`, when the launcher knows it.
+    fn tier_quota(&self, tier: &str) -> Option<crate::sandbox::tier::Quota>;
+    /// Takes down what is left of every instance (the supervisor is stopping).
+    fn teardown(&self) -> BoxFuture<'_, ()>;
+    /// [`Launcher::teardown`] for callers that cannot wait asynchronously, within `limit`.
+    fn teardown_blocking(&self, limit: Duration);
+}

@@ -1,0 +1,374 @@
+//! The real launcher: verifies a plugin's binary into a sealed image, fences each instance
+//! (cgroup leaf with its quotas, uid, namespaces, Landlock, seccomp), forks it from the
+//! spawner thread, and keeps what the supervisor holds of the process: its pidfd, its
+//! seccomp listener, its output, the host service on its fd 4.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::error::{Cause, StartError};
+use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Process};
+use crate::config::units::ByteSize;
+use crate::config::{Config, PluginSpec, QuotaConfig};
+use crate::integrity::{Policy, SearchConfig, VerifiedImage};
+use crate::observe::capture;
+use crate::observe::events::{EventBus, EventKind};
+use crate::sandbox::cgroup::{self, Removal};
+use crate::sandbox::confine::{ConfineError, ImageGrants, Sandbox, SandboxError};
+use crate::sandbox::pidfd::{self, ExitStatus};
+use crate::sandbox::spawn::{SpawnPlan, Spawner};
+use crate::sandbox::tier::{ARCH_KILL_REPORT, Verdict, ViolationAction};
+
+/// A plugin's verified binary and what Landlock grants it: the payload of the [`Image`]s
+/// this launcher makes.
+#[derive(Debug)]
+pub struct PluginImage {
+    pub image: VerifiedImage,
+    pub grants: ImageGrants,
+}
+
+/// Plugins as real, sandboxed child processes.
+#[derive(Debug)]
+pub struct SandboxLauncher {
+    sandbox: Sandbox,
+    spawner: Spawner,
+}
+
+impl SandboxLauncher {
+    /// Starts the spawner thread and builds the sandbox (the cgroup subtree, after cleaning
+    /// what a dead supervisor left), off the async thread: the cleaning may wait.
+    pub async fn start(config: &Config) -> Result<Self, SandboxError> {
+        let spawner = Spawner::start().map_err(SandboxError::Spawner)?;
+        let config = config.clone();
+        let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(&config)).await.map_err(|e| {
+            SandboxError::Spawner(std::io::Error::other(format!("building the sandbox panicked: {e}")))
+        })??;
+        Ok(Self { sandbox, spawner })
+    }
+}
+
+fn refused(spec: &PluginSpec, instance: &str, cause: impl Into<Cause>) -> StartError {
+    StartError::Refused { plugin: spec.name.clone(), instance: instance.to_owned(), cause: cause.into() }
+}
+
+fn failed(spec: &PluginSpec, instance: &str, cause: impl Into<Cause>) -> StartError {
+    StartError::Failed { plugin: spec.name.clone(), instance: instance.to_owned(), cause: cause.into() }
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Cause {
+    move |source| Cause::Io { what, source }
+}
+
+impl Launcher for SandboxLauncher {
+    fn image(
+        &self,
+        spec: Arc<PluginSpec>,
+        cached: Option<Arc<Image>>,
+    ) -> BoxFuture<'_, Result<Arc<Image>, StartError>> {
+        Box::pin(async move {
+            if let Some(img) = cached
+                && img.payload.downcast_ref::<PluginImage>().is_some_and(|p| p.image.is_current())
+            {
+                return Ok(img);
+            }
+            let name = spec.name.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let policy = Policy {
+                    expected_sha256: spec.integrity.sha256,
+                    require_signature: spec.integrity.require_signature,
+                    trusted_keys: &spec.integrity.trusted_keys,
+                    ..Policy::default()
+                };
+                let image =
+                    VerifiedImage::load(&spec.name, &spec.binary, &policy).map_err(|e| Cause::Image(Box::new(e)))?;
+                // The loader's files are granted under Landlock; a library that cannot be
+                // found is reported now rather than as a crash at start.
+                let loader = image
+                    .binary()
+                    .loader_files(&SearchConfig::host())
+                    .map_err(|e| Cause::Libraries { plugin: spec.name.clone(), source: Box::new(e) })?;
+                Ok::<_, Cause>(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect()) })
+            })
+            .await;
+            let whose = |cause| StartError::Refused { plugin: name.clone(), instance: String::new(), cause };
+            let loaded = match loaded {
+                Ok(Ok(loaded)) => loaded,
+                Ok(Err(cause)) => return Err(whose(cause)),
+                Err(e) => {
+                    let cause = Cause::VerifierPanicked(e.to_string());
+                    return Err(StartError::Failed { plugin: name, instance: String::new(), cause });
+                }
+            };
+            let binary = loaded.image.binary();
+            Ok(Arc::new(Image {
+                sha256: binary.digest().to_hex(),
+                signed_version: binary.signature().map(|s| s.version.clone()),
+                payload: Arc::new(loaded),
+            }))
+        })
+    }
+
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, StartError>> {
+        Box::pin(async move {
+            let spec = &req.spec;
+            let id = req.instance.as_str();
+            let Some(image) = req.image.payload.downcast_ref::<PluginImage>() else {
+                return Err(failed(spec, id, Cause::Confine("the image was not made by this launcher".into())));
+            };
+            let confined = self.sandbox.confine(spec, id, &req.quota, &image.grants).map_err(|e| match e {
+                ConfineError::Refused(r) => refused(spec, id, Cause::Confine(r)),
+                ConfineError::Failed(r) => failed(spec, id, Cause::Confine(r)),
+            })?;
+            let cgroup = confined.cgroup.map(Arc::new);
+            let fences = Fences {
+                cgroup: cgroup.clone(),
+                violation: Arc::default(),
+                seccomp: confined.seccomp.is_some(),
+                quota: req.quota.clone(),
+            };
+            let fencing = Fencing {
+                tier: spec.tier.clone(),
+                quota: req.quota.clone(),
+                notes: confined.notes,
+                cgroup: cgroup.clone(),
+            };
+            let binary: OwnedFd =
+                image.image.exec_file().map_err(|e| failed(spec, id, io("duplicating the binary image")(e)))?.into();
+            let (instance_io, child_fds) =
+                crate::sandbox::instance_io().map_err(|e| failed(spec, id, io("creating sockets")(e)))?;
+            let (argv, env) = crate::sandbox::argv_env(spec, id);
+            let plan =
+                SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: confined.child };
+            let spawned = match self.spawner.spawn(plan).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(cg) = &cgroup {
+                        let _ = cg.kill();
+                        let _ = cg.try_remove();
+                    }
+                    return Err(refused(spec, id, e));
+                }
+            };
+            let pid = spawned.pid;
+            // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and unchanged
+            // for its whole life.
+            let registered = unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
+            let pidfd = Arc::new(registered.map_err(|e| failed(spec, id, io("watching the process")(e.into())))?);
+            let (exit_tx, exit) = watch::channel(None);
+            let reaper = tokio::spawn({
+                let pidfd = pidfd.clone();
+                async move {
+                    let status = pidfd::wait(&pidfd).await.unwrap_or(ExitStatus::Exited(-1));
+                    let _ = exit_tx.send(Some(status));
+                }
+            });
+            // From here on, dropping `process` (any error below, or a cancelled start)
+            // kills the instance.
+            let mut process = SandboxProcess { pid, pidfd, exit, tasks: vec![reaper], fences };
+            if let (Some(listener), Some(action)) = (spawned.seccomp_listener, confined.seccomp) {
+                process.tasks.push(tokio::spawn(watch_seccomp(
+                    listener,
+                    action,
+                    process.fences.clone(),
+                    process.pidfd.clone(),
+                    spec.name.clone(),
+                    id.to_owned(),
+                    req.events.clone(),
+                )));
+            }
+            for (fd, stream) in [(instance_io.stdout, "stdout"), (instance_io.stderr, "stderr")] {
+                let task = capture::spawn(fd, stream, id.to_owned(), req.logs.clone())
+                    .map_err(|e| failed(spec, id, Cause::Io { what: "capturing the output", source: e }))?;
+                process.tasks.push(task);
+            }
+            let host = to_tokio(instance_io.host).map_err(|e| failed(spec, id, io("host socket")(e)))?;
+            let host_svc = super::host::server(id.to_owned(), req.logs.clone());
+            process.tasks.push(tokio::spawn(crate::net::serve_h2(host, host_svc)));
+            let conn = to_tokio(instance_io.plugin).map_err(|e| failed(spec, id, io("plugin socket")(e)))?;
+            Ok(Launched { process: Box::new(process), conn, fencing })
+        })
+    }
+
+    fn tier_quota(&self, tier: &str) -> Option<crate::sandbox::tier::Quota> {
+        self.sandbox.tier(tier).map(|t| t.quota.clone())
+    }
+
+    fn teardown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.sandbox.teardown())
+    }
+
+    fn teardown_blocking(&self, limit: Duration) {
+        self.sandbox.teardown_blocking(limit);
+    }
+}
+
+fn to_tokio(s: std::os::unix::net::UnixStream) -> std::io::Result<tokio::net::UnixStream> {
+    s.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(s)
+}
+
+/// What fences a running instance, and what they reported.
+#[derive(Clone, Debug, Default)]
+struct Fences {
+    cgroup: Option<Arc<cgroup::Instance>>,
+    /// Set by the seccomp listener when a forbidden call killed the instance.
+    violation: Arc<Mutex<Option<String>>>,
+    /// A seccomp filter is installed (so SIGSYS means the arch check).
+    seccomp: bool,
+    quota: QuotaConfig,
+}
+
+impl Fences {
+    /// Kills every process of the instance: the whole cgroup when there is one (a
+    /// double-forked escapee included), else the main process.
+    fn kill(&self, pidfd: &OwnedFd) {
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.kill()
+        {
+            tracing::warn!(error = %e, "cgroup kill failed; signalling the main process");
+        }
+        let _ = pidfd::send_signal(pidfd, libc::SIGKILL);
+    }
+}
+
+/// A forked, sandboxed plugin process.
+struct SandboxProcess {
+    pid: i32,
+    pidfd: Arc<AsyncFd<OwnedFd>>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    /// The reaper, the seccomp listener, the output readers, the host service.
+    tasks: Vec<JoinHandle<()>>,
+    fences: Fences,
+}
+
+impl Process for SandboxProcess {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
+        self.exit.clone()
+    }
+
+    fn kill(&self) {
+        self.fences.kill(self.pidfd.get_ref());
+    }
+
+    fn terminate(&self) {
+        let _ = pidfd::send_signal(self.pidfd.get_ref(), libc::SIGTERM);
+    }
+
+    fn reason(&self, status: ExitStatus) -> String {
+        if let Ok(Some(v)) = self.fences.violation.lock().map(|v| v.clone()) {
+            return v;
+        }
+        let killed = matches!(status, ExitStatus::Signaled { signal: libc::SIGKILL, .. });
+        if killed
+            && let Some(cg) = &self.fences.cgroup
+            && cg.stats().ok().and_then(|s| s.oom_kills).is_some_and(|n| n > 0)
+        {
+            return format!("killed: out of memory (limit {})", oom_limit(cg, &self.fences.quota));
+        }
+        if self.fences.seccomp && matches!(status, ExitStatus::Signaled { signal: libc::SIGSYS, .. }) {
+            return ARCH_KILL_REPORT.to_owned();
+        }
+        status.to_string()
+    }
+
+    /// Kills whatever else is left in the cgroup and removes it, waiting (bounded) for the
+    /// stragglers to exit.
+    fn clean_up(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(cg) = &self.fences.cgroup {
+                let _ = cg.kill();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    match cg.try_remove() {
+                        Ok(Removal::Removed) => break,
+                        Ok(Removal::Pending { .. }) if tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        other => {
+                            tracing::warn!(result = ?other, cgroup = ?cg.cgroups(), "instance cgroup not removed; the next start or shutdown retries");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        // Whoever drops a process without stopping it (a cancelled task, a shutdown) must
+        // not leave it behind.
+        if self.exit.borrow().is_none() {
+            self.kill();
+        } else if let Some(cg) = &self.fences.cgroup {
+            let _ = cg.kill();
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The memory limit in force when the OOM killer struck: read from the cgroup, since a
+/// live `quota` change may have moved it since the spawn; the spawn-time quota only when
+/// the cgroup cannot tell.
+fn oom_limit(cg: &cgroup::Instance, at_spawn: &QuotaConfig) -> String {
+    match cg.limits() {
+        Ok(l) => l.memory_max.map_or_else(|| "none".to_owned(), |b| ByteSize(b).to_string()),
+        Err(_) => at_spawn.memory_max.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
+    }
+}
+
+/// Serves the instance's seccomp listener: a forbidden call either ends the instance (its
+/// state then names the call) or fails with the tier's errno (an event names it).
+async fn watch_seccomp(
+    listener: OwnedFd,
+    action: ViolationAction,
+    fences: Fences,
+    pidfd: Arc<AsyncFd<OwnedFd>>,
+    plugin: String,
+    instance: String,
+    events: Arc<EventBus>,
+) {
+    crate::sandbox::notify::serve(listener, action, |v| {
+        let report = v.to_string();
+        if let Verdict::Kill = v.verdict {
+            if let Ok(mut slot) = fences.violation.lock() {
+                slot.get_or_insert_with(|| report.clone());
+            }
+            fences.kill(pidfd.get_ref());
+        }
+        events.emit(&plugin, &instance, EventKind::Seccomp, report, &[("syscall", v.syscall.to_string())]);
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::cgroup::test_hosts::{create, hybrid};
+    use crate::sandbox::cgroup::{Limits, SubtreeConfig};
+
+    #[test]
+    fn the_oom_reason_names_the_limit_in_force_not_the_one_at_spawn() {
+        let (fs, layout) = hybrid();
+        let cfg = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &cfg).unwrap();
+        let at_spawn = QuotaConfig { memory_max: Some(ByteSize(64 << 20)), ..Default::default() };
+        let cg = tree.create_instance("p", "p-0", &Limits { memory_max: Some(64 << 20), ..Limits::default() }).unwrap();
+        assert_eq!(oom_limit(&cg, &at_spawn), "64M");
+        // A live quota change lowered it.
+        cg.set_limits(&Limits { memory_max: Some(6 << 20), ..Limits::default() }).unwrap();
+        assert_eq!(oom_limit(&cg, &at_spawn), "6M");
+    }
+}
