@@ -113,7 +113,11 @@ impl Supervisor {
         limits.validate().map_err(|e| bad(e.to_string()))?;
         let previous = quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &before));
         let cgroups: Vec<_> = p.instances.iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
-        if !force && let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
+        // Only a change of the memory limit can put it below what an instance uses.
+        if !force
+            && change.memory_max.is_some()
+            && let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max)
+        {
             return Err(SupervisorError::MemoryBelowUsage { plugin: name.into(), instance, limit, usage });
         }
         // Instances starting meanwhile take the new quotas; undone below if refused.
@@ -154,6 +158,14 @@ fn above_usage(cgroups: &Leaves, memory_max: Option<ByteSize>) -> Option<(String
         let used = cg.stats().ok()?.memory_current?;
         (used > max.bytes()).then(|| (id.clone(), max, ByteSize(used)))
     })
+}
+
+/// Sets the quotas `q` make on one instance's cgroup (those the host can enforce, when
+/// they are optional).
+pub(crate) fn apply_to(cg: &cgroup::Instance, q: &QuotaConfig) -> Result<(), cgroup::CgroupError> {
+    let limits = quota::limits(q);
+    let wanted = if q.optional { cg.enforceable(&limits) } else { limits };
+    cg.set_limits(&wanted)
 }
 
 /// Sets `limits` on every cgroup (without the quotas an instance whose

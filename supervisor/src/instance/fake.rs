@@ -19,6 +19,8 @@ use tonic::server::NamedService;
 use super::error::{Cause, StartError};
 use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Process};
 use crate::config::PluginSpec;
+use crate::sandbox::cgroup::test_hosts::{create, hybrid};
+use crate::sandbox::cgroup::{Subtree, SubtreeConfig};
 use crate::sandbox::pidfd::ExitStatus;
 
 /// What the next process of an instance does.
@@ -39,18 +41,51 @@ struct Table {
 }
 
 /// Launches [`Behaviour`]s; by default every process serves under its plugin's name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeLauncher {
     /// What the next launches do, in order, per plugin; then `Serve`.
     script: Mutex<HashMap<String, Vec<Behaviour>>>,
     launches: Mutex<Vec<(String, i32)>>,
     table: Arc<Mutex<Table>>,
     next_pid: AtomicI32,
+    /// Launches wait while this is false.
+    open: watch::Sender<bool>,
+    /// Instances get cgroup leaves on a fake kernel (a hybrid host), when set.
+    cgroups: Option<Subtree>,
 }
 
 impl FakeLauncher {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { next_pid: AtomicI32::new(100_000), ..Self::default() })
+        Arc::new(Self::without_cgroups())
+    }
+
+    fn without_cgroups() -> Self {
+        Self {
+            script: Mutex::default(),
+            launches: Mutex::default(),
+            table: Arc::default(),
+            next_pid: AtomicI32::new(100_000),
+            open: watch::channel(true).0,
+            cgroups: None,
+        }
+    }
+
+    /// A launcher whose instances get cgroup leaves on a fake hybrid host, so quotas are
+    /// set and read back.
+    pub fn with_cgroups() -> Arc<Self> {
+        let (fs, layout) = hybrid();
+        let config = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &config).expect("a subtree on the fake host");
+        Arc::new(Self { cgroups: Some(tree), ..Self::without_cgroups() })
+    }
+
+    /// Launches wait (after counting themselves) until [`FakeLauncher::release`].
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.open.send_replace(true);
     }
 
     /// The next processes of `plugin` do these, in order.
@@ -97,6 +132,21 @@ impl Launcher for FakeLauncher {
             let behaviour = self.next(&req.spec);
             let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             self.launches.lock().unwrap().push((req.spec.name.clone(), pid));
+            let _ = self.open.subscribe().wait_for(|open| *open).await;
+            let cgroup = match &self.cgroups {
+                Some(tree) => {
+                    let limits = crate::sandbox::quota::limits(&req.quota);
+                    let leaf = tree.create_instance(&req.spec.name, &req.instance, &limits).map_err(|e| {
+                        StartError::Failed {
+                            plugin: req.spec.name.clone(),
+                            instance: req.instance.clone(),
+                            cause: Cause::Confine(e.to_string()),
+                        }
+                    })?;
+                    Some(Arc::new(leaf))
+                }
+                None => None,
+            };
             let io = |source| StartError::Failed {
                 plugin: req.spec.name.clone(),
                 instance: req.instance.clone(),
@@ -124,7 +174,7 @@ impl Launcher for FakeLauncher {
             Ok(Launched {
                 process: Box::new(process),
                 conn: ours,
-                fencing: Fencing { tier: req.spec.tier.clone(), quota: req.quota, ..Fencing::default() },
+                fencing: Fencing { tier: req.spec.tier.clone(), quota: req.quota, notes: Vec::new(), cgroup },
             })
         })
     }

@@ -59,8 +59,22 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
             events: shared.events.clone(),
         })
         .await?;
-    let fencing = launched.fencing;
+    let mut fencing = launched.fencing;
     inst.cgroup.store(fencing.cgroup.clone());
+    // A quota change made while the process was being launched reached the instances
+    // whose cgroups existed then, not this one: it takes what is in force now. (The
+    // change and this are never interleaved: both run on the daemon's one thread.)
+    let now = plugin.quota(shared.launcher.tier_quota(&spec.tier).as_ref());
+    if now != fencing.quota
+        && let Some(cg) = &fencing.cgroup
+    {
+        match crate::quotas::apply_to(cg, &now) {
+            Ok(()) => fencing.quota = now,
+            Err(e) => {
+                tracing::warn!(plugin = %plugin.name, instance = %inst.id, error = %e, "a quota changed during the start could not be set; the earlier one stays")
+            }
+        }
+    }
     // From here on, dropping `running` (any error below, or a cancelled start) kills the
     // instance.
     let mut running = Running::new(launched.process);
@@ -80,13 +94,8 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
         &[("pid", pid.to_string())],
     );
 
-    let (channel, conn) =
-        H2Channel::handshake(launched.conn).await.map_err(|e| error(&spec, &inst.id, false, Cause::Http2(e)))?;
-    running.hold(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    match greet(&spec, &inst.id, channel.clone(), &running, shared, image.signed_version.as_deref()).await {
-        Ok(accepted) => {
+    match greet(&spec, &inst.id, launched.conn, &running, shared, image.signed_version.as_deref()).await {
+        Ok((channel, accepted)) => {
             running.channel = Some(channel);
             running.accepted = Some(accepted);
             Ok(running)
@@ -100,18 +109,18 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
     }
 }
 
-/// Handshake and init, each within the handshake timeout, each racing the process's exit
-/// so a binary that dies early is reported as such.
+/// HTTP/2 on the plugin's connection, then the handshake and init, each within the
+/// handshake timeout, each racing the process's exit so a binary that dies early is
+/// reported as such.
 async fn greet(
     spec: &PluginSpec,
     instance: &str,
-    channel: H2Channel,
+    conn: tokio::net::UnixStream,
     running: &Running,
     shared: &Shared,
     signed_version: Option<&str>,
-) -> Result<Accepted, StartError> {
+) -> Result<(H2Channel, Accepted), StartError> {
     let mut exit = running.exit_watch();
-    let mut client = PluginLifecycleClient::new(channel);
     let timeout = spec.handshake_timeout;
     let refused = |cause| error(spec, instance, true, cause);
     let failed = |cause| error(spec, instance, false, cause);
@@ -131,6 +140,20 @@ async fn greet(
         })
     };
     let mut exit_after_error = exit.clone();
+    let (channel, driver) = match H2Channel::handshake(conn).await {
+        Ok(shaken) => shaken,
+        Err(e) => {
+            // Writing the preface fails when the process has already gone.
+            if let Ok(s) = tokio::time::timeout(Duration::from_millis(200), exited(&mut exit_after_error)).await {
+                return Err(died(s, Phase::Handshake));
+            }
+            return Err(failed(Cause::Http2(e)));
+        }
+    };
+    running.hold(tokio::spawn(async move {
+        let _ = driver.await;
+    }));
+    let mut client = PluginLifecycleClient::new(channel.clone());
     let resp = tokio::select! {
         r = tokio::time::timeout(timeout, client.handshake(req)) => match r {
             Err(_) => return Err(refused(Cause::HandshakeTimeout(timeout))),
@@ -162,7 +185,7 @@ async fn greet(
             Err(_) => Err(failed(Cause::InitTimeout(timeout))),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(failed(Cause::InitFailed(status.message().to_owned()))),
             Ok(Err(status)) => Err(refused(Cause::InitRefused { code: status.code(), message: status.message().to_owned() })),
-            Ok(Ok(_)) => Ok(accepted),
+            Ok(Ok(_)) => Ok((channel, accepted)),
         },
         s = exited(&mut exit) => Err(died(s, Phase::Init)),
     }

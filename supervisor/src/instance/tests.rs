@@ -23,6 +23,10 @@ struct Fixture {
 /// A supervisor over the fake launcher, with `plugins` (`[[plugin]]` entries) and quick
 /// timeouts; `script` says what the first processes of a plugin do.
 fn fixture(plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
+    fixture_over(FakeLauncher::new(), plugins, script)
+}
+
+fn fixture_over(fake: Arc<FakeLauncher>, plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[supervisor]\nstate_dir = \"state\"\n\n[supervisor.sandbox]\nallow_unsandboxed = true\n\n\
@@ -33,7 +37,6 @@ fn fixture(plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
     let state = StateStore::open(&dir.path().join("state")).unwrap();
-    let fake = FakeLauncher::new();
     for (plugin, behaviours) in script {
         fake.script(plugin, behaviours);
     }
@@ -199,5 +202,28 @@ async fn replicas_share_the_calls_and_each_restarts_on_its_own() {
     }
     assert_eq!(p.instances[0].status().pid, Some(pids[0]), "the other replica was left alone");
     assert_eq!(p.instances[0].status().restarts, 0);
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_quota_changed_while_an_instance_launches_reaches_it_too() {
+    let fake = FakeLauncher::with_cgroups();
+    fake.hold();
+    let f = fixture_over(fake, &plugin("fake", "[plugin.quota]\npids_max = 64"), &[]);
+    let deadline = Instant::now() + UP;
+    while f.fake.launches("fake") == 0 {
+        assert!(Instant::now() < deadline, "no launch");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The process is being launched: its cgroup is not there yet for the change to reach.
+    let change = crate::quotas::QuotaChange::parse("", "", "", "32").unwrap();
+    let (_, said) = f.sup.change_quota("fake", &change, false).unwrap();
+    assert!(said.ends_with("(persisted; applied to 0 running instance(s))"), "{said}");
+    f.fake.release();
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let inst = &f.sup.plugin("fake").unwrap().instances[0];
+    let cg = inst.cgroup.load_full().expect("its cgroup");
+    assert_eq!(cg.limits().unwrap().pids_max, Some(32), "the change reached the instance launched meanwhile");
+    assert_eq!(inst.status().quota.pids_max, Some(32));
     f.sup.shutdown().await;
 }

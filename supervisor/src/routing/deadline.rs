@@ -19,14 +19,15 @@ const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// Parses a `grpc-timeout` value ("100m", "5S", ...).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
+    // At most 8 digits and a unit (gRPC over HTTP/2); no sign, no fraction.
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (num, unit) = v.split_at(v.len() - 1);
-    let n: u64 = num.parse().ok()?;
+    let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
@@ -299,6 +300,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("x"), None);
         assert_eq!(parse_grpc_timeout("123456789m"), None);
         assert_eq!(parse_grpc_timeout("10q"), None);
+        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        for bad in ["", "S", "10", "10s", "123456789S", "-1S", "+1S", "1.5S", "1é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
         for d in [Duration::from_micros(7), Duration::from_secs(3), Duration::from_secs(400_000)] {
             assert_eq!(parse_grpc_timeout(&encode_grpc_timeout(d)), Some(d));
         }
