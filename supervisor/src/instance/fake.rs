@@ -16,12 +16,17 @@ use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
+use std::time::Instant;
+
 use super::error::{Cause, StartError};
 use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Process};
+use crate::Supervisor;
+use crate::config::Config;
 use crate::config::PluginSpec;
 use crate::sandbox::cgroup::test_hosts::{create, hybrid};
 use crate::sandbox::cgroup::{Subtree, SubtreeConfig};
 use crate::sandbox::pidfd::ExitStatus;
+use crate::state::StateStore;
 
 /// What the next process of an instance does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +37,10 @@ pub enum Behaviour {
     Exit { code: i32 },
     /// Takes the connection and never answers.
     Hang,
+    /// Serves a contract that breaks `fake.v1.Fake` (its message's field changes type).
+    ServeBreaking { name: String },
+    /// Serves, then exits with code 1 after `after`.
+    ServeThenExit { after: Duration },
 }
 
 /// Processes, by fake pid.
@@ -156,11 +165,25 @@ impl Launcher for FakeLauncher {
             let (exit_tx, exit) = watch::channel(None);
             self.table.lock().unwrap().exits.insert(pid, exit_tx.clone());
             let instance = req.instance.clone();
+            let name_of = req.spec.name.clone();
             let task = tokio::spawn(async move {
                 let status = match behaviour {
                     Behaviour::Serve { name } => {
-                        let served = plugin_sdk::testing::serve_connection(plugin(&name), theirs, instance).await;
+                        let served = plugin_sdk::testing::serve_connection(sdk_plugin(&name), theirs, instance).await;
                         ExitStatus::Exited(i32::from(served.is_err()))
+                    }
+                    Behaviour::ServeBreaking { name } => {
+                        let plugin = plugin_sdk::Plugin::new(&name, "2.0.0")
+                            .descriptors(&descriptors(FAKE_PROTO_BREAKING))
+                            .service(FakeService);
+                        let served = plugin_sdk::testing::serve_connection(plugin, theirs, instance).await;
+                        ExitStatus::Exited(i32::from(served.is_err()))
+                    }
+                    Behaviour::ServeThenExit { after } => {
+                        let name = name_of.clone();
+                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name), theirs, instance);
+                        let _ = tokio::time::timeout(after, serving).await;
+                        ExitStatus::Exited(1)
                     }
                     Behaviour::Exit { code } => ExitStatus::Exited(code),
                     Behaviour::Hang => {
@@ -253,21 +276,25 @@ message Text { string text = 1; }
 service Fake { rpc Echo(Text) returns (Text); }
 "#;
 
-fn descriptors() -> Vec<u8> {
-    static ENCODED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    ENCODED
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(dir.path().join("fake.proto"), FAKE_PROTO).expect("write fake.proto");
-            let set = protox::compile(["fake.proto"], [dir.path()]).expect("fake.proto compiles");
-            prost::Message::encode_to_vec(&set)
-        })
-        .clone()
+/// [`FAKE_PROTO`] broken: the field changes type.
+const FAKE_PROTO_BREAKING: &str = r#"syntax = "proto3";
+package fake.v1;
+message Text { int64 text = 1; }
+service Fake { rpc Echo(Text) returns (Text); }
+"#;
+
+fn descriptors(proto: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("fake.proto"), proto).expect("write fake.proto");
+    let set = protox::compile(["fake.proto"], [dir.path()]).expect("fake.proto compiles");
+    prost::Message::encode_to_vec(&set)
 }
 
 /// An SDK plugin named `name` serving [`FakeService`].
-fn plugin(name: &str) -> plugin_sdk::Plugin {
-    plugin_sdk::Plugin::new(name, "1.0.0").descriptors(&descriptors()).service(FakeService)
+fn sdk_plugin(name: &str) -> plugin_sdk::Plugin {
+    static ENCODED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let encoded = ENCODED.get_or_init(|| descriptors(FAKE_PROTO));
+    plugin_sdk::Plugin::new(name, "1.0.0").descriptors(encoded).service(FakeService)
 }
 
 /// `fake.v1.Fake`: answers every call with its own request, which for `Echo` is a valid
@@ -318,4 +345,52 @@ pub async fn echo(channel: crate::Channel, text: &str) -> Result<String, tonic::
     let codec = tonic_prost::ProstCodec::<Text, Text>::default();
     let answer = grpc.unary(tonic::Request::new(Text { text: text.to_owned() }), path, codec).await?;
     Ok(answer.into_inner().text)
+}
+
+// ---------------------------------------------------------------- a supervisor over it
+
+pub(crate) const UP: Duration = Duration::from_secs(10);
+
+pub(crate) struct Fixture {
+    pub sup: Supervisor,
+    pub fake: Arc<FakeLauncher>,
+    _dir: tempfile::TempDir,
+}
+
+/// A supervisor over the fake launcher, with `plugins` (`[[plugin]]` entries) and quick
+/// timeouts; `script` says what the first processes of a plugin do.
+pub(crate) fn fixture(plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
+    fixture_over(FakeLauncher::new(), plugins, script)
+}
+
+pub(crate) fn fixture_over(fake: Arc<FakeLauncher>, plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[supervisor]\nstate_dir = \"state\"\n\n[supervisor.sandbox]\nallow_unsandboxed = true\n\n\
+         [supervisor.defaults]\ntier = \"none\"\nhandshake_timeout = \"1s\"\nstop_timeout = \"1s\"\n\n\
+         [supervisor.defaults.backoff]\ninitial = \"50ms\"\nmax = \"200ms\"\n\n{plugins}"
+    );
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let state = StateStore::open(&dir.path().join("state")).unwrap();
+    for (plugin, behaviours) in script {
+        fake.script(plugin, behaviours);
+    }
+    let sup = Supervisor::with_launcher(config, state, fake.clone());
+    Fixture { sup, fake, _dir: dir }
+}
+
+pub(crate) fn plugin(name: &str, extra: &str) -> String {
+    format!("[[plugin]]\nname = {name:?}\nbinary = \"/bin/true\"\n{extra}\n")
+}
+
+/// Waits until `pred` holds for the first instance of `plugin`.
+pub(crate) async fn until(sup: &Supervisor, plugin: &str, what: &str, pred: impl Fn(&super::state::Status) -> bool) {
+    let inst = sup.plugin(plugin).unwrap().instances()[0].clone();
+    let deadline = Instant::now() + UP;
+    while !pred(&inst.status()) {
+        assert!(Instant::now() < deadline, "{plugin} never became {what}: {:?}", inst.status());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -13,18 +13,18 @@ use super::error::{Cause, Phase, StartError};
 use super::handshake::{self, Accepted, SUPPORTED_PROTOCOLS};
 use super::launcher::{Image, LaunchRequest};
 use super::running::{Running, exited};
-use super::{Instance, Plugin};
+use super::{Instance, Plugin, Revision};
 use crate::config::PluginSpec;
 use crate::observe::events::EventKind;
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
 
-/// The plugin's verified image: the one its instances run while the binary is unchanged,
-/// verified afresh when it changed.
-async fn image(plugin: &Plugin, spec: &Arc<PluginSpec>, shared: &Shared) -> Result<Arc<Image>, StartError> {
-    let cached = plugin.image.lock().ok().and_then(|g| g.clone());
-    let image = shared.launcher.image(spec.clone(), cached).await?;
-    if let Ok(mut slot) = plugin.image.lock() {
+/// The revision's verified image: the one its instances run while the binary is
+/// unchanged, verified afresh when it changed.
+async fn image(rev: &Revision, shared: &Shared) -> Result<Arc<Image>, StartError> {
+    let cached = rev.image.lock().ok().and_then(|g| g.clone());
+    let image = shared.launcher.image(rev.spec.clone(), cached).await?;
+    if let Ok(mut slot) = rev.image.lock() {
         *slot = Some(image.clone());
     }
     Ok(image)
@@ -40,14 +40,19 @@ fn error(spec: &PluginSpec, instance: &str, refused: bool, cause: Cause) -> Star
     }
 }
 
-pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shared>) -> Result<Running, StartError> {
-    let spec = plugin.spec.load_full();
-    let image = image(plugin, &spec, shared).await.map_err(|e| match e {
+pub async fn start(
+    plugin: &Arc<Plugin>,
+    rev: &Arc<Revision>,
+    inst: &Arc<Instance>,
+    shared: &Arc<Shared>,
+) -> Result<Running, StartError> {
+    let spec = rev.spec.clone();
+    let image = image(rev, shared).await.map_err(|e| match e {
         // The image is the plugin's; the error is this instance's.
         StartError::Refused { plugin, cause, .. } => StartError::Refused { plugin, instance: inst.id.clone(), cause },
         StartError::Failed { plugin, cause, .. } => StartError::Failed { plugin, instance: inst.id.clone(), cause },
     })?;
-    let quota = plugin.quota(shared.launcher.tier_quota(&spec.tier).as_ref());
+    let quota = rev.quota(shared.launcher.tier_quota(&spec.tier).as_ref(), &plugin.overrides.load());
     let launched = shared
         .launcher
         .launch(LaunchRequest {
@@ -64,7 +69,7 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
     // A quota change made while the process was being launched reached the instances
     // whose cgroups existed then, not this one: it takes what is in force now. (The
     // change and this are never interleaved: both run on the daemon's one thread.)
-    let now = plugin.quota(shared.launcher.tier_quota(&spec.tier).as_ref());
+    let now = rev.quota(shared.launcher.tier_quota(&spec.tier).as_ref(), &plugin.overrides.load());
     if now != fencing.quota
         && let Some(cg) = &fencing.cgroup
     {
