@@ -6,6 +6,7 @@ pub mod bins;
 pub mod daemon;
 pub mod files;
 pub mod hog;
+pub mod load;
 pub mod pb;
 pub mod procfs;
 pub mod raw;

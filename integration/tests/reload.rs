@@ -4,11 +4,10 @@
 //! where they were, and refuses each kind of broken new version with its cause while the
 //! old revision keeps serving.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use plugin_integration::daemon::{config, config_with, plugin};
+use plugin_integration::load::{Load, STEADY};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
 use plugin_integration::{Daemon, alive, bins, connect, procfs};
@@ -18,47 +17,6 @@ use plugin_supervisor::reload::ReloadOptions;
 
 const UP: Duration = Duration::from_secs(30);
 
-/// Callers of echo in a loop until stopped: how many calls, and each failure's words.
-struct Load {
-    stop: Arc<AtomicBool>,
-    calls: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn new() -> Self {
-        Self { stop: Arc::default(), calls: Arc::default(), failures: Arc::default(), tasks: Vec::new() }
-    }
-
-    /// One more caller, making `call` (an echo of "steady") again and again.
-    fn caller<F, Fut>(&mut self, mut call: F)
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<String, tonic::Status>> + Send,
-    {
-        let (stop, calls, failures) = (self.stop.clone(), self.calls.clone(), self.failures.clone());
-        self.tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match call().await {
-                    Ok(text) if text == "steady" => {}
-                    Ok(text) => failures.lock().unwrap().push(format!("answered {text:?}")),
-                    Err(e) => failures.lock().unwrap().push(format!("{:?}: {}", e.code(), e.message())),
-                }
-                calls.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-
-    async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (self.calls.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
-    }
-}
-
 async fn echo<C>(mut client: EchoClient<C>) -> Result<String, tonic::Status>
 where
     C: tonic::client::GrpcService<tonic::body::Body>,
@@ -66,7 +24,7 @@ where
     C::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     <C::ResponseBody as tonic::codegen::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
-    client.echo(EchoRequest { message: "steady".into() }).await.map(|r| r.into_inner().message)
+    client.echo(EchoRequest { message: STEADY.into() }).await.map(|r| r.into_inner().message)
 }
 
 /// The daemon's open descriptors, threads and resident memory (KiB).
@@ -120,13 +78,9 @@ async fn a_hundred_reloads_under_gateway_load_fail_no_call_and_leave_the_daemon_
     }
     let took = started.elapsed();
     tokio::task::block_in_place(|| drained(&d, 2));
-    let (calls, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {calls} calls failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    let outcome = load.finish().await;
+    assert_eq!(outcome.failed, 0, "{outcome:?}\nlog:\n{}", d.log_tail(80));
+    let calls = outcome.calls;
     assert!(calls > 1000, "the load kept calling: {calls}");
     let after = footprint(d.pid());
     eprintln!("100 reloads in {took:?}; {calls} calls; fds/threads/RSS KiB before {before:?}, after {after:?}");
@@ -157,14 +111,9 @@ async fn reloads_under_embedded_load_fail_no_call() {
         let done = sup.reload("echo", ReloadOptions::default()).await.unwrap();
         assert_eq!(done.to, round + 2);
     }
-    let (calls, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {calls} calls failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(calls > 100, "{calls}");
+    let seen = load.finish().await;
+    assert_eq!(seen.failed, 0, "{seen:?}");
+    assert!(seen.calls > 100, "{seen:?}");
     sup.shutdown().await;
 }
 

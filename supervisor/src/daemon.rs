@@ -70,25 +70,44 @@ impl Drop for RuntimeDir {
 /// What a caught signal asks of the daemon.
 enum Asked {
     Stop(i32),
-    Nothing,
+    /// SIGHUP: apply the config file, as `supervisorctl update` does.
+    Update,
 }
 
 fn asked(sig: i32) -> Asked {
-    if sig == libc::SIGHUP {
-        // Until live config updates exist, a reload request changes nothing;
-        // saying so beats dying, which is SIGHUP's default.
-        tracing::warn!(signal = "SIGHUP", "live configuration updates are not supported yet: SIGHUP ignored");
-        Asked::Nothing
-    } else {
-        Asked::Stop(sig)
+    if sig == libc::SIGHUP { Asked::Update } else { Asked::Stop(sig) }
+}
+
+/// The next stop signal; each SIGHUP before it is handed to `on_hup`.
+async fn stop_signal(signals: &mut Signals, on_hup: impl Fn()) -> anyhow::Result<i32> {
+    loop {
+        match asked(signals.recv().await.context("reading caught signals")?) {
+            Asked::Stop(sig) => return Ok(sig),
+            Asked::Update => on_hup(),
+        }
     }
 }
 
-/// The next stop signal; SIGHUP is logged and waited past.
-async fn stop_signal(signals: &mut Signals) -> anyhow::Result<i32> {
+/// Applies the config file each time `hup` is notified. SIGHUPs that arrive while an
+/// update runs make one more after it, not one each: `Notify` keeps a single permit.
+async fn update_on_hup(sup: Arc<Supervisor>, hup: Arc<tokio::sync::Notify>) {
     loop {
-        if let Asked::Stop(sig) = asked(signals.recv().await.context("reading caught signals")?) {
-            return Ok(sig);
+        hup.notified().await;
+        tracing::info!(signal = "SIGHUP", "applying the config file");
+        match sup.update(&[], crate::reload::ReloadOptions::default()).await {
+            Ok(done) => {
+                for line in done.lines() {
+                    tracing::info!(signal = "SIGHUP", "update: {line}");
+                }
+                if !done.failed.is_empty() {
+                    tracing::warn!(
+                        signal = "SIGHUP",
+                        failed = done.failed.len(),
+                        "some plugins kept running as they were"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(signal = "SIGHUP", error = %e, "update refused: nothing changed"),
         }
     }
 }
@@ -134,11 +153,15 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
     });
     tracing::info!(control = %control_path.display(), gateway = %gateway_path.display(), "supervisor ready");
 
-    let stopped_by = stop_signal(&mut signals).await;
+    // A SIGHUP caught during start-up waited in the pipe: it is applied now.
+    let hup = Arc::new(tokio::sync::Notify::new());
+    let hup_task = tokio::spawn(update_on_hup(sup.clone(), hup.clone()));
+    let stopped_by = stop_signal(&mut signals, || hup.notify_one()).await;
     match &stopped_by {
         Ok(sig) => tracing::info!(signal = %signal_name(*sig), "stopping every plugin"),
         Err(e) => tracing::error!(error = %e, "stopping every plugin"),
     }
+    hup_task.abort();
     control_task.abort();
     gateway_task.abort();
     if let Some(task) = metrics_task {
@@ -149,7 +172,7 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
         tokio::pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => {}
-            sig = stop_signal(&mut signals) => {
+            sig = stop_signal(&mut signals, || tracing::warn!(signal = "SIGHUP", "stopping: SIGHUP ignored")) => {
                 if let Ok(sig) = sig {
                     tracing::warn!(signal = %signal_name(sig), "second stop signal: killing plugins without waiting for them to drain");
                 }

@@ -23,6 +23,7 @@ pub mod instance;
 pub mod integrity;
 pub mod net;
 pub mod observe;
+mod plugin_set;
 pub mod quotas;
 pub mod reload;
 pub mod routing;

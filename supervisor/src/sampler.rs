@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::instance::Plugin;
 use crate::observe::events::EventKind;
 use crate::supervisor::Shared;
 
@@ -22,7 +21,7 @@ struct Seen {
     last_throttle_event: Option<Instant>,
 }
 
-pub(crate) async fn run(plugins: Vec<Arc<Plugin>>, shared: Arc<Shared>) {
+pub(crate) async fn run(shared: Arc<Shared>) {
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -32,6 +31,12 @@ pub(crate) async fn run(plugins: Vec<Arc<Plugin>>, shared: Arc<Shared>) {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+        let plugins = shared.plugins.all();
+        // Instances come and go with reloads and updates: what is no longer listed is
+        // forgotten, so this stays as long as what runs.
+        let listed: std::collections::HashSet<String> =
+            plugins.iter().flat_map(|p| p.instances()).map(|i| i.id.clone()).collect();
+        seen.retain(|id, _| listed.contains(id));
         for p in &plugins {
             for inst in &p.instances() {
                 let Some(cg) = inst.cgroup.load_full() else {

@@ -2,21 +2,22 @@
 //! plugins, drive their lifecycle, shut it down. The daemon is this plus
 //! the control and gateway sockets.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::changes::{Changes, RereadError, Running, changes};
+use crate::config::{Config, PluginSpec};
 use crate::instance::launcher::Launcher;
 use crate::instance::sandboxed::SandboxLauncher;
 use crate::instance::state::State;
 use crate::instance::{self, Plugin};
 use crate::observe::events::EventBus;
 use crate::observe::metrics::Metrics;
-use crate::reload::{ReloadError, ReloadOptions, Reloaded};
+use crate::plugin_set::PluginSet;
+use crate::reload::{ReloadError, ReloadOptions, Reloaded, Source};
 use crate::routing::gateway::Gateway;
 use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
@@ -35,6 +36,9 @@ pub(crate) struct Shared {
     /// Set once, during shutdown: stop without waiting for drains.
     pub hurry: watch::Sender<bool>,
     pub state: StateStore,
+    pub plugins: PluginSet,
+    /// Held by an update from its reading of the file to its end: one at a time.
+    pub updating: tokio::sync::Mutex<()>,
     /// The instances' tasks (and the sampler's), awaited at shutdown.
     pub tasks: Tasks,
 }
@@ -115,7 +119,6 @@ pub enum SupervisorError {
 pub struct Supervisor {
     shared: Arc<Shared>,
     config: Config,
-    plugins: BTreeMap<String, Arc<Plugin>>,
     gateway: Gateway,
 }
 
@@ -143,6 +146,8 @@ impl Supervisor {
             shutdown: watch::channel(false).0,
             hurry: watch::channel(false).0,
             state,
+            plugins: PluginSet::default(),
+            updating: tokio::sync::Mutex::new(()),
             tasks: Tasks::default(),
         });
         let plugins: Vec<Arc<Plugin>> =
@@ -154,21 +159,25 @@ impl Supervisor {
         for p in &plugins {
             spawn_revision(&shared, p, &p.serving());
         }
-        shared.tasks.spawn(crate::sampler::run(plugins.clone(), shared.clone()));
+        for p in &plugins {
+            shared.plugins.insert(p.clone());
+        }
+        shared.tasks.spawn(crate::sampler::run(shared.clone()));
         let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics);
-        Self { shared, config, plugins: plugins.into_iter().map(|p| (p.name.clone(), p)).collect(), gateway }
+        Self { shared, config, gateway }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn plugin(&self, name: &str) -> Result<&Arc<Plugin>, SupervisorError> {
-        self.plugins.get(name).ok_or_else(|| SupervisorError::UnknownPlugin(name.to_owned()))
+    pub fn plugin(&self, name: &str) -> Result<Arc<Plugin>, SupervisorError> {
+        self.shared.plugins.get(name).ok_or_else(|| SupervisorError::UnknownPlugin(name.to_owned()))
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
-        self.plugins.values()
+    /// Every plugin, in name order.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.shared.plugins.all()
     }
 
     /// A channel to `plugin` in this process: no gateway hop, the same
@@ -277,9 +286,51 @@ impl Supervisor {
     /// caller stops waiting.
     pub async fn reload(&self, name: &str, opts: ReloadOptions) -> Result<Reloaded, ReloadError> {
         let p = self.plugin(name).map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?.clone();
-        let source = self.config.source.clone();
+        let source = self.config.source.clone().map_or(Source::Serving, Source::File);
+        self.reload_from(p, source, opts).await
+    }
+
+    /// Reloads `p` with the entry `source` gives, in a task of its own: a reload runs to
+    /// its end even if its caller stops waiting.
+    pub(crate) async fn reload_from(
+        &self,
+        p: Arc<Plugin>,
+        source: Source,
+        opts: ReloadOptions,
+    ) -> Result<Reloaded, ReloadError> {
+        let name = p.name.clone();
         let task = tokio::spawn(crate::reload::reload(self.shared.clone(), p, source, opts));
-        task.await.unwrap_or_else(|e| Err(ReloadError::Aborted { plugin: name.to_owned(), reason: e.to_string() }))
+        task.await.unwrap_or_else(|e| Err(ReloadError::Aborted { plugin: name, reason: e.to_string() }))
+    }
+
+    /// Reads the config file again, validated whole, and says what it would change in
+    /// what runs now (each plugin as its serving revision was made, its binary as it is on
+    /// disk now). Nothing is applied.
+    pub async fn reread(&self) -> Result<(std::path::PathBuf, Changes), RereadError> {
+        self.read_again().await.map(|(file, _, changes)| (file, changes))
+    }
+
+    /// The config file read again, and what it changes.
+    pub(crate) async fn read_again(&self) -> Result<(std::path::PathBuf, Config, Changes), RereadError> {
+        let file = self.config.source.clone().ok_or(RereadError::NoFile)?;
+        let running: Vec<(Arc<PluginSpec>, Option<String>)> = self
+            .plugins()
+            .iter()
+            .map(|p| {
+                let rev = p.serving();
+                let sha256 = rev.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
+                (rev.spec(), sha256)
+            })
+            .collect();
+        let section = self.config.supervisor.clone();
+        // Loading compiles contracts and reads files: off the runtime's threads.
+        let read = tokio::task::spawn_blocking(move || {
+            let next = Config::load(&file)?;
+            let running = running.iter().map(|(spec, sha256)| Running { spec, sha256: sha256.as_deref() });
+            let changes = changes(&section, running, &next, on_disk_sha256);
+            Ok((file, next, changes))
+        });
+        read.await.unwrap_or_else(|e| Err(RereadError::Aborted(e.to_string())))
     }
 
     /// During [`Supervisor::shutdown`]: kill the plugins still draining
@@ -314,4 +365,10 @@ fn raise_nofile_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// The hex SHA-256 of a binary as it is on disk now, if it can be read.
+fn on_disk_sha256(path: &std::path::Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    crate::integrity::Sha256Digest::of_file(&file).ok().map(|d| d.to_hex())
 }

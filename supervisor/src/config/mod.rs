@@ -1,6 +1,7 @@
 //! The supervisor's configuration: what operators write in TOML, checked
 //! whole before anything runs.
 
+pub mod changes;
 pub mod gateway;
 mod kernel;
 mod load;
@@ -252,7 +253,7 @@ pub enum RestartPolicy {
 }
 
 /// Exponential backoff between restarts, with jitter and a cap.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     #[serde(default = "default_backoff_initial", with = "units::duration")]

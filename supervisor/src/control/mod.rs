@@ -12,16 +12,18 @@ use std::time::Duration;
 use futures_util::Stream;
 use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, MetricsRequest,
-    MetricsResponse, PluginRef, Quota, QuotaRequest, QuotaResponse, ReloadRequest, ResourceUsage, StatusRequest,
-    StatusResponse, TailRequest,
+    ActionResponse, CallRequest, CallResponse, ChangedKey, Event, EventsRequest, InstanceStatus, LogLine,
+    MetricsRequest, MetricsResponse, PluginChange, PluginRef, Quota, QuotaRequest, QuotaResponse, ReloadRequest,
+    RereadRequest, RereadResponse, ResourceUsage, StatusRequest, StatusResponse, TailRequest, UpdateRequest,
+    UpdateResponse,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
+use crate::config::changes::{Apply, RereadError};
 use crate::observe::events::EventKind;
 use crate::quotas::QuotaChange;
-use crate::reload::{ReloadError, ReloadOptions};
+use crate::reload::{ReloadError, ReloadOptions, UpdateError};
 use crate::{Supervisor, SupervisorError};
 
 /// Past lines a tail request without a count gets.
@@ -56,10 +58,17 @@ fn reload_status(e: &ReloadError) -> Status {
     }
 }
 
+fn reread_status(e: &RereadError) -> Status {
+    match e {
+        RereadError::Config(_) => Status::invalid_argument(e.to_string()),
+        RereadError::NoFile => Status::failed_precondition(e.to_string()),
+        RereadError::Aborted(_) => Status::internal(e.to_string()),
+    }
+}
+
 /// Status rows, one per instance, for all plugins or one.
 pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, SupervisorError> {
-    let plugins: Vec<_> =
-        if name.is_empty() { sup.plugins().cloned().collect() } else { vec![sup.plugin(name)?.clone()] };
+    let plugins: Vec<_> = if name.is_empty() { sup.plugins() } else { vec![sup.plugin(name)?] };
     let mut rows = Vec::new();
     for p in plugins {
         for inst in &p.instances() {
@@ -173,6 +182,42 @@ impl Control for ControlService {
         match self.sup.reload(&req.name, opts).await {
             Ok(done) => Ok(Response::new(ActionResponse { message: done.to_string() })),
             Err(e) => Err(reload_status(&e)),
+        }
+    }
+
+    async fn reread(&self, _: Request<RereadRequest>) -> Result<Response<RereadResponse>, Status> {
+        let (file, c) = self.sup.reread().await.map_err(|e| reread_status(&e))?;
+        let changed = c
+            .changed
+            .into_iter()
+            .map(|p| PluginChange {
+                name: p.name,
+                keys: p
+                    .keys
+                    .into_iter()
+                    .map(|k| ChangedKey { key: k.key.to_owned(), live: k.apply == Apply::Live })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(RereadResponse {
+            file: file.display().to_string(),
+            added: c.added,
+            removed: c.removed,
+            changed,
+            restart_only: c.restart_only.into_iter().map(str::to_owned).collect(),
+        }))
+    }
+
+    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+        let req = req.into_inner();
+        let opts = ReloadOptions { allow_breaking: req.allow_breaking };
+        match self.sup.update(&req.names, opts).await {
+            Ok(done) => Ok(Response::new(UpdateResponse {
+                lines: done.lines(),
+                failed: u32::try_from(done.failed.len()).unwrap_or(u32::MAX),
+            })),
+            Err(e @ UpdateError::UnknownPlugin(..)) => Err(Status::not_found(e.to_string())),
+            Err(UpdateError::Reread(e)) => Err(reread_status(&e)),
         }
     }
 

@@ -61,6 +61,8 @@ pub struct FakeLauncher {
     open: watch::Sender<bool>,
     /// Instances get cgroup leaves on a fake kernel (a hybrid host), when set.
     cgroups: Option<Subtree>,
+    /// Plugins removed for good, in order.
+    forgotten: Mutex<Vec<String>>,
 }
 
 impl FakeLauncher {
@@ -76,6 +78,7 @@ impl FakeLauncher {
             next_pid: AtomicI32::new(100_000),
             open: watch::channel(true).0,
             cgroups: None,
+            forgotten: Mutex::default(),
         }
     }
 
@@ -100,6 +103,11 @@ impl FakeLauncher {
     /// The next processes of `plugin` do these, in order.
     pub fn script(&self, plugin: &str, behaviours: &[Behaviour]) {
         self.script.lock().unwrap().entry(plugin.to_owned()).or_default().extend_from_slice(behaviours);
+    }
+
+    /// The plugins removed for good, in order.
+    pub fn forgotten(&self) -> Vec<String> {
+        self.forgotten.lock().unwrap().clone()
     }
 
     /// How many processes `plugin`'s instances have been given.
@@ -131,7 +139,12 @@ impl Launcher for FakeLauncher {
     ) -> BoxFuture<'_, Result<Arc<Image>, StartError>> {
         Box::pin(async move {
             Ok(cached.unwrap_or_else(|| {
-                Arc::new(Image { sha256: format!("fake-{}", spec.name), signed_version: None, payload: Arc::new(()) })
+                // The file's real digest where there is one, as the real launcher's: an
+                // update compares it with what is on disk.
+                let sha256 = std::fs::File::open(&spec.binary)
+                    .and_then(|f| crate::integrity::Sha256Digest::of_file(&f))
+                    .map_or_else(|_| format!("fake-{}", spec.name), |d| d.to_hex());
+                Arc::new(Image { sha256, signed_version: None, payload: Arc::new(()) })
             }))
         })
     }
@@ -204,6 +217,15 @@ impl Launcher for FakeLauncher {
 
     fn tier_quota(&self, _tier: &str) -> Option<crate::sandbox::tier::Quota> {
         None
+    }
+
+    fn forget_plugin<'a>(&'a self, plugin: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(tree) = &self.cgroups {
+                let _ = tree.remove_plugin(plugin);
+            }
+            self.forgotten.lock().unwrap().push(plugin.to_owned());
+        })
     }
 
     fn teardown(&self) -> BoxFuture<'_, ()> {

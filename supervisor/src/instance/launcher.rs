@@ -100,6 +100,9 @@ pub trait Launcher: Send + Sync + fmt::Debug {
     fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, StartError>>;
     /// The default quotas of `tier`, when the launcher knows it.
     fn tier_quota(&self, tier: &str) -> Option<crate::sandbox::tier::Quota>;
+    /// `plugin` was removed for good and its instances have stopped: what the launcher
+    /// keeps for it (its cgroup set) goes too.
+    fn forget_plugin<'a>(&'a self, plugin: &'a str) -> BoxFuture<'a, ()>;
     /// Takes down what is left of every instance (the supervisor is stopping).
     fn teardown(&self) -> BoxFuture<'_, ()>;
     /// [`Launcher::teardown`] for callers that cannot wait asynchronously, within `limit`.

@@ -122,7 +122,7 @@ impl Plugin {
         let desired = watch::channel(Desired { run: spec.autostart, generation: 0, restart: false }).0;
         let first = Arc::new(Revision::new(1, Arc::new(spec), &next_instance, &changed));
         Self {
-            name: first.spec.name.clone(),
+            name: first.spec().name.clone(),
             desired,
             logs: Arc::new(LogBuffer::new(log_lines)),
             overrides: ArcSwap::from_pointee(QuotaConfig::default()),
@@ -143,7 +143,7 @@ impl Plugin {
 
     /// The config entry of the revision taking calls.
     pub fn spec(&self) -> Arc<PluginSpec> {
-        self.serving.load().spec.clone()
+        self.serving.load().spec()
     }
 
     /// The contract the serving revision declared.

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use super::launcher::Image;
@@ -16,7 +16,9 @@ use crate::config::{PluginSpec, QuotaConfig};
 pub struct Revision {
     /// 1 for the revision a plugin starts with, then one more per reload.
     pub number: u64,
-    pub spec: Arc<PluginSpec>,
+    /// Replaced only by an update of keys that apply live (`call_timeout`, `quota`, ...):
+    /// what needs a new process makes a new revision instead.
+    spec: ArcSwap<PluginSpec>,
     /// The verified binary its instances execute, shared by them, kept while the
     /// revision is (so a rollback never depends on the file on disk).
     pub image: Mutex<Option<Arc<Image>>>,
@@ -50,7 +52,7 @@ impl Revision {
             .collect();
         Self {
             number,
-            spec,
+            spec: ArcSwap::new(spec),
             image: Mutex::new(None),
             instances,
             contract: ArcSwapOption::empty(),
@@ -59,9 +61,20 @@ impl Revision {
         }
     }
 
+    /// The config entry it runs.
+    pub fn spec(&self) -> Arc<PluginSpec> {
+        self.spec.load_full()
+    }
+
+    /// Takes an entry that differs from its own only in keys that apply to running
+    /// processes (see `config::changes`).
+    pub(crate) fn set_live_spec(&self, spec: Arc<PluginSpec>) {
+        self.spec.store(spec);
+    }
+
     /// The quotas its instances start with now, under the operator's `overrides`.
     pub fn quota(&self, tier: Option<&crate::sandbox::tier::Quota>, overrides: &QuotaConfig) -> QuotaConfig {
-        crate::sandbox::quota::effective(tier, &self.spec.quota, overrides)
+        crate::sandbox::quota::effective(tier, &self.spec.load().quota, overrides)
     }
 
     /// A ready instance, round robin.

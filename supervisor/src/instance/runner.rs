@@ -89,7 +89,7 @@ async fn supervise(
     leaving: &mut Leaving,
 ) {
     let mut desired = plugin.desired.subscribe();
-    let mut restarts = Restarts::new(rev.spec.backoff);
+    let mut restarts = Restarts::new(rev.spec().backoff);
     let mut started_before = false;
     // Set when the instance must not start again until the operator acts
     // (refused, or ended under the restart policy): the generation it waits past.
@@ -162,7 +162,7 @@ async fn supervise(
                 Outcome::Stopped { leave: false } => continue,
                 Outcome::Exited { success, reason, ran } => {
                     restarts.ran_for(ran);
-                    let restart = match rev.spec.restart {
+                    let restart = match rev.spec().restart {
                         RestartPolicy::Always => true,
                         RestartPolicy::OnFailure => !success,
                         RestartPolicy::Never => false,
@@ -294,7 +294,7 @@ async fn attend(
                 s.reason = "draining".into();
             });
             let why = if leave { leaving.why() } else { "operator request" };
-            let stop_timeout = rev.spec.stop_timeout;
+            let stop_timeout = rev.spec().stop_timeout;
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             running.clean_up().await;
             shared.events.emit(

@@ -201,6 +201,10 @@ impl Launcher for SandboxLauncher {
         self.sandbox.tier(tier).map(|t| t.quota.clone())
     }
 
+    fn forget_plugin<'a>(&'a self, plugin: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.sandbox.forget_plugin(plugin))
+    }
+
     fn teardown(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.sandbox.teardown())
     }

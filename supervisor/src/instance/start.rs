@@ -23,7 +23,7 @@ use crate::supervisor::Shared;
 /// unchanged, verified afresh when it changed.
 async fn image(rev: &Revision, shared: &Shared) -> Result<Arc<Image>, StartError> {
     let cached = rev.image.lock().ok().and_then(|g| g.clone());
-    let image = shared.launcher.image(rev.spec.clone(), cached).await?;
+    let image = shared.launcher.image(rev.spec(), cached).await?;
     if let Ok(mut slot) = rev.image.lock() {
         *slot = Some(image.clone());
     }
@@ -46,7 +46,7 @@ pub async fn start(
     inst: &Arc<Instance>,
     shared: &Arc<Shared>,
 ) -> Result<Running, StartError> {
-    let spec = rev.spec.clone();
+    let spec = rev.spec();
     let image = image(rev, shared).await.map_err(|e| match e {
         // The image is the plugin's; the error is this instance's.
         StartError::Refused { plugin, cause, .. } => StartError::Refused { plugin, instance: inst.id.clone(), cause },

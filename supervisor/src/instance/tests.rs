@@ -23,9 +23,10 @@ async fn a_plugin_starts_serves_and_drains_when_stopped() {
     f.sup.wait_running("fake", UP).await.unwrap();
     assert_eq!(echo(f.sup.channel("fake").unwrap(), "hello").await.unwrap(), "hello");
     let status = f.sup.plugin("fake").unwrap().instances()[0].status();
+    let digest = crate::integrity::Sha256Digest::of_file(&std::fs::File::open("/bin/true").unwrap()).unwrap();
     assert_eq!(
         (status.state, status.sha256.as_str(), status.declared.version.as_str()),
-        (State::Running, "fake-fake", "1.0.0")
+        (State::Running, digest.to_hex().as_str(), "1.0.0")
     );
     assert_eq!(status.declared.services, ["fake.v1.Fake"]);
     assert_eq!(kinds(&f.sup, "fake"), ["spawned", "ready"]);

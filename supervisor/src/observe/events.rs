@@ -50,6 +50,12 @@ pub enum EventKind {
     Reloaded,
     /// A reload was refused; the serving revision was left as it was.
     ReloadRefused,
+    /// `update` added the plugin (from the config file).
+    Added,
+    /// `update` removed the plugin: its instances drained and stopped.
+    Removed,
+    /// `update` applied changed keys to the running instances, without a new process.
+    Updated,
 }
 
 impl EventKind {
@@ -73,6 +79,9 @@ impl EventKind {
             EventKind::Reload => "reload",
             EventKind::Reloaded => "reloaded",
             EventKind::ReloadRefused => "reload-refused",
+            EventKind::Added => "added",
+            EventKind::Removed => "removed",
+            EventKind::Updated => "updated",
         }
     }
 }

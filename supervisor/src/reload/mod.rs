@@ -17,6 +17,9 @@ use crate::instance::{Plugin, Revision};
 use crate::observe::events::EventKind;
 use crate::supervisor::{Shared, spawn_revision};
 
+pub mod update;
+pub use update::{PluginUpdateError, UpdateError, Updated};
+
 /// How long the new instances must stay up, once ready, before the switch: a version that
 /// crashes right after its handshake is refused rather than switched to.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -84,24 +87,36 @@ pub enum ReloadError {
     Aborted { plugin: String, reason: String },
 }
 
-/// Reloads `p` from `config_file` (or, without one, from the entry it runs now): see the
+/// Where a reload takes the plugin's new config entry from.
+pub(crate) enum Source {
+    /// The config file, read (and validated whole) again.
+    File(std::path::PathBuf),
+    /// An entry already read (by `update`).
+    Entry(Box<crate::config::PluginSpec>),
+    /// The entry the serving revision runs: only the binary is read again.
+    Serving,
+}
+
+/// Reloads `p` with the entry `source` gives: see the
 /// module's description. Runs to its end even when its caller goes away (the daemon
 /// spawns it), so no half-started revision is ever left behind.
 pub(crate) async fn reload(
     shared: Arc<Shared>,
     p: Arc<Plugin>,
-    config_file: Option<std::path::PathBuf>,
+    source: Source,
     opts: ReloadOptions,
 ) -> Result<Reloaded, ReloadError> {
     let started = Instant::now();
     let _one = p.reload_lock.try_lock().map_err(|_| ReloadError::InProgress(p.name.clone()))?;
-    let spec =
-        Arc::new(match &config_file {
-            Some(file) => Config::load(file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
+    let spec = Arc::new(match source {
+        Source::File(file) => {
+            Config::load(&file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
                 ReloadError::NotConfigured { plugin: p.name.clone(), file: file.display().to_string() }
-            })?,
-            None => (*p.spec()).clone(),
-        });
+            })?
+        }
+        Source::Entry(spec) => *spec,
+        Source::Serving => (*p.spec()).clone(),
+    });
     let old = p.serving();
     // The binary is verified afresh: a rebuild in place is what this is for.
     let image = shared
@@ -140,7 +155,7 @@ pub(crate) async fn reload(
     old.retire();
     let drained = p.clone();
     shared.tasks.spawn(async move {
-        let grace = old.spec.stop_timeout.saturating_add(Duration::from_secs(5));
+        let grace = old.spec().stop_timeout.saturating_add(Duration::from_secs(5));
         drained.wait_until(grace, |_| stopped(&old)).await;
         drained.forget(&old);
     });
@@ -172,7 +187,7 @@ async fn check(
 
 /// Waits until every new instance has passed its handshake and init, or one failed.
 async fn started(shared: &Shared, p: &Plugin, rev: &Revision) -> Result<(), ReloadError> {
-    let waited = rev.spec.handshake_timeout.saturating_mul(2).saturating_add(Duration::from_secs(5));
+    let waited = rev.spec().handshake_timeout.saturating_mul(2).saturating_add(Duration::from_secs(5));
     let over = |_: &Plugin| {
         *shared.shutdown.borrow()
             || rev.instances.iter().all(|i| i.status().state == State::Running)
@@ -227,7 +242,7 @@ fn compare_contracts(
     let (Some(before), Some(after)) = (old.contract.load_full(), rev.contract.load_full()) else {
         return Ok(Vec::new());
     };
-    if old.spec.contract != rev.spec.contract {
+    if old.spec().contract != rev.spec().contract {
         return Ok(Vec::new());
     }
     let decode = |bytes: &[u8], side| decode_descriptor_set(bytes, side).map_err(|e| e.to_string());
@@ -272,7 +287,7 @@ fn stopped(rev: &Revision) -> bool {
 /// Stops a new revision that did not pass, and forgets it.
 async fn abandon(p: &Plugin, rev: &Arc<Revision>) {
     rev.retire();
-    let grace = rev.spec.stop_timeout.saturating_add(Duration::from_secs(5));
+    let grace = rev.spec().stop_timeout.saturating_add(Duration::from_secs(5));
     p.wait_until(grace, |_| stopped(rev)).await;
     p.forget(rev);
 }

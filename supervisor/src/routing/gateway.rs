@@ -30,6 +30,21 @@ impl Gateway {
         Self { routes, channels: Arc::new(RwLock::new(channels)) }
     }
 
+    /// Routes to `p` from now on (a plugin `update` added).
+    pub(crate) fn add(&self, p: &Arc<Plugin>, metrics: &Arc<Metrics>) {
+        if let Ok(mut channels) = self.channels.write() {
+            channels.insert(p.name.clone(), stack(p.clone(), metrics.clone()));
+        }
+    }
+
+    /// Routes to `plugin` no more (a plugin `update` removed); its services are free.
+    pub(crate) fn remove(&self, plugin: &str) {
+        if let Ok(mut channels) = self.channels.write() {
+            channels.remove(plugin);
+        }
+        self.routes.release(plugin);
+    }
+
     fn channel_for(&self, service: &str) -> Option<Channel> {
         let plugin = self.routes.lookup(service)?;
         self.channels.read().ok()?.get(&plugin).cloned()

@@ -28,6 +28,13 @@ impl RouteTable {
         Ok(())
     }
 
+    /// `plugin` is gone for good: its services are free for others.
+    pub fn release(&self, plugin: &str) {
+        if let Ok(mut map) = self.services.write() {
+            map.retain(|_, owner| owner != plugin);
+        }
+    }
+
     pub fn lookup(&self, service: &str) -> Option<String> {
         self.services.read().ok()?.get(service).cloned()
     }
@@ -51,5 +58,9 @@ mod tests {
         assert_eq!(t.claim("copy", &["echo.v1.Echo".into()]), Err(("echo.v1.Echo".into(), "echo".into())));
         assert_eq!(t.lookup("echo.v1.Echo").as_deref(), Some("echo"));
         assert_eq!(t.lookup("nope"), None);
+        t.release("echo");
+        assert_eq!(t.lookup("echo.v1.Echo"), None);
+        t.claim("copy", &["echo.v1.Echo".into()]).unwrap();
+        assert_eq!(t.lookup("echo.v1.Echo").as_deref(), Some("copy"));
     }
 }

@@ -124,6 +124,34 @@ impl Sandbox {
         }
     }
 
+    /// Removes `plugin`'s cgroup set, once its instances' leaves have gone (they go as
+    /// their processes are reaped): the plugin was removed for good. A set still busy
+    /// after `STALE_WAIT` is left to the subtree's teardown, and said so.
+    pub async fn forget_plugin(&self, plugin: &str) {
+        let deadline = tokio::time::Instant::now() + STALE_WAIT;
+        loop {
+            let step = match self.cgroups.lock() {
+                Ok(guard) => match guard.as_ref() {
+                    Ok(tree) => tree.remove_plugin(plugin),
+                    Err(_) => return,
+                },
+                Err(_) => return,
+            };
+            match step {
+                Ok(Removal::Removed) => return,
+                Ok(Removal::Pending { cgroup }) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(plugin, cgroup = %cgroup.display(), "a removed plugin's cgroup is still busy; the supervisor's teardown removes it");
+                    return;
+                }
+                Ok(Removal::Pending { .. }) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(e) => {
+                    tracing::warn!(plugin, error = %e, "a removed plugin's cgroup could not be removed");
+                    return;
+                }
+            }
+        }
+    }
+
     /// One pass of the subtree's teardown; true once nothing is pending.
     fn teardown_step(&self) -> bool {
         // The switch sits in the subtree's supervisor leaf, which it would keep busy.

@@ -85,6 +85,25 @@ enum Remote {
         #[arg(long)]
         allow_breaking: bool,
     },
+    /// Reads the config file again, validates it whole and prints what it
+    /// would change: plugins added, removed and changed (which keys; "(live)"
+    /// where the running instances take the change without a new process),
+    /// and supervisor settings only a restart applies. Changes nothing.
+    Reread {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Applies the config file: removed plugins drain and stop, added ones
+    /// start, changed ones take live keys in place and are hot-reloaded for
+    /// the rest; with NAMEs, only those plugins' changes. An invalid file
+    /// changes nothing. Exits 1 when any plugin's change failed (that plugin
+    /// runs on as it was). SIGHUP to the daemon does the same as `update`.
+    Update {
+        names: Vec<String>,
+        /// Hot-reload even where the new contract breaks the serving one.
+        #[arg(long)]
+        allow_breaking: bool,
+    },
     /// Prints a plugin's stdout, stderr and SDK logs.
     Tail {
         name: String,
@@ -200,6 +219,13 @@ async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, String> {
             let req = plugin_proto::control::v1::ReloadRequest { name, allow_breaking };
             output::action(w.answer(c.reload(tonic::Request::new(req))).await)
         }
+        Remote::Update { names, allow_breaking } => {
+            // Reloads and drains take longer than an answer.
+            let w = client::Wait { limit: w.limit.max(RELOAD_WAIT), ..w.clone() };
+            let req = plugin_proto::control::v1::UpdateRequest { names, allow_breaking };
+            output::update(w.answer(c.update(tonic::Request::new(req))).await)
+        }
+        Remote::Reread { json } => output::reread(&mut c, w, json).await,
         Remote::Tail { name, follow, lines } => output::tail(&mut c, w, name, follow, lines).await,
         Remote::Events { follow, plugin, json } => {
             output::events(&mut c, w, plugin.unwrap_or_default(), follow, json).await

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use plugin_proto::control::v1::{
     ActionResponse, CallRequest, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
-    StatusRequest, TailRequest,
+    RereadRequest, RereadResponse, StatusRequest, TailRequest, UpdateResponse,
 };
 use serde_json::json;
 
@@ -238,4 +238,63 @@ pub async fn metrics(c: &mut Client, w: &Wait) -> Result<ExitCode, String> {
     let text = w.answer(c.metrics(w.request(MetricsRequest {}))).await?.text;
     out!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the config file would change: one line per plugin added, removed or changed
+/// (its keys, "(live)" where no new process is needed), and the supervisor keys only a
+/// restart applies.
+pub async fn reread(c: &mut Client, w: &Wait, json: bool) -> Result<ExitCode, String> {
+    let r = w.answer(c.reread(w.request(RereadRequest {}))).await?;
+    if json {
+        outln!("{}", reread_json(&r));
+    } else {
+        for line in reread_lines(&r) {
+            outln!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reread_json(r: &RereadResponse) -> serde_json::Value {
+    let changed: Vec<_> = r
+        .changed
+        .iter()
+        .map(|p| {
+            let keys: Vec<_> = p.keys.iter().map(|k| json!({"key": k.key, "live": k.live})).collect();
+            json!({"name": p.name, "keys": keys})
+        })
+        .collect();
+    json!({
+        "file": r.file,
+        "added": r.added,
+        "removed": r.removed,
+        "changed": changed,
+        "restart_only": r.restart_only,
+    })
+}
+
+fn reread_lines(r: &RereadResponse) -> Vec<String> {
+    let mut lines: Vec<String> = r.added.iter().map(|n| format!("{n}: added")).collect();
+    lines.extend(r.removed.iter().map(|n| format!("{n}: removed")));
+    for p in &r.changed {
+        let keys: Vec<String> =
+            p.keys.iter().map(|k| if k.live { format!("{} (live)", k.key) } else { k.key.clone() }).collect();
+        lines.push(format!("{}: changed: {}", p.name, keys.join(", ")));
+    }
+    if !r.restart_only.is_empty() {
+        lines.push(format!("supervisor: only a restart applies: {}", r.restart_only.join(", ")));
+    }
+    if lines.is_empty() {
+        lines.push(format!("{}: no changes", r.file));
+    }
+    lines
+}
+
+/// One line per plugin the update touched; exit 1 when any of their changes failed.
+pub fn update(r: Result<UpdateResponse, String>) -> Result<ExitCode, String> {
+    let r = r?;
+    for line in &r.lines {
+        outln!("{line}");
+    }
+    Ok(if r.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -1,0 +1,196 @@
+//! Live config updates with real processes. `supervisorctl reread`: the config file read
+//! again and validated whole, and what it would change said plugin by plugin and key by
+//! key, with nothing applied. `supervisorctl update` and SIGHUP: plugins removed, added
+//! and changed (in place, or through a hot reload, a binary rebuilt in place included)
+//! under a steady load without a failed call, plugins not named keeping their
+//! processes. An invalid file is refused naming file, line and key, and what runs is
+//! untouched.
+
+use std::time::{Duration, Instant};
+
+use plugin_integration::daemon::{config, plugin};
+use plugin_integration::load::{Load, STEADY};
+use plugin_integration::pb::echo::EchoRequest;
+use plugin_integration::pb::echo::echo_client::EchoClient;
+use plugin_integration::{Daemon, bins, connect};
+
+const UP: Duration = Duration::from_secs(30);
+
+fn reread(d: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["reread"];
+    all.extend_from_slice(args);
+    let out = d.ctl(&all);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn pids(d: &Daemon) -> Vec<(String, i64)> {
+    d.status().iter().map(|v| (v["instance"].as_str().unwrap().to_owned(), v["pid"].as_i64().unwrap())).collect()
+}
+
+/// The serving instances' pids of `plugin` (its newest revision's).
+fn serving(d: &Daemon, plugin: &str) -> Vec<i64> {
+    let rows: Vec<_> = d.status().into_iter().filter(|v| v["name"] == plugin).collect();
+    let newest = rows.iter().filter_map(|v| v["revision"].as_u64()).max();
+    rows.iter().filter(|v| v["revision"].as_u64() == newest).filter_map(|v| v["pid"].as_i64()).collect()
+}
+
+/// Copies `from` over `to` as a rebuild does: a new file renamed over the old path (the
+/// running process keeps the old one), one byte longer so its digest differs.
+fn rebuild(from: &std::path::Path, to: &std::path::Path) {
+    let new = to.with_extension("new");
+    let mut bytes = std::fs::read(from).unwrap();
+    bytes.push(0);
+    std::fs::write(&new, bytes).unwrap();
+    std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, to).unwrap();
+}
+
+fn update(d: &Daemon, args: &[&str]) -> (Option<i32>, Vec<String>, String) {
+    let mut all = vec!["update"];
+    all.extend_from_slice(args);
+    let out = tokio::task::block_in_place(|| d.ctl(&all));
+    let stdout = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    (out.status.code(), stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn reread_says_what_the_file_would_change_and_applies_nothing() {
+    // The echo plugin runs a copy, so that it can be rebuilt in place.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let echo_bin = bin_dir.path().join("echo");
+    std::fs::copy(bins::example("echo"), &echo_bin).unwrap();
+    let plugins = format!("{}{}", plugin("echo", &echo_bin, ""), plugin("zoo", &bins::zoo(), ""));
+    let d = Daemon::start(&config(&plugins));
+    d.wait_state("echo-0", "running", UP);
+    d.wait_state("zoo-0", "running", UP);
+    let before = pids(&d);
+    let original = std::fs::read_to_string(&d.config).unwrap();
+
+    let (code, stdout, stderr) = reread(&d, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), format!("{}: no changes", d.config.display()));
+
+    // A plugin added, one removed, one changed (a live key), a supervisor key.
+    let zoo_entry = plugin("zoo", &bins::zoo(), "");
+    let changed = original
+        .replace(&zoo_entry, &plugin("echo2", &bins::example("echo"), ""))
+        .replace("[supervisor]\n", "[supervisor]\nlog_lines = 77\n")
+        .replace(&plugin("echo", &echo_bin, ""), &plugin("echo", &echo_bin, "call_timeout = \"42s\"\nargs = [\"-v\"]"));
+    assert_ne!(changed, original);
+    std::fs::write(&d.config, &changed).unwrap();
+    let (code, stdout, stderr) = reread(&d, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "echo2: added",
+            "zoo: removed",
+            "echo: changed: args, call_timeout (live)",
+            "supervisor: only a restart applies: log_lines"
+        ],
+        "{stdout}"
+    );
+    let (code, json, _) = reread(&d, &["--json"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["added"], serde_json::json!(["echo2"]));
+    assert_eq!(v["removed"], serde_json::json!(["zoo"]));
+    assert_eq!(v["changed"][0]["name"], "echo");
+    assert_eq!(v["changed"][0]["keys"][1], serde_json::json!({"key": "call_timeout", "live": true}));
+    assert_eq!(v["restart_only"], serde_json::json!(["log_lines"]));
+
+    // The binary rebuilt under the same path (a new file renamed over it, as a linker does).
+    std::fs::write(&d.config, &original).unwrap();
+    rebuild(&bins::example("echo"), &echo_bin);
+    let (code, stdout, stderr) = reread(&d, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "echo: changed: binary (rebuilt in place)");
+
+    // An invalid file is refused whole, with where and why.
+    std::fs::write(&d.config, original.replace("[supervisor]\n", "[supervisor]\nlog_lines = \"many\"\n")).unwrap();
+    let (code, stdout, stderr) = reread(&d, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let place = format!("{}:2: supervisor.log_lines: invalid type", d.config.display());
+    assert!(stderr.contains(&place), "{stderr}");
+
+    // Nothing was applied: the same instances, the same processes.
+    assert_eq!(pids(&d), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_and_sighup_add_remove_and_change_plugins_under_load_without_a_failed_call() {
+    let bin_dir = tempfile::tempdir().unwrap();
+    let echo_bin = bin_dir.path().join("echo");
+    std::fs::copy(bins::example("echo"), &echo_bin).unwrap();
+    let echo = plugin("echo", &echo_bin, "call_timeout = \"20s\"");
+    let zoo = plugin("zoo", &bins::zoo(), "");
+    let d = Daemon::start(&config(&format!("{echo}{zoo}")));
+    d.wait_state("echo-0", "running", UP);
+    d.wait_state("zoo-0", "running", UP);
+    let mut load = Load::new();
+    for _ in 0..2 {
+        let client = EchoClient::new(connect(&d.gateway()).await.unwrap());
+        load.caller(move || {
+            let mut client = client.clone();
+            async move { client.echo(EchoRequest { message: STEADY.into() }).await.map(|r| r.into_inner().message) }
+        });
+    }
+    let original = std::fs::read_to_string(&d.config).unwrap();
+    let echo_pids = serving(&d, "echo");
+
+    // The zoo goes; a second zoo, answering as "zoo2", takes its service; echo's call
+    // timeout changes in place.
+    let zoo2 = plugin("zoo2", &bins::zoo(), "args = [\"--name\", \"zoo2\"]");
+    let echo_live = plugin("echo", &echo_bin, "call_timeout = \"25s\"");
+    let text = original.replace(&zoo, &zoo2).replace(&echo, &echo_live);
+    std::fs::write(&d.config, &text).unwrap();
+    let (code, lines, stderr) = update(&d, &[]);
+    assert_eq!(code, Some(0), "{lines:?} {stderr}");
+    assert_eq!(lines, ["zoo: removed", "zoo2: added", "echo: applied in place: call_timeout"]);
+    assert_eq!(serving(&d, "echo"), echo_pids, "echo changed in place");
+    assert!(d.status().iter().all(|v| v["name"] != "zoo"), "{:?}", d.status());
+    d.wait_state("zoo2-0", "running", UP);
+    let mut zoo_client = plugin_integration::pb::zoo::zoo_client::ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let answer = zoo_client.echo(plugin_integration::pb::zoo::Text { text: "moved".into() }).await.unwrap();
+    assert_eq!(answer.into_inner().text, "moved", "the service moved to zoo2");
+
+    // The echo binary rebuilt in place: an update (named) hot-reloads it; zoo2 is not
+    // named and keeps its process even though its entry changed too.
+    let zoo2_pids = serving(&d, "zoo2");
+    rebuild(&bins::example("echo"), &echo_bin);
+    std::fs::write(&d.config, text.replace("\"--name\", \"zoo2\"", "\"--name\", \"zoo2\", \"-v\"")).unwrap();
+    let (code, lines, stderr) = update(&d, &["echo"]);
+    assert_eq!(code, Some(0), "{lines:?} {stderr}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("echo: revision 2 serves (pid "), "{lines:?}");
+    let reloaded = serving(&d, "echo");
+    assert!(reloaded.iter().all(|p| !echo_pids.contains(p)), "{reloaded:?} after {echo_pids:?}");
+    assert_eq!(serving(&d, "zoo2"), zoo2_pids);
+
+    // An invalid file changes nothing.
+    std::fs::write(&d.config, text.replace("[supervisor]\n", "[supervisor]\nlog_lines = -1\n")).unwrap();
+    let (code, lines, stderr) = update(&d, &[]);
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert!(stderr.contains(&format!("{}:2: supervisor.log_lines", d.config.display())), "{stderr}");
+    assert_eq!((serving(&d, "echo"), serving(&d, "zoo2")), (reloaded.clone(), zoo2_pids.clone()));
+
+    // SIGHUP applies the file as update does: zoo2 goes, echo stays.
+    std::fs::write(&d.config, text.replace(&zoo2, "")).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_event("removed", "drained and stopped", UP);
+    let deadline = Instant::now() + UP;
+    while d.status().iter().any(|v| v["name"] == "zoo2") {
+        assert!(Instant::now() < deadline, "zoo2 stayed: {:?}", d.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.log_text().contains("update: zoo2: removed"), "{}", d.log_tail(30));
+    assert_eq!(serving(&d, "echo"), reloaded, "echo untouched by the SIGHUP");
+
+    let seen = load.finish().await;
+    assert_eq!(seen.failed, 0, "{seen:?}\nlog:\n{}", d.log_tail(60));
+    assert!(seen.calls > 100, "the load kept calling: {seen:?}");
+}

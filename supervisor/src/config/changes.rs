@@ -1,0 +1,276 @@
+//! What a config file, read again, would change in a running supervisor: plugins
+//! added, removed and changed (which keys, and whether each applies to the running
+//! processes or needs a new revision), binaries rebuilt in place, and supervisor
+//! settings that only a restart applies. `supervisorctl reread` prints it.
+
+use std::path::Path;
+
+use super::{Config, ConfigError, PluginSpec, SupervisorSection};
+
+/// Why the config could not be read again; what runs is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum RereadError {
+    #[error("the supervisor was not started from a config file: there is nothing to read again")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("reading the config again ended abnormally: {0}")]
+    Aborted(String),
+}
+
+/// How a changed key reaches the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Apply {
+    /// To the running instances, without a new process.
+    Live,
+    /// Through a new revision (a hot reload).
+    NewRevision,
+}
+
+/// One key of a plugin entry that differs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyChange {
+    pub key: &'static str,
+    pub apply: Apply,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginChange {
+    pub name: String,
+    pub keys: Vec<KeyChange>,
+}
+
+impl PluginChange {
+    /// Every key applies live: no new process is needed.
+    pub fn live_only(&self) -> bool {
+        self.keys.iter().all(|k| k.apply == Apply::Live)
+    }
+}
+
+/// Everything that differs, each list in name order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<PluginChange>,
+    /// `[supervisor]` keys that differ, which only a restart of the supervisor applies.
+    pub restart_only: Vec<&'static str>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty() && self.restart_only.is_empty()
+    }
+}
+
+/// A plugin as it runs: the entry its serving revision was made from, and the SHA-256
+/// of the image it executes.
+pub struct Running<'a> {
+    pub spec: &'a PluginSpec,
+    pub sha256: Option<&'a str>,
+}
+
+/// Compares what runs with `next` (a config loaded, so validated, whole). `digest` hashes
+/// a binary as it is on disk now (None when it cannot be read: the reload that would
+/// follow reports why), so a binary rebuilt in place under the same path counts as a
+/// change.
+pub fn changes<'a>(
+    running_section: &SupervisorSection,
+    running: impl IntoIterator<Item = Running<'a>>,
+    next: &Config,
+    digest: impl Fn(&Path) -> Option<String>,
+) -> Changes {
+    let running: Vec<Running<'a>> = running.into_iter().collect();
+    let next_specs = next.specs();
+    let mut out = Changes { restart_only: section_changes(running_section, &next.supervisor), ..Changes::default() };
+    for spec in &next_specs {
+        match running.iter().find(|r| r.spec.name == spec.name) {
+            None => out.added.push(spec.name.clone()),
+            Some(r) => {
+                let mut keys = spec_changes(r.spec, spec);
+                let rebuilt = r.spec.binary == spec.binary
+                    && r.sha256.is_some_and(|now| digest(&spec.binary).is_some_and(|disk| disk != now));
+                if rebuilt {
+                    keys.insert(0, KeyChange { key: "binary (rebuilt in place)", apply: Apply::NewRevision });
+                }
+                if !keys.is_empty() {
+                    out.changed.push(PluginChange { name: spec.name.clone(), keys });
+                }
+            }
+        }
+    }
+    out.removed = running
+        .iter()
+        .filter(|r| !next_specs.iter().any(|s| s.name == r.spec.name))
+        .map(|r| r.spec.name.clone())
+        .collect();
+    out.added.sort();
+    out.removed.sort();
+    out.changed.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The keys of a plugin entry (after defaults) that differ, named as the config names them.
+fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
+    use Apply::{Live, NewRevision};
+    let differs = [
+        ("binary", a.binary != b.binary, NewRevision),
+        ("args", a.args != b.args, NewRevision),
+        ("env", a.env != b.env, NewRevision),
+        ("config", a.config_json != b.config_json, NewRevision),
+        ("replicas", a.replicas != b.replicas, NewRevision),
+        // Only read when the supervisor starts.
+        ("autostart", a.autostart != b.autostart, Live),
+        ("restart", a.restart != b.restart, NewRevision),
+        ("backoff", a.backoff != b.backoff, NewRevision),
+        ("handshake_timeout", a.handshake_timeout != b.handshake_timeout, NewRevision),
+        // Read by the routing stack at each call.
+        ("call_timeout", a.call_timeout != b.call_timeout, Live),
+        ("stop_timeout", a.stop_timeout != b.stop_timeout, NewRevision),
+        ("sha256", a.integrity.sha256 != b.integrity.sha256, NewRevision),
+        ("require_signature", a.integrity.require_signature != b.integrity.require_signature, NewRevision),
+        ("trusted_keys", a.integrity.trusted_keys != b.integrity.trusted_keys, NewRevision),
+        ("version", a.version_req != b.version_req, NewRevision),
+        ("contract", a.contract.as_deref() != b.contract.as_deref(), NewRevision),
+        ("tier", a.tier != b.tier, NewRevision),
+        // Written into the running instances' cgroups.
+        ("quota", a.quota != b.quota, Live),
+        ("user", a.ids != b.ids, NewRevision),
+        ("data_dir", a.data_dir != b.data_dir, NewRevision),
+        ("landlock_required", a.landlock_required != b.landlock_required, NewRevision),
+        ("network_namespace", a.network_namespace != b.network_namespace, NewRevision),
+    ];
+    differs.into_iter().filter(|(_, d, _)| *d).map(|(key, _, apply)| KeyChange { key, apply }).collect()
+}
+
+/// `[supervisor]` keys that differ and are fixed for the supervisor's life: its sockets,
+/// cgroup subtree, state and buffers are set up once. The keys that feed plugin entries
+/// (`defaults`, `trusted_keys`, `require_signatures*`) are not here: their effect shows
+/// in the plugins they change.
+fn section_changes(a: &SupervisorSection, b: &SupervisorSection) -> Vec<&'static str> {
+    // The sections' types compare by their Debug form: every field is in it, and none of
+    // them holds anything that prints the same for different values.
+    fn ne(a: &impl std::fmt::Debug, b: &impl std::fmt::Debug) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let differs = [
+        ("runtime_dir", ne(&a.runtime_dir, &b.runtime_dir)),
+        ("control_socket_mode", ne(&a.control_socket_mode, &b.control_socket_mode)),
+        ("gateway_socket_mode", ne(&a.gateway_socket_mode, &b.gateway_socket_mode)),
+        ("control_allowed_uids", ne(&a.control_allowed_uids, &b.control_allowed_uids)),
+        ("metrics_listen", ne(&a.metrics_listen, &b.metrics_listen)),
+        ("log_lines", ne(&a.log_lines, &b.log_lines)),
+        ("event_history", ne(&a.event_history, &b.event_history)),
+        ("policies_dir", ne(&a.policies_dir, &b.policies_dir)),
+        ("state_dir", ne(&a.state_dir, &b.state_dir)),
+        ("cgroup", ne(&a.cgroup, &b.cgroup)),
+        ("sandbox", ne(&a.sandbox, &b.sandbox)),
+        ("gateway", ne(&a.gateway, &b.gateway)),
+    ];
+    differs.into_iter().filter(|(_, d)| *d).map(|(key, _)| key).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both configs in one directory, so that their binary is the same file.
+    fn load_both(before: &str, after: &str) -> (Config, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("p");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let load = |file: &str, text: &str| {
+            let path = dir.path().join(file);
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        };
+        (load("before.toml", before), load("after.toml", after))
+    }
+
+    const HEAD: &str = "[supervisor]\nstate_dir = \"s\"\n[supervisor.sandbox]\nallow_unsandboxed = true\n";
+
+    fn entry(name: &str, extra: &str) -> String {
+        format!("[[plugin]]\nname = \"{name}\"\nbinary = \"p\"\ntier = \"none\"\n{extra}\n")
+    }
+
+    fn diff(before: &str, after: &str, rebuilt: bool) -> Changes {
+        let (old, new) = load_both(before, after);
+        let specs = old.specs();
+        let running = specs.iter().map(|spec| Running { spec, sha256: Some("old") });
+        changes(&old.supervisor, running, &new, |_| Some(if rebuilt { "new" } else { "old" }.to_owned()))
+    }
+
+    fn keys(c: &Changes, name: &str) -> Vec<(&'static str, Apply)> {
+        let p = c.changed.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} unchanged: {c:?}"));
+        p.keys.iter().map(|k| (k.key, k.apply)).collect()
+    }
+
+    #[test]
+    fn the_same_file_changes_nothing() {
+        let text = format!("{HEAD}{}{}", entry("a", ""), entry("b", "replicas = 2"));
+        assert_eq!(diff(&text, &text, false), Changes::default());
+        assert!(diff(&text, &text, false).is_empty());
+    }
+
+    #[test]
+    fn plugins_added_and_removed_are_named_in_order() {
+        let before = format!("{HEAD}{}{}", entry("a", ""), entry("gone", ""));
+        let after = format!("{HEAD}{}{}{}", entry("z", ""), entry("a", ""), entry("new", ""));
+        let c = diff(&before, &after, false);
+        assert_eq!(c.added, ["new", "z"]);
+        assert_eq!(c.removed, ["gone"]);
+        assert!(c.changed.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn each_changed_key_is_named_with_how_it_applies() {
+        let before = format!("{HEAD}{}", entry("a", "call_timeout = \"5s\"\nargs = [\"x\"]"));
+        let after = format!(
+            "{HEAD}{}",
+            entry("a", "call_timeout = \"9s\"\nargs = [\"y\"]\nreplicas = 3\n[plugin.quota]\nmemory_max = \"64M\"")
+        );
+        let c = diff(&before, &after, false);
+        assert_eq!(
+            keys(&c, "a"),
+            [
+                ("args", Apply::NewRevision),
+                ("replicas", Apply::NewRevision),
+                ("call_timeout", Apply::Live),
+                ("quota", Apply::Live)
+            ]
+        );
+        assert!(!c.changed[0].live_only());
+        let live = diff(&before, &before.replace("5s", "7s"), false);
+        assert!(live.changed[0].live_only(), "{live:?}");
+    }
+
+    #[test]
+    fn a_default_changed_changes_the_plugins_that_take_it() {
+        let before = format!("{HEAD}{}{}", entry("a", ""), entry("own", "stop_timeout = \"3s\""));
+        let after = before.replace(HEAD, &format!("{HEAD}[supervisor.defaults]\nstop_timeout = \"9s\"\n"));
+        let c = diff(&before, &after, false);
+        assert_eq!(keys(&c, "a"), [("stop_timeout", Apply::NewRevision)]);
+        assert_eq!(c.changed.len(), 1, "a plugin with its own value is untouched: {c:?}");
+        assert!(c.restart_only.is_empty(), "defaults are not a restart-only key: {c:?}");
+    }
+
+    #[test]
+    fn a_binary_rebuilt_under_the_same_path_is_a_change() {
+        let text = format!("{HEAD}{}", entry("a", ""));
+        let c = diff(&text, &text, true);
+        assert_eq!(keys(&c, "a"), [("binary (rebuilt in place)", Apply::NewRevision)]);
+    }
+
+    #[test]
+    fn supervisor_settings_fixed_for_its_life_are_listed_apart() {
+        let before = format!("{HEAD}{}", entry("a", ""));
+        let after = before
+            .replace(HEAD, &format!("{HEAD}[supervisor.gateway]\nmax_connections = 99\n"))
+            .replace("state_dir = \"s\"\n", "state_dir = \"s\"\nlog_lines = 77\n");
+        let c = diff(&before, &after, false);
+        assert_eq!(c.restart_only, ["log_lines", "gateway"]);
+        assert!(c.changed.is_empty() && c.added.is_empty() && c.removed.is_empty(), "{c:?}");
+    }
+}
