@@ -53,6 +53,17 @@ impl H2Channel {
         let (tx, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            // Callers end calls in crowds (a deadline, a caller's connection
+            // closing, calls reset past the gateway's stall budget), and the
+            // plugin's answers to them are often still on their way. h2
+            // remembers only 50 streams it reset; frames for one it forgot
+            // cost a RST_STREAM back, and after 1024 of those it closes the
+            // connection: every call of the plugin would fail for what some
+            // callers did. So it remembers every stream that can have data
+            // in flight, and never counts those resets against the plugin
+            // (our own child: its misbehaviour costs it alone).
+            .max_concurrent_reset_streams(RESETS_REMEMBERED)
+            .max_local_error_reset_streams(None)
             .handshake(io)
             .await?;
         Ok((Self { tx }, Box::pin(conn)))
@@ -65,12 +76,20 @@ impl H2Channel {
 /// WINDOW_UPDATE.
 pub const STREAM_WINDOW: u32 = 256 << 10;
 
-/// The connection's window, shared by every stream on it. Every caller of a
-/// plugin instance shares its one connection, so unread responses must not
-/// be able to use this up: it is 4096 stalled streams' worth (the
-/// supervisor resets a stalled call by its deadline). It bounds nothing
-/// else: memory is spent only on data that was sent.
-pub const CONNECTION_WINDOW: u32 = 4096 * STREAM_WINDOW;
+/// The connection's window, shared by every stream on it: what a plugin
+/// may have sent and the supervisor not yet read, so also the memory a
+/// plugin can make it hold. Every caller of a plugin instance shares its
+/// one connection, so unread answers must not be able to use this up: it
+/// is 1024 streams' worth, and the gateway lets at most half that many
+/// calls stall behind callers that do not read (`max_stalled_calls`),
+/// resetting the others as soon as they fall behind.
+pub const CONNECTION_WINDOW: u32 = 1024 * STREAM_WINDOW;
+
+/// Streams a channel remembers having reset, for a second, so that what
+/// the plugin had already sent on them is dropped quietly: a crowd's
+/// worth. Past it, each frame for a forgotten stream costs a RST_STREAM
+/// back, no more.
+const RESETS_REMEMBERED: usize = 4096;
 
 /// A body read from an HTTP/2 stream: DATA frames (their flow-control
 /// window released as they are read), then trailers. Responses on a
@@ -153,17 +172,17 @@ fn send_frames(send: &mut h2::SendStream<Bytes>, frames: Vec<Frame<Bytes>>, ende
     Ok(())
 }
 
-/// Streams the rest of a body that was not complete at send time, waiting
-/// for flow-control capacity before taking each frame.
+/// Streams the rest of a body that was not complete at send time. Each
+/// frame is sent once the stream has room for it, or for [`MIN_DATA_FRAME`]
+/// of it, so the body is read at most a frame ahead of the peer and h2
+/// never sends a sliver of it first: h2 sends whatever window a stream was
+/// given, and a stream that asked for one byte while the connection's
+/// window was shut (many calls at once) sends a 1-byte DATA frame per
+/// frame. A peer on h2 (plugins' servers are) counts small DATA frames it
+/// holds and closes the connection past a budget (`ENHANCE_YOUR_CALM`,
+/// "too_many_data_frames"): every call of the plugin would fail.
 async fn pump(mut body: Body, mut send: h2::SendStream<Bytes>) {
     loop {
-        send.reserve_capacity(1);
-        if send.capacity() == 0 {
-            match futures_util::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-                Some(Ok(_)) => {}
-                _ => return,
-            }
-        }
         let next = tokio::select! {
             f = body.frame() => f,
             _ = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => return,
@@ -171,6 +190,11 @@ async fn pump(mut body: Body, mut send: h2::SendStream<Bytes>) {
         let result = match next {
             Some(Ok(frame)) => {
                 let ended = body.is_end_stream() || frame.is_trailers();
+                if let Some(data) = frame.data_ref()
+                    && !room_for(&mut send, data.len()).await
+                {
+                    return;
+                }
                 send_frames(&mut send, vec![frame], ended)
             }
             None => send.send_data(Bytes::new(), true),
@@ -183,6 +207,25 @@ async fn pump(mut body: Body, mut send: h2::SendStream<Bytes>) {
             return;
         }
     }
+}
+
+/// The least of a frame a stream waits to have room for before it is
+/// sent: well above the 256 bytes under which h2 counts a DATA frame as
+/// overhead, well below any stream window a plugin's server opens.
+const MIN_DATA_FRAME: usize = 1024;
+
+/// Waits until `send` has room for `len` bytes, or [`MIN_DATA_FRAME`] of
+/// them; false when the stream has gone.
+async fn room_for(send: &mut h2::SendStream<Bytes>, len: usize) -> bool {
+    let least = len.min(MIN_DATA_FRAME);
+    send.reserve_capacity(len);
+    while send.capacity() < least {
+        match futures_util::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(_)) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl tower::Service<http::Request<Body>> for H2Channel {
@@ -220,5 +263,154 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             let response = response.await?;
             Ok(response.map(ResponseBody::new))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::Service;
+
+    use super::*;
+
+    /// A request body whose one 16 KiB message comes only after the call
+    /// has started, as a streaming caller's does.
+    fn late_body(ready: tokio::sync::watch::Receiver<bool>) -> Body {
+        let stream = futures_util::stream::once(async move {
+            let mut ready = ready;
+            let _ = ready.wait_for(|r| *r).await;
+            Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![7u8; 16 << 10])))
+        });
+        Body::new(http_body_util::StreamBody::new(stream))
+    }
+
+    /// One HTTP/2 frame.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len().to_be_bytes();
+        let mut f = vec![len[5], len[6], len[7], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[tokio::test]
+    async fn a_crowd_of_calls_ended_while_the_plugin_still_answers_them_keeps_its_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const CALLS: u32 = 2000;
+        let (client_io, server_io) = tokio::io::duplex(16 << 20);
+        let (mut from_client, mut to_client) = tokio::io::split(server_io);
+        // A plugin by hand: it answers every call, and sends data on each
+        // after the supervisor has ended them all, as a plugin does whose
+        // answers were on their way.
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 16];
+            while from_client.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        to_client.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+        let (channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut calls = Vec::new();
+        for _ in 0..CALLS {
+            let mut ch = channel.clone();
+            let req = http::Request::post("/t.T/M").body(Body::empty()).unwrap();
+            calls.push(tokio::spawn(async move { ch.call(req).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let streams = (0..CALLS).map(|i| 2 * i + 1);
+        let mut answers = Vec::new();
+        for id in streams.clone() {
+            // :status 200
+            answers.extend(frame(0x1, 0x4, id, &[0x88]));
+        }
+        to_client.write_all(&answers).await.unwrap();
+        for c in calls {
+            drop(c.await.unwrap().expect("answered"));
+        }
+        let mut late = Vec::new();
+        for id in streams {
+            late.extend(frame(0x0, 0, id, b"late data"));
+        }
+        to_client.write_all(&late).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!conn.is_finished(), "the connection was closed: {:?}", conn.await);
+        // And it still carries calls.
+        let mut ch = channel.clone();
+        let next =
+            tokio::spawn(async move { ch.call(http::Request::post("/t.T/M").body(Body::empty()).unwrap()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        to_client.write_all(&frame(0x1, 0x5, 2 * CALLS + 1, &[0x88])).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(2), next).await.expect("no answer").unwrap();
+        assert_eq!(status.map(|r| r.status()).map_err(|e| e.to_string()), Ok(http::StatusCode::OK));
+    }
+
+    #[tokio::test]
+    async fn many_calls_at_once_on_a_shut_window_send_no_slivers_the_peer_would_close_the_connection_for() {
+        const CALLS: usize = 200;
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        // A server on h2 with a small connection window, as a busy plugin's
+        // is: h2 allows it about 128 small DATA frames unread.
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new()
+                .initial_connection_window_size(65_535)
+                .handshake::<_, Bytes>(server_io)
+                .await
+                .unwrap();
+            let mut bodies = Vec::new();
+            // Takes every call before reading any body, then reads them all.
+            while bodies.len() < CALLS {
+                match conn.accept().await {
+                    Some(Ok((req, respond))) => bodies.push((req.into_body(), respond)),
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(0),
+                }
+            }
+            let readers: Vec<_> = bodies
+                .into_iter()
+                .map(|(mut body, mut respond)| {
+                    tokio::spawn(async move {
+                        let mut read = 0;
+                        while let Some(Ok(data)) = body.data().await {
+                            read += data.len();
+                            let _ = body.flow_control().release_capacity(data.len());
+                        }
+                        let _ = respond.send_response(http::Response::new(()), true);
+                        read
+                    })
+                })
+                .collect();
+            let reader = async move {
+                let mut read = 0;
+                for r in readers {
+                    read += r.await.unwrap_or(0);
+                }
+                read
+            };
+            tokio::pin!(reader);
+            let read = tokio::select! {
+                read = &mut reader => read,
+                closed = futures_util::future::poll_fn(|cx| conn.poll_closed(cx)) => return closed.map(|()| 0),
+            };
+            // The answers still have to leave.
+            tokio::spawn(async move { futures_util::future::poll_fn(|cx| conn.poll_closed(cx)).await });
+            Ok(read)
+        });
+        let (channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let (go, ready) = tokio::sync::watch::channel(false);
+        let mut calls = Vec::new();
+        for _ in 0..CALLS {
+            let mut ch = channel.clone();
+            let req = http::Request::post("/t.T/M").body(late_body(ready.clone())).unwrap();
+            calls.push(tokio::spawn(async move { ch.call(req).await.map(|r| r.status()) }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        go.send(true).unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), server).await.expect("server hung").unwrap();
+        assert_eq!(read.map_err(|e| e.to_string()), Ok(CALLS * (16 << 10)), "the server closed the connection");
+        for c in calls {
+            assert_eq!(c.await.unwrap().unwrap(), http::StatusCode::OK);
+        }
+        conn.abort();
     }
 }
