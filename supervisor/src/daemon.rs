@@ -97,6 +97,8 @@ async fn stop_signal(signals: &mut Signals) -> anyhow::Result<i32> {
 /// `signals` must catch [`HANDLED_SIGNALS`] and be set up before the config
 /// was read, so that no moment of start-up dies of a signal's default action.
 pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Signals) -> anyhow::Result<()> {
+    // Refused before anything is created: a gateway with too few descriptors would lock every caller out.
+    let gateway_limits = crate::routing::server::Limits::new(config.supervisor.gateway.clone())?;
     let dir = runtime_dir.unwrap_or_else(|| config.supervisor.runtime_dir.clone());
     let runtime = RuntimeDir::claim(&dir)?;
 
@@ -119,7 +121,6 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
     };
 
     let allowed = config.supervisor.control_allowed_uids.clone();
-    let gateway_limits = config.supervisor.gateway.clone();
     // Not raced with the signals: a start abandoned halfway would leave its
     // cgroups behind. It is bounded (plugins start in the background), and a
     // signal caught meanwhile waits in the pipe and is acted on right after.
