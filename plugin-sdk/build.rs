@@ -3,7 +3,14 @@
 fn main() -> std::io::Result<()> {
     let out =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| std::io::Error::other("OUT_DIR unset"))?);
-    plugin_proto::build::compile_into(&["examples/proto/echo.proto"], &["examples/proto"], &out, "echo.binpb")?;
+    // The echo example is echo-plugin's own source, which reads its descriptors
+    // under the name `plugin_proto::build::compile` gives them.
+    plugin_proto::build::compile_into(
+        &["echo-plugin/proto/echo.proto"],
+        &["echo-plugin/proto"],
+        &out,
+        "descriptors.binpb",
+    )?;
     plugin_proto::build::compile_into(&["examples/proto/token.proto"], &["examples/proto"], &out, "token.binpb")?;
     Ok(())
 }

@@ -59,14 +59,14 @@ export PLUGIN_TEST_PYTHON="$py_env/bin/python"
 step "tests on this host"
 cargo test --workspace
 
-step "the lifecycle's unit tests again, as an unprivileged user (they need no root)"
+step "the lifecycle and reload unit tests again, as an unprivileged user (they need no root)"
 lib_tests=$(cargo test -p plugin-supervisor --lib --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
         print(m["executable"])')
-(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/ "$lib_tests" instance::)
+(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/ "$lib_tests" instance:: reload::)
 
 step "fuzz targets (coverage-guided, 15 s each)"
 bash fuzz/run.sh 15

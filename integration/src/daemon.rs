@@ -255,13 +255,21 @@ pub fn config(plugins: &str) -> String {
     config_with("", plugins)
 }
 
+/// How much longer than here start-ups and calls take where the tests run
+/// (`PLUGIN_TEST_TIMEOUT_FACTOR`, set by the VM lane, whose emulated CPU is
+/// about 20x slower); 1 by default.
+pub fn timeout_factor() -> u32 {
+    std::env::var("PLUGIN_TEST_TIMEOUT_FACTOR").ok().and_then(|f| f.parse().ok()).filter(|f| *f > 0).unwrap_or(1)
+}
+
 /// [`config`] with extra `[supervisor]` keys.
 pub fn config_with(supervisor: &str, plugins: &str) -> String {
     let head = supervisor_section(supervisor);
+    let t = 5 * timeout_factor();
     format!(
         r#"{head}[supervisor.defaults]
-handshake_timeout = "5s"
-call_timeout = "5s"
+handshake_timeout = "{t}s"
+call_timeout = "{t}s"
 stop_timeout = "2s"
 
 [supervisor.defaults.backoff]

@@ -145,7 +145,7 @@ fn the_case_table_gives_the_same_verdicts_through_supervisorctl_contract_diff() 
 fn contract_diff_mixes_proto_files_and_descriptor_sets_and_names_bad_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let echo_set = write(dir.path(), "echo.binpb", echo::FILE_DESCRIPTOR_SET);
-    let echo_proto = bins::repo().join("plugin-sdk/examples/proto/echo.proto").display().to_string();
+    let echo_proto = bins::repo().join("plugin-sdk/echo-plugin/proto/echo.proto").display().to_string();
     let breaking = write(dir.path(), "echo-pin.proto", ECHO_BREAKING_PIN.as_bytes());
 
     for (old, new) in [(&echo_set, &echo_proto), (&echo_proto, &echo_set)] {

@@ -78,17 +78,24 @@ fn assert_clean_exit(d: &Daemon, status: std::process::ExitStatus, sig: i32, whe
 #[test]
 fn a_stop_signal_at_any_moment_of_start_up_ends_in_a_clean_exit() {
     // From before the config is read to after the plugins run.
-    let mut caught = 0;
     for delay_ms in [1, 3, 5, 10, 15, 20, 30, 50, 80, 150, 400] {
         let mut d = Daemon::spawn(&echo_and_zoo());
         std::thread::sleep(Duration::from_millis(delay_ms));
         d.signal(libc::SIGTERM);
         let when = format!("SIGTERM after {delay_ms} ms");
-        let status = d.wait_exit(EXIT).unwrap_or_else(|| panic!("{when}: still running\nlog:\n{}", d.log_text()));
+        let status = d.wait_exit(EXIT).unwrap_or_else(|| {
+            // What the kernel says of its signals, should this ever happen again.
+            let signals = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap_or_default();
+            let signals: Vec<&str> =
+                signals.lines().filter(|l| l.starts_with("Sig") || l.starts_with("ShdPnd")).collect();
+            panic!("{when}: still running; {signals:?}\nlog:\n{}", d.log_text())
+        });
         assert_clean_exit(&d, status, libc::SIGTERM, &when);
-        caught += usize::from(status.success());
+        // By then even a loaded machine has run the daemon's first lines.
+        if delay_ms >= 80 {
+            assert!(status.success(), "{when}: the signal was not caught: {status:?}");
+        }
     }
-    assert!(caught >= 7, "only {caught} of 11 signals were caught: the later ones must all be");
 }
 
 #[test]
@@ -120,9 +127,9 @@ fn a_second_signal_kills_a_slow_drain_at_once() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     d.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
     assert!(d.wait_exit(Duration::ZERO).is_none(), "the first signal drains: {}", d.log_text());
     let second = Instant::now();
     d.signal(libc::SIGTERM);
@@ -139,7 +146,13 @@ fn a_second_signal_kills_a_slow_drain_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_is_logged_and_ignored_at_any_moment() {
     let mut d = Daemon::spawn(&config(&plugin("echo", &bins::example("echo"), "")));
-    std::thread::sleep(Duration::from_millis(15));
+    // During start-up, but after the daemon's first lines caught it (its runtime
+    // directory is made after that): SIGHUP's default action would kill it.
+    let deadline = Instant::now() + UP;
+    while !d.runtime.exists() {
+        assert!(Instant::now() < deadline, "no runtime directory: {}", d.log_text());
+        std::thread::sleep(Duration::from_millis(1));
+    }
     d.signal(libc::SIGHUP);
     d.wait_control(UP);
     let pid = d.wait_state("echo-0", "running", UP)["pid"].as_i64().unwrap() as i32;

@@ -46,7 +46,7 @@ async fn a_host_calls_plugins_in_process_and_shutdown_stops_them() {
     let Err(e) = sup.channel("ghost") else { panic!("a channel to an unknown plugin") };
     assert_eq!(e.to_string(), "unknown plugin \"ghost\"");
 
-    let pids: Vec<i32> = sup.plugins().flat_map(|p| p.instances.iter().filter_map(|i| i.status().pid)).collect();
+    let pids: Vec<i32> = sup.plugins().flat_map(|p| p.instances().into_iter().filter_map(|i| i.status().pid)).collect();
     assert_eq!(pids.len(), 3);
     sup.shutdown().await;
     for pid in pids {

@@ -110,7 +110,7 @@ fn a_stock_grpcio_client_calls_unary_and_server_streaming_methods_unchanged() {
     let protoc = Command::new(&python)
         .args(["-m", "grpc_tools.protoc"])
         .arg("-I")
-        .arg(repo.join("plugin-sdk/examples/proto"))
+        .arg(repo.join("plugin-sdk/echo-plugin/proto"))
         .arg("-I")
         .arg(repo.join("integration/proto"))
         .arg(format!("--python_out={}", stubs.path().display()))

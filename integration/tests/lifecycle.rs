@@ -386,6 +386,6 @@ fn an_instance_without_a_process_shows_no_usage() {
     let table = String::from_utf8_lossy(&d.ctl(&["status", "zoo"]).stdout).into_owned();
     let row = table.lines().find(|l| l.starts_with("zoo ")).unwrap_or_else(|| panic!("{table}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    // NAME INSTANCE STATE PID RESTARTS VERSION UPTIME TIER MEMORY TASKS ...
-    assert_eq!((cells[8], cells[9]), ("-", "-"), "{table}");
+    // NAME INSTANCE REV STATE PID RESTARTS VERSION UPTIME TIER MEMORY TASKS ...
+    assert_eq!((cells[9], cells[10]), ("-", "-"), "{table}");
 }

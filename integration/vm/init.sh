@@ -208,6 +208,10 @@ TERM=dumb
 export HOME TMPDIR TERM
 : "${RUST_BACKTRACE:=1}"
 export RUST_BACKTRACE
+# Code runs about 20x slower under TCG: the tests' daemons get longer
+# handshake and call timeouts (integration/src/daemon.rs).
+PLUGIN_TEST_TIMEOUT_FACTOR=6
+export PLUGIN_TEST_TIMEOUT_FACTOR
 [ -d "$VMLANE_WORKDIR" ] || mkdir -p "$VMLANE_WORKDIR" || init_fail "cannot create the work directory $VMLANE_WORKDIR"
 
 # ---------------------------------------------------------------- helpers for the run

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! // Your tonic-generated server goes here (`EchoServer::new(MyEcho)` in
-//! // examples/echo.rs); the health service stands in for it.
+//! // echo-plugin/src/main.rs); the health service stands in for it.
 //! let (_, my_service) = tonic_health::server::health_reporter();
 //! plugin_sdk::Plugin::new("echo", env!("CARGO_PKG_VERSION"))
 //!     .descriptors(tonic_health::pb::FILE_DESCRIPTOR_SET)

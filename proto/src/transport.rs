@@ -35,8 +35,24 @@ pub struct H2Channel {
 pub enum ChannelError {
     #[error("HTTP/2: {0}")]
     H2(#[from] h2::Error),
+    /// The request never left: the connection was gone, or closing, before it was sent.
+    #[error("HTTP/2: not sent: {0}")]
+    NotSent(h2::Error),
     #[error("request body: {0}")]
     Body(tonic::Status),
+}
+
+impl ChannelError {
+    /// The peer never processed the request, by HTTP/2's own account: it was not sent,
+    /// refused (REFUSED_STREAM), or above the last stream a GOAWAY let through. Such a call
+    /// can be sent elsewhere without running twice.
+    pub fn unprocessed(&self) -> bool {
+        match self {
+            ChannelError::NotSent(_) => true,
+            ChannelError::H2(e) => e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()),
+            ChannelError::Body(_) => false,
+        }
+    }
 }
 
 /// The future that drives the connection; spawn it. It completes when the
@@ -251,9 +267,10 @@ impl tower::Service<http::Request<Body>> for H2Channel {
                 parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
             }
             let (frames, ended) = ready_frames(&mut body).map_err(ChannelError::Body)?;
-            let mut tx = tx.ready().await?;
+            let mut tx = tx.ready().await.map_err(ChannelError::NotSent)?;
             let eos = ended && frames.is_empty();
-            let (response, mut send) = tx.send_request(http::Request::from_parts(parts, ()), eos)?;
+            let (response, mut send) =
+                tx.send_request(http::Request::from_parts(parts, ()), eos).map_err(ChannelError::NotSent)?;
             if !eos {
                 send_frames(&mut send, frames, ended)?;
                 if !ended {

@@ -24,6 +24,7 @@ pub mod integrity;
 pub mod net;
 pub mod observe;
 pub mod quotas;
+pub mod reload;
 pub mod routing;
 mod sampler;
 pub mod sandbox;

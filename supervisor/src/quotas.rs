@@ -76,7 +76,7 @@ impl Supervisor {
     /// The quotas `name`'s instances start with now.
     pub fn quota(&self, name: &str) -> Result<QuotaConfig, SupervisorError> {
         let p = self.plugin(name)?;
-        let tier = self.shared().launcher.tier_quota(&p.spec.load().tier);
+        let tier = self.shared().launcher.tier_quota(&p.spec().tier);
         Ok(p.quota(tier.as_ref()))
     }
 
@@ -99,7 +99,9 @@ impl Supervisor {
         // One change at a time: each starts from what the last one left.
         let _one = p.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
         let bad = |reason: String| SupervisorError::Quota { plugin: name.into(), reason };
-        let spec = p.spec.load();
+        // Of the serving revision; every revision's instances get them (a reload that
+        // changes the config's quotas is the config's word, the overrides the operator's).
+        let spec = p.spec();
         let tier = self.shared().launcher.tier_quota(&spec.tier);
         let before = (**p.overrides.load()).clone();
         let overrides = change.apply(before.clone());
@@ -112,8 +114,13 @@ impl Supervisor {
         let limits = quota::limits(&effective);
         limits.validate().map_err(|e| bad(e.to_string()))?;
         let previous = quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &before));
-        let cgroups: Vec<_> = p.instances.iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
-        if !force && let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
+        let cgroups: Vec<_> =
+            p.instances().iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
+        // Only a change of the memory limit can put it below what an instance uses.
+        if !force
+            && change.memory_max.is_some()
+            && let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max)
+        {
             return Err(SupervisorError::MemoryBelowUsage { plugin: name.into(), instance, limit, usage });
         }
         // Instances starting meanwhile take the new quotas; undone below if refused.
@@ -136,7 +143,7 @@ impl Supervisor {
                 return Err(e);
             }
         };
-        for inst in &p.instances {
+        for inst in &p.instances() {
             inst.update(|s| s.quota = effective.clone());
         }
         let shown = describe(&effective);
@@ -154,6 +161,14 @@ fn above_usage(cgroups: &Leaves, memory_max: Option<ByteSize>) -> Option<(String
         let used = cg.stats().ok()?.memory_current?;
         (used > max.bytes()).then(|| (id.clone(), max, ByteSize(used)))
     })
+}
+
+/// Sets the quotas `q` make on one instance's cgroup (those the host can enforce, when
+/// they are optional).
+pub(crate) fn apply_to(cg: &cgroup::Instance, q: &QuotaConfig) -> Result<(), cgroup::CgroupError> {
+    let limits = quota::limits(q);
+    let wanted = if q.optional { cg.enforceable(&limits) } else { limits };
+    cg.set_limits(&wanted)
 }
 
 /// Sets `limits` on every cgroup (without the quotas an instance whose
@@ -204,7 +219,7 @@ pub(crate) fn restore(p: &Plugin, shared: &Shared) {
     if saved == QuotaConfig::default() {
         return;
     }
-    let spec = p.spec.load();
+    let spec = p.spec();
     let tier = shared.launcher.tier_quota(&spec.tier);
     match quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &saved)).validate() {
         Ok(()) => p.overrides.store(Arc::new(saved)),

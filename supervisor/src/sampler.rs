@@ -33,7 +33,7 @@ pub(crate) async fn run(plugins: Vec<Arc<Plugin>>, shared: Arc<Shared>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         for p in &plugins {
-            for inst in &p.instances {
+            for inst in &p.instances() {
                 let Some(cg) = inst.cgroup.load_full() else {
                     seen.remove(&inst.id);
                     // No process, no usage: what the last one used is not kept.

@@ -16,6 +16,7 @@ use crate::instance::state::State;
 use crate::instance::{self, Plugin};
 use crate::observe::events::EventBus;
 use crate::observe::metrics::Metrics;
+use crate::reload::{ReloadError, ReloadOptions, Reloaded};
 use crate::routing::gateway::Gateway;
 use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
@@ -34,6 +35,46 @@ pub(crate) struct Shared {
     /// Set once, during shutdown: stop without waiting for drains.
     pub hurry: watch::Sender<bool>,
     pub state: StateStore,
+    /// The instances' tasks (and the sampler's), awaited at shutdown.
+    pub tasks: Tasks,
+}
+
+/// Tasks spawned at start and by reloads; shutdown waits for them.
+#[derive(Debug, Default)]
+pub(crate) struct Tasks(Mutex<Vec<JoinHandle<()>>>);
+
+impl Tasks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.lock();
+        // Reloads come and go: what ended is forgotten, so the list stays as long as
+        // what runs.
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(tokio::spawn(task));
+    }
+
+    fn take(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Aborts them all; whether there were any.
+    fn abort(&self) -> bool {
+        let tasks = self.lock();
+        for t in tasks.iter() {
+            t.abort();
+        }
+        !tasks.is_empty()
+    }
+}
+
+/// Starts a task for each instance of `rev`.
+pub(crate) fn spawn_revision(shared: &Arc<Shared>, p: &Arc<Plugin>, rev: &Arc<crate::instance::Revision>) {
+    for inst in &rev.instances {
+        shared.tasks.spawn(instance::run(p.clone(), rev.clone(), inst.clone(), shared.clone()));
+    }
 }
 
 /// Errors from the library API.
@@ -75,7 +116,6 @@ pub struct Supervisor {
     shared: Arc<Shared>,
     config: Config,
     plugins: BTreeMap<String, Arc<Plugin>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
     gateway: Gateway,
 }
 
@@ -103,6 +143,7 @@ impl Supervisor {
             shutdown: watch::channel(false).0,
             hurry: watch::channel(false).0,
             state,
+            tasks: Tasks::default(),
         });
         let plugins: Vec<Arc<Plugin>> =
             config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
@@ -110,21 +151,12 @@ impl Supervisor {
             // The operator's earlier quota changes outlive this restart.
             crate::quotas::restore(p, &shared);
         }
-        let mut tasks = Vec::new();
         for p in &plugins {
-            for inst in &p.instances {
-                tasks.push(tokio::spawn(instance::run(p.clone(), inst.clone(), shared.clone())));
-            }
+            spawn_revision(&shared, p, &p.serving());
         }
-        tasks.push(tokio::spawn(crate::sampler::run(plugins.clone(), shared.clone())));
+        shared.tasks.spawn(crate::sampler::run(plugins.clone(), shared.clone()));
         let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics);
-        Self {
-            shared,
-            config,
-            plugins: plugins.into_iter().map(|p| (p.name.clone(), p)).collect(),
-            tasks: Mutex::new(tasks),
-            gateway,
-        }
+        Self { shared, config, plugins: plugins.into_iter().map(|p| (p.name.clone(), p)).collect(), gateway }
     }
 
     pub fn config(&self) -> &Config {
@@ -189,7 +221,7 @@ impl Supervisor {
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
         let g = p.set_desired(false, false);
-        let grace = p.spec.load().stop_timeout.saturating_add(Duration::from_secs(3));
+        let grace = p.spec().stop_timeout.saturating_add(Duration::from_secs(3));
         if !p.wait_for(g, &[State::Stopped, State::Failed], grace).await {
             return Err(SupervisorError::Timeout {
                 plugin: name.into(),
@@ -211,7 +243,7 @@ impl Supervisor {
     async fn run_plugin(&self, name: &str, restart: bool, timeout: Duration) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
         let g = p.set_desired(true, restart);
-        let wait = if restart { p.spec.load().stop_timeout.saturating_add(timeout) } else { timeout };
+        let wait = if restart { p.spec().stop_timeout.saturating_add(timeout) } else { timeout };
         p.wait_for(g, &[State::Running, State::Failed, State::Backoff], wait).await;
         Ok(p.describe_state())
     }
@@ -222,15 +254,34 @@ impl Supervisor {
         // have run yet to subscribe, and `send` changes nothing without
         // receivers, so the tasks would then start their plugins anyway.
         self.shared.shutdown.send_replace(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
-            let _ = t.await;
+        // Until none is left: a reload under way may still add some.
+        loop {
+            let tasks = self.shared.tasks.take();
+            if tasks.is_empty() {
+                break;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
         }
         self.shared.launcher.teardown().await;
     }
 }
 
 impl Supervisor {
+    /// Replaces `name`'s instances with a new revision while it serves: its config entry
+    /// is read again (from the file the config was loaded from) and its binary verified
+    /// again; the new instances start beside the old ones and are checked before any call
+    /// reaches them; then calls switch to them at once and the old ones drain away. A
+    /// refused reload leaves the serving revision as it was. Runs to its end even if the
+    /// caller stops waiting.
+    pub async fn reload(&self, name: &str, opts: ReloadOptions) -> Result<Reloaded, ReloadError> {
+        let p = self.plugin(name).map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?.clone();
+        let source = self.config.source.clone();
+        let task = tokio::spawn(crate::reload::reload(self.shared.clone(), p, source, opts));
+        task.await.unwrap_or_else(|e| Err(ReloadError::Aborted { plugin: name.to_owned(), reason: e.to_string() }))
+    }
+
     /// During [`Supervisor::shutdown`]: kill the plugins still draining
     /// instead of waiting for them (the shutdown still ends cleanly, with
     /// every cgroup removed). The daemon does this on a second stop signal.
@@ -244,15 +295,9 @@ impl Drop for Supervisor {
         // Dropped without shutdown(): instance tasks stop, and with them
         // (Running's drop) their processes.
         self.shared.shutdown.send_replace(true);
-        let had_tasks = self.tasks.lock().map(|tasks| {
-            for t in tasks.iter() {
-                t.abort();
-            }
-            !tasks.is_empty()
-        });
         // shutdown() empties the task list and tears the subtree down; a
         // drop without it kills the instances' cgroups and removes them here.
-        if had_tasks.unwrap_or(true) {
+        if self.shared.tasks.abort() {
             self.shared.launcher.teardown_blocking(Duration::from_secs(2));
         }
     }

@@ -15,10 +15,10 @@ use plugin_supervisor::sandbox::cgroup::{ForkMode, KillStrategy, Limits};
 
 /// Spawns a child whose grandchild calls setsid and forks again, then both exit: only the
 /// great-grandchild remains, reparented away from us, found only through the cgroup.
-fn escapee(inst: &plugin_supervisor::sandbox::cgroup::Instance, close: Option<RawFd>) -> u32 {
+fn escapee(inst: &plugin_supervisor::sandbox::cgroup::Instance, close: &[RawFd]) -> u32 {
     let (ready_r, ready_w) = pipe();
     let child = spawn_into(inst, ForkMode::Auto, || {
-        close_fd(close);
+        close_fds(close);
         if raw_fork() == 0 {
             // SAFETY: setsid(2) takes no arguments; async-signal-safe.
             unsafe { libc::setsid() };
@@ -49,7 +49,7 @@ fn escapee(inst: &plugin_supervisor::sandbox::cgroup::Instance, close: Option<Ra
 fn kill_escapee(strategy: KillStrategy) {
     let guard = Guard::new(false);
     let inst = guard.subtree().create_instance("escape", "0", &Limits::default()).unwrap();
-    let pid = escapee(&inst, None);
+    let pid = escapee(&inst, &[]);
     inst.kill_with(strategy).unwrap();
     poll_until("cgroup empty", Duration::from_secs(5), || !inst.populated().unwrap());
     assert!(inst.procs().unwrap().is_empty());
@@ -67,23 +67,25 @@ fn freeze_and_signal_leaves_nothing_behind() {
     kill_escapee(KillStrategy::FreezeAndSignal);
 }
 
-/// Closes `fd` in a forked child (async-signal-safe).
-fn close_fd(fd: Option<RawFd>) {
-    if let Some(fd) = fd {
+/// Closes `fds` in a forked child (async-signal-safe).
+fn close_fds(fds: &[RawFd]) {
+    for &fd in fds {
         // SAFETY: closing a descriptor number in a forked child; close is async-signal-safe.
         unsafe { libc::close(fd) };
     }
 }
 
-/// The descriptor of this process that holds the subtree's lock (open on its locked root).
-fn lock_fd(guard: &Guard) -> RawFd {
-    let locked = guard.roots().into_iter().next().expect("a root");
-    std::fs::read_dir("/proc/self/fd")
+/// The descriptors of this process that hold the subtree's locks (open on its roots).
+fn lock_fds(guard: &Guard) -> Vec<RawFd> {
+    let roots = guard.roots();
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .flatten()
-        .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == locked))
-        .and_then(|e| e.file_name().to_str()?.parse().ok())
-        .expect("the lock's descriptor")
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| roots.contains(&t)))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(fds.len(), roots.len(), "one lock per root");
+    fds
 }
 
 #[test]
@@ -92,12 +94,12 @@ fn start_up_sweep_cleans_a_crashed_run() {
     let inst =
         guard.subtree().create_instance("crash", "0", &Limits { pids_max: Some(8), ..Limits::default() }).unwrap();
     // Plugins never hold the supervisor's descriptors (they exec with all but 0-4 closed);
-    // these stand-ins, forked without exec, let go of the subtree's lock the same way, so
-    // that the crash below leaves it to the next start.
-    let lock = Some(lock_fd(&guard));
-    let escaped = escapee(&inst, lock);
+    // these stand-ins, forked without exec, let go of the subtree's locks the same way, so
+    // that the crash below leaves them to the next start.
+    let locks = lock_fds(&guard);
+    let escaped = escapee(&inst, &locks);
     let child = spawn_into(&inst, ForkMode::Auto, || {
-        close_fd(lock);
+        close_fds(&locks);
         pause_forever()
     });
     let roots = guard.roots();

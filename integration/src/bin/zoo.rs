@@ -281,6 +281,7 @@ fn main() {
     let mut version = "1.0.0".to_owned();
     let mut protocols = vec![plugin_sdk::plugin_proto::PROTOCOL_VERSION];
     let mut init_fail: Option<String> = None;
+    let mut descriptors = pb::FILE_DESCRIPTOR_SET.to_vec();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -288,6 +289,9 @@ fn main() {
             "--version" => version = args.next().unwrap_or_default(),
             "--protocol" => protocols = vec![args.next().and_then(|v| v.parse().ok()).unwrap_or(0)],
             "--init-fail" => init_fail = args.next(),
+            // Declares a contract that breaks its own (`zoo.v1.Text.text` becomes an
+            // int64): a new version a reload must refuse.
+            "--breaking-contract" => descriptors = breaking(&descriptors),
             "--hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
@@ -308,7 +312,7 @@ fn main() {
     }
     println!("zoo {name} starting");
     plugin_sdk::Plugin::new(name, version)
-        .descriptors(pb::FILE_DESCRIPTOR_SET)
+        .descriptors(&descriptors)
         .service(ZooServer::new(ZooService))
         .protocol_versions(&protocols)
         .on_init(move |_ctx| match &init_fail {
@@ -316,4 +320,18 @@ fn main() {
             None => Ok(()),
         })
         .serve()
+}
+
+/// `encoded` with the type of `zoo.v1.Text.text` changed from string to int64.
+fn breaking(encoded: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let mut set = prost_types::FileDescriptorSet::decode(encoded).expect("the zoo's own descriptors decode");
+    for file in &mut set.file {
+        for message in file.message_type.iter_mut().filter(|m| m.name() == "Text") {
+            for field in &mut message.field {
+                field.set_type(prost_types::field_descriptor_proto::Type::Int64);
+            }
+        }
+    }
+    set.encode_to_vec()
 }

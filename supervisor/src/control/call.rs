@@ -66,7 +66,7 @@ pub async fn call_json(
     timeout: Duration,
 ) -> Result<String, Status> {
     let p = sup.plugin(plugin).map_err(|e| Status::not_found(e.to_string()))?;
-    let contract = p.contract.load_full().ok_or_else(|| {
+    let contract = p.contract().ok_or_else(|| {
         Status::unavailable(format!(
             "plugin {plugin:?} has not declared its contract yet: it is {}",
             p.describe_state()

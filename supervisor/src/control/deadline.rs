@@ -8,31 +8,14 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::routing::deadline::parse_grpc_timeout;
 use crate::{Supervisor, SupervisorError};
 
 /// How long a command may wait before answering: the caller's deadline less
 /// a margin for the answer's way back; None when the caller set none.
 pub(super) fn answer_within(metadata: &MetadataMap) -> Option<Duration> {
-    let d = grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    let d = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
     Some(d.saturating_sub((d / 10).min(Duration::from_millis(500))))
-}
-
-/// `grpc-timeout`: at most 8 digits and a unit (gRPC over HTTP/2 spec).
-fn grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// Runs a lifecycle command for at most `within`; past it, answers with the
@@ -56,17 +39,6 @@ pub(super) async fn bounded(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse_as_the_spec_writes_them() {
-        assert_eq!(grpc_timeout("10S"), Some(Duration::from_secs(10)));
-        assert_eq!(grpc_timeout("1500m"), Some(Duration::from_millis(1500)));
-        assert_eq!(grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
-        for bad in ["", "S", "10", "10s", "123456789S", "-1S", "1.5S"] {
-            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_answer_leaves_a_margin_for_its_way_back() {

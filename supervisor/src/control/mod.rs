@@ -13,14 +13,15 @@ use futures_util::Stream;
 use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
     ActionResponse, CallRequest, CallResponse, Event, EventsRequest, InstanceStatus, LogLine, MetricsRequest,
-    MetricsResponse, PluginRef, Quota, QuotaRequest, QuotaResponse, ResourceUsage, StatusRequest, StatusResponse,
-    TailRequest,
+    MetricsResponse, PluginRef, Quota, QuotaRequest, QuotaResponse, ReloadRequest, ResourceUsage, StatusRequest,
+    StatusResponse, TailRequest,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use crate::observe::events::EventKind;
 use crate::quotas::QuotaChange;
+use crate::reload::{ReloadError, ReloadOptions};
 use crate::{Supervisor, SupervisorError};
 
 /// Past lines a tail request without a count gets.
@@ -45,13 +46,23 @@ fn to_status(e: SupervisorError) -> Status {
     }
 }
 
+fn reload_status(e: &ReloadError) -> Status {
+    match e {
+        ReloadError::UnknownPlugin(_) => Status::not_found(e.to_string()),
+        ReloadError::InProgress(_) => Status::aborted(e.to_string()),
+        ReloadError::Config(_) | ReloadError::NotConfigured { .. } => Status::invalid_argument(e.to_string()),
+        ReloadError::ShuttingDown(_) | ReloadError::Aborted { .. } => Status::unavailable(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
 /// Status rows, one per instance, for all plugins or one.
 pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, SupervisorError> {
     let plugins: Vec<_> =
         if name.is_empty() { sup.plugins().cloned().collect() } else { vec![sup.plugin(name)?.clone()] };
     let mut rows = Vec::new();
     for p in plugins {
-        for inst in &p.instances {
+        for inst in &p.instances() {
             let s = inst.status();
             rows.push(InstanceStatus {
                 name: p.name.clone(),
@@ -70,6 +81,7 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                 quota: Some(quota_message(&s.quota)),
                 usage: s.current_usage().as_ref().map(usage_message),
                 notes: s.notes.clone(),
+                revision: inst.revision,
             });
         }
     }
@@ -155,6 +167,15 @@ impl Control for ControlService {
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
+    async fn reload(&self, req: Request<ReloadRequest>) -> Result<Response<ActionResponse>, Status> {
+        let req = req.into_inner();
+        let opts = ReloadOptions { allow_breaking: req.allow_breaking };
+        match self.sup.reload(&req.name, opts).await {
+            Ok(done) => Ok(Response::new(ActionResponse { message: done.to_string() })),
+            Err(e) => Err(reload_status(&e)),
+        }
+    }
+
     type TailStream = BoxStream<LogLine>;
 
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
@@ -203,7 +224,7 @@ impl Control for ControlService {
     async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
         let req = req.into_inner();
         let timeout = if req.timeout_ms == 0 {
-            self.sup.plugin(&req.plugin).map_err(to_status)?.spec.load().call_timeout
+            self.sup.plugin(&req.plugin).map_err(to_status)?.spec().call_timeout
         } else {
             Duration::from_millis(u64::from(req.timeout_ms))
         };

@@ -16,10 +16,17 @@ use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
+use std::time::Instant;
+
 use super::error::{Cause, StartError};
 use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Process};
+use crate::Supervisor;
+use crate::config::Config;
 use crate::config::PluginSpec;
+use crate::sandbox::cgroup::test_hosts::{create, hybrid};
+use crate::sandbox::cgroup::{Subtree, SubtreeConfig};
 use crate::sandbox::pidfd::ExitStatus;
+use crate::state::StateStore;
 
 /// What the next process of an instance does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +37,10 @@ pub enum Behaviour {
     Exit { code: i32 },
     /// Takes the connection and never answers.
     Hang,
+    /// Serves a contract that breaks `fake.v1.Fake` (its message's field changes type).
+    ServeBreaking { name: String },
+    /// Serves, then exits with code 1 after `after`.
+    ServeThenExit { after: Duration },
 }
 
 /// Processes, by fake pid.
@@ -39,18 +50,51 @@ struct Table {
 }
 
 /// Launches [`Behaviour`]s; by default every process serves under its plugin's name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeLauncher {
     /// What the next launches do, in order, per plugin; then `Serve`.
     script: Mutex<HashMap<String, Vec<Behaviour>>>,
     launches: Mutex<Vec<(String, i32)>>,
     table: Arc<Mutex<Table>>,
     next_pid: AtomicI32,
+    /// Launches wait while this is false.
+    open: watch::Sender<bool>,
+    /// Instances get cgroup leaves on a fake kernel (a hybrid host), when set.
+    cgroups: Option<Subtree>,
 }
 
 impl FakeLauncher {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { next_pid: AtomicI32::new(100_000), ..Self::default() })
+        Arc::new(Self::without_cgroups())
+    }
+
+    fn without_cgroups() -> Self {
+        Self {
+            script: Mutex::default(),
+            launches: Mutex::default(),
+            table: Arc::default(),
+            next_pid: AtomicI32::new(100_000),
+            open: watch::channel(true).0,
+            cgroups: None,
+        }
+    }
+
+    /// A launcher whose instances get cgroup leaves on a fake hybrid host, so quotas are
+    /// set and read back.
+    pub fn with_cgroups() -> Arc<Self> {
+        let (fs, layout) = hybrid();
+        let config = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &config).expect("a subtree on the fake host");
+        Arc::new(Self { cgroups: Some(tree), ..Self::without_cgroups() })
+    }
+
+    /// Launches wait (after counting themselves) until [`FakeLauncher::release`].
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.open.send_replace(true);
     }
 
     /// The next processes of `plugin` do these, in order.
@@ -97,6 +141,21 @@ impl Launcher for FakeLauncher {
             let behaviour = self.next(&req.spec);
             let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             self.launches.lock().unwrap().push((req.spec.name.clone(), pid));
+            let _ = self.open.subscribe().wait_for(|open| *open).await;
+            let cgroup = match &self.cgroups {
+                Some(tree) => {
+                    let limits = crate::sandbox::quota::limits(&req.quota);
+                    let leaf = tree.create_instance(&req.spec.name, &req.instance, &limits).map_err(|e| {
+                        StartError::Failed {
+                            plugin: req.spec.name.clone(),
+                            instance: req.instance.clone(),
+                            cause: Cause::Confine(e.to_string()),
+                        }
+                    })?;
+                    Some(Arc::new(leaf))
+                }
+                None => None,
+            };
             let io = |source| StartError::Failed {
                 plugin: req.spec.name.clone(),
                 instance: req.instance.clone(),
@@ -106,11 +165,25 @@ impl Launcher for FakeLauncher {
             let (exit_tx, exit) = watch::channel(None);
             self.table.lock().unwrap().exits.insert(pid, exit_tx.clone());
             let instance = req.instance.clone();
+            let name_of = req.spec.name.clone();
             let task = tokio::spawn(async move {
                 let status = match behaviour {
                     Behaviour::Serve { name } => {
-                        let served = plugin_sdk::testing::serve_connection(plugin(&name), theirs, instance).await;
+                        let served = plugin_sdk::testing::serve_connection(sdk_plugin(&name), theirs, instance).await;
                         ExitStatus::Exited(i32::from(served.is_err()))
+                    }
+                    Behaviour::ServeBreaking { name } => {
+                        let plugin = plugin_sdk::Plugin::new(&name, "2.0.0")
+                            .descriptors(&descriptors(FAKE_PROTO_BREAKING))
+                            .service(FakeService);
+                        let served = plugin_sdk::testing::serve_connection(plugin, theirs, instance).await;
+                        ExitStatus::Exited(i32::from(served.is_err()))
+                    }
+                    Behaviour::ServeThenExit { after } => {
+                        let name = name_of.clone();
+                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name), theirs, instance);
+                        let _ = tokio::time::timeout(after, serving).await;
+                        ExitStatus::Exited(1)
                     }
                     Behaviour::Exit { code } => ExitStatus::Exited(code),
                     Behaviour::Hang => {
@@ -124,7 +197,7 @@ impl Launcher for FakeLauncher {
             Ok(Launched {
                 process: Box::new(process),
                 conn: ours,
-                fencing: Fencing { tier: req.spec.tier.clone(), quota: req.quota, ..Fencing::default() },
+                fencing: Fencing { tier: req.spec.tier.clone(), quota: req.quota, notes: Vec::new(), cgroup },
             })
         })
     }
@@ -203,21 +276,25 @@ message Text { string text = 1; }
 service Fake { rpc Echo(Text) returns (Text); }
 "#;
 
-fn descriptors() -> Vec<u8> {
-    static ENCODED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    ENCODED
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(dir.path().join("fake.proto"), FAKE_PROTO).expect("write fake.proto");
-            let set = protox::compile(["fake.proto"], [dir.path()]).expect("fake.proto compiles");
-            prost::Message::encode_to_vec(&set)
-        })
-        .clone()
+/// [`FAKE_PROTO`] broken: the field changes type.
+const FAKE_PROTO_BREAKING: &str = r#"syntax = "proto3";
+package fake.v1;
+message Text { int64 text = 1; }
+service Fake { rpc Echo(Text) returns (Text); }
+"#;
+
+fn descriptors(proto: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("fake.proto"), proto).expect("write fake.proto");
+    let set = protox::compile(["fake.proto"], [dir.path()]).expect("fake.proto compiles");
+    prost::Message::encode_to_vec(&set)
 }
 
 /// An SDK plugin named `name` serving [`FakeService`].
-fn plugin(name: &str) -> plugin_sdk::Plugin {
-    plugin_sdk::Plugin::new(name, "1.0.0").descriptors(&descriptors()).service(FakeService)
+fn sdk_plugin(name: &str) -> plugin_sdk::Plugin {
+    static ENCODED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let encoded = ENCODED.get_or_init(|| descriptors(FAKE_PROTO));
+    plugin_sdk::Plugin::new(name, "1.0.0").descriptors(encoded).service(FakeService)
 }
 
 /// `fake.v1.Fake`: answers every call with its own request, which for `Echo` is a valid
@@ -268,4 +345,52 @@ pub async fn echo(channel: crate::Channel, text: &str) -> Result<String, tonic::
     let codec = tonic_prost::ProstCodec::<Text, Text>::default();
     let answer = grpc.unary(tonic::Request::new(Text { text: text.to_owned() }), path, codec).await?;
     Ok(answer.into_inner().text)
+}
+
+// ---------------------------------------------------------------- a supervisor over it
+
+pub(crate) const UP: Duration = Duration::from_secs(10);
+
+pub(crate) struct Fixture {
+    pub sup: Supervisor,
+    pub fake: Arc<FakeLauncher>,
+    _dir: tempfile::TempDir,
+}
+
+/// A supervisor over the fake launcher, with `plugins` (`[[plugin]]` entries) and quick
+/// timeouts; `script` says what the first processes of a plugin do.
+pub(crate) fn fixture(plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
+    fixture_over(FakeLauncher::new(), plugins, script)
+}
+
+pub(crate) fn fixture_over(fake: Arc<FakeLauncher>, plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[supervisor]\nstate_dir = \"state\"\n\n[supervisor.sandbox]\nallow_unsandboxed = true\n\n\
+         [supervisor.defaults]\ntier = \"none\"\nhandshake_timeout = \"1s\"\nstop_timeout = \"1s\"\n\n\
+         [supervisor.defaults.backoff]\ninitial = \"50ms\"\nmax = \"200ms\"\n\n{plugins}"
+    );
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let state = StateStore::open(&dir.path().join("state")).unwrap();
+    for (plugin, behaviours) in script {
+        fake.script(plugin, behaviours);
+    }
+    let sup = Supervisor::with_launcher(config, state, fake.clone());
+    Fixture { sup, fake, _dir: dir }
+}
+
+pub(crate) fn plugin(name: &str, extra: &str) -> String {
+    format!("[[plugin]]\nname = {name:?}\nbinary = \"/bin/true\"\n{extra}\n")
+}
+
+/// Waits until `pred` holds for the first instance of `plugin`.
+pub(crate) async fn until(sup: &Supervisor, plugin: &str, what: &str, pred: impl Fn(&super::state::Status) -> bool) {
+    let inst = sup.plugin(plugin).unwrap().instances()[0].clone();
+    let deadline = Instant::now() + UP;
+    while !pred(&inst.status()) {
+        assert!(Instant::now() < deadline, "{plugin} never became {what}: {:?}", inst.status());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -20,6 +20,8 @@ pub const SUPPORTED_SDK: &str = ">=0.1.0, <1.0.0";
 pub struct Accepted {
     pub declared: Declared,
     pub pool: DescriptorPool,
+    /// The contract as declared: an encoded `FileDescriptorSet`.
+    pub descriptor_set: Vec<u8>,
 }
 
 /// Returns why the plugin is refused, naming both sides where there are
@@ -73,6 +75,7 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
             services: resp.services,
         },
         pool,
+        descriptor_set: resp.file_descriptor_set,
     })
 }
 

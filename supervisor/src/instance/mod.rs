@@ -7,6 +7,7 @@ pub mod error;
 pub mod handshake;
 pub mod host;
 pub mod launcher;
+mod revision;
 mod runner;
 mod running;
 pub mod sandboxed;
@@ -15,11 +16,11 @@ pub mod state;
 mod stop;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::config::{PluginSpec, QuotaConfig};
 use crate::observe::logs::LogBuffer;
+pub use revision::Revision;
 pub(crate) use runner::run;
 use state::{State, Status};
 
@@ -56,12 +58,16 @@ pub struct Live {
 pub struct Contract {
     pub pool: DescriptorPool,
     pub services: Vec<String>,
+    /// As declared: an encoded `FileDescriptorSet`.
+    pub descriptor_set: Vec<u8>,
 }
 
-/// One replica slot of a plugin.
+/// One replica slot of a revision.
 #[derive(Debug)]
 pub struct Instance {
     pub id: String,
+    /// The revision it belongs to.
+    pub revision: u64,
     pub status: Mutex<Status>,
     pub live: ArcSwapOption<Live>,
     /// The cgroup leaf of the process while it exists, for sampling and
@@ -85,70 +91,125 @@ impl Instance {
     }
 }
 
-/// A configured plugin and its instances.
+/// A configured plugin: its revisions and their instances, and what the operator said
+/// of it.
 #[derive(Debug)]
 pub struct Plugin {
     pub name: String,
-    pub spec: ArcSwap<PluginSpec>,
     pub desired: watch::Sender<Desired>,
-    pub instances: Vec<Arc<Instance>>,
     pub logs: Arc<LogBuffer>,
-    pub contract: ArcSwapOption<Contract>,
-    /// The verified binary every instance executes, shared by replicas.
-    pub image: Mutex<Option<Arc<launcher::Image>>>,
     /// Quotas the operator set at run time (persisted), over the config's.
     pub overrides: ArcSwap<QuotaConfig>,
     /// Held while a quota change is applied, so changes do not interleave.
     pub(crate) quota_lock: Mutex<()>,
-    next: AtomicUsize,
+    /// Held while a reload runs: one at a time per plugin.
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    /// The revision taking calls.
+    serving: ArcSwap<Revision>,
+    /// Every revision that has instances: the serving one, a reload's new one while it is
+    /// checked, old ones while they drain.
+    revisions: Mutex<Vec<Arc<Revision>>>,
+    /// Instance ids are `<name>-<n>`, unique across revisions.
+    next_instance: AtomicUsize,
+    next_revision: AtomicU64,
     changed: Arc<watch::Sender<u64>>,
 }
 
 impl Plugin {
     pub fn new(spec: PluginSpec, log_lines: usize) -> Self {
         let changed = Arc::new(watch::channel(0).0);
-        let instances = (0..spec.replicas)
-            .map(|i| {
-                Arc::new(Instance {
-                    id: format!("{}-{i}", spec.name),
-                    status: Mutex::default(),
-                    live: ArcSwapOption::empty(),
-                    cgroup: ArcSwapOption::empty(),
-                    changed: changed.clone(),
-                })
-            })
-            .collect();
+        let next_instance = AtomicUsize::new(0);
+        let desired = watch::channel(Desired { run: spec.autostart, generation: 0, restart: false }).0;
+        let first = Arc::new(Revision::new(1, Arc::new(spec), &next_instance, &changed));
         Self {
-            name: spec.name.clone(),
-            desired: watch::channel(Desired { run: spec.autostart, generation: 0, restart: false }).0,
-            spec: ArcSwap::from_pointee(spec),
-            instances,
+            name: first.spec.name.clone(),
+            desired,
             logs: Arc::new(LogBuffer::new(log_lines)),
-            contract: ArcSwapOption::empty(),
-            image: Mutex::new(None),
             overrides: ArcSwap::from_pointee(QuotaConfig::default()),
             quota_lock: Mutex::new(()),
-            next: AtomicUsize::new(0),
+            reload_lock: tokio::sync::Mutex::new(()),
+            serving: ArcSwap::new(first.clone()),
+            revisions: Mutex::new(vec![first]),
+            next_instance,
+            next_revision: AtomicU64::new(2),
             changed,
         }
     }
 
-    /// The quotas an instance starts with now.
-    pub fn quota(&self, tier: Option<&crate::sandbox::tier::Quota>) -> QuotaConfig {
-        crate::sandbox::quota::effective(tier, &self.spec.load().quota, &self.overrides.load())
+    /// The revision taking calls.
+    pub fn serving(&self) -> Arc<Revision> {
+        self.serving.load_full()
     }
 
-    /// A ready instance, round robin.
+    /// The config entry of the revision taking calls.
+    pub fn spec(&self) -> Arc<PluginSpec> {
+        self.serving.load().spec.clone()
+    }
+
+    /// The contract the serving revision declared.
+    pub fn contract(&self) -> Option<Arc<Contract>> {
+        self.serving.load().contract.load_full()
+    }
+
+    /// Every instance of every revision, the serving revision's first.
+    pub fn instances(&self) -> Vec<Arc<Instance>> {
+        let serving = self.serving();
+        let mut all: Vec<Arc<Instance>> = serving.instances.clone();
+        for r in self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            if r.number != serving.number {
+                all.extend(r.instances.iter().cloned());
+            }
+        }
+        all
+    }
+
+    /// The revisions with instances, oldest first.
+    pub fn revisions(&self) -> Vec<Arc<Revision>> {
+        self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A new revision for `spec`, with instances (not yet started) and ids of their own;
+    /// it takes no calls until [`Plugin::promote`].
+    pub(crate) fn new_revision(&self, spec: Arc<PluginSpec>) -> Arc<Revision> {
+        let number = self.next_revision.fetch_add(1, Ordering::Relaxed);
+        let rev = Arc::new(Revision::new(number, spec, &self.next_instance, &self.changed));
+        self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(rev.clone());
+        rev
+    }
+
+    /// Calls go to `rev` from now on.
+    pub(crate) fn promote(&self, rev: &Arc<Revision>) {
+        self.serving.store(rev.clone());
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Forgets `rev` once its instances are gone (its image goes with it).
+    pub(crate) fn forget(&self, rev: &Revision) {
+        self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|r| r.number != rev.number);
+    }
+
+    /// The quotas an instance of the serving revision starts with now.
+    pub fn quota(&self, tier: Option<&crate::sandbox::tier::Quota>) -> QuotaConfig {
+        self.serving.load().quota(tier, &self.overrides.load())
+    }
+
+    /// A ready instance of the serving revision, round robin.
     pub fn pick(&self) -> Option<Arc<Live>> {
-        let n = self.instances.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).find_map(|i| self.instances[(start + i) % n].live.load_full())
+        self.serving.load().pick()
+    }
+
+    /// A ready instance of the serving revision other than `not` (for the one retry of a
+    /// call an instance refused).
+    pub fn pick_other(&self, not: &Live) -> Option<Arc<Live>> {
+        let serving = self.serving.load();
+        serving.instances.iter().filter_map(|i| i.live.load_full()).find(|l| l.pid != not.pid)
     }
 
     /// "running", or the first instance's state with its reason, for
     /// messages about why the plugin cannot take a call.
     pub fn describe_state(&self) -> String {
-        self.instances.first().map(|i| i.status().describe()).unwrap_or_else(|| "without instances".into())
+        let serving = self.serving.load();
+        serving.instances.first().map(|i| i.status().describe()).unwrap_or_else(|| "without instances".into())
     }
 
     /// Records a command; returns its generation.
@@ -163,25 +224,31 @@ impl Plugin {
         generation
     }
 
-    /// Waits until every instance has acted on command `generation` and is
-    /// in one of `states`, or the timeout; true when reached.
+    /// Waits until every instance of the serving revision has acted on command
+    /// `generation` and is in one of `states`, or the timeout; true when reached.
     pub async fn wait_for(&self, generation: u64, states: &[State], timeout: Duration) -> bool {
-        let mut rx = self.changed.subscribe();
-        let reached = || {
-            self.instances.iter().all(|i| {
+        let reached = |_: &Plugin| {
+            self.serving.load().instances.iter().all(|i| {
                 let s = i.status();
                 s.generation >= generation && states.contains(&s.state)
             })
         };
+        self.wait_until(timeout, reached).await
+    }
+
+    /// Waits until `cond` holds (checked whenever an instance's status changes), or the
+    /// timeout; true when it holds.
+    pub async fn wait_until(&self, timeout: Duration, cond: impl Fn(&Plugin) -> bool) -> bool {
+        let mut rx = self.changed.subscribe();
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 rx.borrow_and_update();
-                if reached() || rx.changed().await.is_err() {
+                if cond(self) || rx.changed().await.is_err() {
                     return;
                 }
             }
         })
         .await;
-        waited.is_ok() && reached()
+        waited.is_ok() && cond(self)
     }
 }

@@ -11,7 +11,7 @@ use super::error::StartError;
 use super::running::Running;
 use super::start;
 use super::state::State;
-use super::{Contract, Instance, Live, Plugin};
+use super::{Contract, Instance, Live, Plugin, Revision};
 use crate::config::RestartPolicy;
 use crate::config::units::format_duration;
 use crate::observe::events::EventKind;
@@ -20,8 +20,9 @@ use crate::supervisor::Shared;
 
 /// How attending a running instance ended.
 enum Outcome {
-    /// Stopped on purpose (by the operator, or for shutdown).
-    Stopped { shutdown: bool },
+    /// Stopped on purpose: by the operator, or for good (`leave`: the supervisor is
+    /// stopping, or the revision was replaced).
+    Stopped { leave: bool },
     /// The process ended on its own.
     Exited { success: bool, reason: String, ran: Duration },
 }
@@ -32,20 +33,69 @@ enum Ended {
     Exited(ExitStatus, Duration),
     /// The operator asked for a stop or restart.
     Commanded,
-    /// The supervisor is shutting down.
-    Shutdown,
+    /// The supervisor is shutting down, or the revision was retired.
+    Leaving,
 }
 
-pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Shared>) {
+/// What ends an instance's task for good: the supervisor stopping, or its revision
+/// retired (a reload replaced it).
+struct Leaving {
+    shutdown: watch::Receiver<bool>,
+    retired: watch::Receiver<bool>,
+}
+
+impl Leaving {
+    fn now(&self) -> bool {
+        *self.shutdown.borrow() || *self.retired.borrow()
+    }
+
+    /// Resolves once it is time to leave (at once if it already is).
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.shutdown.wait_for(|stop| *stop) => {}
+            _ = self.retired.wait_for(|gone| *gone) => {}
+        }
+    }
+
+    fn why(&self) -> &'static str {
+        if *self.shutdown.borrow() { "supervisor shutdown" } else { "replaced by a new revision" }
+    }
+}
+
+pub(crate) async fn run(plugin: Arc<Plugin>, rev: Arc<Revision>, inst: Arc<Instance>, shared: Arc<Shared>) {
+    let mut leaving = Leaving { shutdown: shared.shutdown.subscribe(), retired: rev.retirement() };
+    supervise(&plugin, &rev, &inst, &shared, &mut leaving).await;
+    // Gone for good: whatever it was doing (starting, waiting to restart) is over.
+    inst.update(|s| {
+        if !matches!(s.state, State::Stopped | State::Failed) {
+            s.state = State::Stopped;
+            s.reason = format!("stopped: {}", leaving.why());
+        }
+        s.pid = None;
+        s.running_since = None;
+        s.retry_at = None;
+    });
+}
+
+/// Whose instance it is: its plugin, revision, itself, and what every instance shares.
+type Whose<'a> = (&'a Arc<Plugin>, &'a Arc<Revision>, &'a Arc<Instance>, &'a Arc<Shared>);
+
+/// The instance's life until it is time to leave.
+async fn supervise(
+    plugin: &Arc<Plugin>,
+    rev: &Arc<Revision>,
+    inst: &Arc<Instance>,
+    shared: &Arc<Shared>,
+    leaving: &mut Leaving,
+) {
     let mut desired = plugin.desired.subscribe();
-    let mut shutdown = shared.shutdown.subscribe();
-    let mut restarts = Restarts::new(plugin.spec.load().backoff);
+    let mut restarts = Restarts::new(rev.spec.backoff);
     let mut started_before = false;
     // Set when the instance must not start again until the operator acts
     // (refused, or ended under the restart policy): the generation it waits past.
     let mut held: Option<u64> = None;
     loop {
-        if *shutdown.borrow() {
+        if leaving.now() {
             return;
         }
         let want = *desired.borrow_and_update();
@@ -60,7 +110,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
             });
             tokio::select! {
                 _ = desired.changed() => { restarts.reset(); held = None; continue; }
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = leaving.wait() => return,
             }
         }
         held = None;
@@ -77,13 +127,13 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         });
 
         let started = tokio::select! {
-            r = start::start(&plugin, &inst, &shared) => r,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            r = start::start(plugin, rev, inst, shared) => r,
+            _ = leaving.wait() => return,
         };
         let started = match started {
             Ok(running) => {
                 let outcome =
-                    attend(&plugin, &inst, &shared, running, &mut desired, &mut shutdown, want.generation).await;
+                    attend((plugin, rev, inst, shared), running, &mut desired, leaving, want.generation).await;
                 Ok(outcome)
             }
             Err(e) => Err(e),
@@ -108,12 +158,11 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
                 reason
             }
             Ok(outcome) => match outcome {
-                Outcome::Stopped { shutdown: true } => return,
-                Outcome::Stopped { shutdown: false } => continue,
+                Outcome::Stopped { leave: true } => return,
+                Outcome::Stopped { leave: false } => continue,
                 Outcome::Exited { success, reason, ran } => {
                     restarts.ran_for(ran);
-                    let spec = plugin.spec.load();
-                    let restart = match spec.restart {
+                    let restart = match rev.spec.restart {
                         RestartPolicy::Always => true,
                         RestartPolicy::OnFailure => !success,
                         RestartPolicy::Never => false,
@@ -158,7 +207,7 @@ pub(crate) async fn run(plugin: Arc<Plugin>, inst: Arc<Instance>, shared: Arc<Sh
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = changed_generation(&mut desired, want.generation) => { restarts.reset(); }
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = leaving.wait() => return,
         }
     }
 }
@@ -175,12 +224,10 @@ async fn changed_generation(rx: &mut watch::Receiver<super::Desired>, current: u
 /// Publishes a started instance for calls and watches it until it exits or
 /// is stopped; returns with the process gone and its cgroup removed.
 async fn attend(
-    plugin: &Arc<Plugin>,
-    inst: &Arc<Instance>,
-    shared: &Arc<Shared>,
+    (plugin, rev, inst, shared): Whose<'_>,
     mut running: Running,
     desired: &mut watch::Receiver<super::Desired>,
-    shutdown: &mut watch::Receiver<bool>,
+    leaving: &mut Leaving,
     generation: u64,
 ) -> Outcome {
     let (Some(accepted), Some(channel)) = (running.accepted.take(), running.channel.clone()) else {
@@ -194,14 +241,19 @@ async fn attend(
         };
     };
     let declared = accepted.declared.clone();
+    rev.contract.store(Some(Arc::new(Contract {
+        pool: accepted.pool,
+        services: declared.services.clone(),
+        descriptor_set: accepted.descriptor_set,
+    })));
+    // Callable before it is said to run: whoever waits for "running" may call at once.
+    inst.live.store(Some(Arc::new(Live { channel, pid: running.pid })));
     inst.update(|s| {
         s.state = State::Running;
         s.reason = String::new();
         s.running_since = Some(Instant::now());
         s.declared = declared.clone();
     });
-    plugin.contract.store(Some(Arc::new(Contract { pool: accepted.pool, services: declared.services.clone() })));
-    inst.live.store(Some(Arc::new(Live { channel, pid: running.pid })));
     shared.events.emit(
         &plugin.name,
         &inst.id,
@@ -223,7 +275,7 @@ async fn attend(
                 }
                 break Ended::Commanded;
             }
-            _ = shutdown.wait_for(|stop| *stop) => break Ended::Shutdown,
+            _ = leaving.wait() => break Ended::Leaving,
         }
     };
     inst.live.store(None);
@@ -236,13 +288,13 @@ async fn attend(
             Outcome::Exited { success: status.success(), reason, ran }
         }
         other => {
-            let shutdown = matches!(other, Ended::Shutdown);
+            let leave = matches!(other, Ended::Leaving);
             inst.update(|s| {
                 s.state = State::Stopping;
                 s.reason = "draining".into();
             });
-            let why = if shutdown { "supervisor shutdown" } else { "operator request" };
-            let stop_timeout = plugin.spec.load().stop_timeout;
+            let why = if leave { leaving.why() } else { "operator request" };
+            let stop_timeout = rev.spec.stop_timeout;
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             running.clean_up().await;
             shared.events.emit(
@@ -258,7 +310,7 @@ async fn attend(
                 s.pid = None;
                 s.running_since = None;
             });
-            Outcome::Stopped { shutdown }
+            Outcome::Stopped { leave }
         }
     }
 }

@@ -23,7 +23,7 @@ pub struct Running {
     process: Option<Box<dyn Process>>,
     exit: watch::Receiver<Option<ExitStatus>>,
     /// What drives the connection to it.
-    tasks: Vec<JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Running {
@@ -37,13 +37,19 @@ impl Running {
             accepted: None,
             process: Some(process),
             exit,
-            tasks: Vec::new(),
+            tasks: Default::default(),
         }
     }
 
     /// Keeps `task` as long as the instance (it is aborted with it).
-    pub fn hold(&mut self, task: JoinHandle<()>) {
-        self.tasks.push(task);
+    pub fn hold(&self, task: JoinHandle<()>) {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(task);
+    }
+
+    fn abort_tasks(&self) {
+        for t in self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            t.abort();
+        }
     }
 
     /// Becomes `Some` once the process has ended.
@@ -76,9 +82,7 @@ impl Running {
     /// After the main process is gone: kills whatever else is left of it and releases
     /// what was held for it.
     pub async fn clean_up(mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
+        self.abort_tasks();
         if let Some(process) = self.process.take() {
             process.clean_up().await;
         }
@@ -89,9 +93,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // Dropped without a clean-up (a cancelled start, a shutdown): the process handle's
         // own drop kills what is left.
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.abort_tasks();
     }
 }
 

@@ -131,12 +131,15 @@ impl Launcher for SandboxLauncher {
                 seccomp: confined.seccomp.is_some(),
                 quota: req.quota.clone(),
             };
-            let fencing = Fencing {
-                tier: spec.tier.clone(),
-                quota: req.quota.clone(),
-                notes: confined.notes,
-                cgroup: cgroup.clone(),
-            };
+            let mut notes = confined.notes;
+            if cgroup.is_none() {
+                // Nothing to kill them by: neither a stop nor the dead man's switch finds
+                // them.
+                notes.push(
+                    "no cgroup: processes it forks are not tracked, and outlive a stop or a killed supervisor".into(),
+                );
+            }
+            let fencing = Fencing { tier: spec.tier.clone(), quota: req.quota.clone(), notes, cgroup: cgroup.clone() };
             let binary: OwnedFd =
                 image.image.exec_file().map_err(|e| failed(spec, id, io("duplicating the binary image")(e)))?.into();
             let (instance_io, child_fds) =

@@ -13,18 +13,18 @@ use super::error::{Cause, Phase, StartError};
 use super::handshake::{self, Accepted, SUPPORTED_PROTOCOLS};
 use super::launcher::{Image, LaunchRequest};
 use super::running::{Running, exited};
-use super::{Instance, Plugin};
+use super::{Instance, Plugin, Revision};
 use crate::config::PluginSpec;
 use crate::observe::events::EventKind;
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
 
-/// The plugin's verified image: the one its instances run while the binary is unchanged,
-/// verified afresh when it changed.
-async fn image(plugin: &Plugin, spec: &Arc<PluginSpec>, shared: &Shared) -> Result<Arc<Image>, StartError> {
-    let cached = plugin.image.lock().ok().and_then(|g| g.clone());
-    let image = shared.launcher.image(spec.clone(), cached).await?;
-    if let Ok(mut slot) = plugin.image.lock() {
+/// The revision's verified image: the one its instances run while the binary is
+/// unchanged, verified afresh when it changed.
+async fn image(rev: &Revision, shared: &Shared) -> Result<Arc<Image>, StartError> {
+    let cached = rev.image.lock().ok().and_then(|g| g.clone());
+    let image = shared.launcher.image(rev.spec.clone(), cached).await?;
+    if let Ok(mut slot) = rev.image.lock() {
         *slot = Some(image.clone());
     }
     Ok(image)
@@ -40,14 +40,19 @@ fn error(spec: &PluginSpec, instance: &str, refused: bool, cause: Cause) -> Star
     }
 }
 
-pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shared>) -> Result<Running, StartError> {
-    let spec = plugin.spec.load_full();
-    let image = image(plugin, &spec, shared).await.map_err(|e| match e {
+pub async fn start(
+    plugin: &Arc<Plugin>,
+    rev: &Arc<Revision>,
+    inst: &Arc<Instance>,
+    shared: &Arc<Shared>,
+) -> Result<Running, StartError> {
+    let spec = rev.spec.clone();
+    let image = image(rev, shared).await.map_err(|e| match e {
         // The image is the plugin's; the error is this instance's.
         StartError::Refused { plugin, cause, .. } => StartError::Refused { plugin, instance: inst.id.clone(), cause },
         StartError::Failed { plugin, cause, .. } => StartError::Failed { plugin, instance: inst.id.clone(), cause },
     })?;
-    let quota = plugin.quota(shared.launcher.tier_quota(&spec.tier).as_ref());
+    let quota = rev.quota(shared.launcher.tier_quota(&spec.tier).as_ref(), &plugin.overrides.load());
     let launched = shared
         .launcher
         .launch(LaunchRequest {
@@ -59,8 +64,22 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
             events: shared.events.clone(),
         })
         .await?;
-    let fencing = launched.fencing;
+    let mut fencing = launched.fencing;
     inst.cgroup.store(fencing.cgroup.clone());
+    // A quota change made while the process was being launched reached the instances
+    // whose cgroups existed then, not this one: it takes what is in force now. (The
+    // change and this are never interleaved: both run on the daemon's one thread.)
+    let now = rev.quota(shared.launcher.tier_quota(&spec.tier).as_ref(), &plugin.overrides.load());
+    if now != fencing.quota
+        && let Some(cg) = &fencing.cgroup
+    {
+        match crate::quotas::apply_to(cg, &now) {
+            Ok(()) => fencing.quota = now,
+            Err(e) => {
+                tracing::warn!(plugin = %plugin.name, instance = %inst.id, error = %e, "a quota changed during the start could not be set; the earlier one stays")
+            }
+        }
+    }
     // From here on, dropping `running` (any error below, or a cancelled start) kills the
     // instance.
     let mut running = Running::new(launched.process);
@@ -80,13 +99,8 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
         &[("pid", pid.to_string())],
     );
 
-    let (channel, conn) =
-        H2Channel::handshake(launched.conn).await.map_err(|e| error(&spec, &inst.id, false, Cause::Http2(e)))?;
-    running.hold(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    match greet(&spec, &inst.id, channel.clone(), &running, shared, image.signed_version.as_deref()).await {
-        Ok(accepted) => {
+    match greet(&spec, &inst.id, launched.conn, &running, shared, image.signed_version.as_deref()).await {
+        Ok((channel, accepted)) => {
             running.channel = Some(channel);
             running.accepted = Some(accepted);
             Ok(running)
@@ -100,18 +114,18 @@ pub async fn start(plugin: &Arc<Plugin>, inst: &Arc<Instance>, shared: &Arc<Shar
     }
 }
 
-/// Handshake and init, each within the handshake timeout, each racing the process's exit
-/// so a binary that dies early is reported as such.
+/// HTTP/2 on the plugin's connection, then the handshake and init, each within the
+/// handshake timeout, each racing the process's exit so a binary that dies early is
+/// reported as such.
 async fn greet(
     spec: &PluginSpec,
     instance: &str,
-    channel: H2Channel,
+    conn: tokio::net::UnixStream,
     running: &Running,
     shared: &Shared,
     signed_version: Option<&str>,
-) -> Result<Accepted, StartError> {
+) -> Result<(H2Channel, Accepted), StartError> {
     let mut exit = running.exit_watch();
-    let mut client = PluginLifecycleClient::new(channel);
     let timeout = spec.handshake_timeout;
     let refused = |cause| error(spec, instance, true, cause);
     let failed = |cause| error(spec, instance, false, cause);
@@ -131,6 +145,20 @@ async fn greet(
         })
     };
     let mut exit_after_error = exit.clone();
+    let (channel, driver) = match H2Channel::handshake(conn).await {
+        Ok(shaken) => shaken,
+        Err(e) => {
+            // Writing the preface fails when the process has already gone.
+            if let Ok(s) = tokio::time::timeout(Duration::from_millis(200), exited(&mut exit_after_error)).await {
+                return Err(died(s, Phase::Handshake));
+            }
+            return Err(failed(Cause::Http2(e)));
+        }
+    };
+    running.hold(tokio::spawn(async move {
+        let _ = driver.await;
+    }));
+    let mut client = PluginLifecycleClient::new(channel.clone());
     let resp = tokio::select! {
         r = tokio::time::timeout(timeout, client.handshake(req)) => match r {
             Err(_) => return Err(refused(Cause::HandshakeTimeout(timeout))),
@@ -162,7 +190,7 @@ async fn greet(
             Err(_) => Err(failed(Cause::InitTimeout(timeout))),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(failed(Cause::InitFailed(status.message().to_owned()))),
             Ok(Err(status)) => Err(refused(Cause::InitRefused { code: status.code(), message: status.message().to_owned() })),
-            Ok(Ok(_)) => Ok(accepted),
+            Ok(Ok(_)) => Ok((channel, accepted)),
         },
         s = exited(&mut exit) => Err(died(s, Phase::Init)),
     }

@@ -3,57 +3,11 @@
 //! machine, the handshake and init, the restart policy, refusals, stops, shutdown) is the
 //! real code.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fake::{Behaviour, FakeLauncher, echo};
+use super::fake::{Behaviour, FakeLauncher, UP, echo, fixture, fixture_over, plugin, until};
 use super::state::State;
 use crate::Supervisor;
-use crate::config::Config;
-use crate::state::StateStore;
-
-const UP: Duration = Duration::from_secs(10);
-
-struct Fixture {
-    sup: Supervisor,
-    fake: Arc<FakeLauncher>,
-    _dir: tempfile::TempDir,
-}
-
-/// A supervisor over the fake launcher, with `plugins` (`[[plugin]]` entries) and quick
-/// timeouts; `script` says what the first processes of a plugin do.
-fn fixture(plugins: &str, script: &[(&str, &[Behaviour])]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[supervisor]\nstate_dir = \"state\"\n\n[supervisor.sandbox]\nallow_unsandboxed = true\n\n\
-         [supervisor.defaults]\ntier = \"none\"\nhandshake_timeout = \"1s\"\nstop_timeout = \"1s\"\n\n\
-         [supervisor.defaults.backoff]\ninitial = \"50ms\"\nmax = \"200ms\"\n\n{plugins}"
-    );
-    let path = dir.path().join("supervisor.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let state = StateStore::open(&dir.path().join("state")).unwrap();
-    let fake = FakeLauncher::new();
-    for (plugin, behaviours) in script {
-        fake.script(plugin, behaviours);
-    }
-    let sup = Supervisor::with_launcher(config, state, fake.clone());
-    Fixture { sup, fake, _dir: dir }
-}
-
-fn plugin(name: &str, extra: &str) -> String {
-    format!("[[plugin]]\nname = {name:?}\nbinary = \"/bin/true\"\n{extra}\n")
-}
-
-/// Waits until `pred` holds for the first instance of `plugin`.
-async fn until(sup: &Supervisor, plugin: &str, what: &str, pred: impl Fn(&super::state::Status) -> bool) {
-    let inst = sup.plugin(plugin).unwrap().instances[0].clone();
-    let deadline = Instant::now() + UP;
-    while !pred(&inst.status()) {
-        assert!(Instant::now() < deadline, "{plugin} never became {what}: {:?}", inst.status());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn kinds(sup: &Supervisor, plugin: &str) -> Vec<String> {
     sup.events().subscribe().0.into_iter().filter(|e| e.plugin == plugin).map(|e| e.kind).collect()
@@ -68,7 +22,7 @@ async fn a_plugin_starts_serves_and_drains_when_stopped() {
     let f = fixture(&plugin("fake", ""), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
     assert_eq!(echo(f.sup.channel("fake").unwrap(), "hello").await.unwrap(), "hello");
-    let status = f.sup.plugin("fake").unwrap().instances[0].status();
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
     assert_eq!(
         (status.state, status.sha256.as_str(), status.declared.version.as_str()),
         (State::Running, "fake-fake", "1.0.0")
@@ -91,10 +45,10 @@ async fn a_plugin_starts_serves_and_drains_when_stopped() {
 async fn a_crash_is_named_and_restarted_after_a_backoff() {
     let f = fixture(&plugin("fake", ""), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
-    let first = f.sup.plugin("fake").unwrap().instances[0].status().pid.unwrap();
+    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
     f.fake.crash(first, 3);
     until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(first)).await;
-    let status = f.sup.plugin("fake").unwrap().instances[0].status();
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
     assert_eq!(status.restarts, 1);
     assert_eq!(f.fake.launches("fake"), 2);
     assert_eq!(messages(&f.sup, "exited"), [format!("pid {first} exited with code 3")]);
@@ -107,7 +61,7 @@ async fn a_crash_is_named_and_restarted_after_a_backoff() {
 async fn a_plugin_answering_as_another_is_refused_and_waits_for_the_operator() {
     let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Serve { name: "other".into() }])]);
     until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
-    let status = f.sup.plugin("fake").unwrap().instances[0].status();
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
     assert_eq!(status.reason, "refused: plugin answered the handshake as \"other\", but the config names it \"fake\"");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.fake.launches("fake"), 1, "a refusal is not retried by itself");
@@ -122,7 +76,7 @@ async fn a_plugin_answering_as_another_is_refused_and_waits_for_the_operator() {
 async fn a_process_that_never_answers_is_refused_at_the_handshake_timeout() {
     let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Hang])]);
     until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
-    let reason = f.sup.plugin("fake").unwrap().instances[0].status().reason;
+    let reason = f.sup.plugin("fake").unwrap().instances()[0].status().reason;
     assert_eq!(reason, "refused: no handshake within 1s: not a plugin, or hung at start");
     f.sup.shutdown().await;
 }
@@ -131,7 +85,7 @@ async fn a_process_that_never_answers_is_refused_at_the_handshake_timeout() {
 async fn a_process_that_dies_before_the_handshake_is_refused_with_its_status() {
     let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Exit { code: 3 }])]);
     until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
-    let reason = f.sup.plugin("fake").unwrap().instances[0].status().reason;
+    let reason = f.sup.plugin("fake").unwrap().instances()[0].status().reason;
     assert_eq!(
         reason,
         "refused: exited with code 3 before answering the handshake: not a plugin, or it crashed at start"
@@ -144,10 +98,10 @@ async fn a_process_that_dies_before_the_handshake_is_refused_with_its_status() {
 async fn restart_never_leaves_a_crashed_instance_failed() {
     let f = fixture(&plugin("fake", "restart = \"never\""), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
-    let pid = f.sup.plugin("fake").unwrap().instances[0].status().pid.unwrap();
+    let pid = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
     f.fake.crash(pid, 1);
     until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
-    assert_eq!(f.sup.plugin("fake").unwrap().instances[0].status().reason, "exited with code 1");
+    assert_eq!(f.sup.plugin("fake").unwrap().instances()[0].status().reason, "exited with code 1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.fake.launches("fake"), 1);
     f.sup.shutdown().await;
@@ -160,7 +114,7 @@ async fn failing_again_and_again_is_a_crash_loop_still_retried() {
     let f = fixture(&plugin("fake", ""), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
     for _ in 0..6 {
-        let pid = f.sup.plugin("fake").unwrap().instances[0].status().pid.unwrap();
+        let pid = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
         f.fake.crash(pid, 1);
         until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(pid)).await;
     }
@@ -170,7 +124,7 @@ async fn failing_again_and_again_is_a_crash_loop_still_retried() {
         loops[0].starts_with("crash loop: 5 failures in the last 2 minutes; last: exited with code 1"),
         "{loops:?}"
     );
-    assert_eq!(f.sup.plugin("fake").unwrap().instances[0].status().state, State::Running, "still retried");
+    assert_eq!(f.sup.plugin("fake").unwrap().instances()[0].status().state, State::Running, "still retried");
     f.sup.shutdown().await;
 }
 
@@ -186,18 +140,41 @@ async fn replicas_share_the_calls_and_each_restarts_on_its_own() {
     let f = fixture(&plugin("fake", "replicas = 2"), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
     let p = f.sup.plugin("fake").unwrap().clone();
-    let pids: Vec<i32> = p.instances.iter().map(|i| i.status().pid.unwrap()).collect();
+    let pids: Vec<i32> = p.instances().iter().map(|i| i.status().pid.unwrap()).collect();
     assert_ne!(pids[0], pids[1]);
     for i in 0..4 {
         assert_eq!(echo(f.sup.channel("fake").unwrap(), &format!("m{i}")).await.unwrap(), format!("m{i}"));
     }
     f.fake.crash(pids[1], 9);
     let deadline = Instant::now() + UP;
-    while p.instances[1].status().pid == Some(pids[1]) || p.instances[1].status().state != State::Running {
-        assert!(Instant::now() < deadline, "{:?}", p.instances[1].status());
+    while p.instances()[1].status().pid == Some(pids[1]) || p.instances()[1].status().state != State::Running {
+        assert!(Instant::now() < deadline, "{:?}", p.instances()[1].status());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(p.instances[0].status().pid, Some(pids[0]), "the other replica was left alone");
-    assert_eq!(p.instances[0].status().restarts, 0);
+    assert_eq!(p.instances()[0].status().pid, Some(pids[0]), "the other replica was left alone");
+    assert_eq!(p.instances()[0].status().restarts, 0);
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_quota_changed_while_an_instance_launches_reaches_it_too() {
+    let fake = FakeLauncher::with_cgroups();
+    fake.hold();
+    let f = fixture_over(fake, &plugin("fake", "[plugin.quota]\npids_max = 64"), &[]);
+    let deadline = Instant::now() + UP;
+    while f.fake.launches("fake") == 0 {
+        assert!(Instant::now() < deadline, "no launch");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The process is being launched: its cgroup is not there yet for the change to reach.
+    let change = crate::quotas::QuotaChange::parse("", "", "", "32").unwrap();
+    let (_, said) = f.sup.change_quota("fake", &change, false).unwrap();
+    assert!(said.ends_with("(persisted; applied to 0 running instance(s))"), "{said}");
+    f.fake.release();
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let inst = &f.sup.plugin("fake").unwrap().instances()[0];
+    let cg = inst.cgroup.load_full().expect("its cgroup");
+    assert_eq!(cg.limits().unwrap().pids_max, Some(32), "the change reached the instance launched meanwhile");
+    assert_eq!(inst.status().quota.pids_max, Some(32));
     f.sup.shutdown().await;
 }

@@ -44,6 +44,12 @@ pub enum EventKind {
     ControlRefused,
     /// A follower fell behind and missed events (sent to that follower only).
     Missed,
+    /// A reload began: a new revision starts beside the serving one.
+    Reload,
+    /// A reload ended with the new revision serving.
+    Reloaded,
+    /// A reload was refused; the serving revision was left as it was.
+    ReloadRefused,
 }
 
 impl EventKind {
@@ -64,6 +70,9 @@ impl EventKind {
             EventKind::QuotaRefused => "quota-refused",
             EventKind::ControlRefused => "control-refused",
             EventKind::Missed => "missed",
+            EventKind::Reload => "reload",
+            EventKind::Reloaded => "reloaded",
+            EventKind::ReloadRefused => "reload-refused",
         }
     }
 }

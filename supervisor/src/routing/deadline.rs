@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,14 +20,15 @@ const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// Parses a `grpc-timeout` value ("100m", "5S", ...).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
+    // At most 8 digits and a unit (gRPC over HTTP/2); no sign, no fraction.
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (num, unit) = v.split_at(v.len() - 1);
-    let n: u64 = num.parse().ok()?;
+    let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
@@ -47,23 +49,44 @@ pub fn encode_grpc_timeout(d: Duration) -> String {
     }
 }
 
-#[derive(Clone, Debug)]
+/// The plugin's limit on a call, read for each call: a reload or a config update may
+/// change it while callers hold the channel.
+type Limit = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+#[derive(Clone)]
 pub struct DeadlineLayer {
-    pub limit: Duration,
+    limit: Limit,
+}
+
+impl DeadlineLayer {
+    pub fn fixed(limit: Duration) -> Self {
+        Self { limit: Arc::new(move || limit) }
+    }
+
+    /// The limit `read` says at each call.
+    pub fn reading(read: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+        Self { limit: Arc::new(read) }
+    }
+}
+
+impl std::fmt::Debug for DeadlineLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadlineLayer").field("limit", &(self.limit)()).finish()
+    }
 }
 
 impl<S> tower::Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline { inner, limit: self.limit }
+        Deadline { inner, limit: self.limit.clone() }
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Deadline<S> {
     inner: S,
-    limit: Duration,
+    limit: Limit,
 }
 
 /// When a call's time is up: set on every response that has a body.
@@ -86,7 +109,8 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let asked = req.headers().get(GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
-        let timeout = asked.map_or(self.limit, |a| a.min(self.limit));
+        let limit = (self.limit)();
+        let timeout = asked.map_or(limit, |a| a.min(limit));
         if let Ok(v) = HeaderValue::from_str(&encode_grpc_timeout(timeout)) {
             req.headers_mut().insert(GRPC_TIMEOUT, v);
         }
@@ -257,7 +281,7 @@ mod tests {
             async move { Ok::<_, Infallible>(stalls_after_one_message(d)) }
         });
         let limit = Duration::from_millis(300);
-        let mut svc = tower::Layer::layer(&DeadlineLayer { limit }, plugin);
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), plugin);
         let started = Instant::now();
         let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
         let expires = resp.extensions().get::<Expires>().unwrap().0;
@@ -284,7 +308,7 @@ mod tests {
         let plugin = tower::service_fn(|_req: http::Request<Body>| async {
             Ok::<_, Infallible>(http::Response::new(Body::empty()))
         });
-        let mut svc = tower::Layer::layer(&DeadlineLayer { limit: Duration::MAX }, plugin);
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::MAX), plugin);
         let mut req = http::Request::new(Body::empty());
         req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("99999999H"));
         let resp = svc.ready().await.unwrap().call(req).await.unwrap();
@@ -299,6 +323,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("x"), None);
         assert_eq!(parse_grpc_timeout("123456789m"), None);
         assert_eq!(parse_grpc_timeout("10q"), None);
+        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        for bad in ["", "S", "10", "10s", "123456789S", "-1S", "+1S", "1.5S", "1é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
         for d in [Duration::from_micros(7), Duration::from_secs(3), Duration::from_secs(400_000)] {
             assert_eq!(parse_grpc_timeout(&encode_grpc_timeout(d)), Some(d));
         }

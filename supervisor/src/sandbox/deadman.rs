@@ -46,7 +46,12 @@ impl Deadman {
             Forked::Child => unsafe { watch(me.as_raw_fd(), kill.as_raw_fd()) },
             Forked::Parent { pid, pidfd: Some(pidfd) } => Ok(Self { pid, pidfd }),
             Forked::Parent { pid, pidfd: None } => {
-                reap(pid, true);
+                // SAFETY: killing and reaping our own just-forked, unreaped child by pid:
+                // without a pidfd (kernels before 5.3) there is no other handle.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
                 Err(io::Error::from_raw_os_error(libc::ENOSYS))
             }
         }
@@ -59,19 +64,7 @@ impl Deadman {
 
 impl Drop for Deadman {
     fn drop(&mut self) {
-        let _ = pidfd::send_signal(&self.pidfd, libc::SIGKILL);
-        reap(self.pid, false);
-    }
-}
-
-fn reap(pid: libc::pid_t, kill: bool) {
-    // SAFETY: signalling and reaping our own unreaped child by pid; the pid cannot have
-    // been reused before it is reaped.
-    unsafe {
-        if kill {
-            libc::kill(pid, libc::SIGKILL);
-        }
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
+        pidfd::kill_and_reap(&self.pidfd);
     }
 }
 

@@ -115,6 +115,18 @@ pub fn try_wait(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
     }))
 }
 
+/// Kills the process behind `pidfd` and waits (blocking) until it is reaped. By pidfd
+/// rather than pid: an embedding host that reaps children itself may have reaped it
+/// already, and its pid may name another process by now.
+pub fn kill_and_reap(pidfd: &OwnedFd) {
+    let _ = send_signal(pidfd, libc::SIGKILL);
+    let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one pollfd we own; a pidfd polls readable once the process exited.
+    // Bounded: SIGKILL was sent, and if something else reaped it, it is readable too.
+    unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    let _ = try_wait(pidfd);
+}
+
 /// Waits for the process to exit and reaps it.
 pub async fn wait(pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {
     loop {

@@ -177,8 +177,7 @@ impl Spawner {
                 // Nobody waits for this child any more (the start was
                 // abandoned): it must not outlive that.
                 if let Err(Ok(orphan)) = job.reply.send(spawn_now(job.plan, &netns)) {
-                    let _ = pidfd::send_signal(&orphan.pidfd, libc::SIGKILL);
-                    kill_and_reap(orphan.pid);
+                    pidfd::kill_and_reap(&orphan.pidfd);
                 }
             }
         })?;
@@ -295,7 +294,8 @@ fn spawn_now(plan: SpawnPlan, pool: &NetnsPool) -> Result<Spawned, SpawnError> {
     }
     drop(plan);
     let Some(pidfd) = pidfd else {
-        kill_and_reap(pid);
+        // Kernels before 5.3: no pidfd, the pid is the only handle.
+        kill_and_reap_pid(pid);
         return Err(io_err(&plugin, "opening a pidfd (Linux 5.3 or later is needed)")(io::Error::from_raw_os_error(
             libc::ENOSYS,
         )));
@@ -303,8 +303,7 @@ fn spawn_now(plan: SpawnPlan, pool: &NetnsPool) -> Result<Spawned, SpawnError> {
     match await_exec(&status_parent) {
         Ok(listener) => Ok(Spawned { pid, pidfd, seccomp_listener: listener }),
         Err(e) => {
-            let _ = pidfd::send_signal(&pidfd, libc::SIGKILL);
-            kill_and_reap(pid);
+            pidfd::kill_and_reap(&pidfd);
             Err(match e {
                 ExecWait::Failed { step, errno } => SpawnError::Child { plugin, step, errno },
                 ExecWait::Timeout => SpawnError::Timeout { plugin },
@@ -314,7 +313,7 @@ fn spawn_now(plan: SpawnPlan, pool: &NetnsPool) -> Result<Spawned, SpawnError> {
     }
 }
 
-fn kill_and_reap(pid: libc::pid_t) {
+fn kill_and_reap_pid(pid: libc::pid_t) {
     // SAFETY: signalling and reaping our own child by pid; it is unreaped,
     // so the pid still names it.
     unsafe {

@@ -129,7 +129,10 @@ pub fn remove_stale(layout: &Layout, config: &SubtreeConfig) -> Result<(), Strin
             _ => std::thread::sleep(Duration::from_millis(10)),
         }
     }
-    RealFs.rmdir(lock.dir()).map_err(|e| format!("{}: {e}", lock.dir().display()))
+    for dir in lock.dirs() {
+        RealFs.rmdir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 pub fn poll_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {

@@ -74,6 +74,17 @@ enum Remote {
     Stop { name: String },
     /// Stops and starts a plugin.
     Restart { name: String },
+    /// Replaces a plugin's instances with a new revision while it serves:
+    /// its config entry and binary are read again, the new instances are
+    /// checked (handshake, contract against the serving one, health) before
+    /// calls switch to them, and the old ones drain. Exits non-zero with the
+    /// reason when refused; the serving revision is then left as it was.
+    Reload {
+        name: String,
+        /// Switch even when the new contract breaks the serving one.
+        #[arg(long)]
+        allow_breaking: bool,
+    },
     /// Prints a plugin's stdout, stderr and SDK logs.
     Tail {
         name: String,
@@ -134,6 +145,9 @@ enum Remote {
     },
 }
 
+/// How long `reload` waits for its answer, at least.
+const RELOAD_WAIT: Duration = Duration::from_secs(300);
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     plugin_supervisor::config::units::parse_duration(s)
 }
@@ -180,6 +194,12 @@ async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, String> {
         Remote::Start { name } => output::action(w.answer(c.start(w.request(client::plugin(name)))).await),
         Remote::Stop { name } => output::action(w.answer(c.stop(w.request(client::plugin(name)))).await),
         Remote::Restart { name } => output::action(w.answer(c.restart(w.request(client::plugin(name)))).await),
+        Remote::Reload { name, allow_breaking } => {
+            // Starting and checking a new revision takes longer than an answer.
+            let w = client::Wait { limit: w.limit.max(RELOAD_WAIT), ..w.clone() };
+            let req = plugin_proto::control::v1::ReloadRequest { name, allow_breaking };
+            output::action(w.answer(c.reload(tonic::Request::new(req))).await)
+        }
         Remote::Tail { name, follow, lines } => output::tail(&mut c, w, name, follow, lines).await,
         Remote::Events { follow, plugin, json } => {
             output::events(&mut c, w, plugin.unwrap_or_default(), follow, json).await

@@ -25,6 +25,7 @@ fn row_json(i: &InstanceStatus) -> serde_json::Value {
     json!({
         "name": i.name,
         "instance": i.instance,
+        "revision": i.revision,
         "state": i.state,
         "reason": i.reason,
         "pid": if i.pid == 0 { serde_json::Value::Null } else { i.pid.into() },
@@ -69,6 +70,7 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool) -> Re
     let header = [
         "NAME",
         "INSTANCE",
+        "REV",
         "STATE",
         "PID",
         "RESTARTS",
@@ -80,7 +82,7 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool) -> Re
         "THROTTLED",
         "REASON",
     ];
-    let table: Vec<[String; 12]> = rows
+    let table: Vec<[String; 13]> = rows
         .iter()
         .map(|i| {
             let q = i.quota.clone().unwrap_or_default();
@@ -93,6 +95,7 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool) -> Re
             [
                 i.name.clone(),
                 i.instance.clone(),
+                i.revision.to_string(),
                 i.state.clone(),
                 if i.pid == 0 { "-".into() } else { i.pid.to_string() },
                 i.restarts.to_string(),

@@ -39,19 +39,24 @@ impl Default for SubtreeConfig {
 }
 
 /// Ownership of a subtree by one live supervisor: an `flock` on the root's directory in
-/// one hierarchy (the unified one where there is one). The kernel lets it go when the
-/// holder dies, so the lock tells a live owner's subtree, which must never be touched, from
-/// one a dead supervisor left, which the next start cleans.
+/// every hierarchy it uses. The kernel lets them go when the holder dies, so the locks tell
+/// a live owner's subtree, which must never be touched, from one a dead supervisor left,
+/// which the next start cleans. Every hierarchy, because two supervisors whose unified
+/// cgroups differ may still share a v1 cgroup (systemd without per-service accounting),
+/// and so a v1 root.
 #[derive(Debug)]
 pub struct SubtreeLock {
-    dir: PathBuf,
-    _held: DirLock,
+    held: Vec<(PathBuf, DirLock)>,
 }
 
 impl SubtreeLock {
-    /// The locked directory (the root, in the lock's hierarchy).
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
+    /// The locked directories (the root, in each hierarchy).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.held.iter().map(|(d, _)| d.clone()).collect()
+    }
+
+    fn holds(&self, dir: &std::path::Path) -> bool {
+        self.held.iter().any(|(d, _)| d == dir)
     }
 }
 
@@ -73,11 +78,6 @@ pub struct Subtree {
     lock: SubtreeLock,
 }
 
-/// Where the subtree's lock lives: the root's unified directory, else its first.
-fn lock_dir(root: &CgroupSet) -> Option<PathBuf> {
-    root.unified().or_else(|| root.dirs().next().map(|(_, d)| d)).map(std::path::Path::to_path_buf)
-}
-
 fn plus(cs: &[Controller]) -> String {
     cs.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ")
 }
@@ -87,29 +87,45 @@ fn minus(cs: &[Controller]) -> String {
 }
 
 impl Subtree {
-    /// Becomes the owner of the subtree: makes its root directory in the lock's hierarchy
-    /// when missing, and locks it. A live supervisor holding it is `InUse`, naming its pid,
-    /// and nothing of its subtree is touched.
+    /// Becomes the owner of the subtree: makes its root directory in each hierarchy when
+    /// missing, and locks them all. A live supervisor holding any of them is `InUse`, naming
+    /// its pid, and nothing of its subtree is touched (the directories this call made are
+    /// taken away again).
     pub fn lock(fs: &dyn CgroupFs, layout: &Layout, config: &SubtreeConfig) -> Result<SubtreeLock> {
         let (parent, root) = paths::subtree_root(layout, config.parent.as_deref(), &config.name)?;
-        let Some(dir) = lock_dir(&root) else {
-            return Err(CgroupError::MissingParent { cgroup: PathBuf::from(&config.name) });
-        };
         for (_, p) in parent.dirs() {
             if !fs.exists(p) {
                 return Err(CgroupError::MissingParent { cgroup: p.to_path_buf() });
             }
         }
-        match fs::mkdir(fs, &dir) {
-            Ok(()) | Err(CgroupError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        match fs.lock_dir(&dir) {
-            Ok(held) => Ok(SubtreeLock { dir, _held: held }),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                Err(CgroupError::InUse { pid: fs.lock_holder(&dir), cgroup: dir })
+        let mut lock = SubtreeLock { held: Vec::new() };
+        let mut made = Vec::new();
+        let outcome = root.dirs().try_for_each(|(_, dir)| {
+            match fs::mkdir(fs, dir) {
+                Ok(()) => made.push(dir.to_path_buf()),
+                Err(CgroupError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
             }
-            Err(source) => Err(CgroupError::Lock { cgroup: dir, source }),
+            match fs.lock_dir(dir) {
+                Ok(held) => {
+                    lock.held.push((dir.to_path_buf(), held));
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    Err(CgroupError::InUse { pid: fs.lock_holder(dir), cgroup: dir.to_path_buf() })
+                }
+                Err(source) => Err(CgroupError::Lock { cgroup: dir.to_path_buf(), source }),
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(lock),
+            Err(e) => {
+                drop(lock);
+                for dir in made.iter().rev() {
+                    let _ = fs.rmdir(dir);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -123,12 +139,12 @@ impl Subtree {
         lock: &SubtreeLock,
     ) -> Result<Removal> {
         let (_, root) = paths::subtree_root(layout, config.parent.as_deref(), &config.name)?;
-        stale::cleanup_stale_keeping(fs, &root, Some(lock.dir()))
+        stale::cleanup_stale_keeping(fs, &root, &lock.dirs())
     }
 
-    /// Builds the subtree under `lock`. Fails with `AlreadyExists` if any part of it is there
-    /// besides the locked directory (run `cleanup_stale` first); on any failure, what was
-    /// built is taken down again.
+    /// Builds the subtree under `lock`. Fails with `AlreadyExists` if anything is there
+    /// beneath the locked roots (run `cleanup_stale` first); on any failure, what was built
+    /// is taken down again, the roots included.
     pub fn create(
         fs: Arc<dyn CgroupFs>,
         layout: Arc<Layout>,
@@ -141,12 +157,13 @@ impl Subtree {
                 return Err(CgroupError::MissingParent { cgroup: dir.to_path_buf() });
             }
         }
-        let locked = lock.dir().to_path_buf();
         for (_, dir) in root.dirs() {
-            let leftover = if dir == locked { !fs::child_dirs(&*fs, dir)?.is_empty() } else { fs.exists(dir) };
+            let leftover = if lock.holds(dir) { !fs::child_dirs(&*fs, dir)?.is_empty() } else { fs.exists(dir) };
             if leftover {
-                // The locked directory is ours to take away again when it is empty.
-                let _ = fs.rmdir(&locked);
+                // The locked roots are ours to take away again where they are empty.
+                for locked in lock.dirs() {
+                    let _ = fs.rmdir(&locked);
+                }
                 return Err(CgroupError::AlreadyExists { cgroup: dir.to_path_buf() });
             }
         }
@@ -165,7 +182,7 @@ impl Subtree {
         let fs = &*self.fs;
         for set in [self.root.clone(), self.supervisor_leaf(), self.plugins()] {
             for (_, dir) in set.dirs() {
-                if dir != self.lock.dir() {
+                if !self.lock.holds(dir) {
                     fs::mkdir(fs, dir)?;
                 }
             }

@@ -155,7 +155,9 @@ fn pure_v2_configured_empty_parent_already_delegated() {
 #[test]
 fn existing_root_and_missing_parent_are_refused() {
     let (fs, layout) = hybrid();
-    fs.add_cgroup("/sys/fs/cgroup/cpu/s");
+    // What a dead run left and nobody cleaned: an empty root is taken over, one with
+    // anything beneath it is not built upon.
+    fs.add_cgroup("/sys/fs/cgroup/cpu/s/plugins");
     let layout = Arc::new(layout);
     let e = create(&fs, layout.clone(), &config(false)).unwrap_err();
     assert!(
@@ -242,8 +244,12 @@ fn cleanup_stale_after_a_crash() {
         rounds += 1;
         assert!(rounds < 5, "stale subtree not removed");
     }
-    // Everything is gone but the locked root, which the new owner keeps.
-    assert_eq!(leftovers(&fs, &HYBRID_ROOTS), [PathBuf::from(HYBRID_ROOTS[0])]);
+    // Everything is gone but the locked roots, which the new owner keeps.
+    let mut kept = leftovers(&fs, &HYBRID_ROOTS);
+    kept.sort();
+    let mut roots: Vec<PathBuf> = HYBRID_ROOTS.iter().map(PathBuf::from).collect();
+    roots.sort();
+    assert_eq!(kept, roots);
     for pid in [500, 501, 502] {
         assert!(!fs.is_alive(pid), "{pid}");
     }
@@ -261,21 +267,27 @@ fn a_live_owner_is_named_and_its_subtree_left_alone() {
     live.create_instance("p", "0", &Limits::default()).unwrap();
     let leaf: Vec<String> = HYBRID_ROOTS.iter().map(|r| format!("{r}/plugins/p/0")).collect();
     fs.spawn(600, &leaf.iter().map(String::as_str).collect::<Vec<_>>());
-    // The live owner is another process, as the kernel would say of its flock.
-    fs.release_lock(HYBRID_ROOTS[0]);
-    fs.hold_lock(HYBRID_ROOTS[0], 4242);
+    // Another live supervisor holds the v1 memory root only: two supervisors in different
+    // unified cgroups can share a v1 cgroup (and so a v1 root).
+    for root in HYBRID_ROOTS {
+        fs.release_lock(root);
+    }
+    fs.hold_lock(HYBRID_ROOTS[1], 4242);
     let before = fs.cgroups();
     fs.clear_ops();
     let e = Subtree::lock(&*fs, &layout, &config(false)).unwrap_err();
     match &e {
         CgroupError::InUse { cgroup, pid } => {
-            assert_eq!(cgroup, Path::new(HYBRID_ROOTS[0]));
+            assert_eq!(cgroup, Path::new(HYBRID_ROOTS[1]));
             assert_eq!(*pid, Some(4242));
         }
         other => panic!("unexpected {other}"),
     }
     let message = e.to_string();
-    assert!(message.contains("pid 4242") && message.contains(HYBRID_ROOTS[0]), "{message}");
+    assert!(message.contains("pid 4242") && message.contains(HYBRID_ROOTS[1]), "{message}");
+    for root in [HYBRID_ROOTS[0], HYBRID_ROOTS[2], HYBRID_ROOTS[3]] {
+        assert_eq!(fs.lock_holder_of(root), None, "{root}: a refused lock lets go of what it took");
+    }
     assert!(fs.is_alive(600), "the live owner's plugin was not killed");
     assert!(fs.ops().iter().all(|op| matches!(op, FakeOp::Mkdir(_))), "only the lock's mkdir: {:?}", fs.ops());
     assert_eq!(fs.cgroups(), before, "nothing made or removed");

@@ -1,0 +1,281 @@
+//! Hot reload: a plugin's new revision (its config entry read again, its binary verified
+//! again) brought up beside the serving one, checked before any call reaches it (handshake
+//! and init, its contract against the serving one, health, a moment of staying up), then
+//! switched to at once, and the old revision drained away. A failure at any step stops the
+//! new instances and leaves the old revision serving, untouched.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugin_proto::transport::H2Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::{Config, ConfigError};
+use crate::instance::state::State;
+use crate::instance::{Plugin, Revision};
+use crate::observe::events::EventKind;
+use crate::supervisor::{Shared, spawn_revision};
+
+/// How long the new instances must stay up, once ready, before the switch: a version that
+/// crashes right after its handshake is refused rather than switched to.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// What the operator allows a reload.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReloadOptions {
+    /// Switch even when the new contract breaks the serving one.
+    pub allow_breaking: bool,
+}
+
+/// A reload that happened.
+#[derive(Clone, Debug)]
+pub struct Reloaded {
+    pub plugin: String,
+    pub from: u64,
+    pub to: u64,
+    /// The new instances' processes (none for a plugin that is stopped).
+    pub pids: Vec<i32>,
+    pub took: Duration,
+    /// Compatible changes of the contract, and breaking ones allowed by the operator.
+    pub changes: Vec<String>,
+}
+
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
+        write!(f, "{}: revision {} serves", self.plugin, self.to)?;
+        if !pids.is_empty() {
+            write!(f, " (pid {})", pids.join(", "))?;
+        }
+        write!(f, " after {} ms; revision {} drains", self.took.as_millis(), self.from)
+    }
+}
+
+/// Why a reload was refused; the serving revision was left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("unknown plugin {0:?}")]
+    UnknownPlugin(String),
+    #[error("plugin {0:?}: a reload is already under way")]
+    InProgress(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("plugin {plugin:?} is no longer in {file}")]
+    NotConfigured { plugin: String, file: String },
+    #[error("plugin {plugin:?}: the new binary was refused: {cause}")]
+    Image { plugin: String, cause: String },
+    #[error("plugin {plugin:?}: the new revision's {instance} did not start: {reason}")]
+    NotStarted { plugin: String, instance: String, reason: String },
+    #[error("plugin {plugin:?}: the new revision did not start within {} ms: {states}", .waited.as_millis())]
+    StartTimeout { plugin: String, waited: Duration, states: String },
+    #[error(
+        "plugin {plugin:?}: the new contract breaks the serving one in {} place(s): {} (reload with --allow-breaking to accept)",
+        .breaks.len(), .breaks.join("; ")
+    )]
+    Breaking { plugin: String, breaks: Vec<String> },
+    #[error("plugin {plugin:?}: the new revision's {instance} does not serve: {why}")]
+    Unhealthy { plugin: String, instance: String, why: String },
+    #[error("plugin {plugin:?}: the new revision's {instance} did not stay up: {reason}")]
+    Unsteady { plugin: String, instance: String, reason: String },
+    #[error("plugin {0:?}: the supervisor is stopping")]
+    ShuttingDown(String),
+    #[error("plugin {plugin:?}: the reload ended abnormally: {reason}")]
+    Aborted { plugin: String, reason: String },
+}
+
+/// Reloads `p` from `config_file` (or, without one, from the entry it runs now): see the
+/// module's description. Runs to its end even when its caller goes away (the daemon
+/// spawns it), so no half-started revision is ever left behind.
+pub(crate) async fn reload(
+    shared: Arc<Shared>,
+    p: Arc<Plugin>,
+    config_file: Option<std::path::PathBuf>,
+    opts: ReloadOptions,
+) -> Result<Reloaded, ReloadError> {
+    let started = Instant::now();
+    let _one = p.reload_lock.try_lock().map_err(|_| ReloadError::InProgress(p.name.clone()))?;
+    let spec =
+        Arc::new(match &config_file {
+            Some(file) => Config::load(file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
+                ReloadError::NotConfigured { plugin: p.name.clone(), file: file.display().to_string() }
+            })?,
+            None => (*p.spec()).clone(),
+        });
+    let old = p.serving();
+    // The binary is verified afresh: a rebuild in place is what this is for.
+    let image = shared
+        .launcher
+        .image(spec.clone(), None)
+        .await
+        .map_err(|e| ReloadError::Image { plugin: p.name.clone(), cause: e.cause().to_string() })?;
+    let rev = p.new_revision(spec.clone());
+    if let Ok(mut slot) = rev.image.lock() {
+        *slot = Some(image);
+    }
+    shared.events.emit(
+        &p.name,
+        "",
+        EventKind::Reload,
+        format!("revision {} starting beside revision {}", rev.number, old.number),
+        &[("revision", rev.number.to_string())],
+    );
+    spawn_revision(&shared, &p, &rev);
+    let checked = if p.desired.borrow().run { check(&shared, &p, &old, &rev, opts).await } else { Ok(Vec::new()) };
+    let changes = match checked {
+        Ok(changes) => changes,
+        Err(e) => {
+            shared.events.emit(&p.name, "", EventKind::ReloadRefused, e.to_string(), &[]);
+            abandon(&p, &rev).await;
+            return Err(e);
+        }
+    };
+    p.promote(&rev);
+    let pids = rev.instances.iter().filter_map(|i| i.status().pid).collect();
+    let done =
+        Reloaded { plugin: p.name.clone(), from: old.number, to: rev.number, pids, took: started.elapsed(), changes };
+    shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
+    // The old revision's instances finish their calls, stop and go; the reload's caller
+    // does not wait for that.
+    old.retire();
+    let drained = p.clone();
+    shared.tasks.spawn(async move {
+        let grace = old.spec.stop_timeout.saturating_add(Duration::from_secs(5));
+        drained.wait_until(grace, |_| stopped(&old)).await;
+        drained.forget(&old);
+    });
+    Ok(done)
+}
+
+/// Every check the new revision must pass before it takes a call; the contract changes
+/// it brings.
+async fn check(
+    shared: &Shared,
+    p: &Plugin,
+    old: &Revision,
+    rev: &Revision,
+    opts: ReloadOptions,
+) -> Result<Vec<String>, ReloadError> {
+    started(shared, p, rev).await?;
+    let changes = compare_contracts(p, old, rev, opts)?;
+    for inst in &rev.instances {
+        let Some(live) = inst.live.load_full() else { continue };
+        serving(live.channel.clone()).await.map_err(|why| ReloadError::Unhealthy {
+            plugin: p.name.clone(),
+            instance: inst.id.clone(),
+            why,
+        })?;
+    }
+    settled(shared, p, rev).await?;
+    Ok(changes)
+}
+
+/// Waits until every new instance has passed its handshake and init, or one failed.
+async fn started(shared: &Shared, p: &Plugin, rev: &Revision) -> Result<(), ReloadError> {
+    let waited = rev.spec.handshake_timeout.saturating_mul(2).saturating_add(Duration::from_secs(5));
+    let over = |_: &Plugin| {
+        *shared.shutdown.borrow()
+            || rev.instances.iter().all(|i| i.status().state == State::Running)
+            || first_failure(rev).is_some()
+    };
+    p.wait_until(waited, over).await;
+    if *shared.shutdown.borrow() {
+        return Err(ReloadError::ShuttingDown(p.name.clone()));
+    }
+    if let Some((instance, reason)) = first_failure(rev) {
+        return Err(ReloadError::NotStarted { plugin: p.name.clone(), instance, reason });
+    }
+    if rev.instances.iter().all(|i| i.status().state == State::Running) {
+        return Ok(());
+    }
+    let states: Vec<String> = rev.instances.iter().map(|i| format!("{} {}", i.id, i.status().describe())).collect();
+    Err(ReloadError::StartTimeout { plugin: p.name.clone(), waited, states: states.join(", ") })
+}
+
+/// An instance that failed to start, or started and ended, with why.
+fn first_failure(rev: &Revision) -> Option<(String, String)> {
+    rev.instances.iter().find_map(|i| {
+        let s = i.status();
+        let ended = matches!(s.state, State::Failed | State::Backoff) || s.restarts > 0;
+        ended.then(|| (i.id.clone(), s.reason.clone()))
+    })
+}
+
+/// The new instances stay up for a moment: one that crashes right after its handshake
+/// is caught here, not after the switch.
+async fn settled(shared: &Shared, p: &Plugin, rev: &Revision) -> Result<(), ReloadError> {
+    let fell = |_: &Plugin| first_failure(rev).is_some() || *shared.shutdown.borrow();
+    p.wait_until(SETTLE, fell).await;
+    match first_failure(rev) {
+        Some((instance, reason)) => Err(ReloadError::Unsteady { plugin: p.name.clone(), instance, reason }),
+        None if *shared.shutdown.borrow() => Err(ReloadError::ShuttingDown(p.name.clone())),
+        None => Ok(()),
+    }
+}
+
+/// The new contract against the serving one, for every service the serving one declared:
+/// a breaking change refuses the reload unless allowed. A contract pin changed in the same
+/// config change is the new reference instead (the handshake already held the new
+/// revision to it).
+fn compare_contracts(
+    p: &Plugin,
+    old: &Revision,
+    rev: &Revision,
+    opts: ReloadOptions,
+) -> Result<Vec<String>, ReloadError> {
+    use crate::contract::{Scope, Side, decode_descriptor_set, diff};
+    let (Some(before), Some(after)) = (old.contract.load_full(), rev.contract.load_full()) else {
+        return Ok(Vec::new());
+    };
+    if old.spec.contract != rev.spec.contract {
+        return Ok(Vec::new());
+    }
+    let decode = |bytes: &[u8], side| decode_descriptor_set(bytes, side).map_err(|e| e.to_string());
+    let (old_set, new_set) = match (decode(&before.descriptor_set, Side::Old), decode(&after.descriptor_set, Side::New))
+    {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(ReloadError::Breaking {
+                plugin: p.name.clone(),
+                breaks: vec![format!("the contracts cannot be compared: {e}")],
+            });
+        }
+    };
+    let report = diff(&old_set, &new_set, Scope::services(before.services.iter().cloned()));
+    let breaks: Vec<String> = report.breaking().map(ToString::to_string).collect();
+    if !breaks.is_empty() && !opts.allow_breaking {
+        return Err(ReloadError::Breaking { plugin: p.name.clone(), breaks });
+    }
+    Ok(report.changes().iter().map(ToString::to_string).collect())
+}
+
+/// `grpc.health.v1` says the instance serves.
+async fn serving(channel: H2Channel) -> Result<(), String> {
+    let mut client = HealthClient::new(channel);
+    let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+    req.set_timeout(Duration::from_secs(5));
+    match client.check(req).await {
+        Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+        Ok(r) => Err(format!(
+            "health check answered {:?}",
+            ServingStatus::try_from(r.get_ref().status).unwrap_or(ServingStatus::Unknown)
+        )),
+        Err(status) => Err(format!("health check failed: {:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// Every instance of `rev` has stopped (for good, once it is retired).
+fn stopped(rev: &Revision) -> bool {
+    rev.instances.iter().all(|i| matches!(i.status().state, State::Stopped | State::Failed))
+}
+
+/// Stops a new revision that did not pass, and forgets it.
+async fn abandon(p: &Plugin, rev: &Arc<Revision>) {
+    rev.retire();
+    let grace = rev.spec.stop_timeout.saturating_add(Duration::from_secs(5));
+    p.wait_until(grace, |_| stopped(rev)).await;
+    p.forget(rev);
+}
+
+#[cfg(test)]
+mod tests;

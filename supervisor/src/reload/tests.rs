@@ -1,0 +1,217 @@
+//! Reload as a specification, run without root over the fake launcher: a new revision
+//! replaces the serving one under load without a failed call, and every kind of broken new
+//! version is refused with its cause while the old one keeps serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{ReloadError, ReloadOptions};
+use crate::Supervisor;
+use crate::instance::fake::{Behaviour, FakeLauncher, UP, echo, fixture, fixture_over, plugin};
+use crate::instance::state::State;
+
+/// Calls `fake` in a loop until stopped: how many, and every failure's words.
+struct Load {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(sup: &Supervisor) -> Self {
+        let (stop, calls, failures) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
+        let channel = sup.channel("fake").unwrap();
+        let task = tokio::spawn({
+            let (stop, calls, failures): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) =
+                (stop.clone(), Arc::clone(&calls), Arc::clone(&failures));
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match echo(channel.clone(), "steady").await {
+                        Ok(text) if text == "steady" => {}
+                        Ok(other) => failures.lock().unwrap().push(format!("answered {other:?}")),
+                        Err(e) => failures.lock().unwrap().push(format!("{:?}: {}", e.code(), e.message())),
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        Load { stop, calls, failures, task }
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (self.calls.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
+fn pids(sup: &Supervisor) -> Vec<i32> {
+    sup.plugin("fake").unwrap().serving().instances.iter().filter_map(|i| i.status().pid).collect()
+}
+
+/// Waits until only the serving revision is left (the old one drained and went).
+async fn one_revision_left(sup: &Supervisor) {
+    let p = sup.plugin("fake").unwrap();
+    let deadline = Instant::now() + UP;
+    while p.revisions().len() > 1 {
+        assert!(Instant::now() < deadline, "the old revision never went: {:?}", p.revisions().len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_replace_every_instance_under_load_without_a_failed_call() {
+    let f = fixture(&plugin("fake", "replicas = 2"), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let load = Load::start(&f.sup);
+    let mut seen = pids(&f.sup);
+    for round in 1..=5u64 {
+        let done = f.sup.reload("fake", ReloadOptions::default()).await.expect("reload");
+        assert_eq!((done.from, done.to), (round, round + 1));
+        assert_eq!(done.pids.len(), 2);
+        assert!(done.pids.iter().all(|p| !seen.contains(p)), "new processes: {:?} after {seen:?}", done.pids);
+        seen.extend(done.pids.iter());
+        assert_eq!(pids(&f.sup), done.pids);
+        one_revision_left(&f.sup).await;
+    }
+    let (calls, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(calls > 20, "the load kept calling: {calls}");
+    // Instance ids are new with every revision, and status says which revision runs.
+    let p = f.sup.plugin("fake").unwrap();
+    let ids: Vec<String> = p.instances().iter().map(|i| i.id.clone()).collect();
+    assert_eq!(ids, ["fake-10", "fake-11"]);
+    assert!(p.instances().iter().all(|i| i.revision == 6));
+    let kinds: Vec<String> = f.sup.events().subscribe().0.into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "reloaded").count(), 5);
+    f.sup.shutdown().await;
+}
+
+/// Reloads into `broken`, expecting a refusal; checks that the serving revision, its
+/// processes and calls were left as they were, and that the new one went away.
+async fn refused(broken: Behaviour, replicas: usize) -> ReloadError {
+    let f = fixture(&plugin("fake", &format!("replicas = {replicas}")), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let before = pids(&f.sup);
+    f.fake.script("fake", &vec![broken; replicas]);
+    let load = Load::start(&f.sup);
+    let err = f.sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
+    one_revision_left(&f.sup).await;
+    let (calls, failures) = load.finish().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(calls > 0);
+    let p = f.sup.plugin("fake").unwrap();
+    assert_eq!(p.serving().number, 1, "the old revision still serves");
+    assert_eq!(pids(&f.sup), before, "and its processes were not touched");
+    assert!(p.instances().iter().all(|i| i.status().state == State::Running));
+    assert_eq!(echo(f.sup.channel("fake").unwrap(), "after").await.unwrap(), "after");
+    let refusals: Vec<String> =
+        f.sup.events().subscribe().0.into_iter().filter(|e| e.kind == "reload-refused").map(|e| e.message).collect();
+    assert_eq!(refusals, [err.to_string()]);
+    f.sup.shutdown().await;
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_answering_as_another_plugin_is_refused() {
+    let err = refused(Behaviour::Serve { name: "other".into() }, 2).await;
+    assert!(matches!(err, ReloadError::NotStarted { .. }), "{err}");
+    assert!(
+        err.to_string().contains("plugin answered the handshake as \"other\", but the config names it \"fake\""),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_does_not_start_is_refused() {
+    let err = refused(Behaviour::Exit { code: 3 }, 1).await;
+    assert!(err.to_string().contains("exited with code 3 before answering the handshake"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_hangs_at_its_handshake_is_refused() {
+    let err = refused(Behaviour::Hang, 1).await;
+    assert!(err.to_string().contains("no handshake within 1s"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_crashes_after_its_handshake_is_refused() {
+    let err = refused(Behaviour::ServeThenExit { after: Duration::from_millis(100) }, 1).await;
+    assert!(matches!(err, ReloadError::Unsteady { .. } | ReloadError::NotStarted { .. }), "{err}");
+    assert!(err.to_string().contains("exited with code 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaking_contract_is_refused_and_listed_unless_allowed() {
+    let err = refused(Behaviour::ServeBreaking { name: "fake".into() }, 1).await;
+    let ReloadError::Breaking { breaks, .. } = &err else { panic!("{err}") };
+    assert_eq!(breaks.len(), 1, "{breaks:?}");
+    assert!(breaks[0].contains("fake.v1.Text.text"), "{breaks:?}");
+    assert!(err.to_string().ends_with("(reload with --allow-breaking to accept)"), "{err}");
+
+    // Allowed, it is switched to, and the break is reported.
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    f.fake.script("fake", &[Behaviour::ServeBreaking { name: "fake".into() }]);
+    let done = f.sup.reload("fake", ReloadOptions { allow_breaking: true }).await.unwrap();
+    assert_eq!(done.to, 2);
+    assert!(done.changes.iter().any(|c| c.contains("fake.v1.Text.text")), "{:?}", done.changes);
+    assert_eq!(f.sup.plugin("fake").unwrap().serving().instances[0].status().declared.version, "2.0.0");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_reads_the_config_entry_again() {
+    let f = fixture(&plugin("fake", "replicas = 1"), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let file = f.sup.config().source.clone().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap().replace("replicas = 1", "replicas = 3");
+    std::fs::write(&file, text).unwrap();
+    let done = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(done.pids.len(), 3);
+    assert_eq!(f.sup.plugin("fake").unwrap().spec().replicas, 3);
+
+    // A config that no longer validates changes nothing.
+    std::fs::write(&file, "[[plugin]]\nname = \"fake\"\n").unwrap();
+    let err = f.sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ReloadError::Config(_)), "{err}");
+    assert_eq!(f.sup.plugin("fake").unwrap().serving().number, 2);
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_reload_at_a_time_and_a_stopped_plugin_switches_without_starting() {
+    let fake = FakeLauncher::new();
+    fake.hold();
+    let f = fixture_over(fake, &plugin("fake", "autostart = false"), &[]);
+    let done = f.sup.reload("fake", ReloadOptions::default()).await.expect("reload of a stopped plugin");
+    assert!(done.pids.is_empty());
+    assert_eq!(f.fake.launches("fake"), 0, "nothing was started");
+    assert_eq!(f.sup.plugin("fake").unwrap().serving().number, 2);
+
+    // Started, a reload waits on a held launch; a second one meanwhile is turned away.
+    f.fake.release();
+    f.sup.start_plugin("fake", UP).await.unwrap();
+    f.fake.hold();
+    let sup = &f.sup;
+    let first = sup.reload("fake", ReloadOptions::default());
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let err = sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
+        sup.plugin("fake").unwrap();
+        f.fake.release();
+        err
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(matches!(second, ReloadError::InProgress(_)), "{second}");
+    assert_eq!(first.unwrap().to, 3);
+    f.sup.shutdown().await;
+}
