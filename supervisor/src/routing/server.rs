@@ -322,8 +322,11 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
             stalled = stalls.stall();
             if stalled.is_none() {
                 // Dropping the body resets the plugin's stream, which gives
-                // its share of the plugin connection's window back.
+                // its share of the plugin connection's window back; what
+                // the crowd of such calls used is given back to the system
+                // once they have gone (at most one trim every few seconds).
                 send.send_reset(h2::Reason::CANCEL);
+                super::trim::crowd_gone();
                 if let Some(held_back) = STALL_RESETS.due() {
                     tracing::warn!(
                         max_stalled_calls = stalls.limit(),
