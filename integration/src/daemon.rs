@@ -41,6 +41,11 @@ impl Daemon {
         d
     }
 
+    /// [`Daemon::spawn`] with a descriptor limit of `nofile`.
+    pub fn spawn_with_nofile(config: &str, nofile: u64) -> Self {
+        Self::launched(config, |_| {}, Some(nofile))
+    }
+
     /// [`Daemon::spawn`], after `prepare` has filled the scratch directory
     /// (the config's directory, against which its relative paths resolve).
     pub fn spawn_with(config: &str, prepare: impl FnOnce(&Path)) -> Self {

@@ -18,19 +18,31 @@ pub fn grpc_frame(msg: &impl prost::Message) -> Bytes {
 }
 
 /// A caller that sent its requests and takes no byte of any response: its
-/// connection advertises a stream window of 0 and never releases any.
+/// connection advertises a stream window of 0 and releases none, until
+/// [`StalledCaller::open_window`].
 pub struct StalledCaller {
     pub responses: Vec<h2::client::ResponseFuture>,
     conn: tokio::task::JoinHandle<()>,
+    open: Option<tokio::sync::oneshot::Sender<()>>,
     _send: h2::client::SendRequest<Bytes>,
 }
+
+/// The stream window a stalled caller opens to when it starts reading.
+const READING_WINDOW: u32 = 1 << 20;
 
 impl StalledCaller {
     /// Sends `calls` requests of `path` with `body` (a gRPC frame) each.
     pub async fn start(gateway: &Path, path: &str, body: Bytes, calls: usize) -> anyhow::Result<Self> {
         let io = UnixStream::connect(gateway).await?;
-        let (send, conn) = h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(io).await?;
+        let (send, mut conn) = h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(io).await?;
+        let (open, opened) = tokio::sync::oneshot::channel();
         let conn = tokio::spawn(async move {
+            tokio::select! {
+                _ = &mut conn => return,
+                Ok(()) = opened => {}
+            }
+            let _ = conn.set_initial_window_size(READING_WINDOW);
+            conn.set_target_window_size(READING_WINDOW);
             let _ = conn.await;
         });
         let mut responses = Vec::with_capacity(calls);
@@ -45,7 +57,7 @@ impl StalledCaller {
             stream.send_data(body.clone(), true)?;
             responses.push(response);
         }
-        Ok(Self { responses, conn, _send: send })
+        Ok(Self { responses, conn, open: Some(open), _send: send })
     }
 
     /// Waits for every response's headers (HEADERS frames need no window):
@@ -59,6 +71,59 @@ impl StalledCaller {
         }
         Ok(bodies)
     }
+
+    /// Waits for each call's headers, or its reset (the reason) if the
+    /// gateway reset it first.
+    pub async fn settled(&mut self) -> anyhow::Result<Vec<Result<h2::RecvStream, h2::Reason>>> {
+        let mut calls = Vec::new();
+        for r in self.responses.drain(..) {
+            match r.await {
+                Ok(resp) => {
+                    anyhow::ensure!(resp.status() == 200, "response status {}", resp.status());
+                    calls.push(Ok(resp.into_body()));
+                }
+                Err(e) => calls.push(Err(e.reason().ok_or_else(|| anyhow::anyhow!("not a reset: {e}"))?)),
+            }
+        }
+        Ok(calls)
+    }
+
+    /// Starts taking the answers: the connection's stream windows open
+    /// (read them with [`read_answer`]).
+    pub fn open_window(&mut self) {
+        if let Some(open) = self.open.take() {
+            let _ = open.send(());
+        }
+    }
+
+    /// Whether the connection has ended (closed by the gateway, typically).
+    pub fn ended(&self) -> bool {
+        self.conn.is_finished()
+    }
+}
+
+/// The reason the gateway reset `body` with, if it has; `None` while the
+/// stream is open. Does not wait, and takes nothing.
+pub fn reset_now(body: &mut h2::RecvStream) -> Option<h2::Reason> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match body.poll_data(&mut cx) {
+        std::task::Poll::Ready(Some(Err(e))) => Some(e.reason().unwrap_or(h2::Reason::INTERNAL_ERROR)),
+        _ => None,
+    }
+}
+
+/// Reads a whole answer, releasing window as it goes: how many bytes came
+/// and the trailers' `grpc-status`.
+pub async fn read_answer(mut body: h2::RecvStream) -> Result<(usize, String), h2::Error> {
+    let mut len = 0;
+    while let Some(data) = body.data().await {
+        let data = data?;
+        len += data.len();
+        let _ = body.flow_control().release_capacity(data.len());
+    }
+    let trailers = body.trailers().await?.unwrap_or_default();
+    let status = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("none").to_owned();
+    Ok((len, status))
 }
 
 impl Drop for StalledCaller {
@@ -88,12 +153,111 @@ pub async fn end_of(mut body: h2::RecvStream, within: Duration) -> Result<h2::Re
 /// connection is open and idle as far as HTTP/2 goes.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
 
+/// Connects to `gateway` and makes one call of `path` with `body` (a gRPC
+/// frame), taking no byte of its answer (a stream window of 0); returns
+/// once the answer's headers have come, so the call is open. HTTP/2 by
+/// hand, so that what the gateway sends afterwards (a GOAWAY) can be seen.
+pub fn busy_connection(
+    gateway: &Path,
+    path: &str,
+    body: &[u8],
+    within: Duration,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::io::{Read, Write};
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = payload.len().to_be_bytes();
+        let mut f = vec![len[5], len[6], len[7], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    // HPACK: :method POST and :scheme http from the static table; :path,
+    // :authority and content-type as literals on static names; te new.
+    let mut block = vec![0x83, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 7]);
+    block.extend_from_slice(b"gateway");
+    block.extend_from_slice(&[0x0f, 0x10, 16]);
+    block.extend_from_slice(b"application/grpc");
+    block.extend_from_slice(&[0x00, 2]);
+    block.extend_from_slice(b"te");
+    block.push(8);
+    block.extend_from_slice(b"trailers");
+    let mut s = std::os::unix::net::UnixStream::connect(gateway)?;
+    // The preface, then SETTINGS_INITIAL_WINDOW_SIZE = 0.
+    s.write_all(&PREFACE[..24])?;
+    s.write_all(&frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]))?;
+    s.write_all(&frame(0x1, 0x4, 1, &block))?;
+    s.write_all(&frame(0x0, 0x1, 1, body))?;
+    s.set_read_timeout(Some(within))?;
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head)?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload)?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match head[3] {
+            0x1 if stream == 1 => return Ok(s),
+            0x3 | 0x7 => return Err(std::io::Error::other(format!("the call was refused (frame type {})", head[3]))),
+            _ => {}
+        }
+    }
+}
+
 /// Connects to `gateway`, sends the preface, then nothing.
 pub fn idle_connection(gateway: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
     use std::io::Write;
     let mut s = std::os::unix::net::UnixStream::connect(gateway)?;
     s.write_all(PREFACE)?;
     Ok(s)
+}
+
+/// A GOAWAY frame: the last stream the sender took, and its error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoAway {
+    pub last_stream: u32,
+    pub code: u32,
+}
+
+/// Reads `s` until the gateway closes it, within `within`: the GOAWAY
+/// frames it sent first, or why not.
+pub fn goaway_then_closed(s: &std::os::unix::net::UnixStream, within: Duration) -> Result<Vec<GoAway>, String> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut s = s;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!("still open after {within:?}"));
+        }
+        let _ = s.set_read_timeout(Some(left));
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(format!("still open after {within:?}"));
+            }
+            Err(e) => return Err(format!("reset without a clean close: {e}")),
+        }
+    }
+    let mut goaways = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = (usize::from(got[at]) << 16) | (usize::from(got[at + 1]) << 8) | usize::from(got[at + 2]);
+        let (kind, body) = (got[at + 3], at + 9);
+        if body + len > got.len() {
+            return Err(format!("a truncated frame of type {kind}"));
+        }
+        if kind == 0x7 && len >= 8 {
+            let word = |i: usize| u32::from_be_bytes([got[i], got[i + 1], got[i + 2], got[i + 3]]);
+            goaways.push(GoAway { last_stream: word(body) & 0x7fff_ffff, code: word(body + 4) });
+        }
+        at = body + len;
+    }
+    if goaways.is_empty() { Err("closed without a GOAWAY".into()) } else { Ok(goaways) }
 }
 
 /// True when the gateway closes `s` within `within` (whatever it sent

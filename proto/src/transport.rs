@@ -10,14 +10,15 @@
 //! also adds a `Buffer` task hop per call and assumes it can redial, which a
 //! socketpair cannot.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::uri::{Authority, Scheme};
-use http_body::{Body as _, Frame};
+use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -69,6 +70,17 @@ impl H2Channel {
         let (tx, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            // Callers end calls in crowds (a deadline, a caller's connection
+            // closing, calls reset past the gateway's stall budget), and the
+            // plugin's answers to them are often still on their way. h2
+            // remembers only 50 streams it reset; frames for one it forgot
+            // cost a RST_STREAM back, and after 1024 of those it closes the
+            // connection: every call of the plugin would fail for what some
+            // callers did. So it remembers every stream that can have data
+            // in flight, and never counts those resets against the plugin
+            // (our own child: its misbehaviour costs it alone).
+            .max_concurrent_reset_streams(RESETS_REMEMBERED)
+            .max_local_error_reset_streams(None)
             .handshake(io)
             .await?;
         Ok((Self { tx }, Box::pin(conn)))
@@ -81,12 +93,20 @@ impl H2Channel {
 /// WINDOW_UPDATE.
 pub const STREAM_WINDOW: u32 = 256 << 10;
 
-/// The connection's window, shared by every stream on it. Every caller of a
-/// plugin instance shares its one connection, so unread responses must not
-/// be able to use this up: it is 4096 stalled streams' worth (the
-/// supervisor resets a stalled call by its deadline). It bounds nothing
-/// else: memory is spent only on data that was sent.
-pub const CONNECTION_WINDOW: u32 = 4096 * STREAM_WINDOW;
+/// The connection's window, shared by every stream on it: what a plugin
+/// may have sent and the supervisor not yet read, so also the memory a
+/// plugin can make it hold. Every caller of a plugin instance shares its
+/// one connection, so unread answers must not be able to use this up: it
+/// is 1024 streams' worth, and the gateway lets at most half that many
+/// calls stall behind callers that do not read (`max_stalled_calls`),
+/// resetting the others as soon as they fall behind.
+pub const CONNECTION_WINDOW: u32 = 1024 * STREAM_WINDOW;
+
+/// Streams a channel remembers having reset, for a second, so that what
+/// the plugin had already sent on them is dropped quietly: a crowd's
+/// worth. Past it, each frame for a forgotten stream costs a RST_STREAM
+/// back, no more.
+const RESETS_REMEMBERED: usize = 4096;
 
 /// A body read from an HTTP/2 stream: DATA frames (their flow-control
 /// window released as they are read), then trailers. Responses on a
@@ -135,68 +155,186 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// Takes the body frames that are ready now, without waiting.
-fn ready_frames(body: &mut Body) -> Result<(Vec<Frame<Bytes>>, bool), tonic::Status> {
-    let mut frames = Vec::new();
-    loop {
-        match body.frame().now_or_never() {
-            Some(Some(Ok(f))) => frames.push(f),
-            Some(Some(Err(e))) => return Err(e),
-            Some(None) => return Ok((frames, true)),
-            None => return Ok((frames, false)),
-        }
-    }
+/// The least of a body a non-final DATA frame carries when more of the body
+/// is already at hand: well above the 256 bytes under which h2 counts a DATA
+/// frame as overhead, well below any stream window a plugin's server opens
+/// (a body waits for twice this much room at most; h2, hyper, grpc-go and
+/// C-core open 64 KiB or more).
+const MIN_DATA_FRAME: usize = 1024;
+
+/// How much of a body is taken from it ahead of the peer's window.
+const READ_AHEAD: usize = 64 << 10;
+
+/// What a request body still has to send.
+enum Out {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
 }
 
-/// Sends `frames`; `ended` says whether the body has nothing more.
-fn send_frames(send: &mut h2::SendStream<Bytes>, frames: Vec<Frame<Bytes>>, ended: bool) -> Result<(), h2::Error> {
-    let n = frames.len();
-    for (i, frame) in frames.into_iter().enumerate() {
-        let last = ended && i + 1 == n;
+/// A request body on its way to the peer, and what was taken from it and
+/// not yet sent.
+///
+/// Data is handed to h2 a frame at a time, only as much as the stream has
+/// room for, each frame of at least [`MIN_DATA_FRAME`] unless it is all the
+/// body has at hand: h2 sends whatever window a stream was given, so a
+/// frame handed to it early goes out in slivers when many calls share a
+/// shut connection window (the peer's h2 answers each small frame it reads
+/// with a small WINDOW_UPDATE, shared out to the next stream waiting, and
+/// so on). A peer on h2 (plugins' servers are) counts the small non-final
+/// DATA frames it holds, and empty ones over the connection's life, and
+/// closes the connection past a budget (`ENHANCE_YOUR_CALM`,
+/// "too_many_data_frames"): every call of the plugin would fail for what a
+/// crowd of callers sent. So small frames are joined, empty ones dropped,
+/// and a body's end rides on its last data whenever the end is known by
+/// the time the data can leave.
+struct Outgoing {
+    body: Body,
+    queued: VecDeque<Out>,
+    /// Data bytes in `queued`.
+    bytes: usize,
+    /// The body has nothing after `queued`.
+    ended: bool,
+}
+
+impl Outgoing {
+    fn new(body: Body) -> Self {
+        Self { body, queued: VecDeque::new(), bytes: 0, ended: false }
+    }
+
+    fn push(&mut self, frame: Frame<Bytes>) {
         match frame.into_data() {
-            Ok(data) => send.send_data(data, last)?,
+            // An empty DATA frame carries nothing; the end of the body is
+            // `ended`'s business.
+            Ok(data) if data.is_empty() => {}
+            Ok(data) => {
+                self.bytes += data.len();
+                match self.queued.back_mut() {
+                    Some(Out::Data(back)) if back.len() < MIN_DATA_FRAME => {
+                        let mut joined = BytesMut::with_capacity(back.len() + data.len());
+                        joined.extend_from_slice(back);
+                        joined.extend_from_slice(&data);
+                        *back = joined.freeze();
+                    }
+                    _ => self.queued.push_back(Out::Data(data)),
+                }
+            }
             Err(frame) => {
                 if let Ok(t) = frame.into_trailers() {
-                    // Trailers end the stream whatever `ended` says.
-                    return send.send_trailers(t);
+                    self.queued.push_back(Out::Trailers(t));
+                    self.ended = true;
                 }
             }
         }
     }
-    if ended && n == 0 {
-        send.send_data(Bytes::new(), true)?;
-    }
-    Ok(())
-}
 
-/// Streams the rest of a body that was not complete at send time, waiting
-/// for flow-control capacity before taking each frame.
-async fn pump(mut body: Body, mut send: h2::SendStream<Bytes>) {
-    loop {
-        send.reserve_capacity(1);
-        if send.capacity() == 0 {
-            match futures_util::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-                Some(Ok(_)) => {}
-                _ => return,
+    /// Takes the frames the body has ready now, without waiting, up to
+    /// [`READ_AHEAD`] of them queued.
+    fn take_ready(&mut self) -> Result<(), tonic::Status> {
+        while !self.ended && self.bytes < READ_AHEAD {
+            match self.body.frame().now_or_never() {
+                Some(Some(Ok(f))) => self.push(f),
+                Some(Some(Err(e))) => return Err(e),
+                Some(None) => self.ended = true,
+                None => break,
             }
         }
-        let next = tokio::select! {
-            f = body.frame() => f,
-            _ = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => return,
-        };
-        let result = match next {
-            Some(Ok(frame)) => {
-                let ended = body.is_end_stream() || frame.is_trailers();
-                send_frames(&mut send, vec![frame], ended)
+        Ok(())
+    }
+
+    /// Sends what the stream has room for now; true once the stream has
+    /// been ended.
+    fn send_ready(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
+        if self.bytes > 0 {
+            send.reserve_capacity(self.bytes);
+        }
+        while let Some(out) = self.queued.pop_front() {
+            let last = self.ended && self.queued.is_empty();
+            match out {
+                Out::Trailers(t) => {
+                    send.send_trailers(t)?;
+                    return Ok(true);
+                }
+                Out::Data(mut data) => {
+                    let n = sendable(data.len(), send.capacity());
+                    if n == 0 {
+                        self.queued.push_front(Out::Data(data));
+                        return Ok(false);
+                    }
+                    let chunk = data.split_to(n);
+                    self.bytes -= n;
+                    send.send_data(chunk, last && data.is_empty())?;
+                    if !data.is_empty() {
+                        self.queued.push_front(Out::Data(data));
+                    } else if last {
+                        return Ok(true);
+                    }
+                }
             }
-            None => send.send_data(Bytes::new(), true),
-            Some(Err(_)) => {
-                send.send_reset(h2::Reason::CANCEL);
+        }
+        if self.ended {
+            send.send_data(Bytes::new(), true)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// The largest DATA frame every peer takes (SETTINGS_MAX_FRAME_SIZE's
+/// least). Data is handed to h2 a frame at a time: h2 cuts what it is
+/// given at the peer's frame size, and the cut's tail would be a sliver.
+const MAX_FRAME: usize = 16 << 10;
+
+/// How much of `len` bytes of data to send as one frame with `room` in the
+/// stream's window: all of it if it fits; else a part of at least
+/// [`MIN_DATA_FRAME`] that leaves at least as much; else nothing yet.
+fn sendable(len: usize, room: usize) -> usize {
+    let room = room.min(MAX_FRAME);
+    if room >= len {
+        len
+    } else if room >= MIN_DATA_FRAME && len >= 2 * MIN_DATA_FRAME {
+        room.min(len - MIN_DATA_FRAME)
+    } else {
+        0
+    }
+}
+
+/// Streams the rest of a body that was not all sent with its headers,
+/// reading it at most [`READ_AHEAD`] ahead of the peer's window.
+async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>) {
+    loop {
+        if out.take_ready().is_err() {
+            send.send_reset(h2::Reason::CANCEL);
+            return;
+        }
+        match out.send_ready(&mut send) {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return,
+        }
+        if out.queued.is_empty() {
+            let next = tokio::select! {
+                f = out.body.frame() => f,
+                _ = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => return,
+            };
+            match next {
+                Some(Ok(frame)) => out.push(frame),
+                None => out.ended = true,
+                Some(Err(_)) => {
+                    send.send_reset(h2::Reason::CANCEL);
+                    return;
+                }
+            }
+        } else {
+            // Waits for more room; the end of the body may come meanwhile.
+            let room = futures_util::future::poll_fn(|cx| {
+                if send.poll_reset(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                send.poll_capacity(cx)
+            })
+            .await;
+            if !matches!(room, Some(Ok(_))) {
                 return;
             }
-        };
-        if result.is_err() || body.is_end_stream() {
-            return;
         }
     }
 }
@@ -214,7 +352,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let tx = self.tx.clone();
         Box::pin(async move {
-            let (mut parts, mut body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             // HTTP/2 needs :scheme and :authority; generated clients built
             // on a bare service send only a path.
             if parts.uri.scheme().is_none() {
@@ -223,19 +361,260 @@ impl tower::Service<http::Request<Body>> for H2Channel {
                 uri.authority = Some(Authority::from_static("plugin"));
                 parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
             }
-            let (frames, ended) = ready_frames(&mut body).map_err(ChannelError::Body)?;
+            let mut out = Outgoing::new(body);
+            out.take_ready().map_err(ChannelError::Body)?;
             let mut tx = tx.ready().await.map_err(ChannelError::NotSent)?;
-            let eos = ended && frames.is_empty();
+            let eos = out.ended && out.queued.is_empty();
             let (response, mut send) =
                 tx.send_request(http::Request::from_parts(parts, ()), eos).map_err(ChannelError::NotSent)?;
-            if !eos {
-                send_frames(&mut send, frames, ended)?;
-                if !ended {
-                    tokio::spawn(pump(body, send));
-                }
+            // What the stream has room for now leaves with the headers.
+            if !eos && !out.send_ready(&mut send)? {
+                tokio::spawn(pump(out, send));
             }
             let response = response.await?;
             Ok(response.map(ResponseBody::new))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::Service;
+
+    use super::*;
+
+    /// A request body whose one 16 KiB message comes only after the call
+    /// has started, as a streaming caller's does.
+    fn late_body(ready: tokio::sync::watch::Receiver<bool>) -> Body {
+        let stream = futures_util::stream::once(async move {
+            let mut ready = ready;
+            let _ = ready.wait_for(|r| *r).await;
+            Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![7u8; 16 << 10])))
+        });
+        Body::new(http_body_util::StreamBody::new(stream))
+    }
+
+    /// One HTTP/2 frame.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len().to_be_bytes();
+        let mut f = vec![len[5], len[6], len[7], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[tokio::test]
+    async fn a_crowd_of_calls_ended_while_the_plugin_still_answers_them_keeps_its_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const CALLS: u32 = 2000;
+        let (client_io, server_io) = tokio::io::duplex(16 << 20);
+        let (mut from_client, mut to_client) = tokio::io::split(server_io);
+        // A plugin by hand: it answers every call, and sends data on each
+        // after the supervisor has ended them all, as a plugin does whose
+        // answers were on their way.
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 16];
+            while from_client.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        to_client.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+        let (channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut calls = Vec::new();
+        for _ in 0..CALLS {
+            let mut ch = channel.clone();
+            let req = http::Request::post("/t.T/M").body(Body::empty()).unwrap();
+            calls.push(tokio::spawn(async move { ch.call(req).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let streams = (0..CALLS).map(|i| 2 * i + 1);
+        let mut answers = Vec::new();
+        for id in streams.clone() {
+            // :status 200
+            answers.extend(frame(0x1, 0x4, id, &[0x88]));
+        }
+        to_client.write_all(&answers).await.unwrap();
+        for c in calls {
+            drop(c.await.unwrap().expect("answered"));
+        }
+        let mut late = Vec::new();
+        for id in streams {
+            late.extend(frame(0x0, 0, id, b"late data"));
+        }
+        to_client.write_all(&late).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!conn.is_finished(), "the connection was closed: {:?}", conn.await);
+        // And it still carries calls.
+        let mut ch = channel.clone();
+        let next =
+            tokio::spawn(async move { ch.call(http::Request::post("/t.T/M").body(Body::empty()).unwrap()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        to_client.write_all(&frame(0x1, 0x5, 2 * CALLS + 1, &[0x88])).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(2), next).await.expect("no answer").unwrap();
+        assert_eq!(status.map(|r| r.status()).map_err(|e| e.to_string()), Ok(http::StatusCode::OK));
+    }
+
+    /// Makes `bodies.len()` calls at once on a channel to an h2 server with
+    /// a small connection window, as a busy plugin's is (h2 then allows
+    /// about 128 small DATA frames unread); `go` lets late bodies come once
+    /// every call is open. The server takes every call before reading any
+    /// body, then reads them all; returns the bytes it read and the
+    /// smallest DATA frame it read that did not end its body, or why it
+    /// closed the connection.
+    async fn crowd_on_a_shut_window(
+        bodies: Vec<Body>,
+        go: Option<tokio::sync::watch::Sender<bool>>,
+    ) -> Result<(usize, usize), String> {
+        let calls_n = bodies.len();
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (all_open, opened) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new()
+                .initial_connection_window_size(65_535)
+                .handshake::<_, Bytes>(server_io)
+                .await
+                .unwrap();
+            let mut bodies = Vec::new();
+            while bodies.len() < calls_n {
+                match conn.accept().await {
+                    Some(Ok((req, respond))) => bodies.push((req.into_body(), respond)),
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok((0, 0)),
+                }
+            }
+            let _ = all_open.send(());
+            let readers: Vec<_> = bodies
+                .into_iter()
+                .map(|(mut body, mut respond)| {
+                    tokio::spawn(async move {
+                        let (mut read, mut smallest, mut previous) = (0, usize::MAX, None);
+                        while let Some(Ok(data)) = body.data().await {
+                            read += data.len();
+                            let _ = body.flow_control().release_capacity(data.len());
+                            smallest = smallest.min(previous.replace(data.len()).unwrap_or(usize::MAX));
+                        }
+                        let _ = respond.send_response(http::Response::new(()), true);
+                        (read, smallest)
+                    })
+                })
+                .collect();
+            let reader = async move {
+                let (mut read, mut smallest) = (0, usize::MAX);
+                for r in readers {
+                    let (n, least) = r.await.unwrap_or((0, 0));
+                    read += n;
+                    smallest = smallest.min(least);
+                }
+                (read, smallest)
+            };
+            tokio::pin!(reader);
+            let read = tokio::select! {
+                read = &mut reader => read,
+                closed = futures_util::future::poll_fn(|cx| conn.poll_closed(cx)) => return closed.map(|()| (0, 0)),
+            };
+            // The answers still have to leave.
+            tokio::spawn(async move { futures_util::future::poll_fn(|cx| conn.poll_closed(cx)).await });
+            Ok(read)
+        });
+        let (channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut calls = Vec::new();
+        for body in bodies {
+            let mut ch = channel.clone();
+            let req = http::Request::post("/t.T/M").body(body).unwrap();
+            calls.push(tokio::spawn(async move { ch.call(req).await.map(|r| r.status()) }));
+        }
+        if let Some(go) = go {
+            // Every call is open, waiting for its body.
+            let _ = opened.await;
+            go.send(true).unwrap();
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), server).await.expect("server hung").unwrap();
+        let read = read.map_err(|e| e.to_string())?;
+        for c in calls {
+            assert_eq!(c.await.unwrap().map_err(|e| e.to_string()), Ok(http::StatusCode::OK));
+        }
+        conn.abort();
+        Ok(read)
+    }
+
+    #[tokio::test]
+    async fn many_calls_at_once_on_a_shut_window_send_no_slivers_the_peer_would_close_the_connection_for() {
+        const CALLS: usize = 200;
+        let (go, ready) = tokio::sync::watch::channel(false);
+        let bodies = (0..CALLS).map(|_| late_body(ready.clone())).collect();
+        let (read, smallest) =
+            crowd_on_a_shut_window(bodies, Some(go)).await.expect("the server closed the connection");
+        assert_eq!(read, CALLS * (16 << 10));
+        assert!(smallest >= MIN_DATA_FRAME, "a DATA frame of {smallest} bytes left before the body's end");
+    }
+
+    /// A request body whose frames come only after the call has started,
+    /// all at once, as a streaming caller's (or a caller's whose request the
+    /// gateway took in pieces) does; its end is told only by the next poll,
+    /// as a body taken from an h2 stream tells it.
+    fn late_frames(ready: tokio::sync::watch::Receiver<bool>, lens: &[usize]) -> Body {
+        let frames: Vec<_> =
+            lens.iter().map(|&n| Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![7u8; n])))).collect();
+        let stream = futures_util::StreamExt::flatten(futures_util::stream::once(async move {
+            let mut ready = ready;
+            let _ = ready.wait_for(|r| *r).await;
+            futures_util::stream::iter(frames)
+        }));
+        Body::new(http_body_util::StreamBody::new(Box::pin(stream)))
+    }
+
+    #[tokio::test]
+    async fn many_calls_whose_bodies_come_in_small_frames_send_none_the_peer_would_close_the_connection_for() {
+        // A gRPC message's 5-byte prefix apart from the message, then a
+        // message of a frame and a bit: small frames each, were they
+        // passed on as they came.
+        const CALLS: usize = 200;
+        let (go, ready) = tokio::sync::watch::channel(false);
+        let bodies = (0..CALLS).map(|_| late_frames(ready.clone(), &[5, 16384, 11])).collect();
+        let (read, smallest) =
+            crowd_on_a_shut_window(bodies, Some(go)).await.expect("the server closed the connection");
+        assert_eq!(read, CALLS * (5 + 16384 + 11));
+        assert!(smallest >= MIN_DATA_FRAME, "a DATA frame of {smallest} bytes left before the body's end");
+    }
+
+    #[tokio::test]
+    async fn empty_data_frames_in_bodies_are_not_passed_on() {
+        // h2 closes a connection that sends it 100 empty DATA frames not
+        // ending their stream, in the connection's whole life: as many
+        // calls whose callers send one each must not end every call.
+        const CALLS: usize = 150;
+        let (go, ready) = tokio::sync::watch::channel(false);
+        let bodies = (0..CALLS).map(|_| late_frames(ready.clone(), &[0, 16, 0])).collect();
+        let (read, _) = crowd_on_a_shut_window(bodies, Some(go)).await.expect("the server closed the connection");
+        assert_eq!(read, CALLS * 16);
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_body_rides_on_its_last_data_when_it_is_known_in_time() {
+        // A message of a frame and a bit, its end told only once the bit
+        // is taken: the bit and END_STREAM leave together, not the bit
+        // alone (a small frame the peer holds) and an empty frame after.
+        const CALLS: usize = 200;
+        let (go, ready) = tokio::sync::watch::channel(false);
+        let bodies = (0..CALLS).map(|_| late_frames(ready.clone(), &[16384, 11])).collect();
+        let (read, smallest) =
+            crowd_on_a_shut_window(bodies, Some(go)).await.expect("the server closed the connection");
+        assert_eq!(read, CALLS * (16384 + 11));
+        assert!(smallest >= MIN_DATA_FRAME, "a DATA frame of {smallest} bytes left before the body's end");
+    }
+
+    #[tokio::test]
+    async fn many_complete_bodies_at_once_on_a_shut_window_send_no_slivers_either() {
+        // Unary requests of 5 KB, complete when sent: what a crowd of
+        // callers sends through the gateway. They share the connection's
+        // window out in pieces that do not fall on their bounds.
+        const CALLS: usize = 200;
+        const LEN: usize = 5003;
+        let bodies = (0..CALLS).map(|_| Body::new(http_body_util::Full::new(Bytes::from(vec![7u8; LEN])))).collect();
+        let (read, smallest) = crowd_on_a_shut_window(bodies, None).await.expect("the server closed the connection");
+        assert_eq!(read, CALLS * LEN);
+        assert!(smallest >= MIN_DATA_FRAME, "a DATA frame of {smallest} bytes left before the body's end");
     }
 }

@@ -116,6 +116,8 @@ async fn update_on_hup(sup: Arc<Supervisor>, hup: Arc<tokio::sync::Notify>) {
 /// `signals` must catch [`HANDLED_SIGNALS`] and be set up before the config
 /// was read, so that no moment of start-up dies of a signal's default action.
 pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Signals) -> anyhow::Result<()> {
+    // Refused before anything is created: a gateway with too few descriptors would lock every caller out.
+    let gateway_limits = crate::routing::server::Limits::new(config.supervisor.gateway.clone())?;
     let dir = runtime_dir.unwrap_or_else(|| config.supervisor.runtime_dir.clone());
     let runtime = RuntimeDir::claim(&dir)?;
 
@@ -138,7 +140,6 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
     };
 
     let allowed = config.supervisor.control_allowed_uids.clone();
-    let gateway_limits = config.supervisor.gateway.clone();
     // Not raced with the signals: a start abandoned halfway would leave its
     // cgroups behind. It is bounded (plugins start in the background), and a
     // signal caught meanwhile waits in the pipe and is acted on right after.

@@ -1,6 +1,7 @@
 //! `[supervisor.gateway]`: how many host connections the gateway holds and
-//! for how long, how many calls each may have open, and the descriptors it
-//! leaves to everything else.
+//! for how long, how many calls each may have open, how many calls may
+//! wait on callers that do not read, and the descriptors it leaves to
+//! everything else.
 
 use std::time::Duration;
 
@@ -12,8 +13,9 @@ use super::load::{Problems, Seg};
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
     /// Connections held at once; at the limit, a new caller closes the
-    /// connection that has been idle longest (refusing newcomers would let
-    /// idle connections lock real callers out).
+    /// connection that has been idle longest, or with none idle the one
+    /// busy longest (refusing newcomers would let an attacker's connections
+    /// lock real callers out).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// A connection with no call open for this long is closed.
@@ -25,6 +27,11 @@ pub struct GatewaySection {
     /// Calls one connection may have open at once.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// Calls whose answer may wait, a full buffer ahead, for a caller that
+    /// is not reading, across the gateway; a call that would stall past
+    /// them is reset at once.
+    #[serde(default = "default_max_stalled_calls")]
+    pub max_stalled_calls: usize,
     /// Descriptors the gateway never takes, below the daemon's limit: they
     /// keep plugin restarts and the control socket working.
     #[serde(default = "default_fd_reserve")]
@@ -38,6 +45,7 @@ impl Default for GatewaySection {
             idle_timeout: default_idle_timeout(),
             preface_timeout: default_preface_timeout(),
             max_concurrent_streams: default_max_concurrent_streams(),
+            max_stalled_calls: default_max_stalled_calls(),
             fd_reserve: default_fd_reserve(),
         }
     }
@@ -56,6 +64,11 @@ fn default_preface_timeout() -> Duration {
 fn default_max_concurrent_streams() -> u32 {
     100
 }
+/// 128 MiB of buffers at most (a stalled call holds 512 KiB), and a
+/// quarter of the streams' worth a plugin connection's window holds.
+fn default_max_stalled_calls() -> usize {
+    256
+}
 fn default_fd_reserve() -> u64 {
     1024
 }
@@ -63,6 +76,12 @@ fn default_fd_reserve() -> u64 {
 /// The least reserve that still lets a plugin restart (its socketpairs,
 /// pidfd, pipes and cgroup files) while the control socket answers.
 const MIN_FD_RESERVE: u64 = 64;
+/// The kernel's largest descriptor limit (`fs.nr_open` by default).
+const MAX_FD_RESERVE: u64 = 1 << 20;
+/// Stalled calls all on one plugin may hold at most half its connection's
+/// window, so its other callers always have the other half.
+const MAX_STALLED_CALLS: usize =
+    (plugin_proto::transport::CONNECTION_WINDOW / plugin_proto::transport::STREAM_WINDOW / 2) as usize;
 
 pub(super) fn check(g: &GatewaySection, p: &mut Problems<'_>) {
     let at = |key: &'static str| [Seg::Key("supervisor"), Seg::Key("gateway"), Seg::Key(key)];
@@ -77,10 +96,28 @@ pub(super) fn check(g: &GatewaySection, p: &mut Problems<'_>) {
             p.at(&at(key), "must be longer than zero");
         }
     }
+    if !(1..=MAX_STALLED_CALLS).contains(&g.max_stalled_calls) {
+        p.at(
+            &at("max_stalled_calls"),
+            format!(
+                "must be between 1 and {MAX_STALLED_CALLS} (half a plugin connection's window), not {}",
+                g.max_stalled_calls
+            ),
+        );
+    }
     if g.fd_reserve < MIN_FD_RESERVE {
         p.at(
             &at("fd_reserve"),
             format!("must be at least {MIN_FD_RESERVE}: plugin restarts and the control socket need descriptors"),
+        );
+    } else if g.fd_reserve > MAX_FD_RESERVE {
+        p.at(
+            &at("fd_reserve"),
+            format!(
+                "must be at most {MAX_FD_RESERVE} (the kernel's largest descriptor limit), not {}: the gateway \
+                 would have no descriptor left",
+                g.fd_reserve
+            ),
         );
     }
 }
@@ -104,6 +141,7 @@ mod tests {
         assert_eq!(g.idle_timeout, Duration::from_secs(300));
         assert_eq!(g.preface_timeout, Duration::from_secs(5));
         assert_eq!(g.max_concurrent_streams, 100);
+        assert_eq!(g.max_stalled_calls, 256);
         assert_eq!(g.fd_reserve, 1024);
     }
 
@@ -118,6 +156,20 @@ mod tests {
             ("idle_timeout = \"0s\"\n", "/etc/ps.toml:2: supervisor.gateway.idle_timeout: must be longer than zero"),
             ("preface_timeout = \"0s\"\n", "/etc/ps.toml:2: supervisor.gateway.preface_timeout: must be longer than"),
             ("fd_reserve = 3\n", "/etc/ps.toml:2: supervisor.gateway.fd_reserve: must be at least 64"),
+            (
+                "fd_reserve = 2000000\n",
+                "/etc/ps.toml:2: supervisor.gateway.fd_reserve: must be at most 1048576 (the kernel's largest \
+                 descriptor limit), not 2000000",
+            ),
+            (
+                "max_stalled_calls = 0\n",
+                "/etc/ps.toml:2: supervisor.gateway.max_stalled_calls: must be between 1 and 512",
+            ),
+            (
+                "max_stalled_calls = 513\n",
+                "/etc/ps.toml:2: supervisor.gateway.max_stalled_calls: must be between 1 and 512 (half a plugin \
+                 connection's window), not 513",
+            ),
             ("idle_timeout = \"2y\"\n", "/etc/ps.toml:2: supervisor.gateway.idle_timeout: duration \"2y\" is too long"),
             (
                 "max_conections = 5\n",

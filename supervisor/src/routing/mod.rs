@@ -8,9 +8,12 @@ pub mod channel;
 mod conns;
 pub mod deadline;
 pub mod gateway;
+mod quiet;
 pub mod record;
 pub mod server;
+mod stalls;
 pub mod table;
+mod trim;
 
 pub use channel::Channel;
 

@@ -4,12 +4,12 @@
 //! plugin's stream window, never its connection's), and a call whose caller
 //! still has not taken its answer at the deadline is reset on both sides.
 //! hyper stops looking at a response while the caller's window is shut, so
-//! it could do neither. Connections are bounded as `[supervisor.gateway]`
-//! says ([`super::conns`]).
+//! it could do neither. Calls stalled behind callers that do not read are
+//! bounded across the gateway ([`super::stalls`]), connections as
+//! `[supervisor.gateway]` says ([`super::conns`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -25,9 +25,12 @@ use tonic::body::Body;
 use tower::Service;
 
 use super::authority::Repair;
-use super::conns::{CallGuard, Conn, Conns};
+use super::conns::{CallGuard, Conn, Conns, TooFewDescriptors, connection_budget};
 use super::deadline::Expires;
 use super::gateway::Gateway;
+use super::quiet::Quiet;
+use super::stalls::{StallBudget, Stalled};
+use super::trim::BigCall;
 use crate::config::gateway::GatewaySection;
 
 /// What a caller has not taken yet, per call, before the plugin's stream is
@@ -37,32 +40,58 @@ const CALL_BUFFER: usize = STREAM_WINDOW as usize;
 /// What one caller's connection may have sent and the gateway not yet
 /// forwarded, across its calls: only that caller waits when it is used up.
 const CALLER_CONNECTION_WINDOW: u32 = 16 * STREAM_WINDOW;
-/// How long an idle connection closed by the gateway has to take its GOAWAY.
+/// How long a connection closed for idleness has, after its GOAWAY, to
+/// send the calls it had on their way, and to take the final GOAWAY.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a closing connection's last frames may take to leave: only a
+/// peer that does not read its socket makes them wait.
+const LAST_WORDS: Duration = Duration::from_millis(100);
 /// Decoded header bytes a request may carry (hyper's default too).
 const MAX_HEADER_LIST: u32 = 16 << 10;
+/// How often calls reset for stalling past the budget are reported.
+static STALL_RESETS: Quiet = Quiet::new(Duration::from_secs(10));
+
+/// `[supervisor.gateway]` as the daemon's descriptor limit allows it.
+pub struct Limits {
+    section: GatewaySection,
+    connections: usize,
+}
+
+impl Limits {
+    /// Checks the section against the daemon's descriptor limit: its hard
+    /// one, which the daemon raises its soft one to when it starts.
+    pub fn new(section: GatewaySection) -> Result<Self, TooFewDescriptors> {
+        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, hard)| soft.max(hard));
+        let connections = connection_budget(&section, nofile)?;
+        Ok(Self { section, connections })
+    }
+}
+
+/// What every connection and call of the gateway shares.
+struct Shared {
+    limits: GatewaySection,
+    stalls: Arc<StallBudget>,
+}
 
 /// Accepts host applications on `listener` until the task is dropped.
-pub async fn serve(listener: UnixListener, gateway: Gateway, limits: GatewaySection) {
-    let limit = connection_budget(&limits);
-    let conns = Conns::new(limit);
-    let limits = Arc::new(limits);
+pub async fn serve(listener: UnixListener, gateway: Gateway, limits: Limits) {
+    let conns = Conns::new(limits.connections);
+    let shared =
+        Arc::new(Shared { stalls: StallBudget::new(limits.section.max_stalled_calls), limits: limits.section });
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => match conns.admit() {
-                Ok(conn) => {
-                    tokio::spawn(connection(stream, gateway.clone(), conn, limits.clone()));
-                    if conns.full() {
-                        // Let the connection just evicted close its socket before the next
-                        // accept: in a flood, accepts would otherwise run ahead of the
-                        // closes and eat into the descriptor reserve.
-                        tokio::task::yield_now().await;
-                    }
+            Ok((stream, _)) => {
+                let conn = conns.admit();
+                tokio::spawn(connection(stream, gateway.clone(), conn, shared.clone()));
+                if conns.full() {
+                    // Let the connection just evicted say GOAWAY and close its
+                    // socket before the next accept: in a flood, accepts would
+                    // otherwise run ahead of the closes and eat into the
+                    // descriptor reserve.
+                    tokio::task::yield_now().await;
                 }
-                Err(refused) => {
-                    tracing::debug!(?refused, limit, "gateway connection refused: every connection has a call open");
-                }
-            },
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "gateway accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -71,26 +100,11 @@ pub async fn serve(listener: UnixListener, gateway: Gateway, limits: GatewaySect
     }
 }
 
-/// `max_connections`, or fewer when the descriptor limit less the reserve
-/// cannot hold that many.
-fn connection_budget(limits: &GatewaySection) -> usize {
-    let nofile =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
-    let room = usize::try_from(nofile.saturating_sub(limits.fd_reserve)).unwrap_or(usize::MAX);
-    if room < limits.max_connections {
-        tracing::warn!(
-            nofile,
-            fd_reserve = limits.fd_reserve,
-            max_connections = limits.max_connections,
-            connections = room,
-            "the descriptor limit less fd_reserve leaves the gateway fewer connections than max_connections"
-        );
-    }
-    room.min(limits.max_connections)
-}
+type Server = h2::server::Connection<Repair<tokio::net::UnixStream>, Bytes>;
 
 /// Serves one connection until it ends, is idle too long, or is evicted.
-async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, limits: Arc<GatewaySection>) {
+async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, shared: Arc<Shared>) {
+    let limits = &shared.limits;
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .initial_window_size(STREAM_WINDOW)
@@ -111,37 +125,64 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, li
         },
         () = conn.evicted() => return,
     };
+    // Idle for `idle_timeout`, the connection is told GOAWAY (graceful: the
+    // calls it had on their way are still served); once idle again for
+    // CLOSE_GRACE, it is closed.
+    let mut closing = false;
     let idle_check = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle_check);
     loop {
         tokio::select! {
             next = h2.accept() => match next {
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(call(req, respond, gateway.clone(), conn.call()));
+                    tokio::spawn(call(req, respond, gateway.clone(), conn.call(), shared.clone()));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "gateway connection failed");
                     return;
                 }
+                // Closed, after a graceful GOAWAY once its calls were done.
                 None => return,
             },
             () = conn.evicted() => {
                 tracing::debug!("gateway connection closed to make room for a new one");
+                go_away_now(&mut h2).await;
                 return;
             }
             () = &mut idle_check => {
                 let now = Instant::now();
+                let wait = if closing { CLOSE_GRACE } else { limits.idle_timeout };
                 match conn.idle_since() {
-                    Some(since) if now >= since + limits.idle_timeout => break,
-                    Some(since) => idle_check.as_mut().reset(since + limits.idle_timeout),
-                    None => idle_check.as_mut().reset(now + limits.idle_timeout),
+                    Some(since) if now >= since + wait => {
+                        if closing {
+                            go_away_now(&mut h2).await;
+                            return;
+                        }
+                        tracing::debug!(idle_timeout = ?limits.idle_timeout, "closing an idle gateway connection");
+                        h2.graceful_shutdown();
+                        closing = true;
+                        idle_check.as_mut().reset(now + CLOSE_GRACE);
+                    }
+                    Some(since) => idle_check.as_mut().reset(since + wait),
+                    None => idle_check.as_mut().reset(now + wait),
                 }
             }
         }
     }
-    tracing::debug!(idle_timeout = ?limits.idle_timeout, "closing an idle gateway connection");
-    h2.graceful_shutdown();
-    let _ = tokio::time::timeout(CLOSE_GRACE, poll_fn(|cx| h2.poll_closed(cx))).await;
+}
+
+/// Says GOAWAY at once, naming the last call the connection took, and
+/// closes it once that is out. Calls that arrived but were not taken are
+/// refused first (REFUSED_STREAM), so the caller knows exactly which calls
+/// ran and may retry the others (RFC 9113, 8.7) instead of seeing a reset
+/// socket with a call in doubt.
+async fn go_away_now(h2: &mut Server) {
+    // Each accept also writes out what is queued, the refusals included.
+    while let Some(Some(Ok((_, mut respond)))) = h2.accept().now_or_never() {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+    }
+    h2.abrupt_shutdown(h2::Reason::NO_ERROR);
+    let _ = tokio::time::timeout(LAST_WORDS, poll_fn(|cx| h2.poll_closed(cx))).await;
 }
 
 /// One call: routed, then its answer piped to the caller.
@@ -150,6 +191,7 @@ async fn call(
     mut respond: h2::server::SendResponse<Bytes>,
     mut gateway: Gateway,
     _open: CallGuard,
+    shared: Arc<Shared>,
 ) {
     let req = req.map(|recv| Body::new(ResponseBody::new(recv)));
     let response = tokio::select! {
@@ -160,7 +202,7 @@ async fn call(
         // The caller gave up first: dropping the call resets the plugin's stream.
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
-    pipe(respond, response).await;
+    pipe(respond, response, &shared.stalls).await;
 }
 
 /// How the answer ends once its data is out.
@@ -182,12 +224,20 @@ impl Untaken {
     /// Whether to read more of the answer: not past its end, nor more than
     /// [`CALL_BUFFER`] ahead of the caller.
     fn wants_more(&self) -> bool {
-        self.tail.is_none() && self.bytes < CALL_BUFFER
+        self.tail.is_none() && !self.full()
+    }
+
+    /// A buffer's worth ahead of the caller: the answer is read no further.
+    fn full(&self) -> bool {
+        self.bytes >= CALL_BUFFER
     }
 
     fn take(&mut self, frame: Option<Result<http_body::Frame<Bytes>, tonic::Status>>) {
         match frame {
             Some(Ok(frame)) => match frame.into_data() {
+                // An empty DATA frame carries only END_STREAM, which the body
+                // says next; queued, it would wait for a window of 0 forever.
+                Ok(data) if data.is_empty() => {}
                 Ok(data) => {
                     self.bytes += data.len();
                     self.queue.push_back(data);
@@ -233,8 +283,9 @@ impl Untaken {
 
 /// Sends the answer as the caller's window allows, reading ahead of it by
 /// at most [`CALL_BUFFER`]; resets the call when its deadline passes with
-/// data still untaken.
-async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Response<Body>) {
+/// data still untaken, or at once when its buffer is full and `stalls` has
+/// no place left for it.
+async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Response<Body>, stalls: &Arc<StallBudget>) {
     let (parts, mut body) = response.into_parts();
     let expires = parts.extensions.get::<Expires>().map(|e| e.0);
     let mut untaken = Untaken::default();
@@ -252,12 +303,40 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
         return;
     }
     let mut expired = false;
+    let mut stalled: Option<Stalled> = None;
     let expiry = tokio::time::sleep_until(expires.unwrap_or_else(far_future));
     tokio::pin!(expiry);
     loop {
         match untaken.send(&mut send) {
             Ok(true) | Err(_) => return,
             Ok(false) => {}
+        }
+        // What is left after sending all the caller's window takes waits on
+        // the caller. A call full that way needs a place among the stalled
+        // ones, kept until its caller has caught up; with none left, a call
+        // that falls behind at all is reset at once: it would need one once
+        // full, and filling first would only cost a buffer.
+        if untaken.queue.is_empty() {
+            stalled = None;
+        } else if stalled.is_none() && (untaken.full() || stalls.spent()) {
+            stalled = stalls.stall();
+            if stalled.is_none() {
+                // Dropping the body resets the plugin's stream, which gives
+                // its share of the plugin connection's window back; what
+                // the crowd of such calls used is given back to the system
+                // once they have gone (at most one trim every few seconds).
+                send.send_reset(h2::Reason::CANCEL);
+                super::trim::crowd_gone();
+                if let Some(held_back) = STALL_RESETS.due() {
+                    tracing::warn!(
+                        max_stalled_calls = stalls.limit(),
+                        more = held_back,
+                        "a gateway call was reset: its caller is not taking its answer, and max_stalled_calls \
+                         calls are already waiting on callers that do not read"
+                    );
+                }
+                return;
+            }
         }
         if expired && !untaken.queue.is_empty() {
             // Past the deadline with an answer the caller has not taken.
@@ -281,29 +360,6 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
     }
 }
 
-/// Calls that have buffered much for a slow caller, in flight. When the
-/// last one ends, the allocator is asked to give back what they used:
-/// glibc keeps large freed buffers in its arenas, and the daemon's RSS
-/// would stay at the peak a stalled caller pushed it to.
-static BIG_CALLS: AtomicUsize = AtomicUsize::new(0);
-
-struct BigCall;
-
-impl BigCall {
-    fn new() -> Self {
-        BIG_CALLS.fetch_add(1, Ordering::Relaxed);
-        Self
-    }
-}
-
-impl Drop for BigCall {
-    fn drop(&mut self) {
-        if BIG_CALLS.fetch_sub(1, Ordering::Relaxed) == 1 {
-            super::conns::trim_heap();
-        }
-    }
-}
-
 /// Resolves with true when the caller's window has grown (watched only if
 /// `waiting`), with false when the caller has reset the stream.
 async fn caller(send: &mut h2::SendStream<Bytes>, waiting: bool) -> bool {
@@ -321,4 +377,54 @@ async fn caller(send: &mut h2::SendStream<Bytes>, waiting: bool) -> bool {
 
 fn far_future() -> Instant {
     Instant::now() + crate::config::units::MAX_DURATION
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body::Frame;
+
+    use super::*;
+
+    /// Serves one call on an in-memory HTTP/2 connection with `body` as the
+    /// plugin's answer; what the caller received, data and trailers.
+    async fn answered_with(frames: Vec<Frame<Bytes>>) -> (Vec<u8>, Option<http::HeaderMap>) {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let mut h2 = h2::server::handshake(server_io).await.unwrap();
+            let (_, respond) = h2.accept().await.unwrap().unwrap();
+            let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, tonic::Status>));
+            let answer = http::Response::new(Body::new(http_body_util::StreamBody::new(stream)));
+            tokio::spawn(async move { pipe(respond, answer, &StallBudget::new(1)).await });
+            let _ = poll_fn(|cx| h2.poll_closed(cx)).await;
+        });
+        let (mut client, conn) = h2::client::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let (response, _) =
+            client.send_request(http::Request::post("http://gw/a.A/M").body(()).unwrap(), true).unwrap();
+        let mut body = response.await.unwrap().into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        (data, body.trailers().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_empty_last_data_frame_ends_the_answer_instead_of_hanging_it() {
+        // h2 hands an empty DATA frame up only when it carries END_STREAM.
+        let frames = vec![Frame::data(Bytes::from_static(b"abc")), Frame::data(Bytes::new())];
+        let answered = tokio::time::timeout(Duration::from_secs(2), answered_with(frames)).await;
+        assert_eq!(answered.expect("the answer hung on its empty last frame"), (b"abc".to_vec(), None));
+    }
+
+    #[tokio::test]
+    async fn trailers_after_data_reach_the_caller() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames = vec![Frame::data(Bytes::from_static(b"abc")), Frame::trailers(trailers.clone())];
+        let answered = tokio::time::timeout(Duration::from_secs(2), answered_with(frames)).await;
+        assert_eq!(answered.expect("the answer hung"), (b"abc".to_vec(), Some(trailers)));
+    }
 }
