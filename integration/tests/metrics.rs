@@ -83,11 +83,17 @@ async fn calls_events_and_instances_are_scraped_the_same_both_ways() {
         assert_eq!(v(r#"supervisor_call_duration_seconds_count{plugin="echo"}"#), 4.0);
         assert!(v(r#"supervisor_call_duration_seconds_sum{plugin="zoo"}"#) >= 0.29, "the deadline call took 300 ms");
         assert_eq!(v(r#"supervisor_events_total{plugin="echo",kind="exited"}"#), 1.0);
-        assert_eq!(v(r#"supervisor_instance_up{plugin="echo",plugin_instance="echo-0"}"#), 1.0);
-        assert_eq!(v(r#"supervisor_instance_state{plugin="zoo",plugin_instance="zoo-0",state="running"}"#), 1.0);
-        assert_eq!(v(r#"supervisor_instance_restarts_total{plugin="echo",plugin_instance="echo-0"}"#), 1.0);
-        assert!(v(r#"supervisor_instance_memory_bytes{plugin="zoo",plugin_instance="zoo-0"}"#) > 0.0);
-        assert!(v(r#"supervisor_instance_pids{plugin="zoo",plugin_instance="zoo-0"}"#) >= 1.0);
+        assert_eq!(v(r#"supervisor_instance_up{plugin="echo",plugin_instance="echo-0",revision="1"}"#), 1.0);
+        assert_eq!(
+            v(r#"supervisor_instance_state{plugin="zoo",plugin_instance="zoo-0",revision="1",state="running"}"#),
+            1.0
+        );
+        assert_eq!(
+            v(r#"supervisor_instance_restarts_total{plugin="echo",plugin_instance="echo-0",revision="1"}"#),
+            1.0
+        );
+        assert!(v(r#"supervisor_instance_memory_bytes{plugin="zoo",plugin_instance="zoo-0",revision="1"}"#) > 0.0);
+        assert!(v(r#"supervisor_instance_pids{plugin="zoo",plugin_instance="zoo-0",revision="1"}"#) >= 1.0);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
@@ -115,7 +121,10 @@ fn stalled_scrapers_are_limited_and_do_not_block_the_next_ones_for_good() {
     loop {
         let (head, body) = http_get(port, "/metrics");
         if head.starts_with("HTTP/1.1 200") {
-            assert!(body.contains("supervisor_instance_up{plugin=\"echo\",plugin_instance=\"echo-0\"} 1"), "{body}");
+            assert!(
+                body.contains("supervisor_instance_up{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 1"),
+                "{body}"
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "scrapes are still refused: {head:?}");

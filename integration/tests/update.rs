@@ -150,7 +150,7 @@ async fn update_and_sighup_add_remove_and_change_plugins_under_load_without_a_fa
     std::fs::write(&d.config, &text).unwrap();
     let (code, lines, stderr) = update(&d, &[]);
     assert_eq!(code, Some(0), "{lines:?} {stderr}");
-    assert_eq!(lines, ["zoo: removed", "zoo2: added", "echo: applied in place: call_timeout"]);
+    assert_eq!(lines, ["zoo: removed", "echo: applied in place: call_timeout", "zoo2: added"]);
     assert_eq!(serving(&d, "echo"), echo_pids, "echo changed in place");
     assert!(d.status().iter().all(|v| v["name"] != "zoo"), "{:?}", d.status());
     d.wait_state("zoo2-0", "running", UP);

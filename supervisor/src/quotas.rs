@@ -153,45 +153,48 @@ impl Supervisor {
     }
 }
 
-impl Supervisor {
-    /// Gives `p`'s serving revision `spec`, which differs from its entry only in keys that
-    /// apply to running processes (see `config::changes`). Changed quotas are set on every
-    /// running instance first, under the operator's overrides (which keep winning until
-    /// `quota ... default`); a change the kernel refuses, or a memory limit below what an
-    /// instance uses, is undone and the revision keeps its entry. Returns the quotas in
-    /// force.
-    pub(crate) fn apply_live(
-        &self,
-        p: &Plugin,
-        spec: Arc<crate::config::PluginSpec>,
-    ) -> Result<String, SupervisorError> {
-        let _one = p.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let rev = p.serving();
-        let old = rev.spec();
-        let tier = self.shared().launcher.tier_quota(&spec.tier);
-        let overrides = p.overrides.load_full();
-        let effective = quota::effective(tier.as_ref(), &spec.quota, &overrides);
-        if old.quota != spec.quota {
-            let bad = |reason: String| SupervisorError::Quota { plugin: p.name.clone(), reason };
-            let limits = quota::limits(&effective);
-            limits.validate().map_err(|e| bad(e.to_string()))?;
-            let previous = quota::limits(&quota::effective(tier.as_ref(), &old.quota, &overrides));
-            let cgroups: Vec<_> =
-                p.instances().iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
-            if let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
-                return Err(SupervisorError::MemoryBelowUsage { plugin: p.name.clone(), instance, limit, usage });
-            }
-            if let Err(e) = apply_all(&p.name, &cgroups, &limits, &previous, effective.optional) {
-                self.events().emit(&p.name, "", EventKind::QuotaRefused, e.to_string(), &[]);
-                return Err(e);
-            }
-            for inst in &p.instances() {
-                inst.update(|s| s.quota = effective.clone());
-            }
-        }
+/// Gives `p`'s serving revision `spec`, which differs from its entry only in keys that
+/// apply to running processes (see `config::changes`). The entry is stored first, so an
+/// instance starting meanwhile takes it; then changed quotas are set on every running
+/// instance, under the operator's overrides (which keep winning until `quota ...
+/// default`). A change the kernel refuses, or a memory limit below what an instance uses
+/// now, is undone and the revision keeps its entry. Returns the quotas in force.
+pub(crate) fn apply_live(
+    shared: &Shared,
+    p: &Plugin,
+    spec: Arc<crate::config::PluginSpec>,
+) -> Result<String, SupervisorError> {
+    let _one = p.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let rev = p.serving();
+    let old = rev.spec();
+    let tier = shared.launcher.tier_quota(&spec.tier);
+    let overrides = p.overrides.load_full();
+    let effective = quota::effective(tier.as_ref(), &spec.quota, &overrides);
+    if old.quota == spec.quota {
         rev.set_live_spec(spec);
-        Ok(describe(&effective))
+        return Ok(describe(&effective));
     }
+    let bad = |reason: String| SupervisorError::Quota { plugin: p.name.clone(), reason };
+    let limits = quota::limits(&effective);
+    limits.validate().map_err(|e| bad(e.to_string()))?;
+    let previous = quota::limits(&quota::effective(tier.as_ref(), &old.quota, &overrides));
+    let cgroups: Vec<_> = p.instances().iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
+    if let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
+        return Err(bad(format!(
+            "memory {limit} is below what {instance} uses now ({}); the config's quotas were not applied",
+            usage
+        )));
+    }
+    rev.set_live_spec(spec);
+    if let Err(e) = apply_all(&p.name, &cgroups, &limits, &previous, effective.optional) {
+        rev.set_live_spec(old);
+        shared.events.emit(&p.name, "", EventKind::QuotaRefused, e.to_string(), &[]);
+        return Err(e);
+    }
+    for inst in &p.instances() {
+        inst.update(|s| s.quota = effective.clone());
+    }
+    Ok(describe(&effective))
 }
 
 /// The first instance using more memory than `memory_max` now: its id, the

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::changes::{Changes, RereadError, Running, changes};
-use crate::config::{Config, PluginSpec};
+use crate::config::Config;
+use crate::config::changes::{Changes, RereadError};
 use crate::instance::launcher::Launcher;
 use crate::instance::sandboxed::SandboxLauncher;
 use crate::instance::state::State;
@@ -307,30 +307,7 @@ impl Supervisor {
     /// what runs now (each plugin as its serving revision was made, its binary as it is on
     /// disk now). Nothing is applied.
     pub async fn reread(&self) -> Result<(std::path::PathBuf, Changes), RereadError> {
-        self.read_again().await.map(|(file, _, changes)| (file, changes))
-    }
-
-    /// The config file read again, and what it changes.
-    pub(crate) async fn read_again(&self) -> Result<(std::path::PathBuf, Config, Changes), RereadError> {
-        let file = self.config.source.clone().ok_or(RereadError::NoFile)?;
-        let running: Vec<(Arc<PluginSpec>, Option<String>)> = self
-            .plugins()
-            .iter()
-            .map(|p| {
-                let rev = p.serving();
-                let sha256 = rev.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
-                (rev.spec(), sha256)
-            })
-            .collect();
-        let section = self.config.supervisor.clone();
-        // Loading compiles contracts and reads files: off the runtime's threads.
-        let read = tokio::task::spawn_blocking(move || {
-            let next = Config::load(&file)?;
-            let running = running.iter().map(|(spec, sha256)| Running { spec, sha256: sha256.as_deref() });
-            let changes = changes(&section, running, &next, on_disk_sha256);
-            Ok((file, next, changes))
-        });
-        read.await.unwrap_or_else(|e| Err(RereadError::Aborted(e.to_string())))
+        crate::reload::update::read_again(&self.shared, &self.config).await.map(|(file, _, changes)| (file, changes))
     }
 
     /// During [`Supervisor::shutdown`]: kill the plugins still draining
@@ -365,10 +342,4 @@ fn raise_nofile_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-/// The hex SHA-256 of a binary as it is on disk now, if it can be read.
-fn on_disk_sha256(path: &std::path::Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    crate::integrity::Sha256Digest::of_file(&file).ok().map(|d| d.to_hex())
 }

@@ -1,7 +1,8 @@
 //! The benchmark: spawn-to-ready, sequential call latency and throughput at
 //! 16 concurrent callers, embedded and through the gateway, measured beside
 //! the yardsticks (go-plugin and a raw socketpair ping-pong) in the same
-//! run, printed with ratios and checked against the targets.
+//! run, printed with ratios and checked against the targets; and calls through the
+//! gateway during 20 hot reloads against the same calls steady.
 //!
 //! `cargo run --release -p plugin-integration --bin bench [-- --quick] [--peers DIR]`
 
@@ -32,14 +33,20 @@ fn opts() -> anyhow::Result<Opts> {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--peers" => o.peers = PathBuf::from(args.next().context("--peers needs a directory")?),
-            "--only" => o.only = Some(args.next().context("--only needs spawn, embedded or gateway")?),
+            "--only" => o.only = Some(args.next().context("--only needs spawn, embedded, gateway or reload")?),
             other => bail!("unknown argument {other:?} (use --quick, --peers DIR, --only PART)"),
         }
     }
     Ok(o)
 }
 
+/// Reloads in the `reload` measure.
+const RELOADS: usize = 20;
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() - 1) as f64 * p) as usize]
 }
@@ -151,6 +158,69 @@ async fn gateway(n: usize, total: usize) -> anyhow::Result<Value> {
     Ok(out)
 }
 
+/// One caller through the gateway until `stop`: each call's latency (µs), and how many
+/// calls failed.
+fn caller(
+    client: EchoClient<plugin_proto::transport::H2Channel>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<f64>, usize)> {
+    tokio::spawn(async move {
+        let (mut lat, mut failed) = (Vec::new(), 0);
+        let mut c = client;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            match c.echo(EchoRequest { message: "hello".into() }).await {
+                Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e6),
+                Err(_) => failed += 1,
+            }
+        }
+        (lat, failed)
+    })
+}
+
+/// Calls through the gateway, steady and then during `rounds` reloads of the plugin
+/// they call, in the same run: calls/s, p99, failed calls, and the time from `reload`
+/// to the new revision serving.
+async fn reloads(rounds: usize) -> anyhow::Result<Value> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));
+    d.wait_state("echo-0", "running", Duration::from_secs(20));
+    let client = EchoClient::new(connect(&d.gateway()).await?);
+    let measure = |lat: &mut Vec<f64>, failed: usize, took: Duration| json!({"calls_per_s": lat.len() as f64 / took.as_secs_f64(), "p99_us": pct(lat, 0.99), "failed": failed});
+    // Steady, for as long as the reloads will take (about a second each).
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = caller(client.clone(), stop.clone());
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_millis(800) * u32::try_from(rounds)?).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, failed) = task.await?;
+    let steady = measure(&mut lat, failed, t0.elapsed());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = caller(client, stop.clone());
+    let t0 = Instant::now();
+    let mut to_serving = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let out = tokio::task::spawn_blocking({
+            let (socket, ctl) = (d.control(), bins::supervisorctl());
+            move || Command::new(ctl).arg("--socket").arg(socket).args(["reload", "echo"]).output()
+        })
+        .await??;
+        anyhow::ensure!(out.status.success(), "reload failed: {}", String::from_utf8_lossy(&out.stderr));
+        to_serving.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, failed) = task.await?;
+    let during = measure(&mut lat, failed, t0.elapsed());
+    Ok(json!({
+        "steady": steady,
+        "during": during,
+        "reload_to_serving_ms": {"p50": pct(&mut to_serving.clone(), 0.5), "max": pct(&mut to_serving, 1.0)},
+    }))
+}
+
 /// Builds the yardsticks into `<target>/peers` once.
 fn yardsticks(peers: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let out = bins::profile_dir().join("peers");
@@ -202,7 +272,8 @@ async fn main() -> anyhow::Result<()> {
             }
             "embedded" => embedded(n, total).await?,
             "gateway" => gateway(n, total).await?,
-            other => bail!("--only takes spawn, embedded or gateway, not {other:?}"),
+            "reload" => reloads(RELOADS).await?,
+            other => bail!("--only takes spawn, embedded, gateway or reload, not {other:?}"),
         };
         println!("{v}");
         return Ok(());
@@ -221,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
     let unsandboxed = spawn_to_ready("none", starts).await?;
     let emb = embedded(n, total).await?;
     let gw = gateway(n, total).await?;
+    let rl = reloads(RELOADS).await?;
 
     let rows = [
         ("spawn-to-ready L1 p50 (ms)", f(&spawn, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, Some(1.0)),
@@ -268,7 +340,27 @@ async fn main() -> anyhow::Result<()> {
         f(&raw, "p99_us"),
         f(&emb, "p50_us") / f(&raw, "p50_us")
     );
-    let all = json!({"spawn_to_ready": spawn, "spawn_to_ready_l3": spawn_l3, "unsandboxed_spawn": unsandboxed, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
+    let (steady, during) = (&rl["steady"], &rl["during"]);
+    let p99_ratio = f(during, "p99_us") / f(steady, "p99_us");
+    let failed = during["failed"].as_u64().unwrap_or(u64::MAX);
+    if p99_ratio > 2.0 {
+        missed.push("gateway p99 during reloads vs steady");
+    }
+    if failed > 0 {
+        missed.push("failed calls during reloads");
+    }
+    println!(
+        "during {RELOADS} reloads: {:.0} calls/s ({:.0} steady), p99 {:.1} µs ({:.1} steady, {p99_ratio:.2}x, {}), {failed} failed ({}); reload to serving p50 {:.0} ms, max {:.0} ms",
+        f(during, "calls_per_s"),
+        f(steady, "calls_per_s"),
+        f(during, "p99_us"),
+        f(steady, "p99_us"),
+        if p99_ratio <= 2.0 { "≤2 ok" } else { "≤2 MISSED" },
+        if failed == 0 { "0 ok" } else { "0 MISSED" },
+        f(&rl["reload_to_serving_ms"], "p50"),
+        f(&rl["reload_to_serving_ms"], "max"),
+    );
+    let all = json!({"reload": rl, "spawn_to_ready": spawn, "spawn_to_ready_l3": spawn_l3, "unsandboxed_spawn": unsandboxed, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
     println!("{all}");
     Ok(())
 }

@@ -71,19 +71,26 @@ pub struct Running<'a> {
     pub sha256: Option<&'a str>,
 }
 
-/// Compares what runs with `next` (a config loaded, so validated, whole). `digest` hashes
+/// Compares what runs (plugins as their serving revisions run, under the config the
+/// supervisor `started` with) with `next` (a config loaded, so validated, whole). `digest` hashes
 /// a binary as it is on disk now (None when it cannot be read: the reload that would
 /// follow reports why), so a binary rebuilt in place under the same path counts as a
 /// change.
 pub fn changes<'a>(
-    running_section: &SupervisorSection,
+    started: &Config,
     running: impl IntoIterator<Item = Running<'a>>,
     next: &Config,
     digest: impl Fn(&Path) -> Option<String>,
 ) -> Changes {
     let running: Vec<Running<'a>> = running.into_iter().collect();
     let next_specs = next.specs();
-    let mut out = Changes { restart_only: section_changes(running_section, &next.supervisor), ..Changes::default() };
+    let mut restart_only = section_changes(&started.supervisor, &next.supervisor);
+    // The sandbox compiles its tiers once, at start: an edited tier file reaches no
+    // plugin before a restart.
+    if format!("{:?}", started.tiers()) != format!("{:?}", next.tiers()) && !restart_only.contains(&"policies_dir") {
+        restart_only.push("tiers");
+    }
+    let mut out = Changes { restart_only, ..Changes::default() };
     for spec in &next_specs {
         match running.iter().find(|r| r.spec.name == spec.name) {
             None => out.added.push(spec.name.clone()),
@@ -199,7 +206,7 @@ mod tests {
         let (old, new) = load_both(before, after);
         let specs = old.specs();
         let running = specs.iter().map(|spec| Running { spec, sha256: Some("old") });
-        changes(&old.supervisor, running, &new, |_| Some(if rebuilt { "new" } else { "old" }.to_owned()))
+        changes(&old, running, &new, |_| Some(if rebuilt { "new" } else { "old" }.to_owned()))
     }
 
     fn keys(c: &Changes, name: &str) -> Vec<(&'static str, Apply)> {

@@ -218,6 +218,8 @@ impl Control for ControlService {
             })),
             Err(e @ UpdateError::UnknownPlugin(..)) => Err(Status::not_found(e.to_string())),
             Err(UpdateError::Reread(e)) => Err(reread_status(&e)),
+            Err(e @ UpdateError::ShuttingDown) => Err(Status::unavailable(e.to_string())),
+            Err(e @ UpdateError::Aborted(_)) => Err(Status::internal(e.to_string())),
         }
     }
 

@@ -103,7 +103,7 @@ pub struct Plugin {
     /// Held while a quota change is applied, so changes do not interleave.
     pub(crate) quota_lock: Mutex<()>,
     /// Held while a reload runs: one at a time per plugin.
-    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    pub(crate) reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// The revision taking calls.
     serving: ArcSwap<Revision>,
     /// Every revision that has instances: the serving one, a reload's new one while it is
@@ -127,7 +127,7 @@ impl Plugin {
             logs: Arc::new(LogBuffer::new(log_lines)),
             overrides: ArcSwap::from_pointee(QuotaConfig::default()),
             quota_lock: Mutex::new(()),
-            reload_lock: tokio::sync::Mutex::new(()),
+            reload_lock: Arc::default(),
             serving: ArcSwap::new(first.clone()),
             revisions: Mutex::new(vec![first]),
             next_instance,

@@ -132,7 +132,12 @@ impl InstanceGauges {
         for row in rows {
             // Not `instance`: Prometheus sets that label to the scraped target
             // and renames a clashing one to `exported_instance`.
-            let id = vec![("plugin", row.name.clone()), (INSTANCE_LABEL, row.instance.clone())];
+            // The revision follows the instance: during a reload, old and new are told apart.
+            let id = vec![
+                ("plugin", row.name.clone()),
+                (INSTANCE_LABEL, row.instance.clone()),
+                ("revision", row.revision.to_string()),
+            ];
             g.up.get_or_create(&id).set(i64::from(row.state == "running"));
             let mut with_state = id.clone();
             with_state.push(("state", row.state.clone()));
@@ -209,8 +214,24 @@ mod tests {
             restarts: 3,
             uptime_s: 42,
             usage,
+            revision: 1,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn during_a_reload_each_instance_says_its_revision() {
+        let old = row("echo", "stopping", None);
+        let new = InstanceStatus { instance: "echo-1".into(), revision: 2, ..row("echo", "running", None) };
+        let text = Metrics::default().render(&[old, new]);
+        assert!(
+            text.contains("supervisor_instance_up{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("supervisor_instance_up{plugin=\"echo\",plugin_instance=\"echo-1\",revision=\"2\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -244,15 +265,15 @@ mod tests {
         let text = m.render(&[row("echo", "running", Some(usage)), row("auth", "backoff", None)]);
         for line in [
             "supervisor_events_total{plugin=\"auth\",kind=\"exited\"} 1",
-            "supervisor_instance_up{plugin=\"echo\",plugin_instance=\"echo-0\"} 1",
-            "supervisor_instance_up{plugin=\"auth\",plugin_instance=\"auth-0\"} 0",
-            "supervisor_instance_state{plugin=\"auth\",plugin_instance=\"auth-0\",state=\"backoff\"} 1",
-            "supervisor_instance_restarts_total{plugin=\"echo\",plugin_instance=\"echo-0\"} 3",
-            "supervisor_instance_uptime_seconds{plugin=\"echo\",plugin_instance=\"echo-0\"} 42",
-            "supervisor_instance_memory_bytes{plugin=\"echo\",plugin_instance=\"echo-0\"} 5242880",
-            "supervisor_instance_cpu_seconds_total{plugin=\"echo\",plugin_instance=\"echo-0\"} 1.5",
-            "supervisor_instance_pids{plugin=\"echo\",plugin_instance=\"echo-0\"} 4",
-            "supervisor_instance_oom_kills_total{plugin=\"echo\",plugin_instance=\"echo-0\"} 1",
+            "supervisor_instance_up{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 1",
+            "supervisor_instance_up{plugin=\"auth\",plugin_instance=\"auth-0\",revision=\"1\"} 0",
+            "supervisor_instance_state{plugin=\"auth\",plugin_instance=\"auth-0\",revision=\"1\",state=\"backoff\"} 1",
+            "supervisor_instance_restarts_total{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 3",
+            "supervisor_instance_uptime_seconds{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 42",
+            "supervisor_instance_memory_bytes{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 5242880",
+            "supervisor_instance_cpu_seconds_total{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 1.5",
+            "supervisor_instance_pids{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 4",
+            "supervisor_instance_oom_kills_total{plugin=\"echo\",plugin_instance=\"echo-0\",revision=\"1\"} 1",
         ] {
             assert!(text.contains(&format!("{line}\n")), "missing {line:?} in\n{text}");
         }

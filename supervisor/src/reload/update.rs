@@ -1,18 +1,20 @@
 //! `update` (and SIGHUP): the config file read again, validated whole, and applied to what
-//! runs. Removed plugins drain, stop and go; added ones start; changed ones take keys that
-//! apply live in place and are hot-reloaded for the rest. An invalid file changes nothing,
-//! and plugins the change does not name are not touched.
+//! runs. Removed plugins drain, stop and go; changed ones take keys that apply live in
+//! place and are hot-reloaded for the rest; added ones start. An invalid file changes
+//! nothing, and plugins the change does not name are not touched.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::PluginSpec;
-use crate::config::changes::{Changes, RereadError};
+use crate::config::changes::{Changes, RereadError, Running, changes};
+use crate::config::{Config, PluginSpec, UNSANDBOXED};
 use crate::instance::Plugin;
 use crate::instance::state::State;
 use crate::observe::events::EventKind;
 use crate::reload::{ReloadError, ReloadOptions, Reloaded, Source};
-use crate::supervisor::spawn_revision;
+use crate::routing::gateway::Gateway;
+use crate::supervisor::{Shared, spawn_revision};
 use crate::{Supervisor, SupervisorError};
 
 /// Why an update applied nothing.
@@ -22,6 +24,10 @@ pub enum UpdateError {
     Reread(#[from] RereadError),
     #[error("{0:?} is neither running nor in {1}")]
     UnknownPlugin(String, String),
+    #[error("the supervisor is stopping: nothing was updated")]
+    ShuttingDown,
+    #[error("the update ended abnormally: {0}")]
+    Aborted(String),
 }
 
 /// What went wrong with one plugin of an update; the others were applied.
@@ -31,15 +37,21 @@ pub enum PluginUpdateError {
     Reload(#[from] ReloadError),
     #[error(transparent)]
     Live(#[from] SupervisorError),
-    #[error("plugin {plugin:?}: its instances did not stop within {} ms; it stays", .waited.as_millis())]
-    NotStopped { plugin: String, waited: Duration },
+    #[error(
+        "plugin {plugin:?}: tier {tier:?} was not loaded when the supervisor started (its sandbox is built once): restart the supervisor to run it"
+    )]
+    TierNotLoaded { plugin: String, tier: String },
+    #[error("plugin {plugin:?}: uid {uid} is still the running plugin {other:?}'s; not started")]
+    UidInUse { plugin: String, uid: u32, other: String },
 }
 
 /// What an update did, plugin by plugin.
 #[derive(Debug, Default)]
 pub struct Updated {
     pub added: Vec<String>,
-    pub removed: Vec<String>,
+    /// Removed; false where its instances were still stopping when the answer was given
+    /// (they are killed at their `stop_timeout`, and the plugin is gone either way).
+    pub removed: Vec<(String, bool)>,
     /// Changed in place: the plugin and the keys (quotas with the ones now in force).
     pub live: Vec<(String, String)>,
     pub reloaded: Vec<Reloaded>,
@@ -51,10 +63,18 @@ pub struct Updated {
 impl Updated {
     /// One line per plugin touched, then the keys left for a restart.
     pub fn lines(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self.removed.iter().map(|n| format!("{n}: removed")).collect();
-        lines.extend(self.added.iter().map(|n| format!("{n}: added")));
+        let mut lines: Vec<String> = self
+            .removed
+            .iter()
+            .map(
+                |(n, stopped)| {
+                    if *stopped { format!("{n}: removed") } else { format!("{n}: removed (still stopping)") }
+                },
+            )
+            .collect();
         lines.extend(self.live.iter().map(|(n, keys)| format!("{n}: applied in place: {keys}")));
         lines.extend(self.reloaded.iter().map(ToString::to_string));
+        lines.extend(self.added.iter().map(|n| format!("{n}: added")));
         lines.extend(self.failed.iter().map(ToString::to_string));
         if !self.restart_only.is_empty() {
             lines.push(format!("supervisor: left until a restart: {}", self.restart_only.join(", ")));
@@ -69,14 +89,71 @@ impl Updated {
 impl Supervisor {
     /// Applies the config file to what runs: all of its changes, or (with `names`) those
     /// of the plugins named. The file is validated whole first; an invalid one changes
-    /// nothing. One update runs at a time. A plugin whose change fails (a refused reload,
-    /// say) keeps running as it was; the others are applied, and the answer lists both.
+    /// nothing. One update runs at a time, in a task of its own: it runs to its end even
+    /// if its caller goes away, so no plugin is ever left half-removed. A plugin whose
+    /// change fails (a refused reload, say) keeps running as it was; the others are
+    /// applied, and the answer lists both.
     pub async fn update(&self, names: &[String], opts: ReloadOptions) -> Result<Updated, UpdateError> {
-        let _one = self.shared().updating.lock().await;
-        let (file, next, mut changes) = self.read_again().await?;
+        let job = Job { shared: self.shared().clone(), gateway: self.gateway(), started: self.config().clone() };
+        let names = names.to_vec();
+        let task = tokio::spawn(async move { job.run(&names, opts).await });
+        task.await.unwrap_or_else(|e| Err(UpdateError::Aborted(e.to_string())))
+    }
+}
+
+/// The config file read again (against the config the supervisor `started` with), and
+/// what it changes in what runs now: each plugin as its serving revision was made, its
+/// binary as it is on disk now.
+pub(crate) async fn read_again(shared: &Shared, started: &Config) -> Result<(PathBuf, Config, Changes), RereadError> {
+    let file = started.source.clone().ok_or(RereadError::NoFile)?;
+    let running: Vec<(Arc<PluginSpec>, Option<String>)> = shared
+        .plugins
+        .all()
+        .iter()
+        .map(|p| {
+            let rev = p.serving();
+            let sha256 = rev.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
+            (rev.spec(), sha256)
+        })
+        .collect();
+    let started = started.clone();
+    // Loading compiles contracts and reads files: off the runtime's threads.
+    let read = tokio::task::spawn_blocking(move || {
+        let next = Config::load(&file)?;
+        let running = running.iter().map(|(spec, sha256)| Running { spec, sha256: sha256.as_deref() });
+        let changes = changes(&started, running, &next, on_disk_sha256);
+        Ok((file, next, changes))
+    });
+    read.await.unwrap_or_else(|e| Err(RereadError::Aborted(e.to_string())))
+}
+
+/// The hex SHA-256 of a binary as it is on disk now, if it can be read (within the size
+/// the verifier accepts).
+fn on_disk_sha256(path: &std::path::Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    crate::integrity::Sha256Digest::of_file_bounded(&file, crate::integrity::DEFAULT_MAX_FILE_SIZE)
+        .ok()
+        .map(|d| d.to_hex())
+}
+
+/// What an update works with, owned: it runs in a task of its own.
+struct Job {
+    shared: Arc<Shared>,
+    gateway: Gateway,
+    started: Config,
+}
+
+impl Job {
+    async fn run(&self, names: &[String], opts: ReloadOptions) -> Result<Updated, UpdateError> {
+        let shared = &self.shared;
+        let _one = shared.updating.lock().await;
+        if *shared.shutdown.borrow() {
+            return Err(UpdateError::ShuttingDown);
+        }
+        let (file, next, mut changes) = read_again(shared, &self.started).await?;
         if !names.is_empty() {
             for n in names {
-                if self.plugin(n).is_err() && !changes.added.contains(n) {
+                if shared.plugins.get(n).is_none() && !changes.added.contains(n) {
                     return Err(UpdateError::UnknownPlugin(n.clone(), file.display().to_string()));
                 }
             }
@@ -85,23 +162,17 @@ impl Supervisor {
         let specs: Vec<PluginSpec> = next.specs();
         let entry = |name: &str| specs.iter().find(|s| s.name == name).cloned();
         let mut done = Updated { restart_only: changes.restart_only.clone(), ..Updated::default() };
-        // Removed first: their services are then free for plugins added in the same change.
+        // Removed first: their services (and uids) are then free for the plugins added
+        // last. Changed ones before added ones, for the same reason.
         for name in &changes.removed {
-            match self.remove_plugin(name).await {
-                Ok(()) => done.removed.push(name.clone()),
-                Err(e) => done.failed.push(e),
-            }
-        }
-        for name in &changes.added {
-            if let Some(spec) = entry(name) {
-                self.add_plugin(spec);
-                done.added.push(name.clone());
+            if let Some(stopped) = self.remove(name).await {
+                done.removed.push((name.clone(), stopped));
             }
         }
         for change in &changes.changed {
-            let (Ok(p), Some(spec)) = (self.plugin(&change.name), entry(&change.name)) else { continue };
+            let (Some(p), Some(spec)) = (shared.plugins.get(&change.name), entry(&change.name)) else { continue };
             if change.live_only() {
-                match self.apply_live(&p, Arc::new(spec)) {
+                match crate::quotas::apply_live(shared, &p, Arc::new(spec)) {
                     Ok(quota) => {
                         let keys: Vec<String> = change
                             .keys
@@ -109,54 +180,102 @@ impl Supervisor {
                             .map(|k| if k.key == "quota" { format!("quota ({quota})") } else { k.key.to_owned() })
                             .collect();
                         let keys = keys.join(", ");
-                        self.events().emit(&p.name, "", EventKind::Updated, format!("applied in place: {keys}"), &[]);
+                        shared.events.emit(&p.name, "", EventKind::Updated, format!("applied in place: {keys}"), &[]);
                         done.live.push((p.name.clone(), keys));
                     }
                     Err(e) => done.failed.push(e.into()),
                 }
+            } else if let Err(e) = self.runnable(&spec) {
+                done.failed.push(e);
             } else {
-                match self.reload_from(p, Source::Entry(Box::new(spec)), opts).await {
-                    Ok(r) => done.reloaded.push(r),
-                    Err(e) => done.failed.push(e.into()),
+                let name = p.name.clone();
+                let task = tokio::spawn(crate::reload::reload(shared.clone(), p, Source::Entry(Box::new(spec)), opts));
+                match task.await {
+                    Ok(Ok(r)) => done.reloaded.push(r),
+                    Ok(Err(e)) => done.failed.push(e.into()),
+                    Err(e) => done.failed.push(ReloadError::Aborted { plugin: name, reason: e.to_string() }.into()),
                 }
+            }
+        }
+        for name in &changes.added {
+            let Some(spec) = entry(name) else { continue };
+            match self.runnable(&spec) {
+                Ok(()) => {
+                    self.add(spec);
+                    done.added.push(name.clone());
+                }
+                Err(e) => done.failed.push(e),
             }
         }
         Ok(done)
     }
 
+    /// What the running sandbox cannot give `spec`: a tier it did not load at start, or
+    /// the uid of another running plugin (whose own change may not have moved it).
+    fn runnable(&self, spec: &PluginSpec) -> Result<(), PluginUpdateError> {
+        if spec.tier != UNSANDBOXED && self.started.tiers().and_then(|t| t.get(&spec.tier)).is_none() {
+            return Err(PluginUpdateError::TierNotLoaded { plugin: spec.name.clone(), tier: spec.tier.clone() });
+        }
+        let other = self.shared.plugins.all().into_iter().find(|p| p.name != spec.name && p.spec().ids.0 == spec.ids.0);
+        match other {
+            Some(other) => Err(PluginUpdateError::UidInUse {
+                plugin: spec.name.clone(),
+                uid: spec.ids.0,
+                other: other.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Starts `spec` as a new plugin (when it says `autostart`), routed to like the others.
-    fn add_plugin(&self, spec: PluginSpec) {
-        let shared = self.shared();
-        let p = Arc::new(Plugin::new(spec, self.config().supervisor.log_lines));
+    fn add(&self, spec: PluginSpec) {
+        let shared = &self.shared;
+        let p = Arc::new(Plugin::new(spec, self.started.supervisor.log_lines));
         crate::quotas::restore(&p, shared);
         shared.plugins.insert(p.clone());
-        self.gateway().add(&p, &shared.metrics);
+        self.gateway.add(&p, &shared.metrics);
         spawn_revision(shared, &p, &p.serving());
         shared.events.emit(&p.name, "", EventKind::Added, "added from the config file", &[]);
     }
 
-    /// Drains and stops every instance of `name`, then forgets the plugin: its routes,
-    /// its cgroup set. Calls to it are then answered as to an unknown service.
-    async fn remove_plugin(&self, name: &str) -> Result<(), PluginUpdateError> {
-        let shared = self.shared();
-        let Ok(p) = self.plugin(name) else { return Ok(()) };
+    /// Drains and stops every instance of `name` and forgets the plugin: its routes, its
+    /// saved quota overrides, and (once its instances are gone) its cgroup set. Calls to
+    /// it are then answered as to an unknown service. Whether its instances had stopped
+    /// within its `stop_timeout` and a little more; None when there was no such plugin.
+    async fn remove(&self, name: &str) -> Option<bool> {
+        let shared = &self.shared;
+        let p = shared.plugins.get(name)?;
         // No reload of it may start a revision that would outlive it.
-        let _no_reload = p.reload_lock.lock().await;
+        let no_reload = p.reload_lock.clone().lock_owned().await;
         p.set_desired(false, false);
         for rev in p.revisions() {
             rev.retire();
         }
-        let waited = p.spec().stop_timeout.saturating_add(Duration::from_secs(5));
-        let stopped =
+        let waited = p.spec().stop_timeout.saturating_add(Duration::from_secs(2));
+        let all_stopped =
             |p: &Plugin| p.instances().iter().all(|i| matches!(i.status().state, State::Stopped | State::Failed));
-        if !p.wait_until(waited, stopped).await {
-            return Err(PluginUpdateError::NotStopped { plugin: name.to_owned(), waited });
-        }
+        let stopped = p.wait_until(waited, all_stopped).await;
         shared.plugins.remove(name);
-        self.gateway().remove(name);
-        shared.launcher.forget_plugin(name).await;
-        shared.events.emit(name, "", EventKind::Removed, "removed from the config file: drained and stopped", &[]);
-        Ok(())
+        self.gateway.remove(name);
+        // A plugin of the same name added later starts from its config, not from these.
+        if let Err(e) = shared.state.set_quota(name, crate::config::QuotaConfig::default()) {
+            tracing::warn!(plugin = name, error = %e, "a removed plugin's quota overrides could not be forgotten");
+        }
+        let said = if stopped {
+            "removed from the config file: drained and stopped"
+        } else {
+            "removed from the config file: still stopping"
+        };
+        shared.events.emit(name, "", EventKind::Removed, said, &[]);
+        // Its retired instances stop for sure (killed at their stop_timeout); the cgroup
+        // set goes once they have.
+        let (shared, name) = (shared.clone(), name.to_owned());
+        self.shared.tasks.spawn(async move {
+            let _no_reload = no_reload;
+            p.wait_until(Duration::from_secs(60), all_stopped).await;
+            shared.launcher.forget_plugin(&name).await;
+        });
+        Some(stopped)
     }
 }
 
@@ -229,8 +348,14 @@ mod tests {
         edit(&f.sup, |t| t.replace("name = \"fake\"", "name = \"other\""));
         let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
         assert_eq!(done.lines(), ["fake: removed", "other: added"]);
+        assert_eq!(done.removed, [("fake".to_owned(), true)]);
         assert!(matches!(f.sup.plugin("fake"), Err(SupervisorError::UnknownPlugin(n)) if n == "fake"));
         assert!(old.instances().iter().all(|i| i.status().state == State::Stopped), "drained and stopped");
+        let deadline = std::time::Instant::now() + UP;
+        while f.fake.forgotten().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "its cgroup set was never forgotten");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(f.fake.forgotten(), ["fake"]);
         assert_eq!(kinds(&f.sup, "fake").last().map(String::as_str), Some("removed"));
         f.sup.wait_running("other", UP).await.unwrap();
@@ -294,8 +419,37 @@ mod tests {
         let change = crate::quotas::QuotaChange::parse("", "", "", "32").unwrap();
         f.sup.change_quota("fake", &change, false).unwrap();
         edit(&f.sup, |t| t.replace("pids_max = 48", "pids_max = 40"));
-        f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        assert_eq!(done.lines(), ["fake: applied in place: quota (pids 32)"]);
+        assert_eq!(f.sup.plugin("fake").unwrap().spec().quota.pids_max, Some(40), "the file's word is kept");
         assert_eq!(limits(&f.sup), (Some(32), Some(32)));
+        f.sup.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plugin_added_with_a_running_plugins_uid_moves_that_one_first_or_waits() {
+        use crate::instance::fake::Behaviour;
+        let serve = Behaviour::Serve { name: "fake".into() };
+        // The first reload of "fake" does not start; the second does.
+        let f = fixture(&plugin("fake", ""), &[("fake", &[serve.clone(), Behaviour::Exit { code: 3 }, serve])]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        let (uid, gid) = f.sup.plugin("fake").unwrap().spec().ids;
+        let twin = plugin("twin", &format!("uid = {uid}\ngid = {gid}\nautostart = false"));
+        edit(&f.sup, |t| format!("{t}{twin}"));
+        // Its uid taken, "fake" is given another one (a new revision), which fails here:
+        // "twin" is not started beside a plugin with the same identity.
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        let lines = done.lines();
+        assert!(lines[0].starts_with("plugin \"fake\": the new revision's fake-1 did not start"), "{lines:?}");
+        assert_eq!(lines[1], format!("plugin \"twin\": uid {uid} is still the running plugin \"fake\"'s; not started"));
+        assert!(matches!(f.sup.plugin("twin"), Err(SupervisorError::UnknownPlugin(_))));
+        // Once "fake" moves, "twin" comes.
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        let lines = done.lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("fake: revision 3 serves"), "{lines:?}");
+        assert_eq!(lines[1], "twin: added");
+        assert_ne!(f.sup.plugin("fake").unwrap().spec().ids.0, uid);
         f.sup.shutdown().await;
     }
 }
