@@ -359,10 +359,16 @@ pub struct Text {
     pub text: String,
 }
 
-/// Calls `fake.v1.Fake/Echo` on `channel`.
-pub async fn echo(channel: crate::Channel, text: &str) -> Result<String, tonic::Status> {
+/// Calls `fake.v1.Fake/Echo` on `channel` (a plugin's routed channel, or one instance's).
+pub async fn echo<C>(channel: C, text: &str) -> Result<String, tonic::Status>
+where
+    C: tonic::client::GrpcService<tonic::body::Body>,
+    C::Error: Into<tonic::codegen::StdError>,
+    C::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <C::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.into().to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/fake.v1.Fake/Echo");
     let codec = tonic_prost::ProstCodec::<Text, Text>::default();
     let answer = grpc.unary(tonic::Request::new(Text { text: text.to_owned() }), path, codec).await?;

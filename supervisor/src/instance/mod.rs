@@ -47,10 +47,59 @@ pub struct Desired {
 }
 
 /// A live instance, ready for calls.
+///
+/// Before an instance is asked to drain, every call already routed to it must have gone
+/// out: its drain answers GOAWAY and then closes the connection, and a request written
+/// after that close fails with a broken pipe, not as a refusal the router may send
+/// elsewhere. So a call is admitted before it is sent ([`Live::admit`]), and the instance
+/// is closed to new ones, and its admitted calls waited for, before it drains
+/// ([`Live::close`]).
 #[derive(Debug)]
 pub struct Live {
     pub channel: H2Channel,
     pub pid: i32,
+    /// Admitted calls not yet answered (or failed).
+    admitted: std::sync::atomic::AtomicUsize,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+impl Live {
+    pub fn new(channel: H2Channel, pid: i32) -> Self {
+        Self { channel, pid, admitted: Default::default(), closing: Default::default() }
+    }
+
+    /// Admits one call, until the returned guard goes; None once the instance closes.
+    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Paired with `close`: either this sees `closing`, or `close` sees the count.
+        self.admitted.fetch_add(1, SeqCst);
+        if self.closing.load(SeqCst) {
+            self.admitted.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(Admitted(self.clone()))
+    }
+
+    /// Admits no more calls, and waits (at most `within`) for the admitted ones to be
+    /// answered: they were sent before the drain begins.
+    pub async fn close(&self, within: Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.closing.store(true, SeqCst);
+        let deadline = tokio::time::Instant::now() + within;
+        while self.admitted.load(SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// One admitted call to a [`Live`] instance.
+#[derive(Debug)]
+pub struct Admitted(Arc<Live>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The contract the plugin declared at its last handshake.

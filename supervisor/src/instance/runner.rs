@@ -247,7 +247,7 @@ async fn attend(
         descriptor_set: accepted.descriptor_set,
     })));
     // Callable before it is said to run: whoever waits for "running" may call at once.
-    inst.live.store(Some(Arc::new(Live { channel, pid: running.pid })));
+    inst.live.store(Some(Arc::new(Live::new(channel, running.pid))));
     inst.update(|s| {
         s.state = State::Running;
         s.reason = String::new();
@@ -278,7 +278,7 @@ async fn attend(
             _ = leaving.wait() => break Ended::Leaving,
         }
     };
-    inst.live.store(None);
+    let live = inst.live.swap(None);
     let pid = running.pid;
     match ended {
         Ended::Exited(status, ran) => {
@@ -295,6 +295,9 @@ async fn attend(
             });
             let why = if leave { leaving.why() } else { "operator request" };
             let stop_timeout = rev.spec().stop_timeout;
+            if let Some(live) = live {
+                live.close(stop_timeout).await;
+            }
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             running.clean_up().await;
             shared.events.emit(

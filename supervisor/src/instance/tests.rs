@@ -179,3 +179,28 @@ async fn a_quota_changed_while_an_instance_launches_reaches_it_too() {
     assert_eq!(inst.status().quota.pids_max, Some(32));
     f.sup.shutdown().await;
 }
+
+/// A call the router gave an instance just before the instance was told to stop, but that
+/// goes out only after: the drain would have closed the connection under it (a broken
+/// pipe the caller sees). The stop waits for it instead, and it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_routed_to_an_instance_before_it_stops_is_answered_even_when_sent_after() {
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let live = f.sup.plugin("fake").unwrap().pick().expect("a ready instance");
+    let admitted = live.admit().expect("admitted");
+    let sup = std::sync::Arc::new(f.sup);
+    let stopping = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.stop_plugin("fake").await }
+    });
+    // Time for a drain to close the connection, had the stop not waited.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "the instance stopped under a call routed to it");
+    let late = echo(live.channel.clone(), "late").await;
+    drop(admitted);
+    assert_eq!(late.unwrap(), "late");
+    let said = stopping.await.unwrap().unwrap();
+    assert!(said.starts_with("stopped"), "{said}");
+    assert!(live.admit().is_none(), "a stopped instance admits no call");
+}

@@ -44,7 +44,7 @@ impl Service<http::Request<Body>> for PluginService {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let Some(live) = self.plugin.pick() else {
+        let Some((live, admitted)) = admit(&self.plugin, None) else {
             let msg = format!("plugin {:?} is {}", self.plugin.name, self.plugin.describe_state());
             return Box::pin(async move { Ok(tonic::Status::unavailable(msg).into_http()) });
         };
@@ -58,8 +58,9 @@ impl Service<http::Request<Body>> for PluginService {
                 Ok(resp) => return Ok(resp.map(Body::new)),
                 Err(e) => e,
             };
+            drop(admitted);
             if failed.unprocessed()
-                && let (Some(again), Some(other)) = (again, plugin.pick_other(&live))
+                && let (Some(again), Some((other, _admitted))) = (again, admit(&plugin, Some(&live)))
             {
                 match other.channel.clone().call(again).await {
                     Ok(resp) => return Ok(resp.map(Body::new)),
@@ -69,6 +70,22 @@ impl Service<http::Request<Body>> for PluginService {
             Ok(unreachable(&plugin, &live, &failed))
         })
     }
+}
+
+/// A ready instance of the serving revision (other than `not`) that admits the call. One
+/// that is closing this very moment is already out of the pick, so the next pick finds
+/// another (or none).
+fn admit(plugin: &Plugin, not: Option<&Live>) -> Option<(Arc<Live>, crate::instance::Admitted)> {
+    for _ in 0..4 {
+        let live = match not {
+            None => plugin.pick()?,
+            Some(not) => plugin.pick_other(not)?,
+        };
+        if let Some(admitted) = live.admit() {
+            return Some((live, admitted));
+        }
+    }
+    None
 }
 
 fn unreachable(plugin: &Plugin, live: &Live, e: &ChannelError) -> http::Response<Body> {
@@ -172,7 +189,7 @@ mod tests {
         let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\nreplicas = 2\n".parse().unwrap();
         let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
         for (i, (inst, channel)) in plugin.instances().iter().zip(channels).enumerate() {
-            inst.live.store(Some(Arc::new(Live { channel, pid: 100 + i as i32 })));
+            inst.live.store(Some(Arc::new(Live::new(channel, 100 + i as i32))));
         }
         plugin
     }
