@@ -296,7 +296,12 @@ async fn attend(
             let why = if leave { leaving.why() } else { "operator request" };
             let stop_timeout = rev.spec().stop_timeout;
             if let Some(live) = live {
-                live.close(stop_timeout).await;
+                // A hurried stop (a second stop signal) does not wait for them either.
+                let mut hurry = shared.hurry.subscribe();
+                tokio::select! {
+                    () = live.close(stop_timeout) => {}
+                    _ = hurry.wait_for(|h| *h) => {}
+                }
             }
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             running.clean_up().await;
