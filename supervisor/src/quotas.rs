@@ -114,8 +114,7 @@ impl Supervisor {
         let limits = quota::limits(&effective);
         limits.validate().map_err(|e| bad(e.to_string()))?;
         let previous = quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &before));
-        let cgroups: Vec<_> =
-            p.instances().iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
+        let cgroups = leaves(&p);
         // Only a change of the memory limit can put it below what an instance uses.
         if !force
             && change.memory_max.is_some()
@@ -143,9 +142,7 @@ impl Supervisor {
                 return Err(e);
             }
         };
-        for inst in &p.instances() {
-            inst.update(|s| s.quota = effective.clone());
-        }
+        show_in_force(&p, &effective);
         let shown = describe(&effective);
         let message = format!("{name}: {shown} (persisted; applied to {applied} running instance(s))");
         self.events().emit(name, "", EventKind::Quota, message.clone(), &[]);
@@ -178,7 +175,7 @@ pub(crate) fn apply_live(
     let limits = quota::limits(&effective);
     limits.validate().map_err(|e| bad(e.to_string()))?;
     let previous = quota::limits(&quota::effective(tier.as_ref(), &old.quota, &overrides));
-    let cgroups: Vec<_> = p.instances().iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
+    let cgroups = leaves(p);
     if let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
         return Err(bad(format!(
             "memory {limit} is below what {instance} uses now ({}); the config's quotas were not applied",
@@ -191,10 +188,20 @@ pub(crate) fn apply_live(
         shared.events.emit(&p.name, "", EventKind::QuotaRefused, e.to_string(), &[]);
         return Err(e);
     }
+    show_in_force(p, &effective);
+    Ok(describe(&effective))
+}
+
+/// The cgroup leaves of `p`'s instances that have one now.
+fn leaves(p: &Plugin) -> Vec<(String, Arc<cgroup::Instance>)> {
+    p.instances().iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect()
+}
+
+/// Every instance's status shows `effective` as its quotas.
+fn show_in_force(p: &Plugin, effective: &QuotaConfig) {
     for inst in &p.instances() {
         inst.update(|s| s.quota = effective.clone());
     }
-    Ok(describe(&effective))
 }
 
 /// The first instance using more memory than `memory_max` now: its id, the

@@ -287,20 +287,7 @@ impl Supervisor {
     pub async fn reload(&self, name: &str, opts: ReloadOptions) -> Result<Reloaded, ReloadError> {
         let p = self.plugin(name).map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?.clone();
         let source = self.config.source.clone().map_or(Source::Serving, Source::File);
-        self.reload_from(p, source, opts).await
-    }
-
-    /// Reloads `p` with the entry `source` gives, in a task of its own: a reload runs to
-    /// its end even if its caller stops waiting.
-    pub(crate) async fn reload_from(
-        &self,
-        p: Arc<Plugin>,
-        source: Source,
-        opts: ReloadOptions,
-    ) -> Result<Reloaded, ReloadError> {
-        let name = p.name.clone();
-        let task = tokio::spawn(crate::reload::reload(self.shared.clone(), p, source, opts));
-        task.await.unwrap_or_else(|e| Err(ReloadError::Aborted { plugin: name, reason: e.to_string() }))
+        crate::reload::spawned(self.shared.clone(), p, source, opts).await
     }
 
     /// Reads the config file again, validated whole, and says what it would change in

@@ -162,6 +162,19 @@ pub(crate) async fn reload(
     Ok(done)
 }
 
+/// [`reload`] in a task of its own: it runs to its end even if its caller stops waiting,
+/// so no half-started revision is ever left behind.
+pub(crate) async fn spawned(
+    shared: Arc<Shared>,
+    p: Arc<Plugin>,
+    source: Source,
+    opts: ReloadOptions,
+) -> Result<Reloaded, ReloadError> {
+    let name = p.name.clone();
+    let task = tokio::spawn(reload(shared, p, source, opts));
+    task.await.unwrap_or_else(|e| Err(ReloadError::Aborted { plugin: name, reason: e.to_string() }))
+}
+
 /// Every check the new revision must pass before it takes a call; the contract changes
 /// it brings.
 async fn check(
@@ -280,7 +293,7 @@ async fn serving(channel: H2Channel) -> Result<(), String> {
 }
 
 /// Every instance of `rev` has stopped (for good, once it is retired).
-fn stopped(rev: &Revision) -> bool {
+pub(crate) fn stopped(rev: &Revision) -> bool {
     rev.instances.iter().all(|i| matches!(i.status().state, State::Stopped | State::Failed))
 }
 

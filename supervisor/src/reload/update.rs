@@ -10,7 +10,6 @@ use std::time::Duration;
 use crate::config::changes::{Changes, RereadError, Running, changes};
 use crate::config::{Config, PluginSpec, UNSANDBOXED};
 use crate::instance::Plugin;
-use crate::instance::state::State;
 use crate::observe::events::EventKind;
 use crate::reload::{ReloadError, ReloadOptions, Reloaded, Source};
 use crate::routing::gateway::Gateway;
@@ -188,12 +187,9 @@ impl Job {
             } else if let Err(e) = self.runnable(&spec) {
                 done.failed.push(e);
             } else {
-                let name = p.name.clone();
-                let task = tokio::spawn(crate::reload::reload(shared.clone(), p, Source::Entry(Box::new(spec)), opts));
-                match task.await {
-                    Ok(Ok(r)) => done.reloaded.push(r),
-                    Ok(Err(e)) => done.failed.push(e.into()),
-                    Err(e) => done.failed.push(ReloadError::Aborted { plugin: name, reason: e.to_string() }.into()),
+                match super::spawned(shared.clone(), p, Source::Entry(Box::new(spec)), opts).await {
+                    Ok(r) => done.reloaded.push(r),
+                    Err(e) => done.failed.push(e.into()),
                 }
             }
         }
@@ -252,8 +248,7 @@ impl Job {
             rev.retire();
         }
         let waited = p.spec().stop_timeout.saturating_add(Duration::from_secs(2));
-        let all_stopped =
-            |p: &Plugin| p.instances().iter().all(|i| matches!(i.status().state, State::Stopped | State::Failed));
+        let all_stopped = |p: &Plugin| p.revisions().iter().all(|rev| super::stopped(rev));
         let stopped = p.wait_until(waited, all_stopped).await;
         shared.plugins.remove(name);
         self.gateway.remove(name);
@@ -289,6 +284,8 @@ fn keep_only(c: &mut Changes, names: &[String]) {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use crate::instance::state::State;
 
     use super::*;
     use crate::instance::fake::{UP, echo, fixture, plugin};
