@@ -155,12 +155,10 @@ impl Supervisor {
         for p in &plugins {
             // The operator's earlier quota changes outlive this restart.
             crate::quotas::restore(p, &shared);
+            shared.plugins.insert(p.clone());
         }
         for p in &plugins {
             spawn_revision(&shared, p, &p.serving());
-        }
-        for p in &plugins {
-            shared.plugins.insert(p.clone());
         }
         shared.tasks.spawn(crate::sampler::run(shared.clone()));
         let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics);
@@ -285,7 +283,7 @@ impl Supervisor {
     /// refused reload leaves the serving revision as it was. Runs to its end even if the
     /// caller stops waiting.
     pub async fn reload(&self, name: &str, opts: ReloadOptions) -> Result<Reloaded, ReloadError> {
-        let p = self.plugin(name).map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?.clone();
+        let p = self.plugin(name).map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?;
         let source = self.config.source.clone().map_or(Source::Serving, Source::File);
         crate::reload::spawned(self.shared.clone(), p, source, opts).await
     }
