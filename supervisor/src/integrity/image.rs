@@ -78,12 +78,32 @@ fn sealed_copy(src: &File, name: &str, limit: u64) -> io::Result<File> {
     if copied > limit {
         return Err(io::Error::new(io::ErrorKind::FileTooLarge, "binary grew past the size limit while copying"));
     }
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: fcntl on a descriptor we own.
-    if unsafe { libc::fcntl(rw.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    seal(&rw)?;
     std::fs::OpenOptions::new().read(true).open(format!("/proc/self/fd/{}", rw.as_raw_fd()))
+}
+
+/// How long sealing waits out pages the kernel holds for a moment.
+const SEAL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Seals `rw` against any change. The write seal is refused (EBUSY) while something
+/// still holds a reference to one of its pages: a pipe buffer left from the copy's
+/// splice, or compaction migrating the page. Those are let go of within moments, and
+/// the kernel itself waits only briefly, so the seal is asked again until it is given
+/// (a busy host once refused a reload's image this way).
+fn seal(rw: &File) -> io::Result<()> {
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    let deadline = std::time::Instant::now() + SEAL_PATIENCE;
+    loop {
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(rw.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) || std::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 impl VerifiedImage {
@@ -125,6 +145,38 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// A page of the image held for a while (here by a pipe it was spliced into, as a
+    /// copy's splice or the kernel's compaction can): the seal waits for it to be let go.
+    #[test]
+    fn a_page_held_for_a_moment_delays_the_seal_but_does_not_refuse_it() {
+        use std::io::{Read, Write};
+        let mut rw = memfd("held").unwrap();
+        rw.write_all(&[7u8; 4096]).unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two descriptors it creates.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: the kernel just created these descriptors; each is owned once.
+        let (mut out, inp) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let mut off: libc::loff_t = 0;
+        // SAFETY: splice between two descriptors we own, with a valid offset pointer.
+        let n = unsafe { libc::splice(rw.as_raw_fd(), &mut off, inp.as_raw_fd(), std::ptr::null_mut(), 4096, 0) };
+        assert_eq!(n, 4096, "{}", io::Error::last_os_error());
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let mut page = vec![0u8; 4096];
+            out.read_exact(&mut page).unwrap();
+        });
+        let started = std::time::Instant::now();
+        seal(&rw).expect("sealed once the page was let go");
+        reader.join().unwrap();
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(250),
+            "the page was held: {:?}",
+            started.elapsed()
+        );
+        drop(inp);
+    }
 
     fn copy_of_true(dir: &Path) -> PathBuf {
         let p = dir.join("plugin");
