@@ -61,7 +61,10 @@ async fn the_memory_hog_really_holds_what_it_reports_in_this_build_profile() {
     let r = zoo(&d).await.alloc(AllocRequest { mib: 64 }).await.expect("alloc").into_inner();
     assert_eq!(r.text, "holding 64 MiB more");
     let after = resident_anon_kib(pid);
-    assert!(after.saturating_sub(before) >= 64 * 1024, "the zoo grew from {before} to {after} KiB");
+    // The 64 MiB it holds, less what the rest of its anonymous memory may shrink by
+    // meanwhile (a CI run saw 72 KiB of it go): an allocation optimised away would show
+    // next to no growth.
+    assert!(after.saturating_sub(before) >= 63 * 1024, "the zoo grew from {before} to {after} KiB");
     sibling.finish();
 }
 
