@@ -314,6 +314,35 @@ fn tail_shows_stdout_stderr_and_sdk_logs_and_events_show_the_lifecycle() {
 }
 
 #[test]
+fn a_plugin_stopped_by_the_operator_stays_stopped_across_daemon_restarts_until_started() {
+    let plugins = format!("{}{}", plugin("echo", &bins::example("echo"), ""), plugin("zoo", &bins::zoo(), ""));
+    let mut d = Daemon::start(&config(&plugins));
+    d.wait_state("echo-0", "running", UP);
+    let out = d.ctl(&["stop", "echo"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "echo: stopped (stopped by request)\n");
+    let kept =
+        "stopped by the operator (supervisorctl stop): kept stopped across supervisor restarts until start or restart";
+
+    d.restart();
+    d.wait_state("zoo-0", "running", UP);
+    // Its instance's task has seen it is not to run.
+    let echo = d.wait_for("echo-0", UP, "held", |v| v["reason"] == "stopped by request");
+    assert_eq!((&echo["state"], &echo["pid"]), (&"stopped".into(), &serde_json::Value::Null), "{echo}");
+    assert_eq!(echo["notes"], serde_json::json!([kept]), "{echo}");
+    let spawned: Vec<_> = d.events().into_iter().filter(|e| e["plugin"] == "echo" && e["kind"] == "spawned").collect();
+    assert!(spawned.is_empty(), "{spawned:?}");
+
+    let out = d.ctl(&["start", "echo"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "echo: running\n");
+    assert_eq!(d.instance("echo-0")["notes"], serde_json::json!([]));
+
+    d.restart();
+    d.wait_state("echo-0", "running", UP);
+}
+
+#[test]
 fn status_json_has_the_documented_fields() {
     let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));
     let v = d.wait_state("echo-0", "running", UP);

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod instance;
 pub mod integrity;
+mod kept_stopped;
 pub mod net;
 pub mod observe;
 mod plugin_set;

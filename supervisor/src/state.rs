@@ -1,8 +1,8 @@
-//! Desired state changed at run time (today: quotas set with
-//! `supervisorctl quota`), kept in one JSON file written atomically, so it
+//! Desired state changed at run time (quotas set with `supervisorctl quota`, plugins
+//! stopped with `supervisorctl stop`), kept in one JSON file written atomically, so it
 //! survives restarts and a crash mid-write never leaves half a file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +21,12 @@ pub struct Persisted {
     /// the config are kept, not dropped: the config may come back.
     #[serde(default)]
     pub quotas: BTreeMap<String, QuotaConfig>,
+    /// Plugins the operator stopped and has not started since: not started at the next
+    /// start, whatever `autostart` says. Kept for plugins no longer in the config, as
+    /// quotas are. Left out of the file while empty, so that a file without any still
+    /// loads in a daemon from before this field (it refuses fields it does not know).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub stopped: BTreeSet<String>,
 }
 
 /// Why the state cannot be read or written. Each message names the file or
@@ -85,6 +91,62 @@ impl StateStore {
         *data = next;
         Ok(())
     }
+
+    /// Whether the operator stopped `plugin` and has not started it since.
+    pub fn stopped(&self, plugin: &str) -> bool {
+        self.lock().stopped.contains(plugin)
+    }
+
+    /// Records that the operator stopped `plugin` (or started it again), and runs `issue`,
+    /// the command itself, under the same lock: commands racing each other then leave the
+    /// file saying what was done last. The file is written first (a crash in between
+    /// errs on the side of what the operator asked for), and only when this changes it;
+    /// `issue` runs even when the write fails. What `issue` returned, and whether the
+    /// change was saved.
+    pub fn set_stopped<T>(
+        &self,
+        plugin: &str,
+        stopped: bool,
+        issue: impl FnOnce() -> T,
+    ) -> (T, Result<(), StateError>) {
+        let mut data = self.lock();
+        if data.stopped.contains(plugin) == stopped {
+            return (issue(), Ok(()));
+        }
+        let mut next = data.clone();
+        if stopped {
+            next.stopped.insert(plugin.to_owned());
+        } else {
+            next.stopped.remove(plugin);
+        }
+        let saved = write_atomically(&self.path, &next);
+        if saved.is_ok() {
+            *data = next;
+        }
+        (issue(), saved)
+    }
+
+    /// Forgets all that is kept for `plugin` (removed from the config by `update`): a
+    /// plugin of the same name added later starts from its config entry.
+    pub fn forget(&self, plugin: &str) -> Result<(), StateError> {
+        let mut data = self.lock();
+        if !data.quotas.contains_key(plugin) && !data.stopped.contains(plugin) {
+            return Ok(());
+        }
+        let mut next = data.clone();
+        next.quotas.remove(plugin);
+        next.stopped.remove(plugin);
+        write_atomically(&self.path, &next)?;
+        *data = next;
+        Ok(())
+    }
+
+    // The data is replaced whole, and only after its file was written: a panic elsewhere
+    // while the lock was held cannot leave it half-changed, so a poisoned lock is still
+    // good to use (and a stop must go ahead whatever happened to a quota change).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Persisted> {
+        self.data.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Temp file, fsync, rename, fsync the directory: after a crash the file is
@@ -119,6 +181,74 @@ mod tests {
         // Nothing but the state file is left in the directory.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn stopped_plugins_survive_reopening_and_a_start_clears_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let (issued, saved) = s.set_stopped("echo", true, || "stop issued");
+        assert_eq!((issued, saved.is_ok()), ("stop issued", true));
+        s.set_stopped("zoo", true, || ()).1.unwrap();
+        let again = StateStore::open(dir.path()).unwrap();
+        assert!(again.stopped("echo") && again.stopped("zoo") && !again.stopped("other"));
+        // Quotas and stops live side by side in the one file.
+        let q = QuotaConfig { pids_max: Some(64), ..Default::default() };
+        again.set_quota("echo", q.clone()).unwrap();
+        again.set_stopped("echo", false, || ()).1.unwrap();
+        let third = StateStore::open(dir.path()).unwrap();
+        assert_eq!((third.stopped("echo"), third.stopped("zoo"), third.quota("echo")), (false, true, q));
+        // With none stopped, the file is as a daemon without stops wrote it.
+        third.set_stopped("zoo", false, || ()).1.unwrap();
+        let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+        assert!(!text.contains("stopped"), "{text}");
+    }
+
+    #[test]
+    fn a_file_from_before_stops_were_kept_loads_with_none_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        // As the previous version wrote it: quotas only.
+        let old = "{\n  \"quotas\": {\n    \"echo\": {\n      \"memory_max\": \"256M\",\n      \"pids_max\": 64\n    }\n  }\n}";
+        std::fs::write(dir.path().join("state.json"), old).unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        assert!(!s.stopped("echo"));
+        let q = QuotaConfig { memory_max: Some(ByteSize(256 << 20)), pids_max: Some(64), ..Default::default() };
+        assert_eq!(s.quota("echo"), q);
+        // A field no version wrote is still refused.
+        std::fs::write(dir.path().join("state.json"), "{\"quotas\": {}, \"paused\": []}").unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown field `paused`"), "{err}");
+    }
+
+    #[test]
+    fn a_stop_that_cannot_be_saved_is_still_issued_and_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let s = StateStore::open(&state_dir).unwrap();
+        // The directory is gone and a file has its name: nothing can be written there.
+        std::fs::remove_dir(&state_dir).unwrap();
+        std::fs::write(&state_dir, "").unwrap();
+        let mut issued = false;
+        let ((), saved) = s.set_stopped("echo", true, || issued = true);
+        let err = saved.unwrap_err();
+        assert!(matches!(&err, StateError::Io { path, .. } if path == &state_dir.join("state.json")), "{err:?}");
+        assert!(issued, "the command goes ahead");
+        assert!(!s.stopped("echo"), "what was not saved is not claimed either");
+    }
+
+    #[test]
+    fn forgetting_a_plugin_drops_its_quotas_and_its_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        s.set_quota("echo", QuotaConfig { pids_max: Some(64), ..Default::default() }).unwrap();
+        s.set_stopped("echo", true, || ()).1.unwrap();
+        s.set_stopped("zoo", true, || ()).1.unwrap();
+        s.forget("echo").unwrap();
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(
+            (again.quota("echo"), again.stopped("echo"), again.stopped("zoo")),
+            (QuotaConfig::default(), false, true)
+        );
     }
 
     #[test]

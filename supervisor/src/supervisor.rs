@@ -153,8 +153,9 @@ impl Supervisor {
         let plugins: Vec<Arc<Plugin>> =
             config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
         for p in &plugins {
-            // The operator's earlier quota changes outlive this restart.
+            // The operator's earlier quota changes and stops outlive this restart.
             crate::quotas::restore(p, &shared);
+            crate::kept_stopped::restore(p, &shared);
             shared.plugins.insert(p.clone());
         }
         for p in &plugins {
@@ -224,10 +225,11 @@ impl Supervisor {
         self.run_plugin(name, false, timeout).await
     }
 
-    /// Stops a plugin's instances, draining them, and waits until they are down.
+    /// Stops a plugin's instances, draining them, and waits until they are down. The stop
+    /// is kept across restarts of the supervisor, until a start or restart.
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
-        let g = p.set_desired(false, false);
+        let (g, unsaved) = crate::kept_stopped::command(&self.shared, &p, false, false);
         let grace = p.spec().stop_timeout.saturating_add(Duration::from_secs(3));
         if !p.wait_for(g, &[State::Stopped, State::Failed], grace).await {
             return Err(SupervisorError::Timeout {
@@ -237,7 +239,7 @@ impl Supervisor {
                 state: p.describe_state(),
             });
         }
-        Ok(p.describe_state())
+        Ok(with_unsaved(p.describe_state(), unsaved))
     }
 
     /// Stops and starts a plugin's instances.
@@ -249,10 +251,10 @@ impl Supervisor {
     /// fail or back off; a restart also gets the time to drain.
     async fn run_plugin(&self, name: &str, restart: bool, timeout: Duration) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
-        let g = p.set_desired(true, restart);
+        let (g, unsaved) = crate::kept_stopped::command(&self.shared, &p, true, restart);
         let wait = if restart { p.spec().stop_timeout.saturating_add(timeout) } else { timeout };
         p.wait_for(g, &[State::Running, State::Failed, State::Backoff], wait).await;
-        Ok(p.describe_state())
+        Ok(with_unsaved(p.describe_state(), unsaved))
     }
 
     /// Stops every plugin (draining each) and waits for their tasks.
@@ -313,6 +315,14 @@ impl Drop for Supervisor {
         if self.shared.tasks.abort() {
             self.shared.launcher.teardown_blocking(Duration::from_secs(2));
         }
+    }
+}
+
+/// A command's answer: the state reached, and what could not be saved.
+fn with_unsaved(state: String, unsaved: Option<String>) -> String {
+    match unsaved {
+        Some(said) => format!("{state}; {said}"),
+        None => state,
     }
 }
 

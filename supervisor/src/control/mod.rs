@@ -71,8 +71,13 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
     let plugins: Vec<_> = if name.is_empty() { sup.plugins() } else { vec![sup.plugin(name)?] };
     let mut rows = Vec::new();
     for p in plugins {
+        let kept_stopped = sup.shared().state.stopped(&p.name);
         for inst in &p.instances() {
             let s = inst.status();
+            let mut notes = s.notes.clone();
+            if kept_stopped {
+                notes.push(crate::kept_stopped::NOTE.to_owned());
+            }
             rows.push(InstanceStatus {
                 name: p.name.clone(),
                 instance: inst.id.clone(),
@@ -89,7 +94,7 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                 tier: s.tier.clone(),
                 quota: Some(quota_message(&s.quota)),
                 usage: s.current_usage().as_ref().map(usage_message),
-                notes: s.notes.clone(),
+                notes,
                 revision: inst.revision,
             });
         }

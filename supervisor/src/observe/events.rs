@@ -56,6 +56,9 @@ pub enum EventKind {
     Removed,
     /// `update` applied changed keys to the running instances, without a new process.
     Updated,
+    /// A command took effect but could not be written to the state file: a restart of the
+    /// supervisor will not keep it.
+    NotSaved,
 }
 
 impl EventKind {
@@ -82,6 +85,7 @@ impl EventKind {
             EventKind::Added => "added",
             EventKind::Removed => "removed",
             EventKind::Updated => "updated",
+            EventKind::NotSaved => "not-saved",
         }
     }
 }

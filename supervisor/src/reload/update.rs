@@ -228,6 +228,7 @@ impl Job {
         let shared = &self.shared;
         let p = Arc::new(Plugin::new(spec, self.started.supervisor.log_lines));
         crate::quotas::restore(&p, shared);
+        crate::kept_stopped::restore(&p, shared);
         shared.plugins.insert(p.clone());
         self.gateway.add(&p, &shared.metrics);
         spawn_revision(shared, &p, &p.serving());
@@ -235,9 +236,10 @@ impl Job {
     }
 
     /// Drains and stops every instance of `name` and forgets the plugin: its routes, its
-    /// saved quota overrides, and (once its instances are gone) its cgroup set. Calls to
-    /// it are then answered as to an unknown service. Whether its instances had stopped
-    /// within its `stop_timeout` and a little more; None when there was no such plugin.
+    /// saved quota overrides and stop, and (once its instances are
+    /// gone) its cgroup set. Calls to it are then answered as to an unknown service.
+    /// Whether its instances had stopped within its `stop_timeout` and a little more; None
+    /// when there was no such plugin.
     async fn remove(&self, name: &str) -> Option<bool> {
         let shared = &self.shared;
         let p = shared.plugins.get(name)?;
@@ -253,8 +255,8 @@ impl Job {
         shared.plugins.remove(name);
         self.gateway.remove(name);
         // A plugin of the same name added later starts from its config, not from these.
-        if let Err(e) = shared.state.set_quota(name, crate::config::QuotaConfig::default()) {
-            tracing::warn!(plugin = name, error = %e, "a removed plugin's quota overrides could not be forgotten");
+        if let Err(e) = shared.state.forget(name) {
+            tracing::warn!(plugin = name, error = %e, "a removed plugin's quota overrides and stop could not be forgotten");
         }
         let said = if stopped {
             "removed from the config file: drained and stopped"
