@@ -1,9 +1,10 @@
 //! Metrics in Prometheus (OpenMetrics text) form: calls by plugin and gRPC
 //! code with their latency, lifecycle events by kind, counted as they
-//! happen; and each instance's state and resource use, read from its
-//! status when scraped.
+//! happen (and dropped with a plugin `update` removes); and each instance's
+//! state and resource use, read from its status when scraped.
 
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use plugin_proto::control::v1::InstanceStatus;
@@ -35,6 +36,10 @@ pub struct Metrics {
     calls: Family<Labels, Counter>,
     call_seconds: Histograms,
     events: Family<Labels, Counter>,
+    /// What each plugin put in the families, by name: the plugin as it is now, or one
+    /// `update` removed (until a plugin of that name is added, or nothing of the removed
+    /// one can record any more).
+    plugins: Mutex<HashMap<String, Arc<Mutex<Owned>>>>,
 }
 
 impl Default for Metrics {
@@ -43,8 +48,35 @@ impl Default for Metrics {
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(call_buckets),
             events: Family::default(),
+            plugins: Mutex::default(),
         }
     }
+}
+
+/// The series one plugin put in the families, so that its removal takes them all (whatever
+/// their labels). Shared by the call handles of every channel to it: a plugin removed and
+/// added back under the same name is another one.
+#[derive(Debug, Default)]
+struct Owned {
+    /// Set when `update` removed the plugin. Its series are gone then, and what is recorded
+    /// for it afterwards is kept nowhere: a call still in flight on its channel (an
+    /// embedded host may hold that channel for ever, each call on it now UNAVAILABLE), or
+    /// an event of an instance still draining. Nothing of it comes back, and one of the
+    /// same name added later starts from zero.
+    removed: bool,
+    calls: HashSet<Labels>,
+    seconds: HashSet<Labels>,
+    events: HashSet<Labels>,
+}
+
+/// A removed plugin, as [`Metrics::remove_plugin`] left it.
+#[derive(Debug)]
+pub struct Removed(Arc<Mutex<Owned>>);
+
+// Every change under these locks is one insert or removal (or a flag), never left half-made
+// by a panic elsewhere: a poisoned lock is still good to use.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One plugin's call series, looked up once so recording a call costs no
@@ -55,6 +87,7 @@ pub struct PluginCalls {
     calls: Family<Labels, Counter>,
     by_code: [OnceLock<Counter>; CODES],
     seconds: Histogram,
+    owned: Arc<Mutex<Owned>>,
 }
 
 /// gRPC codes run from 0 (OK) to 16 (UNAUTHENTICATED).
@@ -66,10 +99,20 @@ impl PluginCalls {
         let slot = (code as usize).min(CODES - 1);
         self.by_code[slot]
             .get_or_init(|| {
-                self.calls
-                    .get_or_create_owned(&vec![("plugin", self.plugin.clone()), ("code", code_name(code).to_owned())])
+                let labels = vec![("plugin", self.plugin.clone()), ("code", code_name(code).to_owned())];
+                // Under the lock a removal takes: a series is made before it (and goes
+                // with it), or not at all.
+                let mut owned = lock(&self.owned);
+                if owned.removed {
+                    return Counter::default();
+                }
+                let counter = self.calls.get_or_create_owned(&labels);
+                owned.calls.insert(labels);
+                counter
             })
             .inc();
+        // After a removal, the counters and histogram held here are out of the families:
+        // what they count shows nowhere.
         self.seconds.observe(elapsed.as_secs_f64());
     }
 }
@@ -77,17 +120,84 @@ impl PluginCalls {
 impl Metrics {
     /// The call series of `plugin`, for its routing stack.
     pub fn plugin_calls(&self, plugin: &str) -> PluginCalls {
+        let owned = self.owned(plugin);
+        let labels = vec![("plugin", plugin.to_owned())];
+        let seconds = {
+            let mut o = lock(&owned);
+            if o.removed {
+                call_buckets()
+            } else {
+                let histogram = self.call_seconds.get_or_create_owned(&labels);
+                o.seconds.insert(labels);
+                histogram
+            }
+        };
         PluginCalls {
             plugin: plugin.to_owned(),
             calls: self.calls.clone(),
             by_code: std::array::from_fn(|_| OnceLock::new()),
-            seconds: self.call_seconds.get_or_create_owned(&vec![("plugin", plugin.to_owned())]),
+            seconds,
+            owned,
         }
     }
 
     /// A lifecycle event of `kind` happened to `plugin`.
     pub fn record_event(&self, plugin: &str, kind: super::events::EventKind) {
-        self.events.get_or_create(&vec![("plugin", plugin.to_owned()), ("kind", kind.as_str().to_owned())]).inc();
+        let owned = self.owned(plugin);
+        let mut o = lock(&owned);
+        if o.removed {
+            return;
+        }
+        let labels = vec![("plugin", plugin.to_owned()), ("kind", kind.as_str().to_owned())];
+        self.events.get_or_create(&labels).inc();
+        o.events.insert(labels);
+    }
+
+    /// What `plugin` has put in the families (made at its first mention).
+    fn owned(&self, plugin: &str) -> Arc<Mutex<Owned>> {
+        let mut plugins = lock(&self.plugins);
+        match plugins.get(plugin) {
+            Some(o) => o.clone(),
+            None => plugins.entry(plugin.to_owned()).or_default().clone(),
+        }
+    }
+
+    /// `update` removed `plugin`: its call, latency and event series go, and what is
+    /// recorded for it from now on is kept nowhere (see [`Owned::removed`]).
+    pub fn remove_plugin(&self, plugin: &str) -> Removed {
+        let owned = self.owned(plugin);
+        let mut o = lock(&owned);
+        o.removed = true;
+        for labels in o.calls.drain() {
+            self.calls.remove(&labels);
+        }
+        for labels in o.seconds.drain() {
+            self.call_seconds.remove(&labels);
+        }
+        for labels in o.events.drain() {
+            self.events.remove(&labels);
+        }
+        drop(o);
+        Removed(owned)
+    }
+
+    /// A plugin named `plugin` is added: it counts from zero, whatever a removed one of
+    /// that name still records.
+    pub fn add_plugin(&self, plugin: &str) {
+        let mut plugins = lock(&self.plugins);
+        if plugins.get(plugin).is_some_and(|o| lock(o).removed) {
+            plugins.remove(plugin);
+        }
+    }
+
+    /// Forgets a removed plugin once nothing of it records any more (its instances are
+    /// gone), so that plugins coming and going leave nothing behind; a plugin of that name
+    /// added since is left as it is.
+    pub fn release(&self, plugin: &str, removed: Removed) {
+        let mut plugins = lock(&self.plugins);
+        if plugins.get(plugin).is_some_and(|o| Arc::ptr_eq(o, &removed.0)) {
+            plugins.remove(plugin);
+        }
     }
 
     /// Everything, as OpenMetrics text, with the instances' gauges taken
@@ -285,6 +395,71 @@ mod tests {
         let m = Metrics::default();
         assert!(m.render(&[row("echo", "running", None)]).contains("plugin_instance=\"echo-0\""));
         assert!(!m.render(&[]).contains("plugin_instance=\"echo-0\""));
+    }
+
+    #[test]
+    fn a_removed_plugins_series_go_and_nothing_it_records_afterwards_brings_them_back() {
+        let m = Metrics::default();
+        let gone = m.plugin_calls("gone");
+        gone.record(tonic::Code::Ok, Duration::from_micros(40));
+        m.record_event("gone", EventKind::Exited);
+        m.plugin_calls("stays").record(tonic::Code::Ok, Duration::from_micros(40));
+        m.record_event("stays", EventKind::Exited);
+        assert!(m.render(&[]).contains("supervisor_calls_total{plugin=\"gone\",code=\"OK\"} 1\n"));
+
+        let removed = m.remove_plugin("gone");
+        // A call still in flight on a channel an embedded host holds ends now, with a code
+        // seen before and with one not; an instance still draining says it stopped; a
+        // handle is made for the name before any plugin has it again.
+        gone.record(tonic::Code::Ok, Duration::from_micros(40));
+        gone.record(tonic::Code::Unavailable, Duration::from_micros(40));
+        m.record_event("gone", EventKind::Stopped);
+        m.plugin_calls("gone").record(tonic::Code::Internal, Duration::from_micros(40));
+        let text = m.render(&[]);
+        assert!(!text.contains("plugin=\"gone\""), "{text}");
+        for line in [
+            "supervisor_calls_total{plugin=\"stays\",code=\"OK\"} 1",
+            "supervisor_call_duration_seconds_count{plugin=\"stays\"} 1",
+            "supervisor_events_total{plugin=\"stays\",kind=\"exited\"} 1",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "missing {line:?} in\n{text}");
+        }
+
+        // Added back, a plugin of that name counts from zero; the old handle, nowhere.
+        m.add_plugin("gone");
+        let again = m.plugin_calls("gone");
+        again.record(tonic::Code::Ok, Duration::from_micros(40));
+        gone.record(tonic::Code::Ok, Duration::from_micros(40));
+        m.record_event("gone", EventKind::Ready);
+        // The removed one's instances are gone at last: the new one is left as it is.
+        m.release("gone", removed);
+        again.record(tonic::Code::Ok, Duration::from_micros(40));
+        let text = m.render(&[]);
+        for line in [
+            "supervisor_calls_total{plugin=\"gone\",code=\"OK\"} 2",
+            "supervisor_call_duration_seconds_count{plugin=\"gone\"} 2",
+            "supervisor_events_total{plugin=\"gone\",kind=\"ready\"} 1",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(text.matches("supervisor_events_total{plugin=\"gone\"").count(), 1, "{text}");
+        assert_eq!(text.matches("supervisor_calls_total{plugin=\"gone\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn plugins_coming_and_going_leave_nothing_behind() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            let name = format!("p{i}");
+            let calls = m.plugin_calls(&name);
+            m.record_event(&name, EventKind::Ready);
+            let removed = m.remove_plugin(&name);
+            // Its channel is still held, and used, after its instances are gone.
+            m.release(&name, removed);
+            calls.record(tonic::Code::Unavailable, Duration::from_micros(40));
+        }
+        assert_eq!(lock(&m.plugins).len(), 0);
+        assert!(!m.render(&[]).contains("plugin=\"p"), "{}", m.render(&[]));
     }
 
     /// The label names of every series in `text`.

@@ -227,6 +227,7 @@ impl Job {
     fn add(&self, spec: PluginSpec) {
         let shared = &self.shared;
         let p = Arc::new(Plugin::new(spec, self.started.supervisor.log_lines));
+        shared.metrics.add_plugin(&p.name);
         crate::quotas::restore(&p, shared);
         crate::kept_stopped::restore(&p, shared);
         shared.plugins.insert(p.clone());
@@ -236,7 +237,7 @@ impl Job {
     }
 
     /// Drains and stops every instance of `name` and forgets the plugin: its routes, its
-    /// saved quota overrides and stop, and (once its instances are
+    /// metric series, its saved quota overrides and stop, and (once its instances are
     /// gone) its cgroup set. Calls to it are then answered as to an unknown service.
     /// Whether its instances had stopped within its `stop_timeout` and a little more; None
     /// when there was no such plugin.
@@ -254,6 +255,7 @@ impl Job {
         let stopped = p.wait_until(waited, all_stopped).await;
         shared.plugins.remove(name);
         self.gateway.remove(name);
+        let series = shared.metrics.remove_plugin(name);
         // A plugin of the same name added later starts from its config, not from these.
         if let Err(e) = shared.state.forget(name) {
             tracing::warn!(plugin = name, error = %e, "a removed plugin's quota overrides and stop could not be forgotten");
@@ -269,7 +271,10 @@ impl Job {
         let (shared, name) = (shared.clone(), name.to_owned());
         self.shared.tasks.spawn(async move {
             let _no_reload = no_reload;
-            p.wait_until(Duration::from_secs(60), all_stopped).await;
+            if p.wait_until(Duration::from_secs(60), all_stopped).await {
+                // No instance of it is left to record an event.
+                shared.metrics.release(&name, series);
+            }
             shared.launcher.forget_plugin(&name).await;
         });
         Some(stopped)
@@ -343,6 +348,10 @@ mod tests {
         let f = fixture(&plugin("fake", ""), &[]);
         f.sup.wait_running("fake", UP).await.unwrap();
         let old = f.sup.plugin("fake").unwrap();
+        // An embedded host's channel to it, used before and kept after.
+        let held = f.sup.channel("fake").unwrap();
+        assert_eq!(echo(held.clone(), "before").await.unwrap(), "before");
+        assert!(f.sup.metrics_text().contains("supervisor_calls_total{plugin=\"fake\",code=\"OK\"} 1\n"));
         // "other" serves the same service: it can only start once "fake" has let it go.
         edit(&f.sup, |t| t.replace("name = \"fake\"", "name = \"other\""));
         let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
@@ -361,6 +370,13 @@ mod tests {
         assert_eq!(echo(f.sup.channel("other").unwrap(), "moved").await.unwrap(), "moved");
         let names: Vec<String> = f.sup.plugins().iter().map(|p| p.name.clone()).collect();
         assert_eq!(names, ["other"]);
+        // Its calls, latencies and events are gone from the metrics, and a call on the
+        // channel still held brings none back.
+        let err = echo(held, "late").await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        let text = f.sup.metrics_text();
+        assert!(!text.contains("plugin=\"fake\""), "{text}");
+        assert!(text.contains("supervisor_calls_total{plugin=\"other\",code=\"OK\"} 1\n"), "{text}");
         f.sup.shutdown().await;
     }
 
