@@ -66,7 +66,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
         print(m["executable"])')
-(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/ "$lib_tests" instance:: reload:: kept_stopped::)
+(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/ "$lib_tests" instance:: reload:: kept_stopped:: rollout::)
 
 step "fuzz targets (coverage-guided, 15 s each)"
 bash fuzz/run.sh 15

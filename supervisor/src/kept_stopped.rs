@@ -49,29 +49,11 @@ pub(crate) fn command(shared: &Shared, p: &Plugin, run: bool, restart: bool) -> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::NOTE;
     use crate::Supervisor;
-    use crate::config::Config;
-    use crate::instance::fake::{FakeLauncher, UP, echo, fixture, plugin, until};
+    use crate::instance::fake::{UP, echo, fixture, plugin, restart, until};
     use crate::instance::state::State;
     use crate::reload::ReloadOptions;
-    use crate::state::StateStore;
-
-    /// Stops `sup` and starts a supervisor again on the same state directory, over a
-    /// fresh fake launcher, with `plugins` as its config file's entries.
-    async fn restart(sup: Supervisor, plugins: &str) -> (Supervisor, Arc<FakeLauncher>) {
-        sup.shutdown().await;
-        let path = sup.config().source.clone().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let head = &text[..text.find("[[plugin]]").unwrap()];
-        std::fs::write(&path, format!("{head}{plugins}")).unwrap();
-        let config = Config::load(&path).unwrap();
-        let state = StateStore::open(&config.resolve(&config.supervisor.state_dir)).unwrap();
-        let fake = FakeLauncher::new();
-        (Supervisor::with_launcher(config, state, fake.clone()), fake)
-    }
 
     /// The notes `status` shows on `plugin`'s first instance.
     fn notes(sup: &Supervisor, plugin: &str) -> Vec<String> {

@@ -27,6 +27,7 @@ pub mod observe;
 mod plugin_set;
 pub mod quotas;
 pub mod reload;
+pub mod rollout;
 pub mod routing;
 mod sampler;
 pub mod sandbox;

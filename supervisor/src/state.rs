@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::config::QuotaConfig;
+use crate::rollout::saved::SavedRollout;
 
 const FILE: &str = "state.json";
 
@@ -27,6 +28,12 @@ pub struct Persisted {
     /// loads in a daemon from before this field (it refuses fields it does not know).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub stopped: BTreeSet<String>,
+    /// Canary rollouts under way or rolled back, per plugin, with the stable revision
+    /// they left: the next start brings the plugin back on it (an interrupted rollout; a
+    /// rolled-back one whose canary the file still names), and `update` does not try a
+    /// rolled-back canary again. Left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollouts: BTreeMap<String, SavedRollout>,
 }
 
 /// Why the state cannot be read or written. Each message names the file or
@@ -129,13 +136,39 @@ impl StateStore {
     /// Forgets all that is kept for `plugin` (removed from the config by `update`): a
     /// plugin of the same name added later starts from its config entry.
     pub fn forget(&self, plugin: &str) -> Result<(), StateError> {
+        self.change(|next| {
+            next.quotas.remove(plugin);
+            next.stopped.remove(plugin);
+            next.rollouts.remove(plugin);
+        })
+    }
+
+    /// The directory the state is kept in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The rollout of `plugin` kept (under way, or rolled back), if any.
+    pub fn rollout(&self, plugin: &str) -> Option<SavedRollout> {
+        self.lock().rollouts.get(plugin).cloned()
+    }
+
+    /// Keeps (or, with None, forgets) `plugin`'s rollout.
+    pub fn set_rollout(&self, plugin: &str, saved: Option<SavedRollout>) -> Result<(), StateError> {
+        self.change(|next| match saved {
+            Some(s) => drop(next.rollouts.insert(plugin.to_owned(), s)),
+            None => drop(next.rollouts.remove(plugin)),
+        })
+    }
+
+    /// Applies `f` to a copy, writes the copy when it differs, and only then keeps it.
+    fn change(&self, f: impl FnOnce(&mut Persisted)) -> Result<(), StateError> {
         let mut data = self.lock();
-        if !data.quotas.contains_key(plugin) && !data.stopped.contains(plugin) {
+        let mut next = data.clone();
+        f(&mut next);
+        if next == *data {
             return Ok(());
         }
-        let mut next = data.clone();
-        next.quotas.remove(plugin);
-        next.stopped.remove(plugin);
         write_atomically(&self.path, &next)?;
         *data = next;
         Ok(())

@@ -150,8 +150,11 @@ impl Supervisor {
             updating: tokio::sync::Mutex::new(()),
             tasks: Tasks::default(),
         });
-        let plugins: Vec<Arc<Plugin>> =
-            config.specs().into_iter().map(|spec| Arc::new(Plugin::new(spec, config.supervisor.log_lines))).collect();
+        let plugins: Vec<Arc<Plugin>> = config
+            .specs()
+            .into_iter()
+            .map(|spec| crate::rollout::saved::restore(&shared, spec, config.supervisor.log_lines))
+            .collect();
         for p in &plugins {
             // The operator's earlier quota changes and stops outlive this restart.
             crate::quotas::restore(p, &shared);
@@ -295,6 +298,39 @@ impl Supervisor {
     /// disk now). Nothing is applied.
     pub async fn reread(&self) -> Result<(std::path::PathBuf, Changes), RereadError> {
         crate::reload::update::read_again(&self.shared, &self.config).await.map(|(file, _, changes)| (file, changes))
+    }
+
+    /// What the operator asks of `name`'s rollout: its report (`status`), or `pause`,
+    /// `resume`, `promote`, `abort`, answered with what was done. `resume` of a rollout the
+    /// supervisor found interrupted at its start brings the canary up again from the
+    /// config file, as a reload does.
+    pub async fn rollout(
+        &self,
+        name: &str,
+        action: crate::rollout::Action,
+    ) -> Result<(String, Option<crate::rollout::Report>), crate::rollout::RolloutError> {
+        use crate::rollout::{Action, Phase, RolloutError};
+        let p = self.plugin(name).map_err(|_| RolloutError::UnknownPlugin(name.to_owned()))?;
+        let ro = p.rollout().ok_or_else(|| RolloutError::NoRollout(name.to_owned()))?;
+        let report = ro.report();
+        match action {
+            Action::Status => Ok((report.to_string(), Some(report))),
+            Action::Resume if report.phase == Phase::Interrupted => {
+                let done = self.reload(name, ReloadOptions::default()).await.map_err(Box::new)?;
+                Ok((done.to_string(), p.rollout().map(|r| r.report())))
+            }
+            Action::Abort if report.phase == Phase::Interrupted => {
+                crate::rollout::saved::give_up(&self.shared, &p, &ro);
+                Ok((
+                    format!("{name}: the interrupted rollout was given up; the stable revision serves on"),
+                    Some(ro.report()),
+                ))
+            }
+            _ => {
+                let said = ro.command(name, action).await?;
+                Ok((said, Some(ro.report())))
+            }
+        }
     }
 
     /// During [`Supervisor::shutdown`]: kill the plugins still draining

@@ -3,7 +3,8 @@
 //! `--name NAME` (declared name), `--protocol N` (offered protocol),
 //! `--hang` (never answers), `--exit CODE` (dies before serving),
 //! `--die-after-ms MS` (serves, then exits with 3), `--init-fail MSG`
-//! (refuses its config), `--version V`.
+//! (refuses its config), `--version V`, `--fail-every N` (every Nth `Echo`
+//! fails with INTERNAL), `--echo-delay-ms MS` (each `Echo` answers that late).
 
 use std::time::Duration;
 
@@ -17,7 +18,13 @@ mod pb {
 use pb::zoo_server::{Zoo, ZooServer};
 use pb::*;
 
-struct ZooService;
+#[derive(Default)]
+struct ZooService {
+    /// Every this-many-th `Echo` fails (0: none).
+    fail_every: u64,
+    echo_delay: Duration,
+    echoes: std::sync::atomic::AtomicU64,
+}
 
 /// Descriptors open when main() began.
 static INHERITED: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
@@ -157,6 +164,13 @@ impl Zoo for ZooService {
     }
 
     async fn echo(&self, req: Request<Text>) -> Result<Response<Text>, Status> {
+        if !self.echo_delay.is_zero() {
+            tokio::time::sleep(self.echo_delay).await;
+        }
+        let n = self.echoes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
+            return Err(Status::internal(format!("echo {n} failed on purpose (--fail-every {})", self.fail_every)));
+        }
         Ok(Response::new(req.into_inner()))
     }
 
@@ -282,6 +296,7 @@ fn main() {
     let mut protocols = vec![plugin_sdk::plugin_proto::PROTOCOL_VERSION];
     let mut init_fail: Option<String> = None;
     let mut descriptors = pb::FILE_DESCRIPTOR_SET.to_vec();
+    let mut service = ZooService::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -289,6 +304,10 @@ fn main() {
             "--version" => version = args.next().unwrap_or_default(),
             "--protocol" => protocols = vec![args.next().and_then(|v| v.parse().ok()).unwrap_or(0)],
             "--init-fail" => init_fail = args.next(),
+            "--fail-every" => service.fail_every = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--echo-delay-ms" => {
+                service.echo_delay = Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
+            }
             // Declares a contract that breaks its own (`zoo.v1.Text.text` becomes an
             // int64): a new version a reload must refuse.
             "--breaking-contract" => descriptors = breaking(&descriptors),
@@ -313,7 +332,7 @@ fn main() {
     println!("zoo {name} starting");
     plugin_sdk::Plugin::new(name, version)
         .descriptors(&descriptors)
-        .service(ZooServer::new(ZooService))
+        .service(ZooServer::new(service))
         .protocol_versions(&protocols)
         .on_init(move |_ctx| match &init_fail {
             Some(msg) => Err(Status::invalid_argument(msg.clone())),

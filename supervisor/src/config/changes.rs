@@ -147,8 +147,26 @@ fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
         ("data_dir", a.data_dir != b.data_dir, NewRevision),
         ("landlock_required", a.landlock_required != b.landlock_required, NewRevision),
         ("network_namespace", a.network_namespace != b.network_namespace, NewRevision),
+        // Read when a change is rolled out.
+        ("rollout", a.rollout != b.rollout, Live),
     ];
     differs.into_iter().filter(|(_, d, _)| *d).map(|(key, _, apply)| KeyChange { key, apply }).collect()
+}
+
+/// What makes a revision what it is: every key that needs a new process, and the digest
+/// of the binary it runs. A rolled-back revision is remembered by it, so that `update`
+/// does not try the same entry and binary again.
+pub fn fingerprint(spec: &PluginSpec, sha256: &str) -> String {
+    let keys = format!(
+        "{:?}",
+        (
+            (&spec.binary, &spec.args, &spec.env, &spec.config_json, spec.replicas, spec.restart, spec.backoff),
+            (spec.handshake_timeout, spec.stop_timeout, &spec.integrity.sha256, spec.integrity.require_signature),
+            (&spec.integrity.trusted_keys, &spec.version_req, spec.contract.as_deref(), &spec.tier, spec.ids),
+            (&spec.data_dir, spec.landlock_required, spec.network_namespace),
+        )
+    );
+    crate::integrity::Sha256Digest::of_bytes(format!("{keys}\n{sha256}").as_bytes()).to_hex()
 }
 
 /// `[supervisor]` keys that differ and are fixed for the supervisor's life: its sockets,
@@ -268,6 +286,30 @@ mod tests {
         let text = format!("{HEAD}{}", entry("a", ""));
         let c = diff(&text, &text, true);
         assert_eq!(keys(&c, "a"), [("binary (rebuilt in place)", Apply::NewRevision)]);
+    }
+
+    #[test]
+    fn a_fingerprint_changes_with_every_key_that_makes_a_new_revision_and_with_the_binary_only() {
+        let base = entry("a", "args = [\"x\"]\ncall_timeout = \"5s\"");
+        let edits = [
+            ("args = [\"x\"]", "args = [\"y\"]", true),
+            ("args = [\"x\"]", "args = [\"x\"]\nreplicas = 2", true),
+            ("args = [\"x\"]", "args = [\"x\"]\nstop_timeout = \"9s\"", true),
+            ("args = [\"x\"]", "args = [\"x\"]\nenv = [\"HOME\"]", true),
+            ("args = [\"x\"]", "args = [\"x\"]\n[plugin.config]\nk = 1", true),
+            ("call_timeout = \"5s\"", "call_timeout = \"6s\"", false),
+            ("call_timeout = \"5s\"", "call_timeout = \"5s\"\n[plugin.quota]\npids_max = 9", false),
+            ("call_timeout = \"5s\"", "call_timeout = \"5s\"\n[plugin.rollout]\nstrategy = \"canary\"", false),
+        ];
+        for (from, to, differs) in edits {
+            let (old, new) = load_both(&format!("{HEAD}{base}"), &format!("{HEAD}{}", base.replace(from, to)));
+            let (a, b) = (fingerprint(&old.specs()[0], "d1"), fingerprint(&new.specs()[0], "d1"));
+            assert_eq!(a != b, differs, "{to}");
+            // Whatever the entry, the same one is the same fingerprint, read again or not.
+            assert_eq!(fingerprint(&new.specs()[0], "d1"), b);
+        }
+        let (old, _) = load_both(&format!("{HEAD}{base}"), &format!("{HEAD}{base}"));
+        assert_ne!(fingerprint(&old.specs()[0], "d1"), fingerprint(&old.specs()[0], "d2"), "the binary's digest");
     }
 
     #[test]

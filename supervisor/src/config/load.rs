@@ -267,6 +267,7 @@ pub(crate) fn parse_with(text: &str, path: &Path, reach: Reach) -> Result<Config
         }
     };
     config.source = Some(absolute(path));
+    config.set_origin(absolute(path), text);
     let mut problems = Problems::new(&loc);
     let (specs, tiers) = super::validate::check(&config, &mut problems, reach);
     if !problems.list.is_empty() {

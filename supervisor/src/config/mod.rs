@@ -5,6 +5,7 @@ pub mod changes;
 pub mod gateway;
 mod kernel;
 mod load;
+pub mod rollout;
 pub mod units;
 mod users;
 mod validate;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::integrity::{PublicKey, Sha256Digest};
-pub use load::{ConfigError, MAX_CONFIG_BYTES, MAX_PLUGINS, Problem, fuzz_one};
+pub use load::{ConfigError, MAX_CONFIG_BYTES, MAX_PLUGINS, Problem, fuzz_one, parse};
 use units::Mode;
 pub use validate::{MAX_EVENT_HISTORY, MAX_LOG_LINES, name_problem};
 
@@ -39,6 +40,31 @@ pub struct Config {
     /// The tiers, loaded by validation when a plugin is sandboxed.
     #[serde(skip)]
     tiers: Option<Arc<crate::sandbox::tier::TierSet>>,
+    /// The text it was read from.
+    #[serde(skip)]
+    pub(crate) text: Origin,
+}
+
+/// The config file and text a plugin entry was read from: a rollout that a restart
+/// interrupts brings its stable revision back from it (the file may hold the canary's
+/// entry by then). Printed as its length; compared by nothing.
+#[derive(Clone, Default)]
+pub struct Origin(pub Option<Arc<(PathBuf, String)>>);
+
+impl Origin {
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.0.as_ref().map(|o| o.0.as_path())
+    }
+
+    pub fn text(&self) -> Option<&str> {
+        self.0.as_ref().map(|o| o.1.as_str())
+    }
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Origin({} bytes)", self.text().map_or(0, str::len))
+    }
 }
 
 /// The `[supervisor]` section.
@@ -359,6 +385,9 @@ pub struct PluginConfig {
     /// host's abstract unix sockets are then out of its reach on any kernel.
     #[serde(default)]
     pub network_namespace: bool,
+    /// How a change to this plugin reaches its callers.
+    #[serde(default)]
+    pub rollout: rollout::RolloutConfig,
 }
 
 /// `[plugin.quota]`: each value overrides the tier's default.
@@ -414,6 +443,9 @@ pub struct PluginSpec {
     pub landlock_required: Option<bool>,
     /// A network namespace of its own, whatever the tier says.
     pub network_namespace: bool,
+    pub rollout: rollout::RolloutConfig,
+    /// The config text the entry was read from.
+    pub origin: Origin,
 }
 
 /// The tier name that means "no sandbox" (development only).
@@ -459,6 +491,10 @@ pub(crate) fn toml_to_json(t: &toml::Table) -> serde_json::Value {
 }
 
 impl Config {
+    pub(crate) fn set_origin(&mut self, path: PathBuf, text: &str) {
+        self.text = Origin(Some(Arc::new((path, text.to_owned()))));
+    }
+
     pub(crate) fn set_checked(&mut self, specs: Vec<PluginSpec>, tiers: Option<Arc<crate::sandbox::tier::TierSet>>) {
         self.specs = specs;
         self.tiers = tiers;

@@ -132,6 +132,7 @@ pub(super) fn check(
         if let Some(b) = &plugin.backoff {
             check_backoff(b, &at("backoff"), p);
         }
+        super::rollout::check(&plugin.rollout, &at("rollout"), p);
         let sha256 = plugin.sha256.as_deref().and_then(|h| match h.parse::<Sha256Digest>() {
             Ok(d) => Some(d),
             Err(e) => {
@@ -305,6 +306,8 @@ fn spec(
         data_dir: p.data_dir.as_ref().map(|d| config.resolve(d)),
         landlock_required: p.landlock_required,
         network_namespace: p.network_namespace,
+        rollout: p.rollout.clone(),
+        origin: config.text.clone(),
     }
 }
 

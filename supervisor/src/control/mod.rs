@@ -14,8 +14,8 @@ use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
     ActionResponse, CallRequest, CallResponse, ChangedKey, Event, EventsRequest, InstanceStatus, LogLine,
     MetricsRequest, MetricsResponse, PluginChange, PluginRef, Quota, QuotaRequest, QuotaResponse, ReloadRequest,
-    RereadRequest, RereadResponse, ResourceUsage, StatusRequest, StatusResponse, TailRequest, UpdateRequest,
-    UpdateResponse,
+    RereadRequest, RereadResponse, ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse, StatusRequest,
+    StatusResponse, TailRequest, UpdateRequest, UpdateResponse,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
@@ -72,12 +72,16 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
     let mut rows = Vec::new();
     for p in plugins {
         let kept_stopped = sup.shared().state.stopped(&p.name);
+        let rollout = p.rollout().map(|r| r.report());
+        let split = p.split();
+        let serving = p.serving().number;
         for inst in &p.instances() {
             let s = inst.status();
             let mut notes = s.notes.clone();
             if kept_stopped {
                 notes.push(crate::kept_stopped::NOTE.to_owned());
             }
+            notes.extend(rollout_note(rollout.as_ref(), split.as_deref(), serving, inst.revision));
             rows.push(InstanceStatus {
                 name: p.name.clone(),
                 instance: inst.id.clone(),
@@ -100,6 +104,35 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
         }
     }
     Ok(rows)
+}
+
+/// What a rollout means for an instance of revision `revision`: its share of calls while
+/// one runs, how the last one ended, or that a restart interrupted it.
+fn rollout_note(
+    report: Option<&crate::rollout::Report>,
+    split: Option<&crate::routing::split::Split>,
+    serving: u64,
+    revision: u64,
+) -> Option<String> {
+    use crate::rollout::Phase;
+    let r = report?;
+    let step = format!("step {} of {}", r.current_step(), r.steps.len());
+    match (r.phase, split) {
+        (Phase::Running | Phase::Paused, Some(split)) if revision == split.canary.number => {
+            Some(format!("canary: {}% of calls, rollout {} at {step}", split.share, r.phase))
+        }
+        (Phase::Running | Phase::Paused, Some(split)) if revision == serving => {
+            Some(format!("stable: {}% of calls, rollout {} at {step}", 100 - split.share, r.phase))
+        }
+        (Phase::RolledBack, _) if revision == serving => {
+            Some(format!("rollout of revision {} rolled back: {}", r.canary_revision, r.note))
+        }
+        (Phase::Interrupted, _) if revision == serving => Some(format!(
+            "rollout of a new revision interrupted by a restart of the supervisor; `supervisorctl rollout resume {}` starts it again",
+            r.plugin
+        )),
+        _ => None,
+    }
 }
 
 /// Quotas as operators write them.
@@ -225,6 +258,31 @@ impl Control for ControlService {
             Err(UpdateError::Reread(e)) => Err(reread_status(&e)),
             Err(e @ UpdateError::ShuttingDown) => Err(Status::unavailable(e.to_string())),
             Err(e @ UpdateError::Aborted(_)) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn rollout(&self, req: Request<RolloutRequest>) -> Result<Response<RolloutResponse>, Status> {
+        use crate::rollout::{Action, RolloutError};
+        let req = req.into_inner();
+        let action = match RolloutAction::try_from(req.action) {
+            Ok(RolloutAction::Status) => Action::Status,
+            Ok(RolloutAction::Pause) => Action::Pause,
+            Ok(RolloutAction::Resume) => Action::Resume,
+            Ok(RolloutAction::Promote) => Action::Promote,
+            Ok(RolloutAction::Abort) => Action::Abort,
+            Err(_) => return Err(Status::invalid_argument(format!("unknown rollout action {}", req.action))),
+        };
+        match self.sup.rollout(&req.name, action).await {
+            Ok((message, report)) => Ok(Response::new(RolloutResponse {
+                message,
+                report_json: report.map(|r| crate::rollout::report_json(&r)).unwrap_or_default(),
+            })),
+            Err(e @ RolloutError::UnknownPlugin(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ (RolloutError::NoRollout(_) | RolloutError::NotNow { .. })) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(e @ RolloutError::ShuttingDown(_)) => Err(Status::unavailable(e.to_string())),
+            Err(RolloutError::Reload(e)) => Err(reload_status(&e)),
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +41,9 @@ pub enum Behaviour {
     ServeBreaking { name: String },
     /// Serves, then exits with code 1 after `after`.
     ServeThenExit { after: Duration },
+    /// Serves, but answers every `fail_every`-th call (0: none) with INTERNAL, and each
+    /// call only after `delay`: a version that fails some calls, or is slower.
+    ServeFlawed { fail_every: u64, delay: Duration },
 }
 
 /// Processes, by fake pid.
@@ -149,6 +152,10 @@ impl Launcher for FakeLauncher {
         })
     }
 
+    fn save_image(&self, _image: &Image, _to: &std::path::Path) -> std::io::Result<bool> {
+        Ok(false)
+    }
+
     fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, StartError>> {
         Box::pin(async move {
             let behaviour = self.next(&req.spec);
@@ -188,7 +195,13 @@ impl Launcher for FakeLauncher {
                     Behaviour::ServeBreaking { name } => {
                         let plugin = plugin_sdk::Plugin::new(&name, "2.0.0")
                             .descriptors(&descriptors(FAKE_PROTO_BREAKING))
-                            .service(FakeService);
+                            .service(FakeService::default());
+                        let served = plugin_sdk::testing::serve_connection(plugin, theirs, instance).await;
+                        ExitStatus::Exited(i32::from(served.is_err()))
+                    }
+                    Behaviour::ServeFlawed { fail_every, delay } => {
+                        let flaw = Flaw { fail_every, delay, calls: Arc::default() };
+                        let plugin = sdk_plugin_with(&name_of, FakeService { flaw });
                         let served = plugin_sdk::testing::serve_connection(plugin, theirs, instance).await;
                         ExitStatus::Exited(i32::from(served.is_err()))
                     }
@@ -314,15 +327,29 @@ fn descriptors(proto: &str) -> Vec<u8> {
 
 /// An SDK plugin named `name` serving [`FakeService`].
 fn sdk_plugin(name: &str) -> plugin_sdk::Plugin {
+    sdk_plugin_with(name, FakeService::default())
+}
+
+fn sdk_plugin_with(name: &str, service: FakeService) -> plugin_sdk::Plugin {
     static ENCODED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let encoded = ENCODED.get_or_init(|| descriptors(FAKE_PROTO));
-    plugin_sdk::Plugin::new(name, "1.0.0").descriptors(encoded).service(FakeService)
+    plugin_sdk::Plugin::new(name, "1.0.0").descriptors(encoded).service(service)
+}
+
+/// How a [`FakeService`] falls short.
+#[derive(Clone, Debug, Default)]
+pub struct Flaw {
+    fail_every: u64,
+    delay: Duration,
+    calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// `fake.v1.Fake`: answers every call with its own request, which for `Echo` is a valid
-/// answer (same message type), without decoding it.
-#[derive(Clone, Debug)]
-pub struct FakeService;
+/// answer (same message type), without decoding it; or as its flaw says.
+#[derive(Clone, Debug, Default)]
+pub struct FakeService {
+    flaw: Flaw,
+}
 
 impl NamedService for FakeService {
     const NAME: &'static str = "fake.v1.Fake";
@@ -338,8 +365,16 @@ impl tower::Service<http::Request<Body>> for FakeService {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let flaw = self.flaw.clone();
         Box::pin(async move {
             let data = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            if !flaw.delay.is_zero() {
+                tokio::time::sleep(flaw.delay).await;
+            }
+            let n = flaw.calls.fetch_add(1, Ordering::Relaxed) + 1;
+            if flaw.fail_every > 0 && n.is_multiple_of(flaw.fail_every) {
+                return Ok(tonic::Status::internal(format!("call {n} failed on purpose")).into_http());
+            }
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
             let frames =
@@ -379,6 +414,52 @@ where
 
 pub(crate) const UP: Duration = Duration::from_secs(10);
 
+/// Calls `fake` in a loop until stopped: how many, and every failure's words.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub(crate) fn start(sup: &Supervisor) -> Self {
+        let (stop, calls, failures) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
+        let channel = sup.channel("fake").unwrap();
+        let task = tokio::spawn({
+            let (stop, calls, failures): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) =
+                (stop.clone(), Arc::clone(&calls), Arc::clone(&failures));
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match echo(channel.clone(), "steady").await {
+                        Ok(text) if text == "steady" => {}
+                        Ok(other) => failures.lock().unwrap().push(format!("answered {other:?}")),
+                        Err(e) => failures.lock().unwrap().push(format!("{:?}: {}", e.code(), e.message())),
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        Load { stop, calls, failures, task }
+    }
+
+    /// Waits until it has made `n` calls.
+    pub(crate) async fn made(&self, n: usize) {
+        let deadline = Instant::now() + UP;
+        while self.calls.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "the load made no {n} calls");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    pub(crate) async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (self.calls.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
 pub(crate) struct Fixture {
     pub sup: Supervisor,
     pub fake: Arc<FakeLauncher>,
@@ -407,6 +488,20 @@ pub(crate) fn fixture_over(fake: Arc<FakeLauncher>, plugins: &str, script: &[(&s
     }
     let sup = Supervisor::with_launcher(config, state, fake.clone());
     Fixture { sup, fake, _dir: dir }
+}
+
+/// Stops `sup` and starts a supervisor again on the same state directory, over a
+/// fresh fake launcher, with `plugins` as its config file's entries.
+pub(crate) async fn restart(sup: Supervisor, plugins: &str) -> (Supervisor, Arc<FakeLauncher>) {
+    sup.shutdown().await;
+    let path = sup.config().source.clone().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = &text[..text.find("[[plugin]]").unwrap()];
+    std::fs::write(&path, format!("{head}{plugins}")).unwrap();
+    let config = Config::load(&path).unwrap();
+    let state = StateStore::open(&config.resolve(&config.supervisor.state_dir)).unwrap();
+    let fake = FakeLauncher::new();
+    (Supervisor::with_launcher(config, state, fake.clone()), fake)
 }
 
 pub(crate) fn plugin(name: &str, extra: &str) -> String {

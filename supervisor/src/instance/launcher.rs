@@ -96,6 +96,10 @@ pub trait Launcher: Send + Sync + fmt::Debug {
     /// binary is, else verified afresh.
     fn image(&self, spec: Arc<PluginSpec>, cached: Option<Arc<Image>>)
     -> BoxFuture<'_, Result<Arc<Image>, StartError>>;
+    /// Writes the bytes `image` runs to the new file `to`: a rollout keeps its stable
+    /// revision's binary so that a restart can bring it back after the file at its path
+    /// was rebuilt. False when this launcher holds no bytes (the fake one).
+    fn save_image(&self, image: &Image, to: &std::path::Path) -> std::io::Result<bool>;
     /// Starts one instance: fenced, connected, not yet greeted.
     fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, StartError>>;
     /// The default quotas of `tier`, when the launcher knows it.

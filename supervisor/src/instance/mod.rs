@@ -155,6 +155,10 @@ pub struct Plugin {
     pub(crate) reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// The revision taking calls.
     serving: ArcSwap<Revision>,
+    /// While a canary rollout runs: the revision it moves calls to, and their share.
+    split: ArcSwapOption<crate::routing::split::Split>,
+    /// The last rollout (running, or how it ended).
+    rollout: ArcSwapOption<crate::rollout::Rollout>,
     /// Every revision that has instances: the serving one, a reload's new one while it is
     /// checked, old ones while they drain.
     revisions: Mutex<Vec<Arc<Revision>>>,
@@ -178,6 +182,8 @@ impl Plugin {
             quota_lock: Mutex::new(()),
             reload_lock: Arc::default(),
             serving: ArcSwap::new(first.clone()),
+            split: ArcSwapOption::empty(),
+            rollout: ArcSwapOption::empty(),
             revisions: Mutex::new(vec![first]),
             next_instance,
             next_revision: AtomicU64::new(2),
@@ -226,8 +232,30 @@ impl Plugin {
         rev
     }
 
-    /// Calls go to `rev` from now on.
+    /// The last rollout since the supervisor started (or the one it found interrupted).
+    pub fn rollout(&self) -> Option<Arc<crate::rollout::Rollout>> {
+        self.rollout.load_full()
+    }
+
+    pub(crate) fn set_rollout(&self, ro: Arc<crate::rollout::Rollout>) {
+        self.rollout.store(Some(ro));
+    }
+
+    /// The canary split in force, if a rollout runs.
+    pub fn split(&self) -> Option<Arc<crate::routing::split::Split>> {
+        self.split.load_full()
+    }
+
+    /// `share` percent of calls go to `canary` from now on (None: every call goes to the
+    /// serving revision).
+    pub(crate) fn set_split(&self, split: Option<(&Arc<Revision>, u8)>) {
+        self.split.store(split.map(|(rev, share)| Arc::new(crate::routing::split::Split::new(rev.clone(), share))));
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Calls go to `rev` from now on (and none to a canary).
     pub(crate) fn promote(&self, rev: &Arc<Revision>) {
+        self.split.store(None);
         self.serving.store(rev.clone());
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -235,6 +263,7 @@ impl Plugin {
     /// Forgets `rev` once its instances are gone (its image goes with it).
     pub(crate) fn forget(&self, rev: &Revision) {
         self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|r| r.number != rev.number);
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The quotas an instance of the serving revision starts with now.
@@ -250,8 +279,24 @@ impl Plugin {
     /// A ready instance of the serving revision other than `not` (for the one retry of a
     /// call an instance refused).
     pub fn pick_other(&self, not: &Live) -> Option<Arc<Live>> {
-        let serving = self.serving.load();
-        serving.instances.iter().filter_map(|i| i.live.load_full()).find(|l| l.pid != not.pid)
+        self.serving.load().pick_other(not)
+    }
+
+    /// `rev` is the serving revision or a rollout's canary.
+    pub fn takes_calls(&self, rev: &Revision) -> bool {
+        self.serving.load().number == rev.number
+            || self.split.load().as_ref().is_some_and(|s| s.canary.number == rev.number)
+    }
+
+    /// A ready instance of any revision that takes calls, other than revision `not_rev`
+    /// and instance `not`: the serving revision, else the canary.
+    pub fn pick_other_than(&self, not_rev: u64, not: Option<&Live>) -> Option<Arc<Live>> {
+        let serving = self.serving();
+        let canary = self.split().map(|s| s.canary.clone());
+        [Some(serving), canary].into_iter().flatten().filter(|r| r.number != not_rev).find_map(|r| match not {
+            Some(not) => r.pick_other(not),
+            None => r.pick(),
+        })
     }
 
     /// "running", or the first instance's state with its reason, for

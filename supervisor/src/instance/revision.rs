@@ -25,6 +25,8 @@ pub struct Revision {
     pub instances: Vec<Arc<Instance>>,
     /// What its instances declared at their last handshake.
     pub contract: ArcSwapOption<Contract>,
+    /// What its calls came to, as the routing stack recorded them.
+    pub outcomes: crate::routing::outcomes::Outcomes,
     /// Set once: its instances drain, stop, and are not started again.
     retired: watch::Sender<bool>,
     next: AtomicUsize,
@@ -56,6 +58,7 @@ impl Revision {
             image: Mutex::new(None),
             instances,
             contract: ArcSwapOption::empty(),
+            outcomes: Default::default(),
             retired: watch::channel(false).0,
             next: AtomicUsize::new(0),
         }
@@ -82,6 +85,17 @@ impl Revision {
         let n = self.instances.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n).find_map(|i| self.instances[(start + i) % n].live.load_full())
+    }
+
+    /// Some instance is ready for calls.
+    pub fn has_ready(&self) -> bool {
+        self.instances.iter().any(|i| i.live.load().is_some())
+    }
+
+    /// A ready instance other than `not` (for the one retry of a call an instance
+    /// refused).
+    pub fn pick_other(&self, not: &Live) -> Option<Arc<Live>> {
+        self.instances.iter().filter_map(|i| i.live.load_full()).find(|l| l.pid != not.pid)
     }
 
     /// Its instances drain, stop and stay stopped.

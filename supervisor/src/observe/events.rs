@@ -59,6 +59,20 @@ pub enum EventKind {
     /// A command took effect but could not be written to the state file: a restart of the
     /// supervisor will not keep it.
     NotSaved,
+    /// A canary rollout moved to a step: its share of calls changed.
+    RolloutStep,
+    /// A canary rollout paused (the operator, or a step that saw too few calls).
+    RolloutPaused,
+    /// A paused or interrupted rollout goes on.
+    RolloutResumed,
+    /// A canary passed its last step and serves every call; the old revision drains.
+    Promoted,
+    /// A canary failed a step, crashed or was aborted: the stable revision serves every call
+    /// again and the canary drains.
+    RolledBack,
+    /// The supervisor restarted during a rollout: the stable revision serves, the rollout
+    /// waits for `rollout resume`.
+    RolloutInterrupted,
 }
 
 impl EventKind {
@@ -86,6 +100,12 @@ impl EventKind {
             EventKind::Removed => "removed",
             EventKind::Updated => "updated",
             EventKind::NotSaved => "not-saved",
+            EventKind::RolloutStep => "rollout-step",
+            EventKind::RolloutPaused => "rollout-paused",
+            EventKind::RolloutResumed => "rollout-resumed",
+            EventKind::Promoted => "promoted",
+            EventKind::RolledBack => "rolled-back",
+            EventKind::RolloutInterrupted => "rollout-interrupted",
         }
     }
 }

@@ -11,6 +11,7 @@ use plugin_proto::transport::H2Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::config::rollout::Strategy;
 use crate::config::{Config, ConfigError};
 use crate::instance::state::State;
 use crate::instance::{Plugin, Revision};
@@ -42,16 +43,31 @@ pub struct Reloaded {
     pub took: Duration,
     /// Compatible changes of the contract, and breaking ones allowed by the operator.
     pub changes: Vec<String>,
+    /// The share of calls the new revision takes as a canary, when its plugin rolls out
+    /// changes as canaries (None: it takes every call).
+    pub canary: Option<u8>,
 }
 
 impl std::fmt::Display for Reloaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
-        write!(f, "{}: revision {} serves", self.plugin, self.to)?;
+        match self.canary {
+            Some(share) => write!(f, "{}: revision {} takes {share}% of calls as a canary", self.plugin, self.to)?,
+            None => write!(f, "{}: revision {} serves", self.plugin, self.to)?,
+        }
         if !pids.is_empty() {
             write!(f, " (pid {})", pids.join(", "))?;
         }
-        write!(f, " after {} ms; revision {} drains", self.took.as_millis(), self.from)
+        match self.canary {
+            Some(_) => write!(
+                f,
+                " after {} ms; revision {} takes the rest (follow it with `supervisorctl rollout status {}`)",
+                self.took.as_millis(),
+                self.from,
+                self.plugin
+            ),
+            None => write!(f, " after {} ms; revision {} drains", self.took.as_millis(), self.from),
+        }
     }
 }
 
@@ -62,6 +78,10 @@ pub enum ReloadError {
     UnknownPlugin(String),
     #[error("plugin {0:?}: a reload is already under way")]
     InProgress(String),
+    #[error(
+        "plugin {0:?}: a canary rollout is under way; promote or abort it first (supervisorctl rollout promote|abort)"
+    )]
+    RolloutUnderWay(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("plugin {plugin:?} is no longer in {file}")]
@@ -108,6 +128,9 @@ pub(crate) async fn reload(
 ) -> Result<Reloaded, ReloadError> {
     let started = Instant::now();
     let _one = p.reload_lock.try_lock().map_err(|_| ReloadError::InProgress(p.name.clone()))?;
+    if p.rollout().is_some_and(|r| r.is_active()) {
+        return Err(ReloadError::RolloutUnderWay(p.name.clone()));
+    }
     let spec = Arc::new(match source {
         Source::File(file) => {
             Config::load(&file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
@@ -145,21 +168,48 @@ pub(crate) async fn reload(
             return Err(e);
         }
     };
-    p.promote(&rev);
     let pids = rev.instances.iter().filter_map(|i| i.status().pid).collect();
-    let done =
-        Reloaded { plugin: p.name.clone(), from: old.number, to: rev.number, pids, took: started.elapsed(), changes };
+    let mut done = Reloaded {
+        plugin: p.name.clone(),
+        from: old.number,
+        to: rev.number,
+        pids,
+        took: Duration::ZERO,
+        changes,
+        canary: None,
+    };
+    // A canary needs a stable revision that serves beside it; a stopped plugin's new
+    // revision has nothing to be compared with.
+    if spec.rollout.strategy == Strategy::Canary && p.desired.borrow().run && old.has_ready() {
+        done.canary = Some(crate::rollout::begin(&shared, &p, old, rev.clone()));
+        done.took = started.elapsed();
+        shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
+        return Ok(done);
+    }
+    p.promote(&rev);
+    // A reload that serves ends what was kept of an interrupted rollout, and an explicit
+    // one makes a rolled-back revision no longer one to skip.
+    if shared.state.rollout(&p.name).is_some() {
+        crate::rollout::saved::forget(&shared, &p.name);
+    }
+    done.took = started.elapsed();
     shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
     // The old revision's instances finish their calls, stop and go; the reload's caller
     // does not wait for that.
-    old.retire();
+    drain_away(&shared, &p, old);
+    Ok(done)
+}
+
+/// Retires `rev` (no call reaches it any more): its instances finish their calls, stop
+/// and go, and then it is forgotten, in a task of its own.
+pub(crate) fn drain_away(shared: &Shared, p: &Arc<Plugin>, rev: Arc<Revision>) {
+    rev.retire();
     let drained = p.clone();
     shared.tasks.spawn(async move {
-        let grace = old.spec().stop_timeout.saturating_add(Duration::from_secs(5));
-        drained.wait_until(grace, |_| stopped(&old)).await;
-        drained.forget(&old);
+        let grace = rev.spec().stop_timeout.saturating_add(Duration::from_secs(5));
+        drained.wait_until(grace, |_| stopped(&rev)).await;
+        drained.forget(&rev);
     });
-    Ok(done)
 }
 
 /// [`reload`] in a task of its own: it runs to its end even if its caller stops waiting,
@@ -221,7 +271,7 @@ async fn started(shared: &Shared, p: &Plugin, rev: &Revision) -> Result<(), Relo
 }
 
 /// An instance that failed to start, or started and ended, with why.
-fn first_failure(rev: &Revision) -> Option<(String, String)> {
+pub(crate) fn first_failure(rev: &Revision) -> Option<(String, String)> {
     rev.instances.iter().find_map(|i| {
         let s = i.status();
         let ended = matches!(s.state, State::Failed | State::Backoff) || s.restarts > 0;

@@ -2,51 +2,12 @@
 //! replaces the serving one under load without a failed call, and every kind of broken new
 //! version is refused with its cause while the old one keeps serving.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{ReloadError, ReloadOptions};
 use crate::Supervisor;
-use crate::instance::fake::{Behaviour, FakeLauncher, UP, echo, fixture, fixture_over, plugin};
+use crate::instance::fake::{Behaviour, FakeLauncher, Load, UP, echo, fixture, fixture_over, plugin};
 use crate::instance::state::State;
-
-/// Calls `fake` in a loop until stopped: how many, and every failure's words.
-struct Load {
-    stop: Arc<AtomicBool>,
-    calls: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(sup: &Supervisor) -> Self {
-        let (stop, calls, failures) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
-        let channel = sup.channel("fake").unwrap();
-        let task = tokio::spawn({
-            let (stop, calls, failures): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) =
-                (stop.clone(), Arc::clone(&calls), Arc::clone(&failures));
-            async move {
-                while !stop.load(Ordering::Relaxed) {
-                    match echo(channel.clone(), "steady").await {
-                        Ok(text) if text == "steady" => {}
-                        Ok(other) => failures.lock().unwrap().push(format!("answered {other:?}")),
-                        Err(e) => failures.lock().unwrap().push(format!("{:?}: {}", e.code(), e.message())),
-                    }
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            }
-        });
-        Load { stop, calls, failures, task }
-    }
-
-    async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        (self.calls.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
-    }
-}
 
 fn pids(sup: &Supervisor) -> Vec<i32> {
     sup.plugin("fake").unwrap().serving().instances.iter().filter_map(|i| i.status().pid).collect()
@@ -103,6 +64,8 @@ async fn refused(broken: Behaviour, replicas: usize) -> ReloadError {
     let before = pids(&f.sup);
     f.fake.script("fake", &vec![broken; replicas]);
     let load = Load::start(&f.sup);
+    // Calls are under way when the reload begins (a refusal can come sooner than a call).
+    load.made(1).await;
     let err = f.sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
     one_revision_left(&f.sup).await;
     let (calls, failures) = load.finish().await;

@@ -55,6 +55,9 @@ pub struct Updated {
     pub live: Vec<(String, String)>,
     pub reloaded: Vec<Reloaded>,
     pub failed: Vec<PluginUpdateError>,
+    /// Changed, but left as they run, with why: a revision rolled back is not tried again
+    /// (an explicit `reload` does), nor is a rollout a restart interrupted resumed.
+    pub held: Vec<String>,
     /// `[supervisor]` keys that differ, left as they are until a restart.
     pub restart_only: Vec<&'static str>,
 }
@@ -74,6 +77,7 @@ impl Updated {
         lines.extend(self.live.iter().map(|(n, keys)| format!("{n}: applied in place: {keys}")));
         lines.extend(self.reloaded.iter().map(ToString::to_string));
         lines.extend(self.added.iter().map(|n| format!("{n}: added")));
+        lines.extend(self.held.iter().cloned());
         lines.extend(self.failed.iter().map(ToString::to_string));
         if !self.restart_only.is_empty() {
             lines.push(format!("supervisor: left until a restart: {}", self.restart_only.join(", ")));
@@ -124,6 +128,24 @@ pub(crate) async fn read_again(shared: &Shared, started: &Config) -> Result<(Pat
         Ok((file, next, changes))
     });
     read.await.unwrap_or_else(|e| Err(RereadError::Aborted(e.to_string())))
+}
+
+/// Why `update` leaves `p` as it runs although its entry (or binary) changed: the change
+/// is the revision last rolled back (the same entry and binary), or `p` has a rollout a
+/// restart interrupted, which only the operator's `rollout resume` or `abort` settles.
+fn held(shared: &Shared, p: &Plugin, spec: &PluginSpec) -> Option<String> {
+    use crate::rollout::Phase;
+    let name = &p.name;
+    if p.rollout().is_some_and(|r| r.report().phase == Phase::Interrupted) {
+        return Some(format!(
+            "{name}: not changed: its rollout was interrupted by a restart; `supervisorctl rollout resume {name}` or `rollout abort {name}` first"
+        ));
+    }
+    let rejected = crate::rollout::saved::rolled_back_as(shared, spec)?;
+    Some(format!(
+        "{name}: not tried again: revision {} with this entry and binary was rolled back ({}); edit it, rebuild it, or `supervisorctl reload {name}` to try it anyway",
+        rejected.canary_revision, rejected.why
+    ))
 }
 
 /// The hex SHA-256 of a binary as it is on disk now, if it can be read (within the size
@@ -184,6 +206,8 @@ impl Job {
                     }
                     Err(e) => done.failed.push(e.into()),
                 }
+            } else if let Some(why) = held(shared, &p, &spec) {
+                done.held.push(why);
             } else if let Err(e) = self.runnable(&spec) {
                 done.failed.push(e);
             } else {

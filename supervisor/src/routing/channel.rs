@@ -19,8 +19,9 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
 use super::deadline::DeadlineLayer;
-use super::record::RecordLayer;
-use crate::instance::{Live, Plugin};
+use super::record::{Local, RecordLayer};
+use super::split::{SplitLayer, Target};
+use crate::instance::{Live, Plugin, Revision};
 use crate::observe::metrics::Metrics;
 
 /// A cloneable channel to a plugin, usable with any tonic-generated client:
@@ -44,9 +45,12 @@ impl Service<http::Request<Body>> for PluginService {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let Some((live, admitted)) = admit(&self.plugin, None) else {
+        let rev = req.extensions().get::<Target>().map_or_else(|| self.plugin.serving(), |t| t.0.clone());
+        let Some((live, admitted)) = admit(&self.plugin, &rev, None) else {
             let msg = format!("plugin {:?} is {}", self.plugin.name, self.plugin.describe_state());
-            return Box::pin(async move { Ok(tonic::Status::unavailable(msg).into_http()) });
+            let mut refused = tonic::Status::unavailable(msg).into_http();
+            refused.extensions_mut().insert(Local);
+            return Box::pin(async move { Ok(refused) });
         };
         let plugin = self.plugin.clone();
         Box::pin(async move {
@@ -60,7 +64,7 @@ impl Service<http::Request<Body>> for PluginService {
             };
             drop(admitted);
             if failed.unprocessed()
-                && let (Some(again), Some((other, _admitted))) = (again, admit(&plugin, Some(&live)))
+                && let (Some(again), Some((other, _admitted))) = (again, admit(&plugin, &rev, Some(&live)))
             {
                 match other.channel.clone().call(again).await {
                     Ok(resp) => return Ok(resp.map(Body::new)),
@@ -72,14 +76,21 @@ impl Service<http::Request<Body>> for PluginService {
     }
 }
 
-/// A ready instance of the serving revision (other than `not`) that admits the call. One
-/// that is closing this very moment is already out of the pick, so the next pick finds
-/// another (or none).
-fn admit(plugin: &Plugin, not: Option<&Live>) -> Option<(Arc<Live>, crate::instance::Admitted)> {
-    for _ in 0..4 {
-        let live = match not {
-            None => plugin.pick()?,
-            Some(not) => plugin.pick_other(not)?,
+/// A ready instance of `rev` (other than `not`) that admits the call, else one of another
+/// revision that takes calls: a canary whose instance just went, or a revision replaced
+/// since the call chose it, leaves the call to the one serving. One that is closing this
+/// very moment is already out of the pick, so the next pick finds another (or none).
+fn admit(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Option<(Arc<Live>, crate::instance::Admitted)> {
+    let current = plugin.takes_calls(rev);
+    for attempt in 0..4 {
+        let own = match not {
+            _ if !current || attempt >= 2 => None,
+            None => rev.pick(),
+            Some(not) => rev.pick_other(not),
+        };
+        let live = match own {
+            Some(live) => live,
+            None => plugin.pick_other_than(rev.number, not)?,
         };
         if let Some(admitted) = live.admit() {
             return Some((live, admitted));
@@ -131,14 +142,24 @@ fn keep_whole(req: http::Request<Body>) -> (http::Request<Body>, Option<http::Re
     (first, Some(again))
 }
 
-/// The routing stack for one plugin, outermost first: record the call's
-/// outcome (as the caller sees it, deadline included), hold it to its
-/// deadline, send it to a ready instance.
+/// The routing stack for one plugin, outermost first:
+/// - record the call's outcome for the plugin, as the caller sees it (every answer,
+///   the supervisor's own included);
+/// - split: choose the revision (a canary's share, else the serving one) and record the
+///   outcome against it; above the deadline, so that a call the plugin did not answer in
+///   time counts against the revision that was slow, and below the plugin's record, so
+///   the plugin's totals hold every revision;
+/// - hold the call to its deadline (the chosen revision's `call_timeout`);
+/// - send it to a ready instance of that revision.
 pub fn stack(plugin: Arc<Plugin>, metrics: Arc<Metrics>) -> Channel {
     let serving = plugin.clone();
+    let limit = move |ext: &http::Extensions| {
+        ext.get::<Target>().map_or_else(|| serving.spec().call_timeout, |t| t.0.spec().call_timeout)
+    };
     let svc = ServiceBuilder::new()
         .layer(RecordLayer { calls: Arc::new(metrics.plugin_calls(&plugin.name)) })
-        .layer(DeadlineLayer::reading(move || serving.spec().call_timeout))
+        .layer(SplitLayer { plugin: plugin.clone() })
+        .layer(DeadlineLayer::reading(limit))
         .service(PluginService { plugin });
     BoxCloneSyncService::new(svc)
 }

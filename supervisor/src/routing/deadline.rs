@@ -51,7 +51,8 @@ pub fn encode_grpc_timeout(d: Duration) -> String {
 
 /// The plugin's limit on a call, read for each call: a reload or a config update may
 /// change it while callers hold the channel.
-type Limit = Arc<dyn Fn() -> Duration + Send + Sync>;
+/// It reads the request's extensions: the revision a canary split chose has its own.
+type Limit = Arc<dyn Fn(&http::Extensions) -> Duration + Send + Sync>;
 
 #[derive(Clone)]
 pub struct DeadlineLayer {
@@ -60,18 +61,18 @@ pub struct DeadlineLayer {
 
 impl DeadlineLayer {
     pub fn fixed(limit: Duration) -> Self {
-        Self { limit: Arc::new(move || limit) }
+        Self { limit: Arc::new(move |_: &http::Extensions| limit) }
     }
 
     /// The limit `read` says at each call.
-    pub fn reading(read: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+    pub fn reading(read: impl Fn(&http::Extensions) -> Duration + Send + Sync + 'static) -> Self {
         Self { limit: Arc::new(read) }
     }
 }
 
 impl std::fmt::Debug for DeadlineLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadlineLayer").field("limit", &(self.limit)()).finish()
+        f.debug_struct("DeadlineLayer").field("limit", &(self.limit)(&http::Extensions::new())).finish()
     }
 }
 
@@ -109,7 +110,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let asked = req.headers().get(GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
-        let limit = (self.limit)();
+        let limit = (self.limit)(req.extensions());
         let timeout = asked.map_or(limit, |a| a.min(limit));
         if let Ok(v) = HeaderValue::from_str(&encode_grpc_timeout(timeout)) {
             req.headers_mut().insert(GRPC_TIMEOUT, v);

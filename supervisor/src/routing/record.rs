@@ -1,7 +1,7 @@
-//! The recording layer: each call's plugin, gRPC status code and duration
-//! go to the metrics. The code is read from the response headers of a
-//! trailers-only answer, else from the trailers as they pass; a caller that
-//! goes away first, before or after the response headers, is counted as
+//! The recording layer: each call's gRPC status code and duration go to a sink (the
+//! plugin's metrics; a revision's outcomes, which a rollout judges). The code is read from
+//! the response headers of a trailers-only answer, else from the trailers as they pass; a
+//! caller that goes away first, before or after the response headers, is counted as
 //! CANCELLED.
 
 use std::convert::Infallible;
@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -17,6 +17,22 @@ use tonic::body::Body;
 
 use super::grpc_status;
 use crate::observe::metrics::PluginCalls;
+
+/// Where a call's outcome goes.
+pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
+    fn record(&self, code: tonic::Code, took: Duration);
+}
+
+impl Sink for PluginCalls {
+    fn record(&self, code: tonic::Code, took: Duration) {
+        PluginCalls::record(self, code, took);
+    }
+}
+
+/// Set on an answer the supervisor gave itself (no instance ready, ...): it says nothing
+/// of how a revision behaves, so a revision's outcomes leave it out.
+#[derive(Clone, Copy, Debug)]
+pub struct Local;
 
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
@@ -51,26 +67,40 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        // Dropped with this future if the caller hangs up while the plugin
-        // is still working, which records the call as CANCELLED.
-        let mut call = Call { calls: self.calls.clone(), start: Instant::now(), recorded: false };
-        let response = self.inner.call(req);
-        Box::pin(async move {
-            let response = response.await?;
-            if let Some(code) = grpc_status(response.headers()) {
-                call.end(code);
-                return Ok(response);
-            }
-            Ok(response.map(|inner| Body::new(RecordedBody { inner, call })))
-        })
+        Box::pin(recorded(self.calls.clone(), false, self.inner.call(req)))
     }
+}
+
+/// `response`, with its outcome recorded into `sink` once known; `skip_local` leaves out
+/// the supervisor's own answers (marked [`Local`]).
+pub(super) async fn recorded<F>(
+    sink: Arc<dyn Sink>,
+    skip_local: bool,
+    response: F,
+) -> Result<http::Response<Body>, Infallible>
+where
+    F: Future<Output = Result<http::Response<Body>, Infallible>>,
+{
+    // Dropped with this future if the caller hangs up while the plugin
+    // is still working, which records the call as CANCELLED.
+    let mut call = Call { sink, start: Instant::now(), recorded: false };
+    let response = response.await?;
+    if skip_local && response.extensions().get::<Local>().is_some() {
+        call.recorded = true;
+        return Ok(response);
+    }
+    if let Some(code) = grpc_status(response.headers()) {
+        call.end(code);
+        return Ok(response);
+    }
+    Ok(response.map(|inner| Body::new(RecordedBody { inner, call })))
 }
 
 /// A call, recorded once: with its code when it ends, as CANCELLED when it
 /// is dropped unfinished.
 #[derive(Debug)]
 struct Call {
-    calls: Arc<PluginCalls>,
+    sink: Arc<dyn Sink>,
     start: Instant,
     recorded: bool,
 }
@@ -79,7 +109,7 @@ impl Call {
     fn end(&mut self, code: tonic::Code) {
         if !self.recorded {
             self.recorded = true;
-            self.calls.record(code, self.start.elapsed());
+            self.sink.record(code, self.start.elapsed());
         }
     }
 }

@@ -104,6 +104,20 @@ enum Remote {
         #[arg(long)]
         allow_breaking: bool,
     },
+    /// Follows or steers a plugin's canary rollout (`[plugin.rollout]
+    /// strategy = "canary"`): `status` shows both revisions, the step and
+    /// share in force and every judged step with its numbers; `pause` holds
+    /// the canary at its share; `resume` goes on (also with a rollout that a
+    /// restart of the supervisor interrupted); `promote` gives the canary
+    /// every call now; `abort` rolls back to the stable revision.
+    Rollout {
+        #[arg(value_enum)]
+        action: RolloutCommand,
+        name: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints a plugin's stdout, stderr and SDK logs.
     Tail {
         name: String,
@@ -162,6 +176,15 @@ enum Remote {
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RolloutCommand {
+    Status,
+    Pause,
+    Resume,
+    Promote,
+    Abort,
 }
 
 /// How long `reload` waits for its answer, at least.
@@ -226,6 +249,20 @@ async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, String> {
             output::update(w.answer(c.update(tonic::Request::new(req))).await)
         }
         Remote::Reread { json } => output::reread(&mut c, w, json).await,
+        Remote::Rollout { action, name, json } => {
+            use plugin_proto::control::v1::RolloutAction;
+            let action = match action {
+                RolloutCommand::Status => RolloutAction::Status,
+                RolloutCommand::Pause => RolloutAction::Pause,
+                RolloutCommand::Resume => RolloutAction::Resume,
+                RolloutCommand::Promote => RolloutAction::Promote,
+                RolloutCommand::Abort => RolloutAction::Abort,
+            };
+            // A resume of an interrupted rollout starts a new revision.
+            let w = client::Wait { limit: w.limit.max(RELOAD_WAIT), ..w.clone() };
+            let req = plugin_proto::control::v1::RolloutRequest { name, action: action as i32 };
+            output::rollout(w.answer(c.rollout(tonic::Request::new(req))).await, json)
+        }
         Remote::Tail { name, follow, lines } => output::tail(&mut c, w, name, follow, lines).await,
         Remote::Events { follow, plugin, json } => {
             output::events(&mut c, w, plugin.unwrap_or_default(), follow, json).await

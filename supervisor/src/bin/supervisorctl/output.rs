@@ -298,3 +298,17 @@ pub fn update(r: Result<UpdateResponse, String>) -> Result<ExitCode, String> {
     }
     Ok(if r.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
+
+/// A rollout's answer: what was done (or the report as text), or the report as JSON.
+pub fn rollout(r: Result<plugin_proto::control::v1::RolloutResponse, String>, json: bool) -> Result<ExitCode, String> {
+    let r = r?;
+    if json && !r.report_json.is_empty() {
+        outln!("{}", r.report_json);
+    } else {
+        out!("{}", r.message);
+        if !r.message.ends_with('\n') {
+            outln!("");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,194 @@
+//! The verdict on one step of a canary rollout, from what the canary's and the stable
+//! revision's calls of that step came to. Pure: the rollout feeds it two windows of
+//! outcomes and acts on what it says.
+
+use std::time::Duration;
+
+use crate::config::rollout::RolloutConfig;
+use crate::routing::outcomes::Tally;
+
+/// Stable calls a window needs before its p99 is a reference: fewer and the p99 is one
+/// call's luck.
+pub const MIN_REFERENCE_CALLS: u64 = 20;
+
+/// The numbers a step was judged on.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Numbers {
+    pub canary_calls: u64,
+    pub canary_failed: u64,
+    pub error_rate: f64,
+    pub stable_calls: u64,
+    pub stable_error_rate: f64,
+    #[serde(serialize_with = "micros")]
+    pub canary_p99: Option<Duration>,
+    /// The stable revision's p99 the canary's was held to (this step's, or an earlier
+    /// step's when the stable one saw too few calls in this one).
+    #[serde(serialize_with = "micros")]
+    pub stable_p99: Option<Duration>,
+    pub p99_ratio: Option<f64>,
+}
+
+fn micros<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_micros() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
+impl std::fmt::Display for Numbers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "canary {} calls, {} failed ({:.1}%); stable {:.1}% failed",
+            self.canary_calls,
+            self.canary_failed,
+            self.error_rate * 100.0,
+            self.stable_error_rate * 100.0
+        )?;
+        if let (Some(c), Some(s)) = (self.canary_p99, self.stable_p99) {
+            write!(f, "; p99 {} µs against {} µs", c.as_micros(), s.as_micros())?;
+            if let Some(r) = self.p99_ratio {
+                write!(f, " ({r:.2}x)")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a step came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    Pass(Numbers),
+    Fail {
+        why: String,
+        numbers: Numbers,
+    },
+    /// The canary answered fewer than `min_calls`: nothing can be said yet.
+    TooFew(Numbers),
+}
+
+/// Judges a step: the canary's window against the stable revision's (same span of
+/// time), `reference` being the stable p99 of an earlier step for when this window's
+/// stable calls are too few (the last step, at 100%, gives the stable revision none).
+pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Option<Duration>) -> Judgement {
+    let stable_p99 = if stable.calls >= MIN_REFERENCE_CALLS { stable.p99() } else { reference };
+    let canary_p99 = canary.p99();
+    let floor = |d: Duration| d.max(cfg.p99_floor).as_secs_f64();
+    let p99_ratio = match (canary_p99, stable_p99) {
+        (Some(c), Some(s)) if floor(s) > 0.0 => Some(floor(c) / floor(s)),
+        _ => None,
+    };
+    let numbers = Numbers {
+        canary_calls: canary.calls,
+        canary_failed: canary.failed,
+        error_rate: canary.error_rate(),
+        stable_calls: stable.calls,
+        stable_error_rate: stable.error_rate(),
+        canary_p99,
+        stable_p99,
+        p99_ratio,
+    };
+    if canary.calls < cfg.min_calls.max(1) {
+        return Judgement::TooFew(numbers);
+    }
+    // A failure rate the stable revision shares in the same window is the world's (a
+    // dependency down), not the new version's.
+    if numbers.error_rate > cfg.max_error_rate && numbers.error_rate > numbers.stable_error_rate {
+        let why = format!(
+            "error rate {:.1}% over max_error_rate {:.1}%",
+            numbers.error_rate * 100.0,
+            cfg.max_error_rate * 100.0
+        );
+        return Judgement::Fail { why, numbers };
+    }
+    if let Some(ratio) = p99_ratio
+        && ratio > cfg.max_p99_ratio
+    {
+        let why = format!("p99 {ratio:.2}x the stable revision's, over max_p99_ratio {}", cfg.max_p99_ratio);
+        return Judgement::Fail { why, numbers };
+    }
+    Judgement::Pass(numbers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::outcomes::Outcomes;
+
+    fn cfg() -> RolloutConfig {
+        RolloutConfig { min_calls: 50, ..RolloutConfig::default() }
+    }
+
+    /// `calls` calls of `took`, every `fail_every`-th failing (0: none).
+    fn window(calls: u64, fail_every: u64, took: Duration) -> Tally {
+        let o = Outcomes::default();
+        for n in 1..=calls {
+            let code =
+                if fail_every > 0 && n.is_multiple_of(fail_every) { tonic::Code::Internal } else { tonic::Code::Ok };
+            o.record(code, took);
+        }
+        o.snapshot()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_canary_like_the_stable_revision_passes() {
+        let j = judge(&cfg(), &window(100, 0, ms(2)), &window(1900, 0, ms(2)), None);
+        let Judgement::Pass(n) = j else { panic!("{j:?}") };
+        assert_eq!((n.canary_calls, n.stable_calls), (100, 1900));
+        assert!((n.p99_ratio.unwrap() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_canary_failing_one_call_in_ten_fails_with_its_rate() {
+        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1900, 0, ms(2)), None);
+        let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
+        assert_eq!(why, "error rate 10.0% over max_error_rate 1.0%");
+        assert_eq!(numbers.canary_failed, 10);
+        assert_eq!(numbers.to_string().split(';').next().unwrap(), "canary 100 calls, 10 failed (10.0%)");
+    }
+
+    #[test]
+    fn failures_the_stable_revision_shares_are_not_the_canarys() {
+        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1000, 5, ms(2)), None);
+        assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
+    }
+
+    #[test]
+    fn a_canary_three_times_slower_fails_on_its_p99() {
+        let j = judge(&cfg(), &window(100, 0, ms(6)), &window(1900, 0, ms(2)), None);
+        let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
+        assert!(why.starts_with("p99 3.") && why.ends_with("over max_p99_ratio 2"), "{why}");
+        assert!(numbers.p99_ratio.unwrap() > 2.5 && numbers.p99_ratio.unwrap() < 3.6, "{numbers:?}");
+    }
+
+    #[test]
+    fn latencies_under_the_floor_are_not_judged_as_ratios() {
+        // 300 µs against 100 µs is three times, but both are under the 1 ms floor.
+        let j = judge(
+            &cfg(),
+            &window(100, 0, Duration::from_micros(300)),
+            &window(1900, 0, Duration::from_micros(100)),
+            None,
+        );
+        assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
+    }
+
+    #[test]
+    fn too_few_canary_calls_say_nothing() {
+        let j = judge(&cfg(), &window(49, 1, ms(50)), &window(1900, 0, ms(2)), None);
+        assert!(matches!(j, Judgement::TooFew(ref n) if n.canary_calls == 49), "{j:?}");
+    }
+
+    #[test]
+    fn the_last_step_is_held_to_an_earlier_steps_stable_p99() {
+        let slow = window(100, 0, ms(6));
+        let none = Tally::default();
+        let Judgement::Fail { numbers, .. } = judge(&cfg(), &slow, &none, Some(ms(2))) else { panic!() };
+        assert_eq!(numbers.stable_p99, Some(ms(2)));
+        assert!(matches!(judge(&cfg(), &slow, &none, None), Judgement::Pass(_)), "no reference: only errors judge");
+    }
+}

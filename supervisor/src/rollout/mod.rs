@@ -1,0 +1,442 @@
+//! Canary rollout: a new revision that passed every check of a reload takes a growing
+//! share of calls beside the stable one, step by step (`[plugin.rollout]`). Each step is
+//! judged on its own calls ([`judge`]); a pass moves to the next step and the last one
+//! promotes the canary; a failure, a crash of a canary instance or the operator's abort
+//! rolls back, the stable revision taking every call again. The operator can pause,
+//! resume, promote or abort it with `supervisorctl rollout`.
+
+pub mod judge;
+mod report;
+pub mod saved;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use report::{Phase, Report, StepRecord};
+
+use self::judge::{Judgement, MIN_REFERENCE_CALLS, Numbers, judge};
+use crate::config::rollout::RolloutConfig;
+use crate::instance::{Plugin, Revision};
+use crate::observe::events::EventKind;
+use crate::reload::ReloadError;
+use crate::supervisor::Shared;
+
+/// What the operator asks of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Status,
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Status => "status",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Promote => "promote",
+            Action::Abort => "abort",
+        }
+    }
+}
+
+/// Why a rollout command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("unknown plugin {0:?}")]
+    UnknownPlugin(String),
+    #[error("plugin {0:?}: no rollout has run since the supervisor started")]
+    NoRollout(String),
+    #[error("plugin {plugin:?}: cannot {action}: the rollout is {phase} ({note})")]
+    NotNow { plugin: String, action: &'static str, phase: Phase, note: String },
+    #[error("plugin {0:?}: the supervisor is stopping")]
+    ShuttingDown(String),
+    #[error(transparent)]
+    Reload(#[from] Box<ReloadError>),
+}
+
+/// The report as `rollout status --json` prints it.
+pub fn report_json(r: &Report) -> String {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("step".into(), r.current_step().into());
+    }
+    v.to_string()
+}
+
+type Reply = oneshot::Sender<Result<String, RolloutError>>;
+
+/// One rollout of a plugin: its report (kept after it ends, for `rollout status`) and,
+/// while it runs, the way to its driver.
+#[derive(Debug)]
+pub struct Rollout {
+    report: Mutex<Report>,
+    commands: Mutex<Option<mpsc::Sender<(Action, Reply)>>>,
+}
+
+impl Rollout {
+    fn new(report: Report, commands: Option<mpsc::Sender<(Action, Reply)>>) -> Self {
+        Self { report: Mutex::new(report), commands: Mutex::new(commands) }
+    }
+
+    /// A rollout the supervisor found interrupted at its start: the stable revision
+    /// serves; `rollout resume` starts the canary again.
+    pub(crate) fn interrupted(report: Report) -> Self {
+        Self::new(report, None)
+    }
+
+    pub fn report(&self) -> Report {
+        self.report.lock().map(|r| r.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Running or paused: the canary takes calls.
+    pub fn is_active(&self) -> bool {
+        matches!(self.report().phase, Phase::Running | Phase::Paused)
+    }
+
+    /// A rollout found interrupted is given up by the operator: the stable revision
+    /// serves on.
+    pub(crate) fn give_up(&self, note: String) {
+        self.update(|r| r.end(Phase::RolledBack, note));
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Report)) {
+        let mut r = self.report.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut r);
+    }
+
+    /// Hands `action` to the driver and waits for what it did.
+    pub(crate) async fn command(&self, plugin: &str, action: Action) -> Result<String, RolloutError> {
+        let tx = self.commands.lock().ok().and_then(|c| c.clone());
+        let not_now = || {
+            let r = self.report();
+            RolloutError::NotNow { plugin: plugin.to_owned(), action: action.as_str(), phase: r.phase, note: r.note }
+        };
+        let Some(tx) = tx else { return Err(not_now()) };
+        let (reply, answer) = oneshot::channel();
+        if tx.send((action, reply)).await.is_err() {
+            return Err(not_now());
+        }
+        answer.await.unwrap_or_else(|_| Err(not_now()))
+    }
+}
+
+/// Starts a canary rollout of `canary` beside `stable` (both running, the canary checked
+/// as a reload checks it): its first step takes effect before this returns; the driver
+/// runs on in a task of its own. Returns the first step's share.
+pub(crate) fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Revision>, canary: Arc<Revision>) -> u8 {
+    let cfg = canary.spec().rollout.clone();
+    let first = cfg.steps.first().copied().unwrap_or(100);
+    let (tx, rx) = mpsc::channel(4);
+    let report = Report::new(&p.name, stable.number, canary.number, &cfg.steps);
+    let ro = Arc::new(Rollout::new(report, Some(tx)));
+    p.set_rollout(ro.clone());
+    saved::keep(shared, p, &stable, &canary);
+    p.set_split(Some((&canary, first)));
+    let driver = Driver { shared: shared.clone(), p: p.clone(), stable, canary, ro, rx, cfg };
+    shared.tasks.spawn(driver.run());
+    first
+}
+
+/// How a rollout ends.
+enum End {
+    Promoted(String),
+    RolledBack {
+        why: String,
+        numbers: Option<Numbers>,
+    },
+    /// The supervisor stops: the rollout is left as it is, to be found interrupted.
+    Shutdown,
+}
+
+/// What woke the driver.
+enum Wake {
+    Due,
+    Command(Action, Reply),
+    Crashed(String),
+    Stopped,
+    Shutdown,
+}
+
+/// The result of a pause.
+enum Paused {
+    Resumed,
+    Ended(End),
+}
+
+/// What a command given during a step changes.
+enum Obeyed {
+    /// The rollout is paused now.
+    Paused,
+    Ended(End),
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    p: Arc<Plugin>,
+    stable: Arc<Revision>,
+    canary: Arc<Revision>,
+    ro: Arc<Rollout>,
+    rx: mpsc::Receiver<(Action, Reply)>,
+    cfg: RolloutConfig,
+}
+
+/// The start of a step's window: the two revisions' counts and the time.
+struct Window {
+    canary: crate::routing::outcomes::Tally,
+    stable: crate::routing::outcomes::Tally,
+    started: Instant,
+    intervals: u32,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let end = self.steps().await;
+        // Commands that come now are told the rollout is over.
+        if let Ok(mut c) = self.ro.commands.lock() {
+            c.take();
+        }
+        match end {
+            End::Promoted(why) => self.promote(&why),
+            End::RolledBack { why, numbers } => self.roll_back(&why, numbers),
+            End::Shutdown => {}
+        }
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            canary: self.canary.outcomes.snapshot(),
+            stable: self.stable.outcomes.snapshot(),
+            started: Instant::now(),
+            intervals: 1,
+        }
+    }
+
+    fn numbers_since(&self, w: &Window, reference: Option<Duration>) -> Numbers {
+        let c = self.canary.outcomes.snapshot().since(&w.canary);
+        let s = self.stable.outcomes.snapshot().since(&w.stable);
+        match judge(&self.cfg, &c, &s, reference) {
+            Judgement::Pass(n) | Judgement::TooFew(n) | Judgement::Fail { numbers: n, .. } => n,
+        }
+    }
+
+    async fn steps(&mut self) -> End {
+        let mut reference: Option<Duration> = None;
+        let steps = self.cfg.steps.clone();
+        let mut step = 0;
+        loop {
+            let share = steps[step];
+            self.p.set_split(Some((&self.canary, share)));
+            self.ro.update(|r| r.enter(step, share));
+            self.emit(
+                EventKind::RolloutStep,
+                format!(
+                    "revision {} takes {share}% of calls (step {} of {}); revision {} the rest",
+                    self.canary.number,
+                    step + 1,
+                    steps.len(),
+                    self.stable.number
+                ),
+            );
+            let mut w = self.window();
+            loop {
+                let due = w.started + self.cfg.step_interval.saturating_mul(w.intervals);
+                match self.next(Some(due)).await {
+                    Wake::Shutdown => return End::Shutdown,
+                    Wake::Crashed(why) => {
+                        return End::RolledBack { why, numbers: Some(self.numbers_since(&w, reference)) };
+                    }
+                    Wake::Stopped => {
+                        return End::RolledBack { why: "the plugin was stopped".into(), numbers: None };
+                    }
+                    Wake::Command(action, reply) => match self.obey(action, reply, step) {
+                        Some(Obeyed::Ended(end)) => return end,
+                        Some(Obeyed::Paused) => match self.paused().await {
+                            Paused::Resumed => w = self.window(),
+                            Paused::Ended(end) => return end,
+                        },
+                        None => {}
+                    },
+                    Wake::Due => {
+                        let c = self.canary.outcomes.snapshot().since(&w.canary);
+                        let s = self.stable.outcomes.snapshot().since(&w.stable);
+                        match judge(&self.cfg, &c, &s, reference) {
+                            Judgement::Pass(numbers) => {
+                                if s.calls >= MIN_REFERENCE_CALLS {
+                                    reference = s.p99();
+                                }
+                                self.ro.update(|r| r.judged(step, share, true, "passed".into(), numbers.clone()));
+                                if step + 1 == steps.len() {
+                                    return End::Promoted(format!("passed its last step: {numbers}"));
+                                }
+                                step += 1;
+                                break;
+                            }
+                            Judgement::Fail { why, numbers } => {
+                                self.ro.update(|r| r.judged(step, share, false, why.clone(), numbers.clone()));
+                                return End::RolledBack {
+                                    why: format!("step {} ({share}%): {why}", step + 1),
+                                    numbers: Some(numbers),
+                                };
+                            }
+                            Judgement::TooFew(numbers) if w.intervals < 3 => {
+                                w.intervals += 1;
+                                self.ro.update(|r| {
+                                    r.note = format!("step extended: {numbers} of min_calls {}", self.cfg.min_calls)
+                                });
+                            }
+                            Judgement::TooFew(numbers) => {
+                                let note = format!(
+                                    "paused: step {} saw {} canary calls in three step_intervals, fewer than min_calls {}",
+                                    step + 1,
+                                    numbers.canary_calls,
+                                    self.cfg.min_calls
+                                );
+                                self.ro.update(|r| r.pause(note.clone()));
+                                self.emit(EventKind::RolloutPaused, note);
+                                match self.paused().await {
+                                    Paused::Resumed => w = self.window(),
+                                    Paused::Ended(end) => return end,
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out a command given while the step runs (or while paused: then a pause is
+    /// not asked for).
+    fn obey(&self, action: Action, reply: Reply, step: usize) -> Option<Obeyed> {
+        let plugin = self.p.name.clone();
+        match action {
+            Action::Status => {
+                let _ = reply.send(Ok(self.ro.report().to_string()));
+                None
+            }
+            Action::Pause => {
+                let note = format!("paused by the operator at step {}", step + 1);
+                self.ro.update(|r| r.pause(note.clone()));
+                self.emit(EventKind::RolloutPaused, note.clone());
+                let _ = reply.send(Ok(format!("{plugin}: {note}")));
+                Some(Obeyed::Paused)
+            }
+            Action::Resume => {
+                let r = self.ro.report();
+                let _ =
+                    reply.send(Err(RolloutError::NotNow { plugin, action: "resume", phase: r.phase, note: r.note }));
+                None
+            }
+            Action::Promote => {
+                let _ = reply.send(Ok(format!("{plugin}: revision {} promoted", self.canary.number)));
+                Some(Obeyed::Ended(End::Promoted("promoted by the operator".into())))
+            }
+            Action::Abort => {
+                let _ = reply.send(Ok(format!("{plugin}: rolled back to revision {}", self.stable.number)));
+                Some(Obeyed::Ended(End::RolledBack { why: "aborted by the operator".into(), numbers: None }))
+            }
+        }
+    }
+
+    /// Waits, paused (the canary keeps its share), for resume, promote or abort.
+    async fn paused(&mut self) -> Paused {
+        loop {
+            match self.next(None).await {
+                Wake::Due => {}
+                Wake::Shutdown => return Paused::Ended(End::Shutdown),
+                Wake::Crashed(why) => return Paused::Ended(End::RolledBack { why, numbers: None }),
+                Wake::Stopped => {
+                    return Paused::Ended(End::RolledBack { why: "the plugin was stopped".into(), numbers: None });
+                }
+                Wake::Command(Action::Resume, reply) => {
+                    self.ro.update(|r| r.phase = Phase::Running);
+                    let msg = format!("{}: rollout resumed at step {}", self.p.name, self.ro.report().step + 1);
+                    self.emit(EventKind::RolloutResumed, msg.clone());
+                    let _ = reply.send(Ok(msg));
+                    return Paused::Resumed;
+                }
+                Wake::Command(Action::Pause, reply) => {
+                    let r = self.ro.report();
+                    let _ = reply.send(Err(RolloutError::NotNow {
+                        plugin: self.p.name.clone(),
+                        action: "pause",
+                        phase: r.phase,
+                        note: r.note,
+                    }));
+                }
+                Wake::Command(action, reply) => {
+                    let step = self.ro.report().step;
+                    if let Some(Obeyed::Ended(end)) = self.obey(action, reply, step) {
+                        return Paused::Ended(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the step's end (`due`), a command, a canary instance that fails, the
+    /// plugin being stopped, or the supervisor stopping.
+    async fn next(&mut self, due: Option<Instant>) -> Wake {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let canary = self.canary.clone();
+        let fell = |p: &Plugin| crate::reload::first_failure(&canary).is_some() || !p.desired.borrow().run;
+        let until = async {
+            match due {
+                Some(due) => tokio::time::sleep_until(due.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => Wake::Shutdown,
+            _ = self.p.wait_until(Duration::from_secs(365 * 86400), fell) => {
+                match crate::reload::first_failure(&self.canary) {
+                    Some((instance, reason)) => Wake::Crashed(format!("canary instance {instance} failed: {reason}")),
+                    None => Wake::Stopped,
+                }
+            }
+            cmd = self.rx.recv() => match cmd {
+                Some((action, reply)) => Wake::Command(action, reply),
+                None => Wake::Shutdown,
+            },
+            () = until => Wake::Due,
+        }
+    }
+
+    fn promote(&self, why: &str) {
+        self.p.promote(&self.canary);
+        let msg = format!(
+            "revision {} serves every call ({why}); revision {} drains",
+            self.canary.number, self.stable.number
+        );
+        self.ro.update(|r| r.end(Phase::Promoted, msg.clone()));
+        saved::forget(&self.shared, &self.p.name);
+        self.emit(EventKind::Promoted, msg);
+        crate::reload::drain_away(&self.shared, &self.p, self.stable.clone());
+    }
+
+    fn roll_back(&self, why: &str, numbers: Option<Numbers>) {
+        self.p.set_split(None);
+        let mut msg = format!("revision {} serves every call again: {why}", self.stable.number);
+        if let Some(n) = &numbers {
+            msg.push_str(&format!(" [{n}]"));
+        }
+        self.ro.update(|r| r.end(Phase::RolledBack, msg.clone()));
+        saved::rolled_back(&self.shared, &self.p.name, why);
+        self.emit(EventKind::RolledBack, msg);
+        crate::reload::drain_away(&self.shared, &self.p, self.canary.clone());
+    }
+
+    fn emit(&self, kind: EventKind, message: String) {
+        self.shared.events.emit(&self.p.name, "", kind, message, &[("revision", self.canary.number.to_string())]);
+    }
+}
+
+#[cfg(test)]
+mod tests;

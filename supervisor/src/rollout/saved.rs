@@ -1,0 +1,238 @@
+//! What of a rollout outlives the supervisor (kept in `state_dir` with the rest of the
+//! operator's desired state): the stable revision it started from (the config text of its
+//! entry, the digest of its binary, and a copy of the binary when the file was rebuilt in
+//! place) and the canary's fingerprint. So the next start brings the plugin back on the
+//! stable revision, never on a canary no step judged or one that was rolled back, and
+//! `update` does not try a rolled-back canary again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Phase, Report, Rollout};
+use crate::config::PluginSpec;
+use crate::instance::{Plugin, Revision};
+use crate::observe::events::EventKind;
+use crate::supervisor::Shared;
+
+/// A rollout, as kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedRollout {
+    /// `running` (under way: the next start finds it interrupted), `interrupted`, or
+    /// `rolled-back`.
+    pub phase: Phase,
+    pub stable_revision: u64,
+    pub canary_revision: u64,
+    pub steps: Vec<u8>,
+    /// The config file the stable revision's entry was read from, and its text then.
+    pub stable_config: PathBuf,
+    pub stable_text: String,
+    /// The SHA-256 of the binary the stable revision runs.
+    pub stable_sha256: String,
+    /// A copy of that binary, made when the file at its path already held another one
+    /// (rebuilt in place for the canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_copy: Option<PathBuf>,
+    /// The canary's [`crate::config::changes::fingerprint`].
+    pub canary_fingerprint: String,
+    /// Why it was rolled back.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+}
+
+/// Where stable binaries are kept during rollouts.
+fn images_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("images")
+}
+
+/// The fingerprint of `rev`: its entry and the digest of the image it runs.
+pub(crate) fn fingerprint_of(rev: &Revision) -> String {
+    let sha = rev.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone())).unwrap_or_default();
+    crate::config::changes::fingerprint(&rev.spec(), &sha)
+}
+
+/// The fingerprint of `spec` with its binary as it is on disk now.
+pub(crate) fn fingerprint_on_disk(spec: &PluginSpec) -> String {
+    crate::config::changes::fingerprint(spec, &sha256_on_disk(&spec.binary).unwrap_or_default())
+}
+
+fn sha256_on_disk(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    crate::integrity::Sha256Digest::of_file_bounded(&file, crate::integrity::DEFAULT_MAX_FILE_SIZE)
+        .ok()
+        .map(|d| d.to_hex())
+}
+
+/// Keeps what a restart needs to bring `stable` back; a rollout that cannot be kept runs
+/// on, and the failure is said (a restart would then bring the plugin back from its file).
+pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revision) {
+    let spec = stable.spec();
+    let (Some(config), Some(text)) = (spec.origin.path(), spec.origin.text()) else {
+        tracing::warn!(plugin = %p.name, "the stable revision's config text is unknown; a restart brings the plugin back from its file");
+        return;
+    };
+    let image = stable.image.lock().ok().and_then(|i| i.clone());
+    let sha = image.as_ref().map(|i| i.sha256.clone()).unwrap_or_default();
+    // Already kept for an earlier rollout from the same stable revision.
+    let earlier = shared.state.rollout(&p.name).and_then(|s| s.stable_copy.filter(|_| s.stable_sha256 == sha));
+    let mut stable_copy = earlier.filter(|c| c.exists());
+    // The file at the binary's path may already hold the canary's bytes (rebuilt in place).
+    if stable_copy.is_none()
+        && sha256_on_disk(&spec.binary).as_deref() != Some(sha.as_str())
+        && let Some(image) = &image
+    {
+        let dir = images_dir(shared.state.dir());
+        let to = dir.join(format!("{}-{sha}", p.name));
+        let saved = std::fs::create_dir_all(&dir).and_then(|()| match std::fs::remove_file(&to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => shared.launcher.save_image(image, &to),
+        });
+        match saved {
+            Ok(true) => stable_copy = Some(to),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(plugin = %p.name, path = %to.display(), error = %e, "the stable binary could not be kept");
+            }
+        }
+    }
+    let saved = SavedRollout {
+        phase: Phase::Running,
+        stable_revision: stable.number,
+        canary_revision: canary.number,
+        steps: canary.spec().rollout.steps.clone(),
+        stable_config: config.to_owned(),
+        stable_text: text.to_owned(),
+        stable_sha256: sha,
+        stable_copy,
+        canary_fingerprint: fingerprint_of(canary),
+        why: String::new(),
+    };
+    if let Err(e) = shared.state.set_rollout(&p.name, Some(saved)) {
+        tracing::warn!(plugin = %p.name, error = %e, "the rollout could not be kept in the state file");
+    }
+}
+
+/// The rollout was rolled back: what is kept of it says so, and why.
+pub(crate) fn rolled_back(shared: &Shared, plugin: &str, why: &str) {
+    let Some(mut saved) = shared.state.rollout(plugin) else { return };
+    saved.phase = Phase::RolledBack;
+    saved.why = why.to_owned();
+    if let Err(e) = shared.state.set_rollout(plugin, Some(saved)) {
+        tracing::warn!(plugin, error = %e, "the rollback could not be kept in the state file");
+    }
+}
+
+/// Nothing of the plugin's rollout is kept any more: the canary was promoted, or a reload
+/// replaced the revisions it knew.
+pub(crate) fn forget(shared: &Shared, plugin: &str) {
+    let copy = shared.state.rollout(plugin).and_then(|s| s.stable_copy);
+    if let Err(e) = shared.state.set_rollout(plugin, None) {
+        tracing::warn!(plugin, error = %e, "the rollout's end could not be kept in the state file");
+    }
+    if let Some(copy) = copy {
+        let _ = std::fs::remove_file(copy);
+    }
+}
+
+/// Why `update` must not try `spec` (its entry, with its binary as on disk now): it is
+/// the canary last rolled back.
+pub(crate) fn rolled_back_as(shared: &Shared, spec: &PluginSpec) -> Option<SavedRollout> {
+    let saved = shared.state.rollout(&spec.name)?;
+    (saved.phase == Phase::RolledBack && fingerprint_on_disk(spec) == saved.canary_fingerprint).then_some(saved)
+}
+
+/// Why a kept stable revision cannot be brought back.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("its config text no longer validates: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("its config text has no entry for it")]
+    Missing,
+    #[error("the kept digest {0:?} is not a SHA-256")]
+    Digest(String),
+}
+
+/// The entry `name` ran as its stable revision, from what was kept: the config text of
+/// then, and the kept copy of its binary when the file was rebuilt since (pinned to the
+/// digest it had).
+fn stable_spec(saved: &SavedRollout, name: &str) -> Result<PluginSpec, RestoreError> {
+    let config = crate::config::parse(&saved.stable_text, &saved.stable_config)?;
+    let mut spec = config.specs().into_iter().find(|s| s.name == name).ok_or(RestoreError::Missing)?;
+    if let Some(copy) = &saved.stable_copy {
+        spec.binary = copy.clone();
+        let pin = saved.stable_sha256.parse().map_err(|_| RestoreError::Digest(saved.stable_sha256.clone()))?;
+        spec.integrity.sha256 = Some(pin);
+    }
+    Ok(spec)
+}
+
+/// The plugin `spec` names, as the supervisor starts. A rollout a restart interrupted
+/// brings it back on its stable revision, the rollout marked so; one rolled back does too
+/// while the file still names its canary. A stable revision that cannot be brought back
+/// leaves the plugin stopped with why: it never comes back on a canary no step judged.
+pub(crate) fn restore(shared: &Shared, spec: PluginSpec, log_lines: usize) -> Arc<Plugin> {
+    let name = spec.name.clone();
+    let Some(mut saved) = shared.state.rollout(&name) else { return Arc::new(Plugin::new(spec, log_lines)) };
+    let (phase, what) = match saved.phase {
+        Phase::RolledBack if fingerprint_on_disk(&spec) != saved.canary_fingerprint => {
+            // The entry or the binary changed since: what the file says now runs.
+            forget(shared, &name);
+            return Arc::new(Plugin::new(spec, log_lines));
+        }
+        Phase::RolledBack => (
+            Phase::RolledBack,
+            format!(
+                "the config file still names the canary rolled back ({}): the stable revision runs; `supervisorctl reload {name}` tries the file's",
+                saved.why
+            ),
+        ),
+        _ => (
+            Phase::Interrupted,
+            format!(
+                "interrupted by a restart of the supervisor: the stable revision serves; `supervisorctl rollout resume {name}` starts the canary again, `rollout abort {name}` gives it up"
+            ),
+        ),
+    };
+    let (p, note) = match stable_spec(&saved, &name) {
+        Ok(stable) => (Plugin::new(stable, log_lines), what),
+        Err(e) => {
+            let p = Plugin::new(spec, log_lines);
+            p.desired.send_modify(|d| d.run = false);
+            let note = format!(
+                "{what}; but its stable revision cannot be brought back ({e}), so the plugin is left stopped rather than run on the canary: `supervisorctl start {name}` runs the file's entry"
+            );
+            (p, note)
+        }
+    };
+    if phase == Phase::Interrupted && saved.phase != Phase::Interrupted {
+        saved.phase = Phase::Interrupted;
+        if let Err(e) = shared.state.set_rollout(&name, Some(saved.clone())) {
+            tracing::warn!(plugin = %name, error = %e, "the interrupted rollout could not be kept in the state file");
+        }
+    }
+    p.set_rollout(report(&name, &saved, phase, note.clone()));
+    let kind = if phase == Phase::Interrupted { EventKind::RolloutInterrupted } else { EventKind::RolledBack };
+    shared.events.emit(&name, "", kind, note, &[]);
+    Arc::new(p)
+}
+
+/// The operator gives up a rollout found interrupted: the stable revision serves on, and
+/// the canary counts as rolled back.
+pub(crate) fn give_up(shared: &Shared, p: &Plugin, ro: &Rollout) {
+    let why = "an interrupted rollout given up by the operator";
+    ro.give_up(format!("{why}; the stable revision serves on"));
+    rolled_back(shared, &p.name, why);
+    shared.events.emit(&p.name, "", EventKind::RolledBack, ro.report().note, &[]);
+}
+
+/// The report of a rollout found kept at start.
+fn report(name: &str, saved: &SavedRollout, phase: Phase, note: String) -> Arc<Rollout> {
+    let mut report = Report::new(name, saved.stable_revision, saved.canary_revision, &saved.steps);
+    report.phase = phase;
+    report.share = 0;
+    report.note = note;
+    report.step_started = None;
+    Arc::new(Rollout::interrupted(report))
+}

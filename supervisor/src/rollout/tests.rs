@@ -1,0 +1,354 @@
+//! Canary rollout as a specification, run without root over the fake launcher: a good
+//! canary is promoted step by step under load; one that fails calls, is slower or crashes
+//! is rolled back on its own with the numbers it was judged on; the operator can pause,
+//! resume, promote and abort it.
+
+use std::time::{Duration, Instant};
+
+use super::{Action, Phase, RolloutError};
+use crate::Supervisor;
+use crate::instance::fake::{Behaviour, Fixture, Load, UP, echo, fixture, plugin};
+use crate::reload::{ReloadError, ReloadOptions};
+
+/// A plugin rolled out as a canary in quick steps.
+fn canary(steps: &str, min_calls: u64) -> String {
+    plugin(
+        "fake",
+        &format!(
+            "[plugin.rollout]\nstrategy = \"canary\"\nsteps = {steps}\nstep_interval = \"300ms\"\nmin_calls = {min_calls}\n"
+        ),
+    )
+}
+
+async fn started(plugins: &str, script: &[Behaviour]) -> Fixture {
+    let f = fixture(plugins, &[("fake", script)]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    f
+}
+
+/// Waits until the rollout is `phase`.
+async fn until_phase(sup: &Supervisor, phase: Phase) -> super::Report {
+    let p = sup.plugin("fake").unwrap();
+    let deadline = Instant::now() + UP;
+    loop {
+        let report = p.rollout().expect("a rollout").report();
+        if report.phase == phase {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "the rollout never became {phase}: {report}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn kinds(sup: &Supervisor) -> Vec<String> {
+    sup.events().subscribe().0.into_iter().filter(|e| e.plugin == "fake").map(|e| e.kind).collect()
+}
+
+async fn one_revision_left(sup: &Supervisor) -> u64 {
+    let p = sup.plugin("fake").unwrap();
+    assert!(p.wait_until(UP, |p| p.revisions().len() == 1).await, "a revision never drained away");
+    p.revisions()[0].number
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_canary_is_promoted_step_by_step_without_a_failed_call() {
+    let f = started(&canary("[10, 50, 100]", 5), &[]).await;
+    let load = Load::start(&f.sup);
+    let done = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(done.canary, Some(10));
+    assert!(done.to_string().starts_with("fake: revision 2 takes 10% of calls as a canary (pid "), "{done}");
+    // Both revisions serve while it runs.
+    let p = f.sup.plugin("fake").unwrap();
+    assert_eq!(p.serving().number, 1);
+    assert_eq!(p.split().map(|s| (s.canary.number, s.share)), Some((2, 10)));
+    let report = until_phase(&f.sup, Phase::Promoted).await;
+    let (calls, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let shares: Vec<(usize, u8, bool)> = report.judged.iter().map(|s| (s.step, s.share, s.passed)).collect();
+    assert_eq!(shares, [(1, 10, true), (2, 50, true), (3, 100, true)], "{report}");
+    assert!(report.judged.iter().all(|s| s.numbers.canary_calls >= 5), "{report}");
+    assert_eq!(p.serving().number, 2);
+    assert!(p.split().is_none());
+    assert_eq!(one_revision_left(&f.sup).await, 2, "the old revision drained away");
+    let k = kinds(&f.sup);
+    assert_eq!(k.iter().filter(|k| *k == "rollout-step").count(), 3, "{k:?}");
+    assert!(k.contains(&"promoted".to_owned()), "{k:?}");
+    // Both revisions' calls were counted; the canary took more as the steps went.
+    assert!(p.serving().outcomes.snapshot().calls > 0);
+    f.sup.shutdown().await;
+}
+
+/// Starts a rollout to `canary_behaviour` beside `stable_behaviour` under load, waits for
+/// the rollback, and checks the stable revision took every call again.
+async fn rolled_back(stable: Behaviour, canary_behaviour: Behaviour) -> super::Report {
+    // Scheduling on a busy machine adds to both p99s: a threshold of 1.5 keeps three
+    // times slower well apart from noise.
+    let plugins =
+        canary("[20, 100]", 20).replace("min_calls", "max_p99_ratio = 1.5\nmin_calls").replace("\"300ms\"", "\"1s\"");
+    let f = started(&plugins, &[stable]).await;
+    f.fake.script("fake", &[canary_behaviour]);
+    let loads = [Load::start(&f.sup), Load::start(&f.sup), Load::start(&f.sup)];
+    let done = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(done.canary, Some(20));
+    let report = until_phase(&f.sup, Phase::RolledBack).await;
+    let p = f.sup.plugin("fake").unwrap();
+    assert_eq!(p.serving().number, 1, "the stable revision still serves");
+    assert!(p.split().is_none(), "and takes every call");
+    assert_eq!(one_revision_left(&f.sup).await, 1, "the canary drained away");
+    for load in loads {
+        load.finish().await;
+    }
+    assert_eq!(echo(f.sup.channel("fake").unwrap(), "after").await.unwrap(), "after");
+    assert!(kinds(&f.sup).contains(&"rolled-back".to_owned()));
+    // A new reload may run now: the rollout is over.
+    f.fake.script("fake", &[]);
+    let again = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(again.canary, Some(20));
+    f.sup.shutdown().await;
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_one_call_in_ten_is_rolled_back_with_its_error_rate() {
+    let report = rolled_back(
+        Behaviour::Serve { name: "fake".into() },
+        Behaviour::ServeFlawed { fail_every: 10, delay: Duration::ZERO },
+    )
+    .await;
+    let step = &report.judged[0];
+    assert!(!step.passed, "{report}");
+    // Calls that began before the window and ended in it make the rate only about 10%.
+    assert!(
+        step.verdict.starts_with("error rate ") && step.verdict.ends_with("% over max_error_rate 1.0%"),
+        "{report}"
+    );
+    assert!((0.07..0.13).contains(&step.numbers.error_rate), "{report}");
+    assert!(report.note.contains(&format!("step 1 (20%): {}", step.verdict)), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_three_times_slower_is_rolled_back_on_its_p99() {
+    let report = rolled_back(
+        Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_millis(10) },
+        Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_millis(30) },
+    )
+    .await;
+    let step = &report.judged[0];
+    assert!(step.verdict.starts_with("p99 "), "{report}");
+    let ratio = step.numbers.p99_ratio.unwrap();
+    assert!(ratio > 1.5 && ratio < 4.5, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_crashes_is_rolled_back_at_once() {
+    let started_at = Instant::now();
+    let report = rolled_back(
+        Behaviour::Serve { name: "fake".into() },
+        Behaviour::ServeThenExit { after: Duration::from_millis(700) },
+    )
+    .await;
+    assert!(report.judged.is_empty(), "rolled back before its step was judged: {report}");
+    assert!(report.note.contains("canary instance fake-1 failed: exited with code 1"), "{report}");
+    assert!(started_at.elapsed() < UP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_pauses_resumes_and_promotes_and_no_other_reload_runs_meanwhile() {
+    let f = started(&canary("[10, 50, 100]", 1), &[]).await;
+    let load = Load::start(&f.sup);
+    f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    let (said, _) = f.sup.rollout("fake", Action::Pause).await.unwrap();
+    assert_eq!(said, "fake: paused by the operator at step 1");
+    // Paused, no step is judged however long it waits, and the canary keeps its share.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (text, report) = f.sup.rollout("fake", Action::Status).await.unwrap();
+    let report = report.unwrap();
+    assert_eq!((report.phase, report.share, report.judged.len()), (Phase::Paused, 10, 0), "{text}");
+    assert!(text.contains("revision 2 (canary) beside revision 1 (stable)"), "{text}");
+    let err = f.sup.rollout("fake", Action::Pause).await.unwrap_err();
+    assert!(matches!(err, RolloutError::NotNow { action: "pause", phase: Phase::Paused, .. }), "{err}");
+    let err = f.sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ReloadError::RolloutUnderWay(_)), "{err}");
+
+    let (said, _) = f.sup.rollout("fake", Action::Resume).await.unwrap();
+    assert_eq!(said, "fake: rollout resumed at step 1");
+    let p = f.sup.plugin("fake").unwrap();
+    assert!(p.wait_until(UP, |p| p.split().is_some_and(|s| s.share == 50)).await, "the next step came");
+    let (said, _) = f.sup.rollout("fake", Action::Promote).await.unwrap();
+    assert_eq!(said, "fake: revision 2 promoted");
+    let report = until_phase(&f.sup, Phase::Promoted).await;
+    assert!(report.note.contains("promoted by the operator"), "{report}");
+    let (_, failures) = load.finish().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    // Over, it takes no more commands.
+    let err = f.sup.rollout("fake", Action::Abort).await.unwrap_err();
+    assert!(err.to_string().starts_with("plugin \"fake\": cannot abort: the rollout is promoted"), "{err}");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_rolls_back_and_a_step_without_calls_pauses_after_three_intervals() {
+    let f = started(&canary("[10, 100]", 1000), &[]).await;
+    f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    // Nobody calls: the step extends twice, then pauses with a note.
+    let report = until_phase(&f.sup, Phase::Paused).await;
+    assert!(
+        report.note.starts_with("paused: step 1 saw 0 canary calls in three step_intervals, fewer than min_calls 1000"),
+        "{report}"
+    );
+    assert!(kinds(&f.sup).contains(&"rollout-paused".to_owned()));
+    let (said, _) = f.sup.rollout("fake", Action::Abort).await.unwrap();
+    assert_eq!(said, "fake: rolled back to revision 1");
+    let report = until_phase(&f.sup, Phase::RolledBack).await;
+    assert!(report.note.contains("aborted by the operator"), "{report}");
+    assert_eq!(one_revision_left(&f.sup).await, 1);
+    let err = f.sup.rollout("nope", Action::Status).await.unwrap_err();
+    assert!(matches!(err, RolloutError::UnknownPlugin(_)), "{err}");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_rollout_status_says_so_and_a_replace_plugin_never_starts_one() {
+    let f = started(&plugin("fake", ""), &[]).await;
+    let err = f.sup.rollout("fake", Action::Status).await.unwrap_err();
+    assert_eq!(err.to_string(), "plugin \"fake\": no rollout has run since the supervisor started");
+    let done = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(done.canary, None);
+    assert!(f.sup.plugin("fake").unwrap().rollout().is_none());
+    f.sup.shutdown().await;
+}
+
+/// The plugin's entry with the rollout in slow steps (nothing is judged during the test).
+fn slow_canary(args: &str) -> String {
+    plugin(
+        "fake",
+        &format!(
+            "args = {args}\n[plugin.rollout]\nstrategy = \"canary\"\nsteps = [10, 100]\nstep_interval = \"60s\"\n"
+        ),
+    )
+}
+
+/// Writes `plugins` as the config file's entries.
+fn rewrite(sup: &Supervisor, plugins: &str) {
+    let path = sup.config().source.clone().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = &text[..text.find("[[plugin]]").unwrap()];
+    std::fs::write(&path, format!("{head}{plugins}")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_brings_a_rollout_back_interrupted_on_the_stable_revision_until_resumed() {
+    let f = started(&slow_canary("[\"old\"]"), &[]).await;
+    rewrite(&f.sup, &slow_canary("[\"new\"]"));
+    let done = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(done.canary, Some(10));
+    // The supervisor restarts with the canary's entry in its file.
+    let (sup, fake) = crate::instance::fake::restart(f.sup, &slow_canary("[\"new\"]")).await;
+    sup.wait_running("fake", UP).await.unwrap();
+    let p = sup.plugin("fake").unwrap();
+    assert_eq!(p.spec().args, ["old"], "it came back on the stable revision's entry");
+    assert_eq!((p.revisions().len(), fake.launches("fake")), (1, 1), "and only on it");
+    let report = p.rollout().unwrap().report();
+    assert_eq!(report.phase, Phase::Interrupted);
+    assert!(
+        report.note.starts_with("interrupted by a restart of the supervisor: the stable revision serves"),
+        "{report}"
+    );
+    let notes = crate::control::status_rows(&sup, "fake").unwrap()[0].notes.clone();
+    assert!(notes.iter().any(|n| n.contains("`supervisorctl rollout resume fake` starts it again")), "{notes:?}");
+    assert!(kinds(&sup).contains(&"rollout-interrupted".to_owned()));
+    // An update leaves it to the operator.
+    let updated = sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert_eq!(
+        updated.lines(),
+        [
+            "fake: not changed: its rollout was interrupted by a restart; `supervisorctl rollout resume fake` or `rollout abort fake` first"
+        ]
+    );
+    assert_eq!(p.spec().args, ["old"]);
+
+    // Restarted again before anyone resumed it, it is still interrupted, on the stable one.
+    let (sup, _) = crate::instance::fake::restart(sup, &slow_canary("[\"new\"]")).await;
+    sup.wait_running("fake", UP).await.unwrap();
+    let p = sup.plugin("fake").unwrap();
+    assert_eq!(
+        (p.spec().args.clone(), p.rollout().unwrap().report().phase),
+        (vec!["old".to_owned()], Phase::Interrupted)
+    );
+    let (said, report) = sup.rollout("fake", Action::Resume).await.unwrap();
+    assert!(said.starts_with("fake: revision 2 takes 10% of calls as a canary"), "{said}");
+    assert_eq!(report.unwrap().phase, Phase::Running);
+    assert_eq!(p.split().unwrap().canary.spec().args, ["new"]);
+    let (said, _) = sup.rollout("fake", Action::Promote).await.unwrap();
+    assert_eq!(said, "fake: revision 2 promoted");
+    until_phase(&sup, Phase::Promoted).await;
+    // Over, nothing of it is kept: the next start runs the file's entry as it is.
+    let (sup, _) = crate::instance::fake::restart(sup, &slow_canary("[\"new\"]")).await;
+    sup.wait_running("fake", UP).await.unwrap();
+    let p = sup.plugin("fake").unwrap();
+    assert_eq!(p.spec().args, ["new"]);
+    assert!(p.rollout().is_none());
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_revision_is_not_tried_again_by_update_until_its_entry_changes() {
+    let f = started(&canary("[20, 100]", 20), &[]).await;
+    let path = f.sup.config().source.clone().unwrap();
+    let original = std::fs::read_to_string(&path).unwrap();
+    rewrite(&f.sup, &canary("[20, 100]", 20).replace("binary", "args = [\"v2\"]\nbinary"));
+    f.fake.script("fake", &[Behaviour::ServeFlawed { fail_every: 5, delay: Duration::ZERO }]);
+    let load = Load::start(&f.sup);
+    let updated = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert!(updated.lines()[0].starts_with("fake: revision 2 takes 20% of calls as a canary"), "{:?}", updated.lines());
+    until_phase(&f.sup, Phase::RolledBack).await;
+    load.finish().await;
+    one_revision_left(&f.sup).await;
+    // The same entry and binary again: not tried, and said why.
+    let again = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+    let line = &again.lines()[0];
+    assert!(
+        line.starts_with(
+            "fake: not tried again: revision 2 with this entry and binary was rolled back (step 1 (20%): error rate"
+        ),
+        "{line}"
+    );
+    assert_eq!(f.sup.plugin("fake").unwrap().revisions().len(), 1);
+    // Nor by a restart: the stable revision comes back, not the file's rolled-back entry.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let entries = &text[text.find("[[plugin]]").unwrap()..];
+    let (sup, _) = crate::instance::fake::restart(f.sup, entries).await;
+    sup.wait_running("fake", UP).await.unwrap();
+    let p = sup.plugin("fake").unwrap();
+    assert!(p.spec().args.is_empty(), "{:?}", p.spec().args);
+    let report = p.rollout().unwrap().report();
+    assert_eq!(report.phase, Phase::RolledBack);
+    assert!(
+        report.note.starts_with("the config file still names the canary rolled back (step 1 (20%): error rate"),
+        "{report}"
+    );
+    let again = sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert!(again.lines()[0].starts_with("fake: not tried again"), "{:?}", again.lines());
+    // An explicit reload tries it (here, a good one now).
+    let done = sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(done.canary, Some(20));
+    sup.rollout("fake", Action::Abort).await.unwrap();
+    until_phase(&sup, Phase::RolledBack).await;
+    one_revision_left(&sup).await;
+    // An edit makes it another revision: update tries that one.
+    rewrite(&sup, &canary("[20, 100]", 20).replace("binary", "args = [\"v3\"]\nbinary"));
+    let tried = sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert!(tried.lines()[0].contains("takes 20% of calls as a canary"), "{:?}", tried.lines());
+    // Edited back to the stable entry, the next start runs the file and keeps nothing.
+    sup.rollout("fake", Action::Abort).await.unwrap();
+    until_phase(&sup, Phase::RolledBack).await;
+    let (sup, _) = crate::instance::fake::restart(sup, &original[original.find("[[plugin]]").unwrap()..]).await;
+    sup.wait_running("fake", UP).await.unwrap();
+    assert!(sup.plugin("fake").unwrap().rollout().is_none());
+    sup.shutdown().await;
+}

@@ -1,0 +1,132 @@
+//! The weighted split of a canary rollout: each call goes to the canary revision or to the
+//! stable (serving) one, in the share the rollout's current step says, and what it came
+//! to is recorded against the revision it went to. Calls are spread evenly rather than
+//! drawn at random, so a step of 5% gives the canary 5 calls in every 100 from the start,
+//! and a short step is judged on the share it was meant to have.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+
+use super::record::{Sink, recorded};
+use crate::instance::{Plugin, Revision};
+
+/// The canary of a rollout and its share of calls now. Written by the rollout, read by
+/// every call.
+#[derive(Debug)]
+pub struct Split {
+    pub canary: Arc<Revision>,
+    /// Percent of calls, 0 to 100.
+    pub share: u8,
+    /// Calls split so far (the spread's position).
+    seen: AtomicU64,
+}
+
+impl Split {
+    pub fn new(canary: Arc<Revision>, share: u8) -> Self {
+        Self { canary, share: share.min(100), seen: AtomicU64::new(0) }
+    }
+
+    /// Whether the next call goes to the canary: call n does when the count of canary
+    /// calls owed, n × share / 100 rounded down, goes up with it.
+    fn to_canary(&self) -> bool {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+        let share = u64::from(self.share);
+        (n + 1) * share / 100 > n * share / 100
+    }
+}
+
+/// The revision the split chose for a call; the layers under it (deadline, instance pick)
+/// read it from the request.
+#[derive(Clone, Debug)]
+pub struct Target(pub Arc<Revision>);
+
+/// The revision for the next call of `plugin`: the canary in its share of calls while it
+/// has an instance ready, else the serving one.
+pub fn choose(plugin: &Plugin) -> Arc<Revision> {
+    if let Some(split) = plugin.split()
+        && split.to_canary()
+        && split.canary.has_ready()
+    {
+        return split.canary.clone();
+    }
+    plugin.serving()
+}
+
+/// Records a revision's calls into its outcomes.
+#[derive(Debug)]
+struct RevisionSink(Arc<Revision>);
+
+impl Sink for RevisionSink {
+    fn record(&self, code: tonic::Code, took: std::time::Duration) {
+        self.0.outcomes.record(code, took);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SplitLayer {
+    pub plugin: Arc<Plugin>,
+}
+
+impl<S> tower::Layer<S> for SplitLayer {
+    type Service = SplitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SplitService { inner, plugin: self.plugin.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SplitService<S> {
+    inner: S,
+    plugin: Arc<Plugin>,
+}
+
+impl<S> tower::Service<http::Request<Body>> for SplitService<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let rev = choose(&self.plugin);
+        req.extensions_mut().insert(Target(rev.clone()));
+        Box::pin(recorded(Arc::new(RevisionSink(rev)), true, self.inner.call(req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin() -> Arc<Plugin> {
+        let config: crate::config::Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
+        Arc::new(Plugin::new(config.specs().remove(0), 10))
+    }
+
+    #[test]
+    fn each_share_is_spread_evenly_from_the_first_call() {
+        let plugin = plugin();
+        let canary = plugin.new_revision(plugin.spec());
+        for (share, calls, expect) in [(5u8, 100, 5), (25, 8, 2), (50, 10, 5), (100, 7, 7), (0, 50, 0), (33, 300, 99)] {
+            let split = Split::new(canary.clone(), share);
+            let to_canary = (0..calls).filter(|_| split.to_canary()).count();
+            assert_eq!(to_canary, expect, "{share}% of {calls} calls");
+        }
+        let split = Split::new(canary, 5);
+        let first: Vec<bool> = (0..20).map(|_| split.to_canary()).collect();
+        assert_eq!(first.iter().position(|c| *c), Some(19), "the 20th call is the first owed to a 5% canary");
+    }
+}
