@@ -130,6 +130,7 @@ async fn each_kind_of_broken_new_version_is_refused_while_the_old_one_serves() {
         ("args = [\"--die-after-ms\", \"150\"]", "exited with code 3"),
         ("args = [\"--breaking-contract\"]", "the new contract breaks the serving one in 1 place(s)"),
         ("args = [\"--hang\"]", "no handshake within"),
+        ("args = [\"--not-serving\"]", "does not serve: health check answered NotServing"),
     ];
     let original = std::fs::read_to_string(&d.config).unwrap();
     for (args, cause) in cases {
@@ -152,5 +153,5 @@ async fn each_kind_of_broken_new_version_is_refused_while_the_old_one_serves() {
     std::fs::write(&d.config, original.replace("binary = ", "args = [\"--breaking-contract\"]\nbinary = ")).unwrap();
     let out = tokio::task::block_in_place(|| d.ctl(&["reload", "zoo", "--allow-breaking"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(d.instance("zoo-6")["revision"], 7, "five refused revisions, then this one");
+    assert_eq!(d.instance("zoo-7")["revision"], 8, "six refused revisions, then this one");
 }

@@ -84,6 +84,23 @@ pub struct Plugin {
     init: Option<InitHook>,
     protocol_versions: Vec<u32>,
     spin: Duration,
+    health: tonic_health::server::HealthReporter,
+    serving_at_start: bool,
+}
+
+/// The plugin's `grpc.health.v1` status, which its services and hooks may change: a
+/// plugin that knows it cannot serve (a dependency down, a cache not warm) says so, and
+/// a supervisor does not switch calls to a new revision that says it does not serve.
+#[derive(Clone, Debug)]
+pub struct Health(tonic_health::server::HealthReporter);
+
+impl Health {
+    /// Whether the plugin as a whole serves (the status of the service named "").
+    pub async fn set_serving(&self, serving: bool) {
+        let status =
+            if serving { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+        self.0.set_service_status("", status).await;
+    }
 }
 
 impl Plugin {
@@ -99,7 +116,21 @@ impl Plugin {
             init: None,
             protocol_versions: vec![plugin_proto::PROTOCOL_VERSION],
             spin: plugin_proto::spin::DEFAULT,
+            health: tonic_health::server::HealthReporter::new(),
+            serving_at_start: true,
         }
+    }
+
+    /// A handle to the plugin's health status, for its services and hooks.
+    pub fn health(&self) -> Health {
+        Health(self.health.clone())
+    }
+
+    /// Starts saying NOT_SERVING, until [`Health::set_serving`] says otherwise: for a
+    /// plugin that must warm up before it takes calls.
+    pub fn not_serving(mut self) -> Self {
+        self.serving_at_start = false;
+        self
     }
 
     /// Adds an encoded `FileDescriptorSet` describing served services (the
@@ -222,9 +253,15 @@ impl Plugin {
         shutdown: shutdown::Shutdown,
     ) -> Result<(), SdkError> {
         let descriptor_set = descriptors::merge(&self.descriptor_sets, &self.services)?;
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = self.health.clone();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
         for service in &self.services {
             health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+        }
+        if !self.serving_at_start {
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         }
         let in_flight = calls::InFlight::default();
         let lifecycle = lifecycle::Lifecycle {

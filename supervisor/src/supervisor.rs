@@ -201,7 +201,33 @@ impl Supervisor {
     /// text for Prometheus.
     pub fn metrics_text(&self) -> String {
         let rows = crate::control::status_rows(self, "").unwrap_or_default();
-        self.shared.metrics.render(&rows)
+        self.shared.metrics.render_with(&rows, &self.revision_rows())
+    }
+
+    /// Every revision of every plugin, with its calls and share of calls.
+    fn revision_rows(&self) -> Vec<crate::observe::metrics::RevisionRow> {
+        let mut rows = Vec::new();
+        for p in self.plugins() {
+            let serving = p.serving().number;
+            let split = p.split();
+            for rev in p.revisions() {
+                let tally = rev.outcomes.snapshot();
+                let share = match &split {
+                    Some(s) if s.canary.number == rev.number => s.share,
+                    Some(s) if rev.number == serving => 100 - s.share,
+                    None if rev.number == serving => 100,
+                    _ => 0,
+                };
+                rows.push(crate::observe::metrics::RevisionRow {
+                    plugin: p.name.clone(),
+                    revision: rev.number,
+                    calls: tally.calls,
+                    failed: tally.failed,
+                    share,
+                });
+            }
+        }
+        rows
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

@@ -4,7 +4,8 @@
 //! `--hang` (never answers), `--exit CODE` (dies before serving),
 //! `--die-after-ms MS` (serves, then exits with 3), `--init-fail MSG`
 //! (refuses its config), `--version V`, `--fail-every N` (every Nth `Echo`
-//! fails with INTERNAL), `--echo-delay-ms MS` (each `Echo` answers that late).
+//! fails with INTERNAL), `--echo-delay-ms MS` (each `Echo` answers that late),
+//! `--not-serving` (its health check says NOT_SERVING).
 
 use std::time::Duration;
 
@@ -297,6 +298,7 @@ fn main() {
     let mut init_fail: Option<String> = None;
     let mut descriptors = pb::FILE_DESCRIPTOR_SET.to_vec();
     let mut service = ZooService::default();
+    let mut serving = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -304,6 +306,7 @@ fn main() {
             "--version" => version = args.next().unwrap_or_default(),
             "--protocol" => protocols = vec![args.next().and_then(|v| v.parse().ok()).unwrap_or(0)],
             "--init-fail" => init_fail = args.next(),
+            "--not-serving" => serving = false,
             "--fail-every" => service.fail_every = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--echo-delay-ms" => {
                 service.echo_delay = Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
@@ -330,7 +333,9 @@ fn main() {
         }
     }
     println!("zoo {name} starting");
-    plugin_sdk::Plugin::new(name, version)
+    let plugin = plugin_sdk::Plugin::new(name, version);
+    let plugin = if serving { plugin } else { plugin.not_serving() };
+    plugin
         .descriptors(&descriptors)
         .service(ZooServer::new(service))
         .protocol_versions(&protocols)

@@ -203,6 +203,11 @@ impl Metrics {
     /// Everything, as OpenMetrics text, with the instances' gauges taken
     /// from `instances` (the rows `status` shows).
     pub fn render(&self, instances: &[InstanceStatus]) -> String {
+        self.render_with(instances, &[])
+    }
+
+    /// [`Metrics::render`], with each revision's calls and share of calls.
+    pub fn render_with(&self, instances: &[InstanceStatus], revisions: &[RevisionRow]) -> String {
         let mut registry = Registry::with_prefix("supervisor");
         registry.register("calls", "Calls to plugins, by plugin and gRPC status code", self.calls.clone());
         registry.register_with_unit(
@@ -213,6 +218,7 @@ impl Metrics {
         );
         registry.register("events", "Lifecycle events, by plugin and kind", self.events.clone());
         InstanceGauges::from_rows(instances).register(&mut registry);
+        RevisionSeries::from_rows(revisions).register(&mut registry);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
@@ -285,6 +291,52 @@ impl InstanceGauges {
     }
 }
 
+/// One revision of a plugin as a scrape sees it: what its calls came to (as a rollout
+/// judges them) and the share of calls it takes now.
+#[derive(Debug, Clone)]
+pub struct RevisionRow {
+    pub plugin: String,
+    pub revision: u64,
+    /// Calls routed to it and answered (or failed) by the plugin; cancelled ones are not.
+    pub calls: u64,
+    /// Of those, the ones whose code means the plugin failed.
+    pub failed: u64,
+    /// Percent of the plugin's calls it takes now: 100 serving alone, a canary's share and
+    /// the rest during a rollout, 0 while it drains.
+    pub share: u8,
+}
+
+/// Per-revision values, built afresh for each scrape: revisions come and go with reloads.
+#[derive(Default)]
+struct RevisionSeries {
+    calls: Family<Labels, Counter>,
+    failed: Family<Labels, Counter>,
+    share: Family<Labels, Gauge>,
+}
+
+impl RevisionSeries {
+    fn from_rows(rows: &[RevisionRow]) -> Self {
+        let s = Self::default();
+        for row in rows {
+            let id = vec![("plugin", row.plugin.clone()), ("revision", row.revision.to_string())];
+            s.calls.get_or_create(&id).inc_by(row.calls);
+            s.failed.get_or_create(&id).inc_by(row.failed);
+            s.share.get_or_create(&id).set(i64::from(row.share));
+        }
+        s
+    }
+
+    fn register(self, r: &mut Registry) {
+        r.register("revision_calls", "Calls a revision's instances answered, by plugin and revision", self.calls);
+        r.register(
+            "revision_failed_calls",
+            "Calls a revision failed (UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, DATA_LOSS)",
+            self.failed,
+        );
+        r.register("revision_share", "Percent of the plugin's calls the revision takes now", self.share);
+    }
+}
+
 /// The gRPC name of `code`, as operators know it from grpcurl and the spec.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -327,6 +379,24 @@ mod tests {
             revision: 1,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn each_revision_has_its_calls_failures_and_share() {
+        let rows = [
+            RevisionRow { plugin: "echo".into(), revision: 1, calls: 900, failed: 2, share: 75 },
+            RevisionRow { plugin: "echo".into(), revision: 2, calls: 300, failed: 30, share: 25 },
+        ];
+        let text = Metrics::default().render_with(&[], &rows);
+        for line in [
+            "supervisor_revision_calls_total{plugin=\"echo\",revision=\"1\"} 900\n",
+            "supervisor_revision_failed_calls_total{plugin=\"echo\",revision=\"2\"} 30\n",
+            "supervisor_revision_share{plugin=\"echo\",revision=\"1\"} 75\n",
+            "supervisor_revision_share{plugin=\"echo\",revision=\"2\"} 25\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+        assert!(!Metrics::default().render(&[]).contains("supervisor_revision_share{"), "none without revisions");
     }
 
     #[test]

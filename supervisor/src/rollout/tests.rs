@@ -172,6 +172,15 @@ async fn the_operator_pauses_resumes_and_promotes_and_no_other_reload_runs_meanw
     assert!(text.contains("revision 2 (canary) beside revision 1 (stable)"), "{text}");
     let err = f.sup.rollout("fake", Action::Pause).await.unwrap_err();
     assert!(matches!(err, RolloutError::NotNow { action: "pause", phase: Phase::Paused, .. }), "{err}");
+    // The metrics say which revision takes which share, and what each one's calls came to.
+    let metrics = f.sup.metrics_text();
+    assert!(metrics.contains("supervisor_revision_share{plugin=\"fake\",revision=\"2\"} 10\n"), "{metrics}");
+    assert!(metrics.contains("supervisor_revision_share{plugin=\"fake\",revision=\"1\"} 90\n"), "{metrics}");
+    assert!(
+        metrics.contains("supervisor_revision_failed_calls_total{plugin=\"fake\",revision=\"2\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("supervisor_revision_calls_total{plugin=\"fake\",revision=\"2\"} 0\n"), "{metrics}");
     let err = f.sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
     assert!(matches!(err, ReloadError::RolloutUnderWay(_)), "{err}");
 
