@@ -126,8 +126,10 @@ impl Plugin {
         Health(self.health.clone())
     }
 
-    /// Starts saying NOT_SERVING, until [`Health::set_serving`] says otherwise: for a
-    /// plugin that must warm up before it takes calls.
+    /// Starts saying NOT_SERVING, until [`Health::set_serving`] says otherwise. The
+    /// supervisor asks once, when it checks a new revision before a reload switches calls
+    /// to it: a revision that says so then is refused. (It does not hold calls back from
+    /// an instance that says so later.)
     pub fn not_serving(mut self) -> Self {
         self.serving_at_start = false;
         self

@@ -342,7 +342,25 @@ impl Supervisor {
         match action {
             Action::Status => Ok((report.to_string(), Some(report))),
             Action::Resume if report.phase == Phase::Interrupted => {
+                // A stopped plugin's reload replaces its revision unchecked by calls: the
+                // canary needs the stable revision serving beside it.
+                if !p.desired.borrow().run {
+                    let note = format!("the plugin is stopped; `supervisorctl start {name}` first");
+                    return Err(RolloutError::NotNow {
+                        plugin: name.to_owned(),
+                        action: "resume",
+                        phase: report.phase,
+                        note,
+                    });
+                }
                 let done = self.reload(name, ReloadOptions::default()).await.map_err(Box::new)?;
+                self.shared.events.emit(
+                    name,
+                    "",
+                    crate::observe::events::EventKind::RolloutResumed,
+                    done.to_string(),
+                    &[],
+                );
                 Ok((done.to_string(), p.rollout().map(|r| r.report())))
             }
             Action::Abort if report.phase == Phase::Interrupted => {

@@ -281,7 +281,6 @@ impl Control for ControlService {
             Err(e @ (RolloutError::NoRollout(_) | RolloutError::NotNow { .. })) => {
                 Err(Status::failed_precondition(e.to_string()))
             }
-            Err(e @ RolloutError::ShuttingDown(_)) => Err(Status::unavailable(e.to_string())),
             Err(RolloutError::Reload(e)) => Err(reload_status(&e)),
         }
     }

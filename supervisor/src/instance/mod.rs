@@ -241,6 +241,10 @@ impl Plugin {
         self.rollout.store(Some(ro));
     }
 
+    pub(crate) fn clear_rollout(&self) {
+        self.rollout.store(None);
+    }
+
     /// The canary split in force, if a rollout runs.
     pub fn split(&self) -> Option<Arc<crate::routing::split::Split>> {
         self.split.load_full()

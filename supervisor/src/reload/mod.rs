@@ -178,10 +178,10 @@ pub(crate) async fn reload(
         changes,
         canary: None,
     };
-    // A canary needs a stable revision that serves beside it; a stopped plugin's new
-    // revision has nothing to be compared with.
+    // A canary needs a stable revision that serves beside it: a stopped plugin's new
+    // revision, or one beside a revision with no instance ready, replaces it at once.
     if spec.rollout.strategy == Strategy::Canary && p.desired.borrow().run && old.has_ready() {
-        done.canary = Some(crate::rollout::begin(&shared, &p, old, rev.clone()));
+        done.canary = Some(crate::rollout::begin(&shared, &p, old, rev.clone()).await);
         done.took = started.elapsed();
         shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
         return Ok(done);
@@ -192,6 +192,9 @@ pub(crate) async fn reload(
     if shared.state.rollout(&p.name).is_some() {
         crate::rollout::saved::forget(&shared, &p.name);
     }
+    // Nor is an interrupted or rolled-back rollout of it anything to show or resume now
+    // (a running one refused this reload).
+    p.clear_rollout();
     done.took = started.elapsed();
     shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
     // The old revision's instances finish their calls, stop and go; the reload's caller

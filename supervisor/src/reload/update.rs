@@ -130,16 +130,25 @@ pub(crate) async fn read_again(shared: &Shared, started: &Config) -> Result<(Pat
     read.await.unwrap_or_else(|e| Err(RereadError::Aborted(e.to_string())))
 }
 
-/// Why `update` leaves `p` as it runs although its entry (or binary) changed: the change
-/// is the revision last rolled back (the same entry and binary), or `p` has a rollout a
-/// restart interrupted, which only the operator's `rollout resume` or `abort` settles.
+/// Why `update` leaves `p` as it runs although its entry (or binary) changed: a rollout of
+/// it is under way (the file names its canary), the change is the revision last rolled
+/// back (the same entry and binary), or `p` has a rollout that was interrupted, which only
+/// the operator's `rollout resume` or `abort` settles.
 fn held(shared: &Shared, p: &Plugin, spec: &PluginSpec) -> Option<String> {
     use crate::rollout::Phase;
     let name = &p.name;
-    if p.rollout().is_some_and(|r| r.report().phase == Phase::Interrupted) {
-        return Some(format!(
-            "{name}: not changed: its rollout was interrupted by a restart; `supervisorctl rollout resume {name}` or `rollout abort {name}` first"
-        ));
+    match p.rollout().map(|r| r.report().phase) {
+        Some(Phase::Interrupted) => {
+            return Some(format!(
+                "{name}: not changed: its rollout was interrupted; `supervisorctl rollout resume {name}` or `rollout abort {name}` first"
+            ));
+        }
+        Some(Phase::Running | Phase::Paused) => {
+            return Some(format!(
+                "{name}: not changed: a rollout is under way (`supervisorctl rollout status {name}`); it is promoted or rolled back first"
+            ));
+        }
+        _ => {}
     }
     let rejected = crate::rollout::saved::rolled_back_as(shared, spec)?;
     Some(format!(
@@ -280,6 +289,8 @@ impl Job {
         shared.plugins.remove(name);
         self.gateway.remove(name);
         let series = shared.metrics.remove_plugin(name);
+        // Its rollout's kept stable binary goes with what is kept of the rollout.
+        crate::rollout::saved::forget(shared, name);
         // A plugin of the same name added later starts from its config, not from these.
         if let Err(e) = shared.state.forget(name) {
             tracing::warn!(plugin = name, error = %e, "a removed plugin's quota overrides and stop could not be forgotten");

@@ -45,13 +45,15 @@ impl std::fmt::Display for Numbers {
             self.error_rate * 100.0,
             self.stable_error_rate * 100.0
         )?;
-        if let (Some(c), Some(s)) = (self.canary_p99, self.stable_p99) {
-            write!(f, "; p99 {} µs against {} µs", c.as_micros(), s.as_micros())?;
-            if let Some(r) = self.p99_ratio {
-                write!(f, " ({r:.2}x)")?;
+        match (self.canary_p99, self.stable_p99, self.p99_ratio) {
+            (Some(c), Some(s), Some(r)) => {
+                write!(f, "; p99 {} µs against {} µs ({r:.2}x)", c.as_micros(), s.as_micros())
             }
+            (Some(c), _, _) => {
+                write!(f, "; p99 {} µs, not judged (the stable revision saw too few calls)", c.as_micros())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -93,7 +95,9 @@ pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Opt
     }
     // A failure rate the stable revision shares in the same window is the world's (a
     // dependency down), not the new version's.
-    if numbers.error_rate > cfg.max_error_rate && numbers.error_rate > numbers.stable_error_rate {
+    // Only a stable window with calls enough to say so excuses the canary.
+    let excused = stable.calls >= MIN_REFERENCE_CALLS && numbers.error_rate <= numbers.stable_error_rate;
+    if numbers.error_rate > cfg.max_error_rate && !excused {
         let why = format!(
             "error rate {:.1}% over max_error_rate {:.1}%",
             numbers.error_rate * 100.0,
@@ -155,6 +159,9 @@ mod tests {
     fn failures_the_stable_revision_shares_are_not_the_canarys() {
         let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1000, 5, ms(2)), None);
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
+        // One failed stable call in one is no excuse.
+        let j = judge(&cfg(), &window(100, 1, ms(2)), &window(1, 1, ms(2)), None);
+        assert!(matches!(j, Judgement::Fail { ref why, .. } if why.starts_with("error rate 100.0%")), "{j:?}");
     }
 
     #[test]
@@ -189,6 +196,7 @@ mod tests {
         let none = Tally::default();
         let Judgement::Fail { numbers, .. } = judge(&cfg(), &slow, &none, Some(ms(2))) else { panic!() };
         assert_eq!(numbers.stable_p99, Some(ms(2)));
-        assert!(matches!(judge(&cfg(), &slow, &none, None), Judgement::Pass(_)), "no reference: only errors judge");
+        let Judgement::Pass(n) = judge(&cfg(), &slow, &none, None) else { panic!("no reference: only errors judge") };
+        assert!(n.to_string().ends_with(", not judged (the stable revision saw too few calls)"), "{n}");
     }
 }

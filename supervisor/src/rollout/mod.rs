@@ -18,6 +18,7 @@ pub use report::{Phase, Report, StepRecord};
 
 use self::judge::{Judgement, MIN_REFERENCE_CALLS, Numbers, judge};
 use crate::config::rollout::RolloutConfig;
+use crate::instance::state::State;
 use crate::instance::{Plugin, Revision};
 use crate::observe::events::EventKind;
 use crate::reload::ReloadError;
@@ -50,12 +51,10 @@ impl Action {
 pub enum RolloutError {
     #[error("unknown plugin {0:?}")]
     UnknownPlugin(String),
-    #[error("plugin {0:?}: no rollout has run since the supervisor started")]
+    #[error("plugin {0:?}: no rollout to show (none has run since the supervisor started, or a reload replaced it)")]
     NoRollout(String),
-    #[error("plugin {plugin:?}: cannot {action}: the rollout is {phase} ({note})")]
+    #[error("plugin {plugin:?}: cannot {action}: the rollout is {phase}{}", if .note.is_empty() { String::new() } else { format!(" ({})", .note) })]
     NotNow { plugin: String, action: &'static str, phase: Phase, note: String },
-    #[error("plugin {0:?}: the supervisor is stopping")]
-    ShuttingDown(String),
     #[error(transparent)]
     Reload(#[from] Box<ReloadError>),
 }
@@ -129,16 +128,25 @@ impl Rollout {
 /// Starts a canary rollout of `canary` beside `stable` (both running, the canary checked
 /// as a reload checks it): its first step takes effect before this returns; the driver
 /// runs on in a task of its own. Returns the first step's share.
-pub(crate) fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Revision>, canary: Arc<Revision>) -> u8 {
+pub(crate) async fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Revision>, canary: Arc<Revision>) -> u8 {
     let cfg = canary.spec().rollout.clone();
     let first = cfg.steps.first().copied().unwrap_or(100);
     let (tx, rx) = mpsc::channel(4);
     let report = Report::new(&p.name, stable.number, canary.number, &cfg.steps);
     let ro = Arc::new(Rollout::new(report, Some(tx)));
     p.set_rollout(ro.clone());
-    saved::keep(shared, p, &stable, &canary);
+    // Kept before the canary takes a call: a restart from here on finds the stable
+    // revision. Off the runtime's threads: it may copy the stable binary.
+    let keep = {
+        let (shared, p, stable, canary) = (shared.clone(), p.clone(), stable.clone(), canary.clone());
+        tokio::task::spawn_blocking(move || saved::keep(&shared, &p, &stable, &canary))
+    };
+    if let Err(e) = keep.await {
+        tracing::warn!(plugin = %p.name, error = %e, "keeping the rollout ended abnormally");
+    }
     p.set_split(Some((&canary, first)));
-    let driver = Driver { shared: shared.clone(), p: p.clone(), stable, canary, ro, rx, cfg };
+    let generation = p.desired.borrow().generation;
+    let driver = Driver { shared: shared.clone(), p: p.clone(), stable, canary, ro, rx, cfg, generation };
     shared.tasks.spawn(driver.run());
     first
 }
@@ -146,10 +154,15 @@ pub(crate) fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Revision>
 /// How a rollout ends.
 enum End {
     Promoted(String),
+    /// A verdict on the canary: it is not tried again with the same entry and binary.
     RolledBack {
         why: String,
         numbers: Option<Numbers>,
     },
+    /// The operator stopped or restarted the plugin: no verdict on the canary, which goes;
+    /// the stable revision stays, and the rollout is interrupted (`rollout resume` starts
+    /// the canary again), as a restart of the supervisor leaves it.
+    Withdrawn(String),
     /// The supervisor stops: the rollout is left as it is, to be found interrupted.
     Shutdown,
 }
@@ -159,7 +172,8 @@ enum Wake {
     Due,
     Command(Action, Reply),
     Crashed(String),
-    Stopped,
+    /// The operator stopped or restarted the plugin (a command of another generation).
+    Commanded(String),
     Shutdown,
 }
 
@@ -184,6 +198,8 @@ struct Driver {
     ro: Arc<Rollout>,
     rx: mpsc::Receiver<(Action, Reply)>,
     cfg: RolloutConfig,
+    /// The operator's command in force when the rollout began.
+    generation: u64,
 }
 
 /// The start of a step's window: the two revisions' counts and the time.
@@ -203,7 +219,8 @@ impl Driver {
         }
         match end {
             End::Promoted(why) => self.promote(&why),
-            End::RolledBack { why, numbers } => self.roll_back(&why, numbers),
+            End::RolledBack { why, numbers } => self.roll_back(&why, numbers, Phase::RolledBack),
+            End::Withdrawn(why) => self.roll_back(&why, None, Phase::Interrupted),
             End::Shutdown => {}
         }
     }
@@ -251,9 +268,7 @@ impl Driver {
                     Wake::Crashed(why) => {
                         return End::RolledBack { why, numbers: Some(self.numbers_since(&w, reference)) };
                     }
-                    Wake::Stopped => {
-                        return End::RolledBack { why: "the plugin was stopped".into(), numbers: None };
-                    }
+                    Wake::Commanded(why) => return End::Withdrawn(why),
                     Wake::Command(action, reply) => match self.obey(action, reply, step) {
                         Some(Obeyed::Ended(end)) => return end,
                         Some(Obeyed::Paused) => match self.paused().await {
@@ -351,11 +366,12 @@ impl Driver {
                 Wake::Due => {}
                 Wake::Shutdown => return Paused::Ended(End::Shutdown),
                 Wake::Crashed(why) => return Paused::Ended(End::RolledBack { why, numbers: None }),
-                Wake::Stopped => {
-                    return Paused::Ended(End::RolledBack { why: "the plugin was stopped".into(), numbers: None });
-                }
+                Wake::Commanded(why) => return Paused::Ended(End::Withdrawn(why)),
                 Wake::Command(Action::Resume, reply) => {
-                    self.ro.update(|r| r.phase = Phase::Running);
+                    self.ro.update(|r| {
+                        r.phase = Phase::Running;
+                        r.note.clear();
+                    });
                     let msg = format!("{}: rollout resumed at step {}", self.p.name, self.ro.report().step + 1);
                     self.emit(EventKind::RolloutResumed, msg.clone());
                     let _ = reply.send(Ok(msg));
@@ -381,11 +397,15 @@ impl Driver {
     }
 
     /// Waits for the step's end (`due`), a command, a canary instance that fails, the
-    /// plugin being stopped, or the supervisor stopping.
+    /// operator's stop or restart of the plugin, or the supervisor stopping.
     async fn next(&mut self, due: Option<Instant>) -> Wake {
         let mut shutdown = self.shared.shutdown.subscribe();
         let canary = self.canary.clone();
-        let fell = |p: &Plugin| crate::reload::first_failure(&canary).is_some() || !p.desired.borrow().run;
+        let generation = self.generation;
+        // A command bumps the generation (and a restart counts as a restart of the canary's
+        // instances): checked first, so that the operator's restart is not taken for a crash.
+        let commanded = move |p: &Plugin| p.desired.borrow().generation != generation;
+        let fell = |p: &Plugin| commanded(p) || failed(&canary).is_some();
         let until = async {
             match due {
                 Some(due) => tokio::time::sleep_until(due.into()).await,
@@ -396,9 +416,11 @@ impl Driver {
             biased;
             _ = shutdown.wait_for(|s| *s) => Wake::Shutdown,
             _ = self.p.wait_until(Duration::from_secs(365 * 86400), fell) => {
-                match crate::reload::first_failure(&self.canary) {
-                    Some((instance, reason)) => Wake::Crashed(format!("canary instance {instance} failed: {reason}")),
-                    None => Wake::Stopped,
+                if commanded(&self.p) {
+                    let what = if self.p.desired.borrow().run { "restarted" } else { "stopped" };
+                    Wake::Commanded(format!("the operator {what} the plugin"))
+                } else {
+                    Wake::Crashed(failed(&self.canary).unwrap_or_default())
                 }
             }
             cmd = self.rx.recv() => match cmd {
@@ -410,32 +432,53 @@ impl Driver {
     }
 
     fn promote(&self, why: &str) {
+        // What is kept goes first: a reload that begins once the phase says the rollout is
+        // over keeps its own.
+        saved::forget(&self.shared, &self.p.name);
         self.p.promote(&self.canary);
         let msg = format!(
             "revision {} serves every call ({why}); revision {} drains",
             self.canary.number, self.stable.number
         );
         self.ro.update(|r| r.end(Phase::Promoted, msg.clone()));
-        saved::forget(&self.shared, &self.p.name);
         self.emit(EventKind::Promoted, msg);
         crate::reload::drain_away(&self.shared, &self.p, self.stable.clone());
     }
 
-    fn roll_back(&self, why: &str, numbers: Option<Numbers>) {
+    /// Back to the stable revision, the rollout `RolledBack` (a verdict on the canary: it
+    /// is not tried again with the same entry and binary) or `Interrupted` (none: `rollout
+    /// resume` starts it again).
+    fn roll_back(&self, why: &str, numbers: Option<Numbers>, phase: Phase) {
+        saved::set_phase(&self.shared, &self.p.name, phase, why);
         self.p.set_split(None);
         let mut msg = format!("revision {} serves every call again: {why}", self.stable.number);
         if let Some(n) = &numbers {
             msg.push_str(&format!(" [{n}]"));
         }
-        self.ro.update(|r| r.end(Phase::RolledBack, msg.clone()));
-        saved::rolled_back(&self.shared, &self.p.name, why);
-        self.emit(EventKind::RolledBack, msg);
+        if phase == Phase::Interrupted {
+            msg.push_str(&format!("; `supervisorctl rollout resume {}` starts the canary again", self.p.name));
+        }
+        self.ro.update(|r| r.end(phase, msg.clone()));
+        let kind = if phase == Phase::Interrupted { EventKind::RolloutInterrupted } else { EventKind::RolledBack };
+        self.emit(kind, msg);
         crate::reload::drain_away(&self.shared, &self.p, self.canary.clone());
     }
 
     fn emit(&self, kind: EventKind, message: String) {
         self.shared.events.emit(&self.p.name, "", kind, message, &[("revision", self.canary.number.to_string())]);
     }
+}
+
+/// A canary instance that failed, or ended and is not running (an exit the restart
+/// policy does not restart counts too: its share would silently go to the stable revision).
+fn failed(canary: &Revision) -> Option<String> {
+    if let Some((instance, reason)) = crate::reload::first_failure(canary) {
+        return Some(format!("canary instance {instance} failed: {reason}"));
+    }
+    canary.instances.iter().find_map(|i| {
+        let s = i.status();
+        matches!(s.state, State::Stopped).then(|| format!("canary instance {} ended: {}", i.id, s.describe()))
+    })
 }
 
 #[cfg(test)]

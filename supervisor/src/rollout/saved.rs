@@ -78,9 +78,9 @@ pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revi
     // Already kept for an earlier rollout from the same stable revision.
     let earlier = shared.state.rollout(&p.name).and_then(|s| s.stable_copy.filter(|_| s.stable_sha256 == sha));
     let mut stable_copy = earlier.filter(|c| c.exists());
-    // The file at the binary's path may already hold the canary's bytes (rebuilt in place).
+    // Kept whatever the file holds now: it may be rebuilt in place at any time during the
+    // rollout, and the stable revision must come back as it ran.
     if stable_copy.is_none()
-        && sha256_on_disk(&spec.binary).as_deref() != Some(sha.as_str())
         && let Some(image) = &image
     {
         let dir = images_dir(shared.state.dir());
@@ -111,16 +111,28 @@ pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revi
     };
     if let Err(e) = shared.state.set_rollout(&p.name, Some(saved)) {
         tracing::warn!(plugin = %p.name, error = %e, "the rollout could not be kept in the state file");
+        let said = format!(
+            "the rollout could not be kept, so a restart of the supervisor during it starts the config file's entry (the canary's): {e}"
+        );
+        shared.events.emit(&p.name, "", EventKind::NotSaved, said, &[]);
     }
 }
 
-/// The rollout was rolled back: what is kept of it says so, and why.
-pub(crate) fn rolled_back(shared: &Shared, plugin: &str, why: &str) {
+/// The rollout was rolled back, or interrupted by the operator: what is kept of it says
+/// so, and why.
+pub(crate) fn set_phase(shared: &Shared, plugin: &str, phase: Phase, why: &str) {
     let Some(mut saved) = shared.state.rollout(plugin) else { return };
-    saved.phase = Phase::RolledBack;
+    saved.phase = phase;
     saved.why = why.to_owned();
     if let Err(e) = shared.state.set_rollout(plugin, Some(saved)) {
-        tracing::warn!(plugin, error = %e, "the rollback could not be kept in the state file");
+        tracing::warn!(plugin, error = %e, "the rollout's end could not be kept in the state file");
+        shared.events.emit(
+            plugin,
+            "",
+            EventKind::NotSaved,
+            format!("the rollout's {phase} could not be kept: {e}"),
+            &[],
+        );
     }
 }
 
@@ -128,11 +140,14 @@ pub(crate) fn rolled_back(shared: &Shared, plugin: &str, why: &str) {
 /// replaced the revisions it knew.
 pub(crate) fn forget(shared: &Shared, plugin: &str) {
     let copy = shared.state.rollout(plugin).and_then(|s| s.stable_copy);
-    if let Err(e) = shared.state.set_rollout(plugin, None) {
-        tracing::warn!(plugin, error = %e, "the rollout's end could not be kept in the state file");
-    }
-    if let Some(copy) = copy {
-        let _ = std::fs::remove_file(copy);
+    match shared.state.set_rollout(plugin, None) {
+        // The copy goes only once nothing kept points at it.
+        Ok(()) => {
+            if let Some(copy) = copy {
+                let _ = std::fs::remove_file(copy);
+            }
+        }
+        Err(e) => tracing::warn!(plugin, error = %e, "the rollout's end could not be kept in the state file"),
     }
 }
 
@@ -148,23 +163,33 @@ pub(crate) fn rolled_back_as(shared: &Shared, spec: &PluginSpec) -> Option<Saved
 pub enum RestoreError {
     #[error("its config text no longer validates: {0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("its config text has no entry for it")]
-    Missing,
+    #[error("the config text kept from {0} has no valid entry for it")]
+    Missing(String),
     #[error("the kept digest {0:?} is not a SHA-256")]
     Digest(String),
 }
 
 /// The entry `name` ran as its stable revision, from what was kept: the config text of
-/// then, and the kept copy of its binary when the file was rebuilt since (pinned to the
-/// digest it had).
+/// then (its `[supervisor]` section and this plugin's entry: the other plugins' entries
+/// may name files long gone), and the kept copy of its binary, pinned to the digest it
+/// had (without a copy, the file at its path must still be that binary, or it is refused
+/// with its cause rather than run).
 fn stable_spec(saved: &SavedRollout, name: &str) -> Result<PluginSpec, RestoreError> {
-    let config = crate::config::parse(&saved.stable_text, &saved.stable_config)?;
-    let mut spec = config.specs().into_iter().find(|s| s.name == name).ok_or(RestoreError::Missing)?;
+    let missing = || RestoreError::Missing(saved.stable_config.display().to_string());
+    let mut doc: toml::Table = saved.stable_text.parse().map_err(|_| missing())?;
+    if let Some(toml::Value::Array(entries)) = doc.get_mut("plugin") {
+        entries.retain(|e| e.get("name").and_then(toml::Value::as_str) == Some(name));
+    }
+    let text = toml::to_string(&doc).map_err(|_| missing())?;
+    let config = crate::config::parse(&text, &saved.stable_config)?;
+    let mut spec = config.specs().into_iter().find(|s| s.name == name).ok_or_else(missing)?;
     if let Some(copy) = &saved.stable_copy {
         spec.binary = copy.clone();
-        let pin = saved.stable_sha256.parse().map_err(|_| RestoreError::Digest(saved.stable_sha256.clone()))?;
-        spec.integrity.sha256 = Some(pin);
     }
+    let pin = saved.stable_sha256.parse().map_err(|_| RestoreError::Digest(saved.stable_sha256.clone()))?;
+    spec.integrity.sha256 = Some(pin);
+    // Its origin stays the text it was kept from, whole.
+    spec.origin = crate::config::Origin(Some(Arc::new((saved.stable_config.clone(), saved.stable_text.clone()))));
     Ok(spec)
 }
 
@@ -196,7 +221,12 @@ pub(crate) fn restore(shared: &Shared, spec: PluginSpec, log_lines: usize) -> Ar
         ),
     };
     let (p, note) = match stable_spec(&saved, &name) {
-        Ok(stable) => (Plugin::new(stable, log_lines), what),
+        Ok(mut stable) => {
+            // The ids the config in force reserves for this name: they cannot clash with the
+            // other plugins' (the kept text was assigned among the plugins of then).
+            stable.ids = spec.ids;
+            (Plugin::new(stable, log_lines), what)
+        }
         Err(e) => {
             let p = Plugin::new(spec, log_lines);
             p.desired.send_modify(|d| d.run = false);
@@ -223,7 +253,7 @@ pub(crate) fn restore(shared: &Shared, spec: PluginSpec, log_lines: usize) -> Ar
 pub(crate) fn give_up(shared: &Shared, p: &Plugin, ro: &Rollout) {
     let why = "an interrupted rollout given up by the operator";
     ro.give_up(format!("{why}; the stable revision serves on"));
-    rolled_back(shared, &p.name, why);
+    set_phase(shared, &p.name, Phase::RolledBack, why);
     shared.events.emit(&p.name, "", EventKind::RolledBack, ro.report().note, &[]);
 }
 

@@ -10,12 +10,13 @@ use crate::Supervisor;
 use crate::instance::fake::{Behaviour, Fixture, Load, UP, echo, fixture, plugin};
 use crate::reload::{ReloadError, ReloadOptions};
 
-/// A plugin rolled out as a canary in quick steps.
+/// A plugin rolled out as a canary in quick steps. Latencies are not judged (a p99 under
+/// a second is taken as one): a loaded test machine makes the p99 of a few calls anything.
 fn canary(steps: &str, min_calls: u64) -> String {
     plugin(
         "fake",
         &format!(
-            "[plugin.rollout]\nstrategy = \"canary\"\nsteps = {steps}\nstep_interval = \"300ms\"\nmin_calls = {min_calls}\n"
+            "[plugin.rollout]\nstrategy = \"canary\"\nsteps = {steps}\nstep_interval = \"300ms\"\nmin_calls = {min_calls}\np99_floor = \"1s\"\n"
         ),
     )
 }
@@ -78,8 +79,8 @@ async fn a_good_canary_is_promoted_step_by_step_without_a_failed_call() {
     let k = kinds(&f.sup);
     assert_eq!(k.iter().filter(|k| *k == "rollout-step").count(), 3, "{k:?}");
     assert!(k.contains(&"promoted".to_owned()), "{k:?}");
-    // Both revisions' calls were counted; the canary took more as the steps went.
-    assert!(p.serving().outcomes.snapshot().calls > 0);
+    // Each step gave the canary its share: more calls at 50% than at 10% of as long a step.
+    assert!(report.judged[1].numbers.canary_calls > report.judged[0].numbers.canary_calls, "{report}");
     f.sup.shutdown().await;
 }
 
@@ -88,8 +89,10 @@ async fn a_good_canary_is_promoted_step_by_step_without_a_failed_call() {
 async fn rolled_back(stable: Behaviour, canary_behaviour: Behaviour) -> super::Report {
     // Scheduling on a busy machine adds to both p99s: a threshold of 1.5 keeps three
     // times slower well apart from noise.
-    let plugins =
-        canary("[20, 100]", 20).replace("min_calls", "max_p99_ratio = 1.5\nmin_calls").replace("\"300ms\"", "\"1s\"");
+    let plugins = canary("[20, 100]", 20)
+        .replace("min_calls", "max_p99_ratio = 1.5\nmin_calls")
+        .replace("\"300ms\"", "\"1s\"")
+        .replace("p99_floor = \"1s\"", "p99_floor = \"1ms\"");
     let f = started(&plugins, &[stable]).await;
     f.fake.script("fake", &[canary_behaviour]);
     let loads = [Load::start(&f.sup), Load::start(&f.sup), Load::start(&f.sup)];
@@ -146,7 +149,6 @@ async fn a_canary_three_times_slower_is_rolled_back_on_its_p99() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_that_crashes_is_rolled_back_at_once() {
-    let started_at = Instant::now();
     let report = rolled_back(
         Behaviour::Serve { name: "fake".into() },
         Behaviour::ServeThenExit { after: Duration::from_millis(700) },
@@ -154,7 +156,6 @@ async fn a_canary_that_crashes_is_rolled_back_at_once() {
     .await;
     assert!(report.judged.is_empty(), "rolled back before its step was judged: {report}");
     assert!(report.note.contains("canary instance fake-1 failed: exited with code 1"), "{report}");
-    assert!(started_at.elapsed() < UP);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +226,10 @@ async fn an_abort_rolls_back_and_a_step_without_calls_pauses_after_three_interva
 async fn without_a_rollout_status_says_so_and_a_replace_plugin_never_starts_one() {
     let f = started(&plugin("fake", ""), &[]).await;
     let err = f.sup.rollout("fake", Action::Status).await.unwrap_err();
-    assert_eq!(err.to_string(), "plugin \"fake\": no rollout has run since the supervisor started");
+    assert_eq!(
+        err.to_string(),
+        "plugin \"fake\": no rollout to show (none has run since the supervisor started, or a reload replaced it)"
+    );
     let done = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
     assert_eq!(done.canary, None);
     assert!(f.sup.plugin("fake").unwrap().rollout().is_none());
@@ -276,7 +280,7 @@ async fn a_restart_brings_a_rollout_back_interrupted_on_the_stable_revision_unti
     assert_eq!(
         updated.lines(),
         [
-            "fake: not changed: its rollout was interrupted by a restart; `supervisorctl rollout resume fake` or `rollout abort fake` first"
+            "fake: not changed: its rollout was interrupted; `supervisorctl rollout resume fake` or `rollout abort fake` first"
         ]
     );
     assert_eq!(p.spec().args, ["old"]);
@@ -360,4 +364,53 @@ async fn a_rolled_back_revision_is_not_tried_again_by_update_until_its_entry_cha
     sup.wait_running("fake", UP).await.unwrap();
     assert!(sup.plugin("fake").unwrap().rollout().is_none());
     sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_restart_or_stop_interrupts_a_rollout_without_judging_the_canary() {
+    let f = started(&slow_canary("[\"old\"]"), &[]).await;
+    rewrite(&f.sup, &slow_canary("[\"new\"]"));
+    f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    // An update meanwhile leaves the rollout alone, and says so (not a failure).
+    let updated = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert_eq!(
+        updated.lines(),
+        [
+            "fake: not changed: a rollout is under way (`supervisorctl rollout status fake`); it is promoted or rolled back first"
+        ]
+    );
+    assert!(updated.failed.is_empty());
+
+    // A restart of the plugin is the operator's, not the canary's failing.
+    assert_eq!(f.sup.restart_plugin("fake", UP).await.unwrap(), "running");
+    let report = until_phase(&f.sup, Phase::Interrupted).await;
+    assert!(report.note.contains("the operator restarted the plugin"), "{report}");
+    assert_eq!(one_revision_left(&f.sup).await, 1, "the canary went, the stable revision stays");
+    let p = f.sup.plugin("fake").unwrap();
+    assert_eq!(p.spec().args, ["old"]);
+    assert_eq!(f.sup.shared().state.rollout("fake").map(|s| s.phase), Some(Phase::Interrupted), "kept as interrupted");
+    let updated = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert!(updated.lines()[0].starts_with("fake: not changed: its rollout was interrupted"), "{:?}", updated.lines());
+
+    let (said, _) = f.sup.rollout("fake", Action::Resume).await.unwrap();
+    assert!(said.starts_with("fake: revision 3 takes 10% of calls as a canary"), "{said}");
+    assert!(kinds(&f.sup).contains(&"rollout-resumed".to_owned()));
+    // A stop too; then a resume waits for a start.
+    f.sup.stop_plugin("fake").await.unwrap();
+    let report = until_phase(&f.sup, Phase::Interrupted).await;
+    assert!(report.note.contains("the operator stopped the plugin"), "{report}");
+    let err = f.sup.rollout("fake", Action::Resume).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"fake\": cannot resume: the rollout is interrupted (the plugin is stopped; `supervisorctl start fake` first)"
+    );
+    // Given up, it is rolled back: the canary is not tried again by update.
+    let (said, report) = f.sup.rollout("fake", Action::Abort).await.unwrap();
+    assert_eq!(said, "fake: the interrupted rollout was given up; the stable revision serves on");
+    assert_eq!(report.unwrap().phase, Phase::RolledBack);
+    f.sup.start_plugin("fake", UP).await.unwrap();
+    let updated = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert!(updated.lines()[0].starts_with("fake: not tried again: revision 3"), "{:?}", updated.lines());
+    assert_eq!(f.sup.plugin("fake").unwrap().spec().args, ["old"]);
+    f.sup.shutdown().await;
 }
