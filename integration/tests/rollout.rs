@@ -202,8 +202,19 @@ async fn canaries_that_fail_calls_are_slower_or_crash_are_rolled_back_on_their_o
     assert_eq!(pids(&d), stable_pids);
 }
 
+/// Callers through an embedded channel to `sup` and through its gateway on `socket`, at
+/// the same time.
+async fn both_loads(sup: &Supervisor, socket: &std::path::Path) -> Load {
+    let mut load = Load::new();
+    let embedded = ZooClient::new(sup.channel("zoo").unwrap());
+    load.caller(move || echo(embedded.clone()));
+    let gateway = ZooClient::new(connect(socket).await.unwrap());
+    load.caller(move || echo(gateway.clone()));
+    load
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_host_sees_a_canary_promoted_and_a_bad_one_rolled_back() {
+async fn an_embedded_host_and_gateway_callers_at_once_see_a_canary_promoted_and_a_bad_one_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("embedded.toml");
     let text = config_with("", &zoo("[\"--version\", \"1.0.0\"]"))
@@ -211,11 +222,12 @@ async fn an_embedded_host_sees_a_canary_promoted_and_a_bad_one_rolled_back() {
     std::fs::write(&path, &text).unwrap();
     let sup = Supervisor::start(Config::load(&path).unwrap()).await.unwrap();
     sup.wait_running("zoo", UP).await.unwrap();
-    let mut load = Load::new();
-    for _ in 0..2 {
-        let client = ZooClient::new(sup.channel("zoo").unwrap());
-        load.caller(move || echo(client.clone()));
-    }
+    // The supervisor's gateway, served here as the daemon serves it.
+    let socket = dir.path().join("gateway.sock");
+    let limits = plugin_supervisor::routing::server::Limits::new(Default::default()).unwrap();
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let served = tokio::spawn(plugin_supervisor::routing::server::serve(listener, sup.gateway(), limits));
+    let load = both_loads(&sup, &socket).await;
     let until = |phase: Phase| {
         let sup = &sup;
         async move {
@@ -239,11 +251,7 @@ async fn an_embedded_host_sees_a_canary_promoted_and_a_bad_one_rolled_back() {
     let seen = load.finish().await;
     assert_eq!(seen.failed, 0, "{seen:?}");
 
-    let mut load = Load::new();
-    for _ in 0..2 {
-        let client = ZooClient::new(sup.channel("zoo").unwrap());
-        load.caller(move || echo(client.clone()));
-    }
+    let load = both_loads(&sup, &socket).await;
     std::fs::write(&path, text.replace("\"1.0.0\"", "\"1.2.0\", \"--fail-every\", \"10\"")).unwrap();
     sup.reload("zoo", ReloadOptions::default()).await.unwrap();
     let report = until(Phase::RolledBack).await;
@@ -251,6 +259,7 @@ async fn an_embedded_host_sees_a_canary_promoted_and_a_bad_one_rolled_back() {
     assert_eq!(sup.plugin("zoo").unwrap().serving().number, 2, "the promoted revision serves on");
     let seen = load.finish().await;
     only_failures_like(&seen, &["failed on purpose"]);
+    served.abort();
     sup.shutdown().await;
 }
 
