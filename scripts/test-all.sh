@@ -59,7 +59,7 @@ export PLUGIN_TEST_PYTHON="$py_env/bin/python"
 step "tests on this host"
 cargo test --workspace
 
-step "the lifecycle and reload unit tests again, as an unprivileged user (they need no root)"
+step "the lifecycle, reload, kept-stop and rollout unit tests again, as an unprivileged user (they need no root)"
 lib_tests=$(cargo test -p plugin-supervisor --lib --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
