@@ -94,8 +94,33 @@ async fn calls_events_and_instances_are_scraped_the_same_both_ways() {
         );
         assert!(v(r#"supervisor_instance_memory_bytes{plugin="zoo",plugin_instance="zoo-0",revision="1"}"#) > 0.0);
         assert!(v(r#"supervisor_instance_pids{plugin="zoo",plugin_instance="zoo-0",revision="1"}"#) >= 1.0);
+        // Every phase of the starts (two of echo, the second after the kill) and of the
+        // crash's teardown.
+        for phase in ["verify", "spawn", "handshake", "init", "health"] {
+            let count = v(&format!(r#"supervisor_phase_duration_seconds_count{{plugin="echo",phase="{phase}"}}"#));
+            assert_eq!(count, 2.0, "{phase}");
+        }
+        assert_eq!(v(r#"supervisor_phase_duration_seconds_count{plugin="echo",phase="teardown"}"#), 1.0);
+        assert!(v(r#"supervisor_phase_duration_seconds_sum{plugin="zoo",phase="spawn"}"#) > 0.0);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
+
+    // `status --phases`: the last start's and stop's, per instance, in ms.
+    let out = d.ctl(&["status", "echo", "--phases"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "last start and stop of each instance, in ms:", "{text}");
+    let header: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(header, ["INSTANCE", "REV", "VERIFY", "SPAWN", "HANDSHAKE", "INIT", "HEALTH", "DRAIN", "TEARDOWN"]);
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(&row[..2], ["echo-0", "1"], "{text}");
+    assert!(row[2..7].iter().all(|ms| ms.parse::<f64>().is_ok_and(|ms| ms >= 0.0)), "{text}");
+    assert!(row[3].parse::<f64>().unwrap() > 0.0, "a spawn takes time: {text}");
+    assert_eq!(row[7], "-", "no stop yet (a crash has no drain): {text}");
+    assert!(row[8].parse::<f64>().is_ok(), "the crash's teardown: {text}");
+    let json = d.instance("echo-0");
+    let phases: Vec<&str> = json["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["verify", "spawn", "handshake", "init", "health", "teardown"], "{json}");
 
     let (head, _) = http_get(port, "/");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");

@@ -13,9 +13,9 @@ use futures_util::Stream;
 use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
     ActionResponse, CallRequest, CallResponse, ChangedKey, Event, EventsRequest, InstanceStatus, LogLine,
-    MetricsRequest, MetricsResponse, PluginChange, PluginRef, Quota, QuotaRequest, QuotaResponse, ReloadRequest,
-    RereadRequest, RereadResponse, ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse, StatusRequest,
-    StatusResponse, TailRequest, UpdateRequest, UpdateResponse,
+    MetricsRequest, MetricsResponse, PhaseTiming, PluginChange, PluginRef, Quota, QuotaRequest, QuotaResponse,
+    ReloadRequest, RereadRequest, RereadResponse, ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse,
+    StatusRequest, StatusResponse, TailRequest, UpdateRequest, UpdateResponse,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
@@ -100,6 +100,15 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                 usage: s.current_usage().as_ref().map(usage_message),
                 notes,
                 revision: inst.revision,
+                phases: s
+                    .phases
+                    .0
+                    .iter()
+                    .map(|(phase, took)| PhaseTiming {
+                        phase: phase.as_str().to_owned(),
+                        micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                    })
+                    .collect(),
             });
         }
     }

@@ -15,6 +15,7 @@ use super::{Contract, Instance, Live, Plugin, Revision};
 use crate::config::RestartPolicy;
 use crate::config::units::format_duration;
 use crate::observe::events::EventKind;
+use crate::observe::phases::{Phase, Stopwatch, Timings};
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
 
@@ -212,6 +213,17 @@ async fn supervise(
     }
 }
 
+/// The phases of an instance's end, counted and kept in its status after its start's.
+fn ended_phases((plugin, _, inst, shared): Whose<'_>, timings: Timings) {
+    for (phase, took) in &timings.0 {
+        shared.metrics.record_phase(&plugin.name, *phase, *took);
+    }
+    inst.update(|s| {
+        s.phases.0.retain(|(p, _)| !matches!(p, Phase::Drain | Phase::Teardown));
+        s.phases.0.extend(timings.0);
+    });
+}
+
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
@@ -254,13 +266,28 @@ async fn attend(
         s.running_since = Some(Instant::now());
         s.declared = declared.clone();
     });
+    let phases = std::mem::take(&mut running.phases);
+    for (phase, took) in &phases.0 {
+        shared.metrics.record_phase(&plugin.name, *phase, *took);
+    }
     shared.events.emit(
         &plugin.name,
         &inst.id,
         EventKind::Ready,
-        format!("pid {} ready: version {}, services {}", running.pid, declared.version, declared.services.join(", ")),
+        format!(
+            "pid {} ready in {} ms ({phases}): version {}, services {}",
+            running.pid,
+            crate::observe::phases::ms(phases.total()),
+            declared.version,
+            declared.services.join(", ")
+        ),
         &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
     );
+    // The start's phases replace the last start's; the last stop's stay, after them.
+    inst.update(|s| {
+        s.phases.0.retain(|(p, _)| matches!(p, Phase::Drain | Phase::Teardown));
+        s.phases.0.splice(0..0, phases.0);
+    });
     let mut acked = generation;
     let ended = loop {
         tokio::select! {
@@ -283,8 +310,17 @@ async fn attend(
     match ended {
         Ended::Exited(status, ran) => {
             let reason = running.reason(status);
+            let mut watch = Stopwatch::default();
             running.clean_up().await;
-            shared.events.emit(&plugin.name, &inst.id, EventKind::Exited, format!("pid {pid} {reason}"), &[]);
+            let teardown = watch.lap(Phase::Teardown);
+            ended_phases((plugin, rev, inst, shared), watch.into_timings());
+            shared.events.emit(
+                &plugin.name,
+                &inst.id,
+                EventKind::Exited,
+                format!("pid {pid} {reason} (teardown {} ms)", crate::observe::phases::ms(teardown)),
+                &[],
+            );
             Outcome::Exited { success: status.success(), reason, ran }
         }
         other => {
@@ -303,15 +339,20 @@ async fn attend(
                     _ = hurry.wait_for(|h| *h) => {}
                 }
             }
+            let mut watch = Stopwatch::default();
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
+            watch.lap(Phase::Drain);
             running.clean_up().await;
+            watch.lap(Phase::Teardown);
+            let timings = watch.into_timings();
             shared.events.emit(
                 &plugin.name,
                 &inst.id,
                 EventKind::Stopped,
-                format!("pid {pid} stopped ({why}): {status}"),
+                format!("pid {pid} stopped ({why}): {status} ({timings})"),
                 &[],
             );
+            ended_phases((plugin, rev, inst, shared), timings);
             inst.update(|s| {
                 s.state = State::Stopped;
                 s.reason = format!("stopped: {why}");

@@ -19,6 +19,8 @@ pub struct Running {
     pub since: Instant,
     /// Set once the handshake and init succeeded.
     pub accepted: Option<Accepted>,
+    /// How long each phase of its start took.
+    pub phases: crate::observe::phases::Timings,
     /// Taken by the clean-up.
     process: Option<Box<dyn Process>>,
     exit: watch::Receiver<Option<ExitStatus>>,
@@ -33,6 +35,7 @@ impl Running {
         Self {
             pid,
             channel: None,
+            phases: Default::default(),
             since: Instant::now(),
             accepted: None,
             process: Some(process),

@@ -16,6 +16,7 @@ use super::running::{Running, exited};
 use super::{Instance, Plugin, Revision};
 use crate::config::PluginSpec;
 use crate::observe::events::EventKind;
+use crate::observe::phases::{Phase as TimedPhase, Stopwatch};
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
 
@@ -47,11 +48,13 @@ pub async fn start(
     shared: &Arc<Shared>,
 ) -> Result<Running, StartError> {
     let spec = rev.spec();
+    let mut watch = Stopwatch::default();
     let image = image(rev, shared).await.map_err(|e| match e {
         // The image is the plugin's; the error is this instance's.
         StartError::Refused { plugin, cause, .. } => StartError::Refused { plugin, instance: inst.id.clone(), cause },
         StartError::Failed { plugin, cause, .. } => StartError::Failed { plugin, instance: inst.id.clone(), cause },
     })?;
+    watch.lap(TimedPhase::Verify);
     let quota = rev.quota(shared.launcher.tier_quota(&spec.tier).as_ref(), &plugin.overrides.load());
     let launched = shared
         .launcher
@@ -80,6 +83,7 @@ pub async fn start(
             }
         }
     }
+    watch.lap(TimedPhase::Spawn);
     // From here on, dropping `running` (any error below, or a cancelled start) kills the
     // instance.
     let mut running = Running::new(launched.process);
@@ -99,10 +103,16 @@ pub async fn start(
         &[("pid", pid.to_string())],
     );
 
-    match greet(&spec, &inst.id, launched.conn, &running, shared, image.signed_version.as_deref()).await {
+    let greeted = greet(&spec, &inst.id, launched.conn, &running, shared, image.signed_version.as_deref(), &mut watch);
+    match greeted.await {
         Ok((channel, accepted)) => {
+            if let Some(why) = health(channel.clone(), spec.handshake_timeout).await {
+                inst.update(|s| s.notes.push(format!("its first health check: {why}")));
+            }
+            watch.lap(TimedPhase::Health);
             running.channel = Some(channel);
             running.accepted = Some(accepted);
+            running.phases = watch.into_timings();
             Ok(running)
         }
         Err(e) => {
@@ -124,6 +134,7 @@ async fn greet(
     running: &Running,
     shared: &Shared,
     signed_version: Option<&str>,
+    watch: &mut Stopwatch,
 ) -> Result<(H2Channel, Accepted), StartError> {
     let mut exit = running.exit_watch();
     let timeout = spec.handshake_timeout;
@@ -177,6 +188,7 @@ async fn greet(
         s = exited(&mut exit) => return Err(died(s, Phase::Handshake)),
     };
     let accepted = handshake::check(spec, resp, signed_version).map_err(|why| refused(Cause::Declared(why)))?;
+    watch.lap(TimedPhase::Handshake);
     if let Err((service, owner)) = shared.routes.claim(&spec.name, &accepted.declared.services) {
         return Err(refused(Cause::ServiceTaken { service, owner }));
     }
@@ -190,8 +202,29 @@ async fn greet(
             Err(_) => Err(failed(Cause::InitTimeout(timeout))),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(failed(Cause::InitFailed(status.message().to_owned()))),
             Ok(Err(status)) => Err(refused(Cause::InitRefused { code: status.code(), message: status.message().to_owned() })),
-            Ok(Ok(_)) => Ok((channel, accepted)),
+            Ok(Ok(_)) => {
+                watch.lap(TimedPhase::Init);
+                Ok((channel, accepted))
+            }
         },
         s = exited(&mut exit) => Err(died(s, Phase::Init)),
+    }
+}
+
+/// The instance's first `grpc.health.v1` check (the plugin as a whole), timed as a phase of
+/// its start: None when it serves, else what it said. A start goes on either way (the
+/// check that refuses is a reload's, before calls switch); status notes what it said.
+async fn health(channel: H2Channel, within: Duration) -> Option<String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+    req.set_timeout(within);
+    match tokio::time::timeout(within, client.check(req)).await {
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => None,
+        Ok(Ok(r)) => {
+            Some(format!("{:?}", ServingStatus::try_from(r.get_ref().status).unwrap_or(ServingStatus::Unknown)))
+        }
+        Ok(Err(status)) => Some(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => Some(format!("no answer within {within:?}")),
     }
 }

@@ -69,6 +69,8 @@ pub struct Status {
     pub usage: Option<crate::sandbox::cgroup::Stats>,
     /// In backoff: when the next attempt is due.
     pub retry_at: Option<Instant>,
+    /// How long each phase of its last start took, then of its last stop.
+    pub phases: crate::observe::phases::Timings,
 }
 
 impl Default for Status {
@@ -87,6 +89,7 @@ impl Default for Status {
             notes: Vec::new(),
             usage: None,
             retry_at: None,
+            phases: Default::default(),
         }
     }
 }

@@ -35,10 +35,35 @@ async fn a_plugin_starts_serves_and_drains_when_stopped() {
     assert_eq!(said, "stopped (stopped by request)");
     // It drained on the Shutdown call and ended on its own, cleanly.
     let stopped = messages(&f.sup, "stopped");
-    assert!(stopped[0].ends_with("stopped (operator request): exited with code 0"), "{stopped:?}");
+    assert!(stopped[0].contains("stopped (operator request): exited with code 0 (drain "), "{stopped:?}");
     let err = echo(f.sup.channel("fake").unwrap(), "late").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(err.message(), "plugin \"fake\" is stopped (stopped by request)");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_phase_of_a_start_and_a_stop_is_timed_in_order_and_counted() {
+    use crate::observe::phases::Phase;
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let inst = f.sup.plugin("fake").unwrap().instances()[0].clone();
+    let started: Vec<Phase> = inst.status().phases.0.iter().map(|(p, _)| *p).collect();
+    assert_eq!(started, [Phase::Verify, Phase::Spawn, Phase::Handshake, Phase::Init, Phase::Health]);
+    let ready = messages(&f.sup, "ready");
+    assert!(ready[0].contains(" ready in ") && ready[0].contains(" ms (verify "), "{ready:?}");
+    assert!(ready[0].contains(", health ") && ready[0].contains("): version 1.0.0"), "{ready:?}");
+    f.sup.stop_plugin("fake").await.unwrap();
+    let all: Vec<Phase> = inst.status().phases.0.iter().map(|(p, _)| *p).collect();
+    assert_eq!(&all[5..], [Phase::Drain, Phase::Teardown], "the stop's after the start's");
+    // A start again replaces the start's; the stop's stay until the next stop.
+    f.sup.start_plugin("fake", UP).await.unwrap();
+    assert_eq!(inst.status().phases.0.len(), 7);
+    let metrics = f.sup.metrics_text();
+    for (phase, count) in [("verify", 2), ("spawn", 2), ("health", 2), ("drain", 1), ("teardown", 1)] {
+        let line = format!("supervisor_phase_duration_seconds_count{{plugin=\"fake\",phase=\"{phase}\"}} {count}\n");
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
     f.sup.shutdown().await;
 }
 
@@ -52,7 +77,9 @@ async fn a_crash_is_named_and_restarted_after_a_backoff() {
     let status = f.sup.plugin("fake").unwrap().instances()[0].status();
     assert_eq!(status.restarts, 1);
     assert_eq!(f.fake.launches("fake"), 2);
-    assert_eq!(messages(&f.sup, "exited"), [format!("pid {first} exited with code 3")]);
+    let exited = messages(&f.sup, "exited");
+    assert_eq!(exited.len(), 1, "{exited:?}");
+    assert!(exited[0].starts_with(&format!("pid {first} exited with code 3 (teardown ")), "{exited:?}");
     assert!(messages(&f.sup, "backoff")[0].starts_with("exited with code 3; next attempt in "));
     assert_eq!(echo(f.sup.channel("fake").unwrap(), "again").await.unwrap(), "again");
     f.sup.shutdown().await;

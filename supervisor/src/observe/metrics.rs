@@ -30,12 +30,19 @@ fn call_buckets() -> Histogram {
     Histogram::new(exponential_buckets(25e-6, 2.0, 20))
 }
 
+/// Phase buckets: 50 µs to about 100 s, doubling; a spawn takes about 1 ms, a drain up to
+/// a plugin's `stop_timeout`.
+fn phase_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 2.0, 22))
+}
+
 /// The counters the supervisor keeps while it runs.
 #[derive(Debug)]
 pub struct Metrics {
     calls: Family<Labels, Counter>,
     call_seconds: Histograms,
     events: Family<Labels, Counter>,
+    phase_seconds: Histograms,
     /// What each plugin put in the families, by name: the plugin as it is now, or one
     /// `update` removed (until a plugin of that name is added, or nothing of the removed
     /// one can record any more).
@@ -48,6 +55,7 @@ impl Default for Metrics {
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(call_buckets),
             events: Family::default(),
+            phase_seconds: Family::new_with_constructor(phase_buckets),
             plugins: Mutex::default(),
         }
     }
@@ -67,6 +75,7 @@ struct Owned {
     calls: HashSet<Labels>,
     seconds: HashSet<Labels>,
     events: HashSet<Labels>,
+    phases: HashSet<Labels>,
 }
 
 /// A removed plugin, as [`Metrics::remove_plugin`] left it.
@@ -153,6 +162,18 @@ impl Metrics {
         o.events.insert(labels);
     }
 
+    /// A phase of one of `plugin`'s instances took `took`.
+    pub fn record_phase(&self, plugin: &str, phase: super::phases::Phase, took: Duration) {
+        let owned = self.owned(plugin);
+        let mut o = lock(&owned);
+        if o.removed {
+            return;
+        }
+        let labels = vec![("plugin", plugin.to_owned()), ("phase", phase.as_str().to_owned())];
+        self.phase_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+        o.phases.insert(labels);
+    }
+
     /// What `plugin` has put in the families (made at its first mention).
     fn owned(&self, plugin: &str) -> Arc<Mutex<Owned>> {
         let mut plugins = lock(&self.plugins);
@@ -176,6 +197,9 @@ impl Metrics {
         }
         for labels in o.events.drain() {
             self.events.remove(&labels);
+        }
+        for labels in o.phases.drain() {
+            self.phase_seconds.remove(&labels);
         }
         drop(o);
         Removed(owned)
@@ -217,6 +241,12 @@ impl Metrics {
             self.call_seconds.clone(),
         );
         registry.register("events", "Lifecycle events, by plugin and kind", self.events.clone());
+        registry.register_with_unit(
+            "phase_duration",
+            "Time each phase of an instance's life took (verify, spawn, handshake, init, health, drain, teardown), by plugin",
+            Unit::Seconds,
+            self.phase_seconds.clone(),
+        );
         InstanceGauges::from_rows(instances).register(&mut registry);
         RevisionSeries::from_rows(revisions).register(&mut registry);
         let mut out = String::new();

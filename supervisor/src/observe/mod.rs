@@ -6,6 +6,7 @@ pub mod capture;
 pub mod events;
 pub mod logs;
 pub mod metrics;
+pub mod phases;
 mod ring;
 pub mod scrape;
 

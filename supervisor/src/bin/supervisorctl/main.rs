@@ -67,6 +67,10 @@ enum Remote {
         /// Print a JSON array, one object per instance.
         #[arg(long)]
         json: bool,
+        /// Show how long each phase of each instance's last start and stop took
+        /// (verify, spawn, handshake, init, health, drain, teardown), in ms.
+        #[arg(long)]
+        phases: bool,
     },
     /// Starts a plugin (also after it failed) and waits until it runs.
     Start { name: String },
@@ -232,7 +236,9 @@ fn main() -> ExitCode {
 async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, String> {
     let mut c = client::connect(w).await?;
     match command {
-        Remote::Status { name, json } => output::status(&mut c, w, name.unwrap_or_default(), json).await,
+        Remote::Status { name, json, phases } => {
+            output::status(&mut c, w, name.unwrap_or_default(), json, phases).await
+        }
         Remote::Start { name } => output::action(w.answer(c.start(w.request(client::plugin(name)))).await),
         Remote::Stop { name } => output::action(w.answer(c.stop(w.request(client::plugin(name)))).await),
         Remote::Restart { name } => output::action(w.answer(c.restart(w.request(client::plugin(name)))).await),

@@ -48,7 +48,38 @@ fn row_json(i: &InstanceStatus) -> serde_json::Value {
             "pids_max_hits": u.pids_max_hits,
         })),
         "notes": i.notes,
+        "phases": i.phases.iter().map(|p| json!({"phase": p.phase, "micros": p.micros})).collect::<Vec<_>>(),
     })
+}
+
+/// `status --phases`: each instance's last start and stop, phase by phase, in ms.
+fn phases_table(rows: &[InstanceStatus]) {
+    use plugin_supervisor::observe::phases::Phase;
+    let mut header = vec!["INSTANCE".to_owned(), "REV".to_owned()];
+    header.extend(Phase::ALL.iter().map(|p| p.as_str().to_uppercase()));
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|i| {
+            let mut row = vec![i.instance.clone(), i.revision.to_string()];
+            row.extend(Phase::ALL.iter().map(|p| {
+                i.phases
+                    .iter()
+                    .find(|t| t.phase == p.as_str())
+                    .map_or("-".into(), |t| format!("{:.1}", t.micros as f64 / 1e3))
+            }));
+            row
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+    for r in &table {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for r in std::iter::once(&header).chain(&table) {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        outln!("{}", cells.join("  ").trim_end());
+    }
 }
 
 fn quota_json(q: &Quota) -> serde_json::Value {
@@ -60,8 +91,13 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}M", bytes as f64 / f64::from(1 << 20))
 }
 
-pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool) -> Result<ExitCode, String> {
+pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phases: bool) -> Result<ExitCode, String> {
     let rows = w.answer(c.status(w.request(StatusRequest { name }))).await?.instances;
+    if phases && !as_json {
+        outln!("last start and stop of each instance, in ms:");
+        phases_table(&rows);
+        return Ok(ExitCode::SUCCESS);
+    }
     if as_json {
         let arr: Vec<_> = rows.iter().map(row_json).collect();
         outln!("{}", serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?);
