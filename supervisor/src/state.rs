@@ -153,6 +153,11 @@ impl StateStore {
         self.lock().rollouts.get(plugin).cloned()
     }
 
+    /// Every kept rollout's copy of its stable binary.
+    pub fn rollout_copies(&self) -> Vec<PathBuf> {
+        self.lock().rollouts.values().filter_map(|r| r.stable_copy.clone()).collect()
+    }
+
     /// Keeps (or, with None, forgets) `plugin`'s rollout.
     pub fn set_rollout(&self, plugin: &str, saved: Option<SavedRollout>) -> Result<(), StateError> {
         self.change(|next| match saved {

@@ -134,7 +134,7 @@ pub(crate) async fn read_again(shared: &Shared, started: &Config) -> Result<(Pat
 /// it is under way (the file names its canary), the change is the revision last rolled
 /// back (the same entry and binary), or `p` has a rollout that was interrupted, which only
 /// the operator's `rollout resume` or `abort` settles.
-fn held(shared: &Shared, p: &Plugin, spec: &PluginSpec) -> Option<String> {
+async fn held(shared: &Arc<Shared>, p: &Plugin, spec: &PluginSpec) -> Option<String> {
     use crate::rollout::Phase;
     let name = &p.name;
     match p.rollout().map(|r| r.report().phase) {
@@ -150,7 +150,12 @@ fn held(shared: &Shared, p: &Plugin, spec: &PluginSpec) -> Option<String> {
         }
         _ => {}
     }
-    let rejected = crate::rollout::saved::rolled_back_as(shared, spec)?;
+    // It may hash the binary: off the runtime's threads.
+    let (kept, entry) = (shared.clone(), spec.clone());
+    let rejected = tokio::task::spawn_blocking(move || crate::rollout::saved::rolled_back_as(&kept, &entry))
+        .await
+        .ok()
+        .flatten()?;
     Some(format!(
         "{name}: not tried again: revision {} with this entry and binary was rolled back ({}); edit it, rebuild it, or `supervisorctl reload {name}` to try it anyway",
         rejected.canary_revision, rejected.why
@@ -215,7 +220,7 @@ impl Job {
                     }
                     Err(e) => done.failed.push(e.into()),
                 }
-            } else if let Some(why) = held(shared, &p, &spec) {
+            } else if let Some(why) = held(shared, &p, &spec).await {
                 done.held.push(why);
             } else if let Err(e) = self.runnable(&spec) {
                 done.failed.push(e);

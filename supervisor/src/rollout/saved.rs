@@ -118,6 +118,26 @@ pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revi
     }
 }
 
+/// Removes kept stable binaries no kept rollout points at (left by a rollout whose record
+/// was forgotten while its copy could not be removed, or written by a keep whose record
+/// could not be saved).
+pub(crate) fn sweep_images(shared: &Shared) {
+    let dir = images_dir(shared.state.dir());
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let kept: std::collections::HashSet<PathBuf> = shared.state.rollout_copies().into_iter().collect();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !kept.contains(&path) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed a kept binary no rollout needs"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "a kept binary no rollout needs could not be removed")
+                }
+            }
+        }
+    }
+}
+
 /// The rollout was rolled back, or interrupted by the operator: what is kept of it says
 /// so, and why.
 pub(crate) fn set_phase(shared: &Shared, plugin: &str, phase: Phase, why: &str) {

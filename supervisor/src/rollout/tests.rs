@@ -414,3 +414,33 @@ async fn the_operators_restart_or_stop_interrupts_a_rollout_without_judging_the_
     assert_eq!(f.sup.plugin("fake").unwrap().spec().args, ["old"]);
     f.sup.shutdown().await;
 }
+
+#[tokio::test]
+async fn kept_binaries_no_rollout_points_at_are_swept_at_start() {
+    let f = started(&plugin("fake", ""), &[]).await;
+    let state = f.sup.shared().state.dir().to_owned();
+    let images = state.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (kept, orphan) = (images.join("gone-aaaa"), images.join("fake-bbbb"));
+    std::fs::write(&kept, b"kept").unwrap();
+    std::fs::write(&orphan, b"orphan").unwrap();
+    // A rollout kept for a plugin not in the config now: its copy stays with its record.
+    let saved = super::saved::SavedRollout {
+        phase: Phase::RolledBack,
+        stable_revision: 1,
+        canary_revision: 2,
+        steps: vec![100],
+        stable_config: f.sup.config().source.clone().unwrap(),
+        stable_text: String::new(),
+        stable_sha256: "0".repeat(64),
+        stable_copy: Some(kept.clone()),
+        canary_fingerprint: "x".into(),
+        why: "test".into(),
+    };
+    f.sup.shared().state.set_rollout("gone", Some(saved)).unwrap();
+    let (sup, _) = crate::instance::fake::restart(f.sup, &plugin("fake", "")).await;
+    sup.wait_running("fake", UP).await.unwrap();
+    assert!(kept.exists(), "a copy a kept rollout points at stays");
+    assert!(!orphan.exists(), "one nothing points at goes");
+    sup.shutdown().await;
+}
