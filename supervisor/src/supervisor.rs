@@ -345,8 +345,10 @@ impl Supervisor {
             Action::Resume if report.phase == Phase::Interrupted => {
                 // A stopped plugin's reload replaces its revision unchecked by calls: the
                 // canary needs the stable revision serving beside it.
-                if !p.desired.borrow().run {
-                    let note = format!("the plugin is stopped; `supervisorctl start {name}` first");
+                // Nor does one beside a stable revision with no instance ready: it would
+                // replace it unjudged.
+                if !p.desired.borrow().run || !p.serving().has_ready() {
+                    let note = format!("the plugin is not running; `supervisorctl start {name}` first");
                     return Err(RolloutError::NotNow {
                         plugin: name.to_owned(),
                         action: "resume",

@@ -260,13 +260,16 @@ async fn attend(
     })));
     // Callable before it is said to run: whoever waits for "running" may call at once.
     inst.live.store(Some(Arc::new(Live::new(channel, running.pid))));
+    let phases = std::mem::take(&mut running.phases);
     inst.update(|s| {
         s.state = State::Running;
         s.reason = String::new();
         s.running_since = Some(Instant::now());
         s.declared = declared.clone();
+        // The start's phases replace the last start's; the last stop's stay, after them.
+        s.phases.0.retain(|(p, _)| matches!(p, Phase::Drain | Phase::Teardown));
+        s.phases.0.splice(0..0, phases.0.iter().copied());
     });
-    let phases = std::mem::take(&mut running.phases);
     for (phase, took) in &phases.0 {
         shared.metrics.record_phase(&plugin.name, *phase, *took);
     }
@@ -283,11 +286,6 @@ async fn attend(
         ),
         &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
     );
-    // The start's phases replace the last start's; the last stop's stay, after them.
-    inst.update(|s| {
-        s.phases.0.retain(|(p, _)| matches!(p, Phase::Drain | Phase::Teardown));
-        s.phases.0.splice(0..0, phases.0);
-    });
     let mut acked = generation;
     let ended = loop {
         tokio::select! {
@@ -331,6 +329,8 @@ async fn attend(
             });
             let why = if leave { leaving.why() } else { "operator request" };
             let stop_timeout = rev.spec().stop_timeout;
+            // The drain begins with the wait for the calls already routed to it.
+            let mut watch = Stopwatch::default();
             if let Some(live) = live {
                 // A hurried stop (a second stop signal) does not wait for them either.
                 let mut hurry = shared.hurry.subscribe();
@@ -339,7 +339,6 @@ async fn attend(
                     _ = hurry.wait_for(|h| *h) => {}
                 }
             }
-            let mut watch = Stopwatch::default();
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             watch.lap(Phase::Drain);
             running.clean_up().await;

@@ -230,4 +230,8 @@ async fn a_call_routed_to_an_instance_before_it_stops_is_answered_even_when_sent
     let said = stopping.await.unwrap().unwrap();
     assert!(said.starts_with("stopped"), "{said}");
     assert!(live.admit().is_none(), "a stopped instance admits no call");
+    // The wait for the call routed to it is part of the drain.
+    let status = sup.plugin("fake").unwrap().instances()[0].status();
+    let drain = status.phases.get(crate::observe::phases::Phase::Drain).expect("a drain");
+    assert!(drain >= Duration::from_millis(150), "the call was held 200 ms: {drain:?}");
 }

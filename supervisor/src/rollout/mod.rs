@@ -404,7 +404,12 @@ impl Driver {
         let generation = self.generation;
         // A command bumps the generation (and a restart counts as a restart of the canary's
         // instances): checked first, so that the operator's restart is not taken for a crash.
-        let commanded = move |p: &Plugin| p.desired.borrow().generation != generation;
+        // A start of a plugin already running is acknowledged, not acted on: only a stop or
+        // a restart is.
+        let commanded = move |p: &Plugin| {
+            let d = p.desired.borrow();
+            d.generation != generation && (!d.run || d.restart)
+        };
         let fell = |p: &Plugin| commanded(p) || failed(&canary).is_some();
         let until = async {
             match due {

@@ -124,10 +124,13 @@ pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revi
 pub(crate) fn sweep_images(shared: &Shared) {
     let dir = images_dir(shared.state.dir());
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
-    let kept: std::collections::HashSet<PathBuf> = shared.state.rollout_copies().into_iter().collect();
+    // By file name (`<plugin>-<sha>`): the state directory may be spelled differently
+    // from the run that kept them (a symlink, another path to the config).
+    let kept: std::collections::HashSet<std::ffi::OsString> =
+        shared.state.rollout_copies().iter().filter_map(|c| c.file_name().map(ToOwned::to_owned)).collect();
     for entry in entries.flatten() {
         let path = entry.path();
-        if !kept.contains(&path) {
+        if !kept.contains(&entry.file_name()) {
             match std::fs::remove_file(&path) {
                 Ok(()) => tracing::info!(path = %path.display(), "removed a kept binary no rollout needs"),
                 Err(e) => {

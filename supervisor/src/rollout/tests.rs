@@ -181,7 +181,11 @@ async fn the_operator_pauses_resumes_and_promotes_and_no_other_reload_runs_meanw
         metrics.contains("supervisor_revision_failed_calls_total{plugin=\"fake\",revision=\"2\"} 0\n"),
         "{metrics}"
     );
-    assert!(!metrics.contains("supervisor_revision_calls_total{plugin=\"fake\",revision=\"2\"} 0\n"), "{metrics}");
+    let calls = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("supervisor_revision_calls_total{plugin=\"fake\",revision=\"2\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(calls.is_some_and(|n| n > 0), "{metrics}");
     let err = f.sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
     assert!(matches!(err, ReloadError::RolloutUnderWay(_)), "{err}");
 
@@ -381,6 +385,10 @@ async fn the_operators_restart_or_stop_interrupts_a_rollout_without_judging_the_
     );
     assert!(updated.failed.is_empty());
 
+    // A start of the running plugin is acknowledged, and changes nothing.
+    assert_eq!(f.sup.start_plugin("fake", UP).await.unwrap(), "running");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(f.sup.plugin("fake").unwrap().rollout().unwrap().report().phase, Phase::Running);
     // A restart of the plugin is the operator's, not the canary's failing.
     assert_eq!(f.sup.restart_plugin("fake", UP).await.unwrap(), "running");
     let report = until_phase(&f.sup, Phase::Interrupted).await;
@@ -402,7 +410,7 @@ async fn the_operators_restart_or_stop_interrupts_a_rollout_without_judging_the_
     let err = f.sup.rollout("fake", Action::Resume).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "plugin \"fake\": cannot resume: the rollout is interrupted (the plugin is stopped; `supervisorctl start fake` first)"
+        "plugin \"fake\": cannot resume: the rollout is interrupted (the plugin is not running; `supervisorctl start fake` first)"
     );
     // Given up, it is rolled back: the canary is not tried again by update.
     let (said, report) = f.sup.rollout("fake", Action::Abort).await.unwrap();
