@@ -504,6 +504,14 @@ pub(crate) async fn restart(sup: Supervisor, plugins: &str) -> (Supervisor, Arc<
     (Supervisor::with_launcher(config, state, fake.clone()), fake)
 }
 
+/// Waits until the plugin `fake` has one revision left (the others drained and went);
+/// its number.
+pub(crate) async fn one_revision_left(sup: &Supervisor) -> u64 {
+    let p = sup.plugin("fake").unwrap();
+    assert!(p.wait_until(UP, |p| p.revisions().len() == 1).await, "a revision never drained away");
+    p.revisions()[0].number
+}
+
 pub(crate) fn plugin(name: &str, extra: &str) -> String {
     format!("[[plugin]]\nname = {name:?}\nbinary = \"/bin/true\"\n{extra}\n")
 }

@@ -2,25 +2,17 @@
 //! replaces the serving one under load without a failed call, and every kind of broken new
 //! version is refused with its cause while the old one keeps serving.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{ReloadError, ReloadOptions};
 use crate::Supervisor;
-use crate::instance::fake::{Behaviour, FakeLauncher, Load, UP, echo, fixture, fixture_over, plugin};
+use crate::instance::fake::{
+    Behaviour, FakeLauncher, Load, UP, echo, fixture, fixture_over, one_revision_left, plugin,
+};
 use crate::instance::state::State;
 
 fn pids(sup: &Supervisor) -> Vec<i32> {
     sup.plugin("fake").unwrap().serving().instances.iter().filter_map(|i| i.status().pid).collect()
-}
-
-/// Waits until only the serving revision is left (the old one drained and went).
-async fn one_revision_left(sup: &Supervisor) {
-    let p = sup.plugin("fake").unwrap();
-    let deadline = Instant::now() + UP;
-    while p.revisions().len() > 1 {
-        assert!(Instant::now() < deadline, "the old revision never went: {:?}", p.revisions().len());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

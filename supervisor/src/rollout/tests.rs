@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Phase, RolloutError};
 use crate::Supervisor;
-use crate::instance::fake::{Behaviour, Fixture, Load, UP, echo, fixture, plugin};
+use crate::instance::fake::{Behaviour, Fixture, Load, UP, echo, fixture, one_revision_left, plugin};
 use crate::reload::{ReloadError, ReloadOptions};
 
 /// A plugin rolled out as a canary in quick steps. Latencies are not judged (a p99 under
@@ -43,12 +43,6 @@ async fn until_phase(sup: &Supervisor, phase: Phase) -> super::Report {
 
 fn kinds(sup: &Supervisor) -> Vec<String> {
     sup.events().subscribe().0.into_iter().filter(|e| e.plugin == "fake").map(|e| e.kind).collect()
-}
-
-async fn one_revision_left(sup: &Supervisor) -> u64 {
-    let p = sup.plugin("fake").unwrap();
-    assert!(p.wait_until(UP, |p| p.revisions().len() == 1).await, "a revision never drained away");
-    p.revisions()[0].number
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
