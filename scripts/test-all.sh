@@ -35,6 +35,21 @@ if [ "$free_kb" -lt $((5 * 1024 * 1024)) ]; then
     exit 2
 fi
 command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc >/dev/null; }
+# The monitoring tests (integration/tests/monitoring.rs) run promtool and a real
+# Prometheus server: Debian's prometheus package has both.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# The completion tests parse the zsh and fish scripts (about 36 MB installed); the man
+# page tests render with man -l.
+cli_docs_pkgs=()
+command -v zsh >/dev/null || cli_docs_pkgs+=(zsh)
+command -v fish >/dev/null || cli_docs_pkgs+=(fish)
+command -v man >/dev/null || cli_docs_pkgs+=(man-db)
+if [ ${#cli_docs_pkgs[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${cli_docs_pkgs[@]}" >/dev/null
+fi
 
 step "format"
 cargo fmt --all --check
@@ -59,21 +74,21 @@ export PLUGIN_TEST_PYTHON="$py_env/bin/python"
 step "tests on this host"
 cargo test --workspace
 
-step "the lifecycle, reload, kept-stop and rollout unit tests again, as an unprivileged user (they need no root)"
+step "the lifecycle, reload, kept-stop, rollout and leak unit tests again, as an unprivileged user (they need no root)"
 lib_tests=$(cargo test -p plugin-supervisor --lib --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
         print(m["executable"])')
-(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/ "$lib_tests" instance:: reload:: kept_stopped:: rollout::)
+(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/ "$lib_tests" instance:: reload:: kept_stopped:: rollout:: leaks::)
 
 step "fuzz targets (coverage-guided, 15 s each)"
 bash fuzz/run.sh 15
 
-step "sandbox tests in a pure cgroup v2 VM"
+step "sandbox and teardown tests in a pure cgroup v2 VM"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-mapfile -t vm_tests < <(integration/vm/cargo-test-bins.sh -p plugin-integration --test sandbox)
+mapfile -t vm_tests < <(integration/vm/cargo-test-bins.sh -p plugin-integration --test sandbox --test teardown)
 debug="$target_dir/debug"
 integration/vm/run.sh --timeout 2400 \
     --add "$debug/plugin-supervisor" \
@@ -82,6 +97,7 @@ integration/vm/run.sh --timeout 2400 \
     --add "$debug/examples/echo" \
     --add "$PWD/policies" \
     --workdir "$PWD/integration" \
+    --env TEARDOWN_CYCLES=100 \
     "${vm_tests[@]}"
 
 step "nothing left behind"

@@ -37,6 +37,11 @@ pub fn zoo() -> PathBuf {
     must_exist(profile_dir().join("zoo"))
 }
 
+/// Calls the echo service through a gateway socket once (`src/bin/echo_caller.rs`).
+pub fn echo_caller() -> PathBuf {
+    must_exist(profile_dir().join("echo_caller"))
+}
+
 /// An example plugin from plugin-sdk (`echo`, `token_validator`).
 pub fn example(name: &str) -> PathBuf {
     must_exist(profile_dir().join("examples").join(name))

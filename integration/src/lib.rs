@@ -5,11 +5,14 @@
 pub mod bins;
 pub mod daemon;
 pub mod files;
+pub mod flood;
 pub mod hog;
+pub mod leaker;
 pub mod load;
 pub mod pb;
 pub mod procfs;
 pub mod raw;
+pub mod scale;
 pub mod sibling;
 
 pub use daemon::Daemon;

@@ -98,7 +98,7 @@ fn a_good_config_passes_and_the_daemon_refuses_a_bad_one_without_starting_anythi
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":4: plugin[0].replicas: replicas must be between 1 and 64, not 0"), "{err}");
+    assert!(err.contains(":4: plugin[0].replicas: replicas must be between 1 and 1024, not 0"), "{err}");
     assert!(!dir.path().join("run").exists(), "nothing was set up for a refused config");
 }
 

@@ -76,7 +76,7 @@ async fn a_well_behaved_caller_keeps_its_p99_and_the_daemon_its_memory_under_att
     p99_us(&mut echo, 200).await;
     let (rss1, fds1) = (rss_kib(pid), procfs::open_fds(pid).len());
     let idle_p99 = p99_best_of_3(&mut echo, || true).await;
-    assert!(d.ctl(&["status"]).status.success(), "the control socket stopped answering");
+    assert!(d.control_answers(), "the control socket stopped answering");
     tokio::task::block_in_place(|| drop(idle));
     let mut settled = (0, 0);
     for _ in 0..100 {

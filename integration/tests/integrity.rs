@@ -467,6 +467,20 @@ fn plugin_keygen_sign_and_verify_round_trip_and_a_tampered_binary_fails() {
     };
     let cfg = config_with(&format!("sha256 = {digest:?}\nversion = \"^1.2\""));
     assert_eq!(verify(&["--config", &cfg]).status.code(), Some(0));
+    // The same binary configured under another name is held to the name it declares.
+    let path = dir.path().join("alias.toml");
+    let text = format!(
+        "[supervisor]\ntrusted_keys = [{public:?}]\npolicies_dir = {:?}\n{}",
+        bins::repo().join("policies").display().to_string(),
+        plugin("alias", &echo, "declared_name = \"echo\"")
+    );
+    std::fs::write(&path, text).unwrap();
+    let alias = path.to_str().unwrap();
+    for args in [vec!["--config", alias], vec!["--config", alias, "--name", "alias"]] {
+        let out = verify(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).starts_with("valid: plugin \"echo\" version 1.2.0"), "{}", stdout(&out));
+    }
     let cfg = config_with("version = \">=2\"");
     let out = verify(&["--config", &cfg]);
     assert_eq!(out.status.code(), Some(1));

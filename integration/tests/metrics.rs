@@ -78,8 +78,8 @@ async fn calls_events_and_instances_are_scraped_the_same_both_ways() {
 
     for text in [String::from_utf8_lossy(&out.stdout).to_string(), scraped] {
         let v = |series: &str| value(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert_eq!(v(r#"supervisor_calls_total{plugin="echo",code="OK"}"#), 4.0);
-        assert_eq!(v(r#"supervisor_calls_total{plugin="zoo",code="DEADLINE_EXCEEDED"}"#), 1.0);
+        assert_eq!(v(r#"supervisor_calls_total{plugin="echo",code="OK",source="plugin"}"#), 4.0);
+        assert_eq!(v(r#"supervisor_calls_total{plugin="zoo",code="DEADLINE_EXCEEDED",source="deadline"}"#), 1.0);
         assert_eq!(v(r#"supervisor_call_duration_seconds_count{plugin="echo"}"#), 4.0);
         assert!(v(r#"supervisor_call_duration_seconds_sum{plugin="zoo"}"#) >= 0.29, "the deadline call took 300 ms");
         assert_eq!(v(r#"supervisor_events_total{plugin="echo",kind="exited"}"#), 1.0);
@@ -102,6 +102,9 @@ async fn calls_events_and_instances_are_scraped_the_same_both_ways() {
         }
         assert_eq!(v(r#"supervisor_phase_duration_seconds_count{plugin="echo",phase="teardown"}"#), 1.0);
         assert!(v(r#"supervisor_phase_duration_seconds_sum{plugin="zoo",phase="spawn"}"#) > 0.0);
+        // The crash's teardown, proven clean.
+        assert_eq!(v(r#"supervisor_teardowns_total{plugin="echo",result="clean"}"#), 1.0);
+        assert_eq!(v(r#"supervisor_teardown_duration_seconds_count{plugin="echo",result="clean"}"#), 1.0);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

@@ -21,6 +21,7 @@
 //! `plugin_proto::build::compile` (no `protoc` needed).
 
 mod calls;
+mod cancel;
 mod descriptors;
 mod io;
 mod launch;
@@ -292,6 +293,7 @@ impl Plugin {
             }
         };
         let serve = tonic::transport::Server::builder()
+            .layer(cancel::CancelLayer)
             .layer(calls::CallGuardLayer { in_flight: in_flight.clone() })
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(io::incoming(conn, shutdown.clone()), drain_signal);

@@ -41,7 +41,28 @@ impl Signals {
         // SAFETY: both descriptors are fresh and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let raw = write.as_raw_fd();
-        for &sig in signals {
+        // All of them are held back while the handlers go in, one by one: a second
+        // signal arriving between two registrations (a SIGINT caught, a SIGTERM not
+        // yet) would otherwise take its default action and kill the process. What
+        // arrives meanwhile is delivered to its handler once they are all in.
+        // SAFETY: sigset_t is plain data that sigemptyset initialises; sigaddset with a
+        // signal number it rejects leaves the set as it was.
+        let mut held: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: see above.
+        let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both sets are valid, initialised sigset_t values; pthread_sigmask only
+        // changes the calling thread's mask.
+        let rc = unsafe {
+            libc::sigemptyset(&mut held);
+            for &sig in signals {
+                libc::sigaddset(&mut held, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &held, &mut before)
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        let registered = signals.iter().try_for_each(|&sig| {
             let byte = sig as u8;
             // SAFETY: the handler only calls write(2), which is
             // async-signal-safe, on a descriptor kept open by `write`
@@ -51,7 +72,14 @@ impl Signals {
                 signal_hook::low_level::register(sig, move || {
                     libc::write(raw, (&byte as *const u8).cast(), 1);
                 })
-            }?;
+            }
+            .map(drop)
+        });
+        // SAFETY: `before` is the mask pthread_sigmask gave back above.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+        registered?;
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
         }
         Ok(Caught { read, write })
     }

@@ -6,6 +6,13 @@
 //! What is watched is the runtime's own epoll descriptor, which is readable
 //! whenever any socket the runtime waits on has an event, so every
 //! connection is covered without a list of them.
+//!
+//! Between looks it yields the CPU rather than spinning on it: a call's
+//! three processes (caller, daemon, plugin) share two CPUs here, and the one
+//! process with work to do must never wait behind one watching for it.
+//! Measured in `bench --only gateway`, runs alternating with the busy-wait it
+//! replaced on a noisy host: sequential p50 0.85-1.23x go-plugin's against
+//! 1.18-1.87x; CPU per call no different beyond the noise.
 
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
@@ -49,7 +56,8 @@ pub fn before_park(fd: Option<RawFd>, window: Duration) -> impl Fn() + Send + Sy
             if n != 0 || start.elapsed() >= window {
                 return;
             }
-            std::hint::spin_loop();
+            // SAFETY: sched_yield takes no arguments and cannot fail.
+            unsafe { libc::sched_yield() };
         }
     }
 }

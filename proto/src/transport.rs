@@ -115,11 +115,14 @@ pub struct ResponseBody {
     recv: h2::RecvStream,
     data_done: bool,
     finished: bool,
+    /// Held while the answer is wanted: dropped, it tells the request's
+    /// pump that the caller is gone (see [`pump`]).
+    _wanted: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ResponseBody {
     pub fn new(recv: h2::RecvStream) -> Self {
-        Self { recv, data_done: false, finished: false }
+        Self { recv, data_done: false, finished: false, _wanted: None }
     }
 }
 
@@ -299,8 +302,14 @@ fn sendable(len: usize, room: usize) -> usize {
 }
 
 /// Streams the rest of a body that was not all sent with its headers,
-/// reading it at most [`READ_AHEAD`] ahead of the peer's window.
-async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>) {
+/// reading it at most [`READ_AHEAD`] ahead of the peer's window. Once the
+/// answer is no longer wanted (`unwanted` resolves: the call's future or its
+/// response body was dropped, by a caller that hung up or a deadline), the
+/// stream is reset: h2 resets a stream only when every handle to it is gone,
+/// and this pump holds one for as long as the request body stays open, so
+/// the peer's handler would otherwise run on for a caller that left.
+async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>, unwanted: tokio::sync::oneshot::Receiver<()>) {
+    tokio::pin!(unwanted);
     loop {
         if out.take_ready().is_err() {
             send.send_reset(h2::Reason::CANCEL);
@@ -314,6 +323,10 @@ async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>) {
             let next = tokio::select! {
                 f = out.body.frame() => f,
                 _ = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => return,
+                _ = &mut unwanted => {
+                    send.send_reset(h2::Reason::CANCEL);
+                    return;
+                }
             };
             match next {
                 Some(Ok(frame)) => out.push(frame),
@@ -327,6 +340,10 @@ async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>) {
             // Waits for more room; the end of the body may come meanwhile.
             let room = futures_util::future::poll_fn(|cx| {
                 if send.poll_reset(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if unwanted.as_mut().poll(cx).is_ready() {
+                    send.send_reset(h2::Reason::CANCEL);
                     return Poll::Ready(None);
                 }
                 send.poll_capacity(cx)
@@ -368,11 +385,17 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             let (response, mut send) =
                 tx.send_request(http::Request::from_parts(parts, ()), eos).map_err(ChannelError::NotSent)?;
             // What the stream has room for now leaves with the headers.
-            if !eos && !out.send_ready(&mut send)? {
-                tokio::spawn(pump(out, send));
-            }
+            // Only a request still streaming has a pump to tell: a whole one (every unary
+            // call) pays for no channel.
+            let wanted = if !eos && !out.send_ready(&mut send)? {
+                let (wanted, unwanted) = tokio::sync::oneshot::channel();
+                tokio::spawn(pump(out, send, unwanted));
+                Some(wanted)
+            } else {
+                None
+            };
             let response = response.await?;
-            Ok(response.map(ResponseBody::new))
+            Ok(response.map(|recv| ResponseBody { _wanted: wanted, ..ResponseBody::new(recv) }))
         })
     }
 }
@@ -403,6 +426,57 @@ mod tests {
         f.extend_from_slice(&stream.to_be_bytes());
         f.extend_from_slice(payload);
         f
+    }
+
+    /// What the server of one call saw of its request body once the caller
+    /// stopped wanting the answer (`answer_headers`: it had answered its
+    /// headers first), with the request body still open: reset or not.
+    async fn server_sees_reset_when_the_answer_is_not_wanted(answer_headers: bool) -> bool {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (seen, saw) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io).await.unwrap();
+            let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let _send = answer_headers.then(|| respond.send_response(http::Response::new(()), false).unwrap());
+            let mut body = req.into_body();
+            let reset = loop {
+                match body.data().await {
+                    Some(Ok(d)) => drop(body.flow_control().release_capacity(d.len())),
+                    Some(Err(e)) => break e.reason() == Some(h2::Reason::CANCEL),
+                    None => break false,
+                }
+            };
+            let _ = seen.send(reset);
+        });
+        let (channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        // A request body that never ends while the test runs.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(1);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"first")))).await.unwrap();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let mut ch = channel.clone();
+        let call =
+            ch.call(http::Request::post("/t.T/M").body(Body::new(http_body_util::StreamBody::new(stream))).unwrap());
+        if answer_headers {
+            drop(call.await.expect("answered"));
+        } else {
+            // The caller gives up before the answer's headers.
+            assert!(tokio::time::timeout(Duration::from_millis(100), call).await.is_err());
+        }
+        let seen = tokio::time::timeout(Duration::from_secs(2), saw).await;
+        drop(tx);
+        seen.is_ok_and(|r| r == Ok(true))
+    }
+
+    #[tokio::test]
+    async fn a_streaming_request_whose_answer_is_dropped_is_reset_for_the_peer() {
+        assert!(server_sees_reset_when_the_answer_is_not_wanted(true).await, "the request stream went on");
+    }
+
+    #[tokio::test]
+    async fn a_streaming_request_whose_call_is_dropped_before_its_answer_is_reset_for_the_peer() {
+        assert!(server_sees_reset_when_the_answer_is_not_wanted(false).await, "the request stream went on");
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli_docs;
 pub mod config;
 pub mod contract;
 pub mod control;
@@ -22,6 +23,7 @@ pub mod doctor;
 pub mod instance;
 pub mod integrity;
 mod kept_stopped;
+pub mod leaks;
 pub mod net;
 pub mod observe;
 mod plugin_set;

@@ -24,9 +24,28 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_h2_with(io, svc, None).await;
+}
+
+/// As [`serve_h2`], with at most `max_streams` streams open at once on the connection
+/// (hyper's default, 200, when `None`).
+pub async fn serve_h2_with<IO, S, B>(io: IO, svc: S, max_streams: Option<u32>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let svc = tower::ServiceExt::map_request(svc, |req: http::Request<Incoming>| req.map(tonic::body::Body::new));
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    if let Some(max) = max_streams {
+        builder.max_concurrent_streams(max);
+    }
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "connection ended with an error");
     }

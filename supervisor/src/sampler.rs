@@ -1,16 +1,39 @@
-//! Once a second, each running instance's cgroup is read: status shows the
-//! usage, and hitting the task limit or being throttled to the CPU quota
-//! becomes an event. The periodic timer also keeps the runtime's timer
+//! Each running instance's cgroup is read, once a second while there are few: status
+//! shows the usage, hitting the task limit or being throttled to the CPU quota
+//! becomes an event, and the leak watch takes the reading (and the
+//! supervisor's own). The periodic timer also keeps the runtime's timer
 //! wheel awake, so per-call deadline timers do not have to wake it.
+//!
+//! The reads are the sampler's cost, a dozen files per instance: with many instances
+//! each is read less often ([`interval`]), so a daemon with a thousand stays near idle.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::leaks::probe::ProcReading;
+use crate::leaks::watch::MAX_POINTS;
 use crate::observe::events::EventKind;
+use crate::sandbox::cgroup::Stats;
 use crate::supervisor::Shared;
 
 const PERIOD: Duration = Duration::from_secs(1);
+/// About how many instances are read per second once there are more than this: each
+/// is then read every `instances / READS_PER_SECOND` seconds, but never less often than
+/// its leak watch can use (see [`interval`]).
+const READS_PER_SECOND: u32 = 100;
+
+/// How often an instance is read among `instances`, watched for leaks over `window`:
+/// every [`PERIOD`] while there are at most [`READS_PER_SECOND`]; past that, spread so
+/// that about that many are read per second, but at least as often as the leak watch
+/// judges points (a window over [`MAX_POINTS`]): a short window keeps its detail
+/// whatever the count. The supervisor's own reading, watched over `leak_window`, is
+/// spread the same way (its descriptor table grows with the instances).
+pub(crate) fn interval(instances: usize, window: Duration) -> Duration {
+    let spread = PERIOD.saturating_mul(u32::try_from(instances).unwrap_or(u32::MAX)) / READS_PER_SECOND;
+    let points = window / u32::try_from(MAX_POINTS).unwrap_or(u32::MAX);
+    PERIOD.max(spread.min(points))
+}
 /// At most one throttling event per instance in this long.
 const THROTTLE_EVENT_GAP: Duration = Duration::from_secs(30);
 
@@ -19,13 +42,17 @@ struct Seen {
     pids_max_hits: u64,
     nr_throttled: u64,
     last_throttle_event: Option<Instant>,
+    /// When it is to be read next (at once when new).
+    next_read: Option<Instant>,
 }
 
-pub(crate) async fn run(shared: Arc<Shared>) {
+pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
     let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut leaks = crate::leaks::sampling::Watches::new(own_leak_window);
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = shared.shutdown.subscribe();
+    let mut own_next: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -37,51 +64,148 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let listed: std::collections::HashSet<String> =
             plugins.iter().flat_map(|p| p.instances()).map(|i| i.id.clone()).collect();
         seen.retain(|id, _| listed.contains(id));
+        leaks.retain(&shared, &listed);
+        // Every file read of the round (cgroup counters, each instance's descriptor table,
+        // the supervisor's own, which holds a descriptor per caller's connection) is made
+        // off the runtime's one thread, so calls never wait behind it.
+        // Only the instances due are read this round; the others keep their last reading.
+        let now = Instant::now();
+        let count = listed.len();
+        let mut cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>)> = Vec::new();
         for p in &plugins {
-            for inst in &p.instances() {
-                let Some(cg) = inst.cgroup.load_full() else {
-                    seen.remove(&inst.id);
-                    // No process, no usage: what the last one used is not kept.
-                    if inst.status().usage.is_some() {
-                        inst.update(|st| st.usage = None);
-                    }
+            let every = interval(count, p.serving().spec().leaks.window);
+            for i in p.instances() {
+                let Some(cg) = i.cgroup.load_full() else { continue };
+                let s = seen.entry(i.id.clone()).or_default();
+                if s.next_read.is_some_and(|at| at > now) {
                     continue;
-                };
-                let Ok(stats) = cg.stats() else { continue };
-                let s = seen.entry(inst.id.clone()).or_default();
-                let quota = inst.status().quota;
-                if let Some(hits) = stats.pids_max_hits
-                    && hits > s.pids_max_hits
-                {
-                    let limit = quota.pids_max.map_or_else(|| "?".into(), |n| n.to_string());
-                    shared.events.emit(
-                        &p.name,
-                        &inst.id,
-                        EventKind::PidsLimit,
-                        format!("task limit reached: pids.max {limit} refused {} fork(s)", hits - s.pids_max_hits),
-                        &[("pids_max_hits", hits.to_string())],
-                    );
-                    s.pids_max_hits = hits;
                 }
-                if let Some(n) = stats.cpu_nr_throttled
-                    && n > s.nr_throttled
-                {
-                    let due = s.last_throttle_event.is_none_or(|t| t.elapsed() >= THROTTLE_EVENT_GAP);
-                    if due {
-                        let cpu = quota.cpu.map_or_else(|| "?".into(), |c| c.to_string());
+                s.next_read = Some(now + every);
+                cgroups.push((i.id.clone(), cg));
+            }
+        }
+        let own_due = own_next.is_none_or(|at| at <= now);
+        if own_due {
+            own_next = Some(now + interval(count, own_leak_window));
+        }
+        let read = tokio::task::spawn_blocking(move || read_all(own_due, cgroups)).await;
+        let Ok((own, mut read)) = read else { continue };
+        if let Some(own) = own {
+            leaks.own(&shared, &own);
+        }
+        for p in &plugins {
+            for rev in p.revisions() {
+                let spec = rev.spec();
+                for inst in &rev.instances {
+                    let Some((stats, procs)) = read.remove(&inst.id).filter(|_| inst.cgroup.load().is_some()) else {
+                        if inst.cgroup.load().is_some() {
+                            // Its cgroup came (or could not be read) this round: next one.
+                            continue;
+                        }
+                        seen.remove(&inst.id);
+                        leaks.stopped(&shared, inst);
+                        // No process, no usage: what the last one used is not kept.
+                        let st = inst.status();
+                        if st.usage.is_some() || !st.leaks.is_empty() {
+                            inst.update(|st| {
+                                st.usage = None;
+                                st.leaks.clear();
+                            });
+                        }
+                        continue;
+                    };
+                    let s = seen.entry(inst.id.clone()).or_default();
+                    let quota = inst.status().quota;
+                    if let Some(hits) = stats.pids_max_hits
+                        && hits > s.pids_max_hits
+                    {
+                        let limit = quota.pids_max.map_or_else(|| "?".into(), |n| n.to_string());
                         shared.events.emit(
                             &p.name,
                             &inst.id,
-                            EventKind::CpuThrottled,
-                            format!("held to its CPU quota ({cpu}): throttled in {} scheduling periods so far", n),
-                            &[("nr_throttled", n.to_string())],
+                            EventKind::PidsLimit,
+                            format!("task limit reached: pids.max {limit} refused {} fork(s)", hits - s.pids_max_hits),
+                            &[("pids_max_hits", hits.to_string())],
                         );
-                        s.last_throttle_event = Some(Instant::now());
+                        s.pids_max_hits = hits;
                     }
-                    s.nr_throttled = n;
+                    if let Some(n) = stats.cpu_nr_throttled
+                        && n > s.nr_throttled
+                    {
+                        let due = s.last_throttle_event.is_none_or(|t| t.elapsed() >= THROTTLE_EVENT_GAP);
+                        if due {
+                            let cpu = quota.cpu.map_or_else(|| "?".into(), |c| c.to_string());
+                            shared.events.emit(
+                                &p.name,
+                                &inst.id,
+                                EventKind::CpuThrottled,
+                                format!("held to its CPU quota ({cpu}): throttled in {} scheduling periods so far", n),
+                                &[("nr_throttled", n.to_string())],
+                            );
+                            s.last_throttle_event = Some(Instant::now());
+                        }
+                        s.nr_throttled = n;
+                    }
+                    let notes = leaks.instance(&shared, p, &spec.leaks, inst, &stats, &procs);
+                    inst.update(|st| {
+                        st.usage = Some(stats);
+                        st.leaks = notes;
+                    });
                 }
-                inst.update(|st| st.usage = Some(stats));
             }
         }
+    }
+}
+
+/// One round's readings: the supervisor's own footprint, and each instance's cgroup
+/// counters and processes (an instance whose cgroup cannot be read is left out).
+type Readings = (Option<crate::leaks::probe::Own>, HashMap<String, (Stats, ProcReading)>);
+
+fn read_all(own: bool, cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>)>) -> Readings {
+    let own = own.then(|| crate::leaks::probe::own(std::path::Path::new("/proc/self")));
+    let read = cgroups
+        .into_iter()
+        .filter_map(|(id, cg)| {
+            let stats = cg.stats().ok()?;
+            let procs = ProcReading::of(std::path::Path::new("/proc"), cg.procs().unwrap_or_default());
+            Some((id, (stats, procs)))
+        })
+        .collect();
+    (own, read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_few_instances_are_read_every_second() {
+        for n in [0, 1, 50, 100] {
+            assert_eq!(interval(n, Duration::from_secs(600)), S, "{n} instances");
+        }
+    }
+
+    #[test]
+    fn many_instances_are_spread_to_about_a_hundred_reads_a_second() {
+        assert_eq!(interval(200, Duration::from_secs(600)), 2 * S);
+        assert_eq!(interval(1000, Duration::from_secs(600)), 10 * S);
+        // Never less often than the leak watch judges points: a tenth-minute window's.
+        assert_eq!(interval(1000, Duration::from_secs(300)), 5 * S);
+        assert_eq!(interval(100_000, Duration::from_secs(600)), 10 * S);
+    }
+
+    #[test]
+    fn a_short_leak_window_keeps_its_detail_whatever_the_count() {
+        assert_eq!(interval(1000, Duration::from_secs(10)), S);
+        assert_eq!(interval(1000, Duration::from_secs(90)), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn the_supervisor_itself_is_read_as_often_as_its_hour_window_and_the_count_allow() {
+        assert_eq!(interval(1, Duration::from_secs(3600)), S);
+        assert_eq!(interval(1000, Duration::from_secs(3600)), 10 * S);
+        assert_eq!(interval(10_000, Duration::from_secs(3600)), 60 * S);
     }
 }

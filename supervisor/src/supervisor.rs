@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// How instances are brought up, and the sandbox taken down.
     pub launcher: Arc<dyn Launcher>,
     pub routes: Arc<RouteTable>,
+    /// What each ready instance's plugin says of its own health (gateway health reads it).
+    pub health: Arc<crate::routing::discovery::Board>,
     /// Set once: every instance stops (and no new one starts).
     pub shutdown: watch::Sender<bool>,
     /// Set once, during shutdown: stop without waiting for drains.
@@ -143,6 +145,7 @@ impl Supervisor {
             metrics,
             launcher,
             routes: Arc::new(RouteTable::default()),
+            health: Arc::default(),
             shutdown: watch::channel(false).0,
             hurry: watch::channel(false).0,
             state,
@@ -160,13 +163,14 @@ impl Supervisor {
             // The operator's earlier quota changes and stops outlive this restart.
             crate::quotas::restore(p, &shared);
             crate::kept_stopped::restore(p, &shared);
+            p.breaker.report_to(&shared.events, &shared.health);
             shared.plugins.insert(p.clone());
         }
         for p in &plugins {
             spawn_revision(&shared, p, &p.serving());
         }
-        shared.tasks.spawn(crate::sampler::run(shared.clone()));
-        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics);
+        shared.tasks.spawn(crate::sampler::run(shared.clone(), config.supervisor.leak_window));
+        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone());
         Self { shared, config, gateway }
     }
 
@@ -202,7 +206,26 @@ impl Supervisor {
     /// text for Prometheus.
     pub fn metrics_text(&self) -> String {
         let rows = crate::control::status_rows(self, "").unwrap_or_default();
-        self.shared.metrics.render_with(&rows, &self.revision_rows())
+        self.shared.metrics.render_protected(&rows, &self.revision_rows(), &self.log_rows(), &self.protection_rows())
+    }
+
+    /// What each plugin's protection layers decided.
+    fn protection_rows(&self) -> Vec<crate::observe::metrics::ProtectionRow> {
+        let rows = self.plugins().into_iter().map(|p| crate::observe::metrics::ProtectionRow {
+            plugin: p.name.clone(),
+            shed: p.queue.shed(),
+            circuit: p.breaker.state().gauge(),
+            opened: p.breaker.opened_total(),
+            too_large: (p.too_large.requests(), p.too_large.responses()),
+        });
+        rows.collect()
+    }
+
+    /// What each plugin's log streams kept and dropped.
+    fn log_rows(&self) -> Vec<crate::observe::metrics::LogRow> {
+        let plugins = self.plugins();
+        let rows = plugins.iter().flat_map(|p| p.logs.counts().map(|counts| (p.name.clone(), counts)));
+        rows.map(|(plugin, counts)| crate::observe::metrics::LogRow { plugin, counts }).collect()
     }
 
     /// Every revision of every plugin, with its calls and share of calls.

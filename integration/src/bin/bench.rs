@@ -2,7 +2,10 @@
 //! 16 concurrent callers, embedded and through the gateway, measured beside
 //! the yardsticks (go-plugin and a raw socketpair ping-pong) in the same
 //! run, printed with ratios and checked against the targets; and calls through the
-//! gateway during 20 hot reloads against the same calls steady.
+//! gateway during 20 hot reloads against the same calls steady; and a plugin flooding
+//! its stdout, then its SDK log, as fast as it can: the daemon's CPU and a sibling's p99
+//! (`--only logflood`); and one daemon running 1,000 instances: the time until all are
+//! ready, its resident memory and idle CPU (`--only scale [--instances N] [--named]`).
 //!
 //! `cargo run --release -p plugin-integration --bin bench [-- --quick] [--peers DIR]`
 
@@ -14,6 +17,7 @@ use anyhow::{Context, bail};
 use plugin_integration::daemon::{Daemon, config, config_with, plugin};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
+use plugin_integration::procfs::cpu_seconds;
 use plugin_integration::{bins, connect};
 use plugin_supervisor::Supervisor;
 use serde_json::{Value, json};
@@ -24,21 +28,44 @@ struct Opts {
     /// Run only this part (spawn, embedded, gateway), without yardsticks:
     /// for profiling one path.
     only: Option<String>,
+    /// Instances in the `scale` measure, and whether each is a plugin of its own (else
+    /// the replicas of one).
+    instances: usize,
+    named: bool,
 }
 
 fn opts() -> anyhow::Result<Opts> {
-    let mut o = Opts { quick: false, peers: bins::repo().join("../shared/peers"), only: None };
+    let mut o = Opts {
+        quick: false,
+        peers: bins::repo().join("../shared/peers"),
+        only: None,
+        instances: SCALE_INSTANCES,
+        named: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--peers" => o.peers = PathBuf::from(args.next().context("--peers needs a directory")?),
-            "--only" => o.only = Some(args.next().context("--only needs spawn, embedded, gateway or reload")?),
-            other => bail!("unknown argument {other:?} (use --quick, --peers DIR, --only PART)"),
+            "--only" => o.only = Some(args.next().context(PARTS)?),
+            "--instances" => o.instances = args.next().context("--instances needs a number")?.parse()?,
+            "--named" => o.named = true,
+            other => {
+                bail!("unknown argument {other:?} (use --quick, --peers DIR, --only PART, --instances N, --named)")
+            }
         }
     }
     Ok(o)
 }
+
+const PARTS: &str = "--only takes spawn, embedded, gateway, reload, logflood or scale";
+
+/// Instances in the `scale` measure, and its targets: the daemon's resident memory, its
+/// idle CPU (a share of one core) and the time until all are ready.
+const SCALE_INSTANCES: usize = 1000;
+const SCALE_RSS_MB: f64 = 100.0;
+const SCALE_IDLE_CPU: f64 = 0.02;
+const SCALE_READY: Duration = Duration::from_secs(30);
 
 /// Reloads in the `reload` measure.
 const RELOADS: usize = 20;
@@ -151,10 +178,83 @@ async fn embedded(n: usize, total: usize) -> anyhow::Result<Value> {
 
 async fn gateway(n: usize, total: usize) -> anyhow::Result<Value> {
     let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));
-    d.wait_state("echo-0", "running", Duration::from_secs(20));
+    let echo = d.wait_state("echo-0", "running", Duration::from_secs(20));
+    let plugin_pid = echo["pid"].as_i64().and_then(|p| i32::try_from(p).ok()).context("echo-0 has no pid")?;
     let mut c = EchoClient::new(connect(&d.gateway()).await?);
     let mut out = latency(&mut c, n).await?;
-    out["throughput_16"] = throughput(c, total, 16).await?.into();
+    // Every process a call runs in: the caller (this one), the daemon and the plugin.
+    let pids = [("client", i32::try_from(std::process::id())?), ("daemon", d.pid()), ("plugin", plugin_pid)];
+    let before = pids.map(|(_, pid)| cpu_seconds(pid));
+    let rate = throughput(c, total, 16).await?;
+    let mut per_call = serde_json::Map::new();
+    let mut sum = 0.0;
+    for ((name, pid), was) in pids.iter().zip(before) {
+        let us = (cpu_seconds(*pid) - was) / (total / 16 * 16) as f64 * 1e6;
+        sum += us;
+        per_call.insert((*name).into(), us.into());
+    }
+    per_call.insert("total".into(), sum.into());
+    out["throughput_16"] = rate.into();
+    out["cpu_per_call_us"] = Value::Object(per_call);
+    Ok(out)
+}
+
+/// The gateway beside go-plugin in the same run (sequential p50 and 16 callers' calls/s
+/// and CPU per call), with the ratios the targets are on: `--only gateway`.
+async fn gateway_beside_go(o: &Opts, n: usize, total: usize) -> anyhow::Result<Value> {
+    let (go, _) = yardsticks(&o.peers)?;
+    let go_lat = run_json(&go, &["-mode", "latency", "-n", &n.to_string()])?;
+    let go_tput = go_throughput(&go, total)?;
+    let gw = gateway(n, total).await?;
+    let ratios = gateway_ratios(&gw, &go_lat, &go_tput);
+    eprintln!("{}", ratios.1);
+    Ok(json!({"gateway": gw, "go_plugin": {"latency": go_lat, "throughput": go_tput}, "ratios": ratios.0}))
+}
+
+/// The gateway's figures over go-plugin's, and a line saying them against the targets:
+/// calls/s at 16 callers at least 1.0x, sequential p50 at most 0.75x, CPU per call at
+/// most 1.0x.
+fn gateway_ratios(gw: &Value, go_lat: &Value, go_tput: &Value) -> (Value, String) {
+    let tput = f(gw, "throughput_16") / f(go_tput, "calls_per_s");
+    let p50 = f(gw, "p50_us") / f(go_lat, "p50_us");
+    let cpu = f(&gw["cpu_per_call_us"], "total") / f(go_tput, "cpu_per_call_us");
+    let ok = |good: bool| if good { "ok" } else { "MISSED" };
+    let line = format!(
+        "gateway over go-plugin: calls/s at 16 callers {tput:.2}x (≥1.0 {}), p50 {p50:.2}x (≤0.75 {}), CPU per call {cpu:.2}x (≤1.0 {}; {:.1} µs against {:.1} µs)",
+        ok(tput >= 1.0),
+        ok(p50 <= 0.75),
+        ok(cpu <= 1.0),
+        f(&gw["cpu_per_call_us"], "total"),
+        f(go_tput, "cpu_per_call_us"),
+    );
+    (json!({"throughput_16": tput, "p50": p50, "cpu_per_call": cpu}), line)
+}
+
+/// User and system CPU time of this process's children that have ended and been waited
+/// for, their own waited-for children included, in seconds.
+fn children_cpu() -> f64 {
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and a pointer to an owned rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return f64::NAN;
+    }
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// go-plugin's throughput at 16 callers, and its CPU time per call over both its
+/// processes (the host, which calls, and its plugin, which it waits for): a run of
+/// `total` calls less one of a tenth as many, so the start and the stop cancel out.
+fn go_throughput(go: &Path, total: usize) -> anyhow::Result<Value> {
+    let small = total / 10;
+    let c0 = children_cpu();
+    run_json(go, &["-mode", "throughput", "-n", &small.to_string(), "-c", "16"])?;
+    let c1 = children_cpu();
+    let mut out = run_json(go, &["-mode", "throughput", "-n", &total.to_string(), "-c", "16"])?;
+    let c2 = children_cpu();
+    let calls = (total / 16 * 16 - small / 16 * 16) as f64;
+    out["cpu_per_call_us"] = (((c2 - c1) - (c1 - c0)) / calls * 1e6).into();
     Ok(out)
 }
 
@@ -221,6 +321,75 @@ async fn reloads(rounds: usize) -> anyhow::Result<Value> {
     }))
 }
 
+/// A plugin flooding stdout, then its SDK log: the daemon's CPU (share of a core) and the
+/// sibling's p99 with the flood over without, against the bounds (10%, 1.5x).
+async fn logflood() -> anyhow::Result<Value> {
+    let mut out = serde_json::Map::new();
+    for stream in ["stdout", "sdk"] {
+        let (f, _daemon) = plugin_integration::flood::measure(stream).await?;
+        let ok = f.daemon_cpu <= 0.10 && f.p99_ratio <= 1.5;
+        eprintln!(
+            "log flood on {stream}: daemon {:.1}% of a core (≤10%), sibling p99 {:.2}x (≤1.5x): {}",
+            f.daemon_cpu * 100.0,
+            f.p99_ratio,
+            if ok { "ok" } else { "MISSED" }
+        );
+        out.insert(stream.into(), f.json);
+    }
+    Ok(Value::Object(out))
+}
+
+/// One daemon with `o.instances` instances (and one with a single instance, the base the
+/// per-instance costs are taken from): ready time, resident memory and idle CPU against
+/// the targets.
+async fn scale(o: &Opts) -> anyhow::Result<Value> {
+    use plugin_integration::scale::{Layout, measure, per_instance, stop};
+    let (n, layout) = (o.instances, if o.named { Layout::Named } else { Layout::Replicas });
+    let idle = if o.quick { Duration::from_secs(10) } else { Duration::from_secs(20) };
+    let settle = Duration::from_secs(5);
+    tokio::task::spawn_blocking(move || {
+        let (one, daemon) = measure(1, layout, SCALE_READY, settle, idle)?;
+        stop(daemon);
+        let (many, daemon) = measure(n, layout, SCALE_READY * 4, settle, idle)?;
+        stop(daemon);
+        let (rss, cpu) = per_instance(&one, &many);
+        let rss_mb = many.rss as f64 / f64::from(1 << 20);
+        let ok = |good: bool| if good { "ok" } else { "MISSED" };
+        eprintln!(
+            "{n} instances ({layout:?}): ready in {:.1} s (≤{} s {}), RSS {rss_mb:.1} MB (≤{SCALE_RSS_MB} MB {}), idle CPU {:.2}% of a core (≤{}% {}); per instance {:.1} KiB, {:.4}% of a core; {} threads, {} fds",
+            many.ready.as_secs_f64(),
+            SCALE_READY.as_secs(),
+            ok(many.ready <= SCALE_READY),
+            ok(rss_mb <= SCALE_RSS_MB),
+            many.idle_cpu * 100.0,
+            SCALE_IDLE_CPU * 100.0,
+            ok(many.idle_cpu <= SCALE_IDLE_CPU),
+            rss / 1024.0,
+            cpu * 100.0,
+            many.threads,
+            many.fds,
+        );
+        let mut missed = Vec::new();
+        if many.ready > SCALE_READY {
+            missed.push("ready time");
+        }
+        if rss_mb > SCALE_RSS_MB {
+            missed.push("daemon RSS");
+        }
+        if many.idle_cpu > SCALE_IDLE_CPU {
+            missed.push("daemon idle CPU");
+        }
+        Ok(json!({
+            "one": one.json(),
+            "many": many.json(),
+            "per_instance": {"rss_kib": rss / 1024.0, "idle_cpu_pct": cpu * 100.0},
+            "targets": {"rss_mb": SCALE_RSS_MB, "idle_cpu_pct": SCALE_IDLE_CPU * 100.0, "ready_s": SCALE_READY.as_secs()},
+            "missed": missed,
+        }))
+    })
+    .await?
+}
+
 /// Builds the yardsticks into `<target>/peers` once.
 fn yardsticks(peers: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let out = bins::profile_dir().join("peers");
@@ -271,9 +440,11 @@ async fn main() -> anyhow::Result<()> {
                 json!({"L1": l1, "L3": l3, "none": none, "L1_over_unsandboxed": over(&l1), "L3_over_unsandboxed": over(&l3)})
             }
             "embedded" => embedded(n, total).await?,
-            "gateway" => gateway(n, total).await?,
+            "gateway" => gateway_beside_go(&o, n, total).await?,
             "reload" => reloads(RELOADS).await?,
-            other => bail!("--only takes spawn, embedded, gateway or reload, not {other:?}"),
+            "logflood" => logflood().await?,
+            "scale" => scale(&o).await?,
+            other => bail!("{PARTS}, not {other:?}"),
         };
         println!("{v}");
         return Ok(());
@@ -283,7 +454,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("measuring the yardsticks...");
     let go_start = run_json(&go, &["-mode", "start", "-n", &starts.to_string()])?;
     let go_lat = run_json(&go, &["-mode", "latency", "-n", &n.to_string()])?;
-    let go_tput = run_json(&go, &["-mode", "throughput", "-n", &total.to_string(), "-c", "16"])?;
+    let go_tput = go_throughput(&go, total)?;
     let raw = run_json(&pingpong, &[&(n * 5).to_string()])?;
 
     eprintln!("measuring plugin-supervisor...");
@@ -293,6 +464,7 @@ async fn main() -> anyhow::Result<()> {
     let emb = embedded(n, total).await?;
     let gw = gateway(n, total).await?;
     let rl = reloads(RELOADS).await?;
+    let lf = logflood().await?;
 
     let rows = [
         ("spawn-to-ready L1 p50 (ms)", f(&spawn, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, Some(1.0)),
@@ -300,11 +472,12 @@ async fn main() -> anyhow::Result<()> {
         ("unsandboxed spawn p50 (ms)", f(&unsandboxed, "p50_us") / 1e3, f(&go_start, "p50_us") / 1e3, None),
         ("embedded call p50 (µs)", f(&emb, "p50_us"), f(&go_lat, "p50_us"), Some(0.6)),
         ("embedded call p99 (µs)", f(&emb, "p99_us"), f(&go_lat, "p99_us"), None),
-        ("gateway call p50 (µs)", f(&gw, "p50_us"), f(&go_lat, "p50_us"), Some(1.2)),
+        ("gateway call p50 (µs)", f(&gw, "p50_us"), f(&go_lat, "p50_us"), Some(0.75)),
         ("gateway call p99 (µs)", f(&gw, "p99_us"), f(&go_lat, "p99_us"), None),
         ("embedded calls/s, sequential", f(&emb, "calls_per_s"), f(&go_lat, "calls_per_s"), None),
         ("embedded calls/s, 16 callers", f(&emb, "throughput_16"), f(&go_tput, "calls_per_s"), None),
         ("gateway calls/s, 16 callers", f(&gw, "throughput_16"), f(&go_tput, "calls_per_s"), None),
+        ("gateway CPU per call (µs)", f(&gw["cpu_per_call_us"], "total"), f(&go_tput, "cpu_per_call_us"), Some(1.0)),
     ];
     println!("{:<32} {:>12} {:>12} {:>8} {:>8}", "metric", "ours", "go-plugin", "ratio", "target");
     let mut missed = Vec::new();
@@ -320,6 +493,11 @@ async fn main() -> anyhow::Result<()> {
         };
         println!("{name:<32} {ours:>12.1} {theirs:>12.1} {ratio:>8.2} {verdict:>8}");
     }
+    let (gw_ratios, gw_line) = gateway_ratios(&gw, &go_lat, &go_tput);
+    if f(&gw_ratios, "throughput_16") < 1.0 {
+        missed.push("gateway calls/s at 16 callers vs go-plugin");
+    }
+    println!("{gw_line}");
     let cost = f(&spawn, "p50_us") / f(&unsandboxed, "p50_us");
     let cost_l3 = f(&spawn_l3, "p50_us") / f(&unsandboxed, "p50_us");
     let verdict = |c: f64| if c <= 1.5 { "≤1.5 ok" } else { "≤1.5 MISSED" };
@@ -360,7 +538,23 @@ async fn main() -> anyhow::Result<()> {
         f(&rl["reload_to_serving_ms"], "p50"),
         f(&rl["reload_to_serving_ms"], "max"),
     );
-    let all = json!({"reload": rl, "spawn_to_ready": spawn, "spawn_to_ready_l3": spawn_l3, "unsandboxed_spawn": unsandboxed, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
+    for (stream, v) in lf.as_object().into_iter().flatten() {
+        let (cpu, ratio) = (f(v, "daemon_cpu_share_of_a_core"), f(&v["sibling_p99_us"], "ratio"));
+        if cpu > 0.10 {
+            missed.push("daemon CPU during a log flood");
+        }
+        if ratio > 1.5 {
+            missed.push("sibling p99 during a log flood");
+        }
+        println!(
+            "log flood on {stream}: daemon {:.1}% of a core (≤10% {}), sibling p99 {ratio:.2}x (≤1.5x {}), load {}",
+            cpu * 100.0,
+            if cpu <= 0.10 { "ok" } else { "MISSED" },
+            if ratio <= 1.5 { "ok" } else { "MISSED" },
+            v["load"].as_str().unwrap_or("?"),
+        );
+    }
+    let all = json!({"log_flood": lf, "reload": rl, "spawn_to_ready": spawn, "spawn_to_ready_l3": spawn_l3, "unsandboxed_spawn": unsandboxed, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
     println!("{all}");
     Ok(())
 }

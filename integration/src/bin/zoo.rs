@@ -5,11 +5,16 @@
 //! `--die-after-ms MS` (serves, then exits with 3), `--init-fail MSG`
 //! (refuses its config), `--version V`, `--fail-every N` (every Nth `Echo`
 //! fails with INTERNAL), `--echo-delay-ms MS` (each `Echo` answers that late),
-//! `--not-serving` (its health check says NOT_SERVING).
+//! `--not-serving` (its health check says NOT_SERVING), `--flood stdout|stderr|sdk`
+//! (writes log lines to that stream as fast as it can, for ever, from a thread of its
+//! own, while it serves). Leaks, from the start:
+//! `--leak-memory KIB_PER_SEC`, `--leak-fds N_PER_SEC`, `--leak-tasks N_PER_SEC`,
+//! `--sawtooth KIB_PER_SEC:PERIOD_MS` (memory kept, then freed, each period),
+//! `--step KIB:DELAY_MS` (memory touched once, after the delay, and kept).
 
 use std::time::Duration;
 
-use plugin_sdk::tonic::{Request, Response, Status};
+use plugin_sdk::tonic::{Request, Response, Status, Streaming};
 
 mod pb {
     include!(concat!(env!("OUT_DIR"), "/zoo.v1.rs"));
@@ -51,6 +56,10 @@ fn syscall(name: &str, pid: i32, path: &str) -> Result<(i64, i32), Status> {
             "ptrace" => libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0),
             "mount" => libc::mount(c"none".as_ptr(), c"/mnt".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) as i64,
             "socket" => libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64,
+            // System V IPC objects outlive the process that made them.
+            "shmget" => libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) as i64,
+            "semget" => libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) as i64,
+            "msgget" => libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) as i64,
             "socketpair" => {
                 let mut fds = [0; 2];
                 libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) as i64
@@ -140,6 +149,39 @@ unsafe fn connect_abstract(name: &[u8]) -> i64 {
     }
 }
 
+/// Streaming handlers begun, finished and cancelled, for `Tally`.
+static TALLY: [std::sync::atomic::AtomicU64; 3] =
+    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
+/// One streaming handler's life: cancelled if it is dropped before it finished (its
+/// caller went away, or its stream was reset), which is what the tests of cancellation
+/// look for, in `Tally` and in the plugin's log.
+struct Handler {
+    method: &'static str,
+    finished: bool,
+}
+
+impl Handler {
+    fn begin(method: &'static str) -> Self {
+        TALLY[0].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self { method, finished: false }
+    }
+
+    fn finish(mut self) {
+        self.finished = true;
+        TALLY[1].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        if !self.finished {
+            TALLY[2].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            println!("zoo: {} handler cancelled", self.method);
+        }
+    }
+}
+
 type CountStream =
     std::pin::Pin<Box<dyn plugin_sdk::tonic::codegen::tokio_stream::Stream<Item = Result<Text, Status>> + Send>>;
 
@@ -149,19 +191,74 @@ impl Zoo for ZooService {
 
     async fn count(&self, req: Request<CountRequest>) -> Result<Response<CountStream>, Status> {
         let r = req.into_inner();
+        let handler = Handler::begin("Count");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             for i in 0..r.count {
                 if i > 0 && r.interval_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(u64::from(r.interval_ms))).await;
+                    // A caller gone meanwhile is noticed at once, not at the next message.
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(u64::from(r.interval_ms))) => {}
+                        () = tx.closed() => return,
+                    }
                 }
                 if tx.send(Ok(Text { text: format!("{} {i}", r.text) })).await.is_err() {
                     return;
                 }
             }
+            handler.finish();
         });
         let stream = plugin_sdk::tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn collect(&self, req: Request<Streaming<Text>>) -> Result<Response<Text>, Status> {
+        let handler = Handler::begin("Collect");
+        let mut input = req.into_inner();
+        let mut texts = Vec::new();
+        // An error (the stream reset) or this future dropped leaves the handler cancelled.
+        while let Some(t) = input.message().await? {
+            texts.push(t.text);
+        }
+        handler.finish();
+        Ok(Response::new(Text { text: texts.join(" ") }))
+    }
+
+    type ChatStream = CountStream;
+
+    async fn chat(&self, req: Request<Streaming<Text>>) -> Result<Response<CountStream>, Status> {
+        let handler = Handler::begin("Chat");
+        let mut input = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = input.message() => next,
+                    () = tx.closed() => return,
+                };
+                match next {
+                    Ok(Some(t)) => {
+                        if tx.send(Ok(Text { text: format!("{}!", t.text) })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+            handler.finish();
+        });
+        let stream = plugin_sdk::tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn tally(&self, _req: Request<Text>) -> Result<Response<StreamTally>, Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Ok(Response::new(StreamTally {
+            started: TALLY[0].load(SeqCst),
+            finished: TALLY[1].load(SeqCst),
+            cancelled: TALLY[2].load(SeqCst),
+        }))
     }
 
     async fn echo(&self, req: Request<Text>) -> Result<Response<Text>, Status> {
@@ -290,6 +387,45 @@ impl Zoo for ZooService {
     }
 }
 
+/// Writes lines to `stream` as fast as the stream takes them, for ever.
+fn flood(stream: &str) {
+    let fd = match stream {
+        "stdout" => 1,
+        "stderr" => 2,
+        "sdk" => {
+            std::thread::spawn(|| {
+                for i in 0u64.. {
+                    plugin_sdk::tracing::info!(n = i, "flood record {i}");
+                }
+            });
+            return;
+        }
+        other => {
+            eprintln!("zoo: --flood takes stdout, stderr or sdk, not {other}");
+            std::process::exit(2);
+        }
+    };
+    std::thread::spawn(move || {
+        // A pipe's worth of numbered lines, written again and again in whole: the cheapest
+        // way to keep the pipe full.
+        let mut chunk = Vec::new();
+        for i in 0.. {
+            let line = format!("flood line {i} of the zoo, written as fast as the pipe takes it\n");
+            if chunk.len() + line.len() > 64 * 1024 {
+                break;
+            }
+            chunk.extend_from_slice(line.as_bytes());
+        }
+        loop {
+            // SAFETY: writes from a buffer that lives across the call to a descriptor this
+            // process keeps open for its life.
+            if unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) } < 0 && errno() != libc::EINTR {
+                return;
+            }
+        }
+    });
+}
+
 fn main() {
     let _ = INHERITED.set(inherited_fds());
     let mut name = "zoo".to_owned();
@@ -307,6 +443,7 @@ fn main() {
             "--protocol" => protocols = vec![args.next().and_then(|v| v.parse().ok()).unwrap_or(0)],
             "--init-fail" => init_fail = args.next(),
             "--not-serving" => serving = false,
+            "--flood" => flood(&args.next().unwrap_or_default()),
             "--fail-every" => service.fail_every = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--echo-delay-ms" => {
                 service.echo_delay = Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
@@ -326,6 +463,17 @@ fn main() {
                     std::process::exit(3);
                 });
             }
+            "--leak-memory" => plugin_integration::leaker::memory(number(args.next())),
+            "--leak-fds" => plugin_integration::leaker::fds(number(args.next())),
+            "--leak-tasks" => plugin_integration::leaker::tasks(number(args.next())),
+            "--sawtooth" => {
+                let (rate, ms) = pair(args.next());
+                plugin_integration::leaker::sawtooth(rate, Duration::from_millis(ms));
+            }
+            "--step" => {
+                let (kib, ms) = pair(args.next());
+                plugin_integration::leaker::step(kib, Duration::from_millis(ms));
+            }
             other => {
                 eprintln!("zoo: unknown flag {other}");
                 std::process::exit(2);
@@ -344,6 +492,17 @@ fn main() {
             None => Ok(()),
         })
         .serve()
+}
+
+fn number(arg: Option<String>) -> u64 {
+    arg.and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// "A:B" as two numbers.
+fn pair(arg: Option<String>) -> (u64, u64) {
+    let arg = arg.unwrap_or_default();
+    let (a, b) = arg.split_once(':').unwrap_or((&arg, "0"));
+    (number(Some(a.to_owned())), number(Some(b.to_owned())))
 }
 
 /// `encoded` with the type of `zoo.v1.Text.text` changed from string to int64.

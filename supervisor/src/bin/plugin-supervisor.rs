@@ -1,17 +1,20 @@
-//! The daemon binary: `plugin-supervisor --config FILE [--runtime-dir DIR]`
-//! runs in the foreground; `plugin-supervisor check-config FILE` validates.
+//! The daemon binary: `plugin-supervisor --config FILE [--runtime-dir DIR]
+//! [--log-format text|json] [--forward-plugin-logs true|false]` runs in the
+//! foreground; `plugin-supervisor check-config FILE` validates.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 use plugin_proto::signals::Signals;
+use plugin_supervisor::cli_docs::DocsCommand;
 use plugin_supervisor::config::Config;
 use plugin_supervisor::daemon;
+use plugin_supervisor::observe::forward;
 
 #[derive(Parser)]
 #[command(name = "plugin-supervisor", version, about = "Runs plugins as isolated child processes reached over gRPC")]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true, after_help = ENVIRONMENT)]
 struct Cli {
     /// The TOML configuration file.
     #[arg(long, required = true)]
@@ -19,20 +22,77 @@ struct Cli {
     /// Where control.sock and gateway.sock go (overrides the config).
     #[arg(long)]
     runtime_dir: Option<PathBuf>,
+    /// How the daemon writes its logs, and the plugin log lines it forwards, to stderr:
+    /// `text` (tracing's default layout) or `json` (one object a line: timestamp, level,
+    /// fields, target, and plugin, instance and stream for a plugin's lines).
+    #[arg(long, value_enum, env = "PLUGIN_SUPERVISOR_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// Forward each plugin's log lines (stdout, stderr, SDK records, after its log_rate
+    /// limit) to the daemon's stderr, so that journald or a log shipper keeps them.
+    #[arg(
+        long,
+        env = "PLUGIN_SUPERVISOR_FORWARD_PLUGIN_LOGS",
+        default_value_t = true,
+        action = ArgAction::Set,
+        value_name = "true|false"
+    )]
+    forward_plugin_logs: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The variable whose tracing `EnvFilter` directives choose the daemon's log records.
+const LOG_FILTER_ENV: &str = "PLUGIN_SUPERVISOR_LOG";
+
+/// Every variable the daemon reads, for `--help` and the man page (a test keeps it complete).
+const ENVIRONMENT: &str = "\
+Environment:
+  PLUGIN_SUPERVISOR_LOG                  Which log records the daemon writes, as tracing
+                                         EnvFilter directives: a level (default info) or
+                                         per-target levels, e.g.
+                                         info,plugin_supervisor::routing=debug
+  PLUGIN_SUPERVISOR_LOG_FORMAT           text or json: as --log-format (the flag wins)
+  PLUGIN_SUPERVISOR_FORWARD_PLUGIN_LOGS  true or false: as --forward-plugin-logs (the flag wins)
+  Any variable a plugin's `env` key names is passed on to that plugin's instances; no
+  other variable of the daemon's environment reaches a plugin.";
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl From<LogFormat> for forward::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => forward::Format::Text,
+            LogFormat::Json => forward::Format::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Checks a configuration file and exits: 0 when valid.
     CheckConfig { file: PathBuf },
+    #[command(flatten)]
+    Docs(DocsCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Docs(command)) = cli.command {
+        let mut out = std::io::stdout().lock();
+        return match command.run(Cli::command(), &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("plugin-supervisor: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::CheckConfig { file }) = cli.command {
-        init_tracing();
+        init_tracing(cli.log_format.into());
         return match Config::load(&file) {
             Ok(c) => {
                 let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
@@ -55,7 +115,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_tracing();
+    // The daemon's own logs, and the plugin lines it forwards, are written by a thread of
+    // their own: no log write waits on a slow stderr on the runtime's one thread.
+    if let Err(e) = forward::install(cli.log_format.into(), cli.forward_plugin_logs) {
+        eprintln!("plugin-supervisor: cannot start the log writer: {e}");
+        return ExitCode::FAILURE;
+    }
+    init_tracing(cli.log_format.into());
     let Some(path) = cli.config else {
         eprintln!("plugin-supervisor: --config FILE is required");
         return ExitCode::from(2);
@@ -74,7 +140,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async {
+    let code = rt.block_on(async {
         let signals = match caught.stream() {
             Ok(s) => s,
             Err(e) => {
@@ -96,16 +162,43 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // What the daemon said last is written before it exits.
+    forward::flush(std::time::Duration::from_secs(2));
+    code
 }
 
-fn init_tracing() {
-    tracing_subscriber::fmt()
+fn init_tracing(format: forward::Format) {
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PLUGIN_SUPERVISOR_LOG")
+            tracing_subscriber::EnvFilter::try_from_env(LOG_FILTER_ENV)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(forward::own_writer());
+    match format {
+        forward::Format::Text => fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        forward::Format::Json => fmt.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_documents_every_environment_variable_read() {
+        let mut cmd = Cli::command();
+        let help = cmd.render_long_help().to_string();
+        let from_args = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
+        assert_eq!(from_args.len(), 2, "{from_args:?}");
+        for var in from_args.iter().map(String::as_str).chain([LOG_FILTER_ENV]) {
+            let documented =
+                help.lines().any(|l| l.trim_start().starts_with(var) && l.trim_start()[var.len()..].starts_with(' '));
+            assert!(documented, "{var} is not described in --help:\n{help}");
+        }
+    }
 }

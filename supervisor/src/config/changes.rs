@@ -149,6 +149,20 @@ fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
         ("network_namespace", a.network_namespace != b.network_namespace, NewRevision),
         // Read when a change is rolled out.
         ("rollout", a.rollout != b.rollout, Live),
+        // Read by the sampler at each judgement.
+        ("leaks", a.leaks != b.leaks, Live),
+        // Set in the plugin's log buffer.
+        ("log_rate", a.log_limit.rate != b.log_limit.rate, Live),
+        ("log_burst", a.log_limit.burst != b.log_limit.burst, Live),
+        // Read by the gateway at each call.
+        ("callers", a.callers != b.callers, Live),
+        ("declared_name", a.declared_name != b.declared_name, NewRevision),
+        // Read by the routing stack at each call.
+        ("max_in_flight", a.protection.max_in_flight != b.protection.max_in_flight, Live),
+        ("max_queued", a.protection.max_queued != b.protection.max_queued, Live),
+        ("max_request_bytes", a.protection.max_request_bytes != b.protection.max_request_bytes, Live),
+        ("max_response_bytes", a.protection.max_response_bytes != b.protection.max_response_bytes, Live),
+        ("breaker", a.protection.breaker != b.protection.breaker, Live),
     ];
     differs.into_iter().filter(|(_, d, _)| *d).map(|(key, _, apply)| KeyChange { key, apply }).collect()
 }
@@ -166,7 +180,11 @@ pub fn fingerprint(spec: &PluginSpec, sha256: &str) -> String {
             (&spec.data_dir, spec.landlock_required, spec.network_namespace),
         )
     );
-    crate::integrity::Sha256Digest::of_bytes(format!("{keys}\n{sha256}").as_bytes()).to_hex()
+    // Only a `declared_name` other than the name is added, so that the fingerprints of
+    // entries without one stay what earlier versions saved.
+    let declared =
+        if spec.declared_name == spec.name { String::new() } else { format!("\ndeclared {}", spec.declared_name) };
+    crate::integrity::Sha256Digest::of_bytes(format!("{keys}\n{sha256}{declared}").as_bytes()).to_hex()
 }
 
 /// `[supervisor]` keys that differ and are fixed for the supervisor's life: its sockets,
@@ -187,6 +205,7 @@ fn section_changes(a: &SupervisorSection, b: &SupervisorSection) -> Vec<&'static
         ("metrics_listen", ne(&a.metrics_listen, &b.metrics_listen)),
         ("log_lines", ne(&a.log_lines, &b.log_lines)),
         ("event_history", ne(&a.event_history, &b.event_history)),
+        ("leak_window", ne(&a.leak_window, &b.leak_window)),
         ("policies_dir", ne(&a.policies_dir, &b.policies_dir)),
         ("state_dir", ne(&a.state_dir, &b.state_dir)),
         ("cgroup", ne(&a.cgroup, &b.cgroup)),
@@ -272,6 +291,39 @@ mod tests {
     }
 
     #[test]
+    fn a_leak_watch_changed_applies_live_and_makes_no_new_revision() {
+        let before = format!("{HEAD}{}", entry("a", "call_timeout = \"5s\""));
+        let after = before.replace("call_timeout = \"5s\"", "call_timeout = \"5s\"\n[plugin.leaks]\nwindow = \"1m\"");
+        let c = diff(&before, &after, false);
+        assert_eq!(keys(&c, "a"), [("leaks", Apply::Live)]);
+        assert!(c.changed[0].live_only());
+        let (old, new) = load_both(&before, &after);
+        assert_eq!(fingerprint(&old.specs()[0], "d"), fingerprint(&new.specs()[0], "d"));
+        let c =
+            diff(&before, &before.replace("state_dir = \"s\"\n", "state_dir = \"s\"\nleak_window = \"2h\"\n"), false);
+        assert_eq!(c.restart_only, ["leak_window"]);
+    }
+
+    #[test]
+    fn callers_change_in_place_and_a_declared_name_through_a_new_revision() {
+        let before = format!("{HEAD}{}", entry("a", "callers = [\"uid:1\"]"));
+        let c = diff(&before, &before.replace("uid:1", "uid:2"), false);
+        assert_eq!(keys(&c, "a"), [("callers", Apply::Live)]);
+        let c = diff(&before, &format!("{HEAD}{}", entry("a", "")), false);
+        assert_eq!(keys(&c, "a"), [("callers", Apply::Live)], "no key: open to everyone again");
+        let c = diff(&before, &format!("{before}declared_name = \"b\"\n"), false);
+        assert_eq!(keys(&c, "a"), [("declared_name", Apply::NewRevision)]);
+    }
+
+    #[test]
+    fn a_log_limit_changes_in_place() {
+        let before = format!("{HEAD}{}", entry("a", "log_rate = 10"));
+        let c = diff(&before, &format!("{HEAD}{}", entry("a", "log_rate = 20\nlog_burst = 5")), false);
+        assert_eq!(keys(&c, "a"), [("log_rate", Apply::Live), ("log_burst", Apply::Live)]);
+        assert!(c.changed[0].live_only(), "{c:?}");
+    }
+
+    #[test]
     fn a_default_changed_changes_the_plugins_that_take_it() {
         let before = format!("{HEAD}{}{}", entry("a", ""), entry("own", "stop_timeout = \"3s\""));
         let after = before.replace(HEAD, &format!("{HEAD}[supervisor.defaults]\nstop_timeout = \"9s\"\n"));
@@ -300,6 +352,8 @@ mod tests {
             ("call_timeout = \"5s\"", "call_timeout = \"6s\"", false),
             ("call_timeout = \"5s\"", "call_timeout = \"5s\"\n[plugin.quota]\npids_max = 9", false),
             ("call_timeout = \"5s\"", "call_timeout = \"5s\"\n[plugin.rollout]\nstrategy = \"canary\"", false),
+            ("args = [\"x\"]", "args = [\"x\"]\ndeclared_name = \"b\"", true),
+            ("call_timeout = \"5s\"", "call_timeout = \"5s\"\ncallers = [\"uid:7\"]", false),
         ];
         for (from, to, differs) in edits {
             let (old, new) = load_both(&format!("{HEAD}{base}"), &format!("{HEAD}{}", base.replace(from, to)));

@@ -163,8 +163,12 @@ impl<'a> Problems<'a> {
 /// 1 MiB, while parsing holds many times the text in memory (a 35 MB config
 /// of 700,000 entries took 2 GB and 23 s before it was refused).
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
-/// The most `[[plugin]]` entries a config may have (each may run 64 replicas).
+/// The most `[[plugin]]` entries a config may have (each may run [`MAX_REPLICAS`]).
 pub const MAX_PLUGINS: usize = 1024;
+/// The most instances one plugin may run: as many as a daemon is sized for (1,000
+/// instances within its memory and idle CPU budget, `bench --only scale`), so one plugin
+/// scaled out may use the whole of it.
+pub const MAX_REPLICAS: u32 = 1024;
 
 /// Reads and checks the config at `path`. A file above
 /// [`MAX_CONFIG_BYTES`] is refused before it is read whole.

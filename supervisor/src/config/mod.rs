@@ -4,7 +4,9 @@
 pub mod changes;
 pub mod gateway;
 mod kernel;
+pub mod leaks;
 mod load;
+pub mod protection;
 pub mod rollout;
 pub mod units;
 mod users;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::integrity::{PublicKey, Sha256Digest};
-pub use load::{ConfigError, MAX_CONFIG_BYTES, MAX_PLUGINS, Problem, fuzz_one, parse};
+pub use load::{ConfigError, MAX_CONFIG_BYTES, MAX_PLUGINS, MAX_REPLICAS, Problem, fuzz_one, parse};
 use units::Mode;
 pub use validate::{MAX_EVENT_HISTORY, MAX_LOG_LINES, name_problem};
 
@@ -93,6 +95,10 @@ pub struct SupervisorSection {
     /// Lifecycle events kept for `events`.
     #[serde(default = "default_event_history")]
     pub event_history: usize,
+    /// How long a rise of the supervisor's own memory, descriptors or threads must last to
+    /// be reported as a leak (the plugins' thresholds apply).
+    #[serde(default = "leaks::default_supervisor_window", with = "units::duration")]
+    pub leak_window: Duration,
     #[serde(default)]
     pub defaults: PluginDefaults,
     /// Public keys (`ed25519:<hex>`) whose signatures are accepted.
@@ -128,6 +134,7 @@ impl Default for SupervisorSection {
             metrics_listen: None,
             log_lines: default_log_lines(),
             event_history: default_event_history(),
+            leak_window: leaks::default_supervisor_window(),
             defaults: PluginDefaults::default(),
             trusted_keys: Vec::new(),
             require_signatures: false,
@@ -388,6 +395,30 @@ pub struct PluginConfig {
     /// How a change to this plugin reaches its callers.
     #[serde(default)]
     pub rollout: rollout::RolloutConfig,
+    /// How its instances are watched for leaks.
+    #[serde(default)]
+    pub leaks: leaks::LeaksConfig,
+    /// Lines of output (stdout, stderr and SDK records together) kept per second, on
+    /// average, across the plugin's instances; the rest are dropped and counted.
+    pub log_rate: Option<u32>,
+    /// Lines kept at once after a quiet time.
+    pub log_burst: Option<u32>,
+    /// Who may call it through the gateway (`uid:USER`, `gid:GROUP`, `plugin:NAME`);
+    /// absent: whoever can open `gateway.sock`.
+    pub callers: Option<Vec<String>>,
+    /// The name the binary declares at handshake, when the entry is named otherwise
+    /// (one binary configured under several names); absent: `name`.
+    pub declared_name: Option<String>,
+    /// Calls one instance works on at once; more wait in a queue of `max_queued`, and
+    /// beyond that are shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: Option<u32>,
+    pub max_queued: Option<u32>,
+    /// The largest gRPC message a caller may send, and a plugin may answer.
+    pub max_request_bytes: Option<units::ByteSize>,
+    pub max_response_bytes: Option<units::ByteSize>,
+    /// When calls stop going to a plugin that keeps failing.
+    #[serde(default)]
+    pub breaker: protection::BreakerConfig,
 }
 
 /// `[plugin.quota]`: each value overrides the tier's default.
@@ -439,11 +470,23 @@ pub struct PluginSpec {
     pub quota: QuotaConfig,
     /// (uid, gid) the plugin runs as.
     pub ids: (u32, u32),
+    /// The uid was configured (`user` or `uid`) rather than given from `uid_range`: the host
+    /// may use it too, so what else runs or is kept under it is not the plugin's.
+    pub uid_shared: bool,
     pub data_dir: Option<PathBuf>,
     pub landlock_required: Option<bool>,
     /// A network namespace of its own, whatever the tier says.
     pub network_namespace: bool,
     pub rollout: rollout::RolloutConfig,
+    pub leaks: leaks::LeaksConfig,
+    /// `log_rate` and `log_burst`.
+    pub log_limit: crate::observe::limit::LogLimit,
+    /// Who may call it through the gateway, resolved; None: anyone who can open the socket.
+    pub callers: Option<crate::routing::callers::Callers>,
+    /// The name its binary must declare at handshake (`declared_name`, else `name`).
+    pub declared_name: String,
+    /// The limits and the circuit breaker of the routing stack.
+    pub protection: protection::Protection,
     /// The config text the entry was read from.
     pub origin: Origin,
 }

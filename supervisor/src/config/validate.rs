@@ -44,6 +44,7 @@ fn check_buffers(config: &Config, p: &mut Problems<'_>) {
             p.at(&[Seg::Key("supervisor"), Seg::Key(key)], format!("{value} is more than the {max} kept at most"));
         }
     }
+    super::leaks::check_window(s.leak_window, &[Seg::Key("supervisor"), Seg::Key("leak_window")], p);
 }
 
 /// Checks everything and builds the plugin specs (meaningful only when no
@@ -105,8 +106,9 @@ pub(super) fn check(
             }
             Some(Ok(_)) => {}
         }
-        if plugin.replicas == 0 || plugin.replicas > 64 {
-            p.at(&at("replicas"), format!("replicas must be between 1 and 64, not {}", plugin.replicas));
+        if plugin.replicas == 0 || plugin.replicas > super::MAX_REPLICAS {
+            let most = super::MAX_REPLICAS;
+            p.at(&at("replicas"), format!("replicas must be between 1 and {most}, not {}", plugin.replicas));
         }
         for (j, var) in plugin.env.iter().enumerate() {
             if var.is_empty() || var.contains(['=', '\0']) {
@@ -133,6 +135,9 @@ pub(super) fn check(
             check_backoff(b, &at("backoff"), p);
         }
         super::rollout::check(&plugin.rollout, &at("rollout"), p);
+        super::leaks::check(&plugin.leaks, &at("leaks"), p);
+        check_log_limit(plugin, |key, msg| p.at(&at(key), msg));
+        super::protection::check(plugin, i, p);
         let sha256 = plugin.sha256.as_deref().and_then(|h| match h.parse::<Sha256Digest>() {
             Ok(d) => Some(d),
             Err(e) => {
@@ -192,9 +197,44 @@ pub(super) fn check(
         );
         spec.tier = tier;
         spec.ids = ids.get(&plugin.name).copied().unwrap_or((0, 0));
+        spec.callers = check_callers(config, plugin, i, p);
+        if let Some(declared) = &plugin.declared_name
+            && let Some(msg) = name_problem(declared)
+        {
+            p.at(&at("declared_name"), msg);
+        }
         specs.push(spec);
     }
     (specs, tiers)
+}
+
+/// Resolves a plugin's `callers` to numbers; an entry that does not resolve is a
+/// problem naming the plugin and the entry.
+fn check_callers(
+    config: &Config,
+    plugin: &PluginConfig,
+    i: usize,
+    p: &mut Problems<'_>,
+) -> Option<crate::routing::callers::Callers> {
+    use crate::routing::callers::{Callers, resolve};
+    let entries = plugin.callers.as_ref()?;
+    // Only whether the plugin exists and runs as a host account: its uid is learnt at
+    // call time (a dynamic one may move when plugins are added).
+    let plugin_ids = |name: &str| {
+        let entry = config.plugins.iter().find(|pl| pl.name == name)?;
+        Some(entry.user.is_some() || entry.uid.is_some())
+    };
+    let mut rules = Vec::with_capacity(entries.len());
+    for (j, entry) in entries.iter().enumerate() {
+        match resolve(entry, &plugin_ids) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => p.at(
+                &[Seg::Key("plugin"), Seg::Index(i), Seg::Key("callers"), Seg::Index(j)],
+                format!("plugin {:?}: callers entry {e}", plugin.name),
+            ),
+        }
+    }
+    Some(Callers(rules))
 }
 
 /// Loads the tier files when any plugin is sandboxed; a broken tier file is
@@ -303,11 +343,41 @@ fn spec(
         tier: String::new(),
         quota: p.quota.clone(),
         ids: (0, 0),
+        uid_shared: p.user.is_some() || p.uid.is_some(),
         data_dir: p.data_dir.as_ref().map(|d| config.resolve(d)),
         landlock_required: p.landlock_required,
         network_namespace: p.network_namespace,
         rollout: p.rollout.clone(),
+        leaks: p.leaks.clone(),
+        log_limit: {
+            let d = crate::observe::limit::LogLimit::default();
+            crate::observe::limit::LogLimit {
+                rate: p.log_rate.unwrap_or(d.rate),
+                burst: p.log_burst.unwrap_or(d.burst),
+            }
+        },
+        protection: super::protection::Protection::of(p),
         origin: config.text.clone(),
+        callers: None,
+        declared_name: p.declared_name.clone().unwrap_or_else(|| p.name.clone()),
+    }
+}
+
+/// A limit of 0 would keep nothing (not even a crash's last words); one beyond the
+/// maximum would no longer bound what a flood costs the supervisor.
+fn check_log_limit(plugin: &PluginConfig, mut problem: impl FnMut(&'static str, String)) {
+    use crate::observe::limit::{MAX_LOG_BURST, MAX_LOG_RATE};
+    for (key, value, max, unit) in [
+        ("log_rate", plugin.log_rate, MAX_LOG_RATE, "lines a second"),
+        ("log_burst", plugin.log_burst, MAX_LOG_BURST, "lines"),
+    ] {
+        match value {
+            Some(0) => {
+                problem(key, format!("must be at least 1 (in {unit}): 0 would keep no line of the plugin's output"))
+            }
+            Some(v) if v > max => problem(key, format!("{v} is more than the {max} {unit} allowed")),
+            _ => {}
+        }
     }
 }
 
@@ -349,6 +419,28 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("/etc/ps/test.toml:7: plugin[0]"), "{text}");
         assert!(text.contains("unknown field `colour`"), "{text}");
+    }
+
+    #[test]
+    fn log_limits_default_and_out_of_range_ones_name_file_line_and_key() {
+        let c = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n").unwrap();
+        assert_eq!(c.specs()[0].log_limit, crate::observe::limit::LogLimit { rate: 1000, burst: 2000 });
+        let c = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nlog_rate = 5\nlog_burst = 7\n").unwrap();
+        assert_eq!(c.specs()[0].log_limit, crate::observe::limit::LogLimit { rate: 5, burst: 7 });
+        let err = parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nlog_rate = 0\nlog_burst = 2000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/etc/ps/test.toml:4: plugin[0].log_rate: must be at least 1 (in lines a second)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("/etc/ps/test.toml:5: plugin[0].log_burst: 2000000 is more than the 1000000 lines allowed"),
+            "{err}"
+        );
+        let err =
+            parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nlog_rate = -1\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/ps/test.toml:4: plugin[0].log_rate:"), "{err}");
     }
 
     #[test]
@@ -408,6 +500,17 @@ mod tests {
         let err = parse("[[plugin]]\nname = \"../etc\"\nbinary = \"/bin/true\"\nreplicas = 0\n").unwrap_err();
         let keys: Vec<_> = err.problems().iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["plugin[0].name", "plugin[0].replicas"]);
+    }
+
+    #[test]
+    fn one_plugin_may_run_a_thousand_replicas_and_no_more_than_the_cap() {
+        let entry = |n: u32| format!("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\nreplicas = {n}\n");
+        assert_eq!(parse(&entry(1000)).unwrap().plugins[0].replicas, 1000);
+        let most = super::super::MAX_REPLICAS;
+        assert_eq!(
+            problems(&entry(most + 1)),
+            [("plugin[0].replicas".to_owned(), format!("replicas must be between 1 and {most}, not {}", most + 1))]
+        );
     }
 
     /// The (key, message) of each problem in `text`.
@@ -519,5 +622,59 @@ mod tests {
         assert_eq!(problems.len(), 1, "{err}");
         assert_eq!(problems[0].key, "plugin[0].network_namespace");
         assert!(problems[0].message.contains("tier \"none\" has no namespaces"), "{err}");
+    }
+
+    const PLUGIN: &str = "binary = \"/bin/true\"\ntier = \"none\"\n";
+
+    #[test]
+    fn callers_resolve_to_numbers_at_load() {
+        use crate::routing::callers::Rule;
+        let text = format!(
+            "[[plugin]]\nname = \"auth\"\n{PLUGIN}[[plugin]]\nname = \"a\"\n{PLUGIN}callers = [\"uid:root\", \"uid:1000\", \"gid:root\", \"plugin:auth\"]\n"
+        );
+        let specs = parse(&text).unwrap().specs();
+        assert_eq!(specs[0].callers, None, "no key: everyone who can open gateway.sock");
+        let rules = specs[1].callers.as_ref().unwrap();
+        assert_eq!(rules.0, [Rule::Uid(0), Rule::Uid(1000), Rule::Gid(0), Rule::Plugin("auth".into())]);
+    }
+
+    #[test]
+    fn a_plugin_callers_entry_does_not_depend_on_uids_being_assigned() {
+        let text = format!(
+            "[supervisor.sandbox]\nallow_unsandboxed = true\nuid_range = [70000, 70000]\n[[plugin]]\nname = \"auth\"\n{PLUGIN}[[plugin]]\nname = \"a\"\n{PLUGIN}callers = [\"plugin:auth\"]\n"
+        );
+        let err = load::parse(&text, Path::new("/etc/ps/test.toml")).unwrap_err().to_string();
+        assert!(err.contains("uid_range [70000, 70000] is too small for 2 plugins"), "{err}");
+        assert!(!err.contains("callers"), "auth is there; only the range is wrong: {err}");
+    }
+
+    #[test]
+    fn a_callers_entry_that_does_not_resolve_names_the_plugin_and_the_entry() {
+        let text = format!(
+            "[[plugin]]\nname = \"host\"\n{PLUGIN}uid = 1000\n[[plugin]]\nname = \"a\"\n{PLUGIN}callers = [\n  \"uid:1\",\n  \"uid:no-such-user-x\",\n  \"gid:no-such-group-x\",\n  \"plugin:ghost\",\n  \"plugin:host\",\n  \"everyone\",\n]\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        for expected in [
+            ":12: plugin[1].callers[1]: plugin \"a\": callers entry \"uid:no-such-user-x\": no such user \"no-such-user-x\"",
+            ":13: plugin[1].callers[2]: plugin \"a\": callers entry \"gid:no-such-group-x\": no such group",
+            ":14: plugin[1].callers[3]: plugin \"a\": callers entry \"plugin:ghost\": no plugin is named \"ghost\"",
+            ":15: plugin[1].callers[4]: plugin \"a\": callers entry \"plugin:host\": plugin \"host\" runs as a host account",
+            ":16: plugin[1].callers[5]: plugin \"a\": callers entry \"everyone\" is not uid:USER, gid:GROUP or plugin:NAME",
+        ] {
+            assert!(err.contains(expected), "{err}\nshould contain {expected}");
+        }
+        assert!(!err.contains("callers[0]"), "{err}");
+    }
+
+    #[test]
+    fn declared_name_is_a_plugin_name_and_defaults_to_name() {
+        let text =
+            format!("[[plugin]]\nname = \"a\"\n{PLUGIN}[[plugin]]\nname = \"b\"\ndeclared_name = \"a\"\n{PLUGIN}");
+        let specs = parse(&text).unwrap().specs();
+        assert_eq!((specs[0].declared_name.as_str(), specs[1].declared_name.as_str()), ("a", "a"));
+        let bad = format!("[[plugin]]\nname = \"b\"\ndeclared_name = \"a/b\"\n{PLUGIN}");
+        assert!(
+            parse(&bad).unwrap_err().to_string().contains("plugin[0].declared_name: plugin name \"a/b\" may use only")
+        );
     }
 }

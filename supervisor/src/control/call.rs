@@ -57,14 +57,23 @@ impl Codec for DynamicCodec {
     }
 }
 
-/// Calls `method` ("pkg.Service/Method") of `plugin` with a JSON request.
-pub async fn call_json(
-    sup: &Supervisor,
-    plugin: &str,
-    method: &str,
-    json: &str,
-    timeout: Duration,
-) -> Result<String, Status> {
+/// "pkg.Service/Method", "/pkg.Service/Method" (the HTTP/2 path) or
+/// "pkg.Service.Method" (grpcurl's spelling), as (service, method).
+fn split_method(method: &str) -> Option<(&str, &str)> {
+    let bare = method.strip_prefix('/').unwrap_or(method);
+    let (service, name) = if bare.contains('/') { bare.rsplit_once('/')? } else { bare.rsplit_once('.')? };
+    (!service.is_empty() && !name.is_empty() && !service.contains('/')).then_some((service, name))
+}
+
+/// A JSON call resolved against the plugin's declared contract.
+struct Resolved {
+    method: prost_reflect::MethodDescriptor,
+    request: DynamicMessage,
+    grpc: tonic::client::Grpc<crate::routing::Channel>,
+    path: http::uri::PathAndQuery,
+}
+
+fn resolve(sup: &Supervisor, plugin: &str, method: &str, json: &str) -> Result<Resolved, Status> {
     let p = sup.plugin(plugin).map_err(|e| Status::not_found(e.to_string()))?;
     let contract = p.contract().ok_or_else(|| {
         Status::unavailable(format!(
@@ -72,8 +81,10 @@ pub async fn call_json(
             p.describe_state()
         ))
     })?;
-    let (service, name) = method.rsplit_once('/').ok_or_else(|| {
-        Status::invalid_argument(format!("method {method:?} must be written Service/Method, e.g. echo.v1.Echo/Echo"))
+    let (service, name) = split_method(method).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "method {method:?} must be written Service/Method or Service.Method, e.g. echo.v1.Echo/Echo"
+        ))
     })?;
     let sd = contract.pool.get_service_by_name(service).ok_or_else(|| {
         Status::not_found(format!(
@@ -85,23 +96,88 @@ pub async fn call_json(
         let names: Vec<String> = sd.methods().map(|m| m.name().to_owned()).collect();
         Status::not_found(format!("service {service} has no method {name:?} (it has: {})", names.join(", ")))
     })?;
-    if md.is_client_streaming() || md.is_server_streaming() {
-        return Err(Status::unimplemented(format!("{method} is a streaming method; `call` makes unary calls")));
+    if md.is_client_streaming() {
+        let kind = if md.is_server_streaming() { "bidirectional-streaming" } else { "client-streaming" };
+        return Err(Status::unimplemented(format!(
+            "{service}/{name} is a {kind} method; `call` makes unary and server-streaming calls"
+        )));
     }
     let mut de = serde_json::Deserializer::from_str(json);
     let request = DynamicMessage::deserialize(md.input(), &mut de).and_then(|m| de.end().map(|()| m)).map_err(|e| {
         Status::invalid_argument(format!("the request is not a valid {} in JSON: {e}", md.input().full_name()))
     })?;
     let channel = sup.channel(plugin).map_err(|e| Status::not_found(e.to_string()))?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| Status::unavailable(format!("plugin {plugin:?} is not ready: {e}")))?;
     let path = http::uri::PathAndQuery::from_str(&format!("/{}/{}", sd.full_name(), md.name()))
         .map_err(|e| Status::invalid_argument(format!("bad method path: {e}")))?;
-    let mut req = tonic::Request::new(request);
-    // tonic panics encoding a timeout past 8 digits of hours: the config
-    // bounds durations, and this keeps any other caller's from reaching it.
-    req.set_timeout(timeout.min(crate::config::units::MAX_DURATION));
-    let resp = grpc.unary(req, path, DynamicCodec { output: md.output() }).await?;
-    serde_json::to_string(&resp.into_inner())
-        .map_err(|e| Status::internal(format!("rendering the response as JSON: {e}")))
+    Ok(Resolved { method: md, request, grpc: tonic::client::Grpc::new(channel), path })
+}
+
+impl Resolved {
+    fn request(&self, timeout: Duration) -> tonic::Request<DynamicMessage> {
+        let mut req = tonic::Request::new(self.request.clone());
+        // tonic panics encoding a timeout past 8 digits of hours: the config
+        // bounds durations, and this keeps any other caller's from reaching it.
+        req.set_timeout(timeout.min(crate::config::units::MAX_DURATION));
+        req
+    }
+
+    async fn ready(&mut self, plugin: &str) -> Result<(), Status> {
+        self.grpc.ready().await.map_err(|e| Status::unavailable(format!("plugin {plugin:?} is not ready: {e}")))
+    }
+}
+
+fn to_json(message: &DynamicMessage) -> Result<String, Status> {
+    serde_json::to_string(message).map_err(|e| Status::internal(format!("rendering the response as JSON: {e}")))
+}
+
+/// Calls `method` ("pkg.Service/Method") of `plugin` with a JSON request.
+pub async fn call_json(
+    sup: &Supervisor,
+    plugin: &str,
+    method: &str,
+    json: &str,
+    timeout: Duration,
+) -> Result<String, Status> {
+    let mut call = resolve(sup, plugin, method, json)?;
+    if call.method.is_server_streaming() {
+        return Err(Status::unimplemented(format!(
+            "{method} is a server-streaming method; this API makes unary calls (CallStream makes both)"
+        )));
+    }
+    call.ready(plugin).await?;
+    let codec = DynamicCodec { output: call.method.output() };
+    let resp = call.grpc.unary(call.request(timeout), call.path.clone(), codec).await?;
+    to_json(&resp.into_inner())
+}
+
+/// The JSON documents of a unary or server-streaming call, one per message as the
+/// plugin sends it; the plugin's error status ends the stream.
+pub async fn call_json_stream(
+    sup: &Supervisor,
+    plugin: &str,
+    method: &str,
+    json: &str,
+    timeout: Duration,
+) -> Result<impl futures_util::Stream<Item = Result<String, Status>> + Send + use<>, Status> {
+    use futures_util::StreamExt;
+    let mut call = resolve(sup, plugin, method, json)?;
+    call.ready(plugin).await?;
+    let codec = DynamicCodec { output: call.method.output() };
+    let resp = call.grpc.server_streaming(call.request(timeout), call.path.clone(), codec).await?;
+    Ok(resp.into_inner().map(|m| m.and_then(|m| to_json(&m))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_method;
+
+    #[test]
+    fn methods_are_spelled_with_a_slash_a_leading_slash_or_a_dot() {
+        for spelling in ["echo.v1.Echo/Echo", "/echo.v1.Echo/Echo", "echo.v1.Echo.Echo"] {
+            assert_eq!(split_method(spelling), Some(("echo.v1.Echo", "Echo")), "{spelling}");
+        }
+        for bad in ["Echo", "/echo.v1.Echo/", "echo.v1.Echo/", ".Echo", "a/b/c", "//Echo", ""] {
+            assert_eq!(split_method(bad), None, "{bad}");
+        }
+    }
 }

@@ -1,9 +1,14 @@
 //! The control API on `control.sock`, which `supervisorctl` speaks: status,
 //! lifecycle commands, log tail, events, JSON calls, quotas and metrics.
-//! Only root, the supervisor's own uid and configured uids may connect.
+//! Only root, the supervisor's own uid and configured uids may use it; any
+//! other peer is told so on each call ([`refusal`]).
 
 pub mod call;
+pub mod config_view;
+mod contracts;
 mod deadline;
+pub mod refusal;
+mod signal;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,9 +17,10 @@ use std::time::Duration;
 use futures_util::Stream;
 use plugin_proto::control::v1::control_server::{Control, ControlServer};
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, CallResponse, ChangedKey, Event, EventsRequest, InstanceStatus, LogLine,
-    MetricsRequest, MetricsResponse, PhaseTiming, PluginChange, PluginRef, Quota, QuotaRequest, QuotaResponse,
-    ReloadRequest, RereadRequest, RereadResponse, ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse,
+    ActionResponse, CallRequest, CallResponse, ChangedKey, ConfigRequest, ConfigResponse, ContractsRequest,
+    ContractsResponse, Event, EventsRequest, InstanceStatus, LogLine, MetricsRequest, MetricsResponse, PhaseTiming,
+    PluginChange, PluginRef, Quota, QuotaRequest, QuotaResponse, ReloadRequest, RereadRequest, RereadResponse,
+    ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse, SignalRequest, SignalResponse, SignalledInstance,
     StatusRequest, StatusResponse, TailRequest, UpdateRequest, UpdateResponse,
 };
 use tokio::sync::broadcast;
@@ -75,9 +81,16 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
         let rollout = p.rollout().map(|r| r.report());
         let split = p.split();
         let serving = p.serving().number;
+        let circuit = (!p.circuit_closed()).then(|| format!("circuit {}", p.breaker.describe()));
         for inst in &p.instances() {
             let s = inst.status();
             let mut notes = s.notes.clone();
+            let ready = s.state == crate::instance::state::State::Running && inst.live.load().is_some();
+            let says_serving = sup.shared().health.says_serving(&inst.id);
+            if ready && !says_serving {
+                notes.push("health: NOT_SERVING (the plugin says so)".to_owned());
+            }
+            notes.extend(circuit.clone());
             if kept_stopped {
                 notes.push(crate::kept_stopped::NOTE.to_owned());
             }
@@ -109,6 +122,16 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                         micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                     })
                     .collect(),
+                teardown: s.teardown.as_ref().map(|t| plugin_proto::control::v1::Teardown {
+                    result: t.verdict.outcome().as_str().to_owned(),
+                    micros: u64::try_from(t.verdict.took.as_micros()).unwrap_or(u64::MAX),
+                    found: t.verdict.found.iter().map(ToString::to_string).collect(),
+                    unchecked: t.verdict.unchecked.clone(),
+                    unix_nanos: t.unix_nanos,
+                }),
+                leaks: s.leaks.clone(),
+                circuit: p.breaker.state().as_str().to_owned(),
+                serving: ready && says_serving && p.circuit_closed(),
             });
         }
     }
@@ -350,8 +373,51 @@ impl Control for ControlService {
         Ok(Response::new(CallResponse { json }))
     }
 
+    type CallStreamStream = BoxStream<CallResponse>;
+
+    async fn call_stream(&self, req: Request<CallRequest>) -> Result<Response<Self::CallStreamStream>, Status> {
+        use futures_util::StreamExt;
+        let req = req.into_inner();
+        let timeout = if req.timeout_ms == 0 {
+            self.sup.plugin(&req.plugin).map_err(to_status)?.spec().call_timeout
+        } else {
+            Duration::from_millis(u64::from(req.timeout_ms))
+        };
+        let answers = call::call_json_stream(&self.sup, &req.plugin, &req.method, &req.json, timeout).await?;
+        Ok(Response::new(Box::pin(answers.map(|json| json.map(|json| CallResponse { json })))))
+    }
+
     async fn metrics(&self, _req: Request<MetricsRequest>) -> Result<Response<MetricsResponse>, Status> {
         Ok(Response::new(MetricsResponse { text: self.sup.metrics_text() }))
+    }
+
+    async fn contracts(&self, req: Request<ContractsRequest>) -> Result<Response<ContractsResponse>, Status> {
+        let plugins = contracts::of(&self.sup, &req.get_ref().name).map_err(to_status)?;
+        Ok(Response::new(ContractsResponse { plugins }))
+    }
+
+    async fn signal(&self, req: Request<SignalRequest>) -> Result<Response<SignalResponse>, Status> {
+        use signal::SignalError;
+        let req = req.into_inner();
+        let answer = signal::parse(&req.signal).and_then(|sig| Ok((sig, signal::send(&self.sup, &req.name, sig)?)));
+        match answer {
+            Ok((sig, sent)) => Ok(Response::new(SignalResponse {
+                signal: crate::sandbox::pidfd::signal_name(sig),
+                instances: sent
+                    .into_iter()
+                    .map(|(instance, pid)| SignalledInstance { instance, pid: u32::try_from(pid).unwrap_or(0) })
+                    .collect(),
+            })),
+            Err(e @ SignalError::UnknownPlugin(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ SignalError::NotASignal { .. }) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ SignalError::NoneRunning(_)) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ SignalError::Send { .. }) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn config(&self, req: Request<ConfigRequest>) -> Result<Response<ConfigResponse>, Status> {
+        let plugins = config_view::of(&self.sup, &req.get_ref().name).map_err(to_status)?;
+        Ok(Response::new(ConfigResponse { plugins }))
     }
 }
 
@@ -360,6 +426,7 @@ pub async fn serve(listener: tokio::net::UnixListener, sup: Arc<Supervisor>, all
     // SAFETY: geteuid has no preconditions.
     let own = unsafe { libc::geteuid() };
     let svc = ControlServer::new(ControlService { sup: sup.clone() });
+    let refusals = refusal::Refusals::default();
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -384,6 +451,8 @@ pub async fn serve(listener: tokio::net::UnixListener, sup: Arc<Supervisor>, all
                 format!("refused a control connection from uid {uid}"),
                 &[],
             );
+            // Told why, rather than cut off: its client can say what to do about it.
+            refusals.refuse(stream, uid);
             continue;
         }
         tokio::spawn(crate::net::serve_h2(stream, svc.clone()));

@@ -75,8 +75,6 @@ pub enum Cause {
     /// What it declared at handshake does not match the config.
     #[error("{0}")]
     Declared(String),
-    #[error("service {service} is already served by plugin {owner:?}")]
-    ServiceTaken { service: String, owner: String },
     #[error("init did not finish within {}", format_duration(*.0))]
     InitTimeout(Duration),
     #[error("init failed: {0}")]
@@ -90,6 +88,9 @@ pub enum Cause {
     DiedStarting { status: String, phase: Phase },
     #[error("ended before answering the {0}: not a plugin, or it crashed at start")]
     EndedStarting(Phase),
+    /// The supervisor stopped, or the instance's revision was retired, while it started.
+    #[error("stopped while starting: {0}")]
+    Cancelled(&'static str),
 }
 
 #[cfg(test)]
@@ -101,12 +102,12 @@ mod tests {
         let e = StartError::Refused {
             plugin: "echo".into(),
             instance: "echo-0".into(),
-            cause: Cause::ServiceTaken { service: "echo.v1.Echo".into(), owner: "copy".into() },
+            cause: Cause::Declared("plugin version 2.0.0 is outside the configured range ^1".into()),
         };
-        assert_eq!(e.cause().to_string(), "service echo.v1.Echo is already served by plugin \"copy\"");
+        assert_eq!(e.cause().to_string(), "plugin version 2.0.0 is outside the configured range ^1");
         assert_eq!(
             e.to_string(),
-            "plugin \"echo\" (echo-0) cannot run as configured: service echo.v1.Echo is already served by plugin \"copy\""
+            "plugin \"echo\" (echo-0) cannot run as configured: plugin version 2.0.0 is outside the configured range ^1"
         );
         assert!(e.is_refusal());
         assert_eq!(

@@ -19,10 +19,11 @@ use tonic::server::NamedService;
 use std::time::Instant;
 
 use super::error::{Cause, StartError};
-use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Process};
+use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Others, OthersNow, Process};
 use crate::Supervisor;
 use crate::config::Config;
 use crate::config::PluginSpec;
+use crate::observe::teardown::{Found, Verdict};
 use crate::sandbox::cgroup::test_hosts::{create, hybrid};
 use crate::sandbox::cgroup::{Subtree, SubtreeConfig};
 use crate::sandbox::pidfd::ExitStatus;
@@ -50,6 +51,10 @@ pub enum Behaviour {
 #[derive(Debug, Default)]
 struct Table {
     exits: HashMap<i32, watch::Sender<Option<ExitStatus>>>,
+    /// Each teardown, in order: the plugin, and what else of it was alive.
+    teardowns: Vec<(String, Others)>,
+    /// What the next teardown of a plugin's instance finds, per plugin.
+    leaves: HashMap<String, Vec<Found>>,
 }
 
 /// Launches [`Behaviour`]s; by default every process serves under its plugin's name.
@@ -66,6 +71,8 @@ pub struct FakeLauncher {
     cgroups: Option<Subtree>,
     /// Plugins removed for good, in order.
     forgotten: Mutex<Vec<String>>,
+    /// Images made (verified afresh rather than taken from the revision's cache).
+    images_made: AtomicUsize,
 }
 
 impl FakeLauncher {
@@ -82,6 +89,7 @@ impl FakeLauncher {
             open: watch::channel(true).0,
             cgroups: None,
             forgotten: Mutex::default(),
+            images_made: AtomicUsize::new(0),
         }
     }
 
@@ -108,6 +116,16 @@ impl FakeLauncher {
         self.script.lock().unwrap().entry(plugin.to_owned()).or_default().extend_from_slice(behaviours);
     }
 
+    /// The next teardown of one of `plugin`'s instances finds `found`.
+    pub fn leave(&self, plugin: &str, found: Found) {
+        self.table.lock().unwrap().leaves.entry(plugin.to_owned()).or_default().push(found);
+    }
+
+    /// Every teardown so far: the plugin, and how many of its other instances were alive.
+    pub fn teardowns(&self) -> Vec<(String, Others)> {
+        self.table.lock().unwrap().teardowns.clone()
+    }
+
     /// The plugins removed for good, in order.
     pub fn forgotten(&self) -> Vec<String> {
         self.forgotten.lock().unwrap().clone()
@@ -116,6 +134,11 @@ impl FakeLauncher {
     /// How many processes `plugin`'s instances have been given.
     pub fn launches(&self, plugin: &str) -> usize {
         self.launches.lock().unwrap().iter().filter(|(p, _)| p == plugin).count()
+    }
+
+    /// How many images were made rather than taken from a revision's cache.
+    pub fn images_made(&self) -> usize {
+        self.images_made.load(Ordering::Relaxed)
     }
 
     /// The process `pid` ends as if it had crashed with exit code `code`.
@@ -141,13 +164,18 @@ impl Launcher for FakeLauncher {
         cached: Option<Arc<Image>>,
     ) -> BoxFuture<'_, Result<Arc<Image>, StartError>> {
         Box::pin(async move {
+            if cached.is_none() {
+                self.images_made.fetch_add(1, Ordering::Relaxed);
+                // A real verification takes a while (a copy and a hash): others may start meanwhile.
+                tokio::task::yield_now().await;
+            }
             Ok(cached.unwrap_or_else(|| {
                 // The file's real digest where there is one, as the real launcher's: an
                 // update compares it with what is on disk.
                 let sha256 = std::fs::File::open(&spec.binary)
                     .and_then(|f| crate::integrity::Sha256Digest::of_file(&f))
                     .map_or_else(|_| format!("fake-{}", spec.name), |d| d.to_hex());
-                Arc::new(Image { sha256, signed_version: None, payload: Arc::new(()) })
+                Arc::new(Image { sha256, signed_version: None, payload: Arc::new(()), held: None })
             }))
         })
     }
@@ -219,7 +247,7 @@ impl Launcher for FakeLauncher {
                 };
                 exit_tx.send_if_modified(|s| s.is_none() && s.replace(status).is_none());
             });
-            let process = FakeProcess { pid, exit, task, table: self.table.clone() };
+            let process = FakeProcess { pid, exit, task, table: self.table.clone(), plugin: req.spec.name.clone() };
             Ok(Launched {
                 process: Box::new(process),
                 conn: ours,
@@ -254,6 +282,7 @@ struct FakeProcess {
     exit: watch::Receiver<Option<ExitStatus>>,
     task: tokio::task::JoinHandle<()>,
     table: Arc<Mutex<Table>>,
+    plugin: String,
 }
 
 impl FakeProcess {
@@ -284,12 +313,29 @@ impl Process for FakeProcess {
         self.end(libc::SIGTERM);
     }
 
+    /// Every signal ends a fake process, as its default action would.
+    fn signaller(&self) -> crate::instance::signal::Signaller {
+        let (task, table, pid) = (self.task.abort_handle(), self.table.clone(), self.pid);
+        crate::instance::signal::Signaller::new(move |signal| {
+            task.abort();
+            if let Some(tx) = table.lock().unwrap().exits.get(&pid) {
+                tx.send_if_modified(|s| {
+                    s.is_none() && s.replace(ExitStatus::Signaled { signal, core_dumped: false }).is_none()
+                });
+            }
+            Ok(())
+        })
+    }
+
     fn reason(&self, status: ExitStatus) -> String {
         status.to_string()
     }
 
-    fn clean_up(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
+    fn clean_up(self: Box<Self>, others: OthersNow) -> BoxFuture<'static, Verdict> {
+        let mut table = self.table.lock().unwrap();
+        table.teardowns.push((self.plugin.clone(), others()));
+        let found = table.leaves.remove(&self.plugin).unwrap_or_default();
+        Box::pin(async move { Verdict { found, took: Duration::from_micros(10), ..Verdict::default() } })
     }
 }
 

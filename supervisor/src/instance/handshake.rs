@@ -27,11 +27,21 @@ pub struct Accepted {
 /// Returns why the plugin is refused, naming both sides where there are
 /// two. `signed_version` is the version its signature vouches for, if any.
 pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<&str>) -> Result<Accepted, String> {
-    if resp.name != spec.name {
-        return Err(format!(
-            "plugin answered the handshake as {:?}, but the config names it {:?}",
-            resp.name, spec.name
-        ));
+    // The binary's own name guards against a config entry pointing at the wrong binary.
+    // One binary may be configured under many names (as Vault mounts one plugin at
+    // several paths): such an entry says which name its binary declares
+    // (`declared_name`), so the check keeps its strength without the binary having to
+    // learn, and then simply repeat, the name it was given. The name it serves under
+    // is always the entry's.
+    if resp.name != spec.declared_name {
+        return Err(if spec.declared_name == spec.name {
+            format!("plugin answered the handshake as {:?}, but the config names it {:?}", resp.name, spec.name)
+        } else {
+            format!(
+                "plugin answered the handshake as {:?}, but the config says its binary declares {:?} (declared_name)",
+                resp.name, spec.declared_name
+            )
+        });
     }
     if !SUPPORTED_PROTOCOLS.contains(&resp.protocol_version) {
         return Err(format!(
@@ -158,5 +168,37 @@ mod tests {
             let err = check(&spec(), r, None).unwrap_err();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
+    }
+
+    /// One binary (declaring "echo") configured as "echo-eu" and "echo-us".
+    fn named(name: &str, declared: Option<&str>) -> PluginSpec {
+        let declared = declared.map(|d| format!("declared_name = {d:?}\n")).unwrap_or_default();
+        let cfg: crate::config::Config = format!(
+            "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = {name:?}\n{declared}binary = \"/bin/true\"\ntier = \"none\"\n"
+        )
+        .parse()
+        .unwrap();
+        cfg.specs().remove(0)
+    }
+
+    #[test]
+    fn an_entry_named_otherwise_accepts_the_name_its_binary_declares() {
+        for name in ["echo-eu", "echo-us"] {
+            assert!(check(&named(name, Some("echo")), answer(), None).is_ok(), "{name}");
+        }
+        let err = check(&named("echo-eu", None), answer(), None).unwrap_err();
+        assert_eq!(err, "plugin answered the handshake as \"echo\", but the config names it \"echo-eu\"");
+    }
+
+    #[test]
+    fn a_wrong_binary_under_another_name_is_still_refused() {
+        let mut r = answer();
+        r.name = "token-validator".into();
+        let err = check(&named("echo-eu", Some("echo")), r, None).unwrap_err();
+        assert_eq!(
+            err,
+            "plugin answered the handshake as \"token-validator\", but the config says its binary declares \"echo\" \
+             (declared_name)"
+        );
     }
 }

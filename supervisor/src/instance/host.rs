@@ -1,24 +1,44 @@
 //! The Host service the supervisor serves to one instance on its fd 4:
-//! the SDK's structured log records land in the plugin's log buffer.
+//! the SDK's structured log records land in the plugin's log buffer, through the
+//! plugin's log rate limit and one drop budget for all the instance's streams.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use plugin_proto::control::v1::LogLine;
 use plugin_proto::host::v1::host_server::{Host, HostServer};
 use plugin_proto::host::v1::{Level, LogRecord, LogSummary};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::observe::logs::LogBuffer;
+use crate::observe::logs::{Gate, LogBuffer, SharedBudget, Stream};
 
 pub struct HostService {
-    pub instance: String,
-    pub logs: Arc<LogBuffer>,
+    instance: String,
+    logs: Arc<LogBuffer>,
+    /// One budget for every log stream the instance opens: a plugin that opens many
+    /// streams is read no faster than one that opens one.
+    budget: SharedBudget,
 }
 
 /// The most fields kept from one record; a plugin cannot make us hold more.
 const MAX_FIELDS: usize = 64;
+/// The longest message, target, field name or value kept.
 const MAX_TEXT: usize = 16 * 1024;
+/// The most bytes of fields (names and values) kept from one record: a record is at most
+/// about 96 KiB whatever the plugin sends (64 fields of 16 KiB names and values would be
+/// 2 MiB), which bounds what a kept record costs the ring, `tail -f` and the forwarder.
+const MAX_FIELDS_BYTES: usize = 64 * 1024;
+/// The field that says what was left out of a record's fields.
+const FIELDS_CUT: &str = "fields_truncated";
+/// Log streams open at once on one instance's host connection. The SDK opens one; a few
+/// more let a restarted stream overlap the old one's end.
+pub const MAX_STREAMS: u32 = 4;
+/// What taking in a record costs beside its text (h2 framing, a protobuf decode, a map),
+/// charged to the drop budget when it is dropped: about a thousand records a second are
+/// read only to be dropped; beyond that the SDK drops them in the plugin, which costs the
+/// supervisor nothing.
+const RECORD_COST: usize = 1024;
 
 fn level_name(l: i32) -> &'static str {
     match Level::try_from(l).unwrap_or(Level::Unspecified) {
@@ -43,43 +63,173 @@ fn cut(mut s: String) -> String {
     s
 }
 
-#[tonic::async_trait]
-impl Host for HostService {
-    async fn log(&self, req: Request<Streaming<LogRecord>>) -> Result<Response<LogSummary>, Status> {
-        let mut stream = req.into_inner();
+/// A record's fields as kept: each name and value cut at [`MAX_TEXT`], at most
+/// [`MAX_FIELDS`] of them and [`MAX_FIELDS_BYTES`] together, in name order; what did not
+/// fit is said in [`FIELDS_CUT`].
+fn kept_fields(fields: HashMap<String, String>) -> HashMap<String, String> {
+    let mut all: Vec<(String, String)> = fields.into_iter().collect();
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let total = all.len();
+    let mut left = MAX_FIELDS_BYTES;
+    let mut kept = HashMap::new();
+    for (k, v) in all {
+        if kept.len() == MAX_FIELDS {
+            break;
+        }
+        let (k, v) = (cut(k), cut(v));
+        if k.len() + v.len() > left {
+            break;
+        }
+        left -= k.len() + v.len();
+        kept.insert(k, v);
+    }
+    if kept.len() < total {
+        let out = total - kept.len();
+        kept.insert(FIELDS_CUT.into(), format!("{out} of {total} fields left out (over {MAX_FIELDS} or 64 KiB)"));
+    }
+    kept
+}
+
+impl HostService {
+    pub fn new(instance: String, logs: Arc<LogBuffer>) -> Self {
+        Self { instance, logs, budget: crate::observe::logs::budget() }
+    }
+
+    /// Takes in one log stream's records; the number received.
+    async fn take_in(
+        &self,
+        mut stream: impl tokio_stream::Stream<Item = Result<LogRecord, Status>> + Unpin,
+    ) -> Result<u64, Status> {
+        let mut gate = Gate::sharing(self.logs.clone(), self.instance.clone(), Stream::Sdk, self.budget.clone());
         let mut received = 0u64;
-        while let Some(record) = stream.next().await {
+        // Over the rate limit, records are read and dropped up to the budget; beyond it
+        // the stream is left unread for a while: h2 flow control then stops the SDK's
+        // sender, and the SDK drops records rather than block the plugin, and says how many
+        // with the next one it sends (`dropped_before`).
+        loop {
+            if let Some(wait) = gate.pause() {
+                tokio::time::sleep(wait).await;
+            }
+            let Some(record) = stream.next().await else { break };
             let r = record?;
             received += 1;
-            if r.dropped_before > 0 {
-                // The SDK drops rather than blocks; say so where the gap is.
-                self.logs.push(LogLine {
-                    unix_nanos: r.unix_nanos,
-                    instance: self.instance.clone(),
-                    stream: "sdk".into(),
-                    level: "warn".into(),
-                    text: format!("[{} log records dropped by the plugin: its buffer was full]", r.dropped_before),
-                    fields: Default::default(),
-                });
+            // The daemon runs on one thread, and a stream full of records is always ready:
+            // the calls of other plugins get their turn between batches.
+            if received.is_multiple_of(32) {
+                tokio::task::yield_now().await;
             }
-            let mut fields: std::collections::HashMap<String, String> =
-                r.fields.into_iter().take(MAX_FIELDS).map(|(k, v)| (cut(k), cut(v))).collect();
+            if r.dropped_before > 0 {
+                gate.lost(r.dropped_before);
+            }
+            let fields = r.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            let text = r.message.len() + r.target.len();
+            let kept = text.min(2 * MAX_TEXT) + fields.min(MAX_FIELDS_BYTES);
+            if !gate.admit_costing(kept, RECORD_COST + text + fields) {
+                continue;
+            }
+            let mut fields = kept_fields(r.fields);
             if !r.target.is_empty() {
                 fields.insert("target".into(), cut(r.target));
             }
-            self.logs.push(LogLine {
-                unix_nanos: r.unix_nanos,
-                instance: self.instance.clone(),
-                stream: "sdk".into(),
-                level: level_name(r.level).into(),
-                text: cut(r.message),
-                fields,
-            });
+            let mut line = gate.line(level_name(r.level), cut(r.message), fields);
+            line.unix_nanos = r.unix_nanos;
+            gate.push(line);
         }
+        Ok(received)
+    }
+}
+
+#[tonic::async_trait]
+impl Host for HostService {
+    async fn log(&self, req: Request<Streaming<LogRecord>>) -> Result<Response<LogSummary>, Status> {
+        let received = self.take_in(req.into_inner()).await?;
         Ok(Response::new(LogSummary { received }))
     }
 }
 
-pub fn server(instance: String, logs: Arc<LogBuffer>) -> HostServer<HostService> {
-    HostServer::new(HostService { instance, logs })
+/// Serves the Host service to `instance` on its host connection until it closes.
+pub async fn serve<IO>(io: IO, instance: String, logs: Arc<LogBuffer>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = HostServer::new(HostService::new(instance, logs));
+    crate::net::serve_h2_with(io, svc, Some(MAX_STREAMS)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::observe::limit::LogLimit;
+
+    fn record(message: String) -> Result<LogRecord, Status> {
+        Ok(LogRecord { message, ..Default::default() })
+    }
+
+    /// A plugin over its rate that opens a second stream finds the budget the first one
+    /// spent: it is paused as the first would have been, not read at full speed again.
+    #[tokio::test]
+    async fn an_instances_streams_share_one_drop_budget() {
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit { rate: 1, burst: 1 }));
+        let host = HostService::new("p-0".into(), logs.clone());
+        // 2 KiB a record with its cost: the first stream spends about 2 MiB.
+        let records = |n| tokio_stream::iter((0..n).map(|_| record("z".repeat(1024))));
+        assert_eq!(host.take_in(records(1000)).await.unwrap(), 1000);
+        let t0 = Instant::now();
+        assert_eq!(host.take_in(records(400)).await.unwrap(), 400);
+        // A budget of its own would have let all 0.8 MiB through at once.
+        let took = t0.elapsed();
+        assert!(took > Duration::from_millis(400), "the second stream was read in {took:?}");
+        assert!(logs.counts()[2].dropped >= 1398, "{:?}", logs.counts());
+        assert_eq!(
+            logs.counts()[2].kept + logs.counts()[2].dropped,
+            1400,
+            "every record is counted: {:?}",
+            logs.counts()
+        );
+    }
+
+    /// 64 fields of 16 KiB names and values would be 2 MiB in one record: kept, it is
+    /// cut to 64 KiB of fields and says so.
+    #[tokio::test]
+    async fn a_records_fields_are_cut_at_64_kib_and_marked() {
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        let host = HostService::new("p-0".into(), logs.clone());
+        let fields: HashMap<String, String> =
+            (0..64).map(|i| (format!("{i:02}{}", "k".repeat(16 * 1024 - 2)), "v".repeat(16 * 1024))).collect();
+        let big = LogRecord { message: "big".into(), fields, ..Default::default() };
+        let small =
+            LogRecord { message: "small".into(), fields: [("a".into(), "1".into())].into(), ..Default::default() };
+        host.take_in(tokio_stream::iter([Ok(big), Ok(small)])).await.unwrap();
+        let lines = logs.subscribe(10).0;
+        assert_eq!(lines.len(), 2);
+        let size =
+            |l: &plugin_proto::control::v1::LogLine| l.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        assert!(size(&lines[0]) <= MAX_FIELDS_BYTES + 100, "{} bytes of fields kept", size(&lines[0]));
+        assert_eq!(lines[0].fields[FIELDS_CUT], "62 of 64 fields left out (over 64 or 64 KiB)");
+        assert!(lines[0].fields.keys().any(|k| k.starts_with("00")), "fields are kept in name order");
+        assert_eq!(lines[1].fields, [("a".to_owned(), "1".to_owned())].into());
+    }
+
+    /// The host connection lets the plugin open only a few streams at once.
+    #[tokio::test]
+    async fn the_host_connection_allows_few_streams() {
+        let (server, client) = tokio::net::UnixStream::pair().unwrap();
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        let served = tokio::spawn(serve(server, "p-0".into(), logs));
+        let (send, conn) = h2::client::handshake(client).await.unwrap();
+        let driven = tokio::spawn(conn);
+        let mut send = send.ready().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The server's settings arrive after the handshake.
+        while send.current_max_send_streams() == usize::MAX && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            send = send.ready().await.unwrap();
+        }
+        assert_eq!(send.current_max_send_streams(), MAX_STREAMS as usize);
+        drop(send);
+        driven.abort();
+        served.abort();
+    }
 }

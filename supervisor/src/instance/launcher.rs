@@ -18,6 +18,7 @@ use super::error::StartError;
 use crate::config::{PluginSpec, QuotaConfig};
 use crate::observe::events::EventBus;
 use crate::observe::logs::LogBuffer;
+use crate::observe::teardown::Verdict;
 use crate::sandbox::cgroup;
 use crate::sandbox::pidfd::ExitStatus;
 
@@ -33,6 +34,9 @@ pub struct Image {
     /// What the launcher that made it needs to run it (the real one's sealed copy of the
     /// file and its Landlock grants); only that launcher looks inside.
     pub payload: Arc<dyn Any + Send + Sync>,
+    /// The sealed copy's identity, so that its release can be proven once no revision
+    /// uses it (None when the launcher holds no such copy).
+    pub held: Option<crate::sandbox::leftovers::held::Held>,
 }
 
 impl fmt::Debug for Image {
@@ -73,6 +77,21 @@ pub struct Launched {
     pub fencing: Fencing,
 }
 
+/// The plugin's other instances still alive when one ends: what the teardown's look at its
+/// uid must leave be (they share it, reload surges and replicas alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Others {
+    /// Instances of the plugin (any revision) with a process.
+    pub live: usize,
+    /// Those of them that run without a cgroup: their processes cannot be told from
+    /// leftovers by where they are.
+    pub uncgrouped: usize,
+}
+
+/// Asked by a teardown when it searches the plugin's uid (late, so that an instance started
+/// meanwhile counts).
+pub type OthersNow = Box<dyn Fn() -> Others + Send + Sync>;
+
 /// A started plugin process as the lifecycle handles it. Dropping it without
 /// [`Process::clean_up`] kills whatever of it is left.
 pub trait Process: Send + Sync {
@@ -81,13 +100,22 @@ pub trait Process: Send + Sync {
     fn exit(&self) -> watch::Receiver<Option<ExitStatus>>;
     /// Kills it and everything it started, now.
     fn kill(&self);
+    /// Kills the main process alone: what it left is for the teardown to find, name and
+    /// kill (a stop's last resort, a failed start).
+    fn kill_main(&self) {
+        self.kill();
+    }
     /// Asks it to stop (SIGTERM).
     fn terminate(&self);
+    /// What sends signals to the main process, through the handle held of it (a pidfd),
+    /// never by pid.
+    fn signaller(&self) -> super::signal::Signaller;
     /// Why it ended, in the words operators see: a seccomp violation or an OOM kill is
     /// named as such, never as a bare signal.
     fn reason(&self, status: ExitStatus) -> String;
-    /// Once it has ended: kills what it left and releases what was held for it.
-    fn clean_up(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// Once it has ended: kills what it left, releases what was held for it, and checks
+    /// that nothing of it remains (see [`Others`] for what else may still run as its uid).
+    fn clean_up(self: Box<Self>, others: OthersNow) -> BoxFuture<'static, Verdict>;
 }
 
 /// Brings plugin processes up and takes the sandbox down.

@@ -6,14 +6,18 @@ pub mod backoff;
 pub mod error;
 pub mod handshake;
 pub mod host;
+mod images;
 pub mod launcher;
+mod proof;
 mod revision;
 mod runner;
 mod running;
 pub mod sandboxed;
+pub mod signal;
 mod start;
 pub mod state;
 mod stop;
+mod teardown;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -61,23 +65,74 @@ pub struct Live {
     /// Admitted calls not yet answered (or failed).
     admitted: std::sync::atomic::AtomicUsize,
     closing: std::sync::atomic::AtomicBool,
+    /// The plugin's queue of calls waiting for a place ([`crate::routing::limit`]), told
+    /// when a call ends.
+    queue: Option<Arc<crate::routing::limit::Queue>>,
+    /// What sends the operator's signals to its process while it is ready.
+    pub signals: signal::Armed,
+}
+
+/// Why an instance did not admit a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    /// It works on as many calls as it may.
+    Full,
+    /// It is closing for its drain.
+    Closing,
 }
 
 impl Live {
     pub fn new(channel: H2Channel, pid: i32) -> Self {
-        Self { channel, pid, admitted: Default::default(), closing: Default::default() }
+        Self {
+            channel,
+            pid,
+            admitted: Default::default(),
+            closing: Default::default(),
+            queue: None,
+            signals: signal::Armed::default(),
+        }
+    }
+
+    /// The operator's signals reach its process through `signaller` (see [`signal`]).
+    pub fn with_signaller(mut self, signaller: Option<signal::Signaller>) -> Self {
+        self.signals = signal::Armed::new(signaller);
+        self
+    }
+
+    /// Its calls' ends wake the plugin's queued calls.
+    pub fn with_queue(mut self, queue: Arc<crate::routing::limit::Queue>) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Admits one call, until the returned guard goes; None once the instance closes.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        self.admit_within(usize::MAX).ok()
+    }
+
+    /// Admits one call when fewer than `limit` are admitted, until the returned guard goes.
+    pub fn admit_within(self: &Arc<Self>, limit: usize) -> Result<Admitted, NotAdmitted> {
         use std::sync::atomic::Ordering::SeqCst;
-        // Paired with `close`: either this sees `closing`, or `close` sees the count.
-        self.admitted.fetch_add(1, SeqCst);
+        // Never counted past the limit, not even for a moment: a call that then found it
+        // full would wrongly be turned to the queue, and giving the count back would have to
+        // wake a waiter (which, retrying, would wake itself).
+        let mut n = self.admitted.load(SeqCst);
+        loop {
+            if n >= limit {
+                return Err(NotAdmitted::Full);
+            }
+            match self.admitted.compare_exchange_weak(n, n + 1, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        // Paired with `close`: either this sees `closing`, or `close` sees the count. A
+        // closing instance takes no calls, so nobody waits for the place given back.
         if self.closing.load(SeqCst) {
             self.admitted.fetch_sub(1, SeqCst);
-            return None;
+            return Err(NotAdmitted::Closing);
         }
-        Some(Admitted(self.clone()))
+        Ok(Admitted(self.clone()))
     }
 
     /// Admits no more calls, and waits (at most `within`) for the admitted ones to be
@@ -99,6 +154,9 @@ pub struct Admitted(Arc<Live>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.admitted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(q) = &self.0.queue {
+            q.released();
+        }
     }
 }
 
@@ -166,6 +224,19 @@ pub struct Plugin {
     next_instance: AtomicUsize,
     next_revision: AtomicU64,
     changed: Arc<watch::Sender<u64>>,
+    /// Its processes not yet torn down, across revisions.
+    pub(crate) alive: Arc<AtomicUsize>,
+    /// Calls waiting for a place within `max_in_flight`, across its instances.
+    pub queue: Arc<crate::routing::limit::Queue>,
+    /// Its circuit breaker, shared by the gateway and every embedded channel.
+    pub breaker: crate::routing::breaker::Breaker,
+    /// Messages refused for their size.
+    pub too_large: crate::routing::size::TooLarge,
+    /// The gateway's routes while the gateway routes to it: they list the services of
+    /// its revisions that take calls, set again whenever those change (see `reroute`).
+    routes: ArcSwapOption<crate::routing::table::RouteTable>,
+    /// Held while its routes are set, so that two settings do not cross.
+    route_lock: Mutex<()>,
 }
 
 impl Plugin {
@@ -176,8 +247,9 @@ impl Plugin {
         let first = Arc::new(Revision::new(1, Arc::new(spec), &next_instance, &changed));
         Self {
             name: first.spec().name.clone(),
+            breaker: crate::routing::breaker::Breaker::new(&first.spec().name),
             desired,
-            logs: Arc::new(LogBuffer::new(log_lines)),
+            logs: Arc::new(LogBuffer::new(&first.spec().name, log_lines, first.spec().log_limit)),
             overrides: ArcSwap::from_pointee(QuotaConfig::default()),
             quota_lock: Mutex::new(()),
             reload_lock: Arc::default(),
@@ -188,7 +260,81 @@ impl Plugin {
             next_instance,
             next_revision: AtomicU64::new(2),
             changed,
+            alive: Arc::default(),
+            queue: Arc::default(),
+            too_large: Default::default(),
+            routes: ArcSwapOption::empty(),
+            route_lock: Mutex::new(()),
         }
+    }
+
+    /// The gateway routes to it by `routes` from now on (None: no longer; its services
+    /// are released).
+    pub(crate) fn route_by(&self, routes: Option<Arc<crate::routing::table::RouteTable>>) {
+        let _one = self.route_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = self.routes.swap(routes) {
+            old.release(&self.name);
+        }
+        drop(_one);
+        self.reroute();
+    }
+
+    /// Sets its routes to the services its revisions that take calls declared: the
+    /// serving one and a rollout's canary. A revision being checked, refused, or draining
+    /// adds nothing, so no call reaches a plugin through a service only such a revision
+    /// declared, and one a new revision dropped stops being its at the switch.
+    pub(crate) fn reroute(&self) {
+        let _one = self.route_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(routes) = self.routes.load_full() else { return };
+        let canary = self.split().map(|s| s.canary.clone());
+        let mut services: Vec<String> = Vec::new();
+        for rev in [Some(self.serving()), canary].into_iter().flatten() {
+            if let Some(contract) = rev.contract.load_full() {
+                for s in &contract.services {
+                    if !services.contains(s) {
+                        services.push(s.clone());
+                    }
+                }
+            }
+        }
+        routes.set(&self.name, &services);
+    }
+
+    /// Whether `peer` is one of its live instances: of the uid a revision of it runs as
+    /// now (never a host account's, which others share), and inside that revision's
+    /// instances' cgroups (which a host process with the same uid, a systemd
+    /// `DynamicUser` service given one from the same range, is not).
+    pub fn runs(&self, peer: &crate::routing::callers::Peer) -> bool {
+        let revisions = self.revisions();
+        let mut ours = revisions.iter().filter(|r| {
+            let spec = r.spec();
+            !spec.uid_shared && spec.ids.0 == peer.uid
+        });
+        let Some(first) = ours.next() else { return false };
+        let Some(cgroups) = peer.cgroups() else { return false };
+        std::iter::once(first)
+            .chain(ours)
+            .flat_map(|r| r.instances.iter())
+            .any(|i| i.cgroup.load().as_ref().is_some_and(|c| c.holds(cgroups)))
+    }
+
+    /// `inst` takes calls through `live` from now on. Calls queued for a place try it
+    /// at once: a place on a new instance is as good as one given back.
+    pub(crate) fn went_live(&self, inst: &Instance, live: Live) {
+        inst.live.store(Some(Arc::new(live.with_queue(self.queue.clone()))));
+        self.queue.more_room();
+    }
+
+    /// `rev`'s instance declared `contract` at its handshake.
+    pub(crate) fn declared(&self, rev: &Revision, contract: Contract) {
+        rev.contract.store(Some(Arc::new(contract)));
+        self.reroute();
+    }
+
+    /// Whether its circuit is closed: calls go to it (as opposed to failing fast after a run
+    /// of failures, or waiting for a probe's verdict). One atomic load.
+    pub fn circuit_closed(&self) -> bool {
+        self.breaker.is_closed()
     }
 
     /// The revision taking calls.
@@ -254,14 +400,21 @@ impl Plugin {
     /// serving revision).
     pub(crate) fn set_split(&self, split: Option<(&Arc<Revision>, u8)>) {
         self.split.store(split.map(|(rev, share)| Arc::new(crate::routing::split::Split::new(rev.clone(), share))));
+        self.reroute();
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        // Queued calls may find a place on the canary now.
+        self.queue.more_room();
     }
 
-    /// Calls go to `rev` from now on (and none to a canary).
+    /// Calls go to `rev` from now on (and none to a canary); its log limit is the plugin's.
     pub(crate) fn promote(&self, rev: &Arc<Revision>) {
+        self.logs.set_limit(rev.spec().log_limit);
         self.split.store(None);
         self.serving.store(rev.clone());
+        self.reroute();
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        // Queued calls find their places on the revision now serving.
+        self.queue.more_room();
     }
 
     /// Forgets `rev` once its instances are gone (its image goes with it).

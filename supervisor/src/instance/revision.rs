@@ -22,6 +22,10 @@ pub struct Revision {
     /// The verified binary its instances execute, shared by them, kept while the
     /// revision is (so a rollback never depends on the file on disk).
     pub image: Mutex<Option<Arc<Image>>>,
+    /// Held while the image is loaded: replicas starting together wait for the first one's
+    /// load instead of each verifying (copying and hashing) the binary again, a thousand
+    /// copies of it at once for a thousand replicas.
+    pub(crate) image_loading: tokio::sync::Mutex<()>,
     pub instances: Vec<Arc<Instance>>,
     /// What its instances declared at their last handshake.
     pub contract: ArcSwapOption<Contract>,
@@ -29,6 +33,8 @@ pub struct Revision {
     pub outcomes: crate::routing::outcomes::Outcomes,
     /// Set once: its instances drain, stop, and are not started again.
     retired: watch::Sender<bool>,
+    /// Its processes not yet torn down.
+    pub(crate) alive: Arc<AtomicUsize>,
     next: AtomicUsize,
 }
 
@@ -56,10 +62,12 @@ impl Revision {
             number,
             spec: ArcSwap::new(spec),
             image: Mutex::new(None),
+            image_loading: tokio::sync::Mutex::new(()),
             instances,
             contract: ArcSwapOption::empty(),
             outcomes: Default::default(),
             retired: watch::channel(false).0,
+            alive: Arc::default(),
             next: AtomicUsize::new(0),
         }
     }
@@ -85,6 +93,15 @@ impl Revision {
         let n = self.instances.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n).find_map(|i| self.instances[(start + i) % n].live.load_full())
+    }
+
+    /// Its ready instances, each once, starting at the next in round-robin order; `advance`
+    /// moves the order on (a call's first pick does, the one retry of a refused call not,
+    /// so that the next call still starts at the next instance).
+    pub fn ready_round_robin(&self, advance: bool) -> impl Iterator<Item = Arc<Live>> + '_ {
+        let n = self.instances.len();
+        let start = if advance { self.next.fetch_add(1, Ordering::Relaxed) } else { self.next.load(Ordering::Relaxed) };
+        (0..n).filter_map(move |i| self.instances[(start + i) % n].live.load_full())
     }
 
     /// Some instance is ready for calls.

@@ -127,10 +127,17 @@ async fn supervise(
             s.generation = want.generation;
         });
 
-        let started = tokio::select! {
-            r = start::start(plugin, rev, inst, shared) => r,
-            _ = leaving.wait() => return,
-        };
+        // Leaving cancels the start; one whose process exists is torn down (and its
+        // verdict said) before the start returns.
+        let mut cancel = Leaving { shutdown: leaving.shutdown.clone(), retired: leaving.retired.clone() };
+        let started = start::start(plugin, rev, inst, shared, async move {
+            cancel.wait().await;
+            cancel.why()
+        })
+        .await;
+        if leaving.now() && started.is_err() {
+            return;
+        }
         let started = match started {
             Ok(running) => {
                 let outcome =
@@ -243,9 +250,10 @@ async fn attend(
     generation: u64,
 ) -> Outcome {
     let (Some(accepted), Some(channel)) = (running.accepted.take(), running.channel.clone()) else {
-        running.kill();
+        running.kill_main();
         let status = running.exited().await;
-        running.clean_up().await;
+        let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
+        super::teardown::report(plugin, inst, shared, verdict);
         return Outcome::Exited {
             success: false,
             reason: format!("{status} (start did not complete)"),
@@ -253,13 +261,15 @@ async fn attend(
         };
     };
     let declared = accepted.declared.clone();
-    rev.contract.store(Some(Arc::new(Contract {
-        pool: accepted.pool,
-        services: declared.services.clone(),
-        descriptor_set: accepted.descriptor_set,
-    })));
+    plugin.declared(
+        rev,
+        Contract { pool: accepted.pool, services: declared.services.clone(), descriptor_set: accepted.descriptor_set },
+    );
+    // Its own health is followed while it is ready (the gateway's health service says it).
+    let follower = shared.health.follow(&inst.id, channel.clone(), running.serving_at_start);
     // Callable before it is said to run: whoever waits for "running" may call at once.
-    inst.live.store(Some(Arc::new(Live::new(channel, running.pid))));
+    plugin.went_live(inst, Live::new(channel, running.pid).with_signaller(running.signaller()));
+    shared.health.bump();
     let phases = std::mem::take(&mut running.phases);
     inst.update(|s| {
         s.state = State::Running;
@@ -304,12 +314,19 @@ async fn attend(
         }
     };
     let live = inst.live.swap(None);
+    // No operator's signal reaches it from here on, nor is one under way.
+    if let Some(l) = &live {
+        l.signals.disarm();
+    }
+    // Before any drain: a plugin drains once its calls are done, and the follower's
+    // health stream never is.
+    follower.stop().await;
     let pid = running.pid;
     match ended {
         Ended::Exited(status, ran) => {
             let reason = running.reason(status);
             let mut watch = Stopwatch::default();
-            running.clean_up().await;
+            let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
             let teardown = watch.lap(Phase::Teardown);
             ended_phases((plugin, rev, inst, shared), watch.into_timings());
             shared.events.emit(
@@ -319,6 +336,7 @@ async fn attend(
                 format!("pid {pid} {reason} (teardown {} ms)", crate::observe::phases::ms(teardown)),
                 &[],
             );
+            super::teardown::report(plugin, inst, shared, verdict);
             Outcome::Exited { success: status.success(), reason, ran }
         }
         other => {
@@ -341,7 +359,7 @@ async fn attend(
             }
             let status = super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe()).await;
             watch.lap(Phase::Drain);
-            running.clean_up().await;
+            let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
             watch.lap(Phase::Teardown);
             let timings = watch.into_timings();
             shared.events.emit(
@@ -352,6 +370,7 @@ async fn attend(
                 &[],
             );
             ended_phases((plugin, rev, inst, shared), timings);
+            super::teardown::report(plugin, inst, shared, verdict);
             inst.update(|s| {
                 s.state = State::Stopped;
                 s.reason = format!("stopped: {why}");

@@ -1,6 +1,8 @@
 //! A started instance and what the supervisor holds of it: the process (through the
 //! launcher's handle), the channel it serves on, and what it declared at handshake.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use plugin_proto::transport::H2Channel;
@@ -8,8 +10,41 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::handshake::Accepted;
-use super::launcher::Process;
+use super::launcher::{OthersNow, Process};
+use crate::observe::teardown::Verdict;
 use crate::sandbox::pidfd::ExitStatus;
+
+/// One process not yet torn down, counted while it lives, by its plugin and by its
+/// revision: the teardown of the plugin's last one may remove what the plugin's uid keeps
+/// (IPC objects), which its other instances share while any runs; that of a retired
+/// revision's last one proves its image released.
+#[derive(Debug)]
+pub struct Alive {
+    plugin: Arc<AtomicUsize>,
+    revision: Arc<AtomicUsize>,
+}
+
+impl Alive {
+    pub fn new(plugin: &Arc<AtomicUsize>, revision: &Arc<AtomicUsize>) -> Self {
+        plugin.fetch_add(1, Ordering::SeqCst);
+        revision.fetch_add(1, Ordering::SeqCst);
+        Self { plugin: plugin.clone(), revision: revision.clone() }
+    }
+
+    /// Uncounts this one; how many others are left, of the plugin and of the revision.
+    pub fn release(self) -> (usize, usize) {
+        let (plugin, revision) = (self.plugin.clone(), self.revision.clone());
+        drop(self);
+        (plugin.load(Ordering::SeqCst), revision.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.plugin.fetch_sub(1, Ordering::SeqCst);
+        self.revision.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// A started instance.
 pub struct Running {
@@ -21,26 +56,32 @@ pub struct Running {
     pub accepted: Option<Accepted>,
     /// How long each phase of its start took.
     pub phases: crate::observe::phases::Timings,
+    /// Whether its first health check (at its start) said it serves.
+    pub serving_at_start: bool,
     /// Taken by the clean-up.
     process: Option<Box<dyn Process>>,
     exit: watch::Receiver<Option<ExitStatus>>,
     /// What drives the connection to it.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Counts it among its plugin's processes until it is torn down.
+    alive: Option<Alive>,
 }
 
 impl Running {
-    pub fn new(process: Box<dyn Process>) -> Self {
+    pub fn new(process: Box<dyn Process>, alive: Alive) -> Self {
         let exit = process.exit();
         let pid = process.pid();
         Self {
             pid,
             channel: None,
             phases: Default::default(),
+            serving_at_start: false,
             since: Instant::now(),
             accepted: None,
             process: Some(process),
             exit,
             tasks: Default::default(),
+            alive: Some(alive),
         }
     }
 
@@ -65,10 +106,16 @@ impl Running {
         exited(&mut self.exit).await.unwrap_or(ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false })
     }
 
-    pub fn kill(&self) {
+    /// Kills the main process alone (see [`Process::kill_main`]).
+    pub fn kill_main(&self) {
         if let Some(p) = &self.process {
-            p.kill();
+            p.kill_main();
         }
+    }
+
+    /// What sends the operator's signals to the main process (None once cleaned up).
+    pub fn signaller(&self) -> Option<super::signal::Signaller> {
+        self.process.as_ref().map(|p| p.signaller())
     }
 
     pub fn terminate(&self) {
@@ -82,12 +129,29 @@ impl Running {
         self.process.as_ref().map_or_else(|| status.to_string(), |p| p.reason(status))
     }
 
-    /// After the main process is gone: kills whatever else is left of it and releases
-    /// what was held for it.
-    pub async fn clean_up(mut self) {
-        self.abort_tasks();
-        if let Some(process) = self.process.take() {
-            process.clean_up().await;
+    /// After the main process is gone: kills whatever else is left of it, releases what
+    /// was held for it, and says what the checks after it found.
+    /// Uncounts it among its plugin's and revision's processes (see [`Alive`]); how many
+    /// of each are left. Concurrent teardowns of the last two each see the other
+    /// uncounted, or the later one sees none: at least one of them acts as the last.
+    pub fn release(&mut self) -> Option<(usize, usize)> {
+        self.alive.take().map(Alive::release)
+    }
+
+    pub async fn clean_up(mut self, others: OthersNow) -> Verdict {
+        let tasks: Vec<JoinHandle<()>> =
+            self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        // The connection's driver owns the supervisor's end of the plugin's socket: it is
+        // closed once the task is gone, before the teardown looks.
+        for t in tasks {
+            let _ = t.await;
+        }
+        match self.process.take() {
+            Some(process) => process.clean_up(others).await,
+            None => Verdict::default(),
         }
     }
 }

@@ -12,17 +12,22 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::error::{Cause, StartError};
-use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, Process};
+use super::images::{Key, SharedImages};
+use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launcher, OthersNow, Process};
+use super::proof::{self, Owner};
 use crate::config::units::ByteSize;
 use crate::config::{Config, PluginSpec, QuotaConfig};
 use crate::integrity::{Policy, SearchConfig, VerifiedImage};
 use crate::observe::capture;
 use crate::observe::events::{EventBus, EventKind};
-use crate::sandbox::cgroup::{self, Removal};
+use crate::observe::teardown::Verdict;
+use crate::sandbox::cgroup;
 use crate::sandbox::confine::{ConfineError, ImageGrants, Sandbox, SandboxError};
+use crate::sandbox::leftovers::held::Held;
+use crate::sandbox::leftovers::retry::Retries;
 use crate::sandbox::pidfd::{self, ExitStatus};
 use crate::sandbox::spawn::{SpawnPlan, Spawner};
-use crate::sandbox::tier::{ARCH_KILL_REPORT, Verdict, ViolationAction};
+use crate::sandbox::tier::{ARCH_KILL_REPORT, Verdict as SeccompVerdict, ViolationAction};
 
 /// A plugin's verified binary and what Landlock grants it: the payload of the [`Image`]s
 /// this launcher makes.
@@ -37,6 +42,13 @@ pub struct PluginImage {
 pub struct SandboxLauncher {
     sandbox: Sandbox,
     spawner: Spawner,
+    /// Leftovers of teardowns, tried again in the background.
+    retries: Arc<Retries>,
+    /// The subtree's name when the daemon moved itself into it: then a process in the
+    /// daemon's own cgroup was forked by this supervisor.
+    own_subtree: Option<String>,
+    /// Images verified for any plugin, shared by those of one binary and checks.
+    images: SharedImages,
 }
 
 impl SandboxLauncher {
@@ -44,11 +56,13 @@ impl SandboxLauncher {
     /// what a dead supervisor left), off the async thread: the cleaning may wait.
     pub async fn start(config: &Config) -> Result<Self, SandboxError> {
         let spawner = Spawner::start().map_err(SandboxError::Spawner)?;
+        let c = &config.supervisor.cgroup;
+        let own_subtree = c.move_self.then(|| c.name.clone());
         let config = config.clone();
         let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(&config)).await.map_err(|e| {
             SandboxError::Spawner(std::io::Error::other(format!("building the sandbox panicked: {e}")))
         })??;
-        Ok(Self { sandbox, spawner })
+        Ok(Self { sandbox, spawner, retries: Retries::start(), own_subtree, images: SharedImages::default() })
     }
 }
 
@@ -76,12 +90,20 @@ impl Launcher for SandboxLauncher {
             {
                 return Ok(img);
             }
+            let slot = self.images.slot(Key::of(&spec));
+            let mut shared = slot.lock().await;
+            if let Some(img) = shared.upgrade()
+                && img.payload.downcast_ref::<PluginImage>().is_some_and(|p| p.image.is_current())
+            {
+                return Ok(img);
+            }
             let name = spec.name.clone();
             let loaded = tokio::task::spawn_blocking(move || {
                 let policy = Policy {
                     expected_sha256: spec.integrity.sha256,
                     require_signature: spec.integrity.require_signature,
                     trusted_keys: &spec.integrity.trusted_keys,
+                    signed_name: Some(&spec.declared_name),
                     ..Policy::default()
                 };
                 let image =
@@ -105,11 +127,15 @@ impl Launcher for SandboxLauncher {
                 }
             };
             let binary = loaded.image.binary();
-            Ok(Arc::new(Image {
+            let held = loaded.image.exec_file().ok().and_then(|f| Held::of("sealed image", &f));
+            let image = Arc::new(Image {
+                held,
                 sha256: binary.digest().to_hex(),
                 signed_version: binary.signature().map(|s| s.version.clone()),
                 payload: Arc::new(loaded),
-            }))
+            });
+            *shared = Arc::downgrade(&image);
+            Ok(image)
         })
     }
 
@@ -142,6 +168,9 @@ impl Launcher for SandboxLauncher {
             let Some(image) = req.image.payload.downcast_ref::<PluginImage>() else {
                 return Err(failed(spec, id, Cause::Confine("the image was not made by this launcher".into())));
             };
+            // The start takes its leaf's path over: a retry of the last one's removal must
+            // not touch it any more.
+            self.retries.forget(&spec.name, id);
             let confined = self.sandbox.confine(spec, id, &req.quota, &image.grants).map_err(|e| match e {
                 ConfineError::Refused(r) => refused(spec, id, Cause::Confine(r)),
                 ConfineError::Failed(r) => failed(spec, id, Cause::Confine(r)),
@@ -166,6 +195,16 @@ impl Launcher for SandboxLauncher {
                 image.image.exec_file().map_err(|e| failed(spec, id, io("duplicating the binary image")(e)))?.into();
             let (instance_io, child_fds) =
                 crate::sandbox::instance_io().map_err(|e| failed(spec, id, io("creating sockets")(e)))?;
+            // What the supervisor keeps of the instance, so the teardown can prove it let go.
+            let held: Vec<Held> = [
+                Held::of("plugin socket", &instance_io.plugin),
+                Held::of("host socket", &instance_io.host),
+                Held::of("stdout pipe", &instance_io.stdout),
+                Held::of("stderr pipe", &instance_io.stderr),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             let (argv, env) = crate::sandbox::argv_env(spec, id);
             let plan =
                 SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: confined.child };
@@ -194,7 +233,17 @@ impl Launcher for SandboxLauncher {
             });
             // From here on, dropping `process` (any error below, or a cancelled start)
             // kills the instance.
-            let mut process = SandboxProcess { pid, pidfd, exit, tasks: vec![reaper], fences };
+            let owner = Owner {
+                plugin: spec.name.clone(),
+                instance: id.to_owned(),
+                uid: spec.ids.0,
+                uid_shared: spec.uid_shared,
+                events: req.events.clone(),
+                retries: self.retries.clone(),
+                own_subtree: self.own_subtree.clone(),
+            };
+            let mut process =
+                SandboxProcess { pid, pidfd, exit, tasks: vec![reaper], fences, held, owner, torn_down: false };
             if let (Some(listener), Some(action)) = (spawned.seccomp_listener, confined.seccomp) {
                 process.tasks.push(tokio::spawn(watch_seccomp(
                     listener,
@@ -212,8 +261,7 @@ impl Launcher for SandboxLauncher {
                 process.tasks.push(task);
             }
             let host = to_tokio(instance_io.host).map_err(|e| failed(spec, id, io("host socket")(e)))?;
-            let host_svc = super::host::server(id.to_owned(), req.logs.clone());
-            process.tasks.push(tokio::spawn(crate::net::serve_h2(host, host_svc)));
+            process.tasks.push(tokio::spawn(super::host::serve(host, id.to_owned(), req.logs.clone())));
             let conn = to_tokio(instance_io.plugin).map_err(|e| failed(spec, id, io("plugin socket")(e)))?;
             Ok(Launched { process: Box::new(process), conn, fencing })
         })
@@ -273,6 +321,11 @@ struct SandboxProcess {
     /// The reaper, the seccomp listener, the output readers, the host service.
     tasks: Vec<JoinHandle<()>>,
     fences: Fences,
+    /// The descriptors held for it whose closing the teardown checks.
+    held: Vec<Held>,
+    owner: Owner,
+    /// Handed to its teardown, which kills and lists what is left itself.
+    torn_down: bool,
 }
 
 impl Process for SandboxProcess {
@@ -292,6 +345,15 @@ impl Process for SandboxProcess {
         let _ = pidfd::send_signal(self.pidfd.get_ref(), libc::SIGTERM);
     }
 
+    fn signaller(&self) -> crate::instance::signal::Signaller {
+        // Weak: the teardown proves the pidfd released; a signal finds it gone then.
+        let pidfd = Arc::downgrade(&self.pidfd);
+        crate::instance::signal::Signaller::new(move |sig| match pidfd.upgrade() {
+            Some(fd) => pidfd::send_signal(fd.get_ref(), sig),
+            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        })
+    }
+
     fn reason(&self, status: ExitStatus) -> String {
         if let Ok(Some(v)) = self.fences.violation.lock().map(|v| v.clone()) {
             return v;
@@ -309,27 +371,25 @@ impl Process for SandboxProcess {
         status.to_string()
     }
 
+    fn kill_main(&self) {
+        let _ = pidfd::send_signal(self.pidfd.get_ref(), libc::SIGKILL);
+    }
+
     /// Kills whatever else is left in the cgroup and removes it, waiting (bounded) for the
-    /// stragglers to exit.
-    fn clean_up(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            if let Some(cg) = &self.fences.cgroup {
-                let _ = cg.kill();
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                loop {
-                    match cg.try_remove() {
-                        Ok(Removal::Removed) => break,
-                        Ok(Removal::Pending { .. }) if tokio::time::Instant::now() < deadline => {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        other => {
-                            tracing::warn!(result = ?other, cgroup = ?cg.cgroups(), "instance cgroup not removed; the next start or shutdown retries");
-                            break;
-                        }
-                    }
-                }
-            }
-        })
+    /// stragglers to exit; lets go of what was held for it; then proves it: see
+    /// [`proof::teardown`].
+    fn clean_up(mut self: Box<Self>, others: OthersNow) -> BoxFuture<'static, Verdict> {
+        let parts = proof::Parts {
+            cgroup: self.fences.cgroup.clone(),
+            tasks: std::mem::take(&mut self.tasks),
+            held: std::mem::take(&mut self.held),
+            pidfd: self.pidfd.clone(),
+            owner: self.owner.clone(),
+        };
+        // Dropped here (its process has ended): what is left of it is the parts'.
+        self.torn_down = true;
+        drop(self);
+        Box::pin(proof::teardown(parts, others))
     }
 }
 
@@ -337,6 +397,9 @@ impl Drop for SandboxProcess {
     fn drop(&mut self) {
         // Whoever drops a process without stopping it (a cancelled task, a shutdown) must
         // not leave it behind.
+        if self.torn_down {
+            return;
+        }
         if self.exit.borrow().is_none() {
             self.kill();
         } else if let Some(cg) = &self.fences.cgroup {
@@ -371,7 +434,7 @@ async fn watch_seccomp(
 ) {
     crate::sandbox::notify::serve(listener, action, |v| {
         let report = v.to_string();
-        if let Verdict::Kill = v.verdict {
+        if let SeccompVerdict::Kill = v.verdict {
             if let Ok(mut slot) = fences.violation.lock() {
                 slot.get_or_insert_with(|| report.clone());
             }

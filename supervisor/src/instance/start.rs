@@ -12,7 +12,7 @@ use plugin_proto::transport::H2Channel;
 use super::error::{Cause, Phase, StartError};
 use super::handshake::{self, Accepted, SUPPORTED_PROTOCOLS};
 use super::launcher::{Image, LaunchRequest};
-use super::running::{Running, exited};
+use super::running::{Alive, Running, exited};
 use super::{Instance, Plugin, Revision};
 use crate::config::PluginSpec;
 use crate::observe::events::EventKind;
@@ -23,6 +23,7 @@ use crate::supervisor::Shared;
 /// The revision's verified image: the one its instances run while the binary is
 /// unchanged, verified afresh when it changed.
 async fn image(rev: &Revision, shared: &Shared) -> Result<Arc<Image>, StartError> {
+    let _one_at_a_time = rev.image_loading.lock().await;
     let cached = rev.image.lock().ok().and_then(|g| g.clone());
     let image = shared.launcher.image(rev.spec(), cached).await?;
     if let Ok(mut slot) = rev.image.lock() {
@@ -41,32 +42,47 @@ fn error(spec: &PluginSpec, instance: &str, refused: bool, cause: Cause) -> Star
     }
 }
 
+/// Brings the instance up. Once its process exists, `cancel` resolving (the supervisor
+/// stops, the revision is retired) ends the start: the process is killed and its teardown
+/// proven and said, as after any end, and the start fails with [`Cause::Cancelled`].
 pub async fn start(
     plugin: &Arc<Plugin>,
     rev: &Arc<Revision>,
     inst: &Arc<Instance>,
     shared: &Arc<Shared>,
+    cancel: impl std::future::Future<Output = &'static str>,
 ) -> Result<Running, StartError> {
     let spec = rev.spec();
+    let mut cancel = std::pin::pin!(cancel);
+    let cancelled = |why| error(&spec, &inst.id, false, Cause::Cancelled(why));
     let mut watch = Stopwatch::default();
-    let image = image(rev, shared).await.map_err(|e| match e {
+    let image = tokio::select! {
+        r = image(rev, shared) => r,
+        why = &mut cancel => return Err(cancelled(why)),
+    };
+    let image = image.map_err(|e| match e {
         // The image is the plugin's; the error is this instance's.
         StartError::Refused { plugin, cause, .. } => StartError::Refused { plugin, instance: inst.id.clone(), cause },
         StartError::Failed { plugin, cause, .. } => StartError::Failed { plugin, instance: inst.id.clone(), cause },
     })?;
     watch.lap(TimedPhase::Verify);
     let quota = rev.quota(shared.launcher.tier_quota(&spec.tier).as_ref(), &plugin.overrides.load());
-    let launched = shared
-        .launcher
-        .launch(LaunchRequest {
-            spec: spec.clone(),
-            instance: inst.id.clone(),
-            image: image.clone(),
-            quota,
-            logs: plugin.logs.clone(),
-            events: shared.events.clone(),
-        })
-        .await?;
+    // Counted from before the process exists: a teardown's search of the plugin's uid
+    // meanwhile must leave this one be.
+    let alive = Alive::new(&plugin.alive, &rev.alive);
+    let launch = shared.launcher.launch(LaunchRequest {
+        spec: spec.clone(),
+        instance: inst.id.clone(),
+        image: image.clone(),
+        quota,
+        logs: plugin.logs.clone(),
+        events: shared.events.clone(),
+    });
+    // Dropped unfinished, a launch leaves nothing running (the process handle kills).
+    let launched = tokio::select! {
+        r = launch => r?,
+        why = &mut cancel => return Err(cancelled(why)),
+    };
     let mut fencing = launched.fencing;
     inst.cgroup.store(fencing.cgroup.clone());
     // A quota change made while the process was being launched reached the instances
@@ -86,7 +102,7 @@ pub async fn start(
     watch.lap(TimedPhase::Spawn);
     // From here on, dropping `running` (any error below, or a cancelled start) kills the
     // instance.
-    let mut running = Running::new(launched.process);
+    let mut running = Running::new(launched.process, alive);
     let pid = running.pid;
     inst.update(|s| {
         s.sha256 = image.sha256.clone();
@@ -103,22 +119,34 @@ pub async fn start(
         &[("pid", pid.to_string())],
     );
 
-    let greeted = greet(&spec, &inst.id, launched.conn, &running, shared, image.signed_version.as_deref(), &mut watch);
-    match greeted.await {
-        Ok((channel, accepted)) => {
-            if let Some(why) = health(channel.clone(), spec.handshake_timeout).await {
-                inst.update(|s| s.notes.push(format!("its first health check: {why}")));
-            }
-            watch.lap(TimedPhase::Health);
+    let greeted = async {
+        let (channel, accepted) =
+            greet(&spec, &inst.id, launched.conn, &running, image.signed_version.as_deref(), &mut watch).await?;
+        let unhealthy = health(channel.clone(), spec.handshake_timeout).await;
+        if let Some(why) = &unhealthy {
+            inst.update(|s| s.notes.push(format!("its first health check: {why}")));
+        }
+        watch.lap(TimedPhase::Health);
+        Ok((channel, accepted, unhealthy.is_none()))
+    };
+    let greeted = tokio::select! {
+        r = greeted => r,
+        why = &mut cancel => Err(cancelled(why)),
+    };
+    match greeted {
+        Ok((channel, accepted, serving)) => {
+            running.serving_at_start = serving;
             running.channel = Some(channel);
             running.accepted = Some(accepted);
             running.phases = watch.into_timings();
             Ok(running)
         }
         Err(e) => {
-            running.kill();
+            running.kill_main();
+            drop(image);
             let _ = tokio::time::timeout(Duration::from_secs(5), running.exited()).await;
-            running.clean_up().await;
+            let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
+            super::teardown::report(plugin, inst, shared, verdict);
             Err(e)
         }
     }
@@ -132,7 +160,6 @@ async fn greet(
     instance: &str,
     conn: tokio::net::UnixStream,
     running: &Running,
-    shared: &Shared,
     signed_version: Option<&str>,
     watch: &mut Stopwatch,
 ) -> Result<(H2Channel, Accepted), StartError> {
@@ -189,9 +216,6 @@ async fn greet(
     };
     let accepted = handshake::check(spec, resp, signed_version).map_err(|why| refused(Cause::Declared(why)))?;
     watch.lap(TimedPhase::Handshake);
-    if let Err((service, owner)) = shared.routes.claim(&spec.name, &accepted.declared.services) {
-        return Err(refused(Cause::ServiceTaken { service, owner }));
-    }
     let init = InitRequest {
         config_json: spec.config_json.clone(),
         data_dir: spec.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),

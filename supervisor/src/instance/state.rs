@@ -71,6 +71,10 @@ pub struct Status {
     pub retry_at: Option<Instant>,
     /// How long each phase of its last start took, then of its last stop.
     pub phases: crate::observe::phases::Timings,
+    /// What the checks after its last end found.
+    pub teardown: Option<crate::observe::teardown::LastTeardown>,
+    /// Leaks suspected now, as their events said them.
+    pub leaks: Vec<String>,
 }
 
 impl Default for Status {
@@ -90,6 +94,8 @@ impl Default for Status {
             usage: None,
             retry_at: None,
             phases: Default::default(),
+            teardown: None,
+            leaks: Vec::new(),
         }
     }
 }

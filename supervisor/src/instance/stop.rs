@@ -24,7 +24,7 @@ pub async fn stop(
     mut hurry: watch::Receiver<bool>,
 ) -> ExitStatus {
     let Some(channel) = running.channel.clone() else {
-        running.kill();
+        running.kill_main();
         return running.exited().await;
     };
     let mut client = PluginLifecycleClient::new(channel);
@@ -47,7 +47,7 @@ pub async fn stop(
     if let Some(status) = unless_hurried(patient, &mut hurry).await.flatten() {
         return status;
     }
-    running.kill();
+    running.kill_main();
     running.exited().await
 }
 

@@ -164,6 +164,16 @@ async fn a_shutdown_right_after_start_starts_nothing() {
 }
 
 #[tokio::test]
+async fn replicas_starting_together_verify_their_image_once() {
+    let f = fixture(&plugin("fake", "replicas = 16"), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let p = f.sup.plugin("fake").unwrap().clone();
+    assert!(p.instances().iter().all(|i| i.status().state == State::Running));
+    assert_eq!(f.fake.images_made(), 1, "each replica verified the binary for itself");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
 async fn replicas_share_the_calls_and_each_restarts_on_its_own() {
     let f = fixture(&plugin("fake", "replicas = 2"), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
@@ -234,4 +244,91 @@ async fn a_call_routed_to_an_instance_before_it_stops_is_answered_even_when_sent
     let status = sup.plugin("fake").unwrap().instances()[0].status();
     let drain = status.phases.get(crate::observe::phases::Phase::Drain).expect("a drain");
     assert!(drain >= Duration::from_millis(150), "the call was held 200 ms: {drain:?}");
+}
+
+/// The teardown events' results, in order, for `plugin`.
+fn teardowns(sup: &Supervisor, plugin: &str) -> Vec<String> {
+    sup.events()
+        .subscribe()
+        .0
+        .into_iter()
+        .filter(|e| e.plugin == plugin && e.kind == "teardown")
+        .map(|e| e.fields["result"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_end_of_an_instance_is_checked_and_the_verdict_told_in_an_event_a_metric_and_status() {
+    use super::launcher::Others;
+    let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Serve { name: "other".into() }])]);
+    // A refusal at the handshake.
+    until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
+    assert_eq!(teardowns(&f.sup, "fake"), ["clean"]);
+    // A crash.
+    f.sup.start_plugin("fake", UP).await.unwrap();
+    let pid = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    f.fake.crash(pid, 3);
+    until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(pid)).await;
+    // A stop.
+    f.sup.stop_plugin("fake").await.unwrap();
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
+    let last = status.teardown.expect("the stop's verdict is kept");
+    assert_eq!(last.verdict.to_string(), "teardown clean in 0.0 ms");
+    // A shutdown.
+    f.sup.start_plugin("fake", UP).await.unwrap();
+    f.sup.shutdown().await;
+    assert_eq!(teardowns(&f.sup, "fake"), ["clean"; 4]);
+    // Each saw no other instance of the plugin alive: the last one may sweep its uid.
+    assert_eq!(f.fake.teardowns(), vec![("fake".to_owned(), Others::default()); 4]);
+    let metrics = f.sup.metrics_text();
+    for line in [
+        "supervisor_teardowns_total{plugin=\"fake\",result=\"clean\"} 4\n",
+        "supervisor_teardown_duration_seconds_count{plugin=\"fake\",result=\"clean\"} 4\n",
+    ] {
+        assert!(metrics.contains(line), "{line}{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn what_a_teardown_found_is_told_with_what_was_done_about_it() {
+    use crate::observe::teardown::{Done, Found, Leftover};
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    f.fake.leave("fake", Found { leftover: Leftover::Outlived { pid: 7, comm: "sleep".into() }, done: Done::Killed });
+    f.sup.stop_plugin("fake").await.unwrap();
+    let said = messages(&f.sup, "teardown");
+    assert_eq!(said, ["teardown cleaned in 0.0 ms: process 7 (sleep) outlived the instance (killed)"]);
+    f.sup.start_plugin("fake", UP).await.unwrap();
+    f.fake
+        .leave("fake", Found { leftover: Leftover::Cgroup { path: "/x".into() }, done: Done::Retrying("busy".into()) });
+    f.sup.stop_plugin("fake").await.unwrap();
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
+    assert_eq!(status.teardown.unwrap().verdict.outcome(), crate::observe::teardown::Outcome::Leftover);
+    let metrics = f.sup.metrics_text();
+    for result in ["cleaned", "leftover"] {
+        let line = format!("supervisor_teardowns_total{{plugin=\"fake\",result=\"{result}\"}} 1\n");
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn replicas_ending_together_leave_the_uid_to_the_last_one_torn_down() {
+    let f = fixture(&plugin("fake", "replicas = 2"), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    f.sup.stop_plugin("fake").await.unwrap();
+    let lives: Vec<usize> = f.fake.teardowns().iter().map(|(_, o)| o.live).collect();
+    assert_eq!(lives.len(), 2);
+    assert!(lives.contains(&0), "one of the two saw no other alive: {lives:?}");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_still_starting_when_the_supervisor_stops_is_torn_down_with_a_verdict() {
+    let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Hang])]);
+    until(&f.sup, "fake", "spawned and greeting", |s| s.state == State::Starting && s.pid.is_some()).await;
+    tokio::time::timeout(UP, f.sup.shutdown()).await.expect("the shutdown does not wait for the handshake timeout");
+    assert_eq!(teardowns(&f.sup, "fake"), ["clean"]);
+    assert_eq!(f.fake.teardowns().len(), 1);
+    assert!(messages(&f.sup, "start-failed").is_empty(), "a cancelled start is not a failure");
 }

@@ -154,10 +154,19 @@ pub fn verify_beside(
     binary_path: &Path,
     digest: &Sha256Digest,
     trusted_keys: &[PublicKey],
-    expected_version: Option<&str>,
+    expected: Expected<'_>,
 ) -> Result<VerifiedSignature, SignatureError> {
     let sig_path = SignatureFile::path_for(binary_path);
     let sig = SignatureFile::load(plugin, &sig_path)?;
     let subject = Subject::new(plugin, sig_path);
-    verify(&subject, digest, &sig, trusted_keys, plugin, expected_version)
+    verify(&subject, digest, &sig, trusted_keys, expected.name, expected.version)
+}
+
+/// What a signature must say of its binary: the name the binary declares (the
+/// plugin's, unless one binary is configured under several names), and its version
+/// when one is required.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub name: &'a str,
+    pub version: Option<&'a str>,
 }

@@ -33,8 +33,9 @@ pub enum SignatureError {
     DigestMismatch { subject: Subject, signed: String, found: String },
 
     #[error(
-        "{subject}: signature file {} is for plugin {signed:?}, not {expected:?}",
-        .subject.path.display()
+        "{subject}: signature file {} is for plugin {signed:?}, not {expected:?}{}",
+        .subject.path.display(),
+        declared_name_note(&.subject.plugin, .expected)
     )]
     NameMismatch { subject: Subject, signed: String, expected: String },
 
@@ -70,4 +71,10 @@ impl SignatureError {
             | Self::BadSignature { subject, .. } => subject,
         }
     }
+}
+
+/// Where the name a signature must carry is not the entry's own, it is the entry's
+/// `declared_name`: the message says so, so the operator knows which key to look at.
+fn declared_name_note(plugin: &str, expected: &str) -> &'static str {
+    if plugin == expected { "" } else { " (the entry's declared_name)" }
 }

@@ -30,6 +30,9 @@ pub struct Policy<'a> {
     pub trusted_keys: &'a [PublicKey],
     /// Checked against the signed version when set.
     pub expected_version: Option<&'a str>,
+    /// The name the signature must carry, when not the plugin's own: its binary's
+    /// declared name, for a binary configured under several names.
+    pub signed_name: Option<&'a str>,
     pub max_file_size: u64,
 }
 
@@ -40,6 +43,7 @@ impl Default for Policy<'_> {
             require_signature: false,
             trusted_keys: &[],
             expected_version: None,
+            signed_name: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
@@ -163,7 +167,9 @@ impl VerifiedBinary {
         }
         let elf = inspect_executable(&subject, &file, policy.max_file_size)?;
         let signature = if policy.require_signature {
-            Some(verify_beside(&subject.plugin, &subject.path, &digest, policy.trusted_keys, policy.expected_version)?)
+            let signed_name = policy.signed_name.unwrap_or(&subject.plugin);
+            let expected = super::signature::Expected { name: signed_name, version: policy.expected_version };
+            Some(verify_beside(&subject.plugin, &subject.path, &digest, policy.trusted_keys, expected)?)
         } else {
             None
         };

@@ -73,6 +73,15 @@ pub enum EventKind {
     /// The supervisor restarted during a rollout: the stable revision serves, the rollout
     /// waits for `rollout resume`.
     RolloutInterrupted,
+    /// What the checks after an instance's end found it left, and what was done about it.
+    Teardown,
+    /// A sustained rise of an instance's memory, descriptors, tasks or CPU (or of the
+    /// supervisor's own) was found over its leak window.
+    Leak,
+    /// A plugin's circuit breaker opened: its calls fail fast until a probe call succeeds.
+    CircuitOpened,
+    /// A plugin's circuit breaker closed again: its probe call succeeded.
+    CircuitClosed,
 }
 
 impl EventKind {
@@ -106,6 +115,10 @@ impl EventKind {
             EventKind::Promoted => "promoted",
             EventKind::RolledBack => "rolled-back",
             EventKind::RolloutInterrupted => "rollout-interrupted",
+            EventKind::Teardown => "teardown",
+            EventKind::Leak => "leak",
+            EventKind::CircuitOpened => "circuit-opened",
+            EventKind::CircuitClosed => "circuit-closed",
         }
     }
 }

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::routing::record::Source;
+
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
@@ -43,6 +45,9 @@ pub struct Metrics {
     call_seconds: Histograms,
     events: Family<Labels, Counter>,
     phase_seconds: Histograms,
+    teardowns: Family<Labels, Counter>,
+    teardown_seconds: Histograms,
+    leaks: Leaks,
     /// What each plugin put in the families, by name: the plugin as it is now, or one
     /// `update` removed (until a plugin of that name is added, or nothing of the removed
     /// one can record any more).
@@ -56,6 +61,9 @@ impl Default for Metrics {
             call_seconds: Family::new_with_constructor(call_buckets),
             events: Family::default(),
             phase_seconds: Family::new_with_constructor(phase_buckets),
+            teardowns: Family::default(),
+            teardown_seconds: Family::new_with_constructor(phase_buckets),
+            leaks: Leaks::default(),
             plugins: Mutex::default(),
         }
     }
@@ -76,6 +84,8 @@ struct Owned {
     seconds: HashSet<Labels>,
     events: HashSet<Labels>,
     phases: HashSet<Labels>,
+    teardowns: HashSet<Labels>,
+    leaks: HashSet<Labels>,
 }
 
 /// A removed plugin, as [`Metrics::remove_plugin`] left it.
@@ -94,21 +104,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct PluginCalls {
     plugin: String,
     calls: Family<Labels, Counter>,
-    by_code: [OnceLock<Counter>; CODES],
+    /// By source, then by code.
+    by_code: [[OnceLock<Counter>; CODES]; SOURCES],
     seconds: Histogram,
     owned: Arc<Mutex<Owned>>,
 }
 
 /// gRPC codes run from 0 (OK) to 16 (UNAUTHENTICATED).
 const CODES: usize = 17;
+const SOURCES: usize = Source::ALL.len();
 
 impl PluginCalls {
-    /// A call ended with `code` after `elapsed`.
-    pub fn record(&self, code: tonic::Code, elapsed: Duration) {
+    /// A call ended with `code` (from `source`) after `elapsed`.
+    pub fn record(&self, code: tonic::Code, source: Source, elapsed: Duration) {
         let slot = (code as usize).min(CODES - 1);
-        self.by_code[slot]
+        let from = Source::ALL.iter().position(|s| *s == source).unwrap_or(0);
+        self.by_code[from][slot]
             .get_or_init(|| {
-                let labels = vec![("plugin", self.plugin.clone()), ("code", code_name(code).to_owned())];
+                let labels = vec![
+                    ("plugin", self.plugin.clone()),
+                    ("code", code_name(code).to_owned()),
+                    ("source", source.as_str().to_owned()),
+                ];
                 // Under the lock a removal takes: a series is made before it (and goes
                 // with it), or not at all.
                 let mut owned = lock(&self.owned);
@@ -144,7 +161,7 @@ impl Metrics {
         PluginCalls {
             plugin: plugin.to_owned(),
             calls: self.calls.clone(),
-            by_code: std::array::from_fn(|_| OnceLock::new()),
+            by_code: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             seconds,
             owned,
         }
@@ -174,6 +191,59 @@ impl Metrics {
         o.phases.insert(labels);
     }
 
+    /// An instance of `plugin` ended and its teardown's checks came to `outcome`, taking
+    /// `took`.
+    pub fn record_teardown(&self, plugin: &str, outcome: super::teardown::Outcome, took: Duration) {
+        let owned = self.owned(plugin);
+        let mut o = lock(&owned);
+        if o.removed {
+            return;
+        }
+        let labels = vec![("plugin", plugin.to_owned()), ("result", outcome.as_str().to_owned())];
+        self.teardowns.get_or_create(&labels).inc();
+        self.teardown_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+        o.teardowns.insert(labels);
+    }
+
+    /// A leak of `resource` was suspected in one of `plugin`'s instances (`plugin` is
+    /// empty for the supervisor itself).
+    pub fn record_leak(&self, plugin: &str, resource: &str) {
+        let owned = self.owned(plugin);
+        let mut o = lock(&owned);
+        if o.removed {
+            return;
+        }
+        let labels = vec![("plugin", plugin.to_owned()), ("resource", resource.to_owned())];
+        self.leaks.total.get_or_create(&labels).inc();
+        o.leaks.insert(labels);
+    }
+
+    /// Whether a leak of `resource` is suspected in `instance` now, at what rise per
+    /// minute (in the resource's unit: bytes, descriptors, tasks, percent of a core).
+    pub fn set_leak(&self, plugin: &str, instance: &str, resource: &str, suspected: bool, per_min: f64) {
+        let labels = leak_labels(plugin, instance, resource);
+        self.leaks.suspected.get_or_create(&labels).set(i64::from(suspected));
+        self.leaks.slope.get_or_create(&labels).set(if suspected { per_min } else { 0.0 });
+    }
+
+    /// `instance` is gone: its leak series go with it.
+    pub fn forget_leaks(&self, plugin: &str, instance: &str, resources: &[&str]) {
+        for r in resources {
+            let labels = leak_labels(plugin, instance, r);
+            self.leaks.suspected.remove(&labels);
+            self.leaks.slope.remove(&labels);
+        }
+    }
+
+    /// The supervisor's own footprint, as last read.
+    pub fn set_own(&self, own: &crate::leaks::probe::Own) {
+        let set = |g: &Gauge, v: Option<u64>| g.set(v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)));
+        set(&self.leaks.own_rss, own.rss);
+        set(&self.leaks.own_anon, own.rss_anon);
+        set(&self.leaks.own_fds, own.fds);
+        set(&self.leaks.own_threads, own.threads);
+    }
+
     /// What `plugin` has put in the families (made at its first mention).
     fn owned(&self, plugin: &str) -> Arc<Mutex<Owned>> {
         let mut plugins = lock(&self.plugins);
@@ -200,6 +270,13 @@ impl Metrics {
         }
         for labels in o.phases.drain() {
             self.phase_seconds.remove(&labels);
+        }
+        for labels in o.teardowns.drain() {
+            self.teardowns.remove(&labels);
+            self.teardown_seconds.remove(&labels);
+        }
+        for labels in o.leaks.drain() {
+            self.leaks.total.remove(&labels);
         }
         drop(o);
         Removed(owned)
@@ -232,8 +309,28 @@ impl Metrics {
 
     /// [`Metrics::render`], with each revision's calls and share of calls.
     pub fn render_with(&self, instances: &[InstanceStatus], revisions: &[RevisionRow]) -> String {
+        self.render_all(instances, revisions, &[])
+    }
+
+    /// [`Metrics::render_with`], with what each plugin's log streams kept and dropped.
+    pub fn render_all(&self, instances: &[InstanceStatus], revisions: &[RevisionRow], logs: &[LogRow]) -> String {
+        self.render_protected(instances, revisions, logs, &[])
+    }
+
+    /// [`Metrics::render_all`], with what each plugin's protection layers decided.
+    pub fn render_protected(
+        &self,
+        instances: &[InstanceStatus],
+        revisions: &[RevisionRow],
+        logs: &[LogRow],
+        protection: &[ProtectionRow],
+    ) -> String {
         let mut registry = Registry::with_prefix("supervisor");
-        registry.register("calls", "Calls to plugins, by plugin and gRPC status code", self.calls.clone());
+        registry.register(
+            "calls",
+            "Calls to plugins, by plugin, gRPC status code and its source (the plugin, or which layer of ours)",
+            self.calls.clone(),
+        );
         registry.register_with_unit(
             "call_duration",
             "Time from a call's request to its last byte, by plugin",
@@ -247,12 +344,72 @@ impl Metrics {
             Unit::Seconds,
             self.phase_seconds.clone(),
         );
+        registry.register(
+            "teardowns",
+            "Instance ends whose teardown was checked, by plugin and result (clean, cleaned, leftover)",
+            self.teardowns.clone(),
+        );
+        registry.register_with_unit(
+            "teardown_duration",
+            "Time the clean-up and checks after an instance's end took, by plugin and result",
+            Unit::Seconds,
+            self.teardown_seconds.clone(),
+        );
+        self.leaks.register(&mut registry);
         InstanceGauges::from_rows(instances).register(&mut registry);
         RevisionSeries::from_rows(revisions).register(&mut registry);
+        LogSeries::from_rows(logs).register(&mut registry);
+        ProtectionSeries::from_rows(protection).register(&mut registry);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
         out
+    }
+}
+
+fn leak_labels(plugin: &str, instance: &str, resource: &str) -> Labels {
+    vec![("plugin", plugin.to_owned()), (INSTANCE_LABEL, instance.to_owned()), ("resource", resource.to_owned())]
+}
+
+/// The leak watch's series, and the supervisor's own footprint it watches.
+#[derive(Debug, Default)]
+struct Leaks {
+    total: Family<Labels, Counter>,
+    suspected: Family<Labels, Gauge>,
+    slope: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    own_rss: Gauge,
+    own_anon: Gauge,
+    own_fds: Gauge,
+    own_threads: Gauge,
+}
+
+impl Leaks {
+    fn register(&self, r: &mut Registry) {
+        r.register("leaks", "Leaks suspected, by plugin and resource (memory, fds, tasks, cpu)", self.total.clone());
+        r.register(
+            "leak_suspected",
+            "1 while a leak of the resource is suspected in the instance (plugin \"\" is the supervisor), else 0",
+            self.suspected.clone(),
+        );
+        r.register(
+            "leak_slope",
+            "The suspected leak's rise per minute: bytes, descriptors, tasks or percent of a core",
+            self.slope.clone(),
+        );
+        r.register_with_unit(
+            "process_resident_memory",
+            "The supervisor's resident memory",
+            Unit::Bytes,
+            self.own_rss.clone(),
+        );
+        r.register_with_unit(
+            "process_anon_memory",
+            "The supervisor's resident anonymous memory (what a leak grows)",
+            Unit::Bytes,
+            self.own_anon.clone(),
+        );
+        r.register("process_open_fds", "Descriptors the supervisor holds open", self.own_fds.clone());
+        r.register("process_threads", "The supervisor's threads", self.own_threads.clone());
     }
 }
 
@@ -367,6 +524,108 @@ impl RevisionSeries {
     }
 }
 
+/// One plugin's log stream as a scrape sees it. Read from the plugin's log buffer at each
+/// scrape: a plugin `update` removed has no row, so its series go with it.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    pub plugin: String,
+    pub counts: super::logs::StreamCounts,
+}
+
+#[derive(Default)]
+struct LogSeries {
+    lines: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    forward_dropped: Counter,
+}
+
+impl LogSeries {
+    fn from_rows(rows: &[LogRow]) -> Self {
+        let s = Self::default();
+        for row in rows {
+            let id = vec![("plugin", row.plugin.clone()), ("stream", row.counts.stream.as_str().to_owned())];
+            s.lines.get_or_create(&id).inc_by(row.counts.kept);
+            s.dropped.get_or_create(&id).inc_by(row.counts.dropped);
+        }
+        s.forward_dropped.inc_by(super::forward::dropped_total());
+        s
+    }
+
+    fn register(self, r: &mut Registry) {
+        r.register(
+            "log_lines",
+            "Lines of plugin output kept (in tail, and forwarded), by plugin and stream",
+            self.lines,
+        );
+        r.register(
+            "log_lines_dropped",
+            "Lines of plugin output dropped over the plugin's log_rate (and SDK records its SDK dropped while the supervisor read slowly), by plugin and stream",
+            self.dropped,
+        );
+        r.register(
+            "log_forward_dropped",
+            "Kept plugin log lines not forwarded to the daemon's output because it was too slow",
+            self.forward_dropped,
+        );
+    }
+}
+
+/// One plugin's protection layers as a scrape sees them: read from the plugin at each
+/// scrape (its counters live as long as it is configured), so a removed plugin's series go.
+#[derive(Debug, Clone)]
+pub struct ProtectionRow {
+    pub plugin: String,
+    /// Calls the concurrency limit shed.
+    pub shed: u64,
+    /// `supervisor_circuit_state`: 0 closed, 1 open, 2 half-open.
+    pub circuit: i64,
+    /// Times the circuit opened.
+    pub opened: u64,
+    /// Messages refused for their size: requests, responses.
+    pub too_large: (u64, u64),
+}
+
+#[derive(Default)]
+struct ProtectionSeries {
+    shed: Family<Labels, Counter>,
+    circuit: Family<Labels, Gauge>,
+    opened: Family<Labels, Counter>,
+    too_large: Family<Labels, Counter>,
+}
+
+impl ProtectionSeries {
+    fn from_rows(rows: &[ProtectionRow]) -> Self {
+        let s = Self::default();
+        for row in rows {
+            let id = vec![("plugin", row.plugin.clone())];
+            s.shed.get_or_create(&id).inc_by(row.shed);
+            s.circuit.get_or_create(&id).set(row.circuit);
+            s.opened.get_or_create(&id).inc_by(row.opened);
+            for (direction, n) in [("request", row.too_large.0), ("response", row.too_large.1)] {
+                let mut labels = id.clone();
+                labels.push(("direction", direction.to_owned()));
+                s.too_large.get_or_create(&labels).inc_by(n);
+            }
+        }
+        s
+    }
+
+    fn register(self, r: &mut Registry) {
+        r.register(
+            "calls_shed",
+            "Calls shed with RESOURCE_EXHAUSTED: every instance at max_in_flight and max_queued calls waiting",
+            self.shed,
+        );
+        r.register("circuit_state", "The plugin's circuit breaker: 0 closed, 1 open, 2 half-open", self.circuit);
+        r.register("circuit_opened", "Times the plugin's circuit breaker opened", self.opened);
+        r.register(
+            "calls_too_large",
+            "Calls refused with RESOURCE_EXHAUSTED for a message over max_request_bytes or max_response_bytes, by direction",
+            self.too_large,
+        );
+    }
+}
+
 /// The gRPC name of `code`, as operators know it from grpcurl and the spec.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -430,6 +689,24 @@ mod tests {
     }
 
     #[test]
+    fn log_lines_kept_and_dropped_are_counted_by_plugin_and_stream() {
+        use crate::observe::logs::{Stream, StreamCounts};
+        let rows = [
+            LogRow { plugin: "echo".into(), counts: StreamCounts { stream: Stream::Stdout, kept: 10, dropped: 5 } },
+            LogRow { plugin: "echo".into(), counts: StreamCounts { stream: Stream::Sdk, kept: 3, dropped: 0 } },
+        ];
+        let text = Metrics::default().render_all(&[], &[], &rows);
+        for line in [
+            "supervisor_log_lines_total{plugin=\"echo\",stream=\"stdout\"} 10\n",
+            "supervisor_log_lines_dropped_total{plugin=\"echo\",stream=\"stdout\"} 5\n",
+            "supervisor_log_lines_total{plugin=\"echo\",stream=\"sdk\"} 3\n",
+            "supervisor_log_forward_dropped_total 0\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+    }
+
+    #[test]
     fn during_a_reload_each_instance_says_its_revision() {
         let old = row("echo", "stopping", None);
         let new = InstanceStatus { instance: "echo-1".into(), revision: 2, ..row("echo", "running", None) };
@@ -448,13 +725,16 @@ mod tests {
     fn calls_are_counted_by_plugin_and_code_and_timed() {
         let m = Metrics::default();
         let echo = m.plugin_calls("echo");
-        echo.record(tonic::Code::Ok, Duration::from_micros(40));
-        echo.record(tonic::Code::Ok, Duration::from_micros(60));
+        echo.record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
+        echo.record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(60));
         // A second handle for the same plugin (another channel) adds up.
-        m.plugin_calls("echo").record(tonic::Code::DeadlineExceeded, Duration::from_secs(2));
+        m.plugin_calls("echo").record(tonic::Code::DeadlineExceeded, Source::Deadline, Duration::from_secs(2));
         let text = m.render(&[]);
-        assert!(text.contains("supervisor_calls_total{plugin=\"echo\",code=\"OK\"} 2\n"), "{text}");
-        assert!(text.contains("supervisor_calls_total{plugin=\"echo\",code=\"DEADLINE_EXCEEDED\"} 1\n"), "{text}");
+        assert!(text.contains("supervisor_calls_total{plugin=\"echo\",code=\"OK\",source=\"plugin\"} 2\n"), "{text}");
+        assert!(
+            text.contains("supervisor_calls_total{plugin=\"echo\",code=\"DEADLINE_EXCEEDED\",source=\"deadline\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("supervisor_call_duration_seconds_count{plugin=\"echo\"} 3\n"), "{text}");
         // 40 µs and 60 µs fall at or under 0.0001 s; the 2 s call does not.
         assert!(text.contains("supervisor_call_duration_seconds_bucket{le=\"0.0001\",plugin=\"echo\"} 2\n"), "{text}");
@@ -491,6 +771,40 @@ mod tests {
     }
 
     #[test]
+    fn leaks_are_counted_flagged_and_forgotten_with_their_instance_and_plugin() {
+        let m = Metrics::default();
+        m.set_leak("echo", "echo-0", "memory", true, 2.5 * 1048576.0);
+        m.set_leak("echo", "echo-0", "fds", false, 0.0);
+        m.record_leak("echo", "memory");
+        m.record_leak("", "fds");
+        m.set_own(&crate::leaks::probe::Own {
+            rss_anon: Some(3 << 20),
+            rss: Some(5 << 20),
+            fds: Some(17),
+            threads: Some(6),
+            nofile: None,
+        });
+        let text = m.render(&[]);
+        for line in [
+            "supervisor_leak_suspected{plugin=\"echo\",plugin_instance=\"echo-0\",resource=\"memory\"} 1",
+            "supervisor_leak_suspected{plugin=\"echo\",plugin_instance=\"echo-0\",resource=\"fds\"} 0",
+            "supervisor_leak_slope{plugin=\"echo\",plugin_instance=\"echo-0\",resource=\"memory\"} 2621440.0",
+            "supervisor_leaks_total{plugin=\"echo\",resource=\"memory\"} 1",
+            "supervisor_leaks_total{plugin=\"\",resource=\"fds\"} 1",
+            "supervisor_process_resident_memory_bytes 5242880",
+            "supervisor_process_anon_memory_bytes 3145728",
+            "supervisor_process_open_fds 17",
+            "supervisor_process_threads 6",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "missing {line:?} in\n{text}");
+        }
+        m.forget_leaks("echo", "echo-0", &["memory", "fds"]);
+        m.remove_plugin("echo");
+        let text = m.render(&[]);
+        assert!(!text.contains("plugin=\"echo\""), "{text}");
+    }
+
+    #[test]
     fn a_gone_instance_leaves_no_series() {
         let m = Metrics::default();
         assert!(m.render(&[row("echo", "running", None)]).contains("plugin_instance=\"echo-0\""));
@@ -501,24 +815,24 @@ mod tests {
     fn a_removed_plugins_series_go_and_nothing_it_records_afterwards_brings_them_back() {
         let m = Metrics::default();
         let gone = m.plugin_calls("gone");
-        gone.record(tonic::Code::Ok, Duration::from_micros(40));
+        gone.record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
         m.record_event("gone", EventKind::Exited);
-        m.plugin_calls("stays").record(tonic::Code::Ok, Duration::from_micros(40));
+        m.plugin_calls("stays").record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
         m.record_event("stays", EventKind::Exited);
-        assert!(m.render(&[]).contains("supervisor_calls_total{plugin=\"gone\",code=\"OK\"} 1\n"));
+        assert!(m.render(&[]).contains("supervisor_calls_total{plugin=\"gone\",code=\"OK\",source=\"plugin\"} 1\n"));
 
         let removed = m.remove_plugin("gone");
         // A call still in flight on a channel an embedded host holds ends now, with a code
         // seen before and with one not; an instance still draining says it stopped; a
         // handle is made for the name before any plugin has it again.
-        gone.record(tonic::Code::Ok, Duration::from_micros(40));
-        gone.record(tonic::Code::Unavailable, Duration::from_micros(40));
+        gone.record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
+        gone.record(tonic::Code::Unavailable, Source::Plugin, Duration::from_micros(40));
         m.record_event("gone", EventKind::Stopped);
-        m.plugin_calls("gone").record(tonic::Code::Internal, Duration::from_micros(40));
+        m.plugin_calls("gone").record(tonic::Code::Internal, Source::Plugin, Duration::from_micros(40));
         let text = m.render(&[]);
         assert!(!text.contains("plugin=\"gone\""), "{text}");
         for line in [
-            "supervisor_calls_total{plugin=\"stays\",code=\"OK\"} 1",
+            "supervisor_calls_total{plugin=\"stays\",code=\"OK\",source=\"plugin\"} 1",
             "supervisor_call_duration_seconds_count{plugin=\"stays\"} 1",
             "supervisor_events_total{plugin=\"stays\",kind=\"exited\"} 1",
         ] {
@@ -528,15 +842,15 @@ mod tests {
         // Added back, a plugin of that name counts from zero; the old handle, nowhere.
         m.add_plugin("gone");
         let again = m.plugin_calls("gone");
-        again.record(tonic::Code::Ok, Duration::from_micros(40));
-        gone.record(tonic::Code::Ok, Duration::from_micros(40));
+        again.record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
+        gone.record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
         m.record_event("gone", EventKind::Ready);
         // The removed one's instances are gone at last: the new one is left as it is.
         m.release("gone", removed);
-        again.record(tonic::Code::Ok, Duration::from_micros(40));
+        again.record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
         let text = m.render(&[]);
         for line in [
-            "supervisor_calls_total{plugin=\"gone\",code=\"OK\"} 2",
+            "supervisor_calls_total{plugin=\"gone\",code=\"OK\",source=\"plugin\"} 2",
             "supervisor_call_duration_seconds_count{plugin=\"gone\"} 2",
             "supervisor_events_total{plugin=\"gone\",kind=\"ready\"} 1",
         ] {
@@ -556,7 +870,7 @@ mod tests {
             let removed = m.remove_plugin(&name);
             // Its channel is still held, and used, after its instances are gone.
             m.release(&name, removed);
-            calls.record(tonic::Code::Unavailable, Duration::from_micros(40));
+            calls.record(tonic::Code::Unavailable, Source::Plugin, Duration::from_micros(40));
         }
         assert_eq!(lock(&m.plugins).len(), 0);
         assert!(!m.render(&[]).contains("plugin=\"p"), "{}", m.render(&[]));
@@ -579,7 +893,7 @@ mod tests {
     fn no_series_has_a_label_prometheus_reserves_for_its_targets() {
         let m = Metrics::default();
         m.record_event("echo", EventKind::Exited);
-        m.plugin_calls("echo").record(tonic::Code::Ok, Duration::from_micros(40));
+        m.plugin_calls("echo").record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
         let usage = ResourceUsage { memory_current: 1, ..Default::default() };
         let names = label_names(&m.render(&[row("echo", "running", Some(usage))]));
         assert!(names.iter().any(|n| n == "plugin_instance"), "{names:?}");

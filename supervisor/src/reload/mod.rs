@@ -115,6 +115,11 @@ pub(crate) enum Source {
     Entry(Box<crate::config::PluginSpec>),
     /// The entry the serving revision runs: only the binary is read again.
     Serving,
+    /// The serving revision again, exactly as it runs (its entry and the image it
+    /// verified, never what the file at its path is now): new processes for old ones, as
+    /// a leak's `action = "replace"` wants. It switches at once whatever the rollout
+    /// strategy, and leaves what is kept of a rollout (interrupted, rolled back) as it is.
+    Replace,
 }
 
 /// Reloads `p` with the entry `source` gives: see the
@@ -131,6 +136,7 @@ pub(crate) async fn reload(
     if p.rollout().is_some_and(|r| r.is_active()) {
         return Err(ReloadError::RolloutUnderWay(p.name.clone()));
     }
+    let replace = matches!(source, Source::Replace);
     let spec = Arc::new(match source {
         Source::File(file) => {
             Config::load(&file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
@@ -138,15 +144,19 @@ pub(crate) async fn reload(
             })?
         }
         Source::Entry(spec) => *spec,
-        Source::Serving => (*p.spec()).clone(),
+        Source::Serving | Source::Replace => (*p.spec()).clone(),
     });
     let old = p.serving();
-    // The binary is verified afresh: a rebuild in place is what this is for.
-    let image = shared
-        .launcher
-        .image(spec.clone(), None)
-        .await
-        .map_err(|e| ReloadError::Image { plugin: p.name.clone(), cause: e.cause().to_string() })?;
+    let kept = if replace { old.image.lock().ok().and_then(|g| g.clone()) } else { None };
+    let image = match kept {
+        Some(image) => image,
+        // The binary is verified afresh: a rebuild in place is what this is for.
+        None => shared
+            .launcher
+            .image(spec.clone(), None)
+            .await
+            .map_err(|e| ReloadError::Image { plugin: p.name.clone(), cause: e.cause().to_string() })?,
+    };
     let rev = p.new_revision(spec.clone());
     if let Ok(mut slot) = rev.image.lock() {
         *slot = Some(image);
@@ -180,7 +190,7 @@ pub(crate) async fn reload(
     };
     // A canary needs a stable revision that serves beside it: a stopped plugin's new
     // revision, or one beside a revision with no instance ready, replaces it at once.
-    if spec.rollout.strategy == Strategy::Canary && p.desired.borrow().run && old.has_ready() {
+    if !replace && spec.rollout.strategy == Strategy::Canary && p.desired.borrow().run && old.has_ready() {
         done.canary = Some(crate::rollout::begin(&shared, &p, old, rev.clone()).await);
         done.took = started.elapsed();
         shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
@@ -189,12 +199,14 @@ pub(crate) async fn reload(
     p.promote(&rev);
     // A reload that serves ends what was kept of an interrupted rollout, and an explicit
     // one makes a rolled-back revision no longer one to skip.
-    if shared.state.rollout(&p.name).is_some() {
-        crate::rollout::saved::forget(&shared, &p.name);
+    if !replace {
+        if shared.state.rollout(&p.name).is_some() {
+            crate::rollout::saved::forget(&shared, &p.name);
+        }
+        // Nor is an interrupted or rolled-back rollout of it anything to show or resume
+        // now (a running one refused this reload).
+        p.clear_rollout();
     }
-    // Nor is an interrupted or rolled-back rollout of it anything to show or resume now
-    // (a running one refused this reload).
-    p.clear_rollout();
     done.took = started.elapsed();
     shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
     // The old revision's instances finish their calls, stop and go; the reload's caller

@@ -170,3 +170,32 @@ async fn one_reload_at_a_time_and_a_stopped_plugin_switches_without_starting() {
     assert_eq!(first.unwrap().to, 3);
     f.sup.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_old_revisions_teardown_sees_the_new_one_alive_and_leaves_the_shared_uid_be() {
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    f.sup.reload("fake", ReloadOptions::default()).await.expect("reload");
+    one_revision_left(&f.sup).await;
+    let lives: Vec<usize> = f.fake.teardowns().iter().map(|(_, o)| o.live).collect();
+    assert_eq!(lives, [1], "the new instance runs as the same uid while the old one is torn down");
+    f.sup.stop_plugin("fake").await.unwrap();
+    let lives: Vec<usize> = f.fake.teardowns().iter().map(|(_, o)| o.live).collect();
+    assert_eq!(lives, [1, 0], "the last one's teardown may sweep the uid");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replacement_runs_the_serving_image_again_and_switches_at_once_even_for_a_canary_plugin() {
+    let f = fixture(&plugin("fake", "[plugin.rollout]\nstrategy = \"canary\"\nsteps = [10, 100]\n"), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let p = f.sup.plugin("fake").unwrap().clone();
+    let image = |rev: &crate::instance::Revision| rev.image.lock().unwrap().clone().expect("a verified image");
+    let before = image(&p.serving());
+    let source = super::Source::Replace;
+    let done = super::spawned(f.sup.shared().clone(), p.clone(), source, ReloadOptions::default()).await.unwrap();
+    assert_eq!((done.from, done.to, done.canary), (1, 2, None), "new processes at once, not a canary");
+    assert!(std::sync::Arc::ptr_eq(&before, &image(&p.serving())), "the image it ran, not the file read again");
+    assert!(p.rollout().is_none());
+    f.sup.shutdown().await;
+}

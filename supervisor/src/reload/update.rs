@@ -197,8 +197,8 @@ impl Job {
         let specs: Vec<PluginSpec> = next.specs();
         let entry = |name: &str| specs.iter().find(|s| s.name == name).cloned();
         let mut done = Updated { restart_only: changes.restart_only.clone(), ..Updated::default() };
-        // Removed first: their services (and uids) are then free for the plugins added
-        // last. Changed ones before added ones, for the same reason.
+        // Removed first: their uids are then free for the plugins added last. Changed
+        // ones before added ones, for the same reason.
         for name in &changes.removed {
             if let Some(stopped) = self.remove(name).await {
                 done.removed.push((name.clone(), stopped));
@@ -206,9 +206,17 @@ impl Job {
         }
         for change in &changes.changed {
             let (Some(p), Some(spec)) = (shared.plugins.get(&change.name), entry(&change.name)) else { continue };
+            // Who may call is the operator's word on the plugin, not on a revision: it
+            // applies now, whatever becomes of a new revision the same edit needs (held,
+            // refused, or serving later with this same entry).
+            if !change.live_only() && change.keys.iter().any(|k| k.key == "callers") {
+                set_callers(&p, &spec);
+            }
             if change.live_only() {
+                let log_limit = spec.log_limit;
                 match crate::quotas::apply_live(shared, &p, Arc::new(spec)) {
                     Ok(quota) => {
+                        p.logs.set_limit(log_limit);
                         let keys: Vec<String> = change
                             .keys
                             .iter()
@@ -268,6 +276,7 @@ impl Job {
         shared.metrics.add_plugin(&p.name);
         crate::quotas::restore(&p, shared);
         crate::kept_stopped::restore(&p, shared);
+        p.breaker.report_to(&shared.events, &shared.health);
         shared.plugins.insert(p.clone());
         self.gateway.add(&p, &shared.metrics);
         spawn_revision(shared, &p, &p.serving());
@@ -284,6 +293,8 @@ impl Job {
         let p = shared.plugins.get(name)?;
         // No reload of it may start a revision that would outlive it.
         let no_reload = p.reload_lock.clone().lock_owned().await;
+        // Calls stop coming through the gateway before it drains, not once it has.
+        self.gateway.remove(name);
         p.set_desired(false, false);
         for rev in p.revisions() {
             rev.retire();
@@ -292,7 +303,6 @@ impl Job {
         let all_stopped = |p: &Plugin| p.revisions().iter().all(|rev| super::stopped(rev));
         let stopped = p.wait_until(waited, all_stopped).await;
         shared.plugins.remove(name);
-        self.gateway.remove(name);
         let series = shared.metrics.remove_plugin(name);
         // Its rollout's kept stable binary goes with what is kept of the rollout.
         crate::rollout::saved::forget(shared, name);
@@ -319,6 +329,15 @@ impl Job {
         });
         Some(stopped)
     }
+}
+
+/// The serving revision's entry with `spec`'s `callers`, the rest as it runs.
+fn set_callers(p: &Plugin, spec: &PluginSpec) {
+    let serving = p.serving();
+    let mut now = PluginSpec::clone(&serving.spec());
+    now.callers = spec.callers.clone();
+    serving.set_live_spec(Arc::new(now));
+    tracing::info!(plugin = %p.name, "callers applied in place");
 }
 
 /// Only the changes of the plugins `names` names (supervisor keys are still reported).
@@ -384,15 +403,17 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_removed_plugin_drains_and_goes_and_frees_its_service_for_one_added() {
+    async fn a_removed_plugin_drains_and_goes_and_one_added_serves_its_service() {
         let f = fixture(&plugin("fake", ""), &[]);
         f.sup.wait_running("fake", UP).await.unwrap();
         let old = f.sup.plugin("fake").unwrap();
         // An embedded host's channel to it, used before and kept after.
         let held = f.sup.channel("fake").unwrap();
         assert_eq!(echo(held.clone(), "before").await.unwrap(), "before");
-        assert!(f.sup.metrics_text().contains("supervisor_calls_total{plugin=\"fake\",code=\"OK\"} 1\n"));
-        // "other" serves the same service: it can only start once "fake" has let it go.
+        assert!(
+            f.sup.metrics_text().contains("supervisor_calls_total{plugin=\"fake\",code=\"OK\",source=\"plugin\"} 1\n")
+        );
+        // "other" serves the same service, and is its only plugin once "fake" is gone.
         edit(&f.sup, |t| t.replace("name = \"fake\"", "name = \"other\""));
         let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
         assert_eq!(done.lines(), ["fake: removed", "other: added"]);
@@ -416,7 +437,29 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
         let text = f.sup.metrics_text();
         assert!(!text.contains("plugin=\"fake\""), "{text}");
-        assert!(text.contains("supervisor_calls_total{plugin=\"other\",code=\"OK\"} 1\n"), "{text}");
+        assert!(text.contains("supervisor_calls_total{plugin=\"other\",code=\"OK\",source=\"plugin\"} 1\n"), "{text}");
+        f.sup.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_plugin_is_not_routed_by_the_gateway_while_it_drains() {
+        use crate::instance::fake::Behaviour;
+        let slow = Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_millis(1500) };
+        let f = fixture(&plugin("fake", ""), &[("fake", &[slow])]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        let (gw, anyone) = (f.sup.gateway(), http::Extensions::new());
+        assert!(gw.may_call(&anyone, "fake"));
+        // A call in flight keeps it draining.
+        let slow_call = tokio::spawn(echo(f.sup.channel("fake").unwrap(), "slow"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        edit(&f.sup, |t| t.replace("name = \"fake\"", "name = \"other\""));
+        let during = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (slow_call.is_finished(), gw.may_call(&anyone, "fake"))
+        };
+        let (done, (finished, routed)) = tokio::join!(f.sup.update(&[], ReloadOptions::default()), during);
+        assert_eq!(done.unwrap().lines(), ["fake: removed", "other: added"]);
+        assert_eq!((finished, routed), (false, false), "while its call was in flight, the gateway knew it no more");
         f.sup.shutdown().await;
     }
 
@@ -478,6 +521,24 @@ mod tests {
         assert_eq!(done.lines(), ["fake: applied in place: quota (pids 32)"]);
         assert_eq!(f.sup.plugin("fake").unwrap().spec().quota.pids_max, Some(40), "the file's word is kept");
         assert_eq!(limits(&f.sup), (Some(32), Some(32)));
+        f.sup.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_apply_in_place_even_when_the_same_edit_needs_a_revision_that_is_refused() {
+        use crate::instance::fake::Behaviour;
+        use crate::routing::callers::{Callers, Rule};
+        let serve = Behaviour::Serve { name: "fake".into() };
+        // The reload's new revision does not start.
+        let f = fixture(&plugin("fake", "callers = [\"uid:1\"]"), &[("fake", &[serve, Behaviour::Exit { code: 3 }])]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        edit(&f.sup, |t| t.replace("callers = [\"uid:1\"]", "callers = [\"uid:2\"]\nargs = [\"--new\"]"));
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        assert!(done.lines()[0].contains("did not start"), "{done:?}");
+        let p = f.sup.plugin("fake").unwrap();
+        assert_eq!(p.serving().number, 1, "the old revision serves on");
+        assert_eq!(p.spec().callers, Some(Callers(vec![Rule::Uid(2)])), "with the new callers");
+        assert!(p.spec().args.is_empty(), "and nothing else of the new entry");
         f.sup.shutdown().await;
     }
 

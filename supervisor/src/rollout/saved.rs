@@ -197,11 +197,20 @@ pub enum RestoreError {
 /// may name files long gone), and the kept copy of its binary, pinned to the digest it
 /// had (without a copy, the file at its path must still be that binary, or it is refused
 /// with its cause rather than run).
-fn stable_spec(saved: &SavedRollout, name: &str) -> Result<PluginSpec, RestoreError> {
+///
+/// Who may call it and the ids it runs as are the config in force's (`in_force`): its
+/// `callers` are dropped from the kept entry before it is read, as a `plugin:NAME` there
+/// names a plugin whose entry is not kept, and whom the operator admits now is not a
+/// property of the revision.
+fn stable_spec(saved: &SavedRollout, in_force: &PluginSpec) -> Result<PluginSpec, RestoreError> {
+    let name = in_force.name.as_str();
     let missing = || RestoreError::Missing(saved.stable_config.display().to_string());
     let mut doc: toml::Table = saved.stable_text.parse().map_err(|_| missing())?;
     if let Some(toml::Value::Array(entries)) = doc.get_mut("plugin") {
         entries.retain(|e| e.get("name").and_then(toml::Value::as_str) == Some(name));
+        for e in entries.iter_mut().filter_map(toml::Value::as_table_mut) {
+            e.remove("callers");
+        }
     }
     let text = toml::to_string(&doc).map_err(|_| missing())?;
     let config = crate::config::parse(&text, &saved.stable_config)?;
@@ -211,6 +220,10 @@ fn stable_spec(saved: &SavedRollout, name: &str) -> Result<PluginSpec, RestoreEr
     }
     let pin = saved.stable_sha256.parse().map_err(|_| RestoreError::Digest(saved.stable_sha256.clone()))?;
     spec.integrity.sha256 = Some(pin);
+    // The ids the config in force reserves for this name: they cannot clash with the
+    // other plugins' (the kept text was assigned among the plugins of then).
+    spec.ids = in_force.ids;
+    spec.callers = in_force.callers.clone();
     // Its origin stays the text it was kept from, whole.
     spec.origin = crate::config::Origin(Some(Arc::new((saved.stable_config.clone(), saved.stable_text.clone()))));
     Ok(spec)
@@ -243,13 +256,8 @@ pub(crate) fn restore(shared: &Shared, spec: PluginSpec, log_lines: usize) -> Ar
             ),
         ),
     };
-    let (p, note) = match stable_spec(&saved, &name) {
-        Ok(mut stable) => {
-            // The ids the config in force reserves for this name: they cannot clash with the
-            // other plugins' (the kept text was assigned among the plugins of then).
-            stable.ids = spec.ids;
-            (Plugin::new(stable, log_lines), what)
-        }
+    let (p, note) = match stable_spec(&saved, &spec) {
+        Ok(stable) => (Plugin::new(stable, log_lines), what),
         Err(e) => {
             let p = Plugin::new(spec, log_lines);
             p.desired.send_modify(|d| d.run = false);
@@ -288,4 +296,45 @@ fn report(name: &str, saved: &SavedRollout, phase: Phase, note: String) -> Arc<R
     report.note = note;
     report.step_started = None;
     Arc::new(Rollout::interrupted(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::callers::{Callers, Rule};
+
+    const HEAD: &str = "[supervisor.sandbox]\nallow_unsandboxed = true\n";
+
+    fn entry(name: &str, extra: &str) -> String {
+        format!("[[plugin]]\nname = {name:?}\nbinary = \"/bin/true\"\ntier = \"none\"\n{extra}\n")
+    }
+
+    fn spec_of(text: &str, name: &str) -> PluginSpec {
+        let config = crate::config::parse(text, Path::new("/etc/ps.toml")).unwrap();
+        config.specs().into_iter().find(|s| s.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_kept_entry_admitting_another_plugin_comes_back_with_the_callers_in_force() {
+        let then =
+            format!("{HEAD}{}{}", entry("a", "callers = [\"plugin:auth\"]\nargs = [\"--old\"]"), entry("auth", ""));
+        let now = format!("{HEAD}{}{}", entry("a", "callers = [\"uid:7\"]\nargs = [\"--new\"]"), entry("auth", ""));
+        let in_force = spec_of(&now, "a");
+        let saved = SavedRollout {
+            phase: Phase::Interrupted,
+            stable_revision: 1,
+            canary_revision: 2,
+            steps: vec![50],
+            stable_config: "/etc/ps.toml".into(),
+            stable_text: then,
+            stable_sha256: "0".repeat(64),
+            stable_copy: None,
+            canary_fingerprint: String::new(),
+            why: String::new(),
+        };
+        let stable = stable_spec(&saved, &in_force).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stable.args, ["--old"], "the kept revision");
+        assert_eq!(stable.callers, Some(Callers(vec![Rule::Uid(7)])), "admitting whom the file in force says");
+        assert_eq!(stable.ids, in_force.ids);
+    }
 }

@@ -13,15 +13,18 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
-use plugin_proto::transport::ChannelError;
+use plugin_proto::transport::{ChannelError, ResponseBody};
 use tonic::body::Body;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
-use super::deadline::DeadlineLayer;
-use super::record::{Local, RecordLayer};
+use super::breaker::BreakerLayer;
+use super::deadline::{DeadlineLayer, Expires};
+use super::limit::{self, Refused};
+use super::record::{RecordLayer, Source, local};
+use super::size::SizeLayer;
 use super::split::{SplitLayer, Target};
-use crate::instance::{Live, Plugin, Revision};
+use crate::instance::{Live, Plugin};
 use crate::observe::metrics::Metrics;
 
 /// A cloneable channel to a plugin, usable with any tonic-generated client:
@@ -46,28 +49,50 @@ impl Service<http::Request<Body>> for PluginService {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let rev = req.extensions().get::<Target>().map_or_else(|| self.plugin.serving(), |t| t.0.clone());
-        let Some((live, admitted)) = admit(&self.plugin, &rev, None) else {
-            let msg = format!("plugin {:?} is {}", self.plugin.name, self.plugin.describe_state());
-            let mut refused = tonic::Status::unavailable(msg).into_http();
-            refused.extensions_mut().insert(Local);
-            return Box::pin(async move { Ok(refused) });
-        };
         let plugin = self.plugin.clone();
+        let until = req.extensions().get::<Expires>().map(|e| e.0);
         Box::pin(async move {
+            let mut req = req;
+            let asked = tokio::time::Instant::now();
+            let (live, admitted) = match limit::admit(&plugin, &rev, None, until).await {
+                Ok(picked) => picked,
+                Err(Refused::NotReady) => {
+                    let msg = format!("plugin {:?} is {}", plugin.name, plugin.describe_state());
+                    return Ok(local(tonic::Status::unavailable(msg), Source::Supervisor));
+                }
+                // Shed, or its deadline passed in the queue: the plugin never saw it.
+                Err(refused) => return Ok(local(refused.status(&plugin.name), Source::Limit)),
+            };
+            // A call that waited in the queue tells the plugin the time it has left.
+            if let Some(until) = until
+                && asked.elapsed() > QUEUED
+            {
+                super::deadline::tell_time_left(req.headers_mut(), until);
+            }
             // A request held whole (every unary call) can be sent again, once, when the
             // instance never processed it: one of a revision being replaced refuses new
             // streams while it drains.
             let (req, again) = keep_whole(req);
             let failed = match live.channel.clone().call(req).await {
-                Ok(resp) => return Ok(resp.map(Body::new)),
+                Ok(resp) => return Ok(answer(&plugin, &live, resp, admitted)),
                 Err(e) => e,
             };
             drop(admitted);
             if failed.unprocessed()
-                && let (Some(again), Some((other, _admitted))) = (again, admit(&plugin, &rev, Some(&live)))
+                && let Some(again) = again
             {
+                let (other, admitted) = match limit::admit(&plugin, &rev, Some(&live), until).await {
+                    Ok(picked) => picked,
+                    // No other instance: the first one's failure is the answer.
+                    Err(Refused::NotReady) => return Ok(unreachable(&plugin, &live, &failed)),
+                    Err(refused) => return Ok(local(refused.status(&plugin.name), Source::Limit)),
+                };
+                let mut again = again;
+                if let Some(until) = until {
+                    super::deadline::tell_time_left(again.headers_mut(), until);
+                }
                 match other.channel.clone().call(again).await {
-                    Ok(resp) => return Ok(resp.map(Body::new)),
+                    Ok(resp) => return Ok(answer(&plugin, &other, resp, admitted)),
                     Err(e) => return Ok(unreachable(&plugin, &other, &e)),
                 }
             }
@@ -76,27 +101,40 @@ impl Service<http::Request<Body>> for PluginService {
     }
 }
 
-/// A ready instance of `rev` (other than `not`) that admits the call, else one of another
-/// revision that takes calls: a canary whose instance just went, or a revision replaced
-/// since the call chose it, leaves the call to the one serving. One that is closing this
-/// very moment is already out of the pick, so the next pick finds another (or none).
-fn admit(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Option<(Arc<Live>, crate::instance::Admitted)> {
-    let current = plugin.takes_calls(rev);
-    for attempt in 0..4 {
-        let own = match not {
-            _ if !current || attempt >= 2 => None,
-            None => rev.pick(),
-            Some(not) => rev.pick_other(not),
-        };
-        let live = match own {
-            Some(live) => live,
-            None => plugin.pick_other_than(rev.number, not)?,
-        };
-        if let Some(admitted) = live.admit() {
-            return Some((live, admitted));
-        }
-    }
-    None
+/// A call admitted later than this after it asked waited in the queue.
+const QUEUED: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The instance's answer, whose stream ends UNAVAILABLE naming the plugin if its
+/// connection is lost on the way (the process died or closed it): tonic would call
+/// that UNKNOWN, which tells a caller nothing of a plugin that went away. The call holds
+/// its place within `max_in_flight` until its answer ends (a stream's headers come at
+/// once), and the plugin's trailers cannot say a layer of ours answered.
+fn answer(
+    plugin: &Arc<Plugin>,
+    live: &Live,
+    resp: http::Response<ResponseBody>,
+    admitted: crate::instance::Admitted,
+) -> http::Response<Body> {
+    let (plugin, pid) = (plugin.clone(), live.pid);
+    resp.map(|body| {
+        let body = body.map_frame(|mut frame| {
+            if let Some(trailers) = frame.trailers_mut() {
+                trailers.remove(super::record::SOURCE_TRAILER);
+            }
+            frame
+        });
+        Body::new(body.map_err(move |e| {
+            let _held = &admitted;
+            if e.is_io() || e.is_go_away() {
+                tonic::Status::unavailable(format!(
+                    "plugin {:?} (pid {pid}): connection lost mid-call: {e}",
+                    plugin.name
+                ))
+            } else {
+                tonic::Status::from_error(Box::new(e))
+            }
+        }))
+    })
 }
 
 fn unreachable(plugin: &Plugin, live: &Live, e: &ChannelError) -> http::Response<Body> {
@@ -142,15 +180,27 @@ fn keep_whole(req: http::Request<Body>) -> (http::Request<Body>, Option<http::Re
     (first, Some(again))
 }
 
-/// The routing stack for one plugin, outermost first:
-/// - record the call's outcome for the plugin, as the caller sees it (every answer,
-///   the supervisor's own included);
+/// The routing stack for one plugin, outermost first. The cheapest refusal comes first,
+/// and each layer sees what the layers under it decided:
+/// - record the call's outcome for the plugin, as the caller sees it (every answer, ours
+///   included, with the layer it came from as `source`); outermost, so nothing escapes it;
+/// - breaker: a plugin that keeps failing fails calls fast, before a revision is chosen or
+///   a byte is read; it learns from what the layers under it let through, the plugin's
+///   own outcomes only (a shed or a refused size says nothing of the plugin);
 /// - split: choose the revision (a canary's share, else the serving one) and record the
-///   outcome against it; above the deadline, so that a call the plugin did not answer in
-///   time counts against the revision that was slow, and below the plugin's record, so
-///   the plugin's totals hold every revision;
-/// - hold the call to its deadline (the chosen revision's `call_timeout`);
-/// - send it to a ready instance of that revision.
+///   plugin's own outcomes against it (not ours: a shed is not the canary's fault); above
+///   the deadline, so that a call the plugin did not answer in time counts against the
+///   revision that was slow, and below the plugin's record, so the plugin's totals hold
+///   every revision;
+/// - size: read the messages' length prefixes as they pass, refusing one over the chosen
+///   revision's limits; above the deadline, so that its refusal is never taken for
+///   slowness;
+/// - hold the call to its deadline (the chosen revision's `call_timeout`), which also
+///   bounds a call's wait in the limit's queue;
+/// - send it to a ready instance of that revision with room under `max_in_flight`
+///   (waiting in the plugin's small queue, else shed: see [`limit`]). The limit is per
+///   instance, so it is applied where the instance is picked, before the plugin's
+///   connection (whose stream limit would queue instead of shedding).
 pub fn stack(plugin: Arc<Plugin>, metrics: Arc<Metrics>) -> Channel {
     let serving = plugin.clone();
     let limit = move |ext: &http::Extensions| {
@@ -158,7 +208,9 @@ pub fn stack(plugin: Arc<Plugin>, metrics: Arc<Metrics>) -> Channel {
     };
     let svc = ServiceBuilder::new()
         .layer(RecordLayer { calls: Arc::new(metrics.plugin_calls(&plugin.name)) })
+        .layer(BreakerLayer { plugin: plugin.clone() })
         .layer(SplitLayer { plugin: plugin.clone() })
+        .layer(SizeLayer { plugin: plugin.clone() })
         .layer(DeadlineLayer::reading(limit))
         .service(PluginService { plugin });
     BoxCloneSyncService::new(svc)
@@ -197,6 +249,8 @@ mod tests {
                     send.send_data(Bytes::from(data), false).unwrap();
                     let mut trailers = http::HeaderMap::new();
                     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    // A plugin claiming a layer of ours answered: it must not be believed.
+                    trailers.insert(super::super::record::SOURCE_TRAILER, http::HeaderValue::from_static("limit"));
                     send.send_trailers(trailers).unwrap();
                 });
             }
@@ -230,6 +284,7 @@ mod tests {
             assert_eq!(resp.headers().get("grpc-status"), None, "not a trailers-only error");
             let collected = resp.into_body().collect().await.unwrap();
             assert_eq!(collected.trailers().and_then(|t| t.get("grpc-status")).unwrap(), "0");
+            assert_eq!(collected.trailers().and_then(|t| t.get(super::super::record::SOURCE_TRAILER)), None);
             assert_eq!(collected.to_bytes(), format!("call {i}"));
         }
         assert_eq!(refused.load(Ordering::Relaxed), 1, "the refusing instance saw one of them");
@@ -248,5 +303,72 @@ mod tests {
         drop(tx);
         assert_eq!(resp.headers().get("grpc-status").unwrap(), "14", "UNAVAILABLE");
         assert_eq!(refused.load(Ordering::Relaxed) + answered.load(Ordering::Relaxed), 1, "sent once only");
+    }
+}
+
+#[cfg(test)]
+mod queued {
+    use std::time::Duration;
+
+    use plugin_proto::transport::H2Channel;
+    use tokio::sync::mpsc;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::routing::deadline::parse_grpc_timeout;
+
+    /// An instance that reports each call's `grpc-timeout` and answers it (OK, empty) only
+    /// when told to.
+    async fn instance(seen: mpsc::UnboundedSender<Option<Duration>>, mut go: mpsc::UnboundedReceiver<()>) -> H2Channel {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            let (calls, mut pending) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(mut respond) = pending.recv().await {
+                    go.recv().await;
+                    let mut ok = http::Response::new(());
+                    ok.headers_mut().insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let _ = h2::server::SendResponse::<Bytes>::send_response(&mut respond, ok, true);
+                }
+            });
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                let asked =
+                    req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+                let _ = seen.send(asked);
+                let _ = calls.send(respond);
+            }
+        });
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        channel
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waited_in_the_queue_tells_the_plugin_the_time_it_has_left() {
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\nmax_in_flight = 1\nmax_queued = 1\n".parse().unwrap();
+        let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let (go, go_rx) = mpsc::unbounded_channel();
+        plugin.went_live(&plugin.serving().instances[0], Live::new(instance(seen_tx, go_rx).await, 100));
+        let svc = PluginService { plugin };
+        let call = |within: Duration| {
+            let mut req = http::Request::builder().uri("/p.v1.P/Get").body(Body::empty()).unwrap();
+            req.headers_mut().insert("grpc-timeout", "2S".parse().unwrap());
+            req.extensions_mut().insert(Expires(tokio::time::Instant::now() + within));
+            svc.clone().oneshot(req)
+        };
+        let first = tokio::spawn(call(Duration::from_secs(2)));
+        assert_eq!(seen.recv().await.unwrap(), Some(Duration::from_secs(2)), "a call admitted at once is untouched");
+        let second = tokio::spawn(call(Duration::from_secs(2)));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        go.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        let told = seen.recv().await.unwrap().expect("a grpc-timeout");
+        assert!(told <= Duration::from_millis(1600), "the plugin was told {told:?}, not the time left after the queue");
+        assert!(told >= Duration::from_millis(500), "{told:?}");
+        go.send(()).unwrap();
+        second.await.unwrap().unwrap();
     }
 }

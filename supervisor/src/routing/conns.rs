@@ -2,9 +2,16 @@
 //! against the descriptor limit before the daemon starts), and which one
 //! goes when a caller arrives at the limit. Refusing newcomers would let an
 //! attacker lock real callers out, so a newcomer is always taken: the
-//! connection idle longest (no call open) makes room, or, when every one
-//! has a call open, the one busy longest (its oldest open call began
-//! first), which a flood of fresh connections cannot be.
+//! connection idle longest (no call open) that never carried a call makes
+//! room, else the one idle longest, or, when every one has a call open, the
+//! one busy longest (its oldest open call began first), which a flood of
+//! fresh connections cannot be.
+//!
+//! Connections that never carried a call go first because a caller's next
+//! call is idle here until its connection's task takes it: in a flood of
+//! connections, thousands of them, each with its handshake, may be
+//! admitted before that task runs, and the caller calling all along would
+//! have been closed for idleness with its call on the way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -78,7 +85,10 @@ struct State {
     /// Orders idleness and calls; never reused.
     next: u64,
     open: HashMap<u64, Entry>,
-    /// Idle order → connection; the first is the one idle longest.
+    /// Idle order → connection, for those that never carried a call; the first is the one
+    /// idle longest.
+    fresh: BTreeMap<u64, u64>,
+    /// The same, for those that have.
     idle: BTreeMap<u64, u64>,
     /// Its oldest open call → connection; the first is the one busy longest.
     busy: BTreeMap<u64, u64>,
@@ -92,8 +102,10 @@ struct State {
 struct Entry {
     /// Its open calls, in the order they began.
     calls: BTreeSet<u64>,
-    /// Its key in `idle`, while it has no call open.
+    /// Its key in `fresh` (before its first call) or `idle`, while it has no call open.
     idle_key: Option<u64>,
+    /// It has carried a call.
+    used: bool,
     idle_since: Instant,
     close: Arc<Notify>,
 }
@@ -104,13 +116,19 @@ impl State {
         self.next
     }
 
-    /// Takes the connection idle longest, or else the one busy longest, out.
+    /// Takes the connection idle longest (one that never carried a call first), or else the
+    /// one busy longest, out.
     fn evict(&mut self) -> Option<(Entry, bool)> {
-        let (id, busy) = match self.idle.pop_first() {
+        let (id, busy) = match self.fresh.pop_first().or_else(|| self.idle.pop_first()) {
             Some((_, id)) => (id, false),
             None => (self.busy.pop_first()?.1, true),
         };
         self.open.remove(&id).map(|e| (e, busy))
+    }
+
+    /// The idle connections `e` is (or would be) among.
+    fn idle_of(&mut self, used: bool) -> &mut BTreeMap<u64, u64> {
+        if used { &mut self.idle } else { &mut self.fresh }
     }
 }
 
@@ -142,9 +160,15 @@ impl Conns {
         let close = Arc::new(Notify::new());
         st.open.insert(
             id,
-            Entry { calls: BTreeSet::new(), idle_key: Some(key), idle_since: Instant::now(), close: close.clone() },
+            Entry {
+                calls: BTreeSet::new(),
+                idle_key: Some(key),
+                used: false,
+                idle_since: Instant::now(),
+                close: close.clone(),
+            },
         );
-        st.idle.insert(key, id);
+        st.fresh.insert(key, id);
         st.peak = st.peak.max(st.open.len());
         if evicted.is_some() && self.said.due().is_some() {
             let (closed, busy) = std::mem::take(&mut st.evicted);
@@ -177,7 +201,8 @@ impl Conns {
         let Some(e) = st.open.get_mut(&id) else { return key };
         e.calls.insert(key);
         if let Some(idle) = e.idle_key.take() {
-            st.idle.remove(&idle);
+            let used = std::mem::replace(&mut e.used, true);
+            st.idle_of(used).remove(&idle);
             st.busy.insert(key, id);
         }
         key
@@ -215,7 +240,7 @@ impl Conns {
         let mut st = self.lock();
         if let Some(e) = st.open.remove(&id) {
             if let Some(key) = e.idle_key {
-                st.idle.remove(&key);
+                st.idle_of(e.used).remove(&key);
             }
             if let Some(oldest) = e.calls.first() {
                 st.busy.remove(oldest);
@@ -300,6 +325,23 @@ mod tests {
         assert!(!told_to_close(&a).await && !told_to_close(&d).await);
         drop(b);
         assert_eq!(conns.open(), 3, "b stopped counting when it was evicted");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_carried_a_call_makes_room_before_one_that_has() {
+        // `a` has carried calls and is between two of them, idle since before `b` and `c`
+        // came: a flood of fresh connections takes each other's places, not the caller's.
+        let conns = Conns::new(3);
+        let a = conns.admit();
+        drop(a.call());
+        let (b, c) = (conns.admit(), conns.admit());
+        let _d = conns.admit();
+        assert!(told_to_close(&b).await, "b, fresh and idle longest among the fresh, makes room");
+        assert!(!told_to_close(&a).await);
+        let _e = conns.admit();
+        assert!(told_to_close(&c).await);
+        assert!(!told_to_close(&a).await, "a goes only once no fresh connection is left");
+        drop((b, c));
     }
 
     #[tokio::test]

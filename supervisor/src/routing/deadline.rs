@@ -1,8 +1,16 @@
 //! The deadline layer: a call gets the shorter of the caller's
 //! `grpc-timeout` and the plugin's configured call timeout, the plugin is
 //! told the deadline, and a call that overruns, answer included, ends as
-//! DEADLINE_EXCEEDED. The response carries its deadline ([`Expires`]) so
+//! DEADLINE_EXCEEDED. The request carries its deadline ([`Expires`]) so a
+//! call queued for a place stops waiting there, and so does the response, so
 //! the gateway can reset a caller that does not take it in time.
+//!
+//! Whose fault the deadline was is the `source` of its status: the plugin's
+//! ([`Source::Deadline`]) only when the plugin's own `call_timeout` ran out
+//! while the plugin owed the next message; the caller's ([`Source::Caller`])
+//! when the caller asked for less time, or when the plugin's next message was
+//! there and the caller had not taken the ones before it. Only the plugin's
+//! count towards its circuit and its canary.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +23,8 @@ use http::HeaderValue;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 use tonic::body::Body;
+
+use super::record::{Source, local};
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -35,6 +45,14 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// Tells the plugin, in `grpc-timeout`, the time left until `until`.
+pub fn tell_time_left(headers: &mut http::HeaderMap, until: Instant) {
+    let left = until.saturating_duration_since(Instant::now());
+    if let Ok(v) = HeaderValue::from_str(&encode_grpc_timeout(left)) {
+        headers.insert(GRPC_TIMEOUT, v);
+    }
 }
 
 /// Encodes a duration as `grpc-timeout` (at most 8 digits).
@@ -115,20 +133,23 @@ where
         if let Ok(v) = HeaderValue::from_str(&encode_grpc_timeout(timeout)) {
             req.headers_mut().insert(GRPC_TIMEOUT, v);
         }
-        let fut = self.inner.call(req);
         let started = Instant::now();
         let expires = Expires(started.checked_add(timeout).unwrap_or_else(|| started + MAX));
+        req.extensions_mut().insert(expires);
+        let fut = self.inner.call(req);
         Box::pin(async move {
-            let why = Why { timeout, callers: asked.is_some_and(|a| a <= timeout) };
+            let why = Why { timeout, callers: asked.is_some_and(|a| a < limit) };
             match tokio::time::timeout_at(expires.0, fut).await {
                 // The plugin is told the deadline too, and tonic reports its
                 // own expiry as CANCELLED: at the deadline, that is this.
                 Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => {
-                    Ok(why.status().into_http())
+                    Ok(local(why.status(), why.source()))
                 }
                 Ok(Ok(resp)) => Ok(held_to(resp, expires, why)),
                 Ok(Err(e)) => Err(e),
-                Err(_) => Ok(why.status().into_http()),
+                // A call still queued for a place has been answered by the limit by now:
+                // its wait ends at this same instant, and it is polled first.
+                Err(_) => Ok(local(why.status(), why.source())),
             }
         })
     }
@@ -136,6 +157,10 @@ where
 
 /// Far enough for any deadline; tokio's clock takes it without overflow.
 const MAX: Duration = crate::config::units::MAX_DURATION;
+
+/// A caller's own deadline at least this long that the plugin misses counts against the
+/// plugin; a shorter one is the caller's choice.
+pub const CALLERS_COUNT_FROM: Duration = Duration::from_secs(1);
 
 /// Which limit a call ran into.
 #[derive(Clone, Copy, Debug)]
@@ -146,8 +171,18 @@ struct Why {
 
 impl Why {
     fn status(self) -> tonic::Status {
-        let who = if self.callers { "the caller's grpc-timeout" } else { "the plugin's call_timeout" };
-        tonic::Status::deadline_exceeded(format!("deadline of {:?} ({who}) exceeded", self.timeout))
+        tonic::Status::deadline_exceeded(format!("deadline of {:?} ({}) exceeded", self.timeout, self.who()))
+    }
+
+    fn who(self) -> &'static str {
+        if self.callers { "the caller's grpc-timeout" } else { "the plugin's call_timeout" }
+    }
+
+    /// While the plugin owed the answer: its fault under its own limit, and under a caller's
+    /// of a second or more (or the deadlock of a plugin would hide behind the deadlines
+    /// every real client sets); a caller asking less chose to give up that soon.
+    fn source(self) -> Source {
+        if self.callers && self.timeout < CALLERS_COUNT_FROM { Source::Caller } else { Source::Deadline }
     }
 }
 
@@ -159,7 +194,15 @@ fn held_to(resp: http::Response<Body>, expires: Expires, why: Why) -> http::Resp
     }
     let (mut parts, inner) = resp.into_parts();
     parts.extensions.insert(expires);
-    let body = DeadlineBody { inner, expires: expires.0, why, sleep: None, ended: false };
+    let body = DeadlineBody {
+        inner,
+        expires: expires.0,
+        why,
+        sleep: None,
+        ended: false,
+        waiting: false,
+        handed: Instant::now(),
+    };
     http::Response::from_parts(parts, Body::new(body))
 }
 
@@ -173,15 +216,37 @@ struct DeadlineBody {
     /// Registered only once the body has had to wait.
     sleep: Option<Pin<Box<Sleep>>>,
     ended: bool,
+    /// The reader waits on the plugin: the last poll found nothing.
+    waiting: bool,
+    /// When the reader was last handed a frame.
+    handed: Instant,
 }
 
+/// A reader back within this long of its last frame was keeping up with the plugin.
+const KEEPING_UP: Duration = Duration::from_millis(1);
+
 impl DeadlineBody {
-    fn expire(&mut self) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+    /// Ends the answer at the deadline. `waiting_on_caller`: the plugin's next message (or
+    /// its end) was already there, untaken; then the time ran out on the caller's side.
+    fn expire(&mut self, waiting_on_caller: bool) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         self.inner = Body::empty();
         self.ended = true;
+        let (status, source) = if waiting_on_caller {
+            let msg = format!(
+                "deadline of {:?} ({}) exceeded: the answer was waiting for the caller to read it",
+                self.why.timeout,
+                self.why.who()
+            );
+            (tonic::Status::deadline_exceeded(msg), Source::Caller)
+        } else {
+            (self.why.status(), self.why.source())
+        };
         let mut trailers = http::HeaderMap::new();
-        match self.why.status().add_header(&mut trailers) {
-            Ok(()) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+        match status.add_header(&mut trailers) {
+            Ok(()) => {
+                source.mark(&mut trailers);
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
             Err(status) => Poll::Ready(Some(Err(status))),
         }
     }
@@ -196,22 +261,33 @@ impl http_body::Body for DeadlineBody {
         if this.ended {
             return Poll::Ready(None);
         }
-        if Instant::now() >= this.expires {
-            return this.expire();
+        let now = Instant::now();
+        if now >= this.expires {
+            // The time ran out on the caller's side only when the reader had fallen behind
+            // (it was not waiting, and came back late) and the plugin's next message, or
+            // its end, was already here untaken (what stops a plugin sending under flow
+            // control). A reader that was waiting, or a plugin with nothing more, is the
+            // plugin's lateness: its own trailers arriving just after ours included.
+            let behind = !this.waiting && now.saturating_duration_since(this.handed) > KEEPING_UP;
+            let ahead = behind && matches!(Pin::new(&mut this.inner).poll_frame(cx), Poll::Ready(Some(Ok(_)) | None));
+            return this.expire(ahead);
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 if frame.as_ref().is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers)) {
                     this.ended = true;
                 }
+                this.waiting = false;
+                this.handed = now;
                 return Poll::Ready(frame);
             }
-            Poll::Pending => {}
+            Poll::Pending => this.waiting = true,
         }
         let expires = this.expires;
         let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(expires)));
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => this.expire(),
+            // The plugin owed its next message, and it did not come in time.
+            Poll::Ready(()) => this.expire(false),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -302,6 +378,139 @@ mod tests {
         );
         assert!(dropped.load(Ordering::SeqCst), "the plugin's stream is let go at the deadline");
         assert!(body.frame().await.is_none());
+    }
+
+    /// The source a call's end was marked with, and its message.
+    fn ended_by(trailers: &http::HeaderMap) -> (&str, String) {
+        let source = trailers.get(super::super::record::SOURCE_TRAILER).map_or("plugin", |v| v.to_str().unwrap());
+        (source, message(trailers))
+    }
+
+    fn message(headers: &http::HeaderMap) -> String {
+        headers.get("grpc-message").map(|v| v.to_str().unwrap().replace("%20", " ")).unwrap_or_default()
+    }
+
+    /// The source of an answer of ours without a body, and its message.
+    fn answered_by(resp: &http::Response<Body>) -> (Source, String) {
+        let source = resp.extensions().get::<super::super::record::Local>().expect("answered by a layer of ours").0;
+        (source, message(resp.headers()))
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_plugin_had_sent_but_the_caller_had_not_taken_by_the_deadline_is_the_callers_delay() {
+        // The plugin sent its whole answer at once; the caller takes nothing until past
+        // the deadline (the caller's window was shut: the gateway stopped reading).
+        let plugin = tower::service_fn(|_req: http::Request<Body>| async {
+            let frames: Vec<Result<Frame<Bytes>, tonic::Status>> =
+                (0..3).map(|_| Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))).collect();
+            Ok::<_, Infallible>(http::Response::new(Body::new(http_body_util::StreamBody::new(
+                futures_util::stream::iter(frames),
+            ))))
+        });
+        let limit = Duration::from_millis(50);
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), plugin);
+        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
+        let mut body = resp.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        tokio::time::sleep(limit + Duration::from_millis(20)).await;
+        let end = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(end.get("grpc-status").unwrap(), "4");
+        assert_eq!(
+            ended_by(&end),
+            (
+                "caller",
+                "deadline of 50ms (the plugin's call_timeout) exceeded: the answer was waiting for the caller to \
+                 read it"
+                    .to_string()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plugin_that_owes_its_next_message_at_the_deadline_is_the_one_that_was_late() {
+        let plugin = tower::service_fn(|_req: http::Request<Body>| async {
+            Ok::<_, Infallible>(stalls_after_one_message(Arc::new(AtomicBool::new(false))))
+        });
+        let limit = Duration::from_millis(50);
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), plugin);
+        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
+        let mut body = resp.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        // Taken late, and still the plugin had nothing more: its lateness, not the caller's.
+        tokio::time::sleep(limit + Duration::from_millis(20)).await;
+        let end = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(ended_by(&end), ("deadline", "deadline of 50ms (the plugin's call_timeout) exceeded".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_at_the_deadline_blames_the_plugin_even_if_its_own_end_came_just_after() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(2);
+        let rx = std::sync::Mutex::new(Some(rx));
+        let plugin = tower::service_fn(move |_req: http::Request<Body>| {
+            let rx = rx.lock().unwrap().take().unwrap();
+            let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            async move { Ok::<_, Infallible>(http::Response::new(Body::new(body))) }
+        });
+        let limit = Duration::from_millis(50);
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), plugin);
+        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
+        let mut body = resp.into_body();
+        assert!(futures_util::FutureExt::now_or_never(body.frame()).is_none(), "the reader waits on the plugin");
+        tokio::time::sleep(limit + Duration::from_millis(20)).await;
+        // The plugin keeps its own deadline: its status is there, a moment after ours.
+        let mut late = http::HeaderMap::new();
+        late.insert("grpc-status", HeaderValue::from_static("4"));
+        tx.send(Ok(Frame::trailers(late))).await.unwrap();
+        let end = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(ended_by(&end), ("deadline", "deadline of 50ms (the plugin's call_timeout) exceeded".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_callers_own_shorter_grpc_timeout_is_the_callers_not_the_plugins() {
+        let never = tower::service_fn(|_req: http::Request<Body>| {
+            std::future::pending::<Result<http::Response<Body>, Infallible>>()
+        });
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_secs(5)), never);
+        let mut req = http::Request::new(Body::empty());
+        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("30m"));
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(
+            answered_by(&resp),
+            (Source::Caller, "deadline of 30ms (the caller's grpc-timeout) exceeded".to_string())
+        );
+        // A caller's deadline of a second or more that the plugin misses is the plugin's.
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_secs(5)), never);
+        let mut req = http::Request::new(Body::empty());
+        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("1S"));
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(
+            answered_by(&resp),
+            (Source::Deadline, "deadline of 1s (the caller's grpc-timeout) exceeded".to_string())
+        );
+        // Asking exactly the plugin's own limit leaves it the plugin's.
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_millis(30)), never);
+        let mut req = http::Request::new(Body::empty());
+        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("30m"));
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(
+            answered_by(&resp),
+            (Source::Deadline, "deadline of 30ms (the plugin's call_timeout) exceeded".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_request_carries_its_deadline_for_the_queue() {
+        let seen = tower::service_fn(|req: http::Request<Body>| async move {
+            let expires = req.extensions().get::<Expires>().copied();
+            let mut resp = http::Response::new(Body::empty());
+            resp.extensions_mut().insert(expires);
+            Ok::<_, Infallible>(resp)
+        });
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_secs(7)), seen);
+        let before = Instant::now();
+        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
+        let asked = resp.extensions().get::<Option<Expires>>().unwrap().expect("the request's deadline");
+        assert!(asked.0 >= before + Duration::from_secs(7) && asked.0 <= Instant::now() + Duration::from_secs(7));
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The gateway host applications call on `gateway.sock`: routed by the
-//! gRPC service name a plugin declared, forwarded as raw HTTP/2 frames (the
-//! payload is never decoded).
+//! gRPC service name a plugin declared (and the `x-plugin` header where
+//! several plugins serve it), among the plugins the caller may call,
+//! forwarded as raw HTTP/2 frames (the payload is never decoded).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -12,43 +13,142 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower::Service;
 
+use super::callers::Peer;
 use super::channel::{Channel, stack};
+use super::discovery::{self, Discovery};
 use super::table::RouteTable;
 use crate::instance::Plugin;
 use crate::observe::metrics::Metrics;
+
+/// The request header naming the plugin a call is for, where several serve its service.
+pub const PLUGIN_HEADER: &str = "x-plugin";
+
+/// A plugin the gateway routes to: its channel, and the plugin for who may call it.
+#[derive(Clone)]
+struct Route {
+    channel: Channel,
+    plugin: Arc<Plugin>,
+}
 
 /// Routes a request to the plugin serving its service.
 #[derive(Clone)]
 pub struct Gateway {
     routes: Arc<RouteTable>,
-    channels: Arc<RwLock<HashMap<String, Channel>>>,
+    channels: Arc<RwLock<HashMap<String, Route>>>,
+    /// What the gateway answers itself: reflection and health.
+    discovery: Arc<Discovery>,
+    own: discovery::Services,
 }
 
+/// Where a call goes, as its caller may know.
+enum Lookup {
+    To(Channel),
+    /// No plugin the caller may call serves it (or the one it named does not).
+    Unknown,
+    /// Several do, and the caller named none of them.
+    Ambiguous(Vec<String>),
+}
+
+type Routes = Arc<RwLock<HashMap<String, Route>>>;
+
 impl Gateway {
-    pub fn new(routes: Arc<RouteTable>, plugins: &[Arc<Plugin>], metrics: &Arc<Metrics>) -> Self {
-        let channels = plugins.iter().map(|p| (p.name.clone(), stack(p.clone(), metrics.clone()))).collect();
-        Self { routes, channels: Arc::new(RwLock::new(channels)) }
+    pub fn new(
+        routes: Arc<RouteTable>,
+        plugins: &[Arc<Plugin>],
+        metrics: &Arc<Metrics>,
+        health: Arc<discovery::Board>,
+    ) -> Self {
+        let channels: Routes =
+            Arc::new(RwLock::new(plugins.iter().map(|p| (p.name.clone(), route(p, metrics))).collect()));
+        for p in plugins {
+            p.route_by(Some(routes.clone()));
+        }
+        // Reflection and health hide what the caller may not call, by the same rule.
+        let visible = channels.clone();
+        let discovery = Arc::new(
+            Discovery::new(plugins, health)
+                .with_may_call(Arc::new(move |ext: &http::Extensions, plugin: &str| may_call(&visible, ext, plugin)))
+                .with_circuits(Arc::new(Circuits(channels.clone()))),
+        );
+        let own = discovery::Services::new(discovery.clone());
+        Self { routes, channels, discovery, own }
     }
 
     /// Routes to `p` from now on (a plugin `update` added).
     pub(crate) fn add(&self, p: &Arc<Plugin>, metrics: &Arc<Metrics>) {
         if let Ok(mut channels) = self.channels.write() {
-            channels.insert(p.name.clone(), stack(p.clone(), metrics.clone()));
+            channels.insert(p.name.clone(), route(p, metrics));
         }
+        self.discovery.add(p);
+        p.route_by(Some(self.routes.clone()));
     }
 
-    /// Routes to `plugin` no more (a plugin `update` removed); its services are free.
+    /// Routes to `plugin` no more (a plugin `update` removed): it is no longer among the
+    /// owners of the services it served, while other plugins serving them keep them.
     pub(crate) fn remove(&self, plugin: &str) {
-        if let Ok(mut channels) = self.channels.write() {
-            channels.remove(plugin);
+        let removed = self.channels.write().ok().and_then(|mut channels| channels.remove(plugin));
+        if let Some(route) = removed {
+            route.plugin.route_by(None);
         }
+        self.discovery.remove(plugin);
         self.routes.release(plugin);
     }
 
-    fn channel_for(&self, service: &str) -> Option<Channel> {
-        let plugin = self.routes.lookup(service)?;
-        self.channels.read().ok()?.get(&plugin).cloned()
+    /// Whether the caller of the request whose extensions are `ext` may call `plugin`
+    /// through the gateway: the plugin exists and its `callers` (read at each call, so a
+    /// live update applies at once) admit the connection's peer. A request without a
+    /// peer (not from `gateway.sock`) may call only plugins open to everyone.
+    pub fn may_call(&self, ext: &http::Extensions, plugin: &str) -> bool {
+        may_call(&self.channels, ext, plugin)
     }
+
+    /// The plugin a call to `service` goes to: the one its caller named in `x-plugin`,
+    /// or the only one serving it among those the caller may call. Plugins the caller
+    /// may not call are left out before anything is decided, so that what it is told
+    /// never depends on them.
+    fn lookup(&self, ext: &http::Extensions, service: &str, named: Option<&str>) -> Lookup {
+        let mut candidates = self.routes.owners(service);
+        candidates.retain(|p| self.may_call(ext, p));
+        let chosen = match named {
+            Some(name) => candidates.iter().find(|p| *p == name),
+            None if candidates.len() > 1 => return Lookup::Ambiguous(candidates),
+            None => candidates.first(),
+        };
+        let channel = chosen.and_then(|p| self.channels.read().ok()?.get(p).map(|r| r.channel.clone()));
+        channel.map_or(Lookup::Unknown, Lookup::To)
+    }
+}
+
+/// Health's "circuit closed": each plugin's own breaker, shared with its embedded
+/// channels. Its changes reach `Watch` through the health board (`Breaker::report_to`).
+struct Circuits(Routes);
+
+impl discovery::Circuits for Circuits {
+    fn closed(&self, plugin: &str) -> bool {
+        self.0.read().ok().and_then(|c| c.get(plugin).map(|r| r.plugin.circuit_closed())).unwrap_or(true)
+    }
+}
+
+fn may_call(channels: &Routes, ext: &http::Extensions, plugin: &str) -> bool {
+    let Some(target) = channels.read().ok().and_then(|c| c.get(plugin).map(|r| r.plugin.clone())) else {
+        return false;
+    };
+    match &target.spec().callers {
+        None => true,
+        Some(callers) => {
+            ext.get::<Peer>().is_some_and(|peer| callers.admit(peer, &|name, peer| runs(channels, name, peer)))
+        }
+    }
+}
+
+/// Whether `peer` is one of the live instances of the plugin `name`.
+fn runs(channels: &Routes, name: &str, peer: &Peer) -> bool {
+    let plugin = channels.read().ok().and_then(|c| c.get(name).map(|r| r.plugin.clone()));
+    plugin.is_some_and(|p| p.runs(peer))
+}
+
+fn route(p: &Arc<Plugin>, metrics: &Arc<Metrics>) -> Route {
+    Route { channel: stack(p.clone(), metrics.clone()), plugin: p.clone() }
 }
 
 /// "/pkg.Service/Method" → "pkg.Service".
@@ -56,6 +156,19 @@ fn service_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(service)
+}
+
+/// What a call to a service no plugin serves gets, and so also one to a plugin its
+/// caller may not call: it names only what the caller asked for.
+fn unknown_service(service: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!("unknown service {service}"))
+}
+
+fn ambiguous(service: &str, candidates: &[String]) -> tonic::Status {
+    tonic::Status::failed_precondition(format!(
+        "service {service} is served by several plugins ({}): name one in the {PLUGIN_HEADER} header",
+        candidates.join(", ")
+    ))
 }
 
 impl Service<http::Request<Body>> for Gateway {
@@ -73,20 +186,25 @@ impl Service<http::Request<Body>> for Gateway {
             let msg = format!("malformed gRPC path {path:?}: expected /package.Service/Method");
             return Box::pin(async move { Ok(tonic::Status::unimplemented(msg).into_http()) });
         };
-        match self.channel_for(service) {
-            Some(mut ch) => Box::pin(async move { ch.call(req).await }),
-            None => {
-                let known = self.routes.services().join(", ");
-                let msg = format!("unknown service {service}: no plugin declares it (served: {known})");
-                Box::pin(async move { Ok(tonic::Status::unimplemented(msg).into_http()) })
-            }
+        // Reflection and health are the gateway's own, before any plugin's.
+        if discovery::answers(service) {
+            return self.own.call(service, req);
         }
+        // A header that is not text names no plugin there is.
+        let named = req.headers().get(PLUGIN_HEADER).map(|v| v.to_str().unwrap_or("\0"));
+        let refused = match self.lookup(req.extensions(), service, named) {
+            Lookup::To(mut ch) => return Box::pin(async move { ch.call(req).await }),
+            Lookup::Unknown => unknown_service(service),
+            Lookup::Ambiguous(candidates) => ambiguous(service, &candidates),
+        };
+        Box::pin(async move { Ok(refused.into_http()) })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::service_of;
+    use super::*;
+    use crate::config::Config;
 
     #[test]
     fn paths_name_a_service_and_a_method() {
@@ -95,5 +213,136 @@ mod tests {
         assert_eq!(service_of("echo.v1.Echo/Echo"), None);
         assert_eq!(service_of("/a/b/c"), None);
         assert_eq!(service_of("//Echo"), None);
+    }
+
+    const ECHO: &str = "echo.v1.Echo";
+
+    /// A gateway over plugins that are stopped: a call routed to one is answered
+    /// UNAVAILABLE naming it, which tells where it went. `entries` are extra keys per
+    /// plugin; `services` what each declared.
+    fn gateway(entries: &[(&str, &str, &[&str])]) -> Gateway {
+        let mut text = "[supervisor.sandbox]\nallow_unsandboxed = true\n".to_owned();
+        for (name, extra, _) in entries {
+            text += &format!(
+                "[[plugin]]\nname = {name:?}\nbinary = \"/bin/true\"\ntier = \"none\"\nautostart = false\n{extra}\n"
+            );
+        }
+        let config: Config = text.parse().unwrap();
+        let plugins: Vec<Arc<Plugin>> = config.specs().into_iter().map(|s| Arc::new(Plugin::new(s, 10))).collect();
+        let routes = Arc::new(RouteTable::default());
+        let gw = Gateway::new(routes.clone(), &plugins, &Arc::new(Metrics::default()), Arc::default());
+        // As their serving revisions would have declared.
+        for (name, _, services) in entries {
+            routes.set(name, &services.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        }
+        gw
+    }
+
+    fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
+        Peer::new(uid, gid, Some(1), groups)
+    }
+
+    /// The code and message a call gets.
+    async fn call(gw: &Gateway, peer: Option<Peer>, service: &str, plugin: Option<&str>) -> (tonic::Code, String) {
+        let mut req = http::Request::post(format!("http://gw/{service}/M")).body(Body::empty()).unwrap();
+        if let Some(name) = plugin {
+            req.headers_mut().insert(PLUGIN_HEADER, name.parse().unwrap());
+        }
+        if let Some(p) = peer {
+            req.extensions_mut().insert(p);
+        }
+        let response = gw.clone().call(req).await.unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).expect("a trailers-only answer");
+        (status.code(), status.message().to_owned())
+    }
+
+    fn went_to(plugin: &str) -> (tonic::Code, String) {
+        (tonic::Code::Unavailable, format!("plugin {plugin:?} is stopped (not started)"))
+    }
+
+    fn unknown(service: &str) -> (tonic::Code, String) {
+        (tonic::Code::Unimplemented, format!("unknown service {service}"))
+    }
+
+    #[tokio::test]
+    async fn the_only_plugin_serving_a_service_is_reached_without_a_header() {
+        let gw = gateway(&[("echo", "", &[ECHO]), ("zoo", "", &["zoo.v1.Zoo"])]);
+        assert_eq!(call(&gw, None, ECHO, None).await, went_to("echo"));
+        assert_eq!(call(&gw, None, ECHO, Some("echo")).await, went_to("echo"));
+    }
+
+    #[tokio::test]
+    async fn x_plugin_picks_among_plugins_serving_one_service() {
+        let gw = gateway(&[("a", "", &[ECHO]), ("b", "", &[ECHO])]);
+        assert_eq!(call(&gw, None, ECHO, Some("a")).await, went_to("a"));
+        assert_eq!(call(&gw, None, ECHO, Some("b")).await, went_to("b"));
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_call_is_refused_naming_the_candidates() {
+        let gw = gateway(&[("a", "", &[ECHO]), ("b", "", &[ECHO]), ("c", "", &["other.v1.Other"])]);
+        assert_eq!(
+            call(&gw, None, ECHO, None).await,
+            (
+                tonic::Code::FailedPrecondition,
+                "service echo.v1.Echo is served by several plugins (a, b): name one in the x-plugin header".into()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_header_naming_a_plugin_that_does_not_serve_it_is_an_unknown_service() {
+        let gw = gateway(&[("a", "", &[ECHO]), ("c", "", &["other.v1.Other"])]);
+        assert_eq!(call(&gw, None, ECHO, Some("c")).await, unknown(ECHO));
+        assert_eq!(call(&gw, None, ECHO, Some("ghost")).await, unknown(ECHO));
+        let mut req = http::Request::post(format!("http://gw/{ECHO}/M")).body(Body::empty()).unwrap();
+        req.headers_mut().insert(PLUGIN_HEADER, http::HeaderValue::from_bytes(b"\xffa").unwrap());
+        let response = gw.clone().call(req).await.unwrap();
+        assert_eq!(
+            tonic::Status::from_header_map(response.headers()).unwrap().message(),
+            "unknown service echo.v1.Echo"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_service_is_named_alone() {
+        let gw = gateway(&[("a", "", &[ECHO]), ("c", "", &["other.v1.Other"])]);
+        assert_eq!(call(&gw, None, "nope.v1.Nope", None).await, unknown("nope.v1.Nope"));
+    }
+
+    #[tokio::test]
+    async fn a_caller_outside_callers_gets_the_unknown_service_answer() {
+        let gw = gateway(&[("a", "callers = [\"uid:1000\", \"gid:50\"]", &[ECHO])]);
+        let stranger = peer(1001, 100, &[7]);
+        assert_eq!(call(&gw, Some(stranger.clone()), ECHO, None).await, unknown(ECHO));
+        assert_eq!(call(&gw, Some(stranger), ECHO, Some("a")).await, unknown(ECHO));
+        assert_eq!(call(&gw, None, ECHO, None).await, unknown(ECHO), "no peer, no admission");
+        assert_eq!(call(&gw, Some(peer(1000, 100, &[])), ECHO, None).await, went_to("a"));
+        assert_eq!(call(&gw, Some(peer(1001, 100, &[50])), ECHO, None).await, went_to("a"));
+    }
+
+    #[tokio::test]
+    async fn plugins_a_caller_may_not_call_are_no_candidates() {
+        let gw = gateway(&[("a", "callers = [\"uid:1000\"]", &[ECHO]), ("b", "", &[ECHO])]);
+        // Only b is visible to a stranger: not ambiguous, and a is never named.
+        assert_eq!(call(&gw, Some(peer(1001, 1, &[])), ECHO, None).await, went_to("b"));
+        let (code, msg) = call(&gw, Some(peer(1000, 1, &[])), ECHO, None).await;
+        assert_eq!((code, msg.contains("(a, b)")), (tonic::Code::FailedPrecondition, true), "{msg}");
+    }
+
+    #[test]
+    fn may_call_follows_callers_and_knows_only_configured_plugins() {
+        let gw = gateway(&[("a", "callers = [\"plugin:b\"]", &[ECHO]), ("b", "", &[ECHO])]);
+        let b_uid = gw.channels.read().unwrap()["b"].plugin.spec().ids.0;
+        let mut ext = http::Extensions::new();
+        assert!(!gw.may_call(&ext, "a"));
+        assert!(gw.may_call(&ext, "b"));
+        assert!(!gw.may_call(&ext, "ghost"));
+        // b's uid, but no instance of b runs: whoever has that uid now is not b (a
+        // dynamic uid moves when plugins are added, and may be another's since).
+        ext.insert(peer(b_uid, b_uid, &[]));
+        assert!(!gw.may_call(&ext, "a"));
+        ext.insert(peer(b_uid + 1, b_uid, &[b_uid]));
+        assert!(!gw.may_call(&ext, "a"));
     }
 }

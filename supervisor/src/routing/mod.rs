@@ -1,17 +1,23 @@
 //! Getting a call to a plugin: the service-name table, the per-plugin
-//! channel that balances over ready instances, the deadline and recording
-//! layers, and the gateway that host applications connect to. The gateway
+//! channel that balances over ready instances, the protection layers
+//! (concurrency limit, circuit breaker, message sizes), the deadline and
+//! recording layers, and the gateway that host applications connect to. The gateway
 //! and the embedded library use the same stack.
 
 mod authority;
+pub mod breaker;
+pub mod callers;
 pub mod channel;
 mod conns;
 pub mod deadline;
+pub mod discovery;
 pub mod gateway;
+pub mod limit;
 pub mod outcomes;
 mod quiet;
 pub mod record;
 pub mod server;
+pub mod size;
 pub mod split;
 mod stalls;
 pub mod table;

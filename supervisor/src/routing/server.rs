@@ -25,6 +25,7 @@ use tonic::body::Body;
 use tower::Service;
 
 use super::authority::Repair;
+use super::callers::Peer;
 use super::conns::{CallGuard, Conn, Conns, TooFewDescriptors, connection_budget};
 use super::deadline::Expires;
 use super::gateway::Gateway;
@@ -105,6 +106,15 @@ type Server = h2::server::Connection<Repair<tokio::net::UnixStream>, Bytes>;
 /// Serves one connection until it ends, is idle too long, or is evicted.
 async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, shared: Arc<Shared>) {
     let limits = &shared.limits;
+    // Who connected, once: each call carries it for the `callers` check. A peer the
+    // kernel cannot name may call nothing, so it is not served at all.
+    let peer = match Peer::of(&io) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(error = %e, "gateway connection refused: its peer credentials cannot be read");
+            return;
+        }
+    };
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .initial_window_size(STREAM_WINDOW)
@@ -134,7 +144,8 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, sh
     loop {
         tokio::select! {
             next = h2.accept() => match next {
-                Some(Ok((req, respond))) => {
+                Some(Ok((mut req, respond))) => {
+                    req.extensions_mut().insert(peer.clone());
                     tokio::spawn(call(req, respond, gateway.clone(), conn.call(), shared.clone()));
                 }
                 Some(Err(e)) => {

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 
-use super::record::{Sink, recorded};
+use super::record::{Outermost, Sink, Source, recorded};
 use crate::instance::{Plugin, Revision};
 
 /// The canary of a rollout and its share of calls now. Written by the rollout, read by
@@ -58,13 +58,17 @@ pub fn choose(plugin: &Plugin) -> Arc<Revision> {
     plugin.serving()
 }
 
-/// Records a revision's calls into its outcomes.
+/// Records a revision's calls into its outcomes: only what the plugin answered (or did not
+/// answer in time). A call shed by the limit, failed fast by the breaker or refused for its
+/// size is not the revision's doing.
 #[derive(Debug)]
 struct RevisionSink(Arc<Revision>);
 
 impl Sink for RevisionSink {
-    fn record(&self, code: tonic::Code, took: std::time::Duration) {
-        self.0.outcomes.record(code, took);
+    fn record(&self, code: tonic::Code, source: Source, took: std::time::Duration) {
+        if source.is_plugins() {
+            self.0.outcomes.record(code, took);
+        }
     }
 }
 
@@ -103,7 +107,7 @@ where
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let rev = choose(&self.plugin);
         req.extensions_mut().insert(Target(rev.clone()));
-        Box::pin(recorded(Arc::new(RevisionSink(rev)), true, self.inner.call(req)))
+        Box::pin(recorded(Arc::new(RevisionSink(rev)), Outermost(false), self.inner.call(req)))
     }
 }
 
@@ -114,6 +118,26 @@ mod tests {
     fn plugin() -> Arc<Plugin> {
         let config: crate::config::Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
         Arc::new(Plugin::new(config.specs().remove(0), 10))
+    }
+
+    #[test]
+    fn a_revision_is_judged_on_the_plugins_outcomes_only() {
+        let plugin = plugin();
+        let rev = plugin.serving();
+        let sink = RevisionSink(rev.clone());
+        let took = std::time::Duration::from_millis(1);
+        sink.record(tonic::Code::Internal, Source::Plugin, took);
+        sink.record(tonic::Code::DeadlineExceeded, Source::Deadline, took);
+        for source in [Source::Caller, Source::Limit, Source::Breaker, Source::Size, Source::Supervisor] {
+            sink.record(tonic::Code::ResourceExhausted, source, took);
+            sink.record(tonic::Code::Unavailable, source, took);
+        }
+        let t = rev.outcomes.snapshot();
+        assert_eq!(
+            (t.calls, t.failed),
+            (2, 2),
+            "a shed, an open circuit or a refused size is not the revision's doing"
+        );
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub struct Confined {
     pub seccomp: Option<ViolationAction>,
     /// Quotas the host could not enforce (the plugin allowed that).
     pub notes: Vec<String>,
-    pub tier: Option<Tier>,
+    /// The tier it is fenced by.
+    pub tier: Option<String>,
 }
 
 /// Why an instance cannot be fenced.
@@ -193,10 +194,13 @@ impl Sandbox {
         if spec.tier == UNSANDBOXED {
             return Ok(Confined { child, cgroup: None, seccomp: None, notes: Vec::new(), tier: None });
         }
-        let tier = self
-            .tier(&spec.tier)
-            .ok_or_else(|| ConfineError::Refused(format!("tier {:?} is not loaded", spec.tier)))?
-            .clone();
+        // Borrowed from the loaded set, not cloned: a tier holds its whole seccomp policy
+        // as read (tens of KiB), and a crowd of instances starting at once each held a copy.
+        let tiers = self.tiers.clone();
+        let tier = tiers
+            .as_deref()
+            .and_then(|t| t.get(&spec.tier))
+            .ok_or_else(|| ConfineError::Refused(format!("tier {:?} is not loaded", spec.tier)))?;
         let (cg, mut notes) = self.cgroup(spec, instance, quota)?;
         child.cgroup = match &cg {
             Some(c) => Some(c.join_fds().map_err(|e| ConfineError::Failed(e.to_string()))?),
@@ -207,14 +211,14 @@ impl Sandbox {
         if spec.network_namespace {
             child.clone_flags |= libc::CLONE_NEWNET;
         }
-        let (landlock, scoped) = self.landlock(spec, &tier, grants)?;
+        let (landlock, scoped) = self.landlock(spec, tier, grants)?;
         child.landlock = landlock;
         let reach = AbstractUnixReach::of(child.clone_flags & libc::CLONE_NEWNET != 0, scoped, host::landlock_abi());
         if !reach.is_closed() {
             notes.push(reach.describe());
         }
         child.seccomp = Some(tier.program.instructions().to_vec());
-        Ok(Confined { child, cgroup: cg, seccomp: Some(tier.violation), notes, tier: Some(tier) })
+        Ok(Confined { child, cgroup: cg, seccomp: Some(tier.violation), notes, tier: Some(spec.tier.clone()) })
     }
 
     /// The instance's cgroup leaf with every quota the host can enforce; a

@@ -8,6 +8,7 @@ pub mod confine;
 pub mod deadman;
 pub mod host;
 pub mod landlock;
+pub mod leftovers;
 pub mod netns;
 pub mod notify;
 pub mod pidfd;

@@ -85,6 +85,10 @@ impl NetnsPool {
     /// process has been started in it.
     pub fn retire(&self, fd: OwnedFd) {
         self.shared.lock().retired.push(fd);
+        // The maker may be asleep with nothing to let go (its spares full):
+        // it must learn of this one, or the namespace stays held until the
+        // next spawn, however long that takes.
+        self.shared.wake.notify_all();
     }
 
     /// Waits up to `timeout` until `n` spares are ready.
@@ -129,10 +133,12 @@ fn make_spares(shared: &Shared) {
         let (retired, wanted) = {
             let st = shared.lock();
             let full = |st: &mut State| !st.closed && st.spare.len() >= SPARES;
-            // Asleep until a spare is taken; with namespaces to let go, at
-            // most until spawning has been quiet for QUIET.
+            // Asleep until a spare is taken or one is retired; with
+            // namespaces to let go, at most until spawning has been quiet
+            // for QUIET.
             let (mut st, quiet) = if st.retired.is_empty() {
-                (shared.wake.wait_while(st, full).unwrap_or_else(|e| e.into_inner()), false)
+                let idle = |st: &mut State| full(st) && st.retired.is_empty();
+                (shared.wake.wait_while(st, idle).unwrap_or_else(|e| e.into_inner()), false)
             } else {
                 let (st, waited) = shared.wake.wait_timeout_while(st, QUIET, full).unwrap_or_else(|e| e.into_inner());
                 (st, waited.timed_out())
@@ -287,6 +293,28 @@ mod tests {
         }
         assert!(pool.shared.lock().retired.is_empty());
         assert_eq!(pool.shared.lock().spare.len(), SPARES, "quiet time makes no extra spares");
+        drop(probe);
+    }
+
+    #[test]
+    fn a_namespace_retired_while_the_maker_sleeps_with_full_spares_is_let_go() {
+        // A spawn takes a spare and retires it only once its child has
+        // joined; by then the maker has refilled and gone to sleep. Before
+        // the fix, it slept until the next spawn and held the namespace.
+        let pool = NetnsPool::default();
+        let _ = pool.take();
+        assert!(pool.wait_ready(SPARES, Duration::from_secs(10)));
+        let fd = pool.take().expect("a spare is ready");
+        assert!(pool.wait_ready(SPARES, Duration::from_secs(10)), "the maker refills");
+        std::thread::sleep(Duration::from_millis(50)); // and goes back to sleep
+        let name = name_of(&fd);
+        let probe = fd.try_clone().unwrap();
+        pool.retire(fd);
+        let deadline = Instant::now() + QUIET * 5;
+        while holders(&name) > 1 {
+            assert!(Instant::now() < deadline, "{name} still held {:?} after its retirement", QUIET * 5);
+            std::thread::sleep(Duration::from_millis(20));
+        }
         drop(probe);
     }
 

@@ -11,6 +11,8 @@ use plugin_proto::control::v1::control_client::ControlClient;
 use plugin_proto::transport::H2Channel;
 use plugin_supervisor::config::units::format_duration;
 
+use crate::exit::{Exit, Failure};
+
 pub type Client = ControlClient<H2Channel>;
 
 /// How long to wait for the daemon (`--wait`), and where it is.
@@ -22,7 +24,7 @@ pub struct Wait {
 
 impl Wait {
     /// Why the command gave up.
-    fn silent(&self) -> String {
+    pub fn silent(&self) -> String {
         format!(
             "no answer from the supervisor at {} within {} (is it stuck? --wait sets how long to wait)",
             self.socket.display(),
@@ -42,26 +44,27 @@ impl Wait {
     pub async fn answer<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, Failure> {
         match tokio::time::timeout(self.limit, call).await {
-            Ok(r) => r.map(tonic::Response::into_inner).map_err(|s| reason(&s)),
-            Err(_) => Err(self.silent()),
+            Ok(r) => r.map(tonic::Response::into_inner).map_err(|s| Failure::status(&s)),
+            Err(_) => Err(self.silent().into()),
         }
     }
 
     /// The next item of a stream: within the limit, or (following) whenever
     /// it comes.
-    pub async fn next<T>(&self, stream: &mut tonic::Streaming<T>, follow: bool) -> Result<Option<T>, String> {
+    pub async fn next<T>(&self, stream: &mut tonic::Streaming<T>, follow: bool) -> Result<Option<T>, Failure> {
         let item = if follow {
             stream.message().await
         } else {
             tokio::time::timeout(self.limit, stream.message()).await.map_err(|_| self.silent())?
         };
-        item.map_err(|s| reason(&s))
+        item.map_err(|s| Failure::status(&s))
     }
 }
 
-pub async fn connect(w: &Wait) -> Result<Client, String> {
+/// The control connection; what keeps it from being made exits 5.
+pub async fn connect(w: &Wait) -> Result<Client, Failure> {
     let socket = &w.socket;
     let connected = tokio::time::timeout(w.limit, async {
         let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| unreachable(socket, &e))?;
@@ -71,7 +74,7 @@ pub async fn connect(w: &Wait) -> Result<Client, String> {
         tokio::spawn(conn);
         Ok(ControlClient::new(channel))
     });
-    connected.await.unwrap_or_else(|_| Err(w.silent()))
+    connected.await.unwrap_or_else(|_| Err(w.silent())).map_err(|reason| Failure::new(Exit::Unreachable, reason))
 }
 
 fn unreachable(socket: &Path, e: &std::io::Error) -> String {
@@ -79,7 +82,15 @@ fn unreachable(socket: &Path, e: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             " (is plugin-supervisor running? see --socket)"
         }
-        std::io::ErrorKind::PermissionDenied => " (the control socket admits root and the supervisor's own user)",
+        std::io::ErrorKind::PermissionDenied => {
+            // SAFETY: getuid has no preconditions.
+            let uid = unsafe { libc::getuid() };
+            return format!(
+                "cannot reach the supervisor at {}: {e} (uid {uid} may not open the socket: the supervisor admits \
+                 root and its own uid, and the uids in control_allowed_uids when control_socket_mode lets them open it)",
+                socket.display()
+            );
+        }
         _ => "",
     };
     format!("cannot reach the supervisor at {}: {e}{hint}", socket.display())

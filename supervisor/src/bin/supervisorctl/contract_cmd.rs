@@ -36,6 +36,9 @@ pub struct DiffArgs {
     /// An extra import directory for .proto files; repeatable.
     #[arg(long = "include", short = 'I', value_name = "DIR")]
     pub includes: Vec<PathBuf>,
+    /// Print the verdict and every change as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(command: ContractCommand) -> Result<ExitCode, Failure> {
@@ -52,9 +55,22 @@ fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, Failure> {
     let new = load(&args.new)?;
     let scope = if args.services.is_empty() { Scope::All } else { Scope::services(&args.services) };
     let report = diff(&old, &new, scope);
-    out!("{report}");
-    outln!("{}", summary(&report));
-    Ok(if report.is_breaking() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    if args.json {
+        outln!("{}", report_json(&report));
+    } else {
+        out!("{report}");
+        outln!("{}", summary(&report));
+    }
+    Ok(if report.is_breaking() { crate::exit::Exit::Failure.into() } else { ExitCode::SUCCESS })
+}
+
+fn report_json(report: &Report) -> serde_json::Value {
+    let change = |c: &plugin_supervisor::contract::Change| serde_json::json!({"rule": c.rule_id(), "location": c.location.to_string(), "message": c.message});
+    serde_json::json!({
+        "verdict": if report.is_breaking() { "breaking" } else { "compatible" },
+        "breaking": report.breaking().map(change).collect::<Vec<_>>(),
+        "compatible": report.compatible().map(change).collect::<Vec<_>>(),
+    })
 }
 
 fn summary(report: &Report) -> String {

@@ -3,10 +3,12 @@
 
 use std::process::ExitCode;
 
+use crate::exit::Exit;
+
 /// Why a local command did not succeed, with its exit code.
 #[derive(Debug)]
 pub struct Failure {
-    pub code: u8,
+    pub code: Exit,
     pub reason: String,
 }
 
@@ -14,13 +16,13 @@ impl Failure {
     /// The check ran and said no (a breaking change, an invalid binary) or
     /// the action failed: exit 1.
     pub fn failed(reason: impl Into<String>) -> Self {
-        Self { code: 1, reason: reason.into() }
+        Self { code: Exit::Failure, reason: reason.into() }
     }
 
     /// An input or argument cannot be used, so nothing was checked: exit 2,
     /// the code clap uses for bad usage.
     pub fn input(reason: impl Into<String>) -> Self {
-        Self { code: 2, reason: reason.into() }
+        Self { code: Exit::Usage, reason: reason.into() }
     }
 }
 
@@ -30,7 +32,7 @@ pub fn finish(result: Result<ExitCode, Failure>) -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("supervisorctl: {}", one_line(&failure.reason));
-            ExitCode::from(failure.code)
+            failure.code.into()
         }
     }
 }

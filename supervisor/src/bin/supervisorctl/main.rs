@@ -4,11 +4,16 @@
 //! touch the socket.
 
 mod client;
+mod config_cmd;
 mod contract_cmd;
+mod describe;
+mod docs_cmd;
 mod doctor;
+mod exit;
 mod local;
 mod output;
 mod plugin_cmd;
+mod process_cmd;
 mod stdout;
 
 use std::path::PathBuf;
@@ -19,7 +24,12 @@ use clap::{Parser, Subcommand};
 use plugin_supervisor::config::DEFAULT_RUNTIME_DIR;
 
 #[derive(Parser)]
-#[command(name = "supervisorctl", version, about = "Drive a plugin-supervisor, sign plugins, diff contracts")]
+#[command(
+    name = "supervisorctl",
+    version,
+    about = "Drive a plugin-supervisor, sign plugins, diff contracts",
+    after_help = exit::TABLE
+)]
 struct Cli {
     /// The supervisor's control socket.
     #[arg(long, global = true, env = "SUPERVISORCTL_SOCKET", default_value_t = default_socket())]
@@ -56,12 +66,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Docs(plugin_supervisor::cli_docs::DocsCommand),
 }
 
 /// The commands that talk to a running supervisor.
 #[derive(Subcommand)]
 enum Remote {
-    /// Shows every plugin instance (or one plugin's).
+    /// Shows every plugin instance (or one plugin's). Exits 3 unless every
+    /// one shown is running and serving.
     Status {
         name: Option<String>,
         /// Print a JSON array, one object per instance.
@@ -131,6 +144,9 @@ enum Remote {
         /// How many past lines to print first.
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints lifecycle events.
     Events {
@@ -164,21 +180,80 @@ enum Remote {
         /// reclaims, or OOM-kills it); refused without this.
         #[arg(long)]
         force: bool,
+        /// Print the quotas in force (and what changed) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows the configuration in force, per plugin (or one): every key with
+    /// its effective value, defaults included; a comment marks values from a
+    /// default or the tier, and quotas overridden at run time (`quota`).
+    Config {
+        name: Option<String>,
+        /// Print a JSON array, one object per plugin, its settings keyed by name.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints calls, events and every instance's state and resource use
     /// as OpenMetrics text (what Prometheus scrapes from metrics_listen).
     Metrics,
-    /// Calls a plugin method with a JSON request and prints the JSON response.
+    /// Lists the plugins (or one) with the services and methods their
+    /// serving revision declared at its last handshake.
+    List {
+        name: Option<String>,
+        /// Print a JSON array, one object per plugin.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a plugin's services (or one service, or one method as
+    /// SERVICE/METHOD) with the message types they use, as proto text, the
+    /// way `grpcurl describe` does. Unknown names exit 1, naming what there is.
+    Describe {
+        name: String,
+        /// package.Service, or package.Service/Method.
+        symbol: Option<String>,
+        /// Print a JSON object: each symbol's name, kind and proto text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the pid of each running instance of a plugin, one a line.
+    /// Exits 1 when none runs.
+    Pid {
+        name: String,
+        /// Print a JSON array of {instance, pid}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends a signal to each running instance of a plugin (the supervisor
+    /// sends it, through the process handle it holds): SIG is a name (TERM,
+    /// SIGHUP, usr1) or a number. Prints each instance and pid signalled.
+    Signal {
+        #[arg(value_name = "SIG")]
+        signal: String,
+        name: String,
+        /// Print a JSON object: the signal and the instances signalled.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Calls a plugin method with a JSON request and prints the JSON
+    /// response: one JSON document per message, as they arrive, for a
+    /// server-streaming method. Client- and bidirectional-streaming methods
+    /// are refused (UNIMPLEMENTED, naming the kind). Exits 0 on OK, and
+    /// 64 + the gRPC code on an error status (as grpcurl does: 69 NOT_FOUND,
+    /// 68 DEADLINE_EXCEEDED, 78 UNAVAILABLE...).
     Call {
         name: String,
-        /// The method, as package.Service/Method.
+        /// The method: package.Service/Method, /package.Service/Method or
+        /// package.Service.Method.
         method: String,
-        /// The request as JSON.
+        /// The request as JSON; @FILE reads it from a file, @- from stdin.
         #[arg(long, short = 'd', default_value = "{}")]
         data: String,
         /// Deadline for the call, e.g. 500ms (default: the plugin's call_timeout).
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// Accepted as by every data command; the responses are JSON already.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -214,13 +289,14 @@ fn main() -> ExitCode {
         Command::Doctor { config, json } => {
             return local::finish(doctor::run(config.as_deref(), json).map_err(local::Failure::input));
         }
+        Command::Docs(command) => return local::finish(docs_cmd::run(command)),
         Command::Remote(command) => command,
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("supervisorctl: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return exit::Exit::Failure.into();
         }
     };
     let wait = client::Wait { socket: PathBuf::from(&cli.socket), limit: cli.wait };
@@ -228,12 +304,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("supervisorctl: {e}");
-            ExitCode::FAILURE
+            e.exit.into()
         }
     }
 }
 
-async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, String> {
+async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, exit::Failure> {
     let mut c = client::connect(w).await?;
     match command {
         Remote::Status { name, json, phases } => {
@@ -269,14 +345,21 @@ async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, String> {
             let req = plugin_proto::control::v1::RolloutRequest { name, action: action as i32 };
             output::rollout(w.answer(c.rollout(tonic::Request::new(req))).await, json)
         }
-        Remote::Tail { name, follow, lines } => output::tail(&mut c, w, name, follow, lines).await,
+        Remote::Tail { name, follow, lines, json } => output::tail(&mut c, w, name, follow, lines, json).await,
         Remote::Events { follow, plugin, json } => {
             output::events(&mut c, w, plugin.unwrap_or_default(), follow, json).await
         }
-        Remote::Call { name, method, data, timeout } => output::call(&mut c, w, name, method, data, timeout).await,
-        Remote::Quota { name, memory, memory_high, cpu, pids, force } => {
-            output::quota(&mut c, w, name, [memory, memory_high, cpu, pids], force).await
+        Remote::Call { name, method, data, timeout, json: _ } => {
+            output::call(&mut c, w, name, method, data, timeout).await
         }
+        Remote::Quota { name, memory, memory_high, cpu, pids, force, json } => {
+            output::quota(&mut c, w, name, [memory, memory_high, cpu, pids], force, json).await
+        }
+        Remote::Config { name, json } => config_cmd::run(&mut c, w, name, json).await,
         Remote::Metrics => output::metrics(&mut c, w).await,
+        Remote::List { name, json } => describe::list(&mut c, w, name, json).await,
+        Remote::Describe { name, symbol, json } => describe::describe(&mut c, w, name, symbol, json).await,
+        Remote::Pid { name, json } => process_cmd::pid(&mut c, w, name, json).await,
+        Remote::Signal { signal, name, json } => process_cmd::signal(&mut c, w, signal, name, json).await,
     }
 }

@@ -10,6 +10,7 @@ use plugin_proto::control::v1::{
 use serde_json::json;
 
 use super::client::{Client, Wait};
+use crate::exit::{Exit, Failure};
 use crate::stdout::{out, outln};
 
 fn uptime(s: u64) -> String {
@@ -48,7 +49,18 @@ fn row_json(i: &InstanceStatus) -> serde_json::Value {
             "pids_max_hits": u.pids_max_hits,
         })),
         "notes": i.notes,
+        "leaks": i.leaks,
+        "circuit": i.circuit,
+        "serving": i.serving,
         "phases": i.phases.iter().map(|p| json!({"phase": p.phase, "micros": p.micros})).collect::<Vec<_>>(),
+        "teardown": i.teardown.as_ref().map(|t| json!({
+            "result": t.result,
+            "micros": t.micros,
+            "found": t.found,
+            "unchecked": t.unchecked,
+            "unix_nanos": t.unix_nanos,
+            "time": clock(t.unix_nanos),
+        })),
     })
 }
 
@@ -91,17 +103,19 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}M", bytes as f64 / f64::from(1 << 20))
 }
 
-pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phases: bool) -> Result<ExitCode, String> {
+pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phases: bool) -> Result<ExitCode, Failure> {
     let rows = w.answer(c.status(w.request(StatusRequest { name }))).await?.instances;
+    // As systemctl and supervisord: 3 unless every instance shown runs and serves.
+    let done = if rows.iter().all(|i| i.serving) { ExitCode::SUCCESS } else { Exit::NotRunning.into() };
     if phases && !as_json {
         outln!("last start and stop of each instance, in ms:");
         phases_table(&rows);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(done);
     }
     if as_json {
         let arr: Vec<_> = rows.iter().map(row_json).collect();
         outln!("{}", serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(done);
     }
     let header = [
         "NAME",
@@ -116,9 +130,10 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
         "MEMORY",
         "TASKS",
         "THROTTLED",
+        "TEARDOWN",
         "REASON",
     ];
-    let table: Vec<[String; 13]> = rows
+    let table: Vec<[String; 14]> = rows
         .iter()
         .map(|i| {
             let q = i.quota.clone().unwrap_or_default();
@@ -141,7 +156,15 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
                 used(u.map(|u| u.memory_current), &q.memory_max, mib),
                 used(u.map(|u| u.pids_current), &q.pids_max, |n| n.to_string()),
                 u.map_or("-".into(), |u| u.cpu_nr_throttled.to_string()),
-                if i.notes.is_empty() { i.reason.clone() } else { format!("{} [{}]", i.reason, i.notes.join("; ")) },
+                i.teardown.as_ref().map_or("-".into(), |t| t.result.clone()),
+                {
+                    // What the last teardown left is worth the operator's eye.
+                    let mut notes: Vec<String> = i.notes.iter().chain(&i.leaks).cloned().collect();
+                    if let Some(t) = i.teardown.as_ref().filter(|t| t.result == "leftover") {
+                        notes.extend(t.found.iter().map(|f| format!("teardown: {f}")));
+                    }
+                    if notes.is_empty() { i.reason.clone() } else { format!("{} [{}]", i.reason, notes.join("; ")) }
+                },
             ]
         })
         .collect();
@@ -166,10 +189,10 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
     for r in &table {
         line(r);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(done)
 }
 
-pub fn action(r: Result<ActionResponse, String>) -> Result<ExitCode, String> {
+pub fn action(r: Result<ActionResponse, Failure>) -> Result<ExitCode, Failure> {
     let msg = r?.message;
     outln!("{msg}");
     // "echo: failed (refused: ...)" is an answer, but not a success.
@@ -177,10 +200,23 @@ pub fn action(r: Result<ActionResponse, String>) -> Result<ExitCode, String> {
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn clock(nanos: u64) -> String {
-    let secs = nanos / 1_000_000_000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    format!("{h:02}:{m:02}:{s:02}.{:03}", (nanos / 1_000_000) % 1000)
+/// A time with its date and zone (RFC 3339, UTC, ms): the same on every host and
+/// whatever the reader's locale, and sortable as text.
+pub fn clock(nanos: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(nanos);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn line_json(l: &LogLine) -> serde_json::Value {
+    json!({
+        "time": clock(l.unix_nanos),
+        "unix_nanos": l.unix_nanos,
+        "instance": l.instance,
+        "stream": l.stream,
+        "level": l.level,
+        "text": l.text,
+        "fields": l.fields,
+    })
 }
 
 fn print_line(l: &LogLine) {
@@ -191,19 +227,30 @@ fn print_line(l: &LogLine) {
     outln!("{} {} {}{level} {}{extra}", clock(l.unix_nanos), l.instance, l.stream, l.text);
 }
 
-pub async fn tail(c: &mut Client, w: &Wait, name: String, follow: bool, lines: u32) -> Result<ExitCode, String> {
+pub async fn tail(
+    c: &mut Client,
+    w: &Wait,
+    name: String,
+    follow: bool,
+    lines: u32,
+    as_json: bool,
+) -> Result<ExitCode, Failure> {
     let mut stream = w.answer(c.tail(w.request(TailRequest { name, follow, lines: Some(lines) }))).await?;
     while let Some(line) = w.next(&mut stream, follow).await? {
-        print_line(&line);
+        if as_json {
+            outln!("{}", line_json(&line));
+        } else {
+            print_line(&line);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn events(c: &mut Client, w: &Wait, name: String, follow: bool, as_json: bool) -> Result<ExitCode, String> {
+pub async fn events(c: &mut Client, w: &Wait, name: String, follow: bool, as_json: bool) -> Result<ExitCode, Failure> {
     let mut stream = w.answer(c.events(w.request(EventsRequest { follow, name }))).await?;
     while let Some(ev) = w.next(&mut stream, follow).await? {
         if as_json {
-            let v = json!({"unix_nanos": ev.unix_nanos, "plugin": ev.plugin, "instance": ev.instance, "kind": ev.kind, "message": ev.message, "fields": ev.fields});
+            let v = json!({"time": clock(ev.unix_nanos), "unix_nanos": ev.unix_nanos, "plugin": ev.plugin, "instance": ev.instance, "kind": ev.kind, "message": ev.message, "fields": ev.fields});
             outln!("{v}");
         } else {
             let who = if ev.instance.is_empty() { ev.plugin.clone() } else { ev.instance.clone() };
@@ -213,36 +260,90 @@ pub async fn events(c: &mut Client, w: &Wait, name: String, follow: bool, as_jso
     Ok(ExitCode::SUCCESS)
 }
 
+/// The largest request `call` reads: the daemon's control socket takes no larger message.
+const MAX_REQUEST: u64 = 4 << 20;
+
+/// `--data` as given, or read from the file `@FILE` names (`@-`: stdin).
+fn request_json(data: String) -> Result<String, String> {
+    use std::io::Read;
+    match data.strip_prefix('@') {
+        Some("-") => {
+            // Read no further than the daemon would take: a request is at most that.
+            let mut json = String::new();
+            std::io::stdin()
+                .take(MAX_REQUEST + 1)
+                .read_to_string(&mut json)
+                .map_err(|e| format!("--data @-: cannot read stdin: {e}"))?;
+            if json.len() as u64 > MAX_REQUEST {
+                return Err(format!("--data @-: the request is over {MAX_REQUEST} bytes"));
+            }
+            Ok(json)
+        }
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--data @{path}: {e}")),
+        None => Ok(data),
+    }
+}
+
+/// Exit status for a call that ended with `status`: 64 + its gRPC code, as grpcurl;
+/// but 5 when the supervisor refused us or the connection failed, as for every command.
+fn call_failed(status: &tonic::Status) -> ExitCode {
+    eprintln!("supervisorctl: {}", super::client::reason(status));
+    if crate::exit::refused_or_cut(status) {
+        return Exit::Unreachable.into();
+    }
+    ExitCode::from(64 + status.code() as u8)
+}
+
 pub async fn call(
     c: &mut Client,
     w: &Wait,
     plugin: String,
     method: String,
-    json: String,
+    data: String,
     timeout: Option<Duration>,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, Failure> {
+    let json = request_json(data)?;
     // The request is checked here too, so a typo is reported before any round trip.
     serde_json::from_str::<serde_json::Value>(&json).map_err(|e| format!("--data is not valid JSON: {e}"))?;
     let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
     let request = CallRequest { plugin: plugin.clone(), method, json, timeout_ms };
-    let resp = match timeout {
-        // The call's deadline, and then the usual wait for the answer.
-        Some(t) => {
-            let w = Wait { limit: t.saturating_add(w.limit), ..w.clone() };
-            w.answer(c.call(request)).await?
-        }
-        // The daemon holds the call to the plugin's call_timeout, which only
-        // it knows: hear from it first, then wait for the call.
+    // The call's deadline, and then the usual wait for the answer; without
+    // one, the daemon holds the call to the plugin's call_timeout, which only
+    // it knows: hear from it first, then wait for the call.
+    let limit = match timeout {
+        Some(t) => t.saturating_add(w.limit),
         None => {
-            w.answer(c.status(w.request(StatusRequest { name: plugin }))).await?;
-            c.call(request).await.map_err(|s| super::client::reason(&s))?.into_inner()
+            // Its refusal (no such plugin) exits as the call's would: 64 + its code.
+            match tokio::time::timeout(w.limit, c.status(w.request(StatusRequest { name: plugin }))).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => return Ok(call_failed(&status)),
+                Err(_) => return Err(w.silent().into()),
+            }
+            plugin_supervisor::config::units::MAX_DURATION
         }
     };
-    let pretty = serde_json::from_str::<serde_json::Value>(&resp.json)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or(resp.json);
-    outln!("{pretty}");
-    Ok(ExitCode::SUCCESS)
+    let silent =
+        || format!("no answer from the supervisor within {}", plugin_supervisor::config::units::format_duration(limit));
+    let started = tokio::time::Instant::now();
+    let mut answers = match tokio::time::timeout(limit, c.call_stream(request)).await {
+        Ok(Ok(answers)) => answers.into_inner(),
+        Ok(Err(status)) => return Ok(call_failed(&status)),
+        Err(_) => return Err(silent().into()),
+    };
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, answers.message()).await {
+            Ok(Ok(Some(resp))) => {
+                let pretty = serde_json::from_str::<serde_json::Value>(&resp.json)
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                    .unwrap_or(resp.json);
+                outln!("{pretty}");
+            }
+            Ok(Ok(None)) => return Ok(ExitCode::SUCCESS),
+            Ok(Err(status)) => return Ok(call_failed(&status)),
+            Err(_) => return Err(silent().into()),
+        }
+    }
 }
 
 pub async fn quota(
@@ -251,11 +352,17 @@ pub async fn quota(
     name: String,
     values: [Option<String>; 4],
     force: bool,
-) -> Result<ExitCode, String> {
+    as_json: bool,
+) -> Result<ExitCode, Failure> {
     let [memory_max, memory_high, cpu, pids_max] = values.map(Option::unwrap_or_default);
     let set = Quota { memory_max, memory_high, cpu, pids_max };
     let resp = w.answer(c.quota(w.request(QuotaRequest { name: name.clone(), set: Some(set), force }))).await?;
     let q = resp.quota.unwrap_or_default();
+    if as_json {
+        let changed = (resp.message != "unchanged").then_some(resp.message);
+        outln!("{}", json!({"name": name, "quota": quota_json(&q), "message": changed}));
+        return Ok(ExitCode::SUCCESS);
+    }
     let show = |v: &str| if v.is_empty() { "unlimited".to_owned() } else { v.to_owned() };
     if resp.message != "unchanged" {
         outln!("{}", resp.message);
@@ -270,7 +377,7 @@ pub async fn quota(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn metrics(c: &mut Client, w: &Wait) -> Result<ExitCode, String> {
+pub async fn metrics(c: &mut Client, w: &Wait) -> Result<ExitCode, Failure> {
     let text = w.answer(c.metrics(w.request(MetricsRequest {}))).await?.text;
     out!("{text}");
     Ok(ExitCode::SUCCESS)
@@ -279,7 +386,7 @@ pub async fn metrics(c: &mut Client, w: &Wait) -> Result<ExitCode, String> {
 /// What the config file would change: one line per plugin added, removed or changed
 /// (its keys, "(live)" where no new process is needed), and the supervisor keys only a
 /// restart applies.
-pub async fn reread(c: &mut Client, w: &Wait, json: bool) -> Result<ExitCode, String> {
+pub async fn reread(c: &mut Client, w: &Wait, json: bool) -> Result<ExitCode, Failure> {
     let r = w.answer(c.reread(w.request(RereadRequest {}))).await?;
     if json {
         outln!("{}", reread_json(&r));
@@ -327,7 +434,7 @@ fn reread_lines(r: &RereadResponse) -> Vec<String> {
 }
 
 /// One line per plugin the update touched; exit 1 when any of their changes failed.
-pub fn update(r: Result<UpdateResponse, String>) -> Result<ExitCode, String> {
+pub fn update(r: Result<UpdateResponse, Failure>) -> Result<ExitCode, Failure> {
     let r = r?;
     for line in &r.lines {
         outln!("{line}");
@@ -336,15 +443,41 @@ pub fn update(r: Result<UpdateResponse, String>) -> Result<ExitCode, String> {
 }
 
 /// A rollout's answer: what was done (or the report as text), or the report as JSON.
-pub fn rollout(r: Result<plugin_proto::control::v1::RolloutResponse, String>, json: bool) -> Result<ExitCode, String> {
-    let r = r?;
-    if json && !r.report_json.is_empty() {
-        outln!("{}", r.report_json);
-    } else {
-        out!("{}", r.message);
-        if !r.message.ends_with('\n') {
-            outln!("");
-        }
-    }
+pub fn rollout(
+    r: Result<plugin_proto::control::v1::RolloutResponse, Failure>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    out!("{}", rollout_text(&r?, json));
     Ok(ExitCode::SUCCESS)
+}
+
+fn rollout_text(r: &plugin_proto::control::v1::RolloutResponse, json: bool) -> String {
+    match (json, r.report_json.is_empty()) {
+        (true, false) => format!("{}\n", r.report_json),
+        // An action with no report to show (pause, promote...): what was done.
+        (true, true) => format!("{}\n", json!({"message": r.message.trim_end()})),
+        (false, _) if r.message.ends_with('\n') => r.message.clone(),
+        (false, _) => format!("{}\n", r.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_proto::control::v1::RolloutResponse;
+
+    #[test]
+    fn every_rollout_answer_is_json_with_json() {
+        let done = RolloutResponse { message: "zoo: revision 2 promoted\n".into(), report_json: String::new() };
+        let v: serde_json::Value = serde_json::from_str(&rollout_text(&done, true)).unwrap();
+        assert_eq!(v, json!({"message": "zoo: revision 2 promoted"}));
+        assert_eq!(rollout_text(&done, false), "zoo: revision 2 promoted\n");
+        let report = RolloutResponse { message: "text".into(), report_json: r#"{"phase":"running"}"#.into() };
+        assert_eq!(rollout_text(&report, true), "{\"phase\":\"running\"}\n");
+    }
+
+    #[test]
+    fn times_carry_date_and_zone() {
+        assert_eq!(clock(1_796_316_305_123_000_000), "2026-12-03T16:45:05.123Z");
+    }
 }

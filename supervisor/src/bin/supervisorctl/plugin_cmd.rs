@@ -76,12 +76,24 @@ pub struct VerifyArgs {
     /// The SHA-256 the binary must have (64 hex digits).
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    /// Print the verdict as one JSON object (`"valid": false` and the reason
+    /// when the binary is invalid).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(command: PluginCommand) -> Result<ExitCode, Failure> {
     match command {
         PluginCommand::Keygen(args) => keygen(&args),
         PluginCommand::Sign(args) => sign(&args),
+        PluginCommand::Verify(args) if args.json => verify(&args).inspect_err(|f| {
+            if f.code == crate::exit::Exit::Failure {
+                outln!(
+                    "{}",
+                    serde_json::json!({"valid": false, "binary": args.binary.display().to_string(), "reason": f.reason})
+                );
+            }
+        }),
         PluginCommand::Verify(args) => verify(&args),
     }
 }
@@ -175,14 +187,29 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode, Failure> {
         (Linkage::StaticPie, _) => "static PIE".to_owned(),
         _ => "statically linked".to_owned(),
     };
-    outln!("valid: plugin {:?} version {}", sig.name, sig.version);
-    outln!("  binary:    {}", args.binary.display());
-    outln!("  sha256:    {}", verified.digest());
-    outln!("  signed by: key {}", sig.key_id);
     let kind = match elf.object_type {
         ObjectType::Dynamic => "PIE executable".to_owned(),
         other => other.to_string(),
     };
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "valid": true,
+                "binary": args.binary.display().to_string(),
+                "name": sig.name,
+                "version": sig.version,
+                "sha256": verified.digest().to_string(),
+                "key_id": sig.key_id.to_string(),
+                "elf": {"machine": elf.machine.to_string(), "type": kind, "linkage": linkage},
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("valid: plugin {:?} version {}", sig.name, sig.version);
+    outln!("  binary:    {}", args.binary.display());
+    outln!("  sha256:    {}", verified.digest());
+    outln!("  signed by: key {}", sig.key_id);
     outln!("  elf:       {} {kind}, {linkage}", elf.machine);
     Ok(ExitCode::SUCCESS)
 }
@@ -204,7 +231,9 @@ fn expectations(args: &VerifyArgs) -> Result<Expectations, Failure> {
         expect.keys.push(key);
     }
     if let Some(spec) = config_entry(&config.specs(), args) {
-        expect.name = Some(spec.name.clone());
+        // A signature vouches for the name the binary declares, which an entry configuring
+        // it under another name states in `declared_name`.
+        expect.name = Some(spec.declared_name.clone());
         expect.sha256 = spec.integrity.sha256;
         expect.version_req = spec.version_req.clone();
     }

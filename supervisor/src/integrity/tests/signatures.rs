@@ -150,6 +150,27 @@ fn a_signature_for_another_plugin_name_is_refused() {
 }
 
 #[test]
+fn a_binary_configured_under_another_name_is_held_to_the_name_it_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    sign_binary(&binary, &keys.secret, "echo", "1.2.0").unwrap();
+    let trusted = [keys.public];
+    let declared = |name| Policy { signed_name: Some(name), ..policy(&trusted, None) };
+    let ok = VerifiedBinary::open("echo-eu", &binary, &declared("echo")).unwrap();
+    assert_eq!(ok.plugin(), "echo-eu", "reported under the entry's name");
+    let err = signature_error(VerifiedBinary::open("echo-eu", &binary, &declared("token-validator")));
+    assert!(
+        matches!(&err, SignatureError::NameMismatch { signed, expected, .. } if signed == "echo" && expected == "token-validator"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().ends_with("is for plugin \"echo\", not \"token-validator\" (the entry's declared_name)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_signature_for_another_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keypair(dir.path(), "release");

@@ -50,6 +50,7 @@ pub(super) fn controller_files(version: Version, controller: &str) -> Vec<(&'sta
             ("memory.current", "0\n".into()),
             ("memory.peak", "0\n".into()),
             ("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n".into()),
+            ("memory.stat", "anon 0\nfile 0\nkernel 0\nshmem 0\n".into()),
         ],
         (Version::V2, "cpu") => vec![("cpu.max", "max 100000\n".into()), ("cpu.weight", "100\n".into())],
         (Version::V2 | Version::V1, "pids") => {
@@ -62,6 +63,7 @@ pub(super) fn controller_files(version: Version, controller: &str) -> Vec<(&'sta
             ("memory.usage_in_bytes", "0\n".into()),
             ("memory.max_usage_in_bytes", "0\n".into()),
             ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n".into()),
+            ("memory.stat", "cache 0\nrss 0\nmapped_file 0\ntotal_cache 0\ntotal_rss 0\n".into()),
         ],
         (Version::V1, "cpu") => vec![
             ("cpu.cfs_quota_us", "-1\n".into()),
@@ -84,6 +86,7 @@ pub(super) const READ_ONLY: &[&str] = &[
     "cpu.stat",
     "memory.current",
     "memory.events",
+    "memory.stat",
     "memory.usage_in_bytes",
     "pids.current",
     "pids.events",

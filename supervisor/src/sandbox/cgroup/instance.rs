@@ -33,6 +33,19 @@ impl Instance {
         &self.name
     }
 
+    /// Whether a process whose `/proc/PID/cgroup` reads `proc_cgroup` is in the leaf or
+    /// below it, in some hierarchy the leaf is in.
+    pub fn holds(&self, proc_cgroup: &str) -> bool {
+        let Ok(entries) = super::proc_cgroup::parse(proc_cgroup) else { return false };
+        self.leaf.dirs().any(|(id, dir)| {
+            let Some(h) = self.layout.hierarchy(id) else { return false };
+            let Ok(rel) = dir.strip_prefix(&h.mount_point) else { return false };
+            let path = h.mount_root.join(rel);
+            let unified = id == super::layout::HierarchyId::Unified;
+            entries.iter().filter(|m| m.is_v2() == unified).any(|m| m.path.starts_with(&path))
+        })
+    }
+
     /// The leaf's directory in each hierarchy.
     pub fn cgroups(&self) -> &CgroupSet {
         &self.leaf

@@ -15,6 +15,10 @@ pub struct Stats {
     pub memory_current: Option<u64>,
     /// Bytes; v2 `memory.peak` (kernel 5.19+), v1 `memory.max_usage_in_bytes`.
     pub memory_peak: Option<u64>,
+    /// Bytes of anonymous memory (heap, stacks; not the page cache, which the kernel
+    /// reclaims and which only says what files were read): v2 `memory.stat` `anon`, v1
+    /// `memory.stat` `total_rss` (the cgroup and below), else `rss`. What a leak grows.
+    pub memory_anon: Option<u64>,
     /// Microseconds; unified `cpu.stat` `usage_usec` (present even without the cpu
     /// controller), else v1 `cpuacct.usage`.
     pub cpu_usage_usec: Option<u64>,
@@ -35,11 +39,16 @@ pub(crate) fn read(fs: &dyn CgroupFs, layout: &Layout, set: &CgroupSet) -> Resul
             s.memory_current = Some(fs::parsed(fs, dir, "memory.current", parse::u64_value)?);
             s.memory_peak = fs::parsed_optional(fs, dir, "memory.peak", parse::u64_value)?;
             s.oom_kills = fs::parsed(fs, dir, "memory.events", |t| parse::keyed(t, "oom_kill"))?;
+            s.memory_anon = fs::parsed_optional(fs, dir, "memory.stat", |t| parse::keyed(t, "anon"))?.flatten();
         }
         Some((Version::V1, dir)) => {
             s.memory_current = Some(fs::parsed(fs, dir, "memory.usage_in_bytes", parse::u64_value)?);
             s.memory_peak = fs::parsed_optional(fs, dir, "memory.max_usage_in_bytes", parse::u64_value)?;
             s.oom_kills = fs::parsed(fs, dir, "memory.oom_control", |t| parse::keyed(t, "oom_kill"))?;
+            s.memory_anon = fs::parsed_optional(fs, dir, "memory.stat", |t| {
+                Ok(parse::keyed(t, "total_rss")?.or(parse::keyed(t, "rss")?))
+            })?
+            .flatten();
         }
         None => {}
     }

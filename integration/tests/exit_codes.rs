@@ -1,0 +1,181 @@
+//! `supervisorctl` exits by one table, as operators script it: 0 success, 1 failure,
+//! 2 usage, 3 `status` with an instance not running and serving, 4 no such plugin,
+//! 5 the supervisor unreachable or refusing us; and `pid` and `signal` act on the
+//! running instances.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use plugin_integration::daemon::{config, plugin};
+use plugin_integration::{Daemon, bins};
+
+const UP: Duration = Duration::from_secs(30);
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn code(d: &Daemon, args: &[&str]) -> Option<i32> {
+    let out = d.ctl(args);
+    out.status.code()
+}
+
+#[test]
+fn status_exits_0_only_while_every_selected_instance_runs_and_serves() {
+    let plugins = [
+        plugin("zoo", &bins::zoo(), ""),
+        plugin("idle", &bins::zoo(), "autostart = false"),
+        plugin("sick", &bins::zoo(), "args = [\"--name\", \"sick\", \"--not-serving\"]"),
+    ]
+    .concat();
+    let d = Daemon::start(&config(&plugins));
+    d.wait_state("zoo-0", "running", UP);
+    d.wait_state("sick-0", "running", UP);
+    assert_eq!(code(&d, &["status", "zoo"]), Some(0), "running and serving");
+    assert_eq!(code(&d, &["status", "zoo", "--json"]), Some(0));
+    assert_eq!(d.instance("zoo-0")["serving"], true);
+
+    let out = d.ctl(&["status", "idle"]);
+    assert_eq!(out.status.code(), Some(3), "stopped: {}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"), "the table is printed all the same");
+    assert_eq!(code(&d, &["status", "idle", "--json"]), Some(3));
+    assert_eq!(code(&d, &["status", "idle", "--phases"]), Some(3));
+
+    // Running, but its own health says NOT_SERVING: not serving.
+    let sick = d.instance("sick-0");
+    assert_eq!((sick["state"].as_str(), &sick["serving"]), (Some("running"), &serde_json::json!(false)), "{sick}");
+    assert!(sick["notes"].to_string().contains("NOT_SERVING"), "{sick}");
+    assert_eq!(code(&d, &["status", "sick"]), Some(3));
+    // All plugins: one not serving is enough.
+    assert_eq!(code(&d, &["status"]), Some(3));
+
+    // Stopping (draining) ends in stopped: 3; started again, 0.
+    assert!(d.ctl(&["stop", "zoo"]).status.success());
+    assert_eq!(code(&d, &["status", "zoo"]), Some(3));
+    assert!(d.ctl(&["start", "zoo"]).status.success());
+    d.wait_state("zoo-0", "running", UP);
+    assert_eq!(code(&d, &["status", "zoo"]), Some(0));
+}
+
+#[test]
+fn every_command_naming_an_unknown_plugin_exits_4() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
+    let commands: [&[&str]; 15] = [
+        &["status", "ghost"],
+        &["start", "ghost"],
+        &["stop", "ghost"],
+        &["restart", "ghost"],
+        &["reload", "ghost"],
+        &["update", "ghost"],
+        &["rollout", "status", "ghost"],
+        &["tail", "ghost"],
+        &["events", "--plugin", "ghost"],
+        &["quota", "ghost"],
+        &["list", "ghost"],
+        &["describe", "ghost"],
+        &["pid", "ghost"],
+        &["signal", "TERM", "ghost"],
+        &["status", "ghost", "--json"],
+    ];
+    for args in commands {
+        let out = d.ctl(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(err.contains("ghost"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    // `call` keeps grpcurl's convention: 64 + NOT_FOUND.
+    assert_eq!(code(&d, &["call", "ghost", "zoo.v1.Zoo/Echo"]), Some(64 + 5));
+}
+
+#[test]
+fn an_unreachable_supervisor_exits_5_naming_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    for args in [&["status"][..], &["start", "zoo"], &["pid", "zoo"], &["call", "zoo", "zoo.v1.Zoo/Echo"]] {
+        let out = Command::new(bins::supervisorctl()).arg("--socket").arg(&socket).args(args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {err}");
+        assert!(
+            err.starts_with(&format!("supervisorctl: cannot reach the supervisor at {}: ", socket.display())),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_usage_error_exits_2_and_help_shows_the_table() {
+    let out = Command::new(bins::supervisorctl()).args(["status", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = Command::new(bins::supervisorctl()).args(["signal", "TERM"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a missing NAME: {}", stderr(&out));
+    let help = Command::new(bins::supervisorctl()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in ["Exit status:", "3   status: not every selected instance is running and serving", "4   no such plugin"]
+    {
+        assert!(help.contains(line), "{line:?} not in --help:\n{help}");
+    }
+}
+
+#[test]
+fn pid_prints_each_running_instance_and_signal_reaches_it_through_the_supervisor() {
+    let plugins = [
+        plugin("zoo", &bins::zoo(), "replicas = 2\nrestart = \"always\""),
+        plugin("idle", &bins::zoo(), "autostart = false"),
+    ]
+    .concat();
+    let d = Daemon::start(&config(&plugins));
+    let pids: Vec<i64> =
+        ["zoo-0", "zoo-1"].iter().map(|id| d.wait_state(id, "running", UP)["pid"].as_i64().unwrap()).collect();
+
+    let out = d.ctl(&["pid", "zoo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut printed: Vec<i64> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    printed.sort_unstable();
+    let mut expected = pids.clone();
+    expected.sort_unstable();
+    assert_eq!(printed, expected);
+    let json: serde_json::Value = serde_json::from_slice(&d.ctl(&["pid", "zoo", "--json"]).stdout).unwrap();
+    assert_eq!(json[0], serde_json::json!({"instance": "zoo-0", "pid": pids[0]}), "{json}");
+
+    // None running: 1, saying so.
+    let out = d.ctl(&["pid", "idle"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "supervisorctl: idle: no running instance (idle-0 stopped)");
+
+    // TERM ends each instance; the restart policy brings it back with a new pid.
+    let restarts = |id: &str| d.instance(id)["restarts"].as_u64().unwrap();
+    let before = [restarts("zoo-0"), restarts("zoo-1")];
+    let out = d.ctl(&["signal", "TERM", "zoo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(said, format!("zoo-0: SIGTERM sent to pid {}\nzoo-1: SIGTERM sent to pid {}\n", pids[0], pids[1]));
+    for (i, id) in ["zoo-0", "zoo-1"].iter().enumerate() {
+        let after = d.wait_for(id, UP, "restarted", |v| {
+            v["state"] == "running" && v["restarts"].as_u64() > Some(before[i]) && v["pid"].as_i64() != Some(pids[i])
+        });
+        assert_ne!(after["pid"].as_i64(), Some(pids[i]));
+        // Nothing of the supervisor held on to the ended process (its pidfd included).
+        assert_eq!(after["teardown"]["result"], "clean", "{after}");
+    }
+
+    // A signal by number, with --json.
+    let now = d.instance("zoo-0")["pid"].as_i64().unwrap();
+    let out = d.ctl(&["signal", "15", "zoo", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["signal"], "SIGTERM");
+    assert_eq!(json["instances"][0], serde_json::json!({"instance": "zoo-0", "pid": now}), "{json}");
+
+    // What is no signal is refused, naming it, and nothing is sent.
+    for bad in ["0", "65", "NOPE"] {
+        let out = d.ctl(&["signal", bad, "zoo"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert!(err.contains(&format!("{bad:?} is not a signal to send")), "{bad}: {err}");
+        assert!(err.contains("InvalidArgument"), "{bad}: {err}");
+    }
+    // No running instance: 1.
+    let out = d.ctl(&["signal", "HUP", "idle"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("plugin \"idle\" has no running instance to signal"), "{}", stderr(&out));
+}

@@ -1,0 +1,259 @@
+//! The real launcher's teardown of an ended instance and its proof: what is left in its
+//! cgroup is listed, killed and removed; the supervisor's tasks for it end and its
+//! descriptors close (checked in `/proc/self/fd`, and the pidfd by ownership); then the
+//! host is searched for what the plugin's uid left: processes outside every instance of
+//! the plugin, and IPC objects once nothing of the plugin runs.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::task::JoinHandle;
+
+use super::launcher::{Others, OthersNow};
+use crate::observe::events::EventBus;
+use crate::observe::teardown::{Done, Leftover, Verdict};
+use crate::sandbox::cgroup::{self, Removal};
+use crate::sandbox::leftovers::held::{self, Held};
+use crate::sandbox::leftovers::retry::Retries;
+use crate::sandbox::leftovers::{ipc, procs};
+use crate::sandbox::pidfd;
+
+/// How long the supervisor's own tasks for an ended instance get to finish on their own
+/// (the output readers reach the end of the pipes) before they are ended.
+const TASKS_GRACE: Duration = Duration::from_millis(250);
+/// How long the stragglers in a killed cgroup get to exit before its removal is retried
+/// in the background.
+const CGROUP_GRACE: Duration = Duration::from_secs(5);
+/// How long a closed descriptor may take to be seen closed (a task being dropped).
+const HELD_GRACE: Duration = Duration::from_millis(500);
+
+/// Whose instance a process is, as its teardown needs to know.
+#[derive(Clone)]
+pub(super) struct Owner {
+    pub plugin: String,
+    pub instance: String,
+    pub uid: u32,
+    /// Set with `user`/`uid`: an account the host may use too, whose other processes and
+    /// IPC objects are not the plugin's to remove.
+    pub uid_shared: bool,
+    pub events: Arc<EventBus>,
+    pub retries: Arc<Retries>,
+    /// The supervisor's subtree, when the daemon moved itself into it.
+    pub own_subtree: Option<String>,
+}
+
+/// What the launcher kept of an ended instance, handed to its teardown.
+pub(super) struct Parts {
+    pub cgroup: Option<Arc<cgroup::Instance>>,
+    /// The reaper, the seccomp listener, the output readers, the host service.
+    pub tasks: Vec<JoinHandle<()>>,
+    pub held: Vec<Held>,
+    pub pidfd: Arc<AsyncFd<OwnedFd>>,
+    pub owner: Owner,
+}
+
+/// Everything after an instance's main process ended, and the verdict on it.
+pub(super) async fn teardown(parts: Parts, others: OthersNow) -> Verdict {
+    let began = Instant::now();
+    let mut verdict = Verdict::default();
+    let Parts { cgroup, tasks, held, pidfd, owner } = parts;
+    match &cgroup {
+        Some(cg) => empty_cgroup(cg, &owner, &mut verdict).await,
+        None => verdict.unchecked.push("what it forked: it ran without a cgroup".into()),
+    }
+    end_tasks(tasks).await;
+    // Every task that held the pidfd is gone: this is the last handle, or something of
+    // the supervisor still keeps it.
+    if Arc::strong_count(&pidfd) > 1 {
+        verdict.add(Leftover::Held { what: "pidfd" }, Done::LeftAlone("still in use inside the supervisor".into()));
+    }
+    drop(pidfd);
+    drop(cgroup);
+    check_held(held, &mut verdict).await;
+    // Asked now, not at the end's beginning: an instance may have started since.
+    let others = others();
+    match tokio::task::spawn_blocking(move || sweep_uid(&owner, others)).await {
+        Ok(v) => verdict.merge(v),
+        Err(e) => verdict.unchecked.push(format!("its uid: the search panicked: {e}")),
+    }
+    verdict.took = began.elapsed();
+    verdict
+}
+
+/// Lists what is left in the instance's cgroup (whatever is there once the main process
+/// has ended outlived it), kills it and removes the cgroup, retried in the background if it
+/// stays busy.
+async fn empty_cgroup(cg: &Arc<cgroup::Instance>, owner: &Owner, verdict: &mut Verdict) {
+    let outlived: Vec<(i32, String)> = match cg.procs() {
+        Ok(pids) => pids
+            .into_iter()
+            .map(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                (pid as i32, comm.trim_end().to_owned())
+            })
+            .collect(),
+        Err(e) => {
+            verdict.unchecked.push(format!("what is left in its cgroup: {e}"));
+            Vec::new()
+        }
+    };
+    let killed = cg.kill();
+    let deadline = tokio::time::Instant::now() + CGROUP_GRACE;
+    let removal = loop {
+        match cg.try_remove() {
+            Ok(Removal::Pending { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => break other,
+        }
+    };
+    let done = match (&killed, &removal) {
+        (_, Ok(Removal::Removed)) => Done::Killed,
+        (Err(e), _) => Done::LeftAlone(format!("the kill failed: {e}").into()),
+        (Ok(()), _) => Done::Retrying("its cgroup is not empty yet".into()),
+    };
+    for (pid, comm) in outlived {
+        verdict.add(Leftover::Outlived { pid, comm }, done.clone());
+    }
+    if matches!(removal, Ok(Removal::Removed)) {
+        return;
+    }
+    let why = match removal {
+        Ok(Removal::Pending { cgroup }) => format!("{} still busy after {CGROUP_GRACE:?}", cgroup.display()),
+        Err(e) => e.to_string(),
+        Ok(Removal::Removed) => String::new(),
+    };
+    tracing::warn!(plugin = %owner.plugin, instance = %owner.instance, %why, "instance cgroup not removed; retried in the background");
+    let path = cg.cgroups().dirs().map(|(_, d)| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    let done = if owner.retries.push(&owner.plugin, &owner.instance, cg.clone(), owner.events.clone()) {
+        Done::Retrying(why)
+    } else {
+        Done::LeftAlone("too many leftovers are being retried already".into())
+    };
+    verdict.add(Leftover::Cgroup { path }, done);
+}
+
+/// Lets the instance's tasks finish on their own for a moment, then ends the rest; returns
+/// once every one is gone, and with it what it held.
+async fn end_tasks(tasks: Vec<JoinHandle<()>>) {
+    let deadline = tokio::time::Instant::now() + TASKS_GRACE;
+    while tasks.iter().any(|t| !t.is_finished()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Proves `held` closed: no descriptor of the daemon refers to them (read off the
+/// runtime's thread; a descriptor being dropped gets a moment).
+async fn check_held(held: Vec<Held>, verdict: &mut Verdict) {
+    let deadline = Instant::now() + HELD_GRACE;
+    let mut open = held;
+    loop {
+        let asked = open.clone();
+        let fds = Path::new("/proc/self/fd");
+        match tokio::task::spawn_blocking(move || held::still_open(fds, &asked)).await {
+            Ok(Ok(still)) => open = still,
+            Ok(Err(e)) => {
+                verdict.unchecked.push(format!("its descriptors: /proc/self/fd: {e}"));
+                return;
+            }
+            Err(e) => {
+                verdict.unchecked.push(format!("its descriptors: the check panicked: {e}"));
+                return;
+            }
+        }
+        if open.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for h in open {
+        verdict.add(Leftover::Held { what: h.what }, Done::LeftAlone("still in use inside the supervisor".into()));
+    }
+}
+
+/// What else runs or is kept under the plugin's uid.
+///
+/// Processes of that uid outside every instance leaf of the plugin (of any supervisor) are
+/// strays: killed when they sit in the daemon's own cgroup inside its subtree (forked by an
+/// instance that had no cgroup), reported otherwise. IPC objects of the uid are listed
+/// first and removed only when no other instance of the plugin is alive and no process of
+/// the uid runs at all (listing first means an object a process makes meanwhile is not
+/// touched). A uid shared with the host (`user`/`uid`) is not searched.
+fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
+    let mut v = Verdict::default();
+    if owner.uid_shared {
+        v.unchecked.push(format!("uid {}: set with user/uid, it may be the host's too", owner.uid));
+        return v;
+    }
+    let objects = ipc::of_uid(Path::new("/proc/sysvipc"), owner.uid);
+    let running = match procs::of_uid(Path::new("/proc"), owner.uid) {
+        Ok(p) => p,
+        Err(e) => {
+            v.unchecked.push(format!("processes of its uid: /proc: {e}"));
+            return v;
+        }
+    };
+    if others.uncgrouped > 0 {
+        v.unchecked.push("processes of its uid: another instance runs without a cgroup".into());
+    } else {
+        let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let ours = owner.own_subtree.as_ref().is_some_and(|name| mine.contains(&format!("/{name}/")));
+        for p in running.iter().filter(|p| !p.in_instance_of(&owner.plugin)) {
+            let done = if ours && p.cgroup == mine {
+                kill_stray(p, owner.uid)
+            } else {
+                Done::LeftAlone("not in this supervisor's cgroups".into())
+            };
+            v.add(Leftover::Stray { pid: p.pid, comm: p.comm.clone() }, done);
+        }
+    }
+    if objects.is_empty() {
+        return v;
+    }
+    if others.live > 0 || !running.is_empty() {
+        let why = if others.live > 0 {
+            format!("{} other instance(s) of the plugin still run as it", others.live)
+        } else {
+            format!("{} process(es) of the uid still run", running.len())
+        };
+        v.unchecked.push(format!("IPC objects of its uid: {why}"));
+        return v;
+    }
+    for obj in objects {
+        let done = match ipc::remove(obj) {
+            Ok(()) => Done::Removed,
+            Err(e) => Done::LeftAlone(format!("IPC_RMID failed: {e}").into()),
+        };
+        v.add(Leftover::Ipc(obj), done);
+    }
+    v
+}
+
+/// Kills a stray through a pidfd opened first, after checking that the pid still names a
+/// process of `uid` in the same cgroup: a pid reused since the scan is left alone.
+fn kill_stray(p: &procs::Proc, uid: u32) -> Done {
+    let fd = match pidfd::open(p.pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Done::Killed,
+        Err(_) => return Done::LeftAlone("the kill was refused".into()),
+    };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", p.pid)).unwrap_or_default();
+    if !procs::status_uids(&status).is_some_and(|ids| ids.contains(&uid)) || cgroup != p.cgroup {
+        return Done::LeftAlone("it was gone before the kill".into());
+    }
+    match pidfd::send_signal(&fd, libc::SIGKILL) {
+        Ok(()) => Done::Killed,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Done::Killed,
+        Err(_) => Done::LeftAlone("the kill was refused".into()),
+    }
+}

@@ -1,0 +1,372 @@
+//! The concurrency limit with load shedding: each instance works on at most
+//! `max_in_flight` calls; a call that finds every instance of its revision full waits in a
+//! small queue (`max_queued` calls per plugin) for a place, and one that finds the queue
+//! full too is shed at once with RESOURCE_EXHAUSTED naming the plugin and the limit.
+//!
+//! It lives where an instance is picked, not in a layer of its own, because the limit is
+//! per instance: the pick takes an instance with room. It sheds before the call reaches
+//! the plugin's HTTP/2 connection, whose stream limit would make calls queue without
+//! bound instead (tonic #1616). A queued call waits at most until its deadline, and one
+//! whose deadline passes there is answered DEADLINE_EXCEEDED by the limit: the plugin
+//! never saw it, so its circuit and its canary do not count it.
+//!
+//! A static limit, not an adaptive one (Vegas, Gradient): the limit guards against a crowd
+//! piling onto one process, and the latency an adaptive limit would learn is already bounded
+//! by the deadline; measured in the gateway benchmark, the static limit costs one atomic
+//! add and one compare per call (see the README's Benchmarks).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::instance::{Admitted, Live, Plugin, Revision};
+
+/// The calls of one plugin waiting for a place, and the calls it shed. Shared by its
+/// instances: each place given back wakes one waiter.
+#[derive(Debug, Default)]
+pub struct Queue {
+    waiting: AtomicUsize,
+    notify: Notify,
+    shed: AtomicU64,
+}
+
+impl Queue {
+    /// A place was given back.
+    pub(crate) fn released(&self) {
+        // Paired with `wait`: a waiter counts itself before it looks for a place, so either
+        // it finds this one or this sees it waiting (and a wake-up before it sleeps is kept
+        // as a permit).
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_one();
+        }
+    }
+
+    /// An instance began taking calls: every waiter looks for a place again.
+    pub(crate) fn more_room(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// Calls shed since the plugin was configured.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a call got no instance.
+#[derive(Debug)]
+pub(super) enum Refused {
+    /// No instance of a revision that takes calls is ready.
+    NotReady,
+    /// Every instance is at `max_in_flight` and `max_queued` calls already wait.
+    Shed { max_in_flight: u32, max_queued: u32 },
+    /// The call's deadline passed while it waited in the queue.
+    Expired { max_in_flight: u32, waited: std::time::Duration },
+}
+
+impl Refused {
+    pub(super) fn status(&self, plugin: &str) -> tonic::Status {
+        match self {
+            Refused::NotReady => tonic::Status::unavailable(format!("plugin {plugin:?} has no instance ready")),
+            Refused::Shed { max_in_flight, max_queued } => tonic::Status::resource_exhausted(format!(
+                "plugin {plugin:?} is at its limit: max_in_flight {max_in_flight} calls on every instance and \
+                 max_queued {max_queued} calls waiting; call shed"
+            )),
+            Refused::Expired { max_in_flight, waited } => tonic::Status::deadline_exceeded(format!(
+                "plugin {plugin:?}: the call's deadline passed after {waited:?} queued for a place, every instance \
+                 at max_in_flight {max_in_flight} calls; the plugin never saw it"
+            )),
+        }
+    }
+}
+
+enum Pick {
+    Got(Arc<Live>, Admitted),
+    Full,
+    NotReady,
+}
+
+/// An instance of `rev` (other than `not`) with room for one more call, round robin; else
+/// one of another revision that takes calls (a canary whose instance just went, or a
+/// revision replaced since the call chose it, leaves the call to the one serving), each
+/// revision within its own `max_in_flight`.
+fn pick(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Pick {
+    let mut full = false;
+    let mut try_rev = |r: &Revision| {
+        let limit = r.spec().protection.max_in_flight as usize;
+        for live in r.ready_round_robin(not.is_none()) {
+            if not.is_some_and(|n| n.pid == live.pid) {
+                continue;
+            }
+            match live.admit_within(limit) {
+                Ok(admitted) => return Some((live, admitted)),
+                Err(crate::instance::NotAdmitted::Full) => full = true,
+                Err(crate::instance::NotAdmitted::Closing) => {}
+            }
+        }
+        None
+    };
+    if plugin.takes_calls(rev)
+        && let Some((live, admitted)) = try_rev(rev)
+    {
+        return Pick::Got(live, admitted);
+    }
+    let serving = plugin.serving();
+    let canary = plugin.split().map(|s| s.canary.clone());
+    for other in [Some(serving), canary].into_iter().flatten().filter(|r| r.number != rev.number) {
+        if let Some((live, admitted)) = try_rev(&other) {
+            return Pick::Got(live, admitted);
+        }
+    }
+    if full { Pick::Full } else { Pick::NotReady }
+}
+
+/// How long before its deadline a queued call gives up: more than the timer's resolution.
+const GIVE_UP_EARLY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Removes a waiter's count when it stops waiting, however it stops.
+struct Waiting<'a>(&'a Queue);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An instance for a call of `rev` (other than `not`), within the revision's
+/// `max_in_flight`: at once when one has room, after waiting in the plugin's queue (until
+/// `until` at most) when all are full, or refused.
+pub(super) async fn admit(
+    plugin: &Plugin,
+    rev: &Revision,
+    not: Option<&Live>,
+    until: Option<Instant>,
+) -> Result<(Arc<Live>, Admitted), Refused> {
+    let p = rev.spec().protection;
+    match pick(plugin, rev, not) {
+        Pick::Got(live, admitted) => return Ok((live, admitted)),
+        Pick::NotReady => return Err(Refused::NotReady),
+        Pick::Full => {}
+    }
+    let queue = &plugin.queue;
+    let shed = || {
+        queue.shed.fetch_add(1, Ordering::Relaxed);
+        Err(Refused::Shed { max_in_flight: p.max_in_flight, max_queued: p.max_queued })
+    };
+    if queue.waiting.fetch_add(1, Ordering::SeqCst) >= p.max_queued as usize {
+        queue.waiting.fetch_sub(1, Ordering::SeqCst);
+        return shed();
+    }
+    let _waiting = Waiting(queue);
+    let queued = Instant::now();
+    // The deadline layer ends the call at `until` too; the queue gives up a little before,
+    // so the call is answered as one that never reached the plugin whichever timer the
+    // runtime fires first.
+    let give_up = until
+        .map_or(queued + crate::config::units::MAX_DURATION, |u| u.checked_sub(GIVE_UP_EARLY).unwrap_or(u).max(queued));
+    let expiry = tokio::time::sleep_until(give_up);
+    tokio::pin!(expiry);
+    loop {
+        // Woken after its time (a busy runtime), a call takes no place it has no time for.
+        if Instant::now() >= give_up {
+            return Err(Refused::Expired { max_in_flight: p.max_in_flight, waited: queued.elapsed() });
+        }
+        let notified = queue.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match pick(plugin, rev, not) {
+            Pick::Got(live, admitted) => return Ok((live, admitted)),
+            Pick::NotReady => return Err(Refused::NotReady),
+            Pick::Full => {
+                tokio::select! {
+                    biased;
+                    () = &mut expiry => {
+                        return Err(Refused::Expired { max_in_flight: p.max_in_flight, waited: queued.elapsed() });
+                    }
+                    () = notified => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn plugin(keys: &str) -> Arc<Plugin> {
+        let config: Config = format!(
+            "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\nreplicas = 2\n{keys}"
+        )
+        .parse()
+        .unwrap();
+        Arc::new(Plugin::new(config.specs().remove(0), 10))
+    }
+
+    /// Both instances ready, on channels nobody serves (calls are only admitted here); the
+    /// other ends are returned, to be held while the test runs.
+    async fn ready(plugin: &Arc<Plugin>) -> Vec<tokio::net::UnixStream> {
+        let mut theirs = Vec::new();
+        for (i, inst) in plugin.instances().iter().enumerate() {
+            let (ours, other) = tokio::net::UnixStream::pair().unwrap();
+            let (channel, _conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+            inst.live.store(Some(Arc::new(Live::new(channel, 100 + i as i32).with_queue(plugin.queue.clone()))));
+            theirs.push(other);
+        }
+        theirs
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_limit_and_the_queue_are_shed_at_once_while_admitted_ones_keep_their_places() {
+        let plugin = plugin("max_in_flight = 2\nmax_queued = 1\n");
+        let _held = ready(&plugin).await;
+        let rev = plugin.serving();
+        // Two instances with two places each: four calls are admitted, spread over both.
+        let mut admitted = Vec::new();
+        for _ in 0..4 {
+            admitted.push(admit(&plugin, &rev, None, None).await.expect("a place"));
+        }
+        let pids: std::collections::HashSet<i32> = admitted.iter().map(|(l, _)| l.pid).collect();
+        assert_eq!(pids.len(), 2, "both instances take calls");
+        // The fifth waits in the queue; the sixth finds the queue full and is shed at once.
+        let waiting = tokio::spawn({
+            let (plugin, rev) = (plugin.clone(), rev.clone());
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a call finding every place taken waits in the queue");
+        let shed = tokio::time::timeout(Duration::from_millis(100), admit(&plugin, &rev, None, None))
+            .await
+            .expect("shed at once, not queued");
+        let status = shed.map(|_| ()).unwrap_err().status("p");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "plugin \"p\" is at its limit: max_in_flight 2 calls on every instance and max_queued 1 calls waiting; call shed"
+        );
+        assert_eq!(plugin.queue.shed(), 1);
+        // A call ending gives its place to the one waiting.
+        let (gone, _) = admitted.remove(0);
+        let pid = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap().unwrap();
+        assert_eq!(pid, gone.pid, "the waiter took the place given back");
+        assert_eq!(plugin.queue.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_deadline_passes_in_the_queue_is_answered_as_one_the_plugin_never_saw() {
+        let plugin = plugin("max_in_flight = 1\nmax_queued = 1\n");
+        let _held = ready(&plugin).await;
+        let rev = plugin.serving();
+        let _a = admit(&plugin, &rev, None, None).await.unwrap();
+        let _b = admit(&plugin, &rev, None, None).await.unwrap();
+        let until = Instant::now() + Duration::from_millis(40);
+        let refused = admit(&plugin, &rev, None, Some(until)).await.map(|_| ()).unwrap_err();
+        assert!(Instant::now() >= until - GIVE_UP_EARLY, "it waited until just before its deadline");
+        let Refused::Expired { max_in_flight: 1, waited } = refused else { panic!("{refused:?}") };
+        assert!(waited >= Duration::from_millis(37), "{waited:?}");
+        let status = refused.status("p");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(
+            status.message().starts_with("plugin \"p\": the call's deadline passed after ")
+                && status
+                    .message()
+                    .ends_with(" queued for a place, every instance at max_in_flight 1 calls; the plugin never saw it"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(plugin.queue.waiting.load(Ordering::SeqCst), 0, "it left the queue");
+        assert_eq!(plugin.queue.shed(), 0, "not counted as shed");
+    }
+
+    #[tokio::test]
+    async fn a_call_queued_while_every_instance_is_full_takes_a_place_on_one_that_becomes_ready() {
+        let plugin = plugin("max_in_flight = 1\nmax_queued = 1\n");
+        let rev = plugin.serving();
+        // Only the first instance is ready, and busy.
+        let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (channel, _conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+        plugin.went_live(&rev.instances[0], Live::new(channel, 100));
+        let _busy = admit(&plugin, &rev, None, None).await.unwrap();
+        let waiting = tokio::spawn({
+            let (plugin, rev) = (plugin.clone(), rev.clone());
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "queued");
+        // The second instance comes up (a restart, a replica): the queued call goes there
+        // now, not when the busy call ends or the deadline passes.
+        let (ours, _theirs2) = tokio::net::UnixStream::pair().unwrap();
+        let (channel, _conn2) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+        plugin.went_live(&rev.instances[1], Live::new(channel, 101));
+        let pid = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap().unwrap();
+        assert_eq!(pid, 101);
+    }
+
+    #[tokio::test]
+    async fn a_call_for_a_revision_replaced_since_goes_to_the_serving_one_within_its_own_limit() {
+        let plugin = plugin("max_in_flight = 1\nmax_queued = 0\n");
+        let old = plugin.serving();
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\nmax_in_flight = 3\n"
+            .parse()
+            .unwrap();
+        let new = plugin.new_revision(Arc::new(config.specs().remove(0)));
+        let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (channel, _conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+        plugin.went_live(&new.instances[0], Live::new(channel, 200));
+        plugin.promote(&new);
+        // Calls that chose the old revision before the switch: the new one takes three.
+        let mut admitted = Vec::new();
+        for _ in 0..3 {
+            let (live, place) = admit(&plugin, &old, None, None).await.expect("a place within the new limit");
+            assert_eq!(live.pid, 200);
+            admitted.push(place);
+        }
+        let shed = admit(&plugin, &old, None, None).await.map(|_| ()).unwrap_err();
+        assert!(matches!(shed, Refused::Shed { .. }), "{shed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_queued_for_a_revision_being_replaced_takes_a_place_once_the_new_one_serves() {
+        let plugin = plugin("max_in_flight = 1\nmax_queued = 1\n");
+        let old = plugin.serving();
+        let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (channel, _conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+        plugin.went_live(&old.instances[0], Live::new(channel, 100));
+        let _busy = admit(&plugin, &old, None, None).await.unwrap();
+        let waiting = tokio::spawn({
+            let (plugin, old) = (plugin.clone(), old.clone());
+            async move { admit(&plugin, &old, None, None).await.map(|(l, _)| l.pid) }
+        });
+        // The new revision is ready but takes no calls yet: the call waits on.
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\n"
+            .parse()
+            .unwrap();
+        let new = plugin.new_revision(Arc::new(config.specs().remove(0)));
+        let (ours, _theirs2) = tokio::net::UnixStream::pair().unwrap();
+        let (channel, _conn2) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+        plugin.went_live(&new.instances[0], Live::new(channel, 200));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "the new revision does not serve yet");
+        plugin.promote(&new);
+        let pid = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap().unwrap();
+        assert_eq!(pid, 200, "on the revision now serving");
+    }
+
+    #[tokio::test]
+    async fn a_queued_call_that_gives_up_leaves_the_queue() {
+        let plugin = plugin("max_in_flight = 1\nmax_queued = 1\n");
+        let _held = ready(&plugin).await;
+        let rev = plugin.serving();
+        let _a = admit(&plugin, &rev, None, None).await.unwrap();
+        let _b = admit(&plugin, &rev, None, None).await.unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), admit(&plugin, &rev, None, None)).await;
+        assert!(gave_up.is_err(), "queued until its deadline");
+        assert_eq!(plugin.queue.waiting.load(Ordering::SeqCst), 0, "its place in the queue is free again");
+        let again = tokio::time::timeout(Duration::from_millis(20), admit(&plugin, &rev, None, None)).await;
+        assert!(again.is_err(), "the next call queues too, rather than being shed");
+    }
+}
