@@ -406,7 +406,11 @@ impl Control for ControlService {
                 signal: crate::sandbox::pidfd::signal_name(sig),
                 instances: sent
                     .into_iter()
-                    .map(|(instance, pid)| SignalledInstance { instance, pid: u32::try_from(pid).unwrap_or(0) })
+                    .map(|s| SignalledInstance {
+                        instance: s.instance,
+                        pid: u32::try_from(s.pid).unwrap_or(0),
+                        processes: u32::try_from(s.processes).unwrap_or(u32::MAX),
+                    })
                     .collect(),
             })),
             Err(e @ SignalError::UnknownPlugin(_)) => Err(Status::not_found(e.to_string())),
