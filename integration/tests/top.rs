@@ -84,11 +84,14 @@ async fn in_a_terminal_top_shows_each_instance_live_and_q_gives_the_terminal_bac
         // It refreshes: a second later the time has moved on.
         let later = pane.wait_for("a refresh", SHOWN, |s| !when(s).is_empty() && when(s) != stamp);
         assert!(calls_per_second(&later) > 0.0, "{later}");
-        // By now the daemon has read the instance's cgroup more than once.
+        // The instance's CPU shows once the daemon has read its cgroup twice since it
+        // started (about once a second; a look may find the same reading again).
+        let known = |s: &str, column: &str| cell(s, "  echo-0", column).is_some_and(|v| v != "-");
+        let read = pane.wait_for("echo-0's CPU", SHOWN, |s| known(s, "CPU%"));
         for column in ["CPU%", "MEMORY", "TASKS"] {
-            let value = cell(&later, "  echo-0", column).unwrap_or("-");
-            assert_ne!(value, "-", "{column} of echo-0: {later}");
+            assert!(known(&read, column), "{column} of echo-0: {read}");
         }
+        assert!(!read.lines().next().unwrap_or_default().contains("cpu -"), "{read}");
 
         pane.keys(&["q"]);
         assert_eq!(pane.wait_done(SHOWN), "[done exit 0, terminal same]");

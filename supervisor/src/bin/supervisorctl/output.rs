@@ -47,6 +47,7 @@ fn row_json(i: &InstanceStatus) -> serde_json::Value {
             "pids_current": u.pids_current,
             "oom_kills": u.oom_kills,
             "pids_max_hits": u.pids_max_hits,
+            "read_unix_nanos": u.read_unix_nanos,
         })),
         "notes": i.notes,
         "leaks": i.leaks,

@@ -63,8 +63,11 @@ pub fn parse(text: &str) -> BTreeMap<String, Calls> {
     plugins
 }
 
+/// A sample's labels, as (name, value), in their order.
+type Labels = Vec<(String, String)>;
+
 /// A sample line's metric name, labels and value; None for what is not one.
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample(line: &str) -> Option<(&str, Labels, f64)> {
     let (name, rest) = line.split_at(line.find(['{', ' '])?);
     let (labels, rest) = match rest.strip_prefix('{') {
         Some(inner) => labels(inner)?,
@@ -76,7 +79,7 @@ fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
 }
 
 /// The labels up to the closing brace, and what follows it.
-fn labels(mut text: &str) -> Option<(Vec<(String, String)>, &str)> {
+fn labels(mut text: &str) -> Option<(Labels, &str)> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start_matches(',');

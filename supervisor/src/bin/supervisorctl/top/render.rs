@@ -33,10 +33,15 @@ pub fn latency(d: Duration) -> String {
     }
 }
 
+/// The sum of `values`, 0 for none (f64's `Sum` starts at -0.0, which prints "-0.0").
+fn total(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, |sum, v| sum + v)
+}
+
 /// The first line: when, what is shown and its totals.
 fn summary(v: &View) -> String {
     let (instances, running) = v.instance_counts();
-    let sum_f = |f: fn(&PluginRow) -> Option<f64>| v.plugins.iter().filter_map(f).sum::<f64>();
+    let sum_f = |f: fn(&PluginRow) -> Option<f64>| total(v.plugins.iter().filter_map(f));
     let sum_u = |f: fn(&PluginRow) -> Option<u64>| v.plugins.iter().filter_map(f).sum::<u64>();
     format!(
         "{}  plugins {}  instances {instances} ({running} running)  cpu {}%  memory {}  tasks {}  calls {}/s",
@@ -45,7 +50,7 @@ fn summary(v: &View) -> String {
         percent(sum_f(|p| p.cpu)),
         mib(sum_u(|p| p.memory)),
         sum_u(|p| p.tasks),
-        percent(v.plugins.iter().map(|p| p.calls.per_second).sum()),
+        percent(total(v.plugins.iter().map(|p| p.calls.per_second))),
     )
 }
 
@@ -150,10 +155,10 @@ pub fn json(v: &View) -> serde_json::Value {
             "plugins": v.plugins.len(),
             "instances": instances,
             "running": running,
-            "cpu_percent": v.plugins.iter().filter_map(|p| p.cpu).sum::<f64>(),
+            "cpu_percent": total(v.plugins.iter().filter_map(|p| p.cpu)),
             "memory_bytes": v.plugins.iter().filter_map(|p| p.memory).sum::<u64>(),
             "tasks": v.plugins.iter().filter_map(|p| p.tasks).sum::<u64>(),
-            "calls_per_second": v.plugins.iter().map(|p| p.calls.per_second).sum::<f64>(),
+            "calls_per_second": total(v.plugins.iter().map(|p| p.calls.per_second)),
         },
         "plugins": plugins,
     })
@@ -226,6 +231,14 @@ mod tests {
         assert_eq!(echo["instances"][0]["cpu_percent"], 12.5);
         assert_eq!(echo["instances"][1]["cpu_percent"], serde_json::Value::Null);
         assert_eq!(echo["instances"][1]["pid"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn totals_of_nothing_known_are_zero_not_minus_zero() {
+        let mut v = view();
+        v.plugins[0].cpu = None;
+        assert!(lines(&v, false)[0].contains("  cpu 0.0%  "), "{}", lines(&v, false)[0]);
+        assert_eq!(json(&v)["totals"]["cpu_percent"].as_f64().map(f64::is_sign_negative), Some(false));
     }
 
     #[test]
