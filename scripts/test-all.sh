@@ -47,6 +47,8 @@ cli_docs_pkgs=()
 command -v zsh >/dev/null || cli_docs_pkgs+=(zsh)
 command -v fish >/dev/null || cli_docs_pkgs+=(fish)
 command -v man >/dev/null || cli_docs_pkgs+=(man-db)
+# `supervisorctl top` and the colour of states are tested in a real terminal: a tmux pane.
+command -v tmux >/dev/null || cli_docs_pkgs+=(tmux)
 if [ ${#cli_docs_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${cli_docs_pkgs[@]}" >/dev/null
 fi

@@ -14,6 +14,7 @@ pub mod procfs;
 pub mod raw;
 pub mod scale;
 pub mod sibling;
+pub mod tmux;
 
 pub use daemon::Daemon;
 

@@ -60,7 +60,7 @@ fn status_exits_0_only_while_every_selected_instance_runs_and_serves() {
 #[test]
 fn every_command_naming_an_unknown_plugin_exits_4() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
-    let commands: [&[&str]; 15] = [
+    let commands: [&[&str]; 17] = [
         &["status", "ghost"],
         &["start", "ghost"],
         &["stop", "ghost"],
@@ -76,6 +76,8 @@ fn every_command_naming_an_unknown_plugin_exits_4() {
         &["pid", "ghost"],
         &["signal", "TERM", "ghost"],
         &["status", "ghost", "--json"],
+        &["top", "ghost", "--once"],
+        &["top", "ghost", "--json"],
     ];
     for args in commands {
         let out = d.ctl(args);
@@ -92,7 +94,9 @@ fn every_command_naming_an_unknown_plugin_exits_4() {
 fn an_unreachable_supervisor_exits_5_naming_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");
-    for args in [&["status"][..], &["start", "zoo"], &["pid", "zoo"], &["call", "zoo", "zoo.v1.Zoo/Echo"]] {
+    for args in
+        [&["status"][..], &["start", "zoo"], &["pid", "zoo"], &["top", "--once"], &["call", "zoo", "zoo.v1.Zoo/Echo"]]
+    {
         let out = Command::new(bins::supervisorctl()).arg("--socket").arg(&socket).args(args).output().unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(5), "{args:?}: {err}");

@@ -55,6 +55,8 @@ fn every_data_command_prints_valid_json() {
         vec!["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"message":"hi"}"#],
         vec!["config"],
         vec!["config", "echo"],
+        vec!["top"],
+        vec!["top", "echo", "--once", "-d", "0.5"],
         vec!["doctor"],
         vec!["contract", "diff", proto, proto],
     ];
@@ -65,6 +67,7 @@ fn every_data_command_prints_valid_json() {
         match args[0] {
             "events" => assert!(docs.iter().all(|e| is_dated(&e["time"])), "{what}: {text}"),
             "tail" => assert!(docs.iter().all(|l| is_dated(&l["time"])), "{what}: {text}"),
+            "top" => assert!(docs.len() == 1 && is_dated(&docs[0]["time"]), "{what}: {text}"),
             _ => {}
         }
     }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::leaks::probe::ProcReading;
 use crate::leaks::watch::MAX_POINTS;
@@ -97,7 +97,8 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
             for rev in p.revisions() {
                 let spec = rev.spec();
                 for inst in &rev.instances {
-                    let Some((stats, procs)) = read.remove(&inst.id).filter(|_| inst.cgroup.load().is_some()) else {
+                    let Some((stats, read_at, procs)) = read.remove(&inst.id).filter(|_| inst.cgroup.load().is_some())
+                    else {
                         if inst.cgroup.load().is_some() {
                             // Its cgroup came (or could not be read) this round: next one.
                             continue;
@@ -109,6 +110,7 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
                         if st.usage.is_some() || !st.leaks.is_empty() {
                             inst.update(|st| {
                                 st.usage = None;
+                                st.usage_read_at = None;
                                 st.leaks.clear();
                             });
                         }
@@ -149,6 +151,7 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
                     let notes = leaks.instance(&shared, p, &spec.leaks, inst, &stats, &procs);
                     inst.update(|st| {
                         st.usage = Some(stats);
+                        st.usage_read_at = Some(read_at);
                         st.leaks = notes;
                     });
                 }
@@ -158,17 +161,19 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
 }
 
 /// One round's readings: the supervisor's own footprint, and each instance's cgroup
-/// counters and processes (an instance whose cgroup cannot be read is left out).
-type Readings = (Option<crate::leaks::probe::Own>, HashMap<String, (Stats, ProcReading)>);
+/// counters, when they were read, and its processes (an instance whose cgroup cannot be
+/// read is left out).
+type Readings = (Option<crate::leaks::probe::Own>, HashMap<String, (Stats, SystemTime, ProcReading)>);
 
 fn read_all(own: bool, cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>)>) -> Readings {
     let own = own.then(|| crate::leaks::probe::own(std::path::Path::new("/proc/self")));
     let read = cgroups
         .into_iter()
         .filter_map(|(id, cg)| {
+            let read_at = SystemTime::now();
             let stats = cg.stats().ok()?;
             let procs = ProcReading::of(std::path::Path::new("/proc"), cg.procs().unwrap_or_default());
-            Some((id, (stats, procs)))
+            Some((id, (stats, read_at, procs)))
         })
         .collect();
     (own, read)

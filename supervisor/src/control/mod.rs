@@ -111,7 +111,7 @@ pub fn status_rows(sup: &Supervisor, name: &str) -> Result<Vec<InstanceStatus>, 
                 sha256: s.sha256.clone(),
                 tier: s.tier.clone(),
                 quota: Some(quota_message(&s.quota)),
-                usage: s.current_usage().as_ref().map(usage_message),
+                usage: s.current_usage().as_ref().map(|u| usage_message(u, s.usage_read_at)),
                 notes,
                 revision: inst.revision,
                 phases: s
@@ -179,7 +179,10 @@ pub fn quota_message(q: &crate::config::QuotaConfig) -> Quota {
     }
 }
 
-fn usage_message(u: &crate::sandbox::cgroup::Stats) -> ResourceUsage {
+fn usage_message(u: &crate::sandbox::cgroup::Stats, read_at: Option<std::time::SystemTime>) -> ResourceUsage {
+    let read_unix_nanos = read_at
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     ResourceUsage {
         memory_current: u.memory_current.unwrap_or(0),
         cpu_usage_usec: u.cpu_usage_usec.unwrap_or(0),
@@ -188,6 +191,7 @@ fn usage_message(u: &crate::sandbox::cgroup::Stats) -> ResourceUsage {
         pids_current: u.pids_current.unwrap_or(0),
         oom_kills: u.oom_kills.unwrap_or(0),
         pids_max_hits: u.pids_max_hits.unwrap_or(0),
+        read_unix_nanos,
     }
 }
 

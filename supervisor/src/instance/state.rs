@@ -67,6 +67,9 @@ pub struct Status {
     pub notes: Vec<String>,
     /// Resource use at the last sample.
     pub usage: Option<crate::sandbox::cgroup::Stats>,
+    /// When `usage` was read: a rate (CPU per second) is the difference of two readings
+    /// over the time between them, not between two looks at a cached one.
+    pub usage_read_at: Option<std::time::SystemTime>,
     /// In backoff: when the next attempt is due.
     pub retry_at: Option<Instant>,
     /// How long each phase of its last start took, then of its last stop.
@@ -94,6 +97,7 @@ impl Default for Status {
             quota: crate::config::QuotaConfig::default(),
             notes: Vec::new(),
             usage: None,
+            usage_read_at: None,
             retry_at: None,
             phases: Default::default(),
             teardown: None,

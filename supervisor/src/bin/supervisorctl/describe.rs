@@ -62,18 +62,21 @@ pub async fn list(c: &mut Client, w: &Wait, name: Option<String>, as_json: bool)
     if as_json {
         outln!("{}", serde_json::Value::Array(plugins.iter().map(list_json).collect()));
     } else {
-        for line in plugins.iter().flat_map(list_lines) {
+        let colour = crate::colour::wanted();
+        for line in plugins.iter().flat_map(|d| list_lines(d, colour)) {
             outln!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_lines(d: &Declared) -> Vec<String> {
+/// `list`'s lines for one plugin; its state coloured when `colour`.
+fn list_lines(d: &Declared, colour: bool) -> Vec<String> {
     if d.pool.is_none() {
         return vec![no_contract(d)];
     }
-    let mut lines = vec![format!("{} ({}, revision {})", d.plugin.name, d.plugin.state, d.plugin.revision)];
+    let state = crate::colour::state(&d.plugin.state, colour);
+    let mut lines = vec![format!("{} ({state}, revision {})", d.plugin.name, d.plugin.revision)];
     for s in services(d) {
         lines.push(format!("  {}", s.full_name()));
         lines.extend(s.methods().map(|m| format!("    {}", m.name())));
@@ -408,13 +411,21 @@ service Demo {
     }
 
     #[test]
+    fn on_a_terminal_list_colours_the_state_and_nothing_else() {
+        let coloured = list_lines(&declared("running"), true);
+        assert_eq!(coloured[0], "demo (\x1b[32mrunning\x1b[0m, revision 2)");
+        let plain = list_lines(&declared("running"), false);
+        assert_eq!(coloured.iter().map(|l| crate::colour::strip(l)).collect::<Vec<_>>(), plain);
+    }
+
+    #[test]
     fn list_names_each_plugins_services_and_methods() {
         assert_eq!(
-            list_lines(&declared("running")),
+            list_lines(&declared("running"), false),
             ["demo (running, revision 2)", "  demo.v1.Demo", "    Get", "    Follow"]
         );
         let none = Declared { plugin: PluginContract { name: "zoo".into(), ..Default::default() }, pool: None };
-        assert_eq!(list_lines(&none), ["zoo: no contract yet (it has not started since the supervisor did)"]);
+        assert_eq!(list_lines(&none, false), ["zoo: no contract yet (it has not started since the supervisor did)"]);
         let j = list_json(&declared("stopped"));
         assert_eq!(j["services"][0]["methods"][1]["server_streaming"], true);
         assert_eq!(j["services"][0]["methods"][0]["input"], "demo.v1.Ask");

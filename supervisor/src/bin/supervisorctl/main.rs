@@ -4,6 +4,7 @@
 //! touch the socket.
 
 mod client;
+mod colour;
 mod config_cmd;
 mod contract_cmd;
 mod describe;
@@ -15,6 +16,7 @@ mod output;
 mod plugin_cmd;
 mod process_cmd;
 mod stdout;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,7 +76,9 @@ enum Command {
 #[derive(Subcommand)]
 enum Remote {
     /// Shows every plugin instance (or one plugin's). Exits 3 unless every
-    /// one shown is running and serving.
+    /// one shown is running and serving. On a terminal, unless NO_COLOR is
+    /// set, the state is coloured: running green, starting and stopping
+    /// yellow, backoff and failed red; the text is the same.
     Status {
         name: Option<String>,
         /// Print a JSON array, one object per instance.
@@ -193,11 +197,34 @@ enum Remote {
         #[arg(long)]
         json: bool,
     },
+    /// Shows every plugin (or one) and its instances live, as systemd-cgtop
+    /// does: CPU (percent of one CPU), memory, tasks and state per instance,
+    /// with the plugin's sums, calls per second, error rate (calls failed
+    /// UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED or DATA_LOSS) and p99
+    /// latency on its row; busiest first, redrawn every --delay on the
+    /// terminal's alternate screen; q, Esc or Ctrl-C quits. With --once or
+    /// --json, or when stdout is not a terminal, prints one sample taken over
+    /// one delay and exits.
+    Top {
+        name: Option<String>,
+        /// Seconds between refreshes, as top's -d (e.g. 2 or 0.5); with
+        /// --once, the time the sample is taken over.
+        #[arg(short = 'd', long, value_name = "SECONDS", default_value = "1", value_parser = top::parse_delay)]
+        delay: Duration,
+        /// Print one sample and exit.
+        #[arg(long)]
+        once: bool,
+        /// Print one sample as a JSON object (implies --once): time, totals,
+        /// and each plugin with its instances.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints calls, events and every instance's state and resource use
     /// as OpenMetrics text (what Prometheus scrapes from metrics_listen).
     Metrics,
     /// Lists the plugins (or one) with the services and methods their
-    /// serving revision declared at its last handshake.
+    /// serving revision declared at its last handshake. The state is
+    /// coloured as by status.
     List {
         name: Option<String>,
         /// Print a JSON array, one object per plugin.
@@ -358,6 +385,9 @@ async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, exit::Failur
         }
         Remote::Config { name, json } => config_cmd::run(&mut c, w, name, json).await,
         Remote::Metrics => output::metrics(&mut c, w).await,
+        Remote::Top { name, delay, once, json } => {
+            top::run(&mut c, w, top::Options { name: name.unwrap_or_default(), delay, once, json }).await
+        }
         Remote::List { name, json } => describe::list(&mut c, w, name, json).await,
         Remote::Describe { name, symbol, json } => describe::describe(&mut c, w, name, symbol, json).await,
         Remote::Pid { name, json } => process_cmd::pid(&mut c, w, name, json).await,

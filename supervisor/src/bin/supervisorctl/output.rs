@@ -47,6 +47,7 @@ fn row_json(i: &InstanceStatus) -> serde_json::Value {
             "pids_current": u.pids_current,
             "oom_kills": u.oom_kills,
             "pids_max_hits": u.pids_max_hits,
+            "read_unix_nanos": u.read_unix_nanos,
         })),
         "notes": i.notes,
         "leaks": i.leaks,
@@ -99,7 +100,7 @@ fn quota_json(q: &Quota) -> serde_json::Value {
     json!({"memory_max": v(&q.memory_max), "memory_high": v(&q.memory_high), "cpu": v(&q.cpu), "pids_max": v(&q.pids_max)})
 }
 
-fn mib(bytes: u64) -> String {
+pub fn mib(bytes: u64) -> String {
     format!("{:.1}M", bytes as f64 / f64::from(1 << 20))
 }
 
@@ -174,20 +175,26 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: &[String]| {
+    // The state column is coloured on a terminal; the text is the same.
+    const STATE: usize = 3;
+    let colour = crate::colour::wanted();
+    let line = |cells: &[String], colour: bool| {
         let mut s = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {
                 s.push_str(cell);
+            } else if i == STATE {
+                s.push_str(&crate::colour::state_padded(cell, w, colour));
+                s.push_str("  ");
             } else {
                 s.push_str(&format!("{cell:<w$}  "));
             }
         }
         outln!("{}", s.trim_end());
     };
-    line(&header.map(String::from));
+    line(&header.map(String::from), false);
     for r in &table {
-        line(r);
+        line(r, colour);
     }
     Ok(done)
 }
