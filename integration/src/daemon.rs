@@ -20,6 +20,8 @@ pub struct Daemon {
     pub nofile: Option<u64>,
     /// More arguments for `plugin-supervisor` (`--log-format json`).
     pub args: Vec<String>,
+    /// More environment for `plugin-supervisor` (`NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -52,6 +54,14 @@ impl Daemon {
         d
     }
 
+    /// [`Daemon::spawn`] with more environment for the daemon; does not wait.
+    pub fn spawn_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let mut d = Self::unlaunched(config, |_| {}, None);
+        d.env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        d.launch();
+        d
+    }
+
     /// [`Daemon::spawn`] with a descriptor limit of `nofile`.
     pub fn spawn_with_nofile(config: &str, nofile: u64) -> Self {
         Self::launched(config, |_| {}, Some(nofile))
@@ -76,7 +86,7 @@ impl Daemon {
         std::fs::write(&config_path, config).expect("write config");
         prepare(dir.path());
         let log = dir.path().join("daemon.log");
-        Self { child: None, dir, runtime, config: config_path, log, nofile, args: Vec::new() }
+        Self { child: None, dir, runtime, config: config_path, log, nofile, args: Vec::new(), env: Vec::new() }
     }
 
     /// Runs `plugin-supervisor` on this config and runtime directory,
@@ -89,6 +99,7 @@ impl Daemon {
             .arg("--runtime-dir")
             .arg(&self.runtime)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("PLUGIN_SUPERVISOR_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file);

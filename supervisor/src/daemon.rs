@@ -153,11 +153,18 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
         tokio::spawn(crate::observe::scrape::serve(listener, sup.clone()))
     });
     tracing::info!(control = %control_path.display(), gateway = %gateway_path.display(), "supervisor ready");
+    // Under systemd (Type=notify): READY=1 once the autostart plugins have started, the
+    // status line, reloads and watchdog pings. Kept running through the shutdown, whose
+    // drains may outlast a watchdog period.
+    let notifier = crate::service::Notifier::from_env();
+    sup.notify_service(notifier.clone());
+    let service_task = notifier.enabled().then(|| tokio::spawn(crate::service::report(sup.clone(), notifier.clone())));
 
     // A SIGHUP caught during start-up waited in the pipe: it is applied now.
     let hup = Arc::new(tokio::sync::Notify::new());
     let hup_task = tokio::spawn(update_on_hup(sup.clone(), hup.clone()));
     let stopped_by = stop_signal(&mut signals, || hup.notify_one()).await;
+    notifier.stopping();
     match &stopped_by {
         Ok(sig) => tracing::info!(signal = %signal_name(*sig), "stopping every plugin"),
         Err(e) => tracing::error!(error = %e, "stopping every plugin"),
@@ -182,9 +189,13 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
             }
         }
     }
+    if let Some(task) = service_task {
+        task.abort();
+    }
     drop(sup);
     drop(runtime);
     tracing::info!("stopped");
+    notifier.flush(std::time::Duration::from_secs(1));
     stopped_by.map(drop)
 }
 

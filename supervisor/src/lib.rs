@@ -33,6 +33,7 @@ pub mod rollout;
 pub mod routing;
 mod sampler;
 pub mod sandbox;
+pub mod service;
 pub mod state;
 mod supervisor;
 

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub updating: tokio::sync::Mutex<()>,
     /// The instances' tasks (and the sampler's), awaited at shutdown.
     pub tasks: Tasks,
+    /// The service manager the daemon tells of its reloads, once the daemon sets it.
+    pub service: std::sync::OnceLock<Arc<crate::service::Notifier>>,
 }
 
 /// Tasks spawned at start and by reloads; shutdown waits for them.
@@ -152,6 +154,7 @@ impl Supervisor {
             plugins: PluginSet::default(),
             updating: tokio::sync::Mutex::new(()),
             tasks: Tasks::default(),
+            service: std::sync::OnceLock::new(),
         });
         let plugins: Vec<Arc<Plugin>> = config
             .specs()
@@ -256,6 +259,25 @@ impl Supervisor {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Tells `notifier` of every config update from now on (`RELOADING=1`, then `READY=1`).
+    /// The daemon sets it; a host embedding the supervisor is its own service.
+    pub fn notify_service(&self, notifier: Arc<crate::service::Notifier>) {
+        let _ = self.shared.service.set(notifier);
+    }
+
+    /// Waits until every plugin's start is over (see [`crate::service::settled`]), up to
+    /// `timeout`; true when they all are.
+    pub async fn wait_started(&self, timeout: Duration) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        for p in self.plugins() {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if !p.wait_until(left, crate::service::settled).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Waits until every instance of `plugin` is running.

@@ -5,7 +5,8 @@
 //! `--die-after-ms MS` (serves, then exits with 3), `--init-fail MSG`
 //! (refuses its config), `--version V`, `--fail-every N` (every Nth `Echo`
 //! fails with INTERNAL), `--echo-delay-ms MS` (each `Echo` answers that late),
-//! `--not-serving` (its health check says NOT_SERVING), `--flood stdout|stderr|sdk`
+//! `--not-serving` (its health check says NOT_SERVING), `--start-delay-ms MS` (waits
+//! that long before its handshake), `--flood stdout|stderr|sdk`
 //! (writes log lines to that stream as fast as it can, for ever, from a thread of its
 //! own, while it serves). Leaks, from the start:
 //! `--leak-memory KIB_PER_SEC`, `--leak-fds N_PER_SEC`, `--leak-tasks N_PER_SEC`,
@@ -454,6 +455,8 @@ fn main() {
             "--hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
+            // Starts slowly: waits before its handshake.
+            "--start-delay-ms" => std::thread::sleep(Duration::from_millis(number(args.next()))),
             "--exit" => std::process::exit(args.next().and_then(|v| v.parse().ok()).unwrap_or(3)),
             "--die-after-ms" => {
                 // Serves, then crashes: a plugin in a crash loop.

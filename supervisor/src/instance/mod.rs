@@ -464,6 +464,11 @@ impl Plugin {
     }
 
     /// Records a command; returns its generation.
+    /// Whether the operator (or `autostart`) wants it running now.
+    pub fn wants_running(&self) -> bool {
+        self.desired.borrow().run
+    }
+
     pub fn set_desired(&self, run: bool, restart: bool) -> u64 {
         let mut generation = 0;
         self.desired.send_modify(|d| {

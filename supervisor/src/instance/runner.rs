@@ -121,6 +121,7 @@ async fn supervise(
         started_before = true;
         inst.update(|s| {
             s.state = State::Starting;
+            s.tried = true;
             s.reason = String::new();
             s.retry_at = None;
             s.pid = None;

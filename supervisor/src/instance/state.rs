@@ -75,6 +75,8 @@ pub struct Status {
     pub teardown: Option<crate::observe::teardown::LastTeardown>,
     /// Leaks suspected now, as their events said them.
     pub leaks: Vec<String>,
+    /// A start of this instance has begun (it is no longer "not started").
+    pub tried: bool,
 }
 
 impl Default for Status {
@@ -96,6 +98,7 @@ impl Default for Status {
             phases: Default::default(),
             teardown: None,
             leaks: Vec::new(),
+            tried: false,
         }
     }
 }
@@ -126,6 +129,12 @@ impl Status {
             (State::Backoff, Some(at)) => format!("{}; next attempt {}", self.reason, time_left(at, now)),
             _ => self.reason.clone(),
         }
+    }
+
+    /// Whether its first start is over, however it went: it runs, failed, waits to start
+    /// again, or ended under its restart policy.
+    pub fn start_ended(&self) -> bool {
+        self.tried && self.state != State::Starting
     }
 
     /// The last sampled usage, while there is a process to use anything.

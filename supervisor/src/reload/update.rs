@@ -185,6 +185,8 @@ impl Job {
         if *shared.shutdown.borrow() {
             return Err(UpdateError::ShuttingDown);
         }
+        // Under the lock, so that two updates are one reload each to the service manager.
+        let _reloading = shared.service.get().map(|n| n.reloading());
         let (file, next, mut changes) = read_again(shared, &self.started).await?;
         if !names.is_empty() {
             for n in names {
