@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use plugin_integration::bins;
 
@@ -38,22 +37,21 @@ fn version() -> String {
     v.split_whitespace().nth(1).unwrap().to_owned()
 }
 
-/// A directory of this test binary's own under the target directory, emptied.
-fn scratch(name: &str) -> PathBuf {
-    let dir = bins::profile_dir().parent().unwrap().join("package-test").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// The package, built from this profile's binaries as CI does
+/// (`scripts/package-deb.sh --no-build`), and its files unpacked beside it; all of it
+/// in a temporary directory removed when the test ends, passed or not.
+struct Package {
+    dir: tempfile::TempDir,
+    deb: PathBuf,
+    root: PathBuf,
 }
 
-/// Builds the package once (from the binaries of this profile) into a scratch
-/// directory, as `scripts/package-deb.sh --no-build` does in CI.
-fn package() -> &'static Path {
-    static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
+impl Package {
+    fn build() -> Self {
         let profile_dir = bins::profile_dir();
         let profile = profile_dir.file_name().unwrap().to_str().unwrap().to_owned();
-        let out = scratch("deb");
+        let dir = tempfile::tempdir_in(profile_dir.parent().unwrap()).unwrap();
+        let out = dir.path().join("debian");
         let printed = stdout(
             Command::new(repo().join("scripts/package-deb.sh"))
                 .args(["--profile", &profile, "--no-build", "--out-dir"])
@@ -64,18 +62,16 @@ fn package() -> &'static Path {
         let deb = out.join(format!("plugin-supervisor_{}-1_{arch}.deb", version()));
         assert_eq!(printed.trim(), deb.display().to_string(), "the script prints the package it wrote");
         assert!(deb.is_file(), "{} was not written", deb.display());
-        deb
-    })
-}
+        let root = dir.path().join("root");
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+        Self { dir, deb, root }
+    }
 
-/// The package's files, unpacked once.
-fn unpacked() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let root = scratch("root");
-        run(Command::new("dpkg-deb").arg("-x").arg(package()).arg(&root));
-        root
-    })
+    fn scratch(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        path
+    }
 }
 
 fn field<'a>(info: &'a str, name: &str) -> &'a str {
@@ -85,7 +81,8 @@ fn field<'a>(info: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn the_package_installs_the_service_at_debian_paths() {
-    let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(package()));
+    let package = Package::build();
+    let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(&package.deb));
     // `-rwxr-xr-x root/root 61820912 2026-12-03 18:51 ./usr/bin/plugin-supervisor`
     let entries: BTreeSet<(String, String, String)> = listing
         .lines()
@@ -126,28 +123,29 @@ fn the_package_installs_the_service_at_debian_paths() {
     }
     // The binaries are this build's, unchanged: the package needs no build of its own.
     for (bin, built) in [("plugin-supervisor", bins::supervisor()), ("supervisorctl", bins::supervisorctl())] {
-        let packaged = std::fs::read(unpacked().join("usr/bin").join(bin)).unwrap();
+        let packaged = std::fs::read(package.root.join("usr/bin").join(bin)).unwrap();
         assert!(packaged == std::fs::read(&built).unwrap(), "{bin} differs from {}", built.display());
     }
     // Completions and man pages are what the binaries print.
     let bash = stdout(Command::new(bins::supervisorctl()).args(["completions", "bash"]));
     let packaged =
-        std::fs::read_to_string(unpacked().join("usr/share/bash-completion/completions/supervisorctl")).unwrap();
+        std::fs::read_to_string(package.root.join("usr/share/bash-completion/completions/supervisorctl")).unwrap();
     assert_eq!(packaged, bash);
-    let page = unpacked().join("usr/share/man/man1/supervisorctl-update.1.gz");
+    let page = package.root.join("usr/share/man/man1/supervisorctl-update.1.gz");
     let text = stdout(Command::new("zcat").arg(&page));
     assert!(text.contains(".TH supervisorctl-update"), "{}: {text}", page.display());
 }
 
 #[test]
 fn the_control_fields_conffiles_and_maintainer_scripts() {
-    let info = stdout(Command::new("dpkg-deb").arg("-I").arg(package()));
+    let package = Package::build();
+    let info = stdout(Command::new("dpkg-deb").arg("-I").arg(&package.deb));
     assert_eq!(field(&info, "Package"), "plugin-supervisor");
     assert_eq!(field(&info, "Version"), format!("{}-1", version()));
     let depends = field(&info, "Depends");
     assert!(depends.contains("libc6 (>= "), "Depends from the binaries' libraries: {depends}");
-    let control = scratch("control");
-    run(Command::new("dpkg-deb").arg("-e").arg(package()).arg(&control));
+    let control = package.scratch("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&package.deb).arg(&control));
     let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
     let conffiles: BTreeSet<&str> = conffiles.lines().collect();
     assert!(conffiles.contains("/etc/plugin-supervisor/config.toml"), "{conffiles:?}");
@@ -162,14 +160,17 @@ fn the_control_fields_conffiles_and_maintainer_scripts() {
     }
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
     assert!(postinst.contains("systemctl daemon-reload"), "{postinst}");
+    // The default config it installs is deploy/config.toml (the_default_config_is_valid).
+    let packaged = std::fs::read(package.root.join("etc/plugin-supervisor/config.toml")).unwrap();
+    assert!(packaged == std::fs::read(repo().join("deploy/config.toml")).unwrap());
 }
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
     // verify with --root resolves the unit's commands and dependencies inside the root:
     // the package's files, and the host's targets the unit is ordered against.
-    let root = scratch("verify-root");
-    run(Command::new("cp").arg("-a").arg(format!("{}/.", unpacked().display())).arg(&root));
+    let package = Package::build();
+    let root = package.root.clone();
     let units = root.join("lib/systemd/system");
     for target in std::fs::read_dir("/lib/systemd/system").unwrap() {
         let target = target.unwrap().path();
@@ -177,7 +178,10 @@ fn the_unit_passes_systemd_analyze_verify() {
             std::fs::copy(&target, units.join(target.file_name().unwrap())).unwrap();
         }
     }
-    let out = run(Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(format!("--root={}", root.display())).arg("plugin-supervisor.service"));
+    let out = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(format!("--root={}", root.display()))
+        .arg("plugin-supervisor.service"));
     let warnings = String::from_utf8_lossy(&out.stderr);
     assert!(warnings.trim().is_empty(), "systemd-analyze verify warns:\n{warnings}");
 
@@ -185,7 +189,10 @@ fn the_unit_passes_systemd_analyze_verify() {
     let unit = units.join("plugin-supervisor.service");
     let text = std::fs::read_to_string(&unit).unwrap();
     std::fs::write(&unit, text.replace("KillMode=mixed", "KillMode=mixd")).unwrap();
-    let out = run(Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(format!("--root={}", root.display())).arg("plugin-supervisor.service"));
+    let out = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(format!("--root={}", root.display()))
+        .arg("plugin-supervisor.service"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mixd"), "{out:?}");
 }
 
@@ -247,9 +254,6 @@ fn check_config(path: &Path) -> String {
 fn the_default_config_is_valid() {
     let printed = check_config(&repo().join("deploy/config.toml"));
     assert!(printed.ends_with(": ok (0 plugins: )\n"), "{printed}");
-    // And what the package installs is that file.
-    let packaged = std::fs::read(unpacked().join("etc/plugin-supervisor/config.toml")).unwrap();
-    assert!(packaged == std::fs::read(repo().join("deploy/config.toml")).unwrap());
 }
 
 /// The README's service section adds a plugin to the packaged config: that text,
@@ -264,10 +268,12 @@ fn the_readme_service_snippet_loads() {
         .nth(1)
         .and_then(|s| s.split("```").next())
         .expect("a toml snippet in the service section");
-    let dir = scratch("readme");
-    let config = std::fs::read_to_string(repo().join("deploy/config.toml"))
-        .unwrap()
-        .replace("\"/etc/plugin-supervisor/policies\"", &format!("{:?}", repo().join("policies").display().to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let config = std::fs::read_to_string(repo().join("deploy/config.toml")).unwrap().replace(
+        "\"/etc/plugin-supervisor/policies\"",
+        &format!("{:?}", repo().join("policies").display().to_string()),
+    );
     let plugin_path = "/usr/local/lib/plugins/echo";
     assert!(snippet.contains(plugin_path), "the snippet runs {plugin_path}: {snippet}");
     let snippet = snippet.replace(plugin_path, &bins::example("echo").display().to_string());
