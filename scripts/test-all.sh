@@ -112,7 +112,7 @@ integration/vm/run.sh --timeout 2400 \
 
 step "the Debian package, installed and run as a systemd service in a Debian VM (systemd as PID 1)"
 # The debug binaries the build step made, packaged as they are (no release build).
-deb=$(scripts/package-deb.sh --profile debug --no-build)
+deb=$(CARGO_TARGET_DIR="$target_dir" scripts/package-deb.sh --profile debug --no-build)
 integration/vm/systemd.sh --timeout 900 --deb "$deb" --echo "$debug/examples/echo" --zoo "$debug/zoo"
 
 step "nothing left behind"
