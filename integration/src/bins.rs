@@ -37,6 +37,11 @@ pub fn zoo() -> PathBuf {
     must_exist(profile_dir().join("zoo"))
 }
 
+/// Lists services or checks one's health through a gateway socket (`src/bin/discovery_caller.rs`).
+pub fn discovery_caller() -> PathBuf {
+    must_exist(profile_dir().join("discovery_caller"))
+}
+
 /// Calls the echo service through a gateway socket once (`src/bin/echo_caller.rs`).
 pub fn echo_caller() -> PathBuf {
     must_exist(profile_dir().join("echo_caller"))

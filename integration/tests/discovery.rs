@@ -1,7 +1,8 @@
 //! Discovery through the real `gateway.sock`, with the clients generic tools use:
 //! Python's stock `grpcio-reflection` lists and describes what the running plugins
 //! serve (over `grpc.reflection.v1` and `v1alpha`), `grpcio-health-checking` sees a
-//! plugin's health follow its stop and start (`Check` and `Watch`); and
+//! plugin's health follow its stop and start (`Check` and `Watch`); a caller outside a
+//! plugin's `callers` finds neither its services nor their health; and
 //! `supervisorctl list` and `describe` print the same contracts.
 
 use std::io::{BufRead, BufReader};
@@ -221,4 +222,51 @@ fn supervisorctl_lists_and_describes_the_plugins_contracts() {
         assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+/// A caller's uid outside the default `uid_range` (61184–65519), so no plugin is given it,
+/// and one `callers` admits.
+const STRANGER_UID: u32 = 70102;
+const ALLOWED_UID: u32 = 70101;
+
+/// `discovery_caller` with `args`, run as `uid` (group the same, no others): its stdout.
+fn as_uid(uid: u32, args: &[&std::ffi::OsStr]) -> String {
+    let mut cmd = Command::new(bins::discovery_caller());
+    cmd.args(args);
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls that read
+    // nothing of this process's memory but the empty group list.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "as {uid}: {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_caller_outside_callers_finds_neither_the_service_nor_its_health() {
+    let plugins = format!(
+        "{}{}",
+        plugin("echo", &bins::example("echo"), &format!("callers = [\"uid:{ALLOWED_UID}\"]")),
+        plugin("zoo", &bins::zoo(), "")
+    );
+    let d = Daemon::start(&plugin_integration::daemon::config_with("gateway_socket_mode = \"0666\"\n", &plugins));
+    d.wait_state("echo-0", "running", UP);
+    d.wait_state("zoo-0", "running", UP);
+    let gateway = d.gateway();
+    let list = |uid| as_uid(uid, &[gateway.as_os_str(), "list".as_ref()]);
+    let check = |uid, service: &str| as_uid(uid, &[gateway.as_os_str(), "check".as_ref(), service.as_ref()]);
+
+    let everything = r#"["echo.v1.Echo","grpc.health.v1.Health","grpc.reflection.v1.ServerReflection","grpc.reflection.v1alpha.ServerReflection","zoo.v1.Zoo"]"#;
+    assert_eq!(list(ALLOWED_UID), everything);
+    assert_eq!(check(ALLOWED_UID, "echo.v1.Echo"), "SERVING");
+    // To a stranger, echo's service does not exist: not listed, no health to check.
+    assert_eq!(list(STRANGER_UID), everything.replace("\"echo.v1.Echo\",", ""));
+    assert_eq!(check(STRANGER_UID, "echo.v1.Echo"), "error NOT_FOUND");
+    assert_eq!(check(STRANGER_UID, "zoo.v1.Zoo"), "SERVING");
 }

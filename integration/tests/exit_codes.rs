@@ -164,13 +164,13 @@ fn pid_prints_each_running_instance_and_signal_reaches_it_through_the_supervisor
     let out = d.ctl(&["signal", "15", "zoo", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["signal"], "SIGTERM");
-    assert_eq!(json["instances"][0], serde_json::json!({"instance": "zoo-0", "pid": now}), "{json}");
+    assert_eq!(json["instances"][0], serde_json::json!({"instance": "zoo-0", "pid": now, "processes": 1}), "{json}");
 
-    // What is no signal is refused, naming it, and nothing is sent.
+    // What is no signal is refused, naming it, and nothing is sent: a usage error.
     for bad in ["0", "65", "NOPE"] {
         let out = d.ctl(&["signal", bad, "zoo"]);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
         assert!(err.contains(&format!("{bad:?} is not a signal to send")), "{bad}: {err}");
         assert!(err.contains("InvalidArgument"), "{bad}: {err}");
     }
@@ -178,4 +178,62 @@ fn pid_prints_each_running_instance_and_signal_reaches_it_through_the_supervisor
     let out = d.ctl(&["signal", "HUP", "idle"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("plugin \"idle\" has no running instance to signal"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_input_the_daemon_checks_is_a_usage_error_and_an_invalid_config_a_failure() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
+    d.wait_state("zoo-0", "running", UP);
+    let cases: [(&[&str], &str); 6] = [
+        (&["quota", "zoo", "--memory", "bogus"], "plugin \"zoo\": "),
+        (&["quota", "zoo", "--cpu", "250"], "plugin \"zoo\": "),
+        (&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "{bad"], "--data is not valid JSON"),
+        (&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "{\"no_such_field\": 1}"], "is not a valid zoo.v1."),
+        (&["call", "zoo", "Echo", "--data", "{}"], "must be written Service/Method"),
+        (
+            &["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "@/nonexistent/request.json"],
+            "--data @/nonexistent/request.json",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = d.ctl(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // The instance was not touched by any of it.
+    assert_eq!(code(&d, &["status", "zoo"]), Some(0));
+
+    // An invalid config file is INVALID_ARGUMENT from the daemon too, but no usage error:
+    // the command was right, the file is not.
+    std::fs::write(&d.config, "[[plugin]]\nname = 3\n").unwrap();
+    let out = d.ctl(&["update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("supervisor.toml"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_reaches_every_process_in_the_instances_cgroup() {
+    use plugin_integration::pb::zoo::Text;
+    use plugin_integration::pb::zoo::zoo_client::ZooClient;
+
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "restart = \"never\"")));
+    let main = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap();
+    // A grandchild in a session of its own, reparented away from the plugin: still in the
+    // instance's cgroup, which is what `signal` goes by.
+    let mut zoo = ZooClient::new(plugin_integration::connect(&d.gateway()).await.unwrap());
+    let escapee = zoo.escape(Text::default()).await.unwrap().into_inner().pid as i32;
+    assert!(plugin_integration::alive(escapee));
+
+    let out = tokio::task::block_in_place(|| d.ctl(&["signal", "TERM", "zoo"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("zoo-0: SIGTERM sent to pid {main} and 1 more process in its cgroup\n")
+    );
+    let deadline = std::time::Instant::now() + UP;
+    while plugin_integration::alive(escapee) {
+        assert!(std::time::Instant::now() < deadline, "the escapee {escapee} did not get SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

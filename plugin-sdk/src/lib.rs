@@ -42,6 +42,7 @@ use tonic::service::RoutesBuilder;
 pub use descriptors::DescriptorError;
 pub use launch::NotSupervised;
 pub use logging::FILTER_ENV;
+pub use shutdown::SIGNAL_DRAIN;
 pub use {plugin_proto, tonic, tracing};
 
 /// The version of this SDK, declared at handshake.

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Used when SIGTERM asks us to stop: the supervisor's grace period is
-/// longer, so we finish first.
+/// The drain a SIGTERM or SIGINT starts, unless a shorter one is under way:
+/// what an operator's `supervisorctl signal TERM` gives the plugin. In the
+/// supervisor's own stop sequence SIGTERM comes only once the Shutdown
+/// call's drain deadline has passed, and SIGKILL a second later.
 pub const SIGNAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// Shared by everything that may ask the plugin to stop.

@@ -82,7 +82,7 @@ fn resolve(sup: &Supervisor, plugin: &str, method: &str, json: &str) -> Result<R
         ))
     })?;
     let (service, name) = split_method(method).ok_or_else(|| {
-        Status::invalid_argument(format!(
+        super::usage::bad_argument(format!(
             "method {method:?} must be written Service/Method or Service.Method, e.g. echo.v1.Echo/Echo"
         ))
     })?;
@@ -104,11 +104,11 @@ fn resolve(sup: &Supervisor, plugin: &str, method: &str, json: &str) -> Result<R
     }
     let mut de = serde_json::Deserializer::from_str(json);
     let request = DynamicMessage::deserialize(md.input(), &mut de).and_then(|m| de.end().map(|()| m)).map_err(|e| {
-        Status::invalid_argument(format!("the request is not a valid {} in JSON: {e}", md.input().full_name()))
+        super::usage::bad_argument(format!("the request is not a valid {} in JSON: {e}", md.input().full_name()))
     })?;
     let channel = sup.channel(plugin).map_err(|e| Status::not_found(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_str(&format!("/{}/{}", sd.full_name(), md.name()))
-        .map_err(|e| Status::invalid_argument(format!("bad method path: {e}")))?;
+        .map_err(|e| super::usage::bad_argument(format!("bad method path: {e}")))?;
     Ok(Resolved { method: md, request, grpc: tonic::client::Grpc::new(channel), path })
 }
 
@@ -146,7 +146,8 @@ pub async fn call_json(
     }
     call.ready(plugin).await?;
     let codec = DynamicCodec { output: call.method.output() };
-    let resp = call.grpc.unary(call.request(timeout), call.path.clone(), codec).await?;
+    let resp =
+        call.grpc.unary(call.request(timeout), call.path.clone(), codec).await.map_err(super::usage::from_plugin)?;
     to_json(&resp.into_inner())
 }
 
@@ -163,8 +164,12 @@ pub async fn call_json_stream(
     let mut call = resolve(sup, plugin, method, json)?;
     call.ready(plugin).await?;
     let codec = DynamicCodec { output: call.method.output() };
-    let resp = call.grpc.server_streaming(call.request(timeout), call.path.clone(), codec).await?;
-    Ok(resp.into_inner().map(|m| m.and_then(|m| to_json(&m))))
+    let resp = call
+        .grpc
+        .server_streaming(call.request(timeout), call.path.clone(), codec)
+        .await
+        .map_err(super::usage::from_plugin)?;
+    Ok(resp.into_inner().map(|m| m.map_err(super::usage::from_plugin).and_then(|m| to_json(&m))))
 }
 
 #[cfg(test)]

@@ -39,14 +39,51 @@ impl Source {
 /// Every plugin's settings, or `name`'s.
 pub fn of(sup: &Supervisor, name: &str) -> Result<Vec<PluginSettings>, SupervisorError> {
     let plugins = if name.is_empty() { sup.plugins() } else { vec![sup.plugin(name)?] };
-    Ok(plugins.iter().map(|p| plugin_settings(sup, p)).collect())
+    let mut entries = Entries::default();
+    Ok(plugins.iter().map(|p| plugin_settings(sup, p, &mut entries)).collect())
 }
 
-fn plugin_settings(sup: &Supervisor, p: &Plugin) -> PluginSettings {
+/// Each config text's `[[plugin]]` tables by name, parsed once however many plugins came
+/// from it (plugins loaded together share their origin's text).
+#[derive(Default)]
+struct Entries(Vec<(Text, ByName)>);
+
+/// A config text as plugins keep it: its path and contents.
+type Text = std::sync::Arc<(std::path::PathBuf, String)>;
+/// A text's `[[plugin]]` tables by name.
+type ByName = std::collections::HashMap<String, toml::Table>;
+
+impl Entries {
+    /// The plugin's own `[[plugin]]` table in the text it was loaded from, to tell the
+    /// keys it sets from those a default filled in.
+    fn of(&mut self, spec: &PluginSpec) -> Option<toml::Table> {
+        let origin = spec.origin.0.as_ref()?;
+        let i = match self.0.iter().position(|(o, _)| std::sync::Arc::ptr_eq(o, origin)) {
+            Some(i) => i,
+            None => {
+                self.0.push((origin.clone(), tables(&origin.1)));
+                self.0.len() - 1
+            }
+        };
+        self.0[i].1.get(&spec.name).cloned()
+    }
+}
+
+fn tables(text: &str) -> ByName {
+    let Ok(doc) = text.parse::<toml::Table>() else { return Default::default() };
+    let Some(entries) = doc.get("plugin").and_then(toml::Value::as_array) else { return Default::default() };
+    entries
+        .iter()
+        .filter_map(toml::Value::as_table)
+        .filter_map(|t| Some((t.get("name")?.as_str()?.to_owned(), t.clone())))
+        .collect()
+}
+
+fn plugin_settings(sup: &Supervisor, p: &Plugin, entries: &mut Entries) -> PluginSettings {
     let spec = p.spec();
     let tier = sup.shared().launcher.tier_quota(&spec.tier);
     let overrides = (**p.overrides.load()).clone();
-    let entry = file_entry(&spec);
+    let entry = entries.of(&spec);
     let settings = settings(&spec, tier.as_ref(), &overrides, entry.as_ref())
         .into_iter()
         .map(|(key, value, source)| Setting { key, value_json: value.to_string(), source: source.as_str().to_owned() })
@@ -56,18 +93,6 @@ fn plugin_settings(sup: &Supervisor, p: &Plugin) -> PluginSettings {
         file: spec.origin.path().map(|f| f.display().to_string()).unwrap_or_default(),
         settings,
     }
-}
-
-/// The plugin's own `[[plugin]]` table in the text it was loaded from, to tell the keys
-/// it sets from those a default filled in.
-fn file_entry(spec: &PluginSpec) -> Option<toml::Table> {
-    let doc: toml::Table = spec.origin.text()?.parse().ok()?;
-    doc.get("plugin")?
-        .as_array()?
-        .iter()
-        .filter_map(toml::Value::as_table)
-        .find(|t| t.get("name").and_then(toml::Value::as_str) == Some(spec.name.as_str()))
-        .cloned()
 }
 
 /// Whether the entry sets the dotted `key` (`quota.memory_max`).
@@ -280,7 +305,7 @@ mod tests {
     #[test]
     fn file_keys_defaults_and_run_time_overrides_are_told_apart() {
         let spec = spec(ENTRY);
-        let entry = file_entry(&spec);
+        let entry = Entries::default().of(&spec);
         let overrides = QuotaConfig { pids_max: Some(7), ..QuotaConfig::default() };
         let s = settings(&spec, None, &overrides, entry.as_ref());
         assert_eq!(find(&s, "call_timeout").1, json!("2s"));
@@ -293,5 +318,18 @@ mod tests {
         assert_eq!(find(&s, "max_in_flight").1, json!(64));
         let keys: std::collections::HashSet<_> = s.iter().map(|(k, ..)| k.as_str()).collect();
         assert_eq!(keys.len(), s.len(), "a key twice");
+    }
+
+    #[test]
+    fn plugins_from_one_text_share_its_parse_and_each_finds_its_own_entry() {
+        let text = format!("{ENTRY}[[plugin]]\nname = \"other\"\nbinary = \"/bin/true\"\ntier = \"none\"\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.toml");
+        std::fs::write(&path, text).unwrap();
+        let specs = crate::config::Config::load(&path).unwrap().specs();
+        let mut entries = Entries::default();
+        assert!(entries.of(&specs[0]).unwrap().contains_key("call_timeout"));
+        assert!(!entries.of(&specs[1]).unwrap().contains_key("call_timeout"));
+        assert_eq!(entries.0.len(), 1, "one parse for both");
     }
 }

@@ -13,7 +13,7 @@ pub fn of(sup: &Supervisor, name: &str) -> Result<Vec<PluginContract>, Superviso
         .iter()
         .map(|p| {
             let serving = p.serving();
-            let state = serving.instances.first().map(|i| i.status().state.to_string()).unwrap_or_default();
+            let state = states_of(serving.instances.iter().map(|i| i.status().state));
             let contract = p.contract();
             PluginContract {
                 name: p.name.clone(),
@@ -24,4 +24,34 @@ pub fn of(sup: &Supervisor, name: &str) -> Result<Vec<PluginContract>, Superviso
             }
         })
         .collect())
+}
+
+/// The replicas' states in a word: "running" when they agree, else each state with its
+/// count ("2 running, 1 backoff"), so no replica's state hides behind the first's.
+fn states_of(states: impl Iterator<Item = crate::instance::state::State>) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for s in states {
+        let s = s.to_string();
+        match counts.iter_mut().find(|(name, _)| *name == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s, 1)),
+        }
+    }
+    match counts.as_slice() {
+        [(only, _)] => only.clone(),
+        _ => counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::states_of;
+    use crate::instance::state::State;
+
+    #[test]
+    fn replicas_that_agree_are_one_word_and_others_are_counted() {
+        assert_eq!(states_of([State::Running, State::Running].into_iter()), "running");
+        assert_eq!(states_of([State::Running, State::Backoff, State::Running].into_iter()), "2 running, 1 backoff");
+        assert_eq!(states_of(std::iter::empty()), "");
+    }
 }

@@ -9,6 +9,7 @@ mod contracts;
 mod deadline;
 pub mod refusal;
 mod signal;
+pub mod usage;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ fn to_status(e: SupervisorError) -> Status {
     match e {
         SupervisorError::UnknownPlugin(_) => Status::not_found(e.to_string()),
         SupervisorError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-        SupervisorError::Quota { .. } => Status::invalid_argument(e.to_string()),
+        SupervisorError::Quota { .. } => usage::bad_argument(e.to_string()),
         SupervisorError::QuotaRefused { .. } | SupervisorError::MemoryBelowUsage { .. } => {
             Status::failed_precondition(e.to_string())
         }
@@ -302,7 +303,7 @@ impl Control for ControlService {
             Ok(RolloutAction::Resume) => Action::Resume,
             Ok(RolloutAction::Promote) => Action::Promote,
             Ok(RolloutAction::Abort) => Action::Abort,
-            Err(_) => return Err(Status::invalid_argument(format!("unknown rollout action {}", req.action))),
+            Err(_) => return Err(usage::bad_argument(format!("unknown rollout action {}", req.action))),
         };
         match self.sup.rollout(&req.name, action).await {
             Ok((message, report)) => Ok(Response::new(RolloutResponse {
@@ -357,7 +358,7 @@ impl Control for ControlService {
         let req = req.into_inner();
         let set = req.set.unwrap_or_default();
         let change = QuotaChange::parse(&set.memory_max, &set.memory_high, &set.cpu, &set.pids_max)
-            .map_err(|e| Status::invalid_argument(format!("plugin {:?}: {e}", req.name)))?;
+            .map_err(|e| usage::bad_argument(format!("plugin {:?}: {e}", req.name)))?;
         let (quota, message) = self.sup.change_quota(&req.name, &change, req.force).map_err(to_status)?;
         Ok(Response::new(QuotaResponse { quota: Some(quota_message(&quota)), message }))
     }
@@ -405,11 +406,15 @@ impl Control for ControlService {
                 signal: crate::sandbox::pidfd::signal_name(sig),
                 instances: sent
                     .into_iter()
-                    .map(|(instance, pid)| SignalledInstance { instance, pid: u32::try_from(pid).unwrap_or(0) })
+                    .map(|s| SignalledInstance {
+                        instance: s.instance,
+                        pid: u32::try_from(s.pid).unwrap_or(0),
+                        processes: u32::try_from(s.processes).unwrap_or(u32::MAX),
+                    })
                     .collect(),
             })),
             Err(e @ SignalError::UnknownPlugin(_)) => Err(Status::not_found(e.to_string())),
-            Err(e @ SignalError::NotASignal { .. }) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ SignalError::NotASignal { .. }) => Err(usage::bad_argument(e.to_string())),
             Err(e @ SignalError::NoneRunning(_)) => Err(Status::failed_precondition(e.to_string())),
             Err(e @ SignalError::Send { .. }) => Err(Status::internal(e.to_string())),
         }

@@ -1,6 +1,7 @@
 //! `Signal` on the control API (`supervisorctl signal SIG NAME`): which signal the
-//! operator meant, and its sending to each running instance of a plugin, through the
-//! instance's own process handle (see [`crate::instance::signal`]).
+//! operator meant, and its sending to each running instance of a plugin: its main process
+//! through the instance's own process handle, then the rest of its cgroup (see
+//! [`crate::instance::signal`]).
 
 use crate::Supervisor;
 use crate::instance::state::State;
@@ -33,8 +34,16 @@ pub fn parse(given: &str) -> Result<i32, SignalError> {
     if (1..=max).contains(&number) { Ok(number) } else { Err(bad()) }
 }
 
-/// Sends `sig` to every running instance of `name`; the instances signalled, with their pids.
-pub fn send(sup: &Supervisor, name: &str, sig: i32) -> Result<Vec<(String, i32)>, SignalError> {
+/// One instance signalled: its id, its main process's pid, how many processes got it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signalled {
+    pub instance: String,
+    pub pid: i32,
+    pub processes: usize,
+}
+
+/// Sends `sig` to every running instance of `name`; the instances signalled.
+pub fn send(sup: &Supervisor, name: &str, sig: i32) -> Result<Vec<Signalled>, SignalError> {
     let p = sup.plugin(name).map_err(|_| SignalError::UnknownPlugin(name.to_owned()))?;
     let mut signalled = Vec::new();
     for inst in p.instances() {
@@ -46,7 +55,7 @@ pub fn send(sup: &Supervisor, name: &str, sig: i32) -> Result<Vec<(String, i32)>
             Ok(sent) => sent,
             // Exited a moment ago, before its instance said so: nothing to signal there,
             // and the other instances still get theirs.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
             Err(source) => {
                 return Err(SignalError::Send {
                     plugin: name.to_owned(),
@@ -57,9 +66,9 @@ pub fn send(sup: &Supervisor, name: &str, sig: i32) -> Result<Vec<(String, i32)>
                 });
             }
         };
-        if sent {
-            tracing::info!(plugin = name, instance = %inst.id, pid = live.pid, signal = %signal_name(sig), "signalled by the operator");
-            signalled.push((inst.id.clone(), live.pid));
+        if let Some(processes) = sent {
+            tracing::info!(plugin = name, instance = %inst.id, pid = live.pid, processes, signal = %signal_name(sig), "signalled by the operator");
+            signalled.push(Signalled { instance: inst.id.clone(), pid: live.pid, processes });
         }
     }
     if signalled.is_empty() {

@@ -323,7 +323,7 @@ impl Process for FakeProcess {
                     s.is_none() && s.replace(ExitStatus::Signaled { signal, core_dumped: false }).is_none()
                 });
             }
-            Ok(())
+            Ok(1)
         })
     }
 

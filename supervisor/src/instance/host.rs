@@ -22,9 +22,9 @@ pub struct HostService {
 }
 
 /// The most fields kept from one record; a plugin cannot make us hold more.
-const MAX_FIELDS: usize = 64;
+pub const MAX_FIELDS: usize = 64;
 /// The longest message, target, field name or value kept.
-const MAX_TEXT: usize = 16 * 1024;
+pub const MAX_TEXT: usize = 16 * 1024;
 /// The most bytes of fields (names and values) kept from one record: a record is at most
 /// about 96 KiB whatever the plugin sends (64 fields of 16 KiB names and values would be
 /// 2 MiB), which bounds what a kept record costs the ring, `tail -f` and the forwarder.

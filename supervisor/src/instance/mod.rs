@@ -38,6 +38,7 @@ use crate::observe::logs::LogBuffer;
 pub use revision::Revision;
 pub(crate) use runner::run;
 use state::{State, Status};
+pub use stop::TERM_GRACE;
 
 /// What the operator wants of a plugin. Every command bumps `generation`,
 /// which is how a running instance learns it must act.

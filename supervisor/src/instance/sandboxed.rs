@@ -348,9 +348,13 @@ impl Process for SandboxProcess {
     fn signaller(&self) -> crate::instance::signal::Signaller {
         // Weak: the teardown proves the pidfd released; a signal finds it gone then.
         let pidfd = Arc::downgrade(&self.pidfd);
-        crate::instance::signal::Signaller::new(move |sig| match pidfd.upgrade() {
-            Some(fd) => pidfd::send_signal(fd.get_ref(), sig),
-            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        let (main, cgroup) = (self.pid, self.fences.cgroup.clone());
+        crate::instance::signal::Signaller::new(move |sig| {
+            match pidfd.upgrade() {
+                Some(fd) => pidfd::send_signal(fd.get_ref(), sig)?,
+                None => return Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+            }
+            Ok(1 + cgroup.as_deref().map_or(0, |cg| signal_the_rest(cg, main, sig)))
         })
     }
 
@@ -414,6 +418,25 @@ impl Drop for SandboxProcess {
 /// The memory limit in force when the OOM killer struck: read from the cgroup, since a
 /// live `quota` change may have moved it since the spawn; the spawn-time quota only when
 /// the cgroup cannot tell.
+/// Sends `sig` to every process in the instance's cgroup but `main`: how many got it.
+/// Each is opened as a pidfd first and then checked to be in the cgroup, so a pid reused
+/// between the read of `cgroup.procs` and the signal is never signalled; one that exits
+/// meanwhile is skipped. The cgroup's own word on who is in it bounds what the operator
+/// reaches: nothing outside the instance.
+fn signal_the_rest(cg: &cgroup::Instance, main: i32, sig: i32) -> usize {
+    let Ok(procs) = cg.procs() else { return 0 };
+    procs
+        .into_iter()
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .filter(|&pid| pid != main)
+        .filter(|&pid| {
+            let Ok(fd) = pidfd::open(pid) else { return false };
+            let inside = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| cg.holds(&c));
+            inside && pidfd::send_signal(&fd, sig).is_ok()
+        })
+        .count()
+}
+
 fn oom_limit(cg: &cgroup::Instance, at_spawn: &QuotaConfig) -> String {
     match cg.limits() {
         Ok(l) => l.memory_max.map_or_else(|| "none".to_owned(), |b| ByteSize(b).to_string()),

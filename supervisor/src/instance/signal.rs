@@ -1,15 +1,18 @@
-//! Signals an operator sends to a running instance (`supervisorctl signal`): they go
-//! through the handle the supervisor holds of the process (its pidfd), never by a pid
-//! that could have been reused by then, and only while the instance is ready.
+//! Signals an operator sends to a running instance (`supervisorctl signal`): to its main
+//! process through the handle the supervisor holds of it (its pidfd), never by a pid that
+//! could have been reused by then, then to every other process in the instance's cgroup
+//! (each through a pidfd opened and checked to be in the cgroup), and only while the
+//! instance is ready.
 
 use std::io;
 use std::sync::Mutex;
 
-/// Sends a signal to one process; built by the [`super::launcher::Process`] that owns it.
-pub struct Signaller(Box<dyn Fn(i32) -> io::Result<()> + Send + Sync>);
+/// Sends a signal to an instance's processes, saying how many got it; built by the
+/// [`super::launcher::Process`] that owns them.
+pub struct Signaller(Box<dyn Fn(i32) -> io::Result<usize> + Send + Sync>);
 
 impl Signaller {
-    pub fn new(send: impl Fn(i32) -> io::Result<()> + Send + Sync + 'static) -> Self {
+    pub fn new(send: impl Fn(i32) -> io::Result<usize> + Send + Sync + 'static) -> Self {
         Self(Box::new(send))
     }
 }
@@ -31,12 +34,12 @@ impl Armed {
         Self(Mutex::new(signaller))
     }
 
-    /// Sends `sig`; Ok(false) once disarmed.
-    pub fn send(&self, sig: i32) -> io::Result<bool> {
+    /// Sends `sig`: how many processes got it, or None once disarmed.
+    pub fn send(&self, sig: i32) -> io::Result<Option<usize>> {
         let held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match held.as_ref() {
-            Some(s) => (s.0)(sig).map(|()| true),
-            None => Ok(false),
+            Some(s) => (s.0)(sig).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -58,12 +61,12 @@ mod tests {
         let seen = got.clone();
         let armed = Armed::new(Some(Signaller::new(move |sig| {
             seen.store(sig, Ordering::SeqCst);
-            Ok(())
+            Ok(1)
         })));
-        assert!(armed.send(libc::SIGUSR1).unwrap());
+        assert_eq!(armed.send(libc::SIGUSR1).unwrap(), Some(1));
         assert_eq!(got.load(Ordering::SeqCst), libc::SIGUSR1);
         armed.disarm();
-        assert!(!armed.send(libc::SIGTERM).unwrap());
+        assert_eq!(armed.send(libc::SIGTERM).unwrap(), None);
         assert_eq!(got.load(Ordering::SeqCst), libc::SIGUSR1);
     }
 }

@@ -12,7 +12,7 @@ use super::running::Running;
 use crate::sandbox::pidfd::ExitStatus;
 
 /// How long SIGTERM gets after the drain deadline, before SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(1);
+pub const TERM_GRACE: Duration = Duration::from_secs(1);
 
 /// Stops `running`: the Shutdown call, the drain, SIGTERM, SIGKILL. Once
 /// `hurry` turns true (a second stop signal to the daemon) the waiting ends

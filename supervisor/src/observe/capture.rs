@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use super::logs::{Gate, LogBuffer, Stream};
 
 /// Longer lines are cut and marked.
-const MAX_LINE: usize = 16 * 1024;
+pub const MAX_LINE: usize = 16 * 1024;
 /// A pipe holds 64 KiB by default: a flood is taken in reads of that size.
 const READ: usize = 64 * 1024;
 /// What a reader holds while its pipe is quiet: most output comes a line or a few at a

@@ -119,9 +119,15 @@ fn target(d: &Declared, what: Option<&str>) -> Result<Target, String> {
     }
     let served = services(d);
     let Some(what) = what else { return Ok(Target::Services(served)) };
-    let (service, method) = match what.trim_start_matches('/').split_once('/') {
+    let bare = what.trim_start_matches('/');
+    let is_service = |name: &str| served.iter().any(|s| s.full_name() == name);
+    // `pkg.Service/Method`, or grpcurl's `pkg.Service.Method` when `pkg.Service` is served.
+    let (service, method) = match bare.split_once('/') {
         Some((s, m)) => (s, Some(m)),
-        None => (what, None),
+        None => match bare.rsplit_once('.') {
+            Some((s, m)) if !is_service(bare) && is_service(s) => (s, Some(m)),
+            _ => (bare, None),
+        },
     };
     let names = || served.iter().map(|s| s.full_name().to_owned()).collect::<Vec<_>>().join(", ");
     let Some(s) = served.iter().find(|s| s.full_name() == service) else {
@@ -471,6 +477,11 @@ message Timestamp {
         let j = Described::of(&target(&d, Some("/demo.v1.Demo/Get")).unwrap()).json("demo");
         assert_eq!(j["symbols"][0]["kind"], "method");
         assert_eq!(j["symbols"][0]["name"], "demo.v1.Demo.Get");
+        // grpcurl's spelling: the method after a dot.
+        let dotted = Described::of(&target(&d, Some("demo.v1.Demo.Follow")).unwrap()).text();
+        assert_eq!(dotted, text);
+        let err = target(&d, Some("demo.v1.Demo.Nope")).unwrap_err();
+        assert_eq!(err, "service demo.v1.Demo has no method Nope (its methods: Get, Follow)");
     }
 
     #[test]

@@ -36,6 +36,8 @@ Exit status:
 /// The metadata key of the control socket's refusal of a peer: set by the daemon, so
 /// that its refusal is told from a plugin's own PERMISSION_DENIED answer to `call`.
 pub use plugin_supervisor::control::refusal::REFUSED_KEY;
+/// The metadata key of the daemon's answer about the command's own arguments.
+pub use plugin_supervisor::control::usage::USAGE_KEY;
 
 impl Exit {
     pub fn code(self) -> u8 {
@@ -48,12 +50,22 @@ impl Exit {
         if refused_or_cut(status) {
             return Exit::Unreachable;
         }
+        if bad_argument(status) {
+            return Exit::Usage;
+        }
         match status.code() {
             tonic::Code::NotFound => Exit::NoSuchPlugin,
             tonic::Code::PermissionDenied => Exit::Unreachable,
             _ => Exit::Failure,
         }
     }
+}
+
+/// The daemon's answer is about the command's arguments (a signal that is none, a quota
+/// that does not parse, a call's request that is not its message): a usage error. An
+/// invalid config file on `reload` or `update` is INVALID_ARGUMENT too, but a failure.
+pub fn bad_argument(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::InvalidArgument && status.metadata().contains_key(USAGE_KEY)
 }
 
 /// The daemon refused this connection, or the connection failed (the status came from
@@ -145,6 +157,14 @@ mod tests {
             h2::Reason::CONNECT_ERROR,
         ))));
         assert_eq!(Exit::of_status(&cut), Exit::Unreachable, "{cut:?}");
+    }
+
+    #[test]
+    fn an_answer_about_the_commands_arguments_exits_2_and_an_invalid_config_1() {
+        let bad = plugin_supervisor::control::usage::bad_argument("not a signal: \"NOPE\"");
+        assert_eq!(Exit::of_status(&bad), Exit::Usage);
+        let config = tonic::Status::invalid_argument("/etc/ps.toml:3: plugin.name: missing");
+        assert_eq!(Exit::of_status(&config), Exit::Failure);
     }
 
     #[test]

@@ -223,9 +223,10 @@ enum Remote {
         #[arg(long)]
         json: bool,
     },
-    /// Sends a signal to each running instance of a plugin (the supervisor
-    /// sends it, through the process handle it holds): SIG is a name (TERM,
-    /// SIGHUP, usr1) or a number. Prints each instance and pid signalled.
+    /// Sends a signal to each running instance of a plugin: to its main
+    /// process (through the process handle the supervisor holds), then to
+    /// every other process in its cgroup. SIG is a name (TERM, SIGHUP, usr1)
+    /// or a number. Prints each instance and pid signalled.
     Signal {
         #[arg(value_name = "SIG")]
         signal: String,

@@ -291,6 +291,11 @@ fn call_failed(status: &tonic::Status) -> ExitCode {
     if crate::exit::refused_or_cut(status) {
         return Exit::Unreachable.into();
     }
+    // The supervisor's own word on the method or the request (the plugin never saw it),
+    // not the call's status.
+    if crate::exit::bad_argument(status) {
+        return Exit::Usage.into();
+    }
     ExitCode::from(64 + status.code() as u8)
 }
 
@@ -302,9 +307,10 @@ pub async fn call(
     data: String,
     timeout: Option<Duration>,
 ) -> Result<ExitCode, Failure> {
-    let json = request_json(data)?;
+    let json = request_json(data).map_err(|e| Failure::new(Exit::Usage, e))?;
     // The request is checked here too, so a typo is reported before any round trip.
-    serde_json::from_str::<serde_json::Value>(&json).map_err(|e| format!("--data is not valid JSON: {e}"))?;
+    serde_json::from_str::<serde_json::Value>(&json)
+        .map_err(|e| Failure::new(Exit::Usage, format!("--data is not valid JSON: {e}")))?;
     let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
     let request = CallRequest { plugin: plugin.clone(), method, json, timeout_ms };
     // The call's deadline, and then the usual wait for the answer; without

@@ -45,11 +45,21 @@ pub async fn signal(
 ) -> Result<ExitCode, Failure> {
     let sent = w.answer(c.signal(w.request(SignalRequest { name, signal }))).await?;
     if as_json {
-        let arr: Vec<_> = sent.instances.iter().map(|i| json!({"instance": i.instance, "pid": i.pid})).collect();
+        let arr: Vec<_> = sent
+            .instances
+            .iter()
+            .map(|i| json!({"instance": i.instance, "pid": i.pid, "processes": i.processes}))
+            .collect();
         outln!("{}", json!({"signal": sent.signal, "instances": arr}));
     } else {
         for i in &sent.instances {
-            outln!("{}: {} sent to pid {}", i.instance, sent.signal, i.pid);
+            match i.processes.saturating_sub(1) {
+                0 => outln!("{}: {} sent to pid {}", i.instance, sent.signal, i.pid),
+                1 => outln!("{}: {} sent to pid {} and 1 more process in its cgroup", i.instance, sent.signal, i.pid),
+                n => {
+                    outln!("{}: {} sent to pid {} and {n} more processes in its cgroup", i.instance, sent.signal, i.pid)
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
