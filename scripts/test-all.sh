@@ -3,8 +3,9 @@
 #   format and lint, build, unit and end-to-end tests on this host (real
 #   processes, cgroups, seccomp, Landlock), the lifecycle's unit tests again
 #   as an unprivileged user, the fuzz targets briefly, the
-#   sandbox tests again in a pure cgroup v2 VM, and a check that nothing
-#   (no cgroup) was left behind. Needs root (cgroups, per-plugin uids).
+#   sandbox tests again in a pure cgroup v2 VM, the Debian package run as a
+#   systemd service in a Debian VM with systemd as PID 1, and a check that
+#   nothing (no cgroup) was left behind. Needs root (cgroups, per-plugin uids).
 # Fails on the first failing step. CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,15 @@ command -v man >/dev/null || cli_docs_pkgs+=(man-db)
 command -v tmux >/dev/null || cli_docs_pkgs+=(tmux)
 if [ ${#cli_docs_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${cli_docs_pkgs[@]}" >/dev/null
+fi
+# The package (scripts/package-deb.sh, integration/tests/package.rs) needs dpkg-shlibdeps
+# for its Depends and systemd-analyze to verify the unit; the systemd lane debootstraps.
+pkg_pkgs=()
+command -v dpkg-shlibdeps >/dev/null || pkg_pkgs+=(dpkg-dev)
+command -v systemd-analyze >/dev/null || pkg_pkgs+=(systemd)
+command -v debootstrap >/dev/null || pkg_pkgs+=(debootstrap)
+if [ ${#pkg_pkgs[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkg_pkgs[@]}" >/dev/null
 fi
 
 step "format"
@@ -101,6 +111,11 @@ integration/vm/run.sh --timeout 2400 \
     --workdir "$PWD/integration" \
     --env TEARDOWN_CYCLES=100 \
     "${vm_tests[@]}"
+
+step "the Debian package, installed and run as a systemd service in a Debian VM (systemd as PID 1)"
+# The debug binaries the build step made, packaged as they are (no release build).
+deb=$(CARGO_TARGET_DIR="$target_dir" scripts/package-deb.sh --profile debug --no-build)
+integration/vm/systemd.sh --timeout 900 --deb "$deb" --echo "$debug/examples/echo" --zoo "$debug/zoo"
 
 step "nothing left behind"
 left=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 8 -type d -name 'pstest-*' 2>/dev/null || true)
