@@ -62,6 +62,13 @@ command -v debootstrap >/dev/null || pkg_pkgs+=(debootstrap)
 if [ ${#pkg_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkg_pkgs[@]}" >/dev/null
 fi
+# The fleet tests (integration/tests/fleet.rs) render deploy/kubernetes with
+# `kubectl kustomize`, as `kubectl apply -k` does; it needs no cluster. The
+# machine images have kubectl; where not, Debian's (1.20, whose kustomize
+# renders these manifests the same).
+if ! command -v kubectl >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
 
 step "format"
 cargo fmt --all --check
@@ -72,7 +79,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build (the end-to-end tests run the built daemon, CLI and plugins)"
 cargo build --workspace --bins --examples
 
-step "Python grpcio (the gateway is tested with a stock gRPC C-core client)"
+step "Python packages (grpcio: a stock gRPC C-core client for the gateway; kubernetes-validate and python-hcl2: the fleet's manifests)"
 py_env="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/py-grpc"
 if [ ! -x "$py_env/bin/python" ]; then
     python3 -m venv "$py_env" 2>/dev/null || {

@@ -5,6 +5,7 @@
 pub mod bins;
 pub mod daemon;
 pub mod files;
+pub mod fleet;
 pub mod flood;
 pub mod hog;
 pub mod leaker;
