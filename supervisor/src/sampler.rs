@@ -34,6 +34,13 @@ pub(crate) fn interval(instances: usize, window: Duration) -> Duration {
     let points = window / u32::try_from(MAX_POINTS).unwrap_or(u32::MAX);
     PERIOD.max(spread.min(points))
 }
+/// Whether an instance whose next reading is `next_read` is read at the tick at `now`.
+/// Half a period of slack: a tick that fires a little before the reading is due must not
+/// push it to the next round (read every second would become read every two).
+fn due(next_read: Option<Instant>, now: Instant) -> bool {
+    next_read.is_none_or(|at| at <= now + PERIOD / 2)
+}
+
 /// At most one throttling event per instance in this long.
 const THROTTLE_EVENT_GAP: Duration = Duration::from_secs(30);
 
@@ -77,7 +84,7 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
             for i in p.instances() {
                 let Some(cg) = i.cgroup.load_full() else { continue };
                 let s = seen.entry(i.id.clone()).or_default();
-                if s.next_read.is_some_and(|at| at > now) {
+                if !due(s.next_read, now) {
                     continue;
                 }
                 s.next_read = Some(now + every);
@@ -184,6 +191,15 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_reading_due_just_after_a_tick_is_taken_at_that_tick() {
+        let now = Instant::now();
+        assert!(due(None, now), "a new instance is read at once");
+        assert!(due(Some(now + Duration::from_millis(3)), now), "a tick a little early still reads it");
+        assert!(due(Some(now - Duration::from_millis(3)), now));
+        assert!(!due(Some(now + Duration::from_millis(900)), now), "not yet: it was read at the last tick");
+    }
 
     #[test]
     fn a_few_instances_are_read_every_second() {

@@ -251,6 +251,14 @@ impl Job {
                 Err(e) => done.failed.push(e),
             }
         }
+        // Applied means started: `update`, and a service manager's reload that runs it,
+        // returns once each added plugin's start is over (running, failed, or waiting to
+        // start again), as the daemon's own readiness waits for the autostart plugins.
+        let until = tokio::time::Instant::now() + crate::service::READY_WAIT;
+        for p in done.added.iter().filter_map(|n| shared.plugins.get(n)) {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            p.wait_until(left, crate::service::settled).await;
+        }
         Ok(done)
     }
 
@@ -420,6 +428,9 @@ mod tests {
         let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
         assert_eq!(done.lines(), ["fake: removed", "other: added"]);
         assert_eq!(done.removed, [("fake".to_owned(), true)]);
+        // The added plugin's start is over when the update answers: it runs.
+        let states: Vec<State> = f.sup.plugin("other").unwrap().instances().iter().map(|i| i.status().state).collect();
+        assert_eq!(states, [State::Running]);
         assert!(matches!(f.sup.plugin("fake"), Err(SupervisorError::UnknownPlugin(n)) if n == "fake"));
         assert!(old.instances().iter().all(|i| i.status().state == State::Stopped), "drained and stopped");
         let deadline = std::time::Instant::now() + UP;
