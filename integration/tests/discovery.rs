@@ -256,6 +256,10 @@ fn a_caller_outside_callers_finds_neither_the_service_nor_its_health() {
         plugin("zoo", &bins::zoo(), "")
     );
     let d = Daemon::start(&plugin_integration::daemon::config_with("gateway_socket_mode = \"0666\"\n", &plugins));
+    // Other users reach the socket through the test's scratch directories.
+    for dir in [d.dir.path(), d.runtime.as_path()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    }
     d.wait_state("echo-0", "running", UP);
     d.wait_state("zoo-0", "running", UP);
     let gateway = d.gateway();

@@ -221,23 +221,37 @@ async fn signal_reaches_every_process_in_the_instances_cgroup() {
     use plugin_integration::pb::zoo::Text;
     use plugin_integration::pb::zoo::zoo_client::ZooClient;
 
-    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "restart = \"never\"")));
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
     let main = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap();
     // A grandchild in a session of its own, reparented away from the plugin: still in the
     // instance's cgroup, which is what `signal` goes by.
     let mut zoo = ZooClient::new(plugin_integration::connect(&d.gateway()).await.unwrap());
     let escapee = zoo.escape(Text::default()).await.unwrap().into_inner().pid as i32;
-    assert!(plugin_integration::alive(escapee));
+    let state = |pid: i64| plugin_integration::procfs::status_field(pid as i32, "State").unwrap_or_default();
 
-    let out = tokio::task::block_in_place(|| d.ctl(&["signal", "TERM", "zoo"]));
+    // STOP, which neither ends nor restarts anything: each process shows it got it.
+    let out = tokio::task::block_in_place(|| d.ctl(&["signal", "STOP", "zoo"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("zoo-0: SIGTERM sent to pid {main} and 1 more process in its cgroup\n")
+        format!("zoo-0: SIGSTOP sent to pid {main} and 1 more process in its cgroup\n")
     );
     let deadline = std::time::Instant::now() + UP;
-    while plugin_integration::alive(escapee) {
-        assert!(std::time::Instant::now() < deadline, "the escapee {escapee} did not get SIGTERM");
+    while !(state(main).starts_with('T') && state(i64::from(escapee)).starts_with('T')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not both stopped: {} / {}",
+            state(main),
+            state(i64::from(escapee))
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let out = tokio::task::block_in_place(|| d.ctl(&["signal", "CONT", "zoo", "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["instances"][0], serde_json::json!({"instance": "zoo-0", "pid": main, "processes": 2}), "{json}");
+    while state(i64::from(escapee)).starts_with('T') || state(main).starts_with('T') {
+        assert!(std::time::Instant::now() < deadline, "not both continued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(d.instance("zoo-0")["pid"].as_i64(), Some(main), "nothing was restarted");
 }

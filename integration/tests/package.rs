@@ -206,7 +206,7 @@ fn the_unit_says_what_the_daemon_needs() {
         "NotifyAccess=main",
         "ExecStartPre=/usr/bin/plugin-supervisor check-config /etc/plugin-supervisor/config.toml",
         "ExecStart=/usr/bin/plugin-supervisor --config /etc/plugin-supervisor/config.toml",
-        "ExecReload=/usr/bin/supervisorctl update --wait 90s",
+        "ExecReload=/usr/bin/supervisorctl update",
         "Delegate=yes",
         "KillMode=mixed",
         "Restart=on-failure",

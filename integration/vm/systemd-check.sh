@@ -151,14 +151,14 @@ systemctl reload "$UNIT"
 rc=$?
 FIG[reload_s]=$(secs "$t" "$(now)")
 mapfile -t pids_after < <(plugin_pids echo zoo)
-# update returns once the change is applied: an added plugin is then starting. Its
-# figure is until it runs and serves (status exits 0).
+# update returns once the change is applied, an added plugin's start included: its
+# process runs when the reload returns. Its figure is until it also serves (status 0).
+zoo2=$(plugin_pids zoo2 2>/dev/null)
 for _ in $(seq 1 600); do
     supervisorctl status zoo2 >/dev/null 2>&1 && break
     sleep 0.1
 done
 FIG[reload_added_running_s]=$(secs "$t" "$(now)")
-zoo2=$(plugin_pids zoo2 2>/dev/null)
 echo_timeout=$(supervisorctl config echo 2>&1 | grep -m1 'call_timeout' || true)
 ok_if reload "rc $rc in ${FIG[reload_s]} s; echo+zoo pids $before -> ${pids_after[*]}; zoo2 pid ${zoo2:-none}; echo $echo_timeout" \
     test "$rc" = 0 -a "$before" = "${pids_after[*]}" -a -n "$zoo2" -a "$(systemctl is-active "$UNIT")" = active

@@ -52,6 +52,8 @@ pub struct Notifier {
     ready: AtomicBool,
     last_status: Mutex<String>,
     dropped: AtomicBool,
+    /// `STOPPING=1` was said: an update still finishing says no `READY=1` after it.
+    stopping: AtomicBool,
 }
 
 impl Notifier {
@@ -77,6 +79,7 @@ impl Notifier {
             ready: AtomicBool::new(false),
             last_status: Mutex::default(),
             dropped: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -118,6 +121,7 @@ impl Notifier {
     }
 
     pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.send(Message::Stopping);
     }
 
@@ -161,7 +165,7 @@ pub struct Reloading {
 
 impl Drop for Reloading {
     fn drop(&mut self) {
-        if self.said {
+        if self.said && !self.notifier.stopping.load(Ordering::SeqCst) {
             let status = self.notifier.last_status.lock().map(|s| s.clone()).unwrap_or_default();
             self.notifier.send(Message::Ready(status));
         }
@@ -345,6 +349,7 @@ mod tests {
         n.watchdog();
         n.stopping();
         n.flush(Duration::from_millis(1));
+        assert!(n.stopping.load(Ordering::SeqCst));
         // The status is still remembered, so a later change is told apart from a repeat.
         assert!(!n.remember("2 plugins running"));
         assert!(n.remember("3 plugins running"));

@@ -350,9 +350,10 @@ impl Process for SandboxProcess {
         let pidfd = Arc::downgrade(&self.pidfd);
         let (main, cgroup) = (self.pid, self.fences.cgroup.clone());
         crate::instance::signal::Signaller::new(move |sig| {
-            match pidfd.upgrade() {
-                Some(fd) => pidfd::send_signal(fd.get_ref(), sig)?,
-                None => return Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+            let gone = || std::io::Error::from_raw_os_error(libc::ESRCH);
+            let fd = pidfd.upgrade().ok_or_else(gone)?;
+            if !pidfd::signal_if_alive(fd.get_ref(), sig)? {
+                return Err(gone());
             }
             Ok(1 + cgroup.as_deref().map_or(0, |cg| signal_the_rest(cg, main, sig)))
         })
@@ -432,7 +433,7 @@ fn signal_the_rest(cg: &cgroup::Instance, main: i32, sig: i32) -> usize {
         .filter(|&pid| {
             let Ok(fd) = pidfd::open(pid) else { return false };
             let inside = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| cg.holds(&c));
-            inside && pidfd::send_signal(&fd, sig).is_ok()
+            inside && pidfd::signal_if_alive(&fd, sig).unwrap_or(false)
         })
         .count()
 }

@@ -257,7 +257,7 @@ impl Job {
         let until = tokio::time::Instant::now() + crate::service::READY_WAIT;
         for p in done.added.iter().filter_map(|n| shared.plugins.get(n)) {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            p.wait_until(left, crate::service::settled).await;
+            p.wait_until(left, |p| crate::service::settled(p) || *shared.shutdown.borrow()).await;
         }
         Ok(done)
     }

@@ -22,30 +22,13 @@ impl ExitStatus {
     }
 }
 
-/// The conventional name of a signal, "SIGKILL".
+/// The conventional name of a signal, "SIGKILL"; "signal 34" for one without a name
+/// (the real-time signals).
 pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_owned()
+    match nix::sys::signal::Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_owned(),
+        Err(_) => format!("signal {sig}"),
+    }
 }
 
 impl fmt::Display for ExitStatus {
@@ -79,17 +62,23 @@ pub fn open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 /// Sends `sig` to the process behind `pidfd`; a process that already
 /// exited is not an error.
 pub fn send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    signal_if_alive(pidfd, sig).map(drop)
+}
+
+/// [`send_signal`], saying whether the process was still there to get it (false: it had
+/// exited, ESRCH).
+pub fn signal_if_alive(pidfd: &OwnedFd, sig: i32) -> io::Result<bool> {
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no
     // siginfo and no flags.
     let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
+            return Ok(false);
         }
         return Err(e);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Reaps the process if it has exited.

@@ -146,7 +146,7 @@ impl Calls {
         Rates {
             per_second: if secs > 0.0 { calls / secs } else { 0.0 },
             error_rate: (calls > 0.0).then(|| failed / calls),
-            p99: quantile(0.99, &buckets).map(Duration::from_secs_f64),
+            p99: quantile(0.99, &buckets).and_then(|s| Duration::try_from_secs_f64(s).ok()),
         }
     }
 }
