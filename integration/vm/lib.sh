@@ -1,9 +1,25 @@
 # Shared by the VM lanes (run.sh: the busybox lane; systemd.sh: the systemd lane):
-# installing host packages without removing any, and finding (or fetching into
-# $VMLANE_CACHE) the Debian cloud kernel both boot. Sourced; expects say, die,
+# their messages and timing, installing host packages without removing any, and
+# finding (or fetching into $VMLANE_CACHE) the Debian cloud kernel both boot.
+# Sourced first; expects $PROG, and by the time packages or the kernel are looked at,
 # $TMP and, for find_kernel, $KERNEL_IMAGE (empty: the cloud kernel).
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # KROOT, KVER, KCONFIG, LSM_APPEND are for the sourcing lane
+
+# ------------------------------------------------------------------ messages
+say() { echo "$PROG: $*" >&2; }
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 3
+}
+usage_error() {
+    echo "$PROG: $*" >&2
+    echo "$PROG: see '$0 --help'" >&2
+    exit 2
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ------------------------------------------------------------------ packages
 # Installs never remove a host package (--no-remove): if one would have to go,

@@ -7,6 +7,8 @@ set -euo pipefail
 PROG=vmlane
 umask 022 # the image's directories must be traversable by the tests' unprivileged users
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=integration/vm/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -52,18 +54,6 @@ exit status: 0 all binaries passed; 1 a binary failed or timed out; 2 usage erro
 
 environment: VMLANE_CACHE (default /var/cache/vmlane) holds the extracted kernel package.
 EOF
-}
-
-# ------------------------------------------------------------------ messages
-say() { echo "$PROG: $*" >&2; }
-die() {
-    echo "$PROG: error: $*" >&2
-    exit 3
-}
-usage_error() {
-    echo "$PROG: $*" >&2
-    echo "$PROG: see '$0 --help'" >&2
-    exit 2
 }
 
 # ------------------------------------------------------------------ options
@@ -189,13 +179,9 @@ trap 'on_signal 2' INT
 trap 'on_signal 15' TERM
 trap 'on_signal 1' HUP
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 T_START=$(now)
 
 # ------------------------------------------------------------------ 1. packages
-# shellcheck source=integration/vm/lib.sh
-source "$SCRIPT_DIR/lib.sh"
 BACKPORTS=
 BUSYBOX_FROM_PACKAGE=0
 

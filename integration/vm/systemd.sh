@@ -8,6 +8,8 @@ set -euo pipefail
 PROG=sdlane
 umask 022
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=integration/vm/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -41,16 +43,6 @@ root filesystem (a cpio archive, rebuilt only when this script's recipe changes)
 EOF
 }
 
-say() { echo "$PROG: $*" >&2; }
-die() {
-    echo "$PROG: error: $*" >&2
-    exit 3
-}
-usage_error() {
-    echo "$PROG: $*" >&2
-    echo "$PROG: see '$0 --help'" >&2
-    exit 2
-}
 
 TIMEOUT=900
 MEMORY=2048
@@ -115,13 +107,9 @@ trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT
 trap 'say "terminated"; exit 143' TERM
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 T_START=$(now)
 
 # ------------------------------------------------------------------ packages and kernel
-# shellcheck source=integration/vm/lib.sh
-source "$SCRIPT_DIR/lib.sh"
 missing=()
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
