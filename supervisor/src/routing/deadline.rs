@@ -465,35 +465,33 @@ mod tests {
         assert_eq!(ended_by(&end), ("deadline", "deadline of 50ms (the plugin's call_timeout) exceeded".to_string()));
     }
 
-    #[tokio::test]
-    async fn a_callers_own_shorter_grpc_timeout_is_the_callers_not_the_plugins() {
+    /// Who a call to a plugin that never answers is answered by, under the plugin's
+    /// `limit` and the caller's `grpc-timeout`.
+    async fn never_answered(limit: Duration, grpc_timeout: &'static str) -> (Source, String) {
         let never = tower::service_fn(|_req: http::Request<Body>| {
             std::future::pending::<Result<http::Response<Body>, Infallible>>()
         });
-        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_secs(5)), never);
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), never);
         let mut req = http::Request::new(Body::empty());
-        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("30m"));
+        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static(grpc_timeout));
         let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        answered_by(&resp)
+    }
+
+    #[tokio::test]
+    async fn a_callers_own_shorter_grpc_timeout_is_the_callers_not_the_plugins() {
         assert_eq!(
-            answered_by(&resp),
+            never_answered(Duration::from_secs(5), "30m").await,
             (Source::Caller, "deadline of 30ms (the caller's grpc-timeout) exceeded".to_string())
         );
         // A caller's deadline of a second or more that the plugin misses is the plugin's.
-        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_secs(5)), never);
-        let mut req = http::Request::new(Body::empty());
-        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("1S"));
-        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
         assert_eq!(
-            answered_by(&resp),
+            never_answered(Duration::from_secs(5), "1S").await,
             (Source::Deadline, "deadline of 1s (the caller's grpc-timeout) exceeded".to_string())
         );
         // Asking exactly the plugin's own limit leaves it the plugin's.
-        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_millis(30)), never);
-        let mut req = http::Request::new(Body::empty());
-        req.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("30m"));
-        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
         assert_eq!(
-            answered_by(&resp),
+            never_answered(Duration::from_millis(30), "30m").await,
             (Source::Deadline, "deadline of 30ms (the plugin's call_timeout) exceeded".to_string())
         );
     }
