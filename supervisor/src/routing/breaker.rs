@@ -14,11 +14,8 @@
 //! way in and, on the way out, one load (a success after a success writes nothing).
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tonic::body::Body;
@@ -26,6 +23,7 @@ use tonic::body::Body;
 use super::discovery::Board;
 use super::outcomes::plugin_failed;
 use super::record::{Outermost, Sink, Source, local, recorded};
+use super::wrap::{Answer, Wrapped, Wraps};
 use crate::config::protection::BreakerConfig;
 use crate::instance::Plugin;
 use crate::observe::events::{EventBus, EventKind};
@@ -315,44 +313,33 @@ pub struct BreakerLayer {
 }
 
 impl<S> tower::Layer<S> for BreakerLayer {
-    type Service = BreakerService<S>;
+    type Service = Wrapped<Guard, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BreakerService {
-            inner,
-            plugin: self.plugin.clone(),
-            // Made once per stack: a call only clones it.
-            pass: Arc::new(BreakerSink { plugin: self.plugin.clone() }),
-        }
+        // The sink of passed calls is made once per stack: a call only clones it.
+        let pass = Arc::new(BreakerSink { plugin: self.plugin.clone() });
+        Wrapped::new(Guard { plugin: self.plugin.clone(), pass }, inner)
     }
 }
 
+/// The circuit's check around each call of one stack.
 #[derive(Clone, Debug)]
-pub struct BreakerService<S> {
-    inner: S,
+pub struct Guard {
     plugin: Arc<Plugin>,
     pass: Arc<BreakerSink>,
 }
 
-impl<S> tower::Service<http::Request<Body>> for BreakerService<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+impl Wraps for Guard {
+    fn around<S>(&self, req: http::Request<Body>, next: &mut S) -> Answer
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+        S::Future: Send + 'static,
+    {
         match self.plugin.breaker.check(&self.plugin.spec().protection.breaker) {
-            Verdict::Pass => Box::pin(recorded(self.pass.clone(), Outermost(false), self.inner.call(req))),
+            Verdict::Pass => Box::pin(recorded(self.pass.clone(), Outermost(false), next.call(req))),
             Verdict::Probe => {
                 let probe = Arc::new(ProbeSink { plugin: self.plugin.clone(), decided: AtomicBool::new(false) });
-                let answer = recorded(probe.clone(), Outermost(false), self.inner.call(req));
+                let answer = recorded(probe.clone(), Outermost(false), next.call(req));
                 Box::pin(async move {
                     let resp = answer.await?;
                     if super::grpc_status(resp.headers()).is_none() {
@@ -412,7 +399,8 @@ mod tests {
     }
 
     async fn call(
-        svc: &mut BreakerService<
+        svc: &mut Wrapped<
+            Guard,
             impl Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible, Future: Send + 'static>,
         >,
     ) -> (String, String) {

@@ -22,6 +22,7 @@ pub mod split;
 mod stalls;
 pub mod table;
 mod trim;
+mod wrap;
 
 pub use channel::Channel;
 

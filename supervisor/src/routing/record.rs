@@ -17,6 +17,7 @@ use http_body::Frame;
 use tonic::body::Body;
 
 use super::grpc_status;
+use super::wrap::{Answer, Wrapped, Wraps};
 use crate::observe::metrics::PluginCalls;
 
 /// Where a call's outcome goes.
@@ -115,34 +116,20 @@ pub struct RecordLayer {
 }
 
 impl<S> tower::Layer<S> for RecordLayer {
-    type Service = Record<S>;
+    type Service = Wrapped<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Record { inner, calls: self.calls.clone() }
+        Wrapped::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Record<S> {
-    inner: S,
-    calls: Arc<PluginCalls>,
-}
-
-impl<S> tower::Service<http::Request<Body>> for Record<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        Box::pin(recorded(self.calls.clone(), Outermost(true), self.inner.call(req)))
+impl Wraps for RecordLayer {
+    fn around<S>(&self, req: http::Request<Body>, next: &mut S) -> Answer
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+        S::Future: Send + 'static,
+    {
+        Box::pin(recorded(self.calls.clone(), Outermost(true), next.call(req)))
     }
 }
 
@@ -292,7 +279,7 @@ mod tests {
             .contains(&format!("supervisor_calls_total{{plugin=\"echo\",code=\"{code}\",source=\"plugin\"}} 1\n"))
     }
 
-    async fn call(svc: &mut Record<Inner>) -> http::Response<Body> {
+    async fn call(svc: &mut Wrapped<RecordLayer, Inner>) -> http::Response<Body> {
         svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap()
     }
 

@@ -22,6 +22,7 @@ use tonic::body::Body;
 
 use super::record::{Source, local};
 use super::split::Target;
+use super::wrap::{Answer, Wrapped, Wraps};
 use crate::instance::Plugin;
 
 /// Messages refused for their size, by direction, since the plugin was configured.
@@ -244,33 +245,19 @@ pub struct SizeLayer {
 }
 
 impl<S> tower::Layer<S> for SizeLayer {
-    type Service = SizeService<S>;
+    type Service = Wrapped<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SizeService { inner, plugin: self.plugin.clone() }
+        Wrapped::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct SizeService<S> {
-    inner: S,
-    plugin: Arc<Plugin>,
-}
-
-impl<S> tower::Service<http::Request<Body>> for SizeService<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+impl Wraps for SizeLayer {
+    fn around<S>(&self, req: http::Request<Body>, next: &mut S) -> Answer
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+        S::Future: Send + 'static,
+    {
         let p = match req.extensions().get::<Target>() {
             Some(t) => t.0.spec().protection,
             None => self.plugin.spec().protection,
@@ -287,7 +274,7 @@ where
                 plugin: plugin.clone(),
             })
         });
-        let mut answer = Box::pin(self.inner.call(req));
+        let mut answer = Box::pin(next.call(req));
         let mut trip = Some(trip);
         Box::pin(std::future::poll_fn(move |cx| {
             let Some(t) = trip.as_ref() else { return Poll::Pending };

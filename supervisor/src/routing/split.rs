@@ -5,15 +5,13 @@
 //! and a short step is judged on the share it was meant to have.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use tonic::body::Body;
 
 use super::record::{Outermost, Sink, Source, recorded};
+use super::wrap::{Answer, Wrapped, Wraps};
 use crate::instance::{Plugin, Revision};
 
 /// The canary of a rollout and its share of calls now. Written by the rollout, read by
@@ -78,36 +76,22 @@ pub struct SplitLayer {
 }
 
 impl<S> tower::Layer<S> for SplitLayer {
-    type Service = SplitService<S>;
+    type Service = Wrapped<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SplitService { inner, plugin: self.plugin.clone() }
+        Wrapped::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct SplitService<S> {
-    inner: S,
-    plugin: Arc<Plugin>,
-}
-
-impl<S> tower::Service<http::Request<Body>> for SplitService<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+impl Wraps for SplitLayer {
+    fn around<S>(&self, mut req: http::Request<Body>, next: &mut S) -> Answer
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+        S::Future: Send + 'static,
+    {
         let rev = choose(&self.plugin);
         req.extensions_mut().insert(Target(rev.clone()));
-        Box::pin(recorded(Arc::new(RevisionSink(rev)), Outermost(false), self.inner.call(req)))
+        Box::pin(recorded(Arc::new(RevisionSink(rev)), Outermost(false), next.call(req)))
     }
 }
 
