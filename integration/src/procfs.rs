@@ -20,6 +20,20 @@ pub fn open_fds(pid: i32) -> Vec<i32> {
     fds
 }
 
+/// The names of the process's threads (`/proc/<pid>/task/*/comm`), sorted.
+pub fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort_unstable();
+    names
+}
+
 /// User plus system CPU time of the process (all threads), in seconds.
 pub fn cpu_seconds(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
