@@ -2,11 +2,13 @@
 //! configured: its name, the protocol and SDK versions, and a contract that
 //! decodes and describes every service it claims to serve.
 
+use std::sync::Arc;
+
 use plugin_proto::plugin::v1::HandshakeResponse;
-use prost_reflect::DescriptorPool;
 
 use crate::config::PluginSpec;
 
+use super::contract::Contract;
 use super::state::Declared;
 
 /// Protocol versions this supervisor speaks.
@@ -19,9 +21,8 @@ pub const SUPPORTED_SDK: &str = ">=0.1.0, <1.0.0";
 #[derive(Debug)]
 pub struct Accepted {
     pub declared: Declared,
-    pub pool: DescriptorPool,
-    /// The contract as declared: an encoded `FileDescriptorSet`.
-    pub descriptor_set: Vec<u8>,
+    /// Shared with every instance that declared the same.
+    pub contract: Arc<Contract>,
 }
 
 /// Returns why the plugin is refused, naming both sides where there are
@@ -67,25 +68,24 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
     if !sdk_req.matches(&sdk) {
         return Err(format!("plugin was built with SDK {sdk}, but this supervisor supports SDK {SUPPORTED_SDK}"));
     }
-    let pool = DescriptorPool::decode(resp.file_descriptor_set.as_slice())
+    let contract = Contract::shared(resp.file_descriptor_set, resp.services)
         .map_err(|e| format!("plugin declared a contract that does not decode: {e}"))?;
-    for service in &resp.services {
-        if pool.get_service_by_name(service).is_none() {
+    for service in &contract.services {
+        if contract.pool.get_service_by_name(service).is_none() {
             return Err(format!("plugin declares service {service:?} but its descriptors do not describe it"));
         }
     }
     if let Some(pinned) = &spec.contract {
-        check_contract(pinned, &resp.file_descriptor_set, &resp.services)?;
+        check_contract(pinned, &contract.descriptor_set, &contract.services)?;
     }
     Ok(Accepted {
         declared: Declared {
             version: version.to_string(),
             sdk_version: sdk.to_string(),
             protocol_version: resp.protocol_version,
-            services: resp.services,
+            services: contract.services.clone(),
         },
-        pool,
-        descriptor_set: resp.file_descriptor_set,
+        contract,
     })
 }
 

@@ -3,6 +3,7 @@
 //! desired state.
 
 pub mod backoff;
+mod contract;
 pub mod error;
 pub mod handshake;
 pub mod host;
@@ -30,11 +31,11 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plugin_proto::transport::H2Channel;
-use prost_reflect::DescriptorPool;
 use tokio::sync::watch;
 
 use crate::config::{PluginSpec, QuotaConfig};
 use crate::observe::logs::LogBuffer;
+pub use contract::Contract;
 pub use revision::Revision;
 pub(crate) use runner::run;
 use state::{State, Status};
@@ -159,15 +160,6 @@ impl Drop for Admitted {
             q.released();
         }
     }
-}
-
-/// The contract the plugin declared at its last handshake.
-#[derive(Debug)]
-pub struct Contract {
-    pub pool: DescriptorPool,
-    pub services: Vec<String>,
-    /// As declared: an encoded `FileDescriptorSet`.
-    pub descriptor_set: Vec<u8>,
 }
 
 /// One replica slot of a revision.
@@ -327,8 +319,8 @@ impl Plugin {
     }
 
     /// `rev`'s instance declared `contract` at its handshake.
-    pub(crate) fn declared(&self, rev: &Revision, contract: Contract) {
-        rev.contract.store(Some(Arc::new(contract)));
+    pub(crate) fn declared(&self, rev: &Revision, contract: Arc<Contract>) {
+        rev.contract.store(Some(contract));
         self.reroute();
     }
 

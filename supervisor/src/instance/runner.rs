@@ -11,7 +11,7 @@ use super::error::StartError;
 use super::running::Running;
 use super::start;
 use super::state::State;
-use super::{Contract, Instance, Live, Plugin, Revision};
+use super::{Instance, Live, Plugin, Revision};
 use crate::config::RestartPolicy;
 use crate::config::units::format_duration;
 use crate::observe::events::EventKind;
@@ -262,10 +262,7 @@ async fn attend(
         };
     };
     let declared = accepted.declared.clone();
-    plugin.declared(
-        rev,
-        Contract { pool: accepted.pool, services: declared.services.clone(), descriptor_set: accepted.descriptor_set },
-    );
+    plugin.declared(rev, accepted.contract);
     // Its own health is followed while it is ready (the gateway's health service says it).
     let follower = shared.health.follow(&inst.id, channel.clone(), running.serving_at_start);
     // Callable before it is said to run: whoever waits for "running" may call at once.
