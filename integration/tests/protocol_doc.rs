@@ -340,6 +340,7 @@ fn the_documented_constants_are_the_codes() {
         ("SIGTERM grace", format_duration(plugin_supervisor::instance::TERM_GRACE)),
         ("SDK drain on SIGTERM", format_duration(plugin_sdk::SIGNAL_DRAIN)),
         ("host streams", host::MAX_STREAMS.to_string()),
+        ("host log streams", host::MAX_LOG_STREAMS.to_string()),
         ("stream window", plugin_proto::transport::STREAM_WINDOW.to_string()),
         ("connection window", plugin_proto::transport::CONNECTION_WINDOW.to_string()),
         ("log_rate", logs.rate.to_string()),

@@ -88,9 +88,11 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let guard = self.in_flight.enter();
         let method = req.uri().path().to_owned();
+        let deadline = crate::deadline::of(req.headers());
         // A handler may panic while building its future, not only while it runs.
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
-        Box::pin(async move {
+        // The handler runs inside: its calls through the host channel inherit the deadline.
+        Box::pin(crate::deadline::scope(deadline, async move {
             let _guard = guard;
             let fut = match fut {
                 Ok(fut) => fut,
@@ -101,6 +103,6 @@ where
                 Ok(Err(e)) => Err(e),
                 Err(payload) => Ok(panic_response(&method, payload.as_ref())),
             }
-        })
+        }))
     }
 }

@@ -22,7 +22,9 @@
 
 mod calls;
 mod cancel;
+mod deadline;
 mod descriptors;
+mod host;
 mod io;
 mod launch;
 mod lifecycle;
@@ -40,6 +42,7 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 
 pub use descriptors::DescriptorError;
+pub use host::{HostChannel, HostChannelError};
 pub use launch::NotSupervised;
 pub use logging::FILTER_ENV;
 pub use shutdown::SIGNAL_DRAIN;
@@ -88,6 +91,7 @@ pub struct Plugin {
     spin: Duration,
     health: tonic_health::server::HealthReporter,
     serving_at_start: bool,
+    host: HostChannel,
 }
 
 /// The plugin's `grpc.health.v1` status, which its services and hooks may change: a
@@ -120,12 +124,24 @@ impl Plugin {
             spin: plugin_proto::spin::DEFAULT,
             health: tonic_health::server::HealthReporter::new(),
             serving_at_start: true,
+            host: HostChannel::default(),
         }
     }
 
     /// A handle to the plugin's health status, for its services and hooks.
     pub fn health(&self) -> Health {
         Health(self.health.clone())
+    }
+
+    /// A channel to the host, for the plugin's services to call what the host offers:
+    /// an embedding host's own services, and the plugins this one's config lists in
+    /// `calls` (routed, limited and authorized by the supervisor, which also tells the
+    /// called plugin who calls in `x-plugin-caller`). Made while handling a call, a call
+    /// on it gets no more time than that call has left. Usable once the plugin serves;
+    /// before, or without a supervisor, a call fails with
+    /// [`HostChannelError::NotConnected`].
+    pub fn host_channel(&self) -> HostChannel {
+        self.host.clone()
     }
 
     /// Starts saying NOT_SERVING, until [`Health::set_serving`] says otherwise. The
@@ -229,6 +245,7 @@ impl Plugin {
                 stream.set_nonblocking(true)?;
                 let (channel, conn) = H2Channel::handshake(tokio::net::UnixStream::from_std(stream)?).await?;
                 tokio::spawn(conn);
+                self.host.connect(channel.clone());
                 Some(channel)
             }
             None => None,

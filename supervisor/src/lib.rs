@@ -38,4 +38,5 @@ pub mod state;
 mod supervisor;
 
 pub use routing::Channel;
+pub use routing::host_calls::HostServices;
 pub use supervisor::{Supervisor, SupervisorError};

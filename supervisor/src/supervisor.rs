@@ -19,6 +19,7 @@ use crate::observe::metrics::Metrics;
 use crate::plugin_set::PluginSet;
 use crate::reload::{ReloadError, ReloadOptions, Reloaded, Source};
 use crate::routing::gateway::Gateway;
+use crate::routing::host_calls::{HostCalls, HostServices};
 use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
 use crate::state::StateStore;
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub tasks: Tasks,
     /// The service manager the daemon tells of its reloads, once the daemon sets it.
     pub service: std::sync::OnceLock<Arc<crate::service::Notifier>>,
+    /// Where instances' calls over their host channel go; set before any instance starts.
+    pub host_calls: std::sync::OnceLock<crate::routing::host_calls::HostCalls>,
 }
 
 /// Tasks spawned at start and by reloads; shutdown waits for them.
@@ -130,17 +133,28 @@ impl Supervisor {
     /// Starts every plugin the config marks `autostart` (in the background:
     /// use [`Supervisor::wait_running`] to wait for one).
     pub async fn start(config: Config) -> Result<Self, SupervisorError> {
+        Self::start_with_host(config, HostServices::default()).await
+    }
+
+    /// Like [`Supervisor::start`], and offers `host`'s services to every plugin over its
+    /// host channel (`plugin_sdk::Plugin::host_channel`).
+    pub async fn start_with_host(config: Config, host: HostServices) -> Result<Self, SupervisorError> {
         raise_nofile_limit();
         // Whatever can fail comes before the sandbox, which is built last:
         // a start that fails leaves no cgroup behind.
         let state = StateStore::open(&config.resolve(&config.supervisor.state_dir))?;
         let launcher = Arc::new(SandboxLauncher::start(&config).await?);
-        Ok(Self::with_launcher(config, state, launcher))
+        Ok(Self::with_launcher(config, state, launcher, host))
     }
 
     /// A supervisor whose instances `launcher` brings up (the lifecycle's tests give it
     /// one that runs plugins in-process).
-    pub(crate) fn with_launcher(config: Config, state: StateStore, launcher: Arc<dyn Launcher>) -> Self {
+    pub(crate) fn with_launcher(
+        config: Config,
+        state: StateStore,
+        launcher: Arc<dyn Launcher>,
+        host: HostServices,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             events: Arc::new(EventBus::new(config.supervisor.event_history, metrics.clone())),
@@ -155,6 +169,7 @@ impl Supervisor {
             updating: tokio::sync::Mutex::new(()),
             tasks: Tasks::default(),
             service: std::sync::OnceLock::new(),
+            host_calls: std::sync::OnceLock::new(),
         });
         let plugins: Vec<Arc<Plugin>> = config
             .specs()
@@ -169,11 +184,13 @@ impl Supervisor {
             p.breaker.report_to(&shared.events, &shared.health);
             shared.plugins.insert(p.clone());
         }
+        // Before any instance starts: each one's host channel routes through it.
+        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone());
+        let _ = shared.host_calls.set(HostCalls::new(host, gateway.clone()));
         for p in &plugins {
             spawn_revision(&shared, p, &p.serving());
         }
         shared.tasks.spawn(crate::sampler::run(shared.clone(), config.supervisor.leak_window));
-        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone());
         Self { shared, config, gateway }
     }
 

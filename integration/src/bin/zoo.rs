@@ -11,7 +11,8 @@
 //! own, while it serves). Leaks, from the start:
 //! `--leak-memory KIB_PER_SEC`, `--leak-fds N_PER_SEC`, `--leak-tasks N_PER_SEC`,
 //! `--sawtooth KIB_PER_SEC:PERIOD_MS` (memory kept, then freed, each period),
-//! `--step KIB:DELAY_MS` (memory touched once, after the delay, and kept).
+//! `--step KIB:DELAY_MS` (memory touched once, after the delay, and kept). `CallHost`
+//! calls through the host channel.
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ struct ZooService {
     fail_every: u64,
     echo_delay: Duration,
     echoes: std::sync::atomic::AtomicU64,
+    host: plugin_sdk::HostChannel,
 }
 
 /// Descriptors open when main() began.
@@ -262,6 +264,23 @@ impl Zoo for ZooService {
         }))
     }
 
+    async fn call_host(&self, req: Request<CallHostRequest>) -> Result<Response<Text>, Status> {
+        let req = req.into_inner();
+        let text = if req.service == "echo" {
+            use plugin_integration::pb::echo::{EchoRequest, echo_client::EchoClient};
+            let mut client = EchoClient::new(self.host.clone());
+            client.echo(EchoRequest { message: req.text }).await?.into_inner().message
+        } else {
+            let mut call = Request::new(Text { text: req.text });
+            if !req.plugin.is_empty() {
+                let name = req.plugin.parse().map_err(|_| Status::invalid_argument("plugin: not a header value"))?;
+                call.metadata_mut().insert("x-plugin", name);
+            }
+            pb::zoo_client::ZooClient::new(self.host.clone()).echo(call).await?.into_inner().text
+        };
+        Ok(Response::new(Text { text }))
+    }
+
     async fn echo(&self, req: Request<Text>) -> Result<Response<Text>, Status> {
         if !self.echo_delay.is_zero() {
             tokio::time::sleep(self.echo_delay).await;
@@ -486,6 +505,7 @@ fn main() {
     println!("zoo {name} starting");
     let plugin = plugin_sdk::Plugin::new(name, version);
     let plugin = if serving { plugin } else { plugin.not_serving() };
+    service.host = plugin.host_channel();
     plugin
         .descriptors(&descriptors)
         .service(ZooServer::new(service))

@@ -156,6 +156,8 @@ fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
         ("log_burst", a.log_limit.burst != b.log_limit.burst, Live),
         // Read by the gateway at each call.
         ("callers", a.callers != b.callers, Live),
+        // Read by the host channel at each call.
+        ("calls", a.calls != b.calls, Live),
         ("declared_name", a.declared_name != b.declared_name, NewRevision),
         // Read by the routing stack at each call.
         ("max_in_flight", a.protection.max_in_flight != b.protection.max_in_flight, Live),
@@ -302,6 +304,15 @@ mod tests {
         let c =
             diff(&before, &before.replace("state_dir = \"s\"\n", "state_dir = \"s\"\nleak_window = \"2h\"\n"), false);
         assert_eq!(c.restart_only, ["leak_window"]);
+    }
+
+    #[test]
+    fn calls_change_in_place() {
+        let head = format!("{HEAD}{}", entry("b", ""));
+        let before = format!("{head}{}", entry("a", "calls = [\"b\"]"));
+        let c = diff(&before, &format!("{head}{}", entry("a", "")), false);
+        assert_eq!(keys(&c, "a"), [("calls", Apply::Live)]);
+        assert!(c.changed[0].live_only());
     }
 
     #[test]

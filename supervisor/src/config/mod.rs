@@ -406,6 +406,10 @@ pub struct PluginConfig {
     /// Who may call it through the gateway (`uid:USER`, `gid:GROUP`, `plugin:NAME`);
     /// absent: whoever can open `gateway.sock`.
     pub callers: Option<Vec<String>>,
+    /// The plugins it may call through its host channel (fd 4), by name; the called
+    /// plugin's own `callers` and limits apply as well. Absent: none.
+    #[serde(default)]
+    pub calls: Vec<String>,
     /// The name the binary declares at handshake, when the entry is named otherwise
     /// (one binary configured under several names); absent: `name`.
     pub declared_name: Option<String>,
@@ -483,6 +487,8 @@ pub struct PluginSpec {
     pub log_limit: crate::observe::limit::LogLimit,
     /// Who may call it through the gateway, resolved; None: anyone who can open the socket.
     pub callers: Option<crate::routing::callers::Callers>,
+    /// The plugins it may call through its host channel.
+    pub calls: Vec<String>,
     /// The name its binary must declare at handshake (`declared_name`, else `name`).
     pub declared_name: String,
     /// The limits and the circuit breaker of the routing stack.

@@ -198,6 +198,14 @@ pub(super) fn check(
         spec.tier = tier;
         spec.ids = ids.get(&plugin.name).copied().unwrap_or((0, 0));
         spec.callers = check_callers(config, plugin, i, p);
+        for (j, name) in plugin.calls.iter().enumerate() {
+            if !config.plugins.iter().any(|pl| &pl.name == name) {
+                p.at(
+                    &[Seg::Key("plugin"), Seg::Index(i), Seg::Key("calls"), Seg::Index(j)],
+                    format!("plugin {:?}: calls entry {name:?}: no plugin of that name is configured", plugin.name),
+                );
+            }
+        }
         if let Some(declared) = &plugin.declared_name
             && let Some(msg) = name_problem(declared)
         {
@@ -359,6 +367,7 @@ fn spec(
         protection: super::protection::Protection::of(p),
         origin: config.text.clone(),
         callers: None,
+        calls: p.calls.clone(),
         declared_name: p.declared_name.clone().unwrap_or_else(|| p.name.clone()),
     }
 }
@@ -636,6 +645,20 @@ mod tests {
         assert_eq!(specs[0].callers, None, "no key: everyone who can open gateway.sock");
         let rules = specs[1].callers.as_ref().unwrap();
         assert_eq!(rules.0, [Rule::Uid(0), Rule::Uid(1000), Rule::Gid(0), Rule::Plugin("auth".into())]);
+    }
+
+    #[test]
+    fn calls_name_configured_plugins() {
+        let text = format!(
+            "[[plugin]]\nname = \"auth\"\n{PLUGIN}[[plugin]]\nname = \"a\"\n{PLUGIN}calls = [\"auth\", \"ghost\"]\n"
+        );
+        let err = parse(&text).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 1, "{err}");
+        assert_eq!(problems[0].key, "plugin[1].calls[1]");
+        assert_eq!(problems[0].message, "plugin \"a\": calls entry \"ghost\": no plugin of that name is configured");
+        let specs = parse(&text.replace(", \"ghost\"", "")).unwrap().specs();
+        assert_eq!((specs[0].calls.as_slice(), specs[1].calls.as_slice()), (&[][..], &["auth".to_owned()][..]));
     }
 
     #[test]

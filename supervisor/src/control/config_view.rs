@@ -167,6 +167,7 @@ pub fn settings(
         ("log_rate", spec.log_limit.rate.into()),
         ("log_burst", spec.log_limit.burst.into()),
         ("callers", entry.and_then(|e| e.get("callers")).map_or(Value::Null, toml_json)),
+        ("calls", spec.calls.clone().into()),
         ("max_in_flight", spec.protection.max_in_flight.into()),
         ("max_queued", spec.protection.max_queued.into()),
         ("max_request_bytes", spec.protection.max_request_bytes.into()),

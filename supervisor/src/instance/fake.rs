@@ -532,7 +532,7 @@ pub(crate) fn fixture_over(fake: Arc<FakeLauncher>, plugins: &str, script: &[(&s
     for (plugin, behaviours) in script {
         fake.script(plugin, behaviours);
     }
-    let sup = Supervisor::with_launcher(config, state, fake.clone());
+    let sup = Supervisor::with_launcher(config, state, fake.clone(), Default::default());
     Fixture { sup, fake, _dir: dir }
 }
 
@@ -547,7 +547,7 @@ pub(crate) async fn restart(sup: Supervisor, plugins: &str) -> (Supervisor, Arc<
     let config = Config::load(&path).unwrap();
     let state = StateStore::open(&config.resolve(&config.supervisor.state_dir)).unwrap();
     let fake = FakeLauncher::new();
-    (Supervisor::with_launcher(config, state, fake.clone()), fake)
+    (Supervisor::with_launcher(config, state, fake.clone(), Default::default()), fake)
 }
 
 /// Waits until the plugin `fake` has one revision left (the others drained and went);

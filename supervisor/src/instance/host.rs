@@ -1,17 +1,22 @@
-//! The Host service the supervisor serves to one instance on its fd 4:
-//! the SDK's structured log records land in the plugin's log buffer, through the
-//! plugin's log rate limit and one drop budget for all the instance's streams.
+//! The host connection the supervisor serves to one instance on its fd 4: the Host
+//! service, where the SDK's structured log records land in the plugin's log buffer
+//! (through the plugin's log rate limit and one drop budget for all the instance's
+//! streams), and the instance's own calls out ([`Outbound`]).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use plugin_proto::host::v1::host_server::{Host, HostServer};
 use plugin_proto::host::v1::{Level, LogRecord, LogSummary};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
+use tower::Service;
 
 use crate::observe::logs::{Gate, LogBuffer, SharedBudget, Stream};
+use crate::routing::host_calls::Outbound;
 
 pub struct HostService {
     instance: String,
@@ -19,6 +24,8 @@ pub struct HostService {
     /// One budget for every log stream the instance opens: a plugin that opens many
     /// streams is read no faster than one that opens one.
     budget: SharedBudget,
+    /// Log streams open now.
+    log_streams: Arc<AtomicU32>,
 }
 
 /// The most fields kept from one record; a plugin cannot make us hold more.
@@ -31,9 +38,12 @@ pub const MAX_TEXT: usize = 16 * 1024;
 const MAX_FIELDS_BYTES: usize = 64 * 1024;
 /// The field that says what was left out of a record's fields.
 const FIELDS_CUT: &str = "fields_truncated";
+/// Streams open at once on one instance's host connection: its log streams and its
+/// calls out together. It bounds what one instance can have in flight through the host.
+pub const MAX_STREAMS: u32 = 64;
 /// Log streams open at once on one instance's host connection. The SDK opens one; a few
 /// more let a restarted stream overlap the old one's end.
-pub const MAX_STREAMS: u32 = 4;
+pub const MAX_LOG_STREAMS: u32 = 4;
 /// What taking in a record costs beside its text (h2 framing, a protobuf decode, a map),
 /// charged to the drop budget when it is dropped: about a thousand records a second are
 /// read only to be dropped; beyond that the SDK drops them in the plugin, which costs the
@@ -92,7 +102,7 @@ fn kept_fields(fields: HashMap<String, String>) -> HashMap<String, String> {
 
 impl HostService {
     pub fn new(instance: String, logs: Arc<LogBuffer>) -> Self {
-        Self { instance, logs, budget: crate::observe::logs::budget() }
+        Self { instance, logs, budget: crate::observe::logs::budget(), log_streams: Arc::default() }
     }
 
     /// Takes in one log stream's records; the number received.
@@ -142,17 +152,72 @@ impl HostService {
 #[tonic::async_trait]
 impl Host for HostService {
     async fn log(&self, req: Request<Streaming<LogRecord>>) -> Result<Response<LogSummary>, Status> {
+        let _open = OpenStream::count(&self.log_streams)?;
         let received = self.take_in(req.into_inner()).await?;
         Ok(Response::new(LogSummary { received }))
     }
 }
 
-/// Serves the Host service to `instance` on its host connection until it closes.
-pub async fn serve<IO>(io: IO, instance: String, logs: Arc<LogBuffer>)
+/// One open log stream, counted while it lives.
+struct OpenStream(Arc<AtomicU32>);
+
+impl OpenStream {
+    fn count(open: &Arc<AtomicU32>) -> Result<Self, Status> {
+        if open.fetch_add(1, Ordering::SeqCst) >= MAX_LOG_STREAMS {
+            open.fetch_sub(1, Ordering::SeqCst);
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_LOG_STREAMS} log streams are open on this host connection already"
+            )));
+        }
+        Ok(Self(open.clone()))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What one instance's host connection serves: the Host service, and its calls out.
+#[derive(Clone)]
+struct HostConn {
+    logs: HostServer<HostService>,
+    out: Option<Outbound>,
+}
+
+impl Service<http::Request<tonic::body::Body>> for HostConn {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = crate::routing::gateway::Answer;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        use tonic::server::NamedService;
+        let host = req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(HostServer::<HostService>::NAME));
+        if host.is_some_and(|rest| rest.starts_with('/')) {
+            let mut logs = self.logs.clone();
+            return Box::pin(async move { logs.call(req).await });
+        }
+        match &self.out {
+            Some(out) => out.call(req),
+            None => Box::pin(async move {
+                Ok(Status::unimplemented("this host offers its plugins no services but their logs").into_http())
+            }),
+        }
+    }
+}
+
+/// Serves `instance`'s host connection until it closes: its logs, and where `out` is
+/// given, its calls out.
+pub async fn serve<IO>(io: IO, instance: String, logs: Arc<LogBuffer>, out: Option<Outbound>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = HostServer::new(HostService::new(instance, logs));
+    let svc = HostConn { logs: HostServer::new(HostService::new(instance, logs)), out };
     crate::net::serve_h2_with(io, svc, Some(MAX_STREAMS)).await;
 }
 
@@ -212,12 +277,28 @@ mod tests {
         assert_eq!(lines[1].fields, [("a".to_owned(), "1".to_owned())].into());
     }
 
+    /// A plugin opening log streams without end gets a few; the rest are refused, and a
+    /// closed one makes room.
+    #[test]
+    fn an_instance_keeps_only_a_few_log_streams_open() {
+        let open = Arc::new(AtomicU32::new(0));
+        let kept: Vec<OpenStream> = (0..MAX_LOG_STREAMS).map(|_| OpenStream::count(&open).unwrap()).collect();
+        let refused = OpenStream::count(&open).err().unwrap();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (tonic::Code::ResourceExhausted, "4 log streams are open on this host connection already")
+        );
+        drop(kept);
+        assert_eq!(open.load(Ordering::SeqCst), 0);
+        assert!(OpenStream::count(&open).is_ok());
+    }
+
     /// The host connection lets the plugin open only a few streams at once.
     #[tokio::test]
     async fn the_host_connection_allows_few_streams() {
         let (server, client) = tokio::net::UnixStream::pair().unwrap();
         let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
-        let served = tokio::spawn(serve(server, "p-0".into(), logs));
+        let served = tokio::spawn(serve(server, "p-0".into(), logs, None));
         let (send, conn) = h2::client::handshake(client).await.unwrap();
         let driven = tokio::spawn(conn);
         let mut send = send.ready().await.unwrap();

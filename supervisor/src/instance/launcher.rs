@@ -56,6 +56,8 @@ pub struct LaunchRequest {
     pub logs: Arc<LogBuffer>,
     /// Where what the launcher alone sees (a seccomp violation) is reported.
     pub events: Arc<EventBus>,
+    /// Where its calls over its host channel go, beside its logs.
+    pub calls_out: Option<crate::routing::host_calls::Outbound>,
 }
 
 /// How an instance is fenced, as status shows it.

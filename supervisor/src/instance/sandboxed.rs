@@ -261,7 +261,12 @@ impl Launcher for SandboxLauncher {
                 process.tasks.push(task);
             }
             let host = to_tokio(instance_io.host).map_err(|e| failed(spec, id, io("host socket")(e)))?;
-            process.tasks.push(tokio::spawn(super::host::serve(host, id.to_owned(), req.logs.clone())));
+            process.tasks.push(tokio::spawn(super::host::serve(
+                host,
+                id.to_owned(),
+                req.logs.clone(),
+                req.calls_out.clone(),
+            )));
             let conn = to_tokio(instance_io.plugin).map_err(|e| failed(spec, id, io("plugin socket")(e)))?;
             Ok(Launched { process: Box::new(process), conn, fencing })
         })

@@ -21,6 +21,9 @@ pub struct Peer {
     /// Its `/proc/PID/cgroup` when it connected, for `plugin:` rules; None when it could
     /// not be read, or not for sure of the process that connected.
     cgroups: Option<Arc<str>>,
+    /// The plugin it is, when the supervisor knows without asking the kernel: the
+    /// other end of the host connection it gave that plugin's instance.
+    plugin: Option<Arc<str>>,
 }
 
 impl Peer {
@@ -31,12 +34,24 @@ impl Peer {
         groups.sort_unstable();
         groups.dedup();
         let cgroups = cred.pid().and_then(|pid| peer_cgroups(stream, pid));
-        Ok(Self { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups: groups.into(), cgroups })
+        Ok(Self { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups: groups.into(), cgroups, plugin: None })
     }
 
     /// A peer as given (tests, and callers that are no socket): in no cgroup known.
     pub fn new(uid: u32, gid: u32, pid: Option<i32>, groups: &[u32]) -> Self {
-        Self { uid, gid, pid, groups: groups.into(), cgroups: None }
+        Self { uid, gid, pid, groups: groups.into(), cgroups: None, plugin: None }
+    }
+
+    /// An instance of `plugin` calling through its host connection, which the supervisor
+    /// gave it: its identity needs no kernel's word (and a socketpair's peer credentials
+    /// would name the supervisor, which made the pair).
+    pub fn plugin_instance(plugin: &str, uid: u32, gid: u32) -> Self {
+        Self { plugin: Some(plugin.into()), ..Self::new(uid, gid, None, &[]) }
+    }
+
+    /// The plugin it is known to be an instance of, by the connection it came on.
+    pub fn known_plugin(&self) -> Option<&str> {
+        self.plugin.as_deref()
     }
 
     fn in_group(&self, gid: u32) -> bool {

@@ -47,6 +47,9 @@ enum Lookup {
     Unknown,
     /// Several do, and the caller named none of them.
     Ambiguous(Vec<String>),
+    /// A plugin calling through its host channel may call some that serve it, but its
+    /// `calls` lists none of them.
+    NotListed,
 }
 
 type Routes = Arc<RwLock<HashMap<String, Route>>>;
@@ -106,9 +109,19 @@ impl Gateway {
     /// or the only one serving it among those the caller may call. Plugins the caller
     /// may not call are left out before anything is decided, so that what it is told
     /// never depends on them.
-    fn lookup(&self, ext: &http::Extensions, service: &str, named: Option<&str>) -> Lookup {
+    ///
+    /// `calls` is what a plugin calling through its host channel may call: the plugins its
+    /// own config lists.
+    fn lookup(&self, ext: &http::Extensions, service: &str, named: Option<&str>, calls: Option<&[String]>) -> Lookup {
         let mut candidates = self.routes.owners(service);
         candidates.retain(|p| self.may_call(ext, p));
+        if let Some(calls) = calls {
+            let reachable = !candidates.is_empty();
+            candidates.retain(|p| calls.contains(p));
+            if reachable && candidates.is_empty() {
+                return Lookup::NotListed;
+            }
+        }
         let chosen = match named {
             Some(name) => candidates.iter().find(|p| *p == name),
             None if candidates.len() > 1 => return Lookup::Ambiguous(candidates),
@@ -143,6 +156,9 @@ fn may_call(channels: &Routes, ext: &http::Extensions, plugin: &str) -> bool {
 
 /// Whether `peer` is one of the live instances of the plugin `name`.
 fn runs(channels: &Routes, name: &str, peer: &Peer) -> bool {
+    if let Some(known) = peer.known_plugin() {
+        return known == name;
+    }
     let plugin = channels.read().ok().and_then(|c| c.get(name).map(|r| r.plugin.clone()));
     plugin.is_some_and(|p| p.runs(peer))
 }
@@ -171,6 +187,60 @@ fn ambiguous(service: &str, candidates: &[String]) -> tonic::Status {
     ))
 }
 
+/// What a plugin calling a service its `calls` does not allow gets: said to it, as it is
+/// its own config that refuses (the plugins serving it are not named).
+fn not_listed(caller: &str, service: &str) -> tonic::Status {
+    tonic::Status::permission_denied(format!(
+        "plugin {caller:?} may not call {service}: its `calls` lists no plugin serving it"
+    ))
+}
+
+/// What the gateway answers a request with.
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+impl Gateway {
+    /// Routes `req` to the plugin serving its service, as asked by the caller whose
+    /// extensions it carries; `calls` narrows the candidates for a plugin's host channel.
+    fn route(&self, mut req: http::Request<Body>, calls: Option<(&str, &[String])>) -> Answer {
+        if calls.is_none() {
+            // Only the supervisor says which plugin calls: a host application cannot.
+            req.headers_mut().remove(super::host_calls::CALLER_HEADER);
+        }
+        let path = req.uri().path().to_owned();
+        let Some(service) = service_of(&path) else {
+            let msg = format!("malformed gRPC path {path:?}: expected /package.Service/Method");
+            return Box::pin(async move { Ok(tonic::Status::unimplemented(msg).into_http()) });
+        };
+        // Reflection and health are the gateway's own, before any plugin's; they are for
+        // host applications, not for plugins, which know what they call.
+        if discovery::answers(service) {
+            if calls.is_some() {
+                let refused = unknown_service(service);
+                return Box::pin(async move { Ok(refused.into_http()) });
+            }
+            return self.own.clone().call(service, req);
+        }
+        // A header that is not text names no plugin there is.
+        let named = req.headers().get(PLUGIN_HEADER).map(|v| v.to_str().unwrap_or("\0"));
+        let refused = match self.lookup(req.extensions(), service, named, calls.map(|c| c.1)) {
+            Lookup::To(mut ch) => return Box::pin(async move { ch.call(req).await }),
+            Lookup::Unknown => unknown_service(service),
+            Lookup::Ambiguous(candidates) => ambiguous(service, &candidates),
+            Lookup::NotListed => not_listed(calls.map_or("", |c| c.0), service),
+        };
+        Box::pin(async move { Ok(refused.into_http()) })
+    }
+
+    /// A call an instance of `caller` makes through its host channel: routed as a gateway
+    /// call from that instance (so the called plugin's `callers`, limits and breaker
+    /// apply, and the caller's deadline, in `grpc-timeout`, bounds it), among only the
+    /// plugins `caller`'s `calls` lists.
+    pub(crate) fn call_from(&self, caller: &str, calls: &[String], peer: Peer, mut req: http::Request<Body>) -> Answer {
+        req.extensions_mut().insert(peer);
+        self.route(req, Some((caller, calls)))
+    }
+}
+
 impl Service<http::Request<Body>> for Gateway {
     type Response = http::Response<Body>;
     type Error = Infallible;
@@ -181,23 +251,7 @@ impl Service<http::Request<Body>> for Gateway {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let path = req.uri().path().to_owned();
-        let Some(service) = service_of(&path) else {
-            let msg = format!("malformed gRPC path {path:?}: expected /package.Service/Method");
-            return Box::pin(async move { Ok(tonic::Status::unimplemented(msg).into_http()) });
-        };
-        // Reflection and health are the gateway's own, before any plugin's.
-        if discovery::answers(service) {
-            return self.own.call(service, req);
-        }
-        // A header that is not text names no plugin there is.
-        let named = req.headers().get(PLUGIN_HEADER).map(|v| v.to_str().unwrap_or("\0"));
-        let refused = match self.lookup(req.extensions(), service, named) {
-            Lookup::To(mut ch) => return Box::pin(async move { ch.call(req).await }),
-            Lookup::Unknown => unknown_service(service),
-            Lookup::Ambiguous(candidates) => ambiguous(service, &candidates),
-        };
-        Box::pin(async move { Ok(refused.into_http()) })
+        self.route(req, None)
     }
 }
 

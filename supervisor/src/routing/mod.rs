@@ -1,8 +1,8 @@
 //! Getting a call to a plugin: the service-name table, the per-plugin
 //! channel that balances over ready instances, the protection layers
 //! (concurrency limit, circuit breaker, message sizes), the deadline and
-//! recording layers, and the gateway that host applications connect to. The gateway
-//! and the embedded library use the same stack.
+//! recording layers, and the gateway that host applications connect to. The gateway,
+//! the embedded library and the plugins' host channels use the same stack.
 
 mod authority;
 pub mod breaker;
@@ -12,6 +12,7 @@ mod conns;
 pub mod deadline;
 pub mod discovery;
 pub mod gateway;
+pub mod host_calls;
 pub mod limit;
 pub mod outcomes;
 mod quiet;

@@ -1,0 +1,146 @@
+//! The host channel with real processes: a plugin under L3 (no sockets at all) calls
+//! another plugin over fd 4, allowed by its `calls` and the other's `callers`, within
+//! the deadline of the call it is handling; plugins whose config does not allow the
+//! call are refused, saying why; and an embedding host's own service is called by a
+//! plugin, which the host is told the name of.
+
+use std::time::{Duration, Instant};
+
+use plugin_integration::daemon::{config, config_with, plugin};
+use plugin_integration::pb::echo::echo_server::{Echo, EchoServer};
+use plugin_integration::pb::echo::{EchoRequest, EchoResponse};
+use plugin_integration::pb::zoo::zoo_client::ZooClient;
+use plugin_integration::pb::zoo::{CallHostRequest, SyscallRequest};
+use plugin_integration::{Daemon, bins, connect};
+use plugin_supervisor::config::Config;
+use plugin_supervisor::{HostServices, Supervisor};
+
+const UP: Duration = Duration::from_secs(30);
+
+/// `from` asked, through the gateway, to call `target`'s `Echo` over its host channel.
+fn ask(from: &str, target: &str, text: &str) -> tonic::Request<CallHostRequest> {
+    let mut req =
+        tonic::Request::new(CallHostRequest { text: text.into(), plugin: target.into(), service: String::new() });
+    req.metadata_mut().insert("x-plugin", from.parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn a_plugin_under_l3_calls_the_plugins_its_config_allows_and_no_other() {
+    let zoo = bins::zoo();
+    let entry = |extra: &str| format!("declared_name = \"zoo\"\n{extra}");
+    let d = Daemon::start(&config(
+        &[
+            plugin("caller", &zoo, &entry("tier = \"L3\"\ncalls = [\"target\", \"slow\"]")),
+            plugin("target", &zoo, &entry("callers = [\"plugin:caller\"]")),
+            plugin("slow", &zoo, &entry("callers = [\"plugin:caller\"]\nargs = [\"--echo-delay-ms\", \"5000\"]")),
+            // Lists target, which does not admit it.
+            plugin("intruder", &zoo, &entry("calls = [\"target\"]")),
+            // Lists nothing.
+            plugin("stranger", &zoo, &entry("")),
+        ]
+        .concat(),
+    ));
+    for p in ["caller", "target", "slow", "intruder", "stranger"] {
+        d.wait_state(&format!("{p}-0"), "running", UP);
+    }
+    let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+
+    let answer = zoo.call_host(ask("caller", "target", "over fd 4")).await.unwrap().into_inner();
+    assert_eq!(answer.text, "over fd 4");
+    // The call went through the routing stack as a call to target, and is counted there.
+    let metrics = d.ctl(&["metrics"]);
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("supervisor_calls_total{") && l.contains("plugin=\"target\"")),
+        "no call to target counted:\n{text}"
+    );
+
+    for from in ["intruder", "stranger"] {
+        let refused = zoo.call_host(ask(from, "target", "hello")).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                tonic::Code::PermissionDenied,
+                format!("plugin {from:?} may not call zoo.v1.Zoo: its `calls` lists no plugin serving it").as_str()
+            ),
+            "{from}"
+        );
+    }
+
+    // The caller's own deadline bounds the call it makes: slow would answer in 5 s.
+    let mut hurried = ask("caller", "slow", "in time?");
+    hurried.set_timeout(Duration::from_millis(400));
+    let t0 = Instant::now();
+    let late = zoo.call_host(hurried).await.unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
+    assert!(took < Duration::from_secs(3), "the call out outlived the call in: {took:?}");
+    // The call out carried what was left of that deadline, so the supervisor ended it for
+    // exceeding it (a call out without one would only have been cancelled with the call in).
+    let deadline_kept = || {
+        let out = d.ctl(&["metrics"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let hit = text.lines().any(|l| {
+            l.starts_with("supervisor_calls_total{")
+                && l.contains("plugin=\"slow\"")
+                && l.contains("code=\"DEADLINE_EXCEEDED\"")
+                && !l.ends_with(" 0")
+        });
+        (hit, text)
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut hit, mut text) = deadline_kept();
+    while !hit && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (hit, text) = deadline_kept();
+    }
+    let slow: Vec<&str> = text.lines().filter(|l| l.contains("plugin=\"slow\"") && l.contains("calls_total")).collect();
+    assert!(hit, "the call to slow did not end on its deadline: {slow:#?}");
+
+    // And the caller could not have made a socket of its own: under L3 trying kills it.
+    let mut socket = tonic::Request::new(SyscallRequest { name: "socket".into(), ..Default::default() });
+    socket.metadata_mut().insert("x-plugin", "caller".parse().unwrap());
+    match zoo.syscall(socket).await {
+        Ok(made) => assert!(made.get_ref().result < 0, "L3 let the caller make a socket: {made:?}"),
+        Err(killed) => assert_eq!(killed.code(), tonic::Code::Unavailable, "{killed:?}"),
+    }
+}
+
+/// The embedding host's own Echo: says who called it.
+struct HostEcho;
+
+#[tonic::async_trait]
+impl Echo for HostEcho {
+    async fn echo(&self, req: tonic::Request<EchoRequest>) -> Result<tonic::Response<EchoResponse>, tonic::Status> {
+        let caller = req.metadata().get("x-plugin-caller").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
+        Ok(tonic::Response::new(EchoResponse { message: format!("host to {caller}: {}", req.into_inner().message) }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_hosts_own_service_is_called_by_its_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("embedded.toml");
+    let text = config_with("", &plugin("zoo", &bins::zoo(), "tier = \"L3\""))
+        .replace("[supervisor.cgroup]\n", "[supervisor.cgroup]\nmove_self = false\n");
+    std::fs::write(&path, text).unwrap();
+    let host = HostServices::new().add_service(EchoServer::new(HostEcho));
+    let sup = Supervisor::start_with_host(Config::load(&path).unwrap(), host).await.unwrap();
+    sup.wait_running("zoo", UP).await.unwrap();
+    let mut zoo = ZooClient::new(sup.channel("zoo").unwrap());
+    let req = CallHostRequest { text: "hello".into(), plugin: String::new(), service: "echo".into() };
+    let answer = zoo.call_host(req).await;
+    sup.shutdown().await;
+    assert_eq!(answer.unwrap().into_inner().text, "host to zoo: hello");
+}
+
+#[tokio::test]
+async fn without_an_embedding_host_a_plugin_calling_a_host_service_is_told_it_is_unknown() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
+    d.wait_state("zoo-0", "running", UP);
+    let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let req = CallHostRequest { text: "hello".into(), plugin: String::new(), service: "echo".into() };
+    let unknown = zoo.call_host(req).await.unwrap_err();
+    assert_eq!((unknown.code(), unknown.message()), (tonic::Code::Unimplemented, "unknown service echo.v1.Echo"));
+}
