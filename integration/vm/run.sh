@@ -301,7 +301,11 @@ add_to_image() {
     elif [[ -e $host ]]; then
         [[ -d $STAGE$guest ]] && die "$what: $guest is already a directory in the image"
         mkdir -p "$STAGE$(dirname "$guest")"
-        cp -L --preserve=mode,timestamps "$host" "$STAGE$guest" || die "$what: cannot copy $host"
+        # --remove-destination: where the image has a symlink at $guest (a busybox
+        # applet such as /bin/true -> /bin/busybox, an absolute link), cp would
+        # otherwise write through it onto the host's own file.
+        cp -L --remove-destination --preserve=mode,timestamps "$host" "$STAGE$guest" ||
+            die "$what: cannot copy $host"
         if is_elf "$STAGE$guest"; then
             process_elf "$STAGE$guest" "$strip"
         fi
