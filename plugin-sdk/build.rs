@@ -3,7 +3,7 @@
 fn main() -> std::io::Result<()> {
     let out =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| std::io::Error::other("OUT_DIR unset"))?);
-    // The echo example is echo-plugin's own source, which reads its descriptors
+    // The echo example is echo-plugin's own src/lib.rs, which reads its descriptors
     // under the name `plugin_proto::build::compile` gives them.
     plugin_proto::build::compile_into(
         &["echo-plugin/proto/echo.proto"],

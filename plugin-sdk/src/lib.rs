@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! // Your tonic-generated server goes here (`EchoServer::new(MyEcho)` in
-//! // echo-plugin/src/main.rs); the health service stands in for it.
+//! // echo-plugin/src/lib.rs); the health service stands in for it.
 //! let (_, my_service) = tonic_health::server::health_reporter();
 //! plugin_sdk::Plugin::new("echo", env!("CARGO_PKG_VERSION"))
 //!     .descriptors(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -18,7 +18,8 @@
 //! Started by hand, the binary says it is a plugin and exits non-zero.
 //!
 //! Compile your `.proto` files in `build.rs` with
-//! `plugin_proto::build::compile` (no `protoc` needed).
+//! `plugin_proto::build::compile` (no `protoc` needed), and test the plugin in
+//! a plain `#[tokio::test]` with [`testing`]: a real handshake, no supervisor.
 
 mod calls;
 mod cancel;
@@ -30,6 +31,7 @@ mod launch;
 mod lifecycle;
 mod logging;
 mod shutdown;
+pub mod testing;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -46,7 +48,7 @@ pub use host::{HostChannel, HostChannelError};
 pub use launch::NotSupervised;
 pub use logging::FILTER_ENV;
 pub use shutdown::SIGNAL_DRAIN;
-pub use {plugin_proto, tonic, tracing};
+pub use {plugin_proto, serde_json, tonic, tracing};
 
 /// The version of this SDK, declared at handshake.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -326,24 +328,6 @@ impl Plugin {
             }
         }
         Ok(())
-    }
-}
-
-/// Running a plugin inside a test process, with no supervisor and no root.
-pub mod testing {
-    use super::{Plugin, SdkError, shutdown};
-
-    /// Serves `plugin` on `conn`, one end of a connected socket pair whose
-    /// other end speaks to it as the supervisor does (handshake, init,
-    /// calls, shutdown), until a shutdown has drained or the other end is
-    /// gone. Nothing process-wide is touched: no signal handlers, no global
-    /// logger, no panic hook, so many plugins can be served in one process.
-    pub async fn serve_connection(
-        plugin: Plugin,
-        conn: tokio::net::UnixStream,
-        instance: impl Into<String>,
-    ) -> Result<(), SdkError> {
-        plugin.serve_on(conn, instance.into(), shutdown::Shutdown::new()).await
     }
 }
 

@@ -34,5 +34,10 @@ pub mod build;
 /// version changes only with an incompatible change to the lifecycle.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The SDK versions a supervisor of this release works with: a plugin's
+/// `HandshakeResponse.sdk_version` must match (semver requirement syntax).
+/// The supervisor and the SDK's test harness check the same range.
+pub const SUPPORTED_SDK: &str = ">=0.1.0, <1.0.0";
+
 /// Encoded `FileDescriptorSet` of the contracts above.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.binpb"));

@@ -15,7 +15,7 @@ use super::state::Declared;
 pub const SUPPORTED_PROTOCOLS: &[u32] = &[plugin_proto::PROTOCOL_VERSION];
 
 /// SDK versions this supervisor works with.
-pub const SUPPORTED_SDK: &str = ">=0.1.0, <1.0.0";
+pub const SUPPORTED_SDK: &str = plugin_proto::SUPPORTED_SDK;
 
 /// A handshake that passed every check.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! `supervisorctl`: the operator's command line for a running
-//! plugin-supervisor, over its control socket, plus the local tools a release
-//! pipeline needs (`plugin keygen|sign|verify`, `contract diff`), which never
-//! touch the socket.
+//! plugin-supervisor, over its control socket, plus the local tools plugin
+//! authors and a release pipeline need (`plugin new|keygen|sign|verify`,
+//! `contract diff`), which never touch the socket.
 
 mod client;
 mod colour;
@@ -14,6 +14,7 @@ mod exit;
 mod local;
 mod output;
 mod plugin_cmd;
+mod plugin_new;
 mod process_cmd;
 mod stdout;
 mod top;
@@ -53,7 +54,8 @@ fn default_socket() -> String {
 enum Command {
     #[command(flatten)]
     Remote(Remote),
-    /// Signs and verifies plugin binaries (local; no supervisor needed).
+    /// Starts a new plugin crate; signs and verifies plugin binaries (local; no
+    /// supervisor needed).
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
     /// Checks protobuf contracts for breaking changes (local; no supervisor needed).

@@ -1,6 +1,6 @@
-//! `supervisorctl plugin keygen | sign | verify`: signing plugin binaries in a
-//! release pipeline and checking them the way the supervisor will. Runs
-//! locally; no supervisor is needed.
+//! `supervisorctl plugin new | keygen | sign | verify`: starting a plugin crate
+//! (plugin_new.rs), signing plugin binaries in a release pipeline and checking
+//! them the way the supervisor will. Runs locally; no supervisor is needed.
 //!
 //! Exit codes: 0 on success (for `verify`: the binary is valid), 1 when the
 //! action failed or the binary was found invalid, 2 when an argument or input
@@ -21,6 +21,10 @@ use crate::stdout::outln;
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
+    /// Writes a new plugin crate that builds and passes its own test: its
+    /// .proto, build.rs, src/, a test under the SDK's harness, and plugin.toml,
+    /// its entry for the supervisor's config.
+    New(crate::plugin_new::NewArgs),
     /// Creates an ed25519 key pair and prints the public key for `trusted_keys`.
     Keygen(KeygenArgs),
     /// Signs a plugin binary as NAME at VERSION, writing `<BINARY>.sig` beside it.
@@ -84,6 +88,7 @@ pub struct VerifyArgs {
 
 pub fn run(command: PluginCommand) -> Result<ExitCode, Failure> {
     match command {
+        PluginCommand::New(args) => crate::plugin_new::run(&args),
         PluginCommand::Keygen(args) => keygen(&args),
         PluginCommand::Sign(args) => sign(&args),
         PluginCommand::Verify(args) if args.json => verify(&args).inspect_err(|f| {

@@ -1,0 +1,178 @@
+//! A plugin binary run as the supervisor runs it, minus the sandbox: a cleared
+//! environment with the cookie and instance id, stdin on `/dev/null`, stdout
+//! and stderr on pipes, and one end of a socketpair on fd 3 (the plugin's
+//! connection) and on fd 4 (the host's). Its exit is watched through a pidfd,
+//! so it is never signalled by a pid that could have been reused.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+
+use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_FD, INSTANCE_ENV, PLUGIN_FD};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UnixStream;
+use tokio::net::unix::pipe;
+
+/// What the supervisor's config entry would say about how to run the binary.
+pub struct Launch<'a> {
+    pub path: &'a Path,
+    pub args: &'a [OsString],
+    pub env: &'a [(OsString, OsString)],
+    pub instance: &'a str,
+    /// Its working directory: the plugin's data directory, or `/` as under the supervisor.
+    pub dir: &'a Path,
+}
+
+/// The running child and our ends of its connections and output.
+pub struct Spawned {
+    pub child: Child,
+    /// Our end of its fd 3: we are the HTTP/2 client.
+    pub plugin: UnixStream,
+    /// Our end of its fd 4: we serve the host service.
+    pub host: UnixStream,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+}
+
+/// The plugin's process, killed and reaped when dropped unless it has ended.
+#[derive(Debug)]
+pub struct Child {
+    inner: std::process::Child,
+    pidfd: AsyncFd<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// In the forked child: `plugin` onto fd 3 and `host` onto fd 4, both
+/// inheritable. Either may already sit on 3 or 4, where the other must go, so
+/// both are first copied above them (close-on-exec, so the copies go at exec).
+fn place(plugin: RawFd, host: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl and dup2 on descriptors this process holds; both are
+    // async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        let plugin = cvt(libc::fcntl(plugin, libc::F_DUPFD_CLOEXEC, 10))?;
+        let host = cvt(libc::fcntl(host, libc::F_DUPFD_CLOEXEC, 10))?;
+        cvt(libc::dup2(plugin, PLUGIN_FD))?;
+        cvt(libc::dup2(host, HOST_FD))?;
+    }
+    Ok(())
+}
+
+fn receiver(fd: impl Into<OwnedFd>) -> io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd(fd.into())
+}
+
+/// Starts the binary; must be called within a tokio runtime.
+pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
+    let (plugin_ours, plugin_theirs) = std::os::unix::net::UnixStream::pair()?;
+    let (host_ours, host_theirs) = std::os::unix::net::UnixStream::pair()?;
+    let (plugin_fd, host_fd) = (plugin_theirs.as_raw_fd(), host_theirs.as_raw_fd());
+    let mut cmd = Command::new(std::path::absolute(launch.path)?);
+    cmd.args(launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .env(COOKIE_ENV, COOKIE_VALUE)
+        .env(INSTANCE_ENV, launch.instance)
+        .current_dir(launch.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // `place`, which is async-signal-safe; the two descriptors it reads stay
+    // open in the parent until spawn has returned.
+    unsafe {
+        cmd.pre_exec(move || place(plugin_fd, host_fd));
+    }
+    let mut inner = cmd.spawn()?;
+    drop((plugin_theirs, host_theirs));
+    // Until `inner` is reaped (only in `Child::exited`) its pid cannot be reused.
+    let pid = inner.id() as libc::pid_t;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = if raw < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
+        let owned = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        // SAFETY: an OwnedFd's descriptor stays open, and the same, until it is dropped
+        // with the AsyncFd that owns it.
+        unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }.map_err(io::Error::from)
+    };
+    let pidfd = match pidfd {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            let _ = inner.kill();
+            let _ = inner.wait();
+            return Err(e);
+        }
+    };
+    // From here on, dropping `child` (any error below) kills and reaps the process.
+    let mut child = Child { inner, pidfd, status: None };
+    let stdout = child.inner.stdout.take().ok_or_else(|| io::Error::other("stdout was not piped"))?;
+    let stderr = child.inner.stderr.take().ok_or_else(|| io::Error::other("stderr was not piped"))?;
+    plugin_ours.set_nonblocking(true)?;
+    host_ours.set_nonblocking(true)?;
+    Ok(Spawned {
+        plugin: UnixStream::from_std(plugin_ours)?,
+        host: UnixStream::from_std(host_ours)?,
+        stdout: receiver(stdout)?,
+        stderr: receiver(stderr)?,
+        child,
+    })
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// Waits for the process to end and reaps it. Cancel-safe.
+    pub async fn exited(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.status {
+                return Ok(status);
+            }
+            // A pidfd turns readable when its process has ended.
+            let mut ready = self.pidfd.readable().await?;
+            match self.inner.try_wait()? {
+                Some(status) => self.status = Some(status),
+                None => ready.clear_ready(),
+            }
+        }
+    }
+
+    /// Sends `signal` unless the process has been reaped.
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        // SAFETY: pidfd_send_signal on our own pidfd, with no siginfo; the
+        // pidfd names this process even if its pid were reused.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.get_ref().as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            // A test that failed halfway leaves no plugin behind.
+            let _ = self.signal(libc::SIGKILL);
+            let _ = self.inner.wait();
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The test harness holds a plugin's declared contract to the supervisor's
+//! check, which is stricter than the SDK's own: descriptors that name the
+//! served service but leave out a type its methods use pass the SDK and are
+//! refused, as the supervisor refuses them. Its shutdown drains as the
+//! supervisor's stop does: a call in flight finishes, and is reported. Its
+//! health check reads the plugin's own health, as the supervisor's does.
+
+use std::time::Duration;
+
+use plugin_sdk::testing::{self, HarnessError};
+use prost::Message;
+
+mod pb {
+    tonic::include_proto!("echo.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.binpb"));
+}
+
+/// Echoes, after `delay`.
+struct SlowEcho {
+    delay: Duration,
+}
+
+#[tonic::async_trait]
+impl pb::echo_server::Echo for SlowEcho {
+    async fn echo(
+        &self,
+        request: tonic::Request<pb::EchoRequest>,
+    ) -> Result<tonic::Response<pb::EchoResponse>, tonic::Status> {
+        tokio::time::sleep(self.delay).await;
+        Ok(tonic::Response::new(pb::EchoResponse { message: request.into_inner().message }))
+    }
+}
+
+fn echo(descriptors: &[u8], delay: Duration) -> plugin_sdk::Plugin {
+    plugin_sdk::Plugin::new("echo", "0.1.0")
+        .descriptors(descriptors)
+        .service(pb::echo_server::EchoServer::new(SlowEcho { delay }))
+}
+
+#[tokio::test]
+async fn descriptors_that_leave_out_a_type_the_service_uses_are_refused() {
+    let mut set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    set.file[0].message_type.retain(|m| m.name() != "EchoRequest");
+    let err = testing::start(echo(&set.encode_to_vec(), Duration::ZERO)).await.unwrap_err();
+    assert!(matches!(err, HarnessError::Contract(_)), "{err:?}");
+    assert!(err.to_string().starts_with("plugin declared a contract that does not decode: "), "{err}");
+    assert!(err.to_string().contains("echo.v1.EchoRequest"), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_call_in_flight_and_reports_it() {
+    let plugin = testing::start(echo(pb::FILE_DESCRIPTOR_SET, Duration::from_millis(300))).await.unwrap();
+    let mut client = pb::echo_client::EchoClient::new(plugin.channel());
+    let call = tokio::spawn(async move { client.echo(pb::EchoRequest { message: "late".into() }).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopped = plugin.shutdown().await.unwrap();
+    assert_eq!(stopped.in_flight, Some(1), "{stopped:?}");
+    assert!(stopped.ended.is_clean(), "{stopped:?}");
+    assert!(stopped.took >= Duration::from_millis(200), "{stopped:?}");
+    assert_eq!(call.await.unwrap().unwrap().into_inner().message, "late");
+}
+
+#[tokio::test]
+async fn serving_says_what_the_plugins_own_health_says() {
+    let serving = testing::start(echo(pb::FILE_DESCRIPTOR_SET, Duration::ZERO)).await.unwrap();
+    assert!(serving.serving().await.unwrap());
+    let not_yet = testing::start(echo(pb::FILE_DESCRIPTOR_SET, Duration::ZERO).not_serving()).await.unwrap();
+    assert!(!not_yet.serving().await.unwrap());
+}
