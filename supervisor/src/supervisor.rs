@@ -186,7 +186,8 @@ impl Supervisor {
         }
         // Before any instance starts: each one's host channel routes through it.
         let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone());
-        let _ = shared.host_calls.set(HostCalls::new(host, gateway.clone()));
+        let stalled = config.supervisor.gateway.max_stalled_calls;
+        let _ = shared.host_calls.set(HostCalls::new(host, gateway.clone(), stalled));
         for p in &plugins {
             spawn_revision(&shared, p, &p.serving());
         }

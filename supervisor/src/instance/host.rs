@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use plugin_proto::host::v1::host_server::{Host, HostServer};
 use plugin_proto::host::v1::{Level, LogRecord, LogSummary};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tower::Service;
 
 use crate::observe::logs::{Gate, LogBuffer, SharedBudget, Stream};
 use crate::routing::host_calls::Outbound;
+use crate::routing::stalls::StallBudget;
 
 pub struct HostService {
     instance: String,
@@ -213,12 +213,12 @@ impl Service<http::Request<tonic::body::Body>> for HostConn {
 
 /// Serves `instance`'s host connection until it closes: its logs, and where `out` is
 /// given, its calls out.
-pub async fn serve<IO>(io: IO, instance: String, logs: Arc<LogBuffer>, out: Option<Outbound>)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+pub async fn serve(io: tokio::net::UnixStream, instance: String, logs: Arc<LogBuffer>, out: Option<Outbound>) {
+    // Calls whose callers do not read their answers are bounded across the daemon's host
+    // connections when it routes calls out; a connection for logs alone has its own.
+    let stalls = out.as_ref().map_or_else(|| StallBudget::new(MAX_STREAMS as usize), Outbound::stalls);
     let svc = HostConn { logs: HostServer::new(HostService::new(instance, logs)), out };
-    crate::net::serve_h2_with(io, svc, Some(MAX_STREAMS)).await;
+    crate::routing::server::serve_host(io, svc, MAX_STREAMS, stalls).await;
 }
 
 #[cfg(test)]

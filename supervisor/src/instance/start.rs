@@ -77,7 +77,7 @@ pub async fn start(
         quota,
         logs: plugin.logs.clone(),
         events: shared.events.clone(),
-        calls_out: shared.host_calls.get().map(|h| h.outbound(plugin)),
+        calls_out: shared.host_calls.get().map(|h| h.outbound(plugin, rev)),
     });
     // Dropped unfinished, a launch leaves nothing running (the process handle kills).
     let launched = tokio::select! {

@@ -214,6 +214,11 @@ impl Job {
             if !change.live_only() && change.keys.iter().any(|k| k.key == "callers") {
                 set_callers(&p, &spec);
             }
+            // What it may call, likewise, and in every revision with instances (a canary's
+            // and a draining one's too: each instance's calls out read its own revision's).
+            if change.keys.iter().any(|k| k.key == "calls") {
+                set_calls(&p, &spec);
+            }
             if change.live_only() {
                 let log_limit = spec.log_limit;
                 match crate::quotas::apply_live(shared, &p, Arc::new(spec)) {
@@ -348,6 +353,16 @@ fn set_callers(p: &Plugin, spec: &PluginSpec) {
     now.callers = spec.callers.clone();
     serving.set_live_spec(Arc::new(now));
     tracing::info!(plugin = %p.name, "callers applied in place");
+}
+
+/// Every revision's entry with `spec`'s `calls`, the rest as it runs.
+fn set_calls(p: &Plugin, spec: &PluginSpec) {
+    for rev in p.revisions().into_iter().chain([p.serving()]) {
+        let mut now = PluginSpec::clone(&rev.spec());
+        now.calls = spec.calls.clone();
+        rev.set_live_spec(Arc::new(now));
+    }
+    tracing::info!(plugin = %p.name, "calls applied in place");
 }
 
 /// Only the changes of the plugins `names` names (supervisor keys are still reported).
@@ -551,6 +566,24 @@ mod tests {
         let p = f.sup.plugin("fake").unwrap();
         assert_eq!(p.serving().number, 1, "the old revision serves on");
         assert_eq!(p.spec().callers, Some(Callers(vec![Rule::Uid(2)])), "with the new callers");
+        assert!(p.spec().args.is_empty(), "and nothing else of the new entry");
+        f.sup.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_taken_away_are_taken_away_even_when_the_same_edit_needs_a_revision_that_is_refused() {
+        use crate::instance::fake::Behaviour;
+        let serve = Behaviour::Serve { name: "fake".into() };
+        let other = plugin("other", "autostart = false");
+        let text = format!("{}{other}", plugin("fake", "calls = [\"other\"]"));
+        let f = fixture(&text, &[("fake", &[serve, Behaviour::Exit { code: 3 }])]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        edit(&f.sup, |t| t.replace("calls = [\"other\"]", "args = [\"--new\"]"));
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        assert!(done.lines()[0].contains("did not start"), "{done:?}");
+        let p = f.sup.plugin("fake").unwrap();
+        assert_eq!(p.serving().number, 1, "the old revision serves on");
+        assert!(p.spec().calls.is_empty(), "but may call nothing any more: {:?}", p.spec().calls);
         assert!(p.spec().args.is_empty(), "and nothing else of the new entry");
         f.sup.shutdown().await;
     }

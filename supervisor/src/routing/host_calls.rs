@@ -14,7 +14,8 @@ use tower::Service;
 
 use super::callers::Peer;
 use super::gateway::{Answer, Gateway};
-use crate::instance::Plugin;
+use super::stalls::StallBudget;
+use crate::instance::{Plugin, Revision};
 
 /// Services an embedding host offers its plugins over their host channel: a plugin's
 /// `host_channel()` reaches them by their gRPC service name, before any plugin serving
@@ -67,6 +68,9 @@ impl HostServices {
 pub(crate) struct HostCalls {
     host: HostServices,
     gateway: Gateway,
+    /// Calls out stalled behind plugins that do not read their answers, across every
+    /// instance: as many as the gateway allows its callers.
+    stalls: Arc<StallBudget>,
 }
 
 impl std::fmt::Debug for HostCalls {
@@ -76,13 +80,21 @@ impl std::fmt::Debug for HostCalls {
 }
 
 impl HostCalls {
-    pub(crate) fn new(host: HostServices, gateway: Gateway) -> Self {
-        Self { host, gateway }
+    pub(crate) fn new(host: HostServices, gateway: Gateway, max_stalled_calls: usize) -> Self {
+        Self { host, gateway, stalls: StallBudget::new(max_stalled_calls) }
     }
 
-    /// Where `plugin`'s instances' host calls go.
-    pub(crate) fn outbound(&self, plugin: &Arc<Plugin>) -> Outbound {
-        Outbound { host: self.host.clone(), gateway: self.gateway.clone(), plugin: plugin.clone() }
+    /// Where the host calls of `rev`'s instances go: `rev`'s config says what they may
+    /// call and who they are, not the serving revision's (a canary's new `calls` are its
+    /// own).
+    pub(crate) fn outbound(&self, plugin: &Arc<Plugin>, rev: &Arc<Revision>) -> Outbound {
+        Outbound {
+            host: self.host.clone(),
+            gateway: self.gateway.clone(),
+            plugin: plugin.name.clone(),
+            rev: rev.clone(),
+            stalls: self.stalls.clone(),
+        }
     }
 }
 
@@ -91,13 +103,20 @@ impl HostCalls {
 pub struct Outbound {
     host: HostServices,
     gateway: Gateway,
-    plugin: Arc<Plugin>,
+    plugin: String,
+    rev: Arc<Revision>,
+    stalls: Arc<StallBudget>,
 }
 
 impl Outbound {
+    /// The budget of calls out stalled behind callers that do not read, shared by all.
+    pub(crate) fn stalls(&self) -> Arc<StallBudget> {
+        self.stalls.clone()
+    }
+
     /// Sends `req`, made by an instance of the plugin, where its service is served.
     pub fn call(&self, mut req: http::Request<Body>) -> Answer {
-        let name = &self.plugin.name;
+        let name = &self.plugin;
         // Whatever the plugin wrote there, the host is told who it is.
         match http::HeaderValue::from_str(name) {
             Ok(v) => req.headers_mut().insert(CALLER_HEADER, v),
@@ -108,8 +127,8 @@ impl Outbound {
             let mut routes = self.host.routes.clone();
             return Box::pin(async move { routes.call(req).await });
         }
-        // Read at each call: `calls` and the uid are what the plugin's config says now.
-        let spec = self.plugin.spec();
+        // Read at each call: `calls` is live (an update writes it into every revision).
+        let spec = self.rev.spec();
         let peer = Peer::plugin_instance(name, spec.ids.0, spec.ids.1);
         self.gateway.call_from(name, &spec.calls, peer, req)
     }

@@ -20,7 +20,7 @@ pub mod record;
 pub mod server;
 pub mod size;
 pub mod split;
-mod stalls;
+pub(crate) mod stalls;
 pub mod table;
 mod trim;
 mod wrap;

@@ -199,21 +199,75 @@ async fn go_away_now(h2: &mut Server) {
 /// One call: routed, then its answer piped to the caller.
 async fn call(
     req: http::Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
-    mut gateway: Gateway,
+    respond: h2::server::SendResponse<Bytes>,
+    gateway: Gateway,
     _open: CallGuard,
     shared: Arc<Shared>,
 ) {
+    route_and_pipe(req, respond, gateway, &shared.stalls).await;
+}
+
+/// `req` answered by `svc`, and the answer piped to the caller as its window allows.
+async fn route_and_pipe<S>(
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    mut svc: S,
+    stalls: &Arc<StallBudget>,
+) where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>,
+{
     let req = req.map(|recv| Body::new(ResponseBody::new(recv)));
     let response = tokio::select! {
-        routed = gateway.call(req) => match routed {
+        routed = svc.call(req) => match routed {
             Ok(response) => response,
             Err(never) => match never {},
         },
         // The caller gave up first: dropping the call resets the plugin's stream.
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
-    pipe(respond, response, &shared.stalls).await;
+    pipe(respond, response, stalls).await;
+}
+
+/// Serves one instance's host connection (its fd 4) with `svc` until it closes, at most
+/// `max_streams` streams at once. Each answer, to a log stream or to a call out, is piped
+/// as a gateway call's is: a plugin that does not read the answers to its calls out
+/// holds at most a buffer per call, and the plugins it called are let go at the call's
+/// deadline, whether or not it reads (hyper would wait on its window for ever).
+pub(crate) async fn serve_host<S>(io: tokio::net::UnixStream, svc: S, max_streams: u32, stalls: Arc<StallBudget>)
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    // No preface timeout: a plugin need never speak on fd 4, and the task ends with it.
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(max_streams)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CALLER_CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .handshake::<_, Bytes>(Repair::new(io));
+    let mut h2 = match handshake.await {
+        Ok(h2) => h2,
+        Err(e) => {
+            tracing::debug!(error = %e, "host connection failed its HTTP/2 handshake");
+            return;
+        }
+    };
+    loop {
+        match h2.accept().await {
+            Some(Ok((req, respond))) => {
+                let (svc, stalls) = (svc.clone(), stalls.clone());
+                tokio::spawn(async move { route_and_pipe(req, respond, svc, &stalls).await });
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "host connection failed");
+                return;
+            }
+            None => return,
+        }
+    }
 }
 
 /// How the answer ends once its data is out.
