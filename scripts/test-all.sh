@@ -79,8 +79,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build (the end-to-end tests run the built daemon, CLI and plugins)"
 cargo build --workspace --bins --examples
 
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+step "the Go plugin example (Debian's Go, gRPC and protobuf packages, installed when missing; integration/tests/go_plugin.rs runs it)"
+examples/go-plugin/build.sh "$target_dir/go-plugin"
+
 step "Python packages (grpcio: a stock gRPC C-core client for the gateway; kubernetes-validate and python-hcl2: the fleet's manifests)"
-py_env="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/py-grpc"
+py_env="$target_dir/py-grpc"
 if [ ! -x "$py_env/bin/python" ]; then
     python3 -m venv "$py_env" 2>/dev/null || {
         apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
@@ -106,7 +111,6 @@ step "fuzz targets (coverage-guided, 15 s each)"
 bash fuzz/run.sh 15
 
 step "sandbox and teardown tests in a pure cgroup v2 VM"
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 mapfile -t vm_tests < <(integration/vm/cargo-test-bins.sh -p plugin-integration --test sandbox --test teardown)
 debug="$target_dir/debug"
 integration/vm/run.sh --timeout 2400 \
