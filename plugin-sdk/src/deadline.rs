@@ -32,7 +32,10 @@ pub fn parse(v: &str) -> Option<Duration> {
     if v.len() < 2 || v.len() > 9 {
         return None;
     }
-    let (digits, unit) = v.split_at(v.len() - 1);
+    let (digits, unit) = v.split_at_checked(v.len() - 1)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.checked_mul(3600)?),
@@ -45,11 +48,17 @@ pub fn parse(v: &str) -> Option<Duration> {
     })
 }
 
-/// `d` as a `grpc-timeout` value: in milliseconds, rounded up (a deadline that has
-/// passed is 1 ms, never zero, which gRPC does not allow), or seconds when too many.
+/// `d`, more than zero, as a `grpc-timeout` value (at most 8 digits), rounded down: the
+/// call out must end no later than the call in.
 pub fn format(d: Duration) -> String {
-    let ms = d.as_nanos().div_ceil(1_000_000).max(1);
-    if ms < 100_000_000 { format!("{ms}m") } else { format!("{}S", d.as_secs().min(99_999_999)) }
+    let (us, ms) = (d.as_micros(), d.as_millis());
+    if us < 100_000_000 {
+        format!("{}u", us.max(1))
+    } else if ms < 100_000_000 {
+        format!("{ms}m")
+    } else {
+        format!("{}S", d.as_secs().min(99_999_999))
+    }
 }
 
 #[cfg(test)]
@@ -66,12 +75,15 @@ mod tests {
         assert_eq!(parse("123456789m"), None, "more than 8 digits");
         assert_eq!(parse("12x"), None);
         assert_eq!(parse("-1m"), None);
+        assert_eq!(parse("+5m"), None);
+        assert_eq!(parse("5é"), None);
     }
 
     #[test]
-    fn what_is_left_is_written_in_milliseconds_rounded_up() {
-        assert_eq!(format(Duration::from_micros(1500)), "2m");
-        assert_eq!(format(Duration::ZERO), "1m");
+    fn what_is_left_is_written_rounded_down_in_at_most_8_digits() {
+        assert_eq!(format(Duration::from_nanos(1_500_900)), "1500u");
+        assert_eq!(format(Duration::from_secs(99)), "99000000u");
+        assert_eq!(format(Duration::from_secs(100)), "100000m");
         assert_eq!(format(Duration::from_secs(200_000)), "200000S");
     }
 

@@ -28,6 +28,9 @@ pub enum HostChannelError {
     NotConnected,
     #[error("host connection: {0}")]
     Channel(#[from] ChannelError),
+    /// Made while handling a call whose deadline has passed: not sent.
+    #[error("not sent: the deadline of the call being handled has passed")]
+    Expired(#[source] tonic::Status),
 }
 
 impl HostChannel {
@@ -53,6 +56,10 @@ impl tower::Service<http::Request<Body>> for HostChannel {
         // Made while handling a call, it gets no more time than that call has left,
         // unless the author set a shorter one.
         if let Some(left) = crate::deadline::left() {
+            if left.is_zero() {
+                let expired = tonic::Status::deadline_exceeded("the deadline of the call being handled has passed");
+                return Box::pin(async { Err(HostChannelError::Expired(expired)) });
+            }
             let own = req.headers().get("grpc-timeout").and_then(|v| crate::deadline::parse(v.to_str().ok()?));
             if own.is_none_or(|own| own > left)
                 && let Ok(v) = http::HeaderValue::from_str(&crate::deadline::format(left))

@@ -199,9 +199,13 @@ pub(super) fn check(
         spec.ids = ids.get(&plugin.name).copied().unwrap_or((0, 0));
         spec.callers = check_callers(config, plugin, i, p);
         for (j, name) in plugin.calls.iter().enumerate() {
-            if !config.plugins.iter().any(|pl| &pl.name == name) {
+            let at = [Seg::Key("plugin"), Seg::Index(i), Seg::Key("calls"), Seg::Index(j)];
+            if name == &plugin.name {
+                // Its handlers would wait in its own queue for places its own calls hold.
+                p.at(&at, format!("plugin {:?}: calls entry {name:?}: a plugin may not call itself", plugin.name));
+            } else if !config.plugins.iter().any(|pl| &pl.name == name) {
                 p.at(
-                    &[Seg::Key("plugin"), Seg::Index(i), Seg::Key("calls"), Seg::Index(j)],
+                    &at,
                     format!("plugin {:?}: calls entry {name:?}: no plugin of that name is configured", plugin.name),
                 );
             }
@@ -657,6 +661,8 @@ mod tests {
         assert_eq!(problems.len(), 1, "{err}");
         assert_eq!(problems[0].key, "plugin[1].calls[1]");
         assert_eq!(problems[0].message, "plugin \"a\": calls entry \"ghost\": no plugin of that name is configured");
+        let own = parse(&text.replace("\"ghost\"", "\"a\"")).unwrap_err();
+        assert_eq!(own.problems()[0].message, "plugin \"a\": calls entry \"a\": a plugin may not call itself");
         let specs = parse(&text.replace(", \"ghost\"", "")).unwrap().specs();
         assert_eq!((specs[0].calls.as_slice(), specs[1].calls.as_slice()), (&[][..], &["auth".to_owned()][..]));
     }

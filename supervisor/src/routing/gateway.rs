@@ -114,14 +114,15 @@ impl Gateway {
     /// own config lists.
     fn lookup(&self, ext: &http::Extensions, service: &str, named: Option<&str>, calls: Option<&[String]>) -> Lookup {
         let mut candidates = self.routes.owners(service);
-        candidates.retain(|p| self.may_call(ext, p));
+        // What the calling plugin's own config allows first: that is what it is told.
         if let Some(calls) = calls {
-            let reachable = !candidates.is_empty();
+            let served = !candidates.is_empty();
             candidates.retain(|p| calls.contains(p));
-            if reachable && candidates.is_empty() {
+            if served && candidates.is_empty() {
                 return Lookup::NotListed;
             }
         }
+        candidates.retain(|p| self.may_call(ext, p));
         let chosen = match named {
             Some(name) => candidates.iter().find(|p| *p == name),
             None if candidates.len() > 1 => return Lookup::Ambiguous(candidates),
@@ -187,6 +188,13 @@ fn ambiguous(service: &str, candidates: &[String]) -> tonic::Status {
     ))
 }
 
+/// `req` as a host application sent it, without the header only the supervisor may set:
+/// which plugin calls.
+fn from_host_application(mut req: http::Request<Body>) -> http::Request<Body> {
+    req.headers_mut().remove(super::host_calls::CALLER_HEADER);
+    req
+}
+
 /// What a plugin calling a service its `calls` does not allow gets: said to it, as it is
 /// its own config that refuses (the plugins serving it are not named).
 fn not_listed(caller: &str, service: &str) -> tonic::Status {
@@ -203,8 +211,7 @@ impl Gateway {
     /// extensions it carries; `calls` narrows the candidates for a plugin's host channel.
     fn route(&self, mut req: http::Request<Body>, calls: Option<(&str, &[String])>) -> Answer {
         if calls.is_none() {
-            // Only the supervisor says which plugin calls: a host application cannot.
-            req.headers_mut().remove(super::host_calls::CALLER_HEADER);
+            req = from_host_application(req);
         }
         let path = req.uri().path().to_owned();
         let Some(service) = service_of(&path) else {
@@ -382,6 +389,49 @@ mod tests {
         assert_eq!(call(&gw, Some(peer(1001, 1, &[])), ECHO, None).await, went_to("b"));
         let (code, msg) = call(&gw, Some(peer(1000, 1, &[])), ECHO, None).await;
         assert_eq!((code, msg.contains("(a, b)")), (tonic::Code::FailedPrecondition, true), "{msg}");
+    }
+
+    /// What `caller`, listing `calls`, gets for a call out to `service`.
+    async fn call_out(gw: &Gateway, caller: &str, calls: &[&str], service: &str) -> (tonic::Code, String) {
+        let calls: Vec<String> = calls.iter().map(|c| (*c).to_owned()).collect();
+        let req = http::Request::post(format!("http://gw/{service}/M")).body(Body::empty()).unwrap();
+        let response = gw.call_from(caller, &calls, Peer::plugin_instance(caller, 7, 7), req).await.unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).expect("a trailers-only answer");
+        (status.code(), status.message().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_plugin_calls_out_only_to_plugins_its_calls_lists_and_whose_callers_admit_it() {
+        let gw = gateway(&[
+            ("a", "callers = [\"plugin:me\"]", &[ECHO]),
+            ("b", "callers = [\"plugin:other\"]", &["b.v1.B"]),
+            ("me", "", &["me.v1.Me"]),
+        ]);
+        assert_eq!(call_out(&gw, "me", &["a", "b"], ECHO).await, went_to("a"));
+        // b does not admit it: as if nothing served the service.
+        assert_eq!(call_out(&gw, "me", &["a", "b"], "b.v1.B").await, unknown("b.v1.B"));
+        // Its own config refuses: it is told so, and no plugin is named.
+        assert_eq!(
+            call_out(&gw, "me", &["b"], ECHO).await,
+            (
+                tonic::Code::PermissionDenied,
+                "plugin \"me\" may not call echo.v1.Echo: its `calls` lists no plugin serving it".into()
+            )
+        );
+        assert_eq!(call_out(&gw, "me", &["a"], "nope.v1.Nope").await, unknown("nope.v1.Nope"));
+        // Reflection and health are for host applications.
+        let reflection = "grpc.reflection.v1.ServerReflection";
+        assert_eq!(call_out(&gw, "me", &["a"], reflection).await, unknown(reflection));
+        // The instance is known as "me" by its connection: another plugin's rule is not met.
+        assert_eq!(call_out(&gw, "other", &["a"], ECHO).await, unknown(ECHO));
+    }
+
+    #[test]
+    fn a_host_application_cannot_say_which_plugin_calls() {
+        use super::super::host_calls::CALLER_HEADER;
+        let mut req = http::Request::post(format!("http://gw/{ECHO}/M")).body(Body::empty()).unwrap();
+        req.headers_mut().insert(CALLER_HEADER, "auth".parse().unwrap());
+        assert_eq!(from_host_application(req).headers().get(CALLER_HEADER), None);
     }
 
     #[test]
