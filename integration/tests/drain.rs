@@ -116,6 +116,10 @@ async fn a_stream_that_hears_the_drain_ends_with_ok_at_once_and_one_that_does_no
     let status = held.error.expect("the cut stream does not end with OK");
     assert_eq!(
         (status.code(), status.message()),
-        (tonic::Code::Unavailable, format!("plugin \"zoo\" (pid {third}): connection lost mid-call: stream closed because of a broken pipe").as_str())
+        (
+            tonic::Code::Unavailable,
+            format!("plugin \"zoo\" (pid {third}): connection lost mid-call: stream closed because of a broken pipe")
+                .as_str()
+        )
     );
 }
