@@ -76,7 +76,7 @@ fn a_stock_reflection_client_lists_and_describes_what_the_plugins_serve_over_v1_
                 "echo": {"Echo": ["echo.v1.EchoRequest", "echo.v1.EchoResponse"]},
                 "echo_file": "echo.proto",
                 "count": {"input": "zoo.v1.CountRequest", "output": "zoo.v1.Text", "server_streaming": true},
-                "count_request": {"count": 1, "text": 2, "interval_ms": 3},
+                "count_request": {"count": 1, "text": 2, "interval_ms": 3, "until_shutdown": 4},
                 "unknown": "not found",
             }),
             "{version}"

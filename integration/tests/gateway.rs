@@ -206,7 +206,7 @@ async fn at_max_connections_the_connection_idle_longest_makes_room_and_is_told_g
     // The first connection is busy with a call that streams one message
     // now and the next in 3 s; 19 idle ones fill the rest.
     let mut busy = ZooClient::new(connect(&d.gateway()).await.unwrap());
-    let slow = CountRequest { count: 2, text: "busy".into(), interval_ms: 3000 };
+    let slow = CountRequest { count: 2, text: "busy".into(), interval_ms: 3000, ..Default::default() };
     let mut slow = busy.count(slow).await.unwrap().into_inner();
     assert_eq!(slow.message().await.unwrap().unwrap().text, "busy 0", "the call is open");
     let idle: Vec<_> = (0..19).map(|_| idle_connection(&d.gateway()).unwrap()).collect();
@@ -321,7 +321,7 @@ const COUNT: &str = "/zoo.v1.Zoo/Count";
 fn count_call(len: usize, count: u32, interval_ms: u32) -> (bytes::Bytes, usize) {
     let text = "x".repeat(len);
     let answer = (0..count).map(|i| grpc_frame(&Text { text: format!("{text} {i}") }).len()).sum();
-    (grpc_frame(&CountRequest { count, text, interval_ms }), answer)
+    (grpc_frame(&CountRequest { count, text, interval_ms, ..Default::default() }), answer)
 }
 
 fn rss_kib(pid: i32) -> u64 {

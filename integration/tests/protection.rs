@@ -73,8 +73,12 @@ async fn a_stream_holds_its_place_within_the_limit_until_it_ends() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "max_in_flight = 1\nmax_queued = 0")));
     d.wait_state("zoo-0", "running", UP);
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
-    let mut stream =
-        zoo.clone().count(CountRequest { count: 3, interval_ms: 300, text: String::new() }).await.unwrap().into_inner();
+    let mut stream = zoo
+        .clone()
+        .count(CountRequest { count: 3, interval_ms: 300, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(stream.message().await.unwrap().is_some(), "the stream runs");
     let shed = zoo.echo(Text { text: "beside".into() }).await.unwrap_err();
     assert_eq!(shed.code(), tonic::Code::ResourceExhausted, "{shed:?}");

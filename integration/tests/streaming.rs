@@ -190,7 +190,7 @@ fn open_stream() -> (tokio::sync::mpsc::Sender<Text>, ReceiverStream<Text>) {
 }
 
 fn endless_count() -> CountRequest {
-    CountRequest { count: 100_000, text: "n".into(), interval_ms: 50 }
+    CountRequest { count: 100_000, text: "n".into(), interval_ms: 50, ..Default::default() }
 }
 
 /// A request with `timeout` as its `grpc-timeout`, if any.
@@ -208,7 +208,10 @@ async fn completes(f: &Fixture) {
         let before = tally(&mut zoo).await;
         match kind {
             Kind::Server => {
-                let mut s = zoo.count(CountRequest { count: 5, text: "n".into(), interval_ms: 1 }).await.unwrap();
+                let mut s = zoo
+                    .count(CountRequest { count: 5, text: "n".into(), interval_ms: 1, ..Default::default() })
+                    .await
+                    .unwrap();
                 let mut got = Vec::new();
                 while let Some(m) = s.get_mut().message().await.unwrap() {
                     got.push(m.text);

@@ -14,7 +14,8 @@
 //! `serve` handles the rest: the handshake that declares the plugin's
 //! contract, `grpc.health.v1`, logs to the supervisor with their structured
 //! fields, a handler panic answered as `INTERNAL` while the process keeps
-//! serving, and a graceful drain on the Shutdown call, SIGTERM or SIGINT.
+//! serving, and a graceful drain on the Shutdown call, SIGTERM or SIGINT,
+//! which handlers of long streams hear through [`Plugin::shutdown_signal`].
 //! Started by hand, the binary says it is a plugin and exits non-zero.
 //!
 //! Compile your `.proto` files in `build.rs` with
@@ -47,8 +48,11 @@ pub use descriptors::DescriptorError;
 pub use host::{HostChannel, HostChannelError};
 pub use launch::NotSupervised;
 pub use logging::FILTER_ENV;
-pub use shutdown::SIGNAL_DRAIN;
-pub use {plugin_proto, serde_json, tonic, tracing};
+pub use shutdown::{Drain, SIGNAL_DRAIN, ShutdownSignal};
+// What a plugin crate needs beyond `prost` and `tonic`, reachable from here: the code
+// `plugin_proto::build` generates names `::plugin_sdk::tonic_prost`, and a streaming
+// handler wants tokio's tasks and channels and tokio-stream's wrappers.
+pub use {plugin_proto, serde_json, tokio, tokio_stream, tonic, tonic_prost, tracing};
 
 /// The version of this SDK, declared at handshake.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -94,11 +98,14 @@ pub struct Plugin {
     health: tonic_health::server::HealthReporter,
     serving_at_start: bool,
     host: HostChannel,
+    shutdown: shutdown::Shutdown,
 }
 
 /// The plugin's `grpc.health.v1` status, which its services and hooks may change: a
 /// plugin that knows it cannot serve (a dependency down, a cache not warm) says so, and
-/// a supervisor does not switch calls to a new revision that says it does not serve.
+/// a supervisor does not switch calls to a new revision that says it does not serve,
+/// sends a running instance that says so no calls while another replica serves, and
+/// shows it in `supervisorctl status`.
 #[derive(Clone, Debug)]
 pub struct Health(tonic_health::server::HealthReporter);
 
@@ -127,7 +134,14 @@ impl Plugin {
             health: tonic_health::server::HealthReporter::new(),
             serving_at_start: true,
             host: HostChannel::default(),
+            shutdown: shutdown::Shutdown::new(),
         }
+    }
+
+    /// A handle that tells handlers when the plugin begins to drain: see
+    /// [`ShutdownSignal`].
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        ShutdownSignal(self.shutdown.clone())
     }
 
     /// A handle to the plugin's health status, for its services and hooks.
@@ -146,10 +160,10 @@ impl Plugin {
         self.host.clone()
     }
 
-    /// Starts saying NOT_SERVING, until [`Health::set_serving`] says otherwise. The
-    /// supervisor asks once, when it checks a new revision before a reload switches calls
-    /// to it: a revision that says so then is refused. (It does not hold calls back from
-    /// an instance that says so later.)
+    /// Starts saying NOT_SERVING, until [`Health::set_serving`] says otherwise. A reload
+    /// refuses a new revision that says so when it is checked, before calls switch to it;
+    /// a running instance that says so gets no calls while another replica of the plugin
+    /// serves (none at all, answered UNAVAILABLE by the supervisor, when none does).
     pub fn not_serving(mut self) -> Self {
         self.serving_at_start = false;
         self
@@ -254,7 +268,7 @@ impl Plugin {
         };
         let log = logging::install(host);
         install_panic_hook();
-        let shutdown = shutdown::Shutdown::new();
+        let shutdown = self.shutdown.clone();
         shutdown::watch_signals(shutdown.clone())?;
         inherited.plugin.set_nonblocking(true)?;
         let conn = tokio::net::UnixStream::from_std(inherited.plugin)?;
@@ -266,15 +280,19 @@ impl Plugin {
     }
 
     /// Serves the lifecycle, health and the plugin's services on `conn`
-    /// until a shutdown (asked by the supervisor, or through `shutdown`)
+    /// until a shutdown (asked by the supervisor, or through `outside`)
     /// has drained. Touches nothing process-wide: the process's logging,
     /// panic hook and signals are [`Plugin::serve`]'s business.
     async fn serve_on(
         self,
         conn: tokio::net::UnixStream,
         instance: String,
-        shutdown: shutdown::Shutdown,
+        outside: shutdown::Shutdown,
     ) -> Result<(), SdkError> {
+        // The plugin's own shutdown is the one its handlers hold (`shutdown_signal`);
+        // whatever asks from outside asks it.
+        let shutdown = self.shutdown.clone();
+        let follow = shutdown.follow(&outside);
         let descriptor_set = descriptors::merge(&self.descriptor_sets, &self.services)?;
         let health = self.health.clone();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -319,10 +337,11 @@ impl Plugin {
             .serve_with_incoming_shutdown(io::incoming(conn, shutdown.clone()), drain_signal);
         let deadline = async {
             let drain = shutdown.requested().await;
-            tokio::time::sleep(drain).await;
+            tokio::time::sleep(drain.within).await;
         };
         tokio::select! {
             res = serve => res?,
+            () = follow => {}
             () = deadline => {
                 tracing::warn!(in_flight = in_flight.get(), "drain deadline passed; exiting with calls in flight");
             }

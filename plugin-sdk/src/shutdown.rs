@@ -1,7 +1,9 @@
 //! One way to begin stopping, whatever asks for it (the Shutdown RPC,
-//! SIGTERM, SIGINT, or the supervisor's end of the socket closing), and the
-//! drain deadline that bounds it.
+//! SIGTERM, SIGINT, or the supervisor's end of the socket closing), the
+//! drain deadline that bounds it, and the handle a plugin's handlers watch it
+//! through ([`ShutdownSignal`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -12,10 +14,22 @@ use tokio::sync::watch;
 /// call's drain deadline has passed, and SIGKILL a second later.
 pub const SIGNAL_DRAIN: Duration = Duration::from_secs(5);
 
+/// A drain under way: why it began, and how long the plugin has (from when it
+/// began) before the calls still in flight are cut and the process exits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// What asked: the supervisor's reason (`operator request`, `replaced by a
+    /// new revision`, `supervisor shutdown`), `signal`, or `supervisor
+    /// connection closed`.
+    pub reason: Arc<str>,
+    /// The drain deadline.
+    pub within: Duration,
+}
+
 /// Shared by everything that may ask the plugin to stop.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
-    tx: watch::Sender<Option<Duration>>,
+    tx: watch::Sender<Option<Drain>>,
 }
 
 impl Shutdown {
@@ -26,32 +40,106 @@ impl Shutdown {
     /// Starts the drain; the first request's deadline wins unless a later one is shorter.
     pub fn trigger(&self, drain: Duration, why: &str) {
         self.tx.send_if_modified(|cur| match cur {
-            Some(d) if *d <= drain => false,
+            Some(d) if d.within <= drain => false,
             _ => {
                 tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
-                *cur = Some(drain);
+                *cur = Some(Drain { reason: why.into(), within: drain });
                 true
             }
         });
     }
 
-    /// Resolves once a shutdown was asked for, with its drain deadline.
-    pub async fn requested(&self) -> Duration {
+    /// Resolves once a shutdown was asked for, with its reason and drain deadline.
+    pub async fn requested(&self) -> Drain {
         let mut rx = self.tx.subscribe();
         loop {
-            if let Some(d) = *rx.borrow_and_update() {
+            if let Some(d) = rx.borrow_and_update().clone() {
                 return d;
             }
             if rx.changed().await.is_err() {
-                return Duration::ZERO;
+                return Drain { reason: "gone".into(), within: Duration::ZERO };
             }
         }
+    }
+
+    /// Asks for this shutdown whenever `outside` is asked for; never resolves.
+    pub async fn follow(&self, outside: &Shutdown) {
+        if !self.tx.same_channel(&outside.tx) {
+            let d = outside.requested().await;
+            self.trigger(d.within, &d.reason);
+        }
+        std::future::pending().await
+    }
+
+    fn now(&self) -> Option<Drain> {
+        self.tx.borrow().clone()
     }
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Tells a plugin's handlers that the plugin drains, so that a long stream can
+/// end cleanly (a last message, then OK) instead of being cut when the drain
+/// deadline passes. Got from [`Plugin::shutdown_signal`](crate::Plugin::shutdown_signal)
+/// before `serve`, cloned into each service; it fires on the supervisor's
+/// Shutdown call (a stop, restart or reload, the supervisor's own shutdown),
+/// SIGTERM or SIGINT, or the supervisor's end of the connection closing.
+///
+/// Unary calls need nothing of it: they are let finish. It is for handlers that
+/// would otherwise run until the deadline, a server stream that never ends by
+/// itself above all:
+///
+/// ```
+/// use plugin_sdk::tokio_stream::wrappers::ReceiverStream;
+/// use plugin_sdk::{ShutdownSignal, tokio, tonic};
+///
+/// /// Sends `tick N` every second until the plugin drains, then says so and ends with OK.
+/// fn ticks(shutdown: ShutdownSignal) -> ReceiverStream<Result<String, tonic::Status>> {
+///     let (tx, rx) = tokio::sync::mpsc::channel(4);
+///     tokio::spawn(async move {
+///         for n in 0u64.. {
+///             tokio::select! {
+///                 drain = shutdown.requested() => {
+///                     let _ = tx.send(Ok(format!("drained: {}", drain.reason))).await;
+///                     return; // the stream ends here, with OK
+///                 }
+///                 () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+///             }
+///             if tx.send(Ok(format!("tick {n}"))).await.is_err() {
+///                 return; // the caller went away
+///             }
+///         }
+///     });
+///     ReceiverStream::new(rx)
+/// }
+///
+/// // Taken before `serve`, given to the service that streams.
+/// let plugin = plugin_sdk::Plugin::new("ticker", "1.0.0");
+/// let shutdown = plugin.shutdown_signal();
+/// # let _ = (ticks, shutdown);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ShutdownSignal(pub(crate) Shutdown);
+
+impl ShutdownSignal {
+    /// Resolves once the plugin began to drain (at once if it has), with why
+    /// and how long it has. Cancel-safe: select on it beside the handler's work.
+    pub async fn requested(&self) -> Drain {
+        self.0.requested().await
+    }
+
+    /// Whether the plugin drains.
+    pub fn is_requested(&self) -> bool {
+        self.0.now().is_some()
+    }
+
+    /// The drain under way, if one is.
+    pub fn drain(&self) -> Option<Drain> {
+        self.0.now()
     }
 }
 
@@ -65,4 +153,43 @@ pub fn watch_signals(shutdown: Shutdown) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_signal_taken_before_the_drain_fires_with_its_reason_and_the_shortest_deadline() {
+        let shutdown = Shutdown::new();
+        let signal = ShutdownSignal(shutdown.clone());
+        assert!(!signal.is_requested());
+        let waiting = tokio::spawn({
+            let signal = signal.clone();
+            async move { signal.requested().await }
+        });
+        shutdown.trigger(Duration::from_secs(5), "operator request");
+        shutdown.trigger(Duration::from_secs(9), "signal");
+        let drain = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("fired").unwrap();
+        assert_eq!(drain, Drain { reason: "operator request".into(), within: Duration::from_secs(5) });
+        assert!(signal.is_requested());
+        shutdown.trigger(Duration::ZERO, "supervisor connection closed");
+        assert_eq!(
+            signal.drain().map(|d| (d.reason, d.within)),
+            Some(("supervisor connection closed".into(), Duration::ZERO))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_followed_shutdown_is_passed_on_with_its_reason() {
+        let (inside, outside) = (Shutdown::new(), Shutdown::new());
+        let following = tokio::spawn({
+            let (inside, outside) = (inside.clone(), outside.clone());
+            async move { inside.follow(&outside).await }
+        });
+        outside.trigger(Duration::from_millis(1500), "signal");
+        let drain = tokio::time::timeout(Duration::from_secs(5), inside.requested()).await.expect("passed on");
+        assert_eq!((&*drain.reason, drain.within), ("signal", Duration::from_millis(1500)));
+        following.abort();
+    }
 }

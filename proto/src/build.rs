@@ -7,11 +7,19 @@
 //! plugin_proto::build::compile(&["proto/echo.proto"], &["proto"]).unwrap();
 //! ```
 //! and in the crate: `include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.binpb"))`.
+//!
+//! The generated code reaches prost's gRPC codec through the SDK
+//! ([`SDK_CODEC`]), so a plugin crate depends on `plugin-sdk`, `prost` and
+//! `tonic` and on no `tonic-prost` of its own; the crate must call the SDK
+//! `plugin_sdk` (not rename it).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+
+/// The codec the generated clients and servers name: prost's, as plugin-sdk re-exports it.
+pub const SDK_CODEC: &str = "::plugin_sdk::tonic_prost::ProstCodec";
 
 /// Compiles `protos` (searched in `includes`) into `$OUT_DIR`, writing the
 /// generated code and `descriptors.binpb`.
@@ -34,5 +42,5 @@ pub fn compile_into(
     }
     let fds = protox::compile(protos, includes).map_err(|e| io::Error::other(format!("{e:?}")))?;
     std::fs::write(out_dir.join(descriptor_file), fds.encode_to_vec())?;
-    tonic_prost_build::configure().out_dir(out_dir).compile_fds(fds)
+    tonic_prost_build::configure().codec_path(SDK_CODEC).out_dir(out_dir).compile_fds(fds)
 }

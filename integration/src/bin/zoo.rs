@@ -5,7 +5,8 @@
 //! `--die-after-ms MS` (serves, then exits with 3), `--init-fail MSG`
 //! (refuses its config), `--version V`, `--fail-every N` (every Nth `Echo`
 //! fails with INTERNAL), `--echo-delay-ms MS` (each `Echo` answers that late),
-//! `--not-serving` (its health check says NOT_SERVING), `--start-delay-ms MS` (waits
+//! `--not-serving` (its health check says NOT_SERVING), `--usr1-serves` (says
+//! SERVING again on SIGUSR1, after a `SetServing` said otherwise), `--start-delay-ms MS` (waits
 //! that long before its handshake), `--flood stdout|stderr|sdk`
 //! (writes log lines to that stream as fast as it can, for ever, from a thread of its
 //! own, while it serves). Leaks, from the start:
@@ -33,6 +34,9 @@ struct ZooService {
     echo_delay: Duration,
     echoes: std::sync::atomic::AtomicU64,
     host: plugin_sdk::HostChannel,
+    /// The plugin's health and shutdown signal (set in main, once the plugin exists).
+    health: Option<plugin_sdk::Health>,
+    shutdown: Option<plugin_sdk::ShutdownSignal>,
 }
 
 /// Descriptors open when main() began.
@@ -196,13 +200,29 @@ impl Zoo for ZooService {
         let r = req.into_inner();
         let handler = Handler::begin("Count");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Heard only when asked to: otherwise a signal that never fires.
+        let shutdown = self.shutdown.clone().filter(|_| r.until_shutdown);
+        let drained = async move {
+            match shutdown {
+                Some(s) => s.requested().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::spawn(async move {
+            tokio::pin!(drained);
             for i in 0..r.count {
                 if i > 0 && r.interval_ms > 0 {
                     // A caller gone meanwhile is noticed at once, not at the next message.
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(u64::from(r.interval_ms))) => {}
                         () = tx.closed() => return,
+                        drain = &mut drained => {
+                            let last = Text { text: format!("drained: {}", drain.reason) };
+                            if tx.send(Ok(last)).await.is_ok() {
+                                handler.finish();
+                            }
+                            return;
+                        }
                     }
                 }
                 if tx.send(Ok(Text { text: format!("{} {i}", r.text) })).await.is_err() {
@@ -279,6 +299,12 @@ impl Zoo for ZooService {
             pb::zoo_client::ZooClient::new(self.host.clone()).echo(call).await?.into_inner().text
         };
         Ok(Response::new(Text { text }))
+    }
+
+    async fn set_serving(&self, req: Request<ServingRequest>) -> Result<Response<ServingResponse>, Status> {
+        let health = self.health.as_ref().ok_or_else(|| Status::internal("the zoo has no health handle"))?;
+        health.set_serving(req.into_inner().serving).await;
+        Ok(Response::new(ServingResponse { pid: std::process::id() }))
     }
 
     async fn echo(&self, req: Request<Text>) -> Result<Response<Text>, Status> {
@@ -455,6 +481,7 @@ fn main() {
     let mut descriptors = pb::FILE_DESCRIPTOR_SET.to_vec();
     let mut service = ZooService::default();
     let mut serving = true;
+    let mut usr1: Option<plugin_sdk::plugin_proto::signals::Caught> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -463,6 +490,13 @@ fn main() {
             "--protocol" => protocols = vec![args.next().and_then(|v| v.parse().ok()).unwrap_or(0)],
             "--init-fail" => init_fail = args.next(),
             "--not-serving" => serving = false,
+            "--usr1-serves" => match plugin_sdk::plugin_proto::signals::Signals::catch(&[libc::SIGUSR1]) {
+                Ok(caught) => usr1 = Some(caught),
+                Err(e) => {
+                    eprintln!("zoo: cannot catch SIGUSR1: {e}");
+                    std::process::exit(2);
+                }
+            },
             "--flood" => flood(&args.next().unwrap_or_default()),
             "--fail-every" => service.fail_every = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--echo-delay-ms" => {
@@ -506,13 +540,28 @@ fn main() {
     let plugin = plugin_sdk::Plugin::new(name, version);
     let plugin = if serving { plugin } else { plugin.not_serving() };
     service.host = plugin.host_channel();
+    service.health = Some(plugin.health());
+    service.shutdown = Some(plugin.shutdown_signal());
+    let health = plugin.health();
     plugin
         .descriptors(&descriptors)
         .service(ZooServer::new(service))
         .protocol_versions(&protocols)
-        .on_init(move |_ctx| match &init_fail {
-            Some(msg) => Err(Status::invalid_argument(msg.clone())),
-            None => Ok(()),
+        .on_init(move |_ctx| {
+            if let Some(msg) = &init_fail {
+                return Err(Status::invalid_argument(msg.clone()));
+            }
+            // The runtime runs by now: SIGUSR1, caught since main began, says SERVING.
+            if let Some(caught) = usr1.take() {
+                let mut signals = caught.stream().map_err(|e| Status::internal(format!("SIGUSR1: {e}")))?;
+                let health = health.clone();
+                tokio::spawn(async move {
+                    while signals.recv().await.is_ok() {
+                        health.set_serving(true).await;
+                    }
+                });
+            }
+            Ok(())
         })
         .serve()
 }

@@ -58,15 +58,23 @@ pub struct Desired {
 /// out: its drain answers GOAWAY and then closes the connection, and a request written
 /// after that close fails with a broken pipe, not as a refusal the router may send
 /// elsewhere. So a call is admitted before it is sent ([`Live::admit`]), and the instance
-/// is closed to new ones, and its admitted calls waited for, before it drains
-/// ([`Live::close`]).
+/// is closed to new ones, and its admitted calls waited for until they reached the plugin
+/// (their answers begun), before it drains ([`Live::close`]). Not until they ended: a
+/// drain lets the streams the plugin took run on, and a long stream hears of the drain
+/// (the SDK's shutdown signal) only once it is asked for.
 #[derive(Debug)]
 pub struct Live {
     pub channel: H2Channel,
     pub pid: i32,
     /// Admitted calls not yet answered (or failed).
     admitted: std::sync::atomic::AtomicUsize,
+    /// Admitted calls whose answer has not begun: the plugin may not have their request.
+    unsent: std::sync::atomic::AtomicUsize,
     closing: std::sync::atomic::AtomicBool,
+    /// What its plugin says of its own health while it runs (its `grpc.health.v1`
+    /// status, kept by its health follower): calls go around an instance that says
+    /// NOT_SERVING (see [`crate::routing::limit`]).
+    serving: Arc<std::sync::atomic::AtomicBool>,
     /// The plugin's queue of calls waiting for a place ([`crate::routing::limit`]), told
     /// when a call ends.
     queue: Option<Arc<crate::routing::limit::Queue>>,
@@ -89,7 +97,9 @@ impl Live {
             channel,
             pid,
             admitted: Default::default(),
+            unsent: Default::default(),
             closing: Default::default(),
+            serving: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             queue: None,
             signals: signal::Armed::default(),
         }
@@ -99,6 +109,16 @@ impl Live {
     pub fn with_signaller(mut self, signaller: Option<signal::Signaller>) -> Self {
         self.signals = signal::Armed::new(signaller);
         self
+    }
+
+    /// Whether its plugin says it serves: one atomic load, on every call's pick.
+    pub fn says_serving(&self) -> bool {
+        self.serving.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The flag [`Live::says_serving`] reads, for the follower of its health to set.
+    pub fn serving_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.serving.clone()
     }
 
     /// Its calls' ends wake the plugin's queued calls.
@@ -128,22 +148,25 @@ impl Live {
                 Err(now) => n = now,
             }
         }
+        self.unsent.fetch_add(1, SeqCst);
         // Paired with `close`: either this sees `closing`, or `close` sees the count. A
         // closing instance takes no calls, so nobody waits for the place given back.
         if self.closing.load(SeqCst) {
+            self.unsent.fetch_sub(1, SeqCst);
             self.admitted.fetch_sub(1, SeqCst);
             return Err(NotAdmitted::Closing);
         }
-        Ok(Admitted(self.clone()))
+        Ok(Admitted { live: self.clone(), unsent: true })
     }
 
-    /// Admits no more calls, and waits (at most `within`) for the admitted ones to be
-    /// answered: they were sent before the drain begins.
+    /// Admits no more calls, and waits (at most `within`) until the admitted ones have
+    /// reached the plugin, their answers begun: they were sent before the drain begins,
+    /// and from there the plugin's own drain lets them finish.
     pub async fn close(&self, within: Duration) {
         use std::sync::atomic::Ordering::SeqCst;
         self.closing.store(true, SeqCst);
         let deadline = tokio::time::Instant::now() + within;
-        while self.admitted.load(SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        while self.unsent.load(SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -151,12 +174,28 @@ impl Live {
 
 /// One admitted call to a [`Live`] instance.
 #[derive(Debug)]
-pub struct Admitted(Arc<Live>);
+pub struct Admitted {
+    live: Arc<Live>,
+    /// Its answer has not begun ([`Admitted::sent`] not called).
+    unsent: bool,
+}
+
+impl Admitted {
+    /// The plugin's answer began (its headers came): the plugin has the call, and a
+    /// drain no longer needs to wait for it to go out. Its place within `max_in_flight`
+    /// is kept until the guard goes.
+    pub fn sent(&mut self) {
+        if std::mem::replace(&mut self.unsent, false) {
+            self.live.unsent.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.admitted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        if let Some(q) = &self.0.queue {
+        self.sent();
+        self.live.admitted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(q) = &self.live.queue {
             q.released();
         }
     }

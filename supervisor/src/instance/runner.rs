@@ -263,10 +263,12 @@ async fn attend(
     };
     let declared = accepted.declared.clone();
     plugin.declared(rev, accepted.contract);
-    // Its own health is followed while it is ready (the gateway's health service says it).
-    let follower = shared.health.follow(&inst.id, channel.clone(), running.serving_at_start);
+    let live = Live::new(channel.clone(), running.pid).with_signaller(running.signaller());
+    // Its own health is followed while it is ready (the gateway's health service says it,
+    // and calls go around it while it says NOT_SERVING).
+    let follower = shared.health.follow(&inst.id, channel, running.serving_at_start, live.serving_flag());
     // Callable before it is said to run: whoever waits for "running" may call at once.
-    plugin.went_live(inst, Live::new(channel, running.pid).with_signaller(running.signaller()));
+    plugin.went_live(inst, live);
     shared.health.bump();
     let phases = std::mem::take(&mut running.phases);
     inst.update(|s| {

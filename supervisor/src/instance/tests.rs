@@ -246,6 +246,32 @@ async fn a_call_routed_to_an_instance_before_it_stops_is_answered_even_when_sent
     assert!(drain >= Duration::from_millis(150), "the call was held 200 ms: {drain:?}");
 }
 
+/// A stop waits for the calls routed to an instance until the plugin has them (their
+/// answers begun), not until they end: a stream the plugin took is let run on by its
+/// drain, and hears of it (the SDK's shutdown signal) only once the drain is asked for.
+#[tokio::test]
+async fn a_close_waits_for_calls_until_they_reach_the_plugin_not_until_they_end() {
+    let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+    let (channel, _conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+    let live = std::sync::Arc::new(super::Live::new(channel, 1));
+    let mut stream = live.admit().expect("admitted");
+    stream.sent();
+    let unsent = live.admit().expect("admitted");
+    let closing = tokio::spawn({
+        let live = live.clone();
+        async move { live.close(Duration::from_secs(30)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!closing.is_finished(), "it waits for the call not yet sent");
+    drop(unsent);
+    tokio::time::timeout(Duration::from_secs(1), closing)
+        .await
+        .expect("the stream under way does not hold it")
+        .unwrap();
+    assert!(live.admit().is_none(), "closed to new calls");
+    drop(stream);
+}
+
 /// The teardown events' results, in order, for `plugin`.
 fn teardowns(sup: &Supervisor, plugin: &str) -> Vec<String> {
     sup.events()

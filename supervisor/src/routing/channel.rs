@@ -54,11 +54,14 @@ impl Service<http::Request<Body>> for PluginService {
         Box::pin(async move {
             let mut req = req;
             let asked = tokio::time::Instant::now();
-            let (live, admitted) = match limit::admit(&plugin, &rev, None, until).await {
+            let (live, mut admitted) = match limit::admit(&plugin, &rev, None, until).await {
                 Ok(picked) => picked,
                 Err(Refused::NotReady) => {
                     let msg = format!("plugin {:?} is {}", plugin.name, plugin.describe_state());
                     return Ok(local(tonic::Status::unavailable(msg), Source::Supervisor));
+                }
+                Err(refused @ Refused::NotServing) => {
+                    return Ok(local(refused.status(&plugin.name), Source::Supervisor));
                 }
                 // Shed, or its deadline passed in the queue: the plugin never saw it.
                 Err(refused) => return Ok(local(refused.status(&plugin.name), Source::Limit)),
@@ -74,17 +77,22 @@ impl Service<http::Request<Body>> for PluginService {
             // streams while it drains.
             let (req, again) = keep_whole(req);
             let failed = match live.channel.clone().call(req).await {
-                Ok(resp) => return Ok(answer(&plugin, &live, resp, admitted)),
+                Ok(resp) => {
+                    admitted.sent();
+                    return Ok(answer(&plugin, &live, resp, admitted));
+                }
                 Err(e) => e,
             };
             drop(admitted);
             if failed.unprocessed()
                 && let Some(again) = again
             {
-                let (other, admitted) = match limit::admit(&plugin, &rev, Some(&live), until).await {
+                let (other, mut admitted) = match limit::admit(&plugin, &rev, Some(&live), until).await {
                     Ok(picked) => picked,
-                    // No other instance: the first one's failure is the answer.
-                    Err(Refused::NotReady) => return Ok(unreachable(&plugin, &live, &failed)),
+                    // No other instance (that serves): the first one's failure is the answer.
+                    Err(Refused::NotReady | Refused::NotServing) => {
+                        return Ok(unreachable(&plugin, &live, &failed));
+                    }
                     Err(refused) => return Ok(local(refused.status(&plugin.name), Source::Limit)),
                 };
                 let mut again = again;
@@ -92,7 +100,10 @@ impl Service<http::Request<Body>> for PluginService {
                     super::deadline::tell_time_left(again.headers_mut(), until);
                 }
                 match other.channel.clone().call(again).await {
-                    Ok(resp) => return Ok(answer(&plugin, &other, resp, admitted)),
+                    Ok(resp) => {
+                        admitted.sent();
+                        return Ok(answer(&plugin, &other, resp, admitted));
+                    }
                     Err(e) => return Ok(unreachable(&plugin, &other, &e)),
                 }
             }

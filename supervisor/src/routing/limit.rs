@@ -10,6 +10,12 @@
 //! whose deadline passes there is answered DEADLINE_EXCEEDED by the limit: the plugin
 //! never saw it, so its circuit and its canary do not count it.
 //!
+//! The pick also goes around an instance whose plugin says NOT_SERVING (its own health,
+//! followed while it runs): one atomic load per instance looked at, nothing more when all
+//! serve. A call finding every ready instance saying so is refused UNAVAILABLE at once,
+//! without reaching the plugin: the plugin said it cannot serve, and a queue would only
+//! hold the call until its deadline.
+//!
 //! A static limit, not an adaptive one (Vegas, Gradient): the limit guards against a crowd
 //! piling onto one process, and the latency an adaptive limit would learn is already bounded
 //! by the deadline; measured in the gateway benchmark, the static limit costs one atomic
@@ -59,6 +65,8 @@ impl Queue {
 pub(super) enum Refused {
     /// No instance of a revision that takes calls is ready.
     NotReady,
+    /// Instances are ready, but every one of them says NOT_SERVING.
+    NotServing,
     /// Every instance is at `max_in_flight` and `max_queued` calls already wait.
     Shed { max_in_flight: u32, max_queued: u32 },
     /// The call's deadline passed while it waited in the queue.
@@ -69,6 +77,9 @@ impl Refused {
     pub(super) fn status(&self, plugin: &str) -> tonic::Status {
         match self {
             Refused::NotReady => tonic::Status::unavailable(format!("plugin {plugin:?} has no instance ready")),
+            Refused::NotServing => tonic::Status::unavailable(format!(
+                "plugin {plugin:?}: every ready instance says NOT_SERVING (its own grpc.health.v1 status); call not sent"
+            )),
             Refused::Shed { max_in_flight, max_queued } => tonic::Status::resource_exhausted(format!(
                 "plugin {plugin:?} is at its limit: max_in_flight {max_in_flight} calls on every instance and \
                  max_queued {max_queued} calls waiting; call shed"
@@ -84,19 +95,25 @@ impl Refused {
 enum Pick {
     Got(Arc<Live>, Admitted),
     Full,
+    NotServing,
     NotReady,
 }
 
-/// An instance of `rev` (other than `not`) with room for one more call, round robin; else
-/// one of another revision that takes calls (a canary whose instance just went, or a
-/// revision replaced since the call chose it, leaves the call to the one serving), each
-/// revision within its own `max_in_flight`.
+/// An instance of `rev` (other than `not`, and one whose plugin says it serves) with room
+/// for one more call, round robin; else one of another revision that takes calls (a
+/// canary whose instance just went, or a revision replaced since the call chose it, leaves
+/// the call to the one serving), each revision within its own `max_in_flight`.
 fn pick(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Pick {
     let mut full = false;
+    let mut not_serving = false;
     let mut try_rev = |r: &Revision| {
         let limit = r.spec().protection.max_in_flight as usize;
         for live in r.ready_round_robin(not.is_none()) {
             if not.is_some_and(|n| n.pid == live.pid) {
+                continue;
+            }
+            if !live.says_serving() {
+                not_serving = true;
                 continue;
             }
             match live.admit_within(limit) {
@@ -119,7 +136,13 @@ fn pick(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Pick {
             return Pick::Got(live, admitted);
         }
     }
-    if full { Pick::Full } else { Pick::NotReady }
+    if full {
+        Pick::Full
+    } else if not_serving {
+        Pick::NotServing
+    } else {
+        Pick::NotReady
+    }
 }
 
 /// How long before its deadline a queued call gives up: more than the timer's resolution.
@@ -147,6 +170,7 @@ pub(super) async fn admit(
     match pick(plugin, rev, not) {
         Pick::Got(live, admitted) => return Ok((live, admitted)),
         Pick::NotReady => return Err(Refused::NotReady),
+        Pick::NotServing => return Err(Refused::NotServing),
         Pick::Full => {}
     }
     let queue = &plugin.queue;
@@ -178,6 +202,7 @@ pub(super) async fn admit(
         match pick(plugin, rev, not) {
             Pick::Got(live, admitted) => return Ok((live, admitted)),
             Pick::NotReady => return Err(Refused::NotReady),
+            Pick::NotServing => return Err(Refused::NotServing),
             Pick::Full => {
                 tokio::select! {
                     biased;
@@ -254,6 +279,65 @@ mod tests {
         let pid = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap().unwrap();
         assert_eq!(pid, gone.pid, "the waiter took the place given back");
         assert_eq!(plugin.queue.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    /// The instance `i` of the serving revision says (or no longer says) NOT_SERVING.
+    fn says_serving(plugin: &Plugin, i: usize, serving: bool) {
+        let live = plugin.serving().instances[i].live.load_full().expect("ready");
+        live.serving_flag().store(serving, Ordering::Relaxed);
+    }
+
+    async fn pids_of(plugin: &Arc<Plugin>, calls: usize) -> Vec<i32> {
+        let rev = plugin.serving();
+        let mut pids = Vec::new();
+        for _ in 0..calls {
+            pids.push(admit(plugin, &rev, None, None).await.expect("a place").0.pid);
+        }
+        pids
+    }
+
+    #[tokio::test]
+    async fn calls_go_around_an_instance_that_says_not_serving_and_back_to_it_once_it_serves() {
+        let plugin = plugin("");
+        let _held = ready(&plugin).await;
+        let mut both = pids_of(&plugin, 4).await;
+        both.sort_unstable();
+        assert_eq!(both, [100, 100, 101, 101], "round robin while both serve");
+        says_serving(&plugin, 0, false);
+        assert_eq!(pids_of(&plugin, 4).await, [101; 4], "every call goes to the one that serves");
+        says_serving(&plugin, 1, false);
+        let refused = admit(&plugin, &plugin.serving(), None, None).await.map(|_| ()).unwrap_err();
+        assert!(matches!(refused, Refused::NotServing), "{refused:?}");
+        let status = refused.status("p");
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                tonic::Code::Unavailable,
+                "plugin \"p\": every ready instance says NOT_SERVING (its own grpc.health.v1 status); call not sent"
+            )
+        );
+        assert_eq!(plugin.queue.waiting.load(Ordering::SeqCst), 0, "refused at once, not queued");
+        says_serving(&plugin, 0, true);
+        assert_eq!(pids_of(&plugin, 3).await, [100; 3], "it takes calls again once it serves");
+    }
+
+    #[tokio::test]
+    async fn a_call_finding_the_serving_instance_full_queues_for_it_rather_than_going_to_one_not_serving() {
+        let plugin = plugin("max_in_flight = 1\nmax_queued = 1\n");
+        let _held = ready(&plugin).await;
+        says_serving(&plugin, 0, false);
+        let rev = plugin.serving();
+        let (busy, place) = admit(&plugin, &rev, None, None).await.unwrap();
+        assert_eq!(busy.pid, 101);
+        let waiting = tokio::spawn({
+            let (plugin, rev) = (plugin.clone(), rev.clone());
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "queued, though instance 100 has room");
+        drop(place);
+        let pid = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap().unwrap();
+        assert_eq!(pid, 101);
     }
 
     #[tokio::test]

@@ -1,11 +1,13 @@
 //! Following each ready instance's own `grpc.health.v1` status while it runs: one
 //! `Watch` stream per instance (idle, it costs no wake-up at all, where polling would
 //! cost one per instance and interval), and the board where what they said is kept and
-//! where health's watchers learn that something changed.
+//! where health's watchers learn that something changed. What an instance says is also
+//! set on its own flag, which the routing reads on each call's pick (one atomic load).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use plugin_proto::transport::H2Channel;
@@ -85,11 +87,33 @@ impl Board {
     }
 
     /// Follows `instance`'s health on `channel` from now until [`Follower::stop`];
-    /// `serving` is what its first check (at its start) said.
-    pub fn follow(self: &Arc<Self>, instance: &str, channel: H2Channel, serving: bool) -> Follower {
-        self.set(instance, serving);
-        let task = tokio::spawn(follow(self.clone(), instance.to_owned(), channel));
+    /// `serving` is what its first check (at its start) said. Each word is also stored
+    /// in `flag` (the instance's [`crate::instance::Live::serving_flag`]).
+    pub fn follow(
+        self: &Arc<Self>,
+        instance: &str,
+        channel: H2Channel,
+        serving: bool,
+        flag: Arc<AtomicBool>,
+    ) -> Follower {
+        let said = Said { board: self.clone(), instance: instance.to_owned(), flag };
+        said.set(serving);
+        let task = tokio::spawn(follow(said, channel));
         Follower { task: Some(task), board: self.clone(), instance: instance.to_owned() }
+    }
+}
+
+/// Where one instance's word goes: the board, and the instance's own flag.
+struct Said {
+    board: Arc<Board>,
+    instance: String,
+    flag: Arc<AtomicBool>,
+}
+
+impl Said {
+    fn set(&self, serving: bool) {
+        self.flag.store(serving, Ordering::Relaxed);
+        self.board.set(&self.instance, serving);
     }
 }
 
@@ -172,19 +196,20 @@ async fn watch(channel: H2Channel) -> Result<tonic::Streaming<HealthCheckRespons
     Ok(grpc.server_streaming(request, path, SmallCodec).await?.into_inner())
 }
 
-async fn follow(board: Arc<Board>, instance: String, channel: H2Channel) {
+async fn follow(said: Said, channel: H2Channel) {
+    let instance = &said.instance;
     let mut client = HealthClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
     loop {
         match watch(channel.clone()).await {
             Ok(mut stream) => {
                 while let Ok(Some(answer)) = stream.message().await {
-                    board.set(&instance, answer.status == ServingStatus::Serving as i32);
+                    said.set(answer.status == ServingStatus::Serving as i32);
                     // A plugin that flips its health as fast as it can is heard at this
                     // pace: each change wakes every gateway Watch stream.
                     tokio::time::sleep(MIN_GAP).await;
                 }
                 // The stream ended: the plugin is going, or restarted its health.
-                board.set(&instance, false);
+                said.set(false);
                 tokio::time::sleep(AGAIN_AFTER).await;
             }
             Err(status) if status.code() == tonic::Code::Unimplemented => loop {
@@ -194,12 +219,12 @@ async fn follow(board: Arc<Board>, instance: String, channel: H2Channel) {
                     tokio::time::timeout(CHECK_WITHIN, client.check(check)).await,
                     Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
                 );
-                board.set(&instance, serving);
+                said.set(serving);
                 tokio::time::sleep(POLL_EVERY).await;
             },
             Err(status) => {
                 tracing::debug!(%instance, code = ?status.code(), message = status.message(), "cannot follow the plugin's health");
-                board.set(&instance, false);
+                said.set(false);
                 tokio::time::sleep(AGAIN_AFTER).await;
             }
         }

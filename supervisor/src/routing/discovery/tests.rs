@@ -429,18 +429,23 @@ async fn the_plugins_own_word_is_followed_until_the_follower_stops() {
     tokio::spawn(conn);
     let board = Arc::new(Board::default());
     let mut changes = board.subscribe();
-    let follower = board.follow("own-0", channel.clone(), true);
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = board.follow("own-0", channel.clone(), true, flag.clone());
+    let flagged = || flag.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(flagged(), "the first check's word is the flag's at once");
     said.set_serving(false).await;
     let deadline = Instant::now() + UP;
     while board.says_serving("own-0") {
         assert!(Instant::now() < deadline, "the plugin's NOT_SERVING never reached the board");
         let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
     }
+    assert!(!flagged(), "the instance's flag says what the board does");
     said.set_serving(true).await;
     while !board.says_serving("own-0") {
         assert!(Instant::now() < deadline, "the plugin's SERVING never reached the board");
         let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
     }
+    assert!(flagged());
     follower.stop().await;
     assert!(!board.says_serving("own-0"), "forgotten once stopped");
     assert_eq!(board.followed(), 0);
@@ -464,7 +469,7 @@ async fn a_follower_dropped_without_stop_ends_its_stream_and_is_forgotten() {
     let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
     tokio::spawn(conn);
     let board = Arc::new(Board::default());
-    drop(board.follow("own-0", channel.clone(), true));
+    drop(board.follow("own-0", channel.clone(), true, Arc::default()));
     assert_eq!(board.followed(), 0, "forgotten when dropped");
     // With its Watch stream reset, the plugin drains at once.
     let mut lifecycle = plugin_proto::plugin::v1::plugin_lifecycle_client::PluginLifecycleClient::new(channel);
