@@ -152,8 +152,9 @@ impl Plugin {
     /// A channel to the host, for the plugin's services to call what the host offers:
     /// an embedding host's own services, and the plugins this one's config lists in
     /// `calls` (routed, limited and authorized by the supervisor, which also tells the
-    /// called plugin who calls in `x-plugin-caller`). Made while handling a call, a call
-    /// on it gets no more time than that call has left. Usable once the plugin serves;
+    /// called plugin who calls in `x-plugin-caller`). Made while handling a call (in the
+    /// handler's own task: a task it spawns does not inherit this), a call on it gets no
+    /// more time than that call has left. Usable once the plugin serves;
     /// before, or without a supervisor, a call fails with
     /// [`HostChannelError::NotConnected`].
     pub fn host_channel(&self) -> HostChannel {
