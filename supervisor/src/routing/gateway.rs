@@ -406,6 +406,7 @@ mod tests {
             ("a", "callers = [\"plugin:me\"]", &[ECHO]),
             ("b", "callers = [\"plugin:other\"]", &["b.v1.B"]),
             ("me", "", &["me.v1.Me"]),
+            ("other", "", &["other.v1.Other"]),
         ]);
         assert_eq!(call_out(&gw, "me", &["a", "b"], ECHO).await, went_to("a"));
         // b does not admit it: as if nothing served the service.
