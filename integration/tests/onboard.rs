@@ -145,3 +145,23 @@ fn an_unknown_plugin_and_a_missing_config_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/supervisor.toml: cannot read it"), "{out:?}");
 }
+
+#[test]
+fn token_validator_fits_l3_and_one_that_cannot_start_fails_naming_why() {
+    let secret = "\n[plugin.config]\nsecret = \"0123456789abcdef0123\"\n";
+    let entry = plugin("token-validator", &bins::example("token_validator"), &format!("tier = \"L3\"{secret}"));
+    let issue = ["token-validator", "--call", "token.v1.TokenValidator/Issue", "-d", r#"{"subject":"alice"}"#];
+    let out = onboard(&entry, &[&issue[..], &["--calls", "20", "--json"]].concat());
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["tier_fit"]["tightest"], "L3", "{report:#}");
+    assert_eq!(report["baseline"]["calls"]["errors"], 0, "{report:#}");
+
+    // Without its secret its init refuses: no report, and the reason.
+    let entry = plugin("token-validator", &bins::example("token_validator"), "tier = \"L3\"");
+    let out = onboard(&entry, &issue);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the learning pass: plugin \"token-validator\" did not reach running"), "{stderr}");
+    assert!(stderr.contains("missing field `secret`"), "{stderr}");
+}

@@ -212,7 +212,7 @@ async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, Tie
         .await
         .map_err(|source| OnboardError::Supervisor { what: "starting the learning pass", source })?;
     let ran = async {
-        sup.wait_running(name, READY_WITHIN).await?;
+        running(&sup, name).await?;
         let integrity = integrity(&sup, name, pinned)?;
         if let Some(call) = &opts.call {
             for _ in 0..LEARNING_CALLS {
@@ -252,6 +252,24 @@ async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, Tie
     Ok((integrity, section))
 }
 
+/// Waits until `name` runs, or fails at once when it cannot run as configured.
+async fn running(sup: &Supervisor, name: &str) -> Result<(), SupervisorError> {
+    use crate::instance::state::State;
+    let p = sup.plugin(name)?;
+    let at = Instant::now();
+    let ended = p.wait_for(0, &[State::Running, State::Failed], READY_WITHIN).await;
+    let all_running = p.instances().iter().all(|i| i.status().state == State::Running);
+    if ended && all_running {
+        return Ok(());
+    }
+    Err(SupervisorError::Timeout {
+        plugin: name.into(),
+        wanted: "running",
+        waited: at.elapsed(),
+        state: p.describe_state(),
+    })
+}
+
 fn integrity(sup: &Supervisor, name: &str, contract_pinned: bool) -> Result<Integrity, SupervisorError> {
     let plugin = sup.plugin(name)?;
     let signed_version =
@@ -282,7 +300,7 @@ async fn measure(
         .await
         .map_err(|source| OnboardError::Supervisor { what: "starting the baseline", source })?;
     let ran = async {
-        sup.wait_running(plugin, READY_WITHIN).await?;
+        running(&sup, plugin).await?;
         let ready = started.elapsed();
         tokio::time::sleep(IDLE).await;
         let pid = sup.plugin(plugin)?.instances().first().and_then(|i| i.status().pid);

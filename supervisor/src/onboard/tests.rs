@@ -105,3 +105,13 @@ fn the_recorder_keeps_one_entry_per_syscall_and_verdict() {
     assert_eq!(calls[0].count, 100);
     assert_eq!(fit(recorder.order(), &calls).unwrap().tightest.as_deref(), Some("L3"));
 }
+
+#[test]
+fn percentiles_are_nearest_rank() {
+    use std::time::Duration;
+    let mut samples: Vec<Duration> = (1..=200).rev().map(Duration::from_micros).collect();
+    assert_eq!(super::percentile(&mut samples, 50), 100);
+    assert_eq!(super::percentile(&mut samples, 99), 198);
+    assert_eq!(super::percentile(&mut [Duration::from_micros(7)], 99), 7);
+    assert_eq!(super::percentile(&mut [], 50), 0);
+}
