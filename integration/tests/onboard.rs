@@ -6,14 +6,19 @@ use std::path::Path;
 use std::process::Output;
 
 use plugin_integration::bins;
-use plugin_integration::daemon::{config, plugin};
+use plugin_integration::daemon::{config_with, plugin};
 use serde_json::Value;
 
 /// Runs `supervisorctl onboard` on `entry` (a `[[plugin]]` entry) with `args`.
 fn onboard(entry: &str, args: &[&str]) -> Output {
+    onboard_with("", entry, args)
+}
+
+/// [`onboard`], with `supervisor` added to the config's `[supervisor]` section.
+fn onboard_with(supervisor: &str, entry: &str, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("supervisor.toml");
-    std::fs::write(&path, config(entry)).unwrap();
+    std::fs::write(&path, config_with(supervisor, entry)).unwrap();
     let echo = bins::example("echo");
     let mut cmd = std::process::Command::new(bins::supervisorctl());
     cmd.arg("onboard").arg("--config").arg(&path).arg("--baseline-echo").arg(&echo).args(args);
@@ -164,4 +169,24 @@ fn token_validator_fits_l3_and_one_that_cannot_start_fails_naming_why() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("the learning pass: plugin \"token-validator\" did not reach running"), "{stderr}");
     assert!(stderr.contains("missing field `secret`"), "{stderr}");
+}
+
+#[test]
+fn an_unsandboxed_plugin_is_judged_too_and_its_data_dir_left_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("echo-data");
+    let extra = format!("tier = \"none\"\ndata_dir = {:?}", data_dir.display().to_string());
+    let entry = plugin("echo", &bins::example("echo"), &extra);
+    let unsandboxed = "[supervisor.sandbox]\nallow_unsandboxed = true\n";
+    let out = onboard_with(
+        unsandboxed,
+        &entry,
+        &["echo", "--call", "echo.v1.Echo/Echo", "-d", "{}", "--calls", "5", "--json"],
+    );
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["tier_fit"]["configured"], "none");
+    assert_eq!(report["tier_fit"]["tightest"], "L3", "{report:#}");
+    assert_eq!(report["baseline"]["tier"], "none");
+    assert!(!data_dir.exists(), "the scratch runs used the entry's data_dir");
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::sandbox::tier::TierSet;
 use crate::supervisor::{Supervisor, SupervisorError};
 use fit::{FitError, TierDenial, TierOrder};
 use record::Recorder;
@@ -204,7 +205,15 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
 /// Runs the plugin under the learning filter, exercises it, and judges what it did.
 async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, TierFitSection), OnboardError> {
     let name = opts.plugin.as_str();
-    let tiers = config.tiers().cloned().unwrap_or_default();
+    // Loaded by the config only when a plugin is sandboxed; an unsandboxed one is
+    // judged against the same directory's tiers.
+    let tiers = match config.tiers() {
+        Some(t) => t.clone(),
+        None => Arc::new(
+            TierSet::load_dir(&config.resolve(&config.supervisor.policies_dir))
+                .map_err(|e| OnboardError::Config { path: opts.config.clone(), message: e.to_string() })?,
+        ),
+    };
     let recorder = Arc::new(Recorder::new(TierOrder::of(&tiers)));
     let configured = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
     let pinned = config.specs().first().is_some_and(|s| s.contract.is_some());

@@ -8,8 +8,8 @@ use std::path::Path;
 use super::OnboardError;
 use crate::config::{Config, parse};
 
-/// `text` (read from `path`) reduced to plugin `name`, in `scratch`, under
-/// `tier` when given rather than its own. Relative paths keep resolving
+/// `text` (read from `path`) reduced to plugin `name`, in `scratch` (its
+/// `data_dir` too), under `tier` when given rather than its own. Relative paths keep resolving
 /// against `path`'s directory.
 pub fn config(
     path: &Path,
@@ -37,6 +37,10 @@ pub fn config(
     entry.insert("autostart".into(), true.into());
     // Other plugins are not there to be called.
     entry.remove("calls");
+    // The plugin's own data stays the running daemon's.
+    if entry.contains_key("data_dir") {
+        entry.insert("data_dir".into(), scratch.join("data").display().to_string().into());
+    }
     if let Some(tier) = tier {
         entry.insert("tier".into(), tier.into());
     }
