@@ -66,6 +66,10 @@ fn echo_fits_l3_and_its_report_has_every_section() {
         let (p50, p99) = (calls["p50_us"].as_u64().unwrap(), calls["p99_us"].as_u64().unwrap());
         assert!(0 < p50 && p50 <= p99, "{b}");
     }
+    let kill9 = &report["baseline"]["kill9"];
+    assert_eq!(kill9["restart_expected"], true);
+    assert!(kill9["restarted_ms"].as_u64().is_some_and(|ms| ms > 0), "{kill9}");
+    assert_eq!(report["echo_baseline"]["kill9"], Value::Null, "the reference is only measured");
     assert_eq!(report["failed"], serde_json::json!([]));
 }
 
@@ -172,10 +176,10 @@ fn token_validator_fits_l3_and_one_that_cannot_start_fails_naming_why() {
 }
 
 #[test]
-fn an_unsandboxed_plugin_is_judged_too_and_its_data_dir_left_alone() {
+fn an_unsandboxed_plugin_is_judged_too_its_data_dir_left_alone_and_not_restarted_when_it_should_not_be() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().join("echo-data");
-    let extra = format!("tier = \"none\"\ndata_dir = {:?}", data_dir.display().to_string());
+    let extra = format!("tier = \"none\"\nrestart = \"never\"\ndata_dir = {:?}", data_dir.display().to_string());
     let entry = plugin("echo", &bins::example("echo"), &extra);
     let unsandboxed = "[supervisor.sandbox]\nallow_unsandboxed = true\n";
     let out = onboard_with(
@@ -188,5 +192,9 @@ fn an_unsandboxed_plugin_is_judged_too_and_its_data_dir_left_alone() {
     assert_eq!(report["tier_fit"]["configured"], "none");
     assert_eq!(report["tier_fit"]["tightest"], "L3", "{report:#}");
     assert_eq!(report["baseline"]["tier"], "none");
+    // Killed, and left down as its restart policy says: no failed check.
+    let kill9 = &report["baseline"]["kill9"];
+    assert_eq!((kill9["restart_expected"].as_bool(), kill9["restarted_ms"].as_u64()), (Some(false), None), "{kill9}");
+    assert!(kill9["state"].as_str().unwrap().contains("failed"), "{kill9}");
     assert!(!data_dir.exists(), "the scratch runs used the entry's data_dir");
 }

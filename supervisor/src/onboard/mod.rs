@@ -136,6 +136,19 @@ pub struct Baseline {
     /// Resident memory of the idle instance.
     pub idle_rss_kib: Option<u64>,
     pub calls: Option<CallTimes>,
+    /// What a `kill -9` of the instance led to (the plugin's run only, not echo's).
+    pub kill9: Option<Kill9>,
+}
+
+/// The instance killed with SIGKILL after the baseline's calls.
+#[derive(Debug, Serialize)]
+pub struct Kill9 {
+    /// The entry's restart policy asks for a restart after a kill.
+    pub restart_expected: bool,
+    /// From the kill to a new instance running, when one did within the wait.
+    pub restarted_ms: Option<u64>,
+    /// The instance's state when the wait ended.
+    pub state: String,
 }
 
 /// Latency of one method over a series of sequential calls.
@@ -168,12 +181,12 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
         _ => None,
     };
     let config = scratch::config(&opts.config, &text, &opts.plugin, tier, &scratch.path().join("base"), "base")?;
-    let baseline = measure(config, &opts.plugin, opts.call.as_ref(), opts.calls).await?;
+    let baseline = measure(config, &opts.plugin, opts.call.as_ref(), opts.calls, true).await?;
     let echo_baseline = match &opts.baseline_echo {
         Some(echo) => {
             let config = scratch::echo_config(&opts.config, &text, echo, &scratch.path().join("echo"), "echo")?;
             let call = Exercise { method: "echo.v1.Echo/Echo".into(), json: r#"{"message":"hi"}"#.into() };
-            Some(measure(config, "echo", Some(&call), opts.calls).await?)
+            Some(measure(config, "echo", Some(&call), opts.calls, false).await?)
         }
         None => None,
     };
@@ -198,6 +211,12 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
             c.method,
             c.first_error.as_deref().unwrap_or("")
         ));
+    }
+    if let Some(k) = &baseline.kill9
+        && k.restart_expected
+        && k.restarted_ms.is_none()
+    {
+        failed.push(format!("kill -9: no new instance ran within {READY_WITHIN:?}; it is {}", k.state));
     }
     Ok(Report { plugin: opts.plugin.clone(), integrity, tier_fit, baseline, echo_baseline, failed })
 }
@@ -302,7 +321,9 @@ async fn measure(
     plugin: &str,
     call: Option<&Exercise>,
     count: usize,
+    faults: bool,
 ) -> Result<Baseline, OnboardError> {
+    let restart_expected = config.specs().first().is_some_and(|s| s.restart != crate::config::RestartPolicy::Never);
     let tier = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
     let started = Instant::now();
     let sup = Supervisor::start(config)
@@ -318,17 +339,44 @@ async fn measure(
             Some(c) => Some(time_calls(&sup, plugin, c, count).await),
             None => None,
         };
+        let kill9 = if faults { Some(kill9(&sup, plugin, restart_expected).await?) } else { None };
         Ok::<_, SupervisorError>(Baseline {
             plugin: plugin.to_owned(),
             tier,
             ready_ms: u64::try_from(ready.as_millis()).unwrap_or(u64::MAX),
             idle_rss_kib,
             calls,
+            kill9,
         })
     }
     .await;
     sup.shutdown().await;
     ran.map_err(|source| OnboardError::Supervisor { what: "the baseline", source })
+}
+
+/// Kills the running instance with SIGKILL (through the supervisor's pidfd) and waits
+/// for a new one to run.
+async fn kill9(sup: &Supervisor, plugin: &str, restart_expected: bool) -> Result<Kill9, SupervisorError> {
+    use crate::instance::state::State;
+    let p = sup.plugin(plugin)?;
+    let status = || p.instances().first().map(|i| i.status()).unwrap_or_default();
+    let before = status();
+    let killed_at = Instant::now();
+    // An instance that is not running has nothing to kill; the state then says why.
+    let _ = crate::control::signal::send(sup, plugin, libc::SIGKILL);
+    let mut restarted_ms = None;
+    while killed_at.elapsed() < READY_WITHIN {
+        let now = status();
+        if now.state == State::Running && now.pid.is_some() && now.pid != before.pid {
+            restarted_ms = Some(u64::try_from(killed_at.elapsed().as_millis()).unwrap_or(u64::MAX));
+            break;
+        }
+        if !restart_expected && matches!(now.state, State::Failed | State::Stopped) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(Kill9 { restart_expected, restarted_ms, state: p.describe_state() })
 }
 
 async fn time_calls(sup: &Supervisor, plugin: &str, call: &Exercise, count: usize) -> CallTimes {

@@ -43,6 +43,14 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(out, "  echo          not measured (its binary was not found; give --baseline-echo)");
         }
     }
+    if let Some(k) = &r.baseline.kill9 {
+        let _ = writeln!(out, "faults");
+        let _ = match k.restarted_ms {
+            Some(ms) => writeln!(out, "  kill -9       restarted, running again in {ms} ms"),
+            None if k.restart_expected => writeln!(out, "  kill -9       NOT restarted; it is {}", k.state),
+            None => writeln!(out, "  kill -9       not restarted (restart = \"never\"); it is {}", k.state),
+        };
+    }
     if r.failed.is_empty() {
         let _ = writeln!(out, "every check passed");
     } else {

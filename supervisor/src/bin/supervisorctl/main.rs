@@ -73,8 +73,9 @@ enum Command {
     },
     /// Runs a plugin of a config in a scratch supervisor and reports its
     /// integrity and contract, the tightest tier that fits the syscalls it
-    /// made (recorded in a permissive learning pass) and its performance
-    /// baseline beside the echo example's. Needs root, as the daemon does;
+    /// made (recorded in a permissive learning pass), its performance
+    /// baseline beside the echo example's, and how soon it runs again after a
+    /// kill -9. Needs root, as the daemon does;
     /// exit status 1 when a check fails (local).
     Onboard(onboard_cmd::OnboardArgs),
     #[command(flatten)]
