@@ -74,7 +74,9 @@ fn with_scratch_supervisor(doc: &mut toml::Table, scratch: &Path, run: &str) {
     sup.remove("metrics_listen");
     let cgroup = sup.entry("cgroup").or_insert_with(|| toml::Table::new().into());
     if let Some(cgroup) = cgroup.as_table_mut() {
-        cgroup.insert("name".into(), format!("onboard-{}-{run}", std::process::id()).into());
+        // Named after the configured subtree, so what finds that one's leftovers finds these.
+        let base = cgroup.get("name").and_then(toml::Value::as_str).map(|n| format!("{n}-")).unwrap_or_default();
+        cgroup.insert("name".into(), format!("{base}onboard-{}-{run}", std::process::id()).into());
         cgroup.insert("move_self".into(), false.into());
     }
 }
