@@ -158,7 +158,11 @@ fn an_unknown_plugin_and_a_missing_config_are_refused() {
 #[test]
 fn token_validator_fits_l3_and_one_that_cannot_start_fails_naming_why() {
     let secret = "\n[plugin.config]\nsecret = \"0123456789abcdef0123\"\n";
-    let entry = plugin("token-validator", &bins::example("token_validator"), &format!("tier = \"L3\"{secret}"));
+    // Alone in the scratch supervisor, it neither calls nor is called by the other plugin.
+    let links = "calls = [\"echo\"]\ncallers = [\"plugin:echo\"]\n";
+    let entry =
+        plugin("token-validator", &bins::example("token_validator"), &format!("tier = \"L3\"\n{links}{secret}"))
+            + &plugin("echo", &bins::example("echo"), "");
     let issue = ["token-validator", "--call", "token.v1.TokenValidator/Issue", "-d", r#"{"subject":"alice"}"#];
     let out = onboard(&entry, &[&issue[..], &["--calls", "20", "--json"]].concat());
     let report = json_of(&out);

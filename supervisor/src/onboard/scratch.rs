@@ -35,8 +35,10 @@ pub fn config(
         .ok_or_else(|| OnboardError::NoSuchPlugin { plugin: name.to_owned(), path: path.to_owned() })?;
     entry.insert("replicas".into(), 1.into());
     entry.insert("autostart".into(), true.into());
-    // Other plugins are not there to be called.
+    // Other plugins are not there to call or be called by (and naming one that is not
+    // there is refused); the scratch supervisor calls through its embedded channel.
     entry.remove("calls");
+    entry.remove("callers");
     // The plugin's own data stays the running daemon's.
     if entry.contains_key("data_dir") {
         entry.insert("data_dir".into(), scratch.join("data").display().to_string().into());
