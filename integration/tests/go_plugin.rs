@@ -212,3 +212,29 @@ fn started_by_hand_it_says_what_it_is_and_exits_1() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// `supervisorctl onboard` of the README's entry: the learning pass finds L2 the tightest
+/// tier that fits, and names what L3 would deny, the thread the Go runtime starts first.
+#[test]
+fn onboard_finds_l2_the_tightest_fit_and_names_what_l3_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, config(&entry(None))).unwrap();
+    let out = Command::new(bins::supervisorctl())
+        .args(["onboard", "--config"])
+        .arg(&path)
+        .args(["go-echo", "--call", "echo.v1.Echo/Echo", "-d", r#"{"message":"hi"}"#, "--calls", "20", "--json"])
+        .output()
+        .unwrap();
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let fit = &report["tier_fit"];
+    assert_eq!((fit["configured"].as_str(), fit["tightest"].as_str()), (Some("L2"), Some("L2")), "{fit:#}");
+    let tighter = fit["tighter"].as_array().unwrap();
+    assert_eq!(tighter.len(), 1, "{fit:#}");
+    assert_eq!(tighter[0]["tier"], "L3");
+    let denied: Vec<&str> = tighter[0]["denied"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert!(denied.contains(&"clone"), "{denied:?}");
+    assert_eq!(report["baseline"]["calls"]["errors"], 0, "{report:#}");
+}

@@ -26,6 +26,7 @@ mod kept_stopped;
 pub mod leaks;
 pub mod net;
 pub mod observe;
+pub mod onboard;
 mod plugin_set;
 pub mod quotas;
 pub mod reload;

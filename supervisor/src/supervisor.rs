@@ -147,6 +147,19 @@ impl Supervisor {
         Ok(Self::with_launcher(config, state, launcher, host))
     }
 
+    /// The onboarding check's scratch supervisor: every instance runs under the learning
+    /// filter, which lets every call through and records it in `recorder`. Deliberately
+    /// not public: no embedder or config reaches a plugin run without its tier's filter.
+    pub(crate) async fn start_learning(
+        config: Config,
+        recorder: Arc<crate::onboard::record::Recorder>,
+    ) -> Result<Self, SupervisorError> {
+        raise_nofile_limit();
+        let state = StateStore::open(&config.resolve(&config.supervisor.state_dir))?;
+        let launcher = Arc::new(SandboxLauncher::start_with(&config, Some(recorder)).await?);
+        Ok(Self::with_launcher(config, state, launcher, HostServices::default()))
+    }
+
     /// A supervisor whose instances `launcher` brings up (the lifecycle's tests give it
     /// one that runs plugins in-process).
     pub(crate) fn with_launcher(

@@ -8,7 +8,7 @@ pub mod config_view;
 mod contracts;
 mod deadline;
 pub mod refusal;
-mod signal;
+pub(crate) mod signal;
 pub mod usage;
 
 use std::pin::Pin;

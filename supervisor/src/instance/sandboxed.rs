@@ -21,13 +21,14 @@ use crate::integrity::{Policy, SearchConfig, VerifiedImage};
 use crate::observe::capture;
 use crate::observe::events::{EventBus, EventKind};
 use crate::observe::teardown::Verdict;
+use crate::onboard::record::Recorder;
 use crate::sandbox::cgroup;
 use crate::sandbox::confine::{ConfineError, ImageGrants, Sandbox, SandboxError};
 use crate::sandbox::leftovers::held::Held;
 use crate::sandbox::leftovers::retry::Retries;
 use crate::sandbox::pidfd::{self, ExitStatus};
 use crate::sandbox::spawn::{SpawnPlan, Spawner};
-use crate::sandbox::tier::{ARCH_KILL_REPORT, Verdict as SeccompVerdict, ViolationAction};
+use crate::sandbox::tier::{ARCH_KILL_REPORT, Verdict as SeccompVerdict, ViolationAction, learning_program};
 
 /// A plugin's verified binary and what Landlock grants it: the payload of the [`Image`]s
 /// this launcher makes.
@@ -49,12 +50,21 @@ pub struct SandboxLauncher {
     own_subtree: Option<String>,
     /// Images verified for any plugin, shared by those of one binary and checks.
     images: SharedImages,
+    /// Set by the onboarding check only: every instance runs under the learning filter
+    /// instead of its tier's, and its calls are recorded here.
+    learning: Option<Arc<Recorder>>,
 }
 
 impl SandboxLauncher {
     /// Starts the spawner thread and builds the sandbox (the cgroup subtree, after cleaning
     /// what a dead supervisor left), off the async thread: the cleaning may wait.
     pub async fn start(config: &Config) -> Result<Self, SandboxError> {
+        Self::start_with(config, None).await
+    }
+
+    /// [`SandboxLauncher::start`], with every instance under the onboarding check's
+    /// learning filter when `learning` is given.
+    pub(crate) async fn start_with(config: &Config, learning: Option<Arc<Recorder>>) -> Result<Self, SandboxError> {
         let spawner = Spawner::start().map_err(SandboxError::Spawner)?;
         let c = &config.supervisor.cgroup;
         let own_subtree = c.move_self.then(|| c.name.clone());
@@ -62,7 +72,7 @@ impl SandboxLauncher {
         let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(&config)).await.map_err(|e| {
             SandboxError::Spawner(std::io::Error::other(format!("building the sandbox panicked: {e}")))
         })??;
-        Ok(Self { sandbox, spawner, retries: Retries::start(), own_subtree, images: SharedImages::default() })
+        Ok(Self { sandbox, spawner, retries: Retries::start(), own_subtree, images: SharedImages::default(), learning })
     }
 }
 
@@ -171,10 +181,16 @@ impl Launcher for SandboxLauncher {
             // The start takes its leaf's path over: a retry of the last one's removal must
             // not touch it any more.
             self.retries.forget(&spec.name, id);
-            let confined = self.sandbox.confine(spec, id, &req.quota, &image.grants).map_err(|e| match e {
+            let mut confined = self.sandbox.confine(spec, id, &req.quota, &image.grants).map_err(|e| match e {
                 ConfineError::Refused(r) => refused(spec, id, Cause::Confine(r)),
                 ConfineError::Failed(r) => failed(spec, id, Cause::Confine(r)),
             })?;
+            if self.learning.is_some() {
+                // The tier's other fences stay: only what seccomp does changes.
+                confined.child.seccomp =
+                    Some(learning_program(crate::sandbox::spawn::STATUS_FD).instructions().to_vec());
+                confined.child.no_new_privs = true;
+            }
             let cgroup = confined.cgroup.map(Arc::new);
             let fences = Fences {
                 cgroup: cgroup.clone(),
@@ -244,16 +260,25 @@ impl Launcher for SandboxLauncher {
             };
             let mut process =
                 SandboxProcess { pid, pidfd, exit, tasks: vec![reaper], fences, held, owner, torn_down: false };
-            if let (Some(listener), Some(action)) = (spawned.seccomp_listener, confined.seccomp) {
-                process.tasks.push(tokio::spawn(watch_seccomp(
-                    listener,
-                    action,
-                    process.fences.clone(),
-                    process.pidfd.clone(),
-                    spec.name.clone(),
-                    id.to_owned(),
-                    req.events.clone(),
-                )));
+            match (spawned.seccomp_listener, &self.learning, confined.seccomp) {
+                (Some(listener), Some(recorder), _) => {
+                    let recorder = recorder.clone();
+                    process.tasks.push(tokio::spawn(crate::sandbox::notify::serve_learning(listener, move |call| {
+                        recorder.record(call)
+                    })));
+                }
+                (Some(listener), None, Some(action)) => {
+                    process.tasks.push(tokio::spawn(watch_seccomp(
+                        listener,
+                        action,
+                        process.fences.clone(),
+                        process.pidfd.clone(),
+                        spec.name.clone(),
+                        id.to_owned(),
+                        req.events.clone(),
+                    )));
+                }
+                _ => {}
             }
             for (fd, stream) in [(instance_io.stdout, "stdout"), (instance_io.stderr, "stderr")] {
                 let task = capture::spawn(fd, stream, id.to_owned(), req.logs.clone())

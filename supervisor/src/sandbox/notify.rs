@@ -31,6 +31,27 @@ fn answer(fd: &OwnedFd, resp: &mut libc::seccomp_notif_resp) {
 /// `on_violation` hears about each forbidden call; for a kill it must kill
 /// the instance (the pending call is then ended by the kernel).
 pub async fn serve(listener: OwnedFd, action: ViolationAction, mut on_violation: impl FnMut(Violation)) {
+    serve_each(listener, |fd, notif| handle(fd, action, notif, &mut on_violation)).await;
+}
+
+/// Serves the listener of the onboarding check's learning filter: `on_call`
+/// hears about every notified call, which then continues as if no filter
+/// were there (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
+pub async fn serve_learning(listener: OwnedFd, mut on_call: impl FnMut(&libc::seccomp_data)) {
+    serve_each(listener, |fd, notif| {
+        on_call(&notif.data);
+        let mut resp = libc::seccomp_notif_resp {
+            id: notif.id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        answer(fd, &mut resp);
+    })
+    .await;
+}
+
+async fn serve_each(listener: OwnedFd, mut each: impl FnMut(&OwnedFd, &libc::seccomp_notif)) {
     // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open.
     let fd = match unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) } {
         Ok(fd) => fd,
@@ -53,7 +74,7 @@ pub async fn serve(listener: OwnedFd, action: ViolationAction, mut on_violation:
                 Pending::Notification => {}
             }
             match receive(fd.get_ref()) {
-                Ok(notif) => handle(fd.get_ref(), action, &notif, &mut on_violation),
+                Ok(notif) => each(fd.get_ref(), &notif),
                 // The target died or the call was interrupted: nothing to answer.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
                 Err(_) => return,

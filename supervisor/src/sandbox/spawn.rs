@@ -29,7 +29,7 @@ enum Fork {
 pub const EXEC_FD: RawFd = 1000;
 /// Reports a failed step (or passes the seccomp listener) to the parent;
 /// close-on-exec, so a successful exec shows up as end-of-file.
-const STATUS_FD: RawFd = 1001;
+pub(crate) const STATUS_FD: RawFd = 1001;
 /// The Landlock ruleset, kept open until the child restricts itself.
 const LANDLOCK_FD: RawFd = 1002;
 /// Scratch descriptors while moving fds into place.

@@ -12,6 +12,7 @@ mod docs_cmd;
 mod doctor;
 mod exit;
 mod local;
+mod onboard_cmd;
 mod output;
 mod plugin_cmd;
 mod plugin_new;
@@ -70,6 +71,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runs a plugin of a config in a scratch supervisor and reports its
+    /// integrity and contract, the tightest tier that fits the syscalls it
+    /// made (recorded in a permissive learning pass), its performance
+    /// baseline beside the echo example's, and how soon it runs again after a
+    /// kill -9. Needs root, as the daemon does;
+    /// exit status 1 when a check fails (local).
+    Onboard(onboard_cmd::OnboardArgs),
     #[command(flatten)]
     Docs(plugin_supervisor::cli_docs::DocsCommand),
 }
@@ -319,6 +327,7 @@ fn main() -> ExitCode {
         Command::Doctor { config, json } => {
             return local::finish(doctor::run(config.as_deref(), json).map_err(local::Failure::input));
         }
+        Command::Onboard(args) => return local::finish(onboard_cmd::run(args)),
         Command::Docs(command) => return local::finish(docs_cmd::run(command)),
         Command::Remote(command) => command,
     };

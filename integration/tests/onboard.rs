@@ -1,0 +1,204 @@
+//! `supervisorctl onboard`: the report of a plugin run in a scratch
+//! supervisor, its tier verdict from the syscalls a learning pass recorded,
+//! and its exit status. Runs as root, as the daemon does.
+
+use std::path::Path;
+use std::process::Output;
+
+use plugin_integration::bins;
+use plugin_integration::daemon::{config_with, plugin};
+use serde_json::Value;
+
+/// Runs `supervisorctl onboard` on `entry` (a `[[plugin]]` entry) with `args`.
+fn onboard(entry: &str, args: &[&str]) -> Output {
+    onboard_with("", entry, args)
+}
+
+/// [`onboard`], with `supervisor` added to the config's `[supervisor]` section.
+fn onboard_with(supervisor: &str, entry: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, config_with(supervisor, entry)).unwrap();
+    let echo = bins::example("echo");
+    let mut cmd = std::process::Command::new(bins::supervisorctl());
+    cmd.arg("onboard").arg("--config").arg(&path).arg("--baseline-echo").arg(&echo).args(args);
+    cmd.output().unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+}
+
+#[test]
+fn echo_fits_l3_and_its_report_has_every_section() {
+    let entry = plugin("echo", &bins::example("echo"), "tier = \"L3\"");
+    let out = onboard(&entry, &["echo", "--call", "echo.v1.Echo/Echo", "-d", r#"{"message":"hi"}"#, "--json"]);
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["plugin"], "echo");
+    let integrity = &report["integrity"];
+    assert_eq!(integrity["sha256"].as_str().unwrap().len(), 64, "{integrity}");
+    assert_eq!(integrity["handshake"], true);
+    assert_eq!(integrity["architecture"], "x86_64");
+    assert_eq!(integrity["signed_version"], Value::Null);
+    assert_eq!(names(&integrity["services"]), ["echo.v1.Echo"]);
+    let fit = &report["tier_fit"];
+    assert_eq!(fit["configured"], "L3");
+    assert_eq!(fit["tightest"], "L3", "{fit:#}");
+    assert_eq!(fit["tighter"], serde_json::json!([]));
+    let recorded: Vec<&str> = fit["recorded"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    // What serving a call on its inherited socket takes, seen by the learning filter.
+    for call in ["read", "write", "epoll_wait"] {
+        assert!(recorded.iter().any(|r| r.starts_with(call)), "{call} not in {recorded:?}");
+    }
+    for b in [&report["baseline"], &report["echo_baseline"]] {
+        assert_eq!(b["tier"], "L3");
+        assert!(b["ready_ms"].as_u64().unwrap() > 0, "{b}");
+        assert!(b["idle_rss_kib"].as_u64().unwrap() > 100, "{b}");
+        let calls = &b["calls"];
+        assert_eq!((calls["count"].as_u64(), calls["errors"].as_u64()), (Some(200), Some(0)), "{b}");
+        let (p50, p99) = (calls["p50_us"].as_u64().unwrap(), calls["p99_us"].as_u64().unwrap());
+        assert!(0 < p50 && p50 <= p99, "{b}");
+    }
+    let kill9 = &report["baseline"]["kill9"];
+    assert_eq!(kill9["restart_expected"], true);
+    assert!(kill9["restarted_ms"].as_u64().is_some_and(|ms| ms > 0), "{kill9}");
+    assert_eq!(report["echo_baseline"]["kill9"], Value::Null, "the reference is only measured");
+    assert_eq!(report["failed"], serde_json::json!([]));
+}
+
+/// Digits masked: the README's figures are one run's.
+fn shape(line: &str) -> String {
+    let mut out = String::new();
+    for c in line.chars() {
+        match (c.is_ascii_digit(), out.ends_with('N')) {
+            (true, true) => {}
+            (true, false) => out.push('N'),
+            (false, _) => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn the_readmes_echo_report_is_what_onboard_prints() {
+    let readme = std::fs::read_to_string(bins::repo().join("README.md")).unwrap();
+    let at = readme.find("\n## Onboarding check\n").expect("the README's Onboarding check section");
+    let (_, block) = readme[at..].split_once("```text\n").expect("a text block in Onboarding check");
+    let (block, _) = block.split_once("```").unwrap();
+    let entry = plugin("echo", &bins::example("echo"), "tier = \"L3\"");
+    let out = onboard(&entry, &["echo", "--call", "echo.v1.Echo/Echo", "-d", r#"{"message":"hi"}"#]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let printed: Vec<String> = text.lines().map(shape).collect();
+    // Abridged: every line shown is printed, in order.
+    let mut from = 0;
+    for line in block.lines() {
+        let wanted = shape(line);
+        match printed[from..].iter().position(|p| *p == wanted) {
+            Some(i) => from += i + 1,
+            None => panic!("README line {line:?} is not in (or not in order in) the report:\n{text}"),
+        }
+    }
+}
+
+#[test]
+fn a_plugin_exercised_into_a_socket_needs_l1_and_fails_under_l3() {
+    let entry = plugin("zoo", &bins::zoo(), "tier = \"L3\"");
+    let call = ["zoo", "--call", "zoo.v1.Zoo/Syscall", "-d", r#"{"name":"socket"}"#, "--calls", "20"];
+    let out = onboard(&entry, &[&call[..], &["--json"]].concat());
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let fit = &report["tier_fit"];
+    assert_eq!(fit["tightest"], "L1", "{fit:#}");
+    let tighter: Vec<(&str, Vec<&str>)> =
+        fit["tighter"].as_array().unwrap().iter().map(|d| (d["tier"].as_str().unwrap(), names(&d["denied"]))).collect();
+    assert!(tighter.iter().map(|t| t.0).eq(["L3", "L2"]), "{tighter:?}");
+    assert!(tighter.iter().all(|(_, denied)| denied.contains(&"socket")), "{tighter:?}");
+    assert!(names(&fit["configured_denies"]).contains(&"socket"), "{fit:#}");
+    // Measured under the tier it fits, where the call works.
+    assert_eq!(report["baseline"]["tier"], "L1");
+    assert_eq!(report["baseline"]["calls"]["errors"], 0, "{report:#}");
+    let failed = names(&report["failed"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].starts_with("tier fit: the configured tier L3 would deny ") && failed[0].contains("socket"));
+
+    // The same in words.
+    let out = onboard(&entry, &call);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("  tightest      L1\n"), "{text}");
+    let l3 = text.lines().find(|l| l.starts_with("  L3 ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(l3.contains("would deny") && l3.contains("socket"), "{l3}");
+    assert!(text.contains("FAILED: tier fit: the configured tier L3 would deny"), "{text}");
+}
+
+#[test]
+fn an_unknown_plugin_and_a_missing_config_are_refused() {
+    let entry = plugin("echo", &bins::example("echo"), "tier = \"L3\"");
+    let out = onboard(&entry, &["nope"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no plugin \"nope\" in "), "{out:?}");
+    let out = std::process::Command::new(bins::supervisorctl())
+        .args(["onboard", "--config"])
+        .arg(Path::new("/nonexistent/supervisor.toml"))
+        .arg("echo")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/supervisor.toml: cannot read it"), "{out:?}");
+}
+
+#[test]
+fn token_validator_fits_l3_and_one_that_cannot_start_fails_naming_why() {
+    let secret = "\n[plugin.config]\nsecret = \"0123456789abcdef0123\"\n";
+    // Alone in the scratch supervisor, it neither calls nor is called by the other plugin.
+    let links = "calls = [\"echo\"]\ncallers = [\"plugin:echo\"]\n";
+    let entry =
+        plugin("token-validator", &bins::example("token_validator"), &format!("tier = \"L3\"\n{links}{secret}"))
+            + &plugin("echo", &bins::example("echo"), "");
+    let issue = ["token-validator", "--call", "token.v1.TokenValidator/Issue", "-d", r#"{"subject":"alice"}"#];
+    let out = onboard(&entry, &[&issue[..], &["--calls", "20", "--json"]].concat());
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["tier_fit"]["tightest"], "L3", "{report:#}");
+    assert_eq!(report["baseline"]["calls"]["errors"], 0, "{report:#}");
+
+    // Without its secret its init refuses: no report, and the reason.
+    let entry = plugin("token-validator", &bins::example("token_validator"), "tier = \"L3\"");
+    let out = onboard(&entry, &issue);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the learning pass: plugin \"token-validator\" did not reach running"), "{stderr}");
+    assert!(stderr.contains("missing field `secret`"), "{stderr}");
+}
+
+#[test]
+fn an_unsandboxed_plugin_is_judged_too_its_data_dir_left_alone_and_not_restarted_when_it_should_not_be() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("echo-data");
+    let extra = format!("tier = \"none\"\nrestart = \"never\"\ndata_dir = {:?}", data_dir.display().to_string());
+    let entry = plugin("echo", &bins::example("echo"), &extra);
+    let unsandboxed = "[supervisor.sandbox]\nallow_unsandboxed = true\n";
+    let out = onboard_with(
+        unsandboxed,
+        &entry,
+        &["echo", "--call", "echo.v1.Echo/Echo", "-d", "{}", "--calls", "5", "--json"],
+    );
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["tier_fit"]["configured"], "none");
+    assert_eq!(report["tier_fit"]["tightest"], "L3", "{report:#}");
+    assert_eq!(report["baseline"]["tier"], "none");
+    // Killed, and left down as its restart policy says: no failed check.
+    let kill9 = &report["baseline"]["kill9"];
+    assert_eq!((kill9["restart_expected"].as_bool(), kill9["restarted_ms"].as_u64()), (Some(false), None), "{kill9}");
+    assert!(kill9["state"].as_str().unwrap().contains("failed"), "{kill9}");
+    assert!(!data_dir.exists(), "the scratch runs used the entry's data_dir");
+}

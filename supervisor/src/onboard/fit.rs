@@ -1,0 +1,154 @@
+//! Tier fit: from the calls a learning pass recorded, the tightest tier
+//! whose allowlist covers every one of them, and for each tighter tier the
+//! recorded syscalls it would deny. Pure: tiers and calls in, verdict out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::sandbox::tier::sim::{self, SeccompData};
+use crate::sandbox::tier::{CompiledFilter, TierSet, syscall_name};
+
+/// The tiers, tightest first, each with the program it installs.
+#[derive(Clone, Debug)]
+pub struct TierOrder {
+    tiers: Vec<(String, CompiledFilter)>,
+}
+
+impl TierOrder {
+    /// Orders `set` by its `tighter_than` chain: a tier is tighter the more
+    /// tiers it was proven tighter than, transitively (L3, L2, L1); tiers
+    /// as deep as each other come by name.
+    pub fn of(set: &TierSet) -> Self {
+        let depth = |name: &str| {
+            let mut seen = BTreeSet::new();
+            let mut at = set.get(name).and_then(|t| t.tighter_than.clone());
+            // A loop is refused by the loader's proof; `seen` only keeps a
+            // broken set from spinning here.
+            while let Some(parent) = at.filter(|p| seen.insert(p.clone())) {
+                at = set.get(&parent).and_then(|t| t.tighter_than.clone());
+            }
+            seen.len()
+        };
+        let mut tiers: Vec<(usize, String, CompiledFilter)> =
+            set.iter().map(|t| (depth(&t.name), t.name.clone(), t.program.clone())).collect();
+        tiers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        Self { tiers: tiers.into_iter().map(|(_, name, program)| (name, program)).collect() }
+    }
+
+    /// The tier names, tightest first.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tiers.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// For each tier (tightest first), whether it denies `call`: its
+    /// program would not let it through (a notification, a kill, an errno
+    /// other than the ENOSYS every tier answers clone3 with and the
+    /// learning filter answers itself).
+    pub fn denials(&self, call: &SeccompData) -> Vec<bool> {
+        self.tiers
+            .iter()
+            .map(|(_, program)| {
+                !matches!(sim::run(program.instructions(), call), Ok(ret) if sim::action(ret) == libc::SECCOMP_RET_ALLOW)
+            })
+            .collect()
+    }
+}
+
+/// One distinct call a learning pass saw, and how often.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordedCall {
+    pub data: SeccompData,
+    pub count: u64,
+}
+
+/// A syscall the plugin made, with how many times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SyscallCount {
+    pub name: String,
+    pub count: u64,
+}
+
+/// What a tighter tier than the fit would deny.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TierDenial {
+    pub tier: String,
+    /// The recorded syscalls it denies (for some or all of the arguments
+    /// they were made with), by name.
+    pub denied: Vec<String>,
+}
+
+/// The verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TierFit {
+    /// Every syscall recorded, by name.
+    pub recorded: Vec<SyscallCount>,
+    /// The tightest tier allowing every recorded call; `None` when not even
+    /// the loosest does (the plugin fits only `tier = "none"`).
+    pub tightest: Option<String>,
+    /// Each tier tighter than `tightest`, tightest first.
+    pub tighter: Vec<TierDenial>,
+}
+
+impl TierFit {
+    /// The recorded syscalls `tier` would deny; empty when it covers them,
+    /// `None` when the tier is unknown.
+    pub fn denied_by(&self, tier: &str) -> Option<&[String]> {
+        if self.tightest.as_deref() == Some(tier) {
+            return Some(&[]);
+        }
+        match self.tighter.iter().find(|d| d.tier == tier) {
+            Some(d) => Some(&d.denied),
+            // Looser than the fit: it covers them too.
+            None => Some(&[]),
+        }
+    }
+}
+
+/// Why no verdict can be given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FitError {
+    #[error(
+        "the learning pass recorded nothing: no syscall of the plugin was seen, so no tier can be judged (was the \
+         learning filter installed?)"
+    )]
+    NothingRecorded,
+    #[error("no tier is loaded to judge the recorded calls against")]
+    NoTiers,
+}
+
+/// Judges `calls` against `order`.
+pub fn fit(order: &TierOrder, calls: &[RecordedCall]) -> Result<TierFit, FitError> {
+    if calls.is_empty() {
+        return Err(FitError::NothingRecorded);
+    }
+    if order.tiers.is_empty() {
+        return Err(FitError::NoTiers);
+    }
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut denied: Vec<BTreeSet<String>> = vec![BTreeSet::new(); order.tiers.len()];
+    for call in calls {
+        let name = syscall_name(call.data.arch, call.data.nr);
+        *counts.entry(name.clone()).or_default() += call.count;
+        for (i, denies) in order.denials(&call.data).into_iter().enumerate() {
+            if denies {
+                denied[i].insert(name.clone());
+            }
+        }
+    }
+    // Tighter tiers allow less (the loader proves it), so the fit is the
+    // first that denies nothing; looking from the loosest keeps a tier
+    // that denies nothing below one that denies something from counting.
+    let fits_from = denied.iter().rposition(|d| !d.is_empty()).map_or(0, |i| i + 1);
+    let tightest = order.tiers.get(fits_from).map(|(n, _)| n.clone());
+    let tighter = order.tiers[..fits_from]
+        .iter()
+        .zip(denied)
+        .map(|((tier, _), d)| TierDenial { tier: tier.clone(), denied: d.into_iter().collect() })
+        .collect();
+    Ok(TierFit {
+        recorded: counts.into_iter().map(|(name, count)| SyscallCount { name, count }).collect(),
+        tightest,
+        tighter,
+    })
+}

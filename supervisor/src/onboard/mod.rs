@@ -1,0 +1,428 @@
+//! The onboarding check (`supervisorctl onboard`): runs one plugin of a
+//! config in scratch supervisors and reports whether it is ready for
+//! production: its integrity and contract, the tightest tier that fits the
+//! syscalls it made (recorded by a permissive learning pass), and its
+//! performance baseline beside the echo example's.
+
+pub mod fit;
+pub(crate) mod record;
+mod report;
+mod scratch;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::sandbox::tier::TierSet;
+use crate::supervisor::{Supervisor, SupervisorError};
+use fit::{FitError, TierDenial, TierOrder};
+use record::Recorder;
+
+pub use report::render_text;
+
+/// How long a plugin may take to reach running in a scratch supervisor.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How often the learning pass makes the `--call`.
+const LEARNING_CALLS: usize = 5;
+/// How long an instance is left alone before its idle memory is read, and the
+/// learning pass watches an idle plugin (timers, housekeeping).
+const IDLE: Duration = Duration::from_millis(300);
+
+/// What to check.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The supervisor config holding the plugin.
+    pub config: PathBuf,
+    /// The plugin entry's name.
+    pub plugin: String,
+    /// The call that exercises it, if any.
+    pub call: Option<Exercise>,
+    /// The echo example's binary, measured beside the plugin.
+    pub baseline_echo: Option<PathBuf>,
+    /// How many calls the baseline times.
+    pub calls: usize,
+}
+
+/// A call that exercises the plugin: `package.Service/Method` and its JSON.
+#[derive(Clone, Debug)]
+pub struct Exercise {
+    pub method: String,
+    pub json: String,
+}
+
+/// Why no report can be made at all (a failed check is a report).
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardError {
+    #[error("{}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("{}: cannot read it: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no plugin {plugin:?} in {}", path.display())]
+    NoSuchPlugin { plugin: String, path: PathBuf },
+    #[error("the onboarding check runs plugins in a scratch supervisor, which needs root (as the daemon does)")]
+    NotRoot,
+    #[error("the scratch directory: {0}")]
+    Scratch(std::io::Error),
+    #[error("{what}: {source}")]
+    Supervisor { what: &'static str, source: SupervisorError },
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub plugin: String,
+    pub integrity: Integrity,
+    pub tier_fit: TierFitSection,
+    pub baseline: Baseline,
+    /// The echo example measured in the same run; `None` when its binary was not found.
+    pub echo_baseline: Option<Baseline>,
+    /// Every failed check, in words; empty when all passed.
+    pub failed: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Integrity and contract, as the supervisor checked them before the plugin ran.
+#[derive(Debug, Serialize)]
+pub struct Integrity {
+    pub sha256: String,
+    /// The version its signature vouches for, when signed by a trusted key.
+    pub signed_version: Option<String>,
+    /// The binary's architecture (checked against this host's before it ran).
+    pub architecture: String,
+    /// The handshake passed: name, protocol and SDK versions, contract decoded.
+    pub handshake: bool,
+    pub version: String,
+    pub sdk_version: String,
+    pub services: Vec<String>,
+    /// The entry pins a contract, which the declared one was checked against
+    /// (a breaking change fails the handshake).
+    pub contract_pinned: bool,
+}
+
+/// The learning pass's verdict.
+#[derive(Debug, Serialize)]
+pub struct TierFitSection {
+    /// The tier the config gives the plugin.
+    pub configured: String,
+    /// Why there is no verdict (nothing recorded), when there is none.
+    pub error: Option<String>,
+    pub recorded: Vec<fit::SyscallCount>,
+    /// The tightest tier covering every recorded call; `None` when none does.
+    pub tightest: Option<String>,
+    /// What each tighter tier would deny, tightest first.
+    pub tighter: Vec<TierDenial>,
+    /// What the configured tier would deny (the plugin would fail or be killed there).
+    pub configured_denies: Vec<String>,
+}
+
+/// Performance of one plugin in a scratch supervisor, under its own tier.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    pub plugin: String,
+    /// The tier it ran under: its own, or the tightest that fits when its own does not.
+    pub tier: String,
+    /// From the supervisor's start to the instance running (spawn, handshake, init).
+    pub ready_ms: u64,
+    /// Resident memory of the idle instance.
+    pub idle_rss_kib: Option<u64>,
+    pub calls: Option<CallTimes>,
+    /// What a `kill -9` of the instance led to (the plugin's run only, not echo's).
+    pub kill9: Option<Kill9>,
+}
+
+/// The instance killed with SIGKILL after the baseline's calls.
+#[derive(Debug, Serialize)]
+pub struct Kill9 {
+    /// The entry's restart policy asks for a restart after a kill.
+    pub restart_expected: bool,
+    /// From the kill to a new instance running, when one did within the wait.
+    pub restarted_ms: Option<u64>,
+    /// The instance's state when the wait ended.
+    pub state: String,
+}
+
+/// Latency of one method over a series of sequential calls.
+#[derive(Debug, Serialize)]
+pub struct CallTimes {
+    pub method: String,
+    pub count: usize,
+    pub errors: usize,
+    /// The first error, in words.
+    pub first_error: Option<String>,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+/// Runs the check.
+pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(OnboardError::NotRoot);
+    }
+    let text = std::fs::read_to_string(&opts.config)
+        .map_err(|source| OnboardError::Read { path: opts.config.clone(), source })?;
+    let scratch = tempfile::Builder::new().prefix("onboard-").tempdir().map_err(OnboardError::Scratch)?;
+    let learn_config =
+        scratch::config(&opts.config, &text, &opts.plugin, None, &scratch.path().join("learn"), "learn")?;
+    let (integrity, tier_fit) = learning_pass(learn_config, opts).await?;
+    // A plugin its own tier would kill is measured under the tier it fits.
+    let tier = match (&tier_fit.error, tier_fit.configured_denies.is_empty(), &tier_fit.tightest) {
+        (None, false, Some(fits)) => Some(fits.as_str()),
+        _ => None,
+    };
+    let config = scratch::config(&opts.config, &text, &opts.plugin, tier, &scratch.path().join("base"), "base")?;
+    let baseline = measure(config, &opts.plugin, opts.call.as_ref(), opts.calls, true).await?;
+    let echo_baseline = match &opts.baseline_echo {
+        Some(echo) => {
+            let config = scratch::echo_config(&opts.config, &text, echo, &scratch.path().join("echo"), "echo")?;
+            let call = Exercise { method: "echo.v1.Echo/Echo".into(), json: r#"{"message":"hi"}"#.into() };
+            Some(measure(config, "echo", Some(&call), opts.calls, false).await?)
+        }
+        None => None,
+    };
+    let mut failed = Vec::new();
+    if let Some(e) = &tier_fit.error {
+        failed.push(format!("tier fit: {e}"));
+    } else if !tier_fit.configured_denies.is_empty() {
+        failed.push(format!(
+            "tier fit: the configured tier {} would deny {}; the tightest tier that fits is {}",
+            tier_fit.configured,
+            tier_fit.configured_denies.join(", "),
+            tier_fit.tightest.as_deref().unwrap_or("none")
+        ));
+    }
+    if let Some(c) = &baseline.calls
+        && c.errors > 0
+    {
+        failed.push(format!(
+            "baseline: {} of {} calls of {} failed: {}",
+            c.errors,
+            c.count,
+            c.method,
+            c.first_error.as_deref().unwrap_or("")
+        ));
+    }
+    if let Some(k) = &baseline.kill9
+        && k.restart_expected
+        && k.restarted_ms.is_none()
+    {
+        failed.push(format!("kill -9: no new instance ran within {READY_WITHIN:?}; it is {}", k.state));
+    }
+    Ok(Report { plugin: opts.plugin.clone(), integrity, tier_fit, baseline, echo_baseline, failed })
+}
+
+/// Runs the plugin under the learning filter, exercises it, and judges what it did.
+async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, TierFitSection), OnboardError> {
+    let name = opts.plugin.as_str();
+    // Loaded by the config only when a plugin is sandboxed; an unsandboxed one is
+    // judged against the same directory's tiers.
+    let tiers = match config.tiers() {
+        Some(t) => t.clone(),
+        None => Arc::new(
+            TierSet::load_dir(&config.resolve(&config.supervisor.policies_dir))
+                .map_err(|e| OnboardError::Config { path: opts.config.clone(), message: e.to_string() })?,
+        ),
+    };
+    let recorder = Arc::new(Recorder::new(TierOrder::of(&tiers)));
+    let configured = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
+    let pinned = config.specs().first().is_some_and(|s| s.contract.is_some());
+    let sup = Supervisor::start_learning(config, recorder.clone())
+        .await
+        .map_err(|source| OnboardError::Supervisor { what: "starting the learning pass", source })?;
+    let ran = async {
+        running(&sup, name).await?;
+        let integrity = integrity(&sup, name, pinned)?;
+        if let Some(call) = &opts.call {
+            for _ in 0..LEARNING_CALLS {
+                // A failing call is still a call the plugin handled; the baseline reports errors.
+                let _ = crate::control::call::call_json(&sup, name, &call.method, &call.json, READY_WITHIN).await;
+            }
+        }
+        tokio::time::sleep(IDLE).await;
+        sup.stop_plugin(name).await?;
+        Ok::<_, SupervisorError>(integrity)
+    }
+    .await;
+    sup.shutdown().await;
+    let integrity = ran.map_err(|source| OnboardError::Supervisor { what: "the learning pass", source })?;
+    let section = match fit::fit(recorder.order(), &recorder.calls()) {
+        Ok(v) => TierFitSection {
+            configured_denies: if configured == crate::config::UNSANDBOXED {
+                Vec::new()
+            } else {
+                v.denied_by(&configured).map(<[String]>::to_vec).unwrap_or_default()
+            },
+            configured,
+            error: None,
+            recorded: v.recorded,
+            tightest: v.tightest,
+            tighter: v.tighter,
+        },
+        Err(e @ (FitError::NothingRecorded | FitError::NoTiers)) => TierFitSection {
+            configured,
+            error: Some(e.to_string()),
+            recorded: Vec::new(),
+            tightest: None,
+            tighter: Vec::new(),
+            configured_denies: Vec::new(),
+        },
+    };
+    Ok((integrity, section))
+}
+
+/// Waits until `name` runs, or fails at once when it cannot run as configured.
+async fn running(sup: &Supervisor, name: &str) -> Result<(), SupervisorError> {
+    use crate::instance::state::State;
+    let p = sup.plugin(name)?;
+    let at = Instant::now();
+    let ended = p.wait_for(0, &[State::Running, State::Failed], READY_WITHIN).await;
+    let all_running = p.instances().iter().all(|i| i.status().state == State::Running);
+    if ended && all_running {
+        return Ok(());
+    }
+    Err(SupervisorError::Timeout {
+        plugin: name.into(),
+        wanted: "running",
+        waited: at.elapsed(),
+        state: p.describe_state(),
+    })
+}
+
+fn integrity(sup: &Supervisor, name: &str, contract_pinned: bool) -> Result<Integrity, SupervisorError> {
+    let plugin = sup.plugin(name)?;
+    let signed_version =
+        plugin.serving().image.lock().ok().and_then(|i| i.as_ref().and_then(|i| i.signed_version.clone()));
+    let status = plugin.instances().first().map(|i| i.status()).unwrap_or_default();
+    Ok(Integrity {
+        sha256: status.sha256,
+        signed_version,
+        architecture: crate::integrity::Machine::host().name(),
+        handshake: true,
+        version: status.declared.version,
+        sdk_version: status.declared.sdk_version,
+        services: status.declared.services,
+        contract_pinned,
+    })
+}
+
+/// Starts `plugin` alone under its own tier and times it.
+async fn measure(
+    config: Config,
+    plugin: &str,
+    call: Option<&Exercise>,
+    count: usize,
+    faults: bool,
+) -> Result<Baseline, OnboardError> {
+    let restart_expected = config.specs().first().is_some_and(|s| s.restart != crate::config::RestartPolicy::Never);
+    let tier = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
+    let started = Instant::now();
+    let sup = Supervisor::start(config)
+        .await
+        .map_err(|source| OnboardError::Supervisor { what: "starting the baseline", source })?;
+    let ran = async {
+        running(&sup, plugin).await?;
+        let ready = started.elapsed();
+        tokio::time::sleep(IDLE).await;
+        let pid = sup.plugin(plugin)?.instances().first().and_then(|i| i.status().pid);
+        let idle_rss_kib = pid.and_then(rss_kib);
+        let calls = match call {
+            Some(c) => Some(time_calls(&sup, plugin, c, count).await),
+            None => None,
+        };
+        let kill9 = if faults { Some(kill9(&sup, plugin, restart_expected).await?) } else { None };
+        Ok::<_, SupervisorError>(Baseline {
+            plugin: plugin.to_owned(),
+            tier,
+            ready_ms: u64::try_from(ready.as_millis()).unwrap_or(u64::MAX),
+            idle_rss_kib,
+            calls,
+            kill9,
+        })
+    }
+    .await;
+    sup.shutdown().await;
+    ran.map_err(|source| OnboardError::Supervisor { what: "the baseline", source })
+}
+
+/// Kills the running instance with SIGKILL (through the supervisor's pidfd) and waits
+/// for a new one to run.
+async fn kill9(sup: &Supervisor, plugin: &str, restart_expected: bool) -> Result<Kill9, SupervisorError> {
+    use crate::instance::state::State;
+    let p = sup.plugin(plugin)?;
+    let status = || p.instances().first().map(|i| i.status()).unwrap_or_default();
+    let before = status();
+    let killed_at = Instant::now();
+    // An instance that is not running has nothing to kill; the state then says why.
+    let _ = crate::control::signal::send(sup, plugin, libc::SIGKILL);
+    let mut restarted_ms = None;
+    while killed_at.elapsed() < READY_WITHIN {
+        let now = status();
+        if now.state == State::Running && now.pid.is_some() && now.pid != before.pid {
+            restarted_ms = Some(u64::try_from(killed_at.elapsed().as_millis()).unwrap_or(u64::MAX));
+            break;
+        }
+        if !restart_expected && matches!(now.state, State::Failed | State::Stopped) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(Kill9 { restart_expected, restarted_ms, state: p.describe_state() })
+}
+
+async fn time_calls(sup: &Supervisor, plugin: &str, call: &Exercise, count: usize) -> CallTimes {
+    let mut took = Vec::with_capacity(count);
+    let mut errors = 0;
+    let mut first_error = None;
+    for _ in 0..count {
+        let at = Instant::now();
+        let answer = crate::control::call::call_json(sup, plugin, &call.method, &call.json, READY_WITHIN).await;
+        took.push(at.elapsed());
+        if let Err(status) = answer {
+            errors += 1;
+            first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+        }
+    }
+    CallTimes {
+        method: call.method.clone(),
+        count,
+        errors,
+        first_error,
+        p50_us: percentile(&mut took, 50),
+        p99_us: percentile(&mut took, 99),
+    }
+}
+
+/// The `p`th percentile (nearest rank) in microseconds; 0 for no samples.
+fn percentile(samples: &mut [Duration], p: usize) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    samples.sort_unstable();
+    let rank = (samples.len() * p).div_ceil(100).max(1);
+    u64::try_from(samples[rank - 1].as_micros()).unwrap_or(u64::MAX)
+}
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The echo example beside `exe` (`supervisorctl` in a build's target
+/// directory has it in `examples/`; an install beside itself).
+pub fn echo_beside(exe: &Path) -> Option<PathBuf> {
+    let dir = exe.parent()?;
+    [dir.join("examples").join("echo"), dir.join("echo")].into_iter().find(|p| p.is_file())
+}
