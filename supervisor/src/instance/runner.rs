@@ -266,7 +266,14 @@ async fn attend(
     let live = Live::new(channel.clone(), running.pid).with_signaller(running.signaller());
     // Its own health is followed while it is ready (the gateway's health service says it,
     // and calls go around it while it says NOT_SERVING).
-    let follower = shared.health.follow(&inst.id, channel, running.serving_at_start, live.serving_flag());
+    let queue = plugin.queue.clone();
+    let follower = shared.health.follow(
+        &inst.id,
+        channel,
+        running.serving_at_start,
+        live.serving_flag(),
+        Arc::new(move || queue.more_room()),
+    );
     // Callable before it is said to run: whoever waits for "running" may call at once.
     plugin.went_live(inst, live);
     shared.health.bump();

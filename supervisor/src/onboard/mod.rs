@@ -172,6 +172,9 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
     let text = std::fs::read_to_string(&opts.config)
         .map_err(|source| OnboardError::Read { path: opts.config.clone(), source })?;
     let scratch = tempfile::Builder::new().prefix("onboard-").tempdir().map_err(OnboardError::Scratch)?;
+    // The plugin, under its own uid, reaches its scratch data_dir by path through this.
+    std::fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .map_err(OnboardError::Scratch)?;
     let learn_config =
         scratch::config(&opts.config, &text, &opts.plugin, None, &scratch.path().join("learn"), "learn")?;
     let (integrity, tier_fit) = learning_pass(learn_config, opts).await?;
@@ -255,7 +258,8 @@ async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, Tie
     .await;
     sup.shutdown().await;
     let integrity = ran.map_err(|source| OnboardError::Supervisor { what: "the learning pass", source })?;
-    let section = match fit::fit(recorder.order(), &recorder.calls()) {
+    let left_out = recorder.left_out();
+    let mut section = match fit::fit(recorder.order(), &recorder.calls()) {
         Ok(v) => TierFitSection {
             configured_denies: if configured == crate::config::UNSANDBOXED {
                 Vec::new()
@@ -277,6 +281,13 @@ async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, Tie
             configured_denies: Vec::new(),
         },
     };
+    if left_out > 0 {
+        // Past the recorder's bound the verdict would rest on part of what it did.
+        section.error = Some(format!(
+            "the plugin made more than {} distinct calls; {left_out} were not recorded, so no tier can be vouched for",
+            record::MAX_DISTINCT
+        ));
+    }
     Ok((integrity, section))
 }
 

@@ -115,3 +115,15 @@ fn percentiles_are_nearest_rank() {
     assert_eq!(super::percentile(&mut [Duration::from_micros(7)], 99), 7);
     assert_eq!(super::percentile(&mut [], 50), 0);
 }
+
+#[test]
+fn a_plugin_trying_every_number_costs_the_recorder_a_bounded_map() {
+    let recorder = Recorder::new(shipped().clone());
+    let any = libc::seccomp_data { nr: 0, arch: AUDIT_ARCH_X86_64, instruction_pointer: 0, args: [0; 6] };
+    let tried = super::record::MAX_DISTINCT as i32 + 10;
+    for nr in 100_000..100_000 + tried {
+        recorder.record(&libc::seccomp_data { nr, ..any });
+    }
+    assert_eq!(recorder.calls().len(), super::record::MAX_DISTINCT);
+    assert_eq!(recorder.left_out(), 10);
+}

@@ -88,15 +88,17 @@ impl Board {
 
     /// Follows `instance`'s health on `channel` from now until [`Follower::stop`];
     /// `serving` is what its first check (at its start) said. Each word is also stored
-    /// in `flag` (the instance's [`crate::instance::Live::serving_flag`]).
+    /// in `flag` (the instance's [`crate::instance::Live::serving_flag`]), and `changed`
+    /// is called when that flips (calls queued for the plugin then look again).
     pub fn follow(
         self: &Arc<Self>,
         instance: &str,
         channel: H2Channel,
         serving: bool,
         flag: Arc<AtomicBool>,
+        changed: Arc<dyn Fn() + Send + Sync>,
     ) -> Follower {
-        let said = Said { board: self.clone(), instance: instance.to_owned(), flag };
+        let said = Said { board: self.clone(), instance: instance.to_owned(), flag, changed };
         said.set(serving);
         let task = tokio::spawn(follow(said, channel));
         Follower { task: Some(task), board: self.clone(), instance: instance.to_owned() }
@@ -108,12 +110,25 @@ struct Said {
     board: Arc<Board>,
     instance: String,
     flag: Arc<AtomicBool>,
+    changed: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Said {
+    /// The plugin said it: calls follow it.
     fn set(&self, serving: bool) {
-        self.flag.store(serving, Ordering::Relaxed);
+        if self.flag.swap(serving, Ordering::Relaxed) != serving {
+            // A call queued behind a full serving instance may go to this one now, or
+            // (none serving any more) be refused at once rather than at its deadline.
+            (self.changed)();
+        }
         self.board.set(&self.instance, serving);
+    }
+
+    /// Its word is not known for a while (its `Watch` stream ended or could not be
+    /// opened): health says it does not serve, but calls go on as it last said, so a
+    /// plugin that never said NOT_SERVING is not refused calls for a hiccup.
+    fn lost(&self) {
+        self.board.set(&self.instance, false);
     }
 }
 
@@ -209,7 +224,7 @@ async fn follow(said: Said, channel: H2Channel) {
                     tokio::time::sleep(MIN_GAP).await;
                 }
                 // The stream ended: the plugin is going, or restarted its health.
-                said.set(false);
+                said.lost();
                 tokio::time::sleep(AGAIN_AFTER).await;
             }
             Err(status) if status.code() == tonic::Code::Unimplemented => loop {
@@ -224,9 +239,45 @@ async fn follow(said: Said, channel: H2Channel) {
             },
             Err(status) => {
                 tracing::debug!(%instance, code = ?status.code(), message = status.message(), "cannot follow the plugin's health");
-                said.set(false);
+                said.lost();
                 tokio::time::sleep(AGAIN_AFTER).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// What a plugin says moves its routing flag and wakes the plugin's queued calls on
+    /// each flip (only then); a word merely lost changes what health says, not routing.
+    #[test]
+    fn a_flip_wakes_queued_calls_and_a_lost_word_keeps_the_routing() {
+        let board = Arc::new(Board::default());
+        let flips = Arc::new(AtomicUsize::new(0));
+        let counted = flips.clone();
+        let flag = Arc::new(AtomicBool::new(true));
+        let said = Said {
+            board: board.clone(),
+            instance: "p-0".into(),
+            flag: flag.clone(),
+            changed: Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        };
+        said.set(true);
+        assert_eq!(flips.load(Ordering::SeqCst), 0, "no flip, no wake-up");
+        said.set(false);
+        said.set(false);
+        assert_eq!((flag.load(Ordering::SeqCst), flips.load(Ordering::SeqCst)), (false, 1));
+        said.set(true);
+        assert_eq!((flag.load(Ordering::SeqCst), flips.load(Ordering::SeqCst)), (true, 2));
+        said.lost();
+        assert!(flag.load(Ordering::SeqCst), "calls still go to it");
+        assert!(!board.says_serving("p-0"), "health says it does not serve");
+        assert_eq!(flips.load(Ordering::SeqCst), 2);
     }
 }

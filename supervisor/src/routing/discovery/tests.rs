@@ -430,7 +430,7 @@ async fn the_plugins_own_word_is_followed_until_the_follower_stops() {
     let board = Arc::new(Board::default());
     let mut changes = board.subscribe();
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let follower = board.follow("own-0", channel.clone(), true, flag.clone());
+    let follower = board.follow("own-0", channel.clone(), true, flag.clone(), Arc::new(|| ()));
     let flagged = || flag.load(std::sync::atomic::Ordering::Relaxed);
     assert!(flagged(), "the first check's word is the flag's at once");
     said.set_serving(false).await;
@@ -469,7 +469,7 @@ async fn a_follower_dropped_without_stop_ends_its_stream_and_is_forgotten() {
     let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
     tokio::spawn(conn);
     let board = Arc::new(Board::default());
-    drop(board.follow("own-0", channel.clone(), true, Arc::default()));
+    drop(board.follow("own-0", channel.clone(), true, Arc::default(), Arc::new(|| ())));
     assert_eq!(board.followed(), 0, "forgotten when dropped");
     // With its Watch stream reset, the plugin drains at once.
     let mut lifecycle = plugin_proto::plugin::v1::plugin_lifecycle_client::PluginLifecycleClient::new(channel);
