@@ -169,7 +169,7 @@ fn route(p: &Arc<Plugin>, metrics: &Arc<Metrics>) -> Route {
 }
 
 /// "/pkg.Service/Method" → "pkg.Service".
-fn service_of(path: &str) -> Option<&str> {
+pub(crate) fn service_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(service)
@@ -251,7 +251,7 @@ impl Gateway {
 impl Service<http::Request<Body>> for Gateway {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))

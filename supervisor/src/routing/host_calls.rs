@@ -122,8 +122,8 @@ impl Outbound {
             Ok(v) => req.headers_mut().insert(CALLER_HEADER, v),
             Err(_) => req.headers_mut().remove(CALLER_HEADER),
         };
-        let service = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("");
-        if self.host.serves(service) {
+        // A malformed path is the gateway's to answer.
+        if super::gateway::service_of(req.uri().path()).is_some_and(|s| self.host.serves(s)) {
             let mut routes = self.host.routes.clone();
             return Box::pin(async move { routes.call(req).await });
         }
