@@ -53,6 +53,9 @@ pub struct Figures {
     pub ready: Duration,
     /// `VmRSS` once settled, bytes.
     pub rss: u64,
+    /// Of which anonymous memory (the heap, stacks), bytes; the rest is the
+    /// binary's and libraries' pages.
+    pub rss_anon: u64,
     /// CPU time over the idle window per second of it: a share of one core.
     pub idle_cpu: f64,
     pub threads: u64,
@@ -65,6 +68,7 @@ impl Figures {
             "instances": self.instances,
             "ready_s": self.ready.as_secs_f64(),
             "rss_mb": self.rss as f64 / f64::from(1 << 20),
+            "rss_anon_mb": self.rss_anon as f64 / f64::from(1 << 20),
             "idle_cpu_pct": self.idle_cpu * 100.0,
             "threads": self.threads,
             "fds": self.fds,
@@ -115,6 +119,7 @@ pub fn measure(
         instances: n,
         ready,
         rss: kib("VmRSS") * 1024,
+        rss_anon: kib("RssAnon") * 1024,
         idle_cpu,
         threads: kib("Threads"),
         fds: crate::procfs::open_fds(pid).len(),

@@ -67,7 +67,15 @@ impl H2Channel {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (tx, conn) = h2::client::Builder::new()
+        Self::handshake_with(&Self::builder(), io).await
+    }
+
+    /// The settings [`H2Channel::handshake`] uses, for a caller to add its own
+    /// (the supervisor starts its many plugin connections' buffers small)
+    /// before [`H2Channel::handshake_with`].
+    pub fn builder() -> h2::client::Builder {
+        let mut builder = h2::client::Builder::new();
+        builder
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             // Callers end calls in crowds (a deadline, a caller's connection
@@ -80,9 +88,16 @@ impl H2Channel {
             // in flight, and never counts those resets against the plugin
             // (our own child: its misbehaviour costs it alone).
             .max_concurrent_reset_streams(RESETS_REMEMBERED)
-            .max_local_error_reset_streams(None)
-            .handshake(io)
-            .await?;
+            .max_local_error_reset_streams(None);
+        builder
+    }
+
+    /// [`H2Channel::handshake`] with `builder`'s settings.
+    pub async fn handshake_with<IO>(builder: &h2::client::Builder, io: IO) -> Result<(Self, Connection), h2::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, conn) = builder.handshake(io).await?;
         Ok((Self { tx }, Box::pin(conn)))
     }
 }

@@ -356,11 +356,13 @@ async fn scale(o: &Opts) -> anyhow::Result<Value> {
         let rss_mb = many.rss as f64 / f64::from(1 << 20);
         let ok = |good: bool| if good { "ok" } else { "MISSED" };
         eprintln!(
-            "{n} instances ({layout:?}): ready in {:.1} s (≤{} s {}), RSS {rss_mb:.1} MB (≤{SCALE_RSS_MB} MB {}), idle CPU {:.2}% of a core (≤{}% {}); per instance {:.1} KiB, {:.4}% of a core; {} threads, {} fds",
+            "{n} instances ({layout:?}): ready in {:.1} s (≤{} s {}), RSS {rss_mb:.1} MB (≤{SCALE_RSS_MB} MB {}; {:.1} MB anonymous, {:.1} MB one instance), idle CPU {:.2}% of a core (≤{}% {}); per instance {:.1} KiB, {:.4}% of a core; {} threads, {} fds",
             many.ready.as_secs_f64(),
             SCALE_READY.as_secs(),
             ok(many.ready <= SCALE_READY),
             ok(rss_mb <= SCALE_RSS_MB),
+            many.rss_anon as f64 / f64::from(1 << 20),
+            one.rss as f64 / f64::from(1 << 20),
             many.idle_cpu * 100.0,
             SCALE_IDLE_CPU * 100.0,
             ok(many.idle_cpu <= SCALE_IDLE_CPU),

@@ -184,7 +184,7 @@ async fn greet(
         })
     };
     let mut exit_after_error = exit.clone();
-    let (channel, driver) = match H2Channel::handshake(conn).await {
+    let (channel, driver) = match H2Channel::handshake_with(&crate::routing::buffers::plugin_connection(), conn).await {
         Ok(shaken) => shaken,
         Err(e) => {
             // Writing the preface fails when the process has already gone.

@@ -6,6 +6,7 @@
 
 mod authority;
 pub mod breaker;
+pub(crate) mod buffers;
 pub mod callers;
 pub mod channel;
 mod conns;

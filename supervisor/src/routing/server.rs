@@ -242,7 +242,7 @@ where
     S::Future: Send,
 {
     // No preface timeout: a plugin need never speak on fd 4, and the task ends with it.
-    let handshake = h2::server::Builder::new()
+    let handshake = super::buffers::host_connection(&mut h2::server::Builder::new())
         .max_concurrent_streams(max_streams)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CALLER_CONNECTION_WINDOW)

@@ -1,0 +1,91 @@
+//! The buffers each plugin instance's two HTTP/2 connections start with: the
+//! supervisor's client on fd 3 and its server for the plugin's host channel on
+//! fd 4. A daemon holds two per instance, a thousand instances hold two
+//! thousand, and most sit idle, so what each starts with is most of what an
+//! idle instance costs the daemon.
+//!
+//! h2 starts every connection with a 16 KiB write buffer, an 8 KiB read
+//! buffer and a 4 KiB HPACK scratch buffer, and mostly in memory the daemon
+//! touched before (it allocated and freed while starting the instance), so
+//! resident. The settings below are the vendored h2's (vendor/README.md).
+//! Measured with `bench --only scale --named` (1,000 instances, release): RSS
+//! 118 MB with h2's defaults, 106 MB with fd 4's reduced, 91 MB with both.
+//! Each buffer grows as traffic needs and keeps what it grew to, so a busy
+//! connection ends where it would have anyway.
+
+use plugin_proto::transport::H2Channel;
+
+/// The client on fd 3, which carries every call to the instance. Its write
+/// buffer stays large enough to gather a crowd of small calls' frames into one
+/// write (16 callers' HEADERS and DATA are about 5 KiB); reads grow on demand.
+pub(crate) fn plugin_connection() -> h2::client::Builder {
+    let mut builder = H2Channel::builder();
+    builder.initial_read_buffer_capacity(1024).initial_write_buffer_capacity(8 * 1024).initial_hpack_decode_capacity(0);
+    builder
+}
+
+/// The server on fd 4: the plugin's log stream and its calls out, rarely busy.
+pub(crate) fn host_connection(builder: &mut h2::server::Builder) -> &mut h2::server::Builder {
+    builder.initial_read_buffer_capacity(1024).initial_write_buffer_capacity(1024).initial_hpack_decode_capacity(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// What one side received: a header's value and the body.
+    async fn received(mut body: h2::RecvStream) -> Vec<u8> {
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        data
+    }
+
+    /// Each buffer starts small and must grow: headers past one frame (sent as
+    /// CONTINUATION frames), and bodies many times the read and write buffers, both ways.
+    #[tokio::test]
+    async fn connections_with_small_buffers_carry_headers_and_bodies_larger_than_them() {
+        let header = "h".repeat(40 * 1024);
+        let body = Bytes::from((0..60 * 1024).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (h, b) = (header.clone(), body.clone());
+        let server = tokio::spawn(async move {
+            let mut conn = host_connection(&mut h2::server::Builder::new())
+                .max_header_list_size(1 << 20)
+                .handshake::<_, Bytes>(theirs)
+                .await
+                .unwrap();
+            let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let (parts, recv) = req.into_parts();
+            let got = (parts.headers["big"].to_str().unwrap().len(), received(recv).await);
+            let answer = http::Response::builder().header("big", h).body(()).unwrap();
+            let mut send = respond.send_response(answer, false).unwrap();
+            send.reserve_capacity(b.len());
+            send.send_data(b, true).unwrap();
+            got
+        });
+        let mut builder = plugin_connection();
+        builder.max_header_list_size(1 << 20);
+        let (mut client, conn) = builder.handshake::<_, Bytes>(ours).await.unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::post("http://plugin/a.A/M").header("big", header.clone()).body(()).unwrap();
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        send.reserve_capacity(body.len());
+        send.send_data(body.clone(), true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response).await.expect("no answer").unwrap();
+        let (parts, recv) = response.into_parts();
+        assert_eq!(parts.headers["big"].len(), header.len(), "the answer's header");
+        assert_eq!(received(recv).await, body, "the answer's body");
+        let (header_len, request_body) = server.await.unwrap();
+        assert_eq!(header_len, header.len(), "the request's header");
+        assert_eq!(request_body, body, "the request's body");
+    }
+}
