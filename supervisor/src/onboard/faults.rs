@@ -9,10 +9,10 @@
 //! deadline expires at the plugin, and the burst's admitted calls stay in flight, however
 //! fast the plugin answers otherwise.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::verdict::{self, Answer, Fault, Policy};
+use super::verdict::{self, Fault, Policy};
 use super::{Exercise, READY_WITHIN};
 use crate::config::units::ByteSize;
 use crate::control::call::{call_json, call_json_padded};
@@ -41,6 +41,8 @@ const PADDED_CALLS: usize = 4;
 /// Past its stop_timeout, the supervisor's own stop gives a plugin this long before it
 /// signals; a plugin gone within it was gone in time.
 const SLACK: Duration = Duration::from_millis(250);
+/// How long a call's request, once admitted, takes at most to be written to the plugin.
+const IN_THE_SOCKET: Duration = Duration::from_millis(20);
 
 /// The plugin under test in a scratch supervisor.
 struct Target<'a> {
@@ -173,47 +175,40 @@ async fn kill9(t: &Target<'_>) -> Fault {
 }
 
 /// SIGTERM while a call is in flight: the call should be answered and the plugin drain and
-/// exit 0 within its stop_timeout.
+/// exit 0 within its stop_timeout. The call is made while the instance is held, so that
+/// it is in the plugin's socket when the signal comes: a call the plugin's drain found
+/// not yet sent would be refused (its GOAWAY), which is no cut call, and a call as quick as
+/// echo's would otherwise seldom be in flight at all.
 async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
+    const DONE: &str = "SIGTERM during a call";
     let Some(call) = t.call else {
-        return Fault::skipped("SIGTERM", "SIGTERM during a call", "no --call to have in flight");
+        return Fault::skipped("SIGTERM", DONE, "no --call to have in flight");
     };
     let pid = live.pid;
     let stop_timeout = t.p.spec().stop_timeout;
-    let sent: Mutex<Option<Instant>> = Mutex::new(None);
-    let was_sent = || sent.lock().map(|s| s.is_some()).unwrap_or(true);
-    let calls = async {
-        let mut seen: Vec<(Instant, Instant, Answer)> = Vec::new();
-        while !was_sent() {
-            let at = Instant::now();
-            let answer = t.call(call, ANSWER_WITHIN).await.map(|_| ()).map_err(|s| words(&s));
-            seen.push((at, Instant::now(), answer));
-        }
-        seen
+    let held = match t.hold() {
+        Ok(h) => h,
+        Err(e) => return Fault::skipped("SIGTERM", DONE, format!("not held: {e}")),
     };
+    let answer = t.call(call, ANSWER_WITHIN);
     let signaller = async {
+        let admitted = t.until(Duration::from_secs(1), |_| live.in_flight() > 0).await.is_some();
+        // Its request written to the plugin's socket meanwhile (nothing holds a write).
+        tokio::time::sleep(IN_THE_SOCKET).await;
         let at = Instant::now();
-        // Sent while a call is in flight; a plugin never seen with one gets it all the same.
-        while live.in_flight() == 0 && at.elapsed() < Duration::from_secs(2) {
-            tokio::task::yield_now().await;
-        }
-        let now = Instant::now();
         let signalled = t.signal(libc::SIGTERM);
-        if let Ok(mut s) = sent.lock() {
-            *s = Some(now);
-        }
-        signalled.map(|()| now)
+        drop(held);
+        signalled?;
+        // Gone: its live handle dropped, as the supervisor saw it exit (before its teardown).
+        let exited = t.until(stop_timeout + SLACK, |t| t.pid() != Some(pid)).await;
+        Ok::<_, String>((exited.map(|e| e - at), admitted))
     };
-    let (seen, signalled) = tokio::join!(calls, signaller);
-    let at = match signalled {
-        Ok(at) => at,
-        Err(e) => return Fault::skipped("SIGTERM", "SIGTERM during a call", format!("not signalled: {e}")),
+    let (answer, signalled) = tokio::join!(answer, signaller);
+    let (exited, admitted) = match signalled {
+        Ok(s) => s,
+        Err(e) => return Fault::skipped("SIGTERM", DONE, format!("not signalled: {e}")),
     };
-    let in_flight = seen.iter().find(|(start, end, _)| *start <= at && at <= *end).map(|c| c.2.clone());
-    // Gone: its live handle dropped, as the supervisor saw it exit (before its teardown).
-    let exited =
-        t.until((at + stop_timeout + SLACK).saturating_duration_since(Instant::now()), |t| t.pid() != Some(pid)).await;
-    let exited = exited.map(|e| e - at).filter(|e| *e <= stop_timeout + SLACK);
+    let in_flight = admitted.then(|| answer.map(|_| ()).map_err(|s| words(&s)));
     if exited.is_none() {
         let _ = t.signal(libc::SIGKILL);
     }

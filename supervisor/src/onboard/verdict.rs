@@ -138,7 +138,10 @@ pub struct SigtermSeen {
 }
 
 pub fn sigterm(s: &SigtermSeen) -> Fault {
-    let done = format!("SIGTERM to the instance during a call of {}", s.method);
+    let done = format!(
+        "SIGTERM to the instance during a call of {}, both while it was held (SIGSTOP), then SIGCONT",
+        s.method
+    );
     let expected = format!(
         "the call answered, the instance drained and exited 0 within its stop_timeout ({})",
         format_duration(s.stop_timeout)
