@@ -290,3 +290,75 @@ mod faults {
         assert_eq!((f.outcome, failure(&f)), (Outcome::Skipped, None));
     }
 }
+
+mod scratch_configs {
+    use std::path::{Path, PathBuf};
+
+    use super::super::OnboardError;
+    use super::super::scratch::{Run, binary_config, burst_lowered, config};
+
+    fn policies() -> PathBuf {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        manifest.ancestors().map(|d| d.join("policies")).find(|d| d.join("L1.toml").is_file()).unwrap()
+    }
+
+    fn run(dir: &Path) -> Run {
+        Run { dir: dir.to_owned(), name: "base", tier: None, burst: true }
+    }
+
+    #[test]
+    fn the_burst_runs_with_its_limits_lowered_to_four_unless_the_entry_has_less() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.toml");
+        let entry = |extra: &str| {
+            format!(
+                "[supervisor]\npolicies_dir = {:?}\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"L3\"\n{extra}",
+                policies().display().to_string()
+            )
+        };
+        let text = entry("");
+        assert!(burst_lowered(&path, &text, "p").unwrap());
+        let c = config(&path, &text, "p", &run(dir.path())).unwrap();
+        let p = c.specs()[0].protection;
+        assert_eq!((p.max_in_flight, p.max_queued), (4, 4));
+        let text = entry("max_in_flight = 2\nmax_queued = 0\n");
+        assert!(!burst_lowered(&path, &text, "p").unwrap());
+        let p = config(&path, &text, "p", &run(dir.path())).unwrap().specs()[0].protection;
+        assert_eq!((p.max_in_flight, p.max_queued), (2, 0));
+        // The learning pass keeps the entry's own.
+        let learn = Run { burst: false, ..run(dir.path()) };
+        let p = config(&path, &entry(""), "p", &learn).unwrap().specs()[0].protection;
+        assert_eq!((p.max_in_flight, p.max_queued), (64, 32));
+    }
+
+    #[test]
+    fn a_binary_under_a_tier_makes_a_config_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("greeter");
+        std::fs::write(&binary, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let text = binary_config(&binary, "L3", &policies(), "greeter").unwrap();
+        let c = config(&binary, &text, "greeter", &run(dir.path())).unwrap();
+        assert_eq!((c.specs()[0].tier.as_str(), c.specs()[0].binary.as_path()), ("L3", binary.as_path()));
+        let text = binary_config(&binary, "none", &policies(), "greeter").unwrap();
+        assert!(config(&binary, &text, "greeter", &run(dir.path())).is_ok(), "none is allowed: {text}");
+
+        let missing = dir.path().join("nope");
+        let e = binary_config(&missing, "L3", &policies(), "nope").unwrap_err();
+        assert!(matches!(e, OnboardError::Binary { .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("--binary {}: No such file or directory (os error 2)", missing.display()));
+        let e = binary_config(&binary, "L9", &policies(), "greeter").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "--tier L9: no such tier in {} (it has L1, L2, L3, or none to run unsandboxed)",
+                policies().display()
+            )
+        );
+        let e = binary_config(&binary, "L3", dir.path(), "greeter").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("--tier L3: {} holds no tier files (pass --policies DIR)", dir.path().display())
+        );
+    }
+}
