@@ -42,7 +42,7 @@ const PADDED_CALLS: usize = 4;
 /// signals; a plugin gone within it was gone in time.
 const SLACK: Duration = Duration::from_millis(250);
 /// How long a call's request, once admitted, takes at most to be written to the plugin.
-const IN_THE_SOCKET: Duration = Duration::from_millis(20);
+const IN_THE_SOCKET: Duration = Duration::from_millis(50);
 
 /// The plugin under test in a scratch supervisor.
 struct Target<'a> {
