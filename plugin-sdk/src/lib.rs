@@ -26,6 +26,7 @@ mod calls;
 mod cancel;
 mod deadline;
 mod descriptors;
+mod health_watch;
 mod host;
 mod io;
 mod launch;
@@ -296,9 +297,10 @@ impl Plugin {
         let follow = shutdown.follow(&outside);
         let descriptor_set = descriptors::merge(&self.descriptor_sets, &self.services)?;
         let health = self.health.clone();
-        let health_service = tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(health.clone()),
-        );
+        let health_service = tonic_health::pb::health_server::HealthServer::new(health_watch::DrainingHealth {
+            inner: tonic_health::server::HealthService::from_health_reporter(health.clone()),
+            shutdown: shutdown.clone(),
+        });
         for service in &self.services {
             health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
         }

@@ -57,6 +57,50 @@ impl Codec for DynamicCodec {
     }
 }
 
+/// Sends a request already encoded, and decodes the answer as `output`.
+struct RawRequestCodec {
+    output: MessageDescriptor,
+}
+
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl Codec for RawRequestCodec {
+    type Encode = bytes::Bytes;
+    type Decode = DynamicMessage;
+    type Encoder = RawEncoder;
+    type Decoder = DynDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> DynDecoder {
+        DynDecoder(self.output.clone())
+    }
+}
+
+/// The largest field number protobuf has: no message declares it, so every decoder
+/// skips it (after receiving it whole).
+const PAD_FIELD: u32 = (1 << 29) - 1;
+
+/// `encoded` with `pad` zero bytes more, in a length-delimited field no message declares.
+pub(crate) fn padded(mut encoded: Vec<u8>, pad: usize) -> Vec<u8> {
+    prost::encoding::encode_key(PAD_FIELD, prost::encoding::WireType::LengthDelimited, &mut encoded);
+    prost::encoding::encode_varint(pad as u64, &mut encoded);
+    encoded.resize(encoded.len() + pad, 0);
+    encoded
+}
+
 /// "pkg.Service/Method", "/pkg.Service/Method" (the HTTP/2 path) or
 /// "pkg.Service.Method" (grpcurl's spelling), as (service, method).
 fn split_method(method: &str) -> Option<(&str, &str)> {
@@ -151,6 +195,29 @@ pub async fn call_json(
     to_json(&resp.into_inner())
 }
 
+/// [`call_json`] with `pad` bytes more in the request, in a field the plugin does not
+/// declare: the plugin receives and buffers them whole, then answers as it would without
+/// them. What makes any plugin hold memory for a call (the onboarding check's memory limit).
+pub async fn call_json_padded(
+    sup: &Supervisor,
+    plugin: &str,
+    method: &str,
+    json: &str,
+    pad: usize,
+    timeout: Duration,
+) -> Result<String, Status> {
+    let mut call = resolve(sup, plugin, method, json)?;
+    if call.method.is_server_streaming() {
+        return Err(Status::unimplemented(format!("{method} is a server-streaming method; this makes unary calls")));
+    }
+    call.ready(plugin).await?;
+    let codec = RawRequestCodec { output: call.method.output() };
+    let mut req = tonic::Request::new(bytes::Bytes::from(padded(call.request.encode_to_vec(), pad)));
+    req.set_timeout(timeout.min(crate::config::units::MAX_DURATION));
+    let resp = call.grpc.unary(req, call.path.clone(), codec).await.map_err(super::usage::from_plugin)?;
+    to_json(&resp.into_inner())
+}
+
 /// The JSON documents of a unary or server-streaming call, one per message as the
 /// plugin sends it; the plugin's error status ends the stream.
 pub async fn call_json_stream(
@@ -175,6 +242,15 @@ pub async fn call_json_stream(
 #[cfg(test)]
 mod tests {
     use super::split_method;
+
+    #[test]
+    fn a_padded_request_decodes_as_the_request_it_pads() {
+        use prost::Message;
+        let request = prost_types::Duration { seconds: 7, nanos: 9 };
+        let padded = super::padded(request.encode_to_vec(), 1 << 20);
+        assert!(padded.len() > 1 << 20);
+        assert_eq!(prost_types::Duration::decode(&padded[..]).unwrap(), request);
+    }
 
     #[test]
     fn methods_are_spelled_with_a_slash_a_leading_slash_or_a_dot() {

@@ -127,6 +127,11 @@ impl Live {
         self
     }
 
+    /// Admitted calls not yet answered: what it works on now.
+    pub fn in_flight(&self) -> usize {
+        self.admitted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Admits one call, until the returned guard goes; None once the instance closes.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
         self.admit_within(usize::MAX).ok()

@@ -1,15 +1,17 @@
 //! The onboarding check (`supervisorctl onboard`): runs one plugin of a
 //! config in scratch supervisors and reports whether it is ready for
 //! production: its integrity and contract, the tightest tier that fits the
-//! syscalls it made (recorded by a permissive learning pass), and its
-//! performance baseline beside the echo example's.
+//! syscalls it made (recorded by a permissive learning pass), its
+//! performance baseline beside the echo example's, and how it takes faults.
 
+mod faults;
 pub mod fit;
 pub(crate) mod record;
 mod report;
 mod scratch;
 #[cfg(test)]
 mod tests;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use record::Recorder;
 pub use report::render_text;
 
 /// How long a plugin may take to reach running in a scratch supervisor.
-const READY_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How often the learning pass makes the `--call`.
 const LEARNING_CALLS: usize = 5;
 /// How long an instance is left alone before its idle memory is read, and the
@@ -36,8 +38,8 @@ const IDLE: Duration = Duration::from_millis(300);
 /// What to check.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The supervisor config holding the plugin.
-    pub config: PathBuf,
+    /// Where the plugin's entry comes from.
+    pub target: Target,
     /// The plugin entry's name.
     pub plugin: String,
     /// The call that exercises it, if any.
@@ -46,6 +48,16 @@ pub struct Options {
     pub baseline_echo: Option<PathBuf>,
     /// How many calls the baseline times.
     pub calls: usize,
+}
+
+/// The plugin to check: an entry of a supervisor config, or a binary run under a tier.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The supervisor config holding the plugin (its tiers and settings apply).
+    Config(PathBuf),
+    /// A binary, under `tier` of the tier files in `policies`, with every other setting
+    /// the supervisor's default.
+    Binary { binary: PathBuf, tier: String, policies: PathBuf },
 }
 
 /// A call that exercises the plugin: `package.Service/Method` and its JSON.
@@ -64,6 +76,10 @@ pub enum OnboardError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("no plugin {plugin:?} in {}", path.display())]
     NoSuchPlugin { plugin: String, path: PathBuf },
+    #[error("--binary {}: {reason}", path.display())]
+    Binary { path: PathBuf, reason: String },
+    #[error("--tier {tier}: {reason}")]
+    UnknownTier { tier: String, reason: String },
     #[error("the onboarding check runs plugins in a scratch supervisor, which needs root (as the daemon does)")]
     NotRoot,
     #[error("the scratch directory: {0}")]
@@ -81,6 +97,8 @@ pub struct Report {
     pub baseline: Baseline,
     /// The echo example measured in the same run; `None` when its binary was not found.
     pub echo_baseline: Option<Baseline>,
+    /// Each injected fault, in the order they were injected.
+    pub faults: Vec<verdict::Fault>,
     /// Every failed check, in words; empty when all passed.
     pub failed: Vec<String>,
 }
@@ -136,19 +154,6 @@ pub struct Baseline {
     /// Resident memory of the idle instance.
     pub idle_rss_kib: Option<u64>,
     pub calls: Option<CallTimes>,
-    /// What a `kill -9` of the instance led to (the plugin's run only, not echo's).
-    pub kill9: Option<Kill9>,
-}
-
-/// The instance killed with SIGKILL after the baseline's calls.
-#[derive(Debug, Serialize)]
-pub struct Kill9 {
-    /// The entry's restart policy asks for a restart after a kill.
-    pub restart_expected: bool,
-    /// From the kill to a new instance running, when one did within the wait.
-    pub restarted_ms: Option<u64>,
-    /// The instance's state when the wait ended.
-    pub state: String,
 }
 
 /// Latency of one method over a series of sequential calls.
@@ -169,27 +174,37 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(OnboardError::NotRoot);
     }
-    let text = std::fs::read_to_string(&opts.config)
-        .map_err(|source| OnboardError::Read { path: opts.config.clone(), source })?;
+    let (path, text) = match &opts.target {
+        Target::Config(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| OnboardError::Read { path: path.clone(), source })?;
+            (path.clone(), text)
+        }
+        Target::Binary { binary, tier, policies } => {
+            (binary.clone(), scratch::binary_config(binary, tier, policies, &opts.plugin)?)
+        }
+    };
     let scratch = tempfile::Builder::new().prefix("onboard-").tempdir().map_err(OnboardError::Scratch)?;
     // The plugin, under its own uid, reaches its scratch data_dir by path through this.
     std::fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
         .map_err(OnboardError::Scratch)?;
-    let learn_config =
-        scratch::config(&opts.config, &text, &opts.plugin, None, &scratch.path().join("learn"), "learn")?;
-    let (integrity, tier_fit) = learning_pass(learn_config, opts).await?;
+    let learn = scratch::Run { dir: scratch.path().join("learn"), name: "learn", tier: None, burst: false };
+    let learn_config = scratch::config(&path, &text, &opts.plugin, &learn)?;
+    let (integrity, tier_fit) = learning_pass(learn_config, &path, opts).await?;
     // A plugin its own tier would kill is measured under the tier it fits.
     let tier = match (&tier_fit.error, tier_fit.configured_denies.is_empty(), &tier_fit.tightest) {
-        (None, false, Some(fits)) => Some(fits.as_str()),
+        (None, false, Some(fits)) => Some(fits.clone()),
         _ => None,
     };
-    let config = scratch::config(&opts.config, &text, &opts.plugin, tier, &scratch.path().join("base"), "base")?;
-    let baseline = measure(config, &opts.plugin, opts.call.as_ref(), opts.calls, true).await?;
+    let base = scratch::Run { dir: scratch.path().join("base"), name: "base", tier, burst: true };
+    let config = scratch::config(&path, &text, &opts.plugin, &base)?;
+    let lowered = scratch::burst_lowered(&path, &text, &opts.plugin)?;
+    let (baseline, faults) = measure(config, &opts.plugin, opts.call.as_ref(), opts.calls, Some(lowered)).await?;
     let echo_baseline = match &opts.baseline_echo {
         Some(echo) => {
-            let config = scratch::echo_config(&opts.config, &text, echo, &scratch.path().join("echo"), "echo")?;
+            let config = scratch::echo_config(&path, &text, echo, &scratch.path().join("echo"), "echo")?;
             let call = Exercise { method: "echo.v1.Echo/Echo".into(), json: r#"{"message":"hi"}"#.into() };
-            Some(measure(config, "echo", Some(&call), opts.calls, false).await?)
+            Some(measure(config, "echo", Some(&call), opts.calls, None).await?.0)
         }
         None => None,
     };
@@ -215,17 +230,16 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
             c.first_error.as_deref().unwrap_or("")
         ));
     }
-    if let Some(k) = &baseline.kill9
-        && k.restart_expected
-        && k.restarted_ms.is_none()
-    {
-        failed.push(format!("kill -9: no new instance ran within {READY_WITHIN:?}; it is {}", k.state));
-    }
-    Ok(Report { plugin: opts.plugin.clone(), integrity, tier_fit, baseline, echo_baseline, failed })
+    failed.extend(faults.iter().filter_map(verdict::failure));
+    Ok(Report { plugin: opts.plugin.clone(), integrity, tier_fit, baseline, echo_baseline, faults, failed })
 }
 
 /// Runs the plugin under the learning filter, exercises it, and judges what it did.
-async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, TierFitSection), OnboardError> {
+async fn learning_pass(
+    config: Config,
+    path: &Path,
+    opts: &Options,
+) -> Result<(Integrity, TierFitSection), OnboardError> {
     let name = opts.plugin.as_str();
     // Loaded by the config only when a plugin is sandboxed; an unsandboxed one is
     // judged against the same directory's tiers.
@@ -233,7 +247,7 @@ async fn learning_pass(config: Config, opts: &Options) -> Result<(Integrity, Tie
         Some(t) => t.clone(),
         None => Arc::new(
             TierSet::load_dir(&config.resolve(&config.supervisor.policies_dir))
-                .map_err(|e| OnboardError::Config { path: opts.config.clone(), message: e.to_string() })?,
+                .map_err(|e| OnboardError::Config { path: path.to_owned(), message: e.to_string() })?,
         ),
     };
     let recorder = Arc::new(Recorder::new(TierOrder::of(&tiers)));
@@ -326,15 +340,15 @@ fn integrity(sup: &Supervisor, name: &str, contract_pinned: bool) -> Result<Inte
     })
 }
 
-/// Starts `plugin` alone under its own tier and times it.
+/// Starts `plugin` alone under its own tier and times it; then, when `faults` says whether
+/// its burst limits were lowered, injects the faults.
 async fn measure(
     config: Config,
     plugin: &str,
     call: Option<&Exercise>,
     count: usize,
-    faults: bool,
-) -> Result<Baseline, OnboardError> {
-    let restart_expected = config.specs().first().is_some_and(|s| s.restart != crate::config::RestartPolicy::Never);
+    faults: Option<bool>,
+) -> Result<(Baseline, Vec<verdict::Fault>), OnboardError> {
     let tier = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
     let started = Instant::now();
     let sup = Supervisor::start(config)
@@ -350,44 +364,22 @@ async fn measure(
             Some(c) => Some(time_calls(&sup, plugin, c, count).await),
             None => None,
         };
-        let kill9 = if faults { Some(kill9(&sup, plugin, restart_expected).await?) } else { None };
-        Ok::<_, SupervisorError>(Baseline {
+        let baseline = Baseline {
             plugin: plugin.to_owned(),
             tier,
             ready_ms: u64::try_from(ready.as_millis()).unwrap_or(u64::MAX),
             idle_rss_kib,
             calls,
-            kill9,
-        })
+        };
+        let faults = match faults {
+            Some(lowered) => faults::run(&sup, plugin, call, lowered).await?,
+            None => Vec::new(),
+        };
+        Ok::<_, SupervisorError>((baseline, faults))
     }
     .await;
     sup.shutdown().await;
     ran.map_err(|source| OnboardError::Supervisor { what: "the baseline", source })
-}
-
-/// Kills the running instance with SIGKILL (through the supervisor's pidfd) and waits
-/// for a new one to run.
-async fn kill9(sup: &Supervisor, plugin: &str, restart_expected: bool) -> Result<Kill9, SupervisorError> {
-    use crate::instance::state::State;
-    let p = sup.plugin(plugin)?;
-    let status = || p.instances().first().map(|i| i.status()).unwrap_or_default();
-    let before = status();
-    let killed_at = Instant::now();
-    // An instance that is not running has nothing to kill; the state then says why.
-    let _ = crate::control::signal::send(sup, plugin, libc::SIGKILL);
-    let mut restarted_ms = None;
-    while killed_at.elapsed() < READY_WITHIN {
-        let now = status();
-        if now.state == State::Running && now.pid.is_some() && now.pid != before.pid {
-            restarted_ms = Some(u64::try_from(killed_at.elapsed().as_millis()).unwrap_or(u64::MAX));
-            break;
-        }
-        if !restart_expected && matches!(now.state, State::Failed | State::Stopped) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(Kill9 { restart_expected, restarted_ms, state: p.describe_state() })
 }
 
 async fn time_calls(sup: &Supervisor, plugin: &str, call: &Exercise, count: usize) -> CallTimes {

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::verdict::Outcome;
 use super::{Baseline, Report};
 
 /// The report as `supervisorctl onboard` prints it.
@@ -43,13 +44,22 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(out, "  echo          not measured (its binary was not found; give --baseline-echo)");
         }
     }
-    if let Some(k) = &r.baseline.kill9 {
+    if !r.faults.is_empty() {
         let _ = writeln!(out, "faults");
-        let _ = match k.restarted_ms {
-            Some(ms) => writeln!(out, "  kill -9       restarted, running again in {ms} ms"),
-            None if k.restart_expected => writeln!(out, "  kill -9       NOT restarted; it is {}", k.state),
-            None => writeln!(out, "  kill -9       not restarted (restart = \"never\"); it is {}", k.state),
+    }
+    for f in &r.faults {
+        let outcome = match f.outcome {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "FAILED",
+            Outcome::Skipped => "skipped",
         };
+        let _ = writeln!(out, "  {:<13} {outcome}: {}", f.fault, f.happened);
+        if !f.done.is_empty() && f.outcome != Outcome::Skipped {
+            let _ = writeln!(out, "  {:<13} {}", "", f.done);
+        }
+        if f.outcome == Outcome::Failed {
+            let _ = writeln!(out, "  {:<13} expected: {}", "", f.expected);
+        }
     }
     if r.failed.is_empty() {
         let _ = writeln!(out, "every check passed");

@@ -127,3 +127,238 @@ fn a_plugin_trying_every_number_costs_the_recorder_a_bounded_map() {
     assert_eq!(recorder.calls().len(), super::record::MAX_DISTINCT);
     assert_eq!(recorder.left_out(), 10);
 }
+
+mod faults {
+    use std::time::Duration;
+
+    use super::super::verdict::*;
+    use crate::config::RestartPolicy;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_kill_is_judged_by_the_restart_policy() {
+        let k = |policy, restarted| Kill9Seen {
+            policy: Policy::of(policy),
+            restarted,
+            waited: Duration::from_secs(30),
+            state: "failed: killed by signal 9 (SIGKILL)".into(),
+        };
+        let f = kill9(&k(RestartPolicy::OnFailure, Some(MS(120))));
+        assert_eq!(
+            (f.outcome, f.happened.as_str(), f.ms),
+            (Outcome::Passed, "restarted, running again in 120 ms", Some(120))
+        );
+        let f = kill9(&k(RestartPolicy::Always, None));
+        assert_eq!(f.outcome, Outcome::Failed);
+        assert_eq!(f.happened, "NOT restarted within 30s; it is failed: killed by signal 9 (SIGKILL)");
+        assert_eq!(failure(&f).unwrap(), format!("kill -9: {}", f.happened));
+        let f = kill9(&k(RestartPolicy::Never, None));
+        assert_eq!((f.outcome, f.expected.as_str()), (Outcome::Passed, "left down (restart = \"never\")"));
+        assert_eq!(failure(&f), None);
+    }
+
+    fn sigterm_seen() -> SigtermSeen {
+        SigtermSeen {
+            method: "echo.v1.Echo/Echo".into(),
+            stop_timeout: Duration::from_secs(2),
+            in_flight: Some(Ok(())),
+            exited: Some(MS(4)),
+            ended: "exited with code 0".into(),
+            clean: true,
+            policy: Policy::of(RestartPolicy::OnFailure),
+            restarted: false,
+        }
+    }
+
+    #[test]
+    fn a_sigterm_passes_when_the_call_is_answered_and_the_plugin_exits_0_in_time() {
+        let f = sigterm(&sigterm_seen());
+        assert_eq!(f.outcome, Outcome::Passed, "{f:?}");
+        assert_eq!(
+            f.happened,
+            "drained and exited 0 in 4 ms; the call in flight answered OK; left stopped, as restart = \"on-failure\" does after a clean exit"
+        );
+    }
+
+    #[test]
+    fn a_sigterm_fails_on_a_late_exit_a_cut_call_or_a_death_by_the_signal() {
+        let late = sigterm(&SigtermSeen { exited: None, ..sigterm_seen() });
+        assert_eq!(late.outcome, Outcome::Failed);
+        assert!(late.happened.starts_with("still running 2s (its stop_timeout) after SIGTERM"), "{}", late.happened);
+        let slow = sigterm(&SigtermSeen { exited: Some(MS(2100)), ..sigterm_seen() });
+        assert_eq!(slow.outcome, Outcome::Failed, "past stop_timeout, within the slack: {slow:?}");
+        let cut = sigterm(&SigtermSeen { in_flight: Some(Err("Unavailable: gone".into())), ..sigterm_seen() });
+        assert_eq!(cut.outcome, Outcome::Failed);
+        assert!(cut.happened.contains("the call in flight FAILED (Unavailable: gone)"), "{}", cut.happened);
+        let died = sigterm(&SigtermSeen {
+            clean: false,
+            ended: "killed by signal 15 (SIGTERM)".into(),
+            restarted: true,
+            ..sigterm_seen()
+        });
+        assert_eq!(died.outcome, Outcome::Failed);
+        assert!(died.happened.starts_with("did not drain: killed by signal 15 (SIGTERM) in 4 ms"), "{}", died.happened);
+        assert!(died.happened.ends_with("restarted (restart = \"on-failure\")"), "{}", died.happened);
+    }
+
+    fn deadline_seen() -> DeadlineSeen {
+        DeadlineSeen {
+            method: "echo.v1.Echo/Echo".into(),
+            deadline: MS(100),
+            late: Err((tonic::Code::DeadlineExceeded, "deadline of 100ms exceeded".into())),
+            after: Ok(()),
+            pid: (42, Some(42)),
+        }
+    }
+
+    #[test]
+    fn a_deadline_passes_only_as_deadline_exceeded_with_the_same_instance_serving_after() {
+        let f = deadline(&deadline_seen());
+        assert_eq!(f.outcome, Outcome::Passed);
+        assert_eq!(f.happened, "DEADLINE_EXCEEDED; the same instance (pid 42) answered the next call");
+        let answered = deadline(&DeadlineSeen { late: Ok(()), ..deadline_seen() });
+        assert_eq!(answered.outcome, Outcome::Failed);
+        let other = deadline(&DeadlineSeen { late: Err((tonic::Code::Unavailable, "gone".into())), ..deadline_seen() });
+        assert!(other.happened.starts_with("Unavailable (gone) instead of DEADLINE_EXCEEDED"), "{}", other.happened);
+        let restarted = deadline(&DeadlineSeen { pid: (42, Some(43)), ..deadline_seen() });
+        assert_eq!(restarted.outcome, Outcome::Failed);
+        assert!(restarted.happened.ends_with("but pid 42 no longer runs"), "{}", restarted.happened);
+        let down = deadline(&DeadlineSeen { after: Err("Unavailable: no instance".into()), ..deadline_seen() });
+        assert_eq!(down.outcome, Outcome::Failed);
+    }
+
+    fn burst_seen() -> BurstSeen {
+        BurstSeen {
+            max_in_flight: 4,
+            max_queued: 4,
+            lowered: true,
+            fired: 12,
+            succeeded: 8,
+            shed: 4,
+            slowest_shed: MS(1),
+            other: None,
+        }
+    }
+
+    #[test]
+    fn a_burst_passes_when_exactly_the_room_is_answered_and_the_rest_shed_at_once() {
+        let f = burst(&burst_seen());
+        assert_eq!(f.outcome, Outcome::Passed, "{f:?}");
+        assert_eq!(f.expected, "8 admitted and answered, 4 shed at once with RESOURCE_EXHAUSTED");
+        assert!(f.done.ends_with("max_in_flight = 4 and max_queued = 4 (lowered for the check)"), "{}", f.done);
+        for bad in [
+            BurstSeen { succeeded: 12, shed: 0, ..burst_seen() },
+            BurstSeen { succeeded: 7, other: Some((1, "Internal: boom".into())), ..burst_seen() },
+            BurstSeen { slowest_shed: SHED_AT_ONCE + MS(1), ..burst_seen() },
+        ] {
+            assert_eq!(burst(&bad).outcome, Outcome::Failed, "{bad:?}");
+        }
+        let f = burst(&BurstSeen { succeeded: 7, other: Some((1, "Internal: boom".into())), ..burst_seen() });
+        assert!(f.happened.ends_with("; 1 FAILED otherwise, first: Internal: boom"), "{}", f.happened);
+    }
+
+    fn memory_seen() -> MemorySeen {
+        MemorySeen {
+            done: "memory limit lowered to 1M".into(),
+            reason: Some("killed: out of memory (limit 1M)".into()),
+            policy: Policy::of(RestartPolicy::OnFailure),
+            restarted: Some(MS(150)),
+            state: "running".into(),
+        }
+    }
+
+    #[test]
+    fn an_end_past_the_memory_limit_passes_only_when_reported_as_an_oom_kill() {
+        let f = memory(&memory_seen());
+        assert_eq!(f.outcome, Outcome::Passed);
+        assert_eq!(f.happened, "killed: out of memory (limit 1M); running again in 150 ms");
+        let other = memory(&MemorySeen { reason: Some("killed by signal 9 (SIGKILL)".into()), ..memory_seen() });
+        assert_eq!(other.outcome, Outcome::Failed);
+        assert!(other.happened.starts_with("reported as \"killed by signal 9 (SIGKILL)\", not as an OOM kill"));
+        let alive = memory(&MemorySeen { reason: None, restarted: None, ..memory_seen() });
+        assert_eq!((alive.outcome, alive.happened.as_str()), (Outcome::Failed, "it was not killed; it is running"));
+        let not_back = memory(&MemorySeen { restarted: None, state: "backoff".into(), ..memory_seen() });
+        assert_eq!(not_back.outcome, Outcome::Failed);
+        let never = memory(&MemorySeen { policy: Policy::of(RestartPolicy::Never), restarted: None, ..memory_seen() });
+        assert_eq!(never.outcome, Outcome::Passed);
+    }
+
+    #[test]
+    fn a_skipped_fault_is_no_failure() {
+        let f = Fault::skipped("memory limit", "", "no memory limit without a cgroup");
+        assert_eq!((f.outcome, failure(&f)), (Outcome::Skipped, None));
+    }
+}
+
+mod scratch_configs {
+    use std::path::{Path, PathBuf};
+
+    use super::super::OnboardError;
+    use super::super::scratch::{Run, binary_config, burst_lowered, config};
+
+    fn policies() -> PathBuf {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        manifest.ancestors().map(|d| d.join("policies")).find(|d| d.join("L1.toml").is_file()).unwrap()
+    }
+
+    fn run(dir: &Path) -> Run {
+        Run { dir: dir.to_owned(), name: "base", tier: None, burst: true }
+    }
+
+    #[test]
+    fn the_burst_runs_with_its_limits_lowered_to_four_unless_the_entry_has_less() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.toml");
+        let entry = |extra: &str| {
+            format!(
+                "[supervisor]\npolicies_dir = {:?}\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"L3\"\n{extra}",
+                policies().display().to_string()
+            )
+        };
+        let text = entry("");
+        assert!(burst_lowered(&path, &text, "p").unwrap());
+        let c = config(&path, &text, "p", &run(dir.path())).unwrap();
+        let p = c.specs()[0].protection;
+        assert_eq!((p.max_in_flight, p.max_queued), (4, 4));
+        let text = entry("max_in_flight = 2\nmax_queued = 0\n");
+        assert!(!burst_lowered(&path, &text, "p").unwrap());
+        let p = config(&path, &text, "p", &run(dir.path())).unwrap().specs()[0].protection;
+        assert_eq!((p.max_in_flight, p.max_queued), (2, 0));
+        // The learning pass keeps the entry's own.
+        let learn = Run { burst: false, ..run(dir.path()) };
+        let p = config(&path, &entry(""), "p", &learn).unwrap().specs()[0].protection;
+        assert_eq!((p.max_in_flight, p.max_queued), (64, 32));
+    }
+
+    #[test]
+    fn a_binary_under_a_tier_makes_a_config_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("greeter");
+        std::fs::write(&binary, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let text = binary_config(&binary, "L3", &policies(), "greeter").unwrap();
+        let c = config(&binary, &text, "greeter", &run(dir.path())).unwrap();
+        assert_eq!((c.specs()[0].tier.as_str(), c.specs()[0].binary.as_path()), ("L3", binary.as_path()));
+        let text = binary_config(&binary, "none", &policies(), "greeter").unwrap();
+        assert!(config(&binary, &text, "greeter", &run(dir.path())).is_ok(), "none is allowed: {text}");
+
+        let missing = dir.path().join("nope");
+        let e = binary_config(&missing, "L3", &policies(), "nope").unwrap_err();
+        assert!(matches!(e, OnboardError::Binary { .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("--binary {}: No such file or directory (os error 2)", missing.display()));
+        let e = binary_config(&binary, "L9", &policies(), "greeter").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "--tier L9: no such tier in {} (it has L1, L2, L3, or none to run unsandboxed)",
+                policies().display()
+            )
+        );
+        let e = binary_config(&binary, "L3", dir.path(), "greeter").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("--tier L3: {} holds no tier files (pass --policies DIR)", dir.path().display())
+        );
+    }
+}

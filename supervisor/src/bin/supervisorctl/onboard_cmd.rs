@@ -1,10 +1,11 @@
 //! `supervisorctl onboard`: runs the library's onboarding check on one
-//! plugin of a config and prints its report; exits 1 when a check failed.
+//! plugin of a config, or on a binary under a tier, and prints its report;
+//! exits 1 when a check failed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use plugin_supervisor::onboard::{self, Exercise, OnboardError, Options};
+use plugin_supervisor::onboard::{self, Exercise, OnboardError, Options, Target};
 
 use crate::exit::Exit;
 use crate::local::Failure;
@@ -14,10 +15,23 @@ use crate::stdout::out;
 #[derive(clap::Args)]
 pub struct OnboardArgs {
     /// The supervisor config holding the plugin (its tiers and settings apply).
-    #[arg(long)]
-    config: PathBuf,
-    /// The plugin entry to check.
-    name: String,
+    #[arg(long, value_name = "FILE", required_unless_present = "binary", conflicts_with = "binary")]
+    config: Option<PathBuf>,
+    /// Check this plugin binary instead, under --tier, with every other setting
+    /// the supervisor's default.
+    #[arg(long, value_name = "PATH", requires = "tier")]
+    binary: Option<PathBuf>,
+    /// The tier --binary runs under (a tier file of --policies), or none.
+    #[arg(long, requires = "binary")]
+    tier: Option<String>,
+    /// The tier files for --binary (default: /etc/plugin-supervisor/policies,
+    /// else the policies of the checkout this supervisorctl was built from).
+    #[arg(long, value_name = "DIR", requires = "binary")]
+    policies: Option<PathBuf>,
+    /// The plugin entry to check (with --binary: the name it runs under,
+    /// default the binary's file name).
+    #[arg(required_unless_present = "binary")]
+    name: Option<String>,
     /// A method that exercises the plugin, package.Service/Method; it is made
     /// during the learning pass and timed for the baseline.
     #[arg(long, value_name = "SERVICE/METHOD")]
@@ -43,9 +57,10 @@ pub fn run(args: OnboardArgs) -> Result<ExitCode, Failure> {
         .baseline_echo
         .map(|p| std::path::absolute(&p).unwrap_or(p))
         .or_else(|| std::env::current_exe().ok().and_then(|exe| onboard::echo_beside(&exe)));
+    let (target, plugin) = target(args.config, args.binary, args.tier, args.policies, args.name)?;
     let opts = Options {
-        config: args.config,
-        plugin: args.name,
+        target,
+        plugin,
         call: args.call.map(|method| Exercise { method, json: args.data }),
         baseline_echo,
         calls: args.calls as usize,
@@ -56,7 +71,10 @@ pub fn run(args: OnboardArgs) -> Result<ExitCode, Failure> {
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
     let report = rt.block_on(onboard::run(&opts)).map_err(|e| match e {
-        OnboardError::Config { .. } | OnboardError::Read { .. } => Failure::input(e.to_string()),
+        OnboardError::Config { .. }
+        | OnboardError::Read { .. }
+        | OnboardError::Binary { .. }
+        | OnboardError::UnknownTier { .. } => Failure::input(e.to_string()),
         OnboardError::NoSuchPlugin { .. } => Failure { code: Exit::NoSuchPlugin, reason: e.to_string() },
         _ => Failure::failed(e.to_string()),
     })?;
@@ -67,4 +85,45 @@ pub fn run(args: OnboardArgs) -> Result<ExitCode, Failure> {
         out!("{}", onboard::render_text(&report));
     }
     Ok(if report.passed() { Exit::Success.into() } else { Exit::Failure.into() })
+}
+
+/// The shipped tier files: the installed ones, else those of the checkout this
+/// supervisorctl was built from.
+fn default_policies() -> Option<PathBuf> {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    [PathBuf::from("/etc/plugin-supervisor/policies"), checkout].into_iter().find(|d| d.join("L1.toml").is_file())
+}
+
+/// What to check, and the plugin's name, from the arguments (clap has made sure that
+/// exactly one of --config and --binary is there, --tier with --binary).
+fn target(
+    config: Option<PathBuf>,
+    binary: Option<PathBuf>,
+    tier: Option<String>,
+    policies: Option<PathBuf>,
+    name: Option<String>,
+) -> Result<(Target, String), Failure> {
+    let (Some(binary), Some(tier)) = (binary, tier) else {
+        let (Some(config), Some(name)) = (config, name) else {
+            return Err(Failure::input("give --config FILE NAME, or --binary PATH --tier TIER"));
+        };
+        return Ok((Target::Config(config), name));
+    };
+    // The scratch config names it from elsewhere.
+    let binary = std::path::absolute(&binary).unwrap_or(binary);
+    let name = match name {
+        Some(n) => n,
+        None => binary.file_stem().and_then(|s| s.to_str()).map(str::to_owned).ok_or_else(|| {
+            Failure::input(format!("--binary {}: no file name to name the plugin by; give NAME", binary.display()))
+        })?,
+    };
+    let policies = match policies {
+        Some(p) => std::path::absolute(&p).unwrap_or(p),
+        None => default_policies().ok_or_else(|| {
+            Failure::input(
+                "no tier files in /etc/plugin-supervisor/policies, nor a checkout's policies/ beside this supervisorctl: pass --policies DIR",
+            )
+        })?,
+    };
+    Ok((Target::Binary { binary, tier, policies }, name))
 }

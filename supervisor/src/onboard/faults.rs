@@ -1,0 +1,405 @@
+//! The faults the onboarding check injects into the plugin's running instance, one after
+//! another in the baseline's scratch supervisor: kill -9, SIGTERM during a call, a call
+//! past its deadline, a burst above its limits, and its memory limit. Each is bounded in
+//! time and leaves the instance running again for the next; [`super::verdict`] judges
+//! what each saw.
+//!
+//! A call that must find the plugin unable to answer (the deadline, the burst) finds it
+//! held with SIGSTOP: the request reaches the plugin's socket and waits there, so the
+//! deadline expires at the plugin, and the burst's admitted calls stay in flight, however
+//! fast the plugin answers otherwise.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::verdict::{self, Fault, Policy};
+use super::{Exercise, READY_WITHIN};
+use crate::config::units::ByteSize;
+use crate::control::call::{call_json, call_json_padded};
+use crate::instance::state::State;
+use crate::instance::{Live, Plugin};
+use crate::quotas::QuotaChange;
+use crate::{Supervisor, SupervisorError};
+
+/// How long a fault's call may take when it is meant to be answered.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// The deadline of the call made while the instance is held.
+const SHORT_DEADLINE: Duration = Duration::from_millis(100);
+/// Calls fired in the burst beyond what `max_in_flight` and `max_queued` take.
+const BURST_EXTRA: usize = 4;
+/// What the burst's limits are lowered to in the scratch config, so the burst stays small.
+pub const BURST_LIMIT: u32 = 4;
+/// How long a plugin past its memory limit may take to be killed.
+const OOM_WITHIN: Duration = Duration::from_secs(5);
+/// The limit that puts a plugin below what it uses where the kernel takes one (cgroup v2).
+const BELOW_ANY_PLUGIN: ByteSize = ByteSize(1 << 20);
+/// Where cgroup v1 refuses that: the room left above what the plugin uses, and the calls,
+/// each padded past it, that take it there (under the 4 MiB gRPC receives by default).
+const ROOM: u64 = 2 << 20;
+const PAD: usize = 3 << 20;
+const PADDED_CALLS: usize = 4;
+/// Past its stop_timeout, the supervisor's own stop gives a plugin this long before it
+/// signals; a plugin gone within it was gone in time.
+const SLACK: Duration = Duration::from_millis(250);
+/// How long a call's request, once admitted, takes at most to be written to the plugin.
+const IN_THE_SOCKET: Duration = Duration::from_millis(50);
+
+/// The plugin under test in a scratch supervisor.
+struct Target<'a> {
+    sup: &'a Supervisor,
+    name: &'a str,
+    p: Arc<Plugin>,
+    call: Option<&'a Exercise>,
+    policy: Policy,
+}
+
+/// Injects every fault, in turn, into `name`'s instance. `lowered`: the burst's limits
+/// were lowered from the entry's own.
+pub async fn run(
+    sup: &Supervisor,
+    name: &str,
+    call: Option<&Exercise>,
+    lowered: bool,
+) -> Result<Vec<Fault>, SupervisorError> {
+    let p = sup.plugin(name)?;
+    let policy = Policy::of(p.spec().restart);
+    let t = Target { sup, name, p, call, policy };
+    let mut faults = vec![kill9(&t).await];
+    for next in ["SIGTERM", "deadline", "burst", "memory limit"] {
+        let fault = match t.back_running().await {
+            Err(why) => Fault::skipped(next, "", why),
+            Ok(live) => match next {
+                "SIGTERM" => sigterm(&t, &live).await,
+                "deadline" => deadline(&t, &live).await,
+                "burst" => burst(&t, lowered).await,
+                _ => memory(&t, &live).await,
+            },
+        };
+        faults.push(fault);
+    }
+    Ok(faults)
+}
+
+/// Brought back with [`Target::hold`]: SIGCONT when it goes.
+struct Held<'a>(&'a Target<'a>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.signal(libc::SIGCONT);
+    }
+}
+
+impl<'a> Target<'a> {
+    fn live(&self) -> Option<Arc<Live>> {
+        self.p.instances().first()?.live.load_full()
+    }
+
+    fn pid(&self) -> Option<i32> {
+        self.live().map(|l| l.pid)
+    }
+
+    fn status(&self) -> crate::instance::state::Status {
+        self.p.instances().first().map(|i| i.status()).unwrap_or_default()
+    }
+
+    /// A new instance, not `old`, runs.
+    fn runs_other_than(&self, old: i32) -> bool {
+        let s = self.status();
+        s.state == State::Running && s.pid.is_some_and(|p| p != old) && self.live().is_some()
+    }
+
+    /// When `cond` held, polled until `within`.
+    async fn until(&self, within: Duration, cond: impl Fn(&Self) -> bool) -> Option<Instant> {
+        let at = Instant::now();
+        loop {
+            if cond(self) {
+                return Some(Instant::now());
+            }
+            if at.elapsed() >= within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn signal(&self, sig: i32) -> Result<(), String> {
+        crate::control::signal::send(self.sup, self.name, sig).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Stops the instance's processes until the guard goes.
+    fn hold(&'a self) -> Result<Held<'a>, String> {
+        self.signal(libc::SIGSTOP)?;
+        Ok(Held(self))
+    }
+
+    /// Running for the next fault: started again when the last one left it down.
+    async fn back_running(&self) -> Result<Arc<Live>, String> {
+        if matches!(self.status().state, State::Stopped | State::Failed) {
+            self.sup.start_plugin(self.name, READY_WITHIN).await.map_err(|e| format!("not started again: {e}"))?;
+        }
+        let up = |t: &Self| t.status().state == State::Running && t.live().is_some();
+        match self.until(READY_WITHIN, up).await.and_then(|_| self.live()) {
+            Some(live) => Ok(live),
+            None => Err(format!("the instance did not run again: it is {}", self.p.describe_state())),
+        }
+    }
+
+    async fn call(&self, call: &Exercise, timeout: Duration) -> Result<String, tonic::Status> {
+        call_json(self.sup, self.name, &call.method, &call.json, timeout).await
+    }
+}
+
+fn words(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Killed with SIGKILL: a new instance should run, unless `restart = "never"`.
+async fn kill9(t: &Target<'_>) -> Fault {
+    let Some(before) = t.pid() else {
+        return Fault::skipped("kill -9", "", format!("no instance runs: it is {}", t.p.describe_state()));
+    };
+    let at = Instant::now();
+    // One that exited meanwhile has nothing to kill; the state then says why.
+    let _ = t.signal(libc::SIGKILL);
+    let after_failure = t.policy.after_failure;
+    let settled = |t: &Target<'_>| {
+        t.runs_other_than(before) || (!after_failure && matches!(t.status().state, State::Failed | State::Stopped))
+    };
+    let restarted = t.until(READY_WITHIN, settled).await.filter(|_| t.runs_other_than(before));
+    verdict::kill9(&verdict::Kill9Seen {
+        policy: t.policy,
+        restarted: restarted.map(|r| r - at),
+        waited: READY_WITHIN,
+        state: t.p.describe_state(),
+    })
+}
+
+/// SIGTERM while a call is in flight: the call should be answered and the plugin drain and
+/// exit 0 within its stop_timeout. The call is made while the instance is held, so that
+/// it is in the plugin's socket when the signal comes: a call the plugin's drain found
+/// not yet sent would be refused (its GOAWAY), which is no cut call, and a call as quick as
+/// echo's would otherwise seldom be in flight at all.
+async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
+    const DONE: &str = "SIGTERM during a call";
+    let Some(call) = t.call else {
+        return Fault::skipped("SIGTERM", DONE, "no --call to have in flight");
+    };
+    let pid = live.pid;
+    let stop_timeout = t.p.spec().stop_timeout;
+    let held = match t.hold() {
+        Ok(h) => h,
+        Err(e) => return Fault::skipped("SIGTERM", DONE, format!("not held: {e}")),
+    };
+    let answer = t.call(call, ANSWER_WITHIN);
+    let signaller = async {
+        let admitted = t.until(Duration::from_secs(1), |_| live.in_flight() > 0).await.is_some();
+        // Its request written to the plugin's socket meanwhile (nothing holds a write).
+        tokio::time::sleep(IN_THE_SOCKET).await;
+        let at = Instant::now();
+        let signalled = t.signal(libc::SIGTERM);
+        drop(held);
+        signalled?;
+        // Gone: its live handle dropped, as the supervisor saw it exit (before its teardown).
+        let exited = t.until(stop_timeout + SLACK, |t| t.pid() != Some(pid)).await;
+        Ok::<_, String>((exited.map(|e| e - at), admitted))
+    };
+    let (answer, signalled) = tokio::join!(answer, signaller);
+    let (exited, admitted) = match signalled {
+        Ok(s) => s,
+        Err(e) => return Fault::skipped("SIGTERM", DONE, format!("not signalled: {e}")),
+    };
+    let in_flight = admitted.then(|| answer.map(|_| ()).map_err(|s| words(&s)));
+    if exited.is_none() {
+        let _ = t.signal(libc::SIGKILL);
+    }
+    t.until(READY_WITHIN, |t| t.status().pid != Some(pid)).await;
+    let status = t.status();
+    verdict::sigterm(&verdict::SigtermSeen {
+        method: call.method.clone(),
+        stop_timeout,
+        in_flight,
+        exited,
+        clean: exited.is_some() && status.reason.contains("exited with code 0"),
+        ended: status.reason.clone(),
+        policy: t.policy,
+        restarted: matches!(status.state, State::Backoff | State::Starting | State::Running),
+    })
+}
+
+/// A call whose deadline passes while the plugin holds it: DEADLINE_EXCEEDED, and the same
+/// instance answers the next.
+async fn deadline(t: &Target<'_>, live: &Arc<Live>) -> Fault {
+    let Some(call) = t.call else {
+        return Fault::skipped("deadline", "a call past its deadline", "no --call to make past its deadline");
+    };
+    let late = match t.hold() {
+        Ok(held) => {
+            let answer = t.call(call, SHORT_DEADLINE).await;
+            drop(held);
+            answer
+        }
+        Err(e) => return Fault::skipped("deadline", "a call past its deadline", format!("not held: {e}")),
+    };
+    let after = t.call(call, ANSWER_WITHIN).await.map(|_| ()).map_err(|s| words(&s));
+    let now = (t.status().state == State::Running).then(|| t.pid()).flatten();
+    verdict::deadline(&verdict::DeadlineSeen {
+        method: call.method.clone(),
+        deadline: SHORT_DEADLINE,
+        late: late.map(|_| ()).map_err(|s| (s.code(), s.message().to_owned())),
+        after,
+        pid: (live.pid, now),
+    })
+}
+
+/// More calls at once than `max_in_flight` and `max_queued` take, while the instance holds
+/// the admitted ones: the rest are shed at once with RESOURCE_EXHAUSTED.
+async fn burst(t: &Target<'_>, lowered: bool) -> Fault {
+    let Some(call) = t.call else {
+        return Fault::skipped("burst", "calls above max_in_flight", "no --call to make at once");
+    };
+    let limits = t.p.spec().protection;
+    let room = (limits.max_in_flight + limits.max_queued) as usize;
+    let fired = room + BURST_EXTRA;
+    let shed_before = t.p.queue.shed();
+    let held = match t.hold() {
+        Ok(h) => h,
+        Err(e) => return Fault::skipped("burst", "calls above max_in_flight", format!("not held: {e}")),
+    };
+    let calls = futures_util::future::join_all((0..fired).map(|_| async {
+        let at = Instant::now();
+        let answer = t.call(call, ANSWER_WITHIN).await;
+        (at.elapsed(), answer)
+    }));
+    let release = async {
+        let shed = |t: &Target<'_>| t.p.queue.shed() - shed_before >= BURST_EXTRA as u64;
+        t.until(Duration::from_secs(1), shed).await;
+        drop(held);
+    };
+    let (answers, ()) = tokio::join!(calls, release);
+    let mut seen = verdict::BurstSeen {
+        max_in_flight: limits.max_in_flight,
+        max_queued: limits.max_queued,
+        lowered,
+        fired,
+        succeeded: 0,
+        shed: 0,
+        slowest_shed: Duration::ZERO,
+        other: None,
+    };
+    for (took, answer) in answers {
+        match answer {
+            Ok(_) => seen.succeeded += 1,
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                seen.shed += 1;
+                seen.slowest_shed = seen.slowest_shed.max(took);
+            }
+            Err(s) => {
+                let other = seen.other.get_or_insert_with(|| (0, words(&s)));
+                other.0 += 1;
+            }
+        }
+    }
+    verdict::burst(&seen)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / f64::from(1 << 20))
+}
+
+/// Its memory limit put below what it uses: its end should be reported as an OOM kill, and
+/// it restarted as its policy says. The limit is given back before it starts again.
+async fn memory(t: &Target<'_>, live: &Arc<Live>) -> Fault {
+    const WHAT: &str = "memory limit lowered below what the instance uses";
+    let cgroup = t.p.instances().first().and_then(|i| i.cgroup.load_full());
+    let Some(cg) = cgroup.filter(|_| t.p.spec().tier != crate::config::UNSANDBOXED) else {
+        return Fault::skipped("memory limit", WHAT, "no memory limit without a cgroup");
+    };
+    let Some(used) = cg.stats().ok().and_then(|s| s.memory_current) else {
+        return Fault::skipped("memory limit", WHAT, "the instance's cgroup has no memory controller here");
+    };
+    let pid = live.pid;
+    let set = |limit: ByteSize| {
+        let change = QuotaChange { memory_max: Some(Some(limit)), ..QuotaChange::default() };
+        t.sup.change_quota(t.name, &change, true)
+    };
+    let pushed = match set(BELOW_ANY_PLUGIN) {
+        Ok(_) => Ok(format!(
+            "memory limit lowered to {BELOW_ANY_PLUGIN}, below the {} it used (a forced quota change)",
+            mib(used)
+        )),
+        // cgroup v1 refuses a limit below what the cgroup uses (EBUSY: without swap its
+        // anonymous memory cannot be reclaimed): the limit goes just above it, and calls
+        // padded past that room take the plugin over it.
+        Err(SupervisorError::QuotaRefused { .. }) => match t.call {
+            None => Err(Fault::skipped(
+                "memory limit",
+                WHAT,
+                "this host's memory controller (cgroup v1) refuses a limit below what the plugin uses, and without --call nothing makes it allocate past one",
+            )),
+            Some(call) => {
+                // What it uses now that the kernel reclaimed what it could.
+                let used = cg.stats().ok().and_then(|s| s.memory_current).unwrap_or(used);
+                let limit = ByteSize((used.div_ceil(1 << 20) << 20) + ROOM);
+                match set(limit) {
+                    Ok(_) => {
+                        let padded = (0..PADDED_CALLS)
+                            .map(|_| call_json_padded(t.sup, t.name, &call.method, &call.json, PAD, ANSWER_WITHIN));
+                        futures_util::future::join_all(padded).await;
+                        Ok(format!(
+                            "memory limit set to {limit}, just above the {} it used (cgroup v1 refuses one below), then {PADDED_CALLS} calls of {} padded with {} each",
+                            mib(used),
+                            call.method,
+                            ByteSize(PAD as u64)
+                        ))
+                    }
+                    Err(e) => Err(failed_to_set(e)),
+                }
+            }
+        },
+        Err(e) => Err(failed_to_set(e)),
+    };
+    let done = match pushed {
+        Ok(done) => done,
+        Err(fault) => {
+            give_back(t);
+            return fault;
+        }
+    };
+    let gone = t.until(OOM_WITHIN, |t| t.pid() != Some(pid)).await;
+    t.until(READY_WITHIN, |t| t.status().pid != Some(pid)).await;
+    // Its next instance starts with the limit it had.
+    give_back(t);
+    let ended = t.status();
+    let restarted = match gone {
+        Some(gone) if t.policy.after_failure => {
+            t.until(READY_WITHIN, |t| t.runs_other_than(pid)).await.map(|r| r - gone)
+        }
+        _ => None,
+    };
+    verdict::memory(&verdict::MemorySeen {
+        done,
+        reason: gone.map(|_| ended.reason),
+        policy: t.policy,
+        restarted,
+        state: t.p.describe_state(),
+    })
+}
+
+fn failed_to_set(e: SupervisorError) -> Fault {
+    Fault {
+        fault: "memory limit",
+        done: "memory limit lowered below what the instance uses".into(),
+        expected: "its end reported as an OOM kill".into(),
+        happened: format!("the limit could not be changed: {e}"),
+        outcome: verdict::Outcome::Failed,
+        ms: None,
+    }
+}
+
+/// The plugin's own memory limit again.
+fn give_back(t: &Target<'_>) {
+    let change = QuotaChange { memory_max: Some(None), ..QuotaChange::default() };
+    if let Err(e) = t.sup.change_quota(t.name, &change, false) {
+        tracing::warn!(plugin = t.name, error = %e, "onboard: cannot give the plugin its memory limit back");
+    }
+}
