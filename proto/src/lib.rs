@@ -22,6 +22,7 @@ pub mod control {
     }
 }
 
+pub mod codec;
 pub mod launch;
 pub mod signals;
 pub mod spin;

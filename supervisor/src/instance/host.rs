@@ -293,6 +293,26 @@ mod tests {
         assert!(OpenStream::count(&open).is_ok());
     }
 
+    /// The log stream's codec starts its buffers at 512 bytes (`plugin_proto::codec`): records
+    /// many times that, between small ones, arrive whole over a real host connection.
+    #[tokio::test]
+    async fn records_larger_than_the_codecs_first_buffer_arrive_whole() {
+        let (server, client) = tokio::net::UnixStream::pair().unwrap();
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        let served = tokio::spawn(serve(server, "p-0".into(), logs.clone(), None));
+        let (channel, conn) = plugin_proto::transport::H2Channel::handshake(client).await.unwrap();
+        let driven = tokio::spawn(conn);
+        let messages = ["a".to_owned(), "b".repeat(3000), "c".to_owned(), "d".repeat(MAX_TEXT)];
+        let stream = tokio_stream::iter(messages.clone().map(|message| LogRecord { message, ..Default::default() }));
+        plugin_proto::host::v1::host_client::HostClient::new(channel).log(stream).await.unwrap();
+        let got: Vec<String> = logs.subscribe(10).0.into_iter().map(|l| l.text).collect();
+        let lengths = |v: &[String]| v.iter().map(|m| (m.len(), m.chars().next())).collect::<Vec<_>>();
+        assert_eq!(lengths(&got), lengths(&messages));
+        assert!(got == messages, "the records' text changed on the way");
+        driven.abort();
+        served.abort();
+    }
+
     /// The host connection lets the plugin open only a few streams at once.
     #[tokio::test]
     async fn the_host_connection_allows_few_streams() {
