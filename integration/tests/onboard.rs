@@ -312,4 +312,70 @@ fn a_missing_binary_an_unknown_tier_and_both_a_config_and_a_binary_are_refused()
     let (code, err) = run(&["--binary", &echo]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--tier <TIER>"), "{err}");
+    // The config is made from the binary: what is wrong with it names the binary, not a file.
+    let (code, err) = run(&["--binary", &echo, "--tier", "L3", "no good"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("--binary {echo}: as plugin \"no good\": ")), "{err}");
+}
+
+/// Ctrl-C (or a service manager's SIGTERM) during the check ends it with a clear message
+/// once its scratch supervisor is shut down: the plugin it ran is gone, its cgroups and
+/// its scratch directory removed.
+#[test]
+fn an_interrupted_check_leaves_no_plugin_cgroup_or_directory_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let config = config_with("", &plugin("echo", &bins::example("echo"), "tier = \"L3\""));
+    let base =
+        config.split("[supervisor.cgroup]\nname = \"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let path = dir.path().join("supervisor.toml");
+    std::fs::write(&path, config).unwrap();
+    // Enough calls that the check is still measuring when the signal comes.
+    let child = std::process::Command::new(bins::supervisorctl())
+        .args(["onboard", "--config"])
+        .arg(&path)
+        .args(["echo", "--call", "echo.v1.Echo/Echo", "-d", r#"{"message":"hi"}"#, "--calls", "100000"])
+        .env("TMPDIR", scratch.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let children = || -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| {
+                plugin_integration::procfs::status_field(*p, "PPid").is_some_and(|v| v.trim() == pid.to_string())
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The baseline's instance: the second scratch supervisor's plugin.
+    let cgroups = |run: &str| plugin_integration::procfs::cgroup_dirs_named(&format!("{base}-onboard-{pid}-{run}"));
+    while cgroups("base").is_empty() || children().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the baseline never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let plugins = children();
+    // SAFETY: kill sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGINT: the plugin's scratch supervisor was stopped and its directory removed"),
+        "{stderr}"
+    );
+    for p in plugins {
+        let state = plugin_integration::procfs::status_field(p, "State");
+        assert!(state.as_ref().is_none_or(|s| s.trim().starts_with('Z')), "plugin {p} still runs: {state:?}");
+    }
+    for run in ["learn", "base", "echo"] {
+        assert_eq!(cgroups(run), Vec::<std::path::PathBuf>::new(), "cgroups of the {run} run left behind");
+    }
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
 }

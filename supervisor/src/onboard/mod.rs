@@ -13,10 +13,12 @@ mod scratch;
 mod tests;
 pub mod verdict;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use plugin_proto::signals::Signals;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -84,8 +86,48 @@ pub enum OnboardError {
     NotRoot,
     #[error("the scratch directory: {0}")]
     Scratch(std::io::Error),
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
     #[error("{what}: {source}")]
     Supervisor { what: &'static str, source: SupervisorError },
+    /// Ended early by a signal; the scratch supervisors were shut down first.
+    #[error("interrupted by {signal}: the plugin's scratch supervisor was stopped and its directory removed")]
+    Interrupted { signal: &'static str },
+}
+
+/// The signals that end a check early (Ctrl-C, a service manager's stop, a closed
+/// terminal): listened for from the start, so one that comes between two phases
+/// still ends the next, and a scratch supervisor is always shut down, not left with
+/// its plugin running in its cgroup.
+struct Interrupt(Signals);
+
+impl Interrupt {
+    fn listen() -> Result<Self, OnboardError> {
+        Signals::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]).map(Interrupt).map_err(OnboardError::Signals)
+    }
+
+    /// `work`'s result, unless a signal comes first. The caller then shuts its scratch
+    /// supervisor down either way.
+    async fn first<T>(&mut self, work: impl Future<Output = T>) -> Result<T, OnboardError> {
+        tokio::select! {
+            done = work => Ok(done),
+            signal = self.received() => Err(OnboardError::Interrupted { signal }),
+        }
+    }
+
+    async fn received(&mut self) -> &'static str {
+        loop {
+            match self.0.recv().await {
+                Ok(libc::SIGINT) => return "SIGINT",
+                Ok(libc::SIGTERM) => return "SIGTERM",
+                Ok(libc::SIGHUP) => return "SIGHUP",
+                Ok(_) => continue,
+                // The pipe failed: no signal can be told apart any more, and the check
+                // goes on as it would have without this.
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 /// The whole report.
@@ -174,6 +216,17 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(OnboardError::NotRoot);
     }
+    let mut interrupt = Interrupt::listen()?;
+    checked(opts, &mut interrupt).await.map_err(|e| match (&opts.target, e) {
+        // The config was made from the binary: its errors are the binary's, as named.
+        (Target::Binary { binary, .. }, OnboardError::Config { message, .. }) => {
+            OnboardError::Binary { path: binary.clone(), reason: format!("as plugin {:?}: {message}", opts.plugin) }
+        }
+        (_, e) => e,
+    })
+}
+
+async fn checked(opts: &Options, interrupt: &mut Interrupt) -> Result<Report, OnboardError> {
     let (path, text) = match &opts.target {
         Target::Config(path) => {
             let text =
@@ -190,7 +243,7 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
         .map_err(OnboardError::Scratch)?;
     let learn = scratch::Run { dir: scratch.path().join("learn"), name: "learn", tier: None, burst: false };
     let learn_config = scratch::config(&path, &text, &opts.plugin, &learn)?;
-    let (integrity, tier_fit) = learning_pass(learn_config, &path, opts).await?;
+    let (integrity, tier_fit) = learning_pass(learn_config, &path, opts, interrupt).await?;
     // A plugin its own tier would kill is measured under the tier it fits.
     let tier = match (&tier_fit.error, tier_fit.configured_denies.is_empty(), &tier_fit.tightest) {
         (None, false, Some(fits)) => Some(fits.clone()),
@@ -199,12 +252,13 @@ pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
     let base = scratch::Run { dir: scratch.path().join("base"), name: "base", tier, burst: true };
     let config = scratch::config(&path, &text, &opts.plugin, &base)?;
     let lowered = scratch::burst_lowered(&path, &text, &opts.plugin)?;
-    let (baseline, faults) = measure(config, &opts.plugin, opts.call.as_ref(), opts.calls, Some(lowered)).await?;
+    let (baseline, faults) =
+        measure(config, &opts.plugin, opts.call.as_ref(), opts.calls, Some(lowered), interrupt).await?;
     let echo_baseline = match &opts.baseline_echo {
         Some(echo) => {
             let config = scratch::echo_config(&path, &text, echo, &scratch.path().join("echo"), "echo")?;
             let call = Exercise { method: "echo.v1.Echo/Echo".into(), json: r#"{"message":"hi"}"#.into() };
-            Some(measure(config, "echo", Some(&call), opts.calls, None).await?.0)
+            Some(measure(config, "echo", Some(&call), opts.calls, None, interrupt).await?.0)
         }
         None => None,
     };
@@ -239,6 +293,7 @@ async fn learning_pass(
     config: Config,
     path: &Path,
     opts: &Options,
+    interrupt: &mut Interrupt,
 ) -> Result<(Integrity, TierFitSection), OnboardError> {
     let name = opts.plugin.as_str();
     // Loaded by the config only when a plugin is sandboxed; an unsandboxed one is
@@ -268,10 +323,10 @@ async fn learning_pass(
         tokio::time::sleep(IDLE).await;
         sup.stop_plugin(name).await?;
         Ok::<_, SupervisorError>(integrity)
-    }
-    .await;
+    };
+    let ran = interrupt.first(ran).await;
     sup.shutdown().await;
-    let integrity = ran.map_err(|source| OnboardError::Supervisor { what: "the learning pass", source })?;
+    let integrity = ran?.map_err(|source| OnboardError::Supervisor { what: "the learning pass", source })?;
     let left_out = recorder.left_out();
     let mut section = match fit::fit(recorder.order(), &recorder.calls()) {
         Ok(v) => TierFitSection {
@@ -348,6 +403,7 @@ async fn measure(
     call: Option<&Exercise>,
     count: usize,
     faults: Option<bool>,
+    interrupt: &mut Interrupt,
 ) -> Result<(Baseline, Vec<verdict::Fault>), OnboardError> {
     let tier = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
     let started = Instant::now();
@@ -376,10 +432,10 @@ async fn measure(
             None => Vec::new(),
         };
         Ok::<_, SupervisorError>((baseline, faults))
-    }
-    .await;
+    };
+    let ran = interrupt.first(ran).await;
     sup.shutdown().await;
-    ran.map_err(|source| OnboardError::Supervisor { what: "the baseline", source })
+    ran?.map_err(|source| OnboardError::Supervisor { what: "the baseline", source })
 }
 
 async fn time_calls(sup: &Supervisor, plugin: &str, call: &Exercise, count: usize) -> CallTimes {
