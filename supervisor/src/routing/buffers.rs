@@ -48,20 +48,16 @@ mod tests {
         data
     }
 
-    /// Each buffer starts small and must grow: headers past one frame (sent as
-    /// CONTINUATION frames), and bodies many times the read and write buffers, both ways.
-    #[tokio::test]
-    async fn connections_with_small_buffers_carry_headers_and_bodies_larger_than_them() {
+    /// Carries a request and its answer, each with a header past one frame (sent as
+    /// CONTINUATION frames) and a body many times the buffers, over a socketpair
+    /// between `client` and `server`; panics naming what did not arrive whole.
+    async fn round_trip(client: h2::client::Builder, mut server: h2::server::Builder) {
         let header = "h".repeat(40 * 1024);
         let body = Bytes::from((0..60 * 1024).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         let (h, b) = (header.clone(), body.clone());
-        let server = tokio::spawn(async move {
-            let mut conn = host_connection(&mut h2::server::Builder::new())
-                .max_header_list_size(1 << 20)
-                .handshake::<_, Bytes>(theirs)
-                .await
-                .unwrap();
+        let served = tokio::spawn(async move {
+            let mut conn = server.max_header_list_size(1 << 20).handshake::<_, Bytes>(theirs).await.unwrap();
             let (req, mut respond) = conn.accept().await.unwrap().unwrap();
             tokio::spawn(async move { while conn.accept().await.is_some() {} });
             let (parts, recv) = req.into_parts();
@@ -72,9 +68,8 @@ mod tests {
             send.send_data(b, true).unwrap();
             got
         });
-        let mut builder = plugin_connection();
-        builder.max_header_list_size(1 << 20);
-        let (mut client, conn) = builder.handshake::<_, Bytes>(ours).await.unwrap();
+        let mut client = client;
+        let (mut client, conn) = client.max_header_list_size(1 << 20).handshake::<_, Bytes>(ours).await.unwrap();
         tokio::spawn(conn);
         let request = http::Request::post("http://plugin/a.A/M").header("big", header.clone()).body(()).unwrap();
         let (response, mut send) = client.send_request(request, false).unwrap();
@@ -84,8 +79,27 @@ mod tests {
         let (parts, recv) = response.into_parts();
         assert_eq!(parts.headers["big"].len(), header.len(), "the answer's header");
         assert_eq!(received(recv).await, body, "the answer's body");
-        let (header_len, request_body) = server.await.unwrap();
+        let (header_len, request_body) = served.await.unwrap();
         assert_eq!(header_len, header.len(), "the request's header");
         assert_eq!(request_body, body, "the request's body");
+    }
+
+    /// The connections as the supervisor makes them: each buffer starts small and grows.
+    #[tokio::test]
+    async fn connections_with_small_buffers_carry_headers_and_bodies_larger_than_them() {
+        let mut server = h2::server::Builder::new();
+        host_connection(&mut server);
+        round_trip(plugin_connection(), server).await;
+    }
+
+    /// Buffers asked to start at nothing still work: the write buffer is raised to what
+    /// one frame needs, the others grow from empty.
+    #[tokio::test]
+    async fn buffers_asked_to_start_empty_still_carry_everything() {
+        let mut client = h2::client::Builder::new();
+        client.initial_read_buffer_capacity(0).initial_write_buffer_capacity(0).initial_hpack_decode_capacity(0);
+        let mut server = h2::server::Builder::new();
+        server.initial_read_buffer_capacity(0).initial_write_buffer_capacity(0).initial_hpack_decode_capacity(0);
+        round_trip(client, server).await;
     }
 }

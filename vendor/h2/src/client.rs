@@ -1193,7 +1193,8 @@ impl Builder {
     /// frames are gathered before they are written.
     ///
     /// The default is 16 KiB. A smaller buffer writes more often under load;
-    /// it is never made smaller than buffering one frame needs.
+    /// it starts at least at what the encoder needs free to take a frame (a
+    /// frame head and a small payload), and grows for larger frames.
     pub fn initial_write_buffer_capacity(&mut self, capacity: usize) -> &mut Self {
         self.buffer_capacities.write = capacity;
         self
