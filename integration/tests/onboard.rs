@@ -272,6 +272,25 @@ fn a_plugin_whose_call_outlasts_its_stop_timeout_fails_the_sigterm_check() {
     }
 }
 
+/// Calls slower than the faults once waited for: the burst's queued calls wait through two
+/// rounds of `max_in_flight` (6 s here), the SIGTERM's call through the drain, and each is
+/// given as long as a plugin may take to answer, so a slow plugin that behaves passes.
+#[test]
+fn a_slow_call_that_is_answered_passes_every_fault() {
+    // Its call_timeout covers the queue too: long enough for both rounds.
+    let entry = plugin("zoo", &bins::zoo(), "stop_timeout = \"10s\"\ncall_timeout = \"20s\"");
+    let sleep = ["zoo", "--call", "zoo.v1.Zoo/Sleep", "-d", r#"{"ms":3000}"#, "--calls", "1", "--json"];
+    let out = onboard(&entry, &sleep);
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let term = fault(&report, "SIGTERM");
+    assert!(happened(term).starts_with("drained and exited 0 in "), "{term}");
+    assert!(happened(term).contains("; the call in flight answered OK; "), "{term}");
+    assert!(term["ms"].as_u64().unwrap() >= 2500, "the drain waited for the call: {term}");
+    let burst = fault(&report, "burst");
+    assert!(happened(burst).starts_with("8 answered, 4 shed with RESOURCE_EXHAUSTED in at most "), "{burst}");
+}
+
 /// `onboard --binary PATH --tier TIER`: no config, the plugin named after its file.
 #[test]
 fn a_binary_is_checked_under_a_tier_without_a_config() {

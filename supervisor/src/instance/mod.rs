@@ -19,6 +19,7 @@ mod start;
 pub mod state;
 mod stop;
 mod teardown;
+mod written;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -80,6 +81,8 @@ pub struct Live {
     queue: Option<Arc<crate::routing::limit::Queue>>,
     /// What sends the operator's signals to its process while it is ready.
     pub signals: signal::Armed,
+    /// Bytes the supervisor has written to its connection (fd 3) so far.
+    written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why an instance did not admit a call.
@@ -102,7 +105,20 @@ impl Live {
             serving: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             queue: None,
             signals: signal::Armed::default(),
+            written: Default::default(),
         }
+    }
+
+    /// Counts what is written to its connection in `written` (see [`Live::written`]).
+    pub fn with_written(mut self, written: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.written = written;
+        self
+    }
+
+    /// Bytes written to its connection so far: what grows past a reading while its process
+    /// is stopped waits in its socket.
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The operator's signals reach its process through `signaller` (see [`signal`]).

@@ -263,7 +263,9 @@ async fn attend(
     };
     let declared = accepted.declared.clone();
     plugin.declared(rev, accepted.contract);
-    let live = Live::new(channel.clone(), running.pid).with_signaller(running.signaller());
+    let live = Live::new(channel.clone(), running.pid)
+        .with_signaller(running.signaller())
+        .with_written(running.written.clone());
     // Its own health is followed while it is ready (the gateway's health service says it,
     // and calls go around it while it says NOT_SERVING).
     let queue = plugin.queue.clone();

@@ -58,6 +58,8 @@ pub struct Running {
     pub phases: crate::observe::phases::Timings,
     /// Whether its first health check (at its start) said it serves.
     pub serving_at_start: bool,
+    /// Bytes written to its connection so far ([`super::Live::written`]).
+    pub written: Arc<std::sync::atomic::AtomicU64>,
     /// Taken by the clean-up.
     process: Option<Box<dyn Process>>,
     exit: watch::Receiver<Option<ExitStatus>>,
@@ -74,6 +76,7 @@ impl Running {
         Self {
             pid,
             channel: None,
+            written: Default::default(),
             phases: Default::default(),
             serving_at_start: false,
             since: Instant::now(),

@@ -184,6 +184,7 @@ async fn greet(
         })
     };
     let mut exit_after_error = exit.clone();
+    let conn = super::written::Counted::new(conn, running.written.clone());
     let (channel, driver) = match H2Channel::handshake_with(&crate::routing::buffers::plugin_connection(), conn).await {
         Ok(shaken) => shaken,
         Err(e) => {

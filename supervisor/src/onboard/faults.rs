@@ -21,8 +21,11 @@ use crate::instance::{Live, Plugin};
 use crate::quotas::QuotaChange;
 use crate::{Supervisor, SupervisorError};
 
-/// How long a fault's call may take when it is meant to be answered.
-const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long a fault's call may take when it is meant to be answered: as long as the plugin
+/// may take to start. The burst's queued calls wait through rounds of `max_in_flight`, the
+/// padded calls carry megabytes, and a loaded host slows each; a bound this loose fails
+/// only a plugin that does not answer at all.
+const ANSWER_WITHIN: Duration = READY_WITHIN;
 /// The deadline of the call made while the instance is held.
 const SHORT_DEADLINE: Duration = Duration::from_millis(100);
 /// Calls fired in the burst beyond what `max_in_flight` and `max_queued` take.
@@ -38,11 +41,15 @@ const BELOW_ANY_PLUGIN: ByteSize = ByteSize(1 << 20);
 const ROOM: u64 = 2 << 20;
 const PAD: usize = 3 << 20;
 const PADDED_CALLS: usize = 4;
-/// Past its stop_timeout, the supervisor's own stop gives a plugin this long before it
-/// signals; a plugin gone within it was gone in time.
+/// How long past its stop_timeout the check still watches for the plugin's exit, so that a
+/// late one is reported with its time. Exiting after its stop_timeout fails (the
+/// supervisor's own stop would have signalled it by then).
 const SLACK: Duration = Duration::from_millis(250);
-/// How long a call's request, once admitted, takes at most to be written to the plugin.
-const IN_THE_SOCKET: Duration = Duration::from_millis(50);
+/// How long the call of the SIGTERM check may take to be admitted.
+const ADMITTED_WITHIN: Duration = Duration::from_secs(1);
+/// How long an admitted call's request may take to reach the held plugin's socket; one
+/// that does not is no call in flight to drain, and the check is skipped.
+const IN_THE_SOCKET: Duration = Duration::from_secs(2);
 
 /// The plugin under test in a scratch supervisor.
 struct Target<'a> {
@@ -71,7 +78,7 @@ pub async fn run(
             Ok(live) => match next {
                 "SIGTERM" => sigterm(&t, &live).await,
                 "deadline" => deadline(&t, &live).await,
-                "burst" => burst(&t, lowered).await,
+                "burst" => burst(&t, &live, lowered).await,
                 _ => memory(&t, &live).await,
             },
         };
@@ -80,12 +87,27 @@ pub async fn run(
     Ok(faults)
 }
 
-/// Brought back with [`Target::hold`]: SIGCONT when it goes.
-struct Held<'a>(&'a Target<'a>);
+/// Brought back with [`hold`]: SIGCONT when it goes, through the instance's own signaller,
+/// whatever state the instance is in by then (the operator's `signal` skips one that is
+/// not running, and would leave it stopped).
+struct Held(Arc<Live>);
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
-        let _ = self.0.signal(libc::SIGCONT);
+        if let Err(e) = self.0.signals.send(libc::SIGCONT) {
+            tracing::warn!(pid = self.0.pid, error = %e, "onboard: cannot SIGCONT the held instance");
+        }
+    }
+}
+
+/// Stops `live`'s processes until the guard goes. The guard comes first, so that a stop
+/// that reached some of them is undone, whatever happens next.
+fn hold(live: &Arc<Live>) -> Result<Held, String> {
+    let held = Held(live.clone());
+    match live.signals.send(libc::SIGSTOP) {
+        Ok(Some(_)) => Ok(held),
+        Ok(None) => Err("the instance is no longer signalled (it is stopping)".to_owned()),
+        Err(e) => Err(format!("SIGSTOP: {e}")),
     }
 }
 
@@ -110,10 +132,16 @@ impl<'a> Target<'a> {
 
     /// When `cond` held, polled until `within`.
     async fn until(&self, within: Duration, cond: impl Fn(&Self) -> bool) -> Option<Instant> {
+        self.seen(within, |t| cond(t).then_some(())).await.map(|(at, ())| at)
+    }
+
+    /// The first thing `look` saw, and when, polled until `within`: what is read where the
+    /// change is seen, since the instance may move on by the next look.
+    async fn seen<T>(&self, within: Duration, look: impl Fn(&Self) -> Option<T>) -> Option<(Instant, T)> {
         let at = Instant::now();
         loop {
-            if cond(self) {
-                return Some(Instant::now());
+            if let Some(seen) = look(self) {
+                return Some((Instant::now(), seen));
             }
             if at.elapsed() >= within {
                 return None;
@@ -122,14 +150,14 @@ impl<'a> Target<'a> {
         }
     }
 
-    fn signal(&self, sig: i32) -> Result<(), String> {
-        crate::control::signal::send(self.sup, self.name, sig).map(|_| ()).map_err(|e| e.to_string())
+    /// The status that first shows `pid` gone, within `within`: read there, before a quick
+    /// restart clears how it ended.
+    async fn ended(&self, pid: i32, within: Duration) -> Option<crate::instance::state::Status> {
+        self.seen(within, |t| Some(t.status()).filter(|s| s.pid != Some(pid))).await.map(|(_, s)| s)
     }
 
-    /// Stops the instance's processes until the guard goes.
-    fn hold(&'a self) -> Result<Held<'a>, String> {
-        self.signal(libc::SIGSTOP)?;
-        Ok(Held(self))
+    fn signal(&self, sig: i32) -> Result<(), String> {
+        crate::control::signal::send(self.sup, self.name, sig).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Running for the next fault: started again when the last one left it down.
@@ -186,34 +214,65 @@ async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
     };
     let pid = live.pid;
     let stop_timeout = t.p.spec().stop_timeout;
-    let held = match t.hold() {
+    let held = match hold(live) {
         Ok(h) => h,
         Err(e) => return Fault::skipped("SIGTERM", DONE, format!("not held: {e}")),
     };
-    let answer = t.call(call, ANSWER_WITHIN);
+    // Written to its connection before the call: what the supervisor writes past it (the
+    // call's HEADERS and DATA, nothing else is under way) waits in the socket of the plugin,
+    // stopped and reading nothing. Admitted alone, a call may not be written yet, and the
+    // drain's GOAWAY would then refuse it: no call in flight.
+    let written = live.written();
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    // Its answer may come only once the drain let it finish: stop_timeout past the signal.
+    let within = ADMITTED_WITHIN + IN_THE_SOCKET + stop_timeout + SLACK;
+    let answer = async {
+        let answer = t.call(call, within).await;
+        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        answer
+    };
     let signaller = async {
-        let admitted = t.until(Duration::from_secs(1), |_| live.in_flight() > 0).await.is_some();
-        // Its request written to the plugin's socket meanwhile (nothing holds a write).
-        tokio::time::sleep(IN_THE_SOCKET).await;
+        let settled = |_: &Target<'_>| live.in_flight() > 0 || answered.load(std::sync::atomic::Ordering::SeqCst);
+        t.until(ADMITTED_WITHIN, settled).await;
+        if live.in_flight() == 0 {
+            return Err(NotSignalled::NotAdmitted);
+        }
+        if t.until(IN_THE_SOCKET, |_| live.written() > written).await.is_none() {
+            return Err(NotSignalled::NotInTheSocket);
+        }
         let at = Instant::now();
         let signalled = t.signal(libc::SIGTERM);
         drop(held);
-        signalled?;
+        signalled.map_err(NotSignalled::Signal)?;
         // Gone: its live handle dropped, as the supervisor saw it exit (before its teardown).
         let exited = t.until(stop_timeout + SLACK, |t| t.pid() != Some(pid)).await;
-        Ok::<_, String>((exited.map(|e| e - at), admitted))
+        Ok(exited.map(|e| e - at))
     };
     let (answer, signalled) = tokio::join!(answer, signaller);
-    let (exited, admitted) = match signalled {
-        Ok(s) => s,
-        Err(e) => return Fault::skipped("SIGTERM", DONE, format!("not signalled: {e}")),
+    let exited = match signalled {
+        Ok(exited) => exited,
+        Err(NotSignalled::NotAdmitted) => {
+            return verdict::sigterm_not_in_flight(&call.method, answer.map(|_| ()).map_err(|s| words(&s)));
+        }
+        Err(NotSignalled::NotInTheSocket) => {
+            return Fault::skipped(
+                "SIGTERM",
+                DONE,
+                format!(
+                    "the call was admitted but not written to the plugin's socket within {}: no call in flight to drain",
+                    crate::config::units::format_duration(IN_THE_SOCKET)
+                ),
+            );
+        }
+        Err(NotSignalled::Signal(e)) => return Fault::skipped("SIGTERM", DONE, format!("not signalled: {e}")),
     };
-    let in_flight = admitted.then(|| answer.map(|_| ()).map_err(|s| words(&s)));
+    let in_flight = answer.map(|_| ()).map_err(|s| words(&s));
     if exited.is_none() {
-        let _ = t.signal(libc::SIGKILL);
+        // Through its own signaller: stopping, it is no longer running for the operator's
+        // `signal`. One that exited meanwhile has nothing to kill.
+        let _ = live.signals.send(libc::SIGKILL);
     }
-    t.until(READY_WITHIN, |t| t.status().pid != Some(pid)).await;
-    let status = t.status();
+    let status = t.ended(pid, READY_WITHIN).await.unwrap_or_else(|| t.status());
     verdict::sigterm(&verdict::SigtermSeen {
         method: call.method.clone(),
         stop_timeout,
@@ -226,13 +285,22 @@ async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
     })
 }
 
+/// Why the SIGTERM check sent no signal.
+enum NotSignalled {
+    /// The call was never admitted: it failed before (or was answered at once).
+    NotAdmitted,
+    /// Admitted, its request never reached the plugin's socket.
+    NotInTheSocket,
+    Signal(String),
+}
+
 /// A call whose deadline passes while the plugin holds it: DEADLINE_EXCEEDED, and the same
 /// instance answers the next.
 async fn deadline(t: &Target<'_>, live: &Arc<Live>) -> Fault {
     let Some(call) = t.call else {
         return Fault::skipped("deadline", "a call past its deadline", "no --call to make past its deadline");
     };
-    let late = match t.hold() {
+    let late = match hold(live) {
         Ok(held) => {
             let answer = t.call(call, SHORT_DEADLINE).await;
             drop(held);
@@ -253,7 +321,7 @@ async fn deadline(t: &Target<'_>, live: &Arc<Live>) -> Fault {
 
 /// More calls at once than `max_in_flight` and `max_queued` take, while the instance holds
 /// the admitted ones: the rest are shed at once with RESOURCE_EXHAUSTED.
-async fn burst(t: &Target<'_>, lowered: bool) -> Fault {
+async fn burst(t: &Target<'_>, live: &Arc<Live>, lowered: bool) -> Fault {
     let Some(call) = t.call else {
         return Fault::skipped("burst", "calls above max_in_flight", "no --call to make at once");
     };
@@ -261,7 +329,7 @@ async fn burst(t: &Target<'_>, lowered: bool) -> Fault {
     let room = (limits.max_in_flight + limits.max_queued) as usize;
     let fired = room + BURST_EXTRA;
     let shed_before = t.p.queue.shed();
-    let held = match t.hold() {
+    let held = match hold(live) {
         Ok(h) => h,
         Err(e) => return Fault::skipped("burst", "calls above max_in_flight", format!("not held: {e}")),
     };
@@ -329,33 +397,35 @@ async fn memory(t: &Target<'_>, live: &Arc<Live>) -> Fault {
         )),
         // cgroup v1 refuses a limit below what the cgroup uses (EBUSY: without swap its
         // anonymous memory cannot be reclaimed): the limit goes just above it, and calls
-        // padded past that room take the plugin over it.
-        Err(SupervisorError::QuotaRefused { .. }) => match t.call {
-            None => Err(Fault::skipped(
-                "memory limit",
-                WHAT,
-                "this host's memory controller (cgroup v1) refuses a limit below what the plugin uses, and without --call nothing makes it allocate past one",
-            )),
-            Some(call) => {
-                // What it uses now that the kernel reclaimed what it could.
-                let used = cg.stats().ok().and_then(|s| s.memory_current).unwrap_or(used);
-                let limit = ByteSize((used.div_ceil(1 << 20) << 20) + ROOM);
-                match set(limit) {
-                    Ok(_) => {
-                        let padded = (0..PADDED_CALLS)
-                            .map(|_| call_json_padded(t.sup, t.name, &call.method, &call.json, PAD, ANSWER_WITHIN));
-                        futures_util::future::join_all(padded).await;
-                        Ok(format!(
-                            "memory limit set to {limit}, just above the {} it used (cgroup v1 refuses one below), then {PADDED_CALLS} calls of {} padded with {} each",
-                            mib(used),
-                            call.method,
-                            ByteSize(PAD as u64)
-                        ))
+        // padded past that room take the plugin over it. Any other refusal is what it says.
+        Err(SupervisorError::QuotaRefused { ref source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
+            match t.call {
+                None => Err(Fault::skipped(
+                    "memory limit",
+                    WHAT,
+                    "this host's memory controller (cgroup v1) refuses a limit below what the plugin uses, and without --call nothing makes it allocate past one",
+                )),
+                Some(call) => {
+                    // What it uses now that the kernel reclaimed what it could.
+                    let used = cg.stats().ok().and_then(|s| s.memory_current).unwrap_or(used);
+                    let limit = ByteSize((used.div_ceil(1 << 20) << 20) + ROOM);
+                    match set(limit) {
+                        Ok(_) => {
+                            let padded = (0..PADDED_CALLS)
+                                .map(|_| call_json_padded(t.sup, t.name, &call.method, &call.json, PAD, ANSWER_WITHIN));
+                            futures_util::future::join_all(padded).await;
+                            Ok(format!(
+                                "memory limit set to {limit}, just above the {} it used (cgroup v1 refuses one below), then {PADDED_CALLS} calls of {} padded with {} each",
+                                mib(used),
+                                call.method,
+                                ByteSize(PAD as u64)
+                            ))
+                        }
+                        Err(e) => Err(failed_to_set(e)),
                     }
-                    Err(e) => Err(failed_to_set(e)),
                 }
             }
-        },
+        }
         Err(e) => Err(failed_to_set(e)),
     };
     let done = match pushed {
@@ -366,23 +436,20 @@ async fn memory(t: &Target<'_>, live: &Arc<Live>) -> Fault {
         }
     };
     let gone = t.until(OOM_WITHIN, |t| t.pid() != Some(pid)).await;
-    t.until(READY_WITHIN, |t| t.status().pid != Some(pid)).await;
-    // Its next instance starts with the limit it had.
+    // At once, so that its next instance, however soon it starts, has the limit it had.
     give_back(t);
-    let ended = t.status();
+    // Not killed: nothing to wait for (it still runs, with its limit back).
+    let reason = match gone {
+        Some(_) => Some(t.ended(pid, READY_WITHIN).await.unwrap_or_else(|| t.status()).reason),
+        None => None,
+    };
     let restarted = match gone {
         Some(gone) if t.policy.after_failure => {
             t.until(READY_WITHIN, |t| t.runs_other_than(pid)).await.map(|r| r - gone)
         }
         _ => None,
     };
-    verdict::memory(&verdict::MemorySeen {
-        done,
-        reason: gone.map(|_| ended.reason),
-        policy: t.policy,
-        restarted,
-        state: t.p.describe_state(),
-    })
+    verdict::memory(&verdict::MemorySeen { done, reason, policy: t.policy, restarted, state: t.p.describe_state() })
 }
 
 fn failed_to_set(e: SupervisorError) -> Fault {

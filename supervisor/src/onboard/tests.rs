@@ -162,7 +162,7 @@ mod faults {
         SigtermSeen {
             method: "echo.v1.Echo/Echo".into(),
             stop_timeout: Duration::from_secs(2),
-            in_flight: Some(Ok(())),
+            in_flight: Ok(()),
             exited: Some(MS(4)),
             ended: "exited with code 0".into(),
             clean: true,
@@ -188,7 +188,12 @@ mod faults {
         assert!(late.happened.starts_with("still running 2s (its stop_timeout) after SIGTERM"), "{}", late.happened);
         let slow = sigterm(&SigtermSeen { exited: Some(MS(2100)), ..sigterm_seen() });
         assert_eq!(slow.outcome, Outcome::Failed, "past stop_timeout, within the slack: {slow:?}");
-        let cut = sigterm(&SigtermSeen { in_flight: Some(Err("Unavailable: gone".into())), ..sigterm_seen() });
+        assert!(
+            slow.happened.starts_with("drained and exited 0 in 2100 ms, after its stop_timeout (2s); "),
+            "{}",
+            slow.happened
+        );
+        let cut = sigterm(&SigtermSeen { in_flight: Err("Unavailable: gone".into()), ..sigterm_seen() });
         assert_eq!(cut.outcome, Outcome::Failed);
         assert!(cut.happened.contains("the call in flight FAILED (Unavailable: gone)"), "{}", cut.happened);
         let died = sigterm(&SigtermSeen {
@@ -200,6 +205,37 @@ mod faults {
         assert_eq!(died.outcome, Outcome::Failed);
         assert!(died.happened.starts_with("did not drain: killed by signal 15 (SIGTERM) in 4 ms"), "{}", died.happened);
         assert!(died.happened.ends_with("restarted (restart = \"on-failure\")"), "{}", died.happened);
+    }
+
+    #[test]
+    fn a_drain_past_its_stop_timeout_with_its_call_answered_names_open_streams() {
+        let hint =
+            "; a plugin's drain waits on open streams: end health Watch streams when draining (docs/protocol.md)";
+        for exited in [None, Some(MS(2100))] {
+            let f = sigterm(&SigtermSeen { exited, ..sigterm_seen() });
+            assert_eq!(f.outcome, Outcome::Failed, "{f:?}");
+            assert!(f.happened.ends_with(hint), "{}", f.happened);
+        }
+        for in_time in [
+            SigtermSeen { ..sigterm_seen() },
+            SigtermSeen { exited: None, in_flight: Err("Unavailable: gone".into()), ..sigterm_seen() },
+        ] {
+            let f = sigterm(&in_time);
+            assert!(!f.happened.contains("open streams"), "{}", f.happened);
+        }
+    }
+
+    #[test]
+    fn a_sigterm_whose_call_never_got_in_flight_is_skipped_naming_its_error() {
+        let f = sigterm_not_in_flight("echo.v1.Echo/Echo", Err("InvalidArgument: not JSON".into()));
+        assert_eq!((f.fault, f.outcome, failure(&f)), ("SIGTERM", Outcome::Skipped, None));
+        assert_eq!(
+            f.happened,
+            "the call of echo.v1.Echo/Echo failed before it was in flight (InvalidArgument: not JSON): no call to have in flight"
+        );
+        let f = sigterm_not_in_flight("echo.v1.Echo/Echo", Ok(()));
+        assert_eq!(f.outcome, Outcome::Skipped);
+        assert!(f.happened.contains("answered without being seen in flight"), "{}", f.happened);
     }
 
     fn deadline_seen() -> DeadlineSeen {
@@ -216,6 +252,10 @@ mod faults {
     fn a_deadline_passes_only_as_deadline_exceeded_with_the_same_instance_serving_after() {
         let f = deadline(&deadline_seen());
         assert_eq!(f.outcome, Outcome::Passed);
+        assert_eq!(
+            f.expected,
+            "DEADLINE_EXCEEDED (given by the supervisor while the instance is held), then the same instance answers (the plugin keeps serving)"
+        );
         assert_eq!(f.happened, "DEADLINE_EXCEEDED; the same instance (pid 42) answered the next call");
         let answered = deadline(&DeadlineSeen { late: Ok(()), ..deadline_seen() });
         assert_eq!(answered.outcome, Outcome::Failed);
