@@ -223,16 +223,16 @@ async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
     // stopped and reading nothing. Admitted alone, a call may not be written yet, and the
     // drain's GOAWAY would then refuse it: no call in flight.
     let written = live.written();
-    let answered = std::sync::atomic::AtomicBool::new(false);
+    let answered = std::sync::OnceLock::<Instant>::new();
     // Its answer may come only once the drain let it finish: stop_timeout past the signal.
     let within = ADMITTED_WITHIN + IN_THE_SOCKET + stop_timeout + SLACK;
     let answer = async {
         let answer = t.call(call, within).await;
-        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = answered.set(Instant::now());
         answer
     };
     let signaller = async {
-        let settled = |_: &Target<'_>| live.in_flight() > 0 || answered.load(std::sync::atomic::Ordering::SeqCst);
+        let settled = |_: &Target<'_>| live.in_flight() > 0 || answered.get().is_some();
         t.until(ADMITTED_WITHIN, settled).await;
         if live.in_flight() == 0 {
             return Err(NotSignalled::NotAdmitted);
@@ -246,11 +246,11 @@ async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
         signalled.map_err(NotSignalled::Signal)?;
         // Gone: its live handle dropped, as the supervisor saw it exit (before its teardown).
         let exited = t.until(stop_timeout + SLACK, |t| t.pid() != Some(pid)).await;
-        Ok(exited.map(|e| e - at))
+        Ok((at, exited.map(|e| e - at)))
     };
     let (answer, signalled) = tokio::join!(answer, signaller);
-    let exited = match signalled {
-        Ok(exited) => exited,
+    let (signalled_at, exited) = match signalled {
+        Ok(seen) => seen,
         Err(NotSignalled::NotAdmitted) => {
             return verdict::sigterm_not_in_flight(&call.method, answer.map(|_| ()).map_err(|s| words(&s)));
         }
@@ -277,6 +277,7 @@ async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
         method: call.method.clone(),
         stop_timeout,
         in_flight,
+        answered: answered.get().map(|a| a.saturating_duration_since(signalled_at)),
         exited,
         clean: exited.is_some() && status.reason.contains("exited with code 0"),
         ended: status.reason.clone(),

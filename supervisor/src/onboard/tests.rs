@@ -163,6 +163,7 @@ mod faults {
             method: "echo.v1.Echo/Echo".into(),
             stop_timeout: Duration::from_secs(2),
             in_flight: Ok(()),
+            answered: Some(MS(3)),
             exited: Some(MS(4)),
             ended: "exited with code 0".into(),
             clean: true,
@@ -219,6 +220,8 @@ mod faults {
         for in_time in [
             SigtermSeen { ..sigterm_seen() },
             SigtermSeen { exited: None, in_flight: Err("Unavailable: gone".into()), ..sigterm_seen() },
+            // A call slower than stop_timeout explains a late exit by itself.
+            SigtermSeen { answered: Some(MS(3000)), exited: Some(MS(3001)), ..sigterm_seen() },
         ] {
             let f = sigterm(&in_time);
             assert!(!f.happened.contains("open streams"), "{}", f.happened);

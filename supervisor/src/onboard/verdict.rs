@@ -127,6 +127,8 @@ pub struct SigtermSeen {
     /// What the call in flight when the signal went got (with none in flight, the check
     /// is skipped: [`sigterm_not_in_flight`]).
     pub in_flight: Answer,
+    /// From the signal to the call's answer (or failure).
+    pub answered: Option<Duration>,
     /// From the signal to the process gone, when it was within the wait.
     pub exited: Option<Duration>,
     /// How the process ended (its exit status), or the state it was in when the wait ended.
@@ -152,12 +154,10 @@ pub fn sigterm(s: &SigtermSeen) -> Fault {
         Err(e) => format!("the call in flight FAILED ({e})"),
     };
     // A drain that waits on a stream still open (a stock gRPC GracefulStop waits on the
-    // supervisor's own health Watch) outlasts its deadline with its calls answered.
-    let hint = match (&s.in_flight, s.exited) {
-        (Ok(()), None) => DRAIN_HINT,
-        (Ok(()), Some(exited)) if exited > s.stop_timeout => DRAIN_HINT,
-        _ => "",
-    };
+    // supervisor's own health Watch) outlasts its deadline with its calls answered in time;
+    // a call that itself outlasted it says why already.
+    let answered_in_time = s.in_flight.is_ok() && s.answered.is_some_and(|a| a <= s.stop_timeout);
+    let hint = if answered_in_time && s.exited.is_none_or(|exited| exited > s.stop_timeout) { DRAIN_HINT } else { "" };
     let Some(exited) = s.exited else {
         let happened = format!(
             "still running {} (its stop_timeout) after SIGTERM; {call}; killed after the wait{hint}",
