@@ -67,7 +67,8 @@ impl Signals {
             // SAFETY: the handler only calls write(2), which is
             // async-signal-safe, on a descriptor kept open by `write`
             // for as long as the handler can run (the process lifetime:
-            // `Signals` lives until exit in both users).
+            // every user keeps its `Signals` until exit: the daemon, the
+            // SDK's plugins, `supervisorctl onboard`).
             unsafe {
                 signal_hook::low_level::register(sig, move || {
                     libc::write(raw, (&byte as *const u8).cast(), 1);

@@ -86,8 +86,6 @@ pub enum OnboardError {
     NotRoot,
     #[error("the scratch directory: {0}")]
     Scratch(std::io::Error),
-    #[error("cannot listen for signals: {0}")]
-    Signals(std::io::Error),
     #[error("{what}: {source}")]
     Supervisor { what: &'static str, source: SupervisorError },
     /// Ended early by a signal; the scratch supervisors were shut down first.
@@ -96,14 +94,21 @@ pub enum OnboardError {
 }
 
 /// The signals that end a check early (Ctrl-C, a service manager's stop, a closed
-/// terminal): listened for from the start, so one that comes between two phases
-/// still ends the next, and a scratch supervisor is always shut down, not left with
-/// its plugin running in its cgroup.
-struct Interrupt(Signals);
+/// terminal), caught by the caller for the life of its process ([`INTERRUPTING`]): one
+/// that comes between two phases still ends the next, and a scratch supervisor is
+/// always shut down, not left with its plugin running in its cgroup.
+struct Interrupt<'a>(&'a mut Signals);
 
-impl Interrupt {
-    fn listen() -> Result<Self, OnboardError> {
-        Signals::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]).map(Interrupt).map_err(OnboardError::Signals)
+/// The signals [`run`] ends a check early on, when its caller catches them.
+pub const INTERRUPTING: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+impl Interrupt<'_> {
+    /// Fails at once when a signal came already, so no scratch supervisor starts after it.
+    fn check(&mut self) -> Result<(), OnboardError> {
+        match futures_util::FutureExt::now_or_never(self.received()) {
+            Some(signal) => Err(OnboardError::Interrupted { signal }),
+            None => Ok(()),
+        }
     }
 
     /// `work`'s result, unless a signal comes first. The caller then shuts its scratch
@@ -210,23 +215,24 @@ pub struct CallTimes {
     pub p99_us: u64,
 }
 
-/// Runs the check.
-pub async fn run(opts: &Options) -> Result<Report, OnboardError> {
+/// Runs the check, ending it early on any of [`INTERRUPTING`] that `signals` delivers.
+pub async fn run(opts: &Options, signals: &mut Signals) -> Result<Report, OnboardError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(OnboardError::NotRoot);
     }
-    let mut interrupt = Interrupt::listen()?;
-    checked(opts, &mut interrupt).await.map_err(|e| match (&opts.target, e) {
-        // The config was made from the binary: its errors are the binary's, as named.
+    checked(opts, &mut Interrupt(signals)).await
+}
+
+async fn checked(opts: &Options, interrupt: &mut Interrupt<'_>) -> Result<Report, OnboardError> {
+    // A config made from the binary: what is wrong with the plugin's entry is the
+    // binary's, as named (not a file's).
+    let entry_error = |e: OnboardError| match (&opts.target, e) {
         (Target::Binary { binary, .. }, OnboardError::Config { message, .. }) => {
             OnboardError::Binary { path: binary.clone(), reason: format!("as plugin {:?}: {message}", opts.plugin) }
         }
         (_, e) => e,
-    })
-}
-
-async fn checked(opts: &Options, interrupt: &mut Interrupt) -> Result<Report, OnboardError> {
+    };
     let (path, text) = match &opts.target {
         Target::Config(path) => {
             let text =
@@ -242,7 +248,7 @@ async fn checked(opts: &Options, interrupt: &mut Interrupt) -> Result<Report, On
     std::fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
         .map_err(OnboardError::Scratch)?;
     let learn = scratch::Run { dir: scratch.path().join("learn"), name: "learn", tier: None, burst: false };
-    let learn_config = scratch::config(&path, &text, &opts.plugin, &learn)?;
+    let learn_config = scratch::config(&path, &text, &opts.plugin, &learn).map_err(entry_error)?;
     let (integrity, tier_fit) = learning_pass(learn_config, &path, opts, interrupt).await?;
     // A plugin its own tier would kill is measured under the tier it fits.
     let tier = match (&tier_fit.error, tier_fit.configured_denies.is_empty(), &tier_fit.tightest) {
@@ -250,8 +256,8 @@ async fn checked(opts: &Options, interrupt: &mut Interrupt) -> Result<Report, On
         _ => None,
     };
     let base = scratch::Run { dir: scratch.path().join("base"), name: "base", tier, burst: true };
-    let config = scratch::config(&path, &text, &opts.plugin, &base)?;
-    let lowered = scratch::burst_lowered(&path, &text, &opts.plugin)?;
+    let config = scratch::config(&path, &text, &opts.plugin, &base).map_err(entry_error)?;
+    let lowered = scratch::burst_lowered(&path, &text, &opts.plugin).map_err(entry_error)?;
     let (baseline, faults) =
         measure(config, &opts.plugin, opts.call.as_ref(), opts.calls, Some(lowered), interrupt).await?;
     let echo_baseline = match &opts.baseline_echo {
@@ -293,7 +299,7 @@ async fn learning_pass(
     config: Config,
     path: &Path,
     opts: &Options,
-    interrupt: &mut Interrupt,
+    interrupt: &mut Interrupt<'_>,
 ) -> Result<(Integrity, TierFitSection), OnboardError> {
     let name = opts.plugin.as_str();
     // Loaded by the config only when a plugin is sandboxed; an unsandboxed one is
@@ -308,6 +314,7 @@ async fn learning_pass(
     let recorder = Arc::new(Recorder::new(TierOrder::of(&tiers)));
     let configured = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
     let pinned = config.specs().first().is_some_and(|s| s.contract.is_some());
+    interrupt.check()?;
     let sup = Supervisor::start_learning(config, recorder.clone())
         .await
         .map_err(|source| OnboardError::Supervisor { what: "starting the learning pass", source })?;
@@ -403,9 +410,10 @@ async fn measure(
     call: Option<&Exercise>,
     count: usize,
     faults: Option<bool>,
-    interrupt: &mut Interrupt,
+    interrupt: &mut Interrupt<'_>,
 ) -> Result<(Baseline, Vec<verdict::Fault>), OnboardError> {
     let tier = config.specs().first().map(|s| s.tier.clone()).unwrap_or_default();
+    interrupt.check()?;
     let started = Instant::now();
     let sup = Supervisor::start(config)
         .await

@@ -11,8 +11,8 @@
 //! Measured with `bench --only scale --named` (1,000 instances, release, the
 //! log stream's codec starting small too, `plugin_proto::codec`): RSS 93 MB with
 //! these settings; 106 MB with fd 4's alone; 118 MB with h2's defaults. Each
-//! buffer grows as traffic needs and keeps what it grew to, so a busy
-//! connection ends where it would have anyway.
+//! buffer grows as traffic needs; the write and HPACK buffers keep what they
+//! grew to, the read buffer goes back to its starting size whenever it empties.
 
 use plugin_proto::transport::H2Channel;
 

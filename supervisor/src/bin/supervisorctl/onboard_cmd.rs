@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use plugin_proto::signals::Signals;
 use plugin_supervisor::onboard::{self, Exercise, OnboardError, Options, Target};
 
 use crate::exit::Exit;
@@ -65,12 +66,24 @@ pub fn run(args: OnboardArgs) -> Result<ExitCode, Failure> {
         baseline_echo,
         calls: args.calls as usize,
     };
+    // Caught before the runtime starts and for the rest of the process, so no moment
+    // dies of a default action with a scratch supervisor's plugin left running.
+    let caught = Signals::catch(&onboard::INTERRUPTING)
+        .map_err(|e| Failure::failed(format!("cannot catch SIGINT, SIGTERM and SIGHUP: {e}")))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?;
-    let report = rt.block_on(onboard::run(&opts)).map_err(|e| match e {
+    let (report, signals) = rt
+        .block_on(async {
+            let mut signals = caught.stream()?;
+            Ok::<_, std::io::Error>((onboard::run(&opts, &mut signals).await, signals))
+        })
+        .map_err(|e| Failure::failed(format!("cannot read caught signals: {e}")))?;
+    // Their handlers write to its pipe until the process exits.
+    std::mem::forget(signals);
+    let report = report.map_err(|e| match e {
         OnboardError::Config { .. }
         | OnboardError::Read { .. }
         | OnboardError::Binary { .. }
