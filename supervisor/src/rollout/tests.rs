@@ -265,7 +265,7 @@ async fn a_restart_brings_a_rollout_back_interrupted_on_the_stable_revision_unti
     assert_eq!(p.spec().args, ["old"], "it came back on the stable revision's entry");
     assert_eq!((p.revisions().len(), fake.launches("fake")), (1, 1), "and only on it");
     let report = p.rollout().unwrap().report();
-    assert_eq!(report.phase, Phase::Interrupted);
+    assert_eq!(report.phase, Phase::Interrupted, "{report}");
     assert!(
         report.note.starts_with("interrupted by a restart of the supervisor: the stable revision serves"),
         "{report}"
