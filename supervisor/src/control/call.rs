@@ -57,38 +57,6 @@ impl Codec for DynamicCodec {
     }
 }
 
-/// Sends a request already encoded, and decodes the answer as `output`.
-struct RawRequestCodec {
-    output: MessageDescriptor,
-}
-
-struct RawEncoder;
-
-impl Encoder for RawEncoder {
-    type Item = bytes::Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: bytes::Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        bytes::BufMut::put(dst, item);
-        Ok(())
-    }
-}
-
-impl Codec for RawRequestCodec {
-    type Encode = bytes::Bytes;
-    type Decode = DynamicMessage;
-    type Encoder = RawEncoder;
-    type Decoder = DynDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> DynDecoder {
-        DynDecoder(self.output.clone())
-    }
-}
-
 /// The largest field number protobuf has: no message declares it, so every decoder
 /// skips it (after receiving it whole).
 const PAD_FIELD: u32 = (1 << 29) - 1;
@@ -182,17 +150,7 @@ pub async fn call_json(
     json: &str,
     timeout: Duration,
 ) -> Result<String, Status> {
-    let mut call = resolve(sup, plugin, method, json)?;
-    if call.method.is_server_streaming() {
-        return Err(Status::unimplemented(format!(
-            "{method} is a server-streaming method; this API makes unary calls (CallStream makes both)"
-        )));
-    }
-    call.ready(plugin).await?;
-    let codec = DynamicCodec { output: call.method.output() };
-    let resp =
-        call.grpc.unary(call.request(timeout), call.path.clone(), codec).await.map_err(super::usage::from_plugin)?;
-    to_json(&resp.into_inner())
+    unary(resolve(sup, plugin, method, json)?, plugin, method, timeout).await
 }
 
 /// [`call_json`] with `pad` bytes more in the request, in a field the plugin does not
@@ -207,14 +165,23 @@ pub async fn call_json_padded(
     timeout: Duration,
 ) -> Result<String, Status> {
     let mut call = resolve(sup, plugin, method, json)?;
+    // Decoded again, the padding is an unknown field, which the message keeps and encodes.
+    let bytes = padded(call.request.encode_to_vec(), pad);
+    call.request = DynamicMessage::decode(call.method.input(), &bytes[..])
+        .map_err(|e| Status::internal(format!("padding the request: {e}")))?;
+    unary(call, plugin, method, timeout).await
+}
+
+async fn unary(mut call: Resolved, plugin: &str, method: &str, timeout: Duration) -> Result<String, Status> {
     if call.method.is_server_streaming() {
-        return Err(Status::unimplemented(format!("{method} is a server-streaming method; this makes unary calls")));
+        return Err(Status::unimplemented(format!(
+            "{method} is a server-streaming method; this API makes unary calls (CallStream makes both)"
+        )));
     }
     call.ready(plugin).await?;
-    let codec = RawRequestCodec { output: call.method.output() };
-    let mut req = tonic::Request::new(bytes::Bytes::from(padded(call.request.encode_to_vec(), pad)));
-    req.set_timeout(timeout.min(crate::config::units::MAX_DURATION));
-    let resp = call.grpc.unary(req, call.path.clone(), codec).await.map_err(super::usage::from_plugin)?;
+    let codec = DynamicCodec { output: call.method.output() };
+    let resp =
+        call.grpc.unary(call.request(timeout), call.path.clone(), codec).await.map_err(super::usage::from_plugin)?;
     to_json(&resp.into_inner())
 }
 
