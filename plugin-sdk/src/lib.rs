@@ -234,11 +234,13 @@ impl Plugin {
         };
         // One thread: a call then crosses no thread inside the plugin, which
         // on these machines saves a cross-CPU wake-up per call.
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            // fd 3 rather than the epoll: a plugin in L3 cannot read /proc.
-            .on_thread_park(plugin_proto::spin::before_park(Some(plugin_proto::launch::PLUGIN_FD), self.spin))
-            .build()
+        // fd 3 rather than the epoll: a plugin in L3 cannot read /proc.
+        let rt = match plugin_proto::spin::install(
+            tokio::runtime::Builder::new_current_thread().enable_all(),
+            Some(plugin_proto::launch::PLUGIN_FD),
+            self.spin,
+        )
+        .build()
         {
             Ok(rt) => rt,
             Err(e) => {

@@ -7,7 +7,7 @@
 //! (`--only logflood`); and one daemon running 1,000 instances: the time until all are
 //! ready, its resident memory and idle CPU (`--only scale [--instances N] [--named]`).
 //!
-//! `cargo run --release -p plugin-integration --bin bench [-- --quick] [--peers DIR]`
+//! `cargo run --release -p plugin-integration --bin bench [-- --quick] [--peers DIR] [--calls N]`
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +32,8 @@ struct Opts {
     /// the replicas of one).
     instances: usize,
     named: bool,
+    /// Calls in each throughput measure, instead of the default (a long run to profile).
+    calls: Option<usize>,
 }
 
 fn opts() -> anyhow::Result<Opts> {
@@ -41,6 +43,7 @@ fn opts() -> anyhow::Result<Opts> {
         only: None,
         instances: SCALE_INSTANCES,
         named: false,
+        calls: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -50,8 +53,11 @@ fn opts() -> anyhow::Result<Opts> {
             "--only" => o.only = Some(args.next().context(PARTS)?),
             "--instances" => o.instances = args.next().context("--instances needs a number")?.parse()?,
             "--named" => o.named = true,
+            "--calls" => o.calls = Some(args.next().context("--calls needs a number")?.parse()?),
             other => {
-                bail!("unknown argument {other:?} (use --quick, --peers DIR, --only PART, --instances N, --named)")
+                bail!(
+                    "unknown argument {other:?} (use --quick, --peers DIR, --only PART, --instances N, --named, --calls N)"
+                )
             }
         }
     }
@@ -433,6 +439,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("warning: a debug build; run with --release for meaningful numbers");
     }
     let (n, total, starts) = if o.quick { (2000, 8000, 10) } else { (20000, 40000, 30) };
+    let total = o.calls.unwrap_or(total);
     if let Some(part) = o.only.as_deref() {
         let v = match part {
             "spawn" => {

@@ -129,10 +129,12 @@ fn main() -> ExitCode {
     // One thread: a gateway call then crosses no thread inside the
     // supervisor; blocking work goes to the blocking pool and spawns to
     // their own thread.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(plugin_proto::spin::before_park(None, plugin_proto::spin::DEFAULT))
-        .build()
+    let rt = match plugin_proto::spin::install(
+        tokio::runtime::Builder::new_current_thread().enable_all(),
+        None,
+        plugin_proto::spin::DEFAULT,
+    )
+    .build()
     {
         Ok(rt) => rt,
         Err(e) => {

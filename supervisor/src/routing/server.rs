@@ -139,14 +139,16 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, sh
     // calls it had on their way are still served); once idle again for
     // CLOSE_GRACE, it is closed.
     let mut closing = false;
+    let mut pace = Pace::default();
     let idle_check = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle_check);
     loop {
         tokio::select! {
-            next = h2.accept() => match next {
+            next = pace.accept(&mut h2) => match next {
                 Some(Ok((mut req, respond))) => {
                     req.extensions_mut().insert(peer.clone());
                     tokio::spawn(call(req, respond, gateway.clone(), conn.call(), shared.clone()));
+                    pace.accepted().await;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "gateway connection failed");
@@ -178,6 +180,55 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, sh
                     None => idle_check.as_mut().reset(now + wait),
                 }
             }
+        }
+    }
+}
+
+/// Calls taken from one burst a connection sent before the calls taken run.
+const BURST_TURN: u32 = 4;
+
+/// Takes a connection's calls a few at a time. A caller's burst of calls arrives in one
+/// read; taken all at once, every call of it would reach the plugin in one write only
+/// after the last was routed, the plugin would answer them all in one write too, and so
+/// on down the line: the burst would cross the daemon, the plugin and the caller as one
+/// convoy, one process at a time, leaving the other CPU idle. Letting the calls taken so
+/// far run every [`BURST_TURN`] calls sends them on to the plugin while the rest of the
+/// burst is still being taken, so the plugin works beside the daemon. Measured in
+/// `bench --only gateway` (16 callers, one connection), runs alternating: 41,000-49,000
+/// calls/s with turns of 4 against 20,000-24,000 taking the burst whole (0.97-1.24x
+/// go-plugin's against 0.59-0.74x), CPU per call 38-45 µs against 46-53; turns of 2 or 3
+/// gave 34,000-45,000, of 6 or 8, 36,000-43,000, and a turn after every call, with a
+/// write per call, 23,700-26,800 at 71-74 µs a call.
+#[derive(Default)]
+struct Pace {
+    /// Calls taken since the connection last had none waiting, or since the last turn.
+    taken: u32,
+}
+
+impl Pace {
+    /// The connection's next call (or its end), noting whether it had to be waited for.
+    async fn accept(
+        &mut self,
+        h2: &mut h2::server::Connection<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, Bytes>,
+    ) -> Option<Result<(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>), h2::Error>> {
+        poll_fn(|cx| {
+            let next = h2.poll_accept(cx);
+            if next.is_pending() {
+                // The burst is over: the calls taken have run by the time this is polled again.
+                self.taken = 0;
+            }
+            next
+        })
+        .await
+    }
+
+    /// After a call was taken and its task spawned: every [`BURST_TURN`] calls of a
+    /// burst, the calls' tasks run before the next is taken.
+    async fn accepted(&mut self) {
+        self.taken += 1;
+        if self.taken >= BURST_TURN {
+            self.taken = 0;
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -255,11 +306,13 @@ where
             return;
         }
     };
+    let mut pace = Pace::default();
     loop {
-        match h2.accept().await {
+        match pace.accept(&mut h2).await {
             Some(Ok((req, respond))) => {
                 let (svc, stalls) = (svc.clone(), stalls.clone());
                 tokio::spawn(async move { route_and_pipe(req, respond, svc, &stalls).await });
+                pace.accepted().await;
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "host connection failed");
@@ -474,6 +527,54 @@ mod tests {
             data.extend_from_slice(&chunk);
         }
         (data, body.trailers().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_calls_is_taken_a_turn_at_a_time_with_the_calls_taken_running_between_turns() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (mut client, conn) = h2::client::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let mut h2 = h2::server::handshake(server_io).await.unwrap();
+        // Ten calls in one burst: sent before the client's connection task writes any.
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            let req = http::Request::post("http://gw/a.A/M").body(()).unwrap();
+            answers.push(client.send_request(req, true).unwrap().0);
+        }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let served = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut pace = Pace::default();
+                for i in 0..10 {
+                    let (_, mut respond) = pace.accept(&mut h2).await.unwrap().unwrap();
+                    log.lock().unwrap().push(format!("took {i}"));
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        log.lock().unwrap().push(format!("ran {i}"));
+                        let _ = respond.send_response(http::Response::new(()), true);
+                    });
+                    pace.accepted().await;
+                }
+                // Drives the connection until the answers are out.
+                let _ = tokio::time::timeout(Duration::from_millis(200), poll_fn(|cx| h2.poll_closed(cx))).await;
+            }
+        });
+        for answer in answers {
+            assert_eq!(answer.await.unwrap().status(), http::StatusCode::OK);
+        }
+        served.abort();
+        let log = log.lock().unwrap().clone();
+        let took = |i: usize| log.iter().position(|l| *l == format!("took {i}")).unwrap();
+        let ran = |i: usize| log.iter().position(|l| *l == format!("ran {i}")).unwrap();
+        // The first turn's calls ran before the next turn was taken, and so on.
+        for (turn, next) in [(0..4, 4), (4..8, 8)] {
+            for i in turn {
+                assert!(ran(i) < took(next), "call {i} did not run before call {next} was taken: {log:?}");
+            }
+        }
+        // Within a turn, no call ran before the turn was taken whole.
+        assert!(took(3) < ran(0), "{log:?}");
     }
 
     #[tokio::test]
