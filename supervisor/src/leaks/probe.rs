@@ -23,13 +23,39 @@ pub fn fds_of(proc_root: &Path, pids: &[u32]) -> Option<u64> {
     total
 }
 
+/// The entries of a `/proc/PID/fd` directory. Since Linux 6.2 its size is that count,
+/// which the kernel takes from the descriptor bitmap: far cheaper than listing the
+/// entries (a thousand instances' and the daemon's own tables, read every few seconds,
+/// were most of an idle daemon's CPU). A size of 0 (an older kernel, or a directory
+/// that is not procfs's) is listed.
 fn count_dir(dir: &Path) -> Option<u64> {
+    let size = std::fs::metadata(dir).ok()?.len();
+    if size > 0 && is_proc(dir) {
+        return Some(size);
+    }
     let entries = std::fs::read_dir(dir).ok()?;
     Some(entries.take(MAX_FDS).filter(Result::is_ok).count() as u64)
 }
 
-/// The soft `RLIMIT_NOFILE` of `pid` ("Max open files" in `/proc/PID/limits`).
+/// Whether `dir` is on procfs (the fakes the tests build are not).
+fn is_proc(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+}
+
+/// The soft `RLIMIT_NOFILE` of `pid`: asked of the kernel (`prlimit`, one call, which
+/// the daemon as root may make of any process), else "Max open files" in
+/// `/proc/PID/limits`.
 pub fn nofile_of(proc_root: &Path, pid: u32) -> Option<u64> {
+    if proc_root == Path::new("/proc")
+        && let Ok(pid) = i32::try_from(pid)
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: prlimit only reads the limit into `limit`, which outlives the call; a
+        // null new limit changes nothing.
+        if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) } == 0 {
+            return Some(limit.rlim_cur);
+        }
+    }
     nofile_in(&proc_root.join(pid.to_string()))
 }
 
@@ -112,6 +138,44 @@ mod tests {
         .unwrap();
         assert_eq!(nofile_of(root.path(), 10), Some(1000));
         assert_eq!(nofile_of(root.path(), 11), None);
+    }
+
+    #[test]
+    fn a_real_descriptor_table_is_counted_as_listing_it_would() {
+        // Another process's table, which no other test changes meanwhile: a child with
+        // what it inherits and 0..=2 more dup'ed by the shell.
+        let mut base = None;
+        for extra in 0..3 {
+            let redirects: String = (0..extra).map(|i| format!(" {}>&1", 3 + i)).collect();
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &format!("exec sleep 5{redirects}")])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let dir = Path::new("/proc").join(child.id().to_string()).join("fd");
+            // Once sh has become sleep with its redirections made.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::fs::read_to_string(Path::new("/proc").join(child.id().to_string()).join("comm")).unwrap()
+                != "sleep\n"
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let listed = std::fs::read_dir(&dir).unwrap().count() as u64;
+            let counted = count_dir(&dir);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert_eq!(listed, *base.get_or_insert(listed) + extra);
+            assert_eq!(counted, Some(listed), "{extra} descriptors beyond the standard three");
+        }
+    }
+
+    #[test]
+    fn a_process_descriptor_limit_is_asked_of_the_kernel_as_limits_tells_it() {
+        let me = std::process::id();
+        let from_file = nofile_in(&Path::new("/proc").join(me.to_string()));
+        assert!(from_file.is_some());
+        assert_eq!(nofile_of(Path::new("/proc"), me), from_file);
     }
 
     #[test]

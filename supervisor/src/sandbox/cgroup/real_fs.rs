@@ -1,7 +1,7 @@
 //! `RealFs`: the `CgroupFs` that talks to the kernel through cgroupfs and kill(2).
 
 use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -11,12 +11,20 @@ use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use super::fs::{CgroupFs, DirLock};
 use super::parse;
 
+/// What most control files hold at most: one read fills it.
+const CONTROL_FILE: usize = 1024;
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
 
 impl CgroupFs for RealFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        fs::read_to_string(path)
+        // Not `fs::read_to_string`: it sizes its buffer with a statx first, which a
+        // control file (size 4096 or 0, whatever its text) never answers usefully, and the
+        // sampler reads a dozen of these per instance.
+        let mut text = String::with_capacity(CONTROL_FILE);
+        io::Read::take(fs::File::open(path)?, u64::MAX).read_to_string(&mut text)?;
+        Ok(text)
     }
 
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {
