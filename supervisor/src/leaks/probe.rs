@@ -15,8 +15,9 @@ pub const MAX_FDS: usize = 1 << 16;
 /// `/proc` hidden).
 pub fn fds_of(proc_root: &Path, pids: &[u32]) -> Option<u64> {
     let mut total = None;
+    let procfs = is_proc(proc_root);
     for pid in pids.iter().take(MAX_PROCS) {
-        if let Some(n) = count_dir(&proc_root.join(pid.to_string()).join("fd")) {
+        if let Some(n) = count_dir(&proc_root.join(pid.to_string()).join("fd"), procfs) {
             *total.get_or_insert(0) += n;
         }
     }
@@ -26,12 +27,13 @@ pub fn fds_of(proc_root: &Path, pids: &[u32]) -> Option<u64> {
 /// The entries of a `/proc/PID/fd` directory. Since Linux 6.2 its size is that count,
 /// which the kernel takes from the descriptor bitmap: far cheaper than listing the
 /// entries (a thousand instances' and the daemon's own tables, read every few seconds,
-/// were most of an idle daemon's CPU). A size of 0 (an older kernel, or a directory
-/// that is not procfs's) is listed.
-fn count_dir(dir: &Path) -> Option<u64> {
+/// were most of an idle daemon's CPU). A size of 0 (an older kernel, or no
+/// descriptors), or a directory not on procfs (`procfs` false: the tests' fakes), is
+/// listed.
+fn count_dir(dir: &Path, procfs: bool) -> Option<u64> {
     let size = std::fs::metadata(dir).ok()?.len();
-    if size > 0 && is_proc(dir) {
-        return Some(size);
+    if procfs && size > 0 {
+        return Some(size.min(MAX_FDS as u64));
     }
     let entries = std::fs::read_dir(dir).ok()?;
     Some(entries.take(MAX_FDS).filter(Result::is_ok).count() as u64)
@@ -53,7 +55,8 @@ pub fn nofile_of(proc_root: &Path, pid: u32) -> Option<u64> {
         // SAFETY: prlimit only reads the limit into `limit`, which outlives the call; a
         // null new limit changes nothing.
         if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) } == 0 {
-            return Some(limit.rlim_cur);
+            // As the file's "unlimited" reads.
+            return (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
         }
     }
     nofile_in(&proc_root.join(pid.to_string()))
@@ -109,7 +112,7 @@ pub fn own(dir: &Path) -> Own {
     Own {
         rss_anon: field("RssAnon").map(|kib: u64| kib * 1024),
         rss: field("VmRSS").map(|kib: u64| kib * 1024),
-        fds: count_dir(&dir.join("fd")),
+        fds: count_dir(&dir.join("fd"), is_proc(dir)),
         threads: field("Threads"),
         nofile: nofile_in(dir),
     }
@@ -154,15 +157,15 @@ mod tests {
                 .unwrap();
             let dir = Path::new("/proc").join(child.id().to_string()).join("fd");
             // Once sh has become sleep with its redirections made.
+            let comm =
+                || std::fs::read_to_string(Path::new("/proc").join(child.id().to_string()).join("comm")).unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while std::fs::read_to_string(Path::new("/proc").join(child.id().to_string()).join("comm")).unwrap()
-                != "sleep\n"
-                && std::time::Instant::now() < deadline
-            {
+            while comm() != "sleep\n" && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
+            assert_eq!(comm(), "sleep\n", "the shell did not become sleep");
             let listed = std::fs::read_dir(&dir).unwrap().count() as u64;
-            let counted = count_dir(&dir);
+            let counted = count_dir(&dir, is_proc(&dir));
             child.kill().unwrap();
             child.wait().unwrap();
             assert_eq!(listed, *base.get_or_insert(listed) + extra);
@@ -172,10 +175,24 @@ mod tests {
 
     #[test]
     fn a_process_descriptor_limit_is_asked_of_the_kernel_as_limits_tells_it() {
-        let me = std::process::id();
-        let from_file = nofile_in(&Path::new("/proc").join(me.to_string()));
-        assert!(from_file.is_some());
-        assert_eq!(nofile_of(Path::new("/proc"), me), from_file);
+        // Another process, with a soft limit below its hard one: the soft one is its limit.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "ulimit -Sn 100 && exec sleep 5"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let from_file = || nofile_in(&Path::new("/proc").join(pid.to_string()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while from_file() != Some(100) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let asked = nofile_of(Path::new("/proc"), pid);
+        let file = from_file();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(file, Some(100), "the shell did not lower its limit");
+        assert_eq!(asked, Some(100));
     }
 
     #[test]

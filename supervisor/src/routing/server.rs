@@ -578,6 +578,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_turn_counts_the_calls_of_one_burst_only() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (mut client, conn) = h2::client::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let mut h2 = h2::server::handshake(server_io).await.unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (took_three, mut three_taken) = tokio::sync::mpsc::unbounded_channel();
+        let served = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut pace = Pace::default();
+                for i in 0..6 {
+                    let (_, mut respond) = pace.accept(&mut h2).await.unwrap().unwrap();
+                    log.lock().unwrap().push(format!("took {i}"));
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        log.lock().unwrap().push(format!("ran {i}"));
+                        let _ = respond.send_response(http::Response::new(()), true);
+                    });
+                    pace.accepted().await;
+                    if i == 2 {
+                        let _ = took_three.send(());
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), poll_fn(|cx| h2.poll_closed(cx))).await;
+            }
+        });
+        // Two bursts of three calls, the second once the first is taken.
+        let mut answers = Vec::new();
+        for burst in 0..2 {
+            if burst == 1 {
+                three_taken.recv().await.unwrap();
+                // Until the first burst's calls have run and the connection waits for more.
+                while log.lock().unwrap().len() < 6 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            for _ in 0..3 {
+                let req = http::Request::post("http://gw/a.A/M").body(()).unwrap();
+                answers.push(client.send_request(req, true).unwrap().0);
+            }
+        }
+        for answer in answers {
+            assert_eq!(answer.await.unwrap().status(), http::StatusCode::OK);
+        }
+        served.abort();
+        let log = log.lock().unwrap().clone();
+        let at = |entry: &str| log.iter().position(|l| l == entry).unwrap();
+        // Three calls of a burst are less than a turn: the second burst is taken whole
+        // before its calls run, however many the connection took before it.
+        assert!(at("took 5") < at("ran 3"), "{log:?}");
+    }
+
+    #[tokio::test]
     async fn an_empty_last_data_frame_ends_the_answer_instead_of_hanging_it() {
         // h2 hands an empty DATA frame up only when it carries END_STREAM.
         let frames = vec![Frame::data(Bytes::from_static(b"abc")), Frame::data(Bytes::new())];

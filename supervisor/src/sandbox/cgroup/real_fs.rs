@@ -11,7 +11,7 @@ use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use super::fs::{CgroupFs, DirLock};
 use super::parse;
 
-/// What most control files hold at most: one read fills it.
+/// What most control files hold at most: the buffer is not grown while reading them.
 const CONTROL_FILE: usize = 1024;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,9 +19,10 @@ pub struct RealFs;
 
 impl CgroupFs for RealFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        // Not `fs::read_to_string`: it sizes its buffer with a statx first, which a
-        // control file (size 4096 or 0, whatever its text) never answers usefully, and the
-        // sampler reads a dozen of these per instance.
+        // Not `fs::read_to_string`, nor `File::read_to_string`: both size their buffer
+        // with a statx (and the second an lseek) first, which a control file (size 4096
+        // or 0, whatever its text) never answers usefully, and the sampler reads a dozen
+        // of these per instance. Through `Take` the read knows no size and asks none.
         let mut text = String::with_capacity(CONTROL_FILE);
         io::Read::take(fs::File::open(path)?, u64::MAX).read_to_string(&mut text)?;
         Ok(text)
