@@ -209,7 +209,9 @@ impl Plugin {
 
     /// How long the idle runtime watches for the next call before it sleeps
     /// (default 50 µs; zero turns it off). Watching saves a CPU wake-up per
-    /// call under sequential load at the price of that much CPU per idle.
+    /// call under sequential load at the price of up to that much CPU per idle;
+    /// it stops while its watches find nothing and starts again when calls come
+    /// close together.
     pub fn spin(mut self, window: Duration) -> Self {
         self.spin = window;
         self
