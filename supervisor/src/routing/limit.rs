@@ -104,6 +104,26 @@ enum Pick {
 /// canary whose instance just went, or a revision replaced since the call chose it, leaves
 /// the call to the one serving), each revision within its own `max_in_flight`.
 fn pick(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Pick {
+    // A reading that found nothing is taken again if what takes calls changed meanwhile: the
+    // revision it tried may have begun draining once another was promoted.
+    for _ in 0..MAX_READINGS {
+        let (serving, split) = (plugin.serving(), plugin.split());
+        let picked = pick_from(&serving, split.as_ref().map(|s| &s.canary), rev, not);
+        let same = plugin.serving().number == serving.number
+            && plugin.split().map(|s| s.canary.number) == split.as_ref().map(|s| s.canary.number);
+        if !matches!(picked, Pick::NotReady) || same {
+            return picked;
+        }
+    }
+    Pick::NotReady
+}
+
+/// Readings of what takes calls one pick makes at most while rollouts change it.
+const MAX_READINGS: usize = 4;
+
+/// [`pick`] as one reading of what takes calls says: `serving`, and `canary` while a
+/// rollout splits calls.
+fn pick_from(serving: &Arc<Revision>, canary: Option<&Arc<Revision>>, rev: &Revision, not: Option<&Live>) -> Pick {
     let mut full = false;
     let mut not_serving = false;
     let mut try_rev = |r: &Revision| {
@@ -124,15 +144,15 @@ fn pick(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Pick {
         }
         None
     };
-    if plugin.takes_calls(rev)
-        && let Some((live, admitted)) = try_rev(rev)
-    {
-        return Pick::Got(live, admitted);
-    }
-    let serving = plugin.serving();
-    let canary = plugin.split().map(|s| s.canary.clone());
-    for other in [Some(serving), canary].into_iter().flatten().filter(|r| r.number != rev.number) {
-        if let Some((live, admitted)) = try_rev(&other) {
+    // `rev` is tried as the reading says, never by a second look: a rollout switches the
+    // split and the serving revision one after the other, and a call that asked whether
+    // `rev` takes calls before a promotion and which revision serves after it found `rev`
+    // neither a canary any more nor, as far as it knew, serving, and skipped the one
+    // revision that took calls (NotReady while the plugin ran).
+    let takes = rev.number == serving.number || canary.is_some_and(|c| c.number == rev.number);
+    let others = [Some(serving), canary].into_iter().flatten().filter(|r| r.number != rev.number).map(|r| &**r);
+    for r in takes.then_some(rev).into_iter().chain(others) {
+        if let Some((live, admitted)) = try_rev(r) {
             return Pick::Got(live, admitted);
         }
     }
@@ -438,6 +458,67 @@ mod tests {
         plugin.promote(&new);
         let pid = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap().unwrap();
         assert_eq!(pid, 200, "on the revision now serving");
+    }
+
+    /// Rollouts promoting one revision and then the other, over and over, while calls for
+    /// the revision being promoted are placed: one of the two always takes calls and both
+    /// always have an instance ready, so no call is ever told the plugin has none. Before
+    /// `pick` read what takes calls once, a call reading between a promotion's two switches
+    /// skipped the revision just promoted (seen in CI as one call in 4,105 refused with
+    /// "plugin \"zoo\" is running" as a canary was promoted).
+    #[tokio::test]
+    async fn a_call_placed_while_a_canary_is_promoted_always_finds_the_revision_that_takes_calls() {
+        let plugin = plugin("max_in_flight = 1000\n");
+        let a = plugin.serving();
+        let b = plugin.new_revision(plugin.spec());
+        let mut held = Vec::new();
+        for (rev, pid) in [(&a, 100), (&b, 200)] {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let (channel, conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+            plugin.went_live(&rev.instances[0], Live::new(channel, pid));
+            held.push((theirs, conn));
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rollouts = std::thread::spawn({
+            let (plugin, a, b, stop) = (plugin.clone(), a.clone(), b.clone(), stop.clone());
+            move || {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // b a canary of a, b promoted; then a a canary of b, a promoted.
+                    plugin.set_split(Some((&b, 50)));
+                    plugin.promote(&b);
+                    plugin.set_split(Some((&a, 50)));
+                    plugin.promote(&a);
+                    rounds += 1;
+                }
+                rounds
+            }
+        });
+        // The rollouts stop however this test ends.
+        struct Stop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stopping = Stop(stop);
+        let started = std::time::Instant::now();
+        let mut refused = 0;
+        let mut calls = 0u64;
+        while started.elapsed() < Duration::from_secs(2) {
+            for rev in [&a, &b] {
+                match pick(&plugin, rev, None) {
+                    Pick::Got(..) => {}
+                    Pick::NotReady => refused += 1,
+                    Pick::Full | Pick::NotServing => panic!("no instance is full or says NOT_SERVING"),
+                }
+                calls += 1;
+            }
+        }
+        drop(stopping);
+        let rounds = rollouts.join().unwrap();
+        assert!(rounds > 100, "only {rounds} rollouts ran beside the calls");
+        assert_eq!(refused, 0, "{refused} of {calls} calls found no instance, over {rounds} rollouts");
     }
 
     #[tokio::test]
