@@ -492,23 +492,6 @@ impl Plugin {
         self.serving.load().pick_other(not)
     }
 
-    /// `rev` is the serving revision or a rollout's canary.
-    pub fn takes_calls(&self, rev: &Revision) -> bool {
-        self.serving.load().number == rev.number
-            || self.split.load().as_ref().is_some_and(|s| s.canary.number == rev.number)
-    }
-
-    /// A ready instance of any revision that takes calls, other than revision `not_rev`
-    /// and instance `not`: the serving revision, else the canary.
-    pub fn pick_other_than(&self, not_rev: u64, not: Option<&Live>) -> Option<Arc<Live>> {
-        let serving = self.serving();
-        let canary = self.split().map(|s| s.canary.clone());
-        [Some(serving), canary].into_iter().flatten().filter(|r| r.number != not_rev).find_map(|r| match not {
-            Some(not) => r.pick_other(not),
-            None => r.pick(),
-        })
-    }
-
     /// "running", or the first instance's state with its reason, for
     /// messages about why the plugin cannot take a call.
     pub fn describe_state(&self) -> String {

@@ -109,9 +109,12 @@ fn pick(plugin: &Plugin, rev: &Revision, not: Option<&Live>) -> Pick {
     for _ in 0..MAX_READINGS {
         let (serving, split) = (plugin.serving(), plugin.split());
         let picked = pick_from(&serving, split.as_ref().map(|s| &s.canary), rev, not);
+        if !matches!(picked, Pick::NotReady) {
+            return picked;
+        }
         let same = plugin.serving().number == serving.number
             && plugin.split().map(|s| s.canary.number) == split.as_ref().map(|s| s.canary.number);
-        if !matches!(picked, Pick::NotReady) || same {
+        if same {
             return picked;
         }
     }
