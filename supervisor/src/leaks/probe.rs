@@ -156,14 +156,19 @@ mod tests {
                 .spawn()
                 .unwrap();
             let dir = Path::new("/proc").join(child.id().to_string()).join("fd");
-            // Once sh has become sleep with its redirections made.
-            let comm =
-                || std::fs::read_to_string(Path::new("/proc").join(child.id().to_string()).join("comm")).unwrap();
+            // Once sh has become sleep with its redirections made, and is asleep: the kernel
+            // names the new program before it closes the old one's close-on-exec
+            // descriptors, so a table read as soon as the name changed could still shrink
+            // (seen one run in seventy-five on a busy machine).
+            let proc = Path::new("/proc").join(child.id().to_string());
+            let comm = || std::fs::read_to_string(proc.join("comm")).unwrap();
+            let state =
+                || std::fs::read_to_string(proc.join("stat")).unwrap().rsplit(')').next().unwrap()[1..2].to_owned();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while comm() != "sleep\n" && std::time::Instant::now() < deadline {
+            while (comm() != "sleep\n" || state() != "S") && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            assert_eq!(comm(), "sleep\n", "the shell did not become sleep");
+            assert_eq!((comm().as_str(), state().as_str()), ("sleep\n", "S"), "the shell did not become sleep, asleep");
             let listed = std::fs::read_dir(&dir).unwrap().count() as u64;
             let counted = count_dir(&dir, is_proc(&dir));
             child.kill().unwrap();
