@@ -529,44 +529,80 @@ mod tests {
         (data, body.trailers().await.unwrap())
     }
 
+    /// An in-memory connection whose server takes `calls` calls through a [`Pace`], each
+    /// answered by a task of its own; the log says in which order calls were taken ("took
+    /// i") and their tasks ran ("ran i"). `after_taking(i)` runs once call i was taken and
+    /// paced.
+    struct Paced {
+        client: h2::client::SendRequest<Bytes>,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+        served: tokio::task::JoinHandle<()>,
+    }
+
+    impl Paced {
+        async fn new(calls: usize, mut after_taking: impl FnMut(usize) + Send + 'static) -> Self {
+            let (client_io, server_io) = tokio::io::duplex(1 << 20);
+            let (client, conn) = h2::client::handshake(client_io).await.unwrap();
+            tokio::spawn(conn);
+            let mut h2 = h2::server::handshake(server_io).await.unwrap();
+            let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let served = tokio::spawn({
+                let log = log.clone();
+                async move {
+                    let mut pace = Pace::default();
+                    for i in 0..calls {
+                        let (_, mut respond) = pace.accept(&mut h2).await.unwrap().unwrap();
+                        log.lock().unwrap().push(format!("took {i}"));
+                        let log = log.clone();
+                        tokio::spawn(async move {
+                            log.lock().unwrap().push(format!("ran {i}"));
+                            let _ = respond.send_response(http::Response::new(()), true);
+                        });
+                        pace.accepted().await;
+                        after_taking(i);
+                    }
+                    // Drives the connection until the answers are out.
+                    let _ = tokio::time::timeout(Duration::from_millis(200), poll_fn(|cx| h2.poll_closed(cx))).await;
+                }
+            });
+            Self { client, log, served }
+        }
+
+        /// `n` calls sent at once: queued before the client's connection task writes any.
+        fn burst(&mut self, n: usize) -> Vec<h2::client::ResponseFuture> {
+            (0..n)
+                .map(|_| {
+                    let req = http::Request::post("http://gw/a.A/M").body(()).unwrap();
+                    self.client.send_request(req, true).unwrap().0
+                })
+                .collect()
+        }
+
+        fn logged(&self) -> usize {
+            self.log.lock().unwrap().len()
+        }
+
+        /// Once every answer came back OK: the log.
+        async fn log_once_answered(self, answers: Vec<h2::client::ResponseFuture>) -> Vec<String> {
+            for answer in answers {
+                assert_eq!(answer.await.unwrap().status(), http::StatusCode::OK);
+            }
+            self.served.abort();
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    fn position(log: &[String], entry: &str) -> usize {
+        log.iter().position(|l| l == entry).unwrap_or_else(|| panic!("no {entry:?} in {log:?}"))
+    }
+
     #[tokio::test]
     async fn a_burst_of_calls_is_taken_a_turn_at_a_time_with_the_calls_taken_running_between_turns() {
-        let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let (mut client, conn) = h2::client::handshake(client_io).await.unwrap();
-        tokio::spawn(conn);
-        let mut h2 = h2::server::handshake(server_io).await.unwrap();
-        // Ten calls in one burst: sent before the client's connection task writes any.
-        let mut answers = Vec::new();
-        for _ in 0..10 {
-            let req = http::Request::post("http://gw/a.A/M").body(()).unwrap();
-            answers.push(client.send_request(req, true).unwrap().0);
-        }
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let served = tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut pace = Pace::default();
-                for i in 0..10 {
-                    let (_, mut respond) = pace.accept(&mut h2).await.unwrap().unwrap();
-                    log.lock().unwrap().push(format!("took {i}"));
-                    let log = log.clone();
-                    tokio::spawn(async move {
-                        log.lock().unwrap().push(format!("ran {i}"));
-                        let _ = respond.send_response(http::Response::new(()), true);
-                    });
-                    pace.accepted().await;
-                }
-                // Drives the connection until the answers are out.
-                let _ = tokio::time::timeout(Duration::from_millis(200), poll_fn(|cx| h2.poll_closed(cx))).await;
-            }
-        });
-        for answer in answers {
-            assert_eq!(answer.await.unwrap().status(), http::StatusCode::OK);
-        }
-        served.abort();
-        let log = log.lock().unwrap().clone();
-        let took = |i: usize| log.iter().position(|l| *l == format!("took {i}")).unwrap();
-        let ran = |i: usize| log.iter().position(|l| *l == format!("ran {i}")).unwrap();
+        let mut paced = Paced::new(10, |_| {}).await;
+        let answers = paced.burst(10);
+        let log = paced.log_once_answered(answers).await;
+        let took = |i: usize| position(&log, &format!("took {i}"));
+        let ran = |i: usize| position(&log, &format!("ran {i}"));
         // The first turn's calls ran before the next turn was taken, and so on.
         for (turn, next) in [(0..4, 4), (4..8, 8)] {
             for i in turn {
@@ -579,56 +615,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_turn_counts_the_calls_of_one_burst_only() {
-        let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let (mut client, conn) = h2::client::handshake(client_io).await.unwrap();
-        tokio::spawn(conn);
-        let mut h2 = h2::server::handshake(server_io).await.unwrap();
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (took_three, mut three_taken) = tokio::sync::mpsc::unbounded_channel();
-        let served = tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut pace = Pace::default();
-                for i in 0..6 {
-                    let (_, mut respond) = pace.accept(&mut h2).await.unwrap().unwrap();
-                    log.lock().unwrap().push(format!("took {i}"));
-                    let log = log.clone();
-                    tokio::spawn(async move {
-                        log.lock().unwrap().push(format!("ran {i}"));
-                        let _ = respond.send_response(http::Response::new(()), true);
-                    });
-                    pace.accepted().await;
-                    if i == 2 {
-                        let _ = took_three.send(());
-                    }
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(200), poll_fn(|cx| h2.poll_closed(cx))).await;
+        let mut paced = Paced::new(6, move |i| {
+            if i == 2 {
+                let _ = took_three.send(());
             }
-        });
-        // Two bursts of three calls, the second once the first is taken.
-        let mut answers = Vec::new();
-        for burst in 0..2 {
-            if burst == 1 {
-                three_taken.recv().await.unwrap();
-                // Until the first burst's calls have run and the connection waits for more.
-                while log.lock().unwrap().len() < 6 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            for _ in 0..3 {
-                let req = http::Request::post("http://gw/a.A/M").body(()).unwrap();
-                answers.push(client.send_request(req, true).unwrap().0);
-            }
+        })
+        .await;
+        // Two bursts of three calls, the second once the first is taken, its calls have
+        // run and the connection waits for more.
+        let mut answers = paced.burst(3);
+        three_taken.recv().await.unwrap();
+        while paced.logged() < 6 {
+            tokio::task::yield_now().await;
         }
-        for answer in answers {
-            assert_eq!(answer.await.unwrap().status(), http::StatusCode::OK);
-        }
-        served.abort();
-        let log = log.lock().unwrap().clone();
-        let at = |entry: &str| log.iter().position(|l| l == entry).unwrap();
+        answers.extend(paced.burst(3));
+        let log = paced.log_once_answered(answers).await;
         // Three calls of a burst are less than a turn: the second burst is taken whole
         // before its calls run, however many the connection took before it.
-        assert!(at("took 5") < at("ran 3"), "{log:?}");
+        assert!(position(&log, "took 5") < position(&log, "ran 3"), "{log:?}");
     }
 
     #[tokio::test]
