@@ -263,6 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_with_a_window_ends_found_on_work_and_never_found_without() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&r);
+        // Nothing to read: the window runs out, or a busy machine's yield cuts it short;
+        // either way, in about the window (a yield is let run at most BUSY_YIELD late
+        // before it counts as cut short, and a preempted look may add a time slice).
+        let started = Instant::now();
+        let empty = watch(fd, WINDOW);
+        assert!(matches!(empty, Watched::Nothing | Watched::Wanted), "an empty pipe: {empty:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "a 50 µs watch took {:?}", started.elapsed());
+        // Work waiting: found at the first look.
+        std::io::Write::write_all(&mut w, b"x").unwrap();
+        let found = watch(fd, WINDOW);
+        assert!(matches!(found, Watched::Found), "a pipe with a byte in it: {found:?}");
+    }
+
+    #[test]
     fn the_hooks_watch_the_descriptor_and_learn_from_sleeps() {
         // A window of nothing: a watch looks once and never yields, so what it finds is
         // up to the pipe and not to how busy the machine is (with a real window, a machine

@@ -150,17 +150,27 @@ mod tests {
         let mut base = None;
         for extra in 0..3 {
             let redirects: String = (0..extra).map(|i| format!(" {}>&1", 3 + i)).collect();
-            let mut child = std::process::Command::new("sh")
-                .args(["-c", &format!("exec sleep 5{redirects}")])
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            let dir = Path::new("/proc").join(child.id().to_string()).join("fd");
-            // Once sh has become sleep with its redirections made, and is asleep: the kernel
-            // names the new program before it closes the old one's close-on-exec
-            // descriptors, so a table read as soon as the name changed could still shrink
-            // (seen one run in seventy-five on a busy machine).
-            let proc = Path::new("/proc").join(child.id().to_string());
+            // Killed and reaped however this ends: a failed check must not leave it behind.
+            struct Reap(std::process::Child);
+            impl Drop for Reap {
+                fn drop(&mut self) {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+            let child = Reap(
+                std::process::Command::new("sh")
+                    .args(["-c", &format!("exec sleep 5{redirects}")])
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let proc = Path::new("/proc").join(child.0.id().to_string());
+            let dir = proc.join("fd");
+            // Once sh has become sleep with its redirections made, and sleep is asleep: named
+            // at exec, it still has its start to run (the loader and libc open and close
+            // files: ld.so.cache, libc, the locale archive), so a table read as soon as the
+            // name changed could still shrink (seen one run in seventy-five on a busy machine).
             let comm = || std::fs::read_to_string(proc.join("comm")).unwrap();
             let state =
                 || std::fs::read_to_string(proc.join("stat")).unwrap().rsplit(')').next().unwrap()[1..2].to_owned();
@@ -171,8 +181,7 @@ mod tests {
             assert_eq!((comm().as_str(), state().as_str()), ("sleep\n", "S"), "the shell did not become sleep, asleep");
             let listed = std::fs::read_dir(&dir).unwrap().count() as u64;
             let counted = count_dir(&dir, is_proc(&dir));
-            child.kill().unwrap();
-            child.wait().unwrap();
+            drop(child);
             assert_eq!(listed, *base.get_or_insert(listed) + extra);
             assert_eq!(counted, Some(listed), "{extra} descriptors beyond the standard three");
         }

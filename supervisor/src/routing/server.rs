@@ -626,9 +626,12 @@ mod tests {
         // run and the connection waits for more.
         let mut answers = paced.burst(3);
         three_taken.recv().await.unwrap();
-        while paced.logged() < 6 {
-            tokio::task::yield_now().await;
-        }
+        let ran = async {
+            while paced.logged() < 6 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), ran).await.expect("the first burst's calls ran");
         answers.extend(paced.burst(3));
         let log = paced.log_once_answered(answers).await;
         // Three calls of a burst are less than a turn: the second burst is taken whole

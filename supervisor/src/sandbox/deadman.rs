@@ -134,20 +134,18 @@ mod tests {
         let d = Deadman::arm(&file).unwrap();
         let pid = d.pid();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        // The watcher names itself after closing what it inherited, so its descriptors are
-        // counted only once the name is seen: counted first, a watcher that closed and named
-        // itself between the two readings was caught with the supervisor's descriptors (CI,
-        // on a busy machine).
-        loop {
-            let named = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if named.trim() == "ps-deadman" || std::time::Instant::now() > deadline {
-                break;
-            }
+        // The watcher names itself after closing what it inherited and then goes to sleep,
+        // so its descriptors are counted only once it is named and asleep: counted first, a
+        // watcher that closed and named itself between the two readings was caught with the
+        // supervisor's descriptors (CI, on a busy machine); named but not yet in its poll,
+        // it is still runnable.
+        let named = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        while (named().trim() != "ps-deadman" || state(pid) != Some('S')) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        assert_eq!((named().trim(), state(pid)), ("ps-deadman", Some('S')), "the watcher named itself and sleeps");
         let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().collect();
         assert_eq!(fds.len(), 2, "the watcher holds the pidfd and the kill file only");
-        assert_eq!(state(pid), Some('S'), "it sleeps");
         drop(d);
         assert_eq!(state(pid), None, "disarming kills and reaps it");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "", "a disarmed switch writes nothing");
