@@ -37,6 +37,8 @@ pub mod sandbox;
 pub mod service;
 pub mod state;
 mod supervisor;
+#[cfg(test)]
+mod test_procs;
 
 pub use routing::Channel;
 pub use routing::host_calls::HostServices;

@@ -165,20 +165,12 @@ mod tests {
                     .spawn()
                     .unwrap(),
             );
-            let proc = Path::new("/proc").join(child.0.id().to_string());
-            let dir = proc.join("fd");
+            let dir = Path::new("/proc").join(child.0.id().to_string()).join("fd");
             // Once sh has become sleep with its redirections made, and sleep is asleep: named
             // at exec, it still has its start to run (the loader and libc open and close
             // files: ld.so.cache, libc, the locale archive), so a table read as soon as the
             // name changed could still shrink (seen one run in seventy-five on a busy machine).
-            let comm = || std::fs::read_to_string(proc.join("comm")).unwrap();
-            let state =
-                || std::fs::read_to_string(proc.join("stat")).unwrap().rsplit(')').next().unwrap()[1..2].to_owned();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while (comm() != "sleep\n" || state() != "S") && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            assert_eq!((comm().as_str(), state().as_str()), ("sleep\n", "S"), "the shell did not become sleep, asleep");
+            crate::test_procs::wait_named_and_asleep(child.0.id() as i32, "sleep");
             let listed = std::fs::read_dir(&dir).unwrap().count() as u64;
             let counted = count_dir(&dir, is_proc(&dir));
             drop(child);

@@ -119,12 +119,7 @@ unsafe fn close_all_but(a: RawFd, b: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Reads /proc/PID/stat's state letter ('Z' for a zombie), None once reaped.
-    fn state(pid: libc::pid_t) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit(')').next()?.trim_start().chars().next()
-    }
+    use crate::test_procs::{state, wait_named_and_asleep};
 
     #[test]
     fn the_watcher_sleeps_holding_only_its_two_descriptors_and_dies_when_disarmed() {
@@ -133,17 +128,12 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let d = Deadman::arm(&file).unwrap();
         let pid = d.pid();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         // The watcher names itself after closing what it inherited and then goes to sleep,
         // so its descriptors are counted only once it is named and asleep: counted first, a
         // watcher that closed and named itself between the two readings was caught with the
         // supervisor's descriptors (CI, on a busy machine); named but not yet in its poll,
         // it is still runnable.
-        let named = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        while (named().trim() != "ps-deadman" || state(pid) != Some('S')) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!((named().trim(), state(pid)), ("ps-deadman", Some('S')), "the watcher named itself and sleeps");
+        wait_named_and_asleep(pid, "ps-deadman");
         let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().collect();
         assert_eq!(fds.len(), 2, "the watcher holds the pidfd and the kill file only");
         drop(d);
