@@ -337,7 +337,13 @@ impl Plugin {
     /// adds nothing, so no call reaches a plugin through a service only such a revision
     /// declared, and one a new revision dropped stops being its at the switch.
     pub(crate) fn reroute(&self) {
-        let _one = self.route_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let one = self.route_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.reroute_holding(&one);
+    }
+
+    /// [`Plugin::reroute`], for a caller that holds the route lock: it changes what the
+    /// routes are computed from and must not have that seen half done.
+    fn reroute_holding(&self, _one: &std::sync::MutexGuard<'_, ()>) {
         let Some(routes) = self.routes.load_full() else { return };
         let canary = self.split().map(|s| s.canary.clone());
         let mut services: Vec<String> = Vec::new();
@@ -462,9 +468,14 @@ impl Plugin {
     /// Calls go to `rev` from now on (and none to a canary); its log limit is the plugin's.
     pub(crate) fn promote(&self, rev: &Arc<Revision>) {
         self.logs.set_limit(rev.spec().log_limit);
+        // Both switches under the route lock: a reroute from elsewhere between them would
+        // see the old revision serving with no canary, and drop the services only `rev`
+        // declares while it takes calls.
+        let one = self.route_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.split.store(None);
         self.serving.store(rev.clone());
-        self.reroute();
+        self.reroute_holding(&one);
+        drop(one);
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
         // Queued calls find their places on the revision now serving.
         self.queue.more_room();
