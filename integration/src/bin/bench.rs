@@ -7,7 +7,9 @@
 //! (`--only logflood`); and one daemon running 1,000 instances: the time until all are
 //! ready, its resident memory and idle CPU (`--only scale [--instances N] [--named]`).
 //!
-//! `cargo run --release -p plugin-integration --bin bench [-- --quick] [--peers DIR] [--calls N]`
+//! `cargo run --release -p plugin-integration --bin bench [-- --quick] [--peers DIR] [--calls N]`;
+//! `--only gateway --rounds N` repeats the gateway's measure beside go-plugin N times
+//! and reports each ratio's median and spread.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +36,9 @@ struct Opts {
     named: bool,
     /// Calls in each throughput measure, instead of the default (a long run to profile).
     calls: Option<usize>,
+    /// `--only gateway` measured this many times, each beside go-plugin again, with the
+    /// ratios' spread: one run on a shared machine says little.
+    rounds: usize,
 }
 
 fn opts() -> anyhow::Result<Opts> {
@@ -44,6 +49,7 @@ fn opts() -> anyhow::Result<Opts> {
         instances: SCALE_INSTANCES,
         named: false,
         calls: None,
+        rounds: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -59,13 +65,23 @@ fn opts() -> anyhow::Result<Opts> {
                 anyhow::ensure!(n >= 160, "--calls {n}: at least 160 (16 callers, and a tenth as many)");
                 o.calls = Some(n);
             }
+            "--rounds" => {
+                let n: usize = args.next().context("--rounds needs a number")?.parse()?;
+                anyhow::ensure!(n >= 1, "--rounds {n}: at least 1");
+                o.rounds = n;
+            }
             other => {
                 bail!(
-                    "unknown argument {other:?} (use --quick, --peers DIR, --only PART, --instances N, --named, --calls N)"
+                    "unknown argument {other:?} (use --quick, --peers DIR, --only PART, --instances N, --named, --calls N, --rounds N)"
                 )
             }
         }
     }
+    anyhow::ensure!(
+        o.rounds == 1 || o.only.as_deref() == Some("gateway"),
+        "--rounds {} is for --only gateway",
+        o.rounds
+    );
     Ok(o)
 }
 
@@ -220,6 +236,46 @@ async fn gateway_beside_go(o: &Opts, n: usize, total: usize) -> anyhow::Result<V
     let ratios = gateway_ratios(&gw, &go_lat, &go_tput);
     eprintln!("{}", ratios.1);
     Ok(json!({"gateway": gw, "go_plugin": {"latency": go_lat, "throughput": go_tput}, "ratios": ratios.0}))
+}
+
+/// `--only gateway --rounds N`: N runs of [`gateway_beside_go`], one after the other,
+/// and each ratio's lowest, median and highest over them.
+async fn gateway_rounds(o: &Opts, n: usize, total: usize) -> anyhow::Result<Value> {
+    let mut rounds = Vec::with_capacity(o.rounds);
+    for _ in 0..o.rounds {
+        rounds.push(gateway_beside_go(o, n, total).await?);
+    }
+    let mut spread = serde_json::Map::new();
+    for key in ["throughput_16", "p50", "cpu_per_call"] {
+        let mut v: Vec<f64> = rounds.iter().map(|r| f(&r["ratios"], key)).collect();
+        spread.insert(key.into(), json!({"min": pct(&mut v, 0.0), "median": median(&mut v), "max": pct(&mut v, 1.0)}));
+    }
+    let ratios = Value::Object(spread);
+    let (tput, p50, cpu) = (&ratios["throughput_16"], &ratios["p50"], &ratios["cpu_per_call"]);
+    eprintln!(
+        "over {} rounds, median (lowest-highest): calls/s at 16 callers {:.2}x ({:.2}-{:.2}), p50 {:.2}x ({:.2}-{:.2}), CPU per call {:.2}x ({:.2}-{:.2})",
+        o.rounds,
+        f(tput, "median"),
+        f(tput, "min"),
+        f(tput, "max"),
+        f(p50, "median"),
+        f(p50, "min"),
+        f(p50, "max"),
+        f(cpu, "median"),
+        f(cpu, "min"),
+        f(cpu, "max"),
+    );
+    Ok(json!({"rounds": rounds, "ratios": ratios}))
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// The gateway's figures over go-plugin's, and a line saying them against the targets:
@@ -454,6 +510,7 @@ async fn main() -> anyhow::Result<()> {
                 json!({"L1": l1, "L3": l3, "none": none, "L1_over_unsandboxed": over(&l1), "L3_over_unsandboxed": over(&l3)})
             }
             "embedded" => embedded(n, total).await?,
+            "gateway" if o.rounds > 1 => gateway_rounds(&o, n, total).await?,
             "gateway" => gateway_beside_go(&o, n, total).await?,
             "reload" => reloads(RELOADS).await?,
             "logflood" => logflood().await?,
@@ -571,4 +628,16 @@ async fn main() -> anyhow::Result<()> {
     let all = json!({"log_flood": lf, "reload": rl, "spawn_to_ready": spawn, "spawn_to_ready_l3": spawn_l3, "unsandboxed_spawn": unsandboxed, "embedded": emb, "gateway": gw, "go_plugin": {"start": go_start, "latency": go_lat, "throughput": go_tput}, "raw_uds": raw, "missed": missed});
     println!("{all}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_two_middle_ones() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
 }
