@@ -408,6 +408,31 @@ fn a_persisted_quota_the_kernel_would_refuse_is_ignored_so_the_plugin_still_star
     assert_eq!(saved_state(&d).as_deref(), Some(bad), "the file is left for the operator");
 }
 
+/// `quota --cpu 0.001%` was once taken and persisted as "0%", which made the next start
+/// refuse the state file: now such a share is refused, and a file an older version left
+/// so costs only that plugin's change.
+#[test]
+fn a_cpu_share_too_small_to_keep_is_refused_and_one_an_older_version_persisted_is_ignored() {
+    let mut d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "[plugin.quota]\ncpu = \"50%\"\n")));
+    d.wait_state("zoo-0", "running", UP);
+    let saved = saved_state(&d);
+    let out = d.ctl(&["quota", "zoo", "--cpu", "0.001%"]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(stderr(&out).contains("CPU share \"0.001%\" is below 0.01%"), "{}", stderr(&out));
+    assert_eq!(saved_state(&d), saved, "nothing was persisted");
+    assert!(d.stop_with(libc::SIGTERM, UP).is_some_and(|s| s.success()));
+    let bad = r#"{"quotas": {"zoo": {"cpu": "0%"}}}"#;
+    std::fs::create_dir_all(d.dir.path().join("state")).unwrap();
+    std::fs::write(d.dir.path().join("state/state.json"), bad).unwrap();
+    d.restart_after_crash();
+    d.wait_state("zoo-0", "running", UP);
+    assert_eq!(d.instance("zoo-0")["quota"]["cpu"], "50%", "the configured quota applies");
+    d.wait_event("quota-refused", "persisted quota change ignored: state file ", UP);
+    let events = d.ctl(&["events", "--plugin", "zoo"]);
+    let said = String::from_utf8_lossy(&events.stdout);
+    assert!(said.contains("state.json: quotas.zoo: CPU share \"0%\""), "{said}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_below_what_a_plugin_uses_is_refused_unless_forced_and_a_kernel_refusal_changes_nothing() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "[plugin.quota]\nmemory_max = \"256M\"\n")));

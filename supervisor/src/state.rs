@@ -54,6 +54,9 @@ pub enum StateError {
 pub struct StateStore {
     path: PathBuf,
     data: Mutex<Persisted>,
+    /// Quota entries of the file that this version cannot read, per plugin, with why:
+    /// left out of `data` (so dropped at the next write), each told once by [`Self::take_unreadable_quota`].
+    unreadable: Mutex<BTreeMap<String, String>>,
 }
 
 impl StateStore {
@@ -66,16 +69,26 @@ impl StateStore {
         nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
             .map_err(|errno| unusable(std::io::Error::from(errno)))?;
         let path = dir.join(FILE);
-        let data = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        let (data, unreadable) = match std::fs::read_to_string(&path) {
+            Ok(text) => parse(&text).map_err(|e| StateError::Corrupt {
                 path: path.clone(),
                 line: e.line(),
                 message: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(cause) => return Err(StateError::Io { path, cause }),
         };
-        Ok(Self { path, data: Mutex::new(data) })
+        for (plugin, reason) in &unreadable {
+            tracing::warn!(path = %path.display(), plugin, reason, "persisted quota change unreadable, ignored");
+        }
+        Ok(Self { path, data: Mutex::new(data), unreadable: Mutex::new(unreadable) })
+    }
+
+    /// Why `plugin`'s persisted quota change could not be read, the first time this is
+    /// asked: it is not applied, and it leaves the file at the next write.
+    pub fn take_unreadable_quota(&self, plugin: &str) -> Option<String> {
+        let why = self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(plugin)?;
+        Some(format!("state file {}: quotas.{plugin}: {why}", self.path.display()))
     }
 
     pub fn quota(&self, plugin: &str) -> QuotaConfig {
@@ -189,6 +202,33 @@ impl StateStore {
 
 /// Temp file, fsync, rename, fsync the directory: after a crash the file is
 /// either the old or the new one.
+/// The file's contents, and the quota entries left out of them because they do not read
+/// (by plugin, with why). One such entry, say a value a newer check refuses (a CPU share
+/// an older version kept as "0%"), costs only that plugin's change, not the start: the
+/// README promises that a persisted change that can no longer be set is ignored. Anything
+/// else that does not read is the file's error, with its line.
+fn parse(text: &str) -> Result<(Persisted, BTreeMap<String, String>), serde_json::Error> {
+    let strict = match serde_json::from_str::<Persisted>(text) {
+        Ok(data) => return Ok((data, BTreeMap::new())),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else { return Err(strict) };
+    let mut unreadable = BTreeMap::new();
+    if let Some(quotas) = value.get_mut("quotas").and_then(serde_json::Value::as_object_mut) {
+        quotas.retain(|plugin, q| match QuotaConfig::deserialize(&*q) {
+            Ok(_) => true,
+            Err(e) => {
+                unreadable.insert(plugin.clone(), e.to_string());
+                false
+            }
+        });
+    }
+    if unreadable.is_empty() {
+        return Err(strict);
+    }
+    serde_json::from_value(value).map(|data| (data, unreadable)).map_err(|_| strict)
+}
+
 fn write_atomically(path: &Path, data: &Persisted) -> Result<(), StateError> {
     let io = |cause| StateError::Io { path: path.to_owned(), cause };
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -297,6 +337,36 @@ mod tests {
         let err = StateStore::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("state.json: line 2"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"quotas\": [oops\n");
+    }
+
+    /// What an older version wrote for `quota --cpu 0.001%` (kept as "0%"), beside a
+    /// readable entry: the file still opens, the unreadable entry is told once with the
+    /// file and the plugin, and the next write leaves it out.
+    #[test]
+    fn a_quota_entry_that_no_longer_reads_costs_only_that_plugins_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "{\n  \"quotas\": {\n    \"echo\": {\"cpu\": \"0%\"},\n    \"zoo\": {\"pids_max\": 64}\n  },\n  \"stopped\": [\"zoo\"]\n}\n";
+        std::fs::write(dir.path().join("state.json"), text).unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        assert_eq!(s.quota("echo"), QuotaConfig::default());
+        assert_eq!(s.quota("zoo"), QuotaConfig { pids_max: Some(64), ..Default::default() });
+        assert!(s.stopped("zoo"));
+        let why = s.take_unreadable_quota("echo").unwrap();
+        assert!(why.contains("state.json: quotas.echo: ") && why.contains("\"0%\""), "{why}");
+        assert_eq!(s.take_unreadable_quota("echo"), None, "told once");
+        assert_eq!(s.take_unreadable_quota("zoo"), None);
+        s.set_stopped("zoo", false, || ()).1.unwrap();
+        let written = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+        assert!(!written.contains("echo") && written.contains("zoo"), "{written}");
+    }
+
+    #[test]
+    fn anything_else_that_does_not_read_is_still_the_files_error_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "{\n  \"stoped\": [],\n  \"quotas\": {\"echo\": {\"cpu\": \"0%\"}}\n}\n";
+        std::fs::write(dir.path().join("state.json"), text).unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("state.json: line 2: unknown field `stoped`"), "{err}");
     }
 
     #[test]

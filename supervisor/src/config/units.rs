@@ -138,7 +138,13 @@ impl CpuShare {
         if !(v > 0.0 && v <= 100_000.0) {
             return Err(format!("CPU share {s:?} must be above 0% and at most 100000%"));
         }
-        Ok(CpuShare { basis_points: (v * 100.0).round() as u32 })
+        let basis_points = (v * 100.0).round() as u32;
+        // Held in hundredths of a percent: a smaller share would be kept (and written to
+        // the state file) as "0%", which no quota is.
+        if basis_points == 0 {
+            return Err(format!("CPU share {s:?} is below 0.01%, the smallest share a quota is given in"));
+        }
+        Ok(CpuShare { basis_points })
     }
 
     /// (quota, period) in microseconds for `cpu.max` / CFS.
@@ -222,6 +228,18 @@ mod tests {
         assert!(ByteSize::parse("99999999999T").unwrap_err().contains("too large"));
         assert_eq!(ByteSize(128 << 20).to_string(), "128M");
         assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn a_share_too_small_to_hold_is_refused_and_every_accepted_one_reads_back_as_itself() {
+        for tiny in ["0.001%", "0.0049%"] {
+            let e = CpuShare::parse(tiny).unwrap_err();
+            assert!(e.contains("below 0.01%"), "{tiny}: {e}");
+        }
+        for s in ["0.005%", "0.01%", "0.5%", "1%", "12.34%", "100000%"] {
+            let written = CpuShare::parse(s).unwrap().to_string();
+            assert_eq!(CpuShare::parse(&written), CpuShare::parse(s), "{s} written as {written}");
+        }
     }
 
     #[test]
