@@ -85,7 +85,15 @@ fn every_command_naming_an_unknown_plugin_exits_4() {
         assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
         assert!(err.contains("ghost"), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        // An empty name is no plugin either, never "every plugin" (which the control API
+        // reads it as): `pid "$UNSET"` printed every plugin's pids.
+        let empty: Vec<&str> = args.iter().map(|a| if *a == "ghost" { "" } else { a }).collect();
+        let out = d.ctl(&empty);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{empty:?}: {err}{}", String::from_utf8_lossy(&out.stdout));
+        assert!(err.contains("unknown plugin \"\""), "{empty:?}: {err}");
     }
+    assert_eq!(code(&d, &["config", ""]), Some(4));
     // `call` keeps grpcurl's convention: 64 + NOT_FOUND.
     assert_eq!(code(&d, &["call", "ghost", "zoo.v1.Zoo/Echo"]), Some(64 + 5));
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::config::changes::{Changes, RereadError, Running, changes};
 use crate::config::{Config, PluginSpec, UNSANDBOXED};
 use crate::instance::Plugin;
+use crate::instance::state::State;
 use crate::observe::events::EventKind;
 use crate::reload::{ReloadError, ReloadOptions, Reloaded, Source};
 use crate::routing::gateway::Gateway;
@@ -42,6 +43,10 @@ pub enum PluginUpdateError {
     TierNotLoaded { plugin: String, tier: String },
     #[error("plugin {plugin:?}: uid {uid} is still the running plugin {other:?}'s; not started")]
     UidInUse { plugin: String, uid: u32, other: String },
+    /// Added and started, but its start did not end running (it stays configured, and
+    /// its restart policy goes on): a service manager's reload must not report success.
+    #[error("plugin {plugin:?}: added, but {instance} is not running: {state}")]
+    AddedNotRunning { plugin: String, instance: String, state: String },
 }
 
 /// What an update did, plugin by plugin.
@@ -264,6 +269,24 @@ impl Job {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             p.wait_until(left, |p| crate::service::settled(p) || *shared.shutdown.borrow()).await;
         }
+        // One the operator wants running whose start ended otherwise (failed, or waiting
+        // to start again) is a failure of this update, said with its state.
+        let mut added = Vec::with_capacity(done.added.len());
+        for name in std::mem::take(&mut done.added) {
+            let down = shared.plugins.get(&name).filter(|p| p.wants_running()).and_then(|p| {
+                let serving = p.serving();
+                serving.instances.iter().map(|i| (i.id.clone(), i.status())).find(|(_, s)| s.state != State::Running)
+            });
+            match down {
+                Some((instance, status)) => done.failed.push(PluginUpdateError::AddedNotRunning {
+                    plugin: name,
+                    instance,
+                    state: status.describe(),
+                }),
+                None => added.push(name),
+            }
+        }
+        done.added = added;
         Ok(done)
     }
 
@@ -585,6 +608,26 @@ mod tests {
         assert_eq!(p.serving().number, 1, "the old revision serves on");
         assert!(p.spec().calls.is_empty(), "but may call nothing any more: {:?}", p.spec().calls);
         assert!(p.spec().args.is_empty(), "and nothing else of the new entry");
+        f.sup.shutdown().await;
+    }
+
+    /// `systemctl reload` runs `update`: a plugin added whose start did not end running
+    /// fails it, said with the instance's state; one added not to start (autostart off)
+    /// is simply added.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_added_plugin_whose_start_fails_fails_the_update_saying_its_state() {
+        use crate::instance::fake::Behaviour;
+        let f = fixture(&plugin("fake", ""), &[("bad", &[Behaviour::Exit { code: 1 }])]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        edit(&f.sup, |t| format!("{t}{}{}", plugin("bad", "restart = \"never\""), plugin("idle", "autostart = false")));
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        assert_eq!(done.added, ["idle"], "{done:?}");
+        let lines = done.lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0], "idle: added");
+        assert!(lines[1].starts_with("plugin \"bad\": added, but bad-0 is not running: "), "{lines:?}");
+        assert!(lines[1].contains("exited with code 1"), "{lines:?}");
+        assert!(f.sup.plugin("bad").is_ok(), "it stays configured, under its restart policy");
         f.sup.shutdown().await;
     }
 

@@ -128,7 +128,7 @@ enum Remote {
     /// start, changed ones take live keys in place and are hot-reloaded for
     /// the rest; with NAMEs, only those plugins' changes. An invalid file
     /// changes nothing. Exits 1 when any plugin's change failed (that plugin
-    /// runs on as it was). SIGHUP to the daemon does the same as `update`.
+    /// runs on as it was), or an added plugin's start did not end running. SIGHUP to the daemon does the same as `update`.
     Update {
         names: Vec<String>,
         /// Hot-reload even where the new contract breaks the serving one.
@@ -287,7 +287,7 @@ enum Remote {
         #[arg(long, short = 'd', default_value = "{}")]
         data: String,
         /// Deadline for the call, e.g. 500ms (default: the plugin's call_timeout).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_wait)]
         timeout: Option<Duration>,
         /// Accepted as by every data command; the responses are JSON already.
         #[arg(long)]
@@ -348,7 +348,44 @@ fn main() -> ExitCode {
     }
 }
 
+impl Remote {
+    /// The plugin names given, for the commands that take some.
+    fn plugin_names(&self) -> Vec<&str> {
+        match self {
+            Remote::Status { name, .. }
+            | Remote::Config { name, .. }
+            | Remote::Top { name, .. }
+            | Remote::List { name, .. }
+            | Remote::Events { plugin: name, .. } => name.iter().map(String::as_str).collect(),
+            Remote::Start { name }
+            | Remote::Stop { name }
+            | Remote::Restart { name }
+            | Remote::Reload { name, .. }
+            | Remote::Rollout { name, .. }
+            | Remote::Tail { name, .. }
+            | Remote::Quota { name, .. }
+            | Remote::Describe { name, .. }
+            | Remote::Pid { name, .. }
+            | Remote::Signal { name, .. } => vec![name.as_str()],
+            Remote::Update { names, .. } => names.iter().map(String::as_str).collect(),
+            // `call` keeps grpcurl's convention: the daemon's NOT_FOUND, exit 64 + 5.
+            Remote::Reread { .. } | Remote::Metrics | Remote::Call { .. } => Vec::new(),
+        }
+    }
+}
+
+/// No plugin is named "" (config validation refuses it), and the control API reads an
+/// empty name as "every plugin": `supervisorctl pid "$UNSET"` would otherwise print
+/// every plugin's pids, and `kill $(...)` signal them all.
+fn no_empty_name(command: &Remote) -> Result<(), exit::Failure> {
+    match command.plugin_names().iter().any(|n| n.is_empty()) {
+        true => Err(exit::Failure::new(exit::Exit::NoSuchPlugin, "unknown plugin \"\"")),
+        false => Ok(()),
+    }
+}
+
 async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, exit::Failure> {
+    no_empty_name(&command)?;
     let mut c = client::connect(w).await?;
     match command {
         Remote::Status { name, json, phases } => {
@@ -403,5 +440,51 @@ async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, exit::Failur
         Remote::Describe { name, symbol, json } => describe::describe(&mut c, w, name, symbol, json).await,
         Remote::Pid { name, json } => process_cmd::pid(&mut c, w, name, json).await,
         Remote::Signal { signal, name, json } => process_cmd::signal(&mut c, w, signal, name, json).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(args: &[&str]) -> Remote {
+        match Cli::try_parse_from(std::iter::once("supervisorctl").chain(args.iter().copied())).unwrap().command {
+            Command::Remote(r) => r,
+            _ => panic!("{args:?} is not a command for the daemon"),
+        }
+    }
+
+    #[test]
+    fn an_empty_plugin_name_is_no_plugin_wherever_a_name_is_given() {
+        for args in [
+            &["pid", ""][..],
+            &["describe", ""],
+            &["status", ""],
+            &["list", ""],
+            &["config", ""],
+            &["top", "--once", ""],
+            &["events", "--plugin", ""],
+            &["signal", "TERM", ""],
+            &["start", ""],
+            &["update", "echo", ""],
+        ] {
+            let failed = no_empty_name(&remote(args)).unwrap_err();
+            assert_eq!(
+                (failed.exit, failed.reason.as_str()),
+                (exit::Exit::NoSuchPlugin, "unknown plugin \"\""),
+                "{args:?}"
+            );
+        }
+        for args in [&["pid", "echo"][..], &["status"], &["events"], &["update"], &["metrics"], &["call", "", "a.B/C"]]
+        {
+            assert!(no_empty_name(&remote(args)).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_call_deadline_of_nothing_is_refused() {
+        let e = Cli::try_parse_from(["supervisorctl", "call", "echo", "a.B/C", "--timeout", "0s"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("must be longer than zero"), "{e}");
     }
 }
