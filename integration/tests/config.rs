@@ -184,3 +184,32 @@ fn check_config_and_the_daemon_refuse_the_same_configs_with_the_same_words() {
         assert!(!made.exists(), "{} was created outside the cgroup filesystem", made.display());
     }
 }
+
+/// A log filter that does not parse is said (naming the variable, its value and why),
+/// not silently replaced by `info`; an unset one is the quiet default.
+#[test]
+fn a_log_filter_that_does_not_parse_is_said_not_silently_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, with_policies("")).unwrap();
+    let run = |filter: Option<&str>| {
+        let mut cmd = Command::new(bins::supervisor());
+        cmd.arg("check-config").arg(&path).env_remove("PLUGIN_SUPERVISOR_LOG");
+        if let Some(f) = filter {
+            cmd.env("PLUGIN_SUPERVISOR_LOG", f);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(Some("debug,foo=bogus"));
+    assert!(ok, "the check itself still runs: {err}");
+    assert!(
+        err.starts_with("plugin-supervisor: PLUGIN_SUPERVISOR_LOG=\"debug,foo=bogus\" is not a log filter (")
+            && err.contains("); logging at info"),
+        "{err}"
+    );
+    for fine in [None, Some("warn,plugin_supervisor=debug")] {
+        let (ok, err) = run(fine);
+        assert!(ok && !err.contains("not a log filter"), "{fine:?}: {err}");
+    }
+}

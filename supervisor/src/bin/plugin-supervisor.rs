@@ -171,12 +171,18 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: forward::Format) {
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env(LOG_FILTER_ENV)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(forward::own_writer());
+    let filter = match tracing_subscriber::EnvFilter::try_from_env(LOG_FILTER_ENV) {
+        Ok(filter) => filter,
+        Err(e) => {
+            // Unset is the default; set but not a filter is the operator's mistake, said
+            // rather than silently logging at another level than asked.
+            if let Some(value) = std::env::var_os(LOG_FILTER_ENV) {
+                eprintln!("plugin-supervisor: {LOG_FILTER_ENV}={value:?} is not a log filter ({e}); logging at info");
+            }
+            tracing_subscriber::EnvFilter::new("info")
+        }
+    };
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(forward::own_writer());
     match format {
         forward::Format::Text => fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
         forward::Format::Json => fmt.json().init(),

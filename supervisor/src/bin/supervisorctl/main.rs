@@ -179,16 +179,16 @@ enum Remote {
     Quota {
         name: String,
         /// memory.max, e.g. 256M.
-        #[arg(long)]
+        #[arg(long, value_parser = quota_value)]
         memory: Option<String>,
         /// memory.high, e.g. 200M.
-        #[arg(long)]
+        #[arg(long, value_parser = quota_value)]
         memory_high: Option<String>,
         /// CPU as a share of one core, e.g. 50%.
-        #[arg(long)]
+        #[arg(long, value_parser = quota_value)]
         cpu: Option<String>,
         /// Task limit (pids.max).
-        #[arg(long)]
+        #[arg(long, value_parser = quota_value)]
         pids: Option<String>,
         /// Lower memory below what an instance uses now (the kernel
         /// reclaims, or OOM-kills it); refused without this.
@@ -309,6 +309,15 @@ const RELOAD_WAIT: Duration = Duration::from_secs(300);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     plugin_supervisor::config::units::parse_duration(s)
+}
+
+/// A quota value as given: the daemon parses it (against the plugin's other limits), but
+/// an empty one would read as "no change" and the command succeed doing nothing.
+fn quota_value(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("is empty: give a value, or \"default\" to undo a change".into()),
+        _ => Ok(s.to_owned()),
+    }
 }
 
 fn parse_wait(s: &str) -> Result<Duration, String> {
@@ -479,6 +488,16 @@ mod tests {
         {
             assert!(no_empty_name(&remote(args)).is_ok(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_quota_value_is_refused_not_taken_for_no_change() {
+        for flag in ["--memory", "--memory-high", "--cpu", "--pids"] {
+            let e = Cli::try_parse_from(["supervisorctl", "quota", "echo", flag, " "]).err().unwrap();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
+            assert!(e.to_string().contains("is empty"), "{flag}: {e}");
+        }
+        assert!(remote(&["quota", "echo", "--cpu", "50%"]).plugin_names() == ["echo"]);
     }
 
     #[test]
