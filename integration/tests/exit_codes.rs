@@ -196,7 +196,7 @@ fn pid_prints_each_running_instance_and_signal_reaches_it_through_the_supervisor
 fn bad_input_the_daemon_checks_is_a_usage_error_and_an_invalid_config_a_failure() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
     d.wait_state("zoo-0", "running", UP);
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["quota", "zoo", "--memory", "bogus"], "plugin \"zoo\": "),
         (&["quota", "zoo", "--cpu", "250"], "plugin \"zoo\": "),
         (&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "{bad"], "--data is not valid JSON"),
@@ -205,6 +205,11 @@ fn bad_input_the_daemon_checks_is_a_usage_error_and_an_invalid_config_a_failure(
         (
             &["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "@/nonexistent/request.json"],
             "--data @/nonexistent/request.json",
+        ),
+        // Read no further than the daemon takes (it read until memory ran out).
+        (
+            &["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "@/dev/zero"],
+            "--data @/dev/zero: the request is over 4194304 bytes",
         ),
     ];
     for (args, says) in cases {

@@ -272,23 +272,23 @@ const MAX_REQUEST: u64 = 4 << 20;
 
 /// `--data` as given, or read from the file `@FILE` names (`@-`: stdin).
 fn request_json(data: String) -> Result<String, String> {
-    use std::io::Read;
     match data.strip_prefix('@') {
-        Some("-") => {
-            // Read no further than the daemon would take: a request is at most that.
-            let mut json = String::new();
-            std::io::stdin()
-                .take(MAX_REQUEST + 1)
-                .read_to_string(&mut json)
-                .map_err(|e| format!("--data @-: cannot read stdin: {e}"))?;
-            if json.len() as u64 > MAX_REQUEST {
-                return Err(format!("--data @-: the request is over {MAX_REQUEST} bytes"));
-            }
-            Ok(json)
-        }
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--data @{path}: {e}")),
+        Some("-") => bounded(std::io::stdin(), "-"),
+        Some(path) => bounded(std::fs::File::open(path).map_err(|e| format!("--data @{path}: {e}"))?, path),
         None => Ok(data),
     }
+}
+
+/// What `from` holds, read no further than the daemon would take (a request is at most
+/// that): `@/dev/zero`, or a pipe that never ends, is refused once past it.
+fn bounded(from: impl std::io::Read, name: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut json = String::new();
+    from.take(MAX_REQUEST + 1).read_to_string(&mut json).map_err(|e| format!("--data @{name}: cannot read it: {e}"))?;
+    if json.len() as u64 > MAX_REQUEST {
+        return Err(format!("--data @{name}: the request is over {MAX_REQUEST} bytes"));
+    }
+    Ok(json)
 }
 
 /// Exit status for a call that ended with `status`: 64 + its gRPC code, as grpcurl;
