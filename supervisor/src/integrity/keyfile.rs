@@ -35,6 +35,8 @@ const MAX_KEY_FILE: u64 = 16 * 1024;
 pub enum KeyError {
     #[error("{} already exists; refusing to overwrite a key", .path.display())]
     Exists { path: PathBuf },
+    #[error("{} is given for both the secret and the public key; give each its own file", .path.display())]
+    SamePath { path: PathBuf },
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -156,6 +158,14 @@ impl fmt::Debug for SecretKey {
 /// Creates a new key pair: the secret key file with mode 0600 and the public key file.
 /// Refuses to overwrite either; on failure nothing it created is left behind.
 pub fn generate_keypair(secret_path: &Path, public_path: &Path) -> Result<PublicKey, KeyError> {
+    // Compared as components, so "k" and "./k" are one file too; the public key's
+    // creation would then find the secret's file and call it an existing key.
+    fn parts(p: &Path) -> Vec<std::path::Component<'_>> {
+        p.components().filter(|c| *c != std::path::Component::CurDir).collect()
+    }
+    if parts(secret_path) == parts(public_path) {
+        return Err(KeyError::SamePath { path: public_path.to_path_buf() });
+    }
     for path in [secret_path, public_path] {
         if fs::symlink_metadata(path).is_ok() {
             return Err(KeyError::Exists { path: path.to_path_buf() });

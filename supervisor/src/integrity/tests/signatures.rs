@@ -53,6 +53,13 @@ fn keygen_refuses_to_overwrite_either_file() {
     let before = fs::read(&secret).unwrap();
     assert!(matches!(generate_keypair(&secret, &dir.path().join("new.pub")), Err(KeyError::Exists { .. })));
     assert!(matches!(generate_keypair(&dir.path().join("new.key"), &public), Err(KeyError::Exists { .. })));
+    // One path for both is said as such, not as a key that exists (nothing does), and
+    // nothing is written.
+    let one = dir.path().join("one");
+    let e = generate_keypair(&one, &dir.path().join(".").join("one")).unwrap_err();
+    assert!(matches!(&e, KeyError::SamePath { path } if path.ends_with("one")), "{e:?}");
+    assert!(e.to_string().ends_with("is given for both the secret and the public key; give each its own file"), "{e}");
+    assert!(!one.exists());
     assert_eq!(fs::read(&secret).unwrap(), before);
     assert!(!dir.path().join("new.key").exists(), "nothing is left behind on refusal");
 }
