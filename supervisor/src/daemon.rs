@@ -140,11 +140,13 @@ pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Sign
     };
 
     let allowed = config.supervisor.control_allowed_uids.clone();
+    let gateway_fd_reserve = config.supervisor.gateway.fd_reserve;
     // Not raced with the signals: a start abandoned halfway would leave its
     // cgroups behind. It is bounded (plugins start in the background), and a
     // signal caught meanwhile waits in the pipe and is acted on right after.
     let sup = Arc::new(Supervisor::start(config).await?);
-    let control_task = tokio::spawn(crate::control::serve(control, sup.clone(), allowed));
+    let control_limits = crate::control::conns::Limits::within(gateway_fd_reserve);
+    let control_task = tokio::spawn(crate::control::serve(control, sup.clone(), allowed, control_limits));
     let gateway_task = tokio::spawn(crate::routing::server::serve(gateway, sup.gateway(), gateway_limits));
     let metrics_task = metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {

@@ -1,14 +1,18 @@
 //! The control API on `control.sock`, which `supervisorctl` speaks: status,
 //! lifecycle commands, log tail, events, JSON calls, quotas and metrics.
 //! Only root, the supervisor's own uid and configured uids may use it; any
-//! other peer is told so on each call ([`refusal`]).
+//! other peer is told so on each call ([`refusal`]), and its refusals are said at most
+//! once per interval ([`tally`]). Its connections are bounded within the descriptors kept
+//! for it and for plugin restarts ([`conns`]).
 
 pub mod call;
 pub mod config_view;
+pub mod conns;
 mod contracts;
 mod deadline;
 pub mod refusal;
 pub(crate) mod signal;
+pub mod tally;
 pub mod usage;
 
 use std::pin::Pin;
@@ -24,7 +28,7 @@ use plugin_proto::control::v1::{
     ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse, SignalRequest, SignalResponse, SignalledInstance,
     StatusRequest, StatusResponse, TailRequest, UpdateRequest, UpdateResponse,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
 use tonic::{Request, Response, Status};
 
 use crate::config::changes::{Apply, RereadError};
@@ -41,6 +45,19 @@ const COMMAND_WAIT: Duration = Duration::from_secs(15);
 
 pub struct ControlService {
     pub sup: Arc<Supervisor>,
+    /// Slots for follow streams (`events -f`, `tail -f`), which may stay open for days.
+    follows: conns::Follows,
+}
+
+impl ControlService {
+    pub fn new(sup: Arc<Supervisor>, follows: conns::Follows) -> Self {
+        Self { sup, follows }
+    }
+
+    /// A follow stream's slot when `follow` is set.
+    fn follow_slot(&self, follow: bool) -> Result<Option<OwnedSemaphorePermit>, Status> {
+        follow.then(|| self.follows.take()).transpose()
+    }
 }
 
 fn to_status(e: SupervisorError) -> Status {
@@ -197,24 +214,25 @@ fn usage_message(u: &crate::sandbox::cgroup::Stats, read_at: Option<std::time::S
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// The backlog, then (when following) what the broadcast carries; a
-/// follower that falls behind is told how much it missed.
+/// The backlog, then (when following, with a follow stream's slot held as long as the
+/// stream) what the broadcast carries; a follower that falls behind is told how much it
+/// missed.
 fn backlog_then_follow<T: Clone + Send + 'static>(
     backlog: Vec<T>,
-    rx: Option<broadcast::Receiver<T>>,
+    rx: Option<(broadcast::Receiver<T>, OwnedSemaphorePermit)>,
     keep: impl Fn(&T) -> bool + Send + Sync + 'static,
     missed: impl Fn(u64) -> T + Send + Sync + 'static,
 ) -> BoxStream<T> {
     let head = futures_util::stream::iter(backlog.into_iter().map(Ok));
-    let Some(rx) = rx else { return Box::pin(head) };
-    let tail = futures_util::stream::unfold((rx, keep, missed), |(mut rx, keep, missed)| async move {
+    let Some((rx, slot)) = rx else { return Box::pin(head) };
+    let tail = futures_util::stream::unfold((rx, keep, missed, slot), |(mut rx, keep, missed, slot)| async move {
         loop {
             match rx.recv().await {
-                Ok(v) if keep(&v) => return Some((Ok(v), (rx, keep, missed))),
+                Ok(v) if keep(&v) => return Some((Ok(v), (rx, keep, missed, slot))),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let m = missed(n);
-                    return Some((Ok(m), (rx, keep, missed)));
+                    return Some((Ok(m), (rx, keep, missed, slot)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -327,6 +345,7 @@ impl Control for ControlService {
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
         let req = req.into_inner();
         let p = self.sup.plugin(&req.name).map_err(to_status)?;
+        let slot = self.follow_slot(req.follow)?;
         let n = req.lines.map_or(DEFAULT_TAIL_LINES, |n| n as usize);
         let (lines, rx) = p.logs.subscribe(n);
         let missed = |n: u64| LogLine {
@@ -335,7 +354,7 @@ impl Control for ControlService {
             text: format!("[{n} lines skipped: this reader fell behind]"),
             ..Default::default()
         };
-        Ok(Response::new(backlog_then_follow(lines, req.follow.then_some(rx), |_| true, missed)))
+        Ok(Response::new(backlog_then_follow(lines, slot.map(|slot| (rx, slot)), |_| true, missed)))
     }
 
     type EventsStream = BoxStream<Event>;
@@ -345,6 +364,7 @@ impl Control for ControlService {
         if !req.name.is_empty() {
             self.sup.plugin(&req.name).map_err(to_status)?;
         }
+        let slot = self.follow_slot(req.follow)?;
         let (history, rx) = self.sup.events().subscribe();
         let name = req.name.clone();
         let keep = move |e: &Event| name.is_empty() || e.plugin == name;
@@ -355,7 +375,7 @@ impl Control for ControlService {
             message: format!("{n} events skipped: this reader fell behind"),
             ..Default::default()
         };
-        Ok(Response::new(backlog_then_follow(history, req.follow.then_some(rx), keep, missed)))
+        Ok(Response::new(backlog_then_follow(history, slot.map(|slot| (rx, slot)), keep, missed)))
     }
 
     async fn quota(&self, req: Request<QuotaRequest>) -> Result<Response<QuotaResponse>, Status> {
@@ -430,17 +450,41 @@ impl Control for ControlService {
     }
 }
 
-/// Serves the control API on `listener`, refusing peers whose uid is not allowed.
-pub async fn serve(listener: tokio::net::UnixListener, sup: Arc<Supervisor>, allowed_uids: Vec<u32>) {
+/// Serves the control API on `listener`, refusing peers whose uid is not allowed, and
+/// holding at most as many connections and follow streams as `limits` says.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    sup: Arc<Supervisor>,
+    allowed_uids: Vec<u32>,
+    limits: conns::Limits,
+) {
     // SAFETY: geteuid has no preconditions.
     let own = unsafe { libc::geteuid() };
-    let svc = ControlServer::new(ControlService { sup: sup.clone() });
+    let svc = ControlServer::new(ControlService::new(sup.clone(), conns::Follows::new(limits.follows)));
     let refusals = refusal::Refusals::default();
+    let open = conns::Conns::new(limits.connections);
+    // Each said at most once per interval: a peer connecting in a loop repeats them
+    // thousands of times a second.
+    let mut refused = tally::Tally::new(tally::SAID_EVERY);
+    let mut no_room = tally::Tally::new(tally::SAID_EVERY);
+    let mut accept_failed = tally::Tally::new(tally::SAID_EVERY);
     loop {
-        let stream = match listener.accept().await {
+        let due = refused.next_due();
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = until(due) => {
+                if let Some(said) = refused.due(tokio::time::Instant::now()) {
+                    keep_refused(&sup, &said);
+                }
+                continue;
+            }
+        };
+        let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "control accept failed");
+                if let Some(said) = accept_failed.note(0, tokio::time::Instant::now()) {
+                    tracing::warn!(error = %e, failures = said.count, "control accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -453,17 +497,72 @@ pub async fn serve(listener: tokio::net::UnixListener, sup: Arc<Supervisor>, all
             }
         };
         if uid != 0 && uid != own && !allowed_uids.contains(&uid) {
-            sup.events().emit(
-                "",
-                "",
-                EventKind::ControlRefused,
-                format!("refused a control connection from uid {uid}"),
-                &[],
-            );
+            // Each counted (supervisor_events_total), kept in the history and logged at
+            // most once per interval with the count.
+            sup.events().count("", EventKind::ControlRefused);
+            if let Some(said) = refused.note(uid, tokio::time::Instant::now()) {
+                keep_refused(&sup, &said);
+            }
             // Told why, rather than cut off: its client can say what to do about it.
             refusals.refuse(stream, uid);
             continue;
         }
-        tokio::spawn(crate::net::serve_h2(stream, svc.clone()));
+        match open.admit() {
+            Ok(admitted) => {
+                if admitted.evicted
+                    && let Some(said) = no_room.note(uid, tokio::time::Instant::now())
+                {
+                    tracing::warn!(
+                        max_connections = open.limit(),
+                        closed = said.count,
+                        uids = %said.uids_text(),
+                        "the control socket is at its connection limit: closed those waiting longest for a first \
+                         request (or idle longest) to make room"
+                    );
+                }
+                tokio::spawn(conns::serve(stream, svc.clone(), admitted.conn, limits.clone()));
+                if open.full() {
+                    // Let the connection just closed close its socket before the next
+                    // accept: in a flood, accepts would otherwise run ahead of the closes
+                    // and eat into the descriptors kept for plugin restarts.
+                    tokio::task::yield_now().await;
+                }
+            }
+            Err(full) => {
+                if let Some(said) = no_room.note(uid, tokio::time::Instant::now()) {
+                    tracing::warn!(
+                        max_connections = full.limit,
+                        refused = said.count,
+                        uids = %said.uids_text(),
+                        "the control socket is at its connection limit with every connection busy: refused new ones"
+                    );
+                }
+                refusals.no_room(stream, uid, full);
+            }
+        }
     }
+}
+
+/// Sleeps until `at`, or for ever without it.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps and logs one `control-refused` event for the refusals `said` counts.
+fn keep_refused(sup: &Supervisor, said: &tally::Said) {
+    let message = if said.count == 1 {
+        format!("refused a control connection from uid {}", said.uids_text())
+    } else {
+        format!(
+            "refused {} control connections from uid {} (said at most once every {}s)",
+            said.count,
+            said.uids_text(),
+            tally::SAID_EVERY.as_secs()
+        )
+    };
+    let fields = [("refused", said.count.to_string()), ("uids", said.uids_text())];
+    sup.events().keep("", "", EventKind::ControlRefused, message, &fields);
 }

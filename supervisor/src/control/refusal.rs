@@ -1,7 +1,9 @@
 //! What a peer the control socket does not admit is told: every call it makes is answered
 //! PERMISSION_DENIED, naming its uid and the key that admits it, instead of a connection
 //! dropped without a word (which its client could only report as a reset). The peer gets
-//! nothing else: no handler of the control API runs for it.
+//! nothing else: no handler of the control API runs for it. An admitted peer that comes
+//! while the control socket holds as many connections as it takes, each busy, is refused
+//! the same way, told UNAVAILABLE and why ([`super::conns::Full`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,7 +12,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Set on every refusal (its value: the refused uid), so a client tells the control
-/// socket's refusal from a plugin's own PERMISSION_DENIED answer relayed by `call`.
+/// socket's refusal from a plugin's own PERMISSION_DENIED (or UNAVAILABLE) answer relayed
+/// by `call`.
 pub const REFUSED_KEY: &str = "x-supervisor-refused";
 
 /// How long a refused peer's connection is served: time enough to read the refusal.
@@ -33,6 +36,8 @@ pub fn message(uid: u32) -> String {
 #[derive(Clone, Debug)]
 pub struct Refusal {
     uid: u32,
+    /// Refused for want of room, not for its uid.
+    full: Option<super::conns::Full>,
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for Refusal {
@@ -45,7 +50,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for Refusal {
     }
 
     fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
-        let mut status = tonic::Status::permission_denied(message(self.uid));
+        let mut status = match &self.full {
+            None => tonic::Status::permission_denied(message(self.uid)),
+            Some(full) => tonic::Status::unavailable(full.to_string()),
+        };
         if let Ok(v) = self.uid.to_string().parse() {
             status.metadata_mut().insert(REFUSED_KEY, v);
         }
@@ -70,9 +78,19 @@ impl Refusals {
     /// Tells the peer on `stream` (uid `uid`) it is refused, in the background; closes it
     /// at once when as many refusals are being served as may be.
     pub fn refuse(&self, stream: tokio::net::UnixStream, uid: u32) {
+        self.serve(stream, Refusal { uid, full: None });
+    }
+
+    /// Tells the admitted peer on `stream` (uid `uid`) that the control socket has no room
+    /// for it, as [`Refusals::refuse`] does.
+    pub fn no_room(&self, stream: tokio::net::UnixStream, uid: u32, full: super::conns::Full) {
+        self.serve(stream, Refusal { uid, full: Some(full) });
+    }
+
+    fn serve(&self, stream: tokio::net::UnixStream, refusal: Refusal) {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else { return };
         tokio::spawn(async move {
-            let served = crate::net::serve_h2_with(stream, Refusal { uid }, Some(STREAMS));
+            let served = crate::net::serve_h2_with(stream, refusal, Some(STREAMS));
             let _ = tokio::time::timeout(SERVED_FOR, served).await;
             drop(slot);
         });
@@ -96,6 +114,23 @@ mod tests {
         assert_eq!(status.message(), message(4242));
         assert!(status.message().contains("uid 4242") && status.message().contains("control_allowed_uids"));
         assert_eq!(status.metadata().get(REFUSED_KEY).unwrap(), "4242");
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_room_reads_that_the_socket_is_full_and_how_many_it_takes() {
+        use plugin_proto::control::v1::StatusRequest;
+        use plugin_proto::control::v1::control_client::ControlClient;
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        Refusals::default().no_room(ours, 0, super::super::conns::Full { limit: 128 });
+        let (channel, conn) = plugin_proto::transport::H2Channel::handshake(theirs).await.unwrap();
+        tokio::spawn(conn);
+        let status = ControlClient::new(channel).status(StatusRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().starts_with("the supervisor's control socket is serving 128 connections"),
+            "{status:?}"
+        );
+        assert_eq!(status.metadata().get(REFUSED_KEY).unwrap(), "0", "supervisorctl says it was refused (exit 5)");
     }
 
     #[tokio::test]

@@ -149,10 +149,29 @@ impl EventBus {
         message: impl Into<String>,
         fields: &[(&str, String)],
     ) {
+        self.count(plugin, kind);
+        self.keep(plugin, instance, kind, message, fields);
+    }
+
+    /// Counts an event in `supervisor_events_total` only, neither keeping nor logging it:
+    /// for events a flood repeats, kept and logged at most once in a while with
+    /// [`EventBus::keep`], so that they cannot push every other event out of the history.
+    pub fn count(&self, plugin: &str, kind: EventKind) {
+        self.metrics.record_event(plugin, kind);
+    }
+
+    /// Records and logs an event without counting it (it was counted with [`EventBus::count`]).
+    pub fn keep(
+        &self,
+        plugin: &str,
+        instance: &str,
+        kind: EventKind,
+        message: impl Into<String>,
+        fields: &[(&str, String)],
+    ) {
         let message = message.into();
         let name = kind.as_str();
         tracing::info!(plugin, instance, kind = name, "{message}");
-        self.metrics.record_event(plugin, kind);
         self.ring.push(Event {
             unix_nanos: super::unix_nanos(),
             plugin: plugin.to_owned(),

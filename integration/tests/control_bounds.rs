@@ -1,0 +1,113 @@
+//! The control socket under a flood: a uid it does not admit connecting and closing in a
+//! loop is counted, not logged and recorded once per connection (which pushed every
+//! lifecycle event out of the history), and an admitted peer holding thousands of silent
+//! connections can take neither the daemon's descriptors nor its answers to others.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use plugin_integration::daemon::{config_with, plugin};
+use plugin_integration::flood::metric;
+use plugin_integration::procfs::open_fds;
+use plugin_integration::raw::IdleCrowd;
+use plugin_integration::{Daemon, bins};
+
+const NOBODY: u32 = 65534;
+
+/// `supervisorctl args...`, given up (killed) after `within`: before the fix a daemon out of
+/// descriptors never answered.
+fn ctl_within(d: &Daemon, within: Duration, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("-s")
+        .arg("KILL")
+        .arg(within.as_secs().to_string())
+        .arg(bins::supervisorctl())
+        .arg("--socket")
+        .arg(d.control())
+        .args(args)
+        .output()
+        .expect("run supervisorctl")
+}
+
+fn refused_total(d: &Daemon) -> Option<f64> {
+    let text = String::from_utf8_lossy(&ctl_within(d, Duration::from_secs(10), &["metrics"]).stdout).to_string();
+    metric(&text, "supervisor_events_total{plugin=\"\",kind=\"control-refused\"}")
+}
+
+#[test]
+fn a_refused_uid_connecting_in_a_loop_is_counted_said_once_per_interval_and_keeps_the_history() {
+    let cfg = config_with("control_socket_mode = \"0666\"", &plugin("echo", &bins::example("echo"), ""));
+    let d = Daemon::start(&cfg);
+    d.wait_state("echo-0", "running", Duration::from_secs(30));
+    for p in [d.dir.path(), d.runtime.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Connects and closes as fast as it can for 2 s, then says how often it did.
+    let script = "use IO::Socket::UNIX; use Time::HiRes qw(time); my ($n, $end) = (0, time + 2); \
+                  while (time < $end) { my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) \
+                  or next; close $s; $n++ } print $n";
+    let out = Command::new("perl")
+        .arg("-e")
+        .arg(script)
+        .arg(d.control())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("run the flood");
+    let flood: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("the flood's count");
+    assert!(flood > 1000, "too small a flood to push the history out: {flood}");
+
+    // Every refusal is counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused_total(&d) != Some(flood as f64) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(refused_total(&d), Some(flood as f64));
+    // One event (the first, at once), not one each: the plugin's own events are still there.
+    let events = d.events();
+    let refused: Vec<_> = events.iter().filter(|e| e["kind"] == "control-refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["message"], format!("refused a control connection from uid {NOBODY}"));
+    assert!(events.iter().any(|e| e["kind"] == "spawned" && e["instance"] == "echo-0"), "{events:#?}");
+    assert!(events.iter().any(|e| e["kind"] == "ready" && e["instance"] == "echo-0"), "{events:#?}");
+    // The rest are said once the interval is over, with their count.
+    let said = d.wait_event(
+        "control-refused",
+        &format!("refused {} control connections from uid {NOBODY}", flood - 1),
+        Duration::from_secs(15),
+    );
+    assert_eq!(said["fields"]["refused"], (flood - 1).to_string(), "{said:#?}");
+    let logged = d.log_text().lines().filter(|l| l.contains("control connection")).count();
+    assert_eq!(logged, 2, "{}", d.log_tail(20));
+}
+
+#[test]
+fn thousands_of_silent_control_connections_leave_commands_answered_and_restarts_working() {
+    // 1400 descriptors: the gateway keeps its default fd_reserve (1024) free, and 2000
+    // connections would take every one before the fix.
+    let cfg = config_with("", &plugin("echo", &bins::example("echo"), ""));
+    let d = Daemon::start_with_nofile(&cfg, 1400);
+    let first = d.wait_state("echo-0", "running", Duration::from_secs(30));
+    let crowd = IdleCrowd::open(&d.control(), 2000).expect("open the crowd");
+    assert_eq!(crowd.opened, 2000);
+
+    let status = ctl_within(&d, Duration::from_secs(10), &["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&status.stderr), d.log_tail(20));
+    let fds = open_fds(d.pid()).len();
+    // Its own (about 60) and 128 control connections, far below the limit less the reserve.
+    assert!(fds < 400, "the daemon holds {fds} descriptors with the crowd connected");
+
+    // A plugin killed now starts again.
+    let pid = first["pid"].as_i64().expect("a pid");
+    // SAFETY: killing the plugin process the daemon started for this test.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let again = d.wait_for("echo-0", Duration::from_secs(30), "running again with a new pid", |v| {
+        v["state"] == "running" && v["pid"].as_i64().is_some_and(|p| p != pid)
+    });
+    assert_eq!(again["restarts"], 1);
+    let log = d.log_text();
+    assert!(!log.contains("Too many open files"), "{}", d.log_tail(20));
+    drop(crowd);
+}
