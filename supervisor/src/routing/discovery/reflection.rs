@@ -60,11 +60,19 @@ where
     Q: Send + 'static,
     A: Send + 'static,
 {
-    Box::pin(futures_util::stream::unfold((requests, discovery, caller), move |(mut requests, d, caller)| async move {
-        // A broken or ended request stream ends the answers.
-        let q = requests.message().await.ok()??;
-        let a = answer(&d, &caller, q);
-        Some((Ok(a), (requests, d, caller)))
+    Box::pin(futures_util::stream::unfold(Some((requests, discovery, caller)), move |state| async move {
+        let (mut requests, d, caller) = state?;
+        match requests.message().await {
+            Ok(Some(q)) => {
+                let a = answer(&d, &caller, q);
+                Some((Ok(a), Some((requests, d, caller))))
+            }
+            // The caller is done asking: the answers end, OK.
+            Ok(None) => None,
+            // A request that does not decode (or is too large) ends the answers with
+            // why, rather than with an OK that hides it.
+            Err(status) => Some((Err(status), None)),
+        }
     }))
 }
 

@@ -481,3 +481,39 @@ async fn a_follower_dropped_without_stop_ends_its_stream_and_is_forgotten() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(board.followed(), 0, "nothing wrote it back");
 }
+
+/// A reflection request that does not decode ends the answers with why (a gRPC error),
+/// after the answers to the requests before it: it used to end them OK, hiding it.
+#[tokio::test]
+async fn a_reflection_request_that_does_not_decode_ends_the_answers_with_an_error() {
+    use http_body_util::BodyExt;
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let list = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend(u32::try_from(list.len()).unwrap().to_be_bytes());
+    body.extend(&list);
+    // A message whose first field's tag never ends: no protobuf message.
+    body.extend([0u8, 0, 0, 0, 3, 0xff, 0xff, 0xff]);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body))))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(f.sup.gateway(), req).await.unwrap();
+    let all = resp.into_body().collect().await.unwrap();
+    let trailers = all.trailers().cloned().expect("trailers");
+    let answered = all.to_bytes();
+    let one = v1::ServerReflectionResponse::decode(&answered[5..]).expect("the first request's answer, whole");
+    assert!(format!("{one:?}").contains("fake.v1.Fake"), "{one:?}");
+    let status = tonic::Status::from_header_map(&trailers).expect("a status");
+    assert_ne!(status.code(), tonic::Code::Ok, "{status:?}");
+    assert!(status.message().contains("decode"), "{status:?}");
+    f.sup.shutdown().await;
+}
