@@ -113,6 +113,21 @@ fn an_unreachable_supervisor_exits_5_naming_the_socket() {
             "{args:?}: {err}"
         );
     }
+    // `call` reads and checks its request before it connects (the daemon closes a
+    // connection that asks nothing for long, and stdin may be slow): a bad one is a usage
+    // error even with no supervisor there.
+    let mut child = Command::new(bins::supervisorctl())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["call", "zoo", "zoo.v1.Zoo/Echo", "-d", "@-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"{not json").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--data is not valid JSON"), "{}", stderr(&out));
 }
 
 #[test]

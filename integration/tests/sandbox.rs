@@ -431,6 +431,7 @@ fn a_cpu_share_too_small_to_keep_is_refused_and_one_an_older_version_persisted_i
     let events = d.ctl(&["events", "--plugin", "zoo"]);
     let said = String::from_utf8_lossy(&events.stdout);
     assert!(said.contains("state.json: quotas.zoo: CPU share \"0%\""), "{said}");
+    assert_eq!(saved_state(&d).as_deref(), Some(bad), "the file is left for the operator");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

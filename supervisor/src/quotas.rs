@@ -266,7 +266,7 @@ fn undo(cgroups: &Leaves, previous: &Limits, optional: bool) {
 /// set (a state file written before a check existed, or edited by hand):
 /// those are left in the file but not used, so the plugin can still start.
 pub(crate) fn restore(p: &Plugin, shared: &Shared) {
-    if let Some(e) = shared.state.take_unreadable_quota(&p.name) {
+    if let Some(e) = shared.state.unreadable_quota(&p.name) {
         let message = format!("persisted quota change ignored: {e}; the configured quotas apply");
         tracing::warn!(plugin = %p.name, reason = %e, "persisted quota change ignored");
         shared.events.emit(&p.name, "", EventKind::QuotaRefused, message, &[]);

@@ -21,7 +21,7 @@ pub struct Persisted {
     /// Quota overrides per plugin name. Entries for plugins no longer in
     /// the config are kept, not dropped: the config may come back.
     #[serde(default)]
-    pub quotas: BTreeMap<String, QuotaConfig>,
+    pub quotas: BTreeMap<String, SavedQuota>,
     /// Plugins the operator stopped and has not started since: not started at the next
     /// start, whatever `autostart` says. Kept for plugins no longer in the config, as
     /// quotas are. Left out of the file while empty, so that a file without any still
@@ -34,6 +34,18 @@ pub struct Persisted {
     /// rolled-back canary again. Left out while empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rollouts: BTreeMap<String, SavedRollout>,
+}
+
+/// A plugin's persisted quota change: as this version reads it, or as it was written when
+/// it does not read (a value a newer check refuses, such as a CPU share an older version
+/// kept as "0%"; a hand edit). One that does not read costs only that plugin's change,
+/// not the start: it is not applied (see `quotas::restore`), and it stays in the file, for
+/// the operator, until `quota NAME ...` replaces it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SavedQuota {
+    Read(QuotaConfig),
+    Unread(serde_json::Value),
 }
 
 /// Why the state cannot be read or written. Each message names the file or
@@ -54,9 +66,6 @@ pub enum StateError {
 pub struct StateStore {
     path: PathBuf,
     data: Mutex<Persisted>,
-    /// Quota entries of the file that this version cannot read, per plugin, with why:
-    /// left out of `data` (so dropped at the next write), each told once by [`Self::take_unreadable_quota`].
-    unreadable: Mutex<BTreeMap<String, String>>,
 }
 
 impl StateStore {
@@ -69,30 +78,34 @@ impl StateStore {
         nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
             .map_err(|errno| unusable(std::io::Error::from(errno)))?;
         let path = dir.join(FILE);
-        let (data, unreadable) = match std::fs::read_to_string(&path) {
-            Ok(text) => parse(&text).map_err(|e| StateError::Corrupt {
+        let data = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
                 path: path.clone(),
                 line: e.line(),
                 message: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
             Err(cause) => return Err(StateError::Io { path, cause }),
         };
-        for (plugin, reason) in &unreadable {
-            tracing::warn!(path = %path.display(), plugin, reason, "persisted quota change unreadable, ignored");
-        }
-        Ok(Self { path, data: Mutex::new(data), unreadable: Mutex::new(unreadable) })
+        Ok(Self { path, data: Mutex::new(data) })
     }
 
-    /// Why `plugin`'s persisted quota change could not be read, the first time this is
-    /// asked: it is not applied, and it leaves the file at the next write.
-    pub fn take_unreadable_quota(&self, plugin: &str) -> Option<String> {
-        let why = self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(plugin)?;
+    /// Why `plugin`'s persisted quota change does not read, if it does not: it is not
+    /// applied, and stays in the file.
+    pub fn unreadable_quota(&self, plugin: &str) -> Option<String> {
+        let why = match self.lock().quotas.get(plugin)? {
+            SavedQuota::Read(_) => return None,
+            SavedQuota::Unread(v) => QuotaConfig::deserialize(v).err().map_or_else(String::new, |e| e.to_string()),
+        };
         Some(format!("state file {}: quotas.{plugin}: {why}", self.path.display()))
     }
 
+    /// `plugin`'s persisted quota change, or none (also when it does not read).
     pub fn quota(&self, plugin: &str) -> QuotaConfig {
-        self.data.lock().ok().and_then(|d| d.quotas.get(plugin).cloned()).unwrap_or_default()
+        match self.lock().quotas.get(plugin) {
+            Some(SavedQuota::Read(q)) => q.clone(),
+            Some(SavedQuota::Unread(_)) | None => QuotaConfig::default(),
+        }
     }
 
     /// Replaces a plugin's overrides and writes the file before returning.
@@ -105,7 +118,7 @@ impl StateStore {
         if q == QuotaConfig::default() {
             next.quotas.remove(plugin);
         } else {
-            next.quotas.insert(plugin.to_owned(), q);
+            next.quotas.insert(plugin.to_owned(), SavedQuota::Read(q));
         }
         write_atomically(&self.path, &next)?;
         *data = next;
@@ -202,33 +215,6 @@ impl StateStore {
 
 /// Temp file, fsync, rename, fsync the directory: after a crash the file is
 /// either the old or the new one.
-/// The file's contents, and the quota entries left out of them because they do not read
-/// (by plugin, with why). One such entry, say a value a newer check refuses (a CPU share
-/// an older version kept as "0%"), costs only that plugin's change, not the start: the
-/// README promises that a persisted change that can no longer be set is ignored. Anything
-/// else that does not read is the file's error, with its line.
-fn parse(text: &str) -> Result<(Persisted, BTreeMap<String, String>), serde_json::Error> {
-    let strict = match serde_json::from_str::<Persisted>(text) {
-        Ok(data) => return Ok((data, BTreeMap::new())),
-        Err(e) => e,
-    };
-    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else { return Err(strict) };
-    let mut unreadable = BTreeMap::new();
-    if let Some(quotas) = value.get_mut("quotas").and_then(serde_json::Value::as_object_mut) {
-        quotas.retain(|plugin, q| match QuotaConfig::deserialize(&*q) {
-            Ok(_) => true,
-            Err(e) => {
-                unreadable.insert(plugin.clone(), e.to_string());
-                false
-            }
-        });
-    }
-    if unreadable.is_empty() {
-        return Err(strict);
-    }
-    serde_json::from_value(value).map(|data| (data, unreadable)).map_err(|_| strict)
-}
-
 fn write_atomically(path: &Path, data: &Persisted) -> Result<(), StateError> {
     let io = |cause| StateError::Io { path: path.to_owned(), cause };
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -340,8 +326,9 @@ mod tests {
     }
 
     /// What an older version wrote for `quota --cpu 0.001%` (kept as "0%"), beside a
-    /// readable entry: the file still opens, the unreadable entry is told once with the
-    /// file and the plugin, and the next write leaves it out.
+    /// readable entry: the file still opens, the unreadable entry is told with the file
+    /// and the plugin and not applied, and it stays in the file, as written, across
+    /// writes of other changes until a change of that plugin's quotas replaces it.
     #[test]
     fn a_quota_entry_that_no_longer_reads_costs_only_that_plugins_change() {
         let dir = tempfile::tempdir().unwrap();
@@ -351,17 +338,22 @@ mod tests {
         assert_eq!(s.quota("echo"), QuotaConfig::default());
         assert_eq!(s.quota("zoo"), QuotaConfig { pids_max: Some(64), ..Default::default() });
         assert!(s.stopped("zoo"));
-        let why = s.take_unreadable_quota("echo").unwrap();
+        let why = s.unreadable_quota("echo").unwrap();
         assert!(why.contains("state.json: quotas.echo: ") && why.contains("\"0%\""), "{why}");
-        assert_eq!(s.take_unreadable_quota("echo"), None, "told once");
-        assert_eq!(s.take_unreadable_quota("zoo"), None);
+        assert_eq!(s.unreadable_quota("zoo"), None);
+        assert_eq!(s.unreadable_quota("other"), None);
         s.set_stopped("zoo", false, || ()).1.unwrap();
-        let written = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
-        assert!(!written.contains("echo") && written.contains("zoo"), "{written}");
+        let again = StateStore::open(dir.path()).unwrap();
+        assert!(again.unreadable_quota("echo").unwrap().contains("\"0%\""), "kept across another change");
+        assert!(!again.stopped("zoo"));
+        let q = QuotaConfig { pids_max: Some(8), ..Default::default() };
+        again.set_quota("echo", q.clone()).unwrap();
+        let last = StateStore::open(dir.path()).unwrap();
+        assert_eq!((last.quota("echo"), last.unreadable_quota("echo")), (q, None), "replaced by the operator's change");
     }
 
     #[test]
-    fn anything_else_that_does_not_read_is_still_the_files_error_with_its_line() {
+    fn anything_but_a_quota_entry_that_does_not_read_is_still_the_files_error_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let text = "{\n  \"stoped\": [],\n  \"quotas\": {\"echo\": {\"cpu\": \"0%\"}}\n}\n";
         std::fs::write(dir.path().join("state.json"), text).unwrap();

@@ -472,8 +472,10 @@ impl Plugin {
         // see the old revision serving with no canary, and drop the services only `rev`
         // declares while it takes calls.
         let one = self.route_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.split.store(None);
+        // Serving first: a call placed between the two (without the lock) then finds `rev`
+        // serving, or `rev` as the canary, never the old revision alone.
         self.serving.store(rev.clone());
+        self.split.store(None);
         self.reroute_holding(&one);
         drop(one);
         self.changed.send_modify(|n| *n = n.wrapping_add(1));

@@ -395,6 +395,12 @@ fn no_empty_name(command: &Remote) -> Result<(), exit::Failure> {
 
 async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, exit::Failure> {
     no_empty_name(&command)?;
+    let command = match command {
+        Remote::Call { name, method, data, timeout, json } => {
+            Remote::Call { name, method, data: output::call_request(data)?, timeout, json }
+        }
+        other => other,
+    };
     let mut c = client::connect(w).await?;
     match command {
         Remote::Status { name, json, phases } => {
@@ -434,6 +440,7 @@ async fn run(w: &client::Wait, command: Remote) -> Result<ExitCode, exit::Failur
         Remote::Events { follow, plugin, json } => {
             output::events(&mut c, w, plugin.unwrap_or_default(), follow, json).await
         }
+        // `data` is the request itself by now (read above).
         Remote::Call { name, method, data, timeout, json: _ } => {
             output::call(&mut c, w, name, method, data, timeout).await
         }

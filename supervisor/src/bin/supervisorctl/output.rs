@@ -306,18 +306,26 @@ fn call_failed(status: &tonic::Status) -> ExitCode {
     ExitCode::from(64 + status.code() as u8)
 }
 
+/// `call`'s request as JSON text: `--data` as given or read from `@FILE` (`@-`: stdin),
+/// checked to be JSON, so a typo is reported before any round trip. Read before the
+/// command connects: the daemon closes a connection that asks nothing for long (stdin may
+/// be a person typing, or a slow producer).
+pub fn call_request(data: String) -> Result<String, Failure> {
+    let json = request_json(data).map_err(|e| Failure::new(Exit::Usage, e))?;
+    serde_json::from_str::<serde_json::Value>(&json)
+        .map_err(|e| Failure::new(Exit::Usage, format!("--data is not valid JSON: {e}")))?;
+    Ok(json)
+}
+
+/// Calls `plugin`'s `method` with `json` (from [`call_request`]).
 pub async fn call(
     c: &mut Client,
     w: &Wait,
     plugin: String,
     method: String,
-    data: String,
+    json: String,
     timeout: Option<Duration>,
 ) -> Result<ExitCode, Failure> {
-    let json = request_json(data).map_err(|e| Failure::new(Exit::Usage, e))?;
-    // The request is checked here too, so a typo is reported before any round trip.
-    serde_json::from_str::<serde_json::Value>(&json)
-        .map_err(|e| Failure::new(Exit::Usage, format!("--data is not valid JSON: {e}")))?;
     let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
     let request = CallRequest { plugin: plugin.clone(), method, json, timeout_ms };
     // The call's deadline, and then the usual wait for the answer; without
