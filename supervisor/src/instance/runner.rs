@@ -334,6 +334,7 @@ async fn attend(
     match ended {
         Ended::Exited(status, ran) => {
             let reason = running.reason(status);
+            inst.update(|s| s.last_exit = Some(super::state::LastExit { pid, reason: reason.clone() }));
             let mut watch = Stopwatch::default();
             let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
             let teardown = watch.lap(Phase::Teardown);

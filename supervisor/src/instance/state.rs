@@ -80,6 +80,16 @@ pub struct Status {
     pub leaks: Vec<String>,
     /// A start of this instance has begun (it is no longer "not started").
     pub tried: bool,
+    /// How its last process ended, by itself (not stopped): kept past a quick restart,
+    /// which clears `reason`, so whoever watched that process learns how it ended.
+    pub last_exit: Option<LastExit>,
+}
+
+/// A process of the instance that ended by itself, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastExit {
+    pub pid: i32,
+    pub reason: String,
 }
 
 impl Default for Status {
@@ -103,6 +113,7 @@ impl Default for Status {
             teardown: None,
             leaks: Vec::new(),
             tried: false,
+            last_exit: None,
         }
     }
 }

@@ -81,6 +81,11 @@ async fn a_crash_is_named_and_restarted_after_a_backoff() {
     assert_eq!(exited.len(), 1, "{exited:?}");
     assert!(exited[0].starts_with(&format!("pid {first} exited with code 3 (teardown ")), "{exited:?}");
     assert!(messages(&f.sup, "backoff")[0].starts_with("exited with code 3; next attempt in "));
+    // How it ended outlives the restart, which cleared the status's reason (onboard's
+    // fault checks read it there: a look after a quick restart found "" in CI).
+    assert_eq!(status.reason, "");
+    let last = status.last_exit.expect("how the first process ended");
+    assert_eq!((last.pid, last.reason.as_str()), (first, "exited with code 3"));
     assert_eq!(echo(f.sup.channel("fake").unwrap(), "again").await.unwrap(), "again");
     f.sup.shutdown().await;
 }

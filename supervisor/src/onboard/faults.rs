@@ -150,10 +150,18 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// The status that first shows `pid` gone, within `within`: read there, before a quick
-    /// restart clears how it ended.
+    /// The status once `pid` has ended by itself, within `within`, with how it ended as
+    /// its reason: kept by the instance, as a restart after a short backoff clears the
+    /// status's own reason sooner than a look on a busy machine may come (it did in CI,
+    /// and the memory fault's check then saw an OOM kill reported as "").
     async fn ended(&self, pid: i32, within: Duration) -> Option<crate::instance::state::Status> {
-        self.seen(within, |t| Some(t.status()).filter(|s| s.pid != Some(pid))).await.map(|(_, s)| s)
+        let look = |t: &Self| {
+            let s = t.status();
+            // Gone from the status too: its state then says what followed the end.
+            let exit = s.last_exit.clone().filter(|e| e.pid == pid && s.pid != Some(pid))?;
+            Some(crate::instance::state::Status { reason: exit.reason, ..s })
+        };
+        self.seen(within, look).await.map(|(_, s)| s)
     }
 
     fn signal(&self, sig: i32) -> Result<(), String> {
