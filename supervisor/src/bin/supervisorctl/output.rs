@@ -283,12 +283,13 @@ fn request_json(data: String) -> Result<String, String> {
 /// that): `@/dev/zero`, or a pipe that never ends, is refused once past it.
 fn bounded(from: impl std::io::Read, name: &str) -> Result<String, String> {
     use std::io::Read;
-    let mut json = String::new();
-    from.take(MAX_REQUEST + 1).read_to_string(&mut json).map_err(|e| format!("--data @{name}: cannot read it: {e}"))?;
-    if json.len() as u64 > MAX_REQUEST {
+    let mut bytes = Vec::new();
+    from.take(MAX_REQUEST + 1).read_to_end(&mut bytes).map_err(|e| format!("--data @{name}: cannot read it: {e}"))?;
+    // The size first: the cut may fall inside a character.
+    if bytes.len() as u64 > MAX_REQUEST {
         return Err(format!("--data @{name}: the request is over {MAX_REQUEST} bytes"));
     }
-    Ok(json)
+    String::from_utf8(bytes).map_err(|e| format!("--data @{name}: not UTF-8 text: {e}"))
 }
 
 /// Exit status for a call that ended with `status`: 64 + its gRPC code, as grpcurl;
@@ -485,6 +486,17 @@ fn rollout_text(r: &plugin_proto::control::v1::RolloutResponse, json: bool) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_over_the_limit_is_said_so_even_when_the_cut_falls_inside_a_character() {
+        let mut big = vec![b'"'; MAX_REQUEST as usize - 1];
+        big.extend("é\"".as_bytes());
+        let e = bounded(big.as_slice(), "big.json").unwrap_err();
+        assert_eq!(e, format!("--data @big.json: the request is over {MAX_REQUEST} bytes"));
+        assert_eq!(bounded(&b"{}"[..], "-").unwrap(), "{}");
+        let e = bounded(&b"\xff"[..], "-").unwrap_err();
+        assert!(e.starts_with("--data @-: not UTF-8 text: "), "{e}");
+    }
     use plugin_proto::control::v1::RolloutResponse;
 
     #[test]
