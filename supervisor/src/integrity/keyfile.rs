@@ -158,12 +158,14 @@ impl fmt::Debug for SecretKey {
 /// Creates a new key pair: the secret key file with mode 0600 and the public key file.
 /// Refuses to overwrite either; on failure nothing it created is left behind.
 pub fn generate_keypair(secret_path: &Path, public_path: &Path) -> Result<PublicKey, KeyError> {
-    // Compared as components, so "k" and "./k" are one file too; the public key's
-    // creation would then find the secret's file and call it an existing key.
-    fn parts(p: &Path) -> Vec<std::path::Component<'_>> {
-        p.components().filter(|c| *c != std::path::Component::CurDir).collect()
+    // One file by two names ("k", "./k", "dir/../k", a link to the directory) too: the
+    // public key's creation would then find the secret's file and call it an existing key.
+    fn resolved(p: &Path) -> PathBuf {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+        p.file_name().map_or(dir.clone(), |name| dir.join(name))
     }
-    if parts(secret_path) == parts(public_path) {
+    if resolved(secret_path) == resolved(public_path) {
         return Err(KeyError::SamePath { path: public_path.to_path_buf() });
     }
     for path in [secret_path, public_path] {

@@ -60,6 +60,11 @@ fn keygen_refuses_to_overwrite_either_file() {
     assert!(matches!(&e, KeyError::SamePath { path } if path.ends_with("one")), "{e:?}");
     assert!(e.to_string().ends_with("is given for both the secret and the public key; give each its own file"), "{e}");
     assert!(!one.exists());
+    let sub = dir.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    let e = generate_keypair(&sub.join("..").join("one"), &one).unwrap_err();
+    assert!(matches!(e, KeyError::SamePath { .. }), "{e:?}");
+    assert!(!one.exists());
     assert_eq!(fs::read(&secret).unwrap(), before);
     assert!(!dir.path().join("new.key").exists(), "nothing is left behind on refusal");
 }
