@@ -194,6 +194,19 @@ fn an_unknown_plugin_and_a_missing_config_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/supervisor.toml: cannot read it"), "{out:?}");
+    // A typo in --call or -d is a usage error at once, before any supervisor runs (it was
+    // found as every baseline call failing, and blamed on the plugin).
+    for (args, says) in [
+        (&["echo", "--call", "bad", "-d", "{}"][..], "--call \"bad\" must be written Service/Method"),
+        (&["echo", "--call", "echo.v1.Echo/Echo", "-d", "{"][..], "-d is not valid JSON"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = onboard(&entry, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{args:?} ran for {:?}", started.elapsed());
+    }
 }
 
 #[test]

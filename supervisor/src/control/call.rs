@@ -71,7 +71,7 @@ pub(crate) fn padded(mut encoded: Vec<u8>, pad: usize) -> Vec<u8> {
 
 /// "pkg.Service/Method", "/pkg.Service/Method" (the HTTP/2 path) or
 /// "pkg.Service.Method" (grpcurl's spelling), as (service, method).
-fn split_method(method: &str) -> Option<(&str, &str)> {
+pub fn split_method(method: &str) -> Option<(&str, &str)> {
     let bare = method.strip_prefix('/').unwrap_or(method);
     let (service, name) = if bare.contains('/') { bare.rsplit_once('/')? } else { bare.rsplit_once('.')? };
     (!service.is_empty() && !name.is_empty() && !service.contains('/')).then_some((service, name))

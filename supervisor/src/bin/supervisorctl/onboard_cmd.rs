@@ -53,6 +53,17 @@ pub struct OnboardArgs {
 }
 
 pub fn run(args: OnboardArgs) -> Result<ExitCode, Failure> {
+    // What can be checked without the plugin is, before scratch supervisors start: a typo
+    // in --call or -d would otherwise be found only as every baseline call failing.
+    if let Some(method) = &args.call {
+        if plugin_supervisor::control::call::split_method(method).is_none() {
+            return Err(Failure::input(format!(
+                "--call {method:?} must be written Service/Method or Service.Method, e.g. echo.v1.Echo/Echo"
+            )));
+        }
+        serde_json::from_str::<serde_json::Value>(&args.data)
+            .map_err(|e| Failure::input(format!("-d is not valid JSON: {e}")))?;
+    }
     // Paths in the scratch config resolve against the config's directory, not ours.
     let baseline_echo = args
         .baseline_echo
