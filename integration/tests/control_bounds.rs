@@ -59,25 +59,25 @@ fn a_refused_uid_connecting_in_a_loop_is_counted_said_once_per_interval_and_keep
     let flood: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("the flood's count");
     assert!(flood > 1000, "too small a flood to push the history out: {flood}");
 
+    // One event (the first, at once), not one each: the plugin's own events are still there.
+    // Read before the counts are polled: within the 10 s that may take, the rest are said.
+    let events = d.events();
+    let refused: Vec<_> = events.iter().filter(|e| e["kind"] == "control-refused").collect();
+    let rest = format!("refused {} control connections from uid {NOBODY}", flood - 1);
+    // On a slow machine the rest may have been said already (10 s after the first), once.
+    let said_already = refused.len() == 2 && refused[1]["message"].as_str().is_some_and(|m| m.starts_with(&rest));
+    assert!(refused.len() == 1 || said_already, "{refused:#?}");
+    assert_eq!(refused[0]["message"], format!("refused a control connection from uid {NOBODY}"));
+    assert!(events.iter().any(|e| e["kind"] == "spawned" && e["instance"] == "echo-0"), "{events:#?}");
+    assert!(events.iter().any(|e| e["kind"] == "ready" && e["instance"] == "echo-0"), "{events:#?}");
     // Every refusal is counted.
     let deadline = Instant::now() + Duration::from_secs(10);
     while refused_total(&d) != Some(flood as f64) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(refused_total(&d), Some(flood as f64));
-    // One event (the first, at once), not one each: the plugin's own events are still there.
-    let events = d.events();
-    let refused: Vec<_> = events.iter().filter(|e| e["kind"] == "control-refused").collect();
-    assert_eq!(refused.len(), 1, "{refused:#?}");
-    assert_eq!(refused[0]["message"], format!("refused a control connection from uid {NOBODY}"));
-    assert!(events.iter().any(|e| e["kind"] == "spawned" && e["instance"] == "echo-0"), "{events:#?}");
-    assert!(events.iter().any(|e| e["kind"] == "ready" && e["instance"] == "echo-0"), "{events:#?}");
     // The rest are said once the interval is over, with their count.
-    let said = d.wait_event(
-        "control-refused",
-        &format!("refused {} control connections from uid {NOBODY}", flood - 1),
-        Duration::from_secs(15),
-    );
+    let said = d.wait_event("control-refused", &rest, Duration::from_secs(15));
     assert_eq!(said["fields"]["refused"], (flood - 1).to_string(), "{said:#?}");
     let logged = d.log_text().lines().filter(|l| l.contains("control connection")).count();
     assert_eq!(logged, 2, "{}", d.log_tail(20));
@@ -92,6 +92,9 @@ fn thousands_of_silent_control_connections_leave_commands_answered_and_restarts_
     let first = d.wait_state("echo-0", "running", Duration::from_secs(30));
     let crowd = IdleCrowd::open(&d.control(), 2000).expect("open the crowd");
     assert_eq!(crowd.opened, 2000);
+    // The crowd's connections sent the preface and nothing more: they are closed for a
+    // newcomer once connected a second (MIN_AGE), and younger ones are not.
+    std::thread::sleep(Duration::from_secs(2));
 
     let status = ctl_within(&d, Duration::from_secs(10), &["status"]);
     assert_eq!(status.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&status.stderr), d.log_tail(20));

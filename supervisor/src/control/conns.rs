@@ -1,15 +1,30 @@
-//! The control socket's connections: how many may be open at once, how long one may wait
-//! before its first request or sit idle between requests, and how many follow streams
-//! (`events -f`, `tail -f`) may be open across them. Without these an admitted peer (a
-//! runaway script running as root) could hold the daemon's every descriptor with
-//! connections that never ask anything, and then no plugin could restart and no command be
-//! answered: the control socket's connections must fit within `fd_reserve`.
+//! The control socket's connections: how many may be open at once, how long one may take
+//! to send the HTTP/2 preface, which one makes room for a newcomer at the bound, and how
+//! many follow streams (`events -f`, `tail -f`) may be open across them. Without these an
+//! admitted peer (a runaway script running as root) could hold the daemon's every
+//! descriptor with connections that never ask anything, and then no plugin could restart
+//! and no command be answered: the control socket's connections must fit within
+//! `fd_reserve`.
 //!
-//! At the bound a newcomer takes the place of the connection waiting longest for its
-//! first request, else of the one idle longest, as the gateway's connections do
-//! (`routing::conns`): a flood of silent connections cannot lock an operator out. A
-//! connection with a request open (a command running, a follow stream) is never closed
-//! for a newcomer: with all of them busy the newcomer is refused, and told why.
+//! The bound is strict: a connection counts from its admission until its task has ended
+//! and its descriptor is closed, also while it is closing. There is no idle timeout (it
+//! would add nothing to the bound, and `supervisorctl top -d 300` keeps one connection
+//! idle between looks): at the bound a newcomer takes the place of, in this order,
+//!
+//! 1. the connection that has waited longest for its first request, once connected at
+//!    least [`MIN_AGE`] (a younger one may have its first request on the way);
+//! 2. the one idle longest (told GOAWAY; a request that raced it in is still served);
+//! 3. with no silent connection left at all, the one whose requests have all been open
+//!    longest, past [`LONG_REQUEST`] (told GOAWAY, its streams reset after a grace).
+//!
+//! The third is what keeps operators (`ExecReload=supervisorctl update`, a liveness probe)
+//! from being locked out by connections whose requests never end: a client that sends
+//! HEADERS without END_STREAM, a reader that stopped reading a long `tail`, a
+//! server-streaming `call`. Follow streams count there too: they are bounded by their own
+//! count, but 128 connections each following would lock everyone else out as surely, and
+//! a follower cut after ten minutes or more reconnects (`tail -n` gives it what it
+//! missed). They go only when nothing silent or idle is left, and the one busy longest
+//! goes first. With none to take the place of, the newcomer is refused, and told why.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -24,6 +39,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::body::Body;
@@ -35,26 +51,42 @@ pub const MAX_CONNECTIONS: usize = 128;
 /// restarts (each needs a few descriptors: the binary's copy, pipes, a pidfd, sockets).
 const RESERVE_SHARE: u64 = 8;
 /// Follow streams (`events -f`, `tail -f`) open at once across the control socket: each
-/// holds a broadcast receiver and a task's buffers (about 30 KiB).
-pub const MAX_FOLLOWS: usize = 64;
+/// holds a broadcast receiver and a task's buffers (about 30 KiB, so 30 MiB at most).
+/// Enough for per-plugin log shipping on a large host (the daemon runs up to 1,000
+/// plugins), with clients that multiplex their streams on a few connections.
+pub const MAX_FOLLOWS: usize = 1024;
 /// Requests one control connection may have open at once; `supervisorctl` sends one.
 const STREAMS_PER_CONNECTION: u32 = 16;
-/// How long a new connection has to make its first request (the HTTP/2 preface first):
-/// as long as the gateway's `preface_timeout` default.
-const FIRST_REQUEST: Duration = Duration::from_secs(5);
-/// How long a connection that has made requests may sit with none open. `supervisorctl
-/// top` asks every few seconds on one connection.
-const IDLE: Duration = Duration::from_secs(60);
-/// How long a connection told GOAWAY has to take its last answers.
+/// How long a new connection has to send the HTTP/2 preface and its SETTINGS: as long as
+/// the gateway's `preface_timeout` default. Only the preface is timed: a client may connect
+/// early and ask later (`supervisorctl call -d @-` reading a slow stdin, a gRPC client
+/// waiting for its channel to be ready); such a connection is first to go at the bound.
+const PREFACE: Duration = Duration::from_secs(5);
+/// How long a connection has been open before it may be closed, silent, for a newcomer:
+/// its first request may already sit unread in its socket.
+pub const MIN_AGE: Duration = Duration::from_secs(1);
+/// How long every request open on a connection must have been open before the
+/// connection may be closed for a newcomer: twice the longest `supervisorctl` waits for a
+/// command (`update`, `reload`, `rollout`: 300 s), so no command that ends is cut.
+pub const LONG_REQUEST: Duration = Duration::from_secs(600);
+/// How long a connection told GOAWAY has to take its last answers, when it was closed
+/// with none open, or for requests open past [`LONG_REQUEST`].
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a newcomer waits for the connection closed for it to end: a silent one ends at
+/// once, an idle one once it has read GOAWAY, a busy one after [`CLOSE_GRACE`].
+pub const ROOM_WAIT: Duration = Duration::from_secs(2);
 
 /// The control socket's bounds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub connections: usize,
     pub follows: usize,
-    pub first_request: Duration,
-    pub idle: Duration,
+    /// How long a new connection has to send the HTTP/2 preface.
+    pub preface: Duration,
+    /// See [`MIN_AGE`].
+    pub min_age: Duration,
+    /// See [`LONG_REQUEST`].
+    pub long_request: Duration,
 }
 
 impl Limits {
@@ -65,27 +97,42 @@ impl Limits {
         Self {
             connections: share.clamp(1, MAX_CONNECTIONS),
             follows: MAX_FOLLOWS,
-            first_request: FIRST_REQUEST,
-            idle: IDLE,
+            preface: PREFACE,
+            min_age: MIN_AGE,
+            long_request: LONG_REQUEST,
         }
     }
 }
 
-/// Every control connection has a request open: a newcomer is refused.
+/// No control connection can make room for a newcomer: it is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the supervisor's control socket is serving {limit} connections, each with a command or a follow stream \
-     (events -f, tail -f) open, as many as it takes at once; try again once one has ended"
+    "the supervisor's control socket is serving {limit} connections, as many as it takes at once, and none can \
+     make room now (each has a command or a follow stream (events -f, tail -f) open, has just connected, or is \
+     closing); try again shortly"
 )]
 pub struct Full {
     pub limit: usize,
 }
 
+/// Why a connection was closed for a newcomer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evicted {
+    /// It had made no request.
+    Silent,
+    /// It had none open.
+    Idle,
+    /// Every request open on it had been open past the bound.
+    Busy,
+}
+
 /// Every open control connection, by id: those that have not made a request yet and those
 /// that have but have none open, each in the order they became so.
 pub struct Conns {
-    limit: usize,
+    limits: Limits,
     state: Mutex<State>,
+    /// Told each time a connection stops counting.
+    freed: Notify,
 }
 
 #[derive(Default)]
@@ -100,23 +147,28 @@ struct State {
 }
 
 struct Entry {
-    requests: usize,
-    /// Its key in `fresh` or `idle` while it has no request open.
+    /// When each request open on it started.
+    requests: Vec<Instant>,
+    /// Its key in `fresh` or `idle` while it has no request open and is not closing.
     idle_key: Option<u64>,
     used: bool,
-    idle_since: Instant,
+    /// When it was admitted, or last had no request open.
+    since: Instant,
+    /// Since when, and why, it has been closing.
+    closing: Option<(Instant, Evicted)>,
     close: Arc<Notify>,
 }
 
-/// A connection taken, and whether another was closed to make room for it.
-pub struct Admitted {
-    pub conn: Conn,
-    pub evicted: bool,
+impl Entry {
+    /// When the newest request open on it started.
+    fn newest(&self) -> Option<Instant> {
+        self.requests.iter().max().copied()
+    }
 }
 
 impl Conns {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit, state: Mutex::new(State::default()) })
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self { limits, state: Mutex::new(State::default()), freed: Notify::new() })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -125,114 +177,190 @@ impl Conns {
     }
 
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limits.connections
     }
 
-    /// Takes a new connection. At the bound, the one waiting longest for its first request,
-    /// else the one idle longest, is told to close and stops counting at once; with every
-    /// one busy, the newcomer is refused.
-    pub fn admit(self: &Arc<Self>) -> Result<Admitted, Full> {
+    /// Takes a new connection, if one more fits (those closing count until their task
+    /// has ended).
+    pub fn admit(self: &Arc<Self>) -> Result<Conn, Full> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(self: &Arc<Self>, now: Instant) -> Result<Conn, Full> {
         let mut st = self.lock();
-        let mut evicted = false;
-        if st.open.len() >= self.limit {
-            let Some((_, id)) = st.fresh.pop_first().or_else(|| st.idle.pop_first()) else {
-                return Err(Full { limit: self.limit });
-            };
-            if let Some(e) = st.open.remove(&id) {
-                e.close.notify_one();
-                evicted = true;
-            }
+        if st.open.len() >= self.limits.connections {
+            return Err(Full { limit: self.limits.connections });
         }
         st.next += 1;
         let (id, key) = (st.next, st.next);
         let close = Arc::new(Notify::new());
-        let entry =
-            Entry { requests: 0, idle_key: Some(key), used: false, idle_since: Instant::now(), close: close.clone() };
+        let entry = Entry {
+            requests: Vec::new(),
+            idle_key: Some(key),
+            used: false,
+            since: now,
+            closing: None,
+            close: close.clone(),
+        };
         st.open.insert(id, entry);
         st.fresh.insert(key, id);
-        Ok(Admitted { conn: Conn { id, conns: self.clone(), close, used: AtomicBool::new(false) }, evicted })
+        Ok(Conn { id, conns: self.clone(), close })
     }
 
-    /// Whether the next connection takes an open one's place (or is refused).
+    /// Tells one connection to close to make room for a newcomer (see the module's
+    /// header for which); it counts until its task has ended ([`Conns::room`]). `None`
+    /// when none may be closed now.
+    pub fn evict(&self) -> Option<Evicted> {
+        self.evict_at(Instant::now())
+    }
+
+    fn evict_at(&self, now: Instant) -> Option<Evicted> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let (id, why) = if let Some((&key, &id)) = st.fresh.first_key_value()
+            && st.open.get(&id).is_some_and(|e| now >= e.since + self.limits.min_age)
+        {
+            st.fresh.remove(&key);
+            (id, Evicted::Silent)
+        } else if let Some((_, id)) = st.idle.pop_first() {
+            (id, Evicted::Idle)
+        } else if !st.fresh.is_empty() {
+            // Silent ones too young to close: they will be old enough within MIN_AGE (or
+            // closed without a preface), sooner than a busy one should be cut.
+            return None;
+        } else {
+            let long = self.limits.long_request;
+            let (&id, _) = st
+                .open
+                .iter()
+                .filter(|(_, e)| e.closing.is_none())
+                .filter_map(|(id, e)| e.newest().filter(|&at| now >= at + long).map(|at| (id, at)))
+                .min_by_key(|&(_, at)| at)?;
+            (id, Evicted::Busy)
+        };
+        let e = st.open.get_mut(&id)?;
+        e.idle_key = None;
+        e.closing = Some((now, why));
+        e.close.notify_one();
+        Some(why)
+    }
+
+    /// Whether one more connection fits now.
     pub fn full(&self) -> bool {
-        self.lock().open.len() >= self.limit
+        self.lock().open.len() >= self.limits.connections
     }
 
+    /// Waits, at most `within`, until one more connection fits; whether it does.
+    pub async fn room(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !self.full() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return !self.full();
+            }
+        }
+    }
+
+    /// Connections counted: open, or closing with their task not ended yet.
     pub fn open(&self) -> usize {
         self.lock().open.len()
     }
 
-    fn request_started(&self, id: u64) {
+    fn request_started(&self, id: u64, now: Instant) {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(e) = st.open.get_mut(&id) else { return };
-        e.requests += 1;
+        // Also when it is closing: a request that raced the GOAWAY is served to its end.
+        e.requests.push(now);
+        e.used = true;
         if let Some(key) = e.idle_key.take() {
-            if e.used { &mut st.idle } else { &mut st.fresh }.remove(&key);
-            e.used = true;
+            st.idle.remove(&key);
+            st.fresh.remove(&key);
         }
     }
 
-    fn request_ended(&self, id: u64) {
+    fn request_ended(&self, id: u64, started: Instant, now: Instant) {
         let mut st = self.lock();
         st.next += 1;
         let key = st.next;
         let st = &mut *st;
         let Some(e) = st.open.get_mut(&id) else { return };
-        e.requests = e.requests.saturating_sub(1);
-        if e.requests == 0 {
-            e.idle_key = Some(key);
-            e.idle_since = Instant::now();
-            st.idle.insert(key, id);
+        if let Some(i) = e.requests.iter().position(|&at| at == started) {
+            e.requests.swap_remove(i);
+        }
+        if e.requests.is_empty() {
+            e.since = now;
+            if e.closing.is_none() {
+                e.idle_key = Some(key);
+                st.idle.insert(key, id);
+            }
         }
     }
 
-    /// Since when the connection has had no request open, and whether it ever had one;
-    /// `None` while it has one (or once it no longer counts).
-    fn idle_since(&self, id: u64) -> Option<(Instant, bool)> {
-        let st = self.lock();
-        st.open.get(&id).filter(|e| e.requests == 0).map(|e| (e.idle_since, e.used))
+    fn entry<T>(&self, id: u64, f: impl FnOnce(&Entry) -> T) -> Option<T> {
+        self.lock().open.get(&id).map(f)
+    }
+
+    /// For a closing connection: `Ok` when it is to be cut now, else when to look again.
+    /// One closed with no request open, or for requests open past the bound, has
+    /// [`CLOSE_GRACE`]; a request that started as it was told to close is served to its
+    /// end, or until it has been open past the bound.
+    fn cut_at(&self, id: u64, now: Instant) -> Result<(), Instant> {
+        let at = self
+            .entry(id, |e| {
+                let (told, _) = e.closing?;
+                Some(match e.newest() {
+                    None => told.max(e.since) + CLOSE_GRACE,
+                    Some(newest) => (told + CLOSE_GRACE).max(newest + self.limits.long_request),
+                })
+            })
+            .flatten();
+        match at {
+            Some(at) if now < at => Err(at),
+            _ => Ok(()),
+        }
     }
 
     fn closed(&self, id: u64) {
-        let mut st = self.lock();
-        if let Some(e) = st.open.remove(&id)
-            && let Some(key) = e.idle_key
         {
-            if e.used { &mut st.idle } else { &mut st.fresh }.remove(&key);
+            let mut st = self.lock();
+            if let Some(e) = st.open.remove(&id)
+                && let Some(key) = e.idle_key
+            {
+                st.fresh.remove(&key);
+                st.idle.remove(&key);
+            }
         }
+        self.freed.notify_waiters();
     }
 }
 
-/// One open control connection; dropping it stops it counting.
+/// One admitted control connection; it counts until dropped (by its task, as it ends).
 pub struct Conn {
     id: u64,
     conns: Arc<Conns>,
     close: Arc<Notify>,
-    used: AtomicBool,
 }
 
 impl Conn {
-    /// Resolves when a newcomer has taken this connection's place.
-    pub async fn evicted(&self) {
+    /// Resolves, with why, when it is to close for a newcomer.
+    pub async fn evicted(&self) -> Evicted {
         self.close.notified().await;
+        self.conns.entry(self.id, |e| e.closing.map(|(_, why)| why)).flatten().unwrap_or(Evicted::Idle)
     }
 
-    /// Marks a request open until the guard is dropped.
-    pub fn request(self: &Arc<Self>) -> Open {
-        self.conns.request_started(self.id);
-        self.used.store(true, Ordering::Relaxed);
-        Open { conn: self.clone() }
+    fn handle(&self) -> Handle {
+        Handle { id: self.id, conns: self.conns.clone() }
     }
 
-    pub fn idle_since(&self) -> Option<(Instant, bool)> {
-        self.conns.idle_since(self.id)
-    }
-
-    /// Whether it has made a request; once closed for a newcomer it no longer counts, and
-    /// what it was is kept here.
+    /// Whether it has made a request.
     fn used(&self) -> bool {
-        self.used.load(Ordering::Relaxed)
+        self.conns.entry(self.id, |e| e.used).unwrap_or(true)
     }
 }
 
@@ -242,14 +370,31 @@ impl Drop for Conn {
     }
 }
 
+/// What a connection's requests note themselves with; it does not keep it counting.
+#[derive(Clone)]
+struct Handle {
+    id: u64,
+    conns: Arc<Conns>,
+}
+
+impl Handle {
+    /// Marks a request open until the guard is dropped.
+    fn request(&self) -> Open {
+        let started = Instant::now();
+        self.conns.request_started(self.id, started);
+        Open { handle: self.clone(), started }
+    }
+}
+
 /// A request open on a connection, until its answer has been sent or abandoned.
-pub struct Open {
-    conn: Arc<Conn>,
+struct Open {
+    handle: Handle,
+    started: Instant,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.conn.conns.request_ended(self.conn.id);
+        self.handle.conns.request_ended(self.handle.id, self.started, Instant::now());
     }
 }
 
@@ -278,8 +423,10 @@ impl Follows {
     }
 }
 
-/// Serves one admitted connection with `svc` until it ends, is closed for a newcomer, has
-/// made no request within `first_request`, or has had none open for `idle`.
+/// Serves one admitted connection with `svc` until it ends, is closed for a newcomer, or
+/// has not sent the HTTP/2 preface within `limits.preface`. Once sent, it may wait for its
+/// first request, and between requests, as long as it likes: it is closed only for a
+/// newcomer at the bound.
 pub async fn serve<S>(io: tokio::net::UnixStream, svc: S, conn: Conn, limits: Limits)
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -288,14 +435,16 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let conn = Arc::new(conn);
-    let tracked = Tracked { inner: svc, conn: conn.clone() };
+    let prefaced = Arc::new(AtomicBool::new(false));
+    let io = Watched { io, head: [0; PREFACE_HEAD], seen: 0, prefaced: prefaced.clone() };
+    let tracked = Tracked { inner: svc, conn: conn.handle() };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.max_concurrent_streams(STREAMS_PER_CONNECTION);
     let served = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(tracked));
     tokio::pin!(served);
-    let check = tokio::time::sleep(limits.first_request);
-    tokio::pin!(check);
+    let preface = tokio::time::sleep(limits.preface);
+    tokio::pin!(preface);
+    let mut timed = true;
     loop {
         tokio::select! {
             ended = served.as_mut() => {
@@ -304,44 +453,119 @@ where
                 }
                 return;
             }
-            () = conn.evicted() => {
-                tracing::debug!("control connection closed to make room for a new one");
-                // One that has asked nothing is closed at once: in a flood of them, a
-                // grace for each would hold thousands of descriptors.
-                if conn.used() {
-                    break;
+            why = conn.evicted() => {
+                tracing::debug!(?why, "control connection closed to make room for a new one");
+                // One that has asked nothing is closed at once, so the newcomer waiting
+                // for its descriptor need not; it was silent past MIN_AGE.
+                if why == Evicted::Silent && !conn.used() {
+                    return;
                 }
-                return;
+                break;
             }
-            () = &mut check => {
-                let now = Instant::now();
-                match conn.idle_since() {
-                    // Dropped: it has asked nothing, so nothing is lost.
-                    Some((since, false)) if now >= since + limits.first_request => {
-                        tracing::debug!(timeout = ?limits.first_request, "control connection made no request in time");
-                        return;
-                    }
-                    Some((since, true)) if now >= since + limits.idle => {
-                        tracing::debug!(timeout = ?limits.idle, "closing an idle control connection");
-                        break;
-                    }
-                    Some((since, used)) => check.as_mut().reset(since + if used { limits.idle } else { limits.first_request }),
-                    // A request is open (a follow stream may stay open for days): checked again later.
-                    None => check.as_mut().reset(now + limits.idle),
+            () = &mut preface, if timed => {
+                if !prefaced.load(Ordering::Relaxed) && !conn.used() {
+                    tracing::debug!(timeout = ?limits.preface, "control connection sent no HTTP/2 preface in time");
+                    return;
                 }
+                timed = false;
             }
         }
     }
-    // GOAWAY, so a request on its way is refused cleanly rather than cut off.
+    // GOAWAY: a request already on its way is still served, and nothing newer is taken.
     served.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
+    loop {
+        let next = match conn.conns.cut_at(conn.id, Instant::now()) {
+            Ok(()) => return,
+            Err(at) => at,
+        };
+        tokio::select! {
+            ended = served.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "control connection ended with an error as it closed");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// The client's preface and the header of its SETTINGS frame.
+const PREFACE_HEAD: usize = 24 + 9;
+
+/// The connection's socket, noting once the client's preface and SETTINGS have been read.
+struct Watched {
+    io: tokio::net::UnixStream,
+    head: [u8; PREFACE_HEAD],
+    /// Bytes read so far (counted only until the preface is whole).
+    seen: usize,
+    prefaced: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn note(&mut self, read: &[u8]) {
+        if read.is_empty() || self.prefaced.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.seen < PREFACE_HEAD {
+            let n = (PREFACE_HEAD - self.seen).min(read.len());
+            self.head[self.seen..self.seen + n].copy_from_slice(&read[..n]);
+        }
+        self.seen = self.seen.saturating_add(read.len());
+        if self.seen >= PREFACE_HEAD {
+            // Not checked here: a malformed preface fails the HTTP/2 handshake.
+            let [a, b, c] = [self.head[24], self.head[25], self.head[26]];
+            let settings = u32::from_be_bytes([0, a, b, c]) as usize;
+            if self.seen >= PREFACE_HEAD + settings {
+                self.prefaced.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.note(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// The control service, noting each request open on its connection until its answer ends.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
-    conn: Arc<Conn>,
+    conn: Handle,
 }
 
 impl<S> tower::Service<http::Request<Incoming>> for Tracked<S>
@@ -397,44 +621,114 @@ impl http_body::Body for Answer {
 mod tests {
     use super::*;
 
-    async fn told_to_close(c: &Conn) -> bool {
-        tokio::time::timeout(Duration::from_millis(100), c.evicted()).await.is_ok()
+    /// Time is a parameter here: `at(s)` is `s` seconds after the start.
+    fn clock() -> impl Fn(f64) -> Instant {
+        let t0 = Instant::now();
+        move |s| t0 + Duration::from_secs_f64(s)
     }
 
-    #[tokio::test]
-    async fn at_the_bound_a_silent_connection_makes_room_and_with_every_one_busy_a_newcomer_is_refused() {
-        let conns = Conns::new(3);
-        let a = Arc::new(conns.admit().unwrap().conn);
-        let b = Arc::new(conns.admit().unwrap().conn);
-        let c = conns.admit().unwrap().conn;
-        // `a` made a request and is idle again; `b` follows; `c` has asked nothing.
-        drop(a.request());
-        let follow = b.request();
-        let d = conns.admit().unwrap();
-        assert!(d.evicted && told_to_close(&c).await, "c, which never asked anything, made room");
-        assert!(!told_to_close(&a).await && !told_to_close(&b).await);
-        assert_eq!(conns.open(), 3, "c stopped counting when it was told to close");
-        let d = Arc::new(d.conn);
-        let _asking = d.request();
-        let e = conns.admit().unwrap();
-        assert!(e.evicted && told_to_close(&a).await, "a, idle, made room for e");
-        let _asking_too = Arc::new(e.conn).request();
-        // Every connection has a request open (b a follow stream): the newcomer is refused.
-        assert_eq!(conns.admit().err(), Some(Full { limit: 3 }));
-        assert!(!told_to_close(&b).await, "a follow stream is never closed for a newcomer");
-        drop(follow);
-        let f = conns.admit().unwrap();
-        assert!(f.evicted && told_to_close(&b).await, "b is idle once its follow stream ended, and makes room");
-        drop((a, b, c));
-        assert_eq!(conns.open(), 3, "d, e and f");
+    fn limits(connections: usize) -> Limits {
+        Limits { connections, ..Limits::within(1024) }
+    }
+
+    fn told_to_close(c: &Conn) -> bool {
+        c.conns.entry(c.id, |e| e.closing.is_some()).unwrap_or(true)
     }
 
     #[test]
-    fn control_connections_take_an_eighth_of_the_reserve_at_most_128() {
+    fn a_silent_connection_makes_room_only_once_old_enough_and_counts_until_its_task_ends() {
+        let at = clock();
+        let conns = Conns::new(limits(2));
+        let a = conns.admit_at(at(0.0)).unwrap();
+        let b = conns.admit_at(at(0.5)).unwrap();
+        assert_eq!(conns.admit_at(at(0.9)).err(), Some(Full { limit: 2 }));
+        // Both connected less than MIN_AGE ago: their first request may be on its way.
+        assert_eq!(conns.evict_at(at(0.9)), None);
+        assert!(!told_to_close(&a) && !told_to_close(&b));
+        assert_eq!(conns.evict_at(at(1.0)), Some(Evicted::Silent));
+        assert!(told_to_close(&a) && !told_to_close(&b), "the one waiting longest goes first");
+        // Closing, it still holds its descriptor: it counts, and cannot be closed again.
+        assert_eq!(conns.open(), 2);
+        assert_eq!(conns.admit_at(at(1.0)).err(), Some(Full { limit: 2 }));
+        assert_eq!(conns.evict_at(at(1.6)), Some(Evicted::Silent), "b, now old enough");
+        assert_eq!(conns.evict_at(at(1.6)), None, "only closing ones are left");
+        drop(a);
+        assert_eq!(conns.open(), 1);
+        let c = conns.admit_at(at(1.6)).unwrap();
+        drop((b, c));
+        assert_eq!(conns.open(), 0);
+    }
+
+    #[test]
+    fn an_idle_connection_makes_room_before_a_busy_one_and_a_request_that_races_its_close_is_served() {
+        let at = clock();
+        let conns = Conns::new(limits(3));
+        let busy = conns.admit_at(at(0.0)).unwrap();
+        let idle = conns.admit_at(at(0.0)).unwrap();
+        let young = conns.admit_at(at(0.0)).unwrap();
+        conns.request_started(busy.id, at(0.0));
+        conns.request_started(idle.id, at(0.1));
+        conns.request_ended(idle.id, at(0.1), at(0.2));
+        conns.request_started(young.id, at(0.3));
+        conns.request_ended(young.id, at(0.3), at(0.4));
+        // `idle` has been idle longest; `busy` is never closed for a newcomer while its
+        // request is young.
+        assert_eq!(conns.evict_at(at(0.5)), Some(Evicted::Idle));
+        assert!(told_to_close(&idle) && !told_to_close(&busy) && !told_to_close(&young));
+        // A request it had sent already is taken as it closes: it is served to its end,
+        // not cut after the grace, and the connection counts meanwhile.
+        conns.request_started(idle.id, at(0.5));
+        assert_eq!(conns.cut_at(idle.id, at(0.5) + CLOSE_GRACE * 5), Err(at(0.5) + LONG_REQUEST));
+        conns.request_ended(idle.id, at(0.5), at(200.0));
+        assert_eq!(conns.cut_at(idle.id, at(200.0)), Err(at(200.0) + CLOSE_GRACE));
+        assert_eq!(conns.cut_at(idle.id, at(200.0) + CLOSE_GRACE), Ok(()));
+        assert_eq!(conns.open(), 3);
+        assert_eq!(conns.evict_at(at(201.0)), Some(Evicted::Idle), "young");
+        assert_eq!(conns.evict_at(at(201.0)), None, "busy's request is not yet open past LONG_REQUEST");
+        drop((busy, idle, young));
+    }
+
+    #[test]
+    fn with_every_connection_busy_past_the_bound_the_one_busy_longest_makes_room() {
+        let at = clock();
+        let long = LONG_REQUEST.as_secs_f64();
+        let conns = Conns::new(limits(3));
+        let a = conns.admit_at(at(0.0)).unwrap();
+        let b = conns.admit_at(at(0.0)).unwrap();
+        let c = conns.admit_at(at(0.0)).unwrap();
+        // a: two requests, the newer at 20 s; b: one since 10 s.
+        conns.request_started(a.id, at(0.0));
+        conns.request_started(a.id, at(20.0));
+        conns.request_started(b.id, at(10.0));
+        assert_eq!(conns.evict_at(at(0.5)), None, "c is too young, the others busy");
+        conns.request_started(c.id, at(30.0));
+        // An `update` waits up to 300 s: nothing is closed before LONG_REQUEST.
+        assert_eq!(conns.evict_at(at(10.0 + long - 1.0)), None);
+        assert_eq!(conns.evict_at(at(10.0 + long)), Some(Evicted::Busy));
+        assert!(told_to_close(&b) && !told_to_close(&a), "b has been busy longest: a had a request at 20 s");
+        // Its streams are reset after the grace.
+        let told = at(10.0 + long);
+        assert_eq!(conns.cut_at(b.id, told), Err(told + CLOSE_GRACE));
+        assert_eq!(conns.cut_at(b.id, told + CLOSE_GRACE), Ok(()));
+        drop(b);
+        // d connected and has said nothing yet: it will be old enough soon, so no busy one
+        // is cut for it, though a is past the bound.
+        let d = conns.admit_at(at(20.0 + long - 0.5)).unwrap();
+        assert_eq!(conns.evict_at(at(20.0 + long)), None);
+        assert_eq!(conns.evict_at(at(20.0 + long + 0.5)), Some(Evicted::Silent));
+        assert_eq!(conns.evict_at(at(20.0 + long + 0.5)), Some(Evicted::Busy));
+        assert!(told_to_close(&a) && !told_to_close(&c));
+        assert_eq!(conns.evict_at(at(20.0 + long + 0.5)), None, "c's request is not yet open past the bound");
+        drop((a, c, d));
+    }
+
+    #[test]
+    fn control_connections_take_an_eighth_of_the_reserve_at_most_128_and_follow_1024_streams() {
         assert_eq!(Limits::within(1024).connections, 128);
         assert_eq!(Limits::within(1 << 20).connections, 128);
         assert_eq!(Limits::within(64).connections, 8);
-        assert_eq!(Limits::within(1024).first_request, Duration::from_secs(5));
+        assert_eq!(Limits::within(1024).preface, Duration::from_secs(5));
+        assert_eq!(Limits::within(64).follows, 1024);
     }
 
     #[test]
@@ -466,30 +760,77 @@ mod tests {
         })
     }
 
+    /// Answers every request after `after`, with an empty body.
+    fn answering(
+        after: Duration,
+    ) -> impl tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |_| async move {
+            tokio::time::sleep(after).await;
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        })
+    }
+
     fn short() -> Limits {
-        Limits { first_request: Duration::from_millis(300), idle: Duration::from_millis(300), ..Limits::within(1024) }
+        Limits {
+            preface: Duration::from_millis(300),
+            min_age: Duration::from_millis(300),
+            long_request: Duration::from_millis(300),
+            ..Limits::within(1024)
+        }
+    }
+
+    /// A connection served on a socket pair, with an HTTP/2 client on the other end.
+    async fn client(
+        conns: &Arc<Conns>,
+        svc: impl tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future = impl Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+        limits: Limits,
+    ) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let served = tokio::spawn(serve(ours, svc, conns.admit().unwrap(), limits));
+        let (client, h2) = h2::client::handshake(theirs).await.unwrap();
+        tokio::spawn(async move {
+            let _ = h2.await;
+        });
+        (client, served)
+    }
+
+    async fn ask(client: &mut h2::client::SendRequest<Bytes>) -> Result<http::StatusCode, h2::Error> {
+        let req = http::Request::post("http://control/c.C/Ask").body(()).unwrap();
+        let (answer, _) = client.clone().ready().await?.send_request(req, true)?;
+        Ok(answer.await?.status())
     }
 
     #[tokio::test]
-    async fn a_connection_that_asks_nothing_is_closed_but_a_follow_stream_is_not() {
+    async fn a_connection_that_sends_no_preface_is_closed_but_a_follow_stream_is_not() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let conns = Conns::new(8);
-        // Only a part of the preface, then nothing.
-        let (ours, mut silent) = tokio::net::UnixStream::pair().unwrap();
-        let served = tokio::spawn(serve(ours, following(), conns.admit().unwrap().conn, short()));
-        silent.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let conns = Conns::new(limits(8));
         // A follower: one request, whose answer never ends.
-        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-        let follower = tokio::spawn(serve(ours, following(), conns.admit().unwrap().conn, short()));
-        let (mut client, h2) = h2::client::handshake(theirs).await.unwrap();
-        let driven = tokio::spawn(h2);
+        let (mut client, follower) = client(&conns, following(), short()).await;
         let req = http::Request::post("http://control/c.C/Follow").body(()).unwrap();
         let (answer, send) = client.send_request(req, false).unwrap();
         let mut body = answer.await.unwrap().into_body();
+        // Only a part of the preface, then nothing.
+        let (ours, mut silent) = tokio::net::UnixStream::pair().unwrap();
+        let served = tokio::spawn(serve(ours, following(), conns.admit().unwrap(), short()));
         assert_eq!(conns.open(), 2);
+        silent.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
 
         let mut buf = [0u8; 256];
-        let read = tokio::time::timeout(Duration::from_secs(2), async {
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match silent.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
@@ -498,16 +839,129 @@ mod tests {
             }
         })
         .await;
-        assert!(read.is_ok(), "a connection that asked nothing was held past its first-request timeout");
-        tokio::time::timeout(Duration::from_secs(1), served).await.expect("its task ended").unwrap();
-        // Many idle timeouts later the follower is still served.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(read.is_ok(), "a connection that sent no preface was held past its preface timeout");
+        tokio::time::timeout(Duration::from_secs(5), served).await.expect("its task ended").unwrap();
         assert_eq!(conns.open(), 1);
-        assert!(!follower.is_finished() && !driven.is_finished(), "a follow stream was timed out");
+        // Many preface and long-request bounds later, the follower is still served.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!follower.is_finished(), "a follow stream was timed out");
         assert!(tokio::time::timeout(Duration::from_millis(50), body.data()).await.is_err(), "its answer ended");
-        // Once it stops following, the connection is idle, and closed after the idle timeout.
         drop((body, send, client));
-        tokio::time::timeout(Duration::from_secs(3), follower).await.expect("an idle connection was kept").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), follower).await.expect("it ended with its client").unwrap();
         assert_eq!(conns.open(), 0);
+    }
+    #[tokio::test]
+    async fn a_client_that_sent_its_preface_may_ask_long_after_and_ask_again_after_a_long_pause() {
+        let conns = Conns::new(limits(8));
+        // Connected eagerly (a gRPC channel made ready, `call -d @-` reading its stdin):
+        // the preface is sent, the first request comes well after the preface timeout.
+        let (mut client, served) = client(&conns, answering(Duration::ZERO), short()).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(ask(&mut client).await.expect("the first request, 1.5 s after the preface"), 200);
+        // As `top -d N` does: a pause between looks, here 5 preface (and long-request)
+        // bounds; no idle timeout closes it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(ask(&mut client).await.expect("the next request, 1.5 s later"), 200);
+        assert!(!served.is_finished());
+        assert_eq!(conns.open(), 1);
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), served).await.expect("it ended with its client").unwrap();
+        assert_eq!(conns.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_busy_past_the_bound_closed_for_a_newcomer_has_its_streams_reset_and_frees_its_place() {
+        let conns = Conns::new(Limits { connections: 1, ..short() });
+        let (mut client, served) = client(&conns, following(), short()).await;
+        let req = http::Request::post("http://control/c.C/Follow").body(()).unwrap();
+        let (answer, _send) = client.send_request(req, false).unwrap();
+        let mut body = answer.await.unwrap().into_body();
+        assert!(conns.admit().is_err());
+        // Open past the bound (300 ms here), the follow stream makes room.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while conns.evict().is_none() {
+            assert!(Instant::now() < deadline, "a connection busy past the bound never made room");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(10), body.data()).await.expect("its stream was reset");
+        assert!(!matches!(ended, Some(Ok(_))), "{ended:?}");
+        tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
+        assert!(conns.room(Duration::from_secs(1)).await);
+        assert!(conns.admit().is_ok());
+    }
+
+    /// Waits, holding the thread, until a HEADERS frame sits unread in `socket`.
+    fn headers_unread(socket: &std::os::unix::net::UnixStream) {
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: peeks into a local buffer of the length given, on an open socket.
+            let n = unsafe {
+                libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            };
+            let mut at = 0;
+            while let Ok(n) = usize::try_from(n)
+                && at + 9 <= n
+            {
+                if buf[at + 3] == 0x1 {
+                    return;
+                }
+                at += 9 + (usize::from(buf[at]) << 16 | usize::from(buf[at + 1]) << 8 | usize::from(buf[at + 2]));
+            }
+            assert!(std::time::Instant::now() < deadline, "the request was never written");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_request_sent_as_its_idle_connection_is_closed_for_a_newcomer_is_served_to_its_end() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let conns = Conns::new(limits(1));
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        // The client runs on its own thread, so it writes while the daemon's side is held.
+        let (said, asked) = std::sync::mpsc::channel();
+        let (go, going) = std::sync::mpsc::channel::<()>();
+        let clientside = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (mut client, h2) =
+                    h2::client::handshake(tokio::net::UnixStream::from_std(theirs).unwrap()).await.unwrap();
+                tokio::spawn(async move {
+                    let _ = h2.await;
+                });
+                said.send(ask(&mut client).await.map_err(|e| e.to_string())).unwrap();
+                going.recv().unwrap();
+                // Sent as the connection is closed for a newcomer.
+                said.send(ask(&mut client).await.map_err(|e| e.to_string())).unwrap();
+            });
+        });
+        rt.block_on(async {
+            ours.set_nonblocking(true).unwrap();
+            let peek = ours.try_clone().unwrap();
+            let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+            // Its answers take 1.5 s, longer than the grace a closing connection has.
+            let served = tokio::spawn(serve(
+                ours,
+                answering(Duration::from_millis(1500)),
+                conns.admit().unwrap(),
+                Limits { preface: Duration::from_millis(300), ..limits(1) },
+            ));
+            let first = tokio::task::spawn_blocking(move || asked.recv().map(|a| (a, asked))).await.unwrap().unwrap();
+            let (first, asked) = first;
+            assert_eq!(first, Ok(http::StatusCode::OK));
+            go.send(()).unwrap();
+            // The daemon's side is held (this runtime does nothing) until the request sits
+            // in its socket; then a newcomer closes the connection, idle as far as it knows.
+            headers_unread(&peek);
+            drop(peek);
+            assert_eq!(conns.evict(), Some(Evicted::Idle));
+            let second = tokio::task::spawn_blocking(move || asked.recv()).await.unwrap().unwrap();
+            assert_eq!(second, Ok(http::StatusCode::OK), "a request taken as the connection closed was cut");
+            tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
+            assert_eq!(conns.open(), 0);
+        });
+        clientside.join().unwrap();
     }
 }

@@ -462,19 +462,15 @@ pub async fn serve(
     let own = unsafe { libc::geteuid() };
     let svc = ControlServer::new(ControlService::new(sup.clone(), conns::Follows::new(limits.follows)));
     let refusals = refusal::Refusals::default();
-    let open = conns::Conns::new(limits.connections);
-    // Each said at most once per interval: a peer connecting in a loop repeats them
-    // thousands of times a second.
-    let mut refused = tally::Tally::new(tally::SAID_EVERY);
-    let mut no_room = tally::Tally::new(tally::SAID_EVERY);
-    let mut accept_failed = tally::Tally::new(tally::SAID_EVERY);
+    let open = conns::Conns::new(limits.clone());
+    let mut floods = Floods::default();
     loop {
-        let due = refused.next_due();
+        let due = floods.next_due();
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = until(due) => {
-                if let Some(said) = refused.due(tokio::time::Instant::now()) {
-                    keep_refused(&sup, &said);
+                for (flood, said) in floods.due(tokio::time::Instant::now()) {
+                    floods.say(&sup, open.limit(), flood, &said);
                 }
                 continue;
             }
@@ -482,9 +478,8 @@ pub async fn serve(
         let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) => {
-                if let Some(said) = accept_failed.note(0, tokio::time::Instant::now()) {
-                    tracing::warn!(error = %e, failures = said.count, "control accept failed");
-                }
+                floods.accept_error = e.to_string();
+                floods.note(&sup, open.limit(), Flood::AcceptFailed, 0);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -500,44 +495,106 @@ pub async fn serve(
             // Each counted (supervisor_events_total), kept in the history and logged at
             // most once per interval with the count.
             sup.events().count("", EventKind::ControlRefused);
-            if let Some(said) = refused.note(uid, tokio::time::Instant::now()) {
-                keep_refused(&sup, &said);
-            }
+            floods.note(&sup, open.limit(), Flood::Refused, uid);
             // Told why, rather than cut off: its client can say what to do about it.
             refusals.refuse(stream, uid);
             continue;
         }
-        match open.admit() {
-            Ok(admitted) => {
-                if admitted.evicted
-                    && let Some(said) = no_room.note(uid, tokio::time::Instant::now())
-                {
-                    tracing::warn!(
-                        max_connections = open.limit(),
-                        closed = said.count,
-                        uids = %said.uids_text(),
-                        "the control socket is at its connection limit: closed those waiting longest for a first \
-                         request (or idle longest) to make room"
-                    );
+        let admitted = match open.admit() {
+            Ok(conn) => Ok(conn),
+            Err(full) => match open.evict() {
+                None => Err(full),
+                Some(_) => {
+                    floods.note(&sup, open.limit(), Flood::Evicted, uid);
+                    // The bound is strict: the newcomer waits for the descriptor of the
+                    // connection closed for it (at once for a silent one, and for one that
+                    // took a request as it was closed, not past ROOM_WAIT).
+                    if open.room(conns::ROOM_WAIT).await { open.admit() } else { Err(full) }
                 }
-                tokio::spawn(conns::serve(stream, svc.clone(), admitted.conn, limits.clone()));
-                if open.full() {
-                    // Let the connection just closed close its socket before the next
-                    // accept: in a flood, accepts would otherwise run ahead of the closes
-                    // and eat into the descriptors kept for plugin restarts.
-                    tokio::task::yield_now().await;
-                }
+            },
+        };
+        match admitted {
+            Ok(conn) => {
+                tokio::spawn(conns::serve(stream, svc.clone(), conn, limits.clone()));
             }
             Err(full) => {
-                if let Some(said) = no_room.note(uid, tokio::time::Instant::now()) {
-                    tracing::warn!(
-                        max_connections = full.limit,
-                        refused = said.count,
-                        uids = %said.uids_text(),
-                        "the control socket is at its connection limit with every connection busy: refused new ones"
-                    );
-                }
+                floods.note(&sup, open.limit(), Flood::Full, uid);
                 refusals.no_room(stream, uid, full);
+            }
+        }
+    }
+}
+
+/// What the accept loop says at most once per interval, each counted on its own: a peer
+/// connecting in a loop repeats them thousands of times a second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flood {
+    /// A uid the control socket does not admit.
+    Refused,
+    /// A connection closed to make room for a newcomer (counted by the newcomer's uid).
+    Evicted,
+    /// A newcomer refused, with no connection able to make room.
+    Full,
+    /// An accept that failed.
+    AcceptFailed,
+}
+
+const FLOODS: [Flood; 4] = [Flood::Refused, Flood::Evicted, Flood::Full, Flood::AcceptFailed];
+
+struct Floods {
+    tallies: [tally::Tally; 4],
+    /// The last accept error, said with the count.
+    accept_error: String,
+}
+
+impl Default for Floods {
+    fn default() -> Self {
+        Self { tallies: std::array::from_fn(|_| tally::Tally::new(tally::SAID_EVERY)), accept_error: String::new() }
+    }
+}
+
+impl Floods {
+    fn tally(&mut self, flood: Flood) -> &mut tally::Tally {
+        &mut self.tallies[flood as usize]
+    }
+
+    /// Counts one from `uid`, and says what is due.
+    fn note(&mut self, sup: &Supervisor, limit: usize, flood: Flood, uid: u32) {
+        if let Some(said) = self.tally(flood).note(uid, tokio::time::Instant::now()) {
+            self.say(sup, limit, flood, &said);
+        }
+    }
+
+    /// When the next held back count is due.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.tallies.iter().filter_map(tally::Tally::next_due).min()
+    }
+
+    /// Every count held back that is due at `now`.
+    fn due(&mut self, now: tokio::time::Instant) -> Vec<(Flood, tally::Said)> {
+        FLOODS.into_iter().filter_map(|flood| self.tally(flood).due(now).map(|said| (flood, said))).collect()
+    }
+
+    fn say(&self, sup: &Supervisor, limit: usize, flood: Flood, said: &tally::Said) {
+        let uids = said.uids_text();
+        match flood {
+            Flood::Refused => keep_refused(sup, said),
+            Flood::Evicted => tracing::warn!(
+                max_connections = limit,
+                closed = said.count,
+                newcomer_uids = %uids,
+                "the control socket is at its connection limit: closed connections (silent longest, else idle \
+                 longest, else busy longest past the bound) to make room for new ones from newcomer_uids"
+            ),
+            Flood::Full => tracing::warn!(
+                max_connections = limit,
+                refused = said.count,
+                uids = %uids,
+                "the control socket is at its connection limit and no connection could make room (each busy, just \
+                 connected or closing): refused new ones"
+            ),
+            Flood::AcceptFailed => {
+                tracing::warn!(error = %self.accept_error, failures = said.count, "control accept failed");
             }
         }
     }
@@ -565,4 +622,35 @@ fn keep_refused(sup: &Supervisor, said: &tally::Said) {
     };
     let fields = [("refused", said.count.to_string()), ("uids", said.uids_text())];
     sup.events().keep("", "", EventKind::ControlRefused, message, &fields);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_flood_is_counted_on_its_own_and_every_one_held_back_is_said_when_due() {
+        let t0 = tokio::time::Instant::now();
+        let mut floods = Floods::default();
+        let note = |floods: &mut Floods, flood, uid, at| floods.tally(flood).note(uid, at).map(|s| s.count);
+        // The first of each is said at once: a refusal for want of room is not held back
+        // behind an eviction, to be said later as one.
+        assert_eq!(note(&mut floods, Flood::Evicted, 0, t0), Some(1));
+        assert_eq!(note(&mut floods, Flood::Full, 1000, t0), Some(1));
+        assert_eq!(note(&mut floods, Flood::AcceptFailed, 0, t0), Some(1));
+        for _ in 0..3 {
+            assert_eq!(note(&mut floods, Flood::Evicted, 0, t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(note(&mut floods, Flood::Full, 1000, t0 + Duration::from_secs(2)), None);
+        assert_eq!(note(&mut floods, Flood::AcceptFailed, 0, t0 + Duration::from_secs(3)), None);
+        assert_eq!(floods.next_due(), Some(t0 + tally::SAID_EVERY));
+        assert!(floods.due(t0 + tally::SAID_EVERY - Duration::from_millis(1)).is_empty());
+        // The burst stopped: every count held back is said once due, under its own name.
+        let said: Vec<_> = floods.due(t0 + tally::SAID_EVERY).into_iter().map(|(f, s)| (f, s.count, s.uids)).collect();
+        assert_eq!(
+            said,
+            [(Flood::Evicted, 3, vec![0]), (Flood::Full, 1, vec![1000]), (Flood::AcceptFailed, 1, vec![0])]
+        );
+        assert_eq!(floods.next_due(), None);
+    }
 }

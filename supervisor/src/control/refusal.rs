@@ -3,7 +3,8 @@
 //! dropped without a word (which its client could only report as a reset). The peer gets
 //! nothing else: no handler of the control API runs for it. An admitted peer that comes
 //! while the control socket holds as many connections as it takes, each busy, is refused
-//! the same way, told UNAVAILABLE and why ([`super::conns::Full`]).
+//! the same way, told UNAVAILABLE and why ([`super::conns::Full`]), from slots of its own:
+//! a flood of refused uids does not leave it closed without a word.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ pub const REFUSED_KEY: &str = "x-supervisor-refused";
 const SERVED_FOR: Duration = Duration::from_secs(2);
 /// Refused connections served at once; more are closed without a word, as before.
 const AT_ONCE: usize = 16;
+/// Admitted peers told at once that the control socket has no room, besides: descriptors
+/// kept from the reserve as the refused uids' are.
+const NO_ROOM_AT_ONCE: usize = 4;
 /// Calls a refused peer may have open at once on its connection.
 const STREAMS: u32 = 4;
 
@@ -66,11 +70,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for Refusal {
 #[derive(Clone, Debug)]
 pub struct Refusals {
     slots: Arc<Semaphore>,
+    no_room_slots: Arc<Semaphore>,
 }
 
 impl Default for Refusals {
     fn default() -> Self {
-        Self { slots: Arc::new(Semaphore::new(AT_ONCE)) }
+        Self { slots: Arc::new(Semaphore::new(AT_ONCE)), no_room_slots: Arc::new(Semaphore::new(NO_ROOM_AT_ONCE)) }
     }
 }
 
@@ -78,17 +83,17 @@ impl Refusals {
     /// Tells the peer on `stream` (uid `uid`) it is refused, in the background; closes it
     /// at once when as many refusals are being served as may be.
     pub fn refuse(&self, stream: tokio::net::UnixStream, uid: u32) {
-        self.serve(stream, Refusal { uid, full: None });
+        Self::serve(&self.slots, stream, Refusal { uid, full: None });
     }
 
     /// Tells the admitted peer on `stream` (uid `uid`) that the control socket has no room
-    /// for it, as [`Refusals::refuse`] does.
+    /// for it, as [`Refusals::refuse`] does, with slots of its own.
     pub fn no_room(&self, stream: tokio::net::UnixStream, uid: u32, full: super::conns::Full) {
-        self.serve(stream, Refusal { uid, full: Some(full) });
+        Self::serve(&self.no_room_slots, stream, Refusal { uid, full: Some(full) });
     }
 
-    fn serve(&self, stream: tokio::net::UnixStream, refusal: Refusal) {
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else { return };
+    fn serve(slots: &Arc<Semaphore>, stream: tokio::net::UnixStream, refusal: Refusal) {
+        let Ok(slot) = slots.clone().try_acquire_owned() else { return };
         tokio::spawn(async move {
             let served = crate::net::serve_h2_with(stream, refusal, Some(STREAMS));
             let _ = tokio::time::timeout(SERVED_FOR, served).await;
@@ -131,6 +136,27 @@ mod tests {
             "{status:?}"
         );
         assert_eq!(status.metadata().get(REFUSED_KEY).unwrap(), "0", "supervisorctl says it was refused (exit 5)");
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_room_is_told_why_while_refused_uids_take_every_slot_of_theirs() {
+        use plugin_proto::control::v1::StatusRequest;
+        use plugin_proto::control::v1::control_client::ControlClient;
+        let refusals = Refusals::default();
+        let mut held = Vec::new();
+        for _ in 0..AT_ONCE {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            refusals.refuse(ours, 65534);
+            held.push(theirs);
+        }
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        refusals.no_room(ours, 0, super::super::conns::Full { limit: 128 });
+        let (channel, conn) =
+            plugin_proto::transport::H2Channel::handshake(theirs).await.expect("closed without a word");
+        tokio::spawn(conn);
+        let status = ControlClient::new(channel).status(StatusRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        drop(held);
     }
 
     #[tokio::test]
