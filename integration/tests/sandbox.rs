@@ -434,6 +434,22 @@ fn a_cpu_share_too_small_to_keep_is_refused_and_one_an_older_version_persisted_i
     assert_eq!(saved_state(&d).as_deref(), Some(bad), "the file is left for the operator");
 }
 
+/// Unsandboxed (tier "none"), an instance runs without a cgroup: a quota change is kept,
+/// but said not to hold it, rather than reported as applied.
+#[test]
+fn a_quota_change_on_an_unsandboxed_plugin_is_said_not_to_be_enforced() {
+    let unsandboxed = "\n[supervisor.sandbox]\nallow_unsandboxed = true\n";
+    let d = Daemon::start(&config_with(unsandboxed, &plugin("zoo", &bins::zoo(), "tier = \"none\"")));
+    d.wait_state("zoo-0", "running", UP);
+    let out = d.ctl(&["quota", "zoo", "--pids", "5"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(
+        said.contains("(persisted; applied to 0 running instance(s); not enforced on 1 running without a cgroup)"),
+        "{said}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_below_what_a_plugin_uses_is_refused_unless_forced_and_a_kernel_refusal_changes_nothing() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "[plugin.quota]\nmemory_max = \"256M\"\n")));

@@ -144,7 +144,19 @@ impl Supervisor {
         };
         show_in_force(&p, &effective);
         let shown = describe(&effective);
-        let message = format!("{name}: {shown} (persisted; applied to {applied} running instance(s))");
+        // Unsandboxed (tier "none"), an instance runs without a cgroup: nothing holds it to
+        // the change, which is kept all the same (for its next start under a tier).
+        let unheld = p
+            .instances()
+            .iter()
+            .filter(|i| i.status().state == crate::instance::state::State::Running && i.cgroup.load().is_none())
+            .count();
+        let message = match unheld {
+            0 => format!("{name}: {shown} (persisted; applied to {applied} running instance(s))"),
+            n => format!(
+                "{name}: {shown} (persisted; applied to {applied} running instance(s); not enforced on {n} running without a cgroup)"
+            ),
+        };
         self.events().emit(name, "", EventKind::Quota, message.clone(), &[]);
         Ok((effective, message))
     }
