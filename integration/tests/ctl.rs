@@ -49,6 +49,24 @@ fn assert_ended_quietly(out: &Output, what: &str) {
     assert!(err.is_empty(), "{what}: {err}");
 }
 
+/// A follow that the daemon's stop cuts ends saying so (exit 5), not in h2's words alone.
+#[test]
+fn a_follow_cut_by_the_daemons_stop_says_the_supervisor_closed_the_connection() {
+    let mut d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));
+    d.wait_state("echo-0", "running", UP);
+    let mut child =
+        ctl(&d.control()).args(["events", "-f"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Its history printed: it follows now.
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty(), "no event printed");
+    assert!(d.stop_with(libc::SIGTERM, UP).is_some_and(|s| s.success()));
+    let (out, _) = wait_bounded(child, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.starts_with("supervisorctl: the supervisor closed the connection (did it stop?): "), "{err}");
+}
+
 #[test]
 fn a_reader_that_goes_away_ends_every_command_quietly() {
     let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));

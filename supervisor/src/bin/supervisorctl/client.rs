@@ -102,10 +102,17 @@ pub fn plugin(name: String) -> PluginRef {
 
 /// A one-line reason for a failed control call.
 pub fn reason(status: &tonic::Status) -> String {
-    match status.code() {
+    let said = match status.code() {
         tonic::Code::Unknown | tonic::Code::Internal if status.message().is_empty() => {
             format!("{status}")
         }
         code => format!("{} ({code:?})", status.message()),
+    };
+    // A connection cut under a command (the daemon stopped or restarted, typically under
+    // `tail -f`): h2's words alone ("stream closed because of a broken pipe") say neither.
+    let refused = status.metadata().contains_key(crate::exit::REFUSED_KEY);
+    if !refused && crate::exit::refused_or_cut(status) {
+        return format!("the supervisor closed the connection (did it stop?): {said}");
     }
+    said
 }
