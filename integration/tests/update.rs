@@ -194,3 +194,52 @@ async fn update_and_sighup_add_remove_and_change_plugins_under_load_without_a_fa
     assert_eq!(seen.failed, 0, "{seen:?}\nlog:\n{}", d.log_tail(60));
     assert!(seen.calls > 100, "the load kept calling: {seen:?}");
 }
+
+/// `tail -f` of a plugin that `update` removes ends saying so (exit 4, as for an unknown
+/// plugin), not silently with 0 as if its log had simply ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_of_a_plugin_update_removes_ends_saying_it_was_removed() {
+    use plugin_integration::pb::zoo::PrintRequest;
+    use plugin_integration::pb::zoo::zoo_client::ZooClient;
+    use std::io::BufRead;
+    let d =
+        Daemon::start(&config(&[plugin("echo", &bins::example("echo"), ""), plugin("zoo", &bins::zoo(), "")].concat()));
+    d.wait_state("zoo-0", "running", UP);
+    let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    zoo.print(PrintRequest { lines: 1, text: "before".into() }).await.unwrap();
+    let mut tail = std::process::Command::new(bins::supervisorctl())
+        .arg("--socket")
+        .arg(d.control())
+        .args(["tail", "-f", "zoo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its backlog and its follow are taken together: a line of the backlog printed, it
+    // follows. (Captured output arrives asynchronously, so the line may come later.)
+    let mut out = std::io::BufReader::new(tail.stdout.take().unwrap());
+    let mut first = String::new();
+    tokio::task::block_in_place(|| out.read_line(&mut first)).unwrap();
+    assert!(!first.is_empty(), "tail ended before printing anything");
+    std::fs::write(&d.config, config(&plugin("echo", &bins::example("echo"), ""))).unwrap();
+    let (code, lines, err) = update(&d, &[]);
+    assert_eq!(code, Some(0), "{lines:?} {err}");
+    let deadline = Instant::now() + UP;
+    let status = loop {
+        if let Some(s) = tail.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = tail.kill();
+            let _ = tail.wait();
+            panic!("tail -f of a removed plugin still runs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    for line in std::io::BufReader::new(tail.stderr.take().unwrap()).lines() {
+        err.push_str(&line.unwrap());
+    }
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(err.contains("plugin \"zoo\" was removed"), "{err}");
+}

@@ -222,19 +222,22 @@ fn backlog_then_follow<T: Clone + Send + 'static>(
     rx: Option<(broadcast::Receiver<T>, OwnedSemaphorePermit)>,
     keep: impl Fn(&T) -> bool + Send + Sync + 'static,
     missed: impl Fn(u64) -> T + Send + Sync + 'static,
+    closed: Option<Status>,
 ) -> BoxStream<T> {
     let head = futures_util::stream::iter(backlog.into_iter().map(Ok));
     let Some((rx, slot)) = rx else { return Box::pin(head) };
-    let tail = futures_util::stream::unfold((rx, keep, missed, slot), |(mut rx, keep, missed, slot)| async move {
+    let tail = futures_util::stream::unfold(Some((rx, keep, missed, slot, closed)), |state| async move {
+        let (mut rx, keep, missed, slot, closed) = state?;
         loop {
             match rx.recv().await {
-                Ok(v) if keep(&v) => return Some((Ok(v), (rx, keep, missed, slot))),
+                Ok(v) if keep(&v) => return Some((Ok(v), Some((rx, keep, missed, slot, closed)))),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let m = missed(n);
-                    return Some((Ok(m), (rx, keep, missed, slot)));
+                    return Some((Ok(m), Some((rx, keep, missed, slot, closed))));
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                // Its source is gone: the follow ends, with why when there is one to say.
+                Err(broadcast::error::RecvError::Closed) => return closed.map(|why| (Err(why), None)),
             }
         }
     });
@@ -354,7 +357,9 @@ impl Control for ControlService {
             text: format!("[{n} lines skipped: this reader fell behind]"),
             ..Default::default()
         };
-        Ok(Response::new(backlog_then_follow(lines, slot.map(|slot| (rx, slot)), |_| true, missed)))
+        // Its log's sender goes with the plugin: `update` removed it.
+        let removed = Status::not_found(format!("plugin {:?} was removed", req.name));
+        Ok(Response::new(backlog_then_follow(lines, slot.map(|slot| (rx, slot)), |_| true, missed, Some(removed))))
     }
 
     type EventsStream = BoxStream<Event>;
@@ -375,7 +380,7 @@ impl Control for ControlService {
             message: format!("{n} events skipped: this reader fell behind"),
             ..Default::default()
         };
-        Ok(Response::new(backlog_then_follow(history, slot.map(|slot| (rx, slot)), keep, missed)))
+        Ok(Response::new(backlog_then_follow(history, slot.map(|slot| (rx, slot)), keep, missed, None)))
     }
 
     async fn quota(&self, req: Request<QuotaRequest>) -> Result<Response<QuotaResponse>, Status> {
