@@ -94,6 +94,12 @@ fn every_command_naming_an_unknown_plugin_exits_4() {
         assert!(err.contains("unknown plugin \"\""), "{empty:?}: {err}");
     }
     assert_eq!(code(&d, &["config", ""]), Some(4));
+    // A name longer than any plugin's is shown cut, with its length, not echoed whole.
+    let long = "x".repeat(100_000);
+    let out = d.ctl(&["status", &long]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{}", &err[..err.len().min(300)]);
+    assert!(err.contains("... (100000 bytes)") && err.len() < 300, "{}", &err[..err.len().min(300)]);
     // `call` keeps grpcurl's convention: 64 + NOT_FOUND.
     assert_eq!(code(&d, &["call", "ghost", "zoo.v1.Zoo/Echo"]), Some(64 + 5));
 }

@@ -91,7 +91,7 @@ pub(crate) fn spawn_revision(shared: &Arc<Shared>, p: &Arc<Plugin>, rev: &Arc<cr
 /// Errors from the library API.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    #[error("unknown plugin {0:?}")]
+    #[error("unknown plugin {}", crate::config::shown_name(.0))]
     UnknownPlugin(String),
     #[error(transparent)]
     State(#[from] crate::state::StateError),

@@ -10,6 +10,18 @@ use super::{Backoff, Config, IntegritySpec, PluginConfig, PluginSpec};
 use crate::contract;
 use crate::integrity::{PublicKey, Sha256Digest};
 
+/// A plugin name as an error shows it, quoted: one longer than any plugin's can be (a
+/// caller's or an operator's input) is cut, with its length, so that the error (sent back
+/// as `grpc-message`) stays small.
+pub fn shown_name(name: &str) -> String {
+    const SHOWN: usize = 64;
+    if name.len() <= SHOWN {
+        return format!("{name:?}");
+    }
+    let cut = (0..=SHOWN).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+    format!("{:?}... ({} bytes)", &name[..cut], name.len())
+}
+
 /// Plugin names become parts of paths (cgroups, data directories) and
 /// instance ids, so they are kept to a portable alphabet.
 pub fn name_problem(name: &str) -> Option<String> {
@@ -705,5 +717,15 @@ mod tests {
         assert!(
             parse(&bad).unwrap_err().to_string().contains("plugin[0].declared_name: plugin name \"a/b\" may use only")
         );
+    }
+
+    #[test]
+    fn a_name_longer_than_any_plugins_is_shown_cut_with_its_length() {
+        use super::shown_name;
+        assert_eq!(shown_name("echo"), "\"echo\"");
+        let long = "é".repeat(50_000);
+        let shown = shown_name(&long);
+        assert!(shown.ends_with("\"... (100000 bytes)") && shown.len() < 100, "{shown}");
+        assert_eq!(shown_name(&"a".repeat(64)), format!("{:?}", "a".repeat(64)));
     }
 }

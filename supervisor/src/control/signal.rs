@@ -9,7 +9,7 @@ use crate::sandbox::pidfd::signal_name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
-    #[error("unknown plugin {0:?}")]
+    #[error("unknown plugin {}", crate::config::shown_name(.0))]
     UnknownPlugin(String),
     #[error("{given:?} is not a signal to send: give a name (TERM, SIGHUP, USR1, ...) or a number from 1 to {max}")]
     NotASignal { given: String, max: i32 },

@@ -74,7 +74,7 @@ impl std::fmt::Display for Reloaded {
 /// Why a reload was refused; the serving revision was left as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("unknown plugin {0:?}")]
+    #[error("unknown plugin {}", crate::config::shown_name(.0))]
     UnknownPlugin(String),
     #[error("plugin {0:?}: a reload is already under way")]
     InProgress(String),

@@ -49,7 +49,7 @@ impl Action {
 /// Why a rollout command was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
-    #[error("unknown plugin {0:?}")]
+    #[error("unknown plugin {}", crate::config::shown_name(.0))]
     UnknownPlugin(String),
     #[error("plugin {0:?}: no rollout to show (none has run since the supervisor started, or a reload replaced it)")]
     NoRollout(String),
