@@ -114,3 +114,57 @@ fn thousands_of_silent_control_connections_leave_commands_answered_and_restarts_
     assert!(!log.contains("Too many open files"), "{}", d.log_tail(20));
     drop(crowd);
 }
+
+#[test]
+fn followers_past_their_share_of_the_control_connections_are_refused_and_commands_still_get_in() {
+    // fd_reserve 64: 8 control connections, of which 6 may hold follow streams.
+    let cfg = config_with("", &plugin("echo", &bins::example("echo"), "")).replacen(
+        "[supervisor.defaults]",
+        "[supervisor.gateway]\nfd_reserve = 64\n\n[supervisor.defaults]",
+        1,
+    );
+    let d = Daemon::start(&cfg);
+    d.wait_state("echo-0", "running", Duration::from_secs(30));
+    // As many followers as the socket takes connections: before the fix each was served,
+    // and no command got in for ten minutes.
+    let mut followers: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(bins::supervisorctl())
+                .arg("--socket")
+                .arg(d.control())
+                .args(["events", "-f"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run a follower")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = Vec::new();
+    while refused.len() < 2 {
+        assert!(Instant::now() < deadline, "followers past their share were not refused: {refused:?}");
+        let mut i = 0;
+        while i < followers.len() {
+            if followers[i].try_wait().expect("a follower's status").is_some() {
+                refused.push(followers.remove(i).wait_with_output().expect("a follower's output"));
+            } else {
+                i += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for out in &refused {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("6 control connections hold follow streams"), "{stderr}");
+        assert!(stderr.contains("the rest kept for commands"), "{stderr}");
+    }
+    // Six follow; a command (a liveness probe, `ExecReload=supervisorctl update`) gets in.
+    let status = ctl_within(&d, Duration::from_secs(10), &["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&status.stderr), d.log_tail(20));
+    assert!(followers.iter_mut().all(|f| f.try_wait().unwrap().is_none()), "a follower within its share ended");
+    for mut f in followers {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+}

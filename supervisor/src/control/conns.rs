@@ -69,12 +69,16 @@ pub const MIN_AGE: Duration = Duration::from_secs(1);
 /// connection may be closed for a newcomer: twice the longest `supervisorctl` waits for a
 /// command (`update`, `reload`, `rollout`: 300 s), so no command that ends is cut.
 pub const LONG_REQUEST: Duration = Duration::from_secs(600);
-/// How long a connection told GOAWAY has to take its last answers, when it was closed
-/// with none open, or for requests open past [`LONG_REQUEST`].
+/// How long a connection told GOAWAY, closed with no request open, has to take its last
+/// answers; only requests it started within it are served to their end. One closed for
+/// requests open past [`LONG_REQUEST`] has its streams reset at once.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// How long a newcomer waits for the connection closed for it to end: a silent one ends at
-/// once, an idle one once it has read GOAWAY, a busy one after [`CLOSE_GRACE`].
+/// How long a newcomer waits for the connection closed for it to end: a silent or busy one
+/// ends at once, an idle one once it has read GOAWAY (or after [`CLOSE_GRACE`]). It waits
+/// in a task of its own, never in the accept loop.
 pub const ROOM_WAIT: Duration = Duration::from_secs(2);
+/// Newcomers waiting at once for a connection closed for them to end; more are refused.
+pub const MAX_WAITING: usize = 16;
 
 /// The control socket's bounds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +119,13 @@ pub struct Full {
     pub limit: usize,
 }
 
+/// Connections that may hold follow streams at once out of `limit`: the rest, at least two
+/// (an eighth of a large bound), are kept for commands (`ExecReload=supervisorctl update`,
+/// liveness probes), which followers never lock out.
+pub fn follow_connections(limit: usize) -> usize {
+    limit.saturating_sub((limit / 8).max(2))
+}
+
 /// Why a connection was closed for a newcomer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Evicted {
@@ -144,6 +155,10 @@ struct State {
     fresh: BTreeMap<u64, u64>,
     /// The same, for those that have.
     idle: BTreeMap<u64, u64>,
+    /// Places kept for newcomers waiting for a connection closed for them to end.
+    reserved: usize,
+    /// Connections with a follow stream open.
+    following: usize,
 }
 
 struct Entry {
@@ -157,6 +172,8 @@ struct Entry {
     /// Since when, and why, it has been closing.
     closing: Option<(Instant, Evicted)>,
     close: Arc<Notify>,
+    /// Follow streams open on it.
+    follows: usize,
 }
 
 impl Entry {
@@ -181,16 +198,20 @@ impl Conns {
     }
 
     /// Takes a new connection, if one more fits (those closing count until their task
-    /// has ended).
+    /// has ended, and places kept for newcomers waiting for them are taken).
     pub fn admit(self: &Arc<Self>) -> Result<Conn, Full> {
         self.admit_at(Instant::now())
     }
 
     fn admit_at(self: &Arc<Self>, now: Instant) -> Result<Conn, Full> {
         let mut st = self.lock();
-        if st.open.len() >= self.limits.connections {
+        if st.open.len() + st.reserved >= self.limits.connections {
             return Err(Full { limit: self.limits.connections });
         }
+        Ok(self.insert(&mut st, now))
+    }
+
+    fn insert(self: &Arc<Self>, st: &mut State, now: Instant) -> Conn {
         st.next += 1;
         let (id, key) = (st.next, st.next);
         let close = Arc::new(Notify::new());
@@ -201,22 +222,34 @@ impl Conns {
             since: now,
             closing: None,
             close: close.clone(),
+            follows: 0,
         };
         st.open.insert(id, entry);
         st.fresh.insert(key, id);
-        Ok(Conn { id, conns: self.clone(), close })
+        Conn { id, conns: self.clone(), close }
     }
 
-    /// Tells one connection to close to make room for a newcomer (see the module's
-    /// header for which); it counts until its task has ended ([`Conns::room`]). `None`
-    /// when none may be closed now.
-    pub fn evict(&self) -> Option<Evicted> {
-        self.evict_at(Instant::now())
-    }
-
-    fn evict_at(&self, now: Instant) -> Option<Evicted> {
+    /// At the bound: tells one connection to close to make room for a newcomer (see the
+    /// module's header for which) and keeps its place for the newcomer, who waits for it
+    /// with [`Room::wait`] (it counts until its task has ended). Refused when none may be
+    /// closed now, or [`MAX_WAITING`] newcomers wait already.
+    pub fn make_room(self: &Arc<Self>) -> Result<(Evicted, Room), Full> {
+        let full = Full { limit: self.limits.connections };
         let mut st = self.lock();
-        let st = &mut *st;
+        if st.reserved >= MAX_WAITING {
+            return Err(full);
+        }
+        let why = self.evict_locked(&mut st, Instant::now()).ok_or(full)?;
+        st.reserved += 1;
+        Ok((why, Room { conns: self.clone(), kept: true }))
+    }
+
+    #[cfg(test)]
+    fn evict_at(&self, now: Instant) -> Option<Evicted> {
+        self.evict_locked(&mut self.lock(), now)
+    }
+
+    fn evict_locked(&self, st: &mut State, now: Instant) -> Option<Evicted> {
         let (id, why) = if let Some((&key, &id)) = st.fresh.first_key_value()
             && st.open.get(&id).is_some_and(|e| now >= e.since + self.limits.min_age)
         {
@@ -245,25 +278,15 @@ impl Conns {
         Some(why)
     }
 
-    /// Whether one more connection fits now.
-    pub fn full(&self) -> bool {
-        self.lock().open.len() >= self.limits.connections
-    }
-
-    /// Waits, at most `within`, until one more connection fits; whether it does.
-    pub async fn room(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if !self.full() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return !self.full();
-            }
+    /// Takes a kept place once the connections counted leave room for it.
+    fn take_kept(self: &Arc<Self>) -> Option<Conn> {
+        let mut st = self.lock();
+        // Those waiting come first: a place freed is theirs, not a later newcomer's.
+        if st.open.len() >= self.limits.connections {
+            return None;
         }
+        st.reserved -= 1;
+        Some(self.insert(&mut st, Instant::now()))
     }
 
     /// Connections counted: open, or closing with their task not ended yet.
@@ -307,17 +330,25 @@ impl Conns {
     }
 
     /// For a closing connection: `Ok` when it is to be cut now, else when to look again.
-    /// One closed with no request open, or for requests open past the bound, has
-    /// [`CLOSE_GRACE`]; a request that started as it was told to close is served to its
-    /// end, or until it has been open past the bound.
+    /// One closed for requests open past the bound is cut at once. One closed with no
+    /// request open has [`CLOSE_GRACE`]; a request it started within that grace (one that
+    /// raced the GOAWAY) is served to its end, or until it has been open past the bound.
+    /// Later ones push nothing back (a peer that never acks the GOAWAY's PING could open
+    /// streams for ever), so it is cut by `told + CLOSE_GRACE + long_request` at the latest.
     fn cut_at(&self, id: u64, now: Instant) -> Result<(), Instant> {
         let at = self
             .entry(id, |e| {
-                let (told, _) = e.closing?;
-                Some(match e.newest() {
+                let (told, why) = e.closing?;
+                if why == Evicted::Busy {
+                    return Some(told);
+                }
+                let honoured = told + CLOSE_GRACE;
+                let newest = e.requests.iter().filter(|&&at| at <= honoured).max();
+                let at = match newest {
                     None => told.max(e.since) + CLOSE_GRACE,
-                    Some(newest) => (told + CLOSE_GRACE).max(newest + self.limits.long_request),
-                })
+                    Some(&newest) => honoured.max(newest + self.limits.long_request),
+                };
+                Some(at.min(honoured + self.limits.long_request))
             })
             .flatten();
         match at {
@@ -329,14 +360,85 @@ impl Conns {
     fn closed(&self, id: u64) {
         {
             let mut st = self.lock();
-            if let Some(e) = st.open.remove(&id)
-                && let Some(key) = e.idle_key
-            {
-                st.fresh.remove(&key);
-                st.idle.remove(&key);
+            if let Some(e) = st.open.remove(&id) {
+                if let Some(key) = e.idle_key {
+                    st.fresh.remove(&key);
+                    st.idle.remove(&key);
+                }
+                if e.follows > 0 {
+                    st.following -= 1;
+                }
             }
         }
         self.freed.notify_waiters();
+    }
+
+    /// Notes a follow stream opened on connection `id`, refused when it would make one
+    /// connection more holding follow streams than [`follow_connections`] allows.
+    fn follow(&self, id: u64) -> Result<(), tonic::Status> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let allowed = follow_connections(self.limits.connections);
+        let Some(e) = st.open.get_mut(&id) else { return Ok(()) };
+        if e.follows == 0 {
+            if st.following >= allowed {
+                return Err(tonic::Status::resource_exhausted(format!(
+                    "{allowed} control connections hold follow streams (events -f, tail -f), as many as the \
+                     supervisor's control socket lets follow at once ({} connections, the rest kept for commands); \
+                     end one, or read without following",
+                    self.limits.connections
+                )));
+            }
+            st.following += 1;
+        }
+        e.follows += 1;
+        Ok(())
+    }
+
+    fn unfollow(&self, id: u64) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(e) = st.open.get_mut(&id) else { return };
+        e.follows = e.follows.saturating_sub(1);
+        if e.follows == 0 {
+            st.following -= 1;
+        }
+    }
+}
+
+/// A place kept for a newcomer at the bound, until the connection closed for it has ended;
+/// given back when dropped untaken.
+pub struct Room {
+    conns: Arc<Conns>,
+    kept: bool,
+}
+
+impl Room {
+    /// Waits, at most `within`, for the place kept to be free, and takes it.
+    pub async fn wait(mut self, within: Duration) -> Result<Conn, Full> {
+        let deadline = Instant::now() + within;
+        loop {
+            let freed = self.conns.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(conn) = self.conns.take_kept() {
+                self.kept = false;
+                return Ok(conn);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                let conn = self.conns.take_kept().ok_or(Full { limit: self.conns.limits.connections })?;
+                self.kept = false;
+                return Ok(conn);
+            }
+        }
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        if self.kept {
+            self.conns.lock().reserved -= 1;
+        }
     }
 }
 
@@ -370,9 +472,10 @@ impl Drop for Conn {
     }
 }
 
-/// What a connection's requests note themselves with; it does not keep it counting.
+/// What a connection's requests note themselves with (each request carries it in its
+/// extensions); it does not keep it counting.
 #[derive(Clone)]
-struct Handle {
+pub struct Handle {
     id: u64,
     conns: Arc<Conns>,
 }
@@ -410,16 +513,35 @@ impl Follows {
         Self { limit, slots: Arc::new(Semaphore::new(limit)) }
     }
 
-    /// A slot for one more follow stream, held as long as the stream; refused when as many
-    /// are open as may be.
-    pub fn take(&self) -> Result<OwnedSemaphorePermit, tonic::Status> {
-        self.slots.clone().try_acquire_owned().map_err(|_| {
+    /// A slot for one more follow stream on connection `on`, held as long as the stream;
+    /// refused when as many are open as may be, or when `on` would be one connection more
+    /// holding follow streams than leaves room for commands ([`follow_connections`]).
+    pub fn take(&self, on: Option<&Handle>) -> Result<FollowSlot, tonic::Status> {
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
             tonic::Status::resource_exhausted(format!(
                 "{} follow streams (events -f, tail -f) are open on the supervisor's control socket, as many as it \
                  serves at once; end one, or read without following",
                 self.limit
             ))
-        })
+        })?;
+        if let Some(on) = on {
+            on.conns.follow(on.id)?;
+        }
+        Ok(FollowSlot { _permit: permit, on: on.cloned() })
+    }
+}
+
+/// One follow stream's place, held as long as the stream.
+pub struct FollowSlot {
+    _permit: OwnedSemaphorePermit,
+    on: Option<Handle>,
+}
+
+impl Drop for FollowSlot {
+    fn drop(&mut self) {
+        if let Some(on) = &self.on {
+            on.conns.unfollow(on.id);
+        }
     }
 }
 
@@ -447,6 +569,10 @@ where
     let mut timed = true;
     loop {
         tokio::select! {
+            // `served` first: with a request's HEADERS unread and the eviction told at
+            // once, the request is taken (and the connection known as used) before the
+            // eviction is looked at.
+            biased;
             ended = served.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "control connection ended with an error");
@@ -474,11 +600,20 @@ where
     // GOAWAY: a request already on its way is still served, and nothing newer is taken.
     served.as_mut().graceful_shutdown();
     loop {
+        // Polled before the deadline is looked at: a request read now (the task may wake
+        // late) is noted before it could be cut unread.
+        if let Poll::Ready(ended) = std::future::poll_fn(|cx| Poll::Ready(served.as_mut().poll(cx))).await {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "control connection ended with an error as it closed");
+            }
+            return;
+        }
         let next = match conn.conns.cut_at(conn.id, Instant::now()) {
             Ok(()) => return,
             Err(at) => at,
         };
         tokio::select! {
+            biased;
             ended = served.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "control connection ended with an error as it closed");
@@ -581,8 +716,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Incoming>) -> Self::Future {
         let open = self.conn.request();
+        req.extensions_mut().insert(self.conn.clone());
         let answer = self.inner.call(req.map(Body::new));
         Box::pin(async move {
             let response = answer.await?;
@@ -706,10 +842,9 @@ mod tests {
         assert_eq!(conns.evict_at(at(10.0 + long - 1.0)), None);
         assert_eq!(conns.evict_at(at(10.0 + long)), Some(Evicted::Busy));
         assert!(told_to_close(&b) && !told_to_close(&a), "b has been busy longest: a had a request at 20 s");
-        // Its streams are reset after the grace.
+        // Its streams are reset at once: they are open past the bound already.
         let told = at(10.0 + long);
-        assert_eq!(conns.cut_at(b.id, told), Err(told + CLOSE_GRACE));
-        assert_eq!(conns.cut_at(b.id, told + CLOSE_GRACE), Ok(()));
+        assert_eq!(conns.cut_at(b.id, told), Ok(()));
         drop(b);
         // d connected and has said nothing yet: it will be old enough soon, so no busy one
         // is cut for it, though a is past the bound.
@@ -720,6 +855,112 @@ mod tests {
         assert!(told_to_close(&a) && !told_to_close(&c));
         assert_eq!(conns.evict_at(at(20.0 + long + 0.5)), None, "c's request is not yet open past the bound");
         drop((a, c, d));
+    }
+
+    #[test]
+    fn a_newcomer_s_place_is_kept_while_it_waits_and_at_most_16_wait() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let conns = Conns::new(Limits { min_age: Duration::ZERO, ..limits(20) });
+        let mut held: Vec<_> = (0..20).map(|_| conns.admit().unwrap()).collect();
+        let mut rooms = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let (why, room) = conns.make_room().expect("a silent connection makes room");
+            assert_eq!(why, Evicted::Silent);
+            rooms.push(room);
+        }
+        // Four silent connections are left, but 16 newcomers wait already: refused.
+        assert_eq!(conns.make_room().err(), Some(Full { limit: 20 }));
+        assert!(told_to_close(&held[0]) && !told_to_close(&held[19]));
+        // A connection closed for a newcomer ends: its place is the newcomer's.
+        drop(held.remove(0));
+        assert_eq!(conns.open(), 19);
+        assert!(conns.admit().is_err(), "a place kept for a newcomer was taken by another");
+        let first = rooms.remove(0);
+        let conn = rt.block_on(first.wait(Duration::ZERO)).expect("the place kept is taken at once");
+        assert_eq!(conns.open(), 20);
+        assert!(conns.make_room().is_ok(), "fewer than 16 wait now");
+        // Those that gave up waiting give their places back, for anyone once a connection
+        // closed ends.
+        drop(rooms);
+        assert!(conns.admit().is_err());
+        drop(held.remove(0));
+        assert!(conns.admit().is_ok());
+        drop((conn, held));
+    }
+
+    #[test]
+    fn a_closing_connection_serves_only_requests_started_within_the_grace_and_a_busy_one_is_cut_at_once() {
+        let at = clock();
+        let long = LONG_REQUEST.as_secs_f64();
+        let grace = CLOSE_GRACE.as_secs_f64();
+        let conns = Conns::new(limits(2));
+        let idle = conns.admit_at(at(0.0)).unwrap();
+        let busy = conns.admit_at(at(0.0)).unwrap();
+        conns.request_started(idle.id, at(0.0));
+        conns.request_ended(idle.id, at(0.0), at(0.1));
+        conns.request_started(busy.id, at(0.0));
+        assert_eq!(conns.evict_at(at(1.0)), Some(Evicted::Idle));
+        // Nothing open: the grace.
+        assert_eq!(conns.cut_at(idle.id, at(1.0)), Err(at(1.0 + grace)));
+        // A request that raced the GOAWAY in, within the grace, is served to its end.
+        conns.request_started(idle.id, at(1.0 + grace / 2.0));
+        assert_eq!(conns.cut_at(idle.id, at(2.0 + grace)), Err(at(1.0 + grace / 2.0 + long)));
+        // Requests started after it (a peer that never acks the shutdown's PING, opening
+        // streams in a loop) push nothing back, however many.
+        for i in 1..100 {
+            conns.request_started(idle.id, at(1.0 + grace + f64::from(i)));
+        }
+        assert_eq!(conns.cut_at(idle.id, at(200.0)), Err(at(1.0 + grace / 2.0 + long)));
+        assert_eq!(conns.cut_at(idle.id, at(1.0 + grace / 2.0 + long)), Ok(()));
+        // Nor do requests that end and start again after the grace: `told + grace + long`
+        // is the latest it is cut.
+        let other = Conns::new(limits(1));
+        let c = other.admit_at(at(0.0)).unwrap();
+        other.request_started(c.id, at(0.0));
+        other.request_ended(c.id, at(0.0), at(0.1));
+        assert_eq!(other.evict_at(at(1.0)), Some(Evicted::Idle));
+        for i in 0..2000 {
+            let t = 3.0 + f64::from(i);
+            other.request_started(c.id, at(t));
+            other.request_ended(c.id, at(t), at(t + 0.5));
+        }
+        assert_eq!(other.cut_at(c.id, at(5000.0)), Ok(()));
+        assert_eq!(other.cut_at(c.id, at(1.0)), Err(at(1.0 + grace + long)));
+        drop(c);
+        // A busy connection's requests are open past the bound already: no grace.
+        assert_eq!(conns.evict_at(at(long)), Some(Evicted::Busy));
+        assert_eq!(conns.cut_at(busy.id, at(long)), Ok(()));
+        drop((idle, busy));
+    }
+
+    #[test]
+    fn connections_holding_follow_streams_leave_room_for_commands() {
+        assert_eq!(follow_connections(8), 6);
+        assert_eq!(follow_connections(16), 14);
+        assert_eq!(follow_connections(128), 112);
+        assert_eq!(follow_connections(2), 0);
+        let conns = Conns::new(limits(8));
+        let follows = Follows::new(MAX_FOLLOWS);
+        let cs: Vec<_> = (0..8).map(|_| conns.admit().unwrap()).collect();
+        let mut slots: Vec<_> = cs[..6].iter().map(|c| follows.take(Some(&c.handle())).unwrap()).collect();
+        // One following already may follow more: it takes no more room from commands.
+        let again = follows.take(Some(&cs[0].handle())).expect("a second follow stream on one connection");
+        let Err(refused) = follows.take(Some(&cs[6].handle())) else { panic!("a 7th connection followed") };
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().starts_with("6 control connections hold follow streams"), "{refused:?}");
+        assert!(refused.message().contains("(8 connections, the rest kept for commands)"), "{refused:?}");
+        assert_eq!(follows.slots.available_permits(), MAX_FOLLOWS - 7, "a refused follow keeps no slot");
+        // Only once each of its follow streams has ended does a connection stop following.
+        drop(slots.remove(0));
+        assert!(follows.take(Some(&cs[6].handle())).is_err());
+        drop(again);
+        let seventh = follows.take(Some(&cs[6].handle())).expect("room once one stopped following");
+        // One that closes stops following, its streams dropped after it or not.
+        let mut cs = cs;
+        drop(cs.remove(1));
+        let eighth = follows.take(Some(&cs[6].handle())).expect("room once a follower closed");
+        drop((slots, seventh, eighth, cs));
+        assert_eq!(conns.lock().following, 0);
     }
 
     #[test]
@@ -734,13 +975,13 @@ mod tests {
     #[test]
     fn follow_streams_past_the_bound_are_refused_until_one_ends() {
         let follows = Follows::new(2);
-        let one = follows.take().unwrap();
-        let _two = follows.take().unwrap();
-        let refused = follows.take().unwrap_err();
+        let one = follows.take(None).unwrap();
+        let _two = follows.take(None).unwrap();
+        let Err(refused) = follows.take(None) else { panic!("a follow stream past the bound was taken") };
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().starts_with("2 follow streams (events -f, tail -f) are open"), "{refused:?}");
         drop(one);
-        assert!(follows.take().is_ok());
+        assert!(follows.take(None).is_ok());
     }
 
     /// Answers every request with a body that never ends, as a follow stream's.
@@ -854,14 +1095,16 @@ mod tests {
     async fn a_client_that_sent_its_preface_may_ask_long_after_and_ask_again_after_a_long_pause() {
         let conns = Conns::new(limits(8));
         // Connected eagerly (a gRPC channel made ready, `call -d @-` reading its stdin):
-        // the preface is sent, the first request comes well after the preface timeout.
-        let (mut client, served) = client(&conns, answering(Duration::ZERO), short()).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(ask(&mut client).await.expect("the first request, 1.5 s after the preface"), 200);
-        // As `top -d N` does: a pause between looks, here 5 preface (and long-request)
-        // bounds; no idle timeout closes it.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(ask(&mut client).await.expect("the next request, 1.5 s later"), 200);
+        // the preface is sent, the first request comes well after the preface timeout. 2 s
+        // for the preface: time enough on a loaded machine for its task to read it.
+        let limits = Limits { preface: Duration::from_secs(2), ..short() };
+        let (mut client, served) = client(&conns, answering(Duration::ZERO), limits).await;
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert_eq!(ask(&mut client).await.expect("the first request, 3 s after the preface"), 200);
+        // As `top -d N` does: a pause between looks, here longer than the preface (and 5
+        // long-request) bounds; no idle timeout closes it.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(ask(&mut client).await.expect("the next request, 2.5 s later"), 200);
         assert!(!served.is_finished());
         assert_eq!(conns.open(), 1);
         drop(client);
@@ -879,14 +1122,21 @@ mod tests {
         assert!(conns.admit().is_err());
         // Open past the bound (300 ms here), the follow stream makes room.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while conns.evict().is_none() {
+        let room = loop {
+            if let Ok((why, room)) = conns.make_room() {
+                assert_eq!(why, Evicted::Busy);
+                break room;
+            }
             assert!(Instant::now() < deadline, "a connection busy past the bound never made room");
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        assert!(conns.admit().is_err(), "the place it frees is kept for the newcomer");
         let ended = tokio::time::timeout(Duration::from_secs(10), body.data()).await.expect("its stream was reset");
         assert!(!matches!(ended, Some(Ok(_))), "{ended:?}");
         tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
-        assert!(conns.room(Duration::from_secs(1)).await);
+        let conn = room.wait(Duration::from_secs(1)).await.expect("the newcomer takes the place kept");
+        assert!(conns.admit().is_err(), "the bound is strict");
+        drop(conn);
         assert!(conns.admit().is_ok());
     }
 
@@ -956,7 +1206,7 @@ mod tests {
             // in its socket; then a newcomer closes the connection, idle as far as it knows.
             headers_unread(&peek);
             drop(peek);
-            assert_eq!(conns.evict(), Some(Evicted::Idle));
+            assert_eq!(conns.make_room().map(|(why, _)| why), Ok(Evicted::Idle));
             let second = tokio::task::spawn_blocking(move || asked.recv()).await.unwrap().unwrap();
             assert_eq!(second, Ok(http::StatusCode::OK), "a request taken as the connection closed was cut");
             tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();

@@ -28,7 +28,7 @@ use plugin_proto::control::v1::{
     ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse, SignalRequest, SignalResponse, SignalledInstance,
     StatusRequest, StatusResponse, TailRequest, UpdateRequest, UpdateResponse,
 };
-use tokio::sync::{OwnedSemaphorePermit, broadcast};
+use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 
 use crate::config::changes::{Apply, RereadError};
@@ -54,9 +54,10 @@ impl ControlService {
         Self { sup, follows }
     }
 
-    /// A follow stream's slot when `follow` is set.
-    fn follow_slot(&self, follow: bool) -> Result<Option<OwnedSemaphorePermit>, Status> {
-        follow.then(|| self.follows.take()).transpose()
+    /// A follow stream's slot when `follow` is set, on the connection `on` (from the
+    /// request's extensions).
+    fn follow_slot(&self, follow: bool, on: Option<&conns::Handle>) -> Result<Option<conns::FollowSlot>, Status> {
+        follow.then(|| self.follows.take(on)).transpose()
     }
 }
 
@@ -219,7 +220,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// missed.
 fn backlog_then_follow<T: Clone + Send + 'static>(
     backlog: Vec<T>,
-    rx: Option<(broadcast::Receiver<T>, OwnedSemaphorePermit)>,
+    rx: Option<(broadcast::Receiver<T>, conns::FollowSlot)>,
     keep: impl Fn(&T) -> bool + Send + Sync + 'static,
     missed: impl Fn(u64) -> T + Send + Sync + 'static,
     closed: Option<Status>,
@@ -346,9 +347,10 @@ impl Control for ControlService {
     type TailStream = BoxStream<LogLine>;
 
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
+        let on = req.extensions().get::<conns::Handle>().cloned();
         let req = req.into_inner();
         let p = self.sup.plugin(&req.name).map_err(to_status)?;
-        let slot = self.follow_slot(req.follow)?;
+        let slot = self.follow_slot(req.follow, on.as_ref())?;
         let n = req.lines.map_or(DEFAULT_TAIL_LINES, |n| n as usize);
         let (lines, rx) = p.logs.subscribe(n);
         let missed = |n: u64| LogLine {
@@ -365,11 +367,12 @@ impl Control for ControlService {
     type EventsStream = BoxStream<Event>;
 
     async fn events(&self, req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let on = req.extensions().get::<conns::Handle>().cloned();
         let req = req.into_inner();
         if !req.name.is_empty() {
             self.sup.plugin(&req.name).map_err(to_status)?;
         }
-        let slot = self.follow_slot(req.follow)?;
+        let slot = self.follow_slot(req.follow, on.as_ref())?;
         let (history, rx) = self.sup.events().subscribe();
         let name = req.name.clone();
         let keep = move |e: &Event| name.is_empty() || e.plugin == name;
@@ -469,10 +472,16 @@ pub async fn serve(
     let refusals = refusal::Refusals::default();
     let open = conns::Conns::new(limits.clone());
     let mut floods = Floods::default();
+    // What newcomers waiting for room (in tasks of their own) come to: admitted, or not.
+    let (outcomes, mut outcome) = mpsc::unbounded_channel::<(Flood, u32)>();
     loop {
         let due = floods.next_due();
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            Some((flood, uid)) = outcome.recv() => {
+                floods.note(&sup, open.limit(), flood, uid);
+                continue;
+            }
             () = until(due) => {
                 for (flood, said) in floods.due(tokio::time::Instant::now()) {
                     floods.say(&sup, open.limit(), flood, &said);
@@ -505,27 +514,36 @@ pub async fn serve(
             refusals.refuse(stream, uid);
             continue;
         }
-        let admitted = match open.admit() {
-            Ok(conn) => Ok(conn),
-            Err(full) => match open.evict() {
-                None => Err(full),
-                Some(_) => {
-                    floods.note(&sup, open.limit(), Flood::Evicted, uid);
-                    // The bound is strict: the newcomer waits for the descriptor of the
-                    // connection closed for it (at once for a silent one, and for one that
-                    // took a request as it was closed, not past ROOM_WAIT).
-                    if open.room(conns::ROOM_WAIT).await { open.admit() } else { Err(full) }
-                }
-            },
-        };
-        match admitted {
+        match open.admit() {
             Ok(conn) => {
                 tokio::spawn(conns::serve(stream, svc.clone(), conn, limits.clone()));
             }
-            Err(full) => {
-                floods.note(&sup, open.limit(), Flood::Full, uid);
-                refusals.no_room(stream, uid, full);
-            }
+            Err(_) => match open.make_room() {
+                Ok((_, room)) => {
+                    // The bound is strict: the newcomer waits for the descriptor of the
+                    // connection closed for it (at once for a silent or busy one, and for
+                    // one that took a request as it was closed, not past ROOM_WAIT), in a
+                    // task of its own: the accept loop goes on answering others meanwhile.
+                    let (svc, limits, refusals, outcomes) =
+                        (svc.clone(), limits.clone(), refusals.clone(), outcomes.clone());
+                    tokio::spawn(async move {
+                        match room.wait(conns::ROOM_WAIT).await {
+                            Ok(conn) => {
+                                let _ = outcomes.send((Flood::Evicted, uid));
+                                conns::serve(stream, svc, conn, limits).await;
+                            }
+                            Err(full) => {
+                                let _ = outcomes.send((Flood::RoomLate, uid));
+                                refusals.no_room(stream, uid, full);
+                            }
+                        }
+                    });
+                }
+                Err(full) => {
+                    floods.note(&sup, open.limit(), Flood::Full, uid);
+                    refusals.no_room(stream, uid, full);
+                }
+            },
         }
     }
 }
@@ -540,14 +558,16 @@ enum Flood {
     Evicted,
     /// A newcomer refused, with no connection able to make room.
     Full,
+    /// A newcomer refused: the connection closed for it did not end in time.
+    RoomLate,
     /// An accept that failed.
     AcceptFailed,
 }
 
-const FLOODS: [Flood; 4] = [Flood::Refused, Flood::Evicted, Flood::Full, Flood::AcceptFailed];
+const FLOODS: [Flood; 5] = [Flood::Refused, Flood::Evicted, Flood::Full, Flood::RoomLate, Flood::AcceptFailed];
 
 struct Floods {
-    tallies: [tally::Tally; 4],
+    tallies: [tally::Tally; 5],
     /// The last accept error, said with the count.
     accept_error: String,
 }
@@ -598,6 +618,14 @@ impl Floods {
                 "the control socket is at its connection limit and no connection could make room (each busy, just \
                  connected or closing): refused new ones"
             ),
+            Flood::RoomLate => tracing::warn!(
+                max_connections = limit,
+                refused = said.count,
+                uids = %uids,
+                wait = ?conns::ROOM_WAIT,
+                "the control socket is at its connection limit: connections closed to make room for new ones did \
+                 not end within the wait (each took a request as it was closed): refused the new ones"
+            ),
             Flood::AcceptFailed => {
                 tracing::warn!(error = %self.accept_error, failures = said.count, "control accept failed");
             }
@@ -619,8 +647,9 @@ fn keep_refused(sup: &Supervisor, said: &tally::Said) {
         format!("refused a control connection from uid {}", said.uids_text())
     } else {
         format!(
-            "refused {} control connections from uid {} (said at most once every {}s)",
+            "refused {} control connections from {} {} (said at most once every {}s)",
             said.count,
+            if said.uids.len() + said.more_uids > 1 { "uids" } else { "uid" },
             said.uids_text(),
             tally::SAID_EVERY.as_secs()
         )
