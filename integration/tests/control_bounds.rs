@@ -168,3 +168,50 @@ fn followers_past_their_share_of_the_control_connections_are_refused_and_command
         let _ = f.wait();
     }
 }
+
+#[test]
+fn the_accept_loop_answers_others_while_newcomers_wait_for_the_connections_closed_for_them() {
+    use plugin_integration::raw::busy_connection;
+    use std::io::Write;
+    // fd_reserve 128: 16 control connections.
+    let cfg = config_with("control_socket_mode = \"0666\"", &plugin("echo", &bins::example("echo"), "")).replacen(
+        "[supervisor.defaults]",
+        "[supervisor.gateway]\nfd_reserve = 128\n\n[supervisor.defaults]",
+        1,
+    );
+    let d = Daemon::start(&cfg);
+    d.wait_state("echo-0", "running", Duration::from_secs(30));
+    for p in [d.dir.path(), d.runtime.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // 16 connections that made a call (of no method: answered at once) and read nothing
+    // since: idle, each closed for a newcomer only after its grace, for it never acks the
+    // GOAWAY's PING.
+    let stuck: Vec<_> = (0..16)
+        .map(|_| busy_connection(&d.control(), "/no.Such/Method", &[0; 5], Duration::from_secs(10)).expect("a call"))
+        .collect();
+    // 16 newcomers at once: each has a stuck one closed for it and waits for it to end.
+    let newcomers: Vec<_> = (0..16)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(d.control()).expect("connect");
+            s.write_all(plugin_integration::raw::PREFACE).expect("the preface");
+            s
+        })
+        .collect();
+    // Meanwhile a uid the socket does not admit is told so at once. Before the fix the
+    // accept loop waited for each newcomer's room in turn (a second or so each).
+    let started = Instant::now();
+    let refused = Command::new(bins::supervisorctl())
+        .arg("--socket")
+        .arg(d.control())
+        .arg("status")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("run supervisorctl as nobody");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("permission denied: uid 65534"), "{stderr}");
+    assert!(took < Duration::from_secs(3), "the refusal took {took:?}: the accept loop waited for room");
+    drop((stuck, newcomers));
+}

@@ -649,7 +649,7 @@ fn keep_refused(sup: &Supervisor, said: &tally::Said) {
         format!(
             "refused {} control connections from {} {} (said at most once every {}s)",
             said.count,
-            if said.uids.len() + said.more_uids > 1 { "uids" } else { "uid" },
+            said.uid_word(),
             said.uids_text(),
             tally::SAID_EVERY.as_secs()
         )

@@ -24,6 +24,11 @@ pub struct Said {
 }
 
 impl Said {
+    /// `uid`, or `uids` when there were several.
+    pub fn uid_word(&self) -> &'static str {
+        if self.uids.len() + self.more_uids > 1 { "uids" } else { "uid" }
+    }
+
     /// The uids, as `65534` or `65534, 1000 and 3 more`.
     pub fn uids_text(&self) -> String {
         let named = self.uids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -115,5 +120,7 @@ mod tests {
         assert_eq!(said.count, 40);
         assert_eq!(said.uids, (1000..1008).collect::<Vec<_>>());
         assert_eq!(said.uids_text(), "1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007 and 12 more");
+        assert_eq!(said.uid_word(), "uids");
+        assert_eq!(Said { count: 5, uids: vec![65534], more_uids: 0 }.uid_word(), "uid");
     }
 }
