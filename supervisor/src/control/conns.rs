@@ -545,6 +545,15 @@ impl Drop for FollowSlot {
     }
 }
 
+const CLOSING_ERROR: &str = "control connection ended with an error as it closed";
+
+/// How a connection's serving ended, said when it was an error.
+fn said(ended: Result<(), hyper::Error>, what: &'static str) {
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "{what}");
+    }
+}
+
 /// Serves one admitted connection with `svc` until it ends, is closed for a newcomer, or
 /// has not sent the HTTP/2 preface within `limits.preface`. Once sent, it may wait for its
 /// first request, and between requests, as long as it likes: it is closed only for a
@@ -573,12 +582,7 @@ where
             // once, the request is taken (and the connection known as used) before the
             // eviction is looked at.
             biased;
-            ended = served.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "control connection ended with an error");
-                }
-                return;
-            }
+            ended = served.as_mut() => return said(ended, "control connection ended with an error"),
             why = conn.evicted() => {
                 tracing::debug!(?why, "control connection closed to make room for a new one");
                 // One that has asked nothing is closed at once, so the newcomer waiting
@@ -603,10 +607,7 @@ where
         // Polled before the deadline is looked at: a request read now (the task may wake
         // late) is noted before it could be cut unread.
         if let Poll::Ready(ended) = std::future::poll_fn(|cx| Poll::Ready(served.as_mut().poll(cx))).await {
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "control connection ended with an error as it closed");
-            }
-            return;
+            return said(ended, CLOSING_ERROR);
         }
         let next = match conn.conns.cut_at(conn.id, Instant::now()) {
             Ok(()) => return,
@@ -614,12 +615,7 @@ where
         };
         tokio::select! {
             biased;
-            ended = served.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "control connection ended with an error as it closed");
-                }
-                return;
-            }
+            ended = served.as_mut() => return said(ended, CLOSING_ERROR),
             () = tokio::time::sleep_until(next) => {}
         }
     }

@@ -106,15 +106,22 @@ impl Refusals {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_refused_peer_reads_why_with_its_uid_and_the_key_that_admits_it() {
+    /// What a `status` asked over `theirs` (the other end of a refused peer's socket) is
+    /// answered.
+    async fn status_over(theirs: tokio::net::UnixStream) -> tonic::Status {
         use plugin_proto::control::v1::StatusRequest;
         use plugin_proto::control::v1::control_client::ControlClient;
+        let (channel, conn) =
+            plugin_proto::transport::H2Channel::handshake(theirs).await.expect("closed without a word");
+        tokio::spawn(conn);
+        ControlClient::new(channel).status(StatusRequest::default()).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_peer_reads_why_with_its_uid_and_the_key_that_admits_it() {
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         Refusals::default().refuse(ours, 4242);
-        let (channel, conn) = plugin_proto::transport::H2Channel::handshake(theirs).await.unwrap();
-        tokio::spawn(conn);
-        let status = ControlClient::new(channel).status(StatusRequest::default()).await.unwrap_err();
+        let status = status_over(theirs).await;
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         assert_eq!(status.message(), message(4242));
         assert!(status.message().contains("uid 4242") && status.message().contains("control_allowed_uids"));
@@ -123,13 +130,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_without_room_reads_that_the_socket_is_full_and_how_many_it_takes() {
-        use plugin_proto::control::v1::StatusRequest;
-        use plugin_proto::control::v1::control_client::ControlClient;
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         Refusals::default().no_room(ours, 0, super::super::conns::Full { limit: 128 });
-        let (channel, conn) = plugin_proto::transport::H2Channel::handshake(theirs).await.unwrap();
-        tokio::spawn(conn);
-        let status = ControlClient::new(channel).status(StatusRequest::default()).await.unwrap_err();
+        let status = status_over(theirs).await;
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(
             status.message().starts_with("the supervisor's control socket is serving 128 connections"),
@@ -140,8 +143,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_without_room_is_told_why_while_refused_uids_take_every_slot_of_theirs() {
-        use plugin_proto::control::v1::StatusRequest;
-        use plugin_proto::control::v1::control_client::ControlClient;
         let refusals = Refusals::default();
         let mut held = Vec::new();
         for _ in 0..AT_ONCE {
@@ -151,10 +152,7 @@ mod tests {
         }
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         refusals.no_room(ours, 0, super::super::conns::Full { limit: 128 });
-        let (channel, conn) =
-            plugin_proto::transport::H2Channel::handshake(theirs).await.expect("closed without a word");
-        tokio::spawn(conn);
-        let status = ControlClient::new(channel).status(StatusRequest::default()).await.unwrap_err();
+        let status = status_over(theirs).await;
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         drop(held);
     }
