@@ -44,6 +44,16 @@ pub enum ChannelError {
 }
 
 impl ChannelError {
+    /// The connection takes no more calls: it was gone or closing before this one was sent,
+    /// or the peer said GOAWAY.
+    pub fn closed(&self) -> bool {
+        match self {
+            ChannelError::NotSent(_) => true,
+            ChannelError::H2(e) => e.is_go_away() && e.is_remote(),
+            ChannelError::Body(_) => false,
+        }
+    }
+
     /// The peer never processed the request, by HTTP/2's own account: it was not sent,
     /// refused (REFUSED_STREAM), or above the last stream a GOAWAY let through. Such a call
     /// can be sent elsewhere without running twice.
@@ -88,7 +98,11 @@ impl H2Channel {
             // in flight, and never counts those resets against the plugin
             // (our own child: its misbehaviour costs it alone).
             .max_concurrent_reset_streams(RESETS_REMEMBERED)
-            .max_local_error_reset_streams(None);
+            .max_local_error_reset_streams(None)
+            // gRPC never pushes, and h2 keeps every pushed stream nobody reads: a plugin
+            // pushing in a loop would grow the supervisor's memory, not its own, without
+            // bound. Off, a PUSH_PROMISE is a protocol error that ends the connection.
+            .enable_push(false);
         builder
     }
 
@@ -441,6 +455,25 @@ mod tests {
         f.extend_from_slice(&stream.to_be_bytes());
         f.extend_from_slice(payload);
         f
+    }
+
+    #[tokio::test]
+    async fn a_peer_cannot_push_streams_at_a_channel() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io).await.unwrap();
+            let (_, mut respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let pushed = http::Request::get("http://plugin/pushed").body(()).unwrap();
+            respond.push_request(pushed).map(|_| ()).map_err(|e| e.to_string())
+        });
+        let (mut channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post("http://plugin/a.A/M").body(Body::empty()).unwrap();
+        let _call = tokio::spawn(async move { channel.call(req).await });
+        let pushed = tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+        let refused = pushed.expect_err("the channel let its peer push a stream");
+        assert!(refused.contains("push"), "{refused}");
     }
 
     /// What the server of one call saw of its request body once the caller

@@ -42,6 +42,8 @@ pub enum Behaviour {
     ServeBreaking { name: String },
     /// Serves, then exits with code 1 after `after`.
     ServeThenExit { after: Duration },
+    /// Serves, then closes its connection after `after` and lives on, doing nothing.
+    ServeThenHangUp { after: Duration },
     /// Serves, but answers every `fail_every`-th call (0: none) with INTERNAL, and each
     /// call only after `delay`: a version that fails some calls, or is slower.
     ServeFlawed { fail_every: u64, delay: Duration },
@@ -238,6 +240,18 @@ impl Launcher for FakeLauncher {
                         let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name), theirs, instance);
                         let _ = tokio::time::timeout(after, serving).await;
                         ExitStatus::Exited(1)
+                    }
+                    Behaviour::ServeThenHangUp { after } => {
+                        use std::os::fd::AsRawFd;
+                        let fd = theirs.as_raw_fd();
+                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name_of), theirs, instance);
+                        tokio::pin!(serving);
+                        let _ = tokio::time::timeout(after, &mut serving).await;
+                        // The server's connection task holds the socket: shut down, it reads
+                        // and writes nothing more, and the supervisor's end sees it closed.
+                        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                        let _serving = serving;
+                        std::future::pending::<ExitStatus>().await
                     }
                     Behaviour::Exit { code } => ExitStatus::Exited(code),
                     Behaviour::Hang => {

@@ -39,6 +39,7 @@ use crate::observe::logs::LogBuffer;
 pub use contract::Contract;
 pub use revision::Revision;
 pub(crate) use runner::run;
+pub(crate) use running::Disconnect;
 use state::{State, Status};
 pub use stop::TERM_GRACE;
 
@@ -83,6 +84,8 @@ pub struct Live {
     pub signals: signal::Armed,
     /// Bytes the supervisor has written to its connection (fd 3) so far.
     written: Arc<std::sync::atomic::AtomicU64>,
+    /// Told when a call finds its connection closed to new calls.
+    disconnect: Disconnect,
 }
 
 /// Why an instance did not admit a call.
@@ -106,7 +109,20 @@ impl Live {
             queue: None,
             signals: signal::Armed::default(),
             written: Default::default(),
+            disconnect: Default::default(),
         }
+    }
+
+    /// Tells `disconnect` when a call finds its connection closed (see [`Live::closed`]).
+    pub fn with_disconnect(mut self, disconnect: Disconnect) -> Self {
+        self.disconnect = disconnect;
+        self
+    }
+
+    /// A call found its connection closed to new calls (`why`): the instance is
+    /// done for, whatever its process does.
+    pub fn closed(&self, why: impl FnOnce() -> String) {
+        self.disconnect.say(why);
     }
 
     /// Counts what is written to its connection in `written` (see [`Live::written`]).

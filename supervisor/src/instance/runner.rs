@@ -32,6 +32,9 @@ enum Outcome {
 enum Ended {
     /// The process exited on its own.
     Exited(ExitStatus, Duration),
+    /// Its connection takes no more calls (why), and the process did not exit within its
+    /// `stop_timeout` after.
+    Disconnected(String),
     /// The operator asked for a stop or restart.
     Commanded,
     /// The supervisor is shutting down, or the revision was retired.
@@ -221,6 +224,25 @@ async fn supervise(
     }
 }
 
+/// After its process ended without being asked to (`reason`): kept as its last exit, torn
+/// down, and said.
+async fn ended_on_its_own((plugin, rev, inst, shared): Whose<'_>, running: Running, reason: String) {
+    let pid = running.pid;
+    inst.update(|s| s.last_exit = Some(super::state::LastExit { pid, reason: reason.clone() }));
+    let mut watch = Stopwatch::default();
+    let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
+    let teardown = watch.lap(Phase::Teardown);
+    ended_phases((plugin, rev, inst, shared), watch.into_timings());
+    shared.events.emit(
+        &plugin.name,
+        &inst.id,
+        EventKind::Exited,
+        format!("pid {pid} {reason} (teardown {} ms)", crate::observe::phases::ms(teardown)),
+        &[],
+    );
+    super::teardown::report(plugin, inst, shared, verdict);
+}
+
 /// The phases of an instance's end, counted and kept in its status after its start's.
 fn ended_phases((plugin, _, inst, shared): Whose<'_>, timings: Timings) {
     for (phase, took) in &timings.0 {
@@ -263,9 +285,11 @@ async fn attend(
     };
     let declared = accepted.declared.clone();
     plugin.declared(rev, accepted.contract);
+    let disconnect = running.disconnect();
     let live = Live::new(channel.clone(), running.pid)
         .with_signaller(running.signaller())
-        .with_written(running.written.clone());
+        .with_written(running.written.clone())
+        .with_disconnect(disconnect.clone());
     // Its own health is followed while it is ready (the gateway's health service says it,
     // and calls go around it while it says NOT_SERVING).
     let queue = plugin.queue.clone();
@@ -309,6 +333,7 @@ async fn attend(
     let ended = loop {
         tokio::select! {
             status = running.exited() => break Ended::Exited(status, running.since.elapsed()),
+            why = disconnect.said() => break Ended::Disconnected(why),
             _ = changed_generation(desired, acked) => {
                 let d = *desired.borrow_and_update();
                 if d.run && !d.restart {
@@ -331,23 +356,38 @@ async fn attend(
     // health stream never is.
     follower.stop().await;
     let pid = running.pid;
+    let stop_timeout = rev.spec().stop_timeout;
+    let ended = match ended {
+        // A plugin draining on its own closes its connection first and exits once its
+        // calls are done: that is an exit like any other.
+        Ended::Disconnected(why) => match tokio::time::timeout(stop_timeout, running.exited()).await {
+            Ok(status) => Ended::Exited(status, running.since.elapsed()),
+            Err(_) => Ended::Disconnected(why),
+        },
+        other => other,
+    };
     match ended {
         Ended::Exited(status, ran) => {
             let reason = running.reason(status);
-            inst.update(|s| s.last_exit = Some(super::state::LastExit { pid, reason: reason.clone() }));
-            let mut watch = Stopwatch::default();
-            let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
-            let teardown = watch.lap(Phase::Teardown);
-            ended_phases((plugin, rev, inst, shared), watch.into_timings());
-            shared.events.emit(
-                &plugin.name,
-                &inst.id,
-                EventKind::Exited,
-                format!("pid {pid} {reason} (teardown {} ms)", crate::observe::phases::ms(teardown)),
-                &[],
-            );
-            super::teardown::report(plugin, inst, shared, verdict);
+            ended_on_its_own((plugin, rev, inst, shared), running, reason.clone()).await;
             Outcome::Exited { success: status.success(), reason, ran }
+        }
+        Ended::Disconnected(why) => {
+            // Alive and unreachable: stopped, and then restarted as its restart policy
+            // says of a failure.
+            inst.update(|s| {
+                s.state = State::Stopping;
+                s.reason = format!("its connection closed: {why}");
+            });
+            let ran = running.since.elapsed();
+            let status =
+                super::stop::stop(&mut running, Duration::ZERO, "connection closed", shared.hurry.subscribe()).await;
+            let reason = format!(
+                "its connection to the supervisor closed ({why}) and it did not exit within {}; {status}",
+                format_duration(stop_timeout)
+            );
+            ended_on_its_own((plugin, rev, inst, shared), running, reason.clone()).await;
+            Outcome::Exited { success: false, reason, ran }
         }
         other => {
             let leave = matches!(other, Ended::Leaving);
@@ -356,7 +396,6 @@ async fn attend(
                 s.reason = "draining".into();
             });
             let why = if leave { leaving.why() } else { "operator request" };
-            let stop_timeout = rev.spec().stop_timeout;
             // The drain begins with the wait for the calls already routed to it.
             let mut watch = Stopwatch::default();
             if let Some(live) = live {

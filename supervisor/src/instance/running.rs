@@ -46,6 +46,42 @@ impl Drop for Alive {
     }
 }
 
+/// Says once an instance's connection takes no more calls, and why: its driver ended (the
+/// plugin closed it, or it failed), or the plugin answered a call with GOAWAY. A plugin
+/// that does either and lives on would otherwise be "running" for ever, every call to it
+/// failing. Said once; the first cause is kept.
+#[derive(Clone, Debug)]
+pub struct Disconnect(Arc<watch::Sender<Option<String>>>);
+
+impl Default for Disconnect {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(None)))
+    }
+}
+
+impl Disconnect {
+    pub fn say(&self, why: impl FnOnce() -> String) {
+        self.0.send_if_modified(|said| {
+            if said.is_some() {
+                return false;
+            }
+            *said = Some(why());
+            true
+        });
+    }
+
+    /// Resolves with the cause once it is said.
+    pub async fn said(&self) -> String {
+        let mut rx = self.0.subscribe();
+        let said = rx.wait_for(Option::is_some).await.ok().and_then(|said| said.clone());
+        match said {
+            Some(why) => why,
+            // Never: this handle keeps a sender.
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// A started instance.
 pub struct Running {
     pub pid: i32,
@@ -67,6 +103,7 @@ pub struct Running {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Counts it among its plugin's processes until it is torn down.
     alive: Option<Alive>,
+    disconnect: Disconnect,
 }
 
 impl Running {
@@ -85,7 +122,13 @@ impl Running {
             exit,
             tasks: Default::default(),
             alive: Some(alive),
+            disconnect: Disconnect::default(),
         }
+    }
+
+    /// What says that its connection takes no more calls.
+    pub fn disconnect(&self) -> Disconnect {
+        self.disconnect.clone()
     }
 
     /// Keeps `task` as long as the instance (it is aborted with it).

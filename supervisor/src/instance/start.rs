@@ -195,8 +195,13 @@ async fn greet(
             return Err(failed(Cause::Http2(e)));
         }
     };
+    let disconnect = running.disconnect();
     running.hold(tokio::spawn(async move {
-        let _ = driver.await;
+        let ended = driver.await;
+        disconnect.say(|| match ended {
+            Ok(()) => "it closed the connection".to_owned(),
+            Err(e) => format!("the connection failed: {e}"),
+        });
     }));
     let mut client = PluginLifecycleClient::new(channel.clone());
     let resp = tokio::select! {

@@ -91,6 +91,29 @@ async fn a_crash_is_named_and_restarted_after_a_backoff() {
 }
 
 #[tokio::test]
+async fn a_process_that_closes_its_connection_and_lives_on_is_stopped_and_restarted() {
+    let hang_up = Behaviour::ServeThenHangUp { after: Duration::from_millis(300) };
+    let f = fixture(&plugin("fake", ""), &[("fake", &[hang_up])]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(first)).await;
+    assert_eq!(f.fake.launches("fake"), 2);
+    let last = f.sup.plugin("fake").unwrap().instances()[0].status().last_exit.expect("how the first one ended");
+    assert_eq!(last.pid, first);
+    assert!(
+        last.reason.starts_with(
+            "its connection to the supervisor closed (it closed the connection) and it did not exit within 1s; "
+        ),
+        "{}",
+        last.reason
+    );
+    // Stopped: the process was made to end, not left behind.
+    assert!(last.reason.contains("killed by signal") || last.reason.contains("SIGTERM"), "{}", last.reason);
+    assert_eq!(echo(f.sup.channel("fake").unwrap(), "again").await.unwrap(), "again");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_plugin_answering_as_another_is_refused_and_waits_for_the_operator() {
     let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Serve { name: "other".into() }])]);
     until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;

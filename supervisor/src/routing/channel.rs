@@ -84,6 +84,9 @@ impl Service<http::Request<Body>> for PluginService {
                 Err(e) => e,
             };
             drop(admitted);
+            if failed.closed() {
+                live.closed(|| format!("a call found its connection closed: {failed}"));
+            }
             if failed.unprocessed()
                 && let Some(again) = again
             {
@@ -104,7 +107,12 @@ impl Service<http::Request<Body>> for PluginService {
                         admitted.sent();
                         return Ok(answer(&plugin, &other, resp, admitted));
                     }
-                    Err(e) => return Ok(unreachable(&plugin, &other, &e)),
+                    Err(e) => {
+                        if e.closed() {
+                            other.closed(|| format!("a call found its connection closed: {e}"));
+                        }
+                        return Ok(unreachable(&plugin, &other, &e));
+                    }
                 }
             }
             Ok(unreachable(&plugin, &live, &failed))
@@ -300,6 +308,32 @@ mod tests {
         }
         assert_eq!(refused.load(Ordering::Relaxed), 1, "the refusing instance saw one of them");
         assert_eq!(answered.load(Ordering::Relaxed), 2, "the other answered both, one of them the second time");
+    }
+
+    #[tokio::test]
+    async fn a_call_that_finds_its_instance_gone_away_says_the_instance_is_done_for() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            conn.graceful_shutdown();
+            while let Some(Ok(_)) = conn.accept().await {}
+            // Alive, its socket open, taking no calls.
+            let _held = conn;
+            std::future::pending::<()>().await
+        });
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
+        let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
+        let disconnect = crate::instance::Disconnect::default();
+        plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100).with_disconnect(disconnect.clone()))));
+        // Once its GOAWAY has arrived.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let resp = PluginService { plugin }.oneshot(request(Body::new("hello".to_owned()))).await.unwrap();
+        assert_eq!(resp.headers().get("grpc-status").unwrap(), "14", "UNAVAILABLE");
+        let said = tokio::time::timeout(std::time::Duration::from_secs(5), disconnect.said()).await;
+        let said = said.expect("the instance was not told");
+        assert!(said.starts_with("a call found its connection closed: HTTP/2: not sent: "), "{said}");
     }
 
     #[tokio::test]
