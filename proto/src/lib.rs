@@ -23,6 +23,7 @@ pub mod control {
 }
 
 pub mod codec;
+pub mod declared;
 pub mod launch;
 pub mod signals;
 pub mod spin;

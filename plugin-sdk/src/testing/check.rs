@@ -18,6 +18,7 @@ pub fn check(expected_name: &str, resp: &HandshakeResponse) -> Result<Descriptor
     if !OFFERED.contains(&resp.protocol_version) {
         return Err(HarnessError::Protocol { chosen: resp.protocol_version, offered: OFFERED.to_vec() });
     }
+    plugin_proto::declared::check(resp)?;
     semver::Version::parse(&resp.version)
         .map_err(|source| HarnessError::Version { version: resp.version.clone(), source })?;
     let sdk = semver::Version::parse(&resp.sdk_version)
@@ -49,7 +50,7 @@ mod tests {
             version: "1.2.3".into(),
             sdk_version: crate::SDK_VERSION.into(),
             protocol_version: plugin_proto::PROTOCOL_VERSION,
-            services: vec!["plugin.v1.PluginLifecycle".into()],
+            services: vec!["supervisor.v1.Control".into()],
             file_descriptor_set: plugin_proto::FILE_DESCRIPTOR_SET.to_vec(),
         }
     }
@@ -57,7 +58,20 @@ mod tests {
     #[test]
     fn a_matching_answer_is_accepted_and_its_contract_returned() {
         let pool = check("echo", &answer()).unwrap();
-        assert!(pool.get_service_by_name("plugin.v1.PluginLifecycle").is_some());
+        assert!(pool.get_service_by_name("supervisor.v1.Control").is_some());
+    }
+
+    #[test]
+    fn a_service_of_the_supervisors_own_is_refused_as_the_supervisor_refuses_it() {
+        let mut r = answer();
+        r.services.push("plugin.v1.PluginLifecycle".into());
+        let err = check("echo", &r).unwrap_err();
+        let expected = plugin_proto::declared::Undeclarable::Reserved("plugin.v1.PluginLifecycle".into());
+        assert!(matches!(&err, HarnessError::Undeclarable(e) if *e == expected), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "plugin declares service \"plugin.v1.PluginLifecycle\", which is the supervisor's own"
+        );
     }
 
     #[test]

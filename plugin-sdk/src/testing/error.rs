@@ -57,6 +57,10 @@ pub enum HarnessError {
     Name { declared: String, expected: String },
     #[error("plugin chose protocol version {chosen}, but the supervisor speaks {offered:?}")]
     Protocol { chosen: u32, offered: Vec<u32> },
+    /// Past the bounds the supervisor puts on a declaration (a version's or the
+    /// descriptors' size, a service's name).
+    #[error(transparent)]
+    Undeclarable(#[from] plugin_proto::declared::Undeclarable),
     #[error("plugin version {version:?} is not a semver version: {source}")]
     Version { version: String, source: semver::Error },
     #[error("plugin SDK version {version:?} is not a semver version: {source}")]

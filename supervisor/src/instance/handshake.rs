@@ -25,6 +25,11 @@ pub struct Accepted {
     pub contract: Arc<Contract>,
 }
 
+/// A name a plugin declared, quoted and escaped as Debug does, cut if long.
+fn shown(name: &str) -> String {
+    plugin_proto::declared::shown(name)
+}
+
 /// Returns why the plugin is refused, naming both sides where there are
 /// two. `signed_version` is the version its signature vouches for, if any.
 pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<&str>) -> Result<Accepted, String> {
@@ -36,11 +41,12 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
     // is always the entry's.
     if resp.name != spec.declared_name {
         return Err(if spec.declared_name == spec.name {
-            format!("plugin answered the handshake as {:?}, but the config names it {:?}", resp.name, spec.name)
+            format!("plugin answered the handshake as {}, but the config names it {:?}", shown(&resp.name), spec.name)
         } else {
             format!(
-                "plugin answered the handshake as {:?}, but the config says its binary declares {:?} (declared_name)",
-                resp.name, spec.declared_name
+                "plugin answered the handshake as {}, but the config says its binary declares {:?} (declared_name)",
+                shown(&resp.name),
+                spec.declared_name
             )
         });
     }
@@ -50,8 +56,9 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
             resp.protocol_version
         ));
     }
+    plugin_proto::declared::check(&resp).map_err(|e| e.to_string())?;
     let version = semver::Version::parse(&resp.version)
-        .map_err(|e| format!("plugin version {:?} is not a semver version: {e}", resp.version))?;
+        .map_err(|e| format!("plugin version {} is not a semver version: {e}", shown(&resp.version)))?;
     if let Some(req) = &spec.version_req
         && !req.matches(&version)
     {
@@ -63,7 +70,7 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
         return Err(format!("plugin declares version {} but its signature is for version {signed}", resp.version));
     }
     let sdk = semver::Version::parse(&resp.sdk_version)
-        .map_err(|e| format!("plugin SDK version {:?} is not a semver version: {e}", resp.sdk_version))?;
+        .map_err(|e| format!("plugin SDK version {} is not a semver version: {e}", shown(&resp.sdk_version)))?;
     let sdk_req = semver::VersionReq::parse(SUPPORTED_SDK).map_err(|e| e.to_string())?;
     if !sdk_req.matches(&sdk) {
         return Err(format!("plugin was built with SDK {sdk}, but this supervisor supports SDK {SUPPORTED_SDK}"));
@@ -137,8 +144,46 @@ mod tests {
             version: "1.2.3".into(),
             sdk_version: "0.1.0".into(),
             protocol_version: 1,
-            services: vec!["plugin.v1.PluginLifecycle".into()],
+            services: vec!["supervisor.v1.Control".into()],
             file_descriptor_set: plugin_proto::FILE_DESCRIPTOR_SET.to_vec(),
+        }
+    }
+
+    #[test]
+    fn what_a_plugin_declares_is_bounded_and_cannot_claim_the_supervisors_own_services() {
+        type Mutation = fn(&mut HandshakeResponse);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                |r| r.services = vec!["plugin.v1.PluginLifecycle".into()],
+                "plugin declares service \"plugin.v1.PluginLifecycle\", which is the supervisor's own",
+            ),
+            (
+                |r| r.services.push("grpc.health.v1.Health".into()),
+                "plugin declares service \"grpc.health.v1.Health\", which is the supervisor's own",
+            ),
+            (
+                |r| r.services.push("grpc.reflection.v1alpha.ServerReflection".into()),
+                "\"grpc.reflection.v1alpha.ServerReflection\", which is the supervisor's own",
+            ),
+            (
+                |r| r.services.push("plugin.host.v1.Host".into()),
+                "\"plugin.host.v1.Host\", which is the supervisor's own",
+            ),
+            (
+                |r| r.services.push("a.v1.X\n2026-12-04T21:07:16Z ERROR forged".into()),
+                "plugin declares service \"a.v1.X\\n2026-12-04T21:07:16Z ERROR forged\" which is not a protobuf full name",
+            ),
+            (|r| r.services.push("a..b".into()), "\"a..b\" which is not a protobuf full name"),
+            (|r| r.version = format!("1.0.0+{}", "a".repeat(3 << 20)), "is longer than 128 bytes"),
+            (|r| r.sdk_version = format!("0.1.0+{}", "a".repeat(200)), "plugin SDK version \"0.1.0+aaa"),
+            (|r| r.file_descriptor_set = vec![0; (1 << 20) + 1], "descriptors of 1048577 bytes, more than the 1048576"),
+        ];
+        for (mutate, expected) in cases {
+            let mut r = answer();
+            mutate(&mut r);
+            let err = check(&spec(), r, None).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(err.len() < 400, "{} bytes", err.len());
         }
     }
 

@@ -13,6 +13,7 @@ mod proof;
 mod revision;
 mod runner;
 mod running;
+pub mod said;
 pub mod sandboxed;
 pub mod signal;
 mod start;

@@ -13,6 +13,7 @@ use super::error::{Cause, Phase, StartError};
 use super::handshake::{self, Accepted, SUPPORTED_PROTOCOLS};
 use super::launcher::{Image, LaunchRequest};
 use super::running::{Alive, Running, exited};
+use super::said::plugin_said;
 use super::{Instance, Plugin, Revision};
 use crate::config::PluginSpec;
 use crate::observe::events::EventKind;
@@ -208,14 +209,14 @@ async fn greet(
         r = tokio::time::timeout(timeout, client.handshake(req)) => match r {
             Err(_) => return Err(refused(Cause::HandshakeTimeout(timeout))),
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
-                return Err(refused(Cause::HandshakeRefused(status.message().to_owned())));
+                return Err(refused(Cause::HandshakeRefused(plugin_said(status.message()))));
             }
             Ok(Err(status)) => {
                 // The connection may have failed because the process died.
                 if let Ok(s) = tokio::time::timeout(Duration::from_millis(200), exited(&mut exit_after_error)).await {
                     return Err(died(s, Phase::Handshake));
                 }
-                return Err(refused(Cause::HandshakeFailed { code: status.code(), message: status.message().to_owned() }));
+                return Err(refused(Cause::HandshakeFailed { code: status.code(), message: plugin_said(status.message()) }));
             }
             Ok(Ok(r)) => r.into_inner(),
         },
@@ -231,8 +232,8 @@ async fn greet(
     tokio::select! {
         r = tokio::time::timeout(timeout, client.init(init)) => match r {
             Err(_) => Err(failed(Cause::InitTimeout(timeout))),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(failed(Cause::InitFailed(status.message().to_owned()))),
-            Ok(Err(status)) => Err(refused(Cause::InitRefused { code: status.code(), message: status.message().to_owned() })),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(failed(Cause::InitFailed(plugin_said(status.message())))),
+            Ok(Err(status)) => Err(refused(Cause::InitRefused { code: status.code(), message: plugin_said(status.message()) })),
             Ok(Ok(_)) => {
                 watch.lap(TimedPhase::Init);
                 Ok((channel, accepted))
@@ -255,7 +256,7 @@ async fn health(channel: H2Channel, within: Duration) -> Option<String> {
         Ok(Ok(r)) => {
             Some(format!("{:?}", ServingStatus::try_from(r.get_ref().status).unwrap_or(ServingStatus::Unknown)))
         }
-        Ok(Err(status)) => Some(format!("{:?}: {}", status.code(), status.message())),
+        Ok(Err(status)) => Some(format!("{:?}: {}", status.code(), plugin_said(status.message()))),
         Err(_) => Some(format!("no answer within {within:?}")),
     }
 }

@@ -71,7 +71,7 @@ pub fn lines(p: &PluginSettings) -> Vec<String> {
         if note.is_empty() || text.starts_with('#') && source == "default" {
             out.push(text);
         } else {
-            out.push(format!("{text:<width$}  # {note}"));
+            out.push(format!("{}  # {note}", crate::output::padded(&text, width)));
         }
     }
     out

@@ -90,9 +90,19 @@ fn phases_table(rows: &[InstanceStatus]) {
         }
     }
     for r in std::iter::once(&header).chain(&table) {
-        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| padded(c, *w)).collect();
         outln!("{}", cells.join("  ").trim_end());
     }
+}
+
+/// `cell` padded with spaces to `width` characters. Not `format!("{cell:<width$}")`: a
+/// width past 65,535 (a cell as long, in an answer from any daemon) panics there.
+pub fn padded(cell: &str, width: usize) -> String {
+    let pad = width.saturating_sub(cell.chars().count());
+    let mut s = String::with_capacity(cell.len() + pad);
+    s.push_str(cell);
+    s.extend(std::iter::repeat_n(' ', pad));
+    s
 }
 
 fn quota_json(q: &Quota) -> serde_json::Value {
@@ -187,7 +197,8 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
                 s.push_str(&crate::colour::state_padded(cell, w, colour));
                 s.push_str("  ");
             } else {
-                s.push_str(&format!("{cell:<w$}  "));
+                s.push_str(&padded(cell, w));
+                s.push_str("  ");
             }
         }
         outln!("{}", s.trim_end());
@@ -507,6 +518,14 @@ mod tests {
         assert_eq!(rollout_text(&done, false), "zoo: revision 2 promoted\n");
         let report = RolloutResponse { message: "text".into(), report_json: r#"{"phase":"running"}"#.into() };
         assert_eq!(rollout_text(&report, true), "{\"phase\":\"running\"}\n");
+    }
+
+    #[test]
+    fn cells_are_padded_to_any_width() {
+        assert_eq!(padded("é", 3), "é  ");
+        assert_eq!(padded("long", 2), "long");
+        let wide = padded("v", 70_000);
+        assert_eq!((wide.len(), wide.trim_end()), (70_000, "v"));
     }
 
     #[test]

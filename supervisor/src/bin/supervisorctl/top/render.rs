@@ -106,9 +106,10 @@ pub fn lines(v: &View, colour: bool) -> Vec<String> {
             if i == STATE {
                 s.push_str(&colour::state_padded(cell, w, paint));
             } else if RIGHT[i] {
-                s.push_str(&format!("{cell:>w$}"));
+                s.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
+                s.push_str(cell);
             } else {
-                s.push_str(&format!("{cell:<w$}"));
+                s.push_str(&crate::output::padded(cell, w));
             }
             s.push_str("  ");
         }

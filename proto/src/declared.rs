@@ -1,0 +1,78 @@
+//! Bounds on what a plugin declares at handshake, beyond its being well formed: the
+//! supervisor refuses a plugin past them, and the SDK's harness fails its test, with the
+//! same words.
+
+use crate::plugin::v1::HandshakeResponse;
+
+/// The longest version (its own or its SDK's) a plugin may declare, in bytes: semver's
+/// build metadata has no bound of its own, and the version is repeated in status, events
+/// and metrics labels.
+pub const MAX_VERSION: usize = 128;
+
+/// The largest descriptor set a plugin may declare, in bytes. Parsed, one costs the
+/// supervisor tens of times its size in memory (and its parsing holds up a runtime
+/// thread), none of it charged to the plugin; real contracts are a few KiB, the
+/// well-known types and a large API's dependencies a few hundred.
+pub const MAX_DESCRIPTORS: usize = 1 << 20;
+
+/// The longest service name a plugin may declare, in bytes.
+pub const MAX_SERVICE_NAME: usize = 512;
+
+/// Services the supervisor gives a meaning of its own (a name ending in `.` stands for
+/// every service in that package): a plugin declaring one would have the gateway route
+/// callers to its lifecycle (`Shutdown`) or stand in for the gateway's own health and
+/// reflection.
+pub const RESERVED: &[&str] =
+    &["plugin.v1.PluginLifecycle", "plugin.host.v1.Host", "grpc.health.v1.Health", "grpc.reflection."];
+
+/// What a plugin may not declare.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undeclarable {
+    #[error("plugin {what} {shown} is longer than {MAX_VERSION} bytes")]
+    LongVersion { what: &'static str, shown: String },
+    #[error("plugin declared descriptors of {0} bytes, more than the {MAX_DESCRIPTORS} a supervisor reads")]
+    LargeDescriptors(usize),
+    #[error("plugin declares service {0} which is not a protobuf full name")]
+    NotAFullName(String),
+    #[error("plugin declares service {0:?}, which is the supervisor's own")]
+    Reserved(String),
+}
+
+/// Whether `resp` stays within the bounds above.
+pub fn check(resp: &HandshakeResponse) -> Result<(), Undeclarable> {
+    for (what, v) in [("version", &resp.version), ("SDK version", &resp.sdk_version)] {
+        if v.len() > MAX_VERSION {
+            return Err(Undeclarable::LongVersion { what, shown: shown(v) });
+        }
+    }
+    if resp.file_descriptor_set.len() > MAX_DESCRIPTORS {
+        return Err(Undeclarable::LargeDescriptors(resp.file_descriptor_set.len()));
+    }
+    resp.services.iter().try_for_each(|s| service(s))
+}
+
+fn service(name: &str) -> Result<(), Undeclarable> {
+    let identifier = |part: &str| {
+        part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if name.len() > MAX_SERVICE_NAME || !name.split('.').all(identifier) {
+        return Err(Undeclarable::NotAFullName(shown(name)));
+    }
+    let reserved = |r: &&str| if r.ends_with('.') { name.starts_with(r) } else { name == *r };
+    match RESERVED.iter().any(reserved) {
+        true => Err(Undeclarable::Reserved(name.to_owned())),
+        false => Ok(()),
+    }
+}
+
+/// What a plugin declared, quoted with its control characters escaped (as Debug does),
+/// cut to 64 bytes with its length when longer.
+pub fn shown(s: &str) -> String {
+    const SHOWN: usize = 64;
+    if s.len() <= SHOWN {
+        return format!("{s:?}");
+    }
+    let cut = (0..=SHOWN).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    format!("{:?}... ({} bytes)", &s[..cut], s.len())
+}
