@@ -57,6 +57,8 @@ pub enum Cause {
     Libraries { plugin: String, source: Box<LibraryError> },
     #[error("verifying the binary panicked: {0}")]
     VerifierPanicked(String),
+    #[error("checking its handshake panicked: {0}")]
+    HandshakeCheckPanicked(String),
     /// The sandbox could not be built for it (quotas, Landlock, a missing tier).
     #[error("{0}")]
     Confine(String),

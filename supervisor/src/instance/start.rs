@@ -222,7 +222,14 @@ async fn greet(
         },
         s = exited(&mut exit) => return Err(died(s, Phase::Handshake)),
     };
-    let accepted = handshake::check(spec, resp, signed_version).map_err(|why| refused(Cause::Declared(why)))?;
+    // Parsing the descriptors (up to a MiB of them) takes a while: not on the runtime's
+    // one thread, which every call and every other instance waits on meanwhile.
+    let (owned, signed) = (spec.clone(), signed_version.map(str::to_owned));
+    let checked = tokio::task::spawn_blocking(move || handshake::check(&owned, resp, signed.as_deref())).await;
+    let accepted = match checked {
+        Ok(checked) => checked.map_err(|why| refused(Cause::Declared(why)))?,
+        Err(e) => return Err(failed(Cause::HandshakeCheckPanicked(e.to_string()))),
+    };
     watch.lap(TimedPhase::Handshake);
     let init = InitRequest {
         config_json: spec.config_json.clone(),
