@@ -150,15 +150,21 @@ fn answer(
                     plugin.name
                 ))
             } else {
-                tonic::Status::from_error(Box::new(e))
+                // tonic's code for it (a reset's reason), said as the plugin's doing.
+                let said = format!("plugin {:?} (pid {pid}): its answer failed: {e}", plugin.name);
+                tonic::Status::new(tonic::Status::from_error(Box::new(e)).code(), said)
             }
         }))
     })
 }
 
 fn unreachable(plugin: &Plugin, live: &Live, e: &ChannelError) -> http::Response<Body> {
-    tonic::Status::unavailable(format!("plugin {:?} (pid {}): connection failed: {e}", plugin.name, live.pid))
-        .into_http()
+    // A stream the plugin reset is its answer to this call alone, not a failed connection.
+    let what = match e {
+        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() => "it reset the call",
+        _ => "connection failed",
+    };
+    tonic::Status::unavailable(format!("plugin {:?} (pid {}): {what}: {e}", plugin.name, live.pid)).into_http()
 }
 
 /// `req`, and a copy of it when its body is already complete (nothing to wait for: it can
@@ -334,6 +340,46 @@ mod tests {
         let said = tokio::time::timeout(std::time::Duration::from_secs(5), disconnect.said()).await;
         let said = said.expect("the instance was not told");
         assert!(said.starts_with("a call found its connection closed: HTTP/2: not sent: "), "{said}");
+    }
+
+    /// A plugin of one instance whose server resets every call, before its answer begins or
+    /// (`midway`) after its headers and some data.
+    async fn resetting(midway: bool) -> PluginService {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                if midway {
+                    let mut send = respond.send_response(http::Response::new(()), false).unwrap();
+                    send.send_data(Bytes::from_static(b"\0\0\0\0\x05hel"), false).unwrap();
+                    // Once what was sent is out (the connection is driven meanwhile).
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        send.send_reset(h2::Reason::INTERNAL_ERROR);
+                    });
+                } else {
+                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                }
+            }
+        });
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
+        let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
+        plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
+        PluginService { plugin }
+    }
+
+    #[tokio::test]
+    async fn a_call_the_plugin_reset_is_said_as_the_plugins_doing() {
+        let resp = resetting(false).await.oneshot(request(Body::new("hello".to_owned()))).await.unwrap();
+        assert_eq!(resp.headers().get("grpc-status").unwrap(), "14", "UNAVAILABLE");
+        let said = resp.headers().get("grpc-message").unwrap().to_str().unwrap();
+        assert!(said.starts_with("plugin%20%22echo%22%20(pid%20100):%20it%20reset%20the%20call:%20"), "{said}");
+        let resp = resetting(true).await.oneshot(request(Body::new("hello".to_owned()))).await.unwrap();
+        let failed = resp.into_body().collect().await.unwrap_err();
+        assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
+        assert!(failed.message().starts_with("plugin \"echo\" (pid 100): its answer failed: "), "{failed:?}");
     }
 
     #[tokio::test]
