@@ -31,7 +31,9 @@ pub struct Persisted {
     /// Canary rollouts under way or rolled back, per plugin, with the stable revision
     /// they left: the next start brings the plugin back on it (an interrupted rollout; a
     /// rolled-back one whose canary the file still names), and `update` does not try a
-    /// rolled-back canary again. Left out while empty.
+    /// rolled-back canary again. Unlike quotas and stops, dropped at start for a plugin the
+    /// config no longer has: it keeps a revision of an entry that is gone, which a plugin of
+    /// that name added back must not inherit. Left out while empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rollouts: BTreeMap<String, SavedRollout>,
 }
@@ -177,6 +179,11 @@ impl StateStore {
     /// The rollout of `plugin` kept (under way, or rolled back), if any.
     pub fn rollout(&self, plugin: &str) -> Option<SavedRollout> {
         self.lock().rollouts.get(plugin).cloned()
+    }
+
+    /// Every kept rollout, by plugin name.
+    pub fn rollouts(&self) -> Vec<(String, SavedRollout)> {
+        self.lock().rollouts.iter().map(|(name, saved)| (name.clone(), saved.clone())).collect()
     }
 
     /// Every kept rollout's copy of its stable binary.

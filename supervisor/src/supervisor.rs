@@ -189,6 +189,7 @@ impl Supervisor {
             .into_iter()
             .map(|spec| crate::rollout::saved::restore(&shared, spec, config.supervisor.log_lines))
             .collect();
+        crate::rollout::saved::forget_unconfigured(&shared, &plugins);
         crate::rollout::saved::sweep_images(&shared);
         for p in &plugins {
             // The operator's earlier quota changes and stops outlive this restart.

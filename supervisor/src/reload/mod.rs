@@ -168,6 +168,20 @@ pub(crate) async fn reload(
         format!("revision {} starting beside revision {}", rev.number, old.number),
         &[("revision", rev.number.to_string())],
     );
+    // A canary's rollout is kept before its instances start, not once its checks pass: a
+    // supervisor stopped (or killed) while the canary is still in its handshake comes back
+    // on the stable revision with the rollout interrupted, never on the file's entry, which
+    // no step judged, taking every call.
+    let canary = |p: &Plugin, old: &Revision| {
+        !replace && spec.rollout.strategy == Strategy::Canary && p.desired.borrow().run && old.has_ready()
+    };
+    let kept_before = if canary(&p, &old) {
+        let before = shared.state.rollout(&p.name);
+        crate::rollout::keep(&shared, &p, &old, &rev).await;
+        Some(before)
+    } else {
+        None
+    };
     spawn_revision(&shared, &p, &rev);
     let checked = if p.desired.borrow().run { check(&shared, &p, &old, &rev, opts).await } else { Ok(Vec::new()) };
     let changes = match checked {
@@ -175,6 +189,13 @@ pub(crate) async fn reload(
         Err(e) => {
             shared.events.emit(&p.name, "", EventKind::ReloadRefused, e.to_string(), &[]);
             abandon(&p, &rev).await;
+            // Refused, the canary began no rollout. Unless the supervisor is stopping: then
+            // the rollout kept is what brings the stable revision back at the next start.
+            if let Some(before) = kept_before
+                && !*shared.shutdown.borrow()
+            {
+                crate::rollout::saved::put_back(&shared, &p.name, before);
+            }
             return Err(e);
         }
     };
@@ -190,7 +211,7 @@ pub(crate) async fn reload(
     };
     // A canary needs a stable revision that serves beside it: a stopped plugin's new
     // revision, or one beside a revision with no instance ready, replaces it at once.
-    if !replace && spec.rollout.strategy == Strategy::Canary && p.desired.borrow().run && old.has_ready() {
+    if canary(&p, &old) {
         done.canary = Some(crate::rollout::begin(&shared, &p, old, rev.clone()).await);
         done.took = started.elapsed();
         shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);

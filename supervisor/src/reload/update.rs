@@ -310,6 +310,13 @@ impl Job {
     /// Starts `spec` as a new plugin (when it says `autostart`), routed to like the others.
     fn add(&self, spec: PluginSpec) {
         let shared = &self.shared;
+        // A rollout kept of an earlier plugin of this name (one whose removal could not be
+        // written) is no part of this one: it starts from its entry, and no restart brings
+        // back that rollout's stable revision in its place.
+        if shared.state.rollout(&spec.name).is_some() {
+            tracing::info!(plugin = %spec.name, "added: the rollout kept of an earlier plugin of this name is forgotten");
+            crate::rollout::saved::forget(shared, &spec.name);
+        }
         let p = Arc::new(Plugin::new(spec, self.started.supervisor.log_lines));
         shared.metrics.add_plugin(&p.name);
         crate::quotas::restore(&p, shared);

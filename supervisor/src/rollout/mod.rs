@@ -136,7 +136,19 @@ pub(crate) async fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Rev
     let ro = Arc::new(Rollout::new(report, Some(tx)));
     p.set_rollout(ro.clone());
     // Kept before the canary takes a call: a restart from here on finds the stable
-    // revision. Off the runtime's threads: it may copy the stable binary.
+    // revision. The reload kept it already, before the canary started, unless the stable
+    // revision had no instance ready then (the same record again is not written).
+    keep(shared, p, &stable, &canary).await;
+    p.set_split(Some((&canary, first)));
+    let generation = p.desired.borrow().generation;
+    let driver = Driver { shared: shared.clone(), p: p.clone(), stable, canary, ro, rx, cfg, generation };
+    shared.tasks.spawn(driver.run());
+    first
+}
+
+/// Keeps what a restart needs to bring `stable` back instead of `canary` ([`saved::keep`]),
+/// off the runtime's threads: it may copy the stable binary.
+pub(crate) async fn keep(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: &Arc<Revision>, canary: &Arc<Revision>) {
     let keep = {
         let (shared, p, stable, canary) = (shared.clone(), p.clone(), stable.clone(), canary.clone());
         tokio::task::spawn_blocking(move || saved::keep(&shared, &p, &stable, &canary))
@@ -144,11 +156,6 @@ pub(crate) async fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Rev
     if let Err(e) = keep.await {
         tracing::warn!(plugin = %p.name, error = %e, "keeping the rollout ended abnormally");
     }
-    p.set_split(Some((&canary, first)));
-    let generation = p.desired.borrow().generation;
-    let driver = Driver { shared: shared.clone(), p: p.clone(), stable, canary, ro, rx, cfg, generation };
-    shared.tasks.spawn(driver.run());
-    first
 }
 
 /// How a rollout ends.

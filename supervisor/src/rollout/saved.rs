@@ -118,6 +118,28 @@ pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revi
     }
 }
 
+/// Forgets the kept rollouts of plugins `configured` does not name (removed from the file
+/// while the supervisor was down), with the stable binaries kept for them, as `update`
+/// forgets a plugin it removes: a plugin of that name added back later starts from its
+/// new entry, and no later restart brings back a revision the config no longer names.
+pub(crate) fn forget_unconfigured(shared: &Shared, configured: &[Arc<Plugin>]) {
+    let gone: Vec<(String, SavedRollout)> =
+        shared.state.rollouts().into_iter().filter(|(name, _)| !configured.iter().any(|p| &p.name == name)).collect();
+    for (name, saved) in gone {
+        let said = format!(
+            "not in the config file at start: its {} rollout (revision {} beside revision {}) and what was kept for it are forgotten",
+            saved.phase, saved.canary_revision, saved.stable_revision
+        );
+        forget(shared, &name);
+        // One that could not be written stays, said by `forget`, and is tried again at the
+        // next start; meanwhile it brings nothing back, as the plugin is not configured.
+        if shared.state.rollout(&name).is_none() {
+            tracing::info!(plugin = %name, "{said}");
+            shared.events.emit(&name, "", EventKind::Removed, said, &[]);
+        }
+    }
+}
+
 /// Removes kept stable binaries no kept rollout points at (left by a rollout whose record
 /// was forgotten while its copy could not be removed, or written by a keep whose record
 /// could not be saved).
@@ -171,6 +193,24 @@ pub(crate) fn forget(shared: &Shared, plugin: &str) {
             }
         }
         Err(e) => tracing::warn!(plugin, error = %e, "the rollout's end could not be kept in the state file"),
+    }
+}
+
+/// A canary refused by its reload's checks never began its rollout: what was kept of the
+/// plugin's rollouts before it (`before`) is kept again, and a stable binary copied for it
+/// alone goes.
+pub(crate) fn put_back(shared: &Shared, plugin: &str, before: Option<SavedRollout>) {
+    let made = shared.state.rollout(plugin).and_then(|s| s.stable_copy);
+    let still = before.as_ref().and_then(|s| s.stable_copy.clone());
+    match shared.state.set_rollout(plugin, before) {
+        Ok(()) => {
+            if let Some(made) = made.filter(|m| Some(m) != still.as_ref()) {
+                let _ = std::fs::remove_file(made);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(plugin, error = %e, "the rollout kept for a refused canary could not be put back in the state file")
+        }
     }
 }
 

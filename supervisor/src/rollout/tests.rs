@@ -417,32 +417,116 @@ async fn the_operators_restart_or_stop_interrupts_a_rollout_without_judging_the_
     f.sup.shutdown().await;
 }
 
-#[tokio::test]
-async fn kept_binaries_no_rollout_points_at_are_swept_at_start() {
-    let f = started(&plugin("fake", ""), &[]).await;
+/// A rollout kept for `plugin` as if a rollout from `text`'s entry had been under way.
+fn kept_for(
+    sup: &Supervisor,
+    plugin: &str,
+    text: String,
+    copy: Option<std::path::PathBuf>,
+) -> super::saved::SavedRollout {
+    let saved = super::saved::SavedRollout {
+        phase: Phase::Running,
+        stable_revision: 1,
+        canary_revision: 2,
+        steps: vec![10, 100],
+        stable_config: sup.config().source.clone().unwrap(),
+        stable_text: text,
+        stable_sha256: "0".repeat(64),
+        stable_copy: copy,
+        canary_fingerprint: "x".into(),
+        why: String::new(),
+    };
+    sup.shared().state.set_rollout(plugin, Some(saved.clone())).unwrap();
+    saved
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_rollouts_of_plugins_gone_from_the_config_and_binaries_no_rollout_points_at_go() {
+    let f = started(&slow_canary("[\"old\"]"), &[]).await;
+    rewrite(&f.sup, &slow_canary("[\"new\"]"));
+    f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
     let state = f.sup.shared().state.dir().to_owned();
     let images = state.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let (kept, orphan) = (images.join("gone-aaaa"), images.join("fake-bbbb"));
-    std::fs::write(&kept, b"kept").unwrap();
-    std::fs::write(&orphan, b"orphan").unwrap();
-    // A rollout kept for a plugin not in the config now: its copy stays with its record.
-    let saved = super::saved::SavedRollout {
-        phase: Phase::RolledBack,
-        stable_revision: 1,
-        canary_revision: 2,
-        steps: vec![100],
-        stable_config: f.sup.config().source.clone().unwrap(),
-        stable_text: String::new(),
-        stable_sha256: "0".repeat(64),
-        stable_copy: Some(kept.clone()),
-        canary_fingerprint: "x".into(),
-        why: "test".into(),
-    };
-    f.sup.shared().state.set_rollout("gone", Some(saved)).unwrap();
-    let (sup, _) = crate::instance::fake::restart(f.sup, &plugin("fake", "")).await;
+    let (kept, gone_copy, orphan) = (images.join("fake-aaaa"), images.join("gone-bbbb"), images.join("fake-cccc"));
+    for file in [&kept, &gone_copy, &orphan] {
+        std::fs::write(file, b"binary").unwrap();
+    }
+    // The rollout under way points at its stable binary's copy.
+    let mut saved = f.sup.shared().state.rollout("fake").unwrap();
+    saved.stable_copy = Some(kept.clone());
+    f.sup.shared().state.set_rollout("fake", Some(saved)).unwrap();
+    // A plugin under rollout when the supervisor stopped, removed from the file since.
+    let text = std::fs::read_to_string(f.sup.config().source.as_ref().unwrap()).unwrap();
+    kept_for(&f.sup, "gone", text.replace("\"fake\"", "\"gone\""), Some(gone_copy.clone()));
+    let (sup, _) = crate::instance::fake::restart(f.sup, &slow_canary("[\"new\"]")).await;
     sup.wait_running("fake", UP).await.unwrap();
+    assert_eq!(sup.plugin("fake").unwrap().rollout().unwrap().report().phase, Phase::Interrupted);
     assert!(kept.exists(), "a copy a kept rollout points at stays");
     assert!(!orphan.exists(), "one nothing points at goes");
+    assert!(sup.shared().state.rollout("gone").is_none(), "what was kept of a plugin gone from the config goes");
+    assert!(!gone_copy.exists(), "with its copy");
+    let said: Vec<(String, String)> =
+        sup.events().subscribe().0.into_iter().filter(|e| e.plugin == "gone").map(|e| (e.kind, e.message)).collect();
+    assert_eq!(
+        said,
+        [(
+            "removed".to_owned(),
+            "not in the config file at start: its running rollout (revision 2 beside revision 1) and what was kept for it are forgotten"
+                .to_owned()
+        )]
+    );
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_added_by_update_starts_from_its_entry_whatever_rollout_was_kept_of_that_name() {
+    let f = started(&plugin("fake", ""), &[]).await;
+    // Kept of an earlier plugin "gone" whose removal could not be written: its entry ran
+    // `old`.
+    let text = std::fs::read_to_string(f.sup.config().source.as_ref().unwrap()).unwrap();
+    let then = text.replace("name = \"fake\"", "name = \"gone\"\nargs = [\"old\"]");
+    kept_for(&f.sup, "gone", then, None);
+    let entries = format!("{}{}", plugin("fake", ""), plugin("gone", "args = [\"new\"]"));
+    rewrite(&f.sup, &entries);
+    let updated = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+    assert_eq!(updated.lines(), ["gone: added"]);
+    assert_eq!(f.sup.plugin("gone").unwrap().spec().args, ["new"]);
+    assert!(f.sup.shared().state.rollout("gone").is_none(), "nothing kept is its");
+    // Nor does a restart bring back the earlier plugin's revision.
+    let (sup, _) = crate::instance::fake::restart(f.sup, &entries).await;
+    sup.wait_running("gone", UP).await.unwrap();
+    let p = sup.plugin("gone").unwrap();
+    assert_eq!(p.spec().args, ["new"]);
+    assert!(p.rollout().is_none());
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_refused_keeps_nothing_but_one_cut_short_by_a_stop_comes_back_on_the_stable_revision() {
+    let f = started(&slow_canary("[\"old\"]"), &[]).await;
+    rewrite(&f.sup, &slow_canary("[\"new\"]"));
+    // Refused by its checks: it began no rollout, and nothing of one is kept.
+    f.fake.script("fake", &[Behaviour::Exit { code: 3 }]);
+    let err = f.sup.reload("fake", ReloadOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ReloadError::NotStarted { .. }), "{err}");
+    assert!(f.sup.shared().state.rollout("fake").is_none());
+
+    // The supervisor stops while the canary is still in its handshake: no step judged it,
+    // so the next start is on the stable revision, the rollout interrupted.
+    f.fake.script("fake", &[Behaviour::Hang]);
+    let p = f.sup.plugin("fake").unwrap();
+    let stop = async {
+        assert!(p.wait_until(UP, |p| p.revisions().len() == 2).await, "the canary never started");
+        f.sup.shutdown().await;
+    };
+    let (reloaded, ()) = tokio::join!(f.sup.reload("fake", ReloadOptions::default()), stop);
+    let err = reloaded.unwrap_err();
+    assert!(matches!(err, ReloadError::ShuttingDown(_)), "{err}");
+    let (sup, fake) = crate::instance::fake::restart(f.sup, &slow_canary("[\"new\"]")).await;
+    sup.wait_running("fake", UP).await.unwrap();
+    let p = sup.plugin("fake").unwrap();
+    assert_eq!((p.spec().args.clone(), fake.launches("fake")), (vec!["old".to_owned()], 1));
+    assert_eq!(p.rollout().unwrap().report().phase, Phase::Interrupted);
     sup.shutdown().await;
 }
