@@ -135,6 +135,8 @@ fn answer(
     admitted: crate::instance::Admitted,
 ) -> http::Response<Body> {
     let (plugin, pid) = (plugin.clone(), live.pid);
+    let trailers_only = super::grpc_status(resp.headers()).is_some();
+    let named = plugin.clone();
     resp.map(|body| {
         let body = body.map_frame(|mut frame| {
             if let Some(trailers) = frame.trailers_mut() {
@@ -142,7 +144,7 @@ fn answer(
             }
             frame
         });
-        Body::new(body.map_err(move |e| {
+        let body = body.map_err(move |e| {
             let _held = &admitted;
             if e.is_io() || e.is_go_away() {
                 tonic::Status::unavailable(format!(
@@ -154,7 +156,12 @@ fn answer(
                 let said = format!("plugin {:?} (pid {pid}): its answer failed: {e}", plugin.name);
                 tonic::Status::new(tonic::Status::from_error(Box::new(e)).code(), said)
             }
-        }))
+        });
+        if trailers_only {
+            return Body::new(body);
+        }
+        let said = move || format!("plugin {:?} (pid {pid}) ended its answer without a grpc-status", named.name);
+        Body::new(super::unended::Unended::new(body, said))
     })
 }
 
@@ -380,6 +387,28 @@ mod tests {
         let failed = resp.into_body().collect().await.unwrap_err();
         assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
         assert!(failed.message().starts_with("plugin \"echo\" (pid 100): its answer failed: "), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_ends_without_a_status_ends_internal_naming_the_plugin() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                let mut send = respond.send_response(http::Response::new(()), false).unwrap();
+                send.send_data(Bytes::from_static(b"\0\0\0\0\0"), true).unwrap();
+            }
+        });
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
+        let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
+        plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
+        let resp = PluginService { plugin }.oneshot(request(Body::new("hello".to_owned()))).await.unwrap();
+        let collected = resp.into_body().collect().await.unwrap();
+        let status = tonic::Status::from_header_map(collected.trailers().expect("a status was added")).unwrap();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "plugin \"echo\" (pid 100) ended its answer without a grpc-status");
     }
 
     #[tokio::test]
