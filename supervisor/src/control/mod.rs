@@ -76,7 +76,7 @@ fn to_status(e: SupervisorError) -> Status {
 fn reload_status(e: &ReloadError) -> Status {
     match e {
         ReloadError::UnknownPlugin(_) => Status::not_found(e.to_string()),
-        ReloadError::InProgress(_) => Status::aborted(e.to_string()),
+        ReloadError::InProgress(_) | ReloadError::Interrupted { .. } => Status::aborted(e.to_string()),
         ReloadError::Config(_) | ReloadError::NotConfigured { .. } => Status::invalid_argument(e.to_string()),
         ReloadError::ShuttingDown(_) | ReloadError::Aborted { .. } => Status::unavailable(e.to_string()),
         _ => Status::failed_precondition(e.to_string()),

@@ -192,6 +192,15 @@ impl Launcher for SandboxLauncher {
                 confined.child.no_new_privs = true;
             }
             let cgroup = confined.cgroup.map(Arc::new);
+            // Until the launch is done, its end (an error, or the start cancelled while the
+            // spawner works) takes the leaf away with it.
+            let mut unlaunched = Unlaunched {
+                cgroup: cgroup.clone(),
+                retries: self.retries.clone(),
+                plugin: spec.name.clone(),
+                instance: id.to_owned(),
+                events: req.events.clone(),
+            };
             let fences = Fences {
                 cgroup: cgroup.clone(),
                 violation: Arc::default(),
@@ -224,16 +233,7 @@ impl Launcher for SandboxLauncher {
             let (argv, env) = crate::sandbox::argv_env(spec, id);
             let plan =
                 SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: confined.child };
-            let spawned = match self.spawner.spawn(plan).await {
-                Ok(s) => s,
-                Err(e) => {
-                    if let Some(cg) = &cgroup {
-                        let _ = cg.kill();
-                        let _ = cg.try_remove();
-                    }
-                    return Err(refused(spec, id, e));
-                }
-            };
+            let spawned = self.spawner.spawn(plan).await.map_err(|e| refused(spec, id, e))?;
             let pid = spawned.pid;
             // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and unchanged
             // for its whole life.
@@ -293,6 +293,8 @@ impl Launcher for SandboxLauncher {
                 req.calls_out.clone(),
             )));
             let conn = to_tokio(instance_io.plugin).map_err(|e| failed(spec, id, io("plugin socket")(e)))?;
+            // Launched: the leaf is the process's teardown's to remove.
+            unlaunched.cgroup = None;
             Ok(Launched { process: Box::new(process), conn, fencing })
         })
     }
@@ -317,6 +319,29 @@ impl Launcher for SandboxLauncher {
 fn to_tokio(s: std::os::unix::net::UnixStream) -> std::io::Result<tokio::net::UnixStream> {
     s.set_nonblocking(true)?;
     tokio::net::UnixStream::from_std(s)
+}
+
+/// The leaf of a launch not yet done. Dropped with it unfinished (an error; the start
+/// cancelled while the spawner works, whose orphaned process the spawner kills), it is
+/// killed and removed, or left to the retries while what was in it is still exiting:
+/// otherwise an empty leaf stayed for every start cancelled mid-launch (an `update`'s new
+/// revision retired while its instance restarted).
+struct Unlaunched {
+    cgroup: Option<Arc<cgroup::Instance>>,
+    retries: Arc<Retries>,
+    plugin: String,
+    instance: String,
+    events: Arc<EventBus>,
+}
+
+impl Drop for Unlaunched {
+    fn drop(&mut self) {
+        let Some(cg) = self.cgroup.take() else { return };
+        let _ = cg.kill();
+        if !matches!(cg.try_remove(), Ok(cgroup::Removal::Removed)) {
+            self.retries.push(&self.plugin, &self.instance, cg, self.events.clone());
+        }
+    }
 }
 
 /// What fences a running instance, and what they reported.

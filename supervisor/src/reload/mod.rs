@@ -103,6 +103,12 @@ pub enum ReloadError {
     Unsteady { plugin: String, instance: String, reason: String },
     #[error("plugin {0:?}: the supervisor is stopping")]
     ShuttingDown(String),
+    /// The operator stopped or restarted the plugin while its new revision was starting:
+    /// that command is obeyed, and the reload, whose checks it would foil, ends.
+    #[error(
+        "plugin {plugin:?}: {by} while its new revision was starting: the new revision is not taken (update again)"
+    )]
+    Interrupted { plugin: String, by: &'static str },
     #[error("plugin {plugin:?}: the reload ended abnormally: {reason}")]
     Aborted { plugin: String, reason: String },
 }
@@ -182,8 +188,10 @@ pub(crate) async fn reload(
     } else {
         None
     };
+    let commanded = Commanded::since(&p);
     spawn_revision(&shared, &p, &rev);
-    let checked = if p.desired.borrow().run { check(&shared, &p, &old, &rev, opts).await } else { Ok(Vec::new()) };
+    let checked =
+        if p.desired.borrow().run { check(&shared, &p, &old, &rev, opts, commanded).await } else { Ok(Vec::new()) };
     let changes = match checked {
         Ok(changes) => changes,
         Err(e) => {
@@ -261,6 +269,43 @@ pub(crate) async fn spawned(
     task.await.unwrap_or_else(|e| Err(ReloadError::Aborted { plugin: name, reason: e.to_string() }))
 }
 
+/// A stop or restart of the plugin the operator asked for after the reload began: the new
+/// instances obey it too (a restart would count against them as a failure, a stop leave
+/// them stopped until the wait for them ran out), so it ends the reload.
+#[derive(Clone, Copy)]
+struct Commanded {
+    generation: u64,
+}
+
+impl Commanded {
+    fn since(p: &Plugin) -> Self {
+        Self { generation: p.desired.borrow().generation }
+    }
+
+    /// What the operator did since, if a stop or restart.
+    fn by(self, p: &Plugin) -> Option<&'static str> {
+        let now = *p.desired.borrow();
+        if now.generation == self.generation {
+            return None;
+        }
+        if !now.run {
+            Some("the operator stopped it")
+        } else if now.restart {
+            Some("the operator restarted it")
+        } else {
+            // A start of a plugin already running is acknowledged, not acted on.
+            None
+        }
+    }
+
+    fn check(self, p: &Plugin) -> Result<(), ReloadError> {
+        match self.by(p) {
+            Some(by) => Err(ReloadError::Interrupted { plugin: p.name.clone(), by }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Every check the new revision must pass before it takes a call; the contract changes
 /// it brings.
 async fn check(
@@ -269,8 +314,9 @@ async fn check(
     old: &Revision,
     rev: &Revision,
     opts: ReloadOptions,
+    commanded: Commanded,
 ) -> Result<Vec<String>, ReloadError> {
-    started(shared, p, rev).await?;
+    started(shared, p, rev, commanded).await?;
     let changes = compare_contracts(p, old, rev, opts)?;
     for inst in &rev.instances {
         let Some(live) = inst.live.load_full() else { continue };
@@ -280,15 +326,16 @@ async fn check(
             why,
         })?;
     }
-    settled(shared, p, rev).await?;
+    settled(shared, p, rev, commanded).await?;
     Ok(changes)
 }
 
 /// Waits until every new instance has passed its handshake and init, or one failed.
-async fn started(shared: &Shared, p: &Plugin, rev: &Revision) -> Result<(), ReloadError> {
+async fn started(shared: &Shared, p: &Plugin, rev: &Revision, commanded: Commanded) -> Result<(), ReloadError> {
     let waited = rev.spec().handshake_timeout.saturating_mul(2).saturating_add(Duration::from_secs(5));
     let over = |_: &Plugin| {
         *shared.shutdown.borrow()
+            || commanded.by(p).is_some()
             || rev.instances.iter().all(|i| i.status().state == State::Running)
             || first_failure(rev).is_some()
     };
@@ -296,6 +343,7 @@ async fn started(shared: &Shared, p: &Plugin, rev: &Revision) -> Result<(), Relo
     if *shared.shutdown.borrow() {
         return Err(ReloadError::ShuttingDown(p.name.clone()));
     }
+    commanded.check(p)?;
     if let Some((instance, reason)) = first_failure(rev) {
         return Err(ReloadError::NotStarted { plugin: p.name.clone(), instance, reason });
     }
@@ -317,9 +365,12 @@ pub(crate) fn first_failure(rev: &Revision) -> Option<(String, String)> {
 
 /// The new instances stay up for a moment: one that crashes right after its handshake
 /// is caught here, not after the switch.
-async fn settled(shared: &Shared, p: &Plugin, rev: &Revision) -> Result<(), ReloadError> {
-    let fell = |_: &Plugin| first_failure(rev).is_some() || *shared.shutdown.borrow();
+async fn settled(shared: &Shared, p: &Plugin, rev: &Revision, commanded: Commanded) -> Result<(), ReloadError> {
+    let fell = |_: &Plugin| first_failure(rev).is_some() || *shared.shutdown.borrow() || commanded.by(p).is_some();
     p.wait_until(SETTLE, fell).await;
+    if !*shared.shutdown.borrow() {
+        commanded.check(p)?;
+    }
     match first_failure(rev) {
         Some((instance, reason)) => Err(ReloadError::Unsteady { plugin: p.name.clone(), instance, reason }),
         None if *shared.shutdown.borrow() => Err(ReloadError::ShuttingDown(p.name.clone())),

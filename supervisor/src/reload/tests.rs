@@ -172,6 +172,37 @@ async fn one_reload_at_a_time_and_a_stopped_plugin_switches_without_starting() {
 }
 
 #[tokio::test]
+async fn a_stop_or_restart_while_the_new_revision_starts_ends_the_reload_at_once() {
+    for (restart, by) in [(false, "the operator stopped it"), (true, "the operator restarted it")] {
+        let f = fixture(&plugin("fake", ""), &[]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        // The new revision's instance waits in its launch.
+        f.fake.hold();
+        let sup = &f.sup;
+        let reload = async {
+            let began = std::time::Instant::now();
+            (sup.reload("fake", ReloadOptions::default()).await, began.elapsed())
+        };
+        let command = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sup.plugin("fake").unwrap().set_desired(restart, restart);
+        };
+        let ((reloaded, took), ()) = tokio::join!(reload, command);
+        let err = reloaded.unwrap_err();
+        assert!(matches!(&err, ReloadError::Interrupted { by: b, .. } if *b == by), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("while its new revision was starting: the new revision is not taken (update again)")
+        );
+        // Not the wait for a start that would never count (twice the handshake timeout and 5 s).
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+        assert_eq!(sup.plugin("fake").unwrap().serving().number, 1, "the old revision stays the plugin's");
+        f.fake.release();
+        f.sup.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn the_old_revisions_teardown_sees_the_new_one_alive_and_leaves_the_shared_uid_be() {
     let f = fixture(&plugin("fake", ""), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
