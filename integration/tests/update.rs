@@ -243,3 +243,57 @@ async fn a_follow_of_a_plugin_update_removes_ends_saying_it_was_removed() {
     assert_eq!(status.code(), Some(4), "{err}");
     assert!(err.contains("plugin \"zoo\" was removed"), "{err}");
 }
+
+/// The instance leaves of `plugin` in every hierarchy of the daemon's cgroup subtree.
+fn leaves(d: &Daemon, plugin: &str) -> Vec<String> {
+    let mut found: Vec<String> = plugin_integration::procfs::cgroup_dirs_named(&d.cgroup_name())
+        .iter()
+        .filter_map(|root| std::fs::read_dir(root.join("plugins").join(plugin)).ok())
+        .flat_map(|dir| {
+            dir.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn a_restart_while_an_updates_new_revision_starts_ends_the_update_and_leaves_no_leaf_behind() {
+    let entry = |version: &str| {
+        plugin("zoo", &bins::zoo(), &format!("args = [\"--version\", \"{version}\", \"--start-delay-ms\", \"2000\"]"))
+    };
+    let d = Daemon::start(&config(&entry("1.0.0")));
+    d.wait_state("zoo-0", "running", UP);
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, text.replace(&entry("1.0.0"), &entry("1.0.1"))).unwrap();
+    let began = Instant::now();
+    let (updated, restarted) = std::thread::scope(|s| {
+        let update = s.spawn(|| d.ctl(&["update"]));
+        // The new revision's instance is in its two-second handshake.
+        std::thread::sleep(Duration::from_millis(1000));
+        let restarted = d.ctl(&["restart", "zoo"]);
+        (update.join().unwrap(), restarted)
+    });
+    assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
+    let said = format!("{}{}", String::from_utf8_lossy(&updated.stdout), String::from_utf8_lossy(&updated.stderr));
+    assert!(!updated.status.success(), "{said}");
+    assert!(said.contains("zoo\": the operator restarted it while its new revision was starting"), "{said}");
+    assert!(began.elapsed() < Duration::from_secs(10), "the update waited {:?}", began.elapsed());
+    // What runs is the old revision, restarted; of the new one's instance nothing stays.
+    let settled = Instant::now();
+    loop {
+        let rows = d.status();
+        let running: Vec<String> = rows
+            .iter()
+            .filter(|r| r["state"] == "running")
+            .filter_map(|r| r["instance"].as_str().map(str::to_owned))
+            .collect();
+        if rows.len() == 1 && running.len() == 1 && leaves(&d, "zoo") == running {
+            assert_eq!(rows[0]["version"], "1.0.0");
+            break;
+        }
+        assert!(settled.elapsed() < UP, "status {rows:?}, leaves {:?}", leaves(&d, "zoo"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
