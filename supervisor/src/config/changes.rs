@@ -95,12 +95,7 @@ pub fn changes<'a>(
         match running.iter().find(|r| r.spec.name == spec.name) {
             None => out.added.push(spec.name.clone()),
             Some(r) => {
-                let mut keys = spec_changes(r.spec, spec);
-                let rebuilt = r.spec.binary == spec.binary
-                    && r.sha256.is_some_and(|now| digest(&spec.binary).is_some_and(|disk| disk != now));
-                if rebuilt {
-                    keys.insert(0, KeyChange { key: "binary (rebuilt in place)", apply: Apply::NewRevision });
-                }
+                let keys = plugin_changes(r, spec, &digest);
                 if !keys.is_empty() {
                     out.changed.push(PluginChange { name: spec.name.clone(), keys });
                 }
@@ -116,6 +111,18 @@ pub fn changes<'a>(
     out.removed.sort();
     out.changed.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// What differs between a plugin as it runs and its entry `spec`: the keys, and its
+/// binary when rebuilt in place (see [`changes`]).
+pub fn plugin_changes(r: &Running<'_>, spec: &PluginSpec, digest: impl Fn(&Path) -> Option<String>) -> Vec<KeyChange> {
+    let mut keys = spec_changes(r.spec, spec);
+    let rebuilt = r.spec.binary == spec.binary
+        && r.sha256.is_some_and(|now| digest(&spec.binary).is_some_and(|disk| disk != now));
+    if rebuilt {
+        keys.insert(0, KeyChange { key: "binary (rebuilt in place)", apply: Apply::NewRevision });
+    }
+    keys
 }
 
 /// The keys of a plugin entry (after defaults) that differ, named as the config names them.

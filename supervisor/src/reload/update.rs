@@ -155,6 +155,21 @@ async fn held(shared: &Arc<Shared>, p: &Plugin, spec: &PluginSpec) -> Option<Str
         }
         _ => {}
     }
+    // A rollout promoted while this update read the file (`rollout promote` raced it) may
+    // serve this very entry now: nothing is left to change. Hashing the binary again, off
+    // the runtime's threads.
+    let serving = p.serving();
+    let sha256 = serving.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
+    let (now, entry) = (serving.spec(), spec.clone());
+    let differs = tokio::task::spawn_blocking(move || {
+        let running = crate::config::changes::Running { spec: &now, sha256: sha256.as_deref() };
+        !crate::config::changes::plugin_changes(&running, &entry, on_disk_sha256).is_empty()
+    })
+    .await
+    .unwrap_or(true);
+    if !differs {
+        return Some(format!("{name}: no changes: revision {} serves this entry (promoted meanwhile)", serving.number));
+    }
     // It may hash the binary: off the runtime's threads.
     let (kept, entry) = (shared.clone(), spec.clone());
     let rejected = tokio::task::spawn_blocking(move || crate::rollout::saved::rolled_back_as(&kept, &entry))
@@ -579,6 +594,35 @@ mod tests {
         assert_eq!(done.lines(), ["fake: applied in place: quota (pids 32)"]);
         assert_eq!(f.sup.plugin("fake").unwrap().spec().quota.pids_max, Some(40), "the file's word is kept");
         assert_eq!(limits(&f.sup), (Some(32), Some(32)));
+        f.sup.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_a_rollout_promoted_while_the_update_read_the_file_is_left_as_it_serves() {
+        use crate::rollout::Action;
+        let rollout = "[plugin.rollout]\nstrategy = \"canary\"\nsteps = [10, 100]\nstep_interval = \"60s\"";
+        let f = fixture(&plugin("fake", rollout), &[]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        edit(&f.sup, |t| t.replace("name = \"fake\"", "name = \"fake\"\nargs = [\"--new\"]"));
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        assert!(done.lines()[0].contains("as a canary"), "{:?}", done.lines());
+        // What an update that read the file before this promotion goes on with.
+        let entry = f.sup.config().specs().remove(0);
+        let mut read = crate::config::Config::load(f.sup.config().source.as_ref().unwrap()).unwrap().specs().remove(0);
+        assert_eq!(read.args, ["--new"], "the file's entry");
+        assert!(entry.args.is_empty(), "the started config's");
+        f.sup.rollout("fake", Action::Promote).await.unwrap();
+        let p = f.sup.plugin("fake").unwrap();
+        let began = std::time::Instant::now();
+        while !p.rollout().is_some_and(|r| r.report().phase == crate::rollout::Phase::Promoted) {
+            assert!(began.elapsed() < UP, "never promoted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let said = held(f.sup.shared(), &p, &read).await;
+        assert_eq!(said.as_deref(), Some("fake: no changes: revision 2 serves this entry (promoted meanwhile)"));
+        // An entry that differs from what serves is no more held than before.
+        read.args = vec!["--newer".into()];
+        assert_eq!(held(f.sup.shared(), &p, &read).await, None);
         f.sup.shutdown().await;
     }
 
