@@ -48,7 +48,9 @@ impl ChannelError {
     /// or the peer said GOAWAY.
     pub fn closed(&self) -> bool {
         match self {
-            ChannelError::NotSent(_) => true,
+            // Not h2's refusals of the request itself (a connection-specific header): those
+            // carry no reason and are neither I/O nor GOAWAY.
+            ChannelError::NotSent(e) => e.is_io() || e.is_go_away() || e.reason().is_some(),
             ChannelError::H2(e) => e.is_go_away() && e.is_remote(),
             ChannelError::Body(_) => false,
         }
@@ -455,6 +457,22 @@ mod tests {
         f.extend_from_slice(&stream.to_be_bytes());
         f.extend_from_slice(payload);
         f
+    }
+
+    #[tokio::test]
+    async fn a_request_h2_refuses_to_send_says_nothing_of_the_connection() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io).await.unwrap();
+            while conn.accept().await.is_some() {}
+        });
+        let (mut channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        // A connection-specific header, which HTTP/2 forbids: the caller's doing.
+        let req = http::Request::post("http://plugin/a.A/M").header("connection", "close").body(Body::empty()).unwrap();
+        let Err(refused) = channel.call(req).await else { panic!("sent a request with a connection header") };
+        assert!(matches!(refused, ChannelError::NotSent(_)), "{refused:?}");
+        assert!(!refused.closed(), "{refused:?} said the connection closed");
     }
 
     #[tokio::test]

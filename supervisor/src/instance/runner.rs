@@ -359,11 +359,24 @@ async fn attend(
     let stop_timeout = rev.spec().stop_timeout;
     let ended = match ended {
         // A plugin draining on its own closes its connection first and exits once its
-        // calls are done: that is an exit like any other.
-        Ended::Disconnected(why) => match tokio::time::timeout(stop_timeout, running.exited()).await {
-            Ok(status) => Ended::Exited(status, running.since.elapsed()),
-            Err(_) => Ended::Disconnected(why),
-        },
+        // calls are done: that is an exit like any other. A hurried stop or the
+        // supervisor leaving does not wait for it.
+        Ended::Disconnected(why) => {
+            inst.update(|s| {
+                s.state = State::Stopping;
+                s.reason = format!("its connection closed ({why}): waiting for it to exit");
+            });
+            let mut hurry = shared.hurry.subscribe();
+            let exited = tokio::select! {
+                exited = tokio::time::timeout(stop_timeout, running.exited()) => exited.ok(),
+                _ = hurry.wait_for(|h| *h) => None,
+                () = leaving.wait() => None,
+            };
+            match exited {
+                Some(status) => Ended::Exited(status, running.since.elapsed()),
+                None => Ended::Disconnected(why),
+            }
+        }
         other => other,
     };
     match ended {
@@ -375,10 +388,6 @@ async fn attend(
         Ended::Disconnected(why) => {
             // Alive and unreachable: stopped, and then restarted as its restart policy
             // says of a failure.
-            inst.update(|s| {
-                s.state = State::Stopping;
-                s.reason = format!("its connection closed: {why}");
-            });
             let ran = running.since.elapsed();
             let status =
                 super::stop::stop(&mut running, Duration::ZERO, "connection closed", shared.hurry.subscribe()).await;

@@ -65,7 +65,8 @@ impl Disconnect {
             if said.is_some() {
                 return false;
             }
-            *said = Some(why());
+            // The peer's words may be in it (a GOAWAY's debug data).
+            *said = Some(super::said::plugin_said(&why()));
             true
         });
     }

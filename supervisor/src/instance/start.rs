@@ -227,7 +227,8 @@ async fn greet(
     let (owned, signed) = (spec.clone(), signed_version.map(str::to_owned));
     let checked = tokio::task::spawn_blocking(move || handshake::check(&owned, resp, signed.as_deref())).await;
     let accepted = match checked {
-        Ok(checked) => checked.map_err(|why| refused(Cause::Declared(why)))?,
+        // Its words are in it (names its descriptors gave, the services it serves).
+        Ok(checked) => checked.map_err(|why| refused(Cause::Declared(plugin_said(&why))))?,
         Err(e) => return Err(failed(Cause::HandshakeCheckPanicked(e.to_string()))),
     };
     watch.lap(TimedPhase::Handshake);

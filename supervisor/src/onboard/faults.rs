@@ -252,8 +252,10 @@ async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
         let signalled = t.signal(libc::SIGTERM);
         drop(held);
         signalled.map_err(NotSignalled::Signal)?;
-        // Gone: its live handle dropped, as the supervisor saw it exit (before its teardown).
-        let exited = t.until(stop_timeout + SLACK, |t| t.pid() != Some(pid)).await;
+        // Gone: its end kept as its last exit, as the supervisor saw it exit (before its
+        // teardown). Not its live handle dropped: that goes as soon as its connection
+        // closes, which a plugin may do well before it exits.
+        let exited = t.until(stop_timeout + SLACK, |t| t.status().last_exit.is_some_and(|e| e.pid == pid)).await;
         Ok((at, exited.map(|e| e - at)))
     };
     let (answer, signalled) = tokio::join!(answer, signaller);
