@@ -14,12 +14,8 @@ use crate::integrity::{PublicKey, Sha256Digest};
 /// caller's or an operator's input) is cut, with its length, so that the error (sent back
 /// as `grpc-message`) stays small.
 pub fn shown_name(name: &str) -> String {
-    const SHOWN: usize = 64;
-    if name.len() <= SHOWN {
-        return format!("{name:?}");
-    }
-    let cut = (0..=SHOWN).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
-    format!("{:?}... ({} bytes)", &name[..cut], name.len())
+    // As a plugin's own declarations are shown.
+    plugin_proto::declared::shown(name)
 }
 
 /// Plugin names become parts of paths (cgroups, data directories) and
