@@ -44,6 +44,8 @@ pub enum Behaviour {
     ServeThenExit { after: Duration },
     /// Serves, then closes its connection after `after` and lives on, doing nothing.
     ServeThenHangUp { after: Duration },
+    /// Refuses its init with `message` (INVALID_ARGUMENT: not retried).
+    RefuseInit { message: String },
     /// Serves, but answers every `fail_every`-th call (0: none) with INTERNAL, and each
     /// call only after `delay`: a version that fails some calls, or is slower.
     ServeFlawed { fail_every: u64, delay: Duration },
@@ -252,6 +254,12 @@ impl Launcher for FakeLauncher {
                         let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
                         let _serving = serving;
                         std::future::pending::<ExitStatus>().await
+                    }
+                    Behaviour::RefuseInit { message } => {
+                        let plugin = sdk_plugin(&name_of)
+                            .on_init(move |_| Err(tonic::Status::invalid_argument(message.clone())));
+                        let served = plugin_sdk::testing::serve_connection(plugin, theirs, instance).await;
+                        ExitStatus::Exited(i32::from(served.is_err()))
                     }
                     Behaviour::Exit { code } => ExitStatus::Exited(code),
                     Behaviour::Hang => {

@@ -114,6 +114,28 @@ async fn a_process_that_closes_its_connection_and_lives_on_is_stopped_and_restar
 }
 
 #[tokio::test]
+async fn what_a_plugin_says_when_it_refuses_is_kept_cut_and_escaped() {
+    // Megabytes, with a line of the daemon's log forged after a newline.
+    let message = format!("bye\n2026-12-04T21:07:16Z  INFO supervisor stopping\x1b[31m{}", "x".repeat(5 << 20));
+    let said_all = format!("... ({} bytes in all)", message.len());
+    let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::RefuseInit { message }])]);
+    until(&f.sup, "fake", "refused", |s| s.state == State::Failed).await;
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
+    assert!(
+        status.reason.starts_with(
+            "refused: init refused: InvalidArgument: bye\\n2026-12-04T21:07:16Z  INFO supervisor stopping\\u{1b}[31mxxx"
+        ),
+        "{}",
+        &status.reason[..status.reason.len().min(200)]
+    );
+    assert!(status.reason.ends_with(&said_all), "{}", &status.reason[status.reason.len() - 60..]);
+    assert!(status.reason.len() < 1200, "{} bytes kept", status.reason.len());
+    let refused = messages(&f.sup, "refused");
+    assert!(refused.iter().all(|m| !m.contains('\n') && m.len() < 1200), "{refused:?}");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_plugin_answering_as_another_is_refused_and_waits_for_the_operator() {
     let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Serve { name: "other".into() }])]);
     until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
