@@ -121,7 +121,21 @@ impl HostService {
                 tokio::time::sleep(wait).await;
             }
             let Some(record) = stream.next().await else { break };
-            let r = record?;
+            let r = match record {
+                Ok(r) => r,
+                Err(status) => {
+                    // A record that does not decode (one over the message size) ends the
+                    // stream: said in the plugin's own log, where its author looks, or
+                    // its logs would just stop.
+                    let note =
+                        format!("the supervisor ended this log stream: {}", super::said::plugin_said(status.message()));
+                    if gate.admit_costing(note.len(), RECORD_COST + note.len()) {
+                        let line = gate.line("error", note, HashMap::new());
+                        gate.push(line);
+                    }
+                    return Err(status);
+                }
+            };
             received += 1;
             // The daemon runs on one thread, and a stream full of records is always ready:
             // the calls of other plugins get their turn between batches.
@@ -230,6 +244,30 @@ mod tests {
 
     fn record(message: String) -> Result<LogRecord, Status> {
         Ok(LogRecord { message, ..Default::default() })
+    }
+
+    #[tokio::test]
+    async fn a_record_that_does_not_decode_ends_the_stream_saying_so_in_the_plugins_log() {
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        let host = HostService::new("p-0".into(), logs.clone());
+        let too_large =
+            Status::out_of_range("decoded message length too large: found 5242885 bytes, the limit is: 4194304");
+        let stream = tokio_stream::iter(vec![record("before".into()), Err(too_large), record("after".into())]);
+        let ended = host.take_in(stream).await.unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::OutOfRange);
+        let got: Vec<(String, String)> = logs.subscribe(10).0.into_iter().map(|l| (l.level, l.text)).collect();
+        assert_eq!(
+            got,
+            [
+                (String::new(), "before".to_owned()),
+                (
+                    "error".to_owned(),
+                    "the supervisor ended this log stream: decoded message length too large: found 5242885 bytes, \
+                     the limit is: 4194304"
+                        .to_owned()
+                )
+            ]
+        );
     }
 
     /// A plugin over its rate that opens a second stream finds the budget the first one
