@@ -178,10 +178,11 @@ fn rollout_note(
         (Phase::RolledBack, _) if revision == serving => {
             Some(format!("rollout of revision {} rolled back: {}", r.canary_revision, r.note))
         }
-        (Phase::Interrupted, _) if revision == serving => Some(format!(
-            "rollout of a new revision interrupted by a restart of the supervisor; `supervisorctl rollout resume {}` starts it again",
-            r.plugin
-        )),
+        // Its note says what interrupted it (a restart of the supervisor, the operator's
+        // stop) and what resumes it.
+        (Phase::Interrupted, _) if revision == serving => {
+            Some(format!("rollout of revision {}: {}", r.canary_revision, r.note))
+        }
         _ => None,
     }
 }

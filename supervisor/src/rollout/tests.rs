@@ -271,7 +271,9 @@ async fn a_restart_brings_a_rollout_back_interrupted_on_the_stable_revision_unti
         "{report}"
     );
     let notes = crate::control::status_rows(&sup, "fake").unwrap()[0].notes.clone();
-    assert!(notes.iter().any(|n| n.contains("`supervisorctl rollout resume fake` starts it again")), "{notes:?}");
+    let interrupted = format!("rollout of revision {}: {}", report.canary_revision, report.note);
+    assert!(notes.contains(&interrupted), "{notes:?}");
+    assert!(interrupted.contains("`supervisorctl rollout resume fake` starts the canary again"), "{interrupted}");
     assert!(kinds(&sup).contains(&"rollout-interrupted".to_owned()));
     // An update leaves it to the operator.
     let updated = sup.update(&[], ReloadOptions::default()).await.unwrap();
@@ -401,6 +403,13 @@ async fn the_operators_restart_or_stop_interrupts_a_rollout_without_judging_the_
     f.sup.stop_plugin("fake").await.unwrap();
     let report = until_phase(&f.sup, Phase::Interrupted).await;
     assert!(report.note.contains("the operator stopped the plugin"), "{report}");
+    // Status says the same, not a restart of the supervisor.
+    let notes = crate::control::status_rows(&f.sup, "fake").unwrap()[0].notes.clone();
+    let stopped = notes.iter().find(|n| n.starts_with("rollout of revision 3: ")).expect("a rollout note");
+    assert!(
+        stopped.contains("the operator stopped the plugin") && !stopped.contains("restart of the supervisor"),
+        "{notes:?}"
+    );
     let err = f.sup.rollout("fake", Action::Resume).await.unwrap_err();
     assert_eq!(
         err.to_string(),
