@@ -120,10 +120,12 @@ impl Live {
         self
     }
 
-    /// A call found its connection closed to new calls (`why`): the instance is
-    /// done for, whatever its process does.
-    pub fn closed(&self, why: impl FnOnce() -> String) {
-        self.disconnect.say(why);
+    /// A call to it failed with `e`: when that says its connection takes no more calls,
+    /// the instance is done for, whatever its process does.
+    pub fn call_failed(&self, e: &plugin_proto::transport::ChannelError) {
+        if e.closed() {
+            self.disconnect.say(|| format!("a call found its connection closed: {e}"));
+        }
     }
 
     /// Counts what is written to its connection in `written` (see [`Live::written`]).

@@ -9,21 +9,14 @@
 pub const MAX_SAID: usize = 1024;
 
 /// `text` cut to [`MAX_SAID`] bytes (at a character's boundary, saying how long it was)
-/// with its control characters escaped (`\n`, `\u{1b}`).
+/// with its control characters escaped (`\n`, `\u{1b}`) as in the plugins' log lines
+/// ([`crate::observe::forward::clean`]).
 pub fn plugin_said(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_SAID) + 32);
-    for c in text.chars() {
-        if out.len() >= MAX_SAID {
-            out.push_str(&format!("... ({} bytes in all)", text.len()));
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+    if text.len() <= MAX_SAID {
+        return crate::observe::forward::clean(text);
     }
-    out
+    let cut = (0..=MAX_SAID).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}... ({} bytes in all)", crate::observe::forward::clean(&text[..cut]), text.len())
 }
 
 #[cfg(test)]

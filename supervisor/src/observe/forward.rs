@@ -216,7 +216,7 @@ fn level(line: &LogLine) -> String {
 /// Control characters (a terminal escape, a carriage return, an SDK message's newline)
 /// are escaped in text: a plugin cannot forge a line of the daemon's log or rewrite the
 /// operator's terminal.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_owned();
     }

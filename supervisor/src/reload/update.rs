@@ -156,19 +156,27 @@ async fn held(shared: &Arc<Shared>, p: &Plugin, spec: &PluginSpec) -> Option<Str
         _ => {}
     }
     // A rollout promoted while this update read the file (`rollout promote` raced it) may
-    // serve this very entry now: nothing is left to change. Hashing the binary again, off
-    // the runtime's threads.
+    // serve this very entry now: nothing is left to change. The entries first; only the
+    // same entry needs its binary hashed again (off the runtime's threads), to tell a
+    // rebuild in place.
     let serving = p.serving();
-    let sha256 = serving.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
-    let (now, entry) = (serving.spec(), spec.clone());
-    let differs = tokio::task::spawn_blocking(move || {
-        let running = crate::config::changes::Running { spec: &now, sha256: sha256.as_deref() };
-        !crate::config::changes::plugin_changes(&running, &entry, on_disk_sha256).is_empty()
-    })
-    .await
-    .unwrap_or(true);
-    if !differs {
-        return Some(format!("{name}: no changes: revision {} serves this entry (promoted meanwhile)", serving.number));
+    let now = serving.spec();
+    let keys = crate::config::changes::Running { spec: &now, sha256: None };
+    if crate::config::changes::plugin_changes(&keys, spec, |_| None).is_empty() {
+        let sha256 = serving.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
+        let entry = spec.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let running = crate::config::changes::Running { spec: &now, sha256: sha256.as_deref() };
+            !crate::config::changes::plugin_changes(&running, &entry, on_disk_sha256).is_empty()
+        })
+        .await
+        .unwrap_or(true);
+        if !rebuilt {
+            return Some(format!(
+                "{name}: no changes: revision {} serves this entry (promoted meanwhile)",
+                serving.number
+            ));
+        }
     }
     // It may hash the binary: off the runtime's threads.
     let (kept, entry) = (shared.clone(), spec.clone());

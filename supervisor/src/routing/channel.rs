@@ -84,9 +84,7 @@ impl Service<http::Request<Body>> for PluginService {
                 Err(e) => e,
             };
             drop(admitted);
-            if failed.closed() {
-                live.closed(|| format!("a call found its connection closed: {failed}"));
-            }
+            live.call_failed(&failed);
             if failed.unprocessed()
                 && let Some(again) = again
             {
@@ -108,9 +106,7 @@ impl Service<http::Request<Body>> for PluginService {
                         return Ok(answer(&plugin, &other, resp, admitted));
                     }
                     Err(e) => {
-                        if e.closed() {
-                            other.closed(|| format!("a call found its connection closed: {e}"));
-                        }
+                        other.call_failed(&e);
                         return Ok(unreachable(&plugin, &other, &e));
                     }
                 }
