@@ -102,6 +102,62 @@ fn a_good_config_passes_and_the_daemon_refuses_a_bad_one_without_starting_anythi
     assert!(!dir.path().join("run").exists(), "nothing was set up for a refused config");
 }
 
+#[test]
+fn check_config_verifies_each_binary_as_its_start_would_and_strict_makes_that_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let truncated = dir.path().join("truncated");
+    std::fs::write(&truncated, &std::fs::read(bins::example("echo")).unwrap()[..100]).unwrap();
+    for f in [&script, &truncated] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let echo = bins::example("echo").display().to_string();
+    let text = format!(
+        "[[plugin]]\nname = \"good\"\nbinary = {echo:?}\n\n[[plugin]]\nname = \"script\"\nbinary = {:?}\n\n\
+         [[plugin]]\nname = \"cut\"\nbinary = {:?}\n",
+        script.display().to_string(),
+        truncated.display().to_string()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, with_policies(&text)).unwrap();
+    let run = |strict: bool| {
+        let mut cmd = Command::new(bins::supervisor());
+        cmd.arg("check-config");
+        if strict {
+            cmd.arg("--strict");
+        }
+        let out = cmd.arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "DIR");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    // By default a warning each: the daemon runs the plugins it can, and a unit's
+    // `ExecStartPre=... check-config` does not keep the good ones from starting.
+    let (code, out, err) = run(false);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ok (3 plugins: good, script, cut)"), "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(
+            "warning: DIR/c.toml: plugin[1].binary: plugin \"script\": DIR/script is a script starting with \"#!/bin/sh\", not an ELF executable"
+        ),
+        "{err}"
+    );
+    assert!(lines[0].ends_with("its start would be refused"), "{err}");
+    assert!(
+        lines[1].starts_with(
+            "warning: DIR/c.toml: plugin[2].binary: plugin \"cut\": DIR/truncated is a truncated ELF file"
+        ),
+        "{err}"
+    );
+    // --strict: the same lines as errors, exit 1, no "ok".
+    let (code, out, strict_err) = run(true);
+    assert_eq!(code, Some(1), "{strict_err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(strict_err, err.replace("warning: ", ""));
+}
+
 /// Runs the daemon on `text` and waits (bounded) for it to refuse: its
 /// stderr, or None when it kept running with the config.
 fn daemon_refusal(text: &str) -> (Option<String>, Daemon) {

@@ -73,8 +73,16 @@ impl From<LogFormat> for forward::Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Checks a configuration file and exits: 0 when valid.
-    CheckConfig { file: PathBuf },
+    /// Checks a configuration file and exits: 0 when valid. Each plugin's binary is
+    /// verified as its start would verify it (ELF for this host, pin, signature,
+    /// libraries); one that would be refused is a warning, since the daemon still runs
+    /// the other plugins, or an error with --strict.
+    CheckConfig {
+        file: PathBuf,
+        /// Exit 1 also when a plugin's binary would be refused at its start.
+        #[arg(long)]
+        strict: bool,
+    },
     #[command(flatten)]
     Docs(DocsCommand),
 }
@@ -91,10 +99,27 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::CheckConfig { file }) = cli.command {
+    if let Some(Command::CheckConfig { file, strict }) = cli.command {
         init_tracing(cli.log_format.into());
         return match Config::load(&file) {
             Ok(c) => {
+                let refused = plugin_supervisor::instance::sandboxed::unrunnable(&c.specs());
+                for u in &refused {
+                    let also = match u.also.as_slice() {
+                        [] => String::new(),
+                        names => format!(" (so would {}, which run the same binary)", names.join(", ")),
+                    };
+                    eprintln!(
+                        "{}{}: plugin[{}].binary: {}: its start would be refused{also}",
+                        if strict { "" } else { "warning: " },
+                        file.display(),
+                        u.index,
+                        u.cause
+                    );
+                }
+                if strict && !refused.is_empty() {
+                    return ExitCode::FAILURE;
+                }
                 let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
                 println!("{}: ok ({} plugins: {})", file.display(), names.len(), names.join(", "));
                 ExitCode::SUCCESS

@@ -25,6 +25,10 @@ pub struct Problem {
 pub enum ConfigError {
     #[error("{}: cannot read config: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    /// The daemon reads its config again by path on every reload, and a FIFO or a
+    /// device read once would hang or never end: only a regular file is a config.
+    #[error("{}: cannot read config: it is a {kind}, not a regular file", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
     #[error("{}", render(file, problems))]
     Invalid { file: PathBuf, problems: Vec<Problem> },
 }
@@ -33,7 +37,7 @@ impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Invalid { problems, .. } => problems,
-            ConfigError::Read { .. } => &[],
+            ConfigError::Read { .. } | ConfigError::NotRegularFile { .. } => &[],
         }
     }
 }
@@ -175,8 +179,13 @@ pub const MAX_REPLICAS: u32 = 1024;
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     use std::io::Read;
     let io = |source| ConfigError::Read { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
+    // Without waiting: opening a FIFO to read waits for a writer.
+    let file = crate::integrity::open_path(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotRegularFile { path: path.to_path_buf(), kind: crate::integrity::file_kind(&meta) });
+    }
+    let size = meta.len();
     if size > MAX_CONFIG_BYTES as u64 {
         return Err(too_large(path, size));
     }
@@ -322,6 +331,32 @@ mod tests {
         [supervisor.defaults]\ncall_timeout = \"5s\"\n\n[[plugin]]\nname = \"echo\"\nbinary = \"/nonexistent/echo\"\n\
         sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nversion = \">=1.2, <2\"\n\
         contract = [\"/dev/zero\"]\nrequire_signature = true\n[plugin.config]\nn = 3\n";
+
+    #[test]
+    fn only_a_regular_file_is_read_as_a_config_and_the_others_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO nobody writes to: opening it waited for a writer forever.
+        let fifo = dir.path().join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path in our own temporary directory.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let cases = [(fifo.as_path(), "FIFO"), (Path::new("/dev/zero"), "character device"), (dir.path(), "directory")];
+        for (path, kind) in cases {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let owned = path.to_path_buf();
+            std::thread::spawn(move || {
+                let _ = tx.send(super::load(&owned));
+            });
+            let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("{path:?} hung"));
+            match got {
+                Err(e @ super::ConfigError::NotRegularFile { .. }) => assert_eq!(
+                    e.to_string(),
+                    format!("{}: cannot read config: it is a {kind}, not a regular file", path.display())
+                ),
+                other => panic!("{path:?}: expected NotRegularFile, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn text_only_validation_touches_no_file() {

@@ -33,8 +33,9 @@ enum Ended {
     /// The process exited on its own.
     Exited(ExitStatus, Duration),
     /// Its connection takes no more calls (why), and the process did not exit within its
-    /// `stop_timeout` after.
-    Disconnected(String),
+    /// `stop_timeout` after, or (then with what cut the wait short) before the supervisor
+    /// stopped waiting.
+    Disconnected(String, Option<&'static str>),
     /// The operator asked for a stop or restart.
     Commanded,
     /// The supervisor is shutting down, or the revision was retired.
@@ -333,7 +334,7 @@ async fn attend(
     let ended = loop {
         tokio::select! {
             status = running.exited() => break Ended::Exited(status, running.since.elapsed()),
-            why = disconnect.said() => break Ended::Disconnected(why),
+            why = disconnect.said() => break Ended::Disconnected(why, None),
             _ = changed_generation(desired, acked) => {
                 let d = *desired.borrow_and_update();
                 if d.run && !d.restart {
@@ -361,20 +362,20 @@ async fn attend(
         // A plugin draining on its own closes its connection first and exits once its
         // calls are done: that is an exit like any other. A hurried stop or the
         // supervisor leaving does not wait for it.
-        Ended::Disconnected(why) => {
+        Ended::Disconnected(why, _) => {
             inst.update(|s| {
                 s.state = State::Stopping;
                 s.reason = format!("its connection closed ({why}): waiting for it to exit");
             });
             let mut hurry = shared.hurry.subscribe();
             let exited = tokio::select! {
-                exited = tokio::time::timeout(stop_timeout, running.exited()) => exited.ok(),
-                _ = hurry.wait_for(|h| *h) => None,
-                () = leaving.wait() => None,
+                exited = tokio::time::timeout(stop_timeout, running.exited()) => exited.map_err(|_| None),
+                _ = hurry.wait_for(|h| *h) => Err(Some("a second stop signal to the supervisor")),
+                () = leaving.wait() => Err(Some("the supervisor is stopping, or a reload retired its revision")),
             };
             match exited {
-                Some(status) => Ended::Exited(status, running.since.elapsed()),
-                None => Ended::Disconnected(why),
+                Ok(status) => Ended::Exited(status, running.since.elapsed()),
+                Err(cut) => Ended::Disconnected(why, cut),
             }
         }
         other => other,
@@ -385,16 +386,17 @@ async fn attend(
             ended_on_its_own((plugin, rev, inst, shared), running, reason.clone()).await;
             Outcome::Exited { success: status.success(), reason, ran }
         }
-        Ended::Disconnected(why) => {
+        Ended::Disconnected(why, cut) => {
             // Alive and unreachable: stopped, and then restarted as its restart policy
             // says of a failure.
             let ran = running.since.elapsed();
             let status =
                 super::stop::stop(&mut running, Duration::ZERO, "connection closed", shared.hurry.subscribe()).await;
-            let reason = format!(
-                "its connection to the supervisor closed ({why}) and it did not exit within {}; {status}",
-                format_duration(stop_timeout)
-            );
+            let waited = match cut {
+                None => format!("it did not exit within {}", format_duration(stop_timeout)),
+                Some(cut) => format!("it was stopped before it exited ({cut})"),
+            };
+            let reason = format!("its connection to the supervisor closed ({why}) and {waited}; {status}");
             ended_on_its_own((plugin, rev, inst, shared), running, reason.clone()).await;
             Outcome::Exited { success: false, reason, ran }
         }

@@ -3,6 +3,7 @@
 //! spawner thread, and keeps what the supervisor holds of the process: its pidfd, its
 //! seccomp listener, its output, the host service on its fd 4.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +37,63 @@ use crate::sandbox::tier::{ARCH_KILL_REPORT, Verdict as SeccompVerdict, Violatio
 pub struct PluginImage {
     pub image: VerifiedImage,
     pub grants: ImageGrants,
+}
+
+/// Verifies `spec`'s binary as every start does: copied into a sealed image, checked
+/// against the entry's pin, signature and declared name, an ELF this host runs, its
+/// libraries found. Blocking (it reads and hashes the whole binary). `check-config` runs
+/// it too, so what a start would refuse is told before the daemon runs.
+pub fn verify(spec: &PluginSpec) -> Result<PluginImage, Cause> {
+    let policy = Policy {
+        expected_sha256: spec.integrity.sha256,
+        require_signature: spec.integrity.require_signature,
+        trusted_keys: &spec.integrity.trusted_keys,
+        signed_name: Some(&spec.declared_name),
+        ..Policy::default()
+    };
+    let image = VerifiedImage::load(&spec.name, &spec.binary, &policy).map_err(|e| Cause::Image(Box::new(e)))?;
+    // The loader's files are granted under Landlock; a library that cannot be found is
+    // reported now rather than as a crash at start.
+    let loader = image
+        .binary()
+        .loader_files(&SearchConfig::host())
+        .map_err(|e| Cause::Libraries { plugin: spec.name.clone(), source: Box::new(e) })?;
+    Ok(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect()) })
+}
+
+/// A binary that a start would refuse: the first plugin (by its place in the config)
+/// that runs it under these checks, why, and the other plugins sharing it.
+#[derive(Debug)]
+pub struct Unrunnable {
+    pub index: usize,
+    pub cause: Cause,
+    pub also: Vec<String>,
+}
+
+/// [`verify`] for every plugin of `specs`, once per binary and checks (1,000 plugins of
+/// one binary verify it once, as the daemon does).
+pub fn unrunnable(specs: &[PluginSpec]) -> Vec<Unrunnable> {
+    let mut seen: HashMap<Key, Option<usize>> = HashMap::new();
+    let mut found: Vec<Unrunnable> = Vec::new();
+    for (index, spec) in specs.iter().enumerate() {
+        match seen.entry(Key::of(spec)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if let Some(at) = *e.get() {
+                    found[at].also.push(spec.name.clone());
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => match verify(spec) {
+                Ok(_) => {
+                    e.insert(None);
+                }
+                Err(cause) => {
+                    e.insert(Some(found.len()));
+                    found.push(Unrunnable { index, cause, also: Vec::new() });
+                }
+            },
+        }
+    }
+    found
 }
 
 /// Plugins as real, sandboxed child processes.
@@ -108,25 +166,7 @@ impl Launcher for SandboxLauncher {
                 return Ok(img);
             }
             let name = spec.name.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                let policy = Policy {
-                    expected_sha256: spec.integrity.sha256,
-                    require_signature: spec.integrity.require_signature,
-                    trusted_keys: &spec.integrity.trusted_keys,
-                    signed_name: Some(&spec.declared_name),
-                    ..Policy::default()
-                };
-                let image =
-                    VerifiedImage::load(&spec.name, &spec.binary, &policy).map_err(|e| Cause::Image(Box::new(e)))?;
-                // The loader's files are granted under Landlock; a library that cannot be
-                // found is reported now rather than as a crash at start.
-                let loader = image
-                    .binary()
-                    .loader_files(&SearchConfig::host())
-                    .map_err(|e| Cause::Libraries { plugin: spec.name.clone(), source: Box::new(e) })?;
-                Ok::<_, Cause>(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect()) })
-            })
-            .await;
+            let loaded = tokio::task::spawn_blocking(move || verify(&spec)).await;
             let whose = |cause| StartError::Refused { plugin: name.clone(), instance: String::new(), cause };
             let loaded = match loaded {
                 Ok(Ok(loaded)) => loaded,

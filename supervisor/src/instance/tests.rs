@@ -114,6 +114,31 @@ async fn a_process_that_closes_its_connection_and_lives_on_is_stopped_and_restar
 }
 
 #[tokio::test]
+async fn a_shutdown_during_a_disconnected_plugins_grace_says_it_did_not_wait_it_out() {
+    let hang_up = Behaviour::ServeThenHangUp { after: Duration::from_millis(300) };
+    let f = fixture(&plugin("fake", "stop_timeout = \"60s\""), &[("fake", &[hang_up])]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let pid = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    until(&f.sup, "fake", "in its grace", |s| {
+        s.state == State::Stopping && s.reason.starts_with("its connection closed")
+    })
+    .await;
+    let started = Instant::now();
+    f.sup.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(30), "the shutdown waited out the 60s grace");
+    let exited = messages(&f.sup, "exited");
+    let said = exited.iter().find(|m| m.starts_with(&format!("pid {pid} "))).unwrap_or_else(|| panic!("{exited:?}"));
+    // Not "did not exit within 60s": it was not given them.
+    assert!(
+        said.contains(
+            "its connection to the supervisor closed (it closed the connection) and it was stopped before it \
+             exited (the supervisor is stopping, or a reload retired its revision); "
+        ),
+        "{said}"
+    );
+}
+
+#[tokio::test]
 async fn what_a_plugin_says_when_it_refuses_is_kept_cut_and_escaped() {
     // Megabytes, with a line of the daemon's log forged after a newline.
     let message = format!("bye\n2026-12-04T21:07:16Z  INFO supervisor stopping\x1b[31m{}", "x".repeat(5 << 20));

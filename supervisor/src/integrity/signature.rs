@@ -42,6 +42,15 @@ pub enum SignError {
         #[source]
         source: io::Error,
     },
+    /// Only a regular file can be a plugin binary; reading a device or a FIFO to hash it
+    /// would never end (`/dev/zero`) or wait for a writer.
+    #[error("{} is a {kind}, not a regular file: only a regular file can be a plugin binary", .path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "{} is {size} bytes, over the {limit}-byte limit on a plugin binary: the supervisor would refuse to run it",
+        .path.display()
+    )]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
     #[error("cannot write signature file {}: {source}", .path.display())]
     Write {
         path: PathBuf,
@@ -83,9 +92,20 @@ pub fn sign_binary(
     version: &str,
 ) -> Result<(SignatureFile, PathBuf), SignError> {
     let read_err = |source| SignError::Read { path: binary_path.to_path_buf(), source };
-    let binary = File::open(binary_path).map_err(read_err)?;
+    let binary = super::verified::open_path(binary_path).map_err(read_err)?;
+    let meta = binary.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(SignError::NotRegularFile {
+            path: binary_path.to_path_buf(),
+            kind: super::verified::file_kind(&meta),
+        });
+    }
+    let limit = super::DEFAULT_MAX_FILE_SIZE;
+    if meta.len() > limit {
+        return Err(SignError::TooLarge { path: binary_path.to_path_buf(), size: meta.len(), limit });
+    }
     let key = SecretKey::load(secret_key_path)?;
-    let digest = Sha256Digest::of_file(&binary).map_err(read_err)?;
+    let digest = Sha256Digest::of_file_bounded(&binary, limit).map_err(read_err)?;
     let sig = sign_digest(&key, name, version, digest)?;
     let sig_path = SignatureFile::path_for(binary_path);
     sig.write(&sig_path).map_err(|source| SignError::Write { path: sig_path.clone(), source })?;

@@ -233,13 +233,14 @@ impl VerifiedBinary {
 
 /// Opens a plugin binary for reading once.
 pub(crate) fn open_source(subject: &Subject) -> Result<File, IntegrityError> {
-    // O_NONBLOCK: opening a FIFO planted at the path must not hang the supervisor.
-    // It does not affect reads of a regular file or the later execveat.
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(&subject.path)
-        .map_err(|source| IntegrityError::Open { subject: subject.clone(), source })
+    open_path(&subject.path).map_err(|source| IntegrityError::Open { subject: subject.clone(), source })
+}
+
+/// Opens a file that should be a plugin binary for reading, without waiting on it.
+/// O_NONBLOCK: opening a FIFO planted at the path must not hang the supervisor (or
+/// `plugin sign`). It does not affect reads of a regular file or the later execveat.
+pub(crate) fn open_path(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC).open(path)
 }
 
 pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {

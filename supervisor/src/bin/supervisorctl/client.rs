@@ -23,12 +23,17 @@ pub struct Wait {
 }
 
 impl Wait {
-    /// Why the command gave up.
-    pub fn silent(&self) -> String {
-        format!(
-            "no answer from the supervisor at {} within {} (is it stuck? --wait sets how long to wait)",
-            self.socket.display(),
-            format_duration(self.limit)
+    /// Why the command gave up: a daemon that accepts and never answers is one that
+    /// cannot be reached (exit 5), as one that does not listen, not a command that ran
+    /// and failed.
+    pub fn silent(&self) -> Failure {
+        Failure::new(
+            Exit::Unreachable,
+            format!(
+                "no answer from the supervisor at {} within {} (is it stuck? --wait sets how long to wait)",
+                self.socket.display(),
+                format_duration(self.limit)
+            ),
         )
     }
 
@@ -47,7 +52,7 @@ impl Wait {
     ) -> Result<T, Failure> {
         match tokio::time::timeout(self.limit, call).await {
             Ok(r) => r.map(tonic::Response::into_inner).map_err(|s| Failure::status(&s)),
-            Err(_) => Err(self.silent().into()),
+            Err(_) => Err(self.silent()),
         }
     }
 
@@ -74,7 +79,10 @@ pub async fn connect(w: &Wait) -> Result<Client, Failure> {
         tokio::spawn(conn);
         Ok(ControlClient::new(channel))
     });
-    connected.await.unwrap_or_else(|_| Err(w.silent())).map_err(|reason| Failure::new(Exit::Unreachable, reason))
+    match connected.await {
+        Ok(made) => made.map_err(|reason: String| Failure::new(Exit::Unreachable, reason)),
+        Err(_) => Err(w.silent()),
+    }
 }
 
 fn unreachable(socket: &Path, e: &std::io::Error) -> String {

@@ -16,7 +16,7 @@ pub enum Exit {
     NotRunning = 3,
     /// The plugin named does not exist.
     NoSuchPlugin = 4,
-    /// The daemon cannot be reached, or refused us.
+    /// The daemon cannot be reached, did not answer within `--wait`, or refused us.
     Unreachable = 5,
 }
 
@@ -30,7 +30,8 @@ Exit status:
       (starting, backoff, draining, stopped, failed, NOT_SERVING or
       its circuit open)
   4   no such plugin
-  5   the supervisor cannot be reached, or refused us
+  5   the supervisor cannot be reached, did not answer within --wait,
+      or refused us
   64+ call: 64 + the gRPC code of the call's status (grpcurl's convention)";
 
 /// The metadata key of the control socket's refusal of a peer: set by the daemon, so

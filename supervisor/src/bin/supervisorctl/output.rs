@@ -350,18 +350,20 @@ pub async fn call(
             match tokio::time::timeout(w.limit, c.status(w.request(StatusRequest { name: plugin }))).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(status)) => return Ok(call_failed(&status)),
-                Err(_) => return Err(w.silent().into()),
+                Err(_) => return Err(w.silent()),
             }
             plugin_supervisor::config::units::MAX_DURATION
         }
     };
-    let silent =
-        || format!("no answer from the supervisor within {}", plugin_supervisor::config::units::format_duration(limit));
+    let silent = || {
+        let waited = plugin_supervisor::config::units::format_duration(limit);
+        Failure::new(Exit::Unreachable, format!("no answer from the supervisor within {waited}"))
+    };
     let started = tokio::time::Instant::now();
     let mut answers = match tokio::time::timeout(limit, c.call_stream(request)).await {
         Ok(Ok(answers)) => answers.into_inner(),
         Ok(Err(status)) => return Ok(call_failed(&status)),
-        Err(_) => return Err(silent().into()),
+        Err(_) => return Err(silent()),
     };
     loop {
         let left = limit.saturating_sub(started.elapsed());
@@ -374,7 +376,7 @@ pub async fn call(
             }
             Ok(Ok(None)) => return Ok(ExitCode::SUCCESS),
             Ok(Err(status)) => return Ok(call_failed(&status)),
-            Err(_) => return Err(silent().into()),
+            Err(_) => return Err(silent()),
         }
     }
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 use super::support::{keypair, small_system_binary, write_exe};
 use crate::integrity::message::{DOMAIN, signed_message};
 use crate::integrity::{
-    IntegrityError, KeyError, Policy, PublicKey, SecretKey, Sha256Digest, SignatureError, SignatureFile,
-    VerifiedBinary, generate_keypair, read_public_key_file, sign, sign_binary,
+    DEFAULT_MAX_FILE_SIZE, IntegrityError, KeyError, Policy, PublicKey, SecretKey, Sha256Digest, SignError,
+    SignatureError, SignatureFile, VerifiedBinary, generate_keypair, read_public_key_file, sign, sign_binary,
 };
 
 fn policy<'a>(trusted: &'a [PublicKey], version: Option<&'a str>) -> Policy<'a> {
@@ -108,6 +108,44 @@ fn a_signed_binary_verifies_and_reports_what_was_signed() {
     // Without a pinned version the signed one is reported for the handshake to compare.
     let verified = VerifiedBinary::open("echo", &binary, &policy(&trusted, None)).unwrap();
     assert_eq!(verified.signature().unwrap().version, "1.2.0");
+}
+
+#[test]
+fn signing_refuses_what_could_never_be_a_plugin_binary_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keypair(dir.path(), "release");
+    // A FIFO nobody writes to: opening it to read waited for a writer forever.
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path in our own temporary directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // /dev/zero: hashing it never ended. A directory: read fails late with EISDIR.
+    let cases = [(fifo.as_path(), "FIFO"), (Path::new("/dev/zero"), "character device"), (dir.path(), "directory")];
+    for (path, kind) in cases {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (path_owned, secret) = (path.to_path_buf(), keys.secret.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(sign_binary(&path_owned, &secret, "echo", "1.0.0"));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("{path:?} hung"));
+        match got {
+            Err(e @ SignError::NotRegularFile { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(&format!("is a {kind}, not a regular file")), "{path:?}: {text}");
+            }
+            other => panic!("{path:?}: expected NotRegularFile, got {other:?}"),
+        }
+    }
+    assert!(!dir.path().join("fifo.sig").exists(), "nothing is signed");
+    // A file larger than the supervisor runs is refused before it is read.
+    let big = dir.path().join("big");
+    fs::File::create(&big).unwrap().set_len(DEFAULT_MAX_FILE_SIZE + 1).unwrap();
+    match sign_binary(&big, &keys.secret, "echo", "1.0.0") {
+        Err(SignError::TooLarge { size, limit, .. }) => {
+            assert_eq!((size, limit), (DEFAULT_MAX_FILE_SIZE + 1, DEFAULT_MAX_FILE_SIZE))
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
 }
 
 #[test]
