@@ -24,6 +24,7 @@ pub mod control {
 
 pub mod codec;
 pub mod declared;
+pub mod definitions;
 pub mod launch;
 pub mod signals;
 pub mod spin;
