@@ -140,8 +140,9 @@ async fn a_shutdown_during_a_disconnected_plugins_grace_says_it_did_not_wait_it_
 
 #[tokio::test]
 async fn what_a_plugin_says_when_it_refuses_is_kept_cut_and_escaped() {
-    // Megabytes, with a line of the daemon's log forged after a newline.
-    let message = format!("bye\n2026-12-04T21:07:16Z  INFO supervisor stopping\x1b[31m{}", "x".repeat(5 << 20));
+    // Tens of kilobytes (within what the supervisor takes of an answer's trailers), with a
+    // line of the daemon's log forged after a newline.
+    let message = format!("bye\n2026-12-04T21:07:16Z  INFO supervisor stopping\x1b[31m{}", "x".repeat(40 << 10));
     let said_all = format!("... ({} bytes in all)", message.len());
     let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::RefuseInit { message }])]);
     until(&f.sup, "fake", "refused", |s| s.state == State::Failed).await;
@@ -157,6 +158,18 @@ async fn what_a_plugin_says_when_it_refuses_is_kept_cut_and_escaped() {
     assert!(status.reason.len() < 1200, "{} bytes kept", status.reason.len());
     let refused = messages(&f.sup, "refused");
     assert!(refused.iter().all(|m| !m.contains('\n') && m.len() < 1200), "{refused:?}");
+    f.sup.shutdown().await;
+    // Megabytes: past what the supervisor takes, its connection ends before the message
+    // is held, and the refusal says so.
+    let message = "x".repeat(5 << 20);
+    let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::RefuseInit { message }])]);
+    until(&f.sup, "fake", "refused", |s| s.state == State::Failed).await;
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
+    assert_eq!(
+        status.reason,
+        "refused: init refused: Unknown: HTTP/2: connection error detected: detected excessive load generating \
+         behavior (b\"too_many_continuations\")"
+    );
     f.sup.shutdown().await;
 }
 

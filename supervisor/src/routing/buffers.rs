@@ -16,6 +16,12 @@
 
 use plugin_proto::transport::H2Channel;
 
+/// Decoded header bytes a plugin's answer may carry in its headers, and again in its
+/// trailers. h2 lets a peer send 16 MiB, which the supervisor decodes and holds for each
+/// call in flight, in its own memory and not the plugin's; a caller's request may carry
+/// 16 KiB (`routing::server`), and this leaves room for a long status message.
+pub(crate) const MAX_ANSWER_HEADERS: u32 = 64 << 10;
+
 /// The client on fd 3, which carries every call to the instance. Its buffers stay
 /// large enough that a crowd of small calls' frames (16 callers' are about 5 KiB)
 /// leave in one write and arrive in one read: with a 1 KiB read buffer, which tokio-util
@@ -24,6 +30,7 @@ use plugin_proto::transport::H2Channel;
 pub(crate) fn plugin_connection() -> h2::client::Builder {
     let mut builder = H2Channel::builder();
     builder
+        .max_header_list_size(MAX_ANSWER_HEADERS)
         .initial_read_buffer_capacity(8 * 1024)
         .initial_write_buffer_capacity(8 * 1024)
         .initial_hpack_decode_capacity(0);
@@ -96,6 +103,67 @@ mod tests {
         let mut server = h2::server::Builder::new();
         host_connection(&mut server);
         round_trip(plugin_connection(), server).await;
+    }
+
+    /// What a plugin's answer of headers (or trailers) `size` bytes long comes to through
+    /// the supervisor's client: its headers' size, or the error.
+    async fn answer_with_headers(size: usize, trailers: bool) -> Result<usize, String> {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                let big = http::HeaderValue::from_str(&"h".repeat(size)).unwrap();
+                if trailers {
+                    let mut send = respond.send_response(http::Response::new(()), false).unwrap();
+                    let mut t = http::HeaderMap::new();
+                    t.insert("grpc-message", big);
+                    let _ = send.send_trailers(t);
+                } else {
+                    let answer = http::Response::builder().header("big", big).body(()).unwrap();
+                    let _ = respond.send_response(answer, true);
+                }
+            }
+        });
+        let (mut client, conn) = plugin_connection().handshake::<_, Bytes>(ours).await.unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::post("http://plugin/a.A/M").body(()).unwrap();
+        let (response, _send) = client.send_request(request, true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response).await.expect("no answer");
+        let (parts, mut body) = response.map_err(|e| e.to_string())?.into_parts();
+        if trailers {
+            let t = tokio::time::timeout(Duration::from_secs(5), body.trailers()).await.expect("no trailers");
+            return t
+                .map_err(|e| e.to_string())
+                .map(|t| t.and_then(|t| t.get("grpc-message").map(http::HeaderValue::len)).unwrap_or(0));
+        }
+        Ok(parts.headers.get("big").map_or(0, http::HeaderValue::len))
+    }
+
+    /// A plugin answering every call with megabytes of headers had the supervisor decode
+    /// and hold them, per call in flight, up to h2's default of 16 MiB each: memory of the
+    /// supervisor's, not the plugin's. Bounded as a caller's request headers are bounded
+    /// by the gateway, with room for a long status message.
+    #[tokio::test]
+    async fn a_plugins_answer_headers_and_trailers_are_bounded() {
+        for trailers in [false, true] {
+            assert_eq!(answer_with_headers(60 << 10, trailers).await, Ok(60 << 10), "trailers: {trailers}");
+            // Megabytes: the connection ends at the header block's fourth frame, before
+            // any of it is held (a plugin doing this is restarted; its calls fail).
+            let flood = answer_with_headers(2 << 20, trailers).await;
+            assert_eq!(
+                flood,
+                Err("connection error detected: detected excessive load generating behavior \
+                     (b\"too_many_continuations\")"
+                    .into()),
+                "trailers: {trailers}"
+            );
+        }
+        // Just over: the call alone fails (its headers), or the field over the bound is
+        // dropped (its trailers: the gateway then ends the answer INTERNAL when it was
+        // the status).
+        let over = answer_with_headers(80 << 10, false).await;
+        assert_eq!(over, Err("stream error detected: unspecific protocol error detected".into()));
+        assert_eq!(answer_with_headers(80 << 10, true).await, Ok(0), "the trailer over the bound is dropped");
     }
 
     /// Buffers asked to start at nothing still work: the write buffer is raised to what

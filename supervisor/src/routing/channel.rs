@@ -164,8 +164,14 @@ fn answer(
 fn unreachable(plugin: &Plugin, live: &Live, e: &ChannelError) -> http::Response<Body> {
     // A stream the plugin reset is its answer to this call alone, not a failed connection.
     let what = match e {
-        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() => "it reset the call",
-        _ => "connection failed",
+        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() && h.is_remote() => "it reset the call".to_owned(),
+        // Our end reset it: the answer's headers were not what HTTP/2 allows, or past
+        // what the supervisor holds.
+        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() => format!(
+            "its answer's headers broke HTTP/2 or were over the supervisor's {} KiB",
+            super::buffers::MAX_ANSWER_HEADERS >> 10
+        ),
+        _ => "connection failed".to_owned(),
     };
     tonic::Status::unavailable(format!("plugin {:?} (pid {}): {what}: {e}", plugin.name, live.pid)).into_http()
 }
@@ -383,6 +389,32 @@ mod tests {
         let failed = resp.into_body().collect().await.unwrap_err();
         assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
         assert!(failed.message().starts_with("plugin \"echo\" (pid 100): its answer failed: "), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_headers_are_over_the_bound_fails_the_call_naming_the_plugin() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                let big = http::HeaderValue::from_str(&"h".repeat(80 << 10)).unwrap();
+                let _ = respond.send_response(http::Response::builder().header("big", big).body(()).unwrap(), true);
+            }
+        });
+        let (channel, conn) =
+            H2Channel::handshake_with(&super::super::buffers::plugin_connection(), ours).await.unwrap();
+        tokio::spawn(conn);
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
+        let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
+        plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
+        let resp = PluginService { plugin }.oneshot(request(Body::new("hello".to_owned()))).await.unwrap();
+        let status = tonic::Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "plugin \"echo\" (pid 100): its answer's headers broke HTTP/2 or were over the supervisor's 64 KiB: \
+             HTTP/2: stream error detected: unspecific protocol error detected"
+        );
     }
 
     #[tokio::test]
