@@ -475,6 +475,55 @@ mod tests {
         assert!(!refused.closed(), "{refused:?} said the connection closed");
     }
 
+    /// How many bytes of `frame`, repeated, a peer that never reads gets into a channel's
+    /// connection within `for_` after the handshake: what the channel took in without
+    /// being able to answer it.
+    async fn flooded_with(frame: &'static [u8], for_: Duration, reading: bool) -> usize {
+        use tokio::io::AsyncWriteExt;
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        let driver = tokio::spawn(conn);
+        let (mut read_half, mut theirs) = theirs.into_split();
+        if reading {
+            tokio::spawn(async move { tokio::io::copy(&mut read_half, &mut tokio::io::sink()).await });
+        }
+        // The server's preface: an empty SETTINGS. The client's preface and settings are
+        // left unread, as everything after (unless `reading`).
+        theirs.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 4096).collect();
+        let mut written = 0;
+        let until = tokio::time::Instant::now() + for_;
+        loop {
+            match tokio::time::timeout_at(until, theirs.write_all(&batch)).await {
+                Ok(Ok(())) => written += batch.len(),
+                Ok(Err(e)) => panic!("the channel closed its connection after {written} bytes: {e}"),
+                // Blocked: the channel stopped reading.
+                Err(_) => break,
+            }
+        }
+        assert!(!driver.is_finished(), "the connection ended");
+        drop(channel);
+        written
+    }
+
+    /// A plugin sending PINGs (each wants a PONG back) or SETTINGS (each wants an ACK) and
+    /// reading nothing: the channel stops reading once its answers cannot leave, so what
+    /// it takes in stays within its socket's and its read buffer's size instead of growing
+    /// a queue of answers in the supervisor.
+    #[tokio::test]
+    async fn a_peer_flooding_pings_or_settings_and_reading_nothing_is_not_read_without_end() {
+        const PING: &[u8] = &[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        const SETTINGS: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        for (name, frame) in [("PING", PING), ("SETTINGS", SETTINGS)] {
+            let taken = flooded_with(frame, Duration::from_secs(1), false).await;
+            assert!(taken < 2 << 20, "{name}: a channel took in {taken} bytes of a flood it could not answer");
+            // The measure tells the two apart: from a peer that reads its answers, the
+            // same flood is taken in as fast as it comes.
+            let answered = flooded_with(frame, Duration::from_secs(2), true).await;
+            assert!(answered > 4 << 20, "{name}: only {answered} bytes of a flood whose answers were read");
+        }
+    }
+
     #[tokio::test]
     async fn a_peer_cannot_push_streams_at_a_channel() {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
