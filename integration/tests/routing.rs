@@ -60,6 +60,26 @@ async fn one_binary_under_two_names_serves_both_each_reached_by_x_plugin() {
     assert_eq!(result, Some(b), "{json}");
 }
 
+#[tokio::test]
+async fn a_plugin_declaring_a_service_its_entry_does_not_list_is_refused_and_takes_no_calls() {
+    let zoo = bins::zoo();
+    // zoo-b, listed for another service, would have made the unnamed call ambiguous.
+    let d = Daemon::start(&config(&format!(
+        "{}{}",
+        plugin("zoo-a", &zoo, "declared_name = \"zoo\"\nservices = [\"zoo.v1.Zoo\"]"),
+        plugin("zoo-b", &zoo, "declared_name = \"zoo\"\nservices = [\"billing.v1.Billing\"]")
+    )));
+    let a = d.wait_state("zoo-a-0", "running", UP)["pid"].as_i64().unwrap();
+    let b = d.wait_state("zoo-b-0", "failed", UP);
+    assert_eq!(
+        b["reason"].as_str().unwrap(),
+        "refused: plugin declares service \"zoo.v1.Zoo\", which its entry's services do not list (they are: \
+         billing.v1.Billing)",
+        "{b}"
+    );
+    assert_eq!(pid_behind(&d.gateway(), None).await.unwrap(), a, "the unnamed call reaches the one plugin serving it");
+}
+
 /// A call to echo.v1.Echo naming no plugin: Ok, or the status.
 async fn echo_unnamed(gateway: &Path) -> Result<(), tonic::Status> {
     use plugin_integration::pb::echo::{EchoRequest, echo_client::EchoClient};

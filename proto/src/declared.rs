@@ -67,7 +67,9 @@ pub fn check(resp: &HandshakeResponse) -> Result<(), Undeclarable> {
     resp.services.iter().try_for_each(|s| service(s))
 }
 
-fn service(name: &str) -> Result<(), Undeclarable> {
+/// Whether `name` may be a plugin's service: a protobuf full name, none of the
+/// supervisor's own. The config's `services` lists are held to it too.
+pub fn service(name: &str) -> Result<(), Undeclarable> {
     let identifier = |part: &str| {
         part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

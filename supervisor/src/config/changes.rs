@@ -166,6 +166,8 @@ fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
         // Read by the host channel at each call.
         ("calls", a.calls != b.calls, Live),
         ("declared_name", a.declared_name != b.declared_name, NewRevision),
+        // Checked at the handshake.
+        ("services", a.services != b.services, NewRevision),
         // Read by the routing stack at each call.
         ("max_in_flight", a.protection.max_in_flight != b.protection.max_in_flight, Live),
         ("max_queued", a.protection.max_queued != b.protection.max_queued, Live),
@@ -193,7 +195,9 @@ pub fn fingerprint(spec: &PluginSpec, sha256: &str) -> String {
     // entries without one stay what earlier versions saved.
     let declared =
         if spec.declared_name == spec.name { String::new() } else { format!("\ndeclared {}", spec.declared_name) };
-    crate::integrity::Sha256Digest::of_bytes(format!("{keys}\n{sha256}{declared}").as_bytes()).to_hex()
+    // Likewise `services`, only when set.
+    let services = spec.services.as_ref().map_or(String::new(), |s| format!("\nservices {s:?}"));
+    crate::integrity::Sha256Digest::of_bytes(format!("{keys}\n{sha256}{declared}{services}").as_bytes()).to_hex()
 }
 
 /// `[supervisor]` keys that differ and are fixed for the supervisor's life: its sockets,
@@ -331,6 +335,17 @@ mod tests {
         assert_eq!(keys(&c, "a"), [("callers", Apply::Live)], "no key: open to everyone again");
         let c = diff(&before, &format!("{before}declared_name = \"b\"\n"), false);
         assert_eq!(keys(&c, "a"), [("declared_name", Apply::NewRevision)]);
+    }
+
+    #[test]
+    fn services_change_through_a_new_revision_and_make_another_one() {
+        let before = format!("{HEAD}{}", entry("a", ""));
+        let after = format!("{before}services = [\"echo.v1.Echo\"]\n");
+        let c = diff(&before, &after, false);
+        assert_eq!(keys(&c, "a"), [("services", Apply::NewRevision)], "a new handshake checks them");
+        let (plain, listed) = load_both(&before, &after);
+        let (plain, listed) = (plain.specs().remove(0), listed.specs().remove(0));
+        assert_ne!(fingerprint(&plain, "d"), fingerprint(&listed, "d"));
     }
 
     #[test]

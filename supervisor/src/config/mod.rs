@@ -413,6 +413,10 @@ pub struct PluginConfig {
     /// The name the binary declares at handshake, when the entry is named otherwise
     /// (one binary configured under several names); absent: `name`.
     pub declared_name: Option<String>,
+    /// The only services it may declare at handshake (protobuf full names): one
+    /// declaring another is refused, so it cannot make itself a candidate for calls
+    /// to a service another plugin serves. Absent: any.
+    pub services: Option<Vec<String>>,
     /// Calls one instance works on at once; more wait in a queue of `max_queued`, and
     /// beyond that are shed with RESOURCE_EXHAUSTED.
     pub max_in_flight: Option<u32>,
@@ -491,6 +495,8 @@ pub struct PluginSpec {
     pub calls: Vec<String>,
     /// The name its binary must declare at handshake (`declared_name`, else `name`).
     pub declared_name: String,
+    /// The only services it may declare (`services`); None: any.
+    pub services: Option<Vec<String>>,
     /// The limits and the circuit breaker of the routing stack.
     pub protection: protection::Protection,
     /// The config text the entry was read from.

@@ -223,6 +223,12 @@ pub(super) fn check(
         {
             p.at(&at("declared_name"), msg);
         }
+        for (j, service) in plugin.services.iter().flatten().enumerate() {
+            if let Err(e) = plugin_proto::declared::service(service) {
+                let said = e.to_string().replacen("plugin declares service", "service", 1);
+                p.at(&[Seg::Key("plugin"), Seg::Index(i), Seg::Key("services"), Seg::Index(j)], said);
+            }
+        }
         specs.push(spec);
     }
     (specs, tiers)
@@ -381,6 +387,7 @@ fn spec(
         callers: None,
         calls: p.calls.clone(),
         declared_name: p.declared_name.clone().unwrap_or_else(|| p.name.clone()),
+        services: p.services.clone(),
     }
 }
 
@@ -701,6 +708,25 @@ mod tests {
             assert!(err.contains(expected), "{err}\nshould contain {expected}");
         }
         assert!(!err.contains("callers[0]"), "{err}");
+    }
+
+    #[test]
+    fn services_are_full_names_and_none_of_the_supervisors_own() {
+        let good = format!("[[plugin]]\nname = \"a\"\nservices = [\"echo.v1.Echo\", \"Bare\"]\n{PLUGIN}");
+        let specs = parse(&good).unwrap().specs();
+        assert_eq!(specs[0].services.as_deref(), Some(&["echo.v1.Echo".to_owned(), "Bare".to_owned()][..]));
+        assert_eq!(parse(&format!("[[plugin]]\nname = \"a\"\n{PLUGIN}")).unwrap().specs()[0].services, None);
+        let bad = format!(
+            "[[plugin]]\nname = \"a\"\nservices = [\"echo.v1.Echo\", \"a..b\", \"grpc.health.v1.Health\"]\n{PLUGIN}"
+        );
+        let err = parse(&bad).unwrap_err().to_string();
+        for expected in [
+            "plugin[0].services[1]: service \"a..b\" which is not a protobuf full name",
+            "plugin[0].services[2]: service \"grpc.health.v1.Health\", which is the supervisor's own",
+        ] {
+            assert!(err.contains(expected), "{err}\nshould contain {expected}");
+        }
+        assert!(!err.contains("services[0]"), "{err}");
     }
 
     #[test]

@@ -137,6 +137,7 @@ pub fn settings(
     let out: Vec<(&str, Value)> = vec![
         ("name", spec.name.clone().into()),
         ("declared_name", spec.declared_name.clone().into()),
+        ("services", opt(spec.services.as_ref().map(|s| json!(s)))),
         ("binary", path(&spec.binary)),
         ("args", json!(spec.args)),
         ("env", json!(spec.env)),

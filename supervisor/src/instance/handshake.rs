@@ -57,6 +57,15 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
         ));
     }
     plugin_proto::declared::check(&resp).map_err(|e| e.to_string())?;
+    if let Some(allowed) = &spec.services
+        && let Some(other) = resp.services.iter().find(|s| !allowed.contains(s))
+    {
+        return Err(format!(
+            "plugin declares service {}, which its entry's services do not list (they are: {})",
+            shown(other),
+            if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+        ));
+    }
     let version = semver::Version::parse(&resp.version)
         .map_err(|e| format!("plugin version {} is not a semver version: {e}", shown(&resp.version)))?;
     if let Some(req) = &spec.version_req
@@ -209,6 +218,27 @@ mod tests {
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
             assert!(err.len() < 400, "{} bytes", err.len());
         }
+    }
+
+    #[test]
+    fn a_plugin_may_declare_only_the_services_its_entry_lists() {
+        let listed = |services: &str| {
+            let text = format!(
+                "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n\
+                 tier = \"none\"\nservices = [{services}]\n"
+            );
+            text.parse::<crate::config::Config>().unwrap().specs().remove(0)
+        };
+        // The answer declares supervisor.v1.Control.
+        assert!(check(&listed("\"supervisor.v1.Control\", \"other.v1.X\""), answer(), None).is_ok());
+        let err = check(&listed("\"echo.v1.Echo\""), answer(), None).unwrap_err();
+        assert_eq!(
+            err,
+            "plugin declares service \"supervisor.v1.Control\", which its entry's services do not list \
+             (they are: echo.v1.Echo)"
+        );
+        let err = check(&listed(""), answer(), None).unwrap_err();
+        assert!(err.ends_with("(they are: none)"), "{err}");
     }
 
     #[test]
