@@ -15,14 +15,6 @@ pub const MAX_VERSION: usize = 128;
 /// well-known types and a large API's dependencies a few hundred.
 pub const MAX_DESCRIPTORS: usize = 1 << 20;
 
-/// The most definitions (files, messages, fields, enums and their values, services,
-/// methods, extensions, oneofs) a declared descriptor set may hold. Parsed, each costs the
-/// supervisor about a kilobyte, so within [`MAX_DESCRIPTORS`] a set of one-field
-/// messages or of one message with 60,000 fields parsed into 70 MB; at this bound a
-/// contract costs at most ~22 MB. The well-known types with `descriptor.proto` hold a
-/// few hundred, a large API's contract a few thousand.
-pub const MAX_DEFINITIONS: usize = 20_000;
-
 /// The longest service name a plugin may declare, in bytes.
 pub const MAX_SERVICE_NAME: usize = 512;
 
@@ -40,8 +32,6 @@ pub enum Undeclarable {
     LongVersion { what: &'static str, shown: String },
     #[error("plugin declared descriptors of {0} bytes, more than the {MAX_DESCRIPTORS} a supervisor reads")]
     LargeDescriptors(usize),
-    #[error("plugin declared descriptors holding {0} definitions, more than the {MAX_DEFINITIONS} a supervisor parses")]
-    ManyDefinitions(usize),
     #[error("plugin declares service {0} which is not a protobuf full name")]
     NotAFullName(String),
     #[error("plugin declares service {0:?}, which is the supervisor's own")]
@@ -57,12 +47,6 @@ pub fn check(resp: &HandshakeResponse) -> Result<(), Undeclarable> {
     }
     if resp.file_descriptor_set.len() > MAX_DESCRIPTORS {
         return Err(Undeclarable::LargeDescriptors(resp.file_descriptor_set.len()));
-    }
-    // A set that is not well-formed is left to its decoding, which says why.
-    if let Some(n) = crate::definitions::count(&resp.file_descriptor_set)
-        && n > MAX_DEFINITIONS
-    {
-        return Err(Undeclarable::ManyDefinitions(n));
     }
     resp.services.iter().try_for_each(|s| service(s))
 }

@@ -24,7 +24,6 @@ pub mod control {
 
 pub mod codec;
 pub mod declared;
-pub mod definitions;
 pub mod launch;
 pub mod signals;
 pub mod spin;
