@@ -113,12 +113,19 @@ fn check_config_verifies_each_binary_as_its_start_would_and_strict_makes_that_an
         std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
     let echo = bins::example("echo").display().to_string();
-    let text = format!(
+    let mut text = format!(
         "[[plugin]]\nname = \"good\"\nbinary = {echo:?}\n\n[[plugin]]\nname = \"script\"\nbinary = {:?}\n\n\
          [[plugin]]\nname = \"cut\"\nbinary = {:?}\n",
         script.display().to_string(),
         truncated.display().to_string()
     );
+    // Five more of the script, under its declared name: checked once, named in one line.
+    for n in 2..=6 {
+        text.push_str(&format!(
+            "\n[[plugin]]\nname = \"s{n}\"\nbinary = {:?}\ndeclared_name = \"script\"\n",
+            script.display().to_string()
+        ));
+    }
     let path = dir.path().join("c.toml");
     std::fs::write(&path, with_policies(&text)).unwrap();
     let run = |strict: bool| {
@@ -135,7 +142,7 @@ fn check_config_verifies_each_binary_as_its_start_would_and_strict_makes_that_an
     // `ExecStartPre=... check-config` does not keep the good ones from starting.
     let (code, out, err) = run(false);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("ok (3 plugins: good, script, cut)"), "{out}");
+    assert!(out.contains("ok (8 plugins: good, script, cut, s2, s3, s4, s5, s6)"), "{out}");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
     assert!(
@@ -144,7 +151,12 @@ fn check_config_verifies_each_binary_as_its_start_would_and_strict_makes_that_an
         ),
         "{err}"
     );
-    assert!(lines[0].ends_with("its start would be refused"), "{err}");
+    assert!(
+        lines[0].ends_with(
+            "its start would be refused (so would those of s2, s3, s4 and 2 more, which run the same binary)"
+        ),
+        "{err}"
+    );
     assert!(
         lines[1].starts_with(
             "warning: DIR/c.toml: plugin[2].binary: plugin \"cut\": DIR/truncated is a truncated ELF file"

@@ -140,6 +140,15 @@ fn a_daemon_that_never_answers_is_given_up_on() {
         assert!(err.starts_with(&expected), "{args:?}: {err}");
         assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
     }
+    // A call with its own timeout waits that and --wait, and says where it waited.
+    let args = ["--wait", "1s", "call", "--timeout", "1s", "echo", "echo.v1.Echo/Echo"];
+    let child = ctl(&socket).args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let (out, _) = wait_bounded(child, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let expected =
+        format!("supervisorctl: no answer from the supervisor at {} within 2s (is it stuck?", socket.display());
+    assert!(err.starts_with(&expected), "{err}");
 }
 
 #[tokio::test]

@@ -43,6 +43,20 @@ pub enum ChannelError {
     Body(tonic::Status),
 }
 
+/// Whether `status` came from a channel's own transport (its connection failed, or a
+/// frame was refused) rather than from an answer of the peer's: tonic makes a status of
+/// either, and only the first is nothing the peer said.
+pub fn from_transport(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.is::<ChannelError>() || e.is::<h2::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 impl ChannelError {
     /// The connection takes no more calls: it was gone or closing before this one was sent,
     /// or the peer said GOAWAY.

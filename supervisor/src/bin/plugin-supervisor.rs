@@ -104,10 +104,28 @@ fn main() -> ExitCode {
         return match Config::load(&file) {
             Ok(c) => {
                 let refused = plugin_supervisor::instance::sandboxed::unrunnable(&c.specs());
+                // SAFETY: geteuid has no preconditions.
+                let euid = unsafe { libc::geteuid() };
+                if !refused.is_empty() && euid != 0 {
+                    eprintln!(
+                        "note: checked as uid {euid}, not as root as the daemon runs: a binary this uid cannot \
+                         read may still be one the daemon can"
+                    );
+                }
                 for u in &refused {
+                    // A thousand plugins of one binary make one line, not a thousand names.
+                    const NAMED: usize = 3;
                     let also = match u.also.as_slice() {
                         [] => String::new(),
-                        names => format!(" (so would {}, which run the same binary)", names.join(", ")),
+                        [one] => format!(" (so would {one}'s, which runs the same binary)"),
+                        names if names.len() <= NAMED => {
+                            format!(" (so would those of {}, which run the same binary)", names.join(", "))
+                        }
+                        names => format!(
+                            " (so would those of {} and {} more, which run the same binary)",
+                            names[..NAMED].join(", "),
+                            names.len() - NAMED
+                        ),
                     };
                     eprintln!(
                         "{}{}: plugin[{}].binary: {}: its start would be refused{also}",

@@ -180,7 +180,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     use std::io::Read;
     let io = |source| ConfigError::Read { path: path.to_path_buf(), source };
     // Without waiting: opening a FIFO to read waits for a writer.
-    let file = crate::integrity::open_path(path).map_err(io)?;
+    let file = crate::integrity::open_path(path).map_err(|e| {
+        // A socket cannot be opened at all (ENXIO): say what it is rather than that.
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                ConfigError::NotRegularFile { path: path.to_path_buf(), kind: crate::integrity::file_kind(&meta) }
+            }
+            _ => io(e),
+        }
+    })?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(ConfigError::NotRegularFile { path: path.to_path_buf(), kind: crate::integrity::file_kind(&meta) });
@@ -340,7 +348,14 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo with a NUL-terminated path in our own temporary directory.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let cases = [(fifo.as_path(), "FIFO"), (Path::new("/dev/zero"), "character device"), (dir.path(), "directory")];
+        let socket = dir.path().join("socket.toml");
+        let _listening = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let cases = [
+            (fifo.as_path(), "FIFO"),
+            (Path::new("/dev/zero"), "character device"),
+            (dir.path(), "directory"),
+            (socket.as_path(), "socket"),
+        ];
         for (path, kind) in cases {
             let (tx, rx) = std::sync::mpsc::channel();
             let owned = path.to_path_buf();

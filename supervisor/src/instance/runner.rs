@@ -371,7 +371,7 @@ async fn attend(
             let exited = tokio::select! {
                 exited = tokio::time::timeout(stop_timeout, running.exited()) => exited.map_err(|_| None),
                 _ = hurry.wait_for(|h| *h) => Err(Some("a second stop signal to the supervisor")),
-                () = leaving.wait() => Err(Some("the supervisor is stopping, or a reload retired its revision")),
+                () = leaving.wait() => Err(Some(leaving.why())),
             };
             match exited {
                 Ok(status) => Ended::Exited(status, running.since.elapsed()),

@@ -18,7 +18,7 @@ use super::launcher::{BoxFuture, Fencing, Image, LaunchRequest, Launched, Launch
 use super::proof::{self, Owner};
 use crate::config::units::ByteSize;
 use crate::config::{Config, PluginSpec, QuotaConfig};
-use crate::integrity::{Policy, SearchConfig, VerifiedImage};
+use crate::integrity::{Policy, SearchConfig, VerifiedBinary, VerifiedImage};
 use crate::observe::capture;
 use crate::observe::events::{EventBus, EventKind};
 use crate::observe::teardown::Verdict;
@@ -39,26 +39,32 @@ pub struct PluginImage {
     pub grants: ImageGrants,
 }
 
-/// Verifies `spec`'s binary as every start does: copied into a sealed image, checked
-/// against the entry's pin, signature and declared name, an ELF this host runs, its
-/// libraries found. Blocking (it reads and hashes the whole binary). `check-config` runs
-/// it too, so what a start would refuse is told before the daemon runs.
-pub fn verify(spec: &PluginSpec) -> Result<PluginImage, Cause> {
-    let policy = Policy {
+/// What `spec`'s binary must satisfy: its entry's pin, signature and declared name.
+fn policy(spec: &PluginSpec) -> Policy<'_> {
+    Policy {
         expected_sha256: spec.integrity.sha256,
         require_signature: spec.integrity.require_signature,
         trusted_keys: &spec.integrity.trusted_keys,
         signed_name: Some(&spec.declared_name),
         ..Policy::default()
-    };
-    let image = VerifiedImage::load(&spec.name, &spec.binary, &policy).map_err(|e| Cause::Image(Box::new(e)))?;
+    }
+}
+
+/// Verifies `spec`'s binary as every start does: copied into a sealed image, checked
+/// against the entry's pin, signature and declared name, an ELF this host runs, its
+/// libraries found. Blocking (it reads and hashes the whole binary).
+pub fn verify(spec: &PluginSpec) -> Result<PluginImage, Cause> {
+    let image = VerifiedImage::load(&spec.name, &spec.binary, &policy(spec)).map_err(|e| Cause::Image(Box::new(e)))?;
     // The loader's files are granted under Landlock; a library that cannot be found is
     // reported now rather than as a crash at start.
-    let loader = image
-        .binary()
-        .loader_files(&SearchConfig::host())
-        .map_err(|e| Cause::Libraries { plugin: spec.name.clone(), source: Box::new(e) })?;
+    let loader = libraries(spec, image.binary())?;
     Ok(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect()) })
+}
+
+fn libraries(spec: &PluginSpec, binary: &VerifiedBinary) -> Result<crate::integrity::LoaderFiles, Cause> {
+    binary
+        .loader_files(&SearchConfig::host())
+        .map_err(|e| Cause::Libraries { plugin: spec.name.clone(), source: Box::new(e) })
 }
 
 /// A binary that a start would refuse: the first plugin (by its place in the config)
@@ -70,9 +76,25 @@ pub struct Unrunnable {
     pub also: Vec<String>,
 }
 
-/// [`verify`] for every plugin of `specs`, once per binary and checks (1,000 plugins of
-/// one binary verify it once, as the daemon does).
+/// The checks of [`verify`] for every plugin of `specs`, once per binary and checks
+/// (1,000 plugins of one binary check it once, as the daemon does), read from the file
+/// itself: `check-config` needs no sealed copy, which would hold each binary in memory.
+/// A check that panics is reported as the daemon reports it, not let abort the rest.
 pub fn unrunnable(specs: &[PluginSpec]) -> Vec<Unrunnable> {
+    let check = |spec: &PluginSpec| {
+        std::panic::catch_unwind(|| {
+            let binary =
+                VerifiedBinary::open(&spec.name, &spec.binary, &policy(spec)).map_err(|e| Cause::Image(Box::new(e)))?;
+            libraries(spec, &binary).map(drop)
+        })
+        .unwrap_or_else(|panic| {
+            let said = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(Cause::VerifierPanicked(said.unwrap_or_default()))
+        })
+    };
     let mut seen: HashMap<Key, Option<usize>> = HashMap::new();
     let mut found: Vec<Unrunnable> = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
@@ -82,8 +104,8 @@ pub fn unrunnable(specs: &[PluginSpec]) -> Vec<Unrunnable> {
                     found[at].also.push(spec.name.clone());
                 }
             }
-            std::collections::hash_map::Entry::Vacant(e) => match verify(spec) {
-                Ok(_) => {
+            std::collections::hash_map::Entry::Vacant(e) => match check(spec) {
+                Ok(()) => {
                     e.insert(None);
                 }
                 Err(cause) => {

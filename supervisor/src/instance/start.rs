@@ -240,7 +240,11 @@ async fn greet(
     tokio::select! {
         r = tokio::time::timeout(timeout, client.init(init)) => match r {
             Err(_) => Err(failed(Cause::InitTimeout(timeout))),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(failed(Cause::InitFailed(plugin_said(status.message())))),
+            // Not an answer of the plugin's (its connection failed, or our end refused
+            // what it sent): a failure to start again, not a refusal to wait on.
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable || plugin_proto::transport::from_transport(&status) => {
+                Err(failed(Cause::InitFailed(plugin_said(status.message()))))
+            }
             Ok(Err(status)) => Err(refused(Cause::InitRefused { code: status.code(), message: plugin_said(status.message()) })),
             Ok(Ok(_)) => {
                 watch.lap(TimedPhase::Init);

@@ -92,7 +92,13 @@ pub fn sign_binary(
     version: &str,
 ) -> Result<(SignatureFile, PathBuf), SignError> {
     let read_err = |source| SignError::Read { path: binary_path.to_path_buf(), source };
-    let binary = super::verified::open_path(binary_path).map_err(read_err)?;
+    let binary = super::verified::open_path(binary_path).map_err(|e| match std::fs::metadata(binary_path) {
+        // A socket cannot be opened at all (ENXIO): say what it is rather than that.
+        Ok(meta) if !meta.is_file() => {
+            SignError::NotRegularFile { path: binary_path.to_path_buf(), kind: super::verified::file_kind(&meta) }
+        }
+        _ => read_err(e),
+    })?;
     let meta = binary.metadata().map_err(read_err)?;
     if !meta.is_file() {
         return Err(SignError::NotRegularFile {

@@ -165,12 +165,15 @@ fn unreachable(plugin: &Plugin, live: &Live, e: &ChannelError) -> http::Response
     // A stream the plugin reset is its answer to this call alone, not a failed connection.
     let what = match e {
         ChannelError::H2(h) if h.is_reset() && !h.is_go_away() && h.is_remote() => "it reset the call".to_owned(),
-        // Our end reset it: the answer's headers were not what HTTP/2 allows, or past
+        // h2 itself reset it: the answer's headers were not what HTTP/2 allows, or past
         // what the supervisor holds.
-        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() => format!(
+        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() && h.is_library() => format!(
             "its answer's headers broke HTTP/2 or were over the supervisor's {} KiB",
             super::buffers::MAX_ANSWER_HEADERS >> 10
         ),
+        // We reset it: the caller's request failed on its way, or the caller went.
+        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() => "the call was cancelled".to_owned(),
+        ChannelError::Body(_) => "the call's request failed before it was sent".to_owned(),
         _ => "connection failed".to_owned(),
     };
     tonic::Status::unavailable(format!("plugin {:?} (pid {}): {what}: {e}", plugin.name, live.pid)).into_http()
@@ -415,6 +418,32 @@ mod tests {
             "plugin \"echo\" (pid 100): its answer's headers broke HTTP/2 or were over the supervisor's 64 KiB: \
              HTTP/2: stream error detected: unspecific protocol error detected"
         );
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_request_fails_on_its_way_is_said_as_such_not_as_the_plugins_doing() {
+        let status = |resp: http::Response<Body>| tonic::Status::from_header_map(resp.headers()).expect("a status");
+        let plugin = plugin_with(vec![instance(false, Arc::new(AtomicUsize::new(0))).await]);
+        // Failed before anything was sent.
+        let frames: Vec<Result<Frame<Bytes>, tonic::Status>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"part"))), Err(tonic::Status::cancelled("caller went"))];
+        let body = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
+        let early = status(PluginService { plugin: plugin.clone() }.oneshot(request(body)).await.unwrap());
+        assert_eq!(early.code(), tonic::Code::Unavailable);
+        let said = "plugin \"echo\" (pid 100): the call's request failed before it was sent: request body: ";
+        assert!(early.message().starts_with(said), "{early:?}");
+        // Failed once its first part was on its way: we reset the stream.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(1);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"part")))).await.unwrap();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let call = PluginService { plugin }.oneshot(request(Body::new(http_body_util::StreamBody::new(stream))));
+        let failing = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tx.send(Err(tonic::Status::cancelled("caller went"))).await.unwrap();
+        };
+        let (resp, ()) = tokio::join!(call, failing);
+        let late = status(resp.unwrap());
+        assert!(late.message().starts_with("plugin \"echo\" (pid 100): the call was cancelled: "), "{late:?}");
     }
 
     #[tokio::test]

@@ -27,12 +27,17 @@ impl Wait {
     /// cannot be reached (exit 5), as one that does not listen, not a command that ran
     /// and failed.
     pub fn silent(&self) -> Failure {
+        self.silent_after(self.limit)
+    }
+
+    /// [`Wait::silent`] after waiting `waited` (a call's own timeout and `--wait`).
+    pub fn silent_after(&self, waited: Duration) -> Failure {
         Failure::new(
             Exit::Unreachable,
             format!(
                 "no answer from the supervisor at {} within {} (is it stuck? --wait sets how long to wait)",
                 self.socket.display(),
-                format_duration(self.limit)
+                format_duration(waited)
             ),
         )
     }

@@ -75,14 +75,7 @@ pub fn refused_or_cut(status: &tonic::Status) -> bool {
     if status.metadata().contains_key(REFUSED_KEY) {
         return true;
     }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = cause {
-        if e.is::<plugin_proto::transport::ChannelError>() || e.is::<h2::Error>() {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    plugin_proto::transport::from_transport(status)
 }
 
 impl From<Exit> for ExitCode {

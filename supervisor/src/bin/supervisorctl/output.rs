@@ -355,10 +355,7 @@ pub async fn call(
             plugin_supervisor::config::units::MAX_DURATION
         }
     };
-    let silent = || {
-        let waited = plugin_supervisor::config::units::format_duration(limit);
-        Failure::new(Exit::Unreachable, format!("no answer from the supervisor within {waited}"))
-    };
+    let silent = || w.silent_after(limit);
     let started = tokio::time::Instant::now();
     let mut answers = match tokio::time::timeout(limit, c.call_stream(request)).await {
         Ok(Ok(answers)) => answers.into_inner(),

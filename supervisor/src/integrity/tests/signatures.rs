@@ -120,7 +120,14 @@ fn signing_refuses_what_could_never_be_a_plugin_binary_at_once() {
     // SAFETY: mkfifo with a NUL-terminated path in our own temporary directory.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     // /dev/zero: hashing it never ended. A directory: read fails late with EISDIR.
-    let cases = [(fifo.as_path(), "FIFO"), (Path::new("/dev/zero"), "character device"), (dir.path(), "directory")];
+    let socket = dir.path().join("socket");
+    let _listening = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let cases = [
+        (fifo.as_path(), "FIFO"),
+        (Path::new("/dev/zero"), "character device"),
+        (dir.path(), "directory"),
+        (socket.as_path(), "socket"),
+    ];
     for (path, kind) in cases {
         let (tx, rx) = std::sync::mpsc::channel();
         let (path_owned, secret) = (path.to_path_buf(), keys.secret.clone());
