@@ -43,6 +43,26 @@ pub enum ChannelError {
     Body(tonic::Status),
 }
 
+/// Whether `status` came from this end of a channel: its connection failed, or h2 here
+/// refused what the peer sent. Not a status the peer answered, nor a stream or connection
+/// the peer itself reset or closed (GOAWAY), which are its answers too.
+pub fn from_our_end(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<ChannelError>() {
+            return match c {
+                ChannelError::H2(h) | ChannelError::NotSent(h) => !h.is_remote(),
+                ChannelError::Body(_) => true,
+            };
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            return !h.is_remote();
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// Whether `status` came from a channel's own transport (its connection failed, or a
 /// frame was refused) rather than from an answer of the peer's: tonic makes a status of
 /// either, and only the first is nothing the peer said.
@@ -75,7 +95,8 @@ impl ChannelError {
     /// can be sent elsewhere without running twice.
     pub fn unprocessed(&self) -> bool {
         match self {
-            ChannelError::NotSent(_) => true,
+            // Not h2's refusal of the request itself: another instance would refuse it too.
+            ChannelError::NotSent(e) => e.is_io() || e.is_go_away() || e.reason().is_some(),
             ChannelError::H2(e) => e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()),
             ChannelError::Body(_) => false,
         }

@@ -127,8 +127,14 @@ fn main() -> ExitCode {
                             names.len() - NAMED
                         ),
                     };
+                    // A binary the checks refuse is refused; a checker that failed fails
+                    // the start (which is tried again).
+                    let would = match u.cause {
+                        plugin_supervisor::instance::error::Cause::VerifierPanicked(_) => "would fail",
+                        _ => "would be refused",
+                    };
                     eprintln!(
-                        "{}{}: plugin[{}].binary: {}: its start would be refused{also}",
+                        "{}{}: plugin[{}].binary: {}: its start {would}{also}",
                         if strict { "" } else { "warning: " },
                         file.display(),
                         u.index,

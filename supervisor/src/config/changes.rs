@@ -346,6 +346,10 @@ mod tests {
         let (plain, listed) = load_both(&before, &after);
         let (plain, listed) = (plain.specs().remove(0), listed.specs().remove(0));
         assert_ne!(fingerprint(&plain, "d"), fingerprint(&listed, "d"));
+        // A set: another order, or a name twice, is the same entry.
+        let reordered = format!("{before}services = [\"b.v1.B\", \"echo.v1.Echo\"]\n");
+        let same = format!("{before}services = [\"echo.v1.Echo\", \"b.v1.B\", \"echo.v1.Echo\"]\n");
+        assert!(diff(&reordered, &same, false).changed.is_empty());
     }
 
     #[test]

@@ -387,7 +387,12 @@ fn spec(
         callers: None,
         calls: p.calls.clone(),
         declared_name: p.declared_name.clone().unwrap_or_else(|| p.name.clone()),
-        services: p.services.clone(),
+        // A set: listed in another order, or twice, it is the same entry (no new revision).
+        services: p.services.clone().map(|mut s| {
+            s.sort();
+            s.dedup();
+            s
+        }),
     }
 }
 
@@ -714,7 +719,8 @@ mod tests {
     fn services_are_full_names_and_none_of_the_supervisors_own() {
         let good = format!("[[plugin]]\nname = \"a\"\nservices = [\"echo.v1.Echo\", \"Bare\"]\n{PLUGIN}");
         let specs = parse(&good).unwrap().specs();
-        assert_eq!(specs[0].services.as_deref(), Some(&["echo.v1.Echo".to_owned(), "Bare".to_owned()][..]));
+        // Kept as a set: sorted, each once.
+        assert_eq!(specs[0].services.as_deref(), Some(&["Bare".to_owned(), "echo.v1.Echo".to_owned()][..]));
         assert_eq!(parse(&format!("[[plugin]]\nname = \"a\"\n{PLUGIN}")).unwrap().specs()[0].services, None);
         let bad = format!(
             "[[plugin]]\nname = \"a\"\nservices = [\"echo.v1.Echo\", \"a..b\", \"grpc.health.v1.Health\"]\n{PLUGIN}"

@@ -79,7 +79,9 @@ pub struct Unrunnable {
 /// The checks of [`verify`] for every plugin of `specs`, once per binary and checks
 /// (1,000 plugins of one binary check it once, as the daemon does), read from the file
 /// itself: `check-config` needs no sealed copy, which would hold each binary in memory.
-/// A check that panics is reported as the daemon reports it, not let abort the rest.
+/// A check that panics is reported as the daemon reports it, not let abort the rest; the
+/// process's panic hook is silenced meanwhile, so this is for a command's own process
+/// (`check-config`), not for the daemon.
 pub fn unrunnable(specs: &[PluginSpec]) -> Vec<Unrunnable> {
     let check = |spec: &PluginSpec| {
         std::panic::catch_unwind(|| {
@@ -92,9 +94,12 @@ pub fn unrunnable(specs: &[PluginSpec]) -> Vec<Unrunnable> {
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned());
-            Err(Cause::VerifierPanicked(said.unwrap_or_default()))
+            Err(Cause::VerifierPanicked(said.unwrap_or_else(|| "(no message)".to_owned())))
         })
     };
+    // A panic is said once, in the report's line, not also by the default hook.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let mut seen: HashMap<Key, Option<usize>> = HashMap::new();
     let mut found: Vec<Unrunnable> = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
@@ -115,6 +120,7 @@ pub fn unrunnable(specs: &[PluginSpec]) -> Vec<Unrunnable> {
             },
         }
     }
+    std::panic::set_hook(hook);
     found
 }
 

@@ -216,7 +216,10 @@ async fn greet(
                 if let Ok(s) = tokio::time::timeout(Duration::from_millis(200), exited(&mut exit_after_error)).await {
                     return Err(died(s, Phase::Handshake));
                 }
-                return Err(refused(Cause::HandshakeFailed { code: status.code(), message: plugin_said(status.message()) }));
+                let cause = Cause::HandshakeFailed { code: status.code(), message: plugin_said(status.message()) };
+                // Our end's doing (a header flood ended the connection): a failed start,
+                // tried again, as at init; the plugin's own answer is a refusal.
+                return Err(if plugin_proto::transport::from_our_end(&status) { failed(cause) } else { refused(cause) });
             }
             Ok(Ok(r)) => r.into_inner(),
         },
@@ -242,7 +245,7 @@ async fn greet(
             Err(_) => Err(failed(Cause::InitTimeout(timeout))),
             // Not an answer of the plugin's (its connection failed, or our end refused
             // what it sent): a failure to start again, not a refusal to wait on.
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable || plugin_proto::transport::from_transport(&status) => {
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable || plugin_proto::transport::from_our_end(&status) => {
                 Err(failed(Cause::InitFailed(plugin_said(status.message()))))
             }
             Ok(Err(status)) => Err(refused(Cause::InitRefused { code: status.code(), message: plugin_said(status.message()) })),

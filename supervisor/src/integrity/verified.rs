@@ -233,7 +233,13 @@ impl VerifiedBinary {
 
 /// Opens a plugin binary for reading once.
 pub(crate) fn open_source(subject: &Subject) -> Result<File, IntegrityError> {
-    open_path(&subject.path).map_err(|source| IntegrityError::Open { subject: subject.clone(), source })
+    open_path(&subject.path).map_err(|source| match std::fs::metadata(&subject.path) {
+        // A socket cannot be opened at all (ENXIO): say what it is rather than that.
+        Ok(meta) if !meta.is_file() => {
+            IntegrityError::NotRegularFile { subject: subject.clone(), kind: file_kind(&meta) }
+        }
+        _ => IntegrityError::Open { subject: subject.clone(), source },
+    })
 }
 
 /// Opens a file that should be a plugin binary for reading, without waiting on it.

@@ -147,6 +147,10 @@ fn answer(
                     "plugin {:?} (pid {pid}): connection lost mid-call: {e}",
                     plugin.name
                 ))
+            } else if e.is_reset() && !e.is_remote() && !e.is_library() {
+                // We reset it: the caller's request failed while the answer came (CANCELLED
+                // is no failure of the plugin's to the breaker or a canary's judgement).
+                tonic::Status::cancelled(format!("plugin {:?} (pid {pid}): {REQUEST_FAILED}: {e}", plugin.name))
             } else {
                 // tonic's code for it (a reset's reason), said as the plugin's doing.
                 let said = format!("plugin {:?} (pid {pid}): its answer failed: {e}", plugin.name);
@@ -162,22 +166,35 @@ fn answer(
 }
 
 fn unreachable(plugin: &Plugin, live: &Live, e: &ChannelError) -> http::Response<Body> {
-    // A stream the plugin reset is its answer to this call alone, not a failed connection.
-    let what = match e {
-        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() && h.is_remote() => "it reset the call".to_owned(),
-        // h2 itself reset it: the answer's headers were not what HTTP/2 allows, or past
-        // what the supervisor holds.
-        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() && h.is_library() => format!(
-            "its answer's headers broke HTTP/2 or were over the supervisor's {} KiB",
+    let said = |what: &str| format!("plugin {:?} (pid {}): {what}: {e}", plugin.name, live.pid);
+    let reset = |h: &h2::Error| h.is_reset() && !h.is_go_away();
+    match e {
+        // A stream the plugin reset is its answer to this call alone, not a failed connection.
+        ChannelError::H2(h) if reset(h) && h.is_remote() => {
+            tonic::Status::unavailable(said("it reset the call")).into_http()
+        }
+        // h2 itself reset it: the answer broke HTTP/2, or its headers were past what the
+        // supervisor holds.
+        ChannelError::H2(h) if reset(h) && h.is_library() => tonic::Status::unavailable(said(&format!(
+            "its answer broke HTTP/2 or its headers were over the supervisor's {} KiB",
             super::buffers::MAX_ANSWER_HEADERS >> 10
-        ),
-        // We reset it: the caller's request failed on its way, or the caller went.
-        ChannelError::H2(h) if h.is_reset() && !h.is_go_away() => "the call was cancelled".to_owned(),
-        ChannelError::Body(_) => "the call's request failed before it was sent".to_owned(),
-        _ => "connection failed".to_owned(),
-    };
-    tonic::Status::unavailable(format!("plugin {:?} (pid {}): {what}: {e}", plugin.name, live.pid)).into_http()
+        )))
+        .into_http(),
+        // We reset it, or never sent it, because the caller's request failed on its way:
+        // nothing the plugin did, so nothing the breaker or a canary's judgement counts.
+        ChannelError::H2(h) if reset(h) => local(tonic::Status::cancelled(said(REQUEST_FAILED)), Source::Caller),
+        ChannelError::Body(_) => local(tonic::Status::cancelled(said(REQUEST_FAILED)), Source::Caller),
+        // h2 refused the request itself (a connection-specific header from an embedding
+        // host): the caller's request, not the plugin's connection.
+        ChannelError::NotSent(h) if !h.is_io() && !h.is_go_away() && h.reason().is_none() => {
+            local(tonic::Status::invalid_argument(said("HTTP/2 cannot carry the call's request")), Source::Caller)
+        }
+        _ => tonic::Status::unavailable(said("connection failed")).into_http(),
+    }
 }
+
+/// What a call whose own request failed on its way to the plugin is told.
+const REQUEST_FAILED: &str = "the call's request failed on its way";
 
 /// `req`, and a copy of it when its body is already complete (nothing to wait for: it can
 /// be replayed), else None.
@@ -415,22 +432,27 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(
             status.message(),
-            "plugin \"echo\" (pid 100): its answer's headers broke HTTP/2 or were over the supervisor's 64 KiB: \
+            "plugin \"echo\" (pid 100): its answer broke HTTP/2 or its headers were over the supervisor's 64 KiB: \
              HTTP/2: stream error detected: unspecific protocol error detected"
         );
     }
 
     #[tokio::test]
     async fn a_call_whose_request_fails_on_its_way_is_said_as_such_not_as_the_plugins_doing() {
-        let status = |resp: http::Response<Body>| tonic::Status::from_header_map(resp.headers()).expect("a status");
+        // The caller's doing, marked so: the breaker and a canary's judgement skip it.
+        let status = |resp: http::Response<Body>| {
+            let source = resp.extensions().get::<super::super::record::Local>().map(|l| l.0.as_str());
+            assert_eq!(source, Some("caller"), "{resp:?}");
+            tonic::Status::from_header_map(resp.headers()).expect("a status")
+        };
         let plugin = plugin_with(vec![instance(false, Arc::new(AtomicUsize::new(0))).await]);
         // Failed before anything was sent.
         let frames: Vec<Result<Frame<Bytes>, tonic::Status>> =
             vec![Ok(Frame::data(Bytes::from_static(b"part"))), Err(tonic::Status::cancelled("caller went"))];
         let body = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
         let early = status(PluginService { plugin: plugin.clone() }.oneshot(request(body)).await.unwrap());
-        assert_eq!(early.code(), tonic::Code::Unavailable);
-        let said = "plugin \"echo\" (pid 100): the call's request failed before it was sent: request body: ";
+        assert_eq!(early.code(), tonic::Code::Cancelled, "no failure of the plugin's");
+        let said = "plugin \"echo\" (pid 100): the call's request failed on its way: request body: ";
         assert!(early.message().starts_with(said), "{early:?}");
         // Failed once its first part was on its way: we reset the stream.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(1);
@@ -443,7 +465,11 @@ mod tests {
         };
         let (resp, ()) = tokio::join!(call, failing);
         let late = status(resp.unwrap());
-        assert!(late.message().starts_with("plugin \"echo\" (pid 100): the call was cancelled: "), "{late:?}");
+        assert_eq!(late.code(), tonic::Code::Cancelled);
+        assert!(
+            late.message().starts_with("plugin \"echo\" (pid 100): the call's request failed on its way: "),
+            "{late:?}"
+        );
     }
 
     #[tokio::test]

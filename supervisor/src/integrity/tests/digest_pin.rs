@@ -87,6 +87,12 @@ fn a_directory_or_missing_path_is_refused_before_hashing() {
     let err = VerifiedBinary::open("echo", dir.path(), &Policy::default()).unwrap_err();
     assert!(matches!(err, IntegrityError::NotRegularFile { kind: "directory", .. }), "{err:?}");
 
+    // A socket cannot even be opened (ENXIO): it is still named for what it is.
+    let socket = dir.path().join("socket");
+    let _listening = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let err = VerifiedBinary::open("echo", &socket, &Policy::default()).unwrap_err();
+    assert!(matches!(err, IntegrityError::NotRegularFile { kind: "socket", .. }), "{err:?}");
+
     let missing = dir.path().join("nope");
     let err = VerifiedBinary::open("echo", &missing, &Policy::default()).unwrap_err();
     assert!(matches!(err, IntegrityError::Open { .. }), "{err:?}");
