@@ -428,7 +428,14 @@ impl Driver {
             biased;
             _ = shutdown.wait_for(|s| *s) => Wake::Shutdown,
             _ = self.p.wait_until(Duration::from_secs(365 * 86400), fell) => {
-                if commanded(&self.p) {
+                // A canary instance the supervisor's own stopping ended is no crash. The
+                // biased branch above does not always catch that: `wait_for` is under
+                // tokio's co-operative budget, and with the task's budget spent it is
+                // Pending even when the flag is set, while this branch's check is not. CI
+                // once kept a shutdown's stop as a crash (rolled back, not interrupted).
+                if *self.shared.shutdown.borrow() {
+                    Wake::Shutdown
+                } else if commanded(&self.p) {
                     let what = if self.p.desired.borrow().run { "restarted" } else { "stopped" };
                     Wake::Commanded(format!("the operator {what} the plugin"))
                 } else {
