@@ -38,6 +38,8 @@ pub mod service;
 pub mod state;
 mod supervisor;
 #[cfg(test)]
+mod test_files;
+#[cfg(test)]
 mod test_procs;
 
 pub use routing::Channel;

@@ -180,19 +180,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     use std::io::Read;
     let io = |source| ConfigError::Read { path: path.to_path_buf(), source };
     // Without waiting: opening a FIFO to read waits for a writer.
-    let file = crate::integrity::open_path(path).map_err(|e| {
-        // A socket cannot be opened at all (ENXIO): say what it is rather than that.
-        match std::fs::metadata(path) {
-            Ok(meta) if !meta.is_file() => {
-                ConfigError::NotRegularFile { path: path.to_path_buf(), kind: crate::integrity::file_kind(&meta) }
-            }
-            _ => io(e),
-        }
+    let (file, meta) = crate::integrity::open_regular(path).map_err(|e| match e {
+        crate::integrity::NotOpened::Kind(kind) => ConfigError::NotRegularFile { path: path.to_path_buf(), kind },
+        crate::integrity::NotOpened::Io(e) => io(e),
     })?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(ConfigError::NotRegularFile { path: path.to_path_buf(), kind: crate::integrity::file_kind(&meta) });
-    }
     let size = meta.len();
     if size > MAX_CONFIG_BYTES as u64 {
         return Err(too_large(path, size));
@@ -343,27 +334,10 @@ mod tests {
     #[test]
     fn only_a_regular_file_is_read_as_a_config_and_the_others_are_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        // A FIFO nobody writes to: opening it waited for a writer forever.
-        let fifo = dir.path().join("fifo.toml");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo with a NUL-terminated path in our own temporary directory.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let socket = dir.path().join("socket.toml");
-        let _listening = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-        let cases = [
-            (fifo.as_path(), "FIFO"),
-            (Path::new("/dev/zero"), "character device"),
-            (dir.path(), "directory"),
-            (socket.as_path(), "socket"),
-        ];
-        for (path, kind) in cases {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let owned = path.to_path_buf();
-            std::thread::spawn(move || {
-                let _ = tx.send(super::load(&owned));
-            });
-            let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("{path:?} hung"));
-            match got {
+        let (paths, _listening) = crate::test_files::not_regular(dir.path());
+        for (path, kind) in paths {
+            let owned = path.clone();
+            match crate::test_files::within_10s(&path, move || super::load(&owned)) {
                 Err(e @ super::ConfigError::NotRegularFile { .. }) => assert_eq!(
                     e.to_string(),
                     format!("{}: cannot read config: it is a {kind}, not a regular file", path.display())

@@ -92,20 +92,10 @@ pub fn sign_binary(
     version: &str,
 ) -> Result<(SignatureFile, PathBuf), SignError> {
     let read_err = |source| SignError::Read { path: binary_path.to_path_buf(), source };
-    let binary = super::verified::open_path(binary_path).map_err(|e| match std::fs::metadata(binary_path) {
-        // A socket cannot be opened at all (ENXIO): say what it is rather than that.
-        Ok(meta) if !meta.is_file() => {
-            SignError::NotRegularFile { path: binary_path.to_path_buf(), kind: super::verified::file_kind(&meta) }
-        }
-        _ => read_err(e),
+    let (binary, meta) = super::verified::open_regular(binary_path).map_err(|e| match e {
+        super::verified::NotOpened::Kind(kind) => SignError::NotRegularFile { path: binary_path.to_path_buf(), kind },
+        super::verified::NotOpened::Io(e) => read_err(e),
     })?;
-    let meta = binary.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(SignError::NotRegularFile {
-            path: binary_path.to_path_buf(),
-            kind: super::verified::file_kind(&meta),
-        });
-    }
     let limit = super::DEFAULT_MAX_FILE_SIZE;
     if meta.len() > limit {
         return Err(SignError::TooLarge { path: binary_path.to_path_buf(), size: meta.len(), limit });

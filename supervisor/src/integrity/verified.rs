@@ -233,13 +233,35 @@ impl VerifiedBinary {
 
 /// Opens a plugin binary for reading once.
 pub(crate) fn open_source(subject: &Subject) -> Result<File, IntegrityError> {
-    open_path(&subject.path).map_err(|source| match std::fs::metadata(&subject.path) {
-        // A socket cannot be opened at all (ENXIO): say what it is rather than that.
-        Ok(meta) if !meta.is_file() => {
-            IntegrityError::NotRegularFile { subject: subject.clone(), kind: file_kind(&meta) }
-        }
-        _ => IntegrityError::Open { subject: subject.clone(), source },
+    open_path(&subject.path).map_err(|source| match kind_of(&subject.path) {
+        Some(kind) => IntegrityError::NotRegularFile { subject: subject.clone(), kind },
+        None => IntegrityError::Open { subject: subject.clone(), source },
     })
+}
+
+/// Why a path that must hold a regular file was not opened as one.
+#[derive(Debug)]
+pub(crate) enum NotOpened {
+    /// It is something else: a FIFO, a device, a directory, a socket.
+    Kind(&'static str),
+    Io(io::Error),
+}
+
+/// Opens `path`, which must be a regular file, for reading without waiting on it, with its
+/// metadata. Anything else is named by its kind, a socket too (which cannot be opened at
+/// all: ENXIO would say nothing of what it is).
+pub(crate) fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), NotOpened> {
+    let file = open_path(path).map_err(|e| kind_of(path).map_or(NotOpened::Io(e), NotOpened::Kind))?;
+    let meta = file.metadata().map_err(NotOpened::Io)?;
+    if !meta.is_file() {
+        return Err(NotOpened::Kind(file_kind(&meta)));
+    }
+    Ok((file, meta))
+}
+
+/// The kind of what is at `path` when it is there and not a regular file.
+fn kind_of(path: &Path) -> Option<&'static str> {
+    std::fs::metadata(path).ok().filter(|m| !m.is_file()).map(|m| file_kind(&m))
 }
 
 /// Opens a file that should be a plugin binary for reading, without waiting on it.

@@ -114,28 +114,12 @@ fn a_signed_binary_verifies_and_reports_what_was_signed() {
 fn signing_refuses_what_could_never_be_a_plugin_binary_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keypair(dir.path(), "release");
-    // A FIFO nobody writes to: opening it to read waited for a writer forever.
-    let fifo = dir.path().join("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a NUL-terminated path in our own temporary directory.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    // /dev/zero: hashing it never ended. A directory: read fails late with EISDIR.
-    let socket = dir.path().join("socket");
-    let _listening = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let cases = [
-        (fifo.as_path(), "FIFO"),
-        (Path::new("/dev/zero"), "character device"),
-        (dir.path(), "directory"),
-        (socket.as_path(), "socket"),
-    ];
-    for (path, kind) in cases {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (path_owned, secret) = (path.to_path_buf(), keys.secret.clone());
-        std::thread::spawn(move || {
-            let _ = tx.send(sign_binary(&path_owned, &secret, "echo", "1.0.0"));
-        });
-        let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("{path:?} hung"));
-        match got {
+    // A FIFO (opening it waited for a writer forever), /dev/zero (hashing it never
+    // ended), a directory (read failed late with EISDIR), a socket (ENXIO).
+    let (paths, _listening) = crate::test_files::not_regular(dir.path());
+    for (path, kind) in paths {
+        let (owned, secret) = (path.clone(), keys.secret.clone());
+        match crate::test_files::within_10s(&path, move || sign_binary(&owned, &secret, "echo", "1.0.0")) {
             Err(e @ SignError::NotRegularFile { .. }) => {
                 let text = e.to_string();
                 assert!(text.contains(&format!("is a {kind}, not a regular file")), "{path:?}: {text}");
