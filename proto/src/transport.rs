@@ -43,48 +43,57 @@ pub enum ChannelError {
     Body(tonic::Status),
 }
 
+/// What of a channel's transport `status` came from, when it did: tonic makes a status of
+/// the peer's answer and of a failure of the connection alike.
+enum Transport<'a> {
+    Channel(&'a ChannelError),
+    H2(&'a h2::Error),
+}
+
+fn transport_of(status: &tonic::Status) -> Option<Transport<'_>> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<ChannelError>() {
+            return Some(Transport::Channel(c));
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            return Some(Transport::H2(h));
+        }
+        cause = e.source();
+    }
+    None
+}
+
 /// Whether `status` came from this end of a channel: its connection failed, or h2 here
 /// refused what the peer sent. Not a status the peer answered, nor a stream or connection
 /// the peer itself reset or closed (GOAWAY), which are its answers too.
 pub fn from_our_end(status: &tonic::Status) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = cause {
-        if let Some(c) = e.downcast_ref::<ChannelError>() {
-            return match c {
-                ChannelError::H2(h) | ChannelError::NotSent(h) => !h.is_remote(),
-                ChannelError::Body(_) => true,
-            };
-        }
-        if let Some(h) = e.downcast_ref::<h2::Error>() {
-            return !h.is_remote();
-        }
-        cause = e.source();
+    match transport_of(status) {
+        Some(Transport::Channel(ChannelError::H2(h) | ChannelError::NotSent(h)) | Transport::H2(h)) => !h.is_remote(),
+        Some(Transport::Channel(ChannelError::Body(_))) => true,
+        None => false,
     }
-    false
 }
 
 /// Whether `status` came from a channel's own transport (its connection failed, or a
-/// frame was refused) rather than from an answer of the peer's: tonic makes a status of
-/// either, and only the first is nothing the peer said.
+/// frame was refused) rather than from an answer of the peer's.
 pub fn from_transport(status: &tonic::Status) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = cause {
-        if e.is::<ChannelError>() || e.is::<h2::Error>() {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    transport_of(status).is_some()
 }
 
 impl ChannelError {
+    /// h2 refused to send the request itself (a connection-specific header from an
+    /// embedding host): such a refusal carries no reason and is neither I/O nor GOAWAY. It
+    /// says nothing of the connection, and another would refuse it too.
+    pub fn request_refused(&self) -> bool {
+        matches!(self, ChannelError::NotSent(e) if !e.is_io() && !e.is_go_away() && e.reason().is_none())
+    }
+
     /// The connection takes no more calls: it was gone or closing before this one was sent,
     /// or the peer said GOAWAY.
     pub fn closed(&self) -> bool {
         match self {
-            // Not h2's refusals of the request itself (a connection-specific header): those
-            // carry no reason and are neither I/O nor GOAWAY.
-            ChannelError::NotSent(e) => e.is_io() || e.is_go_away() || e.reason().is_some(),
+            ChannelError::NotSent(_) => !self.request_refused(),
             ChannelError::H2(e) => e.is_go_away() && e.is_remote(),
             ChannelError::Body(_) => false,
         }
@@ -96,7 +105,7 @@ impl ChannelError {
     pub fn unprocessed(&self) -> bool {
         match self {
             // Not h2's refusal of the request itself: another instance would refuse it too.
-            ChannelError::NotSent(e) => e.is_io() || e.is_go_away() || e.reason().is_some(),
+            ChannelError::NotSent(_) => !self.request_refused(),
             ChannelError::H2(e) => e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()),
             ChannelError::Body(_) => false,
         }

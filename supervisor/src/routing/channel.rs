@@ -186,7 +186,7 @@ fn unreachable(plugin: &Plugin, live: &Live, e: &ChannelError) -> http::Response
         ChannelError::Body(_) => local(tonic::Status::cancelled(said(REQUEST_FAILED)), Source::Caller),
         // h2 refused the request itself (a connection-specific header from an embedding
         // host): the caller's request, not the plugin's connection.
-        ChannelError::NotSent(h) if !h.is_io() && !h.is_go_away() && h.reason().is_none() => {
+        ChannelError::NotSent(_) if e.request_refused() => {
             local(tonic::Status::invalid_argument(said("HTTP/2 cannot carry the call's request")), Source::Caller)
         }
         _ => tonic::Status::unavailable(said("connection failed")).into_http(),
