@@ -1,7 +1,9 @@
 //! The protection layers through the gateway, with real plugin processes: the concurrency
 //! limit shedding what exceeds `max_in_flight` and its queue while admitted calls succeed,
 //! the circuit breaker opening on a failing plugin and closing once it answers again
-//! (status, events, metrics), and messages over the size limits refused both ways.
+//! (status, events, metrics), messages over the size limits refused both ways, and a
+//! plugin that stops reading its connection costing the daemon only its flow-control
+//! windows while its callers get their deadlines and other plugins their answers.
 
 use std::time::{Duration, Instant};
 
@@ -256,4 +258,86 @@ async fn messages_over_the_size_limits_are_refused_both_ways_without_waiting_for
     // The plugin was never hurt by any of it.
     assert_eq!(zoo.echo(Text { text: "still".into() }).await.unwrap().into_inner().text, "still");
     assert_eq!(d.instance("zoo-0")["restarts"], 0);
+}
+
+/// A call within `timeout_ms` (the caller's grpc-timeout).
+fn within<T>(message: T, timeout_ms: u64) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.set_timeout(Duration::from_millis(timeout_ms));
+    r
+}
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    plugin_integration::procfs::status_field(pid, "VmRSS")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_stops_reading_its_connection_holds_only_its_windows_and_its_callers_get_their_deadlines() {
+    use plugin_integration::pb::echo::{EchoRequest, echo_client::EchoClient};
+    let text = config(&format!(
+        "{}{}",
+        plugin("stuck", &bins::zoo(), "declared_name = \"zoo\"\nargs = [\"--blocking-sleep\"]\nstop_timeout = \"1s\""),
+        plugin("other", &bins::example("echo"), "declared_name = \"echo\"")
+    ));
+    let d = Daemon::start(&text);
+    d.wait_state("stuck-0", "running", UP);
+    d.wait_state("other-0", "running", UP);
+    let gateway = connect(&d.gateway()).await.unwrap();
+    let zoo = ZooClient::new(gateway.clone());
+    let mut other = EchoClient::new(gateway);
+    let rss_before = rss_kib(d.pid());
+
+    // The plugin's one thread blocks for 20 s: it reads nothing from the supervisor.
+    let stuck = tokio::spawn({
+        let mut zoo = zoo.clone();
+        async move { zoo.sleep(within(SleepRequest { ms: 20_000 }, 2000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 24 callers each send it 3 MiB: 72 MiB offered to a plugin that reads none of it.
+    const CALLS: usize = 24;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let mut zoo = zoo.clone();
+            tokio::spawn(async move {
+                let r = zoo.echo(within(Text { text: "x".repeat(3 << 20) }, 2000)).await;
+                (r.map(|_| ()), started.elapsed())
+            })
+        })
+        .collect();
+
+    // While they wait: the daemon holds what the flow-control windows let in, not the
+    // messages; another plugin answers at once; the control socket answers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let grown_mib = rss_kib(d.pid()).saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 36, "the daemon grew {grown_mib} MiB holding requests for a plugin that reads nothing");
+    let asked = Instant::now();
+    let answer = other.echo(EchoRequest { message: "beside".into() }).await.unwrap().into_inner();
+    assert_eq!(answer.message, "beside");
+    assert!(asked.elapsed() < Duration::from_secs(1), "another plugin's call took {:?}", asked.elapsed());
+    let asked = Instant::now();
+    assert_eq!(d.instance("stuck-0")["state"], "running");
+    assert!(asked.elapsed() < Duration::from_secs(1), "status took {:?}", asked.elapsed());
+
+    // Each caller gets its deadline, in about its time.
+    for call in calls {
+        let (r, took) = call.await.unwrap();
+        let err = r.expect_err("a plugin that reads nothing answered");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        assert_eq!(err.message(), "deadline of 2s (the caller's grpc-timeout) exceeded");
+        assert!(took < Duration::from_secs(5), "a 2 s deadline ended after {took:?}");
+    }
+    let err = stuck.await.unwrap().expect_err("the blocked call answered");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+
+    // The stuck plugin is stopped within its stop_timeout, without waiting for it to wake.
+    let asked = Instant::now();
+    let stop = d.ctl(&["stop", "stuck"]);
+    assert!(stop.status.success(), "stop: {}", String::from_utf8_lossy(&stop.stderr));
+    assert!(asked.elapsed() < Duration::from_secs(10), "stop took {:?}", asked.elapsed());
+    assert_eq!(d.instance("stuck-0")["state"], "stopped");
+    assert_eq!(other.echo(EchoRequest { message: "after".into() }).await.unwrap().into_inner().message, "after");
 }

@@ -32,6 +32,10 @@ struct ZooService {
     /// Every this-many-th `Echo` fails (0: none).
     fail_every: u64,
     echo_delay: Duration,
+    /// `Sleep` blocks the plugin's one thread instead of waiting on a timer: until it wakes
+    /// the plugin reads nothing, its connection to the supervisor included (a plugin stuck
+    /// in a handler).
+    blocking_sleep: bool,
     echoes: std::sync::atomic::AtomicU64,
     host: plugin_sdk::HostChannel,
     /// The plugin's health and shutdown signal (set in main, once the plugin exists).
@@ -330,7 +334,11 @@ impl Zoo for ZooService {
 
     async fn sleep(&self, req: Request<SleepRequest>) -> Result<Response<Text>, Status> {
         let ms = req.into_inner().ms;
-        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+        if self.blocking_sleep {
+            std::thread::sleep(Duration::from_millis(u64::from(ms)));
+        } else {
+            tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+        }
         Ok(Response::new(Text { text: format!("slept {ms}ms") }))
     }
 
@@ -505,6 +513,7 @@ fn main() {
             },
             "--flood" => flood(&args.next().unwrap_or_default()),
             "--fail-every" => service.fail_every = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--blocking-sleep" => service.blocking_sleep = true,
             "--echo-delay-ms" => {
                 service.echo_delay = Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
             }
