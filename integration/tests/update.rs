@@ -297,3 +297,42 @@ fn a_restart_while_an_updates_new_revision_starts_ends_the_update_and_leaves_no_
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_narrowed_around_what_runs_apply_in_place_and_dropping_a_declared_one_is_refused_by_a_new_revision() {
+    let zoo = |services: &str| plugin("zoo", &bins::zoo(), &format!("services = [{services}]"));
+    let wide = zoo("\"zoo.v1.Zoo\", \"billing.v1.Billing\"");
+    let d = Daemon::start(&config(&wide));
+    d.wait_state("zoo-0", "running", UP);
+    let original = std::fs::read_to_string(&d.config).unwrap();
+    let pid = serving(&d, "zoo");
+    let mut client = plugin_integration::pb::zoo::zoo_client::ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let mut call = async |text: &str| {
+        let answer = client.echo(plugin_integration::pb::zoo::Text { text: text.into() }).await.unwrap();
+        assert_eq!(answer.into_inner().text, text);
+    };
+
+    // Narrowed, still admitting the one service it declares: no new process.
+    std::fs::write(&d.config, original.replace(&wide, &zoo("\"zoo.v1.Zoo\""))).unwrap();
+    let (code, lines, stderr) = update(&d, &[]);
+    assert_eq!(code, Some(0), "{lines:?} {stderr}");
+    assert_eq!(lines, ["zoo: applied in place: services"]);
+    assert_eq!(serving(&d, "zoo"), pid, "changed in place");
+    let shown: serde_json::Value = serde_json::from_slice(&d.ctl(&["config", "zoo", "--json"]).stdout).unwrap();
+    assert_eq!(shown[0]["settings"]["services"]["value"], serde_json::json!(["zoo.v1.Zoo"]), "{shown}");
+    call("in place").await;
+
+    // Dropping the service it declares: the new revision's handshake refuses it and the
+    // one serving keeps its process and its calls.
+    std::fs::write(&d.config, original.replace(&wide, &zoo("\"billing.v1.Billing\""))).unwrap();
+    let (code, lines, stderr) = update(&d, &[]);
+    assert_ne!(code, Some(0), "{lines:?} {stderr}");
+    assert_eq!(
+        lines,
+        ["plugin \"zoo\": the new revision's zoo-1 did not start: refused: plugin declares service \"zoo.v1.Zoo\", \
+             which its entry's services do not list (they are: billing.v1.Billing)"],
+        "{stderr}"
+    );
+    assert_eq!(serving(&d, "zoo"), pid, "the revision serving stays");
+    call("kept").await;
+}

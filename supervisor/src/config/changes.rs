@@ -64,11 +64,13 @@ impl Changes {
     }
 }
 
-/// A plugin as it runs: the entry its serving revision was made from, and the SHA-256
-/// of the image it executes.
+/// A plugin as it runs: the entry its serving revision was made from, the SHA-256 of the
+/// image it executes, and the services it declared at its last handshake (None before
+/// its first).
 pub struct Running<'a> {
     pub spec: &'a PluginSpec,
     pub sha256: Option<&'a str>,
+    pub declared: Option<&'a [String]>,
 }
 
 /// Compares what runs (plugins as their serving revisions run, under the config the
@@ -117,12 +119,30 @@ pub fn changes<'a>(
 /// binary when rebuilt in place (see [`changes`]).
 pub fn plugin_changes(r: &Running<'_>, spec: &PluginSpec, digest: impl Fn(&Path) -> Option<String>) -> Vec<KeyChange> {
     let mut keys = spec_changes(r.spec, spec);
+    // A list that still admits every service the plugin declared changes nothing the
+    // running processes did: it is checked at their next handshake. One that drops a
+    // declared service needs a new revision, whose handshake then says so, while the one
+    // serving keeps its calls.
+    if admits(spec.services.as_deref(), r.declared)
+        && let Some(k) = keys.iter_mut().find(|k| k.key == "services")
+    {
+        k.apply = Apply::Live;
+    }
     let rebuilt = r.spec.binary == spec.binary
         && r.sha256.is_some_and(|now| digest(&spec.binary).is_some_and(|disk| disk != now));
     if rebuilt {
         keys.insert(0, KeyChange { key: "binary (rebuilt in place)", apply: Apply::NewRevision });
     }
     keys
+}
+
+/// Whether an entry's `services` lets a plugin declare `declared` (nothing declared yet:
+/// nothing to refuse).
+fn admits(services: Option<&[String]>, declared: Option<&[String]>) -> bool {
+    match (services, declared) {
+        (Some(allowed), Some(declared)) => declared.iter().all(|s| allowed.contains(s)),
+        _ => true,
+    }
 }
 
 /// The keys of a plugin entry (after defaults) that differ, named as the config names them.
@@ -166,7 +186,8 @@ fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
         // Read by the host channel at each call.
         ("calls", a.calls != b.calls, Live),
         ("declared_name", a.declared_name != b.declared_name, NewRevision),
-        // Checked at the handshake.
+        // Checked at the handshake; in place when the running processes' declared
+        // services are within it (`plugin_changes`).
         ("services", a.services != b.services, NewRevision),
         // Read by the routing stack at each call.
         ("max_in_flight", a.protection.max_in_flight != b.protection.max_in_flight, Live),
@@ -253,9 +274,14 @@ mod tests {
     }
 
     fn diff(before: &str, after: &str, rebuilt: bool) -> Changes {
+        diff_declared(before, after, rebuilt, None)
+    }
+
+    /// [`diff`], with every running plugin having declared `declared` at its handshake.
+    fn diff_declared(before: &str, after: &str, rebuilt: bool, declared: Option<&[String]>) -> Changes {
         let (old, new) = load_both(before, after);
         let specs = old.specs();
-        let running = specs.iter().map(|spec| Running { spec, sha256: Some("old") });
+        let running = specs.iter().map(|spec| Running { spec, sha256: Some("old"), declared });
         changes(&old, running, &new, |_| Some(if rebuilt { "new" } else { "old" }.to_owned()))
     }
 
@@ -338,11 +364,33 @@ mod tests {
     }
 
     #[test]
-    fn services_change_through_a_new_revision_and_make_another_one() {
+    fn services_change_in_place_while_they_admit_what_runs_and_otherwise_through_a_new_revision() {
         let before = format!("{HEAD}{}", entry("a", ""));
         let after = format!("{before}services = [\"echo.v1.Echo\"]\n");
-        let c = diff(&before, &after, false);
-        assert_eq!(keys(&c, "a"), [("services", Apply::NewRevision)], "a new handshake checks them");
+        let echo = ["echo.v1.Echo".to_owned()];
+        let both = ["echo.v1.Echo".to_owned(), "b.v1.B".to_owned()];
+        let apply = |before: &str, after: &str, declared: Option<&[String]>| {
+            keys(&diff_declared(before, after, false, declared), "a")
+        };
+        // What runs declared only what the new list admits: the next handshake checks it.
+        assert_eq!(apply(&before, &after, Some(&echo)), [("services", Apply::Live)]);
+        // Nothing declared yet (never started): likewise.
+        assert_eq!(apply(&before, &after, None), [("services", Apply::Live)]);
+        // A service the list drops: a new revision, whose handshake refuses it.
+        assert_eq!(
+            apply(&before, &after, Some(&both)),
+            [("services", Apply::NewRevision)],
+            "b.v1.B runs and is no longer admitted"
+        );
+        let narrower = format!("{before}services = []\n");
+        assert_eq!(apply(&after, &narrower, Some(&echo)), [("services", Apply::NewRevision)]);
+        // Widened, or the key removed: whatever runs is admitted.
+        let wider = format!("{before}services = [\"echo.v1.Echo\", \"b.v1.B\"]\n");
+        assert_eq!(apply(&after, &wider, Some(&echo)), [("services", Apply::Live)]);
+        assert_eq!(apply(&after, &before, Some(&both)), [("services", Apply::Live)]);
+        // With another key that needs a process, the whole change is a new revision.
+        let c = diff_declared(&before, &format!("{after}args = [\"x\"]\n"), false, Some(&echo));
+        assert!(!c.changed[0].live_only(), "{c:?}");
         let (plain, listed) = load_both(&before, &after);
         let (plain, listed) = (plain.specs().remove(0), listed.specs().remove(0));
         assert_ne!(fingerprint(&plain, "d"), fingerprint(&listed, "d"));

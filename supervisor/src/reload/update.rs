@@ -114,21 +114,28 @@ impl Supervisor {
 /// binary as it is on disk now.
 pub(crate) async fn read_again(shared: &Shared, started: &Config) -> Result<(PathBuf, Config, Changes), RereadError> {
     let file = started.source.clone().ok_or(RereadError::NoFile)?;
-    let running: Vec<(Arc<PluginSpec>, Option<String>)> = shared
+    // Each plugin's serving revision: its entry, its image's digest, the services it declared.
+    type Serving = (Arc<PluginSpec>, Option<String>, Option<Vec<String>>);
+    let running: Vec<Serving> = shared
         .plugins
         .all()
         .iter()
         .map(|p| {
             let rev = p.serving();
             let sha256 = rev.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
-            (rev.spec(), sha256)
+            let declared = rev.contract.load_full().map(|c| c.services.clone());
+            (rev.spec(), sha256, declared)
         })
         .collect();
     let started = started.clone();
     // Loading compiles contracts and reads files: off the runtime's threads.
     let read = tokio::task::spawn_blocking(move || {
         let next = Config::load(&file)?;
-        let running = running.iter().map(|(spec, sha256)| Running { spec, sha256: sha256.as_deref() });
+        let running = running.iter().map(|(spec, sha256, declared)| Running {
+            spec,
+            sha256: sha256.as_deref(),
+            declared: declared.as_deref(),
+        });
         let changes = changes(&started, running, &next, on_disk_sha256);
         Ok((file, next, changes))
     });
@@ -161,12 +168,12 @@ async fn held(shared: &Arc<Shared>, p: &Plugin, spec: &PluginSpec) -> Option<Str
     // rebuild in place.
     let serving = p.serving();
     let now = serving.spec();
-    let keys = crate::config::changes::Running { spec: &now, sha256: None };
+    let keys = crate::config::changes::Running { spec: &now, sha256: None, declared: None };
     if crate::config::changes::plugin_changes(&keys, spec, |_| None).is_empty() {
         let sha256 = serving.image.lock().ok().and_then(|i| i.as_ref().map(|i| i.sha256.clone()));
         let entry = spec.clone();
         let rebuilt = tokio::task::spawn_blocking(move || {
-            let running = crate::config::changes::Running { spec: &now, sha256: sha256.as_deref() };
+            let running = crate::config::changes::Running { spec: &now, sha256: sha256.as_deref(), declared: None };
             !crate::config::changes::plugin_changes(&running, &entry, on_disk_sha256).is_empty()
         })
         .await
