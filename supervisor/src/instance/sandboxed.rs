@@ -610,4 +610,44 @@ mod tests {
         cg.set_limits(&Limits { memory_max: Some(6 << 20), ..Limits::default() }).unwrap();
         assert_eq!(oom_limit(&cg, &at_spawn), "6M");
     }
+
+    #[test]
+    fn a_launch_ended_before_it_was_done_kills_and_removes_its_leaf_or_leaves_it_to_the_retries() {
+        let (fs, layout) = hybrid();
+        let cfg = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &cfg).unwrap();
+        let events = Arc::new(EventBus::new(16, Arc::new(crate::observe::metrics::Metrics::default())));
+        let retries = Arc::new(Retries::default());
+        let leaf = |instance: &str| {
+            let cg = Arc::new(tree.create_instance("p", instance, &Limits::default()).unwrap());
+            let dirs: Vec<String> = cg.cgroups().dirs().map(|(_, d)| d.display().to_string()).collect();
+            (cg, dirs)
+        };
+        let unlaunched = |cgroup: Option<Arc<cgroup::Instance>>, instance: &str| Unlaunched {
+            cgroup,
+            retries: retries.clone(),
+            plugin: "p".into(),
+            instance: instance.into(),
+            events: events.clone(),
+        };
+
+        // A process the spawner left in it: killed, and the leaf gone.
+        let (cg, dirs) = leaf("p-0");
+        fs.spawn(500, &dirs.iter().map(String::as_str).collect::<Vec<_>>());
+        drop(unlaunched(Some(cg), "p-0"));
+        assert!(!fs.is_alive(500), "the process in an unlaunched leaf outlived it");
+        assert!(dirs.iter().all(|d| !fs.is_cgroup(d)), "an unlaunched leaf stayed: {dirs:?}");
+        assert!(retries.is_empty());
+
+        // A leaf that cannot go yet (its removal fails): kept for the retries, not lost.
+        let (cg, dirs) = leaf("p-1");
+        fs.fail_on(&dirs[0], libc::EBUSY);
+        drop(unlaunched(Some(cg), "p-1"));
+        assert_eq!(retries.len(), 1, "the leaf was neither removed nor kept for a retry");
+        assert!(fs.is_cgroup(&dirs[0]));
+
+        // No leaf (a tier without one): nothing to do.
+        drop(unlaunched(None, "p-2"));
+        assert_eq!(retries.len(), 1);
+    }
 }
