@@ -301,10 +301,21 @@ fn a_restart_while_an_updates_new_revision_starts_ends_the_update_and_leaves_no_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_narrowed_around_what_runs_apply_in_place_and_dropping_a_declared_one_is_refused_by_a_new_revision() {
     let zoo = |services: &str| plugin("zoo", &bins::zoo(), &format!("services = [{services}]"));
-    let wide = zoo("\"zoo.v1.Zoo\", \"billing.v1.Billing\"");
-    let d = Daemon::start(&config(&wide));
-    d.wait_state("zoo-0", "running", UP);
+    // Refused at its first handshake: its entry does not list what it declares.
+    let billing = zoo("\"billing.v1.Billing\"");
+    let d = Daemon::start(&config(&billing));
+    let refused = d.wait_state("zoo-0", "failed", UP);
+    assert!(refused["reason"].as_str().unwrap().contains("which its entry's services do not list"), "{refused}");
     let original = std::fs::read_to_string(&d.config).unwrap();
+
+    // Listing it then starts it: a plugin that never declared anything gets a new
+    // revision, not a list it would wait on in place.
+    let wide = zoo("\"zoo.v1.Zoo\", \"billing.v1.Billing\"");
+    std::fs::write(&d.config, original.replace(&billing, &wide)).unwrap();
+    let (code, lines, stderr) = update(&d, &[]);
+    assert_eq!(code, Some(0), "{lines:?} {stderr}");
+    assert!(lines.len() == 1 && lines[0].starts_with("zoo: revision 2 serves"), "{lines:?}");
+    let original = original.replace(&billing, &wide);
     let pid = serving(&d, "zoo");
     let mut client = plugin_integration::pb::zoo::zoo_client::ZooClient::new(connect(&d.gateway()).await.unwrap());
     let mut call = async |text: &str| {
@@ -321,6 +332,13 @@ async fn services_narrowed_around_what_runs_apply_in_place_and_dropping_a_declar
     let shown: serde_json::Value = serde_json::from_slice(&d.ctl(&["config", "zoo", "--json"]).stdout).unwrap();
     assert_eq!(shown[0]["settings"]["services"]["value"], serde_json::json!(["zoo.v1.Zoo"]), "{shown}");
     call("in place").await;
+    // A later handshake is checked against the list in place, which admits it.
+    let restart = d.ctl(&["restart", "zoo"]);
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    let restarted = serving(&d, "zoo");
+    assert!(!restarted.is_empty() && restarted != pid, "not restarted: {pid:?} then {restarted:?}");
+    let pid = restarted;
+    call("restarted").await;
 
     // Dropping the service it declares: the new revision's handshake refuses it and the
     // one serving keeps its process and its calls.
@@ -329,7 +347,7 @@ async fn services_narrowed_around_what_runs_apply_in_place_and_dropping_a_declar
     assert_ne!(code, Some(0), "{lines:?} {stderr}");
     assert_eq!(
         lines,
-        ["plugin \"zoo\": the new revision's zoo-1 did not start: refused: plugin declares service \"zoo.v1.Zoo\", \
+        ["plugin \"zoo\": the new revision's zoo-2 did not start: refused: plugin declares service \"zoo.v1.Zoo\", \
              which its entry's services do not list (they are: billing.v1.Billing)"],
         "{stderr}"
     );

@@ -321,9 +321,6 @@ fn children_cpu() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
-/// go-plugin's throughput at 16 callers, and its CPU time per call over both its
-/// processes (the host, which calls, and its plugin, which it waits for): a run of
-/// `total` calls less one of a tenth as many, so the start and the stop cancel out.
 /// go-plugin's sequential calls, with its CPU per call as [`go_throughput`] takes it.
 fn go_latency(go: &Path, n: usize) -> anyhow::Result<Value> {
     let small = n / 10;
@@ -336,6 +333,9 @@ fn go_latency(go: &Path, n: usize) -> anyhow::Result<Value> {
     Ok(out)
 }
 
+/// go-plugin's throughput at 16 callers, and its CPU time per call over both its
+/// processes (the host, which calls, and its plugin, which it waits for): a run of
+/// `total` calls less one of a tenth as many, so the start and the stop cancel out.
 fn go_throughput(go: &Path, total: usize) -> anyhow::Result<Value> {
     let small = total / 10;
     let c0 = children_cpu();

@@ -122,7 +122,9 @@ pub fn plugin_changes(r: &Running<'_>, spec: &PluginSpec, digest: impl Fn(&Path)
     // A list that still admits every service the plugin declared changes nothing the
     // running processes did: it is checked at their next handshake. One that drops a
     // declared service needs a new revision, whose handshake then says so, while the one
-    // serving keeps its calls.
+    // serving keeps its calls. So does any list while nothing was declared yet: a plugin
+    // refused for its services waits for the operator, and a start under way checks the
+    // list it began with; a new revision starts afresh on the new one.
     if admits(spec.services.as_deref(), r.declared)
         && let Some(k) = keys.iter_mut().find(|k| k.key == "services")
     {
@@ -136,12 +138,13 @@ pub fn plugin_changes(r: &Running<'_>, spec: &PluginSpec, digest: impl Fn(&Path)
     keys
 }
 
-/// Whether an entry's `services` lets a plugin declare `declared` (nothing declared yet:
-/// nothing to refuse).
+/// Whether an entry's `services` certainly lets a plugin declare `declared`: any list when
+/// there is none, else only one known to hold what it declared.
 fn admits(services: Option<&[String]>, declared: Option<&[String]>) -> bool {
     match (services, declared) {
+        (None, _) => true,
         (Some(allowed), Some(declared)) => declared.iter().all(|s| allowed.contains(s)),
-        _ => true,
+        (Some(_), None) => false,
     }
 }
 
@@ -199,7 +202,7 @@ fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
     differs.into_iter().filter(|(_, d, _)| *d).map(|(key, _, apply)| KeyChange { key, apply }).collect()
 }
 
-/// What makes a revision what it is: every key that needs a new process, and the digest
+/// What makes a revision what it is: every key that may need a new process, and the digest
 /// of the binary it runs. A rolled-back revision is remembered by it, so that `update`
 /// does not try the same entry and binary again.
 pub fn fingerprint(spec: &PluginSpec, sha256: &str) -> String {
@@ -374,8 +377,10 @@ mod tests {
         };
         // What runs declared only what the new list admits: the next handshake checks it.
         assert_eq!(apply(&before, &after, Some(&echo)), [("services", Apply::Live)]);
-        // Nothing declared yet (never started): likewise.
-        assert_eq!(apply(&before, &after, None), [("services", Apply::Live)]);
+        // Nothing declared yet (never started, refused, or starting): a new revision, which
+        // starts afresh on the new list.
+        assert_eq!(apply(&before, &after, None), [("services", Apply::NewRevision)]);
+        assert_eq!(apply(&after, &before, None), [("services", Apply::Live)], "no list admits anything");
         // A service the list drops: a new revision, whose handshake refuses it.
         assert_eq!(
             apply(&before, &after, Some(&both)),
