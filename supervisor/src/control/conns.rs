@@ -567,6 +567,8 @@ where
     S::Future: Send + 'static,
 {
     let prefaced = Arc::new(AtomicBool::new(false));
+    // Open for as long as `served`, which owns the socket, is: to the end of this function.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&io);
     let io = Watched { io, head: [0; PREFACE_HEAD], seen: 0, prefaced: prefaced.clone() };
     let tracked = Tracked { inner: svc, conn: conn.handle() };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -586,8 +588,11 @@ where
             why = conn.evicted() => {
                 tracing::debug!(?why, "control connection closed to make room for a new one");
                 // One that has asked nothing is closed at once, so the newcomer waiting
-                // for its descriptor need not; it was silent past MIN_AGE.
-                if why == Evicted::Silent && !conn.used() {
+                // for its descriptor need not; it was silent past MIN_AGE. Unless bytes
+                // wait in its socket: its first request may be among them, come since the
+                // runtime last looked at its sockets (so `served`, polled first, could
+                // not see them), and a graceful close serves it.
+                if why == Evicted::Silent && !conn.used() && !unread(fd) {
                     return;
                 }
                 break;
@@ -619,6 +624,14 @@ where
             () = tokio::time::sleep_until(next) => {}
         }
     }
+}
+
+/// Whether bytes wait unread in the socket `fd`, asked of the kernel: the runtime's view
+/// of a socket is only as new as its last look at them all.
+fn unread(fd: std::os::fd::RawFd) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut byte = [0u8; 1];
+    recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0)
 }
 
 /// The client's preface and the header of its SETTINGS frame.
@@ -1205,6 +1218,52 @@ mod tests {
             assert_eq!(conns.make_room().map(|(why, _)| why), Ok(Evicted::Idle));
             let second = tokio::task::spawn_blocking(move || asked.recv()).await.unwrap().unwrap();
             assert_eq!(second, Ok(http::StatusCode::OK), "a request taken as the connection closed was cut");
+            tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
+            assert_eq!(conns.open(), 0);
+        });
+        clientside.join().unwrap();
+    }
+
+    #[test]
+    fn a_first_request_sent_as_its_silent_connection_is_closed_for_a_newcomer_is_served() {
+        // A connection that has asked nothing is closed at once for a newcomer, unless its
+        // first request is already in its socket: the connection is polled before the
+        // eviction is looked at, so the request is taken, and the connection counts as
+        // used and closes gracefully instead.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let bounds = Limits { min_age: Duration::from_millis(200), ..limits(1) };
+        let conns = Conns::new(bounds.clone());
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let (said, asked) = std::sync::mpsc::channel();
+        let (go, going) = std::sync::mpsc::channel::<()>();
+        let clientside = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (mut client, h2) =
+                    h2::client::handshake(tokio::net::UnixStream::from_std(theirs).unwrap()).await.unwrap();
+                tokio::spawn(async move {
+                    let _ = h2.await;
+                });
+                going.recv().unwrap();
+                said.send(ask(&mut client).await.map_err(|e| e.to_string())).unwrap();
+            });
+        });
+        rt.block_on(async {
+            ours.set_nonblocking(true).unwrap();
+            let peek = ours.try_clone().unwrap();
+            let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+            let served = tokio::spawn(serve(ours, answering(Duration::ZERO), conns.admit().unwrap(), bounds));
+            // Prefaced, silent, and old enough to be closed at once.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            go.send(()).unwrap();
+            // The daemon's side is held until the first request sits in its socket; then a
+            // newcomer closes the connection, silent as far as the registry knows.
+            headers_unread(&peek);
+            drop(peek);
+            assert_eq!(conns.make_room().map(|(why, _)| why), Ok(Evicted::Silent));
+            let answer = tokio::task::spawn_blocking(move || asked.recv()).await.unwrap().unwrap();
+            assert_eq!(answer, Ok(http::StatusCode::OK), "a first request taken as the connection closed was cut");
             tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
             assert_eq!(conns.open(), 0);
         });
