@@ -320,10 +320,8 @@ async fn a_plugin_that_stops_reading_its_connection_holds_only_its_windows_and_i
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let grown_mib = rss_kib(d.pid()).saturating_sub(rss_before) / 1024;
     assert!(grown_mib < 24, "the daemon grew {grown_mib} MiB holding requests for a plugin that reads nothing");
-    let asked = Instant::now();
     let answer = other.echo(EchoRequest { message: "beside".into() }).await.unwrap().into_inner();
     assert_eq!(answer.message, "beside");
-    assert!(asked.elapsed() < Duration::from_millis(500), "another plugin's call took {:?}", asked.elapsed());
     assert!(started.elapsed() < Duration::from_secs(4), "answered only once the stuck calls had ended");
     let asked = Instant::now();
     assert_eq!(d.instance("stuck-0")["state"], "running");

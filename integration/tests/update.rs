@@ -332,7 +332,7 @@ async fn services_narrowed_around_what_runs_apply_in_place_and_dropping_a_declar
     let shown: serde_json::Value = serde_json::from_slice(&d.ctl(&["config", "zoo", "--json"]).stdout).unwrap();
     assert_eq!(shown[0]["settings"]["services"]["value"], serde_json::json!(["zoo.v1.Zoo"]), "{shown}");
     call("in place").await;
-    // A later handshake is checked against the list in place, which admits it.
+    // A restart under the list changed in place is admitted by its handshake.
     let restart = d.ctl(&["restart", "zoo"]);
     assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
     let restarted = serving(&d, "zoo");

@@ -138,13 +138,13 @@ pub fn plugin_changes(r: &Running<'_>, spec: &PluginSpec, digest: impl Fn(&Path)
     keys
 }
 
-/// Whether an entry's `services` certainly lets a plugin declare `declared`: any list when
-/// there is none, else only one known to hold what it declared.
+/// Whether an entry's `services` is known to let a plugin declare what it `declared`
+/// (nothing known before its first accepted handshake).
 fn admits(services: Option<&[String]>, declared: Option<&[String]>) -> bool {
     match (services, declared) {
-        (None, _) => true,
+        (None, Some(_)) => true,
         (Some(allowed), Some(declared)) => declared.iter().all(|s| allowed.contains(s)),
-        (Some(_), None) => false,
+        (_, None) => false,
     }
 }
 
@@ -380,7 +380,7 @@ mod tests {
         // Nothing declared yet (never started, refused, or starting): a new revision, which
         // starts afresh on the new list.
         assert_eq!(apply(&before, &after, None), [("services", Apply::NewRevision)]);
-        assert_eq!(apply(&after, &before, None), [("services", Apply::Live)], "no list admits anything");
+        assert_eq!(apply(&after, &before, None), [("services", Apply::NewRevision)], "the key removed, likewise");
         // A service the list drops: a new revision, whose handshake refuses it.
         assert_eq!(
             apply(&before, &after, Some(&both)),

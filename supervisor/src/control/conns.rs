@@ -74,7 +74,8 @@ pub const LONG_REQUEST: Duration = Duration::from_secs(600);
 /// requests open past [`LONG_REQUEST`] has its streams reset at once.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a newcomer waits for the connection closed for it to end: a silent or busy one
-/// ends at once, an idle one once it has read GOAWAY (or after [`CLOSE_GRACE`]). It waits
+/// ends at once, an idle one (or a silent one with bytes waiting unread) once it has read
+/// GOAWAY (or after [`CLOSE_GRACE`]). It waits
 /// in a task of its own, never in the accept loop.
 pub const ROOM_WAIT: Duration = Duration::from_secs(2);
 /// Newcomers waiting at once for a connection closed for them to end; more are refused.
@@ -580,9 +581,10 @@ where
     let mut timed = true;
     loop {
         tokio::select! {
-            // `served` first: with a request's HEADERS unread and the eviction told at
-            // once, the request is taken (and the connection known as used) before the
-            // eviction is looked at.
+            // `served` first: with a request's HEADERS read by the runtime and the
+            // eviction told at once, the request is taken (and the connection known as
+            // used) before the eviction is looked at. Bytes the runtime has not seen yet
+            // are asked of the kernel below.
             biased;
             ended = served.as_mut() => return said(ended, "control connection ended with an error"),
             why = conn.evicted() => {
@@ -1237,14 +1239,20 @@ mod tests {
         theirs.set_nonblocking(true).unwrap();
         let (said, asked) = std::sync::mpsc::channel();
         let (go, going) = std::sync::mpsc::channel::<()>();
+        let (ready, prefaced) = std::sync::mpsc::channel::<()>();
         let clientside = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let (mut client, h2) =
+                let (mut client, mut h2) =
                     h2::client::handshake(tokio::net::UnixStream::from_std(theirs).unwrap()).await.unwrap();
+                let mut ping = h2.ping_pong().unwrap();
                 tokio::spawn(async move {
                     let _ = h2.await;
                 });
+                // A PING answered: the daemon has read the preface and everything before
+                // it, and the connection has still asked nothing.
+                ping.ping(h2::Ping::opaque()).await.unwrap();
+                ready.send(()).unwrap();
                 going.recv().unwrap();
                 said.send(ask(&mut client).await.map_err(|e| e.to_string())).unwrap();
             });
@@ -1255,7 +1263,8 @@ mod tests {
             let ours = tokio::net::UnixStream::from_std(ours).unwrap();
             let served = tokio::spawn(serve(ours, answering(Duration::ZERO), conns.admit().unwrap(), bounds));
             // Prefaced, silent, and old enough to be closed at once.
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::task::spawn_blocking(move || prefaced.recv()).await.unwrap().unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
             go.send(()).unwrap();
             // The daemon's side is held until the first request sits in its socket; then a
             // newcomer closes the connection, silent as far as the registry knows.
