@@ -1175,6 +1175,25 @@ mod tests {
         }
     }
 
+    /// The daemon's side is held (its runtime does nothing) until a request sits in its
+    /// socket `peek`; then a newcomer closes the connection, `why` as far as the registry
+    /// knows. The request must be answered (`asked`), and the connection's task end.
+    async fn served_as_closed_for_a_newcomer(
+        conns: &Arc<Conns>,
+        peek: std::os::unix::net::UnixStream,
+        why: Evicted,
+        asked: std::sync::mpsc::Receiver<Result<http::StatusCode, String>>,
+        served: tokio::task::JoinHandle<()>,
+    ) {
+        headers_unread(&peek);
+        drop(peek);
+        assert_eq!(conns.make_room().map(|(why, _)| why), Ok(why));
+        let answer = tokio::task::spawn_blocking(move || asked.recv()).await.unwrap().unwrap();
+        assert_eq!(answer, Ok(http::StatusCode::OK), "a request taken as the connection closed ({why:?}) was cut");
+        tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
+        assert_eq!(conns.open(), 0);
+    }
+
     #[test]
     fn a_request_sent_as_its_idle_connection_is_closed_for_a_newcomer_is_served_to_its_end() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -1213,15 +1232,8 @@ mod tests {
             let (first, asked) = first;
             assert_eq!(first, Ok(http::StatusCode::OK));
             go.send(()).unwrap();
-            // The daemon's side is held (this runtime does nothing) until the request sits
-            // in its socket; then a newcomer closes the connection, idle as far as it knows.
-            headers_unread(&peek);
-            drop(peek);
-            assert_eq!(conns.make_room().map(|(why, _)| why), Ok(Evicted::Idle));
-            let second = tokio::task::spawn_blocking(move || asked.recv()).await.unwrap().unwrap();
-            assert_eq!(second, Ok(http::StatusCode::OK), "a request taken as the connection closed was cut");
-            tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
-            assert_eq!(conns.open(), 0);
+            // Idle as far as the registry knows.
+            served_as_closed_for_a_newcomer(&conns, peek, Evicted::Idle, asked, served).await;
         });
         clientside.join().unwrap();
     }
@@ -1266,15 +1278,8 @@ mod tests {
             tokio::task::spawn_blocking(move || prefaced.recv()).await.unwrap().unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;
             go.send(()).unwrap();
-            // The daemon's side is held until the first request sits in its socket; then a
-            // newcomer closes the connection, silent as far as the registry knows.
-            headers_unread(&peek);
-            drop(peek);
-            assert_eq!(conns.make_room().map(|(why, _)| why), Ok(Evicted::Silent));
-            let answer = tokio::task::spawn_blocking(move || asked.recv()).await.unwrap().unwrap();
-            assert_eq!(answer, Ok(http::StatusCode::OK), "a first request taken as the connection closed was cut");
-            tokio::time::timeout(Duration::from_secs(10), served).await.expect("its task ended").unwrap();
-            assert_eq!(conns.open(), 0);
+            // Silent as far as the registry knows.
+            served_as_closed_for_a_newcomer(&conns, peek, Evicted::Silent, asked, served).await;
         });
         clientside.join().unwrap();
     }
