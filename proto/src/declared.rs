@@ -18,6 +18,11 @@ pub const MAX_DESCRIPTORS: usize = 1 << 20;
 /// The longest service name a plugin may declare, in bytes.
 pub const MAX_SERVICE_NAME: usize = 512;
 
+/// The most services a plugin may declare. Real plugins serve a handful; every
+/// declaration is matched against every other plugin's when calls are routed, and each
+/// name is kept per instance and repeated in `status`.
+pub const MAX_SERVICES: usize = 256;
+
 /// Services the supervisor gives a meaning of its own (a name ending in `.` stands for
 /// every service in that package): a plugin declaring one would have the gateway route
 /// callers to its lifecycle (`Shutdown`) or stand in for the gateway's own health and
@@ -36,6 +41,10 @@ pub enum Undeclarable {
     NotAFullName(String),
     #[error("plugin declares service {0:?}, which is the supervisor's own")]
     Reserved(String),
+    #[error("plugin declares {0} services, more than the {MAX_SERVICES} a supervisor routes to one plugin")]
+    ManyServices(usize),
+    #[error("plugin declares service {0} twice")]
+    Twice(String),
 }
 
 /// Whether `resp` stays within the bounds above.
@@ -48,7 +57,15 @@ pub fn check(resp: &HandshakeResponse) -> Result<(), Undeclarable> {
     if resp.file_descriptor_set.len() > MAX_DESCRIPTORS {
         return Err(Undeclarable::LargeDescriptors(resp.file_descriptor_set.len()));
     }
-    resp.services.iter().try_for_each(|s| service(s))
+    if resp.services.len() > MAX_SERVICES {
+        return Err(Undeclarable::ManyServices(resp.services.len()));
+    }
+    resp.services.iter().try_for_each(|s| service(s))?;
+    let mut seen = std::collections::HashSet::with_capacity(resp.services.len());
+    match resp.services.iter().find(|s| !seen.insert(s.as_str())) {
+        Some(twice) => Err(Undeclarable::Twice(shown(twice))),
+        None => Ok(()),
+    }
 }
 
 /// Whether `name` may be a plugin's service: a protobuf full name, none of the

@@ -14,12 +14,16 @@ fn stable_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// `(uid_t)-1`: `setresuid` and `setresgid` read it as "leave this id as it is", so a
+/// plugin given it would keep the supervisor's root.
+const UNCHANGED: u32 = u32::MAX;
+
 /// (uid, gid) per plugin name; problems are recorded with the key at fault.
 pub(super) fn assign(config: &Config, p: &mut Problems<'_>) -> HashMap<String, (u32, u32)> {
     let [lo, hi] = config.supervisor.sandbox.uid_range;
     let range_at = [Seg::Key("supervisor"), Seg::Key("sandbox"), Seg::Key("uid_range")];
-    if lo == 0 || lo > hi {
-        p.at(&range_at, format!("uid_range [{lo}, {hi}] must be a non-empty range above 0"));
+    if lo == 0 || lo > hi || hi == UNCHANGED {
+        p.at(&range_at, format!("uid_range [{lo}, {hi}] must be a non-empty range above 0 and below {UNCHANGED}"));
         return HashMap::new();
     }
     let mut out = HashMap::new();
@@ -48,6 +52,20 @@ pub(super) fn assign(config: &Config, p: &mut Problems<'_>) -> HashMap<String, (
         };
         if ids.0 == 0 || ids.1 == 0 {
             p.at(&at(if plugin.user.is_some() { "user" } else { "uid" }), "plugins never run as root (uid or gid 0)");
+            continue;
+        }
+        if ids.0 == UNCHANGED || ids.1 == UNCHANGED {
+            let key = if ids.0 != UNCHANGED && plugin.gid.is_some() {
+                "gid"
+            } else if plugin.user.is_some() {
+                "user"
+            } else {
+                "uid"
+            };
+            p.at(
+                &at(key),
+                format!("id {UNCHANGED} is (uid_t)-1, which the kernel reads as \"keep the current id\": the plugin would run as root"),
+            );
             continue;
         }
         taken.insert(ids.0);
@@ -123,5 +141,28 @@ mod tests {
         assert_eq!(ids(&nobody)[0].1.0, 65534);
         let ghost = format!("{ALLOW}[[plugin]]\nname = \"a\"\n{TRUE}user = \"no-such-user-x\"\n");
         assert!(load::parse(&ghost, Path::new("/etc/t.toml")).unwrap_err().to_string().contains("no such user"));
+    }
+
+    /// 4294967295 is `(uid_t)-1`: setresuid(-1, -1, -1) changes nothing, and the plugin
+    /// would have run as root.
+    #[test]
+    fn the_id_the_kernel_reads_as_unchanged_is_refused_wherever_an_id_is_given() {
+        let refused = |extra: &str, key: &str| {
+            let text = format!("{ALLOW}[[plugin]]\nname = \"a\"\n{TRUE}{extra}");
+            let err = load::parse(&text, Path::new("/etc/t.toml")).unwrap_err().to_string();
+            assert!(err.contains(&format!("{key}: id 4294967295 is (uid_t)-1")), "{extra}: {err}");
+        };
+        refused("uid = 4294967295\n", "plugin[0].uid");
+        refused("uid = 1000\ngid = 4294967295\n", "plugin[0].gid");
+        refused("uid = 4294967295\ngid = 1000\n", "plugin[0].uid");
+        refused("user = \"nobody\"\ngid = 4294967295\n", "plugin[0].gid");
+        let range = "[supervisor.sandbox]\nallow_unsandboxed = true\nuid_range = [4294967295, 4294967295]\n";
+        let err = load::parse(&format!("{range}[[plugin]]\nname = \"a\"\n{TRUE}"), Path::new("/etc/t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("supervisor.sandbox.uid_range: uid_range [4294967295, 4294967295] must be"), "{err}");
+        // The range may reach just below it.
+        let top = "[supervisor.sandbox]\nallow_unsandboxed = true\nuid_range = [4294967294, 4294967294]\n";
+        assert_eq!(ids(&format!("{top}[[plugin]]\nname = \"a\"\n{TRUE}"))[0].1, (4294967294, 4294967294));
     }
 }

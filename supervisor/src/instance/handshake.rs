@@ -186,6 +186,13 @@ mod tests {
             (|r| r.version = format!("1.0.0+{}", "a".repeat(3 << 20)), "is longer than 128 bytes"),
             (|r| r.sdk_version = format!("0.1.0+{}", "a".repeat(200)), "plugin SDK version \"0.1.0+aaa"),
             (|r| r.file_descriptor_set = vec![0; (1 << 20) + 1], "descriptors of 1048577 bytes, more than the 1048576"),
+            // Names of a few bytes each fit many thousands into the descriptors' limit;
+            // routing matches every declared name against every other plugin's.
+            (
+                |r| r.services = (0..257).map(|i| format!("s{i}")).collect(),
+                "plugin declares 257 services, more than the 256 a supervisor routes to one plugin",
+            ),
+            (|r| r.services.push(r.services[0].clone()), "plugin declares service \"supervisor.v1.Control\" twice"),
         ];
         for (mutate, expected) in cases {
             let mut r = answer();

@@ -132,6 +132,18 @@ fn answer(
 ) -> http::Response<Body> {
     let (plugin, pid) = (plugin.clone(), live.pid);
     let trailers_only = super::grpc_status(resp.headers()).is_some();
+    // A trailers-only answer is one HEADERS frame that ends the stream. One that says a
+    // status and keeps its stream open would pass every layer as over (its deadline, size
+    // limit and outcome are all taken from the headers) while it streams on and holds its
+    // place within `max_in_flight`: it is refused, and dropping it resets its stream.
+    if trailers_only && !http_body::Body::is_end_stream(resp.body()) {
+        drop((resp, admitted));
+        return tonic::Status::internal(format!(
+            "plugin {:?} (pid {pid}) said a grpc-status in its answer's headers but kept the answer open",
+            plugin.name
+        ))
+        .into_http();
+    }
     let named = plugin.clone();
     resp.map(|body| {
         let body = body.map_frame(|mut frame| {
@@ -492,6 +504,36 @@ mod tests {
         let status = tonic::Status::from_header_map(collected.trailers().expect("a status was added")).unwrap();
         assert_eq!(status.code(), tonic::Code::Internal);
         assert_eq!(status.message(), "plugin \"echo\" (pid 100) ended its answer without a grpc-status");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_says_a_status_in_its_headers_but_streams_on_is_refused_and_reset() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            let (_, mut respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let headers = http::Response::builder().header("grpc-status", "0").body(()).unwrap();
+            let mut send = respond.send_response(headers, false).unwrap();
+            send.send_data(Bytes::from_static(b"\0\0\0\0\x05hello"), false).unwrap();
+            let reason = futures_util::future::poll_fn(|cx| send.poll_reset(cx)).await;
+            let _ = reset_tx.send(reason.ok());
+        });
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        let plugin = plugin_with(vec![channel]);
+        let resp =
+            PluginService { plugin: plugin.clone() }.oneshot(request(Body::new("hello".to_owned()))).await.unwrap();
+        let status = tonic::Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(
+            status.message(),
+            "plugin \"echo\" (pid 100) said a grpc-status in its answer's headers but kept the answer open"
+        );
+        assert!(http_body::Body::is_end_stream(resp.body()), "the caller's answer is over");
+        let reset = tokio::time::timeout(std::time::Duration::from_secs(5), reset_rx).await;
+        assert_eq!(reset.expect("the plugin's stream was not reset").unwrap(), Some(h2::Reason::CANCEL));
     }
 
     #[tokio::test]
