@@ -36,7 +36,7 @@ struct RuntimeDir {
 impl RuntimeDir {
     fn claim(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating runtime directory {}", dir.display()))?;
-        let meta = std::fs::metadata(dir)?;
+        let meta = std::fs::metadata(dir).with_context(|| format!("runtime directory {}", dir.display()))?;
         if meta.permissions().mode() & 0o002 != 0 {
             bail!("runtime directory {} is world-writable; refusing to put sockets there", dir.display());
         }
@@ -118,7 +118,8 @@ async fn update_on_hup(sup: Arc<Supervisor>, hup: Arc<tokio::sync::Notify>) {
 pub async fn run(config: Config, runtime_dir: Option<PathBuf>, mut signals: Signals) -> anyhow::Result<()> {
     // Refused before anything is created: a gateway with too few descriptors would lock every caller out.
     let gateway_limits = crate::routing::server::Limits::new(config.supervisor.gateway.clone())?;
-    let dir = runtime_dir.unwrap_or_else(|| config.supervisor.runtime_dir.clone());
+    // Relative to the config file, as its other paths are.
+    let dir = runtime_dir.unwrap_or_else(|| config.resolve(&config.supervisor.runtime_dir));
     let runtime = RuntimeDir::claim(&dir)?;
 
     let control_path = dir.join(CONTROL_SOCKET);

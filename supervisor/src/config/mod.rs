@@ -2,6 +2,7 @@
 //! whole before anything runs.
 
 pub mod changes;
+mod data_dir;
 pub mod gateway;
 mod kernel;
 pub mod leaks;

@@ -55,6 +55,33 @@ fn check_buffers(config: &Config, p: &mut Problems<'_>) {
     super::leaks::check_window(s.leak_window, &[Seg::Key("supervisor"), Seg::Key("leak_window")], p);
 }
 
+/// The longest socket path the kernel takes (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The supervisor's own directories: named, and the runtime directory short enough for
+/// the sockets it holds.
+fn check_directories(config: &Config, p: &mut Problems<'_>) {
+    let s = &config.supervisor;
+    for (key, dir) in [("policies_dir", &s.policies_dir), ("state_dir", &s.state_dir), ("runtime_dir", &s.runtime_dir)]
+    {
+        let at = [Seg::Key("supervisor"), Seg::Key(key)];
+        if dir.as_os_str().is_empty() {
+            p.at(&at, "must not be empty");
+        } else if dir.as_os_str().as_encoded_bytes().contains(&0) {
+            p.at(&at, "paths cannot contain NUL characters");
+        }
+    }
+    // control.sock is as long.
+    let socket = config.resolve(&s.runtime_dir).join(crate::daemon::GATEWAY_SOCKET);
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        p.at(
+            &[Seg::Key("supervisor"), Seg::Key("runtime_dir")],
+            format!("{} is {len} bytes, more than the {MAX_SOCKET_PATH} a socket's path may have", socket.display()),
+        );
+    }
+}
+
 /// Checks everything and builds the plugin specs (meaningful only when no
 /// problem was recorded).
 pub(super) fn check(
@@ -65,6 +92,15 @@ pub(super) fn check(
     let names = counts(config.plugins.iter().map(|pl| pl.name.as_str()));
     let mut seen = std::collections::HashSet::new();
     check_buffers(config, p);
+    check_directories(config, p);
+    for (key, d) in [
+        ("handshake_timeout", config.supervisor.defaults.handshake_timeout),
+        ("call_timeout", config.supervisor.defaults.call_timeout),
+    ] {
+        if d.is_zero() {
+            p.at(&[Seg::Key("supervisor"), Seg::Key("defaults"), Seg::Key(key)], "must be longer than zero");
+        }
+    }
     super::kernel::check_cgroup_section(config, p);
     check_backoff(
         &config.supervisor.defaults.backoff,
@@ -131,6 +167,7 @@ pub(super) fn check(
                 p.at(&at(key), "must be longer than zero");
             }
         }
+        super::data_dir::check(config, plugin, i, p);
         for (j, arg) in plugin.args.iter().enumerate() {
             if arg.contains('\0') {
                 p.at(
@@ -492,6 +529,55 @@ mod tests {
         assert!(text.contains("socket address"), "{text}");
         let ok = parse("[supervisor]\nmetrics_listen = \"127.0.0.1:9464\"\n").unwrap();
         assert_eq!(ok.supervisor.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused_in_the_defaults_as_in_a_plugin_s_entry() {
+        let text = "[supervisor.defaults]\ntier = \"none\"\nhandshake_timeout = \"0s\"\ncall_timeout = \"0s\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        for key in ["3: supervisor.defaults.handshake_timeout", "4: supervisor.defaults.call_timeout"] {
+            assert!(err.contains(&format!("/etc/ps/test.toml:{key}: must be longer than zero")), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_supervisor_s_directories_must_be_named_and_its_sockets_fit_a_socket_s_path() {
+        let text = "[supervisor]\npolicies_dir = \"\"\nstate_dir = \"\"\nruntime_dir = \"\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        for key in ["2: supervisor.policies_dir", "3: supervisor.state_dir", "4: supervisor.runtime_dir"] {
+            assert!(err.contains(&format!("/etc/ps/test.toml:{key}: must not be empty")), "{err}");
+        }
+        let long = format!("/run/{}", "r".repeat(90));
+        let err = parse(&format!("[supervisor]\nruntime_dir = {long:?}\n")).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "supervisor.runtime_dir: {long}/gateway.sock is 108 bytes, more than the 107 a socket's path may have"
+            )),
+            "{err}"
+        );
+        assert!(parse(&format!("[supervisor]\nruntime_dir = {:?}\n", &long[..long.len() - 1])).is_ok());
+    }
+
+    #[test]
+    fn a_size_of_the_wrong_type_says_what_was_given_and_what_a_size_is() {
+        let entry = "[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n";
+        let cases = [
+            ("max_request_bytes = -1\n", "plugin[0].max_request_bytes: -1 bytes: a size cannot be negative"),
+            (
+                "max_response_bytes = []\n",
+                "plugin[0].max_response_bytes: invalid type: sequence, expected a size such as \"128M\" or a number of bytes",
+            ),
+            (
+                "[plugin.quota]\nmemory_max = 1.5\n",
+                "plugin[0].quota.memory_max: invalid type: floating point `1.5`, expected a size such as \"128M\"",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let err = parse(&format!("{entry}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+        let ok = parse(&format!("{entry}max_request_bytes = 1024\n[plugin.quota]\nmemory_max = \"64M\"\n"));
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub fn parse_delay(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < MIN_DELAY.as_secs_f64() {
         return Err(format!("must be at least {} seconds", MIN_DELAY.as_secs_f64()));
     }
+    // Each refresh is timed from now: a delay past any clock's range would overflow it.
+    let most = plugin_supervisor::config::units::MAX_DURATION;
+    if secs > most.as_secs_f64() {
+        return Err(format!("must be at most {} seconds (365 days)", most.as_secs()));
+    }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
@@ -129,5 +134,8 @@ mod tests {
         assert_eq!(parse_delay("-1"), Err("must be at least 0.1 seconds".into()));
         assert_eq!(parse_delay("1s"), Err("\"1s\" is not a number of seconds (e.g. 1 or 0.5)".into()));
         assert!(parse_delay("inf").is_err_and(|e| e.starts_with("must be")));
+        // Timed from now, it would have overflowed the clock (a panic).
+        assert_eq!(parse_delay("1e19"), Err("must be at most 31536000 seconds (365 days)".into()));
+        assert_eq!(parse_delay("31536000"), Ok(Duration::from_secs(31_536_000)));
     }
 }
