@@ -199,9 +199,9 @@ impl Supervisor {
             shared.plugins.insert(p.clone());
         }
         // Before any instance starts: each one's host channel routes through it.
-        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone());
         let stalled = config.supervisor.gateway.max_stalled_calls;
-        let _ = shared.host_calls.set(HostCalls::new(host, gateway.clone(), stalled));
+        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone(), stalled);
+        let _ = shared.host_calls.set(HostCalls::new(host, gateway.clone()));
         for p in &plugins {
             spawn_revision(&shared, p, &p.serving());
         }

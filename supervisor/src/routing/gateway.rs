@@ -38,6 +38,9 @@ pub struct Gateway {
     /// What the gateway answers itself: reflection and health.
     discovery: Arc<Discovery>,
     own: discovery::Services,
+    /// Calls stalled behind readers that do not take their answers: callers' and plugins'
+    /// calls out alike, as both hold windows of the same plugin connections.
+    stalls: Arc<super::stalls::StallBudget>,
 }
 
 /// Where a call goes, as its caller may know.
@@ -60,6 +63,7 @@ impl Gateway {
         plugins: &[Arc<Plugin>],
         metrics: &Arc<Metrics>,
         health: Arc<discovery::Board>,
+        max_stalled_calls: usize,
     ) -> Self {
         let channels: Routes =
             Arc::new(RwLock::new(plugins.iter().map(|p| (p.name.clone(), route(p, metrics))).collect()));
@@ -74,7 +78,13 @@ impl Gateway {
                 .with_circuits(Arc::new(Circuits(channels.clone()))),
         );
         let own = discovery::Services::new(discovery.clone());
-        Self { routes, channels, discovery, own }
+        Self { routes, channels, discovery, own, stalls: super::stalls::StallBudget::new(max_stalled_calls) }
+    }
+
+    /// The bound on stalled calls, shared by the gateway's callers and the plugins'
+    /// calls out.
+    pub(crate) fn stalls(&self) -> Arc<super::stalls::StallBudget> {
+        self.stalls.clone()
     }
 
     /// Routes to `p` from now on (a plugin `update` added).
@@ -291,7 +301,7 @@ mod tests {
         let config: Config = text.parse().unwrap();
         let plugins: Vec<Arc<Plugin>> = config.specs().into_iter().map(|s| Arc::new(Plugin::new(s, 10))).collect();
         let routes = Arc::new(RouteTable::default());
-        let gw = Gateway::new(routes.clone(), &plugins, &Arc::new(Metrics::default()), Arc::default());
+        let gw = Gateway::new(routes.clone(), &plugins, &Arc::new(Metrics::default()), Arc::default(), 16);
         // As their serving revisions would have declared.
         for (name, _, services) in entries {
             routes.set(name, &services.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
@@ -323,6 +333,21 @@ mod tests {
 
     fn unknown(service: &str) -> (tonic::Code, String) {
         (tonic::Code::Unimplemented, format!("unknown service {service}"))
+    }
+
+    /// Both kinds of stalled call hold windows of the same plugin connections, which the
+    /// bound keeps to half of each: with a budget each, together they could fill one.
+    #[test]
+    fn callers_and_plugins_calling_out_share_one_bound_on_stalled_calls() {
+        let gw = gateway(&[("echo", "", &[ECHO])]);
+        let host = super::super::host_calls::HostCalls::new(super::super::host_calls::HostServices::new(), gw.clone());
+        let echo = gw.channels.read().unwrap()["echo"].plugin.clone();
+        let out = host.outbound(&echo, &echo.serving());
+        let held: Vec<_> = (0..16).map(|_| gw.stalls().stall().expect("a place")).collect();
+        assert!(out.stalls().spent(), "the callers' stalls left the calls out a bound of their own");
+        assert!(out.stalls().stall().is_none());
+        drop(held);
+        assert!(out.stalls().stall().is_some());
     }
 
     #[tokio::test]

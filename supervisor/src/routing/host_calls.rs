@@ -69,7 +69,7 @@ pub(crate) struct HostCalls {
     host: HostServices,
     gateway: Gateway,
     /// Calls out stalled behind plugins that do not read their answers, across every
-    /// instance: as many as the gateway allows its callers.
+    /// instance: the gateway's own bound, shared with its callers.
     stalls: Arc<StallBudget>,
 }
 
@@ -80,8 +80,9 @@ impl std::fmt::Debug for HostCalls {
 }
 
 impl HostCalls {
-    pub(crate) fn new(host: HostServices, gateway: Gateway, max_stalled_calls: usize) -> Self {
-        Self { host, gateway, stalls: StallBudget::new(max_stalled_calls) }
+    pub(crate) fn new(host: HostServices, gateway: Gateway) -> Self {
+        let stalls = gateway.stalls();
+        Self { host, gateway, stalls }
     }
 
     /// Where the host calls of `rev`'s instances go: `rev`'s config says what they may

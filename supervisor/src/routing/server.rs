@@ -78,8 +78,7 @@ struct Shared {
 /// Accepts host applications on `listener` until the task is dropped.
 pub async fn serve(listener: UnixListener, gateway: Gateway, limits: Limits) {
     let conns = Conns::new(limits.connections);
-    let shared =
-        Arc::new(Shared { stalls: StallBudget::new(limits.section.max_stalled_calls), limits: limits.section });
+    let shared = Arc::new(Shared { stalls: gateway.stalls(), limits: limits.section });
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
