@@ -81,7 +81,10 @@ pub struct Caller {
 
 impl Caller {
     pub fn of<T>(req: &tonic::Request<T>) -> Self {
-        let plugin = req.metadata().get(PLUGIN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // A header that is not text names a plugin, one there is not (routing says the same):
+        // dropped, it would widen the answer to every plugin the caller may call.
+        let plugin =
+            req.metadata().get(PLUGIN_HEADER).map(|v| String::from_utf8_lossy(v.as_encoded_bytes()).into_owned());
         Self { extensions: req.extensions().clone(), plugin }
     }
 

@@ -192,6 +192,18 @@ async fn a_caller_naming_a_plugin_sees_that_one_alone() {
 }
 
 #[tokio::test]
+async fn a_caller_naming_a_plugin_in_a_header_that_is_not_text_sees_no_plugin_as_its_calls_reach_none() {
+    let (d, _, _) = discovery(&[]).await;
+    let mut req = tonic::Request::new(());
+    let garbled = tonic::metadata::MetadataValue::try_from(&b"beta\xff"[..]).unwrap();
+    req.metadata_mut().insert(super::PLUGIN_HEADER, garbled);
+    let caller = Caller::of(&req);
+    let seen = listed(&d, &caller);
+    assert!(!seen.iter().any(|s| s.starts_with("alpha") || s.starts_with("beta")), "{seen:?}");
+    not_found(ask(&d, &caller, symbol("beta.v1.Beta")));
+}
+
+#[tokio::test]
 async fn a_plugin_without_a_ready_instance_is_not_listed_nor_described() {
     let (d, board, ps) = discovery(&[]).await;
     gone(&board, &ps[1]);
