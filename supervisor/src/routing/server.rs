@@ -436,7 +436,10 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
         if untaken.queue.is_empty() {
             stalled = None;
         } else if stalled.is_none() && (untaken.full() || stalls.spent()) {
-            stalled = stalls.stall();
+            // An answer without a deadline (the gateway's own reflection and health
+            // streams, a host service's) would hold its place for as long as its caller
+            // stays connected: it gets none.
+            stalled = expires.and_then(|_| stalls.stall());
             if stalled.is_none() {
                 // Dropping the body resets the plugin's stream, which gives
                 // its share of the plugin connection's window back; what
@@ -444,7 +447,9 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 // once they have gone (at most one trim every few seconds).
                 send.send_reset(h2::Reason::CANCEL);
                 super::trim::crowd_gone();
-                if let Some(held_back) = STALL_RESETS.due() {
+                if expires.is_none() {
+                    tracing::debug!("a gateway answer without a deadline was reset: its caller is not taking it");
+                } else if let Some(held_back) = STALL_RESETS.due() {
                     tracing::warn!(
                         max_stalled_calls = stalls.limit(),
                         more = held_back,
@@ -526,6 +531,51 @@ mod tests {
             data.extend_from_slice(&chunk);
         }
         (data, body.trailers().await.unwrap())
+    }
+
+    /// What the budget held while the caller of a 384 KiB answer took nothing, with the
+    /// answer under a deadline (`expires`) or none, and how the caller's stream ended.
+    async fn unread(expires: Option<Instant>) -> (usize, Option<h2::Reason>) {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let budget = StallBudget::new(4);
+        let held = budget.clone();
+        let served = tokio::spawn(async move {
+            let mut h2 = h2::server::handshake(server_io).await.unwrap();
+            let (_, respond) = h2.accept().await.unwrap().unwrap();
+            let frames = (0..3).map(|_| Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![0u8; 128 << 10]))));
+            let mut answer = http::Response::new(Body::new(http_body_util::StreamBody::new(
+                futures_util::stream::iter(frames.collect::<Vec<_>>()),
+            )));
+            if let Some(at) = expires {
+                answer.extensions_mut().insert(Expires(at));
+            }
+            tokio::spawn(async move { pipe(respond, answer, &budget).await });
+            let _ = poll_fn(|cx| h2.poll_closed(cx)).await;
+        });
+        // A caller that takes nothing: its stream's window is shut.
+        let (mut client, conn) =
+            h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let (response, _) =
+            client.send_request(http::Request::post("http://gw/a.A/M").body(()).unwrap(), true).unwrap();
+        // Reset with its headers or after them.
+        let ended = tokio::time::timeout(Duration::from_millis(300), async {
+            match response.await {
+                Ok(answer) => answer.into_body().data().await.and_then(|r| r.err()),
+                Err(e) => Some(e),
+            }
+        })
+        .await;
+        let stalled = held.stalled();
+        served.abort();
+        (stalled, ended.ok().flatten().and_then(|e| e.reason()))
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_deadline_is_reset_rather_than_take_a_stall_place_it_could_hold_for_ever() {
+        assert_eq!(unread(None).await, (0, Some(h2::Reason::CANCEL)));
+        // Under a deadline it waits in a place, which the deadline will end.
+        assert_eq!(unread(Some(Instant::now() + Duration::from_secs(60))).await, (1, None));
     }
 
     /// An in-memory connection whose server takes `calls` calls through a [`Pace`], each
