@@ -544,5 +544,20 @@ fn plugin_keygen_sign_and_verify_round_trip_and_a_tampered_binary_fails() {
         assert_eq!(out.status.code(), Some(2), "{name} {version}");
         assert!(stderr(&out).contains(cause), "{}", stderr(&out));
     }
+    // A key that is not there is an input that cannot be used, as `verify` says of one.
+    let missing = key.with_file_name("no-such.key");
+    let out = ctl_local(&[
+        "plugin".as_ref(),
+        "sign".as_ref(),
+        echo.as_os_str(),
+        "--key".as_ref(),
+        missing.as_os_str(),
+        "--name".as_ref(),
+        "echo".as_ref(),
+        "--version".as_ref(),
+        "1.0.0".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&missing.display().to_string()), "{}", stderr(&out));
     assert!(!sig_path(&echo).exists(), "a refused signing writes nothing");
 }

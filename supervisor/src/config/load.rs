@@ -159,7 +159,11 @@ impl<'a> Problems<'a> {
     /// file (a default), the nearest enclosing key gives the line.
     pub(crate) fn at(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
         let line = (1..=path.len()).rev().find_map(|n| self.loc.line(&path[..n]));
-        self.list.push(Problem { line, key: key_string(path), message: message.into() });
+        let problem = Problem { line, key: key_string(path), message: message.into() };
+        // A shared setting (a default every plugin takes) is one problem, however many take it.
+        if !self.list.contains(&problem) {
+            self.list.push(problem);
+        }
     }
 }
 
@@ -189,9 +193,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         return Err(too_large(path, size));
     }
     // The size can change after the check (or a device reports none).
-    let mut text = String::new();
-    file.take(MAX_CONFIG_BYTES as u64 + 1).read_to_string(&mut text).map_err(io)?;
-    parse(&text, path)
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    match String::from_utf8(bytes) {
+        Ok(text) => parse(&text, path),
+        Err(e) => Err(not_text(path, e.as_bytes(), e.utf8_error().valid_up_to())),
+    }
+}
+
+/// A config that is not UTF-8, with the place of its first byte that is not.
+fn not_text(path: &Path, bytes: &[u8], at: usize) -> ConfigError {
+    let before = &bytes[..at.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+    let byte = bytes.get(at).map_or(String::new(), |b| format!(" (byte 0x{b:02x})"));
+    ConfigError::Invalid {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            line: Some(line),
+            key: "(text)".into(),
+            message: format!("not UTF-8 text at column {column}{byte}: TOML is UTF-8"),
+        }],
+    }
 }
 
 fn too_large(path: &Path, size: u64) -> ConfigError {
@@ -345,6 +368,15 @@ mod tests {
                 other => panic!("{path:?}: expected NotRegularFile, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_config_that_is_not_utf8_names_the_line_and_column_of_its_first_stray_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.toml");
+        std::fs::write(&path, b"[supervisor]\n# caf\xe9\n").unwrap();
+        let err = super::load(&path).unwrap_err().to_string();
+        assert_eq!(err, format!("{}:2: (text): not UTF-8 text at column 6 (byte 0xe9): TOML is UTF-8", path.display()));
     }
 
     #[test]

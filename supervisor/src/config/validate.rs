@@ -55,6 +55,32 @@ fn check_buffers(config: &Config, p: &mut Problems<'_>) {
     super::leaks::check_window(s.leak_window, &[Seg::Key("supervisor"), Seg::Key("leak_window")], p);
 }
 
+/// A `[plugin.config]` value goes to the plugin as JSON, which has no NaN or infinity:
+/// serde_json would make them `null`, and the plugin would see a value it was not given.
+/// `path` leads to `value`.
+fn check_json_value<'a>(value: &'a toml::Value, path: &mut Vec<Seg<'a>>, p: &mut Problems<'_>) {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => {
+            p.at(path, format!("{f} cannot be given to a plugin: its config is JSON, which has no NaN or infinity"));
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                path.push(Seg::Key(k));
+                check_json_value(v, path, p);
+                path.pop();
+            }
+        }
+        toml::Value::Array(a) => {
+            for (j, v) in a.iter().enumerate() {
+                path.push(Seg::Index(j));
+                check_json_value(v, path, p);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The longest socket path the kernel takes (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -168,6 +194,12 @@ pub(super) fn check(
             }
         }
         super::data_dir::check(config, plugin, i, p);
+        let mut path = vec![Seg::Key("plugin"), Seg::Index(i), Seg::Key("config")];
+        for (key, value) in &plugin.config {
+            path.push(Seg::Key(key));
+            check_json_value(value, &mut path, p);
+            path.pop();
+        }
         for (j, arg) in plugin.args.iter().enumerate() {
             if arg.contains('\0') {
                 p.at(
@@ -198,9 +230,21 @@ pub(super) fn check(
             }
         });
         let tier = plugin.tier.clone().unwrap_or_else(|| config.supervisor.defaults.tier.clone());
+        // A tier the entry takes from the defaults is at fault there.
+        let tier_at = match plugin.tier {
+            Some(_) => at("tier"),
+            None => [Seg::Key("supervisor"), Seg::Key("defaults"), Seg::Key("tier")],
+        };
         if tier == super::UNSANDBOXED {
             if !config.supervisor.sandbox.allow_unsandboxed {
-                p.at(&at("tier"), format!("plugin {:?}: tier \"none\" runs it unsandboxed; set [supervisor.sandbox] allow_unsandboxed = true to permit that", plugin.name));
+                let whom = match plugin.tier {
+                    Some(_) => format!("plugin {:?}: tier \"none\" runs it", plugin.name),
+                    None => "tier \"none\" runs every plugin without a tier of its own".into(),
+                };
+                p.at(
+                    &tier_at,
+                    format!("{whom} unsandboxed; set [supervisor.sandbox] allow_unsandboxed = true to permit that"),
+                );
             }
             if plugin.network_namespace {
                 p.at(
@@ -213,7 +257,7 @@ pub(super) fn check(
         {
             let known: Vec<&str> = set.iter().map(|t| t.name.as_str()).collect();
             p.at(
-                &at("tier"),
+                &tier_at,
                 format!(
                     "unknown tier {tier:?} (in {}: {})",
                     config.resolve(&config.supervisor.policies_dir).display(),
@@ -578,6 +622,34 @@ mod tests {
         }
         let ok = parse(&format!("{entry}max_request_bytes = 1024\n[plugin.quota]\nmemory_max = \"64M\"\n"));
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_plugin_config_value_json_cannot_carry_is_refused_where_it_is() {
+        let text = "[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n[plugin.config]\nx = nan\n\
+                    [plugin.config.deep]\nlist = [1.0, -inf]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("/etc/ps/test.toml:5: plugin[0].config.x: NaN cannot be given to a plugin"), "{err}");
+        assert!(err.contains("plugin[0].config.deep.list[1]: -inf cannot be given to a plugin"), "{err}");
+        assert!(parse("[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\n[plugin.config]\nx = 1.5\n").is_ok());
+    }
+
+    #[test]
+    fn a_default_tier_at_fault_is_said_once_where_it_is_set() {
+        let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+        let two =
+            "[[plugin]]\nname = \"a\"\nbinary = \"/bin/true\"\n[[plugin]]\nname = \"b\"\nbinary = \"/bin/true\"\n";
+        let text = format!("[supervisor]\npolicies_dir = {policies:?}\n[supervisor.defaults]\ntier = \"L9\"\n{two}");
+        let problems: Vec<_> = parse(&text).unwrap_err().to_string().lines().map(str::to_owned).collect();
+        let tier: Vec<_> = problems.iter().filter(|l| l.contains("tier")).collect();
+        assert_eq!(tier.len(), 1, "{problems:?}");
+        assert!(tier[0].starts_with("/etc/ps/test.toml:4: supervisor.defaults.tier: unknown tier \"L9\""), "{tier:?}");
+        // A plugin's own tier is at fault in its entry.
+        let own = format!(
+            "[supervisor]\npolicies_dir = {policies:?}\n[supervisor.defaults]\ntier = \"L1\"\n{two}tier = \"L9\"\n"
+        );
+        let err = parse(&own).unwrap_err().to_string();
+        assert!(err.contains("/etc/ps/test.toml:11: plugin[1].tier: unknown tier \"L9\""), "{err}");
     }
 
     #[test]

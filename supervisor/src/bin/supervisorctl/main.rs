@@ -36,12 +36,12 @@ use plugin_supervisor::config::DEFAULT_RUNTIME_DIR;
 )]
 struct Cli {
     /// The supervisor's control socket.
-    #[arg(long, global = true, env = "SUPERVISORCTL_SOCKET", default_value_t = default_socket())]
+    #[arg(long, global = true, env = "SUPERVISORCTL_SOCKET", default_value_t = default_socket(), value_parser = socket_path)]
     socket: String,
     /// How long to wait to reach the supervisor and for each answer, e.g.
     /// 30s; start, stop and restart wait this long for the plugin. With -f,
     /// tail and events then follow for as long as they run.
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_wait)]
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_wait, allow_hyphen_values = true)]
     wait: Duration,
     #[command(subcommand)]
     command: Command,
@@ -179,16 +179,16 @@ enum Remote {
     Quota {
         name: String,
         /// memory.max, e.g. 256M.
-        #[arg(long, value_parser = quota_value)]
+        #[arg(long, value_parser = quota_value, allow_hyphen_values = true)]
         memory: Option<String>,
         /// memory.high, e.g. 200M.
-        #[arg(long, value_parser = quota_value)]
+        #[arg(long, value_parser = quota_value, allow_hyphen_values = true)]
         memory_high: Option<String>,
         /// CPU as a share of one core, e.g. 50%.
-        #[arg(long, value_parser = quota_value)]
+        #[arg(long, value_parser = quota_value, allow_hyphen_values = true)]
         cpu: Option<String>,
         /// Task limit (pids.max).
-        #[arg(long, value_parser = quota_value)]
+        #[arg(long, value_parser = quota_value, allow_hyphen_values = true)]
         pids: Option<String>,
         /// Lower memory below what an instance uses now (the kernel
         /// reclaims, or OOM-kills it); refused without this.
@@ -219,7 +219,7 @@ enum Remote {
         name: Option<String>,
         /// Seconds between refreshes, as top's -d (e.g. 2 or 0.5); with
         /// --once, the time the sample is taken over.
-        #[arg(short = 'd', long, value_name = "SECONDS", default_value = "1", value_parser = top::parse_delay)]
+        #[arg(short = 'd', long, value_name = "SECONDS", default_value = "1", value_parser = top::parse_delay, allow_hyphen_values = true)]
         delay: Duration,
         /// Print one sample and exit.
         #[arg(long)]
@@ -287,7 +287,7 @@ enum Remote {
         #[arg(long, short = 'd', default_value = "{}")]
         data: String,
         /// Deadline for the call, e.g. 500ms (default: the plugin's call_timeout).
-        #[arg(long, value_parser = parse_wait)]
+        #[arg(long, value_parser = parse_wait, allow_hyphen_values = true)]
         timeout: Option<Duration>,
         /// Accepted as by every data command; the responses are JSON already.
         #[arg(long)]
@@ -316,6 +316,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn quota_value(s: &str) -> Result<String, String> {
     match s.trim() {
         "" => Err("is empty: give a value, or \"default\" to undo a change".into()),
+        _ => Ok(s.to_owned()),
+    }
+}
+
+/// A socket's path: named, and short enough for the kernel to take (`sun_path`).
+fn socket_path(s: &str) -> Result<String, String> {
+    match s.len() {
+        0 => Err("is empty: give the control socket's path".into()),
+        n if n > 107 => Err(format!("is {n} bytes, more than the 107 a socket's path may have")),
+        _ if s.contains('\0') => Err("paths cannot contain NUL characters".into()),
         _ => Ok(s.to_owned()),
     }
 }
@@ -505,6 +515,36 @@ mod tests {
             assert!(e.to_string().contains("is empty"), "{flag}: {e}");
         }
         assert!(remote(&["quota", "echo", "--cpu", "50%"]).plugin_names() == ["echo"]);
+    }
+
+    /// A negative number is the value it follows, refused for what it is; clap would
+    /// otherwise take it for an unknown flag ("unexpected argument '-1'").
+    #[test]
+    fn a_negative_value_is_refused_naming_the_value_not_taken_for_a_flag() {
+        let cases: [(&[&str], &str); 4] = [
+            (&["--wait", "-1s", "status"], "invalid duration \"-1s\""),
+            (&["call", "echo", "a.B/C", "--timeout", "-5s"], "invalid duration \"-5s\""),
+            (&["top", "-d", "-1"], "must be at least 0.1 seconds"),
+            (&["top", "--delay", "-0.5"], "must be at least 0.1 seconds"),
+        ];
+        for (args, said) in cases {
+            let e = Cli::try_parse_from(["supervisorctl"].iter().chain(args)).err().unwrap();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}: {e}");
+            assert!(e.to_string().contains(said), "{args:?}: {e}");
+        }
+        // A quota value goes to the daemon as given, which names what it cannot take.
+        assert!(remote(&["quota", "echo", "--memory", "-1"]).plugin_names() == ["echo"]);
+    }
+
+    #[test]
+    fn a_socket_path_the_kernel_cannot_take_is_a_usage_error() {
+        let long = format!("/run/{}", "s".repeat(103));
+        for (socket, said) in [("", "is empty"), (long.as_str(), "is 108 bytes, more than the 107")] {
+            let e = Cli::try_parse_from(["supervisorctl", "--socket", socket, "status"]).err().unwrap();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+            assert!(e.to_string().contains(said), "{socket:?}: {e}");
+        }
+        assert!(Cli::try_parse_from(["supervisorctl", "--socket", &long[..107], "status"]).is_ok());
     }
 
     #[test]

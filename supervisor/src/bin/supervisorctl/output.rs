@@ -323,9 +323,14 @@ fn call_failed(status: &tonic::Status) -> ExitCode {
 /// command connects: the daemon closes a connection that asks nothing for long (stdin may
 /// be a person typing, or a slow producer).
 pub fn call_request(data: String) -> Result<String, Failure> {
+    // Where it came from, for the error: `@FILE`'s line and column are the file's.
+    let from = match data.strip_prefix('@') {
+        Some(file) => format!("--data @{file}"),
+        None => "--data".to_owned(),
+    };
     let json = request_json(data).map_err(|e| Failure::new(Exit::Usage, e))?;
     serde_json::from_str::<serde_json::Value>(&json)
-        .map_err(|e| Failure::new(Exit::Usage, format!("--data is not valid JSON: {e}")))?;
+        .map_err(|e| Failure::new(Exit::Usage, format!("{from} is not valid JSON: {e}")))?;
     Ok(json)
 }
 
@@ -507,6 +512,20 @@ mod tests {
         let e = bounded(&b"\xff"[..], "-").unwrap_err();
         assert!(e.starts_with("--data @-: not UTF-8 text: "), "{e}");
     }
+
+    #[test]
+    fn a_request_that_is_not_json_is_named_by_where_it_came_from() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "{\n  oops\n}").unwrap();
+        let from_file = call_request(format!("@{}", file.path().display())).unwrap_err();
+        assert_eq!(
+            from_file.reason,
+            format!("--data @{} is not valid JSON: key must be a string at line 2 column 3", file.path().display())
+        );
+        let inline = call_request("{oops}".into()).unwrap_err();
+        assert_eq!(inline.reason, "--data is not valid JSON: key must be a string at line 1 column 2");
+    }
+
     use plugin_proto::control::v1::RolloutResponse;
 
     #[test]

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use plugin_supervisor::config::{Config, PluginSpec, name_problem};
 use plugin_supervisor::integrity::{
-    FileIdentity, Linkage, ObjectType, Policy, PublicKey, Sha256Digest, SignatureFile, VerifiedBinary,
+    FileIdentity, Linkage, ObjectType, Policy, PublicKey, Sha256Digest, SignError, SignatureFile, VerifiedBinary,
     generate_keypair, read_public_key_file, sign_binary,
 };
 
@@ -124,8 +124,15 @@ fn sign(args: &SignArgs) -> Result<ExitCode, Failure> {
     // declares at handshake, which must be semver: anything else can never match.
     semver::Version::parse(&args.version)
         .map_err(|e| Failure::input(format!("--version {:?} is not a semver version: {e}", args.version)))?;
-    let (sig, path) = sign_binary(&args.binary, &args.key, &args.name, &args.version)
-        .map_err(|e| Failure::failed(format!("cannot sign {}: {e}", args.binary.display())))?;
+    let (sig, path) = sign_binary(&args.binary, &args.key, &args.name, &args.version).map_err(|e| {
+        let said = format!("cannot sign {}: {e}", args.binary.display());
+        // What was given cannot be used (as `verify` says of a missing key); only
+        // writing the signature is a failure of the command's own.
+        match e {
+            SignError::Write { .. } => Failure::failed(said),
+            _ => Failure::input(said),
+        }
+    })?;
     outln!(
         "signed {} as plugin {:?} version {} (sha256 {}, key {}): wrote {}",
         args.binary.display(),
