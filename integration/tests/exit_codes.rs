@@ -133,7 +133,7 @@ fn an_unreachable_supervisor_exits_5_naming_the_socket() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"{not json").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--data is not valid JSON"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--data @- is not valid JSON"), "{}", stderr(&out));
 }
 
 #[test]

@@ -383,7 +383,32 @@ fn sendable(len: usize, room: usize) -> usize {
 /// stream is reset: h2 resets a stream only when every handle to it is gone,
 /// and this pump holds one for as long as the request body stays open, so
 /// the peer's handler would otherwise run on for a caller that left.
-async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>, unwanted: tokio::sync::oneshot::Receiver<()>) {
+/// Set in a request's extensions, it says whether the call waits on its caller for more of
+/// the request: everything taken so far has been sent to the plugin, and the rest has not
+/// come. A deadline that passes then is the caller's; one that passes while the plugin does
+/// not take what it was sent (its window shut) or does not open the stream is the plugin's.
+#[derive(Clone, Debug, Default)]
+pub struct RequestProgress(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl RequestProgress {
+    /// Whether the call waits on its caller for more of its request now.
+    pub fn caller_owes(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn owed(progress: Option<&Self>, owed: bool) {
+        if let Some(p) = progress {
+            p.0.store(owed, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+async fn pump(
+    mut out: Outgoing,
+    mut send: h2::SendStream<Bytes>,
+    unwanted: tokio::sync::oneshot::Receiver<()>,
+    progress: Option<RequestProgress>,
+) {
     tokio::pin!(unwanted);
     loop {
         if out.take_ready().is_err() {
@@ -395,6 +420,7 @@ async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>, unwanted: toki
             Ok(true) | Err(_) => return,
         }
         if out.queued.is_empty() {
+            RequestProgress::owed(progress.as_ref(), true);
             let next = tokio::select! {
                 f = out.body.frame() => f,
                 _ = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => return,
@@ -403,6 +429,7 @@ async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>, unwanted: toki
                     return;
                 }
             };
+            RequestProgress::owed(progress.as_ref(), false);
             match next {
                 Some(Ok(frame)) => out.push(frame),
                 None => out.ended = true,
@@ -453,6 +480,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
                 uri.authority = Some(Authority::from_static("plugin"));
                 parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
             }
+            let progress = parts.extensions.get::<RequestProgress>().cloned();
             let mut out = Outgoing::new(body);
             out.take_ready().map_err(ChannelError::Body)?;
             let mut tx = tx.ready().await.map_err(ChannelError::NotSent)?;
@@ -464,7 +492,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             // call) pays for no channel.
             let wanted = if !eos && !out.send_ready(&mut send)? {
                 let (wanted, unwanted) = tokio::sync::oneshot::channel();
-                tokio::spawn(pump(out, send, unwanted));
+                tokio::spawn(pump(out, send, unwanted, progress));
                 Some(wanted)
             } else {
                 None

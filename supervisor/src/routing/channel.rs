@@ -536,6 +536,66 @@ mod tests {
         assert_eq!(reset.expect("the plugin's stream was not reset").unwrap(), Some(h2::Reason::CANCEL));
     }
 
+    /// The status a call through the whole stack ends with, at a 300 ms `call_timeout`,
+    /// when the plugin's server reads its request (`reads`) or reads nothing of it, and
+    /// the caller sends `frames` of the request and then (`ends`) ends it or not.
+    async fn past_the_deadline(reads: bool, frames: usize, ends: bool) -> tonic::Status {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                tokio::spawn(async move {
+                    let _unanswered = respond;
+                    let mut body = req.into_body();
+                    while reads && let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\n\
+                              binary = \"/bin/true\"\ntier = \"none\"\ncall_timeout = \"300ms\"\n"
+            .parse()
+            .unwrap();
+        let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
+        plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(64);
+        for _ in 0..frames {
+            // Messages of 64 KiB: a few fill a plugin's stream window that is not read.
+            tx.send(Ok(Frame::data(Bytes::from(vec![0u8; 64 << 10])))).await.unwrap();
+        }
+        if ends {
+            drop(tx);
+        } else {
+            std::mem::forget(tx);
+        }
+        let body = Body::new(http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        let resp = super::stack(plugin, Arc::new(Metrics::default())).oneshot(request(body)).await.unwrap();
+        match tonic::Status::from_header_map(resp.headers()) {
+            Some(status) => status,
+            None => resp.into_body().collect().await.map_or_else(|e| e, |_| tonic::Status::ok("answered")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_the_caller_s_unsent_request_caused_is_the_caller_s_and_one_the_plugin_s_reading_caused_is_not()
+    {
+        let plugin_late = "deadline of 300ms (the plugin's call_timeout) exceeded";
+        let caller_late = format!("{plugin_late}: the caller had not sent all of its request");
+        // Headers and a message, then nothing: the plugin waits on the caller.
+        let withheld = past_the_deadline(true, 1, false).await;
+        assert_eq!((withheld.code(), withheld.message()), (tonic::Code::DeadlineExceeded, caller_late.as_str()));
+        // The caller sent it all; the plugin read it and did not answer.
+        let whole = past_the_deadline(true, 1, true).await;
+        assert_eq!((whole.code(), whole.message()), (tonic::Code::DeadlineExceeded, plugin_late));
+        // The caller has more ready than the plugin reads: the plugin's window holds it up.
+        let unread = past_the_deadline(false, 16, false).await;
+        assert_eq!((unread.code(), unread.message()), (tonic::Code::DeadlineExceeded, plugin_late));
+    }
+
     #[tokio::test]
     async fn a_request_still_streaming_is_not_sent_twice() {
         let refused = Arc::new(AtomicUsize::new(0));

@@ -8,7 +8,7 @@
 //! Whose fault the deadline was is the `source` of its status: the plugin's
 //! ([`Source::Deadline`]) only when the plugin's own `call_timeout` ran out
 //! while the plugin owed the next message; the caller's ([`Source::Caller`])
-//! when the caller asked for less time, had not sent all of its request, or
+//! when the caller asked for less time, still owed part of its request, or
 //! when the plugin's next message was there and the caller had not taken the
 //! ones before it. Only the plugin's
 //! count towards its circuit and its canary.
@@ -16,7 +16,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +24,8 @@ use http::HeaderValue;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 use tonic::body::Body;
+
+use plugin_proto::transport::RequestProgress;
 
 use super::record::{Source, local};
 
@@ -138,7 +139,8 @@ where
         let started = Instant::now();
         let expires = Expires(started.checked_add(timeout).unwrap_or_else(|| started + MAX));
         req.extensions_mut().insert(expires);
-        let sent = Sent::watch(&mut req);
+        let request = RequestProgress::default();
+        req.extensions_mut().insert(request.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let why = Why { timeout, callers: asked.is_some_and(|a| a < limit) };
@@ -146,77 +148,29 @@ where
                 // The plugin is told the deadline too, and tonic reports its
                 // own expiry as CANCELLED: at the deadline, that is this.
                 Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => {
-                    Ok(unanswered(why, &sent))
+                    Ok(unanswered(why, &request))
                 }
                 Ok(Ok(resp)) => Ok(held_to(resp, expires, why)),
                 Ok(Err(e)) => Err(e),
                 // A call still queued for a place has been answered by the limit by now:
                 // its wait ends at this same instant, and it is polled first.
-                Err(_) => Ok(unanswered(why, &sent)),
+                Err(_) => Ok(unanswered(why, &request)),
             }
         })
     }
 }
 
 /// Our answer to a call whose deadline came before the plugin's answer did: the plugin's
-/// lateness, unless the caller had not sent all of its request by then (a caller that
-/// sends a unary call's headers and never its message would otherwise open the plugin's
-/// circuit for everyone, and fail its canary).
-fn unanswered(why: Why, sent: &Sent) -> http::Response<Body> {
-    if sent.all() {
+/// lateness, unless the caller still owed part of its request then (a caller that sends a
+/// unary call's headers and never its message would otherwise open the plugin's circuit
+/// for everyone, and fail its canary).
+fn unanswered(why: Why, request: &RequestProgress) -> http::Response<Body> {
+    if !request.caller_owes() {
         return local(why.status(), why.source());
     }
     let msg =
         format!("deadline of {:?} ({}) exceeded: the caller had not sent all of its request", why.timeout, why.who());
     local(tonic::Status::deadline_exceeded(msg), Source::Caller)
-}
-
-/// Whether the caller has sent all of its request.
-struct Sent(Option<Arc<AtomicBool>>);
-
-impl Sent {
-    /// Watches `req`'s body to its end; a body already at its end (a unary call whose
-    /// message came with its headers) is not wrapped.
-    fn watch(req: &mut http::Request<Body>) -> Self {
-        if http_body::Body::is_end_stream(req.body()) {
-            return Sent(None);
-        }
-        let sent = Arc::new(AtomicBool::new(false));
-        let inner = std::mem::replace(req.body_mut(), Body::empty());
-        *req.body_mut() = Body::new(Sending { inner, sent: sent.clone() });
-        Sent(Some(sent))
-    }
-
-    fn all(&self) -> bool {
-        self.0.as_ref().is_none_or(|sent| sent.load(Ordering::Relaxed))
-    }
-}
-
-/// A request's body, noting when it has all been read.
-struct Sending {
-    inner: Body,
-    sent: Arc<AtomicBool>,
-}
-
-impl http_body::Body for Sending {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(frame, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.sent.store(true, Ordering::Relaxed);
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Far enough for any deadline; tokio's clock takes it without overflow.
@@ -557,37 +511,6 @@ mod tests {
         assert_eq!(
             never_answered(Duration::from_millis(30), "30m").await,
             (Source::Deadline, "deadline of 30ms (the plugin's call_timeout) exceeded".to_string())
-        );
-    }
-
-    #[tokio::test]
-    async fn a_call_whose_caller_never_sent_all_of_its_request_is_the_callers_at_the_deadline() {
-        let waiting = tower::service_fn(|req: http::Request<Body>| async move {
-            // The plugin waits for the whole request, as a unary handler does.
-            let _ = req.into_body().collect().await;
-            std::future::pending::<Result<http::Response<Body>, Infallible>>().await
-        });
-        let limit = Duration::from_millis(50);
-        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), waiting);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(1);
-        let withheld = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::new(withheld))).await.unwrap();
-        assert_eq!(
-            answered_by(&resp),
-            (
-                Source::Caller,
-                "deadline of 50ms (the plugin's call_timeout) exceeded: the caller had not sent all of its request"
-                    .to_string()
-            )
-        );
-        drop(tx);
-        // Sent whole, and still unanswered: the plugin's lateness.
-        let frames: Vec<Result<Frame<Bytes>, tonic::Status>> = vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))];
-        let whole = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-        let resp = svc.ready().await.unwrap().call(http::Request::new(Body::new(whole))).await.unwrap();
-        assert_eq!(
-            answered_by(&resp),
-            (Source::Deadline, "deadline of 50ms (the plugin's call_timeout) exceeded".to_string())
         );
     }
 
