@@ -69,7 +69,8 @@ pub(crate) struct HostCalls {
     host: HostServices,
     gateway: Gateway,
     /// Calls out stalled behind plugins that do not read their answers, across every
-    /// instance: the gateway's own bound, shared with its callers.
+    /// instance: within the gateway's own bound, shared with its callers, and at most half
+    /// of it.
     stalls: Arc<StallBudget>,
 }
 
@@ -81,7 +82,10 @@ impl std::fmt::Debug for HostCalls {
 
 impl HostCalls {
     pub(crate) fn new(host: HostServices, gateway: Gateway) -> Self {
-        let stalls = gateway.stalls();
+        // Half the gateway's places at most: plugins calling out and not reading their
+        // answers cannot take every place from the gateway's callers.
+        let whole = gateway.stalls();
+        let stalls = StallBudget::share_of(&whole, whole.limit().div_ceil(2));
         Self { host, gateway, stalls }
     }
 

@@ -49,6 +49,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const LAST_WORDS: Duration = Duration::from_millis(100);
 /// Decoded header bytes a request may carry (hyper's default too).
 const MAX_HEADER_LIST: u32 = 16 << 10;
+/// How long a stalled answer without a deadline of its own keeps its place while its
+/// caller takes none of it.
+const UNDEADLINED_STALL: Duration = Duration::from_secs(30);
 /// How often calls reset for stalling past the budget are reported.
 static STALL_RESETS: Quiet = Quiet::new(Duration::from_secs(10));
 
@@ -434,12 +437,11 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
         // that falls behind at all is reset at once: it would need one once
         // full, and filling first would only cost a buffer.
         if untaken.queue.is_empty() {
-            stalled = None;
+            if stalled.take().is_some() && expires.is_none() {
+                expiry.as_mut().reset(far_future());
+            }
         } else if stalled.is_none() && (untaken.full() || stalls.spent()) {
-            // An answer without a deadline (the gateway's own reflection and health
-            // streams, a host service's) would hold its place for as long as its caller
-            // stays connected: it gets none.
-            stalled = expires.and_then(|_| stalls.stall());
+            stalled = stalls.stall();
             if stalled.is_none() {
                 // Dropping the body resets the plugin's stream, which gives
                 // its share of the plugin connection's window back; what
@@ -447,9 +449,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 // once they have gone (at most one trim every few seconds).
                 send.send_reset(h2::Reason::CANCEL);
                 super::trim::crowd_gone();
-                if expires.is_none() {
-                    tracing::debug!("a gateway answer without a deadline was reset: its caller is not taking it");
-                } else if let Some(held_back) = STALL_RESETS.due() {
+                if let Some(held_back) = STALL_RESETS.due() {
                     tracing::warn!(
                         max_stalled_calls = stalls.limit(),
                         more = held_back,
@@ -459,9 +459,19 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 }
                 return;
             }
+            if expires.is_none() {
+                // An answer without a deadline (the gateway's own reflection and health
+                // streams, a host service's) would otherwise hold its place for as long as
+                // its caller stays connected: it keeps it while the caller takes some of it.
+                expiry.as_mut().reset(Instant::now() + UNDEADLINED_STALL);
+            }
         }
         if expired && !untaken.queue.is_empty() {
-            // Past the deadline with an answer the caller has not taken.
+            // Past the deadline, or stalled without one for UNDEADLINED_STALL, with an
+            // answer the caller has not taken.
+            if expires.is_none() {
+                tracing::debug!(wait = ?UNDEADLINED_STALL, "a gateway answer without a deadline was reset: its caller took none of it");
+            }
             send.send_reset(h2::Reason::CANCEL);
             return;
         }
@@ -473,6 +483,9 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
             more = caller(&mut send, !untaken.queue.is_empty()) => {
                 if !more {
                     return;
+                }
+                if expires.is_none() && stalled.is_some() {
+                    expiry.as_mut().reset(Instant::now() + UNDEADLINED_STALL);
                 }
             }
             // The deadline: with nothing untaken, the body itself ends as
@@ -533,9 +546,10 @@ mod tests {
         (data, body.trailers().await.unwrap())
     }
 
-    /// What the budget held while the caller of a 384 KiB answer took nothing, with the
-    /// answer under a deadline (`expires`) or none, and how the caller's stream ended.
-    async fn unread(expires: Option<Instant>) -> (usize, Option<h2::Reason>) {
+    /// What the budget held after `waited` while the caller of a 384 KiB answer took
+    /// nothing, with the answer under a deadline (`expires`) or none, and how the caller's
+    /// stream had ended by then.
+    async fn unread(expires: Option<Instant>, waited: Duration) -> (usize, Option<h2::Reason>) {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let budget = StallBudget::new(4);
         let held = budget.clone();
@@ -559,7 +573,7 @@ mod tests {
         let (response, _) =
             client.send_request(http::Request::post("http://gw/a.A/M").body(()).unwrap(), true).unwrap();
         // Reset with its headers or after them.
-        let ended = tokio::time::timeout(Duration::from_millis(300), async {
+        let ended = tokio::time::timeout(waited, async {
             match response.await {
                 Ok(answer) => answer.into_body().data().await.and_then(|r| r.err()),
                 Err(e) => Some(e),
@@ -571,11 +585,13 @@ mod tests {
         (stalled, ended.ok().flatten().and_then(|e| e.reason()))
     }
 
-    #[tokio::test]
-    async fn an_answer_without_a_deadline_is_reset_rather_than_take_a_stall_place_it_could_hold_for_ever() {
-        assert_eq!(unread(None).await, (0, Some(h2::Reason::CANCEL)));
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_without_a_deadline_keeps_a_stall_place_only_while_its_caller_takes_some() {
         // Under a deadline it waits in a place, which the deadline will end.
-        assert_eq!(unread(Some(Instant::now() + Duration::from_secs(60))).await, (1, None));
+        assert_eq!(unread(Some(Instant::now() + Duration::from_secs(3600)), UNDEADLINED_STALL * 2).await, (1, None));
+        // Without one, its place goes once the caller has taken nothing for a while.
+        assert_eq!(unread(None, UNDEADLINED_STALL / 2).await, (1, None));
+        assert_eq!(unread(None, UNDEADLINED_STALL * 2).await, (0, Some(h2::Reason::CANCEL)));
     }
 
     /// An in-memory connection whose server takes `calls` calls through a [`Pace`], each

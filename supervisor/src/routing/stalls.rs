@@ -14,27 +14,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct StallBudget {
     limit: usize,
     stalled: AtomicUsize,
+    /// The budget this one is a share of: a place here is one there too.
+    within: Option<Arc<StallBudget>>,
 }
 
-/// A place among the stalled calls, given back when dropped.
-pub struct Stalled(Arc<StallBudget>);
+/// A place among the stalled calls (and in the budget its own is a share of), given
+/// back when dropped.
+pub struct Stalled {
+    budget: Arc<StallBudget>,
+    /// The place in the budget this one is a share of, given back with this one.
+    _within: Option<Box<Stalled>>,
+}
 
 impl StallBudget {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit, stalled: AtomicUsize::new(0) })
+        Arc::new(Self { limit, stalled: AtomicUsize::new(0), within: None })
     }
 
-    /// A place, or `None` when the budget is spent.
+    /// A share of `whole`: at most `limit` of its places, so that those stalling here
+    /// always leave the rest to the others.
+    pub fn share_of(whole: &Arc<StallBudget>, limit: usize) -> Arc<Self> {
+        Arc::new(Self { limit, stalled: AtomicUsize::new(0), within: Some(whole.clone()) })
+    }
+
+    /// A place, or `None` when the budget (or the one it is a share of) is spent.
     pub fn stall(self: &Arc<Self>) -> Option<Stalled> {
+        let outer = match &self.within {
+            Some(whole) => Some(Box::new(whole.stall()?)),
+            None => None,
+        };
         self.stalled
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1))
             .ok()
-            .map(|_| Stalled(self.clone()))
+            .map(|_| Stalled { budget: self.clone(), _within: outer })
     }
 
-    /// Every place is taken.
+    /// Every place is taken, here or in the budget this is a share of.
     pub fn spent(&self) -> bool {
-        self.stalled.load(Ordering::Acquire) >= self.limit
+        self.stalled.load(Ordering::Acquire) >= self.limit || self.within.as_ref().is_some_and(|w| w.spent())
     }
 
     pub fn limit(&self) -> usize {
@@ -50,7 +67,7 @@ impl StallBudget {
 
 impl Drop for Stalled {
     fn drop(&mut self) {
-        self.0.stalled.fetch_sub(1, Ordering::AcqRel);
+        self.budget.stalled.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -71,5 +88,23 @@ mod tests {
         assert!(budget.stall().is_none());
         drop((second, third));
         assert_eq!(budget.stalled(), 0);
+    }
+
+    #[test]
+    fn a_share_takes_at_most_its_part_of_the_whole_and_counts_in_it() {
+        let whole = StallBudget::new(4);
+        let share = StallBudget::share_of(&whole, 2);
+        let held: Vec<_> = (0..2).map(|_| share.stall().expect("a place in the share")).collect();
+        assert!(share.stall().is_none() && share.spent(), "past the share");
+        assert_eq!(whole.stalled(), 2, "a place in the share is one in the whole");
+        let others: Vec<_> = (0..2).map(|_| whole.stall().expect("the rest is the others'")).collect();
+        assert!(whole.spent());
+        drop(held);
+        assert_eq!((share.stalled(), whole.stalled()), (0, 2));
+        let more: Vec<_> = (0..2).map(|_| whole.stall().expect("places the share gave back")).collect();
+        assert!(share.stall().is_none() && share.spent(), "the whole is spent by the others");
+        assert_eq!(share.stalled(), 0, "a place refused in the whole is not kept in the share");
+        drop((others, more));
+        assert!(share.stall().is_some());
     }
 }
