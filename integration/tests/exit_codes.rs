@@ -119,6 +119,13 @@ fn an_unreachable_supervisor_exits_5_naming_the_socket() {
             "{args:?}: {err}"
         );
     }
+    // A path no socket can have is the operator's to fix (exit 2, not 5); commands that
+    // never connect do not mind it.
+    let out = Command::new(bins::supervisorctl()).args(["--socket", "", "status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--socket is empty"), "{}", stderr(&out));
+    let out = Command::new(bins::supervisorctl()).args(["--socket", "", "plugin", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // `call` reads and checks its request before it connects (the daemon closes a
     // connection that asks nothing for long, and stdin may be slow): a bad one is a usage
     // error even with no supervisor there.

@@ -272,11 +272,21 @@ struct Outgoing {
     bytes: usize,
     /// The body has nothing after `queued`.
     ended: bool,
+    /// Where the request stands, for the deadline's judgement: taken from its extensions.
+    progress: Option<RequestProgress>,
+    /// Until the first message is whole.
+    first: Option<FirstMessage>,
 }
 
 impl Outgoing {
-    fn new(body: Body) -> Self {
-        Self { body, queued: VecDeque::new(), bytes: 0, ended: false }
+    fn new(body: Body, progress: Option<RequestProgress>) -> Self {
+        let first = progress.as_ref().map(|_| FirstMessage::default());
+        Self { body, queued: VecDeque::new(), bytes: 0, ended: false, progress, first }
+    }
+
+    /// Says that the call waits on its caller for more of the request, or no longer does.
+    fn waiting_on_caller(&self, waiting: bool) {
+        RequestProgress::set(self.progress.as_ref(), WAITING_ON_CALLER, waiting);
     }
 
     fn push(&mut self, frame: Frame<Bytes>) {
@@ -285,6 +295,12 @@ impl Outgoing {
             // `ended`'s business.
             Ok(data) if data.is_empty() => {}
             Ok(data) => {
+                if let Some(first) = &mut self.first
+                    && first.note(&data)
+                {
+                    self.first = None;
+                    RequestProgress::set(self.progress.as_ref(), FIRST_MESSAGE_WHOLE, true);
+                }
                 self.bytes += data.len();
                 match self.queued.back_mut() {
                     Some(Out::Data(back)) if back.len() < MIN_DATA_FRAME => {
@@ -383,32 +399,73 @@ fn sendable(len: usize, room: usize) -> usize {
 /// stream is reset: h2 resets a stream only when every handle to it is gone,
 /// and this pump holds one for as long as the request body stays open, so
 /// the peer's handler would otherwise run on for a caller that left.
-/// Set in a request's extensions, it says whether the call waits on its caller for more of
-/// the request: everything taken so far has been sent to the plugin, and the rest has not
-/// come. A deadline that passes then is the caller's; one that passes while the plugin does
-/// not take what it was sent (its window shut) or does not open the stream is the plugin's.
+/// Set in a request's extensions, it says where the request stands: whether the call waits
+/// on its caller for more of it (everything taken so far has been sent to the plugin, and
+/// the rest has not come), and whether its first message has come whole. A deadline that
+/// passes while the plugin does not take what it was sent (its window shut) or does not
+/// open the stream is the plugin's; one that passes while the call waits on its caller may
+/// be the caller's (the deadline layer judges, by the method's kind).
 #[derive(Clone, Debug, Default)]
-pub struct RequestProgress(std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct RequestProgress(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+/// [`RequestProgress`]'s bits.
+const WAITING_ON_CALLER: u8 = 1;
+const FIRST_MESSAGE_WHOLE: u8 = 2;
 
 impl RequestProgress {
     /// Whether the call waits on its caller for more of its request now.
     pub fn caller_owes(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.load(std::sync::atomic::Ordering::Relaxed) & WAITING_ON_CALLER != 0
     }
 
-    fn owed(progress: Option<&Self>, owed: bool) {
+    /// Whether the request's first message (its length prefix and all it announces) has
+    /// been taken whole.
+    pub fn first_message_whole(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) & FIRST_MESSAGE_WHOLE != 0
+    }
+
+    fn set(progress: Option<&Self>, bit: u8, on: bool) {
         if let Some(p) = progress {
-            p.0.store(owed, std::sync::atomic::Ordering::Relaxed);
+            match on {
+                true => p.0.fetch_or(bit, std::sync::atomic::Ordering::Relaxed),
+                false => p.0.fetch_and(!bit, std::sync::atomic::Ordering::Relaxed),
+            };
         }
     }
 }
 
-async fn pump(
-    mut out: Outgoing,
-    mut send: h2::SendStream<Bytes>,
-    unwanted: tokio::sync::oneshot::Receiver<()>,
-    progress: Option<RequestProgress>,
-) {
+/// How much of a request's first gRPC message has passed: its 5-byte prefix (a flag and a
+/// big-endian length), then that many bytes.
+#[derive(Default)]
+struct FirstMessage {
+    prefix: [u8; 5],
+    /// Bytes of the prefix seen.
+    filled: usize,
+    /// Bytes seen after the prefix.
+    body: u64,
+}
+
+impl FirstMessage {
+    /// Notes `data`, the next bytes of the request; true once the message is whole.
+    fn note(&mut self, mut data: &[u8]) -> bool {
+        while self.filled < self.prefix.len()
+            && let Some((&b, rest)) = data.split_first()
+        {
+            self.prefix[self.filled] = b;
+            self.filled += 1;
+            data = rest;
+        }
+        self.body += data.len() as u64;
+        self.whole()
+    }
+
+    fn whole(&self) -> bool {
+        let [_, len @ ..] = self.prefix;
+        self.filled == self.prefix.len() && self.body >= u64::from(u32::from_be_bytes(len))
+    }
+}
+
+async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>, unwanted: tokio::sync::oneshot::Receiver<()>) {
     tokio::pin!(unwanted);
     loop {
         if out.take_ready().is_err() {
@@ -420,7 +477,7 @@ async fn pump(
             Ok(true) | Err(_) => return,
         }
         if out.queued.is_empty() {
-            RequestProgress::owed(progress.as_ref(), true);
+            out.waiting_on_caller(true);
             let next = tokio::select! {
                 f = out.body.frame() => f,
                 _ = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => return,
@@ -429,7 +486,7 @@ async fn pump(
                     return;
                 }
             };
-            RequestProgress::owed(progress.as_ref(), false);
+            out.waiting_on_caller(false);
             match next {
                 Some(Ok(frame)) => out.push(frame),
                 None => out.ended = true,
@@ -481,7 +538,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
                 parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
             }
             let progress = parts.extensions.get::<RequestProgress>().cloned();
-            let mut out = Outgoing::new(body);
+            let mut out = Outgoing::new(body, progress);
             out.take_ready().map_err(ChannelError::Body)?;
             let mut tx = tx.ready().await.map_err(ChannelError::NotSent)?;
             let eos = out.ended && out.queued.is_empty();
@@ -492,7 +549,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             // call) pays for no channel.
             let wanted = if !eos && !out.send_ready(&mut send)? {
                 let (wanted, unwanted) = tokio::sync::oneshot::channel();
-                tokio::spawn(pump(out, send, unwanted, progress));
+                tokio::spawn(pump(out, send, unwanted));
                 Some(wanted)
             } else {
                 None
@@ -520,6 +577,20 @@ mod tests {
             Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![7u8; 16 << 10])))
         });
         Body::new(http_body_util::StreamBody::new(stream))
+    }
+
+    #[test]
+    fn a_first_message_is_whole_once_its_prefix_and_all_it_announces_have_passed_in_any_pieces() {
+        let mut first = FirstMessage::default();
+        assert!(!first.note(&[0, 0, 0]), "a part of the prefix");
+        assert!(!first.note(&[0, 3, b'a']), "the prefix says 3 bytes; one came");
+        assert!(first.note(b"bc"));
+        let mut empty = FirstMessage::default();
+        assert!(empty.note(&[0, 0, 0, 0, 0]), "a message of no bytes is whole with its prefix");
+        let mut big = FirstMessage::default();
+        assert!(!big.note(&[1, 0, 1, 0, 0]));
+        assert!(!big.note(&[0; 65535]));
+        assert!(big.note(&[0; 2]), "more than the message: the next one has begun");
     }
 
     /// One HTTP/2 frame.

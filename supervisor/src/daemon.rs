@@ -21,6 +21,8 @@ use crate::sandbox::pidfd::signal_name;
 
 pub const CONTROL_SOCKET: &str = "control.sock";
 pub const GATEWAY_SOCKET: &str = "gateway.sock";
+/// The longest socket path the kernel takes (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 const LOCK_FILE: &str = "supervisor.lock";
 
 /// The signals the daemon handles: the stop signals, and SIGHUP, which
@@ -35,6 +37,19 @@ struct RuntimeDir {
 
 impl RuntimeDir {
     fn claim(dir: &Path) -> anyhow::Result<Self> {
+        // Before anything is made: its sockets could not be bound (control.sock is as long).
+        let socket = dir.join(GATEWAY_SOCKET);
+        let len = socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            bail!(
+                "runtime directory {}: its socket {} would be {len} bytes, more than the {MAX_SOCKET_PATH} a socket's path may have",
+                dir.display(),
+                socket.display()
+            );
+        }
+        if dir.as_os_str().is_empty() {
+            bail!("the runtime directory is empty: give one in [supervisor] runtime_dir or --runtime-dir");
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("creating runtime directory {}", dir.display()))?;
         let meta = std::fs::metadata(dir).with_context(|| format!("runtime directory {}", dir.display()))?;
         if meta.permissions().mode() & 0o002 != 0 {
@@ -227,6 +242,22 @@ mod tests {
     #[error("/var/lib/x/state.json: {source}")]
     struct Repeats {
         source: std::io::Error,
+    }
+
+    #[test]
+    fn a_runtime_directory_too_long_for_its_sockets_is_refused_before_anything_is_made() {
+        let long = PathBuf::from(format!("/tmp/ps-{}", "r".repeat(87)));
+        let Err(e) = RuntimeDir::claim(&long) else { panic!("claimed {}", long.display()) };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "runtime directory {0}: its socket {0}/gateway.sock would be 108 bytes, more than the 107 a socket's path may have",
+                long.display()
+            )
+        );
+        assert!(!long.exists(), "it was made");
+        let Err(e) = RuntimeDir::claim(Path::new("")) else { panic!("claimed the empty path") };
+        assert!(e.to_string().starts_with("the runtime directory is empty"), "{e}");
     }
 
     #[test]

@@ -2,68 +2,106 @@
 //! plugin's uid and makes it 0700 before every start, so a path that holds anything of
 //! the host's would hand that to the plugin: `""` (the config's own directory), `/`,
 //! `/etc`, the state directory. It must be a directory of its own, below a top-level one,
-//! holding none of the supervisor's files or any plugin's binary.
+//! holding none of the supervisor's files or any plugin's binary or pinned contract, and
+//! not inside the supervisor's own directories.
 
 use std::path::{Component, Path, PathBuf};
 
-use super::load::{Problems, Seg};
+use super::load::{Problems, Reach, Seg};
 use super::{Config, PluginConfig};
 
-/// Checks plugin `i`'s `data_dir`, if it has one; problems name the key.
-pub(super) fn check(config: &Config, plugin: &PluginConfig, i: usize, p: &mut Problems<'_>) {
-    let Some(raw) = &plugin.data_dir else { return };
-    let at = [Seg::Key("plugin"), Seg::Index(i), Seg::Key("data_dir")];
-    if raw.as_os_str().is_empty() {
-        p.at(&at, "must not be empty (it would be the config file's own directory)");
-        return;
-    }
-    if raw.as_os_str().as_encoded_bytes().contains(&0) {
-        p.at(&at, "paths cannot contain NUL characters");
-        return;
-    }
-    let dir = config.resolve(raw);
-    if let Some(problem) = problem(&dir, &guarded(config)) {
-        p.at(&at, format!("{}: {problem}; the plugin's uid would own it", dir.display()));
-    }
+/// What no plugin's data directory may hold or (for the supervisor's directories) lie in,
+/// each as written and, where validation may read the file system, where its links lead.
+/// Found once per config: every plugin's data directory is checked against all of it.
+pub(super) struct Guarded {
+    /// Directories of the supervisor's own: a data directory may neither hold one nor lie
+    /// inside one.
+    dirs: Vec<(&'static str, Vec<PathBuf>)>,
+    /// Files a data directory may not hold.
+    files: Vec<(&'static str, Vec<PathBuf>)>,
+    reach: Reach,
 }
 
-/// What `dir` may not be or hold, and where each is.
-fn guarded(config: &Config) -> Vec<(&'static str, PathBuf)> {
-    let s = &config.supervisor;
-    let mut out = vec![
-        ("the policies directory", config.resolve(&s.policies_dir)),
-        ("the state directory", config.resolve(&s.state_dir)),
-        ("the runtime directory", config.resolve(&s.runtime_dir)),
-    ];
-    if let Some(file) = &config.source {
-        out.push(("the config file", file.clone()));
-    }
-    out.extend(config.plugins.iter().map(|pl| ("a plugin's binary", config.resolve(&pl.binary))));
-    out
-}
-
-/// Why `dir` cannot be a data directory, if it cannot: checked as written and, where the
-/// paths exist, with their symbolic links followed.
-fn problem(dir: &Path, guarded: &[(&'static str, PathBuf)]) -> Option<String> {
-    let lexical = normal(dir);
-    if lexical.components().filter(|c| matches!(c, Component::Normal(_))).count() < 2 {
-        return Some("it is / or a top-level directory".into());
-    }
-    let real = std::fs::canonicalize(dir).ok();
-    if let Some(real) = &real
-        && real.components().filter(|c| matches!(c, Component::Normal(_))).count() < 2
-    {
-        return Some(format!("it leads to {}, / or a top-level directory", real.display()));
-    }
-    for (what, path) in guarded {
-        let candidates = [Some(normal(path)), std::fs::canonicalize(path).ok()];
-        for mine in [Some(&lexical), real.as_ref()].into_iter().flatten() {
-            if let Some(theirs) = candidates.iter().flatten().find(|theirs| theirs.starts_with(mine)) {
-                return Some(format!("it holds {what} ({})", theirs.display()));
+impl Guarded {
+    pub(super) fn of(config: &Config, reach: Reach) -> Self {
+        let s = &config.supervisor;
+        let forms = |path: PathBuf| {
+            let real = match reach {
+                Reach::Files => std::fs::canonicalize(&path).ok(),
+                Reach::TextOnly => None,
+            };
+            std::iter::once(normal(&path)).chain(real).collect::<Vec<_>>()
+        };
+        let dirs = [
+            ("the policies directory", &s.policies_dir),
+            ("the state directory", &s.state_dir),
+            ("the runtime directory", &s.runtime_dir),
+        ]
+        .into_iter()
+        .map(|(what, dir)| (what, forms(config.resolve(dir))))
+        .collect();
+        let mut files: Vec<_> = config.source.iter().map(|f| ("the config file", forms(f.clone()))).collect();
+        for pl in &config.plugins {
+            files.push(("a plugin's binary", forms(config.resolve(&pl.binary))));
+            for c in pl.contract.iter().chain(&pl.contract_includes) {
+                files.push(("a plugin's pinned contract", forms(config.resolve(c))));
             }
         }
+        Self { dirs, files, reach }
     }
-    None
+
+    /// Checks plugin `i`'s `data_dir`, if it has one; problems name the key.
+    pub(super) fn check(&self, config: &Config, plugin: &PluginConfig, i: usize, p: &mut Problems<'_>) {
+        let Some(raw) = &plugin.data_dir else { return };
+        let at = [Seg::Key("plugin"), Seg::Index(i), Seg::Key("data_dir")];
+        if raw.as_os_str().is_empty() {
+            p.at(&at, "must not be empty (it would be the config file's own directory)");
+            return;
+        }
+        if raw.as_os_str().as_encoded_bytes().contains(&0) {
+            p.at(&at, "paths cannot contain NUL characters");
+            return;
+        }
+        let dir = config.resolve(raw);
+        if let Some(problem) = self.problem(&dir) {
+            p.at(&at, format!("{}: {problem}; the plugin's uid would own it", dir.display()));
+        }
+    }
+
+    /// Why `dir` cannot be a data directory, if it cannot.
+    fn problem(&self, dir: &Path) -> Option<String> {
+        let top_level = |d: &Path| d.components().filter(|c| matches!(c, Component::Normal(_))).count() < 2;
+        let lexical = normal(dir);
+        if top_level(&lexical) {
+            return Some("it is / or a top-level directory".into());
+        }
+        let real = match self.reach {
+            Reach::Files => std::fs::canonicalize(dir).ok(),
+            Reach::TextOnly => None,
+        };
+        if let Some(real) = real.as_ref().filter(|r| top_level(r)) {
+            return Some(format!("it leads to {}, / or a top-level directory", real.display()));
+        }
+        let mine: Vec<&PathBuf> = std::iter::once(&lexical).chain(&real).collect();
+        for (what, forms) in &self.dirs {
+            for (theirs, me) in forms.iter().flat_map(|t| mine.iter().map(move |m| (t, m))) {
+                if theirs.starts_with(me) {
+                    return Some(format!("it holds {what} ({})", theirs.display()));
+                }
+                if me.starts_with(theirs) {
+                    return Some(format!("it is inside {what} ({})", theirs.display()));
+                }
+            }
+        }
+        for (what, forms) in &self.files {
+            for (theirs, me) in forms.iter().flat_map(|t| mine.iter().map(move |m| (t, m))) {
+                if theirs.starts_with(me) {
+                    return Some(format!("it holds {what} ({})", theirs.display()));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// `path` with `.` dropped and `..` taken back, without asking the file system.
@@ -117,6 +155,8 @@ mod tests {
             assert!(err.contains(expected), "data_dir = {dir:?}: {err}");
         }
         assert!(refused("/etc/ps/supervisor.toml.d").is_empty(), "a sibling of the config file is its own");
+        let inside = refused("/var/lib/ps/a");
+        assert!(inside.contains("it is inside the state directory (/var/lib/ps)"), "{inside}");
         assert!(refused("/var/lib/ps-data/a").is_empty(), "{}", refused("/var/lib/ps-data/a"));
         assert!(refused("data/a").is_empty(), "relative to the config file: {}", refused("data/a"));
     }

@@ -195,6 +195,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     // The size can change after the check (or a device reports none).
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    // The size first: the cut may fall inside a character.
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(path, bytes.len() as u64));
+    }
     match String::from_utf8(bytes) {
         Ok(text) => parse(&text, path),
         Err(e) => Err(not_text(path, e.as_bytes(), e.utf8_error().valid_up_to())),

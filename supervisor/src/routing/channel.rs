@@ -277,9 +277,23 @@ pub fn stack(plugin: Arc<Plugin>, metrics: Arc<Metrics>) -> Channel {
         .layer(BreakerLayer { plugin: plugin.clone() })
         .layer(SplitLayer { plugin: plugin.clone() })
         .layer(SizeLayer { plugin: plugin.clone() })
-        .layer(DeadlineLayer::reading(limit))
+        .layer(DeadlineLayer::reading(limit).knowing_streams({
+            let plugin = plugin.clone();
+            move |path: &str| streams_requests(&plugin, path)
+        }))
         .service(PluginService { plugin });
     BoxCloneSyncService::new(svc)
+}
+
+/// Whether the method at `path` (`/package.Service/Method`) takes a stream of requests,
+/// by the contract the plugin's serving revision declared.
+fn streams_requests(plugin: &Plugin, path: &str) -> bool {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else { return false };
+    let Some(contract) = plugin.contract() else { return false };
+    contract
+        .pool
+        .get_service_by_name(service)
+        .is_some_and(|s| s.methods().any(|m| m.name() == method && m.is_client_streaming()))
 }
 
 #[cfg(test)]
@@ -540,12 +554,27 @@ mod tests {
     /// when the plugin's server reads its request (`reads`) or reads nothing of it, and
     /// the caller sends `frames` of the request and then (`ends`) ends it or not.
     async fn past_the_deadline(reads: bool, frames: usize, ends: bool) -> tonic::Status {
+        past_the_deadline_at("/echo.v1.Echo/Echo", reads, frames.into(), ends, false).await
+    }
+
+    /// [`past_the_deadline`] of a call to `path`, as a plugin that declared
+    /// `plugin.host.v1.Host` (whose `Log` takes a stream of requests), the caller sending
+    /// `sent` bytes of 64 KiB messages; the plugin's server answers its headers at once
+    /// (`headers_first`) or nothing.
+    async fn past_the_deadline_at(
+        path: &str,
+        reads: bool,
+        sent: Sent,
+        ends: bool,
+        headers_first: bool,
+    ) -> tonic::Status {
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         tokio::spawn(async move {
             let mut conn = h2::server::handshake(theirs).await.unwrap();
             while let Some(Ok((req, respond))) = conn.accept().await {
                 tokio::spawn(async move {
-                    let _unanswered = respond;
+                    let mut respond = respond;
+                    let _answering = headers_first.then(|| respond.send_response(http::Response::new(()), false));
                     let mut body = req.into_body();
                     while reads && let Some(Ok(chunk)) = body.data().await {
                         let _ = body.flow_control().release_capacity(chunk.len());
@@ -562,10 +591,19 @@ mod tests {
             .unwrap();
         let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
         plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(64);
-        for _ in 0..frames {
-            // Messages of 64 KiB: a few fill a plugin's stream window that is not read.
-            tx.send(Ok(Frame::data(Bytes::from(vec![0u8; 64 << 10])))).await.unwrap();
+        let declared = crate::instance::Contract::shared(
+            plugin_proto::FILE_DESCRIPTOR_SET.to_vec(),
+            vec!["plugin.host.v1.Host".into()],
+        )
+        .unwrap();
+        plugin.declared(&plugin.serving(), declared);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(256);
+        // Messages of 64 KiB: a few fill a plugin's stream window that is not read.
+        let mut message = vec![0u8; 5 + (64 << 10)];
+        message[1..5].copy_from_slice(&(64u32 << 10).to_be_bytes());
+        let bytes: Vec<u8> = message.iter().copied().cycle().take(sent.0).collect();
+        for chunk in bytes.chunks(16 << 10) {
+            tx.send(Ok(Frame::data(Bytes::copy_from_slice(chunk)))).await.unwrap();
         }
         if ends {
             drop(tx);
@@ -573,11 +611,44 @@ mod tests {
             std::mem::forget(tx);
         }
         let body = Body::new(http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
-        let resp = super::stack(plugin, Arc::new(Metrics::default())).oneshot(request(body)).await.unwrap();
+        let req = http::Request::builder().uri(path).body(body).unwrap();
+        let resp = super::stack(plugin, Arc::new(Metrics::default())).oneshot(req).await.unwrap();
         match tonic::Status::from_header_map(resp.headers()) {
             Some(status) => status,
-            None => resp.into_body().collect().await.map_or_else(|e| e, |_| tonic::Status::ok("answered")),
+            None => match resp.into_body().collect().await {
+                Ok(answer) => answer.trailers().and_then(tonic::Status::from_header_map).expect("a status"),
+                Err(e) => e,
+            },
         }
+    }
+
+    /// Bytes of the request the caller sends: so many whole messages, or a part of one.
+    struct Sent(usize);
+
+    impl From<usize> for Sent {
+        fn from(messages: usize) -> Self {
+            Sent(messages * (5 + (64 << 10)))
+        }
+    }
+
+    #[tokio::test]
+    async fn on_a_method_taking_a_stream_a_caller_that_sent_its_first_message_whole_is_not_blamed_for_the_wait() {
+        const LOG: &str = "/plugin.host.v1.Host/Log";
+        let plugin_late = "deadline of 300ms (the plugin's call_timeout) exceeded";
+        // Part of the first message, then nothing: the caller's.
+        let part = past_the_deadline_at(LOG, true, Sent(1000), false, false).await;
+        assert_eq!(part.message(), format!("{plugin_late}: the caller had not sent all of its request"));
+        // A whole message, the stream still open: the plugin had something to work on.
+        let one = past_the_deadline_at(LOG, true, 1.into(), false, false).await;
+        assert_eq!((one.code(), one.message()), (tonic::Code::DeadlineExceeded, plugin_late));
+        // The same on a method taking one message: it waits for the request's end.
+        let unary = past_the_deadline_at("/plugin.host.v1.Host/Nope", true, 1.into(), false, false).await;
+        assert_eq!(unary.message(), format!("{plugin_late}: the caller had not sent all of its request"));
+        // With the plugin's headers out (as tonic sends them at once on a stream), the same.
+        let part = past_the_deadline_at(LOG, true, Sent(1000), false, true).await;
+        assert_eq!(part.message(), format!("{plugin_late}: the caller had not sent all of its request"));
+        let one = past_the_deadline_at(LOG, true, 1.into(), false, true).await;
+        assert_eq!((one.code(), one.message()), (tonic::Code::DeadlineExceeded, plugin_late));
     }
 
     #[tokio::test]

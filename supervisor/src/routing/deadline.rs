@@ -78,16 +78,29 @@ type Limit = Arc<dyn Fn(&http::Extensions) -> Duration + Send + Sync>;
 #[derive(Clone)]
 pub struct DeadlineLayer {
     limit: Limit,
+    streams_requests: StreamsRequests,
 }
+
+/// Whether the method at a call's path takes a stream of requests (client streaming or
+/// bidirectional), asked only when a deadline passes while the call waits on its caller.
+type StreamsRequests = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl DeadlineLayer {
     pub fn fixed(limit: Duration) -> Self {
-        Self { limit: Arc::new(move |_: &http::Extensions| limit) }
+        Self::reading(move |_: &http::Extensions| limit)
     }
 
     /// The limit `read` says at each call.
     pub fn reading(read: impl Fn(&http::Extensions) -> Duration + Send + Sync + 'static) -> Self {
-        Self { limit: Arc::new(read) }
+        Self { limit: Arc::new(read), streams_requests: Arc::new(|_: &str| false) }
+    }
+
+    /// Says which methods take a stream of requests: one whose caller has sent a whole
+    /// first message and waits may be waiting on the plugin's answer, so a deadline then
+    /// is the plugin's. Without it every method is taken to take one message.
+    pub fn knowing_streams(mut self, streams_requests: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.streams_requests = Arc::new(streams_requests);
+        self
     }
 }
 
@@ -101,7 +114,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline { inner, limit: self.limit.clone() }
+        Deadline { inner, limit: self.limit.clone(), streams_requests: self.streams_requests.clone() }
     }
 }
 
@@ -109,6 +122,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
 pub struct Deadline<S> {
     inner: S,
     limit: Limit,
+    streams_requests: StreamsRequests,
 }
 
 /// When a call's time is up: set on every response that has a body.
@@ -139,8 +153,9 @@ where
         let started = Instant::now();
         let expires = Expires(started.checked_add(timeout).unwrap_or_else(|| started + MAX));
         req.extensions_mut().insert(expires);
-        let request = RequestProgress::default();
-        req.extensions_mut().insert(request.clone());
+        let progress = RequestProgress::default();
+        req.extensions_mut().insert(progress.clone());
+        let blame = Blame { progress, uri: req.uri().clone(), streams_requests: self.streams_requests.clone() };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let why = Why { timeout, callers: asked.is_some_and(|a| a < limit) };
@@ -148,13 +163,13 @@ where
                 // The plugin is told the deadline too, and tonic reports its
                 // own expiry as CANCELLED: at the deadline, that is this.
                 Ok(Ok(resp)) if is_cancelled(&resp) && started.elapsed() + SLACK >= timeout => {
-                    Ok(unanswered(why, &request))
+                    Ok(unanswered(why, &blame))
                 }
-                Ok(Ok(resp)) => Ok(held_to(resp, expires, why)),
+                Ok(Ok(resp)) => Ok(held_to(resp, expires, why, blame)),
                 Ok(Err(e)) => Err(e),
                 // A call still queued for a place has been answered by the limit by now:
                 // its wait ends at this same instant, and it is polled first.
-                Err(_) => Ok(unanswered(why, &request)),
+                Err(_) => Ok(unanswered(why, &blame)),
             }
         })
     }
@@ -164,13 +179,39 @@ where
 /// lateness, unless the caller still owed part of its request then (a caller that sends a
 /// unary call's headers and never its message would otherwise open the plugin's circuit
 /// for everyone, and fail its canary).
-fn unanswered(why: Why, request: &RequestProgress) -> http::Response<Body> {
-    if !request.caller_owes() {
-        return local(why.status(), why.source());
+fn unanswered(why: Why, blame: &Blame) -> http::Response<Body> {
+    let (status, source) = blame.judge(why);
+    local(status, source)
+}
+
+/// What decides, when a deadline passes while the plugin owes its next message, whether
+/// the caller kept it waiting instead.
+struct Blame {
+    progress: RequestProgress,
+    uri: http::Uri,
+    streams_requests: StreamsRequests,
+}
+
+impl Blame {
+    /// The caller's, when the call waits on it for more of its request and the plugin
+    /// cannot have begun on it: a method taking one message waits for all of it, one taking
+    /// a stream for its first message at least.
+    fn caller_owes(&self) -> bool {
+        self.progress.caller_owes()
+            && (!self.progress.first_message_whole() || !(self.streams_requests)(self.uri.path()))
     }
-    let msg =
-        format!("deadline of {:?} ({}) exceeded: the caller had not sent all of its request", why.timeout, why.who());
-    local(tonic::Status::deadline_exceeded(msg), Source::Caller)
+
+    fn judge(&self, why: Why) -> (tonic::Status, Source) {
+        if !self.caller_owes() {
+            return (why.status(), why.source());
+        }
+        let msg = format!(
+            "deadline of {:?} ({}) exceeded: the caller had not sent all of its request",
+            why.timeout,
+            why.who()
+        );
+        (tonic::Status::deadline_exceeded(msg), Source::Caller)
+    }
 }
 
 /// Far enough for any deadline; tokio's clock takes it without overflow.
@@ -206,7 +247,7 @@ impl Why {
 
 /// A response with a body is held to the deadline too: a plugin that
 /// answers and then stalls, or streams past it, is cut off there.
-fn held_to(resp: http::Response<Body>, expires: Expires, why: Why) -> http::Response<Body> {
+fn held_to(resp: http::Response<Body>, expires: Expires, why: Why, blame: Blame) -> http::Response<Body> {
     if super::grpc_status(resp.headers()).is_some() {
         return resp;
     }
@@ -216,6 +257,7 @@ fn held_to(resp: http::Response<Body>, expires: Expires, why: Why) -> http::Resp
         inner,
         expires: expires.0,
         why,
+        blame,
         sleep: None,
         ended: false,
         waiting: false,
@@ -231,6 +273,8 @@ struct DeadlineBody {
     inner: Body,
     expires: Instant,
     why: Why,
+    /// Whether the caller kept the plugin waiting on its request.
+    blame: Blame,
     /// Registered only once the body has had to wait.
     sleep: Option<Pin<Box<Sleep>>>,
     ended: bool,
@@ -257,7 +301,7 @@ impl DeadlineBody {
             );
             (tonic::Status::deadline_exceeded(msg), Source::Caller)
         } else {
-            (self.why.status(), self.why.source())
+            self.blame.judge(self.why)
         };
         let mut trailers = http::HeaderMap::new();
         match status.add_header(&mut trailers) {

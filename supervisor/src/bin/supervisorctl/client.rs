@@ -76,6 +76,8 @@ impl Wait {
 /// The control connection; what keeps it from being made exits 5.
 pub async fn connect(w: &Wait) -> Result<Client, Failure> {
     let socket = &w.socket;
+    // Checked here, not as the option is parsed: commands that never connect ignore it.
+    socket_problem(socket).map_or(Ok(()), |p| Err(Failure::new(Exit::Usage, format!("--socket {p}"))))?;
     let connected = tokio::time::timeout(w.limit, async {
         let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| unreachable(socket, &e))?;
         let (channel, conn) = H2Channel::handshake(stream)
@@ -87,6 +89,16 @@ pub async fn connect(w: &Wait) -> Result<Client, Failure> {
     match connected.await {
         Ok(made) => made.map_err(|reason: String| Failure::new(Exit::Unreachable, reason)),
         Err(_) => Err(w.silent()),
+    }
+}
+
+/// Why `socket` cannot be a socket's path, if it cannot.
+pub fn socket_problem(socket: &Path) -> Option<String> {
+    let len = socket.as_os_str().len();
+    match len {
+        0 => Some("is empty: give the control socket's path".into()),
+        n if n > 107 => Some(format!("{} is {n} bytes, more than the 107 a socket's path may have", socket.display())),
+        _ => None,
     }
 }
 
