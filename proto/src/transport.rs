@@ -413,15 +413,12 @@ const WAITING_ON_CALLER: u8 = 1;
 const FIRST_MESSAGE_WHOLE: u8 = 2;
 
 impl RequestProgress {
-    /// Whether the call waits on its caller for more of its request now.
-    pub fn caller_owes(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) & WAITING_ON_CALLER != 0
-    }
-
-    /// Whether the request's first message (its length prefix and all it announces) has
-    /// been taken whole.
-    pub fn first_message_whole(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) & FIRST_MESSAGE_WHOLE != 0
+    /// Whether the call waits on its caller for more of its request now, and whether the
+    /// request's first message (its length prefix and all it announces) has been taken
+    /// whole: read together, as the pump changes them together.
+    pub fn now(&self) -> (bool, bool) {
+        let bits = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        (bits & WAITING_ON_CALLER != 0, bits & FIRST_MESSAGE_WHOLE != 0)
     }
 
     fn set(progress: Option<&Self>, bit: u8, on: bool) {

@@ -32,7 +32,10 @@ impl Guarded {
             };
             std::iter::once(normal(&path)).chain(real).collect::<Vec<_>>()
         };
-        let dirs = [
+        if config.plugins.iter().all(|pl| pl.data_dir.is_none()) {
+            return Self { dirs: Vec::new(), files: Vec::new(), reach };
+        }
+        let mut dirs: Vec<_> = [
             ("the policies directory", &s.policies_dir),
             ("the state directory", &s.state_dir),
             ("the runtime directory", &s.runtime_dir),
@@ -43,8 +46,13 @@ impl Guarded {
         let mut files: Vec<_> = config.source.iter().map(|f| ("the config file", forms(f.clone()))).collect();
         for pl in &config.plugins {
             files.push(("a plugin's binary", forms(config.resolve(&pl.binary))));
-            for c in pl.contract.iter().chain(&pl.contract_includes) {
+            for c in &pl.contract {
                 files.push(("a plugin's pinned contract", forms(config.resolve(c))));
+            }
+            // Where a pinned contract's imports are found: a plugin writing there could
+            // change what its pin says.
+            for d in &pl.contract_includes {
+                dirs.push(("a pinned contract's import directory", forms(config.resolve(d))));
             }
         }
         Self { dirs, files, reach }

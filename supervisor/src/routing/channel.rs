@@ -285,15 +285,16 @@ pub fn stack(plugin: Arc<Plugin>, metrics: Arc<Metrics>) -> Channel {
     BoxCloneSyncService::new(svc)
 }
 
-/// Whether the method at `path` (`/package.Service/Method`) takes a stream of requests,
-/// by the contract the plugin's serving revision declared.
+/// Whether the method at `path` (`/package.Service/Method`) streams both ways, by the
+/// contract the plugin's serving revision declared. A client-streaming method answers once
+/// its request has ended, so it is judged as one taking one message.
 fn streams_requests(plugin: &Plugin, path: &str) -> bool {
     let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else { return false };
     let Some(contract) = plugin.contract() else { return false };
     contract
         .pool
         .get_service_by_name(service)
-        .is_some_and(|s| s.methods().any(|m| m.name() == method && m.is_client_streaming()))
+        .is_some_and(|s| s.methods().any(|m| m.name() == method && m.is_client_streaming() && m.is_server_streaming()))
 }
 
 #[cfg(test)]
@@ -557,8 +558,8 @@ mod tests {
         past_the_deadline_at("/echo.v1.Echo/Echo", reads, frames.into(), ends, false).await
     }
 
-    /// [`past_the_deadline`] of a call to `path`, as a plugin that declared
-    /// `plugin.host.v1.Host` (whose `Log` takes a stream of requests), the caller sending
+    /// [`past_the_deadline`] of a call to `path`, as a plugin that declared `t.v1.T`
+    /// ([`streaming_contract`]), the caller sending
     /// `sent` bytes of 64 KiB messages; the plugin's server answers its headers at once
     /// (`headers_first`) or nothing.
     async fn past_the_deadline_at(
@@ -591,12 +592,7 @@ mod tests {
             .unwrap();
         let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
         plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
-        let declared = crate::instance::Contract::shared(
-            plugin_proto::FILE_DESCRIPTOR_SET.to_vec(),
-            vec!["plugin.host.v1.Host".into()],
-        )
-        .unwrap();
-        plugin.declared(&plugin.serving(), declared);
+        plugin.declared(&plugin.serving(), streaming_contract());
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(256);
         // Messages of 64 KiB: a few fill a plugin's stream window that is not read.
         let mut message = vec![0u8; 5 + (64 << 10)];
@@ -622,6 +618,35 @@ mod tests {
         }
     }
 
+    /// A contract of one service, `t.v1.T`, whose `Chat` streams both ways, `Collect` takes
+    /// a stream of requests for one answer, and `Unary` one message each way.
+    fn streaming_contract() -> Arc<crate::instance::Contract> {
+        use prost::Message;
+        use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto};
+        let method = |name: &str, client: bool, server: bool| MethodDescriptorProto {
+            name: Some(name.into()),
+            input_type: Some(".t.v1.M".into()),
+            output_type: Some(".t.v1.M".into()),
+            client_streaming: Some(client),
+            server_streaming: Some(server),
+            ..Default::default()
+        };
+        let file = FileDescriptorProto {
+            name: Some("t.proto".into()),
+            package: Some("t.v1".into()),
+            message_type: vec![DescriptorProto { name: Some("M".into()), ..Default::default() }],
+            service: vec![prost_types::ServiceDescriptorProto {
+                name: Some("T".into()),
+                method: vec![method("Chat", true, true), method("Collect", true, false), method("Unary", false, false)],
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let set = FileDescriptorSet { file: vec![file] }.encode_to_vec();
+        crate::instance::Contract::shared(set, vec!["t.v1.T".into()]).unwrap()
+    }
+
     /// Bytes of the request the caller sends: so many whole messages, or a part of one.
     struct Sent(usize);
 
@@ -632,23 +657,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn on_a_method_taking_a_stream_a_caller_that_sent_its_first_message_whole_is_not_blamed_for_the_wait() {
-        const LOG: &str = "/plugin.host.v1.Host/Log";
+    async fn on_a_method_streaming_both_ways_a_caller_that_sent_its_first_message_whole_is_not_blamed_for_the_wait() {
         let plugin_late = "deadline of 300ms (the plugin's call_timeout) exceeded";
-        // Part of the first message, then nothing: the caller's.
-        let part = past_the_deadline_at(LOG, true, Sent(1000), false, false).await;
-        assert_eq!(part.message(), format!("{plugin_late}: the caller had not sent all of its request"));
-        // A whole message, the stream still open: the plugin had something to work on.
-        let one = past_the_deadline_at(LOG, true, 1.into(), false, false).await;
-        assert_eq!((one.code(), one.message()), (tonic::Code::DeadlineExceeded, plugin_late));
-        // The same on a method taking one message: it waits for the request's end.
-        let unary = past_the_deadline_at("/plugin.host.v1.Host/Nope", true, 1.into(), false, false).await;
-        assert_eq!(unary.message(), format!("{plugin_late}: the caller had not sent all of its request"));
-        // With the plugin's headers out (as tonic sends them at once on a stream), the same.
-        let part = past_the_deadline_at(LOG, true, Sent(1000), false, true).await;
-        assert_eq!(part.message(), format!("{plugin_late}: the caller had not sent all of its request"));
-        let one = past_the_deadline_at(LOG, true, 1.into(), false, true).await;
-        assert_eq!((one.code(), one.message()), (tonic::Code::DeadlineExceeded, plugin_late));
+        let caller_late = format!("{plugin_late}: the caller had not sent all of its request");
+        for headers_first in [false, true] {
+            // Part of the first message, then nothing: the caller's.
+            let part = past_the_deadline_at("/t.v1.T/Chat", true, Sent(1000), false, headers_first).await;
+            assert_eq!(part.message(), caller_late, "headers first: {headers_first}");
+            // A whole message, the stream still open: the plugin had something to answer.
+            let one = past_the_deadline_at("/t.v1.T/Chat", true, 1.into(), false, headers_first).await;
+            assert_eq!((one.code(), one.message()), (tonic::Code::DeadlineExceeded, plugin_late));
+            // A method answering once its request has ended waits for that end.
+            for method in ["/t.v1.T/Collect", "/t.v1.T/Unary"] {
+                let open = past_the_deadline_at(method, true, 1.into(), false, headers_first).await;
+                assert_eq!(open.message(), caller_late, "{method}, headers first: {headers_first}");
+            }
+        }
     }
 
     #[tokio::test]

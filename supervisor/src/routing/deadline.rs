@@ -194,11 +194,13 @@ struct Blame {
 
 impl Blame {
     /// The caller's, when the call waits on it for more of its request and the plugin
-    /// cannot have begun on it: a method taking one message waits for all of it, one taking
-    /// a stream for its first message at least.
+    /// cannot have begun on it: a method streaming both ways needs its first message at
+    /// least, any other all of its request (a client-streaming one answers at its end).
+    /// A caller of a bidirectional method that sends one message and then waits is waiting
+    /// on the plugin's answer as far as anyone can tell: that deadline is the plugin's.
     fn caller_owes(&self) -> bool {
-        self.progress.caller_owes()
-            && (!self.progress.first_message_whole() || !(self.streams_requests)(self.uri.path()))
+        let (waiting, first_whole) = self.progress.now();
+        waiting && (!first_whole || !(self.streams_requests)(self.uri.path()))
     }
 
     fn judge(&self, why: Why) -> (tonic::Status, Source) {

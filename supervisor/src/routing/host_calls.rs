@@ -85,7 +85,7 @@ impl HostCalls {
         // Half the gateway's places at most: plugins calling out and not reading their
         // answers cannot take every place from the gateway's callers.
         let whole = gateway.stalls();
-        let stalls = StallBudget::share_of(&whole, whole.limit().div_ceil(2));
+        let stalls = StallBudget::share_of(&whole, whole.limit() / 2);
         Self { host, gateway, stalls }
     }
 

@@ -439,6 +439,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
         if untaken.queue.is_empty() {
             if stalled.take().is_some() && expires.is_none() {
                 expiry.as_mut().reset(far_future());
+                expired = false;
             }
         } else if stalled.is_none() && (untaken.full() || stalls.spent()) {
             stalled = stalls.stall();
@@ -464,6 +465,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 // streams, a host service's) would otherwise hold its place for as long as
                 // its caller stays connected: it keeps it while the caller takes some of it.
                 expiry.as_mut().reset(Instant::now() + UNDEADLINED_STALL);
+                expired = false;
             }
         }
         if expired && !untaken.queue.is_empty() {
@@ -486,6 +488,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 }
                 if expires.is_none() && stalled.is_some() {
                     expiry.as_mut().reset(Instant::now() + UNDEADLINED_STALL);
+                    expired = false;
                 }
             }
             // The deadline: with nothing untaken, the body itself ends as
@@ -592,6 +595,43 @@ mod tests {
         // Without one, its place goes once the caller has taken nothing for a while.
         assert_eq!(unread(None, UNDEADLINED_STALL / 2).await, (1, None));
         assert_eq!(unread(None, UNDEADLINED_STALL * 2).await, (0, Some(h2::Reason::CANCEL)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_reading_slowly_keeps_an_answer_without_a_deadline_for_as_long_as_it_reads() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let budget = StallBudget::new(4);
+        let held = budget.clone();
+        tokio::spawn(async move {
+            let mut h2 = h2::server::handshake(server_io).await.unwrap();
+            let (_, respond) = h2.accept().await.unwrap().unwrap();
+            let frames: Vec<_> =
+                (0..3).map(|_| Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![0u8; 128 << 10])))).collect();
+            let answer =
+                http::Response::new(Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames))));
+            tokio::spawn(async move { pipe(respond, answer, &budget).await });
+            let _ = poll_fn(|cx| h2.poll_closed(cx)).await;
+        });
+        let (mut client, conn) =
+            h2::client::Builder::new().initial_window_size(16 << 10).handshake::<_, Bytes>(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let (response, _) =
+            client.send_request(http::Request::post("http://gw/a.A/M").body(()).unwrap(), true).unwrap();
+        let mut body = response.await.unwrap().into_body();
+        let started = Instant::now();
+        let (mut got, mut stalled_seen) = (0, false);
+        // A window's worth every 20 s: never 30 s without taking some, for minutes in all.
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("the answer was reset while its caller was reading it");
+            got += chunk.len();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            stalled_seen |= held.stalled() == 1;
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+        assert_eq!(got, 3 * (128 << 10));
+        assert!(stalled_seen, "the answer never stalled: the test shows nothing");
+        assert!(started.elapsed() > UNDEADLINED_STALL * 4, "read in {:?}", started.elapsed());
+        assert_eq!(held.stalled(), 0, "its place was given back");
     }
 
     /// An in-memory connection whose server takes `calls` calls through a [`Pace`], each

@@ -20,11 +20,7 @@ pub struct StallBudget {
 
 /// A place among the stalled calls (and in the budget its own is a share of), given
 /// back when dropped.
-pub struct Stalled {
-    budget: Arc<StallBudget>,
-    /// The place in the budget this one is a share of, given back with this one.
-    _within: Option<Box<Stalled>>,
-}
+pub struct Stalled(Arc<StallBudget>);
 
 impl StallBudget {
     pub fn new(limit: usize) -> Arc<Self> {
@@ -39,14 +35,20 @@ impl StallBudget {
 
     /// A place, or `None` when the budget (or the one it is a share of) is spent.
     pub fn stall(self: &Arc<Self>) -> Option<Stalled> {
-        let outer = match &self.within {
-            Some(whole) => Some(Box::new(whole.stall()?)),
-            None => None,
-        };
-        self.stalled
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1))
-            .ok()
-            .map(|_| Stalled { budget: self.clone(), _within: outer })
+        // The share's place first: only the share's own calls ever see it counted while
+        // the whole's is asked for.
+        if !self.take() {
+            return None;
+        }
+        if self.within.as_ref().is_some_and(|whole| !whole.take()) {
+            self.stalled.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Stalled(self.clone()))
+    }
+
+    fn take(&self) -> bool {
+        self.stalled.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1)).is_ok()
     }
 
     /// Every place is taken, here or in the budget this is a share of.
@@ -67,7 +69,10 @@ impl StallBudget {
 
 impl Drop for Stalled {
     fn drop(&mut self) {
-        self.budget.stalled.fetch_sub(1, Ordering::AcqRel);
+        self.0.stalled.fetch_sub(1, Ordering::AcqRel);
+        if let Some(whole) = &self.0.within {
+            whole.stalled.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
