@@ -22,7 +22,7 @@ use crate::sandbox::pidfd::signal_name;
 pub const CONTROL_SOCKET: &str = "control.sock";
 pub const GATEWAY_SOCKET: &str = "gateway.sock";
 /// The longest socket path the kernel takes (`sun_path` less its NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub const MAX_SOCKET_PATH: usize = 107;
 const LOCK_FILE: &str = "supervisor.lock";
 
 /// The signals the daemon handles: the stop signals, and SIGHUP, which

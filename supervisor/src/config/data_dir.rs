@@ -62,12 +62,10 @@ impl Guarded {
     pub(super) fn check(&self, config: &Config, plugin: &PluginConfig, i: usize, p: &mut Problems<'_>) {
         let Some(raw) = &plugin.data_dir else { return };
         let at = [Seg::Key("plugin"), Seg::Index(i), Seg::Key("data_dir")];
-        if raw.as_os_str().is_empty() {
-            p.at(&at, "must not be empty (it would be the config file's own directory)");
-            return;
-        }
-        if raw.as_os_str().as_encoded_bytes().contains(&0) {
-            p.at(&at, "paths cannot contain NUL characters");
+        if let Some(problem) =
+            super::validate::unusable_path(raw, "must not be empty (it would be the config file's own directory)")
+        {
+            p.at(&at, problem);
             return;
         }
         let dir = config.resolve(raw);

@@ -87,11 +87,21 @@ fn check_directories(config: &Config, p: &mut Problems<'_>) {
     for (key, dir) in [("policies_dir", &s.policies_dir), ("state_dir", &s.state_dir), ("runtime_dir", &s.runtime_dir)]
     {
         let at = [Seg::Key("supervisor"), Seg::Key(key)];
-        if dir.as_os_str().is_empty() {
-            p.at(&at, "must not be empty");
-        } else if dir.as_os_str().as_encoded_bytes().contains(&0) {
-            p.at(&at, "paths cannot contain NUL characters");
+        if let Some(problem) = unusable_path(dir, "must not be empty") {
+            p.at(&at, problem);
         }
+    }
+}
+
+/// Why a configured path cannot name anything at all, if it cannot:
+/// `empty` says what an empty one would mean where it is.
+pub(super) fn unusable_path(path: &std::path::Path, empty: &'static str) -> Option<&'static str> {
+    if path.as_os_str().is_empty() {
+        Some(empty)
+    } else if path.as_os_str().as_encoded_bytes().contains(&0) {
+        Some("paths cannot contain NUL characters")
+    } else {
+        None
     }
 }
 

@@ -10,6 +10,7 @@ use plugin_proto::control::v1::PluginRef;
 use plugin_proto::control::v1::control_client::ControlClient;
 use plugin_proto::transport::H2Channel;
 use plugin_supervisor::config::units::format_duration;
+use plugin_supervisor::daemon::MAX_SOCKET_PATH;
 
 use crate::exit::{Exit, Failure};
 
@@ -97,7 +98,9 @@ pub fn socket_problem(socket: &Path) -> Option<String> {
     let len = socket.as_os_str().len();
     match len {
         0 => Some("is empty: give the control socket's path".into()),
-        n if n > 107 => Some(format!("{} is {n} bytes, more than the 107 a socket's path may have", socket.display())),
+        n if n > MAX_SOCKET_PATH => {
+            Some(format!("{} is {n} bytes, more than the {MAX_SOCKET_PATH} a socket's path may have", socket.display()))
+        }
         _ => None,
     }
 }
