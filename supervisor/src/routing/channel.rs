@@ -279,18 +279,21 @@ pub fn stack(plugin: Arc<Plugin>, metrics: Arc<Metrics>) -> Channel {
         .layer(SizeLayer { plugin: plugin.clone() })
         .layer(DeadlineLayer::reading(limit).knowing_streams({
             let plugin = plugin.clone();
-            move |path: &str| streams_requests(&plugin, path)
+            move |target: Option<&Target>, path: &str| {
+                let contract = target.map_or_else(|| plugin.contract(), |t| t.0.contract.load_full());
+                streams_requests(contract.as_deref(), path)
+            }
         }))
         .service(PluginService { plugin });
     BoxCloneSyncService::new(svc)
 }
 
 /// Whether the method at `path` (`/package.Service/Method`) streams both ways, by the
-/// contract the plugin's serving revision declared. A client-streaming method answers once
-/// its request has ended, so it is judged as one taking one message.
-fn streams_requests(plugin: &Plugin, path: &str) -> bool {
+/// contract the call's revision declared. A client-streaming method answers once its
+/// request has ended, so it is judged as one taking one message.
+fn streams_requests(contract: Option<&crate::instance::Contract>, path: &str) -> bool {
     let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else { return false };
-    let Some(contract) = plugin.contract() else { return false };
+    let Some(contract) = contract else { return false };
     contract
         .pool
         .get_service_by_name(service)
@@ -555,11 +558,20 @@ mod tests {
     /// when the plugin's server reads its request (`reads`) or reads nothing of it, and
     /// the caller sends `frames` of the request and then (`ends`) ends it or not.
     async fn past_the_deadline(reads: bool, frames: usize, ends: bool) -> tonic::Status {
-        past_the_deadline_at("/echo.v1.Echo/Echo", reads, frames.into(), ends, false).await
+        past_the_deadline_at("/echo.v1.Echo/Echo", reads, frames.into(), ends, false, Declared::Serving).await
+    }
+
+    /// Which revision declared `t.v1.T` ([`streaming_contract`]) and takes the call.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Declared {
+        /// The serving revision, alone.
+        Serving,
+        /// A canary taking every call; the serving revision declared nothing.
+        Canary,
     }
 
     /// [`past_the_deadline`] of a call to `path`, as a plugin that declared `t.v1.T`
-    /// ([`streaming_contract`]), the caller sending
+    /// (in the revision `declared` says), the caller sending
     /// `sent` bytes of 64 KiB messages; the plugin's server answers its headers at once
     /// (`headers_first`) or nothing.
     async fn past_the_deadline_at(
@@ -568,6 +580,7 @@ mod tests {
         sent: Sent,
         ends: bool,
         headers_first: bool,
+        declared: Declared,
     ) -> tonic::Status {
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         tokio::spawn(async move {
@@ -591,8 +604,16 @@ mod tests {
             .parse()
             .unwrap();
         let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
-        plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
-        plugin.declared(&plugin.serving(), streaming_contract());
+        let taking = match declared {
+            Declared::Serving => plugin.serving(),
+            Declared::Canary => {
+                let canary = plugin.new_revision(plugin.spec());
+                plugin.set_split(Some((&canary, 100)));
+                canary
+            }
+        };
+        taking.instances[0].live.store(Some(Arc::new(Live::new(channel, 100))));
+        plugin.declared(&taking, streaming_contract());
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(256);
         // Messages of 64 KiB: a few fill a plugin's stream window that is not read.
         let mut message = vec![0u8; 5 + (64 << 10)];
@@ -662,17 +683,30 @@ mod tests {
         let caller_late = format!("{plugin_late}: the caller had not sent all of its request");
         for headers_first in [false, true] {
             // Part of the first message, then nothing: the caller's.
-            let part = past_the_deadline_at("/t.v1.T/Chat", true, Sent(1000), false, headers_first).await;
+            let part =
+                past_the_deadline_at("/t.v1.T/Chat", true, Sent(1000), false, headers_first, Declared::Serving).await;
             assert_eq!(part.message(), caller_late, "headers first: {headers_first}");
             // A whole message, the stream still open: the plugin had something to answer.
-            let one = past_the_deadline_at("/t.v1.T/Chat", true, 1.into(), false, headers_first).await;
+            let one =
+                past_the_deadline_at("/t.v1.T/Chat", true, 1.into(), false, headers_first, Declared::Serving).await;
             assert_eq!((one.code(), one.message()), (tonic::Code::DeadlineExceeded, plugin_late));
             // A method answering once its request has ended waits for that end.
             for method in ["/t.v1.T/Collect", "/t.v1.T/Unary"] {
-                let open = past_the_deadline_at(method, true, 1.into(), false, headers_first).await;
+                let open = past_the_deadline_at(method, true, 1.into(), false, headers_first, Declared::Serving).await;
                 assert_eq!(open.message(), caller_late, "{method}, headers first: {headers_first}");
             }
         }
+    }
+
+    /// A canary may declare a method the serving revision does not (a rollout adding a
+    /// streaming method): its calls are judged by the canary's contract, the one serving them.
+    #[tokio::test]
+    async fn a_method_only_the_canary_declared_is_judged_by_the_canarys_contract() {
+        let plugin_late = "deadline of 300ms (the plugin's call_timeout) exceeded";
+        let one = past_the_deadline_at("/t.v1.T/Chat", true, 1.into(), false, false, Declared::Canary).await;
+        assert_eq!((one.code(), one.message()), (tonic::Code::DeadlineExceeded, plugin_late));
+        let part = past_the_deadline_at("/t.v1.T/Chat", true, Sent(1000), false, false, Declared::Canary).await;
+        assert_eq!(part.message(), format!("{plugin_late}: the caller had not sent all of its request"));
     }
 
     #[tokio::test]

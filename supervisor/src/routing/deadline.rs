@@ -28,6 +28,7 @@ use tonic::body::Body;
 use plugin_proto::transport::RequestProgress;
 
 use super::record::{Source, local};
+use super::split::Target;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -81,9 +82,10 @@ pub struct DeadlineLayer {
     streams_requests: StreamsRequests,
 }
 
-/// Whether the method at a call's path takes a stream of requests (client streaming or
-/// bidirectional), asked only when a deadline passes while the call waits on its caller.
-type StreamsRequests = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Whether the method at a call's path streams its requests as [`Blame`] judges them (the
+/// revision the split chose, if any, declared the method's kind), asked only when a
+/// deadline passes while the call waits on its caller.
+type StreamsRequests = Arc<dyn Fn(Option<&Target>, &str) -> bool + Send + Sync>;
 
 impl DeadlineLayer {
     pub fn fixed(limit: Duration) -> Self {
@@ -92,13 +94,16 @@ impl DeadlineLayer {
 
     /// The limit `read` says at each call.
     pub fn reading(read: impl Fn(&http::Extensions) -> Duration + Send + Sync + 'static) -> Self {
-        Self { limit: Arc::new(read), streams_requests: Arc::new(|_: &str| false) }
+        Self { limit: Arc::new(read), streams_requests: Arc::new(|_: Option<&Target>, _: &str| false) }
     }
 
     /// Says which methods take a stream of requests: one whose caller has sent a whole
     /// first message and waits may be waiting on the plugin's answer, so a deadline then
     /// is the plugin's. Without it every method is taken to take one message.
-    pub fn knowing_streams(mut self, streams_requests: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+    pub fn knowing_streams(
+        mut self,
+        streams_requests: impl Fn(Option<&Target>, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.streams_requests = Arc::new(streams_requests);
         self
     }
@@ -155,7 +160,12 @@ where
         req.extensions_mut().insert(expires);
         let progress = RequestProgress::default();
         req.extensions_mut().insert(progress.clone());
-        let blame = Blame { progress, uri: req.uri().clone(), streams_requests: self.streams_requests.clone() };
+        let blame = Blame {
+            progress,
+            uri: req.uri().clone(),
+            target: req.extensions().get::<Target>().cloned(),
+            streams_requests: self.streams_requests.clone(),
+        };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let why = Why { timeout, callers: asked.is_some_and(|a| a < limit) };
@@ -189,6 +199,8 @@ fn unanswered(why: Why, blame: &Blame) -> http::Response<Body> {
 struct Blame {
     progress: RequestProgress,
     uri: http::Uri,
+    /// The revision the call went to: a canary may declare a method another kind.
+    target: Option<Target>,
     streams_requests: StreamsRequests,
 }
 
@@ -200,7 +212,7 @@ impl Blame {
     /// on the plugin's answer as far as anyone can tell: that deadline is the plugin's.
     fn caller_owes(&self) -> bool {
         let (waiting, first_whole) = self.progress.now();
-        waiting && (!first_whole || !(self.streams_requests)(self.uri.path()))
+        waiting && (!first_whole || !(self.streams_requests)(self.target.as_ref(), self.uri.path()))
     }
 
     fn judge(&self, why: Why) -> (tonic::Status, Source) {
