@@ -414,18 +414,24 @@ fn compare_contracts(
     Ok(report.changes().iter().map(ToString::to_string).collect())
 }
 
-/// `grpc.health.v1` says the instance serves.
+/// How long a new instance has to answer the reload's health check.
+const HEALTH_WAIT: Duration = Duration::from_secs(5);
+
+/// `grpc.health.v1` says the instance serves, within [`HEALTH_WAIT`]. The channel does
+/// not enforce the deadline it sends: a plugin whose runtime blocked after its init
+/// would otherwise hold the reload, and every `update` and SIGHUP queued behind it.
 async fn serving(channel: H2Channel) -> Result<(), String> {
     let mut client = HealthClient::new(channel);
     let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
-    req.set_timeout(Duration::from_secs(5));
-    match client.check(req).await {
-        Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
-        Ok(r) => Err(format!(
+    req.set_timeout(HEALTH_WAIT);
+    match tokio::time::timeout(HEALTH_WAIT, client.check(req)).await {
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+        Ok(Ok(r)) => Err(format!(
             "health check answered {:?}",
             ServingStatus::try_from(r.get_ref().status).unwrap_or(ServingStatus::Unknown)
         )),
-        Err(status) => Err(format!("health check failed: {:?}: {}", status.code(), status.message())),
+        Ok(Err(status)) => Err(format!("health check failed: {:?}: {}", status.code(), status.message())),
+        Err(_) => Err(format!("health check not answered within {HEALTH_WAIT:?}")),
     }
 }
 

@@ -230,3 +230,22 @@ async fn a_replacement_runs_the_serving_image_again_and_switches_at_once_even_fo
     assert!(p.rollout().is_none());
     f.sup.shutdown().await;
 }
+
+/// A new instance that takes the health check's stream and never answers (its runtime
+/// blocked after its init) fails the check once its time is up: the reload ends, and
+/// the updates and reloads queued behind it go on.
+#[tokio::test(start_paused = true)]
+async fn a_health_check_the_new_instance_never_answers_fails_in_its_time() {
+    let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+    tokio::spawn(async move {
+        let mut conn = h2::server::handshake(theirs).await.unwrap();
+        let mut held = Vec::new();
+        while let Some(Ok(stream)) = conn.accept().await {
+            held.push(stream);
+        }
+    });
+    let (channel, conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+    tokio::spawn(conn);
+    let checked = tokio::time::timeout(Duration::from_secs(60), super::serving(channel)).await;
+    assert_eq!(checked, Ok(Err("health check not answered within 5s".to_owned())));
+}
