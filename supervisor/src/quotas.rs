@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::QuotaConfig;
 use crate::config::units::{ByteSize, CpuShare};
-use crate::instance::Plugin;
+use crate::instance::{Plugin, Revision};
 use crate::observe::events::EventKind;
 use crate::sandbox::cgroup::{self, Limits};
 use crate::sandbox::quota;
@@ -99,41 +99,38 @@ impl Supervisor {
         // One change at a time: each starts from what the last one left.
         let _one = p.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
         let bad = |reason: String| SupervisorError::Quota { plugin: name.into(), reason };
-        // Of the serving revision; every revision's instances get them (a reload that
-        // changes the config's quotas is the config's word, the overrides the operator's).
-        let spec = p.spec();
-        let tier = self.shared().launcher.tier_quota(&spec.tier);
         let before = (**p.overrides.load()).clone();
         let overrides = change.apply(before.clone());
-        let effective = quota::effective(tier.as_ref(), &spec.quota, &overrides);
-        if let (Some(Some(high)), Some(max)) = (change.memory_high, effective.memory_max)
-            && high >= max
-        {
-            return Err(bad(format!("memory-high {high} must be below memory {max}")));
+        // Every revision's instances get them, each under its own entry and tier (a reload
+        // that changes the config's quotas is the config's word, the overrides the
+        // operator's).
+        let parts = parts(self.shared(), &p, |rev| rev.spec(), &before, &overrides);
+        for part in &parts {
+            if let (Some(Some(high)), Some(max)) = (change.memory_high, part.effective.memory_max)
+                && high >= max
+            {
+                return Err(bad(format!("{}memory-high {high} must be below memory {max}", part.named())));
+            }
+            part.limits.validate().map_err(|e| bad(format!("{}{e}", part.named())))?;
         }
-        let limits = quota::limits(&effective);
-        limits.validate().map_err(|e| bad(e.to_string()))?;
-        let previous = quota::limits(&quota::effective(tier.as_ref(), &spec.quota, &before));
-        let cgroups = leaves(&p);
         // Only a change of the memory limit can put it below what an instance uses.
         if !force
             && change.memory_max.is_some()
-            && let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max)
+            && let Some((instance, limit, usage)) = above_usage_any(&parts)
         {
             return Err(SupervisorError::MemoryBelowUsage { plugin: name.into(), instance, limit, usage });
         }
         // Instances starting meanwhile take the new quotas; undone below if refused.
         p.overrides.store(Arc::new(overrides.clone()));
-        let applied =
-            apply_all(name, &cgroups, &limits, &previous, effective.optional).and_then(|applied| {
-                match self.shared().state.set_quota(name, overrides.clone()) {
-                    Ok(()) => Ok(applied),
-                    Err(e) => {
-                        undo(&cgroups, &previous, effective.optional);
-                        Err(e.into())
-                    }
+        let applied = apply_parts(name, &parts).and_then(|applied| {
+            match self.shared().state.set_quota(name, overrides.clone()) {
+                Ok(()) => Ok(applied),
+                Err(e) => {
+                    undo_parts(&parts);
+                    Err(e.into())
                 }
-            });
+            }
+        });
         let applied = match applied {
             Ok(n) => n,
             Err(e) => {
@@ -142,7 +139,8 @@ impl Supervisor {
                 return Err(e);
             }
         };
-        show_in_force(&p, &effective);
+        parts.iter().for_each(Part::show_in_force);
+        let effective = parts[0].effective.clone();
         let shown = describe(&effective);
         // Unsandboxed (tier "none"), an instance runs without a cgroup: nothing holds it to
         // the change, which is kept all the same (for its next start under a tier).
@@ -163,57 +161,140 @@ impl Supervisor {
 }
 
 /// Gives `p`'s serving revision `spec`, which differs from its entry only in keys that
-/// apply to running processes (see `config::changes`). The entry is stored first, so an
-/// instance starting meanwhile takes it; then changed quotas are set on every running
-/// instance, under the operator's overrides (which keep winning until `quota ...
-/// default`). A change the kernel refuses, or a memory limit below what an instance uses
-/// now, is undone and the revision keeps its entry. Returns the quotas in force.
+/// apply to running processes (see `config::changes`), and every other revision with
+/// instances (a canary, a reload's new one) those keys too, or a canary promoted later
+/// would bring the old ones back. The entries are stored first, so an instance starting
+/// meanwhile takes them; then changed quotas are set on every running instance, each
+/// revision's under its own tier and the operator's overrides (which keep winning until
+/// `quota ... default`). A change the kernel refuses, or a memory limit below what an
+/// instance uses now, is undone and the revisions keep their entries. Returns the
+/// serving revision's quotas in force.
 pub(crate) fn apply_live(
     shared: &Shared,
     p: &Plugin,
     spec: Arc<crate::config::PluginSpec>,
 ) -> Result<String, SupervisorError> {
     let _one = p.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
-    let rev = p.serving();
-    let old = rev.spec();
-    let tier = shared.launcher.tier_quota(&spec.tier);
+    let serving = p.serving().number;
     let overrides = p.overrides.load_full();
-    let effective = quota::effective(tier.as_ref(), &spec.quota, &overrides);
-    if old.quota == spec.quota {
-        rev.set_live_spec(spec);
-        return Ok(describe(&effective));
+    let entry = |rev: &Revision| {
+        if rev.number == serving {
+            spec.clone()
+        } else {
+            Arc::new(crate::config::changes::with_live_keys(&rev.spec(), &spec))
+        }
+    };
+    let parts = parts(shared, p, entry, &overrides, &overrides);
+    let old: Vec<_> = parts.iter().map(|part| part.rev.spec()).collect();
+    if parts.iter().zip(&old).all(|(part, old)| old.quota == part.entry.quota) {
+        parts.iter().for_each(|part| part.rev.set_live_spec(part.entry.clone()));
+        return Ok(describe(&parts[0].effective));
     }
     let bad = |reason: String| SupervisorError::Quota { plugin: p.name.clone(), reason };
-    let limits = quota::limits(&effective);
-    limits.validate().map_err(|e| bad(e.to_string()))?;
-    let previous = quota::limits(&quota::effective(tier.as_ref(), &old.quota, &overrides));
-    let cgroups = leaves(p);
-    if let Some((instance, limit, usage)) = above_usage(&cgroups, effective.memory_max) {
+    for part in &parts {
+        part.limits.validate().map_err(|e| bad(format!("{}{e}", part.named())))?;
+    }
+    if let Some((instance, limit, usage)) = above_usage_any(&parts) {
         return Err(bad(format!(
             "memory {limit} is below what {instance} uses now ({}); the config's quotas were not applied",
             usage
         )));
     }
-    rev.set_live_spec(spec);
-    if let Err(e) = apply_all(&p.name, &cgroups, &limits, &previous, effective.optional) {
-        rev.set_live_spec(old);
+    parts.iter().for_each(|part| part.rev.set_live_spec(part.entry.clone()));
+    if let Err(e) = apply_parts(&p.name, &parts) {
+        parts.iter().zip(old).for_each(|(part, old)| part.rev.set_live_spec(old));
         shared.events.emit(&p.name, "", EventKind::QuotaRefused, e.to_string(), &[]);
         return Err(e);
     }
-    show_in_force(p, &effective);
-    Ok(describe(&effective))
+    parts.iter().for_each(Part::show_in_force);
+    Ok(describe(&parts[0].effective))
 }
 
-/// The cgroup leaves of `p`'s instances that have one now.
-fn leaves(p: &Plugin) -> Vec<(String, Arc<cgroup::Instance>)> {
-    p.instances().iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect()
+/// One revision's share of a quota change: its instances' cgroups, and the quotas in force
+/// on them before and after. Each revision's come from its own entry and tier: a canary
+/// may have quota keys of its own, or run under another tier.
+struct Part {
+    rev: Arc<Revision>,
+    /// Its entry after the change.
+    entry: Arc<crate::config::PluginSpec>,
+    leaves: Vec<(String, Arc<cgroup::Instance>)>,
+    effective: QuotaConfig,
+    limits: Limits,
+    previous: Limits,
+    serving: bool,
 }
 
-/// Every instance's status shows `effective` as its quotas.
-fn show_in_force(p: &Plugin, effective: &QuotaConfig) {
-    for inst in &p.instances() {
-        inst.update(|s| s.quota = effective.clone());
+impl Part {
+    /// How a refusal names it: the serving revision goes without saying.
+    fn named(&self) -> String {
+        if self.serving { String::new() } else { format!("revision {}: ", self.rev.number) }
     }
+
+    /// Its instances' status shows its quotas in force.
+    fn show_in_force(&self) {
+        for inst in &self.rev.instances {
+            inst.update(|s| s.quota = self.effective.clone());
+        }
+    }
+}
+
+/// Every revision of `p` with instances, the serving one first: `entry` gives each its
+/// entry after the change, `before` and `after` are the operator's overrides.
+fn parts(
+    shared: &Shared,
+    p: &Plugin,
+    entry: impl Fn(&Revision) -> Arc<crate::config::PluginSpec>,
+    before: &QuotaConfig,
+    after: &QuotaConfig,
+) -> Vec<Part> {
+    let serving = p.serving();
+    let others = p.revisions().into_iter().filter(|r| r.number != serving.number);
+    std::iter::once(serving.clone())
+        .chain(others)
+        .map(|rev| {
+            let old = rev.spec();
+            let new = entry(&rev);
+            let previous = quota::effective(shared.launcher.tier_quota(&old.tier).as_ref(), &old.quota, before);
+            let effective = quota::effective(shared.launcher.tier_quota(&new.tier).as_ref(), &new.quota, after);
+            let leaves = rev.instances.iter().filter_map(|i| Some((i.id.clone(), i.cgroup.load_full()?))).collect();
+            Part {
+                serving: rev.number == serving.number,
+                rev,
+                entry: new,
+                leaves,
+                limits: quota::limits(&effective),
+                previous: quota::limits(&previous),
+                effective,
+            }
+        })
+        .collect()
+}
+
+/// Sets every part's limits. On the first refusal, the parts already changed get their
+/// previous limits back (the refused one restored itself). Returns the instances changed.
+fn apply_parts(plugin: &str, parts: &[Part]) -> Result<usize, SupervisorError> {
+    let mut applied = 0;
+    for (n, part) in parts.iter().enumerate() {
+        match apply_all(plugin, &part.leaves, &part.limits, &part.previous, part.effective.optional) {
+            Ok(changed) => applied += changed,
+            Err(e) => {
+                undo_parts(&parts[..n]);
+                return Err(e);
+            }
+        }
+    }
+    Ok(applied)
+}
+
+fn undo_parts(parts: &[Part]) {
+    for part in parts {
+        undo(&part.leaves, &part.previous, part.effective.optional);
+    }
+}
+
+/// The first instance of any revision using more memory than its revision's new limit.
+fn above_usage_any(parts: &[Part]) -> Option<(String, ByteSize, ByteSize)> {
+    parts.iter().find_map(|part| above_usage(&part.leaves, part.effective.memory_max))
 }
 
 /// The first instance using more memory than `memory_max` now: its id, the

@@ -202,6 +202,27 @@ fn spec_changes(a: &PluginSpec, b: &PluginSpec) -> Vec<KeyChange> {
     differs.into_iter().filter(|(_, d, _)| *d).map(|(key, _, apply)| KeyChange { key, apply }).collect()
 }
 
+/// `base` with every key of `from` that applies live ([`spec_changes`]'s `Live` ones):
+/// what a revision other than the serving one (a canary, a reload's new one) takes from an
+/// entry whose live keys changed, keeping the keys that make it a revision of its own. A
+/// canary left with the old values would bring them back when promoted: a caller the
+/// operator removed from `callers` could call again. `services` stays the revision's own:
+/// in place, it is only checked against the serving revision's declared services.
+pub fn with_live_keys(base: &PluginSpec, from: &PluginSpec) -> PluginSpec {
+    PluginSpec {
+        autostart: from.autostart,
+        call_timeout: from.call_timeout,
+        quota: from.quota.clone(),
+        rollout: from.rollout.clone(),
+        leaks: from.leaks.clone(),
+        log_limit: from.log_limit,
+        callers: from.callers.clone(),
+        calls: from.calls.clone(),
+        protection: from.protection,
+        ..base.clone()
+    }
+}
+
 /// What makes a revision what it is: every key that may need a new process, and the digest
 /// of the binary it runs. A rolled-back revision is remembered by it, so that `update`
 /// does not try the same entry and binary again.
@@ -403,6 +424,25 @@ mod tests {
         let reordered = format!("{before}services = [\"b.v1.B\", \"echo.v1.Echo\"]\n");
         let same = format!("{before}services = [\"echo.v1.Echo\", \"b.v1.B\", \"echo.v1.Echo\"]\n");
         assert!(diff(&reordered, &same, false).changed.is_empty());
+    }
+
+    #[test]
+    fn a_revision_of_its_own_takes_every_live_key_and_keeps_the_rest() {
+        let live = "autostart = false\ncall_timeout = \"9s\"\nlog_rate = 20\nlog_burst = 5\ncallers = [\"uid:2\"]\n\
+                    calls = []\nmax_in_flight = 3\nmax_queued = 1\nmax_request_bytes = \"1K\"\n\
+                    max_response_bytes = \"2K\"\n[plugin.quota]\nmemory_max = \"64M\"\n[plugin.rollout]\n\
+                    strategy = \"canary\"\n[plugin.leaks]\nwindow = \"1m\"\n[plugin.breaker]\nfailures = 3";
+        let head = format!("{HEAD}{}", entry("b", ""));
+        let (canary, file) = load_both(
+            &format!("{head}{}", entry("a", "args = [\"--canary\"]\ncalls = [\"b\"]\ncallers = [\"uid:1\"]")),
+            &format!("{head}{}", entry("a", live)),
+        );
+        let (canary, file) = (canary.specs().remove(1), file.specs().remove(1));
+        let before = spec_changes(&canary, &file);
+        assert!(before.iter().filter(|k| k.apply == Apply::Live).count() >= 14, "every live key differs: {before:?}");
+        let merged = with_live_keys(&canary, &file);
+        let left: Vec<_> = spec_changes(&merged, &file).into_iter().map(|k| (k.key, k.apply)).collect();
+        assert_eq!(left, [("args", Apply::NewRevision)], "only what made it a revision of its own");
     }
 
     #[test]

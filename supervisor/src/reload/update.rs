@@ -246,13 +246,17 @@ impl Job {
             // Who may call is the operator's word on the plugin, not on a revision: it
             // applies now, whatever becomes of a new revision the same edit needs (held,
             // refused, or serving later with this same entry).
+            // In every revision with instances (a canary's, and a draining one's).
+            let mut access = Vec::new();
             if !change.live_only() && change.keys.iter().any(|k| k.key == "callers") {
                 set_callers(&p, &spec);
+                access.push("callers");
             }
-            // What it may call, likewise, and in every revision with instances (a canary's
-            // and a draining one's too: each instance's calls out read its own revision's).
+            // What it may call, likewise (each instance's calls out read its own
+            // revision's).
             if change.keys.iter().any(|k| k.key == "calls") {
                 set_calls(&p, &spec);
+                access.push("calls");
             }
             if change.live_only() {
                 let log_limit = spec.log_limit;
@@ -271,7 +275,10 @@ impl Job {
                     Err(e) => done.failed.push(e.into()),
                 }
             } else if let Some(why) = held(shared, &p, &spec).await {
-                done.held.push(why);
+                done.held.push(match access.as_slice() {
+                    [] => why,
+                    applied => format!("{why}; applied in place all the same: {}", applied.join(", ")),
+                });
             } else if let Err(e) = self.runnable(&spec) {
                 done.failed.push(e);
             } else {
@@ -406,12 +413,14 @@ impl Job {
     }
 }
 
-/// The serving revision's entry with `spec`'s `callers`, the rest as it runs.
+/// Every revision's entry with `spec`'s `callers`, the rest as it runs: a canary left with
+/// the old ones would bring them back when promoted.
 fn set_callers(p: &Plugin, spec: &PluginSpec) {
-    let serving = p.serving();
-    let mut now = PluginSpec::clone(&serving.spec());
-    now.callers = spec.callers.clone();
-    serving.set_live_spec(Arc::new(now));
+    for rev in p.revisions().into_iter().chain([p.serving()]) {
+        let mut now = PluginSpec::clone(&rev.spec());
+        now.callers = spec.callers.clone();
+        rev.set_live_spec(Arc::new(now));
+    }
     tracing::info!(plugin = %p.name, "callers applied in place");
 }
 
@@ -609,6 +618,57 @@ mod tests {
         assert_eq!(done.lines(), ["fake: applied in place: quota (pids 32)"]);
         assert_eq!(f.sup.plugin("fake").unwrap().spec().quota.pids_max, Some(40), "the file's word is kept");
         assert_eq!(limits(&f.sup), (Some(32), Some(32)));
+        f.sup.shutdown().await;
+    }
+
+    /// During a canary rollout: who may call, taken away by an update, stays taken away
+    /// once the canary is promoted; the operator's quota change leaves each revision the
+    /// quotas of its own entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn during_a_canary_callers_reach_every_revision_and_quotas_keep_each_revisions_own() {
+        use crate::config::units::ByteSize;
+        use crate::instance::Revision;
+        use crate::instance::fake::{FakeLauncher, fixture_over};
+        use crate::rollout::{Action, Phase};
+        use crate::routing::callers::{Callers, Rule};
+        let entry = "callers = [\"uid:1\", \"uid:2\"]\n[plugin.quota]\nmemory_max = \"64M\"\n[plugin.rollout]\n\
+                     strategy = \"canary\"\nsteps = [10, 100]\nstep_interval = \"60s\"";
+        let f = fixture_over(FakeLauncher::with_cgroups(), &plugin("fake", entry), &[]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        edit(&f.sup, |t| {
+            t.replace("memory_max = \"64M\"", "memory_max = \"256M\"")
+                .replace("name = \"fake\"", "name = \"fake\"\nargs = [\"--new\"]")
+        });
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        assert!(done.lines()[0].contains("as a canary"), "{:?}", done.lines());
+        let p = f.sup.plugin("fake").unwrap();
+        let canary = p.split().expect("a canary split").canary.clone();
+        let memory_max = |rev: &Revision| {
+            let inst = rev.instances[0].clone();
+            (inst.cgroup.load_full().unwrap().limits().unwrap().memory_max, inst.status().quota.memory_max)
+        };
+        let mib = |n: u64| n << 20;
+        let change = crate::quotas::QuotaChange::parse("", "", "50%", "").unwrap();
+        f.sup.change_quota("fake", &change, false).unwrap();
+        assert_eq!(memory_max(&p.serving()), (Some(mib(64)), Some(ByteSize(mib(64)))));
+        assert_eq!(memory_max(&canary), (Some(mib(256)), Some(ByteSize(mib(256)))), "the canary's own entry");
+
+        edit(&f.sup, |t| t.replace("callers = [\"uid:1\", \"uid:2\"]", "callers = [\"uid:1\"]"));
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        assert_eq!(
+            done.lines(),
+            ["fake: not changed: a rollout is under way (`supervisorctl rollout status fake`); it is promoted or \
+              rolled back first; applied in place all the same: callers"]
+        );
+        let one = Some(Callers(vec![Rule::Uid(1)]));
+        assert_eq!((p.spec().callers.clone(), canary.spec().callers.clone()), (one.clone(), one.clone()));
+        f.sup.rollout("fake", Action::Promote).await.unwrap();
+        let began = std::time::Instant::now();
+        while !p.rollout().is_some_and(|r| r.report().phase == Phase::Promoted) {
+            assert!(began.elapsed() < UP, "never promoted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((p.serving().number, p.spec().callers.clone()), (canary.number, one), "uid 2 stays out");
         f.sup.shutdown().await;
     }
 
