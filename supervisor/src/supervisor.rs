@@ -444,6 +444,19 @@ impl Supervisor {
                 Ok((done.to_string(), p.rollout().map(|r| r.report())))
             }
             Action::Abort if report.phase == Phase::Interrupted => {
+                // A resume starting the canary holds the plugin's reload, and the phase stays
+                // interrupted until the canary runs: given up meanwhile, the rollout would be
+                // said given up and then run all the same. Held, no resume starts meanwhile.
+                let Ok(_no_resume) = p.reload_lock.try_lock() else {
+                    return Err(RolloutError::NotNow {
+                        plugin: name.to_owned(),
+                        action: "abort",
+                        phase: report.phase,
+                        note: format!(
+                            "a resume is starting its canary; abort it once it runs (`supervisorctl rollout status {name}`)"
+                        ),
+                    });
+                };
                 crate::rollout::saved::give_up(&self.shared, &p, &ro);
                 Ok((
                     format!("{name}: the interrupted rollout was given up; the stable revision serves on"),

@@ -539,3 +539,33 @@ async fn a_canary_refused_keeps_nothing_but_one_cut_short_by_a_stop_comes_back_o
     assert_eq!(p.rollout().unwrap().report().phase, Phase::Interrupted);
     sup.shutdown().await;
 }
+
+/// An abort of an interrupted rollout while its resume is still starting the canary is
+/// refused, not said done: the resume goes on, and the canary takes its share.
+#[tokio::test]
+async fn an_interrupted_rollout_cannot_be_given_up_while_its_resume_starts_the_canary() {
+    let f = started(&slow_canary("[\"old\"]"), &[]).await;
+    rewrite(&f.sup, &slow_canary("[\"new\"]"));
+    f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(f.sup.restart_plugin("fake", UP).await.unwrap(), "running");
+    until_phase(&f.sup, Phase::Interrupted).await;
+    f.fake.hold();
+    let sup = &f.sup;
+    let resume = sup.rollout("fake", Action::Resume);
+    let abort = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = sup.rollout("fake", Action::Abort).await.unwrap_err();
+        f.fake.release();
+        refused
+    };
+    let (resumed, refused) = tokio::join!(resume, abort);
+    assert_eq!(
+        refused.to_string(),
+        "plugin \"fake\": cannot abort: the rollout is interrupted (a resume is starting its canary; abort it once \
+         it runs (`supervisorctl rollout status fake`))"
+    );
+    let (said, report) = resumed.unwrap();
+    assert!(said.starts_with("fake: revision 3 takes 10% of calls as a canary"), "{said}");
+    assert_eq!(report.map(|r| r.phase), Some(Phase::Running));
+    f.sup.shutdown().await;
+}
