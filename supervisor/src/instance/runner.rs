@@ -132,16 +132,25 @@ async fn supervise(
             s.generation = want.generation;
         });
 
-        // Leaving cancels the start; one whose process exists is torn down (and its
-        // verdict said) before the start returns.
+        // Leaving cancels the start, and so does the operator's stop or restart (a start
+        // that hangs would otherwise keep them waiting for up to three handshake
+        // timeouts); one whose process exists is torn down (and its verdict said) before
+        // the start returns.
         let mut cancel = Leaving { shutdown: leaving.shutdown.clone(), retired: leaving.retired.clone() };
+        let mut commands = desired.clone();
         let started = start::start(plugin, rev, inst, shared, async move {
-            cancel.wait().await;
-            cancel.why()
+            tokio::select! {
+                () = cancel.wait() => cancel.why(),
+                () = stopped_or_restarted(&mut commands, want.generation) => "stopped or restarted by request",
+            }
         })
         .await;
         if leaving.now() && started.is_err() {
             return;
+        }
+        // Cancelled by the operator's command: obeyed next, not a failed start.
+        if started.is_err() && commanded_since(&desired.borrow(), want.generation) {
+            continue;
         }
         let started = match started {
             Ok(running) => {
@@ -260,6 +269,19 @@ fn round(d: Duration) -> Duration {
 }
 
 /// Resolves when the operator issues a new command.
+/// The operator has stopped or restarted the plugin since command `current` (a start
+/// meanwhile leaves a start under way to go on).
+fn commanded_since(d: &super::Desired, current: u64) -> bool {
+    d.generation != current && (!d.run || d.restart)
+}
+
+/// Resolves once [`commanded_since`]; never if the plugin is gone.
+async fn stopped_or_restarted(rx: &mut watch::Receiver<super::Desired>, current: u64) {
+    if rx.wait_for(|d| commanded_since(d, current)).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn changed_generation(rx: &mut watch::Receiver<super::Desired>, current: u64) {
     let _ = rx.wait_for(|d| d.generation != current).await;
 }

@@ -451,6 +451,26 @@ async fn an_instance_still_starting_when_the_supervisor_stops_is_torn_down_with_
     assert!(messages(&f.sup, "start-failed").is_empty(), "a cancelled start is not a failure");
 }
 
+/// The operator's stop of an instance still in its handshake ends the start at once (it
+/// waited for the handshake timeout, three of them through init and health), and is not
+/// a failed start; a restart likewise starts afresh.
+#[tokio::test]
+async fn a_stop_or_restart_ends_a_start_that_hangs_at_once() {
+    let hangs = "handshake_timeout = \"30s\"\nstop_timeout = \"1s\"";
+    let f = fixture(&plugin("fake", hangs), &[("fake", &[Behaviour::Hang, Behaviour::Hang])]);
+    until(&f.sup, "fake", "spawned and greeting", |s| s.state == State::Starting && s.pid.is_some()).await;
+    let began = std::time::Instant::now();
+    let restarted = tokio::time::timeout(Duration::from_millis(500), f.sup.restart_plugin("fake", UP)).await;
+    assert!(restarted.is_err(), "the second launch hangs too");
+    until(&f.sup, "fake", "started again", |s| s.state == State::Starting && s.restarts == 1).await;
+    assert_eq!(f.fake.launches("fake"), 2);
+    let said = f.sup.stop_plugin("fake").await.unwrap();
+    assert_eq!(said, "stopped (stopped by request)");
+    assert!(began.elapsed() < Duration::from_secs(5), "took {:?}", began.elapsed());
+    assert!(messages(&f.sup, "start-failed").is_empty(), "a cancelled start is not a failure");
+    f.sup.shutdown().await;
+}
+
 /// A canary that declares a service the serving revision does not keeps it routed while it
 /// is promoted, even when the routes are set again from elsewhere meanwhile (another
 /// instance's handshake does that): the promotion's switches (no canary, the canary
