@@ -1,6 +1,6 @@
 //! Every call into the plugin passes here: counted while in flight (for the
-//! drain), and a panic inside a handler becomes an `INTERNAL` status while
-//! the process keeps serving.
+//! drain), and a panic inside a handler, or in the stream of its answer, becomes
+//! an `INTERNAL` status while the process keeps serving.
 
 use std::any::Any;
 use std::future::Future;
@@ -99,10 +99,90 @@ where
                 Err(payload) => return Ok(panic_response(&method, payload.as_ref())),
             };
             match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(Ok(resp)) => Ok(resp.map(Body::new)),
+                Ok(Ok(resp)) => Ok(resp.map(|body| Body::new(Guarded { inner: Body::new(body), method, done: false }))),
                 Ok(Err(e)) => Err(e),
                 Err(payload) => Ok(panic_response(&method, payload.as_ref())),
             }
         }))
+    }
+}
+
+/// An answer's body, whose stream a panic may end too (a stream's `poll_next` is the
+/// author's code): the caller then gets INTERNAL naming the method, as for a panic in the
+/// handler, instead of a reset stream it would take for CANCELLED.
+struct Guarded {
+    inner: Body,
+    method: String,
+    done: bool,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let inner = &mut this.inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll_frame(cx))) {
+            Ok(polled) => polled,
+            Err(payload) => {
+                this.done = true;
+                this.inner = Body::empty();
+                let msg = panic_message(payload.as_ref());
+                tracing::error!(method = this.method, panic = msg, "answer stream panicked; ending it INTERNAL");
+                let status = tonic::Status::internal(format!("plugin handler for {} panicked: {msg}", this.method));
+                let mut trailers = http::HeaderMap::new();
+                if status.add_header(&mut trailers).is_err() {
+                    // Only a message that cannot be a header fails; the code alone still can.
+                    let _ = tonic::Status::internal("").add_header(&mut trailers);
+                }
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A server-streaming answer whose stream panics after its first message ends with
+    /// INTERNAL naming the method, after what it sent.
+    #[tokio::test]
+    async fn a_panic_in_an_answer_stream_ends_it_internal() {
+        let service = tower::service_fn(|_req: http::Request<Body>| {
+            let frames = futures_util::stream::iter(0..2).map(|i| {
+                assert!(i == 0, "the second message");
+                Ok::<_, tonic::Status>(http_body::Frame::data(bytes::Bytes::from_static(b"first")))
+            });
+            async move { Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::StreamBody::new(frames))) }
+        });
+        let guard = CallGuardLayer { in_flight: InFlight::default() };
+        let req = http::Request::builder().uri("/t.v1.T/Watch").body(Body::empty()).unwrap();
+        let resp = tower::Layer::layer(&guard, service).oneshot(req).await.unwrap();
+        let answer = resp.into_body().collect().await.unwrap();
+        let trailers = answer.trailers().cloned().expect("trailers");
+        assert_eq!(answer.to_bytes(), "first");
+        let status = tonic::Status::from_header_map(&trailers).expect("a status");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "plugin handler for /t.v1.T/Watch panicked: the second message");
     }
 }
