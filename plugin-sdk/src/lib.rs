@@ -156,8 +156,8 @@ impl Plugin {
     /// called plugin who calls in `x-plugin-caller`). Made while handling a call (in the
     /// handler's own task: a task it spawns does not inherit this), a call on it gets no
     /// more time than that call has left. Usable once the plugin serves;
-    /// before, or without a supervisor, a call fails with
-    /// [`HostChannelError::NotConnected`].
+    /// before, or without a supervisor, a call fails `UNAVAILABLE`, with
+    /// [`HostChannelError::NotConnected`] as the status's source.
     pub fn host_channel(&self) -> HostChannel {
         self.host.clone()
     }
