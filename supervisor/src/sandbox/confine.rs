@@ -3,6 +3,7 @@
 //! assembled in the parent into what the child applies between fork and
 //! exec.
 
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -65,17 +66,36 @@ pub enum ConfineError {
     Failed(String),
 }
 
-/// What a plugin's image grants under Landlock, built once per image.
+/// What a plugin's image grants under Landlock, and the rulesets built from it.
+///
+/// One image serves every entry of its binary and checks, and an old revision's image
+/// serves the new revision too, but the tier's paths, the data directory and whether
+/// Landlock is required are each entry's own: a ruleset is kept per set of those, never
+/// one per image.
 #[derive(Debug)]
 pub struct ImageGrants {
     /// Files the loader opens (read + execute).
     pub loader: Vec<PathBuf>,
-    ruleset: Mutex<Option<Arc<landlock::Built>>>,
+    /// The most recently used first, at most [`RULESETS_KEPT`]: each holds a descriptor,
+    /// and an image outlives entries that changed their data directory.
+    rulesets: Mutex<VecDeque<(RulesetKey, Arc<landlock::Built>)>>,
 }
+
+/// Everything a ruleset is built from beside the image's loader files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RulesetKey {
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+    required: bool,
+}
+
+/// Rulesets one image keeps; beyond them (many entries of one binary, each with a data
+/// directory of its own) a start builds its ruleset afresh, which costs a few opens.
+const RULESETS_KEPT: usize = 16;
 
 impl ImageGrants {
     pub fn new(loader: Vec<PathBuf>) -> Self {
-        Self { loader, ruleset: Mutex::new(None) }
+        Self { loader, rulesets: Mutex::new(VecDeque::new()) }
     }
 }
 
@@ -274,27 +294,37 @@ impl Sandbox {
         tier: &Tier,
         grants: &ImageGrants,
     ) -> Result<(Option<OwnedFd>, bool), ConfineError> {
-        let mut slot = grants.ruleset.lock().map_err(|_| ConfineError::Failed("landlock state poisoned".into()))?;
-        let built = match slot.as_ref() {
-            Some(b) => b.clone(),
+        let mut read = tier.landlock.read_only.clone();
+        if Path::new("/etc/ld.so.cache").exists() {
+            read.push("/etc/ld.so.cache".into());
+        }
+        let key = RulesetKey {
+            read,
+            write: spec.data_dir.iter().cloned().collect(),
+            required: spec.landlock_required.unwrap_or(tier.landlock.required),
+        };
+        let mut kept = grants.rulesets.lock().map_err(|_| ConfineError::Failed("landlock state poisoned".into()))?;
+        let found = kept.iter().position(|(k, _)| *k == key).and_then(|at| kept.remove(at));
+        let built = match found {
+            Some(entry) => {
+                let built = entry.1.clone();
+                kept.push_front(entry);
+                built
+            }
             None => {
                 let mut exec = grants.loader.clone();
                 exec.sort();
                 exec.dedup();
-                let mut read = tier.landlock.read_only.clone();
-                if Path::new("/etc/ld.so.cache").exists() {
-                    read.push("/etc/ld.so.cache".into());
-                }
-                let write = spec.data_dir.iter().cloned().collect();
-                let required = spec.landlock_required.unwrap_or(tier.landlock.required);
-                let b = landlock::build(&Grants { exec, read, write }, required).map_err(|e| match e {
+                let access = Grants { exec, read: key.read.clone(), write: key.write.clone() };
+                let b = landlock::build(&access, key.required).map_err(|e| match e {
                     landlock::LandlockError::NotFullyEnforced { .. } | landlock::LandlockError::Rule { .. } => {
                         ConfineError::Refused(e.to_string())
                     }
                     other => ConfineError::Failed(other.to_string()),
                 })?;
                 let b = Arc::new(b);
-                *slot = Some(b.clone());
+                kept.push_front((key, b.clone()));
+                kept.truncate(RULESETS_KEPT);
                 b
             }
         };
@@ -362,4 +392,139 @@ fn prepare_data_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::path::Path;
+
+    use super::*;
+    use crate::sandbox::tier::TierSet;
+
+    fn policies_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+    }
+
+    /// A sandbox with the shipped tiers and no cgroups: enough to build Landlock rulesets.
+    fn sandbox() -> Sandbox {
+        let tiers = TierSet::load_dir(&policies_dir()).unwrap_or_else(|e| panic!("the shipped policies load: {e}"));
+        Sandbox {
+            tiers: Some(Arc::new(tiers)),
+            cgroups: Mutex::new(Err("no cgroups in this test".into())),
+            deadman: Mutex::new(None),
+        }
+    }
+
+    /// Two entries of one binary (so one image): `a` and `b`, each as the test sets it.
+    fn two_entries() -> (PluginSpec, PluginSpec) {
+        let text = "[supervisor.sandbox]\nallow_unsandboxed = true\n\
+                    [[plugin]]\nname = \"a\"\nbinary = \"/bin/true\"\ntier = \"none\"\ndeclared_name = \"x\"\n\
+                    [[plugin]]\nname = \"b\"\nbinary = \"/bin/true\"\ntier = \"none\"\ndeclared_name = \"x\"\n";
+        let mut specs = text.parse::<Config>().unwrap().specs().into_iter();
+        (specs.next().unwrap(), specs.next().unwrap())
+    }
+
+    /// Which of `files` a child restricted by `ruleset` can open for reading, one bit each.
+    fn readable_under(ruleset: &OwnedFd, files: &[&Path]) -> i32 {
+        let paths: Vec<CString> = files.iter().map(|p| CString::new(p.as_os_str().as_bytes()).unwrap()).collect();
+        let fd = ruleset.as_raw_fd();
+        // SAFETY: the child makes only raw, async-signal-safe syscalls on data prepared
+        // before the fork, and always ends in _exit; the parent reaps it at once.
+        unsafe {
+            match libc::fork() {
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                0 => {
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                        || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
+                    {
+                        libc::_exit(100);
+                    }
+                    let mut bits = 0;
+                    for (i, p) in paths.iter().enumerate() {
+                        let f = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                        if f >= 0 {
+                            bits |= 1 << i;
+                            libc::close(f);
+                        }
+                    }
+                    libc::_exit(bits)
+                }
+                pid => {
+                    let mut status = 0;
+                    assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                    assert!(libc::WIFEXITED(status), "the child ended by a signal: {status:#x}");
+                    let code = libc::WEXITSTATUS(status);
+                    assert_ne!(code, 100, "the child could not restrict itself");
+                    code
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn entries_sharing_an_image_each_get_the_landlock_rules_of_their_own_tier_and_data_dir() {
+        let dirs = tempfile::tempdir().unwrap();
+        let (a_dir, b_dir) = (dirs.path().join("a"), dirs.path().join("b"));
+        for d in [&a_dir, &b_dir] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("f"), "x").unwrap();
+        }
+        let (mut a, mut b) = two_entries();
+        a.data_dir = Some(a_dir.clone());
+        b.data_dir = Some(b_dir.clone());
+        b.landlock_required = Some(false);
+        let sandbox = sandbox();
+        let (l1, l2) = (sandbox.tier("L1").unwrap(), sandbox.tier("L2").unwrap());
+        // The image's grants: one for both entries, as the shared image holds them.
+        let grants = ImageGrants::new(Vec::new());
+        let (a_rules, _) = sandbox.landlock(&a, l1, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        let (b_rules, _) = sandbox.landlock(&b, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        let (again, _) = sandbox.landlock(&a, l1, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        if host::landlock_abi() < 1 {
+            assert!(a_rules.is_none() && b_rules.is_none(), "no Landlock here: no ruleset");
+            return;
+        }
+        let (a_file, b_file) = (a_dir.join("f"), b_dir.join("f"));
+        // /etc/localtime is on both tiers' read_only lists, /etc/hosts on L1's only.
+        let files = [a_file.as_path(), b_file.as_path(), Path::new("/etc/localtime"), Path::new("/etc/hosts")];
+        let present = |bit: i32, p: &str| if Path::new(p).exists() { bit } else { 0 };
+        let (localtime, hosts) = (present(0b100, "/etc/localtime"), present(0b1000, "/etc/hosts"));
+        let (want_a, want_b) = (0b01 | localtime | hosts, 0b10 | localtime);
+        assert_eq!(
+            readable_under(a_rules.as_ref().unwrap(), &files),
+            want_a,
+            "a (L1) reads its own dir and L1's paths"
+        );
+        assert_eq!(
+            readable_under(b_rules.as_ref().unwrap(), &files),
+            want_b,
+            "b (L2) reads its own dir and L2's paths"
+        );
+        assert_eq!(readable_under(again.as_ref().unwrap(), &files), want_a, "a again: its own rules");
+    }
+
+    #[test]
+    fn a_ruleset_is_built_once_per_set_of_settings_and_few_are_kept() {
+        let dirs = tempfile::tempdir().unwrap();
+        let (mut a, _) = two_entries();
+        let sandbox = sandbox();
+        let l2 = sandbox.tier("L2").unwrap();
+        let grants = ImageGrants::new(Vec::new());
+        let kept = |g: &ImageGrants| g.rulesets.lock().unwrap().len();
+        for _ in 0..3 {
+            sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        }
+        assert_eq!(kept(&grants), 1, "the same settings share one ruleset");
+        for i in 0..RULESETS_KEPT + 4 {
+            let dir = dirs.path().join(i.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            a.data_dir = Some(dir);
+            sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        }
+        assert_eq!(kept(&grants), RULESETS_KEPT, "the oldest go beyond the limit");
+        let newest = &grants.rulesets.lock().unwrap()[0].0;
+        assert_eq!(newest.write, vec![dirs.path().join((RULESETS_KEPT + 3).to_string())]);
+    }
 }
