@@ -533,6 +533,33 @@ async fn a_plugin_cannot_reach_the_control_socket_nor_signal_or_trace_the_superv
     sibling.finish();
 }
 
+/// The spawn's exec rule only compares `execveat`'s descriptor and flags; with an absolute
+/// path the kernel ignores the descriptor, so seccomp lets a plugin run a program it wrote
+/// into its data directory. Landlock withholds Execute there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l2_plugin_cannot_execute_a_program_from_its_data_dir() {
+    let data = tempfile::Builder::new().prefix("ps-data-").tempdir().unwrap();
+    let dir = data.path().join("zoo");
+    let (d, sibling) = zoo_and_sibling(&format!("tier = \"L2\"\ndata_dir = {:?}", dir.display().to_string()));
+    // A program the plugin could have written: its loader and libraries are the zoo's.
+    let program = dir.join("true");
+    std::fs::copy("/bin/true", &program).unwrap();
+    let pid = zoo_pid(&d);
+    let req = SyscallRequest { name: "execveat_path".into(), pid: 0, path: program.display().to_string() };
+    let answer = zoo(&d).await.syscall(req).await;
+    if plugin_supervisor::sandbox::host::landlock_abi() >= 1 {
+        let r = answer.expect("the zoo answers: it was not replaced").into_inner();
+        assert_eq!((r.result, r.errno), (-1, libc::EACCES));
+        assert_eq!(zoo_pid(&d), pid, "the instance lives on");
+    } else {
+        // The documented limit: without Landlock nothing stops it, seccomp included.
+        let err = answer.expect_err("without Landlock the exec replaces the plugin");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        d.wait_event("exited", "exited with code 0", UP);
+    }
+    sibling.finish();
+}
+
 /// A host service on an abstract unix socket, in the test's (the host's)
 /// network namespace; the name is gone when the listener is dropped.
 fn abstract_listener() -> (std::os::unix::net::UnixListener, String) {

@@ -80,6 +80,23 @@ fn syscall(name: &str, pid: i32, path: &str) -> Result<(i64, i32), Status> {
                 let envp = [std::ptr::null()];
                 libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), envp.as_ptr()) as i64
             }
+            // The spawn's exec rule (fd 1000, AT_EMPTY_PATH) with an absolute path, whose
+            // descriptor the kernel ignores: a program of the plugin's own choosing.
+            "execveat_path" => {
+                let Ok(program) = std::ffi::CString::new(path) else {
+                    return Err(Status::invalid_argument("a path with NUL"));
+                };
+                let argv = [program.as_ptr(), std::ptr::null()];
+                let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+                libc::syscall(
+                    libc::SYS_execveat,
+                    1000,
+                    program.as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            }
             "mmap_wx" => {
                 let p = libc::mmap(
                     std::ptr::null_mut(),

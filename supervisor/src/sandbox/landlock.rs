@@ -4,6 +4,12 @@
 //! outside its domain (which are no files, so the filesystem rules cannot
 //! see them). Built in the parent with the `landlock` crate; the child only
 //! restricts itself with the ruleset's descriptor.
+//!
+//! Execute is granted on the loader's files alone. The L2 and L3 seccomp rule
+//! that allows only the exec at spawn compares `execveat`'s descriptor and
+//! flags, but the kernel ignores the descriptor of an absolute path: a plugin
+//! could execute a program it wrote into its data directory, and only
+//! Landlock stops that.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -63,6 +69,23 @@ fn rule(path: &Path, access: BitFlags<AccessFs>) -> Result<PathBeneath<PathFd>, 
     Ok(PathBeneath::new(fd, access))
 }
 
+/// The rights on the loader's files: the only ones a plugin may execute.
+pub fn exec_access() -> BitFlags<AccessFs> {
+    AccessFs::Execute | AccessFs::ReadFile
+}
+
+/// The rights on the tier's read-only paths: the crate's "read" includes
+/// Execute, which none of them is for.
+pub fn read_access() -> BitFlags<AccessFs> {
+    AccessFs::from_read(TARGET_ABI) & !AccessFs::Execute
+}
+
+/// The rights on writable paths (the data directory): all but Execute, so
+/// nothing the plugin writes can be run.
+pub fn write_access() -> BitFlags<AccessFs> {
+    AccessFs::from_all(TARGET_ABI) & !AccessFs::Execute
+}
+
 /// Builds the ruleset. With `required`, a kernel that cannot enforce every
 /// handled right is an error; otherwise what it can enforce is enforced.
 pub fn build(access: &Grants, required: bool) -> Result<Built, LandlockError> {
@@ -71,7 +94,6 @@ pub fn build(access: &Grants, required: bool) -> Result<Built, LandlockError> {
         return Err(LandlockError::NotFullyEnforced { kernel });
     }
     let level = if required { CompatLevel::HardRequirement } else { CompatLevel::BestEffort };
-    let read_exec = AccessFs::Execute | AccessFs::ReadFile;
     let err = |e: landlock::RulesetError| LandlockError::Ruleset(e.to_string());
     // Scoping is best effort even for a plugin that requires Landlock: that
     // requirement is about the filesystem rules, and status reports a kernel
@@ -87,15 +109,15 @@ pub fn build(access: &Grants, required: bool) -> Result<Built, LandlockError> {
         .create()
         .map_err(err)?;
     for p in &access.exec {
-        rs = rs.add_rule(rule(p, read_exec)?).map_err(err)?;
+        rs = rs.add_rule(rule(p, exec_access())?).map_err(err)?;
     }
     // Extra read-only paths a host may not have (certificates, zoneinfo):
     // what does not exist cannot be read anyway.
     for p in access.read.iter().filter(|p| p.exists()) {
-        rs = rs.add_rule(rule(p, AccessFs::from_read(TARGET_ABI))?).map_err(err)?;
+        rs = rs.add_rule(rule(p, read_access())?).map_err(err)?;
     }
     for p in &access.write {
-        rs = rs.add_rule(rule(p, AccessFs::from_all(TARGET_ABI))?).map_err(err)?;
+        rs = rs.add_rule(rule(p, write_access())?).map_err(err)?;
     }
     let fd: Option<OwnedFd> = rs.into();
     Ok(Built {
@@ -103,4 +125,81 @@ pub fn build(access: &Grants, required: bool) -> Result<Built, LandlockError> {
         abstract_unix_scoped: fd.is_some() && kernel >= ABSTRACT_UNIX_SCOPE_ABI,
         fd,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    /// What a child restricted by `built` gets from `execve(program)`: 0 when the program
+    /// ran (and exited 0), else the errno of the refused exec.
+    fn exec_under(built: &Built, program: &Path) -> i32 {
+        let fd = built.fd.as_ref().expect("a ruleset on a kernel with Landlock").as_raw_fd();
+        let path = CString::new(program.as_os_str().as_bytes()).unwrap();
+        let argv = [path.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null()];
+        // SAFETY: the child makes only raw, async-signal-safe syscalls on data prepared
+        // before the fork, and ends in exec or _exit; the parent reaps it at once.
+        unsafe {
+            match libc::fork() {
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                0 => {
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                        || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
+                    {
+                        libc::_exit(100);
+                    }
+                    libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(*libc::__errno_location())
+                }
+                pid => {
+                    let mut status = 0;
+                    assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                    assert!(libc::WIFEXITED(status), "the child ended by a signal: {status:#x}");
+                    let code = libc::WEXITSTATUS(status);
+                    assert_ne!(code, 100, "the child could not restrict itself");
+                    code
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writable_and_read_only_paths_are_granted_every_right_they_need_but_execute() {
+        assert_eq!(write_access(), AccessFs::from_all(TARGET_ABI) & !AccessFs::Execute);
+        assert!(!write_access().contains(AccessFs::Execute), "{:?}", write_access());
+        assert!(write_access().contains(AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::Truncate));
+        assert_eq!(read_access(), AccessFs::ReadFile | AccessFs::ReadDir);
+        assert_eq!(exec_access(), AccessFs::Execute | AccessFs::ReadFile);
+    }
+
+    #[test]
+    fn no_path_but_the_loaders_files_is_granted_execute() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("true");
+        std::fs::copy("/bin/true", &program).unwrap();
+        // The copy's loader and libraries: executable, as the loader's files are.
+        let libs: Vec<PathBuf> = ["/lib64", "/lib", "/usr/lib64", "/usr/lib"]
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect();
+        let writable = Grants { exec: libs.clone(), read: Vec::new(), write: vec![dir.path().to_owned()] };
+        let readable = Grants { exec: libs.clone(), read: vec![dir.path().to_owned()], write: Vec::new() };
+        let runnable = Grants { exec: [libs, vec![program.clone()]].concat(), ..Grants::default() };
+        if super::super::host::landlock_abi() < 1 {
+            for g in [writable, readable, runnable] {
+                assert!(build(&g, false).unwrap().fd.is_none(), "no Landlock here: no ruleset");
+            }
+            return;
+        }
+        let run = |g: &Grants| exec_under(&build(g, false).unwrap_or_else(|e| panic!("{e}")), &program);
+        assert_eq!(run(&runnable), 0, "the program runs where it is granted execute: the test can tell");
+        assert_eq!(run(&writable), libc::EACCES, "a program written into a writable path does not run");
+        assert_eq!(run(&readable), libc::EACCES, "nor one in a read-only path");
+    }
 }
