@@ -450,6 +450,8 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             }
         }
         check!(Step::Setsid, libc::setsid());
+        // Set now too, though the change of credentials below clears it: what the
+        // child does as root until then (a chdir on a hung mount) must not outlive us.
         check!(Step::ParentDeathSignal, libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0));
         // The supervisor may have died between fork and prctl.
         if libc::getppid() != r.parent {
@@ -501,6 +503,17 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             check!(Step::DropGroups, libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) as c_int);
             check!(Step::Setgid, libc::syscall(libc::SYS_setresgid, gid, gid, gid) as c_int);
             check!(Step::Setuid, libc::syscall(libc::SYS_setresuid, uid, uid, uid) as c_int);
+            // The kernel clears the parent-death signal when the credentials change: set
+            // it again, or a plugin outlives a killed supervisor wherever no cgroup kills
+            // it. The supervisor may have died since the first check.
+            check!(
+                Step::ParentDeathSignal,
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
+            );
+            if libc::getppid() != r.parent {
+                *libc::__errno_location() = libc::ESRCH;
+                fail(status, Step::ParentGone);
+            }
         }
         if r.no_new_privs {
             check!(Step::NoNewPrivs, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
@@ -573,6 +586,53 @@ unsafe fn send_fd(sock: RawFd, fd: RawFd) -> c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kills and reaps the child if the test ends before it died as expected.
+    struct Reaped(Option<OwnedFd>);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            if let Some(fd) = self.0.take() {
+                pidfd::kill_and_reap(&fd);
+            }
+        }
+    }
+
+    /// `/bin/sleep 60` as uid and gid `nobody`, through the daemon's spawn path.
+    fn sleeper_as_nobody() -> SpawnPlan {
+        let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+        SpawnPlan {
+            plugin: "sleeper".into(),
+            binary: std::fs::File::open("/bin/sleep").unwrap().into(),
+            argv: vec![c"sleep".into(), c"60".into()],
+            env: Vec::new(),
+            fds: [null(), null(), null(), null(), null()],
+            sandbox: ChildSandbox { creds: Some((65534, 65534)), no_new_privs: true, ..ChildSandbox::default() },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_running_under_its_own_uid_dies_with_the_thread_that_spawned_it() {
+        let spawner = Spawner::start().unwrap();
+        let spawned = spawner.spawn(sleeper_as_nobody()).await.unwrap_or_else(|e| panic!("{e}"));
+        let child = Reaped(Some(spawned.pidfd));
+        let pidfd = child.0.as_ref().unwrap();
+        assert_eq!(pidfd::try_wait(pidfd).unwrap(), None, "the child runs");
+        // The spawner's thread ends with its last handle: the child's parent is gone, as
+        // when the supervisor is killed.
+        drop(spawner);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ended = None;
+        while ended.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            ended = pidfd::try_wait(pidfd).unwrap();
+        }
+        assert_eq!(
+            ended,
+            Some(pidfd::ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false }),
+            "the child's parent-death signal outlived its change of uid"
+        );
+    }
 
     #[test]
     fn each_step_is_known_by_its_number_from_one() {
