@@ -17,7 +17,7 @@
 //! such rather than as a list of unknown fields. Unknown fields in format 1 are refused: a
 //! field this version ignores could be one a later version treats as signed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,7 @@ use super::keys::KeyId;
 use super::message::check_field;
 use super::signature_error::SignatureError;
 use super::subject::Subject;
+use super::verified::NotOpened;
 
 pub const SIGNATURE_FORMAT: i64 = 1;
 pub const SIGNATURE_SUFFIX: &str = ".sig";
@@ -137,12 +138,15 @@ impl SignatureFile {
     /// Reads and parses the signature file at `sig_path` for `plugin`.
     pub fn load(plugin: &str, sig_path: &Path) -> Result<Self, SignatureError> {
         let subject = Subject::new(plugin, sig_path);
-        let file = match File::open(sig_path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        // As the binary is opened: a FIFO planted at the path must not hang the
+        // verification, nor a device be read as a signature.
+        let file = match super::verified::open_regular(sig_path) {
+            Ok((file, _)) => file,
+            Err(NotOpened::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(SignatureError::Missing { subject });
             }
-            Err(source) => return Err(SignatureError::Unreadable { subject, source }),
+            Err(NotOpened::Kind(kind)) => return Err(SignatureError::NotRegularFile { subject, kind }),
+            Err(NotOpened::Io(source)) => return Err(SignatureError::Unreadable { subject, source }),
         };
         let mut data = Vec::new();
         let limit = MAX_SIGNATURE_FILE as u64 + 1;

@@ -20,6 +20,9 @@ pub enum SignatureError {
         source: io::Error,
     },
 
+    #[error("{subject}: signature file {} is a {kind}, not a regular file", .subject.path.display())]
+    NotRegularFile { subject: Subject, kind: &'static str },
+
     #[error(
         "{subject}: signature file {} is not valid (line {line}): {reason}",
         .subject.path.display()
@@ -63,6 +66,7 @@ impl SignatureError {
         match self {
             Self::Missing { subject }
             | Self::Unreadable { subject, .. }
+            | Self::NotRegularFile { subject, .. }
             | Self::Unparsable { subject, .. }
             | Self::DigestMismatch { subject, .. }
             | Self::NameMismatch { subject, .. }

@@ -140,6 +140,44 @@ fn signing_refuses_what_could_never_be_a_plugin_binary_at_once() {
 }
 
 #[test]
+fn a_signature_file_that_is_not_a_regular_file_is_refused_at_once_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO (opening it waited for a writer forever), /dev/zero (read up to the bound,
+    // then called unparsable), a directory, a socket.
+    let (paths, _listening) = crate::test_files::not_regular(dir.path());
+    for (path, kind) in paths {
+        let owned = path.clone();
+        match crate::test_files::within_10s(&path, move || SignatureFile::load("echo", &owned)) {
+            Err(e @ SignatureError::NotRegularFile { .. }) => assert_eq!(
+                e.to_string(),
+                format!("plugin \"echo\": signature file {} is a {kind}, not a regular file", path.display())
+            ),
+            other => panic!("{path:?}: expected NotRegularFile, got {other:?}"),
+        }
+    }
+    // The same through a start's verification: a FIFO planted beside the binary.
+    let keys = keypair(dir.path(), "release");
+    let trusted = [keys.public];
+    let binary = write_exe(dir.path(), "echo", small_system_binary());
+    let sig = SignatureFile::path_for(&binary);
+    let c = std::ffi::CString::new(sig.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path in the test's temporary directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let owned = binary.clone();
+    let opened =
+        crate::test_files::within_10s(&sig, move || VerifiedBinary::open("echo", &owned, &policy(&trusted, None)));
+    match signature_error(opened) {
+        e @ SignatureError::NotRegularFile { .. } => {
+            assert_eq!(
+                e.to_string(),
+                format!("plugin \"echo\": signature file {} is a FIFO, not a regular file", sig.display())
+            )
+        }
+        other => panic!("expected NotRegularFile, got {other:?}"),
+    }
+}
+
+#[test]
 fn sign_from_an_open_file_matches_sign_from_a_path() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keypair(dir.path(), "release");
