@@ -28,6 +28,25 @@ pub enum TierError {
         source: io::Error,
     },
 
+    /// A tier file or seccomp policy is no regular file (a FIFO, which
+    /// would hang the load, a device, a directory, a socket).
+    #[error("{path}: cannot read: it is a {kind}, not a regular file")]
+    NotRegularFile {
+        /// The path, as given or named by the tier file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+
+    /// A tier file or seccomp policy is larger than any policy needs to be.
+    #[error("{path}: cannot read: larger than {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The largest size read.
+        limit: u64,
+    },
+
     /// A tier file is not valid TOML or does not follow the tier schema
     /// (unknown key, missing key, wrong type, bad quota value).
     #[error("{path}: {message}")]

@@ -9,6 +9,32 @@ use super::error::TierError;
 use super::quota::Quota;
 use super::settings::{Landlock, Limits, Namespaces};
 
+/// The largest tier file or seccomp policy read: the shipped ones are a few
+/// KiB, and the bound keeps a file planted in the directory (or a link to
+/// /dev/zero) from taking the supervisor's memory.
+pub(super) const MAX_POLICY_FILE: u64 = 1 << 20;
+
+/// The bytes of the tier file or seccomp policy at `path`, which must be a
+/// regular file of at most [`MAX_POLICY_FILE`] bytes. Opened without waiting,
+/// so a FIFO at the path is refused rather than waited on for ever.
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, TierError> {
+    use std::io::Read;
+    let (file, _) = crate::integrity::open_regular(path).map_err(|e| match e {
+        crate::integrity::NotOpened::Kind(kind) => TierError::NotRegularFile { path: path.to_owned(), kind },
+        crate::integrity::NotOpened::Io(source) => TierError::Read { path: path.to_owned(), source },
+    })?;
+    let mut bytes = Vec::new();
+    // One byte past the limit tells a file at the limit from a larger one, also
+    // one that grows while it is read.
+    file.take(MAX_POLICY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| TierError::Read { path: path.to_owned(), source })?;
+    if bytes.len() as u64 > MAX_POLICY_FILE {
+        return Err(TierError::TooLarge { path: path.to_owned(), limit: MAX_POLICY_FILE });
+    }
+    Ok(bytes)
+}
+
 /// A tier file as written. There is deliberately no `on_violation` key: the
 /// seccomp policy's `mismatch_action` is the single place that says what a
 /// violation does, so the two can never disagree.
@@ -32,7 +58,10 @@ pub(super) struct TierFile {
 impl TierFile {
     /// Reads and checks the tier file at `path`.
     pub fn read(path: &Path) -> Result<Self, TierError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TierError::Read { path: path.to_owned(), source })?;
+        let text = String::from_utf8(read_bounded(path)?).map_err(|e| TierError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        })?;
         let file: Self = toml::from_str(&text)
             .map_err(|e| TierError::Toml { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
         file.check(path)?;

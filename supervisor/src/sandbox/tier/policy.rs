@@ -110,7 +110,7 @@ pub struct SeccompPolicy {
 impl SeccompPolicy {
     /// Reads and checks the policy at `path`.
     pub fn read(path: &Path) -> Result<Self, TierError> {
-        let bytes = std::fs::read(path).map_err(|source| TierError::Read { path: path.to_owned(), source })?;
+        let bytes = super::file::read_bounded(path)?;
         Self::parse(path, &bytes)
     }
 

@@ -139,3 +139,78 @@ fn operator_tier_is_loaded_beside_the_shipped_ones() {
     assert_eq!(batch.quota.memory_max.to_string(), "32M");
     assert_eq!(batch.program, set.get("L3").expect("L3").program);
 }
+
+/// Loads `dir` on a thread of its own, failing the test if it hangs.
+fn load_within_10s(dir: &std::path::Path) -> Result<super::super::TierSet, TierError> {
+    let owned = dir.to_owned();
+    crate::test_files::within_10s(dir, move || super::super::TierSet::load_dir(&owned))
+}
+
+#[test]
+fn a_seccomp_policy_that_is_no_regular_file_is_refused_at_once() {
+    // A FIFO waited for a writer for ever; /dev/zero was read until memory ran out.
+    for (target, kind) in [(None, "FIFO"), (Some("/dev/zero"), "character device")] {
+        let f = Fixture::new();
+        f.remove("L2.seccomp.json");
+        let policy = f.path("L2.seccomp.json");
+        match target {
+            Some(t) => std::os::unix::fs::symlink(t, &policy).unwrap(),
+            None => {
+                let c = std::ffi::CString::new(policy.to_str().unwrap()).unwrap();
+                // SAFETY: mkfifo with a NUL-terminated path in the fixture's directory.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }
+        }
+        match load_within_10s(&f.path("")) {
+            Err(e @ TierError::NotRegularFile { .. }) => assert_eq!(
+                e.to_string(),
+                format!("{}: cannot read: it is a {kind}, not a regular file", policy.display())
+            ),
+            other => panic!("{kind}: expected NotRegularFile, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_tier_file_that_is_no_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, _listening) = crate::test_files::not_regular(dir.path());
+    let zero = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for (path, kind) in paths.into_iter().chain([(zero, "character device")]) {
+        let owned = path.clone();
+        match crate::test_files::within_10s(&path, move || super::super::file::TierFile::read(&owned)) {
+            Err(e @ TierError::NotRegularFile { .. }) => assert_eq!(
+                e.to_string(),
+                format!("{}: cannot read: it is a {kind}, not a regular file", path.display())
+            ),
+            other => panic!("{path:?}: expected NotRegularFile, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_policy_file_over_1_mib_is_refused_by_size() {
+    let f = Fixture::new();
+    let limit = super::super::file::MAX_POLICY_FILE;
+    // Valid JSON that only its size makes wrong: spaces before the document.
+    let text = std::fs::read_to_string(f.path("L2.seccomp.json")).unwrap();
+    f.write("L2.seccomp.json", &format!("{}{text}", " ".repeat(limit as usize)));
+    match load_within_10s(&f.path("")) {
+        Err(e @ TierError::TooLarge { .. }) => assert_eq!(
+            e.to_string(),
+            format!("{}: cannot read: larger than 1048576 bytes", f.path("L2.seccomp.json").display())
+        ),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let f = Fixture::new();
+    let text = std::fs::read_to_string(f.path("L2.toml")).unwrap();
+    f.write("L2.toml", &format!("{}{text}", "\n".repeat(limit as usize)));
+    match super::super::file::TierFile::read(&f.path("L2.toml")) {
+        Err(e @ TierError::TooLarge { .. }) => assert_eq!(
+            e.to_string(),
+            format!("{}: cannot read: larger than 1048576 bytes", f.path("L2.toml").display())
+        ),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
