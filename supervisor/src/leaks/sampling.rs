@@ -86,7 +86,7 @@ impl Watches {
     ) -> Vec<String> {
         let now = self.now();
         let reading = Reading {
-            memory: stats.memory_anon,
+            memory: stats.memory_held,
             fds: read.fds,
             tasks: stats.pids_current,
             cpu_usec: stats.cpu_usage_usec,

@@ -15,10 +15,13 @@ pub struct Stats {
     pub memory_current: Option<u64>,
     /// Bytes; v2 `memory.peak` (kernel 5.19+), v1 `memory.max_usage_in_bytes`.
     pub memory_peak: Option<u64>,
-    /// Bytes of anonymous memory (heap, stacks; not the page cache, which the kernel
-    /// reclaims and which only says what files were read): v2 `memory.stat` `anon`, v1
-    /// `memory.stat` `total_rss` (the cgroup and below), else `rss`. What a leak grows.
-    pub memory_anon: Option<u64>,
+    /// Bytes the kernel cannot reclaim without swap: anonymous memory (heap, stacks) and
+    /// shared memory (tmpfs files, `/dev/shm`, memfds, SysV segments), which fill the
+    /// cgroup toward `memory_max` alike. Not the page cache, which the kernel reclaims and
+    /// which only says what files were read. v2 `memory.stat` `anon` + `shmem`, v1
+    /// `memory.stat` `total_rss` + `total_shmem` (the cgroup and below), else `rss` +
+    /// `shmem`; a kernel without the shmem key counts anon alone. What a leak grows.
+    pub memory_held: Option<u64>,
     /// Microseconds; unified `cpu.stat` `usage_usec` (present even without the cpu
     /// controller), else v1 `cpuacct.usage`.
     pub cpu_usage_usec: Option<u64>,
@@ -32,6 +35,12 @@ pub struct Stats {
     pub pids_max_hits: Option<u64>,
 }
 
+/// `anon` + `shmem` of a `memory.stat`, by those keys' names; None without `anon`.
+fn held(text: &str, anon: &str, shmem: &str) -> std::result::Result<Option<u64>, &'static str> {
+    let Some(anon) = parse::keyed(text, anon)? else { return Ok(None) };
+    Ok(Some(anon.saturating_add(parse::keyed(text, shmem)?.unwrap_or(0))))
+}
+
 pub(crate) fn read(fs: &dyn CgroupFs, layout: &Layout, set: &CgroupSet) -> Result<Stats> {
     let mut s = Stats::default();
     match set.for_controller(layout, Controller::Memory) {
@@ -39,14 +48,14 @@ pub(crate) fn read(fs: &dyn CgroupFs, layout: &Layout, set: &CgroupSet) -> Resul
             s.memory_current = Some(fs::parsed(fs, dir, "memory.current", parse::u64_value)?);
             s.memory_peak = fs::parsed_optional(fs, dir, "memory.peak", parse::u64_value)?;
             s.oom_kills = fs::parsed(fs, dir, "memory.events", |t| parse::keyed(t, "oom_kill"))?;
-            s.memory_anon = fs::parsed_optional(fs, dir, "memory.stat", |t| parse::keyed(t, "anon"))?.flatten();
+            s.memory_held = fs::parsed_optional(fs, dir, "memory.stat", |t| held(t, "anon", "shmem"))?.flatten();
         }
         Some((Version::V1, dir)) => {
             s.memory_current = Some(fs::parsed(fs, dir, "memory.usage_in_bytes", parse::u64_value)?);
             s.memory_peak = fs::parsed_optional(fs, dir, "memory.max_usage_in_bytes", parse::u64_value)?;
             s.oom_kills = fs::parsed(fs, dir, "memory.oom_control", |t| parse::keyed(t, "oom_kill"))?;
-            s.memory_anon = fs::parsed_optional(fs, dir, "memory.stat", |t| {
-                Ok(parse::keyed(t, "total_rss")?.or(parse::keyed(t, "rss")?))
+            s.memory_held = fs::parsed_optional(fs, dir, "memory.stat", |t| {
+                Ok(held(t, "total_rss", "total_shmem")?.or(held(t, "rss", "shmem")?))
             })?
             .flatten();
         }

@@ -150,8 +150,9 @@ fn v2_stats() {
     fs.set_file(&format!("{d}/memory.current"), "1048576\n");
     fs.set_file(&format!("{d}/memory.peak"), "2097152\n");
     fs.set_file(&format!("{d}/memory.events"), "low 0\nhigh 4\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n");
-    // The page cache (file) is not what a leak grows: anon is.
-    fs.set_file(&format!("{d}/memory.stat"), "anon 655360\nfile 393216\nkernel 8192\nshmem 0\n");
+    // The page cache (file) is not what a leak grows: anon is, and shared memory (a memfd,
+    // /dev/shm), which no reclaim frees either.
+    fs.set_file(&format!("{d}/memory.stat"), "anon 655360\nfile 393216\nkernel 8192\nshmem 4096\n");
     fs.set_file(
         &format!("{d}/cpu.stat"),
         "usage_usec 5000\nuser_usec 4000\nsystem_usec 1000\nnr_periods 30\nnr_throttled 12\nthrottled_usec 777\n",
@@ -163,7 +164,7 @@ fn v2_stats() {
         Stats {
             memory_current: Some(1 << 20),
             memory_peak: Some(2 << 20),
-            memory_anon: Some(655360),
+            memory_held: Some(655360 + 4096),
             cpu_usage_usec: Some(5000),
             cpu_nr_throttled: Some(12),
             cpu_throttled_usec: Some(777),
@@ -175,7 +176,9 @@ fn v2_stats() {
     fs.remove_file(&format!("{d}/memory.peak"));
     assert_eq!(inst.stats().unwrap().memory_peak, None, "memory.peak needs 5.19+");
     fs.set_file(&format!("{d}/memory.stat"), "file 393216\n");
-    assert_eq!(inst.stats().unwrap().memory_anon, None, "no anon key: no made-up 0");
+    assert_eq!(inst.stats().unwrap().memory_held, None, "no anon key: no made-up 0");
+    fs.set_file(&format!("{d}/memory.stat"), "anon 8192\nfile 393216\n");
+    assert_eq!(inst.stats().unwrap().memory_held, Some(8192), "a kernel without shmem: anon alone");
     fs.set_file(&format!("{d}/memory.stat"), "anon lots\n");
     let e = inst.stats().unwrap_err();
     assert!(matches!(&e, CgroupError::Parse { file, .. } if file == "memory.stat"), "{e}");
@@ -197,8 +200,11 @@ fn hybrid_stats_mix_v1_controllers_and_unified_usage() {
     fs.set_file(&format!("{mem}/memory.usage_in_bytes"), "4096\n");
     fs.set_file(&format!("{mem}/memory.max_usage_in_bytes"), "8192\n");
     fs.set_file(&format!("{mem}/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
-    // v1: the hierarchical total_rss, not the cgroup's own rss.
-    fs.set_file(&format!("{mem}/memory.stat"), "cache 8192\nrss 1024\ntotal_cache 8192\ntotal_rss 3072\n");
+    // v1: the hierarchical total_rss and total_shmem, not the cgroup's own rss.
+    fs.set_file(
+        &format!("{mem}/memory.stat"),
+        "cache 8192\nrss 1024\nshmem 512\ntotal_cache 8192\ntotal_rss 3072\ntotal_shmem 1024\n",
+    );
     fs.set_file(&format!("{cpu}/cpu.stat"), "nr_periods 10\nnr_throttled 4\nthrottled_time 5000000\n");
     fs.set_file(&format!("{pids}/pids.current"), "2\n");
     fs.set_file(&format!("{pids}/pids.events"), "max 0\n");
@@ -207,7 +213,7 @@ fn hybrid_stats_mix_v1_controllers_and_unified_usage() {
         Stats {
             memory_current: Some(4096),
             memory_peak: Some(8192),
-            memory_anon: Some(3072),
+            memory_held: Some(3072 + 1024),
             cpu_usage_usec: Some(4242),
             cpu_nr_throttled: Some(4),
             cpu_throttled_usec: Some(5000),
