@@ -156,7 +156,7 @@ impl HostService {
                 fields.insert("target".into(), cut(r.target));
             }
             let mut line = gate.line(level_name(r.level), cut(r.message), fields);
-            line.unix_nanos = r.unix_nanos;
+            line.unix_nanos = when(r.unix_nanos, line.unix_nanos);
             gate.push(line);
         }
         Ok(received)
@@ -235,6 +235,22 @@ pub async fn serve(io: tokio::net::UnixStream, instance: String, logs: Arc<LogBu
     crate::routing::server::serve_host(io, svc, MAX_STREAMS, stalls).await;
 }
 
+/// How far before its arrival a record's own time is taken: an SDK stamps a record when
+/// it is made, and sends it within moments unless its stream waits on the rate limit.
+const STAMPED_BEFORE: u64 = 10 * 60 * 1_000_000_000;
+/// How far after its arrival (clocks of one host agree).
+const STAMPED_AFTER: u64 = 1_000_000_000;
+
+/// The time a record is shown at: its own, unless unset or far from `received` (a plugin
+/// could otherwise file its lines at 1970, or among the future's, out of order).
+fn when(stamped: u64, received: u64) -> u64 {
+    if stamped >= received.saturating_sub(STAMPED_BEFORE) && stamped <= received.saturating_add(STAMPED_AFTER) {
+        stamped
+    } else {
+        received
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -272,6 +288,21 @@ mod tests {
 
     /// A plugin over its rate that opens a second stream finds the budget the first one
     /// spent: it is paused as the first would have been, not read at full speed again.
+    #[tokio::test]
+    async fn a_record_keeps_its_own_time_only_near_its_arrival() {
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        let host = HostService::new("p-0".into(), logs.clone());
+        let now = crate::observe::unix_nanos();
+        let at = |unix_nanos: u64| Ok(LogRecord { message: "m".into(), unix_nanos, ..Default::default() });
+        let stamps = [now - 2_000_000_000, 0, 1, now + 3600 * 1_000_000_000];
+        host.take_in(tokio_stream::iter(stamps.map(at))).await.unwrap();
+        let shown: Vec<u64> = logs.subscribe(10).0.into_iter().map(|l| l.unix_nanos).collect();
+        assert_eq!(shown[0], now - 2_000_000_000, "two seconds before: its own");
+        for (i, t) in shown.iter().enumerate().skip(1) {
+            assert!(*t >= now && *t < now + 60_000_000_000, "record {i} at {t}: its arrival, not {}", stamps[i]);
+        }
+    }
+
     #[tokio::test]
     async fn an_instances_streams_share_one_drop_budget() {
         let logs = Arc::new(LogBuffer::new("p", 10, LogLimit { rate: 1, burst: 1 }));

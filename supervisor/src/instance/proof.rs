@@ -92,7 +92,9 @@ async fn empty_cgroup(cg: &Arc<cgroup::Instance>, owner: &Owner, verdict: &mut V
             .into_iter()
             .map(|pid| {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                (pid as i32, comm.trim_end().to_owned())
+                // The process names itself: escaped, it cannot forge a line of the events,
+                // the log or `status`, nor move the operator's terminal.
+                (pid as i32, crate::observe::forward::clean(comm.trim_end()))
             })
             .collect(),
         Err(e) => {

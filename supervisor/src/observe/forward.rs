@@ -215,8 +215,8 @@ fn level(line: &LogLine) -> String {
 
 /// Control characters (a terminal escape, a carriage return, an SDK message's newline)
 /// are escaped in text: a plugin cannot forge a line of the daemon's log or rewrite the
-/// operator's terminal.
-pub(crate) fn clean(s: &str) -> String {
+/// operator's terminal. `supervisorctl` shows what plugins wrote through it too.
+pub fn clean(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_owned();
     }

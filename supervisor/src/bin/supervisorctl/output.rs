@@ -7,6 +7,7 @@ use plugin_proto::control::v1::{
     ActionResponse, CallRequest, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
     RereadRequest, RereadResponse, StatusRequest, TailRequest, UpdateResponse,
 };
+use plugin_supervisor::observe::forward::clean;
 use serde_json::json;
 
 use super::client::{Client, Wait};
@@ -174,7 +175,13 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
                     if let Some(t) = i.teardown.as_ref().filter(|t| t.result == "leftover") {
                         notes.extend(t.found.iter().map(|f| format!("teardown: {f}")));
                     }
-                    if notes.is_empty() { i.reason.clone() } else { format!("{} [{}]", i.reason, notes.join("; ")) }
+                    let shown = if notes.is_empty() {
+                        i.reason.clone()
+                    } else {
+                        format!("{} [{}]", i.reason, notes.join("; "))
+                    };
+                    // Reasons and notes may quote a plugin.
+                    clean(&shown)
                 },
             ]
         })
@@ -237,12 +244,16 @@ fn line_json(l: &LogLine) -> serde_json::Value {
     })
 }
 
-fn print_line(l: &LogLine) {
+/// A plugin's line as text, on one line. What the plugin wrote (its text, its fields' names and values,
+/// its level) has its control characters escaped: a line of its cannot clear or retitle
+/// the operator's terminal, nor start a line that looks like another instance's or the
+/// supervisor's (`--json` keeps it exact, JSON escaping it).
+fn line_text(l: &LogLine) -> String {
     let mut fields: Vec<_> = l.fields.iter().collect();
     fields.sort();
-    let extra: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-    let level = if l.level.is_empty() { String::new() } else { format!(" {}", l.level.to_uppercase()) };
-    outln!("{} {} {}{level} {}{extra}", clock(l.unix_nanos), l.instance, l.stream, l.text);
+    let extra: String = fields.iter().map(|(k, v)| format!(" {}={}", clean(k), clean(v))).collect();
+    let level = if l.level.is_empty() { String::new() } else { format!(" {}", clean(&l.level.to_uppercase())) };
+    format!("{} {} {}{level} {}{extra}", clock(l.unix_nanos), l.instance, l.stream, clean(&l.text))
 }
 
 pub async fn tail(
@@ -258,7 +269,7 @@ pub async fn tail(
         if as_json {
             outln!("{}", line_json(&line));
         } else {
-            print_line(&line);
+            outln!("{}", line_text(&line));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -272,7 +283,8 @@ pub async fn events(c: &mut Client, w: &Wait, name: String, follow: bool, as_jso
             outln!("{v}");
         } else {
             let who = if ev.instance.is_empty() { ev.plugin.clone() } else { ev.instance.clone() };
-            outln!("{} {:<12} {:<14} {}", clock(ev.unix_nanos), who, ev.kind, ev.message);
+            // A message may quote a plugin (a process name it chose, what it said).
+            outln!("{} {:<12} {:<14} {}", clock(ev.unix_nanos), who, ev.kind, clean(&ev.message));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -501,6 +513,26 @@ fn rollout_text(r: &plugin_proto::control::v1::RolloutResponse, json: bool) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plugin's line that holds terminal escapes and a newline (to forge a line of the
+    /// supervisor's) is shown on one line, escaped.
+    #[test]
+    fn a_plugins_line_cannot_move_the_terminal_nor_forge_another_line() {
+        let line = LogLine {
+            unix_nanos: 0,
+            instance: "zoo-0".into(),
+            stream: "sdk".into(),
+            level: "info".into(),
+            text: "\u{1b}]0;PWNED\u{7}\u{1b}[2J".into(),
+            fields: [("k\nx".to_owned(), "v\n1970-01-01T00:00:00.000Z zoo-0 supervisor [teardown clean]".to_owned())]
+                .into(),
+        };
+        assert_eq!(
+            line_text(&line),
+            "1970-01-01T00:00:00.000Z zoo-0 sdk INFO \\u{1b}]0;PWNED\\u{7}\\u{1b}[2J \
+             k\\nx=v\\n1970-01-01T00:00:00.000Z zoo-0 supervisor [teardown clean]"
+        );
+    }
 
     #[test]
     fn a_request_over_the_limit_is_said_so_even_when_the_cut_falls_inside_a_character() {

@@ -45,7 +45,9 @@ pub fn of_uid(proc_root: &Path, uid: u32) -> std::io::Result<Vec<Proc>> {
         if !status_uids(&status).is_some_and(|ids| ids.contains(&uid)) {
             continue;
         }
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim_end().to_owned();
+        // The process names itself: escaped, it cannot forge a line or move a terminal.
+        let comm =
+            crate::observe::forward::clean(std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim_end());
         let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
         out.push(Proc { pid, comm, cgroup });
     }
