@@ -78,6 +78,24 @@ pub enum TierError {
         message: String,
     },
 
+    /// An object in a seccomp policy gives one key twice. JSON readers keep
+    /// one of the two silently, so the policy in force would not be the one
+    /// a reviewer reads (a second `mismatch_action`, a second `args`
+    /// without the first one's conditions).
+    #[error("{path}: filter {filter:?}, {place}: key {key:?} is given twice; JSON readers keep only one")]
+    DuplicateKey {
+        /// The seccomp policy file.
+        path: PathBuf,
+        /// The filter's name.
+        filter: String,
+        /// The object that gives the key twice: `top level` (the filter
+        /// object), `rule 3 (syscall "execveat")`, `rule 3 (syscall
+        /// "execveat"), args[0]`, or a path such as `mismatch_action`.
+        place: String,
+        /// The key given twice.
+        key: String,
+    },
+
     /// One rule of a seccomp policy is wrong.
     #[error("{path}: rule {rule} (syscall {syscall:?}): {message}")]
     Rule {

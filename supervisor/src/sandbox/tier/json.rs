@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::de::{MapAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::TierError;
 use super::policy::{ArgLen, CmpOp, Condition, Rule};
@@ -33,9 +33,20 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, TierError> {
     let json_error = |message: String| TierError::Json { path: path.to_owned(), message };
     let filters: FilterList =
         serde_json::from_slice(bytes).map_err(|e| json_error(format!("not a seccompiler policy: {e}")))?;
-    let [(filter_name, filter)]: [(String, Value); 1] = filters.0.try_into().map_err(|all: Vec<(String, Value)>| {
-        json_error(format!("a tier's policy holds exactly one filter, this one holds {}", all.len()))
-    })?;
+    let [(filter_name, filter)]: [(String, Value); 1] =
+        filters.entries.try_into().map_err(|all: Vec<(String, Value)>| {
+            json_error(format!("a tier's policy holds exactly one filter, this one holds {}", all.len()))
+        })?;
+    // Checked before the schema: which of two values the schema would see
+    // is the parser's choice, not the author's.
+    if let Some(Duplicate { at, key }) = filters.duplicate {
+        return Err(TierError::DuplicateKey {
+            path: path.to_owned(),
+            filter: filter_name,
+            place: place(&filter, &at[1..]),
+            key,
+        });
+    }
     let raw: RawFilter =
         serde_json::from_value(filter.clone()).map_err(|e| json_error(format!("filter {filter_name:?}: {e}")))?;
     if raw.match_action != RawAction::Allow {
@@ -130,8 +141,12 @@ fn check_overlaps(path: &Path, rules: &[Rule]) -> Result<(), TierError> {
 }
 
 /// The top level: filter name to filter, in order, duplicates kept so they
-/// can be refused (a JSON map would silently keep the last).
-struct FilterList(Vec<(String, Value)>);
+/// can be refused (a JSON map would silently keep the last), with the first
+/// key that any object inside a filter gives twice.
+struct FilterList {
+    entries: Vec<(String, Value)>,
+    duplicate: Option<Duplicate>,
+}
 
 impl<'de> Deserialize<'de> for FilterList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -146,14 +161,147 @@ impl<'de> Deserialize<'de> for FilterList {
 
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<FilterList, M::Error> {
                 let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    entries.push(entry);
+                let mut duplicate = None;
+                while let Some(name) = map.next_key::<String>()? {
+                    let mut at = vec![Step::Key(name.clone())];
+                    let filter = map.next_value_seed(Unique { at: &mut at, duplicate: &mut duplicate })?;
+                    entries.push((name, filter));
                 }
-                Ok(FilterList(entries))
+                Ok(FilterList { entries, duplicate })
             }
         }
 
         deserializer.deserialize_map(ListVisitor)
+    }
+}
+
+/// One step from a filter's name down to a value inside it.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A key given twice in one object, and the steps to that object.
+struct Duplicate {
+    at: Vec<Step>,
+    key: String,
+}
+
+/// Where `at` (steps below the filter object) leads in `filter`, in the
+/// words of the other errors: rules by number and syscall, conditions as
+/// `args[N]`.
+fn place(filter: &Value, at: &[Step]) -> String {
+    let (mut place, rest) = match at {
+        [] => return "top level".to_owned(),
+        [Step::Key(filter_key), Step::Index(index), rest @ ..] if filter_key == "filter" => {
+            let syscall = filter["filter"][index].get("syscall").and_then(Value::as_str).unwrap_or("?");
+            (format!("rule {} (syscall {syscall:?})", index + 1), rest)
+        }
+        _ => (String::new(), at),
+    };
+    for step in rest {
+        match step {
+            Step::Key(key) if place.is_empty() => place.push_str(key),
+            Step::Key(key) if key == "args" => place.push_str(", args"),
+            Step::Key(key) => {
+                place.push('.');
+                place.push_str(key);
+            }
+            Step::Index(index) => place.push_str(&format!("[{index}]")),
+        }
+    }
+    place
+}
+
+/// Reads any JSON value as `Value` does, except that an object giving a key
+/// twice is noted in `duplicate` (the first such key in the file) instead
+/// of silently keeping one of the two. The rest is still read, so the
+/// error can name the rule the key is in.
+struct Unique<'a> {
+    at: &'a mut Vec<Step>,
+    duplicate: &'a mut Option<Duplicate>,
+}
+
+impl Unique<'_> {
+    fn below(&mut self, step: Step) -> Unique<'_> {
+        self.at.push(step);
+        Unique { at: self.at, duplicate: self.duplicate }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Unique<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Unique<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let item = seq.next_element_seed(self.below(Step::Index(items.len())));
+            self.at.pop();
+            match item? {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // Noted at the key, before its value is read, so the duplicate
+            // reported is the first in the file.
+            let repeated = object.contains_key(&key);
+            if repeated && self.duplicate.is_none() {
+                *self.duplicate = Some(Duplicate { at: self.at.clone(), key: key.clone() });
+            }
+            let value = map.next_value_seed(self.below(Step::Key(key.clone())));
+            self.at.pop();
+            let value = value?;
+            if !repeated {
+                object.insert(key, value);
+            }
+        }
+        Ok(Value::Object(object))
     }
 }
 

@@ -164,3 +164,73 @@ fn tier_without_exit_group_is_refused() {
     let (_, message) = f.refused();
     assert_mentions(&message, &["L3.seccomp.json", "exit_group"]);
 }
+
+/// The policy `file` loaded from a fixture, expecting a `DuplicateKey`
+/// error; returns its filter, place and key, and checks its message.
+fn duplicate_key(f: &Fixture, file: &str) -> (String, String, String) {
+    match f.refused() {
+        (TierError::DuplicateKey { path, filter, place, key }, message) => {
+            assert_eq!(path, f.path(file));
+            assert_eq!(
+                message,
+                format!(
+                    "{}: filter {filter:?}, {place}: key {key:?} is given twice; JSON readers keep only one",
+                    path.display()
+                )
+            );
+            (filter, place, key)
+        }
+        (e, _) => panic!("expected DuplicateKey, got {e:?}"),
+    }
+}
+
+/// The number of the shipped L2 policy's (only) rule for `syscall`.
+fn l2_rule_number(syscall: &str) -> usize {
+    let rules = super::tier("L2").policy.rules();
+    rules.iter().find(|r| r.syscall == syscall).map(|r| r.number).expect("L2 has the rule")
+}
+
+#[test]
+fn a_second_mismatch_action_is_refused_not_taken() {
+    // Read last-wins, L2 would deny with EPERM where the file first says kill.
+    let f = Fixture::new();
+    f.edit(
+        "L2.seccomp.json",
+        "\"mismatch_action\": \"kill_process\",",
+        "\"mismatch_action\": \"kill_process\", \"mismatch_action\": {\"errno\": 1},",
+    );
+    let (filter, place, key) = duplicate_key(&f, "L2.seccomp.json");
+    assert_eq!((filter.as_str(), place.as_str(), key.as_str()), ("L2", "top level", "mismatch_action"));
+}
+
+#[test]
+fn a_second_args_in_a_rule_is_refused_not_taken() {
+    // Read last-wins, L2's exec rule would lose its fd condition and allow
+    // execveat of any descriptor, still tighter than L1.
+    let f = Fixture::new();
+    f.edit(
+        "L2.seccomp.json",
+        "\"val\": 4096, \"comment\": \"flags == AT_EMPTY_PATH: execute that descriptor itself\"}]",
+        "\"val\": 4096, \"comment\": \"flags == AT_EMPTY_PATH: execute that descriptor itself\"}], \
+         \"args\": [{\"index\": 4, \"type\": \"dword\", \"op\": \"eq\", \"val\": 4096}]",
+    );
+    let (filter, place, key) = duplicate_key(&f, "L2.seccomp.json");
+    let rule = l2_rule_number("execveat");
+    assert_eq!(
+        (filter.as_str(), place.as_str(), key.as_str()),
+        ("L2", format!("rule {rule} (syscall \"execveat\")").as_str(), "args")
+    );
+}
+
+#[test]
+fn a_repeated_key_in_an_argument_condition_is_refused_not_taken() {
+    // Read last-wins, `eq 1000` would become `ge 1000`: any fd from 1000 up.
+    let f = Fixture::new();
+    f.edit("L2.seccomp.json", "\"op\": \"eq\", \"val\": 1000,", "\"op\": \"eq\", \"val\": 1000, \"op\": \"ge\",");
+    let (filter, place, key) = duplicate_key(&f, "L2.seccomp.json");
+    let rule = l2_rule_number("execveat");
+    assert_eq!(
+        (filter.as_str(), place.as_str(), key.as_str()),
+        ("L2", format!("rule {rule} (syscall \"execveat\"), args[0]").as_str(), "op")
+    );
+}
