@@ -15,7 +15,8 @@ pub struct TierSet {
 }
 
 impl TierSet {
-    /// Loads every `*.toml` tier file in `dir` with the policy each names,
+    /// Loads every `*.toml` tier file in `dir` with the policy each names
+    /// (each must be a regular file, or a link to one),
     /// then checks each tier that names a `tighter_than` tier against it.
     /// The first error found is returned, naming its file.
     pub fn load_dir(dir: &Path) -> Result<Self, TierError> {
@@ -23,7 +24,11 @@ impl TierSet {
         let mut paths: Vec<PathBuf> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_dir)? {
             let path = entry.map_err(read_dir)?.path();
-            if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            // Every `*.toml` is a tier file, whatever its kind: skipping one
+            // that is no regular file (a FIFO, a link to a device) made its
+            // tier vanish, to fail later as "unknown tier"; reading it
+            // refuses it by name and kind instead.
+            if path.extension().is_some_and(|e| e == "toml") {
                 paths.push(path);
             }
         }

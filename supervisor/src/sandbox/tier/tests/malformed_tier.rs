@@ -190,6 +190,41 @@ fn a_tier_file_that_is_no_regular_file_is_refused_at_once() {
 }
 
 #[test]
+fn a_tier_file_in_the_directory_that_is_no_regular_file_refuses_the_directory() {
+    // Such an L1.toml was skipped: tier L1 vanished, and only L2's
+    // tighter_than (or a config naming L1) failed, later and elsewhere.
+    for kind in ["FIFO", "character device", "directory", "socket"] {
+        let f = Fixture::new();
+        f.remove("L1.toml");
+        let tier_file = f.path("L1.toml");
+        let _listening = match kind {
+            "FIFO" => {
+                let c = std::ffi::CString::new(tier_file.to_str().unwrap()).unwrap();
+                // SAFETY: mkfifo with a NUL-terminated path in the fixture's directory.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                None
+            }
+            "character device" => {
+                std::os::unix::fs::symlink("/dev/zero", &tier_file).unwrap();
+                None
+            }
+            "directory" => {
+                std::fs::create_dir(&tier_file).unwrap();
+                None
+            }
+            _ => Some(std::os::unix::net::UnixListener::bind(&tier_file).unwrap()),
+        };
+        match load_within_10s(&f.path("")) {
+            Err(e @ TierError::NotRegularFile { .. }) => assert_eq!(
+                e.to_string(),
+                format!("{}: cannot read: it is a {kind}, not a regular file", tier_file.display())
+            ),
+            other => panic!("{kind}: expected NotRegularFile, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_policy_file_over_1_mib_is_refused_by_size() {
     let f = Fixture::new();
     let limit = super::super::file::MAX_POLICY_FILE;
