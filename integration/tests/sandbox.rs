@@ -118,6 +118,32 @@ async fn a_forbidden_syscall_fails_with_eperm_in_l1_and_is_reported_by_name() {
     sibling.finish();
 }
 
+/// A plugin repeating a forbidden call cannot flood the event history: every denial is
+/// counted, but one is kept a second per syscall, saying how many were held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_repeated_are_counted_each_and_said_once_a_second() {
+    let (d, sibling) = zoo_and_sibling("tier = \"L1\"");
+    let mut client = zoo(&d).await;
+    let began = Instant::now();
+    for _ in 0..300 {
+        let r = client.syscall(SyscallRequest { name: "unshare".into(), ..Default::default() }).await.unwrap();
+        assert_eq!(r.into_inner().errno, libc::EPERM);
+    }
+    let took = began.elapsed().as_secs();
+    let kept: Vec<String> = d
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "seccomp")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(!kept.is_empty() && kept.len() as u64 <= took + 2, "{} kept in {took}s: {:?}", kept.len(), kept.first());
+    assert!(kept[1..].iter().all(|m| m.contains("more denied since it was last said")), "{kept:?}");
+    let text = String::from_utf8_lossy(&d.ctl(&["metrics"]).stdout).to_string();
+    let counted = plugin_integration::flood::metric(&text, "supervisor_events_total{plugin=\"zoo\",kind=\"seccomp\"}");
+    assert_eq!(counted, Some(300.0), "each denial counted");
+    sibling.finish();
+}
+
 /// Each kill-tier violation ends the instance with the call named.
 async fn killed_for(tier: &str, call: &str, report: &str) {
     let (d, sibling) = zoo_and_sibling(&format!("tier = \"{tier}\""));

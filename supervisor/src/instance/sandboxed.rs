@@ -579,15 +579,30 @@ async fn watch_seccomp(
     instance: String,
     events: Arc<EventBus>,
 ) {
+    let mut denials = crate::sandbox::denials::Denials::default();
     crate::sandbox::notify::serve(listener, action, |v| {
         let report = v.to_string();
+        let syscall = v.syscall.to_string();
         if let SeccompVerdict::Kill = v.verdict {
             if let Ok(mut slot) = fences.violation.lock() {
                 slot.get_or_insert_with(|| report.clone());
             }
             fences.kill(pidfd.get_ref());
+            events.emit(&plugin, &instance, EventKind::Seccomp, report, &[("syscall", syscall)]);
+            return None;
         }
-        events.emit(&plugin, &instance, EventKind::Seccomp, report, &[("syscall", v.syscall.to_string())]);
+        // Denied with an errno, a call may come again at once, and again: counted each
+        // time, said once a second per syscall, answered at a bounded pace.
+        let now = tokio::time::Instant::now();
+        events.count(&plugin, EventKind::Seccomp);
+        if let Some(held) = denials.say(&syscall, now) {
+            let said = match held {
+                0 => report,
+                n => format!("{report} ({n} more denied since it was last said)"),
+            };
+            events.keep(&plugin, &instance, EventKind::Seccomp, said, &[("syscall", syscall)]);
+        }
+        denials.pace(now)
     })
     .await;
 }

@@ -6,6 +6,7 @@ pub mod abstract_unix;
 pub mod cgroup;
 pub mod confine;
 pub mod deadman;
+pub mod denials;
 pub mod host;
 pub mod landlock;
 pub mod leftovers;

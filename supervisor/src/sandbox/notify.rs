@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -29,8 +30,13 @@ fn answer(fd: &OwnedFd, resp: &mut libc::seccomp_notif_resp) {
 
 /// Serves `listener` until every process under the filter is gone.
 /// `on_violation` hears about each forbidden call; for a kill it must kill
-/// the instance (the pending call is then ended by the kernel).
-pub async fn serve(listener: OwnedFd, action: ViolationAction, mut on_violation: impl FnMut(Violation)) {
+/// the instance (the pending call is then ended by the kernel). What it returns is how
+/// long to wait before answering the next: the plugin's next forbidden call waits with it.
+pub async fn serve(
+    listener: OwnedFd,
+    action: ViolationAction,
+    mut on_violation: impl FnMut(Violation) -> Option<Duration>,
+) {
     serve_each(listener, |fd, notif| handle(fd, action, notif, &mut on_violation)).await;
 }
 
@@ -47,11 +53,13 @@ pub async fn serve_learning(listener: OwnedFd, mut on_call: impl FnMut(&libc::se
             flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
         };
         answer(fd, &mut resp);
+        None
     })
     .await;
 }
 
-async fn serve_each(listener: OwnedFd, mut each: impl FnMut(&OwnedFd, &libc::seccomp_notif)) {
+/// Serves every notification with `each`, waiting as long as it says before the next.
+async fn serve_each(listener: OwnedFd, mut each: impl FnMut(&OwnedFd, &libc::seccomp_notif) -> Option<Duration>) {
     // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open.
     let fd = match unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) } {
         Ok(fd) => fd,
@@ -81,7 +89,11 @@ async fn serve_each(listener: OwnedFd, mut each: impl FnMut(&OwnedFd, &libc::sec
                 Pending::Notification => {}
             }
             match receive(fd.get_ref()) {
-                Ok(notif) => each(fd.get_ref(), &notif),
+                Ok(notif) => {
+                    if let Some(wait) = each(fd.get_ref(), &notif) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 // The target died or the call was interrupted: nothing to answer.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
                 Err(_) => return,
@@ -94,8 +106,8 @@ fn handle(
     fd: &OwnedFd,
     action: ViolationAction,
     notif: &libc::seccomp_notif,
-    on_violation: &mut impl FnMut(Violation),
-) {
+    on_violation: &mut impl FnMut(Violation) -> Option<Duration>,
+) -> Option<Duration> {
     let v = action.decide(&notif.data);
     let mut resp = v.response(notif.id).unwrap_or(libc::seccomp_notif_resp {
         id: notif.id,
@@ -105,11 +117,12 @@ fn handle(
     });
     if matches!(v.verdict, Verdict::Kill) {
         // Kill first: the call must not resume before the process dies.
-        on_violation(v);
+        let wait = on_violation(v);
         answer(fd, &mut resp);
+        wait
     } else {
         answer(fd, &mut resp);
-        on_violation(v);
+        on_violation(v)
     }
 }
 
