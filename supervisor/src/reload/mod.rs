@@ -14,7 +14,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::config::rollout::Strategy;
 use crate::config::{Config, ConfigError};
 use crate::instance::state::State;
-use crate::instance::{Contract, Plugin, Revision};
+use crate::instance::{Plugin, Revision};
 use crate::observe::events::EventKind;
 use crate::supervisor::{Shared, spawn_revision};
 
@@ -145,15 +145,8 @@ pub(crate) async fn reload(
     let replace = matches!(source, Source::Replace);
     let spec = Arc::new(match source {
         Source::File(file) => {
-            // Reading and validating a whole config compiles its contracts: off the
-            // runtime's one thread, which every call and instance shares.
-            let read = file.clone();
-            let config = tokio::task::spawn_blocking(move || Config::load(&read))
-                .await
-                .map_err(|e| ReloadError::Aborted { plugin: p.name.clone(), reason: e.to_string() })??;
-            config.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| ReloadError::NotConfigured {
-                plugin: p.name.clone(),
-                file: file.display().to_string(),
+            Config::load(&file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
+                ReloadError::NotConfigured { plugin: p.name.clone(), file: file.display().to_string() }
             })?
         }
         Source::Entry(spec) => *spec,
@@ -324,7 +317,7 @@ async fn check(
     commanded: Commanded,
 ) -> Result<Vec<String>, ReloadError> {
     started(shared, p, rev, commanded).await?;
-    let changes = compare_contracts(p, old, rev, opts).await?;
+    let changes = compare_contracts(p, old, rev, opts)?;
     for inst in &rev.instances {
         let Some(live) = inst.live.load_full() else { continue };
         serving(live.channel.clone()).await.map_err(|why| ReloadError::Unhealthy {
@@ -389,41 +382,26 @@ async fn settled(shared: &Shared, p: &Plugin, rev: &Revision, commanded: Command
 /// a breaking change refuses the reload unless allowed. A contract pin changed in the same
 /// config change is the new reference instead (the handshake already held the new
 /// revision to it).
-async fn compare_contracts(
+fn compare_contracts(
     p: &Plugin,
     old: &Revision,
     rev: &Revision,
     opts: ReloadOptions,
 ) -> Result<Vec<String>, ReloadError> {
+    use crate::contract::{Scope, Side, decode_descriptor_set, diff};
     let (Some(before), Some(after)) = (old.contract.load_full(), rev.contract.load_full()) else {
         return Ok(Vec::new());
     };
     if old.spec().contract != rev.spec().contract {
         return Ok(Vec::new());
     }
-    // Two descriptor sets of up to a MiB each, decoded and compared: off the runtime's
-    // one thread.
-    let plugin = p.name.clone();
-    tokio::task::spawn_blocking(move || contract_changes(plugin, &before, &after, opts))
-        .await
-        .map_err(|e| ReloadError::Aborted { plugin: p.name.clone(), reason: e.to_string() })?
-}
-
-/// [`compare_contracts`]'s work, on a blocking thread.
-fn contract_changes(
-    plugin: String,
-    before: &Contract,
-    after: &Contract,
-    opts: ReloadOptions,
-) -> Result<Vec<String>, ReloadError> {
-    use crate::contract::{Scope, Side, decode_descriptor_set, diff};
     let decode = |bytes: &[u8], side| decode_descriptor_set(bytes, side).map_err(|e| e.to_string());
     let (old_set, new_set) = match (decode(&before.descriptor_set, Side::Old), decode(&after.descriptor_set, Side::New))
     {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             return Err(ReloadError::Breaking {
-                plugin,
+                plugin: p.name.clone(),
                 breaks: vec![format!("the contracts cannot be compared: {e}")],
             });
         }
@@ -431,7 +409,7 @@ fn contract_changes(
     let report = diff(&old_set, &new_set, Scope::services(before.services.iter().cloned()));
     let breaks: Vec<String> = report.breaking().map(ToString::to_string).collect();
     if !breaks.is_empty() && !opts.allow_breaking {
-        return Err(ReloadError::Breaking { plugin, breaks });
+        return Err(ReloadError::Breaking { plugin: p.name.clone(), breaks });
     }
     Ok(report.changes().iter().map(ToString::to_string).collect())
 }
