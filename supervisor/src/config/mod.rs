@@ -1,6 +1,7 @@
 //! The supervisor's configuration: what operators write in TOML, checked
 //! whole before anything runs.
 
+pub(crate) mod call_graph;
 pub mod changes;
 mod data_dir;
 pub mod gateway;

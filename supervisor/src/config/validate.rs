@@ -310,6 +310,7 @@ pub(super) fn check(
         }
         specs.push(spec);
     }
+    super::call_graph::check(config, p);
     (specs, tiers)
 }
 

@@ -318,6 +318,8 @@ impl Control for ControlService {
             Err(UpdateError::Reread(e)) => Err(reread_status(&e)),
             Err(e @ UpdateError::ShuttingDown) => Err(Status::unavailable(e.to_string())),
             Err(e @ UpdateError::Aborted(_)) => Err(Status::internal(e.to_string())),
+            // The file is valid; what runs is what makes this subset of it impossible.
+            Err(e @ UpdateError::CallCycle { .. }) => Err(Status::failed_precondition(e.to_string())),
         }
     }
 

@@ -28,6 +28,10 @@ pub enum UpdateError {
     ShuttingDown,
     #[error("the update ended abnormally: {0}")]
     Aborted(String),
+    /// The file has no cycle, but the plugins named would close one with the others as
+    /// they run (`update a` where `a` now calls `b`, and the running `b` still calls `a`).
+    #[error("updating only {only}: {cycle}, as the others run now: {}", crate::config::call_graph::WHY)]
+    CallCycle { only: String, cycle: String },
 }
 
 /// What went wrong with one plugin of an update; the others were applied.
@@ -230,6 +234,10 @@ impl Job {
                 }
             }
             keep_only(&mut changes, names);
+            if let Some(cycle) = cycle_left(shared, &next, &changes) {
+                let only: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+                return Err(UpdateError::CallCycle { only: only.join(", "), cycle });
+            }
         }
         let specs: Vec<PluginSpec> = next.specs();
         let entry = |name: &str| specs.iter().find(|s| s.name == name).cloned();
@@ -432,6 +440,49 @@ fn set_calls(p: &Plugin, spec: &PluginSpec) {
         rev.set_live_spec(Arc::new(now));
     }
     tracing::info!(plugin = %p.name, "calls applied in place");
+}
+
+/// A cycle of `calls` among the plugins as they would run once `changes` (some plugins'
+/// only) are applied: the file's entries for those, the others' as they run. The file was
+/// checked whole, but not this mix of it and what runs.
+fn cycle_left(shared: &Shared, next: &Config, changes: &Changes) -> Option<String> {
+    let running = shared.plugins.all();
+    let touched = |n: &str| changes.added.iter().any(|a| a == n) || changes.changed.iter().any(|c| c.name == n);
+    // In the file's order, so that a cycle is named from the same plugin the file's check
+    // would name it from.
+    let mut order: Vec<&str> = next.plugins.iter().map(|p| p.name.as_str()).collect();
+    for p in &running {
+        if !order.contains(&p.name.as_str()) {
+            order.push(&p.name);
+        }
+    }
+    let mut graph: Vec<(&str, Vec<String>)> = Vec::new();
+    for name in order {
+        if changes.removed.iter().any(|r| r == name) {
+            continue;
+        }
+        let calls = if touched(name) {
+            next.plugins.iter().find(|p| p.name == name).map(|p| p.calls.clone())
+        } else {
+            // Each instance calls out by its own revision's entry: any of them may.
+            running.iter().find(|p| p.name == name).map(|p| {
+                let mut calls: Vec<String> = Vec::new();
+                for rev in p.revisions().into_iter().chain([p.serving()]) {
+                    for c in &rev.spec().calls {
+                        if !calls.contains(c) {
+                            calls.push(c.clone());
+                        }
+                    }
+                }
+                calls
+            })
+        };
+        if let Some(calls) = calls {
+            graph.push((name, calls));
+        }
+    }
+    let plugins: Vec<(&str, &[String])> = graph.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    crate::config::call_graph::cycles(&plugins).into_iter().next().map(|c| c.said)
 }
 
 /// Only the changes of the plugins `names` names (supervisor keys are still reported).
@@ -737,6 +788,30 @@ mod tests {
         assert_eq!(p.serving().number, 1, "the old revision serves on");
         assert!(p.spec().calls.is_empty(), "but may call nothing any more: {:?}", p.spec().calls);
         assert!(p.spec().args.is_empty(), "and nothing else of the new entry");
+        f.sup.shutdown().await;
+    }
+
+    /// The file has no cycle, but applying one plugin's entry alone would close one with
+    /// the other as it runs; both together open none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn updating_one_plugin_alone_may_not_close_a_cycle_of_calls() {
+        let text = format!("{}{}", plugin("a", "autostart = false"), plugin("b", "autostart = false\ncalls = [\"a\"]"));
+        let f = fixture(&text, &[]);
+        edit(&f.sup, |t| t.replace("name = \"a\"\n", "name = \"a\"\ncalls = [\"b\"]\n").replace("calls = [\"a\"]", ""));
+        let err = f.sup.update(&["a".into()], ReloadOptions::default()).await.unwrap_err();
+        assert!(matches!(err, UpdateError::CallCycle { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "updating only \"a\": plugin \"a\": calls \"b\", which calls \"a\", as the others run now: {}",
+                crate::config::call_graph::WHY
+            )
+        );
+        assert!(f.sup.plugin("a").unwrap().spec().calls.is_empty(), "nothing was applied");
+        let done = f.sup.update(&["a".into(), "b".into()], ReloadOptions::default()).await.unwrap();
+        assert_eq!(done.live.len(), 2, "{done:?}");
+        assert_eq!(f.sup.plugin("a").unwrap().spec().calls, ["b"]);
+        assert!(f.sup.plugin("b").unwrap().spec().calls.is_empty());
         f.sup.shutdown().await;
     }
 
