@@ -37,8 +37,9 @@ pub fn name_problem(name: &str) -> Option<String> {
     super::kernel::cgroup_name_problem(name)
 }
 
-/// The most lines `tail` keeps per plugin: each line may be 16 KiB, and a
-/// flooding plugin fills its buffer.
+/// The most lines `tail` keeps per plugin: a flooding plugin fills its buffer, which
+/// also holds at most this many × `LOG_BYTES_PER_LINE` bytes (an SDK record may be
+/// ~96 KiB).
 pub const MAX_LOG_LINES: usize = 10_000;
 /// The most lifecycle events `events` keeps.
 pub const MAX_EVENT_HISTORY: usize = 100_000;

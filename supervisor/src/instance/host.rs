@@ -328,7 +328,8 @@ mod tests {
     /// cut to 64 KiB of fields and says so.
     #[tokio::test]
     async fn a_records_fields_are_cut_at_64_kib_and_marked() {
-        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        // Room for the 64 KiB line beside the next (10 lines hold only 20 KiB).
+        let logs = Arc::new(LogBuffer::new("p", 100, LogLimit::default()));
         let host = HostService::new("p-0".into(), logs.clone());
         let fields: HashMap<String, String> =
             (0..64).map(|i| (format!("{i:02}{}", "k".repeat(16 * 1024 - 2)), "v".repeat(16 * 1024))).collect();

@@ -56,11 +56,27 @@ pub struct StreamCounts {
     pub dropped: u64,
 }
 
+/// The bytes a plugin's buffer may hold for each line of `log_lines`. A line may be up
+/// to ~96 KiB (an SDK record's message, target and fields), so a bound on the count alone
+/// let 2000 lines hold ~190 MiB per plugin; with this, the default 2000 hold at most
+/// 4 MiB, while lines of ordinary size still fill all 2000.
+pub const LOG_BYTES_PER_LINE: usize = 2 * 1024;
+
+/// What a kept line is counted as holding: its strings, and the struct and map entries
+/// around them, which a flood of empty lines would otherwise hold for free.
+pub fn line_bytes(line: &LogLine) -> usize {
+    const LINE: usize = 128;
+    const FIELD: usize = 64;
+    let fields: usize = line.fields.iter().map(|(k, v)| FIELD + k.len() + v.len()).sum();
+    LINE + line.instance.len() + line.stream.len() + line.level.len() + line.text.len() + fields
+}
+
 impl LogBuffer {
+    /// Keeps the last `capacity` lines, within `capacity` × [`LOG_BYTES_PER_LINE`] bytes.
     pub fn new(plugin: &str, capacity: usize, limit: LogLimit) -> Self {
         Self {
             plugin: plugin.into(),
-            ring: Ring::new(capacity),
+            ring: Ring::bounded(capacity, capacity.saturating_mul(LOG_BYTES_PER_LINE), line_bytes),
             bucket: Mutex::new(Bucket::new(limit, Instant::now())),
             counts: Default::default(),
         }
@@ -300,6 +316,46 @@ mod tests {
         let dropped = b.counts()[2].dropped;
         assert_eq!(dropped, 3 * MAX_LOST, "{dropped}");
         assert!(texts(&b)[0].starts_with(&format!("p-0 sdk suppressed {dropped} messages")), "{:?}", texts(&b));
+    }
+
+    fn line(i: usize, text_len: usize) -> LogLine {
+        let fields = [("target".to_owned(), "t".repeat(text_len)), (format!("k{i}"), "v".repeat(text_len))];
+        LogLine {
+            instance: "p-0".into(),
+            stream: "sdk".into(),
+            text: format!("{i:08}{}", "x".repeat(text_len)),
+            fields: fields.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn large_lines_are_kept_within_the_byte_bound_newest_first() {
+        let b = LogBuffer::new("p", 2000, LogLimit::default());
+        let bound = 2000 * LOG_BYTES_PER_LINE;
+        // Records as large as the SDK's are kept: ~96 KiB each.
+        for i in 0..300 {
+            b.push(line(i, 32 * 1024));
+        }
+        let kept = b.subscribe(usize::MAX).0;
+        let held: usize = kept.iter().map(line_bytes).sum();
+        assert!(held <= bound, "{held} bytes held, over {bound}");
+        assert!(held + line_bytes(&kept[0]) > bound, "no more went than needed: {held} of {bound}");
+        assert_eq!(kept.len(), 41, "4000 KiB of ~96 KiB lines");
+        let numbers: Vec<usize> = kept.iter().map(|l| l.text[..8].parse().unwrap()).collect();
+        assert_eq!(numbers, (259..300).collect::<Vec<_>>(), "the newest, in order");
+        assert_eq!(b.subscribe(1).0[0].text[..8], *"00000299");
+    }
+
+    #[test]
+    fn lines_of_ordinary_size_still_fill_log_lines() {
+        let b = LogBuffer::new("p", 2000, LogLimit::default());
+        for i in 0..2500 {
+            b.push(line(i, 300));
+        }
+        let kept = b.subscribe(usize::MAX).0;
+        assert_eq!(kept.len(), 2000);
+        assert_eq!(kept[0].text[..8], *"00000500");
     }
 
     #[test]
