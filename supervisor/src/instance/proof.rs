@@ -2,10 +2,11 @@
 //! cgroup is listed, killed and removed; the supervisor's tasks for it end and its
 //! descriptors close (checked in `/proc/self/fd`, and the pidfd by ownership); then the
 //! host is searched for what the plugin's uid left: processes outside every instance of
-//! the plugin, and IPC objects once nothing of the plugin runs.
+//! the plugin, and IPC objects, files in the directories every uid may write to and POSIX
+//! message queues once nothing of the plugin runs.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,10 @@ use super::launcher::{Others, OthersNow};
 use crate::observe::events::EventBus;
 use crate::observe::teardown::{Done, Leftover, Verdict};
 use crate::sandbox::cgroup::{self, Removal};
+use crate::sandbox::leftovers::files::{self, Place};
 use crate::sandbox::leftovers::held::{self, Held};
 use crate::sandbox::leftovers::retry::Retries;
-use crate::sandbox::leftovers::{ipc, procs};
+use crate::sandbox::leftovers::{ipc, mqueue, procs};
 use crate::sandbox::pidfd;
 
 /// How long the supervisor's own tasks for an ended instance get to finish on their own
@@ -186,9 +188,10 @@ async fn check_held(held: Vec<Held>, verdict: &mut Verdict) {
 ///
 /// Processes of that uid outside every instance leaf of the plugin (of any supervisor) are
 /// strays: killed when they sit in the daemon's own cgroup inside its subtree (forked by an
-/// instance that had no cgroup), reported otherwise. IPC objects of the uid are listed
+/// instance that had no cgroup), reported otherwise. IPC objects, files at the top of the
+/// directories every uid may write to and POSIX message queues of the uid are listed
 /// first and removed only when no other instance of the plugin is alive and no process of
-/// the uid runs at all (listing first means an object a process makes meanwhile is not
+/// the uid runs at all (listing first means one a process makes meanwhile is not
 /// touched). A uid shared with the host (`user`/`uid`) is not searched.
 fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
     let mut v = Verdict::default();
@@ -197,6 +200,14 @@ fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
         return v;
     }
     let objects = ipc::of_uid(Path::new("/proc/sysvipc"), owner.uid);
+    // SAFETY: geteuid has no preconditions.
+    let files = if owner.uid == unsafe { libc::geteuid() } {
+        // The supervisor's own files (its sockets, its state) are never a plugin's leftovers.
+        v.unchecked.push(format!("files of its uid: uid {} is the supervisor's own", owner.uid));
+        Vec::new()
+    } else {
+        files_of_uid(&Places::host(), owner.uid, &mut v.unchecked)
+    };
     let running = match procs::of_uid(Path::new("/proc"), owner.uid) {
         Ok(p) => p,
         Err(e) => {
@@ -218,26 +229,87 @@ fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
             v.add(Leftover::Stray { pid: p.pid, comm: p.comm.clone() }, done);
         }
     }
-    if objects.is_empty() {
-        return v;
+    let busy = if others.live > 0 {
+        Some(format!("{} other instance(s) of the plugin still run as it", others.live))
+    } else if !running.is_empty() {
+        Some(format!("{} process(es) of the uid still run", running.len()))
+    } else {
+        None
+    };
+    if !objects.is_empty() {
+        match &busy {
+            Some(why) => v.unchecked.push(format!("IPC objects of its uid: {why}")),
+            None => {
+                for obj in objects {
+                    let done = match ipc::remove(obj) {
+                        Ok(()) => Done::Removed,
+                        Err(e) => Done::LeftAlone(format!("IPC_RMID failed: {e}").into()),
+                    };
+                    v.add(Leftover::Ipc(obj), done);
+                }
+            }
+        }
     }
-    if others.live > 0 || !running.is_empty() {
-        let why = if others.live > 0 {
-            format!("{} other instance(s) of the plugin still run as it", others.live)
-        } else {
-            format!("{} process(es) of the uid still run", running.len())
-        };
-        v.unchecked.push(format!("IPC objects of its uid: {why}"));
-        return v;
-    }
-    for obj in objects {
-        let done = match ipc::remove(obj) {
-            Ok(()) => Done::Removed,
-            Err(e) => Done::LeftAlone(format!("IPC_RMID failed: {e}").into()),
-        };
-        v.add(Leftover::Ipc(obj), done);
-    }
+    remove_files(files, owner.uid, busy.as_deref(), &mut v);
     v
+}
+
+/// Where files of a plugin's uid are looked for.
+struct Places {
+    dirs: Vec<(PathBuf, Place)>,
+    /// The queues' directory, when an `mqueue` file system is mounted there; else why
+    /// they cannot be seen.
+    mqueue: Result<PathBuf, String>,
+}
+
+impl Places {
+    fn host() -> Self {
+        let dirs = files::SHARED.iter().map(|(dir, place)| (PathBuf::from(dir), *place)).collect();
+        let mqueue = match mqueue::host_mounted() {
+            Ok(true) => Ok(PathBuf::from(mqueue::DIR)),
+            Ok(false) => Err(format!("{} is not mounted", mqueue::DIR)),
+            Err(e) => Err(format!("/proc/self/mountinfo: {e}")),
+        };
+        Places { dirs, mqueue }
+    }
+}
+
+/// The entries of `uid` in `places`; a directory that cannot be read, and message queues
+/// that cannot be seen, are said not checked rather than clean.
+fn files_of_uid(places: &Places, uid: u32, unchecked: &mut Vec<String>) -> Vec<files::Entry> {
+    let mut found = Vec::new();
+    let queues = match &places.mqueue {
+        Ok(dir) => Some((dir.clone(), Place::Mqueue)),
+        Err(why) => {
+            unchecked.push(format!("POSIX message queues of its uid: {why}"));
+            None
+        }
+    };
+    for (dir, place) in places.dirs.iter().cloned().chain(queues) {
+        match files::of_uid(&dir, place, uid) {
+            Ok(entries) => found.extend(entries),
+            Err(e) => unchecked.push(format!("files of its uid: {}: {e}", dir.display())),
+        }
+    }
+    found
+}
+
+/// Removes `found` unless something of the uid may still use them (`busy` says what).
+fn remove_files(found: Vec<files::Entry>, uid: u32, busy: Option<&str>, v: &mut Verdict) {
+    if found.is_empty() {
+        return;
+    }
+    if let Some(why) = busy {
+        v.unchecked.push(format!("files of its uid: {why}"));
+        return;
+    }
+    for entry in found {
+        let done = match files::remove(&entry, uid) {
+            Ok(()) => Done::Removed,
+            Err(e) => Done::LeftAlone(format!("removing it failed: {e}").into()),
+        };
+        v.add(Leftover::File(entry), done);
+    }
 }
 
 /// Kills a stray through a pidfd opened first, after checking that the pid still names a
@@ -257,5 +329,72 @@ fn kill_stray(p: &procs::Proc, uid: u32) -> Done {
         Ok(()) => Done::Killed,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Done::Killed,
         Err(_) => Done::LeftAlone("the kill was refused".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::leftovers::files::tests::{give, uids};
+
+    #[test]
+    fn files_of_the_uid_are_removed_once_nothing_of_it_runs_and_listed_in_the_verdict() {
+        let (me, other) = uids();
+        let root = tempfile::tempdir().unwrap();
+        let [shm, tmp, queues] = ["shm", "tmp", "mqueue"].map(|d| root.path().join(d));
+        for dir in [&shm, &tmp, &queues] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let make = || {
+            std::fs::write(shm.join("seg"), b"x").unwrap();
+            std::fs::create_dir_all(tmp.join("mine/deep")).unwrap();
+            std::fs::write(queues.join("q"), b"").unwrap();
+        };
+        make();
+        let theirs = tmp.join("theirs");
+        std::fs::write(&theirs, b"x").unwrap();
+        let theirs_given = give(&theirs, other);
+        let dirs = vec![(shm.clone(), Place::Shm), (tmp.clone(), Place::Tmp)];
+        let places = Places { dirs: dirs.clone(), mqueue: Ok(queues.clone()) };
+
+        // Something of the uid still runs: listed, not removed, and said not checked.
+        let mut v = Verdict::default();
+        let found = files_of_uid(&places, me, &mut v.unchecked);
+        remove_files(found, me, Some("1 process(es) of the uid still run"), &mut v);
+        assert_eq!(
+            v.to_string(),
+            "teardown clean in 0.0 ms [not checked: files of its uid: 1 process(es) of the uid still run]"
+        );
+        assert!(shm.join("seg").exists() && tmp.join("mine").exists() && queues.join("q").exists());
+
+        let mut v = Verdict::default();
+        let found = files_of_uid(&places, me, &mut v.unchecked);
+        remove_files(found, me, None, &mut v);
+        let theirs_too = if theirs_given { String::new() } else { format!("; file {} (removed)", theirs.display()) };
+        assert_eq!(
+            v.to_string(),
+            format!(
+                "teardown cleaned in 0.0 ms: POSIX shared memory {} (removed); directory {} (removed){theirs_too}; \
+                 POSIX message queue {} (removed)",
+                shm.join("seg").display(),
+                tmp.join("mine").display(),
+                queues.join("q").display()
+            )
+        );
+        assert!(!shm.join("seg").exists() && !tmp.join("mine").exists() && !queues.join("q").exists());
+        assert_eq!(theirs.exists(), theirs_given, "another uid's file is left alone");
+
+        // Where no mqueue file system is mounted, the queues are not called clean.
+        make();
+        let places = Places { dirs, mqueue: Err("/dev/mqueue is not mounted".into()) };
+        let mut v = Verdict::default();
+        let found = files_of_uid(&places, me, &mut v.unchecked);
+        remove_files(found, me, None, &mut v);
+        assert_eq!(v.found.len(), 2, "{v}");
+        assert!(
+            v.to_string().ends_with(" [not checked: POSIX message queues of its uid: /dev/mqueue is not mounted]"),
+            "{v}"
+        );
+        assert!(queues.join("q").exists());
     }
 }

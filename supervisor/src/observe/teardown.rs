@@ -1,10 +1,12 @@
 //! The verdict on an instance's end: what the checks after it found left behind (processes,
-//! its cgroup, descriptors the supervisor held, IPC objects) and what was done about each,
+//! its cgroup, descriptors the supervisor held, IPC objects, files and POSIX message queues
+//! of its uid) and what was done about each,
 //! as the `teardown` event, the metric and `status` show it.
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::sandbox::leftovers::files::Entry;
 use crate::sandbox::leftovers::ipc::IpcObject;
 
 /// Something an ended instance left.
@@ -21,6 +23,9 @@ pub enum Leftover {
     Held { what: &'static str },
     /// An IPC object of the plugin's uid, with no live instance of the plugin left.
     Ipc(IpcObject),
+    /// A file of the plugin's uid in a directory every uid may write to (POSIX shared
+    /// memory, a temporary file) or a POSIX message queue, with no live instance left.
+    File(Entry),
 }
 
 impl fmt::Display for Leftover {
@@ -33,6 +38,7 @@ impl fmt::Display for Leftover {
             Leftover::Cgroup { path } => write!(f, "cgroup {path} not removed"),
             Leftover::Held { what } => write!(f, "the supervisor still holds its {what}"),
             Leftover::Ipc(obj) => write!(f, "{obj}"),
+            Leftover::File(entry) => write!(f, "{entry}"),
         }
     }
 }
