@@ -45,6 +45,9 @@ pub(super) struct Owner {
     pub retries: Arc<Retries>,
     /// The supervisor's subtree, when the daemon moved itself into it.
     pub own_subtree: Option<String>,
+    /// Its seccomp filter lets `mq_open` through (or it has none), so it may have made
+    /// POSIX message queues.
+    pub queues_possible: bool,
 }
 
 /// What the launcher kept of an ended instance, handed to its teardown.
@@ -206,7 +209,7 @@ fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
         v.unchecked.push(format!("files of its uid: uid {} is the supervisor's own", owner.uid));
         Vec::new()
     } else {
-        files_of_uid(&Places::host(), owner.uid, &mut v.unchecked)
+        files_of_uid(&Places::host(owner.queues_possible), owner.uid, &mut v.unchecked)
     };
     let running = match procs::of_uid(Path::new("/proc"), owner.uid) {
         Ok(p) => p,
@@ -258,18 +261,19 @@ fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
 struct Places {
     dirs: Vec<(PathBuf, Place)>,
     /// The queues' directory, when an `mqueue` file system is mounted there; else why
-    /// they cannot be seen.
-    mqueue: Result<PathBuf, String>,
+    /// they cannot be seen. None when the plugin's filter lets no `mq_open` through (no
+    /// shipped tier does): it cannot have made one, and its verdict says nothing of them.
+    mqueue: Option<Result<PathBuf, String>>,
 }
 
 impl Places {
-    fn host() -> Self {
+    fn host(queues_possible: bool) -> Self {
         let dirs = files::SHARED.iter().map(|(dir, place)| (PathBuf::from(dir), *place)).collect();
-        let mqueue = match mqueue::host_mounted() {
+        let mqueue = queues_possible.then(|| match mqueue::host_mounted() {
             Ok(true) => Ok(PathBuf::from(mqueue::DIR)),
             Ok(false) => Err(format!("{} is not mounted", mqueue::DIR)),
             Err(e) => Err(format!("/proc/self/mountinfo: {e}")),
-        };
+        });
         Places { dirs, mqueue }
     }
 }
@@ -279,11 +283,12 @@ impl Places {
 fn files_of_uid(places: &Places, uid: u32, unchecked: &mut Vec<String>) -> Vec<files::Entry> {
     let mut found = Vec::new();
     let queues = match &places.mqueue {
-        Ok(dir) => Some((dir.clone(), Place::Mqueue)),
-        Err(why) => {
+        Some(Ok(dir)) => Some((dir.clone(), Place::Mqueue)),
+        Some(Err(why)) => {
             unchecked.push(format!("POSIX message queues of its uid: {why}"));
             None
         }
+        None => None,
     };
     for (dir, place) in places.dirs.iter().cloned().chain(queues) {
         match files::of_uid(&dir, place, uid) {
@@ -355,7 +360,7 @@ mod tests {
         std::fs::write(&theirs, b"x").unwrap();
         let theirs_given = give(&theirs, other);
         let dirs = vec![(shm.clone(), Place::Shm), (tmp.clone(), Place::Tmp)];
-        let places = Places { dirs: dirs.clone(), mqueue: Ok(queues.clone()) };
+        let places = Places { dirs: dirs.clone(), mqueue: Some(Ok(queues.clone())) };
 
         // Something of the uid still runs: listed, not removed, and said not checked.
         let mut v = Verdict::default();
@@ -386,7 +391,7 @@ mod tests {
 
         // Where no mqueue file system is mounted, the queues are not called clean.
         make();
-        let places = Places { dirs, mqueue: Err("/dev/mqueue is not mounted".into()) };
+        let places = Places { dirs: dirs.clone(), mqueue: Some(Err("/dev/mqueue is not mounted".into())) };
         let mut v = Verdict::default();
         let found = files_of_uid(&places, me, &mut v.unchecked);
         remove_files(found, me, None, &mut v);
@@ -396,5 +401,14 @@ mod tests {
             "{v}"
         );
         assert!(queues.join("q").exists());
+
+        // A plugin whose filter lets no mq_open through made none: nothing to say of them.
+        make();
+        let places = Places { dirs, mqueue: None };
+        let mut v = Verdict::default();
+        let found = files_of_uid(&places, me, &mut v.unchecked);
+        remove_files(found, me, None, &mut v);
+        assert!(v.unchecked.is_empty(), "{v}");
+        assert_eq!(v.found.len(), 2, "{v}");
     }
 }

@@ -325,6 +325,11 @@ impl Launcher for SandboxLauncher {
                 events: req.events.clone(),
                 retries: self.retries.clone(),
                 own_subtree: self.own_subtree.clone(),
+                queues_possible: self.learning.is_some()
+                    || self
+                        .sandbox
+                        .tier(&spec.tier)
+                        .is_none_or(|t| t.policy.rules().iter().any(|r| r.nr == libc::SYS_mq_open as i32)),
             };
             let mut process =
                 SandboxProcess { pid, pidfd, exit, tasks: vec![reaper], fences, held, owner, torn_down: false };
