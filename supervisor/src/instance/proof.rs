@@ -48,6 +48,9 @@ pub(super) struct Owner {
     /// Its seccomp filter lets `mq_open` through (or it has none), so it may have made
     /// POSIX message queues.
     pub queues_possible: bool,
+    /// Its data directory, owned by its uid and maybe at the top of `/tmp` or `/var/tmp`:
+    /// its own to keep, never a leftover.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// What the launcher kept of an ended instance, handed to its teardown.
@@ -203,13 +206,23 @@ fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
         return v;
     }
     let objects = ipc::of_uid(Path::new("/proc/sysvipc"), owner.uid);
+    let account = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner.uid)).ok().flatten();
     // SAFETY: geteuid has no preconditions.
     let files = if owner.uid == unsafe { libc::geteuid() } {
         // The supervisor's own files (its sockets, its state) are never a plugin's leftovers.
         v.unchecked.push(format!("files of its uid: uid {} is the supervisor's own", owner.uid));
         Vec::new()
+    } else if let Some(account) = account {
+        // A uid_range reaching into the host's accounts: their files are not the plugin's.
+        v.unchecked.push(format!("files of its uid: uid {} is the account {:?}'s", owner.uid, account.name));
+        Vec::new()
+    } else if others.live > 0 {
+        // Nothing would be removed: not worth a listing of /tmp at every teardown.
+        v.unchecked.push(format!("files of its uid: {} other instance(s) of the plugin still run as it", others.live));
+        Vec::new()
     } else {
-        files_of_uid(&Places::host(owner.queues_possible), owner.uid, &mut v.unchecked)
+        let found = files_of_uid(&Places::host(owner.queues_possible), owner.uid, &mut v.unchecked);
+        not_holding(found, owner.data_dir.as_deref())
     };
     let running = match procs::of_uid(Path::new("/proc"), owner.uid) {
         Ok(p) => p,
@@ -297,6 +310,15 @@ fn files_of_uid(places: &Places, uid: u32, unchecked: &mut Vec<String>) -> Vec<f
         }
     }
     found
+}
+
+/// `found` without the data directory and what holds it: a `data_dir` such as
+/// `/var/tmp/zoo` is the plugin's uid's, at the top of a shared directory, and kept.
+fn not_holding(found: Vec<files::Entry>, data_dir: Option<&Path>) -> Vec<files::Entry> {
+    match data_dir {
+        Some(keep) => found.into_iter().filter(|e| !keep.starts_with(&e.path)).collect(),
+        None => found,
+    }
 }
 
 /// Removes `found` unless something of the uid may still use them (`busy` says what).
@@ -410,5 +432,12 @@ mod tests {
         remove_files(found, me, None, &mut v);
         assert!(v.unchecked.is_empty(), "{v}");
         assert_eq!(v.found.len(), 2, "{v}");
+
+        // The plugin's data directory at the top of /tmp is its own, and kept.
+        make();
+        let data = tmp.join("mine/deep");
+        let found = not_holding(files_of_uid(&places, me, &mut Vec::new()), Some(&data));
+        assert!(found.iter().all(|e| e.path != tmp.join("mine")), "the data directory's holder is kept");
+        assert_eq!(found.len(), 1, "the rest is still found");
     }
 }

@@ -330,6 +330,7 @@ impl Launcher for SandboxLauncher {
                         .sandbox
                         .tier(&spec.tier)
                         .is_none_or(|t| t.policy.rules().iter().any(|r| r.nr == libc::SYS_mq_open as i32)),
+                data_dir: spec.data_dir.clone(),
             };
             let mut process =
                 SandboxProcess { pid, pidfd, exit, tasks: vec![reaper], fences, held, owner, torn_down: false };

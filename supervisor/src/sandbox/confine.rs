@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -86,6 +87,10 @@ pub struct ImageGrants {
 struct RulesetKey {
     read: Vec<PathBuf>,
     write: Vec<PathBuf>,
+    /// The device and inode each write path names now: a rule holds the directory it was
+    /// made for, so one removed and made again (by the operator, or at the next start)
+    /// needs a ruleset of its own, or the plugin finds its data directory refused.
+    write_inodes: Vec<(u64, u64)>,
     required: bool,
 }
 
@@ -298,9 +303,12 @@ impl Sandbox {
         if Path::new("/etc/ld.so.cache").exists() {
             read.push("/etc/ld.so.cache".into());
         }
+        let write: Vec<PathBuf> = spec.data_dir.iter().cloned().collect();
+        let write_inodes = write.iter().map(|p| std::fs::metadata(p).map_or((0, 0), |m| (m.dev(), m.ino()))).collect();
         let key = RulesetKey {
             read,
-            write: spec.data_dir.iter().cloned().collect(),
+            write,
+            write_inodes,
             required: spec.landlock_required.unwrap_or(tier.landlock.required),
         };
         let mut kept = grants.rulesets.lock().map_err(|_| ConfineError::Failed("landlock state poisoned".into()))?;
@@ -524,7 +532,15 @@ mod tests {
             sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         }
         assert_eq!(kept(&grants), RULESETS_KEPT, "the oldest go beyond the limit");
-        let newest = &grants.rulesets.lock().unwrap()[0].0;
-        assert_eq!(newest.write, vec![dirs.path().join((RULESETS_KEPT + 3).to_string())]);
+        let newest = grants.rulesets.lock().unwrap()[0].0.write.clone();
+        assert_eq!(newest, vec![dirs.path().join((RULESETS_KEPT + 3).to_string())]);
+        // The same data directory removed and made again is another directory to Landlock.
+        let again = dirs.path().join((RULESETS_KEPT + 3).to_string());
+        std::fs::remove_dir(&again).unwrap();
+        std::fs::create_dir(&again).unwrap();
+        sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        let kept_now = grants.rulesets.lock().unwrap();
+        assert_eq!((&kept_now[0].0.write, &kept_now[1].0.write), (&kept_now[1].0.write, &kept_now[0].0.write));
+        assert_ne!(kept_now[0].0.write_inodes, kept_now[1].0.write_inodes, "a ruleset for the new directory");
     }
 }
