@@ -433,7 +433,8 @@ impl Supervisor {
                         note,
                     });
                 }
-                let done = self.reload(name, ReloadOptions::default()).await.map_err(Box::new)?;
+                let resume = ReloadOptions { resume: true, ..ReloadOptions::default() };
+                let done = self.reload(name, resume).await.map_err(Box::new)?;
                 self.shared.events.emit(
                     name,
                     "",
@@ -453,7 +454,8 @@ impl Supervisor {
                         action: "abort",
                         phase: report.phase,
                         note: format!(
-                            "a resume is starting its canary; abort it once it runs (`supervisorctl rollout status {name}`)"
+                            "a reload of it is under way, such as a resume starting the canary; try again once it is \
+                             over (`supervisorctl rollout status {name}`)"
                         ),
                     });
                 };

@@ -276,7 +276,7 @@ impl Control for ControlService {
 
     async fn reload(&self, req: Request<ReloadRequest>) -> Result<Response<ActionResponse>, Status> {
         let req = req.into_inner();
-        let opts = ReloadOptions { allow_breaking: req.allow_breaking };
+        let opts = ReloadOptions { allow_breaking: req.allow_breaking, ..ReloadOptions::default() };
         match self.sup.reload(&req.name, opts).await {
             Ok(done) => Ok(Response::new(ActionResponse { message: done.to_string() })),
             Err(e) => Err(reload_status(&e)),
@@ -308,7 +308,7 @@ impl Control for ControlService {
 
     async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
         let req = req.into_inner();
-        let opts = ReloadOptions { allow_breaking: req.allow_breaking };
+        let opts = ReloadOptions { allow_breaking: req.allow_breaking, ..ReloadOptions::default() };
         match self.sup.update(&req.names, opts).await {
             Ok(done) => Ok(Response::new(UpdateResponse {
                 lines: done.lines(),

@@ -286,8 +286,8 @@ mod tests {
         );
     }
 
-    /// A plugin over its rate that opens a second stream finds the budget the first one
-    /// spent: it is paused as the first would have been, not read at full speed again.
+    /// A plugin cannot file its lines at 1970 or in the future: a record's own time is
+    /// kept only near its arrival.
     #[tokio::test]
     async fn a_record_keeps_its_own_time_only_near_its_arrival() {
         let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
@@ -303,6 +303,8 @@ mod tests {
         }
     }
 
+    /// A plugin over its rate that opens a second stream finds the budget the first one
+    /// spent: it is paused as the first would have been, not read at full speed again.
     #[tokio::test]
     async fn an_instances_streams_share_one_drop_budget() {
         let logs = Arc::new(LogBuffer::new("p", 10, LogLimit { rate: 1, burst: 1 }));

@@ -148,8 +148,10 @@ async fn supervise(
         if leaving.now() && started.is_err() {
             return;
         }
-        // Cancelled by the operator's command: obeyed next, not a failed start.
+        // Cancelled by the operator's command: obeyed next, not a failed start. Its
+        // process is gone and its cgroup removed, as after any start.
         if started.is_err() && commanded_since(&desired.borrow(), want.generation) {
+            inst.cgroup.store(None);
             continue;
         }
         let started = match started {
@@ -268,7 +270,6 @@ fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-/// Resolves when the operator issues a new command.
 /// The operator has stopped or restarted the plugin since command `current` (a start
 /// meanwhile leaves a start under way to go on).
 fn commanded_since(d: &super::Desired, current: u64) -> bool {
@@ -282,6 +283,7 @@ async fn stopped_or_restarted(rx: &mut watch::Receiver<super::Desired>, current:
     }
 }
 
+/// Resolves when the operator issues a new command.
 async fn changed_generation(rx: &mut watch::Receiver<super::Desired>, current: u64) {
     let _ = rx.wait_for(|d| d.generation != current).await;
 }

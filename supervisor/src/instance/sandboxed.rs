@@ -601,12 +601,13 @@ async fn watch_seccomp(
         // time, said once a second per syscall, answered at a bounded pace.
         let now = tokio::time::Instant::now();
         events.count(&plugin, EventKind::Seccomp);
-        if let Some(held) = denials.say(&syscall, now) {
+        if let Some((name, held)) = denials.say(&syscall, now) {
             let said = match held {
                 0 => report,
-                n => format!("{report} ({n} more denied since it was last said)"),
+                n if name == syscall => format!("{report} ({n} more denied since it was last said)"),
+                n => format!("{report} ({n} more denied of {name} since it was last said)"),
             };
-            events.keep(&plugin, &instance, EventKind::Seccomp, said, &[("syscall", syscall)]);
+            events.keep(&plugin, &instance, EventKind::Seccomp, said, &[("syscall", syscall.clone())]);
         }
         denials.pace(now)
     })

@@ -30,6 +30,8 @@ const SETTLE: Duration = Duration::from_millis(500);
 pub struct ReloadOptions {
     /// Switch even when the new contract breaks the serving one.
     pub allow_breaking: bool,
+    /// It resumes an interrupted rollout, and goes on only while it still is one.
+    pub resume: bool,
 }
 
 /// A reload that happened.
@@ -111,6 +113,13 @@ pub enum ReloadError {
     Interrupted { plugin: String, by: &'static str },
     #[error("plugin {plugin:?}: the reload ended abnormally: {reason}")]
     Aborted { plugin: String, reason: String },
+    #[error("plugin {0:?}: the interrupted rollout was given up before its resume began; nothing was started")]
+    NotResumed(String),
+    #[error(
+        "plugin {plugin:?}: its entry in the file would close a cycle of calls with the others as they run: {cycle}: {}",
+        crate::config::call_graph::WHY
+    )]
+    CallCycle { plugin: String, cycle: String },
 }
 
 /// Where a reload takes the plugin's new config entry from.
@@ -142,12 +151,22 @@ pub(crate) async fn reload(
     if p.rollout().is_some_and(|r| r.is_active()) {
         return Err(ReloadError::RolloutUnderWay(p.name.clone()));
     }
+    // A resume's reload takes the lock only once its task first runs: an abort in between
+    // gave the rollout up, and the canary is no longer wanted.
+    if opts.resume && !p.rollout().is_some_and(|r| r.report().phase == crate::rollout::Phase::Interrupted) {
+        return Err(ReloadError::NotResumed(p.name.clone()));
+    }
     let replace = matches!(source, Source::Replace);
     let spec = Arc::new(match source {
         Source::File(file) => {
-            Config::load(&file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
+            let spec = Config::load(&file)?.specs().into_iter().find(|s| s.name == p.name).ok_or_else(|| {
                 ReloadError::NotConfigured { plugin: p.name.clone(), file: file.display().to_string() }
-            })?
+            })?;
+            // The file was checked whole, but the others may run older entries.
+            if let Some(cycle) = cycle_closed(&shared, &p, &spec) {
+                return Err(ReloadError::CallCycle { plugin: p.name.clone(), cycle });
+            }
+            spec
         }
         Source::Entry(spec) => *spec,
         Source::Serving | Source::Replace => (*p.spec()).clone(),
@@ -412,6 +431,18 @@ fn compare_contracts(
         return Err(ReloadError::Breaking { plugin: p.name.clone(), breaks });
     }
     Ok(report.changes().iter().map(ToString::to_string).collect())
+}
+
+/// A cycle of `calls` that `p` running `spec` would close with the other plugins as they
+/// run (any of their revisions' entries).
+fn cycle_closed(shared: &Shared, p: &Plugin, spec: &crate::config::PluginSpec) -> Option<String> {
+    let running = shared.plugins.all();
+    let graph: Vec<(String, Vec<String>)> = running
+        .iter()
+        .map(|r| (r.name.clone(), if r.name == p.name { spec.calls.clone() } else { update::calls_out(r) }))
+        .collect();
+    let plugins: Vec<(&str, &[String])> = graph.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
+    crate::config::call_graph::cycles(&plugins).into_iter().next().map(|c| c.said)
 }
 
 /// How long a new instance has to answer the reload's health check.

@@ -116,7 +116,7 @@ async fn a_breaking_contract_is_refused_and_listed_unless_allowed() {
     let f = fixture(&plugin("fake", ""), &[]);
     f.sup.wait_running("fake", UP).await.unwrap();
     f.fake.script("fake", &[Behaviour::ServeBreaking { name: "fake".into() }]);
-    let done = f.sup.reload("fake", ReloadOptions { allow_breaking: true }).await.unwrap();
+    let done = f.sup.reload("fake", ReloadOptions { allow_breaking: true, ..ReloadOptions::default() }).await.unwrap();
     assert_eq!(done.to, 2);
     assert!(done.changes.iter().any(|c| c.contains("fake.v1.Text.text")), "{:?}", done.changes);
     assert_eq!(f.sup.plugin("fake").unwrap().serving().instances[0].status().declared.version, "2.0.0");

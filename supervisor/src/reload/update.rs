@@ -464,18 +464,7 @@ fn cycle_left(shared: &Shared, next: &Config, changes: &Changes) -> Option<Strin
         let calls = if touched(name) {
             next.plugins.iter().find(|p| p.name == name).map(|p| p.calls.clone())
         } else {
-            // Each instance calls out by its own revision's entry: any of them may.
-            running.iter().find(|p| p.name == name).map(|p| {
-                let mut calls: Vec<String> = Vec::new();
-                for rev in p.revisions().into_iter().chain([p.serving()]) {
-                    for c in &rev.spec().calls {
-                        if !calls.contains(c) {
-                            calls.push(c.clone());
-                        }
-                    }
-                }
-                calls
-            })
+            running.iter().find(|p| p.name == name).map(|p| calls_out(p))
         };
         if let Some(calls) = calls {
             graph.push((name, calls));
@@ -483,6 +472,20 @@ fn cycle_left(shared: &Shared, next: &Config, changes: &Changes) -> Option<Strin
     }
     let plugins: Vec<(&str, &[String])> = graph.iter().map(|(n, c)| (*n, c.as_slice())).collect();
     crate::config::call_graph::cycles(&plugins).into_iter().next().map(|c| c.said)
+}
+
+/// The plugins `p` may call as it runs: each instance calls out by its own revision's
+/// entry, and any of them may.
+pub(super) fn calls_out(p: &Plugin) -> Vec<String> {
+    let mut calls: Vec<String> = Vec::new();
+    for rev in p.revisions().into_iter().chain([p.serving()]) {
+        for c in &rev.spec().calls {
+            if !calls.contains(c) {
+                calls.push(c.clone());
+            }
+        }
+    }
+    calls
 }
 
 /// Only the changes of the plugins `names` names (supervisor keys are still reported).
@@ -812,6 +815,26 @@ mod tests {
         assert_eq!(done.live.len(), 2, "{done:?}");
         assert_eq!(f.sup.plugin("a").unwrap().spec().calls, ["b"]);
         assert!(f.sup.plugin("b").unwrap().spec().calls.is_empty());
+        f.sup.shutdown().await;
+    }
+
+    /// `reload a` reads only a's entry: one that would close a cycle with the others as
+    /// they run is refused as `update a` is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_may_not_close_a_cycle_of_calls_either() {
+        let text = format!("{}{}", plugin("a", "autostart = false"), plugin("b", "autostart = false\ncalls = [\"a\"]"));
+        let f = fixture(&text, &[]);
+        edit(&f.sup, |t| t.replace("name = \"a\"\n", "name = \"a\"\ncalls = [\"b\"]\n").replace("calls = [\"a\"]", ""));
+        let err = f.sup.reload("a", ReloadOptions::default()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "plugin \"a\": its entry in the file would close a cycle of calls with the others as they run: \
+                 plugin \"a\": calls \"b\", which calls \"a\": {}",
+                crate::config::call_graph::WHY
+            )
+        );
+        assert_eq!(f.sup.plugin("a").unwrap().serving().number, 1, "nothing was started");
         f.sup.shutdown().await;
     }
 

@@ -561,11 +561,30 @@ async fn an_interrupted_rollout_cannot_be_given_up_while_its_resume_starts_the_c
     let (resumed, refused) = tokio::join!(resume, abort);
     assert_eq!(
         refused.to_string(),
-        "plugin \"fake\": cannot abort: the rollout is interrupted (a resume is starting its canary; abort it once \
-         it runs (`supervisorctl rollout status fake`))"
+        "plugin \"fake\": cannot abort: the rollout is interrupted (a reload of it is under way, such as a resume \
+         starting the canary; try again once it is over (`supervisorctl rollout status fake`))"
     );
     let (said, report) = resumed.unwrap();
     assert!(said.starts_with("fake: revision 3 takes 10% of calls as a canary"), "{said}");
     assert_eq!(report.map(|r| r.phase), Some(Phase::Running));
+    f.sup.shutdown().await;
+}
+
+/// A resume's reload that begins only after an abort gave the rollout up starts nothing.
+#[tokio::test]
+async fn a_resume_whose_rollout_was_given_up_before_it_began_starts_nothing() {
+    let f = started(&slow_canary("[\"old\"]"), &[]).await;
+    rewrite(&f.sup, &slow_canary("[\"new\"]"));
+    f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(f.sup.restart_plugin("fake", UP).await.unwrap(), "running");
+    until_phase(&f.sup, Phase::Interrupted).await;
+    f.sup.rollout("fake", Action::Abort).await.unwrap();
+    let resume = ReloadOptions { resume: true, ..ReloadOptions::default() };
+    let err = f.sup.reload("fake", resume).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"fake\": the interrupted rollout was given up before its resume began; nothing was started"
+    );
+    assert_eq!(f.sup.plugin("fake").unwrap().revisions().len(), 1, "no canary");
     f.sup.shutdown().await;
 }

@@ -81,7 +81,7 @@ pub fn read_access() -> BitFlags<AccessFs> {
 }
 
 /// The rights on writable paths (the data directory): all but Execute, so
-/// nothing the plugin writes can be run.
+/// no program the plugin writes can be executed directly.
 pub fn write_access() -> BitFlags<AccessFs> {
     AccessFs::from_all(TARGET_ABI) & !AccessFs::Execute
 }
