@@ -89,6 +89,14 @@ impl Guarded {
             return Some(format!("it leads to {}, / or a top-level directory", real.display()));
         }
         let mine: Vec<&PathBuf> = std::iter::once(&lexical).chain(&real).collect();
+        // Directories every uid writes to: the teardown sweeps the plugin's uid's files at
+        // their top, so one as its data directory would lose what it keeps at every stop
+        // (a data directory inside one, such as /var/tmp/zoo, is its own and kept).
+        for shared in SHARED_DIRS.map(Path::new) {
+            if mine.iter().any(|me| shared.starts_with(me)) {
+                return Some(format!("it is or holds {}, which every uid writes to", shared.display()));
+            }
+        }
         for (what, forms) in &self.dirs {
             for (theirs, me) in forms.iter().flat_map(|t| mine.iter().map(move |m| (t, m))) {
                 if theirs.starts_with(me) {
@@ -109,6 +117,9 @@ impl Guarded {
         None
     }
 }
+
+/// The directories every uid may write to, which the teardown sweeps.
+const SHARED_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"];
 
 /// `path` with `.` dropped and `..` taken back, without asking the file system.
 fn normal(path: &Path) -> PathBuf {
@@ -165,6 +176,12 @@ mod tests {
         assert!(inside.contains("it is inside the state directory (/var/lib/ps)"), "{inside}");
         assert!(refused("/var/lib/ps-data/a").is_empty(), "{}", refused("/var/lib/ps-data/a"));
         assert!(refused("data/a").is_empty(), "relative to the config file: {}", refused("data/a"));
+        // Where every uid writes, the teardown sweeps the uid's files: one inside is its own.
+        for shared in ["/var/tmp", "/dev/shm", "/var/tmp/x/.."] {
+            let err = refused(shared);
+            assert!(err.contains("which every uid writes to"), "data_dir = {shared:?}: {err}");
+        }
+        assert!(refused("/var/tmp/zoo").is_empty(), "{}", refused("/var/tmp/zoo"));
     }
 
     #[test]

@@ -206,7 +206,11 @@ fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
         return v;
     }
     let objects = ipc::of_uid(Path::new("/proc/sysvipc"), owner.uid);
-    let account = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner.uid)).ok().flatten();
+    let account = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner.uid)) {
+        Ok(found) => found.map(|a| a.name),
+        // Not knowing is not "no account": its files are left unsearched.
+        Err(e) => Some(format!("unknown (the account lookup failed: {e})")),
+    };
     // SAFETY: geteuid has no preconditions.
     let files = if owner.uid == unsafe { libc::geteuid() } {
         // The supervisor's own files (its sockets, its state) are never a plugin's leftovers.
@@ -214,7 +218,7 @@ fn sweep_uid(owner: &Owner, others: Others) -> Verdict {
         Vec::new()
     } else if let Some(account) = account {
         // A uid_range reaching into the host's accounts: their files are not the plugin's.
-        v.unchecked.push(format!("files of its uid: uid {} is the account {:?}'s", owner.uid, account.name));
+        v.unchecked.push(format!("files of its uid: uid {} is the account {account:?}'s", owner.uid));
         Vec::new()
     } else if others.live > 0 {
         // Nothing would be removed: not worth a listing of /tmp at every teardown.
@@ -331,9 +335,15 @@ fn remove_files(found: Vec<files::Entry>, uid: u32, busy: Option<&str>, v: &mut 
         return;
     }
     for entry in found {
-        let done = match files::remove(&entry, uid) {
-            Ok(()) => Done::Removed,
-            Err(e) => Done::LeftAlone(format!("removing it failed: {e}").into()),
+        // A directory may be a data directory of the plugin's (another revision's, or one
+        // named through a link or another path): named, never removed.
+        let done = if entry.dir {
+            Done::LeftAlone("a directory: not removed, it may hold what the plugin keeps".into())
+        } else {
+            match files::remove(&entry, uid) {
+                Ok(()) => Done::Removed,
+                Err(e) => Done::LeftAlone(format!("removing it failed: {e}").into()),
+            }
         };
         v.add(Leftover::File(entry), done);
     }
@@ -401,14 +411,16 @@ mod tests {
         assert_eq!(
             v.to_string(),
             format!(
-                "teardown cleaned in 0.0 ms: POSIX shared memory {} (removed); directory {} (removed){theirs_too}; \
-                 POSIX message queue {} (removed)",
+                "teardown leftover in 0.0 ms: POSIX shared memory {} (removed); directory {} (left alone: a \
+                 directory: not removed, it may hold what the plugin keeps){theirs_too}; POSIX message queue {} \
+                 (removed)",
                 shm.join("seg").display(),
                 tmp.join("mine").display(),
                 queues.join("q").display()
             )
         );
-        assert!(!shm.join("seg").exists() && !tmp.join("mine").exists() && !queues.join("q").exists());
+        assert!(!shm.join("seg").exists() && !queues.join("q").exists());
+        assert!(tmp.join("mine").exists(), "a directory may be a data directory: never removed");
         assert_eq!(theirs.exists(), theirs_given, "another uid's file is left alone");
 
         // Where no mqueue file system is mounted, the queues are not called clean.

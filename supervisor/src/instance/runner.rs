@@ -145,13 +145,15 @@ async fn supervise(
             }
         })
         .await;
+        if started.is_err() {
+            // Its process is gone and its cgroup removed, as after any start.
+            inst.cgroup.store(None);
+        }
         if leaving.now() && started.is_err() {
             return;
         }
-        // Cancelled by the operator's command: obeyed next, not a failed start. Its
-        // process is gone and its cgroup removed, as after any start.
+        // Cancelled by the operator's command: obeyed next, not a failed start.
         if started.is_err() && commanded_since(&desired.borrow(), want.generation) {
-            inst.cgroup.store(None);
             continue;
         }
         let started = match started {

@@ -113,7 +113,9 @@ pub enum ReloadError {
     Interrupted { plugin: String, by: &'static str },
     #[error("plugin {plugin:?}: the reload ended abnormally: {reason}")]
     Aborted { plugin: String, reason: String },
-    #[error("plugin {0:?}: the interrupted rollout was given up before its resume began; nothing was started")]
+    #[error(
+        "plugin {0:?}: the interrupted rollout was given up, or the plugin stopped, before its resume began; nothing was started"
+    )]
     NotResumed(String),
     #[error(
         "plugin {plugin:?}: its entry in the file would close a cycle of calls with the others as they run: {cycle}: {}",
@@ -153,7 +155,12 @@ pub(crate) async fn reload(
     }
     // A resume's reload takes the lock only once its task first runs: an abort in between
     // gave the rollout up, and the canary is no longer wanted.
-    if opts.resume && !p.rollout().is_some_and(|r| r.report().phase == crate::rollout::Phase::Interrupted) {
+    let resumable = || {
+        p.rollout().is_some_and(|r| r.report().phase == crate::rollout::Phase::Interrupted)
+            && p.desired.borrow().run
+            && p.serving().has_ready()
+    };
+    if opts.resume && !resumable() {
         return Err(ReloadError::NotResumed(p.name.clone()));
     }
     let replace = matches!(source, Source::Replace);
@@ -442,7 +449,10 @@ fn cycle_closed(shared: &Shared, p: &Plugin, spec: &crate::config::PluginSpec) -
         .map(|r| (r.name.clone(), if r.name == p.name { spec.calls.clone() } else { update::calls_out(r) }))
         .collect();
     let plugins: Vec<(&str, &[String])> = graph.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
-    crate::config::call_graph::cycles(&plugins).into_iter().next().map(|c| c.said)
+    // Only a cycle through `p` is this reload's doing; one among the others' draining
+    // revisions is not.
+    let quoted = format!("{:?}", p.name);
+    crate::config::call_graph::cycles(&plugins).into_iter().find(|c| c.said.contains(&quoted)).map(|c| c.said)
 }
 
 /// How long a new instance has to answer the reload's health check.

@@ -583,7 +583,8 @@ async fn a_resume_whose_rollout_was_given_up_before_it_began_starts_nothing() {
     let err = f.sup.reload("fake", resume).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "plugin \"fake\": the interrupted rollout was given up before its resume began; nothing was started"
+        "plugin \"fake\": the interrupted rollout was given up, or the plugin stopped, before its resume began; \
+         nothing was started"
     );
     assert_eq!(f.sup.plugin("fake").unwrap().revisions().len(), 1, "no canary");
     f.sup.shutdown().await;

@@ -18,12 +18,10 @@ pub const ANSWERED_PER_WINDOW: u32 = 200;
 /// The window [`ANSWERED_PER_WINDOW`] counts in.
 pub const PACE_WINDOW: Duration = Duration::from_millis(100);
 /// Syscalls said apart; past them (a plugin calling number after unknown number) the rest
-/// are said together, under [`OTHERS`].
-pub const SYSCALLS_APART: usize = 64;
+/// are said together, under [`OTHERS`]. With [`SAID_EVERY`], at most 17 events a second.
+pub const SYSCALLS_APART: usize = 16;
 /// The name the syscalls past [`SYSCALLS_APART`] are said under.
 pub const OTHERS: &str = "other syscalls";
-/// Denials said a second, whatever their syscalls: the rest are held back and counted.
-pub const SAID_PER_SECOND: u32 = 8;
 
 /// One instance's denials so far.
 #[derive(Debug, Default)]
@@ -31,32 +29,22 @@ pub struct Denials {
     /// Per syscall: when it was last said, and how many were held back since.
     said: HashMap<String, (Instant, u64)>,
     window: Option<(Instant, u32)>,
-    /// When the current second of saying began, and how many were said in it.
-    saying: Option<(Instant, u32)>,
 }
 
 impl Denials {
     /// One more denial of `syscall` at `now`: the name to say it under and how many were
     /// held back since that was last said, when it is to be said now. At most
-    /// [`SYSCALLS_APART`] names are kept (any number reaches the listener, so a plugin
-    /// could otherwise grow the map without end) and [`SAID_PER_SECOND`] said.
+    /// [`SYSCALLS_APART`] names are kept apart: any number reaches the listener, so a
+    /// plugin could otherwise grow the map without end, and have each said.
     pub fn say<'a>(&mut self, syscall: &'a str, now: Instant) -> Option<(&'a str, u64)> {
         let name = if self.said.contains_key(syscall) || self.said.len() < SYSCALLS_APART { syscall } else { OTHERS };
-        let budget = match self.saying {
-            Some((start, n)) if now < start + SAID_EVERY => (start, n),
-            _ => (now, 0),
-        };
-        let room = budget.1 < SAID_PER_SECOND;
         let fresh = !self.said.contains_key(name);
         let entry = self.said.entry(name.to_owned()).or_insert((now, 0));
-        let due = fresh || now >= entry.0 + SAID_EVERY;
-        if !(due && room) {
+        if !fresh && now < entry.0 + SAID_EVERY {
             entry.1 += 1;
-            self.saying = Some(budget);
             return None;
         }
         entry.0 = now;
-        self.saying = Some((budget.0, budget.1 + 1));
         Some((name, std::mem::take(&mut entry.1)))
     }
 
@@ -97,7 +85,7 @@ mod tests {
         let t = Instant::now();
         let names: Vec<String> = (0..100_000).map(|n| format!("syscall {}", 1000 + n)).collect();
         let said = names.iter().enumerate().filter(|(i, n)| d.say(n, t + Duration::from_micros(*i as u64)).is_some());
-        assert_eq!(said.count(), SAID_PER_SECOND as usize, "a few said in the first second");
+        assert_eq!(said.count(), SYSCALLS_APART + 1, "each name once in the first second, the rest together");
         assert_eq!(d.said.len(), SYSCALLS_APART + 1, "the rest under one name");
         let later = t + Duration::from_secs(2);
         let (name, held) = d.say("syscall 999999", later).expect("said again a second later");
