@@ -437,37 +437,20 @@ mod tests {
     /// Which of `files` a child restricted by `ruleset` can open for reading, one bit each.
     fn readable_under(ruleset: &OwnedFd, files: &[&Path]) -> i32 {
         let paths: Vec<CString> = files.iter().map(|p| CString::new(p.as_os_str().as_bytes()).unwrap()).collect();
-        let fd = ruleset.as_raw_fd();
         // SAFETY: the child makes only raw, async-signal-safe syscalls on data prepared
-        // before the fork, and always ends in _exit; the parent reaps it at once.
+        // before the fork.
         unsafe {
-            match libc::fork() {
-                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-                0 => {
-                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                        || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
-                    {
-                        libc::_exit(100);
+            crate::sandbox::landlock::exit_code_under(ruleset.as_raw_fd(), || {
+                let mut bits = 0;
+                for (i, p) in paths.iter().enumerate() {
+                    let f = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if f >= 0 {
+                        bits |= 1 << i;
+                        libc::close(f);
                     }
-                    let mut bits = 0;
-                    for (i, p) in paths.iter().enumerate() {
-                        let f = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                        if f >= 0 {
-                            bits |= 1 << i;
-                            libc::close(f);
-                        }
-                    }
-                    libc::_exit(bits)
                 }
-                pid => {
-                    let mut status = 0;
-                    assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-                    assert!(libc::WIFEXITED(status), "the child ended by a signal: {status:#x}");
-                    let code = libc::WEXITSTATUS(status);
-                    assert_ne!(code, 100, "the child could not restrict itself");
-                    code
-                }
-            }
+                bits
+            })
         }
     }
 

@@ -127,6 +127,40 @@ pub fn build(access: &Grants, required: bool) -> Result<Built, LandlockError> {
     })
 }
 
+/// The exit code of a forked child that restricts itself by the ruleset `fd`, then runs
+/// `child` and exits with what it returns (100 is kept for a child that could not restrict
+/// itself, which fails the test). The parent reaps it at once.
+///
+/// # Safety
+///
+/// `child` runs between fork and exit in a copy of a multithreaded process: it may make
+/// only async-signal-safe calls, on data prepared before the fork.
+#[cfg(test)]
+pub(crate) unsafe fn exit_code_under(fd: std::os::fd::RawFd, child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the caller's contract covers the child; the rest are raw syscalls.
+    unsafe {
+        match libc::fork() {
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                    || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
+                {
+                    libc::_exit(100);
+                }
+                libc::_exit(child())
+            }
+            pid => {
+                let mut status = 0;
+                assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                assert!(libc::WIFEXITED(status), "the child ended by a signal: {status:#x}");
+                let code = libc::WEXITSTATUS(status);
+                assert_ne!(code, 100, "the child could not restrict itself");
+                code
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::ffi::CString;
@@ -143,28 +177,12 @@ mod tests {
         let argv = [path.as_ptr(), std::ptr::null()];
         let envp = [std::ptr::null()];
         // SAFETY: the child makes only raw, async-signal-safe syscalls on data prepared
-        // before the fork, and ends in exec or _exit; the parent reaps it at once.
+        // before the fork, and ends in exec (or the errno, as its exit code).
         unsafe {
-            match libc::fork() {
-                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-                0 => {
-                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                        || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
-                    {
-                        libc::_exit(100);
-                    }
-                    libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                    libc::_exit(*libc::__errno_location())
-                }
-                pid => {
-                    let mut status = 0;
-                    assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-                    assert!(libc::WIFEXITED(status), "the child ended by a signal: {status:#x}");
-                    let code = libc::WEXITSTATUS(status);
-                    assert_ne!(code, 100, "the child could not restrict itself");
-                    code
-                }
-            }
+            exit_code_under(fd, || {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                *libc::__errno_location()
+            })
         }
     }
 
