@@ -49,15 +49,30 @@ pub(crate) fn cycles(plugins: &[(&str, &[String])]) -> Vec<Cycle> {
         }
         let Some(&first) = component.iter().min() else { continue };
         let Some((entry, through)) = graph.shortest_cycle(first, &component) else { continue };
-        let mut said = format!("plugin {:?}: ", plugins[first].0);
-        for (k, &node) in through.iter().enumerate() {
-            let verb = if k == 0 { "calls" } else { ", which calls" };
-            said.push_str(&format!("{verb} {:?}", plugins[node].0));
-        }
-        found.push(Cycle { first, entry, said });
+        found.push(Cycle { first, entry, said: said(plugins, first, &through) });
     }
     found.sort_by_key(|c| c.first);
     found
+}
+
+/// The shortest cycle of `calls` through `plugins[at]`, if one runs through it: what a
+/// change of that plugin's `calls` alone is refused for. [`cycles`] names each group's
+/// cycle from its first plugin, which another cycle of the group may leave out.
+pub(crate) fn cycle_through(plugins: &[(&str, &[String])], at: usize) -> Option<Cycle> {
+    let graph = Graph::of(plugins);
+    let all: Vec<usize> = (0..plugins.len()).collect();
+    let (entry, through) = graph.shortest_cycle(at, &all)?;
+    Some(Cycle { first: at, entry, said: said(plugins, at, &through) })
+}
+
+/// `plugin "a": calls "b", which calls "a"`, for the way from `from` that passes `through`.
+fn said(plugins: &[(&str, &[String])], from: usize, through: &[usize]) -> String {
+    let mut said = format!("plugin {:?}: ", plugins[from].0);
+    for (k, &node) in through.iter().enumerate() {
+        let verb = if k == 0 { "calls" } else { ", which calls" };
+        said.push_str(&format!("{verb} {:?}", plugins[node].0));
+    }
+    said
 }
 
 /// Plugins by their place in the file; an edge keeps the `calls` entry it came from.
@@ -242,5 +257,17 @@ mod tests {
         assert_eq!(key, "plugin[0].calls[0]");
         assert!(message.starts_with("plugin \"p0\": calls \"p1\", which calls \"p2\""), "{message}");
         assert!(message.ends_with(&format!("which calls \"p999\", which calls \"p0\": {}", super::WHY)), "{message}");
+    }
+
+    #[test]
+    fn a_cycle_through_a_plugin_is_found_where_its_group_is_named_from_another() {
+        let (a, b, c) = (vec!["b".to_owned()], vec!["a".to_owned(), "c".to_owned()], vec!["b".to_owned()]);
+        let plugins: Vec<(&str, &[String])> = vec![("a", &a), ("b", &b), ("c", &c)];
+        let named: Vec<String> = super::cycles(&plugins).into_iter().map(|c| c.said).collect();
+        assert_eq!(named, ["plugin \"a\": calls \"b\", which calls \"a\""], "one group, named from its first");
+        let through = super::cycle_through(&plugins, 2).map(|c| (c.entry, c.said));
+        assert_eq!(through, Some((0, "plugin \"c\": calls \"b\", which calls \"c\"".to_owned())));
+        let none: Vec<(&str, &[String])> = vec![("a", &a), ("b", &a[..0]), ("c", &c)];
+        assert!(super::cycle_through(&none, 2).is_none(), "c calls b, which calls nobody");
     }
 }

@@ -51,7 +51,7 @@ pub const MAX_CONNECTIONS: usize = 128;
 /// restarts (each needs a few descriptors: the binary's copy, pipes, a pidfd, sockets).
 const RESERVE_SHARE: u64 = 8;
 /// Follow streams (`events -f`, `tail -f`) open at once across the control socket: each
-/// holds a broadcast receiver and a task's buffers (about 30 KiB, so 30 MiB at most).
+/// holds its place in a history and a task's buffers (about 30 KiB, so 30 MiB at most).
 /// Enough for per-plugin log shipping on a large host (the daemon runs up to 1,000
 /// plugins), with clients that multiplex their streams on a few connections.
 pub const MAX_FOLLOWS: usize = 1024;

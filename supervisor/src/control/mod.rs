@@ -28,11 +28,12 @@ use plugin_proto::control::v1::{
     ResourceUsage, RolloutAction, RolloutRequest, RolloutResponse, SignalRequest, SignalResponse, SignalledInstance,
     StatusRequest, StatusResponse, TailRequest, UpdateRequest, UpdateResponse,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::config::changes::{Apply, RereadError};
 use crate::observe::events::EventKind;
+use crate::observe::ring::{Follower, Next};
 use crate::quotas::QuotaChange;
 use crate::reload::{ReloadError, ReloadOptions, UpdateError};
 use crate::{Supervisor, SupervisorError};
@@ -217,11 +218,11 @@ fn usage_message(u: &crate::sandbox::cgroup::Stats, read_at: Option<std::time::S
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The backlog, then (when following, with a follow stream's slot held as long as the
-/// stream) what the broadcast carries; a follower that falls behind is told how much it
+/// stream) what the history gets next; a follower that falls behind is told how much it
 /// missed.
 fn backlog_then_follow<T: Clone + Send + 'static>(
     backlog: Vec<T>,
-    rx: Option<(broadcast::Receiver<T>, conns::FollowSlot)>,
+    rx: Option<(Follower<T>, conns::FollowSlot)>,
     keep: impl Fn(&T) -> bool + Send + Sync + 'static,
     missed: impl Fn(u64) -> T + Send + Sync + 'static,
     closed: Option<Status>,
@@ -231,15 +232,15 @@ fn backlog_then_follow<T: Clone + Send + 'static>(
     let tail = futures_util::stream::unfold(Some((rx, keep, missed, slot, closed)), |state| async move {
         let (mut rx, keep, missed, slot, closed) = state?;
         loop {
-            match rx.recv().await {
-                Ok(v) if keep(&v) => return Some((Ok(v), Some((rx, keep, missed, slot, closed)))),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
+            match rx.next().await {
+                Next::Entry(v) if keep(&v) => return Some((Ok(v), Some((rx, keep, missed, slot, closed)))),
+                Next::Entry(_) => continue,
+                Next::Missed(n) => {
                     let m = missed(n);
                     return Some((Ok(m), Some((rx, keep, missed, slot, closed))));
                 }
                 // Its source is gone: the follow ends, with why when there is one to say.
-                Err(broadcast::error::RecvError::Closed) => return closed.map(|why| (Err(why), None)),
+                Next::Closed => return closed.map(|why| (Err(why), None)),
             }
         }
     });

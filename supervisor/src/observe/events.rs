@@ -1,14 +1,13 @@
 //! Lifecycle events (spawned, ready, exited, refused, restarting, ...):
-//! a bounded history for `supervisorctl events` and a broadcast for
-//! followers; a slow follower misses events instead of slowing anyone.
+//! a bounded history for `supervisorctl events`, which followers read on
+//! from; a slow follower misses events instead of slowing anyone.
 
 use std::sync::Arc;
 
 use plugin_proto::control::v1::Event;
-use tokio::sync::broadcast;
 
 use super::metrics::Metrics;
-use super::ring::Ring;
+use super::ring::{Follower, Ring};
 
 /// What happened, as a kind: the `kind` field of an event, the `kind`
 /// label of `supervisor_events_total`. The names are interface.
@@ -182,8 +181,8 @@ impl EventBus {
         });
     }
 
-    /// The kept history, oldest first, and a receiver for what follows.
-    pub fn subscribe(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
+    /// The kept history, oldest first, and a follower reading on from after it.
+    pub fn subscribe(&self) -> (Vec<Event>, Follower<Event>) {
         self.ring.subscribe(usize::MAX)
     }
 }

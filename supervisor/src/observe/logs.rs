@@ -1,5 +1,5 @@
 //! Each plugin's captured output (stdout, stderr and SDK log records) in a
-//! bounded ring for `supervisorctl tail`, plus a broadcast for `tail -f`;
+//! bounded ring for `supervisorctl tail`, which `tail -f` reads on from;
 //! the plugin's log rate limit, what it kept and dropped per stream, and the
 //! "suppressed N messages" note each reader leaves where it dropped lines.
 
@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use plugin_proto::control::v1::LogLine;
-use tokio::sync::broadcast;
 
 use super::limit::{Bucket, DropBudget, LogLimit, line_cost};
-use super::ring::Ring;
+use super::ring::{Follower, Ring};
 
 /// Where a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +101,8 @@ impl LogBuffer {
         self.ring.push(line);
     }
 
-    /// The last `n` lines and a receiver for what follows.
-    pub fn subscribe(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+    /// The last `n` lines and a follower reading on from after them.
+    pub fn subscribe(&self, n: usize) -> (Vec<LogLine>, Follower<LogLine>) {
         self.ring.subscribe(n)
     }
 

@@ -10,7 +10,7 @@ pub mod limit;
 pub mod logs;
 pub mod metrics;
 pub mod phases;
-mod ring;
+pub(crate) mod ring;
 pub mod scrape;
 pub mod teardown;
 

@@ -1,45 +1,59 @@
-//! A bounded history plus a broadcast of what follows: what `events` and
-//! `tail` serve. Pushing never waits; the oldest entry goes, and a follower
-//! that falls behind misses entries instead of slowing anyone. The history is
+//! A bounded history that its followers read from: what `events` and `tail`
+//! serve. Pushing never waits; the oldest entry goes, and a follower that
+//! falls behind misses entries instead of slowing anyone. The history is
 //! bounded by its count of entries and, where entries differ much in size (a
 //! plugin's log lines), by their bytes too.
+//!
+//! Followers read the history itself, each with its own place in it, rather
+//! than a broadcast channel beside it: a broadcast keeps its last slots' worth
+//! of entries (1024 of them, up to ~96 KiB each for log lines) for as long as
+//! it exists, whatever the history's bounds, so a plugin whose log was followed
+//! once held ~96 MiB more than its `log_lines` allow. A follower now falls
+//! behind exactly when the history forgets what it had not read.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
-use tokio::sync::broadcast;
-
-/// Entries a follower may fall behind by before it misses some.
-const FOLLOW: usize = 1024;
+use tokio::sync::watch;
 
 #[derive(Debug)]
 pub struct Ring<T> {
-    items: Mutex<Held<T>>,
+    held: Arc<Mutex<Held<T>>>,
     capacity: usize,
     /// The most bytes the history holds, and how an entry's are counted.
     bytes: Option<(usize, Size<T>)>,
-    /// Made by the first follower: a broadcast channel holds all its slots from the start
-    /// (about 150 KiB for log lines), and most plugins' logs are never followed.
-    tx: OnceLock<broadcast::Sender<T>>,
+    /// How many entries were ever pushed, for followers to wait on. Made by the first
+    /// follower (most plugins' logs are never followed); its going tells them the
+    /// history is gone.
+    pushed: OnceLock<watch::Sender<u64>>,
 }
 
 /// How many bytes an entry holds.
 type Size<T> = fn(&T) -> usize;
 
-/// The history: each entry with its bytes as counted when it came, and their sum.
+/// The history: each entry with its bytes as counted when it came, their sum, and the
+/// number of the oldest (entries are numbered from 0 as they are pushed).
 #[derive(Debug)]
 struct Held<T> {
     items: VecDeque<(T, usize)>,
     bytes: usize,
+    first: u64,
+}
+
+impl<T> Held<T> {
+    /// The number the next entry pushed gets.
+    fn end(&self) -> u64 {
+        self.first + self.items.len() as u64
+    }
 }
 
 impl<T: Clone> Ring<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
-            items: Mutex::new(Held { items: VecDeque::new(), bytes: 0 }),
+            held: Arc::new(Mutex::new(Held { items: VecDeque::new(), bytes: 0, first: 0 })),
             capacity: capacity.max(1),
             bytes: None,
-            tx: OnceLock::new(),
+            pushed: OnceLock::new(),
         }
     }
 
@@ -51,41 +65,96 @@ impl<T: Clone> Ring<T> {
     }
 
     pub fn push(&self, item: T) {
-        if let Ok(mut held) = self.items.lock() {
-            let (max_bytes, size) = self.bytes.map_or((usize::MAX, 0), |(max, size)| (max, size(&item)));
-            let Held { items, bytes } = &mut *held;
-            while items.len() >= self.capacity || (!items.is_empty() && bytes.saturating_add(size) > max_bytes) {
-                let Some((_, gone)) = items.pop_front() else { break };
-                *bytes -= gone;
-            }
-            *bytes += size;
-            items.push_back((item.clone(), size));
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let (max_bytes, size) = self.bytes.map_or((usize::MAX, 0), |(max, size)| (max, size(&item)));
+        let Held { items, bytes, first } = &mut *held;
+        while items.len() >= self.capacity || (!items.is_empty() && bytes.saturating_add(size) > max_bytes) {
+            let Some((_, gone)) = items.pop_front() else { break };
+            *bytes -= gone;
+            *first += 1;
         }
-        if let Some(tx) = self.tx.get() {
-            let _ = tx.send(item);
+        *bytes += size;
+        items.push_back((item, size));
+        let end = held.end();
+        drop(held);
+        if let Some(pushed) = self.pushed.get() {
+            pushed.send_replace(end);
         }
     }
 
     /// Whether anyone has followed (the channel exists).
     #[cfg(test)]
     fn followed(&self) -> bool {
-        self.tx.get().is_some()
+        self.pushed.get().is_some()
     }
 
-    /// The last `n` entries, oldest first, and a receiver for what follows.
-    pub fn subscribe(&self, n: usize) -> (Vec<T>, broadcast::Receiver<T>) {
-        // Subscribe under the lock so nothing falls between the two.
-        let items = self.items.lock();
-        let rx = self.tx.get_or_init(|| broadcast::channel(FOLLOW).0).subscribe();
-        let kept = items
-            .map(|h| h.items.iter().skip(h.items.len().saturating_sub(n)).map(|(item, _)| item.clone()).collect())
-            .unwrap_or_default();
-        (kept, rx)
+    /// The last `n` entries, oldest first, and a follower that reads on from after them.
+    pub fn subscribe(&self, n: usize) -> (Vec<T>, Follower<T>) {
+        let pushed = self.pushed.get_or_init(|| watch::channel(0).0);
+        // Read the entries and the follower's place under one lock, so nothing falls
+        // between the two.
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = held.items.iter().skip(held.items.len().saturating_sub(n)).map(|(item, _)| item.clone()).collect();
+        let follower = Follower { held: Arc::downgrade(&self.held), next: held.end(), pushed: pushed.subscribe() };
+        (kept, follower)
+    }
+}
+
+/// What a follower reads next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    Entry(T),
+    /// The history forgot this many entries before the follower read them.
+    Missed(u64),
+    /// The history is gone (its plugin was removed).
+    Closed,
+}
+
+/// One reader's place in a [`Ring`]'s history. It holds nothing of the history: what
+/// it has not read yet stays only as long as the history keeps it.
+#[derive(Debug)]
+pub struct Follower<T> {
+    held: Weak<Mutex<Held<T>>>,
+    /// The number of the entry it reads next.
+    next: u64,
+    pushed: watch::Receiver<u64>,
+}
+
+impl<T: Clone> Follower<T> {
+    /// The next entry, as soon as there is one.
+    pub async fn next(&mut self) -> Next<T> {
+        loop {
+            match self.now() {
+                Some(next) => return next,
+                None => {
+                    if self.pushed.changed().await.is_err() {
+                        return Next::Closed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next entry if there is one already: `None` when the follower has read all.
+    fn now(&mut self) -> Option<Next<T>> {
+        let Some(held) = self.held.upgrade() else { return Some(Next::Closed) };
+        let held = held.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.next < held.first {
+            let missed = held.first - self.next;
+            self.next = held.first;
+            return Some(Next::Missed(missed));
+        }
+        let at = usize::try_from(self.next - held.first).ok()?;
+        let (item, _) = held.items.get(at)?;
+        self.next += 1;
+        Some(Next::Entry(item.clone()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[test]
@@ -95,11 +164,49 @@ mod tests {
             r.push(i);
         }
         assert!(!r.followed(), "no follower yet, so no channel held");
-        let (kept, mut rx) = r.subscribe(usize::MAX);
+        let (kept, mut follower) = r.subscribe(usize::MAX);
         assert_eq!(kept, [2, 3, 4]);
         assert_eq!(r.subscribe(2).0, [3, 4]);
+        assert_eq!(follower.next().now_or_never(), None, "nothing new yet");
         r.push(5);
-        assert_eq!(rx.try_recv().unwrap(), 5);
+        assert_eq!(follower.next().now_or_never(), Some(Next::Entry(5)));
+    }
+
+    #[test]
+    fn a_follower_falls_behind_when_the_history_forgets_what_it_had_not_read() {
+        // Bounded by bytes: what a follower has not read is held by the history alone,
+        // never beside it.
+        let r = Ring::bounded(100, 10, len);
+        let (_, mut follower) = r.subscribe(0);
+        for s in ["aaaa", "bbbb", "cccc"] {
+            r.push(s);
+        }
+        assert_eq!(follower.next().now_or_never(), Some(Next::Missed(1)), "12 bytes are more than 10");
+        assert_eq!(follower.next().now_or_never(), Some(Next::Entry("bbbb")));
+        assert_eq!(follower.next().now_or_never(), Some(Next::Entry("cccc")));
+        assert_eq!(follower.next().now_or_never(), None);
+        for i in 0..25 {
+            r.push(["x", "y"][i % 2]);
+        }
+        assert_eq!(follower.next().now_or_never(), Some(Next::Missed(15)), "ten one-byte entries are kept");
+        assert_eq!(follower.next().now_or_never(), Some(Next::Entry("y")));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_follower_wakes_for_the_next_entry_and_ends_with_the_history() {
+        let r = Arc::new(Ring::new(4));
+        let (_, mut follower) = r.subscribe(0);
+        let reading = tokio::spawn(async move {
+            let first = follower.next().await;
+            (first, follower.next().await)
+        });
+        tokio::task::yield_now().await;
+        r.push(7);
+        tokio::task::yield_now().await;
+        drop(r);
+        let (first, then) = tokio::time::timeout(std::time::Duration::from_secs(10), reading).await.unwrap().unwrap();
+        assert_eq!(first, Next::Entry(7));
+        assert_eq!(then, Next::Closed, "the history went (its plugin was removed)");
     }
 
     fn len(s: &&str) -> usize {
@@ -107,7 +214,7 @@ mod tests {
     }
 
     fn held_bytes<T>(r: &Ring<T>) -> usize {
-        let held = r.items.lock().unwrap();
+        let held = r.held.lock().unwrap();
         assert_eq!(held.bytes, held.items.iter().map(|(_, b)| b).sum::<usize>(), "the sum follows what is held");
         held.bytes
     }

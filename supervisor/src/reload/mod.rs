@@ -451,8 +451,8 @@ fn cycle_closed(shared: &Shared, p: &Plugin, spec: &crate::config::PluginSpec) -
     let plugins: Vec<(&str, &[String])> = graph.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
     // Only a cycle through `p` is this reload's doing; one among the others' draining
     // revisions is not.
-    let quoted = format!("{:?}", p.name);
-    crate::config::call_graph::cycles(&plugins).into_iter().find(|c| c.said.contains(&quoted)).map(|c| c.said)
+    let at = plugins.iter().position(|(n, _)| *n == p.name)?;
+    crate::config::call_graph::cycle_through(&plugins, at).map(|c| c.said)
 }
 
 /// How long a new instance has to answer the reload's health check.
