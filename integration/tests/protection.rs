@@ -346,3 +346,38 @@ async fn a_plugin_that_stops_reading_its_connection_holds_only_its_windows_and_i
     assert_eq!(d.instance("stuck-0")["state"], "stopped");
     assert_eq!(other.echo(EchoRequest { message: "after".into() }).await.unwrap().into_inner().message, "after");
 }
+
+/// Calls a caller gave up on before the plugin's one thread could take them are reset
+/// on the plugin's connection. h2's defence against "rapid reset" attacks counted them
+/// as the supervisor's attack: past 20 the plugin sent GOAWAY ENHANCE_YOUR_CALM and
+/// exited 0, and was never restarted (`restart = "on-failure"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_reset_before_a_busy_plugin_takes_them_leave_it_serving() {
+    let text = config(&plugin("busy", &bins::zoo(), "declared_name = \"zoo\"\nargs = [\"--blocking-sleep\"]"));
+    let d = Daemon::start(&text);
+    d.wait_state("busy-0", "running", UP);
+    let zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    // Its one thread blocks for 2 s.
+    let sleeping = tokio::spawn({
+        let mut zoo = zoo.clone();
+        async move { zoo.sleep(within(SleepRequest { ms: 2000 }, 5000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls: Vec<_> = (0..60)
+        .map(|_| {
+            let mut zoo = zoo.clone();
+            tokio::spawn(async move { zoo.echo(within(Text { text: "late".into() }, 300)).await })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.unwrap().expect_err("a blocked plugin answered");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    }
+    sleeping.await.unwrap().expect("the sleep the plugin was busy with");
+    let mut zoo = zoo.clone();
+    let answer = zoo.echo(within(Text { text: "after".into() }, 5000)).await.expect("the plugin serves on");
+    assert_eq!(answer.into_inner().text, "after");
+    let busy = d.instance("busy-0");
+    assert_eq!(busy["state"], "running", "{busy}");
+    assert_eq!(busy["restarts"], 0, "{busy}");
+}

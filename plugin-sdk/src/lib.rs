@@ -58,6 +58,11 @@ pub use {plugin_proto, serde_json, tokio, tokio_stream, tonic, tonic_prost, trac
 /// The version of this SDK, declared at handshake.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Streams the supervisor may have reset before the plugin took them, at once: calls
+/// given up behind a handler that blocks the plugin's thread for seconds under load.
+/// Past it the plugin ends its connection, and its supervisor restarts it.
+const PENDING_ACCEPT_RESETS: usize = 1 << 16;
+
 /// What a plugin's init hook receives.
 #[derive(Debug, Clone)]
 pub struct InitContext {
@@ -337,7 +342,13 @@ impl Plugin {
                 }
             }
         };
+        // Streams the supervisor resets before this end takes them (their callers gave up
+        // while the plugin was busy) are not an attack: the supervisor carries every
+        // caller's calls on this one connection, and bounds them itself. h2's default (20)
+        // ends the connection with ENHANCE_YOUR_CALM past that, which a burst of calls
+        // timing out behind one slow handler reaches.
         let serve = tonic::transport::Server::builder()
+            .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS))
             .layer(cancel::CancelLayer)
             .layer(calls::CallGuardLayer { in_flight: in_flight.clone() })
             .add_routes(routes.routes())

@@ -99,6 +99,15 @@ impl ChannelError {
         }
     }
 
+    /// The connection failed, rather than closed as a drain closes it (GOAWAY NO_ERROR):
+    /// an I/O error, or an error code either end gave.
+    pub fn failed(&self) -> bool {
+        match self {
+            ChannelError::NotSent(e) | ChannelError::H2(e) => e.reason() != Some(h2::Reason::NO_ERROR),
+            ChannelError::Body(_) => false,
+        }
+    }
+
     /// The peer never processed the request, by HTTP/2's own account: it was not sent,
     /// refused (REFUSED_STREAM), or above the last stream a GOAWAY let through. Such a call
     /// can be sent elsewhere without running twice.

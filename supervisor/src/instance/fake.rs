@@ -44,6 +44,10 @@ pub enum Behaviour {
     ServeThenExit { after: Duration },
     /// Serves, then closes its connection after `after` and lives on, doing nothing.
     ServeThenHangUp { after: Duration },
+    /// Serves, then breaks its connection after `after` (sends what is no HTTP/2 frame,
+    /// as a plugin's h2 ends a connection it took for an attack) and exits 0 once the
+    /// supervisor hung up.
+    ServeThenBreakAndExitZero { after: Duration },
     /// Refuses its init with `message` (INVALID_ARGUMENT: not retried).
     RefuseInit { message: String },
     /// Serves, but answers every `fail_every`-th call (0: none) with INTERNAL, and each
@@ -254,6 +258,18 @@ impl Launcher for FakeLauncher {
                         let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
                         let _serving = serving;
                         std::future::pending::<ExitStatus>().await
+                    }
+                    Behaviour::ServeThenBreakAndExitZero { after } => {
+                        use std::os::fd::AsRawFd;
+                        let fd = theirs.as_raw_fd();
+                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name_of), theirs, instance);
+                        tokio::pin!(serving);
+                        let _ = tokio::time::timeout(after, &mut serving).await;
+                        // A frame header of 16 MiB: past any frame size, a connection error.
+                        let oversized = [0xff_u8, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
+                        let _ = nix::unistd::write(unsafe_borrow(fd), &oversized);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+                        ExitStatus::Exited(0)
                     }
                     Behaviour::RefuseInit { message } => {
                         let plugin = sdk_plugin(&name_of)
@@ -592,4 +608,12 @@ pub(crate) async fn until(sup: &Supervisor, plugin: &str, what: &str, pred: impl
         assert!(Instant::now() < deadline, "{plugin} never became {what}: {:?}", inst.status());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The socket `fd` names, borrowed while its owner (the fake's serving future, alive
+/// across the call) keeps it open.
+fn unsafe_borrow(fd: std::os::fd::RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: the caller's serving future owns the descriptor and is alive while the
+    // borrow is used (one write, before the future is dropped).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }

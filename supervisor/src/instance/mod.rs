@@ -124,7 +124,7 @@ impl Live {
     /// the instance is done for, whatever its process does.
     pub fn call_failed(&self, e: &plugin_proto::transport::ChannelError) {
         if e.closed() {
-            self.disconnect.say(|| format!("a call found its connection closed: {e}"));
+            self.disconnect.say(e.failed(), || format!("a call found its connection closed: {e}"));
         }
     }
 

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::backoff::Restarts;
 use super::error::StartError;
-use super::running::Running;
+use super::running::{Running, Said};
 use super::start;
 use super::state::State;
 use super::{Instance, Live, Plugin, Revision};
@@ -30,12 +30,12 @@ enum Outcome {
 
 /// What ended a running instance.
 enum Ended {
-    /// The process exited on its own.
-    Exited(ExitStatus, Duration),
+    /// The process exited on its own, after its connection failed (why) when it did.
+    Exited(ExitStatus, Duration, Option<String>),
     /// Its connection takes no more calls (why), and the process did not exit within its
     /// `stop_timeout` after, or (then with what cut the wait short) before the supervisor
     /// stopped waiting.
-    Disconnected(String, Option<&'static str>),
+    Disconnected(Said, Option<&'static str>),
     /// The operator asked for a stop or restart.
     Commanded,
     /// The supervisor is shutting down, or the revision was retired.
@@ -359,7 +359,11 @@ async fn attend(
     let mut acked = generation;
     let ended = loop {
         tokio::select! {
-            status = running.exited() => break Ended::Exited(status, running.since.elapsed()),
+            status = running.exited() => {
+                // Its connection may have failed just before it exited.
+                let failed = disconnect.said_now().filter(|said| said.failed).map(|said| said.why);
+                break Ended::Exited(status, running.since.elapsed(), failed);
+            }
             why = disconnect.said() => break Ended::Disconnected(why, None),
             _ = changed_generation(desired, acked) => {
                 let d = *desired.borrow_and_update();
@@ -388,10 +392,10 @@ async fn attend(
         // A plugin draining on its own closes its connection first and exits once its
         // calls are done: that is an exit like any other. A hurried stop or the
         // supervisor leaving does not wait for it.
-        Ended::Disconnected(why, _) => {
+        Ended::Disconnected(said, _) => {
             inst.update(|s| {
                 s.state = State::Stopping;
-                s.reason = format!("its connection closed ({why}): waiting for it to exit");
+                s.reason = format!("its connection closed ({}): waiting for it to exit", said.why);
             });
             let mut hurry = shared.hurry.subscribe();
             let exited = tokio::select! {
@@ -400,19 +404,22 @@ async fn attend(
                 () = leaving.wait() => Err(Some(leaving.why())),
             };
             match exited {
-                Ok(status) => Ended::Exited(status, running.since.elapsed()),
-                Err(cut) => Ended::Disconnected(why, cut),
+                Ok(status) => Ended::Exited(status, running.since.elapsed(), said.failed.then_some(said.why)),
+                Err(cut) => Ended::Disconnected(said, cut),
             }
         }
         other => other,
     };
     match ended {
-        Ended::Exited(status, ran) => {
-            let reason = running.reason(status);
+        Ended::Exited(status, ran, failed) => {
+            let mut reason = running.reason(status);
+            if let Some(why) = &failed {
+                reason = format!("{reason}, after its connection to the supervisor failed ({why})");
+            }
             ended_on_its_own((plugin, rev, inst, shared), running, reason.clone()).await;
-            Outcome::Exited { success: status.success(), reason, ran }
+            Outcome::Exited { success: status.success() && failed.is_none(), reason, ran }
         }
-        Ended::Disconnected(why, cut) => {
+        Ended::Disconnected(Said { why, .. }, cut) => {
             // Alive and unreachable: stopped, and then restarted as its restart policy
             // says of a failure.
             let ran = running.since.elapsed();

@@ -51,7 +51,18 @@ impl Drop for Alive {
 /// that does either and lives on would otherwise be "running" for ever, every call to it
 /// failing. Said once; the first cause is kept.
 #[derive(Clone, Debug)]
-pub struct Disconnect(Arc<watch::Sender<Option<String>>>);
+pub struct Disconnect(Arc<watch::Sender<Option<Said>>>);
+
+/// Why an instance's connection takes no more calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Said {
+    pub why: String,
+    /// It failed (an I/O error, or a GOAWAY with an error code: the plugin's h2 saw an
+    /// attack in what it was sent), rather than closed as a drain closes it. A plugin
+    /// whose connection failed has failed, whatever its exit code says: it exits 0 once
+    /// nobody can call it, and would not be restarted on failure.
+    pub failed: bool,
+}
 
 impl Default for Disconnect {
     fn default() -> Self {
@@ -60,23 +71,28 @@ impl Default for Disconnect {
 }
 
 impl Disconnect {
-    pub fn say(&self, why: impl FnOnce() -> String) {
+    pub fn say(&self, failed: bool, why: impl FnOnce() -> String) {
         self.0.send_if_modified(|said| {
             if said.is_some() {
                 return false;
             }
             // The peer's words may be in it (a GOAWAY's debug data).
-            *said = Some(super::said::plugin_said(&why()));
+            *said = Some(Said { why: super::said::plugin_said(&why()), failed });
             true
         });
     }
 
+    /// The cause, if it was said already.
+    pub fn said_now(&self) -> Option<Said> {
+        self.0.borrow().clone()
+    }
+
     /// Resolves with the cause once it is said.
-    pub async fn said(&self) -> String {
+    pub async fn said(&self) -> Said {
         let mut rx = self.0.subscribe();
         let said = rx.wait_for(Option::is_some).await.ok().and_then(|said| said.clone());
         match said {
-            Some(why) => why,
+            Some(said) => said,
             // Never: this handle keeps a sender.
             None => std::future::pending().await,
         }

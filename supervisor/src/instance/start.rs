@@ -199,7 +199,10 @@ async fn greet(
     let disconnect = running.disconnect();
     running.hold(tokio::spawn(async move {
         let ended = driver.await;
-        disconnect.say(|| match ended {
+        // A GOAWAY without an error is a drain's; any other end of the connection is a
+        // failure.
+        let failed = ended.as_ref().is_err_and(|e| e.reason() != Some(h2::Reason::NO_ERROR));
+        disconnect.say(failed, || match ended {
             Ok(()) => "it closed the connection".to_owned(),
             Err(e) => format!("the connection failed: {e}"),
         });

@@ -113,6 +113,28 @@ async fn a_process_that_closes_its_connection_and_lives_on_is_stopped_and_restar
     f.sup.shutdown().await;
 }
 
+/// A plugin whose h2 ended the connection with an error (it took what it was sent for an
+/// attack) exits 0 once nobody can call it: a failure all the same, restarted as such.
+#[tokio::test]
+async fn a_process_whose_connection_failed_is_restarted_though_it_exits_zero() {
+    let breaks = Behaviour::ServeThenBreakAndExitZero { after: Duration::from_millis(300) };
+    let f = fixture(&plugin("fake", ""), &[("fake", &[breaks])]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(first)).await;
+    assert_eq!(f.fake.launches("fake"), 2);
+    let last = f.sup.plugin("fake").unwrap().instances()[0].status().last_exit.expect("how the first one ended");
+    assert_eq!(last.pid, first);
+    assert!(
+        last.reason
+            .starts_with("exited with code 0, after its connection to the supervisor failed (the connection failed: "),
+        "{}",
+        last.reason
+    );
+    assert_eq!(echo(f.sup.channel("fake").unwrap(), "again").await.unwrap(), "again");
+    f.sup.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_shutdown_during_a_disconnected_plugins_grace_says_it_did_not_wait_it_out() {
     let hang_up = Behaviour::ServeThenHangUp { after: Duration::from_millis(300) };
@@ -323,7 +345,8 @@ async fn a_call_routed_to_an_instance_before_it_stops_is_answered_even_when_sent
         let sup = sup.clone();
         async move { sup.stop_plugin("fake").await }
     });
-    // Time for a drain to close the connection, had the stop not waited.
+    // Its drain begun, time for it to close the connection, had the stop not waited.
+    until(&sup, "fake", "draining", |s| s.state == State::Stopping).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!stopping.is_finished(), "the instance stopped under a call routed to it");
     let late = echo(live.channel.clone(), "late").await;
@@ -335,7 +358,7 @@ async fn a_call_routed_to_an_instance_before_it_stops_is_answered_even_when_sent
     // The wait for the call routed to it is part of the drain.
     let status = sup.plugin("fake").unwrap().instances()[0].status();
     let drain = status.phases.get(crate::observe::phases::Phase::Drain).expect("a drain");
-    assert!(drain >= Duration::from_millis(150), "the call was held 200 ms: {drain:?}");
+    assert!(drain >= Duration::from_millis(200), "the call was held 200 ms into the drain: {drain:?}");
 }
 
 /// A stop waits for the calls routed to an instance until the plugin has them (their

@@ -35,6 +35,11 @@ const TABLE_SIZE: usize = 4096;
 /// entries by one-byte references).
 const MAX_BLOCK: usize = 64 << 10;
 const MAX_DECODED: usize = 256 << 10;
+/// Frames a header block may come in: a block within [`MAX_BLOCK`] needs no more than
+/// a few, and each frame is kept while the first block is undecided, so empty
+/// CONTINUATION frames would otherwise grow it without bound (h2's own bound on them
+/// never sees the frames this layer holds back).
+const MAX_BLOCK_FRAMES: usize = 64;
 /// What replaces an `:authority` that is not one.
 const LOCALHOST: &[u8] = b"localhost";
 
@@ -83,6 +88,8 @@ struct Block {
     fragment: BytesMut,
     /// The frames as received, while the first block is undecided.
     raw: BytesMut,
+    /// The frames it came in so far.
+    frames: usize,
 }
 
 fn invalid(what: impl Into<String>) -> io::Error {
@@ -174,6 +181,7 @@ impl Parse {
                 priority,
                 fragment: BytesMut::from(payload),
                 raw: BytesMut::new(),
+                frames: 0,
             });
         }
         let block = self.block.as_mut().ok_or_else(|| invalid("CONTINUATION without a header block"))?;
@@ -182,6 +190,10 @@ impl Parse {
         }
         if kind == CONTINUATION {
             block.fragment.extend_from_slice(payload);
+        }
+        block.frames += 1;
+        if block.frames > MAX_BLOCK_FRAMES {
+            return Err(invalid(format!("a header block in more than {MAX_BLOCK_FRAMES} frames")));
         }
         if block.fragment.len() > MAX_BLOCK {
             return Err(invalid(format!("a header block over {MAX_BLOCK} bytes")));
@@ -373,7 +385,14 @@ mod tests {
             ];
             let block = encoder.encode(fields);
             let stream = 1 + 2 * i as u32;
-            let b = Block { stream, end_stream: true, priority: None, fragment: BytesMut::new(), raw: BytesMut::new() };
+            let b = Block {
+                stream,
+                end_stream: true,
+                priority: None,
+                fragment: BytesMut::new(),
+                raw: BytesMut::new(),
+                frames: 0,
+            };
             write_block(&mut out, &b, &block);
         }
         out.to_vec()
@@ -422,7 +441,14 @@ mod tests {
         let mut encoder = loona_hpack::Encoder::new();
         let encoded = encoder.encode([(&b":authority"[..], &b"%2Fs"[..]), (b":path", long.as_bytes())]);
         let mut input = BytesMut::from(MAGIC);
-        let b = Block { stream: 1, end_stream: true, priority: None, fragment: BytesMut::new(), raw: BytesMut::new() };
+        let b = Block {
+            stream: 1,
+            end_stream: true,
+            priority: None,
+            fragment: BytesMut::new(),
+            raw: BytesMut::new(),
+            frames: 0,
+        };
         write_block(&mut input, &b, &encoded);
         let mut p = Parse { input, ..Parse::default() };
         p.process().unwrap();
@@ -451,7 +477,14 @@ mod tests {
         let mut block = encoder.encode([(&b":authority"[..], &b"%2F"[..]), (b"x-big", big.as_bytes())]);
         block.extend(std::iter::repeat_n(0x80 | 62, 200));
         let mut input = BytesMut::from(MAGIC);
-        let b = Block { stream: 1, end_stream: true, priority: None, fragment: BytesMut::new(), raw: BytesMut::new() };
+        let b = Block {
+            stream: 1,
+            end_stream: true,
+            priority: None,
+            fragment: BytesMut::new(),
+            raw: BytesMut::new(),
+            frames: 0,
+        };
         write_block(&mut input, &b, &block);
         let err = Parse { input, ..Parse::default() }.process().unwrap_err();
         assert!(err.to_string().contains("header list over"), "{err}");
@@ -461,6 +494,22 @@ mod tests {
         input.put_slice(b"abc");
         let err = Parse { input, ..Parse::default() }.process().unwrap_err();
         assert_eq!(err.to_string(), "CONTINUATION without a header block");
+    }
+
+    #[test]
+    fn a_header_block_of_endless_empty_continuation_frames_ends_the_connection_holding_little() {
+        // A HEADERS frame that does not end its block, then empty CONTINUATION frames: each
+        // was kept while the first block was undecided (600 MiB from one caller in 7 s).
+        let mut input = BytesMut::from(MAGIC);
+        frame_head(&mut input, 0, HEADERS, 0, 1);
+        for _ in 0..100_000 {
+            frame_head(&mut input, 0, CONTINUATION, 0, 1);
+        }
+        let mut p = Parse { input, ..Parse::default() };
+        let err = p.process().unwrap_err();
+        assert_eq!(err.to_string(), format!("a header block in more than {MAX_BLOCK_FRAMES} frames"));
+        let held = p.block.as_ref().map_or(0, |b| b.raw.len() + b.fragment.len());
+        assert!(held <= (MAX_BLOCK_FRAMES + 1) * FRAME_HEAD, "{held} bytes held");
     }
 
     proptest! {

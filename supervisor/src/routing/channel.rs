@@ -398,7 +398,8 @@ mod tests {
         assert_eq!(resp.headers().get("grpc-status").unwrap(), "14", "UNAVAILABLE");
         let said = tokio::time::timeout(std::time::Duration::from_secs(5), disconnect.said()).await;
         let said = said.expect("the instance was not told");
-        assert!(said.starts_with("a call found its connection closed: HTTP/2: not sent: "), "{said}");
+        assert!(said.why.starts_with("a call found its connection closed: HTTP/2: not sent: "), "{said:?}");
+        assert!(!said.failed, "a GOAWAY without an error is a drain's: {said:?}");
     }
 
     /// A plugin of one instance whose server resets every call, before its answer begins or
