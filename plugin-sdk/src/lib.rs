@@ -63,6 +63,9 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Past it the plugin ends its connection, and its supervisor restarts it.
 const PENDING_ACCEPT_RESETS: usize = 1 << 16;
 
+/// Decoded header bytes a call may bring the plugin.
+const MAX_HEADER_LIST: u32 = 32 << 10;
+
 /// What a plugin's init hook receives.
 #[derive(Debug, Clone)]
 pub struct InitContext {
@@ -349,6 +352,9 @@ impl Plugin {
         // timing out behind one slow handler reaches.
         let serve = tonic::transport::Server::builder()
             .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS))
+            // Above the gateway's 16 KiB: the supervisor adds headers of its own (a
+            // deadline, the calling plugin) to what a caller sent within that.
+            .http2_max_header_list_size(MAX_HEADER_LIST)
             .layer(cancel::CancelLayer)
             .layer(calls::CallGuardLayer { in_flight: in_flight.clone() })
             .add_routes(routes.routes())

@@ -482,6 +482,24 @@ mod tests {
         assert!(p.circuit_closed());
     }
 
+    /// An embedding host may drop a call's future before polling it: the probe it was
+    /// then has no verdict, and the next call probes (the circuit was half-open for good).
+    #[tokio::test]
+    async fn a_probe_dropped_before_it_ran_lets_the_next_call_probe() {
+        let p = plugin("failures = 1\nmin_backoff = \"10ms\"\njitter = 0\n");
+        let (answer, reached) = (Arc::new(AtomicU8::new(14)), Arc::new(AtomicU32::new(0)));
+        let mut svc =
+            tower::Layer::layer(&BreakerLayer { plugin: p.clone() }, plugin_answering(answer.clone(), reached.clone()));
+        assert_eq!(call(&mut svc).await.0, "14");
+        assert_eq!(p.breaker.state(), CircuitState::Open);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let unpolled = svc.ready().await.unwrap().call(http::Request::new(Body::empty()));
+        drop(unpolled);
+        answer.store(0, Ordering::SeqCst);
+        assert_eq!(call(&mut svc).await, ("0".to_owned(), String::new()), "the next call was the probe");
+        assert!(p.circuit_closed());
+    }
+
     #[tokio::test]
     async fn a_stream_as_the_probe_decides_it_once_it_has_run_its_grace_not_when_it_ends() {
         let p = plugin("failures = 1\nmin_backoff = \"10ms\"\njitter = 0\n");

@@ -144,11 +144,27 @@ fn answer(
         ))
         .into_http();
     }
+    // The plugin refused the call's headers as too many (its own bound may be below the
+    // gateway's once the supervisor's headers are added): said so, as the caller's doing,
+    // not as an HTTP status that tonic calls UNKNOWN.
+    if resp.status() == http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE && !trailers_only {
+        drop((resp, admitted));
+        let said = format!("plugin {:?} (pid {pid}) refused the call's headers as too large (HTTP 431)", plugin.name);
+        return local(tonic::Status::resource_exhausted(said), Source::Caller);
+    }
+    let mut resp = resp;
+    if trailers_only && super::undecodable::by_the_caller(resp.headers()) {
+        resp.extensions_mut().insert(super::record::Local(Source::Caller));
+    }
     let named = plugin.clone();
     resp.map(|body| {
         let body = body.map_frame(|mut frame| {
             if let Some(trailers) = frame.trailers_mut() {
                 trailers.remove(super::record::SOURCE_TRAILER);
+                if super::undecodable::by_the_caller(trailers) {
+                    let caller = http::HeaderValue::from_static(Source::Caller.as_str());
+                    trailers.insert(super::record::SOURCE_TRAILER, caller);
+                }
             }
             frame
         });
@@ -466,6 +482,50 @@ mod tests {
             "plugin \"echo\" (pid 100): its answer broke HTTP/2 or its headers were over the supervisor's 64 KiB: \
              HTTP/2: stream error detected: unspecific protocol error detected"
         );
+    }
+
+    /// A caller sending bytes that do not decode gets INTERNAL from the plugin's framework:
+    /// marked the caller's doing, whether said in the answer's headers or its trailers, so
+    /// that it can neither open the circuit for the others nor fail a canary.
+    #[tokio::test]
+    async fn internal_for_a_request_that_does_not_decode_is_marked_the_callers_doing() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            let mut n = 0;
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                n += 1;
+                let said =
+                    if n == 3 { "database unreachable" } else { "failed to decode Protobuf message: invalid varint" };
+                let mut status = http::HeaderMap::new();
+                tonic::Status::internal(said).add_header(&mut status).unwrap();
+                let mut head = http::Response::builder().header("content-type", "application/grpc");
+                if n == 2 {
+                    let mut send = respond.send_response(head.body(()).unwrap(), false).unwrap();
+                    send.send_data(Bytes::from_static(b"\0\0\0\0\0"), false).unwrap();
+                    send.send_trailers(status).unwrap();
+                } else {
+                    head.headers_mut().unwrap().extend(status);
+                    respond.send_response(head.body(()).unwrap(), true).unwrap();
+                }
+            }
+        });
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
+        let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
+        plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
+        let svc = PluginService { plugin };
+        let local = |resp: &http::Response<Body>| resp.extensions().get::<super::super::record::Local>().map(|l| l.0);
+        let headers_only = svc.clone().oneshot(request(Body::new("x".to_owned()))).await.unwrap();
+        assert_eq!(local(&headers_only), Some(Source::Caller));
+        let in_trailers = svc.clone().oneshot(request(Body::new("x".to_owned()))).await.unwrap();
+        let trailers = in_trailers.into_body().collect().await.unwrap().trailers().cloned().expect("trailers");
+        assert_eq!(trailers.get(super::super::record::SOURCE_TRAILER).unwrap(), "caller");
+        // The plugin's own failure stays its own.
+        let own = svc.oneshot(request(Body::new("x".to_owned()))).await.unwrap();
+        assert_eq!(local(&own), None);
+        assert_eq!(tonic::Status::from_header_map(own.headers()).unwrap().message(), "database unreachable");
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ pub mod split;
 pub(crate) mod stalls;
 pub mod table;
 mod trim;
+mod undecodable;
 mod unended;
 mod wrap;
 

@@ -139,24 +139,28 @@ impl Wraps for RecordLayer {
 pub(super) struct Outermost(pub bool);
 
 /// `response`, with its outcome recorded into `sink` once known.
-pub(super) async fn recorded<F>(
+pub(super) fn recorded<F>(
     sink: Arc<dyn Sink>,
     outermost: Outermost,
     response: F,
-) -> Result<http::Response<Body>, Infallible>
+) -> impl Future<Output = Result<http::Response<Body>, Infallible>>
 where
     F: Future<Output = Result<http::Response<Body>, Infallible>>,
 {
-    // Dropped with this future if the caller hangs up while the plugin
-    // is still working, which records the call as CANCELLED.
+    // Dropped with this future if the caller hangs up while the plugin is still working,
+    // which records the call as CANCELLED; made now, not when the future is first polled,
+    // so that a future dropped unpolled is recorded too (a breaker's probe would otherwise
+    // hold the circuit half-open for good).
     let mut call = Call { sink, start: Instant::now(), recorded: false };
-    let response = response.await?;
-    if let Some(code) = grpc_status(response.headers()) {
-        let source = response.extensions().get::<Local>().map_or(Source::Plugin, |l| l.0);
-        call.end(code, source);
-        return Ok(response);
+    async move {
+        let response = response.await?;
+        if let Some(code) = grpc_status(response.headers()) {
+            let source = response.extensions().get::<Local>().map_or(Source::Plugin, |l| l.0);
+            call.end(code, source);
+            return Ok(response);
+        }
+        Ok(response.map(|inner| Body::new(RecordedBody { inner, call, outermost: outermost.0 })))
     }
-    Ok(response.map(|inner| Body::new(RecordedBody { inner, call, outermost: outermost.0 })))
 }
 
 /// A call, recorded once: with its code when it ends, as CANCELLED when it
