@@ -486,11 +486,26 @@ where
     C::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     <C::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
 {
+    echo_within(channel, text, None).await
+}
+
+/// [`echo`], with `deadline` as the caller's `grpc-timeout` when there is one.
+pub async fn echo_within<C>(channel: C, text: &str, deadline: Option<Duration>) -> Result<String, tonic::Status>
+where
+    C: tonic::client::GrpcService<tonic::body::Body>,
+    C::Error: Into<tonic::codegen::StdError>,
+    C::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <C::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.into().to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/fake.v1.Fake/Echo");
     let codec = tonic_prost::ProstCodec::<Text, Text>::default();
-    let answer = grpc.unary(tonic::Request::new(Text { text: text.to_owned() }), path, codec).await?;
+    let mut request = tonic::Request::new(Text { text: text.to_owned() });
+    if let Some(deadline) = deadline {
+        request.set_timeout(deadline);
+    }
+    let answer = grpc.unary(request, path, codec).await?;
     Ok(answer.into_inner().text)
 }
 
@@ -508,6 +523,11 @@ pub(crate) struct Load {
 
 impl Load {
     pub(crate) fn start(sup: &Supervisor) -> Self {
+        Self::start_within(sup, None)
+    }
+
+    /// As [`Load::start`], each call with `deadline` as its caller's `grpc-timeout`.
+    pub(crate) fn start_within(sup: &Supervisor, deadline: Option<Duration>) -> Self {
         let (stop, calls, failures) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
         let channel = sup.channel("fake").unwrap();
         let task = tokio::spawn({
@@ -515,7 +535,7 @@ impl Load {
                 (stop.clone(), Arc::clone(&calls), Arc::clone(&failures));
             async move {
                 while !stop.load(Ordering::Relaxed) {
-                    match echo(channel.clone(), "steady").await {
+                    match echo_within(channel.clone(), "steady", deadline).await {
                         Ok(text) if text == "steady" => {}
                         Ok(other) => failures.lock().unwrap().push(format!("answered {other:?}")),
                         Err(e) => failures.lock().unwrap().push(format!("{:?}: {}", e.code(), e.message())),

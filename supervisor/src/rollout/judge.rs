@@ -19,6 +19,9 @@ pub struct Numbers {
     pub error_rate: f64,
     pub stable_calls: u64,
     pub stable_error_rate: f64,
+    /// Calls given up by their callers (not among the calls above), each revision's.
+    pub canary_abandoned: u64,
+    pub stable_abandoned: u64,
     #[serde(serialize_with = "micros")]
     pub canary_p99: Option<Duration>,
     /// The stable revision's p99 the canary's was held to (this step's, or an earlier
@@ -45,6 +48,13 @@ impl std::fmt::Display for Numbers {
             self.error_rate * 100.0,
             self.stable_error_rate * 100.0
         )?;
+        if self.canary_abandoned + self.stable_abandoned > 0 {
+            write!(
+                f,
+                "; callers gave up on {} canary and {} stable calls",
+                self.canary_abandoned, self.stable_abandoned
+            )?;
+        }
         match (self.canary_p99, self.stable_p99, self.p99_ratio) {
             (Some(c), Some(s), Some(r)) => {
                 write!(f, "; p99 {} µs against {} µs ({r:.2}x)", c.as_micros(), s.as_micros())
@@ -86,10 +96,31 @@ pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Opt
         error_rate: canary.error_rate(),
         stable_calls: stable.calls,
         stable_error_rate: stable.error_rate(),
+        canary_abandoned: canary.abandoned,
+        stable_abandoned: stable.abandoned,
         canary_p99,
         stable_p99,
         p99_ratio,
     };
+    // Calls their callers gave up on before the canary answered (short deadlines, hang-ups)
+    // are no answers, so a canary that hangs would only ever have too few calls to judge,
+    // and be paused holding its share. Given up on more often than the stable revision's,
+    // beyond max_error_rate, they are its failure.
+    let routed = canary.calls + canary.abandoned;
+    let (gone, stable_gone) = (canary.abandon_rate(), stable.abandon_rate());
+    let gone_excused = stable.calls + stable.abandoned >= MIN_REFERENCE_CALLS && gone <= stable_gone;
+    if routed >= cfg.min_calls.max(1) && gone > cfg.max_error_rate && !gone_excused {
+        let why = format!(
+            "callers gave up on {:.1}% of its calls ({} of {}) before it answered, against {:.1}% of the stable \
+             revision's, over max_error_rate {:.1}%",
+            gone * 100.0,
+            canary.abandoned,
+            routed,
+            stable_gone * 100.0,
+            cfg.max_error_rate * 100.0
+        );
+        return Judgement::Fail { why, numbers };
+    }
     if canary.calls < cfg.min_calls.max(1) {
         return Judgement::TooFew(numbers);
     }
@@ -198,5 +229,37 @@ mod tests {
         assert_eq!(numbers.stable_p99, Some(ms(2)));
         let Judgement::Pass(n) = judge(&cfg(), &slow, &none, None) else { panic!("no reference: only errors judge") };
         assert!(n.to_string().ends_with(", not judged (the stable revision saw too few calls)"), "{n}");
+    }
+
+    /// `calls` answered calls of `took` and `abandoned` calls their callers gave up on.
+    fn with_abandoned(calls: u64, abandoned: u64, took: Duration) -> Tally {
+        let o = Outcomes::default();
+        for _ in 0..calls {
+            o.record(tonic::Code::Ok, took);
+        }
+        for _ in 0..abandoned {
+            o.abandoned();
+        }
+        o.snapshot()
+    }
+
+    #[test]
+    fn a_canary_whose_callers_give_up_on_every_call_fails_instead_of_having_too_few() {
+        // It hangs; its callers' 300 ms deadlines end every call: it answered none.
+        let j = judge(&cfg(), &with_abandoned(0, 100, ms(2)), &with_abandoned(100, 0, ms(2)), None);
+        let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
+        assert_eq!(
+            why,
+            "callers gave up on 100.0% of its calls (100 of 100) before it answered, against 0.0% of the stable \
+             revision's, over max_error_rate 1.0%"
+        );
+        assert!(numbers.to_string().contains("; callers gave up on 100 canary and 0 stable calls"), "{numbers}");
+        // Callers that give up as often on the stable revision excuse it: fewer answered
+        // calls than min_calls say nothing yet.
+        let j = judge(&cfg(), &with_abandoned(10, 90, ms(2)), &with_abandoned(100, 900, ms(2)), None);
+        assert!(matches!(j, Judgement::TooFew(_)), "{j:?}");
+        // A few given up on among many answered is the callers' business.
+        let j = judge(&cfg(), &with_abandoned(1000, 5, ms(2)), &with_abandoned(1000, 0, ms(2)), None);
+        assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
     }
 }

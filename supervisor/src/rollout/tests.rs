@@ -141,6 +141,31 @@ async fn a_canary_three_times_slower_is_rolled_back_on_its_p99() {
     assert!(ratio > 1.5 && ratio < 4.5, "{report}");
 }
 
+/// A canary that never answers, called by callers whose own deadlines are short: each of
+/// its calls ends for the caller's sake, none as its answer. It was paused for having
+/// too few calls, keeping its share of calls failing until somebody acted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_callers_all_give_up_on_it_is_rolled_back() {
+    let plugins = canary("[20, 100]", 20).replace("\"300ms\"", "\"1s\"");
+    let f = started(&plugins, &[Behaviour::Serve { name: "fake".into() }]).await;
+    f.fake.script("fake", &[Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_secs(60) }]);
+    let within = Some(Duration::from_millis(200));
+    let loads: Vec<Load> = (0..6).map(|_| Load::start_within(&f.sup, within)).collect();
+    let done = f.sup.reload("fake", ReloadOptions::default()).await.unwrap();
+    assert_eq!(done.canary, Some(20));
+    let report = until_phase(&f.sup, Phase::RolledBack).await;
+    let step = &report.judged[0];
+    assert!(!step.passed, "{report}");
+    assert!(step.verdict.starts_with("callers gave up on 100.0% of its calls ("), "{report}");
+    assert!(step.verdict.ends_with("over max_error_rate 1.0%"), "{report}");
+    assert_eq!(step.numbers.canary_calls, 0, "it answered none: {report}");
+    for load in loads {
+        load.finish().await;
+    }
+    assert_eq!(f.sup.plugin("fake").unwrap().serving().number, 1, "the stable revision serves on");
+    f.sup.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_that_crashes_is_rolled_back_at_once() {
     let report = rolled_back(

@@ -1,6 +1,6 @@
 //! What one revision's calls came to: how many, how many failed in a way that means the
-//! plugin failed, and their latencies, counted from the moment the routing stack chose
-//! the revision. A rollout judges a step on the difference of two snapshots, so the
+//! plugin failed, how many their callers gave up on, and their latencies, counted from
+//! the moment the routing stack chose the revision. A rollout judges a step on the difference of two snapshots, so the
 //! counters only ever grow and a snapshot is a few hundred loads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,7 @@ pub fn plugin_failed(code: tonic::Code) -> bool {
 pub struct Outcomes {
     calls: AtomicU64,
     failed: AtomicU64,
+    abandoned: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
 }
 
@@ -33,16 +34,19 @@ impl Default for Outcomes {
         Self {
             calls: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
 
 impl Outcomes {
-    /// One call that the plugin answered (or failed) with `code` after `took`. Calls the
-    /// caller gave up on say nothing of the plugin and are not counted.
+    /// One call that the plugin answered (or failed) with `code` after `took`. A call the
+    /// caller gave up on (CANCELLED) says nothing of the plugin by itself: it is counted
+    /// apart, see [`Outcomes::abandoned`].
     pub fn record(&self, code: tonic::Code, took: Duration) {
         if code == tonic::Code::Cancelled {
+            self.abandoned();
             return;
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -52,10 +56,18 @@ impl Outcomes {
         self.buckets[bucket(took)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One call its caller gave up on before the plugin answered: it hung up, or its own
+    /// short deadline ran out. One such call is the caller's business; a revision whose
+    /// calls callers give up on far more often than the other's is slow or hangs.
+    pub fn abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> Tally {
         Tally {
             calls: self.calls.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
             buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
         }
     }
@@ -76,6 +88,8 @@ fn upper(i: usize) -> Duration {
 pub struct Tally {
     pub calls: u64,
     pub failed: u64,
+    /// Calls given up by their callers, not among `calls`.
+    pub abandoned: u64,
     buckets: Vec<u64>,
 }
 
@@ -91,6 +105,7 @@ impl Tally {
         Tally {
             calls: self.calls.saturating_sub(earlier.calls),
             failed: self.failed.saturating_sub(earlier.failed),
+            abandoned: self.abandoned.saturating_sub(earlier.abandoned),
             buckets,
         }
     }
@@ -98,6 +113,13 @@ impl Tally {
     /// The share of calls that failed, 0 without calls.
     pub fn error_rate(&self) -> f64 {
         if self.calls == 0 { 0.0 } else { self.failed as f64 / self.calls as f64 }
+    }
+
+    /// The share of all its calls, answered or not, that their callers gave up on; 0
+    /// without calls.
+    pub fn abandon_rate(&self) -> f64 {
+        let all = self.calls + self.abandoned;
+        if all == 0 { 0.0 } else { self.abandoned as f64 / all as f64 }
     }
 
     /// The 99th percentile latency, as its bucket's upper bound (at most 9% over the

@@ -66,6 +66,10 @@ impl Sink for RevisionSink {
     fn record(&self, code: tonic::Code, source: Source, took: std::time::Duration) {
         if source.is_plugins() {
             self.0.outcomes.record(code, took);
+        } else if source == Source::Caller {
+            // Its caller's short deadline ran out, or it stopped reading: counted apart,
+            // or a canary that never answers would only ever have too few calls to judge.
+            self.0.outcomes.abandoned();
         }
     }
 }
