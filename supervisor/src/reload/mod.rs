@@ -122,6 +122,8 @@ pub enum ReloadError {
         crate::config::call_graph::WHY
     )]
     CallCycle { plugin: String, cycle: String },
+    #[error("plugin {plugin:?}: uid {uid} is still the running plugin {other:?}'s; nothing was started")]
+    UidInUse { plugin: String, uid: u32, other: String },
 }
 
 /// Where a reload takes the plugin's new config entry from.
@@ -172,6 +174,15 @@ pub(crate) async fn reload(
             // The file was checked whole, but the others may run older entries.
             if let Some(cycle) = cycle_closed(&shared, &p, &spec) {
                 return Err(ReloadError::CallCycle { plugin: p.name.clone(), cycle });
+            }
+            // As `update` refuses it: the file was checked whole, but another plugin may
+            // still run under the uid this entry now names.
+            if let Some(other) = update::uid_owner(&shared, &spec) {
+                return Err(ReloadError::UidInUse {
+                    plugin: p.name.clone(),
+                    uid: spec.ids.0,
+                    other: other.name.clone(),
+                });
             }
             spec
         }

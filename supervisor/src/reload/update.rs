@@ -341,8 +341,7 @@ impl Job {
         if spec.tier != UNSANDBOXED && self.started.tiers().and_then(|t| t.get(&spec.tier)).is_none() {
             return Err(PluginUpdateError::TierNotLoaded { plugin: spec.name.clone(), tier: spec.tier.clone() });
         }
-        let other = self.shared.plugins.all().into_iter().find(|p| p.name != spec.name && p.spec().ids.0 == spec.ids.0);
-        match other {
+        match uid_owner(&self.shared, spec) {
             Some(other) => Err(PluginUpdateError::UidInUse {
                 plugin: spec.name.clone(),
                 uid: spec.ids.0,
@@ -472,6 +471,12 @@ fn cycle_left(shared: &Shared, next: &Config, changes: &Changes) -> Option<Strin
     }
     let plugins: Vec<(&str, &[String])> = graph.iter().map(|(n, c)| (*n, c.as_slice())).collect();
     crate::config::call_graph::cycles(&plugins).into_iter().next().map(|c| c.said)
+}
+
+/// The running plugin other than `spec`'s whose uid `spec` names, if any: two plugins
+/// under one uid could reach each other's processes, files and IPC objects.
+pub(super) fn uid_owner(shared: &Shared, spec: &PluginSpec) -> Option<Arc<Plugin>> {
+    shared.plugins.all().into_iter().find(|p| p.name != spec.name && p.spec().ids.0 == spec.ids.0)
 }
 
 /// The plugins `p` may call as it runs: each instance calls out by its own revision's
@@ -882,6 +887,24 @@ mod tests {
         assert!(lines[0].starts_with("fake: revision 3 serves"), "{lines:?}");
         assert_eq!(lines[1], "twin: added");
         assert_ne!(f.sup.plugin("fake").unwrap().spec().ids.0, uid);
+        f.sup.shutdown().await;
+    }
+
+    /// `reload NAME` reads only its entry, and is refused a running plugin's uid as
+    /// `update NAME` is (both ran under one uid).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_may_not_take_a_running_plugins_uid_either() {
+        let f = fixture(&format!("{}{}", plugin("fake", ""), plugin("other", "")), &[]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        f.sup.wait_running("other", UP).await.unwrap();
+        let (uid, gid) = f.sup.plugin("fake").unwrap().spec().ids;
+        edit(&f.sup, |t| t.replace("name = \"other\"\n", &format!("name = \"other\"\nuid = {uid}\ngid = {gid}\n")));
+        let err = f.sup.reload("other", ReloadOptions::default()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("plugin \"other\": uid {uid} is still the running plugin \"fake\"'s; nothing was started")
+        );
+        assert_ne!(f.sup.plugin("other").unwrap().spec().ids.0, uid, "nothing was applied");
         f.sup.shutdown().await;
     }
 }
