@@ -3,8 +3,11 @@
 //! the host's would hand that to the plugin: `""` (the config's own directory), `/`,
 //! `/etc`, the state directory. It must be a directory of its own, below a top-level one,
 //! holding none of the supervisor's files or any plugin's binary or pinned contract, and
-//! not inside the supervisor's own directories.
+//! not inside the supervisor's own directories. Nor may it be, hold or lie inside another
+//! plugin's: whichever started last would own the other's files.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Component, Path, PathBuf};
 
 use super::load::{Problems, Reach, Seg};
@@ -20,20 +23,17 @@ pub(super) struct Guarded {
     /// Files a data directory may not hold.
     files: Vec<(&'static str, Vec<PathBuf>)>,
     reach: Reach,
+    /// The data directories of the plugins checked so far (each as written and where its
+    /// links lead), with the index of the first plugin to have each.
+    claimed: BTreeMap<PathBuf, usize>,
 }
 
 impl Guarded {
     pub(super) fn of(config: &Config, reach: Reach) -> Self {
         let s = &config.supervisor;
-        let forms = |path: PathBuf| {
-            let real = match reach {
-                Reach::Files => std::fs::canonicalize(&path).ok(),
-                Reach::TextOnly => None,
-            };
-            std::iter::once(normal(&path)).chain(real).collect::<Vec<_>>()
-        };
+        let forms = |path: PathBuf| forms(&path, reach);
         if config.plugins.iter().all(|pl| pl.data_dir.is_none()) {
-            return Self { dirs: Vec::new(), files: Vec::new(), reach };
+            return Self { dirs: Vec::new(), files: Vec::new(), reach, claimed: BTreeMap::new() };
         }
         let mut dirs: Vec<_> = [
             ("the policies directory", &s.policies_dir),
@@ -55,11 +55,13 @@ impl Guarded {
                 dirs.push(("a pinned contract's import directory", forms(config.resolve(d))));
             }
         }
-        Self { dirs, files, reach }
+        Self { dirs, files, reach, claimed: BTreeMap::new() }
     }
 
-    /// Checks plugin `i`'s `data_dir`, if it has one; problems name the key.
-    pub(super) fn check(&self, config: &Config, plugin: &PluginConfig, i: usize, p: &mut Problems<'_>) {
+    /// Checks plugin `i`'s `data_dir`, if it has one, against the host's places and the
+    /// data directories of the plugins checked before it; problems name the key. Called
+    /// for each plugin in turn.
+    pub(super) fn check(&mut self, config: &Config, plugin: &PluginConfig, i: usize, p: &mut Problems<'_>) {
         let Some(raw) = &plugin.data_dir else { return };
         let at = [Seg::Key("plugin"), Seg::Index(i), Seg::Key("data_dir")];
         if let Some(problem) =
@@ -71,7 +73,46 @@ impl Guarded {
         let dir = config.resolve(raw);
         if let Some(problem) = self.problem(&dir) {
             p.at(&at, format!("{}: {problem}; the plugin's uid would own it", dir.display()));
+            // Not claimed: it is to be moved anyway, and every data directory below it
+            // would be said to be inside it.
+            return;
         }
+        let mine = forms(&dir, self.reach);
+        if let Some((k, how, theirs)) = self.overlap(&mine) {
+            let other = &config.plugins[k].name;
+            p.at(
+                &at,
+                format!(
+                    "{}: plugin {:?}'s data_dir {how} plugin {other:?}'s ({}, plugin[{k}].data_dir): each start gives a plugin's data_dir to its own uid, so one would take the other's files",
+                    dir.display(),
+                    plugin.name,
+                    theirs.display()
+                ),
+            );
+        }
+        for form in mine {
+            self.claimed.entry(form).or_insert(i);
+        }
+    }
+
+    /// The plugin whose data directory one of `mine` (the forms of one) is, lies inside
+    /// or holds, with how and the form of theirs it meets.
+    fn overlap(&self, mine: &[PathBuf]) -> Option<(usize, &'static str, PathBuf)> {
+        for me in mine {
+            // Nearest first: itself, then the directories above it.
+            for above in me.ancestors() {
+                if let Some(&k) = self.claimed.get(above) {
+                    let how = if above == me.as_path() { "would be" } else { "would be inside" };
+                    return Some((k, how, above.to_path_buf()));
+                }
+            }
+            // Paths order by their components, so the ones below `me` follow it at once.
+            let below = self.claimed.range::<Path, _>((Bound::Excluded(me.as_path()), Bound::Unbounded)).next();
+            if let Some((theirs, &k)) = below.filter(|(theirs, _)| theirs.starts_with(me)) {
+                return Some((k, "would hold", theirs.clone()));
+            }
+        }
+        None
     }
 
     /// Why `dir` cannot be a data directory, if it cannot.
@@ -116,6 +157,17 @@ impl Guarded {
         }
         None
     }
+}
+
+/// `path` as written (lexically normalised) and, where validation may read the file
+/// system and it exists, where its links lead.
+fn forms(path: &Path, reach: Reach) -> Vec<PathBuf> {
+    let lexical = normal(path);
+    let real = match reach {
+        Reach::Files => std::fs::canonicalize(path).ok().filter(|r| *r != lexical),
+        Reach::TextOnly => None,
+    };
+    std::iter::once(lexical).chain(real).collect()
 }
 
 /// The directories every uid may write to, which the teardown sweeps.
@@ -182,6 +234,80 @@ mod tests {
             assert!(err.contains("which every uid writes to"), "data_dir = {shared:?}: {err}");
         }
         assert!(refused("/var/tmp/zoo").is_empty(), "{}", refused("/var/tmp/zoo"));
+    }
+
+    /// The (key, message) of each problem of plugins with these data directories (the
+    /// first one runs three replicas), or none when the config is taken.
+    fn shared(dirs: &[&str]) -> Vec<(String, String)> {
+        let mut text = "[supervisor.sandbox]\nallow_unsandboxed = true\n".to_owned();
+        for (i, dir) in dirs.iter().enumerate() {
+            let replicas = if i == 0 { 3 } else { 1 };
+            text.push_str(&format!(
+                "[[plugin]]\nname = \"p{i}\"\nbinary = \"/bin/true\"\ntier = \"none\"\nreplicas = {replicas}\ndata_dir = {dir:?}\n"
+            ));
+        }
+        match load::parse(&text, Path::new("/etc/ps/supervisor.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().iter().map(|p| (p.key.clone(), p.message.clone())).collect(),
+        }
+    }
+
+    const TAKEN: &str = "each start gives a plugin's data_dir to its own uid, so one would take the other's files";
+
+    /// Each start chowns the data directory to the starting plugin's uid: two plugins
+    /// sharing one (or one inside the other's) took each other's files.
+    #[test]
+    fn a_data_dir_that_is_holds_or_lies_inside_another_plugin_s_is_refused_naming_both() {
+        assert_eq!(
+            shared(&["/srv/d", "/srv/d/", "/srv/d/x/../c"]),
+            [
+                (
+                    "plugin[1].data_dir".to_owned(),
+                    format!(
+                        "/srv/d/: plugin \"p1\"'s data_dir would be plugin \"p0\"'s (/srv/d, plugin[0].data_dir): {TAKEN}"
+                    )
+                ),
+                (
+                    "plugin[2].data_dir".to_owned(),
+                    format!(
+                        "/srv/d/x/../c: plugin \"p2\"'s data_dir would be inside plugin \"p0\"'s (/srv/d, plugin[0].data_dir): {TAKEN}"
+                    )
+                ),
+            ]
+        );
+        assert_eq!(
+            shared(&["/srv/d/a", "/srv/e", "/srv/d"]),
+            [(
+                "plugin[2].data_dir".to_owned(),
+                format!(
+                    "/srv/d: plugin \"p2\"'s data_dir would hold plugin \"p0\"'s (/srv/d/a, plugin[0].data_dir): {TAKEN}"
+                )
+            )]
+        );
+        // Neighbours, a name that only begins like another's, and one plugin's replicas
+        // sharing its own.
+        assert_eq!(shared(&["/srv/d", "/srv/d-2", "/srv/e/d", "/srv/dd/x"]), []);
+    }
+
+    #[test]
+    fn a_data_dir_leading_to_another_plugin_s_through_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let real_path = std::fs::canonicalize(&real).unwrap();
+        let (real, link) = (real.display().to_string(), link.display().to_string());
+        assert_eq!(
+            shared(&[&real, &link]),
+            [(
+                "plugin[1].data_dir".to_owned(),
+                format!(
+                    "{link}: plugin \"p1\"'s data_dir would be plugin \"p0\"'s ({}, plugin[0].data_dir): {TAKEN}",
+                    real_path.display()
+                )
+            )]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading a config file and checking it whole: every problem is reported
 //! with the file, line and key, and a config with any problem is rejected.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -29,11 +29,18 @@ pub enum ConfigError {
     /// device read once would hang or never end: only a regular file is a config.
     #[error("{}: cannot read config: it is a {kind}, not a regular file", path.display())]
     NotRegularFile { path: PathBuf, kind: &'static str },
-    #[error("{}", render(file, problems))]
-    Invalid { file: PathBuf, problems: Vec<Problem> },
+    /// `problems` are the first [`MAX_PROBLEMS`] found; `more` counts the others.
+    #[error("{}", render(file, problems, *more))]
+    Invalid { file: PathBuf, problems: Vec<Problem>, more: usize },
 }
 
+/// The most problems a report lists: past them only their number is said, so that a
+/// config of a million mistakes costs no more to refuse (nor to read the refusal of) than
+/// one of a hundred.
+pub const MAX_PROBLEMS: usize = 100;
+
 impl ConfigError {
+    /// The problems listed (at most [`MAX_PROBLEMS`]).
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Invalid { problems, .. } => problems,
@@ -42,10 +49,15 @@ impl ConfigError {
     }
 }
 
-fn render(file: &Path, problems: &[Problem]) -> String {
-    let mut lines = Vec::with_capacity(problems.len());
+fn render(file: &Path, problems: &[Problem], more: usize) -> String {
+    let mut lines = Vec::with_capacity(problems.len() + 1);
     for p in problems {
         lines.push(p.to_string_in(file));
+    }
+    match more {
+        0 => {}
+        1 => lines.push(format!("{}: and 1 more problem", file.display())),
+        n => lines.push(format!("{}: and {n} more problems", file.display())),
     }
     lines.join("\n")
 }
@@ -72,6 +84,9 @@ impl fmt::Display for Problem {
 pub(crate) struct Locator<'a> {
     text: &'a str,
     doc: Option<toml::Spanned<DeTable<'a>>>,
+    /// The offset each line starts at: a line is found by a binary search rather than
+    /// by counting from the top for every problem.
+    line_starts: Vec<usize>,
 }
 
 /// A step in a key path: a table key or an array index.
@@ -83,11 +98,15 @@ pub(crate) enum Seg<'a> {
 
 impl<'a> Locator<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
-        Self { text, doc: DeTable::parse(text).ok() }
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Self { text, doc: DeTable::parse(text).ok(), line_starts }
     }
 
     pub(crate) fn line_of(&self, offset: usize) -> usize {
-        self.text.get(..offset).map_or(1, |s| s.matches('\n').count() + 1)
+        if !self.text.is_char_boundary(offset) {
+            return 1;
+        }
+        self.line_starts.partition_point(|&start| start <= offset)
     }
 
     /// The span of the last key in `path` (or of the array element).
@@ -144,26 +163,49 @@ fn key_string(path: &[Seg<'_>]) -> String {
     s
 }
 
-/// Collects problems found while checking a parsed config.
+/// Collects problems found while checking a parsed config: the first
+/// [`MAX_PROBLEMS`] of them, and how many others.
 pub(crate) struct Problems<'a> {
     loc: &'a Locator<'a>,
-    pub(crate) list: Vec<Problem>,
+    list: Vec<Problem>,
+    /// The key and message of each problem listed: the line follows from the key.
+    listed: HashSet<(String, String)>,
+    /// A hash of each problem past the list, to count them once each without keeping
+    /// them (a 4 MiB config may hold a million); two that collide are counted as one.
+    unlisted: HashSet<u64>,
 }
 
 impl<'a> Problems<'a> {
     pub(crate) fn new(loc: &'a Locator<'a>) -> Self {
-        Self { loc, list: Vec::new() }
+        Self { loc, list: Vec::new(), listed: HashSet::new(), unlisted: HashSet::new() }
     }
 
     /// Records a problem at `path`; when the key itself is absent from the
     /// file (a default), the nearest enclosing key gives the line.
     pub(crate) fn at(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
-        let line = (1..=path.len()).rev().find_map(|n| self.loc.line(&path[..n]));
-        let problem = Problem { line, key: key_string(path), message: message.into() };
         // A shared setting (a default every plugin takes) is one problem, however many take it.
-        if !self.list.contains(&problem) {
-            self.list.push(problem);
+        let said = (key_string(path), message.into());
+        if self.listed.contains(&said) {
+            return;
         }
+        if self.list.len() >= MAX_PROBLEMS {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            self.unlisted.insert(BuildHasherDefault::<DefaultHasher>::default().hash_one(&said));
+            return;
+        }
+        let line = (1..=path.len()).rev().find_map(|n| self.loc.line(&path[..n]));
+        self.list.push(Problem { line, key: said.0.clone(), message: said.1.clone() });
+        self.listed.insert(said);
+    }
+
+    /// How many problems were found, listed or not.
+    pub(crate) fn count(&self) -> usize {
+        self.list.len() + self.unlisted.len()
+    }
+
+    /// The config at `file` refused for the problems found.
+    pub(crate) fn into_error(self, file: &Path) -> ConfigError {
+        ConfigError::Invalid { file: file.to_path_buf(), problems: self.list, more: self.unlisted.len() }
     }
 }
 
@@ -218,6 +260,7 @@ fn not_text(path: &Path, bytes: &[u8], at: usize) -> ConfigError {
             key: "(text)".into(),
             message: format!("not UTF-8 text at column {column}{byte}: TOML is UTF-8"),
         }],
+        more: 0,
     }
 }
 
@@ -230,6 +273,7 @@ fn too_large(path: &Path, size: u64) -> ConfigError {
             key: "(size)".into(),
             message: format!("the config is {shown}; at most {} MiB is read", MAX_CONFIG_BYTES >> 20),
         }],
+        more: 0,
     }
 }
 
@@ -269,7 +313,7 @@ pub(crate) fn parse_with(text: &str, path: &Path, reach: Reach) -> Result<Config
         return Err(too_large(path, text.len() as u64));
     }
     let loc = Locator::new(text);
-    let invalid = |problems| ConfigError::Invalid { file: path.to_path_buf(), problems };
+    let invalid = |problems| ConfigError::Invalid { file: path.to_path_buf(), problems, more: 0 };
     // Before the typed pass and the checks, which cost far more per entry.
     if let Some(n) = loc.plugin_count()
         && n > MAX_PLUGINS
@@ -279,7 +323,7 @@ pub(crate) fn parse_with(text: &str, path: &Path, reach: Reach) -> Result<Config
             &[Seg::Key("plugin"), Seg::Index(MAX_PLUGINS)],
             format!("{n} plugins; a config may have at most {MAX_PLUGINS}"),
         );
-        return Err(invalid(problems.list));
+        return Err(problems.into_error(path));
     }
     let de = match toml::de::Deserializer::parse(text) {
         Ok(de) => de,
@@ -309,8 +353,8 @@ pub(crate) fn parse_with(text: &str, path: &Path, reach: Reach) -> Result<Config
     config.set_origin(absolute(path), text);
     let mut problems = Problems::new(&loc);
     let (specs, tiers) = super::validate::check(&config, &mut problems, reach);
-    if !problems.list.is_empty() {
-        return Err(invalid(problems.list));
+    if problems.count() > 0 {
+        return Err(problems.into_error(path));
     }
     config.set_checked(specs, tiers);
     Ok(config)
@@ -393,6 +437,52 @@ mod tests {
         // The full check does look, and says so.
         let err = parse_with(VALID, Path::new("/fuzz/supervisor.toml"), Reach::Files).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/echo"), "{err}");
+    }
+
+    /// Each problem was looked for in the whole list and its line counted from the top:
+    /// 80,000 bad `env` entries took 21 s to refuse.
+    #[test]
+    fn a_config_of_many_problems_is_refused_at_once_listing_the_first_hundred() {
+        let entries = vec!["\"=\""; 200_000].join(", ");
+        let text = format!(
+            "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\n\
+             tier = \"none\"\nenv = [{entries}]\n"
+        );
+        let started = std::time::Instant::now();
+        let err = super::parse(&text, Path::new("/etc/ps/test.toml")).unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.problems().len(), super::MAX_PROBLEMS);
+        assert_eq!(
+            err.problems()[99],
+            super::Problem {
+                line: Some(7),
+                key: "plugin[0].env[99]".into(),
+                message: "\"=\" is not an environment variable name".into()
+            }
+        );
+        let said = err.to_string();
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.len(), 101);
+        assert_eq!(lines[0], "/etc/ps/test.toml:7: plugin[0].env[0]: \"=\" is not an environment variable name");
+        assert_eq!(lines[100], "/etc/ps/test.toml: and 199900 more problems");
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    }
+
+    #[test]
+    fn a_problem_found_again_past_the_list_is_not_counted_again() {
+        let loc = super::Locator::new("a = 1\nb = 2\n");
+        let mut p = super::Problems::new(&loc);
+        for message in ["bad", "bad", "worse"] {
+            for i in 0..super::MAX_PROBLEMS + 3 {
+                p.at(&[super::Seg::Key("b"), super::Seg::Index(i)], message);
+            }
+        }
+        let err = p.into_error(Path::new("/t.toml"));
+        assert_eq!(err.problems().len(), super::MAX_PROBLEMS);
+        assert_eq!(err.problems()[0].line, Some(2));
+        let said = err.to_string();
+        assert_eq!(said.lines().last(), Some("/t.toml: and 106 more problems"), "{said}");
+        assert_eq!(said.lines().count(), 101);
     }
 
     proptest! {

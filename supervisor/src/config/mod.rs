@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::integrity::{PublicKey, Sha256Digest};
-pub use load::{ConfigError, MAX_CONFIG_BYTES, MAX_PLUGINS, MAX_REPLICAS, Problem, fuzz_one, parse};
+pub use load::{ConfigError, MAX_CONFIG_BYTES, MAX_PLUGINS, MAX_PROBLEMS, MAX_REPLICAS, Problem, fuzz_one, parse};
 use units::Mode;
 pub use validate::{MAX_EVENT_HISTORY, MAX_LOG_LINES, name_problem, shown_name};
 

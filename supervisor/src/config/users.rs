@@ -76,7 +76,10 @@ pub(super) fn assign(config: &Config, p: &mut Problems<'_>) -> HashMap<String, (
         config.plugins.iter().filter(|pl| pl.user.is_none() && pl.uid.is_none()).map(|pl| pl.name.as_str()).collect();
     dynamic.sort_unstable();
     dynamic.dedup();
-    if dynamic.len() as u64 > size.saturating_sub(taken.len() as u64) {
+    // Only explicit ids inside the range take places from it: a host account's uid (1000,
+    // say) leaves every one of them free.
+    let free = size - taken.range(lo..=hi).count() as u64;
+    if dynamic.len() as u64 > free {
         p.at(&range_at, format!("uid_range [{lo}, {hi}] is too small for {} plugins", dynamic.len()));
         return out;
     }
@@ -130,6 +133,34 @@ mod tests {
         let three = format!("{two}[[plugin]]\nname = \"c\"\n{TRUE}");
         let err = load::parse(&three, Path::new("/etc/t.toml")).unwrap_err().to_string();
         assert!(err.contains("too small for 3 plugins"), "{err}");
+    }
+
+    /// The range's size less every explicit uid was taken as its free places, so a
+    /// plugin running as uid 1000 took one of [70000, 70001] away.
+    #[test]
+    fn only_explicit_uids_inside_the_range_take_places_from_it() {
+        let range = "[supervisor.sandbox]\nallow_unsandboxed = true\nuid_range = [70000, 70001]\n";
+        let two = format!("{range}[[plugin]]\nname = \"a\"\n{TRUE}[[plugin]]\nname = \"b\"\n{TRUE}");
+        let host = format!("{two}[[plugin]]\nname = \"h\"\n{TRUE}uid = 1000\n");
+        let got = ids(&host);
+        assert_eq!(got[2], ("h".to_owned(), (1000, 1000)));
+        let mut dynamic = [got[0].1, got[1].1];
+        dynamic.sort();
+        assert_eq!(dynamic, [(70000, 70000), (70001, 70001)]);
+        let problems = |text: &str| {
+            let err = load::parse(text, Path::new("/etc/t.toml")).unwrap_err();
+            err.problems().iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>()
+        };
+        let three = format!("{host}[[plugin]]\nname = \"c\"\n{TRUE}");
+        assert_eq!(
+            problems(&three),
+            ["supervisor.sandbox.uid_range: uid_range [70000, 70001] is too small for 3 plugins"]
+        );
+        let inside = format!("{two}[[plugin]]\nname = \"h\"\n{TRUE}uid = 70001\n");
+        assert_eq!(
+            problems(&inside),
+            ["supervisor.sandbox.uid_range: uid_range [70000, 70001] is too small for 2 plugins"]
+        );
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub(super) fn check(
         Reach::TextOnly => None,
     };
     let ids = super::users::assign(config, p);
-    let guarded = super::data_dir::Guarded::of(config, reach);
+    let mut guarded = super::data_dir::Guarded::of(config, reach);
     let mut specs = Vec::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
         let at = |key: &'static str| [Seg::Key("plugin"), Seg::Index(i), Seg::Key(key)];
@@ -207,6 +207,7 @@ pub(super) fn check(
                 );
             }
         }
+        super::kernel::check_exec_strings(config, plugin, i, p);
         if let Some(b) = &plugin.backoff {
             check_backoff(b, &at("backoff"), p);
         }
@@ -368,7 +369,7 @@ fn check_quota(
     at: &[Seg<'_>],
     p: &mut Problems<'_>,
 ) {
-    let before = p.list.len();
+    let before = p.count();
     if q.memory_max.is_some_and(|m| m.bytes() < 1 << 20) {
         p.at(at, "memory_max below 1M cannot run any plugin");
     }
@@ -380,7 +381,7 @@ fn check_quota(
     if q.pids_max == Some(0) {
         p.at(at, "pids_max 0 leaves no task for the plugin itself");
     }
-    if p.list.len() == before
+    if p.count() == before
         && let Some(problem) = super::kernel::quota_problem(tier, q)
     {
         p.at(at, problem);

@@ -224,12 +224,37 @@ pub(crate) fn rolled_back_as(shared: &Shared, spec: &PluginSpec) -> Option<Saved
 /// Why a kept stable revision cannot be brought back.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("its config text no longer validates: {0}")]
-    Config(#[from] crate::config::ConfigError),
+    /// The kept entry is read from text made of it alone, which no operator wrote: its
+    /// problems are said by key, without that text's lines.
+    #[error("its stable entry kept from {} no longer validates: {}", file.display(), kept_problems(error))]
+    Config { file: PathBuf, error: crate::config::ConfigError },
     #[error("the config text kept from {0} has no valid entry for it")]
     Missing(String),
     #[error("the kept digest {0:?} is not a SHA-256")]
     Digest(String),
+}
+
+/// The problems of a kept entry, by key: its only `[[plugin]]` is `plugin[0]` there,
+/// which is not its place in any file, so that part of a key is left out.
+fn kept_problems(error: &crate::config::ConfigError) -> String {
+    let problems = error.problems();
+    if problems.is_empty() {
+        return error.to_string();
+    }
+    let mut said: Vec<String> = problems
+        .iter()
+        .map(|p| match p.key.strip_prefix("plugin[0]") {
+            Some("") => format!("its entry: {}", p.message),
+            Some(rest) => format!("{}: {}", rest.trim_start_matches('.'), p.message),
+            None => format!("{}: {}", p.key, p.message),
+        })
+        .collect();
+    match error {
+        crate::config::ConfigError::Invalid { more: 1, .. } => said.push("and 1 more problem".into()),
+        crate::config::ConfigError::Invalid { more: more @ 2.., .. } => said.push(format!("and {more} more problems")),
+        _ => {}
+    }
+    said.join("; ")
 }
 
 /// The entry `name` ran as its stable revision, from what was kept: the config text of
@@ -238,10 +263,11 @@ pub enum RestoreError {
 /// had (without a copy, the file at its path must still be that binary, or it is refused
 /// with its cause rather than run).
 ///
-/// Who may call it and the ids it runs as are the config in force's (`in_force`): its
-/// `callers` are dropped from the kept entry before it is read, as a `plugin:NAME` there
-/// names a plugin whose entry is not kept, and whom the operator admits now is not a
-/// property of the revision.
+/// The keys that apply live (who may call it and whom it calls, its quotas, limits and
+/// timeouts) and the ids it runs as are the config in force's (`in_force`), as for any
+/// revision beside the serving one ([`crate::config::changes::with_live_keys`]). Its
+/// `callers` and `calls` are dropped from the kept entry before it is read: they name
+/// plugins whose entries are not kept, and are not properties of the revision.
 fn stable_spec(saved: &SavedRollout, in_force: &PluginSpec) -> Result<PluginSpec, RestoreError> {
     let name = in_force.name.as_str();
     let missing = || RestoreError::Missing(saved.stable_config.display().to_string());
@@ -250,11 +276,14 @@ fn stable_spec(saved: &SavedRollout, in_force: &PluginSpec) -> Result<PluginSpec
         entries.retain(|e| e.get("name").and_then(toml::Value::as_str) == Some(name));
         for e in entries.iter_mut().filter_map(toml::Value::as_table_mut) {
             e.remove("callers");
+            e.remove("calls");
         }
     }
     let text = toml::to_string(&doc).map_err(|_| missing())?;
-    let config = crate::config::parse(&text, &saved.stable_config)?;
-    let mut spec = config.specs().into_iter().find(|s| s.name == name).ok_or_else(missing)?;
+    let config = crate::config::parse(&text, &saved.stable_config)
+        .map_err(|error| RestoreError::Config { file: saved.stable_config.clone(), error })?;
+    let kept = config.specs().into_iter().find(|s| s.name == name).ok_or_else(missing)?;
+    let mut spec = crate::config::changes::with_live_keys(&kept, in_force);
     if let Some(copy) = &saved.stable_copy {
         spec.binary = copy.clone();
     }
@@ -263,7 +292,6 @@ fn stable_spec(saved: &SavedRollout, in_force: &PluginSpec) -> Result<PluginSpec
     // The ids the config in force reserves for this name: they cannot clash with the
     // other plugins' (the kept text was assigned among the plugins of then).
     spec.ids = in_force.ids;
-    spec.callers = in_force.callers.clone();
     // Its origin stays the text it was kept from, whole.
     spec.origin = crate::config::Origin(Some(Arc::new((saved.stable_config.clone(), saved.stable_text.clone()))));
     Ok(spec)
@@ -360,21 +388,62 @@ mod tests {
             format!("{HEAD}{}{}", entry("a", "callers = [\"plugin:auth\"]\nargs = [\"--old\"]"), entry("auth", ""));
         let now = format!("{HEAD}{}{}", entry("a", "callers = [\"uid:7\"]\nargs = [\"--new\"]"), entry("auth", ""));
         let in_force = spec_of(&now, "a");
-        let saved = SavedRollout {
+        let stable = stable_spec(&kept(then), &in_force).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stable.args, ["--old"], "the kept revision");
+        assert_eq!(stable.callers, Some(Callers(vec![Rule::Uid(7)])), "admitting whom the file in force says");
+        assert_eq!(stable.ids, in_force.ids);
+    }
+
+    fn kept(stable_text: String) -> SavedRollout {
+        SavedRollout {
             phase: Phase::Interrupted,
             stable_revision: 1,
             canary_revision: 2,
             steps: vec![50],
             stable_config: "/etc/ps.toml".into(),
-            stable_text: then,
+            stable_text,
             stable_sha256: "0".repeat(64),
             stable_copy: None,
             canary_fingerprint: String::new(),
             why: String::new(),
-        };
-        let stable = stable_spec(&saved, &in_force).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// Its `calls` named a plugin whose entry was not kept: the kept entry was refused,
+    /// and the plugin stayed stopped at every restart.
+    #[test]
+    fn a_kept_entry_calling_another_plugin_comes_back_with_the_calls_and_live_keys_in_force() {
+        let then = format!(
+            "{HEAD}{}{}",
+            entry("a", "callers = [\"plugin:auth\"]\ncalls = [\"auth\"]\nargs = [\"--old\"]\ncall_timeout = \"1s\""),
+            entry("auth", "")
+        );
+        let now = format!(
+            "{HEAD}{}{}{}",
+            entry("a", "callers = [\"uid:7\"]\ncalls = [\"auth\", \"b\"]\nargs = [\"--new\"]\ncall_timeout = \"9s\""),
+            entry("auth", ""),
+            entry("b", "")
+        );
+        let in_force = spec_of(&now, "a");
+        let stable = stable_spec(&kept(then), &in_force).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stable.args, ["--old"], "the kept revision");
-        assert_eq!(stable.callers, Some(Callers(vec![Rule::Uid(7)])), "admitting whom the file in force says");
+        assert_eq!(stable.calls, ["auth", "b"], "calling whom the file in force says");
+        assert_eq!(stable.callers, Some(Callers(vec![Rule::Uid(7)])));
+        assert_eq!(stable.call_timeout, std::time::Duration::from_secs(9), "a live key in force");
         assert_eq!(stable.ids, in_force.ids);
+    }
+
+    /// Its problems were said at the lines of the text re-made from the kept entry, which
+    /// no one wrote (`/etc/ps.toml:3: plugin[0]...`).
+    #[test]
+    fn a_kept_entry_that_no_longer_validates_is_said_by_key_without_the_lines_of_a_text_no_one_wrote() {
+        let then = format!("{HEAD}{}{}", entry("auth", ""), entry("a", "replicas = 0\ncalls = [\"auth\"]"));
+        let in_force = spec_of(&format!("{HEAD}{}", entry("a", "")), "a");
+        let err = stable_spec(&kept(then), &in_force).unwrap_err();
+        assert!(matches!(err, RestoreError::Config { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "its stable entry kept from /etc/ps.toml no longer validates: replicas: replicas must be between 1 and 1024, not 0"
+        );
     }
 }
