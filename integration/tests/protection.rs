@@ -357,12 +357,13 @@ async fn calls_reset_before_a_busy_plugin_takes_them_leave_it_serving() {
     let d = Daemon::start(&text);
     d.wait_state("busy-0", "running", UP);
     let zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
-    // Its one thread blocks for 2 s.
+    // Its one thread blocks for 3 s; a second is time enough for the call to reach it on
+    // a loaded machine, and leaves two for the others to time out behind it.
     let sleeping = tokio::spawn({
         let mut zoo = zoo.clone();
-        async move { zoo.sleep(within(SleepRequest { ms: 2000 }, 5000)).await }
+        async move { zoo.sleep(within(SleepRequest { ms: 3000 }, 8000)).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let calls: Vec<_> = (0..60)
         .map(|_| {
             let mut zoo = zoo.clone();

@@ -43,6 +43,12 @@ pub enum ChannelError {
     Body(tonic::Status),
 }
 
+/// Whether a connection's end `e` is a failure rather than a drain: see
+/// [`ChannelError::failed`].
+pub fn h2_failed(e: &h2::Error) -> bool {
+    e.reason().is_some_and(|r| r != h2::Reason::NO_ERROR)
+}
+
 /// What of a channel's transport `status` came from, when it did: tonic makes a status of
 /// the peer's answer and of a failure of the connection alike.
 enum Transport<'a> {
@@ -99,11 +105,13 @@ impl ChannelError {
         }
     }
 
-    /// The connection failed, rather than closed as a drain closes it (GOAWAY NO_ERROR):
-    /// an I/O error, or an error code either end gave.
+    /// The connection failed, rather than closed as a drain closes it: an error code
+    /// either end gave it (a GOAWAY with one, a protocol error). An I/O error is not
+    /// counted: a socket closed with bytes unread (a WINDOW_UPDATE sent after the plugin's
+    /// last read) reads as ECONNRESET after the cleanest of drains.
     pub fn failed(&self) -> bool {
         match self {
-            ChannelError::NotSent(e) | ChannelError::H2(e) => e.reason() != Some(h2::Reason::NO_ERROR),
+            ChannelError::NotSent(e) | ChannelError::H2(e) => h2_failed(e),
             ChannelError::Body(_) => false,
         }
     }

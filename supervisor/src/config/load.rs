@@ -465,7 +465,8 @@ mod tests {
         assert_eq!(lines.len(), 101);
         assert_eq!(lines[0], "/etc/ps/test.toml:7: plugin[0].env[0]: \"=\" is not an environment variable name");
         assert_eq!(lines[100], "/etc/ps/test.toml: and 199900 more problems");
-        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        // Loose, for a loaded machine's debug build: the quadratic way took over 300 s.
+        assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
     }
 
     #[test]

@@ -29,6 +29,9 @@ enum Outcome {
 }
 
 /// What ended a running instance.
+/// How long an exited plugin's connection has to say how it ended.
+const CONNECTION_END_WAIT: Duration = Duration::from_millis(500);
+
 enum Ended {
     /// The process exited on its own, after its connection failed (why) when it did.
     Exited(ExitStatus, Duration, Option<String>),
@@ -360,8 +363,15 @@ async fn attend(
     let ended = loop {
         tokio::select! {
             status = running.exited() => {
-                // Its connection may have failed just before it exited.
-                let failed = disconnect.said_now().filter(|said| said.failed).map(|said| said.why);
+                // An exit that says it succeeded: its connection may have failed just before,
+                // its end not read yet. With the process gone it ends at once (unless a child
+                // of the plugin holds its socket open, hence the bound).
+                let said = if status.success() {
+                    tokio::time::timeout(CONNECTION_END_WAIT, disconnect.said()).await.ok()
+                } else {
+                    None
+                };
+                let failed = said.filter(|said| said.failed).map(|said| said.why);
                 break Ended::Exited(status, running.since.elapsed(), failed);
             }
             why = disconnect.said() => break Ended::Disconnected(why, None),

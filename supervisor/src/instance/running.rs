@@ -57,8 +57,9 @@ pub struct Disconnect(Arc<watch::Sender<Option<Said>>>);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Said {
     pub why: String,
-    /// It failed (an I/O error, or a GOAWAY with an error code: the plugin's h2 saw an
-    /// attack in what it was sent), rather than closed as a drain closes it. A plugin
+    /// It failed (an error code: a GOAWAY with one, as when the plugin's h2 took what it
+    /// was sent for an attack, or a protocol error), rather than closed as a drain closes
+    /// it. A plugin
     /// whose connection failed has failed, whatever its exit code says: it exits 0 once
     /// nobody can call it, and would not be restarted on failure.
     pub failed: bool,

@@ -199,9 +199,9 @@ async fn greet(
     let disconnect = running.disconnect();
     running.hold(tokio::spawn(async move {
         let ended = driver.await;
-        // A GOAWAY without an error is a drain's; any other end of the connection is a
-        // failure.
-        let failed = ended.as_ref().is_err_and(|e| e.reason() != Some(h2::Reason::NO_ERROR));
+        // An error code (a GOAWAY with one, a protocol error) is a failure; a GOAWAY without
+        // one is a drain's, and an I/O error may follow the cleanest drain.
+        let failed = ended.as_ref().is_err_and(plugin_proto::transport::h2_failed);
         disconnect.say(failed, || match ended {
             Ok(()) => "it closed the connection".to_owned(),
             Err(e) => format!("the connection failed: {e}"),

@@ -12,7 +12,7 @@
 //! behind exactly when the history forgets what it had not read.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::watch;
 
@@ -95,7 +95,7 @@ impl<T: Clone> Ring<T> {
         // between the two.
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let kept = held.items.iter().skip(held.items.len().saturating_sub(n)).map(|(item, _)| item.clone()).collect();
-        let follower = Follower { held: Arc::downgrade(&self.held), next: held.end(), pushed: pushed.subscribe() };
+        let follower = Follower { held: self.held.clone(), next: held.end(), pushed: pushed.subscribe() };
         (kept, follower)
     }
 }
@@ -110,11 +110,12 @@ pub enum Next<T> {
     Closed,
 }
 
-/// One reader's place in a [`Ring`]'s history. It holds nothing of the history: what
-/// it has not read yet stays only as long as the history keeps it.
+/// One reader's place in a [`Ring`]'s history. What it has not read yet stays only as
+/// long as the history keeps it; once the ring is gone (its plugin removed), the history
+/// stays, within its bounds, until the follower has read the rest of it.
 #[derive(Debug)]
 pub struct Follower<T> {
-    held: Weak<Mutex<Held<T>>>,
+    held: Arc<Mutex<Held<T>>>,
     /// The number of the entry it reads next.
     next: u64,
     pushed: watch::Receiver<u64>,
@@ -128,7 +129,9 @@ impl<T: Clone> Follower<T> {
                 Some(next) => return next,
                 None => {
                     if self.pushed.changed().await.is_err() {
-                        return Next::Closed;
+                        // The ring is gone, and with it anything more: what it pushed
+                        // before going is read first.
+                        return self.now().unwrap_or(Next::Closed);
                     }
                 }
             }
@@ -137,8 +140,7 @@ impl<T: Clone> Follower<T> {
 
     /// The next entry if there is one already: `None` when the follower has read all.
     fn now(&mut self) -> Option<Next<T>> {
-        let Some(held) = self.held.upgrade() else { return Some(Next::Closed) };
-        let held = held.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if self.next < held.first {
             let missed = held.first - self.next;
             self.next = held.first;
@@ -198,15 +200,17 @@ mod tests {
         let (_, mut follower) = r.subscribe(0);
         let reading = tokio::spawn(async move {
             let first = follower.next().await;
-            (first, follower.next().await)
+            (first, follower.next().await, follower.next().await, follower.next().await)
         });
         tokio::task::yield_now().await;
         r.push(7);
         tokio::task::yield_now().await;
+        // Its last words, then the plugin is removed before the follower reads them.
+        r.push(8);
+        r.push(9);
         drop(r);
-        let (first, then) = tokio::time::timeout(std::time::Duration::from_secs(10), reading).await.unwrap().unwrap();
-        assert_eq!(first, Next::Entry(7));
-        assert_eq!(then, Next::Closed, "the history went (its plugin was removed)");
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), reading).await.unwrap().unwrap();
+        assert_eq!(read, (Next::Entry(7), Next::Entry(8), Next::Entry(9), Next::Closed), "then the history went");
     }
 
     fn len(s: &&str) -> usize {

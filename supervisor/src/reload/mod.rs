@@ -176,8 +176,9 @@ pub(crate) async fn reload(
                 return Err(ReloadError::CallCycle { plugin: p.name.clone(), cycle });
             }
             // As `update` refuses it: the file was checked whole, but another plugin may
-            // still run under the uid this entry now names.
-            if let Some(other) = update::uid_owner(&shared, &spec) {
+            // still run under the uid this entry moves the plugin to. (Two plugins the file
+            // gives one `user` share it from their start, as the file allows.)
+            if let Some(other) = update::uid_owner(&shared, &spec).filter(|_| spec.ids.0 != p.spec().ids.0) {
                 return Err(ReloadError::UidInUse {
                     plugin: p.name.clone(),
                     uid: spec.ids.0,

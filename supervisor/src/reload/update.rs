@@ -287,7 +287,7 @@ impl Job {
                     [] => why,
                     applied => format!("{why}; applied in place all the same: {}", applied.join(", ")),
                 });
-            } else if let Err(e) = self.runnable(&spec) {
+            } else if let Err(e) = self.runnable(&spec, Some(p.spec().ids.0)) {
                 done.failed.push(e);
             } else {
                 match super::spawned(shared.clone(), p, Source::Entry(Box::new(spec)), opts).await {
@@ -298,7 +298,7 @@ impl Job {
         }
         for name in &changes.added {
             let Some(spec) = entry(name) else { continue };
-            match self.runnable(&spec) {
+            match self.runnable(&spec, None) {
                 Ok(()) => {
                     self.add(spec);
                     done.added.push(name.clone());
@@ -336,12 +336,14 @@ impl Job {
     }
 
     /// What the running sandbox cannot give `spec`: a tier it did not load at start, or
-    /// the uid of another running plugin (whose own change may not have moved it).
-    fn runnable(&self, spec: &PluginSpec) -> Result<(), PluginUpdateError> {
+    /// the uid of another running plugin (whose own change may not have moved it), when
+    /// `spec` moves to it from `running_uid` (two plugins the file gives one `user` share
+    /// it from their start, as the file allows).
+    fn runnable(&self, spec: &PluginSpec, running_uid: Option<u32>) -> Result<(), PluginUpdateError> {
         if spec.tier != UNSANDBOXED && self.started.tiers().and_then(|t| t.get(&spec.tier)).is_none() {
             return Err(PluginUpdateError::TierNotLoaded { plugin: spec.name.clone(), tier: spec.tier.clone() });
         }
-        match uid_owner(&self.shared, spec) {
+        match uid_owner(&self.shared, spec).filter(|_| running_uid != Some(spec.ids.0)) {
             Some(other) => Err(PluginUpdateError::UidInUse {
                 plugin: spec.name.clone(),
                 uid: spec.ids.0,
@@ -905,6 +907,23 @@ mod tests {
             format!("plugin \"other\": uid {uid} is still the running plugin \"fake\"'s; nothing was started")
         );
         assert_ne!(f.sup.plugin("other").unwrap().spec().ids.0, uid, "nothing was applied");
+        f.sup.shutdown().await;
+    }
+
+    /// Two plugins the file gives one user share it from their start: a reload or an
+    /// update of one that keeps it is no move onto the other's uid.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plugins_sharing_a_user_from_the_start_may_still_be_reloaded_and_updated() {
+        let shared = "user = \"nobody\"";
+        let f = fixture(&format!("{}{}", plugin("fake", shared), plugin("other", shared)), &[]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        f.sup.wait_running("other", UP).await.unwrap();
+        assert_eq!(f.sup.plugin("fake").unwrap().spec().ids.0, f.sup.plugin("other").unwrap().spec().ids.0);
+        f.sup.reload("other", ReloadOptions::default()).await.unwrap();
+        edit(&f.sup, |t| t.replacen(shared, &format!("{shared}\nargs = [\"--again\"]"), 2));
+        let done = f.sup.update(&["other".into()], ReloadOptions::default()).await.unwrap();
+        assert!(done.failed.is_empty(), "{:?}", done.lines());
+        assert_eq!(f.sup.plugin("other").unwrap().spec().args, ["--again"]);
         f.sup.shutdown().await;
     }
 }

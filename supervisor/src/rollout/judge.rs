@@ -67,6 +67,41 @@ impl std::fmt::Display for Numbers {
     }
 }
 
+/// How much more of a canary's calls than of the stable revision's their callers may give
+/// up on (beyond `max_error_rate`) before it fails: callers hang up and time out on a
+/// healthy revision too (hedged requests, users who go away), and a few hundred calls
+/// leave a share some points off its truth. A canary that hangs loses nearly all.
+pub const ABANDON_MARGIN: f64 = 0.10;
+
+/// What the stable revision showed in an earlier step, for a step whose own stable calls
+/// are too few to say (the last, at 100%, gives it none).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reference {
+    pub p99: Option<Duration>,
+    /// The share of its calls their callers gave up on.
+    pub abandon_rate: Option<f64>,
+}
+
+impl Reference {
+    /// This reference, brought up to date by a stable window that passed with calls enough.
+    pub fn after(self, stable: &Tally) -> Reference {
+        Reference {
+            p99: if stable.calls >= MIN_REFERENCE_CALLS { stable.p99() } else { self.p99 },
+            abandon_rate: if stable.calls + stable.abandoned >= MIN_REFERENCE_CALLS {
+                Some(stable.abandon_rate())
+            } else {
+                self.abandon_rate
+            },
+        }
+    }
+}
+
+impl From<Option<Duration>> for Reference {
+    fn from(p99: Option<Duration>) -> Self {
+        Reference { p99, abandon_rate: None }
+    }
+}
+
 /// What a step came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Judgement {
@@ -82,8 +117,8 @@ pub enum Judgement {
 /// Judges a step: the canary's window against the stable revision's (same span of
 /// time), `reference` being the stable p99 of an earlier step for when this window's
 /// stable calls are too few (the last step, at 100%, gives the stable revision none).
-pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Option<Duration>) -> Judgement {
-    let stable_p99 = if stable.calls >= MIN_REFERENCE_CALLS { stable.p99() } else { reference };
+pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Reference) -> Judgement {
+    let stable_p99 = if stable.calls >= MIN_REFERENCE_CALLS { stable.p99() } else { reference.p99 };
     let canary_p99 = canary.p99();
     let floor = |d: Duration| d.max(cfg.p99_floor).as_secs_f64();
     let p99_ratio = match (canary_p99, stable_p99) {
@@ -104,20 +139,25 @@ pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Opt
     };
     // Calls their callers gave up on before the canary answered (short deadlines, hang-ups)
     // are no answers, so a canary that hangs would only ever have too few calls to judge,
-    // and be paused holding its share. Given up on more often than the stable revision's,
-    // beyond max_error_rate, they are its failure.
+    // and be paused holding its share. Given up on far more often than the stable
+    // revision's, they are its failure.
     let routed = canary.calls + canary.abandoned;
-    let (gone, stable_gone) = (canary.abandon_rate(), stable.abandon_rate());
-    let gone_excused = stable.calls + stable.abandoned >= MIN_REFERENCE_CALLS && gone <= stable_gone;
-    if routed >= cfg.min_calls.max(1) && gone > cfg.max_error_rate && !gone_excused {
+    let gone = canary.abandon_rate();
+    let stable_gone = if stable.calls + stable.abandoned >= MIN_REFERENCE_CALLS {
+        stable.abandon_rate()
+    } else {
+        reference.abandon_rate.unwrap_or(0.0)
+    };
+    let allowed = stable_gone + cfg.max_error_rate.max(ABANDON_MARGIN);
+    if routed >= cfg.min_calls.max(1) && gone > allowed {
         let why = format!(
             "callers gave up on {:.1}% of its calls ({} of {}) before it answered, against {:.1}% of the stable \
-             revision's, over max_error_rate {:.1}%",
+             revision's: over the {:.1}% allowed",
             gone * 100.0,
             canary.abandoned,
             routed,
             stable_gone * 100.0,
-            cfg.max_error_rate * 100.0
+            allowed * 100.0
         );
         return Judgement::Fail { why, numbers };
     }
@@ -171,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_canary_like_the_stable_revision_passes() {
-        let j = judge(&cfg(), &window(100, 0, ms(2)), &window(1900, 0, ms(2)), None);
+        let j = judge(&cfg(), &window(100, 0, ms(2)), &window(1900, 0, ms(2)), None.into());
         let Judgement::Pass(n) = j else { panic!("{j:?}") };
         assert_eq!((n.canary_calls, n.stable_calls), (100, 1900));
         assert!((n.p99_ratio.unwrap() - 1.0).abs() < 1e-9);
@@ -179,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_canary_failing_one_call_in_ten_fails_with_its_rate() {
-        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1900, 0, ms(2)), None);
+        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1900, 0, ms(2)), None.into());
         let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
         assert_eq!(why, "error rate 10.0% over max_error_rate 1.0%");
         assert_eq!(numbers.canary_failed, 10);
@@ -188,16 +228,16 @@ mod tests {
 
     #[test]
     fn failures_the_stable_revision_shares_are_not_the_canarys() {
-        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1000, 5, ms(2)), None);
+        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1000, 5, ms(2)), None.into());
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
         // One failed stable call in one is no excuse.
-        let j = judge(&cfg(), &window(100, 1, ms(2)), &window(1, 1, ms(2)), None);
+        let j = judge(&cfg(), &window(100, 1, ms(2)), &window(1, 1, ms(2)), None.into());
         assert!(matches!(j, Judgement::Fail { ref why, .. } if why.starts_with("error rate 100.0%")), "{j:?}");
     }
 
     #[test]
     fn a_canary_three_times_slower_fails_on_its_p99() {
-        let j = judge(&cfg(), &window(100, 0, ms(6)), &window(1900, 0, ms(2)), None);
+        let j = judge(&cfg(), &window(100, 0, ms(6)), &window(1900, 0, ms(2)), None.into());
         let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
         assert!(why.starts_with("p99 3.") && why.ends_with("over max_p99_ratio 2"), "{why}");
         assert!(numbers.p99_ratio.unwrap() > 2.5 && numbers.p99_ratio.unwrap() < 3.6, "{numbers:?}");
@@ -210,14 +250,14 @@ mod tests {
             &cfg(),
             &window(100, 0, Duration::from_micros(300)),
             &window(1900, 0, Duration::from_micros(100)),
-            None,
+            None.into(),
         );
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
     }
 
     #[test]
     fn too_few_canary_calls_say_nothing() {
-        let j = judge(&cfg(), &window(49, 1, ms(50)), &window(1900, 0, ms(2)), None);
+        let j = judge(&cfg(), &window(49, 1, ms(50)), &window(1900, 0, ms(2)), None.into());
         assert!(matches!(j, Judgement::TooFew(ref n) if n.canary_calls == 49), "{j:?}");
     }
 
@@ -225,9 +265,11 @@ mod tests {
     fn the_last_step_is_held_to_an_earlier_steps_stable_p99() {
         let slow = window(100, 0, ms(6));
         let none = Tally::default();
-        let Judgement::Fail { numbers, .. } = judge(&cfg(), &slow, &none, Some(ms(2))) else { panic!() };
+        let Judgement::Fail { numbers, .. } = judge(&cfg(), &slow, &none, Some(ms(2)).into()) else { panic!() };
         assert_eq!(numbers.stable_p99, Some(ms(2)));
-        let Judgement::Pass(n) = judge(&cfg(), &slow, &none, None) else { panic!("no reference: only errors judge") };
+        let Judgement::Pass(n) = judge(&cfg(), &slow, &none, None.into()) else {
+            panic!("no reference: only errors judge")
+        };
         assert!(n.to_string().ends_with(", not judged (the stable revision saw too few calls)"), "{n}");
     }
 
@@ -246,20 +288,34 @@ mod tests {
     #[test]
     fn a_canary_whose_callers_give_up_on_every_call_fails_instead_of_having_too_few() {
         // It hangs; its callers' 300 ms deadlines end every call: it answered none.
-        let j = judge(&cfg(), &with_abandoned(0, 100, ms(2)), &with_abandoned(100, 0, ms(2)), None);
+        let j = judge(&cfg(), &with_abandoned(0, 100, ms(2)), &with_abandoned(100, 0, ms(2)), None.into());
         let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
         assert_eq!(
             why,
             "callers gave up on 100.0% of its calls (100 of 100) before it answered, against 0.0% of the stable \
-             revision's, over max_error_rate 1.0%"
+             revision's: over the 10.0% allowed"
         );
         assert!(numbers.to_string().contains("; callers gave up on 100 canary and 0 stable calls"), "{numbers}");
-        // Callers that give up as often on the stable revision excuse it: fewer answered
-        // calls than min_calls say nothing yet.
-        let j = judge(&cfg(), &with_abandoned(10, 90, ms(2)), &with_abandoned(100, 900, ms(2)), None);
+        // As often as on the stable revision: fewer answered calls than min_calls say
+        // nothing yet.
+        let j = judge(&cfg(), &with_abandoned(10, 90, ms(2)), &with_abandoned(100, 900, ms(2)), None.into());
         assert!(matches!(j, Judgement::TooFew(_)), "{j:?}");
-        // A few given up on among many answered is the callers' business.
-        let j = judge(&cfg(), &with_abandoned(1000, 5, ms(2)), &with_abandoned(1000, 0, ms(2)), None);
+        // Callers giving up on a few more of the canary's than of the stable's: noise.
+        let j = judge(&cfg(), &with_abandoned(95, 5, ms(2)), &with_abandoned(1000, 0, ms(2)), None.into());
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
+    }
+
+    #[test]
+    fn the_last_step_is_held_to_an_earlier_steps_share_of_calls_given_up_on() {
+        // An earlier step's stable revision lost 30% of its calls to its callers; at 100%
+        // the canary has no stable calls beside it.
+        let earlier = Reference::default().after(&with_abandoned(70, 30, ms(2)));
+        assert_eq!(earlier.abandon_rate, Some(0.3));
+        let none = Tally::default();
+        let j = judge(&cfg(), &with_abandoned(65, 35, ms(2)), &none, earlier);
+        assert!(matches!(j, Judgement::Pass(_)), "as the stable revision did: {j:?}");
+        let j = judge(&cfg(), &with_abandoned(50, 50, ms(2)), &none, earlier);
+        let Judgement::Fail { why, .. } = j else { panic!("{j:?}") };
+        assert!(why.ends_with("against 30.0% of the stable revision's: over the 40.0% allowed"), "{why}");
     }
 }

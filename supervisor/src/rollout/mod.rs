@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use report::{Phase, Report, StepRecord};
 
-use self::judge::{Judgement, MIN_REFERENCE_CALLS, Numbers, judge};
+use self::judge::{Judgement, Numbers, Reference, judge};
 use crate::config::rollout::RolloutConfig;
 use crate::instance::state::State;
 use crate::instance::{Plugin, Revision};
@@ -241,7 +241,7 @@ impl Driver {
         }
     }
 
-    fn numbers_since(&self, w: &Window, reference: Option<Duration>) -> Numbers {
+    fn numbers_since(&self, w: &Window, reference: Reference) -> Numbers {
         let c = self.canary.outcomes.snapshot().since(&w.canary);
         let s = self.stable.outcomes.snapshot().since(&w.stable);
         match judge(&self.cfg, &c, &s, reference) {
@@ -250,7 +250,7 @@ impl Driver {
     }
 
     async fn steps(&mut self) -> End {
-        let mut reference: Option<Duration> = None;
+        let mut reference = Reference::default();
         let steps = self.cfg.steps.clone();
         let mut step = 0;
         loop {
@@ -289,9 +289,7 @@ impl Driver {
                         let s = self.stable.outcomes.snapshot().since(&w.stable);
                         match judge(&self.cfg, &c, &s, reference) {
                             Judgement::Pass(numbers) => {
-                                if s.calls >= MIN_REFERENCE_CALLS {
-                                    reference = s.p99();
-                                }
+                                reference = reference.after(&s);
                                 self.ro.update(|r| r.judged(step, share, true, "passed".into(), numbers.clone()));
                                 if step + 1 == steps.len() {
                                     return End::Promoted(format!("passed its last step: {numbers}"));

@@ -157,7 +157,7 @@ async fn a_canary_whose_callers_all_give_up_on_it_is_rolled_back() {
     let step = &report.judged[0];
     assert!(!step.passed, "{report}");
     assert!(step.verdict.starts_with("callers gave up on 100.0% of its calls ("), "{report}");
-    assert!(step.verdict.ends_with("over max_error_rate 1.0%"), "{report}");
+    assert!(step.verdict.ends_with("against 0.0% of the stable revision's: over the 10.0% allowed"), "{report}");
     assert_eq!(step.numbers.canary_calls, 0, "it answered none: {report}");
     for load in loads {
         load.finish().await;

@@ -75,18 +75,20 @@ impl Service<http::Request<Body>> for PluginService {
             // A request held whole (every unary call) can be sent again, once, when the
             // instance never processed it: one of a revision being replaced refuses new
             // streams while it drains.
-            let (req, again) = keep_whole(req);
+            let (req, kept) = keep_whole(req);
             let failed = match live.channel.clone().call(req).await {
                 Ok(resp) => {
                     admitted.sent();
-                    return Ok(answer(&plugin, &live, resp, admitted));
+                    let contract = rev.contract.load_full();
+                    let asked = kept.as_ref().map(|k| (k.whole(), contract.as_deref()));
+                    return Ok(answer(&plugin, &live, resp, admitted, asked));
                 }
                 Err(e) => e,
             };
             drop(admitted);
             live.call_failed(&failed);
             if failed.unprocessed()
-                && let Some(again) = again
+                && let Some(Kept { again, .. }) = kept
             {
                 let (other, mut admitted) = match limit::admit(&plugin, &rev, Some(&live), until).await {
                     Ok(picked) => picked,
@@ -103,7 +105,7 @@ impl Service<http::Request<Body>> for PluginService {
                 match other.channel.clone().call(again).await {
                     Ok(resp) => {
                         admitted.sent();
-                        return Ok(answer(&plugin, &other, resp, admitted));
+                        return Ok(answer(&plugin, &other, resp, admitted, None));
                     }
                     Err(e) => {
                         other.call_failed(&e);
@@ -129,6 +131,7 @@ fn answer(
     live: &Live,
     resp: http::Response<ResponseBody>,
     admitted: crate::instance::Admitted,
+    asked: Option<(super::undecodable::Whole<'_>, Option<&crate::instance::Contract>)>,
 ) -> http::Response<Body> {
     let (plugin, pid) = (plugin.clone(), live.pid);
     let trailers_only = super::grpc_status(resp.headers()).is_some();
@@ -153,7 +156,10 @@ fn answer(
         return local(tonic::Status::resource_exhausted(said), Source::Caller);
     }
     let mut resp = resp;
-    if trailers_only && super::undecodable::by_the_caller(resp.headers()) {
+    if trailers_only
+        && let Some((request, contract)) = &asked
+        && super::undecodable::callers_doing(resp.headers(), request, *contract)
+    {
         resp.extensions_mut().insert(super::record::Local(Source::Caller));
     }
     let named = plugin.clone();
@@ -161,10 +167,6 @@ fn answer(
         let body = body.map_frame(|mut frame| {
             if let Some(trailers) = frame.trailers_mut() {
                 trailers.remove(super::record::SOURCE_TRAILER);
-                if super::undecodable::by_the_caller(trailers) {
-                    let caller = http::HeaderValue::from_static(Source::Caller.as_str());
-                    trailers.insert(super::record::SOURCE_TRAILER, caller);
-                }
             }
             frame
         });
@@ -226,7 +228,7 @@ const REQUEST_FAILED: &str = "the call's request failed on its way";
 
 /// `req`, and a copy of it when its body is already complete (nothing to wait for: it can
 /// be replayed), else None.
-fn keep_whole(req: http::Request<Body>) -> (http::Request<Body>, Option<http::Request<Body>>) {
+fn keep_whole(req: http::Request<Body>) -> (http::Request<Body>, Option<Kept>) {
     let (parts, mut body) = req.into_parts();
     let mut frames = Vec::new();
     loop {
@@ -258,8 +260,26 @@ fn keep_whole(req: http::Request<Body>) -> (http::Request<Body>, Option<http::Re
     *again.uri_mut() = parts.uri.clone();
     *again.version_mut() = parts.version;
     *again.headers_mut() = parts.headers.clone();
+    let data = frames.iter().filter_map(|f| f.data_ref().cloned()).collect();
     let first = http::Request::from_parts(parts, copy(&frames));
-    (first, Some(again))
+    (first, Some(Kept { again, data }))
+}
+
+/// A request held whole: a copy to send again, and its data (cheap clones of the same
+/// bytes) to look at should the plugin say it did not decode.
+struct Kept {
+    again: http::Request<Body>,
+    data: Vec<Bytes>,
+}
+
+impl Kept {
+    fn whole(&self) -> super::undecodable::Whole<'_> {
+        super::undecodable::Whole {
+            path: self.again.uri().path(),
+            encoded: self.again.headers().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity"),
+            data: &self.data,
+        }
+    }
 }
 
 /// The routing stack for one plugin, outermost first. The cheapest refusal comes first,
@@ -485,8 +505,9 @@ mod tests {
     }
 
     /// A caller sending bytes that do not decode gets INTERNAL from the plugin's framework:
-    /// marked the caller's doing, whether said in the answer's headers or its trailers, so
-    /// that it can neither open the circuit for the others nor fail a canary.
+    /// marked the caller's doing when the request indeed does not decode as the contract's
+    /// input, so that it can neither open the circuit for the others nor fail a canary. The
+    /// same words of a request that decodes stay the plugin's.
     #[tokio::test]
     async fn internal_for_a_request_that_does_not_decode_is_marked_the_callers_doing() {
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
@@ -497,17 +518,11 @@ mod tests {
                 n += 1;
                 let said =
                     if n == 3 { "database unreachable" } else { "failed to decode Protobuf message: invalid varint" };
+                let mut head = http::Response::builder().header("content-type", "application/grpc");
                 let mut status = http::HeaderMap::new();
                 tonic::Status::internal(said).add_header(&mut status).unwrap();
-                let mut head = http::Response::builder().header("content-type", "application/grpc");
-                if n == 2 {
-                    let mut send = respond.send_response(head.body(()).unwrap(), false).unwrap();
-                    send.send_data(Bytes::from_static(b"\0\0\0\0\0"), false).unwrap();
-                    send.send_trailers(status).unwrap();
-                } else {
-                    head.headers_mut().unwrap().extend(status);
-                    respond.send_response(head.body(()).unwrap(), true).unwrap();
-                }
+                head.headers_mut().unwrap().extend(status);
+                respond.send_response(head.body(()).unwrap(), true).unwrap();
             }
         });
         let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
@@ -515,15 +530,26 @@ mod tests {
         let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"echo\"\nbinary = \"/bin/true\"\ntier = \"none\"\n".parse().unwrap();
         let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));
         plugin.instances()[0].live.store(Some(Arc::new(Live::new(channel, 100))));
+        let dir = tempfile::tempdir().unwrap();
+        let proto = "syntax = \"proto3\";\npackage echo.v1;\nmessage M { string m = 1; }\nservice Echo { rpc Echo(M) returns (M); }\n";
+        std::fs::write(dir.path().join("e.proto"), proto).unwrap();
+        let set = prost::Message::encode_to_vec(&protox::compile(["e.proto"], [dir.path()]).unwrap());
+        let contract = crate::instance::Contract::shared(set, vec!["echo.v1.Echo".into()]).unwrap();
+        plugin.serving().contract.store(Some(contract));
         let svc = PluginService { plugin };
         let local = |resp: &http::Response<Body>| resp.extensions().get::<super::super::record::Local>().map(|l| l.0);
-        let headers_only = svc.clone().oneshot(request(Body::new("x".to_owned()))).await.unwrap();
-        assert_eq!(local(&headers_only), Some(Source::Caller));
-        let in_trailers = svc.clone().oneshot(request(Body::new("x".to_owned()))).await.unwrap();
-        let trailers = in_trailers.into_body().collect().await.unwrap().trailers().cloned().expect("trailers");
-        assert_eq!(trailers.get(super::super::record::SOURCE_TRAILER).unwrap(), "caller");
+        let framed = |m: &'static [u8]| {
+            let mut b = vec![0, 0, 0, 0, u8::try_from(m.len()).unwrap()];
+            b.extend_from_slice(m);
+            Body::new(http_body_util::Full::new(Bytes::from(b)))
+        };
+        let garbage = svc.clone().oneshot(request(framed(b"\xff\xff\xff"))).await.unwrap();
+        assert_eq!(local(&garbage), Some(Source::Caller));
+        // The same words of a request that decodes: the plugin's own (passed on, say).
+        let decodes = svc.clone().oneshot(request(framed(b"\x0a\x02hi"))).await.unwrap();
+        assert_eq!(local(&decodes), None);
         // The plugin's own failure stays its own.
-        let own = svc.oneshot(request(Body::new("x".to_owned()))).await.unwrap();
+        let own = svc.oneshot(request(framed(b"\xff\xff\xff"))).await.unwrap();
         assert_eq!(local(&own), None);
         assert_eq!(tonic::Status::from_header_map(own.headers()).unwrap().message(), "database unreachable");
     }

@@ -66,9 +66,11 @@ impl Sink for RevisionSink {
     fn record(&self, code: tonic::Code, source: Source, took: std::time::Duration) {
         if source.is_plugins() {
             self.0.outcomes.record(code, took);
-        } else if source == Source::Caller {
-            // Its caller's short deadline ran out, or it stopped reading: counted apart,
-            // or a canary that never answers would only ever have too few calls to judge.
+        } else if source == Source::Caller && matches!(code, tonic::Code::DeadlineExceeded | tonic::Code::Cancelled) {
+            // Its caller's short deadline ran out, or it stopped reading or sending: counted
+            // apart, or a canary that never answers would only ever have too few calls to
+            // judge. The caller's other faults (a request that does not decode, headers
+            // too large) say nothing of how the revision answers.
             self.0.outcomes.abandoned();
         }
     }

@@ -1,8 +1,17 @@
 //! What a plugin's gRPC framework answers a request it cannot decode: INTERNAL, by
-//! gRPC's own table of codes, yet the caller's doing. Told apart by the frameworks' words
-//! (tonic and prost, grpc-go, gRPC C-core), so that a caller sending bytes that do not
-//! decode can neither open the circuit for every other caller nor fail a canary. A plugin
-//! that says these words of its own failures only hides them from its own breaker.
+//! gRPC's own table of codes, yet the caller's doing, so that a caller sending bytes that
+//! do not decode can neither open the circuit for every other caller nor fail a canary.
+//!
+//! Told apart in two ways, both needed: the frameworks' words (tonic and prost, grpc-go,
+//! gRPC C-core), and the request itself, held whole (a unary one), not decoding as the
+//! method's input in the contract the revision declared. The words alone would hide a
+//! plugin's own failures: one passing on a downstream decode error unchanged (Go's
+//! `return nil, err`, Rust's `?`) says the same words of a request that decodes.
+
+use bytes::{Buf, Bytes};
+use prost_reflect::DescriptorPool;
+
+use crate::instance::Contract;
 
 /// How the frameworks begin what they say of a request that does not decode.
 const SAID: &[&str] = &[
@@ -21,14 +30,71 @@ const SAID: &[&str] = &[
     "Exception deserializing request!",
 ];
 
-/// Whether `headers` (an answer's trailers-only headers, or its trailers) say INTERNAL in
-/// the words a gRPC framework uses for a request it could not decode.
-pub(super) fn by_the_caller(headers: &http::HeaderMap) -> bool {
+/// A request held whole: its path, whether it named an encoding, and its body's data.
+pub(super) struct Whole<'a> {
+    pub path: &'a str,
+    pub encoded: bool,
+    pub data: &'a [Bytes],
+}
+
+/// Whether `answer` (a trailers-only answer's headers) is a framework's INTERNAL for
+/// `request`, which indeed does not decode as `contract` says the method's input is.
+pub(super) fn callers_doing(answer: &http::HeaderMap, request: &Whole<'_>, contract: Option<&Contract>) -> bool {
+    said_so(answer) && contract.is_some_and(|c| does_not_decode(&c.pool, request))
+}
+
+/// Whether `headers` say INTERNAL in the words a gRPC framework uses for a request it
+/// could not decode.
+fn said_so(headers: &http::HeaderMap) -> bool {
     if headers.get("grpc-status").map(http::HeaderValue::as_bytes) != Some(b"13") {
         return false;
     }
     // Decoded as the caller reads it (grpc-message is percent-encoded).
     tonic::Status::from_header_map(headers).is_some_and(|s| SAID.iter().any(|said| s.message().starts_with(said)))
+}
+
+/// Whether `request` is not a method input of `pool` in gRPC's framing: no message, one
+/// cut short, one flagged compressed without an encoding named, or one that does not
+/// decode. A method the contract does not know, or a message compressed as named, cannot
+/// be told: it counts as decoding.
+fn does_not_decode(pool: &DescriptorPool, request: &Whole<'_>) -> bool {
+    let Some((service, method)) = request.path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return false;
+    };
+    let Some(input) = pool.get_service_by_name(service).and_then(|s| s.methods().find(|m| m.name() == method)) else {
+        return false;
+    };
+    let input = input.input();
+    let mut body: Vec<u8> = Vec::with_capacity(request.data.iter().map(Bytes::len).sum());
+    for d in request.data {
+        body.extend_from_slice(d);
+    }
+    let mut rest = &body[..];
+    if rest.is_empty() {
+        return true;
+    }
+    while !rest.is_empty() {
+        if rest.len() < 5 {
+            return true;
+        }
+        let compressed = rest.get_u8();
+        let len = rest.get_u32() as usize;
+        if rest.len() < len {
+            return true;
+        }
+        let (message, after) = rest.split_at(len);
+        match compressed {
+            0 => {
+                if prost_reflect::DynamicMessage::decode(input.clone(), message).is_err() {
+                    return true;
+                }
+            }
+            1 if request.encoded => return false,
+            _ => return true,
+        }
+        rest = after;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -41,15 +107,63 @@ mod tests {
         headers
     }
 
+    fn contract() -> Contract {
+        let dir = tempfile::tempdir().unwrap();
+        let proto = "syntax = \"proto3\";\npackage t.v1;\nmessage Text { string text = 1; }\n\
+                     service T { rpc Echo(Text) returns (Text); }\n";
+        std::fs::write(dir.path().join("t.proto"), proto).unwrap();
+        let set = protox::compile(["t.proto"], [dir.path()]).unwrap();
+        let bytes = prost::Message::encode_to_vec(&set);
+        Contract {
+            pool: DescriptorPool::decode(bytes.as_slice()).unwrap(),
+            services: vec!["t.v1.T".into()],
+            descriptor_set: bytes,
+        }
+    }
+
+    fn framed(flag: u8, message: &[u8]) -> Bytes {
+        let mut b = vec![flag];
+        b.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        b.extend_from_slice(message);
+        Bytes::from(b)
+    }
+
+    fn whole(data: &[Bytes]) -> Whole<'_> {
+        Whole { path: "/t.v1.T/Echo", encoded: false, data }
+    }
+
     #[test]
-    fn internal_in_a_frameworks_words_for_a_request_it_could_not_decode_is_the_callers_doing() {
-        let tonic = "failed to decode Protobuf message: invalid varint";
-        assert!(by_the_caller(&answer(tonic::Code::Internal, tonic)));
-        assert!(by_the_caller(&answer(tonic::Code::Internal, "grpc: error unmarshalling request: unexpected EOF")));
-        assert!(by_the_caller(&answer(tonic::Code::Internal, "Exception deserializing request!")));
-        // The plugin's own failures stay its own.
-        assert!(!by_the_caller(&answer(tonic::Code::Internal, "database unreachable")));
-        assert!(!by_the_caller(&answer(tonic::Code::Unknown, tonic)), "only INTERNAL is the frameworks' code for it");
-        assert!(!by_the_caller(&http::HeaderMap::new()));
+    fn internal_in_a_frameworks_words_for_a_request_that_does_not_decode_is_the_callers_doing() {
+        let c = contract();
+        let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid varint");
+        let garbage = [framed(0, b"\xff\xff\xff")];
+        assert!(callers_doing(&said, &whole(&garbage), Some(&c)));
+        assert!(callers_doing(&said, &whole(&[framed(0, b"\x0a\x05hi")]), Some(&c)), "cut short");
+        assert!(callers_doing(&said, &whole(&[]), Some(&c)), "no message");
+        assert!(callers_doing(&said, &whole(&[framed(1, b"\x0a\x02hi")]), Some(&c)), "compressed, no encoding");
+        let go = answer(tonic::Code::Internal, "grpc: error unmarshalling request: unexpected EOF");
+        assert!(callers_doing(&go, &whole(&garbage), Some(&c)));
+    }
+
+    #[test]
+    fn the_same_words_of_a_request_that_decodes_are_the_plugins_own_failure() {
+        // A plugin passing on a downstream plugin's decode error, say.
+        let c = contract();
+        let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid wire type");
+        let good = [framed(0, b"\x0a\x02hi")];
+        assert!(!callers_doing(&said, &whole(&good), Some(&c)));
+        // Other words, another code, or nothing to check against: the plugin's.
+        let garbage = [framed(0, b"\xff\xff\xff")];
+        assert!(!callers_doing(&answer(tonic::Code::Internal, "database unreachable"), &whole(&garbage), Some(&c)));
+        assert!(!callers_doing(
+            &answer(tonic::Code::Unknown, "failed to decode Protobuf message"),
+            &whole(&garbage),
+            Some(&c)
+        ));
+        assert!(!callers_doing(&said, &whole(&garbage), None), "no contract declared");
+        let elsewhere = Whole { path: "/t.v1.Other/Echo", encoded: false, data: &garbage };
+        assert!(!callers_doing(&said, &elsewhere, Some(&c)), "a method the contract does not know");
+        let named = Whole { path: "/t.v1.T/Echo", encoded: true, data: &[framed(1, b"\x1f\x8b")] };
+        assert!(!callers_doing(&said, &named, Some(&c)), "compressed as named: not checked");
     }
 }
