@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use plugin_integration::daemon::{config, plugin};
+use plugin_integration::daemon::{config, plugin, unique_cgroup_name};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
 use plugin_integration::procfs::cgroup_dirs_named;
@@ -59,6 +59,40 @@ async fn a_second_daemon_on_the_same_subtree_refuses_and_leaves_the_first_alone(
     let r = echo.echo(EchoRequest { message: "still here".into() }).await.unwrap();
     assert_eq!(r.into_inner().message, "still here");
     assert!(!cgroup_dirs_named(&subtree).is_empty(), "the first daemon's subtree stays");
+}
+
+/// Two daemons on one state_dir rewrote each other's state.json, forgot each other's
+/// rollouts and swept each other's kept binaries; and the file, which keeps config text
+/// whole, was readable by every local user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_dir_refuses_and_the_state_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().unwrap();
+    let state = shared.path().join("state");
+    let cfg = config(&plugin("echo", &bins::example("echo"), ""))
+        .replace("state_dir = \"state\"", &format!("state_dir = {:?}", state.display().to_string()));
+    let first = Daemon::start(&cfg);
+    first.wait_state("echo-0", "running", UP);
+    let stopped = first.ctl(&["stop", "echo"]);
+    assert!(stopped.status.success(), "{stopped:?}");
+    let mode = |name: &str| std::fs::metadata(state.join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(""), mode("state.json"), mode("lock")), (0o700, 0o600, 0o600));
+
+    // Its own runtime directory and cgroup subtree: only the state_dir is shared.
+    let mut second = Daemon::spawn(&cfg.replace(&first.cgroup_name(), &unique_cgroup_name()));
+    let status = second.wait_exit(EXIT).expect("the second daemon exits");
+    assert_eq!(status.code(), Some(1), "{}", second.log_text());
+    let log = second.log_text();
+    let refused = format!(
+        "state_dir {}: in use by a running plugin-supervisor (pid {}); a second one needs a state_dir of its own",
+        state.display(),
+        first.pid()
+    );
+    assert_eq!(log.matches(&refused).count(), 1, "{log}");
+    assert!(second.spawned_pids().is_empty(), "{log}");
+    assert!(alive(first.pid()));
+    let kept = std::fs::read_to_string(state.join("state.json")).unwrap();
+    assert!(kept.contains("\"echo\""), "the first one's state is as it left it: {kept}");
 }
 
 /// A signal's end for a daemon signalled `when`: a clean exit, or death by

@@ -1,9 +1,17 @@
 //! Desired state changed at run time (quotas set with `supervisorctl quota`, plugins
 //! stopped with `supervisorctl stop`), kept in one JSON file written atomically, so it
 //! survives restarts and a crash mid-write never leaves half a file.
+//!
+//! The file holds the config text of rollouts' stable revisions, secrets and all, so it
+//! is readable by its owner alone, and a directory the supervisor makes for it too. One
+//! supervisor at a time keeps its state in a directory: each rewrites the whole file,
+//! and forgets (with their kept binaries) the rollouts of plugins its config does not
+//! name, so a second one would undo the first's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -13,6 +21,12 @@ use crate::config::QuotaConfig;
 use crate::rollout::saved::SavedRollout;
 
 const FILE: &str = "state.json";
+/// Locked (`flock`) by the supervisor whose state the directory holds, and holding its pid.
+const LOCK_FILE: &str = "lock";
+/// What the state file, the lock and the directories the supervisor makes for them may
+/// be: its owner's alone.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 /// What is persisted.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
@@ -61,6 +75,12 @@ pub enum StateError {
     Io { path: PathBuf, cause: std::io::Error },
     #[error("state file {}: line {line}: {message} (fix or move the file; it is not overwritten)", path.display())]
     Corrupt { path: PathBuf, line: usize, message: String },
+    #[error(
+        "state_dir {}: in use by a running plugin-supervisor ({}); a second one needs a state_dir of its own",
+        dir.display(),
+        pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
+    )]
+    InUse { dir: PathBuf, pid: Option<u32> },
 }
 
 /// The state file and its contents.
@@ -68,28 +88,44 @@ pub enum StateError {
 pub struct StateStore {
     path: PathBuf,
     data: Mutex<Persisted>,
+    /// The directory's lock, held as long as the store: the kernel lets it go when the
+    /// holder dies, so a crash never leaves the directory locked.
+    _lock: std::fs::File,
 }
 
 impl StateStore {
-    /// Opens (or starts) the state in `dir`. A file that does not parse is
-    /// an error, never silently replaced; so is a directory the first
-    /// change could not be saved in, found now rather than at that change.
+    /// Opens (or starts) the state in `dir`, and holds it for as long as the store lives.
+    /// A file that does not parse is an error, never silently replaced; so is a directory
+    /// the first change could not be saved in, found now rather than at that change, and
+    /// one whose state another live store holds.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let unusable = |cause| StateError::Dir { path: dir.to_owned(), cause };
-        std::fs::create_dir_all(dir).map_err(unusable)?;
+        make_dir(dir).map_err(unusable)?;
         nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
             .map_err(|errno| unusable(std::io::Error::from(errno)))?;
+        let lock = lock(dir)?;
         let path = dir.join(FILE);
-        let data = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
-                path: path.clone(),
-                line: e.line(),
-                message: e.to_string(),
-            })?,
+        let data = match std::fs::File::open(&path) {
+            Ok(mut file) => {
+                let io = |cause| StateError::Io { path: path.clone(), cause };
+                // Written world-readable by a version before the file kept secrets from
+                // other users: not left so until the next change.
+                let mode = file.metadata().map_err(io)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    file.set_permissions(std::fs::Permissions::from_mode(mode & FILE_MODE)).map_err(io)?;
+                }
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut file, &mut text).map_err(io)?;
+                serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+                    path: path.clone(),
+                    line: e.line(),
+                    message: e.to_string(),
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
             Err(cause) => return Err(StateError::Io { path, cause }),
         };
-        Ok(Self { path, data: Mutex::new(data) })
+        Ok(Self { path, data: Mutex::new(data), _lock: lock })
     }
 
     /// Why `plugin`'s persisted quota change does not read, if it does not: it is not
@@ -220,15 +256,55 @@ impl StateStore {
     }
 }
 
-/// Temp file, fsync, rename, fsync the directory: after a crash the file is
-/// either the old or the new one.
+/// Makes `dir` (and what it lies in) when missing, for its owner alone; one that exists,
+/// the operator's, is left as it is.
+pub(crate) fn make_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// Takes the lock of the state in `dir`, or says who holds it.
+fn lock(dir: &Path) -> Result<std::fs::File, StateError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |cause| StateError::Io { path: path.clone(), cause };
+    // Never removed: a lock file removed while another opened it would let two hold
+    // locks on two files of one name.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let cause = std::io::Error::last_os_error();
+        if cause.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(cause));
+        }
+        // Empty while the holder has yet to write it.
+        let pid = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok());
+        return Err(StateError::InUse { dir: dir.to_owned(), pid });
+    }
+    file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).map_err(io)?;
+    Ok(file)
+}
+
+/// Temp file (its owner's alone from its first byte), fsync, rename, fsync the
+/// directory: after a crash the file is either the old or the new one.
 fn write_atomically(path: &Path, data: &Persisted) -> Result<(), StateError> {
     let io = |cause| StateError::Io { path: path.to_owned(), cause };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
+    make_dir(dir).map_err(io)?;
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
     let text = serde_json::to_vec_pretty(data).map_err(|e| io(std::io::Error::other(e)))?;
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    // One left by a crash of a process with this pid keeps its mode when truncated:
+    // made anew, the file has ours.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&tmp).map_err(io)?;
     f.write_all(&text).and_then(|()| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
@@ -245,13 +321,16 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         let q = QuotaConfig { memory_max: Some(ByteSize(256 << 20)), ..Default::default() };
         s.set_quota("echo", q.clone()).unwrap();
+        drop(s);
         let again = StateStore::open(dir.path()).unwrap();
         assert_eq!(again.quota("echo"), q);
         again.set_quota("echo", QuotaConfig::default()).unwrap();
+        drop(again);
         assert_eq!(StateStore::open(dir.path()).unwrap().quota("echo"), QuotaConfig::default());
-        // Nothing but the state file is left in the directory.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, [std::ffi::OsString::from("state.json")]);
+        // Nothing but the state file and the lock is left in the directory.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, [std::ffi::OsString::from("lock"), std::ffi::OsString::from("state.json")]);
     }
 
     #[test]
@@ -261,12 +340,14 @@ mod tests {
         let (issued, saved) = s.set_stopped("echo", true, || "stop issued");
         assert_eq!((issued, saved.is_ok()), ("stop issued", true));
         s.set_stopped("zoo", true, || ()).1.unwrap();
+        drop(s);
         let again = StateStore::open(dir.path()).unwrap();
         assert!(again.stopped("echo") && again.stopped("zoo") && !again.stopped("other"));
         // Quotas and stops live side by side in the one file.
         let q = QuotaConfig { pids_max: Some(64), ..Default::default() };
         again.set_quota("echo", q.clone()).unwrap();
         again.set_stopped("echo", false, || ()).1.unwrap();
+        drop(again);
         let third = StateStore::open(dir.path()).unwrap();
         assert_eq!((third.stopped("echo"), third.stopped("zoo"), third.quota("echo")), (false, true, q));
         // With none stopped, the file is as a daemon without stops wrote it.
@@ -285,6 +366,7 @@ mod tests {
         assert!(!s.stopped("echo"));
         let q = QuotaConfig { memory_max: Some(ByteSize(256 << 20)), pids_max: Some(64), ..Default::default() };
         assert_eq!(s.quota("echo"), q);
+        drop(s);
         // A field no version wrote is still refused.
         std::fs::write(dir.path().join("state.json"), "{\"quotas\": {}, \"paused\": []}").unwrap();
         let err = StateStore::open(dir.path()).unwrap_err().to_string();
@@ -297,7 +379,7 @@ mod tests {
         let state_dir = dir.path().join("state");
         let s = StateStore::open(&state_dir).unwrap();
         // The directory is gone and a file has its name: nothing can be written there.
-        std::fs::remove_dir(&state_dir).unwrap();
+        std::fs::remove_dir_all(&state_dir).unwrap();
         std::fs::write(&state_dir, "").unwrap();
         let mut issued = false;
         let ((), saved) = s.set_stopped("echo", true, || issued = true);
@@ -315,6 +397,7 @@ mod tests {
         s.set_stopped("echo", true, || ()).1.unwrap();
         s.set_stopped("zoo", true, || ()).1.unwrap();
         s.forget("echo").unwrap();
+        drop(s);
         let again = StateStore::open(dir.path()).unwrap();
         assert_eq!(
             (again.quota("echo"), again.stopped("echo"), again.stopped("zoo")),
@@ -350,11 +433,13 @@ mod tests {
         assert_eq!(s.unreadable_quota("zoo"), None);
         assert_eq!(s.unreadable_quota("other"), None);
         s.set_stopped("zoo", false, || ()).1.unwrap();
+        drop(s);
         let again = StateStore::open(dir.path()).unwrap();
         assert!(again.unreadable_quota("echo").unwrap().contains("\"0%\""), "kept across another change");
         assert!(!again.stopped("zoo"));
         let q = QuotaConfig { pids_max: Some(8), ..Default::default() };
         again.set_quota("echo", q.clone()).unwrap();
+        drop(again);
         let last = StateStore::open(dir.path()).unwrap();
         assert_eq!((last.quota("echo"), last.unreadable_quota("echo")), (q, None), "replaced by the operator's change");
     }
@@ -378,6 +463,56 @@ mod tests {
         assert!(text.starts_with("state file ") && text.contains("state.json: "), "{text}");
         assert_eq!(text.matches("valid UTF-8").count(), 1, "{text}");
         assert!(std::error::Error::source(&err).is_none(), "the cause is in the message, not repeated as a source");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// The file keeps the config text of rollouts' stable revisions, secrets and all: it
+    /// was written 0644 (the umask's) in a 0755 directory, for every local user to read.
+    #[test]
+    fn the_state_file_and_a_directory_made_for_it_are_their_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("made").join("state");
+        let s = StateStore::open(&state_dir).unwrap();
+        assert_eq!(mode(&state_dir), 0o700, "a state_dir the supervisor made");
+        s.set_stopped("echo", true, || ()).1.unwrap();
+        assert_eq!(mode(&state_dir.join("state.json")), 0o600);
+        assert_eq!(mode(&state_dir.join("lock")), 0o600);
+        drop(s);
+        // The operator's directory is left as it is; a file an earlier version wrote
+        // for all to read is its owner's alone from the open on.
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::write(theirs.join("state.json"), "{\"stopped\": [\"echo\"]}").unwrap();
+        std::fs::set_permissions(theirs.join("state.json"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = StateStore::open(&theirs).unwrap();
+        assert!(s.stopped("echo"));
+        assert_eq!((mode(&theirs), mode(&theirs.join("state.json"))), (0o750, 0o600));
+    }
+
+    #[test]
+    fn a_second_store_on_a_directory_is_refused_naming_the_holder_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateStore::open(dir.path()).unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, StateError::InUse { dir: d, pid: Some(p) } if d == dir.path() && *p == std::process::id()),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "state_dir {}: in use by a running plugin-supervisor (pid {}); a second one needs a state_dir of its own",
+                dir.path().display(),
+                std::process::id()
+            )
+        );
+        drop(first);
+        let again = StateStore::open(dir.path()).expect("the lock went with the first store");
+        again.set_stopped("echo", true, || ()).1.unwrap();
     }
 
     #[test]

@@ -603,6 +603,9 @@ pub(crate) async fn restart(sup: Supervisor, plugins: &str) -> (Supervisor, Arc<
     let head = &text[..text.find("[[plugin]]").unwrap()];
     std::fs::write(&path, format!("{head}{plugins}")).unwrap();
     let config = Config::load(&path).unwrap();
+    // The state directory is the stopped one's until it is gone, as a daemon's is until
+    // its process ends.
+    drop(sup);
     let state = StateStore::open(&config.resolve(&config.supervisor.state_dir)).unwrap();
     let fake = FakeLauncher::new();
     (Supervisor::with_launcher(config, state, fake.clone(), Default::default()), fake)

@@ -85,7 +85,8 @@ pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revi
     {
         let dir = images_dir(shared.state.dir());
         let to = dir.join(format!("{}-{sha}", p.name));
-        let saved = std::fs::create_dir_all(&dir).and_then(|()| match std::fs::remove_file(&to) {
+        // Its owner's alone, as the state is, and the copies in it (see `save_image`).
+        let saved = crate::state::make_dir(&dir).and_then(|()| match std::fs::remove_file(&to) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => shared.launcher.save_image(image, &to),
         });
