@@ -53,10 +53,12 @@ async fn a_plugin_under_l3_calls_the_plugins_its_config_allows_and_no_other() {
             plugin("intruder", &zoo, &entry("calls = [\"target\"]")),
             // Lists nothing.
             plugin("stranger", &zoo, &entry("")),
+            // The only plugin serving echo.v1.Echo; caller does not list it.
+            plugin("guarded", &bins::example("echo"), "declared_name = \"echo\"\ncallers = [\"plugin:caller\"]"),
         ]
         .concat(),
     ));
-    for p in ["caller", "target", "slow", "intruder", "stranger"] {
+    for p in ["caller", "target", "slow", "intruder", "stranger", "guarded"] {
         d.wait_state(&format!("{p}-0"), "running", UP);
     }
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
@@ -80,9 +82,41 @@ async fn a_plugin_under_l3_calls_the_plugins_its_config_allows_and_no_other() {
             "plugin \"stranger\" may not call zoo.v1.Zoo: its `calls` lists no plugin serving it"
         )
     );
-    // The intruder lists target, which does not admit it: as if nothing served it.
+    // The intruder lists target, which does not admit it, and not the plugins open to all
+    // that serve the service too: its own config refuses, as for the stranger, and
+    // nothing says target serves it.
     let refused = zoo.call_host(ask("intruder", "target", "hello")).await.unwrap_err();
-    assert_eq!((refused.code(), refused.message()), (tonic::Code::Unimplemented, "unknown service zoo.v1.Zoo"));
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            tonic::Code::PermissionDenied,
+            "plugin \"intruder\" may not call zoo.v1.Zoo: its `calls` lists no plugin serving it"
+        )
+    );
+    // A service served only by a plugin that does not admit it: as if nothing served it,
+    // whatever its `calls` lists. One admitted but not listed is told its `calls` refuses.
+    let echo = |from: &str| {
+        let mut req =
+            tonic::Request::new(CallHostRequest { text: "hi".into(), plugin: String::new(), service: "echo".into() });
+        req.metadata_mut().insert("x-plugin", from.parse().unwrap());
+        req
+    };
+    for from in ["intruder", "stranger"] {
+        let refused = zoo.call_host(echo(from)).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (tonic::Code::Unimplemented, "unknown service echo.v1.Echo"),
+            "{from}"
+        );
+    }
+    let refused = zoo.call_host(echo("caller")).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            tonic::Code::PermissionDenied,
+            "plugin \"caller\" may not call echo.v1.Echo: its `calls` lists no plugin serving it"
+        )
+    );
 
     // The call out carries what is left of the deadline of the call being handled: the
     // called plugin sees a grpc-timeout within it (without one, the supervisor would

@@ -50,7 +50,7 @@ enum Lookup {
     Unknown,
     /// Several do, and the caller named none of them.
     Ambiguous(Vec<String>),
-    /// A plugin calling through its host channel may call some that serve it, but its
+    /// Some plugins serving it admit the plugin calling through its host channel, but its
     /// `calls` lists none of them.
     NotListed,
 }
@@ -121,18 +121,18 @@ impl Gateway {
     /// never depends on them.
     ///
     /// `calls` is what a plugin calling through its host channel may call: the plugins its
-    /// own config lists.
+    /// own config lists. It is told its `calls` refuses only when some plugin that admits
+    /// it serves the service: that a plugin it may not call serves one is not its to learn.
     fn lookup(&self, ext: &http::Extensions, service: &str, named: Option<&str>, calls: Option<&[String]>) -> Lookup {
         let mut candidates = self.routes.owners(service);
-        // What the calling plugin's own config allows first: that is what it is told.
+        candidates.retain(|p| self.may_call(ext, p));
         if let Some(calls) = calls {
-            let served = !candidates.is_empty();
+            let admitted = !candidates.is_empty();
             candidates.retain(|p| calls.contains(p));
-            if served && candidates.is_empty() {
+            if admitted && candidates.is_empty() {
                 return Lookup::NotListed;
             }
         }
-        candidates.retain(|p| self.may_call(ext, p));
         let chosen = match named {
             Some(name) => candidates.iter().find(|p| *p == name),
             None if candidates.len() > 1 => return Lookup::Ambiguous(candidates),
@@ -456,6 +456,30 @@ mod tests {
         assert_eq!(call_out(&gw, "me", &["a"], reflection).await, unknown(reflection));
         // The instance is known as "me" by its connection: another plugin's rule is not met.
         assert_eq!(call_out(&gw, "other", &["a"], ECHO).await, unknown(ECHO));
+    }
+
+    /// A plugin's `calls` was checked before the `callers` of the plugins serving the
+    /// service: listing none of them, it was told PERMISSION_DENIED, and so learned that
+    /// a plugin it may not call served the service.
+    #[tokio::test]
+    async fn a_service_only_plugins_not_admitting_the_caller_serve_is_unknown_to_it_whatever_its_calls_lists() {
+        let gw = gateway(&[
+            ("a", "callers = [\"plugin:me\"]", &[ECHO]),
+            ("b", "callers = [\"plugin:other\"]", &["b.v1.B"]),
+            ("me", "", &["me.v1.Me"]),
+            ("other", "", &["other.v1.Other"]),
+        ]);
+        // Served only by b, which does not admit it: as a service nobody serves.
+        assert_eq!(call_out(&gw, "me", &["a"], "b.v1.B").await, unknown("b.v1.B"));
+        assert_eq!(call_out(&gw, "me", &[], "b.v1.B").await, unknown("b.v1.B"));
+        // One that admits it serves it, and its `calls` does not list that one: told so.
+        assert_eq!(
+            call_out(&gw, "me", &["b"], ECHO).await,
+            (
+                tonic::Code::PermissionDenied,
+                "plugin \"me\" may not call echo.v1.Echo: its `calls` lists no plugin serving it".into()
+            )
+        );
     }
 
     #[test]
