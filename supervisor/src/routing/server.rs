@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use futures_util::future::poll_fn;
 use http_body::Body as _;
@@ -54,6 +54,14 @@ const MAX_HEADER_LIST: u32 = 16 << 10;
 const UNDEADLINED_STALL: Duration = Duration::from_secs(30);
 /// How often calls reset for stalling past the budget are reported.
 static STALL_RESETS: Quiet = Quiet::new(Duration::from_secs(10));
+/// Chunks of an answer smaller than this, coming one after another while the caller
+/// takes none, are copied together rather than queued each: [`CALL_BUFFER`] counts
+/// payload bytes, and a plugin answering a byte a frame would otherwise queue a quarter
+/// of a million entries a call, each keeping alive the read buffer it was cut from.
+const SMALL_CHUNK: usize = 1 << 10;
+/// The most chunks copied together hold: one HTTP/2 frame's worth (the default maximum
+/// frame size), so what is queued is at least this less a small chunk an entry.
+const MERGED_CHUNK: usize = 16 << 10;
 
 /// `[supervisor.gateway]` as the daemon's descriptor limit allows it.
 pub struct Limits {
@@ -335,12 +343,53 @@ enum Tail {
 #[derive(Default)]
 struct Untaken {
     queue: VecDeque<Bytes>,
+    /// Small chunks copied together, to go after `queue`'s last entry.
+    merged: BytesMut,
     bytes: usize,
     tail: Option<Tail>,
     big: Option<BigCall>,
 }
 
 impl Untaken {
+    /// Whether all the data taken has been sent.
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.merged.is_empty()
+    }
+
+    /// Queues `data`. A small chunk after another is copied beside it: a lone one, such as
+    /// a unary answer, is queued as it came, without a copy.
+    fn push(&mut self, data: Bytes) {
+        if data.len() >= SMALL_CHUNK {
+            self.queue_merged();
+            self.queue.push_back(data);
+            return;
+        }
+        if self.merged.len() + data.len() > MERGED_CHUNK {
+            self.queue_merged();
+        }
+        if self.merged.is_empty() {
+            match self.queue.back() {
+                Some(last) if last.len() < SMALL_CHUNK => {
+                    self.merged.reserve(MERGED_CHUNK);
+                    let last = self.queue.pop_back().unwrap_or_default();
+                    self.merged.extend_from_slice(&last);
+                }
+                _ => {
+                    self.queue.push_back(data);
+                    return;
+                }
+            }
+        }
+        self.merged.extend_from_slice(&data);
+    }
+
+    /// Queues the chunks copied together so far.
+    fn queue_merged(&mut self) {
+        if !self.merged.is_empty() {
+            self.queue.push_back(std::mem::take(&mut self.merged).freeze());
+        }
+    }
+
     /// Whether to read more of the answer: not past its end, nor more than
     /// [`CALL_BUFFER`] ahead of the caller.
     fn wants_more(&self) -> bool {
@@ -360,7 +409,7 @@ impl Untaken {
                 Ok(data) if data.is_empty() => {}
                 Ok(data) => {
                     self.bytes += data.len();
-                    self.queue.push_back(data);
+                    self.push(data);
                     if self.bytes >= CALL_BUFFER / 2 && self.big.is_none() {
                         self.big = Some(BigCall::new());
                     }
@@ -378,7 +427,11 @@ impl Untaken {
 
     /// Sends what the caller's window takes now; true once all is sent.
     fn send(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
-        while let Some(front) = self.queue.front_mut() {
+        loop {
+            if self.queue.is_empty() {
+                self.queue_merged();
+            }
+            let Some(front) = self.queue.front_mut() else { break };
             send.reserve_capacity(self.bytes);
             let room = send.capacity();
             if room == 0 {
@@ -387,7 +440,7 @@ impl Untaken {
             let chunk =
                 if front.len() <= room { self.queue.pop_front().unwrap_or_default() } else { front.split_to(room) };
             self.bytes -= chunk.len();
-            let last = self.queue.is_empty() && matches!(self.tail, Some(Tail::End));
+            let last = self.is_empty() && matches!(self.tail, Some(Tail::End));
             send.send_data(chunk, last)?;
             if last {
                 return Ok(true);
@@ -417,7 +470,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
             None => break,
         }
     }
-    let ended = body.is_end_stream() && untaken.queue.is_empty() && untaken.tail.is_none();
+    let ended = body.is_end_stream() && untaken.is_empty() && untaken.tail.is_none();
     let Ok(mut send) = respond.send_response(http::Response::from_parts(parts, ()), ended) else { return };
     if ended {
         return;
@@ -436,7 +489,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
         // ones, kept until its caller has caught up; with none left, a call
         // that falls behind at all is reset at once: it would need one once
         // full, and filling first would only cost a buffer.
-        if untaken.queue.is_empty() {
+        if untaken.is_empty() {
             if stalled.take().is_some() && expires.is_none() {
                 expiry.as_mut().reset(far_future());
                 expired = false;
@@ -468,7 +521,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 expired = false;
             }
         }
-        if expired && !untaken.queue.is_empty() {
+        if expired && !untaken.is_empty() {
             // Past the deadline, or stalled without one for UNDEADLINED_STALL, with an
             // answer the caller has not taken.
             if expires.is_none() {
@@ -482,7 +535,7 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
             frame = body.frame(), if read => untaken.take(frame),
             // More window, or the caller reset the stream (then dropping
             // the body resets the plugin's).
-            more = caller(&mut send, !untaken.queue.is_empty()) => {
+            more = caller(&mut send, !untaken.is_empty()) => {
                 if !more {
                     return;
                 }
@@ -750,6 +803,45 @@ mod tests {
         let frames = vec![Frame::data(Bytes::from_static(b"abc")), Frame::data(Bytes::new())];
         let answered = tokio::time::timeout(Duration::from_secs(2), answered_with(frames)).await;
         assert_eq!(answered.expect("the answer hung on its empty last frame"), (b"abc".to_vec(), None));
+    }
+
+    /// The buffer counted payload bytes alone: a plugin answering a byte a frame to a
+    /// caller that takes nothing queued 262,144 entries a call before the buffer was full,
+    /// each keeping alive the h2 read buffer it was cut from.
+    #[test]
+    fn an_answer_a_byte_a_frame_fills_the_buffer_in_a_few_entries() {
+        let mut untaken = Untaken::default();
+        let mut taken = 0;
+        // The caller's window is 0: nothing is sent, and the answer is read while the
+        // buffer wants more.
+        for _ in 0..300_000 {
+            if !untaken.wants_more() {
+                break;
+            }
+            untaken.take(Some(Ok(Frame::data(Bytes::from_static(b"x")))));
+            taken += 1;
+        }
+        assert_eq!((taken, untaken.bytes), (CALL_BUFFER, CALL_BUFFER), "it stops taking at the buffer's size");
+        let held: usize = untaken.queue.iter().map(Bytes::len).sum::<usize>() + untaken.merged.capacity();
+        assert_eq!(
+            (untaken.queue.len(), untaken.merged.len(), held),
+            (CALL_BUFFER / MERGED_CHUNK - 1, MERGED_CHUNK, CALL_BUFFER),
+            "frame-sized entries, the last still being filled"
+        );
+    }
+
+    #[tokio::test]
+    async fn small_chunks_copied_together_reach_the_caller_whole_and_in_order() {
+        let chunk = |i: usize| {
+            let len = if i % 1000 == 999 { 3000 } else { 1 + i % 3 };
+            Bytes::from(vec![(i % 251) as u8; len])
+        };
+        let frames: Vec<_> = (0..40_000).map(|i| Frame::data(chunk(i))).collect();
+        let expected: Vec<u8> = (0..40_000).flat_map(|i| chunk(i).to_vec()).collect();
+        let answered = tokio::time::timeout(Duration::from_secs(30), answered_with(frames)).await;
+        let (data, trailers) = answered.expect("the answer hung");
+        assert_eq!(trailers, None);
+        assert!(data == expected, "{} bytes came of {}", data.len(), expected.len());
     }
 
     #[tokio::test]
