@@ -199,8 +199,8 @@ impl Supervisor {
             shared.plugins.insert(p.clone());
         }
         // Before any instance starts: each one's host channel routes through it.
-        let stalled = config.supervisor.gateway.max_stalled_calls;
-        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone(), stalled);
+        let limits = &config.supervisor.gateway;
+        let gateway = Gateway::new(shared.routes.clone(), &plugins, &shared.metrics, shared.health.clone(), limits);
         let _ = shared.host_calls.set(HostCalls::new(host, gateway.clone()));
         for p in &plugins {
             spawn_revision(&shared, p, &p.serving());

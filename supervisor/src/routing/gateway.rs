@@ -63,7 +63,7 @@ impl Gateway {
         plugins: &[Arc<Plugin>],
         metrics: &Arc<Metrics>,
         health: Arc<discovery::Board>,
-        max_stalled_calls: usize,
+        limits: &crate::config::gateway::GatewaySection,
     ) -> Self {
         let channels: Routes =
             Arc::new(RwLock::new(plugins.iter().map(|p| (p.name.clone(), route(p, metrics))).collect()));
@@ -74,11 +74,12 @@ impl Gateway {
         let visible = channels.clone();
         let discovery = Arc::new(
             Discovery::new(plugins, health)
+                .with_idle(limits.idle_timeout)
                 .with_may_call(Arc::new(move |ext: &http::Extensions, plugin: &str| may_call(&visible, ext, plugin)))
                 .with_circuits(Arc::new(Circuits(channels.clone()))),
         );
         let own = discovery::Services::new(discovery.clone());
-        Self { routes, channels, discovery, own, stalls: super::stalls::StallBudget::new(max_stalled_calls) }
+        Self { routes, channels, discovery, own, stalls: super::stalls::StallBudget::new(limits.max_stalled_calls) }
     }
 
     /// The bound on stalled calls, shared by the gateway's callers and the plugins'
@@ -301,7 +302,8 @@ mod tests {
         let config: Config = text.parse().unwrap();
         let plugins: Vec<Arc<Plugin>> = config.specs().into_iter().map(|s| Arc::new(Plugin::new(s, 10))).collect();
         let routes = Arc::new(RouteTable::default());
-        let gw = Gateway::new(routes.clone(), &plugins, &Arc::new(Metrics::default()), Arc::default(), 16);
+        let limits = crate::config::gateway::GatewaySection { max_stalled_calls: 16, ..Default::default() };
+        let gw = Gateway::new(routes.clone(), &plugins, &Arc::new(Metrics::default()), Arc::default(), &limits);
         // As their serving revisions would have declared.
         for (name, _, services) in entries {
             routes.set(name, &services.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());

@@ -9,16 +9,15 @@
 //! may not call, are unknown (`NOT_FOUND`; `SERVICE_UNKNOWN` from `Watch`), as
 //! grpc's own health service answers.
 //!
-//! `Watch` streams are bounded gateway-wide ([`MAX_WATCHES`]): each is woken by
-//! every change of any plugin's health, so callers holding a crowd of them would
-//! otherwise cost the daemon memory and a herd of wake-ups without bound. One
-//! caller (a uid) holds at most a quarter of them, so that one cannot take every
-//! other caller's. Past either bound a new `Watch` is refused with
-//! RESOURCE_EXHAUSTED, saying so; `Check` is always answered.
+//! `Watch` streams are bounded gateway-wide ([`MAX_WATCHES`], [`super::places`]): each
+//! is woken by every change of any plugin's health, so callers holding a crowd of them
+//! would otherwise cost the daemon memory and a herd of wake-ups without bound. Past
+//! the bounds a new `Watch` is refused with RESOURCE_EXHAUSTED, saying so; `Check` is
+//! always answered. Either's request must end within the gateway's `idle_timeout`
+//! ([`super::Services::call`]).
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
@@ -37,59 +36,12 @@ const MAX_REQUEST: usize = 4 << 10;
 /// The most health `Watch` streams the gateway follows at once.
 pub const MAX_WATCHES: usize = 1024;
 
-/// The open `Watch` streams, in all and by caller, against their bounds.
-#[derive(Debug)]
-pub struct Watches {
-    limit: usize,
-    per_caller: usize,
-    /// In all, and by caller uid (None: a caller in this process, an embedded channel).
-    open: Mutex<(usize, HashMap<Option<u32>, usize>)>,
-}
-
-/// One open `Watch` stream's place, given back when the stream ends.
-struct Watching(Arc<Watches>, Option<u32>);
-
-impl Watches {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit, per_caller: (limit / 4).max(1), open: Mutex::new((0, HashMap::new())) })
-    }
-
-    fn watch(self: &Arc<Self>, uid: Option<u32>) -> Result<Watching, Status> {
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (all, by_caller) = &mut *open;
-        if *all >= self.limit {
-            return Err(Status::resource_exhausted(format!(
-                "the gateway already follows {} health Watch streams, its most: use Check, or end a Watch first",
-                self.limit
-            )));
-        }
-        let mine = by_caller.entry(uid).or_default();
-        if *mine >= self.per_caller {
-            return Err(Status::resource_exhausted(format!(
-                "this caller already holds {} health Watch streams, the most one caller may: use Check, or end \
-                 a Watch first",
-                self.per_caller
-            )));
-        }
-        *mine += 1;
-        *all += 1;
-        Ok(Watching(self.clone(), uid))
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        let mut open = self.0.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (all, by_caller) = &mut *open;
-        *all -= 1;
-        if let Some(mine) = by_caller.get_mut(&self.1) {
-            *mine -= 1;
-            if *mine == 0 {
-                by_caller.remove(&self.1);
-            }
-        }
-    }
-}
+/// How a refused `Watch` is told.
+pub const WATCHES: super::places::Kind = super::places::Kind {
+    streams: "health Watch streams",
+    gateway: "follows",
+    instead: "use Check, or end a Watch first",
+};
 
 pub type Server = HealthServer<HealthService>;
 
@@ -156,7 +108,7 @@ impl Health for HealthService {
         let service = req.into_inner().service;
         let d = self.discovery.clone();
         let uid = caller.extensions.get::<crate::routing::callers::Peer>().map(|p| p.uid);
-        let place = d.watches.watch(uid)?;
+        let place = d.watches.take(uid)?;
         let epoch = d.board.subscribe();
         let circuits = d.circuits.changes();
         let state = (d, caller, service, epoch, circuits, None::<ServingStatus>);

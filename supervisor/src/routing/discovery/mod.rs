@@ -3,9 +3,15 @@
 //! declared, and `grpc.health.v1` for their services, `plugin:NAME` and the gateway
 //! itself. Both answer from the plugins as they are at each request, and only
 //! about plugins the caller may call.
+//!
+//! Their streams are bounded in number ([`places`]) and in idleness: a request that has
+//! not ended, and a reflection stream with no next request, within the gateway's
+//! `idle_timeout` are ended, so that a caller cannot hold a stream's task and buffers for
+//! as long as it keeps its connection.
 
 pub mod follow;
 pub mod health;
+pub mod places;
 pub mod reflection;
 
 use std::collections::BTreeMap;
@@ -13,6 +19,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Duration;
 
 use prost_reflect::DescriptorPool;
 use tonic::body::Body;
@@ -100,7 +107,11 @@ pub struct Discovery {
     board: Arc<Board>,
     may_call: MayCall,
     circuits: Arc<dyn Circuits>,
-    watches: Arc<health::Watches>,
+    watches: Arc<places::Places>,
+    reflections: Arc<places::Places>,
+    /// How long a request to health or reflection may take to end, and a reflection
+    /// stream wait for its next one: the gateway's `idle_timeout`.
+    idle: Duration,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -118,14 +129,29 @@ impl Discovery {
             board,
             may_call: Arc::new(|_, _| true),
             circuits: Arc::new(AllClosed),
-            watches: health::Watches::new(health::MAX_WATCHES),
+            watches: places::Places::new(health::WATCHES, health::MAX_WATCHES),
+            reflections: places::Places::new(reflection::STREAMS, reflection::MAX_STREAMS),
+            idle: crate::config::gateway::GatewaySection::default().idle_timeout,
         }
     }
 
     /// Follows at most `max` health `Watch` streams at once.
     #[cfg(test)]
     pub fn with_max_watches(mut self, max: usize) -> Self {
-        self.watches = health::Watches::new(max);
+        self.watches = places::Places::new(health::WATCHES, max);
+        self
+    }
+
+    /// Holds at most `max` reflection streams at once.
+    #[cfg(test)]
+    pub fn with_max_reflections(mut self, max: usize) -> Self {
+        self.reflections = places::Places::new(reflection::STREAMS, max);
+        self
+    }
+
+    /// Ends requests, and reflection streams, idle for `idle`.
+    pub fn with_idle(mut self, idle: Duration) -> Self {
+        self.idle = idle;
         self
     }
 
@@ -185,6 +211,7 @@ pub struct Services {
     v1: reflection::V1Server,
     v1alpha: reflection::V1alphaServer,
     health: health::Server,
+    idle: Duration,
 }
 
 impl Services {
@@ -192,6 +219,7 @@ impl Services {
         Self {
             v1: reflection::v1_server(discovery.clone()),
             v1alpha: reflection::v1alpha_server(discovery.clone()),
+            idle: discovery.idle,
             health: health::server(discovery),
         }
     }
@@ -205,9 +233,28 @@ impl Services {
         match service {
             REFLECTION_V1 => Box::pin(self.v1.call(req)),
             REFLECTION_V1ALPHA => Box::pin(self.v1alpha.call(req)),
-            _ => Box::pin(self.health.call(req)),
+            _ => {
+                // Both of health's methods answer once their request has ended: one that
+                // never ends would hold its task for as long as the connection lasts.
+                let (idle, answer) = (self.idle, self.health.call(req));
+                Box::pin(async move {
+                    match tokio::time::timeout(idle, answer).await {
+                        Ok(answered) => answered,
+                        Err(_) => Ok(idle_request(HEALTH, idle).into_http()),
+                    }
+                })
+            }
         }
     }
+}
+
+/// What a request to `service` that has not ended within `idle` (the gateway's
+/// `idle_timeout`) is answered.
+fn idle_request(service: &str, idle: Duration) -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!(
+        "{service}: the request did not end within the gateway's idle_timeout ({}); send it whole",
+        crate::config::units::format_duration(idle)
+    ))
 }
 
 #[cfg(test)]

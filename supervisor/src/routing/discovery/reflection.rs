@@ -28,6 +28,17 @@ use crate::instance::Contract;
 /// make the gateway decode small.
 const MAX_REQUEST: usize = 64 << 10;
 
+/// The most reflection streams (both versions together) the gateway holds at once:
+/// about 12 KiB each while idle.
+pub const MAX_STREAMS: usize = 1024;
+
+/// How a refused reflection stream is told.
+pub const STREAMS: super::places::Kind = super::places::Kind {
+    streams: "reflection streams",
+    gateway: "holds",
+    instead: "ask on a stream already open, or end one first",
+};
+
 pub type V1Server = v1::server_reflection_server::ServerReflectionServer<Reflection>;
 pub type V1alphaServer = v1alpha::server_reflection_server::ServerReflectionServer<Reflection>;
 
@@ -49,31 +60,44 @@ type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// One answer per request, each computed only when the caller's side takes the last
 /// one: a caller that sends requests without reading answers stops the gateway
 /// reading them (HTTP/2 flow control does the rest), and one that hangs up drops
-/// the stream, and with it this.
+/// the stream, and with it this. A caller that sends no next request within the
+/// discovery's idle bound has its stream ended, and its place among the streams with it.
 fn answers<Q, A>(
     discovery: Arc<Discovery>,
     caller: Caller,
     requests: Streaming<Q>,
     answer: fn(&Discovery, &Caller, Q) -> A,
-) -> Answers<A>
+) -> Result<Answers<A>, Status>
 where
     Q: Send + 'static,
     A: Send + 'static,
 {
-    Box::pin(futures_util::stream::unfold(Some((requests, discovery, caller)), move |state| async move {
-        let (mut requests, d, caller) = state?;
-        match requests.message().await {
-            Ok(Some(q)) => {
+    let uid = caller.extensions.get::<crate::routing::callers::Peer>().map(|p| p.uid);
+    let place = discovery.reflections.take(uid)?;
+    let state = Some((requests, discovery, caller, place));
+    Ok(Box::pin(futures_util::stream::unfold(state, move |state| async move {
+        let (mut requests, d, caller, place) = state?;
+        match tokio::time::timeout(d.idle, requests.message()).await {
+            Ok(Ok(Some(q))) => {
                 let a = answer(&d, &caller, q);
-                Some((Ok(a), Some((requests, d, caller))))
+                Some((Ok(a), Some((requests, d, caller, place))))
             }
             // The caller is done asking: the answers end, OK.
-            Ok(None) => None,
+            Ok(Ok(None)) => None,
             // A request that does not decode (or is too large) ends the answers with
             // why, rather than with an OK that hides it.
-            Err(status) => Some((Err(status), None)),
+            Ok(Err(status)) => Some((Err(status), None)),
+            Err(_) => Some((Err(idle_stream(d.idle)), None)),
         }
-    }))
+    })))
+}
+
+/// What ends a reflection stream with no request for `idle`.
+fn idle_stream(idle: std::time::Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "reflection: no request for the gateway's idle_timeout ({}); the stream is ended, open another to ask more",
+        crate::config::units::format_duration(idle)
+    ))
 }
 
 #[tonic::async_trait]
@@ -85,7 +109,7 @@ impl v1::server_reflection_server::ServerReflection for Reflection {
         req: Request<Streaming<v1::ServerReflectionRequest>>,
     ) -> Result<Response<Self::ServerReflectionInfoStream>, Status> {
         let caller = Caller::of(&req);
-        Ok(Response::new(answers(self.discovery.clone(), caller, req.into_inner(), reflect)))
+        Ok(Response::new(answers(self.discovery.clone(), caller, req.into_inner(), reflect)?))
     }
 }
 
@@ -98,7 +122,7 @@ impl v1alpha::server_reflection_server::ServerReflection for Reflection {
         req: Request<Streaming<v1alpha::ServerReflectionRequest>>,
     ) -> Result<Response<Self::ServerReflectionInfoStream>, Status> {
         let caller = Caller::of(&req);
-        Ok(Response::new(answers(self.discovery.clone(), caller, req.into_inner(), reflect_v1alpha)))
+        Ok(Response::new(answers(self.discovery.clone(), caller, req.into_inner(), reflect_v1alpha)?))
     }
 }
 

@@ -529,3 +529,140 @@ async fn a_reflection_request_that_does_not_decode_ends_the_answers_with_an_erro
     assert!(status.message().contains("decode"), "{status:?}");
     f.sup.shutdown().await;
 }
+
+// ------------------------------------------------------------ bounds on the gateway's own streams
+
+/// A request to `/service/method` from uid `uid`, whose body sends what `sent` gives
+/// (gRPC-framed messages) and never ends.
+fn request(
+    service: &str,
+    method: &str,
+    uid: u32,
+    sent: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> http::Request<tonic::body::Body> {
+    let frames = futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(sent), |b| {
+        Ok::<_, tonic::Status>(http_body::Frame::data(b))
+    });
+    let never_ends = futures_util::StreamExt::chain(frames, futures_util::stream::pending());
+    let mut req = http::Request::post(format!("/{service}/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(never_ends)))
+        .unwrap();
+    req.extensions_mut().insert(crate::routing::callers::Peer::new(uid, uid, None, &[]));
+    req
+}
+
+/// A request from `uid` that sends nothing and never ends.
+fn silent(service: &str, method: &str, uid: u32) -> http::Request<tonic::body::Body> {
+    // The sender dropped: the receiver ends, and the body waits for ever after.
+    request(service, method, uid, tokio::sync::mpsc::channel(1).1)
+}
+
+/// The status of an answer that is one (trailers-only), or None.
+fn refusal(answer: &http::Response<tonic::body::Body>) -> Option<(tonic::Code, String)> {
+    tonic::Status::from_header_map(answer.headers()).map(|s| (s.code(), s.message().to_owned()))
+}
+
+/// The status the answer ends with, and its data, once it ends: within `limit`.
+async fn ended(answer: http::Response<tonic::body::Body>, limit: Duration) -> (tonic::Code, String, usize) {
+    use http_body_util::BodyExt;
+    let all =
+        tokio::time::timeout(limit, answer.into_body().collect()).await.expect("the stream was never ended").unwrap();
+    let status = tonic::Status::from_header_map(all.trailers().expect("trailers")).expect("a status");
+    (status.code(), status.message().to_owned(), all.to_bytes().len())
+}
+
+const IDLE: Duration = Duration::from_secs(60);
+const IDLE_STREAM: &str =
+    "reflection: no request for the gateway's idle_timeout (1m); the stream is ended, open another to ask more";
+
+/// A reflection stream waited on its caller's next request for ever: 1,000 silent ones
+/// held about 12 KiB each for as long as their connections lasted.
+#[tokio::test(start_paused = true)]
+async fn a_reflection_stream_that_asks_nothing_is_ended_at_idle_timeout_and_gives_its_place_back() {
+    let d = Arc::new(Discovery::new(&[], Arc::new(Board::default())).with_idle(IDLE));
+    let mut own = Services::new(d.clone());
+    let started = tokio::time::Instant::now();
+    let answer = own.call(REFLECTION_V1, silent(REFLECTION_V1, "ServerReflectionInfo", 1000)).await.unwrap();
+    assert_eq!(refusal(&answer), None);
+    assert_eq!(d.reflections.open(), 1);
+    let (code, message, _) = ended(answer, IDLE * 10).await;
+    assert_eq!((code, message.as_str()), (tonic::Code::DeadlineExceeded, IDLE_STREAM));
+    assert_eq!(started.elapsed(), IDLE);
+    assert_eq!(d.reflections.open(), 0, "its place was given back");
+
+    // The bound is on the wait for each request: one answered resets it.
+    let (ask, asked) = tokio::sync::mpsc::channel(1);
+    let started = tokio::time::Instant::now();
+    let answer = own.call(REFLECTION_V1ALPHA, request(REFLECTION_V1ALPHA, "ServerReflectionInfo", 1000, asked));
+    let answer = answer.await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(IDLE - Duration::from_secs(10)).await;
+        let list = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        }
+        .encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend(u32::try_from(list.len()).unwrap().to_be_bytes());
+        framed.extend(list);
+        ask.send(framed.into()).await.unwrap();
+        // Kept open, asking nothing more.
+        std::future::pending::<()>().await;
+    });
+    let (code, message, answered) = ended(answer, IDLE * 10).await;
+    assert_eq!((code, message.as_str()), (tonic::Code::DeadlineExceeded, IDLE_STREAM));
+    assert!(answered > 0, "the request was answered");
+    assert_eq!(started.elapsed(), IDLE * 2 - Duration::from_secs(10));
+    assert_eq!(d.reflections.open(), 0);
+}
+
+#[tokio::test]
+async fn reflection_streams_past_the_bounds_are_refused_naming_them() {
+    let d = Arc::new(Discovery::new(&[], Arc::new(Board::default())).with_max_reflections(8));
+    let mut own = Services::new(d.clone());
+    let mut open = Vec::new();
+    for uid in [1000, 1000, 1001, 1001, 1002, 1002, 1003] {
+        let answer = own.call(REFLECTION_V1, silent(REFLECTION_V1, "ServerReflectionInfo", uid)).await.unwrap();
+        assert_eq!(refusal(&answer), None, "uid {uid}");
+        open.push(answer);
+    }
+    let instead = "ask on a stream already open, or end one first";
+    let refused = own.call(REFLECTION_V1, silent(REFLECTION_V1, "ServerReflectionInfo", 1000)).await.unwrap();
+    let mine = format!("this caller already holds 2 reflection streams, the most one caller may: {instead}");
+    assert_eq!(refusal(&refused), Some((tonic::Code::ResourceExhausted, mine)));
+    // Both versions count together.
+    let alpha = own.call(REFLECTION_V1ALPHA, silent(REFLECTION_V1ALPHA, "ServerReflectionInfo", 1003)).await.unwrap();
+    assert_eq!(refusal(&alpha), None);
+    open.push(alpha);
+    let refused = own.call(REFLECTION_V1, silent(REFLECTION_V1, "ServerReflectionInfo", 1004)).await.unwrap();
+    let all = format!("the gateway already holds 8 reflection streams, its most: {instead}");
+    assert_eq!(refusal(&refused), Some((tonic::Code::ResourceExhausted, all)));
+    assert_eq!(d.reflections.open(), 8);
+    // A stream that ends (its caller hung up: the answer dropped) gives its place back.
+    drop(open.pop());
+    assert_eq!(d.reflections.open(), 7);
+    let again = own.call(REFLECTION_V1, silent(REFLECTION_V1, "ServerReflectionInfo", 1004)).await.unwrap();
+    assert_eq!(refusal(&again), None);
+}
+
+/// Check and Watch answer once their request has ended: one that never ended held its
+/// task for as long as its connection lasted.
+#[tokio::test(start_paused = true)]
+async fn a_health_request_that_never_ends_is_answered_at_idle_timeout() {
+    let d = Arc::new(Discovery::new(&[], Arc::new(Board::default())).with_idle(IDLE));
+    let mut own = Services::new(d.clone());
+    for method in ["Check", "Watch"] {
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(IDLE * 10, own.call(HEALTH, silent(HEALTH, method, 1000)))
+            .await
+            .unwrap_or_else(|_| panic!("{method}: never answered"))
+            .unwrap();
+        let said =
+            "grpc.health.v1.Health: the request did not end within the gateway's idle_timeout (1m); send it whole";
+        assert_eq!(refusal(&answer), Some((tonic::Code::DeadlineExceeded, said.to_owned())), "{method}");
+        assert_eq!(started.elapsed(), IDLE, "{method}");
+    }
+    assert_eq!(d.watches.open(), 0);
+}
