@@ -582,6 +582,43 @@ mod tests {
 
     use super::*;
 
+    /// A plugin's h2 that takes what it is sent for an attack says GOAWAY ENHANCE_YOUR_CALM
+    /// and closes its socket, often with bytes of ours unread: the read after the GOAWAY
+    /// then fails with ECONNRESET, which hid the reason (the vendored h2's change), and a
+    /// plugin exiting 0 after it was not restarted.
+    #[tokio::test]
+    async fn a_goaway_with_an_error_code_ends_the_connection_as_such_though_a_reset_follows() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        let client = tokio::spawn(async move {
+            let (mut channel, conn) = H2Channel::handshake(ours).await?;
+            // A call under way: the connection reads on after the GOAWAY, for its answer.
+            let call = channel.call(http::Request::post("/t.v1.T/M").body(Body::empty()).unwrap());
+            let answer = tokio::spawn(async move { call.await.map(|_| ()) });
+            let ended = conn.await;
+            answer.abort();
+            ended
+        });
+        // The client's preface, SETTINGS and its call's HEADERS (type 1, flags END_STREAM
+        // and END_HEADERS), read.
+        let mut buf = vec![0u8; 4096];
+        let mut read = 0;
+        while !buf[24..read.max(24)].windows(2).any(|w| w == [0x1, 0x5]) || read < 24 + 9 + 9 {
+            read += theirs.read(&mut buf[read..]).await.unwrap();
+        }
+        // Our SETTINGS, then GOAWAY ENHANCE_YOUR_CALM (0xb) letting stream 1 finish.
+        let settings = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+        let calm = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0xb];
+        theirs.write_all(&[&settings[..], &calm[..]].concat()).await.unwrap();
+        // The client's SETTINGS ACK comes; left unread, our close resets its socket.
+        theirs.readable().await.unwrap();
+        drop(theirs);
+        let ended = tokio::time::timeout(Duration::from_secs(10), client).await.unwrap().unwrap();
+        let err = ended.expect_err("the connection ended with an error code");
+        assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
+        assert!(h2_failed(&err));
+    }
+
     /// A request body whose one 16 KiB message comes only after the call
     /// has started, as a streaming caller's does.
     fn late_body(ready: tokio::sync::watch::Receiver<bool>) -> Body {

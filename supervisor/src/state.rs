@@ -256,10 +256,17 @@ impl StateStore {
     }
 }
 
-/// Makes `dir` (and what it lies in) when missing, for its owner alone; one that exists,
-/// the operator's, is left as it is.
+/// Makes `dir` when missing, for its owner alone, and what it lies in as any directory
+/// (a parent shared with a plugin's data_dir must stay passable to the plugin's uid); one
+/// that exists, the operator's, is left as it is.
 pub(crate) fn make_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        made => made,
+    }
 }
 
 /// Takes the lock of the state in `dir`, or says who holds it.
@@ -477,6 +484,10 @@ mod tests {
         let state_dir = dir.path().join("made").join("state");
         let s = StateStore::open(&state_dir).unwrap();
         assert_eq!(mode(&state_dir), 0o700, "a state_dir the supervisor made");
+        // What it lies in may hold a plugin's data_dir too: made as any directory is.
+        let (made, any) = (dir.path().join("made"), dir.path().join("any"));
+        std::fs::create_dir(&any).unwrap();
+        assert_eq!(mode(&made), mode(&any), "not its owner's alone");
         s.set_stopped("echo", true, || ()).1.unwrap();
         assert_eq!(mode(&state_dir.join("state.json")), 0o600);
         assert_eq!(mode(&state_dir.join("lock")), 0o600);

@@ -44,8 +44,8 @@ pub enum Behaviour {
     ServeThenExit { after: Duration },
     /// Serves, then closes its connection after `after` and lives on, doing nothing.
     ServeThenHangUp { after: Duration },
-    /// Serves, then breaks its connection after `after` (sends what is no HTTP/2 frame,
-    /// as a plugin's h2 ends a connection it took for an attack) and exits 0 at once.
+    /// Serves, then ends its connection after `after` with GOAWAY ENHANCE_YOUR_CALM (as a
+    /// plugin's h2 ends a connection it took for an attack) and exits 0 at once.
     ServeThenBreakAndExitZero { after: Duration },
     /// Refuses its init with `message` (INVALID_ARGUMENT: not retried).
     RefuseInit { message: String },
@@ -264,9 +264,10 @@ impl Launcher for FakeLauncher {
                         let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name_of), theirs, instance);
                         tokio::pin!(serving);
                         let _ = tokio::time::timeout(after, &mut serving).await;
-                        // A frame header of 16 MiB: past any frame size, a connection error.
-                        let oversized = [0xff_u8, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
-                        let _ = nix::unistd::write(unsafe_borrow(fd), &oversized);
+                        // GOAWAY ENHANCE_YOUR_CALM (0xb), last stream 0: what h2 sends a
+                        // peer it takes for an attacker, before it closes the connection.
+                        let calm = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xb];
+                        let _ = nix::unistd::write(unsafe_borrow(fd), &calm);
                         // Exits at once (the task ends, its socket with it): before the
                         // supervisor may have read what it sent.
                         ExitStatus::Exited(0)

@@ -28,10 +28,10 @@ enum Outcome {
     Exited { success: bool, reason: String, ran: Duration },
 }
 
-/// What ended a running instance.
 /// How long an exited plugin's connection has to say how it ended.
 const CONNECTION_END_WAIT: Duration = Duration::from_millis(500);
 
+/// What ended a running instance.
 enum Ended {
     /// The process exited on its own, after its connection failed (why) when it did.
     Exited(ExitStatus, Duration, Option<String>),

@@ -73,6 +73,10 @@ impl std::fmt::Display for Numbers {
 /// leave a share some points off its truth. A canary that hangs loses nearly all.
 pub const ABANDON_MARGIN: f64 = 0.10;
 
+/// The share of a canary's calls its callers may give up on when the stable revision's
+/// share is not known.
+pub const NO_REFERENCE_ABANDON: f64 = 0.5;
+
 /// What the stable revision showed in an earlier step, for a step whose own stable calls
 /// are too few to say (the last, at 100%, gives it none).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -83,6 +87,13 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// What the stable revision's calls so far (before the rollout began, `total`) say of
+    /// the share its callers give up on; its p99 is taken from the steps' own windows.
+    pub fn before(total: &Tally) -> Reference {
+        let known = total.calls + total.abandoned >= MIN_REFERENCE_CALLS;
+        Reference { p99: None, abandon_rate: known.then(|| total.abandon_rate()) }
+    }
+
     /// This reference, brought up to date by a stable window that passed with calls enough.
     pub fn after(self, stable: &Tally) -> Reference {
         Reference {
@@ -144,11 +155,14 @@ pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Ref
     let routed = canary.calls + canary.abandoned;
     let gone = canary.abandon_rate();
     let stable_gone = if stable.calls + stable.abandoned >= MIN_REFERENCE_CALLS {
-        stable.abandon_rate()
+        Some(stable.abandon_rate())
     } else {
-        reference.abandon_rate.unwrap_or(0.0)
+        reference.abandon_rate
     };
-    let allowed = stable_gone + cfg.max_error_rate.max(ABANDON_MARGIN);
+    // Nothing to compare with (no calls before the rollout, nor beside it): only a canary
+    // whose callers gave up on most of its calls has surely failed.
+    let allowed = stable_gone.map_or(NO_REFERENCE_ABANDON, |stable| stable + cfg.max_error_rate.max(ABANDON_MARGIN));
+    let stable_gone = stable_gone.unwrap_or(0.0);
     if routed >= cfg.min_calls.max(1) && gone > allowed {
         let why = format!(
             "callers gave up on {:.1}% of its calls ({} of {}) before it answered, against {:.1}% of the stable \
@@ -288,7 +302,7 @@ mod tests {
     #[test]
     fn a_canary_whose_callers_give_up_on_every_call_fails_instead_of_having_too_few() {
         // It hangs; its callers' 300 ms deadlines end every call: it answered none.
-        let j = judge(&cfg(), &with_abandoned(0, 100, ms(2)), &with_abandoned(100, 0, ms(2)), None.into());
+        let j = judge(&cfg(), &with_abandoned(0, 100, ms(2)), &with_abandoned(100, 0, ms(2)), Reference::default());
         let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
         assert_eq!(
             why,
@@ -303,6 +317,22 @@ mod tests {
         // Callers giving up on a few more of the canary's than of the stable's: noise.
         let j = judge(&cfg(), &with_abandoned(95, 5, ms(2)), &with_abandoned(1000, 0, ms(2)), None.into());
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
+    }
+
+    #[test]
+    fn without_any_stable_calls_to_compare_only_most_calls_given_up_on_fail_a_canary() {
+        let none = Tally::default();
+        // Hedged requests, users who go away: callers give up on many calls of a healthy
+        // service.
+        let j = judge(&cfg(), &with_abandoned(70, 30, ms(2)), &none, Reference::before(&none));
+        assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
+        let j = judge(&cfg(), &with_abandoned(40, 60, ms(2)), &none, Reference::before(&none));
+        let Judgement::Fail { why, .. } = j else { panic!("{j:?}") };
+        assert!(why.ends_with("over the 50.0% allowed"), "{why}");
+        // The stable revision's calls before the rollout: its callers gave up on 30%.
+        let before = Reference::before(&with_abandoned(700, 300, ms(2)));
+        let j = judge(&cfg(), &with_abandoned(55, 45, ms(2)), &none, before);
+        assert!(matches!(j, Judgement::Fail { .. }), "over 30% + 10 points: {j:?}");
     }
 
     #[test]

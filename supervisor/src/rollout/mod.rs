@@ -250,7 +250,9 @@ impl Driver {
     }
 
     async fn steps(&mut self) -> End {
-        let mut reference = Reference::default();
+        // What the stable revision's callers gave up on before the rollout, for a step
+        // with too few stable calls of its own (a single step at 100%, say).
+        let mut reference = Reference::before(&self.stable.outcomes.snapshot());
         let steps = self.cfg.steps.clone();
         let mut step = 0;
         loop {

@@ -156,17 +156,21 @@ fn answer(
         return local(tonic::Status::resource_exhausted(said), Source::Caller);
     }
     let mut resp = resp;
-    if trailers_only
-        && let Some((request, contract)) = &asked
-        && super::undecodable::callers_doing(resp.headers(), request, *contract)
-    {
+    let (request, contract) = asked.map_or((None, None), |(request, contract)| (Some(request), contract));
+    if trailers_only && super::undecodable::callers_doing(resp.headers(), request.as_ref(), contract) {
         resp.extensions_mut().insert(super::record::Local(Source::Caller));
     }
+    // An answer's trailers are read after its request is gone: only the words can tell.
+    let whole = request.is_some();
     let named = plugin.clone();
     resp.map(|body| {
-        let body = body.map_frame(|mut frame| {
+        let body = body.map_frame(move |mut frame| {
             if let Some(trailers) = frame.trailers_mut() {
                 trailers.remove(super::record::SOURCE_TRAILER);
+                if !whole && super::undecodable::callers_doing(trailers, None, None) {
+                    let caller = http::HeaderValue::from_static(Source::Caller.as_str());
+                    trailers.insert(super::record::SOURCE_TRAILER, caller);
+                }
             }
             frame
         });

@@ -57,8 +57,10 @@ static STALL_RESETS: Quiet = Quiet::new(Duration::from_secs(10));
 /// Chunks of an answer smaller than this, coming one after another while the caller
 /// takes none, are copied together rather than queued each: [`CALL_BUFFER`] counts
 /// payload bytes, and a plugin answering a byte a frame would otherwise queue a quarter
-/// of a million entries a call, each keeping alive the read buffer it was cut from.
-const SMALL_CHUNK: usize = 1 << 10;
+/// of a million entries a call, each keeping alive the read buffer it was cut from. A
+/// chunk queued as it came carries at least this much payload for the read buffer it
+/// keeps alive.
+const SMALL_CHUNK: usize = 4 << 10;
 /// The most chunks copied together hold: one HTTP/2 frame's worth (the default maximum
 /// frame size), so what is queued is at least this less a small chunk an entry.
 const MERGED_CHUNK: usize = 16 << 10;
@@ -383,11 +385,17 @@ impl Untaken {
         self.merged.extend_from_slice(&data);
     }
 
-    /// Queues the chunks copied together so far.
+    /// Queues the chunks copied together so far: in an allocation of their size when they
+    /// fill under half of theirs (a few small chunks between large ones would otherwise
+    /// each keep a frame's worth of memory for a few bytes).
     fn queue_merged(&mut self) {
-        if !self.merged.is_empty() {
-            self.queue.push_back(std::mem::take(&mut self.merged).freeze());
+        if self.merged.is_empty() {
+            return;
         }
+        let merged = std::mem::take(&mut self.merged);
+        let queued =
+            if merged.capacity() > 2 * merged.len() { Bytes::copy_from_slice(&merged) } else { merged.freeze() };
+        self.queue.push_back(queued);
     }
 
     /// Whether to read more of the answer: not past its end, nor more than

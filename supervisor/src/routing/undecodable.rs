@@ -2,11 +2,14 @@
 //! gRPC's own table of codes, yet the caller's doing, so that a caller sending bytes that
 //! do not decode can neither open the circuit for every other caller nor fail a canary.
 //!
-//! Told apart in two ways, both needed: the frameworks' words (tonic and prost, grpc-go,
-//! gRPC C-core), and the request itself, held whole (a unary one), not decoding as the
-//! method's input in the contract the revision declared. The words alone would hide a
-//! plugin's own failures: one passing on a downstream decode error unchanged (Go's
-//! `return nil, err`, Rust's `?`) says the same words of a request that decodes.
+//! Told apart by the frameworks' words (tonic and prost, grpc-go, gRPC C-core) and, where
+//! the request was held whole (a unary one that had fully arrived when it was routed),
+//! by the request itself not decoding as the method's input in the contract the revision
+//! declared. The words alone would hide some of a plugin's own failures (one passing on a
+//! downstream decode error unchanged: Go's `return nil, err`, Rust's `?`); they are all
+//! there is for a request that arrived in parts, which a caller can always arrange, so
+//! there the words decide: a plugin can hide its failures from its own breaker that way,
+//! a caller cannot open it for the others.
 
 use bytes::{Buf, Bytes};
 use prost_reflect::DescriptorPool;
@@ -37,10 +40,19 @@ pub(super) struct Whole<'a> {
     pub data: &'a [Bytes],
 }
 
-/// Whether `answer` (a trailers-only answer's headers) is a framework's INTERNAL for
-/// `request`, which indeed does not decode as `contract` says the method's input is.
-pub(super) fn callers_doing(answer: &http::HeaderMap, request: &Whole<'_>, contract: Option<&Contract>) -> bool {
-    said_so(answer) && contract.is_some_and(|c| does_not_decode(&c.pool, request))
+/// Whether `answer` (a trailers-only answer's headers, or trailers) is a framework's
+/// INTERNAL for a request that did not decode: `request` (held whole), when there is one
+/// and a contract to read it by, indeed does not decode as the method's input.
+pub(super) fn callers_doing(
+    answer: &http::HeaderMap,
+    request: Option<&Whole<'_>>,
+    contract: Option<&Contract>,
+) -> bool {
+    said_so(answer)
+        && match (request, contract) {
+            (Some(request), Some(contract)) => does_not_decode(&contract.pool, request),
+            _ => true,
+        }
 }
 
 /// Whether `headers` say INTERNAL in the words a gRPC framework uses for a request it
@@ -137,12 +149,12 @@ mod tests {
         let c = contract();
         let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid varint");
         let garbage = [framed(0, b"\xff\xff\xff")];
-        assert!(callers_doing(&said, &whole(&garbage), Some(&c)));
-        assert!(callers_doing(&said, &whole(&[framed(0, b"\x0a\x05hi")]), Some(&c)), "cut short");
-        assert!(callers_doing(&said, &whole(&[]), Some(&c)), "no message");
-        assert!(callers_doing(&said, &whole(&[framed(1, b"\x0a\x02hi")]), Some(&c)), "compressed, no encoding");
+        assert!(callers_doing(&said, Some(&whole(&garbage)), Some(&c)));
+        assert!(callers_doing(&said, Some(&whole(&[framed(0, b"\x0a\x05hi")])), Some(&c)), "cut short");
+        assert!(callers_doing(&said, Some(&whole(&[])), Some(&c)), "no message");
+        assert!(callers_doing(&said, Some(&whole(&[framed(1, b"\x0a\x02hi")])), Some(&c)), "compressed, no encoding");
         let go = answer(tonic::Code::Internal, "grpc: error unmarshalling request: unexpected EOF");
-        assert!(callers_doing(&go, &whole(&garbage), Some(&c)));
+        assert!(callers_doing(&go, Some(&whole(&garbage)), Some(&c)));
     }
 
     #[test]
@@ -151,19 +163,25 @@ mod tests {
         let c = contract();
         let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid wire type");
         let good = [framed(0, b"\x0a\x02hi")];
-        assert!(!callers_doing(&said, &whole(&good), Some(&c)));
-        // Other words, another code, or nothing to check against: the plugin's.
+        assert!(!callers_doing(&said, Some(&whole(&good)), Some(&c)));
+        // Other words, or another code: the plugin's.
         let garbage = [framed(0, b"\xff\xff\xff")];
-        assert!(!callers_doing(&answer(tonic::Code::Internal, "database unreachable"), &whole(&garbage), Some(&c)));
-        assert!(!callers_doing(
-            &answer(tonic::Code::Unknown, "failed to decode Protobuf message"),
-            &whole(&garbage),
-            Some(&c)
-        ));
-        assert!(!callers_doing(&said, &whole(&garbage), None), "no contract declared");
+        let db = answer(tonic::Code::Internal, "database unreachable");
+        assert!(!callers_doing(&db, Some(&whole(&garbage)), Some(&c)));
+        assert!(!callers_doing(&db, None, None));
+        let unknown = answer(tonic::Code::Unknown, "failed to decode Protobuf message");
+        assert!(!callers_doing(&unknown, Some(&whole(&garbage)), Some(&c)));
         let elsewhere = Whole { path: "/t.v1.Other/Echo", encoded: false, data: &garbage };
-        assert!(!callers_doing(&said, &elsewhere, Some(&c)), "a method the contract does not know");
+        assert!(!callers_doing(&said, Some(&elsewhere), Some(&c)), "a method the contract does not know");
         let named = Whole { path: "/t.v1.T/Echo", encoded: true, data: &[framed(1, b"\x1f\x8b")] };
-        assert!(!callers_doing(&said, &named, Some(&c)), "compressed as named: not checked");
+        assert!(!callers_doing(&said, Some(&named), Some(&c)), "compressed as named: not checked");
+    }
+
+    #[test]
+    fn without_a_request_held_whole_or_a_contract_the_words_decide() {
+        // A caller can always send its request in parts: it may not open the circuit so.
+        let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid varint");
+        assert!(callers_doing(&said, None, Some(&contract())));
+        assert!(callers_doing(&said, Some(&whole(&[framed(0, b"\xff")])), None), "no contract declared");
     }
 }

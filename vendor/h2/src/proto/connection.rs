@@ -530,6 +530,13 @@ where
                     return Ok(());
                 }
 
+                // A GOAWAY with an error code, received before the I/O error, is what ended
+                // the connection: a peer that closes its socket with bytes of ours unread
+                // makes the next read ECONNRESET, which would hide the peer's reason.
+                if let Some(frame) = self.error.as_ref().filter(|f| f.reason() != Reason::NO_ERROR) {
+                    return Err(Error::remote_go_away(frame.debug_data().clone(), frame.reason()));
+                }
+
                 // Return the error
                 Err(e)
             }
