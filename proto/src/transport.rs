@@ -604,14 +604,35 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         let mut read = 0;
         while !buf[24..read.max(24)].windows(2).any(|w| w == [0x1, 0x5]) || read < 24 + 9 + 9 {
-            read += theirs.read(&mut buf[read..]).await.unwrap();
+            let n = theirs.read(&mut buf[read..]).await.unwrap();
+            assert!(n > 0, "the client hung up");
+            read += n;
         }
         // Our SETTINGS, then GOAWAY ENHANCE_YOUR_CALM (0xb) letting stream 1 finish.
         let settings = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
         let calm = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0xb];
         theirs.write_all(&[&settings[..], &calm[..]].concat()).await.unwrap();
-        // The client's SETTINGS ACK comes; left unread, our close resets its socket.
-        theirs.readable().await.unwrap();
+        // The client's SETTINGS ACK comes (a frame head, 9 bytes); left unread, our close
+        // resets its socket.
+        loop {
+            theirs.readable().await.unwrap();
+            let mut peek = [0u8; 9];
+            use std::os::fd::AsRawFd;
+            // SAFETY: recv into a buffer we own, of its length, on a socket we own; MSG_PEEK
+            // leaves what it sees unread.
+            let n = unsafe {
+                libc::recv(
+                    theirs.as_raw_fd(),
+                    peek.as_mut_ptr().cast(),
+                    peek.len(),
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 9 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         drop(theirs);
         let ended = tokio::time::timeout(Duration::from_secs(10), client).await.unwrap().unwrap();
         let err = ended.expect_err("the connection ended with an error code");

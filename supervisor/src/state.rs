@@ -256,12 +256,16 @@ impl StateStore {
     }
 }
 
+/// What a missing parent of a state_dir is made as.
+const PARENT_MODE: u32 = 0o755;
+
 /// Makes `dir` when missing, for its owner alone, and what it lies in as any directory
 /// (a parent shared with a plugin's data_dir must stay passable to the plugin's uid); one
 /// that exists, the operator's, is left as it is.
 pub(crate) fn make_dir(dir: &Path) -> std::io::Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        // Passable to all and writable by its owner alone, whatever the umask.
+        std::fs::DirBuilder::new().recursive(true).mode(PARENT_MODE).create(parent)?;
     }
     match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
@@ -484,10 +488,8 @@ mod tests {
         let state_dir = dir.path().join("made").join("state");
         let s = StateStore::open(&state_dir).unwrap();
         assert_eq!(mode(&state_dir), 0o700, "a state_dir the supervisor made");
-        // What it lies in may hold a plugin's data_dir too: made as any directory is.
-        let (made, any) = (dir.path().join("made"), dir.path().join("any"));
-        std::fs::create_dir(&any).unwrap();
-        assert_eq!(mode(&made), mode(&any), "not its owner's alone");
+        // What it lies in may hold a plugin's data_dir too: passable to all.
+        assert_eq!(mode(&dir.path().join("made")), 0o755, "not its owner's alone");
         s.set_stopped("echo", true, || ()).1.unwrap();
         assert_eq!(mode(&state_dir.join("state.json")), 0o600);
         assert_eq!(mode(&state_dir.join("lock")), 0o600);

@@ -161,16 +161,16 @@ pub fn judge(cfg: &RolloutConfig, canary: &Tally, stable: &Tally, reference: Ref
     };
     // Nothing to compare with (no calls before the rollout, nor beside it): only a canary
     // whose callers gave up on most of its calls has surely failed.
-    let allowed = stable_gone.map_or(NO_REFERENCE_ABANDON, |stable| stable + cfg.max_error_rate.max(ABANDON_MARGIN));
-    let stable_gone = stable_gone.unwrap_or(0.0);
+    let margin = cfg.max_error_rate.max(ABANDON_MARGIN);
+    let allowed = stable_gone.map_or(NO_REFERENCE_ABANDON.max(margin), |stable| stable + margin);
+    let against = stable_gone.map_or("an unknown share".to_owned(), |g| format!("{:.1}%", g * 100.0));
     if routed >= cfg.min_calls.max(1) && gone > allowed {
         let why = format!(
-            "callers gave up on {:.1}% of its calls ({} of {}) before it answered, against {:.1}% of the stable \
+            "callers gave up on {:.1}% of its calls ({} of {}) before it answered, against {against} of the stable \
              revision's: over the {:.1}% allowed",
             gone * 100.0,
             canary.abandoned,
             routed,
-            stable_gone * 100.0,
             allowed * 100.0
         );
         return Judgement::Fail { why, numbers };
@@ -328,7 +328,7 @@ mod tests {
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
         let j = judge(&cfg(), &with_abandoned(40, 60, ms(2)), &none, Reference::before(&none));
         let Judgement::Fail { why, .. } = j else { panic!("{j:?}") };
-        assert!(why.ends_with("over the 50.0% allowed"), "{why}");
+        assert!(why.ends_with("against an unknown share of the stable revision's: over the 50.0% allowed"), "{why}");
         // The stable revision's calls before the rollout: its callers gave up on 30%.
         let before = Reference::before(&with_abandoned(700, 300, ms(2)));
         let j = judge(&cfg(), &with_abandoned(55, 45, ms(2)), &none, before);

@@ -24,6 +24,7 @@ use super::limit::{self, Refused};
 use super::record::{RecordLayer, Source, local};
 use super::size::SizeLayer;
 use super::split::{SplitLayer, Target};
+use super::undecodable::Asked;
 use crate::instance::{Live, Plugin};
 use crate::observe::metrics::Metrics;
 
@@ -75,12 +76,17 @@ impl Service<http::Request<Body>> for PluginService {
             // A request held whole (every unary call) can be sent again, once, when the
             // instance never processed it: one of a revision being replaced refuses new
             // streams while it drains.
+            let asked = Asked::new(&req, rev.contract.load_full());
             let (req, kept) = keep_whole(req);
+            // What went to the plugin is kept, to tell whether the caller's request decoded
+            // should the plugin say it did not.
+            let (req, asked) = match &kept {
+                Some(kept) => (req, asked.whole(&kept.data)),
+                None => (req.map(|body| asked.keeping(body)), asked),
+            };
             let failed = match live.channel.clone().call(req).await {
                 Ok(resp) => {
                     admitted.sent();
-                    let contract = rev.contract.load_full();
-                    let asked = kept.as_ref().map(|k| (k.whole(), contract.as_deref()));
                     return Ok(answer(&plugin, &live, resp, admitted, asked));
                 }
                 Err(e) => e,
@@ -105,7 +111,7 @@ impl Service<http::Request<Body>> for PluginService {
                 match other.channel.clone().call(again).await {
                     Ok(resp) => {
                         admitted.sent();
-                        return Ok(answer(&plugin, &other, resp, admitted, None));
+                        return Ok(answer(&plugin, &other, resp, admitted, asked));
                     }
                     Err(e) => {
                         other.call_failed(&e);
@@ -131,7 +137,7 @@ fn answer(
     live: &Live,
     resp: http::Response<ResponseBody>,
     admitted: crate::instance::Admitted,
-    asked: Option<(super::undecodable::Whole<'_>, Option<&crate::instance::Contract>)>,
+    asked: Asked,
 ) -> http::Response<Body> {
     let (plugin, pid) = (plugin.clone(), live.pid);
     let trailers_only = super::grpc_status(resp.headers()).is_some();
@@ -156,18 +162,15 @@ fn answer(
         return local(tonic::Status::resource_exhausted(said), Source::Caller);
     }
     let mut resp = resp;
-    let (request, contract) = asked.map_or((None, None), |(request, contract)| (Some(request), contract));
-    if trailers_only && super::undecodable::callers_doing(resp.headers(), request.as_ref(), contract) {
+    if trailers_only && asked.callers_doing(resp.headers()) {
         resp.extensions_mut().insert(super::record::Local(Source::Caller));
     }
-    // An answer's trailers are read after its request is gone: only the words can tell.
-    let whole = request.is_some();
     let named = plugin.clone();
     resp.map(|body| {
         let body = body.map_frame(move |mut frame| {
             if let Some(trailers) = frame.trailers_mut() {
                 trailers.remove(super::record::SOURCE_TRAILER);
-                if !whole && super::undecodable::callers_doing(trailers, None, None) {
+                if asked.callers_doing(trailers) {
                     let caller = http::HeaderValue::from_static(Source::Caller.as_str());
                     trailers.insert(super::record::SOURCE_TRAILER, caller);
                 }
@@ -270,20 +273,10 @@ fn keep_whole(req: http::Request<Body>) -> (http::Request<Body>, Option<Kept>) {
 }
 
 /// A request held whole: a copy to send again, and its data (cheap clones of the same
-/// bytes) to look at should the plugin say it did not decode.
+/// bytes).
 struct Kept {
     again: http::Request<Body>,
     data: Vec<Bytes>,
-}
-
-impl Kept {
-    fn whole(&self) -> super::undecodable::Whole<'_> {
-        super::undecodable::Whole {
-            path: self.again.uri().path(),
-            encoded: self.again.headers().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity"),
-            data: &self.data,
-        }
-    }
 }
 
 /// The routing stack for one plugin, outermost first. The cheapest refusal comes first,
@@ -870,7 +863,9 @@ mod queued {
         channel
     }
 
-    #[tokio::test]
+    // On a paused clock: a loaded machine would otherwise take over the queue's 1 ms to
+    // admit the first call, which then counts as having waited.
+    #[tokio::test(start_paused = true)]
     async fn a_call_that_waited_in_the_queue_tells_the_plugin_the_time_it_has_left() {
         let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\nmax_in_flight = 1\nmax_queued = 1\n".parse().unwrap();
         let plugin = Arc::new(Plugin::new(config.specs().remove(0), 10));

@@ -371,15 +371,18 @@ impl Untaken {
         }
         if self.merged.is_empty() {
             match self.queue.back() {
+                // Alone: as it came.
+                None => {
+                    self.queue.push_back(data);
+                    return;
+                }
                 Some(last) if last.len() < SMALL_CHUNK => {
                     self.merged.reserve(MERGED_CHUNK);
                     let last = self.queue.pop_back().unwrap_or_default();
                     self.merged.extend_from_slice(&last);
                 }
-                _ => {
-                    self.queue.push_back(data);
-                    return;
-                }
+                // After a large chunk: copied, so as not to keep a read buffer alive for it.
+                Some(_) => self.merged.reserve(MERGED_CHUNK),
             }
         }
         self.merged.extend_from_slice(&data);

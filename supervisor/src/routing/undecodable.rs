@@ -2,14 +2,16 @@
 //! gRPC's own table of codes, yet the caller's doing, so that a caller sending bytes that
 //! do not decode can neither open the circuit for every other caller nor fail a canary.
 //!
-//! Told apart by the frameworks' words (tonic and prost, grpc-go, gRPC C-core) and, where
-//! the request was held whole (a unary one that had fully arrived when it was routed),
-//! by the request itself not decoding as the method's input in the contract the revision
-//! declared. The words alone would hide some of a plugin's own failures (one passing on a
-//! downstream decode error unchanged: Go's `return nil, err`, Rust's `?`); they are all
-//! there is for a request that arrived in parts, which a caller can always arrange, so
-//! there the words decide: a plugin can hide its failures from its own breaker that way,
-//! a caller cannot open it for the others.
+//! Told apart by the frameworks' words (tonic and prost, grpc-go, gRPC C-core) and by the
+//! request itself not decoding as the method's input in the contract the revision
+//! declared: each call keeps cheap clones of the data it forwards, up to [`KEPT`]. The
+//! words alone would hide a plugin's own failures (one passing on a downstream decode
+//! error unchanged: Go's `return nil, err`, Rust's `?`); they decide alone only for a
+//! request over [`KEPT`], or one not yet all forwarded, or a revision without a contract.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use prost_reflect::DescriptorPool;
@@ -33,26 +35,126 @@ const SAID: &[&str] = &[
     "Exception deserializing request!",
 ];
 
-/// A request held whole: its path, whether it named an encoding, and its body's data.
-pub(super) struct Whole<'a> {
-    pub path: &'a str,
-    pub encoded: bool,
-    pub data: &'a [Bytes],
+/// The request data a call keeps to judge a decode failure by; past it the words alone
+/// decide. Unary requests are far smaller; a caller could not make the plugin's own
+/// failures its doing with a large request without sending one that does not decode.
+pub(super) const KEPT: usize = 64 << 10;
+
+/// What a call keeps of its request, to judge an INTERNAL answer by.
+#[derive(Clone)]
+pub(super) struct Asked {
+    path: String,
+    /// The request named an encoding: its compressed messages cannot be read here.
+    encoded: bool,
+    contract: Option<Arc<Contract>>,
+    kept: Arc<Mutex<Kept>>,
 }
 
-/// Whether `answer` (a trailers-only answer's headers, or trailers) is a framework's
-/// INTERNAL for a request that did not decode: `request` (held whole), when there is one
-/// and a contract to read it by, indeed does not decode as the method's input.
-pub(super) fn callers_doing(
-    answer: &http::HeaderMap,
-    request: Option<&Whole<'_>>,
-    contract: Option<&Contract>,
-) -> bool {
-    said_so(answer)
-        && match (request, contract) {
-            (Some(request), Some(contract)) => does_not_decode(&contract.pool, request),
-            _ => true,
+/// The request's data as it went to the plugin.
+#[derive(Default)]
+struct Kept {
+    data: Vec<Bytes>,
+    len: usize,
+    /// All of it went.
+    ended: bool,
+    /// More than [`KEPT`]: none of it is kept.
+    over: bool,
+}
+
+impl Kept {
+    fn add(&mut self, data: &Bytes) {
+        if self.over {
+            return;
         }
+        self.len += data.len();
+        if self.len > KEPT {
+            self.over = true;
+            self.data = Vec::new();
+        } else {
+            self.data.push(data.clone());
+        }
+    }
+}
+
+impl Asked {
+    pub(super) fn new(req: &http::Request<tonic::body::Body>, contract: Option<Arc<Contract>>) -> Self {
+        Asked {
+            path: req.uri().path().to_owned(),
+            encoded: req.headers().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity"),
+            contract,
+            kept: Arc::default(),
+        }
+    }
+
+    /// The request's data, held whole already.
+    pub(super) fn whole(self, data: &[Bytes]) -> Self {
+        if let Ok(mut kept) = self.kept.lock() {
+            data.iter().for_each(|d| kept.add(d));
+            kept.ended = true;
+        }
+        self
+    }
+
+    /// `body`, its data kept as it goes.
+    pub(super) fn keeping(&self, body: tonic::body::Body) -> tonic::body::Body {
+        tonic::body::Body::new(Keeping { inner: body, kept: self.kept.clone() })
+    }
+
+    /// Whether `answer` (a trailers-only answer's headers, or trailers) is a framework's
+    /// INTERNAL for a request that did not decode: the request, when all of it was kept
+    /// and the revision declared a contract, indeed does not decode as the method's input.
+    pub(super) fn callers_doing(&self, answer: &http::HeaderMap) -> bool {
+        if !said_so(answer) {
+            return false;
+        }
+        let Some(contract) = &self.contract else { return true };
+        let Ok(kept) = self.kept.lock() else { return true };
+        if kept.over || !kept.ended {
+            return true;
+        }
+        does_not_decode(&contract.pool, &self.path, self.encoded, &kept.data)
+    }
+}
+
+/// A request body whose data is kept as it is read.
+struct Keeping {
+    inner: tonic::body::Body,
+    kept: Arc<Mutex<Kept>>,
+}
+
+impl http_body::Body for Keeping {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(next) = &polled
+            && let Ok(mut kept) = self.kept.lock()
+        {
+            match next {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        kept.add(data);
+                    }
+                    kept.ended = frame.is_trailers() || self.inner.is_end_stream();
+                }
+                None => kept.ended = true,
+                Some(Err(_)) => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Whether `headers` say INTERNAL in the words a gRPC framework uses for a request it
@@ -65,20 +167,20 @@ fn said_so(headers: &http::HeaderMap) -> bool {
     tonic::Status::from_header_map(headers).is_some_and(|s| SAID.iter().any(|said| s.message().starts_with(said)))
 }
 
-/// Whether `request` is not a method input of `pool` in gRPC's framing: no message, one
+/// Whether `data` is not a method input of `pool` in gRPC's framing: no message, one
 /// cut short, one flagged compressed without an encoding named, or one that does not
 /// decode. A method the contract does not know, or a message compressed as named, cannot
 /// be told: it counts as decoding.
-fn does_not_decode(pool: &DescriptorPool, request: &Whole<'_>) -> bool {
-    let Some((service, method)) = request.path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+fn does_not_decode(pool: &DescriptorPool, path: &str, encoded: bool, data: &[Bytes]) -> bool {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
         return false;
     };
     let Some(input) = pool.get_service_by_name(service).and_then(|s| s.methods().find(|m| m.name() == method)) else {
         return false;
     };
     let input = input.input();
-    let mut body: Vec<u8> = Vec::with_capacity(request.data.iter().map(Bytes::len).sum());
-    for d in request.data {
+    let mut body: Vec<u8> = Vec::with_capacity(data.iter().map(Bytes::len).sum());
+    for d in data {
         body.extend_from_slice(d);
     }
     let mut rest = &body[..];
@@ -101,7 +203,7 @@ fn does_not_decode(pool: &DescriptorPool, request: &Whole<'_>) -> bool {
                     return true;
                 }
             }
-            1 if request.encoded => return false,
+            1 if encoded => return false,
             _ => return true,
         }
         rest = after;
@@ -140,48 +242,81 @@ mod tests {
         Bytes::from(b)
     }
 
-    fn whole(data: &[Bytes]) -> Whole<'_> {
-        Whole { path: "/t.v1.T/Echo", encoded: false, data }
+    fn asked(path: &str, encoded: bool, contract: Option<Contract>) -> Asked {
+        let mut req = http::Request::post(path).body(tonic::body::Body::empty()).unwrap();
+        if encoded {
+            req.headers_mut().insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        }
+        Asked::new(&req, contract.map(Arc::new))
+    }
+
+    /// Whether `answer` is the caller's doing for a request of `data`, held whole.
+    fn whole(answer: &http::HeaderMap, data: &[Bytes]) -> bool {
+        asked("/t.v1.T/Echo", false, Some(contract())).whole(data).callers_doing(answer)
     }
 
     #[test]
     fn internal_in_a_frameworks_words_for_a_request_that_does_not_decode_is_the_callers_doing() {
-        let c = contract();
         let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid varint");
         let garbage = [framed(0, b"\xff\xff\xff")];
-        assert!(callers_doing(&said, Some(&whole(&garbage)), Some(&c)));
-        assert!(callers_doing(&said, Some(&whole(&[framed(0, b"\x0a\x05hi")])), Some(&c)), "cut short");
-        assert!(callers_doing(&said, Some(&whole(&[])), Some(&c)), "no message");
-        assert!(callers_doing(&said, Some(&whole(&[framed(1, b"\x0a\x02hi")])), Some(&c)), "compressed, no encoding");
+        assert!(whole(&said, &garbage));
+        assert!(whole(&said, &[framed(0, b"\x0a\x05hi")]), "cut short");
+        assert!(whole(&said, &[]), "no message");
+        assert!(whole(&said, &[framed(1, b"\x0a\x02hi")]), "compressed, no encoding");
         let go = answer(tonic::Code::Internal, "grpc: error unmarshalling request: unexpected EOF");
-        assert!(callers_doing(&go, Some(&whole(&garbage)), Some(&c)));
+        assert!(whole(&go, &garbage));
     }
 
     #[test]
     fn the_same_words_of_a_request_that_decodes_are_the_plugins_own_failure() {
         // A plugin passing on a downstream plugin's decode error, say.
-        let c = contract();
         let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid wire type");
-        let good = [framed(0, b"\x0a\x02hi")];
-        assert!(!callers_doing(&said, Some(&whole(&good)), Some(&c)));
+        assert!(!whole(&said, &[framed(0, b"\x0a\x02hi")]));
         // Other words, or another code: the plugin's.
         let garbage = [framed(0, b"\xff\xff\xff")];
-        let db = answer(tonic::Code::Internal, "database unreachable");
-        assert!(!callers_doing(&db, Some(&whole(&garbage)), Some(&c)));
-        assert!(!callers_doing(&db, None, None));
-        let unknown = answer(tonic::Code::Unknown, "failed to decode Protobuf message");
-        assert!(!callers_doing(&unknown, Some(&whole(&garbage)), Some(&c)));
-        let elsewhere = Whole { path: "/t.v1.Other/Echo", encoded: false, data: &garbage };
-        assert!(!callers_doing(&said, Some(&elsewhere), Some(&c)), "a method the contract does not know");
-        let named = Whole { path: "/t.v1.T/Echo", encoded: true, data: &[framed(1, b"\x1f\x8b")] };
-        assert!(!callers_doing(&said, Some(&named), Some(&c)), "compressed as named: not checked");
+        assert!(!whole(&answer(tonic::Code::Internal, "database unreachable"), &garbage));
+        assert!(!whole(&answer(tonic::Code::Unknown, "failed to decode Protobuf message"), &garbage));
+        let elsewhere = asked("/t.v1.Other/Echo", false, Some(contract())).whole(&garbage);
+        assert!(!elsewhere.callers_doing(&said), "a method the contract does not know");
+        let named = asked("/t.v1.T/Echo", true, Some(contract())).whole(&[framed(1, b"\x1f\x8b")]);
+        assert!(!named.callers_doing(&said), "compressed as named: not checked");
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_in_parts_is_kept_as_it_goes_and_judged_once_all_of_it_went() {
+        use http_body_util::BodyExt;
+        let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid wire type");
+        let sent = |parts: Vec<Bytes>| {
+            let a = asked("/t.v1.T/Echo", false, Some(contract()));
+            let frames = parts.into_iter().map(|b| Ok::<_, tonic::Status>(http_body::Frame::data(b)));
+            let body = a.keeping(tonic::body::Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames.collect::<Vec<_>>(),
+            ))));
+            (a, body)
+        };
+        // A request that decodes, in two parts: the plugin's own failure.
+        let good = framed(0, b"\x0a\x02hi");
+        let (a, body) = sent(vec![good.slice(..3), good.slice(3..)]);
+        assert!(a.callers_doing(&said), "not all of it went yet: the words decide");
+        body.collect().await.unwrap();
+        assert!(!a.callers_doing(&said));
+        // Garbage in parts: the caller's.
+        let garbage = framed(0, b"\xff\xff\xff");
+        let (a, body) = sent(vec![garbage.slice(..2), garbage.slice(2..)]);
+        body.collect().await.unwrap();
+        assert!(a.callers_doing(&said));
+        // Past what is kept, the words decide.
+        let big = framed(0, &vec![0x0a; KEPT]);
+        let (a, body) = sent(vec![big]);
+        body.collect().await.unwrap();
+        assert!(a.callers_doing(&said));
     }
 
     #[test]
-    fn without_a_request_held_whole_or_a_contract_the_words_decide() {
-        // A caller can always send its request in parts: it may not open the circuit so.
+    fn without_a_contract_the_words_decide() {
         let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid varint");
-        assert!(callers_doing(&said, None, Some(&contract())));
-        assert!(callers_doing(&said, Some(&whole(&[framed(0, b"\xff")])), None), "no contract declared");
+        let a = asked("/t.v1.T/Echo", false, None).whole(&[framed(0, b"\x0a\x02hi")]);
+        assert!(a.callers_doing(&said));
+        assert!(!a.callers_doing(&answer(tonic::Code::Internal, "database unreachable")));
     }
 }

@@ -300,6 +300,20 @@ where
 
     /// Advances the internal state of the connection.
     pub fn poll(&mut self, cx: &mut Context) -> Poll<Result<(), Error>> {
+        let polled = self.poll_state(cx);
+        // A GOAWAY with an error code, received before an I/O error (reading or writing),
+        // is what ended the connection: a peer that closes its socket with bytes of ours
+        // unread makes the next read ECONNRESET (or a flush EPIPE), which would hide the
+        // peer's reason.
+        if let Poll::Ready(Err(Error::Io(..))) = &polled {
+            if let Some(frame) = self.inner.error.as_ref().filter(|f| f.reason() != Reason::NO_ERROR) {
+                return Poll::Ready(Err(Error::remote_go_away(frame.debug_data().clone(), frame.reason())));
+            }
+        }
+        polled
+    }
+
+    fn poll_state(&mut self, cx: &mut Context) -> Poll<Result<(), Error>> {
         // XXX(eliza): cloning the span is unfortunately necessary here in
         // order to placate the borrow checker — `self` is mutably borrowed by
         // `poll2`, which means that we can't borrow `self.span` to enter it.
@@ -528,13 +542,6 @@ where
                 {
                     *self.state = State::Closed(Reason::NO_ERROR, Initiator::Library);
                     return Ok(());
-                }
-
-                // A GOAWAY with an error code, received before the I/O error, is what ended
-                // the connection: a peer that closes its socket with bytes of ours unread
-                // makes the next read ECONNRESET, which would hide the peer's reason.
-                if let Some(frame) = self.error.as_ref().filter(|f| f.reason() != Reason::NO_ERROR) {
-                    return Err(Error::remote_go_away(frame.debug_data().clone(), frame.reason()));
                 }
 
                 // Return the error
