@@ -43,7 +43,8 @@ pub(super) const KEPT: usize = 64 << 10;
 /// What a call keeps of its request, to judge an INTERNAL answer by.
 #[derive(Clone)]
 pub(super) struct Asked {
-    path: String,
+    /// The request's, a cheap clone (its parts are reference-counted bytes).
+    uri: http::Uri,
     /// The request named an encoding: its compressed messages cannot be read here.
     encoded: bool,
     contract: Option<Arc<Contract>>,
@@ -79,7 +80,7 @@ impl Kept {
 impl Asked {
     pub(super) fn new(req: &http::Request<tonic::body::Body>, contract: Option<Arc<Contract>>) -> Self {
         Asked {
-            path: req.uri().path().to_owned(),
+            uri: req.uri().clone(),
             encoded: req.headers().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity"),
             contract,
             kept: Arc::default(),
@@ -112,7 +113,7 @@ impl Asked {
         if kept.over || !kept.ended {
             return true;
         }
-        does_not_decode(&contract.pool, &self.path, self.encoded, &kept.data)
+        does_not_decode(&contract.pool, self.uri.path(), self.encoded, &kept.data)
     }
 }
 
