@@ -614,25 +614,29 @@ mod tests {
         theirs.write_all(&[&settings[..], &calm[..]].concat()).await.unwrap();
         // The client's SETTINGS ACK comes (a frame head, 9 bytes); left unread, our close
         // resets its socket.
-        loop {
-            theirs.readable().await.unwrap();
-            let mut peek = [0u8; 9];
-            use std::os::fd::AsRawFd;
-            // SAFETY: recv into a buffer we own, of its length, on a socket we own; MSG_PEEK
-            // leaves what it sees unread.
-            let n = unsafe {
-                libc::recv(
-                    theirs.as_raw_fd(),
-                    peek.as_mut_ptr().cast(),
-                    peek.len(),
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
-            if n >= 9 {
-                break;
+        let acked = async {
+            loop {
+                theirs.readable().await.unwrap();
+                let mut peek = [0u8; 9];
+                use std::os::fd::AsRawFd;
+                // SAFETY: recv into a buffer we own, of its length, on a socket we own;
+                // MSG_PEEK leaves what it sees unread.
+                let n = unsafe {
+                    libc::recv(
+                        theirs.as_raw_fd(),
+                        peek.as_mut_ptr().cast(),
+                        peek.len(),
+                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                    )
+                };
+                assert!(n != 0, "the client hung up");
+                if n >= 9 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        };
+        tokio::time::timeout(Duration::from_secs(10), acked).await.expect("the client's SETTINGS ACK");
         drop(theirs);
         let ended = tokio::time::timeout(Duration::from_secs(10), client).await.unwrap().unwrap();
         let err = ended.expect_err("the connection ended with an error code");

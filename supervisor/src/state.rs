@@ -264,13 +264,33 @@ const PARENT_MODE: u32 = 0o755;
 /// that exists, the operator's, is left as it is.
 pub(crate) fn make_dir(dir: &Path) -> std::io::Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // Passable to all and writable by its owner alone, whatever the umask.
-        std::fs::DirBuilder::new().recursive(true).mode(PARENT_MODE).create(parent)?;
+        make_parents(parent)?;
     }
     match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         made => made,
     }
+}
+
+/// Makes `dir` and what it lies in, where missing, passable to all and writable by their
+/// owner alone whatever the umask (mkdir's mode is masked by it: each one made is set
+/// after); directories that exist are left as they are.
+fn make_parents(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(PARENT_MODE))?,
+            // Made meanwhile by someone else: theirs, as it is.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Takes the lock of the state in `dir`, or says who holds it.

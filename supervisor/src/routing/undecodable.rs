@@ -10,7 +10,7 @@
 //! request over [`KEPT`], or one not yet all forwarded, or a revision without a contract.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -41,7 +41,6 @@ const SAID: &[&str] = &[
 pub(super) const KEPT: usize = 64 << 10;
 
 /// What a call keeps of its request, to judge an INTERNAL answer by.
-#[derive(Clone)]
 pub(super) struct Asked {
     /// The request's, a cheap clone (its parts are reference-counted bytes).
     uri: http::Uri,
@@ -51,11 +50,12 @@ pub(super) struct Asked {
     kept: Arc<Mutex<Kept>>,
 }
 
-/// The request's data as it went to the plugin.
+/// The request's data as it went to the plugin: copied, since a clone of the bytes would
+/// keep alive the whole read buffer of the caller's connection it was cut from, for as
+/// long as the answer lasts.
 #[derive(Default)]
 struct Kept {
-    data: Vec<Bytes>,
-    len: usize,
+    data: Vec<u8>,
     /// All of it went.
     ended: bool,
     /// More than [`KEPT`]: none of it is kept.
@@ -63,16 +63,15 @@ struct Kept {
 }
 
 impl Kept {
-    fn add(&mut self, data: &Bytes) {
+    fn add(&mut self, data: &[u8]) {
         if self.over {
             return;
         }
-        self.len += data.len();
-        if self.len > KEPT {
+        if self.data.len() + data.len() > KEPT {
             self.over = true;
             self.data = Vec::new();
         } else {
-            self.data.push(data.clone());
+            self.data.extend_from_slice(data);
         }
     }
 }
@@ -89,11 +88,9 @@ impl Asked {
 
     /// The request's data, held whole already.
     pub(super) fn whole(self, data: &[Bytes]) -> Self {
-        if let Ok(mut kept) = self.kept.lock() {
-            data.iter().for_each(|d| kept.add(d));
-            kept.ended = true;
-        }
-        self
+        let mut kept = Kept { ended: true, ..Kept::default() };
+        data.iter().for_each(|d| kept.add(d));
+        Asked { kept: Arc::new(Mutex::new(kept)), ..self }
     }
 
     /// `body`, its data kept as it goes.
@@ -109,7 +106,8 @@ impl Asked {
             return false;
         }
         let Some(contract) = &self.contract else { return true };
-        let Ok(kept) = self.kept.lock() else { return true };
+        // The request has gone whole by now, or the words decide: nobody else waits on it.
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         if kept.over || !kept.ended {
             return true;
         }
@@ -132,9 +130,8 @@ impl http_body::Body for Keeping {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(next) = &polled
-            && let Ok(mut kept) = self.kept.lock()
-        {
+        if let Poll::Ready(next) = &polled {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
             match next {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
@@ -172,7 +169,7 @@ fn said_so(headers: &http::HeaderMap) -> bool {
 /// cut short, one flagged compressed without an encoding named, or one that does not
 /// decode. A method the contract does not know, or a message compressed as named, cannot
 /// be told: it counts as decoding.
-fn does_not_decode(pool: &DescriptorPool, path: &str, encoded: bool, data: &[Bytes]) -> bool {
+fn does_not_decode(pool: &DescriptorPool, path: &str, encoded: bool, body: &[u8]) -> bool {
     let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
         return false;
     };
@@ -180,11 +177,7 @@ fn does_not_decode(pool: &DescriptorPool, path: &str, encoded: bool, data: &[Byt
         return false;
     };
     let input = input.input();
-    let mut body: Vec<u8> = Vec::with_capacity(data.iter().map(Bytes::len).sum());
-    for d in data {
-        body.extend_from_slice(d);
-    }
-    let mut rest = &body[..];
+    let mut rest = body;
     if rest.is_empty() {
         return true;
     }
