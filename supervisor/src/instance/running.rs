@@ -83,11 +83,6 @@ impl Disconnect {
         });
     }
 
-    /// The cause, if it was said already.
-    pub fn said_now(&self) -> Option<Said> {
-        self.0.borrow().clone()
-    }
-
     /// Resolves with the cause once it is said.
     pub async fn said(&self) -> Said {
         let mut rx = self.0.subscribe();

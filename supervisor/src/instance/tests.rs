@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::fake::{Behaviour, FakeLauncher, UP, echo, fixture, fixture_over, plugin, until};
+use super::fake::{Behaviour, FakeLauncher, Fixture, UP, echo, fixture, fixture_over, plugin, until};
 use super::state::State;
 use crate::Supervisor;
 
@@ -90,16 +90,22 @@ async fn a_crash_is_named_and_restarted_after_a_backoff() {
     f.sup.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_process_that_closes_its_connection_and_lives_on_is_stopped_and_restarted() {
-    let hang_up = Behaviour::ServeThenHangUp { after: Duration::from_millis(300) };
-    let f = fixture(&plugin("fake", ""), &[("fake", &[hang_up])]);
+/// A plugin whose first process does `first` and ends, and how that one ended, once a
+/// second process of it runs.
+async fn restarted_after(first: Behaviour) -> (Fixture, super::state::LastExit) {
+    let f = fixture(&plugin("fake", ""), &[("fake", &[first])]);
     f.sup.wait_running("fake", UP).await.unwrap();
-    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
-    until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(first)).await;
+    let pid = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(pid)).await;
     assert_eq!(f.fake.launches("fake"), 2);
     let last = f.sup.plugin("fake").unwrap().instances()[0].status().last_exit.expect("how the first one ended");
-    assert_eq!(last.pid, first);
+    assert_eq!(last.pid, pid);
+    (f, last)
+}
+
+#[tokio::test]
+async fn a_process_that_closes_its_connection_and_lives_on_is_stopped_and_restarted() {
+    let (f, last) = restarted_after(Behaviour::ServeThenHangUp { after: Duration::from_millis(300) }).await;
     assert!(
         last.reason.starts_with(
             "its connection to the supervisor closed (it closed the connection) and it did not exit within 1s; "
@@ -117,14 +123,7 @@ async fn a_process_that_closes_its_connection_and_lives_on_is_stopped_and_restar
 /// attack) exits 0 once nobody can call it: a failure all the same, restarted as such.
 #[tokio::test]
 async fn a_process_whose_connection_failed_is_restarted_though_it_exits_zero() {
-    let breaks = Behaviour::ServeThenBreakAndExitZero { after: Duration::from_millis(300) };
-    let f = fixture(&plugin("fake", ""), &[("fake", &[breaks])]);
-    f.sup.wait_running("fake", UP).await.unwrap();
-    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
-    until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(first)).await;
-    assert_eq!(f.fake.launches("fake"), 2);
-    let last = f.sup.plugin("fake").unwrap().instances()[0].status().last_exit.expect("how the first one ended");
-    assert_eq!(last.pid, first);
+    let (f, last) = restarted_after(Behaviour::ServeThenBreakAndExitZero { after: Duration::from_millis(300) }).await;
     assert!(
         last.reason
             .starts_with("exited with code 0, after its connection to the supervisor failed (the connection failed: "),

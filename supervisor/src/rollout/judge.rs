@@ -107,12 +107,6 @@ impl Reference {
     }
 }
 
-impl From<Option<Duration>> for Reference {
-    fn from(p99: Option<Duration>) -> Self {
-        Reference { p99, abandon_rate: None }
-    }
-}
-
 /// What a step came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Judgement {
@@ -225,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_canary_like_the_stable_revision_passes() {
-        let j = judge(&cfg(), &window(100, 0, ms(2)), &window(1900, 0, ms(2)), None.into());
+        let j = judge(&cfg(), &window(100, 0, ms(2)), &window(1900, 0, ms(2)), Reference::default());
         let Judgement::Pass(n) = j else { panic!("{j:?}") };
         assert_eq!((n.canary_calls, n.stable_calls), (100, 1900));
         assert!((n.p99_ratio.unwrap() - 1.0).abs() < 1e-9);
@@ -233,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_canary_failing_one_call_in_ten_fails_with_its_rate() {
-        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1900, 0, ms(2)), None.into());
+        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1900, 0, ms(2)), Reference::default());
         let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
         assert_eq!(why, "error rate 10.0% over max_error_rate 1.0%");
         assert_eq!(numbers.canary_failed, 10);
@@ -242,16 +236,16 @@ mod tests {
 
     #[test]
     fn failures_the_stable_revision_shares_are_not_the_canarys() {
-        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1000, 5, ms(2)), None.into());
+        let j = judge(&cfg(), &window(100, 10, ms(2)), &window(1000, 5, ms(2)), Reference::default());
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
         // One failed stable call in one is no excuse.
-        let j = judge(&cfg(), &window(100, 1, ms(2)), &window(1, 1, ms(2)), None.into());
+        let j = judge(&cfg(), &window(100, 1, ms(2)), &window(1, 1, ms(2)), Reference::default());
         assert!(matches!(j, Judgement::Fail { ref why, .. } if why.starts_with("error rate 100.0%")), "{j:?}");
     }
 
     #[test]
     fn a_canary_three_times_slower_fails_on_its_p99() {
-        let j = judge(&cfg(), &window(100, 0, ms(6)), &window(1900, 0, ms(2)), None.into());
+        let j = judge(&cfg(), &window(100, 0, ms(6)), &window(1900, 0, ms(2)), Reference::default());
         let Judgement::Fail { why, numbers } = j else { panic!("{j:?}") };
         assert!(why.starts_with("p99 3.") && why.ends_with("over max_p99_ratio 2"), "{why}");
         assert!(numbers.p99_ratio.unwrap() > 2.5 && numbers.p99_ratio.unwrap() < 3.6, "{numbers:?}");
@@ -264,14 +258,14 @@ mod tests {
             &cfg(),
             &window(100, 0, Duration::from_micros(300)),
             &window(1900, 0, Duration::from_micros(100)),
-            None.into(),
+            Reference::default(),
         );
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
     }
 
     #[test]
     fn too_few_canary_calls_say_nothing() {
-        let j = judge(&cfg(), &window(49, 1, ms(50)), &window(1900, 0, ms(2)), None.into());
+        let j = judge(&cfg(), &window(49, 1, ms(50)), &window(1900, 0, ms(2)), Reference::default());
         assert!(matches!(j, Judgement::TooFew(ref n) if n.canary_calls == 49), "{j:?}");
     }
 
@@ -279,9 +273,13 @@ mod tests {
     fn the_last_step_is_held_to_an_earlier_steps_stable_p99() {
         let slow = window(100, 0, ms(6));
         let none = Tally::default();
-        let Judgement::Fail { numbers, .. } = judge(&cfg(), &slow, &none, Some(ms(2)).into()) else { panic!() };
+        let Judgement::Fail { numbers, .. } =
+            judge(&cfg(), &slow, &none, Reference { p99: Some(ms(2)), abandon_rate: None })
+        else {
+            panic!()
+        };
         assert_eq!(numbers.stable_p99, Some(ms(2)));
-        let Judgement::Pass(n) = judge(&cfg(), &slow, &none, None.into()) else {
+        let Judgement::Pass(n) = judge(&cfg(), &slow, &none, Reference::default()) else {
             panic!("no reference: only errors judge")
         };
         assert!(n.to_string().ends_with(", not judged (the stable revision saw too few calls)"), "{n}");
@@ -312,10 +310,10 @@ mod tests {
         assert!(numbers.to_string().contains("; callers gave up on 100 canary and 0 stable calls"), "{numbers}");
         // As often as on the stable revision: fewer answered calls than min_calls say
         // nothing yet.
-        let j = judge(&cfg(), &with_abandoned(10, 90, ms(2)), &with_abandoned(100, 900, ms(2)), None.into());
+        let j = judge(&cfg(), &with_abandoned(10, 90, ms(2)), &with_abandoned(100, 900, ms(2)), Reference::default());
         assert!(matches!(j, Judgement::TooFew(_)), "{j:?}");
         // Callers giving up on a few more of the canary's than of the stable's: noise.
-        let j = judge(&cfg(), &with_abandoned(95, 5, ms(2)), &with_abandoned(1000, 0, ms(2)), None.into());
+        let j = judge(&cfg(), &with_abandoned(95, 5, ms(2)), &with_abandoned(1000, 0, ms(2)), Reference::default());
         assert!(matches!(j, Judgement::Pass(_)), "{j:?}");
     }
 

@@ -368,6 +368,11 @@ mod tests {
 
     const MAGIC: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+    /// A block of `stream` that ends it, as [`write_block`] wants it described.
+    fn ending(stream: u32) -> Block {
+        Block { stream, end_stream: true, priority: None, fragment: BytesMut::new(), raw: BytesMut::new(), frames: 0 }
+    }
+
     /// What a client writes: the preface, empty SETTINGS, then one HEADERS
     /// frame per request, from one HPACK encoder (so later requests refer
     /// to table entries the first one added).
@@ -385,15 +390,7 @@ mod tests {
             ];
             let block = encoder.encode(fields);
             let stream = 1 + 2 * i as u32;
-            let b = Block {
-                stream,
-                end_stream: true,
-                priority: None,
-                fragment: BytesMut::new(),
-                raw: BytesMut::new(),
-                frames: 0,
-            };
-            write_block(&mut out, &b, &block);
+            write_block(&mut out, &ending(stream), &block);
         }
         out.to_vec()
     }
@@ -441,14 +438,7 @@ mod tests {
         let mut encoder = loona_hpack::Encoder::new();
         let encoded = encoder.encode([(&b":authority"[..], &b"%2Fs"[..]), (b":path", long.as_bytes())]);
         let mut input = BytesMut::from(MAGIC);
-        let b = Block {
-            stream: 1,
-            end_stream: true,
-            priority: None,
-            fragment: BytesMut::new(),
-            raw: BytesMut::new(),
-            frames: 0,
-        };
+        let b = ending(1);
         write_block(&mut input, &b, &encoded);
         let mut p = Parse { input, ..Parse::default() };
         p.process().unwrap();
@@ -477,14 +467,7 @@ mod tests {
         let mut block = encoder.encode([(&b":authority"[..], &b"%2F"[..]), (b"x-big", big.as_bytes())]);
         block.extend(std::iter::repeat_n(0x80 | 62, 200));
         let mut input = BytesMut::from(MAGIC);
-        let b = Block {
-            stream: 1,
-            end_stream: true,
-            priority: None,
-            fragment: BytesMut::new(),
-            raw: BytesMut::new(),
-            frames: 0,
-        };
+        let b = ending(1);
         write_block(&mut input, &b, &block);
         let err = Parse { input, ..Parse::default() }.process().unwrap_err();
         assert!(err.to_string().contains("header list over"), "{err}");
