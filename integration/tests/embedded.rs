@@ -55,6 +55,24 @@ async fn a_host_calls_plugins_in_process_and_shutdown_stops_them() {
     }
 }
 
+#[tokio::test]
+async fn after_shutdown_another_supervisor_may_start_on_the_same_config_before_the_first_is_dropped() {
+    let (_dir, cfg) = load(
+        &config_with("", &plugin("echo", &bins::example("echo"), ""))
+            .replace("[supervisor.cgroup]\n", "[supervisor.cgroup]\nmove_self = false\n"),
+    );
+    let first = Supervisor::start(cfg.clone()).await.unwrap();
+    first.wait_running("echo", Duration::from_secs(30)).await.unwrap();
+    first.shutdown().await;
+    // Its state_dir (and cgroup subtree) went with the shutdown, not with the drop.
+    let second = Supervisor::start(cfg).await.unwrap();
+    second.wait_running("echo", Duration::from_secs(30)).await.unwrap();
+    let mut echo = EchoClient::new(second.channel("echo").unwrap());
+    assert_eq!(echo.echo(EchoRequest { message: "again".into() }).await.unwrap().into_inner().message, "again");
+    second.shutdown().await;
+    drop(first);
+}
+
 #[test]
 fn the_embedded_example_runs_against_the_example_config() {
     let (dir, _) = load(&example_config());

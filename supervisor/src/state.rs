@@ -81,6 +81,8 @@ pub enum StateError {
         pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
     )]
     InUse { dir: PathBuf, pid: Option<u32> },
+    #[error("state_dir {}: this supervisor has shut down and no longer holds it; the change was not saved", dir.display())]
+    Released { dir: PathBuf },
 }
 
 /// The state file and its contents.
@@ -88,9 +90,10 @@ pub enum StateError {
 pub struct StateStore {
     path: PathBuf,
     data: Mutex<Persisted>,
-    /// The directory's lock, held as long as the store: the kernel lets it go when the
-    /// holder dies, so a crash never leaves the directory locked.
-    _lock: std::fs::File,
+    /// The directory's lock, held until `release` or as long as the store: the kernel
+    /// lets it go when the holder dies, so a crash never leaves the directory locked.
+    /// Nothing is written once it is let go: another supervisor may hold it by then.
+    held: Mutex<Option<std::fs::File>>,
 }
 
 impl StateStore {
@@ -125,7 +128,23 @@ impl StateStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
             Err(cause) => return Err(StateError::Io { path, cause }),
         };
-        Ok(Self { path, data: Mutex::new(data), _lock: lock })
+        Ok(Self { path, data: Mutex::new(data), held: Mutex::new(Some(lock)) })
+    }
+
+    /// Lets the directory go (a supervisor that shut down, whose host may start another
+    /// on it before dropping this one): later changes are refused, not written.
+    pub fn release(&self) {
+        drop(self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+    }
+
+    /// Writes `next` as the file, while the directory is still held (the lock on `held`
+    /// is kept across the write, so a release waits for a write under way).
+    fn write(&self, next: &Persisted) -> Result<(), StateError> {
+        let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.is_none() {
+            return Err(StateError::Released { dir: self.dir().to_owned() });
+        }
+        write_atomically(&self.path, next)
     }
 
     /// Why `plugin`'s persisted quota change does not read, if it does not: it is not
@@ -158,7 +177,7 @@ impl StateStore {
         } else {
             next.quotas.insert(plugin.to_owned(), SavedQuota::Read(q));
         }
-        write_atomically(&self.path, &next)?;
+        self.write(&next)?;
         *data = next;
         Ok(())
     }
@@ -190,7 +209,7 @@ impl StateStore {
         } else {
             next.stopped.remove(plugin);
         }
-        let saved = write_atomically(&self.path, &next);
+        let saved = self.write(&next);
         if saved.is_ok() {
             *data = next;
         }
@@ -243,7 +262,7 @@ impl StateStore {
         if next == *data {
             return Ok(());
         }
-        write_atomically(&self.path, &next)?;
+        self.write(&next)?;
         *data = next;
         Ok(())
     }
@@ -546,6 +565,31 @@ mod tests {
         drop(first);
         let again = StateStore::open(dir.path()).expect("the lock went with the first store");
         again.set_stopped("echo", true, || ()).1.unwrap();
+    }
+
+    #[test]
+    fn a_released_store_lets_another_take_the_directory_and_saves_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateStore::open(dir.path()).unwrap();
+        first.set_stopped("echo", true, || ()).1.unwrap();
+        first.release();
+        let second = StateStore::open(dir.path()).expect("released: the directory is free");
+        assert!(second.stopped("echo"));
+        // The first one's later changes would overwrite the second's file: refused, and
+        // the command itself still runs.
+        let (ran, saved) = first.set_stopped("echo", false, || "stopped");
+        assert_eq!(ran, "stopped");
+        let err = saved.unwrap_err();
+        assert!(matches!(&err, StateError::Released { dir: d } if d == dir.path()), "{err:?}");
+        assert!(err.to_string().contains("has shut down"), "{err}");
+        assert!(matches!(first.forget("echo"), Err(StateError::Released { .. })));
+        assert!(matches!(
+            first.set_quota("echo", QuotaConfig { pids_max: Some(10), ..Default::default() }),
+            Err(StateError::Released { .. })
+        ));
+        drop(first);
+        let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+        assert!(text.contains("echo") && !text.contains("pids_max"), "{text}");
     }
 
     #[test]

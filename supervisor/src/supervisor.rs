@@ -381,6 +381,9 @@ impl Supervisor {
             }
         }
         self.shared.launcher.teardown().await;
+        // A host may start another supervisor on this state_dir before it drops this
+        // one: nothing runs any more, so nothing is left to save.
+        self.shared.state.release();
     }
 }
 
