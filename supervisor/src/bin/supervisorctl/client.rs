@@ -11,6 +11,7 @@ use plugin_proto::control::v1::control_client::ControlClient;
 use plugin_proto::transport::H2Channel;
 use plugin_supervisor::config::units::format_duration;
 use plugin_supervisor::daemon::MAX_SOCKET_PATH;
+use plugin_supervisor::observe::forward::clean;
 
 use crate::exit::{Exit, Failure};
 
@@ -142,5 +143,14 @@ pub fn reason(status: &tonic::Status) -> String {
     if !refused && crate::exit::refused_or_cut(status) {
         return format!("the supervisor closed the connection (did it stop?): {said}");
     }
-    said
+    // The daemon's words may quote a plugin (a reason it gave, a name it declared), and a
+    // call's are the plugin's own, relayed.
+    terminal_text(&said)
+}
+
+/// `text` as it may reach the operator's terminal: every control character but the line
+/// break escaped, so that no escape sequence in it can clear, retitle or rewrite the
+/// terminal; the daemon's own multi-line answers (a config's problems) keep their lines.
+pub fn terminal_text(text: &str) -> String {
+    text.split('\n').map(clean).collect::<Vec<_>>().join("\n")
 }

@@ -219,10 +219,15 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
 
 pub fn action(r: Result<ActionResponse, Failure>) -> Result<ExitCode, Failure> {
     let msg = r?.message;
-    outln!("{msg}");
+    outln!("{}", action_text(&msg));
     // "echo: failed (refused: ...)" is an answer, but not a success.
     let failed = msg.contains(": failed") || msg.contains(": backoff");
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// An action's answer as shown: it may quote a plugin (why its start failed).
+fn action_text(msg: &str) -> String {
+    super::client::terminal_text(msg)
 }
 
 /// A time with its date and zone (RFC 3339, UTC, ms): the same on every host and
@@ -315,10 +320,16 @@ fn bounded(from: impl std::io::Read, name: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("--data @{name}: not UTF-8 text: {e}"))
 }
 
+/// What `call` says of a call that ended with `status`: on one line, since the message is
+/// usually the plugin's own (a line break in it would start a line that looks like ours).
+fn call_error_text(status: &tonic::Status) -> String {
+    clean(&super::client::reason(status))
+}
+
 /// Exit status for a call that ended with `status`: 64 + its gRPC code, as grpcurl;
 /// but 5 when the supervisor refused us or the connection failed, as for every command.
 fn call_failed(status: &tonic::Status) -> ExitCode {
-    eprintln!("supervisorctl: {}", super::client::reason(status));
+    eprintln!("supervisorctl: {}", call_error_text(status));
     if crate::exit::refused_or_cut(status) {
         return Exit::Unreachable.into();
     }
@@ -485,8 +496,9 @@ fn reread_lines(r: &RereadResponse) -> Vec<String> {
 /// One line per plugin the update touched; exit 1 when any of their changes failed.
 pub fn update(r: Result<UpdateResponse, Failure>) -> Result<ExitCode, Failure> {
     let r = r?;
+    // A line may quote a plugin (why its new revision was refused).
     for line in &r.lines {
-        outln!("{line}");
+        outln!("{}", super::client::terminal_text(line));
     }
     Ok(if r.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -505,8 +517,9 @@ fn rollout_text(r: &plugin_proto::control::v1::RolloutResponse, json: bool) -> S
         (true, false) => format!("{}\n", r.report_json),
         // An action with no report to show (pause, promote...): what was done.
         (true, true) => format!("{}\n", json!({"message": r.message.trim_end()})),
-        (false, _) if r.message.ends_with('\n') => r.message.clone(),
-        (false, _) => format!("{}\n", r.message),
+        // The report may quote a plugin (why its canary failed).
+        (false, _) if r.message.ends_with('\n') => super::client::terminal_text(&r.message),
+        (false, _) => format!("{}\n", super::client::terminal_text(&r.message)),
     }
 }
 
@@ -532,6 +545,35 @@ mod tests {
             "1970-01-01T00:00:00.000Z zoo-0 sdk INFO \\u{1b}]0;PWNED\\u{7}\\u{1b}[2J \
              k\\nx=v\\n1970-01-01T00:00:00.000Z zoo-0 supervisor [teardown clean]"
         );
+    }
+
+    /// A call's error status is the plugin's own words, relayed by the daemon: its escapes
+    /// and line breaks reach the operator's terminal escaped, on the one line.
+    #[test]
+    fn a_plugins_error_status_cannot_move_the_terminal_nor_forge_another_line() {
+        let status = tonic::Status::internal("bad\u{1b}[2J\u{1b}]0;PWNED\u{7}\rsupervisorctl: ok\nforged");
+        assert_eq!(
+            call_error_text(&status),
+            "bad\\u{1b}[2J\\u{1b}]0;PWNED\\u{7}\\rsupervisorctl: ok\\nforged (Internal)"
+        );
+    }
+
+    /// Any failed command's reason may quote a plugin (a reason it gave, a name it chose):
+    /// escapes are shown escaped; the daemon's own line breaks (a config's problems) stay.
+    #[test]
+    fn a_commands_failure_cannot_move_the_terminal() {
+        let status = tonic::Status::failed_precondition("zoo: \u{1b}]0;PWNED\u{7}\u{9b}2J\nnext problem");
+        assert_eq!(
+            crate::client::reason(&status),
+            "zoo: \\u{1b}]0;PWNED\\u{7}\\u{9b}2J\nnext problem (FailedPrecondition)"
+        );
+    }
+
+    /// An action's answer may quote a plugin (why it failed to start): escapes are shown
+    /// escaped; the daemon's own line breaks stay.
+    #[test]
+    fn an_actions_answer_cannot_move_the_terminal() {
+        assert_eq!(action_text("echo: failed (\u{1b}[2Jgone)\nsecond"), "echo: failed (\\u{1b}[2Jgone)\nsecond");
     }
 
     #[test]
