@@ -86,6 +86,7 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
     }
     let contract = Contract::shared(resp.file_descriptor_set, resp.services)
         .map_err(|e| format!("plugin declared a contract that does not decode: {e}"))?;
+    identifiers(&contract.pool)?;
     for service in &contract.services {
         if contract.pool.get_service_by_name(service).is_none() {
             return Err(format!("plugin declares service {service:?} but its descriptors do not describe it"));
@@ -103,6 +104,58 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
         },
         contract,
     })
+}
+
+/// Whether every name in a declared contract (its packages, messages, fields, oneofs,
+/// enums and their values, services, methods, extensions) is a protobuf identifier, as
+/// protoc writes only those. The decoder takes any string: unchecked, a name holding an
+/// escape sequence or a line break reached the operator's terminal through `describe`,
+/// `list` and `call`'s answers, and the daemon's log.
+fn identifiers(pool: &prost_reflect::DescriptorPool) -> Result<(), String> {
+    fn identifier(part: &str) -> bool {
+        part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+    // A full name is checked part by part: its package and enclosing messages with it.
+    let full = |what: &str, name: &str| {
+        if name.split('.').all(identifier) {
+            Ok(())
+        } else {
+            Err(format!("plugin's contract names a {what} {} which is not a protobuf identifier", shown(name)))
+        }
+    };
+    let one = |what: &str, name: &str| {
+        if identifier(name) {
+            Ok(())
+        } else {
+            Err(format!("plugin's contract names a {what} {} which is not a protobuf identifier", shown(name)))
+        }
+    };
+    for m in pool.all_messages() {
+        full("message", m.full_name())?;
+        for f in m.fields() {
+            one("field", f.name())?;
+        }
+        for o in m.oneofs() {
+            one("oneof", o.name())?;
+        }
+    }
+    for e in pool.all_enums() {
+        full("enum", e.full_name())?;
+        for v in e.values() {
+            one("enum value", v.name())?;
+        }
+    }
+    for s in pool.services() {
+        full("service", s.full_name())?;
+        for m in s.methods() {
+            one("method", m.name())?;
+        }
+    }
+    for x in pool.all_extensions() {
+        full("extension", x.full_name())?;
+    }
+    Ok(())
 }
 
 /// Compares the declared contract with the pinned one: every service the
@@ -200,6 +253,68 @@ mod tests {
             let err = check(&spec(), r, None).unwrap_err();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
             assert!(err.len() < 400, "{} bytes", err.len());
+        }
+    }
+
+    /// A contract whose service `demo.v1.Demo` has one method `method` taking and returning
+    /// a message `message` with a field `field`.
+    fn contract_naming(method: &str, message: &str, field: &str) -> Vec<u8> {
+        use prost::Message;
+        use prost_types::{
+            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto,
+            ServiceDescriptorProto, field_descriptor_proto,
+        };
+        let ty = format!(".demo.v1.{message}");
+        let file = FileDescriptorProto {
+            name: Some("demo.proto".into()),
+            package: Some("demo.v1".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![DescriptorProto {
+                name: Some(message.into()),
+                field: vec![FieldDescriptorProto {
+                    name: Some(field.into()),
+                    number: Some(1),
+                    label: Some(field_descriptor_proto::Label::Optional as i32),
+                    r#type: Some(field_descriptor_proto::Type::String as i32),
+                    json_name: Some("x".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            service: vec![ServiceDescriptorProto {
+                name: Some("Demo".into()),
+                method: vec![MethodDescriptorProto {
+                    name: Some(method.into()),
+                    input_type: Some(ty.clone()),
+                    output_type: Some(ty),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        FileDescriptorSet { file: vec![file] }.encode_to_vec()
+    }
+
+    /// Its names reach `describe`, `list` and `call`'s answers on the operator's terminal,
+    /// and the daemon's log: a name that is no protobuf identifier (an escape sequence, a
+    /// line break) refuses the plugin, as a service name that is no full name does.
+    #[test]
+    fn every_name_in_a_declared_contract_is_a_protobuf_identifier() {
+        let declare = |set: Vec<u8>| {
+            let r = HandshakeResponse { services: vec!["demo.v1.Demo".into()], file_descriptor_set: set, ..answer() };
+            check(&spec(), r, None)
+        };
+        assert!(declare(contract_naming("Get", "Ask", "text")).is_ok(), "a contract protoc would write");
+        let cases = [
+            (contract_naming("Get\u{1b}]0;PWNED\u{7}", "Ask", "text"), "method \"Get\\u{1b}]0;PWNED\\u{7}\""),
+            (contract_naming("Get", "Ask\n2026-12-05T00:00:00Z ERROR forged", "text"), "message \"demo.v1.Ask\\n2026"),
+            (contract_naming("Get", "Ask", "te xt"), "field \"te xt\""),
+        ];
+        for (set, named) in cases {
+            let err = declare(set).unwrap_err();
+            assert!(err.contains(&format!("plugin's contract names a {named}")), "{err:?} should name {named}");
+            assert!(err.ends_with("which is not a protobuf identifier"), "{err:?}");
         }
     }
 
