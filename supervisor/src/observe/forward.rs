@@ -217,10 +217,21 @@ fn level(line: &LogLine) -> String {
 /// are escaped in text: a plugin cannot forge a line of the daemon's log or rewrite the
 /// operator's terminal. `supervisorctl` shows what plugins wrote through it too.
 pub fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(escaped) {
         return s.to_owned();
     }
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    s.chars().map(|c| if escaped(c) { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Whether `c` is escaped in text: a control character, or one that `char::is_control`
+/// does not count but that changes how the rest of a line is shown: the bidirectional
+/// marks, embeddings, overrides and isolates (Unicode's Bidi_Control: with them a line can
+/// show its words in another order than they were written) and the line and paragraph
+/// separators (a line break to some viewers).
+fn escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// A plugin's field name in text, as logfmt takes it: a space, `=` or `"` in it becomes
@@ -322,6 +333,20 @@ mod tests {
             ]
             .into(),
         }
+    }
+
+    /// Characters that reorder or break what a terminal (or a log viewer) shows without
+    /// being control characters to `char::is_control`: the bidirectional overrides and
+    /// isolates (a line of a plugin's could show its words in another order, "Trojan Source"
+    /// style) and the Unicode line and paragraph separators (a line break to some viewers).
+    #[test]
+    fn bidirectional_controls_and_unicode_line_breaks_are_escaped_too() {
+        let text = "ok \u{202e}deliaf\u{202c} \u{2066}x\u{2069}\u{200f}\u{61c}\u{2028}next\u{2029}";
+        assert_eq!(
+            clean(text),
+            "ok \\u{202e}deliaf\\u{202c} \\u{2066}x\\u{2069}\\u{200f}\\u{61c}\\u{2028}next\\u{2029}"
+        );
+        assert_eq!(clean("plain · ünïcode ✓"), "plain · ünïcode ✓", "other characters are kept as they are");
     }
 
     #[test]
