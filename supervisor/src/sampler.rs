@@ -8,7 +8,7 @@
 //! each is read less often ([`interval`]), so a daemon with a thousand stays near idle.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::leaks::probe::ProcReading;
@@ -46,11 +46,37 @@ const THROTTLE_EVENT_GAP: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Seen {
+    /// The cgroup the counters below were read from. Held weakly: it keeps the allocation
+    /// (so another cgroup is never taken for it), not the cgroup.
+    cgroup: Weak<crate::sandbox::cgroup::Instance>,
     pids_max_hits: u64,
     nr_throttled: u64,
     last_throttle_event: Option<Instant>,
     /// When it is to be read next (at once when new).
     next_read: Option<Instant>,
+}
+
+impl Seen {
+    /// The instance is read from `cg` this round. Each start of an instance makes its cgroup
+    /// anew, with counters from zero: one restarted between two rounds (a crash restarted
+    /// after the default 200 ms, an operator's `restart`, a round every few seconds among
+    /// many instances) is never seen without a cgroup, and compared with its last process's
+    /// counts it said no refused fork and no throttling until it had outdone them.
+    fn reading(&mut self, cg: &Arc<crate::sandbox::cgroup::Instance>) {
+        if !std::ptr::eq(self.cgroup.as_ptr(), Arc::as_ptr(cg)) {
+            self.cgroup = Arc::downgrade(cg);
+            self.pids_max_hits = 0;
+            self.nr_throttled = 0;
+        }
+    }
+
+    /// The forks refused since the last reading, when there are any, from the cgroup's
+    /// count of them (`hits`).
+    fn refused_forks(&mut self, hits: u64) -> Option<u64> {
+        let new = hits.checked_sub(self.pids_max_hits).filter(|n| *n > 0);
+        self.pids_max_hits = hits;
+        new
+    }
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
@@ -88,6 +114,7 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
                     continue;
                 }
                 s.next_read = Some(now + every);
+                s.reading(&cg);
                 cgroups.push((i.id.clone(), cg));
             }
         }
@@ -126,17 +153,16 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
                     let s = seen.entry(inst.id.clone()).or_default();
                     let quota = inst.status().quota;
                     if let Some(hits) = stats.pids_max_hits
-                        && hits > s.pids_max_hits
+                        && let Some(refused) = s.refused_forks(hits)
                     {
                         let limit = quota.pids_max.map_or_else(|| "?".into(), |n| n.to_string());
                         shared.events.emit(
                             &p.name,
                             &inst.id,
                             EventKind::PidsLimit,
-                            format!("task limit reached: pids.max {limit} refused {} fork(s)", hits - s.pids_max_hits),
+                            format!("task limit reached: pids.max {limit} refused {refused} fork(s)"),
                             &[("pids_max_hits", hits.to_string())],
                         );
-                        s.pids_max_hits = hits;
                     }
                     if let Some(n) = stats.cpu_nr_throttled
                         && n > s.nr_throttled
@@ -199,6 +225,32 @@ mod tests {
         assert!(due(Some(now + Duration::from_millis(3)), now), "a tick a little early still reads it");
         assert!(due(Some(now - Duration::from_millis(3)), now));
         assert!(!due(Some(now + Duration::from_millis(900)), now), "not yet: it was read at the last tick");
+    }
+
+    fn leaf() -> Arc<crate::sandbox::cgroup::Instance> {
+        use crate::sandbox::cgroup::test_hosts::{create, hybrid};
+        use crate::sandbox::cgroup::{Limits, SubtreeConfig};
+        let (fs, layout) = hybrid();
+        let cfg = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &cfg).unwrap();
+        Arc::new(tree.create_instance("p", "p-0", &Limits::default()).unwrap())
+    }
+
+    /// An instance restarted between two readings runs in a new cgroup, whose counters
+    /// start from zero: its refused forks are said, though fewer than the last process's.
+    #[test]
+    fn refused_forks_are_counted_from_the_cgroup_they_were_read_from() {
+        let mut seen = Seen::default();
+        let first = leaf();
+        seen.reading(&first);
+        assert_eq!(seen.refused_forks(500), Some(500));
+        assert_eq!(seen.refused_forks(500), None, "none since");
+        assert_eq!(seen.refused_forks(520), Some(20));
+        seen.reading(&first);
+        assert_eq!(seen.refused_forks(520), None, "the same cgroup read again");
+        let restarted = leaf();
+        seen.reading(&restarted);
+        assert_eq!(seen.refused_forks(300), Some(300), "the new cgroup's own count");
     }
 
     #[test]
