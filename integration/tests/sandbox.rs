@@ -85,6 +85,33 @@ async fn a_fork_bomb_stays_at_pids_max_and_is_reported() {
     sibling.finish();
 }
 
+/// Each start of an instance has a cgroup of its own, whose counters start from zero: a
+/// fork bomb in the restarted instance is reported, though it made no more refused forks
+/// than the last process did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_after_a_restart_is_reported_again() {
+    let (d, sibling) = zoo_and_sibling("[plugin.quota]\npids_max = 16\n");
+    let said = |d: &Daemon| d.events().iter().filter(|e| e["kind"] == "pids-limit").count();
+    let r = zoo(&d).await.fork_bomb(ForkBombRequest { max: 500 }).await.expect("the bomb call returns").into_inner();
+    assert_eq!(r.errno, libc::EAGAIN, "fork failed with {}", r.errno);
+    d.wait_event("pids-limit", "task limit reached: pids.max 16", UP);
+    assert_eq!(said(&d), 1);
+    let first = zoo_pid(&d);
+    assert!(d.ctl(&["restart", "zoo"]).status.success());
+    d.wait_for("zoo-0", UP, "running again", |v| {
+        v["state"] == "running" && v["pid"].as_i64().is_some_and(|pid| pid != i64::from(first))
+    });
+    let r = zoo(&d).await.fork_bomb(ForkBombRequest { max: 500 }).await.expect("the bomb call returns").into_inner();
+    assert_eq!(r.errno, libc::EAGAIN, "fork failed with {}", r.errno);
+    let deadline = Instant::now() + UP;
+    while said(&d) < 2 {
+        assert!(Instant::now() < deadline, "the restarted instance's refused forks went unsaid: {:#?}", d.events());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.ctl(&["stop", "zoo"]).status.success());
+    sibling.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_spinner_is_held_to_its_quota() {
     let (d, sibling) = zoo_and_sibling("[plugin.quota]\ncpu = \"20%\"\n");
