@@ -228,7 +228,7 @@ pub fn clean(s: &str) -> String {
 /// marks, embeddings, overrides and isolates (Unicode's Bidi_Control: with them a line can
 /// show its words in another order than they were written) and the line and paragraph
 /// separators (a line break to some viewers).
-fn escaped(c: char) -> bool {
+pub fn escaped(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
         || matches!(c, '\u{2028}' | '\u{2029}')

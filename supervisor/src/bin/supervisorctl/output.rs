@@ -7,7 +7,7 @@ use plugin_proto::control::v1::{
     ActionResponse, CallRequest, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
     RereadRequest, RereadResponse, StatusRequest, TailRequest, UpdateResponse,
 };
-use plugin_supervisor::observe::forward::clean;
+use plugin_supervisor::observe::forward::{clean, escaped};
 use serde_json::json;
 
 use super::client::{Client, Wait};
@@ -249,6 +249,29 @@ fn line_json(l: &LogLine) -> serde_json::Value {
     })
 }
 
+/// `json` (serde_json's text) as it may reach a terminal. JSON escapes the C0 controls
+/// (ESC among them) but lets DEL, the C1 controls (U+009B is CSI to terminals that take
+/// 8-bit controls) and the bidirectional controls through raw, so a plugin's string could
+/// still act on the operator's terminal through `--json`: those are written as `\uXXXX`,
+/// which is the same JSON.
+fn json_for_terminal(json: String) -> String {
+    // serde_json writes every C0 control escaped but the pretty form's own line breaks, so
+    // only what it leaves raw (all in the Basic Multilingual Plane) is rewritten.
+    let raw = |c: char| c != '\n' && escaped(c);
+    if !json.chars().any(raw) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if raw(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A plugin's line as text, on one line. What the plugin wrote (its text, its fields' names and values,
 /// its level) has its control characters escaped: a line of its cannot clear or retitle
 /// the operator's terminal, nor start a line that looks like another instance's or the
@@ -272,7 +295,7 @@ pub async fn tail(
     let mut stream = w.answer(c.tail(w.request(TailRequest { name, follow, lines: Some(lines) }))).await?;
     while let Some(line) = w.next(&mut stream, follow).await? {
         if as_json {
-            outln!("{}", line_json(&line));
+            outln!("{}", json_for_terminal(line_json(&line).to_string()));
         } else {
             outln!("{}", line_text(&line));
         }
@@ -285,7 +308,7 @@ pub async fn events(c: &mut Client, w: &Wait, name: String, follow: bool, as_jso
     while let Some(ev) = w.next(&mut stream, follow).await? {
         if as_json {
             let v = json!({"time": clock(ev.unix_nanos), "unix_nanos": ev.unix_nanos, "plugin": ev.plugin, "instance": ev.instance, "kind": ev.kind, "message": ev.message, "fields": ev.fields});
-            outln!("{v}");
+            outln!("{}", json_for_terminal(v.to_string()));
         } else {
             let who = if ev.instance.is_empty() { ev.plugin.clone() } else { ev.instance.clone() };
             // A message may quote a plugin (a process name it chose, what it said).
@@ -397,7 +420,7 @@ pub async fn call(
                 let pretty = serde_json::from_str::<serde_json::Value>(&resp.json)
                     .and_then(|v| serde_json::to_string_pretty(&v))
                     .unwrap_or(resp.json);
-                outln!("{pretty}");
+                outln!("{}", json_for_terminal(pretty));
             }
             Ok(Ok(None)) => return Ok(ExitCode::SUCCESS),
             Ok(Err(status)) => return Ok(call_failed(&status)),
@@ -545,6 +568,26 @@ mod tests {
             "1970-01-01T00:00:00.000Z zoo-0 sdk INFO \\u{1b}]0;PWNED\\u{7}\\u{1b}[2J \
              k\\nx=v\\n1970-01-01T00:00:00.000Z zoo-0 supervisor [teardown clean]"
         );
+    }
+
+    /// What a plugin wrote reaches `--json` output as the same JSON, but with no character
+    /// a terminal may act on left raw.
+    #[test]
+    fn json_output_escapes_what_a_terminal_may_act_on_and_stays_the_same_json() {
+        let line = LogLine {
+            unix_nanos: 0,
+            instance: "zoo-0".into(),
+            stream: "stdout".into(),
+            text: "a\u{1b}[2J b\u{9b}2J c\u{7f} d\u{202e}e ü".into(),
+            ..Default::default()
+        };
+        let shown = json_for_terminal(line_json(&line).to_string());
+        assert!(!shown.chars().any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)), "{shown:?}");
+        assert!(shown.contains(r"b\u009b2J c\u007f d\u202ee ü"), "{shown}");
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back["text"], line.text, "the same JSON");
+        let pretty = serde_json::to_string_pretty(&json!({"k": "v\u{9b}"})).unwrap();
+        assert_eq!(json_for_terminal(pretty), "{\n  \"k\": \"v\\u009b\"\n}", "its own line breaks stay");
     }
 
     /// A call's error status is the plugin's own words, relayed by the daemon: its escapes
