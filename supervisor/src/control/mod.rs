@@ -220,6 +220,17 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// The backlog, then (when following, with a follow stream's slot held as long as the
 /// stream) what the history gets next; a follower that falls behind is told how much it
 /// missed.
+/// What a follower of `events` that fell behind is told. The history is every plugin's,
+/// so a follower of one plugin cannot know how many of those it missed were that
+/// plugin's: it is told the whole count, as such.
+fn missed_events(n: u64, name: &str) -> String {
+    if name.is_empty() {
+        format!("{n} events skipped: this reader fell behind")
+    } else {
+        format!("{n} events of all plugins skipped, {name:?}'s among them: this reader fell behind")
+    }
+}
+
 fn backlog_then_follow<T: Clone + Send + 'static>(
     backlog: Vec<T>,
     rx: Option<(Follower<T>, conns::FollowSlot)>,
@@ -381,10 +392,10 @@ impl Control for ControlService {
         let name = req.name.clone();
         let keep = move |e: &Event| name.is_empty() || e.plugin == name;
         let history: Vec<Event> = history.into_iter().filter(|e| keep(e)).collect();
-        let missed = |n: u64| Event {
+        let missed = move |n: u64| Event {
             unix_nanos: crate::observe::unix_nanos(),
             kind: EventKind::Missed.as_str().into(),
-            message: format!("{n} events skipped: this reader fell behind"),
+            message: missed_events(n, &req.name),
             ..Default::default()
         };
         Ok(Response::new(backlog_then_follow(history, slot.map(|slot| (rx, slot)), keep, missed, None)))
@@ -665,6 +676,15 @@ fn keep_refused(sup: &Supervisor, said: &tally::Said) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_of_one_plugin_is_told_its_missed_count_is_of_all_plugins() {
+        assert_eq!(missed_events(3, ""), "3 events skipped: this reader fell behind");
+        assert_eq!(
+            missed_events(3, "echo"),
+            "3 events of all plugins skipped, \"echo\"'s among them: this reader fell behind"
+        );
+    }
 
     #[test]
     fn each_flood_is_counted_on_its_own_and_every_one_held_back_is_said_when_due() {
