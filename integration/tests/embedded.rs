@@ -13,6 +13,7 @@ use plugin_integration::pb::zoo::zoo_client::ZooClient;
 use plugin_integration::{alive, bins};
 use plugin_supervisor::Supervisor;
 use plugin_supervisor::config::Config;
+use plugin_supervisor::reload::{ReloadError, ReloadOptions};
 
 fn load(text: &str) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
@@ -67,10 +68,17 @@ async fn after_shutdown_another_supervisor_may_start_on_the_same_config_before_t
     // Its state_dir (and cgroup subtree) went with the shutdown, not with the drop.
     let second = Supervisor::start(cfg).await.unwrap();
     second.wait_running("echo", Duration::from_secs(30)).await.unwrap();
+    // What the first is still asked does nothing, and its drop leaves the second's
+    // plugins (in cgroups of the same names) alone.
+    let refused = first.reload("echo", ReloadOptions::default()).await.unwrap_err();
+    assert!(matches!(&refused, ReloadError::ShuttingDown(p) if p == "echo"), "{refused:?}");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut echo = EchoClient::new(second.channel("echo").unwrap());
     assert_eq!(echo.echo(EchoRequest { message: "again".into() }).await.unwrap().into_inner().message, "again");
+    let status = second.plugin("echo").unwrap().instances()[0].status();
+    assert_eq!((status.state.to_string(), status.restarts), ("running".to_owned(), 0), "{status:?}");
     second.shutdown().await;
-    drop(first);
 }
 
 #[test]

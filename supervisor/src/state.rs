@@ -137,14 +137,20 @@ impl StateStore {
         drop(self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
     }
 
-    /// Writes `next` as the file, while the directory is still held (the lock on `held`
-    /// is kept across the write, so a release waits for a write under way).
-    fn write(&self, next: &Persisted) -> Result<(), StateError> {
+    /// Runs `f` (a change to what else the directory keeps, such as a kept binary) while
+    /// the directory is still held, as the file's writes are.
+    pub fn while_held<T>(&self, f: impl FnOnce() -> T) -> Result<T, StateError> {
         let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if held.is_none() {
             return Err(StateError::Released { dir: self.dir().to_owned() });
         }
-        write_atomically(&self.path, next)
+        Ok(f())
+    }
+
+    /// Writes `next` as the file, while the directory is still held (the lock on `held`
+    /// is kept across the write, so a release waits for a write under way).
+    fn write(&self, next: &Persisted) -> Result<(), StateError> {
+        self.while_held(|| write_atomically(&self.path, next))?
     }
 
     /// Why `plugin`'s persisted quota change does not read, if it does not: it is not
@@ -583,6 +589,7 @@ mod tests {
         assert!(matches!(&err, StateError::Released { dir: d } if d == dir.path()), "{err:?}");
         assert!(err.to_string().contains("has shut down"), "{err}");
         assert!(matches!(first.forget("echo"), Err(StateError::Released { .. })));
+        assert!(matches!(first.while_held(|| unreachable!("run after the release")), Err(StateError::Released { .. })));
         assert!(matches!(
             first.set_quota("echo", QuotaConfig { pids_max: Some(10), ..Default::default() }),
             Err(StateError::Released { .. })

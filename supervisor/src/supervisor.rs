@@ -50,31 +50,50 @@ pub(crate) struct Shared {
     pub host_calls: std::sync::OnceLock<crate::routing::host_calls::HostCalls>,
 }
 
-/// Tasks spawned at start and by reloads; shutdown waits for them.
-#[derive(Debug, Default)]
-pub(crate) struct Tasks(Mutex<Vec<JoinHandle<()>>>);
+/// Tasks spawned at start and by reloads; shutdown waits for them, then closes the list:
+/// a task spawned late (by a reload under way, or asked of a supervisor shut down) is not
+/// started, so nothing it does reaches the cgroups, state or images another supervisor on
+/// the same config may hold by then.
+#[derive(Debug)]
+pub(crate) struct Tasks(Mutex<Option<Vec<JoinHandle<()>>>>);
 
 impl Tasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+    fn new() -> Self {
+        Self(Mutex::new(Some(Vec::new())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<JoinHandle<()>>>> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let mut tasks = self.lock();
+        let Some(tasks) = tasks.as_mut() else {
+            tracing::debug!("the supervisor has shut down: a task asked of it is not started");
+            return;
+        };
         // Reloads come and go: what ended is forgotten, so the list stays as long as
         // what runs.
         tasks.retain(|t| !t.is_finished());
         tasks.push(tokio::spawn(task));
     }
 
-    fn take(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *self.lock())
+    /// What runs, to wait for; with none left, the list is closed for good.
+    fn take_or_close(&self) -> Vec<JoinHandle<()>> {
+        let mut tasks = self.lock();
+        let taken = tasks.as_mut().map(std::mem::take).unwrap_or_default();
+        if taken.is_empty() {
+            *tasks = None;
+        }
+        taken
     }
 
-    /// Aborts them all; whether there were any.
+    /// Aborts them all; whether there were any (none once closed: `shutdown` waited for
+    /// them and tore down what they left).
     fn abort(&self) -> bool {
         let tasks = self.lock();
-        for t in tasks.iter() {
+        let Some(tasks) = tasks.as_ref() else { return false };
+        for t in tasks {
             t.abort();
         }
         !tasks.is_empty()
@@ -180,7 +199,7 @@ impl Supervisor {
             state,
             plugins: PluginSet::default(),
             updating: tokio::sync::Mutex::new(()),
-            tasks: Tasks::default(),
+            tasks: Tasks::new(),
             service: std::sync::OnceLock::new(),
             host_calls: std::sync::OnceLock::new(),
         });
@@ -372,7 +391,7 @@ impl Supervisor {
         self.shared.shutdown.send_replace(true);
         // Until none is left: a reload under way may still add some.
         loop {
-            let tasks = self.shared.tasks.take();
+            let tasks = self.shared.tasks.take_or_close();
             if tasks.is_empty() {
                 break;
             }

@@ -86,7 +86,7 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
     }
     let contract = Contract::shared(resp.file_descriptor_set, resp.services)
         .map_err(|e| format!("plugin declared a contract that does not decode: {e}"))?;
-    identifiers(&contract.pool)?;
+    identifiers(&contract.pool).map_err(|e| e.to_string())?;
     for service in &contract.services {
         if contract.pool.get_service_by_name(service).is_none() {
             return Err(format!("plugin declares service {service:?} but its descriptors do not describe it"));
@@ -106,33 +106,37 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
     })
 }
 
+/// A name in a declared contract that is not a protobuf identifier.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin's contract names a {what} {} which is not a protobuf identifier", shown(.name))]
+pub struct NotIdentifier {
+    what: &'static str,
+    name: String,
+}
+
 /// Whether every name in a declared contract (its packages, messages, fields, oneofs,
 /// enums and their values, services, methods, extensions) is a protobuf identifier, as
 /// protoc writes only those. The decoder takes any string: unchecked, a name holding an
 /// escape sequence or a line break reached the operator's terminal through `describe`,
-/// `list` and `call`'s answers, and the daemon's log.
-fn identifiers(pool: &prost_reflect::DescriptorPool) -> Result<(), String> {
+/// `list` and `call`'s answers, and the daemon's log. Each is checked by its own name (a
+/// message named `A.B` is not one protoc writes, though its full name would split well);
+/// a package, dotted by nature, part by part.
+fn identifiers(pool: &prost_reflect::DescriptorPool) -> Result<(), NotIdentifier> {
     fn identifier(part: &str) -> bool {
         part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     }
-    // A full name is checked part by part: its package and enclosing messages with it.
-    let full = |what: &str, name: &str| {
-        if name.split('.').all(identifier) {
-            Ok(())
-        } else {
-            Err(format!("plugin's contract names a {what} {} which is not a protobuf identifier", shown(name)))
-        }
+    let one = |what: &'static str, name: &str| {
+        if identifier(name) { Ok(()) } else { Err(NotIdentifier { what, name: name.to_owned() }) }
     };
-    let one = |what: &str, name: &str| {
-        if identifier(name) {
-            Ok(())
-        } else {
-            Err(format!("plugin's contract names a {what} {} which is not a protobuf identifier", shown(name)))
+    for f in pool.files() {
+        let package = f.package_name();
+        if !package.is_empty() && !package.split('.').all(identifier) {
+            return Err(NotIdentifier { what: "package", name: package.to_owned() });
         }
-    };
+    }
     for m in pool.all_messages() {
-        full("message", m.full_name())?;
+        one("message", m.name())?;
         for f in m.fields() {
             one("field", f.name())?;
         }
@@ -141,19 +145,19 @@ fn identifiers(pool: &prost_reflect::DescriptorPool) -> Result<(), String> {
         }
     }
     for e in pool.all_enums() {
-        full("enum", e.full_name())?;
+        one("enum", e.name())?;
         for v in e.values() {
             one("enum value", v.name())?;
         }
     }
     for s in pool.services() {
-        full("service", s.full_name())?;
+        one("service", s.name())?;
         for m in s.methods() {
             one("method", m.name())?;
         }
     }
     for x in pool.all_extensions() {
-        full("extension", x.full_name())?;
+        one("extension", x.name())?;
     }
     Ok(())
 }
@@ -308,7 +312,9 @@ mod tests {
         assert!(declare(contract_naming("Get", "Ask", "text")).is_ok(), "a contract protoc would write");
         let cases = [
             (contract_naming("Get\u{1b}]0;PWNED\u{7}", "Ask", "text"), "method \"Get\\u{1b}]0;PWNED\\u{7}\""),
-            (contract_naming("Get", "Ask\n2026-12-05T00:00:00Z ERROR forged", "text"), "message \"demo.v1.Ask\\n2026"),
+            (contract_naming("Get", "Ask\n2026-12-05T00:00:00Z ERROR forged", "text"), "message \"Ask\\n2026"),
+            // Each part an identifier, but not a name protoc writes.
+            (contract_naming("Get", "Ask.Inner", "text"), "message \"Ask.Inner\""),
             (contract_naming("Get", "Ask", "te xt"), "field \"te xt\""),
         ];
         for (set, named) in cases {

@@ -151,6 +151,11 @@ pub(crate) async fn reload(
     opts: ReloadOptions,
 ) -> Result<Reloaded, ReloadError> {
     let started = Instant::now();
+    // Its revision would never start (see `Tasks`), and what it kept would outlive the
+    // supervisor's hold on its state.
+    if *shared.shutdown.borrow() {
+        return Err(ReloadError::ShuttingDown(p.name.clone()));
+    }
     let _one = p.reload_lock.try_lock().map_err(|_| ReloadError::InProgress(p.name.clone()))?;
     if p.rollout().is_some_and(|r| r.is_active()) {
         return Err(ReloadError::RolloutUnderWay(p.name.clone()));

@@ -86,15 +86,23 @@ pub(crate) fn keep(shared: &Shared, p: &Plugin, stable: &Revision, canary: &Revi
         let dir = images_dir(shared.state.dir());
         let to = dir.join(format!("{}-{sha}", p.name));
         // Its owner's alone, as the state is, and the copies in it (see `save_image`).
-        let saved = crate::state::make_dir(&dir).and_then(|()| match std::fs::remove_file(&to) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => shared.launcher.save_image(image, &to),
+        // Under the state's hold: a supervisor shut down must not replace the copy another
+        // one on the same state_dir keeps under this very name.
+        let saved = shared.state.while_held(|| {
+            crate::state::make_dir(&dir).and_then(|()| match std::fs::remove_file(&to) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => shared.launcher.save_image(image, &to),
+            })
         });
         match saved {
-            Ok(true) => stable_copy = Some(to),
-            Ok(false) => {}
-            Err(e) => {
+            Ok(Ok(true)) => stable_copy = Some(to),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
                 tracing::warn!(plugin = %p.name, path = %to.display(), error = %e, "the stable binary could not be kept");
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %p.name, error = %e, "the stable binary was not kept");
+                return;
             }
         }
     }

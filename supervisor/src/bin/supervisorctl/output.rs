@@ -126,7 +126,8 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
     }
     if as_json {
         let arr: Vec<_> = rows.iter().map(row_json).collect();
-        outln!("{}", serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?);
+        // Its reasons, notes and leaks may quote a plugin, as the table's cells do.
+        outln!("{}", json_for_terminal(serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?));
         return Ok(done);
     }
     let header = [
@@ -537,9 +538,10 @@ pub fn rollout(
 
 fn rollout_text(r: &plugin_proto::control::v1::RolloutResponse, json: bool) -> String {
     match (json, r.report_json.is_empty()) {
-        (true, false) => format!("{}\n", r.report_json),
+        // The report may quote a plugin (why its canary failed), as the text does.
+        (true, false) => format!("{}\n", json_for_terminal(r.report_json.clone())),
         // An action with no report to show (pause, promote...): what was done.
-        (true, true) => format!("{}\n", json!({"message": r.message.trim_end()})),
+        (true, true) => format!("{}\n", json_for_terminal(json!({"message": r.message.trim_end()}).to_string())),
         // The report may quote a plugin (why its canary failed).
         (false, _) if r.message.ends_with('\n') => super::client::terminal_text(&r.message),
         (false, _) => format!("{}\n", super::client::terminal_text(&r.message)),
@@ -653,6 +655,17 @@ mod tests {
         assert_eq!(rollout_text(&done, false), "zoo: revision 2 promoted\n");
         let report = RolloutResponse { message: "text".into(), report_json: r#"{"phase":"running"}"#.into() };
         assert_eq!(rollout_text(&report, true), "{\"phase\":\"running\"}\n");
+        // Why a canary failed may quote it: what a terminal acts on is escaped, the
+        // same JSON.
+        let quoted = RolloutResponse {
+            message: "text".into(),
+            report_json: json!({"why": "canary said \u{9b}2J\u{202e}"}).to_string(),
+        };
+        let shown = rollout_text(&quoted, true);
+        assert_eq!(shown, "{\"why\":\"canary said \\u009b2J\\u202e\"}\n");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap()["why"], "canary said \u{9b}2J\u{202e}");
+        let done = RolloutResponse { message: "paused \u{7f}".into(), report_json: String::new() };
+        assert_eq!(rollout_text(&done, true), "{\"message\":\"paused \\u007f\"}\n");
     }
 
     #[test]
