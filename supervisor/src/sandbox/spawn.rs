@@ -126,6 +126,7 @@ steps! {
     DropGroups => "dropping supplementary groups",
     Setgid => "switching group",
     Setuid => "switching user",
+    CheckCreds => "confirming the user, group and supplementary groups took effect",
     NoNewPrivs => "setting no-new-privileges",
     Landlock => "applying Landlock rules",
     Seccomp => "installing the seccomp filter",
@@ -503,6 +504,13 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             check!(Step::DropGroups, libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) as c_int);
             check!(Step::Setgid, libc::syscall(libc::SYS_setresgid, gid, gid, gid) as c_int);
             check!(Step::Setuid, libc::syscall(libc::SYS_setresuid, uid, uid, uid) as c_int);
+            // A success is not proof: a seccomp profile the supervisor itself runs under
+            // (a container runtime's) can answer these calls 0 without making them, and
+            // the plugin would then run as root. Read every id back from the kernel.
+            if !creds_are(uid, gid) {
+                *libc::__errno_location() = libc::EPERM;
+                fail(status, Step::CheckCreds);
+            }
             // The kernel clears the parent-death signal when the credentials change: set
             // it again, or a plugin outlives a killed supervisor wherever no cgroup kills
             // it. The supervisor may have died since the first check.
@@ -537,6 +545,25 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
         let empty = c"";
         libc::syscall(libc::SYS_execveat, EXEC_FD, empty.as_ptr(), r.argv, r.envp, libc::AT_EMPTY_PATH);
         fail(status, Step::Exec)
+    }
+}
+
+/// True when the real, effective and saved uid are all `uid`, likewise the gids `gid`,
+/// and no supplementary group is left.
+///
+/// # Safety
+/// Async-signal-safe (raw syscalls on stack data); used in the forked child.
+unsafe fn creds_are(uid: libc::uid_t, gid: libc::gid_t) -> bool {
+    let (mut ruid, mut euid, mut suid) = (libc::uid_t::MAX, libc::uid_t::MAX, libc::uid_t::MAX);
+    let (mut rgid, mut egid, mut sgid) = (libc::gid_t::MAX, libc::gid_t::MAX, libc::gid_t::MAX);
+    // SAFETY: getresuid/getresgid write three ids each into stack variables we own;
+    // getgroups with a size of 0 only counts and writes nothing.
+    unsafe {
+        libc::syscall(libc::SYS_getresuid, &mut ruid, &mut euid, &mut suid) == 0
+            && libc::syscall(libc::SYS_getresgid, &mut rgid, &mut egid, &mut sgid) == 0
+            && libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) == 0
+            && [ruid, euid, suid] == [uid; 3]
+            && [rgid, egid, sgid] == [gid; 3]
     }
 }
 
@@ -632,6 +659,52 @@ mod tests {
             Some(pidfd::ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false }),
             "the child's parent-death signal outlived its change of uid"
         );
+    }
+
+    /// A filter that makes `setgroups`, `setresgid` and `setresuid` return 0 without doing
+    /// anything, as a container runtime's profile can: the child is still root.
+    fn credential_changes_faked() -> Vec<libc::sock_filter> {
+        let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+        let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+        let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+        let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        vec![
+            insn(ld, 0, 0, 0),
+            insn(jeq, 3, 0, libc::SYS_setgroups as u32),
+            insn(jeq, 2, 0, libc::SYS_setresgid as u32),
+            insn(jeq, 1, 0, libc::SYS_setresuid as u32),
+            insn(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+            insn(ret, 0, 0, libc::SECCOMP_RET_ERRNO),
+        ]
+    }
+
+    #[test]
+    fn a_change_of_uid_that_did_not_happen_fails_the_spawn() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: switching to another uid needs root");
+            return;
+        }
+        // The filter binds only the thread that installs it (no TSYNC) and the children
+        // it forks; it ends with the thread.
+        let result = std::thread::spawn(|| {
+            let prog = credential_changes_faked();
+            let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+            // SAFETY: installs a filter on this thread only, from a program that outlives the call.
+            let rc = unsafe { libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, 0 as libc::c_ulong, &fprog) };
+            assert_eq!(rc, 0, "installing the test filter: {}", io::Error::last_os_error());
+            spawn_now(sleeper_as_nobody(), &NetnsPool::default())
+        })
+        .join()
+        .unwrap();
+        match result {
+            Err(SpawnError::Child { step: Step::CheckCreds, errno, .. }) => assert_eq!(errno, libc::EPERM),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(spawned) => {
+                let _reaped = Reaped(Some(spawned.pidfd));
+                panic!("the child runs as root although it was to run as nobody");
+            }
+        }
     }
 
     #[test]
