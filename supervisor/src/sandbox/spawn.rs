@@ -481,6 +481,11 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
         check!(Step::ArrangeFds, libc::dup3(tmp[5], EXEC_FD, libc::O_CLOEXEC));
         if tmp[7] >= 0 {
             check!(Step::ArrangeFds, libc::dup3(tmp[7], LANDLOCK_FD, libc::O_CLOEXEC));
+        } else {
+            // Neither closing range below covers this number: without a ruleset to put
+            // there, whatever the parent held at it (not close-on-exec, from a host
+            // application or the daemon's own parent) would reach the plugin.
+            libc::close(LANDLOCK_FD);
         }
         check!(Step::CloseFds, close_range(5, (EXEC_FD - 1) as u32));
         check!(Step::CloseFds, close_range(TEMP_FD_MIN as u32, u32::MAX));
@@ -705,6 +710,54 @@ mod tests {
                 panic!("the child runs as root although it was to run as nobody");
             }
         }
+    }
+
+    /// Closes the descriptor a test placed, also when the test fails.
+    struct Placed(RawFd);
+
+    impl Drop for Placed {
+        fn drop(&mut self) {
+            // SAFETY: closing the descriptor this test itself put at that number.
+            unsafe { libc::close(self.0) };
+        }
+    }
+
+    #[test]
+    fn a_descriptor_inherited_at_the_landlock_number_does_not_reach_a_child_without_landlock() {
+        // SAFETY: F_GETFD only asks whether the number is in use.
+        if unsafe { libc::fcntl(LANDLOCK_FD, libc::F_GETFD) } >= 0 {
+            eprintln!("skipped: descriptor {LANDLOCK_FD} is in use in this process");
+            return;
+        }
+        // Not close-on-exec, as a descriptor a host application or the daemon's own
+        // parent left open can be.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup2 onto a number this process does not use (checked above).
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), LANDLOCK_FD) }, LANDLOCK_FD);
+        let _placed = Placed(LANDLOCK_FD);
+        let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+        let sink = || -> OwnedFd { std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap().into() };
+        let probe = format!("/proc/self/fd/{LANDLOCK_FD}");
+        let plan = SpawnPlan {
+            plugin: "probe".into(),
+            binary: std::fs::File::open("/bin/ls").unwrap().into(),
+            argv: vec![c"ls".into(), CString::new(probe).unwrap()],
+            env: Vec::new(),
+            // ls must be able to write, or it exits 2 for that.
+            fds: [null(), sink(), sink(), null(), null()],
+            sandbox: ChildSandbox::default(),
+        };
+        let spawned = spawn_now(plan, &NetnsPool::default()).unwrap_or_else(|e| panic!("{e}"));
+        let child = Reaped(Some(spawned.pidfd));
+        let pidfd = child.0.as_ref().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ended = None;
+        while ended.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            ended = pidfd::try_wait(pidfd).unwrap();
+        }
+        // ls exits 2 when the path is not there: the descriptor was not inherited.
+        assert_eq!(ended, Some(pidfd::ExitStatus::Exited(2)), "descriptor {LANDLOCK_FD} reached the plugin");
     }
 
     #[test]
