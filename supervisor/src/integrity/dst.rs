@@ -37,6 +37,14 @@ pub fn expand_dst(entry: &[u8], origin: &Path, lib: &str, platform: Option<&str>
     Some(PathBuf::from(OsString::from_vec(out)))
 }
 
+/// True when `entry` uses `$ORIGIN`, bare or braced (`$ORIGINAL` does not).
+pub fn uses_origin(entry: &[u8]) -> bool {
+    entry
+        .iter()
+        .enumerate()
+        .any(|(at, &b)| b == b'$' && entry.get(at + 1..).and_then(|tail| match_token(tail, b"ORIGIN")).is_some())
+}
+
 /// `NAME` or `{NAME}` at the start of `text`, the bare form not followed by an identifier
 /// character (so `$ORIGINAL` is not `$ORIGIN`). Returns the text after the token.
 fn match_token<'t>(text: &'t [u8], name: &[u8]) -> Option<&'t [u8]> {

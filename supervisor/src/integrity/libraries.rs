@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::dst::expand_dst;
+use super::dst::{expand_dst, uses_origin};
 use super::elf::{self, DEFAULT_MAX_FILE_SIZE, ElfInfo};
 use super::elf_error::ElfError;
 use super::ldconfig;
@@ -131,12 +131,63 @@ pub fn resolve_path(subject: &Subject, config: &SearchConfig) -> Result<LoaderFi
     resolve(subject, &info, config)
 }
 
-/// Resolves the loader files of the executable `exe`, found at `subject.path`.
+/// Resolves the loader files of the executable `exe`, found at `subject.path` and run
+/// from there.
 pub fn resolve(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -> Result<LoaderFiles, LibraryError> {
+    if exe.interpreter.is_none() {
+        return Ok(LoaderFiles::default());
+    }
+    // ld.so takes the executable's $ORIGIN from /proc/self/exe, which is canonical.
+    let canonical = canonicalize(subject, &subject.path)?;
+    let origin = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
+    resolve_from(subject, exe, config, &origin)
+}
+
+/// `$ORIGIN` of an executable run from a sealed image, as ld.so computes it: the
+/// directory part of `/proc/self/exe`, which for a memfd reads `/memfd:<name> (deleted)`.
+/// Plugin names have no `/`, so it is the root, whatever directory the binary came from.
+pub const SEALED_IMAGE_ORIGIN: &str = "/";
+
+/// Resolves the loader files of the executable `exe` (read from `subject.path`) as ld.so
+/// finds them when it runs from a sealed image, as every plugin does.
+///
+/// There `$ORIGIN` is [`SEALED_IMAGE_ORIGIN`], not the binary's directory: a search
+/// entry of the executable built on it would send the loader to other directories than
+/// those next to the binary, so it is refused with its place named rather than left to
+/// fail, or to find another file, when the plugin starts.
+pub fn resolve_sealed(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -> Result<LoaderFiles, LibraryError> {
+    if exe.interpreter.is_none() {
+        return Ok(LoaderFiles::default());
+    }
+    // The list ld.so uses: DT_RPATH is ignored when DT_RUNPATH is present.
+    let list = match (&exe.runpath, &exe.rpath) {
+        (Some(runpath), _) => Some(("DT_RUNPATH", runpath)),
+        (None, Some(rpath)) => Some(("DT_RPATH", rpath)),
+        (None, None) => None,
+    };
+    if let Some((tag, list)) = list
+        && let Some(entry) = list.as_bytes().split(|&b| b == b':').find(|entry| uses_origin(entry))
+    {
+        return Err(LibraryError::OriginOfSealedImage {
+            subject: subject.clone(),
+            tag,
+            entry: String::from_utf8_lossy(entry).into_owned(),
+        });
+    }
+    resolve_from(subject, exe, config, Path::new(SEALED_IMAGE_ORIGIN))
+}
+
+/// Resolves the loader files of `exe`, whose `$ORIGIN` is `origin`.
+fn resolve_from(
+    subject: &Subject,
+    exe: &ElfInfo,
+    config: &SearchConfig,
+    origin: &Path,
+) -> Result<LoaderFiles, LibraryError> {
     let Some(interp) = &exe.interpreter else {
         return Ok(LoaderFiles::default());
     };
-    let mut resolver = Resolver::new(subject, exe, config)?;
+    let mut resolver = Resolver::new(subject, exe, config, origin);
     let interpreter = resolver.load_interpreter(interp)?;
     let mut queue = VecDeque::from([0usize]);
     while let Some(index) = queue.pop_front() {
@@ -176,10 +227,7 @@ struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    fn new(subject: &'a Subject, exe: &ElfInfo, config: &'a SearchConfig) -> Result<Self, LibraryError> {
-        let canonical = canonicalize(subject, &subject.path)?;
-        // ld.so takes the executable's $ORIGIN from /proc/self/exe, which is canonical.
-        let origin = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
+    fn new(subject: &'a Subject, exe: &ElfInfo, config: &'a SearchConfig, origin: &Path) -> Self {
         let conf_dirs = config.ld_so_conf.as_deref().map(ldconfig::read_dirs).unwrap_or_default();
         let mut resolver = Self {
             subject,
@@ -191,9 +239,9 @@ impl<'a> Resolver<'a> {
             canonicals: HashSet::new(),
             libraries: Vec::new(),
         };
-        let main = resolver.object(subject.path.clone(), &origin, exe.clone(), None);
+        let main = resolver.object(subject.path.clone(), origin, exe.clone(), None);
         resolver.objects.push(main);
-        Ok(resolver)
+        resolver
     }
 
     fn load_interpreter(&mut self, interp: &Path) -> Result<LoadedObject, LibraryError> {

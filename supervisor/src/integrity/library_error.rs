@@ -56,6 +56,14 @@ pub enum LibraryError {
         source: io::Error,
     },
 
+    #[error(
+        "{subject}: {} searches {entry:?} ({tag}), but the plugin runs from a sealed copy of the binary, \
+         where the loader expands $ORIGIN to \"{}\", not to the binary's directory; name the directory by \
+         an absolute path",
+        .subject.path.display(), super::libraries::SEALED_IMAGE_ORIGIN
+    )]
+    OriginOfSealedImage { subject: Subject, tag: &'static str, entry: String },
+
     #[error("{subject}: {} pulls in more than {limit} shared objects", .subject.path.display())]
     TooMany { subject: Subject, limit: usize },
 }

@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -211,14 +210,12 @@ impl VerifiedBinary {
 
     /// The interpreter and libraries the loader will open for this binary: the files the
     /// sandbox grants read+execute on (plus the binary itself, which the caller adds).
+    ///
+    /// Resolved as the loader finds them when the binary runs from its sealed image, as
+    /// every plugin does (also when this check reads the file itself, as `check-config`
+    /// does, so the check refuses what a start would).
     pub fn loader_files(&self, config: &SearchConfig) -> Result<LoaderFiles, LibraryError> {
-        // The child's $ORIGIN comes from its /proc/self/exe, the held inode's current name,
-        // which the descriptor's magic link gives even if the path was renamed since.
-        let held = std::fs::read_link(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
-            .ok()
-            .filter(|p| p.is_absolute() && p.exists());
-        let subject = held.map_or_else(|| self.subject.clone(), |p| self.subject.with_path(p));
-        libraries::resolve(&subject, &self.elf, config)
+        libraries::resolve_sealed(&self.subject, &self.elf, config)
     }
 
     pub fn subject(&self) -> &Subject {

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::support::{CODE_EXIT_0, host_binary, tiny_elf32, tiny_elf64, write_exe};
+use super::support::{CODE_EXIT_0, dynamic_elf64, host_binary, tiny_elf32, tiny_elf64, write_exe};
 use crate::integrity::dst::expand_dst;
 use crate::integrity::libraries::{self, LibraryError, LoaderFiles, SearchConfig};
 use crate::integrity::{DEFAULT_MAX_FILE_SIZE, ElfError, ElfInfo, Machine, ObjectType, Subject, loader_host};
@@ -292,4 +292,46 @@ fn a_verified_binary_resolves_the_files_its_held_descriptor_needs() {
     let verified = VerifiedBinary::open("true", &path, &Policy::default()).unwrap();
     let files = verified.loader_files(&SearchConfig::host()).unwrap();
     assert_eq!(loaded(&files), ldd(&path));
+}
+
+/// A fixture needing libc.so.6 with `runpath`, in a directory whose lib/ holds a copy of
+/// libc, and the sealed image the supervisor runs it from.
+fn sealed_app_with_runpath(
+    runpath: impl FnOnce(&Path) -> String,
+) -> (tempfile::TempDir, PathBuf, crate::integrity::VerifiedImage) {
+    let dir = tempfile::tempdir().unwrap();
+    let libdir = dir.path().join("lib");
+    fs::create_dir(&libdir).unwrap();
+    let local = fs::canonicalize(copy_lib("libc.so.6", &libdir)).unwrap();
+    let interpreter = exe_info(&[], None, None).interpreter.unwrap();
+    let path = write_exe(dir.path(), "app", &dynamic_elf64(&interpreter, "libc.so.6", &runpath(&libdir)));
+    let image = crate::integrity::VerifiedImage::load("app", &path, &crate::integrity::Policy::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    (dir, local, image)
+}
+
+/// ld.so takes the executable's $ORIGIN from /proc/self/exe, which for the sealed image
+/// every plugin runs from reads "/memfd:app (deleted)": $ORIGIN is "/", and a plugin
+/// built with RUNPATH=$ORIGIN/lib failed at start with "cannot open shared object file"
+/// although its libraries had been resolved (and granted) next to the binary.
+#[test]
+fn an_origin_entry_of_a_binary_run_from_its_sealed_image_is_refused_with_its_place() {
+    let (_dir, _, image) = sealed_app_with_runpath(|_| "/nonexistent:$ORIGIN/lib".to_owned());
+    let err =
+        image.binary().loader_files(&SearchConfig::host()).expect_err("$ORIGIN cannot name the binary's directory");
+    match &err {
+        LibraryError::OriginOfSealedImage { tag, entry, .. } => {
+            assert_eq!((*tag, entry.as_str()), ("DT_RUNPATH", "$ORIGIN/lib"));
+        }
+        other => panic!("refused for another reason: {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("plugin \"app\"") && text.contains("\"$ORIGIN/lib\" (DT_RUNPATH)"), "{text}");
+}
+
+#[test]
+fn an_absolute_search_entry_of_a_sealed_image_still_resolves() {
+    let (_dir, local, image) = sealed_app_with_runpath(|lib| lib.to_str().unwrap().to_owned());
+    let files = image.binary().loader_files(&SearchConfig::host()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found(&files, "libc.so.6"), local);
 }

@@ -85,6 +85,64 @@ fn phdr64(out: &mut Vec<u8>, p_type: u32, flags: u32, offset: u64, vaddr: u64, s
     out.extend_from_slice(&0x1000u64.to_le_bytes());
 }
 
+/// A dynamically linked ELF64 little-endian executable for the host: `interpreter` as
+/// PT_INTERP, and a dynamic section needing `needed` with `runpath` as DT_RUNPATH. One
+/// PT_LOAD maps the whole file, so DT_STRTAB's address maps back into it.
+pub fn dynamic_elf64(interpreter: &Path, needed: &str, runpath: &str) -> Vec<u8> {
+    const PT_INTERP: u32 = 3;
+    const DT_NEEDED: u64 = 1;
+    const DT_STRTAB: u64 = 5;
+    const DT_STRSZ: u64 = 10;
+    const DT_RUNPATH: u64 = 29;
+    let phnum: u16 = 3;
+    let interp_off = 64 + 56 * u64::from(phnum);
+    let mut interp = interpreter.as_os_str().as_encoded_bytes().to_vec();
+    interp.push(0);
+    let strtab_off = interp_off + interp.len() as u64;
+    let strtab = format!("\0{needed}\0{runpath}\0").into_bytes();
+    let runpath_at = 1 + needed.len() as u64 + 1;
+    let dyn_off = (strtab_off + strtab.len() as u64).next_multiple_of(8);
+    let dynamic: [(u64, u64); 5] = [
+        (DT_NEEDED, 1),
+        (DT_RUNPATH, runpath_at),
+        (DT_STRTAB, BASE + strtab_off),
+        (DT_STRSZ, strtab.len() as u64),
+        (0, 0),
+    ];
+    let code_off = dyn_off + 16 * dynamic.len() as u64;
+    let total = code_off + CODE_EXIT_0.len() as u64;
+
+    let mut out = Vec::new();
+    out.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    out.extend_from_slice(&Machine::host().e_machine.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(BASE + code_off).to_le_bytes());
+    out.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    out.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    out.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    out.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    out.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    out.extend_from_slice(&phnum.to_le_bytes());
+    out.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    out.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+    out.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    phdr64(&mut out, PT_LOAD, 5, 0, BASE, total);
+    phdr64(&mut out, PT_INTERP, 4, interp_off, BASE + interp_off, interp.len() as u64);
+    phdr64(&mut out, PT_DYNAMIC, 6, dyn_off, BASE + dyn_off, 16 * dynamic.len() as u64);
+    out.extend_from_slice(&interp);
+    out.extend_from_slice(&strtab);
+    out.resize(dyn_off as usize, 0);
+    for (tag, value) in dynamic {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.extend_from_slice(CODE_EXIT_0);
+    assert_eq!(out.len() as u64, total);
+    out
+}
+
 /// A minimal static ELF32 little-endian executable for `machine` (i386 by default use).
 pub fn tiny_elf32(machine: u16) -> Vec<u8> {
     let code: &[u8] = &[0xb8, 1, 0, 0, 0, 0x31, 0xdb, 0xcd, 0x80]; // exit(0) via int 0x80
