@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::hex;
 use super::keys::{KeyId, KeyParseError, PublicKey};
+use super::verified::NotOpened;
 
 pub const KEY_FILE_FORMAT: i64 = 1;
 const MAX_KEY_FILE: u64 = 16 * 1024;
@@ -43,6 +44,8 @@ pub enum KeyError {
         #[source]
         source: io::Error,
     },
+    #[error("{}: cannot read a key from it: it is a {kind}, not a regular file", .path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
     #[error("{}: line {line}: {reason}", .path.display())]
     Parse { path: PathBuf, line: usize, reason: String },
     #[error(
@@ -62,13 +65,13 @@ pub struct SecretKey(SigningKey);
 impl SecretKey {
     /// Reads a secret key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io_err = |source| KeyError::Io { path: path.to_path_buf(), source };
-        let meta = fs::metadata(path).map_err(io_err)?;
+        // The mode is the opened file's own, so the file read is the one judged.
+        let (file, meta) = open_key_file(path)?;
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(KeyError::InsecurePermissions { path: path.to_path_buf(), mode });
         }
-        let text = Zeroizing::new(read_bounded(path)?);
+        let text = Zeroizing::new(read_bounded(path, file)?);
         Self::parse(&text)
             .map_err(|(line, reason)| KeyError::Parse { path: path.to_path_buf(), line, reason })
             .and_then(|(key, public)| {
@@ -185,7 +188,8 @@ pub fn generate_keypair(secret_path: &Path, public_path: &Path) -> Result<Public
 
 /// Reads a public key file (one `ed25519:…` line).
 pub fn read_public_key_file(path: &Path) -> Result<PublicKey, KeyError> {
-    let text = read_bounded(path)?;
+    let (file, _) = open_key_file(path)?;
+    let text = read_bounded(path, file)?;
     PublicKey::parse(&text).map_err(|e: KeyParseError| KeyError::Parse {
         path: path.to_path_buf(),
         line: 1,
@@ -217,17 +221,32 @@ fn create_new(path: &Path, mode: u32, contents: &[u8]) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn read_bounded(path: &Path) -> Result<String, KeyError> {
-    let io_err = |source| KeyError::Io { path: path.to_path_buf(), source };
-    let meta = fs::metadata(path).map_err(io_err)?;
-    if meta.len() > MAX_KEY_FILE {
+/// Opens the key file at `path`, which must be a regular file, without waiting on it: a
+/// FIFO would keep a plain open waiting for a writer, and a device (of size 0) would be
+/// read without end.
+fn open_key_file(path: &Path) -> Result<(fs::File, fs::Metadata), KeyError> {
+    super::verified::open_regular(path).map_err(|e| match e {
+        NotOpened::Kind(kind) => KeyError::NotRegularFile { path: path.to_path_buf(), kind },
+        NotOpened::Io(source) => KeyError::Io { path: path.to_path_buf(), source },
+    })
+}
+
+/// Reads the opened key file, at most [`MAX_KEY_FILE`] bytes: the bound is kept while
+/// reading, so a file that grows meanwhile cannot pass it.
+fn read_bounded(path: &Path, file: fs::File) -> Result<String, KeyError> {
+    // Room for the whole bound up front: a buffer grown while reading would leave copies
+    // of a secret key behind in freed memory, where zeroizing the text cannot reach.
+    let mut bytes = Vec::with_capacity(MAX_KEY_FILE as usize + 1);
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| KeyError::Io { path: path.to_path_buf(), source })?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
         return Err(KeyError::Parse {
             path: path.to_path_buf(),
             line: 1,
-            reason: format!("{} bytes is too large for a key file", meta.len()),
+            reason: format!("more than {MAX_KEY_FILE} bytes is too large for a key file"),
         });
     }
-    let bytes = fs::read(path).map_err(io_err)?;
     String::from_utf8(bytes).map_err(|e| KeyError::Parse {
         path: path.to_path_buf(),
         line: 1,

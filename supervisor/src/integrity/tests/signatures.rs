@@ -1,7 +1,7 @@
 //! Signatures bind a plugin's name, version and exact bytes to a trusted key.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use super::support::{keypair, small_system_binary, write_exe};
@@ -364,4 +364,41 @@ fn public_key_strings_are_validated() {
     let identity = format!("ed25519:01{}", "00".repeat(31));
     assert!(PublicKey::parse(&identity).is_err());
     assert!(read_public_key_file(Path::new("/nonexistent.pub")).is_err());
+}
+
+/// A FIFO given as a key file (`--trusted-key`, `plugin sign --key`) was opened for
+/// reading, which waits for a writer for ever; a device was read without end (its size
+/// is 0), `/dev/zero` until memory ran out. Both are refused, naming what they are.
+#[test]
+fn a_key_file_that_is_no_regular_file_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("k.pub");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((read_public_key_file(&fifo), SecretKey::load(&fifo).map(drop)));
+        })
+    };
+    let outcome = rx.recv_timeout(std::time::Duration::from_secs(5));
+    // Let a waiting reader go (opening the write end ends its wait), so no thread is left
+    // blocked whatever the verdict.
+    for _ in 0..200 {
+        if reader.is_finished() {
+            break;
+        }
+        let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo).map(drop);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    reader.join().unwrap();
+    let (public, secret) = outcome.expect("reading a FIFO as a key file did not return");
+    for err in [public.unwrap_err(), secret.unwrap_err()] {
+        assert!(matches!(&err, KeyError::NotRegularFile { kind: "FIFO", .. }), "{err}");
+        assert!(err.to_string().contains(fifo.to_str().unwrap()), "{err}");
+    }
+    let zero = read_public_key_file(Path::new("/dev/zero")).unwrap_err();
+    assert!(matches!(&zero, KeyError::NotRegularFile { kind: "character device", .. }), "{zero}");
 }
