@@ -91,7 +91,16 @@ struct RulesetKey {
     /// made for, so one removed and made again (by the operator, or at the next start)
     /// needs a ruleset of its own, or the plugin finds its data directory refused.
     write_inodes: Vec<(u64, u64)>,
+    /// The same for the loader's files and the read-only paths: a package upgrade or
+    /// `ldconfig` renames a new file over a library, the loader cache or a file such as
+    /// /etc/resolv.conf, and a ruleset kept from before would refuse the new one.
+    granted_inodes: Vec<(u64, u64)>,
     required: bool,
+}
+
+/// The device and inode each of `paths` names now; (0, 0) for one that is not there.
+fn identities<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<(u64, u64)> {
+    paths.into_iter().map(|p| std::fs::metadata(p).map_or((0, 0), |m| (m.dev(), m.ino()))).collect()
 }
 
 /// Rulesets one image keeps; beyond them (many entries of one binary, each with a data
@@ -304,11 +313,13 @@ impl Sandbox {
             read.push("/etc/ld.so.cache".into());
         }
         let write: Vec<PathBuf> = spec.data_dir.iter().cloned().collect();
-        let write_inodes = write.iter().map(|p| std::fs::metadata(p).map_or((0, 0), |m| (m.dev(), m.ino()))).collect();
+        let write_inodes = identities(&write);
+        let granted_inodes = identities(grants.loader.iter().chain(&read));
         let key = RulesetKey {
             read,
             write,
             write_inodes,
+            granted_inodes,
             required: spec.landlock_required.unwrap_or(tier.landlock.required),
         };
         let mut kept = grants.rulesets.lock().map_err(|_| ConfineError::Failed("landlock state poisoned".into()))?;
@@ -494,6 +505,32 @@ mod tests {
             "b (L2) reads its own dir and L2's paths"
         );
         assert_eq!(readable_under(again.as_ref().unwrap(), &files), want_a, "a again: its own rules");
+    }
+
+    /// A package upgrade or `ldconfig` replaces a library, the loader cache or a tier's
+    /// read-only file by renaming a new file over it. A Landlock rule holds the inode it
+    /// was made for, so a ruleset kept from before refused the new file: every later start
+    /// of the plugin failed to load its libraries until the supervisor was restarted.
+    #[test]
+    fn a_granted_file_replaced_under_its_name_is_granted_again() {
+        if host::landlock_abi() < 1 {
+            eprintln!("skipped: no Landlock here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libx.so");
+        std::fs::write(&lib, "old").unwrap();
+        let (a, _) = two_entries();
+        let sandbox = sandbox();
+        let l2 = sandbox.tier("L2").unwrap();
+        let grants = ImageGrants::new(vec![lib.clone()]);
+        let (before, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(readable_under(before.as_ref().unwrap(), &[&lib]), 1, "granted when built");
+        let new = dir.path().join("libx.so.new");
+        std::fs::write(&new, "new").unwrap();
+        std::fs::rename(&new, &lib).unwrap();
+        let (after, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(readable_under(after.as_ref().unwrap(), &[&lib]), 1, "the file now under the name is granted");
     }
 
     #[test]
