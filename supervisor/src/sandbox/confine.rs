@@ -406,11 +406,27 @@ fn arm_deadman(tree: &Subtree) -> Option<Deadman> {
     }
 }
 
+/// Makes `dir` the plugin's own: created if missing, owned by its uid and gid, mode 0700.
+///
+/// The owner and mode are changed through a descriptor of the directory itself, opened
+/// without following a last component that is a symbolic link: chown and chmod by path
+/// follow links, and as root they would hand a link's target (planted by whoever can
+/// write the directory the data_dir sits in) to the plugin.
 fn prepare_data_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::create_dir_all(dir)?;
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    let opened =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(dir).map_err(
+            |e| {
+                if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                    std::io::Error::other("it is a symbolic link; name the directory itself")
+                } else {
+                    e
+                }
+            },
+        )?;
+    std::os::unix::fs::fchown(&opened, Some(uid), Some(gid))?;
+    opened.set_permissions(std::fs::Permissions::from_mode(0o700))
 }
 
 #[cfg(test)]
@@ -531,6 +547,35 @@ mod tests {
         std::fs::rename(&new, &lib).unwrap();
         let (after, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(after.as_ref().unwrap(), &[&lib]), 1, "the file now under the name is granted");
+    }
+
+    /// chown and chmod follow symbolic links, and the supervisor makes them as root: a
+    /// data_dir whose last component is a link (planted by whoever can write the directory
+    /// it sits in, e.g. the plugin owning an enclosing data_dir) handed the link's target,
+    /// /etc say, to the plugin's uid with mode 0700.
+    #[test]
+    fn a_data_dir_that_is_a_symbolic_link_is_refused_and_its_target_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: chown to another uid needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.path().join("data");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = prepare_data_dir(&link, 65534, 65534).expect_err("a data_dir that is a link is refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755), "the link's target kept its owner and mode");
+        // A real directory is still made the plugin's own.
+        let real = dir.path().join("real");
+        prepare_data_dir(&real, 65534, 65534).unwrap();
+        let meta = std::fs::metadata(&real).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (65534, 65534, 0o700));
     }
 
     #[test]
