@@ -165,9 +165,9 @@ pub fn resolve_sealed(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -
         (None, Some(rpath)) => Some(("DT_RPATH", rpath)),
         (None, None) => None,
     };
-    if let Some((tag, list)) = list
-        && let Some(entry) = list.as_bytes().split(|&b| b == b':').find(|entry| uses_origin(entry))
-    {
+    let search = list.into_iter().flat_map(|(tag, list)| list.as_bytes().split(|&b| b == b':').map(move |e| (tag, e)));
+    let needed = exe.needed.iter().map(|name| ("DT_NEEDED", name.as_bytes()));
+    if let Some((tag, entry)) = search.chain(needed).find(|(_, entry)| uses_origin(entry)) {
         return Err(LibraryError::OriginOfSealedImage {
             subject: subject.clone(),
             tag,
@@ -208,6 +208,8 @@ fn resolve_from(
 /// An object in the loader's link map.
 struct Object {
     path: PathBuf,
+    /// What `$ORIGIN` expands to in this object's entries.
+    origin: PathBuf,
     info: ElfInfo,
     loader: Option<usize>,
     rpath_dirs: Vec<PathBuf>,
@@ -285,11 +287,28 @@ impl<'a> Resolver<'a> {
     }
 
     /// Loads `name` for object `index`; returns the new object's index if it was not loaded yet.
-    fn load_needed(&mut self, index: usize, name: &OsStr) -> Result<Option<usize>, LibraryError> {
+    fn load_needed(&mut self, index: usize, raw: &OsStr) -> Result<Option<usize>, LibraryError> {
+        let required_by = self.path_of(index);
+        // ld.so expands dynamic string tokens in DT_NEEDED too ("$ORIGIN/libx.so" names a
+        // file beside the requiring object), before it looks at the name.
+        let expanded =
+            if raw.as_bytes().contains(&b'$') {
+                let origin = self.objects.get(index).map_or_else(|| PathBuf::from("/"), |o| o.origin.clone());
+                let lib = &self.config.dst_lib;
+                let expanded = expand_dst(raw.as_bytes(), &origin, lib, self.config.dst_platform.as_deref())
+                    .ok_or_else(|| LibraryError::Unexpandable {
+                        subject: self.subject.clone(),
+                        name: raw.to_owned(),
+                        required_by: required_by.clone(),
+                    })?;
+                Some(expanded.into_os_string())
+            } else {
+                None
+            };
+        let name = expanded.as_deref().unwrap_or(raw);
         if self.names.contains(name) {
             return Ok(None);
         }
-        let required_by = self.path_of(index);
         let (path, info) = if name.as_bytes().contains(&b'/') {
             self.load_by_path(name, &required_by)?
         } else {
@@ -306,7 +325,7 @@ impl<'a> Resolver<'a> {
         if self.objects.len() >= self.config.max_objects {
             return Err(LibraryError::TooMany { subject: self.subject.clone(), limit: self.config.max_objects });
         }
-        self.libraries.push(LoadedObject { name: name.to_owned(), required_by, path: path.clone(), canonical });
+        self.libraries.push(LoadedObject { name: raw.to_owned(), required_by, path: path.clone(), canonical });
         // ld.so computes a library's $ORIGIN from the path it opened, not its real path.
         let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let object = self.object(path, &origin, info, Some(index));
@@ -416,7 +435,7 @@ impl<'a> Resolver<'a> {
             _ => Vec::new(),
         };
         let runpath_dirs = info.runpath.as_ref().map(|r| self.expand_list(r, origin)).unwrap_or_default();
-        Object { path, info, loader, rpath_dirs, runpath_dirs }
+        Object { path, origin: origin.to_path_buf(), info, loader, rpath_dirs, runpath_dirs }
     }
 
     fn expand_list(&self, list: &OsStr, origin: &Path) -> Vec<PathBuf> {

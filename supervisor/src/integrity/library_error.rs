@@ -48,6 +48,12 @@ pub enum LibraryError {
         source: Box<ElfError>,
     },
 
+    #[error(
+        "{subject}: library {} needed by {} uses $PLATFORM, which the loader cannot expand on this host",
+        .name.to_string_lossy(), .required_by.display()
+    )]
+    Unexpandable { subject: Subject, name: OsString, required_by: PathBuf },
+
     #[error("{subject}: cannot resolve {}: {source}", .path.display())]
     Io {
         subject: Subject,
@@ -57,9 +63,9 @@ pub enum LibraryError {
     },
 
     #[error(
-        "{subject}: {} searches {entry:?} ({tag}), but the plugin runs from a sealed copy of the binary, \
-         where the loader expands $ORIGIN to \"{}\", not to the binary's directory; name the directory by \
-         an absolute path",
+        "{subject}: {} has {entry:?} in its {tag}, but the plugin runs from a sealed copy of the binary, \
+         where the loader expands $ORIGIN to \"{}\", not to the binary's directory; use an absolute path \
+         instead",
         .subject.path.display(), super::libraries::SEALED_IMAGE_ORIGIN
     )]
     OriginOfSealedImage { subject: Subject, tag: &'static str, entry: String },

@@ -326,7 +326,7 @@ fn an_origin_entry_of_a_binary_run_from_its_sealed_image_is_refused_with_its_pla
         other => panic!("refused for another reason: {other}"),
     }
     let text = err.to_string();
-    assert!(text.contains("plugin \"app\"") && text.contains("\"$ORIGIN/lib\" (DT_RUNPATH)"), "{text}");
+    assert!(text.contains("plugin \"app\"") && text.contains("\"$ORIGIN/lib\" in its DT_RUNPATH"), "{text}");
 }
 
 #[test]
@@ -334,4 +334,30 @@ fn an_absolute_search_entry_of_a_sealed_image_still_resolves() {
     let (_dir, local, image) = sealed_app_with_runpath(|lib| lib.to_str().unwrap().to_owned());
     let files = image.binary().loader_files(&SearchConfig::host()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(found(&files, "libc.so.6"), local);
+}
+
+/// ld.so expands `$ORIGIN` in a DT_NEEDED name against the requiring object's directory;
+/// such a name was refused as "a relative path, which would depend on the working
+/// directory", which it is not.
+#[test]
+fn an_origin_in_a_needed_name_names_a_file_beside_the_library_needing_it() {
+    let t = tree();
+    let local = fs::canonicalize(copy_lib("libc.so.6", &t.libdir)).unwrap();
+    let interpreter = exe_info(&[], None, None).interpreter.unwrap();
+    let outer = dynamic_elf64(&interpreter, "$ORIGIN/libc.so.6", "/nonexistent");
+    fs::write(t.libdir.join("libouter.so"), outer).unwrap();
+    let dir = t.libdir.to_str().unwrap();
+    let files = resolve(&t, &exe_info(&["libouter.so"], None, Some(dir))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found(&files, "$ORIGIN/libc.so.6"), local);
+    // The executable's own: run from its sealed image, its $ORIGIN is not its directory.
+    let sealed = libraries::resolve_sealed(
+        &Subject::new("app", &t.exe),
+        &exe_info(&["$ORIGIN/../lib/libc.so.6"], None, None),
+        &SearchConfig::host(),
+    )
+    .expect_err("the executable's $ORIGIN is not its directory");
+    assert!(
+        matches!(&sealed, LibraryError::OriginOfSealedImage { tag: "DT_NEEDED", entry, .. } if entry == "$ORIGIN/../lib/libc.so.6"),
+        "{sealed}"
+    );
 }
