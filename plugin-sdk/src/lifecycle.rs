@@ -63,15 +63,14 @@ impl PluginLifecycle for Lifecycle {
             data_dir: (!req.data_dir.is_empty()).then(|| req.data_dir.into()),
             instance: if req.instance.is_empty() { self.instance.clone() } else { req.instance },
         };
-        let hook = self.init.lock().map_err(|_| Status::internal("init hook poisoned by an earlier panic"))?.take();
-        if let Some(mut hook) = hook {
-            let res = hook(&ctx);
-            // Keep the hook: a supervisor may re-run init on a reconnect.
-            if let Ok(mut slot) = self.init.lock() {
-                *slot = Some(hook);
-            }
-            res?;
+        // The hook runs under the lock, and stays in its slot: a supervisor may re-run init
+        // on a reconnect. A hook that panics (answered INTERNAL by the call guard) poisons
+        // the lock, so a later init is refused rather than answered OK with no hook run.
+        let mut hook = self.init.lock().map_err(|_| Status::internal("init hook poisoned by an earlier panic"))?;
+        if let Some(hook) = hook.as_mut() {
+            hook(&ctx)?;
         }
+        drop(hook);
         tracing::info!(instance = %ctx.instance, "initialised");
         Ok(Response::new(InitResponse {}))
     }

@@ -67,3 +67,22 @@ async fn serving_says_what_the_plugins_own_health_says() {
     let not_yet = testing::start(echo(pb::FILE_DESCRIPTOR_SET, Duration::ZERO).not_serving()).await.unwrap();
     assert!(!not_yet.serving().await.unwrap());
 }
+
+/// An init hook that panicked is not run again, nor skipped: a later init is refused,
+/// saying so. It used to answer OK without running any hook.
+#[tokio::test]
+async fn init_after_a_panicking_init_hook_is_refused_not_skipped() {
+    let plugin =
+        testing::start(echo(pb::FILE_DESCRIPTOR_SET, Duration::ZERO).on_init(|_| panic!("no config"))).await.unwrap();
+    let first = plugin.init(serde_json::json!({})).await.unwrap_err();
+    assert!(
+        matches!(&first, HarnessError::Init { code: tonic::Code::Internal, message } if message.contains("no config")),
+        "{first:?}"
+    );
+    let again = plugin.init(serde_json::json!({})).await.unwrap_err();
+    assert!(
+        matches!(&again, HarnessError::Init { code: tonic::Code::Internal, message }
+            if message == "init hook poisoned by an earlier panic"),
+        "{again:?}"
+    );
+}
