@@ -21,6 +21,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// Records buffered before dropping starts.
 const BUFFER: usize = 4096;
 
+/// The longest message or field value a record carries, in bytes, its ` [truncated]` mark
+/// included: what the supervisor keeps of one (docs/protocol.md, "record text").
+const MAX_TEXT: usize = 16 * 1024;
+
 /// Environment variable holding the plugin's log filter (`info` by default).
 pub const FILTER_ENV: &str = "PLUGIN_LOG";
 
@@ -69,12 +73,15 @@ impl<S: tracing::Subscriber> Layer<S> for HostLayer {
         event.record(&mut f);
         let meta = event.metadata();
         let unix_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        // Cut here, not only by the supervisor: a record over its 4 MiB message limit ends
+        // the whole log stream, and the process's later records with it; and the buffer
+        // holds records, so what it may hold is bounded only if each record is.
         let record = LogRecord {
             unix_nanos,
             level: level(meta.level()) as i32,
-            target: meta.target().to_owned(),
-            message: f.message,
-            fields: f.fields,
+            target: cut(meta.target().to_owned()),
+            message: cut(f.message),
+            fields: f.fields.into_iter().map(|(k, v)| (k, cut(v))).collect(),
             dropped_before: self.dropped.swap(0, Ordering::Relaxed),
         };
         if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = self.tx.try_send(record)
@@ -82,6 +89,23 @@ impl<S: tracing::Subscriber> Layer<S> for HostLayer {
             self.dropped.fetch_add(1 + r.dropped_before, Ordering::Relaxed);
         }
     }
+}
+
+/// `s` cut to [`MAX_TEXT`] bytes at a character boundary, ending in ` [truncated]` when cut
+/// (the supervisor's mark, so it keeps the cut record as it is). A field's name is a
+/// `tracing` callsite's identifier, and a callsite has at most 32 fields: a record cut so is
+/// at most about 1 MiB.
+fn cut(mut s: String) -> String {
+    const MARK: &str = " [truncated]";
+    if s.len() > MAX_TEXT {
+        let mut end = MAX_TEXT - MARK.len();
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str(MARK);
+    }
+    s
 }
 
 fn filter() -> EnvFilter {
@@ -138,4 +162,27 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
         }
     });
     Some(LogStream { done, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record of any size used to go out whole: one over the supervisor's 4 MiB message
+    /// limit ended the log stream, and every later record of the process was lost.
+    #[test]
+    fn a_huge_message_or_field_goes_out_cut_to_what_the_supervisor_keeps() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let layer = HostLayer { tx, dropped: Arc::default() };
+        let huge = "é".repeat(3 << 20);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::info!(payload = %huge, "{huge}");
+        });
+        let record = rx.try_recv().expect("a record");
+        assert_eq!(record.message.len(), MAX_TEXT, "{}", &record.message[record.message.len() - 20..]);
+        assert!(record.message.ends_with("é [truncated]"), "{}", &record.message[record.message.len() - 20..]);
+        assert_eq!(record.fields["payload"].len(), MAX_TEXT);
+        assert!(record.fields["payload"].ends_with(" [truncated]"));
+        assert_eq!(record.dropped_before, 0);
+    }
 }
