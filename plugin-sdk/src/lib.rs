@@ -359,10 +359,7 @@ impl Plugin {
             .layer(calls::CallGuardLayer { in_flight: in_flight.clone() })
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(io::incoming(conn, shutdown.clone()), drain_signal);
-        let deadline = async {
-            let drain = shutdown.requested().await;
-            tokio::time::sleep(drain.within).await;
-        };
+        let deadline = shutdown.deadline_passed();
         tokio::select! {
             res = serve => res?,
             () = follow => {}
@@ -383,4 +380,57 @@ fn install_panic_hook() {
         tracing::error!(%location, "panic: {info}");
         default(info);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A service whose calls never end, under a name the proto crate's descriptors describe.
+    #[derive(Clone)]
+    struct Hang;
+
+    impl NamedService for Hang {
+        const NAME: &'static str = "supervisor.v1.Control";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Hang {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = std::future::Pending<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: http::Request<tonic::body::Body>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    /// A shorter drain asked for during a longer one (a SIGTERM's 5 s during a stop's
+    /// minute) ends the plugin by its own deadline: the exit used to wait for the first.
+    #[tokio::test]
+    async fn a_shorter_drain_asked_for_later_cuts_the_wait_short() {
+        let plugin = Plugin::new("hang", "0.1.0").descriptors(plugin_proto::FILE_DESCRIPTOR_SET).service(Hang);
+        let inner = plugin.shutdown.clone();
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let served = tokio::spawn(plugin.serve_on(theirs, "hang-0".into(), shutdown::Shutdown::new()));
+        let (mut channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post("http://plugin/supervisor.v1.Control/Status")
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let call = tokio::spawn(tower::Service::call(&mut channel, req));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        inner.trigger(Duration::from_secs(60), "operator request");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        inner.trigger(Duration::from_millis(200), "signal");
+        let ended = tokio::time::timeout(Duration::from_secs(5), served).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "still draining 5 s after a 200 ms drain was asked: {ended:?}");
+        call.abort();
+    }
 }

@@ -62,6 +62,33 @@ impl Shutdown {
         }
     }
 
+    /// Resolves once the drain's deadline has passed: the earliest end of every drain
+    /// asked for, each counted from when it was asked. A shorter drain asked for during a
+    /// longer one (a SIGTERM's 5 s during a stop's minute) ends the wait by its own end.
+    pub async fn deadline_passed(&self) {
+        let mut rx = self.tx.subscribe();
+        let mut end: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(d) = rx.borrow_and_update().clone() {
+                let this = tokio::time::Instant::now() + d.within;
+                end = Some(end.map_or(this, |e| e.min(this)));
+            }
+            let changed = async {
+                if rx.changed().await.is_err() {
+                    // No sender is left to ask for a shorter one.
+                    std::future::pending::<()>().await;
+                }
+            };
+            match end {
+                Some(at) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return,
+                    () = changed => {}
+                },
+                None => changed.await,
+            }
+        }
+    }
+
     /// Asks for this shutdown whenever `outside` is asked for; never resolves.
     pub async fn follow(&self, outside: &Shutdown) {
         if !self.tx.same_channel(&outside.tx) {
