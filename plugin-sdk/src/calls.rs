@@ -13,7 +13,10 @@ use std::task::{Context, Poll};
 use futures_util::FutureExt;
 use tonic::body::Body;
 
-/// Counts calls in flight.
+/// The paths of `grpc.health.v1.Health`, whose calls are not counted in flight.
+const HEALTH: &str = "/grpc.health.v1.Health/";
+
+/// Counts calls in flight, from their arrival until their answer's end.
 #[derive(Clone, Debug, Default)]
 pub struct InFlight(Arc<AtomicU32>);
 
@@ -86,20 +89,24 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let guard = self.in_flight.enter();
         let method = req.uri().path().to_owned();
+        // The supervisor's health watch stands open as long as the plugin serves, and the
+        // drain ends it: it is no call the drain waits for.
+        let guard = (!method.starts_with(HEALTH)).then(|| self.in_flight.enter());
         let deadline = crate::deadline::of(req.headers());
         // A handler may panic while building its future, not only while it runs.
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         // The handler runs inside: its calls through the host channel inherit the deadline.
         Box::pin(crate::deadline::scope(deadline, async move {
-            let _guard = guard;
             let fut = match fut {
                 Ok(fut) => fut,
                 Err(payload) => return Ok(panic_response(&method, payload.as_ref())),
             };
             match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(Ok(resp)) => Ok(resp.map(|body| Body::new(Guarded { inner: Body::new(body), method, done: false }))),
+                // Counted until its answer's stream ends, not once the handler returned it:
+                // a stream under way is a call in progress.
+                Ok(Ok(resp)) => Ok(resp
+                    .map(|body| Body::new(Guarded { inner: Body::new(body), method, done: false, _in_flight: guard }))),
                 Ok(Err(e)) => Err(e),
                 Err(payload) => Ok(panic_response(&method, payload.as_ref())),
             }
@@ -114,6 +121,9 @@ struct Guarded {
     inner: Body,
     method: String,
     done: bool,
+    /// The call's place in [`InFlight`], given back when the answer is dropped (sent, or
+    /// given up by the caller).
+    _in_flight: Option<InFlightGuard>,
 }
 
 impl http_body::Body for Guarded {

@@ -388,43 +388,87 @@ mod tests {
 
     use super::*;
 
-    /// A service whose calls never end, under a name the proto crate's descriptors describe.
+    /// A service whose calls never end, under a name the proto crate's descriptors describe:
+    /// with `answer`, their answer begins (headers) and its stream never ends.
     #[derive(Clone)]
-    struct Hang;
+    struct Hang {
+        answer: bool,
+    }
 
     impl NamedService for Hang {
         const NAME: &'static str = "supervisor.v1.Control";
     }
 
+    type Answer = std::pin::Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
+
     impl tower::Service<http::Request<tonic::body::Body>> for Hang {
         type Response = http::Response<tonic::body::Body>;
         type Error = Infallible;
-        type Future = std::future::Pending<Result<Self::Response, Infallible>>;
+        type Future = Answer;
 
         fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
             Poll::Ready(Ok(()))
         }
 
         fn call(&mut self, _req: http::Request<tonic::body::Body>) -> Self::Future {
-            std::future::pending()
+            if !self.answer {
+                return Box::pin(std::future::pending());
+            }
+            let frames = futures_util::stream::pending::<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>();
+            let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
+            Box::pin(async move {
+                Ok(http::Response::builder().header("content-type", "application/grpc").body(body).unwrap())
+            })
         }
+    }
+
+    /// Serves a plugin of [`Hang`] in process; its shutdown, and a channel to it.
+    async fn hang(answer: bool) -> (shutdown::Shutdown, H2Channel, tokio::task::JoinHandle<Result<(), SdkError>>) {
+        let plugin =
+            Plugin::new("hang", "0.1.0").descriptors(plugin_proto::FILE_DESCRIPTOR_SET).service(Hang { answer });
+        let inner = plugin.shutdown.clone();
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let served = tokio::spawn(plugin.serve_on(theirs, "hang-0".into(), shutdown::Shutdown::new()));
+        let (channel, conn) = H2Channel::handshake(ours).await.unwrap();
+        tokio::spawn(conn);
+        (inner, channel, served)
+    }
+
+    fn hanging_call(
+        channel: &H2Channel,
+    ) -> tokio::task::JoinHandle<
+        Result<http::Response<plugin_proto::transport::ResponseBody>, plugin_proto::transport::ChannelError>,
+    > {
+        let req = http::Request::post("http://plugin/supervisor.v1.Control/Status")
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        tokio::spawn(tower::Service::call(&mut channel.clone(), req))
+    }
+
+    /// A call whose answer streams is in progress until its stream ends: Shutdown counts
+    /// it. It used to stop counting once the handler had returned the stream.
+    #[tokio::test]
+    async fn shutdown_counts_a_stream_under_way_as_in_flight() {
+        let (_, channel, served) = hang(true).await;
+        let call = hanging_call(&channel);
+        let answer = tokio::time::timeout(Duration::from_secs(5), call).await.expect("headers").unwrap().unwrap();
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        let mut lifecycle = plugin_proto::plugin::v1::plugin_lifecycle_client::PluginLifecycleClient::new(channel);
+        let req = plugin_proto::plugin::v1::ShutdownRequest { drain_deadline_ms: 100, reason: "test".into() };
+        let stopped = lifecycle.shutdown(req).await.unwrap().into_inner();
+        assert_eq!(stopped.in_flight, 1, "the stream under way");
+        drop(answer);
+        let ended = tokio::time::timeout(Duration::from_secs(5), served).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
     }
 
     /// A shorter drain asked for during a longer one (a SIGTERM's 5 s during a stop's
     /// minute) ends the plugin by its own deadline: the exit used to wait for the first.
     #[tokio::test]
     async fn a_shorter_drain_asked_for_later_cuts_the_wait_short() {
-        let plugin = Plugin::new("hang", "0.1.0").descriptors(plugin_proto::FILE_DESCRIPTOR_SET).service(Hang);
-        let inner = plugin.shutdown.clone();
-        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-        let served = tokio::spawn(plugin.serve_on(theirs, "hang-0".into(), shutdown::Shutdown::new()));
-        let (mut channel, conn) = H2Channel::handshake(ours).await.unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::post("http://plugin/supervisor.v1.Control/Status")
-            .header("content-type", "application/grpc")
-            .body(tonic::body::Body::empty())
-            .unwrap();
-        let call = tokio::spawn(tower::Service::call(&mut channel, req));
+        let (inner, channel, served) = hang(false).await;
+        let call = hanging_call(&channel);
         tokio::time::sleep(Duration::from_millis(100)).await;
         inner.trigger(Duration::from_secs(60), "operator request");
         tokio::time::sleep(Duration::from_millis(100)).await;
