@@ -86,3 +86,21 @@ async fn init_after_a_panicking_init_hook_is_refused_not_skipped() {
         "{again:?}"
     );
 }
+
+/// A line is cut at 16 KiB and marked, as the supervisor cuts it: a child writing an endless
+/// line was read whole into memory, and came back whole in the error that named its end.
+#[tokio::test]
+async fn a_long_stderr_line_is_cut_as_the_supervisor_cuts_it() {
+    let err = testing::Options::named("sh")
+        .env("PATH", "/usr/bin:/bin")
+        .arg("-c")
+        .arg("head -c 1048576 /dev/zero | tr '\\0' x >&2; echo >&2; echo after >&2; exit 3")
+        .start_binary("/bin/sh")
+        .await
+        .unwrap_err();
+    let HarnessError::Exited { stderr, .. } = &err else { panic!("{err:?}") };
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{} bytes of stderr", stderr.len());
+    assert_eq!(lines[0], format!("{} [line truncated]", "x".repeat(16 * 1024)));
+    assert_eq!(lines[1], "after");
+}

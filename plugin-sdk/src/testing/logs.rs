@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use plugin_proto::host::v1::host_server::{Host, HostServer};
 use plugin_proto::host::v1::{Level, LogRecord, LogSummary};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
@@ -128,24 +128,48 @@ pub async fn serve_host(conn: UnixStream, logs: Logs) {
     }
 }
 
-/// Reads `pipe` line by line into `logs` until the plugin closes it.
+/// The longest stdout or stderr line kept, in bytes, as the supervisor keeps it.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Reads `pipe` line by line into `logs` until the plugin closes it; a line longer than
+/// [`MAX_LINE`] is cut there and marked ` [line truncated]`, the rest of it skipped, as the
+/// supervisor does: a plugin writing an endless line does not fill the test's memory.
 pub async fn read_lines(pipe: pipe::Receiver, source: LogSource, logs: Logs) {
     let mut reader = tokio::io::BufReader::new(pipe);
     let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line).await {
+        // One byte past the longest: a line of exactly that length, and its newline, is whole.
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                logs.push(LogLine {
-                    source,
-                    level: None,
-                    target: String::new(),
-                    message: text.trim_end_matches(['\n', '\r']).to_owned(),
-                    fields: BTreeMap::new(),
-                });
-            }
+            Ok(_) => {}
+        }
+        let cut = line.len() > MAX_LINE && line.last() != Some(&b'\n');
+        line.truncate(MAX_LINE);
+        let mut text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
+        if cut {
+            text.push_str(" [line truncated]");
+        }
+        logs.push(LogLine { source, level: None, target: String::new(), message: text, fields: BTreeMap::new() });
+        if cut && !skip_line(&mut reader).await {
+            return;
+        }
+    }
+}
+
+/// Skips what is left of a line, its newline included; false once the pipe has ended.
+async fn skip_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> bool {
+    loop {
+        let (used, ended) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return false,
+            Ok(buf) => match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            },
+        };
+        reader.consume(used);
+        if ended {
+            return true;
         }
     }
 }
