@@ -274,7 +274,8 @@ impl Plugin {
             Some(stream) => {
                 stream.set_nonblocking(true)?;
                 let (channel, conn) = H2Channel::handshake(tokio::net::UnixStream::from_std(stream)?).await?;
-                tokio::spawn(conn);
+                // It carries the log stream: its own events are not forwarded on it.
+                logging::carrier(tokio::spawn(conn).id());
                 self.host.connect(channel.clone());
                 Some(channel)
             }

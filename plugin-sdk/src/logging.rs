@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plugin_proto::host::v1::{Level, LogRecord, host_client::HostClient};
@@ -27,6 +27,27 @@ const MAX_TEXT: usize = 16 * 1024;
 
 /// Environment variable holding the plugin's log filter (`info` by default).
 pub const FILTER_ENV: &str = "PLUGIN_LOG";
+
+/// The tasks that carry the log stream: the host connection's driver, the stream's writer
+/// and the transport's pump of its records. Their own events are not forwarded: each would
+/// go out in a frame whose sending is an event again (h2 logs every frame at debug, and more
+/// at trace), for ever, with the plugin idle, drowning its records within the supervisor's
+/// `log_rate`. Tokio never reuses a task's id; there are a few of them.
+static CARRIERS: Mutex<Vec<tokio::task::Id>> = Mutex::new(Vec::new());
+
+/// Marks the task `id` as one that carries the log stream.
+pub fn carrier(id: tokio::task::Id) {
+    if let Ok(mut carriers) = CARRIERS.lock()
+        && !carriers.contains(&id)
+    {
+        carriers.push(id);
+    }
+}
+
+/// Whether the running task carries the log stream.
+fn carrying() -> bool {
+    tokio::task::try_id().is_some_and(|id| CARRIERS.lock().is_ok_and(|carriers| carriers.contains(&id)))
+}
 
 struct HostLayer {
     tx: mpsc::Sender<LogRecord>,
@@ -69,6 +90,9 @@ fn level(l: &tracing::Level) -> Level {
 
 impl<S: tracing::Subscriber> Layer<S> for HostLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        if carrying() {
+            return;
+        }
         let mut f = Fields::default();
         event.record(&mut f);
         let meta = event.metadata();
@@ -144,6 +168,10 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
     // The subscriber keeps its sender for the life of the process, so the
     // stream ends on `done` rather than on the channel closing.
     let records = futures_util::stream::unfold((rx, done_rx, false), |(mut rx, mut done, flushing)| async move {
+        // Polled by the task that sends the stream's frames: the transport's pump.
+        if let Some(id) = tokio::task::try_id() {
+            carrier(id);
+        }
         if !flushing {
             let next = tokio::select! {
                 r = rx.recv() => Some(r),
@@ -161,6 +189,7 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
             eprintln!("plugin log stream to the supervisor ended: {status}");
         }
     });
+    carrier(task.id());
     Some(LogStream { done, task })
 }
 
