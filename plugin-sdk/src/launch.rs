@@ -26,6 +26,45 @@ pub enum NotSupervised {
     ByHand { name: String },
     #[error("{name}: the supervisor's cookie is set but fd {fd} is not a socket")]
     NoSocket { name: String, fd: RawFd },
+    /// A socket the plugin cannot serve on: it would wait on it for ever, saying nothing.
+    #[error(
+        "{name}: the supervisor's cookie is set but fd {fd} is {what}, not the connected Unix stream socket the supervisor hands a plugin"
+    )]
+    WrongSocket { name: String, fd: RawFd, what: &'static str },
+}
+
+/// `getsockopt(fd, SOL_SOCKET, opt)` as an int.
+fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`, which we own, and `len`
+    // says its size; a descriptor that is no socket makes it fail.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut value).cast(), &raw mut len) };
+    (r == 0).then_some(value)
+}
+
+/// What the socket `fd` is, when it is not one a plugin can serve on: a connected Unix
+/// stream socket, one end of the supervisor's socketpair.
+fn unservable(fd: RawFd) -> Option<&'static str> {
+    if sockopt(fd, libc::SO_DOMAIN) != Some(libc::AF_UNIX) {
+        return Some("not a Unix socket");
+    }
+    match sockopt(fd, libc::SO_TYPE) {
+        Some(libc::SOCK_STREAM) => {}
+        Some(libc::SOCK_DGRAM) => return Some("a datagram socket"),
+        Some(libc::SOCK_SEQPACKET) => return Some("a seqpacket socket"),
+        _ => return Some("not a stream socket"),
+    }
+    if sockopt(fd, libc::SO_ACCEPTCONN) != Some(0) {
+        return Some("a listening socket");
+    }
+    // SAFETY: getpeername writes at most `len` bytes into the zeroed address we own.
+    let connected = unsafe {
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        libc::getpeername(fd, (&raw mut addr).cast(), &raw mut len) == 0
+    };
+    (!connected).then_some("an unconnected socket")
 }
 
 fn is_socket(fd: RawFd) -> bool {
@@ -45,6 +84,9 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     if !is_socket(PLUGIN_FD) {
         return Err(NotSupervised::NoSocket { name: name.to_owned(), fd: PLUGIN_FD });
     }
+    if let Some(what) = unservable(PLUGIN_FD) {
+        return Err(NotSupervised::WrongSocket { name: name.to_owned(), fd: PLUGIN_FD, what });
+    }
     // SAFETY: fd 3 is an open socket (checked above) that nothing else in
     // this process owns: the supervisor put it there for us before exec.
     let plugin = unsafe { UnixStream::from_raw_fd(PLUGIN_FD) };
@@ -52,4 +94,25 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     let host = is_socket(HOST_FD).then(|| unsafe { UnixStream::from_raw_fd(HOST_FD) });
     let instance = std::env::var(INSTANCE_ENV).unwrap_or_else(|_| name.to_owned());
     Ok(Inherited { plugin, host, instance })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    #[test]
+    fn only_a_connected_unix_stream_socket_is_servable() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        assert_eq!(unservable(ours.as_raw_fd()), None);
+        let (dgram, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        assert_eq!(unservable(dgram.as_raw_fd()), Some("a datagram socket"));
+        let dir = std::env::temp_dir().join(format!("plugin-sdk-launch-{}", std::process::id()));
+        let listener = std::os::unix::net::UnixListener::bind(&dir);
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(unservable(listener.unwrap().as_raw_fd()), Some("a listening socket"));
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(unservable(tcp.as_raw_fd()), Some("not a Unix socket"));
+    }
 }

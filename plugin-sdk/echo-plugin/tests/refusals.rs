@@ -89,3 +89,51 @@ impl echo_plugin::pb::echo_server::Echo for Echo {
         Ok(tonic::Response::new(echo_plugin::pb::EchoResponse { message: request.into_inner().message }))
     }
 }
+
+/// With the cookie set, a fd 3 that is a socket but not a connected Unix stream (a datagram
+/// socket, a listening one: a launcher that is not the supervisor) is refused at start,
+/// naming what it is; the plugin used to serve on it and hang, saying nothing.
+#[test]
+fn a_fd_3_that_is_no_connected_stream_socket_is_refused_naming_its_kind() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (theirs, _ours) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_echo-plugin"));
+    cmd.env_clear()
+        .env(plugin_sdk::plugin_proto::launch::COOKIE_ENV, plugin_sdk::plugin_proto::launch::COOKIE_VALUE)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: fcntl and dup2 are async-signal-safe, as code between fork and exec must be;
+    // `fd` stays open in the parent until spawn has returned. Copied above 3 first: `fd`
+    // may be 3 itself, close-on-exec, which dup2 onto itself would leave so.
+    unsafe {
+        cmd.pre_exec(move || {
+            let copy = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+            if copy < 0 || libc::dup2(copy, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            // Not left behind when the test fails.
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "still serving after 5 s, or: {stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "echo: the supervisor's cookie is set but fd 3 is a datagram socket, not the connected Unix stream socket \
+         the supervisor hands a plugin"
+    );
+}
