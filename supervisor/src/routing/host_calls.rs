@@ -60,6 +60,18 @@ impl HostServices {
     fn serves(&self, service: &str) -> bool {
         self.names.contains(service)
     }
+
+    /// Calls the host's own service, held to the call's `grpc-timeout` as a plugin's
+    /// call_timeout holds calls to it: the host's handler is not served by a tonic server
+    /// that would, and a plugin calling out from no handler of its own, and waiting, would
+    /// wait for a hung handler for ever. Without one the call is not bounded here: the
+    /// host's service has no call_timeout.
+    fn call(&self, req: http::Request<Body>) -> Answer {
+        use tower::Layer;
+        let mut bounded =
+            super::deadline::DeadlineLayer::fixed(crate::config::units::MAX_DURATION).layer(self.routes.clone());
+        Box::pin(async move { bounded.call(req).await })
+    }
 }
 
 /// What every instance's host calls need: the embedding host's services, and the
@@ -129,12 +141,57 @@ impl Outbound {
         };
         // A malformed path is the gateway's to answer.
         if super::gateway::service_of(req.uri().path()).is_some_and(|s| self.host.serves(s)) {
-            let mut routes = self.host.routes.clone();
-            return Box::pin(async move { routes.call(req).await });
+            return self.host.call(req);
         }
         // Read at each call: `calls` is live (an update writes it into every revision).
         let spec = self.rev.spec();
         let peer = Peer::plugin_instance(name, spec.ids.0, spec.ids.1);
         self.gateway.call_from(name, &spec.calls, peer, req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host service whose every call hangs.
+    #[derive(Clone)]
+    struct Hung;
+
+    impl NamedService for Hung {
+        const NAME: &'static str = "test.v1.Hung";
+    }
+
+    impl Service<http::Request<Body>> for Hung {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Pending<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_to_a_hung_host_service_ends_at_its_grpc_timeout() {
+        let host = HostServices::new().add_service(Hung);
+        let req = http::Request::builder()
+            .uri("/test.v1.Hung/Wait")
+            .header("content-type", "application/grpc")
+            .header("grpc-timeout", "200m")
+            .body(Body::empty())
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(60), host.call(req))
+            .await
+            .expect("answered at its deadline, not left waiting")
+            .unwrap();
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(200));
+        let status = tonic::Status::from_header_map(answer.headers()).expect("a trailers-only status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     }
 }
