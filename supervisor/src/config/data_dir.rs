@@ -129,6 +129,14 @@ impl Guarded {
         if let Some(real) = real.as_ref().filter(|r| top_level(r)) {
             return Some(format!("it leads to {}, / or a top-level directory", real.display()));
         }
+        // Its owner and mode are set at each start without following a link there (the
+        // start refuses one), as a link planted there would hand its target to the plugin.
+        let as_opened: PathBuf = dir.components().collect();
+        if self.reach == Reach::Files && std::fs::symlink_metadata(&as_opened).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            let to = real.as_ref().map_or_else(String::new, |r| format!(" to {}", r.display()));
+            return Some(format!("it is a symbolic link{to}; name the directory itself"));
+        }
         let mine: Vec<&PathBuf> = std::iter::once(&lexical).chain(&real).collect();
         // Directories every uid writes to: the teardown sweeps the plugin's uid's files at
         // their top, so one as its data directory would lose what it keeps at every stop
@@ -293,11 +301,11 @@ mod tests {
     fn a_data_dir_leading_to_another_plugin_s_through_a_link_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real");
-        std::fs::create_dir(&real).unwrap();
+        std::fs::create_dir_all(real.join("sub")).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let real_path = std::fs::canonicalize(&real).unwrap();
-        let (real, link) = (real.display().to_string(), link.display().to_string());
+        let real_path = std::fs::canonicalize(real.join("sub")).unwrap();
+        let (real, link) = (real.join("sub").display().to_string(), link.join("sub").display().to_string());
         assert_eq!(
             shared(&[&real, &link]),
             [(
@@ -308,6 +316,23 @@ mod tests {
                 )
             )]
         );
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_link_is_refused_however_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("data");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        for written in ["", "/", "/."] {
+            let err = refused(&format!("{}{written}", link.display()));
+            assert!(
+                err.contains(&format!("it is a symbolic link to {}; name the directory itself", real.display())),
+                "{written:?}: {err}"
+            );
+        }
     }
 
     #[test]

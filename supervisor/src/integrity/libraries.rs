@@ -151,14 +151,27 @@ pub const SEALED_IMAGE_ORIGIN: &str = "/";
 /// Resolves the loader files of the executable `exe` (read from `subject.path`) as ld.so
 /// finds them when it runs from a sealed image, as every plugin does.
 ///
-/// There `$ORIGIN` is [`SEALED_IMAGE_ORIGIN`], not the binary's directory: a search
-/// entry of the executable built on it would send the loader to other directories than
-/// those next to the binary, so it is refused with its place named rather than left to
-/// fail, or to find another file, when the plugin starts.
+/// There `$ORIGIN` is [`SEALED_IMAGE_ORIGIN`], not the binary's directory, and the files
+/// are resolved with it, as the loader finds them: a RUNPATH of `$ORIGIN/lib` that build
+/// tools add and no library comes from costs nothing. A library the loader would then
+/// not find, where the executable builds on `$ORIGIN`, is refused naming that entry
+/// (it was surely meant to be found next to the binary), rather than left to fail when
+/// the plugin starts.
 pub fn resolve_sealed(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -> Result<LoaderFiles, LibraryError> {
     if exe.interpreter.is_none() {
         return Ok(LoaderFiles::default());
     }
+    match resolve_from(subject, exe, config, Path::new(SEALED_IMAGE_ORIGIN)) {
+        Err(LibraryError::NotFound { .. }) if let Some((tag, entry)) = origin_entry(exe) => {
+            Err(LibraryError::OriginOfSealedImage { subject: subject.clone(), tag, entry })
+        }
+        resolved => resolved,
+    }
+}
+
+/// The executable's first search entry or needed name that builds on `$ORIGIN`, with the
+/// tag it is in.
+fn origin_entry(exe: &ElfInfo) -> Option<(&'static str, String)> {
     // The list ld.so uses: DT_RPATH is ignored when DT_RUNPATH is present.
     let list = match (&exe.runpath, &exe.rpath) {
         (Some(runpath), _) => Some(("DT_RUNPATH", runpath)),
@@ -167,14 +180,10 @@ pub fn resolve_sealed(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -
     };
     let search = list.into_iter().flat_map(|(tag, list)| list.as_bytes().split(|&b| b == b':').map(move |e| (tag, e)));
     let needed = exe.needed.iter().map(|name| ("DT_NEEDED", name.as_bytes()));
-    if let Some((tag, entry)) = search.chain(needed).find(|(_, entry)| uses_origin(entry)) {
-        return Err(LibraryError::OriginOfSealedImage {
-            subject: subject.clone(),
-            tag,
-            entry: String::from_utf8_lossy(entry).into_owned(),
-        });
-    }
-    resolve_from(subject, exe, config, Path::new(SEALED_IMAGE_ORIGIN))
+    search
+        .chain(needed)
+        .find(|(_, entry)| uses_origin(entry))
+        .map(|(tag, entry)| (tag, String::from_utf8_lossy(entry).into_owned()))
 }
 
 /// Resolves the loader files of `exe`, whose `$ORIGIN` is `origin`.

@@ -218,6 +218,15 @@ impl Sandbox {
             ..ChildSandbox::default()
         };
         if let Some(dir) = &spec.data_dir {
+            // Written `link/` or `link/.`, a link would be followed as a directory on the
+            // way; put together from its parts again, its last part is the link itself.
+            let dir = &dir.components().collect::<PathBuf>();
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(ConfineError::Refused(format!(
+                    "data_dir {}: it is a symbolic link; name the directory itself",
+                    dir.display()
+                )));
+            }
             prepare_data_dir(dir, uid, gid)
                 .map_err(|e| ConfineError::Failed(format!("data_dir {}: {e}", dir.display())))?;
             child.cwd = Some(
@@ -576,6 +585,24 @@ mod tests {
         prepare_data_dir(&real, 65534, 65534).unwrap();
         let meta = std::fs::metadata(&real).unwrap();
         assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (65534, 65534, 0o700));
+        // Written with a trailing `/` or `/.`, the link is no last component the open
+        // would refuse to follow: the start is refused all the same, as a config error.
+        let (mut spec, _) = two_entries();
+        for written in ["data/", "data/."] {
+            spec.data_dir = Some(dir.path().join(written));
+            let refused = match sandbox().confine(&spec, "a-0", &QuotaConfig::default(), &ImageGrants::new(Vec::new()))
+            {
+                Err(ConfineError::Refused(why)) => why,
+                Err(other) => panic!("{written}: refused as a failure to retry: {other:?}"),
+                Ok(_) => panic!("{written}: a link was taken as the data_dir"),
+            };
+            assert_eq!(
+                refused,
+                format!("data_dir {}: it is a symbolic link; name the directory itself", link.display())
+            );
+            let meta = std::fs::metadata(&target).unwrap();
+            assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755), "{written}: the link's target was given away");
+        }
     }
 
     #[test]

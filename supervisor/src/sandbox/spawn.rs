@@ -512,10 +512,7 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
             // A success is not proof: a seccomp profile the supervisor itself runs under
             // (a container runtime's) can answer these calls 0 without making them, and
             // the plugin would then run as root. Read every id back from the kernel.
-            if !creds_are(uid, gid) {
-                *libc::__errno_location() = libc::EPERM;
-                fail(status, Step::CheckCreds);
-            }
+            check!(Step::CheckCreds, creds_are(uid, gid));
             // The kernel clears the parent-death signal when the credentials change: set
             // it again, or a plugin outlives a killed supervisor wherever no cgroup kills
             // it. The supervisor may have died since the first check.
@@ -553,23 +550,34 @@ unsafe fn child_main(r: &Raw<'_>) -> ! {
     }
 }
 
-/// True when the real, effective and saved uid are all `uid`, likewise the gids `gid`,
-/// and no supplementary group is left.
+/// 0 when the real, effective and saved uid are all `uid`, likewise the gids `gid`, and
+/// no supplementary group is left; else -1, with errno EPERM, or the error of a read that
+/// failed (a seccomp profile answering ENOSYS is named as such, not as ids unchanged).
 ///
 /// # Safety
 /// Async-signal-safe (raw syscalls on stack data); used in the forked child.
-unsafe fn creds_are(uid: libc::uid_t, gid: libc::gid_t) -> bool {
+unsafe fn creds_are(uid: libc::uid_t, gid: libc::gid_t) -> c_int {
     let (mut ruid, mut euid, mut suid) = (libc::uid_t::MAX, libc::uid_t::MAX, libc::uid_t::MAX);
     let (mut rgid, mut egid, mut sgid) = (libc::gid_t::MAX, libc::gid_t::MAX, libc::gid_t::MAX);
     // SAFETY: getresuid/getresgid write three ids each into stack variables we own;
-    // getgroups with a size of 0 only counts and writes nothing.
+    // getgroups with a size of 0 only counts and writes nothing. A failed one leaves its
+    // errno, which the caller reports.
     unsafe {
-        libc::syscall(libc::SYS_getresuid, &mut ruid, &mut euid, &mut suid) == 0
-            && libc::syscall(libc::SYS_getresgid, &mut rgid, &mut egid, &mut sgid) == 0
-            && libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) == 0
-            && [ruid, euid, suid] == [uid; 3]
-            && [rgid, egid, sgid] == [gid; 3]
+        if libc::syscall(libc::SYS_getresuid, &mut ruid, &mut euid, &mut suid) != 0
+            || libc::syscall(libc::SYS_getresgid, &mut rgid, &mut egid, &mut sgid) != 0
+        {
+            return -1;
+        }
+        let groups = libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>());
+        if groups < 0 {
+            return -1;
+        }
+        if groups == 0 && [ruid, euid, suid] == [uid; 3] && [rgid, egid, sgid] == [gid; 3] {
+            return 0;
+        }
+        *libc::__errno_location() = libc::EPERM;
     }
+    -1
 }
 
 /// # Safety
@@ -667,24 +675,36 @@ mod tests {
     }
 
     /// A filter that makes `setgroups`, `setresgid` and `setresuid` return 0 without doing
-    /// anything, as a container runtime's profile can: the child is still root.
-    fn credential_changes_faked() -> Vec<libc::sock_filter> {
+    /// anything, as a container runtime's profile can: the child is still root. With
+    /// `unreadable`, `getresuid` fails with ENOSYS too.
+    fn credential_changes_faked(unreadable: bool) -> Vec<libc::sock_filter> {
         let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
         let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
         let ret = (libc::BPF_RET | libc::BPF_K) as u16;
         let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        // Never matched (no syscall has that number) unless asked for.
+        let getresuid = if unreadable { libc::SYS_getresuid as u32 } else { u32::MAX };
         vec![
             insn(ld, 0, 0, 0),
-            insn(jeq, 3, 0, libc::SYS_setgroups as u32),
-            insn(jeq, 2, 0, libc::SYS_setresgid as u32),
-            insn(jeq, 1, 0, libc::SYS_setresuid as u32),
+            insn(jeq, 4, 0, getresuid),
+            insn(jeq, 4, 0, libc::SYS_setgroups as u32),
+            insn(jeq, 3, 0, libc::SYS_setresgid as u32),
+            insn(jeq, 2, 0, libc::SYS_setresuid as u32),
             insn(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+            insn(ret, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
             insn(ret, 0, 0, libc::SECCOMP_RET_ERRNO),
         ]
     }
 
     #[test]
     fn a_change_of_uid_that_did_not_happen_fails_the_spawn() {
+        // Ids read back unchanged: EPERM; ids that cannot be read: that read's error.
+        for (unreadable, expected) in [(false, libc::EPERM), (true, libc::ENOSYS)] {
+            creds_checked(unreadable, expected);
+        }
+    }
+
+    fn creds_checked(unreadable: bool, expected: i32) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: switching to another uid needs root");
@@ -692,8 +712,8 @@ mod tests {
         }
         // The filter binds only the thread that installs it (no TSYNC) and the children
         // it forks; it ends with the thread.
-        let result = std::thread::spawn(|| {
-            let prog = credential_changes_faked();
+        let result = std::thread::spawn(move || {
+            let prog = credential_changes_faked(unreadable);
             let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
             // SAFETY: installs a filter on this thread only, from a program that outlives the call.
             let rc = unsafe { libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, 0 as libc::c_ulong, &fprog) };
@@ -703,7 +723,7 @@ mod tests {
         .join()
         .unwrap();
         match result {
-            Err(SpawnError::Child { step: Step::CheckCreds, errno, .. }) => assert_eq!(errno, libc::EPERM),
+            Err(SpawnError::Child { step: Step::CheckCreds, errno, .. }) => assert_eq!(errno, expected),
             Err(e) => panic!("refused for another reason: {e}"),
             Ok(spawned) => {
                 let _reaped = Reaped(Some(spawned.pidfd));

@@ -285,7 +285,7 @@ fn search_subdirectories_match_what_the_host_ld_so_searches() {
 }
 
 #[test]
-fn a_verified_binary_resolves_the_files_its_held_descriptor_needs() {
+fn a_verified_binary_resolves_the_files_its_sealed_image_needs() {
     use crate::integrity::{Policy, VerifiedBinary};
     let dir = tempfile::tempdir().unwrap();
     let path = write_exe(dir.path(), "true", super::support::small_system_binary());
@@ -317,6 +317,16 @@ fn sealed_app_with_runpath(
 #[test]
 fn an_origin_entry_of_a_binary_run_from_its_sealed_image_is_refused_with_its_place() {
     let (_dir, _, image) = sealed_app_with_runpath(|_| "/nonexistent:$ORIGIN/lib".to_owned());
+    // libc.so.6 is needed, and found in the system's directories as the loader finds it:
+    // a RUNPATH on $ORIGIN no library comes from costs nothing.
+    let files = image.binary().loader_files(&SearchConfig::host()).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(found(&files, "libc.so.6").parent(), Some(_dir.path().join("lib").as_path()));
+    let dir = tempfile::tempdir().unwrap();
+    let interpreter = exe_info(&[], None, None).interpreter.unwrap();
+    let path =
+        write_exe(dir.path(), "app", &dynamic_elf64(&interpreter, "libonly-here.so", "/nonexistent:$ORIGIN/lib"));
+    let image = crate::integrity::VerifiedImage::load("app", &path, &crate::integrity::Policy::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     let err =
         image.binary().loader_files(&SearchConfig::host()).expect_err("$ORIGIN cannot name the binary's directory");
     match &err {
@@ -349,15 +359,16 @@ fn an_origin_in_a_needed_name_names_a_file_beside_the_library_needing_it() {
     let dir = t.libdir.to_str().unwrap();
     let files = resolve(&t, &exe_info(&["libouter.so"], None, Some(dir))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(found(&files, "$ORIGIN/libc.so.6"), local);
-    // The executable's own: run from its sealed image, its $ORIGIN is not its directory.
+    // The executable's own: run from its sealed image, its $ORIGIN is not its directory,
+    // and a name found only there is refused, naming it.
     let sealed = libraries::resolve_sealed(
         &Subject::new("app", &t.exe),
-        &exe_info(&["$ORIGIN/../lib/libc.so.6"], None, None),
+        &exe_info(&["$ORIGIN/libouter.so"], None, None),
         &SearchConfig::host(),
     )
     .expect_err("the executable's $ORIGIN is not its directory");
     assert!(
-        matches!(&sealed, LibraryError::OriginOfSealedImage { tag: "DT_NEEDED", entry, .. } if entry == "$ORIGIN/../lib/libc.so.6"),
+        matches!(&sealed, LibraryError::OriginOfSealedImage { tag: "DT_NEEDED", entry, .. } if entry == "$ORIGIN/libouter.so"),
         "{sealed}"
     );
 }
