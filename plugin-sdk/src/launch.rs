@@ -33,38 +33,42 @@ pub enum NotSupervised {
     WrongSocket { name: String, fd: RawFd, what: &'static str },
 }
 
-/// `getsockopt(fd, SOL_SOCKET, opt)` as an int.
+/// `getsockopt(fd, SOL_SOCKET, opt)` as an int, or `None` when it cannot be known: a
+/// tier's policy may refuse the call (the shipped ones allow it), and a socket the
+/// supervisor handed over is not to be refused for that.
 fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `value`, which we own, and `len`
-    // says its size; a descriptor that is no socket makes it fail.
+    // says its size.
     let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut value).cast(), &raw mut len) };
     (r == 0).then_some(value)
 }
 
 /// What the socket `fd` is, when it is not one a plugin can serve on: a connected Unix
-/// stream socket, one end of the supervisor's socketpair.
+/// stream socket, one end of the supervisor's socketpair. What cannot be asked is taken
+/// to be as it should.
 fn unservable(fd: RawFd) -> Option<&'static str> {
-    if sockopt(fd, libc::SO_DOMAIN) != Some(libc::AF_UNIX) {
+    if sockopt(fd, libc::SO_DOMAIN).is_some_and(|d| d != libc::AF_UNIX) {
         return Some("not a Unix socket");
     }
     match sockopt(fd, libc::SO_TYPE) {
-        Some(libc::SOCK_STREAM) => {}
+        Some(libc::SOCK_STREAM) | None => {}
         Some(libc::SOCK_DGRAM) => return Some("a datagram socket"),
         Some(libc::SOCK_SEQPACKET) => return Some("a seqpacket socket"),
-        _ => return Some("not a stream socket"),
+        Some(_) => return Some("not a stream socket"),
     }
-    if sockopt(fd, libc::SO_ACCEPTCONN) != Some(0) {
+    if sockopt(fd, libc::SO_ACCEPTCONN).is_some_and(|listening| listening != 0) {
         return Some("a listening socket");
     }
     // SAFETY: getpeername writes at most `len` bytes into the zeroed address we own.
-    let connected = unsafe {
+    let unconnected = unsafe {
         let mut addr: libc::sockaddr_un = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        libc::getpeername(fd, (&raw mut addr).cast(), &raw mut len) == 0
+        libc::getpeername(fd, (&raw mut addr).cast(), &raw mut len) != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
     };
-    (!connected).then_some("an unconnected socket")
+    unconnected.then_some("an unconnected socket")
 }
 
 fn is_socket(fd: RawFd) -> bool {
@@ -114,5 +118,39 @@ mod tests {
         assert_eq!(unservable(listener.unwrap().as_raw_fd()), Some("a listening socket"));
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         assert_eq!(unservable(tcp.as_raw_fd()), Some("not a Unix socket"));
+    }
+
+    /// An operator's tier may refuse getsockopt and getpeername (the shipped ones allow
+    /// them): the supervisor's own socket is then still served on, not refused.
+    #[test]
+    fn a_socket_that_cannot_be_asked_about_is_served_on() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let fd = ours.as_raw_fd();
+        // The filter binds only this thread, which it ends with.
+        let seen = std::thread::spawn(move || {
+            let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+            let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+            let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+            let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+            let prog = [
+                insn(ld, 0, 0, 0),
+                insn(jeq, 2, 0, libc::SYS_getsockopt as u32),
+                insn(jeq, 1, 0, libc::SYS_getpeername as u32),
+                insn(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+                insn(ret, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+            ];
+            let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+            // SAFETY: no_new_privs and a filter on this thread only, from a program that
+            // outlives the calls.
+            unsafe {
+                assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+                let rc = libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, 0 as libc::c_ulong, &fprog);
+                assert_eq!(rc, 0, "installing the test filter: {}", std::io::Error::last_os_error());
+            }
+            unservable(fd)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, None);
     }
 }

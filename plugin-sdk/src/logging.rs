@@ -90,12 +90,17 @@ fn level(l: &tracing::Level) -> Level {
 
 impl<S: tracing::Subscriber> Layer<S> for HostLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if carrying() {
+        let meta = event.metadata();
+        // Only the transport's crates and this one log from the tasks that carry the log
+        // stream: the plugin's own events are not held up by the lock `carrying` takes.
+        let transport = ["h2", "hyper", "tonic", "tower", "tokio", "plugin_sdk"]
+            .iter()
+            .any(|c| meta.target().strip_prefix(c).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")));
+        if transport && carrying() {
             return;
         }
         let mut f = Fields::default();
         event.record(&mut f);
-        let meta = event.metadata();
         let unix_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         // Cut here, not only by the supervisor: a record over its 4 MiB message limit ends
         // the whole log stream, and the process's later records with it; and the buffer
@@ -105,7 +110,13 @@ impl<S: tracing::Subscriber> Layer<S> for HostLayer {
             level: level(meta.level()) as i32,
             target: cut(meta.target().to_owned()),
             message: cut(f.message),
-            fields: f.fields.into_iter().map(|(k, v)| (k, cut(v))).collect(),
+            fields: {
+                let mut fields = f.fields;
+                for v in fields.values_mut() {
+                    *v = cut(std::mem::take(v));
+                }
+                fields
+            },
             dropped_before: self.dropped.swap(0, Ordering::Relaxed),
         };
         if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = self.tx.try_send(record)

@@ -163,6 +163,12 @@ impl Guarded {
                 }
             }
         }
+        // The start opens it without following a link only at its last part: through
+        // `sub/..`, a `sub` the plugin turned into a link would be followed, and the
+        // directory above where it leads given to the plugin.
+        if dir.components().any(|c| c == Component::ParentDir) {
+            return Some(format!("it goes up with \"..\"; name the directory itself ({})", lexical.display()));
+        }
         None
     }
 }
@@ -242,6 +248,11 @@ mod tests {
             assert!(err.contains("which every uid writes to"), "data_dir = {shared:?}: {err}");
         }
         assert!(refused("/var/tmp/zoo").is_empty(), "{}", refused("/var/tmp/zoo"));
+        assert_eq!(
+            refused("/srv/p/data/sub/.."),
+            "/etc/ps/supervisor.toml:9: plugin[0].data_dir: /srv/p/data/sub/..: it goes up with \"..\"; \
+             name the directory itself (/srv/p/data); the plugin's uid would own it"
+        );
     }
 
     /// The (key, message) of each problem of plugins with these data directories (the
@@ -267,7 +278,7 @@ mod tests {
     #[test]
     fn a_data_dir_that_is_holds_or_lies_inside_another_plugin_s_is_refused_naming_both() {
         assert_eq!(
-            shared(&["/srv/d", "/srv/d/", "/srv/d/x/../c"]),
+            shared(&["/srv/d", "/srv/d/", "/srv/d/./c"]),
             [
                 (
                     "plugin[1].data_dir".to_owned(),
@@ -278,7 +289,7 @@ mod tests {
                 (
                     "plugin[2].data_dir".to_owned(),
                     format!(
-                        "/srv/d/x/../c: plugin \"p2\"'s data_dir would be inside plugin \"p0\"'s (/srv/d, plugin[0].data_dir): {TAKEN}"
+                        "/srv/d/./c: plugin \"p2\"'s data_dir would be inside plugin \"p0\"'s (/srv/d, plugin[0].data_dir): {TAKEN}"
                     )
                 ),
             ]

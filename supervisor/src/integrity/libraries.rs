@@ -152,20 +152,25 @@ pub const SEALED_IMAGE_ORIGIN: &str = "/";
 /// finds them when it runs from a sealed image, as every plugin does.
 ///
 /// There `$ORIGIN` is [`SEALED_IMAGE_ORIGIN`], not the binary's directory, and the files
-/// are resolved with it, as the loader finds them: a RUNPATH of `$ORIGIN/lib` that build
-/// tools add and no library comes from costs nothing. A library the loader would then
-/// not find, where the executable builds on `$ORIGIN`, is refused naming that entry
-/// (it was surely meant to be found next to the binary), rather than left to fail when
-/// the plugin starts.
+/// are resolved with it, as the loader finds them. An executable building on `$ORIGIN`
+/// surely meant the libraries next to it: where what the loader finds from the sealed
+/// image is not what it finds run from the binary's directory (one bundled there would be
+/// replaced by the system's copy, or not found at all), it is refused naming the entry,
+/// rather than run against other libraries or left to fail at start. A RUNPATH of
+/// `$ORIGIN/lib` that no library comes from costs nothing.
 pub fn resolve_sealed(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -> Result<LoaderFiles, LibraryError> {
     if exe.interpreter.is_none() {
         return Ok(LoaderFiles::default());
     }
-    match resolve_from(subject, exe, config, Path::new(SEALED_IMAGE_ORIGIN)) {
-        Err(LibraryError::NotFound { .. }) if let Some((tag, entry)) = origin_entry(exe) => {
-            Err(LibraryError::OriginOfSealedImage { subject: subject.clone(), tag, entry })
-        }
-        resolved => resolved,
+    let sealed = resolve_from(subject, exe, config, Path::new(SEALED_IMAGE_ORIGIN));
+    let Some((tag, entry)) = origin_entry(exe) else { return sealed };
+    match (sealed, resolve(subject, exe, config)) {
+        (Ok(sealed), Ok(beside)) if sealed.paths() == beside.paths() => Ok(sealed),
+        // Nothing next to the binary either: what the loader finds is all there is.
+        (Ok(sealed), Err(_)) => Ok(sealed),
+        // Found neither way: that library's own error, naming it and where it was sought.
+        (Err(e), Err(_)) => Err(e),
+        (Ok(_) | Err(_), Ok(_)) => Err(LibraryError::OriginOfSealedImage { subject: subject.clone(), tag, entry }),
     }
 }
 

@@ -64,8 +64,8 @@ pub enum LibraryError {
 
     #[error(
         "{subject}: {} has {entry:?} in its {tag}, but the plugin runs from a sealed copy of the binary, \
-         where the loader expands $ORIGIN to \"{}\", not to the binary's directory, and a library is then \
-         not found; use an absolute path instead",
+         where the loader expands $ORIGIN to \"{}\", not to the binary's directory, and the libraries it \
+         finds then are not those it finds beside the binary; use an absolute path instead",
         .subject.path.display(), super::libraries::SEALED_IMAGE_ORIGIN
     )]
     OriginOfSealedImage { subject: Subject, tag: &'static str, entry: String },

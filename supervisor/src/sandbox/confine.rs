@@ -221,6 +221,14 @@ impl Sandbox {
             // Written `link/` or `link/.`, a link would be followed as a directory on the
             // way; put together from its parts again, its last part is the link itself.
             let dir = &dir.components().collect::<PathBuf>();
+            // As validation refuses them: through `sub/..`, a `sub` turned into a link would
+            // be followed, past the last part the open does not follow.
+            if dir.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(ConfineError::Refused(format!(
+                    "data_dir {}: it goes up with \"..\"; name the directory itself",
+                    dir.display()
+                )));
+            }
             if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
                 return Err(ConfineError::Refused(format!(
                     "data_dir {}: it is a symbolic link; name the directory itself",

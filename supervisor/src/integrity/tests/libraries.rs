@@ -316,17 +316,9 @@ fn sealed_app_with_runpath(
 /// although its libraries had been resolved (and granted) next to the binary.
 #[test]
 fn an_origin_entry_of_a_binary_run_from_its_sealed_image_is_refused_with_its_place() {
+    // lib/ holds a libc of its own, which the sealed image's loader would not find: it
+    // would run against the system's.
     let (_dir, _, image) = sealed_app_with_runpath(|_| "/nonexistent:$ORIGIN/lib".to_owned());
-    // libc.so.6 is needed, and found in the system's directories as the loader finds it:
-    // a RUNPATH on $ORIGIN no library comes from costs nothing.
-    let files = image.binary().loader_files(&SearchConfig::host()).unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(found(&files, "libc.so.6").parent(), Some(_dir.path().join("lib").as_path()));
-    let dir = tempfile::tempdir().unwrap();
-    let interpreter = exe_info(&[], None, None).interpreter.unwrap();
-    let path =
-        write_exe(dir.path(), "app", &dynamic_elf64(&interpreter, "libonly-here.so", "/nonexistent:$ORIGIN/lib"));
-    let image = crate::integrity::VerifiedImage::load("app", &path, &crate::integrity::Policy::default())
-        .unwrap_or_else(|e| panic!("{e}"));
     let err =
         image.binary().loader_files(&SearchConfig::host()).expect_err("$ORIGIN cannot name the binary's directory");
     match &err {
@@ -337,6 +329,21 @@ fn an_origin_entry_of_a_binary_run_from_its_sealed_image_is_refused_with_its_pla
     }
     let text = err.to_string();
     assert!(text.contains("plugin \"app\"") && text.contains("\"$ORIGIN/lib\" in its DT_RUNPATH"), "{text}");
+    // With nothing beside the binary, the loader finds what it would find from there:
+    // a RUNPATH build tools added costs nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let interpreter = exe_info(&[], None, None).interpreter.unwrap();
+    let path = write_exe(dir.path(), "app", &dynamic_elf64(&interpreter, "libc.so.6", "/nonexistent:$ORIGIN/lib"));
+    let image = crate::integrity::VerifiedImage::load("app", &path, &crate::integrity::Policy::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let files = image.binary().loader_files(&SearchConfig::host()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found(&files, "libc.so.6"), fs::canonicalize(system_lib("libc.so.6")).unwrap());
+    // A library found neither way is refused as such, naming it.
+    let path = write_exe(dir.path(), "gone", &dynamic_elf64(&interpreter, "libgone.so", "$ORIGIN/lib"));
+    let image = crate::integrity::VerifiedImage::load("gone", &path, &crate::integrity::Policy::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = image.binary().loader_files(&SearchConfig::host()).expect_err("libgone.so is nowhere");
+    assert!(matches!(&err, LibraryError::NotFound { name, .. } if name == "libgone.so"), "{err}");
 }
 
 #[test]
@@ -363,12 +370,12 @@ fn an_origin_in_a_needed_name_names_a_file_beside_the_library_needing_it() {
     // and a name found only there is refused, naming it.
     let sealed = libraries::resolve_sealed(
         &Subject::new("app", &t.exe),
-        &exe_info(&["$ORIGIN/libouter.so"], None, None),
+        &exe_info(&["$ORIGIN/../lib/libouter.so"], None, None),
         &SearchConfig::host(),
     )
     .expect_err("the executable's $ORIGIN is not its directory");
     assert!(
-        matches!(&sealed, LibraryError::OriginOfSealedImage { tag: "DT_NEEDED", entry, .. } if entry == "$ORIGIN/libouter.so"),
+        matches!(&sealed, LibraryError::OriginOfSealedImage { tag: "DT_NEEDED", entry, .. } if entry == "$ORIGIN/../lib/libouter.so"),
         "{sealed}"
     );
 }
