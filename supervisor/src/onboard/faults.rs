@@ -102,13 +102,40 @@ impl Drop for Held {
 
 /// Stops `live`'s processes until the guard goes. The guard comes first, so that a stop
 /// that reached some of them is undone, whatever happens next.
-fn hold(live: &Arc<Live>) -> Result<Held, String> {
+///
+/// It returns once every thread of the instance's process is stopped: kill() returns when
+/// the stop is only pending, and until the one thread the kernel chose to take it runs
+/// (on a loaded host, a while), the others run on and may take and answer the very call
+/// meant to find the plugin held.
+async fn hold(live: &Arc<Live>) -> Result<Held, String> {
     let held = Held(live.clone());
     match live.signals.send(libc::SIGSTOP) {
-        Ok(Some(_)) => Ok(held),
-        Ok(None) => Err("the instance is no longer signalled (it is stopping)".to_owned()),
-        Err(e) => Err(format!("SIGSTOP: {e}")),
+        Ok(Some(_)) => {}
+        Ok(None) => return Err("the instance is no longer signalled (it is stopping)".to_owned()),
+        Err(e) => return Err(format!("SIGSTOP: {e}")),
     }
+    let within = Instant::now() + STOPPED_WITHIN;
+    while !all_threads_stopped(live.pid) {
+        if Instant::now() >= within {
+            return Err(format!("its threads were not all stopped within {STOPPED_WITHIN:?} of SIGSTOP"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(held)
+}
+
+/// How long the threads of a held instance may take to stop.
+const STOPPED_WITHIN: Duration = Duration::from_secs(2);
+
+/// Whether every thread of `pid` is stopped (`T`), or gone.
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
+            // The state follows the command's closing parenthesis, which may hold any byte.
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_none_or(|s| s == 'T')
+        })
+    })
 }
 
 impl<'a> Target<'a> {
@@ -222,7 +249,7 @@ async fn sigterm(t: &Target<'_>, live: &Arc<Live>) -> Fault {
     };
     let pid = live.pid;
     let stop_timeout = t.p.spec().stop_timeout;
-    let held = match hold(live) {
+    let held = match hold(live).await {
         Ok(h) => h,
         Err(e) => return Fault::skipped("SIGTERM", DONE, format!("not held: {e}")),
     };
@@ -311,7 +338,7 @@ async fn deadline(t: &Target<'_>, live: &Arc<Live>) -> Fault {
     let Some(call) = t.call else {
         return Fault::skipped("deadline", "a call past its deadline", "no --call to make past its deadline");
     };
-    let late = match hold(live) {
+    let late = match hold(live).await {
         Ok(held) => {
             let answer = t.call(call, SHORT_DEADLINE).await;
             drop(held);
@@ -340,7 +367,7 @@ async fn burst(t: &Target<'_>, live: &Arc<Live>, lowered: bool) -> Fault {
     let room = (limits.max_in_flight + limits.max_queued) as usize;
     let fired = room + BURST_EXTRA;
     let shed_before = t.p.queue.shed();
-    let held = match hold(live) {
+    let held = match hold(live).await {
         Ok(h) => h,
         Err(e) => return Fault::skipped("burst", "calls above max_in_flight", format!("not held: {e}")),
     };
@@ -479,5 +506,39 @@ fn give_back(t: &Target<'_>) {
     let change = QuotaChange { memory_max: Some(None), ..QuotaChange::default() };
     if let Err(e) = t.sup.change_quota(t.name, &change, false) {
         tracing::warn!(plugin = t.name, error = %e, "onboard: cannot give the plugin its memory limit back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_held_once_every_thread_of_it_is_stopped() {
+        // Killed and reaped however the test ends.
+        struct Reaped(std::process::Child);
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Reaped(std::process::Command::new("sleep").arg("30").spawn().unwrap());
+        let pid = i32::try_from(child.0.id()).unwrap();
+        assert!(!all_threads_stopped(pid), "a running process is not held");
+        // SAFETY: signalling the child this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        let within = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < within, "not seen stopped");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        let within = Instant::now() + Duration::from_secs(5);
+        while all_threads_stopped(pid) {
+            assert!(Instant::now() < within, "still seen stopped after SIGCONT");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
