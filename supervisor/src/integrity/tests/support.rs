@@ -47,21 +47,7 @@ pub fn tiny_elf64(machine: u16, e_type: u16, code: &[u8], with_dynamic: bool) ->
     let total = dyn_off + if with_dynamic { 16 } else { 0 };
 
     let mut out = Vec::new();
-    out.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&e_type.to_le_bytes());
-    out.extend_from_slice(&machine.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&(BASE + code_off).to_le_bytes());
-    out.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    out.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    out.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    out.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    out.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
-    out.extend_from_slice(&phnum.to_le_bytes());
-    out.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
-    out.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
-    out.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    ehdr64(&mut out, e_type, machine, BASE + code_off, phnum);
     phdr64(&mut out, PT_LOAD, 5, 0, BASE, total);
     if with_dynamic {
         phdr64(&mut out, PT_DYNAMIC, 4, dyn_off, BASE + dyn_off, 16);
@@ -72,6 +58,25 @@ pub fn tiny_elf64(machine: u16, e_type: u16, code: &[u8], with_dynamic: bool) ->
     }
     assert_eq!(out.len() as u64, total);
     out
+}
+
+/// An ELF64 little-endian file header: program headers right after it, no sections.
+fn ehdr64(out: &mut Vec<u8>, e_type: u16, machine: u16, entry: u64, phnum: u16) {
+    out.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&e_type.to_le_bytes());
+    out.extend_from_slice(&machine.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&entry.to_le_bytes());
+    out.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    out.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    out.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    out.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    out.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    out.extend_from_slice(&phnum.to_le_bytes());
+    out.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    out.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+    out.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
 }
 
 fn phdr64(out: &mut Vec<u8>, p_type: u32, flags: u32, offset: u64, vaddr: u64, size: u64) {
@@ -113,21 +118,7 @@ pub fn dynamic_elf64(interpreter: &Path, needed: &str, runpath: &str) -> Vec<u8>
     let total = code_off + CODE_EXIT_0.len() as u64;
 
     let mut out = Vec::new();
-    out.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    out.extend_from_slice(&Machine::host().e_machine.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&(BASE + code_off).to_le_bytes());
-    out.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    out.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    out.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    out.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    out.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
-    out.extend_from_slice(&phnum.to_le_bytes());
-    out.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
-    out.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
-    out.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    ehdr64(&mut out, 2 /* ET_EXEC */, Machine::host().e_machine, BASE + code_off, phnum);
     phdr64(&mut out, PT_LOAD, 5, 0, BASE, total);
     phdr64(&mut out, PT_INTERP, 4, interp_off, BASE + interp_off, interp.len() as u64);
     phdr64(&mut out, PT_DYNAMIC, 6, dyn_off, BASE + dyn_off, 16 * dynamic.len() as u64);
