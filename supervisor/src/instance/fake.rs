@@ -42,6 +42,9 @@ pub enum Behaviour {
     ServeBreaking { name: String },
     /// Serves, then exits with code 1 after `after`.
     ServeThenExit { after: Duration },
+    /// Serves, then closes its connection and exits 0 after `after`: an end the default
+    /// restart policy (`on-failure`) leaves stopped.
+    ServeThenExitZero { after: Duration },
     /// Serves, then closes its connection after `after` and lives on, doing nothing.
     ServeThenHangUp { after: Duration },
     /// Serves, then ends its connection after `after` with GOAWAY ENHANCE_YOUR_CALM (as a
@@ -245,6 +248,17 @@ impl Launcher for FakeLauncher {
                         let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name), theirs, instance);
                         let _ = tokio::time::timeout(after, serving).await;
                         ExitStatus::Exited(1)
+                    }
+                    Behaviour::ServeThenExitZero { after } => {
+                        use std::os::fd::AsRawFd;
+                        let fd = theirs.as_raw_fd();
+                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name_of), theirs, instance);
+                        tokio::pin!(serving);
+                        let _ = tokio::time::timeout(after, &mut serving).await;
+                        // As a process's exit closes its socket (the server's connection
+                        // task holds this one).
+                        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                        ExitStatus::Exited(0)
                     }
                     Behaviour::ServeThenHangUp { after } => {
                         use std::os::fd::AsRawFd;

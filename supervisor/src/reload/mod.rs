@@ -397,12 +397,15 @@ async fn started(shared: &Shared, p: &Plugin, rev: &Revision, commanded: Command
     Err(ReloadError::StartTimeout { plugin: p.name.clone(), waited, states: states.join(", ") })
 }
 
-/// An instance that failed to start, or started and ended, with why.
+/// An instance that failed to start, or started and ended, with why. An end its restart
+/// policy leaves stopped (an exit 0 under `on-failure`) counts as much as a crash: the
+/// revision switched to would serve nothing.
 pub(crate) fn first_failure(rev: &Revision) -> Option<(String, String)> {
     rev.instances.iter().find_map(|i| {
         let s = i.status();
-        let ended = matches!(s.state, State::Failed | State::Backoff) || s.restarts > 0;
-        ended.then(|| (i.id.clone(), s.reason.clone()))
+        let stopped = s.tried && matches!(s.state, State::Stopping | State::Stopped);
+        let ended = stopped || matches!(s.state, State::Failed | State::Backoff) || s.restarts > 0;
+        ended.then(|| (i.id.clone(), if s.reason.is_empty() { s.describe() } else { s.reason.clone() }))
     })
 }
 

@@ -104,6 +104,15 @@ async fn a_new_version_that_crashes_after_its_handshake_is_refused() {
     assert!(err.to_string().contains("exited with code 1"), "{err}");
 }
 
+/// An exit 0 is no failure to `restart = "on-failure"`, which leaves the instance stopped:
+/// switched to, the revision would serve nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_exits_cleanly_after_its_handshake_is_refused() {
+    let err = refused(Behaviour::ServeThenExitZero { after: Duration::from_millis(150) }, 1).await;
+    assert!(matches!(err, ReloadError::Unsteady { .. }), "{err}");
+    assert!(err.to_string().contains("exited with code 0"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breaking_contract_is_refused_and_listed_unless_allowed() {
     let err = refused(Behaviour::ServeBreaking { name: "fake".into() }, 1).await;
