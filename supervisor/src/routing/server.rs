@@ -41,6 +41,12 @@ const CALL_BUFFER: usize = STREAM_WINDOW as usize;
 /// What one caller's connection may have sent and the gateway not yet
 /// forwarded, across its calls: only that caller waits when it is used up.
 const CALLER_CONNECTION_WINDOW: u32 = 16 * STREAM_WINDOW;
+/// What h2 itself may hold of one answer, written but not yet taken by the peer's
+/// socket. Past this the rest waits in the call's own buffer, where the stall budget and
+/// the deadline see it; at h2's default (400 KiB) a caller granting large windows and
+/// then reading nothing had any answer up to that size taken off the call, which then
+/// ended and freed its place, its bytes held by h2 until the connection closed.
+const SEND_BUFFER: usize = 64 << 10;
 /// How long a connection closed for idleness has, after its GOAWAY, to
 /// send the calls it had on their way, and to take the final GOAWAY.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -127,7 +133,7 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, sh
             return;
         }
     };
-    let handshake = h2::server::Builder::new()
+    let handshake = answering()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CALLER_CONNECTION_WINDOW)
@@ -305,7 +311,7 @@ where
     S::Future: Send,
 {
     // No preface timeout: a plugin need never speak on fd 4, and the task ends with it.
-    let handshake = super::buffers::host_connection(&mut h2::server::Builder::new())
+    let handshake = super::buffers::host_connection(&mut answering())
         .max_concurrent_streams(max_streams)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CALLER_CONNECTION_WINDOW)
@@ -465,6 +471,14 @@ impl Untaken {
     }
 }
 
+/// The HTTP/2 server both of the gateway's kinds of callers (host applications on
+/// gateway.sock, plugins calling out on fd 4) are answered by.
+fn answering() -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder.max_send_buffer_size(SEND_BUFFER);
+    builder
+}
+
 /// Sends the answer as the caller's window allows, reading ahead of it by
 /// at most [`CALL_BUFFER`]; resets the call when its deadline passes with
 /// data still untaken, or at once when its buffer is full and `stalls` has
@@ -488,6 +502,8 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
     }
     let mut expired = false;
     let mut stalled: Option<Stalled> = None;
+    // Without a deadline: since when the caller has taken none of what is untaken.
+    let mut waited_on: Option<Instant> = None;
     let expiry = tokio::time::sleep_until(expires.unwrap_or_else(far_future));
     tokio::pin!(expiry);
     loop {
@@ -501,11 +517,22 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
         // that falls behind at all is reset at once: it would need one once
         // full, and filling first would only cost a buffer.
         if untaken.is_empty() {
-            if stalled.take().is_some() && expires.is_none() {
+            stalled = None;
+            if waited_on.take().is_some() {
                 expiry.as_mut().reset(far_future());
                 expired = false;
             }
-        } else if stalled.is_none() && (untaken.full() || stalls.spent()) {
+        } else if expires.is_none() && waited_on.is_none() {
+            // An answer without a deadline (the gateway's own reflection and health
+            // streams, a host service's) waits on its caller for at most UNDEADLINED_STALL
+            // at a time, full or not: below a buffer's worth it takes no stall place, and
+            // would otherwise hold its bytes for as long as the caller stays connected
+            // (its connection, busy with it, is never idle).
+            waited_on = Some(Instant::now());
+            expiry.as_mut().reset(Instant::now() + UNDEADLINED_STALL);
+            expired = false;
+        }
+        if !untaken.is_empty() && stalled.is_none() && (untaken.full() || stalls.spent()) {
             stalled = stalls.stall();
             if stalled.is_none() {
                 // Dropping the body resets the plugin's stream, which gives
@@ -523,13 +550,6 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                     );
                 }
                 return;
-            }
-            if expires.is_none() {
-                // An answer without a deadline (the gateway's own reflection and health
-                // streams, a host service's) would otherwise hold its place for as long as
-                // its caller stays connected: it keeps it while the caller takes some of it.
-                expiry.as_mut().reset(Instant::now() + UNDEADLINED_STALL);
-                expired = false;
             }
         }
         if expired && !untaken.is_empty() {
@@ -550,7 +570,9 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 if !more {
                     return;
                 }
-                if expires.is_none() && stalled.is_some() {
+                // The caller took some: it is slow, not gone.
+                if waited_on.is_some() {
+                    waited_on = Some(Instant::now());
                     expiry.as_mut().reset(Instant::now() + UNDEADLINED_STALL);
                     expired = false;
                 }
@@ -617,13 +639,18 @@ mod tests {
     /// nothing, with the answer under a deadline (`expires`) or none, and how the caller's
     /// stream had ended by then.
     async fn unread(expires: Option<Instant>, waited: Duration) -> (usize, Option<h2::Reason>) {
+        unread_of(3, expires, waited).await
+    }
+
+    /// `unread`, of an answer of `frames` frames of 128 KiB.
+    async fn unread_of(frames: usize, expires: Option<Instant>, waited: Duration) -> (usize, Option<h2::Reason>) {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let budget = StallBudget::new(4);
         let held = budget.clone();
         let served = tokio::spawn(async move {
             let mut h2 = h2::server::handshake(server_io).await.unwrap();
             let (_, respond) = h2.accept().await.unwrap().unwrap();
-            let frames = (0..3).map(|_| Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![0u8; 128 << 10]))));
+            let frames = (0..frames).map(|_| Ok::<_, tonic::Status>(Frame::data(Bytes::from(vec![0u8; 128 << 10]))));
             let mut answer = http::Response::new(Body::new(http_body_util::StreamBody::new(
                 futures_util::stream::iter(frames.collect::<Vec<_>>()),
             )));
@@ -659,6 +686,101 @@ mod tests {
         // Without one, its place goes once the caller has taken nothing for a while.
         assert_eq!(unread(None, UNDEADLINED_STALL / 2).await, (1, None));
         assert_eq!(unread(None, UNDEADLINED_STALL * 2).await, (0, Some(h2::Reason::CANCEL)));
+    }
+
+    /// A caller granting large windows, then reading nothing: what h2 holds of the answer
+    /// is bounded, and the rest stays with the call, held to its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_to_a_caller_that_reads_nothing_stays_the_calls_whatever_its_window() {
+        let (client_io, server_io) = tokio::io::duplex(16 << 10);
+        let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+        let (frames_tx, frames) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, tonic::Status>>();
+        let frames = futures_util::stream::unfold(frames, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let (ended_tx, ended) = tokio::sync::oneshot::channel();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        tokio::spawn(async move {
+            let mut h2 = answering().handshake::<_, Bytes>(server_io).await.unwrap();
+            let (_, respond) = h2.accept().await.unwrap().unwrap();
+            let _ = accepted_tx.send(());
+            let mut answer = http::Response::new(Body::new(http_body_util::StreamBody::new(frames)));
+            answer.extensions_mut().insert(Expires(deadline));
+            tokio::spawn(async move {
+                pipe(respond, answer, &StallBudget::new(1)).await;
+                let _ = ended_tx.send(Instant::now());
+            });
+            let _ = poll_fn(|cx| h2.poll_closed(cx)).await;
+        });
+        let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let client_io = ReadsUntil { io: client_io, reading: reading.clone() };
+        let (mut client, conn) = h2::client::Builder::new()
+            .initial_window_size(1 << 30)
+            .initial_connection_window_size(1 << 30)
+            .handshake::<_, Bytes>(client_io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let _response = client.send_request(http::Request::post("http://gw/a.A/M").body(()).unwrap(), true).unwrap();
+        accepted.await.unwrap();
+        // From here the caller reads nothing, its socket open.
+        reading.store(false, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..30 {
+            frames_tx.send(Ok(Frame::data(Bytes::from(vec![0u8; 10 << 10])))).unwrap();
+        }
+        frames_tx.send(Ok(Frame::trailers(http::HeaderMap::new()))).unwrap();
+        let ended = ended.await.unwrap();
+        assert!(ended >= deadline, "the call ended {:?} before its deadline", deadline - ended);
+    }
+
+    /// A socket whose reader stops reading once `reading` is false.
+    struct ReadsUntil {
+        io: tokio::io::DuplexStream,
+        reading: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl tokio::io::AsyncRead for ReadsUntil {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if !self.reading.load(std::sync::atomic::Ordering::Relaxed) {
+                return Poll::Pending;
+            }
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for ReadsUntil {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Below a buffer's worth an answer takes no stall place: it held its bytes for as long
+    /// as its caller stayed connected (reflection's answers, asked for by anyone who may
+    /// open gateway.sock, on every stream of every connection).
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_without_a_deadline_its_caller_takes_none_of_is_reset_full_or_not() {
+        assert_eq!(unread_of(1, None, UNDEADLINED_STALL / 2).await, (0, None));
+        assert_eq!(unread_of(1, None, UNDEADLINED_STALL * 2).await, (0, Some(h2::Reason::CANCEL)));
     }
 
     #[tokio::test(start_paused = true)]
