@@ -1,7 +1,9 @@
 //! The daemon's stderr: its own tracing output and the plugin log lines it forwards, one
 //! line each, in the format of the daemon's own logs (`--log-format text|json`), a plugin's
 //! with the plugin, instance, stream, level and the SDK's structured fields, so that
-//! journald or any log shipper collects them.
+//! journald or any log shipper collects them. What a plugin wrote cannot act on a terminal
+//! showing them: text escapes its control characters, JSON writes those it would leave raw
+//! as `\uXXXX`.
 //!
 //! Only lines the rate limit kept are forwarded. No log write ever waits on stderr: the
 //! daemon's own lines and forwarded ones go through one queue, bounded in bytes, to a
@@ -10,6 +12,7 @@
 //! the thread says how many before the next line it writes.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
@@ -190,7 +193,12 @@ fn write_all(rx: Receiver<(Item, usize)>, format: Format, q: &Counts, out: &mut 
                 text.extend_from_slice(render(format, &plugin, &line).as_bytes());
                 text.push(b'\n');
             }
-            Item::Own(event) => text.extend_from_slice(&event),
+            // The daemon's own events may quote a plugin too (a reason, a refusal).
+            Item::Own(event) => match (format, String::from_utf8(event)) {
+                (Format::Json, Ok(json)) => text.extend_from_slice(json_for_terminal(json).as_bytes()),
+                (_, Ok(event)) => text.extend_from_slice(event.as_bytes()),
+                (_, Err(e)) => text.extend_from_slice(e.as_bytes()),
+            },
             Item::Flush(done) => {
                 let _ = out.write_all(&text);
                 let _ = out.flush();
@@ -234,6 +242,31 @@ pub fn escaped(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
+/// `json` (serde_json's text) as it may reach a terminal or a log viewer. JSON escapes the
+/// C0 controls (ESC among them) but lets DEL, the C1 controls (U+009B is CSI to terminals
+/// that take 8-bit controls), the bidirectional controls and the Unicode line breaks
+/// through raw, so a plugin's string could still act on the operator's terminal through
+/// JSON output (`supervisorctl --json`, the daemon's `--log-format json`): those are
+/// written as `\uXXXX`, which is the same JSON.
+pub fn json_for_terminal(json: String) -> String {
+    // serde_json writes every C0 control escaped but the pretty form's own line breaks, so
+    // only what it leaves raw (all in the Basic Multilingual Plane, and all inside strings:
+    // outside them JSON has no character `escaped` names but whitespace) is rewritten.
+    let raw = |c: char| c != '\n' && escaped(c);
+    if !json.chars().any(raw) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if raw(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A plugin's field name in text, as logfmt takes it: a space, `=` or `"` in it becomes
 /// `_`, so that a name cannot end the field and start another.
 fn key(k: &str) -> String {
@@ -269,16 +302,19 @@ pub fn render(format: Format, plugin: &str, line: &LogLine) -> String {
                     f.insert((*k).into(), Value::from(*v));
                 }
             }
-            json!({
-                "timestamp": timestamp(line.unix_nanos),
-                "level": level(line),
-                "fields": f,
-                "target": target(line),
-                "plugin": plugin,
-                "instance": line.instance,
-                "stream": line.stream,
-            })
-            .to_string()
+            // What the plugin wrote reaches the daemon's stderr, and whoever reads it there.
+            json_for_terminal(
+                json!({
+                    "timestamp": timestamp(line.unix_nanos),
+                    "level": level(line),
+                    "fields": f,
+                    "target": target(line),
+                    "plugin": plugin,
+                    "instance": line.instance,
+                    "stream": line.stream,
+                })
+                .to_string(),
+            )
         }
         Format::Text => {
             let mut s = format!(
@@ -360,6 +396,40 @@ mod tests {
             (Some("echo"), Some("echo-0"), Some("sdk"))
         );
         assert_eq!(v["fields"], json!({"message": "slow \x1b[2Jcall\nforged", "ms": "12", "plugin": "evil"}));
+    }
+
+    /// JSON lets DEL, the C1 controls (U+009B: CSI to some terminals), the bidirectional
+    /// controls and U+2028/U+2029 through raw: in the daemon's JSON lines, forwarded or its
+    /// own, a plugin's text has them as `\uXXXX`, the same JSON.
+    #[test]
+    fn json_lines_escape_what_a_terminal_may_act_on_and_stay_the_same_json() {
+        let nasty = "a\u{9b}2J b\u{7f} c\u{85}d\u{202e}e\u{2028}f\u{2069} ü";
+        let sent = LogLine {
+            text: nasty.into(),
+            instance: format!("echo-0{nasty}"),
+            fields: [("target".into(), format!("t{nasty}")), (format!("k{nasty}"), nasty.into())].into(),
+            ..line()
+        };
+        let shown = render(Format::Json, "echo", &sent);
+        assert!(!shown.chars().any(escaped), "{shown:?}");
+        assert!(shown.contains(r"a\u009b2J b\u007f c\u0085d\u202ee\u2028f\u2069 ü"), "{shown}");
+        let v: Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(v["fields"]["message"], nasty, "the same JSON");
+        assert_eq!(v["fields"][format!("k{nasty}")], nasty);
+        assert_eq!(v["instance"], format!("echo-0{nasty}"));
+        assert_eq!(v["target"], format!("t{nasty}"));
+
+        // The daemon's own events (a reason quoting a plugin) are written so too.
+        let (q, rx, counts) = Queue::new();
+        let own = format!("{}\n", json!({"fields": {"message": format!("refused: {nasty}")}}));
+        assert!(q.offer(Item::Own(own.clone().into_bytes()), own.len()));
+        drop(q);
+        let mut out = Vec::new();
+        write_all(rx, Format::Json, &counts, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.trim_end_matches('\n').chars().any(escaped), "{out:?}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["fields"]["message"], format!("refused: {nasty}"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use plugin_proto::control::v1::{
     ActionResponse, CallRequest, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
     RereadRequest, RereadResponse, StatusRequest, TailRequest, UpdateResponse,
 };
-use plugin_supervisor::observe::forward::{clean, escaped};
+use plugin_supervisor::observe::forward::{clean, json_for_terminal};
 use serde_json::json;
 
 use super::client::{Client, Wait};
@@ -248,29 +248,6 @@ fn line_json(l: &LogLine) -> serde_json::Value {
         "text": l.text,
         "fields": l.fields,
     })
-}
-
-/// `json` (serde_json's text) as it may reach a terminal. JSON escapes the C0 controls
-/// (ESC among them) but lets DEL, the C1 controls (U+009B is CSI to terminals that take
-/// 8-bit controls) and the bidirectional controls through raw, so a plugin's string could
-/// still act on the operator's terminal through `--json`: those are written as `\uXXXX`,
-/// which is the same JSON.
-fn json_for_terminal(json: String) -> String {
-    // serde_json writes every C0 control escaped but the pretty form's own line breaks, so
-    // only what it leaves raw (all in the Basic Multilingual Plane) is rewritten.
-    let raw = |c: char| c != '\n' && escaped(c);
-    if !json.chars().any(raw) {
-        return json;
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if raw(c) {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A plugin's line as text, on one line. What the plugin wrote (its text, its fields' names and values,
