@@ -1,12 +1,12 @@
 //! Sends the plugin's `tracing` events to the supervisor as structured log
 //! records over the host connection (fd 4), keeping their fields.
 //!
-//! The buffer is bounded and never blocks the plugin: when the supervisor
-//! reads slowly, records are dropped and the count travels with the next one.
+//! The buffer is bounded, in records and in bytes, and never blocks the plugin: when the
+//! supervisor reads slowly, records are dropped and the count travels with the next one.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,12 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// Records buffered before dropping starts.
 const BUFFER: usize = 4096;
+
+/// Bytes of records buffered (their text: see [`size`]) before dropping starts, whatever
+/// their count: 4096 records cut to what the supervisor keeps could hold gigabytes. Ordinary
+/// records (a few hundred bytes) reach [`BUFFER`] first; the largest record a callsite can
+/// make (about half a MiB, see [`cut`]) fits an empty buffer.
+const MAX_BUFFERED_BYTES: usize = 1 << 20;
 
 /// The longest message or field value a record carries, in bytes, its ` [truncated]` mark
 /// included: what the supervisor keeps of one (docs/protocol.md, "record text").
@@ -52,6 +58,45 @@ fn carrying() -> bool {
 struct HostLayer {
     tx: mpsc::Sender<LogRecord>,
     dropped: Arc<AtomicU64>,
+    /// The bytes of the records in `tx`'s buffer, given back as [`Buffered`] takes them.
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The records waiting to be sent, as the log stream takes them.
+struct Buffered {
+    rx: mpsc::Receiver<LogRecord>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Buffered {
+    async fn recv(&mut self) -> Option<LogRecord> {
+        let r = self.rx.recv().await;
+        self.taken(r)
+    }
+
+    fn try_recv(&mut self) -> Option<LogRecord> {
+        let r = self.rx.try_recv().ok();
+        self.taken(r)
+    }
+
+    fn taken(&self, r: Option<LogRecord>) -> Option<LogRecord> {
+        if let Some(r) = &r {
+            self.bytes.fetch_sub(size(r), Ordering::AcqRel);
+        }
+        r
+    }
+}
+
+/// The buffer between the plugin's events and the log stream.
+fn buffer() -> (HostLayer, Buffered) {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let bytes = Arc::<AtomicUsize>::default();
+    (HostLayer { tx, dropped: Arc::default(), bytes: bytes.clone() }, Buffered { rx, bytes })
+}
+
+/// What a record holds in the buffer, as counted against [`MAX_BUFFERED_BYTES`]: its text.
+fn size(r: &LogRecord) -> usize {
+    r.message.len() + r.target.len() + r.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
 #[derive(Default)]
@@ -119,8 +164,17 @@ impl<S: tracing::Subscriber> Layer<S> for HostLayer {
             },
             dropped_before: self.dropped.swap(0, Ordering::Relaxed),
         };
+        let bytes = size(&record);
+        let room = self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            (b.saturating_add(bytes) <= MAX_BUFFERED_BYTES).then_some(b + bytes)
+        });
+        if room.is_err() {
+            self.dropped.fetch_add(1 + record.dropped_before, Ordering::Relaxed);
+            return;
+        }
         if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = self.tx.try_send(record)
         {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.dropped.fetch_add(1 + r.dropped_before, Ordering::Relaxed);
         }
     }
@@ -170,8 +224,7 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
         let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
         return None;
     };
-    let (tx, rx) = mpsc::channel(BUFFER);
-    let layer = HostLayer { tx, dropped: Arc::default() };
+    let (layer, rx) = buffer();
     if tracing_subscriber::registry().with(layer.with_filter(filter())).try_init().is_err() {
         return None;
     }
@@ -192,7 +245,7 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
                 return r.map(|r| (r, (rx, done, false)));
             }
         }
-        rx.try_recv().ok().map(|r| (r, (rx, done, true)))
+        rx.try_recv().map(|r| (r, (rx, done, true)))
     });
     let task = tokio::spawn(async move {
         let mut client = HostClient::new(channel);
@@ -212,8 +265,7 @@ mod tests {
     /// limit ended the log stream, and every later record of the process was lost.
     #[test]
     fn a_huge_message_or_field_goes_out_cut_to_what_the_supervisor_keeps() {
-        let (tx, mut rx) = mpsc::channel(4);
-        let layer = HostLayer { tx, dropped: Arc::default() };
+        let (layer, mut rx) = buffer();
         let huge = "é".repeat(3 << 20);
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
             tracing::info!(payload = %huge, "{huge}");
@@ -224,5 +276,34 @@ mod tests {
         assert_eq!(record.fields["payload"].len(), MAX_TEXT);
         assert!(record.fields["payload"].ends_with(" [truncated]"));
         assert_eq!(record.dropped_before, 0);
+    }
+
+    /// Bounded by count alone, the buffer held up to 4096 records of up to about half a
+    /// MiB each: gigabytes, for a supervisor that reads slowly. A flood of large records
+    /// keeps it within its bytes, and the next record sent says how many were left out.
+    #[test]
+    fn a_flood_of_large_records_keeps_the_buffer_within_its_bytes() {
+        const FLOOD: u64 = 1000;
+        let (layer, mut rx) = buffer();
+        let bytes = layer.bytes.clone();
+        let big = "x".repeat(2 * MAX_TEXT);
+        let held = tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            for _ in 0..FLOOD {
+                tracing::info!(a = %big, b = %big, c = %big, "{big}");
+            }
+            let mut held = Vec::new();
+            while let Some(r) = rx.try_recv() {
+                held.push(r);
+            }
+            tracing::info!("after the flood");
+            held
+        });
+        let buffered: usize = held.iter().map(size).sum();
+        assert!(buffered <= MAX_BUFFERED_BYTES, "{buffered} bytes in {} records buffered", held.len());
+        assert_eq!(held.len(), MAX_BUFFERED_BYTES / size(&held[0]), "as many as fit");
+        let next = rx.try_recv().expect("a record once there was room");
+        assert_eq!(next.message, "after the flood");
+        assert_eq!(next.dropped_before, FLOOD - held.len() as u64, "what was left out is counted");
+        assert_eq!(bytes.load(Ordering::Relaxed), 0, "every byte given back as the records are taken");
     }
 }
