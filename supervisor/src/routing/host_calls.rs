@@ -13,6 +13,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use super::callers::Peer;
+use super::deadline::{Deadline, DeadlineLayer};
 use super::gateway::{Answer, Gateway};
 use super::stalls::StallBudget;
 use crate::instance::{Plugin, Revision};
@@ -21,10 +22,27 @@ use crate::instance::{Plugin, Revision};
 /// `host_channel()` reaches them by their gRPC service name, before any plugin serving
 /// the same name. Every plugin may call them (the host decides in its handlers, where
 /// `x-plugin-caller` names the calling plugin).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HostServices {
     names: Arc<HashSet<String>>,
     routes: tonic::service::Routes,
+    /// `routes` held to each call's `grpc-timeout`, made once as services are added: a
+    /// call clones it (a few reference counts) rather than building the layer again.
+    bounded: Deadline<tonic::service::Routes>,
+}
+
+impl Default for HostServices {
+    fn default() -> Self {
+        let routes = tonic::service::Routes::default();
+        Self { names: Arc::default(), bounded: bounded(routes.clone()), routes }
+    }
+}
+
+/// `routes` under the Deadline layer: the call's `grpc-timeout`, with no call_timeout of
+/// the host's.
+fn bounded(routes: tonic::service::Routes) -> Deadline<tonic::service::Routes> {
+    use tower::Layer;
+    DeadlineLayer::fixed(crate::config::units::MAX_DURATION).layer(routes)
 }
 
 impl std::fmt::Debug for HostServices {
@@ -54,6 +72,7 @@ impl HostServices {
     {
         Arc::make_mut(&mut self.names).insert(S::NAME.to_owned());
         self.routes = self.routes.add_service(svc);
+        self.bounded = bounded(self.routes.clone());
         self
     }
 
@@ -67,9 +86,7 @@ impl HostServices {
     /// wait for a hung handler for ever. Without one the call is not bounded here: the
     /// host's service has no call_timeout.
     fn call(&self, req: http::Request<Body>) -> Answer {
-        use tower::Layer;
-        let mut bounded =
-            super::deadline::DeadlineLayer::fixed(crate::config::units::MAX_DURATION).layer(self.routes.clone());
+        let mut bounded = self.bounded.clone();
         Box::pin(async move { bounded.call(req).await })
     }
 }
