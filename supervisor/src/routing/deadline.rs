@@ -30,7 +30,7 @@ use plugin_proto::transport::RequestProgress;
 use super::record::{Source, local};
 use super::split::Target;
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// Parses a `grpc-timeout` value ("100m", "5S", ...).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {

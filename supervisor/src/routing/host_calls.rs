@@ -84,10 +84,18 @@ impl HostServices {
     /// call_timeout holds calls to it: the host's handler is not served by a tonic server
     /// that would, and a plugin calling out from no handler of its own, and waiting, would
     /// wait for a hung handler for ever. Without one the call is not bounded here: the
-    /// host's service has no call_timeout.
+    /// host's service has no call_timeout. Nor is its answer then stamped with a deadline
+    /// a year away, which would keep a stall place for that long for a plugin not reading
+    /// it, where an answer without one gives its place up once the plugin takes none of it
+    /// for a while.
     fn call(&self, req: http::Request<Body>) -> Answer {
-        let mut bounded = self.bounded.clone();
-        Box::pin(async move { bounded.call(req).await })
+        if req.headers().contains_key(super::deadline::GRPC_TIMEOUT) {
+            let mut bounded = self.bounded.clone();
+            Box::pin(async move { bounded.call(req).await })
+        } else {
+            let mut routes = self.routes.clone();
+            Box::pin(async move { routes.call(req).await })
+        }
     }
 }
 
@@ -210,5 +218,47 @@ mod tests {
         assert_eq!(started.elapsed(), std::time::Duration::from_millis(200));
         let status = tonic::Status::from_header_map(answer.headers()).expect("a trailers-only status");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    }
+
+    /// A host service that answers with a body (a stream).
+    #[derive(Clone)]
+    struct Streams;
+
+    impl NamedService for Streams {
+        const NAME: &'static str = "test.v1.Streams";
+    }
+
+    impl Service<http::Request<Body>> for Streams {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            let body = Body::new(http_body_util::Full::new(bytes::Bytes::from_static(b"\0\0\0\0\0")));
+            std::future::ready(Ok(http::Response::new(body)))
+        }
+    }
+
+    fn streams_call(timeout: Option<&str>) -> http::Request<Body> {
+        let mut req = http::Request::builder().uri("/test.v1.Streams/Watch").header("content-type", "application/grpc");
+        if let Some(t) = timeout {
+            req = req.header("grpc-timeout", t);
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    /// The gateway's pipe gives an answer without a deadline its stall place back once its
+    /// reader takes none of it for a while; one a year away kept it for the year.
+    #[tokio::test]
+    async fn a_host_services_answer_carries_a_deadline_only_when_the_call_asked_one() {
+        let host = HostServices::new().add_service(Streams);
+        let answer = host.call(streams_call(None)).await.unwrap();
+        assert_eq!(answer.extensions().get::<super::super::deadline::Expires>(), None);
+        let answer = host.call(streams_call(Some("5S"))).await.unwrap();
+        assert!(answer.extensions().get::<super::super::deadline::Expires>().is_some());
     }
 }
