@@ -79,6 +79,8 @@ pub struct FakeLauncher {
     open: watch::Sender<bool>,
     /// Instances get cgroup leaves on a fake kernel (a hybrid host), when set.
     cgroups: Option<Subtree>,
+    /// The fake host under `cgroups`.
+    cgroup_fs: Option<Arc<crate::sandbox::cgroup::fake_fs::FakeFs>>,
     /// Plugins removed for good, in order.
     forgotten: Mutex<Vec<String>>,
     /// Images made (verified afresh rather than taken from the revision's cache).
@@ -98,6 +100,7 @@ impl FakeLauncher {
             next_pid: AtomicI32::new(100_000),
             open: watch::channel(true).0,
             cgroups: None,
+            cgroup_fs: None,
             forgotten: Mutex::default(),
             images_made: AtomicUsize::new(0),
         }
@@ -109,7 +112,12 @@ impl FakeLauncher {
         let (fs, layout) = hybrid();
         let config = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
         let tree = create(&fs, Arc::new(layout), &config).expect("a subtree on the fake host");
-        Arc::new(Self { cgroups: Some(tree), ..Self::without_cgroups() })
+        Arc::new(Self { cgroups: Some(tree), cgroup_fs: Some(fs), ..Self::without_cgroups() })
+    }
+
+    /// The fake host [`FakeLauncher::with_cgroups`] made, to set what its files say.
+    pub fn cgroup_fs(&self) -> Option<Arc<crate::sandbox::cgroup::fake_fs::FakeFs>> {
+        self.cgroup_fs.clone()
     }
 
     /// Launches wait (after counting themselves) until [`FakeLauncher::release`].

@@ -256,7 +256,7 @@ impl Job {
             // refused, or serving later with this same entry).
             // In every revision with instances (a canary's, and a draining one's).
             let mut access = Vec::new();
-            if !change.live_only() && change.keys.iter().any(|k| k.key == "callers") {
+            if change.keys.iter().any(|k| k.key == "callers") {
                 set_callers(&p, &spec);
                 access.push("callers");
             }
@@ -268,6 +268,7 @@ impl Job {
             }
             if change.live_only() {
                 let log_limit = spec.log_limit;
+                let spec_again = spec.clone();
                 match crate::quotas::apply_live(shared, &p, Arc::new(spec)) {
                     Ok(quota) => {
                         p.logs.set_limit(log_limit);
@@ -280,7 +281,22 @@ impl Job {
                         shared.events.emit(&p.name, "", EventKind::Updated, format!("applied in place: {keys}"), &[]);
                         done.live.push((p.name.clone(), keys));
                     }
-                    Err(e) => done.failed.push(e.into()),
+                    Err(e) => {
+                        // The quotas' refusal is theirs alone: the entry's other live keys
+                        // apply all the same (a caller taken off `callers` beside a memory
+                        // limit below what runs now kept calling, and the answer blamed
+                        // only the quotas).
+                        let others: Vec<&str> = change.keys.iter().map(|k| k.key).filter(|k| *k != "quota").collect();
+                        if !others.is_empty() {
+                            set_live_keys_but_quota(&p, &spec_again);
+                            p.logs.set_limit(log_limit);
+                            let keys = others.join(", ");
+                            let said = format!("applied in place: {keys}; the quotas were not");
+                            shared.events.emit(&p.name, "", EventKind::Updated, said, &[]);
+                            done.live.push((p.name.clone(), format!("{keys} (not the quotas)")));
+                        }
+                        done.failed.push(e.into());
+                    }
                 }
             } else if let Some(why) = held(shared, &p, &spec).await {
                 done.held.push(match access.as_slice() {
@@ -431,6 +447,15 @@ fn set_callers(p: &Plugin, spec: &PluginSpec) {
         rev.set_live_spec(Arc::new(now));
     }
     tracing::info!(plugin = %p.name, "callers applied in place");
+}
+
+/// Every revision's entry with `spec`'s live keys but its quotas, which stay as they run.
+fn set_live_keys_but_quota(p: &Plugin, spec: &PluginSpec) {
+    for rev in p.revisions().into_iter().chain([p.serving()]) {
+        let now = rev.spec();
+        let next = PluginSpec { quota: now.quota.clone(), ..crate::config::changes::with_live_keys(&now, spec) };
+        rev.set_live_spec(Arc::new(next));
+    }
 }
 
 /// Every revision's entry with `spec`'s `calls`, the rest as it runs.
@@ -780,6 +805,38 @@ mod tests {
         assert_eq!(p.serving().number, 1, "the old revision serves on");
         assert_eq!(p.spec().callers, Some(Callers(vec![Rule::Uid(2)])), "with the new callers");
         assert!(p.spec().args.is_empty(), "and nothing else of the new entry");
+        f.sup.shutdown().await;
+    }
+
+    /// A live edit whose quota the kernel or the instances' use refuses: the rest of it
+    /// applies all the same, and the answer says what did and what did not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_taken_off_callers_is_taken_off_though_the_same_edits_quota_is_refused() {
+        use crate::config::units::ByteSize;
+        use crate::instance::fake::{FakeLauncher, fixture_over};
+        use crate::routing::callers::{Callers, Rule};
+        let fake = FakeLauncher::with_cgroups();
+        let fs = fake.cgroup_fs().unwrap();
+        let entry = "callers = [\"uid:1\", \"uid:2\"]\ncall_timeout = \"20s\"\n[plugin.quota]\nmemory_max = \"256M\"";
+        let f = fixture_over(fake, &plugin("fake", entry), &[]);
+        f.sup.wait_running("fake", UP).await.unwrap();
+        let p = f.sup.plugin("fake").unwrap();
+        // The instance uses 100 MiB now.
+        let cg = p.serving().instances[0].cgroup.load_full().unwrap();
+        let (_, dir) = cg.cgroups().dirs().find(|(_, d)| d.starts_with("/sys/fs/cgroup/memory")).unwrap();
+        fs.set_file(&format!("{}/memory.usage_in_bytes", dir.display()), &format!("{}\n", 100u64 << 20));
+        edit(&f.sup, |t| {
+            t.replace("[\"uid:1\", \"uid:2\"]", "[\"uid:1\"]")
+                .replace("\"20s\"", "\"5s\"")
+                .replace("\"256M\"", "\"32M\"")
+        });
+        let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
+        let lines = done.lines();
+        assert_eq!(lines[0], "fake: applied in place: call_timeout, callers (not the quotas)", "{lines:?}");
+        assert!(lines[1].contains("memory 32M is below what fake-0 uses now"), "{lines:?}");
+        assert_eq!(p.spec().callers, Some(Callers(vec![Rule::Uid(1)])), "uid 2 may call no more");
+        assert_eq!(p.spec().call_timeout, Duration::from_secs(5));
+        assert_eq!(p.spec().quota.memory_max, Some(ByteSize(256 << 20)), "the quotas as they were");
         f.sup.shutdown().await;
     }
 
