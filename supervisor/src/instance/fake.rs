@@ -182,19 +182,19 @@ impl Launcher for FakeLauncher {
         cached: Option<Arc<Image>>,
     ) -> BoxFuture<'_, Result<Arc<Image>, StartError>> {
         Box::pin(async move {
-            if cached.is_none() {
-                self.images_made.fetch_add(1, Ordering::Relaxed);
-                // A real verification takes a while (a copy and a hash): others may start meanwhile.
-                tokio::task::yield_now().await;
+            // The file's real digest where there is one, as the real launcher's: an update
+            // compares it with what is on disk. A cached image is kept while the file is
+            // unchanged, as the real launcher keeps one while its stat stamp is.
+            let sha256 = std::fs::File::open(&spec.binary)
+                .and_then(|f| crate::integrity::Sha256Digest::of_file(&f))
+                .map_or_else(|_| format!("fake-{}", spec.name), |d| d.to_hex());
+            if let Some(cached) = cached.filter(|c| c.sha256 == sha256) {
+                return Ok(cached);
             }
-            Ok(cached.unwrap_or_else(|| {
-                // The file's real digest where there is one, as the real launcher's: an
-                // update compares it with what is on disk.
-                let sha256 = std::fs::File::open(&spec.binary)
-                    .and_then(|f| crate::integrity::Sha256Digest::of_file(&f))
-                    .map_or_else(|_| format!("fake-{}", spec.name), |d| d.to_hex());
-                Arc::new(Image { sha256, signed_version: None, payload: Arc::new(()), held: None })
-            }))
+            self.images_made.fetch_add(1, Ordering::Relaxed);
+            // A real verification takes a while (a copy and a hash): others may start meanwhile.
+            tokio::task::yield_now().await;
+            Ok(Arc::new(Image { sha256, signed_version: None, payload: Arc::new(()), held: None }))
         })
     }
 

@@ -21,11 +21,28 @@ use crate::observe::phases::{Phase as TimedPhase, Stopwatch};
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
 
-/// The revision's verified image: the one its instances run while the binary is
-/// unchanged, verified afresh when it changed.
-async fn image(rev: &Revision, shared: &Shared) -> Result<Arc<Image>, StartError> {
+/// Where a start takes the plugin's image from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFrom {
+    /// The revision's, once it has one: what a start the supervisor makes on its own (a
+    /// restart after a crash, a replica's first) runs. A revision is an image and its
+    /// entry: a file rebuilt in place meanwhile is a new revision for `update` or
+    /// `reload` to check (its contract against the serving one's), never what a stable
+    /// revision restarts into in the middle of a canary, or a rolled-back one after it.
+    Revision,
+    /// The file, verified afresh when it changed: the operator's `start` or `restart`.
+    File,
+}
+
+/// The revision's verified image, or the file's (see [`ImageFrom`]).
+async fn image(rev: &Revision, shared: &Shared, from: ImageFrom) -> Result<Arc<Image>, StartError> {
     let _one_at_a_time = rev.image_loading.lock().await;
     let cached = rev.image.lock().ok().and_then(|g| g.clone());
+    if from == ImageFrom::Revision
+        && let Some(image) = cached
+    {
+        return Ok(image);
+    }
     let image = shared.launcher.image(rev.spec(), cached).await?;
     if let Ok(mut slot) = rev.image.lock() {
         *slot = Some(image.clone());
@@ -51,6 +68,7 @@ pub async fn start(
     rev: &Arc<Revision>,
     inst: &Arc<Instance>,
     shared: &Arc<Shared>,
+    from: ImageFrom,
     cancel: impl std::future::Future<Output = &'static str>,
 ) -> Result<Running, StartError> {
     let spec = rev.spec();
@@ -58,7 +76,7 @@ pub async fn start(
     let cancelled = |why| error(&spec, &inst.id, false, Cause::Cancelled(why));
     let mut watch = Stopwatch::default();
     let image = tokio::select! {
-        r = image(rev, shared) => r,
+        r = image(rev, shared, from) => r,
         why = &mut cancel => return Err(cancelled(why)),
     };
     let image = image.map_err(|e| match e {

@@ -90,6 +90,30 @@ async fn a_crash_is_named_and_restarted_after_a_backoff() {
     f.sup.shutdown().await;
 }
 
+/// A revision is its image: a binary rebuilt in place is not what an instance of it runs
+/// after a crash (in a canary, the stable side would run the canary's code, and after a
+/// rollback the code rolled back), only after the operator's own `restart` or `start`.
+#[tokio::test]
+async fn a_crash_restarts_into_the_revisions_image_and_only_the_operators_restart_reads_the_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("plugin");
+    std::fs::write(&binary, b"version 1").unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let digest = |bytes: &[u8]| crate::integrity::Sha256Digest::of_bytes(bytes).to_hex();
+    let f = fixture(&format!("[[plugin]]\nname = \"fake\"\nbinary = {:?}\n", binary.display().to_string()), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let sha = || f.sup.plugin("fake").unwrap().instances()[0].status().sha256;
+    assert_eq!(sha(), digest(b"version 1"));
+    std::fs::write(&binary, b"version 2").unwrap();
+    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    f.fake.crash(first, 3);
+    until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(first)).await;
+    assert_eq!(sha(), digest(b"version 1"), "the revision's image, not the file rebuilt since");
+    f.sup.restart_plugin("fake", UP).await.unwrap();
+    assert_eq!(sha(), digest(b"version 2"), "the operator's restart verifies the file afresh");
+    f.sup.shutdown().await;
+}
+
 /// A plugin whose first process does `first` and ends, and how that one ended, once a
 /// second process of it runs.
 async fn restarted_after(first: Behaviour) -> (Fixture, super::state::LastExit) {
