@@ -104,8 +104,15 @@ impl Notifier {
         }
     }
 
-    /// `READY=1`, with the status line.
+    /// `READY=1`, with the status line; nothing once `STOPPING=1` was said. A start
+    /// cut short by the shutdown ends the wait for it, and systemd, which ignores
+    /// `STOPPING=1` from a unit still activating, would take a late `READY=1` as the
+    /// unit now active.
     pub fn ready(&self, status: String) {
+        if self.stopping.load(Ordering::SeqCst) {
+            tracing::debug!("stopping: READY=1 not said");
+            return;
+        }
         self.ready.store(true, Ordering::SeqCst);
         self.remember(&status);
         self.send(Message::Ready(status));
@@ -353,5 +360,16 @@ mod tests {
         // The status is still remembered, so a later change is told apart from a repeat.
         assert!(!n.remember("2 plugins running"));
         assert!(n.remember("3 plugins running"));
+    }
+
+    #[test]
+    fn no_ready_is_said_after_stopping() {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let n = Notifier::sending_to(Some(tx));
+        n.stopping();
+        n.ready("1 plugin running".into());
+        drop(n.reloading());
+        let said: Vec<Message> = rx.try_iter().collect();
+        assert!(matches!(said.as_slice(), [Message::Stopping]), "said after STOPPING=1: {said:?}");
     }
 }
