@@ -138,10 +138,9 @@ async fn empty_cgroup(cg: &Arc<cgroup::Instance>, owner: &Owner, verdict: &mut V
     };
     tracing::warn!(plugin = %owner.plugin, instance = %owner.instance, %why, "instance cgroup not removed; retried in the background");
     let path = cg.cgroups().dirs().map(|(_, d)| d.display().to_string()).collect::<Vec<_>>().join(", ");
-    let done = if owner.retries.push(&owner.plugin, &owner.instance, cg.clone(), owner.events.clone()) {
-        Done::Retrying(why)
-    } else {
-        Done::LeftAlone("too many leftovers are being retried already".into())
+    let done = match owner.retries.push(&owner.plugin, &owner.instance, cg.clone(), owner.events.clone()) {
+        Ok(()) => Done::Retrying(why),
+        Err(e) => Done::LeftAlone(e.to_string().into()),
     };
     verdict.add(Leftover::Cgroup { path }, done);
 }

@@ -382,11 +382,15 @@ impl Launcher for SandboxLauncher {
     }
 
     fn teardown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.sandbox.teardown())
+        Box::pin(async {
+            self.sandbox.teardown().await;
+            self.retries.close();
+        })
     }
 
     fn teardown_blocking(&self, limit: Duration) {
         self.sandbox.teardown_blocking(limit);
+        self.retries.close();
     }
 }
 
@@ -412,8 +416,10 @@ impl Drop for Unlaunched {
     fn drop(&mut self) {
         let Some(cg) = self.cgroup.take() else { return };
         let _ = cg.kill();
-        if !matches!(cg.try_remove(), Ok(cgroup::Removal::Removed)) {
-            self.retries.push(&self.plugin, &self.instance, cg, self.events.clone());
+        if !matches!(cg.try_remove(), Ok(cgroup::Removal::Removed))
+            && let Err(e) = self.retries.push(&self.plugin, &self.instance, cg, self.events.clone())
+        {
+            tracing::warn!(plugin = %self.plugin, instance = %self.instance, reason = %e, "an unlaunched instance's cgroup is left behind");
         }
     }
 }
@@ -671,5 +677,49 @@ mod tests {
         // No leaf (a tier without one): nothing to do.
         drop(unlaunched(None, "p-2"));
         assert_eq!(retries.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_its_teardown_a_supervisor_retries_no_leaf_another_now_has() {
+        let (fs, layout) = hybrid();
+        let layout = Arc::new(layout);
+        let cfg = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let events = Arc::new(EventBus::new(16, Arc::new(crate::observe::metrics::Metrics::default())));
+        let dirs_of = |cg: &cgroup::Instance| -> Vec<String> {
+            cg.cgroups().dirs().map(|(_, d)| d.display().to_string()).collect()
+        };
+
+        // Supervisor A: p-0's leaf was still busy at its instance's teardown.
+        let tree = create(&fs, layout.clone(), &cfg).unwrap();
+        let busy = Arc::new(tree.create_instance("p", "p-0", &Limits::default()).unwrap());
+        let a_dirs = dirs_of(&busy);
+        fs.spawn(500, &a_dirs.iter().map(String::as_str).collect::<Vec<_>>());
+        let retries = Arc::new(Retries::default());
+        assert_eq!(retries.push("p", "p-0", busy, events.clone()), Ok(()));
+        let a = SandboxLauncher {
+            sandbox: Sandbox::over(tree),
+            spawner: Spawner::start().unwrap(),
+            retries: retries.clone(),
+            own_subtree: None,
+            images: SharedImages::default(),
+            learning: None,
+        };
+        a.teardown().await;
+        assert!(!fs.is_alive(500) && a_dirs.iter().all(|d| !fs.is_cgroup(d)), "A's teardown left its leaf");
+
+        // Supervisor B, on the same config, while A is still held by its host.
+        let b_tree = create(&fs, layout, &cfg).unwrap();
+        let b_leaf = b_tree.create_instance("p", "p-0", &Limits::default()).unwrap();
+        let b_dirs = dirs_of(&b_leaf);
+        assert_eq!(a_dirs, b_dirs, "the test means B's leaf to be where A's was");
+        fs.spawn(600, &b_dirs.iter().map(String::as_str).collect::<Vec<_>>());
+
+        retries.round();
+        assert!(fs.is_alive(600), "A's retries killed B's instance");
+        assert!(b_dirs.iter().all(|d| fs.is_cgroup(d)), "A's retries removed B's leaf");
+        assert_eq!(fs.procs_of(&b_dirs[0]), [600]);
+        assert_eq!(retries.len(), 0);
+        let late = Arc::new(b_tree.create_instance("p", "p-1", &Limits::default()).unwrap());
+        assert_eq!(retries.push("p", "p-1", late, events), Err(crate::sandbox::leftovers::retry::NotKept::Closed));
     }
 }

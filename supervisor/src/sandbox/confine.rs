@@ -137,6 +137,12 @@ impl Sandbox {
         Ok(Self { tiers, cgroups: Mutex::new(cgroups), deadman: Mutex::new(deadman) })
     }
 
+    /// A sandbox over a subtree built by the test (on a fake kernel), with no tiers.
+    #[cfg(test)]
+    pub(crate) fn over(tree: Subtree) -> Self {
+        Self { tiers: None, cgroups: Mutex::new(Ok(tree)), deadman: Mutex::new(None) }
+    }
+
     pub fn tier(&self, name: &str) -> Option<&Tier> {
         self.tiers.as_ref()?.get(name)
     }

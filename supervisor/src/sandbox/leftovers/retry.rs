@@ -26,9 +26,25 @@ struct Entry {
 }
 
 /// The leaves being retried.
-#[derive(Default)]
 pub struct Retries {
-    entries: Mutex<Vec<Entry>>,
+    /// `None` once closed: the supervisor stopped and its subtree went, so a path kept
+    /// here may by now name a leaf of another supervisor on the same config.
+    entries: Mutex<Option<Vec<Entry>>>,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self { entries: Mutex::new(Some(Vec::new())) }
+    }
+}
+
+/// Why a leaf was not kept for retries.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotKept {
+    #[error("too many leftovers are being retried already ({CAPACITY})")]
+    Full,
+    #[error("the supervisor has stopped: its leftovers are no longer retried")]
+    Closed,
 }
 
 impl std::fmt::Debug for Retries {
@@ -45,28 +61,49 @@ impl Retries {
         retries
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Vec<Entry>>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `cgroup` for retries; false when too many are kept already.
-    pub fn push(&self, plugin: &str, instance: &str, cgroup: Arc<cgroup::Instance>, events: Arc<EventBus>) -> bool {
-        let mut entries = self.lock();
+    /// Keeps `cgroup` for retries.
+    pub fn push(
+        &self,
+        plugin: &str,
+        instance: &str,
+        cgroup: Arc<cgroup::Instance>,
+        events: Arc<EventBus>,
+    ) -> Result<(), NotKept> {
+        let mut guard = self.lock();
+        let entries = guard.as_mut().ok_or(NotKept::Closed)?;
         if entries.len() >= CAPACITY {
-            return false;
+            return Err(NotKept::Full);
         }
         entries.push(Entry { plugin: plugin.to_owned(), instance: instance.to_owned(), cgroup, attempts: 0, events });
-        true
+        Ok(())
     }
 
     /// `instance` starts again: its leaf's path is about to be taken over (the start
     /// removes what is left there itself), so a retry must not touch it any more.
     pub fn forget(&self, plugin: &str, instance: &str) {
-        self.lock().retain(|e| !(e.plugin == plugin && e.instance == instance));
+        if let Some(entries) = self.lock().as_mut() {
+            entries.retain(|e| !(e.plugin == plugin && e.instance == instance));
+        }
+    }
+
+    /// The supervisor's subtree was taken down, and with it every leaf kept here: the
+    /// entries go untried and nothing is kept any more. A leaf's path outlives the
+    /// supervisor, and a host may start another one on the same config, whose instance
+    /// gets the same leaf: a retry would kill it.
+    pub fn close(&self) {
+        if let Some(dropped) = self.lock().take()
+            && !dropped.is_empty()
+        {
+            tracing::debug!(leftovers = dropped.len(), "retries closed with the subtree's teardown");
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().as_ref().map_or(0, Vec::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -79,7 +116,8 @@ impl Retries {
     pub fn round(&self) {
         let mut said = Vec::new();
         {
-            let mut entries = self.lock();
+            let mut guard = self.lock();
+            let Some(entries) = guard.as_mut() else { return };
             entries.retain_mut(|e| {
                 e.attempts += 1;
                 let _ = e.cgroup.kill();
@@ -143,8 +181,8 @@ mod tests {
     async fn a_leaf_that_goes_on_a_later_try_is_reported_and_forgotten_and_a_restarted_one_is_left_be() {
         let events = Arc::new(EventBus::new(16, Arc::new(Metrics::default())));
         let retries = Retries::default();
-        assert!(retries.push("p", "p-0", leaf("p-0"), events.clone()));
-        assert!(retries.push("p", "p-1", leaf("p-1"), events.clone()));
+        assert_eq!(retries.push("p", "p-0", leaf("p-0"), events.clone()), Ok(()));
+        assert_eq!(retries.push("p", "p-1", leaf("p-1"), events.clone()), Ok(()));
         // p-1 starts again before the round: its entry goes untried.
         retries.forget("p", "p-1");
         retries.round();
@@ -161,9 +199,9 @@ mod tests {
         let retries = Retries::default();
         let cg = leaf("p-0");
         for _ in 0..CAPACITY {
-            assert!(retries.push("p", "p-0", cg.clone(), events.clone()));
+            assert_eq!(retries.push("p", "p-0", cg.clone(), events.clone()), Ok(()));
         }
-        assert!(!retries.push("p", "p-0", cg, events));
+        assert_eq!(retries.push("p", "p-0", cg, events), Err(NotKept::Full));
         assert_eq!(retries.len(), CAPACITY);
     }
 }
