@@ -24,6 +24,10 @@ pub const GATEWAY_SOCKET: &str = "gateway.sock";
 /// The longest socket path the kernel takes (`sun_path` less its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 const LOCK_FILE: &str = "supervisor.lock";
+// The runtime directory's length is checked on the gateway socket's path alone: the
+// control socket's, and the path each is bound at first, must be no longer.
+const _: () =
+    assert!(CONTROL_SOCKET.len() <= GATEWAY_SOCKET.len() && crate::net::BIND_NAME_LEN <= GATEWAY_SOCKET.len());
 
 /// The signals the daemon handles: the stop signals, and SIGHUP, which
 /// must never be fatal (its default action would take every plugin down).
@@ -37,7 +41,8 @@ struct RuntimeDir {
 
 impl RuntimeDir {
     fn claim(dir: &Path) -> anyhow::Result<Self> {
-        // Before anything is made: its sockets could not be bound (control.sock is as long).
+        // Before anything is made: its sockets could not be bound (control.sock, and the
+        // private path each socket is bound at before its rename, are no longer).
         let socket = dir.join(GATEWAY_SOCKET);
         let len = socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
@@ -258,6 +263,29 @@ mod tests {
         assert!(!long.exists(), "it was made");
         let Err(e) = RuntimeDir::claim(Path::new("")) else { panic!("claimed the empty path") };
         assert!(e.to_string().starts_with("the runtime directory is empty"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn both_sockets_bind_in_the_longest_runtime_directory_accepted() {
+        let base = tempfile::Builder::new().prefix("ps-").tempdir_in("/tmp").unwrap();
+        // The runtime directory is made by the claim, one level below the guard's.
+        let room = MAX_SOCKET_PATH - 1 - GATEWAY_SOCKET.len() - base.path().as_os_str().len() - 1;
+        let dir = base.path().join("r".repeat(room));
+        assert_eq!(dir.join(GATEWAY_SOCKET).as_os_str().len(), MAX_SOCKET_PATH);
+        let runtime = RuntimeDir::claim(&dir).unwrap_or_else(|e| panic!("{e:#}"));
+        for name in [CONTROL_SOCKET, GATEWAY_SOCKET] {
+            // Several times: the private path's digits are drawn anew each time.
+            for _ in 0..4 {
+                let path = dir.join(name);
+                let listener = crate::net::bind_unix(&path, 0o600)
+                    .await
+                    .unwrap_or_else(|e| panic!("binding {} ({} bytes): {e}", path.display(), path.as_os_str().len()));
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+                drop(listener);
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        drop(runtime);
     }
 
     #[test]

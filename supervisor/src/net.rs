@@ -51,10 +51,22 @@ where
     }
 }
 
+/// What [`bind_unix`] binds first beside the socket's place: `.b` and eight hex digits,
+/// a private directory, and `/s` in it. The path then has as many bytes past the
+/// directory as `control.sock` or `gateway.sock`, so a directory whose sockets' paths
+/// fit the kernel's limit can bind them.
+const PRIVATE_PREFIX: &str = ".b";
+/// The bytes of that path past `dir/`.
+pub const BIND_NAME_LEN: usize = PRIVATE_PREFIX.len() + 8 + "/s".len();
+/// Tries at a private directory's name before giving up: one is taken only by a
+/// concurrent bind that drew the same digits, or one killed before it cleaned up.
+const PRIVATE_TRIES: usize = 8;
+
 /// Binds a Unix socket at `path` that is never reachable with looser
 /// permissions than `mode`: it is bound in a private directory, chmod-ed,
 /// then renamed into place. A stale socket left by a dead process is
-/// replaced; a live one is an error.
+/// replaced; a live one is an error. The path bound first is `dir/` and
+/// [`BIND_NAME_LEN`] bytes long, whatever `path`'s own name.
 pub async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -66,8 +78,7 @@ pub async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let private: PathBuf = dir.join(format!(".bind-{}-{}", std::process::id(), rand::random::<u32>()));
-    std::fs::create_dir(&private)?;
+    let private = make_private_dir(dir)?;
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
     let result = (|| {
         let tmp = private.join("s");
@@ -78,4 +89,16 @@ pub async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
     })();
     let _ = std::fs::remove_dir_all(&private);
     result
+}
+
+fn make_private_dir(dir: &Path) -> io::Result<PathBuf> {
+    let mut tries = 0;
+    loop {
+        let private = dir.join(format!("{PRIVATE_PREFIX}{:08x}", rand::random::<u32>()));
+        match std::fs::create_dir(&private) {
+            Ok(()) => return Ok(private),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries + 1 < PRIVATE_TRIES => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
