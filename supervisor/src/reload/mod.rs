@@ -272,7 +272,9 @@ pub(crate) async fn reload(
     // A canary needs a stable revision that serves beside it: a stopped plugin's new
     // revision, or one beside a revision with no instance ready, replaces it at once.
     if canary(&p, &old) {
-        done.canary = Some(crate::rollout::begin(&shared, &p, old, rev.clone()).await);
+        // The generation the checks held to: a stop or restart after them (or during the
+        // rollout's keeping) is the operator's, not a crash of the canary.
+        done.canary = Some(crate::rollout::begin(&shared, &p, old, rev.clone(), commanded.generation).await);
         done.took = started.elapsed();
         shared.events.emit(&p.name, "", EventKind::Reloaded, done.to_string(), &[("revision", rev.number.to_string())]);
         return Ok(done);

@@ -127,8 +127,17 @@ impl Rollout {
 
 /// Starts a canary rollout of `canary` beside `stable` (both running, the canary checked
 /// as a reload checks it): its first step takes effect before this returns; the driver
-/// runs on in a task of its own. Returns the first step's share.
-pub(crate) async fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Revision>, canary: Arc<Revision>) -> u8 {
+/// runs on in a task of its own. Returns the first step's share. `generation` is the
+/// operator's command in force when the reload spawned the canary: a stop or restart
+/// since, even one that lands while this keeps the rollout, withdraws it rather than
+/// being taken for the canary's crash.
+pub(crate) async fn begin(
+    shared: &Arc<Shared>,
+    p: &Arc<Plugin>,
+    stable: Arc<Revision>,
+    canary: Arc<Revision>,
+    generation: u64,
+) -> u8 {
     let cfg = canary.spec().rollout.clone();
     let first = cfg.steps.first().copied().unwrap_or(100);
     let (tx, rx) = mpsc::channel(4);
@@ -140,7 +149,6 @@ pub(crate) async fn begin(shared: &Arc<Shared>, p: &Arc<Plugin>, stable: Arc<Rev
     // revision had no instance ready then (the same record again is not written).
     keep(shared, p, &stable, &canary).await;
     p.set_split(Some((&canary, first)));
-    let generation = p.desired.borrow().generation;
     let driver = Driver { shared: shared.clone(), p: p.clone(), stable, canary, ro, rx, cfg, generation };
     shared.tasks.spawn(driver.run());
     first

@@ -451,6 +451,41 @@ async fn the_operators_restart_or_stop_interrupts_a_rollout_without_judging_the_
     f.sup.shutdown().await;
 }
 
+/// A stop that lands after the reload's checks, while `begin` is still keeping the
+/// rollout, is the operator's: the rollout is interrupted, the canary not judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_rollout_begins_interrupts_it_without_judging_the_canary() {
+    use crate::instance::state::State;
+    let f = started(&slow_canary("[\"old\"]"), &[]).await;
+    let (shared, p) = (f.sup.shared().clone(), f.sup.plugin("fake").unwrap());
+    let stable = p.serving();
+    // The canary as the reload starts it, beside the stable revision, once the reload took
+    // the operator's command then in force.
+    let canary = p.new_revision(stable.spec().clone());
+    let image = stable.image.lock().unwrap().clone();
+    *canary.image.lock().unwrap() = image;
+    let generation = p.desired.borrow().generation;
+    crate::supervisor::spawn_revision(&shared, &p, &canary);
+    let all = |rev: &crate::instance::Revision, state: State| rev.instances.iter().all(|i| i.status().state == state);
+    assert!(p.wait_until(UP, |_| all(&canary, State::Running)).await, "the canary never ran");
+    // Checked, the canary is about to begin its rollout when the operator stops the plugin.
+    f.sup.stop_plugin("fake").await.unwrap();
+    assert!(p.wait_until(UP, |_| all(&canary, State::Stopped)).await, "the canary never stopped");
+    assert_eq!(super::begin(&shared, &p, stable, canary, generation).await, 10);
+    let deadline = Instant::now() + UP;
+    let report = loop {
+        let report = p.rollout().expect("a rollout").report();
+        if report.phase != Phase::Running || Instant::now() >= deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(report.phase, Phase::Interrupted, "{report}");
+    assert!(report.note.contains("the operator stopped the plugin"), "{report}");
+    assert_eq!(f.sup.shared().state.rollout("fake").map(|s| s.phase), Some(Phase::Interrupted));
+    f.sup.shutdown().await;
+}
+
 /// A rollout kept for `plugin` as if a rollout from `text`'s entry had been under way.
 fn kept_for(
     sup: &Supervisor,
