@@ -205,7 +205,7 @@ pub(super) async fn admit(
         queue.waiting.fetch_sub(1, Ordering::SeqCst);
         return shed();
     }
-    let _waiting = Waiting(queue);
+    let waiting = Waiting(queue);
     let queued = Instant::now();
     // The deadline layer ends the call at `until` too; the queue gives up a little before,
     // so the call is answered as one that never reached the plugin whichever timer the
@@ -214,9 +214,17 @@ pub(super) async fn admit(
         .map_or(queued + crate::config::units::MAX_DURATION, |u| u.checked_sub(GIVE_UP_EARLY).unwrap_or(u).max(queued));
     let expiry = tokio::time::sleep_until(give_up);
     tokio::pin!(expiry);
+    let mut woken = false;
     loop {
-        // Woken after its time (a busy runtime), a call takes no place it has no time for.
+        // Woken after its time (a busy runtime, or an expiry timer, rounded up to the
+        // millisecond, yet to fire), a call takes no place it has no time for.
         if Instant::now() >= give_up {
+            if woken {
+                // The wake-up may have been a place given back, meant for one waiter: it
+                // goes to another, which would otherwise sleep while the place stays idle.
+                drop(waiting);
+                queue.released();
+            }
             return Err(Refused::Expired { max_in_flight: p.max_in_flight, waited: queued.elapsed() });
         }
         let notified = queue.notify.notified();
@@ -232,7 +240,7 @@ pub(super) async fn admit(
                     () = &mut expiry => {
                         return Err(Refused::Expired { max_in_flight: p.max_in_flight, waited: queued.elapsed() });
                     }
-                    () = notified => {}
+                    () = notified => woken = true,
                 }
             }
         }
@@ -524,6 +532,47 @@ mod tests {
         let rounds = rollouts.join().unwrap();
         assert!(rounds > 100, "only {rounds} rollouts ran beside the calls");
         assert_eq!(refused, 0, "{refused} of {calls} calls found no instance, over {rounds} rollouts");
+    }
+
+    /// A waiter woken by a place given back, past its give-up time but before its expiry
+    /// timer (which fires on a whole millisecond) ran, passes the wake-up on.
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_when_woken_passes_the_place_on_to_the_next() {
+        let plugin = plugin("max_in_flight = 1\nmax_queued = 2\n");
+        let _held = ready(&plugin).await;
+        let rev = plugin.serving();
+        let mut places =
+            vec![admit(&plugin, &rev, None, None).await.unwrap(), admit(&plugin, &rev, None, None).await.unwrap()];
+        tokio::time::pause();
+        // The first waiter gives up 10.5 ms from now, between two of the timer's ticks.
+        let until = Instant::now() + GIVE_UP_EARLY + Duration::from_micros(10_500);
+        let first = tokio::spawn({
+            let (plugin, rev) = (plugin.clone(), rev.clone());
+            async move { admit(&plugin, &rev, None, Some(until)).await.map(|(l, _)| l.pid) }
+        });
+        while plugin.queue.waiting.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let (plugin, rev) = (plugin.clone(), rev.clone());
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+        });
+        while plugin.queue.waiting.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_micros(10_700)).await;
+        assert!(!first.is_finished(), "the first waiter's expiry fired before the place was given back");
+        let (gone, place) = places.remove(0);
+        drop(place);
+        let refused = first.await.unwrap().unwrap_err();
+        assert!(matches!(refused, Refused::Expired { max_in_flight: 1, .. }), "{refused:?}");
+        let pid = tokio::time::timeout(Duration::from_millis(1), second)
+            .await
+            .expect("the second waiter was not woken for the place given back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pid, gone.pid);
+        assert_eq!(plugin.queue.waiting.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
