@@ -120,7 +120,9 @@ impl Notifier {
 
     /// `RELOADING=1` now and `READY=1` when the guard goes: around a config update.
     pub fn reloading(self: &Arc<Self>) -> Reloading {
-        let said = self.ready.load(Ordering::SeqCst);
+        // Once stopping, a reload says nothing: RELOADING=1 after STOPPING=1 would tell the
+        // service manager the unit is back to reloading while it goes.
+        let said = self.ready.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst);
         if said {
             self.send(Message::Reloading(NotifyState::monotonic_usec_now().ok()));
         }
@@ -371,5 +373,17 @@ mod tests {
         drop(n.reloading());
         let said: Vec<Message> = rx.try_iter().collect();
         assert!(matches!(said.as_slice(), [Message::Stopping]), "said after STOPPING=1: {said:?}");
+    }
+
+    /// A config update that begins after a stop signal, the daemon ready before it.
+    #[test]
+    fn no_reloading_is_said_after_stopping() {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let n = Notifier::sending_to(Some(tx));
+        n.ready("1 plugin running".into());
+        n.stopping();
+        drop(n.reloading());
+        let said: Vec<Message> = rx.try_iter().collect();
+        assert!(matches!(said.as_slice(), [Message::Ready(_), Message::Stopping]), "said after STOPPING=1: {said:?}");
     }
 }
