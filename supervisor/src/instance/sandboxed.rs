@@ -383,13 +383,14 @@ impl Launcher for SandboxLauncher {
 
     fn teardown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {
-            self.sandbox.teardown().await;
+            // What was left is said where it was found, in the log.
+            let _ = self.sandbox.teardown().await;
             self.retries.close();
         })
     }
 
     fn teardown_blocking(&self, limit: Duration) {
-        self.sandbox.teardown_blocking(limit);
+        let _ = self.sandbox.teardown_blocking(limit);
         self.retries.close();
     }
 }

@@ -115,6 +115,26 @@ impl ImageGrants {
 
 const STALE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What a teardown of the supervisor's cgroup subtree left in place.
+#[derive(Debug, thiserror::Error)]
+pub enum SubtreeLeft {
+    #[error("cgroup {} still held processes or children when the teardown gave up", cgroup.display())]
+    Busy { cgroup: PathBuf },
+    #[error("the teardown failed: {0}")]
+    Failed(CgroupError),
+}
+
+/// The last pass's outcome, said in the log when something was left.
+fn said(step: Result<(), SubtreeLeft>) -> Result<(), SubtreeLeft> {
+    if let Err(left) = &step {
+        tracing::error!(
+            error = %left,
+            "the supervisor's cgroup subtree was left in place: the next supervisor on this config may be refused it; remove it once its processes are gone"
+        );
+    }
+    step
+}
+
 impl Sandbox {
     /// Sets up the cgroup subtree (after cleaning what a dead supervisor left) when any
     /// plugin is sandboxed, and arms the dead man's switch over it.
@@ -147,10 +167,17 @@ impl Sandbox {
         self.tiers.as_ref()?.get(name)
     }
 
-    /// Takes the subtree down (moving the supervisor back where it started).
-    pub async fn teardown(&self) {
+    /// Takes the subtree down (moving the supervisor back where it started), trying for
+    /// [`STALE_WAIT`]; what it could not take down is said (an error in the log, naming
+    /// the cgroup or the failure) and returned. A daemon that logged "stopped" with its
+    /// subtree, or itself, left in place had the next start refused or nested.
+    pub async fn teardown(&self) -> Result<(), SubtreeLeft> {
         let deadline = tokio::time::Instant::now() + STALE_WAIT;
-        while !self.teardown_step() && tokio::time::Instant::now() < deadline {
+        loop {
+            let step = self.teardown_step();
+            if step.is_ok() || tokio::time::Instant::now() >= deadline {
+                return said(step);
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -158,9 +185,13 @@ impl Sandbox {
     /// [`Sandbox::teardown`] for a caller that cannot wait asynchronously
     /// (a `Supervisor` dropped without `shutdown`): kills what is left and
     /// removes the subtree, waiting at most `limit`.
-    pub fn teardown_blocking(&self, limit: std::time::Duration) {
+    pub fn teardown_blocking(&self, limit: std::time::Duration) -> Result<(), SubtreeLeft> {
         let deadline = std::time::Instant::now() + limit;
-        while !self.teardown_step() && std::time::Instant::now() < deadline {
+        loop {
+            let step = self.teardown_step();
+            if step.is_ok() || std::time::Instant::now() >= deadline {
+                return said(step);
+            }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
@@ -193,18 +224,24 @@ impl Sandbox {
         }
     }
 
-    /// One pass of the subtree's teardown; true once nothing is pending.
-    fn teardown_step(&self) -> bool {
+    /// One pass of the subtree's teardown: done, or what is left after it (a failure is
+    /// tried again too, until the caller's time is up: a write refused EBUSY while a
+    /// process exits goes through on a later pass).
+    fn teardown_step(&self) -> Result<(), SubtreeLeft> {
         // The switch sits in the subtree's supervisor leaf, which it would keep busy.
         if let Ok(mut slot) = self.deadman.lock() {
             slot.take();
         }
         match self.cgroups.lock() {
             Ok(mut guard) => match guard.as_mut() {
-                Ok(tree) => !matches!(tree.teardown(), Ok(Removal::Pending { .. })),
-                Err(_) => true,
+                Ok(tree) => match tree.teardown() {
+                    Ok(Removal::Removed) => Ok(()),
+                    Ok(Removal::Pending { cgroup }) => Err(SubtreeLeft::Busy { cgroup }),
+                    Err(e) => Err(SubtreeLeft::Failed(e)),
+                },
+                Err(_) => Ok(()),
             },
-            Err(_) => true,
+            Err(_) => Ok(()),
         }
     }
 
@@ -648,5 +685,28 @@ mod tests {
         let kept_now = grants.rulesets.lock().unwrap();
         assert_eq!((&kept_now[0].0.write, &kept_now[1].0.write), (&kept_now[1].0.write, &kept_now[0].0.write));
         assert_ne!(kept_now[0].0.write_inodes, kept_now[1].0.write_inodes, "a ruleset for the new directory");
+    }
+
+    /// A subtree that cannot be removed (here its root's rmdir is refused EBUSY for good)
+    /// is said and returned once the teardown gives up, naming the cgroup: a daemon that
+    /// logged only "stopped" left it for the next start to be refused or nested in.
+    #[tokio::test(start_paused = true)]
+    async fn a_subtree_the_teardown_cannot_remove_is_named_when_it_gives_up() {
+        use crate::sandbox::cgroup::test_hosts::{create, hybrid};
+        let (fs, layout) = hybrid();
+        let cfg = SubtreeConfig { name: "s".into(), parent: None, move_self: false };
+        let tree = create(&fs, Arc::new(layout), &cfg).unwrap();
+        let root: Vec<PathBuf> = tree.root().dirs().map(|(_, d)| d.to_path_buf()).collect();
+        fs.fail_on(&root[0].display().to_string(), libc::EBUSY);
+        let sandbox = Sandbox::over(tree);
+        let began = tokio::time::Instant::now();
+        match sandbox.teardown().await {
+            Err(SubtreeLeft::Busy { cgroup }) => assert_eq!(cgroup, root[0]),
+            other => panic!("expected the busy root named, got {other:?}"),
+        }
+        assert!(began.elapsed() >= STALE_WAIT, "gave up after {:?}", began.elapsed());
+        fs.clear_failures();
+        assert!(sandbox.teardown().await.is_ok(), "the subtree goes once it can");
+        assert!(root.iter().all(|d| !fs.is_cgroup(&d.display().to_string())));
     }
 }
