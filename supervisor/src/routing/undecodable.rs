@@ -27,10 +27,13 @@ const SAID: &[&str] = &[
     "Unexpected EOF decoding stream.",
     "protocol error: received message with compressed-flag but no grpc-encoding was specified",
     "protocol error: received message with invalid compression flag",
+    // tonic: a message compressed as named that does not decompress.
+    "Error decompressing: ",
     // grpc-go.
     "grpc: error unmarshalling request",
     "grpc: failed to unmarshal the received message",
     "grpc: compressed flag set with identity or empty encoding",
+    "grpc: failed to decompress the received message",
     // gRPC C-core (Python, Ruby, C++).
     "Exception deserializing request!",
 ];
@@ -44,8 +47,8 @@ pub(super) const KEPT: usize = 64 << 10;
 pub(super) struct Asked {
     /// The request's, a cheap clone (its parts are reference-counted bytes).
     uri: http::Uri,
-    /// The request named an encoding: its compressed messages cannot be read here.
-    encoded: bool,
+    /// The encoding the request named for its compressed messages.
+    encoding: Encoding,
     contract: Option<Arc<Contract>>,
     kept: Arc<Mutex<Kept>>,
 }
@@ -78,12 +81,7 @@ impl Kept {
 
 impl Asked {
     pub(super) fn new(req: &http::Request<tonic::body::Body>, contract: Option<Arc<Contract>>) -> Self {
-        Asked {
-            uri: req.uri().clone(),
-            encoded: req.headers().get("grpc-encoding").is_some_and(|e| e.as_bytes() != b"identity"),
-            contract,
-            kept: Arc::default(),
-        }
+        Asked { uri: req.uri().clone(), encoding: Encoding::of(req.headers()), contract, kept: Arc::default() }
     }
 
     /// The request's data, held whole already.
@@ -111,8 +109,39 @@ impl Asked {
         if kept.over || !kept.ended {
             return true;
         }
-        does_not_decode(&contract.pool, self.uri.path(), self.encoded, &kept.data)
+        does_not_decode(&contract.pool, self.uri.path(), self.encoding, &kept.data)
     }
+}
+
+/// What a request's `grpc-encoding` names for its compressed messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// None (or `identity`): a message flagged compressed does not decode.
+    Identity,
+    /// Read here, up to [`KEPT`] decompressed.
+    Gzip,
+    /// Another (deflate, zstd): not read here, so the words decide, as past [`KEPT`].
+    Other,
+}
+
+impl Encoding {
+    fn of(headers: &http::HeaderMap) -> Self {
+        match headers.get("grpc-encoding").map(http::HeaderValue::as_bytes) {
+            None | Some(b"identity") => Encoding::Identity,
+            Some(b"gzip") => Encoding::Gzip,
+            Some(_) => Encoding::Other,
+        }
+    }
+}
+
+/// A gzip member decompressed, or `None` when it does not decompress or comes to more
+/// than [`KEPT`] (a small request may expand to much more: it is not expanded past that).
+fn gunzipped(message: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut reader = flate2::read::GzDecoder::new(message).take(KEPT as u64 + 1);
+    reader.read_to_end(&mut out).ok()?;
+    (out.len() <= KEPT).then_some(out)
 }
 
 /// A request body whose data is kept as it is read.
@@ -167,9 +196,12 @@ fn said_so(headers: &http::HeaderMap) -> bool {
 
 /// Whether `data` is not a method input of `pool` in gRPC's framing: no message, one
 /// cut short, one flagged compressed without an encoding named, or one that does not
-/// decode. A method the contract does not know, or a message compressed as named, cannot
-/// be told: it counts as decoding.
-fn does_not_decode(pool: &DescriptorPool, path: &str, encoded: bool, body: &[u8]) -> bool {
+/// decode (decompressed first, when gzip). A method the contract does not know cannot be
+/// told: it counts as decoding. A message in another encoding, or one gzip expands past
+/// [`KEPT`], is not read here: the words decide, as for a request over [`KEPT`] (it
+/// counted as decoding, and so tiny compressed garbage opened a plugin's circuit for
+/// every caller).
+fn does_not_decode(pool: &DescriptorPool, path: &str, encoding: Encoding, body: &[u8]) -> bool {
     let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
         return false;
     };
@@ -191,13 +223,14 @@ fn does_not_decode(pool: &DescriptorPool, path: &str, encoded: bool, body: &[u8]
             return true;
         }
         let (message, after) = rest.split_at(len);
-        match compressed {
-            0 => {
-                if prost_reflect::DynamicMessage::decode(input.clone(), message).is_err() {
-                    return true;
-                }
-            }
-            1 if encoded => return false,
+        let decodes = |message: &[u8]| prost_reflect::DynamicMessage::decode(input.clone(), message).is_ok();
+        match (compressed, encoding) {
+            (0, _) if !decodes(message) => return true,
+            (0, _) => {}
+            (1, Encoding::Gzip) => match gunzipped(message) {
+                Some(plain) if decodes(&plain) => {}
+                _ => return true,
+            },
             _ => return true,
         }
         rest = after;
@@ -272,8 +305,35 @@ mod tests {
         assert!(!whole(&answer(tonic::Code::Unknown, "failed to decode Protobuf message"), &garbage));
         let elsewhere = asked("/t.v1.Other/Echo", false, Some(contract())).whole(&garbage);
         assert!(!elsewhere.callers_doing(&said), "a method the contract does not know");
-        let named = asked("/t.v1.T/Echo", true, Some(contract())).whole(&[framed(1, b"\x1f\x8b")]);
-        assert!(!named.callers_doing(&said), "compressed as named: not checked");
+        let named = asked("/t.v1.T/Echo", true, Some(contract())).whole(&[framed(1, &gzip(b"\x0a\x02hi"))]);
+        assert!(!named.callers_doing(&said), "compressed as named, and it decodes once decompressed");
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    /// A request compressed as named is decompressed to be judged: a tiny gzipped
+    /// garbage request, or one that does not decompress, opened the circuit for every
+    /// caller, counted as the plugin's failure (tonic's words for it were not known).
+    #[test]
+    fn a_compressed_request_that_does_not_decode_or_decompress_is_the_callers_doing() {
+        let said = answer(tonic::Code::Internal, "failed to decode Protobuf message: invalid wire type");
+        let gzipped_garbage = asked("/t.v1.T/Echo", true, Some(contract())).whole(&[framed(1, &gzip(b"\xff\xff\xff"))]);
+        assert!(gzipped_garbage.callers_doing(&said));
+        let not_gzip = asked("/t.v1.T/Echo", true, Some(contract())).whole(&[framed(1, b"\x1f\x8b garbage")]);
+        let tonic_said =
+            answer(tonic::Code::Internal, "Error decompressing: invalid gzip header, while sending request");
+        assert!(not_gzip.callers_doing(&tonic_said), "tonic's words");
+        let go_said =
+            answer(tonic::Code::Internal, "grpc: failed to decompress the received message: gzip: invalid header");
+        assert!(not_gzip.callers_doing(&go_said), "grpc-go's words");
+        // A bomb is not expanded past KEPT: the words decide, as for a large request.
+        let bomb = asked("/t.v1.T/Echo", true, Some(contract())).whole(&[framed(1, &gzip(&vec![0u8; 4 * KEPT]))]);
+        assert!(bomb.callers_doing(&said));
     }
 
     #[tokio::test]
