@@ -60,10 +60,15 @@ fn load_proto_dir(dir: &Path, includes: &[PathBuf]) -> Result<FileDescriptorSet,
 }
 
 fn compile(paths: &[&Path], include_dirs: &[PathBuf]) -> Result<FileDescriptorSet, ContractError> {
-    let Some(first) = paths.first() else {
+    if paths.is_empty() {
         return Err(ContractError::NoInputs);
-    };
-    let mut compiler = protox::Compiler::new(include_dirs).map_err(|source| compile_error(first, source))?;
+    }
+    let mut resolver = protox::file::ChainFileResolver::new();
+    for dir in include_dirs {
+        resolver.add(RegularFiles::new(dir.clone()));
+    }
+    resolver.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true).include_source_info(false);
     for path in paths {
         // protox maps a path to a file name by stripping an include prefix;
@@ -72,6 +77,49 @@ fn compile(paths: &[&Path], include_dirs: &[PathBuf]) -> Result<FileDescriptorSe
         compiler.open_file(&canonical).map_err(|source| compile_error(path, source))?;
     }
     Ok(compiler.file_descriptor_set())
+}
+
+/// An include directory whose files protox reads only when they are regular files. It
+/// opens them blocking, so a FIFO at a contract's path (or an import's) waited for a
+/// writer for ever, holding check-config, the daemon's start or a reload; protox's own
+/// `IncludeFileResolver` does the rest. (The kind is read through a non-blocking open of
+/// the same path just before: these are the operator's files, and a path swapped in
+/// between is a misconfiguration to report, not a boundary to defend.)
+struct RegularFiles {
+    dir: PathBuf,
+    include: protox::file::IncludeFileResolver,
+}
+
+impl RegularFiles {
+    fn new(dir: PathBuf) -> Self {
+        Self { include: protox::file::IncludeFileResolver::new(dir.clone()), dir }
+    }
+}
+
+/// A contract file that is not a regular file (a FIFO, a device, a socket).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: not a regular file", path.display())]
+struct NotRegular {
+    path: PathBuf,
+}
+
+impl protox::file::FileResolver for RegularFiles {
+    fn resolve_path(&self, path: &Path) -> Option<String> {
+        self.include.resolve_path(path)
+    }
+
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        let path = self.dir.join(name);
+        let opened = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path);
+        if let Ok(meta) = opened.and_then(|f| f.metadata())
+            && !meta.is_file()
+            && !meta.is_dir()
+        {
+            return Err(protox::Error::new(NotRegular { path }));
+        }
+        // Not found, unreadable, a directory: protox's own resolver says so its way.
+        self.include.open_file(name)
+    }
 }
 
 /// Far above any real contract (a large API's descriptor set is a few MiB),
@@ -158,5 +206,59 @@ fn place(error: &protox::Error) -> String {
         (Some(file), Some((line, column))) => format!(" (at {file}:{line}:{column})"),
         (Some(file), None) => format!(" (in {file})"),
         (None, _) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `load` on another thread; a load still waiting after a while is released by
+    /// opening `fifo` for writing (so the thread ends) and reported.
+    fn promptly(
+        fifo: &Path,
+        load: impl FnOnce() -> Result<FileDescriptorSet, ContractError> + Send + 'static,
+    ) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _ = tx.send(load());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(result) => {
+                t.join().unwrap();
+                result.expect_err("a FIFO is no contract").to_string()
+            }
+            Err(_) => {
+                let _ = fs::OpenOptions::new().write(true).open(fifo);
+                t.join().unwrap();
+                panic!("the load waited on the FIFO {}", fifo.display());
+            }
+        }
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path in the test's temporary directory.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// protox opens a .proto blocking: a FIFO at a contract's path, or at an import's,
+    /// held check-config, the daemon's start or a reload until a writer came.
+    #[test]
+    fn a_proto_or_an_import_that_is_a_fifo_is_refused_at_once_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let contract = dir.path().join("slow.proto");
+        mkfifo(&contract);
+        let path = contract.clone();
+        let said = promptly(&contract, move || load_protos(&[&path], &[]));
+        assert!(said.contains(&format!("{}: not a regular file", contract.display())), "{said}");
+
+        let importer = dir.path().join("a.proto");
+        fs::write(&importer, "syntax = \"proto3\";\nimport \"b.proto\";\n").unwrap();
+        let import = dir.path().join("b.proto");
+        mkfifo(&import);
+        let path = importer.clone();
+        let said = promptly(&import, move || load_contract(&path));
+        assert!(said.contains("not a regular file"), "{said}");
     }
 }
