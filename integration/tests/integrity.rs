@@ -220,11 +220,16 @@ fn a_binary_swapped_between_check_and_exec_is_not_what_runs() {
     let call = d.ctl(&["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"message":"approved"}"#]);
     assert!(stdout(&call).contains("approved"), "{}{}", stdout(&call), stderr(&call));
 
-    // The next start checks the file now at the path, and refuses it.
+    // A restart runs the revision's image again, not the file now at the path.
     let restart = d.ctl(&["restart", "echo"]);
-    assert!(!restart.status.success(), "{}", stdout(&restart));
-    let reason = refusal(&d, "echo-0");
-    assert!(reason.contains(&format!("expected {approved}, found {replacement_digest}")), "{reason}");
+    assert!(restart.status.success(), "{}{}", stdout(&restart), stderr(&restart));
+    assert_eq!(d.wait_state("echo-0", "running", UP)["sha256"], approved);
+    // A reload takes the file, as a new revision, verified as any: refused.
+    let reload = d.ctl(&["reload", "echo"]);
+    assert!(!reload.status.success(), "{}", stdout(&reload));
+    let said = format!("{}{}", stdout(&reload), stderr(&reload));
+    assert!(said.contains(&format!("expected {approved}, found {replacement_digest}")), "{said}");
+    assert_eq!(d.instance("echo-0")["sha256"], approved, "the approved revision serves on");
     assert!(!marker.exists(), "the replacement never ran");
 }
 

@@ -99,9 +99,6 @@ async fn supervise(
     let mut desired = plugin.desired.subscribe();
     let mut restarts = Restarts::new(rev.spec().backoff);
     let mut started_before = false;
-    // The command generation of this instance's last start: a start under a newer one
-    // follows the operator's command.
-    let mut last_start: Option<u64> = None;
     // Set when the instance must not start again until the operator acts
     // (refused, or ended under the restart policy): the generation it waits past.
     let mut held: Option<u64> = None;
@@ -144,11 +141,7 @@ async fn supervise(
         // the start returns.
         let mut cancel = Leaving { shutdown: leaving.shutdown.clone(), retired: leaving.retired.clone() };
         let mut commands = desired.clone();
-        let from = match last_start.replace(want.generation) {
-            Some(g) if g != want.generation => start::ImageFrom::File,
-            _ => start::ImageFrom::Revision,
-        };
-        let started = start::start(plugin, rev, inst, shared, from, async move {
+        let started = start::start(plugin, rev, inst, shared, async move {
             tokio::select! {
                 () = cancel.wait() => cancel.why(),
                 () = stopped_or_restarted(&mut commands, want.generation) => "stopped or restarted by request",

@@ -21,29 +21,19 @@ use crate::observe::phases::{Phase as TimedPhase, Stopwatch};
 use crate::sandbox::pidfd::ExitStatus;
 use crate::supervisor::Shared;
 
-/// Where a start takes the plugin's image from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImageFrom {
-    /// The revision's, once it has one: what a start the supervisor makes on its own (a
-    /// restart after a crash, a replica's first) runs. A revision is an image and its
-    /// entry: a file rebuilt in place meanwhile is a new revision for `update` or
-    /// `reload` to check (its contract against the serving one's), never what a stable
-    /// revision restarts into in the middle of a canary, or a rolled-back one after it.
-    Revision,
-    /// The file, verified afresh when it changed: the operator's `start` or `restart`.
-    File,
-}
-
-/// The revision's verified image, or the file's (see [`ImageFrom`]).
-async fn image(rev: &Revision, shared: &Shared, from: ImageFrom) -> Result<Arc<Image>, StartError> {
+/// The revision's verified image, the same for every start of its instances: a revision
+/// is its image and its entry. A file rebuilt in place is a new revision for `update` or
+/// `reload` to check (its contract against the serving one's), never what a revision
+/// restarts into: not the stable side in the middle of a canary (into the canary's code),
+/// not a rolled-back revision (into the code rolled back), not one whose reload was
+/// refused. Only the first start of a revision that has none yet verifies the file.
+async fn image(rev: &Revision, shared: &Shared) -> Result<Arc<Image>, StartError> {
     let _one_at_a_time = rev.image_loading.lock().await;
     let cached = rev.image.lock().ok().and_then(|g| g.clone());
-    if from == ImageFrom::Revision
-        && let Some(image) = cached
-    {
+    if let Some(image) = cached {
         return Ok(image);
     }
-    let image = shared.launcher.image(rev.spec(), cached).await?;
+    let image = shared.launcher.image(rev.spec(), None).await?;
     if let Ok(mut slot) = rev.image.lock() {
         *slot = Some(image.clone());
     }
@@ -68,7 +58,6 @@ pub async fn start(
     rev: &Arc<Revision>,
     inst: &Arc<Instance>,
     shared: &Arc<Shared>,
-    from: ImageFrom,
     cancel: impl std::future::Future<Output = &'static str>,
 ) -> Result<Running, StartError> {
     let spec = rev.spec();
@@ -76,7 +65,7 @@ pub async fn start(
     let cancelled = |why| error(&spec, &inst.id, false, Cause::Cancelled(why));
     let mut watch = Stopwatch::default();
     let image = tokio::select! {
-        r = image(rev, shared, from) => r,
+        r = image(rev, shared) => r,
         why = &mut cancel => return Err(cancelled(why)),
     };
     let image = image.map_err(|e| match e {

@@ -92,9 +92,10 @@ async fn a_crash_is_named_and_restarted_after_a_backoff() {
 
 /// A revision is its image: a binary rebuilt in place is not what an instance of it runs
 /// after a crash (in a canary, the stable side would run the canary's code, and after a
-/// rollback the code rolled back), only after the operator's own `restart` or `start`.
+/// rollback the code rolled back), nor after the operator's restart or an acknowledged
+/// start; a reload takes it, as a new revision checked as any.
 #[tokio::test]
-async fn a_crash_restarts_into_the_revisions_image_and_only_the_operators_restart_reads_the_file_again() {
+async fn a_revision_restarts_into_its_own_image_and_a_reload_takes_the_file_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("plugin");
     std::fs::write(&binary, b"version 1").unwrap();
@@ -105,12 +106,16 @@ async fn a_crash_restarts_into_the_revisions_image_and_only_the_operators_restar
     let sha = || f.sup.plugin("fake").unwrap().instances()[0].status().sha256;
     assert_eq!(sha(), digest(b"version 1"));
     std::fs::write(&binary, b"version 2").unwrap();
+    // A start of the running plugin is acknowledged (the command generation moves on).
+    f.sup.start_plugin("fake", UP).await.unwrap();
     let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
     f.fake.crash(first, 3);
     until(&f.sup, "fake", "running anew", |s| s.state == State::Running && s.pid != Some(first)).await;
-    assert_eq!(sha(), digest(b"version 1"), "the revision's image, not the file rebuilt since");
+    assert_eq!(sha(), digest(b"version 1"), "after a crash: the revision's image, not the file rebuilt since");
     f.sup.restart_plugin("fake", UP).await.unwrap();
-    assert_eq!(sha(), digest(b"version 2"), "the operator's restart verifies the file afresh");
+    assert_eq!(sha(), digest(b"version 1"), "after the operator's restart too");
+    f.sup.reload("fake", crate::reload::ReloadOptions::default()).await.unwrap();
+    assert_eq!(sha(), digest(b"version 2"), "a reload takes the file, as a new revision");
     f.sup.shutdown().await;
 }
 

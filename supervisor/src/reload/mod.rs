@@ -410,27 +410,42 @@ async fn started(shared: &Shared, p: &Plugin, rev: &Revision, commanded: Command
 
 /// An instance that failed to start, or started and ended, with why. An end its restart
 /// policy leaves stopped (an exit 0 under `on-failure`) counts as much as a crash: the
-/// revision switched to would serve nothing.
+/// revision switched to would serve nothing. (`Stopping`, on the way to one of these
+/// with the cause still to come, does not count yet: see [`settled`].)
 pub(crate) fn first_failure(rev: &Revision) -> Option<(String, String)> {
     rev.instances.iter().find_map(|i| {
         let s = i.status();
-        let stopped = s.tried && matches!(s.state, State::Stopping | State::Stopped);
+        let stopped = s.tried && s.state == State::Stopped;
         let ended = stopped || matches!(s.state, State::Failed | State::Backoff) || s.restarts > 0;
         ended.then(|| (i.id.clone(), if s.reason.is_empty() { s.describe() } else { s.reason.clone() }))
     })
 }
 
 /// The new instances stay up for a moment: one that crashes right after its handshake
-/// is caught here, not after the switch.
+/// is caught here, not after the switch. One whose connection closed meanwhile is waited
+/// for until it has ended (its exit, the cause a refusal names) or its stop timeout has
+/// passed.
 async fn settled(shared: &Shared, p: &Plugin, rev: &Revision, commanded: Commanded) -> Result<(), ReloadError> {
     let fell = |_: &Plugin| first_failure(rev).is_some() || *shared.shutdown.borrow() || commanded.by(p).is_some();
     p.wait_until(SETTLE, fell).await;
-    if !*shared.shutdown.borrow() {
-        commanded.check(p)?;
+    let stopping = |_: &Plugin| rev.instances.iter().any(|i| i.status().state == State::Stopping);
+    if !fell(p) && stopping(p) {
+        let waited = rev.spec().stop_timeout.saturating_add(Duration::from_secs(1));
+        p.wait_until(waited, |p| fell(p) || !stopping(p)).await;
     }
-    match first_failure(rev) {
+    // Its instances stop because the supervisor does: no fault of theirs.
+    if *shared.shutdown.borrow() {
+        return Err(ReloadError::ShuttingDown(p.name.clone()));
+    }
+    commanded.check(p)?;
+    let going = || {
+        rev.instances.iter().find_map(|i| {
+            let s = i.status();
+            (s.state == State::Stopping).then(|| (i.id.clone(), s.describe()))
+        })
+    };
+    match first_failure(rev).or_else(going) {
         Some((instance, reason)) => Err(ReloadError::Unsteady { plugin: p.name.clone(), instance, reason }),
-        None if *shared.shutdown.borrow() => Err(ReloadError::ShuttingDown(p.name.clone())),
         None => Ok(()),
     }
 }

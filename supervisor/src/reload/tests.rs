@@ -109,7 +109,8 @@ async fn a_new_version_that_crashes_after_its_handshake_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_that_exits_cleanly_after_its_handshake_is_refused() {
     let err = refused(Behaviour::ServeThenExitZero { after: Duration::from_millis(150) }, 1).await;
-    assert!(matches!(err, ReloadError::Unsteady { .. }), "{err}");
+    // Unsteady, or not started where the exit came before the checks ended (a loaded host).
+    assert!(matches!(err, ReloadError::Unsteady { .. } | ReloadError::NotStarted { .. }), "{err}");
     assert!(err.to_string().contains("exited with code 0"), "{err}");
 }
 

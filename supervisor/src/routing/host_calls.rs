@@ -13,7 +13,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use super::callers::Peer;
-use super::deadline::{Deadline, DeadlineLayer};
+use super::deadline::{Deadline, DeadlineLayer, Expires};
 use super::gateway::{Answer, Gateway};
 use super::stalls::StallBudget;
 use crate::instance::{Plugin, Revision};
@@ -91,7 +91,18 @@ impl HostServices {
     fn call(&self, req: http::Request<Body>) -> Answer {
         if req.headers().contains_key(super::deadline::GRPC_TIMEOUT) {
             let mut bounded = self.bounded.clone();
-            Box::pin(async move { bounded.call(req).await })
+            Box::pin(async move {
+                let mut answer = bounded.call(req).await?;
+                // A deadline further off than a stall without one may last (the plugin's
+                // own `grpc-timeout: 99999999H`, which nothing of the host's bounds) would
+                // keep its stall place that long: such an answer is held as one without a
+                // deadline, given up once its reader takes none of it for a while.
+                let far = tokio::time::Instant::now() + super::server::UNDEADLINED_STALL;
+                if answer.extensions().get::<Expires>().is_some_and(|e| e.0 > far) {
+                    answer.extensions_mut().remove::<Expires>();
+                }
+                Ok(answer)
+            })
         } else {
             let mut routes = self.routes.clone();
             Box::pin(async move { routes.call(req).await })
@@ -254,11 +265,14 @@ mod tests {
     /// The gateway's pipe gives an answer without a deadline its stall place back once its
     /// reader takes none of it for a while; one a year away kept it for the year.
     #[tokio::test]
-    async fn a_host_services_answer_carries_a_deadline_only_when_the_call_asked_one() {
+    async fn a_host_services_answer_carries_a_deadline_only_when_the_call_asked_one_near_enough() {
         let host = HostServices::new().add_service(Streams);
         let answer = host.call(streams_call(None)).await.unwrap();
         assert_eq!(answer.extensions().get::<super::super::deadline::Expires>(), None);
         let answer = host.call(streams_call(Some("5S"))).await.unwrap();
         assert!(answer.extensions().get::<super::super::deadline::Expires>().is_some());
+        // One asked of the plugin's own will, far off: held as none.
+        let answer = host.call(streams_call(Some("99999999H"))).await.unwrap();
+        assert_eq!(answer.extensions().get::<super::super::deadline::Expires>(), None);
     }
 }

@@ -57,7 +57,7 @@ const LAST_WORDS: Duration = Duration::from_millis(100);
 const MAX_HEADER_LIST: u32 = 16 << 10;
 /// How long a stalled answer without a deadline of its own keeps its place while its
 /// caller takes none of it.
-const UNDEADLINED_STALL: Duration = Duration::from_secs(30);
+pub(super) const UNDEADLINED_STALL: Duration = Duration::from_secs(30);
 /// How often calls reset for stalling past the budget are reported.
 static STALL_RESETS: Quiet = Quiet::new(Duration::from_secs(10));
 /// Chunks of an answer smaller than this, coming one after another while the caller
