@@ -85,7 +85,9 @@ job "plugin-supervisor" {
 
     task "supervisor" {
       driver = "docker"
-      # SIGTERM to the daemon, which drains and stops every plugin first.
+      # SIGTERM to the daemon, which drains and stops every plugin first. As the
+      # container's process 1 it is its own init (it reaps orphans and forwards
+      # signals to the daemon it forks): the job needs no `init = true`.
       kill_signal  = "SIGTERM"
       kill_timeout = "60s"
 
@@ -135,8 +137,9 @@ job "plugin-supervisor" {
 
           [supervisor.cgroup]
           # Beneath the container's cgroup (its cgroup namespace's root); the daemon
-          # moves itself into the subtree's `supervisor` leaf so that the container's
-          # cgroup can enable the controllers (cgroup v2's no-internal-processes rule).
+          # moves itself into the subtree's `supervisor` leaf (and its init, process 1,
+          # into `plugin-supervisor-init`) so that the container's cgroup can enable
+          # the controllers (cgroup v2's no-internal-processes rule).
           name = "plugin-supervisor"
           move_self = true
 

@@ -22,6 +22,8 @@ pub struct Daemon {
     pub args: Vec<String>,
     /// More environment for `plugin-supervisor` (`NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// A command the daemon runs under (`unshare ...`): the daemon is then its child.
+    pub wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -52,6 +54,29 @@ impl Daemon {
         d.launch();
         d.wait_control(Duration::from_secs(20));
         d
+    }
+
+    /// [`Daemon::start`] with the daemon as process 1 of a PID namespace of its own, as a
+    /// container's entrypoint is: `unshare --pid --fork --mount-proc` runs it (its
+    /// `/proc` is a private mount, in a mount namespace of its own). `--kill-child` takes
+    /// the namespace down with `unshare` however the test ends.
+    pub fn start_as_pid_one(config: &str) -> Self {
+        let mut d = Self::unlaunched(config, |_| {}, None);
+        d.wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"].map(str::to_owned).to_vec();
+        d.launch();
+        d.wait_control(Duration::from_secs(20));
+        d
+    }
+
+    /// The process the wrapper runs the daemon as (with a wrapper, the namespace's process
+    /// 1, as this test's namespace numbers it), else the daemon.
+    pub fn inner_pid(&self) -> Option<i32> {
+        let pid = self.child.as_ref()?.id() as i32;
+        if self.wrapper.is_empty() {
+            return Some(pid);
+        }
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
     }
 
     /// [`Daemon::spawn`] with more environment for the daemon; does not wait.
@@ -86,14 +111,31 @@ impl Daemon {
         std::fs::write(&config_path, config).expect("write config");
         prepare(dir.path());
         let log = dir.path().join("daemon.log");
-        Self { child: None, dir, runtime, config: config_path, log, nofile, args: Vec::new(), env: Vec::new() }
+        Self {
+            child: None,
+            dir,
+            runtime,
+            config: config_path,
+            log,
+            nofile,
+            args: Vec::new(),
+            env: Vec::new(),
+            wrapper: Vec::new(),
+        }
     }
 
     /// Runs `plugin-supervisor` on this config and runtime directory,
     /// appending its log to `daemon.log`.
     fn launch(&mut self) {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let mut cmd = Command::new(bins::supervisor());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bins::supervisor());
+                cmd
+            }
+            None => Command::new(bins::supervisor()),
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--runtime-dir")
@@ -215,11 +257,16 @@ impl Daemon {
         self.wait_for(id, timeout, state, |v| v["state"] == state)
     }
 
-    /// Sends `sig` and waits for the daemon to exit; returns its status.
+    /// Sends `sig` and waits for the daemon to exit; returns its status (with a wrapper,
+    /// the wrapper's, which `unshare` makes the daemon's).
     pub fn stop_with(&mut self, sig: i32, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // `unshare` blocks SIGTERM and SIGINT while it waits: the signal goes to what it runs
+        // (or to `unshare` itself when what it ran has gone, so `unshare` ends on its own).
+        let target = self.inner_pid();
         let mut child = self.child.take()?;
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(child.id() as i32, sig) };
+        let target = target.unwrap_or(child.id() as i32);
+        // SAFETY: signalling our own child, or the process our own child runs, by pid.
+        unsafe { libc::kill(target, sig) };
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = child.try_wait() {
@@ -251,11 +298,11 @@ impl Daemon {
         }
     }
 
-    /// Sends `sig` without waiting.
+    /// Sends `sig` without waiting (with a wrapper, to what it runs).
     pub fn signal(&self, sig: i32) {
-        if let Some(child) = &self.child {
-            // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(child.id() as i32, sig) };
+        if let Some(pid) = self.inner_pid() {
+            // SAFETY: signalling our own child, or the process our own child runs, by pid.
+            unsafe { libc::kill(pid, sig) };
         }
     }
 

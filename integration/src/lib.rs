@@ -27,7 +27,8 @@ pub async fn connect(path: &std::path::Path) -> anyhow::Result<plugin_proto::tra
     Ok(channel)
 }
 
-/// True while a process with this pid exists (zombies count as gone).
+/// True while a process with this pid exists (zombies count as gone: an exit is what
+/// most tests wait for; [`procfs::state`] tells whether the zombie was reaped too).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),

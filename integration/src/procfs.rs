@@ -94,3 +94,20 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
     walk(std::path::Path::new("/sys/fs/cgroup"), 0, name, &mut out);
     out
 }
+
+/// The pid, as this process's PID namespace numbers it, of the process that the PID
+/// namespace of `ns_member` numbers `ns_pid` (its `NSpid` line's last number), if any.
+pub fn pid_outside(ns_member: i32, ns_pid: i32) -> Option<i32> {
+    let ns = std::fs::read_link(format!("/proc/{ns_member}/ns/pid")).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let nspid = status_field(pid, "NSpid")?;
+        let inner: i32 = nspid.split_whitespace().last()?.parse().ok()?;
+        (inner == ns_pid && std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()? == ns).then_some(pid)
+    })
+}
+
+/// The process's state letter (`R`, `S`, `Z`...), while `/proc` has an entry for it at all.
+pub fn state(pid: i32) -> Option<char> {
+    status_field(pid, "State")?.chars().next()
+}

@@ -20,6 +20,7 @@ pub mod contract;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub mod init;
 pub mod instance;
 pub mod integrity;
 mod kept_stopped;

@@ -1,6 +1,7 @@
 //! The daemon binary: `plugin-supervisor --config FILE [--runtime-dir DIR]
 //! [--log-format text|json] [--forward-plugin-logs true|false]` runs in the
-//! foreground; `plugin-supervisor check-config FILE` validates.
+//! foreground (as process 1, beneath a process 1 of its own that reaps orphans:
+//! `plugin_supervisor::init`); `plugin-supervisor check-config FILE` validates.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use plugin_proto::signals::Signals;
 use plugin_supervisor::cli_docs::DocsCommand;
 use plugin_supervisor::config::Config;
 use plugin_supervisor::daemon;
+use plugin_supervisor::init::Role;
 use plugin_supervisor::observe::forward;
 
 #[derive(Parser)]
@@ -153,6 +155,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    // Before anything else, while this process has one thread: as process 1 (a container's
+    // entrypoint) the daemon runs as a child of a process 1 that reaps orphans.
+    match plugin_supervisor::init::take_pid1() {
+        Ok(Role::Daemon) => {}
+        Ok(Role::Init(init)) => {
+            // Its own log lines (warnings only) go where the daemon's go, in its format.
+            if forward::install(cli.log_format.into(), false).is_ok() {
+                init_tracing(cli.log_format.into());
+            }
+            let code = init.run();
+            forward::flush(std::time::Duration::from_secs(2));
+            return ExitCode::from(code);
+        }
+        Err(e) => {
+            eprintln!("plugin-supervisor: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     // The daemon's first step: from here on no signal's default action can
     // cut start-up short; a stop signal waits in the pipe until the daemon

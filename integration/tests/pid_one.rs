@@ -1,0 +1,77 @@
+//! The daemon as process 1 of its PID namespace, as a container's entrypoint runs it: what
+//! a plugin leaves behind is reaped, not kept as a zombie, and SIGTERM still ends it
+//! cleanly. Plugin names are this file's own.
+
+use std::time::{Duration, Instant};
+
+use plugin_integration::daemon::{Daemon, config, plugin, timeout_factor};
+use plugin_integration::pb::zoo::Text;
+use plugin_integration::pb::zoo::zoo_client::ZooClient;
+use plugin_integration::{bins, connect, procfs};
+
+/// Generous: the VM lane runs about 20 times slower.
+const UP: Duration = Duration::from_secs(60);
+
+/// The field of `/proc/<pid>/stat` that tells this process from a later one of its pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The unified hierarchy's path of the process (`/proc/<pid>/cgroup`'s `0::` line).
+fn unified_cgroup(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
+}
+
+/// Where this process's view of the unified hierarchy is mounted, if anywhere.
+fn unified_mount() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (mount, fs) = l.split_once(" - ")?;
+        fs.starts_with("cgroup2 ").then(|| mount.split_whitespace().nth(4).map(str::to_owned))?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm() {
+    let name = "p1-fork";
+    let plugins = plugin(name, &bins::zoo(), &format!("args = [\"--name\", \"{name}\"]"));
+    let mut d = Daemon::start_as_pid_one(&config(&plugins));
+    d.wait_state("p1-fork-0", "running", UP);
+    let init = d.inner_pid().expect("the namespace's process 1");
+    assert_eq!(procfs::status_field(init, "NSpid").unwrap().split_whitespace().last(), Some("1"));
+    let mut zoo = ZooClient::new(connect(&d.gateway()).await.expect("gateway"));
+    let escaped = zoo.escape(Text::default()).await.expect("escape").into_inner().pid as i32;
+    // The plugin numbers it as the daemon's namespace does; this test's namespace otherwise.
+    let escapee = procfs::pid_outside(init, escaped).expect("the escapee, seen from here");
+    let born = start_time(escapee).expect("the escapee's start");
+    assert_eq!(procfs::state(escapee).map(|s| s != 'Z'), Some(true), "the escapee runs before the stop");
+    let out = d.ctl(&["stop", name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Killed by the teardown and then reaped: no entry left in /proc at all, not even a
+    // zombie's (whose uid would keep the teardown from ever clearing that uid's files).
+    let deadline = Instant::now() + Duration::from_secs(15) * timeout_factor();
+    while start_time(escapee) == Some(born) {
+        assert!(
+            Instant::now() < deadline,
+            "the escapee {escapee} ({escaped} in the namespace) is still there, state {:?}",
+            procfs::state(escapee)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Process 1 stays in a leaf of its own: the daemon's cgroup can then enable
+    // controllers for the subtree beneath it (cgroup v2's no-internal-processes rule).
+    let leaf = unified_mount().zip(unified_cgroup(init)).map(|(mount, at)| {
+        assert!(at.ends_with("/plugin-supervisor-init"), "process 1 is in {at}");
+        format!("{mount}{at}")
+    });
+    let status = d.stop_with(libc::SIGTERM, UP).expect("the daemon exits on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", d.log_tail(30));
+    assert!(d.log_text().contains("stopped"), "{}", d.log_tail(30));
+    if let Some(leaf) = leaf {
+        assert!(!std::path::Path::new(&leaf).exists(), "process 1 left its leaf {leaf} behind");
+    }
+}

@@ -1,0 +1,272 @@
+//! Owns process 1's duties when the daemon is started as process 1 (a container's
+//! entrypoint): a parent that reaps every orphan and forwards signals to the daemon.
+//!
+//! This is the thin layer tini (`docker run --init`) would otherwise be, built in so that
+//! the shipped image, DaemonSet and Nomad job need none. Orphans are re-parented to the
+//! namespace's process 1: the daemon, had it stayed process 1, would keep every process a
+//! plugin double-forked as a zombie once the teardown killed it (it reaps only its own
+//! children, by pidfd), each holding a pid, and the zombie's uid in `/proc` would keep the
+//! teardown from ever clearing that uid's files and IPC objects. So process 1 forks the
+//! daemon and from then on only waits for signals: it reaps on SIGCHLD, forwards the rest
+//! to the daemon, and exits with the daemon's status once the daemon is gone.
+//!
+//! Process 1 also leaves its cgroup for a leaf of its own (`plugin-supervisor-init`
+//! beside the daemon's subtree): the daemon moves itself out of the container's cgroup so
+//! that cgroup can enable controllers for the subtree (cgroup v2's no-internal-processes
+//! rule), which a process 1 staying there would prevent.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, read};
+
+/// The leaf, beside the daemon's subtree, process 1 moves into.
+pub const LEAF: &str = "plugin-supervisor-init";
+
+/// Signals whose default action the kernel takes on the thread that caused them: blocked,
+/// they would not reach process 1's handler-less wait but kill it or hang it.
+const SYNCHRONOUS: [Signal; 7] =
+    [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGILL, Signal::SIGFPE, Signal::SIGTRAP, Signal::SIGABRT, Signal::SIGSYS];
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("process 1 cannot block the signals it forwards: {0}")]
+    Block(#[source] Errno),
+    #[error("process 1 cannot open the pipe that holds the daemon until process 1 has left its cgroup: {0}")]
+    Pipe(#[source] Errno),
+    #[error("process 1 cannot fork the daemon: {0}")]
+    Fork(#[source] Errno),
+    #[error("the daemon cannot restore its signal mask: {0}")]
+    Unblock(#[source] Errno),
+}
+
+/// What this process is after [`take_pid1`].
+#[derive(Debug)]
+pub enum Role {
+    /// The daemon: not process 1, or its forked child; runs the daemon as ever.
+    Daemon,
+    /// Process 1, the daemon forked: [`Init::run`] until the daemon ends.
+    Init(Init),
+}
+
+/// Process 1 with the daemon forked and held until [`Init::run`] releases it.
+#[derive(Debug)]
+pub struct Init {
+    daemon: Pid,
+    waited: SigSet,
+    /// Closed once process 1 has left its cgroup: the daemon reads end of file and goes on.
+    release: OwnedFd,
+}
+
+/// When this process is process 1, forks the daemon off: in the child, returns
+/// [`Role::Daemon`] once the parent is out of the cgroup the daemon will build beneath;
+/// in the parent, [`Role::Init`]. Elsewhere returns [`Role::Daemon`] and does nothing.
+///
+/// Call it before any thread exists: the fork copies only the calling thread, and the
+/// signal mask set here is the calling thread's, which threads started later inherit.
+pub fn take_pid1() -> Result<Role, InitError> {
+    if getpid().as_raw() != 1 {
+        return Ok(Role::Daemon);
+    }
+    let waited = forwarded();
+    // Blocked before the fork, so that no signal sent between the fork and the wait is
+    // lost to the default action (which for process 1 is to ignore it).
+    let before = waited.thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(InitError::Block)?;
+    let (held, release) = pipe().map_err(InitError::Pipe)?;
+    // SAFETY: the caller guarantees this process has one thread, so the child is a full
+    // copy with no lock held by a thread that does not exist in it.
+    match unsafe { fork() }.map_err(InitError::Fork)? {
+        ForkResult::Child => {
+            drop(release);
+            // Wait for end of file: the parent closes its end once it has left its cgroup
+            // (or gave up), and the daemon's cgroup setup must not begin before.
+            let mut byte = [0u8; 1];
+            while matches!(read(&held, &mut byte), Err(Errno::EINTR) | Ok(1..)) {}
+            drop(held);
+            before.thread_set_mask().map_err(InitError::Unblock)?;
+            Ok(Role::Daemon)
+        }
+        ForkResult::Parent { child } => {
+            drop(held);
+            Ok(Role::Init(Init { daemon: child, waited, release }))
+        }
+    }
+}
+
+/// Every signal process 1 waits for: all that can be caught except those only a faulting
+/// thread gets; SIGCHLD among them.
+fn forwarded() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in Signal::iterator() {
+        if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) && !SYNCHRONOUS.contains(&sig) {
+            set.add(sig);
+        }
+    }
+    set
+}
+
+impl Init {
+    /// Leaves the cgroup, releases the daemon, then reaps and forwards until the daemon
+    /// ends; returns the exit code process 1 exits with: the daemon's, or 128 plus the
+    /// signal that killed it.
+    pub fn run(self) -> u8 {
+        let Init { daemon, waited, release } = self;
+        let moved = leave_cgroup();
+        drop(release);
+        let code = loop {
+            let sig = match waited.wait() {
+                Ok(sig) => sig,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    // Only an invalid set fails; the set is fixed, so this does not repeat
+                    // in practice, but process 1 must not end while the daemon runs.
+                    tracing::error!(error = %e, "process 1 cannot wait for signals");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    continue;
+                }
+            };
+            if sig == Signal::SIGCHLD {
+                if let Some(code) = reap(daemon) {
+                    break code;
+                }
+            } else if let Err(e) = kill(daemon, sig) {
+                tracing::warn!(signal = %sig, error = %e, "process 1 could not forward a signal to the daemon");
+            }
+        };
+        if let Some(moved) = moved {
+            moved.go_back();
+        }
+        code
+    }
+}
+
+/// Reaps every child that has ended, the daemon's orphans and the daemon alike; the
+/// daemon's exit code once it is among them.
+fn reap(daemon: Pid) -> Option<u8> {
+    let mut code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, status)) if pid == daemon => code = Some(status as u8),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == daemon => code = Some(128u8.wrapping_add(sig as u8)),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return code,
+            Err(Errno::EINTR) | Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "process 1 cannot reap");
+                return code;
+            }
+        }
+    }
+}
+
+/// Process 1's move out of the cgroup it was started in.
+struct Moved {
+    origin: PathBuf,
+    leaf: PathBuf,
+}
+
+/// Moves process 1 into [`LEAF`] beneath the cgroup (unified hierarchy) it is in. Nothing
+/// without a unified hierarchy; a failure is logged and the daemon runs on (it says
+/// itself whether its subtree can be built).
+fn leave_cgroup() -> Option<Moved> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let origin = unified_dir(&cgroup, &mountinfo)?;
+    let leaf = origin.join(LEAF);
+    let moved = match std::fs::create_dir(&leaf) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => std::fs::write(leaf.join("cgroup.procs"), "0"),
+    };
+    match moved {
+        Ok(()) => Some(Moved { origin, leaf }),
+        Err(e) => {
+            tracing::warn!(
+                leaf = %leaf.display(), error = %e,
+                "process 1 cannot leave its cgroup; the daemon's cgroup may be unable to enable controllers"
+            );
+            let _ = std::fs::remove_dir(&leaf);
+            None
+        }
+    }
+}
+
+impl Moved {
+    /// Back where it was started, its leaf removed: best effort, as the container's cgroup
+    /// goes with the container anyway, and another process 1 may share the leaf.
+    fn go_back(self) {
+        if let Err(e) = std::fs::write(self.origin.join("cgroup.procs"), "0") {
+            tracing::debug!(origin = %self.origin.display(), error = %e, "process 1 stays in its leaf");
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir(&self.leaf) {
+            tracing::debug!(leaf = %self.leaf.display(), error = %e, "process 1's leaf stays");
+        }
+    }
+}
+
+/// The directory of the unified-hierarchy cgroup that `/proc/self/cgroup` (`cgroup`)
+/// names, through the cgroup2 mount `/proc/self/mountinfo` (`mountinfo`) lists.
+fn unified_dir(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    mountinfo.lines().find_map(|l| {
+        let (mount, fs) = l.split_once(" - ")?;
+        if !fs.starts_with("cgroup2 ") {
+            return None;
+        }
+        let mut fields = mount.split_whitespace().skip(3);
+        let (root, point) = (fields.next()?, fields.next()?);
+        // A mount of a cgroup above ours shows ours as the path beneath its root.
+        let below = Path::new(path).strip_prefix(root).ok()?;
+        Some(Path::new(point).join(below))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn the_unified_cgroup_is_found_through_its_mount() {
+        let cgroup = "4:memory:/a\n0::/\n";
+        assert_eq!(unified_dir(cgroup, HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let ns = "1320 1300 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(unified_dir("0::/\n", ns), Some(PathBuf::from("/sys/fs/cgroup")));
+        let bound = "1320 1300 0:27 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(unified_dir("0::/kubepods/pod1/c1\n", bound), Some(PathBuf::from("/sys/fs/cgroup/c1")));
+    }
+
+    #[test]
+    fn without_a_unified_hierarchy_there_is_nothing_to_leave() {
+        assert_eq!(unified_dir("4:memory:/a\n", HYBRID), None);
+        let v1 = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(unified_dir("0::/\n", v1), None);
+    }
+
+    #[test]
+    fn process_1_waits_for_sigchld_and_every_stop_signal_but_not_for_faults() {
+        let set = forwarded();
+        for sig in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGPWR,
+        ] {
+            assert!(set.contains(sig), "{sig}");
+        }
+        for sig in SYNCHRONOUS.into_iter().chain([Signal::SIGKILL, Signal::SIGSTOP]) {
+            assert!(!set.contains(sig), "{sig}");
+        }
+    }
+}
