@@ -33,8 +33,20 @@ pub fn status_uids(status: &str) -> Option<[u32; 4]> {
     Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
 }
 
+/// Whether a `/proc/PID/status` text is a process that has exited (a zombie, or dead):
+/// it holds no file, mapping or IPC attachment and can make none, whether or not its
+/// parent ever reaps it.
+pub fn status_exited(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
+}
+
 /// Every process under `proc_root` (normally `/proc`) that runs with `uid` as any of its
-/// uids. A process that ends while it is read is skipped.
+/// uids. A process that ends while it is read is skipped, as is one that has exited and
+/// waits to be reaped: counted, an orphan its reaper never waits for would keep the
+/// uid's files and IPC objects for good.
 pub fn of_uid(proc_root: &Path, uid: u32) -> std::io::Result<Vec<Proc>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(proc_root)? {
@@ -42,7 +54,7 @@ pub fn of_uid(proc_root: &Path, uid: u32) -> std::io::Result<Vec<Proc>> {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let dir = entry.path();
         let Ok(status) = std::fs::read_to_string(dir.join("status")) else { continue };
-        if !status_uids(&status).is_some_and(|ids| ids.contains(&uid)) {
+        if !status_uids(&status).is_some_and(|ids| ids.contains(&uid)) || status_exited(&status) {
             continue;
         }
         // The process names itself: escaped, it cannot forge a line or move a terminal.
@@ -78,6 +90,21 @@ mod tests {
         assert!(!p(hybrid).in_instance_of("zo"), "a plugin whose name is a prefix is another plugin");
         assert!(!p("0::/ps-a/supervisor\n").in_instance_of("zoo"));
         assert!(!p("0::/user.slice/plugins/zoo\n").in_instance_of("zoo"), "the plugin's directory is not a leaf");
+    }
+
+    #[test]
+    fn a_zombie_of_the_uid_is_not_a_process_of_it_still_running() {
+        let root = tempfile::tempdir().unwrap();
+        for (pid, state) in [(41, "Z (zombie)"), (42, "S (sleeping)"), (43, "X (dead)")] {
+            let dir = root.path().join(pid.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            let status = STATUS.replace("S (sleeping)", state).replace("Pid:\t42", &format!("Pid:\t{pid}"));
+            std::fs::write(dir.join("status"), status).unwrap();
+        }
+        let found: Vec<i32> = of_uid(root.path(), 61234).unwrap().iter().map(|p| p.pid).collect();
+        assert_eq!(found, [42]);
+        assert!(status_exited(&STATUS.replace("S (sleeping)", "Z (zombie)")));
+        assert!(!status_exited(STATUS));
     }
 
     #[test]
