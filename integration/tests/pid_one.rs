@@ -2,12 +2,14 @@
 //! a plugin leaves behind is reaped, not kept as a zombie, and SIGTERM still ends it
 //! cleanly. Plugin names are this file's own.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use plugin_integration::daemon::{Daemon, config, plugin, timeout_factor};
 use plugin_integration::pb::zoo::Text;
 use plugin_integration::pb::zoo::zoo_client::ZooClient;
 use plugin_integration::{bins, connect, procfs};
+use plugin_supervisor::init::LEAF;
 
 /// Generous: the VM lane runs about 20 times slower.
 const UP: Duration = Duration::from_secs(60);
@@ -37,10 +39,16 @@ fn unified_mount() -> Option<String> {
 async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm() {
     let name = "p1-fork";
     let plugins = plugin(name, &bins::zoo(), &format!("args = [\"--name\", \"{name}\"]"));
+    // Declared before the daemon, so dropped after it: whatever way the test ends, process
+    // 1's leaf goes once process 1 has.
+    let mut leaf = RemovedAtDrop(None);
     let mut d = Daemon::start_as_pid_one(&config(&plugins));
     d.wait_state("p1-fork-0", "running", UP);
     let init = d.inner_pid().expect("the namespace's process 1");
     assert_eq!(procfs::status_field(init, "NSpid").unwrap().split_whitespace().last(), Some("1"));
+    let cgroup = unified_mount().zip(unified_cgroup(init)).map(|(mount, at)| PathBuf::from(format!("{mount}{at}")));
+    // Only the leaf: never the cgroup this test runs in.
+    leaf.0 = cgroup.clone().filter(|at| at.ends_with(LEAF));
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.expect("gateway"));
     let escaped = zoo.escape(Text::default()).await.expect("escape").into_inner().pid as i32;
     // The plugin numbers it as the daemon's namespace does; this test's namespace otherwise.
@@ -64,14 +72,34 @@ async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm(
 
     // Process 1 stays in a leaf of its own: the daemon's cgroup can then enable
     // controllers for the subtree beneath it (cgroup v2's no-internal-processes rule).
-    let leaf = unified_mount().zip(unified_cgroup(init)).map(|(mount, at)| {
-        assert!(at.ends_with("/plugin-supervisor-init"), "process 1 is in {at}");
-        format!("{mount}{at}")
-    });
+    if let Some(at) = &cgroup {
+        assert!(at.ends_with(LEAF), "process 1 is in {}", at.display());
+    }
+
+    // Every other signal is forwarded too: SIGHUP applies the config file.
+    d.signal(libc::SIGHUP);
+    let deadline = Instant::now() + UP;
+    while !d.log_text().contains("update: no changes signal=\"SIGHUP\"") {
+        assert!(Instant::now() < deadline, "SIGHUP did not reach the daemon:\n{}", d.log_tail(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let status = d.stop_with(libc::SIGTERM, UP).expect("the daemon exits on SIGTERM");
     assert_eq!(status.code(), Some(0), "{status:?}\n{}", d.log_tail(30));
-    assert!(d.log_text().contains("stopped"), "{}", d.log_tail(30));
-    if let Some(leaf) = leaf {
-        assert!(!std::path::Path::new(&leaf).exists(), "process 1 left its leaf {leaf} behind");
+    let log = d.log_text();
+    assert!(log.lines().any(|l| l.ends_with("plugin_supervisor::daemon: stopped")), "{}", d.log_tail(30));
+    if let Some(at) = &leaf.0 {
+        assert!(!at.exists(), "process 1 left its leaf {} behind", at.display());
+    }
+}
+
+/// A cgroup directory removed (if empty) when the test ends.
+struct RemovedAtDrop(Option<PathBuf>);
+
+impl Drop for RemovedAtDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
