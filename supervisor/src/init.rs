@@ -46,10 +46,28 @@ pub enum InitError {
 /// What this process is after [`take_pid1`].
 #[derive(Debug)]
 pub enum Role {
-    /// The daemon: not process 1, or its forked child; runs the daemon as ever.
-    Daemon,
+    /// The daemon: not process 1, or its forked child; runs the daemon as ever, releasing
+    /// [`Held`] once its own signal handlers are in.
+    Daemon(Held),
     /// Process 1, the daemon forked: [`Init::run`] until the daemon ends.
     Init(Init),
+}
+
+/// The signals process 1 blocked, still blocked in the daemon it forked: one forwarded
+/// before the daemon has its handlers in then waits for them rather than taking its
+/// default action (a SIGTERM would kill the daemon half started, not stop it cleanly).
+#[derive(Debug)]
+#[must_use = "the daemon's signals stay blocked until released"]
+pub struct Held(Option<SigSet>);
+
+impl Held {
+    /// Restores the signal mask the process was started with.
+    pub fn release(self) -> Result<(), InitError> {
+        match self.0 {
+            Some(before) => before.thread_set_mask().map_err(InitError::Unblock),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Process 1 with the daemon forked and held until [`Init::run`] releases it.
@@ -62,14 +80,15 @@ pub struct Init {
 }
 
 /// When this process is process 1, forks the daemon off: in the child, returns
-/// [`Role::Daemon`] once the parent is out of the cgroup the daemon will build beneath;
-/// in the parent, [`Role::Init`]. Elsewhere returns [`Role::Daemon`] and does nothing.
+/// [`Role::Daemon`] (its signals still blocked) once the parent is out of the cgroup the
+/// daemon will build beneath; in the parent, [`Role::Init`]. Elsewhere returns
+/// [`Role::Daemon`] and does nothing.
 ///
 /// Call it before any thread exists: the fork copies only the calling thread, and the
 /// signal mask set here is the calling thread's, which threads started later inherit.
 pub fn take_pid1() -> Result<Role, InitError> {
     if getpid().as_raw() != 1 {
-        return Ok(Role::Daemon);
+        return Ok(Role::Daemon(Held(None)));
     }
     let waited = forwarded();
     // Blocked before the fork, so that no signal sent between the fork and the wait is
@@ -86,8 +105,7 @@ pub fn take_pid1() -> Result<Role, InitError> {
             let mut byte = [0u8; 1];
             while matches!(read(&held, &mut byte), Err(Errno::EINTR) | Ok(1..)) {}
             drop(held);
-            before.thread_set_mask().map_err(InitError::Unblock)?;
-            Ok(Role::Daemon)
+            Ok(Role::Daemon(Held(Some(before))))
         }
         ForkResult::Parent { child } => {
             drop(held);

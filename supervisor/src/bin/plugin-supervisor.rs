@@ -158,8 +158,8 @@ fn main() -> ExitCode {
     }
     // Before anything else, while this process has one thread: as process 1 (a container's
     // entrypoint) the daemon runs as a child of a process 1 that reaps orphans.
-    match plugin_supervisor::init::take_pid1() {
-        Ok(Role::Daemon) => {}
+    let held = match plugin_supervisor::init::take_pid1() {
+        Ok(Role::Daemon(held)) => held,
         Ok(Role::Init(init)) => {
             // Its own log lines (warnings only) go where the daemon's go, in its format.
             if forward::install(cli.log_format.into(), false).is_ok() {
@@ -173,7 +173,7 @@ fn main() -> ExitCode {
             eprintln!("plugin-supervisor: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     // The daemon's first step: from here on no signal's default action can
     // cut start-up short; a stop signal waits in the pipe until the daemon
     // can act on it.
@@ -184,6 +184,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // What process 1 forwarded meanwhile reaches the handlers now.
+    if let Err(e) = held.release() {
+        eprintln!("plugin-supervisor: {e}");
+        return ExitCode::FAILURE;
+    }
     // The daemon's own logs, and the plugin lines it forwards, are written by a thread of
     // their own: no log write waits on a slow stderr on the runtime's one thread.
     if let Err(e) = forward::install(cli.log_format.into(), cli.forward_plugin_logs) {
