@@ -31,6 +31,8 @@ pub const LEAF: &str = "plugin-supervisor-init";
 const SYNCHRONOUS: [Signal; 7] =
     [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGILL, Signal::SIGFPE, Signal::SIGTRAP, Signal::SIGABRT, Signal::SIGSYS];
 
+/// Why process 1 could not set the daemon up beneath itself (the daemon then does not start:
+/// run without its init, its orphans would pile up as zombies again).
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("process 1 cannot block the signals it forwards: {0}")]
