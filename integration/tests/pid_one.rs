@@ -41,14 +41,18 @@ async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm(
     let plugins = plugin(name, &bins::zoo(), &format!("args = [\"--name\", \"{name}\"]"));
     // Declared before the daemon, so dropped after it: whatever way the test ends, process
     // 1's leaf goes once process 1 has.
-    let mut leaf = RemovedAtDrop(None);
+    // Where process 1 will make it: beneath the cgroup this test runs in, which process 1
+    // starts in.
+    let leaf = RemovedAtDrop(
+        unified_mount()
+            .zip(unified_cgroup(std::process::id() as i32))
+            .map(|(mount, at)| PathBuf::from(format!("{mount}{at}")).join(LEAF)),
+    );
     let mut d = Daemon::start_as_pid_one(&config(&plugins));
     d.wait_state("p1-fork-0", "running", UP);
     let init = d.inner_pid().expect("the namespace's process 1");
     assert_eq!(procfs::status_field(init, "NSpid").unwrap().split_whitespace().last(), Some("1"));
     let cgroup = unified_mount().zip(unified_cgroup(init)).map(|(mount, at)| PathBuf::from(format!("{mount}{at}")));
-    // Only the leaf: never the cgroup this test runs in.
-    leaf.0 = cgroup.clone().filter(|at| at.ends_with(LEAF));
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.expect("gateway"));
     let escaped = zoo.escape(Text::default()).await.expect("escape").into_inner().pid as i32;
     // The plugin numbers it as the daemon's namespace does; this test's namespace otherwise.
@@ -84,6 +88,13 @@ async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm(
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // A signal the daemon has no handler for is dropped by process 1, as the kernel drops
+    // it for a process 1: forwarded, SIGUSR1 ended the daemon undrained.
+    d.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = d.ctl(&["status", "--json"]);
+    assert!(out.stdout.starts_with(b"["), "the daemon answers after SIGUSR1:\n{}", d.log_tail(30));
+
     let status = d.stop_with(libc::SIGTERM, UP).expect("the daemon exits on SIGTERM");
     assert_eq!(status.code(), Some(0), "{status:?}\n{}", d.log_tail(30));
     let log = d.log_text();
@@ -93,13 +104,16 @@ async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm(
     }
 }
 
-/// A cgroup directory removed (if empty) when the test ends.
+/// Process 1's cgroup leaf, removed when the test ends: retried while process 1, killed
+/// with its namespace when the test failed, may still be in it.
 struct RemovedAtDrop(Option<PathBuf>);
 
 impl Drop for RemovedAtDrop {
     fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = std::fs::remove_dir(dir);
+        let Some(dir) = &self.0 else { return };
+        let deadline = Instant::now() + Duration::from_secs(10) * timeout_factor();
+        while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

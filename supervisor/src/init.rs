@@ -86,13 +86,21 @@ pub struct Init {
 /// daemon will build beneath; in the parent, [`Role::Init`]. Elsewhere returns
 /// [`Role::Daemon`] and does nothing.
 ///
-/// Call it before any thread exists: the fork copies only the calling thread, and the
-/// signal mask set here is the calling thread's, which threads started later inherit.
-pub fn take_pid1() -> Result<Role, InitError> {
+/// # Safety
+///
+/// Call it before any thread exists: the fork copies only the calling thread (a lock
+/// another thread held would stay held in the child for good), and the signal mask set
+/// here is the calling thread's, which threads started later inherit.
+pub unsafe fn take_pid1() -> Result<Role, InitError> {
     if getpid().as_raw() != 1 {
         return Ok(Role::Daemon(Held(None)));
     }
     let waited = forwarded();
+    // An ignored SIGCHLD, inherited through exec, would have the kernel reap every child
+    // itself: the daemon's status never seen, process 1 would never end.
+    // SAFETY: SIG_DFL installs no handler; one thread, nothing else watches SIGCHLD yet.
+    unsafe { nix::sys::signal::signal(Signal::SIGCHLD, nix::sys::signal::SigHandler::SigDfl) }
+        .map_err(InitError::Block)?;
     // Blocked before the fork, so that no signal sent between the fork and the wait is
     // lost to the default action (which for process 1 is to ignore it).
     let before = waited.thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(InitError::Block)?;
@@ -102,6 +110,10 @@ pub fn take_pid1() -> Result<Role, InitError> {
     match unsafe { fork() }.map_err(InitError::Fork)? {
         ForkResult::Child => {
             drop(release);
+            // A process group of its own: a terminal's Ctrl-C (or Ctrl-Z) goes to its
+            // foreground group, process 1's, and reaches the daemon once, forwarded, not
+            // also straight from the terminal (a second stop signal hurries the stop).
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             // Wait for end of file: the parent closes its end once it has left its cgroup
             // (or gave up), and the daemon's cgroup setup must not begin before.
             let mut byte = [0u8; 1];
@@ -114,6 +126,11 @@ pub fn take_pid1() -> Result<Role, InitError> {
             Ok(Role::Init(Init { daemon: child, waited, release }))
         }
     }
+}
+
+/// Whether process 1 passes `sig` on: only what the daemon has a handler for.
+fn forwards(sig: Signal) -> bool {
+    crate::daemon::HANDLED_SIGNALS.contains(&(sig as i32))
 }
 
 /// Every signal process 1 waits for: all that can be caught except those only a faulting
@@ -152,6 +169,11 @@ impl Init {
                 if let Some(code) = reap(daemon) {
                     break code;
                 }
+            } else if !forwards(sig) {
+                // What the daemon has no handler for would take its default action there
+                // (end it undrained, or stop it), where process 1 is spared it: dropped, as
+                // the kernel drops it for a process 1 without a handler.
+                tracing::debug!(signal = %sig, "process 1 drops a signal the daemon does not handle");
             } else if let Err(e) = kill(daemon, sig) {
                 tracing::warn!(signal = %sig, error = %e, "process 1 could not forward a signal to the daemon");
             }
@@ -287,6 +309,18 @@ mod tests {
         }
         for sig in SYNCHRONOUS.into_iter().chain([Signal::SIGKILL, Signal::SIGSTOP]) {
             assert!(!set.contains(sig), "{sig}");
+        }
+    }
+
+    /// Waited for, but passed on only when the daemon acts on it.
+    #[test]
+    fn process_1_forwards_the_stop_and_reload_signals_and_drops_the_rest() {
+        for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            assert!(forwards(sig), "{sig}");
+        }
+        for sig in [Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGPWR]
+        {
+            assert!(!forwards(sig), "{sig}");
         }
     }
 }

@@ -158,7 +158,9 @@ fn main() -> ExitCode {
     }
     // Before anything else, while this process has one thread: as process 1 (a container's
     // entrypoint) the daemon runs as a child of a process 1 that reaps orphans.
-    let held = match plugin_supervisor::init::take_pid1() {
+    // SAFETY: the daemon's first step, before any thread (the runtime, the log writer)
+    // exists.
+    let held = match unsafe { plugin_supervisor::init::take_pid1() } {
         Ok(Role::Daemon(held)) => held,
         Ok(Role::Init(init)) => {
             // Its own log lines (warnings only) go where the daemon's go, in its format.

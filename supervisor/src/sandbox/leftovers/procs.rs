@@ -35,12 +35,13 @@ pub fn status_uids(status: &str) -> Option<[u32; 4]> {
 
 /// Whether a `/proc/PID/status` text is a process that has exited (a zombie, or dead):
 /// it holds no file, mapping or IPC attachment and can make none, whether or not its
-/// parent ever reaps it.
+/// parent ever reaps it. A leader thread that exited while other threads of it run shows
+/// as a zombie too, with them in its `Threads:`: that process runs on.
 pub fn status_exited(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim_start);
+    let dead = field("State:").is_some_and(|s| matches!(s.chars().next(), Some('Z' | 'X')));
+    let threads = field("Threads:").and_then(|t| t.parse::<u32>().ok()).unwrap_or(1);
+    dead && threads <= 1
 }
 
 /// Every process under `proc_root` (normally `/proc`) that runs with `uid` as any of its
@@ -71,7 +72,7 @@ pub fn of_uid(proc_root: &Path, uid: u32) -> std::io::Result<Vec<Proc>> {
 mod tests {
     use super::*;
 
-    const STATUS: &str = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t42\nUid:\t61234\t61234\t61234\t61234\nGid:\t61234\t61234\t61234\t61234\n";
+    const STATUS: &str = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t42\nUid:\t61234\t61234\t61234\t61234\nGid:\t61234\t61234\t61234\t61234\nThreads:\t1\n";
 
     #[test]
     fn the_four_uids_are_read_from_the_status_text() {
@@ -105,6 +106,10 @@ mod tests {
         assert_eq!(found, [42]);
         assert!(status_exited(&STATUS.replace("S (sleeping)", "Z (zombie)")));
         assert!(!status_exited(STATUS));
+        // Its leader thread gone, two others running: not exited.
+        let leader_gone = STATUS.replace("S (sleeping)", "Z (zombie)").replace("Threads:\t1", "Threads:\t3");
+        assert_ne!(leader_gone, STATUS.replace("S (sleeping)", "Z (zombie)"), "the fixture names its threads");
+        assert!(!status_exited(&leader_gone));
     }
 
     #[test]
