@@ -132,8 +132,8 @@ pub(crate) async fn read_again(shared: &Shared, started: &Config) -> Result<(Pat
         })
         .collect();
     let started = started.clone();
-    // Loading compiles contracts and reads files: off the runtime's threads.
-    let read = tokio::task::spawn_blocking(move || {
+    // Loading compiles contracts and reads files: off the runtime's thread.
+    let read = super::loader::on_loader(move || {
         let next = Config::load(&file)?;
         let running = running.iter().map(|(spec, sha256, declared)| Running {
             spec,

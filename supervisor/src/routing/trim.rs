@@ -106,7 +106,9 @@ pub fn crowd_gone() {
     }
 }
 
-fn trim_heap() {
+/// Gives the allocator's free memory back to the system, in every arena; it holds each
+/// arena's lock while it walks it, so never on the runtime's thread.
+pub(crate) fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own.
     unsafe {
