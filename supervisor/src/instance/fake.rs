@@ -258,34 +258,21 @@ impl Launcher for FakeLauncher {
                         ExitStatus::Exited(1)
                     }
                     Behaviour::ServeThenExitZero { after } => {
-                        use std::os::fd::AsRawFd;
-                        let fd = theirs.as_raw_fd();
-                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name_of), theirs, instance);
-                        tokio::pin!(serving);
-                        let _ = tokio::time::timeout(after, &mut serving).await;
+                        let (fd, _serving) = serve_for(&name_of, theirs, instance, after).await;
                         // As a process's exit closes its socket (the server's connection
                         // task holds this one).
                         let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
                         ExitStatus::Exited(0)
                     }
                     Behaviour::ServeThenHangUp { after } => {
-                        use std::os::fd::AsRawFd;
-                        let fd = theirs.as_raw_fd();
-                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name_of), theirs, instance);
-                        tokio::pin!(serving);
-                        let _ = tokio::time::timeout(after, &mut serving).await;
+                        let (fd, _serving) = serve_for(&name_of, theirs, instance, after).await;
                         // The server's connection task holds the socket: shut down, it reads
                         // and writes nothing more, and the supervisor's end sees it closed.
                         let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
-                        let _serving = serving;
                         std::future::pending::<ExitStatus>().await
                     }
                     Behaviour::ServeThenBreakAndExitZero { after } => {
-                        use std::os::fd::AsRawFd;
-                        let fd = theirs.as_raw_fd();
-                        let serving = plugin_sdk::testing::serve_connection(sdk_plugin(&name_of), theirs, instance);
-                        tokio::pin!(serving);
-                        let _ = tokio::time::timeout(after, &mut serving).await;
+                        let (fd, _serving) = serve_for(&name_of, theirs, instance, after).await;
                         // GOAWAY ENHANCE_YOUR_CALM (0xb), last stream 0: what h2 sends a
                         // peer it takes for an attacker, before it closes the connection.
                         let calm = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xb];
@@ -430,6 +417,22 @@ fn descriptors(proto: &str) -> Vec<u8> {
     std::fs::write(dir.path().join("fake.proto"), proto).expect("write fake.proto");
     let set = protox::compile(["fake.proto"], [dir.path()]).expect("fake.proto compiles");
     prost::Message::encode_to_vec(&set)
+}
+
+/// The server of [`Behaviour`]s that serve a while and then end their own way: `name`
+/// served on `theirs` for `after`, then the socket's descriptor and the server, unpolled
+/// from then on but still holding the socket until the caller drops it.
+async fn serve_for(
+    name: &str,
+    theirs: tokio::net::UnixStream,
+    instance: String,
+    after: Duration,
+) -> (std::os::fd::RawFd, Pin<Box<dyn Future<Output = Result<(), plugin_sdk::SdkError>> + Send>>) {
+    use std::os::fd::AsRawFd;
+    let fd = theirs.as_raw_fd();
+    let mut serving = Box::pin(plugin_sdk::testing::serve_connection(sdk_plugin(name), theirs, instance));
+    let _ = tokio::time::timeout(after, &mut serving).await;
+    (fd, serving)
 }
 
 /// An SDK plugin named `name` serving [`FakeService`].

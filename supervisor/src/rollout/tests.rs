@@ -81,7 +81,7 @@ async fn a_good_canary_is_promoted_step_by_step_without_a_failed_call() {
 /// Starts a rollout to `canary_behaviour` beside `stable_behaviour` under load, waits for
 /// the rollback, and checks the stable revision took every call again.
 async fn rolled_back(stable: Behaviour, canary_behaviour: Behaviour) -> super::Report {
-    // Scheduling on a busy machine adds to both p99s: a threshold of 1.5 keeps three
+    // Scheduling on a busy machine adds to both p99s: a threshold of 1.5 keeps five
     // times slower well apart from noise.
     let plugins = canary("[20, 100]", 20)
         .replace("min_calls", "max_p99_ratio = 1.5\nmin_calls")
@@ -129,16 +129,22 @@ async fn a_canary_failing_one_call_in_ten_is_rolled_back_with_its_error_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_three_times_slower_is_rolled_back_on_its_p99() {
+async fn a_canary_five_times_slower_is_rolled_back_on_its_p99() {
+    // Five times: the stable revision's p99 would have to be delayed by 23 ms, not 10 as
+    // at three times, for noise to pass the canary.
     let report = rolled_back(
         Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_millis(10) },
-        Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_millis(30) },
+        Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_millis(50) },
     )
     .await;
     let step = &report.judged[0];
     assert!(step.verdict.starts_with("p99 "), "{report}");
+    // Judged on the threshold it was over. No tighter bound above: a step's p99 is one of
+    // its slowest few calls, which a loaded machine delays by as much as it likes (the
+    // test, with a bound of 4.5 and a canary three times slower, failed once in a full
+    // run). A unit mixed up (µs against ms) would not stay under 20.
     let ratio = step.numbers.p99_ratio.unwrap();
-    assert!(ratio > 1.5 && ratio < 4.5, "{report}");
+    assert!(ratio > 1.5 && ratio < 20.0, "{report}");
 }
 
 /// A canary that never answers, called by callers whose own deadlines are short: each of
