@@ -101,8 +101,8 @@ async fn a_hundred_reloads_under_gateway_load_fail_no_call_and_leave_the_daemon_
     // and then (the sampler's), so it may end a few above where it was; a thread leaked
     // per reload, or per few, would be dozens.
     assert_eq!(own_after, own_before, "the daemon's own threads changed");
-    // Each reload read the config on the one thread that loads configs, not on the
-    // runtime's thread, which a slow filesystem would hold from every call routed.
+    // The reloads read the config on the one thread that loads configs (there is one),
+    // not on the runtime's thread, which a slow filesystem would hold from every call.
     assert_eq!(own_after.iter().filter(|n| *n == "config-loader").count(), 1, "{own_after:?}");
     assert!(pool_after <= pool_before + 4, "blocking pool: {pool_before} -> {pool_after} threads");
     assert!(after.2 <= before.2 + before.2 / 10, "RSS: {before:?} -> {after:?}");

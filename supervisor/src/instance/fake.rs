@@ -261,14 +261,20 @@ impl Launcher for FakeLauncher {
                         let (fd, _serving) = serve_for(&name_of, theirs, instance, after).await;
                         // As a process's exit closes its socket (the server's connection
                         // task holds this one).
-                        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                        let _ = nix::sys::socket::shutdown(
+                            std::os::fd::AsRawFd::as_raw_fd(&fd),
+                            nix::sys::socket::Shutdown::Both,
+                        );
                         ExitStatus::Exited(0)
                     }
                     Behaviour::ServeThenHangUp { after } => {
                         let (fd, _serving) = serve_for(&name_of, theirs, instance, after).await;
                         // The server's connection task holds the socket: shut down, it reads
                         // and writes nothing more, and the supervisor's end sees it closed.
-                        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                        let _ = nix::sys::socket::shutdown(
+                            std::os::fd::AsRawFd::as_raw_fd(&fd),
+                            nix::sys::socket::Shutdown::Both,
+                        );
                         std::future::pending::<ExitStatus>().await
                     }
                     Behaviour::ServeThenBreakAndExitZero { after } => {
@@ -276,7 +282,7 @@ impl Launcher for FakeLauncher {
                         // GOAWAY ENHANCE_YOUR_CALM (0xb), last stream 0: what h2 sends a
                         // peer it takes for an attacker, before it closes the connection.
                         let calm = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xb];
-                        let _ = nix::unistd::write(unsafe_borrow(fd), &calm);
+                        let _ = nix::unistd::write(&fd, &calm);
                         // Exits at once (the task ends, its socket with it): before the
                         // supervisor may have read what it sent.
                         ExitStatus::Exited(0)
@@ -420,19 +426,19 @@ fn descriptors(proto: &str) -> Vec<u8> {
 }
 
 /// The server of [`Behaviour`]s that serve a while and then end their own way: `name`
-/// served on `theirs` for `after`, then the socket's descriptor and the server, unpolled
-/// from then on but still holding the socket until the caller drops it.
+/// served on `theirs` for `after` (or until it ended), then a descriptor of the same
+/// socket, valid however the server ended, and the server, unpolled from then on.
 async fn serve_for(
     name: &str,
     theirs: tokio::net::UnixStream,
     instance: String,
     after: Duration,
-) -> (std::os::fd::RawFd, Pin<Box<dyn Future<Output = Result<(), plugin_sdk::SdkError>> + Send>>) {
-    use std::os::fd::AsRawFd;
-    let fd = theirs.as_raw_fd();
+) -> (std::os::fd::OwnedFd, Pin<Box<dyn Future<Output = Result<(), plugin_sdk::SdkError>> + Send>>) {
+    use std::os::fd::AsFd;
+    let socket = theirs.as_fd().try_clone_to_owned().expect("a descriptor to spare");
     let mut serving = Box::pin(plugin_sdk::testing::serve_connection(sdk_plugin(name), theirs, instance));
     let _ = tokio::time::timeout(after, &mut serving).await;
-    (fd, serving)
+    (socket, serving)
 }
 
 /// An SDK plugin named `name` serving [`FakeService`].
@@ -657,12 +663,4 @@ pub(crate) async fn until(sup: &Supervisor, plugin: &str, what: &str, pred: impl
         assert!(Instant::now() < deadline, "{plugin} never became {what}: {:?}", inst.status());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// The socket `fd` names, borrowed while its owner (the fake's serving future, alive
-/// across the call) keeps it open.
-fn unsafe_borrow(fd: std::os::fd::RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: the caller's serving future owns the descriptor and is alive while the
-    // borrow is used (one write, before the future is dropped).
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }

@@ -55,4 +55,4 @@ pub use signature::{SignError, VerifiedSignature, sign, sign_binary, verify, ver
 pub use signature_error::SignatureError;
 pub use subject::Subject;
 pub use verified::{FileIdentity, IntegrityError, Policy, VerifiedBinary};
-pub(crate) use verified::{NotOpened, open_regular};
+pub(crate) use verified::{NotOpened, open_regular, sha256_on_disk};

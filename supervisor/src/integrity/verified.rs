@@ -256,6 +256,15 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), Not
     Ok((file, meta))
 }
 
+/// The SHA-256 (hex) of the regular file at `path` as it is now, if it can be read: how
+/// `reread`, `update` and a kept rollout tell a binary rebuilt in place. Opened as every
+/// binary is, without waiting: a FIFO planted at the path held the thread that hashed it
+/// for good (and every reread after it).
+pub(crate) fn sha256_on_disk(path: &Path) -> Option<String> {
+    let (file, _) = open_regular(path).ok()?;
+    super::Sha256Digest::of_file_bounded(&file, super::DEFAULT_MAX_FILE_SIZE).ok().map(|d| d.to_hex())
+}
+
 /// The kind of what is at `path` when it is there and not a regular file.
 fn kind_of(path: &Path) -> Option<&'static str> {
     std::fs::metadata(path).ok().filter(|m| !m.is_file()).map(|m| file_kind(&m))

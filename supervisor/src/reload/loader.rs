@@ -5,6 +5,10 @@
 //! hundred reloads grew the daemon's resident memory by 11-12% (the reload footprint
 //! test; trimming the heap after each load did not change that), against 6% loading on
 //! the runtime's thread and 6.5-6.9% on this one.
+//!
+//! Only loads run here (reading the config and its contracts, compiling them): whatever
+//! else takes long, hashing binaries say, runs on the blocking pool, so one reread does
+//! not hold every reload's load behind it.
 
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -13,48 +17,69 @@ use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Why a load could not run on the loader thread.
+/// Why a load gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
-    #[error("cannot start the config loader thread: {0}")]
-    Spawn(String),
-    #[error("the config load panicked")]
-    Panicked,
+    #[error("the config load panicked: {0}")]
+    Panicked(String),
 }
 
-fn loader() -> Result<&'static Mutex<mpsc::Sender<Job>>, LoaderError> {
-    static LOADER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+static LOADER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+
+/// The loader thread's queue, the thread started on first use; `None` when no thread could
+/// be started (at the pids limit, say).
+fn loader() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
     if let Some(l) = LOADER.get() {
-        return Ok(l);
+        return Some(l);
     }
     let (tx, rx) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("config-loader".into())
-        .spawn(move || {
-            for job in rx {
-                // A load that panics loses its own answer only; the thread serves on.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    let started = std::thread::Builder::new().name("config-loader".into()).spawn(move || {
+        for job in rx {
+            job();
+        }
+    });
+    match started {
+        // Two first loads at once: the loser's thread ends, its sender dropped unused.
+        Ok(_) => Some(LOADER.get_or_init(|| Mutex::new(tx))),
+        Err(e) => {
+            // Another first load's thread may have started meanwhile.
+            let l = LOADER.get();
+            if l.is_none() {
+                tracing::warn!(error = %e, "cannot start the config loader thread; loading on the blocking pool");
             }
-        })
-        .map_err(|e| LoaderError::Spawn(e.to_string()))?;
-    // Two first loads at once: the loser's thread ends, its sender dropped unused.
-    Ok(LOADER.get_or_init(|| Mutex::new(tx)))
+            l
+        }
+    }
 }
 
-/// `load` run on the loader thread, its result handed back.
+/// `load` run on the loader thread (or, with none, on the blocking pool), its result
+/// handed back.
 pub(crate) async fn on_loader<T, F>(load: F) -> Result<T, LoaderError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    let caught = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).map_err(panic_message);
+    let Some(queue) = loader() else {
+        return tokio::task::spawn_blocking(caught).await.map_err(|e| LoaderError::Panicked(e.to_string()))?;
+    };
     let (tx, rx) = oneshot::channel();
     let job: Job = Box::new(move || {
-        let _ = tx.send(load());
+        let _ = tx.send(caught());
     });
-    // The thread never ends while its sender is held here, so a send cannot fail; if it
-    // did, the job is dropped, and with it the answer's sender.
-    let _ = loader()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(job);
-    rx.await.map_err(|_| LoaderError::Panicked)
+    // The thread ends only with its queue's sender, which is never dropped: a send cannot
+    // fail. Were it to, the job and its answer's sender would be dropped, said below.
+    let _ = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(job);
+    rx.await.map_err(|_| LoaderError::Panicked("the loader thread is gone".into()))?
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> LoaderError {
+    let said = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    LoaderError::Panicked(said)
 }
 
 #[cfg(test)]
@@ -63,13 +88,11 @@ mod tests {
 
     #[tokio::test]
     async fn every_load_runs_on_the_one_loader_thread_and_a_panic_spoils_only_its_own() {
-        let name = || std::thread::current().name().map(str::to_owned);
-        let first = on_loader(name).await.unwrap();
-        assert_eq!(first.as_deref(), Some("config-loader"));
-        let id = on_loader(|| std::thread::current().id()).await.unwrap();
-        assert_ne!(id, std::thread::current().id());
+        let thread = || (std::thread::current().name().map(str::to_owned), std::thread::current().id());
+        let (name, id) = on_loader(thread).await.unwrap();
+        assert_eq!(name.as_deref(), Some("config-loader"));
         let panicked = on_loader(|| -> u8 { panic!("a load gone wrong") }).await;
-        assert!(matches!(panicked, Err(LoaderError::Panicked)), "{panicked:?}");
-        assert_eq!(on_loader(|| std::thread::current().id()).await.unwrap(), id, "the same thread serves on");
+        assert!(matches!(&panicked, Err(LoaderError::Panicked(said)) if said == "a load gone wrong"), "{panicked:?}");
+        assert_eq!(on_loader(thread).await.unwrap(), (name, id), "the same thread serves on");
     }
 }

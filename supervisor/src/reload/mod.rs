@@ -142,13 +142,10 @@ pub(crate) enum Source {
     Replace,
 }
 
-/// `name`'s entry in the config `file`, loaded whole (a file with any error is refused),
-/// on the loader thread; the heap is trimmed after it, giving back what a big load (its
-/// contracts compiled) used.
+/// `name`'s entry in the config `file`, loaded whole (a file with any error is refused).
+/// The rest of the config is dropped here, on the loader thread, with the load's garbage.
 fn entry_of(file: &std::path::Path, name: &str) -> Result<Option<crate::config::PluginSpec>, ConfigError> {
-    let entry = Config::load(file).map(|config| config.specs().into_iter().find(|s| s.name == name));
-    crate::routing::trim::trim_heap();
-    entry
+    Config::load(file).map(|config| config.specs().into_iter().find(|s| s.name == name))
 }
 
 /// Reloads `p` with the entry `source` gives: see the

@@ -132,18 +132,25 @@ pub(crate) async fn read_again(shared: &Shared, started: &Config) -> Result<(Pat
         })
         .collect();
     let started = started.clone();
-    // Loading compiles contracts and reads files: off the runtime's thread.
-    let read = super::loader::on_loader(move || {
-        let next = Config::load(&file)?;
+    // Loading compiles contracts and reads files: on the loader thread, off the runtime's.
+    let load = super::loader::on_loader({
+        let file = file.clone();
+        move || Config::load(&file)
+    });
+    let next = load.await.map_err(|e| RereadError::Aborted(e.to_string()))??;
+    // Hashing every plugin's binary on disk takes a while: on the blocking pool, not
+    // behind the loader, where it would hold every reload's load meanwhile.
+    let compare = tokio::task::spawn_blocking(move || {
         let running = running.iter().map(|(spec, sha256, declared)| Running {
             spec,
             sha256: sha256.as_deref(),
             declared: declared.as_deref(),
         });
-        let changes = changes(&started, running, &next, on_disk_sha256);
-        Ok((file, next, changes))
+        let changes = changes(&started, running, &next, crate::integrity::sha256_on_disk);
+        (next, changes)
     });
-    read.await.unwrap_or_else(|e| Err(RereadError::Aborted(e.to_string())))
+    let (next, changes) = compare.await.map_err(|e| RereadError::Aborted(e.to_string()))?;
+    Ok((file, next, changes))
 }
 
 /// Why `update` leaves `p` as it runs although its entry (or binary) changed: a rollout of
@@ -178,7 +185,7 @@ async fn held(shared: &Arc<Shared>, p: &Plugin, spec: &PluginSpec) -> Option<Str
         let entry = spec.clone();
         let rebuilt = tokio::task::spawn_blocking(move || {
             let running = crate::config::changes::Running { spec: &now, sha256: sha256.as_deref(), declared: None };
-            !crate::config::changes::plugin_changes(&running, &entry, on_disk_sha256).is_empty()
+            !crate::config::changes::plugin_changes(&running, &entry, crate::integrity::sha256_on_disk).is_empty()
         })
         .await
         .unwrap_or(true);
@@ -203,13 +210,6 @@ async fn held(shared: &Arc<Shared>, p: &Plugin, spec: &PluginSpec) -> Option<Str
 
 /// The hex SHA-256 of a binary as it is on disk now, if it can be read (within the size
 /// the verifier accepts).
-fn on_disk_sha256(path: &std::path::Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    crate::integrity::Sha256Digest::of_file_bounded(&file, crate::integrity::DEFAULT_MAX_FILE_SIZE)
-        .ok()
-        .map(|d| d.to_hex())
-}
-
 /// What an update works with, owned: it runs in a task of its own.
 struct Job {
     shared: Arc<Shared>,

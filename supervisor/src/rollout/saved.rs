@@ -55,14 +55,7 @@ pub(crate) fn fingerprint_of(rev: &Revision) -> String {
 
 /// The fingerprint of `spec` with its binary as it is on disk now.
 pub(crate) fn fingerprint_on_disk(spec: &PluginSpec) -> String {
-    crate::config::changes::fingerprint(spec, &sha256_on_disk(&spec.binary).unwrap_or_default())
-}
-
-fn sha256_on_disk(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    crate::integrity::Sha256Digest::of_file_bounded(&file, crate::integrity::DEFAULT_MAX_FILE_SIZE)
-        .ok()
-        .map(|d| d.to_hex())
+    crate::config::changes::fingerprint(spec, &crate::integrity::sha256_on_disk(&spec.binary).unwrap_or_default())
 }
 
 /// Keeps what a restart needs to bring `stable` back; a rollout that cannot be kept runs

@@ -23,7 +23,7 @@ pub mod size;
 pub mod split;
 pub(crate) mod stalls;
 pub mod table;
-pub(crate) mod trim;
+mod trim;
 mod undecodable;
 mod unended;
 mod wrap;

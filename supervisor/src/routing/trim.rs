@@ -106,9 +106,7 @@ pub fn crowd_gone() {
     }
 }
 
-/// Gives the allocator's free memory back to the system, in every arena; it holds each
-/// arena's lock while it walks it, so never on the runtime's thread.
-pub(crate) fn trim_heap() {
+fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own.
     unsafe {

@@ -154,3 +154,23 @@ fn spawn_retrying_busy(program: &str) -> std::process::Child {
     }
     panic!("{program} stayed busy");
 }
+
+/// How `reread`, `update` and a kept rollout tell a binary rebuilt in place: the digest of
+/// a regular file, and none for anything else at the path, found without waiting. A FIFO
+/// there held the thread that opened it until a writer came: for good, and every reread
+/// behind it.
+#[test]
+fn the_digest_on_disk_is_a_regular_files_and_a_fifo_has_none_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_exe(dir.path(), "bin", small_system_binary());
+    let hex = Sha256Digest::of_bytes(small_system_binary()).to_hex();
+    assert_eq!(crate::integrity::sha256_on_disk(&path), Some(hex));
+    assert_eq!(crate::integrity::sha256_on_disk(&dir.path().join("gone")), None);
+    assert_eq!(crate::integrity::sha256_on_disk(dir.path()), None, "a directory");
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path in the test's temporary directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let owned = fifo.clone();
+    assert_eq!(crate::test_files::within_10s(&fifo, move || crate::integrity::sha256_on_disk(&owned)), None);
+}
