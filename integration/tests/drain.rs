@@ -123,3 +123,25 @@ async fn a_stream_that_hears_the_drain_ends_with_ok_at_once_and_one_that_does_no
         )
     );
 }
+
+/// A plugin that has drained exits at once, though a blocking job one of its handlers
+/// started (the zoo's `stuck_blocking`: a `spawn_blocking` that sleeps two minutes) is
+/// still running: dropping the runtime waited for it, and the plugin, drained, was killed
+/// at its stop timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_job_still_running_does_not_hold_a_drained_plugins_exit() {
+    let entry = format!("stop_timeout = \"{}s\"", STOP_TIMEOUT.as_secs());
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), &entry)));
+    let pid = running_pid(&d, "zoo-0");
+    let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let req = plugin_integration::pb::zoo::SyscallRequest { name: "stuck_blocking".into(), ..Default::default() };
+    assert_eq!(zoo.syscall(req).await.unwrap().into_inner().result, 0);
+    let asked = Instant::now();
+    let out = d.ctl(&["stop", "zoo"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = asked.elapsed();
+    let stopped = d.wait_event("stopped", &format!("pid {pid} stopped"), UP);
+    let message = stopped["message"].as_str().unwrap_or_default();
+    assert!(message.contains("(operator request): exited with code 0"), "a clean exit: {message}");
+    assert!(took < PROMPTLY, "the stop took {took:?} (stop timeout {STOP_TIMEOUT:?})");
+}

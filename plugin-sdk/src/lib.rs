@@ -2,17 +2,34 @@
 //! call one function.
 //!
 //! ```no_run
-//! // Your tonic-generated server goes here (`EchoServer::new(MyEcho)` in
-//! // echo-plugin/src/lib.rs); the health service stands in for it.
-//! let (_, my_service) = tonic_health::server::health_reporter();
+//! # #[derive(Clone)]
+//! # struct MyEcho;
+//! # impl tonic::server::NamedService for MyEcho {
+//! #     const NAME: &'static str = "echo.v1.Echo";
+//! # }
+//! # impl tower::Service<http::Request<tonic::body::Body>> for MyEcho {
+//! #     type Response = http::Response<tonic::body::Body>;
+//! #     type Error = std::convert::Infallible;
+//! #     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+//! #     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+//! #         std::task::Poll::Ready(Ok(()))
+//! #     }
+//! #     fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+//! #         std::future::ready(Ok(tonic::Status::unimplemented("").into_http()))
+//! #     }
+//! # }
+//! # const ECHO_DESCRIPTORS: &[u8] = &[];
+//! // Your tonic-generated server (`EchoServer::new(MyEcho)` in examples/echo.rs) and
+//! // the descriptors of its contract (compiled in build.rs: see below).
+//! let my_service = MyEcho;
 //! plugin_sdk::Plugin::new("echo", env!("CARGO_PKG_VERSION"))
-//!     .descriptors(tonic_health::pb::FILE_DESCRIPTOR_SET)
+//!     .descriptors(ECHO_DESCRIPTORS)
 //!     .service(my_service)
 //!     .serve()
 //! ```
 //!
 //! `serve` handles the rest: the handshake that declares the plugin's
-//! contract, `grpc.health.v1`, logs to the supervisor with their structured
+//! contract, `grpc.health.v1` (its own: a plugin does not add it), logs to the supervisor with their structured
 //! fields, a handler panic answered as `INTERNAL` while the process keeps
 //! serving, and a graceful drain on the Shutdown call, SIGTERM or SIGINT,
 //! which handlers of long streams hear through [`Plugin::shutdown_signal`].
@@ -92,7 +109,16 @@ pub enum SdkError {
     Host(#[from] h2::Error),
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// A service added that the plugin cannot serve: one of the supervisor's or the SDK's
+    /// own (as `grpc.health.v1.Health`, which the SDK serves), not a protobuf full name, or
+    /// one added twice.
+    #[error("plugin {plugin:?} cannot serve {why}")]
+    Service { plugin: String, why: String },
 }
+
+/// How long a plugin that has drained waits for its handlers' blocking jobs before it
+/// exits: one about to end ends, one stuck does not hold the exit.
+const BLOCKING_GRACE: Duration = Duration::from_millis(250);
 
 /// A plugin under construction: its identity, contract and services.
 pub struct Plugin {
@@ -108,6 +134,9 @@ pub struct Plugin {
     serving_at_start: bool,
     host: HostChannel,
     shutdown: shutdown::Shutdown,
+    /// Why the first service refused by [`Plugin::service`] cannot be served: `serve`
+    /// says so and serves nothing (the routes would panic on it).
+    refused: Option<String>,
 }
 
 /// The plugin's `grpc.health.v1` status, which its services and hooks may change: a
@@ -144,6 +173,7 @@ impl Plugin {
             serving_at_start: true,
             host: HostChannel::default(),
             shutdown: shutdown::Shutdown::new(),
+            refused: None,
         }
     }
 
@@ -200,8 +230,20 @@ impl Plugin {
             + 'static,
         S::Future: Send + 'static,
     {
-        self.services.push(S::NAME.to_owned());
-        self.routes.add_service(svc);
+        let why = match plugin_proto::declared::service(S::NAME) {
+            Err(e) => Some(e.to_string().replacen("plugin declares ", "", 1)),
+            Ok(()) if self.services.iter().any(|s| s == S::NAME) => Some(format!("service {} twice", S::NAME)),
+            Ok(()) => None,
+        };
+        match why {
+            Some(why) => {
+                self.refused.get_or_insert(why);
+            }
+            None => {
+                self.services.push(S::NAME.to_owned());
+                self.routes.add_service(svc);
+            }
+        }
         self
     }
 
@@ -265,7 +307,10 @@ impl Plugin {
                 1
             }
         };
-        drop(rt);
+        // Not dropped: that waits for every blocking job the handlers started (a
+        // `spawn_blocking`, a `tokio::fs` read of a hung file) however long it takes, and
+        // a plugin that drained would be killed at its stop timeout instead of exiting.
+        rt.shutdown_timeout(BLOCKING_GRACE);
         std::process::exit(code)
     }
 
@@ -308,6 +353,9 @@ impl Plugin {
         // whatever asks from outside asks it.
         let shutdown = self.shutdown.clone();
         let follow = shutdown.follow(&outside);
+        if let Some(why) = self.refused {
+            return Err(SdkError::Service { plugin: self.name, why });
+        }
         let descriptor_set = descriptors::merge(&self.descriptor_sets, &self.services)?;
         let health = self.health.clone();
         let health_service = tonic_health::pb::health_server::HealthServer::new(health_watch::DrainingHealth {
@@ -477,5 +525,29 @@ mod tests {
         let ended = tokio::time::timeout(Duration::from_secs(5), served).await;
         assert!(matches!(ended, Ok(Ok(Ok(())))), "still draining 5 s after a 200 ms drain was asked: {ended:?}");
         call.abort();
+    }
+
+    /// A service the SDK serves itself, or one added twice, is refused by `serve` with its
+    /// name: tonic's routes panicked on either, the plugin exiting 101.
+    #[tokio::test]
+    async fn a_service_of_the_sdks_own_or_one_added_twice_is_refused_by_name() {
+        let cases = [
+            (
+                Plugin::new("echo", "0.1.0").service(tonic_health::server::health_reporter().1),
+                "plugin \"echo\" cannot serve service \"grpc.health.v1.Health\", which is the supervisor's own",
+            ),
+            (
+                Plugin::new("echo", "0.1.0").service(Hang { answer: false }).service(Hang { answer: true }),
+                "plugin \"echo\" cannot serve service supervisor.v1.Control twice",
+            ),
+        ];
+        for (plugin, said) in cases {
+            match crate::testing::start(plugin).await {
+                Err(crate::testing::HarnessError::Stopped { source: e @ SdkError::Service { .. }, .. }) => {
+                    assert_eq!(e.to_string(), said);
+                }
+                other => panic!("expected SdkError::Service, got {:?}", other.map(|_| ())),
+            }
+        }
     }
 }

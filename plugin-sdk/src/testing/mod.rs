@@ -7,11 +7,27 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! # let (_, my_service) = tonic_health::server::health_reporter();
+//! # #[derive(Clone)]
+//! # struct MyEcho;
+//! # impl tonic::server::NamedService for MyEcho {
+//! #     const NAME: &'static str = "echo.v1.Echo";
+//! # }
+//! # impl tower::Service<http::Request<tonic::body::Body>> for MyEcho {
+//! #     type Response = http::Response<tonic::body::Body>;
+//! #     type Error = std::convert::Infallible;
+//! #     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+//! #     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+//! #         std::task::Poll::Ready(Ok(()))
+//! #     }
+//! #     fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+//! #         std::future::ready(Ok(tonic::Status::unimplemented("").into_http()))
+//! #     }
+//! # }
+//! # const ECHO_DESCRIPTORS: &[u8] = &[];
 //! # let my_plugin = || {
 //! #     plugin_sdk::Plugin::new("echo", "0.1.0")
-//! #         .descriptors(tonic_health::pb::FILE_DESCRIPTOR_SET)
-//! #         .service(my_service)
+//! #         .descriptors(ECHO_DESCRIPTORS)
+//! #         .service(MyEcho)
 //! # };
 //! use plugin_sdk::testing;
 //!
