@@ -101,3 +101,22 @@ async fn the_daemon_writes_its_own_and_forwarded_plugin_logs_as_json() {
     );
     assert!(rec["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{rec}");
 }
+
+/// A plugin whose `main` set a `log` logger before `serve` (as `env_logger::init()`
+/// does) still sends its `tracing` records: the SDK took the `log` bridge's refusal for
+/// its subscriber's, and dropped every record, its own panics and drain notes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_the_supervisor_though_a_log_logger_was_set_first() {
+    let plugin = plugin_sdk::testing::Options::named("zoo")
+        .arg("--log-logger-first")
+        .start_binary(bins::zoo())
+        .await
+        .expect("the zoo starts");
+    let mut zoo = ZooClient::new(plugin.channel());
+    let req = PrintRequest { lines: 0, text: "after a log logger".into() };
+    assert_eq!(zoo.print(req).await.expect("Print").into_inner().text, "printed 0");
+    let line = plugin.wait_for_log(|l| l.message == "printed").await.expect("the record");
+    assert_eq!(line.fields.get("text").map(String::as_str), Some("after a log logger"), "{line:?}");
+    let stopped = plugin.shutdown().await.expect("a stop");
+    assert!(stopped.ended.is_clean(), "{stopped:?}");
+}

@@ -721,3 +721,20 @@ fn doctor_judges_the_host_and_exits_non_zero_when_a_plugin_cannot_run_as_configu
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.contains("plugins") && text.contains("zoo") && text.contains("(L3)"), "{text}");
 }
+
+/// The supervisor's connection (fd 3) and the host channel (fd 4) are the plugin's only:
+/// close-on-exec, so no program it runs holds them open past its end, or serves on them
+/// (a child built with the SDK would have, its frames among the plugin's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisors_descriptors_do_not_pass_to_programs_the_plugin_runs() {
+    let plugin = plugin_sdk::testing::start_binary("zoo", bins::zoo()).await.expect("the zoo starts");
+    let mut zoo = ZooClient::new(plugin.channel());
+    for fd in [3, 4] {
+        let req = SyscallRequest { name: "getfd".into(), pid: fd, ..Default::default() };
+        let flags = zoo.syscall(req).await.expect("Syscall getfd").into_inner();
+        assert!(flags.result >= 0, "fd {fd} is not open: {flags:?}");
+        assert_eq!(flags.result & i64::from(libc::FD_CLOEXEC), i64::from(libc::FD_CLOEXEC), "fd {fd}: {flags:?}");
+    }
+    let stopped = plugin.shutdown().await.expect("a stop");
+    assert!(stopped.ended.is_clean(), "{stopped:?}");
+}

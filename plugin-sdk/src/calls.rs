@@ -105,8 +105,9 @@ where
             match AssertUnwindSafe(fut).catch_unwind().await {
                 // Counted until its answer's stream ends, not once the handler returned it:
                 // a stream under way is a call in progress.
-                Ok(Ok(resp)) => Ok(resp
-                    .map(|body| Body::new(Guarded { inner: Body::new(body), method, done: false, _in_flight: guard }))),
+                Ok(Ok(resp)) => Ok(resp.map(|body| {
+                    Body::new(Guarded { inner: Body::new(body), method, done: false, deadline, _in_flight: guard })
+                })),
                 Ok(Err(e)) => Err(e),
                 Err(payload) => Ok(panic_response(&method, payload.as_ref())),
             }
@@ -121,6 +122,8 @@ struct Guarded {
     inner: Body,
     method: String,
     done: bool,
+    /// The call's deadline, under which the stream is polled as the handler ran.
+    deadline: Option<std::time::Instant>,
     /// The call's place in [`InFlight`], given back when the answer is dropped (sent, or
     /// given up by the caller).
     _in_flight: Option<InFlightGuard>,
@@ -139,7 +142,10 @@ impl http_body::Body for Guarded {
             return Poll::Ready(None);
         }
         let inner = &mut this.inner;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll_frame(cx))) {
+        let polled = crate::deadline::sync_scope(this.deadline, || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll_frame(cx)))
+        });
+        match polled {
             Ok(polled) => polled,
             Err(payload) => {
                 this.done = true;
@@ -194,5 +200,26 @@ mod tests {
         let status = tonic::Status::from_header_map(&trailers).expect("a status");
         assert_eq!(status.code(), tonic::Code::Internal);
         assert_eq!(status.message(), "plugin handler for /t.v1.T/Watch panicked: the second message");
+    }
+
+    /// An answer stream is polled under its call's deadline, as its handler ran: the host
+    /// calls a server stream makes get no more time than the call has left. They got none
+    /// (the stream is polled after the handler returned, outside its scope).
+    #[tokio::test]
+    async fn an_answer_stream_runs_under_its_calls_deadline() {
+        let service = tower::service_fn(|_req: http::Request<Body>| {
+            let frames = futures_util::stream::iter(0..1).map(|_| {
+                let left = crate::deadline::left().map_or(0, |d| d.as_millis());
+                Ok::<_, tonic::Status>(http_body::Frame::data(bytes::Bytes::from(left.to_string())))
+            });
+            async move { Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::StreamBody::new(frames))) }
+        });
+        let guard = CallGuardLayer { in_flight: InFlight::default() };
+        let req =
+            http::Request::builder().uri("/t.v1.T/Watch").header("grpc-timeout", "5S").body(Body::empty()).unwrap();
+        let resp = tower::Layer::layer(&guard, service).oneshot(req).await.unwrap();
+        let answer = resp.into_body().collect().await.unwrap().to_bytes();
+        let left: u128 = std::str::from_utf8(&answer).unwrap().parse().unwrap();
+        assert!((4_000..=5_000).contains(&left), "{left} ms left of 5 s");
     }
 }

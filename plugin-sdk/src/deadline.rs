@@ -22,6 +22,13 @@ pub fn scope<F: std::future::Future>(
     DEADLINE.scope(deadline, fut)
 }
 
+/// Runs `f`, a poll of a handler's answer stream, under `deadline`: a stream is polled
+/// after its handler returned, outside [`scope`], and calls it makes through the host
+/// channel are the call's as much.
+pub fn sync_scope<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
+    DEADLINE.sync_scope(deadline, f)
+}
+
 /// What is left of the current call's deadline, when the handler's call has one.
 pub fn left() -> Option<Duration> {
     DEADLINE.try_with(|d| *d).ok().flatten().map(|d| d.saturating_duration_since(Instant::now()))

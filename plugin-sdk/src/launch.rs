@@ -91,6 +91,14 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     if let Some(what) = unservable(PLUGIN_FD) {
         return Err(NotSupervised::WrongSocket { name: name.to_owned(), fd: PLUGIN_FD, what });
     }
+    // Not for any program the plugin runs: a child would hold the supervisor's
+    // connection (and the host's) open past the plugin's end, and one built with this
+    // SDK would serve on it too, its frames among ours.
+    for fd in [PLUGIN_FD, HOST_FD] {
+        // SAFETY: F_SETFD on a descriptor number only changes its flags; one not open
+        // fails with EBADF, which leaves nothing to keep from a child.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     // SAFETY: fd 3 is an open socket (checked above) that nothing else in
     // this process owns: the supervisor put it there for us before exec.
     let plugin = unsafe { UnixStream::from_raw_fd(PLUGIN_FD) };

@@ -224,8 +224,17 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
         let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
         return None;
     };
+    // Another subscriber, set before `serve`, stays; no stream is started for records
+    // that would never come.
+    if tracing::dispatcher::has_been_set() {
+        return None;
+    }
     let (layer, rx) = buffer();
-    if tracing_subscriber::registry().with(layer.with_filter(filter())).try_init().is_err() {
+    // `try_init` sets ours, then routes the `log` crate's records to it: with a `log`
+    // logger set already (`env_logger::init()` before `serve`), that second step fails
+    // and ours stands all the same. Taken for a failure, every record was dropped.
+    let installed = tracing_subscriber::registry().with(layer.with_filter(filter())).try_init();
+    if installed.is_err() && !tracing::dispatcher::has_been_set() {
         return None;
     }
     let (done, done_rx) = watch::channel(false);

@@ -43,6 +43,19 @@ struct ZooService {
     shutdown: Option<plugin_sdk::ShutdownSignal>,
 }
 
+/// A `log` logger that says nothing.
+struct Quiet;
+
+impl log::Log for Quiet {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        false
+    }
+    fn log(&self, _: &log::Record<'_>) {}
+    fn flush(&self) {}
+}
+
+static QUIET: Quiet = Quiet;
+
 /// Descriptors open when main() began.
 static INHERITED: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
 
@@ -64,6 +77,8 @@ fn syscall(name: &str, pid: i32, path: &str) -> Result<(i64, i32), Status> {
     let r: i64 = unsafe {
         match name {
             "getpid" => libc::getpid() as i64,
+            // The descriptor flags of fd `pid` (FD_CLOEXEC is 1).
+            "getfd" => libc::fcntl(pid, libc::F_GETFD) as i64,
             "ptrace" => libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0),
             "mount" => libc::mount(c"none".as_ptr(), c"/mnt".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) as i64,
             "socket" => libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64,
@@ -537,6 +552,13 @@ fn main() {
             "--flood" => flood(&args.next().unwrap_or_default()),
             "--fail-every" => service.fail_every = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--blocking-sleep" => service.blocking_sleep = true,
+            // A `log` logger set before `serve`, as `env_logger::init()` would be.
+            "--log-logger-first" => {
+                if let Err(e) = log::set_logger(&QUIET) {
+                    eprintln!("zoo: cannot set a log logger: {e}");
+                    std::process::exit(2);
+                }
+            }
             "--echo-delay-ms" => {
                 service.echo_delay = Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
             }
