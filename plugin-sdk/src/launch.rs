@@ -94,16 +94,18 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     // Not for any program the plugin runs: a child would hold the supervisor's
     // connection (and the host's) open past the plugin's end, and one built with this
     // SDK would serve on it too, its frames among ours.
-    for fd in [PLUGIN_FD, HOST_FD] {
-        // SAFETY: F_SETFD on a descriptor number only changes its flags; one not open
-        // fails with EBADF, which leaves nothing to keep from a child.
+    // Fd 4 only when it is the host's socket, which the SDK takes: a plugin may have
+    // closed it and used the number for something of its own.
+    let host = is_socket(HOST_FD);
+    for fd in [Some(PLUGIN_FD), host.then_some(HOST_FD)].into_iter().flatten() {
+        // SAFETY: F_SETFD on an open descriptor (checked above) only changes its flags.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     // SAFETY: fd 3 is an open socket (checked above) that nothing else in
     // this process owns: the supervisor put it there for us before exec.
     let plugin = unsafe { UnixStream::from_raw_fd(PLUGIN_FD) };
     // SAFETY: as for fd 3, when fd 4 is an open socket.
-    let host = is_socket(HOST_FD).then(|| unsafe { UnixStream::from_raw_fd(HOST_FD) });
+    let host = host.then(|| unsafe { UnixStream::from_raw_fd(HOST_FD) });
     let instance = std::env::var(INSTANCE_ENV).unwrap_or_else(|_| name.to_owned());
     Ok(Inherited { plugin, host, instance })
 }

@@ -109,9 +109,8 @@ pub enum SdkError {
     Host(#[from] h2::Error),
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
-    /// A service added that the plugin cannot serve: one of the supervisor's or the SDK's
-    /// own (as `grpc.health.v1.Health`, which the SDK serves), not a protobuf full name, or
-    /// one added twice.
+    /// A service added that the plugin cannot serve: one the SDK serves itself (the
+    /// lifecycle, `grpc.health.v1.Health`), or one added twice.
     #[error("plugin {plugin:?} cannot serve {why}")]
     Service { plugin: String, why: String },
 }
@@ -119,6 +118,21 @@ pub enum SdkError {
 /// How long a plugin that has drained waits for its handlers' blocking jobs before it
 /// exits: one about to end ends, one stuck does not hold the exit.
 const BLOCKING_GRACE: Duration = Duration::from_millis(250);
+
+/// The runtime's blocking threads alive.
+static BLOCKING_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Ends the process with `code`, once: of the exit watch and the main thread, the second
+/// to come waits for the first's exit (two at once would run the exit handlers twice).
+fn exit_once(code: i32) -> ! {
+    static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if EXITING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+    std::process::exit(code)
+}
 
 /// A plugin under construction: its identity, contract and services.
 pub struct Plugin {
@@ -192,8 +206,8 @@ impl Plugin {
     /// an embedding host's own services, and the plugins this one's config lists in
     /// `calls` (routed, limited and authorized by the supervisor, which also tells the
     /// called plugin who calls in `x-plugin-caller`). Made while handling a call (in the
-    /// handler's own task: a task it spawns does not inherit this), a call on it gets no
-    /// more time than that call has left. Usable once the plugin serves;
+    /// handler's own task, or its answer stream: a task it spawns does not inherit this),
+    /// a call on it gets no more time than that call has left. Usable once the plugin serves;
     /// before, or without a supervisor, a call fails `UNAVAILABLE`, with
     /// [`HostChannelError::NotConnected`] as the status's source.
     pub fn host_channel(&self) -> HostChannel {
@@ -230,10 +244,19 @@ impl Plugin {
             + 'static,
         S::Future: Send + 'static,
     {
-        let why = match plugin_proto::declared::service(S::NAME) {
-            Err(e) => Some(e.to_string().replacen("plugin declares ", "", 1)),
-            Ok(()) if self.services.iter().any(|s| s == S::NAME) => Some(format!("service {} twice", S::NAME)),
-            Ok(()) => None,
+        // Only what tonic's routes would panic on: any other name the supervisor does not
+        // take (its own, one that is not a protobuf full name) it refuses at the
+        // handshake, naming the cause where the operator looks.
+        let sdks_own = [
+            plugin_proto::plugin::v1::plugin_lifecycle_server::SERVICE_NAME,
+            tonic_health::pb::health_server::SERVICE_NAME,
+        ];
+        let why = if sdks_own.contains(&S::NAME) {
+            Some(format!("service {:?}, which the SDK serves itself", S::NAME))
+        } else if self.services.iter().any(|s| s == S::NAME) {
+            Some(format!("service {:?} twice", S::NAME))
+        } else {
+            None
         };
         match why {
             Some(why) => {
@@ -288,7 +311,15 @@ impl Plugin {
         // on these machines saves a cross-CPU wake-up per call.
         // fd 3 rather than the epoll: a plugin in L3 cannot read /proc.
         let rt = match plugin_proto::spin::install(
-            tokio::runtime::Builder::new_current_thread().enable_all(),
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                // The runtime's only other threads are its blocking pool's.
+                .on_thread_start(|| {
+                    BLOCKING_THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
+                .on_thread_stop(|| {
+                    BLOCKING_THREADS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }),
             Some(plugin_proto::launch::PLUGIN_FD),
             self.spin,
         )
@@ -300,6 +331,7 @@ impl Plugin {
                 std::process::exit(1);
             }
         };
+        let name = self.name.clone();
         let code = match rt.block_on(self.run(inherited)) {
             Ok(()) => 0,
             Err(e) => {
@@ -307,11 +339,25 @@ impl Plugin {
                 1
             }
         };
-        // Not dropped: that waits for every blocking job the handlers started (a
-        // `spawn_blocking`, a `tokio::fs` read of a hung file) however long it takes, and
-        // a plugin that drained would be killed at its stop timeout instead of exiting.
-        rt.shutdown_timeout(BLOCKING_GRACE);
-        std::process::exit(code)
+        // Dropping the runtime drops its tasks, then waits for the blocking jobs its
+        // handlers started (a `spawn_blocking`, a `tokio::fs` read), however long they
+        // take: one stuck (a hung file) and the drained plugin was killed at its stop
+        // timeout. So with blocking threads about, a watch ends the process after
+        // BLOCKING_GRACE. (Only then: a thread started where the tier forbids threads
+        // would be killed by seccomp, and there no blocking thread can exist. And not
+        // `shutdown_timeout`, which waits before it drops the tasks: a job waiting on a
+        // task's channel to close would never see it close.)
+        if BLOCKING_THREADS.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            let watch = std::thread::Builder::new().name("exit-watch".into()).spawn(move || {
+                std::thread::sleep(BLOCKING_GRACE);
+                exit_once(code)
+            });
+            if let Err(e) = watch {
+                eprintln!("{name}: cannot watch the exit ({e}); waiting on blocking jobs");
+            }
+        }
+        drop(rt);
+        exit_once(code)
     }
 
     async fn run(self, inherited: launch::Inherited) -> Result<(), SdkError> {
@@ -534,11 +580,11 @@ mod tests {
         let cases = [
             (
                 Plugin::new("echo", "0.1.0").service(tonic_health::server::health_reporter().1),
-                "plugin \"echo\" cannot serve service \"grpc.health.v1.Health\", which is the supervisor's own",
+                "plugin \"echo\" cannot serve service \"grpc.health.v1.Health\", which the SDK serves itself",
             ),
             (
                 Plugin::new("echo", "0.1.0").service(Hang { answer: false }).service(Hang { answer: true }),
-                "plugin \"echo\" cannot serve service supervisor.v1.Control twice",
+                "plugin \"echo\" cannot serve service \"supervisor.v1.Control\" twice",
             ),
         ];
         for (plugin, said) in cases {

@@ -15,7 +15,6 @@ use plugin_proto::transport::H2Channel;
 use tokio::sync::{mpsc, watch};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// Records buffered before dropping starts.
@@ -224,19 +223,17 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
         let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
         return None;
     };
-    // Another subscriber, set before `serve`, stays; no stream is started for records
-    // that would never come.
-    if tracing::dispatcher::has_been_set() {
-        return None;
-    }
     let (layer, rx) = buffer();
-    // `try_init` sets ours, then routes the `log` crate's records to it: with a `log`
-    // logger set already (`env_logger::init()` before `serve`), that second step fails
-    // and ours stands all the same. Taken for a failure, every record was dropped.
-    let installed = tracing_subscriber::registry().with(layer.with_filter(filter())).try_init();
-    if installed.is_err() && !tracing::dispatcher::has_been_set() {
+    // Fails only when a global subscriber was set before `serve`: it stays, and no stream
+    // is started for records that would never come.
+    let ours = tracing_subscriber::registry().with(layer.with_filter(filter()));
+    if tracing::subscriber::set_global_default(ours).is_err() {
         return None;
     }
+    // The `log` crate's records too, unless a `log` logger was set before `serve`
+    // (`env_logger::init()`): ours stands all the same. (`try_init` did both and failed
+    // on the second, which was taken for a failure of the first: every record dropped.)
+    let _ = tracing_log::LogTracer::init();
     let (done, done_rx) = watch::channel(false);
     // The subscriber keeps its sender for the life of the process, so the
     // stream ends on `done` rather than on the channel closing.

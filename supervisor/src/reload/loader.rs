@@ -20,17 +20,21 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Why a load gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
+    /// No loader thread, and none could be started (at the pids limit, say); the next
+    /// load tries again. Not the blocking pool instead: it would need a thread too, and
+    /// tokio panics when it cannot start one.
+    #[error("cannot start the config loader thread: {0}")]
+    NoThread(String),
     #[error("the config load panicked: {0}")]
     Panicked(String),
 }
 
 static LOADER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
 
-/// The loader thread's queue, the thread started on first use; `None` when no thread could
-/// be started (at the pids limit, say).
-fn loader() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
+/// The loader thread's queue, the thread started on first use.
+fn loader() -> Result<&'static Mutex<mpsc::Sender<Job>>, LoaderError> {
     if let Some(l) = LOADER.get() {
-        return Some(l);
+        return Ok(l);
     }
     let (tx, rx) = mpsc::channel::<Job>();
     let started = std::thread::Builder::new().name("config-loader".into()).spawn(move || {
@@ -40,29 +44,20 @@ fn loader() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
     });
     match started {
         // Two first loads at once: the loser's thread ends, its sender dropped unused.
-        Ok(_) => Some(LOADER.get_or_init(|| Mutex::new(tx))),
-        Err(e) => {
-            // Another first load's thread may have started meanwhile.
-            let l = LOADER.get();
-            if l.is_none() {
-                tracing::warn!(error = %e, "cannot start the config loader thread; loading on the blocking pool");
-            }
-            l
-        }
+        Ok(_) => Ok(LOADER.get_or_init(|| Mutex::new(tx))),
+        // Another first load's thread may have started meanwhile.
+        Err(e) => LOADER.get().ok_or_else(|| LoaderError::NoThread(e.to_string())),
     }
 }
 
-/// `load` run on the loader thread (or, with none, on the blocking pool), its result
-/// handed back.
+/// `load` run on the loader thread, its result handed back.
 pub(crate) async fn on_loader<T, F>(load: F) -> Result<T, LoaderError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let caught = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).map_err(panic_message);
-    let Some(queue) = loader() else {
-        return tokio::task::spawn_blocking(caught).await.map_err(|e| LoaderError::Panicked(e.to_string()))?;
-    };
+    let queue = loader()?;
     let (tx, rx) = oneshot::channel();
     let job: Job = Box::new(move || {
         let _ = tx.send(caught());

@@ -208,8 +208,6 @@ async fn held(shared: &Arc<Shared>, p: &Plugin, spec: &PluginSpec) -> Option<Str
     ))
 }
 
-/// The hex SHA-256 of a binary as it is on disk now, if it can be read (within the size
-/// the verifier accepts).
 /// What an update works with, owned: it runs in a task of its own.
 struct Job {
     shared: Arc<Shared>,
