@@ -110,7 +110,8 @@ pub enum SdkError {
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     /// A service added that the plugin cannot serve: one the SDK serves itself (the
-    /// lifecycle, `grpc.health.v1.Health`), or one added twice.
+    /// lifecycle, `grpc.health.v1.Health`), one whose name is not a protobuf full name,
+    /// or one added twice.
     #[error("plugin {plugin:?} cannot serve {why}")]
     Service { plugin: String, why: String },
 }
@@ -121,18 +122,6 @@ const BLOCKING_GRACE: Duration = Duration::from_millis(250);
 
 /// The runtime's blocking threads alive.
 static BLOCKING_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Ends the process with `code`, once: of the exit watch and the main thread, the second
-/// to come waits for the first's exit (two at once would run the exit handlers twice).
-fn exit_once(code: i32) -> ! {
-    static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if EXITING.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        loop {
-            std::thread::park();
-        }
-    }
-    std::process::exit(code)
-}
 
 /// A plugin under construction: its identity, contract and services.
 pub struct Plugin {
@@ -244,19 +233,21 @@ impl Plugin {
             + 'static,
         S::Future: Send + 'static,
     {
-        // Only what tonic's routes would panic on: any other name the supervisor does not
-        // take (its own, one that is not a protobuf full name) it refuses at the
+        // What tonic's routes would panic on (a name that is not a protobuf full name
+        // may hold `{`, `*` or `:`, which the router reads as its own syntax). Any other
+        // name the supervisor does not take (one of its own) it refuses at the
         // handshake, naming the cause where the operator looks.
         let sdks_own = [
             plugin_proto::plugin::v1::plugin_lifecycle_server::SERVICE_NAME,
             tonic_health::pb::health_server::SERVICE_NAME,
         ];
-        let why = if sdks_own.contains(&S::NAME) {
-            Some(format!("service {:?}, which the SDK serves itself", S::NAME))
-        } else if self.services.iter().any(|s| s == S::NAME) {
-            Some(format!("service {:?} twice", S::NAME))
-        } else {
-            None
+        let why = match plugin_proto::declared::service(S::NAME) {
+            Err(e @ plugin_proto::declared::Undeclarable::NotAFullName(_)) => {
+                Some(e.to_string().replacen("plugin declares ", "", 1))
+            }
+            _ if sdks_own.contains(&S::NAME) => Some(format!("service {:?}, which the SDK serves itself", S::NAME)),
+            _ if self.services.iter().any(|s| s == S::NAME) => Some(format!("service {:?} twice", S::NAME)),
+            _ => None,
         };
         match why {
             Some(why) => {
@@ -315,10 +306,10 @@ impl Plugin {
                 .enable_all()
                 // The runtime's only other threads are its blocking pool's.
                 .on_thread_start(|| {
-                    BLOCKING_THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    BLOCKING_THREADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 })
                 .on_thread_stop(|| {
-                    BLOCKING_THREADS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    BLOCKING_THREADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }),
             Some(plugin_proto::launch::PLUGIN_FD),
             self.spin,
@@ -331,7 +322,6 @@ impl Plugin {
                 std::process::exit(1);
             }
         };
-        let name = self.name.clone();
         let code = match rt.block_on(self.run(inherited)) {
             Ok(()) => 0,
             Err(e) => {
@@ -339,25 +329,19 @@ impl Plugin {
                 1
             }
         };
-        // Dropping the runtime drops its tasks, then waits for the blocking jobs its
-        // handlers started (a `spawn_blocking`, a `tokio::fs` read), however long they
+        // Dropping the runtime would drop its tasks, then wait for the blocking jobs its
+        // handlers started (a `spawn_blocking`, a `tokio::fs` read) however long they
         // take: one stuck (a hung file) and the drained plugin was killed at its stop
-        // timeout. So with blocking threads about, a watch ends the process after
-        // BLOCKING_GRACE. (Only then: a thread started where the tier forbids threads
-        // would be killed by seccomp, and there no blocking thread can exist. And not
-        // `shutdown_timeout`, which waits before it drops the tasks: a job waiting on a
-        // task's channel to close would never see it close.)
-        if BLOCKING_THREADS.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-            let watch = std::thread::Builder::new().name("exit-watch".into()).spawn(move || {
-                std::thread::sleep(BLOCKING_GRACE);
-                exit_once(code)
-            });
-            if let Err(e) = watch {
-                eprintln!("{name}: cannot watch the exit ({e}); waiting on blocking jobs");
-            }
+        // timeout. Shut down in the background, the tasks are dropped all the same (a
+        // job waiting on a task's channel sees it close) and running jobs go on: they get
+        // BLOCKING_GRACE to end. Waited for here, not by a watch thread: a tier that
+        // forbids threads kills a process that starts one (and there no job can run).
+        rt.shutdown_background();
+        let until = std::time::Instant::now() + BLOCKING_GRACE;
+        while BLOCKING_THREADS.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        drop(rt);
-        exit_once(code)
+        std::process::exit(code)
     }
 
     async fn run(self, inherited: launch::Inherited) -> Result<(), SdkError> {
@@ -573,11 +557,38 @@ mod tests {
         call.abort();
     }
 
-    /// A service the SDK serves itself, or one added twice, is refused by `serve` with its
-    /// name: tonic's routes panicked on either, the plugin exiting 101.
+    /// [`Hang`] under a name the router would read as its own syntax.
+    #[derive(Clone)]
+    struct Braced(Hang);
+
+    impl NamedService for Braced {
+        const NAME: &'static str = "t.v1.{T}";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Braced {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = Answer;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            self.0.call(req)
+        }
+    }
+
+    /// A service the SDK serves itself, one whose name is no protobuf full name, or one
+    /// added twice, is refused by `serve` with its name: tonic's routes panicked on each,
+    /// the plugin exiting 101.
     #[tokio::test]
-    async fn a_service_of_the_sdks_own_or_one_added_twice_is_refused_by_name() {
+    async fn a_service_of_the_sdks_own_one_misnamed_or_one_added_twice_is_refused_by_name() {
         let cases = [
+            (
+                Plugin::new("echo", "0.1.0").service(Braced(Hang { answer: false })),
+                "plugin \"echo\" cannot serve service \"t.v1.{T}\" which is not a protobuf full name",
+            ),
             (
                 Plugin::new("echo", "0.1.0").service(tonic_health::server::health_reporter().1),
                 "plugin \"echo\" cannot serve service \"grpc.health.v1.Health\", which the SDK serves itself",

@@ -14,6 +14,7 @@ use plugin_proto::host::v1::{Level, LogRecord, host_client::HostClient};
 use plugin_proto::transport::H2Channel;
 use tokio::sync::{mpsc, watch};
 use tracing::field::{Field, Visit};
+use tracing_log::AsLog;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -233,7 +234,7 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
     // The `log` crate's records too, unless a `log` logger was set before `serve`
     // (`env_logger::init()`): ours stands all the same. (`try_init` did both and failed
     // on the second, which was taken for a failure of the first: every record dropped.)
-    let _ = tracing_log::LogTracer::init();
+    let _ = tracing_log::LogTracer::init_with_filter(tracing::level_filters::LevelFilter::current().as_log());
     let (done, done_rx) = watch::channel(false);
     // The subscriber keeps its sender for the life of the process, so the
     // stream ends on `done` rather than on the channel closing.

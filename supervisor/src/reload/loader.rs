@@ -22,7 +22,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub enum LoaderError {
     /// No loader thread, and none could be started (at the pids limit, say); the next
     /// load tries again. Not the blocking pool instead: it would need a thread too, and
-    /// tokio panics when it cannot start one.
+    /// tokio panics when it has none and cannot start one.
     #[error("cannot start the config loader thread: {0}")]
     NoThread(String),
     #[error("the config load panicked: {0}")]
