@@ -59,6 +59,14 @@ pub fn cgroup_dir(pid: i32, controller: Controller) -> Option<PathBuf> {
     h.dir_of(&m.path)
 }
 
+/// The directory of `pid`'s cgroup in the unified hierarchy, as this process sees it
+/// mounted.
+pub fn unified_dir(pid: i32) -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    plugin_supervisor::sandbox::cgroup::unified_dir(&mountinfo, &cgroup)
+}
+
 /// The memory limit in force for `pid`, in bytes (v1 or v2).
 pub fn memory_limit(pid: i32) -> Option<u64> {
     let dir = cgroup_dir(pid, Controller::Memory)?;

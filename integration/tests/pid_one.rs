@@ -20,21 +20,6 @@ fn start_time(pid: i32) -> Option<u64> {
     stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The unified hierarchy's path of the process (`/proc/<pid>/cgroup`'s `0::` line).
-fn unified_cgroup(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
-}
-
-/// Where this process's view of the unified hierarchy is mounted, if anywhere.
-fn unified_mount() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (mount, fs) = l.split_once(" - ")?;
-        fs.starts_with("cgroup2 ").then(|| mount.split_whitespace().nth(4).map(str::to_owned))?
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm() {
     let name = "p1-fork";
@@ -43,16 +28,12 @@ async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm(
     // 1's leaf goes once process 1 has.
     // Where process 1 will make it: beneath the cgroup this test runs in, which process 1
     // starts in.
-    let leaf = RemovedAtDrop(
-        unified_mount()
-            .zip(unified_cgroup(std::process::id() as i32))
-            .map(|(mount, at)| PathBuf::from(format!("{mount}{at}")).join(LEAF)),
-    );
+    let leaf = RemovedAtDrop(procfs::unified_dir(std::process::id() as i32).map(|at| at.join(LEAF)));
     let mut d = Daemon::start_as_pid_one(&config(&plugins));
     d.wait_state("p1-fork-0", "running", UP);
     let init = d.inner_pid().expect("the namespace's process 1");
     assert_eq!(procfs::status_field(init, "NSpid").unwrap().split_whitespace().last(), Some("1"));
-    let cgroup = unified_mount().zip(unified_cgroup(init)).map(|(mount, at)| PathBuf::from(format!("{mount}{at}")));
+    let cgroup = procfs::unified_dir(init);
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.expect("gateway"));
     let escaped = zoo.escape(Text::default()).await.expect("escape").into_inner().pid as i32;
     // The plugin numbers it as the daemon's namespace does; this test's namespace otherwise.

@@ -60,11 +60,7 @@ pub struct CallGuard<S> {
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload")
+    plugin_proto::panics::message(payload).unwrap_or("non-string panic payload")
 }
 
 fn panic_response(method: &str, payload: &(dyn Any + Send)) -> http::Response<Body> {

@@ -25,6 +25,7 @@ pub mod control {
 pub mod codec;
 pub mod declared;
 pub mod launch;
+pub mod panics;
 pub mod signals;
 pub mod spin;
 pub mod transport;

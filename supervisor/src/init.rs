@@ -16,7 +16,7 @@
 //! rule), which a process 1 staying there would prevent.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
@@ -215,7 +215,7 @@ struct Moved {
 fn leave_cgroup() -> Option<Moved> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let origin = unified_dir(&cgroup, &mountinfo)?;
+    let origin = crate::sandbox::cgroup::unified_dir(&mountinfo, &cgroup)?;
     let leaf = origin.join(LEAF);
     let moved = match std::fs::create_dir(&leaf) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
@@ -248,49 +248,9 @@ impl Moved {
     }
 }
 
-/// The directory of the unified-hierarchy cgroup that `/proc/self/cgroup` (`cgroup`)
-/// names, through the cgroup2 mount `/proc/self/mountinfo` (`mountinfo`) lists.
-fn unified_dir(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
-    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
-    mountinfo.lines().find_map(|l| {
-        let (mount, fs) = l.split_once(" - ")?;
-        if !fs.starts_with("cgroup2 ") {
-            return None;
-        }
-        let mut fields = mount.split_whitespace().skip(3);
-        let (root, point) = (fields.next()?, fields.next()?);
-        // A mount of a cgroup above ours shows ours as the path beneath its root.
-        let below = Path::new(path).strip_prefix(root).ok()?;
-        Some(Path::new(point).join(below))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HYBRID: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    #[test]
-    fn the_unified_cgroup_is_found_through_its_mount() {
-        let cgroup = "4:memory:/a\n0::/\n";
-        assert_eq!(unified_dir(cgroup, HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let ns = "1320 1300 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(unified_dir("0::/\n", ns), Some(PathBuf::from("/sys/fs/cgroup")));
-        let bound = "1320 1300 0:27 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(unified_dir("0::/kubepods/pod1/c1\n", bound), Some(PathBuf::from("/sys/fs/cgroup/c1")));
-    }
-
-    #[test]
-    fn without_a_unified_hierarchy_there_is_nothing_to_leave() {
-        assert_eq!(unified_dir("4:memory:/a\n", HYBRID), None);
-        let v1 = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
-        assert_eq!(unified_dir("0::/\n", v1), None);
-    }
 
     #[test]
     fn process_1_waits_for_sigchld_and_every_stop_signal_but_not_for_faults() {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -261,20 +262,14 @@ impl Launcher for FakeLauncher {
                         let (fd, _serving) = serve_for(&name_of, theirs, instance, after).await;
                         // As a process's exit closes its socket (the server's connection
                         // task holds this one).
-                        let _ = nix::sys::socket::shutdown(
-                            std::os::fd::AsRawFd::as_raw_fd(&fd),
-                            nix::sys::socket::Shutdown::Both,
-                        );
+                        let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
                         ExitStatus::Exited(0)
                     }
                     Behaviour::ServeThenHangUp { after } => {
                         let (fd, _serving) = serve_for(&name_of, theirs, instance, after).await;
                         // The server's connection task holds the socket: shut down, it reads
                         // and writes nothing more, and the supervisor's end sees it closed.
-                        let _ = nix::sys::socket::shutdown(
-                            std::os::fd::AsRawFd::as_raw_fd(&fd),
-                            nix::sys::socket::Shutdown::Both,
-                        );
+                        let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
                         std::future::pending::<ExitStatus>().await
                     }
                     Behaviour::ServeThenBreakAndExitZero { after } => {

@@ -90,11 +90,8 @@ pub fn unrunnable(specs: &[PluginSpec]) -> Vec<Unrunnable> {
             libraries(spec, &binary).map(drop)
         })
         .unwrap_or_else(|panic| {
-            let said = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned());
-            Err(Cause::VerifierPanicked(said.unwrap_or_else(|| "(no message)".to_owned())))
+            let said = plugin_proto::panics::message(panic.as_ref()).unwrap_or("(no message)");
+            Err(Cause::VerifierPanicked(said.to_owned()))
         })
     };
     // A panic is said once, in the report's line, not also by the default hook.

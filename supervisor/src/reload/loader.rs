@@ -69,12 +69,7 @@ where
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> LoaderError {
-    let said = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into());
-    LoaderError::Panicked(said)
+    LoaderError::Panicked(plugin_proto::panics::message(payload.as_ref()).unwrap_or("(no message)").to_owned())
 }
 
 #[cfg(test)]

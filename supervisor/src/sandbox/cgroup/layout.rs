@@ -210,6 +210,17 @@ fn resolve(m: &CgroupMount, own: Option<&Path>, notes: &mut Vec<String>) -> Opti
     Some(h)
 }
 
+/// The directory of the unified-hierarchy cgroup a `/proc/<pid>/cgroup` text
+/// (`proc_cgroup`) names, through the cgroup2 mount `/proc/self/mountinfo`
+/// (`mountinfo`) lists: `None` without either, or when that cgroup lies outside the
+/// mounted part. What [`Layout::unified`]'s `own_dir` is, for any process and without
+/// the controllers a layout asks the kernel for.
+pub fn unified_dir(mountinfo: &str, proc_cgroup: &str) -> Option<PathBuf> {
+    let mount = mountinfo::cgroup_mounts(mountinfo).ok()?.into_iter().find(|m| m.version == Version::V2)?;
+    let members = proc_cgroup::parse(proc_cgroup).ok()?;
+    resolve(&mount, proc_cgroup::v2_path(&members), &mut Vec::new())?.own_dir()
+}
+
 fn offered_controllers(fs: &dyn CgroupFs, unified: &Hierarchy, parent: Option<&Path>) -> Result<Vec<String>> {
     let parent = parent.unwrap_or(&unified.own_cgroup);
     let dir = unified.dir_of(parent).filter(|d| fs.exists(d)).ok_or_else(|| CgroupError::MissingParent {
@@ -250,6 +261,23 @@ mod tests {
 33 25 0:29 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
 ";
     const V1_SELF: &str = "5:freezer:/\n4:pids:/user.slice\n3:memory:/user.slice\n2:cpu,cpuacct:/user.slice\n";
+
+    #[test]
+    fn the_unified_cgroup_is_found_through_its_mount() {
+        let cgroup = "4:memory:/a\n0::/\n";
+        assert_eq!(unified_dir(HYBRID_MOUNTS, cgroup), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let ns = "1320 1300 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(unified_dir(ns, "0::/\n"), Some(PathBuf::from("/sys/fs/cgroup")));
+        let bound = "1320 1300 0:27 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(unified_dir(bound, "0::/kubepods/pod1/c1\n"), Some(PathBuf::from("/sys/fs/cgroup/c1")));
+    }
+
+    #[test]
+    fn without_a_unified_hierarchy_there_is_no_unified_cgroup() {
+        assert_eq!(unified_dir(HYBRID_MOUNTS, "4:memory:/a\n"), None);
+        let v1 = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(unified_dir(v1, "0::/\n"), None);
+    }
 
     fn hybrid_fs() -> FakeFs {
         let fs = FakeFs::new(1);

@@ -65,7 +65,7 @@ pub use fs::{CgroupFs, DirLock};
 pub use instance::Instance;
 pub use join::{ChildJoin, ForkMode, JoinFds, JoinPath, Spawned};
 pub use kill::KillStrategy;
-pub use layout::{Hierarchy, HierarchyId, Layout, LayoutKind};
+pub use layout::{Hierarchy, HierarchyId, Layout, LayoutKind, unified_dir};
 pub use limits::{Limits, PID_MAX_LIMIT};
 pub use mountinfo::{CgroupMount, cgroup_mounts};
 pub use paths::{
