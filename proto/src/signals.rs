@@ -13,14 +13,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Delivers the numbers of the signals it was set up for.
 pub struct Signals {
     rx: tokio::net::unix::pipe::Receiver,
-    _write: OwnedFd,
 }
 
 /// Signals caught from the moment [`Signals::catch`] returned, waiting in
 /// the pipe until a runtime exists to read them.
 pub struct Caught {
     read: OwnedFd,
-    write: OwnedFd,
 }
 
 impl Signals {
@@ -38,9 +36,22 @@ impl Signals {
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: both descriptors are fresh and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let raw = write.as_raw_fd();
+        // SAFETY: the read end is fresh and owned by nobody else.
+        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        // The handlers stay for the life of the process, so the descriptor they write to
+        // does too: never closed, its number is never another file's. Closed with the
+        // stream (a plugin's runtime shut down while its blocking jobs end, say), a file
+        // opened next could take the number, and a late SIGTERM wrote into it. A copy of
+        // the read end is kept with it, so a write finds a reader and raises no SIGPIPE;
+        // once the pipe is full, a write fails (it does not block) and is dropped.
+        let raw = fds[1];
+        // SAFETY: fcntl on a descriptor this process holds; the copy is never closed.
+        if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) } < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: the write end is ours, unused yet: closed once here.
+            unsafe { libc::close(raw) };
+            return Err(e);
+        }
         // All of them are held back while the handlers go in, one by one: a second
         // signal arriving between two registrations (a SIGINT caught, a SIGTERM not
         // yet) would otherwise take its default action and kill the process. What
@@ -65,10 +76,8 @@ impl Signals {
         let registered = signals.iter().try_for_each(|&sig| {
             let byte = sig as u8;
             // SAFETY: the handler only calls write(2), which is
-            // async-signal-safe, on a descriptor kept open by `write`
-            // for as long as the handler can run (the process lifetime:
-            // every user keeps its `Signals` until exit: the daemon, the
-            // SDK's plugins, `supervisorctl onboard`).
+            // async-signal-safe, on a descriptor never closed (above), so
+            // open for as long as the handler can run.
             unsafe {
                 signal_hook::low_level::register(sig, move || {
                     libc::write(raw, (&byte as *const u8).cast(), 1);
@@ -82,14 +91,14 @@ impl Signals {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        Ok(Caught { read, write })
+        Ok(Caught { read })
     }
 }
 
 impl Caught {
     /// The caught signals as an async stream; within a tokio runtime.
     pub fn stream(self) -> io::Result<Signals> {
-        Ok(Signals { rx: tokio::net::unix::pipe::Receiver::from_owned_fd(self.read)?, _write: self.write })
+        Ok(Signals { rx: tokio::net::unix::pipe::Receiver::from_owned_fd(self.read)? })
     }
 }
 
@@ -105,6 +114,46 @@ impl Signals {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use super::Signals;
+
+    /// A signal that comes once its stream is gone (a plugin's runtime shut down while its
+    /// blocking jobs end, and the supervisor's SIGTERM) writes into no file opened since,
+    /// whatever number that file took: the pipe's were closed with the stream, and the
+    /// handler wrote its byte into whichever file took the write end's.
+    #[test]
+    fn a_signal_after_its_stream_is_gone_writes_into_no_file_opened_since() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let signals = rt.block_on(async { Signals::new(&[libc::SIGUSR2]) }).unwrap();
+        drop(signals);
+        drop(rt);
+        // Files taking the lowest free numbers, as a blocking job's would.
+        let files: Vec<OwnedFd> = (0..16)
+            .map(|_| {
+                // SAFETY: memfd_create returns a new descriptor, owned by nobody else.
+                let fd = unsafe { libc::memfd_create(c"signals-test".as_ptr(), libc::MFD_CLOEXEC) };
+                assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+                // SAFETY: see above.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            })
+            .collect();
+        // SAFETY: raise runs this thread's handler for SIGUSR2, ours.
+        assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0);
+        for file in &files {
+            // SAFETY: fstat writes only into the zeroed buffer we own.
+            let size = unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                assert_eq!(libc::fstat(file.as_raw_fd(), &mut st), 0);
+                st.st_size
+            };
+            assert_eq!(size, 0, "the signal's byte went into fd {}", file.as_raw_fd());
         }
     }
 }
