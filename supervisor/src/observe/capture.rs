@@ -6,26 +6,29 @@
 //! line (a dropped line, the rest of a line cut at its longest) is charged to the budget,
 //! and a kept line costs the rate limit a token per started KiB.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::ReadBuf;
 
 use super::logs::{Gate, LogBuffer, Stream};
 
 /// Longer lines are cut and marked.
 pub const MAX_LINE: usize = 16 * 1024;
-/// A pipe holds 64 KiB by default: a flood is taken in reads of that size.
+/// A pipe holds 64 KiB by default: every read is of that size, so a flood is taken a
+/// pipe's worth at a time.
 const READ: usize = 64 * 1024;
-/// What a reader holds while its pipe is quiet: most output comes a line or a few at a
-/// time, and a thousand instances' readers each holding a flood's buffer would be 128 MiB.
-const QUIET_READ: usize = 2 * 1024;
 
-/// The buffer for the next read, after one of `n` bytes into `len`: a full read means more
-/// is waiting (a flood, taken in reads of a pipe's size), a short one that the pipe is
-/// drained.
-fn next_read_size(n: usize, len: usize) -> usize {
-    if n == len { READ } else { QUIET_READ }
+thread_local! {
+    /// The buffer every reader on this thread reads into, used only within one poll: a
+    /// reader whose pipe is quiet holds none. With a buffer each (2 KiB while quiet, a
+    /// pipe's worth in a flood), a thousand instances' two readers held 4 MB of the
+    /// daemon's memory (`bench --only scale --named`).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ]);
 }
 
 /// Spawns the reader of `stream` ("stdout" or "stderr"); it ends when every writer of the
@@ -42,32 +45,55 @@ pub fn spawn(
 }
 
 async fn read(mut rx: impl tokio::io::AsyncRead + Unpin, mut gate: Gate) {
-    let mut buf = vec![0u8; QUIET_READ];
-    let mut line: Vec<u8> = Vec::new();
-    // After cutting a long line, the rest of it up to the newline is skipped.
-    let mut skipping = false;
-    let emit = |gate: &mut Gate, line: &mut Vec<u8>, truncated: bool| {
-        if gate.admit(line.len()) {
-            let mut text = String::from_utf8_lossy(line).into_owned();
-            if truncated {
-                text.push_str(" [line truncated]");
-            }
-            gate.push(gate.line("", text, Default::default()));
-        }
-        line.clear();
-    };
+    let mut lines = Lines::default();
     loop {
         if let Some(wait) = gate.pause() {
             tokio::time::sleep(wait).await;
         }
-        let n = match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+        // What a read brings is taken in within the same poll, so the buffer it went into
+        // is free again by the time any other reader polls.
+        let more = poll_fn(|cx| {
+            let mut take = |buf: &mut [u8]| {
+                let mut into = ReadBuf::new(buf);
+                match Pin::new(&mut rx).poll_read(cx, &mut into) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(false),
+                    Poll::Ready(Ok(())) if into.filled().is_empty() => Poll::Ready(false),
+                    Poll::Ready(Ok(())) => {
+                        lines.take(into.filled(), &mut gate);
+                        Poll::Ready(true)
+                    }
+                }
+            };
+            // Polls do not nest, so the buffer is always free; were it not, a buffer of
+            // this read's own would do.
+            SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+                Ok(mut buf) => take(&mut buf),
+                Err(_) => take(&mut vec![0; READ]),
+            })
+        })
+        .await;
+        if !more {
+            break;
+        }
         // The daemon runs on one thread: a full pipe is always ready to read, so between
         // reads the calls of other plugins get their turn.
         tokio::task::yield_now().await;
-        for chunk in buf[..n].split_inclusive(|b| *b == b'\n') {
+    }
+    lines.end(&mut gate);
+}
+
+/// The line being read, across reads.
+#[derive(Default)]
+struct Lines {
+    line: Vec<u8>,
+    /// After cutting a long line, the rest of it up to the newline is skipped.
+    skipping: bool,
+}
+
+impl Lines {
+    fn take(&mut self, read: &[u8], gate: &mut Gate) {
+        for chunk in read.split_inclusive(|b| *b == b'\n') {
             let (body, ends) = match chunk.strip_suffix(b"\n") {
                 Some(b) => (b, true),
                 None => (chunk, false),
@@ -75,33 +101,63 @@ async fn read(mut rx: impl tokio::io::AsyncRead + Unpin, mut gate: Gate) {
             // What is read past a line's longest is thrown away, and costs as much as a
             // dropped line: charged to the drop budget, so that one endless line (or many
             // long ones) is read no faster than a flood of short ones.
-            if skipping {
+            if self.skipping {
                 gate.skipped(chunk.len());
-                skipping = !ends;
+                self.skipping = !ends;
                 continue;
             }
-            let room = MAX_LINE.saturating_sub(line.len());
+            let room = MAX_LINE.saturating_sub(self.line.len());
             // A long line whose end comes in the same read is cut here too.
             let cut = body.len() > room;
             let take = body.len().min(room);
-            line.extend_from_slice(&body[..take]);
             if cut {
                 gate.skipped(body.len() - take);
             }
+            // A whole line in one read (most are) goes out from the read itself.
+            if ends && self.line.is_empty() {
+                emit(gate, &body[..take], cut);
+                continue;
+            }
+            self.line.extend_from_slice(&body[..take]);
             if ends {
-                emit(&mut gate, &mut line, cut);
-            } else if line.len() >= MAX_LINE {
-                emit(&mut gate, &mut line, true);
-                skipping = true;
+                self.emit_held(gate, cut);
+            } else if self.line.len() >= MAX_LINE {
+                self.emit_held(gate, true);
+                self.skipping = true;
             }
         }
-        let size = next_read_size(n, buf.len());
-        if size != buf.len() {
-            buf = vec![0u8; size];
+    }
+
+    /// The line held across reads goes out, and its room with it once large: a thousand
+    /// instances' readers each keeping the room of the longest line they ever saw (up to
+    /// 16 KiB) would hold 32 MB.
+    fn emit_held(&mut self, gate: &mut Gate, truncated: bool) {
+        emit(gate, &self.line, truncated);
+        if self.line.capacity() > KEPT_ROOM {
+            self.line = Vec::new();
+        } else {
+            self.line.clear();
         }
     }
-    if !line.is_empty() {
-        emit(&mut gate, &mut line, false);
+
+    /// The pipe closed: a last line without its newline is kept too.
+    fn end(&mut self, gate: &mut Gate) {
+        if !self.line.is_empty() {
+            self.emit_held(gate, false);
+        }
+    }
+}
+
+/// The most room a reader keeps for a line between reads.
+const KEPT_ROOM: usize = 1024;
+
+fn emit(gate: &mut Gate, line: &[u8], truncated: bool) {
+    if gate.admit(line.len()) {
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if truncated {
+            text.push_str(" [line truncated]");
+        }
+        gate.push(gate.line("", text, Default::default()));
     }
 }
 
@@ -114,12 +170,28 @@ mod tests {
     use super::*;
     use crate::observe::limit::LogLimit;
 
+    /// A line longer than a read's end is held across reads; once out, a long one's room
+    /// is let go, and a line whole in one read is never copied into it.
     #[test]
-    fn a_quiet_pipe_is_read_with_a_small_buffer_and_a_flood_with_a_pipes_worth() {
-        assert_eq!(next_read_size(QUIET_READ, QUIET_READ), READ, "a full read: more is waiting");
-        assert_eq!(next_read_size(READ, READ), READ, "still flooding");
-        assert_eq!(next_read_size(100, READ), QUIET_READ, "drained: back to the small one");
-        assert_eq!(next_read_size(10, QUIET_READ), QUIET_READ);
+    fn a_reader_keeps_no_room_for_a_long_line_once_it_is_out() {
+        let b = Arc::new(LogBuffer::new("p", 100, LogLimit::default()));
+        let mut gate = Gate::new(b.clone(), "p-0".into(), Stream::Stdout);
+        let mut reader = Lines::default();
+        let long = "x".repeat(8 * 1024);
+        reader.take(long.as_bytes(), &mut gate);
+        assert_eq!(reader.line.len(), long.len(), "held: its end is still to come");
+        reader.take(b"y\nshort\n", &mut gate);
+        assert!(reader.line.capacity() < long.len(), "still holds {} bytes of room", reader.line.capacity());
+        reader.take(b"par", &mut gate);
+        reader.take(b"ts\n", &mut gate);
+        reader.take(b"last, unended", &mut gate);
+        reader.end(&mut gate);
+        let got = lines(&b);
+        assert_eq!(got.len(), 4);
+        assert_eq!(
+            (got[0].len(), &got[1..]),
+            (long.len() + 1, &["short".to_owned(), "parts".into(), "last, unended".into()][..])
+        );
     }
 
     fn lines(b: &LogBuffer) -> Vec<String> {

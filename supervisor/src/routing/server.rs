@@ -317,7 +317,9 @@ where
         .initial_connection_window_size(CALLER_CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST)
         .handshake::<_, Bytes>(Repair::new(io));
-    let mut h2 = match handshake.await {
+    // Boxed: held in place, the handshake made every instance's host task larger for the
+    // life of the instance by its own size (host::serve 4,040 bytes against 2,864 boxed).
+    let mut h2 = match Box::pin(handshake).await {
         Ok(h2) => h2,
         Err(e) => {
             tracing::debug!(error = %e, "host connection failed its HTTP/2 handshake");

@@ -215,7 +215,9 @@ async fn follow(said: Said, channel: H2Channel) {
     let instance = &said.instance;
     let mut client = HealthClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
     loop {
-        match watch(channel.clone()).await {
+        // The call's futures boxed, here and for Check below: held in place they made this
+        // task, one per running instance, larger by their size all the while it follows.
+        match Box::pin(watch(channel.clone())).await {
             Ok(mut stream) => {
                 while let Ok(Some(answer)) = stream.message().await {
                     said.set(answer.status == ServingStatus::Serving as i32);
@@ -231,7 +233,7 @@ async fn follow(said: Said, channel: H2Channel) {
                 let mut check = tonic::Request::new(HealthCheckRequest { service: String::new() });
                 check.set_timeout(CHECK_WITHIN);
                 let serving = matches!(
-                    tokio::time::timeout(CHECK_WITHIN, client.check(check)).await,
+                    tokio::time::timeout(CHECK_WITHIN, Box::pin(client.check(check))).await,
                     Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
                 );
                 said.set(serving);
