@@ -8,7 +8,7 @@
 //! `write`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 /// Delivers the numbers of the signals it was set up for.
 pub struct Signals {
@@ -36,22 +36,16 @@ impl Signals {
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the read end is fresh and owned by nobody else.
-        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        // SAFETY: both descriptors are fresh and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // The handlers stay for the life of the process, so the descriptor they write to
         // does too: never closed, its number is never another file's. Closed with the
         // stream (a plugin's runtime shut down while its blocking jobs end, say), a file
         // opened next could take the number, and a late SIGTERM wrote into it. A copy of
         // the read end is kept with it, so a write finds a reader and raises no SIGPIPE;
         // once the pipe is full, a write fails (it does not block) and is dropped.
-        let raw = fds[1];
-        // SAFETY: fcntl on a descriptor this process holds; the copy is never closed.
-        if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) } < 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: the write end is ours, unused yet: closed once here.
-            unsafe { libc::close(raw) };
-            return Err(e);
-        }
+        let _never_closed = read.try_clone()?.into_raw_fd();
+        let raw = write.into_raw_fd();
         // All of them are held back while the handlers go in, one by one: a second
         // signal arriving between two registrations (a SIGINT caught, a SIGTERM not
         // yet) would otherwise take its default action and kill the process. What

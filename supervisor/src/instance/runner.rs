@@ -250,7 +250,8 @@ async fn ended_on_its_own((plugin, rev, inst, shared): Whose<'_>, running: Runni
     let pid = running.pid;
     inst.update(|s| s.last_exit = Some(super::state::LastExit { pid, reason: reason.clone() }));
     let mut watch = Stopwatch::default();
-    let verdict = Box::pin(super::teardown::tear_down(running, plugin, rev, inst)).await;
+    // Unboxed: this whole step is boxed where it is awaited.
+    let verdict = super::teardown::tear_down(running, plugin, rev, inst).await;
     let teardown = watch.lap(Phase::Teardown);
     ended_phases((plugin, rev, inst, shared), watch.into_timings());
     shared.events.emit(
