@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use plugin_proto::host::v1::host_server::{Host, HostServer};
 use plugin_proto::host::v1::{Level, LogRecord, LogSummary};
@@ -49,6 +50,56 @@ pub const MAX_LOG_STREAMS: u32 = 4;
 /// read only to be dropped; beyond that the SDK drops them in the plugin, which costs the
 /// supervisor nothing.
 const RECORD_COST: usize = 1024;
+/// What a log stream's codec may have read past the record it just decoded (the rest of
+/// an HTTP/2 frame, 16 KiB by default): bytes not yet any record's, so not yet charged.
+const READ_AHEAD: u64 = 64 * 1024;
+/// A gRPC message's prefix: a flag and a 4-byte length.
+const GRPC_PREFIX: u64 = 5;
+
+/// The bytes a log stream's body has brought so far (its DATA frames' payloads), counted
+/// as the codec reads them. A stream is charged for what it took to receive, not only for
+/// what of its records decodes: a field a record does not have, or a map key sent again
+/// and again, is read and decoded all the same and kept nowhere.
+#[derive(Clone, Debug, Default)]
+pub struct Received(Arc<AtomicU64>);
+
+impl Received {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A request body that counts what it brings into [`Received`].
+struct Counting {
+    inner: tonic::body::Body,
+    received: Received,
+}
+
+impl http_body::Body for Counting {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.received.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 fn level_name(l: i32) -> &'static str {
     match Level::try_from(l).unwrap_or(Level::Unspecified) {
@@ -105,13 +156,18 @@ impl HostService {
         Self { instance, logs, budget: crate::observe::logs::budget(), log_streams: Arc::default() }
     }
 
-    /// Takes in one log stream's records; the number received.
+    /// Takes in one log stream's records, whose body has brought `wire` bytes so far; the
+    /// number received.
     async fn take_in(
         &self,
         mut stream: impl tokio_stream::Stream<Item = Result<LogRecord, Status>> + Unpin,
+        wire: &Received,
     ) -> Result<u64, Status> {
         let mut gate = Gate::sharing(self.logs.clone(), self.instance.clone(), Stream::Sdk, self.budget.clone());
         let mut received = 0u64;
+        // The bytes of `wire` charged so far: each record's own encoding, and what came
+        // beside the records.
+        let mut charged = 0u64;
         // Over the rate limit, records are read and dropped up to the budget; beyond it
         // the stream is left unread for a while: h2 flow control then stops the SDK's
         // sender, and the SDK drops records rather than block the plugin, and says how many
@@ -137,6 +193,15 @@ impl HostService {
                 }
             };
             received += 1;
+            // What came beyond the records' own encoding (and the codec's read-ahead) is
+            // what a record held that decodes to nothing kept: read and thrown away, as a
+            // line's rest past its longest is, and charged to the drop budget as that is.
+            charged += prost::Message::encoded_len(&r) as u64 + GRPC_PREFIX;
+            let beside = wire.get().saturating_sub(charged.saturating_add(READ_AHEAD));
+            if beside > 0 {
+                gate.skipped(usize::try_from(beside).unwrap_or(usize::MAX));
+                charged += beside;
+            }
             // The daemon runs on one thread, and a stream full of records is always ready:
             // the calls of other plugins get their turn between batches.
             if received.is_multiple_of(32) {
@@ -151,6 +216,8 @@ impl HostService {
             if !gate.admit_costing(kept, RECORD_COST + text + fields) {
                 continue;
             }
+            // A kept record's text past what is kept was read and decoded all the same.
+            gate.skipped((text + fields).saturating_sub(kept));
             let mut fields = kept_fields(r.fields);
             if !r.target.is_empty() {
                 fields.insert("target".into(), cut(r.target));
@@ -167,7 +234,9 @@ impl HostService {
 impl Host for HostService {
     async fn log(&self, req: Request<Streaming<LogRecord>>) -> Result<Response<LogSummary>, Status> {
         let _open = OpenStream::count(&self.log_streams)?;
-        let received = self.take_in(req.into_inner()).await?;
+        // Counted by the host connection (`HostConn`) as the body is read.
+        let wire = req.extensions().get::<Received>().cloned().unwrap_or_default();
+        let received = self.take_in(req.into_inner(), &wire).await?;
         Ok(Response::new(LogSummary { received }))
     }
 }
@@ -205,8 +274,8 @@ impl Service<http::Request<tonic::body::Body>> for HostConn {
     type Error = Infallible;
     type Future = crate::routing::gateway::Answer;
 
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
@@ -214,6 +283,10 @@ impl Service<http::Request<tonic::body::Body>> for HostConn {
         let host = req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(HostServer::<HostService>::NAME));
         if host.is_some_and(|rest| rest.starts_with('/')) {
             let mut logs = self.logs.clone();
+            let received = Received::default();
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(received.clone());
+            let req = http::Request::from_parts(parts, tonic::body::Body::new(Counting { inner: body, received }));
             return Box::pin(async move { logs.call(req).await });
         }
         match &self.out {
@@ -269,7 +342,7 @@ mod tests {
         let too_large =
             Status::out_of_range("decoded message length too large: found 5242885 bytes, the limit is: 4194304");
         let stream = tokio_stream::iter(vec![record("before".into()), Err(too_large), record("after".into())]);
-        let ended = host.take_in(stream).await.unwrap_err();
+        let ended = host.take_in(stream, &Received::default()).await.unwrap_err();
         assert_eq!(ended.code(), tonic::Code::OutOfRange);
         let got: Vec<(String, String)> = logs.subscribe(10).0.into_iter().map(|l| (l.level, l.text)).collect();
         assert_eq!(
@@ -295,7 +368,7 @@ mod tests {
         let now = crate::observe::unix_nanos();
         let at = |unix_nanos: u64| Ok(LogRecord { message: "m".into(), unix_nanos, ..Default::default() });
         let stamps = [now - 2_000_000_000, 0, 1, now + 3600 * 1_000_000_000];
-        host.take_in(tokio_stream::iter(stamps.map(at))).await.unwrap();
+        host.take_in(tokio_stream::iter(stamps.map(at)), &Received::default()).await.unwrap();
         let shown: Vec<u64> = logs.subscribe(10).0.into_iter().map(|l| l.unix_nanos).collect();
         assert_eq!(shown[0], now - 2_000_000_000, "two seconds before: its own");
         for (i, t) in shown.iter().enumerate().skip(1) {
@@ -311,9 +384,9 @@ mod tests {
         let host = HostService::new("p-0".into(), logs.clone());
         // 2 KiB a record with its cost: the first stream spends about 2 MiB.
         let records = |n| tokio_stream::iter((0..n).map(|_| record("z".repeat(1024))));
-        assert_eq!(host.take_in(records(1000)).await.unwrap(), 1000);
+        assert_eq!(host.take_in(records(1000), &Received::default()).await.unwrap(), 1000);
         let t0 = Instant::now();
-        assert_eq!(host.take_in(records(400)).await.unwrap(), 400);
+        assert_eq!(host.take_in(records(400), &Received::default()).await.unwrap(), 400);
         // A budget of its own would have let all 0.8 MiB through at once.
         let took = t0.elapsed();
         assert!(took > Duration::from_millis(400), "the second stream was read in {took:?}");
@@ -324,6 +397,63 @@ mod tests {
             "every record is counted: {:?}",
             logs.counts()
         );
+    }
+
+    /// What a record brings beside what decodes (a field the record does not have) is
+    /// charged to the drop budget as it is read, kept record or not: a plugin sending
+    /// 1.5 MB a record of it for a one-byte message is soon read no faster than the budget.
+    #[tokio::test]
+    async fn what_a_record_brings_beside_its_fields_is_charged_though_the_record_is_kept() {
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        let host = HostService::new("p-0".into(), logs.clone());
+        let wire = Received::default();
+        let brought = wire.clone();
+        let stream = tokio_stream::iter(0..2).map(move |_| {
+            brought.0.fetch_add(1_500_000, Ordering::Relaxed);
+            record("x".into())
+        });
+        let t0 = Instant::now();
+        assert_eq!(host.take_in(stream, &wire).await.unwrap(), 2);
+        assert_eq!(logs.counts()[2].kept, 2, "both records are kept: {:?}", logs.counts());
+        // About 2.9 MB charged against 1 MiB of budget a second: the stream is left unread
+        // for about 0.45 s after the first record and 1.4 s after the second (before it
+        // is seen to end).
+        let took = t0.elapsed();
+        assert!(took > Duration::from_millis(1500), "two records taken in {took:?}");
+    }
+
+    /// The same over a real host connection: the bytes are counted as its body is read.
+    #[tokio::test]
+    async fn a_log_stream_of_records_padded_with_unknown_fields_is_paused() {
+        /// A `LogRecord` with a field it does not have.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Padded {
+            #[prost(string, tag = "4")]
+            message: String,
+            #[prost(bytes = "vec", tag = "99")]
+            pad: Vec<u8>,
+        }
+        let (server, client) = tokio::net::UnixStream::pair().unwrap();
+        let logs = Arc::new(LogBuffer::new("p", 10, LogLimit::default()));
+        let served = tokio::spawn(serve(server, "p-0".into(), logs.clone(), None));
+        let (channel, conn) = plugin_proto::transport::H2Channel::handshake(client).await.unwrap();
+        let driven = tokio::spawn(conn);
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let padded = Padded { message: "x".into(), pad: vec![7; 1 << 20] };
+        let records = tokio_stream::iter(vec![padded; 3]);
+        let path = http::uri::PathAndQuery::from_static("/plugin.host.v1.Host/Log");
+        let codec = tonic_prost::ProstCodec::<Padded, LogSummary>::default();
+        let t0 = Instant::now();
+        let summary = grpc.client_streaming(tonic::Request::new(records), path, codec).await.unwrap();
+        assert_eq!(summary.get_ref().received, 3);
+        // The first MiB is within the budget; the second puts it a MiB short, which the
+        // stream waits out before the third record is read.
+        let took = t0.elapsed();
+        assert!(took > Duration::from_millis(700), "3 MiB taken in {took:?}");
+        assert_eq!(logs.counts()[2].kept, 3, "{:?}", logs.counts());
+        driven.abort();
+        served.abort();
     }
 
     /// 64 fields of 16 KiB names and values would be 2 MiB in one record: kept, it is
@@ -338,7 +468,7 @@ mod tests {
         let big = LogRecord { message: "big".into(), fields, ..Default::default() };
         let small =
             LogRecord { message: "small".into(), fields: [("a".into(), "1".into())].into(), ..Default::default() };
-        host.take_in(tokio_stream::iter([Ok(big), Ok(small)])).await.unwrap();
+        host.take_in(tokio_stream::iter([Ok(big), Ok(small)]), &Received::default()).await.unwrap();
         let lines = logs.subscribe(10).0;
         assert_eq!(lines.len(), 2);
         let size =

@@ -13,6 +13,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::rollout::Strategy;
 use crate::config::{Config, ConfigError};
+use crate::instance::said::plugin_said;
 use crate::instance::state::State;
 use crate::instance::{Plugin, Revision};
 use crate::observe::events::EventKind;
@@ -524,7 +525,8 @@ async fn serving(channel: H2Channel) -> Result<(), String> {
             "health check answered {:?}",
             ServingStatus::try_from(r.get_ref().status).unwrap_or(ServingStatus::Unknown)
         )),
-        Ok(Err(status)) => Err(format!("health check failed: {:?}: {}", status.code(), status.message())),
+        // The plugin's own words: kept to one escaped line, as everywhere they are quoted.
+        Ok(Err(status)) => Err(format!("health check failed: {:?}: {}", status.code(), plugin_said(status.message()))),
         Err(_) => Err(format!("health check not answered within {HEALTH_WAIT:?}")),
     }
 }

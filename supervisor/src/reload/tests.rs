@@ -288,3 +288,30 @@ async fn a_reload_whose_contract_is_a_fifo_is_refused_at_once_and_calls_go_on() 
     assert_eq!(f.sup.plugin("fake").unwrap().serving().number, 1, "the old revision still serves");
     f.sup.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_health_check_keeps_the_plugins_words_to_one_escaped_line() {
+    // The new revision answers the reload's health check with a status whose message
+    // would start a line of its own in the daemon's log (and the refusal's event).
+    let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+    let served = tokio::spawn(async move {
+        let mut conn = h2::server::handshake(theirs).await.unwrap();
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            let answer = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "14")
+                .header("grpc-message", "bye%0A2026-12-06T00:00:00Z  INFO supervisor: all is well%1B[31m")
+                .body(())
+                .unwrap();
+            respond.send_response(answer, true).unwrap();
+        }
+    });
+    let (channel, conn) = plugin_proto::transport::H2Channel::handshake(ours).await.unwrap();
+    tokio::spawn(conn);
+    let why = super::serving(channel).await.unwrap_err();
+    assert_eq!(
+        why,
+        "health check failed: Unavailable: bye\\n2026-12-06T00:00:00Z  INFO supervisor: all is well\\u{1b}[31m"
+    );
+    served.abort();
+}

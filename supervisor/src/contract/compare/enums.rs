@@ -7,7 +7,7 @@ use super::enum_values::{ValueSide, compare_values};
 use super::options::{keep_all, options_differ};
 use super::reserved::{ReservedPair, compare_reserved};
 use super::{Sides, Sink};
-use crate::contract::index::EnumEntry;
+use crate::contract::index::{EnumEntry, Kind};
 use crate::contract::location::Element;
 use crate::contract::ranges::Span;
 use crate::contract::rule::Rule;
@@ -22,7 +22,7 @@ pub(super) fn compare_enums(sides: &Sides<'_, '_>, sink: &mut Sink) {
             None => {
                 let hint = sides
                     .new
-                    .moved_from(old.package(), name, |fq| sides.new.enums.contains_key(fq))
+                    .moved_from(Kind::Enum, old.package(), name)
                     .map(|moved| format!(" (an enum `{moved}` exists in another package)"))
                     .unwrap_or_default();
                 sink.push(

@@ -39,7 +39,10 @@ impl FieldSide<'_, '_, '_> {
         let entry = kind.message_name().and_then(|name| self.message.index.message(name));
         let part = |number: i32| {
             entry
-                .and_then(|entry| entry.proto.field.iter().find(|f| f.number() == number))
+                // A map entry has its key and value and nothing else: only those are looked
+                // at, so a malformed entry of thousands of fields, named by thousands of map
+                // fields, costs no more than a true one.
+                .and_then(|entry| entry.proto.field.iter().take(2).find(|f| f.number() == number))
                 .map_or(FieldKind::Unknown(None), |f| FieldKind::of(f, self.message.index))
         };
         (part(1), part(2))

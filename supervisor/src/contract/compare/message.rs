@@ -8,7 +8,7 @@ use super::oneof::report_added_oneofs;
 use super::options::options_differ;
 use super::reserved::{ReservedPair, compare_reserved};
 use super::{Sides, Sink};
-use crate::contract::index::{Index, MessageEntry};
+use crate::contract::index::{Index, Kind, MessageEntry};
 use crate::contract::location::Element;
 use crate::contract::ranges::Span;
 use crate::contract::rule::Rule;
@@ -35,7 +35,7 @@ pub(super) fn compare_messages(sides: &Sides<'_, '_>, sink: &mut Sink) {
             None => {
                 let hint = sides
                     .new
-                    .moved_from(old.package(), name, |fq| sides.new.messages.contains_key(fq))
+                    .moved_from(Kind::Message, old.package(), name)
                     .map(|moved| format!(" (a message `{moved}` exists in another package)"))
                     .unwrap_or_default();
                 sink.push(

@@ -8,7 +8,7 @@ use prost_types::MethodDescriptorProto;
 use super::method::{MethodContext, compare_method};
 use super::options::{keep_all, options_differ};
 use super::{Sides, Sink};
-use crate::contract::index::ServiceEntry;
+use crate::contract::index::{Kind, ServiceEntry};
 use crate::contract::location::Element;
 use crate::contract::rule::Rule;
 
@@ -18,7 +18,7 @@ pub(super) fn compare_services(sides: &Sides<'_, '_>, sink: &mut Sink) {
         match (sides.old.services.get(name), sides.new.services.get(name)) {
             (Some(old), Some(new)) => compare_service(name, old, new, sink),
             (Some(old), None) => {
-                let moved = sides.new.moved_from(old.package(), name, |fq| sides.new.services.contains_key(fq));
+                let moved = sides.new.moved_from(Kind::Service, old.package(), name);
                 match moved {
                     Some(moved) => sink.push(
                         Rule::ServiceSamePackage,

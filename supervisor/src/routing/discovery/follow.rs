@@ -240,7 +240,8 @@ async fn follow(said: Said, channel: H2Channel) {
                 tokio::time::sleep(POLL_EVERY).await;
             },
             Err(status) => {
-                tracing::debug!(%instance, code = ?status.code(), message = status.message(), "cannot follow the plugin's health");
+                let message = crate::instance::said::plugin_said(status.message());
+                tracing::debug!(%instance, code = ?status.code(), %message, "cannot follow the plugin's health");
                 said.lost();
                 tokio::time::sleep(AGAIN_AFTER).await;
             }
