@@ -346,8 +346,9 @@ fn rss_peak(pid: i32) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_that_never_read_use_up_neither_a_plugins_connection_nor_the_daemons_memory() {
-    // The default max_stalled_calls.
-    const BUDGET: usize = 256;
+    // A quarter of the default max_stalled_calls (256): what one caller (a uid, here
+    // root, for every connection) may hold.
+    const BUDGET: usize = 64;
     // 6000 calls that never read: without the budget they all stalled, far
     // more than a plugin connection's window held (then 4096 streams'
     // worth), and every other call to the plugin waited for their deadline.
@@ -417,8 +418,8 @@ async fn callers_that_never_read_use_up_neither_a_plugins_connection_nor_the_dae
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap();
 
-    // Each call past the budget was reset (CANCEL) as it fell behind; exactly
-    // the budget's worth stay, the slow caller who stalled first among them.
+    // Each call past the caller's share was reset (CANCEL) as it fell behind;
+    // exactly its worth stay, the slow caller who stalled first among them.
     let held = calls.iter().filter(|c| c.is_ok()).count();
     assert_eq!(held, BUDGET - 1, "stalled calls held beside the early one");
     assert!(calls.iter().all(|c| matches!(c, Ok(_) | Err(h2::Reason::CANCEL))));
@@ -428,7 +429,7 @@ async fn callers_that_never_read_use_up_neither_a_plugins_connection_nor_the_dae
     })
     .expect("supervisorctl call hung behind callers that never read");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // Memory: the budget's buffers (512 KiB each) and one plugin
+    // Memory: the share's buffers (512 KiB each) and one plugin
     // connection's window at most, never the crowd's 3 GB. What the crowd
     // used is given back once it has gone, by a trim that runs at most
     // every 5 s: wait for it, a while.
@@ -443,7 +444,7 @@ async fn callers_that_never_read_use_up_neither_a_plugins_connection_nor_the_dae
         "the daemon grew by {} KiB under {total} stalled calls",
         rss1.saturating_sub(rss0)
     );
-    // At the peak, before the resets: the budget's buffers (128 MiB), one plugin
+    // At the peak, before the resets: the share's buffers (32 MiB), one plugin
     // connection's window (256 MiB) and the crowd's requests in flight (96 MiB), with the
     // allocator's slack on top (measured peaks: 390 to 790 MiB above the start). A
     // daemon that held the crowd's answers would be past 3 GB.

@@ -48,7 +48,18 @@ pub(super) fn assign(config: &Config, p: &mut Problems<'_>) -> HashMap<String, (
                 }
             },
             (None, Some(uid)) => (uid, plugin.gid.unwrap_or(uid)),
-            (None, None) => continue,
+            (None, None) => {
+                // Taken as given, it would have been dropped without a word: the plugin
+                // runs as a uid of its own from uid_range, with that uid as its gid.
+                if plugin.gid.is_some() {
+                    p.at(
+                        &at("gid"),
+                        "`gid` needs `user` or `uid` beside it: without them the plugin runs as a uid of its \
+                         own from `uid_range`, and that uid is its gid",
+                    );
+                }
+                continue;
+            }
         };
         if ids.0 == 0 || ids.1 == 0 {
             p.at(&at(if plugin.user.is_some() { "user" } else { "uid" }), "plugins never run as root (uid or gid 0)");
@@ -172,6 +183,15 @@ mod tests {
         assert_eq!(ids(&nobody)[0].1.0, 65534);
         let ghost = format!("{ALLOW}[[plugin]]\nname = \"a\"\n{TRUE}user = \"no-such-user-x\"\n");
         assert!(load::parse(&ghost, Path::new("/etc/t.toml")).unwrap_err().to_string().contains("no such user"));
+    }
+
+    #[test]
+    fn a_gid_without_a_user_or_uid_is_refused_not_dropped() {
+        let text = format!("{ALLOW}[[plugin]]\nname = \"a\"\n{TRUE}gid = 100\n");
+        let err = load::parse(&text, Path::new("/etc/t.toml")).unwrap_err().to_string();
+        assert!(err.contains("/etc/t.toml:7: plugin[0].gid: `gid` needs `user` or `uid` beside it"), "{err}");
+        let with_uid = format!("{ALLOW}[[plugin]]\nname = \"a\"\n{TRUE}uid = 1234\ngid = 100\n");
+        assert_eq!(ids(&with_uid)[0].1, (1234, 100));
     }
 
     /// 4294967295 is `(uid_t)-1`: setresuid(-1, -1, -1) changes nothing, and the plugin

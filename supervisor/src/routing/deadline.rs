@@ -51,6 +51,17 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// The answer to a call whose `grpc-timeout` is not one: its value quoted (at most 40
+/// bytes of it, escaped), and what one looks like.
+fn malformed(v: &HeaderValue) -> http::Response<Body> {
+    let said = String::from_utf8_lossy(v.as_bytes());
+    let quoted: String = format!("{said:?}").chars().take(40).collect();
+    let why = format!(
+        "malformed grpc-timeout {quoted}: it must be 1 to 8 digits and a unit (H, M, S, m, u or n), as in \"500m\""
+    );
+    local(tonic::Status::internal(why), Source::Caller)
+}
+
 /// Tells the plugin, in `grpc-timeout`, the time left until `until`.
 pub fn tell_time_left(headers: &mut http::HeaderMap, until: Instant) {
     let left = until.saturating_duration_since(Instant::now());
@@ -149,7 +160,16 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let asked = req.headers().get(GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let asked = match req.headers().get(GRPC_TIMEOUT) {
+            None => None,
+            Some(v) => match v.to_str().ok().and_then(parse_grpc_timeout) {
+                Some(asked) => Some(asked),
+                // A deadline the caller meant but did not say: run under another one (the
+                // plugin's call_timeout) and the caller would never know. Refused, naming
+                // it, as grpc-go refuses it (INTERNAL).
+                None => return Box::pin(std::future::ready(Ok(malformed(v)))),
+            },
+        };
         let limit = (self.limit)(req.extensions());
         let timeout = asked.map_or(limit, |a| a.min(limit));
         if let Ok(v) = HeaderValue::from_str(&encode_grpc_timeout(timeout)) {
@@ -423,6 +443,30 @@ mod tests {
             }
         }
         http::Response::new(Body::new(Stream { sent: false, dropped }))
+    }
+
+    #[tokio::test]
+    async fn a_malformed_grpc_timeout_is_refused_naming_it_and_the_plugin_never_sees_the_call() {
+        let reached = Arc::new(AtomicBool::new(false));
+        let r = reached.clone();
+        let plugin = tower::service_fn(move |_req: http::Request<Body>| {
+            r.store(true, Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(http::Response::new(Body::empty())) }
+        });
+        let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(Duration::from_secs(30)), plugin);
+        for (value, quoted) in [("1.5S", "\"1.5S\""), ("10s", "\"10s\""), ("123456789m", "\"123456789m\"")] {
+            let req = http::Request::builder().header(GRPC_TIMEOUT, value).body(Body::empty()).unwrap();
+            let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+            let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+            assert_eq!(status.code(), tonic::Code::Internal, "{value}");
+            assert!(status.message().starts_with(&format!("malformed grpc-timeout {quoted}: it must be")), "{status}");
+            assert_eq!(answered_by(&resp).0, Source::Caller);
+        }
+        assert!(!reached.load(Ordering::SeqCst), "a call with a malformed deadline reached the plugin");
+        // A well-formed one goes through.
+        let req = http::Request::builder().header(GRPC_TIMEOUT, "5S").body(Body::empty()).unwrap();
+        svc.ready().await.unwrap().call(req).await.unwrap();
+        assert!(reached.load(Ordering::SeqCst));
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use super::conns::{CallGuard, Conn, Conns, TooFewDescriptors, connection_budget}
 use super::deadline::Expires;
 use super::gateway::Gateway;
 use super::quiet::Quiet;
-use super::stalls::{StallBudget, Stalled};
+use super::stalls::{ByCaller, StallBudget, Stalled};
 use super::trim::BigCall;
 use crate::config::gateway::GatewaySection;
 
@@ -91,13 +91,13 @@ impl Limits {
 /// What every connection and call of the gateway shares.
 struct Shared {
     limits: GatewaySection,
-    stalls: Arc<StallBudget>,
+    stalls: ByCaller,
 }
 
 /// Accepts host applications on `listener` until the task is dropped.
 pub async fn serve(listener: UnixListener, gateway: Gateway, limits: Limits) {
     let conns = Conns::new(limits.connections);
-    let shared = Arc::new(Shared { stalls: gateway.stalls(), limits: limits.section });
+    let shared = Arc::new(Shared { stalls: ByCaller::new(gateway.stalls()), limits: limits.section });
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -133,6 +133,7 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, sh
             return;
         }
     };
+    let stalls = shared.stalls.share(peer.uid);
     let handshake = answering()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .initial_window_size(STREAM_WINDOW)
@@ -165,7 +166,7 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, sh
             next = pace.accept(&mut h2) => match next {
                 Some(Ok((mut req, respond))) => {
                     req.extensions_mut().insert(peer.clone());
-                    tokio::spawn(call(req, respond, gateway.clone(), conn.call(), shared.clone()));
+                    tokio::spawn(call(req, respond, gateway.clone(), conn.call(), stalls.clone()));
                     pace.accepted().await;
                 }
                 Some(Err(e)) => {
@@ -271,9 +272,9 @@ async fn call(
     respond: h2::server::SendResponse<Bytes>,
     gateway: Gateway,
     _open: CallGuard,
-    shared: Arc<Shared>,
+    stalls: Arc<StallBudget>,
 ) {
-    route_and_pipe(req, respond, gateway, &shared.stalls).await;
+    route_and_pipe(req, respond, gateway, &stalls).await;
 }
 
 /// `req` answered by `svc`, and the answer piped to the caller as its window allows.
@@ -545,10 +546,11 @@ async fn pipe(mut respond: h2::server::SendResponse<Bytes>, response: http::Resp
                 super::trim::crowd_gone();
                 if let Some(held_back) = STALL_RESETS.due() {
                     tracing::warn!(
-                        max_stalled_calls = stalls.limit(),
+                        places = stalls.limit(),
                         more = held_back,
-                        "a gateway call was reset: its caller is not taking its answer, and max_stalled_calls \
-                         calls are already waiting on callers that do not read"
+                        "a gateway call was reset: its caller is not taking its answer, and the places its \
+                         caller may hold among max_stalled_calls (a quarter of them; for plugins' calls out, \
+                         half) or all of them are taken by calls waiting on callers that do not read"
                     );
                 }
                 return;

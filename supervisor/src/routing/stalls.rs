@@ -6,10 +6,14 @@
 //! a plugin's connection for its other callers. A stalled call keeps its
 //! place until its caller has taken all it holds. A call that would stall
 //! past the budget is reset at once, never one that stalled before it: a
-//! flood cannot take the place of a slow caller that was there first.
+//! flood cannot take the place of a slow caller that was there first. One
+//! caller (a uid) holds at most a quarter of the places ([`ByCaller`]): one
+//! that keeps its calls stalled, taking a byte now and then, cannot take
+//! every other caller's.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 pub struct StallBudget {
     limit: usize,
@@ -67,6 +71,41 @@ impl StallBudget {
     }
 }
 
+/// The gateway's budget shared out by caller: each caller (a uid) draws on a share of at
+/// most a quarter of the places, one share for all its connections.
+pub struct ByCaller {
+    whole: Arc<StallBudget>,
+    /// Each caller's share, while a connection or a stalled call of its holds it.
+    shares: Mutex<HashMap<u32, Weak<StallBudget>>>,
+}
+
+impl ByCaller {
+    pub fn new(whole: Arc<StallBudget>) -> Self {
+        Self { whole, shares: Mutex::default() }
+    }
+
+    /// The share of the caller `uid`, which each of its connections holds while it lasts,
+    /// and each of its stalled calls while it is stalled.
+    pub fn share(&self, uid: u32) -> Arc<StallBudget> {
+        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(share) = shares.get(&uid).and_then(Weak::upgrade) {
+            return share;
+        }
+        // Shares whose connections have all gone are forgotten: what is kept is as long
+        // as the callers connected now.
+        shares.retain(|_, share| share.strong_count() > 0);
+        let share = StallBudget::share_of(&self.whole, (self.whole.limit() / 4).max(1));
+        shares.insert(uid, Arc::downgrade(&share));
+        share
+    }
+
+    /// Callers with a share now.
+    #[cfg(test)]
+    fn callers(&self) -> usize {
+        self.shares.lock().unwrap().values().filter(|s| s.strong_count() > 0).count()
+    }
+}
+
 impl Drop for Stalled {
     fn drop(&mut self) {
         self.0.stalled.fetch_sub(1, Ordering::AcqRel);
@@ -93,6 +132,36 @@ mod tests {
         assert!(budget.stall().is_none());
         drop((second, third));
         assert_eq!(budget.stalled(), 0);
+    }
+
+    #[test]
+    fn a_caller_holds_at_most_a_quarter_of_the_places_whatever_its_connections() {
+        let whole = StallBudget::new(16);
+        let by_caller = ByCaller::new(whole.clone());
+        // Two connections of one caller draw on one share.
+        let (first, second) = (by_caller.share(1000), by_caller.share(1000));
+        let held: Vec<_> = (0..2).map(|_| first.stall().expect("a place")).collect();
+        let more: Vec<_> = (0..2).map(|_| second.stall().expect("a place")).collect();
+        assert!(second.stall().is_none() && first.spent(), "the caller has its quarter");
+        assert!(!whole.spent(), "the others' places are left");
+        // Another caller still stalls, up to its own quarter.
+        let other = by_caller.share(1001);
+        let others: Vec<_> = (0..4).map(|_| other.stall().expect("another caller's place")).collect();
+        assert!(other.stall().is_none());
+        assert_eq!(whole.stalled(), 8);
+        // Its connections gone, its stalled calls keep its share: a new connection of the
+        // caller's draws on the same, places taken and all, so reconnecting frees nothing.
+        drop((first, second, held));
+        assert_eq!(whole.stalled(), 6);
+        let reconnected = by_caller.share(1000);
+        let retaken: Vec<_> = (0..2).map(|_| reconnected.stall().expect("the places given back")).collect();
+        assert!(reconnected.stall().is_none(), "the calls still stalled count in the share");
+        // With its last connection and call gone, the caller is forgotten.
+        drop((reconnected, retaken, more));
+        let third = by_caller.share(1002);
+        assert_eq!(by_caller.callers(), 2, "callers 1001 and 1002; 1000 has none left");
+        drop((others, other, third));
+        assert_eq!(whole.stalled(), 0);
     }
 
     #[test]
