@@ -87,6 +87,23 @@ async fn init_after_a_panicking_init_hook_is_refused_not_skipped() {
     );
 }
 
+/// A plugin that ended, found so by an init, is not waited for again: a second init and
+/// the shutdown say it had ended (both panicked: the task's handle was awaited twice).
+#[tokio::test]
+async fn steps_after_the_plugins_end_was_reported_say_it_ended_instead_of_panicking() {
+    let plugin = testing::start(echo(pb::FILE_DESCRIPTOR_SET, Duration::ZERO)).await.unwrap();
+    let mut lifecycle =
+        plugin_sdk::plugin_proto::plugin::v1::plugin_lifecycle_client::PluginLifecycleClient::new(plugin.channel());
+    let req = plugin_sdk::plugin_proto::plugin::v1::ShutdownRequest { drain_deadline_ms: 0, reason: "test".into() };
+    lifecycle.shutdown(req).await.unwrap();
+    let first = plugin.init(serde_json::json!({})).await.unwrap_err();
+    assert!(matches!(first, HarnessError::Ended { phase: testing::Phase::Init }), "{first:?}");
+    let again = plugin.init(serde_json::json!({})).await.unwrap_err();
+    assert!(matches!(again, HarnessError::Ended { phase: testing::Phase::Init }), "{again:?}");
+    let stopped = plugin.shutdown().await.unwrap_err();
+    assert_eq!(stopped.to_string(), "plugin stopped serving before it answered the init");
+}
+
 /// A line is cut at 16 KiB and marked, as the supervisor cuts it: a child writing an endless
 /// line was read whole into memory, and came back whole in the error that named its end.
 #[tokio::test]

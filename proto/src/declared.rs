@@ -95,3 +95,59 @@ pub fn shown(s: &str) -> String {
     let cut = (0..=SHOWN).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
     format!("{:?}... ({} bytes)", &s[..cut], s.len())
 }
+
+/// A name in a declared contract that is not a protobuf identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin's contract names a {what} {} which is not a protobuf identifier", shown(.name))]
+pub struct NotIdentifier {
+    what: &'static str,
+    name: String,
+}
+
+/// Whether every name in a declared contract (its packages, messages, fields, oneofs,
+/// enums and their values, services, methods, extensions) is a protobuf identifier, as
+/// protoc writes only those. The decoder takes any string: unchecked, a name holding an
+/// escape sequence or a line break reached the operator's terminal through `describe`,
+/// `list` and `call`'s answers, and the daemon's log. Each is checked by its own name (a
+/// message named `A.B` is not one protoc writes, though its full name would split well);
+/// a package, dotted by nature, part by part.
+pub fn identifiers(pool: &prost_reflect::DescriptorPool) -> Result<(), NotIdentifier> {
+    fn identifier(part: &str) -> bool {
+        part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+    let one = |what: &'static str, name: &str| {
+        if identifier(name) { Ok(()) } else { Err(NotIdentifier { what, name: name.to_owned() }) }
+    };
+    for f in pool.files() {
+        let package = f.package_name();
+        if !package.is_empty() && !package.split('.').all(identifier) {
+            return Err(NotIdentifier { what: "package", name: package.to_owned() });
+        }
+    }
+    for m in pool.all_messages() {
+        one("message", m.name())?;
+        for f in m.fields() {
+            one("field", f.name())?;
+        }
+        for o in m.oneofs() {
+            one("oneof", o.name())?;
+        }
+    }
+    for e in pool.all_enums() {
+        one("enum", e.name())?;
+        for v in e.values() {
+            one("enum value", v.name())?;
+        }
+    }
+    for s in pool.services() {
+        one("service", s.name())?;
+        for m in s.methods() {
+            one("method", m.name())?;
+        }
+    }
+    for x in pool.all_extensions() {
+        one("extension", x.name())?;
+    }
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! The supervisor's checks of a handshake answer (its name, protocol and SDK
-//! versions, and a contract that decodes and describes every service it claims),
+//! versions, and a contract that decodes, names only protobuf identifiers and
+//! describes every service it claims),
 //! made by the harness so that a plugin the supervisor would refuse fails its test.
 
 use plugin_proto::plugin::v1::HandshakeResponse;
@@ -29,6 +30,7 @@ pub fn check(expected_name: &str, resp: &HandshakeResponse) -> Result<Descriptor
         return Err(HarnessError::UnsupportedSdk { sdk, supported });
     }
     let pool = DescriptorPool::decode(resp.file_descriptor_set.as_slice()).map_err(HarnessError::Contract)?;
+    plugin_proto::declared::identifiers(&pool)?;
     for service in &resp.services {
         if pool.get_service_by_name(service).is_none() {
             let described: Vec<String> = pool.services().map(|s| s.full_name().to_owned()).collect();
@@ -104,6 +106,19 @@ mod tests {
             let err = check("echo", &r).unwrap_err();
             assert!(err.to_string().contains(expected), "{err} should contain {expected:?}");
         }
+    }
+
+    #[test]
+    fn a_contract_naming_what_protoc_never_writes_is_refused_as_the_supervisor_refuses_it() {
+        // A message named `A.B`: it decodes, and the supervisor refuses it at handshake.
+        let mut set = prost_types::FileDescriptorSet::decode(plugin_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let file = set.file.iter_mut().find(|f| f.package() == "plugin.v1").unwrap();
+        file.message_type.push(prost_types::DescriptorProto { name: Some("A.B".into()), ..Default::default() });
+        let mut r = answer();
+        r.file_descriptor_set = set.encode_to_vec();
+        let err = check("echo", &r).unwrap_err();
+        assert!(matches!(err, HarnessError::NotIdentifier(_)), "{err:?}");
+        assert_eq!(err.to_string(), "plugin's contract names a message \"A.B\" which is not a protobuf identifier");
     }
 
     #[test]

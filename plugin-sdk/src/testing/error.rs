@@ -71,6 +71,10 @@ pub enum HarnessError {
     /// defined, an import left out).
     #[error("plugin declared a contract that does not decode: {0}")]
     Contract(#[source] prost_reflect::DescriptorError),
+    /// A name in the declared contract is not a protobuf identifier (protoc writes
+    /// only those; a hand-built set may hold any string).
+    #[error(transparent)]
+    NotIdentifier(#[from] plugin_proto::declared::NotIdentifier),
     /// A service the plugin says it serves is not in its declared descriptors.
     #[error("plugin declares service {service:?} but its descriptors do not describe it (they describe: {described})")]
     Undescribed { service: String, described: String },

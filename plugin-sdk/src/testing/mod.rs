@@ -175,7 +175,7 @@ impl Options {
         let instance = self.instance.clone().unwrap_or_else(|| format!("{name}-0"));
         let (ours, theirs) = UnixStream::pair().map_err(HarnessError::Connect)?;
         let task = tokio::spawn(plugin.serve_on(theirs, instance.clone(), shutdown::Shutdown::new()));
-        let process = Process { kind: Kind::InProcess(task), outcome: None, readers: Vec::new() };
+        let process = Process { kind: Kind::InProcess(task), outcome: None, reported: None, readers: Vec::new() };
         self.greet(Greeting {
             name,
             instance,
@@ -205,7 +205,7 @@ impl Options {
             tokio::spawn(logs::read_lines(spawned.stdout, LogSource::Stdout, logs.clone())),
             tokio::spawn(logs::read_lines(spawned.stderr, LogSource::Stderr, logs.clone())),
         ];
-        let process = Process { kind: Kind::Child(spawned.child), outcome: None, readers };
+        let process = Process { kind: Kind::Child(spawned.child), outcome: None, reported: None, readers };
         self.greet(Greeting { name, instance, conn: spawned.plugin, process, logs, tasks }).await
     }
 
@@ -396,7 +396,12 @@ impl TestPlugin {
         let ended = match tokio::time::timeout(drain + Duration::from_millis(250), process.ended()).await {
             Ok(r) => {
                 r?;
-                process.outcome.take().map(Outcome::ended).unwrap_or(Ended::Killed)
+                match (process.outcome.take(), process.reported) {
+                    (Some(outcome), _) => outcome.ended(),
+                    // An earlier step's error said how it ended.
+                    (None, Some(earlier)) => return Err(HarnessError::Ended { phase: earlier }),
+                    (None, None) => Ended::Killed,
+                }
             }
             Err(_) => process.force().await?,
         };
@@ -478,13 +483,17 @@ enum Kind {
 struct Process {
     kind: Kind,
     outcome: Option<Outcome>,
+    /// The phase whose error already said how the plugin ended (its outcome moved into
+    /// that error): the plugin is not waited for again (a task's handle, awaited twice,
+    /// panics), and later steps say it had ended.
+    reported: Option<Phase>,
     readers: Vec<JoinHandle<()>>,
 }
 
 impl Process {
     /// Waits until the plugin has ended and keeps its outcome. Cancel-safe.
     async fn ended(&mut self) -> Result<(), HarnessError> {
-        if self.outcome.is_some() {
+        if self.outcome.is_some() || self.reported.is_some() {
             return Ok(());
         }
         let outcome = match &mut self.kind {
@@ -507,12 +516,19 @@ impl Process {
     /// Why the plugin ended during `phase`, once it has.
     async fn died(&mut self, phase: Phase, logs: &logs::Logs) -> HarnessError {
         self.settle_output().await;
-        match self.outcome.take() {
-            Some(Outcome::Served(Err(source))) => HarnessError::Stopped { phase, source },
-            Some(Outcome::Served(Ok(()))) => HarnessError::Ended { phase },
-            Some(Outcome::Panicked(message)) => HarnessError::Panicked { phase, message },
-            Some(Outcome::Exit(status)) => HarnessError::Exited { phase, status, stderr: logs.stderr_tail() },
-            None => HarnessError::Wait(std::io::Error::other("the plugin's end was not recorded")),
+        let Some(outcome) = self.outcome.take() else {
+            return match self.reported {
+                // Said when an earlier step failed: it ended then.
+                Some(earlier) => HarnessError::Ended { phase: earlier },
+                None => HarnessError::Wait(std::io::Error::other("the plugin's end was not recorded")),
+            };
+        };
+        self.reported = Some(phase);
+        match outcome {
+            Outcome::Served(Err(source)) => HarnessError::Stopped { phase, source },
+            Outcome::Served(Ok(())) => HarnessError::Ended { phase },
+            Outcome::Panicked(message) => HarnessError::Panicked { phase, message },
+            Outcome::Exit(status) => HarnessError::Exited { phase, status, stderr: logs.stderr_tail() },
         }
     }
 

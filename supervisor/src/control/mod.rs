@@ -41,8 +41,15 @@ use crate::{Supervisor, SupervisorError};
 /// Past lines a tail request without a count gets.
 const DEFAULT_TAIL_LINES: usize = 50;
 
-/// How long start/restart wait for the plugin to come up before answering.
+/// How long start/restart wait for the plugin to come up before answering, when the
+/// caller sets no deadline of its own.
 const COMMAND_WAIT: Duration = Duration::from_secs(15);
+
+/// How long start/restart wait for the plugin: as long as the caller waits for the answer
+/// (`supervisorctl --wait`, less the margin for the way back), else [`COMMAND_WAIT`].
+fn command_wait(within: Option<Duration>) -> Duration {
+    within.unwrap_or(COMMAND_WAIT)
+}
 
 pub struct ControlService {
     pub sup: Arc<Supervisor>,
@@ -268,7 +275,8 @@ impl Control for ControlService {
     async fn start(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = deadline::bounded(&self.sup, name, within, self.sup.start_plugin(name, COMMAND_WAIT)).await?;
+        let state =
+            deadline::bounded(&self.sup, name, within, self.sup.start_plugin(name, command_wait(within))).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
@@ -282,7 +290,8 @@ impl Control for ControlService {
     async fn restart(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = deadline::bounded(&self.sup, name, within, self.sup.restart_plugin(name, COMMAND_WAIT)).await?;
+        let state =
+            deadline::bounded(&self.sup, name, within, self.sup.restart_plugin(name, command_wait(within))).await?;
         Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
     }
 
@@ -676,6 +685,17 @@ fn keep_refused(sup: &Supervisor, said: &tally::Said) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_and_restart_wait_as_long_as_their_caller_does() {
+        // `supervisorctl --wait 2m start slow`: it waited 15 s and answered "starting".
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", "2M".parse().unwrap());
+        assert_eq!(command_wait(deadline::answer_within(&m)), Duration::from_millis(119_500));
+        m.insert("grpc-timeout", "30S".parse().unwrap());
+        assert_eq!(command_wait(deadline::answer_within(&m)), Duration::from_millis(29_500));
+        assert_eq!(command_wait(None), COMMAND_WAIT, "a caller without a deadline");
+    }
 
     #[test]
     fn a_follower_of_one_plugin_is_told_its_missed_count_is_of_all_plugins() {

@@ -86,7 +86,7 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
     }
     let contract = Contract::shared(resp.file_descriptor_set, resp.services)
         .map_err(|e| format!("plugin declared a contract that does not decode: {e}"))?;
-    identifiers(&contract.pool).map_err(|e| e.to_string())?;
+    plugin_proto::declared::identifiers(&contract.pool).map_err(|e| e.to_string())?;
     for service in &contract.services {
         if contract.pool.get_service_by_name(service).is_none() {
             return Err(format!("plugin declares service {service:?} but its descriptors do not describe it"));
@@ -104,62 +104,6 @@ pub fn check(spec: &PluginSpec, resp: HandshakeResponse, signed_version: Option<
         },
         contract,
     })
-}
-
-/// A name in a declared contract that is not a protobuf identifier.
-#[derive(Debug, thiserror::Error)]
-#[error("plugin's contract names a {what} {} which is not a protobuf identifier", shown(.name))]
-pub struct NotIdentifier {
-    what: &'static str,
-    name: String,
-}
-
-/// Whether every name in a declared contract (its packages, messages, fields, oneofs,
-/// enums and their values, services, methods, extensions) is a protobuf identifier, as
-/// protoc writes only those. The decoder takes any string: unchecked, a name holding an
-/// escape sequence or a line break reached the operator's terminal through `describe`,
-/// `list` and `call`'s answers, and the daemon's log. Each is checked by its own name (a
-/// message named `A.B` is not one protoc writes, though its full name would split well);
-/// a package, dotted by nature, part by part.
-fn identifiers(pool: &prost_reflect::DescriptorPool) -> Result<(), NotIdentifier> {
-    fn identifier(part: &str) -> bool {
-        part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    }
-    let one = |what: &'static str, name: &str| {
-        if identifier(name) { Ok(()) } else { Err(NotIdentifier { what, name: name.to_owned() }) }
-    };
-    for f in pool.files() {
-        let package = f.package_name();
-        if !package.is_empty() && !package.split('.').all(identifier) {
-            return Err(NotIdentifier { what: "package", name: package.to_owned() });
-        }
-    }
-    for m in pool.all_messages() {
-        one("message", m.name())?;
-        for f in m.fields() {
-            one("field", f.name())?;
-        }
-        for o in m.oneofs() {
-            one("oneof", o.name())?;
-        }
-    }
-    for e in pool.all_enums() {
-        one("enum", e.name())?;
-        for v in e.values() {
-            one("enum value", v.name())?;
-        }
-    }
-    for s in pool.services() {
-        one("service", s.name())?;
-        for m in s.methods() {
-            one("method", m.name())?;
-        }
-    }
-    for x in pool.all_extensions() {
-        one("extension", x.name())?;
-    }
-    Ok(())
 }
 
 /// Compares the declared contract with the pinned one: every service the

@@ -524,11 +524,31 @@ impl Plugin {
         self.serving.load().pick_other(not)
     }
 
-    /// "running", or the first instance's state with its reason, for
-    /// messages about why the plugin cannot take a call.
+    /// "running", or the instances' state with its reason, for answers to the operator
+    /// and messages about why the plugin cannot take a call. Replicas in different states
+    /// are each named, after the state furthest from running and how many are in it:
+    /// "failed (1 of 2): echo-0 running, echo-1 failed (refused: ...)". The first word
+    /// then says whether every instance came up (`supervisorctl start` exits on it); the
+    /// first instance's alone said "running" with its replica failed.
     pub fn describe_state(&self) -> String {
         let serving = self.serving.load();
-        serving.instances.first().map(|i| i.status().describe()).unwrap_or_else(|| "without instances".into())
+        let each: Vec<(State, &str, String)> = serving
+            .instances
+            .iter()
+            .map(|i| {
+                let st = i.status();
+                (st.state, i.id.as_str(), st.describe())
+            })
+            .collect();
+        let Some((_, _, first)) = each.first() else { return "without instances".into() };
+        if each.iter().all(|(_, _, said)| said == first) {
+            return first.clone();
+        }
+        let worst =
+            each.iter().map(|(state, ..)| *state).max_by_key(|s| s.distance_from_running()).unwrap_or(State::Running);
+        let count = each.iter().filter(|(state, ..)| *state == worst).count();
+        let named: Vec<String> = each.iter().map(|(_, id, said)| format!("{id} {said}")).collect();
+        format!("{worst} ({count} of {}): {}", each.len(), named.join(", "))
     }
 
     /// Records a command; returns its generation.

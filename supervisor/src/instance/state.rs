@@ -22,6 +22,19 @@ pub enum State {
 }
 
 impl State {
+    /// How far from serving: running, on its way (starting), on its way out (stopping),
+    /// out (stopped), out for now (backoff), out until the operator acts (failed).
+    pub fn distance_from_running(self) -> u8 {
+        match self {
+            State::Running => 0,
+            State::Starting => 1,
+            State::Stopping => 2,
+            State::Stopped => 3,
+            State::Backoff => 4,
+            State::Failed => 5,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Starting => "starting",

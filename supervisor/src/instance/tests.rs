@@ -243,6 +243,27 @@ async fn a_plugin_answering_as_another_is_refused_and_waits_for_the_operator() {
 }
 
 #[tokio::test]
+async fn a_start_answers_for_every_replica_and_one_failed_makes_it_a_failure() {
+    // The second launch answers as another plugin: refused, failed; the first runs.
+    let script: &[Behaviour] = &[Behaviour::Serve { name: "fake".into() }, Behaviour::Serve { name: "other".into() }];
+    let f = fixture(&plugin("fake", "replicas = 2\nautostart = false"), &[("fake", script)]);
+    let said = f.sup.start_plugin("fake", UP).await.unwrap();
+    // It answered for the first replica alone: "running", with its other failed.
+    assert!(said.starts_with("failed (1 of 2): "), "{said}");
+    let failed = "failed (refused: plugin answered the handshake as \"other\", but the config names it \"fake\")";
+    let (running, refused) = (said.contains("fake-0 running"), said.contains(&format!("fake-0 {failed}")));
+    assert!(running != refused, "{said}");
+    assert!(
+        said.contains("fake-1 running") == refused && said.contains(&format!("fake-1 {failed}")) == running,
+        "{said}"
+    );
+    // Alike, they are said once.
+    let again = f.sup.start_plugin("fake", UP).await.unwrap();
+    assert_eq!(again, "running");
+    f.sup.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_process_that_never_answers_is_refused_at_the_handshake_timeout() {
     let f = fixture(&plugin("fake", ""), &[("fake", &[Behaviour::Hang])]);
     until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
