@@ -171,14 +171,20 @@ pub fn answer(contracts: &[Arc<Contract>], req: Option<&MessageRequest>) -> Mess
                 service: names.into_iter().map(|name| v1::ServiceResponse { name: name.to_owned() }).collect(),
             })
         }
-        Some(MessageRequest::FileByFilename(name)) => match pools().find_map(|p| p.get_file_by_name(name)) {
-            Some(file) => with_dependencies(&file),
-            None => error(tonic::Code::NotFound, format!("file {name:?} not found")),
-        },
-        Some(MessageRequest::FileContainingSymbol(symbol)) => match pools().find_map(|p| file_of_symbol(p, symbol)) {
-            Some(file) => with_dependencies(&file),
-            None => error(tonic::Code::NotFound, format!("symbol {symbol:?} not found")),
-        },
+        Some(MessageRequest::FileByFilename(name)) => {
+            let owner = |c: &Contract| owns_file(c, name);
+            match owners_first(contracts, owner).find_map(|c| c.pool.get_file_by_name(name)) {
+                Some(file) => with_dependencies(&file),
+                None => error(tonic::Code::NotFound, format!("file {name:?} not found")),
+            }
+        }
+        Some(MessageRequest::FileContainingSymbol(symbol)) => {
+            let owner = |c: &Contract| owns_symbol(c, symbol);
+            match owners_first(contracts, owner).find_map(|c| file_of_symbol(&c.pool, symbol)) {
+                Some(file) => with_dependencies(&file),
+                None => error(tonic::Code::NotFound, format!("symbol {symbol:?} not found")),
+            }
+        }
         Some(MessageRequest::FileContainingExtension(ext)) => {
             let number = u32::try_from(ext.extension_number).ok();
             let found = pools().find_map(|p| {
@@ -205,6 +211,34 @@ pub fn answer(contracts: &[Arc<Contract>], req: Option<&MessageRequest>) -> Mess
             })
         }
     }
+}
+
+/// `contracts`, those `owner` ranks first (lowest) ahead, each rank in the order given.
+/// A plugin's descriptors may describe more than the services it declares, another
+/// plugin's among them, differently: searched in name order alone, plugin `aaa` shipping
+/// its own `bank.v1.Bank` answered for the real one's plugin, and a tool describing the
+/// service then encoded calls, routed to the real plugin, by the wrong schema.
+fn owners_first(contracts: &[Arc<Contract>], owner: impl Fn(&Contract) -> u8) -> impl Iterator<Item = &Contract> {
+    let mut ranked: Vec<(u8, &Contract)> = contracts.iter().map(|c| (owner(c), c.as_ref())).collect();
+    ranked.sort_by_key(|(rank, _)| *rank);
+    ranked.into_iter().map(|(_, c)| c)
+}
+
+/// How much `c` owns `symbol`: 0 if it declares the service the symbol is or is a member
+/// of, 1 if it declares a service in the symbol's package, else 2.
+fn owns_symbol(c: &Contract, symbol: &str) -> u8 {
+    let within = |scope: &str| symbol.strip_prefix(scope).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+    if c.services.iter().any(|s| within(s)) {
+        return 0;
+    }
+    let package = |s: &str| s.rsplit_once('.').map_or("", |(package, _)| package).to_owned();
+    if c.services.iter().any(|s| !package(s).is_empty() && within(&package(s))) { 1 } else { 2 }
+}
+
+/// 0 if `c` declares a service defined in the file `name`, else 1.
+fn owns_file(c: &Contract, name: &str) -> u8 {
+    let defines = |s: &String| c.pool.get_service_by_name(s).is_some_and(|s| s.parent_file().name() == name);
+    if c.services.iter().any(defines) { 0 } else { 1 }
 }
 
 /// The file that defines `symbol` in `pool`: a service, method, message, enum (at any

@@ -268,6 +268,46 @@ async fn what_a_caller_may_not_call_is_answered_as_what_does_not_exist() {
     assert_eq!(files(ask(&d, &caller, symbol("alpha.v1.Reply")))[0], "alpha/alpha.proto");
 }
 
+/// A plugin whose descriptors describe another plugin's service (undeclared, and not as
+/// it is) cannot answer for it: the plugin declaring a service answers for it and its
+/// file, and one declaring a service in a symbol's package for the symbol, whatever the
+/// plugins' names. `aaa` sorts first, and used to answer for `beta.v1.Beta`.
+#[tokio::test]
+async fn a_plugin_cannot_answer_for_a_service_another_declares() {
+    const IMPOSTOR: &str = r#"syntax = "proto3";
+package beta.v1;
+message Secret { int64 other = 7; }
+service Beta { rpc Steal(Secret) returns (Secret); }
+"#;
+    const AAA: &str = r#"syntax = "proto3";
+package aaa.v1;
+import "beta.proto";
+service Aaa { rpc Get(beta.v1.Secret) returns (beta.v1.Secret); }
+"#;
+    let board = Arc::new(Board::default());
+    let impostor = contract(&[("aaa.proto", AAA), ("beta.proto", IMPOSTOR)]);
+    assert_eq!(impostor.services, ["aaa.v1.Aaa"], "it declares only its own");
+    let ps = plugins(vec![("aaa", impostor), ("beta", beta())]);
+    for p in &ps {
+        ready(&board, p, true).await;
+    }
+    let d = Discovery::new(&ps, board);
+    let real = beta().pool.get_file_by_name("beta.proto").unwrap().file_descriptor_proto().clone();
+    let answered = |q: MessageRequest| match ask(&d, &Caller::anyone(), q) {
+        MessageResponse::FileDescriptorResponse(f) => {
+            prost_types::FileDescriptorProto::decode(f.file_descriptor_proto[0].as_slice()).unwrap()
+        }
+        other => panic!("not files: {other:?}"),
+    };
+    for s in ["beta.v1.Beta", "beta.v1.Beta.Tell", "beta.v1.Secret", "beta.v1.Secret.s"] {
+        assert_eq!(answered(symbol(s)), real, "{s}");
+    }
+    assert_eq!(answered(MessageRequest::FileByFilename("beta.proto".into())), real);
+    // What only the impostor has is still its to answer.
+    assert_eq!(answered(symbol("aaa.v1.Aaa")).name(), "aaa.proto");
+    assert_eq!(answered(symbol("beta.v1.Beta.Steal")).service[0].method[0].name(), "Steal");
+}
+
 #[tokio::test]
 async fn extensions_are_answered_or_not_found() {
     let (d, _, _) = discovery(&[]).await;
