@@ -123,7 +123,8 @@ async fn update_on_hup(sup: Arc<Supervisor>, hup: Arc<tokio::sync::Notify>) {
                     tracing::warn!(
                         signal = "SIGHUP",
                         failed = done.failed.len(),
-                        "some plugins kept running as they were"
+                        "some plugins' changes were refused: they run on as they were, but for what the lines \
+                         above say was applied in place"
                     );
                 }
             }

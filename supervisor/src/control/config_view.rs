@@ -167,7 +167,15 @@ pub fn settings(
         ("network_namespace", spec.network_namespace.into()),
         ("log_rate", spec.log_limit.rate.into()),
         ("log_burst", spec.log_limit.burst.into()),
-        ("callers", entry.and_then(|e| e.get("callers")).map_or(Value::Null, toml_json)),
+        // The rules in force, resolved (`uid:1000` for `uid:alice`), not the text the entry
+        // came from: an update applies `callers` in place (during a rollout, or beside a
+        // change refused), and the text then still said the old list of who may call.
+        (
+            "callers",
+            spec.callers
+                .as_ref()
+                .map_or(Value::Null, |c| json!(c.0.iter().map(ToString::to_string).collect::<Vec<_>>())),
+        ),
         ("calls", spec.calls.clone().into()),
         ("max_in_flight", spec.protection.max_in_flight.into()),
         ("max_queued", spec.protection.max_queued.into()),
@@ -211,7 +219,12 @@ pub fn settings(
     let mut settings: Vec<(String, Value, Source)> = out
         .into_iter()
         .map(|(key, value)| {
-            let file = if key == "uid" || key == "gid" { account } else { sets(entry, key) };
+            let file = match key {
+                "uid" | "gid" => account,
+                // Only a file sets them (everyone may call, by default), whichever file it was.
+                "callers" => spec.callers.is_some(),
+                _ => sets(entry, key),
+            };
             (key.to_owned(), value, if file { Source::File } else { Source::Default })
         })
         .collect();
@@ -320,6 +333,25 @@ mod tests {
         assert_eq!(find(&s, "max_in_flight").1, json!(64));
         let keys: std::collections::HashSet<_> = s.iter().map(|(k, ..)| k.as_str()).collect();
         assert_eq!(keys.len(), s.len(), "a key twice");
+    }
+
+    /// `callers` as in force, though the text the entry came from says otherwise (an
+    /// update applies them in place and keeps the entry's first text).
+    #[test]
+    fn the_callers_shown_are_those_in_force_not_those_of_the_text() {
+        let mut spec =
+            spec(&format!("{ENTRY}callers = [\"uid:0\"]\n").replace("[plugin.quota]\nmemory_max = \"64M\"\n", ""));
+        let entry = Entries::default().of(&spec);
+        let s = settings(&spec, None, &QuotaConfig::default(), entry.as_ref());
+        assert_eq!((&find(&s, "callers").1, find(&s, "callers").2), (&json!(["uid:0"]), Source::File));
+        use crate::routing::callers::{Callers, Rule};
+        spec.callers = Some(Callers(vec![Rule::Uid(1000), Rule::Gid(4), Rule::Plugin("auth".into())]));
+        let s = settings(&spec, None, &QuotaConfig::default(), entry.as_ref());
+        assert_eq!(find(&s, "callers").1, json!(["uid:1000", "gid:4", "plugin:auth"]));
+        // Taken away: everyone may call again, by default.
+        spec.callers = None;
+        let s = settings(&spec, None, &QuotaConfig::default(), entry.as_ref());
+        assert_eq!((&find(&s, "callers").1, find(&s, "callers").2), (&Value::Null, Source::Default));
     }
 
     #[test]

@@ -301,12 +301,28 @@ impl Job {
                     [] => why,
                     applied => format!("{why}; applied in place all the same: {}", applied.join(", ")),
                 });
-            } else if let Err(e) = self.runnable(&spec, Some(p.spec().ids.0)) {
-                done.failed.push(e);
             } else {
-                match super::spawned(shared.clone(), p, Source::Entry(Box::new(spec)), opts).await {
-                    Ok(r) => done.reloaded.push(r),
-                    Err(e) => done.failed.push(e.into()),
+                let name = p.name.clone();
+                let refused = match self.runnable(&spec, Some(p.spec().ids.0)) {
+                    Err(e) => Some(e),
+                    Ok(()) => match super::spawned(shared.clone(), p, Source::Entry(Box::new(spec)), opts).await {
+                        Ok(r) => {
+                            done.reloaded.push(r);
+                            None
+                        }
+                        Err(e) => Some(e.into()),
+                    },
+                };
+                if let Some(e) = refused {
+                    // The plugin runs on as it was, but for who may call it and what it
+                    // may call, which applied above: the answer says so beside the refusal.
+                    if !access.is_empty() {
+                        let keys = access.join(", ");
+                        let said = format!("applied in place: {keys}; the rest of the change was refused");
+                        shared.events.emit(&name, "", EventKind::Updated, said, &[]);
+                        done.live.push((name, format!("{keys} (the rest of the change was refused)")));
+                    }
+                    done.failed.push(e);
                 }
             }
         }
@@ -798,7 +814,9 @@ mod tests {
         f.sup.wait_running("fake", UP).await.unwrap();
         edit(&f.sup, |t| t.replace("callers = [\"uid:1\"]", "callers = [\"uid:2\"]\nargs = [\"--new\"]"));
         let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
-        assert!(done.lines()[0].contains("did not start"), "{done:?}");
+        // What applied is said beside the refusal: the answer was the refusal alone.
+        assert_eq!(done.lines()[0], "fake: applied in place: callers (the rest of the change was refused)", "{done:?}");
+        assert!(done.lines()[1].contains("did not start"), "{done:?}");
         let p = f.sup.plugin("fake").unwrap();
         assert_eq!(p.serving().number, 1, "the old revision serves on");
         assert_eq!(p.spec().callers, Some(Callers(vec![Rule::Uid(2)])), "with the new callers");
@@ -848,7 +866,8 @@ mod tests {
         f.sup.wait_running("fake", UP).await.unwrap();
         edit(&f.sup, |t| t.replace("calls = [\"other\"]", "args = [\"--new\"]"));
         let done = f.sup.update(&[], ReloadOptions::default()).await.unwrap();
-        assert!(done.lines()[0].contains("did not start"), "{done:?}");
+        assert_eq!(done.lines()[0], "fake: applied in place: calls (the rest of the change was refused)", "{done:?}");
+        assert!(done.lines()[1].contains("did not start"), "{done:?}");
         let p = f.sup.plugin("fake").unwrap();
         assert_eq!(p.serving().number, 1, "the old revision serves on");
         assert!(p.spec().calls.is_empty(), "but may call nothing any more: {:?}", p.spec().calls);

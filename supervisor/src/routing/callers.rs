@@ -169,6 +169,17 @@ pub enum Rule {
     Plugin(String),
 }
 
+/// As a `callers` entry, resolved: `uid:1000` for `uid:alice`.
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Uid(uid) => write!(f, "uid:{uid}"),
+            Rule::Gid(gid) => write!(f, "gid:{gid}"),
+            Rule::Plugin(name) => write!(f, "plugin:{name}"),
+        }
+    }
+}
+
 /// A plugin's `callers`: who may call it through the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callers(pub Vec<Rule>);
