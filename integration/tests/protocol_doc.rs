@@ -173,7 +173,7 @@ fn spec(env: &[&str]) -> plugin_supervisor::config::PluginSpec {
 
 /// The environment a plugin gets, as name → value.
 fn plugin_env(env: &[&str]) -> (Vec<String>, BTreeMap<String, String>) {
-    let (argv, envp) = plugin_supervisor::sandbox::argv_env(&spec(env), "echo-0");
+    let (argv, envp) = plugin_supervisor::sandbox::argv_env(&spec(env), "echo-0", Some(4242));
     let argv = argv.into_iter().map(|a| a.into_string().unwrap()).collect();
     let envp = envp
         .into_iter()
@@ -188,10 +188,10 @@ fn plugin_env(env: &[&str]) -> (Vec<String>, BTreeMap<String, String>) {
 
 #[test]
 fn the_environment_is_exactly_the_documented_variables() {
-    use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, INSTANCE_ENV};
+    use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_SOCKET_ENV, INSTANCE_ENV};
     let rows = table(&doc(), "env");
     let names: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
-    for known in [COOKIE_ENV, INSTANCE_ENV, plugin_sdk::FILTER_ENV] {
+    for known in [COOKIE_ENV, INSTANCE_ENV, HOST_SOCKET_ENV, plugin_sdk::FILTER_ENV] {
         assert!(names.contains(known), "the environment table does not name {known}");
     }
     let (argv, env) = plugin_env(&[]);
@@ -204,6 +204,10 @@ fn the_environment_is_exactly_the_documented_variables() {
             n if n == INSTANCE_ENV => {
                 assert_eq!(env[n], "echo-0");
                 assert!(row[2].contains("`echo-0`"), "the instance row says what an id looks like: {:?}", row[2]);
+            }
+            n if n == HOST_SOCKET_ENV => {
+                assert_eq!(env[n], "4242");
+                assert!(row[2].contains("inode number"), "the host socket row says what it holds: {:?}", row[2]);
             }
             // Passed through only when the entry lists it: the SDK's log filter.
             n if n == plugin_sdk::FILTER_ENV => assert_eq!(row[1], "when listed in `env`"),

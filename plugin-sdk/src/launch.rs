@@ -4,7 +4,7 @@
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_FD, INSTANCE_ENV, PLUGIN_FD};
+use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_FD, HOST_SOCKET_ENV, INSTANCE_ENV, PLUGIN_FD};
 
 /// The connections a supervised plugin inherits.
 #[derive(Debug)]
@@ -71,12 +71,31 @@ fn unservable(fd: RawFd) -> Option<&'static str> {
     unconnected.then_some("an unconnected socket")
 }
 
-fn is_socket(fd: RawFd) -> bool {
+/// `fd`'s inode number when it is an open socket.
+fn socket_inode(fd: RawFd) -> Option<u64> {
     // SAFETY: fstat only writes into the zeroed stat buffer we own; an fd
     // that is not open makes it fail with EBADF, which we treat as "no".
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+        (libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK).then_some(st.st_ino)
+    }
+}
+
+fn is_socket(fd: RawFd) -> bool {
+    socket_inode(fd).is_some()
+}
+
+/// Whether `fd` is the host's socket: the one whose inode number the supervisor named
+/// (`said`, from [`HOST_SOCKET_ENV`]), or, from a supervisor that names none, a
+/// connected Unix stream socket. A plugin may close fd 4 and open a socket of its own
+/// that takes the number (a database's connection): taken for the host's, the SDK would
+/// own it a second time, write its HTTP/2 preface and log records into it, and fail the
+/// plugin when its handshake did not come back.
+fn is_host_socket(fd: RawFd, said: Option<&str>) -> bool {
+    let Some(inode) = socket_inode(fd) else { return false };
+    match said {
+        Some(said) => said.parse::<u64>().is_ok_and(|named| named == inode),
+        None => unservable(fd).is_none(),
     }
 }
 
@@ -96,7 +115,7 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     // SDK would serve on it too, its frames among ours.
     // Fd 4 only when it is the host's socket, which the SDK takes: a plugin may have
     // closed it and used the number for something of its own.
-    let host = is_socket(HOST_FD);
+    let host = is_host_socket(HOST_FD, std::env::var(HOST_SOCKET_ENV).ok().as_deref());
     for fd in [Some(PLUGIN_FD), host.then_some(HOST_FD)].into_iter().flatten() {
         // SAFETY: F_SETFD on an open descriptor (checked above) only changes its flags.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -104,7 +123,9 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     // SAFETY: fd 3 is an open socket (checked above) that nothing else in
     // this process owns: the supervisor put it there for us before exec.
     let plugin = unsafe { UnixStream::from_raw_fd(PLUGIN_FD) };
-    // SAFETY: as for fd 3, when fd 4 is an open socket.
+    // SAFETY: as for fd 3, when fd 4 is the socket the supervisor put there (its inode
+    // number is the one named, or the supervisor named none and it is a connected Unix
+    // stream socket): nothing else in this process owns it.
     let host = host.then(|| unsafe { UnixStream::from_raw_fd(HOST_FD) });
     let instance = std::env::var(INSTANCE_ENV).unwrap_or_else(|_| name.to_owned());
     Ok(Inherited { plugin, host, instance })
@@ -115,6 +136,24 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
+
+    #[test]
+    fn fd_4_is_taken_only_when_it_is_the_socket_the_supervisor_named() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let fd = ours.as_raw_fd();
+        let inode = socket_inode(fd).unwrap().to_string();
+        assert!(is_host_socket(fd, Some(&inode)));
+        // The plugin's own socket in its place: another inode.
+        let (own, _peer) = UnixStream::pair().unwrap();
+        assert!(!is_host_socket(own.as_raw_fd(), Some(&inode)), "a socket of the plugin's own was taken");
+        assert!(!is_host_socket(fd, Some("not a number")));
+        // A supervisor that names none: a connected Unix stream socket, not a TCP one.
+        assert!(is_host_socket(fd, None));
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!is_host_socket(tcp.as_raw_fd(), None), "a TCP socket was taken for the host's");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(!is_host_socket(file.as_raw_fd(), Some(&inode)));
+    }
 
     #[test]
     fn only_a_connected_unix_stream_socket_is_servable() {

@@ -15,3 +15,7 @@ pub const COOKIE_ENV: &str = "PLUGIN_SUPERVISOR_COOKIE";
 pub const COOKIE_VALUE: &str = "9d3e2f6a-plugin-supervisor-v1";
 /// The instance id ("echo-0"), for the plugin's own logs.
 pub const INSTANCE_ENV: &str = "PLUGIN_SUPERVISOR_INSTANCE";
+/// The inode number (`st_ino`) of the socket the supervisor put at [`HOST_FD`], in
+/// decimal: a plugin may close fd 4 and open a socket of its own that takes the number,
+/// which an SDK must then leave alone rather than take for the host's.
+pub const HOST_SOCKET_ENV: &str = "PLUGIN_SUPERVISOR_HOST_SOCKET";

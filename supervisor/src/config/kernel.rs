@@ -4,7 +4,7 @@
 //! quotas within the kernel's ranges, the subtree's name and parent, and the
 //! arguments and environment `execve` will pass.
 
-use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, INSTANCE_ENV};
+use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_SOCKET_ENV, INSTANCE_ENV};
 
 use super::load::{Problems, Seg};
 use super::validate::shown_name;
@@ -79,8 +79,9 @@ pub(super) fn check_exec_strings(config: &Config, plugin: &PluginConfig, i: usiz
         }
         args += charged(arg.len());
     }
-    let mut env =
-        charged(COOKIE_ENV.len() + 1 + COOKIE_VALUE.len()) + charged(INSTANCE_ENV.len() + 1 + INSTANCE_ID_ROOM);
+    let mut env = charged(COOKIE_ENV.len() + 1 + COOKIE_VALUE.len()) + charged(INSTANCE_ENV.len() + 1 + INSTANCE_ID_ROOM)
+            // An inode number: at most 20 digits.
+            + charged(HOST_SOCKET_ENV.len() + 1 + 20);
     for (j, name) in plugin.env.iter().enumerate() {
         // Such a name is refused as one, and cannot be looked up.
         if name.is_empty() || name.contains(['=', '\0']) {
@@ -163,8 +164,8 @@ mod tests {
             problems(&nine, &[]),
             [(
                 "plugin[0].args".to_owned(),
-                "the arguments (1080099 bytes, the binary's path included) and the environment (355 bytes, the \
-                 supervisor's own variables included) would take 1080454 bytes, each string counted with its NUL and \
+                "the arguments (1080099 bytes, the binary's path included) and the environment (414 bytes, the \
+                 supervisor's own variables included) would take 1080513 bytes, each string counted with its NUL and \
                  a pointer; at most 1048576 are allowed (the kernel takes a quarter of the stack limit, 2 MiB of the \
                  usual 8 MiB)"
                     .to_owned()

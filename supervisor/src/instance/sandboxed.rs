@@ -295,7 +295,10 @@ impl Launcher for SandboxLauncher {
             .into_iter()
             .flatten()
             .collect();
-            let (argv, env) = crate::sandbox::argv_env(spec, id);
+            // Which socket fd 4 is, so the plugin's SDK knows it from one of the plugin's own
+            // that took the number after the plugin closed it.
+            let host_socket = child_fds.get(4).and_then(|fd| nix::sys::stat::fstat(fd).ok()).map(|st| st.st_ino);
+            let (argv, env) = crate::sandbox::argv_env(spec, id, host_socket);
             let plan =
                 SpawnPlan { plugin: spec.name.clone(), binary, argv, env, fds: child_fds, sandbox: confined.child };
             let spawned = self.spawner.spawn(plan).await.map_err(|e| refused(spec, id, e))?;

@@ -23,7 +23,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
-use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, INSTANCE_ENV};
+use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_SOCKET_ENV, INSTANCE_ENV};
 
 use crate::config::PluginSpec;
 
@@ -61,8 +61,8 @@ pub fn instance_io() -> io::Result<(InstanceIo, [OwnedFd; 5])> {
 }
 
 /// argv and the cleared environment: only the allow-listed variables, the
-/// cookie and the instance id.
-pub fn argv_env(spec: &PluginSpec, instance: &str) -> (Vec<CString>, Vec<CString>) {
+/// cookie, the instance id and which socket fd 4 is (`host_socket`, its inode number).
+pub fn argv_env(spec: &PluginSpec, instance: &str, host_socket: Option<u64>) -> (Vec<CString>, Vec<CString>) {
     let cstr = |b: &[u8]| CString::new(b.to_vec()).unwrap_or_default();
     let mut argv = vec![cstr(spec.binary.as_os_str().as_bytes())];
     argv.extend(spec.args.iter().map(|a| cstr(a.as_bytes())));
@@ -70,6 +70,9 @@ pub fn argv_env(spec: &PluginSpec, instance: &str) -> (Vec<CString>, Vec<CString
         cstr(format!("{COOKIE_ENV}={COOKIE_VALUE}").as_bytes()),
         cstr(format!("{INSTANCE_ENV}={instance}").as_bytes()),
     ];
+    if let Some(ino) = host_socket {
+        env.push(cstr(format!("{HOST_SOCKET_ENV}={ino}").as_bytes()));
+    }
     for name in &spec.env {
         if let Some(v) = std::env::var_os(name) {
             let mut kv = name.as_bytes().to_vec();
