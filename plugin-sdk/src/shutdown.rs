@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// The drain a SIGTERM or SIGINT starts, unless a shorter one is under way:
+/// The drain a SIGTERM or SIGINT starts, unless one that ends sooner is under way:
 /// what an operator's `supervisorctl signal TERM` gives the plugin. In the
 /// supervisor's own stop sequence SIGTERM comes only once the Shutdown
 /// call's drain deadline has passed, and SIGKILL a second later.
@@ -29,7 +29,14 @@ pub struct Drain {
 /// Shared by everything that may ask the plugin to stop.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
-    tx: watch::Sender<Option<Drain>>,
+    tx: watch::Sender<Option<Asked>>,
+}
+
+/// The drain in force and when it ends.
+#[derive(Clone, Debug)]
+struct Asked {
+    drain: Drain,
+    ends: tokio::time::Instant,
 }
 
 impl Shutdown {
@@ -37,13 +44,18 @@ impl Shutdown {
         Self { tx: watch::channel(None).0 }
     }
 
-    /// Starts the drain; the first request's deadline wins unless a later one is shorter.
+    /// Starts the drain, or cuts the one under way short: the drain in force is the one
+    /// that ends first, each counted from when it was asked. Compared by their lengths
+    /// alone, a SIGTERM's 5 s two seconds before a stop's minute ran out replaced it, and
+    /// a handler told 5 s was cut after 2.
     pub fn trigger(&self, drain: Duration, why: &str) {
+        let now = tokio::time::Instant::now();
+        let ends = now.checked_add(drain).unwrap_or_else(|| now + Duration::from_secs(86400 * 365));
         self.tx.send_if_modified(|cur| match cur {
-            Some(d) if d.within <= drain => false,
+            Some(asked) if asked.ends <= ends => false,
             _ => {
                 tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
-                *cur = Some(Drain { reason: why.into(), within: drain });
+                *cur = Some(Asked { drain: Drain { reason: why.into(), within: drain }, ends });
                 true
             }
         });
@@ -53,8 +65,8 @@ impl Shutdown {
     pub async fn requested(&self) -> Drain {
         let mut rx = self.tx.subscribe();
         loop {
-            if let Some(d) = rx.borrow_and_update().clone() {
-                return d;
+            if let Some(asked) = rx.borrow_and_update().clone() {
+                return asked.drain;
             }
             if rx.changed().await.is_err() {
                 return Drain { reason: "gone".into(), within: Duration::ZERO };
@@ -67,12 +79,8 @@ impl Shutdown {
     /// longer one (a SIGTERM's 5 s during a stop's minute) ends the wait by its own end.
     pub async fn deadline_passed(&self) {
         let mut rx = self.tx.subscribe();
-        let mut end: Option<tokio::time::Instant> = None;
         loop {
-            if let Some(d) = rx.borrow_and_update().clone() {
-                let this = tokio::time::Instant::now() + d.within;
-                end = Some(end.map_or(this, |e| e.min(this)));
-            }
+            let end = rx.borrow_and_update().as_ref().map(|asked| asked.ends);
             let changed = async {
                 if rx.changed().await.is_err() {
                     // No sender is left to ask for a shorter one.
@@ -99,7 +107,7 @@ impl Shutdown {
     }
 
     fn now(&self) -> Option<Drain> {
-        self.tx.borrow().clone()
+        self.tx.borrow().as_ref().map(|asked| asked.drain.clone())
     }
 }
 
@@ -205,6 +213,26 @@ mod tests {
             signal.drain().map(|d| (d.reason, d.within)),
             Some(("supervisor connection closed".into(), Duration::ZERO))
         );
+    }
+
+    /// A shorter drain asked later that would end after the one under way changes
+    /// nothing: the plugin still has what it was told.
+    #[tokio::test]
+    async fn a_later_shorter_drain_that_ends_later_leaves_the_one_under_way() {
+        let shutdown = Shutdown::new();
+        let signal = ShutdownSignal(shutdown.clone());
+        let t0 = tokio::time::Instant::now();
+        shutdown.trigger(Duration::from_millis(400), "operator request");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Ends at 500 ms at the earliest: after the stop's 400.
+        shutdown.trigger(Duration::from_millis(200), "signal");
+        assert_eq!(
+            signal.drain().map(|d| (d.reason, d.within)),
+            Some(("operator request".into(), Duration::from_millis(400)))
+        );
+        tokio::time::timeout(Duration::from_secs(5), shutdown.deadline_passed()).await.expect("the deadline passed");
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(400), "the deadline passed after {took:?}");
     }
 
     #[tokio::test]
