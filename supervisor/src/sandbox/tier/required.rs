@@ -30,10 +30,15 @@ pub fn check_required(tier: &str, policy: &SeccompPolicy, program: &CompiledFilt
     let exec_flags = EXEC_FLAGS as u64;
     let required: [(&str, i64, Vec<[u64; 6]>); 3] = [
         (
-            "sendmsg on fds 0-5 with flags 0 or MSG_NOSIGNAL: the child sends the seccomp listener \
-             to the supervisor after installing the filter",
+            "sendmsg on fds 0-5 and 1001 with flags 0 or MSG_NOSIGNAL: the child sends the seccomp \
+             listener to the supervisor on fd 1001 after installing the filter",
             libc::SYS_sendmsg,
+            // The child's status descriptor, where the listener goes (a rule on the
+            // descriptor that allowed only 0-5 passed this check, and every start then
+            // waited 10 s on a child blocked in that sendmsg), and the low ones, for a
+            // tier's own rules that name them.
             (0..=5)
+                .chain([crate::sandbox::spawn::STATUS_FD as u64])
                 .flat_map(|fd| [0, libc::MSG_NOSIGNAL as u64].map(|flags| [fd, SOME_POINTER, flags, 0, 0, 0]))
                 .collect(),
         ),

@@ -157,6 +157,21 @@ fn tier_without_sendmsg_is_refused() {
     assert_mentions(&message, &["L3.seccomp.json", "tier L3 must allow sendmsg"]);
 }
 
+/// The listener is sent on the status descriptor, 1001: a rule allowing sendmsg on low
+/// descriptors alone would block every start in that call.
+#[test]
+fn tier_whose_sendmsg_leaves_out_the_status_descriptor_is_refused() {
+    let f = Fixture::new();
+    f.edit(
+        "L3.seccomp.json",
+        "{\"syscall\": \"sendmsg\"},",
+        "{\"syscall\": \"sendmsg\", \"args\": [{\"index\": 0, \"type\": \"dword\", \"op\": \"le\", \"val\": 5}]},",
+    );
+    let (e, message) = f.refused();
+    assert!(matches!(e, TierError::MissingRequired { .. }), "{e:?}");
+    assert_mentions(&message, &["L3.seccomp.json", "tier L3 must allow sendmsg on fds 0-5 and 1001"]);
+}
+
 #[test]
 fn tier_without_exit_group_is_refused() {
     let f = Fixture::new();
