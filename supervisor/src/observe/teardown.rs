@@ -107,6 +107,8 @@ pub struct Verdict {
     pub took: Duration,
     /// Findings past [`MAX_FOUND`], counted only.
     pub more: usize,
+    /// Of those, the ones still there: neither killed nor removed.
+    pub more_left: usize,
 }
 
 /// The most findings one verdict lists.
@@ -116,7 +118,7 @@ impl Verdict {
     pub fn outcome(&self) -> Outcome {
         if self.found.is_empty() && self.more == 0 {
             Outcome::Clean
-        } else if self.more == 0 && self.found.iter().all(|f| matches!(f.done, Done::Killed | Done::Removed)) {
+        } else if self.more_left == 0 && self.found.iter().all(|f| matches!(f.done, Done::Killed | Done::Removed)) {
             Outcome::Cleaned
         } else {
             Outcome::Leftover
@@ -129,7 +131,12 @@ impl Verdict {
         if self.found.len() < MAX_FOUND {
             self.found.push(Found { leftover, done });
         } else {
+            // What was done about it is kept as a count: 21 children all killed were a
+            // leftover, for the twenty-first alone.
             self.more += 1;
+            if !matches!(done, Done::Killed | Done::Removed) {
+                self.more_left += 1;
+            }
         }
     }
 
@@ -138,6 +145,7 @@ impl Verdict {
             self.add(f.leftover, f.done);
         }
         self.more += other.more;
+        self.more_left += other.more_left;
         self.unchecked.extend(other.unchecked);
     }
 }
@@ -150,8 +158,10 @@ impl fmt::Display for Verdict {
             f.write_str(if i == 0 { ": " } else { "; " })?;
             write!(f, "{found}")?;
         }
-        if self.more > 0 {
-            write!(f, "; and {} more", self.more)?;
+        match (self.more, self.more_left) {
+            (0, _) => {}
+            (more, 0) => write!(f, "; and {more} more (killed or removed)")?,
+            (more, left) => write!(f, "; and {more} more ({left} of them still there)")?,
         }
         if !self.unchecked.is_empty() {
             write!(f, " [not checked: {}]", self.unchecked.join("; "))?;
@@ -205,7 +215,12 @@ mod tests {
             many.add(Leftover::Outlived { pid, comm: "x".into() }, Done::Killed);
         }
         assert_eq!(many.found.len(), MAX_FOUND);
-        assert!(many.to_string().ends_with("; and 5 more"), "{many}");
+        assert!(many.to_string().ends_with("; and 5 more (killed or removed)"), "{many}");
+        // All killed, past the listed twenty too: cleaned (it said leftover).
+        assert_eq!(many.outcome(), Outcome::Cleaned);
+        many.add(Leftover::Stray { pid: 99, comm: "x".into() }, Done::LeftAlone("not ours".into()));
+        assert_eq!(many.outcome(), Outcome::Leftover);
+        assert!(many.to_string().ends_with("; and 6 more (1 of them still there)"), "{many}");
         let alone = Verdict {
             found: vec![Found {
                 leftover: Leftover::Stray { pid: 7, comm: "x".into() },
