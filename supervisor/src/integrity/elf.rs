@@ -221,7 +221,17 @@ impl ElfHeader {
             Some(ph) => Some(self.read_interpreter(subject, source, ph)?),
             None => None,
         };
-        let dynamic = match phdrs.iter().find(|ph| ph.p_type == PT_DYNAMIC) {
+        // The loader reads the last PT_DYNAMIC; the kernel none. A second one could show
+        // these checks a decoy array (other libraries, other paths) while the loader read
+        // the real one.
+        let dynamics: Vec<&ProgramHeader> = phdrs.iter().filter(|ph| ph.p_type == PT_DYNAMIC).collect();
+        if dynamics.len() > 1 {
+            return Err(corrupted(
+                subject,
+                format!("{} PT_DYNAMIC program headers (the loader reads the last; a file has one)", dynamics.len()),
+            ));
+        }
+        let dynamic = match dynamics.first() {
             Some(ph) => Some(self.read_dynamic(subject, source, ph, &phdrs)?),
             None => None,
         };

@@ -40,6 +40,19 @@ impl ElfHeader {
             .ok()
             .filter(|len| *len <= MAX_DYNAMIC)
             .ok_or_else(|| corrupted(subject, format!("PT_DYNAMIC size {} is implausibly large", ph.p_filesz)))?;
+        // The loader reads the dynamic array where it is loaded (its address, p_vaddr), and
+        // this reads it at its file offset (p_offset): the two must be the same bytes, or a
+        // decoy at the offset (naming any host file as a library, so that it is granted
+        // read and execute) would be checked while the loader read the real one.
+        if ph.p_filesz > 0 && file_offset(phdrs, ph.p_vaddr) != Some(ph.p_offset) {
+            return Err(corrupted(
+                subject,
+                format!(
+                    "PT_DYNAMIC at file offset {:#x} is not where its address {:#x} is loaded from",
+                    ph.p_offset, ph.p_vaddr
+                ),
+            ));
+        }
         let bytes = self.read_region(subject, source, "dynamic section (PT_DYNAMIC)", ph.p_offset, len)?;
         // goblin finds PT_DYNAMIC through the program headers it is given; this one describes
         // exactly the buffer just read, so the rest of the file never has to be in memory.

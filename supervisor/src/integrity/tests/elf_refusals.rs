@@ -4,8 +4,8 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use super::support::{
-    CODE_EXIT_0, EM_386, EM_X86_64, foreign_machine, host_binary, small_system_binary, tiny_elf32, tiny_elf64,
-    write_exe,
+    CODE_EXIT_0, EM_386, EM_X86_64, dynamic_elf64, foreign_machine, host_binary, small_system_binary, tiny_elf32,
+    tiny_elf64, write_exe,
 };
 use crate::integrity::{
     DEFAULT_MAX_FILE_SIZE, ElfClass, ElfError, IntegrityError, Linkage, Machine, ObjectType, Policy, Subject,
@@ -193,4 +193,34 @@ fn verified_binary_reports_elf_refusals_with_plugin_and_path() {
     assert!(matches!(err, IntegrityError::Elf(ElfError::Script { .. })), "{err:?}");
     assert_eq!(err.subject().plugin, "auth");
     assert_eq!(err.subject().path, path);
+}
+
+/// The loader reads the dynamic array at its address, and the checks read it at its file
+/// offset: a file where the two differ (a decoy array naming a host program as a library,
+/// to have it granted read and execute) or with a second PT_DYNAMIC (the loader reads the
+/// last) is refused. Both were read from the decoy, and the decoy's library taken.
+#[test]
+fn a_dynamic_array_the_loader_would_not_read_is_refused() {
+    let file = dynamic_elf64(Path::new("/lib64/ld-linux-x86-64.so.2"), "libc.so.6", "/bin/busybox");
+    let info = inspect(&file).unwrap();
+    assert_eq!(info.needed, ["libc.so.6"]);
+    // Program headers: PT_LOAD, PT_INTERP, PT_DYNAMIC, 56 bytes each from byte 64.
+    let dynamic = 64 + 2 * 56;
+    let offset = |f: &[u8]| u64::from_le_bytes(f[dynamic + 8..dynamic + 16].try_into().unwrap()) as usize;
+    // The decoy: the real array, its DT_NEEDED naming the other string ("/bin/busybox", at
+    // 11 in the string table) and its DT_RUNPATH made a tag the loader ignores (DT_DEBUG),
+    // appended to the file, and PT_DYNAMIC's offset moved to it; its address is unchanged.
+    let mut entries = file[offset(&file)..offset(&file) + 5 * 16].to_vec();
+    entries[8..16].copy_from_slice(&11u64.to_le_bytes());
+    entries[16..24].copy_from_slice(&21u64.to_le_bytes());
+    let mut decoy = file.clone();
+    let at = decoy.len() as u64;
+    decoy.extend_from_slice(&entries);
+    decoy[dynamic + 8..dynamic + 16].copy_from_slice(&at.to_le_bytes());
+    let err = refusal(&decoy);
+    assert!(err.contains("PT_DYNAMIC at file offset") && err.contains("is not where its address"), "{err}");
+    let mut two = file;
+    two[64 + 56..64 + 60].copy_from_slice(&2u32.to_le_bytes());
+    let err = refusal(&two);
+    assert!(err.contains("2 PT_DYNAMIC program headers"), "{err}");
 }
