@@ -162,10 +162,16 @@ async fn supervise(
         if started.is_err() && commanded_since(&desired.borrow(), want.generation) {
             continue;
         }
+        // The command generation this instance answers to: a start acknowledged while it
+        // runs moves it on, and what follows its end (held under the restart policy, or
+        // the backoff an operator's command cuts short) is measured from there. Measured
+        // from the start's, a `start` of a running plugin made its next end look
+        // commanded: restarted under `restart = "never"`, or with no backoff and its crash
+        // history cleared.
+        let mut seen = want.generation;
         let started = match started {
             Ok(running) => {
-                let outcome =
-                    attend((plugin, rev, inst, shared), running, &mut desired, leaving, want.generation).await;
+                let outcome = attend((plugin, rev, inst, shared), running, &mut desired, leaving, &mut seen).await;
                 Ok(outcome)
             }
             Err(e) => Err(e),
@@ -206,7 +212,7 @@ async fn supervise(
                             s.pid = None;
                             s.running_since = None;
                         });
-                        held = Some(want.generation);
+                        held = Some(seen);
                         continue;
                     }
                     reason
@@ -238,7 +244,7 @@ async fn supervise(
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = changed_generation(&mut desired, want.generation) => { restarts.reset(); }
+            _ = changed_generation(&mut desired, seen) => { restarts.reset(); }
             _ = leaving.wait() => return,
         }
     }
@@ -304,7 +310,7 @@ async fn attend(
     mut running: Running,
     desired: &mut watch::Receiver<super::Desired>,
     leaving: &mut Leaving,
-    generation: u64,
+    generation: &mut u64,
 ) -> Outcome {
     let (Some(accepted), Some(channel)) = (running.accepted.take(), running.channel.clone()) else {
         running.kill_main();
@@ -363,7 +369,6 @@ async fn attend(
         ),
         &[("pid", running.pid.to_string()), ("version", declared.version.clone())],
     );
-    let mut acked = generation;
     let ended = loop {
         tokio::select! {
             status = running.exited() => {
@@ -379,11 +384,11 @@ async fn attend(
                 break Ended::Exited(status, running.since.elapsed(), failed);
             }
             why = disconnect.said() => break Ended::Disconnected(why, None),
-            _ = changed_generation(desired, acked) => {
+            _ = changed_generation(desired, *generation) => {
                 let d = *desired.borrow_and_update();
                 if d.run && !d.restart {
                     // Already running: a start is acknowledged, not acted on.
-                    acked = d.generation;
+                    *generation = d.generation;
                     inst.update(|s| s.generation = d.generation);
                     continue;
                 }

@@ -298,6 +298,30 @@ async fn restart_never_leaves_a_crashed_instance_failed() {
     f.sup.shutdown().await;
 }
 
+/// A `start` of a running plugin is acknowledged, not a command to act on at its end: the
+/// crash after it leaves the instance failed under `restart = "never"` (it was started
+/// again), and under `on-failure` waits its backoff (it started again at once).
+#[tokio::test]
+async fn a_start_acknowledged_while_running_changes_nothing_at_the_next_end() {
+    let f = fixture(&plugin("fake", "restart = \"never\""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    assert_eq!(f.sup.start_plugin("fake", UP).await.unwrap(), "running");
+    let pid = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    f.fake.crash(pid, 1);
+    until(&f.sup, "fake", "failed", |s| s.state == State::Failed).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.fake.launches("fake"), 1, "started again after a start acknowledged long before");
+    f.sup.shutdown().await;
+
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    assert_eq!(f.sup.start_plugin("fake", UP).await.unwrap(), "running");
+    let pid = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    f.fake.crash(pid, 1);
+    until(&f.sup, "fake", "in backoff", |s| s.state == State::Backoff).await;
+    f.sup.shutdown().await;
+}
+
 #[tokio::test]
 async fn failing_again_and_again_is_a_crash_loop_still_retried() {
     // A process that serves and crashes at once, six times: each is a failure after a
