@@ -23,7 +23,7 @@ use super::deadline::{DeadlineLayer, Expires};
 use super::limit::{self, Refused};
 use super::record::{RecordLayer, Source, local};
 use super::size::SizeLayer;
-use super::split::{SplitLayer, Target};
+use super::split::{Placed, SplitLayer, Target};
 use super::undecodable::Asked;
 use crate::instance::{Live, Plugin};
 use crate::observe::metrics::Metrics;
@@ -52,11 +52,18 @@ impl Service<http::Request<Body>> for PluginService {
         let rev = req.extensions().get::<Target>().map_or_else(|| self.plugin.serving(), |t| t.0.clone());
         let plugin = self.plugin.clone();
         let until = req.extensions().get::<Expires>().map(|e| e.0);
+        let placed = req.extensions().get::<Placed>().cloned();
         Box::pin(async move {
             let mut req = req;
             let asked = tokio::time::Instant::now();
             let (live, mut admitted) = match limit::admit(&plugin, &rev, None, until).await {
-                Ok(picked) => picked,
+                Ok((live, admitted, number)) => {
+                    // The call's outcome goes to the revision that answers it.
+                    if let Some(placed) = &placed {
+                        placed.set(number);
+                    }
+                    (live, admitted)
+                }
                 Err(Refused::NotReady) => {
                     let msg = format!("plugin {:?} is {}", plugin.name, plugin.describe_state());
                     return Ok(local(tonic::Status::unavailable(msg), Source::Supervisor));
@@ -97,7 +104,12 @@ impl Service<http::Request<Body>> for PluginService {
                 && let Some(Kept { again, .. }) = kept
             {
                 let (other, mut admitted) = match limit::admit(&plugin, &rev, Some(&live), until).await {
-                    Ok(picked) => picked,
+                    Ok((other, admitted, number)) => {
+                        if let Some(placed) = &placed {
+                            placed.set(number);
+                        }
+                        (other, admitted)
+                    }
                     // No other instance (that serves): the first one's failure is the answer.
                     Err(Refused::NotReady | Refused::NotServing) => {
                         return Ok(unreachable(&plugin, &live, &failed));

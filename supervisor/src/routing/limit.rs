@@ -93,7 +93,8 @@ impl Refused {
 }
 
 enum Pick {
-    Got(Arc<Live>, Admitted),
+    /// An instance, its place, and the number of the revision it is of.
+    Got(Arc<Live>, Admitted, u64),
     Full,
     NotServing,
     NotReady,
@@ -129,7 +130,7 @@ const MAX_READINGS: usize = 4;
 fn pick_from(serving: &Arc<Revision>, canary: Option<&Arc<Revision>>, rev: &Revision, not: Option<&Live>) -> Pick {
     let mut full = false;
     let mut not_serving = false;
-    let mut try_rev = |r: &Revision| {
+    let mut try_rev = |r: &Revision| -> Option<(Arc<Live>, Admitted, u64)> {
         let limit = r.spec().protection.max_in_flight as usize;
         for live in r.ready_round_robin(not.is_none()) {
             if not.is_some_and(|n| n.pid == live.pid) {
@@ -140,7 +141,7 @@ fn pick_from(serving: &Arc<Revision>, canary: Option<&Arc<Revision>>, rev: &Revi
                 continue;
             }
             match live.admit_within(limit) {
-                Ok(admitted) => return Some((live, admitted)),
+                Ok(admitted) => return Some((live, admitted, r.number)),
                 Err(crate::instance::NotAdmitted::Full) => full = true,
                 Err(crate::instance::NotAdmitted::Closing) => {}
             }
@@ -155,8 +156,8 @@ fn pick_from(serving: &Arc<Revision>, canary: Option<&Arc<Revision>>, rev: &Revi
     let takes = rev.number == serving.number || canary.is_some_and(|c| c.number == rev.number);
     let others = [Some(serving), canary].into_iter().flatten().filter(|r| r.number != rev.number).map(|r| &**r);
     for r in takes.then_some(rev).into_iter().chain(others) {
-        if let Some((live, admitted)) = try_rev(r) {
-            return Pick::Got(live, admitted);
+        if let Some((live, admitted, number)) = try_rev(r) {
+            return Pick::Got(live, admitted, number);
         }
     }
     if full {
@@ -182,16 +183,17 @@ impl Drop for Waiting<'_> {
 
 /// An instance for a call of `rev` (other than `not`), within the revision's
 /// `max_in_flight`: at once when one has room, after waiting in the plugin's queue (until
-/// `until` at most) when all are full, or refused.
+/// `until` at most) when all are full, or refused. With the number of the revision the
+/// instance is of: `rev`, or the other one taking calls when `rev` had none for it.
 pub(super) async fn admit(
     plugin: &Plugin,
     rev: &Revision,
     not: Option<&Live>,
     until: Option<Instant>,
-) -> Result<(Arc<Live>, Admitted), Refused> {
+) -> Result<(Arc<Live>, Admitted, u64), Refused> {
     let p = rev.spec().protection;
     match pick(plugin, rev, not) {
-        Pick::Got(live, admitted) => return Ok((live, admitted)),
+        Pick::Got(live, admitted, number) => return Ok((live, admitted, number)),
         Pick::NotReady => return Err(Refused::NotReady),
         Pick::NotServing => return Err(Refused::NotServing),
         Pick::Full => {}
@@ -231,7 +233,7 @@ pub(super) async fn admit(
         tokio::pin!(notified);
         notified.as_mut().enable();
         match pick(plugin, rev, not) {
-            Pick::Got(live, admitted) => return Ok((live, admitted)),
+            Pick::Got(live, admitted, number) => return Ok((live, admitted, number)),
             Pick::NotReady => return Err(Refused::NotReady),
             Pick::NotServing => return Err(Refused::NotServing),
             Pick::Full => {
@@ -286,12 +288,12 @@ mod tests {
         for _ in 0..4 {
             admitted.push(admit(&plugin, &rev, None, None).await.expect("a place"));
         }
-        let pids: std::collections::HashSet<i32> = admitted.iter().map(|(l, _)| l.pid).collect();
+        let pids: std::collections::HashSet<i32> = admitted.iter().map(|(l, ..)| l.pid).collect();
         assert_eq!(pids.len(), 2, "both instances take calls");
         // The fifth waits in the queue; the sixth finds the queue full and is shed at once.
         let waiting = tokio::spawn({
             let (plugin, rev) = (plugin.clone(), rev.clone());
-            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, ..)| l.pid) }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "a call finding every place taken waits in the queue");
@@ -306,7 +308,7 @@ mod tests {
         );
         assert_eq!(plugin.queue.shed(), 1);
         // A call ending gives its place to the one waiting.
-        let (gone, _) = admitted.remove(0);
+        let (gone, ..) = admitted.remove(0);
         let pid = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap().unwrap();
         assert_eq!(pid, gone.pid, "the waiter took the place given back");
         assert_eq!(plugin.queue.waiting.load(Ordering::SeqCst), 0);
@@ -358,11 +360,11 @@ mod tests {
         let _held = ready(&plugin).await;
         says_serving(&plugin, 0, false);
         let rev = plugin.serving();
-        let (busy, place) = admit(&plugin, &rev, None, None).await.unwrap();
+        let (busy, place, _) = admit(&plugin, &rev, None, None).await.unwrap();
         assert_eq!(busy.pid, 101);
         let waiting = tokio::spawn({
             let (plugin, rev) = (plugin.clone(), rev.clone());
-            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, ..)| l.pid) }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "queued, though instance 100 has room");
@@ -408,7 +410,7 @@ mod tests {
         let _busy = admit(&plugin, &rev, None, None).await.unwrap();
         let waiting = tokio::spawn({
             let (plugin, rev) = (plugin.clone(), rev.clone());
-            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, ..)| l.pid) }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "queued");
@@ -436,7 +438,7 @@ mod tests {
         // Calls that chose the old revision before the switch: the new one takes three.
         let mut admitted = Vec::new();
         for _ in 0..3 {
-            let (live, place) = admit(&plugin, &old, None, None).await.expect("a place within the new limit");
+            let (live, place, _) = admit(&plugin, &old, None, None).await.expect("a place within the new limit");
             assert_eq!(live.pid, 200);
             admitted.push(place);
         }
@@ -454,7 +456,7 @@ mod tests {
         let _busy = admit(&plugin, &old, None, None).await.unwrap();
         let waiting = tokio::spawn({
             let (plugin, old) = (plugin.clone(), old.clone());
-            async move { admit(&plugin, &old, None, None).await.map(|(l, _)| l.pid) }
+            async move { admit(&plugin, &old, None, None).await.map(|(l, ..)| l.pid) }
         });
         // The new revision is ready but takes no calls yet: the call waits on.
         let config: Config = "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"p\"\nbinary = \"/bin/true\"\ntier = \"none\"\n"
@@ -548,21 +550,21 @@ mod tests {
         let until = Instant::now() + GIVE_UP_EARLY + Duration::from_micros(10_500);
         let first = tokio::spawn({
             let (plugin, rev) = (plugin.clone(), rev.clone());
-            async move { admit(&plugin, &rev, None, Some(until)).await.map(|(l, _)| l.pid) }
+            async move { admit(&plugin, &rev, None, Some(until)).await.map(|(l, ..)| l.pid) }
         });
         while plugin.queue.waiting.load(Ordering::SeqCst) < 1 {
             tokio::task::yield_now().await;
         }
         let second = tokio::spawn({
             let (plugin, rev) = (plugin.clone(), rev.clone());
-            async move { admit(&plugin, &rev, None, None).await.map(|(l, _)| l.pid) }
+            async move { admit(&plugin, &rev, None, None).await.map(|(l, ..)| l.pid) }
         });
         while plugin.queue.waiting.load(Ordering::SeqCst) < 2 {
             tokio::task::yield_now().await;
         }
         tokio::time::advance(Duration::from_micros(10_700)).await;
         assert!(!first.is_finished(), "the first waiter's expiry fired before the place was given back");
-        let (gone, place) = places.remove(0);
+        let (gone, place, _) = places.remove(0);
         drop(place);
         let refused = first.await.unwrap().unwrap_err();
         assert!(matches!(refused, Refused::Expired { max_in_flight: 1, .. }), "{refused:?}");

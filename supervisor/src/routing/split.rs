@@ -44,6 +44,18 @@ impl Split {
 #[derive(Clone, Debug)]
 pub struct Target(pub Arc<Revision>);
 
+/// The revision a call was placed on, once it was (0 until then): the chosen one, or
+/// another when the chosen one had no room or said NOT_SERVING. The pick writes it and the
+/// call's outcome is recorded against it.
+#[derive(Clone, Debug, Default)]
+pub struct Placed(Arc<AtomicU64>);
+
+impl Placed {
+    pub fn set(&self, revision: u64) {
+        self.0.store(revision, Ordering::Relaxed);
+    }
+}
+
 /// The revision for the next call of `plugin`: the canary in its share of calls while it
 /// has an instance ready, else the serving one.
 pub fn choose(plugin: &Plugin) -> Arc<Revision> {
@@ -60,18 +72,47 @@ pub fn choose(plugin: &Plugin) -> Arc<Revision> {
 /// answer in time). A call shed by the limit, failed fast by the breaker or refused for its
 /// size is not the revision's doing.
 #[derive(Debug)]
-struct RevisionSink(Arc<Revision>);
+struct RevisionSink {
+    plugin: Arc<Plugin>,
+    chosen: Arc<Revision>,
+    placed: Placed,
+}
+
+impl RevisionSink {
+    /// The revision that answered: the one the call was placed on. Chosen for the canary
+    /// and answered by the stable revision (the canary said NOT_SERVING, or had no room),
+    /// a call was counted as the canary's, and a canary that served nothing was promoted
+    /// on the stable revision's answers.
+    fn answered_by(&self) -> Option<Arc<Revision>> {
+        let placed = self.placed.0.load(Ordering::Relaxed);
+        if placed == 0 || placed == self.chosen.number {
+            return Some(self.chosen.clone());
+        }
+        let serving = self.plugin.serving();
+        if serving.number == placed {
+            return Some(serving);
+        }
+        // Gone since (retired): nothing is left to judge.
+        self.plugin.revisions().into_iter().find(|r| r.number == placed)
+    }
+}
 
 impl Sink for RevisionSink {
     fn record(&self, code: tonic::Code, source: Source, took: std::time::Duration) {
+        let caller_gave_up =
+            source == Source::Caller && matches!(code, tonic::Code::DeadlineExceeded | tonic::Code::Cancelled);
+        if !source.is_plugins() && !caller_gave_up {
+            return;
+        }
+        let Some(rev) = self.answered_by() else { return };
         if source.is_plugins() {
-            self.0.outcomes.record(code, took);
-        } else if source == Source::Caller && matches!(code, tonic::Code::DeadlineExceeded | tonic::Code::Cancelled) {
+            rev.outcomes.record(code, took);
+        } else {
             // Its caller's short deadline ran out, or it stopped reading or sending: counted
             // apart, or a canary that never answers would only ever have too few calls to
             // judge. The caller's other faults (a request that does not decode, headers
             // too large) say nothing of how the revision answers.
-            self.0.outcomes.abandoned();
+            rev.outcomes.abandoned();
         }
     }
 }
@@ -96,8 +137,11 @@ impl Wraps for SplitLayer {
         S::Future: Send + 'static,
     {
         let rev = choose(&self.plugin);
+        let placed = Placed::default();
         req.extensions_mut().insert(Target(rev.clone()));
-        Box::pin(recorded(Arc::new(RevisionSink(rev)), Outermost(false), next.call(req)))
+        req.extensions_mut().insert(placed.clone());
+        let sink = RevisionSink { plugin: self.plugin.clone(), chosen: rev, placed };
+        Box::pin(recorded(Arc::new(sink), Outermost(false), next.call(req)))
     }
 }
 
@@ -114,7 +158,7 @@ mod tests {
     fn a_revision_is_judged_on_the_plugins_outcomes_only() {
         let plugin = plugin();
         let rev = plugin.serving();
-        let sink = RevisionSink(rev.clone());
+        let sink = RevisionSink { plugin: plugin.clone(), chosen: rev.clone(), placed: Placed::default() };
         let took = std::time::Duration::from_millis(1);
         sink.record(tonic::Code::Internal, Source::Plugin, took);
         sink.record(tonic::Code::DeadlineExceeded, Source::Deadline, took);
@@ -128,6 +172,24 @@ mod tests {
             (2, 2),
             "a shed, an open circuit or a refused size is not the revision's doing"
         );
+    }
+
+    #[test]
+    fn a_call_chosen_for_the_canary_and_answered_by_the_stable_revision_counts_as_the_stables() {
+        let plugin = plugin();
+        let (stable, canary) = (plugin.serving(), plugin.new_revision(plugin.spec()));
+        let placed = Placed::default();
+        let sink = RevisionSink { plugin: plugin.clone(), chosen: canary.clone(), placed: placed.clone() };
+        let took = std::time::Duration::from_millis(1);
+        // The canary said NOT_SERVING: the pick placed the call on the stable revision.
+        placed.set(stable.number);
+        sink.record(tonic::Code::Ok, Source::Plugin, took);
+        sink.record(tonic::Code::Internal, Source::Plugin, took);
+        assert_eq!((canary.outcomes.snapshot().calls, stable.outcomes.snapshot().calls), (0, 2));
+        // Placed on the canary it chose: the canary's.
+        placed.set(canary.number);
+        sink.record(tonic::Code::Ok, Source::Plugin, took);
+        assert_eq!((canary.outcomes.snapshot().calls, stable.outcomes.snapshot().calls), (1, 2));
     }
 
     #[test]
