@@ -96,6 +96,7 @@ impl TierFile {
         }
         self.landlock
             .check()
+            .and_then(|()| self.namespaces.check())
             .and_then(|()| self.quota.check())
             .and_then(|()| self.limits.check())
             .map_err(|(field, message)| setting(field, message))

@@ -60,6 +60,22 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
+    /// A PID namespace is refused: the spawn sequence checks that the supervisor is still
+    /// its parent with `getppid`, which is 0 in a new PID namespace (every start failed
+    /// "checking the supervisor is alive"), and where it forks rather than clones, it cannot
+    /// enter one (the plugin ran in the host's, silently).
+    pub(super) fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.pid {
+            return Err((
+                "namespaces.pid",
+                "a PID namespace is not supported: the spawn checks its parent with getppid, which a new PID \
+                 namespace hides, and cannot enter one where it forks; set it false"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The `CLONE_NEW*` flags for `unshare(2)` or `clone3(2)`.
     pub fn clone_flags(self) -> libc::c_int {
         [

@@ -172,6 +172,16 @@ fn tier_whose_sendmsg_leaves_out_the_status_descriptor_is_refused() {
     assert_mentions(&message, &["L3.seccomp.json", "tier L3 must allow sendmsg on fds 0-5 and 1001"]);
 }
 
+/// The key was accepted, and every start of such a tier then failed (or, forking, ran in
+/// the host's PID namespace without a word).
+#[test]
+fn tier_asking_for_a_pid_namespace_is_refused() {
+    let f = Fixture::new();
+    f.edit("L3.toml", "pid = false", "pid = true");
+    let (_, message) = f.refused();
+    assert_mentions(&message, &["L3.toml", "namespaces.pid", "a PID namespace is not supported"]);
+}
+
 #[test]
 fn tier_without_exit_group_is_refused() {
     let f = Fixture::new();
