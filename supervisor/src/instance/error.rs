@@ -62,6 +62,13 @@ pub enum Cause {
     /// The sandbox could not be built for it (quotas, Landlock, a missing tier).
     #[error("{0}")]
     Confine(String),
+    /// Its binary has memory both writable and executable from exec, which its tier forbids.
+    #[error(
+        "tier {tier} forbids memory both writable and executable, and the binary has {what}, which the kernel \
+         maps at exec where no filter sees it: rebuild it without (an assembly object needs a .note.GNU-stack \
+         section), or run it under a tier that allows such memory"
+    )]
+    WritableExec { tier: String, what: &'static str },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
     #[error("{what}: {source}")]

@@ -243,6 +243,15 @@ impl Launcher for SandboxLauncher {
             let Some(image) = req.image.payload.downcast_ref::<PluginImage>() else {
                 return Err(failed(spec, id, Cause::Confine("the image was not made by this launcher".into())));
             };
+            // Memory both writable and executable that the kernel maps at exec (an RWX
+            // segment, an executable stack) is made by no call the tier's filter could
+            // refuse: under a tier that forbids such memory, the binary is refused.
+            if self.learning.is_none()
+                && let Some(what) = image.image.binary().elf().writable_and_executable
+                && self.sandbox.tier(&spec.tier).is_some_and(|t| t.forbids_writable_exec())
+            {
+                return Err(refused(spec, id, Cause::WritableExec { tier: spec.tier.clone(), what }));
+            }
             // The start takes its leaf's path over: a retry of the last one's removal must
             // not touch it any more.
             self.retries.forget(&spec.name, id);

@@ -18,7 +18,7 @@ use goblin::elf::header::{
     EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, ELFMAG, ET_CORE, ET_DYN, ET_EXEC,
     ET_REL, Header, SIZEOF_IDENT,
 };
-use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP, ProgramHeader};
+use goblin::elf::program_header::{PF_W, PF_X, PT_DYNAMIC, PT_GNU_STACK, PT_INTERP, PT_LOAD, ProgramHeader};
 
 use super::elf_error::ElfError;
 use super::machine::{ElfClass, Endianness, Machine};
@@ -115,6 +115,11 @@ pub struct ElfInfo {
     pub soname: Option<OsString>,
     /// DF_1_NODEFLIB: the default directories are not searched for this object's needs.
     pub nodeflib: bool,
+    /// What of the file the kernel maps both writable and executable at exec, if anything:
+    /// a PT_LOAD segment with both flags, or an executable stack (PT_GNU_STACK with PF_X,
+    /// as an assembly object without `.note.GNU-stack` leaves it). No mmap or mprotect call
+    /// makes that memory, so a filter's W^X rules never see it.
+    pub writable_and_executable: Option<&'static str>,
 }
 
 impl ElfInfo {
@@ -235,6 +240,14 @@ impl ElfHeader {
             Some(ph) => Some(self.read_dynamic(subject, source, ph, &phdrs)?),
             None => None,
         };
+        let writable_and_executable = phdrs.iter().find_map(|ph| {
+            let (writable, executable) = (ph.p_flags & PF_W != 0, ph.p_flags & PF_X != 0);
+            match ph.p_type {
+                PT_LOAD if writable && executable => Some("a PT_LOAD segment both writable and executable"),
+                PT_GNU_STACK if executable => Some("an executable stack (PT_GNU_STACK with PF_X)"),
+                _ => None,
+            }
+        });
         let has_dynamic = dynamic.is_some();
         let dynamic = dynamic.unwrap_or_default();
         Ok(ElfInfo {
@@ -249,6 +262,7 @@ impl ElfHeader {
             runpath: dynamic.runpath,
             soname: dynamic.soname,
             nodeflib: dynamic.nodeflib,
+            writable_and_executable,
         })
     }
 

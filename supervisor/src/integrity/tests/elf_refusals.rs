@@ -224,3 +224,21 @@ fn a_dynamic_array_the_loader_would_not_read_is_refused() {
     let err = refusal(&two);
     assert!(err.contains("2 PT_DYNAMIC program headers"), "{err}");
 }
+
+/// Memory the kernel maps both writable and executable at exec is told, for the tiers that
+/// forbid such memory to refuse the binary: no mmap or mprotect call makes it.
+#[test]
+fn memory_writable_and_executable_from_exec_is_told() {
+    let plain = tiny_elf64(Machine::host().e_machine, 2, CODE_EXIT_0, true);
+    assert_eq!(inspect(&plain).unwrap().writable_and_executable, None);
+    assert_eq!(inspect(host_binary()).unwrap().writable_and_executable, None);
+    // The PT_LOAD's flags (at byte 64 + 4): R+W+X.
+    let mut rwx = plain.clone();
+    rwx[68..72].copy_from_slice(&7u32.to_le_bytes());
+    assert_eq!(inspect(&rwx).unwrap().writable_and_executable, Some("a PT_LOAD segment both writable and executable"));
+    // The second header made PT_GNU_STACK with R+X: an executable stack.
+    let mut stack = plain;
+    stack[120..124].copy_from_slice(&0x6474_e551u32.to_le_bytes());
+    stack[124..128].copy_from_slice(&5u32.to_le_bytes());
+    assert_eq!(inspect(&stack).unwrap().writable_and_executable, Some("an executable stack (PT_GNU_STACK with PF_X)"));
+}

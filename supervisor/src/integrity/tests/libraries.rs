@@ -122,6 +122,7 @@ fn exe_info(needed: &[&str], rpath: Option<&str>, runpath: Option<&str>) -> ElfI
         runpath: runpath.map(OsString::from),
         soname: None,
         nodeflib: false,
+        writable_and_executable: None,
     }
 }
 

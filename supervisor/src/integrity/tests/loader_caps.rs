@@ -172,6 +172,7 @@ fn resolve_libc(runpath: &str, caps: &LoaderCaps, tree: &Path) -> PathBuf {
         runpath: Some(runpath.into()),
         soname: None,
         nodeflib: false,
+        writable_and_executable: None,
     };
     let exe = tree.join("bin/app");
     fs::create_dir_all(tree.join("bin")).unwrap();

@@ -63,6 +63,28 @@ impl Tier {
         })
     }
 
+    /// Whether the tier's filter refuses memory both writable and executable, asked for
+    /// either way (`mmap` of a new mapping, `mprotect` of an existing one). A binary the
+    /// kernel maps so at exec (an RWX segment, an executable stack) would have such memory
+    /// from its first instruction, where the filter sees no call: it is refused under such
+    /// a tier ([`crate::integrity::ElfInfo::writable_and_executable`]).
+    pub fn forbids_writable_exec(&self) -> bool {
+        use super::arch::AUDIT_ARCH_X86_64;
+        use super::sim::{SeccompData, allows};
+        const SOME_ADDRESS: u64 = 0x7f12_3450_0000;
+        let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let anonymous = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let calls = [
+            (libc::SYS_mprotect, [SOME_ADDRESS, 4096, rwx, 0, 0, 0]),
+            (libc::SYS_mmap, [0, 4096, rwx, anonymous, u64::MAX, 0]),
+        ];
+        calls.iter().all(|(nr, args)| {
+            let data = SeccompData::new(AUDIT_ARCH_X86_64, *nr as i32, *args);
+            // A program that cannot be simulated is not taken to forbid anything.
+            allows(self.program.instructions(), &data).is_ok_and(|allowed| !allowed)
+        })
+    }
+
     /// Compiles the tier's policy again with another delivery, e.g.
     /// [`Delivery::Direct`] where user notification is unavailable.
     pub fn compile(&self, delivery: Delivery) -> Result<CompiledFilter, TierError> {

@@ -22,6 +22,14 @@ fn loading_twice_gives_the_same_programs() {
     }
 }
 
+/// README's tier table: L2 and L3 forbid writable+executable memory, L1 does not.
+#[test]
+fn l2_and_l3_forbid_writable_and_executable_memory_and_l1_does_not() {
+    assert!(!tier("L1").forbids_writable_exec());
+    assert!(tier("L2").forbids_writable_exec());
+    assert!(tier("L3").forbids_writable_exec());
+}
+
 #[test]
 fn violations_are_errno_in_l1_and_kill_in_l2_and_l3() {
     assert_eq!(tier("L1").violation, ViolationAction::Errno(libc::EPERM as u16));
