@@ -273,6 +273,41 @@ async fn a_script_a_truncated_elf_and_a_foreign_architecture_are_refused_before_
     assert_eq!(zoo.echo(Text { text: "unaffected".into() }).await.unwrap().into_inner().text, "unaffected");
 }
 
+/// An executable stack is mapped by the kernel at exec, where no filter sees it: under a
+/// tier that forbids memory both writable and executable the binary is refused at start,
+/// naming it, and under one that allows it, it runs.
+#[tokio::test]
+async fn a_binary_with_an_executable_stack_is_refused_under_a_tier_forbidding_wx_memory() {
+    let dir = scratch();
+    let stacky = copy_executable(&bins::example("echo"), dir.path(), "echo-exec-stack");
+    let bytes = std::fs::read(&stacky).expect("read copy");
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let phnum = usize::from(u16::from_le_bytes(bytes[56..58].try_into().unwrap()));
+    let stack = (0..phnum)
+        .map(|i| phoff + 56 * i)
+        .find(|at| u32::from_le_bytes(bytes[*at..at + 4].try_into().unwrap()) == 0x6474_e551)
+        .expect("the echo example has a PT_GNU_STACK header");
+    // Its flags, read+write, with execute added.
+    let flags = u32::from_le_bytes(bytes[stack + 4..stack + 8].try_into().unwrap()) | 1;
+    patch(&stacky, stack + 4, &flags.to_le_bytes());
+    let plugins = [
+        plugin("hardened", &stacky, "tier = \"L2\"\ndeclared_name = \"echo\""),
+        plugin("general", &stacky, "tier = \"L1\"\ndeclared_name = \"echo\""),
+    ]
+    .concat();
+    let d = Daemon::start(&config(&plugins));
+    d.wait_state("general-0", "running", UP);
+    let reason = refusal(&d, "hardened-0");
+    assert!(
+        reason.contains(
+            "tier L2 forbids memory both writable and executable, and the binary has an executable stack \
+             (PT_GNU_STACK with PF_X)"
+        ),
+        "{reason}"
+    );
+    assert!(!was_spawned(&d, "hardened"), "refused before it was started");
+}
+
 /// `supervisorctl plugin keygen`; returns the public key line.
 fn keygen(dir: &Path, stem: &str) -> (PathBuf, String) {
     let secret = dir.join(format!("{stem}.key"));
