@@ -206,7 +206,11 @@ impl Supervisor {
         let plugins: Vec<Arc<Plugin>> = config
             .specs()
             .into_iter()
-            .map(|spec| crate::rollout::saved::restore(&shared, spec, config.supervisor.log_lines))
+            .map(|spec| {
+                // Counted from here: what is said of a plugin not configured makes no series.
+                shared.metrics.add_plugin(&spec.name);
+                crate::rollout::saved::restore(&shared, spec, config.supervisor.log_lines)
+            })
             .collect();
         crate::rollout::saved::forget_unconfigured(&shared, &plugins);
         crate::rollout::saved::sweep_images(&shared);

@@ -169,7 +169,7 @@ impl Metrics {
 
     /// A lifecycle event of `kind` happened to `plugin`.
     pub fn record_event(&self, plugin: &str, kind: super::events::EventKind) {
-        let owned = self.owned(plugin);
+        let Some(owned) = self.known(plugin) else { return };
         let mut o = lock(&owned);
         if o.removed {
             return;
@@ -181,7 +181,7 @@ impl Metrics {
 
     /// A phase of one of `plugin`'s instances took `took`.
     pub fn record_phase(&self, plugin: &str, phase: super::phases::Phase, took: Duration) {
-        let owned = self.owned(plugin);
+        let Some(owned) = self.known(plugin) else { return };
         let mut o = lock(&owned);
         if o.removed {
             return;
@@ -194,7 +194,7 @@ impl Metrics {
     /// An instance of `plugin` ended and its teardown's checks came to `outcome`, taking
     /// `took`.
     pub fn record_teardown(&self, plugin: &str, outcome: super::teardown::Outcome, took: Duration) {
-        let owned = self.owned(plugin);
+        let Some(owned) = self.known(plugin) else { return };
         let mut o = lock(&owned);
         if o.removed {
             return;
@@ -208,7 +208,7 @@ impl Metrics {
     /// A leak of `resource` was suspected in one of `plugin`'s instances (`plugin` is
     /// empty for the supervisor itself).
     pub fn record_leak(&self, plugin: &str, resource: &str) {
-        let owned = self.owned(plugin);
+        let Some(owned) = self.known(plugin) else { return };
         let mut o = lock(&owned);
         if o.removed {
             return;
@@ -242,6 +242,20 @@ impl Metrics {
         set(&self.leaks.own_anon, own.rss_anon);
         set(&self.leaks.own_fds, own.fds);
         set(&self.leaks.own_threads, own.threads);
+    }
+
+    /// What `plugin` has put in the families, when it is one of the plugins: made when its
+    /// calls are first counted (its routing stack is built before any instance of it
+    /// starts) or it is added, and for the supervisor itself (`""`). What is said of a
+    /// plugin no longer there (a removed one's cgroup removed at last by a retry, the
+    /// removal of one kept from before a restart) makes no series: made at its mention,
+    /// a removed plugin's series came back, never to go, and a plugin added later under
+    /// its name counted on from them.
+    fn known(&self, plugin: &str) -> Option<Arc<Mutex<Owned>>> {
+        if plugin.is_empty() {
+            return Some(self.owned(plugin));
+        }
+        lock(&self.plugins).get(plugin).cloned()
     }
 
     /// What `plugin` has put in the families (made at its first mention).
@@ -289,6 +303,7 @@ impl Metrics {
         if plugins.get(plugin).is_some_and(|o| lock(o).removed) {
             plugins.remove(plugin);
         }
+        plugins.entry(plugin.to_owned()).or_default();
     }
 
     /// Forgets a removed plugin once nothing of it records any more (its instances are
@@ -744,6 +759,7 @@ mod tests {
     #[test]
     fn instances_show_state_restarts_and_usage() {
         let m = Metrics::default();
+        m.add_plugin("auth");
         m.record_event("auth", EventKind::Exited);
         let usage = ResourceUsage {
             memory_current: 5 << 20,
@@ -775,6 +791,7 @@ mod tests {
         let m = Metrics::default();
         m.set_leak("echo", "echo-0", "memory", true, 2.5 * 1048576.0);
         m.set_leak("echo", "echo-0", "fds", false, 0.0);
+        m.add_plugin("echo");
         m.record_leak("echo", "memory");
         m.record_leak("", "fds");
         m.set_own(&crate::leaks::probe::Own {
@@ -809,6 +826,31 @@ mod tests {
         let m = Metrics::default();
         assert!(m.render(&[row("echo", "running", None)]).contains("plugin_instance=\"echo-0\""));
         assert!(!m.render(&[]).contains("plugin_instance=\"echo-0\""));
+    }
+
+    /// Once a removed plugin is forgotten (its instances gone), what is said of it later
+    /// (its cgroup removed at last by a retry, an hour on) makes no series: such a series
+    /// came back, never to go, and a plugin added later under the name counted on from it.
+    /// Nor does what is said of a plugin never configured (a rollout kept from before a
+    /// restart, whose plugin is gone).
+    #[test]
+    fn what_is_said_of_a_plugin_no_longer_there_makes_no_series() {
+        let m = Metrics::default();
+        m.plugin_calls("gone").record(tonic::Code::Ok, Source::Plugin, Duration::from_micros(40));
+        m.record_event("gone", EventKind::Exited);
+        let removed = m.remove_plugin("gone");
+        m.release("gone", removed);
+        m.record_event("gone", EventKind::Teardown);
+        m.record_teardown("gone", crate::observe::teardown::Outcome::Cleaned, Duration::from_millis(1));
+        m.record_leak("gone", "memory");
+        m.record_phase("gone", crate::observe::phases::Phase::Teardown, Duration::from_millis(1));
+        m.record_event("never-configured", EventKind::Removed);
+        let text = m.render(&[]);
+        assert!(!text.contains("plugin=\"gone\"") && !text.contains("never-configured"), "{text}");
+        // Added again, it counts from zero.
+        m.add_plugin("gone");
+        m.record_event("gone", EventKind::Teardown);
+        assert!(m.render(&[]).contains("supervisor_events_total{plugin=\"gone\",kind=\"teardown\"} 1\n"));
     }
 
     #[test]
@@ -905,6 +947,7 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::default();
+        m.add_plugin("we\"ird\nname");
         m.record_event("we\"ird\nname", EventKind::Exited);
         let text = m.render(&[]);
         assert!(text.contains(r#"plugin="we\"ird\nname""#), "{text}");
