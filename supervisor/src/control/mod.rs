@@ -224,9 +224,6 @@ fn usage_message(u: &crate::sandbox::cgroup::Stats, read_at: Option<std::time::S
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// The backlog, then (when following, with a follow stream's slot held as long as the
-/// stream) what the history gets next; a follower that falls behind is told how much it
-/// missed.
 /// What a follower of `events` that fell behind is told. The history is every plugin's,
 /// so a follower of one plugin cannot know how many of those it missed were that
 /// plugin's: it is told the whole count, as such.
@@ -238,31 +235,35 @@ fn missed_events(n: u64, name: &str) -> String {
     }
 }
 
+/// What `rx` has in its backlog, read in place as the client takes it, then (when
+/// following, with a follow stream's slot held as long as the stream) what the history
+/// gets next; a reader that falls behind is told how much it missed.
 fn backlog_then_follow<T: Clone + Send + 'static>(
-    backlog: Vec<T>,
-    rx: Option<(Follower<T>, conns::FollowSlot)>,
+    rx: Follower<T>,
+    follow: Option<conns::FollowSlot>,
     keep: impl Fn(&T) -> bool + Send + Sync + 'static,
     missed: impl Fn(u64) -> T + Send + Sync + 'static,
     closed: Option<Status>,
 ) -> BoxStream<T> {
-    let head = futures_util::stream::iter(backlog.into_iter().map(Ok));
-    let Some((rx, slot)) = rx else { return Box::pin(head) };
-    let tail = futures_util::stream::unfold(Some((rx, keep, missed, slot, closed)), |state| async move {
-        let (mut rx, keep, missed, slot, closed) = state?;
+    let stream = futures_util::stream::unfold(Some((rx, follow, keep, missed, closed)), |state| async move {
+        let (mut rx, follow, keep, missed, closed) = state?;
         loop {
+            if follow.is_none() && !rx.in_backlog() {
+                return None;
+            }
             match rx.next().await {
-                Next::Entry(v) if keep(&v) => return Some((Ok(v), Some((rx, keep, missed, slot, closed)))),
+                Next::Entry(v) if keep(&v) => return Some((Ok(v), Some((rx, follow, keep, missed, closed)))),
                 Next::Entry(_) => continue,
                 Next::Missed(n) => {
                     let m = missed(n);
-                    return Some((Ok(m), Some((rx, keep, missed, slot, closed))));
+                    return Some((Ok(m), Some((rx, follow, keep, missed, closed))));
                 }
                 // Its source is gone: the follow ends, with why when there is one to say.
-                Next::Closed => return closed.map(|why| (Err(why), None)),
+                Next::Closed => return closed.filter(|_| follow.is_some()).map(|why| (Err(why), None)),
             }
         }
     });
-    Box::pin(futures_util::StreamExt::chain(head, tail))
+    Box::pin(stream)
 }
 
 #[tonic::async_trait]
@@ -376,7 +377,7 @@ impl Control for ControlService {
         let p = self.sup.plugin(&req.name).map_err(to_status)?;
         let slot = self.follow_slot(req.follow, on.as_ref())?;
         let n = req.lines.map_or(DEFAULT_TAIL_LINES, |n| n as usize);
-        let (lines, rx) = p.logs.subscribe(n);
+        let rx = p.logs.read_back(n);
         let missed = |n: u64| LogLine {
             unix_nanos: crate::observe::unix_nanos(),
             stream: "supervisor".into(),
@@ -385,7 +386,7 @@ impl Control for ControlService {
         };
         // Its log's sender goes with the plugin: `update` removed it.
         let removed = Status::not_found(format!("plugin {:?} was removed", req.name));
-        Ok(Response::new(backlog_then_follow(lines, slot.map(|slot| (rx, slot)), |_| true, missed, Some(removed))))
+        Ok(Response::new(backlog_then_follow(rx, slot, |_| true, missed, Some(removed))))
     }
 
     type EventsStream = BoxStream<Event>;
@@ -397,17 +398,16 @@ impl Control for ControlService {
             self.sup.plugin(&req.name).map_err(to_status)?;
         }
         let slot = self.follow_slot(req.follow, on.as_ref())?;
-        let (history, rx) = self.sup.events().subscribe();
+        let rx = self.sup.events().read_back();
         let name = req.name.clone();
         let keep = move |e: &Event| name.is_empty() || e.plugin == name;
-        let history: Vec<Event> = history.into_iter().filter(|e| keep(e)).collect();
         let missed = move |n: u64| Event {
             unix_nanos: crate::observe::unix_nanos(),
             kind: EventKind::Missed.as_str().into(),
             message: missed_events(n, &req.name),
             ..Default::default()
         };
-        Ok(Response::new(backlog_then_follow(history, slot.map(|slot| (rx, slot)), keep, missed, None)))
+        Ok(Response::new(backlog_then_follow(rx, slot, keep, missed, None)))
     }
 
     async fn quota(&self, req: Request<QuotaRequest>) -> Result<Response<QuotaResponse>, Status> {

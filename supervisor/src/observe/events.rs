@@ -185,4 +185,9 @@ impl EventBus {
     pub fn subscribe(&self) -> (Vec<Event>, Follower<Event>) {
         self.ring.subscribe(usize::MAX)
     }
+
+    /// A reader of the whole history in place, then of what comes next.
+    pub fn read_back(&self) -> Follower<Event> {
+        self.ring.read_back(usize::MAX)
+    }
 }

@@ -106,6 +106,11 @@ impl LogBuffer {
         self.ring.subscribe(n)
     }
 
+    /// A reader of the last `n` lines in place, then of what comes next.
+    pub fn read_back(&self, n: usize) -> Follower<LogLine> {
+        self.ring.read_back(n)
+    }
+
     /// What each stream kept and dropped, for metrics.
     pub fn counts(&self) -> [StreamCounts; 3] {
         Stream::ALL.map(|stream| {

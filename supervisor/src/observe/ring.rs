@@ -95,8 +95,22 @@ impl<T: Clone> Ring<T> {
         // between the two.
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let kept = held.items.iter().skip(held.items.len().saturating_sub(n)).map(|(item, _)| item.clone()).collect();
-        let follower = Follower { held: self.held.clone(), next: held.end(), pushed: pushed.subscribe() };
+        let end = held.end();
+        let follower = Follower { held: self.held.clone(), next: end, backlog_end: end, pushed: pushed.subscribe() };
         (kept, follower)
+    }
+
+    /// A follower placed `n` entries back: it reads the last `n` entries (its backlog, see
+    /// [`Follower::in_backlog`]) in place as it goes, then on. Copied out, as
+    /// [`Ring::subscribe`] does, a backlog is held whole for as long as its reader takes
+    /// to read it: a control stream whose client reads nothing held a plugin's whole log
+    /// (4 MiB by default), and a thousand of them 4 GiB.
+    pub fn read_back(&self, n: usize) -> Follower<T> {
+        let pushed = self.pushed.get_or_init(|| watch::channel(0).0);
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let end = held.end();
+        let next = end - (held.items.len().min(n) as u64);
+        Follower { held: self.held.clone(), next, backlog_end: end, pushed: pushed.subscribe() }
     }
 }
 
@@ -118,10 +132,18 @@ pub struct Follower<T> {
     held: Arc<Mutex<Held<T>>>,
     /// The number of the entry it reads next.
     next: u64,
+    /// The number after the last entry of its backlog: what the history had when it began.
+    backlog_end: u64,
     pushed: watch::Receiver<u64>,
 }
 
 impl<T: Clone> Follower<T> {
+    /// Whether what it reads next was in the history when it began (or would have been,
+    /// had the history not forgotten it since).
+    pub fn in_backlog(&self) -> bool {
+        self.next < self.backlog_end
+    }
+
     /// The next entry, as soon as there is one.
     pub async fn next(&mut self) -> Next<T> {
         loop {
@@ -158,6 +180,32 @@ mod tests {
     use futures_util::FutureExt;
 
     use super::*;
+
+    #[test]
+    fn a_reader_placed_back_reads_the_last_entries_in_place_then_on() {
+        let r = Ring::new(3);
+        for i in 0..5 {
+            r.push(i);
+        }
+        let mut back = r.read_back(2);
+        assert!(back.in_backlog());
+        assert_eq!(back.next().now_or_never(), Some(Next::Entry(3)));
+        assert_eq!(back.next().now_or_never(), Some(Next::Entry(4)));
+        assert!(!back.in_backlog(), "the backlog is read");
+        assert_eq!(back.next().now_or_never(), None, "nothing new yet");
+        r.push(5);
+        assert_eq!(back.next().now_or_never(), Some(Next::Entry(5)));
+        // More asked for than there is: what there is. The history moving on under a slow
+        // reader of its backlog: told how much it missed, as a follower is.
+        let mut all = r.read_back(usize::MAX);
+        assert_eq!(all.next().now_or_never(), Some(Next::Entry(3)));
+        for i in 6..9 {
+            r.push(i);
+        }
+        assert_eq!(all.next().now_or_never(), Some(Next::Missed(2)));
+        assert!(!all.in_backlog());
+        assert_eq!(all.next().now_or_never(), Some(Next::Entry(6)));
+    }
 
     #[test]
     fn keeps_the_newest_and_hands_followers_what_comes_next() {
