@@ -369,7 +369,7 @@ impl Supervisor {
                 state: p.describe_state(),
             });
         }
-        Ok(with_unsaved(p.describe_state(), unsaved))
+        Ok(with_unsaved(p.describe_stopped(), unsaved))
     }
 
     /// Stops and starts a plugin's instances.

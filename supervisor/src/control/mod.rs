@@ -46,9 +46,11 @@ const DEFAULT_TAIL_LINES: usize = 50;
 const COMMAND_WAIT: Duration = Duration::from_secs(15);
 
 /// How long start/restart wait for the plugin: as long as the caller waits for the answer
-/// (`supervisorctl --wait`, less the margin for the way back), else [`COMMAND_WAIT`].
+/// (`supervisorctl --wait`, less the margin for the way back), and a little less, so that
+/// the command's own answer (with its note when the command could not be saved) is ready
+/// before the caller's deadline cuts it to the bare state; else [`COMMAND_WAIT`].
 fn command_wait(within: Option<Duration>) -> Duration {
-    within.unwrap_or(COMMAND_WAIT)
+    within.map_or(COMMAND_WAIT, |within| within.saturating_sub((within / 20).min(Duration::from_millis(250))))
 }
 
 pub struct ControlService {
@@ -691,9 +693,9 @@ mod tests {
         // `supervisorctl --wait 2m start slow`: it waited 15 s and answered "starting".
         let mut m = tonic::metadata::MetadataMap::new();
         m.insert("grpc-timeout", "2M".parse().unwrap());
-        assert_eq!(command_wait(deadline::answer_within(&m)), Duration::from_millis(119_500));
+        assert_eq!(command_wait(deadline::answer_within(&m)), Duration::from_millis(119_250));
         m.insert("grpc-timeout", "30S".parse().unwrap());
-        assert_eq!(command_wait(deadline::answer_within(&m)), Duration::from_millis(29_500));
+        assert_eq!(command_wait(deadline::answer_within(&m)), Duration::from_millis(29_250));
         assert_eq!(command_wait(None), COMMAND_WAIT, "a caller without a deadline");
     }
 

@@ -551,6 +551,29 @@ impl Plugin {
         format!("{worst} ({count} of {}): {}", each.len(), named.join(", "))
     }
 
+    /// The answer to a stop: "stopped" once no instance runs, its instances that had
+    /// failed before the stop (and stay failed, for the operator) named after it:
+    /// "stopped (1 of 2 had failed): echo-0 stopped (stopped by request), echo-1 failed
+    /// (...)". Led by "failed", as [`Plugin::describe_state`] leads, a stop that stopped
+    /// all there was to stop made `supervisorctl stop` exit 1. Else as `describe_state`.
+    pub fn describe_stopped(&self) -> String {
+        let serving = self.serving.load();
+        let each: Vec<(State, &str, String)> = serving
+            .instances
+            .iter()
+            .map(|i| {
+                let st = i.status();
+                (st.state, i.id.as_str(), st.describe())
+            })
+            .collect();
+        let failed = each.iter().filter(|(state, ..)| *state == State::Failed).count();
+        if failed == 0 || !each.iter().all(|(state, ..)| matches!(state, State::Stopped | State::Failed)) {
+            return self.describe_state();
+        }
+        let named: Vec<String> = each.iter().map(|(_, id, said)| format!("{id} {said}")).collect();
+        format!("stopped ({failed} of {} had failed): {}", each.len(), named.join(", "))
+    }
+
     /// Records a command; returns its generation.
     /// Whether the operator (or `autostart`) wants it running now.
     pub fn wants_running(&self) -> bool {

@@ -257,6 +257,11 @@ async fn a_start_answers_for_every_replica_and_one_failed_makes_it_a_failure() {
         said.contains("fake-1 running") == refused && said.contains(&format!("fake-1 {failed}")) == running,
         "{said}"
     );
+    // A stop stops what runs, and says so first: the failed replica stays failed, named
+    // after (led by "failed", the answer made supervisorctl stop exit 1).
+    let stopped = f.sup.stop_plugin("fake").await.unwrap();
+    assert!(stopped.starts_with("stopped (1 of 2 had failed): "), "{stopped}");
+    assert!(stopped.contains(failed) && stopped.contains("stopped (stopped by request)"), "{stopped}");
     // Alike, they are said once.
     let again = f.sup.start_plugin("fake", UP).await.unwrap();
     assert_eq!(again, "running");

@@ -44,12 +44,15 @@ impl ElfHeader {
         // this reads it at its file offset (p_offset): the two must be the same bytes, or a
         // decoy at the offset (naming any host file as a library, so that it is granted
         // read and execute) would be checked while the loader read the real one.
-        if ph.p_filesz > 0 && file_offset(phdrs, ph.p_vaddr) != Some(ph.p_offset) {
+        // All of it: past a segment's file bytes the kernel maps zeros (a DT_NULL to the
+        // loader) where the file may hold more entries, and a later segment mapped over
+        // it replaces what the file holds there.
+        if ph.p_filesz > 0 && !loaded_whole(phdrs, ph) {
             return Err(corrupted(
                 subject,
                 format!(
-                    "PT_DYNAMIC at file offset {:#x} is not where its address {:#x} is loaded from",
-                    ph.p_offset, ph.p_vaddr
+                    "PT_DYNAMIC at file offset {:#x} ({} bytes) is not where its address {:#x} is loaded from",
+                    ph.p_offset, ph.p_filesz, ph.p_vaddr
                 ),
             ));
         }
@@ -182,6 +185,25 @@ impl StringTable {
 
 /// Maps a virtual address to its file offset through the PT_LOAD segments, as ld.so sees
 /// the string table only through the mapped image. Only file-backed bytes count.
+/// Whether the loader reads `dynamic`'s bytes where this reads them: the whole array lies
+/// within the file bytes of one PT_LOAD, at the file offset its address maps to, and no
+/// other PT_LOAD is mapped over any of it.
+fn loaded_whole(phdrs: &[ProgramHeader], dynamic: &ProgramHeader) -> bool {
+    let (start, Some(end)) = (dynamic.p_vaddr, dynamic.p_vaddr.checked_add(dynamic.p_filesz)) else { return false };
+    let loads: Vec<&ProgramHeader> = phdrs.iter().filter(|ph| ph.p_type == PT_LOAD).collect();
+    let within = |ph: &&ProgramHeader| {
+        ph.p_vaddr <= start
+            && ph.p_vaddr.checked_add(ph.p_filesz).is_some_and(|file_end| end <= file_end)
+            && ph.p_offset.checked_add(start - ph.p_vaddr) == Some(dynamic.p_offset)
+    };
+    let Some(home) = loads.iter().position(within) else { return false };
+    let overlaps = |ph: &&ProgramHeader| {
+        let mem_end = ph.p_vaddr.saturating_add(ph.p_memsz);
+        ph.p_vaddr < end && start < mem_end
+    };
+    loads.iter().enumerate().all(|(i, ph)| i == home || !overlaps(ph))
+}
+
 fn file_offset(phdrs: &[ProgramHeader], address: u64) -> Option<u64> {
     phdrs.iter().filter(|ph| ph.p_type == PT_LOAD).find_map(|ph| {
         let delta = address.checked_sub(ph.p_vaddr)?;

@@ -219,6 +219,14 @@ fn a_dynamic_array_the_loader_would_not_read_is_refused() {
     decoy[dynamic + 8..dynamic + 16].copy_from_slice(&at.to_le_bytes());
     let err = refusal(&decoy);
     assert!(err.contains("PT_DYNAMIC at file offset") && err.contains("is not where its address"), "{err}");
+    // The array running past its segment's file bytes, where the kernel maps zeros (a
+    // DT_NULL to the loader) and the file may hold more entries: the PT_LOAD's p_filesz
+    // (at byte 64 + 32) cut to end inside the array.
+    let mut past = file.clone();
+    let cut = (offset(&file) + 3 * 16) as u64;
+    past[64 + 32..64 + 40].copy_from_slice(&cut.to_le_bytes());
+    let err = refusal(&past);
+    assert!(err.contains("is not where its address"), "{err}");
     let mut two = file;
     two[64 + 56..64 + 60].copy_from_slice(&2u32.to_le_bytes());
     let err = refusal(&two);
