@@ -524,6 +524,19 @@ impl Plugin {
         self.serving.load().pick_other(not)
     }
 
+    /// Each instance of the serving revision: its state, id, and state as said.
+    fn each_state(&self) -> Vec<(State, String, String)> {
+        let serving = self.serving.load();
+        serving
+            .instances
+            .iter()
+            .map(|i| {
+                let st = i.status();
+                (st.state, i.id.clone(), st.describe())
+            })
+            .collect()
+    }
+
     /// "running", or the instances' state with its reason, for answers to the operator
     /// and messages about why the plugin cannot take a call. Replicas in different states
     /// are each named, after the state furthest from running and how many are in it:
@@ -531,15 +544,7 @@ impl Plugin {
     /// then says whether every instance came up (`supervisorctl start` exits on it); the
     /// first instance's alone said "running" with its replica failed.
     pub fn describe_state(&self) -> String {
-        let serving = self.serving.load();
-        let each: Vec<(State, &str, String)> = serving
-            .instances
-            .iter()
-            .map(|i| {
-                let st = i.status();
-                (st.state, i.id.as_str(), st.describe())
-            })
-            .collect();
+        let each = self.each_state();
         let Some((_, _, first)) = each.first() else { return "without instances".into() };
         if each.iter().all(|(_, _, said)| said == first) {
             return first.clone();
@@ -557,15 +562,7 @@ impl Plugin {
     /// (...)". Led by "failed", as [`Plugin::describe_state`] leads, a stop that stopped
     /// all there was to stop made `supervisorctl stop` exit 1. Else as `describe_state`.
     pub fn describe_stopped(&self) -> String {
-        let serving = self.serving.load();
-        let each: Vec<(State, &str, String)> = serving
-            .instances
-            .iter()
-            .map(|i| {
-                let st = i.status();
-                (st.state, i.id.as_str(), st.describe())
-            })
-            .collect();
+        let each = self.each_state();
         let failed = each.iter().filter(|(state, ..)| *state == State::Failed).count();
         if failed == 0 || !each.iter().all(|(state, ..)| matches!(state, State::Stopped | State::Failed)) {
             return self.describe_state();
