@@ -119,3 +119,20 @@ pub fn pid_outside(ns_member: i32, ns_pid: i32) -> Option<i32> {
 pub fn state(pid: i32) -> Option<char> {
     status_field(pid, "State")?.chars().next()
 }
+
+/// Waits up to `within` until the process's main thread sleeps in `nanosleep` or
+/// `clock_nanosleep` (as `std::thread::sleep` does), from `/proc/PID/syscall`: proof a
+/// blocking handler has the thread, where a fixed pause only hopes for it. False if it
+/// never did (or the process is gone).
+pub fn wait_asleep_in_nanosleep(pid: i32, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else { return false };
+        let nr: Option<i64> = line.split_whitespace().next().and_then(|n| n.parse().ok());
+        if nr.is_some_and(|n| n == libc::SYS_nanosleep || n == libc::SYS_clock_nanosleep) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}

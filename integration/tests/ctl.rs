@@ -138,7 +138,7 @@ fn a_daemon_that_never_answers_is_given_up_on() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(5), "{args:?}: {err}");
         assert!(err.starts_with(&expected), "{args:?}: {err}");
-        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert!(took < Duration::from_secs(8), "{args:?} took {took:?}");
     }
     // A call with its own timeout waits that and --wait, and says where it waited.
     let args = ["--wait", "1s", "call", "--timeout", "1s", "echo", "echo.v1.Echo/Echo"];
@@ -174,18 +174,19 @@ async fn tail_prints_as_many_past_lines_as_asked_and_0_prints_none() {
     // Following with -n 0: only what comes next.
     let mut child = ctl(&d.control()).args(["tail", "-f", "-n", "0", "zoo"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // The follower is subscribed once its (empty) backlog is served; a few
-    // prints make sure one lands after that.
+    // The follower is subscribed once its (empty) backlog is served; printing
+    // until it reads makes sure one lands after that, however late that is.
     let printer = tokio::spawn(async move {
-        for _ in 0..20 {
+        loop {
             zoo.print(PrintRequest { lines: 1, text: "fresh".into() }).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let first = tokio::task::spawn_blocking(move || lines.next()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(UP, tokio::task::spawn_blocking(move || lines.next())).await;
     let _ = child.kill();
     let _ = child.wait();
     printer.abort();
+    let first = first.expect("the follower printed nothing").unwrap().unwrap().unwrap();
     assert!(first.contains("fresh"), "{first}");
 }
 
@@ -196,7 +197,8 @@ fn start_answers_within_the_wait_with_the_state_reached() {
     let t = Instant::now();
     let child = ctl(&d.control()).args(["--wait", "2s", "start", "zoo"]).stdout(Stdio::piped()).spawn().unwrap();
     let (out, took) = wait_bounded(child, UP);
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    // Its 2 s, not the handshake's 5 (with what slack a loaded machine needs and that leaves).
+    assert!(took < Duration::from_millis(4900), "took {took:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "zoo: starting");
     // The start goes on: the handshake deadline then fails it.
     d.wait_for("zoo-0", UP, "past its handshake", |v| v["state"] != "starting");

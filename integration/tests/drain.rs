@@ -14,10 +14,10 @@ use plugin_integration::{Daemon, bins, connect};
 
 const UP: Duration = Duration::from_secs(30);
 /// The zoo's `stop_timeout`: the drain deadline its Shutdown call gives.
-const STOP_TIMEOUT: Duration = Duration::from_secs(6);
+const STOP_TIMEOUT: Duration = Duration::from_secs(12);
 /// How soon a stream that listens must end once the drain is asked for: "well before
-/// the deadline".
-const PROMPTLY: Duration = Duration::from_secs(2);
+/// the deadline" (a third of it: the slack a loaded machine needs).
+const PROMPTLY: Duration = Duration::from_secs(4);
 
 /// A stream held through the gateway, read to its end.
 struct Held {
@@ -109,7 +109,7 @@ async fn a_stream_that_hears_the_drain_ends_with_ok_at_once_and_one_that_does_no
     let held = ended(held).await;
     let took = held.ended - asked;
     assert!(
-        took >= STOP_TIMEOUT.mul_f64(0.9) && took < STOP_TIMEOUT + Duration::from_secs(2),
+        took >= STOP_TIMEOUT.mul_f64(0.9) && took < STOP_TIMEOUT + Duration::from_secs(4),
         "cut {took:?} after the stop was asked for, not at the drain deadline {STOP_TIMEOUT:?}"
     );
     assert!(held.texts.iter().all(|t| t.starts_with("tick ")), "{:?}", held.texts);

@@ -47,8 +47,8 @@ fn ctl_within(d: &Daemon, args: &[&str], within: Duration) -> Option<std::proces
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_never_reads_stalls_only_its_own_calls() {
-    let call_timeout = Duration::from_secs(3);
-    let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "call_timeout = \"3s\"")));
+    let call_timeout = Duration::from_secs(10);
+    let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "call_timeout = \"10s\"")));
     d.wait_state("echo-0", "running", UP);
 
     // Ten 1 MB requests whose 1 MB answers the caller never takes.
@@ -60,12 +60,13 @@ async fn a_caller_that_never_reads_stalls_only_its_own_calls() {
 
     // Another caller through the gateway is answered at once...
     let mut echo = EchoClient::new(connect(&d.gateway()).await.unwrap());
-    let answer = tokio::time::timeout(Duration::from_secs(2), echo.echo(EchoRequest { message: "hello".into() })).await;
+    // Well within the stalled calls' 10 s; a hung call would wait for them.
+    let answer = tokio::time::timeout(Duration::from_secs(5), echo.echo(EchoRequest { message: "hello".into() })).await;
     let answer = answer.expect("a well-behaved call hung behind the stalled caller").unwrap();
     assert_eq!(answer.into_inner().message, "hello");
     // ... and so is `supervisorctl call`.
     let out = tokio::task::block_in_place(|| {
-        ctl_within(&d, &["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"message":"hi"}"#], Duration::from_secs(2))
+        ctl_within(&d, &["call", "echo", "echo.v1.Echo/Echo", "--data", r#"{"message":"hi"}"#], Duration::from_secs(5))
     })
     .expect("supervisorctl call hung behind the stalled caller");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -74,7 +75,7 @@ async fn a_caller_that_never_reads_stalls_only_its_own_calls() {
 
     // The stalled calls are reset by their deadline, not held open.
     for body in bodies {
-        let left = (sent + call_timeout + Duration::from_secs(1)).saturating_duration_since(Instant::now());
+        let left = (sent + call_timeout + Duration::from_secs(3)).saturating_duration_since(Instant::now());
         assert_eq!(end_of(body, left).await, Ok(h2::Reason::CANCEL));
     }
     assert!(sent.elapsed() >= call_timeout - Duration::from_millis(100), "reset before the deadline");
@@ -173,14 +174,15 @@ async fn idle_and_prefaceless_connections_are_closed_after_their_timeouts() {
     d.wait_state("zoo-0", "running", UP);
 
     // Connected, and never a byte of HTTP/2.
-    let silent = std::os::unix::net::UnixStream::connect(d.gateway()).unwrap();
+    // Timed from before the connect: the daemon's clock starts at its accept.
     let t = Instant::now();
+    let silent = std::os::unix::net::UnixStream::connect(d.gateway()).unwrap();
     assert!(closed_within(&silent, Duration::from_secs(3)), "a connection without the preface was kept");
     assert!(t.elapsed() >= Duration::from_millis(250), "closed before preface_timeout: {:?}", t.elapsed());
 
     // Preface sent, then nothing: idle from the start.
-    let idle = idle_connection(&d.gateway()).unwrap();
     let t = Instant::now();
+    let idle = idle_connection(&d.gateway()).unwrap();
     assert!(closed_within(&idle, Duration::from_secs(4)), "an idle connection was kept");
     assert!(t.elapsed() >= Duration::from_millis(900), "closed before idle_timeout: {:?}", t.elapsed());
 

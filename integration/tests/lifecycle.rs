@@ -11,6 +11,7 @@ use plugin_integration::pb::token::token_validator_client::TokenValidatorClient;
 use plugin_integration::pb::token::{IssueRequest, ValidateRequest};
 use plugin_integration::pb::zoo::zoo_client::ZooClient;
 use plugin_integration::pb::zoo::{SleepRequest, Text};
+use plugin_integration::procfs::wait_asleep_in_nanosleep;
 use plugin_integration::{Daemon, alive, bins, connect};
 
 const UP: Duration = Duration::from_secs(30);
@@ -184,7 +185,7 @@ fn refused_handshakes_are_reported_with_their_cause_and_affect_nothing_else() {
 async fn deadlines_unknown_services_and_down_plugins_get_the_right_codes() {
     let plugins = format!(
         "{}{}",
-        plugin("zoo", &bins::zoo(), "call_timeout = \"300ms\""),
+        plugin("zoo", &bins::zoo(), "call_timeout = \"2s\""),
         plugin("echo", &bins::example("echo"), "autostart = false"),
     );
     let d = Daemon::start(&config(&plugins));
@@ -199,8 +200,8 @@ async fn deadlines_unknown_services_and_down_plugins_get_the_right_codes() {
     let err = zoo.sleep(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
     assert!(t.elapsed() < Duration::from_millis(1500));
-    // No grpc-timeout: the plugin's call_timeout (300ms) applies.
-    let err = zoo.sleep(SleepRequest { ms: 2000 }).await.unwrap_err();
+    // No grpc-timeout: the plugin's call_timeout (2s) applies.
+    let err = zoo.sleep(SleepRequest { ms: 10_000 }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
     assert!(err.message().contains("call_timeout"), "{}", err.message());
     // Within the deadline all is well.
@@ -228,11 +229,14 @@ async fn deadlines_unknown_services_and_down_plugins_get_the_right_codes() {
 
 #[tokio::test]
 async fn stopping_a_plugin_drains_calls_in_flight() {
-    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "stop_timeout = \"5s\"")));
-    d.wait_state("zoo-0", "running", UP);
+    let zoo_args = "stop_timeout = \"5s\"\nargs = [\"--blocking-sleep\"]";
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), zoo_args)));
+    let pid = d.wait_state("zoo-0", "running", UP)["pid"].as_i64().unwrap() as i32;
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
     let call = tokio::spawn(async move { zoo.sleep(SleepRequest { ms: 700 }).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The call is in the plugin (its one thread asleep in it) before the stop.
+    let asleep = tokio::task::spawn_blocking(move || wait_asleep_in_nanosleep(pid, UP)).await.unwrap();
+    assert!(asleep, "the call never reached the plugin");
     let (d, out) = tokio::task::spawn_blocking(move || {
         let out = d.ctl(&["stop", "zoo"]);
         (d, out)

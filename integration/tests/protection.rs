@@ -11,6 +11,7 @@ use bytes::Bytes;
 use plugin_integration::daemon::{config, plugin};
 use plugin_integration::pb::zoo::zoo_client::ZooClient;
 use plugin_integration::pb::zoo::{CountRequest, SleepRequest, Text};
+use plugin_integration::procfs::wait_asleep_in_nanosleep;
 use plugin_integration::{Daemon, bins, connect};
 
 const UP: Duration = Duration::from_secs(30);
@@ -24,7 +25,11 @@ fn metric(d: &Daemon, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_limit_and_its_queue_are_shed_at_once_while_admitted_calls_succeed() {
-    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "max_in_flight = 2\nmax_queued = 1")));
+    let d = Daemon::start(&config(&plugin(
+        "zoo",
+        &bins::zoo(),
+        "max_in_flight = 2\nmax_queued = 1\ncall_timeout = \"30s\"",
+    )));
     d.wait_state("zoo-0", "running", UP);
     let zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
 
@@ -34,7 +39,7 @@ async fn calls_beyond_the_limit_and_its_queue_are_shed_at_once_while_admitted_ca
         .map(|_| {
             let mut zoo = zoo.clone();
             tokio::spawn(async move {
-                let r = zoo.sleep(SleepRequest { ms: 2000 }).await;
+                let r = zoo.sleep(SleepRequest { ms: 3000 }).await;
                 (r.map(|_| ()), started.elapsed())
             })
         })
@@ -51,13 +56,13 @@ async fn calls_beyond_the_limit_and_its_queue_are_shed_at_once_while_admitted_ca
                     "plugin \"zoo\" is at its limit: max_in_flight 2 calls on every instance and max_queued 1 calls \
                      waiting; call shed"
                 );
-                assert!(took < Duration::from_millis(1500), "shed at once, not after a wait: {took:?}");
+                assert!(took < Duration::from_millis(2500), "shed at once, not after a wait: {took:?}");
                 shed += 1;
             }
         }
     }
     assert_eq!((ok, shed), (3, 3), "two admitted and one queued succeed");
-    assert!(started.elapsed() >= Duration::from_millis(4000), "the queued call waited for a place");
+    assert!(started.elapsed() >= Duration::from_millis(6000), "the queued call waited for a place");
     assert_eq!(metric(&d, r#"supervisor_calls_shed_total{plugin="zoo"}"#), Some(3.0));
     assert_eq!(
         metric(&d, r#"supervisor_calls_total{plugin="zoo",code="RESOURCE_EXHAUSTED",source="limit"}"#),
@@ -77,7 +82,8 @@ async fn a_stream_holds_its_place_within_the_limit_until_it_ends() {
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
     let mut stream = zoo
         .clone()
-        .count(CountRequest { count: 3, interval_ms: 300, ..Default::default() })
+        // Its second message comes 3 s after the first: the call beside it is made meanwhile.
+        .count(CountRequest { count: 2, interval_ms: 3000, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -144,7 +150,7 @@ fn sleep_within(ms: u32, timeout_ms: u64) -> tonic::Request<SleepRequest> {
 async fn no_caller_opens_the_circuit_for_the_others_by_asking_too_little_time_or_waiting_in_the_queue() {
     // Before, each of these counted as the plugin failing: a caller with a short grpc-timeout,
     // or a crowd held in the queue past its deadline, opened the circuit for everyone.
-    let keys = "call_timeout = \"3s\"\nmax_in_flight = 1\nmax_queued = 1\n[plugin.breaker]\nfailures = 2\nmin_backoff = \"10s\"";
+    let keys = "call_timeout = \"5s\"\nmax_in_flight = 1\nmax_queued = 1\n[plugin.breaker]\nfailures = 2\nmin_backoff = \"10s\"";
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), keys)));
     d.wait_state("zoo-0", "running", UP);
     let zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
@@ -163,7 +169,7 @@ async fn no_caller_opens_the_circuit_for_the_others_by_asking_too_little_time_or
     // One call holds the only place; the next ones wait in the queue until their deadline.
     let holder = tokio::spawn({
         let mut zoo = zoo.clone();
-        async move { zoo.sleep(SleepRequest { ms: 2500 }).await }
+        async move { zoo.sleep(SleepRequest { ms: 3500 }).await }
     });
     let queued = |ms| {
         let mut req = tonic::Request::new(Text { text: "queued".into() });
@@ -172,7 +178,7 @@ async fn no_caller_opens_the_circuit_for_the_others_by_asking_too_little_time_or
         async move { zoo.echo(req).await }
     };
     // Until the holder is in, a call may still find the place free.
-    let within = Instant::now() + Duration::from_secs(2);
+    let within = Instant::now() + Duration::from_millis(2500);
     let mut expired = 0;
     while expired == 0 {
         assert!(Instant::now() < within, "the holder never took the place");
@@ -198,8 +204,8 @@ async fn no_caller_opens_the_circuit_for_the_others_by_asking_too_little_time_or
 
     // The breaker is not blind: the plugin's own lateness, under its own call_timeout, counts.
     for _ in 0..2 {
-        let err = zoo.clone().sleep(SleepRequest { ms: 4000 }).await.unwrap_err();
-        assert_eq!(err.message(), "deadline of 3s (the plugin's call_timeout) exceeded");
+        let err = zoo.clone().sleep(SleepRequest { ms: 6000 }).await.unwrap_err();
+        assert_eq!(err.message(), "deadline of 5s (the plugin's call_timeout) exceeded");
     }
     assert_eq!(d.instance("zoo-0")["circuit"], "open");
 }
@@ -279,7 +285,11 @@ async fn a_plugin_that_stops_reading_its_connection_holds_only_its_windows_and_i
     use plugin_integration::pb::echo::{EchoRequest, echo_client::EchoClient};
     let text = config(&format!(
         "{}{}",
-        plugin("stuck", &bins::zoo(), "declared_name = \"zoo\"\nargs = [\"--blocking-sleep\"]\nstop_timeout = \"1s\""),
+        plugin(
+            "stuck",
+            &bins::zoo(),
+            "declared_name = \"zoo\"\nargs = [\"--blocking-sleep\"]\nstop_timeout = \"1s\"\ncall_timeout = \"30s\""
+        ),
         plugin("other", &bins::example("echo"), "declared_name = \"echo\"")
     ));
     let d = Daemon::start(&text);
@@ -295,7 +305,9 @@ async fn a_plugin_that_stops_reading_its_connection_holds_only_its_windows_and_i
         let mut zoo = zoo.clone();
         async move { zoo.sleep(within(SleepRequest { ms: 20_000 }, 2000)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = d.instance("stuck-0")["pid"].as_i64().unwrap() as i32;
+    let asleep = tokio::task::spawn_blocking(move || wait_asleep_in_nanosleep(pid, UP)).await.unwrap();
+    assert!(asleep, "the blocking call never reached the plugin");
     // 24 callers, each on a connection of its own, send it 3 MiB each: 72 MiB offered
     // to a plugin that reads none of it.
     const CALLS: usize = 24;
@@ -308,7 +320,7 @@ async fn a_plugin_that_stops_reading_its_connection_holds_only_its_windows_and_i
         .into_iter()
         .map(|mut zoo| {
             tokio::spawn(async move {
-                let r = zoo.echo(within(Text { text: "x".repeat(3 << 20) }, 4000)).await;
+                let r = zoo.echo(within(Text { text: "x".repeat(3 << 20) }, 8000)).await;
                 (r.map(|_| ()), started.elapsed())
             })
         })
@@ -322,18 +334,23 @@ async fn a_plugin_that_stops_reading_its_connection_holds_only_its_windows_and_i
     assert!(grown_mib < 24, "the daemon grew {grown_mib} MiB holding requests for a plugin that reads nothing");
     let answer = other.echo(EchoRequest { message: "beside".into() }).await.unwrap().into_inner();
     assert_eq!(answer.message, "beside");
-    assert!(started.elapsed() < Duration::from_secs(4), "answered only once the stuck calls had ended");
+    assert!(calls.iter().all(|c| !c.is_finished()), "answered only once the stuck calls had ended");
     let asked = Instant::now();
     assert_eq!(d.instance("stuck-0")["state"], "running");
-    assert!(asked.elapsed() < Duration::from_secs(1), "status took {:?}", asked.elapsed());
+    // Well before the callers' 8 s: the control socket does not wait behind the gateway.
+    assert!(asked.elapsed() < Duration::from_secs(4), "status took {:?}", asked.elapsed());
+    assert!(calls.iter().all(|c| !c.is_finished()), "status answered only once the stuck calls had ended");
 
     // Each caller gets its deadline, in about its time.
     for call in calls {
         let (r, took) = call.await.unwrap();
         let err = r.expect_err("a plugin that reads nothing answered");
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
-        assert_eq!(err.message(), "deadline of 4s (the caller's grpc-timeout) exceeded");
-        assert!(took < Duration::from_secs(7), "a 4 s deadline ended after {took:?}");
+        assert_eq!(err.message(), "deadline of 8s (the caller's grpc-timeout) exceeded");
+        assert!(
+            took >= Duration::from_secs(8) && took < Duration::from_secs(14),
+            "an 8 s deadline ended after {took:?}"
+        );
     }
     let err = stuck.await.unwrap().expect_err("the blocked call answered");
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
@@ -357,13 +374,15 @@ async fn calls_reset_before_a_busy_plugin_takes_them_leave_it_serving() {
     let d = Daemon::start(&text);
     d.wait_state("busy-0", "running", UP);
     let zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
-    // Its one thread blocks for 3 s; a second is time enough for the call to reach it on
-    // a loaded machine, and leaves two for the others to time out behind it.
+    // Its one thread blocks for 3 s, from when the call reaches it: then the others time
+    // out behind it.
     let sleeping = tokio::spawn({
         let mut zoo = zoo.clone();
         async move { zoo.sleep(within(SleepRequest { ms: 3000 }, 8000)).await }
     });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let pid = d.instance("busy-0")["pid"].as_i64().unwrap() as i32;
+    let asleep = tokio::task::spawn_blocking(move || wait_asleep_in_nanosleep(pid, UP)).await.unwrap();
+    assert!(asleep, "the blocking call never reached the plugin");
     let calls: Vec<_> = (0..60)
         .map(|_| {
             let mut zoo = zoo.clone();

@@ -297,7 +297,8 @@ async fn kill_9_of_the_supervisor_kills_every_plugin_process_at_once_and_the_nex
     for pid in &pids {
         assert!(!alive(*pid), "plugin process {pid} outlived kill -9 of the supervisor");
     }
-    assert!(took <= Duration::from_secs(1), "every plugin process died, but only after {took:?}");
+    // At once (a stop would take its stop_timeout), with a loaded machine's slack.
+    assert!(took <= Duration::from_secs(3), "every plugin process died, but only after {took:?}");
     // The next start on the same config takes over what was left (cgroups).
     d.restart_after_crash();
     d.wait_state("echo-0", "running", UP);

@@ -106,14 +106,14 @@ fn ready_waits_for_the_autostart_plugins_and_reloads_stops_and_the_status_line_a
     assert!(took >= Duration::from_millis(1500), "ready after {took:?}, before the slow plugin could start");
     assert_eq!(states, [("echo-0".to_owned(), "running".to_owned()), ("slow-0".to_owned(), "running".to_owned())]);
     assert_eq!(status_in(ready), Some("2 plugins running"), "{ready:?}");
-    // Watchdog pings go every half period (200 ms): at least three in the next second
-    // (five when nothing is late).
-    let end = Instant::now() + Duration::from_secs(1);
+    // Watchdog pings go every half period (200 ms): fifteen in the next three seconds
+    // when nothing is late; at least six leaves a loaded machine its stalls.
+    let end = Instant::now() + Duration::from_secs(3);
     let mut pings = 0;
     while let Some(m) = manager.next(end.saturating_duration_since(Instant::now())) {
         pings += usize::from(says(&m, "WATCHDOG=1"));
     }
-    assert!(pings >= 3, "{pings} watchdog pings in a second");
+    assert!(pings >= 6, "{pings} watchdog pings in three seconds");
 
     // The status line follows the plugins.
     let out = d.ctl(&["stop", "slow"]);

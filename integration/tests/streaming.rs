@@ -20,8 +20,9 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tower::util::BoxCloneSyncService;
 
 const UP: Duration = Duration::from_secs(30);
-/// How soon the plugin must see a cancellation, and a caller an ended plugin.
-const PROMPTLY: Duration = Duration::from_secs(2);
+/// How soon the plugin must see a cancellation, and a caller an ended plugin: at once,
+/// with the slack a loaded machine needs (what is late never comes at all).
+const PROMPTLY: Duration = Duration::from_secs(10);
 
 /// Either way of calling, so the same scenarios run over both. (A concrete
 /// error type: a boxed one trips rustc's higher-ranked `Send` check on
@@ -284,7 +285,7 @@ async fn deadline_mid_stream(f: &Fixture, timeout: Option<Duration>) {
         let took = started.elapsed();
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{kind:?}: {status:?}");
         assert!(status.message().contains(f.limit()), "{kind:?}: {status:?}");
-        assert!(took < Duration::from_secs(3), "{kind:?}: the deadline came after {took:?}");
+        assert!(took < Duration::from_secs(8), "{kind:?}: the deadline came after {took:?}");
         tally_until(&mut zoo, PROMPTLY, &format!("{kind:?}: the plugin's handler cancelled at the deadline"), |t| {
             t.cancelled > before.cancelled
         })
@@ -418,12 +419,12 @@ async fn each_kind_of_stream_completes_through_an_embedded_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_deadline_ends_each_kind_of_stream_through_the_gateway_and_cancels_the_handler() {
-    deadline_mid_stream(&Fixture::gateway(""), Some(Duration::from_millis(600))).await;
+    deadline_mid_stream(&Fixture::gateway(""), Some(Duration::from_secs(2))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plugins_call_timeout_ends_each_kind_of_stream_through_an_embedded_channel_and_cancels_the_handler() {
-    let f = Fixture::embedded("call_timeout = \"600ms\"").await;
+    let f = Fixture::embedded("call_timeout = \"2s\"").await;
     deadline_mid_stream(&f, None).await;
     f.shutdown().await;
 }
@@ -511,8 +512,7 @@ fn supervisorctl_call_streams_reads_its_request_from_a_file_or_stdin_and_exits_6
     }
     let out = ctl_call(d, &["zoo.v1.Zoo/Sleep", "-d", r#"{"ms":3000}"#, "--timeout", "200ms"], "");
     assert_eq!(out.status.code(), Some(64 + 4), "DEADLINE_EXCEEDED: {}", stderr(&out));
-    let out =
-        ctl_call(d, &["zoo.v1.Zoo/Count", "-d", r#"{"count":100000,"interval_ms":20}"#, "--timeout", "300ms"], "");
+    let out = ctl_call(d, &["zoo.v1.Zoo/Count", "-d", r#"{"count":100000,"interval_ms":20}"#, "--timeout", "2s"], "");
     assert_eq!(out.status.code(), Some(64 + 4), "DEADLINE_EXCEEDED mid-stream: {}", stderr(&out));
     assert!(!documents(&out).is_empty(), "the messages before the deadline were printed");
     assert!(d.ctl(&["stop", "zoo"]).status.success());
