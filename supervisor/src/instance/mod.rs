@@ -50,9 +50,18 @@ pub use stop::TERM_GRACE;
 pub struct Desired {
     pub run: bool,
     pub generation: u64,
-    /// The command restarts instances that are running (a plain start
-    /// leaves them be).
-    pub restart: bool,
+    /// The generation of the last restart (0: none). A number, not a flag on the
+    /// latest command: the channel keeps only the latest, and a start landing after a
+    /// restart, before an instance saw either, would otherwise erase the restart.
+    pub restart: u64,
+}
+
+impl Desired {
+    /// The operator has stopped or restarted the plugin since command `current` (a
+    /// start meanwhile leaves what runs, or a start under way, to go on).
+    pub fn commanded_since(&self, current: u64) -> bool {
+        self.generation != current && (!self.run || self.restart > current)
+    }
 }
 
 /// A live instance, ready for calls.
@@ -315,7 +324,7 @@ impl Plugin {
     pub fn new(spec: PluginSpec, log_lines: usize) -> Self {
         let changed = Arc::new(watch::channel(0).0);
         let next_instance = AtomicUsize::new(0);
-        let desired = watch::channel(Desired { run: spec.autostart, generation: 0, restart: false }).0;
+        let desired = watch::channel(Desired { run: spec.autostart, generation: 0, restart: 0 }).0;
         let first = Arc::new(Revision::new(1, Arc::new(spec), &next_instance, &changed));
         Self {
             name: first.spec().name.clone(),
@@ -581,8 +590,10 @@ impl Plugin {
         let mut generation = 0;
         self.desired.send_modify(|d| {
             d.run = run;
-            d.restart = restart;
             d.generation += 1;
+            if restart {
+                d.restart = d.generation;
+            }
             generation = d.generation;
         });
         generation

@@ -159,7 +159,7 @@ async fn supervise(
             return;
         }
         // Cancelled by the operator's command: obeyed next, not a failed start.
-        if started.is_err() && commanded_since(&desired.borrow(), want.generation) {
+        if started.is_err() && desired.borrow().commanded_since(want.generation) {
             continue;
         }
         // The command generation this instance answers to: a start acknowledged while it
@@ -285,15 +285,9 @@ fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-/// The operator has stopped or restarted the plugin since command `current` (a start
-/// meanwhile leaves a start under way to go on).
-fn commanded_since(d: &super::Desired, current: u64) -> bool {
-    d.generation != current && (!d.run || d.restart)
-}
-
-/// Resolves once [`commanded_since`]; never if the plugin is gone.
+/// Resolves once [`super::Desired::commanded_since`]; never if the plugin is gone.
 async fn stopped_or_restarted(rx: &mut watch::Receiver<super::Desired>, current: u64) {
-    if rx.wait_for(|d| commanded_since(d, current)).await.is_err() {
+    if rx.wait_for(|d| d.commanded_since(current)).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
@@ -386,7 +380,7 @@ async fn attend(
             why = disconnect.said() => break Ended::Disconnected(why, None),
             _ = changed_generation(desired, *generation) => {
                 let d = *desired.borrow_and_update();
-                if d.run && !d.restart {
+                if !d.commanded_since(*generation) {
                     // Already running: a start is acknowledged, not acted on.
                     *generation = d.generation;
                     inst.update(|s| s.generation = d.generation);

@@ -656,3 +656,24 @@ fn a_service_only_the_canary_declares_stays_routed_while_it_is_promoted() {
         "in {checks} checks over {rounds} rollouts, a service the revision taking calls declares was not routed: {dropped:?}"
     );
 }
+
+/// A restart and a start landing together (two operators, or a script's two commands
+/// before the instance task ran) restart it. The command channel keeps only the latest
+/// command, which said "start": the restart was lost, and the restart command answered
+/// "running" for the process it was asked to replace.
+#[tokio::test]
+async fn a_start_landing_right_after_a_restart_leaves_the_restart_to_happen() {
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    // Each command is recorded at its first poll, before either waits: the instance task
+    // sees both at once.
+    let (restarted, started) = tokio::join!(f.sup.restart_plugin("fake", UP), f.sup.start_plugin("fake", UP));
+    assert!(restarted.unwrap().starts_with("running"));
+    assert!(started.unwrap().starts_with("running"));
+    let now = f.sup.plugin("fake").unwrap().instances()[0].status();
+    assert_ne!(now.pid, Some(first), "the restart was lost: {now:?}");
+    assert_eq!(f.fake.launches("fake"), 2);
+    assert_eq!(kinds(&f.sup, "fake").iter().filter(|k| *k == "ready").count(), 2, "{:?}", kinds(&f.sup, "fake"));
+    f.sup.shutdown().await;
+}

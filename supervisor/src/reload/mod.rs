@@ -347,16 +347,13 @@ impl Commanded {
     /// What the operator did since, if a stop or restart.
     fn by(self, p: &Plugin) -> Option<&'static str> {
         let now = *p.desired.borrow();
-        if now.generation == self.generation {
-            return None;
-        }
-        if !now.run {
-            Some("the operator stopped it")
-        } else if now.restart {
-            Some("the operator restarted it")
-        } else {
-            // A start of a plugin already running is acknowledged, not acted on.
+        if !now.commanded_since(self.generation) {
+            // Nothing, or a start of a plugin already running: acknowledged, not acted on.
             None
+        } else if !now.run {
+            Some("the operator stopped it")
+        } else {
+            Some("the operator restarted it")
         }
     }
 

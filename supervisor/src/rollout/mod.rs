@@ -421,10 +421,7 @@ impl Driver {
         // instances): checked first, so that the operator's restart is not taken for a crash.
         // A start of a plugin already running is acknowledged, not acted on: only a stop or
         // a restart is.
-        let commanded = move |p: &Plugin| {
-            let d = p.desired.borrow();
-            d.generation != generation && (!d.run || d.restart)
-        };
+        let commanded = move |p: &Plugin| p.desired.borrow().commanded_since(generation);
         let fell = |p: &Plugin| commanded(p) || failed(&canary).is_some();
         let until = async {
             match due {
