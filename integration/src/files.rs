@@ -31,6 +31,23 @@ pub fn patch(path: &Path, offset: usize, bytes: &[u8]) {
     std::fs::write(path, data).expect("write binary");
 }
 
+/// A copy of the ELF executable `src` in `dir` whose PT_GNU_STACK asks for an executable
+/// stack: memory the kernel maps writable and executable at exec.
+pub fn copy_with_executable_stack(src: &Path, dir: &Path, name: &str) -> PathBuf {
+    let copy = copy_executable(src, dir, name);
+    let bytes = std::fs::read(&copy).expect("read copy");
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let phnum = usize::from(u16::from_le_bytes(bytes[56..58].try_into().unwrap()));
+    let stack = (0..phnum)
+        .map(|i| phoff + 56 * i)
+        .find(|at| u32::from_le_bytes(bytes[*at..at + 4].try_into().unwrap()) == 0x6474_e551)
+        .unwrap_or_else(|| panic!("{} has no PT_GNU_STACK header", src.display()));
+    // Its flags, read+write, with execute added.
+    let flags = u32::from_le_bytes(bytes[stack + 4..stack + 8].try_into().unwrap()) | 1;
+    patch(&copy, stack + 4, &flags.to_le_bytes());
+    copy
+}
+
 /// Inverts one byte in the middle of the file.
 pub fn flip_byte(path: &Path) {
     let data = std::fs::read(path).expect("read binary");

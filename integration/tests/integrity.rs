@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use plugin_integration::daemon::{config, config_with, plugin};
 use plugin_integration::files::{
-    copy_executable, ctl_local, flip_byte, identity, patch, sha256, stderr, stdout, write_executable,
+    copy_executable, copy_with_executable_stack, ctl_local, flip_byte, identity, patch, sha256, stderr, stdout,
+    write_executable,
 };
 use plugin_integration::pb::zoo::Text;
 use plugin_integration::pb::zoo::zoo_client::ZooClient;
@@ -279,17 +280,7 @@ async fn a_script_a_truncated_elf_and_a_foreign_architecture_are_refused_before_
 #[tokio::test]
 async fn a_binary_with_an_executable_stack_is_refused_under_a_tier_forbidding_wx_memory() {
     let dir = scratch();
-    let stacky = copy_executable(&bins::example("echo"), dir.path(), "echo-exec-stack");
-    let bytes = std::fs::read(&stacky).expect("read copy");
-    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
-    let phnum = usize::from(u16::from_le_bytes(bytes[56..58].try_into().unwrap()));
-    let stack = (0..phnum)
-        .map(|i| phoff + 56 * i)
-        .find(|at| u32::from_le_bytes(bytes[*at..at + 4].try_into().unwrap()) == 0x6474_e551)
-        .expect("the echo example has a PT_GNU_STACK header");
-    // Its flags, read+write, with execute added.
-    let flags = u32::from_le_bytes(bytes[stack + 4..stack + 8].try_into().unwrap()) | 1;
-    patch(&stacky, stack + 4, &flags.to_le_bytes());
+    let stacky = copy_with_executable_stack(&bins::example("echo"), dir.path(), "echo-exec-stack");
     let plugins = [
         plugin("hardened", &stacky, "tier = \"L2\"\ndeclared_name = \"echo\""),
         plugin("general", &stacky, "tier = \"L1\"\ndeclared_name = \"echo\""),

@@ -8,6 +8,7 @@ use std::process::Output;
 
 use plugin_integration::bins;
 use plugin_integration::daemon::{config_with, plugin};
+use plugin_integration::files::copy_with_executable_stack;
 use serde_json::Value;
 
 /// Runs `supervisorctl onboard` on `entry` (a `[[plugin]]` entry) with `args`.
@@ -178,6 +179,35 @@ fn a_plugin_exercised_into_a_socket_needs_l1_and_fails_under_l3() {
     let l3 = text.lines().find(|l| l.starts_with("  L3 ")).unwrap_or_else(|| panic!("{text}"));
     assert!(l3.contains("would deny") && l3.contains("socket"), "{l3}");
     assert!(text.contains("FAILED: tier fit: the configured tier L3 would deny"), "{text}");
+}
+
+/// A binary the kernel maps writable and executable at exec (here echo with an
+/// executable stack) is refused at start by L2 and L3: onboarding says so, recommends
+/// the tier it can run under, and measures it there.
+#[test]
+fn a_binary_with_an_executable_stack_fits_only_l1_and_fails_under_l2() {
+    let dir = tempfile::Builder::new().prefix("ps-onboard-").tempdir().unwrap();
+    let stacky = copy_with_executable_stack(&bins::example("echo"), dir.path(), "echo-exec-stack");
+    let entry = plugin("stacky", &stacky, "tier = \"L2\"\ndeclared_name = \"echo\"");
+    let call = ["stacky", "--call", "echo.v1.Echo/Echo", "-d", r#"{"message":"hi"}"#, "--calls", "20"];
+    let out = onboard(&entry, &[&call[..], &["--json"]].concat());
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let what = "an executable stack (PT_GNU_STACK with PF_X)";
+    assert_eq!(report["integrity"]["writable_exec"], what, "{report:#}");
+    let fit = &report["tier_fit"];
+    assert_eq!(fit["tightest"], "L1", "{fit:#}");
+    let said = format!("memory writable and executable from exec ({what})");
+    assert_eq!(names(&fit["configured_denies"]), [said.as_str()], "{fit:#}");
+    // Measured under the tier it fits, where it starts.
+    assert_eq!(report["baseline"]["tier"], "L1");
+    assert_eq!(report["baseline"]["calls"]["errors"], 0, "{report:#}");
+    let failed = names(&report["failed"]);
+    assert_eq!(
+        failed,
+        [format!("tier fit: the configured tier L2 would deny {said}; the tightest tier that fits is L1").as_str()],
+        "{report:#}"
+    );
 }
 
 #[test]

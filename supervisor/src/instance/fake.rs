@@ -195,7 +195,7 @@ impl Launcher for FakeLauncher {
             self.images_made.fetch_add(1, Ordering::Relaxed);
             // A real verification takes a while (a copy and a hash): others may start meanwhile.
             tokio::task::yield_now().await;
-            Ok(Arc::new(Image { sha256, signed_version: None, payload: Arc::new(()), held: None }))
+            Ok(Arc::new(Image { sha256, signed_version: None, writable_exec: None, payload: Arc::new(()), held: None }))
         })
     }
 

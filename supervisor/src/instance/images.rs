@@ -75,7 +75,13 @@ mod tests {
     }
 
     fn image() -> Arc<Image> {
-        Arc::new(Image { held: None, sha256: String::new(), signed_version: None, payload: Arc::new(()) })
+        Arc::new(Image {
+            held: None,
+            sha256: String::new(),
+            signed_version: None,
+            writable_exec: None,
+            payload: Arc::new(()),
+        })
     }
 
     #[tokio::test]

@@ -31,6 +31,9 @@ pub struct Image {
     pub sha256: String,
     /// The version its signature vouches for, when it is signed.
     pub signed_version: Option<String>,
+    /// Memory the kernel maps writable and executable when it runs (an executable
+    /// stack, an RWX segment), which a tier forbidding such memory refuses.
+    pub writable_exec: Option<&'static str>,
     /// What the launcher that made it needs to run it (the real one's sealed copy of the
     /// file and its Landlock grants); only that launcher looks inside.
     pub payload: Arc<dyn Any + Send + Sync>,

@@ -207,6 +207,7 @@ impl Launcher for SandboxLauncher {
                 held,
                 sha256: binary.digest().to_hex(),
                 signed_version: binary.signature().map(|s| s.version.clone()),
+                writable_exec: binary.elf().writable_and_executable,
                 payload: Arc::new(loaded),
             });
             *shared = Arc::downgrade(&image);

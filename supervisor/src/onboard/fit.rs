@@ -1,6 +1,7 @@
-//! Tier fit: from the calls a learning pass recorded, the tightest tier
-//! whose allowlist covers every one of them, and for each tighter tier the
-//! recorded syscalls it would deny. Pure: tiers and calls in, verdict out.
+//! Tier fit: from the calls a learning pass recorded (and the binary's
+//! memory writable and executable from exec), the tightest tier that lets
+//! the plugin run, and for each tighter tier what it would deny. Pure: tiers,
+//! calls and the binary's one fact in, verdict out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,10 +10,11 @@ use serde::Serialize;
 use crate::sandbox::tier::sim::{self, SeccompData};
 use crate::sandbox::tier::{CompiledFilter, TierSet, syscall_name};
 
-/// The tiers, tightest first, each with the program it installs.
+/// The tiers, tightest first, each with the program it installs and whether it
+/// refuses a binary with memory writable and executable from exec.
 #[derive(Clone, Debug)]
 pub struct TierOrder {
-    tiers: Vec<(String, CompiledFilter)>,
+    tiers: Vec<(String, CompiledFilter, bool)>,
 }
 
 impl TierOrder {
@@ -30,15 +32,17 @@ impl TierOrder {
             }
             seen.len()
         };
-        let mut tiers: Vec<(usize, String, CompiledFilter)> =
-            set.iter().map(|t| (depth(&t.name), t.name.clone(), t.program.clone())).collect();
+        let mut tiers: Vec<(usize, String, CompiledFilter, bool)> = set
+            .iter()
+            .map(|t| (depth(&t.name), t.name.clone(), t.program.clone(), t.forbids_writable_exec()))
+            .collect();
         tiers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        Self { tiers: tiers.into_iter().map(|(_, name, program)| (name, program)).collect() }
+        Self { tiers: tiers.into_iter().map(|(_, name, program, wx)| (name, program, wx)).collect() }
     }
 
     /// The tier names, tightest first.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tiers.iter().map(|(n, _)| n.as_str())
+        self.tiers.iter().map(|(n, ..)| n.as_str())
     }
 
     /// For each tier (tightest first), whether it denies `call`: its
@@ -48,7 +52,7 @@ impl TierOrder {
     pub fn denials(&self, call: &SeccompData) -> Vec<bool> {
         self.tiers
             .iter()
-            .map(|(_, program)| {
+            .map(|(_, program, _)| {
                 !matches!(sim::run(program.instructions(), call), Ok(ret) if sim::action(ret) == libc::SECCOMP_RET_ALLOW)
             })
             .collect()
@@ -74,8 +78,15 @@ pub struct SyscallCount {
 pub struct TierDenial {
     pub tier: String,
     /// The recorded syscalls it denies (for some or all of the arguments
-    /// they were made with), by name.
+    /// they were made with), by name; and, when it refuses the binary at start
+    /// for its memory writable and executable from exec, that ([`writable_exec`]).
     pub denied: Vec<String>,
+}
+
+/// How a tier's refusal of a binary with memory writable and executable from exec
+/// (`what`: an executable stack, an RWX segment) is listed among what it denies.
+pub fn writable_exec(what: &str) -> String {
+    format!("memory writable and executable from exec ({what})")
 }
 
 /// The verdict.
@@ -117,8 +128,10 @@ pub enum FitError {
     NoTiers,
 }
 
-/// Judges `calls` against `order`.
-pub fn fit(order: &TierOrder, calls: &[RecordedCall]) -> Result<TierFit, FitError> {
+/// Judges `calls`, made by a binary whose memory from exec is writable and executable
+/// when `wx` says how, against `order`. A tier refusing such a binary at start fits
+/// no better than one that would kill it.
+pub fn fit(order: &TierOrder, calls: &[RecordedCall], wx: Option<&str>) -> Result<TierFit, FitError> {
     if calls.is_empty() {
         return Err(FitError::NothingRecorded);
     }
@@ -136,15 +149,22 @@ pub fn fit(order: &TierOrder, calls: &[RecordedCall]) -> Result<TierFit, FitErro
             }
         }
     }
+    if let Some(what) = wx {
+        for (d, (_, _, forbids)) in denied.iter_mut().zip(&order.tiers) {
+            if *forbids {
+                d.insert(writable_exec(what));
+            }
+        }
+    }
     // Tighter tiers allow less (the loader proves it), so the fit is the
     // first that denies nothing; looking from the loosest keeps a tier
     // that denies nothing below one that denies something from counting.
     let fits_from = denied.iter().rposition(|d| !d.is_empty()).map_or(0, |i| i + 1);
-    let tightest = order.tiers.get(fits_from).map(|(n, _)| n.clone());
+    let tightest = order.tiers.get(fits_from).map(|(n, ..)| n.clone());
     let tighter = order.tiers[..fits_from]
         .iter()
         .zip(denied)
-        .map(|((tier, _), d)| TierDenial { tier: tier.clone(), denied: d.into_iter().collect() })
+        .map(|((tier, ..), d)| TierDenial { tier: tier.clone(), denied: d.into_iter().collect() })
         .collect();
     Ok(TierFit {
         recorded: counts.into_iter().map(|(name, count)| SyscallCount { name, count }).collect(),

@@ -164,6 +164,9 @@ pub struct Integrity {
     pub signed_version: Option<String>,
     /// The binary's architecture (checked against this host's before it ran).
     pub architecture: String,
+    /// Memory the kernel maps writable and executable when the binary runs (an
+    /// executable stack, an RWX segment): tiers forbidding such memory refuse it.
+    pub writable_exec: Option<String>,
     /// The handshake passed: name, protocol and SDK versions, contract decoded.
     pub handshake: bool,
     pub version: String,
@@ -335,7 +338,7 @@ async fn learning_pass(
     sup.shutdown().await;
     let integrity = ran?.map_err(|source| OnboardError::Supervisor { what: "the learning pass", source })?;
     let left_out = recorder.left_out();
-    let mut section = match fit::fit(recorder.order(), &recorder.calls()) {
+    let mut section = match fit::fit(recorder.order(), &recorder.calls(), integrity.writable_exec.as_deref()) {
         Ok(v) => TierFitSection {
             configured_denies: if configured == crate::config::UNSANDBOXED {
                 Vec::new()
@@ -387,13 +390,15 @@ async fn running(sup: &Supervisor, name: &str) -> Result<(), SupervisorError> {
 
 fn integrity(sup: &Supervisor, name: &str, contract_pinned: bool) -> Result<Integrity, SupervisorError> {
     let plugin = sup.plugin(name)?;
-    let signed_version =
-        plugin.serving().image.lock().ok().and_then(|i| i.as_ref().and_then(|i| i.signed_version.clone()));
+    let image = plugin.serving().image.lock().ok().and_then(|i| i.clone());
+    let signed_version = image.as_ref().and_then(|i| i.signed_version.clone());
+    let writable_exec = image.as_ref().and_then(|i| i.writable_exec).map(str::to_owned);
     let status = plugin.instances().first().map(|i| i.status()).unwrap_or_default();
     Ok(Integrity {
         sha256: status.sha256,
         signed_version,
         architecture: crate::integrity::Machine::host().name(),
+        writable_exec,
         handshake: true,
         version: status.declared.version,
         sdk_version: status.declared.sdk_version,

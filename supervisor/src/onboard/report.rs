@@ -15,6 +15,9 @@ pub fn render_text(r: &Report) -> String {
     let signed = i.signed_version.as_ref().map_or_else(|| "no".to_owned(), |v| format!("yes, version {v}"));
     let _ = writeln!(out, "  signed        {signed}");
     let _ = writeln!(out, "  architecture  {}", i.architecture);
+    if let Some(what) = &i.writable_exec {
+        let _ = writeln!(out, "  W+X memory    {what}, mapped at exec (tiers forbidding W+X refuse it)");
+    }
     let _ = writeln!(out, "  handshake     {}", if i.handshake { "passed" } else { "FAILED" });
     let _ = writeln!(out, "  version       {} (SDK {})", i.version, i.sdk_version);
     let _ = writeln!(out, "  services      {}", i.services.join(", "));

@@ -38,7 +38,7 @@ fn the_tiers_are_judged_tightest_first() {
 
 #[test]
 fn an_echo_like_set_fits_l3() {
-    let verdict = fit(shipped(), &echo_like()).unwrap();
+    let verdict = fit(shipped(), &echo_like(), None).unwrap();
     assert_eq!(verdict.tightest.as_deref(), Some("L3"));
     assert!(verdict.tighter.is_empty(), "{verdict:?}");
     let names: Vec<&str> = verdict.recorded.iter().map(|s| s.name.as_str()).collect();
@@ -50,7 +50,7 @@ fn an_echo_like_set_fits_l3() {
 fn a_socket_needs_l1_and_each_tighter_tier_names_it() {
     let mut calls = echo_like();
     calls.push(call(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0]));
-    let verdict = fit(shipped(), &calls).unwrap();
+    let verdict = fit(shipped(), &calls, None).unwrap();
     assert_eq!(verdict.tightest.as_deref(), Some("L1"));
     let tighter: Vec<(&str, Vec<&str>)> =
         verdict.tighter.iter().map(|d| (d.tier.as_str(), d.denied.iter().map(String::as_str).collect())).collect();
@@ -63,7 +63,7 @@ fn a_socket_needs_l1_and_each_tighter_tier_names_it() {
 fn a_call_no_tier_allows_leaves_only_none() {
     let mut calls = echo_like();
     calls.push(call(libc::SYS_kexec_load, [0; 6]));
-    let verdict = fit(shipped(), &calls).unwrap();
+    let verdict = fit(shipped(), &calls, None).unwrap();
     assert_eq!(verdict.tightest, None);
     assert_eq!(verdict.tighter.len(), 3);
     assert!(verdict.tighter.iter().all(|d| d.denied == ["kexec_load"]), "{verdict:?}");
@@ -75,16 +75,34 @@ fn an_argument_a_tighter_tier_refuses_is_named_by_its_syscall() {
     let wx = (libc::PROT_WRITE | libc::PROT_EXEC) as u64;
     let mut calls = echo_like();
     calls.push(call(libc::SYS_mmap, [0, 4096, wx, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0]));
-    let verdict = fit(shipped(), &calls).unwrap();
+    let verdict = fit(shipped(), &calls, None).unwrap();
     assert_eq!(verdict.tightest.as_deref(), Some("L1"));
     assert!(verdict.tighter.iter().all(|d| d.denied == ["mmap"]), "{verdict:?}");
     // Both mmap calls counted under one name.
     assert_eq!(verdict.recorded.iter().find(|s| s.name == "mmap").map(|s| s.count), Some(2));
 }
 
+/// A binary the kernel maps writable and executable at exec makes no call a filter could
+/// see, and L2 and L3 refuse it at start: the fit was L3, a tier the plugin could not run
+/// under.
+#[test]
+fn memory_writable_and_executable_from_exec_fits_only_a_tier_that_allows_it() {
+    let verdict = fit(shipped(), &echo_like(), Some("an executable stack")).unwrap();
+    assert_eq!(verdict.tightest.as_deref(), Some("L1"));
+    let said = "memory writable and executable from exec (an executable stack)".to_owned();
+    let tighter: Vec<(&str, &[String])> = verdict.tighter.iter().map(|d| (d.tier.as_str(), &d.denied[..])).collect();
+    assert_eq!(tighter, [("L3", std::slice::from_ref(&said)), ("L2", std::slice::from_ref(&said))]);
+    assert_eq!(verdict.denied_by("L2"), Some(std::slice::from_ref(&said)));
+    // Beside a syscall a tier denies, both are said.
+    let mut calls = echo_like();
+    calls.push(call(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0]));
+    let verdict = fit(shipped(), &calls, Some("an executable stack")).unwrap();
+    assert_eq!(verdict.denied_by("L3"), Some(&[said, "socket".to_owned()][..]));
+}
+
 #[test]
 fn a_learning_pass_that_recorded_nothing_gives_no_verdict() {
-    assert_eq!(fit(shipped(), &[]), Err(FitError::NothingRecorded));
+    assert_eq!(fit(shipped(), &[], None), Err(FitError::NothingRecorded));
     assert!(FitError::NothingRecorded.to_string().starts_with("the learning pass recorded nothing"));
 }
 
@@ -103,7 +121,7 @@ fn the_recorder_keeps_one_entry_per_syscall_and_verdict() {
     let calls = recorder.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].count, 100);
-    assert_eq!(fit(recorder.order(), &calls).unwrap().tightest.as_deref(), Some("L3"));
+    assert_eq!(fit(recorder.order(), &calls, None).unwrap().tightest.as_deref(), Some("L3"));
 }
 
 #[test]
