@@ -458,8 +458,10 @@ async fn attend(
                 s.reason = "draining".into();
             });
             let why = if leave { leaving.why() } else { "operator request" };
-            // The drain begins with the wait for the calls already routed to it.
+            // The drain begins with the wait for the calls already routed to it, and both
+            // share stop_timeout: SIGTERM comes when it is over, whatever took it.
             let mut watch = Stopwatch::default();
+            let drain_ends = tokio::time::Instant::now() + stop_timeout;
             if let Some(live) = live {
                 // A hurried stop (a second stop signal) does not wait for them either.
                 let mut hurry = shared.hurry.subscribe();
@@ -468,7 +470,8 @@ async fn attend(
                     _ = hurry.wait_for(|h| *h) => {}
                 }
             }
-            let status = Box::pin(super::stop::stop(&mut running, stop_timeout, why, shared.hurry.subscribe())).await;
+            let left = drain_ends.saturating_duration_since(tokio::time::Instant::now());
+            let status = Box::pin(super::stop::stop(&mut running, left, why, shared.hurry.subscribe())).await;
             watch.lap(Phase::Drain);
             let verdict = Box::pin(super::teardown::tear_down(running, plugin, rev, inst)).await;
             watch.lap(Phase::Teardown);

@@ -677,3 +677,29 @@ async fn a_start_landing_right_after_a_restart_leaves_the_restart_to_happen() {
     assert_eq!(kinds(&f.sup, "fake").iter().filter(|k| *k == "ready").count(), 2, "{:?}", kinds(&f.sup, "fake"));
     f.sup.shutdown().await;
 }
+
+/// `stop_timeout` bounds the whole drain: the wait for calls routed to the instance to
+/// reach it and the plugin's own drain share it, and then SIGTERM comes. Each had all
+/// of it, so a plugin slow to take a call and slower to finish it kept its SIGTERM
+/// twice `stop_timeout` away, and `stop` answered "still stopping".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_for_routed_calls_and_the_drain_share_one_stop_timeout() {
+    let f = fixture(&plugin("fake", "stop_timeout = \"2s\""), &[]);
+    f.fake.script("fake", &[Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_secs(60) }]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    // A call the plugin holds without answering: its answer never begins, so the stop
+    // waits for it to reach the plugin, and the plugin's drain waits for it to end.
+    let call = tokio::spawn(echo(f.sup.channel("fake").unwrap(), "slow"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = Instant::now();
+    let said = f.sup.stop_plugin("fake").await.unwrap();
+    let took = asked.elapsed();
+    assert!(said.starts_with("stopped"), "{said}");
+    // Its 2 s, the quarter second after the drain deadline, a SIGTERM's end: not 4 s.
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(3500), "the stop took {took:?}");
+    let status = f.sup.plugin("fake").unwrap().instances()[0].status();
+    let drain = status.phases.get(crate::observe::phases::Phase::Drain).expect("a drain");
+    assert!(drain < Duration::from_millis(3500), "the drain took {drain:?}");
+    assert!(call.await.unwrap().is_err(), "the call held past the drain was cut");
+    f.sup.shutdown().await;
+}
