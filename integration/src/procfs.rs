@@ -123,11 +123,13 @@ pub fn state(pid: i32) -> Option<char> {
 /// Waits up to `within` until the process's main thread sleeps in `nanosleep` or
 /// `clock_nanosleep` (as `std::thread::sleep` does), from `/proc/PID/syscall`: proof a
 /// blocking handler has the thread, where a fixed pause only hopes for it. False if it
-/// never did (or the process is gone).
+/// never did; panics naming the error when `/proc/PID/syscall` cannot be read (the
+/// process gone, or ptrace access refused), which is not the plugin's doing.
 pub fn wait_asleep_in_nanosleep(pid: i32, within: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + within;
     while std::time::Instant::now() < deadline {
-        let Ok(line) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else { return false };
+        let line = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/syscall: {e}"));
         let nr: Option<i64> = line.split_whitespace().next().and_then(|n| n.parse().ok());
         if nr.is_some_and(|n| n == libc::SYS_nanosleep || n == libc::SYS_clock_nanosleep) {
             return true;

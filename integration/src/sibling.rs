@@ -57,16 +57,21 @@ impl Sibling {
             })
         });
         let mut sibling = Self { stop, thread: Some(thread) };
-        if first_rx.recv_timeout(FIRST_CALL_WITHIN).is_err() {
-            // The thread ended (its error says why) or is stuck: either way no call was answered.
-            sibling.stop.store(true, Ordering::Relaxed);
-            let why = match sibling.thread.take().filter(|t| t.is_finished()).map(|t| t.join()) {
-                Some(Ok(Err(e))) => e,
-                Some(Ok(Ok(n))) => format!("the sibling ended after {n} calls"),
-                Some(Err(_)) => "the sibling thread panicked".to_owned(),
-                None => format!("no answer within {FIRST_CALL_WITHIN:?}"),
-            };
-            panic!("the sibling's first call: {why}");
+        match first_rx.recv_timeout(FIRST_CALL_WITHIN) {
+            Ok(()) => {}
+            // The thread ended before its first answer: its error says why.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let why = match sibling.thread.take().map(|t| t.join()) {
+                    Some(Ok(Err(e))) => e,
+                    Some(Ok(Ok(n))) => format!("the sibling ended after {n} calls"),
+                    Some(Err(_)) | None => "the sibling thread panicked".to_owned(),
+                };
+                panic!("the sibling's first call: {why}");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                sibling.stop.store(true, Ordering::Relaxed);
+                panic!("the sibling's first call: no answer within {FIRST_CALL_WITHIN:?}");
+            }
         }
         sibling
     }

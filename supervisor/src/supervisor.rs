@@ -361,13 +361,21 @@ impl Supervisor {
         let p = self.plugin(name)?;
         let (g, unsaved) = crate::kept_stopped::command(&self.shared, &p, false, false);
         let grace = p.spec().stop_timeout.saturating_add(Duration::from_secs(3));
-        if !p.wait_for(g, &[State::Stopped, State::Failed], grace).await {
+        let done = |p: &Plugin| p.restarted_since(g) || p.reached(g, &[State::Stopped, State::Failed]);
+        if !p.wait_until(grace, done).await {
             return Err(SupervisorError::Timeout {
                 plugin: name.into(),
                 wanted: "stopped",
                 waited: grace,
                 state: p.describe_state(),
             });
+        }
+        if p.restarted_since(g) {
+            // The instances stop, then start again for it: the stop is not waited for.
+            return Ok(with_unsaved(
+                format!("overridden by a later start or restart, now {}", p.describe_state()),
+                unsaved,
+            ));
         }
         Ok(with_unsaved(p.describe_stopped(), unsaved))
     }

@@ -50,17 +50,18 @@ pub use stop::TERM_GRACE;
 pub struct Desired {
     pub run: bool,
     pub generation: u64,
-    /// The generation of the last restart (0: none). A number, not a flag on the
-    /// latest command: the channel keeps only the latest, and a start landing after a
-    /// restart, before an instance saw either, would otherwise erase the restart.
-    pub restart: u64,
+    /// The generation of the last stop or restart (0: none). A number, not a flag on
+    /// the latest command: the channel keeps only the latest, and a start landing after
+    /// a restart or a stop, before an instance saw either, would otherwise erase it
+    /// (a stop and a start then make a restart).
+    pub interrupted: u64,
 }
 
 impl Desired {
     /// The operator has stopped or restarted the plugin since command `current` (a
     /// start meanwhile leaves what runs, or a start under way, to go on).
     pub fn commanded_since(&self, current: u64) -> bool {
-        self.generation != current && (!self.run || self.restart > current)
+        self.generation != current && (!self.run || self.interrupted > current)
     }
 }
 
@@ -210,14 +211,20 @@ impl Live {
 
     /// Admits no more calls, and waits (at most `within`) until the admitted ones have
     /// reached the plugin, their answers begun: they were sent before the drain begins,
-    /// and from there the plugin's own drain lets them finish.
-    pub async fn close(&self, within: Duration) {
+    /// and from there the plugin's own drain lets them finish. Returns how long it waited:
+    /// nothing when no call was on its way.
+    pub async fn close(&self, within: Duration) -> Duration {
         use std::sync::atomic::Ordering::SeqCst;
         self.closing.store(true, SeqCst);
-        let deadline = tokio::time::Instant::now() + within;
+        if self.unsent.load(SeqCst) == 0 {
+            return Duration::ZERO;
+        }
+        let began = tokio::time::Instant::now();
+        let deadline = began + within;
         while self.unsent.load(SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        began.elapsed()
     }
 }
 
@@ -324,7 +331,7 @@ impl Plugin {
     pub fn new(spec: PluginSpec, log_lines: usize) -> Self {
         let changed = Arc::new(watch::channel(0).0);
         let next_instance = AtomicUsize::new(0);
-        let desired = watch::channel(Desired { run: spec.autostart, generation: 0, restart: 0 }).0;
+        let desired = watch::channel(Desired { run: spec.autostart, generation: 0, interrupted: 0 }).0;
         let first = Arc::new(Revision::new(1, Arc::new(spec), &next_instance, &changed));
         Self {
             name: first.spec().name.clone(),
@@ -591,8 +598,8 @@ impl Plugin {
         self.desired.send_modify(|d| {
             d.run = run;
             d.generation += 1;
-            if restart {
-                d.restart = d.generation;
+            if restart || !run {
+                d.interrupted = d.generation;
             }
             generation = d.generation;
         });
@@ -602,13 +609,23 @@ impl Plugin {
     /// Waits until every instance of the serving revision has acted on command
     /// `generation` and is in one of `states`, or the timeout; true when reached.
     pub async fn wait_for(&self, generation: u64, states: &[State], timeout: Duration) -> bool {
-        let reached = |_: &Plugin| {
-            self.serving.load().instances.iter().all(|i| {
-                let s = i.status();
-                s.generation >= generation && states.contains(&s.state)
-            })
-        };
-        self.wait_until(timeout, reached).await
+        self.wait_until(timeout, |p| p.reached(generation, states)).await
+    }
+
+    /// Whether every instance of the serving revision has acted on command `generation`
+    /// and is in one of `states`.
+    pub fn reached(&self, generation: u64, states: &[State]) -> bool {
+        self.serving.load().instances.iter().all(|i| {
+            let s = i.status();
+            s.generation >= generation && states.contains(&s.state)
+        })
+    }
+
+    /// Whether a start or restart came after command `generation`: the plugin is wanted
+    /// running again, whatever that command asked.
+    pub fn restarted_since(&self, generation: u64) -> bool {
+        let d = *self.desired.borrow();
+        d.run && d.generation > generation
     }
 
     /// Waits until `cond` holds (checked whenever an instance's status changes), or the

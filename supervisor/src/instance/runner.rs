@@ -281,6 +281,10 @@ fn ended_phases((plugin, _, inst, shared): Whose<'_>, timings: Timings) {
     });
 }
 
+/// The most of `stop_timeout` (a tenth of it) the plugin's own drain keeps, however
+/// long the wait for routed calls before it took.
+const DRAIN_FLOOR: Duration = Duration::from_millis(500);
+
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
@@ -459,18 +463,20 @@ async fn attend(
             });
             let why = if leave { leaving.why() } else { "operator request" };
             // The drain begins with the wait for the calls already routed to it, and both
-            // share stop_timeout: SIGTERM comes when it is over, whatever took it.
+            // share stop_timeout: SIGTERM comes when it is over, whatever took it. The
+            // plugin's own drain keeps a little of it (DRAIN_FLOOR), so that streams
+            // listening for the drain can still end themselves with OK.
             let mut watch = Stopwatch::default();
-            let drain_ends = tokio::time::Instant::now() + stop_timeout;
+            let mut waited = Duration::ZERO;
             if let Some(live) = live {
                 // A hurried stop (a second stop signal) does not wait for them either.
                 let mut hurry = shared.hurry.subscribe();
                 tokio::select! {
-                    () = live.close(stop_timeout) => {}
+                    w = live.close(stop_timeout) => waited = w,
                     _ = hurry.wait_for(|h| *h) => {}
                 }
             }
-            let left = drain_ends.saturating_duration_since(tokio::time::Instant::now());
+            let left = stop_timeout.saturating_sub(waited).max((stop_timeout / 10).min(DRAIN_FLOOR));
             let status = Box::pin(super::stop::stop(&mut running, left, why, shared.hurry.subscribe())).await;
             watch.lap(Phase::Drain);
             let verdict = Box::pin(super::teardown::tear_down(running, plugin, rev, inst)).await;

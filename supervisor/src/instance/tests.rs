@@ -684,22 +684,49 @@ async fn a_start_landing_right_after_a_restart_leaves_the_restart_to_happen() {
 /// twice `stop_timeout` away, and `stop` answered "still stopping".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wait_for_routed_calls_and_the_drain_share_one_stop_timeout() {
-    let f = fixture(&plugin("fake", "stop_timeout = \"2s\""), &[]);
-    f.fake.script("fake", &[Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_secs(60) }]);
+    let slow = [Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_secs(60) }];
+    let f = fixture(&plugin("fake", "stop_timeout = \"2s\""), &[("fake", &slow)]);
     f.sup.wait_running("fake", UP).await.unwrap();
     // A call the plugin holds without answering: its answer never begins, so the stop
     // waits for it to reach the plugin, and the plugin's drain waits for it to end.
+    let live = f.sup.plugin("fake").unwrap().pick().expect("a ready instance");
     let call = tokio::spawn(echo(f.sup.channel("fake").unwrap(), "slow"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + UP;
+    while live.in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the call was never admitted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let asked = Instant::now();
     let said = f.sup.stop_plugin("fake").await.unwrap();
     let took = asked.elapsed();
     assert!(said.starts_with("stopped"), "{said}");
-    // Its 2 s, the quarter second after the drain deadline, a SIGTERM's end: not 4 s.
+    // Its 2 s, the drain's floor (a tenth of it) and the quarter second after the drain
+    // deadline, a SIGTERM's end: not 4 s.
     assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(3500), "the stop took {took:?}");
     let status = f.sup.plugin("fake").unwrap().instances()[0].status();
     let drain = status.phases.get(crate::observe::phases::Phase::Drain).expect("a drain");
     assert!(drain < Duration::from_millis(3500), "the drain took {drain:?}");
     assert!(call.await.unwrap().is_err(), "the call held past the drain was cut");
+    f.sup.shutdown().await;
+}
+
+/// A stop and a start landing together make a restart, as they would one after the
+/// other: the start after the stop erased it (the channel keeps the latest command), so
+/// the process asked to stop ran on, and the stop waited its stop_timeout out and
+/// answered "still stopping". The stop answers at once that a later command overrode it.
+#[tokio::test]
+async fn a_stop_and_a_start_landing_together_restart_it_and_the_stop_says_it_was_overridden() {
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let first = f.sup.plugin("fake").unwrap().instances()[0].status().pid.unwrap();
+    let began = Instant::now();
+    let (stopped, started) = tokio::join!(f.sup.stop_plugin("fake"), f.sup.start_plugin("fake", UP));
+    let stopped = stopped.unwrap();
+    assert!(stopped.starts_with("overridden by a later start or restart, now "), "{stopped}");
+    assert!(started.unwrap().starts_with("running"));
+    assert!(began.elapsed() < Duration::from_secs(5), "took {:?}", began.elapsed());
+    let now = f.sup.plugin("fake").unwrap().instances()[0].status();
+    assert_ne!(now.pid, Some(first), "the stop was lost: {now:?}");
+    assert_eq!(f.fake.launches("fake"), 2);
     f.sup.shutdown().await;
 }
