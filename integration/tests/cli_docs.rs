@@ -150,7 +150,14 @@ fn daemon_help_names_the_environment_it_reads() {
     assert!(env.contains("PLUGIN_SUPERVISOR_LOG_FORMAT           text or json"), "{env}");
     let help = run(&bins::supervisor(), &["--help"]);
     let (_, env) = help.split_once("Environment:\n").unwrap_or_else(|| panic!("no Environment section:\n{help}"));
-    for var in ["PLUGIN_SUPERVISOR_LOG ", "PLUGIN_SUPERVISOR_LOG_FORMAT ", "PLUGIN_SUPERVISOR_FORWARD_PLUGIN_LOGS "] {
+    for var in [
+        "PLUGIN_SUPERVISOR_LOG ",
+        "PLUGIN_SUPERVISOR_LOG_FORMAT ",
+        "PLUGIN_SUPERVISOR_FORWARD_PLUGIN_LOGS ",
+        "NOTIFY_SOCKET,",
+        "WATCHDOG_USEC,",
+        "WATCHDOG_PID ",
+    ] {
         assert!(env.contains(var), "{var}missing from:\n{env}");
     }
 }

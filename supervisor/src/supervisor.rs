@@ -25,6 +25,12 @@ use crate::routing::{Channel, channel};
 use crate::state::StateStore;
 
 /// What every instance task shares.
+/// How long a stop may go on past `stop_timeout` before it is answered as under way:
+/// the drain's floor (up to 0.5 s), the quarter second the exit is awaited past the
+/// drain deadline, SIGTERM's second of grace, and the teardown's wait for stragglers in a
+/// killed cgroup (5 s), with a little to spare.
+const STOP_PAST_TIMEOUT: Duration = Duration::from_secs(8);
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub events: Arc<EventBus>,
@@ -360,7 +366,7 @@ impl Supervisor {
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
         let (g, unsaved) = crate::kept_stopped::command(&self.shared, &p, false, false);
-        let grace = p.spec().stop_timeout.saturating_add(Duration::from_secs(3));
+        let grace = p.spec().stop_timeout.saturating_add(STOP_PAST_TIMEOUT);
         let done = |p: &Plugin| p.restarted_since(g) || p.reached(g, &[State::Stopped, State::Failed]);
         if !p.wait_until(grace, done).await {
             return Err(SupervisorError::Timeout {

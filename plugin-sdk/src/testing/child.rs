@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
-use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_FD, INSTANCE_ENV, PLUGIN_FD};
+use plugin_proto::launch::{COOKIE_ENV, COOKIE_VALUE, HOST_FD, HOST_SOCKET_ENV, INSTANCE_ENV, PLUGIN_FD};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::net::unix::pipe;
@@ -73,12 +73,21 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
     let (plugin_ours, plugin_theirs) = std::os::unix::net::UnixStream::pair()?;
     let (host_ours, host_theirs) = std::os::unix::net::UnixStream::pair()?;
     let (plugin_fd, host_fd) = (plugin_theirs.as_raw_fd(), host_theirs.as_raw_fd());
+    // Which socket fd 4 is, by its inode, as the supervisor names it.
+    // SAFETY: libc::stat is plain data, for which all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor this function owns, into a stat buffer it owns.
+    if unsafe { libc::fstat(host_fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let host_inode = st.st_ino;
     let mut cmd = Command::new(std::path::absolute(launch.path)?);
     cmd.args(launch.args)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .env(COOKIE_ENV, COOKIE_VALUE)
         .env(INSTANCE_ENV, launch.instance)
+        .env(HOST_SOCKET_ENV, host_inode.to_string())
         .current_dir(launch.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -174,5 +183,30 @@ impl Drop for Child {
             let _ = self.signal(libc::SIGKILL);
             let _ = self.inner.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// As under the supervisor, the child is told which socket fd 4 is (its inode): an
+    /// SDK that checks it takes fd 4 only when it is that one. The harness named none, so
+    /// a plugin relying on it lost its logs and host channel under the harness alone.
+    #[tokio::test]
+    async fn the_child_is_told_which_socket_fd_4_is() {
+        let script = format!("echo \"${HOST_SOCKET_ENV}\"; stat -L -c %i /proc/self/fd/{HOST_FD}");
+        let args = [OsString::from("-c"), OsString::from(script)];
+        let launch =
+            Launch { path: Path::new("/bin/sh"), args: &args, env: &[], instance: "sh-0", dir: Path::new("/") };
+        let mut spawned = spawn(&launch).unwrap();
+        let mut out = String::new();
+        spawned.stdout.read_to_string(&mut out).await.unwrap();
+        assert!(spawned.child.exited().await.unwrap().success());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out:?}");
+        assert!(lines[0].parse::<u64>().is_ok(), "named: {out:?}");
+        assert_eq!(lines[0], lines[1], "the inode named is fd 4's");
     }
 }

@@ -55,6 +55,9 @@ Environment:
                                          info,plugin_supervisor::routing=debug
   PLUGIN_SUPERVISOR_LOG_FORMAT           text or json: as --log-format (the flag wins)
   PLUGIN_SUPERVISOR_FORWARD_PLUGIN_LOGS  true or false: as --forward-plugin-logs (the flag wins)
+  NOTIFY_SOCKET, WATCHDOG_USEC,          Set by systemd for a Type=notify service: where to
+  WATCHDOG_PID                           say READY=1 and STATUS=, and how often to ping its
+                                         watchdog
   Any variable a plugin's `env` key names is passed on to that plugin's instances; no
   other variable of the daemon's environment reaches a plugin.";
 
