@@ -60,7 +60,7 @@ fn status_exits_0_only_while_every_selected_instance_runs_and_serves() {
 #[test]
 fn every_command_naming_an_unknown_plugin_exits_4() {
     let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
-    let commands: [&[&str]; 17] = [
+    let commands: [&[&str]; 19] = [
         &["status", "ghost"],
         &["start", "ghost"],
         &["stop", "ghost"],
@@ -75,6 +75,9 @@ fn every_command_naming_an_unknown_plugin_exits_4() {
         &["describe", "ghost"],
         &["pid", "ghost"],
         &["signal", "TERM", "ghost"],
+        // Named beside another bad argument: the plugin is what is told.
+        &["signal", "NOPE", "ghost"],
+        &["quota", "ghost", "--cpu", "bogus"],
         &["status", "ghost", "--json"],
         &["top", "ghost", "--once"],
         &["top", "ghost", "--json"],

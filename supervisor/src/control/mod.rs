@@ -414,6 +414,9 @@ impl Control for ControlService {
 
     async fn quota(&self, req: Request<QuotaRequest>) -> Result<Response<QuotaResponse>, Status> {
         let req = req.into_inner();
+        // The plugin first: an unknown one is exit 4 whatever else is wrong, as for every
+        // command naming one.
+        self.sup.plugin(&req.name).map_err(to_status)?;
         let set = req.set.unwrap_or_default();
         let change = QuotaChange::parse(&set.memory_max, &set.memory_high, &set.cpu, &set.pids_max)
             .map_err(|e| usage::bad_argument(format!("plugin {:?}: {e}", req.name)))?;
@@ -458,7 +461,11 @@ impl Control for ControlService {
     async fn signal(&self, req: Request<SignalRequest>) -> Result<Response<SignalResponse>, Status> {
         use signal::SignalError;
         let req = req.into_inner();
-        let answer = signal::parse(&req.signal).and_then(|sig| Ok((sig, signal::send(&self.sup, &req.name, sig)?)));
+        // The plugin first, as `quota` does: an unknown one is exit 4 whatever the signal.
+        let known = self.sup.plugin(&req.name).map(drop).map_err(|_| SignalError::UnknownPlugin(req.name.clone()));
+        let answer = known
+            .and_then(|()| signal::parse(&req.signal))
+            .and_then(|sig| Ok((sig, signal::send(&self.sup, &req.name, sig)?)));
         match answer {
             Ok((sig, sent)) => Ok(Response::new(SignalResponse {
                 signal: crate::sandbox::pidfd::signal_name(sig),
