@@ -183,8 +183,6 @@ impl StringTable {
     }
 }
 
-/// Maps a virtual address to its file offset through the PT_LOAD segments, as ld.so sees
-/// the string table only through the mapped image. Only file-backed bytes count.
 /// Whether the loader reads `dynamic`'s bytes where this reads them: the whole array lies
 /// within the file bytes of one PT_LOAD, at the file offset its address maps to, and no
 /// other PT_LOAD is mapped over any of it.
@@ -204,6 +202,8 @@ fn loaded_whole(phdrs: &[ProgramHeader], dynamic: &ProgramHeader) -> bool {
     loads.iter().enumerate().all(|(i, ph)| i == home || !overlaps(ph))
 }
 
+/// Maps a virtual address to its file offset through the PT_LOAD segments, as ld.so sees
+/// the string table only through the mapped image. Only file-backed bytes count.
 fn file_offset(phdrs: &[ProgramHeader], address: u64) -> Option<u64> {
     phdrs.iter().filter(|ph| ph.p_type == PT_LOAD).find_map(|ph| {
         let delta = address.checked_sub(ph.p_vaddr)?;
