@@ -45,6 +45,17 @@ impl TierOrder {
         self.tiers.iter().map(|(n, ..)| n.as_str())
     }
 
+    /// Whether `tier` refuses a binary whose memory from exec is writable and executable.
+    pub fn forbids_writable_exec(&self, tier: &str) -> bool {
+        self.tiers.iter().any(|(name, _, forbids)| name == tier && *forbids)
+    }
+
+    /// The tightest tier that takes a binary whose memory from exec is writable and
+    /// executable.
+    pub fn tightest_allowing_writable_exec(&self) -> Option<&str> {
+        self.tiers.iter().find(|(.., forbids)| !forbids).map(|(name, ..)| name.as_str())
+    }
+
     /// For each tier (tightest first), whether it denies `call`: its
     /// program would not let it through (a notification, a kill, an errno
     /// other than the ENOSYS every tier answers clone3 with and the

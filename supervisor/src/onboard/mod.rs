@@ -253,11 +253,7 @@ async fn checked(opts: &Options, interrupt: &mut Interrupt<'_>) -> Result<Report
     let learn = scratch::Run { dir: scratch.path().join("learn"), name: "learn", tier: None, burst: false };
     let learn_config = scratch::config(&path, &text, &opts.plugin, &learn).map_err(entry_error)?;
     let (integrity, tier_fit) = learning_pass(learn_config, &path, opts, interrupt).await?;
-    // A plugin its own tier would kill is measured under the tier it fits.
-    let tier = match (&tier_fit.error, tier_fit.configured_denies.is_empty(), &tier_fit.tightest) {
-        (None, false, Some(fits)) => Some(fits.clone()),
-        _ => None,
-    };
+    let tier = measured_under(&tier_fit);
     let base = scratch::Run { dir: scratch.path().join("base"), name: "base", tier, burst: true };
     let config = scratch::config(&path, &text, &opts.plugin, &base).map_err(entry_error)?;
     let lowered = scratch::burst_lowered(&path, &text, &opts.plugin).map_err(entry_error)?;
@@ -351,14 +347,9 @@ async fn learning_pass(
             tightest: v.tightest,
             tighter: v.tighter,
         },
-        Err(e @ (FitError::NothingRecorded | FitError::NoTiers)) => TierFitSection {
-            configured,
-            error: Some(e.to_string()),
-            recorded: Vec::new(),
-            tightest: None,
-            tighter: Vec::new(),
-            configured_denies: Vec::new(),
-        },
+        Err(e @ (FitError::NothingRecorded | FitError::NoTiers)) => {
+            unjudged(configured, &e, recorder.order(), integrity.writable_exec.as_deref())
+        }
     };
     if left_out > 0 {
         // Past the recorder's bound the verdict would rest on part of what it did.
@@ -368,6 +359,33 @@ async fn learning_pass(
         ));
     }
     Ok((integrity, section))
+}
+
+/// The verdict when no syscall can be judged (`error`). Memory writable and executable
+/// from exec (`wx`) is known from the binary alone: a configured tier refusing it at start
+/// is said to deny it, and the tightest taking it is where the plugin can be measured.
+fn unjudged(configured: String, error: &FitError, order: &TierOrder, wx: Option<&str>) -> TierFitSection {
+    let wx = wx.filter(|_| order.forbids_writable_exec(&configured));
+    TierFitSection {
+        configured,
+        error: Some(error.to_string()),
+        recorded: Vec::new(),
+        tightest: wx.and_then(|_| order.tightest_allowing_writable_exec()).map(str::to_owned),
+        tighter: Vec::new(),
+        configured_denies: wx.map(|what| vec![fit::writable_exec(what)]).unwrap_or_default(),
+    }
+}
+
+/// The tier the baseline runs under: the plugin's own, unless it is known to deny what the
+/// plugin does, when the tightest that fits is tried instead. Known holds when the fit is
+/// incomplete too (calls left unrecorded, or none recorded and only the binary's W+X
+/// memory to go by): a denial seen is certain, and the plugin's own tier would kill it
+/// before anything could be measured.
+fn measured_under(fit: &TierFitSection) -> Option<String> {
+    match (fit.configured_denies.is_empty(), &fit.tightest) {
+        (false, Some(fits)) => Some(fits.clone()),
+        _ => None,
+    }
 }
 
 /// Waits until `name` runs, or fails at once when it cannot run as configured.

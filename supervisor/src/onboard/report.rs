@@ -28,6 +28,10 @@ pub fn render_text(r: &Report) -> String {
     match &t.error {
         Some(e) => {
             let _ = writeln!(out, "  FAILED        {e}");
+            // What is known to be denied even so (the baseline ran elsewhere for it).
+            if !t.configured_denies.is_empty() {
+                let _ = writeln!(out, "  {:<13} would deny {}", t.configured, t.configured_denies.join(", "));
+            }
         }
         None => {
             let calls: Vec<String> = t.recorded.iter().map(|s| format!("{} ({})", s.name, s.count)).collect();

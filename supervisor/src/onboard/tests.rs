@@ -100,6 +100,63 @@ fn memory_writable_and_executable_from_exec_fits_only_a_tier_that_allows_it() {
     assert_eq!(verdict.denied_by("L3"), Some(&[said, "socket".to_owned()][..]));
 }
 
+/// Whether a tier takes W+X memory is known from the tier alone, for the fit's error paths.
+#[test]
+fn the_tiers_say_which_take_memory_writable_and_executable_from_exec() {
+    let order = shipped();
+    assert!(order.forbids_writable_exec("L3"));
+    assert!(order.forbids_writable_exec("L2"));
+    assert!(!order.forbids_writable_exec("L1"));
+    assert!(!order.forbids_writable_exec("none"), "no tier of that name");
+    assert_eq!(order.tightest_allowing_writable_exec(), Some("L1"));
+}
+
+/// With nothing recorded, a binary with W+X memory is still known to be refused by a tier
+/// forbidding it, and to fit the tightest that takes it: onboarding measured it under its
+/// own tier, which refused to start it.
+#[test]
+fn with_nothing_recorded_the_binarys_writable_exec_memory_still_decides_where_it_fits() {
+    let wx = "memory writable and executable from exec (an executable stack)";
+    let s = super::unjudged("L3".into(), &FitError::NothingRecorded, shipped(), Some("an executable stack"));
+    assert_eq!((s.configured_denies, s.tightest.as_deref()), (vec![wx.to_owned()], Some("L1")));
+    assert_eq!(s.error, Some(FitError::NothingRecorded.to_string()));
+    let s = super::unjudged("L1".into(), &FitError::NothingRecorded, shipped(), Some("an executable stack"));
+    assert_eq!((s.configured_denies.len(), s.tightest), (0, None));
+    let s = super::unjudged("L3".into(), &FitError::NothingRecorded, shipped(), None);
+    assert_eq!((s.configured_denies.len(), s.tightest), (0, None));
+}
+
+fn section(error: Option<&str>, denies: &[&str], tightest: Option<&str>) -> super::TierFitSection {
+    super::TierFitSection {
+        configured: "L3".into(),
+        error: error.map(str::to_owned),
+        recorded: Vec::new(),
+        tightest: tightest.map(str::to_owned),
+        tighter: Vec::new(),
+        configured_denies: denies.iter().map(|d| (*d).to_owned()).collect(),
+    }
+}
+
+/// The baseline runs under the plugin's own tier unless that tier is known to deny what the
+/// plugin does, and known holds on the fit's error paths too: a plugin that made more
+/// distinct calls than were recorded, and whose tier denies one it made, was measured under
+/// that tier, which killed it before anything was measured.
+#[test]
+fn the_baseline_runs_where_the_plugin_is_not_known_to_be_denied() {
+    use super::measured_under;
+    assert_eq!(measured_under(&section(None, &[], Some("L3"))), None);
+    assert_eq!(measured_under(&section(None, &["socket"], Some("L2"))).as_deref(), Some("L2"));
+    let partial =
+        format!("the plugin made more than {} distinct calls; 3 were not recorded", super::record::MAX_DISTINCT);
+    assert_eq!(measured_under(&section(Some(&partial), &["socket"], Some("L2"))).as_deref(), Some("L2"));
+    let wx = "memory writable and executable from exec (an executable stack)";
+    let nothing = FitError::NothingRecorded.to_string();
+    assert_eq!(measured_under(&section(Some(&nothing), &[wx], Some("L1"))).as_deref(), Some("L1"));
+    // Nothing known denied, or nowhere known to fit: the plugin's own tier.
+    assert_eq!(measured_under(&section(Some(&nothing), &[], None)), None);
+    assert_eq!(measured_under(&section(None, &["socket"], None)), None);
+}
+
 #[test]
 fn a_learning_pass_that_recorded_nothing_gives_no_verdict() {
     assert_eq!(fit(shipped(), &[], None), Err(FitError::NothingRecorded));
