@@ -291,6 +291,17 @@ impl Plugin {
     /// Serves until shut down, then exits the process: 0 after a clean
     /// drain, 1 on error or when started by hand.
     pub fn serve(self) -> ! {
+        // Caught first: the supervisor starts a plugin with every signal at its default,
+        // and a SIGTERM (a stop, the daemon shutting down) arriving while the runtime and
+        // the host connection come up would kill the process, a crash to the supervisor,
+        // instead of draining it once the runtime runs.
+        let caught = match plugin_proto::signals::Signals::catch(&shutdown::DRAINING_SIGNALS) {
+            Ok(caught) => caught,
+            Err(e) => {
+                eprintln!("{}: cannot catch SIGTERM and SIGINT: {e}", self.name);
+                std::process::exit(1);
+            }
+        };
         let inherited = match launch::inherited(&self.name) {
             Ok(i) => i,
             Err(e) => {
@@ -322,7 +333,7 @@ impl Plugin {
                 std::process::exit(1);
             }
         };
-        let code = match rt.block_on(self.run(inherited)) {
+        let code = match rt.block_on(self.run(inherited, caught)) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("plugin stopped: {e}");
@@ -344,7 +355,7 @@ impl Plugin {
         std::process::exit(code)
     }
 
-    async fn run(self, inherited: launch::Inherited) -> Result<(), SdkError> {
+    async fn run(self, inherited: launch::Inherited, caught: plugin_proto::signals::Caught) -> Result<(), SdkError> {
         let host = match inherited.host {
             Some(stream) => {
                 stream.set_nonblocking(true)?;
@@ -359,7 +370,7 @@ impl Plugin {
         let log = logging::install(host);
         install_panic_hook();
         let shutdown = self.shutdown.clone();
-        shutdown::watch_signals(shutdown.clone())?;
+        shutdown::watch_signals(caught, shutdown.clone())?;
         inherited.plugin.set_nonblocking(true)?;
         let conn = tokio::net::UnixStream::from_std(inherited.plugin)?;
         let served = self.serve_on(conn, inherited.instance, shutdown).await;

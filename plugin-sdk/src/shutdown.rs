@@ -178,10 +178,14 @@ impl ShutdownSignal {
     }
 }
 
-/// Turns SIGTERM and SIGINT into a shutdown (through a pipe: tokio's own
-/// signal support would create a socketpair, which hardened tiers forbid).
-pub fn watch_signals(shutdown: Shutdown) -> std::io::Result<()> {
-    let mut signals = plugin_proto::signals::Signals::new(&[libc::SIGTERM, libc::SIGINT])?;
+/// The signals that drain a plugin.
+pub const DRAINING_SIGNALS: [i32; 2] = [libc::SIGTERM, libc::SIGINT];
+
+/// Turns [`DRAINING_SIGNALS`], `caught` since before the runtime existed, into a shutdown
+/// (through a pipe: tokio's own signal support would create a socketpair, which hardened
+/// tiers forbid). One caught before this runs drains the plugin now.
+pub fn watch_signals(caught: plugin_proto::signals::Caught, shutdown: Shutdown) -> std::io::Result<()> {
+    let mut signals = caught.stream()?;
     tokio::spawn(async move {
         while signals.recv().await.is_ok() {
             shutdown.trigger(SIGNAL_DRAIN, "signal");

@@ -209,4 +209,90 @@ mod tests {
         assert!(lines[0].parse::<u64>().is_ok(), "named: {out:?}");
         assert_eq!(lines[0], lines[1], "the inode named is fd 4's");
     }
+
+    /// The echo example, which `cargo test` builds beside this test binary.
+    fn echo_example() -> std::path::PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let profile = exe.parent().and_then(Path::parent).unwrap();
+        let echo = profile.join("examples").join("echo");
+        assert!(echo.exists(), "{} is missing: `cargo test` builds the examples", echo.display());
+        echo
+    }
+
+    /// What the thread `pid` of this process's child waits in: its syscall number.
+    fn syscall_of(pid: u32) -> Option<i64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+
+    /// A SIGTERM arriving while the plugin starts (here held in `serve`, writing its
+    /// HTTP/2 preface to a fd 4 whose socket is full, as a busy supervisor's might be)
+    /// drains it once it runs: it exits 0. The supervisor starts plugins with every signal
+    /// at its default, and the SDK caught SIGTERM only once its host connection was up:
+    /// the process was killed by the signal, a crash to the supervisor, which restarted it.
+    #[test]
+    fn a_sigterm_while_the_plugin_starts_drains_it_once_it_runs() {
+        use std::io::{Read, Write};
+        let (plugin_ours, plugin_theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut host_ours, mut host_theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        // Fill what the plugin's end of fd 4 may have unread: its first write waits.
+        host_theirs.set_nonblocking(true).unwrap();
+        loop {
+            match host_theirs.write(&[0; 4096]) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling fd 4: {e}"),
+            }
+        }
+        let (plugin_fd, host_fd) = (plugin_theirs.as_raw_fd(), host_theirs.as_raw_fd());
+        let mut cmd = Command::new(echo_example());
+        cmd.env_clear()
+            .env(COOKIE_ENV, COOKIE_VALUE)
+            .env(INSTANCE_ENV, "echo-0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: as in `spawn`: only `place`, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || place(plugin_fd, host_fd));
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop((plugin_theirs, host_theirs));
+        let pid = child.id();
+        let killed = |child: &mut std::process::Child| {
+            let _ = child.kill();
+            let _ = child.wait();
+        };
+        // Held in `serve`: its one thread waits in epoll for fd 4 to take the preface.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !matches!(syscall_of(pid), Some(libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2)) {
+            if std::time::Instant::now() > until {
+                killed(&mut child);
+                panic!("the plugin never waited on fd 4: {:?}", syscall_of(pid));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: kill with the pid of a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+        // Let it go on: fd 4 drained from here on, fd 3 held open and silent.
+        host_ours.set_nonblocking(false).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut sink = [0; 4096];
+            while matches!(host_ours.read(&mut sink), Ok(n) if n > 0) {}
+        });
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > until {
+                killed(&mut child);
+                panic!("the plugin did not end within 20 s of its SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        drop(plugin_ours);
+        reader.join().unwrap();
+        assert_eq!(status.code(), Some(0), "drained and exited 0, not killed: {status:?}");
+    }
 }
