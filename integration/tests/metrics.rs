@@ -159,3 +159,24 @@ fn stalled_scrapers_are_limited_and_do_not_block_the_next_ones_for_good() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A daemon's metrics outgrow gRPC's default 4 MiB answer long before its 1,024 plugins:
+/// here 1,024 stopped ones with long names make about 5.6 MB. `supervisorctl metrics` (and
+/// `top`, which reads them every interval) failed with "decoded message length too large"
+/// and exit 1 past about 250 running plugins.
+#[test]
+fn metrics_of_a_full_config_reach_supervisorctl_whole() {
+    let names: Vec<String> = (0..1024).map(|i| format!("p{i:04}-{}", "x".repeat(58))).collect();
+    let entries: String = names
+        .iter()
+        .map(|n| plugin(n, std::path::Path::new("/bin/true"), "tier = \"none\"\nautostart = false"))
+        .collect();
+    let d = Daemon::start(&config_with("sandbox.allow_unsandboxed = true", &entries));
+    let out = d.ctl(&["metrics"]);
+    assert!(out.status.success(), "metrics failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.len() > 4 << 20, "the test needs more than 4 MiB of metrics, had {}", text.len());
+    for name in [&names[0], &names[1023]] {
+        assert!(text.contains(&format!("plugin=\"{name}\"")), "{name} is missing");
+    }
+}

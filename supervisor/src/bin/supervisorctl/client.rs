@@ -75,6 +75,11 @@ impl Wait {
     }
 }
 
+/// The largest answer taken from the daemon. tonic's default, 4 MiB, is the metrics of
+/// about 250 running plugins or 750 stopped ones, and a daemon runs 1,000; the daemon is
+/// the operator's own, so the bound only keeps a broken one from taking all memory.
+pub const MAX_ANSWER: usize = 256 << 20;
+
 /// The control connection; what keeps it from being made exits 5.
 pub async fn connect(w: &Wait) -> Result<Client, Failure> {
     let socket = &w.socket;
@@ -86,7 +91,7 @@ pub async fn connect(w: &Wait) -> Result<Client, Failure> {
             .await
             .map_err(|e| format!("control connection to {}: {e}", socket.display()))?;
         tokio::spawn(conn);
-        Ok(ControlClient::new(channel))
+        Ok(ControlClient::new(channel).max_decoding_message_size(MAX_ANSWER))
     });
     match connected.await {
         Ok(made) => made.map_err(|reason: String| Failure::new(Exit::Unreachable, reason)),

@@ -17,9 +17,6 @@ use super::client::{Client, Wait};
 use crate::exit::Failure;
 use crate::stdout::outln;
 
-/// Every plugin's contract may be large: what one answer may carry.
-const MAX_ANSWER: usize = 256 << 20;
-
 /// A plugin and its decoded contract (None before its first handshake).
 struct Declared {
     plugin: PluginContract,
@@ -27,7 +24,6 @@ struct Declared {
 }
 
 async fn contracts(c: &mut Client, w: &Wait, name: String) -> Result<Vec<Declared>, Failure> {
-    let mut c = c.clone().max_decoding_message_size(MAX_ANSWER);
     let answer = w.answer(c.contracts(w.request(ContractsRequest { name }))).await?;
     answer
         .plugins
