@@ -225,14 +225,17 @@ fn pid_prints_each_running_instance_and_signal_reaches_it_through_the_supervisor
 
 #[test]
 fn bad_input_the_daemon_checks_is_a_usage_error_and_an_invalid_config_a_failure() {
-    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
+    let plugins = format!("{}{}", plugin("zoo", &bins::zoo(), ""), plugin("later", &bins::zoo(), "autostart = false"));
+    let d = Daemon::start(&config(&plugins));
     d.wait_state("zoo-0", "running", UP);
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["quota", "zoo", "--memory", "bogus"], "plugin \"zoo\": "),
         (&["quota", "zoo", "--cpu", "250"], "plugin \"zoo\": "),
         (&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "{bad"], "--data is not valid JSON"),
         (&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "{\"no_such_field\": 1}"], "is not a valid zoo.v1."),
         (&["call", "zoo", "Echo", "--data", "{}"], "must be written Service/Method"),
+        // Whatever the plugin's state: one never started has no contract yet (exit 78 before).
+        (&["call", "later", "Echo", "--data", "{}"], "must be written Service/Method"),
         (
             &["call", "zoo", "zoo.v1.Zoo/Echo", "--data", "@/nonexistent/request.json"],
             "--data @/nonexistent/request.json",
@@ -298,4 +301,23 @@ async fn signal_reaches_every_process_in_the_instances_cgroup() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(d.instance("zoo-0")["pid"].as_i64(), Some(main), "nothing was restarted");
+}
+
+/// A service the plugin's descriptors describe but it does not serve is unknown to `call`,
+/// as to `describe` and the gateway: NOT_FOUND, exit 69. It was sent to the plugin, which
+/// answered UNIMPLEMENTED (exit 76).
+#[test]
+fn a_call_to_a_service_only_described_is_not_found() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "args = [\"--describe-echo-too\"]")));
+    d.wait_state("zoo-0", "running", UP);
+    let out = d.ctl(&["call", "zoo", "echo.v1.Echo/Echo", "--data", r#"{"message":"hi"}"#]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not declare service \"echo.v1.Echo\" (it declares: zoo.v1.Zoo)"),
+        "{}",
+        stderr(&out)
+    );
+    // Its own service still answers.
+    let out = d.ctl(&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", r#"{"text":"hi"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -534,6 +534,7 @@ fn main() {
     let mut service = ZooService::default();
     let mut serving = true;
     let mut usr1: Option<plugin_sdk::plugin_proto::signals::Caught> = None;
+    let mut describe_echo = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -565,6 +566,8 @@ fn main() {
             // Declares a contract that breaks its own (`zoo.v1.Text.text` becomes an
             // int64): a new version a reload must refuse.
             "--breaking-contract" => descriptors = breaking(&descriptors),
+            // Describes echo.v1.Echo beside its own services, and serves only its own.
+            "--describe-echo-too" => describe_echo = true,
             "--hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
@@ -603,6 +606,8 @@ fn main() {
     service.health = Some(plugin.health());
     service.shutdown = Some(plugin.shutdown_signal());
     let health = plugin.health();
+    let plugin =
+        if describe_echo { plugin.descriptors(plugin_integration::pb::echo::FILE_DESCRIPTOR_SET) } else { plugin };
     plugin
         .descriptors(&descriptors)
         .service(ZooServer::new(service))

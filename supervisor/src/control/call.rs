@@ -87,23 +87,32 @@ struct Resolved {
 
 fn resolve(sup: &Supervisor, plugin: &str, method: &str, json: &str) -> Result<Resolved, Status> {
     let p = sup.plugin(plugin).map_err(|e| Status::not_found(e.to_string()))?;
+    // How the method is written is the command's own fault, whatever the plugin's state.
+    let (service, name) = split_method(method).ok_or_else(|| {
+        super::usage::bad_argument(format!(
+            "method {method:?} must be written Service/Method or Service.Method, e.g. echo.v1.Echo/Echo"
+        ))
+    })?;
     let contract = p.contract().ok_or_else(|| {
         Status::unavailable(format!(
             "plugin {plugin:?} has not declared its contract yet: it is {}",
             p.describe_state()
         ))
     })?;
-    let (service, name) = split_method(method).ok_or_else(|| {
-        super::usage::bad_argument(format!(
-            "method {method:?} must be written Service/Method or Service.Method, e.g. echo.v1.Echo/Echo"
-        ))
-    })?;
-    let sd = contract.pool.get_service_by_name(service).ok_or_else(|| {
-        Status::not_found(format!(
-            "plugin {plugin:?} does not declare service {service:?} (it declares: {})",
-            contract.services.join(", ")
-        ))
-    })?;
+    // Served, not merely described: a plugin's descriptors may carry services it does not
+    // serve (another plugin's, imported files'), which it would answer UNIMPLEMENTED.
+    let sd = contract
+        .services
+        .iter()
+        .any(|s| s == service)
+        .then(|| contract.pool.get_service_by_name(service))
+        .flatten()
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "plugin {plugin:?} does not declare service {service:?} (it declares: {})",
+                contract.services.join(", ")
+            ))
+        })?;
     let md = sd.methods().find(|m| m.name() == name).ok_or_else(|| {
         let names: Vec<String> = sd.methods().map(|m| m.name().to_owned()).collect();
         Status::not_found(format!("service {service} has no method {name:?} (it has: {})", names.join(", ")))
