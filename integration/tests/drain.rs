@@ -100,12 +100,14 @@ async fn a_stream_that_hears_the_drain_ends_with_ok_at_once_and_one_that_does_no
     // The reload waits for the new revision, not for the old one's drain.
     assert!(held.ended - asked < UP);
 
-    // The contrast: a handler that ignores the drain is cut when its deadline passes.
+    // The contrast: a handler that ignores the drain is cut when its deadline passes; the
+    // stop waits past it (`--wait` longer than stop_timeout), so it answers stopped.
     let third = running_pid(&d, "zoo-1");
     let held = hold(&d, false).await;
     let asked = Instant::now();
-    let out = d.ctl(&["stop", "zoo"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wait = format!("{}s", STOP_TIMEOUT.as_secs() + 10);
+    let out = d.ctl(&["--wait", &wait, "stop", "zoo"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let held = ended(held).await;
     let took = held.ended - asked;
     assert!(

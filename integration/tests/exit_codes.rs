@@ -321,3 +321,25 @@ fn a_call_to_a_service_only_described_is_not_found() {
     let out = d.ctl(&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", r#"{"text":"hi"}"#]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A start, stop or restart exits 0 only when it got what it asked: a start whose `--wait`
+/// ran out while the plugin was still starting answered `slow: starting` and exited 0, as
+/// if it ran (only "failed" and "backoff" in the answer's words made it exit 1).
+#[test]
+fn a_start_answered_before_the_plugin_runs_exits_1() {
+    let d = Daemon::start(&config(&plugin(
+        "slow",
+        &bins::zoo(),
+        "args = [\"--name\", \"slow\", \"--start-delay-ms\", \"3000\"]\nautostart = false",
+    )));
+    let out = d.ctl(&["--wait", "1s", "start", "slow"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}{}", stderr(&out));
+    assert!(said.starts_with("slow: starting"), "{said}");
+    d.wait_state("slow-0", "running", UP);
+    // Once it runs, the same command says so and succeeds; a stop too.
+    let out = d.ctl(&["start", "slow"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    let out = d.ctl(&["stop", "slow"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}

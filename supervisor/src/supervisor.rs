@@ -24,13 +24,16 @@ use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
 use crate::state::StateStore;
 
-/// What every instance task shares.
+/// How the answer to a stop that a later start or restart overrode begins.
+pub const OVERRIDDEN: &str = "overridden by a later start or restart";
+
 /// How long a stop may go on past `stop_timeout` before it is answered as under way:
 /// the drain's floor (up to 0.5 s), the quarter second the exit is awaited past the
 /// drain deadline, SIGTERM's second of grace, and the teardown's wait for stragglers in a
 /// killed cgroup (5 s), with a little to spare.
 const STOP_PAST_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// What every instance task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub events: Arc<EventBus>,
@@ -361,7 +364,8 @@ impl Supervisor {
         self.run_plugin(name, false, timeout).await
     }
 
-    /// Stops a plugin's instances, draining them, and waits until they are down. The stop
+    /// Stops a plugin's instances, draining them, and waits until they are down. A start or
+    /// restart coming after it overrides it: the answer then begins [`OVERRIDDEN`]. The stop
     /// is kept across restarts of the supervisor, until a start or restart.
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
         let p = self.plugin(name)?;
@@ -378,10 +382,7 @@ impl Supervisor {
         }
         if p.restarted_since(g) {
             // The instances stop, then start again for it: the stop is not waited for.
-            return Ok(with_unsaved(
-                format!("overridden by a later start or restart, now {}", p.describe_state()),
-                unsaved,
-            ));
+            return Ok(with_unsaved(format!("{OVERRIDDEN}, now {}", p.describe_state()), unsaved));
         }
         Ok(with_unsaved(p.describe_stopped(), unsaved))
     }

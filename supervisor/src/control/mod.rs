@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::config::changes::{Apply, RereadError};
+use crate::instance::state::State;
 use crate::observe::events::EventKind;
 use crate::observe::ring::{Follower, Next};
 use crate::quotas::QuotaChange;
@@ -62,6 +63,16 @@ pub struct ControlService {
 impl ControlService {
     pub fn new(sup: Arc<Supervisor>, follows: conns::Follows) -> Self {
         Self { sup, follows }
+    }
+
+    /// The answer to a start, stop or restart of `name` whose wait ended at `state`: the
+    /// command reached what it asked when every instance is in one of `wanted` by now, or
+    /// when it was a stop a later start or restart overrode (the instances start again, as
+    /// the later command asked).
+    fn acted(&self, name: &str, state: String, wanted: &[State]) -> ActionResponse {
+        let overridden = state.starts_with(crate::supervisor::OVERRIDDEN);
+        let reached = overridden || self.sup.plugin(name).is_ok_and(|p| p.all_in(wanted));
+        ActionResponse { message: format!("{name}: {state}"), reached: Some(reached) }
     }
 
     /// A follow stream's slot when `follow` is set, on the connection `on` (from the
@@ -280,14 +291,14 @@ impl Control for ControlService {
         let name = &req.get_ref().name;
         let state =
             deadline::bounded(&self.sup, name, within, self.sup.start_plugin(name, command_wait(within))).await?;
-        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
+        Ok(Response::new(self.acted(name, state, &[State::Running])))
     }
 
     async fn stop(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
         let state = deadline::bounded(&self.sup, name, within, self.sup.stop_plugin(name)).await?;
-        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
+        Ok(Response::new(self.acted(name, state, &[State::Stopped, State::Failed])))
     }
 
     async fn restart(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
@@ -295,14 +306,14 @@ impl Control for ControlService {
         let name = &req.get_ref().name;
         let state =
             deadline::bounded(&self.sup, name, within, self.sup.restart_plugin(name, command_wait(within))).await?;
-        Ok(Response::new(ActionResponse { message: format!("{name}: {state}") }))
+        Ok(Response::new(self.acted(name, state, &[State::Running])))
     }
 
     async fn reload(&self, req: Request<ReloadRequest>) -> Result<Response<ActionResponse>, Status> {
         let req = req.into_inner();
         let opts = ReloadOptions { allow_breaking: req.allow_breaking, ..ReloadOptions::default() };
         match self.sup.reload(&req.name, opts).await {
-            Ok(done) => Ok(Response::new(ActionResponse { message: done.to_string() })),
+            Ok(done) => Ok(Response::new(ActionResponse { message: done.to_string(), reached: Some(true) })),
             Err(e) => Err(reload_status(&e)),
         }
     }

@@ -218,12 +218,16 @@ pub async fn status(c: &mut Client, w: &Wait, name: String, as_json: bool, phase
     Ok(done)
 }
 
+/// An action's answer, exit 0 only when it got what it asked: "echo: failed (refused:
+/// ...)" is an answer but no success, nor is "echo: starting" from a start whose `--wait`
+/// ran out first.
 pub fn action(r: Result<ActionResponse, Failure>) -> Result<ExitCode, Failure> {
-    let msg = r?.message;
+    let answer = r?;
+    let msg = answer.message;
     outln!("{}", action_text(&msg));
-    // "echo: failed (refused: ...)" is an answer, but not a success.
-    let failed = msg.contains(": failed") || msg.contains(": backoff");
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    // A daemon older than `reached` is judged by its words, as before.
+    let reached = answer.reached.unwrap_or_else(|| !(msg.contains(": failed") || msg.contains(": backoff")));
+    Ok(if reached { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// An action's answer as shown: it may quote a plugin (why its start failed).
