@@ -343,3 +343,27 @@ fn a_start_answered_before_the_plugin_runs_exits_1() {
     let out = d.ctl(&["stop", "slow"]);
     assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
+
+/// The largest request `call --data @FILE` takes (4 MiB of JSON) reaches the plugin: the
+/// daemon's control socket took at most 4 MiB for the whole request, names included, so
+/// one just under the CLI's limit was refused OUT_OF_RANGE (exit 75) naming neither.
+#[test]
+fn a_call_request_as_large_as_the_cli_takes_reaches_the_plugin() {
+    let d = Daemon::start(&config(&plugin("zoo", &bins::zoo(), "")));
+    d.wait_state("zoo-0", "running", UP);
+    let (head, tail) = (r#"{"text":""#, r#""}"#);
+    let text = "x".repeat((4 << 20) - head.len() - tail.len());
+    let file = d.dir.path().join("request.json");
+    std::fs::write(&file, format!("{head}{text}{tail}")).unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 4 << 20);
+    let data = format!("@{}", file.display());
+    let out = d.ctl(&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", &data]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["text"].as_str().map(str::len), Some(text.len()));
+    // One byte more is the CLI's to refuse, naming --data and the limit.
+    std::fs::write(&file, format!("{head}{text}x{tail}")).unwrap();
+    let out = d.ctl(&["call", "zoo", "zoo.v1.Zoo/Echo", "--data", &data]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the request is over 4194304 bytes"), "{}", stderr(&out));
+}

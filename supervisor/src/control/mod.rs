@@ -502,6 +502,15 @@ impl Control for ControlService {
     }
 }
 
+/// The largest control request taken: a `call`'s request of up to [`MAX_CALL_JSON`] with
+/// its plugin and method names. At tonic's default, 4 MiB for the whole message, a request
+/// the CLI let through as at most 4 MiB was refused as too large, naming neither `--data`
+/// nor the limit.
+const MAX_CONTROL_REQUEST: usize = MAX_CALL_JSON + (64 << 10);
+
+/// The largest JSON request `supervisorctl call` sends (`--data`).
+pub const MAX_CALL_JSON: usize = 4 << 20;
+
 /// Serves the control API on `listener`, refusing peers whose uid is not allowed, and
 /// holding at most as many connections and follow streams as `limits` says.
 pub async fn serve(
@@ -512,7 +521,8 @@ pub async fn serve(
 ) {
     // SAFETY: geteuid has no preconditions.
     let own = unsafe { libc::geteuid() };
-    let svc = ControlServer::new(ControlService::new(sup.clone(), conns::Follows::new(limits.follows)));
+    let svc = ControlServer::new(ControlService::new(sup.clone(), conns::Follows::new(limits.follows)))
+        .max_decoding_message_size(MAX_CONTROL_REQUEST);
     let refusals = refusal::Refusals::default();
     let open = conns::Conns::new(limits.clone());
     let mut floods = Floods::default();

@@ -300,8 +300,8 @@ pub async fn events(c: &mut Client, w: &Wait, name: String, follow: bool, as_jso
     Ok(ExitCode::SUCCESS)
 }
 
-/// The largest request `call` reads: the daemon's control socket takes no larger message.
-const MAX_REQUEST: u64 = 4 << 20;
+/// The largest request `call` reads: the daemon's control socket takes no larger one.
+const MAX_REQUEST: u64 = plugin_supervisor::control::MAX_CALL_JSON as u64;
 
 /// `--data` as given, or read from the file `@FILE` names (`@-`: stdin).
 fn request_json(data: String) -> Result<String, String> {
