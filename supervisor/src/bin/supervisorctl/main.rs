@@ -286,8 +286,9 @@ enum Remote {
         /// The request as JSON; @FILE reads it from a file, @- from stdin.
         #[arg(long, short = 'd', default_value = "{}")]
         data: String,
-        /// Deadline for the call, e.g. 500ms (default: the plugin's call_timeout).
-        #[arg(long, value_parser = parse_wait, allow_hyphen_values = true)]
+        /// Deadline for the call, e.g. 500ms (default: the plugin's call_timeout); at
+        /// most 49 days (what the control protocol carries, in milliseconds).
+        #[arg(long, value_parser = parse_call_timeout, allow_hyphen_values = true)]
         timeout: Option<Duration>,
         /// Accepted as by every data command; the responses are JSON already.
         #[arg(long)]
@@ -325,6 +326,16 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err("must be longer than zero".into()),
         d => Ok(d),
     }
+}
+
+/// A call's deadline travels in milliseconds as a u32: a longer one is refused, not cut
+/// short without a word (`--timeout 100d` ran with a deadline of about 49.7 days).
+fn parse_call_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_wait(s)?;
+    if d.as_millis() > u128::from(u32::MAX) {
+        return Err(format!("is longer than a call's deadline may be ({} ms, about 49 days)", u32::MAX));
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {
@@ -545,5 +556,19 @@ mod tests {
         let e = Cli::try_parse_from(["supervisorctl", "call", "echo", "a.B/C", "--timeout", "0s"]).err().unwrap();
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
         assert!(e.to_string().contains("must be longer than zero"), "{e}");
+    }
+
+    /// A call's deadline travels in milliseconds as a u32: longer was cut to about 49.7
+    /// days without a word; it is refused naming the flag.
+    #[test]
+    fn a_call_deadline_longer_than_the_protocol_carries_is_refused() {
+        let e = Cli::try_parse_from(["supervisorctl", "call", "echo", "a.B/C", "--timeout", "100d"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("--timeout"), "{e}");
+        assert!(e.to_string().contains("is longer than a call's deadline may be (4294967295 ms"), "{e}");
+        let Remote::Call { timeout, .. } = remote(&["call", "echo", "a.B/C", "--timeout", "49d"]) else {
+            panic!("not a call")
+        };
+        assert_eq!(timeout, Some(Duration::from_secs(49 * 86_400)));
     }
 }
