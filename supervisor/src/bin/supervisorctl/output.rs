@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plugin_proto::control::v1::{
-    ActionResponse, CallRequest, EventsRequest, InstanceStatus, LogLine, MetricsRequest, Quota, QuotaRequest,
-    RereadRequest, RereadResponse, StatusRequest, TailRequest, UpdateResponse,
+    ActionResponse, CallRequest, ConfigRequest, ConfigResponse, EventsRequest, InstanceStatus, LogLine, MetricsRequest,
+    Quota, QuotaRequest, RereadRequest, RereadResponse, StatusRequest, TailRequest, UpdateResponse,
 };
 use plugin_supervisor::observe::forward::{clean, json_for_terminal};
 use serde_json::json;
@@ -373,21 +373,20 @@ pub async fn call(
 ) -> Result<ExitCode, Failure> {
     let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
     let request = CallRequest { plugin: plugin.clone(), method, json, timeout_ms };
-    // The call's deadline, and then the usual wait for the answer; without
-    // one, the daemon holds the call to the plugin's call_timeout, which only
-    // it knows: hear from it first, then wait for the call.
+    // The call's deadline, and then the usual wait for the answer; without one, the
+    // daemon holds the call to the plugin's call_timeout, which it is asked for first.
     let limit = match timeout {
-        Some(t) => t.saturating_add(w.limit),
+        Some(t) => t,
         None => {
             // Its refusal (no such plugin) exits as the call's would: 64 + its code.
-            match tokio::time::timeout(w.limit, c.status(w.request(StatusRequest { name: plugin }))).await {
-                Ok(Ok(_)) => {}
+            match tokio::time::timeout(w.limit, c.config(w.request(ConfigRequest { name: plugin }))).await {
+                Ok(Ok(answer)) => call_timeout(&answer.into_inner())?,
                 Ok(Err(status)) => return Ok(call_failed(&status)),
                 Err(_) => return Err(w.silent()),
             }
-            plugin_supervisor::config::units::MAX_DURATION
         }
-    };
+    }
+    .saturating_add(w.limit);
     let silent = || w.silent_after(limit);
     let started = tokio::time::Instant::now();
     let mut answers = match tokio::time::timeout(limit, c.call_stream(request)).await {
@@ -409,6 +408,21 @@ pub async fn call(
             Err(_) => return Err(silent()),
         }
     }
+}
+
+/// The plugin's `call_timeout`, from its config as the daemon runs it: how long the daemon
+/// lets a call without a deadline of its own run. Without it the CLI waited up to a year
+/// on a daemon that took the call and then stalled.
+fn call_timeout(config: &ConfigResponse) -> Result<Duration, Failure> {
+    let value = config
+        .plugins
+        .first()
+        .and_then(|p| p.settings.iter().find(|s| s.key == "call_timeout"))
+        .and_then(|s| serde_json::from_str::<String>(&s.value_json).ok());
+    let missing = || Failure::new(Exit::Failure, "the supervisor did not say the plugin's call_timeout".to_owned());
+    let value = value.ok_or_else(missing)?;
+    plugin_supervisor::config::units::parse_duration(&value)
+        .map_err(|e| Failure::new(Exit::Failure, format!("the plugin's call_timeout {value:?}: {e}")))
 }
 
 pub async fn quota(
