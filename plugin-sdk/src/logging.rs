@@ -197,8 +197,30 @@ fn cut(mut s: String) -> String {
     s
 }
 
+/// The plugin's log filter: [`FILTER_ENV`] when set, else `info`.
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"))
+    let (filter, said) = filter_from(std::env::var(FILTER_ENV));
+    if let Some(said) = said {
+        // Before any subscriber exists: stderr, which the supervisor keeps.
+        eprintln!("{said}");
+    }
+    filter
+}
+
+/// The filter `value` (of [`FILTER_ENV`]) gives, and what to say when it gives none: a
+/// value that does not parse was taken for `info` without a word.
+fn filter_from(value: Result<String, std::env::VarError>) -> (EnvFilter, Option<String>) {
+    let info = || EnvFilter::new("info");
+    match value {
+        Err(std::env::VarError::NotPresent) => (info(), None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            (info(), Some(format!("ignoring {FILTER_ENV}={v:?}: not UTF-8 text; logging at info")))
+        }
+        Ok(v) => match EnvFilter::try_new(&v) {
+            Ok(filter) => (filter, None),
+            Err(e) => (info(), Some(format!("ignoring {FILTER_ENV}={v:?}: {e}; logging at info"))),
+        },
+    }
 }
 
 /// The running log stream; [`LogStream::flush`] ends it once every buffered
@@ -267,6 +289,23 @@ pub fn install(host: Option<H2Channel>) -> Option<LogStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PLUGIN_LOG that does not parse is said, naming the variable and the value, and
+    /// logging goes on at info; it was taken for info without a word.
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_said_not_dropped() {
+        let (filter, said) = filter_from(Ok("info,h2=loud".into()));
+        let said = said.expect("a word about it");
+        assert!(said.starts_with("ignoring PLUGIN_LOG=\"info,h2=loud\": "), "{said}");
+        assert!(said.ends_with("; logging at info"), "{said}");
+        assert_eq!(filter.to_string(), "info");
+        let (filter, said) = filter_from(Ok("debug,h2=warn".into()));
+        assert_eq!((filter.to_string(), said), ("h2=warn,debug".to_owned(), None));
+        let (filter, said) = filter_from(Err(std::env::VarError::NotPresent));
+        assert_eq!((filter.to_string(), said), ("info".to_owned(), None));
+        let (_, said) = filter_from(Err(std::env::VarError::NotUnicode(std::ffi::OsString::from("x"))));
+        assert!(said.is_some_and(|s| s.contains("not UTF-8")));
+    }
 
     /// A record of any size used to go out whole: one over the supervisor's 4 MiB message
     /// limit ended the log stream, and every later record of the process was lost.

@@ -219,6 +219,19 @@ mod tests {
         echo
     }
 
+    /// A PLUGIN_LOG the plugin cannot use is said on its stderr (which the supervisor
+    /// keeps), naming the variable and the value; it was taken for `info` without a word.
+    #[tokio::test]
+    async fn a_log_filter_the_plugin_cannot_use_is_said_on_its_stderr() {
+        use super::super::{LogSource, Options};
+        let plugin =
+            Options::named("echo").env("PLUGIN_LOG", "info,h2=loud").start_binary(echo_example()).await.unwrap();
+        let said =
+            plugin.wait_for_log(|l| l.source == LogSource::Stderr && l.message.contains("PLUGIN_LOG")).await.unwrap();
+        assert!(said.message.starts_with("ignoring PLUGIN_LOG=\"info,h2=loud\": "), "{}", said.message);
+        assert!(plugin.shutdown().await.unwrap().ended.is_clean());
+    }
+
     /// What the thread `pid` of this process's child waits in: its syscall number.
     fn syscall_of(pid: u32) -> Option<i64> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
