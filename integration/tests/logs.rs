@@ -120,3 +120,31 @@ async fn records_reach_the_supervisor_though_a_log_logger_was_set_first() {
     let stopped = plugin.shutdown().await.expect("a stop");
     assert!(stopped.ended.is_clean(), "{stopped:?}");
 }
+
+/// Every panic of a handler is in the plugin's log, and Rust's own report of it reaches
+/// stderr at most once a second: each report was a synchronous write on the plugin's one
+/// thread, and the supervisor reads stderr at a bounded rate, so a caller making a handler
+/// panic in a loop could stall everything the plugin does.
+#[tokio::test]
+async fn a_handler_panicking_in_a_loop_is_logged_each_time_and_reported_on_stderr_once_a_second() {
+    use plugin_integration::pb::zoo::Text;
+    use plugin_sdk::testing::LogSource;
+    let plugin = plugin_sdk::testing::Options::named("zoo").start_binary(bins::zoo()).await.unwrap();
+    let mut zoo = ZooClient::new(plugin.channel());
+    let t0 = Instant::now();
+    for i in 0..100 {
+        let status = zoo.panic(Text { text: format!("#{i}") }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    }
+    let seconds = t0.elapsed().as_secs() + 1;
+    // The last panic's record is in the log once it arrives; stderr has had its reports.
+    plugin.wait_for_log(|l| l.message.contains("zoo was asked to panic: #99")).await.unwrap();
+    let logs = plugin.logs();
+    let logged = logs.iter().filter(|l| l.source != LogSource::Stderr && l.message.starts_with("panic: ")).count();
+    let reported = logs.iter().filter(|l| l.source == LogSource::Stderr && l.message.contains("panicked at")).count();
+    assert_eq!(logged, 100);
+    assert!((1..=seconds as usize).contains(&reported), "{reported} reports on stderr in {seconds} s");
+    let skipped = logs.iter().any(|l| l.source == LogSource::Stderr && l.message.contains("panics since the last one"));
+    assert_eq!(skipped, reported > 1, "a later report says how many were skipped");
+    assert!(plugin.shutdown().await.unwrap().ended.is_clean());
+}

@@ -368,7 +368,7 @@ impl Plugin {
             None => None,
         };
         let log = logging::install(host);
-        install_panic_hook();
+        install_panic_hook(log.is_some());
         let shutdown = self.shutdown.clone();
         shutdown::watch_signals(caught, shutdown.clone())?;
         inherited.plugin.set_nonblocking(true)?;
@@ -463,13 +463,54 @@ impl Plugin {
 
 /// Reports a panic through the plugin's logs as well as stderr; the call
 /// guard then answers the call with `INTERNAL`.
-fn install_panic_hook() {
+/// Every panic goes to the log; with the log stream on fd 4 (`logged`), Rust's own report
+/// on stderr only once a second ([`PANIC_REPORT_EVERY`]). A handler that panics on what a
+/// caller sends is caught and answered INTERNAL, and the plugin serves on; but each
+/// report is a synchronous write to stderr on the plugin's one thread (with a backtrace to
+/// symbolise when RUST_BACKTRACE is set), and the supervisor reads stderr at a bounded
+/// rate: a caller making it panic in a loop stalled every call, health check and drain.
+fn install_panic_hook(logged: bool) {
     let default = std::panic::take_hook();
+    let reports = PanicReports::default();
     std::panic::set_hook(Box::new(move |info| {
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         tracing::error!(%location, "panic: {info}");
-        default(info);
+        if !logged {
+            return default(info);
+        }
+        if let Some(skipped) = reports.due(std::time::Instant::now()) {
+            if skipped > 0 {
+                eprintln!("({skipped} panics since the last one reported here; each is in the plugin's log)");
+            }
+            default(info);
+        }
     }));
+}
+
+/// How often Rust's own panic report reaches stderr when the log has every panic.
+const PANIC_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// When the last panic report was written, and how many were skipped since.
+#[derive(Default)]
+struct PanicReports(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl PanicReports {
+    /// Whether a panic at `now` is reported: Some(panics skipped since the last report).
+    fn due(&self, now: std::time::Instant) -> Option<u64> {
+        // A panic while the lock is held (in this very code) must not deadlock: skip it.
+        let Ok(mut last) = self.0.try_lock() else { return None };
+        let (at, skipped) = &mut *last;
+        match at {
+            Some(at) if now.saturating_duration_since(*at) < PANIC_REPORT_EVERY => {
+                *skipped += 1;
+                None
+            }
+            _ => {
+                *at = Some(now);
+                Some(std::mem::take(skipped))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -477,6 +518,17 @@ mod tests {
     use std::task::{Context, Poll};
 
     use super::*;
+
+    #[test]
+    fn panics_are_reported_on_stderr_at_most_once_a_second_saying_how_many_were_skipped() {
+        let reports = PanicReports::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(reports.due(t0), Some(0));
+        assert_eq!(reports.due(t0 + Duration::from_millis(10)), None);
+        assert_eq!(reports.due(t0 + Duration::from_millis(999)), None);
+        assert_eq!(reports.due(t0 + PANIC_REPORT_EVERY), Some(2));
+        assert_eq!(reports.due(t0 + PANIC_REPORT_EVERY * 3), Some(0));
+    }
 
     /// A service whose calls never end, under a name the proto crate's descriptors describe:
     /// with `answer`, their answer begins (headers) and its stream never ends.
