@@ -515,6 +515,7 @@ impl PanicReports {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::task::{Context, Poll};
 
     use super::*;
@@ -586,6 +587,71 @@ mod tests {
             .body(tonic::body::Body::empty())
             .unwrap();
         tokio::spawn(tower::Service::call(&mut channel.clone(), req))
+    }
+
+    /// A service whose calls never end by themselves, counting those under way.
+    #[derive(Clone)]
+    struct Held(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl NamedService for Held {
+        const NAME: &'static str = "supervisor.v1.Control";
+    }
+
+    /// One call under way while it lives.
+    struct UnderWay(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Drop for UnderWay {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Held {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = Answer;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: http::Request<tonic::body::Body>) -> Self::Future {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let under_way = UnderWay(self.0.clone());
+            Box::pin(async move {
+                let _under_way = under_way;
+                std::future::pending().await
+            })
+        }
+    }
+
+    /// The harness stops a plugin served in process as a process's exit would: nothing it
+    /// ran goes on. tonic and hyper run the connection and each call in tasks of their own,
+    /// which ending the serving task did not reach: a call ignoring the drain ran on after
+    /// the test had stopped the plugin, until the test's runtime ended.
+    #[tokio::test]
+    async fn a_plugin_the_harness_stopped_leaves_no_call_running() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let plugin =
+            Plugin::new("held", "0.1.0").descriptors(plugin_proto::FILE_DESCRIPTOR_SET).service(Held(calls.clone()));
+        let under_test = crate::testing::Options::named("held")
+            .stop_timeout(Duration::from_millis(200))
+            .start(plugin)
+            .await
+            .unwrap();
+        let _call = hanging_call(&under_test.channel());
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < until, "the call never reached its handler");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopped = under_test.shutdown().await.unwrap();
+        assert_eq!(stopped.in_flight, Some(1), "{stopped:?}");
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while calls.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            assert!(std::time::Instant::now() < until, "the call still runs 5 s after the plugin was stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// A call whose answer streams is in progress until its stream ends: Shutdown counts

@@ -174,8 +174,11 @@ impl Options {
         let name = self.name.clone().unwrap_or_else(|| plugin.name.clone());
         let instance = self.instance.clone().unwrap_or_else(|| format!("{name}-0"));
         let (ours, theirs) = UnixStream::pair().map_err(HarnessError::Connect)?;
-        let task = tokio::spawn(plugin.serve_on(theirs, instance.clone(), shutdown::Shutdown::new()));
-        let process = Process { kind: Kind::InProcess(task), outcome: None, reported: None, readers: Vec::new() };
+        let conn = std::os::fd::AsFd::as_fd(&theirs).try_clone_to_owned().map_err(HarnessError::Connect)?;
+        let drain = shutdown::Shutdown::new();
+        let task = tokio::spawn(plugin.serve_on(theirs, instance.clone(), drain.clone()));
+        let served = InProcess { task, conn, drain };
+        let process = Process { kind: Kind::InProcess(served), outcome: None, reported: None, readers: Vec::new() };
         self.greet(Greeting {
             name,
             instance,
@@ -473,8 +476,39 @@ enum Outcome {
 
 #[derive(Debug)]
 enum Kind {
-    InProcess(JoinHandle<Result<(), SdkError>>),
+    InProcess(InProcess),
     Child(child::Child),
+}
+
+/// A plugin served in this process, and what ends all it runs when it is stopped, as a
+/// process's exit would. tonic serves the connection, and hyper each call, in tasks of
+/// their own that ending the serving task does not reach: a handler waiting for the drain
+/// (the documented way to end a stream) ran on after the test stopped the plugin, until
+/// the test's runtime ended.
+#[derive(Debug)]
+struct InProcess {
+    task: JoinHandle<Result<(), SdkError>>,
+    /// A copy of the plugin's end of its connection: shut down, the connection ends, and
+    /// with it every call still running.
+    conn: std::os::fd::OwnedFd,
+    /// The plugin's drain: triggered, handlers listening for it end.
+    drain: shutdown::Shutdown,
+}
+
+impl InProcess {
+    /// Ends the plugin and everything it left running.
+    fn end(&self) {
+        self.drain.trigger(Duration::ZERO, "stopped by the test harness");
+        self.task.abort();
+        self.close();
+    }
+
+    /// Closes the plugin's connection both ways (every call on it ends).
+    fn close(&self) {
+        // SAFETY: shutdown on a descriptor this struct owns; it changes the socket's
+        // state, not the descriptor's, and reads nothing from memory.
+        unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&self.conn), libc::SHUT_RDWR) };
+    }
 }
 
 /// The plugin's task or process, its outcome once ended, and the readers of a
@@ -497,10 +531,15 @@ impl Process {
             return Ok(());
         }
         let outcome = match &mut self.kind {
-            Kind::InProcess(task) => match task.await {
-                Ok(served) => Outcome::Served(served),
-                Err(e) => Outcome::Panicked(e.to_string()),
-            },
+            Kind::InProcess(served) => {
+                let outcome = match (&mut served.task).await {
+                    Ok(served) => Outcome::Served(served),
+                    Err(e) => Outcome::Panicked(e.to_string()),
+                };
+                // Its calls end with it, as with a process that exits.
+                served.close();
+                outcome
+            }
             Kind::Child(child) => Outcome::Exit(child.exited().await.map_err(HarnessError::Wait)?),
         };
         self.outcome = Some(outcome);
@@ -545,8 +584,8 @@ impl Process {
     async fn force(&mut self) -> Result<Ended, HarnessError> {
         let child = match &mut self.kind {
             Kind::Child(child) => child,
-            Kind::InProcess(task) => {
-                task.abort();
+            Kind::InProcess(served) => {
+                served.end();
                 return Ok(Ended::Killed);
             }
         };
@@ -563,8 +602,8 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         // A child kills itself on drop (see child.rs); a task must be told.
-        if let Kind::InProcess(task) = &self.kind {
-            task.abort();
+        if let Kind::InProcess(served) = &self.kind {
+            served.end();
         }
     }
 }
