@@ -250,8 +250,14 @@ async fn a_thousand_start_stop_cycles_leave_the_daemons_descriptors_and_memory_a
     let daemon = d.pid();
     let cycle = |n: usize| {
         for _ in 0..n {
-            let out = d.ctl(&["restart", "td-cycles"]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            // A restart exits 0 once the plugin runs again: a loaded machine may take long.
+            let out = d.ctl(&["--wait", "60s", "restart", "td-cycles"]);
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     };
     // Warm up: the allocator's arenas, the runtime's threads, the pool and the rings reach

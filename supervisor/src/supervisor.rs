@@ -24,6 +24,14 @@ use crate::routing::table::RouteTable;
 use crate::routing::{Channel, channel};
 use crate::state::StateStore;
 
+/// What a start, stop or restart answers: the state reached, and whether it is the one
+/// the command asked for.
+#[derive(Debug)]
+pub(crate) struct Acted {
+    pub said: String,
+    pub reached: bool,
+}
+
 /// How the answer to a stop that a later start or restart overrode begins.
 pub const OVERRIDDEN: &str = "overridden by a later start or restart";
 
@@ -361,13 +369,34 @@ impl Supervisor {
     /// Starts a plugin's instances (again, after a failure) and waits up to
     /// `timeout` for them to run; returns the state they reached.
     pub async fn start_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
-        self.run_plugin(name, false, timeout).await
+        Ok(self.run_plugin(name, false, timeout).await?.said)
     }
 
     /// Stops a plugin's instances, draining them, and waits until they are down. A start or
     /// restart coming after it overrides it: the answer then begins [`OVERRIDDEN`]. The stop
     /// is kept across restarts of the supervisor, until a start or restart.
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
+        Ok(self.stop_acted(name).await?.said)
+    }
+
+    /// Stops and starts a plugin's instances.
+    pub async fn restart_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
+        Ok(self.run_plugin(name, true, timeout).await?.said)
+    }
+
+    /// [`Supervisor::start_plugin`], saying whether every instance ran.
+    pub(crate) async fn start_acted(&self, name: &str, timeout: Duration) -> Result<Acted, SupervisorError> {
+        self.run_plugin(name, false, timeout).await
+    }
+
+    /// [`Supervisor::restart_plugin`], saying whether every instance ran again.
+    pub(crate) async fn restart_acted(&self, name: &str, timeout: Duration) -> Result<Acted, SupervisorError> {
+        self.run_plugin(name, true, timeout).await
+    }
+
+    /// [`Supervisor::stop_plugin`], saying whether no instance runs (or a later start or
+    /// restart overrode the stop).
+    pub(crate) async fn stop_acted(&self, name: &str) -> Result<Acted, SupervisorError> {
         let p = self.plugin(name)?;
         let (g, unsaved) = crate::kept_stopped::command(&self.shared, &p, false, false);
         let grace = p.spec().stop_timeout.saturating_add(STOP_PAST_TIMEOUT);
@@ -382,24 +411,23 @@ impl Supervisor {
         }
         if p.restarted_since(g) {
             // The instances stop, then start again for it: the stop is not waited for.
-            return Ok(with_unsaved(format!("{OVERRIDDEN}, now {}", p.describe_state()), unsaved));
+            let said = with_unsaved(format!("{OVERRIDDEN}, now {}", p.describe_state()), unsaved);
+            return Ok(Acted { said, reached: true });
         }
-        Ok(with_unsaved(p.describe_stopped(), unsaved))
-    }
-
-    /// Stops and starts a plugin's instances.
-    pub async fn restart_plugin(&self, name: &str, timeout: Duration) -> Result<String, SupervisorError> {
-        self.run_plugin(name, true, timeout).await
+        Ok(Acted { said: with_unsaved(p.describe_stopped(), unsaved), reached: true })
     }
 
     /// Starts (or restarts) a plugin's instances and waits for them to run,
     /// fail or back off; a restart also gets the time to drain.
-    async fn run_plugin(&self, name: &str, restart: bool, timeout: Duration) -> Result<String, SupervisorError> {
+    async fn run_plugin(&self, name: &str, restart: bool, timeout: Duration) -> Result<Acted, SupervisorError> {
         let p = self.plugin(name)?;
         let (g, unsaved) = crate::kept_stopped::command(&self.shared, &p, true, restart);
         let wait = if restart { p.spec().stop_timeout.saturating_add(timeout) } else { timeout };
         p.wait_for(g, &[State::Running, State::Failed, State::Backoff], wait).await;
-        Ok(with_unsaved(p.describe_state(), unsaved))
+        // Judged with what is said, in one look: each instance acted on this command (a
+        // restart's, not the run before it) and runs.
+        let reached = p.reached(g, &[State::Running]);
+        Ok(Acted { said: with_unsaved(p.describe_state(), unsaved), reached })
     }
 
     /// Stops every plugin (draining each) and waits for their tasks.

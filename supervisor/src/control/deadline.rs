@@ -9,6 +9,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::routing::deadline::parse_grpc_timeout;
+use crate::supervisor::Acted;
 use crate::{Supervisor, SupervisorError};
 
 /// How long a command may wait before answering: the caller's deadline less
@@ -19,17 +20,18 @@ pub(super) fn answer_within(metadata: &MetadataMap) -> Option<Duration> {
 }
 
 /// Runs a lifecycle command for at most `within`; past it, answers with the
-/// plugin's state then (the command itself goes on: it was already issued).
+/// plugin's state then, as not yet what was asked (the command itself goes on: it was
+/// already issued).
 pub(super) async fn bounded(
     sup: &Supervisor,
     name: &str,
     within: Option<Duration>,
-    command: impl Future<Output = Result<String, SupervisorError>>,
-) -> Result<String, Status> {
+    command: impl Future<Output = Result<Acted, SupervisorError>>,
+) -> Result<Acted, Status> {
     let result = match within {
         Some(limit) => match tokio::time::timeout(limit, command).await {
             Ok(r) => r,
-            Err(_) => sup.plugin(name).map(|p| p.describe_state()),
+            Err(_) => sup.plugin(name).map(|p| Acted { said: p.describe_state(), reached: false }),
         },
         None => command.await,
     };

@@ -32,7 +32,6 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::config::changes::{Apply, RereadError};
-use crate::instance::state::State;
 use crate::observe::events::EventKind;
 use crate::observe::ring::{Follower, Next};
 use crate::quotas::QuotaChange;
@@ -65,21 +64,17 @@ impl ControlService {
         Self { sup, follows }
     }
 
-    /// The answer to a start, stop or restart of `name` whose wait ended at `state`: the
-    /// command reached what it asked when every instance is in one of `wanted` by now, or
-    /// when it was a stop a later start or restart overrode (the instances start again, as
-    /// the later command asked).
-    fn acted(&self, name: &str, state: String, wanted: &[State]) -> ActionResponse {
-        let overridden = state.starts_with(crate::supervisor::OVERRIDDEN);
-        let reached = overridden || self.sup.plugin(name).is_ok_and(|p| p.all_in(wanted));
-        ActionResponse { message: format!("{name}: {state}"), reached: Some(reached) }
-    }
-
     /// A follow stream's slot when `follow` is set, on the connection `on` (from the
     /// request's extensions).
     fn follow_slot(&self, follow: bool, on: Option<&conns::Handle>) -> Result<Option<conns::FollowSlot>, Status> {
         follow.then(|| self.follows.take(on)).transpose()
     }
+}
+
+/// The answer to a start, stop or restart of `name`: what it reached, and whether that is
+/// what it asked (the CLI's exit code).
+fn answer(name: &str, acted: crate::supervisor::Acted) -> ActionResponse {
+    ActionResponse { message: format!("{name}: {}", acted.said), reached: Some(acted.reached) }
 }
 
 fn to_status(e: SupervisorError) -> Status {
@@ -289,24 +284,24 @@ impl Control for ControlService {
     async fn start(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state =
-            deadline::bounded(&self.sup, name, within, self.sup.start_plugin(name, command_wait(within))).await?;
-        Ok(Response::new(self.acted(name, state, &[State::Running])))
+        let acted =
+            deadline::bounded(&self.sup, name, within, self.sup.start_acted(name, command_wait(within))).await?;
+        Ok(Response::new(answer(name, acted)))
     }
 
     async fn stop(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state = deadline::bounded(&self.sup, name, within, self.sup.stop_plugin(name)).await?;
-        Ok(Response::new(self.acted(name, state, &[State::Stopped, State::Failed])))
+        let acted = deadline::bounded(&self.sup, name, within, self.sup.stop_acted(name)).await?;
+        Ok(Response::new(answer(name, acted)))
     }
 
     async fn restart(&self, req: Request<PluginRef>) -> Result<Response<ActionResponse>, Status> {
         let within = deadline::answer_within(req.metadata());
         let name = &req.get_ref().name;
-        let state =
-            deadline::bounded(&self.sup, name, within, self.sup.restart_plugin(name, command_wait(within))).await?;
-        Ok(Response::new(self.acted(name, state, &[State::Running])))
+        let acted =
+            deadline::bounded(&self.sup, name, within, self.sup.restart_acted(name, command_wait(within))).await?;
+        Ok(Response::new(answer(name, acted)))
     }
 
     async fn reload(&self, req: Request<ReloadRequest>) -> Result<Response<ActionResponse>, Status> {

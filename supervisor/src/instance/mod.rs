@@ -572,11 +572,6 @@ impl Plugin {
         format!("{worst} ({count} of {}): {}", each.len(), named.join(", "))
     }
 
-    /// Whether every instance is in one of `states` now.
-    pub fn all_in(&self, states: &[State]) -> bool {
-        self.each_state().iter().all(|(state, ..)| states.contains(state))
-    }
-
     /// The answer to a stop: "stopped" once no instance runs, its instances that had
     /// failed before the stop (and stay failed, for the operator) named after it:
     /// "stopped (1 of 2 had failed): echo-0 stopped (stopped by request), echo-1 failed
