@@ -371,22 +371,25 @@ pub async fn call(
     json: String,
     timeout: Option<Duration>,
 ) -> Result<ExitCode, Failure> {
-    let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
-    let request = CallRequest { plugin: plugin.clone(), method, json, timeout_ms };
-    // The call's deadline, and then the usual wait for the answer; without one, the
-    // daemon holds the call to the plugin's call_timeout, which it is asked for first.
-    let limit = match timeout {
+    // The call's deadline: --timeout, else the plugin's call_timeout, asked for first and
+    // sent with the call, so that the daemon holds the call to the deadline waited for
+    // here even should an update change call_timeout meanwhile.
+    let timeout = match timeout {
         Some(t) => t,
         None => {
             // Its refusal (no such plugin) exits as the call's would: 64 + its code.
-            match tokio::time::timeout(w.limit, c.config(w.request(ConfigRequest { name: plugin }))).await {
+            let asked = c.config(w.request(ConfigRequest { name: plugin.clone() }));
+            match tokio::time::timeout(w.limit, asked).await {
                 Ok(Ok(answer)) => call_timeout(&answer.into_inner())?,
                 Ok(Err(status)) => return Ok(call_failed(&status)),
                 Err(_) => return Err(w.silent()),
             }
         }
-    }
-    .saturating_add(w.limit);
+    };
+    let timeout_ms = timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+    let request = CallRequest { plugin, method, json, timeout_ms };
+    // The deadline, and then the usual wait for the answer.
+    let limit = timeout.saturating_add(w.limit);
     let silent = || w.silent_after(limit);
     let started = tokio::time::Instant::now();
     let mut answers = match tokio::time::timeout(limit, c.call_stream(request)).await {
