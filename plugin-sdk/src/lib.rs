@@ -464,50 +464,46 @@ impl Plugin {
 /// Reports a panic through the plugin's logs as well as stderr; the call
 /// guard then answers the call with `INTERNAL`.
 /// Every panic goes to the log; with the log stream on fd 4 (`logged`), Rust's own report
-/// on stderr only once a second ([`PANIC_REPORT_EVERY`]). A handler that panics on what a
-/// caller sends is caught and answered INTERNAL, and the plugin serves on; but each
-/// report is a synchronous write to stderr on the plugin's one thread (with a backtrace to
-/// symbolise when RUST_BACKTRACE is set), and the supervisor reads stderr at a bounded
-/// rate: a caller making it panic in a loop stalled every call, health check and drain.
+/// on stderr comes at most once a second ([`PANIC_REPORT_EVERY`]), and a line saying where
+/// and why in its place otherwise (a panic that ends the process may leave no log record).
+/// A handler that panics on what a caller sends is caught and answered INTERNAL, and the
+/// plugin serves on; but each report is a synchronous write to stderr on the plugin's one
+/// thread (with a backtrace to symbolise under RUST_BACKTRACE), and the supervisor reads
+/// stderr at a bounded rate: a caller making it panic in a loop stalled every call, health
+/// check and drain.
 fn install_panic_hook(logged: bool) {
     let default = std::panic::take_hook();
     let reports = PanicReports::default();
     std::panic::set_hook(Box::new(move |info| {
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         tracing::error!(%location, "panic: {info}");
-        if !logged {
+        if !logged || reports.due(std::time::Instant::now()) {
             return default(info);
         }
-        if let Some(skipped) = reports.due(std::time::Instant::now()) {
-            if skipped > 0 {
-                eprintln!("({skipped} panics since the last one reported here; each is in the plugin's log)");
-            }
-            default(info);
-        }
+        let payload = info.payload();
+        let why =
+            payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        eprintln!("panic at {location}: {} (Rust's report of it skipped: one a second)", why.unwrap_or("Box<dyn Any>"));
     }));
 }
 
 /// How often Rust's own panic report reaches stderr when the log has every panic.
 const PANIC_REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// When the last panic report was written, and how many were skipped since.
+/// When the last panic report was written.
 #[derive(Default)]
-struct PanicReports(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+struct PanicReports(std::sync::Mutex<Option<std::time::Instant>>);
 
 impl PanicReports {
-    /// Whether a panic at `now` is reported: Some(panics skipped since the last report).
-    fn due(&self, now: std::time::Instant) -> Option<u64> {
-        // A panic while the lock is held (in this very code) must not deadlock: skip it.
-        let Ok(mut last) = self.0.try_lock() else { return None };
-        let (at, skipped) = &mut *last;
-        match at {
-            Some(at) if now.saturating_duration_since(*at) < PANIC_REPORT_EVERY => {
-                *skipped += 1;
-                None
-            }
+    /// Whether Rust's own report of a panic at `now` is written.
+    fn due(&self, now: std::time::Instant) -> bool {
+        // A panic while the lock is held (in this very code) must not deadlock: no report.
+        let Ok(mut last) = self.0.try_lock() else { return false };
+        match *last {
+            Some(at) if now.saturating_duration_since(at) < PANIC_REPORT_EVERY => false,
             _ => {
-                *at = Some(now);
-                Some(std::mem::take(skipped))
+                *last = Some(now);
+                true
             }
         }
     }
@@ -521,14 +517,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn panics_are_reported_on_stderr_at_most_once_a_second_saying_how_many_were_skipped() {
+    fn rusts_panic_report_is_due_at_most_once_a_second() {
         let reports = PanicReports::default();
         let t0 = std::time::Instant::now();
-        assert_eq!(reports.due(t0), Some(0));
-        assert_eq!(reports.due(t0 + Duration::from_millis(10)), None);
-        assert_eq!(reports.due(t0 + Duration::from_millis(999)), None);
-        assert_eq!(reports.due(t0 + PANIC_REPORT_EVERY), Some(2));
-        assert_eq!(reports.due(t0 + PANIC_REPORT_EVERY * 3), Some(0));
+        assert!(reports.due(t0));
+        assert!(!reports.due(t0 + Duration::from_millis(10)));
+        assert!(!reports.due(t0 + Duration::from_millis(999)));
+        assert!(reports.due(t0 + PANIC_REPORT_EVERY));
+        assert!(reports.due(t0 + PANIC_REPORT_EVERY * 3));
     }
 
     /// A service whose calls never end, under a name the proto crate's descriptors describe:
