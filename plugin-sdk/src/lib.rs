@@ -480,10 +480,8 @@ fn install_panic_hook(logged: bool) {
         if !logged || reports.due(std::time::Instant::now()) {
             return default(info);
         }
-        let payload = info.payload();
-        let why =
-            payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-        eprintln!("panic at {location}: {} (Rust's report of it skipped: one a second)", why.unwrap_or("Box<dyn Any>"));
+        let why = plugin_proto::panics::message(info.payload()).unwrap_or("Box<dyn Any>");
+        eprintln!("panic at {location}: {why} (Rust's report of it skipped: one a second)");
     }));
 }
 
@@ -528,10 +526,28 @@ mod tests {
     }
 
     /// A service whose calls never end, under a name the proto crate's descriptors describe:
-    /// with `answer`, their answer begins (headers) and its stream never ends.
-    #[derive(Clone)]
+    /// with `answer`, their answer begins (headers) and its stream never ends. `under_way`
+    /// counts the handlers running.
+    #[derive(Clone, Default)]
     struct Hang {
         answer: bool,
+        under_way: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    /// One handler running while it lives.
+    struct UnderWay(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl UnderWay {
+        fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Self(count.clone())
+        }
+    }
+
+    impl Drop for UnderWay {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     impl NamedService for Hang {
@@ -550,8 +566,12 @@ mod tests {
         }
 
         fn call(&mut self, _req: http::Request<tonic::body::Body>) -> Self::Future {
+            let under_way = UnderWay::new(&self.under_way);
             if !self.answer {
-                return Box::pin(std::future::pending());
+                return Box::pin(async move {
+                    let _under_way = under_way;
+                    std::future::pending().await
+                });
             }
             let frames = futures_util::stream::pending::<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>();
             let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
@@ -563,8 +583,9 @@ mod tests {
 
     /// Serves a plugin of [`Hang`] in process; its shutdown, and a channel to it.
     async fn hang(answer: bool) -> (shutdown::Shutdown, H2Channel, tokio::task::JoinHandle<Result<(), SdkError>>) {
-        let plugin =
-            Plugin::new("hang", "0.1.0").descriptors(plugin_proto::FILE_DESCRIPTOR_SET).service(Hang { answer });
+        let plugin = Plugin::new("hang", "0.1.0")
+            .descriptors(plugin_proto::FILE_DESCRIPTOR_SET)
+            .service(Hang { answer, ..Hang::default() });
         let inner = plugin.shutdown.clone();
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         let served = tokio::spawn(plugin.serve_on(theirs, "hang-0".into(), shutdown::Shutdown::new()));
@@ -585,51 +606,15 @@ mod tests {
         tokio::spawn(tower::Service::call(&mut channel.clone(), req))
     }
 
-    /// A service whose calls never end by themselves, counting those under way.
-    #[derive(Clone)]
-    struct Held(Arc<std::sync::atomic::AtomicUsize>);
-
-    impl NamedService for Held {
-        const NAME: &'static str = "supervisor.v1.Control";
-    }
-
-    /// One call under way while it lives.
-    struct UnderWay(Arc<std::sync::atomic::AtomicUsize>);
-
-    impl Drop for UnderWay {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    impl tower::Service<http::Request<tonic::body::Body>> for Held {
-        type Response = http::Response<tonic::body::Body>;
-        type Error = Infallible;
-        type Future = Answer;
-
-        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _req: http::Request<tonic::body::Body>) -> Self::Future {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let under_way = UnderWay(self.0.clone());
-            Box::pin(async move {
-                let _under_way = under_way;
-                std::future::pending().await
-            })
-        }
-    }
-
     /// The harness stops a plugin served in process as a process's exit would: nothing it
     /// ran goes on. tonic and hyper run the connection and each call in tasks of their own,
     /// which ending the serving task did not reach: a call ignoring the drain ran on after
     /// the test had stopped the plugin, until the test's runtime ended.
     #[tokio::test]
     async fn a_plugin_the_harness_stopped_leaves_no_call_running() {
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let plugin =
-            Plugin::new("held", "0.1.0").descriptors(plugin_proto::FILE_DESCRIPTOR_SET).service(Held(calls.clone()));
+        let hang = Hang::default();
+        let calls = hang.under_way.clone();
+        let plugin = Plugin::new("held", "0.1.0").descriptors(plugin_proto::FILE_DESCRIPTOR_SET).service(hang);
         let under_test = crate::testing::Options::named("held")
             .stop_timeout(Duration::from_millis(200))
             .start(plugin)
@@ -711,7 +696,7 @@ mod tests {
     async fn a_service_of_the_sdks_own_one_misnamed_or_one_added_twice_is_refused_by_name() {
         let cases = [
             (
-                Plugin::new("echo", "0.1.0").service(Braced(Hang { answer: false })),
+                Plugin::new("echo", "0.1.0").service(Braced(Hang::default())),
                 "plugin \"echo\" cannot serve service \"t.v1.{T}\" which is not a protobuf full name",
             ),
             (
@@ -719,7 +704,7 @@ mod tests {
                 "plugin \"echo\" cannot serve service \"grpc.health.v1.Health\", which the SDK serves itself",
             ),
             (
-                Plugin::new("echo", "0.1.0").service(Hang { answer: false }).service(Hang { answer: true }),
+                Plugin::new("echo", "0.1.0").service(Hang::default()).service(Hang { answer: true, ..Hang::default() }),
                 "plugin \"echo\" cannot serve service \"supervisor.v1.Control\" twice",
             ),
         ];

@@ -33,7 +33,7 @@ pub(crate) struct Acted {
 }
 
 /// How the answer to a stop that a later start or restart overrode begins.
-pub const OVERRIDDEN: &str = "overridden by a later start or restart";
+const OVERRIDDEN: &str = "overridden by a later start or restart";
 
 /// How long a stop may go on past `stop_timeout` before it is answered as under way:
 /// the drain's floor (up to 0.5 s), the quarter second the exit is awaited past the
@@ -373,8 +373,9 @@ impl Supervisor {
     }
 
     /// Stops a plugin's instances, draining them, and waits until they are down. A start or
-    /// restart coming after it overrides it: the answer then begins [`OVERRIDDEN`]. The stop
-    /// is kept across restarts of the supervisor, until a start or restart.
+    /// restart coming after it overrides it: the answer then begins "overridden by a later
+    /// start or restart". The stop is kept across restarts of the supervisor, until a start
+    /// or restart.
     pub async fn stop_plugin(&self, name: &str) -> Result<String, SupervisorError> {
         Ok(self.stop_acted(name).await?.said)
     }

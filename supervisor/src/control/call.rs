@@ -102,11 +102,9 @@ fn resolve(sup: &Supervisor, plugin: &str, method: &str, json: &str) -> Result<R
     // Served, not merely described: a plugin's descriptors may carry services it does not
     // serve (another plugin's, imported files'), which it would answer UNIMPLEMENTED.
     let sd = contract
-        .services
-        .iter()
-        .any(|s| s == service)
-        .then(|| contract.pool.get_service_by_name(service))
-        .flatten()
+        .pool
+        .get_service_by_name(service)
+        .filter(|_| contract.services.iter().any(|s| s == service))
         .ok_or_else(|| {
             Status::not_found(format!(
                 "plugin {plugin:?} does not declare service {service:?} (it declares: {})",
