@@ -137,8 +137,12 @@ async fn a_handler_panicking_in_a_loop_is_logged_each_time_and_reported_on_stder
         assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
     }
     let seconds = t0.elapsed().as_secs() + 1;
-    // The last panic's record is in the log once it arrives; stderr has had its reports.
-    plugin.wait_for_log(|l| l.message.contains("zoo was asked to panic: #99")).await.unwrap();
+    // Each stream is in order, but the two are read apart: the last panic's line on
+    // stderr may come before its log record (waiting for either one alone lost the other
+    // on a loaded machine), so wait for both.
+    let last = "zoo was asked to panic: #99";
+    plugin.wait_for_log(|l| l.source != LogSource::Stderr && l.message.contains(last)).await.unwrap();
+    plugin.wait_for_log(|l| l.source == LogSource::Stderr && l.message.contains(last)).await.unwrap();
     let logs = plugin.logs();
     let logged = logs.iter().filter(|l| l.source != LogSource::Stderr && l.message.starts_with("panic: ")).count();
     let reported = logs.iter().filter(|l| l.source == LogSource::Stderr && l.message.contains("panicked at")).count();
