@@ -99,6 +99,21 @@ fn is_host_socket(fd: RawFd, said: Option<&str>) -> bool {
     }
 }
 
+/// What to say on stderr (which the supervisor keeps) of a host socket's name that is
+/// no inode number: fd 4 is then left alone, and the plugin loses its log stream and its
+/// host channel, which it did without a word.
+fn unusable_host_socket_name(said: &Result<String, std::env::VarError>) -> Option<String> {
+    let consequence = "fd 4 is left alone: this plugin sends no logs and cannot call its host";
+    match said {
+        Ok(said) if said.parse::<u64>().is_ok() => None,
+        Ok(said) => Some(format!("ignoring {HOST_SOCKET_ENV}={said:?}: not a socket's inode number; {consequence}")),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(said)) => {
+            Some(format!("ignoring {HOST_SOCKET_ENV}={said:?}: not UTF-8 text; {consequence}"))
+        }
+    }
+}
+
 /// Takes ownership of fd 3 (and 4) when the supervisor started us.
 pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     if std::env::var(COOKIE_ENV).ok().as_deref() != Some(COOKIE_VALUE) {
@@ -115,7 +130,17 @@ pub fn inherited(name: &str) -> Result<Inherited, NotSupervised> {
     // SDK would serve on it too, its frames among ours.
     // Fd 4 only when it is the host's socket, which the SDK takes: a plugin may have
     // closed it and used the number for something of its own.
-    let host = is_host_socket(HOST_FD, std::env::var(HOST_SOCKET_ENV).ok().as_deref());
+    let said = std::env::var(HOST_SOCKET_ENV);
+    if let Some(note) = unusable_host_socket_name(&said) {
+        eprintln!("{note}");
+    }
+    let said = match &said {
+        Ok(said) => Some(said.as_str()),
+        Err(std::env::VarError::NotPresent) => None,
+        // Named, but no number: not taken, as any other name that is not fd 4's.
+        Err(std::env::VarError::NotUnicode(_)) => Some(""),
+    };
+    let host = is_host_socket(HOST_FD, said);
     for fd in [Some(PLUGIN_FD), host.then_some(HOST_FD)].into_iter().flatten() {
         // SAFETY: F_SETFD on an open descriptor (checked above) only changes its flags.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };

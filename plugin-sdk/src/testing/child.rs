@@ -232,6 +232,54 @@ mod tests {
         assert!(plugin.shutdown().await.unwrap().ended.is_clean());
     }
 
+    /// A host socket named by something other than an inode number is said on the
+    /// plugin's stderr, naming the variable and the value: the plugin then leaves fd 4
+    /// alone, losing its logs and host channel, which it did without a word.
+    #[test]
+    fn a_host_socket_name_that_is_no_inode_number_is_said_on_stderr() {
+        use std::io::BufRead;
+        let (plugin_ours, plugin_theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (host_ours, host_theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (plugin_fd, host_fd) = (plugin_theirs.as_raw_fd(), host_theirs.as_raw_fd());
+        let mut cmd = Command::new(echo_example());
+        cmd.env_clear()
+            .env(COOKIE_ENV, COOKIE_VALUE)
+            .env(INSTANCE_ENV, "echo-0")
+            .env(HOST_SOCKET_ENV, "fd4")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: as in `spawn`: only `place`, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || place(plugin_fd, host_fd));
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop((plugin_theirs, host_theirs));
+        // The plugin serves on fd 3, which stays open and silent: its first stderr line
+        // is the note, or nothing until it is killed.
+        let stderr = child.stderr.take().unwrap();
+        let pid = child.id() as libc::pid_t;
+        let (read, read_rx) = std::sync::mpsc::channel::<()>();
+        let killer = std::thread::spawn(move || {
+            // Read or not within 10 s, the plugin is killed, which ends its stderr.
+            let _ = read_rx.recv_timeout(std::time::Duration::from_secs(10));
+            // SAFETY: kill with the pid of a child this test started; it is reaped only
+            // after this thread has been joined.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        let first = std::io::BufReader::new(stderr).lines().next();
+        let _ = read.send(());
+        killer.join().unwrap();
+        let _ = child.wait();
+        drop((plugin_ours, host_ours));
+        let first = first.expect("a line on stderr before the plugin ended").unwrap();
+        assert_eq!(
+            first,
+            "ignoring PLUGIN_SUPERVISOR_HOST_SOCKET=\"fd4\": not a socket's inode number; \
+             fd 4 is left alone: this plugin sends no logs and cannot call its host"
+        );
+    }
+
     /// What the thread `pid` of this process's child waits in: its syscall number.
     fn syscall_of(pid: u32) -> Option<i64> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
