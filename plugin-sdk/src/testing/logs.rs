@@ -2,7 +2,7 @@
 //! (served here as the supervisor serves `plugin.host.v1.Host`), and its
 //! stdout and stderr, line by line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,41 +62,104 @@ impl From<LogRecord> for LogLine {
     }
 }
 
-/// Every line so far, shared by the tasks that take them in.
+/// The most lines a harness keeps of one plugin; older ones are dropped and counted.
+pub const MAX_KEPT_LINES: usize = 100_000;
+/// The most text (messages, targets, fields) a harness keeps of one plugin.
+pub const MAX_KEPT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The lines kept, newest last, and how many older ones were dropped to keep within
+/// [`MAX_KEPT_LINES`] and [`MAX_KEPT_BYTES`]: a plugin logging in a loop through a long
+/// test (a soak, a fuzz run) filled the test's memory, and each new line made every
+/// waiting test look at all of them again.
+#[derive(Debug, Default)]
+struct Kept {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Kept {
+    fn size(line: &LogLine) -> usize {
+        line.message.len() + line.target.len() + line.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+
+    fn push(&mut self, line: LogLine) {
+        self.bytes += Self::size(&line);
+        self.lines.push_back(line);
+        while self.lines.len() > MAX_KEPT_LINES || (self.bytes > MAX_KEPT_BYTES && self.lines.len() > 1) {
+            let Some(old) = self.lines.pop_front() else { break };
+            self.bytes -= Self::size(&old);
+            self.dropped += 1;
+        }
+    }
+
+    /// How many lines have come in all, the dropped ones included.
+    fn total(&self) -> u64 {
+        self.dropped + self.lines.len() as u64
+    }
+}
+
+/// The lines so far, shared by the tasks that take them in.
 #[derive(Clone, Debug)]
-pub struct Logs(Arc<watch::Sender<Vec<LogLine>>>);
+pub struct Logs(Arc<watch::Sender<Kept>>);
 
 impl Default for Logs {
     fn default() -> Self {
-        Self(Arc::new(watch::channel(Vec::new()).0))
+        Self(Arc::new(watch::channel(Kept::default()).0))
     }
 }
 
 impl Logs {
     fn push(&self, line: LogLine) {
-        self.0.send_modify(|lines| lines.push(line));
+        self.0.send_modify(|kept| kept.push(line));
     }
 
+    /// The lines kept, oldest first.
     pub fn snapshot(&self) -> Vec<LogLine> {
-        self.0.borrow().clone()
+        self.0.borrow().lines.iter().cloned().collect()
     }
 
-    /// The first line `matches` accepts, waiting up to `limit` for it.
+    /// How many of the oldest lines were dropped to stay within the harness's bounds.
+    pub fn dropped(&self) -> u64 {
+        self.0.borrow().dropped
+    }
+
+    /// The first line `matches` accepts, waiting up to `limit` for it. Each line is
+    /// looked at once, as it comes.
     pub async fn wait_for(&self, matches: impl Fn(&LogLine) -> bool, limit: Duration) -> Result<LogLine, HarnessError> {
         let mut rx = self.0.subscribe();
-        let lines = tokio::time::timeout(limit, rx.wait_for(|lines| lines.iter().any(&matches)))
-            .await
-            .map_err(|_| HarnessError::NoSuchLog(limit))?
-            .map_err(|_| HarnessError::NoSuchLog(limit))?;
-        lines.iter().find(|l| matches(l)).cloned().ok_or(HarnessError::NoSuchLog(limit))
+        // Lines, counted from the plugin's first, already looked at.
+        let mut looked: u64 = 0;
+        let found = tokio::time::timeout(limit, async {
+            loop {
+                {
+                    let kept = rx.borrow_and_update();
+                    let new = usize::try_from(looked.saturating_sub(kept.dropped)).unwrap_or(usize::MAX);
+                    if let Some(line) = kept.lines.iter().skip(new).find(|l| matches(l)) {
+                        return Some(line.clone());
+                    }
+                    looked = kept.total();
+                }
+                rx.changed().await.ok()?;
+            }
+        })
+        .await;
+        found.ok().flatten().ok_or(HarnessError::NoSuchLog(limit))
     }
 
     /// The last lines of stderr, for an error that says why a plugin ended.
     pub fn stderr_tail(&self) -> String {
-        let lines = self.0.borrow();
-        let stderr: Vec<&str> =
-            lines.iter().filter(|l| l.source == LogSource::Stderr).map(|l| l.message.as_str()).collect();
-        stderr[stderr.len().saturating_sub(10)..].join("\n")
+        let kept = self.0.borrow();
+        let mut tail: Vec<&str> = kept
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| l.source == LogSource::Stderr)
+            .take(10)
+            .map(|l| l.message.as_str())
+            .collect();
+        tail.reverse();
+        tail.join("\n")
     }
 }
 
@@ -171,5 +234,69 @@ async fn skip_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> bool 
         if ended {
             return true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize, text_len: usize) -> LogLine {
+        let mut message = format!("#{n} ");
+        message.extend(std::iter::repeat_n('x', text_len));
+        LogLine { source: LogSource::Stdout, level: None, target: String::new(), message, fields: BTreeMap::new() }
+    }
+
+    /// A plugin logging without end keeps the newest lines within the bounds; the oldest
+    /// are dropped and counted. Every line was kept, so a long test's memory grew with it.
+    #[test]
+    fn the_harness_keeps_the_newest_lines_within_its_bounds() {
+        let logs = Logs::default();
+        for n in 0..MAX_KEPT_LINES + 10 {
+            logs.push(line(n, 0));
+        }
+        let kept = logs.snapshot();
+        assert_eq!(kept.len(), MAX_KEPT_LINES);
+        assert_eq!(kept[0].message, "#10 ");
+        assert_eq!(kept.last().unwrap().message, format!("#{} ", MAX_KEPT_LINES + 9));
+        assert_eq!(logs.dropped(), 10);
+        // Long lines: the bytes bound, well before the lines' one.
+        let logs = Logs::default();
+        let per_line = 16 * 1024;
+        let fit = MAX_KEPT_BYTES / (per_line + 8);
+        for n in 0..fit + 100 {
+            logs.push(line(n, per_line));
+        }
+        let kept: usize = logs.snapshot().iter().map(Kept::size).sum();
+        assert!(kept <= MAX_KEPT_BYTES, "{kept} bytes kept");
+        assert!(kept > MAX_KEPT_BYTES - 2 * (per_line + 8), "{kept} bytes kept");
+        assert!(logs.dropped() >= 100, "{} dropped", logs.dropped());
+    }
+
+    /// A wait finds a line that came before it began and one that comes while it waits,
+    /// even after older lines were dropped.
+    #[tokio::test]
+    async fn a_wait_finds_lines_kept_before_it_and_lines_that_come_during_it() {
+        let logs = Logs::default();
+        for n in 0..MAX_KEPT_LINES + 5 {
+            logs.push(line(n, 0));
+        }
+        let limit = Duration::from_secs(10);
+        let early = logs.wait_for(|l| l.message == "#7 ", limit).await.unwrap();
+        assert_eq!(early.message, "#7 ");
+        let gone = logs.wait_for(|l| l.message == "#3 ", Duration::from_millis(50)).await.unwrap_err();
+        assert!(matches!(gone, HarnessError::NoSuchLog(_)), "{gone:?}");
+        let waiting = {
+            let logs = logs.clone();
+            tokio::spawn(async move { logs.wait_for(|l| l.message == "late", limit).await })
+        };
+        tokio::task::yield_now().await;
+        for n in 0..1000 {
+            logs.push(line(n, 0));
+        }
+        let mut late = line(0, 0);
+        late.message = "late".into();
+        logs.push(late);
+        assert_eq!(waiting.await.unwrap().unwrap().message, "late");
     }
 }

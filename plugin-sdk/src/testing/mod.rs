@@ -66,7 +66,7 @@ use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
 pub use error::{HarnessError, Phase};
-pub use logs::{LogLine, LogSource};
+pub use logs::{LogLine, LogSource, MAX_KEPT_BYTES, MAX_KEPT_LINES};
 
 use super::{Plugin, SdkError, shutdown};
 
@@ -368,9 +368,16 @@ impl TestPlugin {
 
     /// Every log line the plugin sent so far: a child's records on fd 4 and its
     /// stdout and stderr lines. An in-process plugin's `tracing` events go to the
-    /// test's own subscriber instead (none unless the test installs one).
+    /// test's own subscriber instead (none unless the test installs one). The newest
+    /// [`MAX_KEPT_LINES`] lines (and [`MAX_KEPT_BYTES`] of text) are kept; older ones are
+    /// dropped and counted in [`TestPlugin::logs_dropped`].
     pub fn logs(&self) -> Vec<LogLine> {
         self.logs.snapshot()
+    }
+
+    /// How many of the plugin's oldest log lines were dropped to stay within the bounds.
+    pub fn logs_dropped(&self) -> u64 {
+        self.logs.dropped()
     }
 
     /// The first log line `matches` accepts, waiting for it as long as a handshake may take.
@@ -425,7 +432,8 @@ pub struct Stopped {
     pub ended: Ended,
     /// From the Shutdown call to the plugin's end.
     pub took: Duration,
-    /// Every log line the plugin sent, its last ones included.
+    /// Every log line the plugin sent, its last ones included (within the bounds
+    /// [`TestPlugin::logs`] keeps).
     pub logs: Vec<LogLine>,
 }
 
