@@ -56,6 +56,12 @@ impl TierOrder {
         self.tiers.iter().find(|(.., forbids)| !forbids).map(|(name, ..)| name.as_str())
     }
 
+    /// The loosest tier, or the loosest that takes a binary with writable and executable
+    /// memory from exec when `writable_exec`.
+    pub fn loosest(&self, writable_exec: bool) -> Option<&str> {
+        self.tiers.iter().rev().find(|(.., forbids)| !writable_exec || !forbids).map(|(name, ..)| name.as_str())
+    }
+
     /// For each tier (tightest first), whether it denies `call`: its
     /// program would not let it through (a notification, a kill, an errno
     /// other than the ENOSYS every tier answers clone3 with and the

@@ -197,7 +197,8 @@ pub struct TierFitSection {
 #[derive(Debug, Serialize)]
 pub struct Baseline {
     pub plugin: String,
-    /// The tier it ran under: its own, or the tightest that fits when its own does not.
+    /// The tier it ran under: its own, or when its own would deny what the plugin does,
+    /// the tightest that fits (the loosest when calls went unjudged).
     pub tier: String,
     /// From the supervisor's start to the instance running (spawn, handshake, init).
     pub ready_ms: u64,
@@ -252,8 +253,7 @@ async fn checked(opts: &Options, interrupt: &mut Interrupt<'_>) -> Result<Report
         .map_err(OnboardError::Scratch)?;
     let learn = scratch::Run { dir: scratch.path().join("learn"), name: "learn", tier: None, burst: false };
     let learn_config = scratch::config(&path, &text, &opts.plugin, &learn).map_err(entry_error)?;
-    let (integrity, tier_fit) = learning_pass(learn_config, &path, opts, interrupt).await?;
-    let tier = measured_under(&tier_fit);
+    let (integrity, tier_fit, tier) = learning_pass(learn_config, &path, opts, interrupt).await?;
     let base = scratch::Run { dir: scratch.path().join("base"), name: "base", tier, burst: true };
     let config = scratch::config(&path, &text, &opts.plugin, &base).map_err(entry_error)?;
     let lowered = scratch::burst_lowered(&path, &text, &opts.plugin).map_err(entry_error)?;
@@ -293,13 +293,14 @@ async fn checked(opts: &Options, interrupt: &mut Interrupt<'_>) -> Result<Report
     Ok(Report { plugin: opts.plugin.clone(), integrity, tier_fit, baseline, echo_baseline, faults, failed })
 }
 
-/// Runs the plugin under the learning filter, exercises it, and judges what it did.
+/// Runs the plugin under the learning filter, exercises it, and judges what it did; says
+/// too which tier to measure it under, when not its own ([`measured_under`]).
 async fn learning_pass(
     config: Config,
     path: &Path,
     opts: &Options,
     interrupt: &mut Interrupt<'_>,
-) -> Result<(Integrity, TierFitSection), OnboardError> {
+) -> Result<(Integrity, TierFitSection, Option<String>), OnboardError> {
     let name = opts.plugin.as_str();
     // Loaded by the config only when a plugin is sandboxed; an unsandboxed one is
     // judged against the same directory's tiers.
@@ -358,7 +359,8 @@ async fn learning_pass(
             record::MAX_DISTINCT
         ));
     }
-    Ok((integrity, section))
+    let measure = measured_under(&section, recorder.order(), integrity.writable_exec.is_some());
+    Ok((integrity, section, measure))
 }
 
 /// The verdict when no syscall can be judged (`error`). Memory writable and executable
@@ -377,14 +379,20 @@ fn unjudged(configured: String, error: &FitError, order: &TierOrder, wx: Option<
 }
 
 /// The tier the baseline runs under: the plugin's own, unless it is known to deny what the
-/// plugin does, when the tightest that fits is tried instead. Known holds when the fit is
-/// incomplete too (calls left unrecorded, or none recorded and only the binary's W+X
-/// memory to go by): a denial seen is certain, and the plugin's own tier would kill it
-/// before anything could be measured.
-fn measured_under(fit: &TierFitSection) -> Option<String> {
-    match (fit.configured_denies.is_empty(), &fit.tightest) {
-        (false, Some(fits)) => Some(fits.clone()),
-        _ => None,
+/// plugin does. Then, with every call judged, the tightest tier that fits. With the fit
+/// incomplete (calls left unrecorded, or none recorded and only the binary's W+X memory to
+/// go by), the loosest tier that takes the binary: a call nobody saw may need more than the
+/// tightest fit of those seen allows, and a baseline killed halfway measures nothing. Known
+/// denied is known all the same: the plugin's own tier would kill it before anything could
+/// be measured.
+fn measured_under(fit: &TierFitSection, order: &TierOrder, writable_exec: bool) -> Option<String> {
+    if fit.configured_denies.is_empty() {
+        return None;
+    }
+    let fits = fit.tightest.as_ref()?;
+    match fit.error {
+        None => Some(fits.clone()),
+        Some(_) => order.loosest(writable_exec).map(str::to_owned),
     }
 }
 

@@ -140,21 +140,33 @@ fn section(error: Option<&str>, denies: &[&str], tightest: Option<&str>) -> supe
 /// The baseline runs under the plugin's own tier unless that tier is known to deny what the
 /// plugin does, and known holds on the fit's error paths too: a plugin that made more
 /// distinct calls than were recorded, and whose tier denies one it made, was measured under
-/// that tier, which killed it before anything was measured.
+/// that tier, which killed it before anything was measured. With calls unjudged it runs
+/// under the loosest tier, not the tightest fit of the calls seen, which a call nobody saw
+/// may need more than.
 #[test]
 fn the_baseline_runs_where_the_plugin_is_not_known_to_be_denied() {
     use super::measured_under;
-    assert_eq!(measured_under(&section(None, &[], Some("L3"))), None);
-    assert_eq!(measured_under(&section(None, &["socket"], Some("L2"))).as_deref(), Some("L2"));
+    let order = shipped();
+    assert_eq!(measured_under(&section(None, &[], Some("L3")), order, false), None);
+    assert_eq!(measured_under(&section(None, &["socket"], Some("L2")), order, false).as_deref(), Some("L2"));
     let partial =
         format!("the plugin made more than {} distinct calls; 3 were not recorded", super::record::MAX_DISTINCT);
-    assert_eq!(measured_under(&section(Some(&partial), &["socket"], Some("L2"))).as_deref(), Some("L2"));
+    assert_eq!(measured_under(&section(Some(&partial), &["socket"], Some("L2")), order, false).as_deref(), Some("L1"));
     let wx = "memory writable and executable from exec (an executable stack)";
     let nothing = FitError::NothingRecorded.to_string();
-    assert_eq!(measured_under(&section(Some(&nothing), &[wx], Some("L1"))).as_deref(), Some("L1"));
+    assert_eq!(measured_under(&section(Some(&nothing), &[wx], Some("L1")), order, true).as_deref(), Some("L1"));
     // Nothing known denied, or nowhere known to fit: the plugin's own tier.
-    assert_eq!(measured_under(&section(Some(&nothing), &[], None)), None);
-    assert_eq!(measured_under(&section(None, &["socket"], None)), None);
+    assert_eq!(measured_under(&section(Some(&nothing), &[], None), order, false), None);
+    assert_eq!(measured_under(&section(None, &["socket"], None), order, false), None);
+    assert_eq!(measured_under(&section(Some(&partial), &["socket"], None), order, false), None);
+}
+
+/// The loosest tier is the last of the `tighter_than` chain; one forbidding W+X memory is
+/// passed over for a binary that has it.
+#[test]
+fn the_loosest_tier_ends_the_chain() {
+    assert_eq!(shipped().loosest(false), Some("L1"));
+    assert_eq!(shipped().loosest(true), shipped().tightest_allowing_writable_exec());
 }
 
 #[test]
