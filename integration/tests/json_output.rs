@@ -40,6 +40,13 @@ fn is_dated(t: &Value) -> bool {
 fn every_data_command_prints_valid_json() {
     let d = Daemon::start(&config(&plugin("echo", &bins::example("echo"), "")));
     d.wait_state("echo-0", "running", UP);
+    // Its first log record, which comes on a stream of its own, apart from the state:
+    // `tail` has something to print.
+    let until = std::time::Instant::now() + UP;
+    while d.ctl(&["tail", "echo"]).stdout.is_empty() {
+        assert!(std::time::Instant::now() < until, "echo logged nothing");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let proto = bins::repo().join("plugin-sdk/echo-plugin/proto/echo.proto");
     let proto = proto.to_str().unwrap();
     let commands: Vec<Vec<&str>> = vec![

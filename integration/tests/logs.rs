@@ -70,8 +70,10 @@ async fn the_daemon_writes_its_own_and_forwarded_plugin_logs_as_json() {
     let deadline = Instant::now() + UP;
     let lines = loop {
         let text = d.log_text();
+        // The last line may be only partly written while the daemon is still logging.
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
         let lines: Vec<Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+            whole.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
         let sdk = |v: &Value| v["stream"] == "sdk" && v["fields"]["message"] == "printed";
         if lines.iter().any(sdk) && lines.iter().filter(|v| v["fields"]["message"] == "hello 1").count() == 1 {
             break lines;
@@ -107,6 +109,7 @@ async fn the_daemon_writes_its_own_and_forwarded_plugin_logs_as_json() {
 /// its subscriber's, and dropped every record, its own panics and drain notes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_reach_the_supervisor_though_a_log_logger_was_set_first() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let plugin = plugin_sdk::testing::Options::named("zoo")
         .arg("--log-logger-first")
         .start_binary(bins::zoo())
@@ -127,6 +130,7 @@ async fn records_reach_the_supervisor_though_a_log_logger_was_set_first() {
 /// panic in a loop could stall everything the plugin does.
 #[tokio::test]
 async fn a_handler_panicking_in_a_loop_is_logged_each_time_and_reported_on_stderr_once_a_second() {
+    let _one = ONE_AT_A_TIME.lock().await;
     use plugin_integration::pb::zoo::Text;
     use plugin_sdk::testing::LogSource;
     let plugin = plugin_sdk::testing::Options::named("zoo").start_binary(bins::zoo()).await.unwrap();

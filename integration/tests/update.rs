@@ -261,7 +261,7 @@ fn leaves(d: &Daemon, plugin: &str) -> Vec<String> {
 #[test]
 fn a_restart_while_an_updates_new_revision_starts_ends_the_update_and_leaves_no_leaf_behind() {
     let entry = |version: &str| {
-        plugin("zoo", &bins::zoo(), &format!("args = [\"--version\", \"{version}\", \"--start-delay-ms\", \"2000\"]"))
+        plugin("zoo", &bins::zoo(), &format!("args = [\"--version\", \"{version}\", \"--start-delay-ms\", \"3000\"]"))
     };
     let d = Daemon::start(&config(&entry("1.0.0")));
     d.wait_state("zoo-0", "running", UP);
@@ -270,8 +270,13 @@ fn a_restart_while_an_updates_new_revision_starts_ends_the_update_and_leaves_no_
     let began = Instant::now();
     let (updated, restarted) = std::thread::scope(|s| {
         let update = s.spawn(|| d.ctl(&["update"]));
-        // The new revision's instance is in its two-second handshake.
-        std::thread::sleep(Duration::from_millis(1000));
+        // Once the new revision's instance is in its three-second handshake (a fixed
+        // second's wait was not always enough for the update to get there under load).
+        let deadline = Instant::now() + UP;
+        while !d.status().iter().any(|v| v["revision"] == 2 && v["state"] == "starting" && v["pid"].is_i64()) {
+            assert!(Instant::now() < deadline, "the new revision never started: {:?}", d.status());
+            std::thread::sleep(Duration::from_millis(25));
+        }
         let restarted = d.ctl(&["restart", "zoo"]);
         (update.join().unwrap(), restarted)
     });

@@ -12,8 +12,20 @@ async fn at_debug_an_idle_plugins_log_stream_does_not_log_itself() -> Result<(),
             .env("PLUGIN_LOG", level)
             .start_binary(env!("CARGO_BIN_EXE_echo-plugin"))
             .await?;
-        // Its connections' start settles.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Its connections' start settles: the records of it, which come on fd 4 apart
+        // from the handshake, have stopped coming for half a second (a fixed half second
+        // was not always enough on a loaded machine). A stream logging itself never
+        // settles, and is caught below all the same.
+        let settling = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = plugin.logs().len();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let now = plugin.logs().len();
+            if now == seen || std::time::Instant::now() > settling {
+                break;
+            }
+            seen = now;
+        }
         let before = plugin.logs().len();
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let idle = &plugin.logs()[before..];

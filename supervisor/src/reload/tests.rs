@@ -194,7 +194,14 @@ async fn a_stop_or_restart_while_the_new_revision_starts_ends_the_reload_at_once
             (sup.reload("fake", ReloadOptions::default()).await, began.elapsed())
         };
         let command = async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Once the new revision's launch waits (a fixed 100 ms was not always enough
+            // for the reload to get there on a loaded machine: the command then came
+            // before the reload began, and was no interruption of it).
+            let until = std::time::Instant::now() + UP;
+            while f.fake.launches("fake") < 2 {
+                assert!(std::time::Instant::now() < until, "the new revision never launched");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             sup.plugin("fake").unwrap().set_desired(restart, restart);
         };
         let ((reloaded, took), ()) = tokio::join!(reload, command);

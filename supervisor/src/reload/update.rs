@@ -644,7 +644,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_removed_plugin_is_not_routed_by_the_gateway_while_it_drains() {
         use crate::instance::fake::Behaviour;
-        let slow = Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_millis(1500) };
+        let slow = Behaviour::ServeFlawed { fail_every: 0, delay: Duration::from_secs(5) };
         let f = fixture(&plugin("fake", ""), &[("fake", &[slow])]);
         f.sup.wait_running("fake", UP).await.unwrap();
         let (gw, anyone) = (f.sup.gateway(), http::Extensions::new());
@@ -653,8 +653,13 @@ mod tests {
         let slow_call = tokio::spawn(echo(f.sup.channel("fake").unwrap(), "slow"));
         tokio::time::sleep(Duration::from_millis(200)).await;
         edit(&f.sup, |t| t.replace("name = \"fake\"", "name = \"other\""));
+        // Unrouted soon after the update begins (a loaded machine may take a while to
+        // reread the file), and long before the call's 5 s are up.
         let during = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let until = std::time::Instant::now() + Duration::from_secs(4);
+            while gw.may_call(&anyone, "fake") && std::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             (slow_call.is_finished(), gw.may_call(&anyone, "fake"))
         };
         let (done, (finished, routed)) = tokio::join!(f.sup.update(&[], ReloadOptions::default()), during);

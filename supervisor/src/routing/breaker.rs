@@ -415,7 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_in_a_row_open_the_circuit_a_probe_closes_it_or_opens_it_again() {
-        let p = plugin("failures = 3\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\njitter = 0\n");
+        let p = plugin("failures = 3\nmin_backoff = \"500ms\"\nmax_backoff = \"5s\"\njitter = 0\n");
         let (answer, reached) = (Arc::new(AtomicU8::new(13)), Arc::new(AtomicU32::new(0)));
         let mut svc =
             tower::Layer::layer(&BreakerLayer { plugin: p.clone() }, plugin_answering(answer.clone(), reached.clone()));
@@ -447,18 +447,20 @@ mod tests {
         assert!(msg.starts_with("plugin \"p\": circuit open since 20"), "{msg}");
         assert!(msg.contains(", next probe in "), "{msg}");
         assert_eq!(reached.load(Ordering::SeqCst), before, "failed fast");
-        // After the backoff one probe goes; it fails: open again, for twice as long.
-        tokio::time::sleep(Duration::from_millis(110)).await;
+        // After the backoff one probe goes; it fails: open again, for twice as long. (The
+        // backoffs are long enough that a loaded machine's late wake-up, which only ever
+        // adds, cannot carry a "still open" look past them.)
+        tokio::time::sleep(Duration::from_millis(550)).await;
         assert_eq!(call(&mut svc).await.0, "14");
         assert_eq!(reached.load(Ordering::SeqCst), before + 1, "the probe reached the plugin");
         assert_eq!(p.breaker.state(), CircuitState::Open);
         assert_eq!(p.breaker.opened_total(), 2);
-        tokio::time::sleep(Duration::from_millis(110)).await;
+        tokio::time::sleep(Duration::from_millis(550)).await;
         call(&mut svc).await;
-        assert_eq!(reached.load(Ordering::SeqCst), before + 1, "the second backoff is 200 ms");
+        assert_eq!(reached.load(Ordering::SeqCst), before + 1, "the second backoff is 1 s");
         // The plugin recovers: the next probe succeeds and closes the circuit.
         answer.store(0, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(call(&mut svc).await.0, "0");
         assert!(p.circuit_closed());
         assert_eq!(call(&mut svc).await.0, "0");

@@ -527,7 +527,9 @@ mod tests {
                 futures_util::stream::iter(frames),
             ))))
         });
-        let limit = Duration::from_millis(50);
+        // Long enough that no stall of a loaded machine between the call and its
+        // first frame reaches it.
+        let limit = Duration::from_millis(300);
         let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), plugin);
         let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
         let mut body = resp.into_body();
@@ -539,7 +541,7 @@ mod tests {
             ended_by(&end),
             (
                 "caller",
-                "deadline of 50ms (the plugin's call_timeout) exceeded: the answer was waiting for the caller to \
+                "deadline of 300ms (the plugin's call_timeout) exceeded: the answer was waiting for the caller to \
                  read it"
                     .to_string()
             )
@@ -551,7 +553,9 @@ mod tests {
         let plugin = tower::service_fn(|_req: http::Request<Body>| async {
             Ok::<_, Infallible>(stalls_after_one_message(Arc::new(AtomicBool::new(false))))
         });
-        let limit = Duration::from_millis(50);
+        // Long enough that no stall of a loaded machine between the call and its
+        // first frame reaches it.
+        let limit = Duration::from_millis(300);
         let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), plugin);
         let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
         let mut body = resp.into_body();
@@ -559,7 +563,7 @@ mod tests {
         // Taken late, and still the plugin had nothing more: its lateness, not the caller's.
         tokio::time::sleep(limit + Duration::from_millis(20)).await;
         let end = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
-        assert_eq!(ended_by(&end), ("deadline", "deadline of 50ms (the plugin's call_timeout) exceeded".to_string()));
+        assert_eq!(ended_by(&end), ("deadline", "deadline of 300ms (the plugin's call_timeout) exceeded".to_string()));
     }
 
     #[tokio::test]
@@ -571,7 +575,9 @@ mod tests {
             let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
             async move { Ok::<_, Infallible>(http::Response::new(Body::new(body))) }
         });
-        let limit = Duration::from_millis(50);
+        // Long enough that no stall of a loaded machine between the call and its
+        // first frame reaches it.
+        let limit = Duration::from_millis(300);
         let mut svc = tower::Layer::layer(&DeadlineLayer::fixed(limit), plugin);
         let resp = svc.ready().await.unwrap().call(http::Request::new(Body::empty())).await.unwrap();
         let mut body = resp.into_body();
@@ -582,7 +588,7 @@ mod tests {
         late.insert("grpc-status", HeaderValue::from_static("4"));
         tx.send(Ok(Frame::trailers(late))).await.unwrap();
         let end = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
-        assert_eq!(ended_by(&end), ("deadline", "deadline of 50ms (the plugin's call_timeout) exceeded".to_string()));
+        assert_eq!(ended_by(&end), ("deadline", "deadline of 300ms (the plugin's call_timeout) exceeded".to_string()));
     }
 
     /// Who a call to a plugin that never answers is answered by, under the plugin's
