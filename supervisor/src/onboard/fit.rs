@@ -15,6 +15,8 @@ use crate::sandbox::tier::{CompiledFilter, TierSet, syscall_name};
 #[derive(Clone, Debug)]
 pub struct TierOrder {
     tiers: Vec<(String, CompiledFilter, bool)>,
+    /// Each tier's `tighter_than`: the tier it was proven tighter than.
+    looser: BTreeMap<String, String>,
 }
 
 impl TierOrder {
@@ -37,7 +39,8 @@ impl TierOrder {
             .map(|t| (depth(&t.name), t.name.clone(), t.program.clone(), t.forbids_writable_exec()))
             .collect();
         tiers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        Self { tiers: tiers.into_iter().map(|(_, name, program, wx)| (name, program, wx)).collect() }
+        let looser = set.iter().filter_map(|t| Some((t.name.clone(), t.tighter_than.clone()?))).collect();
+        Self { tiers: tiers.into_iter().map(|(_, name, program, wx)| (name, program, wx)).collect(), looser }
     }
 
     /// The tier names, tightest first.
@@ -56,10 +59,18 @@ impl TierOrder {
         self.tiers.iter().find(|(.., forbids)| !forbids).map(|(name, ..)| name.as_str())
     }
 
-    /// The loosest tier, or the loosest that takes a binary with writable and executable
-    /// memory from exec when `writable_exec`.
-    pub fn loosest(&self, writable_exec: bool) -> Option<&str> {
-        self.tiers.iter().rev().find(|(.., forbids)| !writable_exec || !forbids).map(|(name, ..)| name.as_str())
+    /// The loosest tier proven looser than `fits` (up its `tighter_than` chain), which
+    /// therefore allows every call `fits` does; with `writable_exec`, the loosest there that
+    /// takes a binary with memory writable and executable from exec. `fits` itself when
+    /// none is. A tier off the chain (another root of an operator's set) is never proven
+    /// to allow anything `fits` does, so it is never picked.
+    pub fn loosest_above(&self, fits: &str, writable_exec: bool) -> String {
+        loosest_on_chain(
+            fits,
+            |tier| self.looser.get(tier).map(String::as_str),
+            |tier| !writable_exec || !self.forbids_writable_exec(tier),
+        )
+        .to_owned()
     }
 
     /// For each tier (tightest first), whether it denies `call`: its
@@ -188,4 +199,21 @@ pub fn fit(order: &TierOrder, calls: &[RecordedCall], wx: Option<&str>) -> Resul
         tightest,
         tighter,
     })
+}
+
+/// The last tier up the chain from `from` (through `looser`) that is `usable`, or `from`.
+pub(super) fn loosest_on_chain<'a>(
+    from: &'a str,
+    looser: impl Fn(&str) -> Option<&'a str>,
+    usable: impl Fn(&str) -> bool,
+) -> &'a str {
+    let mut chain = vec![from];
+    let mut at = from;
+    // A loop is refused by the loader's proof; stopping at a tier seen only keeps a
+    // broken set from spinning here.
+    while let Some(next) = looser(at).filter(|n| !chain.contains(n)) {
+        chain.push(next);
+        at = next;
+    }
+    chain.into_iter().rev().find(|t| usable(t)).unwrap_or(from)
 }

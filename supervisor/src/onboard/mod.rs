@@ -381,8 +381,8 @@ fn unjudged(configured: String, error: &FitError, order: &TierOrder, wx: Option<
 /// The tier the baseline runs under: the plugin's own, unless it is known to deny what the
 /// plugin does. Then, with every call judged, the tightest tier that fits. With the fit
 /// incomplete (calls left unrecorded, or none recorded and only the binary's W+X memory to
-/// go by), the loosest tier that takes the binary: a call nobody saw may need more than the
-/// tightest fit of those seen allows, and a baseline killed halfway measures nothing. Known
+/// go by), the loosest tier proven looser than that fit that takes the binary: a call nobody
+/// saw may need more than the tightest fit of those seen allows, and a baseline killed halfway measures nothing. Known
 /// denied is known all the same: the plugin's own tier would kill it before anything could
 /// be measured.
 fn measured_under(fit: &TierFitSection, order: &TierOrder, writable_exec: bool) -> Option<String> {
@@ -392,7 +392,7 @@ fn measured_under(fit: &TierFitSection, order: &TierOrder, writable_exec: bool) 
     let fits = fit.tightest.as_ref()?;
     match fit.error {
         None => Some(fits.clone()),
-        Some(_) => order.loosest(writable_exec).map(str::to_owned),
+        Some(_) => Some(order.loosest_above(fits, writable_exec)),
     }
 }
 

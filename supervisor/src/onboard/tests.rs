@@ -161,12 +161,29 @@ fn the_baseline_runs_where_the_plugin_is_not_known_to_be_denied() {
     assert_eq!(measured_under(&section(Some(&partial), &["socket"], None), order, false), None);
 }
 
-/// The loosest tier is the last of the `tighter_than` chain; one forbidding W+X memory is
-/// passed over for a binary that has it.
+/// The loosest tier above a fit is the last of its `tighter_than` chain that takes the
+/// binary: never a tier off the chain (another root of an operator's set, not proven to
+/// allow what the fit does), and never one refusing the binary's W+X memory.
 #[test]
-fn the_loosest_tier_ends_the_chain() {
-    assert_eq!(shipped().loosest(false), Some("L1"));
-    assert_eq!(shipped().loosest(true), shipped().tightest_allowing_writable_exec());
+fn the_loosest_tier_above_a_fit_is_on_its_chain_and_takes_the_binary() {
+    use super::fit::loosest_on_chain;
+    assert_eq!(shipped().loosest_above("L3", false), "L1");
+    assert_eq!(shipped().loosest_above("L1", false), "L1");
+    let parent = |t: &str| match t {
+        "L3" => Some("L2"),
+        "L2" => Some("L1"),
+        _ => None,
+    };
+    assert_eq!(loosest_on_chain("L2", parent, |_| true), "L1");
+    // A root of its own ("db", which sorts after L1 by name) is no looser than the chain.
+    assert_eq!(loosest_on_chain("db", parent, |_| true), "db");
+    assert_eq!(loosest_on_chain("L3", parent, |_| true), "L1");
+    // One refusing the binary is passed over, however loose; none usable: the fit itself.
+    assert_eq!(loosest_on_chain("L3", parent, |t| t != "L1"), "L2");
+    assert_eq!(loosest_on_chain("L3", parent, |_| false), "L3");
+    // A loop (refused by the loader) still ends.
+    let looped = |t: &str| if t == "a" { Some("b") } else { Some("a") };
+    assert_eq!(loosest_on_chain("a", looped, |_| true), "b");
 }
 
 #[test]
