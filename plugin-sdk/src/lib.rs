@@ -265,9 +265,10 @@ impl Plugin {
     /// call is routed to it; an error refuses the instance with its message.
     ///
     /// It runs on the plugin's one runtime thread (tier L3 allows no other), so until it
-    /// returns the plugin answers nothing, a stop included, which then ends in a kill once
-    /// its deadlines have passed. Keep it short; start slow work (warming a
-    /// cache, connecting out) in a task of its own and report it through [`Health`].
+    /// returns the plugin answers nothing. A stop or restart meanwhile cancels the start
+    /// and kills the plugin at once, with no drain, and an init longer than the
+    /// `handshake_timeout` fails the start. Keep it short: start slow asynchronous work
+    /// (connecting out) in a spawned task and report it through [`Health`].
     pub fn on_init<F>(mut self, hook: F) -> Self
     where
         F: FnMut(&InitContext) -> Result<(), tonic::Status> + Send + 'static,

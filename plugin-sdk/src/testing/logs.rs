@@ -286,17 +286,29 @@ mod tests {
         assert_eq!(early.message, "#7 ");
         let gone = logs.wait_for(|l| l.message == "#3 ", Duration::from_millis(50)).await.unwrap_err();
         assert!(matches!(gone, HarnessError::NoSuchLog(_)), "{gone:?}");
+        // Each line is looked at once: the waiter, woken after all of these came, looks at
+        // the kept ones once before it waits and at each new one once, the first of them
+        // (the line it waits for) included.
+        let looks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let waiting = {
-            let logs = logs.clone();
-            tokio::spawn(async move { logs.wait_for(|l| l.message == "late", limit).await })
+            let (logs, looks) = (logs.clone(), looks.clone());
+            tokio::spawn(async move {
+                let matches = |l: &LogLine| {
+                    looks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    l.message == "late"
+                };
+                logs.wait_for(matches, limit).await
+            })
         };
         tokio::task::yield_now().await;
-        for n in 0..1000 {
-            logs.push(line(n, 0));
-        }
+        assert_eq!(looks.load(std::sync::atomic::Ordering::Relaxed), MAX_KEPT_LINES, "the kept lines, once");
         let mut late = line(0, 0);
         late.message = "late".into();
         logs.push(late);
+        for n in 0..1000 {
+            logs.push(line(n, 0));
+        }
         assert_eq!(waiting.await.unwrap().unwrap().message, "late");
+        assert_eq!(looks.load(std::sync::atomic::Ordering::Relaxed), MAX_KEPT_LINES + 1, "then the new one");
     }
 }

@@ -366,8 +366,8 @@ impl TestPlugin {
         }
     }
 
-    /// Every log line the plugin sent so far: a child's records on fd 4 and its
-    /// stdout and stderr lines. An in-process plugin's `tracing` events go to the
+    /// The log lines the plugin sent so far, oldest first: a child's records on fd 4 and
+    /// its stdout and stderr lines. An in-process plugin's `tracing` events go to the
     /// test's own subscriber instead (none unless the test installs one). The newest
     /// [`MAX_KEPT_LINES`] lines (and [`MAX_KEPT_BYTES`] of text) are kept; older ones are
     /// dropped and counted in [`TestPlugin::logs_dropped`].
@@ -381,6 +381,8 @@ impl TestPlugin {
     }
 
     /// The first log line `matches` accepts, waiting for it as long as a handshake may take.
+    /// Only the lines kept are looked at: one dropped past the bound before the wait began
+    /// is not found ([`TestPlugin::logs_dropped`] says whether any were).
     pub async fn wait_for_log(&self, matches: impl Fn(&LogLine) -> bool) -> Result<LogLine, HarnessError> {
         self.logs.wait_for(matches, self.options.handshake_timeout).await
     }

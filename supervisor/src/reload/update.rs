@@ -654,7 +654,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         edit(&f.sup, |t| t.replace("name = \"fake\"", "name = \"other\""));
         // Unrouted soon after the update begins (a loaded machine may take a while to
-        // reread the file), and long before the call's 5 s are up.
+        // reread the file). The call (5 s, so it cannot end by itself first however long
+        // that takes) is then in flight until the drain that follows cuts it (stop_timeout
+        // 1 s).
         let during = async {
             let until = std::time::Instant::now() + Duration::from_secs(4);
             while gw.may_call(&anyone, "fake") && std::time::Instant::now() < until {

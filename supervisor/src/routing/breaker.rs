@@ -447,9 +447,8 @@ mod tests {
         assert!(msg.starts_with("plugin \"p\": circuit open since 20"), "{msg}");
         assert!(msg.contains(", next probe in "), "{msg}");
         assert_eq!(reached.load(Ordering::SeqCst), before, "failed fast");
-        // After the backoff one probe goes; it fails: open again, for twice as long. (The
-        // backoffs are long enough that a loaded machine's late wake-up, which only ever
-        // adds, cannot carry a "still open" look past them.)
+        // After the backoff one probe goes; it fails: open again, for twice as long. (A
+        // late wake-up only ever adds; the "still open" look below has 450 ms of margin.)
         tokio::time::sleep(Duration::from_millis(550)).await;
         assert_eq!(call(&mut svc).await.0, "14");
         assert_eq!(reached.load(Ordering::SeqCst), before + 1, "the probe reached the plugin");
