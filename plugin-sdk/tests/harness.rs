@@ -63,6 +63,26 @@ async fn shutdown_drains_a_call_in_flight_and_reports_it() {
     assert_eq!(call.await.unwrap().unwrap().into_inner().message, "late");
 }
 
+/// A stop with no time to drain is answered, with the call it cuts, before the plugin
+/// ends: the deadline passing at once ended the plugin before its answer left.
+#[tokio::test]
+async fn a_stop_with_no_time_to_drain_is_still_answered() {
+    for _ in 0..5 {
+        let options = testing::Options::default().stop_timeout(Duration::ZERO);
+        let plugin = options.start(echo(pb::FILE_DESCRIPTOR_SET, Duration::from_secs(30))).await.unwrap();
+        let mut client = pb::echo_client::EchoClient::new(plugin.channel());
+        let call = tokio::spawn(async move { client.echo(pb::EchoRequest { message: "cut".into() }).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stopped = plugin.shutdown().await.unwrap();
+        assert_eq!(stopped.in_flight, Some(1), "{stopped:?}");
+        let cut = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(cut.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown),
+            "{cut:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn serving_says_what_the_plugins_own_health_says() {
     let serving = testing::start(echo(pb::FILE_DESCRIPTOR_SET, Duration::ZERO)).await.unwrap();

@@ -280,6 +280,24 @@ mod tests {
         );
     }
 
+    /// A stop with no time to drain (`stop_timeout = "0s"`) still gets its answer, with the
+    /// calls in flight, before the plugin exits 0: the deadline passing at once ended the
+    /// process before the answer to the Shutdown call left it.
+    #[tokio::test]
+    async fn a_stop_with_no_time_to_drain_is_answered_before_the_plugin_exits() {
+        use super::super::Options;
+        for _ in 0..5 {
+            let plugin = Options::named("echo")
+                .stop_timeout(std::time::Duration::ZERO)
+                .start_binary(echo_example())
+                .await
+                .unwrap();
+            let stopped = plugin.shutdown().await.unwrap();
+            assert_eq!(stopped.in_flight, Some(0), "{stopped:?}");
+            assert!(stopped.ended.is_clean(), "{stopped:?}");
+        }
+    }
+
     /// What the thread `pid` of this process's child waits in: its syscall number.
     fn syscall_of(pid: u32) -> Option<i64> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
