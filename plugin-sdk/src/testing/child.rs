@@ -219,6 +219,36 @@ mod tests {
         echo
     }
 
+    /// The echo example started as the supervisor starts a plugin, but by hand, so a test
+    /// may hold fds 3 and 4 (`plugin`, `host`) as it likes and name fd 4's socket
+    /// (`host_socket`) as it likes; none named when `None`.
+    fn echo_by_hand(
+        plugin: std::os::unix::net::UnixStream,
+        host: std::os::unix::net::UnixStream,
+        host_socket: Option<&str>,
+        stderr: Stdio,
+    ) -> std::process::Child {
+        let (plugin_fd, host_fd) = (plugin.as_raw_fd(), host.as_raw_fd());
+        let mut cmd = Command::new(echo_example());
+        cmd.env_clear()
+            .env(COOKIE_ENV, COOKIE_VALUE)
+            .env(INSTANCE_ENV, "echo-0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if let Some(named) = host_socket {
+            cmd.env(HOST_SOCKET_ENV, named);
+        }
+        // SAFETY: as in `spawn`: only `place`, async-signal-safe, between fork and exec;
+        // the two descriptors it reads stay open until spawn has returned.
+        unsafe {
+            cmd.pre_exec(move || place(plugin_fd, host_fd));
+        }
+        let child = cmd.spawn().unwrap();
+        drop((plugin, host));
+        child
+    }
+
     /// A PLUGIN_LOG the plugin cannot use is said on its stderr (which the supervisor
     /// keeps), naming the variable and the value; it was taken for `info` without a word.
     #[tokio::test]
@@ -240,21 +270,7 @@ mod tests {
         use std::io::BufRead;
         let (plugin_ours, plugin_theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let (host_ours, host_theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (plugin_fd, host_fd) = (plugin_theirs.as_raw_fd(), host_theirs.as_raw_fd());
-        let mut cmd = Command::new(echo_example());
-        cmd.env_clear()
-            .env(COOKIE_ENV, COOKIE_VALUE)
-            .env(INSTANCE_ENV, "echo-0")
-            .env(HOST_SOCKET_ENV, "fd4")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // SAFETY: as in `spawn`: only `place`, async-signal-safe, between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || place(plugin_fd, host_fd));
-        }
-        let mut child = cmd.spawn().unwrap();
-        drop((plugin_theirs, host_theirs));
+        let mut child = echo_by_hand(plugin_theirs, host_theirs, Some("fd4"), Stdio::piped());
         // The plugin serves on fd 3, which stays open and silent: its first stderr line
         // is the note, or nothing until it is killed.
         let stderr = child.stderr.take().unwrap();
@@ -323,20 +339,7 @@ mod tests {
                 Err(e) => panic!("filling fd 4: {e}"),
             }
         }
-        let (plugin_fd, host_fd) = (plugin_theirs.as_raw_fd(), host_theirs.as_raw_fd());
-        let mut cmd = Command::new(echo_example());
-        cmd.env_clear()
-            .env(COOKIE_ENV, COOKIE_VALUE)
-            .env(INSTANCE_ENV, "echo-0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: as in `spawn`: only `place`, async-signal-safe, between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || place(plugin_fd, host_fd));
-        }
-        let mut child = cmd.spawn().unwrap();
-        drop((plugin_theirs, host_theirs));
+        let mut child = echo_by_hand(plugin_theirs, host_theirs, None, Stdio::null());
         let pid = child.id();
         let killed = |child: &mut std::process::Child| {
             let _ = child.kill();

@@ -24,22 +24,14 @@ impl TierOrder {
     /// tiers it was proven tighter than, transitively (L3, L2, L1); tiers
     /// as deep as each other come by name.
     pub fn of(set: &TierSet) -> Self {
-        let depth = |name: &str| {
-            let mut seen = BTreeSet::new();
-            let mut at = set.get(name).and_then(|t| t.tighter_than.clone());
-            // A loop is refused by the loader's proof; `seen` only keeps a
-            // broken set from spinning here.
-            while let Some(parent) = at.filter(|p| seen.insert(p.clone())) {
-                at = set.get(&parent).and_then(|t| t.tighter_than.clone());
-            }
-            seen.len()
-        };
+        let looser: BTreeMap<String, String> =
+            set.iter().filter_map(|t| Some((t.name.clone(), t.tighter_than.clone()?))).collect();
+        let depth = |name: &str| chain(name, |t| looser.get(t).map(String::as_str)).len() - 1;
         let mut tiers: Vec<(usize, String, CompiledFilter, bool)> = set
             .iter()
             .map(|t| (depth(&t.name), t.name.clone(), t.program.clone(), t.forbids_writable_exec()))
             .collect();
         tiers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let looser = set.iter().filter_map(|t| Some((t.name.clone(), t.tighter_than.clone()?))).collect();
         Self { tiers: tiers.into_iter().map(|(_, name, program, wx)| (name, program, wx)).collect(), looser }
     }
 
@@ -201,12 +193,8 @@ pub fn fit(order: &TierOrder, calls: &[RecordedCall], wx: Option<&str>) -> Resul
     })
 }
 
-/// The last tier up the chain from `from` (through `looser`) that is `usable`, or `from`.
-pub(super) fn loosest_on_chain<'a>(
-    from: &'a str,
-    looser: impl Fn(&str) -> Option<&'a str>,
-    usable: impl Fn(&str) -> bool,
-) -> &'a str {
+/// `from` and the tiers up its `tighter_than` chain (through `looser`), tightest first.
+fn chain<'a>(from: &'a str, looser: impl Fn(&str) -> Option<&'a str>) -> Vec<&'a str> {
     let mut chain = vec![from];
     let mut at = from;
     // A loop is refused by the loader's proof; stopping at a tier seen only keeps a
@@ -215,5 +203,14 @@ pub(super) fn loosest_on_chain<'a>(
         chain.push(next);
         at = next;
     }
-    chain.into_iter().rev().find(|t| usable(t)).unwrap_or(from)
+    chain
+}
+
+/// The last tier up the chain from `from` (through `looser`) that is `usable`, or `from`.
+pub(super) fn loosest_on_chain<'a>(
+    from: &'a str,
+    looser: impl Fn(&str) -> Option<&'a str>,
+    usable: impl Fn(&str) -> bool,
+) -> &'a str {
+    chain(from, looser).into_iter().rev().find(|t| usable(t)).unwrap_or(from)
 }

@@ -382,9 +382,9 @@ fn unjudged(configured: String, error: &FitError, order: &TierOrder, wx: Option<
 /// plugin does. Then, with every call judged, the tightest tier that fits. With the fit
 /// incomplete (calls left unrecorded, or none recorded and only the binary's W+X memory to
 /// go by), the loosest tier proven looser than that fit that takes the binary: a call nobody
-/// saw may need more than the tightest fit of those seen allows, and a baseline killed halfway measures nothing. Known
-/// denied is known all the same: the plugin's own tier would kill it before anything could
-/// be measured.
+/// saw may need more than the tightest fit of those seen allows, and a baseline killed
+/// halfway measures nothing. Known denied is known all the same: the plugin's own tier
+/// would kill it before anything could be measured.
 fn measured_under(fit: &TierFitSection, order: &TierOrder, writable_exec: bool) -> Option<String> {
     if fit.configured_denies.is_empty() {
         return None;
