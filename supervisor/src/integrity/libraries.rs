@@ -28,10 +28,11 @@ use super::dst::{expand_dst, uses_origin};
 use super::elf::{self, DEFAULT_MAX_FILE_SIZE, ElfInfo};
 use super::elf_error::ElfError;
 use super::ldconfig;
-pub use super::library_error::LibraryError;
+pub use super::library_error::{Exposure, LibraryError};
 use super::loader_caps::LoaderCaps;
 use super::loader_host;
 use super::machine::Machine;
+use super::owners::{Checker, Owners, Use};
 use super::subject::Subject;
 
 pub const DEFAULT_LD_SO_CACHE: &str = "/etc/ld.so.cache";
@@ -53,6 +54,9 @@ pub struct SearchConfig {
     pub max_file_size: u64,
     /// Bounds the work a hostile dependency graph can cause.
     pub max_objects: usize,
+    /// Who besides root may write what the loader opens or searches first; `None` checks
+    /// nothing (for reading a tree no plugin runs from).
+    pub owners: Option<Owners>,
 }
 
 impl SearchConfig {
@@ -72,6 +76,7 @@ impl SearchConfig {
             dst_platform: caps.platform(),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             max_objects: 4096,
+            owners: Some(Owners::this_process()),
         }
     }
 }
@@ -212,10 +217,14 @@ fn resolve_from(
             }
         }
     }
+    let ld_so_cache = config.ld_so_cache.as_ref().filter(|p| p.is_file());
+    if let Some(cache) = ld_so_cache {
+        resolver.check(cache, Use::Opened, cache.as_os_str(), &interpreter.path)?;
+    }
     Ok(LoaderFiles {
         interpreter: Some(interpreter),
         libraries: resolver.libraries,
-        ld_so_cache: config.ld_so_cache.as_ref().filter(|p| p.is_file()).and_then(|p| fs::canonicalize(p).ok()),
+        ld_so_cache: ld_so_cache.and_then(|p| fs::canonicalize(p).ok()),
     })
 }
 
@@ -240,6 +249,8 @@ struct Resolver<'a> {
     names: HashSet<OsString>,
     canonicals: HashSet<PathBuf>,
     libraries: Vec<LoadedObject>,
+    /// What a plugin's id could change among the files and directories the loader uses.
+    checker: Option<Checker>,
 }
 
 impl<'a> Resolver<'a> {
@@ -254,6 +265,7 @@ impl<'a> Resolver<'a> {
             names: HashSet::new(),
             canonicals: HashSet::new(),
             libraries: Vec::new(),
+            checker: config.owners.map(Checker::new),
         };
         let main = resolver.object(subject.path.clone(), origin, exe.clone(), None);
         resolver.objects.push(main);
@@ -289,6 +301,8 @@ impl<'a> Resolver<'a> {
             }));
         }
         let info = header.read_details(&lib_subject, &file).map_err(unusable)?;
+        let required_by = self.subject.path.clone();
+        self.check(interp, Use::Opened, interp.as_os_str(), &required_by)?;
         self.names.insert(interp.as_os_str().to_owned());
         self.names.extend(info.soname.clone());
         self.canonicals.insert(canonical.clone());
@@ -328,6 +342,7 @@ impl<'a> Resolver<'a> {
         } else {
             self.search(index, name, &required_by)?
         };
+        self.check(&path, Use::Opened, name, &required_by)?;
         let canonical = canonicalize(self.subject, &path)?;
         self.names.insert(name.to_owned());
         self.names.insert(path.as_os_str().to_owned());
@@ -367,14 +382,17 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn search(&self, index: usize, name: &OsStr, required_by: &Path) -> Result<(PathBuf, ElfInfo), LibraryError> {
+    fn search(&mut self, index: usize, name: &OsStr, required_by: &Path) -> Result<(PathBuf, ElfInfo), LibraryError> {
         let dirs = self.search_dirs(index);
         for dir in &dirs {
             for sub in &self.config.subdirs {
-                let candidate = dir.join(sub).join(name);
+                let place = dir.join(sub);
+                let candidate = place.join(name);
                 if let Some(info) = self.try_candidate(&candidate, name, required_by)? {
                     return Ok((candidate, info));
                 }
+                // Not here, so far: one planted here would be loaded instead.
+                self.check(&place, Use::SearchedFirst, name, required_by)?;
             }
         }
         Err(LibraryError::NotFound {
@@ -458,6 +476,31 @@ impl<'a> Resolver<'a> {
             .filter_map(|entry| expand_dst(entry, origin, &self.config.dst_lib, self.config.dst_platform.as_deref()))
             .filter(|p| p.is_absolute())
             .collect()
+    }
+
+    /// Refuses `path` (opened, or searched for `name` before where it is found) where an
+    /// id other than root's or the supervisor's could change it.
+    fn check(&mut self, path: &Path, used: Use, name: &OsStr, required_by: &Path) -> Result<(), LibraryError> {
+        let Some(checker) = self.checker.as_mut() else { return Ok(()) };
+        let found = match used {
+            Use::Opened => checker.opened(path),
+            Use::SearchedFirst => checker.searched(path),
+        };
+        let io = |source| LibraryError::Io { subject: self.subject.clone(), path: path.to_path_buf(), source };
+        match found.map_err(io)? {
+            None => Ok(()),
+            Some(exposed) => Err(LibraryError::Writable {
+                subject: self.subject.clone(),
+                what: Box::new(Exposure {
+                    exposed: exposed.path,
+                    writer: exposed.writer,
+                    used,
+                    path: path.to_path_buf(),
+                    name: name.to_owned(),
+                    required_by: required_by.to_path_buf(),
+                }),
+            }),
+        }
     }
 
     fn path_of(&self, index: usize) -> PathBuf {

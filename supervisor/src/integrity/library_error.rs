@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use super::elf_error::ElfError;
+use super::owners::{Use, Writer};
 use super::subject::Subject;
 
 #[derive(Debug, Error)]
@@ -72,6 +73,37 @@ pub enum LibraryError {
 
     #[error("{subject}: {} pulls in more than {limit} shared objects", .subject.path.display())]
     TooMany { subject: Subject, limit: usize },
+
+    #[error(
+        "{subject}: {} can be changed by {}, not only by root: {}; a plugin running as that id could \
+         change what this plugin loads, past its pin and signature. Make it root's and writable by no group \
+         or others",
+        .what.exposed.display(), .what.writer, how_used(.what)
+    )]
+    Writable { subject: Subject, what: Box<Exposure> },
+}
+
+/// What an id other than root's could change, and how the loader uses it.
+#[derive(Debug)]
+pub struct Exposure {
+    /// The file or directory an untrusted id could change.
+    pub exposed: PathBuf,
+    pub writer: Writer,
+    pub used: Use,
+    /// The file the loader opens, or the directory it searches first.
+    pub path: PathBuf,
+    pub name: OsString,
+    pub required_by: PathBuf,
+}
+
+fn how_used(what: &Exposure) -> String {
+    let (path, name, required_by) = (what.path.display(), what.name.to_string_lossy(), what.required_by.display());
+    match what.used {
+        Use::Opened => format!("the loader opens {path} through it ({name}, needed by {required_by})"),
+        Use::SearchedFirst => {
+            format!("the loader looks in {path} for {name} (needed by {required_by}) before where it finds it")
+        }
+    }
 }
 
 fn display_dirs(dirs: &[PathBuf]) -> String {

@@ -8,9 +8,10 @@
 //! Where things live: `digest` (SHA-256 of an open file), `elf`/`elf_dynamic`/`elf_check`/
 //! `elf_error`/`machine` (ELF inspection and the host check), `libraries`/`ldconfig`/`glob`/
 //! `dst`/`loader_caps`/`loader_host`/`library_error` (the files ld.so will open, for
-//! Landlock), `keys`/`keyfile` (public key strings, key files, keygen), `message`/`sigfile`/`signature`/
-//! `signature_error` (what is signed, the `.sig` file, sign and verify), `verified` (the
-//! entry point and its policy). Each parser has a `fuzz_one(&[u8])` for cargo-fuzz.
+//! Landlock), `owners` (that no plugin's id can change them), `keys`/`keyfile` (public
+//! key strings, key files, keygen), `message`/`sigfile`/`signature`/`signature_error`
+//! (what is signed, the `.sig` file, sign and verify), `verified` (the entry point and
+//! its policy). Each parser has a `fuzz_one(&[u8])` for cargo-fuzz.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod digest;
@@ -31,6 +32,7 @@ pub mod loader_caps;
 pub mod loader_host;
 pub mod machine;
 pub mod message;
+pub mod owners;
 pub mod sigfile;
 pub mod signature;
 pub mod signature_error;

@@ -380,3 +380,80 @@ fn an_origin_in_a_needed_name_names_a_file_beside_the_library_needing_it() {
         "{sealed}"
     );
 }
+
+/// Someone not trusted to change what plugins load: any plugin's uid, say.
+const PLUGIN_UID: u32 = 61_998;
+
+fn give(path: &Path, uid: u32, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn writable_error(
+    err: LibraryError,
+) -> (PathBuf, crate::integrity::owners::Writer, crate::integrity::owners::Use, String) {
+    let text = err.to_string();
+    match err {
+        LibraryError::Writable { what, .. } => (what.exposed, what.writer, what.used, text),
+        other => panic!("expected Writable, got {other:?}"),
+    }
+}
+
+/// A library a plugin's uid could rewrite would run that plugin's code in the next start of
+/// every plugin loading it, past their pins and signatures.
+#[test]
+fn a_library_a_plugin_could_rewrite_is_refused_naming_it_and_who() {
+    use crate::integrity::owners::{Use, Writer};
+    assert!(nix::unistd::geteuid().is_root(), "this test gives files to another uid and needs root");
+    let t = tree();
+    let local = copy_lib("libc.so.6", &t.libdir);
+    let info = exe_info(&["libc.so.6"], None, Some("$ORIGIN/../lib"));
+    assert_eq!(found(&resolve(&t, &info).unwrap(), "libc.so.6"), local, "root's: loaded");
+
+    give(&local, PLUGIN_UID, 0o644);
+    let (exposed, writer, used, text) = writable_error(resolve(&t, &info).unwrap_err());
+    assert_eq!((exposed, writer, used), (local.clone(), Writer::Owner(PLUGIN_UID), Use::Opened));
+    assert!(
+        text.contains(&format!("{} can be changed by its owner, uid {PLUGIN_UID}, not only by root", local.display())),
+        "{text}"
+    );
+    assert!(text.contains("(libc.so.6, needed by"), "{text}");
+
+    give(&local, 0, 0o644);
+    give(&t.libdir, 0, 0o777);
+    let (exposed, writer, ..) = writable_error(resolve(&t, &info).unwrap_err());
+    assert_eq!((exposed, writer), (t.libdir.clone(), Writer::Others(0o777)), "its directory: it can be replaced");
+}
+
+/// A directory searched before the one a library is found in is where a plugin could put a
+/// library of the same name, loaded instead at the next start.
+#[test]
+fn a_directory_searched_first_where_a_plugin_could_plant_a_library_is_refused() {
+    use crate::integrity::owners::{Use, Writer};
+    assert!(nix::unistd::geteuid().is_root(), "this test gives files to another uid and needs root");
+    let t = tree();
+    let dir = t.libdir.to_str().unwrap();
+    let info = exe_info(&["libc.so.6"], None, Some(dir));
+    let system = fs::canonicalize(system_lib("libc.so.6")).unwrap();
+    assert_eq!(found(&resolve(&t, &info).unwrap(), "libc.so.6"), system, "an empty root-owned RUNPATH dir");
+
+    give(&t.libdir, PLUGIN_UID, 0o755);
+    let (exposed, writer, used, text) = writable_error(resolve(&t, &info).unwrap_err());
+    assert_eq!((exposed, writer, used), (t.libdir.clone(), Writer::Owner(PLUGIN_UID), Use::SearchedFirst));
+    assert!(text.contains(&format!("the loader looks in {dir}")), "{text}");
+    assert!(text.contains("for libc.so.6"), "{text}");
+
+    // Sticky, as /tmp: nobody may replace another's file, but anyone may add a name.
+    give(&t.libdir, 0, 0o1777);
+    let (exposed, writer, ..) = writable_error(resolve(&t, &info).unwrap_err());
+    assert_eq!((exposed, writer), (t.libdir.clone(), Writer::Others(0o1777)));
+    // A RUNPATH directory that does not exist is judged where it could be made.
+    let missing = t.libdir.join("not-yet");
+    let info = exe_info(&["libc.so.6"], None, Some(missing.to_str().unwrap()));
+    let (exposed, ..) = writable_error(resolve(&t, &info).unwrap_err());
+    assert_eq!(exposed, t.libdir);
+
+    give(&t.libdir, 0, 0o755);
+    assert_eq!(found(&resolve(&t, &info).unwrap(), "libc.so.6"), system);
+}

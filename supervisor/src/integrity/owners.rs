@@ -1,0 +1,329 @@
+//! Who may change what the loader opens. A plugin's binary runs from a sealed copy, but
+//! its interpreter, libraries and ld.so.cache are opened from disk at every start: one
+//! that a plugin's uid could rewrite (or plant, in a directory the loader searches before
+//! the one it finds it in) would let that plugin run its code in the next start of any
+//! plugin loading it, past the pin and the signature, wherever Landlock is not enforced.
+//!
+//! Plugins never run as uid or gid 0 (the config refuses it) and run with no
+//! supplementary groups, so a path only root (or the supervisor's own ids) can write is
+//! out of every plugin's reach. That is the rule here, as OpenSSH's `StrictModes` has it
+//! for its key files: each file and each directory on the way to it is owned by a
+//! trusted uid and writable by no other group or others, a sticky directory's others may
+//! write only above an entry a trusted uid owns, and symlinks are followed and their own
+//! directories checked too. POSIX ACLs are not read (neither does ld.so).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Mode bits: the group's and others' write, and the sticky bit.
+const GROUP_WRITE: u32 = 0o020;
+const OTHERS_WRITE: u32 = 0o002;
+const STICKY: u32 = 0o1000;
+/// Symlinks followed in one path before it is taken for a loop (the kernel's limit).
+const MAX_LINKS: usize = 40;
+
+/// The ids trusted beside root: the supervisor's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owners {
+    uid: u32,
+    gid: u32,
+}
+
+impl Owners {
+    /// Root and this process's effective ids.
+    pub fn this_process() -> Self {
+        Self { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() }
+    }
+
+    /// Root and `uid`/`gid` (a test's stand-in for the supervisor's ids).
+    pub fn with(uid: u32, gid: u32) -> Self {
+        Self { uid, gid }
+    }
+
+    fn trusts_uid(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.uid
+    }
+
+    fn trusts_gid(&self, gid: u32) -> bool {
+        gid == 0 || gid == self.gid
+    }
+
+    /// Who besides the trusted could change `meta`'s file or directory. `plant` asks for
+    /// a directory where a new name would be looked up: there a sticky bit protects
+    /// nothing, as anyone may create a name that is not there yet.
+    fn writer(&self, meta: &fs::Metadata, plant: bool) -> Option<Writer> {
+        let mode = meta.mode();
+        if !self.trusts_uid(meta.uid()) {
+            return Some(Writer::Owner(meta.uid()));
+        }
+        // A symlink's own mode is always 0777 and means nothing; its owner does.
+        if meta.file_type().is_symlink() {
+            return None;
+        }
+        if mode & GROUP_WRITE != 0 && !self.trusts_gid(meta.gid()) {
+            return Some(Writer::Group(meta.gid()));
+        }
+        let sticky_dir = meta.is_dir() && mode & STICKY != 0;
+        if mode & OTHERS_WRITE != 0 && (plant || !sticky_dir) {
+            return Some(Writer::Others(mode & 0o7777));
+        }
+        None
+    }
+}
+
+/// Who, besides root and the supervisor, could write a file or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// Its owner, not a trusted uid.
+    Owner(u32),
+    /// Its group, not a trusted gid, has write permission.
+    Group(u32),
+    /// Everyone may write it (its mode).
+    Others(u32),
+}
+
+impl fmt::Display for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Owner(uid) => write!(f, "its owner, uid {uid}"),
+            Self::Group(gid) => write!(f, "its group, gid {gid}"),
+            Self::Others(mode) => write!(f, "everyone (mode {mode:04o})"),
+        }
+    }
+}
+
+/// A path some untrusted id could change, and why that matters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposed {
+    /// The file or directory that could be changed.
+    pub path: PathBuf,
+    pub writer: Writer,
+}
+
+/// Why a path was checked, for the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// The loader opens this file (or the path to it runs through here).
+    Opened,
+    /// The loader looks for a name here before the place it finds it: a file planted
+    /// here would be loaded instead.
+    SearchedFirst,
+}
+
+/// Checks paths against [`Owners`], remembering those found safe so that the libraries of
+/// one binary, which share their directories, cost a few `lstat`s each.
+#[derive(Debug)]
+pub struct Checker {
+    owners: Owners,
+    safe: HashSet<(PathBuf, bool)>,
+}
+
+impl Checker {
+    pub fn new(owners: Owners) -> Self {
+        Self { owners, safe: HashSet::new() }
+    }
+
+    /// The first thing on the way to the file at `path` (absolute) an untrusted id could
+    /// change: a directory above it, a symlink's directory or target, or the file.
+    pub fn opened(&mut self, path: &Path) -> io::Result<Option<Exposed>> {
+        self.walk(path, false, MAX_LINKS)
+    }
+
+    /// For a directory where the loader looks for a name it does not find: the first
+    /// thing that would let an untrusted id put a file there. A directory that does not
+    /// exist is judged by the nearest one above it that does (where it could be made).
+    pub fn searched(&mut self, dir: &Path) -> io::Result<Option<Exposed>> {
+        let mut at = dir;
+        loop {
+            match fs::symlink_metadata(at) {
+                Ok(_) => return self.walk(at, true, MAX_LINKS),
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    match at.parent() {
+                        Some(up) => at = up,
+                        None => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Each prefix of `path` in turn, following symlinks; `plant` applies to the last
+    /// component (the directory a name would be created in).
+    fn walk(&mut self, path: &Path, plant: bool, links: usize) -> io::Result<Option<Exposed>> {
+        if self.safe.contains(&(path.to_path_buf(), plant)) {
+            return Ok(None);
+        }
+        let components: Vec<Component<'_>> = path.components().collect();
+        let mut at = PathBuf::from("/");
+        for (i, component) in components.iter().enumerate() {
+            let last = i + 1 == components.len();
+            match component {
+                Component::RootDir | Component::CurDir => {}
+                Component::ParentDir => {
+                    at.pop();
+                }
+                Component::Normal(name) => at.push(name),
+                Component::Prefix(_) => return Err(io::Error::other("a path prefix on Unix")),
+            }
+            let meta = fs::symlink_metadata(&at)?;
+            if let Some(writer) = self.owners.writer(&meta, plant && last) {
+                return Ok(Some(Exposed { path: at, writer }));
+            }
+            if meta.file_type().is_symlink() {
+                let Some(links) = links.checked_sub(1) else {
+                    return Err(io::Error::other(format!("too many symlinks resolving {}", path.display())));
+                };
+                let target = fs::read_link(&at)?;
+                let base = at.parent().unwrap_or(Path::new("/"));
+                let resolved = base.join(target);
+                // The target is checked as a path of its own (its directories included),
+                // then the rest of `path` is walked from where it points.
+                let rest: PathBuf = components[i + 1..].iter().collect();
+                let whole = if rest.as_os_str().is_empty() { resolved } else { resolved.join(rest) };
+                return self.walk(&whole, plant, links);
+            }
+        }
+        self.safe.insert((path.to_path_buf(), plant));
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    /// Someone not trusted: neither root nor this test's stand-in for the supervisor.
+    const PLUGIN_UID: u32 = 61_999;
+    const TRUSTED: Owners = Owners { uid: 4242, gid: 4242 };
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn chown(path: &Path, uid: u32, gid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    }
+
+    /// A root-owned tree for one test: `root/lib/libx.so` (0644, directories 0755).
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        chown(&root, 0, 0);
+        chmod(&root, 0o755);
+        let lib = root.join("lib");
+        fs::create_dir(&lib).unwrap();
+        chmod(&lib, 0o755);
+        let file = lib.join("libx.so");
+        fs::write(&file, b"x").unwrap();
+        chmod(&file, 0o644);
+        (dir, lib, file)
+    }
+
+    fn opened(path: &Path) -> Option<Exposed> {
+        Checker::new(TRUSTED).opened(path).unwrap()
+    }
+
+    fn searched(path: &Path) -> Option<Exposed> {
+        Checker::new(TRUSTED).searched(path).unwrap()
+    }
+
+    fn exposed(path: &Path, writer: Writer) -> Option<Exposed> {
+        Some(Exposed { path: path.to_path_buf(), writer })
+    }
+
+    /// Giving files to other ids needs root, as every test run here has.
+    fn as_root() {
+        assert!(nix::unistd::geteuid().is_root(), "these tests chown files and need root");
+    }
+
+    #[test]
+    fn files_only_root_and_the_supervisor_can_write_are_safe() {
+        as_root();
+        let (_dir, lib, file) = tree();
+        assert_eq!(opened(&file), None);
+        assert_eq!(searched(&lib), None);
+        chown(&file, TRUSTED.uid, TRUSTED.gid);
+        chmod(&file, 0o664);
+        assert_eq!(opened(&file), None, "the supervisor's own group may write");
+    }
+
+    #[test]
+    fn a_file_or_directory_an_untrusted_id_can_write_is_named_with_who() {
+        as_root();
+        let (_dir, lib, file) = tree();
+        chown(&file, PLUGIN_UID, 0);
+        assert_eq!(opened(&file), exposed(&file, Writer::Owner(PLUGIN_UID)), "owned by a plugin's uid");
+        chown(&file, 0, PLUGIN_UID);
+        assert_eq!(opened(&file), None, "a group that may not write");
+        chmod(&file, 0o664);
+        assert_eq!(opened(&file), exposed(&file, Writer::Group(PLUGIN_UID)), "group-writable");
+        chown(&file, 0, 0);
+        chmod(&file, 0o646);
+        assert_eq!(opened(&file), exposed(&file, Writer::Others(0o646)), "writable by others");
+        chmod(&file, 0o644);
+        chmod(&lib, 0o777);
+        assert_eq!(
+            opened(&file),
+            exposed(&lib, Writer::Others(0o777)),
+            "a directory above it: the file can be replaced"
+        );
+    }
+
+    #[test]
+    fn a_sticky_directory_protects_what_is_in_it_but_not_a_name_not_there_yet() {
+        as_root();
+        let (_dir, lib, file) = tree();
+        chmod(&lib, 0o1777);
+        assert_eq!(opened(&file), None, "in /tmp's mode only its owner may replace a root-owned file");
+        assert_eq!(searched(&lib), exposed(&lib, Writer::Others(0o1777)), "anyone may create a name there");
+        assert_eq!(
+            searched(&lib.join("glibc-hwcaps/x86-64-v3")),
+            exposed(&lib, Writer::Others(0o1777)),
+            "a missing directory is judged where it could be made"
+        );
+        chmod(&lib, 0o755);
+        assert_eq!(searched(&lib.join("glibc-hwcaps/x86-64-v3")), None);
+    }
+
+    #[test]
+    fn symlinks_are_followed_and_judged_by_their_owner_and_their_targets_path() {
+        as_root();
+        let (dir, lib, file) = tree();
+        let other = dir.path().join("other");
+        fs::create_dir(&other).unwrap();
+        chmod(&other, 0o755);
+        let link = other.join("libx.so.1");
+        symlink("../lib/libx.so", &link).unwrap();
+        assert_eq!(opened(&link), None);
+        std::os::unix::fs::lchown(&link, Some(PLUGIN_UID), None).unwrap();
+        assert_eq!(opened(&link), exposed(&link, Writer::Owner(PLUGIN_UID)), "the link's owner may repoint it");
+        std::os::unix::fs::lchown(&link, Some(0), None).unwrap();
+        chmod(&lib, 0o775);
+        chown(&lib, 0, PLUGIN_UID);
+        assert_eq!(opened(&link), exposed(&lib, Writer::Group(PLUGIN_UID)), "the target's directory");
+        // A directory reached through a symlinked directory.
+        chmod(&lib, 0o755);
+        let libs = dir.path().join("libs");
+        symlink("lib", &libs).unwrap();
+        assert_eq!(opened(&libs.join("libx.so")), None);
+        chown(&file, PLUGIN_UID, 0);
+        assert_eq!(opened(&libs.join("libx.so")), exposed(&file, Writer::Owner(PLUGIN_UID)));
+    }
+
+    #[test]
+    fn a_symlink_loop_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        symlink("b", &a).unwrap();
+        symlink("a", dir.path().join("b")).unwrap();
+        let err = Checker::new(Owners::this_process()).opened(&a.join("libx.so")).unwrap_err();
+        assert!(err.to_string().contains("too many symlinks"), "{err}");
+    }
+}
