@@ -61,6 +61,17 @@ pub fn verify(spec: &PluginSpec) -> Result<PluginImage, Cause> {
     Ok(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect()) })
 }
 
+/// Resolves `image`'s loader files again where one of them changed since (see
+/// [`ImageGrants::stale`]), as a start does. Blocking (it reads the libraries' headers).
+fn refresh_grants(spec: &PluginSpec, image: &PluginImage) -> Result<(), Cause> {
+    if image.grants.stale() {
+        let loader = libraries(spec, image.image.binary())?;
+        tracing::info!(plugin = %spec.name, "a library changed since the image was verified: its loader files were resolved again");
+        image.grants.renew(loader.paths().into_iter().collect());
+    }
+    Ok(())
+}
+
 fn libraries(spec: &PluginSpec, binary: &VerifiedBinary) -> Result<crate::integrity::LoaderFiles, Cause> {
     binary
         .loader_files(&SearchConfig::host())
@@ -252,6 +263,20 @@ impl Launcher for SandboxLauncher {
                 && self.sandbox.tier(&spec.tier).is_some_and(|t| t.forbids_writable_exec())
             {
                 return Err(refused(spec, id, Cause::WritableExec { tier: spec.tier.clone(), what }));
+            }
+            if image.grants.stale() {
+                let (owned, image) = (req.spec.clone(), req.image.clone());
+                let refreshed =
+                    tokio::task::spawn_blocking(move || match image.payload.downcast_ref::<PluginImage>() {
+                        Some(loaded) => refresh_grants(&owned, loaded),
+                        None => Ok(()),
+                    })
+                    .await;
+                match refreshed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(cause)) => return Err(refused(spec, id, cause)),
+                    Err(e) => return Err(failed(spec, id, Cause::VerifierPanicked(e.to_string()))),
+                }
             }
             // The start takes its leaf's path over: a retry of the last one's removal must
             // not touch it any more.
@@ -636,6 +661,64 @@ mod tests {
     use super::*;
     use crate::sandbox::cgroup::test_hosts::{create, hybrid};
     use crate::sandbox::cgroup::{Limits, SubtreeConfig};
+
+    /// A revision keeps its image for life, but its libraries are read from disk at every
+    /// start: an upgrade renaming over a library one that needs another (a new DT_NEEDED)
+    /// left that one ungranted, and every start after it failed under Landlock until the
+    /// binary itself changed.
+    #[test]
+    fn a_library_upgraded_under_a_verified_image_is_resolved_again_at_the_next_start() {
+        use crate::integrity::tests::support::{dynamic_elf64, host_binary, write_exe};
+        use crate::integrity::{DEFAULT_MAX_FILE_SIZE, LibraryError, Subject};
+        assert!(nix::unistd::geteuid().is_root(), "this test gives a file to another uid and needs root");
+        let host = crate::integrity::elf::inspect(
+            &Subject::new("self", "/proc/self/exe"),
+            host_binary(),
+            DEFAULT_MAX_FILE_SIZE,
+        )
+        .unwrap();
+        let interpreter = host.interpreter.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let lib = std::fs::canonicalize(dir.path()).unwrap().join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        let outer = lib.join("libouter.so");
+        std::fs::write(&outer, dynamic_elf64(&interpreter, "libc.so.6", "/nonexistent")).unwrap();
+        let exe = write_exe(dir.path(), "app", &dynamic_elf64(&interpreter, "libouter.so", lib.to_str().unwrap()));
+        let text = format!(
+            "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"app\"\nbinary = {exe:?}\ntier = \"none\"\n"
+        );
+        let spec = crate::config::parse(&text, std::path::Path::new("/etc/t.toml")).unwrap().specs().remove(0);
+        let image = verify(&spec).unwrap_or_else(|e| panic!("{e}"));
+        // A library no one needed at verification, and that the upgrade needs.
+        let gcc = crate::integrity::loader_host::default_dirs()
+            .into_iter()
+            .map(|d| d.join("libgcc_s.so.1"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .expect("libgcc_s.so.1 in the default directories");
+        assert!(image.grants.loader().contains(&outer) && !image.grants.loader().contains(&gcc));
+        assert!(!image.grants.stale(), "nothing changed yet");
+
+        let new = lib.join("libouter.so.new");
+        std::fs::write(&new, dynamic_elf64(&interpreter, "libgcc_s.so.1", "/nonexistent")).unwrap();
+        std::fs::rename(&new, &outer).unwrap();
+        assert!(image.grants.stale(), "a new library under the name");
+        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
+        assert!(image.grants.loader().contains(&gcc), "the upgrade's new need is granted: {:?}", image.grants.loader());
+        assert!(!image.grants.stale());
+
+        // Given to a plugin's uid since: refused at the next start, naming it.
+        std::os::unix::fs::chown(&outer, Some(61_997), None).unwrap();
+        assert!(image.grants.stale(), "a change of owner");
+        let err = refresh_grants(&spec, &image).expect_err("a library a plugin could rewrite");
+        match &err {
+            Cause::Libraries { source, .. } => {
+                assert!(matches!(**source, LibraryError::Writable { .. }), "{source}");
+            }
+            other => panic!("refused for another reason: {other}"),
+        }
+        assert!(err.to_string().contains("can be changed by its owner, uid 61997"), "{err}");
+    }
 
     #[test]
     fn the_oom_reason_names_the_limit_in_force_not_the_one_at_spawn() {

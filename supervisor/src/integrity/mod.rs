@@ -41,7 +41,7 @@ pub mod subject;
 pub mod verified;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use digest::Sha256Digest;
 pub use elf::{DEFAULT_MAX_FILE_SIZE, ElfHeader, ElfInfo, Linkage, ObjectType};

@@ -75,8 +75,8 @@ pub enum ConfineError {
 /// one per image.
 #[derive(Debug)]
 pub struct ImageGrants {
-    /// Files the loader opens (read + execute).
-    pub loader: Vec<PathBuf>,
+    /// Files the loader opens (read + execute), as last resolved.
+    loader: Mutex<Resolved>,
     /// The most recently used first, at most [`RULESETS_KEPT`]: each holds a descriptor,
     /// and an image outlives entries that changed their data directory.
     rulesets: Mutex<VecDeque<(RulesetKey, Arc<landlock::Built>)>>,
@@ -98,6 +98,21 @@ struct RulesetKey {
     required: bool,
 }
 
+/// The loader's files as found by one resolution, and what each of them was then.
+#[derive(Debug, Clone)]
+struct Resolved {
+    paths: Vec<PathBuf>,
+    stamps: Vec<Stamp>,
+}
+
+/// What a file is now: which inode, and when that inode last changed (its contents,
+/// owner or mode); `None` for one that is not there.
+type Stamp = Option<(u64, u64, i64, i64)>;
+
+fn stamps(paths: &[PathBuf]) -> Vec<Stamp> {
+    paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))).collect()
+}
+
 /// The device and inode each of `paths` names now; (0, 0) for one that is not there.
 fn identities<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<(u64, u64)> {
     paths.into_iter().map(|p| std::fs::metadata(p).map_or((0, 0), |m| (m.dev(), m.ino()))).collect()
@@ -109,7 +124,30 @@ const RULESETS_KEPT: usize = 16;
 
 impl ImageGrants {
     pub fn new(loader: Vec<PathBuf>) -> Self {
-        Self { loader, rulesets: Mutex::new(VecDeque::new()) }
+        let stamps = stamps(&loader);
+        Self { loader: Mutex::new(Resolved { paths: loader, stamps }), rulesets: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Whether one of the loader's files changed since they were resolved. A revision
+    /// keeps its image for life, but its libraries are read from disk at every start: an
+    /// upgrade renaming a new library over one may need libraries the old did not (a new
+    /// DT_NEEDED, which Landlock would refuse the loader), and one whose owner or mode
+    /// changed must pass the owners' check again.
+    pub fn stale(&self) -> bool {
+        self.loader.lock().map_or(true, |r| stamps(&r.paths) != r.stamps)
+    }
+
+    /// Takes `loader` as the files to grant from now on (a fresh resolution).
+    pub fn renew(&self, loader: Vec<PathBuf>) {
+        let stamps = stamps(&loader);
+        if let Ok(mut r) = self.loader.lock() {
+            *r = Resolved { paths: loader, stamps };
+        }
+    }
+
+    /// The files to grant read and execute.
+    pub fn loader(&self) -> Vec<PathBuf> {
+        self.loader.lock().map(|r| r.paths.clone()).unwrap_or_default()
     }
 }
 
@@ -374,7 +412,8 @@ impl Sandbox {
         }
         let write: Vec<PathBuf> = spec.data_dir.iter().cloned().collect();
         let write_inodes = identities(&write);
-        let granted_inodes = identities(grants.loader.iter().chain(&read));
+        let loader = grants.loader();
+        let granted_inodes = identities(loader.iter().chain(&read));
         let key = RulesetKey {
             read,
             write,
@@ -391,7 +430,7 @@ impl Sandbox {
                 built
             }
             None => {
-                let mut exec = grants.loader.clone();
+                let mut exec = loader;
                 exec.sort();
                 exec.dedup();
                 let access = Grants { exec, read: key.read.clone(), write: key.write.clone() };
@@ -605,8 +644,18 @@ mod tests {
         let new = dir.path().join("libx.so.new");
         std::fs::write(&new, "new").unwrap();
         std::fs::rename(&new, &lib).unwrap();
+        assert!(grants.stale(), "the loader's files are to be resolved again");
         let (after, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(after.as_ref().unwrap(), &[&lib]), 1, "the file now under the name is granted");
+        // Resolved again, the new library needs another: granted from then on.
+        let needed = dir.path().join("libneeded.so");
+        std::fs::write(&needed, "needed").unwrap();
+        let (before, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(readable_under(before.as_ref().unwrap(), &[&lib, &needed]), 0b01);
+        grants.renew(vec![lib.clone(), needed.clone()]);
+        assert!(!grants.stale());
+        let (renewed, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(readable_under(renewed.as_ref().unwrap(), &[&lib, &needed]), 0b11, "both granted");
     }
 
     /// chown and chmod follow symbolic links, and the supervisor makes them as root: a

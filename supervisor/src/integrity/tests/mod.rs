@@ -7,4 +7,4 @@ mod libraries;
 mod loader_caps;
 mod never_panics;
 mod signatures;
-mod support;
+pub(crate) mod support;
