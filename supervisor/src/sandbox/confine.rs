@@ -98,6 +98,17 @@ struct RulesetKey {
     required: bool,
 }
 
+impl RulesetKey {
+    /// Whether the files this ruleset grants are still those their paths name, `loader`
+    /// being what the loader's files to grant are now.
+    fn current(&self, loader: &[(u64, u64)]) -> bool {
+        self.granted_inodes.starts_with(loader)
+            && self.granted_inodes.len() == loader.len() + self.read.len()
+            && identities(&self.read) == self.granted_inodes[loader.len()..]
+            && identities(&self.write) == self.write_inodes
+    }
+}
+
 /// The loader's files as found by one resolution, and what each of them was then.
 #[derive(Debug, Clone)]
 struct Resolved {
@@ -413,7 +424,9 @@ impl Sandbox {
         let write: Vec<PathBuf> = spec.data_dir.iter().cloned().collect();
         let write_inodes = identities(&write);
         let loader = grants.loader();
-        let granted_inodes = identities(loader.iter().chain(&read));
+        let loader_inodes = identities(&loader);
+        let mut granted_inodes = loader_inodes.clone();
+        granted_inodes.extend(identities(&read));
         let key = RulesetKey {
             read,
             write,
@@ -441,6 +454,10 @@ impl Sandbox {
                     other => ConfineError::Failed(other.to_string()),
                 })?;
                 let b = Arc::new(b);
+                // A kept ruleset whose files were replaced since can never match again (it
+                // holds the old inodes open, so their numbers are not reused): let it go
+                // now, with the descriptor and the old files it pins.
+                kept.retain(|(k, _)| k.current(&loader_inodes));
                 kept.push_front((key, b.clone()));
                 kept.truncate(RULESETS_KEPT);
                 b
@@ -647,6 +664,7 @@ mod tests {
         assert!(grants.stale(), "the loader's files are to be resolved again");
         let (after, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(after.as_ref().unwrap(), &[&lib]), 1, "the file now under the name is granted");
+        assert_eq!(grants.rulesets.lock().unwrap().len(), 1, "the ruleset holding the replaced file was let go");
         // Resolved again, the new library needs another: granted from then on.
         let needed = dir.path().join("libneeded.so");
         std::fs::write(&needed, "needed").unwrap();
@@ -656,6 +674,7 @@ mod tests {
         assert!(!grants.stale());
         let (renewed, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(renewed.as_ref().unwrap(), &[&lib, &needed]), 0b11, "both granted");
+        assert_eq!(grants.rulesets.lock().unwrap().len(), 1, "the ruleset for the list before was let go");
     }
 
     /// chown and chmod follow symbolic links, and the supervisor makes them as root: a
@@ -726,14 +745,19 @@ mod tests {
         assert_eq!(kept(&grants), RULESETS_KEPT, "the oldest go beyond the limit");
         let newest = grants.rulesets.lock().unwrap()[0].0.write.clone();
         assert_eq!(newest, vec![dirs.path().join((RULESETS_KEPT + 3).to_string())]);
-        // The same data directory removed and made again is another directory to Landlock.
+        // The same data directory removed and made again is another directory to Landlock:
+        // a ruleset of its own, and the one holding the old directory is let go (it can
+        // never match again).
         let again = dirs.path().join((RULESETS_KEPT + 3).to_string());
+        let old_inodes = grants.rulesets.lock().unwrap()[0].0.write_inodes.clone();
         std::fs::remove_dir(&again).unwrap();
         std::fs::create_dir(&again).unwrap();
         sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         let kept_now = grants.rulesets.lock().unwrap();
-        assert_eq!((&kept_now[0].0.write, &kept_now[1].0.write), (&kept_now[1].0.write, &kept_now[0].0.write));
-        assert_ne!(kept_now[0].0.write_inodes, kept_now[1].0.write_inodes, "a ruleset for the new directory");
+        assert_eq!(kept_now[0].0.write, vec![again.clone()]);
+        assert_ne!(kept_now[0].0.write_inodes, old_inodes, "a ruleset for the new directory");
+        assert_eq!(kept_now.iter().filter(|(k, _)| k.write == [again.clone()]).count(), 1, "the old one let go");
+        assert_eq!(kept_now.len(), RULESETS_KEPT, "the other directories' rulesets kept");
     }
 
     /// A subtree that cannot be removed (here its root's rmdir is refused EBUSY for good)
