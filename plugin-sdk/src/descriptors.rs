@@ -23,13 +23,17 @@ pub enum DescriptorError {
     Conflict { name: String, first: usize, second: usize },
 }
 
+/// Where protobuf's own files are: the same in every set, whichever version made them.
+const WELL_KNOWN: &str = "google/protobuf/";
+
 /// Merges encoded sets (files deduplicated by name) and checks `services`
 /// against them; returns the encoded merged set.
 ///
 /// Sets often share files (each crate's set carries the well-known types and
 /// common protos it imports): one copy is kept. Two different files of one name
 /// are refused, as protoc refuses them in one build: keeping either would drop
-/// the other's definitions without a word.
+/// the other's definitions without a word. Protobuf's own files are kept as
+/// first given.
 pub fn merge(sets: &[Vec<u8>], services: &[String]) -> Result<Vec<u8>, DescriptorError> {
     let mut merged = FileDescriptorSet::default();
     // Each file's name: the set it came from and its definitions, to compare.
@@ -40,7 +44,10 @@ pub fn merge(sets: &[Vec<u8>], services: &[String]) -> Result<Vec<u8>, Descripto
         for file in set.file {
             match seen.get(file.name()) {
                 Some((first, kept)) => {
-                    if *kept != definitions(&file) {
+                    // The well-known types' files differ between generators (protox bundles
+                    // a descriptor.proto from before editions, protoc 22 and later one with
+                    // them) without a difference for a plugin's contract.
+                    if !file.name().starts_with(WELL_KNOWN) && *kept != definitions(&file) {
                         return Err(DescriptorError::Conflict {
                             name: file.name().to_owned(),
                             first: *first,
@@ -136,6 +143,18 @@ mod tests {
         let sets = [set(vec![common, file("a.proto", "a", "A")]), set(vec![with_comments, file("b.proto", "b", "B")])];
         let merged = merge(&sets, &["a.A".into(), "b.B".into(), "c.Common".into()]).unwrap();
         assert_eq!(files_of(&merged), ["common.proto", "a.proto", "b.proto"]);
+    }
+
+    #[test]
+    fn protobufs_own_files_from_two_generators_are_kept_as_first_given() {
+        let old = file("google/protobuf/descriptor.proto", "google.protobuf", "Unused");
+        let mut new = old.clone();
+        new.message_type.push(DescriptorProto { name: Some("FeatureSet".into()), ..Default::default() });
+        let sets = [set(vec![old.clone(), file("a.proto", "a", "A")]), set(vec![new, file("b.proto", "b", "B")])];
+        let merged = merge(&sets, &["a.A".into(), "b.B".into()]).unwrap();
+        let merged = FileDescriptorSet::decode(merged.as_slice()).unwrap();
+        assert_eq!(merged.file.len(), 3);
+        assert_eq!(merged.file[0], old, "the first set's copy");
     }
 
     /// Two crates each with a "service.proto" of their own: the second's service was

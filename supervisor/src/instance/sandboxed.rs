@@ -58,18 +58,16 @@ pub fn verify(spec: &PluginSpec) -> Result<PluginImage, Cause> {
     // The loader's files are granted under Landlock; a library that cannot be found is
     // reported now rather than as a crash at start.
     let loader = libraries(spec, image.binary())?;
-    Ok(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect()) })
+    Ok(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect(), loader.stamps) })
 }
 
 /// Resolves `image`'s loader files again where one of them changed since (see
 /// [`ImageGrants::stale`]), as a start does. Blocking (it reads the libraries' headers).
 fn refresh_grants(spec: &PluginSpec, image: &PluginImage) -> Result<(), Cause> {
-    if image.grants.stale() {
-        let loader = libraries(spec, image.image.binary())?;
-        tracing::info!(plugin = %spec.name, "a library changed since the image was verified: its loader files were resolved again");
-        image.grants.renew(loader.paths().into_iter().collect());
-    }
-    Ok(())
+    image.grants.refresh(|| {
+        tracing::info!(plugin = %spec.name, "a library changed since the image was verified: resolving its loader files again");
+        libraries(spec, image.image.binary())
+    })
 }
 
 fn libraries(spec: &PluginSpec, binary: &VerifiedBinary) -> Result<crate::integrity::LoaderFiles, Cause> {
@@ -274,7 +272,16 @@ impl Launcher for SandboxLauncher {
                     .await;
                 match refreshed {
                     Ok(Ok(())) => {}
-                    Ok(Err(cause)) => return Err(refused(spec, id, cause)),
+                    // A library a plugin could change stays so until an operator acts;
+                    // anything else (a file missing halfway through an upgrade) may pass
+                    // at the next try.
+                    Ok(Err(cause))
+                        if matches!(&cause, Cause::Libraries { source, .. }
+                            if matches!(**source, crate::integrity::LibraryError::Writable { .. })) =>
+                    {
+                        return Err(refused(spec, id, cause));
+                    }
+                    Ok(Err(cause)) => return Err(failed(spec, id, cause)),
                     Err(e) => return Err(failed(spec, id, Cause::VerifierPanicked(e.to_string()))),
                 }
             }
@@ -705,6 +712,29 @@ mod tests {
         assert!(image.grants.stale(), "a new library under the name");
         refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
         assert!(image.grants.loader().contains(&gcc), "the upgrade's new need is granted: {:?}", image.grants.loader());
+        assert!(!image.grants.stale());
+
+        // A symlink repointed to another version, the old one still there.
+        let v2 = lib.join("libouter.so.2");
+        std::fs::write(&v2, dynamic_elf64(&interpreter, "libc.so.6", "/nonexistent")).unwrap();
+        let moved = lib.join("libouter.so.1");
+        std::fs::rename(&outer, &moved).unwrap();
+        std::os::unix::fs::symlink("libouter.so.1", &outer).unwrap();
+        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
+        assert!(image.grants.loader().contains(&moved), "{:?}", image.grants.loader());
+        assert!(!image.grants.stale(), "the same file under a link");
+        std::fs::remove_file(&outer).unwrap();
+        std::os::unix::fs::symlink("libouter.so.2", &outer).unwrap();
+        assert!(image.grants.stale(), "the link now names another file");
+        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            image.grants.loader().contains(&v2) && !image.grants.loader().contains(&gcc),
+            "{:?}",
+            image.grants.loader()
+        );
+        std::fs::remove_file(&outer).unwrap();
+        std::fs::rename(&v2, &outer).unwrap();
+        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
         assert!(!image.grants.stale());
 
         // Given to a plugin's uid since: refused at the next start, naming it.

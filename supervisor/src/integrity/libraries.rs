@@ -105,6 +105,31 @@ pub struct LoaderFiles {
     /// In the loader's breadth-first order.
     pub libraries: Vec<LoadedObject>,
     pub ld_so_cache: Option<PathBuf>,
+    /// Each file the loader opens, by the path it opens (symlinks not resolved), and what
+    /// that was when this resolution read it: a later start can tell whether these files
+    /// are still the ones found.
+    pub stamps: Vec<(PathBuf, FileStamp)>,
+}
+
+/// Which file a path named, and when that file's inode last changed (its contents,
+/// owner, mode or links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self { dev: meta.dev(), ino: meta.ino(), ctime: (meta.ctime(), meta.ctime_nsec()) }
+    }
+
+    /// What `path` names now (symlinks followed); `None` where nothing is there.
+    pub fn now(path: &Path) -> Option<Self> {
+        fs::metadata(path).ok().map(|m| Self::of(&m))
+    }
 }
 
 impl LoaderFiles {
@@ -169,7 +194,10 @@ pub fn resolve_sealed(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -
     }
     let sealed = resolve_from(subject, exe, config, Path::new(SEALED_IMAGE_ORIGIN));
     let Some((tag, entry)) = origin_entry(exe) else { return sealed };
-    match (sealed, resolve(subject, exe, config)) {
+    // What the loader would find beside the binary is only compared, never opened: who
+    // may write it does not matter (a bundle a user owns is still a bundle to refuse).
+    let beside = SearchConfig { owners: None, ..config.clone() };
+    match (sealed, resolve(subject, exe, &beside)) {
         (Ok(sealed), Ok(beside)) if sealed.paths() == beside.paths() => Ok(sealed),
         // Nothing next to the binary either: what the loader finds is all there is.
         (Ok(sealed), Err(_)) => Ok(sealed),
@@ -218,13 +246,16 @@ fn resolve_from(
         }
     }
     let ld_so_cache = config.ld_so_cache.as_ref().filter(|p| p.is_file());
+    let mut stamps = std::mem::take(&mut resolver.stamps);
     if let Some(cache) = ld_so_cache {
         resolver.check(cache, Use::Opened, cache.as_os_str(), &interpreter.path)?;
+        stamps.extend(FileStamp::now(cache).map(|stamp| (cache.clone(), stamp)));
     }
     Ok(LoaderFiles {
         interpreter: Some(interpreter),
         libraries: resolver.libraries,
         ld_so_cache: ld_so_cache.and_then(|p| fs::canonicalize(p).ok()),
+        stamps,
     })
 }
 
@@ -249,6 +280,8 @@ struct Resolver<'a> {
     names: HashSet<OsString>,
     canonicals: HashSet<PathBuf>,
     libraries: Vec<LoadedObject>,
+    /// What each file loaded was as it was read, by the path it was opened by.
+    stamps: Vec<(PathBuf, FileStamp)>,
     /// What a plugin's id could change among the files and directories the loader uses.
     checker: Option<Checker>,
 }
@@ -265,6 +298,7 @@ impl<'a> Resolver<'a> {
             names: HashSet::new(),
             canonicals: HashSet::new(),
             libraries: Vec::new(),
+            stamps: Vec::new(),
             checker: config.owners.map(Checker::new),
         };
         let main = resolver.object(subject.path.clone(), origin, exe.clone(), None);
@@ -301,6 +335,8 @@ impl<'a> Resolver<'a> {
             }));
         }
         let info = header.read_details(&lib_subject, &file).map_err(unusable)?;
+        let stamp = file.metadata().map(|m| FileStamp::of(&m)).map_err(missing)?;
+        self.stamps.push((interp.to_path_buf(), stamp));
         let required_by = self.subject.path.clone();
         self.check(interp, Use::Opened, interp.as_os_str(), &required_by)?;
         self.names.insert(interp.as_os_str().to_owned());
@@ -337,7 +373,7 @@ impl<'a> Resolver<'a> {
         if self.names.contains(name) {
             return Ok(None);
         }
-        let (path, info) = if name.as_bytes().contains(&b'/') {
+        let (path, (info, stamp)) = if name.as_bytes().contains(&b'/') {
             self.load_by_path(name, &required_by)?
         } else {
             self.search(index, name, &required_by)?
@@ -355,6 +391,7 @@ impl<'a> Resolver<'a> {
             return Err(LibraryError::TooMany { subject: self.subject.clone(), limit: self.config.max_objects });
         }
         self.libraries.push(LoadedObject { name: raw.to_owned(), required_by, path: path.clone(), canonical });
+        self.stamps.push((path.clone(), stamp));
         // ld.so computes a library's $ORIGIN from the path it opened, not its real path.
         let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let object = self.object(path, &origin, info, Some(index));
@@ -362,7 +399,7 @@ impl<'a> Resolver<'a> {
         Ok(Some(self.objects.len() - 1))
     }
 
-    fn load_by_path(&self, name: &OsStr, required_by: &Path) -> Result<(PathBuf, ElfInfo), LibraryError> {
+    fn load_by_path(&self, name: &OsStr, required_by: &Path) -> Result<(PathBuf, (ElfInfo, FileStamp)), LibraryError> {
         let path = PathBuf::from(name);
         if !path.is_absolute() {
             return Err(LibraryError::RelativeName {
@@ -382,7 +419,12 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn search(&mut self, index: usize, name: &OsStr, required_by: &Path) -> Result<(PathBuf, ElfInfo), LibraryError> {
+    fn search(
+        &mut self,
+        index: usize,
+        name: &OsStr,
+        required_by: &Path,
+    ) -> Result<(PathBuf, (ElfInfo, FileStamp)), LibraryError> {
         let dirs = self.search_dirs(index);
         for dir in &dirs {
             for sub in &self.config.subdirs {
@@ -427,8 +469,14 @@ impl<'a> Resolver<'a> {
         dirs
     }
 
-    /// `Ok(None)` where ld.so would move on to the next candidate.
-    fn try_candidate(&self, path: &Path, name: &OsStr, required_by: &Path) -> Result<Option<ElfInfo>, LibraryError> {
+    /// `Ok(None)` where ld.so would move on to the next candidate; else what the file
+    /// holds and which file it was.
+    fn try_candidate(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        required_by: &Path,
+    ) -> Result<Option<(ElfInfo, FileStamp)>, LibraryError> {
         let file = match open_candidate(path) {
             Ok(file) => file,
             Err(e) if is_absent(&e) => return Ok(None),
@@ -436,9 +484,10 @@ impl<'a> Resolver<'a> {
                 return Err(LibraryError::Io { subject: self.subject.clone(), path: path.to_path_buf(), source });
             }
         };
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            return Ok(None);
-        }
+        let stamp = match file.metadata() {
+            Ok(meta) if meta.is_file() => FileStamp::of(&meta),
+            _ => return Ok(None),
+        };
         let unusable = |source| LibraryError::Unusable {
             name: name.to_owned(),
             required_by: required_by.to_path_buf(),
@@ -457,7 +506,7 @@ impl<'a> Resolver<'a> {
                 host: self.machine.endian,
             }));
         }
-        header.read_details(&lib_subject, &file).map(Some).map_err(unusable)
+        header.read_details(&lib_subject, &file).map(|info| Some((info, stamp))).map_err(unusable)
     }
 
     fn object(&self, path: PathBuf, origin: &Path, info: ElfInfo, loader: Option<usize>) -> Object {

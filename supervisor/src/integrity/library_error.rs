@@ -75,10 +75,9 @@ pub enum LibraryError {
     TooMany { subject: Subject, limit: usize },
 
     #[error(
-        "{subject}: {} can be changed by {}, not only by root: {}; a plugin running as that id could \
-         change what this plugin loads, past its pin and signature. Make it root's and writable by no group \
-         or others",
-        .what.exposed.display(), .what.writer, how_used(.what)
+        "{subject}: {} can be changed by {}, not only by root or the supervisor: {}; a plugin running as \
+         that id could change what this plugin loads, past its pin and signature. {}",
+        .what.exposed.display(), .what.writer, how_used(.what), advice(.what.used)
     )]
     Writable { subject: Subject, what: Box<Exposure> },
 }
@@ -94,6 +93,16 @@ pub struct Exposure {
     pub path: PathBuf,
     pub name: OsString,
     pub required_by: PathBuf,
+}
+
+fn advice(used: Use) -> &'static str {
+    match used {
+        Use::Opened => "Make it, and each directory above it, root's and writable by no other group nor others",
+        Use::SearchedFirst => {
+            "Make it root's and writable by no other group nor others, or take that directory out of the \
+             RUNPATH or RPATH searched"
+        }
+    }
 }
 
 fn how_used(what: &Exposure) -> String {

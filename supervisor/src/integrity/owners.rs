@@ -8,14 +8,17 @@
 //! supplementary groups, so a path only root (or the supervisor's own ids) can write is
 //! out of every plugin's reach. That is the rule here, as OpenSSH's `StrictModes` has it
 //! for its key files: each file and each directory on the way to it is owned by a
-//! trusted uid and writable by no other group or others, a sticky directory's others may
-//! write only above an entry a trusted uid owns, and symlinks are followed and their own
-//! directories checked too. POSIX ACLs are not read (neither does ld.so).
+//! trusted uid and writable by no other group or others (nor by a user or group an
+//! access ACL names), a sticky directory's group and others may write only above an
+//! entry a trusted uid owns, and symlinks are followed and their own directories checked
+//! too.
 
 use std::collections::HashSet;
+use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -52,10 +55,9 @@ impl Owners {
         gid == 0 || gid == self.gid
     }
 
-    /// Who besides the trusted could change `meta`'s file or directory. `plant` asks for
-    /// a directory where a new name would be looked up: there a sticky bit protects
-    /// nothing, as anyone may create a name that is not there yet.
-    fn writer(&self, meta: &fs::Metadata, plant: bool) -> Option<Writer> {
+    /// Who besides the trusted could change `meta`'s file or directory (at `path`).
+    /// `plant` asks for a directory where a new name would be looked up.
+    fn writer(&self, path: &Path, meta: &fs::Metadata, plant: bool) -> Option<Writer> {
         let mode = meta.mode();
         if !self.trusts_uid(meta.uid()) {
             return Some(Writer::Owner(meta.uid()));
@@ -64,15 +66,35 @@ impl Owners {
         if meta.file_type().is_symlink() {
             return None;
         }
-        if mode & GROUP_WRITE != 0 && !self.trusts_gid(meta.gid()) {
-            return Some(Writer::Group(meta.gid()));
+        // In a sticky directory (/tmp; /nix/store, root:nixbld 1775) only an entry's owner
+        // may remove or rename it: the group and others can replace nothing in it. They
+        // may still add a name that is not there yet, which is what `plant` asks about.
+        let guarded = meta.is_dir() && mode & STICKY != 0 && !plant;
+        if mode & GROUP_WRITE != 0 && !guarded {
+            if !self.trusts_gid(meta.gid()) {
+                return Some(Writer::Group(meta.gid()));
+            }
+            // With an access ACL the group bits are its mask: a named user or group in it
+            // may write.
+            if has_access_acl(path) {
+                return Some(Writer::Acl);
+            }
         }
-        let sticky_dir = meta.is_dir() && mode & STICKY != 0;
-        if mode & OTHERS_WRITE != 0 && (plant || !sticky_dir) {
+        if mode & OTHERS_WRITE != 0 && !guarded {
             return Some(Writer::Others(mode & 0o7777));
         }
         None
     }
+}
+
+/// Whether `path` (not followed) has a POSIX access ACL beyond its mode bits.
+fn has_access_acl(path: &Path) -> bool {
+    // A path with a NUL cannot be asked about; it cannot be opened either.
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: both strings are NUL-terminated and outlive the call; a size of zero asks
+    // for the value's length only, so nothing is written through the null buffer.
+    let len = unsafe { libc::lgetxattr(c_path.as_ptr(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
+    len > 0
 }
 
 /// Who, besides root and the supervisor, could write a file or directory.
@@ -84,6 +106,8 @@ pub enum Writer {
     Group(u32),
     /// Everyone may write it (its mode).
     Others(u32),
+    /// A user or group named in its access ACL may write it.
+    Acl,
 }
 
 impl fmt::Display for Writer {
@@ -92,6 +116,7 @@ impl fmt::Display for Writer {
             Self::Owner(uid) => write!(f, "its owner, uid {uid}"),
             Self::Group(gid) => write!(f, "its group, gid {gid}"),
             Self::Others(mode) => write!(f, "everyone (mode {mode:04o})"),
+            Self::Acl => write!(f, "whoever its access ACL lets write (its group bits are the ACL's mask)"),
         }
     }
 }
@@ -119,12 +144,16 @@ pub enum Use {
 #[derive(Debug)]
 pub struct Checker {
     owners: Owners,
+    /// Whole paths found safe, as opened (false) or searched (true).
     safe: HashSet<(PathBuf, bool)>,
+    /// Directories (not symlinks) found safe on the way to something: most libraries
+    /// share all but their last component.
+    safe_dirs: HashSet<PathBuf>,
 }
 
 impl Checker {
     pub fn new(owners: Owners) -> Self {
-        Self { owners, safe: HashSet::new() }
+        Self { owners, safe: HashSet::new(), safe_dirs: HashSet::new() }
     }
 
     /// The first thing on the way to the file at `path` (absolute) an untrusted id could
@@ -135,26 +164,18 @@ impl Checker {
 
     /// For a directory where the loader looks for a name it does not find: the first
     /// thing that would let an untrusted id put a file there. A directory that does not
-    /// exist is judged by the nearest one above it that does (where it could be made).
+    /// exist (or a symlink to one) is judged by the nearest one above it that does, where
+    /// it could be made.
     pub fn searched(&mut self, dir: &Path) -> io::Result<Option<Exposed>> {
-        let mut at = dir;
-        loop {
-            match fs::symlink_metadata(at) {
-                Ok(_) => return self.walk(at, true, MAX_LINKS),
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                    match at.parent() {
-                        Some(up) => at = up,
-                        None => return Ok(None),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.walk(dir, true, MAX_LINKS)
     }
 
     /// Each prefix of `path` in turn, following symlinks; `plant` applies to the last
     /// component (the directory a name would be created in).
     fn walk(&mut self, path: &Path, plant: bool, links: usize) -> io::Result<Option<Exposed>> {
+        if !path.is_absolute() {
+            return Err(io::Error::other(format!("{} is not an absolute path", path.display())));
+        }
         if self.safe.contains(&(path.to_path_buf(), plant)) {
             return Ok(None);
         }
@@ -170,8 +191,22 @@ impl Checker {
                 Component::Normal(name) => at.push(name),
                 Component::Prefix(_) => return Err(io::Error::other("a path prefix on Unix")),
             }
-            let meta = fs::symlink_metadata(&at)?;
-            if let Some(writer) = self.owners.writer(&meta, plant && last) {
+            let plant_here = plant && last;
+            if !plant_here && self.safe_dirs.contains(&at) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&at) {
+                Ok(meta) => meta,
+                // Where a name would be made: judged by the directory it would be made in
+                // (walked already, and not a symlink), as one that could take a new name.
+                Err(e) if plant && matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    at.pop();
+                    let meta = fs::symlink_metadata(&at)?;
+                    return Ok(self.owners.writer(&at, &meta, true).map(|writer| Exposed { path: at, writer }));
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(writer) = self.owners.writer(&at, &meta, plant_here) {
                 return Ok(Some(Exposed { path: at, writer }));
             }
             if meta.file_type().is_symlink() {
@@ -186,6 +221,9 @@ impl Checker {
                 let rest: PathBuf = components[i + 1..].iter().collect();
                 let whole = if rest.as_os_str().is_empty() { resolved } else { resolved.join(rest) };
                 return self.walk(&whole, plant, links);
+            }
+            if !plant_here && meta.is_dir() {
+                self.safe_dirs.insert(at.clone());
             }
         }
         self.safe.insert((path.to_path_buf(), plant));
@@ -303,7 +341,9 @@ mod tests {
         symlink("../lib/libx.so", &link).unwrap();
         assert_eq!(opened(&link), None);
         std::os::unix::fs::lchown(&link, Some(PLUGIN_UID), None).unwrap();
-        assert_eq!(opened(&link), exposed(&link, Writer::Owner(PLUGIN_UID)), "the link's owner may repoint it");
+        // Its owner could replace it only in a sticky directory; refused anyway: a link a
+        // plugin's uid owns is not one root made.
+        assert_eq!(opened(&link), exposed(&link, Writer::Owner(PLUGIN_UID)), "a link a plugin's uid owns");
         std::os::unix::fs::lchown(&link, Some(0), None).unwrap();
         chmod(&lib, 0o775);
         chown(&lib, 0, PLUGIN_UID);
@@ -315,6 +355,72 @@ mod tests {
         assert_eq!(opened(&libs.join("libx.so")), None);
         chown(&file, PLUGIN_UID, 0);
         assert_eq!(opened(&libs.join("libx.so")), exposed(&file, Writer::Owner(PLUGIN_UID)));
+    }
+
+    /// /nix/store is root:nixbld 1775 (Guix's /gnu/store root:guixbuild 1775): its group
+    /// may add names but replace none of root's entries.
+    #[test]
+    fn a_sticky_directory_its_group_may_write_guards_what_root_owns_in_it() {
+        as_root();
+        let (_dir, lib, file) = tree();
+        chown(&lib, 0, PLUGIN_UID);
+        chmod(&lib, 0o1775);
+        assert_eq!(opened(&file), None);
+        assert_eq!(searched(&lib), exposed(&lib, Writer::Group(PLUGIN_UID)), "a name may be added");
+        chmod(&lib, 0o775);
+        assert_eq!(opened(&file), exposed(&lib, Writer::Group(PLUGIN_UID)), "not sticky: the file can be replaced");
+    }
+
+    /// The loader skips a search directory that is a symlink to nothing; a plugin able to
+    /// make its target would have one there.
+    #[test]
+    fn a_searched_directory_that_is_a_symlink_to_nothing_is_judged_where_its_target_would_be_made() {
+        as_root();
+        let (dir, lib, _) = tree();
+        let link = dir.path().join("dangling");
+        symlink(lib.join("gone/lib"), &link).unwrap();
+        assert_eq!(searched(&link), None, "root's lib/ is where gone/ would be made");
+        chmod(&lib, 0o777);
+        assert_eq!(searched(&link), exposed(&lib, Writer::Others(0o777)));
+        assert_eq!(searched(&lib.join("x/y/z")), exposed(&lib, Writer::Others(0o777)), "a missing directory too");
+    }
+
+    /// With an access ACL the group bits are the ACL's mask: here uid PLUGIN_UID may write
+    /// a file whose owner and group are root's.
+    #[test]
+    fn a_file_an_access_acl_lets_another_user_write_is_exposed() {
+        as_root();
+        let (_dir, _, file) = tree();
+        chmod(&file, 0o664);
+        assert_eq!(opened(&file), None, "root's group may write, and no ACL");
+        // The kernel's posix_acl_xattr layout: a version, then (tag, permissions, id) entries.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 6u16, u32::MAX),
+            (0x02, 6, PLUGIN_UID),
+            (0x04, 4, u32::MAX),
+            (0x10, 6, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&id.to_le_bytes());
+        }
+        let c_path = CString::new(file.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a buffer of `acl.len()` bytes, all live across the call.
+        let set = unsafe {
+            libc::lsetxattr(c_path.as_ptr(), c"system.posix_acl_access".as_ptr(), acl.as_ptr().cast(), acl.len(), 0)
+        };
+        assert_eq!(set, 0, "setting an ACL: {}", io::Error::last_os_error());
+        assert_eq!(opened(&file), exposed(&file, Writer::Acl));
+        chmod(&file, 0o644);
+        assert_eq!(opened(&file), None, "a mask without write lets no one named in the ACL write");
+    }
+
+    #[test]
+    fn a_relative_path_is_an_error_not_taken_from_the_root() {
+        let err = Checker::new(TRUSTED).opened(Path::new("lib/libx.so")).unwrap_err();
+        assert!(err.to_string().contains("lib/libx.so is not an absolute path"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::landlock::{self, Grants};
 use super::spawn::ChildSandbox;
 use super::tier::{Tier, TierSet, ViolationAction};
 use crate::config::{Config, PluginSpec, QuotaConfig, UNSANDBOXED};
+use crate::integrity::libraries::{FileStamp, LoaderFiles};
 
 /// Supervisor-wide sandbox state.
 #[derive(Debug)]
@@ -77,6 +78,9 @@ pub enum ConfineError {
 pub struct ImageGrants {
     /// Files the loader opens (read + execute), as last resolved.
     loader: Mutex<Resolved>,
+    /// Held while the loader's files are resolved again, so that starts of one image
+    /// after an upgrade resolve them once, not once each.
+    refreshing: Mutex<()>,
     /// The most recently used first, at most [`RULESETS_KEPT`]: each holds a descriptor,
     /// and an image outlives entries that changed their data directory.
     rulesets: Mutex<VecDeque<(RulesetKey, Arc<landlock::Built>)>>,
@@ -109,19 +113,12 @@ impl RulesetKey {
     }
 }
 
-/// The loader's files as found by one resolution, and what each of them was then.
+/// The loader's files as found by one resolution: the canonical paths to grant, and each
+/// file by the path the loader opens with what it was when the resolution read it.
 #[derive(Debug, Clone)]
 struct Resolved {
     paths: Vec<PathBuf>,
-    stamps: Vec<Stamp>,
-}
-
-/// What a file is now: which inode, and when that inode last changed (its contents,
-/// owner or mode); `None` for one that is not there.
-type Stamp = Option<(u64, u64, i64, i64)>;
-
-fn stamps(paths: &[PathBuf]) -> Vec<Stamp> {
-    paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))).collect()
+    stamps: Vec<(PathBuf, FileStamp)>,
 }
 
 /// The device and inode each of `paths` names now; (0, 0) for one that is not there.
@@ -134,26 +131,38 @@ fn identities<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<(u64, u64
 const RULESETS_KEPT: usize = 16;
 
 impl ImageGrants {
-    pub fn new(loader: Vec<PathBuf>) -> Self {
-        let stamps = stamps(&loader);
-        Self { loader: Mutex::new(Resolved { paths: loader, stamps }), rulesets: Mutex::new(VecDeque::new()) }
-    }
-
-    /// Whether one of the loader's files changed since they were resolved. A revision
-    /// keeps its image for life, but its libraries are read from disk at every start: an
-    /// upgrade renaming a new library over one may need libraries the old did not (a new
-    /// DT_NEEDED, which Landlock would refuse the loader), and one whose owner or mode
-    /// changed must pass the owners' check again.
-    pub fn stale(&self) -> bool {
-        self.loader.lock().map_or(true, |r| stamps(&r.paths) != r.stamps)
-    }
-
-    /// Takes `loader` as the files to grant from now on (a fresh resolution).
-    pub fn renew(&self, loader: Vec<PathBuf>) {
-        let stamps = stamps(&loader);
-        if let Ok(mut r) = self.loader.lock() {
-            *r = Resolved { paths: loader, stamps };
+    /// `loader`: the canonical paths to grant; `stamps`: each file by the path the loader
+    /// opens, as the resolution read it (see [`LoaderFiles::stamps`]).
+    pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, FileStamp)>) -> Self {
+        Self {
+            loader: Mutex::new(Resolved { paths: loader, stamps }),
+            refreshing: Mutex::new(()),
+            rulesets: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Whether a path the loader opens names another file than the resolution read, or
+    /// that file changed since. A revision keeps its image for life, but its libraries are
+    /// read from disk at every start: an upgrade renaming a new library over one, or
+    /// repointing a symlink to another version, may bring libraries the old did not need
+    /// (a new DT_NEEDED, which Landlock would refuse the loader), and one whose owner or
+    /// mode changed must pass the owners' check again.
+    pub fn stale(&self) -> bool {
+        self.loader.lock().map_or(true, |r| r.stamps.iter().any(|(path, stamp)| FileStamp::now(path) != Some(*stamp)))
+    }
+
+    /// Runs `resolve` for the files to grant from now on, once among starts that found
+    /// them stale together: the others wait, and find them fresh. Blocking.
+    pub fn refresh<E>(&self, resolve: impl FnOnce() -> Result<LoaderFiles, E>) -> Result<(), E> {
+        let _one = self.refreshing.lock();
+        if !self.stale() {
+            return Ok(());
+        }
+        let files = resolve()?;
+        if let Ok(mut r) = self.loader.lock() {
+            *r = Resolved { paths: files.paths().into_iter().collect(), stamps: files.stamps };
+        }
+        Ok(())
     }
 
     /// The files to grant read and execute.
@@ -612,7 +621,7 @@ mod tests {
         let sandbox = sandbox();
         let (l1, l2) = (sandbox.tier("L1").unwrap(), sandbox.tier("L2").unwrap());
         // The image's grants: one for both entries, as the shared image holds them.
-        let grants = ImageGrants::new(Vec::new());
+        let grants = ImageGrants::new(Vec::new(), Vec::new());
         let (a_rules, _) = sandbox.landlock(&a, l1, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         let (b_rules, _) = sandbox.landlock(&b, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         let (again, _) = sandbox.landlock(&a, l1, &grants).unwrap_or_else(|e| panic!("{e:?}"));
@@ -655,7 +664,8 @@ mod tests {
         let (a, _) = two_entries();
         let sandbox = sandbox();
         let l2 = sandbox.tier("L2").unwrap();
-        let grants = ImageGrants::new(vec![lib.clone()]);
+        let stamp = |p: &Path| vec![(p.to_path_buf(), FileStamp::now(p).unwrap())];
+        let grants = ImageGrants::new(vec![lib.clone()], stamp(&lib));
         let (before, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(before.as_ref().unwrap(), &[&lib]), 1, "granted when built");
         let new = dir.path().join("libx.so.new");
@@ -670,7 +680,16 @@ mod tests {
         std::fs::write(&needed, "needed").unwrap();
         let (before, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(before.as_ref().unwrap(), &[&lib, &needed]), 0b01);
-        grants.renew(vec![lib.clone(), needed.clone()]);
+        let object = |p: &Path| crate::integrity::LoadedObject {
+            name: p.file_name().unwrap().to_owned(),
+            required_by: lib.clone(),
+            path: p.to_path_buf(),
+            canonical: p.to_path_buf(),
+        };
+        let mut stamps = stamp(&lib);
+        stamps.extend(stamp(&needed));
+        let resolved = LoaderFiles { libraries: vec![object(&lib), object(&needed)], stamps, ..LoaderFiles::default() };
+        grants.refresh(|| Ok::<_, std::convert::Infallible>(resolved)).unwrap();
         assert!(!grants.stale());
         let (renewed, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(renewed.as_ref().unwrap(), &[&lib, &needed]), 0b11, "both granted");
@@ -709,8 +728,12 @@ mod tests {
         let (mut spec, _) = two_entries();
         for written in ["data/", "data/."] {
             spec.data_dir = Some(dir.path().join(written));
-            let refused = match sandbox().confine(&spec, "a-0", &QuotaConfig::default(), &ImageGrants::new(Vec::new()))
-            {
+            let refused = match sandbox().confine(
+                &spec,
+                "a-0",
+                &QuotaConfig::default(),
+                &ImageGrants::new(Vec::new(), Vec::new()),
+            ) {
                 Err(ConfineError::Refused(why)) => why,
                 Err(other) => panic!("{written}: refused as a failure to retry: {other:?}"),
                 Ok(_) => panic!("{written}: a link was taken as the data_dir"),
@@ -730,7 +753,7 @@ mod tests {
         let (mut a, _) = two_entries();
         let sandbox = sandbox();
         let l2 = sandbox.tier("L2").unwrap();
-        let grants = ImageGrants::new(Vec::new());
+        let grants = ImageGrants::new(Vec::new(), Vec::new());
         let kept = |g: &ImageGrants| g.rulesets.lock().unwrap().len();
         for _ in 0..3 {
             sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));

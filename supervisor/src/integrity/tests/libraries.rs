@@ -457,3 +457,16 @@ fn a_directory_searched_first_where_a_plugin_could_plant_a_library_is_refused() 
     give(&t.libdir, 0, 0o755);
     assert_eq!(found(&resolve(&t, &info).unwrap(), "libc.so.6"), system);
 }
+
+/// The binary's own directory, where `$ORIGIN` would point were it not run from a sealed
+/// copy, is compared and never opened: a bundle a user owns was taken as "nothing found
+/// beside the binary" (refused for its owner there), and the binary ran against the
+/// system's libraries instead of being refused.
+#[test]
+fn an_origin_bundle_is_refused_whoever_owns_it() {
+    assert!(nix::unistd::geteuid().is_root(), "this test gives files to another uid and needs root");
+    let (dir, _, image) = sealed_app_with_runpath(|_| "$ORIGIN/lib".to_owned());
+    give(&dir.path().join("lib"), PLUGIN_UID, 0o755);
+    let err = image.binary().loader_files(&SearchConfig::host()).expect_err("a bundle the sealed image cannot see");
+    assert!(matches!(&err, LibraryError::OriginOfSealedImage { tag: "DT_RUNPATH", .. }), "{err}");
+}
