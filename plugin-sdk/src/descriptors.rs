@@ -36,27 +36,39 @@ const WELL_KNOWN: &str = "google/protobuf/";
 /// first given.
 pub fn merge(sets: &[Vec<u8>], services: &[String]) -> Result<Vec<u8>, DescriptorError> {
     let mut merged = FileDescriptorSet::default();
-    // Each file's name: the set it came from and its definitions, to compare.
-    let mut seen: BTreeMap<String, (usize, FileDescriptorProto)> = BTreeMap::new();
+    // Each file's name: the set it came from, its definitions to compare, and where it is
+    // in `merged`.
+    let mut seen: BTreeMap<String, (usize, FileDescriptorProto, usize)> = BTreeMap::new();
     for (index, raw) in sets.iter().enumerate() {
         let set =
             FileDescriptorSet::decode(raw.as_slice()).map_err(|source| DescriptorError::Decode { index, source })?;
         for file in set.file {
-            match seen.get(file.name()) {
-                Some((first, kept)) => {
+            match seen.get_mut(file.name()) {
+                Some((first, kept, at)) => {
+                    let this = definitions(&file);
+                    if *kept == this {
+                        continue;
+                    }
                     // The well-known types' files differ between generators (protox bundles
                     // a descriptor.proto from before editions, protoc 22 and later one with
-                    // them) without a difference for a plugin's contract.
-                    if !file.name().starts_with(WELL_KNOWN) && *kept != definitions(&file) {
+                    // FeatureSet): the copy defining the more is kept, as another set's
+                    // files may use what only it defines.
+                    if !file.name().starts_with(WELL_KNOWN) {
                         return Err(DescriptorError::Conflict {
                             name: file.name().to_owned(),
                             first: *first,
                             second: index,
                         });
                     }
+                    if defines_all_of(&this, kept) && !defines_all_of(kept, &this) {
+                        *kept = this;
+                        if let Some(slot) = merged.file.get_mut(*at) {
+                            *slot = file;
+                        }
+                    }
                 }
                 None => {
-                    seen.insert(file.name().to_owned(), (index, definitions(&file)));
+                    seen.insert(file.name().to_owned(), (index, definitions(&file), merged.file.len()));
                     merged.file.push(file);
                 }
             }
@@ -83,6 +95,16 @@ pub fn merge(sets: &[Vec<u8>], services: &[String]) -> Result<Vec<u8>, Descripto
         }
     }
     Ok(merged.encode_to_vec())
+}
+
+/// Whether `a` defines every top-level message, enum and extension `b` does.
+fn defines_all_of(a: &FileDescriptorProto, b: &FileDescriptorProto) -> bool {
+    fn names(f: &FileDescriptorProto) -> BTreeSet<&str> {
+        let messages = f.message_type.iter().map(|m| m.name());
+        let enums = f.enum_type.iter().map(|e| e.name());
+        messages.chain(enums).chain(f.extension.iter().map(|x| x.name())).collect()
+    }
+    names(b).is_subset(&names(a))
 }
 
 /// What `file` defines, without what generators differ in and the contract does not
@@ -145,16 +167,23 @@ mod tests {
         assert_eq!(files_of(&merged), ["common.proto", "a.proto", "b.proto"]);
     }
 
+    /// protox bundles a descriptor.proto from before editions, protoc 22 and later one
+    /// with FeatureSet, which another set's files may extend: the fuller copy is kept,
+    /// whichever set came first, and neither is refused.
     #[test]
-    fn protobufs_own_files_from_two_generators_are_kept_as_first_given() {
+    fn of_protobufs_own_files_from_two_generators_the_fuller_is_kept() {
         let old = file("google/protobuf/descriptor.proto", "google.protobuf", "Unused");
         let mut new = old.clone();
         new.message_type.push(DescriptorProto { name: Some("FeatureSet".into()), ..Default::default() });
-        let sets = [set(vec![old.clone(), file("a.proto", "a", "A")]), set(vec![new, file("b.proto", "b", "B")])];
-        let merged = merge(&sets, &["a.A".into(), "b.B".into()]).unwrap();
-        let merged = FileDescriptorSet::decode(merged.as_slice()).unwrap();
-        assert_eq!(merged.file.len(), 3);
-        assert_eq!(merged.file[0], old, "the first set's copy");
+        for sets in [
+            [set(vec![old.clone(), file("a.proto", "a", "A")]), set(vec![new.clone(), file("b.proto", "b", "B")])],
+            [set(vec![new.clone(), file("a.proto", "a", "A")]), set(vec![old.clone(), file("b.proto", "b", "B")])],
+        ] {
+            let merged = merge(&sets, &["a.A".into(), "b.B".into()]).unwrap();
+            let merged = FileDescriptorSet::decode(merged.as_slice()).unwrap();
+            assert_eq!(files_of(&merged.encode_to_vec()), ["google/protobuf/descriptor.proto", "a.proto", "b.proto"]);
+            assert_eq!(merged.file[0], new, "the copy defining FeatureSet");
+        }
     }
 
     /// Two crates each with a "service.proto" of their own: the second's service was

@@ -203,6 +203,9 @@ pub fn resolve_sealed(subject: &Subject, exe: &ElfInfo, config: &SearchConfig) -
         (Ok(sealed), Err(_)) => Ok(sealed),
         // Found neither way: that library's own error, naming it and where it was sought.
         (Err(e), Err(_)) => Err(e),
+        // What the sealed image loads could be changed by a plugin: that is the refusal,
+        // whatever lies beside the binary.
+        (Err(e @ LibraryError::Writable { .. }), Ok(_)) => Err(e),
         (Ok(_) | Err(_), Ok(_)) => Err(LibraryError::OriginOfSealedImage { subject: subject.clone(), tag, entry }),
     }
 }
@@ -383,6 +386,9 @@ impl<'a> Resolver<'a> {
         self.names.insert(name.to_owned());
         self.names.insert(path.as_os_str().to_owned());
         self.names.extend(info.soname.clone());
+        // The loader opens this path even where it finds a file already loaded: a later
+        // start must see it repointed.
+        self.stamps.push((path.clone(), stamp));
         // The same file under another name is one link-map entry to ld.so (dev/inode match).
         if !self.canonicals.insert(canonical.clone()) {
             return Ok(None);
@@ -391,7 +397,6 @@ impl<'a> Resolver<'a> {
             return Err(LibraryError::TooMany { subject: self.subject.clone(), limit: self.config.max_objects });
         }
         self.libraries.push(LoadedObject { name: raw.to_owned(), required_by, path: path.clone(), canonical });
-        self.stamps.push((path.clone(), stamp));
         // ld.so computes a library's $ORIGIN from the path it opened, not its real path.
         let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let object = self.object(path, &origin, info, Some(index));

@@ -417,6 +417,20 @@ mod tests {
         assert_eq!(opened(&file), None, "a mask without write lets no one named in the ACL write");
     }
 
+    /// One checker serves all of a binary's libraries: what it remembers as safe to open
+    /// through is not taken as safe to add a name to.
+    #[test]
+    fn what_one_checker_remembers_for_opening_does_not_answer_for_planting() {
+        as_root();
+        let (_dir, lib, file) = tree();
+        chmod(&lib, 0o1777);
+        let mut checker = Checker::new(TRUSTED);
+        assert_eq!(checker.opened(&file).unwrap(), None);
+        assert_eq!(checker.searched(&lib).unwrap(), exposed(&lib, Writer::Others(0o1777)));
+        assert_eq!(checker.searched(&lib.join("missing")).unwrap(), exposed(&lib, Writer::Others(0o1777)));
+        assert_eq!(checker.opened(&file).unwrap(), None, "and the other way round");
+    }
+
     #[test]
     fn a_relative_path_is_an_error_not_taken_from_the_root() {
         let err = Checker::new(TRUSTED).opened(Path::new("lib/libx.so")).unwrap_err();

@@ -148,7 +148,9 @@ impl ImageGrants {
     /// (a new DT_NEEDED, which Landlock would refuse the loader), and one whose owner or
     /// mode changed must pass the owners' check again.
     pub fn stale(&self) -> bool {
-        self.loader.lock().map_or(true, |r| r.stamps.iter().any(|(path, stamp)| FileStamp::now(path) != Some(*stamp)))
+        // Copied out: the stats are not made holding the lock.
+        let Ok(stamps) = self.loader.lock().map(|r| r.stamps.clone()) else { return true };
+        stamps.iter().any(|(path, stamp)| FileStamp::now(path) != Some(*stamp))
     }
 
     /// Runs `resolve` for the files to grant from now on, once among starts that found

@@ -470,3 +470,34 @@ fn an_origin_bundle_is_refused_whoever_owns_it() {
     let err = image.binary().loader_files(&SearchConfig::host()).expect_err("a bundle the sealed image cannot see");
     assert!(matches!(&err, LibraryError::OriginOfSealedImage { tag: "DT_RUNPATH", .. }), "{err}");
 }
+
+/// A search directory the sealed image's loader tries that a plugin could write is the
+/// refusal, even where a bundle beside the binary would have been found: it was said as
+/// an `$ORIGIN` problem, and a refresh took it for a passing failure.
+#[test]
+fn a_writable_directory_the_sealed_image_searches_is_refused_as_such_beside_an_origin_bundle() {
+    assert!(nix::unistd::geteuid().is_root(), "this test gives files to another uid and needs root");
+    let planted = tempfile::tempdir().unwrap();
+    let planted_dir = fs::canonicalize(planted.path()).unwrap();
+    let (dir, _, image) = sealed_app_with_runpath(|_| format!("$ORIGIN/lib:{}", planted_dir.display()));
+    give(&planted_dir, PLUGIN_UID, 0o755);
+    let err = image.binary().loader_files(&SearchConfig::host()).expect_err("a directory a plugin could write");
+    let (exposed, _, used, _) = writable_error(err);
+    assert_eq!((exposed, used), (planted_dir.clone(), crate::integrity::owners::Use::SearchedFirst));
+    drop(dir);
+}
+
+/// The loader opens a second name of a file it has loaded (and then finds it loaded): that
+/// path is stamped too, so a later start sees it repointed to another file.
+#[test]
+fn every_path_the_loader_opens_is_stamped_even_a_second_name_of_one_file() {
+    let t = tree();
+    let a = copy_lib("libc.so.6", &t.libdir);
+    let b = t.libdir.join("libc-again.so");
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let dir = t.libdir.to_str().unwrap();
+    let files = resolve(&t, &exe_info(&["libc.so.6", "libc-again.so"], None, Some(dir))).unwrap();
+    assert_eq!(files.libraries.iter().filter(|l| l.canonical == a).count(), 1, "one link-map entry");
+    let stamped: Vec<&PathBuf> = files.stamps.iter().map(|(p, _)| p).collect();
+    assert!(stamped.contains(&&a) && stamped.contains(&&b), "{stamped:?}");
+}
