@@ -10,40 +10,18 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::stamp::FileStamp;
 use super::subject::Subject;
 use super::verified::{IntegrityError, Policy, VerifiedBinary, file_kind, open_source};
-
-/// What identifies the file a image was made from, as `stat` reports it.
-/// Any write changes `ctime`, which user space cannot set back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(m: &std::fs::Metadata) -> Self {
-        Self {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-}
 
 /// A verified binary held in a sealed memfd.
 #[derive(Debug)]
 pub struct VerifiedImage {
     verified: VerifiedBinary,
-    source: Stamp,
+    /// What the binary at `path` was when the image was made from it.
+    source: FileStamp,
     path: PathBuf,
 }
 
@@ -121,12 +99,12 @@ impl VerifiedImage {
         let image = sealed_copy(&src, plugin, policy.max_file_size)
             .map_err(|source| IntegrityError::Read { subject: subject.clone(), source })?;
         let verified = VerifiedBinary::check_open(plugin, path, image, policy)?;
-        Ok(Self { verified, source: Stamp::of(&meta), path: path.to_path_buf() })
+        Ok(Self { verified, source: FileStamp::of(&meta), path: path.to_path_buf() })
     }
 
     /// True while `path` still names the unchanged file the image was made from.
     pub fn is_current(&self) -> bool {
-        std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == self.source)
+        FileStamp::now(&self.path) == Some(self.source)
     }
 
     /// The checks' results: digest, ELF information, signature.

@@ -33,6 +33,7 @@ use super::loader_caps::LoaderCaps;
 use super::loader_host;
 use super::machine::Machine;
 use super::owners::{Checker, Owners, Use};
+pub use super::stamp::FileStamp;
 use super::subject::Subject;
 
 pub const DEFAULT_LD_SO_CACHE: &str = "/etc/ld.so.cache";
@@ -109,27 +110,6 @@ pub struct LoaderFiles {
     /// that was when this resolution read it: a later start can tell whether these files
     /// are still the ones found.
     pub stamps: Vec<(PathBuf, FileStamp)>,
-}
-
-/// Which file a path named, and when that file's inode last changed (its contents,
-/// owner, mode or links).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    dev: u64,
-    ino: u64,
-    ctime: (i64, i64),
-}
-
-impl FileStamp {
-    pub fn of(meta: &fs::Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Self { dev: meta.dev(), ino: meta.ino(), ctime: (meta.ctime(), meta.ctime_nsec()) }
-    }
-
-    /// What `path` names now (symlinks followed); `None` where nothing is there.
-    pub fn now(path: &Path) -> Option<Self> {
-        fs::metadata(path).ok().map(|m| Self::of(&m))
-    }
 }
 
 impl LoaderFiles {

@@ -8,10 +8,11 @@
 //! Where things live: `digest` (SHA-256 of an open file), `elf`/`elf_dynamic`/`elf_check`/
 //! `elf_error`/`machine` (ELF inspection and the host check), `libraries`/`ldconfig`/`glob`/
 //! `dst`/`loader_caps`/`loader_host`/`library_error` (the files ld.so will open, for
-//! Landlock), `owners` (that no plugin's id can change them), `keys`/`keyfile` (public
-//! key strings, key files, keygen), `message`/`sigfile`/`signature`/`signature_error`
-//! (what is signed, the `.sig` file, sign and verify), `verified` (the entry point and
-//! its policy). Each parser has a `fuzz_one(&[u8])` for cargo-fuzz.
+//! Landlock), `owners` (that no plugin's id can change them), `stamp` (whether a path
+//! still names the file something was made from), `keys`/`keyfile` (public key strings,
+//! key files, keygen), `message`/`sigfile`/`signature`/`signature_error` (what is
+//! signed, the `.sig` file, sign and verify), `verified` (the entry point and its
+//! policy). Each parser has a `fuzz_one(&[u8])` for cargo-fuzz.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod digest;
@@ -37,6 +38,7 @@ pub mod sigfile;
 pub mod signature;
 pub mod signature_error;
 pub mod source;
+pub mod stamp;
 pub mod subject;
 pub mod verified;
 

@@ -240,14 +240,7 @@ mod host {
     /// What this host's CPU is, read by us, agrees with what its ld.so derived from the same CPU.
     #[test]
     fn the_host_capabilities_match_what_the_host_ld_so_derived() {
-        let interp = crate::integrity::elf::inspect(
-            &Subject::new("self", "/proc/self/exe"),
-            host_binary(),
-            DEFAULT_MAX_FILE_SIZE,
-        )
-        .unwrap()
-        .interpreter
-        .unwrap();
+        let interp = super::super::support::host_interpreter();
         let out = Command::new(&interp).arg("--list-diagnostics").env_clear().output().unwrap();
         assert!(out.status.success(), "{interp:?} --list-diagnostics: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);

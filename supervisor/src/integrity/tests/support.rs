@@ -20,6 +20,15 @@ pub fn host_binary() -> &'static [u8] {
     BYTES.get_or_init(|| fs::read("/proc/self/exe").expect("read /proc/self/exe"))
 }
 
+/// The program interpreter (ld.so) of this host, as the test executable names it.
+pub fn host_interpreter() -> PathBuf {
+    let me = crate::integrity::Subject::new("self", "/proc/self/exe");
+    crate::integrity::elf::inspect(&me, host_binary(), crate::integrity::DEFAULT_MAX_FILE_SIZE)
+        .expect("inspect the test executable")
+        .interpreter
+        .expect("the test executable is dynamically linked")
+}
+
 /// A small real dynamically linked binary, cheap to copy into many fixtures.
 pub fn small_system_binary() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
