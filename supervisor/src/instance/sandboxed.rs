@@ -62,12 +62,17 @@ pub fn verify(spec: &PluginSpec) -> Result<PluginImage, Cause> {
 }
 
 /// Resolves `image`'s loader files again where one of them changed since (see
-/// [`ImageGrants::stale`]), as a start does. Blocking (it reads the libraries' headers).
-fn refresh_grants(spec: &PluginSpec, image: &PluginImage) -> Result<(), Cause> {
-    image.grants.refresh(|| {
-        tracing::info!(plugin = %spec.name, "a library changed since the image was verified: resolving its loader files again");
-        libraries(spec, image.image.binary())
-    })
+/// [`ImageGrants::stale`]), as a start does, on the blocking pool (it reads the libraries'
+/// headers).
+async fn refresh_grants(spec: &PluginSpec, image: Arc<PluginImage>) -> Result<(), Cause> {
+    let resolve = {
+        let (spec, image) = (spec.clone(), image.clone());
+        move || {
+            tracing::info!(plugin = %spec.name, "a library changed since the image was verified: resolving its loader files again");
+            libraries(&spec, image.image.binary())
+        }
+    };
+    image.grants.refresh(resolve).await.unwrap_or_else(|e| Err(Cause::VerifierPanicked(e.to_string())))
 }
 
 fn libraries(spec: &PluginSpec, binary: &VerifiedBinary) -> Result<crate::integrity::LoaderFiles, Cause> {
@@ -250,7 +255,7 @@ impl Launcher for SandboxLauncher {
         Box::pin(async move {
             let spec = &req.spec;
             let id = req.instance.as_str();
-            let Some(image) = req.image.payload.downcast_ref::<PluginImage>() else {
+            let Ok(image) = req.image.payload.clone().downcast::<PluginImage>() else {
                 return Err(failed(spec, id, Cause::Confine("the image was not made by this launcher".into())));
             };
             // Memory both writable and executable that the kernel maps at exec (an RWX
@@ -263,26 +268,18 @@ impl Launcher for SandboxLauncher {
                 return Err(refused(spec, id, Cause::WritableExec { tier: spec.tier.clone(), what }));
             }
             if image.grants.stale() {
-                let (owned, image) = (req.spec.clone(), req.image.clone());
-                let refreshed =
-                    tokio::task::spawn_blocking(move || match image.payload.downcast_ref::<PluginImage>() {
-                        Some(loaded) => refresh_grants(&owned, loaded),
-                        None => Ok(()),
-                    })
-                    .await;
-                match refreshed {
-                    Ok(Ok(())) => {}
+                match refresh_grants(spec, image.clone()).await {
+                    Ok(()) => {}
                     // A library a plugin could change stays so until an operator acts;
                     // anything else (a file missing halfway through an upgrade) may pass
                     // at the next try.
-                    Ok(Err(cause))
+                    Err(cause)
                         if matches!(&cause, Cause::Libraries { source, .. }
                             if matches!(**source, crate::integrity::LibraryError::Writable { .. })) =>
                     {
                         return Err(refused(spec, id, cause));
                     }
-                    Ok(Err(cause)) => return Err(failed(spec, id, cause)),
-                    Err(e) => return Err(failed(spec, id, Cause::VerifierPanicked(e.to_string()))),
+                    Err(cause) => return Err(failed(spec, id, cause)),
                 }
             }
             // The start takes its leaf's path over: a retry of the last one's removal must
@@ -673,8 +670,8 @@ mod tests {
     /// start: an upgrade renaming over a library one that needs another (a new DT_NEEDED)
     /// left that one ungranted, and every start after it failed under Landlock until the
     /// binary itself changed.
-    #[test]
-    fn a_library_upgraded_under_a_verified_image_is_resolved_again_at_the_next_start() {
+    #[tokio::test]
+    async fn a_library_upgraded_under_a_verified_image_is_resolved_again_at_the_next_start() {
         use crate::integrity::LibraryError;
         use crate::integrity::tests::support::{dynamic_elf64, host_interpreter, write_exe};
         let interpreter = host_interpreter();
@@ -688,7 +685,7 @@ mod tests {
             "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"app\"\nbinary = {exe:?}\ntier = \"none\"\n"
         );
         let spec = crate::config::parse(&text, std::path::Path::new("/etc/t.toml")).unwrap().specs().remove(0);
-        let image = verify(&spec).unwrap_or_else(|e| panic!("{e}"));
+        let image = Arc::new(verify(&spec).unwrap_or_else(|e| panic!("{e}")));
         // A library no one needed at verification, and that the upgrade needs.
         let gcc = crate::integrity::loader_host::default_dirs()
             .into_iter()
@@ -703,7 +700,7 @@ mod tests {
         std::fs::write(&new, dynamic_elf64(&interpreter, "libgcc_s.so.1", "/nonexistent")).unwrap();
         std::fs::rename(&new, &outer).unwrap();
         assert!(image.grants.stale(), "a new library under the name");
-        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
+        refresh_grants(&spec, image.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(image.grants.loader().contains(&gcc), "the upgrade's new need is granted: {:?}", image.grants.loader());
         assert!(!image.grants.stale());
 
@@ -713,13 +710,13 @@ mod tests {
         let moved = lib.join("libouter.so.1");
         std::fs::rename(&outer, &moved).unwrap();
         std::os::unix::fs::symlink("libouter.so.1", &outer).unwrap();
-        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
+        refresh_grants(&spec, image.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(image.grants.loader().contains(&moved), "{:?}", image.grants.loader());
         assert!(!image.grants.stale(), "the same file under a link");
         std::fs::remove_file(&outer).unwrap();
         std::os::unix::fs::symlink("libouter.so.2", &outer).unwrap();
         assert!(image.grants.stale(), "the link now names another file");
-        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
+        refresh_grants(&spec, image.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(
             image.grants.loader().contains(&v2) && !image.grants.loader().contains(&gcc),
             "{:?}",
@@ -727,7 +724,7 @@ mod tests {
         );
         std::fs::remove_file(&outer).unwrap();
         std::fs::rename(&v2, &outer).unwrap();
-        refresh_grants(&spec, &image).unwrap_or_else(|e| panic!("{e}"));
+        refresh_grants(&spec, image.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(!image.grants.stale());
 
         // Given to a plugin's uid since: refused at the next start, naming it. (Giving a
@@ -738,7 +735,7 @@ mod tests {
         }
         std::os::unix::fs::chown(&outer, Some(61_997), None).unwrap();
         assert!(image.grants.stale(), "a change of owner");
-        let err = refresh_grants(&spec, &image).expect_err("a library a plugin could rewrite");
+        let err = refresh_grants(&spec, image.clone()).await.expect_err("a library a plugin could rewrite");
         match &err {
             Cause::Libraries { source, .. } => {
                 assert!(matches!(**source, LibraryError::Writable { .. }), "{source}");

@@ -79,8 +79,10 @@ pub struct ImageGrants {
     /// Files the loader opens (read + execute), as last resolved.
     loader: Mutex<Resolved>,
     /// Held while the loader's files are resolved again, so that starts of one image
-    /// after an upgrade resolve them once, not once each.
-    refreshing: Mutex<()>,
+    /// after an upgrade resolve them once, not once each. An async lock: the starts
+    /// waiting for it hold no thread (1,000 instances of one binary restarted after a
+    /// library upgrade would otherwise take the blocking pool's 512 to wait).
+    refreshing: tokio::sync::Mutex<()>,
     /// The most recently used first, at most [`RULESETS_KEPT`]: each holds a descriptor,
     /// and an image outlives entries that changed their data directory.
     rulesets: Mutex<VecDeque<(RulesetKey, Arc<landlock::Built>)>>,
@@ -136,7 +138,7 @@ impl ImageGrants {
     pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, FileStamp)>) -> Self {
         Self {
             loader: Mutex::new(Resolved { paths: loader, stamps }),
-            refreshing: Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(()),
             rulesets: Mutex::new(VecDeque::new()),
         }
     }
@@ -153,18 +155,26 @@ impl ImageGrants {
         stamps.iter().any(|(path, stamp)| FileStamp::now(path) != Some(*stamp))
     }
 
-    /// Runs `resolve` for the files to grant from now on, once among starts that found
-    /// them stale together: the others wait, and find them fresh. Blocking.
-    pub fn refresh<E>(&self, resolve: impl FnOnce() -> Result<LoaderFiles, E>) -> Result<(), E> {
-        let _one = self.refreshing.lock();
+    /// Runs `resolve` (blocking: it reads the libraries) on the blocking pool for the
+    /// files to grant from now on, once among starts that found them stale together: the
+    /// others wait without a thread each, and find them fresh. The outer error is
+    /// `resolve` panicking.
+    pub async fn refresh<E: Send + 'static>(
+        &self,
+        resolve: impl FnOnce() -> Result<LoaderFiles, E> + Send + 'static,
+    ) -> Result<Result<(), E>, tokio::task::JoinError> {
+        let _one = self.refreshing.lock().await;
         if !self.stale() {
-            return Ok(());
+            return Ok(Ok(()));
         }
-        let files = resolve()?;
+        let files = match tokio::task::spawn_blocking(resolve).await? {
+            Ok(files) => files,
+            Err(e) => return Ok(Err(e)),
+        };
         if let Ok(mut r) = self.loader.lock() {
             *r = Resolved { paths: files.paths().into_iter().collect(), stamps: files.stamps };
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// The files to grant read and execute.
@@ -650,6 +660,70 @@ mod tests {
         assert_eq!(readable_under(again.as_ref().unwrap(), &files), want_a, "a again: its own rules");
     }
 
+    /// Starts of one image that find it stale together resolve it once, and those waiting
+    /// for that hold no thread: each used to wait on a blocking-pool thread of its own, so
+    /// 1,000 instances of one binary restarted after a library upgrade took the pool's 512.
+    #[test]
+    fn starts_finding_an_image_stale_together_resolve_it_once_on_one_thread() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libx.so");
+        std::fs::write(&lib, "old").unwrap();
+        let stamp = |p: &Path| vec![(p.to_path_buf(), FileStamp::now(p).unwrap())];
+        let grants = Arc::new(ImageGrants::new(vec![lib.clone()], stamp(&lib)));
+        let new = dir.path().join("libx.so.new");
+        std::fs::write(&new, "new").unwrap();
+        std::fs::rename(&new, &lib).unwrap();
+        assert!(grants.stale());
+
+        let threads = Arc::new(AtomicUsize::new(0));
+        let started = threads.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .on_thread_start(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap();
+        let resolved = Arc::new(AtomicUsize::new(0));
+        let outcomes = rt.block_on(async {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    let (grants, resolved, lib) = (grants.clone(), resolved.clone(), lib.clone());
+                    tokio::spawn(async move {
+                        grants
+                            .refresh(move || {
+                                resolved.fetch_add(1, Ordering::SeqCst);
+                                // Long enough for every other start to find it under way.
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                                let object = crate::integrity::LoadedObject {
+                                    name: "libx.so".into(),
+                                    required_by: lib.clone(),
+                                    path: lib.clone(),
+                                    canonical: lib.clone(),
+                                };
+                                let stamps = vec![(lib.clone(), FileStamp::now(&lib).unwrap())];
+                                Ok::<_, std::convert::Infallible>(LoaderFiles {
+                                    libraries: vec![object],
+                                    stamps,
+                                    ..LoaderFiles::default()
+                                })
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for start in starts {
+                outcomes.push(start.await.unwrap());
+            }
+            outcomes
+        });
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(Ok(())))), "{outcomes:?}");
+        assert_eq!(resolved.load(Ordering::SeqCst), 1, "resolved once among the starts");
+        assert_eq!(threads.load(Ordering::SeqCst), 1, "one blocking thread, for the one resolution");
+        assert!(!grants.stale());
+    }
+
     /// A package upgrade or `ldconfig` replaces a library, the loader cache or a tier's
     /// read-only file by renaming a new file over it. A Landlock rule holds the inode it
     /// was made for, so a ruleset kept from before refused the new file: every later start
@@ -691,7 +765,8 @@ mod tests {
         let mut stamps = stamp(&lib);
         stamps.extend(stamp(&needed));
         let resolved = LoaderFiles { libraries: vec![object(&lib), object(&needed)], stamps, ..LoaderFiles::default() };
-        grants.refresh(|| Ok::<_, std::convert::Infallible>(resolved)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(grants.refresh(move || Ok::<_, std::convert::Infallible>(resolved))).unwrap().unwrap();
         assert!(!grants.stale());
         let (renewed, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(renewed.as_ref().unwrap(), &[&lib, &needed]), 0b11, "both granted");
