@@ -147,3 +147,30 @@ async fn a_blocking_job_still_running_does_not_hold_a_drained_plugins_exit() {
     assert!(message.contains("(operator request): exited with code 0"), "a clean exit: {message}");
     assert!(took < PROMPTLY, "the stop took {took:?} (stop timeout {STOP_TIMEOUT:?})");
 }
+
+/// A drain that runs to its deadline (a call that pays it no heed) with a blocking job
+/// stuck leaves the plugin its log flush and its wait for blocking jobs only within the
+/// supervisor's grace past the deadline: the wait alone took it there (the flush could
+/// take 500 ms more), and the plugin, about to exit by itself, was sent SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_runs_to_its_deadline_still_ends_the_plugin_within_the_grace_after_it() {
+    use plugin_integration::pb::zoo::{SleepRequest, SyscallRequest};
+    let drain = Duration::from_millis(500);
+    let plugin = plugin_sdk::testing::Options::named("zoo")
+        .stop_timeout(drain)
+        .start_binary(bins::zoo())
+        .await
+        .expect("the zoo starts");
+    let mut zoo = ZooClient::new(plugin.channel());
+    let req = SyscallRequest { name: "stuck_blocking".into(), ..Default::default() };
+    assert_eq!(zoo.syscall(req).await.expect("a stuck blocking job").into_inner().result, 0);
+    let mut sleeper = zoo.clone();
+    let heedless = tokio::spawn(async move { sleeper.sleep(SleepRequest { ms: 60_000 }).await });
+    plugin.wait_for_log(|l| l.message == "sleeping").await.expect("the sleep began");
+    let stopped = plugin.shutdown().await.expect("a stop");
+    assert_eq!(stopped.in_flight, Some(1), "{stopped:?}");
+    assert!(stopped.ended.is_clean(), "{stopped:?}");
+    let grace = plugin_sdk::plugin_proto::launch::EXIT_AFTER_DRAIN;
+    assert!(stopped.took >= drain && stopped.took < drain + grace, "took {:?}", stopped.took);
+    heedless.abort();
+}

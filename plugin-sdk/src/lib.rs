@@ -119,6 +119,27 @@ pub enum SdkError {
 /// How long a plugin that has drained waits for its handlers' blocking jobs before it
 /// exits: one about to end ends, one stuck does not hold the exit.
 const BLOCKING_GRACE: Duration = Duration::from_millis(250);
+/// How long a plugin that has drained waits for its last log records to reach the host.
+const LOG_FLUSH: Duration = Duration::from_millis(500);
+/// Of the supervisor's [`EXIT_AFTER_DRAIN`](plugin_proto::launch::EXIT_AFTER_DRAIN), what
+/// the steps after a drain that ran to its deadline leave for the exit itself and the
+/// Shutdown answer's way back.
+const EXIT_MARGIN: Duration = Duration::from_millis(100);
+
+/// The latest the steps after serving (the log flush, the blocking jobs' grace) may run
+/// to once `shutdown` drained: within the supervisor's grace past the drain deadline. The
+/// flush's 500 ms and the grace's 250 ms after a drain that ran to its deadline took the
+/// plugin past it, and the supervisor sent SIGTERM to a plugin about to exit by itself.
+/// None when no drain was asked for (the supervisor's connection closed).
+fn exit_by(shutdown: &shutdown::Shutdown) -> Option<std::time::Instant> {
+    let after = plugin_proto::launch::EXIT_AFTER_DRAIN.saturating_sub(EXIT_MARGIN);
+    shutdown.ends().and_then(|ends| ends.into_std().checked_add(after))
+}
+
+/// `limit`, cut to what is left before `by`.
+fn within(limit: Duration, by: Option<std::time::Instant>) -> Duration {
+    by.map_or(limit, |by| limit.min(by.saturating_duration_since(std::time::Instant::now())))
+}
 
 /// The runtime's blocking threads alive.
 static BLOCKING_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -339,6 +360,7 @@ impl Plugin {
                 std::process::exit(1);
             }
         };
+        let shutdown = self.shutdown.clone();
         let code = match rt.block_on(self.run(inherited, caught)) {
             Ok(()) => 0,
             Err(e) => {
@@ -354,7 +376,7 @@ impl Plugin {
         // BLOCKING_GRACE to end. Waited for here, not by a watch thread: a tier that
         // forbids threads kills a process that starts one (and there no job can run).
         rt.shutdown_background();
-        let until = std::time::Instant::now() + BLOCKING_GRACE;
+        let until = std::time::Instant::now() + within(BLOCKING_GRACE, exit_by(&shutdown));
         while BLOCKING_THREADS.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -379,9 +401,9 @@ impl Plugin {
         shutdown::watch_signals(caught, shutdown.clone())?;
         inherited.plugin.set_nonblocking(true)?;
         let conn = tokio::net::UnixStream::from_std(inherited.plugin)?;
-        let served = self.serve_on(conn, inherited.instance, shutdown).await;
+        let served = self.serve_on(conn, inherited.instance, shutdown.clone()).await;
         if let Some(log) = log {
-            log.flush(Duration::from_millis(500)).await;
+            log.flush(within(LOG_FLUSH, exit_by(&shutdown))).await;
         }
         served
     }

@@ -106,6 +106,11 @@ impl Shutdown {
         std::future::pending().await
     }
 
+    /// When the drain in force ends, if one was asked for.
+    pub fn ends(&self) -> Option<tokio::time::Instant> {
+        self.tx.borrow().as_ref().map(|asked| asked.ends)
+    }
+
     fn now(&self) -> Option<Drain> {
         self.tx.borrow().as_ref().map(|asked| asked.drain.clone())
     }

@@ -366,6 +366,8 @@ impl Zoo for ZooService {
 
     async fn sleep(&self, req: Request<SleepRequest>) -> Result<Response<Text>, Status> {
         let ms = req.into_inner().ms;
+        // What a test waits for to know the call is in flight.
+        plugin_sdk::tracing::info!(ms, "sleeping");
         if self.blocking_sleep {
             std::thread::sleep(Duration::from_millis(u64::from(ms)));
         } else {

@@ -405,7 +405,7 @@ impl TestPlugin {
             Ok(Ok(answer)) => Some(answer.into_inner().in_flight),
             _ => None,
         };
-        let ended = match tokio::time::timeout(drain + Duration::from_millis(250), process.ended()).await {
+        let ended = match tokio::time::timeout(drain + plugin_proto::launch::EXIT_AFTER_DRAIN, process.ended()).await {
             Ok(r) => {
                 r?;
                 match (process.outcome.take(), process.reported) {

@@ -37,7 +37,7 @@ pub async fn stop(
         let asked = Duration::from_secs(1).min(drain.max(Duration::from_millis(100)));
         let _ = tokio::time::timeout(asked, client.shutdown(req)).await;
         if let Ok(status) =
-            tokio::time::timeout(drain.saturating_add(Duration::from_millis(250)), running.exited()).await
+            tokio::time::timeout(drain.saturating_add(plugin_proto::launch::EXIT_AFTER_DRAIN), running.exited()).await
         {
             return Some(status);
         }
