@@ -110,8 +110,10 @@ for line in sys.stdin:
 step "fuzz targets (coverage-guided, 15 s each)"
 bash fuzz/run.sh 15
 
-step "sandbox and teardown tests in a pure cgroup v2 VM"
-mapfile -t vm_tests < <(integration/vm/cargo-test-bins.sh -p plugin-integration --test sandbox --test teardown)
+step "sandbox, teardown and process-1 tests in a pure cgroup v2 VM"
+# pid_one runs the daemon as process 1 under util-linux's unshare (busybox's has no
+# --kill-child): its cgroup v2 leaf, and its plugins' quotas, on a real v2 host.
+mapfile -t vm_tests < <(integration/vm/cargo-test-bins.sh -p plugin-integration --test sandbox --test teardown --test pid_one)
 debug="$target_dir/debug"
 integration/vm/run.sh --timeout 2400 \
     --add "$debug/plugin-supervisor" \
@@ -119,6 +121,7 @@ integration/vm/run.sh --timeout 2400 \
     --add "$debug/zoo" \
     --add "$debug/examples/echo" \
     --add "$PWD/policies" \
+    --add "$(command -v unshare)" \
     --workdir "$PWD/integration" \
     --env TEARDOWN_CYCLES=100 \
     "${vm_tests[@]}"

@@ -23,22 +23,27 @@ fn start_time(pid: i32) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm() {
     let name = "p1-fork";
-    let plugins = plugin(name, &bins::zoo(), &format!("args = [\"--name\", \"{name}\"]"));
+    // A quota: process 1's cgroup must leave room for its subtree's controllers.
+    let entry = format!("args = [\"--name\", \"{name}\"]\n[plugin.quota]\nmemory_max = \"64M\"");
+    let plugins = plugin(name, &bins::zoo(), &entry);
     // Declared before the daemon, so dropped after it: whatever way the test ends, process
     // 1's leaf goes once process 1 has.
     // Where process 1 will make it: beneath the cgroup this test runs in, which process 1
     // starts in.
     let leaf = RemovedAtDrop(procfs::unified_dir(std::process::id() as i32).map(|at| at.join(LEAF)));
     let mut d = Daemon::start_as_pid_one(&config(&plugins));
-    d.wait_state("p1-fork-0", "running", UP);
+    let running = d.wait_state("p1-fork-0", "running", UP);
+    let plugin_pid = running["pid"].as_i64().and_then(|p| i32::try_from(p).ok()).expect("a pid");
     let init = d.inner_pid().expect("the namespace's process 1");
     assert_eq!(procfs::status_field(init, "NSpid").unwrap().split_whitespace().last(), Some("1"));
-    let cgroup = procfs::unified_dir(init);
+    let cgroup = procfs::unified_dir(init).expect("process 1's cgroup v2 directory");
     let mut zoo = ZooClient::new(connect(&d.gateway()).await.expect("gateway"));
     let escaped = zoo.escape(Text::default()).await.expect("escape").into_inner().pid as i32;
     // The plugin numbers it as the daemon's namespace does; this test's namespace otherwise.
     let escapee = procfs::pid_outside(init, escaped).expect("the escapee, seen from here");
     let born = start_time(escapee).expect("the escapee's start");
+    let plugin_pid = procfs::pid_outside(init, plugin_pid).expect("the plugin, seen from here");
+    assert_eq!(procfs::memory_limit(plugin_pid), Some(64 << 20), "the plugin runs under its quota");
     assert_eq!(procfs::state(escapee).map(|s| s != 'Z'), Some(true), "the escapee runs before the stop");
     let out = d.ctl(&["stop", name]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -57,9 +62,7 @@ async fn as_process_one_the_daemon_reaps_what_a_plugin_left_and_ends_on_sigterm(
 
     // Process 1 stays in a leaf of its own: the daemon's cgroup can then enable
     // controllers for the subtree beneath it (cgroup v2's no-internal-processes rule).
-    if let Some(at) = &cgroup {
-        assert!(at.ends_with(LEAF), "process 1 is in {}", at.display());
-    }
+    assert!(cgroup.ends_with(LEAF), "process 1 is in {}", cgroup.display());
 
     // Every other signal is forwarded too: SIGHUP applies the config file.
     d.signal(libc::SIGHUP);
