@@ -114,6 +114,7 @@ step "sandbox, teardown and process-1 tests in a pure cgroup v2 VM"
 # pid_one runs the daemon as process 1 under util-linux's unshare (busybox's has no
 # --kill-child): its cgroup v2 leaf, and its plugins' quotas, on a real v2 host.
 mapfile -t vm_tests < <(integration/vm/cargo-test-bins.sh -p plugin-integration --test sandbox --test teardown --test pid_one)
+unshare_bin=$(command -v unshare) || { echo "test-all: the VM lane needs util-linux's unshare" >&2; exit 2; }
 debug="$target_dir/debug"
 integration/vm/run.sh --timeout 2400 \
     --add "$debug/plugin-supervisor" \
@@ -121,7 +122,7 @@ integration/vm/run.sh --timeout 2400 \
     --add "$debug/zoo" \
     --add "$debug/examples/echo" \
     --add "$PWD/policies" \
-    --add "$(command -v unshare)" \
+    --add "$unshare_bin" \
     --workdir "$PWD/integration" \
     --env TEARDOWN_CYCLES=100 \
     "${vm_tests[@]}"

@@ -174,3 +174,27 @@ async fn a_drain_that_runs_to_its_deadline_still_ends_the_plugin_within_the_grac
     assert!(stopped.took >= drain && stopped.took < drain + grace, "took {:?}", stopped.took);
     heedless.abort();
 }
+
+/// A drain whose calls are done at once leaves a blocking job about to end its whole
+/// grace (250 ms): the supervisor's connection closing at the drain's end was taken for
+/// the deadline, and the grace cut to what the deadline's bound left of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_done_early_still_waits_for_a_blocking_job_about_to_end() {
+    use plugin_integration::pb::zoo::SyscallRequest;
+    use plugin_sdk::testing::LogSource;
+    let plugin = plugin_sdk::testing::Options::named("zoo")
+        .stop_timeout(Duration::from_secs(5))
+        .start_binary(bins::zoo())
+        .await
+        .expect("the zoo starts");
+    let mut zoo = ZooClient::new(plugin.channel());
+    let req = SyscallRequest { name: "brief_blocking".into(), ..Default::default() };
+    assert_eq!(zoo.syscall(req).await.expect("a brief blocking job").into_inner().result, 0);
+    let stopped = plugin.shutdown().await.expect("a stop");
+    assert_eq!(stopped.in_flight, Some(0), "{stopped:?}");
+    assert!(stopped.ended.is_clean(), "{stopped:?}");
+    assert!(
+        stopped.logs.iter().any(|l| l.source == LogSource::Stderr && l.message == "zoo: the brief blocking job ended"),
+        "the job was cut: {stopped:?}"
+    );
+}

@@ -5,7 +5,6 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,7 +21,7 @@ pub struct Watched {
 impl Drop for Watched {
     fn drop(&mut self) {
         // Without the supervisor nobody can call us or stop us: leave.
-        self.shutdown.trigger(Duration::ZERO, "supervisor connection closed");
+        self.shutdown.connection_closed();
     }
 }
 

@@ -124,16 +124,17 @@ const LOG_FLUSH: Duration = Duration::from_millis(500);
 /// Of the supervisor's [`EXIT_AFTER_DRAIN`](plugin_proto::launch::EXIT_AFTER_DRAIN), what
 /// the steps after a drain that ran to its deadline leave for the exit itself and the
 /// Shutdown answer's way back.
-const EXIT_MARGIN: Duration = Duration::from_millis(100);
+const EXIT_MARGIN: Duration = Duration::from_millis(150);
 
 /// The latest the steps after serving (the log flush, the blocking jobs' grace) may run
 /// to once `shutdown` drained: within the supervisor's grace past the drain deadline. The
 /// flush's 500 ms and the grace's 250 ms after a drain that ran to its deadline took the
 /// plugin past it, and the supervisor sent SIGTERM to a plugin about to exit by itself.
-/// None when no drain was asked for (the supervisor's connection closed).
+/// A drain whose calls were done early leaves them their whole time up to that bound.
+/// None when serving ended with no drain at all (an error).
 fn exit_by(shutdown: &shutdown::Shutdown) -> Option<std::time::Instant> {
     let after = plugin_proto::launch::EXIT_AFTER_DRAIN.saturating_sub(EXIT_MARGIN);
-    shutdown.ends().and_then(|ends| ends.into_std().checked_add(after))
+    shutdown.exit_deadline().and_then(|at| at.into_std().checked_add(after))
 }
 
 /// `limit`, cut to what is left before `by`.

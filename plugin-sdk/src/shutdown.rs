@@ -37,6 +37,10 @@ pub struct Shutdown {
 struct Asked {
     drain: Drain,
     ends: tokio::time::Instant,
+    /// The earliest end of the drains asked for, which the supervisor's stop sequence
+    /// counts from: the cut when its connection closes (at the end of every drain, the
+    /// calls done) tells the handlers, but does not move this.
+    deadline: tokio::time::Instant,
 }
 
 impl Shutdown {
@@ -49,13 +53,37 @@ impl Shutdown {
     /// alone, a SIGTERM's 5 s two seconds before a stop's minute ran out replaced it, and
     /// a handler told 5 s was cut after 2.
     pub fn trigger(&self, drain: Duration, why: &str) {
+        self.ask(drain, why, true);
+    }
+
+    /// Cuts the drain short because the supervisor's end of the connection closed: nobody
+    /// can call or stop the plugin any more. The exit's deadline stays that of the drain
+    /// under way, if one is.
+    pub fn connection_closed(&self) {
+        self.ask(Duration::ZERO, "supervisor connection closed", false);
+    }
+
+    /// `asked`: whether this drain is one the supervisor's stop sequence (or an operator's
+    /// signal) counts its grace from.
+    fn ask(&self, drain: Duration, why: &str, asked: bool) {
         let now = tokio::time::Instant::now();
         let ends = now.checked_add(drain).unwrap_or_else(|| now + Duration::from_secs(86400 * 365));
         self.tx.send_if_modified(|cur| match cur {
-            Some(asked) if asked.ends <= ends => false,
-            _ => {
+            Some(under_way) => {
+                if asked && ends < under_way.deadline {
+                    under_way.deadline = ends;
+                }
+                if under_way.ends <= ends {
+                    return false;
+                }
                 tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
-                *cur = Some(Asked { drain: Drain { reason: why.into(), within: drain }, ends });
+                under_way.drain = Drain { reason: why.into(), within: drain };
+                under_way.ends = ends;
+                true
+            }
+            None => {
+                tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
+                *cur = Some(Asked { drain: Drain { reason: why.into(), within: drain }, ends, deadline: ends });
                 true
             }
         });
@@ -106,9 +134,11 @@ impl Shutdown {
         std::future::pending().await
     }
 
-    /// When the drain in force ends, if one was asked for.
-    pub fn ends(&self) -> Option<tokio::time::Instant> {
-        self.tx.borrow().as_ref().map(|asked| asked.ends)
+    /// The deadline the supervisor counts its grace before SIGTERM from: the earliest end
+    /// of the drains asked for (see [`Asked::deadline`]); the moment the connection closed
+    /// when that came first.
+    pub fn exit_deadline(&self) -> Option<tokio::time::Instant> {
+        self.tx.borrow().as_ref().map(|asked| asked.deadline)
     }
 
     fn now(&self) -> Option<Drain> {
@@ -222,6 +252,39 @@ mod tests {
             signal.drain().map(|d| (d.reason, d.within)),
             Some(("supervisor connection closed".into(), Duration::ZERO))
         );
+    }
+
+    /// The supervisor's connection closing cuts the drain short for the handlers but not
+    /// the exit's deadline, which the supervisor counts its grace from: every drain ends
+    /// with the connection closing, and one done early took that moment for its deadline.
+    #[tokio::test]
+    async fn the_connection_closing_cuts_the_drain_but_not_the_exits_deadline() {
+        use tokio::time::Instant;
+        // `asked` within [before, after] was counted from a moment between the two.
+        let within = |at: Option<Instant>, before: Instant, after: Instant, drain: Duration| {
+            at.is_some_and(|at| at >= before + drain && at <= after + drain)
+        };
+        let shutdown = Shutdown::new();
+        assert_eq!(shutdown.exit_deadline(), None);
+        let before = Instant::now();
+        shutdown.trigger(Duration::from_secs(5), "operator request");
+        let after = Instant::now();
+        shutdown.connection_closed();
+        assert_eq!(shutdown.now().map(|d| d.within), Some(Duration::ZERO), "the handlers are told at once");
+        let at = shutdown.exit_deadline();
+        assert!(within(at, before, after, Duration::from_secs(5)), "{at:?} is not 5 s after {before:?}");
+        // A shorter drain asked for since still counts.
+        let before = Instant::now();
+        shutdown.trigger(Duration::from_secs(1), "signal");
+        let after = Instant::now();
+        let at = shutdown.exit_deadline();
+        assert!(within(at, before, after, Duration::from_secs(1)), "{at:?} is not 1 s after {before:?}");
+        // With no drain asked, the connection closing is the deadline.
+        let closed = Shutdown::new();
+        let before = Instant::now();
+        closed.connection_closed();
+        let after = Instant::now();
+        assert!(within(closed.exit_deadline(), before, after, Duration::ZERO));
     }
 
     /// A shorter drain asked later that would end after the one under way changes

@@ -72,7 +72,12 @@ async fn refresh_grants(spec: &PluginSpec, image: Arc<PluginImage>) -> Result<()
             libraries(&spec, image.image.binary())
         }
     };
-    image.grants.refresh(resolve).await.unwrap_or_else(|e| Err(Cause::VerifierPanicked(e.to_string())))
+    match image.grants.refresh(resolve).await {
+        Ok(resolved) => resolved,
+        Err(e) if e.is_panic() => Err(Cause::VerifierPanicked(e.to_string())),
+        // The blocking pool is shut down with the runtime: the supervisor is stopping.
+        Err(_) => Err(Cause::Cancelled("the supervisor stopped while the libraries were resolved again")),
+    }
 }
 
 fn libraries(spec: &PluginSpec, binary: &VerifiedBinary) -> Result<crate::integrity::LoaderFiles, Cause> {

@@ -77,12 +77,12 @@ pub enum ConfineError {
 #[derive(Debug)]
 pub struct ImageGrants {
     /// Files the loader opens (read + execute), as last resolved.
-    loader: Mutex<Resolved>,
+    loader: Arc<Mutex<Resolved>>,
     /// Held while the loader's files are resolved again, so that starts of one image
     /// after an upgrade resolve them once, not once each. An async lock: the starts
     /// waiting for it hold no thread (1,000 instances of one binary restarted after a
     /// library upgrade would otherwise take the blocking pool's 512 to wait).
-    refreshing: tokio::sync::Mutex<()>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
     /// The most recently used first, at most [`RULESETS_KEPT`]: each holds a descriptor,
     /// and an image outlives entries that changed their data directory.
     rulesets: Mutex<VecDeque<(RulesetKey, Arc<landlock::Built>)>>,
@@ -137,8 +137,8 @@ impl ImageGrants {
     /// opens, as the resolution read it (see [`LoaderFiles::stamps`]).
     pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, FileStamp)>) -> Self {
         Self {
-            loader: Mutex::new(Resolved { paths: loader, stamps }),
-            refreshing: tokio::sync::Mutex::new(()),
+            loader: Arc::new(Mutex::new(Resolved { paths: loader, stamps })),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
             rulesets: Mutex::new(VecDeque::new()),
         }
     }
@@ -163,18 +163,23 @@ impl ImageGrants {
         &self,
         resolve: impl FnOnce() -> Result<LoaderFiles, E> + Send + 'static,
     ) -> Result<Result<(), E>, tokio::task::JoinError> {
-        let _one = self.refreshing.lock().await;
+        let one = self.refreshing.clone().lock_owned().await;
         if !self.stale() {
             return Ok(Ok(()));
         }
-        let files = match tokio::task::spawn_blocking(resolve).await? {
-            Ok(files) => files,
-            Err(e) => return Ok(Err(e)),
-        };
-        if let Ok(mut r) = self.loader.lock() {
-            *r = Resolved { paths: files.paths().into_iter().collect(), stamps: files.stamps };
-        }
-        Ok(Ok(()))
+        let loader = self.loader.clone();
+        // The lock and the result go with the job: a start cancelled while it runs (a stop,
+        // the supervisor's shutdown) leaves it to finish and keep what it found, and the
+        // starts waiting find the files fresh instead of resolving them again beside it.
+        tokio::task::spawn_blocking(move || {
+            let _one = one;
+            let files = resolve()?;
+            if let Ok(mut r) = loader.lock() {
+                *r = Resolved { paths: files.paths().into_iter().collect(), stamps: files.stamps };
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The files to grant read and execute.
@@ -660,6 +665,68 @@ mod tests {
         assert_eq!(readable_under(again.as_ref().unwrap(), &files), want_a, "a again: its own rules");
     }
 
+    /// An image's grants of one library, `libx.so` in `dir`, replaced since: stale.
+    fn stale_grants(dir: &Path) -> (Arc<ImageGrants>, PathBuf) {
+        let lib = dir.join("libx.so");
+        std::fs::write(&lib, "old").unwrap();
+        let grants = Arc::new(ImageGrants::new(vec![lib.clone()], vec![(lib.clone(), FileStamp::now(&lib).unwrap())]));
+        let new = dir.join("libx.so.new");
+        std::fs::write(&new, "new").unwrap();
+        std::fs::rename(&new, &lib).unwrap();
+        assert!(grants.stale());
+        (grants, lib)
+    }
+
+    /// A resolution of `lib` alone that takes `takes`, counted in `resolved`.
+    fn slow_resolution(
+        lib: PathBuf,
+        takes: std::time::Duration,
+        resolved: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl FnOnce() -> Result<LoaderFiles, std::convert::Infallible> + Send + 'static {
+        move || {
+            resolved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(takes);
+            let object = crate::integrity::LoadedObject {
+                name: "libx.so".into(),
+                required_by: lib.clone(),
+                path: lib.clone(),
+                canonical: lib.clone(),
+            };
+            let stamps = vec![(lib.clone(), FileStamp::now(&lib).unwrap())];
+            Ok(LoaderFiles { libraries: vec![object], stamps, ..LoaderFiles::default() })
+        }
+    }
+
+    /// A start cancelled while its resolution runs (a stop, the supervisor shutting down)
+    /// leaves the resolution to finish and keep what it found: the start waiting behind it
+    /// resolved again beside it, on a thread of its own.
+    #[test]
+    fn a_start_cancelled_while_it_resolves_leaves_the_resolution_to_the_next() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let (grants, lib) = stale_grants(dir.path());
+        let resolved = Arc::new(AtomicUsize::new(0));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let outcome =
+            rt.block_on(async {
+                let first = tokio::spawn({
+                    let (grants, lib, resolved) = (grants.clone(), lib.clone(), resolved.clone());
+                    async move {
+                        grants.refresh(slow_resolution(lib, std::time::Duration::from_millis(300), resolved)).await
+                    }
+                });
+                while resolved.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                first.abort();
+                assert!(first.await.unwrap_err().is_cancelled());
+                grants.refresh(slow_resolution(lib, std::time::Duration::ZERO, resolved.clone())).await
+            });
+        assert!(matches!(outcome, Ok(Ok(()))), "{outcome:?}");
+        assert_eq!(resolved.load(Ordering::SeqCst), 1, "resolved once: the cancelled start's resolution was kept");
+        assert!(!grants.stale());
+    }
+
     /// Starts of one image that find it stale together resolve it once, and those waiting
     /// for that hold no thread: each used to wait on a blocking-pool thread of its own, so
     /// 1,000 instances of one binary restarted after a library upgrade took the pool's 512.
@@ -667,15 +734,7 @@ mod tests {
     fn starts_finding_an_image_stale_together_resolve_it_once_on_one_thread() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let dir = tempfile::tempdir().unwrap();
-        let lib = dir.path().join("libx.so");
-        std::fs::write(&lib, "old").unwrap();
-        let stamp = |p: &Path| vec![(p.to_path_buf(), FileStamp::now(p).unwrap())];
-        let grants = Arc::new(ImageGrants::new(vec![lib.clone()], stamp(&lib)));
-        let new = dir.path().join("libx.so.new");
-        std::fs::write(&new, "new").unwrap();
-        std::fs::rename(&new, &lib).unwrap();
-        assert!(grants.stale());
-
+        let (grants, lib) = stale_grants(dir.path());
         let threads = Arc::new(AtomicUsize::new(0));
         let started = threads.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -689,27 +748,9 @@ mod tests {
             let starts: Vec<_> = (0..8)
                 .map(|_| {
                     let (grants, resolved, lib) = (grants.clone(), resolved.clone(), lib.clone());
-                    tokio::spawn(async move {
-                        grants
-                            .refresh(move || {
-                                resolved.fetch_add(1, Ordering::SeqCst);
-                                // Long enough for every other start to find it under way.
-                                std::thread::sleep(std::time::Duration::from_millis(100));
-                                let object = crate::integrity::LoadedObject {
-                                    name: "libx.so".into(),
-                                    required_by: lib.clone(),
-                                    path: lib.clone(),
-                                    canonical: lib.clone(),
-                                };
-                                let stamps = vec![(lib.clone(), FileStamp::now(&lib).unwrap())];
-                                Ok::<_, std::convert::Infallible>(LoaderFiles {
-                                    libraries: vec![object],
-                                    stamps,
-                                    ..LoaderFiles::default()
-                                })
-                            })
-                            .await
-                    })
+                    // Long enough for every other start to find it under way.
+                    let resolve = slow_resolution(lib, std::time::Duration::from_millis(100), resolved);
+                    tokio::spawn(async move { grants.refresh(resolve).await })
                 })
                 .collect();
             let mut outcomes = Vec::new();
