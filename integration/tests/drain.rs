@@ -148,6 +148,15 @@ async fn a_blocking_job_still_running_does_not_hold_a_drained_plugins_exit() {
     assert!(took < PROMPTLY, "the stop took {took:?} (stop timeout {STOP_TIMEOUT:?})");
 }
 
+/// The zoo under the SDK's test harness, whose stop gives it `drain`.
+async fn zoo_draining_for(drain: Duration) -> plugin_sdk::testing::TestPlugin {
+    plugin_sdk::testing::Options::named("zoo")
+        .stop_timeout(drain)
+        .start_binary(bins::zoo())
+        .await
+        .expect("the zoo starts")
+}
+
 /// A drain that runs to its deadline (a call that pays it no heed) with a blocking job
 /// stuck leaves the plugin its log flush and its wait for blocking jobs only within the
 /// supervisor's grace past the deadline: the wait alone took it there (the flush could
@@ -156,11 +165,7 @@ async fn a_blocking_job_still_running_does_not_hold_a_drained_plugins_exit() {
 async fn a_drain_that_runs_to_its_deadline_still_ends_the_plugin_within_the_grace_after_it() {
     use plugin_integration::pb::zoo::{SleepRequest, SyscallRequest};
     let drain = Duration::from_millis(500);
-    let plugin = plugin_sdk::testing::Options::named("zoo")
-        .stop_timeout(drain)
-        .start_binary(bins::zoo())
-        .await
-        .expect("the zoo starts");
+    let plugin = zoo_draining_for(drain).await;
     let mut zoo = ZooClient::new(plugin.channel());
     let req = SyscallRequest { name: "stuck_blocking".into(), ..Default::default() };
     assert_eq!(zoo.syscall(req).await.expect("a stuck blocking job").into_inner().result, 0);
@@ -182,11 +187,7 @@ async fn a_drain_that_runs_to_its_deadline_still_ends_the_plugin_within_the_grac
 async fn a_drain_done_early_still_waits_for_a_blocking_job_about_to_end() {
     use plugin_integration::pb::zoo::SyscallRequest;
     use plugin_sdk::testing::LogSource;
-    let plugin = plugin_sdk::testing::Options::named("zoo")
-        .stop_timeout(Duration::from_secs(5))
-        .start_binary(bins::zoo())
-        .await
-        .expect("the zoo starts");
+    let plugin = zoo_draining_for(Duration::from_secs(5)).await;
     let mut zoo = ZooClient::new(plugin.channel());
     let req = SyscallRequest { name: "brief_blocking".into(), ..Default::default() };
     assert_eq!(zoo.syscall(req).await.expect("a brief blocking job").into_inner().result, 0);

@@ -68,24 +68,22 @@ impl Shutdown {
     fn ask(&self, drain: Duration, why: &str, asked: bool) {
         let now = tokio::time::Instant::now();
         let ends = now.checked_add(drain).unwrap_or_else(|| now + Duration::from_secs(86400 * 365));
-        self.tx.send_if_modified(|cur| match cur {
-            Some(under_way) => {
-                if asked && ends < under_way.deadline {
-                    under_way.deadline = ends;
+        self.tx.send_if_modified(|cur| {
+            let deadline = match cur {
+                Some(under_way) => {
+                    if asked && ends < under_way.deadline {
+                        under_way.deadline = ends;
+                    }
+                    if under_way.ends <= ends {
+                        return false;
+                    }
+                    under_way.deadline
                 }
-                if under_way.ends <= ends {
-                    return false;
-                }
-                tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
-                under_way.drain = Drain { reason: why.into(), within: drain };
-                under_way.ends = ends;
-                true
-            }
-            None => {
-                tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
-                *cur = Some(Asked { drain: Drain { reason: why.into(), within: drain }, ends, deadline: ends });
-                true
-            }
+                None => ends,
+            };
+            tracing::info!(reason = why, drain_ms = drain.as_millis() as u64, "shutting down");
+            *cur = Some(Asked { drain: Drain { reason: why.into(), within: drain }, ends, deadline });
+            true
         });
     }
 

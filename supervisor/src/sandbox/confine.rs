@@ -158,7 +158,7 @@ impl ImageGrants {
     /// Runs `resolve` (blocking: it reads the libraries) on the blocking pool for the
     /// files to grant from now on, once among starts that found them stale together: the
     /// others wait without a thread each, and find them fresh. The outer error is
-    /// `resolve` panicking.
+    /// `resolve` panicking, or the runtime shutting down under it.
     pub async fn refresh<E: Send + 'static>(
         &self,
         resolve: impl FnOnce() -> Result<LoaderFiles, E> + Send + 'static,
@@ -677,6 +677,16 @@ mod tests {
         (grants, lib)
     }
 
+    /// `path` as the loader finds it, needed by `required_by`.
+    fn object(path: &Path, required_by: &Path) -> crate::integrity::LoadedObject {
+        crate::integrity::LoadedObject {
+            name: path.file_name().unwrap().to_owned(),
+            required_by: required_by.to_path_buf(),
+            path: path.to_path_buf(),
+            canonical: path.to_path_buf(),
+        }
+    }
+
     /// A resolution of `lib` alone that takes `takes`, counted in `resolved`.
     fn slow_resolution(
         lib: PathBuf,
@@ -686,14 +696,8 @@ mod tests {
         move || {
             resolved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(takes);
-            let object = crate::integrity::LoadedObject {
-                name: "libx.so".into(),
-                required_by: lib.clone(),
-                path: lib.clone(),
-                canonical: lib.clone(),
-            };
             let stamps = vec![(lib.clone(), FileStamp::now(&lib).unwrap())];
-            Ok(LoaderFiles { libraries: vec![object], stamps, ..LoaderFiles::default() })
+            Ok(LoaderFiles { libraries: vec![object(&lib, &lib)], stamps, ..LoaderFiles::default() })
         }
     }
 
@@ -797,15 +801,10 @@ mod tests {
         std::fs::write(&needed, "needed").unwrap();
         let (before, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(before.as_ref().unwrap(), &[&lib, &needed]), 0b01);
-        let object = |p: &Path| crate::integrity::LoadedObject {
-            name: p.file_name().unwrap().to_owned(),
-            required_by: lib.clone(),
-            path: p.to_path_buf(),
-            canonical: p.to_path_buf(),
-        };
         let mut stamps = stamp(&lib);
         stamps.extend(stamp(&needed));
-        let resolved = LoaderFiles { libraries: vec![object(&lib), object(&needed)], stamps, ..LoaderFiles::default() };
+        let libraries = vec![object(&lib, &lib), object(&needed, &lib)];
+        let resolved = LoaderFiles { libraries, stamps, ..LoaderFiles::default() };
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(grants.refresh(move || Ok::<_, std::convert::Infallible>(resolved))).unwrap().unwrap();
         assert!(!grants.stale());
