@@ -432,10 +432,15 @@ impl Zoo for ZooService {
         if r.name == "brief_blocking" {
             // A blocking job about to end when the plugin drains (a write being
             // flushed): the plugin's exit waits for it, and it says so on stderr.
-            drop(tokio::task::spawn_blocking(|| {
+            // Answered once it runs: a job still queued when the runtime shuts down is
+            // dropped, not waited for.
+            let (started, running) = tokio::sync::oneshot::channel();
+            drop(tokio::task::spawn_blocking(move || {
+                let _ = started.send(());
                 std::thread::sleep(Duration::from_millis(200));
                 eprintln!("zoo: the brief blocking job ended");
             }));
+            let _ = running.await;
             return Ok(Response::new(SyscallResponse { result: 0, errno: 0 }));
         }
         let (result, errno) = syscall(&r.name, r.pid, &r.path)?;
