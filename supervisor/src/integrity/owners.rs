@@ -9,9 +9,9 @@
 //! out of every plugin's reach. That is the rule here, as OpenSSH's `StrictModes` has it
 //! for its key files: each file and each directory on the way to it is owned by a
 //! trusted uid and writable by no other group or others (nor by a user or group an
-//! access ACL names), a sticky directory's group and others may write only above an
-//! entry a trusted uid owns, and symlinks are followed and their own directories checked
-//! too.
+//! access ACL names, or might name where the ACL cannot be read), a sticky directory's
+//! group and others may write only above an entry a trusted uid owns, and symlinks are
+//! followed and their own directories checked too.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -58,6 +58,17 @@ impl Owners {
     /// Who besides the trusted could change `meta`'s file or directory (at `path`).
     /// `plant` asks for a directory where a new name would be looked up.
     fn writer(&self, path: &Path, meta: &fs::Metadata, plant: bool) -> Option<Writer> {
+        self.writer_given(path, meta, plant, access_acl)
+    }
+
+    /// [`Self::writer`], with `acl` telling what `path`'s access ACL is.
+    fn writer_given(
+        &self,
+        path: &Path,
+        meta: &fs::Metadata,
+        plant: bool,
+        acl: impl FnOnce(&Path) -> AccessAcl,
+    ) -> Option<Writer> {
         let mode = meta.mode();
         if !self.trusts_uid(meta.uid()) {
             return Some(Writer::Owner(meta.uid()));
@@ -76,8 +87,10 @@ impl Owners {
             }
             // With an access ACL the group bits are its mask: a named user or group in it
             // may write.
-            if has_access_acl(path) {
-                return Some(Writer::Acl);
+            match acl(path) {
+                AccessAcl::None => {}
+                AccessAcl::Present => return Some(Writer::Acl),
+                AccessAcl::Unreadable(errno) => return Some(Writer::AclUnreadable(errno)),
             }
         }
         if mode & OTHERS_WRITE != 0 && !guarded {
@@ -87,14 +100,40 @@ impl Owners {
     }
 }
 
-/// Whether `path` (not followed) has a POSIX access ACL beyond its mode bits.
-fn has_access_acl(path: &Path) -> bool {
+/// What a file's POSIX access ACL is, as far as its writers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AccessAcl {
+    /// None beyond its mode bits: its group bits are its group's.
+    None,
+    /// One, whose mask the group bits are: a named user or group may write.
+    Present,
+    /// It could not be read (the errno): for all the checker knows, one names a writer.
+    Unreadable(i32),
+}
+
+/// `path`'s (not followed) access ACL.
+fn access_acl(path: &Path) -> AccessAcl {
     // A path with a NUL cannot be asked about; it cannot be opened either.
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return true };
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return AccessAcl::Unreadable(libc::EINVAL) };
     // SAFETY: both strings are NUL-terminated and outlive the call; a size of zero asks
     // for the value's length only, so nothing is written through the null buffer.
     let len = unsafe { libc::lgetxattr(c_path.as_ptr(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
-    len > 0
+    match len {
+        1.. => AccessAcl::Present,
+        0 => AccessAcl::None,
+        _ => acl_error(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+/// What reading an access ACL failing with `errno` says. Only "it has none" and "its
+/// filesystem keeps none" mean no ACL; any other failure (an I/O error, a filesystem
+/// refusing) leaves a writer possible, and a check that passed on it would let a file a
+/// plugin's uid may rewrite be loaded into every plugin.
+fn acl_error(errno: i32) -> AccessAcl {
+    match errno {
+        libc::ENODATA | libc::EOPNOTSUPP => AccessAcl::None,
+        errno => AccessAcl::Unreadable(errno),
+    }
 }
 
 /// Who, besides root and the supervisor, could write a file or directory.
@@ -108,6 +147,9 @@ pub enum Writer {
     Others(u32),
     /// A user or group named in its access ACL may write it.
     Acl,
+    /// Its group bits allow writing and its access ACL could not be read (the errno),
+    /// so whether a user or group named there may write is unknown.
+    AclUnreadable(i32),
 }
 
 impl fmt::Display for Writer {
@@ -117,6 +159,11 @@ impl fmt::Display for Writer {
             Self::Group(gid) => write!(f, "its group, gid {gid}"),
             Self::Others(mode) => write!(f, "everyone (mode {mode:04o})"),
             Self::Acl => write!(f, "whoever its access ACL lets write (its group bits are the ACL's mask)"),
+            Self::AclUnreadable(errno) => write!(
+                f,
+                "whoever its access ACL may let write: its group bits allow writing and the ACL cannot be read ({})",
+                io::Error::from_raw_os_error(*errno)
+            ),
         }
     }
 }
@@ -415,6 +462,28 @@ mod tests {
         assert_eq!(opened(&file), exposed(&file, Writer::Acl));
         chmod(&file, 0o644);
         assert_eq!(opened(&file), None, "a mask without write lets no one named in the ACL write");
+    }
+
+    /// A group-writable file is safe while no ACL names a writer; an ACL that cannot be
+    /// read might, so the check fails closed and says why.
+    #[test]
+    fn a_group_writable_file_whose_acl_cannot_be_read_is_exposed_with_the_error() {
+        as_root();
+        let (_dir, _lib, file) = tree();
+        chmod(&file, 0o664);
+        assert_eq!(access_acl(&file), AccessAcl::None, "a file without an ACL, read for real");
+        let failing = |errno| {
+            let meta = fs::symlink_metadata(&file).unwrap();
+            TRUSTED.writer_given(&file, &meta, false, |_| acl_error(errno))
+        };
+        assert_eq!(failing(libc::EIO), Some(Writer::AclUnreadable(libc::EIO)));
+        assert_eq!(failing(libc::EACCES), Some(Writer::AclUnreadable(libc::EACCES)));
+        assert_eq!(failing(libc::ENODATA), None, "it has none");
+        assert_eq!(failing(libc::EOPNOTSUPP), None, "its filesystem keeps none");
+        let said = Writer::AclUnreadable(libc::EIO).to_string();
+        assert!(said.contains("cannot be read (Input/output error"), "{said}");
+        chmod(&file, 0o644);
+        assert_eq!(failing(libc::EIO), None, "without group write an ACL's mask lets no one write");
     }
 
     /// One checker serves all of a binary's libraries: what it remembers as safe to open
