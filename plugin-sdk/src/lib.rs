@@ -39,6 +39,7 @@
 //! `plugin_proto::build::compile` (no `protoc` needed), and test the plugin in
 //! a plain `#[tokio::test]` with [`testing`]: a real handshake, no supervisor.
 
+mod blocking;
 mod calls;
 mod cancel;
 mod deadline;
@@ -141,9 +142,6 @@ fn exit_by(shutdown: &shutdown::Shutdown) -> Option<std::time::Instant> {
 fn within(limit: Duration, by: Option<std::time::Instant>) -> Duration {
     by.map_or(limit, |by| limit.min(by.saturating_duration_since(std::time::Instant::now())))
 }
-
-/// The runtime's blocking threads alive.
-static BLOCKING_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A plugin under construction: its identity, contract and services.
 pub struct Plugin {
@@ -345,10 +343,10 @@ impl Plugin {
                 .enable_all()
                 // The runtime's only other threads are its blocking pool's.
                 .on_thread_start(|| {
-                    BLOCKING_THREADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    blocking::THREADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 })
                 .on_thread_stop(|| {
-                    BLOCKING_THREADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    blocking::THREADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }),
             Some(plugin_proto::launch::PLUGIN_FD),
             self.spin,
@@ -369,18 +367,11 @@ impl Plugin {
                 1
             }
         };
-        // Dropping the runtime would drop its tasks, then wait for the blocking jobs its
-        // handlers started (a `spawn_blocking`, a `tokio::fs` read) however long they
-        // take: one stuck (a hung file) and the drained plugin was killed at its stop
-        // timeout. Shut down in the background, the tasks are dropped all the same (a
-        // job waiting on a task's channel sees it close) and running jobs go on: they get
-        // BLOCKING_GRACE to end. Waited for here, not by a watch thread: a tier that
-        // forbids threads kills a process that starts one (and there no job can run).
-        rt.shutdown_background();
-        let until = std::time::Instant::now() + within(BLOCKING_GRACE, exit_by(&shutdown));
-        while BLOCKING_THREADS.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        blocking::shut_down(
+            rt,
+            &blocking::THREADS,
+            std::time::Instant::now() + within(BLOCKING_GRACE, exit_by(&shutdown)),
+        );
         std::process::exit(code)
     }
 

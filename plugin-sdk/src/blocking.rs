@@ -1,0 +1,111 @@
+//! The blocking jobs a plugin's handlers started (a `spawn_blocking`, a `tokio::fs`
+//! read) when the plugin exits: the threads running them are counted, and the jobs get
+//! a grace to end.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The plugin runtime's blocking-pool threads alive: its only threads besides the main
+/// one. Counted by the runtime's thread start and stop hooks.
+pub(crate) static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Shuts `rt` down and waits, until `until` at the latest, for its blocking jobs to end;
+/// `threads` counts its blocking-pool threads.
+///
+/// Dropping the runtime would drop its tasks, then wait for the blocking jobs however
+/// long they take: one stuck (a hung file) and the drained plugin was killed at its stop
+/// timeout. Shut down in the background, the tasks are dropped all the same (a job
+/// waiting on a task's channel sees it close) and running jobs go on. Waited for here,
+/// not by a watch thread: a tier that forbids threads kills a process that starts one
+/// (and there no job can run).
+pub(crate) fn shut_down(rt: tokio::runtime::Runtime, threads: &AtomicUsize, until: Instant) {
+    // A job queued just before the shutdown, for an idle pool thread woken to take it but
+    // not yet running, is dropped by the shutdown instead of run: a pool shutting down
+    // empties its queue without running it. Its queue is first in, first out, so a
+    // marker queued behind is taken only once every job before it has been taken to run.
+    // Only where pool threads exist: without one no job is dropped (a thread started for
+    // a job runs it, shutdown or not), and the marker would start one.
+    if threads.load(Ordering::SeqCst) > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        rt.block_on(async {
+            // Past the grace (every pool thread busy with a stuck job), the exit goes on.
+            let _ = tokio::time::timeout(left, tokio::task::spawn_blocking(|| ())).await;
+        });
+    }
+    rt.shutdown_background();
+    while threads.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A runtime whose pool threads are counted in `threads` while alive and in `ever`
+    /// once started.
+    fn counted_runtime(threads: &Arc<AtomicUsize>, ever: &Arc<AtomicUsize>) -> tokio::runtime::Runtime {
+        let (started, stopped, ever) = (threads.clone(), threads.clone(), ever.clone());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .on_thread_start(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                ever.fetch_add(1, Ordering::SeqCst);
+            })
+            .on_thread_stop(move || {
+                stopped.fetch_sub(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap()
+    }
+
+    /// A handler's last job, queued as the plugin exits, to a pool thread that is idle:
+    /// without the marker the shutdown got to the pool's queue before the woken thread
+    /// did and the job never ran (here the first round lost it, in each of three runs).
+    #[test]
+    fn a_job_queued_as_the_plugin_exits_for_an_idle_pool_thread_still_runs() {
+        for round in 0..20 {
+            let threads = Arc::new(AtomicUsize::new(0));
+            let rt = counted_runtime(&threads, &Arc::default());
+            // One pool thread, idle once its first job is done.
+            rt.block_on(rt.spawn_blocking(|| ())).unwrap();
+            assert_eq!(threads.load(Ordering::SeqCst), 1);
+            let ran = Arc::new(AtomicBool::new(false));
+            let job = ran.clone();
+            drop(rt.spawn_blocking(move || job.store(true, Ordering::SeqCst)));
+            shut_down(rt, &threads, Instant::now() + Duration::from_secs(2));
+            assert!(ran.load(Ordering::SeqCst), "round {round}: the job queued last was dropped, not run");
+            assert_eq!(threads.load(Ordering::SeqCst), 0, "round {round}: the pool's threads ended");
+        }
+    }
+
+    #[test]
+    fn a_stuck_job_holds_the_exit_only_until_the_grace_ends() {
+        let threads = Arc::new(AtomicUsize::new(0));
+        let rt = counted_runtime(&threads, &Arc::default());
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        drop(rt.spawn_blocking(move || stuck.recv()));
+        while threads.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        shut_down(rt, &threads, started + Duration::from_millis(200));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(threads.load(Ordering::SeqCst), 1, "the stuck job's thread is left to the exit");
+        drop(release);
+    }
+
+    #[test]
+    fn without_a_pool_thread_none_is_started_at_exit() {
+        // A tier that forbids threads kills a process that starts one.
+        let (threads, ever) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let rt = counted_runtime(&threads, &ever);
+        rt.block_on(async {});
+        shut_down(rt, &threads, Instant::now() + Duration::from_secs(1));
+        assert_eq!(ever.load(Ordering::SeqCst), 0, "a pool thread was started");
+    }
+}
