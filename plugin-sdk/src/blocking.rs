@@ -21,16 +21,27 @@ pub(crate) static THREADS: AtomicUsize = AtomicUsize::new(0);
 pub(crate) fn shut_down(rt: tokio::runtime::Runtime, threads: &AtomicUsize, until: Instant) {
     // A job queued just before the shutdown, for an idle pool thread woken to take it but
     // not yet running, is dropped by the shutdown instead of run: a pool shutting down
-    // empties its queue without running it. Its queue is first in, first out, so a
-    // marker queued behind is taken only once every job before it has been taken to run.
-    // Only where pool threads exist: without one no job is dropped (a thread started for
-    // a job runs it, shutdown or not), and the marker would start one.
+    // empties its queue without running it. The queue is first in, first out (tokio's
+    // default pool; not its unstable sharded one), so a marker queued behind is taken
+    // only once every job before it has been taken to run. Waited for on a channel, not
+    // by driving the runtime: that would poll the handlers still in flight (past a drain
+    // deadline), and one blocking inside its poll would hold the exit.
+    //
+    // Only where pool threads are counted: a tier that forbids threads kills a process
+    // that starts one. A thread started for a job runs it even once the pool shuts down,
+    // but one started too recently to be counted yet is not waited for, here or below.
     if threads.load(Ordering::SeqCst) > 0 {
         let left = until.saturating_duration_since(Instant::now());
-        rt.block_on(async {
+        let (taken, marker) = std::sync::mpsc::channel();
+        // tokio panics when it can start no thread and counts none alive (a task limit
+        // reached as the last idle thread leaves): then there is nothing to wait for.
+        let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(rt.spawn_blocking(move || taken.send(())));
+        }));
+        if queued.is_ok() {
             // Past the grace (every pool thread busy with a stuck job), the exit goes on.
-            let _ = tokio::time::timeout(left, tokio::task::spawn_blocking(|| ())).await;
-        });
+            let _ = marker.recv_timeout(left);
+        }
     }
     rt.shutdown_background();
     while threads.load(Ordering::SeqCst) > 0 && Instant::now() < until {
@@ -95,6 +106,12 @@ mod tests {
         shut_down(rt, &threads, started + Duration::from_millis(200));
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "took {took:?}");
+        // The marker's own thread (the stuck one was busy) ends with the pool; the stuck
+        // job's is left to the exit.
+        let by = Instant::now() + Duration::from_secs(5);
+        while threads.load(Ordering::SeqCst) > 1 && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(threads.load(Ordering::SeqCst), 1, "the stuck job's thread is left to the exit");
         drop(release);
     }

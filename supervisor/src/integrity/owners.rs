@@ -161,7 +161,8 @@ impl fmt::Display for Writer {
             Self::Acl => write!(f, "whoever its access ACL lets write (its group bits are the ACL's mask)"),
             Self::AclUnreadable(errno) => write!(
                 f,
-                "whoever its access ACL may let write: its group bits allow writing and the ACL cannot be read ({})",
+                "possibly a user or group its access ACL names (its group bits allow writing, and the ACL cannot be \
+                 read: {})",
                 io::Error::from_raw_os_error(*errno)
             ),
         }
@@ -481,7 +482,7 @@ mod tests {
         assert_eq!(failing(libc::ENODATA), None, "it has none");
         assert_eq!(failing(libc::EOPNOTSUPP), None, "its filesystem keeps none");
         let said = Writer::AclUnreadable(libc::EIO).to_string();
-        assert!(said.contains("cannot be read (Input/output error"), "{said}");
+        assert!(said.contains("the ACL cannot be read: Input/output error"), "{said}");
         chmod(&file, 0o644);
         assert_eq!(failing(libc::EIO), None, "without group write an ACL's mask lets no one write");
     }
