@@ -7,10 +7,27 @@ use std::time::{Duration, Instant};
 
 /// The plugin runtime's blocking-pool threads alive: its only threads besides the main
 /// one. Counted by the runtime's thread start and stop hooks.
-pub(crate) static THREADS: AtomicUsize = AtomicUsize::new(0);
+static THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Shuts `rt` down and waits, until `until` at the latest, for its blocking jobs to end;
-/// `threads` counts its blocking-pool threads.
+/// `builder` with its pool threads counted in [`THREADS`]: the runtime's only other
+/// threads are its blocking pool's.
+pub(crate) fn counted(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    builder
+        .on_thread_start(|| {
+            THREADS.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_thread_stop(|| {
+            THREADS.fetch_sub(1, Ordering::SeqCst);
+        })
+}
+
+/// Shuts `rt`, built [`counted`], down and waits, until `until` at the latest, for its
+/// blocking jobs to end.
+pub(crate) fn shut_down(rt: tokio::runtime::Runtime, until: Instant) {
+    shut_down_counted(rt, &THREADS, until);
+}
+
+/// [`shut_down`], with `threads` counting `rt`'s blocking-pool threads.
 ///
 /// Dropping the runtime would drop its tasks, then wait for the blocking jobs however
 /// long they take: one stuck (a hung file) and the drained plugin was killed at its stop
@@ -18,7 +35,7 @@ pub(crate) static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// waiting on a task's channel sees it close) and running jobs go on. Waited for here,
 /// not by a watch thread: a tier that forbids threads kills a process that starts one
 /// (and there no job can run).
-pub(crate) fn shut_down(rt: tokio::runtime::Runtime, threads: &AtomicUsize, until: Instant) {
+fn shut_down_counted(rt: tokio::runtime::Runtime, threads: &AtomicUsize, until: Instant) {
     // A job queued just before the shutdown, for an idle pool thread woken to take it but
     // not yet running, is dropped by the shutdown instead of run: a pool shutting down
     // empties its queue without running it. The queue is first in, first out (tokio's
@@ -87,7 +104,7 @@ mod tests {
             let ran = Arc::new(AtomicBool::new(false));
             let job = ran.clone();
             drop(rt.spawn_blocking(move || job.store(true, Ordering::SeqCst)));
-            shut_down(rt, &threads, Instant::now() + Duration::from_secs(2));
+            shut_down_counted(rt, &threads, Instant::now() + Duration::from_secs(2));
             assert!(ran.load(Ordering::SeqCst), "round {round}: the job queued last was dropped, not run");
             assert_eq!(threads.load(Ordering::SeqCst), 0, "round {round}: the pool's threads ended");
         }
@@ -103,7 +120,7 @@ mod tests {
             std::thread::yield_now();
         }
         let started = Instant::now();
-        shut_down(rt, &threads, started + Duration::from_millis(200));
+        shut_down_counted(rt, &threads, started + Duration::from_millis(200));
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "took {took:?}");
         // The marker's own thread (the stuck one was busy) ends with the pool; the stuck
@@ -122,7 +139,7 @@ mod tests {
         let (threads, ever) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let rt = counted_runtime(&threads, &ever);
         rt.block_on(async {});
-        shut_down(rt, &threads, Instant::now() + Duration::from_secs(1));
+        shut_down_counted(rt, &threads, Instant::now() + Duration::from_secs(1));
         assert_eq!(ever.load(Ordering::SeqCst), 0, "a pool thread was started");
     }
 }

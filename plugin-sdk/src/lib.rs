@@ -339,15 +339,7 @@ impl Plugin {
         // on these machines saves a cross-CPU wake-up per call.
         // fd 3 rather than the epoll: a plugin in L3 cannot read /proc.
         let rt = match plugin_proto::spin::install(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                // The runtime's only other threads are its blocking pool's.
-                .on_thread_start(|| {
-                    blocking::THREADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                })
-                .on_thread_stop(|| {
-                    blocking::THREADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                }),
+            blocking::counted(tokio::runtime::Builder::new_current_thread().enable_all()),
             Some(plugin_proto::launch::PLUGIN_FD),
             self.spin,
         )
@@ -367,11 +359,7 @@ impl Plugin {
                 1
             }
         };
-        blocking::shut_down(
-            rt,
-            &blocking::THREADS,
-            std::time::Instant::now() + within(BLOCKING_GRACE, exit_by(&shutdown)),
-        );
+        blocking::shut_down(rt, std::time::Instant::now() + within(BLOCKING_GRACE, exit_by(&shutdown)));
         std::process::exit(code)
     }
 
