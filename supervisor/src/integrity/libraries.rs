@@ -106,10 +106,10 @@ pub struct LoaderFiles {
     /// In the loader's breadth-first order.
     pub libraries: Vec<LoadedObject>,
     pub ld_so_cache: Option<PathBuf>,
-    /// Each file the loader opens, by the path it opens (symlinks not resolved), and what
-    /// that was when this resolution read it: a later start can tell whether these files
-    /// are still the ones found.
-    pub stamps: Vec<(PathBuf, FileStamp)>,
+    /// Each path the loader opens (symlinks not resolved), or tries before the one it
+    /// opens, and what was there when this resolution looked (`None`: nothing): a later
+    /// start can tell whether the loader would still open the files found, and only them.
+    pub stamps: Vec<(PathBuf, Option<FileStamp>)>,
 }
 
 impl LoaderFiles {
@@ -232,8 +232,9 @@ fn resolve_from(
     let mut stamps = std::mem::take(&mut resolver.stamps);
     if let Some(cache) = ld_so_cache {
         resolver.check(cache, Use::Opened, cache.as_os_str(), &interpreter.path)?;
-        stamps.extend(FileStamp::now(cache).map(|stamp| (cache.clone(), stamp)));
     }
+    // Stamped even where there is none: one made later is opened by the loader.
+    stamps.extend(config.ld_so_cache.as_ref().map(|cache| (cache.clone(), FileStamp::now(cache))));
     Ok(LoaderFiles {
         interpreter: Some(interpreter),
         libraries: resolver.libraries,
@@ -263,8 +264,9 @@ struct Resolver<'a> {
     names: HashSet<OsString>,
     canonicals: HashSet<PathBuf>,
     libraries: Vec<LoadedObject>,
-    /// What each file loaded was as it was read, by the path it was opened by.
-    stamps: Vec<(PathBuf, FileStamp)>,
+    /// What each file loaded was as it was read, by the path it was opened by; and what
+    /// was at each place searched before (see [`LoaderFiles::stamps`]).
+    stamps: Vec<(PathBuf, Option<FileStamp>)>,
     /// What a plugin's id could change among the files and directories the loader uses.
     checker: Option<Checker>,
 }
@@ -319,7 +321,7 @@ impl<'a> Resolver<'a> {
         }
         let info = header.read_details(&lib_subject, &file).map_err(unusable)?;
         let stamp = file.metadata().map(|m| FileStamp::of(&m)).map_err(missing)?;
-        self.stamps.push((interp.to_path_buf(), stamp));
+        self.stamps.push((interp.to_path_buf(), Some(stamp)));
         let required_by = self.subject.path.clone();
         self.check(interp, Use::Opened, interp.as_os_str(), &required_by)?;
         self.names.insert(interp.as_os_str().to_owned());
@@ -368,7 +370,7 @@ impl<'a> Resolver<'a> {
         self.names.extend(info.soname.clone());
         // The loader opens this path even where it finds a file already loaded: a later
         // start must see it repointed.
-        self.stamps.push((path.clone(), stamp));
+        self.stamps.push((path.clone(), Some(stamp)));
         // The same file under another name is one link-map entry to ld.so (dev/inode match).
         if !self.canonicals.insert(canonical.clone()) {
             return Ok(None);
@@ -415,11 +417,16 @@ impl<'a> Resolver<'a> {
             for sub in &self.config.subdirs {
                 let place = dir.join(sub);
                 let candidate = place.join(name);
+                // Looked at before the open: a file arriving between the two is either
+                // used, or seen as new by the next start's look.
+                let was = FileStamp::now(&candidate);
                 if let Some(info) = self.try_candidate(&candidate, name, required_by)? {
                     return Ok((candidate, info));
                 }
-                // Not here, so far: one planted here would be loaded instead.
+                // Not here, so far: one planted here would be loaded instead, so it must
+                // pass the owners' check now, and make the grants stale when it appears.
                 self.check(&place, Use::SearchedFirst, name, required_by)?;
+                self.stamps.push((candidate, was));
             }
         }
         Err(LibraryError::NotFound {

@@ -120,7 +120,7 @@ impl RulesetKey {
 #[derive(Debug, Clone)]
 struct Resolved {
     paths: Vec<PathBuf>,
-    stamps: Vec<(PathBuf, FileStamp)>,
+    stamps: Vec<(PathBuf, Option<FileStamp>)>,
 }
 
 /// The device and inode each of `paths` names now; (0, 0) for one that is not there.
@@ -135,7 +135,7 @@ const RULESETS_KEPT: usize = 16;
 impl ImageGrants {
     /// `loader`: the canonical paths to grant; `stamps`: each file by the path the loader
     /// opens, as the resolution read it (see [`LoaderFiles::stamps`]).
-    pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, FileStamp)>) -> Self {
+    pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, Option<FileStamp>)>) -> Self {
         Self {
             loader: Arc::new(Mutex::new(Resolved { paths: loader, stamps })),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
@@ -144,7 +144,8 @@ impl ImageGrants {
     }
 
     /// Whether a path the loader opens names another file than the resolution read, or
-    /// that file changed since. A revision keeps its image for life, but its libraries are
+    /// that file changed since, or a file now stands where the loader looks first and the
+    /// resolution found none (the loader would open it instead). A revision keeps its image for life, but its libraries are
     /// read from disk at every start: an upgrade renaming a new library over one, or
     /// repointing a symlink to another version, may bring libraries the old did not need
     /// (a new DT_NEEDED, which Landlock would refuse the loader), and one whose owner or
@@ -152,7 +153,7 @@ impl ImageGrants {
     pub fn stale(&self) -> bool {
         // Copied out: the stats are not made holding the lock.
         let Ok(stamps) = self.loader.lock().map(|r| r.stamps.clone()) else { return true };
-        stamps.iter().any(|(path, stamp)| FileStamp::now(path) != Some(*stamp))
+        stamps.iter().any(|(path, stamp)| FileStamp::now(path) != *stamp)
     }
 
     /// Runs `resolve` (blocking: it reads the libraries) on the blocking pool for the
@@ -669,7 +670,7 @@ mod tests {
     fn stale_grants(dir: &Path) -> (Arc<ImageGrants>, PathBuf) {
         let lib = dir.join("libx.so");
         std::fs::write(&lib, "old").unwrap();
-        let grants = Arc::new(ImageGrants::new(vec![lib.clone()], vec![(lib.clone(), FileStamp::now(&lib).unwrap())]));
+        let grants = Arc::new(ImageGrants::new(vec![lib.clone()], vec![(lib.clone(), FileStamp::now(&lib))]));
         let new = dir.join("libx.so.new");
         std::fs::write(&new, "new").unwrap();
         std::fs::rename(&new, &lib).unwrap();
@@ -696,7 +697,7 @@ mod tests {
         move || {
             resolved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(takes);
-            let stamps = vec![(lib.clone(), FileStamp::now(&lib).unwrap())];
+            let stamps = vec![(lib.clone(), FileStamp::now(&lib))];
             Ok(LoaderFiles { libraries: vec![object(&lib, &lib)], stamps, ..LoaderFiles::default() })
         }
     }
@@ -785,7 +786,7 @@ mod tests {
         let (a, _) = two_entries();
         let sandbox = sandbox();
         let l2 = sandbox.tier("L2").unwrap();
-        let stamp = |p: &Path| vec![(p.to_path_buf(), FileStamp::now(p).unwrap())];
+        let stamp = |p: &Path| vec![(p.to_path_buf(), FileStamp::now(p))];
         let grants = ImageGrants::new(vec![lib.clone()], stamp(&lib));
         let (before, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(before.as_ref().unwrap(), &[&lib]), 1, "granted when built");

@@ -501,3 +501,37 @@ fn every_path_the_loader_opens_is_stamped_even_a_second_name_of_one_file() {
     let stamped: Vec<&PathBuf> = files.stamps.iter().map(|(p, _)| p).collect();
     assert!(stamped.contains(&&a) && stamped.contains(&&b), "{stamped:?}");
 }
+
+/// A library planted later in a directory the loader searches before the one it found the
+/// library in would be what the loader opens at the next start: not granted, and never
+/// passed by the owners' check. The grants were kept as fresh, since only the files found
+/// were stamped; every place searched first is stamped now, found empty.
+#[test]
+fn a_library_planted_later_where_the_loader_looks_first_makes_the_grants_stale() {
+    let t = tree();
+    let first = t.libdir.join("first");
+    fs::create_dir(&first).unwrap();
+    let local = copy_lib("libc.so.6", &t.libdir);
+    let runpath = format!("{}:{}", first.display(), t.libdir.display());
+    let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
+    assert_eq!(found(&files, "libc.so.6"), local);
+    let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+    assert!(!grants.stale(), "nothing changed yet");
+    // Another file in the same directory is no concern of the loader's.
+    fs::write(first.join("libother.so"), "unrelated").unwrap();
+    assert!(!grants.stale(), "a file the loader does not look for changes nothing");
+    fs::copy(&local, first.join("libc.so.6")).unwrap();
+    assert!(grants.stale(), "libc.so.6 planted where the loader looks first");
+}
+
+/// The places searched first are stamped as they are, so an unchanged host keeps a real
+/// binary's grants fresh: a start re-resolves only when something the loader would see
+/// has changed.
+#[test]
+fn a_real_binarys_grants_stay_fresh_while_nothing_the_loader_sees_changes() {
+    let files = resolve_file("ls", Path::new("/bin/ls"));
+    let opened = files.stamps.iter().filter(|(_, stamp)| stamp.is_some()).count();
+    assert!(opened > files.libraries.len(), "the interpreter, every library and the cache: {:?}", files.stamps);
+    let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+    assert!(!grants.stale());
+}
