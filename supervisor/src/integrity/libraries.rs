@@ -106,9 +106,11 @@ pub struct LoaderFiles {
     /// In the loader's breadth-first order.
     pub libraries: Vec<LoadedObject>,
     pub ld_so_cache: Option<PathBuf>,
-    /// Each path the loader opens (symlinks not resolved), or tries before the one it
-    /// opens, and what was there when this resolution looked (`None`: nothing): a later
-    /// start can tell whether the loader would still open the files found, and only them.
+    /// Each path the loader opens (symlinks not resolved), each place it searches before
+    /// the one it finds a library in (the directory, or its missing ancestor) and each
+    /// file it passes over there, and what was there when this resolution looked
+    /// (`None`: nothing): a later start can tell whether the loader would still open the
+    /// files found, and only them.
     pub stamps: Vec<(PathBuf, Option<FileStamp>)>,
 }
 
@@ -243,6 +245,14 @@ fn resolve_from(
     })
 }
 
+/// One candidate path, as ld.so would take it.
+enum Tried {
+    Found(ElfInfo, FileStamp),
+    Absent,
+    /// Something ld.so moves on from, as it was.
+    Passed(FileStamp),
+}
+
 /// An object in the loader's link map.
 struct Object {
     path: PathBuf,
@@ -267,6 +277,8 @@ struct Resolver<'a> {
     /// What each file loaded was as it was read, by the path it was opened by; and what
     /// was at each place searched before (see [`LoaderFiles::stamps`]).
     stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    /// The places searched first, and the paths stamped for them (a missing ancestor's).
+    places: HashSet<PathBuf>,
     /// What a plugin's id could change among the files and directories the loader uses.
     checker: Option<Checker>,
 }
@@ -284,6 +296,7 @@ impl<'a> Resolver<'a> {
             canonicals: HashSet::new(),
             libraries: Vec::new(),
             stamps: Vec::new(),
+            places: HashSet::new(),
             checker: config.owners.map(Checker::new),
         };
         let main = resolver.object(subject.path.clone(), origin, exe.clone(), None);
@@ -396,8 +409,8 @@ impl<'a> Resolver<'a> {
             });
         }
         match self.try_candidate(&path, name, required_by)? {
-            Some(info) => Ok((path, info)),
-            None => Err(LibraryError::NotFound {
+            Tried::Found(info, stamp) => Ok((path, (info, stamp))),
+            Tried::Absent | Tried::Passed(_) => Err(LibraryError::NotFound {
                 subject: self.subject.clone(),
                 name: name.to_owned(),
                 required_by: required_by.to_path_buf(),
@@ -416,17 +429,26 @@ impl<'a> Resolver<'a> {
         for dir in &dirs {
             for sub in &self.config.subdirs {
                 let place = dir.join(sub);
+                // Looked at before the candidate: a file arriving between the two is
+                // either used, or a change the next start's look sees.
+                let was = self.unstamped(dir, sub);
                 let candidate = place.join(name);
-                // Looked at before the open: a file arriving between the two is either
-                // used, or seen as new by the next start's look.
-                let was = FileStamp::now(&candidate);
-                if let Some(info) = self.try_candidate(&candidate, name, required_by)? {
-                    return Ok((candidate, info));
-                }
+                let passed = match self.try_candidate(&candidate, name, required_by)? {
+                    Tried::Found(info, stamp) => return Ok((candidate, (info, stamp))),
+                    Tried::Absent => None,
+                    Tried::Passed(stamp) => Some((candidate, Some(stamp))),
+                };
                 // Not here, so far: one planted here would be loaded instead, so it must
-                // pass the owners' check now, and make the grants stale when it appears.
+                // pass the owners' check now, and make the grants stale when it appears
+                // (the place's stamp changes with its entries; a file passed over, with
+                // what it holds).
                 self.check(&place, Use::SearchedFirst, name, required_by)?;
-                self.stamps.push((candidate, was));
+                self.places.insert(place);
+                if let Some((stamped, stamp)) = was {
+                    self.places.insert(stamped.clone());
+                    self.stamps.push((stamped, stamp));
+                }
+                self.stamps.extend(passed);
             }
         }
         Err(LibraryError::NotFound {
@@ -461,24 +483,42 @@ impl<'a> Resolver<'a> {
         dirs
     }
 
-    /// `Ok(None)` where ld.so would move on to the next candidate; else what the file
-    /// holds and which file it was.
-    fn try_candidate(
-        &self,
-        path: &Path,
-        name: &OsStr,
-        required_by: &Path,
-    ) -> Result<Option<(ElfInfo, FileStamp)>, LibraryError> {
+    /// The stamp that tells whether entries were added to `dir`/`sub` since now, unless
+    /// one taken already does: the place's own where it exists, else that of its
+    /// shallowest missing ancestor below `dir` (or of `dir` itself), which must be made
+    /// before anything beneath it. One stamp then stands for every name searched there,
+    /// and for the hwcaps and legacy subdirectories a host lacks, so a start's look stays
+    /// a few dozen `stat`s however many libraries a plugin needs.
+    fn unstamped(&self, dir: &Path, sub: &Path) -> Option<(PathBuf, Option<FileStamp>)> {
+        if self.places.contains(&dir.join(sub)) {
+            return None;
+        }
+        let mut place = dir.to_path_buf();
+        let mut stamp = FileStamp::now(&place);
+        for part in sub.components() {
+            if stamp.is_none() {
+                break;
+            }
+            place.push(part);
+            stamp = FileStamp::now(&place);
+        }
+        (!self.places.contains(&place)).then_some((place, stamp))
+    }
+
+    /// What ld.so makes of `path`: the library to load, nothing there, or a file it
+    /// moves on from (another class, not a regular file), with what that file was.
+    fn try_candidate(&self, path: &Path, name: &OsStr, required_by: &Path) -> Result<Tried, LibraryError> {
         let file = match open_candidate(path) {
             Ok(file) => file,
-            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) if is_absent(&e) => return Ok(Tried::Absent),
             Err(source) => {
                 return Err(LibraryError::Io { subject: self.subject.clone(), path: path.to_path_buf(), source });
             }
         };
         let stamp = match file.metadata() {
             Ok(meta) if meta.is_file() => FileStamp::of(&meta),
-            _ => return Ok(None),
+            Ok(meta) => return Ok(Tried::Passed(FileStamp::of(&meta))),
+            Err(_) => return Ok(Tried::Absent),
         };
         let unusable = |source| LibraryError::Unusable {
             name: name.to_owned(),
@@ -489,7 +529,7 @@ impl<'a> Resolver<'a> {
         let header = elf::read_header(&lib_subject, &file, self.config.max_file_size).map_err(unusable)?;
         let found = header.machine;
         if found.class != self.machine.class || found.e_machine != self.machine.e_machine {
-            return Ok(None);
+            return Ok(Tried::Passed(stamp));
         }
         if found.endian != self.machine.endian {
             return Err(unusable(ElfError::EndianMismatch {
@@ -498,7 +538,7 @@ impl<'a> Resolver<'a> {
                 host: self.machine.endian,
             }));
         }
-        header.read_details(&lib_subject, &file).map(|info| Some((info, stamp))).map_err(unusable)
+        header.read_details(&lib_subject, &file).map(|info| Tried::Found(info, stamp)).map_err(unusable)
     }
 
     fn object(&self, path: PathBuf, origin: &Path, info: ElfInfo, loader: Option<usize>) -> Object {

@@ -505,23 +505,55 @@ fn every_path_the_loader_opens_is_stamped_even_a_second_name_of_one_file() {
 /// A library planted later in a directory the loader searches before the one it found the
 /// library in would be what the loader opens at the next start: not granted, and never
 /// passed by the owners' check. The grants were kept as fresh, since only the files found
-/// were stamped; every place searched first is stamped now, found empty.
+/// were stamped; every place searched first is stamped now, with what it held (a missing
+/// one by its missing ancestor).
 #[test]
 fn a_library_planted_later_where_the_loader_looks_first_makes_the_grants_stale() {
     let t = tree();
     let first = t.libdir.join("first");
     fs::create_dir(&first).unwrap();
+    let missing = t.libdir.join("later/deeper");
+    let local = copy_lib("libc.so.6", &t.libdir);
+    let runpath = format!("{}:{}:{}", first.display(), missing.display(), t.libdir.display());
+    let stale_once = |plant: &dyn Fn()| {
+        let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
+        assert_eq!(found(&files, "libc.so.6"), local);
+        let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+        assert!(!grants.stale(), "nothing changed yet");
+        plant();
+        grants.stale()
+    };
+    assert!(
+        stale_once(&|| {
+            fs::copy(&local, first.join("libc.so.6")).unwrap();
+        }),
+        "planted in a place searched first"
+    );
+    fs::remove_file(first.join("libc.so.6")).unwrap();
+    let plant_deeper = || {
+        fs::create_dir_all(&missing).unwrap();
+        fs::copy(&local, missing.join("libc.so.6")).unwrap();
+    };
+    assert!(stale_once(&plant_deeper), "planted in a place searched first that was missing");
+}
+
+/// A file the loader passes over (another class) rewritten in place into a library it
+/// would load changes no directory entry: the file itself is stamped.
+#[test]
+fn a_file_passed_over_rewritten_into_a_library_makes_the_grants_stale() {
+    let t = tree();
+    let first = t.libdir.join("first");
+    fs::create_dir(&first).unwrap();
+    let passed = first.join("libc.so.6");
+    fs::write(&passed, tiny_elf32(3)).unwrap();
     let local = copy_lib("libc.so.6", &t.libdir);
     let runpath = format!("{}:{}", first.display(), t.libdir.display());
     let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
-    assert_eq!(found(&files, "libc.so.6"), local);
+    assert_eq!(found(&files, "libc.so.6"), local, "the 32-bit file is passed over");
     let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
-    assert!(!grants.stale(), "nothing changed yet");
-    // Another file in the same directory is no concern of the loader's.
-    fs::write(first.join("libother.so"), "unrelated").unwrap();
-    assert!(!grants.stale(), "a file the loader does not look for changes nothing");
-    fs::copy(&local, first.join("libc.so.6")).unwrap();
-    assert!(grants.stale(), "libc.so.6 planted where the loader looks first");
+    assert!(!grants.stale());
+    fs::write(&passed, fs::read(&local).unwrap()).unwrap();
+    assert!(grants.stale(), "rewritten in place into one the loader takes");
 }
 
 /// The places searched first are stamped as they are, so an unchanged host keeps a real
