@@ -31,4 +31,16 @@ impl FileStamp {
     pub fn now(path: &Path) -> Option<Self> {
         fs::metadata(path).ok().map(|m| Self::of(&m))
     }
+
+    /// Whether the file may have changed again after this stamp without the stamp
+    /// telling: it last changed at or after `since`. The kernel dates changes by a clock
+    /// that moves once a tick (1-10 ms; finer only from Linux 6.13 on some filesystems),
+    /// and a directory's size need not grow with an entry, so a change later within the
+    /// tick of the stamp leaves every field equal (git's "racily clean" index entries).
+    pub fn racy(&self, since: std::time::SystemTime) -> bool {
+        let since = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or((0, 0), |d| (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos())));
+        self.mtime >= since || self.ctime >= since
+    }
 }

@@ -133,8 +133,8 @@ fn identities<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<(u64, u64
 const RULESETS_KEPT: usize = 16;
 
 impl ImageGrants {
-    /// `loader`: the canonical paths to grant; `stamps`: each file by the path the loader
-    /// opens, as the resolution read it (see [`LoaderFiles::stamps`]).
+    /// `loader`: the canonical paths to grant; `stamps`: what the resolution saw at each
+    /// path the loader opens or looks at first (see [`LoaderFiles::stamps`]).
     pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, Option<FileStamp>)>) -> Self {
         Self {
             loader: Arc::new(Mutex::new(Resolved { paths: loader, stamps })),
@@ -144,8 +144,8 @@ impl ImageGrants {
     }
 
     /// Whether a path the loader opens names another file than the resolution read, or
-    /// that file changed since, or a file now stands where the loader looks first and the
-    /// resolution found none (the loader would open it instead). A revision keeps its image for life, but its libraries are
+    /// that file changed since, or something changed where the loader looks first (a
+    /// library there would be opened instead). A revision keeps its image for life, but its libraries are
     /// read from disk at every start: an upgrade renaming a new library over one, or
     /// repointing a symlink to another version, may bring libraries the old did not need
     /// (a new DT_NEEDED, which Landlock would refuse the loader), and one whose owner or

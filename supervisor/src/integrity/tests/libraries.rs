@@ -502,6 +502,12 @@ fn every_path_the_loader_opens_is_stamped_even_a_second_name_of_one_file() {
     assert!(stamped.contains(&&a) && stamped.contains(&&b), "{stamped:?}");
 }
 
+/// Waits until what the test just made is old enough for its stamps to be trusted
+/// (see `FileStamp::racy`): otherwise a resolution records it as unseen.
+fn settle() {
+    std::thread::sleep(libraries::RACY_MARGIN + std::time::Duration::from_millis(20));
+}
+
 /// A library planted later in a directory the loader searches before the one it found the
 /// library in would be what the loader opens at the next start: not granted, and never
 /// passed by the owners' check. The grants were kept as fresh, since only the files found
@@ -516,6 +522,7 @@ fn a_library_planted_later_where_the_loader_looks_first_makes_the_grants_stale()
     let local = copy_lib("libc.so.6", &t.libdir);
     let runpath = format!("{}:{}:{}", first.display(), missing.display(), t.libdir.display());
     let stale_once = |plant: &dyn Fn()| {
+        settle();
         let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
         assert_eq!(found(&files, "libc.so.6"), local);
         let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
@@ -548,6 +555,7 @@ fn a_file_passed_over_rewritten_into_a_library_makes_the_grants_stale() {
     fs::write(&passed, tiny_elf32(3)).unwrap();
     let local = copy_lib("libc.so.6", &t.libdir);
     let runpath = format!("{}:{}", first.display(), t.libdir.display());
+    settle();
     let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
     assert_eq!(found(&files, "libc.so.6"), local, "the 32-bit file is passed over");
     let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
@@ -556,14 +564,63 @@ fn a_file_passed_over_rewritten_into_a_library_makes_the_grants_stale() {
     assert!(grants.stale(), "rewritten in place into one the loader takes");
 }
 
+/// A name that opens as nothing, a link to a file not there yet, comes to open as a
+/// library when the file is made elsewhere: no entry of the place searched changes, so
+/// the link is stamped itself.
+#[test]
+fn a_dangling_link_where_the_loader_looks_first_makes_the_grants_stale_once_it_leads_somewhere() {
+    let t = tree();
+    let first = t.libdir.join("first");
+    let elsewhere = t.libdir.join("elsewhere");
+    fs::create_dir(&first).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("libc.so.6"), first.join("libc.so.6")).unwrap();
+    let local = copy_lib("libc.so.6", &t.libdir);
+    let runpath = format!("{}:{}", first.display(), t.libdir.display());
+    settle();
+    let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
+    assert_eq!(found(&files, "libc.so.6"), local, "the dangling link is passed over");
+    let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+    assert!(!grants.stale());
+    fs::copy(&local, elsewhere.join("libc.so.6")).unwrap();
+    assert!(grants.stale(), "the link now leads to a library the loader opens");
+}
+
+/// A place changed just before the resolution looked at it could change again within
+/// the same clock tick with its stamp unchanged: such a stamp is not trusted, and the
+/// next start looks again.
+#[test]
+fn a_place_changed_as_the_resolution_looks_is_looked_at_again() {
+    let t = tree();
+    let first = t.libdir.join("first");
+    fs::create_dir(&first).unwrap();
+    copy_lib("libc.so.6", &t.libdir);
+    let runpath = format!("{}:{}", first.display(), t.libdir.display());
+    settle();
+    fs::write(first.join("unrelated"), "changes the place now").unwrap();
+    let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
+    let untrusted: Vec<&PathBuf> = files.stamps.iter().filter(|(_, s)| s.is_none()).map(|(p, _)| p).collect();
+    assert!(untrusted.contains(&&first), "{untrusted:?}");
+    let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+    assert!(grants.stale(), "the next start looks again");
+    settle();
+    let again = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
+    let grants = crate::sandbox::confine::ImageGrants::new(again.paths().into_iter().collect(), again.stamps);
+    assert!(!grants.stale(), "looked at once the tick has passed, it is trusted");
+}
+
 /// The places searched first are stamped as they are, so an unchanged host keeps a real
 /// binary's grants fresh: a start re-resolves only when something the loader would see
 /// has changed.
 #[test]
 fn a_real_binarys_grants_stay_fresh_while_nothing_the_loader_sees_changes() {
     let files = resolve_file("ls", Path::new("/bin/ls"));
-    let opened = files.stamps.iter().filter(|(_, stamp)| stamp.is_some()).count();
-    assert!(opened > files.libraries.len(), "the interpreter, every library and the cache: {:?}", files.stamps);
+    let stamped: BTreeSet<&PathBuf> = files.stamps.iter().filter(|(_, s)| s.is_some()).map(|(p, _)| p).collect();
+    let opened = files.interpreter.iter().chain(&files.libraries).map(|o| &o.path);
+    let cache = SearchConfig::host().ld_so_cache.filter(|c| c.is_file());
+    for path in opened.chain(cache.as_ref()) {
+        assert!(stamped.contains(path), "{} opened by the loader is stamped: {:?}", path.display(), files.stamps);
+    }
     let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
     assert!(!grants.stale());
 }
