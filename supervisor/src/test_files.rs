@@ -33,3 +33,10 @@ pub(crate) fn within_10s<T: Send + 'static>(what: &Path, f: impl FnOnce() -> T +
     });
     rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what:?} hung"))
 }
+
+/// Waits until what the test just made is old enough for a resolution of the loader's
+/// files to trust its stamps (see `FileStamp::racy`): made within the margin before the
+/// resolution began, a file is recorded as untrusted, and the grants as stale at once.
+pub(crate) fn settle_stamps() {
+    std::thread::sleep(crate::integrity::libraries::RACY_MARGIN + Duration::from_millis(20));
+}

@@ -690,6 +690,9 @@ mod tests {
             "[supervisor.sandbox]\nallow_unsandboxed = true\n[[plugin]]\nname = \"app\"\nbinary = {exe:?}\ntier = \"none\"\n"
         );
         let spec = crate::config::parse(&text, std::path::Path::new("/etc/t.toml")).unwrap().specs().remove(0);
+        // Each look below comes a moment after the files changed, as a start after an
+        // upgrade does: what changed within the clock's tick of a look is not trusted.
+        crate::test_files::settle_stamps();
         let image = Arc::new(verify(&spec).unwrap_or_else(|e| panic!("{e}")));
         // A library no one needed at verification, and that the upgrade needs.
         let gcc = crate::integrity::loader_host::default_dirs()
@@ -705,6 +708,7 @@ mod tests {
         std::fs::write(&new, dynamic_elf64(&interpreter, "libgcc_s.so.1", "/nonexistent")).unwrap();
         std::fs::rename(&new, &outer).unwrap();
         assert!(image.grants.stale(), "a new library under the name");
+        crate::test_files::settle_stamps();
         refresh_grants(&spec, image.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(image.grants.loader().contains(&gcc), "the upgrade's new need is granted: {:?}", image.grants.loader());
         assert!(!image.grants.stale());
@@ -715,6 +719,7 @@ mod tests {
         let moved = lib.join("libouter.so.1");
         std::fs::rename(&outer, &moved).unwrap();
         std::os::unix::fs::symlink("libouter.so.1", &outer).unwrap();
+        crate::test_files::settle_stamps();
         refresh_grants(&spec, image.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(image.grants.loader().contains(&moved), "{:?}", image.grants.loader());
         assert!(!image.grants.stale(), "the same file under a link");
@@ -729,6 +734,7 @@ mod tests {
         );
         std::fs::remove_file(&outer).unwrap();
         std::fs::rename(&v2, &outer).unwrap();
+        crate::test_files::settle_stamps();
         refresh_grants(&spec, image.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(!image.grants.stale());
 

@@ -33,7 +33,7 @@ use super::loader_caps::LoaderCaps;
 use super::loader_host;
 use super::machine::Machine;
 use super::owners::{Checker, Owners, Use};
-pub use super::stamp::FileStamp;
+pub use super::stamp::{FileStamp, Seen};
 use super::subject::Subject;
 
 pub const DEFAULT_LD_SO_CACHE: &str = "/etc/ld.so.cache";
@@ -108,10 +108,10 @@ pub struct LoaderFiles {
     pub ld_so_cache: Option<PathBuf>,
     /// Each path the loader opens (symlinks not resolved), each place it searches before
     /// the one it finds a library in (the directory, or its missing ancestor) and each
-    /// entry it passes over there, and what was there when this resolution looked
-    /// (`None`: nothing, or a stamp too close to a change to be trusted): a later start
-    /// can tell whether the loader would still open the files found, and only them.
-    pub stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    /// entry it passes over there, and what was there when this resolution looked: a
+    /// later start can tell whether the loader would still open the files found, and
+    /// only them.
+    pub stamps: Vec<(PathBuf, Seen)>,
 }
 
 impl LoaderFiles {
@@ -236,11 +236,12 @@ fn resolve_from(
     }
     let mut stamps = std::mem::take(&mut resolver.stamps);
     // A stamp taken within the clock's reach of a change could miss one made after it
-    // in the same tick: recorded as nothing there, it makes the next start look again.
-    let since = resolver.started - RACY_MARGIN;
-    for (_, stamp) in &mut stamps {
-        if stamp.is_some_and(|s| s.racy(since)) {
-            *stamp = None;
+    // in the same tick: untrusted, it makes the next start look again.
+    let ended = std::time::SystemTime::now();
+    let since = resolver.started.min(ended) - RACY_MARGIN;
+    for (_, seen) in &mut stamps {
+        if matches!(seen, Seen::File(stamp) if stamp.racy(since, ended + RACY_MARGIN)) {
+            *seen = Seen::Untrusted;
         }
     }
     Ok(LoaderFiles {
@@ -258,7 +259,8 @@ pub(crate) const RACY_MARGIN: std::time::Duration = std::time::Duration::from_mi
 /// One candidate path, as ld.so would take it.
 enum Tried {
     Found(ElfInfo, FileStamp),
-    Absent,
+    /// The open found nothing (`NotFound`, `NotADirectory`) or was refused.
+    Absent(io::ErrorKind),
     /// Something ld.so moves on from, as it was.
     Passed(FileStamp),
 }
@@ -286,7 +288,7 @@ struct Resolver<'a> {
     libraries: Vec<LoadedObject>,
     /// What each file loaded was as it was read, by the path it was opened by; and what
     /// was at each place searched before (see [`LoaderFiles::stamps`]).
-    stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    stamps: Vec<(PathBuf, Seen)>,
     /// The places searched first, and the paths stamped for them (a missing ancestor's).
     places: HashSet<PathBuf>,
     /// When the resolution began: a stamp of a change since may be racy.
@@ -301,8 +303,7 @@ impl<'a> Resolver<'a> {
         // The loader cache, stamped before the configuration its directories stand for is
         // read (`ldconfig` between the two would leave a new cache stamped over the old
         // directories); stamped even where there is none, since one made later is opened.
-        let stamps =
-            config.ld_so_cache.as_ref().map(|cache| (cache.clone(), FileStamp::now(cache))).into_iter().collect();
+        let stamps = config.ld_so_cache.as_ref().map(|cache| (cache.clone(), Seen::now(cache))).into_iter().collect();
         let conf_dirs = config.ld_so_conf.as_deref().map(ldconfig::read_dirs).unwrap_or_default();
         let mut resolver = Self {
             started,
@@ -353,7 +354,7 @@ impl<'a> Resolver<'a> {
         }
         let info = header.read_details(&lib_subject, &file).map_err(unusable)?;
         let stamp = file.metadata().map(|m| FileStamp::of(&m)).map_err(missing)?;
-        self.stamps.push((interp.to_path_buf(), Some(stamp)));
+        self.stamps.push((interp.to_path_buf(), Seen::File(stamp)));
         let required_by = self.subject.path.clone();
         self.check(interp, Use::Opened, interp.as_os_str(), &required_by)?;
         self.names.insert(interp.as_os_str().to_owned());
@@ -402,7 +403,7 @@ impl<'a> Resolver<'a> {
         self.names.extend(info.soname.clone());
         // The loader opens this path even where it finds a file already loaded: a later
         // start must see it repointed.
-        self.stamps.push((path.clone(), Some(stamp)));
+        self.stamps.push((path.clone(), Seen::File(stamp)));
         // The same file under another name is one link-map entry to ld.so (dev/inode match).
         if !self.canonicals.insert(canonical.clone()) {
             return Ok(None);
@@ -429,7 +430,7 @@ impl<'a> Resolver<'a> {
         }
         match self.try_candidate(&path, name, required_by)? {
             Tried::Found(info, stamp) => Ok((path, (info, stamp))),
-            Tried::Absent | Tried::Passed(_) => Err(LibraryError::NotFound {
+            Tried::Absent(_) | Tried::Passed(_) => Err(LibraryError::NotFound {
                 subject: self.subject.clone(),
                 name: name.to_owned(),
                 required_by: required_by.to_path_buf(),
@@ -457,10 +458,15 @@ impl<'a> Resolver<'a> {
                     // An entry that opens as nothing (a dangling link, a file the open
                     // is refused) may come to open as a library with no entry of the
                     // place changing: stamped itself, as what it leads to now.
-                    Tried::Absent => fs::symlink_metadata(&candidate)
-                        .is_ok()
-                        .then(|| (candidate.clone(), FileStamp::now(&candidate))),
-                    Tried::Passed(stamp) => Some((candidate, Some(stamp))),
+                    Tried::Absent(kind) => fs::symlink_metadata(&candidate).is_ok().then(|| {
+                        // What the open saw, for a link: a target arriving since is new.
+                        let seen = match kind {
+                            io::ErrorKind::PermissionDenied => Seen::now(&candidate),
+                            _ => Seen::Nothing,
+                        };
+                        (candidate.clone(), seen)
+                    }),
+                    Tried::Passed(stamp) => Some((candidate, Seen::File(stamp))),
                 };
                 // Not here, so far: one planted here would be loaded instead, so it must
                 // pass the owners' check now, and make the grants stale when it appears
@@ -514,20 +520,20 @@ impl<'a> Resolver<'a> {
     /// and for the hwcaps and legacy subdirectories a host lacks: a start's look grows
     /// with the places searched, not with each name tried in each (/bin/ls: 17 `stat`s,
     /// against 98 with a stamp a name).
-    fn unstamped(&self, dir: &Path, sub: &Path) -> Option<(PathBuf, Option<FileStamp>)> {
+    fn unstamped(&self, dir: &Path, sub: &Path) -> Option<(PathBuf, Seen)> {
         if self.places.contains(&dir.join(sub)) {
             return None;
         }
         let mut place = dir.to_path_buf();
-        let mut stamp = FileStamp::now(&place);
+        let mut seen = Seen::now(&place);
         for part in sub.components() {
-            if stamp.is_none() {
+            if seen == Seen::Nothing {
                 break;
             }
             place.push(part);
-            stamp = FileStamp::now(&place);
+            seen = Seen::now(&place);
         }
-        (!self.places.contains(&place)).then_some((place, stamp))
+        (!self.places.contains(&place)).then_some((place, seen))
     }
 
     /// What ld.so makes of `path`: the library to load, nothing there, or a file it
@@ -535,7 +541,7 @@ impl<'a> Resolver<'a> {
     fn try_candidate(&self, path: &Path, name: &OsStr, required_by: &Path) -> Result<Tried, LibraryError> {
         let file = match open_candidate(path) {
             Ok(file) => file,
-            Err(e) if is_absent(&e) => return Ok(Tried::Absent),
+            Err(e) if is_absent(&e) => return Ok(Tried::Absent(e.kind())),
             Err(source) => {
                 return Err(LibraryError::Io { subject: self.subject.clone(), path: path.to_path_buf(), source });
             }
@@ -543,7 +549,7 @@ impl<'a> Resolver<'a> {
         let stamp = match file.metadata() {
             Ok(meta) if meta.is_file() => FileStamp::of(&meta),
             Ok(meta) => return Ok(Tried::Passed(FileStamp::of(&meta))),
-            Err(_) => return Ok(Tried::Absent),
+            Err(e) => return Ok(Tried::Absent(e.kind())),
         };
         let unusable = |source| LibraryError::Unusable {
             name: name.to_owned(),

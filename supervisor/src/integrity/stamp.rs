@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A file's identity and when it last changed, as `stat` reports it. Any write, and any
 /// change of owner, mode or links, changes `ctime`, which user space cannot set back.
@@ -33,14 +34,66 @@ impl FileStamp {
     }
 
     /// Whether the file may have changed again after this stamp without the stamp
-    /// telling: it last changed at or after `since`. The kernel dates changes by a clock
-    /// that moves once a tick (1-10 ms; finer only from Linux 6.13 on some filesystems),
-    /// and a directory's size need not grow with an entry, so a change later within the
-    /// tick of the stamp leaves every field equal (git's "racily clean" index entries).
-    pub fn racy(&self, since: std::time::SystemTime) -> bool {
-        let since = since
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or((0, 0), |d| (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos())));
-        self.mtime >= since || self.ctime >= since
+    /// telling: its last change is dated within `since..=until`, the time the stamp was
+    /// taken in. The kernel dates changes by a clock that moves once a tick (1-10 ms;
+    /// finer only from Linux 6.13 on some filesystems), and a directory's size need not
+    /// grow with an entry, so a change later within the tick of the stamp leaves every
+    /// field equal (git's "racily clean" index entries). Only `ctime` is looked at: every
+    /// change the kernel makes sets it, and user space cannot date it, as it can `mtime`
+    /// (an archive's files keep the archive's times, possibly in the future). One dated
+    /// past `until` was made under a clock set back since, and a later change dates anew.
+    pub fn racy(&self, since: SystemTime, until: SystemTime) -> bool {
+        let at = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos())),
+            Err(_) => (0, 0),
+        };
+        (at(since)..=at(until)).contains(&self.ctime)
+    }
+}
+
+/// What a look at a path saw, for a later look to compare with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing there, or nothing the path leads to.
+    Nothing,
+    File(FileStamp),
+    /// Something that changed too close to the look for its stamp to tell a later change
+    /// (see [`FileStamp::racy`]): never taken to be still the same.
+    Untrusted,
+}
+
+impl Seen {
+    /// What `path` names now (symlinks followed).
+    pub fn now(path: &Path) -> Self {
+        FileStamp::now(path).map_or(Self::Nothing, Self::File)
+    }
+
+    /// Whether `path` shows what was seen.
+    pub fn still(&self, path: &Path) -> bool {
+        *self != Self::Untrusted && Self::now(path) == *self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// An archive's files keep the archive's times, some in the future: dated by `mtime`,
+    /// such a library was racy at every look, and every start resolved it again.
+    #[test]
+    fn a_file_dated_in_the_future_is_racy_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libx.so");
+        fs::write(&path, "x").unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        let now = SystemTime::now();
+        file.set_modified(now + Duration::from_secs(3600)).unwrap();
+        let stamp = FileStamp::now(&path).unwrap();
+        let margin = Duration::from_millis(50);
+        assert!(stamp.racy(now - margin, now + margin), "looked at as it changed");
+        let later = now + Duration::from_secs(1);
+        assert!(!stamp.racy(later - margin, later + margin), "looked at after its change, whatever its mtime says");
     }
 }

@@ -19,7 +19,7 @@ use super::landlock::{self, Grants};
 use super::spawn::ChildSandbox;
 use super::tier::{Tier, TierSet, ViolationAction};
 use crate::config::{Config, PluginSpec, QuotaConfig, UNSANDBOXED};
-use crate::integrity::libraries::{FileStamp, LoaderFiles};
+use crate::integrity::libraries::{LoaderFiles, Seen};
 
 /// Supervisor-wide sandbox state.
 #[derive(Debug)]
@@ -120,7 +120,7 @@ impl RulesetKey {
 #[derive(Debug, Clone)]
 struct Resolved {
     paths: Vec<PathBuf>,
-    stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    stamps: Vec<(PathBuf, Seen)>,
 }
 
 /// The device and inode each of `paths` names now; (0, 0) for one that is not there.
@@ -135,7 +135,7 @@ const RULESETS_KEPT: usize = 16;
 impl ImageGrants {
     /// `loader`: the canonical paths to grant; `stamps`: what the resolution saw at each
     /// path the loader opens or looks at first (see [`LoaderFiles::stamps`]).
-    pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, Option<FileStamp>)>) -> Self {
+    pub fn new(loader: Vec<PathBuf>, stamps: Vec<(PathBuf, Seen)>) -> Self {
         Self {
             loader: Arc::new(Mutex::new(Resolved { paths: loader, stamps })),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
@@ -145,7 +145,8 @@ impl ImageGrants {
 
     /// Whether a path the loader opens names another file than the resolution read, or
     /// that file changed since, or something changed where the loader looks first (a
-    /// library there would be opened instead). A revision keeps its image for life, but its libraries are
+    /// library there would be opened instead), or the resolution could not trust what it
+    /// saw somewhere (a change within the clock's tick of its look). A revision keeps its image for life, but its libraries are
     /// read from disk at every start: an upgrade renaming a new library over one, or
     /// repointing a symlink to another version, may bring libraries the old did not need
     /// (a new DT_NEEDED, which Landlock would refuse the loader), and one whose owner or
@@ -153,7 +154,7 @@ impl ImageGrants {
     pub fn stale(&self) -> bool {
         // Copied out: the stats are not made holding the lock.
         let Ok(stamps) = self.loader.lock().map(|r| r.stamps.clone()) else { return true };
-        stamps.iter().any(|(path, stamp)| FileStamp::now(path) != *stamp)
+        stamps.iter().any(|(path, seen)| !seen.still(path))
     }
 
     /// Runs `resolve` (blocking: it reads the libraries) on the blocking pool for the
@@ -670,7 +671,7 @@ mod tests {
     fn stale_grants(dir: &Path) -> (Arc<ImageGrants>, PathBuf) {
         let lib = dir.join("libx.so");
         std::fs::write(&lib, "old").unwrap();
-        let grants = Arc::new(ImageGrants::new(vec![lib.clone()], vec![(lib.clone(), FileStamp::now(&lib))]));
+        let grants = Arc::new(ImageGrants::new(vec![lib.clone()], vec![(lib.clone(), Seen::now(&lib))]));
         let new = dir.join("libx.so.new");
         std::fs::write(&new, "new").unwrap();
         std::fs::rename(&new, &lib).unwrap();
@@ -697,7 +698,7 @@ mod tests {
         move || {
             resolved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(takes);
-            let stamps = vec![(lib.clone(), FileStamp::now(&lib))];
+            let stamps = vec![(lib.clone(), Seen::now(&lib))];
             Ok(LoaderFiles { libraries: vec![object(&lib, &lib)], stamps, ..LoaderFiles::default() })
         }
     }
@@ -786,7 +787,7 @@ mod tests {
         let (a, _) = two_entries();
         let sandbox = sandbox();
         let l2 = sandbox.tier("L2").unwrap();
-        let stamp = |p: &Path| vec![(p.to_path_buf(), FileStamp::now(p))];
+        let stamp = |p: &Path| vec![(p.to_path_buf(), Seen::now(p))];
         let grants = ImageGrants::new(vec![lib.clone()], stamp(&lib));
         let (before, _) = sandbox.landlock(&a, l2, &grants).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(readable_under(before.as_ref().unwrap(), &[&lib]), 1, "granted when built");
