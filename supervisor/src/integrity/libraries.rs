@@ -252,14 +252,16 @@ fn resolve_from(
     })
 }
 
-/// How far before a resolution's start a change counts as possibly within the tick of a
-/// stamp it takes (see [`FileStamp::racy`]): a tick is at most 10 ms.
+/// How far before a resolution's start, and after its end, a change counts as possibly
+/// within the tick of a stamp it takes (see [`FileStamp::racy`]): a tick is at most
+/// 10 ms (filesystems dating changes by the second are judged by the second).
 pub(crate) const RACY_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One candidate path, as ld.so would take it.
 enum Tried {
     Found(ElfInfo, FileStamp),
-    /// The open found nothing (`NotFound`, `NotADirectory`) or was refused.
+    /// The open found nothing (`NotFound`, `NotADirectory`) or was refused, or what it
+    /// opened could not be stat'ed.
     Absent(io::ErrorKind),
     /// Something ld.so moves on from, as it was.
     Passed(FileStamp),
@@ -461,7 +463,7 @@ impl<'a> Resolver<'a> {
                     Tried::Absent(kind) => fs::symlink_metadata(&candidate).is_ok().then(|| {
                         // What the open saw, for a link: a target arriving since is new.
                         let seen = match kind {
-                            io::ErrorKind::PermissionDenied => Seen::now(&candidate),
+                            io::ErrorKind::PermissionDenied => refused_as(&candidate),
                             _ => Seen::Nothing,
                         };
                         (candidate.clone(), seen)
@@ -618,6 +620,16 @@ impl<'a> Resolver<'a> {
     fn path_of(&self, index: usize) -> PathBuf {
         self.objects.get(index).map(|o| o.path.clone()).unwrap_or_else(|| self.subject.path.clone())
     }
+}
+
+/// What `path` was when an open of it was refused: looked at, opened again (refused
+/// again) and looked at again, the two looks agreeing; else untrusted. A single look
+/// after the refused open could see a link repointed since to an older file, and take
+/// that for what was refused.
+fn refused_as(path: &Path) -> Seen {
+    let before = Seen::now(path);
+    let refused = open_candidate(path).is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied);
+    if refused && Seen::now(path) == before { before } else { Seen::Untrusted }
 }
 
 /// Opens for reading without blocking on a FIFO and without acquiring a controlling tty.

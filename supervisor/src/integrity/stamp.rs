@@ -42,12 +42,18 @@ impl FileStamp {
     /// change the kernel makes sets it, and user space cannot date it, as it can `mtime`
     /// (an archive's files keep the archive's times, possibly in the future). One dated
     /// past `until` was made under a clock set back since, and a later change dates anew.
+    /// A filesystem that dates changes by the whole second (ext4's small inodes, FAT's
+    /// two) is judged by the second.
     pub fn racy(&self, since: SystemTime, until: SystemTime) -> bool {
         let at = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
             Ok(d) => (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos())),
             Err(_) => (0, 0),
         };
-        (at(since)..=at(until)).contains(&self.ctime)
+        let (mut since, until) = (at(since), at(until));
+        if self.ctime.1 == 0 {
+            since.1 = 0;
+        }
+        (since..=until).contains(&self.ctime)
     }
 }
 
@@ -88,12 +94,26 @@ mod tests {
         let path = dir.path().join("libx.so");
         fs::write(&path, "x").unwrap();
         let file = fs::File::options().write(true).open(&path).unwrap();
-        let now = SystemTime::now();
-        file.set_modified(now + Duration::from_secs(3600)).unwrap();
+        let before = SystemTime::now();
+        file.set_modified(before + Duration::from_secs(3600)).unwrap();
+        let after = SystemTime::now();
         let stamp = FileStamp::now(&path).unwrap();
         let margin = Duration::from_millis(50);
-        assert!(stamp.racy(now - margin, now + margin), "looked at as it changed");
-        let later = now + Duration::from_secs(1);
+        assert!(stamp.racy(before - margin, after + margin), "looked at as it changed");
+        let later = after + Duration::from_secs(1);
         assert!(!stamp.racy(later - margin, later + margin), "looked at after its change, whatever its mtime says");
+    }
+
+    /// A filesystem dating changes by the second: a change late in a second is dated at
+    /// its start, and a look just after it must still distrust the stamp.
+    #[test]
+    fn a_change_dated_by_the_whole_second_is_racy_through_that_second() {
+        let mut stamp = FileStamp::now(Path::new("/")).unwrap();
+        stamp.ctime = (1_000, 0);
+        let look = UNIX_EPOCH + Duration::from_millis(1_000_990);
+        let margin = Duration::from_millis(50);
+        assert!(stamp.racy(look - margin, look + margin));
+        stamp.ctime = (1_000, 5);
+        assert!(!stamp.racy(look - margin, look + margin), "a fine-grained date is judged as it is");
     }
 }

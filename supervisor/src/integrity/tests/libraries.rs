@@ -596,9 +596,11 @@ fn a_place_changed_as_the_resolution_looks_is_looked_at_again() {
         crate::test_files::settle_stamps();
         let changed = std::time::Instant::now();
         fs::write(first.join(format!("unrelated-{attempt}")), "changes the place now").unwrap();
+        let held_off = changed.elapsed() > libraries::RACY_MARGIN / 4;
         let files = resolve(&t, &info).unwrap();
-        // A test thread held off for most of the margin proves nothing: again.
-        if changed.elapsed() > libraries::RACY_MARGIN / 2 && attempt < 5 {
+        // A test thread held off between the change and the look proves nothing: again.
+        if held_off {
+            assert!(attempt < 20, "held off between a write and the next call 20 times");
             continue;
         }
         let untrusted: Vec<&PathBuf> =
@@ -625,12 +627,14 @@ fn a_library_found_as_it_changed_then_removed_leaves_the_grants_stale() {
     for attempt in 0.. {
         let changed = std::time::Instant::now();
         let local = copy_lib("libc.so.6", &t.libdir);
+        let held_off = changed.elapsed() > libraries::RACY_MARGIN / 4;
         let files = resolve(&t, &info).unwrap();
-        if changed.elapsed() > libraries::RACY_MARGIN / 2 && attempt < 5 {
-            crate::test_files::settle_stamps();
+        if held_off {
+            assert!(attempt < 20, "held off between a copy and the next call 20 times");
             continue;
         }
         assert_eq!(found(&files, "libc.so.6"), local);
+        assert!(files.stamps.contains(&(local.clone(), libraries::Seen::Untrusted)), "{:?}", files.stamps);
         let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
         fs::remove_file(&local).unwrap();
         assert!(grants.stale(), "the library found is gone");
