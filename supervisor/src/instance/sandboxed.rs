@@ -58,7 +58,7 @@ pub fn verify(spec: &PluginSpec) -> Result<PluginImage, Cause> {
     // The loader's files are granted under Landlock; a library that cannot be found is
     // reported now rather than as a crash at start.
     let loader = libraries(spec, image.binary())?;
-    Ok(PluginImage { image, grants: ImageGrants::new(loader.paths().into_iter().collect(), loader.stamps) })
+    Ok(PluginImage { image, grants: ImageGrants::of(loader) })
 }
 
 /// Resolves `image`'s loader files again where one of them changed since (see

@@ -123,6 +123,12 @@ struct Resolved {
     stamps: Vec<(PathBuf, Seen)>,
 }
 
+impl Resolved {
+    fn of(files: LoaderFiles) -> Self {
+        Self { paths: files.paths().into_iter().collect(), stamps: files.stamps }
+    }
+}
+
 /// The device and inode each of `paths` names now; (0, 0) for one that is not there.
 fn identities<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<(u64, u64)> {
     paths.into_iter().map(|p| std::fs::metadata(p).map_or((0, 0), |m| (m.dev(), m.ino()))).collect()
@@ -143,14 +149,20 @@ impl ImageGrants {
         }
     }
 
+    /// The grants of what a resolution found.
+    pub fn of(files: LoaderFiles) -> Self {
+        let Resolved { paths, stamps } = Resolved::of(files);
+        Self::new(paths, stamps)
+    }
+
     /// Whether a path the loader opens names another file than the resolution read, or
     /// that file changed since, or something changed where the loader looks first (a
     /// library there would be opened instead), or the resolution could not trust what it
-    /// saw somewhere (a change within the clock's tick of its look). A revision keeps its image for life, but its libraries are
-    /// read from disk at every start: an upgrade renaming a new library over one, or
-    /// repointing a symlink to another version, may bring libraries the old did not need
-    /// (a new DT_NEEDED, which Landlock would refuse the loader), and one whose owner or
-    /// mode changed must pass the owners' check again.
+    /// saw somewhere (a change within the clock's tick of its look). A revision keeps its
+    /// image for life, but its libraries are read from disk at every start: an upgrade
+    /// renaming a new library over one, or repointing a symlink to another version, may
+    /// bring libraries the old did not need (a new DT_NEEDED, which Landlock would refuse
+    /// the loader), and one whose owner or mode changed must pass the owners' check again.
     pub fn stale(&self) -> bool {
         // Copied out: the stats are not made holding the lock.
         let Ok(stamps) = self.loader.lock().map(|r| r.stamps.clone()) else { return true };
@@ -177,7 +189,7 @@ impl ImageGrants {
             let _one = one;
             let files = resolve()?;
             if let Ok(mut r) = loader.lock() {
-                *r = Resolved { paths: files.paths().into_iter().collect(), stamps: files.stamps };
+                *r = Resolved::of(files);
             }
             Ok(())
         })

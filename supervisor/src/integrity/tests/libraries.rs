@@ -11,6 +11,7 @@ use super::support::{CODE_EXIT_0, dynamic_elf64, host_binary, tiny_elf32, tiny_e
 use crate::integrity::dst::expand_dst;
 use crate::integrity::libraries::{self, LibraryError, LoaderFiles, SearchConfig};
 use crate::integrity::{DEFAULT_MAX_FILE_SIZE, ElfError, ElfInfo, Machine, ObjectType, Subject, loader_host};
+use crate::sandbox::confine::ImageGrants;
 
 /// Canonical paths `ldd` reports (it runs the real loader in trace mode).
 fn ldd(binary: &Path) -> BTreeSet<PathBuf> {
@@ -519,7 +520,7 @@ fn a_library_planted_later_where_the_loader_looks_first_makes_the_grants_stale()
         crate::test_files::settle_stamps();
         let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
         assert_eq!(found(&files, "libc.so.6"), local);
-        let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+        let grants = ImageGrants::of(files);
         assert!(!grants.stale(), "nothing changed yet");
         plant();
         grants.stale()
@@ -552,7 +553,7 @@ fn a_file_passed_over_rewritten_into_a_library_makes_the_grants_stale() {
     crate::test_files::settle_stamps();
     let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
     assert_eq!(found(&files, "libc.so.6"), local, "the 32-bit file is passed over");
-    let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+    let grants = ImageGrants::of(files);
     assert!(!grants.stale());
     fs::write(&passed, fs::read(&local).unwrap()).unwrap();
     assert!(grants.stale(), "rewritten in place into one the loader takes");
@@ -574,7 +575,7 @@ fn a_dangling_link_where_the_loader_looks_first_makes_the_grants_stale_once_it_l
     crate::test_files::settle_stamps();
     let files = resolve(&t, &exe_info(&["libc.so.6"], None, Some(&runpath))).unwrap();
     assert_eq!(found(&files, "libc.so.6"), local, "the dangling link is passed over");
-    let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+    let grants = ImageGrants::of(files);
     assert!(!grants.stale());
     fs::copy(&local, elsewhere.join("libc.so.6")).unwrap();
     assert!(grants.stale(), "the link now leads to a library the loader opens");
@@ -606,14 +607,14 @@ fn a_place_changed_as_the_resolution_looks_is_looked_at_again() {
         let untrusted: Vec<&PathBuf> =
             files.stamps.iter().filter(|(_, s)| *s == Seen::Untrusted).map(|(p, _)| p).collect();
         assert_eq!(untrusted, [&first], "only the place just changed");
-        let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+        let grants = ImageGrants::of(files);
         assert!(grants.stale(), "the next start looks again");
         break;
     }
     crate::test_files::settle_stamps();
     let again = resolve(&t, &info).unwrap();
     assert!(again.stamps.iter().all(|(_, s)| *s != Seen::Untrusted), "{:?}", again.stamps);
-    let grants = crate::sandbox::confine::ImageGrants::new(again.paths().into_iter().collect(), again.stamps);
+    let grants = ImageGrants::of(again);
     assert!(!grants.stale(), "looked at once the tick has passed, it is trusted");
 }
 
@@ -635,7 +636,7 @@ fn a_library_found_as_it_changed_then_removed_leaves_the_grants_stale() {
         }
         assert_eq!(found(&files, "libc.so.6"), local);
         assert!(files.stamps.contains(&(local.clone(), libraries::Seen::Untrusted)), "{:?}", files.stamps);
-        let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+        let grants = ImageGrants::of(files);
         fs::remove_file(&local).unwrap();
         assert!(grants.stale(), "the library found is gone");
         break;
@@ -655,6 +656,6 @@ fn a_real_binarys_grants_stay_fresh_while_nothing_the_loader_sees_changes() {
     for path in opened.chain(cache.as_ref()) {
         assert!(stamped.contains(path), "{} opened by the loader is stamped: {:?}", path.display(), files.stamps);
     }
-    let grants = crate::sandbox::confine::ImageGrants::new(files.paths().into_iter().collect(), files.stamps);
+    let grants = ImageGrants::of(files);
     assert!(!grants.stale());
 }
