@@ -2,23 +2,62 @@
 //! read) when the plugin exits: the threads running them are counted, and the jobs get
 //! a grace to end.
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The plugin runtime's blocking-pool threads alive: its only threads besides the main
-/// one. Counted by the runtime's thread start and stop hooks.
-static THREADS: AtomicUsize = AtomicUsize::new(0);
+/// The plugin runtime's blocking-pool threads: its only threads besides the main one.
+#[derive(Debug, Default)]
+struct PoolThreads {
+    /// Asked for and not yet running: the pool names a thread just before it starts
+    /// it, for the job it was given, and the runtime's start hook runs only once the
+    /// thread does. Without these, a job whose thread had not got that far as the
+    /// plugin exited was not waited for.
+    starting: AtomicUsize,
+    /// Running: between the runtime's thread start and stop hooks.
+    alive: AtomicUsize,
+}
+
+impl PoolThreads {
+    /// The pool named a thread it is about to start.
+    fn asked(&self) {
+        self.starting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A thread the pool started runs.
+    fn started(&self) {
+        // Counted alive before it stops being counted starting: `any` never sees it in
+        // neither.
+        self.alive.fetch_add(1, Ordering::SeqCst);
+        // Saturating: a thread of a runtime not named through `asked` is counted too.
+        let _ = self.starting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    fn stopped(&self) {
+        self.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a pool thread runs or is on its way to.
+    fn any(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// The plugin runtime's pool threads, counted by [`counted`]'s hooks.
+static THREADS: LazyLock<PoolThreads> = LazyLock::new(PoolThreads::default);
 
 /// `builder` with its pool threads counted in [`THREADS`]: the runtime's only other
 /// threads are its blocking pool's.
 pub(crate) fn counted(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
     builder
-        .on_thread_start(|| {
-            THREADS.fetch_add(1, Ordering::SeqCst);
+        // Asked in the thread that starts the new one, before it does: the earliest a
+        // pool thread can be counted. The name is tokio's own.
+        .thread_name_fn(|| {
+            THREADS.asked();
+            "tokio-runtime-worker".into()
         })
-        .on_thread_stop(|| {
-            THREADS.fetch_sub(1, Ordering::SeqCst);
-        })
+        .on_thread_start(|| THREADS.started())
+        .on_thread_stop(|| THREADS.stopped())
 }
 
 /// Shuts `rt`, built [`counted`], down and waits, until `until` at the latest, for its
@@ -35,7 +74,7 @@ pub(crate) fn shut_down(rt: tokio::runtime::Runtime, until: Instant) {
 /// waiting on a task's channel sees it close) and running jobs go on. Waited for here,
 /// not by a watch thread: a tier that forbids threads kills a process that starts one
 /// (and there no job can run).
-fn shut_down_counted(rt: tokio::runtime::Runtime, threads: &AtomicUsize, until: Instant) {
+fn shut_down_counted(rt: tokio::runtime::Runtime, threads: &PoolThreads, until: Instant) {
     // A job queued just before the shutdown, for an idle pool thread woken to take it but
     // not yet running, is dropped by the shutdown instead of run: a pool shutting down
     // empties its queue without running it. The queue is first in, first out (tokio's
@@ -44,10 +83,10 @@ fn shut_down_counted(rt: tokio::runtime::Runtime, threads: &AtomicUsize, until: 
     // by driving the runtime: that would poll the handlers still in flight (past a drain
     // deadline), and one blocking inside its poll would hold the exit.
     //
-    // Only where pool threads are counted: a tier that forbids threads kills a process
-    // that starts one. A thread started for a job runs it even once the pool shuts down,
-    // but one started too recently to be counted yet is not waited for, here or below.
-    if threads.load(Ordering::SeqCst) > 0 {
+    // Only where pool threads run or are starting: a tier that forbids threads kills a
+    // process that starts one. A thread started for a job runs it even once the pool
+    // shuts down, and is waited for below from the moment the pool asked for it.
+    if threads.any() {
         let left = until.saturating_duration_since(Instant::now());
         let (taken, marker) = std::sync::mpsc::channel();
         // tokio panics when it can start no thread and counts none alive (a task limit
@@ -61,7 +100,7 @@ fn shut_down_counted(rt: tokio::runtime::Runtime, threads: &AtomicUsize, until: 
         }
     }
     rt.shutdown_background();
-    while threads.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+    while threads.any() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -73,21 +112,28 @@ mod tests {
 
     use super::*;
 
-    /// A runtime whose pool threads are counted in `threads` while alive and in `ever`
-    /// once started.
-    fn counted_runtime(threads: &Arc<AtomicUsize>, ever: &Arc<AtomicUsize>) -> tokio::runtime::Runtime {
-        let (started, stopped, ever) = (threads.clone(), threads.clone(), ever.clone());
+    /// A runtime whose pool threads are counted in `threads` as [`counted`] counts them,
+    /// and in `ever` once started; each takes `slow` to start.
+    fn counted_runtime(threads: &Arc<PoolThreads>, ever: &Arc<AtomicUsize>, slow: Duration) -> tokio::runtime::Runtime {
+        let (asked, started, stopped, ever) = (threads.clone(), threads.clone(), threads.clone(), ever.clone());
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .thread_name_fn(move || {
+                asked.asked();
+                "tokio-runtime-worker".into()
+            })
             .on_thread_start(move || {
-                started.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(slow);
+                started.started();
                 ever.fetch_add(1, Ordering::SeqCst);
             })
-            .on_thread_stop(move || {
-                stopped.fetch_sub(1, Ordering::SeqCst);
-            })
+            .on_thread_stop(move || stopped.stopped())
             .build()
             .unwrap()
+    }
+
+    fn alive(threads: &PoolThreads) -> usize {
+        threads.alive.load(Ordering::SeqCst)
     }
 
     /// A handler's last job, queued as the plugin exits, to a pool thread that is idle:
@@ -96,27 +142,47 @@ mod tests {
     #[test]
     fn a_job_queued_as_the_plugin_exits_for_an_idle_pool_thread_still_runs() {
         for round in 0..20 {
-            let threads = Arc::new(AtomicUsize::new(0));
-            let rt = counted_runtime(&threads, &Arc::default());
+            let threads = Arc::new(PoolThreads::default());
+            let rt = counted_runtime(&threads, &Arc::default(), Duration::ZERO);
             // One pool thread, idle once its first job is done.
             rt.block_on(rt.spawn_blocking(|| ())).unwrap();
-            assert_eq!(threads.load(Ordering::SeqCst), 1);
+            assert_eq!(alive(&threads), 1);
             let ran = Arc::new(AtomicBool::new(false));
             let job = ran.clone();
             drop(rt.spawn_blocking(move || job.store(true, Ordering::SeqCst)));
             shut_down_counted(rt, &threads, Instant::now() + Duration::from_secs(2));
             assert!(ran.load(Ordering::SeqCst), "round {round}: the job queued last was dropped, not run");
-            assert_eq!(threads.load(Ordering::SeqCst), 0, "round {round}: the pool's threads ended");
+            assert!(!threads.any(), "round {round}: the pool's threads ended");
         }
+    }
+
+    /// The first job's thread, started as the plugin exits and not yet running: the pool
+    /// has no thread the start hook counted, and the exit did not wait for the job (it
+    /// was cut off as it ran, or before).
+    #[test]
+    fn a_job_whose_pool_thread_is_still_starting_as_the_plugin_exits_still_runs() {
+        let threads = Arc::new(PoolThreads::default());
+        // The start hook held long enough that the exit is sure to come first.
+        let rt = counted_runtime(&threads, &Arc::default(), Duration::from_millis(100));
+        let ran = Arc::new(AtomicBool::new(false));
+        let job = ran.clone();
+        drop(rt.spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            job.store(true, Ordering::SeqCst);
+        }));
+        assert_eq!(alive(&threads), 0, "the job's thread is still starting");
+        shut_down_counted(rt, &threads, Instant::now() + Duration::from_secs(5));
+        assert!(ran.load(Ordering::SeqCst), "the exit did not wait for the job");
+        assert!(!threads.any(), "the pool's threads ended");
     }
 
     #[test]
     fn a_stuck_job_holds_the_exit_only_until_the_grace_ends() {
-        let threads = Arc::new(AtomicUsize::new(0));
-        let rt = counted_runtime(&threads, &Arc::default());
+        let threads = Arc::new(PoolThreads::default());
+        let rt = counted_runtime(&threads, &Arc::default(), Duration::ZERO);
         let (release, stuck) = std::sync::mpsc::channel::<()>();
         drop(rt.spawn_blocking(move || stuck.recv()));
-        while threads.load(Ordering::SeqCst) == 0 {
+        while alive(&threads) == 0 {
             std::thread::yield_now();
         }
         let started = Instant::now();
@@ -126,18 +192,18 @@ mod tests {
         // The marker's own thread (the stuck one was busy) ends with the pool; the stuck
         // job's is left to the exit.
         let by = Instant::now() + Duration::from_secs(5);
-        while threads.load(Ordering::SeqCst) > 1 && Instant::now() < by {
+        while alive(&threads) > 1 && Instant::now() < by {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(threads.load(Ordering::SeqCst), 1, "the stuck job's thread is left to the exit");
+        assert_eq!(alive(&threads), 1, "the stuck job's thread is left to the exit");
         drop(release);
     }
 
     #[test]
     fn without_a_pool_thread_none_is_started_at_exit() {
         // A tier that forbids threads kills a process that starts one.
-        let (threads, ever) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let rt = counted_runtime(&threads, &ever);
+        let (threads, ever) = (Arc::new(PoolThreads::default()), Arc::new(AtomicUsize::new(0)));
+        let rt = counted_runtime(&threads, &ever, Duration::ZERO);
         rt.block_on(async {});
         shut_down_counted(rt, &threads, Instant::now() + Duration::from_secs(1));
         assert_eq!(ever.load(Ordering::SeqCst), 0, "a pool thread was started");
