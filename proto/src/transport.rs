@@ -390,6 +390,39 @@ impl Outgoing {
     }
 }
 
+impl Outgoing {
+    /// Hands a whole body to h2 at once, whatever room its new stream has: true, as the
+    /// stream has been ended. h2 gives a new stream room only once its connection task
+    /// opens the stream, after the call that made it returns, and then sends what the
+    /// stream holds in the same write as the headers. Waiting for room instead made
+    /// every unary call spawn a pump, and its request leave in two writes that the
+    /// plugin read apart. h2 still keeps to the peer's windows, but where the stream
+    /// opens with less room than the body (the connection's window all but shut) it
+    /// sends the part that fits: for bodies under [`MIN_DATA_FRAME`] only, which that
+    /// cuts into one small frame more, where a larger body waits for room to leave in
+    /// frames of that size.
+    fn send_whole(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
+        while let Some(out) = self.queued.pop_front() {
+            let last = self.queued.is_empty();
+            match out {
+                Out::Trailers(t) => {
+                    send.send_trailers(t)?;
+                    return Ok(true);
+                }
+                Out::Data(data) => {
+                    self.bytes -= data.len();
+                    send.send_data(data, last)?;
+                    if last {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        send.send_data(Bytes::new(), true)?;
+        Ok(true)
+    }
+}
+
 /// The largest DATA frame every peer takes (SETTINGS_MAX_FRAME_SIZE's
 /// least). Data is handed to h2 a frame at a time: h2 cuts what it is
 /// given at the peer's frame size, and the cut's tail would be a sliver.
@@ -558,10 +591,16 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             let eos = out.ended && out.queued.is_empty();
             let (response, mut send) =
                 tx.send_request(http::Request::from_parts(parts, ()), eos).map_err(ChannelError::NotSent)?;
-            // What the stream has room for now leaves with the headers.
-            // Only a request still streaming has a pump to tell: a whole one (every unary
-            // call) pays for no channel.
-            let wanted = if !eos && !out.send_ready(&mut send)? {
+            // A whole small body (a unary call's) leaves with the headers; of any other,
+            // what the stream has room for now. Only a request not sent whole has a pump,
+            // and pays for a task and a channel.
+            let sent = eos
+                || if out.ended && out.bytes < MIN_DATA_FRAME {
+                    out.send_whole(&mut send)?
+                } else {
+                    out.send_ready(&mut send)?
+                };
+            let wanted = if !sent {
                 let (wanted, unwanted) = tokio::sync::oneshot::channel();
                 tokio::spawn(pump(out, send, unwanted));
                 Some(wanted)
@@ -740,6 +779,101 @@ mod tests {
             // same flood is taken in as fast as it comes.
             let answered = flooded_with(frame, Duration::from_secs(2), true).await;
             assert!(answered > 4 << 20, "{name}: only {answered} bytes of a flood whose answers were read");
+        }
+    }
+
+    /// Counts the writes made through it.
+    struct Writes<IO> {
+        io: IO,
+        count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<IO> Writes<IO> {
+        fn counted(&self, written: &Poll<std::io::Result<usize>>) {
+            if matches!(written, Poll::Ready(Ok(_))) {
+                self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl<IO: AsyncRead + Unpin> AsyncRead for Writes<IO> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl<IO: AsyncWrite + Unpin> AsyncWrite for Writes<IO> {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let written = Pin::new(&mut self.io).poll_write(cx, buf);
+            self.counted(&written);
+            written
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+            self.counted(&written);
+            written
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// A unary call's request leaves in one write, its headers and its message together,
+    /// as the plugin then reads it: the message waited for room the stream gets only once
+    /// opened, in a task of its own, and left in a second write.
+    #[tokio::test]
+    async fn a_whole_request_leaves_in_one_write_with_its_headers() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (got, mut received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                let got = got.clone();
+                tokio::spawn(async move {
+                    let mut body = req.into_body();
+                    let mut message = Vec::new();
+                    while let Some(chunk) = body.data().await {
+                        message.extend_from_slice(&chunk.unwrap());
+                    }
+                    got.send(message).unwrap();
+                    respond.send_response(http::Response::new(()), true).unwrap();
+                });
+            }
+        });
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (mut channel, conn) = H2Channel::handshake(Writes { io: ours, count: writes.clone() }).await.unwrap();
+        tokio::spawn(conn);
+        const MESSAGE: &[u8] = b"\0\0\0\0\x05hello";
+        // The first call also carries the connection's own frames (its SETTINGS' ACK).
+        for call in 0..3 {
+            let before = writes.load(std::sync::atomic::Ordering::SeqCst);
+            let req = http::Request::post("/t.v1.T/M")
+                .body(Body::new(http_body_util::Full::new(Bytes::from_static(MESSAGE))))
+                .unwrap();
+            channel.call(req).await.unwrap();
+            assert_eq!(received.recv().await.unwrap(), MESSAGE);
+            let took = writes.load(std::sync::atomic::Ordering::SeqCst) - before;
+            if call > 0 {
+                assert_eq!(took, 1, "call {call}: the request left in {took} writes");
+            }
         }
     }
 
