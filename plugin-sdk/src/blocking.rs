@@ -2,9 +2,15 @@
 //! read) when the plugin exits: the threads running them are counted, and the jobs get
 //! a grace to end.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a thread the pool asked for may take to run before it is taken for one that
+/// never started: tokio names a thread before it starts it, and says nothing when the
+/// start fails (a task limit reached), so an ask alone could keep every later exit
+/// waiting for a thread that is not there.
+const STARTING_FOR: Duration = Duration::from_secs(1);
 
 /// The plugin runtime's blocking-pool threads: its only threads besides the main one.
 #[derive(Debug, Default)]
@@ -14,6 +20,8 @@ struct PoolThreads {
     /// thread does. Without these, a job whose thread had not got that far as the
     /// plugin exited was not waited for.
     starting: AtomicUsize,
+    /// When the pool last asked for a thread.
+    asked_at: Mutex<Option<Instant>>,
     /// Running: between the runtime's thread start and stop hooks.
     alive: AtomicUsize,
 }
@@ -21,16 +29,24 @@ struct PoolThreads {
 impl PoolThreads {
     /// The pool named a thread it is about to start.
     fn asked(&self) {
+        if let Ok(mut at) = self.asked_at.lock() {
+            *at = Some(Instant::now());
+        }
         self.starting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A thread asked for did not start.
+    fn not_started(&self) {
+        // Saturating: an ask may already have been taken for a failed start.
+        let _ = self.starting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// A thread the pool started runs.
     fn started(&self) {
-        // Counted alive before it stops being counted starting: `any` never sees it in
-        // neither.
+        // Counted alive before it stops being counted starting, and `any` reads the two
+        // the other way round: it sees the thread in one or the other.
         self.alive.fetch_add(1, Ordering::SeqCst);
-        // Saturating: a thread of a runtime not named through `asked` is counted too.
-        let _ = self.starting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.not_started();
     }
 
     fn stopped(&self) {
@@ -39,7 +55,9 @@ impl PoolThreads {
 
     /// Whether a pool thread runs or is on its way to.
     fn any(&self) -> bool {
-        self.alive.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst) > 0
+        let starting = self.starting.load(Ordering::SeqCst) > 0
+            && self.asked_at.lock().map_or(true, |at| at.is_some_and(|at| at.elapsed() < STARTING_FOR));
+        starting || self.alive.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -51,10 +69,10 @@ static THREADS: LazyLock<PoolThreads> = LazyLock::new(PoolThreads::default);
 pub(crate) fn counted(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
     builder
         // Asked in the thread that starts the new one, before it does: the earliest a
-        // pool thread can be counted. The name is tokio's own.
+        // pool thread can be counted. The name is tokio's default.
         .thread_name_fn(|| {
             THREADS.asked();
-            "tokio-runtime-worker".into()
+            "tokio-rt-worker".into()
         })
         .on_thread_start(|| THREADS.started())
         .on_thread_stop(|| THREADS.stopped())
@@ -94,9 +112,11 @@ fn shut_down_counted(rt: tokio::runtime::Runtime, threads: &PoolThreads, until: 
         let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             drop(rt.spawn_blocking(move || taken.send(())));
         }));
-        if queued.is_ok() {
+        match queued {
             // Past the grace (every pool thread busy with a stuck job), the exit goes on.
-            let _ = marker.recv_timeout(left);
+            Ok(()) => drop(marker.recv_timeout(left)),
+            // It asked for the thread it could not start.
+            Err(_) => threads.not_started(),
         }
     }
     rt.shutdown_background();
@@ -120,7 +140,7 @@ mod tests {
             .enable_time()
             .thread_name_fn(move || {
                 asked.asked();
-                "tokio-runtime-worker".into()
+                "tokio-rt-worker".into()
             })
             .on_thread_start(move || {
                 std::thread::sleep(slow);
@@ -163,7 +183,7 @@ mod tests {
     fn a_job_whose_pool_thread_is_still_starting_as_the_plugin_exits_still_runs() {
         let threads = Arc::new(PoolThreads::default());
         // The start hook held long enough that the exit is sure to come first.
-        let rt = counted_runtime(&threads, &Arc::default(), Duration::from_millis(100));
+        let rt = counted_runtime(&threads, &Arc::default(), Duration::from_millis(500));
         let ran = Arc::new(AtomicBool::new(false));
         let job = ran.clone();
         drop(rt.spawn_blocking(move || {
@@ -174,6 +194,26 @@ mod tests {
         shut_down_counted(rt, &threads, Instant::now() + Duration::from_secs(5));
         assert!(ran.load(Ordering::SeqCst), "the exit did not wait for the job");
         assert!(!threads.any(), "the pool's threads ended");
+    }
+
+    /// tokio asks for a thread before it starts it and says nothing when the start fails:
+    /// an ask that no thread followed within [`STARTING_FOR`] is not waited for.
+    #[test]
+    fn a_thread_asked_for_that_never_started_is_not_waited_for() {
+        let threads = PoolThreads::default();
+        threads.asked();
+        assert!(threads.any(), "a thread just asked for is on its way");
+        let long_ago = Instant::now().checked_sub(STARTING_FOR + Duration::from_millis(1)).unwrap();
+        *threads.asked_at.lock().unwrap() = Some(long_ago);
+        assert!(!threads.any(), "an ask {STARTING_FOR:?} old is a start that failed");
+        // The failed start's count stays, so a later ask's thread ends up counted as
+        // starting after it ran: taken as such only as long as any ask is.
+        threads.asked();
+        threads.started();
+        assert!(threads.any(), "a running thread");
+        threads.stopped();
+        *threads.asked_at.lock().unwrap() = Some(long_ago);
+        assert!(!threads.any(), "nothing runs, and the last ask is old");
     }
 
     #[test]

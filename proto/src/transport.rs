@@ -271,7 +271,8 @@ enum Out {
 ///
 /// Data is handed to h2 a frame at a time, only as much as the stream has
 /// room for, each frame of at least [`MIN_DATA_FRAME`] unless it is all the
-/// body has at hand: h2 sends whatever window a stream was given, so a
+/// body has at hand (a whole body smaller than that goes with the headers:
+/// [`Outgoing::send_whole`]): h2 sends whatever window a stream was given, so a
 /// frame handed to it early goes out in slivers when many calls share a
 /// shut connection window (the peer's h2 answers each small frame it reads
 /// with a small WINDOW_UPDATE, shared out to the next stream waiting, and
@@ -396,11 +397,12 @@ impl Outgoing {
     /// opens the stream, after the call that made it returns, and then sends what the
     /// stream holds in the same write as the headers. Waiting for room instead made
     /// every unary call spawn a pump, and its request leave in two writes that the
-    /// plugin read apart. h2 still keeps to the peer's windows, but where the stream
-    /// opens with less room than the body (the connection's window all but shut) it
-    /// sends the part that fits: for bodies under [`MIN_DATA_FRAME`] only, which that
-    /// cuts into one small frame more, where a larger body waits for room to leave in
-    /// frames of that size.
+    /// plugin read apart. h2 still keeps to the peer's windows; where the stream opens
+    /// with less room than the body (the connection's window all but shut, by a plugin
+    /// not reading what it was sent) it sends the part that fits, and the rest as room
+    /// comes. For bodies under [`MIN_DATA_FRAME`] only, so that what a peer may hold of
+    /// such parts is small frames of small bodies, not a larger body's frames cut up
+    /// (2,000 bodies of 12 to 1,023 bytes at once on a shut window keep the connection).
     fn send_whole(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
         while let Some(out) = self.queued.pop_front() {
             let last = self.queued.is_empty();
@@ -1145,6 +1147,21 @@ mod tests {
             crowd_on_a_shut_window(bodies, Some(go)).await.expect("the server closed the connection");
         assert_eq!(read, CALLS * (16384 + 11));
         assert!(smallest >= MIN_DATA_FRAME, "a DATA frame of {smallest} bytes left before the body's end");
+    }
+
+    #[tokio::test]
+    async fn many_small_whole_bodies_at_once_on_a_shut_window_keep_the_connection() {
+        // Handed to h2 with their headers: where a stream opens with less room than its
+        // body, h2 sends the part that fits, a small frame the peer may hold.
+        const CALLS: usize = 2000;
+        for len in [12, 300, MIN_DATA_FRAME - 1] {
+            let bodies =
+                (0..CALLS).map(|_| Body::new(http_body_util::Full::new(Bytes::from(vec![7u8; len])))).collect();
+            let (read, _) = crowd_on_a_shut_window(bodies, None)
+                .await
+                .unwrap_or_else(|e| panic!("bodies of {len} bytes: the server closed the connection: {e}"));
+            assert_eq!(read, CALLS * len);
+        }
     }
 
     #[tokio::test]
