@@ -37,7 +37,7 @@ impl PoolThreads {
 
     /// A thread asked for did not start.
     fn not_started(&self) {
-        // Saturating: an ask may already have been taken for a failed start.
+        // Saturating, defensively: every decrement follows an ask of its own.
         let _ = self.starting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
@@ -107,8 +107,9 @@ fn shut_down_counted(rt: tokio::runtime::Runtime, threads: &PoolThreads, until: 
     if threads.any() {
         let left = until.saturating_duration_since(Instant::now());
         let (taken, marker) = std::sync::mpsc::channel();
-        // tokio panics when it can start no thread and counts none alive (a task limit
-        // reached as the last idle thread leaves): then there is nothing to wait for.
+        // tokio panics when it cannot start a thread for the marker (a task limit
+        // reached with no idle thread to take it): then the threads alive are waited
+        // for below, but jobs queued and not yet taken are dropped with the pool.
         let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             drop(rt.spawn_blocking(move || taken.send(())));
         }));

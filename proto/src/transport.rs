@@ -402,7 +402,8 @@ impl Outgoing {
     /// not reading what it was sent) it sends the part that fits, and the rest as room
     /// comes. For bodies under [`MIN_DATA_FRAME`] only, so that what a peer may hold of
     /// such parts is small frames of small bodies, not a larger body's frames cut up
-    /// (2,000 bodies of 12 to 1,023 bytes at once on a shut window keep the connection).
+    /// (2,000 bodies of 300 or 1,023 bytes at once on a shut window, cut so, keep the
+    /// connection).
     fn send_whole(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
         while let Some(out) = self.queued.pop_front() {
             let last = self.queued.is_empty();
@@ -1152,7 +1153,9 @@ mod tests {
     #[tokio::test]
     async fn many_small_whole_bodies_at_once_on_a_shut_window_keep_the_connection() {
         // Handed to h2 with their headers: where a stream opens with less room than its
-        // body, h2 sends the part that fits, a small frame the peer may hold.
+        // body, h2 sends the part that fits, a small frame the peer may hold. Bodies of
+        // 12 bytes fit the window whole (each ends its stream in its one frame); the
+        // others outgrow it and are cut.
         const CALLS: usize = 2000;
         for len in [12, 300, MIN_DATA_FRAME - 1] {
             let bodies =
