@@ -389,11 +389,9 @@ impl Outgoing {
         }
         Ok(false)
     }
-}
 
-impl Outgoing {
-    /// Hands a whole body to h2 at once, whatever room its new stream has: true, as the
-    /// stream has been ended. h2 gives a new stream room only once its connection task
+    /// Hands a whole body to h2 at once, whatever room its new stream has, and ends the
+    /// stream. h2 gives a new stream room only once its connection task
     /// opens the stream, after the call that made it returns, and then sends what the
     /// stream holds in the same write as the headers. Waiting for room instead made
     /// every unary call spawn a pump, and its request leave in two writes that the
@@ -404,25 +402,21 @@ impl Outgoing {
     /// such parts is small frames of small bodies, not a larger body's frames cut up
     /// (2,000 bodies of 300 or 1,023 bytes at once on a shut window, cut so, keep the
     /// connection).
-    fn send_whole(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
+    fn send_whole(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<(), h2::Error> {
         while let Some(out) = self.queued.pop_front() {
             let last = self.queued.is_empty();
             match out {
-                Out::Trailers(t) => {
-                    send.send_trailers(t)?;
-                    return Ok(true);
-                }
+                Out::Trailers(t) => return send.send_trailers(t),
                 Out::Data(data) => {
                     self.bytes -= data.len();
                     send.send_data(data, last)?;
                     if last {
-                        return Ok(true);
+                        return Ok(());
                     }
                 }
             }
         }
-        send.send_data(Bytes::new(), true)?;
-        Ok(true)
+        send.send_data(Bytes::new(), true)
     }
 }
 
@@ -599,7 +593,8 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             // and pays for a task and a channel.
             let sent = eos
                 || if out.ended && out.bytes < MIN_DATA_FRAME {
-                    out.send_whole(&mut send)?
+                    out.send_whole(&mut send)?;
+                    true
                 } else {
                     out.send_ready(&mut send)?
                 };
