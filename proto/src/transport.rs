@@ -359,6 +359,33 @@ impl Outgoing {
         if self.bytes > 0 {
             send.reserve_capacity(self.bytes);
         }
+        self.send_queued(send, |len, send| sendable(len, send.capacity()))
+    }
+
+    /// Hands a whole body to h2 at once, whatever room its new stream has: true, as a
+    /// whole body ends its stream. h2 gives a new stream room only once its connection
+    /// task opens the stream, after the call that made it returns, and then sends what
+    /// the stream holds in the same write as the headers. Waiting for room instead made
+    /// every unary call spawn a pump, and its request leave in two writes that the
+    /// plugin read apart. h2 still keeps to the peer's windows; where the stream opens
+    /// with less room than the body (the connection's window all but shut, by a plugin
+    /// not reading what it was sent) it sends the part that fits, and the rest as room
+    /// comes. For bodies under [`MIN_DATA_FRAME`] only, so that what a peer may hold of
+    /// such parts is small frames of small bodies, not a larger body's frames cut up
+    /// (2,000 bodies of 300 or 1,023 bytes at once on a shut window, cut so, keep the
+    /// connection).
+    fn send_whole(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<bool, h2::Error> {
+        debug_assert!(self.ended, "a body sent whole has ended");
+        self.send_queued(send, |len, _| len)
+    }
+
+    /// Hands h2 the queued frames, of each data frame as much as `room` says (nothing:
+    /// the stream waits for room); true once the stream has been ended.
+    fn send_queued(
+        &mut self,
+        send: &mut h2::SendStream<Bytes>,
+        room: impl Fn(usize, &h2::SendStream<Bytes>) -> usize,
+    ) -> Result<bool, h2::Error> {
         while let Some(out) = self.queued.pop_front() {
             let last = self.ended && self.queued.is_empty();
             match out {
@@ -367,7 +394,7 @@ impl Outgoing {
                     return Ok(true);
                 }
                 Out::Data(mut data) => {
-                    let n = sendable(data.len(), send.capacity());
+                    let n = room(data.len(), send);
                     if n == 0 {
                         self.queued.push_front(Out::Data(data));
                         return Ok(false);
@@ -388,35 +415,6 @@ impl Outgoing {
             return Ok(true);
         }
         Ok(false)
-    }
-
-    /// Hands a whole body to h2 at once, whatever room its new stream has, and ends the
-    /// stream. h2 gives a new stream room only once its connection task
-    /// opens the stream, after the call that made it returns, and then sends what the
-    /// stream holds in the same write as the headers. Waiting for room instead made
-    /// every unary call spawn a pump, and its request leave in two writes that the
-    /// plugin read apart. h2 still keeps to the peer's windows; where the stream opens
-    /// with less room than the body (the connection's window all but shut, by a plugin
-    /// not reading what it was sent) it sends the part that fits, and the rest as room
-    /// comes. For bodies under [`MIN_DATA_FRAME`] only, so that what a peer may hold of
-    /// such parts is small frames of small bodies, not a larger body's frames cut up
-    /// (2,000 bodies of 300 or 1,023 bytes at once on a shut window, cut so, keep the
-    /// connection).
-    fn send_whole(&mut self, send: &mut h2::SendStream<Bytes>) -> Result<(), h2::Error> {
-        while let Some(out) = self.queued.pop_front() {
-            let last = self.queued.is_empty();
-            match out {
-                Out::Trailers(t) => return send.send_trailers(t),
-                Out::Data(data) => {
-                    self.bytes -= data.len();
-                    send.send_data(data, last)?;
-                    if last {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        send.send_data(Bytes::new(), true)
     }
 }
 
@@ -593,8 +591,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             // and pays for a task and a channel.
             let sent = eos
                 || if out.ended && out.bytes < MIN_DATA_FRAME {
-                    out.send_whole(&mut send)?;
-                    true
+                    out.send_whole(&mut send)?
                 } else {
                     out.send_ready(&mut send)?
                 };
