@@ -46,6 +46,66 @@ pub fn cpu_seconds(pid: i32) -> f64 {
     (ticks(14) + ticks(15)) / hz
 }
 
+/// How often a process's threads left their CPU, summed over its threads: `voluntary`
+/// when one slept (waiting for a call, a write's room, a timer), `involuntary` when one
+/// was preempted or yielded to another task. With [`run_delay_seconds`], what tells a
+/// benchmark whether a process was woken from sleep for each call or was still on its
+/// CPU (watching) when the call came.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl std::ops::Sub for Switches {
+    type Output = Switches;
+    fn sub(self, was: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(was.voluntary),
+            involuntary: self.involuntary.saturating_sub(was.involuntary),
+        }
+    }
+}
+
+/// The context switches in one `/proc/<pid>/task/<tid>/status` text.
+fn switches_in(status: &str) -> Switches {
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0);
+    Switches { voluntary: field("voluntary_ctxt_switches:"), involuntary: field("nonvoluntary_ctxt_switches:") }
+}
+
+/// The seconds a task waited runnable for a CPU, from one `/proc/<pid>/task/<tid>/schedstat`
+/// text ("on-CPU ns, waiting ns, timeslices"); `None` where the kernel keeps no such
+/// figures (built without `CONFIG_SCHED_INFO`).
+fn run_delay_in(schedstat: &str) -> Option<f64> {
+    let waited: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(waited as f64 / 1e9)
+}
+
+/// Each thread's `/proc/<pid>/task/<tid>/<file>`, as text; threads gone meanwhile skipped.
+fn per_thread(pid: i32, file: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().filter_map(|e| std::fs::read_to_string(e.path().join(file)).ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The context switches of all of `pid`'s threads so far.
+pub fn switches(pid: i32) -> Switches {
+    per_thread(pid, "status").iter().map(|s| switches_in(s)).fold(Switches::default(), |a, b| Switches {
+        voluntary: a.voluntary + b.voluntary,
+        involuntary: a.involuntary + b.involuntary,
+    })
+}
+
+/// The seconds all of `pid`'s threads have waited runnable for a CPU so far (see
+/// [`run_delay_in`]); `None` where the kernel does not say, or there is no such process.
+pub fn run_delay_seconds(pid: i32) -> Option<f64> {
+    let threads = per_thread(pid, "schedstat");
+    if threads.is_empty() {
+        return None;
+    }
+    threads.iter().map(|s| run_delay_in(s)).sum()
+}
+
 /// The directory of the cgroup that gives `controller` to `pid`.
 pub fn cgroup_dir(pid: i32, controller: Controller) -> Option<PathBuf> {
     let layout = Layout::detect(&RealFs, None).ok()?;
@@ -137,4 +197,37 @@ pub fn wait_asleep_in_nanosleep(pid: i32, within: std::time::Duration) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_text_gives_both_kinds_of_switch() {
+        let status = "Name:\techo\nThreads:\t1\nvoluntary_ctxt_switches:\t1204\nnonvoluntary_ctxt_switches:\t37\n";
+        assert_eq!(switches_in(status), Switches { voluntary: 1204, involuntary: 37 });
+        assert_eq!(switches_in("Name:\techo\n"), Switches::default(), "a kernel without the lines counts none");
+    }
+
+    #[test]
+    fn a_schedstat_text_gives_the_time_waited_for_a_cpu() {
+        assert_eq!(run_delay_in("2301000 4500000 17\n"), Some(0.0045));
+        assert_eq!(run_delay_in("0 0 0\n"), Some(0.0));
+        assert_eq!(run_delay_in(""), None);
+    }
+
+    #[test]
+    fn sleeping_counts_as_a_voluntary_switch_of_this_process() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let before = switches(me);
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let slept = switches(me) - before;
+        assert!(slept.voluntary >= 3, "three sleeps, {slept:?}");
+        let kept = std::path::Path::new("/proc/self/schedstat").exists();
+        assert_eq!(run_delay_seconds(me).is_some(), kept, "the time waited is there where the kernel keeps it");
+        assert_eq!(run_delay_seconds(-1), None, "no such process");
+    }
 }

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use plugin_integration::daemon::{Daemon, config, config_with, plugin};
 use plugin_integration::pb::echo::EchoRequest;
 use plugin_integration::pb::echo::echo_client::EchoClient;
-use plugin_integration::procfs::cpu_seconds;
+use plugin_integration::procfs::{Switches, cpu_seconds, run_delay_seconds, switches};
 use plugin_integration::{bins, connect};
 use plugin_supervisor::Supervisor;
 use serde_json::{Value, json};
@@ -211,15 +211,49 @@ async fn gateway(n: usize, total: usize) -> anyhow::Result<Value> {
     // Every process a call runs in: the caller (this one), the daemon and the plugin.
     let pids = [("client", i32::try_from(std::process::id())?), ("daemon", d.pid()), ("plugin", plugin_pid)];
     let before = pids.map(|(_, pid)| cpu_seconds(pid));
+    let asleep = Asleep::now(&pids);
     let mut out = latency(&mut c, n).await?;
     // The latency run's warm-up calls count too: a tenth as many again.
     let sequential = cpu_per_call(&pids, before, n + n / 10);
+    out["asleep_per_sequential_call"] = asleep.per_call(&pids, n + n / 10);
     let before = pids.map(|(_, pid)| cpu_seconds(pid));
     let rate = throughput(c, total, 16).await?;
     out["throughput_16"] = rate.into();
     out["cpu_per_call_us"] = cpu_per_call(&pids, before, total / 16 * 16);
     out["cpu_per_sequential_call_us"] = sequential;
     Ok(out)
+}
+
+/// What each process's threads had switched and waited for a CPU at one moment.
+struct Asleep([(Switches, Option<f64>); 3]);
+
+impl Asleep {
+    fn now(pids: &[(&str, i32); 3]) -> Self {
+        Self(pids.map(|(_, pid)| (switches(pid), run_delay_seconds(pid))))
+    }
+
+    /// Per call since `self`, for each process: how often it slept (`voluntary`), was
+    /// preempted or yielded (`involuntary`), and the µs it waited runnable for a CPU
+    /// (`run_delay_us`, null where the kernel does not say). Whether the sequential p50
+    /// is in its fast or its slow mode on hosts where waking a CPU is dear follows how
+    /// often the plugin sleeps: under once a call when fast (it is still watching when
+    /// the next call comes), 1.3-2.2 times when slow (see the README's Benchmarks).
+    fn per_call(&self, pids: &[(&str, i32); 3], calls: usize) -> Value {
+        let mut out = serde_json::Map::new();
+        for ((name, pid), (was, waited)) in pids.iter().zip(&self.0) {
+            let d = switches(*pid) - *was;
+            let delay = run_delay_seconds(*pid).zip(*waited).map(|(now, was)| (now - was) / calls as f64 * 1e6);
+            out.insert(
+                (*name).into(),
+                json!({
+                    "voluntary": d.voluntary as f64 / calls as f64,
+                    "involuntary": d.involuntary as f64 / calls as f64,
+                    "run_delay_us": delay,
+                }),
+            );
+        }
+        Value::Object(out)
+    }
 }
 
 /// Each process's CPU time since `before` over `calls`, and their sum, in µs.
@@ -296,7 +330,7 @@ fn gateway_ratios(gw: &Value, go_lat: &Value, go_tput: &Value) -> (Value, String
     let cpu = f(&gw["cpu_per_call_us"], "total") / f(go_tput, "cpu_per_call_us");
     let ok = |good: bool| if good { "ok" } else { "MISSED" };
     let line = format!(
-        "gateway over go-plugin: calls/s at 16 callers {tput:.2}x (≥1.0 {}), p50 {p50:.2}x (≤0.75 {}), CPU per call {cpu:.2}x (≤1.0 {}; {:.1} µs against {:.1} µs); sequential CPU per call {:.1} µs against {:.1} µs",
+        "gateway over go-plugin: calls/s at 16 callers {tput:.2}x (≥1.0 {}), p50 {p50:.2}x (≤0.75 {}), CPU per call {cpu:.2}x (≤1.0 {}; {:.1} µs against {:.1} µs); sequential CPU per call {:.1} µs against {:.1} µs; the plugin slept {:.2} times a sequential call",
         ok(tput >= 1.0),
         ok(p50 <= 0.75),
         ok(cpu <= 1.0),
@@ -304,6 +338,7 @@ fn gateway_ratios(gw: &Value, go_lat: &Value, go_tput: &Value) -> (Value, String
         f(go_tput, "cpu_per_call_us"),
         f(&gw["cpu_per_sequential_call_us"], "total"),
         f(go_lat, "cpu_per_call_us"),
+        f(&gw["asleep_per_sequential_call"]["plugin"], "voluntary"),
     );
     (json!({"throughput_16": tput, "p50": p50, "cpu_per_call": cpu}), line)
 }
