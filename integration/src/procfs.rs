@@ -1,5 +1,6 @@
 //! What the kernel says about a process: its `/proc` status lines, open
-//! descriptors, CPU time, and the files of the cgroups it is in.
+//! descriptors, CPU time, context switches and time waited for a CPU, and the files
+//! of the cgroups it is in.
 
 use std::path::PathBuf;
 
@@ -46,64 +47,42 @@ pub fn cpu_seconds(pid: i32) -> f64 {
     (ticks(14) + ticks(15)) / hz
 }
 
-/// How often a process's threads left their CPU, summed over its threads: `voluntary`
-/// when one slept (waiting for a call, a write's room, a timer), `involuntary` when one
-/// was preempted or yielded to another task. With [`run_delay_seconds`], what tells a
-/// benchmark whether a process was woken from sleep for each call or was still on its
-/// CPU (watching) when the call came.
+/// How often one thread left its CPU: `voluntary` when it slept (waiting for a call, a
+/// write's room, a timer), `involuntary` when it was preempted or yielded to another
+/// task. With [`run_delay_seconds`], what tells a benchmark whether a runtime's thread
+/// was woken from sleep for each call or was still runnable when the call came.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Switches {
     pub voluntary: u64,
     pub involuntary: u64,
 }
 
-impl std::ops::Sub for Switches {
-    type Output = Switches;
-    fn sub(self, was: Switches) -> Switches {
-        Switches {
-            voluntary: self.voluntary.saturating_sub(was.voluntary),
-            involuntary: self.involuntary.saturating_sub(was.involuntary),
-        }
-    }
+/// The context switches in one `/proc/.../status` text; `None` without the lines.
+fn switches_in(status: &str) -> Option<Switches> {
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+    Some(Switches { voluntary: field("voluntary_ctxt_switches:")?, involuntary: field("nonvoluntary_ctxt_switches:")? })
 }
 
-/// The context switches in one `/proc/<pid>/task/<tid>/status` text.
-fn switches_in(status: &str) -> Switches {
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0);
-    Switches { voluntary: field("voluntary_ctxt_switches:"), involuntary: field("nonvoluntary_ctxt_switches:") }
-}
-
-/// The seconds a task waited runnable for a CPU, from one `/proc/<pid>/task/<tid>/schedstat`
-/// text ("on-CPU ns, waiting ns, timeslices"); `None` where the kernel keeps no such
-/// figures (built without `CONFIG_SCHED_INFO`).
+/// The seconds a task waited runnable for a CPU, from one `/proc/.../schedstat` text
+/// ("on-CPU ns, waiting ns, timeslices"); `None` where the kernel keeps no such figures
+/// (built without `CONFIG_SCHED_INFO`).
 fn run_delay_in(schedstat: &str) -> Option<f64> {
     let waited: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
     Some(waited as f64 / 1e9)
 }
 
-/// Each thread's `/proc/<pid>/task/<tid>/<file>`, as text; threads gone meanwhile skipped.
-fn per_thread(pid: i32, file: &str) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.flatten().filter_map(|e| std::fs::read_to_string(e.path().join(file)).ok()).collect())
-        .unwrap_or_default()
+/// The context switches so far of `pid`'s main thread, where the daemon, a plugin and
+/// the benchmark each run their runtime. One thread's counts only ever grow; a sum over
+/// the process's threads would lose those of a thread that ended meanwhile (a blocking
+/// pool's, idle). `None` for a process that is gone.
+pub fn switches(pid: i32) -> Option<Switches> {
+    switches_in(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-/// The context switches of all of `pid`'s threads so far.
-pub fn switches(pid: i32) -> Switches {
-    per_thread(pid, "status").iter().map(|s| switches_in(s)).fold(Switches::default(), |a, b| Switches {
-        voluntary: a.voluntary + b.voluntary,
-        involuntary: a.involuntary + b.involuntary,
-    })
-}
-
-/// The seconds all of `pid`'s threads have waited runnable for a CPU so far (see
-/// [`run_delay_in`]); `None` where the kernel does not say, or there is no such process.
+/// The seconds `pid`'s main thread has waited runnable for a CPU so far (see
+/// [`run_delay_in`]); `None` where the kernel does not say, or for a process that is gone.
 pub fn run_delay_seconds(pid: i32) -> Option<f64> {
-    let threads = per_thread(pid, "schedstat");
-    if threads.is_empty() {
-        return None;
-    }
-    threads.iter().map(|s| run_delay_in(s)).sum()
+    run_delay_in(&std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?)
 }
 
 /// The directory of the cgroup that gives `controller` to `pid`.
@@ -206,8 +185,8 @@ mod tests {
     #[test]
     fn a_status_text_gives_both_kinds_of_switch() {
         let status = "Name:\techo\nThreads:\t1\nvoluntary_ctxt_switches:\t1204\nnonvoluntary_ctxt_switches:\t37\n";
-        assert_eq!(switches_in(status), Switches { voluntary: 1204, involuntary: 37 });
-        assert_eq!(switches_in("Name:\techo\n"), Switches::default(), "a kernel without the lines counts none");
+        assert_eq!(switches_in(status), Some(Switches { voluntary: 1204, involuntary: 37 }));
+        assert_eq!(switches_in("Name:\techo\n"), None, "a kernel without the lines says nothing");
     }
 
     #[test]
@@ -218,16 +197,22 @@ mod tests {
     }
 
     #[test]
-    fn sleeping_counts_as_a_voluntary_switch_of_this_process() {
-        let me = i32::try_from(std::process::id()).unwrap();
-        let before = switches(me);
+    fn each_sleep_of_a_thread_is_one_voluntary_switch_of_it() {
+        // This test's own thread (others run beside it), by the same reader the
+        // benchmark applies to a process's main thread.
+        let mine = || switches_in(&std::fs::read_to_string("/proc/thread-self/status").unwrap()).unwrap();
+        let before = mine();
         for _ in 0..3 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let slept = switches(me) - before;
-        assert!(slept.voluntary >= 3, "three sleeps, {slept:?}");
+        let after = mine();
+        let slept = after.voluntary - before.voluntary;
+        assert!((3..=4).contains(&slept), "three sleeps, {slept} switches: {before:?} then {after:?}");
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(switches(me).is_some());
         let kept = std::path::Path::new("/proc/self/schedstat").exists();
         assert_eq!(run_delay_seconds(me).is_some(), kept, "the time waited is there where the kernel keeps it");
+        assert_eq!(switches(-1), None, "no such process");
         assert_eq!(run_delay_seconds(-1), None, "no such process");
     }
 }

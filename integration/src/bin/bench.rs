@@ -224,31 +224,33 @@ async fn gateway(n: usize, total: usize) -> anyhow::Result<Value> {
     Ok(out)
 }
 
-/// What each process's threads had switched and waited for a CPU at one moment.
-struct Asleep([(Switches, Option<f64>); 3]);
+/// What each process's main thread (its runtime's) had switched and waited for a CPU
+/// at one moment.
+struct Asleep([(Option<Switches>, Option<f64>); 3]);
 
 impl Asleep {
     fn now(pids: &[(&str, i32); 3]) -> Self {
         Self(pids.map(|(_, pid)| (switches(pid), run_delay_seconds(pid))))
     }
 
-    /// Per call since `self`, for each process: how often it slept (`voluntary`), was
-    /// preempted or yielded (`involuntary`), and the µs it waited runnable for a CPU
-    /// (`run_delay_us`, null where the kernel does not say). Whether the sequential p50
-    /// is in its fast or its slow mode on hosts where waking a CPU is dear follows how
-    /// often the plugin sleeps: under once a call when fast (it is still watching when
-    /// the next call comes), 1.3-2.2 times when slow (see the README's Benchmarks).
+    /// Per call since `self`, for each process's runtime thread: how often it slept
+    /// (`voluntary`), was preempted or yielded (`involuntary`), and the µs it waited
+    /// runnable for a CPU (`run_delay_us`); null where the kernel does not say or the
+    /// process is gone. On hosts where waking a CPU is dear, the sequential p50's fast
+    /// mode came with the plugin sleeping less (0.74-1.09 times a call in the rounds
+    /// measured) than its slow mode (1.11-2.20; see the README's Benchmarks).
     fn per_call(&self, pids: &[(&str, i32); 3], calls: usize) -> Value {
+        let per_call = |now: f64, was: f64| (now - was) / calls as f64;
         let mut out = serde_json::Map::new();
         for ((name, pid), (was, waited)) in pids.iter().zip(&self.0) {
-            let d = switches(*pid) - *was;
-            let delay = run_delay_seconds(*pid).zip(*waited).map(|(now, was)| (now - was) / calls as f64 * 1e6);
+            let switched = switches(*pid).zip(*was);
+            let delay = run_delay_seconds(*pid).zip(*waited);
             out.insert(
                 (*name).into(),
                 json!({
-                    "voluntary": d.voluntary as f64 / calls as f64,
-                    "involuntary": d.involuntary as f64 / calls as f64,
-                    "run_delay_us": delay,
+                    "voluntary": switched.map(|(now, was)| per_call(now.voluntary as f64, was.voluntary as f64)),
+                    "involuntary": switched.map(|(now, was)| per_call(now.involuntary as f64, was.involuntary as f64)),
+                    "run_delay_us": delay.map(|(now, was)| per_call(now, was) * 1e6),
                 }),
             );
         }
