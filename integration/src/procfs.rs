@@ -9,7 +9,12 @@ use plugin_supervisor::sandbox::cgroup::{Controller, Layout, RealFs};
 /// A `/proc/<pid>/status` field ("Seccomp", "NoNewPrivs", "Uid", ...).
 pub fn status_field(pid: i32, field: &str) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+    field_in(&text, field).map(str::to_owned)
+}
+
+/// One field's value in a `/proc/.../status` text.
+fn field_in<'a>(status: &'a str, field: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::trim))
 }
 
 /// The descriptor numbers the process has open.
@@ -59,8 +64,8 @@ pub struct Switches {
 
 /// The context switches in one `/proc/.../status` text; `None` without the lines.
 fn switches_in(status: &str) -> Option<Switches> {
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
-    Some(Switches { voluntary: field("voluntary_ctxt_switches:")?, involuntary: field("nonvoluntary_ctxt_switches:")? })
+    let field = |name: &str| field_in(status, name)?.parse::<u64>().ok();
+    Some(Switches { voluntary: field("voluntary_ctxt_switches")?, involuntary: field("nonvoluntary_ctxt_switches")? })
 }
 
 /// The seconds a task waited runnable for a CPU, from one `/proc/.../schedstat` text
