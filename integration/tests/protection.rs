@@ -3,7 +3,8 @@
 //! the circuit breaker opening on a failing plugin and closing once it answers again
 //! (status, events, metrics), messages over the size limits refused both ways, and a
 //! plugin that stops reading its connection costing the daemon only its flow-control
-//! windows while its callers get their deadlines and other plugins their answers.
+//! windows while its callers get their deadlines and other plugins their answers, and a
+//! caller's short messages to a busy plugin not ending its connection.
 
 use std::time::{Duration, Instant};
 
@@ -400,4 +401,60 @@ async fn calls_reset_before_a_busy_plugin_takes_them_leave_it_serving() {
     let busy = d.instance("busy-0");
     assert_eq!(busy["state"], "running", "{busy}");
     assert_eq!(busy["restarts"], 0, "{busy}");
+}
+
+/// A caller's stream of short messages, each passed on alone as it came, while the
+/// plugin read nothing (its one thread busy): the plugin's h2 held every small DATA frame
+/// its handler had not read, and past its budget for their overhead (about 2,000 such
+/// frames on a tonic server) ended its whole connection with ENHANCE_YOUR_CALM, every
+/// other call of the plugin with it, and the plugin was restarted. Past a few small
+/// frames unanswered, the gateway now lets a small one wait for more to join it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_messages_a_busy_plugin_has_not_read_leave_it_serving() {
+    let text = config(&plugin(
+        "busy",
+        &bins::zoo(),
+        "declared_name = \"zoo\"\nargs = [\"--blocking-sleep\"]\ncall_timeout = \"60s\"",
+    ));
+    let d = Daemon::start(&text);
+    d.wait_state("busy-0", "running", UP);
+    let zoo = ZooClient::new(connect(&d.gateway()).await.unwrap());
+    let pid = d.instance("busy-0")["pid"].as_i64().unwrap() as i32;
+    // Twice what a tonic server's budget takes of them alone (about 2,090).
+    const N: usize = 5_000;
+    // Apart enough that the gateway passes each on alone, as it comes.
+    const GAP: Duration = Duration::from_micros(150);
+    // The plugin's one thread blocks for longer than the caller takes to send them all.
+    let sleeping = tokio::spawn({
+        let mut zoo = zoo.clone();
+        async move { zoo.sleep(SleepRequest { ms: 6000 }).await }
+    });
+    let asleep = tokio::task::spawn_blocking(move || wait_asleep_in_nanosleep(pid, UP)).await.unwrap();
+    assert!(asleep, "the blocking call never reached the plugin");
+    let slept_from = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let collect = tokio::spawn({
+        let mut zoo = zoo.clone();
+        async move { zoo.collect(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx)).await }
+    });
+    for _ in 0..N {
+        // The call gone (the plugin's connection with it): its answer says why.
+        if tx.send(Text { text: String::new() }).await.is_err() {
+            break;
+        }
+        let t = Instant::now();
+        while t.elapsed() < GAP {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(tx);
+    let sending = slept_from.elapsed();
+    sleeping.await.unwrap().expect("the sleep the plugin was busy with");
+    let answer = collect.await.unwrap().expect("the stream of short messages");
+    assert_eq!(answer.into_inner().text, " ".repeat(N - 1));
+    let busy = d.instance("busy-0");
+    assert_eq!(busy["restarts"], 0, "{busy}");
+    assert_eq!(busy["pid"], pid, "{busy}");
+    // The scenario held only if the plugin slept through the sending.
+    assert!(sending < Duration::from_millis(5500), "sending took {sending:?}");
 }

@@ -27,6 +27,7 @@ pub mod declared;
 pub mod launch;
 pub mod panics;
 pub mod signals;
+mod small_frames;
 pub mod spin;
 pub mod transport;
 

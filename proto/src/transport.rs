@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +23,8 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::small_frames::{Answers, JOIN_WAIT, SMALL_FRAME, Unanswered};
+
 /// The request body every channel carries.
 pub type Body = tonic::body::Body;
 
@@ -29,6 +32,8 @@ pub type Body = tonic::body::Body;
 #[derive(Clone, Debug)]
 pub struct H2Channel {
     tx: h2::client::SendRequest<Bytes>,
+    /// Small DATA frames its streams sent alone that the peer has not answered.
+    unanswered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why a call on a channel failed before a response arrived.
@@ -175,7 +180,7 @@ impl H2Channel {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (tx, conn) = builder.handshake(io).await?;
-        Ok((Self { tx }, Box::pin(conn)))
+        Ok((Self { tx, unanswered: Arc::default() }, Box::pin(conn)))
     }
 }
 
@@ -210,11 +215,15 @@ pub struct ResponseBody {
     /// Held while the answer is wanted: dropped, it tells the request's
     /// pump that the caller is gone (see [`pump`]).
     _wanted: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The streaming request's small frames the peer has not answered, and where the
+    /// answer's messages stand, to count them.
+    unanswered: Option<Arc<Unanswered>>,
+    answers: Answers,
 }
 
 impl ResponseBody {
     pub fn new(recv: h2::RecvStream) -> Self {
-        Self { recv, data_done: false, finished: false, _wanted: None }
+        Self { recv, data_done: false, finished: false, _wanted: None, unanswered: None, answers: Answers::default() }
     }
 }
 
@@ -230,6 +239,10 @@ impl http_body::Body for ResponseBody {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(bytes)) => {
                     let _ = self.recv.flow_control().release_capacity(bytes.len());
+                    let this = &mut *self;
+                    if let Some(unanswered) = &this.unanswered {
+                        unanswered.answered(this.answers.ended_in(&bytes));
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
@@ -282,7 +295,11 @@ enum Out {
 /// "too_many_data_frames"): every call of the plugin would fail for what a
 /// crowd of callers sent. So small frames are joined, empty ones dropped,
 /// and a body's end rides on its last data whenever the end is known by
-/// the time the data can leave.
+/// the time the data can leave. A streaming request's small frames are
+/// counted until the peer answers as many messages, and past a few a small
+/// frame waits a little for more to join it ([`crate::small_frames`]): the
+/// same budget, spent by a caller's short messages to a handler that reads
+/// them slower than they come.
 struct Outgoing {
     body: Body,
     queued: VecDeque<Out>,
@@ -294,12 +311,40 @@ struct Outgoing {
     progress: Option<RequestProgress>,
     /// Until the first message is whole.
     first: Option<FirstMessage>,
+    /// The small frames this stream sent alone that the peer has not answered: for a
+    /// body still coming when the call began (a streaming request's, as a rule) only.
+    unanswered: Option<Arc<Unanswered>>,
+    /// Until when the small frame at the queue's head waits for more to join it.
+    join_until: Option<tokio::time::Instant>,
+    /// The queue's head is a small frame waiting for more to join it.
+    held: bool,
 }
 
 impl Outgoing {
     fn new(body: Body, progress: Option<RequestProgress>) -> Self {
         let first = progress.as_ref().map(|_| FirstMessage::default());
-        Self { body, queued: VecDeque::new(), bytes: 0, ended: false, progress, first }
+        Self {
+            body,
+            queued: VecDeque::new(),
+            bytes: 0,
+            ended: false,
+            progress,
+            first,
+            unanswered: None,
+            join_until: None,
+            held: false,
+        }
+    }
+
+    /// Whether a frame of `n` bytes waits for more of the body to join it: a small one,
+    /// while more may come, of a stream with many small frames unanswered, until its
+    /// wait is over. The first such look starts the wait.
+    fn joins(&mut self, n: usize) -> bool {
+        if n >= SMALL_FRAME || self.ended || !self.unanswered.as_ref().is_some_and(|u| u.many()) {
+            return false;
+        }
+        let until = *self.join_until.get_or_insert_with(|| tokio::time::Instant::now() + JOIN_WAIT);
+        tokio::time::Instant::now() < until
     }
 
     /// Says that the call waits on its caller for more of the request, or no longer does.
@@ -380,12 +425,14 @@ impl Outgoing {
     }
 
     /// Hands h2 the queued frames, of each data frame as much as `room` says (nothing:
-    /// the stream waits for room); true once the stream has been ended.
+    /// the stream waits for room) unless it waits to be joined (`held`); true once the
+    /// stream has been ended.
     fn send_queued(
         &mut self,
         send: &mut h2::SendStream<Bytes>,
         room: impl Fn(usize, &h2::SendStream<Bytes>) -> usize,
     ) -> Result<bool, h2::Error> {
+        self.held = false;
         while let Some(out) = self.queued.pop_front() {
             let last = self.ended && self.queued.is_empty();
             match out {
@@ -395,9 +442,17 @@ impl Outgoing {
                 }
                 Out::Data(mut data) => {
                     let n = room(data.len(), send);
-                    if n == 0 {
+                    self.held = n > 0 && self.joins(n);
+                    if n == 0 || self.held {
                         self.queued.push_front(Out::Data(data));
                         return Ok(false);
+                    }
+                    self.join_until = None;
+                    if n < SMALL_FRAME
+                        && !(last && n == data.len())
+                        && let Some(unanswered) = &self.unanswered
+                    {
+                        unanswered.sent();
                     }
                     let chunk = data.split_to(n);
                     self.bytes -= n;
@@ -445,8 +500,8 @@ fn sendable(len: usize, room: usize) -> usize {
 /// and this pump holds one for as long as the request body stays open, so
 /// the peer's handler would otherwise run on for a caller that left.
 /// Set in a request's extensions, it says where the request stands: whether the call waits
-/// on its caller for more of it (everything taken so far has been sent to the plugin, and
-/// the rest has not come), and whether its first message has come whole. A deadline that
+/// on its caller for more of it (everything taken so far has been sent to the plugin,
+/// or waits only for more to join it, and the rest has not come), and whether its first message has come whole. A deadline that
 /// passes while the plugin does not take what it was sent (its window shut) or does not
 /// open the stream is the plugin's; one that passes while the call waits on its caller may
 /// be the caller's (the deadline layer judges, by the method's kind).
@@ -518,10 +573,21 @@ async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>, unwanted: toki
             Ok(false) => {}
             Ok(true) | Err(_) => return,
         }
-        if out.queued.is_empty() {
+        if out.queued.is_empty() || out.held {
+            // A small frame waiting to be joined waits, as an empty queue does, on the
+            // caller for more of the body; and on its wait's end, to leave alone.
+            let join = out.join_until.filter(|_| out.held);
             out.waiting_on_caller(true);
+            // Lazy, so that a wait with no frame held builds no timer.
+            let join_over = async {
+                match join {
+                    Some(until) => tokio::time::sleep_until(until).await,
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
-                f = out.body.frame() => f,
+                f = out.body.frame() => Some(f),
+                () = join_over => None,
                 _ = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => return,
                 _ = &mut unwanted => {
                     send.send_reset(h2::Reason::CANCEL);
@@ -529,6 +595,8 @@ async fn pump(mut out: Outgoing, mut send: h2::SendStream<Bytes>, unwanted: toki
                 }
             };
             out.waiting_on_caller(false);
+            // The wait is over: the frame leaves alone.
+            let Some(next) = next else { continue };
             match next {
                 Some(Ok(frame)) => out.push(frame),
                 None => out.ended = true,
@@ -569,6 +637,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let tx = self.tx.clone();
+        let on_connection = self.unanswered.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             // HTTP/2 needs :scheme and :authority; generated clients built
@@ -584,6 +653,10 @@ impl tower::Service<http::Request<Body>> for H2Channel {
             out.take_ready().map_err(ChannelError::Body)?;
             let mut tx = tx.ready().await.map_err(ChannelError::NotSent)?;
             let eos = out.ended && out.queued.is_empty();
+            if !out.ended {
+                out.unanswered = Some(Arc::new(Unanswered::on(on_connection)));
+            }
+            let unanswered = out.unanswered.clone();
             let (response, mut send) =
                 tx.send_request(http::Request::from_parts(parts, ()), eos).map_err(ChannelError::NotSent)?;
             // A whole small body (a unary call's) leaves with the headers; of any other,
@@ -603,7 +676,7 @@ impl tower::Service<http::Request<Body>> for H2Channel {
                 None
             };
             let response = response.await?;
-            Ok(response.map(|recv| ResponseBody { _wanted: wanted, ..ResponseBody::new(recv) }))
+            Ok(response.map(|recv| ResponseBody { _wanted: wanted, unanswered, ..ResponseBody::new(recv) }))
         })
     }
 }
@@ -1170,5 +1243,177 @@ mod tests {
         let (read, smallest) = crowd_on_a_shut_window(bodies, None).await.expect("the server closed the connection");
         assert_eq!(read, CALLS * LEN);
         assert!(smallest >= MIN_DATA_FRAME, "a DATA frame of {smallest} bytes left before the body's end");
+    }
+
+    /// A streaming request body fed from `rx`, a frame at a time.
+    fn fed(rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, tonic::Status>>) -> Body {
+        Body::new(http_body_util::StreamBody::new(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    const MESSAGE: Bytes = Bytes::from_static(&[0, 0, 0, 0, 0]);
+
+    /// `calls` calls at once whose bodies are `n` messages of 5 bytes each, to an h2
+    /// server with its default budget for the overhead of small DATA frames it holds
+    /// unread (about 130 of these). `chat` (one call): the server reads each message as
+    /// it comes and answers it, and the caller sends the next once answered; else the
+    /// callers send one a millisecond, and the server reads none until every body has
+    /// ended (its handler busy). The sizes of the DATA frames the server read, or why
+    /// it closed the connection.
+    async fn short_messages(calls: usize, n: usize, chat: bool) -> Result<Vec<usize>, String> {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (go, mut went) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(async move {
+            let mut conn =
+                h2::server::Builder::new().handshake::<_, Bytes>(server_io).await.map_err(|e| e.to_string())?;
+            let mut taken = Vec::new();
+            while taken.len() < calls {
+                let (req, mut respond) = conn.accept().await.expect("a call").map_err(|e| e.to_string())?;
+                let answer = respond.send_response(http::Response::new(()), false).map_err(|e| e.to_string())?;
+                taken.push((req.into_body(), answer));
+            }
+            let closed = tokio::spawn(async move { futures_util::future::poll_fn(|cx| conn.poll_closed(cx)).await });
+            if !chat {
+                let _ = went.wait_for(|g| *g).await;
+            }
+            let mut frames = Vec::new();
+            for (mut body, mut answer) in taken {
+                while let Some(data) = body.data().await {
+                    let Ok(data) = data else {
+                        let why = closed.await.unwrap().err();
+                        return Err(why.map_or_else(|| "the stream failed".into(), |e| e.to_string()));
+                    };
+                    if data.is_empty() {
+                        continue; // The body's end, alone.
+                    }
+                    frames.push(data.len());
+                    let _ = body.flow_control().release_capacity(data.len());
+                    if chat {
+                        // A gRPC message: "ok".
+                        let ok = Bytes::from_static(&[0, 0, 0, 0, 2, b'o', b'k']);
+                        answer.send_data(ok, false).map_err(|e| e.to_string())?;
+                    }
+                }
+                answer.send_data(Bytes::new(), true).map_err(|e| e.to_string())?;
+            }
+            Ok(frames)
+        });
+        let (channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let callers: Vec<_> = (0..calls)
+            .map(|_| {
+                let mut channel = channel.clone();
+                tokio::spawn(async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    let req = http::Request::post("/t.T/M").body(fed(rx)).unwrap();
+                    let mut answers = channel.call(req).await.map_err(|e| e.to_string())?.into_body();
+                    for _ in 0..n {
+                        // The stream gone (the connection closed): the server says why.
+                        if tx.send(Ok(Frame::data(MESSAGE))).await.is_err() {
+                            break;
+                        }
+                        if chat {
+                            match tokio::time::timeout(Duration::from_secs(5), answers.frame()).await {
+                                Ok(Some(Ok(f))) if f.is_data() => {}
+                                other => return Err(format!("no answer: {other:?}")),
+                            }
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    Ok::<_, String>(answers)
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for caller in callers {
+            answers.push(caller.await.unwrap()?);
+        }
+        let _ = go.send(true);
+        let frames = tokio::time::timeout(Duration::from_secs(10), server).await.expect("server hung").unwrap()?;
+        drop(answers);
+        conn.abort();
+        Ok(frames)
+    }
+
+    /// What an h2 server counted against its budget, every frame of `frames` unread but
+    /// the last of each body (which ended it, unless the end came alone: 251 bytes short).
+    fn overhead(frames: &[usize], calls: usize) -> usize {
+        frames.iter().map(|&len| SMALL_FRAME.saturating_sub(len)).sum::<usize>().saturating_sub(calls * 251)
+    }
+
+    // On a paused clock (it moves only when every task waits): the messages' pace and the
+    // wait for them to be joined are exact however loaded the machine is.
+    #[tokio::test(start_paused = true)]
+    async fn short_messages_a_peer_does_not_read_leave_joined_before_its_h2_would_close_the_connection() {
+        const N: usize = 400;
+        let frames = short_messages(1, N, false).await.unwrap_or_else(|e| panic!("the call failed: {e}"));
+        assert_eq!(frames.iter().sum::<usize>(), N * 5, "{frames:?}");
+        assert!(overhead(&frames, 1) < 25_600, "{} bytes of overhead: {frames:?}", overhead(&frames, 1));
+        assert!(frames.len() < N / 4, "few were joined: {frames:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_messages_of_many_streams_at_once_wait_to_be_joined_though_each_has_few() {
+        // 8 calls of 24 messages: each under its own count, all together over the
+        // connection's, and 192 frames alone would cost the server 48,192.
+        const CALLS: usize = 8;
+        const N: usize = 24;
+        let frames = short_messages(CALLS, N, false).await.unwrap_or_else(|e| panic!("the calls failed: {e}"));
+        assert_eq!(frames.iter().sum::<usize>(), CALLS * N * 5, "{frames:?}");
+        let cost = overhead(&frames, CALLS);
+        assert!(cost < 25_600, "{cost} bytes of overhead: {frames:?}");
+        assert!(frames.len() < CALLS * N / 2, "few were joined: {frames:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_messages_of_a_chat_the_peer_answers_each_leave_one_by_one_at_once() {
+        const N: usize = 400;
+        let started = tokio::time::Instant::now();
+        let frames = short_messages(1, N, true).await.unwrap_or_else(|e| panic!("the chat failed: {e}"));
+        assert_eq!(frames, vec![5; N], "a chat's message waited to be joined");
+        // The clock moves only when every task waits on it: nothing did.
+        assert!(started.elapsed() < JOIN_WAIT, "a chat's messages waited {:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_frame_waiting_to_be_joined_leaves_alone_once_its_wait_is_over() {
+        use crate::small_frames::UNANSWERED;
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        // The server reads each frame as it comes, and answers nothing.
+        let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new().handshake::<_, Bytes>(server_io).await.unwrap();
+            let (req, _respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move { futures_util::future::poll_fn(|cx| conn.poll_closed(cx)).await });
+            let mut body = req.into_body();
+            while let Some(Ok(data)) = body.data().await {
+                let _ = body.flow_control().release_capacity(data.len());
+                if !data.is_empty() {
+                    let _ = arrived_tx.send((data.len(), tokio::time::Instant::now()));
+                }
+            }
+        });
+        let (mut channel, conn) = H2Channel::handshake(client_io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let call =
+            tokio::spawn(async move { channel.call(http::Request::post("/t.T/M").body(fed(rx)).unwrap()).await });
+        // Each of these leaves alone: the next is sent once the server has it.
+        for _ in 0..UNANSWERED {
+            tx.send(Ok(Frame::data(MESSAGE))).await.expect("the stream ended");
+            let (len, _) = tokio::time::timeout(Duration::from_secs(5), arrived.recv()).await.unwrap().unwrap();
+            assert_eq!(len, 5);
+        }
+        let sent = tokio::time::Instant::now();
+        tx.send(Ok(Frame::data(MESSAGE))).await.expect("the stream ended");
+        let (len, at) = tokio::time::timeout(Duration::from_secs(5), arrived.recv()).await.unwrap().unwrap();
+        assert_eq!(len, 5, "nothing came to join it");
+        let waited = at - sent;
+        assert!(waited >= JOIN_WAIT, "it left after {waited:?}, without waiting to be joined");
+        assert!(waited < Duration::from_secs(2), "it waited {waited:?}, as if for the body's end");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("server hung").unwrap();
+        call.abort();
+        conn.abort();
     }
 }
