@@ -25,6 +25,7 @@ pub mod control {
 pub mod codec;
 pub mod declared;
 pub mod launch;
+mod message_ends;
 pub mod panics;
 pub mod signals;
 mod small_frames;

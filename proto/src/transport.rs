@@ -23,7 +23,8 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::small_frames::{Answers, JOIN_WAIT, SMALL_FRAME, Unanswered};
+use crate::message_ends::MessageEnds;
+use crate::small_frames::{JOIN_WAIT, SMALL_FRAME, Unanswered};
 
 /// The request body every channel carries.
 pub type Body = tonic::body::Body;
@@ -218,12 +219,19 @@ pub struct ResponseBody {
     /// The streaming request's small frames the peer has not answered, and where the
     /// answer's messages stand, to count them.
     unanswered: Option<Arc<Unanswered>>,
-    answers: Answers,
+    answers: MessageEnds,
 }
 
 impl ResponseBody {
     pub fn new(recv: h2::RecvStream) -> Self {
-        Self { recv, data_done: false, finished: false, _wanted: None, unanswered: None, answers: Answers::default() }
+        Self {
+            recv,
+            data_done: false,
+            finished: false,
+            _wanted: None,
+            unanswered: None,
+            answers: MessageEnds::default(),
+        }
     }
 }
 
@@ -310,7 +318,7 @@ struct Outgoing {
     /// Where the request stands, for the deadline's judgement: taken from its extensions.
     progress: Option<RequestProgress>,
     /// Until the first message is whole.
-    first: Option<FirstMessage>,
+    first: Option<MessageEnds>,
     /// The small frames this stream sent alone that the peer has not answered: for a
     /// body still coming when the call began (a streaming request's, as a rule) only.
     unanswered: Option<Arc<Unanswered>>,
@@ -322,7 +330,7 @@ struct Outgoing {
 
 impl Outgoing {
     fn new(body: Body, progress: Option<RequestProgress>) -> Self {
-        let first = progress.as_ref().map(|_| FirstMessage::default());
+        let first = progress.as_ref().map(|_| MessageEnds::default());
         Self {
             body,
             queued: VecDeque::new(),
@@ -359,7 +367,7 @@ impl Outgoing {
             Ok(data) if data.is_empty() => {}
             Ok(data) => {
                 if let Some(first) = &mut self.first
-                    && first.note(&data)
+                    && first.ended_in(&data) > 0
                 {
                     self.first = None;
                     RequestProgress::set(self.progress.as_ref(), FIRST_MESSAGE_WHOLE, true);
@@ -501,7 +509,8 @@ fn sendable(len: usize, room: usize) -> usize {
 /// the peer's handler would otherwise run on for a caller that left.
 /// Set in a request's extensions, it says where the request stands: whether the call waits
 /// on its caller for more of it (everything taken so far has been sent to the plugin,
-/// or waits only for more to join it, and the rest has not come), and whether its first message has come whole. A deadline that
+/// or waits only for more to join it, and the rest has not come), and whether its first
+/// message has come whole. A deadline that
 /// passes while the plugin does not take what it was sent (its window shut) or does not
 /// open the stream is the plugin's; one that passes while the call waits on its caller may
 /// be the caller's (the deadline layer judges, by the method's kind).
@@ -528,37 +537,6 @@ impl RequestProgress {
                 false => p.0.fetch_and(!bit, std::sync::atomic::Ordering::Relaxed),
             };
         }
-    }
-}
-
-/// How much of a request's first gRPC message has passed: its 5-byte prefix (a flag and a
-/// big-endian length), then that many bytes.
-#[derive(Default)]
-struct FirstMessage {
-    prefix: [u8; 5],
-    /// Bytes of the prefix seen.
-    filled: usize,
-    /// Bytes seen after the prefix.
-    body: u64,
-}
-
-impl FirstMessage {
-    /// Notes `data`, the next bytes of the request; true once the message is whole.
-    fn note(&mut self, mut data: &[u8]) -> bool {
-        while self.filled < self.prefix.len()
-            && let Some((&b, rest)) = data.split_first()
-        {
-            self.prefix[self.filled] = b;
-            self.filled += 1;
-            data = rest;
-        }
-        self.body += data.len() as u64;
-        self.whole()
-    }
-
-    fn whole(&self) -> bool {
-        let [_, len @ ..] = self.prefix;
-        self.filled == self.prefix.len() && self.body >= u64::from(u32::from_be_bytes(len))
     }
 }
 
@@ -764,16 +742,16 @@ mod tests {
 
     #[test]
     fn a_first_message_is_whole_once_its_prefix_and_all_it_announces_have_passed_in_any_pieces() {
-        let mut first = FirstMessage::default();
-        assert!(!first.note(&[0, 0, 0]), "a part of the prefix");
-        assert!(!first.note(&[0, 3, b'a']), "the prefix says 3 bytes; one came");
-        assert!(first.note(b"bc"));
-        let mut empty = FirstMessage::default();
-        assert!(empty.note(&[0, 0, 0, 0, 0]), "a message of no bytes is whole with its prefix");
-        let mut big = FirstMessage::default();
-        assert!(!big.note(&[1, 0, 1, 0, 0]));
-        assert!(!big.note(&[0; 65535]));
-        assert!(big.note(&[0; 2]), "more than the message: the next one has begun");
+        let mut first = MessageEnds::default();
+        assert!(first.ended_in(&[0, 0, 0]) == 0, "a part of the prefix");
+        assert!(first.ended_in(&[0, 3, b'a']) == 0, "the prefix says 3 bytes; one came");
+        assert!(first.ended_in(b"bc") > 0);
+        let mut empty = MessageEnds::default();
+        assert!(empty.ended_in(&[0, 0, 0, 0, 0]) > 0, "a message of no bytes is whole with its prefix");
+        let mut big = MessageEnds::default();
+        assert!(big.ended_in(&[1, 0, 1, 0, 0]) == 0);
+        assert!(big.ended_in(&[0; 65535]) == 0);
+        assert!(big.ended_in(&[0; 2]) > 0, "more than the message: the next one has begun");
     }
 
     /// One HTTP/2 frame.
