@@ -158,6 +158,11 @@ impl FakeFs {
         self.lock().ops.clone()
     }
 
+    /// How often `path` was read.
+    pub fn reads_of(&self, path: &str) -> usize {
+        self.lock().reads.get(Path::new(path)).copied().unwrap_or(0)
+    }
+
     pub fn clear_ops(&self) {
         self.lock().ops.clear();
     }
@@ -181,7 +186,9 @@ impl FakeFs {
 
 impl CgroupFs for FakeFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        self.lock().read_file(path)
+        let mut st = self.lock();
+        *st.reads.entry(path.to_path_buf()).or_default() += 1;
+        st.read_file(path)
     }
 
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {

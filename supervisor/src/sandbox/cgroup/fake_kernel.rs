@@ -42,6 +42,9 @@ pub(super) struct State {
     /// flock holders of cgroup directories: (pid, token of the lock taken).
     pub(super) locks: BTreeMap<PathBuf, (u32, u64)>,
     pub(super) next_lock: u64,
+    /// How often each file was read: each read of a control file is a cost the sampler
+    /// pays per instance.
+    pub(super) reads: BTreeMap<PathBuf, usize>,
 }
 
 pub(super) fn errno(e: i32) -> io::Error {

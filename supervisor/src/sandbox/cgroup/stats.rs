@@ -61,14 +61,22 @@ pub(crate) fn read(fs: &dyn CgroupFs, layout: &Layout, set: &CgroupSet) -> Resul
         }
         None => {}
     }
+    // The unified cpu.stat, kept: on v2 the cpu controller's counters are in the same file,
+    // and each file read is paid per instance read.
+    let mut unified_cpu_stat = None;
     if let Some(dir) = set.unified() {
-        s.cpu_usage_usec = fs::parsed(fs, dir, "cpu.stat", |t| parse::keyed(t, "usage_usec"))?;
+        let text = fs::read(fs, dir, "cpu.stat")?;
+        s.cpu_usage_usec = fs::with_context(dir, "cpu.stat", &text, parse::keyed(&text, "usage_usec"))?;
+        unified_cpu_stat = Some((dir, text));
     } else if let Some((_, dir)) = set.for_controller(layout, Controller::Cpuacct) {
         s.cpu_usage_usec = Some(fs::parsed(fs, dir, "cpuacct.usage", parse::u64_value)? / 1000);
     }
     match set.for_controller(layout, Controller::Cpu) {
         Some((Version::V2, dir)) => {
-            let text = fs::read(fs, dir, "cpu.stat")?;
+            let text = match unified_cpu_stat {
+                Some((unified, text)) if unified == dir => text,
+                _ => fs::read(fs, dir, "cpu.stat")?,
+            };
             s.cpu_nr_throttled = fs::with_context(dir, "cpu.stat", &text, parse::keyed(&text, "nr_throttled"))?;
             s.cpu_throttled_usec = fs::with_context(dir, "cpu.stat", &text, parse::keyed(&text, "throttled_usec"))?;
         }

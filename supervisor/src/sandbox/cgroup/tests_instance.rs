@@ -189,6 +189,28 @@ fn v2_stats() {
     assert!(e.to_string().contains(d.as_str()), "{e}");
 }
 
+/// The sampler pays for every file it reads, per instance (a thousand instances are read
+/// a hundred a second): on v2, `cpu.stat` holds both the usage and the throttling, and
+/// is read once for both.
+#[test]
+fn v2_stats_read_each_control_file_once() {
+    let (fs, layout) = pure_v2();
+    let (_st, inst) = make(&fs, layout, true);
+    let d = &dirs(&inst)[0];
+    fs.set_file(&format!("{d}/cpu.stat"), "usage_usec 5000\nnr_periods 30\nnr_throttled 12\nthrottled_usec 777\n");
+    let s = inst.stats().unwrap();
+    assert_eq!((s.cpu_usage_usec, s.cpu_nr_throttled, s.cpu_throttled_usec), (Some(5000), Some(12), Some(777)));
+    for file in
+        ["cpu.stat", "memory.current", "memory.peak", "memory.events", "memory.stat", "pids.current", "pids.events"]
+    {
+        assert_eq!(fs.reads_of(&format!("{d}/{file}")), 1, "{file}");
+    }
+    // A cpu.stat that cannot be parsed is still named as such, whichever key it lacked.
+    fs.set_file(&format!("{d}/cpu.stat"), "usage_usec 5000\nnr_throttled many\n");
+    let e = inst.stats().unwrap_err();
+    assert!(matches!(&e, CgroupError::Parse { file, reason, .. } if file == "cpu.stat" && !reason.is_empty()), "{e}");
+}
+
 #[test]
 fn hybrid_stats_mix_v1_controllers_and_unified_usage() {
     let (fs, layout) = hybrid();
