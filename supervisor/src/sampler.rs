@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::leaks::probe::ProcReading;
+use crate::instance::state::State;
+use crate::leaks::probe::{Nofile, ProcReading};
 use crate::leaks::watch::MAX_POINTS;
 use crate::observe::events::EventKind;
 use crate::sandbox::cgroup::Stats;
@@ -44,6 +45,15 @@ fn due(next_read: Option<Instant>, now: Instant) -> bool {
 /// At most one throttling event per instance in this long.
 const THROTTLE_EVENT_GAP: Duration = Duration::from_secs(30);
 
+/// How long a process's descriptor limit, once read, is taken as it was. Asked every
+/// reading, it was a tenth of an idle daemon's CPU with a thousand instances where root
+/// lacks `CAP_SYS_RESOURCE` (`prlimit` on a plugin running as another user is then
+/// refused, and `/proc/PID/limits` read instead). A sampled instance runs under a tier,
+/// which sets its soft and hard limits alike before exec: the plugin may lower its soft
+/// limit and raise it back, no further. The limit serves only the leak watch's estimate
+/// of when descriptors reach it, so a change seen up to a minute late is a small error.
+const NOFILE_REREAD: Duration = Duration::from_secs(60);
+
 #[derive(Default)]
 struct Seen {
     /// The cgroup the counters below were read from. Held weakly: it keeps the allocation
@@ -54,6 +64,12 @@ struct Seen {
     last_throttle_event: Option<Instant>,
     /// When it is to be read next (at once when new).
     next_read: Option<Instant>,
+    /// Its process's descriptor limit as last read, and when.
+    nofile: Option<(Nofile, Instant)>,
+    /// Whether it was running (its handshake done) when this round's reading began. Its
+    /// process joins its cgroup before the spawner sets the tier's limits and execs: a
+    /// limit read before then would be the daemon's.
+    running: bool,
 }
 
 impl Seen {
@@ -67,7 +83,33 @@ impl Seen {
             self.cgroup = Arc::downgrade(cg);
             self.pids_max_hits = 0;
             self.nr_throttled = 0;
+            self.nofile = None;
         }
+    }
+
+    /// This round reads the instance from `cg`, in `state`: the descriptor limit to take
+    /// instead of reading it again, if any.
+    fn begin(&mut self, cg: &Arc<crate::sandbox::cgroup::Instance>, state: State, now: Instant) -> Option<Nofile> {
+        self.reading(cg);
+        self.running = state == State::Running;
+        self.known_nofile(now)
+    }
+
+    /// The descriptor limit to take at `now` instead of reading it again: one read less
+    /// than [`NOFILE_REREAD`] ago.
+    fn known_nofile(&self, now: Instant) -> Option<Nofile> {
+        self.nofile.filter(|(_, at)| now.saturating_duration_since(*at) < NOFILE_REREAD).map(|(n, _)| n)
+    }
+
+    /// Keeps the limit `read` found at `now`, when it was read then (of a single process
+    /// that was running, not taken from what was known). None found (unlimited, or not
+    /// read: the process going, the daemon out of descriptors) is asked again next time.
+    fn nofile_read(&mut self, read: &ProcReading, now: Instant) {
+        let ([pid], Some(limit)) = (&read.procs[..], read.nofile) else { return };
+        if !self.running || self.known_nofile(now).is_some_and(|k| k.pid == *pid) {
+            return;
+        }
+        self.nofile = Some((Nofile { pid: *pid, limit }, now));
     }
 
     /// The forks refused since the last reading, when there are any, from the cgroup's
@@ -104,7 +146,7 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
         // Only the instances due are read this round; the others keep their last reading.
         let now = Instant::now();
         let count = listed.len();
-        let mut cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>)> = Vec::new();
+        let mut cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>, Option<Nofile>)> = Vec::new();
         for p in &plugins {
             let every = interval(count, p.serving().spec().leaks.window);
             for i in p.instances() {
@@ -114,8 +156,8 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
                     continue;
                 }
                 s.next_read = Some(now + every);
-                s.reading(&cg);
-                cgroups.push((i.id.clone(), cg));
+                let known = s.begin(&cg, i.state(), now);
+                cgroups.push((i.id.clone(), cg, known));
             }
         }
         let own_due = own_next.is_none_or(|at| at <= now);
@@ -151,6 +193,7 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
                         continue;
                     };
                     let s = seen.entry(inst.id.clone()).or_default();
+                    s.nofile_read(&procs, now);
                     let quota = inst.status().quota;
                     if let Some(hits) = stats.pids_max_hits
                         && let Some(refused) = s.refused_forks(hits)
@@ -198,14 +241,14 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
 /// read is left out).
 type Readings = (Option<crate::leaks::probe::Own>, HashMap<String, (Stats, SystemTime, ProcReading)>);
 
-fn read_all(own: bool, cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>)>) -> Readings {
+fn read_all(own: bool, cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>, Option<Nofile>)>) -> Readings {
     let own = own.then(|| crate::leaks::probe::own(std::path::Path::new("/proc/self")));
     let read = cgroups
         .into_iter()
-        .filter_map(|(id, cg)| {
+        .filter_map(|(id, cg, nofile)| {
             let read_at = SystemTime::now();
             let stats = cg.stats().ok()?;
-            let procs = ProcReading::of(std::path::Path::new("/proc"), cg.procs().unwrap_or_default());
+            let procs = ProcReading::of(std::path::Path::new("/proc"), cg.procs().unwrap_or_default(), nofile);
             Some((id, (stats, read_at, procs)))
         })
         .collect();
@@ -251,6 +294,59 @@ mod tests {
         let restarted = leaf();
         seen.reading(&restarted);
         assert_eq!(seen.refused_forks(300), Some(300), "the new cgroup's own count");
+    }
+
+    fn one_process(pid: u32, nofile: Option<u64>) -> ProcReading {
+        ProcReading { procs: vec![pid], fds: Some(3), nofile }
+    }
+
+    /// What a round takes as known follows the instance's state at its start: a process
+    /// not yet running has its limit read, and not kept.
+    #[test]
+    fn a_descriptor_limit_is_kept_only_from_a_running_instance() {
+        let (mut seen, cg, t0) = (Seen::default(), leaf(), Instant::now());
+        assert_eq!(seen.begin(&cg, State::Starting, t0), None);
+        seen.nofile_read(&one_process(7, Some(1 << 20)), t0);
+        assert_eq!(seen.begin(&cg, State::Running, t0 + S), None, "read while starting: not kept");
+        seen.nofile_read(&one_process(7, Some(1000)), t0 + S);
+        assert_eq!(seen.begin(&cg, State::Running, t0 + 2 * S), Some(Nofile { pid: 7, limit: 1000 }));
+        // None found is asked again.
+        seen.nofile_read(&one_process(7, None), t0 + NOFILE_REREAD + S);
+        assert_eq!(seen.begin(&cg, State::Running, t0 + NOFILE_REREAD + 2 * S), None);
+    }
+
+    /// A process's descriptor limit is read again only once NOFILE_REREAD has passed, or
+    /// for another process or cgroup.
+    #[test]
+    fn a_descriptor_limit_is_read_again_after_a_minute_or_for_another_process() {
+        let (mut seen, cg, t0) = (Seen::default(), leaf(), Instant::now());
+        seen.reading(&cg);
+        assert_eq!(seen.known_nofile(t0), None, "never read");
+        // Not yet running: its limit may still be the one it inherited, and is not kept.
+        seen.nofile_read(&one_process(7, Some(1 << 20)), t0);
+        assert_eq!(seen.known_nofile(t0), None, "read before its start");
+        seen.running = true;
+        seen.nofile_read(&one_process(7, Some(1024)), t0);
+        let known = Some(Nofile { pid: 7, limit: 1024 });
+        assert_eq!(seen.known_nofile(t0 + 10 * S), known);
+        // Taken at 10 s, not read then: it is still the reading of t0 that ages.
+        seen.nofile_read(&one_process(7, Some(1024)), t0 + 10 * S);
+        assert_eq!(seen.known_nofile(t0 + 59 * S), known);
+        assert_eq!(seen.known_nofile(t0 + NOFILE_REREAD), None, "a minute old: read again");
+        seen.nofile_read(&one_process(7, Some(4096)), t0 + NOFILE_REREAD);
+        assert_eq!(seen.known_nofile(t0 + NOFILE_REREAD + S), Some(Nofile { pid: 7, limit: 4096 }));
+        // Another process of the instance is read at once, and kept from then.
+        seen.nofile_read(&one_process(8, Some(64)), t0 + 70 * S);
+        assert_eq!(seen.known_nofile(t0 + 71 * S), Some(Nofile { pid: 8, limit: 64 }));
+        // Several processes have no one limit: what was known stays as it was.
+        seen.nofile_read(&ProcReading { procs: vec![8, 9], fds: Some(6), nofile: None }, t0 + 72 * S);
+        assert_eq!(seen.known_nofile(t0 + 73 * S), Some(Nofile { pid: 8, limit: 64 }));
+        // A new cgroup (the instance started again) knows nothing of the last process.
+        seen.reading(&leaf());
+        assert_eq!(seen.known_nofile(t0 + 73 * S), None);
+        seen.nofile_read(&one_process(8, Some(64)), t0 + 73 * S);
+        seen.reading(&cg);
+        assert_eq!(seen.known_nofile(t0 + 74 * S), None, "back to the first cgroup: read again");
     }
 
     #[test]

@@ -278,6 +278,11 @@ impl Instance {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Its state alone, without a copy of the whole status.
+    pub fn state(&self) -> State {
+        self.status.lock().map_or_else(|_| Status::default().state, |s| s.state)
+    }
+
     pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);

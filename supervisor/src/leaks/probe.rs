@@ -44,9 +44,9 @@ fn is_proc(dir: &Path) -> bool {
     nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
 }
 
-/// The soft `RLIMIT_NOFILE` of `pid`: asked of the kernel (`prlimit`, one call, which
-/// the daemon as root may make of any process), else "Max open files" in
-/// `/proc/PID/limits`.
+/// The soft `RLIMIT_NOFILE` of `pid`: asked of the kernel (`prlimit`, one call; refused
+/// for a process of another user unless the daemon has `CAP_SYS_RESOURCE`), else "Max
+/// open files" in `/proc/PID/limits`.
 pub fn nofile_of(proc_root: &Path, pid: u32) -> Option<u64> {
     if proc_root == Path::new("/proc")
         && let Ok(pid) = i32::try_from(pid)
@@ -80,15 +80,24 @@ pub struct ProcReading {
 }
 
 impl ProcReading {
-    /// Reads the processes of `procs` (an instance's cgroup members).
-    pub fn of(proc_root: &Path, procs: Vec<u32>) -> Self {
+    /// Reads the processes of `procs` (an instance's cgroup members). `known`: a descriptor
+    /// limit read of a process lately, taken for that process instead of asking again.
+    pub fn of(proc_root: &Path, procs: Vec<u32>, known: Option<Nofile>) -> Self {
         let fds = fds_of(proc_root, &procs);
-        let nofile = match procs[..] {
-            [pid] => nofile_of(proc_root, pid),
+        let nofile = match (&procs[..], known) {
+            (&[pid], Some(k)) if k.pid == pid => Some(k.limit),
+            (&[pid], _) => nofile_of(proc_root, pid),
             _ => None,
         };
         Self { procs, fds, nofile }
     }
+}
+
+/// The descriptor limit of one process, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nofile {
+    pub pid: u32,
+    pub limit: u64,
 }
 
 /// The supervisor's own footprint.
@@ -141,6 +150,24 @@ mod tests {
         .unwrap();
         assert_eq!(nofile_of(root.path(), 10), Some(1000));
         assert_eq!(nofile_of(root.path(), 11), None);
+    }
+
+    /// A limit read lately is taken for its process without reading it again; another
+    /// process's, or several processes, are not given it.
+    #[test]
+    fn a_known_descriptor_limit_is_taken_for_its_process_only() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("10/fd")).unwrap();
+        std::fs::write(
+            root.path().join("10/limits"),
+            "Max open files            1000                 1000                 files\n",
+        )
+        .unwrap();
+        let known = |pid, limit| Some(Nofile { pid, limit });
+        assert_eq!(ProcReading::of(root.path(), vec![10], None).nofile, Some(1000), "read");
+        assert_eq!(ProcReading::of(root.path(), vec![10], known(10, 64)).nofile, Some(64), "taken, not read");
+        assert_eq!(ProcReading::of(root.path(), vec![10], known(11, 64)).nofile, Some(1000), "another pid's: read");
+        assert_eq!(ProcReading::of(root.path(), vec![10, 11], known(10, 64)).nofile, None, "not one process");
     }
 
     #[test]

@@ -163,8 +163,11 @@ impl FakeFs {
         self.lock().reads.get(Path::new(path)).copied().unwrap_or(0)
     }
 
+    /// Forgets the operations and the reads so far.
     pub fn clear_ops(&self) {
-        self.lock().ops.clear();
+        let mut st = self.lock();
+        st.ops.clear();
+        st.reads.clear();
     }
 
     pub fn is_cgroup(&self, path: &str) -> bool {

@@ -205,10 +205,16 @@ fn v2_stats_read_each_control_file_once() {
     {
         assert_eq!(fs.reads_of(&format!("{d}/{file}")), 1, "{file}");
     }
-    // A cpu.stat that cannot be parsed is still named as such, whichever key it lacked.
-    fs.set_file(&format!("{d}/cpu.stat"), "usage_usec 5000\nnr_throttled many\n");
-    let e = inst.stats().unwrap_err();
-    assert!(matches!(&e, CgroupError::Parse { file, reason, .. } if file == "cpu.stat" && !reason.is_empty()), "{e}");
+    // A cpu.stat that cannot be parsed is named with its cgroup, whichever key is wrong.
+    for text in ["usage_usec 5000\nnr_throttled many\n", "usage_usec many\nnr_throttled 12\n"] {
+        fs.set_file(&format!("{d}/cpu.stat"), text);
+        let e = inst.stats().unwrap_err();
+        assert!(
+            matches!(&e, CgroupError::Parse { cgroup, file, .. } if file == "cpu.stat" && cgroup == Path::new(d)),
+            "{e}"
+        );
+        assert!(e.to_string().contains(d.as_str()), "{e}");
+    }
 }
 
 #[test]
