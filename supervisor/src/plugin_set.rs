@@ -22,10 +22,13 @@ impl PluginSet {
 
     pub fn insert(&self, p: Arc<Plugin>) {
         self.write().insert(p.name.clone(), p);
+        crate::instance::instances_changed();
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.write().remove(name)
+        let gone = self.write().remove(name);
+        crate::instance::instances_changed();
+        gone
     }
 
     // A panic elsewhere while the lock was held cannot leave the map half-written (each

@@ -6,12 +6,18 @@
 //!
 //! The reads are the sampler's cost, a dozen files per instance: with many instances
 //! each is read less often ([`interval`]), so a daemon with a thousand stays near idle.
+//! Finding which instances there are is a cost too: a walk over every plugin, revision
+//! and instance touches memory no call has touched since, and at a thousand instances a
+//! walk each second was most of an idle daemon's CPU. The instances found are kept, and
+//! walked for again only after instances came or went ([`Walks`]): each round reads
+//! those due from what the last walk found.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::instance::state::State;
+use crate::instance::{Instance, Plugin, Revision};
 use crate::leaks::probe::{Nofile, ProcReading};
 use crate::leaks::watch::MAX_POINTS;
 use crate::observe::events::EventKind;
@@ -42,6 +48,23 @@ fn due(next_read: Option<Instant>, now: Instant) -> bool {
     next_read.is_none_or(|at| at <= now + PERIOD / 2)
 }
 
+/// Whether the plugins are walked for their instances this round: the first round, and
+/// any after instances came or went ([`crate::instance::instances_changed`]).
+#[derive(Default)]
+struct Walks {
+    /// The count as the last walk began.
+    walked: Option<u64>,
+}
+
+impl Walks {
+    /// Whether a walk is due when the count is at `generation`; if so, it is taken as done.
+    fn due(&mut self, generation: u64) -> bool {
+        let due = self.walked != Some(generation);
+        self.walked = Some(generation);
+        due
+    }
+}
+
 /// At most one throttling event per instance in this long.
 const THROTTLE_EVENT_GAP: Duration = Duration::from_secs(30);
 
@@ -54,11 +77,28 @@ const THROTTLE_EVENT_GAP: Duration = Duration::from_secs(30);
 /// of when descriptors reach it, so a change seen up to a minute late is a small error.
 const NOFILE_REREAD: Duration = Duration::from_secs(60);
 
+/// An instance as the last walk found it: held weakly, so that the sampler keeps no
+/// plugin, revision (its image) or instance past its time.
+struct Tracked {
+    plugin: Weak<Plugin>,
+    revision: Weak<Revision>,
+    instance: Weak<Instance>,
+}
+
+impl Tracked {
+    fn upgrade(&self) -> Option<(Arc<Plugin>, Arc<Revision>, Arc<Instance>)> {
+        Some((self.plugin.upgrade()?, self.revision.upgrade()?, self.instance.upgrade()?))
+    }
+}
+
 #[derive(Default)]
 struct Seen {
-    /// The cgroup the counters below were read from. Held weakly: it keeps the allocation
-    /// (so another cgroup is never taken for it), not the cgroup.
-    cgroup: Weak<crate::sandbox::cgroup::Instance>,
+    /// Where it is, from the last walk that found it.
+    tracked: Option<Tracked>,
+    /// The cgroup the counters below were read from, none since its last process ended.
+    /// Held weakly: it keeps the allocation (so another cgroup is never taken for it), not
+    /// the cgroup.
+    cgroup: Option<Weak<crate::sandbox::cgroup::Instance>>,
     pids_max_hits: u64,
     nr_throttled: u64,
     last_throttle_event: Option<Instant>,
@@ -79,11 +119,36 @@ impl Seen {
     /// many instances) is never seen without a cgroup, and compared with its last process's
     /// counts it said no refused fork and no throttling until it had outdone them.
     fn reading(&mut self, cg: &Arc<crate::sandbox::cgroup::Instance>) {
-        if !std::ptr::eq(self.cgroup.as_ptr(), Arc::as_ptr(cg)) {
-            self.cgroup = Arc::downgrade(cg);
+        if !self.cgroup.as_ref().is_some_and(|seen| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(cg))) {
+            self.cgroup = Some(Arc::downgrade(cg));
             self.pids_max_hits = 0;
             self.nr_throttled = 0;
             self.nofile = None;
+        }
+    }
+
+    /// Its process is gone (no cgroup): what was read of it goes, and it is looked at each
+    /// round until it runs again. Whether anything was read of it (the first time since).
+    fn process_gone(&mut self) -> bool {
+        let read = self.cgroup.is_some();
+        *self = Seen { tracked: self.tracked.take(), ..Seen::default() };
+        read
+    }
+
+    /// [`Seen::process_gone`], and once for each process, its usage and leak notes leave
+    /// its status and its leak watch its series.
+    fn stopped(&mut self, shared: &Shared, leaks: &mut crate::leaks::sampling::Watches, inst: &Instance) {
+        if !self.process_gone() {
+            return;
+        }
+        leaks.stopped(shared, inst);
+        // No process, no usage: what the last one used is not kept.
+        if inst.with_status(|st| st.usage.is_some() || !st.leaks.is_empty()) {
+            inst.update(|st| {
+                st.usage = None;
+                st.usage_read_at = None;
+                st.leaks.clear();
+            });
         }
     }
 
@@ -127,113 +192,126 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = shared.shutdown.subscribe();
+    let (mut walks, mut count) = (Walks::default(), 0);
     let mut own_next: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let plugins = shared.plugins.all();
-        // Instances come and go with reloads and updates: what is no longer listed is
-        // forgotten, so this stays as long as what runs.
-        let listed: std::collections::HashSet<String> =
-            plugins.iter().flat_map(|p| p.instances()).map(|i| i.id.clone()).collect();
-        seen.retain(|id, _| listed.contains(id));
-        leaks.retain(&shared, &listed);
+        let now = Instant::now();
+        if walks.due(crate::instance::instances_generation()) {
+            count = walk(&shared, &mut seen, &mut leaks);
+        }
         // Every file read of the round (cgroup counters, each instance's descriptor table,
         // the supervisor's own, which holds a descriptor per caller's connection) is made
         // off the runtime's one thread, so calls never wait behind it.
         // Only the instances due are read this round; the others keep their last reading.
-        let now = Instant::now();
-        let count = listed.len();
         let mut cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>, Option<Nofile>)> = Vec::new();
-        for p in &plugins {
-            let every = interval(count, p.serving().spec().leaks.window);
-            for i in p.instances() {
-                let Some(cg) = i.cgroup.load_full() else { continue };
-                let s = seen.entry(i.id.clone()).or_default();
-                if !due(s.next_read, now) {
-                    continue;
-                }
-                s.next_read = Some(now + every);
-                let known = s.begin(&cg, i.state(), now);
-                cgroups.push((i.id.clone(), cg, known));
+        for (id, s) in &mut seen {
+            if !due(s.next_read, now) {
+                continue;
             }
+            let Some(inst) = s.tracked.as_ref().and_then(|t| t.instance.upgrade()) else { continue };
+            let Some(cg) = inst.cgroup.load_full() else {
+                s.stopped(&shared, &mut leaks, &inst);
+                continue;
+            };
+            // Until its reading says how often it is read: a cgroup that could not be read
+            // is tried again next round.
+            s.next_read = Some(now + PERIOD);
+            let known = s.begin(&cg, inst.state(), now);
+            cgroups.push((id.clone(), cg, known));
         }
         let own_due = own_next.is_none_or(|at| at <= now);
         if own_due {
             own_next = Some(now + interval(count, own_leak_window));
         }
         let read = tokio::task::spawn_blocking(move || read_all(own_due, cgroups)).await;
-        let Ok((own, mut read)) = read else { continue };
+        let Ok((own, read)) = read else { continue };
         if let Some(own) = own {
             leaks.own(&shared, &own);
         }
-        for p in &plugins {
-            for rev in p.revisions() {
-                let spec = rev.spec();
-                for inst in &rev.instances {
-                    let Some((stats, read_at, procs)) = read.remove(&inst.id).filter(|_| inst.cgroup.load().is_some())
-                    else {
-                        if inst.cgroup.load().is_some() {
-                            // Its cgroup came (or could not be read) this round: next one.
-                            continue;
-                        }
-                        seen.remove(&inst.id);
-                        leaks.stopped(&shared, inst);
-                        // No process, no usage: what the last one used is not kept.
-                        let st = inst.status();
-                        if st.usage.is_some() || !st.leaks.is_empty() {
-                            inst.update(|st| {
-                                st.usage = None;
-                                st.usage_read_at = None;
-                                st.leaks.clear();
-                            });
-                        }
-                        continue;
-                    };
-                    let s = seen.entry(inst.id.clone()).or_default();
-                    s.nofile_read(&procs, now);
-                    let quota = inst.status().quota;
-                    if let Some(hits) = stats.pids_max_hits
-                        && let Some(refused) = s.refused_forks(hits)
-                    {
-                        let limit = quota.pids_max.map_or_else(|| "?".into(), |n| n.to_string());
-                        shared.events.emit(
-                            &p.name,
-                            &inst.id,
-                            EventKind::PidsLimit,
-                            format!("task limit reached: pids.max {limit} refused {refused} fork(s)"),
-                            &[("pids_max_hits", hits.to_string())],
-                        );
-                    }
-                    if let Some(n) = stats.cpu_nr_throttled
-                        && n > s.nr_throttled
-                    {
-                        let due = s.last_throttle_event.is_none_or(|t| t.elapsed() >= THROTTLE_EVENT_GAP);
-                        if due {
-                            let cpu = quota.cpu.map_or_else(|| "?".into(), |c| c.to_string());
-                            shared.events.emit(
-                                &p.name,
-                                &inst.id,
-                                EventKind::CpuThrottled,
-                                format!("held to its CPU quota ({cpu}): throttled in {} scheduling periods so far", n),
-                                &[("nr_throttled", n.to_string())],
-                            );
-                            s.last_throttle_event = Some(Instant::now());
-                        }
-                        s.nr_throttled = n;
-                    }
-                    let notes = leaks.instance(&shared, p, &spec.leaks, inst, &stats, &procs);
-                    inst.update(|st| {
-                        st.usage = Some(stats);
-                        st.usage_read_at = Some(read_at);
-                        st.leaks = notes;
-                    });
-                }
+        for (id, (stats, read_at, procs)) in read {
+            let Some(s) = seen.get_mut(&id) else { continue };
+            let Some((p, rev, inst)) = s.tracked.as_ref().and_then(Tracked::upgrade) else { continue };
+            if inst.cgroup.load().is_none() {
+                s.stopped(&shared, &mut leaks, &inst);
+                continue;
             }
+            let spec = rev.spec();
+            // Its own revision's leak window: the one its leak watch judges by.
+            s.next_read = Some(now + interval(count, spec.leaks.window));
+            s.nofile_read(&procs, now);
+            let quota = inst.with_status(|st| st.quota.clone());
+            if let Some(hits) = stats.pids_max_hits
+                && let Some(refused) = s.refused_forks(hits)
+            {
+                let limit = quota.pids_max.map_or_else(|| "?".into(), |n| n.to_string());
+                shared.events.emit(
+                    &p.name,
+                    &inst.id,
+                    EventKind::PidsLimit,
+                    format!("task limit reached: pids.max {limit} refused {refused} fork(s)"),
+                    &[("pids_max_hits", hits.to_string())],
+                );
+            }
+            if let Some(n) = stats.cpu_nr_throttled
+                && n > s.nr_throttled
+            {
+                let due = s.last_throttle_event.is_none_or(|t| t.elapsed() >= THROTTLE_EVENT_GAP);
+                if due {
+                    let cpu = quota.cpu.map_or_else(|| "?".into(), |c| c.to_string());
+                    shared.events.emit(
+                        &p.name,
+                        &inst.id,
+                        EventKind::CpuThrottled,
+                        format!("held to its CPU quota ({cpu}): throttled in {} scheduling periods so far", n),
+                        &[("nr_throttled", n.to_string())],
+                    );
+                    s.last_throttle_event = Some(Instant::now());
+                }
+                s.nr_throttled = n;
+            }
+            let notes = leaks.instance(&shared, &p, &spec.leaks, &inst, &stats, &procs);
+            inst.update(|st| {
+                st.usage = Some(stats);
+                st.usage_read_at = Some(read_at);
+                st.leaks = notes;
+            });
         }
     }
+}
+
+/// Finds every plugin's instances as they are now, for the rounds until the next walk:
+/// the new ones are read at the next round, the gone forgotten (their series too), and
+/// those whose process ended lose what was read of it. Returns how many there are.
+fn walk(shared: &Shared, seen: &mut HashMap<String, Seen>, leaks: &mut crate::leaks::sampling::Watches) -> usize {
+    let found: Vec<(Arc<Plugin>, Arc<Revision>, Arc<Instance>)> = shared
+        .plugins
+        .all()
+        .into_iter()
+        .flat_map(|p| p.revisions().into_iter().map(move |rev| (p.clone(), rev)))
+        .flat_map(|(p, rev)| rev.instances.clone().into_iter().map(move |i| (p.clone(), rev.clone(), i)))
+        .collect();
+    // Instances come and go with reloads and updates: what is no longer listed is
+    // forgotten, so this stays as long as what runs.
+    let listed: std::collections::HashSet<String> = found.iter().map(|(_, _, i)| i.id.clone()).collect();
+    seen.retain(|id, _| listed.contains(id));
+    leaks.retain(shared, &listed);
+    let count = found.len();
+    for (p, rev, inst) in found {
+        let s = seen.entry(inst.id.clone()).or_default();
+        s.tracked = Some(Tracked {
+            plugin: Arc::downgrade(&p),
+            revision: Arc::downgrade(&rev),
+            instance: Arc::downgrade(&inst),
+        });
+        if inst.cgroup.load().is_none() {
+            s.stopped(shared, leaks, &inst);
+        }
+    }
+    count
 }
 
 /// One round's readings: the supervisor's own footprint, and each instance's cgroup
@@ -320,12 +398,7 @@ mod tests {
     #[test]
     fn a_descriptor_limit_is_read_again_after_a_minute_or_for_another_process() {
         let (mut seen, cg, t0) = (Seen::default(), leaf(), Instant::now());
-        seen.reading(&cg);
-        assert_eq!(seen.known_nofile(t0), None, "never read");
-        // Not yet running: its limit may still be the one it inherited, and is not kept.
-        seen.nofile_read(&one_process(7, Some(1 << 20)), t0);
-        assert_eq!(seen.known_nofile(t0), None, "read before its start");
-        seen.running = true;
+        assert_eq!(seen.begin(&cg, State::Running, t0), None, "never read");
         seen.nofile_read(&one_process(7, Some(1024)), t0);
         let known = Some(Nofile { pid: 7, limit: 1024 });
         assert_eq!(seen.known_nofile(t0 + 10 * S), known);
@@ -347,6 +420,35 @@ mod tests {
         seen.nofile_read(&one_process(8, Some(64)), t0 + 73 * S);
         seen.reading(&cg);
         assert_eq!(seen.known_nofile(t0 + 74 * S), None, "back to the first cgroup: read again");
+    }
+
+    /// The plugins are walked at the first round, then only after instances came or went.
+    #[test]
+    fn the_plugins_are_walked_again_only_after_instances_came_or_went() {
+        let mut walks = Walks::default();
+        assert!(walks.due(7), "the first round walks");
+        assert!(!walks.due(7), "nothing changed");
+        assert!(!walks.due(7));
+        assert!(walks.due(8), "a revision came, or a plugin");
+        assert!(!walks.due(8));
+    }
+
+    /// A stopped instance's readings go once: counts from a new cgroup start afresh, it
+    /// is read at the next round, and it keeps its place from the walk.
+    #[test]
+    fn a_stopped_instance_forgets_what_was_read_of_its_process() {
+        let (mut seen, cg, t0) = (Seen::default(), leaf(), Instant::now());
+        seen.tracked = Some(Tracked { plugin: Weak::new(), revision: Weak::new(), instance: Weak::new() });
+        seen.begin(&cg, State::Running, t0);
+        seen.next_read = Some(t0 + 10 * S);
+        assert_eq!(seen.refused_forks(40), Some(40));
+        seen.nofile_read(&one_process(7, Some(1024)), t0);
+        assert!(seen.process_gone(), "read since it started");
+        assert!(seen.tracked.is_some(), "still where the walk found it");
+        assert!(seen.next_read.is_none(), "looked at next round");
+        assert_eq!(seen.known_nofile(t0), None);
+        assert_eq!(seen.refused_forks(40), Some(40), "counted afresh");
+        assert!(!seen.process_gone(), "nothing read since: its status is left alone");
     }
 
     #[test]

@@ -280,7 +280,16 @@ impl Instance {
 
     /// Its state alone, without a copy of the whole status.
     pub fn state(&self) -> State {
-        self.status.lock().map_or_else(|_| Status::default().state, |s| s.state)
+        self.with_status(|s| s.state)
+    }
+
+    /// What `f` takes from its status, without a copy of the rest (its strings lie on
+    /// pages of their own: the sampler, reading a thousand instances, paid for each).
+    pub fn with_status<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
+        match self.status.lock() {
+            Ok(s) => f(&s),
+            Err(_) => f(&Status::default()),
+        }
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
@@ -289,6 +298,25 @@ impl Instance {
         }
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
+}
+
+/// How many times, in this process, a plugin's revisions came or went, or a plugin joined
+/// or left a supervisor's set: the sampler walks the plugins for their instances again
+/// only once it moved (a walk touches every plugin's and instance's memory, most of an
+/// idle daemon's CPU with a thousand instances when it walked every second). One count
+/// for the process, which embedded supervisors share: a move for another costs a walk,
+/// never a missed instance.
+static INSTANCES_CHANGED: AtomicU64 = AtomicU64::new(0);
+
+/// Says that instances came or went; after the change is in place, so a walk that read
+/// the count before it walks again.
+pub(crate) fn instances_changed() {
+    INSTANCES_CHANGED.fetch_add(1, Ordering::Release);
+}
+
+/// The count [`instances_changed`] moves.
+pub(crate) fn instances_generation() -> u64 {
+    INSTANCES_CHANGED.load(Ordering::Acquire)
 }
 
 /// A configured plugin: its revisions and their instances, and what the operator said
@@ -474,6 +502,7 @@ impl Plugin {
         let number = self.next_revision.fetch_add(1, Ordering::Relaxed);
         let rev = Arc::new(Revision::new(number, spec, &self.next_instance, &self.changed));
         self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(rev.clone());
+        instances_changed();
         rev
     }
 
@@ -526,6 +555,7 @@ impl Plugin {
     /// Forgets `rev` once its instances are gone (its image goes with it).
     pub(crate) fn forget(&self, rev: &Revision) {
         self.revisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|r| r.number != rev.number);
+        instances_changed();
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 

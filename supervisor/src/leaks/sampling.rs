@@ -29,12 +29,23 @@ const MAX_IN_A_ROW: u32 = 3;
 pub(crate) struct Watches {
     clock: Instant,
     /// By instance id: its plugin, the process watched, and its watch.
-    instances: HashMap<String, (String, Option<i32>, Watch)>,
+    instances: HashMap<String, Watched>,
     own: Watch,
     own_config: LeaksConfig,
     /// When each plugin was last replaced for a leak (at most once a window), and how
     /// many replacements in a row were followed by another leak within two windows.
     replaced: HashMap<String, (Instant, u32)>,
+}
+
+/// One instance's leak watch, and what its metrics say.
+struct Watched {
+    plugin: String,
+    /// The process watched: another one is watched afresh.
+    pid: Option<i32>,
+    watch: Watch,
+    /// What `supervisor_leak_suspected` and its slope say of each resource (in
+    /// [`Resource::ALL`]'s order), once written.
+    shown: [Option<(bool, f64)>; Resource::ALL.len()],
 }
 
 impl Watches {
@@ -55,21 +66,21 @@ impl Watches {
     /// Forgets the instances not in `listed` (gone with a reload, an update, a stop), and
     /// their series.
     pub fn retain(&mut self, shared: &Shared, listed: &std::collections::HashSet<String>) {
-        self.instances.retain(|id, (plugin, _, _)| {
+        self.instances.retain(|id, Watched { plugin, .. }| {
             let keep = listed.contains(id);
             if !keep {
                 shared.metrics.forget_leaks(plugin, id, &NAMES);
             }
             keep
         });
-        let plugins: std::collections::HashSet<&str> = self.instances.values().map(|(p, _, _)| p.as_str()).collect();
+        let plugins: std::collections::HashSet<&str> = self.instances.values().map(|w| w.plugin.as_str()).collect();
         let live: Vec<String> = shared.plugins.all().iter().map(|p| p.name.clone()).collect();
         self.replaced.retain(|name, _| live.contains(name) || plugins.contains(name.as_str()));
     }
 
     /// `inst` has no process now: its history goes.
     pub fn stopped(&mut self, shared: &Shared, inst: &Instance) {
-        if let Some((plugin, _, _)) = self.instances.remove(&inst.id) {
+        if let Some(Watched { plugin, .. }) = self.instances.remove(&inst.id) {
             shared.metrics.forget_leaks(&plugin, &inst.id, &NAMES);
         }
     }
@@ -91,8 +102,7 @@ impl Watches {
             tasks: stats.pids_current,
             cpu_usec: stats.cpu_usage_usec,
         };
-        let status = inst.status();
-        let quota = status.quota;
+        let (quota, status_pid) = inst.with_status(|st| (st.quota.clone(), st.pid));
         let mut limits = Limits::default();
         if let Some(m) = quota.memory_max {
             limits.set(Resource::Memory, Limit { name: "memory_max", shown: m.to_string(), value: m.0 as f64 });
@@ -110,17 +120,27 @@ impl Watches {
         if let Some(n) = read.nofile {
             limits.set(Resource::Fds, Limit { name: "nofile", shown: n.to_string(), value: n as f64 });
         }
-        let (_, pid, watch) =
-            self.instances.entry(inst.id.clone()).or_insert_with(|| (p.name.clone(), status.pid, Watch::default()));
+        if !self.instances.contains_key(&inst.id) {
+            let new =
+                Watched { plugin: p.name.clone(), pid: status_pid, watch: Watch::default(), shown: Default::default() };
+            self.instances.insert(inst.id.clone(), new);
+        }
+        let Some(Watched { pid, watch, shown, .. }) = self.instances.get_mut(&inst.id) else { return Vec::new() };
         // A restarted instance is another process: what the last one used says nothing of it.
-        if *pid != status.pid {
-            *pid = status.pid;
+        if *pid != status_pid {
+            *pid = status_pid;
             *watch = Watch::default();
         }
         let began = watch.observe(now, reading, cfg, &limits);
-        for r in Resource::ALL {
+        for (r, shown) in Resource::ALL.into_iter().zip(shown.iter_mut()) {
             let e = watch.suspected(r);
-            shared.metrics.set_leak(&p.name, &inst.id, r.as_str(), e.is_some(), e.map_or(0.0, |e| e.per_min));
+            let now_shown = (e.is_some(), e.map_or(0.0, |e| e.per_min));
+            // Only a change is written: each write looks up two series by their labels,
+            // four resources every reading of every instance.
+            if *shown != Some(now_shown) {
+                shared.metrics.set_leak(&p.name, &inst.id, r.as_str(), now_shown.0, now_shown.1);
+                *shown = Some(now_shown);
+            }
         }
         let notes = watch.episodes().map(|e| e.message.clone()).collect();
         for e in began {
