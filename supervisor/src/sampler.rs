@@ -10,7 +10,9 @@
 //! and instance touches memory no call has touched since, and at a thousand instances a
 //! walk each second was most of an idle daemon's CPU. The instances found are kept, and
 //! walked for again only after instances came or went ([`Walks`]): each round reads
-//! those due from what the last walk found.
+//! those due from what the last walk found. An instance with no process is looked at
+//! each round (its cgroup may come back), so many stopped instances still cost a touch
+//! each a second.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -104,6 +106,8 @@ struct Seen {
     last_throttle_event: Option<Instant>,
     /// When it is to be read next (at once when new).
     next_read: Option<Instant>,
+    /// How often it is read, as its last reading set (none yet: every round).
+    every: Duration,
     /// Its process's descriptor limit as last read, and when.
     nofile: Option<(Nofile, Instant)>,
     /// Whether it was running (its handshake done) when this round's reading began. Its
@@ -217,9 +221,8 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
                 s.stopped(&shared, &mut leaks, &inst);
                 continue;
             };
-            // Until its reading says how often it is read: a cgroup that could not be read
-            // is tried again next round.
-            s.next_read = Some(now + PERIOD);
+            // A cgroup that cannot be read is tried again as often as it is read.
+            s.next_read = Some(now + s.every.max(PERIOD));
             let known = s.begin(&cg, inst.state(), now);
             cgroups.push((id.clone(), cg, known));
         }
@@ -241,7 +244,8 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
             }
             let spec = rev.spec();
             // Its own revision's leak window: the one its leak watch judges by.
-            s.next_read = Some(now + interval(count, spec.leaks.window));
+            s.every = interval(count, spec.leaks.window);
+            s.next_read = Some(now + s.every);
             s.nofile_read(&procs, now);
             let quota = inst.with_status(|st| st.quota.clone());
             if let Some(hits) = stats.pids_max_hits

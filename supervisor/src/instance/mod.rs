@@ -274,6 +274,14 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Its process is gone and its cgroup removed (or left for cleanup). The sampler reads
+    /// an instance it keeps only when it is due, seconds apart among many: told, it walks
+    /// again at its next round and clears the usage and leak notes of the process gone.
+    pub(crate) fn process_gone(&self) {
+        self.cgroup.store(None);
+        instances_changed();
+    }
+
     pub fn status(&self) -> Status {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -300,9 +308,9 @@ impl Instance {
     }
 }
 
-/// How many times, in this process, a plugin's revisions came or went, or a plugin joined
-/// or left a supervisor's set: the sampler walks the plugins for their instances again
-/// only once it moved (a walk touches every plugin's and instance's memory, most of an
+/// How many times, in this process, a plugin's revisions came or went, a plugin joined or
+/// left a supervisor's set, or an instance's process ended: the sampler walks the plugins
+/// for their instances again only once it moved (a walk touches every plugin's and instance's memory, most of an
 /// idle daemon's CPU with a thousand instances when it walked every second). One count
 /// for the process, which embedded supervisors share: a move for another costs a walk,
 /// never a missed instance.

@@ -153,7 +153,7 @@ async fn supervise(
         .await;
         if started.is_err() {
             // Its process is gone and its cgroup removed, as after any start.
-            inst.cgroup.store(None);
+            inst.process_gone();
         }
         if leaving.now() && started.is_err() {
             return;
@@ -177,7 +177,7 @@ async fn supervise(
             Err(e) => Err(e),
         };
         // The process is gone and its cgroup removed (or left for cleanup).
-        inst.cgroup.store(None);
+        inst.process_gone();
         let failure = match started {
             Err(e @ StartError::Refused { .. }) => {
                 let reason = e.cause().to_string();

@@ -730,3 +730,18 @@ async fn a_stop_and_a_start_landing_together_restart_it_and_the_stop_says_it_was
     assert_eq!(f.fake.launches("fake"), 2);
     f.sup.shutdown().await;
 }
+
+/// The sampler walks the plugins for their instances only when this count moved (each
+/// test runs in a process of its own under nextest, so the count is this test's alone):
+/// it moves when a plugin joins the set and when an instance's process ends.
+#[tokio::test]
+async fn the_count_the_sampler_walks_by_moves_as_plugins_join_and_processes_end() {
+    let before = super::instances_generation();
+    let f = fixture(&plugin("fake", ""), &[]);
+    f.sup.wait_running("fake", UP).await.unwrap();
+    let running = super::instances_generation();
+    assert!(running > before, "the plugin joined the set: {before} -> {running}");
+    f.sup.stop_plugin("fake").await.unwrap();
+    let stopped = super::instances_generation();
+    assert!(stopped > running, "its process ended: {running} -> {stopped}");
+}

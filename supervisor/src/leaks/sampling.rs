@@ -120,12 +120,12 @@ impl Watches {
         if let Some(n) = read.nofile {
             limits.set(Resource::Fds, Limit { name: "nofile", shown: n.to_string(), value: n as f64 });
         }
-        if !self.instances.contains_key(&inst.id) {
-            let new =
-                Watched { plugin: p.name.clone(), pid: status_pid, watch: Watch::default(), shown: Default::default() };
-            self.instances.insert(inst.id.clone(), new);
-        }
-        let Some(Watched { pid, watch, shown, .. }) = self.instances.get_mut(&inst.id) else { return Vec::new() };
+        let Watched { pid, watch, shown, .. } = self.instances.entry(inst.id.clone()).or_insert_with(|| Watched {
+            plugin: p.name.clone(),
+            pid: status_pid,
+            watch: Watch::default(),
+            shown: Default::default(),
+        });
         // A restarted instance is another process: what the last one used says nothing of it.
         if *pid != status_pid {
             *pid = status_pid;
