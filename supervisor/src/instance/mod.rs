@@ -310,14 +310,14 @@ impl Instance {
 
 /// How many times, in this process, a plugin's revisions came or went, a plugin joined or
 /// left a supervisor's set, or an instance's process ended: the sampler walks the plugins
-/// for their instances again only once it moved (a walk touches every plugin's and instance's memory, most of an
-/// idle daemon's CPU with a thousand instances when it walked every second). One count
-/// for the process, which embedded supervisors share: a move for another costs a walk,
-/// never a missed instance.
+/// for their instances again only once it moved (a walk touches every plugin's and
+/// instance's memory: walking every second was most of an idle daemon's CPU with a
+/// thousand instances). One count for the process, which embedded supervisors share: a
+/// move for another costs a walk, never a missed instance.
 static INSTANCES_CHANGED: AtomicU64 = AtomicU64::new(0);
 
-/// Says that instances came or went; after the change is in place, so a walk that read
-/// the count before it walks again.
+/// Says that instances came or went, or a process of one ended; after the change is in
+/// place, so a walk that read the count before it walks again.
 pub(crate) fn instances_changed() {
     INSTANCES_CHANGED.fetch_add(1, Ordering::Release);
 }
