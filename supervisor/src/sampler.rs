@@ -6,6 +6,10 @@
 //!
 //! The reads are the sampler's cost, a dozen files per instance: with many instances
 //! each is read less often ([`interval`]), so a daemon with a thousand stays near idle.
+//! On some hosts memory idle for a second costs microseconds a page to touch again, so
+//! what a reading touches counts too: an instance's control files are found once per
+//! cgroup and kept in its entry ([`StatFiles`]), and a reading names its instance by its
+//! place, not by a copy of its id.
 //! Finding which instances there are is a cost too: a walk over every plugin, revision
 //! and instance touches memory no call has touched since, and at a thousand instances a
 //! walk each second was most of an idle daemon's CPU. The instances found are kept, and
@@ -23,7 +27,7 @@ use crate::instance::{Instance, Plugin, Revision};
 use crate::leaks::probe::{Nofile, ProcReading};
 use crate::leaks::watch::MAX_POINTS;
 use crate::observe::events::EventKind;
-use crate::sandbox::cgroup::Stats;
+use crate::sandbox::cgroup::{StatFiles, Stats};
 use crate::supervisor::Shared;
 
 const PERIOD: Duration = Duration::from_secs(1);
@@ -95,12 +99,16 @@ impl Tracked {
 
 #[derive(Default)]
 struct Seen {
+    /// The instance's id.
+    id: String,
     /// Where it is, from the last walk that found it.
     tracked: Option<Tracked>,
     /// The cgroup the counters below were read from, none since its last process ended.
     /// Held weakly: it keeps the allocation (so another cgroup is never taken for it), not
     /// the cgroup.
     cgroup: Option<Weak<crate::sandbox::cgroup::Instance>>,
+    /// The control files a reading of that cgroup takes, found when it was first read.
+    files: Option<Arc<StatFiles>>,
     pids_max_hits: u64,
     nr_throttled: u64,
     last_throttle_event: Option<Instant>,
@@ -125,6 +133,7 @@ impl Seen {
     fn reading(&mut self, cg: &Arc<crate::sandbox::cgroup::Instance>) {
         if !self.cgroup.as_ref().is_some_and(|seen| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(cg))) {
             self.cgroup = Some(Arc::downgrade(cg));
+            self.files = Some(Arc::new(cg.stat_files()));
             self.pids_max_hits = 0;
             self.nr_throttled = 0;
             self.nofile = None;
@@ -135,7 +144,7 @@ impl Seen {
     /// round until it runs again. Whether anything was read of it (the first time since).
     fn process_gone(&mut self) -> bool {
         let read = self.cgroup.is_some();
-        *self = Seen { tracked: self.tracked.take(), ..Seen::default() };
+        *self = Seen { id: std::mem::take(&mut self.id), tracked: self.tracked.take(), ..Seen::default() };
         read
     }
 
@@ -191,7 +200,7 @@ impl Seen {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
-    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut seen: Vec<Seen> = Vec::new();
     let mut leaks = crate::leaks::sampling::Watches::new(own_leak_window);
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -211,32 +220,38 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
         // the supervisor's own, which holds a descriptor per caller's connection) is made
         // off the runtime's one thread, so calls never wait behind it.
         // Only the instances due are read this round; the others keep their last reading.
-        let mut cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>, Option<Nofile>)> = Vec::new();
-        for (id, s) in &mut seen {
+        // What a reading needs is kept in its entry (its files, found once per cgroup), and
+        // it is named by its place: each piece of memory touched seconds apart is paid for.
+        let mut jobs: Vec<Job> = Vec::new();
+        for (at, s) in seen.iter_mut().enumerate() {
             if !due(s.next_read, now) {
                 continue;
             }
             let Some(inst) = s.tracked.as_ref().and_then(|t| t.instance.upgrade()) else { continue };
-            let Some(cg) = inst.cgroup.load_full() else {
+            let cg = inst.cgroup.load();
+            let Some(cg) = cg.as_ref() else {
                 s.stopped(&shared, &mut leaks, &inst);
                 continue;
             };
             // A cgroup that cannot be read is tried again as often as it is read.
             s.next_read = Some(now + s.every.max(PERIOD));
-            let known = s.begin(&cg, inst.state(), now);
-            cgroups.push((id.clone(), cg, known));
+            let known = s.begin(cg, inst.state(), now);
+            if let Some(files) = &s.files {
+                jobs.push((at, files.clone(), known));
+            }
         }
         let own_due = own_next.is_none_or(|at| at <= now);
         if own_due {
             own_next = Some(now + interval(count, own_leak_window));
         }
-        let read = tokio::task::spawn_blocking(move || read_all(own_due, cgroups)).await;
+        let read = tokio::task::spawn_blocking(move || read_all(own_due, jobs)).await;
         let Ok((own, read)) = read else { continue };
         if let Some(own) = own {
             leaks.own(&shared, &own);
         }
-        for (id, (stats, read_at, procs)) in read {
-            let Some(s) = seen.get_mut(&id) else { continue };
+        for (at, (stats, read_at, procs)) in read {
+            // No walk since the jobs were taken: each is still at its place.
+            let Some(s) = seen.get_mut(at) else { continue };
             let Some((p, rev, inst)) = s.tracked.as_ref().and_then(Tracked::upgrade) else { continue };
             if inst.cgroup.load().is_none() {
                 s.stopped(&shared, &mut leaks, &inst);
@@ -290,7 +305,7 @@ pub(crate) async fn run(shared: Arc<Shared>, own_leak_window: Duration) {
 /// Finds every plugin's instances as they are now, for the rounds until the next walk:
 /// the new ones are read at the next round, the gone forgotten (their series too), and
 /// those whose process ended lose what was read of it. Returns how many there are.
-fn walk(shared: &Shared, seen: &mut HashMap<String, Seen>, leaks: &mut crate::leaks::sampling::Watches) -> usize {
+fn walk(shared: &Shared, seen: &mut Vec<Seen>, leaks: &mut crate::leaks::sampling::Watches) -> usize {
     let found: Vec<(Arc<Plugin>, Arc<Revision>, Arc<Instance>)> = shared
         .plugins
         .all()
@@ -301,11 +316,11 @@ fn walk(shared: &Shared, seen: &mut HashMap<String, Seen>, leaks: &mut crate::le
     // Instances come and go with reloads and updates: what is no longer listed is
     // forgotten, so this stays as long as what runs.
     let listed: std::collections::HashSet<String> = found.iter().map(|(_, _, i)| i.id.clone()).collect();
-    seen.retain(|id, _| listed.contains(id));
     leaks.retain(shared, &listed);
+    let mut before: HashMap<String, Seen> = std::mem::take(seen).into_iter().map(|s| (s.id.clone(), s)).collect();
     let count = found.len();
     for (p, rev, inst) in found {
-        let s = seen.entry(inst.id.clone()).or_default();
+        let mut s = before.remove(&inst.id).unwrap_or_else(|| Seen { id: inst.id.clone(), ..Seen::default() });
         s.tracked = Some(Tracked {
             plugin: Arc::downgrade(&p),
             revision: Arc::downgrade(&rev),
@@ -314,24 +329,29 @@ fn walk(shared: &Shared, seen: &mut HashMap<String, Seen>, leaks: &mut crate::le
         if inst.cgroup.load().is_none() {
             s.stopped(shared, leaks, &inst);
         }
+        seen.push(s);
     }
     count
 }
 
-/// One round's readings: the supervisor's own footprint, and each instance's cgroup
-/// counters, when they were read, and its processes (an instance whose cgroup cannot be
-/// read is left out).
-type Readings = (Option<crate::leaks::probe::Own>, HashMap<String, (Stats, SystemTime, ProcReading)>);
+/// An instance to read this round: its place among those seen, its cgroup's files, and
+/// its process's descriptor limit when known.
+type Job = (usize, Arc<StatFiles>, Option<Nofile>);
 
-fn read_all(own: bool, cgroups: Vec<(String, Arc<crate::sandbox::cgroup::Instance>, Option<Nofile>)>) -> Readings {
+/// One round's readings: the supervisor's own footprint, and each instance's cgroup
+/// counters, when they were read, and its processes, by its place (an instance whose
+/// cgroup cannot be read is left out).
+type Readings = (Option<crate::leaks::probe::Own>, Vec<(usize, (Stats, SystemTime, ProcReading))>);
+
+fn read_all(own: bool, jobs: Vec<Job>) -> Readings {
     let own = own.then(|| crate::leaks::probe::own(std::path::Path::new("/proc/self")));
-    let read = cgroups
+    let read = jobs
         .into_iter()
-        .filter_map(|(id, cg, nofile)| {
+        .filter_map(|(at, files, nofile)| {
             let read_at = SystemTime::now();
-            let stats = cg.stats().ok()?;
-            let procs = ProcReading::of(std::path::Path::new("/proc"), cg.procs().unwrap_or_default(), nofile);
-            Some((id, (stats, read_at, procs)))
+            let stats = files.read().ok()?;
+            let procs = ProcReading::of(std::path::Path::new("/proc"), files.procs().unwrap_or_default(), nofile);
+            Some((at, (stats, read_at, procs)))
         })
         .collect();
     (own, read)
@@ -376,6 +396,22 @@ mod tests {
         let restarted = leaf();
         seen.reading(&restarted);
         assert_eq!(seen.refused_forks(300), Some(300), "the new cgroup's own count");
+    }
+
+    /// A cgroup's files are found at its first reading and kept while it is read: a
+    /// new cgroup (the instance started again) has its own, and a process gone, none.
+    #[test]
+    fn a_cgroups_files_are_found_once_and_kept_until_the_cgroup_changes() {
+        let mut seen = Seen::default();
+        let first = leaf();
+        seen.reading(&first);
+        let files = seen.files.clone().expect("found at the first reading");
+        seen.reading(&first);
+        assert!(Arc::ptr_eq(&files, seen.files.as_ref().unwrap()), "the same cgroup: not found again");
+        seen.reading(&leaf());
+        assert!(!Arc::ptr_eq(&files, seen.files.as_ref().unwrap()), "a new cgroup's own");
+        assert!(seen.process_gone());
+        assert!(seen.files.is_none(), "no process, no files");
     }
 
     fn one_process(pid: u32, nofile: Option<u64>) -> ProcReading {

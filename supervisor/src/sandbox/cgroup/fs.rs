@@ -83,18 +83,6 @@ pub(crate) fn parsed<T>(
     with_context(dir, file, &text, parse(&text))
 }
 
-pub(crate) fn parsed_optional<T>(
-    fs: &dyn CgroupFs,
-    dir: &Path,
-    file: &str,
-    parse: impl FnOnce(&str) -> Result<T, &'static str>,
-) -> Result<Option<T>> {
-    match read_optional(fs, dir, file)? {
-        Some(text) => with_context(dir, file, &text, parse(&text)).map(Some),
-        None => Ok(None),
-    }
-}
-
 pub(crate) fn with_context<T>(dir: &Path, file: &str, text: &str, parsed: Result<T, &'static str>) -> Result<T> {
     parsed.map_err(|reason| CgroupError::Parse {
         cgroup: dir.to_path_buf(),

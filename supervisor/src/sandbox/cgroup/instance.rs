@@ -13,7 +13,7 @@ use super::layout::Layout;
 use super::limits::Limits;
 use super::paths::CgroupSet;
 use super::remove::{self, Removal};
-use super::stats::{self, Stats};
+use super::stats::{self, StatFiles, Stats};
 
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -81,7 +81,13 @@ impl Instance {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        stats::read(&*self.fs, &self.layout, &self.leaf)
+        self.stat_files().read()
+    }
+
+    /// The files [`Instance::stats`] and [`Instance::procs`] read, found once, for a reader
+    /// that reads them again and again (the sampler).
+    pub fn stat_files(&self) -> StatFiles {
+        StatFiles::new(self.fs.clone(), &self.layout, &self.leaf)
     }
 
     /// Whether any process is left (from v2 `cgroup.events`, else the v1 `cgroup.procs`).

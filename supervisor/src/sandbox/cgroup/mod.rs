@@ -75,5 +75,5 @@ pub use proc_cgroup::{Membership, parse as parse_proc_cgroup};
 pub use real_fs::RealFs;
 pub use remove::Removal;
 pub use stale::cleanup_stale;
-pub use stats::Stats;
+pub use stats::{StatFiles, Stats};
 pub use subtree::{Subtree, SubtreeConfig, SubtreeLock};

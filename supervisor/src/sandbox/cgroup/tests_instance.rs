@@ -243,6 +243,53 @@ fn hybrid_stats_mix_v1_controllers_and_unified_usage() {
     );
 }
 
+/// The sampler finds a cgroup's files once and reads them for as long as the cgroup lives:
+/// each reading is the kernel's counters as they are then, read from the file again (never
+/// a value kept), with the errors naming the cgroup and file as `stats` does.
+#[test]
+fn stat_files_found_once_read_the_counters_as_they_are_at_each_reading() {
+    let (fs, layout) = hybrid();
+    let (_st, inst) = make(&fs, layout, false);
+    let d = dirs(&inst);
+    let (unified, mem, cpu, pids) = (&d[0], &d[1], &d[2], &d[3]);
+    fs.set_file(&format!("{unified}/cpu.stat"), "usage_usec 10\n");
+    fs.set_file(&format!("{mem}/memory.usage_in_bytes"), "4096\n");
+    fs.set_file(&format!("{mem}/memory.oom_control"), "oom_kill 0\n");
+    fs.set_file(&format!("{mem}/memory.stat"), "total_rss 100\ntotal_shmem 1\n");
+    fs.set_file(&format!("{cpu}/cpu.stat"), "nr_throttled 0\nthrottled_time 0\n");
+    fs.set_file(&format!("{pids}/pids.current"), "1\n");
+    fs.set_file(&format!("{pids}/pids.events"), "max 0\n");
+    fs.remove_file(&format!("{mem}/memory.max_usage_in_bytes"));
+    let files = inst.stat_files();
+    let first = files.read().unwrap();
+    assert_eq!((first.memory_current, first.memory_peak, first.memory_held), (Some(4096), None, Some(101)));
+    assert_eq!(first, inst.stats().unwrap(), "the same reading as stats");
+    fs.set_file(&format!("{unified}/cpu.stat"), "usage_usec 20\n");
+    fs.set_file(&format!("{mem}/memory.max_usage_in_bytes"), "8192\n");
+    fs.set_file(&format!("{cpu}/cpu.stat"), "nr_throttled 3\nthrottled_time 9000\n");
+    fs.set_file(&format!("{pids}/pids.events"), "max 2\n");
+    let second = files.read().unwrap();
+    assert_eq!(second.cpu_usage_usec, Some(20));
+    assert_eq!(second.memory_peak, Some(8192), "a file that came since is read");
+    assert_eq!((second.cpu_nr_throttled, second.cpu_throttled_usec, second.pids_max_hits), (Some(3), Some(9), Some(2)));
+    assert_eq!(fs.reads_of(&format!("{pids}/pids.events")), 3, "read at each reading");
+    fs.set_file(&format!("{pids}/pids.current"), "lots\n");
+    let e = files.read().unwrap_err();
+    assert!(
+        matches!(&e, CgroupError::Parse { cgroup, file, .. } if file == "pids.current" && cgroup == Path::new(pids)),
+        "{e}"
+    );
+    fs.remove_file(&format!("{mem}/memory.oom_control"));
+    let e = files.read().unwrap_err();
+    assert!(
+        matches!(&e, CgroupError::Read { cgroup, file, .. } if file == "memory.oom_control" && cgroup == Path::new(mem)),
+        "{e}"
+    );
+    assert_eq!(files.procs().unwrap(), Vec::<u32>::new());
+    fs.spawn(700, &[unified]);
+    assert_eq!(files.procs().unwrap(), vec![700]);
+}
+
 #[test]
 fn v1_only_usage_from_cpuacct_and_populated_from_procs() {
     let (fs, layout) = v1_only();
