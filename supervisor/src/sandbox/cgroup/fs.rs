@@ -64,15 +64,6 @@ pub(crate) fn read(fs: &dyn CgroupFs, dir: &Path, file: &str) -> Result<String> 
     })
 }
 
-/// Reads a file that only some kernels or configurations have; absence is `None`.
-pub(crate) fn read_optional(fs: &dyn CgroupFs, dir: &Path, file: &str) -> Result<Option<String>> {
-    match fs.read(&dir.join(file)) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CgroupError::Read { cgroup: dir.to_path_buf(), file: file.to_owned(), source }),
-    }
-}
-
 pub(crate) fn parsed<T>(
     fs: &dyn CgroupFs,
     dir: &Path,
@@ -84,12 +75,17 @@ pub(crate) fn parsed<T>(
 }
 
 pub(crate) fn with_context<T>(dir: &Path, file: &str, text: &str, parsed: Result<T, &'static str>) -> Result<T> {
-    parsed.map_err(|reason| CgroupError::Parse {
+    parsed.map_err(|reason| parse_error(dir, file, text, reason))
+}
+
+/// `file` of the cgroup at `dir` read `text`, which does not parse for `reason`.
+pub(crate) fn parse_error(dir: &Path, file: &str, text: &str, reason: &'static str) -> CgroupError {
+    CgroupError::Parse {
         cgroup: dir.to_path_buf(),
         file: file.to_owned(),
         content: text.chars().take(256).collect(),
         reason,
-    })
+    }
 }
 
 pub(crate) fn write(fs: &dyn CgroupFs, dir: &Path, file: &str, value: &str) -> Result<()> {

@@ -1,10 +1,11 @@
 //! Usage and event counters of one cgroup (`Stats`) and whether it still holds processes.
 
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::controller::{Controller, Version};
-use super::error::Result;
+use super::error::{CgroupError, Result};
 use super::fs::{self, CgroupFs};
 use super::layout::Layout;
 use super::parse;
@@ -187,14 +188,13 @@ impl StatFiles {
     pub fn read(&self) -> Result<Stats> {
         let mut s = Stats::default();
         for (file, path) in self.paths() {
-            let (dir, name) = split(path);
-            let text = if file.optional() {
-                let Some(text) = fs::read_optional(&*self.fs, dir, name)? else { continue };
-                text
-            } else {
-                fs::read(&*self.fs, dir, name)?
+            // Each path is read as it was kept: joined again, it would be copied each time.
+            let text = match self.fs.read(path) {
+                Ok(text) => text,
+                Err(e) if file.optional() && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(read_error(path, source)),
             };
-            fs::with_context(dir, name, &text, file.take(&text, &mut s))?;
+            file.take(&text, &mut s).map_err(|reason| parse_error(path, &text, reason))?;
         }
         Ok(s)
     }
@@ -202,16 +202,26 @@ impl StatFiles {
     /// The pids in the cgroup (the unified hierarchy's view where there is one).
     pub fn procs(&self) -> Result<Vec<u32>> {
         let Some(end) = self.procs else { return Ok(Vec::new()) };
-        let start = self.files.last().map_or(0, |(_, end)| *end);
-        let (dir, _) = split(Path::new(&self.paths[start..end]));
-        fs::procs(&*self.fs, dir)
+        let path = Path::new(&self.paths[self.files.last().map_or(0, |(_, end)| *end)..end]);
+        let text = self.fs.read(path).map_err(|source| read_error(path, source))?;
+        parse::pids(&text).map_err(|reason| parse_error(path, &text, reason))
     }
 }
 
-/// A control file's path as its cgroup's directory and its own name (for errors).
+/// A control file's path as its cgroup's directory and its own name, for errors.
 fn split(path: &Path) -> (&Path, &str) {
     let dir = path.parent().unwrap_or(path);
     (dir, path.file_name().and_then(|n| n.to_str()).unwrap_or_default())
+}
+
+fn read_error(path: &Path, source: io::Error) -> CgroupError {
+    let (dir, file) = split(path);
+    CgroupError::Read { cgroup: dir.to_path_buf(), file: file.to_owned(), source }
+}
+
+fn parse_error(path: &Path, text: &str, reason: &'static str) -> CgroupError {
+    let (dir, file) = split(path);
+    fs::parse_error(dir, file, text, reason)
 }
 
 /// Whether any process is left in the cgroup (or, on v2, below it).
