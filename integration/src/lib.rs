@@ -21,7 +21,7 @@ pub use daemon::Daemon;
 
 /// Connects a gRPC channel to a Unix socket (the gateway, typically).
 pub async fn connect(path: &std::path::Path) -> anyhow::Result<plugin_proto::transport::H2Channel> {
-    let stream = tokio::net::UnixStream::connect(path).await?;
+    let stream = plugin_proto::socket::QuietStream::connect(path).await?;
     let (channel, conn) = plugin_proto::transport::H2Channel::handshake(stream).await?;
     tokio::spawn(conn);
     Ok(channel)

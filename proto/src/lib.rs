@@ -29,6 +29,7 @@ mod message_ends;
 pub mod panics;
 pub mod signals;
 mod small_frames;
+pub mod socket;
 pub mod spin;
 pub mod transport;
 

@@ -119,7 +119,7 @@ pub async fn serve(listener: UnixListener, gateway: Gateway, limits: Limits) {
     }
 }
 
-type Server = h2::server::Connection<Repair<tokio::net::UnixStream>, Bytes>;
+type Server = h2::server::Connection<Repair<plugin_proto::socket::QuietStream>, Bytes>;
 
 /// Serves one connection until it ends, is idle too long, or is evicted.
 async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, shared: Arc<Shared>) {
@@ -130,6 +130,15 @@ async fn connection(io: tokio::net::UnixStream, gateway: Gateway, conn: Conn, sh
         Ok(peer) => peer,
         Err(e) => {
             tracing::warn!(error = %e, "gateway connection refused: its peer credentials cannot be read");
+            return;
+        }
+    };
+    // Registered for reading only: the caller taking an answer does not wake the daemon
+    // for room it does not need (`plugin_proto::socket` says when that pays).
+    let io = match plugin_proto::socket::QuietStream::from_tokio(io) {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::warn!(error = %e, "gateway connection refused: its socket cannot be registered");
             return;
         }
     };
